@@ -1,0 +1,90 @@
+"""Filesystem edges shared by every module that writes: atomic writes, hashing, the cache home.
+
+Nothing here knows about images, statistics or networks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from fidkit.errors import OverwriteError
+
+__all__ = ["atomic_write", "sha256_file", "cache_home"]
+
+_CHUNK_BYTES = 1 << 20
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; move it onto `path` only if the block succeeds.
+
+    The temporary file lives in the destination's folder so that the final ``os.replace`` is a
+    rename on one filesystem, which is atomic: readers see the old file or the new one, never a
+    half-written one. On any exception (Ctrl-C included) the temporary file is removed.
+
+    Parameters
+    ----------
+    path : path-like
+        The destination. Its parent folder is created if missing.
+    overwrite : bool, default False
+        Replace an existing file. Without it an existing `path` raises :class:`OverwriteError`
+        before anything is written.
+
+    Yields
+    ------
+    pathlib.Path
+        Where to write. The caller may write it any way (``np.savez``, ``open``, ``torch.save``);
+        the suffix of `path` is kept so that libraries that append extensions do not.
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise OverwriteError(
+            f"{target} already exists; choose another path or pass overwrite=True (--force)"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp_name)
+    try:
+        yield tmp_path
+        if not overwrite and target.exists():
+            # Someone else created it while we were writing: still never clobber.
+            raise OverwriteError(
+                f"{target} appeared while it was being written; choose another path or pass "
+                "overwrite=True (--force)"
+            )
+        os.replace(tmp_path, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_home() -> Path:
+    """Return fidkit's cache directory (weights, ONNX graphs, statistics).
+
+    ``$FIDKIT_HOME`` if set, else ``$XDG_CACHE_HOME/fidkit``, else ``~/.cache/fidkit``. Read on
+    every call, never memoised, so that tests and users can redirect it at any time. The folder
+    is not created here; writers create what they write.
+    """
+    explicit = os.environ.get("FIDKIT_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "fidkit"

@@ -1,0 +1,50 @@
+"""The errors fidkit raises.
+
+Every error a user can meet is a :class:`FidkitError`. Its message says what went wrong, on which
+file or argument, and what to do about it; the command line prints it as one line and exits 1.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FidkitError",
+    "InputError",
+    "StatsFileError",
+    "ImageError",
+    "EmptySourceError",
+    "SourceError",
+    "WeightsError",
+    "OverwriteError",
+]
+
+
+class FidkitError(Exception):
+    """Base class of every error that fidkit raises on purpose."""
+
+
+class InputError(FidkitError, ValueError):
+    """Arrays or arguments that cannot be used: wrong shape or dtype, NaN or inf, too few samples."""
+
+
+class StatsFileError(FidkitError):
+    """A statistics file that is missing, corrupt, or not a statistics file."""
+
+
+class ImageError(FidkitError):
+    """One or more image files that could not be decoded."""
+
+
+class EmptySourceError(FidkitError):
+    """A source that holds no usable images."""
+
+
+class SourceError(FidkitError):
+    """A source path or object fidkit does not know how to read."""
+
+
+class WeightsError(FidkitError):
+    """Inception weights that are missing, fail their checksum, or do not have the expected layout."""
+
+
+class OverwriteError(FidkitError, FileExistsError):
+    """A write that would replace an existing user file without being asked to."""
