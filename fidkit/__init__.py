@@ -6,9 +6,11 @@ The public API is re-exported here; see ``docs/usage.md``.
 from fidkit.errors import (
     EmptySourceError,
     FidkitError,
+    FidkitWarning,
     ImageError,
     InputError,
     OverwriteError,
+    SmallSampleWarning,
     SourceError,
     StatsFileError,
     WeightsError,
@@ -26,4 +28,6 @@ __all__ = [
     "SourceError",
     "WeightsError",
     "OverwriteError",
+    "FidkitWarning",
+    "SmallSampleWarning",
 ]

@@ -15,6 +15,8 @@ __all__ = [
     "SourceError",
     "WeightsError",
     "OverwriteError",
+    "FidkitWarning",
+    "SmallSampleWarning",
 ]
 
 
@@ -48,3 +50,11 @@ class WeightsError(FidkitError):
 
 class OverwriteError(FidkitError, FileExistsError):
     """A write that would replace an existing user file without being asked to."""
+
+
+class FidkitWarning(UserWarning):
+    """Base class of the warnings fidkit issues (small samples, lossy inputs, skipped files)."""
+
+
+class SmallSampleWarning(FidkitWarning):
+    """Fewer samples than feature dimensions: the covariance is singular and FID is biased."""
