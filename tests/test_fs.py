@@ -1,0 +1,77 @@
+"""The filesystem edges: atomic writes never leave partial files, never clobber; the cache home."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from fidkit._fs import atomic_write, cache_home, sha256_file
+from fidkit.errors import OverwriteError
+
+
+def test_atomic_write_creates_file_and_parent(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "out.npz"
+    with atomic_write(target) as tmp:
+        assert tmp.parent == target.parent
+        assert tmp.suffix == ".npz"
+        tmp.write_bytes(b"payload")
+    assert target.read_bytes() == b"payload"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.npz"]
+
+
+def test_atomic_write_refuses_existing_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.npz"
+    target.write_bytes(b"user data")
+    with pytest.raises(OverwriteError, match="already exists"):
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"user data"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.npz"]
+
+
+def test_atomic_write_overwrite_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "out.npz"
+    target.write_bytes(b"old")
+    with atomic_write(target, overwrite=True) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_atomic_write_failure_leaves_nothing(tmp_path: Path, exc: type[BaseException]) -> None:
+    target = tmp_path / "out.npz"
+    with pytest.raises(exc):
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise exc()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_refuses_file_that_appears_meanwhile(tmp_path: Path) -> None:
+    target = tmp_path / "out.npz"
+    with pytest.raises(OverwriteError, match="appeared"):
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(b"ours")
+            target.write_bytes(b"theirs")
+    assert target.read_bytes() == b"theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.npz"]
+
+
+def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 5000  # > 1 MiB, so more than one chunk
+    path = tmp_path / "blob"
+    path.write_bytes(payload)
+    assert sha256_file(path) == hashlib.sha256(payload).hexdigest()
+
+
+def test_cache_home_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FIDKIT_HOME", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_home() == tmp_path / "explicit"
+    monkeypatch.delenv("FIDKIT_HOME")
+    assert cache_home() == tmp_path / "xdg" / "fidkit"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_home() == tmp_path / "home" / ".cache" / "fidkit"
