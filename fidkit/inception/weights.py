@@ -1,0 +1,484 @@
+"""The FID Inception weights: manifest, resolution, download, checksum, strict loading.
+
+Resolution order (:func:`locate_weights`):
+
+1. an explicit path (``weights=`` in the API, ``--weights`` on the command line), else the
+   environment variable ``FIDKIT_WEIGHTS``: used as given, its sha256 recorded;
+2. ``cache_home()/weights/<file>`` when present; it must match the manifest's sha256;
+3. a download from the manifest's URLs in order (release, then mirror), verified against the
+   manifest's size and sha256 and moved into the cache atomically.
+
+torch is imported only inside the functions that load or build state dicts, so that resolving a
+path and hashing a file stay light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import socket
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from fidkit._fs import atomic_write, cache_home, sha256_file
+from fidkit.errors import WeightsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = [
+    "WeightsManifest",
+    "ResolvedWeights",
+    "MANIFEST_PATH",
+    "WEIGHTS_ENV",
+    "load_manifest",
+    "weights_cache_dir",
+    "locate_weights",
+    "resolve_weights",
+    "download_weights",
+    "load_state_dict",
+    "random_state_dict",
+    "save_state_dict",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The manifest shipped with the package (a link to ``weights/manifest.json`` in the source tree).
+MANIFEST_PATH = Path(__file__).with_name("manifest.json")
+#: Environment variable naming a weights file, used when no explicit path is passed.
+WEIGHTS_ENV = "FIDKIT_WEIGHTS"
+#: Seconds any one socket operation (connect, each read) may wait before the download gives up.
+DEFAULT_TIMEOUT_S = 30.0
+_CHUNK_BYTES = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsManifest:
+    """What the released weights file is and where to get it.
+
+    Attributes
+    ----------
+    name : str
+        Name of the network the weights belong to (``inception-2015-12-05``).
+    file_name : str
+        File name in the cache directory.
+    size : int
+        Size in bytes.
+    sha256 : str
+        Hex sha256 of the file.
+    urls : tuple of str
+        Download URLs, tried in order (release first, then mirror).
+    licence : str
+        SPDX identifier of the weights' licence.
+    """
+
+    name: str
+    file_name: str
+    size: int
+    sha256: str
+    urls: tuple[str, ...]
+    licence: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WeightsManifest:
+        """Build from the JSON object of ``manifest.json`` (keys ``file``, ``size``, ...)."""
+        try:
+            return cls(
+                name=str(data["name"]),
+                file_name=str(data["file"]),
+                size=int(data["size"]),
+                sha256=str(data["sha256"]).lower(),
+                urls=tuple(str(url) for url in data["urls"]),
+                licence=str(data["licence"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WeightsError(f"weights manifest is malformed ({exc!r}); reinstall fidkit") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedWeights:
+    """A weights file found by :func:`locate_weights`.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The file.
+    sha256 : str
+        Its hex sha256 (computed, not trusted from the manifest).
+    origin : str
+        How it was found: ``"explicit"``, ``"environment"``, ``"cache"`` or ``"download"``.
+    matches_manifest : bool
+        True if the sha256 is the released file's.
+    """
+
+    path: Path
+    sha256: str
+    origin: str
+    matches_manifest: bool
+
+
+def load_manifest(path: str | os.PathLike | None = None) -> WeightsManifest:
+    """Read a weights manifest; the packaged one by default.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        Another manifest (tests point one at a local file server).
+    """
+    manifest_path = Path(path) if path is not None else MANIFEST_PATH
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WeightsError(
+            f"cannot read the weights manifest {manifest_path} ({exc}); reinstall fidkit"
+        ) from exc
+    return WeightsManifest.from_dict(data)
+
+
+def weights_cache_dir() -> Path:
+    """Return ``cache_home()/weights``, where downloaded weights live (not created here)."""
+    return cache_home() / "weights"
+
+
+def _how_to_supply(manifest: WeightsManifest) -> str:
+    target = weights_cache_dir() / manifest.file_name
+    return (
+        f"download {manifest.urls[0]} (sha256 {manifest.sha256}) yourself and either pass it "
+        f"with --weights PATH / weights=PATH / the environment variable {WEIGHTS_ENV}, "
+        f"or put it at {target}"
+    )
+
+
+def locate_weights(
+    weights: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    progress: bool = True,
+    manifest: WeightsManifest | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> ResolvedWeights:
+    """Find the weights file, downloading it if needed, and hash it.
+
+    Parameters
+    ----------
+    weights : path-like, optional
+        An explicit weights file. Used as given (a user may bring their own port of the same
+        network); its sha256 is recorded whether or not it matches the manifest.
+    download : bool, default True
+        Download into the cache when neither an explicit path nor a cached file exists.
+    progress : bool, default True
+        Show a progress bar on stderr while downloading (only when stderr is a terminal).
+    manifest : WeightsManifest, optional
+        The file to look for; the packaged manifest by default.
+    timeout : float
+        Seconds a single socket operation may block.
+
+    Returns
+    -------
+    ResolvedWeights
+
+    Raises
+    ------
+    WeightsError
+        An explicit file that does not exist, a cached file with the wrong checksum, a download
+        that fails (offline, wrong checksum), or no file with ``download=False``.
+    """
+    manifest = manifest if manifest is not None else load_manifest()
+    origin = "explicit"
+    if weights is None and os.environ.get(WEIGHTS_ENV):
+        weights, origin = os.environ[WEIGHTS_ENV], "environment"
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            where = f"the environment variable {WEIGHTS_ENV}" if origin == "environment" else "weights"
+            raise WeightsError(f"weights file {path} (from {where}) does not exist; give an existing .pth file")
+        digest = sha256_file(path)
+        matches = digest == manifest.sha256
+        if not matches:
+            logger.info(
+                "weights %s have sha256 %s, not the released %s's %s; features are comparable only "
+                "with features from the same file",
+                path, digest, manifest.file_name, manifest.sha256,
+            )
+        return ResolvedWeights(path=path, sha256=digest, origin=origin, matches_manifest=matches)
+
+    cached = weights_cache_dir() / manifest.file_name
+    if cached.is_file():
+        digest = sha256_file(cached)
+        if digest != manifest.sha256:
+            raise WeightsError(
+                f"cached weights {cached} have sha256 {digest}, expected {manifest.sha256}; "
+                "delete the file to download it again, or pass your own file with --weights"
+            )
+        return ResolvedWeights(path=cached, sha256=digest, origin="cache", matches_manifest=True)
+
+    if not download:
+        raise WeightsError(f"Inception weights not found at {cached}; {_how_to_supply(manifest)}")
+    path = download_weights(manifest, cached.parent, progress=progress, timeout=timeout)
+    return ResolvedWeights(path=path, sha256=manifest.sha256, origin="download", matches_manifest=True)
+
+
+def resolve_weights(
+    weights: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    progress: bool = True,
+    manifest: WeightsManifest | None = None,
+) -> Path:
+    """Return the path of the weights file: explicit, ``$FIDKIT_WEIGHTS``, cached, or downloaded.
+
+    See :func:`locate_weights`, which also returns the file's sha256.
+    """
+    return locate_weights(weights, download=download, progress=progress, manifest=manifest).path
+
+
+class _ProgressBar:
+    """A one-line byte counter on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, total: int, label: str, enabled: bool, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.total = max(total, 1)
+        self.label = label
+        self._last_percent = -1
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        percent = min(100, done * 100 // self.total)
+        if percent == self._last_percent:
+            return
+        self._last_percent = percent
+        filled = percent * 30 // 100
+        self.stream.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {percent:3d}% "
+            f"{done / 2**20:6.1f}/{self.total / 2**20:.1f} MiB"
+        )
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._last_percent >= 0:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _fetch(url: str, target: Path, manifest: WeightsManifest, *, progress: bool, timeout: float) -> str:
+    """Stream `url` into `target`; return the sha256 of what was written."""
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={"User-Agent": "fidkit"})
+    with urllib.request.urlopen(request, timeout=timeout) as response, open(target, "wb") as out:
+        total = int(response.headers.get("Content-Length") or manifest.size)
+        bar = _ProgressBar(total, f"downloading {manifest.file_name}", progress)
+        done = 0
+        try:
+            while chunk := response.read(_CHUNK_BYTES):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                bar.update(done)
+        finally:
+            bar.close()
+    return digest.hexdigest()
+
+
+def download_weights(
+    manifest: WeightsManifest,
+    dest_dir: str | os.PathLike,
+    *,
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Path:
+    """Download the weights into `dest_dir`, verify size and sha256, move into place atomically.
+
+    URLs are tried in the manifest's order. A download whose checksum is wrong is deleted and
+    the next URL tried.
+
+    Returns
+    -------
+    pathlib.Path
+        ``dest_dir / manifest.file_name``.
+
+    Raises
+    ------
+    WeightsError
+        When no URL gave the right file: the message lists what happened at each URL and how to
+        supply the file by hand.
+    """
+    target = Path(dest_dir) / manifest.file_name
+    failures: list[str] = []
+    for url in manifest.urls:
+        logger.info("downloading %s from %s", manifest.file_name, url)
+        try:
+            # overwrite=True: a concurrent process that finished first wrote the same bytes.
+            with atomic_write(target, overwrite=True) as partial:
+                digest = _fetch(url, partial, manifest, progress=progress, timeout=timeout)
+                size = partial.stat().st_size
+                if digest != manifest.sha256 or size != manifest.size:
+                    # Raising inside atomic_write deletes the partial file.
+                    raise _ChecksumMismatch(
+                        f"{url}: got {size} bytes with sha256 {digest}, expected {manifest.size} "
+                        f"bytes with sha256 {manifest.sha256}; the partial file was deleted"
+                    )
+        except _ChecksumMismatch as exc:
+            logger.warning("%s", exc)
+            failures.append(str(exc))
+            continue
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            logger.warning("download from %s failed: %s", url, reason)
+            failures.append(f"{url}: {reason}")
+            continue
+        logger.info("weights saved to %s", target)
+        return target
+    raise WeightsError(
+        "could not download the Inception weights (" + "; ".join(failures) + "). "
+        + _how_to_supply(manifest)
+    )
+
+
+class _ChecksumMismatch(Exception):
+    """Internal: a download finished but is not the expected file."""
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a weights file safely and check it has exactly the network's tensors.
+
+    Accepts the legacy (pre-zip) torch serialization of the released file and the zip format,
+    with or without ``num_batches_tracked`` entries (missing ones are filled with zeros: they
+    play no part in inference).
+
+    Raises
+    ------
+    WeightsError
+        Unreadable file, not a state dict, missing or unexpected tensors, or wrong shapes.
+    """
+    import torch
+
+    from fidkit.inception.network import FIDInceptionV3
+
+    path = Path(path)
+    try:
+        # weights_only=True: never unpickle arbitrary objects from a downloaded file.
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises a variety of types for bad files
+        raise WeightsError(
+            f"cannot load weights {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+            "expected a torch state dict of the FID Inception-v3"
+        ) from exc
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise WeightsError(f"weights {path} do not hold a state dict of tensors")
+    state = dict(loaded)
+    expected = FIDInceptionV3().state_dict()
+    for name, tensor in expected.items():
+        if name.endswith("num_batches_tracked") and name not in state:
+            state[name] = torch.zeros_like(tensor)
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    if missing or unexpected:
+        raise WeightsError(
+            f"weights {path} do not match the FID Inception-v3 layout: "
+            f"{len(missing)} missing tensor(s) {_first_names(missing)}, "
+            f"{len(unexpected)} unexpected tensor(s) {_first_names(unexpected)}; "
+            "use the released pt_inception-2015-12-05 file or a port with the same names"
+        )
+    wrong_shape = [
+        f"{name} {tuple(state[name].shape)} != {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if tuple(state[name].shape) != tuple(tensor.shape)
+    ]
+    if wrong_shape:
+        raise WeightsError(f"weights {path} have tensors of the wrong shape: {_first_names(wrong_shape)}")
+    return {name: state[name] for name in expected}
+
+
+def _first_names(names: Sequence[str], limit: int = 8) -> str:
+    if not names:
+        return "[]"
+    shown = ", ".join(names[:limit])
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def random_state_dict(seed: int = 0, *, calibration_images: int = 4) -> dict[str, torch.Tensor]:
+    """Random weights with the exact layout of the released file, for tests and benchmarks.
+
+    Convolutions are He-scaled; BatchNorm statistics are then measured on a few random images so
+    that every BatchNorm standardizes its input, which keeps activations in a sane range through
+    all 94 layers and makes the 2048 features vary from image to image. Deterministic for a given
+    `seed` on a given torch build.
+    """
+    import torch
+
+    from fidkit.inception.network import FIDInceptionV3
+
+    generator = torch.Generator().manual_seed(seed)
+    model = FIDInceptionV3()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+                module.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=generator)
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.normal_(0.0, 0.2, generator=generator)
+                module.reset_running_stats()
+                module.momentum = None  # cumulative average: one pass gives the batch statistics
+            elif isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, 0.01, generator=generator)
+                module.bias.zero_()
+        # Images in the normalized range [-1, 1], half smooth (low-resolution noise upsampled, like
+        # small real images) and half pixel noise (what tests often feed), so both stay in range.
+        n_smooth = max(calibration_images // 2, 1)
+        coarse = torch.rand(n_smooth, 3, 19, 19, generator=generator) * 2 - 1
+        smooth = torch.nn.functional.interpolate(coarse, size=(299, 299), mode="bilinear", align_corners=False)
+        noise = torch.rand(calibration_images - n_smooth, 3, 299, 299, generator=generator) * 2 - 1
+        images = torch.cat([smooth, noise])
+        model.train()
+        model(images)
+        model.eval()
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_var.clamp_(min=1e-3)
+                module.momentum = 0.1
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def save_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    legacy: bool = True,
+    num_batches_tracked: bool = True,
+) -> Path:
+    """Save a state dict as the released file is saved (legacy format) or in torch's zip format.
+
+    Parameters
+    ----------
+    legacy : bool, default True
+        Pre-zip serialization, as ``pt_inception-2015-12-05-6726825d.pth``.
+    num_batches_tracked : bool, default True
+        Keep the ``num_batches_tracked`` entries (files older than torch 0.4.1 lack them).
+    """
+    import collections
+
+    import torch
+
+    path = Path(path)
+    ordered = collections.OrderedDict(
+        (name, tensor)
+        for name, tensor in state_dict.items()
+        if num_batches_tracked or not name.endswith("num_batches_tracked")
+    )
+    with atomic_write(path, overwrite=True) as tmp:
+        torch.save(ordered, tmp, _use_new_zipfile_serialization=not legacy)
+    return path
