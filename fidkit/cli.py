@@ -1,0 +1,520 @@
+"""The ``fidkit`` command: a thin argparse layer over :mod:`fidkit.api`.
+
+Results go to stdout (one line, or JSON with ``--json``); messages, warnings and the progress bar go
+to stderr. Exit status: 0 success, 1 a user-facing error (one line ``fidkit: error: ...``; the
+traceback only with ``--debug``), 2 a usage error, 130 interrupted (Ctrl-C; no partial files are left,
+as every write is atomic).
+
+Heavy modules (onnxruntime, torch, the sources' decoders) are imported inside the handlers, so
+``fidkit --help``, ``fidkit info`` and ``fidkit cache`` start fast and never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import traceback
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fidkit.errors import FidkitError, FidkitWarning, OverwriteError
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_DESCRIPTION = """\
+fidkit: the Fréchet Inception Distance with the TensorFlow reference's numbers.
+
+A source is a folder of images (recursive), a .zip / .tar / .tar.gz archive, a .npy / .npz uint8
+image array (N,H,W,3) or (N,H,W), an MNIST idx file, a CIFAR-10/100 python batch folder, or a
+statistics .npz (fidkit, TTUR or pytorch-fid; it skips the network)."""
+
+_MAIN_EPILOG = """\
+examples:
+  fidkit compute real_images/ generated_images/
+  fidkit compute cifar10-train.npz samples.zip --json > report.json
+  fidkit stats real_images/ --save real.npz
+  fidkit info real.npz
+  fidkit cache list
+
+run "fidkit COMMAND --help" for the options of each command.
+exit status: 0 success, 1 error (one line on stderr), 2 usage error, 130 interrupted."""
+
+_COMPUTE_EPILOG = """\
+examples:
+  # two folders of images (PNG, JPEG, ...; searched recursively)
+  fidkit compute real_images/ generated_images/
+
+  # a saved statistics file against an archive of samples; the full report as JSON
+  fidkit compute cifar10-train-stats.npz samples.zip --json
+
+  # 10,000 random images of each side, reproducibly
+  fidkit compute train.zip samples/ --limit 10000 --seed 0
+
+  # keep going past unreadable files (they are counted and listed in the report)
+  fidkit compute scraped/ generated/ --skip-bad
+
+stdout is one line whose last token is the FID (e.g. "FID: 12.3456"), or the JSON report with --json.
+Statistics of folders, archives and arrays are cached: a second run on the same files does not run
+the network (see "fidkit cache --help"; --no-cache to bypass)."""
+
+_STATS_EPILOG = """\
+examples:
+  fidkit stats real_images/ --save real.npz
+  fidkit stats cifar10-train-jpg.zip --save cifar10-train.npz --limit 10000 --seed 0
+  fidkit stats real_images/ --save real.npz --force      # replace an existing file
+
+The file keeps the keys "mu" and "sigma", so TTUR and pytorch-fid read it unchanged; N and the
+metadata (weights sha256, resize mode, source) go in extra keys. Without --save the statistics are
+only computed and cached."""
+
+_INFO_EPILOG = """\
+examples:
+  fidkit info real.npz
+  fidkit info fid_stats_cifar10_train.npz --json     # a TTUR / pytorch-fid file works too"""
+
+_CACHE_EPILOG = """\
+examples:
+  fidkit cache list
+  fidkit cache list --json
+  fidkit cache clear            # statistics entries only
+  fidkit cache clear --all      # also the ONNX graphs and the downloaded weights
+
+The cache lives in $FIDKIT_HOME (default $XDG_CACHE_HOME/fidkit or ~/.cache/fidkit)."""
+
+_CACHE_LIST_EPILOG = """\
+examples:
+  fidkit cache list
+  fidkit cache list --json"""
+
+_CACHE_CLEAR_EPILOG = """\
+examples:
+  fidkit cache clear            # remove cached statistics (recomputed on the next run)
+  fidkit cache clear --all      # also ONNX graphs (rebuilt on first use) and weights (downloaded again)"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _common_parent() -> argparse.ArgumentParser:
+    """Options every command has: --quiet and --debug."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no info messages")
+    parent.add_argument("--debug", action="store_true", help="debug logging, and tracebacks on errors")
+    return parent
+
+
+def _network_parent(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of every command that runs the network (shared with ``fidkit ttur``/``validate``)."""
+    parent = argparse.ArgumentParser(add_help=False, parents=[common])
+    group = parent.add_argument_group("network")
+    group.add_argument(
+        "--weights", metavar="PATH", default=None,
+        help="Inception weights .pth (default: $FIDKIT_WEIGHTS, the cache, or a download)",
+    )
+    group.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"),
+        help="where the network runs (default: auto = GPU if available, else CPU)",
+    )
+    group.add_argument(
+        "--batch-size", type=_positive_int, default=50, metavar="N", help="images per network batch (default: 50)"
+    )
+    return parent
+
+
+def _source_parent() -> argparse.ArgumentParser:
+    """Options of the commands that read image sources (compute, stats)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("sources")
+    group.add_argument(
+        "--workers", type=_non_negative_int, default=None, metavar="N",
+        help="image decoding processes (default: from the machine; 0 decodes in this process)",
+    )
+    group.add_argument(
+        "--skip-bad", action="store_true",
+        help="skip unreadable image files (counted and listed) instead of stopping",
+    )
+    group.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="use N images per source")
+    group.add_argument(
+        "--seed", type=int, default=None, help="with --limit: a random subset drawn with this seed (default: the first N)"
+    )
+    group.add_argument(
+        "--exif-transpose", action="store_true",
+        help="apply the EXIF orientation tag (default: pixels as stored, like the reference)",
+    )
+    cache = parent.add_argument_group("cache")
+    cache.add_argument("--no-cache", action="store_true", help="neither read nor write the statistics cache")
+    cache.add_argument(
+        "--hash-content", action="store_true",
+        help="fingerprint files by content (sha256) rather than size and modification time",
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``fidkit`` argument parser with every subcommand registered."""
+    from fidkit import __version__
+
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="fidkit", description=_DESCRIPTION, epilog=_MAIN_EPILOG, formatter_class=formatter
+    )
+    parser.add_argument("--version", action="version", version=f"fidkit {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    common = _common_parent()
+    network_parent = _network_parent(common)
+    source_parent = _source_parent()
+
+    compute = subparsers.add_parser(
+        "compute", parents=[network_parent, source_parent], formatter_class=formatter,
+        help="the FID between two sources", description="Compute the FID between sources A and B.",
+        epilog=_COMPUTE_EPILOG,
+    )
+    compute.add_argument("source_a", metavar="A", help="first source (images, archive, array or statistics)")
+    compute.add_argument("source_b", metavar="B", help="second source")
+    compute.add_argument("--json", action="store_true", help="print the full report as JSON")
+    compute.add_argument(
+        "--allow-weights-mismatch", action="store_true",
+        help="warn instead of failing when the two sides record different weights",
+    )
+    compute.set_defaults(func=_cmd_compute)
+
+    stats = subparsers.add_parser(
+        "stats", parents=[network_parent, source_parent], formatter_class=formatter,
+        help="compute (and save) the statistics of one source",
+        description="Compute the Inception statistics (mu, sigma, N) of a source and save them.",
+        epilog=_STATS_EPILOG,
+    )
+    stats.add_argument("source", metavar="SRC", help="the source")
+    stats.add_argument("--save", metavar="OUT.npz", type=Path, default=None, help="where to write the statistics")
+    stats.add_argument("--force", action="store_true", help="replace OUT.npz if it exists")
+    stats.add_argument("--json", action="store_true", help="print the summary as JSON")
+    stats.set_defaults(func=_cmd_stats)
+
+    info = subparsers.add_parser(
+        "info", parents=[common], formatter_class=formatter, help="what a statistics file holds",
+        description="Show what a statistics .npz holds: N, dimension, metadata, origin, trace of sigma.",
+        epilog=_INFO_EPILOG,
+    )
+    info.add_argument("path", metavar="FILE.npz", type=Path, help="a statistics file")
+    info.add_argument("--json", action="store_true", help="print as JSON")
+    info.set_defaults(func=_cmd_info)
+
+    cache = subparsers.add_parser(
+        # No common options here: they live on "list" and "clear", since argparse lets a nested
+        # parser's defaults overwrite values given at this level.
+        "cache", formatter_class=formatter, help="list or clear the statistics cache",
+        description="List or clear fidkit's cache.", epilog=_CACHE_EPILOG,
+    )
+    cache_actions = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    cache_list = cache_actions.add_parser(
+        "list", parents=[common], formatter_class=formatter, help="list cached statistics",
+        description="List the cached statistics: source, N, size, date.", epilog=_CACHE_LIST_EPILOG,
+    )
+    cache_list.add_argument("--json", action="store_true", help="print as JSON")
+    cache_list.set_defaults(func=_cmd_cache_list)
+    cache_clear = cache_actions.add_parser(
+        "clear", parents=[common], formatter_class=formatter, help="remove cached statistics",
+        description="Remove cached statistics (and with --all the ONNX graphs and downloaded weights).",
+        epilog=_CACHE_CLEAR_EPILOG,
+    )
+    cache_clear.add_argument(
+        "--all", action="store_true", help="also remove the ONNX graphs and the downloaded weights"
+    )
+    cache_clear.set_defaults(func=_cmd_cache_clear)
+
+    _register_ttur(subparsers, network_parent)
+    return parser
+
+
+def _register_ttur(subparsers: Any, network_parent: argparse.ArgumentParser) -> None:
+    """Add ``fidkit ttur`` and ``fidkit validate`` from :mod:`fidkit.ttur.cli`.
+
+    Only a *missing* module is tolerated (a checkout or build without the trainer); any other import
+    failure is a bug and propagates, so it is not silently hidden.
+    """
+    try:
+        from fidkit.ttur.cli import register
+    except ModuleNotFoundError as error:
+        if error.name not in ("fidkit.ttur", "fidkit.ttur.cli"):
+            raise
+        logger.debug("fidkit.ttur.cli not available; the ttur and validate commands are absent")
+        return
+    register(subparsers, network_parent)
+
+
+# ---------------------------------------------------------------------------------------------------
+# handlers: each takes the parsed arguments and returns the exit status
+
+
+def _progress_option(args: argparse.Namespace) -> bool | None:
+    # None lets the bar decide (a terminal shows it); --quiet turns it off.
+    return False if args.quiet else None
+
+
+def _source_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        weights=args.weights,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        skip_bad=args.skip_bad,
+        limit=args.limit,
+        seed=args.seed,
+        use_cache=not args.no_cache,
+        hash_content=args.hash_content,
+        exif_transpose=args.exif_transpose,
+        progress=_progress_option(args),
+    )
+
+
+def _cmd_compute(args: argparse.Namespace) -> int:
+    from fidkit.api import compute_fid
+
+    report = compute_fid(
+        args.source_a, args.source_b, allow_weights_mismatch=args.allow_weights_mismatch, **_source_options(args)
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"FID: {report.value:.4f}")
+    return EXIT_OK
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from fidkit.api import compute_stats_with_report
+
+    out_path: Path | None = args.save
+    if out_path is not None and out_path.exists() and not args.force:
+        # Refuse before computing anything: the user learns in a second, not after the whole run.
+        raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
+    stats, side = compute_stats_with_report(args.source, **_source_options(args))
+    if out_path is not None:
+        metadata = {name: value for name, value in stats.metadata.items() if name != "cache_key"}
+        dataclasses.replace(stats, metadata=metadata).save(out_path, overwrite=args.force)
+    summary = {
+        "source": side.name,
+        "kind": side.kind,
+        "n": stats.n,
+        "dim": int(stats.dim),
+        "cached": side.cached,
+        "n_skipped": side.n_skipped,
+        "lossy": side.lossy,
+        "saved": str(out_path) if out_path is not None else None,
+        "seconds": round(side.total_seconds, 3),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        where = f"saved {out_path}" if out_path is not None else "computed (not saved; use --save)"
+        extras = [f"from {side.kind} {side.name}"]
+        if side.cached:
+            extras.append("cached")
+        if side.n_skipped:
+            extras.append(f"{side.n_skipped} file(s) skipped")
+        if side.lossy:
+            extras.append("lossy JPEG inputs")
+        print(f"{where}: N={stats.n}, dim={stats.dim}, " + ", ".join(extras))
+    return EXIT_OK
+
+
+def _trace(sigma: Any) -> float:
+    import numpy as np
+
+    return float(np.trace(np.asarray(sigma, dtype=np.float64)))
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fidkit.stats import Stats
+
+    stats = Stats.load(args.path)
+    foreign = bool(stats.is_foreign)
+    origin = "TTUR / pytorch-fid (mu and sigma only)" if foreign else "fidkit"
+    version = stats.metadata.get("fidkit_version")
+    if version and not foreign:
+        origin = f"fidkit {version}"
+    info = {
+        "path": str(args.path),
+        "origin": origin,
+        "foreign": foreign,
+        "n": stats.n,
+        "dim": int(stats.dim),
+        "trace_sigma": _trace(stats.sigma),
+        "mu_norm": float(np.linalg.norm(np.asarray(stats.mu, dtype=np.float64))),
+        "metadata": {str(name): value for name, value in sorted(stats.metadata.items())},
+    }
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return EXIT_OK
+    print(f"file:          {info['path']}")
+    print(f"origin:        {origin}")
+    print(f"N:             {stats.n if stats.n is not None else 'unknown (not recorded)'}")
+    print(f"dim:           {info['dim']}")
+    print(f"trace(sigma):  {info['trace_sigma']:.6g}")
+    print(f"|mu|:          {info['mu_norm']:.6g}")
+    if info["metadata"]:
+        print("metadata:")
+        width = max(len(name) for name in info["metadata"])
+        for name, value in info["metadata"].items():
+            print(f"  {name:<{width}}  {value}")
+    return EXIT_OK
+
+
+def _human_bytes(n_bytes: int) -> str:
+    size = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"  # pragma: no cover - loop always returns
+
+
+def _cmd_cache_list(args: argparse.Namespace) -> int:
+    from fidkit.cache import list_cache, stats_cache_dir
+
+    entries = list_cache()
+    if args.json:
+        print(json.dumps({"folder": str(stats_cache_dir()), "entries": [e.to_dict() for e in entries]}, indent=2))
+        return EXIT_OK
+    folder = stats_cache_dir()
+    if not entries:
+        print(f"no cached statistics in {folder}")
+        return EXIT_OK
+    print(f"{'key':<12}  {'N':>7}  {'size':>9}  {'created (UTC)':<19}  source")
+    for entry in entries:
+        created = (entry.created or entry.modified.isoformat())[:19].replace("T", " ")
+        n_text = str(entry.n) if entry.n is not None else "?"
+        source = f"{entry.source_name} ({entry.source_kind})" if entry.source_kind else entry.source_name
+        print(f"{entry.key[:12]:<12}  {n_text:>7}  {_human_bytes(entry.size_bytes):>9}  {created:<19}  {source}")
+    total = sum(entry.size_bytes for entry in entries)
+    print(f"{len(entries)} entries, {_human_bytes(total)} in {folder}")
+    return EXIT_OK
+
+
+def _cmd_cache_clear(args: argparse.Namespace) -> int:
+    from fidkit._fs import cache_home
+    from fidkit.cache import clear_cache
+
+    cleared = clear_cache(include_models=args.all)
+    home = cache_home()
+    message = f"removed {cleared.n_stats_entries} cached statistics entries"
+    if args.all:
+        removed_models = [path.name for path in cleared.removed_paths if path.parent == home]
+        message += f" and {', '.join(removed_models) or 'no'} model folders"
+    print(f"{message} ({_human_bytes(cleared.bytes_freed)}) from {home}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def _configure_logging(args: argparse.Namespace) -> logging.Handler:
+    """Send fidkit's log records to stderr; the only place logging is configured."""
+    handler = logging.StreamHandler(sys.stderr)
+    if getattr(args, "debug", False):
+        handler.setFormatter(logging.Formatter("fidkit %(levelname)s %(name)s: %(message)s"))
+        level = logging.DEBUG
+    else:
+        handler.setFormatter(logging.Formatter("fidkit: %(message)s"))
+        level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    package_logger = logging.getLogger("fidkit")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(level)
+    # Records stop at the fidkit logger: an application embedding main() keeps its own root setup.
+    package_logger.propagate = False
+    return handler
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def _report_warnings(caught: list[warnings.WarningMessage], debug: bool) -> None:
+    seen: set[str] = set()
+    for record in caught:
+        message = _one_line(record.message) if isinstance(record.message, Warning) else str(record.message)
+        if message in seen:
+            continue
+        seen.add(message)
+        if issubclass(record.category, FidkitWarning):
+            print(f"fidkit: warning: {message}", file=sys.stderr)
+        elif debug:
+            print(f"fidkit: {record.category.__name__}: {message} ({record.filename}:{record.lineno})", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fidkit`` command line and return its exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 success, 1 error, 2 usage error, 130 interrupted.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exit_request:
+        # argparse exits for --help/--version (0) and usage errors (2); return the status instead.
+        code = exit_request.code
+        return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_USAGE)
+
+    debug = bool(getattr(args, "debug", False))
+    handler = _configure_logging(args)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return int(args.func(args))
+    except KeyboardInterrupt:
+        print("fidkit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (FidkitError, OSError) as error:
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        print(f"fidkit: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as error:  # noqa: BLE001 - a bug: say so, with the traceback to report
+        traceback.print_exc(file=sys.stderr)
+        print(f"fidkit: internal error (please report it): {_one_line(error)}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        _report_warnings(caught, debug)
+        logging.getLogger("fidkit").removeHandler(handler)
+        sys.stderr.flush()
