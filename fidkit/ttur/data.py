@@ -1,0 +1,197 @@
+"""Reading a fidkit source into one uint8 array in memory, for the trainer and the experiments.
+
+Both the trainer and the validation experiments need random access to a fixed set of images
+(mini-batches drawn at random; the same images disturbed at several strengths), so they read the
+source once through :func:`fidkit.sources.open_source` and keep it in memory. Their sizes are
+small (MNIST is 47 MB, CIFAR-10 150 MB); ``--train-samples`` / ``--samples`` cap larger sources.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fidkit.errors import EmptySourceError, InputError
+
+__all__ = ["LoadedImages", "load_images", "resize_images", "is_grayscale", "gan_image_size"]
+
+logger = logging.getLogger(__name__)
+
+#: Image sizes the DCGAN of :mod:`fidkit.ttur.models` is built and tested for.
+GAN_SIZES = (28, 32)
+
+
+@dataclass
+class LoadedImages:
+    """Images read from a source, all one size.
+
+    Attributes
+    ----------
+    images : numpy.ndarray
+        uint8 ``(N, H, W, 3)``.
+    source_name : str
+        The source's name, for messages and reports.
+    n_resized : int
+        How many images had to be resized to the common size (0 when none).
+    original_sizes : tuple of (int, int)
+        The distinct ``(H, W)`` sizes met in the source, in order of appearance.
+    """
+
+    images: np.ndarray
+    source_name: str
+    n_resized: int
+    original_sizes: tuple[tuple[int, int], ...]
+
+    @property
+    def n_images(self) -> int:
+        """Number of images held."""
+        return int(self.images.shape[0])
+
+
+def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 ``(N, H, W, 3)`` images to ``size = (H', W')``.
+
+    Non-square images are centre-cropped to the target aspect ratio first so that shapes are not
+    stretched; the resize itself is Pillow's antialiased bicubic filter, which is what a user
+    would do by hand to shrink a dataset for a 32x32 GAN.
+    """
+    from PIL import Image  # Pillow is a core dependency; imported here to keep import time low
+
+    target_h, target_w = size
+    resized = np.empty((images.shape[0], target_h, target_w, 3), dtype=np.uint8)
+    for index, image in enumerate(images):
+        height, width = image.shape[:2]
+        # Crop to the target aspect ratio around the centre.
+        if height * target_w > width * target_h:
+            crop_h = max(1, round(width * target_h / target_w))
+            top = (height - crop_h) // 2
+            image = image[top : top + crop_h]
+        elif height * target_w < width * target_h:
+            crop_w = max(1, round(height * target_w / target_h))
+            left = (width - crop_w) // 2
+            image = image[:, left : left + crop_w]
+        pil_image = Image.fromarray(np.ascontiguousarray(image), mode="RGB")
+        resized[index] = np.asarray(
+            pil_image.resize((target_w, target_h), Image.Resampling.BICUBIC), dtype=np.uint8
+        )
+    return resized
+
+
+def is_grayscale(images: np.ndarray) -> bool:
+    """Return True if every pixel of the uint8 ``(N, H, W, 3)`` images has R == G == B."""
+    return bool(
+        np.array_equal(images[..., 0], images[..., 1])
+        and np.array_equal(images[..., 0], images[..., 2])
+    )
+
+
+def gan_image_size(height: int, width: int, *, grayscale: bool) -> int:
+    """Choose the GAN's square image size for images of ``height x width``.
+
+    28 and 32 are kept as they are; anything else is resized to 28 (grayscale) or 32 (colour),
+    the sizes of MNIST and CIFAR-10 that the networks are built for.
+    """
+    if height == width and height in GAN_SIZES:
+        return height
+    return 28 if grayscale else 32
+
+
+def _as_rgb_batch(batch: np.ndarray) -> np.ndarray:
+    """Accept (B, H, W) or (B, H, W, 1) grayscale as well as (B, H, W, 3), return (B, H, W, 3)."""
+    if batch.ndim == 3:
+        batch = batch[..., None]
+    if batch.ndim != 4 or batch.shape[-1] not in (1, 3) or batch.dtype != np.uint8:
+        raise InputError(
+            f"expected uint8 image batches (B, H, W, 3), got {batch.dtype} {batch.shape}"
+        )
+    if batch.shape[-1] == 1:
+        batch = np.repeat(batch, 3, axis=-1)
+    return batch
+
+
+def load_images(
+    spec: object,
+    *,
+    limit: int | None = None,
+    seed: int | None = None,
+    size: tuple[int, int] | None = None,
+    size_for_first: Callable[[np.ndarray], tuple[int, int]] | None = None,
+    batch_size: int = 256,
+) -> LoadedImages:
+    """Read a fidkit source into one uint8 ``(N, H, W, 3)`` array.
+
+    Parameters
+    ----------
+    spec : str, path, array or iterable of batches
+        Anything :func:`fidkit.sources.open_source` accepts that holds images (not statistics).
+    limit : int, optional
+        Read at most this many images (``open_source(limit=...)``).
+    seed : int, optional
+        Passed to ``open_source``; with `limit` it picks which images are read.
+    size : (int, int), optional
+        Resize every image to this ``(H, W)``. By default the size of the first batch is used,
+        after `size_for_first` if given.
+    size_for_first : callable, optional
+        ``f(first_batch) -> (H, W)``: choose the common size from the first batch (the trainer
+        uses it to go to 28 or 32).
+    batch_size : int
+        Batch size asked of the source while reading.
+
+    Returns
+    -------
+    LoadedImages
+        With a count of resized images; a warning is logged when any had to be resized.
+
+    Raises
+    ------
+    EmptySourceError
+        If the source yields no images.
+    """
+    from fidkit.sources import open_source
+
+    source = open_source(spec, limit=limit, seed=seed)
+    if getattr(source, "kind", None) == "stats":
+        raise InputError(
+            f"{source.name} holds statistics, not images; give a folder, archive, array or "
+            "dataset file"
+        )
+    chunks: list[np.ndarray] = []
+    seen_sizes: list[tuple[int, int]] = []
+    n_resized = 0
+    target = size
+    batches: Iterable[np.ndarray] = source.batches(batch_size)
+    for raw_batch in batches:
+        batch = _as_rgb_batch(np.asarray(raw_batch))
+        if batch.shape[0] == 0:
+            continue
+        batch_size_hw = (int(batch.shape[1]), int(batch.shape[2]))
+        if batch_size_hw not in seen_sizes:
+            seen_sizes.append(batch_size_hw)
+        if target is None:
+            target = size_for_first(batch) if size_for_first is not None else batch_size_hw
+        if batch_size_hw != target:
+            batch = resize_images(batch, target)
+            n_resized += batch.shape[0]
+        chunks.append(batch)
+    if not chunks:
+        raise EmptySourceError(f"{source.name} holds no images")
+    images = np.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
+    if n_resized:
+        logger.warning(
+            "%s: resized %d of %d images from %s to %dx%d",
+            source.name,
+            n_resized,
+            images.shape[0],
+            ", ".join(f"{h}x{w}" for h, w in seen_sizes),
+            target[0],
+            target[1],
+        )
+    return LoadedImages(
+        images=np.ascontiguousarray(images, dtype=np.uint8),
+        source_name=str(source.name),
+        n_resized=n_resized,
+        original_sizes=tuple(seen_sizes),
+    )
