@@ -1,0 +1,316 @@
+"""Run the FID graph with onnxruntime: provider choice, threads, batching, the graph cache.
+
+The graph for a weights file is exported once (:mod:`fidkit.inception.export`, which needs torch)
+and cached at ``cache_home()/onnx/<sha256[:16]>-<EXPORTER_VERSION>.onnx``; after that, feature
+extraction needs only numpy and onnxruntime. onnxruntime is imported when a
+:class:`FeatureExtractor` is built, never at import time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fidkit._fs import atomic_write, cache_home
+from fidkit.errors import FidkitError, InputError
+from fidkit.inception.weights import ResolvedWeights, locate_weights
+
+__all__ = [
+    "FEATURE_DIM",
+    "RESIZE_MODE",
+    "EXPORTER_VERSION",
+    "FEATURE_EXTRACTOR",
+    "DEVICES",
+    "FeatureExtractor",
+    "graph_cache_path",
+    "ensure_graph",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Length of a feature vector (pool_3).
+FEATURE_DIM = 2048
+#: The resize inside the graph: TensorFlow 1.x ResizeBilinear, align_corners=False, no antialias.
+RESIZE_MODE = "tf1-bilinear-asymmetric"
+#: Version of the graph fidkit builds from a weights file; part of the graph cache key, so a
+#: change to the export (resize, normalization, opset) never reuses an old graph.
+EXPORTER_VERSION = "1"
+#: Name recorded in statistics metadata: which network and which layer the features come from.
+FEATURE_EXTRACTOR = "inception-2015-12-05/pool_3"
+#: Values accepted by ``device``.
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+_PROVIDER_FOR_DEVICE = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def graph_cache_path(weights_sha256: str) -> Path:
+    """Where the graph for weights with this sha256 is cached."""
+    return cache_home() / "onnx" / f"{weights_sha256[:16]}-{EXPORTER_VERSION}.onnx"
+
+
+def ensure_graph(weights: ResolvedWeights) -> Path:
+    """Return the cached graph for `weights`, exporting it first if it is not cached yet.
+
+    The export is written to a temporary file and renamed into place, so a concurrent reader
+    never sees half a graph; two processes exporting at once both write the same graph.
+    """
+    target = graph_cache_path(weights.sha256)
+    if target.is_file():
+        return target
+    logger.info("building the ONNX graph for %s (once per weights file)", weights.path)
+    # torch is needed only here, on the first use of a weights file.
+    from fidkit.inception.export import export_graph
+
+    metadata = {
+        "weights_sha256": weights.sha256,
+        "exporter_version": EXPORTER_VERSION,
+        "resize_mode": RESIZE_MODE,
+        "feature_extractor": FEATURE_EXTRACTOR,
+    }
+    with atomic_write(target, overwrite=True) as tmp:
+        export_graph(weights.path, tmp, metadata=metadata)
+    return target
+
+
+def _machine_threads() -> int:
+    """CPU cores this process may run on (respects affinity masks and container CPU sets)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return max(os.cpu_count() or 1, 1)
+
+
+def _gpu_driver_present() -> bool:
+    """True if an NVIDIA driver library loads: a cheap test before asking onnxruntime for CUDA.
+
+    onnxruntime-gpu lists CUDA and TensorRT as available on machines without a GPU and prints
+    errors when asked to create them; checking the driver first keeps ``device="auto"`` quiet.
+    """
+    names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+class FeatureExtractor:
+    """Images in, FID features out: the ONNX graph of the 2015 Inception-v3 on onnxruntime.
+
+    Parameters
+    ----------
+    weights : path-like, optional
+        The weights file; by default ``$FIDKIT_WEIGHTS``, the cached file, or a download
+        (see :func:`fidkit.inception.weights.locate_weights`).
+    device : {"auto", "cpu", "cuda", "tensorrt"}
+        ``"auto"`` uses CUDA when a GPU and its libraries are present, else the CPU.
+        ``"cuda"`` and ``"tensorrt"`` raise if that provider cannot start. TensorRT is never
+        chosen automatically: it may compute in TF32 (onnxruntime exposes no option to clear
+        TensorRT's TF32 flag; ``NVIDIA_TF32_OVERRIDE=0`` does) and it builds a new engine for
+        every new input size.
+    batch_size : int
+        Images per onnxruntime run; larger inputs are split.
+    threads : int, optional
+        Intra-op threads; by default the cores this process may use.
+    download_progress : bool
+        Progress bar on stderr if the weights have to be downloaded.
+
+    Attributes
+    ----------
+    weights_path : pathlib.Path
+    weights_sha256 : str
+    provider : str
+        The provider that really runs the graph (``session.get_providers()[0]``).
+    feature_dim : int
+    resize_mode : str
+    batch_size : int
+    graph_path : pathlib.Path
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        *,
+        device: str = "auto",
+        batch_size: int = 50,
+        threads: int | None = None,
+        download_progress: bool = True,
+    ) -> None:
+        if device not in DEVICES:
+            raise InputError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+        if int(batch_size) < 1:
+            raise InputError(f"batch_size must be at least 1, not {batch_size}")
+        if threads is not None and int(threads) < 1:
+            raise InputError(f"threads must be at least 1, not {threads}")
+        resolved = locate_weights(weights, progress=download_progress)
+        self.weights_path: Path = resolved.path
+        self.weights_sha256: str = resolved.sha256
+        self.weights_match_release: bool = resolved.matches_manifest
+        self.feature_dim: int = FEATURE_DIM
+        self.resize_mode: str = RESIZE_MODE
+        self.batch_size: int = int(batch_size)
+        self.threads: int = int(threads) if threads is not None else _machine_threads()
+        self.device: str = device
+        self.graph_path: Path = ensure_graph(resolved)
+        self._session = self._make_session(device)
+        self.provider: str = self._session.get_providers()[0]
+        self._input_name = self._session.get_inputs()[0].name
+        self._output_name = self._session.get_outputs()[0].name
+        self._on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        logger.info("feature extractor on %s (%d threads, batch %d)", self.provider, self.threads, self.batch_size)
+
+    # --- session -----------------------------------------------------------------------------
+
+    def _session_options(self) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = self.threads
+        # One graph, run sequentially: inter-op threads would only compete with intra-op ones.
+        options.inter_op_num_threads = 1
+        return options
+
+    def _provider_list(self, name: str) -> list[Any]:
+        """Provider entries (with options) for `name`, followed by the CPU as fallback for nodes."""
+        if name == "CPUExecutionProvider":
+            return ["CPUExecutionProvider"]
+        cuda = (
+            "CUDAExecutionProvider",
+            {
+                # onnxruntime's CUDA provider computes convolutions in TF32 unless told not to;
+                # FID is defined in float32.
+                "use_tf32": "0",
+                "cudnn_conv_algo_search": "EXHAUSTIVE",
+                "do_copy_in_default_stream": "1",
+            },
+        )
+        if name == "CUDAExecutionProvider":
+            return [cuda, "CPUExecutionProvider"]
+        trt_cache = cache_home() / "tensorrt"
+        trt_cache.mkdir(parents=True, exist_ok=True)
+        tensorrt = (
+            "TensorrtExecutionProvider",
+            {
+                "trt_fp16_enable": "False",
+                "trt_int8_enable": "False",
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(trt_cache),
+                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": str(trt_cache),
+            },
+        )
+        return [tensorrt, cuda, "CPUExecutionProvider"]
+
+    def _make_session(self, device: str) -> Any:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if device == "auto":
+            wanted = ["CPUExecutionProvider"]
+            if "CUDAExecutionProvider" in available and _gpu_driver_present():
+                wanted.insert(0, "CUDAExecutionProvider")
+        else:
+            name = _PROVIDER_FOR_DEVICE[device]
+            if name not in available:
+                raise FidkitError(
+                    f"device {device!r} asked for but this onnxruntime build has no {name} "
+                    f"(available: {', '.join(available)}); install onnxruntime-gpu or use --device cpu"
+                )
+            wanted = [name]
+        last_error: Exception | None = None
+        for name in wanted:
+            try:
+                session = ort.InferenceSession(
+                    str(self.graph_path), self._session_options(), providers=self._provider_list(name)
+                )
+            except Exception as exc:  # onnxruntime raises its own types for provider failures
+                last_error = exc
+                logger.warning("could not start %s: %s", name, exc)
+                continue
+            actual = session.get_providers()[0]
+            if actual == name:
+                return session
+            # onnxruntime silently fell back (missing CUDA libraries, no GPU).
+            if device != "auto":
+                raise FidkitError(
+                    f"device {device!r} asked for but onnxruntime could not start {name} and fell "
+                    f"back to {actual}; check the CUDA/cuDNN installation or use --device cpu"
+                )
+            logger.info("%s could not start; trying the next provider", name)
+        raise FidkitError(f"could not start onnxruntime on device {device!r}: {last_error}")
+
+    # --- running -----------------------------------------------------------------------------
+
+    def __call__(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """Return the pool_3 features of a batch of images.
+
+        Parameters
+        ----------
+        images : ndarray, uint8, shape (B, H, W, 3)
+            RGB images, all the same size, any size; resized to 299x299 inside the graph.
+
+        Returns
+        -------
+        ndarray, float32, shape (B, 2048)
+        """
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+            dtype = getattr(images, "dtype", type(images).__name__)
+            raise InputError(f"images must be a uint8 numpy array (B, H, W, 3), got {dtype}")
+        if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] < 1 or images.shape[2] < 1:
+            raise InputError(f"images must have shape (B, H, W, 3) with H, W >= 1, got {images.shape}")
+        n_images = images.shape[0]
+        features = np.empty((n_images, FEATURE_DIM), dtype=np.float32)
+        for start in range(0, n_images, self.batch_size):
+            stop = min(start + self.batch_size, n_images)
+            chunk = np.ascontiguousarray(images[start:stop])
+            self._run(chunk, features[start:stop])
+        return features
+
+    def _run(self, chunk: NDArray[np.uint8], out: NDArray[np.float32]) -> None:
+        if not self._on_gpu:
+            out[...] = self._session.run([self._output_name], {self._input_name: chunk})[0]
+            return
+        # On GPU: bind the host input and let onnxruntime copy it to the device once, and bind
+        # the output to the caller's host buffer so the features land there with no extra copy.
+        # Not measured: no GPU was available where this was written.
+        binding = self._session.io_binding()
+        binding.bind_cpu_input(self._input_name, chunk)
+        if out.flags.c_contiguous:
+            binding.bind_output(
+                self._output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data
+            )
+            self._session.run_with_iobinding(binding)
+        else:
+            binding.bind_output(self._output_name, "cpu")
+            self._session.run_with_iobinding(binding)
+            out[...] = binding.copy_outputs_to_cpu()[0]
+
+    def metadata(self) -> dict[str, str]:
+        """What produced the features, for statistics files and reports."""
+        return {
+            "feature_extractor": FEATURE_EXTRACTOR,
+            "weights_sha256": self.weights_sha256,
+            "resize_mode": self.resize_mode,
+            "provider": self.provider,
+            "exporter_version": EXPORTER_VERSION,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureExtractor(weights={str(self.weights_path)!r}, provider={self.provider!r}, "
+            f"batch_size={self.batch_size}, threads={self.threads})"
+        )
