@@ -1,0 +1,217 @@
+"""Turning what a user points fidkit at into uint8 RGB image batches.
+
+:func:`open_source` accepts
+
+* a folder of images (recursive; ``.png .jpg .jpeg .bmp .webp .tif .tiff`` in any case),
+* a ``.zip`` or ``.tar`` / ``.tar.gz`` / ``.tgz`` (also ``.tar.bz2``, ``.tar.xz``) archive, read in place,
+* a ``.npy`` or ``.npz`` of uint8 images ``(N, H, W, 3)`` or grayscale ``(N, H, W)``,
+* an MNIST ``*-idx3-ubyte`` file, optionally ``.gz``,
+* a CIFAR-10/100 python batch folder (its training split) or one batch file,
+* a statistics ``.npz`` (keys ``mu`` and ``sigma``; fidkit, TTUR or pytorch-fid),
+* a numpy uint8 array, a :class:`fidkit.stats.Stats` object, or an iterable of uint8 batches,
+
+and returns a :class:`Source`. Images come out in sorted-path order; ``limit``/``seed`` choose a
+reproducible subset. How image modes become RGB is the colour policy in
+:mod:`fidkit.sources.decode`; bad files are handled as described in :func:`open_source`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fidkit.errors import FidkitWarning, InputError, SourceError
+from fidkit.sources.arrays import (
+    ArraySource,
+    BatchesSource,
+    npz_keys,
+    open_array,
+    open_npy,
+    open_npz,
+)
+from fidkit.sources.base import Source, StatsSource, check_limit_seed
+from fidkit.sources.datasets import (
+    is_cifar_batch_file,
+    is_cifar_folder,
+    is_mnist_name,
+    open_cifar,
+    open_mnist,
+)
+from fidkit.sources.decode import COLOUR_POLICY_VERSION, IMAGE_EXTENSIONS, decode_image
+from fidkit.sources.files import FileSource, is_archive, open_archive, open_folder
+from fidkit.sources.parallel import default_workers
+
+__all__ = [
+    "COLOUR_POLICY_VERSION",
+    "IMAGE_EXTENSIONS",
+    "Source",
+    "StatsSource",
+    "FileSource",
+    "ArraySource",
+    "BatchesSource",
+    "open_source",
+    "decode_image",
+    "default_workers",
+]
+
+logger = logging.getLogger(__name__)
+
+_ACCEPTED = (
+    "a folder of images (.png .jpg .jpeg .bmp .webp .tif .tiff), a .zip/.tar/.tar.gz/.tgz archive of "
+    "images, a .npy/.npz of uint8 images, an MNIST *-idx3-ubyte[.gz] file, a CIFAR-10/100 python "
+    "batch folder or file, or a statistics .npz (mu, sigma)"
+)
+
+
+def _is_stats_object(spec: Any) -> bool:
+    # Duck-typed so that this module does not import fidkit.stats at import time.
+    return hasattr(spec, "mu") and hasattr(spec, "sigma") and not isinstance(spec, (str, os.PathLike))
+
+
+def _warn_unused_subset(name: str, limit: int | None, seed: int | None) -> None:
+    if limit is not None or seed is not None:
+        warnings.warn(
+            f"{name}: limit/seed do not apply to statistics; they are used as they are",
+            FidkitWarning,
+            stacklevel=3,
+        )
+
+
+def open_source(
+    spec: Any,
+    *,
+    limit: int | None = None,
+    seed: int | None = None,
+    skip_bad: bool = False,
+    exif_transpose: bool = False,
+    workers: int | None = None,
+) -> Source:
+    """Open anything fidkit can compute statistics of.
+
+    Parameters
+    ----------
+    spec : str, path-like, numpy.ndarray, fidkit.stats.Stats or iterable
+        A path (folder, archive, ``.npy``, ``.npz``, MNIST idx, CIFAR batch folder/file, statistics
+        ``.npz``), a uint8 image array, statistics, or an iterable of uint8 batches.
+    limit : int, optional
+        Use at most this many images: the first ones in sorted order, or, with `seed`, a random
+        subset (``numpy.random.default_rng(seed)``, without replacement) kept in sorted order.
+    seed : int, optional
+        Seed of the random subset; only meaningful with `limit`.
+    skip_bad : bool, default False
+        Skip files that cannot be decoded and list them in ``source.skipped``. Without it the first
+        bad file stops the batches; decoding continues only to count the bad files, and then
+        :class:`~fidkit.errors.ImageError` names them.
+    exif_transpose : bool, default False
+        Apply EXIF orientation tags (by default pixels are used as stored, like the reference).
+    workers : int, optional
+        Decoding processes for files; default :func:`default_workers` (CPUs, at most 8); 0 or 1
+        decodes in the calling process.
+
+    Returns
+    -------
+    Source
+        A :class:`StatsSource` for statistics; otherwise a source whose ``batches()`` yields
+        uint8 ``(B, H, W, 3)`` arrays.
+
+    Raises
+    ------
+    SourceError
+        A path that does not exist or is of no kind listed above (the message lists the kinds).
+    EmptySourceError
+        A source that holds no images.
+    InputError
+        Arrays of the wrong dtype or shape; invalid `limit`, `seed` or `workers`.
+    StatsFileError
+        A statistics ``.npz`` that is corrupt.
+
+    Examples
+    --------
+    >>> source = open_source("samples/", limit=5000, seed=0)  # doctest: +SKIP
+    >>> for batch in source.batches(50):  # doctest: +SKIP
+    ...     features = extractor(batch)
+    """
+    limit, seed = check_limit_seed(limit, seed)
+    if isinstance(spec, Source):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        return _open_path(
+            Path(spec), str(spec), limit=limit, seed=seed, skip_bad=skip_bad,
+            exif_transpose=exif_transpose, workers=workers,
+        )
+    if _is_stats_object(spec):
+        _warn_unused_subset("statistics object", limit, seed)
+        return StatsSource(spec, f"statistics (n={getattr(spec, 'n', None)})")
+    if isinstance(spec, np.ndarray):
+        return open_array(spec, limit=limit, seed=seed)
+    if isinstance(spec, (bytes, bytearray, dict)):
+        raise SourceError(f"cannot read a {type(spec).__name__} as images; accepted: {_ACCEPTED}, or arrays")
+    if hasattr(spec, "__array__") and not isinstance(spec, (list, tuple)) and not hasattr(spec, "__next__"):
+        # Array-likes (a torch CPU tensor, a memmap wrapper): one array, not an iterable of rows.
+        try:
+            array = np.asarray(spec)
+        except Exception as exc:  # noqa: BLE001 - e.g. a CUDA tensor refuses __array__
+            raise InputError(
+                f"cannot read a {type(spec).__name__} as an array ({exc}); pass a numpy array "
+                "(for a torch tensor: t.cpu().numpy())"
+            ) from exc
+        return open_array(array, limit=limit, seed=seed)
+    if isinstance(spec, Iterable):
+        if seed is not None:
+            raise InputError(
+                "seed needs a source of known length; an iterable of batches can only be cut with limit"
+            )
+        return BatchesSource(spec, limit=limit)
+    raise SourceError(f"cannot read a {type(spec).__name__} as images; accepted: {_ACCEPTED}")
+
+
+def _open_path(
+    path: Path,
+    name: str,
+    *,
+    limit: int | None,
+    seed: int | None,
+    skip_bad: bool,
+    exif_transpose: bool,
+    workers: int | None,
+) -> Source:
+    if not path.exists():
+        raise SourceError(f"{name}: no such file or folder; accepted: {_ACCEPTED}")
+    if path.is_dir():
+        if is_cifar_folder(path):
+            return open_cifar(path, name, limit=limit, seed=seed)
+        return open_folder(
+            path, name, limit=limit, seed=seed, skip_bad=skip_bad,
+            exif_transpose=exif_transpose, workers=workers,
+        )
+    lower = path.name.lower()
+    if is_archive(path):
+        return open_archive(
+            path, name, limit=limit, seed=seed, skip_bad=skip_bad,
+            exif_transpose=exif_transpose, workers=workers,
+        )
+    if lower.endswith(".npy"):
+        return open_npy(path, name, limit=limit, seed=seed)
+    if lower.endswith(".npz"):
+        keys = npz_keys(path, name)
+        if "mu" in keys and "sigma" in keys:
+            from fidkit.stats import Stats  # helper A's module; imported only when needed
+
+            _warn_unused_subset(name, limit, seed)
+            return StatsSource(Stats.load(path), name, path=path)
+        return open_npz(path, name, keys, limit=limit, seed=seed)
+    if is_mnist_name(path):
+        return open_mnist(path, name, limit=limit, seed=seed)
+    if is_cifar_batch_file(path):
+        return open_cifar(path, name, limit=limit, seed=seed)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise SourceError(
+            f"{name}: a single image file; put the images in a folder (FID needs many images)"
+        )
+    raise SourceError(f"{name}: unknown kind of file; accepted: {_ACCEPTED}")

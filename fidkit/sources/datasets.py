@@ -1,0 +1,273 @@
+"""Known dataset formats: MNIST idx files and CIFAR-10/100 python batches.
+
+MNIST
+-----
+An ``*-idx3-ubyte`` file, optionally gzipped (``*-idx3-ubyte.gz``): a big-endian header (magic
+``0x00000803`` = unsigned bytes, 3 dimensions; then N, rows, columns as int32) followed by
+``N * rows * columns`` pixel bytes. The magic number and the data size are checked (for ``.gz`` the
+size is checked from the gzip trailer when the file is opened and again when it is read). Images
+are grayscale and replicated to RGB. Label files (``idx1``) are refused with a hint.
+
+CIFAR
+-----
+The "python version" of CIFAR-10 (``cifar-10-batches-py``) and CIFAR-100 (``cifar-100-python``).
+Either the folder, meaning its training split (CIFAR-10 ``data_batch_1`` .. ``data_batch_5``,
+50,000 images; CIFAR-100 ``train``), or one batch file (``test_batch``, ``test``, ``data_batch_3``)
+for just that file. Each file is a pickled dict whose ``data`` is ``(N, 3072)`` uint8, each row
+1024 red, then 1024 green, then 1024 blue values of a 32x32 image (row-major).
+
+These files are pickles by format, and unpickling arbitrary data can run arbitrary code. fidkit
+reads them with a restricted unpickler (:class:`RestrictedUnpickler`) that can only rebuild numpy
+arrays and dtypes and plain containers (dict, list, tuple, str, bytes, numbers); any other global
+(a function, a class, ``os.system``) stops loading with a :class:`~fidkit.errors.SourceError`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import pickle
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fidkit._fs import sha256_file
+from fidkit.errors import SourceError
+from fidkit.sources.arrays import ArraySource, file_identity
+
+__all__ = [
+    "MNIST_IMAGES_MAGIC",
+    "CIFAR10_TRAIN_FILES",
+    "CIFAR_TEST_FILES",
+    "RestrictedUnpickler",
+    "is_mnist_name",
+    "is_cifar_folder",
+    "is_cifar_batch_file",
+    "open_mnist",
+    "open_cifar",
+]
+
+logger = logging.getLogger(__name__)
+
+MNIST_IMAGES_MAGIC = 0x00000803
+_MNIST_LABELS_MAGIC = 0x00000801
+_MNIST_HEADER = struct.Struct(">IIII")
+
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR100_TRAIN_FILES = ("train",)
+CIFAR_TEST_FILES = ("test_batch", "test")
+_CIFAR_SIDE = 32
+_CIFAR_ROW = 3 * _CIFAR_SIDE * _CIFAR_SIDE
+
+
+def is_mnist_name(path: Path) -> bool:
+    """True for MNIST-style idx file names (``...idx3-ubyte``, ``...idx1-ubyte``, optionally .gz)."""
+    lower = path.name.lower().removesuffix(".gz")
+    return lower.endswith(("idx3-ubyte", "idx1-ubyte", ".idx3", ".idx1"))
+
+
+def _read_mnist_header(header: bytes, name: str) -> tuple[int, int, int]:
+    if len(header) < _MNIST_HEADER.size:
+        raise SourceError(f"{name}: too short for an MNIST idx file ({len(header)} bytes)")
+    magic, n_images, n_rows, n_cols = _MNIST_HEADER.unpack(header[: _MNIST_HEADER.size])
+    if magic >> 8 == _MNIST_LABELS_MAGIC >> 8 and magic & 0xFF == 1:
+        raise SourceError(f"{name}: an MNIST label file (idx1), not images; pass the *-idx3-ubyte file")
+    if magic != MNIST_IMAGES_MAGIC:
+        raise SourceError(
+            f"{name}: not an MNIST image file (magic number 0x{magic:08x}, expected "
+            f"0x{MNIST_IMAGES_MAGIC:08x} for unsigned bytes in 3 dimensions)"
+        )
+    if n_rows == 0 or n_cols == 0:
+        raise SourceError(f"{name}: MNIST header gives images of {n_rows}x{n_cols} pixels")
+    return n_images, n_rows, n_cols
+
+
+def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) -> ArraySource:
+    """Open an MNIST idx3 image file (plain or gzipped) as a grayscale array source."""
+    gzipped = path.name.lower().endswith(".gz")
+    try:
+        if gzipped:
+            with gzip.open(path, "rb") as stream:
+                header = stream.read(_MNIST_HEADER.size)
+        else:
+            with open(path, "rb") as stream:
+                header = stream.read(_MNIST_HEADER.size)
+    except (OSError, EOFError) as exc:
+        raise SourceError(f"{name}: cannot read MNIST file ({exc})") from exc
+    n_images, n_rows, n_cols = _read_mnist_header(header, name)
+    expected_bytes = _MNIST_HEADER.size + n_images * n_rows * n_cols
+    if gzipped:
+        # The gzip trailer holds the uncompressed size mod 2**32: a cheap check before reading.
+        with open(path, "rb") as stream:
+            stream.seek(-4, 2)
+            stored_size = struct.unpack("<I", stream.read(4))[0]
+        if stored_size != expected_bytes % 2**32:
+            raise SourceError(
+                f"{name}: header says {n_images} images of {n_rows}x{n_cols} ({expected_bytes} "
+                f"bytes) but the file holds {stored_size} bytes uncompressed; it is truncated or "
+                "not an MNIST file"
+            )
+    else:
+        actual_bytes = path.stat().st_size
+        if actual_bytes != expected_bytes:
+            raise SourceError(
+                f"{name}: header says {n_images} images of {n_rows}x{n_cols} ({expected_bytes} "
+                f"bytes) but the file has {actual_bytes} bytes; it is truncated or not an MNIST file"
+            )
+
+    def load() -> np.ndarray:
+        if gzipped:
+            with gzip.open(path, "rb") as stream:
+                raw = stream.read()
+            if len(raw) != expected_bytes:
+                raise SourceError(
+                    f"{name}: {len(raw)} bytes uncompressed, expected {expected_bytes}; truncated"
+                )
+            pixels = np.frombuffer(raw, dtype=np.uint8, offset=_MNIST_HEADER.size)
+        else:
+            pixels = np.memmap(path, dtype=np.uint8, mode="r", offset=_MNIST_HEADER.size)
+        return pixels.reshape(n_images, n_rows, n_cols)
+
+    return ArraySource(
+        "mnist",
+        name,
+        load,
+        (n_images, n_rows, n_cols),
+        lambda hash_content: {"file_sha256": sha256_file(path)} if hash_content else file_identity(path),
+        limit=limit,
+        seed=seed,
+    )
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that can only rebuild numpy arrays and plain Python containers.
+
+    CIFAR's python batches are pickled dicts of numpy arrays, lists, strings and numbers. Those
+    need only the globals allowed here; anything else raises :class:`pickle.UnpicklingError`
+    before it is called, so a crafted file cannot run code.
+    """
+
+    _SAFE_BUILTINS = frozenset(
+        {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
+         "complex", "bool"}
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in {"numpy.core.multiarray", "numpy._core.multiarray"} and name == "_reconstruct":
+            return _numpy_multiarray_attr("_reconstruct")
+        if module in {"numpy.core.multiarray", "numpy._core.multiarray"} and name == "scalar":
+            return _numpy_multiarray_attr("scalar")
+        if module in {"numpy.core.numeric", "numpy._core.numeric"} and name == "_frombuffer":
+            return _numpy_numeric_attr("_frombuffer")
+        if module == "numpy" and name in {"ndarray", "dtype"}:
+            return getattr(np, name)
+        if module == "numpy.dtypes" and name.endswith("DType"):
+            # numpy >= 1.25 pickles dtypes through their classes (numpy.dtypes.UInt8DType).
+            import numpy.dtypes as numpy_dtypes
+
+            candidate = getattr(numpy_dtypes, name, None)
+            if isinstance(candidate, type) and issubclass(candidate, np.dtype):
+                return candidate
+        if module in {"builtins", "__builtin__"} and name in self._SAFE_BUILTINS:
+            return getattr(__import__("builtins"), name)
+        if module == "_codecs" and name == "encode":
+            # Protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1").
+            import codecs
+
+            return codecs.encode
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name}: only numpy arrays and plain containers are allowed"
+        )
+
+
+def _numpy_multiarray_attr(name: str) -> Any:
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    return getattr(multiarray, name)
+
+
+def _numpy_numeric_attr(name: str) -> Any:
+    try:
+        from numpy._core import numeric  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import numeric  # type: ignore[no-redef]
+    return getattr(numeric, name)
+
+
+def load_cifar_batch(path: Path, name: str) -> np.ndarray:
+    """Read one CIFAR python batch file into ``(N, 32, 32, 3)`` uint8 (restricted unpickling)."""
+    try:
+        with open(path, "rb") as stream:
+            # latin1 is how numpy arrays pickled by Python 2 (the original CIFAR files) decode.
+            batch = RestrictedUnpickler(stream, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, OSError) as exc:
+        raise SourceError(f"{path}: not a CIFAR python batch file ({exc})") from exc
+    if not isinstance(batch, dict):
+        raise SourceError(f"{path}: a CIFAR batch must be a pickled dict, got {type(batch).__name__}")
+    data = batch.get("data", batch.get(b"data"))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _CIFAR_ROW:
+        shape = getattr(data, "shape", None)
+        dtype = getattr(data, "dtype", None)
+        raise SourceError(
+            f"{path}: its 'data' must be uint8 (N, {_CIFAR_ROW}) rows of 32x32 RGB, got "
+            f"{type(data).__name__} shape {shape} dtype {dtype}"
+        )
+    # Rows are channel-major (all R, then G, then B): (N, 3, 32, 32) -> (N, 32, 32, 3).
+    images = data.reshape(-1, 3, _CIFAR_SIDE, _CIFAR_SIDE).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images, dtype=np.uint8)
+
+
+def _has_pickle_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(1) == b"\x80"
+    except OSError:
+        return False
+
+
+def cifar_train_files(folder: Path) -> list[Path]:
+    """The training batch files of a CIFAR-10 or CIFAR-100 python folder, or [] if it is not one."""
+    cifar10 = [folder / file_name for file_name in CIFAR10_TRAIN_FILES]
+    if all(path.is_file() for path in cifar10):
+        return cifar10
+    if (folder / "train").is_file() and (folder / "meta").is_file() and _has_pickle_magic(folder / "train"):
+        return [folder / "train"]
+    return []
+
+
+def is_cifar_folder(path: Path) -> bool:
+    """True for a CIFAR-10 (``data_batch_1..5``) or CIFAR-100 (``train`` + ``meta``) folder."""
+    return path.is_dir() and bool(cifar_train_files(path))
+
+
+def is_cifar_batch_file(path: Path) -> bool:
+    """True for a file named like a CIFAR python batch that starts like a pickle."""
+    known = path.name in CIFAR10_TRAIN_FILES or path.name in CIFAR_TEST_FILES or path.name == "train"
+    return known and path.is_file() and _has_pickle_magic(path)
+
+
+def open_cifar(path: Path, name: str, *, limit: int | None, seed: int | None) -> ArraySource:
+    """Open a CIFAR python folder (its training split) or a single batch file."""
+    files = cifar_train_files(path) if path.is_dir() else [path]
+    if not files:
+        raise SourceError(f"{name}: not a CIFAR-10/100 python batch folder")
+    # Batch files hold 10,000 images each; reading them at open gives the exact count and checks
+    # the format before any network work. 150 MB for the whole CIFAR-10 training split.
+    images = np.concatenate([load_cifar_batch(file, name) for file in files], axis=0)
+    return ArraySource(
+        "cifar",
+        name,
+        lambda: images,
+        images.shape,
+        lambda hash_content: {
+            "files": [
+                [file.name, sha256_file(file)] if hash_content else file_identity(file) for file in files
+            ]
+        },
+        limit=limit,
+        seed=seed,
+    )

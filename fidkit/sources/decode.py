@@ -1,0 +1,248 @@
+"""Decoding one image file into uint8 RGB pixels, under fidkit's colour policy.
+
+The colour policy
+-----------------
+The network of the TensorFlow FID reference takes 8-bit RGB. Every image file is brought to an
+``(H, W, 3)`` uint8 array the same way, whatever its mode, so that the same picture gives the same
+statistics whether it is stored as a PNG, in an archive, or in an array:
+
+* ``RGB``: used as is.
+* ``L`` (grayscale) and ``1`` (1-bit): the gray value is replicated into R, G and B
+  (1-bit pixels become 0 or 255).
+* ``P`` / ``PA`` (palette): converted to RGB through the palette by Pillow.
+* Alpha (``LA``, ``PA``, ``RGBA``, ``RGBa``, palette transparency): dropped, **not** composited
+  onto a background. The TensorFlow reference had no alpha channel; dropping it keeps the stored
+  colour values, which is what a user who saved RGBA samples from a generator expects.
+* 16-bit grayscale (``I;16`` and its byte orders) and 32-bit integer ``I`` images (how Pillow opens
+  some 16-bit files): scaled to 8 bits by rounding, ``round(x * 255 / 65535)``, then replicated.
+  Values outside 0..65535 in an ``I`` image are an error. Pillow reduces 16-bit *colour* PNGs to
+  8 bits itself while decoding (it keeps the high byte); fidkit cannot see those 16 bits.
+* ``F`` (32-bit float): refused (an :class:`~fidkit.errors.ImageError`): a float image has no
+  defined range, and fidkit does not guess one.
+* ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` and any other mode Pillow can convert: converted by Pillow's
+  ``convert("RGB")``.
+* EXIF orientation: the pixels are used as stored, like the reference; pass
+  ``exif_transpose=True`` (``--exif-transpose``) to rotate them as a photo viewer would.
+* Animated or multi-page files (GIF is not read; TIFF, WebP): the first frame.
+
+Safety and truncation
+---------------------
+Images with more pixels than Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` are refused as decompression
+bombs (Pillow warns between 1x and 2x that limit and raises above it; fidkit refuses both).
+Raise ``PIL.Image.MAX_IMAGE_PIXELS`` in the calling process to accept bigger images; worker
+processes receive the value in force when decoding starts.
+Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left False: every image is fully decoded with
+``.load()``, so a truncated JPEG or PNG is an error, never silently half grey.
+
+Any change to the rules above must bump :data:`COLOUR_POLICY_VERSION`, which is part of every
+source fingerprint and so of every cache key.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from fidkit.errors import ImageError
+
+__all__ = ["COLOUR_POLICY_VERSION", "IMAGE_EXTENSIONS", "decode_image", "decode_image_bytes", "DecodedImage"]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the colour policy above; part of every fingerprint and cache key.
+COLOUR_POLICY_VERSION: int = 1
+
+#: File name extensions read as images (lower case; matching is case-insensitive).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+)
+
+# Formats whose pixels went through lossy compression. WebP is lossy only in its "VP8 " flavour,
+# which is checked on the bytes (see `_is_lossy`).
+_LOSSY_FORMATS = frozenset({"JPEG", "MPO"})
+
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_SIXTEEN_BIT_MAX = 65535
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Pixels of one decoded file and what was learned about it on the way.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        ``(H, W, 3)`` uint8, C-contiguous.
+    format : str
+        Pillow's name for the file format (``"PNG"``, ``"JPEG"``, ...).
+    mode : str
+        The image mode before conversion (``"L"``, ``"RGBA"``, ``"I;16"``, ...).
+    lossy : bool
+        True when the file format is lossy (JPEG, lossy WebP).
+    """
+
+    pixels: np.ndarray
+    format: str
+    mode: str
+    lossy: bool
+
+
+def _is_lossy(image_format: str | None, data: bytes) -> bool:
+    if image_format in _LOSSY_FORMATS:
+        return True
+    if image_format == "WEBP":
+        # RIFF....WEBP then the first chunk: "VP8 " (lossy), "VP8L" (lossless) or "VP8X"
+        # (extended: may hold either; treat as lossy unless a VP8L chunk is present and no VP8 one).
+        chunk = data[12:16]
+        if chunk == b"VP8L":
+            return False
+        if chunk == b"VP8X":
+            return b"VP8 " in data
+        return True
+    return False
+
+
+def _sixteen_bit_to_uint8(image: Image.Image, name: str) -> np.ndarray:
+    values = np.asarray(image)
+    if values.size and (int(values.min()) < 0 or int(values.max()) > _SIXTEEN_BIT_MAX):
+        raise ImageError(
+            f"{name}: {image.mode} image with values outside 0..{_SIXTEEN_BIT_MAX} "
+            f"(min {int(values.min())}, max {int(values.max())}); fidkit reads integer images as "
+            "16-bit: convert it to 8-bit RGB first"
+        )
+    wide = values.astype(np.uint32)
+    # round(x * 255 / 65535) in integers; x * 510 is even and 65535 odd, so there are no ties.
+    gray = ((wide * 255 + _SIXTEEN_BIT_MAX // 2) // _SIXTEEN_BIT_MAX).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def _to_rgb_array(image: Image.Image, name: str) -> np.ndarray:
+    mode = image.mode
+    if mode == "RGB":
+        rgb = np.asarray(image, dtype=np.uint8)
+    elif mode in _SIXTEEN_BIT_MODES:
+        rgb = _sixteen_bit_to_uint8(image, name)
+    elif mode == "F":
+        raise ImageError(
+            f"{name}: 32-bit float image (mode F) has no defined pixel range; convert it to 8-bit "
+            "RGB (e.g. with Pillow or numpy) before computing FID"
+        )
+    elif mode in {"PA", "La"}:
+        # Pillow has no direct PA->RGB / La->RGB route; through RGBA, then drop alpha.
+        rgb = np.asarray(image.convert("RGBA"), dtype=np.uint8)[:, :, :3]
+    else:
+        # L and 1 replicate; LA, RGBA, RGBX drop the extra band; P maps through the palette;
+        # CMYK, YCbCr, LAB, HSV use Pillow's conversions. Palette transparency is ignored by
+        # design (alpha is dropped), so Pillow's warning about it is noise here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Palette images with Transparency")
+            try:
+                converted = image.convert("RGB")
+            except (ValueError, OSError) as exc:
+                raise ImageError(
+                    f"{name}: image mode {mode} cannot be converted to RGB ({exc}); convert it to "
+                    "8-bit RGB first"
+                ) from exc
+        rgb = np.asarray(converted, dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageError(f"{name}: decoded to shape {rgb.shape}, expected (H, W, 3)")
+    return np.ascontiguousarray(rgb, dtype=np.uint8)
+
+
+def decode_image_bytes(
+    data: bytes, name: str, *, exif_transpose: bool = False, max_pixels: int | None = None
+) -> DecodedImage:
+    """Decode one image file's bytes under the colour policy, keeping format details.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+    name : str
+        Where it came from, for error messages (a relative path or archive member).
+    exif_transpose : bool, default False
+        Apply the EXIF orientation tag.
+    max_pixels : int or None
+        Decompression-bomb limit; None uses ``PIL.Image.MAX_IMAGE_PIXELS`` as it is now.
+
+    Returns
+    -------
+    DecodedImage
+
+    Raises
+    ------
+    ImageError
+        The bytes are not an image, the image is truncated or corrupt, too large, or of a mode the
+        policy refuses. The message starts with `name`.
+    """
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its limit; fidkit refuses both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if limit is not None and width * height > limit:
+                raise Image.DecompressionBombError(
+                    f"{width * height} pixels exceeds the limit of {limit}"
+                )
+            # .load() decodes everything now, so truncation shows up here rather than later.
+            image.load()
+            original_mode = image.mode
+            image_format = image.format or "unknown"
+            if exif_transpose:
+                image = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(
+            f"{name}: refused as a possible decompression bomb ({exc}); if the image is genuine, "
+            "raise PIL.Image.MAX_IMAGE_PIXELS before computing"
+        ) from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not an image Pillow can read") from exc
+    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, EOFError...
+        reason = str(exc) or type(exc).__name__
+        raise ImageError(f"{name}: cannot decode ({type(exc).__name__}: {reason})") from exc
+    pixels = _to_rgb_array(image, name)
+    return DecodedImage(
+        pixels=pixels,
+        format=image_format,
+        mode=original_mode,
+        lossy=_is_lossy(image_format, data),
+    )
+
+
+def decode_image(data: bytes, name: str, *, exif_transpose: bool = False) -> np.ndarray:
+    """Decode one image file's bytes into ``(H, W, 3)`` uint8 RGB under the colour policy.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file (PNG, JPEG, BMP, WebP, TIFF, or anything else Pillow reads).
+    name : str
+        Where it came from, for error messages.
+    exif_transpose : bool, default False
+        Rotate/flip according to the EXIF orientation tag; by default pixels are used as stored.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` uint8, C-contiguous.
+
+    Raises
+    ------
+    ImageError
+        Not an image, truncated, corrupt, a decompression bomb, or a float image; the message
+        names `name` and the reason.
+
+    Examples
+    --------
+    >>> pixels = decode_image(Path("cat.png").read_bytes(), "cat.png")  # doctest: +SKIP
+    >>> pixels.shape, pixels.dtype  # doctest: +SKIP
+    ((375, 500, 3), dtype('uint8'))
+    """
+    return decode_image_bytes(data, name, exif_transpose=exif_transpose).pixels
