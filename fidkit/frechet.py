@@ -1,0 +1,599 @@
+"""The Fréchet distance between two Gaussians, with a stable trace of the matrix square root.
+
+    FID = ||mu_a - mu_b||^2 + tr(sigma_a) + tr(sigma_b) - 2 tr sqrt(sigma_a sigma_b)
+
+``tr sqrt(sigma_a sigma_b)`` is the sum of the square roots of the eigenvalues of ``sigma_a sigma_b``, which
+are those of the symmetric positive semidefinite ``L_a^T sigma_b L_a`` for any factor ``sigma_a = L_a L_a^T``.
+fidkit never forms the non-symmetric product and never calls ``scipy.linalg.sqrtm`` outside the TTUR
+compatibility method. The routes (``FrechetResult.method``):
+
+``features-lowrank``
+    Features at hand and ``N <= dim`` on a side: ``tr sqrt = ||L_a^T L_b||_*`` (the nuclear norm, sum of
+    singular values) with ``L`` the exact factors of the centred features, i.e. ``||Xc Yc^T||_* /
+    sqrt((n-1)(m-1))``. Singular values are accurate to ``eps * ||L_a^T L_b||``, on the square-root scale, so
+    nothing is lost to round-off.
+``factor-svd``
+    The same with statistics that carry factors (fidkit files with ``n <= dim`` store theirs).
+``factor-eigh``
+    ``sum sqrt(eig(L^T sigma_other L))``: one symmetric eigensolve of size ``rank(L)``, with ``L`` the
+    smaller-rank side's factor (stored, or pivoted Cholesky cached on the :class:`~fidkit.stats.Stats`).
+``eigh``
+    (forced with ``method="eigh"``) the dense textbook route ``sqrt(sigma_a) sigma_b sqrt(sigma_a)`` with
+    ``sqrt(sigma_a)`` from a symmetric eigendecomposition.
+``sqrtm-ttur``
+    (``method="ttur"``) TTUR's historical computation: ``scipy.linalg.sqrtm(sigma_a @ sigma_b)``, retried
+    with ``eps * I`` added to both covariances when that is not finite, imaginary part checked and dropped.
+``identical-sigma``
+    The two covariances are the same array: the trace terms cancel exactly and FID is ``||mu_a - mu_b||^2``.
+
+See ``docs/numerics.md`` for why each is stable and what every diagnostic means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+from fidkit.errors import FidkitError, FidkitWarning, InputError, SmallSampleWarning
+from fidkit.stats import (
+    SqrtFactor,
+    Stats,
+    _check_features,
+    _check_mu_sigma,
+    centred_factor,
+)
+
+__all__ = [
+    "FrechetResult",
+    "frechet_distance",
+    "fid_from_stats",
+    "fid_from_arrays",
+    "METHODS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Accepted values of ``method=``; ``"ttur"`` and ``"sqrtm"`` are aliases of ``"sqrtm-ttur"``.
+METHODS = ("auto", "eigh", "sqrtm-ttur", "ttur", "sqrtm")
+_TTUR_ALIASES = frozenset({"sqrtm-ttur", "ttur", "sqrtm"})
+# TTUR's offset added to both diagonals when sqrtm of the product is not finite.
+TTUR_EPS = 1e-6
+# TTUR's tolerance on the imaginary part of the diagonal of sqrtm(sigma_a sigma_b).
+TTUR_IMAG_ATOL = 1e-3
+# With features at hand, the larger side is used directly as a factor (its centred rows) up to this many
+# rows per dimension; beyond it its covariance is accumulated in chunks so memory stays bounded.
+_FEATURES_AS_FACTOR_MAX_RATIO = 4
+# Both factors are used in an SVD (more exact than an eigensolve of L^T sigma L) when the smaller has at
+# most this fraction of dim columns; for two full-rank factors the dense SVD costs ~3x the eigensolve.
+_SVD_MAX_RANK_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class FrechetResult:
+    """The Fréchet distance and the diagnostics of how it was computed.
+
+    Behaves as a float: ``float(result)`` is :attr:`value`.
+
+    Attributes
+    ----------
+    value : float
+        The distance, ``mean_term + trace_a + trace_b - 2 trace_sqrt``, never negative.
+    mean_term : float
+        ``||mu_a - mu_b||^2``.
+    trace_a, trace_b : float
+        ``tr(sigma_a)``, ``tr(sigma_b)``.
+    trace_sqrt : float
+        ``tr sqrt(sigma_a sigma_b)``.
+    n_a, n_b : int or None
+        Samples per side; None where a statistics file did not record it.
+    dim : int
+        Feature dimension.
+    method : str
+        The route that computed ``trace_sqrt`` (see the module docstring).
+    rank : int
+        Size of the eigenproblem or the smaller side of the SVD actually solved (0 for ``identical-sigma``).
+    min_eigenvalue : float
+        Smallest eigenvalue of the symmetric matrix whose eigenvalue square roots sum to ``trace_sqrt``,
+        before clipping (for SVD routes: the smallest squared singular value, never negative). Units of
+        variance squared. NaN for ``sqrtm-ttur``, which has no eigenvalues to show.
+    clipped_negative : float
+        ``sum(sqrt(-lambda))`` over the negative eigenvalues clipped to zero: an upper bound on how much the
+        clipping changed ``trace_sqrt`` (same units as ``trace_sqrt``; FID moves by at most twice this).
+        For ``eigh`` it also counts the negative eigenvalues of ``sigma_a`` clipped before its square root.
+    warnings : tuple of str
+        Messages also issued as warnings (small samples, TTUR offset retries).
+    factor_side : str
+        ``"a"`` or ``"b"``: whose factor (or square root) was applied to the other's covariance; ``""`` when
+        not applicable.
+    factor_dropped : float
+        For a pivoted-Cholesky factor: ``tr(sigma) - ||L||_F^2``, the variance left out because the pivoting
+        stopped at round-off level (numerical rank below dim).
+    """
+
+    value: float
+    mean_term: float
+    trace_a: float
+    trace_b: float
+    trace_sqrt: float
+    n_a: int | None
+    n_b: int | None
+    dim: int
+    method: str
+    rank: int
+    min_eigenvalue: float
+    clipped_negative: float
+    warnings: tuple[str, ...] = ()
+    factor_side: str = ""
+    factor_dropped: float = 0.0
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (plain floats, ints, strings; NaN becomes None)."""
+        plain: dict[str, Any] = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, float) and not math.isfinite(value):
+                value = None
+            plain[item.name] = value
+        return plain
+
+
+@dataclass(frozen=True)
+class _TraceSqrt:
+    """What a trace-of-square-root route found, before assembling the FrechetResult."""
+
+    value: float
+    method: str
+    rank: int
+    min_eigenvalue: float
+    clipped_negative: float
+    factor_side: str = ""
+    factor_dropped: float = 0.0
+    warnings: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------- kernels
+
+
+def _sum_sqrt_eigenvalues(symmetric: np.ndarray) -> tuple[float, float, float]:
+    """Return (sum sqrt(max(lambda, 0)), min lambda, sum sqrt(-lambda) over negatives) of a symmetric matrix."""
+    eigenvalues = scipy.linalg.eigh(symmetric, eigvals_only=True, check_finite=False, overwrite_a=True)
+    negative = eigenvalues[eigenvalues < 0]
+    total = float(np.sum(np.sqrt(np.maximum(eigenvalues, 0.0))))
+    return total, float(eigenvalues.min()), float(np.sum(np.sqrt(-negative)))
+
+
+def _nuclear_norm(matrix: np.ndarray) -> tuple[float, float]:
+    """Return (sum of singular values, smallest squared singular value)."""
+    try:
+        singular_values = scipy.linalg.svdvals(matrix, check_finite=False)
+    except np.linalg.LinAlgError:
+        # gesdd can fail to converge on rare inputs; gesvd is slower but more robust.
+        singular_values = scipy.linalg.svd(matrix, compute_uv=False, check_finite=False, lapack_driver="gesvd")
+    smallest = float(singular_values.min()) ** 2 if singular_values.size else 0.0
+    return float(np.sum(singular_values)), smallest
+
+
+def _sandwich(factor: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Return ``L^T sigma L`` exactly symmetric."""
+    product = factor.T @ (sigma @ factor)
+    return (product + product.T) * 0.5
+
+
+def _trace_sqrt_factors(first: SqrtFactor, second: SqrtFactor, side: str) -> _TraceSqrt:
+    total, smallest = _nuclear_norm(first.matrix.T @ second.matrix)
+    return _TraceSqrt(
+        value=total,
+        method="factor-svd",
+        rank=min(first.rank, second.rank),
+        min_eigenvalue=smallest,
+        clipped_negative=0.0,
+        factor_side=side,
+        factor_dropped=first.dropped_trace + second.dropped_trace,
+    )
+
+
+def _trace_sqrt_factor_eigh(factor: SqrtFactor, sigma_other: np.ndarray, side: str) -> _TraceSqrt:
+    total, smallest, clipped = _sum_sqrt_eigenvalues(_sandwich(factor.matrix, sigma_other))
+    return _TraceSqrt(
+        value=total,
+        method="factor-eigh",
+        rank=factor.rank,
+        min_eigenvalue=smallest,
+        clipped_negative=clipped,
+        factor_side=side,
+        factor_dropped=factor.dropped_trace,
+    )
+
+
+def _trace_sqrt_dense_eigh(sigma_root_side: np.ndarray, sigma_other: np.ndarray, side: str) -> _TraceSqrt:
+    """tr sqrt(sqrt(S1) S2 sqrt(S1)) with sqrt(S1) from a symmetric eigendecomposition (clipped at 0)."""
+    eigenvalues, eigenvectors = scipy.linalg.eigh(sigma_root_side, check_finite=False)
+    negative_root = eigenvalues[eigenvalues < 0]
+    root = (eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0))) @ eigenvectors.T
+    total, smallest, clipped = _sum_sqrt_eigenvalues(_sandwich(root, sigma_other))
+    return _TraceSqrt(
+        value=total,
+        method="eigh",
+        rank=int(sigma_root_side.shape[0]),
+        min_eigenvalue=min(smallest, float(eigenvalues.min())),
+        clipped_negative=clipped + float(np.sum(np.sqrt(-negative_root))),
+        factor_side=side,
+    )
+
+
+def _scipy_sqrtm():
+    """Return scipy.linalg.sqrtm, checking that it can be called without ``disp`` (never passed here)."""
+    sqrtm = getattr(scipy.linalg, "sqrtm", None)
+    if sqrtm is None:
+        raise InputError("method='ttur' needs scipy.linalg.sqrtm, which this SciPy lacks; use method='auto'")
+    try:
+        parameters = inspect.signature(sqrtm).parameters
+    except (TypeError, ValueError):  # builtins without a signature: assume the plain call works
+        return sqrtm
+    required = [
+        name
+        for name, parameter in parameters.items()
+        if name != "A"
+        and parameter.default is inspect.Parameter.empty
+        and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    ]
+    if required:
+        raise InputError(
+            f"scipy.linalg.sqrtm in SciPy {scipy.__version__} requires {required}; method='ttur' cannot "
+            "reproduce TTUR with it: use method='auto'"
+        )
+    return sqrtm
+
+
+def _trace_sqrt_ttur(sigma_a: np.ndarray, sigma_b: np.ndarray) -> _TraceSqrt:
+    """TTUR's computation: sqrtm of the product, eps retry, imaginary-part check (argument order kept)."""
+    sqrtm = _scipy_sqrtm()
+    notes: list[str] = []
+
+    def root_of_product(first: np.ndarray, second: np.ndarray) -> np.ndarray | None:
+        try:
+            with warnings.catch_warnings():
+                # SciPy warns about singular products itself; TTUR's retry below is what we report.
+                warnings.simplefilter("ignore")
+                root = sqrtm(first @ second)
+        except (np.linalg.LinAlgError, ValueError, ZeroDivisionError):
+            return None
+        if isinstance(root, tuple):  # very old SciPy returned (root, error) in some configurations
+            root = root[0]
+        root = np.asarray(root)
+        return root if np.isfinite(root).all() else None
+
+    root = root_of_product(sigma_a, sigma_b)
+    if root is None:
+        message = (
+            f"sqrtm(sigma_a @ sigma_b) is not finite (singular product); as TTUR does, added {TTUR_EPS:g} to "
+            "the diagonal of both covariances and retried"
+        )
+        notes.append(message)
+        offset = np.eye(sigma_a.shape[0], dtype=np.float64) * TTUR_EPS
+        root = root_of_product(sigma_a + offset, sigma_b + offset)
+        if root is None:
+            raise FidkitError(
+                "method='ttur': sqrtm of the covariance product is not finite even after TTUR's eps offset; "
+                "use method='auto'"
+            )
+    if np.iscomplexobj(root):
+        if not np.allclose(np.diagonal(root).imag, 0.0, atol=TTUR_IMAG_ATOL):
+            largest = float(np.max(np.abs(root.imag)))
+            raise FidkitError(
+                f"method='ttur': sqrtm has an imaginary component of {largest:.3g} (TTUR's check, tolerance "
+                f"{TTUR_IMAG_ATOL:g}); the result would be meaningless: use method='auto'"
+            )
+        root = root.real
+    return _TraceSqrt(
+        value=float(np.trace(root)),
+        method="sqrtm-ttur",
+        rank=int(sigma_a.shape[0]),
+        min_eigenvalue=math.nan,
+        clipped_negative=0.0,
+        warnings=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _normalise_method(method: str) -> str:
+    if not isinstance(method, str) or method not in METHODS:
+        raise InputError(f"method={method!r} is not one of {', '.join(repr(m) for m in METHODS)}")
+    return "sqrtm-ttur" if method in _TTUR_ALIASES else method
+
+
+def _small_sample_messages(n_a: int | None, n_b: int | None, dim: int) -> list[str]:
+    messages = []
+    for side, n_samples in (("a", n_a), ("b", n_b)):
+        if n_samples is not None and n_samples < dim:
+            messages.append(
+                f"side {side} has N = {n_samples} samples for dim = {dim} features: the covariance is singular "
+                f"(rank <= N - 1 = {n_samples - 1}) and FID is biased and unstable at this size; use at least "
+                f"{dim} samples per side (FID is customarily reported on 10,000 to 50,000)"
+            )
+    return messages
+
+
+def _emit(result: FrechetResult) -> None:
+    """Issue the result's messages as warnings: SmallSampleWarning for N < dim, FidkitWarning otherwise."""
+    small_sample = set(_small_sample_messages(result.n_a, result.n_b, result.dim))
+    for message in result.warnings:
+        category = SmallSampleWarning if message in small_sample else FidkitWarning
+        # stacklevel 3: the user's call of the public function, not this helper.
+        warnings.warn(message, category, stacklevel=3)
+
+
+def _content_key(stats: Stats) -> tuple:
+    """An order-independent tie-break between two statistics, so the route never depends on argument order."""
+    return (float(np.trace(stats.sigma)), float(np.sum(stats.mu)))
+
+
+def _content_digest(array: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(array).view(np.uint8), digest_size=16).digest()
+
+
+def _first_is_a(key_a: tuple, key_b: tuple, tiebreak_a: Any, tiebreak_b: Any) -> bool:
+    """True if side a sorts first; exact ties fall back to content digests (computed only then)."""
+    if key_a != key_b:
+        return key_a < key_b
+    return tiebreak_a() <= tiebreak_b()
+
+
+def _assemble(
+    mean_term: float,
+    trace_a: float,
+    trace_b: float,
+    trace: _TraceSqrt,
+    n_a: int | None,
+    n_b: int | None,
+    dim: int,
+    messages: list[str],
+) -> FrechetResult:
+    # Trace part first: when trace_sqrt equals both traces it cancels to exactly 0 and FID is exactly the
+    # mean term. The trace part is the squared Bures distance, >= 0 in exact arithmetic: clip round-off.
+    trace_part = (trace_a + trace_b) - 2.0 * trace.value
+    value = mean_term + max(trace_part, 0.0)
+    return FrechetResult(
+        value=float(value),
+        mean_term=float(mean_term),
+        trace_a=float(trace_a),
+        trace_b=float(trace_b),
+        trace_sqrt=float(trace.value),
+        n_a=n_a,
+        n_b=n_b,
+        dim=dim,
+        method=trace.method,
+        rank=int(trace.rank),
+        min_eigenvalue=float(trace.min_eigenvalue),
+        clipped_negative=float(trace.clipped_negative),
+        warnings=tuple(messages) + trace.warnings,
+        factor_side=trace.factor_side,
+        factor_dropped=float(trace.factor_dropped),
+    )
+
+
+def _identical(trace: float) -> _TraceSqrt:
+    return _TraceSqrt(value=trace, method="identical-sigma", rank=0, min_eigenvalue=0.0, clipped_negative=0.0)
+
+
+# --------------------------------------------------------------------------------------------- stats path
+
+
+def _fid_stats(stats_a: Stats, stats_b: Stats, method: str) -> FrechetResult:
+    if not isinstance(stats_a, Stats) or not isinstance(stats_b, Stats):
+        raise InputError(
+            "fid_from_stats takes two fidkit.Stats; build them with Stats.from_features or Stats.load, or call "
+            "frechet_distance(mu1, sigma1, mu2, sigma2)"
+        )
+    method = _normalise_method(method)
+    if stats_a.dim != stats_b.dim:
+        raise InputError(
+            f"the statistics have different dimensions ({stats_a.dim} vs {stats_b.dim}); both sides must come "
+            "from the same feature extractor"
+        )
+    dim = stats_a.dim
+    messages = _small_sample_messages(stats_a.n, stats_b.n, dim)
+    difference = stats_a.mu - stats_b.mu
+    mean_term = float(difference @ difference)
+    trace_a = float(np.trace(stats_a.sigma))
+    trace_b = float(np.trace(stats_b.sigma))
+
+    if stats_a is stats_b or stats_a.sigma is stats_b.sigma or np.array_equal(stats_a.sigma, stats_b.sigma):
+        trace = _identical(trace_a)
+    elif method == "sqrtm-ttur":
+        trace = _trace_sqrt_ttur(stats_a.sigma, stats_b.sigma)
+    else:
+        a_first = _first_is_a(
+            (stats_a.rank_bound(), not stats_a.has_factor, _content_key(stats_a)),
+            (stats_b.rank_bound(), not stats_b.has_factor, _content_key(stats_b)),
+            lambda: _content_digest(stats_a.sigma),
+            lambda: _content_digest(stats_b.sigma),
+        )
+        first, second, side = (stats_a, stats_b, "a") if a_first else (stats_b, stats_a, "b")
+        if method == "eigh":
+            trace = _trace_sqrt_dense_eigh(first.sigma, second.sigma, side)
+        elif first.has_factor and second.has_factor and first.rank_bound() <= _SVD_MAX_RANK_FRACTION * dim:
+            trace = _trace_sqrt_factors(first.sqrt_factor(), second.sqrt_factor(), side)
+        else:
+            trace = _trace_sqrt_factor_eigh(first.sqrt_factor(), second.sigma, side)
+    return _assemble(mean_term, trace_a, trace_b, trace, stats_a.n, stats_b.n, dim, messages)
+
+
+def fid_from_stats(stats_a: Stats, stats_b: Stats, *, method: str = "auto") -> FrechetResult:
+    """Fréchet distance between two :class:`~fidkit.stats.Stats`.
+
+    Parameters
+    ----------
+    stats_a, stats_b : Stats
+        Same dimension. Their square-root factors (stored, or computed here and cached on the objects) are
+        reused by later calls, so comparing many sets against one reference factors the reference once.
+    method : {"auto", "eigh", "ttur"}
+        ``"auto"``: the factor routes (exact when the statistics carry their factor). ``"eigh"``: the dense
+        symmetric route. ``"ttur"`` (alias ``"sqrtm"``, ``"sqrtm-ttur"``): TTUR's sqrtm computation, for
+        matching historical numbers.
+
+    Returns
+    -------
+    FrechetResult
+
+    Raises
+    ------
+    InputError
+        Different dimensions or an unknown method.
+
+    Warns
+    -----
+    SmallSampleWarning
+        A side with fewer samples than dimensions.
+    """
+    result = _fid_stats(stats_a, stats_b, method)
+    _emit(result)
+    return result
+
+
+def frechet_distance(
+    mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, *, method: str = "auto"
+) -> FrechetResult:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    Parameters
+    ----------
+    mu1, mu2 : array_like
+        ``(dim,)`` means.
+    sigma1, sigma2 : array_like
+        ``(dim, dim)`` symmetric covariances.
+    method : {"auto", "eigh", "ttur"}
+        See :func:`fid_from_stats`.
+
+    Returns
+    -------
+    FrechetResult
+
+    Raises
+    ------
+    InputError
+        Shapes that do not match, NaN or inf, a non-square or non-symmetric sigma.
+    """
+    same_sigma = sigma1 is sigma2
+    mu_a, sigma_a = _check_mu_sigma(mu1, sigma1, "mu1/sigma1")
+    mu_b, sigma_b = _check_mu_sigma(mu2, sigma2, "mu2/sigma2")
+    if mu_a.shape != mu_b.shape:
+        raise InputError(
+            f"mu1/sigma1 have dim {mu_a.shape[0]} but mu2/sigma2 have dim {mu_b.shape[0]}; both must come from "
+            "the same feature extractor"
+        )
+    stats_a = Stats(mu=mu_a, sigma=sigma_a)
+    stats_b = Stats(mu=mu_b, sigma=sigma_a if same_sigma else sigma_b)
+    return fid_from_stats(stats_a, stats_b, method=method)
+
+
+# --------------------------------------------------------------------------------------------- features path
+
+
+def fid_from_arrays(features_a: Any, features_b: Any, *, method: str = "auto") -> FrechetResult:
+    """Fréchet distance between the Gaussians fitted to two feature arrays.
+
+    Parameters
+    ----------
+    features_a, features_b : array_like
+        ``(N_a, dim)`` and ``(N_b, dim)`` float arrays, ``N >= 2``, finite.
+    method : {"auto", "eigh", "ttur"}
+        With ``"auto"`` and ``N <= dim`` on a side, the exact low-rank identity
+        ``tr sqrt(S_a S_b) = ||Xc Yc^T||_* / sqrt((N_a - 1)(N_b - 1))`` is used; otherwise the statistics are
+        computed and compared as in :func:`fid_from_stats`.
+
+    Returns
+    -------
+    FrechetResult
+
+    Raises
+    ------
+    InputError
+        Not 2-D, fewer than 2 rows, NaN or inf, different dims, unknown method.
+
+    Warns
+    -----
+    SmallSampleWarning
+        A side with fewer samples than dimensions.
+    """
+    method = _normalise_method(method)
+    array_a = _check_features(features_a, "features_a")
+    array_b = _check_features(features_b, "features_b")
+    for name, array in (("features_a", array_a), ("features_b", array_b)):
+        if array.shape[0] < 2:
+            raise InputError(
+                f"{name} has {array.shape[0]} row; a covariance needs at least 2 samples (FID needs thousands)"
+            )
+    if array_a.shape[1] != array_b.shape[1]:
+        raise InputError(
+            f"features_a has dim {array_a.shape[1]} but features_b has dim {array_b.shape[1]}; both must come "
+            "from the same feature extractor"
+        )
+    n_a, n_b, dim = array_a.shape[0], array_b.shape[0], array_a.shape[1]
+    messages = _small_sample_messages(n_a, n_b, dim)
+    small_side = min(n_a, n_b) <= dim
+    both_moderate = max(n_a, n_b) <= _FEATURES_AS_FACTOR_MAX_RATIO * dim
+    if method == "auto" and small_side and both_moderate:
+        result = _fid_features_lowrank(array_a, array_b, messages)
+    else:
+        if features_a is features_b or (array_a.shape == array_b.shape and np.array_equal(array_a, array_b)):
+            stats_a = Stats.from_features(array_a)
+            stats_b = stats_a
+        else:
+            stats_a = Stats.from_features(array_a)
+            stats_b = Stats.from_features(array_b)
+        inner = _fid_stats(stats_a, stats_b, method)
+        # _fid_stats found the same small-sample messages from n; keep one copy.
+        result = dataclasses.replace(inner, warnings=tuple(dict.fromkeys(inner.warnings)))
+    _emit(result)
+    return result
+
+
+def _fid_features_lowrank(array_a: np.ndarray, array_b: np.ndarray, messages: list[str]) -> FrechetResult:
+    n_a, n_b, dim = array_a.shape[0], array_b.shape[0], array_a.shape[1]
+    rows_a = np.asarray(array_a, dtype=np.float64)
+    rows_b = np.asarray(array_b, dtype=np.float64)
+    mu_a = rows_a.mean(axis=0)
+    mu_b = rows_b.mean(axis=0)
+    difference = mu_a - mu_b
+    mean_term = float(difference @ difference)
+    factor_a = centred_factor(rows_a - mu_a)
+    factor_b = centred_factor(rows_b - mu_b)
+    trace_a = float(np.einsum("ij,ij->", factor_a, factor_a))
+    trace_b = float(np.einsum("ij,ij->", factor_b, factor_b))
+    if n_a == n_b and np.array_equal(factor_a, factor_b):
+        trace = _identical(trace_a)
+    else:
+        a_first = _first_is_a(
+            (n_a, trace_a, float(np.sum(mu_a))),
+            (n_b, trace_b, float(np.sum(mu_b))),
+            lambda: _content_digest(factor_a),
+            lambda: _content_digest(factor_b),
+        )
+        first, second, side = (factor_a, factor_b, "a") if a_first else (factor_b, factor_a, "b")
+        total, smallest = _nuclear_norm(first.T @ second)
+        trace = _TraceSqrt(
+            value=total,
+            method="features-lowrank",
+            rank=min(first.shape[1], second.shape[1]),
+            min_eigenvalue=smallest,
+            clipped_negative=0.0,
+            factor_side=side,
+        )
+    return _assemble(mean_term, trace_a, trace_b, trace, n_a, n_b, dim, messages)
