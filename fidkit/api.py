@@ -18,7 +18,6 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from fidkit._fs import sha256_file
 from fidkit.cache import cache_key, load_cached_stats, store_cached_stats, utc_now_iso
 from fidkit.errors import EmptySourceError, FidkitWarning, InputError
 from fidkit.progress import ProgressBar
@@ -197,10 +196,11 @@ class _LazyExtractor:
         if self._extractor is not None:
             return str(self._extractor.weights_sha256), str(self._extractor.resize_mode)
         if self._identity is None:
-            from fidkit.inception import RESIZE_MODE, resolve_weights
+            from fidkit.inception import RESIZE_MODE, locate_weights
 
-            weights_path = resolve_weights(self._weights)
-            self._identity = (sha256_file(weights_path), RESIZE_MODE)
+            # Finds (or downloads) the file and hashes it: the same sha256 the extractor records.
+            resolved = locate_weights(self._weights)
+            self._identity = (str(resolved.sha256), RESIZE_MODE)
         return self._identity
 
     def get(self) -> FeatureExtractor:
@@ -433,8 +433,8 @@ def compute_stats(
         (returned as is), or an iterable of uint8 batches (B, H, W, 3) such as a generator's samples.
     weights : path-like, optional
         The Inception weights (``.pth``); default ``$FIDKIT_WEIGHTS``, the cache, or a download.
-    device : {"auto", "cpu", "cuda"}
-        Where the network runs.
+    device : {"auto", "cpu", "cuda", "tensorrt"}
+        Where the network runs (``"auto"``: CUDA if a GPU is usable, else the CPU).
     batch_size : int
         Images per network batch.
     workers : int, optional

@@ -141,8 +141,8 @@ def _network_parent(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="Inception weights .pth (default: $FIDKIT_WEIGHTS, the cache, or a download)",
     )
     group.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda"),
-        help="where the network runs (default: auto = GPU if available, else CPU)",
+        "--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
+        help="where the network runs (default: auto = CUDA if a GPU is usable, else CPU)",
     )
     group.add_argument(
         "--batch-size", type=_positive_int, default=50, metavar="N", help="images per network batch (default: 50)"

@@ -1,0 +1,303 @@
+"""compute_stats / compute_fid on every kind of input, the report, the warnings, the progress bar.
+
+Images through the network stay few and small (8-16 images of 16x16 or 32x32 per side).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from fidkit.errors import EmptySourceError, FidkitWarning, ImageError, InputError
+from fidkit.progress import ProgressBar, format_duration
+
+
+def random_images(n_images: int, seed: int, size: int = 16) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n_images, size, size, 3), dtype=np.uint8)
+
+
+def small_stats(seed: int = 0, *, n: int = 40, dim: int = 8, metadata=None):
+    from fidkit.stats import Stats
+
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, dim)) + seed
+    return Stats.from_features(features, metadata=dict(metadata or {}))
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(fidkit_home):
+    """Every test here gets an empty cache, so no test hits another's entries."""
+    return fidkit_home
+
+
+@pytest.fixture
+def no_extractor_built(monkeypatch):
+    import fidkit.api
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the feature extractor was built although no side needs the network")
+
+    monkeypatch.setattr(fidkit.api, "_make_extractor", refuse)
+
+
+# --- arrays, stats, iterables -----------------------------------------------------------------------
+
+
+def test_compute_fid_array_vs_array_report(extractor):
+    from fidkit.api import FidReport, compute_fid
+
+    images_a, images_b = random_images(12, seed=1), random_images(10, seed=2, size=32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = compute_fid(images_a, images_b, extractor=extractor, workers=0)
+    assert isinstance(report, FidReport)
+    assert float(report) == report.value == report.frechet.value
+    assert report.value > 0
+    assert (report.a.n, report.b.n) == (12, 10)
+    assert report.a.kind == report.b.kind == "array"
+    assert not report.a.cached and not report.b.cached
+    assert report.weights_sha256 == extractor.weights_sha256
+    assert report.resize_mode == extractor.resize_mode
+    assert report.provider == extractor.provider
+    # N < 2048 is always said, in the report and as a warning.
+    assert any("2048" in message for message in report.warnings)
+    assert any("2048" in str(record.message) for record in caught)
+    assert report.timings.network_seconds > 0
+    assert report.timings.total_seconds >= report.timings.network_seconds
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["fid"] == pytest.approx(report.value)
+    assert data["a"]["n"] == 12 and data["b"]["n"] == 10
+    assert data["frechet"]["n_a"] == 12
+    assert set(data["timings"]) == {"decode_seconds", "network_seconds", "distance_seconds", "total_seconds"}
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_the_second_side_is_cached(extractor):
+    from fidkit.api import compute_fid
+
+    images = random_images(10, seed=3)
+    report = compute_fid(images, images.copy(), extractor=extractor, workers=0)
+    assert report.b.cached  # the same array content: the first side's cache entry
+    assert report.value == pytest.approx(0.0, abs=1e-6 * report.frechet.trace_a)
+
+
+def test_stats_vs_array_equals_array_vs_array(extractor):
+    from fidkit.api import compute_fid, compute_stats
+
+    images_a, images_b = random_images(10, seed=4), random_images(10, seed=5)
+    stats_a = compute_stats(images_a, extractor=extractor, workers=0, use_cache=False)
+    assert stats_a.n == 10 and stats_a.mu.dtype == np.float64 and stats_a.sigma.shape == (2048, 2048)
+    from_stats = compute_fid(stats_a, images_b, extractor=extractor, workers=0, use_cache=False)
+    from_arrays = compute_fid(images_a, images_b, extractor=extractor, workers=0, use_cache=False)
+    assert from_stats.a.kind == "stats"
+    assert from_stats.value == pytest.approx(from_arrays.value, rel=1e-9)
+
+
+def test_iterable_of_batches_equals_the_array(extractor):
+    from fidkit.api import compute_stats_with_report
+
+    images = random_images(16, seed=6)
+
+    def generator_samples():
+        for start in range(0, 16, 8):
+            yield images[start : start + 8]
+
+    from_batches, side = compute_stats_with_report(generator_samples(), extractor=extractor, batch_size=8)
+    from_array = compute_stats_with_report(images, extractor=extractor, batch_size=8, use_cache=False)[0]
+    assert side.kind == "batches" and side.n == 16 and not side.cached
+    np.testing.assert_allclose(from_batches.mu, from_array.mu, rtol=1e-10)
+    np.testing.assert_allclose(from_batches.sigma, from_array.sigma, rtol=1e-9, atol=1e-12)
+    from fidkit.cache import list_cache
+
+    assert list_cache() == []  # an iterable has no identity: nothing cached
+
+
+def test_metadata_of_computed_stats(extractor):
+    from fidkit import __version__
+    from fidkit.api import compute_stats
+
+    stats = compute_stats(random_images(8, seed=7), extractor=extractor, workers=0, use_cache=False)
+    metadata = stats.metadata
+    assert metadata["weights_sha256"] == extractor.weights_sha256
+    assert metadata["resize_mode"] == extractor.resize_mode
+    assert metadata["provider"] == extractor.provider
+    assert metadata["fidkit_version"] == __version__
+    created = datetime.fromisoformat(str(metadata["created"]))
+    assert created.tzinfo is not None and created.utcoffset() == timezone.utc.utcoffset(None)
+    assert len(str(metadata["source_fingerprint"])) == 64
+    assert metadata["n_skipped"] == 0
+    assert metadata["lossy_inputs"] is False or metadata["lossy_inputs"] == 0
+
+
+def test_two_stats_never_touch_the_network(no_extractor_built):
+    from fidkit.api import compute_fid
+    from fidkit.frechet import fid_from_stats
+
+    stats_a, stats_b = small_stats(1), small_stats(2)
+    report = compute_fid(stats_a, stats_b)
+    assert report.value == pytest.approx(fid_from_stats(stats_a, stats_b).value, rel=1e-12)
+    assert report.timings.network_seconds == 0
+
+
+def test_stats_files_fidkit_and_ttur(tmp_path, no_extractor_built):
+    from fidkit.api import compute_fid
+
+    stats_a, stats_b = small_stats(1), small_stats(2)
+    path_a = tmp_path / "a.npz"
+    stats_a.save(path_a)
+    ttur_path = tmp_path / "ttur.npz"
+    np.savez(ttur_path, mu=stats_b.mu, sigma=stats_b.sigma)  # how TTUR / pytorch-fid write them
+    with pytest.warns(FidkitWarning, match="only mu and sigma"):
+        report = compute_fid(path_a, ttur_path)
+    assert report.a.n == 40 and report.b.n is None
+    assert report.b.foreign and not report.a.foreign
+    assert report.value == pytest.approx(compute_fid(stats_a, stats_b).value, rel=1e-9)
+
+
+def test_different_weights_are_an_error_unless_allowed(no_extractor_built):
+    from fidkit.api import compute_fid
+
+    stats_a = small_stats(1, metadata={"weights_sha256": "a" * 64, "resize_mode": "tf1"})
+    stats_b = small_stats(2, metadata={"weights_sha256": "b" * 64, "resize_mode": "tf1"})
+    with pytest.raises(InputError, match="different Inception weights"):
+        compute_fid(stats_a, stats_b)
+    with pytest.warns(FidkitWarning, match="different Inception weights"):
+        report = compute_fid(stats_a, stats_b, allow_weights_mismatch=True)
+    assert report.value > 0
+
+
+def test_different_resize_modes_or_unrecorded_weights_warn(no_extractor_built):
+    from fidkit.api import compute_fid
+
+    stats_a = small_stats(1, metadata={"weights_sha256": "a" * 64, "resize_mode": "tf1"})
+    stats_b = small_stats(2, metadata={"weights_sha256": "a" * 64, "resize_mode": "pil-bicubic"})
+    with pytest.warns(FidkitWarning, match="resized differently"):
+        report = compute_fid(stats_a, stats_b)
+    assert any("resized differently" in message for message in report.warnings)
+    with pytest.warns(FidkitWarning, match="records no weights sha256"):
+        compute_fid(stats_a, small_stats(3))
+
+
+# --- files: bad, skipped, empty ---------------------------------------------------------------------
+
+
+def _png_folder(folder, n_images: int, seed: int):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, pixels in enumerate(random_images(n_images, seed)):
+        Image.fromarray(pixels).save(folder / f"{index:03d}.png")
+    return folder
+
+
+def test_bad_file_stops_the_run_or_is_skipped_and_reported(tmp_path, extractor):
+    from fidkit.api import compute_fid, compute_stats
+
+    folder = _png_folder(tmp_path / "images", 8, seed=8)
+    (folder / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(ImageError, match="broken.png") as raised:
+        compute_stats(folder, extractor=extractor, workers=0)
+    assert "--skip-bad" in str(raised.value)
+    with pytest.warns(FidkitWarning, match="1 unreadable file"):
+        report = compute_fid(folder, random_images(8, seed=9), extractor=extractor, workers=0, skip_bad=True)
+    assert report.a.n == 8 and report.a.n_skipped == 1
+    assert report.a.skipped[0][0].endswith("broken.png")
+    assert report.to_dict()["a"]["skipped"][0]["file"].endswith("broken.png")
+    # The cached entry made with --skip-bad does not excuse a later run without it.
+    with pytest.raises(ImageError):
+        compute_stats(folder, extractor=extractor, workers=0)
+    cached = compute_fid(folder, random_images(8, seed=9), extractor=extractor, workers=0, skip_bad=True)
+    assert cached.a.cached and cached.a.n_skipped == 1 and cached.a.skipped == report.a.skipped
+
+
+def test_empty_folder_is_an_error(tmp_path, extractor):
+    from fidkit.api import compute_stats
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EmptySourceError):
+        compute_stats(tmp_path / "empty", extractor=extractor)
+
+
+def test_bad_batch_size_is_an_input_error():
+    from fidkit.api import compute_stats
+
+    with pytest.raises(InputError, match="batch_size"):
+        compute_stats(random_images(2, seed=0), batch_size=0)
+
+
+# --- real data ---------------------------------------------------------------------------------------
+
+
+def test_cifar_jpeg_zip_vs_lossless_array_warns_lossy(shared_data, extractor):
+    from fidkit.api import compute_fid
+
+    jpeg_zip = shared_data / "cifar10" / "cifar10-test-jpg.zip"
+    lossless = shared_data / "cifar10" / "cifar10-test-0-999-uint8.npy"
+    with pytest.warns(FidkitWarning, match="lossy"):
+        report = compute_fid(jpeg_zip, lossless, extractor=extractor, limit=10, workers=1)
+    assert (report.a.n, report.b.n) == (10, 10)
+    assert report.a.kind == "archive" and report.a.lossy
+    assert report.b.kind == "array" and not report.b.lossy
+    assert report.value > 0 and np.isfinite(report.value)
+
+
+# --- progress bar -------------------------------------------------------------------------------------
+
+
+class _FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_draws_counts_rate_and_eta_on_a_terminal():
+    clock, stream = _FakeClock(), _Terminal()
+    bar = ProgressBar(total=100, desc="dir/", stream=stream, clock=clock, min_interval=0.5)
+    clock.now = 2.0
+    bar.update(20)
+    line = stream.getvalue()
+    assert "20/100 images" in line and "10.0 images/s" in line and "ETA 0:08" in line
+    clock.now = 2.1
+    bar.update(10)  # within min_interval: counted, not drawn
+    assert stream.getvalue() == line
+    assert bar.done == 30
+    clock.now = 10.0
+    bar.update(70)
+    bar.close()
+    assert stream.getvalue().endswith("\n")
+    assert "100/100 images" in stream.getvalue()
+
+
+def test_progress_bar_without_total_and_quiet_modes():
+    clock, stream = _FakeClock(), _Terminal()
+    bar = ProgressBar(total=None, stream=stream, clock=clock)
+    clock.now = 4.0
+    bar.update(8)
+    assert "8 images" in stream.getvalue() and "2.0 images/s" in stream.getvalue()
+    assert "ETA" not in stream.getvalue()
+    not_a_terminal = io.StringIO()
+    with ProgressBar(total=10, stream=not_a_terminal) as silent:
+        silent.update(10)
+    assert not_a_terminal.getvalue() == ""
+    quiet_terminal = _Terminal()
+    with ProgressBar(total=10, stream=quiet_terminal, enabled=False) as quiet:
+        quiet.update(10)
+    assert quiet_terminal.getvalue() == ""
+
+
+def test_format_duration():
+    assert format_duration(0) == "0:00"
+    assert format_duration(61.4) == "1:01"
+    assert format_duration(3725) == "1:02:05"
+    assert format_duration(-3) == "0:00"

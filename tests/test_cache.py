@@ -1,0 +1,363 @@
+"""The statistics cache: keys, hits without the network, misses after any change, corrupt entries,
+concurrent writers.
+
+Images through the network are kept few and small (8 images of 16x16 per source): Inception runs at
+about 10 images/s on this CPU whatever the input size, since every image is resized to 299x299.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fidkit.cache import (
+    cache_key,
+    clear_cache,
+    list_cache,
+    load_cached_stats,
+    stats_cache_dir,
+    store_cached_stats,
+)
+
+N_IMAGES = 8
+
+
+class CountingExtractor:
+    """Wraps a FeatureExtractor: counts calls and images, and can pretend to hold other weights."""
+
+    def __init__(self, inner, *, weights_sha256: str | None = None, resize_mode: str | None = None):
+        self._inner = inner
+        self.calls = 0
+        self.n_images = 0
+        self.weights_sha256 = weights_sha256 or inner.weights_sha256
+        self.resize_mode = resize_mode or inner.resize_mode
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def __call__(self, images):
+        self.calls += 1
+        self.n_images += len(images)
+        return self._inner(images)
+
+    def metadata(self):
+        metadata = dict(self._inner.metadata())
+        metadata.update(weights_sha256=self.weights_sha256, resize_mode=self.resize_mode)
+        return metadata
+
+
+def write_png_folder(folder: Path, n_images: int = N_IMAGES, *, seed: int = 0, size: int = 16) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(n_images):
+        pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{index:03d}.png")
+    return folder
+
+
+def small_stats(seed: int = 0, *, n: int = 20, dim: int = 8, metadata=None):
+    from fidkit.stats import Stats
+
+    rng = np.random.default_rng(seed)
+    return Stats.from_features(rng.normal(size=(n, dim)), metadata=dict(metadata or {"created": "now"}))
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+def test_cache_key_is_deterministic_and_changes_with_every_ingredient():
+    base = dict(weights_sha256="a" * 64, resize_mode="tf1", colour_policy_version=1, stats_format_version=1)
+    key = cache_key("f" * 64, **base)
+    assert key == cache_key("f" * 64, **base)
+    assert len(key) == 64 and int(key, 16) >= 0
+    variants = {
+        cache_key("e" * 64, **base),
+        cache_key("f" * 64, **{**base, "weights_sha256": "b" * 64}),
+        cache_key("f" * 64, **{**base, "resize_mode": "pil-bicubic"}),
+        cache_key("f" * 64, **{**base, "colour_policy_version": 2}),
+        cache_key("f" * 64, **{**base, "stats_format_version": 2}),
+    }
+    assert key not in variants
+    assert len(variants) == 5
+
+
+def test_cache_key_defaults_to_the_current_policy_and_format_versions(monkeypatch):
+    import fidkit.sources
+    import fidkit.stats
+
+    key = cache_key("f" * 64, weights_sha256="a" * 64, resize_mode="tf1")
+    monkeypatch.setattr(fidkit.sources, "COLOUR_POLICY_VERSION", fidkit.sources.COLOUR_POLICY_VERSION + 1)
+    assert cache_key("f" * 64, weights_sha256="a" * 64, resize_mode="tf1") != key
+    monkeypatch.undo()
+    monkeypatch.setattr(fidkit.stats, "STATS_FORMAT_VERSION", fidkit.stats.STATS_FORMAT_VERSION + 1)
+    assert cache_key("f" * 64, weights_sha256="a" * 64, resize_mode="tf1") != key
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+def test_store_then_load_round_trips_and_records_the_key(fidkit_home):
+    stats = small_stats()
+    key = "1" * 64
+    assert load_cached_stats(key) is None
+    stored = store_cached_stats(key, stats, source_name="dir/", source_kind="folder")
+    assert stored.metadata["cache_key"] == key
+    assert "cache_key" not in stats.metadata  # the caller's object is not modified
+    loaded = load_cached_stats(key)
+    assert loaded is not None
+    np.testing.assert_array_equal(loaded.mu, stats.mu)
+    np.testing.assert_array_equal(loaded.sigma, stats.sigma)
+    assert loaded.n == stats.n == 20
+    assert (stats_cache_dir() / f"{key}.npz").is_file()
+    assert stats_cache_dir() == fidkit_home / "stats"
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"this is not a statistics file")
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("damage", [_garbage, _truncate, _empty], ids=["garbage", "truncated", "empty"])
+def test_corrupt_entry_is_removed_and_reported_as_a_miss(fidkit_home, caplog, damage):
+    key = "2" * 64
+    store_cached_stats(key, small_stats(), source_name="dir/")
+    entry = stats_cache_dir() / f"{key}.npz"
+    damage(entry)
+    with caplog.at_level(logging.WARNING, logger="fidkit.cache"):
+        assert load_cached_stats(key) is None
+    assert not entry.exists()
+    assert not entry.with_suffix(".json").exists()
+    assert any("corrupt" in record.getMessage() and key in record.getMessage() for record in caplog.records)
+
+
+def test_entry_stored_under_another_key_is_not_trusted(fidkit_home, caplog):
+    right_key, wrong_key = "3" * 64, "4" * 64
+    store_cached_stats(wrong_key, small_stats(), source_name="dir/")
+    # An entry renamed (or copied by hand) to another key records the key it was made for.
+    os.replace(stats_cache_dir() / f"{wrong_key}.npz", stats_cache_dir() / f"{right_key}.npz")
+    with caplog.at_level(logging.WARNING, logger="fidkit.cache"):
+        assert load_cached_stats(right_key) is None
+    assert not (stats_cache_dir() / f"{right_key}.npz").exists()
+    assert "records key" in caplog.text
+
+
+def _store_many(home: str, key: str, seed: int, rounds: int) -> None:
+    os.environ["FIDKIT_HOME"] = home
+    for _ in range(rounds):
+        store_cached_stats(key, small_stats(seed, dim=64, n=100), source_name=f"writer-{seed}")
+
+
+def test_two_processes_writing_the_same_entry_leave_a_valid_one(fidkit_home):
+    key = "5" * 64
+    context = multiprocessing.get_context("spawn")
+    writers = [
+        context.Process(target=_store_many, args=(str(fidkit_home), key, seed, 15)) for seed in (1, 2)
+    ]
+    for writer in writers:
+        writer.start()
+    # Read while they write: every read is a miss or a valid entry, never a corrupt one.
+    seen_valid = 0
+    while any(writer.is_alive() for writer in writers):
+        loaded = load_cached_stats(key)
+        if loaded is not None:
+            seen_valid += 1
+            assert loaded.n == 100
+    for writer in writers:
+        writer.join(timeout=120)
+        assert writer.exitcode == 0
+    loaded = load_cached_stats(key)
+    assert loaded is not None
+    candidates = [small_stats(seed, dim=64, n=100) for seed in (1, 2)]
+    assert any(np.array_equal(loaded.mu, candidate.mu) for candidate in candidates)
+    # No temporary files are left behind.
+    assert sorted(path.name for path in stats_cache_dir().iterdir()) == [f"{key}.json", f"{key}.npz"]
+
+
+def test_list_and_clear(fidkit_home):
+    assert list_cache() == []
+    store_cached_stats("6" * 64, small_stats(1), source_name="a/", source_kind="folder")
+    store_cached_stats("7" * 64, small_stats(2, n=30), source_name="b.zip", source_kind="archive")
+    entries = {entry.source_name: entry for entry in list_cache()}
+    assert set(entries) == {"a/", "b.zip"}
+    assert entries["b.zip"].n == 30 and entries["b.zip"].source_kind == "archive"
+    assert all(entry.size_bytes > 0 for entry in entries.values())
+    (fidkit_home / "onnx").mkdir()
+    (fidkit_home / "onnx" / "graph.onnx").write_bytes(b"x" * 10)
+    cleared = clear_cache()
+    assert cleared.n_stats_entries == 2
+    assert list_cache() == []
+    assert (fidkit_home / "onnx" / "graph.onnx").exists()  # models only with include_models
+    cleared_all = clear_cache(include_models=True)
+    assert not (fidkit_home / "onnx").exists()
+    assert cleared_all.bytes_freed == 10
+
+
+# --- through the API: hits skip the network, changes miss -------------------------------------------
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return write_png_folder(tmp_path / "images")
+
+
+def test_second_compute_reads_the_cache_and_never_runs_the_network(fidkit_home, image_folder, extractor):
+    from fidkit.api import compute_stats_with_report
+
+    first_extractor = CountingExtractor(extractor)
+    first, first_side = compute_stats_with_report(image_folder, extractor=first_extractor, workers=0)
+    assert first_extractor.n_images == N_IMAGES and not first_side.cached
+    second_extractor = CountingExtractor(extractor)
+    second, second_side = compute_stats_with_report(image_folder, extractor=second_extractor, workers=0)
+    assert second_extractor.calls == 0
+    assert second_side.cached
+    np.testing.assert_array_equal(second.mu, first.mu)
+    np.testing.assert_array_equal(second.sigma, first.sigma)
+    assert second.n == N_IMAGES
+
+
+def test_cache_hit_does_not_even_build_the_extractor(
+    fidkit_home, image_folder, extractor, random_weights_path, monkeypatch
+):
+    import fidkit.api
+    from fidkit.api import compute_stats
+
+    assert extractor.weights_path.resolve() == Path(random_weights_path).resolve()
+    reference = compute_stats(image_folder, extractor=extractor, workers=0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the feature extractor was built on a cache hit")
+
+    monkeypatch.setattr(fidkit.api, "_make_extractor", refuse)
+    again = compute_stats(image_folder, weights=random_weights_path, workers=0)
+    np.testing.assert_array_equal(again.mu, reference.mu)
+
+
+def test_changed_file_misses(fidkit_home, image_folder, extractor):
+    from fidkit.api import compute_stats
+
+    first = compute_stats(image_folder, extractor=extractor, workers=0)
+    write_png_folder(image_folder, n_images=1, seed=99)  # rewrites img000.png with other pixels
+    counting = CountingExtractor(extractor)
+    second = compute_stats(image_folder, extractor=counting, workers=0)
+    assert counting.n_images == N_IMAGES
+    assert not np.array_equal(second.mu, first.mu)
+
+
+def test_touched_file_misses(fidkit_home, image_folder, extractor):
+    from fidkit.api import compute_stats
+
+    compute_stats(image_folder, extractor=extractor, workers=0)
+    target = image_folder / "img003.png"
+    stat = target.stat()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    counting = CountingExtractor(extractor)
+    compute_stats(image_folder, extractor=counting, workers=0)
+    assert counting.n_images == N_IMAGES
+    # With a content hash the same touch is a hit after the first content-hashed run.
+    compute_stats(image_folder, extractor=extractor, workers=0, hash_content=True)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 9_000_000_000))
+    content_counting = CountingExtractor(extractor)
+    compute_stats(image_folder, extractor=content_counting, workers=0, hash_content=True)
+    assert content_counting.calls == 0
+
+
+def test_other_weights_miss(fidkit_home, image_folder, extractor):
+    from fidkit.api import compute_stats
+
+    compute_stats(image_folder, extractor=extractor, workers=0)
+    other_weights = CountingExtractor(extractor, weights_sha256="0" * 64)
+    stats = compute_stats(image_folder, extractor=other_weights, workers=0)
+    assert other_weights.n_images == N_IMAGES
+    assert stats.metadata["weights_sha256"] == "0" * 64
+    other_resize = CountingExtractor(extractor, resize_mode="another-resize")
+    compute_stats(image_folder, extractor=other_resize, workers=0)
+    assert other_resize.n_images == N_IMAGES
+
+
+def test_other_colour_policy_or_stats_format_misses(fidkit_home, image_folder, extractor, monkeypatch):
+    import fidkit.sources
+    import fidkit.stats
+    from fidkit.api import compute_stats
+
+    compute_stats(image_folder, extractor=extractor, workers=0)
+    monkeypatch.setattr(fidkit.sources, "COLOUR_POLICY_VERSION", fidkit.sources.COLOUR_POLICY_VERSION + 100)
+    policy_counting = CountingExtractor(extractor)
+    compute_stats(image_folder, extractor=policy_counting, workers=0)
+    assert policy_counting.n_images == N_IMAGES
+    monkeypatch.setattr(fidkit.stats, "STATS_FORMAT_VERSION", fidkit.stats.STATS_FORMAT_VERSION + 100)
+    format_counting = CountingExtractor(extractor)
+    compute_stats(image_folder, extractor=format_counting, workers=0)
+    assert format_counting.n_images == N_IMAGES
+
+
+def test_no_cache_neither_reads_nor_writes(fidkit_home, image_folder, extractor):
+    from fidkit.api import compute_stats
+
+    compute_stats(image_folder, extractor=extractor, workers=0, use_cache=False)
+    assert list_cache() == []
+    compute_stats(image_folder, extractor=extractor, workers=0)
+    counting = CountingExtractor(extractor)
+    compute_stats(image_folder, extractor=counting, workers=0, use_cache=False)
+    assert counting.n_images == N_IMAGES
+
+
+def test_corrupt_entry_is_recomputed_through_the_api(fidkit_home, image_folder, extractor, caplog):
+    from fidkit.api import compute_stats
+
+    first = compute_stats(image_folder, extractor=extractor, workers=0)
+    (entry,) = list_cache()
+    _truncate(entry.path)
+    counting = CountingExtractor(extractor)
+    with caplog.at_level(logging.WARNING, logger="fidkit.cache"):
+        second = compute_stats(image_folder, extractor=counting, workers=0)
+    assert counting.n_images == N_IMAGES
+    assert "corrupt" in caplog.text
+    np.testing.assert_allclose(second.mu, first.mu, rtol=1e-12)
+    # The entry was rewritten and is valid again.
+    third_counting = CountingExtractor(extractor)
+    compute_stats(image_folder, extractor=third_counting, workers=0)
+    assert third_counting.calls == 0
+
+
+def test_two_threads_computing_the_same_entry(fidkit_home, image_folder, extractor):
+    from fidkit.api import compute_stats
+
+    results = {}
+    errors = []
+    barrier = threading.Barrier(2)
+
+    def worker(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = compute_stats(image_folder, extractor=extractor, workers=0)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    np.testing.assert_allclose(results[0].mu, results[1].mu, rtol=1e-12)
+    (entry,) = list_cache()
+    assert entry.n == N_IMAGES
+    counting = CountingExtractor(extractor)
+    compute_stats(image_folder, extractor=counting, workers=0)
+    assert counting.calls == 0

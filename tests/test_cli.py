@@ -1,0 +1,337 @@
+"""The ``fidkit`` command: help, exit codes, one-line errors, JSON reports, info, cache, end to end.
+
+The CLI runs in-process through ``main([...])``; the network runs through the session's extractor
+(``fidkit.api._make_extractor`` is replaced so that no test exports the graph again).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fidkit.cli import build_parser, main
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def random_images(n_images: int, seed: int, size: int = 16) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n_images, size, size, 3), dtype=np.uint8)
+
+
+def small_stats(seed: int = 0, *, n: int = 40, dim: int = 8, metadata=None):
+    from fidkit.stats import Stats
+
+    features = np.random.default_rng(seed).normal(size=(n, dim)) + seed
+    return Stats.from_features(features, metadata=dict(metadata or {}))
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(fidkit_home):
+    return fidkit_home
+
+
+@pytest.fixture
+def session_extractor(monkeypatch, extractor, random_weights_path):
+    """Make the CLI use the session's extractor; returns the list of weights it was asked for."""
+    import fidkit.api
+
+    requested = []
+
+    def reuse(weights, device, batch_size):
+        requested.append(weights)
+        return extractor
+
+    monkeypatch.setattr(fidkit.api, "_make_extractor", reuse)
+    return requested
+
+
+@pytest.fixture
+def weights_args(random_weights_path):
+    return ["--weights", str(random_weights_path), "--workers", "0", "--quiet"]
+
+
+def error_line(captured) -> str:
+    lines = [line for line in captured.err.splitlines() if line.startswith("fidkit: error:")]
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+# --- help and usage -----------------------------------------------------------------------------------
+
+
+def _all_command_paths():
+    parser = build_parser()
+    paths = [[]]
+
+    def walk(current_parser, prefix):
+        for action in current_parser._actions:
+            choices = getattr(action, "choices", None)
+            if isinstance(choices, dict):
+                for name, sub in choices.items():
+                    paths.append(prefix + [name])
+                    walk(sub, prefix + [name])
+
+    walk(parser, [])
+    return paths
+
+
+@pytest.mark.parametrize("command", _all_command_paths(), ids=lambda path: " ".join(path) or "fidkit")
+def test_help_on_every_command_has_examples(command, capsys):
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: fidkit" in out
+    assert "example" in out.lower()
+
+
+def test_core_commands_are_registered():
+    commands = {tuple(path) for path in _all_command_paths()}
+    assert {("compute",), ("stats",), ("info",), ("cache",), ("cache", "list"), ("cache", "clear")} <= commands
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["compute", "only-one-source"],
+        ["compute", "a", "b", "--batch-size", "0"],
+        ["compute", "a", "b", "--limit", "-3"],
+        ["compute", "a", "b", "--device", "tpu"],
+        ["cache"],
+        ["cache", "explode"],
+        ["nonsense"],
+    ],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_subprocess_help_and_no_torch_for_light_commands(tmp_path):
+    env = {**os.environ, "FIDKIT_HOME": str(tmp_path / "home")}
+    result = subprocess.run(
+        [sys.executable, "-m", "fidkit", "--help"], capture_output=True, text=True, cwd=REPO_ROOT, env=env
+    )
+    assert result.returncode == 0 and "fidkit compute" in result.stdout
+    stats_path = tmp_path / "s.npz"
+    small_stats().save(stats_path)
+    probe = (
+        "import sys\n"
+        "from fidkit.cli import main\n"
+        "for argv in (['--help'], ['compute', '--help'], ['info', sys.argv[1]], ['cache', 'list']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(stats_path)], capture_output=True, text=True, cwd=REPO_ROOT, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "NO-TORCH"
+
+
+# --- errors: one line, exit 1 ---------------------------------------------------------------------------
+
+
+def test_nonexistent_source_is_one_line_exit_1(tmp_path, capsys, weights_args):
+    missing = tmp_path / "does-not-exist"
+    assert main(["compute", str(missing), str(missing), *weights_args]) == 1
+    captured = capsys.readouterr()
+    assert str(missing) in error_line(captured)
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_debug_adds_the_traceback(tmp_path, capsys, weights_args):
+    missing = tmp_path / "does-not-exist"
+    assert main(["compute", str(missing), str(missing), *weights_args, "--debug"]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" in captured.err
+    error_line(captured)
+
+
+def test_info_on_a_bad_npz(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage, not a zip")
+    assert main(["info", str(bad)]) == 1
+    assert "bad.npz" in error_line(capsys.readouterr())
+    wrong_keys = tmp_path / "wrong.npz"
+    np.savez(wrong_keys, features=np.zeros((3, 3)))
+    assert main(["info", str(wrong_keys)]) == 1
+    assert "wrong.npz" in error_line(capsys.readouterr())
+
+
+def test_stats_refuses_to_overwrite_without_force(tmp_path, capsys):
+    source = tmp_path / "source.npz"
+    small_stats(1).save(source)
+    out = tmp_path / "out.npz"
+    out.write_bytes(b"precious")
+    assert main(["stats", str(source), "--save", str(out)]) == 1
+    assert "--force" in error_line(capsys.readouterr())
+    assert out.read_bytes() == b"precious"
+    # A statistics file as the source needs no network; --force replaces the file.
+    assert main(["stats", str(source), "--save", str(out), "--force"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"saved {out}") and "N=40" in captured.out
+    from fidkit.stats import Stats
+
+    assert Stats.load(out).n == 40
+
+
+def test_bad_files_without_and_with_skip_bad(tmp_path, capsys, session_extractor, weights_args):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, pixels in enumerate(random_images(8, seed=1)):
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+    (folder / "truncated.png").write_bytes((folder / "0.png").read_bytes()[:40])
+    out = tmp_path / "out.npz"
+    assert main(["stats", str(folder), "--save", str(out), *weights_args]) == 1
+    line = error_line(capsys.readouterr())
+    assert "truncated.png" in line and "--skip-bad" in line
+    assert not out.exists()  # nothing written by a failed run
+    assert main(["stats", str(folder), "--save", str(out), "--skip-bad", *weights_args]) == 0
+    captured = capsys.readouterr()
+    assert "N=8" in captured.out and "1 file(s) skipped" in captured.out
+    assert out.exists()
+
+
+def test_ctrl_c_exits_130_without_partial_files(tmp_path, capsys, monkeypatch):
+    import fidkit.api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fidkit.api, "compute_stats_with_report", interrupted)
+    out = tmp_path / "out.npz"
+    assert main(["stats", "anything", "--save", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- compute ---------------------------------------------------------------------------------------
+
+
+def test_compute_prints_one_line_with_the_fid_last(tmp_path, capsys, session_extractor, weights_args):
+    path_a, path_b = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(path_a, random_images(8, seed=1))
+    np.save(path_b, random_images(8, seed=2, size=32))
+    assert main(["compute", str(path_a), str(path_b), *weights_args]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("FID: ")
+    fid = float(lines[0].split()[-1])
+    assert fid > 0
+    assert "fidkit: warning:" in captured.err and "2048" in captured.err  # N < dim is said
+
+    # The same with --json, served from the cache this time.
+    assert main(["compute", str(path_a), str(path_b), *weights_args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fid"] == pytest.approx(fid, abs=1e-4)
+    assert report["a"]["n"] == 8 and report["b"]["n"] == 8
+    assert report["a"]["cached"] and report["b"]["cached"]
+    assert report["a"]["kind"] == "array"
+    assert len(report["weights_sha256"]) == 64
+    assert report["resize_mode"] and report["provider"]
+    for field in ("mean_term", "trace_a", "trace_b", "trace_sqrt", "method", "rank", "clipped_negative"):
+        assert field in report["frechet"]
+    assert any("2048" in message for message in report["warnings"])
+    assert set(report["timings"]) >= {"decode_seconds", "network_seconds", "distance_seconds", "total_seconds"}
+    assert len(session_extractor) == 1  # built once for both sides, and not at all when both were cached
+
+
+def test_compute_two_stats_files_without_weights(tmp_path, capsys, monkeypatch):
+    import fidkit.api
+
+    monkeypatch.setattr(fidkit.api, "_make_extractor", lambda *a, **k: pytest.fail("network built"))
+    path_a, path_b = tmp_path / "a.npz", tmp_path / "b.npz"
+    small_stats(1).save(path_a)
+    small_stats(2).save(path_b)
+    assert main(["compute", str(path_a), str(path_b)]) == 0
+    from fidkit.frechet import fid_from_stats
+
+    expected = fid_from_stats(small_stats(1), small_stats(2)).value
+    assert float(capsys.readouterr().out.split()[-1]) == pytest.approx(expected, abs=1e-4)
+
+
+# --- info ---------------------------------------------------------------------------------------------
+
+
+def test_info_on_a_fidkit_file(tmp_path, capsys):
+    path = tmp_path / "s.npz"
+    stats = small_stats(1, metadata={"weights_sha256": "c" * 64, "resize_mode": "tf1"})
+    stats.save(path)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "origin:        fidkit" in out
+    assert "N:             40" in out and "dim:           8" in out
+    assert "c" * 64 in out
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n"] == 40 and info["dim"] == 8 and info["foreign"] is False
+    assert info["trace_sigma"] == pytest.approx(float(np.trace(stats.sigma)))
+    assert info["metadata"]["weights_sha256"] == "c" * 64
+
+
+def test_info_on_a_ttur_file(tmp_path, capsys):
+    stats = small_stats(2)
+    path = tmp_path / "fid_stats_ttur.npz"
+    np.savez(path, mu=stats.mu, sigma=stats.sigma)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "TTUR / pytorch-fid" in out and "unknown" in out
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["foreign"] is True and info["n"] is None and info["dim"] == 8
+
+
+# --- cache ----------------------------------------------------------------------------------------------
+
+
+def test_cache_list_and_clear(tmp_path, capsys, session_extractor, weights_args, fidkit_home):
+    assert main(["cache", "list"]) == 0
+    assert "no cached statistics" in capsys.readouterr().out
+    source = tmp_path / "images.npy"
+    np.save(source, random_images(8, seed=3))
+    assert main(["stats", str(source), *weights_args]) == 0
+    assert "computed (not saved" in capsys.readouterr().out
+    assert main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "images.npy" in out and "1 entries" in out
+    assert main(["cache", "list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["entries"][0]["n"] == 8
+    assert main(["stats", str(source), *weights_args]) == 0
+    assert "cached" in capsys.readouterr().out
+    (fidkit_home / "onnx").mkdir(parents=True)
+    assert main(["cache", "clear"]) == 0
+    assert "removed 1 cached statistics entries" in capsys.readouterr().out
+    assert (fidkit_home / "onnx").exists()
+    assert main(["cache", "clear", "--all"]) == 0
+    assert "onnx" in capsys.readouterr().out
+    assert not (fidkit_home / "onnx").exists()
+
+
+# --- end to end on the shared data ------------------------------------------------------------------------
+
+
+def test_end_to_end_cifar_jpeg_zip_vs_lossless_npy(shared_data, capsys, session_extractor, weights_args):
+    jpeg_zip = shared_data / "cifar10" / "cifar10-train-jpg.zip"
+    lossless = shared_data / "cifar10" / "cifar10-train-0-3999-uint8.npy"
+    argv = ["compute", str(jpeg_zip), str(lossless), "--limit", "10", "--json", *weights_args]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["a"]["n"] == 10 and report["b"]["n"] == 10
+    assert report["a"]["lossy"] is True and report["b"]["lossy"] is False
+    assert any("lossy" in message for message in report["warnings"])
+    assert "lossy" in captured.err
+    assert report["fid"] > 0
