@@ -1,0 +1,497 @@
+"""fidkit.sources: folders, archives, arrays, the colour policy, bad files, subsets, fingerprints."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fidkit.errors import EmptySourceError, ImageError, InputError, SourceError
+from fidkit.sources import COLOUR_POLICY_VERSION, StatsSource, decode_image, open_source
+
+
+def _pixels(seed: int, height: int = 8, width: int = 8) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def _png_bytes(image: Image.Image, **save_args) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=save_args.pop("format", "PNG"), **save_args)
+    return buffer.getvalue()
+
+
+def _all_pixels(source, batch_size: int = 4) -> np.ndarray:
+    return np.concatenate(list(source.batches(batch_size)), axis=0)
+
+
+@pytest.fixture
+def png_tree(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """Six 8x8 PNGs in nested folders, some with upper-case extensions, plus ignored files.
+
+    Returns the folder and the pixels in sorted relative-path order.
+    """
+    root = tmp_path / "images"
+    names = ["a.png", "b/c.PNG", "b/d/e.png", "b/f.Png", "g.png", "z/y.png"]
+    for index, name in enumerate(names):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_pixels(index)).save(path, format="PNG")
+    (root / "notes.txt").write_text("not an image")
+    (root / "b" / "labels.csv").write_text("1,2")
+    expected = np.stack([_pixels(names.index(n)) for n in sorted(names)])
+    return root, expected
+
+
+def _zip_of(folder: Path, target: Path) -> Path:
+    with zipfile.ZipFile(target, "w") as archive:
+        # Written in reverse order on purpose: reading must not depend on archive order.
+        for path in sorted(folder.rglob("*"), reverse=True):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return target
+
+
+def _tar_of(folder: Path, target: Path, mode: str) -> Path:
+    with tarfile.open(target, mode) as archive:
+        for path in sorted(folder.rglob("*"), reverse=True):
+            if path.is_file():
+                archive.add(path, arcname="./" + path.relative_to(folder).as_posix())
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# kinds of source
+
+
+def test_folder_is_recursive_case_insensitive_and_sorted(png_tree):
+    root, expected = png_tree
+    source = open_source(root, workers=0)
+    assert source.kind == "folder"
+    assert source.n_images == 6
+    assert source.members == sorted(source.members)
+    assert source.members[1] == "b/c.PNG"
+    assert not source.lossy
+    assert source.cacheable
+    np.testing.assert_array_equal(_all_pixels(source), expected)
+
+
+@pytest.mark.parametrize("archive_name", ["images.zip", "images.tar", "images.tar.gz", "images.tgz"])
+def test_archives_give_the_folders_pixels(png_tree, tmp_path, archive_name):
+    root, expected = png_tree
+    target = tmp_path / archive_name
+    if archive_name.endswith(".zip"):
+        _zip_of(root, target)
+    else:
+        _tar_of(root, target, "w:gz" if archive_name.endswith(("gz", "tgz")) else "w")
+    source = open_source(target, workers=0)
+    assert source.kind == "archive"
+    assert source.members == open_source(root).members
+    np.testing.assert_array_equal(_all_pixels(source), expected)
+    # Read in place: nothing extracted beside the archive.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["images", archive_name])
+
+
+def test_npy_npz_and_array_give_the_folders_pixels(png_tree, tmp_path):
+    _, expected = png_tree
+    np.save(tmp_path / "x.npy", expected)
+    np.savez(tmp_path / "one.npz", expected)
+    np.savez_compressed(tmp_path / "keyed.npz", images=expected, labels=np.arange(6))
+    for spec in [expected, tmp_path / "x.npy", tmp_path / "one.npz", str(tmp_path / "keyed.npz")]:
+        source = open_source(spec)
+        assert source.kind == "array"
+        assert source.n_images == 6
+        np.testing.assert_array_equal(_all_pixels(source), expected)
+
+
+def test_npz_with_several_unnamed_arrays_is_refused(tmp_path):
+    np.savez(tmp_path / "two.npz", first=np.zeros((2, 4, 4, 3), np.uint8), second=np.zeros(3))
+    with pytest.raises(SourceError, match="images"):
+        open_source(tmp_path / "two.npz")
+
+
+def test_grayscale_arrays_are_replicated(tmp_path):
+    gray = np.random.default_rng(0).integers(0, 256, size=(3, 5, 7), dtype=np.uint8)
+    for spec in [gray, gray[..., None]]:
+        batch = _all_pixels(open_source(spec))
+        assert batch.shape == (3, 5, 7, 3)
+        for channel in range(3):
+            np.testing.assert_array_equal(batch[..., channel], gray)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros((2, 4, 4, 3), np.float32), "uint8.*astype"),
+        (np.zeros((2, 4, 4, 3), np.int64), "uint8"),
+        (np.zeros((2, 3, 4, 4), np.uint8), "channel-first"),
+        (np.zeros((4, 4, 3), np.uint8), "single"),
+        (np.zeros((2, 4, 4, 5), np.uint8), "not a batch of images"),
+    ],
+)
+def test_bad_arrays_raise_input_error_with_advice(array, message):
+    with pytest.raises(InputError, match=message):
+        open_source(array)
+
+
+def test_batches_iterable_and_its_limit():
+    rng = np.random.default_rng(1)
+    batches = [rng.integers(0, 256, (5, 6, 6, 3), dtype=np.uint8) for _ in range(3)]
+    batches.append(rng.integers(0, 256, (4, 9, 9), dtype=np.uint8))  # grayscale, another size
+    source = open_source(batch for batch in batches)
+    assert source.kind == "batches" and not source.cacheable and source.n_images is None
+    out = list(source.batches(3))
+    assert all(b.dtype == np.uint8 and b.flags.c_contiguous and len(b) <= 3 for b in out)
+    assert sum(len(b) for b in out) == 19
+    assert source.n_images == 19
+    np.testing.assert_array_equal(np.concatenate(out[:6]), np.concatenate(batches[:3]))
+    with pytest.raises(SourceError, match="consumed"):
+        list(source.batches(3))
+    with pytest.raises(SourceError, match="fingerprint|cached"):
+        source.fingerprint()
+    limited = open_source(batches, limit=7)
+    assert sum(len(b) for b in limited.batches(50)) == 7
+    assert sum(len(b) for b in limited.batches(50)) == 7  # a list can be read again
+    with pytest.raises(InputError, match="seed"):
+        open_source(iter(batches), limit=7, seed=0)
+    with pytest.raises(InputError, match="uint8"):
+        list(open_source([np.zeros((2, 4, 4, 3))]).batches(2))
+    with pytest.raises(EmptySourceError):
+        list(open_source([]).batches(2))
+
+
+def test_stats_object_and_stats_file(tmp_path):
+    stats_module = pytest.importorskip("fidkit.stats")
+    features = np.random.default_rng(0).standard_normal((20, 4))
+    stats = stats_module.Stats.from_features(features)
+    source = open_source(stats)
+    assert isinstance(source, StatsSource) and source.stats is stats
+    assert source.kind == "stats" and not source.cacheable and source.n_images == 20
+    with pytest.raises(SourceError):
+        next(iter(source.batches(10)))
+    with pytest.raises(SourceError):
+        source.fingerprint()
+    path = tmp_path / "stats.npz"
+    np.savez(path, mu=features.mean(axis=0), sigma=np.cov(features, rowvar=False))
+    from_file = open_source(path)
+    assert isinstance(from_file, StatsSource)
+    np.testing.assert_allclose(from_file.stats.mu, features.mean(axis=0))
+
+
+def test_unknown_and_missing_paths_list_accepted_kinds(tmp_path):
+    (tmp_path / "data.csv").write_text("1,2,3")
+    for spec in [tmp_path / "missing", tmp_path / "data.csv"]:
+        with pytest.raises(SourceError, match=r"accepted: a folder.*\.zip.*MNIST"):
+            open_source(spec)
+    with pytest.raises(SourceError, match="not a readable zip"):
+        (tmp_path / "fake.zip").write_bytes(b"not a zip")
+        open_source(tmp_path / "fake.zip")
+    with pytest.raises(SourceError):
+        open_source(42)
+
+
+def test_empty_sources_name_themselves(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "readme.txt").write_text("x")
+    with pytest.raises(EmptySourceError, match="empty.*1 other"):
+        open_source(empty)
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as archive:
+        archive.writestr("readme.txt", "x")
+    with pytest.raises(EmptySourceError, match="empty.zip"):
+        open_source(tmp_path / "empty.zip")
+    with pytest.raises(EmptySourceError):
+        open_source(np.zeros((0, 4, 4, 3), np.uint8))
+
+
+def test_macos_debris_in_archives_is_ignored(png_tree, tmp_path):
+    root, expected = png_tree
+    target = _zip_of(root, tmp_path / "mac.zip")
+    with zipfile.ZipFile(target, "a") as archive:
+        archive.writestr("__MACOSX/b/._c.PNG", b"\x00\x05\x16\x07 resource fork")
+        archive.writestr("._a.png", b"\x00\x05\x16\x07 resource fork")
+    source = open_source(target, workers=0)
+    assert source.n_images == 6
+    np.testing.assert_array_equal(_all_pixels(source), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# colour policy
+
+
+def _decode_mode(image: Image.Image, fmt: str = "PNG") -> np.ndarray:
+    return decode_image(_png_bytes(image, format=fmt), f"test.{fmt.lower()}")
+
+
+def test_colour_policy_version_is_an_int():
+    assert isinstance(COLOUR_POLICY_VERSION, int) and COLOUR_POLICY_VERSION >= 1
+
+
+def test_grayscale_and_one_bit_are_replicated():
+    gray = np.random.default_rng(2).integers(0, 256, (6, 5), dtype=np.uint8)
+    rgb = _decode_mode(Image.fromarray(gray, mode="L"))
+    assert rgb.shape == (6, 5, 3) and rgb.dtype == np.uint8
+    for channel in range(3):
+        np.testing.assert_array_equal(rgb[..., channel], gray)
+    bits = gray > 127
+    one_bit = Image.fromarray(bits).convert("1")
+    assert one_bit.mode == "1"
+    for fmt in ["PNG", "BMP", "TIFF"]:
+        rgb = _decode_mode(one_bit, fmt)
+        np.testing.assert_array_equal(rgb, np.repeat((bits * 255).astype(np.uint8)[..., None], 3, axis=2))
+
+
+def test_alpha_is_dropped_not_composited():
+    colour = _pixels(3, 4, 6)
+    alpha = np.random.default_rng(4).integers(0, 256, (4, 6), dtype=np.uint8)
+    rgba = Image.fromarray(np.dstack([colour, alpha]), mode="RGBA")
+    np.testing.assert_array_equal(_decode_mode(rgba), colour)
+    np.testing.assert_array_equal(_decode_mode(rgba, "WEBP" if False else "TIFF"), colour)
+    gray = colour[..., 0]
+    la = Image.fromarray(np.dstack([gray, alpha]), mode="LA")
+    np.testing.assert_array_equal(_decode_mode(la), np.repeat(gray[..., None], 3, axis=2))
+
+
+def test_palette_with_and_without_transparency():
+    palette = np.random.default_rng(5).integers(0, 256, (256, 3), dtype=np.uint8)
+    indices = np.random.default_rng(6).integers(0, 256, (5, 7), dtype=np.uint8)
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette(palette.tobytes())
+    expected = palette[indices]
+    np.testing.assert_array_equal(_decode_mode(image), expected)
+    np.testing.assert_array_equal(_decode_mode(image, "BMP"), expected)
+    # tRNS palette alpha: dropped like any alpha, without Pillow's transparency warning leaking.
+    image.info["transparency"] = bytes(range(256))
+    with_alpha = _png_bytes(image, transparency=bytes(range(256)))
+    assert Image.open(io.BytesIO(with_alpha)).info.get("transparency") is not None
+    np.testing.assert_array_equal(decode_image(with_alpha, "trns.png"), expected)
+    # PA (palette + alpha) has no file format in Pillow; test the conversion on the object path.
+    from fidkit.sources.decode import _to_rgb_array
+
+    pa = Image.new("PA", (7, 5))
+    pa.putpalette(palette.tobytes())
+    pa.putdata([(int(i), 17) for i in indices.ravel()])
+    np.testing.assert_array_equal(_to_rgb_array(pa, "pa"), expected)
+
+
+def test_sixteen_bit_is_scaled_by_rounding():
+    values = np.array([[0, 1, 128, 129, 257, 32767], [32896, 65278, 65279, 65534, 65535, 1000]], np.uint16)
+    expected_gray = np.round(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    image = Image.fromarray(values)
+    assert image.mode == "I;16"
+    for fmt in ["PNG", "TIFF"]:
+        rgb = _decode_mode(image, fmt)
+        np.testing.assert_array_equal(rgb, np.repeat(expected_gray[..., None], 3, axis=2))
+    # Mode "I" (32-bit int, e.g. some TIFFs) holding 16-bit values: the same rule.
+    as_int = Image.fromarray(values.astype(np.int32))
+    assert as_int.mode == "I"
+    np.testing.assert_array_equal(
+        _decode_mode(as_int, "TIFF"), np.repeat(expected_gray[..., None], 3, axis=2)
+    )
+    out_of_range = Image.fromarray(np.array([[-1, 70000]], np.int32))
+    with pytest.raises(ImageError, match="outside 0..65535"):
+        _decode_mode(out_of_range, "TIFF")
+
+
+def test_float_images_are_refused():
+    image = Image.fromarray(np.full((3, 3), 0.5, np.float32))
+    assert image.mode == "F"
+    with pytest.raises(ImageError, match="test.tiff.*float"):
+        _decode_mode(image, "TIFF")
+
+
+def test_cmyk_is_converted_by_pillow():
+    cmyk = Image.new("CMYK", (4, 3), (10, 200, 30, 40))
+    expected = np.asarray(cmyk.convert("RGB"))
+    for fmt in ["TIFF", "JPEG"]:
+        data = _png_bytes(cmyk, format=fmt)
+        assert Image.open(io.BytesIO(data)).mode == "CMYK"
+        rgb = decode_image(data, "cmyk")
+        assert rgb.shape == (3, 4, 3)
+        if fmt == "TIFF":
+            np.testing.assert_array_equal(rgb, expected)
+        else:  # lossy, but Pillow's conversion of the decoded CMYK
+            np.testing.assert_array_equal(rgb, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
+def test_exif_orientation_is_kept_unless_asked():
+    pixels = _pixels(7, 2, 4)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees clockwise
+    data = _png_bytes(Image.fromarray(pixels), format="JPEG", exif=exif.tobytes(), quality=100)
+    stored = decode_image(data, "rot.jpg")
+    assert stored.shape == (2, 4, 3)
+    turned = decode_image(data, "rot.jpg", exif_transpose=True)
+    assert turned.shape == (4, 2, 3)
+    np.testing.assert_array_equal(turned, np.rot90(stored, k=-1))
+
+
+def test_decompression_bomb_is_refused(monkeypatch):
+    data = _png_bytes(Image.new("RGB", (40, 30)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageError, match="big.png.*decompression bomb.*MAX_IMAGE_PIXELS"):
+        decode_image(data, "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 700)  # above 2x: Pillow's own error
+    with pytest.raises(ImageError, match="decompression bomb"):
+        decode_image(data, "big.png")
+
+
+def test_jpeg_is_lossy_by_format_not_name(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.fromarray(_pixels(0)).save(folder / "real.png")
+    Image.fromarray(_pixels(1)).save(folder / "disguised.png", format="JPEG")
+    source = open_source(folder, workers=0)
+    assert not source.lossy  # judged from the names before decoding
+    list(source.batches(4))
+    assert source.lossy  # the truth after decoding
+
+
+# ---------------------------------------------------------------------------------------------
+# sizes, bad files
+
+
+def test_mixed_sizes_give_one_size_per_batch(tmp_path):
+    folder = tmp_path / "sizes"
+    folder.mkdir()
+    shapes = [(8, 8), (8, 12), (16, 8)]
+    for index in range(17):
+        height, width = shapes[index % 3]
+        Image.fromarray(_pixels(index, height, width)).save(folder / f"{index:03d}.png")
+    source = open_source(folder, workers=0)
+    batches = list(source.batches(4))
+    assert sum(len(b) for b in batches) == 17
+    assert all(len(b) <= 4 and b.flags.c_contiguous and b.dtype == np.uint8 for b in batches)
+    seen = {}
+    for batch in batches:
+        seen[batch.shape[1:3]] = seen.get(batch.shape[1:3], 0) + len(batch)
+    assert seen == {(8, 8): 6, (8, 12): 6, (16, 8): 5}
+
+
+def test_many_sizes_keep_memory_bounded():
+    from fidkit.sources.base import SizeGrouper
+
+    grouper = SizeGrouper(4, max_pending=10)
+    emitted = []
+    for index in range(40):
+        emitted += grouper.add(np.zeros((5 + index % 13, 5, 3), np.uint8))
+        assert grouper._n_pending <= 10
+    emitted += grouper.finish()
+    assert sum(len(b) for b in emitted) == 40
+    assert all(len({img.shape for img in b}) == 1 for b in emitted)
+
+
+@pytest.fixture
+def tree_with_bad_files(png_tree) -> tuple[Path, np.ndarray]:
+    root, expected = png_tree
+    truncated = _png_bytes(Image.fromarray(_pixels(9, 64, 64)), format="JPEG", quality=95)
+    (root / "b" / "broken.jpg").write_bytes(truncated[: len(truncated) // 2])
+    (root / "z" / "text.PNG").write_bytes(b"this is not an image at all")
+    return root, expected
+
+
+def test_bad_files_stop_the_run_and_are_counted(tree_with_bad_files):
+    root, _ = tree_with_bad_files
+    source = open_source(root, workers=0)
+    yielded = []
+    with pytest.raises(ImageError) as caught:
+        for batch in source.batches(1):
+            yielded.append(batch)
+    message = str(caught.value)
+    assert "2 of 8" in message
+    assert "b/broken.jpg" in message and "truncated" in message.lower()
+    assert "z/text.PNG" in message and "not an image" in message
+    assert "--skip-bad" in message
+    # Sorted order: a.png, b/broken.jpg, ...; nothing after the first bad file is yielded.
+    assert len(yielded) == 1
+
+
+def test_skip_bad_skips_counts_and_lists(tree_with_bad_files):
+    root, expected = tree_with_bad_files
+    source = open_source(root, skip_bad=True, workers=0)
+    pixels = _all_pixels(source)
+    np.testing.assert_array_equal(pixels, expected)
+    assert [name for name, _ in source.skipped] == ["b/broken.jpg", "z/text.PNG"]
+    assert all(reason for _, reason in source.skipped)
+
+
+def test_all_bad_with_skip_bad_is_empty(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "x.jpg").write_bytes(b"nope")
+    with pytest.raises(EmptySourceError, match="bad.*x.jpg"):
+        list(open_source(folder, skip_bad=True).batches(2))
+
+
+def test_truncated_png_and_jpeg_are_detected():
+    for fmt in ["PNG", "JPEG"]:
+        data = _png_bytes(Image.fromarray(_pixels(1, 64, 64)), format=fmt)
+        with pytest.raises(ImageError, match="cut"):
+            decode_image(data[: len(data) - 40], "cut")
+
+
+# ---------------------------------------------------------------------------------------------
+# limit, seed, fingerprints
+
+
+def test_limit_and_seed_are_deterministic(png_tree):
+    root, expected = png_tree
+    first3 = open_source(root, limit=3)
+    np.testing.assert_array_equal(_all_pixels(first3), expected[:3])
+    seeded = [open_source(root, limit=3, seed=11) for _ in range(2)]
+    assert seeded[0].members == seeded[1].members
+    chosen = np.sort(np.random.default_rng(11).choice(6, 3, replace=False))
+    assert seeded[0].members == [open_source(root).members[i] for i in chosen]
+    np.testing.assert_array_equal(_all_pixels(seeded[0]), expected[chosen])
+    array_subset = open_source(expected, limit=3, seed=11)
+    np.testing.assert_array_equal(_all_pixels(array_subset), expected[chosen])
+    # A limit that cuts nothing is no limit (same fingerprint, seed irrelevant).
+    assert open_source(root, limit=100, seed=3).fingerprint() == open_source(root).fingerprint()
+    assert open_source(root, limit=3, seed=1).fingerprint() != open_source(root, limit=3, seed=2).fingerprint()
+    assert open_source(root, limit=3).fingerprint() != open_source(root).fingerprint()
+    with pytest.raises(InputError, match="limit"):
+        open_source(root, limit=0)
+    with pytest.raises(InputError, match="seed"):
+        open_source(root, limit=2, seed=-1)
+
+
+def test_fingerprint_tracks_files(png_tree, tmp_path):
+    root, expected = png_tree
+    base = open_source(root).fingerprint()
+    assert open_source(root).fingerprint() == base
+    assert len(base) == 64 and int(base, 16) >= 0
+    assert open_source(root, exif_transpose=True).fingerprint() != base
+    content = open_source(root).fingerprint(hash_content=True)
+    assert content != base
+    target = root / "g.png"
+    info = target.stat()
+    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns + 5_000_000_000))
+    touched = open_source(root).fingerprint()
+    assert touched != base
+    assert open_source(root).fingerprint(hash_content=True) == content  # same bytes
+    Image.fromarray(_pixels(99)).save(target)
+    assert open_source(root).fingerprint(hash_content=True) != content
+    (root / "new.png").write_bytes(target.read_bytes())
+    assert open_source(root).fingerprint() != touched
+
+
+def test_array_fingerprints_hash_content(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (4, 5, 5, 3), dtype=np.uint8)
+    first = open_source(images).fingerprint()
+    assert open_source(images.copy()).fingerprint() == first
+    changed = images.copy()
+    changed[2, 1, 1, 0] ^= 1
+    assert open_source(changed).fingerprint() != first
+    assert open_source(images.reshape(4, 5, 15)[..., :5]).fingerprint() != first
+    np.save(tmp_path / "x.npy", images)
+    on_disk = open_source(tmp_path / "x.npy")
+    assert on_disk.fingerprint() == open_source(tmp_path / "x.npy").fingerprint()
+    content = on_disk.fingerprint(hash_content=True)
+    assert content != on_disk.fingerprint()
+    np.save(tmp_path / "x.npy", changed)
+    assert open_source(tmp_path / "x.npy").fingerprint(hash_content=True) != content
