@@ -1,0 +1,347 @@
+"""The FID paper's validation experiment: FID should rise steadily as images are disturbed.
+
+``--samples`` images of a source are read once; their statistics (the clean set's) are computed
+once; then each disturbance of :mod:`fidkit.ttur.disturbances` is applied at each strength and the
+FID of the disturbed set against the clean statistics is computed in memory (images -> features ->
+:class:`StatsAccumulator` -> :func:`fid_from_stats`). Strength 0 is the clean set itself, whose FID
+is 0 by construction, so it is not recomputed.
+
+Outputs (``out`` folder): ``validate.csv`` (disturbance, strength, parameter, fid),
+``validate.png`` (one panel per disturbance; needs matplotlib) and ``validate.json`` (the whole
+report, including whether each curve rose monotonically).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fidkit._fs import atomic_write
+from fidkit.errors import InputError, OverwriteError, SmallSampleWarning
+from fidkit.ttur.data import load_images
+from fidkit.ttur.disturbances import DISTURBANCES, Disturbance, get_disturbance
+
+__all__ = [
+    "ValidateConfig",
+    "CurveResult",
+    "ValidationReport",
+    "run_validation",
+    "stats_of_images",
+    "DEFAULT_STRENGTHS",
+    "CSV_NAME",
+    "PLOT_NAME",
+    "JSON_NAME",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+CSV_NAME = "validate.csv"
+PLOT_NAME = "validate.png"
+JSON_NAME = "validate.json"
+CSV_COLUMNS = ("disturbance", "strength", "parameter_value", "fid")
+
+
+@dataclass
+class ValidateConfig:
+    """The validation experiment's settings.
+
+    Attributes
+    ----------
+    source : str
+        The fidkit source of clean images.
+    out : pathlib.Path
+        Folder for the CSV, figure and JSON report.
+    samples : int
+        Number of images read from `source` (and from `contaminate`).
+    strengths : tuple of float
+        Strengths in [0, 1], fractions of each disturbance's maximum (0 is always included).
+    disturbances : tuple of str
+        Names to run (default: all of :data:`DISTURBANCES`).
+    contaminate : str or None
+        Source of foreign images for the contamination experiment; skipped when None.
+    seed : int
+        Seeds which images are read (with a limit) and every random disturbance.
+    device, weights, feature_batch_size
+        Feature extractor options.
+    """
+
+    source: str
+    out: Path
+    samples: int = 5000
+    strengths: tuple[float, ...] = DEFAULT_STRENGTHS
+    disturbances: tuple[str, ...] = tuple(d.name for d in DISTURBANCES)
+    contaminate: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    weights: str | None = None
+    feature_batch_size: int = 50
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.samples < 2:
+            raise InputError(f"samples must be at least 2, got {self.samples}")
+        strengths = sorted({float(s) for s in self.strengths} | {0.0})
+        for strength in strengths:
+            if not 0.0 <= strength <= 1.0:
+                raise InputError(f"strengths must lie in [0, 1], got {strength}")
+        self.strengths = tuple(strengths)
+        for name in self.disturbances:
+            get_disturbance(name)  # raises InputError naming the choices
+        self.disturbances = tuple(self.disturbances)
+
+
+@dataclass
+class CurveResult:
+    """FID against strength for one disturbance.
+
+    Attributes
+    ----------
+    disturbance : str
+        Its name.
+    parameter : str
+        What strength 1 means, e.g. ``"sigma (pixels) = 4"``.
+    strengths : list of float
+        Increasing, starting at 0.
+    parameter_values : list of float
+        ``strength * max_value``.
+    fids : list of float
+        FID against the clean statistics at each strength.
+    """
+
+    disturbance: str
+    parameter: str
+    strengths: list[float]
+    parameter_values: list[float]
+    fids: list[float]
+
+    @property
+    def monotonic(self) -> bool:
+        """True if FID rises strictly from each strength to the next."""
+        return all(later > earlier for earlier, later in zip(self.fids, self.fids[1:]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "disturbance": self.disturbance,
+            "parameter": self.parameter,
+            "strengths": list(self.strengths),
+            "parameter_values": list(self.parameter_values),
+            "fids": list(self.fids),
+            "monotonic": self.monotonic,
+        }
+
+
+@dataclass
+class ValidationReport:
+    """The whole experiment: one curve per disturbance, and where it was written."""
+
+    source_name: str
+    n_images: int
+    image_size: tuple[int, int]
+    seed: int
+    curves: list[CurveResult] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (disturbance, why)
+    csv_path: Path | None = None
+    plot_path: Path | None = None
+    json_path: Path | None = None
+    extractor: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_monotonic(self) -> bool:
+        """True if every curve run rose monotonically."""
+        return all(curve.monotonic for curve in self.curves)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source_name,
+            "n_images": self.n_images,
+            "image_size": list(self.image_size),
+            "seed": self.seed,
+            "curves": [curve.to_dict() for curve in self.curves],
+            "all_monotonic": self.all_monotonic,
+            "skipped": [{"disturbance": name, "reason": why} for name, why in self.skipped],
+            "csv": str(self.csv_path) if self.csv_path else None,
+            "plot": str(self.plot_path) if self.plot_path else None,
+            "json": str(self.json_path) if self.json_path else None,
+            "extractor": dict(self.extractor),
+        }
+
+    def format_table(self) -> str:
+        """A plain-text table: one row per disturbance, FID at each strength, monotonic or not."""
+        if not self.curves:
+            return "no disturbance was run"
+        strengths = self.curves[0].strengths
+        name_width = max(len(curve.disturbance) for curve in self.curves)
+        header = f"{'disturbance':<{name_width}}  " + "  ".join(
+            f"{'s=' + format(s, 'g'):>9}" for s in strengths
+        ) + "  monotonic"
+        lines = [header]
+        for curve in self.curves:
+            values = "  ".join(f"{fid:9.3f}" for fid in curve.fids)
+            lines.append(
+                f"{curve.disturbance:<{name_width}}  {values}  {'yes' if curve.monotonic else 'NO'}"
+            )
+        for name, why in self.skipped:
+            lines.append(f"{name:<{name_width}}  skipped: {why}")
+        return "\n".join(lines)
+
+
+def stats_of_images(extractor: Any, images: np.ndarray, *, metadata: dict | None = None) -> Any:
+    """Statistics of uint8 ``(N, H, W, 3)`` images, computed in memory (no cache, no files)."""
+    from fidkit.stats import StatsAccumulator
+
+    accumulator = StatsAccumulator(dim=int(getattr(extractor, "feature_dim", 2048)))
+    batch = int(getattr(extractor, "batch_size", 50)) or 50
+    for start in range(0, images.shape[0], batch):
+        accumulator.update(extractor(images[start : start + batch]))
+    return accumulator.result(metadata=metadata)
+
+
+def _write_csv(curves: Sequence[CurveResult], path: Path, *, overwrite: bool) -> None:
+    with atomic_write(path, overwrite=overwrite) as tmp_path:
+        with open(tmp_path, "w", newline="", encoding="utf-8") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(CSV_COLUMNS)
+            for curve in curves:
+                for strength, value, fid in zip(curve.strengths, curve.parameter_values, curve.fids):
+                    writer.writerow([curve.disturbance, f"{strength:g}", f"{value:g}", repr(fid)])
+
+
+def run_validation(
+    config: ValidateConfig,
+    *,
+    force: bool = False,
+    extractor: Any = None,
+    on_result: Callable[[str, float, float], None] | None = None,
+) -> ValidationReport:
+    """Run every disturbance at every strength and write the CSV, figure and JSON report.
+
+    Parameters
+    ----------
+    config : ValidateConfig
+        Source, sample count, strengths, seed.
+    force : bool
+        Replace an earlier report in ``config.out``.
+    extractor : FeatureExtractor, optional
+        Reused if given; built from the config otherwise.
+    on_result : callable, optional
+        Called as ``on_result(disturbance, strength, fid)`` after each FID (progress).
+
+    Returns
+    -------
+    ValidationReport
+
+    Raises
+    ------
+    OverwriteError
+        If the output folder holds a report and `force` is not given (checked before any work).
+    """
+    out = Path(config.out)
+    existing = [out / name for name in (CSV_NAME, JSON_NAME) if (out / name).exists()]
+    if existing and not force:
+        raise OverwriteError(f"{existing[0]} already exists; choose another --out or pass --force")
+
+    loaded = load_images(config.source, limit=config.samples, seed=config.seed)
+    images = loaded.images
+    logger.info(
+        "validate %s: %d images of %dx%d", loaded.source_name, images.shape[0],
+        images.shape[1], images.shape[2],
+    )
+    other: np.ndarray | None = None
+    report = ValidationReport(
+        source_name=loaded.source_name,
+        n_images=int(images.shape[0]),
+        image_size=(int(images.shape[1]), int(images.shape[2])),
+        seed=config.seed,
+    )
+    selected: list[Disturbance] = [get_disturbance(name) for name in config.disturbances]
+    if any(d.needs_other for d in selected):
+        if config.contaminate is None:
+            report.skipped.append(("contamination", "no --contaminate source given"))
+            logger.warning("contamination skipped: give images of another source with --contaminate")
+            selected = [d for d in selected if not d.needs_other]
+        else:
+            other = load_images(
+                config.contaminate,
+                limit=config.samples,
+                seed=config.seed,
+                size=report.image_size,
+            ).images
+
+    if extractor is None:
+        from fidkit.inception import FeatureExtractor
+
+        extractor = FeatureExtractor(
+            config.weights, device=config.device, batch_size=config.feature_batch_size
+        )
+    metadata_of = getattr(extractor, "metadata", None)
+    report.extractor = dict(metadata_of()) if callable(metadata_of) else {}
+
+    if images.shape[0] < int(getattr(extractor, "feature_dim", 2048)):
+        logger.warning(
+            "%d images is fewer than the %d feature dimensions: every FID here is biased "
+            "upwards; the curves' shape is still meaningful, their values are not comparable "
+            "with FIDs at other N",
+            images.shape[0],
+            int(getattr(extractor, "feature_dim", 2048)),
+        )
+    from fidkit.frechet import fid_from_stats
+
+    with warnings.catch_warnings():
+        # Warned once above; one SmallSampleWarning per FID would bury the report.
+        warnings.simplefilter("ignore", SmallSampleWarning)
+        clean_stats = stats_of_images(extractor, images, metadata={"source": "clean"})
+        for index, disturbance in enumerate(selected):
+            # Each disturbance gets its own stream, the same at every strength (nested sets).
+            disturbance_seed = int(
+                np.random.SeedSequence([config.seed, index]).generate_state(1)[0]
+            )
+            fids: list[float] = []
+            for strength in config.strengths:
+                if strength == 0.0:
+                    fid = 0.0  # the clean set against its own statistics
+                else:
+                    disturbed = disturbance.apply(
+                        images, strength, seed=disturbance_seed, other=other
+                    )
+                    disturbed_stats = stats_of_images(extractor, disturbed)
+                    fid = float(fid_from_stats(disturbed_stats, clean_stats))
+                fids.append(fid)
+                logger.info("%s strength %g: FID %.3f", disturbance.name, strength, fid)
+                if on_result is not None:
+                    on_result(disturbance.name, strength, fid)
+            report.curves.append(
+                CurveResult(
+                    disturbance=disturbance.name,
+                    parameter=disturbance.describe_max(),
+                    strengths=list(config.strengths),
+                    parameter_values=[disturbance.value(s) for s in config.strengths],
+                    fids=fids,
+                )
+            )
+
+    out.mkdir(parents=True, exist_ok=True)
+    report.csv_path = out / CSV_NAME
+    _write_csv(report.curves, report.csv_path, overwrite=True)
+    from fidkit.ttur.plotting import plot_validation
+
+    report.plot_path = plot_validation(
+        {c.disturbance: list(zip(c.strengths, c.fids)) for c in report.curves},
+        out / PLOT_NAME,
+        parameters={c.disturbance: c.parameter for c in report.curves},
+        title=f"FID against disturbance strength ({report.n_images} images of "
+        f"{Path(report.source_name).name})",
+    )
+    report.json_path = out / JSON_NAME
+    with atomic_write(report.json_path, overwrite=True) as tmp_path:
+        tmp_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return report
+
