@@ -1,0 +1,99 @@
+"""fidkit.sources: decoding in worker processes gives the in-process pixels and cleans up."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fidkit.errors import ImageError
+from fidkit.sources import open_source
+from fidkit.sources import parallel
+
+
+@pytest.fixture(scope="module")
+def jpeg_zip(tmp_path_factory) -> Path:
+    """A zip of 90 small JPEGs of three sizes, two of them bad: enough for several worker tasks."""
+    folder = tmp_path_factory.mktemp("parallel")
+    target = folder / "many.zip"
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(target, "w") as archive:
+        for index in range(90):
+            side = (12, 16, 20)[index % 3]
+            pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+            path = folder / "tmp.jpg"
+            Image.fromarray(pixels).save(path, quality=90)
+            data = path.read_bytes()
+            if index in (41, 77):
+                data = data[: len(data) // 3]
+            archive.writestr(f"d{index % 4}/{index:03d}.JPG", data)
+    return target
+
+
+@pytest.fixture
+def small_tasks(monkeypatch):
+    # Force the pool path on a small fixture, with several tasks per worker.
+    monkeypatch.setattr(parallel, "IN_PROCESS_MAX_IMAGES", 0)
+    monkeypatch.setattr(parallel, "_DEFAULT_CHUNK_FILES", 7)
+
+
+def _collect(source, batch_size=8):
+    return [batch.copy() for batch in source.batches(batch_size)]
+
+
+def test_workers_give_the_in_process_pixels(jpeg_zip, small_tasks):
+    serial = open_source(jpeg_zip, workers=0, skip_bad=True)
+    pooled = open_source(jpeg_zip, workers=2, skip_bad=True)
+    serial_batches, pooled_batches = _collect(serial), _collect(pooled)
+    assert len(serial_batches) == len(pooled_batches)
+    for a, b in zip(serial_batches, pooled_batches):
+        np.testing.assert_array_equal(a, b)
+    assert sum(len(b) for b in pooled_batches) == 88
+    assert pooled.skipped == serial.skipped
+    assert [name for name, _ in pooled.skipped] == ["d1/041.JPG", "d1/077.JPG"]
+    assert pooled.lossy
+
+
+def test_workers_report_bad_files_like_in_process(jpeg_zip, small_tasks):
+    with pytest.raises(ImageError, match=r"2 of 90.*d1/041.JPG.*d1/077.JPG.*--skip-bad"):
+        _collect(open_source(jpeg_zip, workers=2))
+
+
+def _live_children() -> list[multiprocessing.Process]:
+    return [child for child in multiprocessing.active_children() if child.name != "ForkServerProcess"]
+
+
+def test_closing_early_terminates_workers(jpeg_zip, small_tasks):
+    source = open_source(jpeg_zip, workers=2, skip_bad=True)
+    stream = source.batches(4)
+    first = next(stream)
+    assert first.shape[0] == 4
+    assert len(multiprocessing.active_children()) >= 2
+    stream.close()
+    deadline = time.monotonic() + 10
+    while _live_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _live_children() == []
+
+
+def test_keyboard_interrupt_in_consumer_terminates_workers(jpeg_zip, small_tasks):
+    source = open_source(jpeg_zip, workers=2, skip_bad=True)
+    with pytest.raises(KeyboardInterrupt):
+        for index, _ in enumerate(source.batches(4)):
+            if index == 1:
+                raise KeyboardInterrupt  # as if Ctrl-C arrived while the network ran
+    deadline = time.monotonic() + 10
+    while _live_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _live_children() == []
+
+
+def test_workers_argument_is_checked():
+    with pytest.raises(ValueError, match="workers"):
+        parallel.resolve_workers(-1)
+    assert 1 <= parallel.default_workers() <= parallel.MAX_DEFAULT_WORKERS
