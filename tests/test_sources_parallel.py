@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -97,3 +101,64 @@ def test_workers_argument_is_checked():
     with pytest.raises(ValueError, match="workers"):
         parallel.resolve_workers(-1)
     assert 1 <= parallel.default_workers() <= parallel.MAX_DEFAULT_WORKERS
+
+
+_INTERRUPTED_SCRIPT = """
+import multiprocessing, signal, sys, time
+from fidkit.sources import open_source, parallel
+
+def main():
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job inherits SIG_IGN
+    parallel.IN_PROCESS_MAX_IMAGES = 0
+    parallel._DEFAULT_CHUNK_FILES = 3
+    for index, batch in enumerate(open_source(sys.argv[1], workers=2, skip_bad=True).batches(2)):
+        if index == 0:
+            pids = [p.pid for p in multiprocessing.active_children() if p.name != "ForkServerProcess"]
+            print(" ".join(map(str, pids)), flush=True)
+        time.sleep(0.5)  # the network, slowly
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs POSIX process groups")
+def test_ctrl_c_leaves_no_worker_behind(jpeg_zip, tmp_path):
+    script = tmp_path / "interrupted.py"
+    script.write_text(_INTERRUPTED_SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(jpeg_zip)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a terminal job
+    )
+    try:
+        worker_pids = [int(pid) for pid in process.stdout.readline().split()]
+        assert len(worker_pids) == 2
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole group
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    assert stderr.count("KeyboardInterrupt") == 1  # the parent's only; workers stay quiet
+    deadline = time.monotonic() + 10
+    while any(_pid_alive(pid) for pid in worker_pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_pid_alive(pid) for pid in worker_pids)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not "left behind" work; treat it as gone once it has exited.
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().split()[2] != "Z"
+    except OSError:
+        return True

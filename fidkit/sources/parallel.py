@@ -264,9 +264,11 @@ def decode_stream(
                 outcomes = future.result()
             except BrokenProcessPool as exc:
                 raise ImageError(
-                    f"a decoding worker died (crash or out of memory) while decoding one of "
-                    f"{chunk[0][1]} .. {chunk[-1][1]}; rerun with workers=0 (--workers 0) to find "
-                    "the file"
+                    f"a decoding worker process died while decoding one of {chunk[0][1]} .. "
+                    f"{chunk[-1][1]}: a crash in the decoder, memory exhausted, or, if this is the "
+                    "first batch, a calling script without 'if __name__ == \"__main__\":' (worker "
+                    "processes re-import it). Rerun with workers=0 (--workers 0) to decode in this "
+                    "process"
                 ) from exc
             next_chunk = next(chunks, None)
             if next_chunk is not None:
