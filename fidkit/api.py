@@ -489,7 +489,7 @@ def _consistency_warnings(
 ) -> list[str]:
     """Check the two sides were made comparably; return warnings, raise on different weights."""
     messages: list[str] = []
-    labelled = (("A", side_a), ("B", side_b))
+    labelled = (("a", side_a), ("b", side_b))
     for label, side in labelled:
         if side.n is None:
             messages.append(
@@ -515,8 +515,8 @@ def _consistency_warnings(
             )
     if side_a.weights_sha256 and side_b.weights_sha256 and side_a.weights_sha256 != side_b.weights_sha256:
         message = (
-            f"the two sides were computed with different Inception weights (A: "
-            f"{side_a.weights_sha256[:16]}..., B: {side_b.weights_sha256[:16]}...): their FID is not "
+            f"the two sides were computed with different Inception weights (a: "
+            f"{side_a.weights_sha256[:16]}..., b: {side_b.weights_sha256[:16]}...): their FID is not "
             "meaningful; recompute one side with the other's weights"
         )
         if not allow_weights_mismatch:
@@ -524,7 +524,7 @@ def _consistency_warnings(
         messages.append(message)
     if side_a.resize_mode and side_b.resize_mode and side_a.resize_mode != side_b.resize_mode:
         messages.append(
-            f"the two sides were resized differently (A: {side_a.resize_mode}, B: {side_b.resize_mode}); "
+            f"the two sides were resized differently (a: {side_a.resize_mode}, b: {side_b.resize_mode}); "
             "FID across resize modes is biased"
         )
     del stats_a, stats_b  # the sides carry what is checked; kept in the signature for future checks
