@@ -462,8 +462,9 @@ def test_limit_and_seed_are_deterministic(png_tree):
 
 def test_fingerprint_tracks_files(png_tree, tmp_path):
     root, expected = png_tree
-    base = open_source(root).fingerprint()
-    assert open_source(root).fingerprint() == base
+    source = open_source(root)
+    base = source.fingerprint()
+    assert open_source(root).fingerprint() == base == source.fingerprint()
     assert len(base) == 64 and int(base, 16) >= 0
     assert open_source(root, exif_transpose=True).fingerprint() != base
     content = open_source(root).fingerprint(hash_content=True)
@@ -473,6 +474,9 @@ def test_fingerprint_tracks_files(png_tree, tmp_path):
     os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns + 5_000_000_000))
     touched = open_source(root).fingerprint()
     assert touched != base
+    # The same source object sees the change too: a fingerprint taken after reading tells whether
+    # a file changed while it was read.
+    assert source.fingerprint() == touched
     assert open_source(root).fingerprint(hash_content=True) == content  # same bytes
     Image.fromarray(_pixels(99)).save(target)
     assert open_source(root).fingerprint(hash_content=True) != content

@@ -28,7 +28,7 @@ import os
 import stat
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -174,8 +174,7 @@ class FileSource(Source):
         name: str,
         reader: MemberReader,
         members: list[str],
-        member_identity: list[list[Any]],
-        container_identity: dict[str, Any],
+        identity: Callable[[bool], Any],
         *,
         n_available: int,
         limit: int | None,
@@ -183,7 +182,6 @@ class FileSource(Source):
         skip_bad: bool,
         exif_transpose: bool,
         workers: int | None,
-        content_identity: Any = None,
     ) -> None:
         super().__init__(
             name,
@@ -199,14 +197,13 @@ class FileSource(Source):
         self.skip_bad = skip_bad
         self.workers = resolve_workers(workers)
         self._reader = reader
-        self._member_identity = member_identity
-        self._container_identity = container_identity
-        self._content_identity = content_identity
+        self._identity_of = identity
 
     def _identity(self, *, hash_content: bool) -> Any:
-        if hash_content:
-            return self._content_identity() if callable(self._content_identity) else self._content_identity
-        return {"container": self._container_identity, "members": self._member_identity}
+        # Computed when asked, from the files as they are now: a fingerprint taken after reading
+        # differs from one taken before if a file changed meanwhile (the cache uses this to avoid
+        # storing statistics of half-old, half-new files).
+        return self._identity_of(hash_content)
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         grouper = SizeGrouper(check_batch_size(batch_size))
@@ -281,6 +278,14 @@ def _walk_images(root: Path) -> tuple[list[tuple[str, int, int]], int]:
     return found, n_other
 
 
+def _size_mtime(path: Path) -> tuple[int, int]:
+    try:
+        info = path.stat()
+    except OSError:
+        return -1, -1  # gone: still a valid (and different) identity; decoding reports the file
+    return int(info.st_size), int(info.st_mtime_ns)
+
+
 def open_folder(
     path: Path,
     name: str,
@@ -301,24 +306,24 @@ def open_folder(
     chosen = [entries[i] for i in indices]
     members = [entry[0] for entry in chosen]
 
-    def content_identity() -> dict[str, Any]:
-        # Location-independent: the same files copied elsewhere hit the same cache entry.
-        return {"members": [[member, sha256_file(root / member)] for member in members]}
+    def identity(hash_content: bool) -> dict[str, Any]:
+        if hash_content:
+            # Location-independent: the same files copied elsewhere hit the same cache entry.
+            return {"members": [[member, sha256_file(root / member)] for member in members]}
+        return {"root": str(root), "members": [[member, *_size_mtime(root / member)] for member in members]}
 
     return FileSource(
         "folder",
         name,
         FolderReader(root),
         members,
-        [list(entry) for entry in chosen],
-        {"root": str(root)},
+        identity,
         n_available=len(entries),
         limit=limit_used,
         seed=seed_used,
         skip_bad=skip_bad,
         exif_transpose=exif_transpose,
         workers=workers,
-        content_identity=content_identity,
     )
 
 
@@ -386,23 +391,24 @@ def open_archive(
     members = [sorted_members[i] for i in indices]
     if isinstance(reader, TarReader):
         reader.members = {member: reader.members[member] for member in members}
-    archive_stat = archive.stat()
+    member_entries = [[member, *entries[member]] for member in members]
 
-    def content_identity() -> dict[str, Any]:
-        return {"archive_sha256": sha256_file(archive), "members": members}
+    def identity(hash_content: bool) -> dict[str, Any]:
+        if hash_content:
+            return {"archive_sha256": sha256_file(archive), "members": members}
+        size, mtime_ns = _size_mtime(archive)
+        return {"archive": str(archive), "size": size, "mtime_ns": mtime_ns, "members": member_entries}
 
     return FileSource(
         "archive",
         name,
         reader,
         members,
-        [[member, *entries[member]] for member in members],
-        {"archive": str(archive), "size": int(archive_stat.st_size), "mtime_ns": int(archive_stat.st_mtime_ns)},
+        identity,
         n_available=len(sorted_members),
         limit=limit_used,
         seed=seed_used,
         skip_bad=skip_bad,
         exif_transpose=exif_transpose,
         workers=workers,
-        content_identity=content_identity,
     )
