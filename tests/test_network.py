@@ -1,0 +1,240 @@
+"""The network module, the exported graph and the feature extractor, on random weights.
+
+Inception runs at roughly 10-20 images/s on the development CPU, so every test here feeds a
+handful of images; the graph is exported once per session by the ``extractor`` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fidkit.errors import FidkitError, InputError
+from fidkit.inception import EXPORTER_VERSION, FEATURE_DIM, RESIZE_MODE, FeatureExtractor
+from fidkit.inception.resize import tf_resize_bilinear_numpy
+from fidkit.inception.runtime import _gpu_driver_present, graph_cache_path
+
+torch = pytest.importorskip("torch")
+
+LAYOUT_JSON = Path(__file__).resolve().parents[2] / "shared" / "reference" / "inception-2015-12-05-state-dict-layout.json"
+
+
+def _images(seed: int, n: int, height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def torch_model(random_weights_path: Path):
+    from fidkit.inception.network import build_network
+    from fidkit.inception.weights import load_state_dict
+
+    return build_network(load_state_dict(random_weights_path))
+
+
+def _torch_features(model, images: np.ndarray) -> np.ndarray:
+    """The reference path: numpy TF resize, normalization, the eager torch module."""
+    normalized = (tf_resize_bilinear_numpy(images) - np.float32(128.0)) * np.float32(0.0078125)
+    with torch.no_grad():
+        return model(torch.from_numpy(normalized).permute(0, 3, 1, 2).contiguous()).numpy()
+
+
+def _assert_relative_close(got: np.ndarray, expected: np.ndarray, rtol: float = 1e-5) -> None:
+    # Relative to the features' scale: pool_3 outputs near 0 (ReLU means) make an elementwise
+    # relative error meaningless.
+    scale = float(np.max(np.abs(expected)))
+    assert scale > 0
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * scale)
+
+
+# --- the torch module ---------------------------------------------------------------------------
+
+
+def test_parameter_names_match_the_released_layout() -> None:
+    from fidkit.inception.network import FIDInceptionV3
+
+    if not LAYOUT_JSON.is_file():
+        pytest.skip(f"layout reference not found at {LAYOUT_JSON}")
+    layout = json.loads(LAYOUT_JSON.read_text())["layout"]
+    expected = [(t["name"], tuple(t["shape"]), t["dtype"]) for t in layout]
+    got = [
+        (name, tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."))
+        for name, tensor in FIDInceptionV3().state_dict().items()
+    ]
+    assert got == expected
+
+
+def test_network_has_the_2015_graph_quirks() -> None:
+    from fidkit.inception.network import FIDInceptionV3, _avg_pool_3x3
+
+    model = FIDInceptionV3()
+    eps = {m.eps for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert eps == {1e-3}
+    # Average pools ignore the padding: a constant map stays constant at the borders.
+    ones = torch.ones(1, 1, 5, 5)
+    assert torch.equal(_avg_pool_3x3(ones), ones)
+    assert model.Mixed_7c.max_pool_branch and not model.Mixed_7b.max_pool_branch
+    # Mixed_7c's pool branch is a max pool: a single spike spreads unchanged to its neighbours.
+    block = model.Mixed_7c.eval()
+    x = torch.zeros(1, 2048, 8, 8)
+    x[0, :, 4, 4] = 1.0
+    with torch.no_grad():
+        block.branch_pool.conv.weight.zero_()
+        block.branch_pool.conv.weight[:, 0] = 1.0
+        block.branch_pool.bn.reset_parameters()
+        block.branch_pool.bn.reset_running_stats()
+        out = block.branch_pool(torch.nn.functional.max_pool2d(x, 3, 1, 1))
+        pooled = block(x)[:, -192:]
+    torch.testing.assert_close(pooled, out)
+    assert pooled[0, 0, 3:6, 3:6].min() > 0 and pooled[0, 0, 0, 0] == 0
+
+
+def test_torch_module_outputs_2048_features(torch_model) -> None:
+    out = _torch_features(torch_model, _images(0, 2, 32, 32))
+    assert out.shape == (2, FEATURE_DIM) and out.dtype == np.float32
+    assert np.all(np.isfinite(out))
+
+
+# --- the graph and the extractor ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 32), (1, 299, 299), (1, 17, 23)])
+def test_graph_features_equal_torch_module(extractor, torch_model, shape) -> None:
+    images = _images(10, *shape)
+    got = extractor(images)
+    expected = _torch_features(torch_model, images)
+    assert got.shape == (shape[0], FEATURE_DIM) and got.dtype == np.float32
+    _assert_relative_close(got, expected)
+
+
+def test_features_are_not_degenerate(extractor) -> None:
+    features = extractor(_images(11, 3, 32, 32))
+    assert np.all(np.isfinite(features))
+    assert np.all(features >= 0)  # means of ReLU outputs
+    assert np.mean(features > 0) > 0.5
+    assert np.min(np.max(np.abs(features[:, None] - features[None]), axis=2) + np.eye(3)) > 1e-3
+
+
+def test_batch_size_invariance(extractor) -> None:
+    images = _images(12, 50, 32, 32)
+    batched = extractor(images)
+    for index in (0, 31, 49):
+        alone = extractor(images[index : index + 1])
+        _assert_relative_close(alone[0], batched[index])
+
+
+def test_chunking_by_batch_size(random_weights_path: Path, extractor) -> None:
+    images = _images(13, 5, 24, 24)
+    small = FeatureExtractor(random_weights_path, device="cpu", batch_size=2, threads=1)
+    assert small.graph_path == extractor.graph_path  # cached, not exported again
+    _assert_relative_close(small(images), extractor(images))
+
+
+def test_same_input_gives_identical_output(extractor) -> None:
+    images = _images(14, 3, 40, 30)
+    np.testing.assert_array_equal(extractor(images), extractor(images))
+
+
+def test_empty_batch(extractor) -> None:
+    out = extractor(np.zeros((0, 32, 32, 3), dtype=np.uint8))
+    assert out.shape == (0, FEATURE_DIM) and out.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((1, 32, 32, 3), dtype=np.float32),
+        np.zeros((32, 32, 3), dtype=np.uint8),
+        np.zeros((1, 32, 32, 4), dtype=np.uint8),
+        np.zeros((1, 0, 32, 3), dtype=np.uint8),
+        [[0]],
+    ],
+)
+def test_bad_input_is_an_input_error(extractor, bad) -> None:
+    with pytest.raises(InputError):
+        extractor(bad)
+
+
+def test_non_contiguous_input(extractor) -> None:
+    images = _images(15, 2, 32, 32)
+    flipped = images[:, :, ::-1]
+    np.testing.assert_array_equal(extractor(flipped), extractor(np.ascontiguousarray(flipped)))
+
+
+def test_extractor_attributes_and_metadata(extractor, random_weights_path: Path) -> None:
+    from fidkit._fs import sha256_file
+
+    assert extractor.weights_path == random_weights_path
+    assert extractor.weights_sha256 == sha256_file(random_weights_path)
+    assert extractor.provider == "CPUExecutionProvider"
+    assert extractor.feature_dim == FEATURE_DIM and extractor.resize_mode == RESIZE_MODE
+    assert extractor.batch_size == 50
+    meta = extractor.metadata()
+    assert meta["weights_sha256"] == extractor.weights_sha256
+    assert meta["provider"] == "CPUExecutionProvider"
+    assert meta["resize_mode"] == RESIZE_MODE and meta["exporter_version"] == EXPORTER_VERSION
+    assert meta["feature_extractor"]
+
+
+def test_graph_is_cached_by_sha_and_exporter_version(extractor) -> None:
+    import onnx
+
+    path = extractor.graph_path
+    assert path == graph_cache_path(extractor.weights_sha256)
+    assert path.name == f"{extractor.weights_sha256[:16]}-{EXPORTER_VERSION}.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    assert model.ir_version <= 13
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["weights_sha256"] == extractor.weights_sha256
+    (graph_input,) = model.graph.input
+    assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = graph_input.type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims[:3]] == ["batch", "height", "width"] and dims[3].dim_value == 3
+    assert not [f for f in path.parent.iterdir() if f.name.startswith(".")]  # no temp files left
+
+
+def test_cached_graph_is_not_rebuilt(random_weights_path: Path, extractor, monkeypatch) -> None:
+    import fidkit.inception.export as export
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("graph exported twice")
+
+    monkeypatch.setattr(export, "export_graph", refuse)
+    before = extractor.graph_path.stat().st_mtime_ns
+    again = FeatureExtractor(random_weights_path, device="cpu")
+    assert again.graph_path.stat().st_mtime_ns == before
+
+
+def test_bad_device_and_batch_size(random_weights_path: Path) -> None:
+    with pytest.raises(InputError, match="device"):
+        FeatureExtractor(random_weights_path, device="gpu")
+    with pytest.raises(InputError, match="batch_size"):
+        FeatureExtractor(random_weights_path, device="cpu", batch_size=0)
+
+
+def test_cuda_without_gpu_is_an_error_not_a_silent_fallback(random_weights_path: Path, extractor) -> None:
+    if _gpu_driver_present():
+        pytest.skip("a GPU driver is present")
+    with pytest.raises(FidkitError, match="cuda"):
+        FeatureExtractor(random_weights_path, device="cuda")
+
+
+def test_auto_device_reports_what_runs(random_weights_path: Path, extractor) -> None:
+    auto = FeatureExtractor(random_weights_path, device="auto")
+    expected = {"CPUExecutionProvider"} if not _gpu_driver_present() else {"CPUExecutionProvider", "CUDAExecutionProvider"}
+    assert auto.provider in expected
+
+
+def test_importing_the_package_does_not_import_torch_or_onnxruntime() -> None:
+    code = (
+        "import sys, fidkit.inception, fidkit.inception.weights, fidkit.inception.runtime;"
+        "print('torch' in sys.modules, 'onnxruntime' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["False", "False"]
