@@ -170,6 +170,8 @@ class _TraceSqrt:
 
 def _sum_sqrt_eigenvalues(symmetric: np.ndarray) -> tuple[float, float, float]:
     """Return (sum sqrt(max(lambda, 0)), min lambda, sum sqrt(-lambda) over negatives) of a symmetric matrix."""
+    if symmetric.shape[0] == 0:  # a zero covariance has a rank-0 factor
+        return 0.0, 0.0, 0.0
     eigenvalues = scipy.linalg.eigh(symmetric, eigvals_only=True, check_finite=False, overwrite_a=True)
     negative = eigenvalues[eigenvalues < 0]
     total = float(np.sum(np.sqrt(np.maximum(eigenvalues, 0.0))))
@@ -178,6 +180,8 @@ def _sum_sqrt_eigenvalues(symmetric: np.ndarray) -> tuple[float, float, float]:
 
 def _nuclear_norm(matrix: np.ndarray) -> tuple[float, float]:
     """Return (sum of singular values, smallest squared singular value)."""
+    if min(matrix.shape) == 0:  # a zero covariance has a rank-0 factor
+        return 0.0, 0.0
     try:
         singular_values = scipy.linalg.svdvals(matrix, check_finite=False)
     except np.linalg.LinAlgError:
@@ -187,6 +191,19 @@ def _nuclear_norm(matrix: np.ndarray) -> tuple[float, float]:
     return float(np.sum(singular_values)), smallest
 
 
+def _power_of_two_scale(array: np.ndarray) -> float:
+    """A power of two near max|array| (1.0 for an all-zero array).
+
+    Products such as ``L^T sigma L`` are formed on arrays divided by this and the result multiplied back:
+    a power of two changes only exponents, so no rounding is added, and features of magnitude 1e150 or
+    1e-150 (whose covariance products would overflow to inf or underflow to 0) stay representable.
+    """
+    largest = float(np.max(np.abs(array))) if array.size else 0.0
+    if largest == 0.0:
+        return 1.0
+    return math.ldexp(1.0, math.frexp(largest)[1])
+
+
 def _sandwich(factor: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """Return ``L^T sigma L`` exactly symmetric."""
     product = factor.T @ (sigma @ factor)
@@ -194,12 +211,14 @@ def _sandwich(factor: np.ndarray, sigma: np.ndarray) -> np.ndarray:
 
 
 def _trace_sqrt_factors(first: SqrtFactor, second: SqrtFactor, side: str) -> _TraceSqrt:
-    total, smallest = _nuclear_norm(first.matrix.T @ second.matrix)
+    scale_first, scale_second = _power_of_two_scale(first.matrix), _power_of_two_scale(second.matrix)
+    total, smallest = _nuclear_norm((first.matrix / scale_first).T @ (second.matrix / scale_second))
+    scale = scale_first * scale_second
     return _TraceSqrt(
-        value=total,
+        value=total * scale,
         method="factor-svd",
         rank=min(first.rank, second.rank),
-        min_eigenvalue=smallest,
+        min_eigenvalue=smallest * scale * scale,
         clipped_negative=0.0,
         factor_side=side,
         factor_dropped=first.dropped_trace + second.dropped_trace,
@@ -207,13 +226,18 @@ def _trace_sqrt_factors(first: SqrtFactor, second: SqrtFactor, side: str) -> _Tr
 
 
 def _trace_sqrt_factor_eigh(factor: SqrtFactor, sigma_other: np.ndarray, side: str) -> _TraceSqrt:
-    total, smallest, clipped = _sum_sqrt_eigenvalues(_sandwich(factor.matrix, sigma_other))
+    scale_factor, scale_sigma = _power_of_two_scale(factor.matrix), _power_of_two_scale(sigma_other)
+    total, smallest, clipped = _sum_sqrt_eigenvalues(
+        _sandwich(factor.matrix / scale_factor, sigma_other / scale_sigma)
+    )
+    # scale_sigma is a power of two, but an odd power has no exact square root; that one rounding is 1 ulp.
+    root_scale = scale_factor * math.sqrt(scale_sigma)
     return _TraceSqrt(
-        value=total,
+        value=total * root_scale,
         method="factor-eigh",
         rank=factor.rank,
-        min_eigenvalue=smallest,
-        clipped_negative=clipped,
+        min_eigenvalue=smallest * scale_factor * scale_factor * scale_sigma,
+        clipped_negative=clipped * root_scale,
         factor_side=side,
         factor_dropped=factor.dropped_trace,
     )
@@ -221,16 +245,20 @@ def _trace_sqrt_factor_eigh(factor: SqrtFactor, sigma_other: np.ndarray, side: s
 
 def _trace_sqrt_dense_eigh(sigma_root_side: np.ndarray, sigma_other: np.ndarray, side: str) -> _TraceSqrt:
     """tr sqrt(sqrt(S1) S2 sqrt(S1)) with sqrt(S1) from a symmetric eigendecomposition (clipped at 0)."""
-    eigenvalues, eigenvectors = scipy.linalg.eigh(sigma_root_side, check_finite=False)
+    scale_root, scale_other = _power_of_two_scale(sigma_root_side), _power_of_two_scale(sigma_other)
+    eigenvalues, eigenvectors = scipy.linalg.eigh(sigma_root_side / scale_root, check_finite=False)
     negative_root = eigenvalues[eigenvalues < 0]
     root = (eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0))) @ eigenvectors.T
-    total, smallest, clipped = _sum_sqrt_eigenvalues(_sandwich(root, sigma_other))
+    total, smallest, clipped = _sum_sqrt_eigenvalues(_sandwich(root, sigma_other / scale_other))
+    root_scale = math.sqrt(scale_root) * math.sqrt(scale_other)  # the product itself may overflow
     return _TraceSqrt(
-        value=total,
+        value=total * root_scale,
         method="eigh",
         rank=int(sigma_root_side.shape[0]),
-        min_eigenvalue=min(smallest, float(eigenvalues.min())),
-        clipped_negative=clipped + float(np.sum(np.sqrt(-negative_root))),
+        min_eigenvalue=min(smallest * scale_root * scale_other, float(eigenvalues.min()) * scale_root),
+        # Clipping lambda < 0 of sigma_a moves sqrt(sigma_a) by sqrt(-lambda) along one direction, which moves
+        # trace_sqrt by at most sqrt(-lambda * ||sigma_b||); in scaled units ||sigma_b|| is about 1.
+        clipped_negative=(clipped + float(np.sum(np.sqrt(-negative_root)))) * root_scale,
         factor_side=side,
     )
 
@@ -244,11 +272,11 @@ def _scipy_sqrtm():
         parameters = inspect.signature(sqrtm).parameters
     except (TypeError, ValueError):  # builtins without a signature: assume the plain call works
         return sqrtm
+    # The matrix is the first parameter; anything else required would make the plain call sqrtm(A) fail.
     required = [
         name
-        for name, parameter in parameters.items()
-        if name != "A"
-        and parameter.default is inspect.Parameter.empty
+        for name, parameter in list(parameters.items())[1:]
+        if parameter.default is inspect.Parameter.empty
         and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
     ]
     if required:
