@@ -1,0 +1,278 @@
+"""Statistics: accuracy, streaming accumulation, exact merges, and the .npz format (fidkit's and foreign)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from fidkit.errors import InputError, OverwriteError, StatsFileError
+from fidkit.frechet import fid_from_arrays, fid_from_stats
+from fidkit.stats import STATS_FORMAT_VERSION, Stats, StatsAccumulator
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+def features(seed: int, n_rows: int, dim: int, *, offset: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    scales = np.linspace(2.0, 0.05, dim)
+    return (rng.standard_normal((n_rows, dim)) * scales + rng.standard_normal(dim) + offset).astype(np.float32)
+
+
+METADATA = {
+    "feature_extractor": "inception-2015-12-05",
+    "weights_sha256": "6726825d" * 8,
+    "resize_mode": "tf1-bilinear-asymmetric",
+    "n_skipped": 2,
+    "lossy_inputs": False,
+    "created": "2025-01-01T00:00:00Z",
+    "scale": 0.5,
+}
+
+
+# ------------------------------------------------------------------------------------------------ Stats
+
+
+@pytest.mark.parametrize("n_rows", [5, 16, 300])
+def test_from_features_matches_numpy_in_float64(n_rows: int) -> None:
+    rows = features(1, n_rows, 16)
+    stats = Stats.from_features(rows)
+    rows64 = rows.astype(np.float64)
+    assert stats.mu.dtype == np.float64 and stats.sigma.dtype == np.float64
+    assert stats.n == n_rows and stats.dim == 16 and not stats.is_foreign
+    assert relative_error(stats.mu, rows64.mean(axis=0)) <= 1e-12
+    assert relative_error(stats.sigma, np.cov(rows64, rowvar=False)) <= 1e-12
+    assert np.array_equal(stats.sigma, stats.sigma.T)
+    if n_rows <= 16:
+        # The exact factor: n - 1 columns, reproduces sigma.
+        assert stats.factor is not None and stats.factor.shape == (16, n_rows - 1)
+        assert relative_error(stats.factor @ stats.factor.T, stats.sigma) <= 1e-13
+    else:
+        assert stats.factor is None
+
+
+def test_arrays_are_copied_and_read_only() -> None:
+    mu, sigma = np.zeros(3), np.eye(3)
+    stats = Stats(mu, sigma, n=10)
+    mu[0] = 5.0
+    assert stats.mu[0] == 0.0
+    with pytest.raises(ValueError):
+        stats.sigma[0, 0] = 2.0
+
+
+def test_invalid_stats_raise_input_error() -> None:
+    with pytest.raises(InputError, match="at least 2 samples"):
+        Stats(np.zeros(2), np.eye(2), n=1)
+    with pytest.raises(InputError, match="at least 2 samples"):
+        Stats.from_features(np.ones((1, 4)))
+    with pytest.raises(InputError, match="not symmetric"):
+        Stats(np.zeros(2), np.array([[1.0, 0.5], [0.0, 1.0]]))
+    with pytest.raises(InputError, match="negative"):
+        Stats(np.zeros(2), np.diag([1.0, -1.0]))
+    with pytest.raises(InputError, match="does not reproduce sigma"):
+        Stats(np.zeros(2), np.eye(2), n=3, factor=np.ones((2, 2)))
+    with pytest.raises(InputError, match="rank <= 2"):
+        Stats(np.zeros(4), np.eye(4), n=3, factor=np.eye(4))
+    with pytest.raises(InputError, match="only str, int, float and bool"):
+        Stats(np.zeros(2), np.eye(2), metadata={"bad": [1, 2]})
+
+
+# ------------------------------------------------------------------------------------------------ streaming
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 50])
+def test_accumulator_equals_statistics_of_the_whole(batch_size: int) -> None:
+    dim = 24
+    rows = features(2, 203, dim, offset=300.0)  # a large common offset: one-pass float32 moments fail here
+    accumulator = StatsAccumulator(dim)
+    for start in range(0, len(rows), batch_size):
+        accumulator.update(rows[start : start + batch_size])
+    assert accumulator.n == 203
+    streamed = accumulator.result(METADATA)
+    whole = rows.astype(np.float64)
+    assert streamed.n == 203 and streamed.metadata == METADATA
+    assert relative_error(streamed.mu, whole.mean(axis=0)) <= 1e-12
+    assert relative_error(streamed.sigma, np.cov(whole, rowvar=False)) <= 1e-12
+    # Bounded state: nothing held grows with N (at most one dim x dim matrix plus vectors).
+    held = [value for value in vars(accumulator).values() if isinstance(value, np.ndarray)]
+    assert sum(array.size for array in held) <= dim * dim + dim
+    assert accumulator._rows is None
+
+
+def test_accumulator_keeps_the_exact_factor_while_n_le_dim() -> None:
+    rows = features(3, 20, 32)
+    accumulator = StatsAccumulator()
+    accumulator.update(rows[:8])
+    accumulator.update(rows[8:].astype(np.float64))
+    streamed = accumulator.result()
+    assert streamed.factor is not None and streamed.factor.shape == (32, 19)
+    assert relative_error(streamed.sigma, Stats.from_features(rows).sigma) <= 1e-14
+    assert accumulator.dim == 32
+
+
+def test_accumulator_rejects_bad_batches() -> None:
+    accumulator = StatsAccumulator(4)
+    with pytest.raises(InputError, match="dim 5"):
+        accumulator.update(np.zeros((3, 5)))
+    with pytest.raises(InputError, match="NaN or inf"):
+        accumulator.update(np.array([[0.0, np.nan, 0.0, 0.0]]))
+    with pytest.raises(InputError, match="2-D"):
+        accumulator.update(np.zeros(4))
+    accumulator.update(np.zeros((1, 4)))
+    with pytest.raises(InputError, match="at least 2 samples"):
+        accumulator.result()
+
+
+def test_shard_merge_equals_union_to_1e_12() -> None:
+    dim = 16
+    shards = [features(10 + index, n_rows, dim, offset=50.0) for index, n_rows in enumerate([9, 40, 3, 77])]
+    union = np.concatenate(shards).astype(np.float64)
+    merged = Stats.from_features(shards[0])
+    for shard in shards[1:]:
+        merged = merged.merge(Stats.from_features(shard))
+    assert merged.n == len(union)
+    assert relative_error(merged.mu, union.mean(axis=0)) <= 1e-12
+    assert relative_error(merged.sigma, np.cov(union, rowvar=False)) <= 1e-12
+
+    accumulators = []
+    for shard in shards:
+        accumulator = StatsAccumulator()
+        accumulator.update(shard)
+        accumulators.append(accumulator)
+    combined = accumulators[0]
+    for accumulator in accumulators[1:]:
+        combined.merge(accumulator)
+    assert combined.n == len(union)
+    assert relative_error(combined.result().sigma, np.cov(union, rowvar=False)) <= 1e-12
+
+
+def test_merge_keeps_the_exact_factor_below_dim() -> None:
+    dim = 64
+    first, second = features(20, 12, dim), features(21, 30, dim, offset=1.0)
+    merged = Stats.from_features(first).merge(Stats.from_features(second))
+    union = np.concatenate([first, second])
+    assert merged.factor is not None and merged.factor.shape == (dim, 41)
+    assert relative_error(merged.factor @ merged.factor.T, np.cov(union.astype(np.float64), rowvar=False)) <= 1e-12
+    other = features(22, 25, dim, offset=0.5)
+    with pytest.warns(UserWarning):
+        assert fid_from_stats(merged, Stats.from_features(other)).value == pytest.approx(
+            fid_from_arrays(union, other).value, rel=1e-10
+        )
+
+
+def test_merge_refuses_what_cannot_be_merged() -> None:
+    stats = Stats.from_features(features(30, 10, 4), metadata=METADATA)
+    with pytest.raises(InputError, match="sample count"):
+        stats.merge(Stats(stats.mu, stats.sigma))
+    with pytest.raises(InputError, match="dimension"):
+        stats.merge(Stats.from_features(features(31, 10, 5)))
+    with pytest.raises(InputError, match="weights_sha256"):
+        stats.merge(Stats.from_features(features(32, 10, 4), metadata={**METADATA, "weights_sha256": "0" * 64}))
+    merged = stats.merge(Stats.from_features(features(33, 10, 4), metadata={**METADATA, "created": "later"}))
+    assert merged.metadata["n_skipped"] == 4 and "created" not in merged.metadata
+    assert merged.metadata["weights_sha256"] == METADATA["weights_sha256"]
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+@pytest.mark.parametrize("n_rows", [6, 40])
+def test_round_trip_keeps_everything(tmp_path, n_rows: int) -> None:
+    stats = Stats.from_features(features(40, n_rows, 8), metadata=METADATA)
+    path = tmp_path / "stats.npz"
+    stats.save(path)
+    loaded = Stats.load(path)
+    assert np.array_equal(loaded.mu, stats.mu) and np.array_equal(loaded.sigma, stats.sigma)
+    assert loaded.n == n_rows and loaded.metadata == METADATA and not loaded.is_foreign
+    assert loaded.path == path
+    if stats.factor is None:
+        assert loaded.factor is None
+    else:
+        assert np.array_equal(loaded.factor, stats.factor)
+    # What TTUR and pytorch-fid do with it: plain keys, float64, no pickles needed.
+    with np.load(path, allow_pickle=False) as raw:
+        assert raw["mu"].dtype == np.float64 and raw["sigma"].shape == (8, 8)
+        assert int(raw["n"]) == n_rows and int(raw["fidkit_format_version"]) == STATS_FORMAT_VERSION
+        assert json.loads(str(raw["fidkit_metadata_json"])) == METADATA
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.npz"]  # no temporary left behind
+
+
+def test_save_uses_the_path_as_given_and_never_clobbers(tmp_path) -> None:
+    stats = Stats.from_features(features(41, 10, 4))
+    path = tmp_path / "reference-stats"
+    stats.save(path)
+    assert path.is_file() and not (tmp_path / "reference-stats.npz").exists()
+    with pytest.raises(OverwriteError):
+        stats.save(path)
+    replacement = Stats.from_features(features(42, 10, 4))
+    replacement.save(path, overwrite=True)
+    assert np.array_equal(Stats.load(path).mu, replacement.mu)
+
+
+def test_loads_a_file_written_the_ttur_way(tmp_path) -> None:
+    rows = features(50, 30, 6).astype(np.float64)
+    mu, sigma = np.mean(rows, axis=0), np.cov(rows, rowvar=False)
+    path = tmp_path / "ttur_stats.npz"
+    np.savez(path, mu=mu, sigma=sigma)
+    loaded = Stats.load(path)
+    assert loaded.is_foreign and loaded.n is None and loaded.metadata == {} and loaded.factor is None
+    assert np.allclose(loaded.mu, mu, rtol=0, atol=0) and np.allclose(loaded.sigma, sigma, rtol=1e-15, atol=0)
+    assert fid_from_stats(loaded, Stats.from_features(rows)).value == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(InputError, match="sample count"):
+        loaded.merge(loaded)
+
+
+def test_loads_a_file_written_the_pytorch_fid_way(tmp_path) -> None:
+    rows = features(51, 30, 6)
+    path = tmp_path / "pytorch_fid_stats.npz"
+    # Compressed, float32 covariance: both occur in the wild.
+    np.savez_compressed(path, mu=rows.mean(axis=0), sigma=np.cov(rows, rowvar=False).astype(np.float32))
+    loaded = Stats.load(path)
+    assert loaded.is_foreign and loaded.sigma.dtype == np.float64 and loaded.dim == 6
+
+
+def test_corrupt_and_foreign_files_raise_stats_file_error(tmp_path) -> None:
+    def expect_error(name: str, pattern: str) -> None:
+        with pytest.raises(StatsFileError, match=pattern) as caught:
+            Stats.load(tmp_path / name)
+        assert name in str(caught.value)
+
+    expect_error("missing.npz", "no such statistics file")
+    (tmp_path / "garbage.npz").write_bytes(b"this is not a zip file at all")
+    expect_error("garbage.npz", "not a readable .npz")
+    good = tmp_path / "good.npz"
+    Stats.from_features(features(52, 20, 4)).save(good)
+    (tmp_path / "truncated.npz").write_bytes(good.read_bytes()[:200])
+    expect_error("truncated.npz", "npz")
+    np.save(tmp_path / "single.npy", np.zeros(4))
+    expect_error("single.npy", "single array")
+    np.savez(tmp_path / "no_sigma.npz", mu=np.zeros(4))
+    expect_error("no_sigma.npz", "'sigma'")
+    np.savez(tmp_path / "shape.npz", mu=np.zeros(4), sigma=np.eye(3))
+    expect_error("shape.npz", "mu has length 4")
+    np.savez(tmp_path / "asymmetric.npz", mu=np.zeros(2), sigma=np.array([[1.0, 2.0], [0.0, 1.0]]))
+    expect_error("asymmetric.npz", "not symmetric")
+    np.savez(tmp_path / "nan.npz", mu=np.zeros(2), sigma=np.full((2, 2), np.nan))
+    expect_error("nan.npz", "NaN")
+    np.savez(tmp_path / "pickled.npz", mu=np.array([{"a": 1}], dtype=object), sigma=np.eye(1))
+    expect_error("pickled.npz", "pickle|npz")
+    with zipfile.ZipFile(good) as archive, zipfile.ZipFile(tmp_path / "newer.npz", "w") as newer:
+        for item in archive.namelist():
+            data = archive.read(item)
+            if item == "fidkit_format_version.npy":
+                newer.writestr(item, _npy_bytes(np.asarray(STATS_FORMAT_VERSION + 1, dtype=np.int64)))
+            else:
+                newer.writestr(item, data)
+    expect_error("newer.npz", "newer fidkit")
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
