@@ -1,0 +1,316 @@
+"""The reference TTUR trainer: models, seeded training, in-memory FID, CSV/plot/checkpoint, resume.
+
+Everything runs on random Inception weights at tiny sizes (6 generated images per FID, 1-4 steps):
+the numbers say nothing about FID as a metric; the tests check the machinery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fidkit.errors import InputError, OverwriteError
+from fidkit.ttur.models import GANShape, build_models, upsampling_plan
+from fidkit.ttur.trainer import (
+    TrainingData,
+    TTURConfig,
+    TTURTrainer,
+    images_to_uint8_rgb,
+    load_checkpoint,
+    load_training_data,
+    read_metrics_csv,
+    run_compare,
+    run_ttur,
+)
+
+MNIST_TEST = "mnist/t10k-images-idx3-ubyte.gz"
+CIFAR_ARRAY = "cifar10/cifar10-test-0-999-uint8.npy"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_config(data: Path, out: Path, weights: Path, **overrides) -> TTURConfig:
+    """Settings small enough for a 2-core CPU: 6 eval images, 10 reference images."""
+    values = dict(
+        data=str(data),
+        out=out,
+        steps=2,
+        eval_every=2,
+        eval_samples=6,
+        ref_samples=10,
+        train_samples=64,
+        train_batch_size=8,
+        device="cpu",
+        weights=str(weights),
+        width=16,
+    )
+    values.update(overrides)
+    return TTURConfig(**values)
+
+
+def synthetic_data(n_images: int = 32, channels: int = 1, size: int = 28) -> TrainingData:
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (n_images, channels, size, size), dtype=np.uint8))
+    return TrainingData(images=images, grayscale=channels == 1, image_size=size, source_name="synthetic")
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size, plan", [(28, (7, 2)), (32, (4, 3)), (64, (4, 4)), (8, (4, 1))]
+)
+def test_upsampling_plan_reaches_the_image_size(size, plan):
+    base, doublings = upsampling_plan(size)
+    assert (base, doublings) == plan
+    assert base * 2**doublings == size
+
+
+@pytest.mark.parametrize("size", [5, 9, 27])
+def test_upsampling_plan_rejects_unreachable_sizes(size):
+    with pytest.raises(InputError):
+        upsampling_plan(size)
+
+
+@pytest.mark.parametrize("size, channels", [(28, 1), (32, 3)])
+def test_models_map_noise_to_images_and_images_to_logits(size, channels):
+    shape = GANShape(image_size=size, channels=channels, latent_dim=16, width=8)
+    generator, discriminator = build_models(shape, seed=0)
+    with torch.no_grad():
+        images = generator(torch.randn(5, 16))
+    assert images.shape == (5, channels, size, size)
+    assert float(images.abs().max()) <= 1.0  # tanh output
+    logits = discriminator(images)
+    assert logits.shape == (5,)
+    assert torch.isfinite(logits).all()
+
+
+def test_model_initialisation_depends_only_on_the_seed():
+    shape = GANShape(image_size=32, channels=3, latent_dim=8, width=8)
+    torch.manual_seed(123)  # global RNG state must not matter
+    first, _ = build_models(shape, seed=7)
+    torch.manual_seed(456)
+    second, _ = build_models(shape, seed=7)
+    third, _ = build_models(shape, seed=8)
+    for a, b, c in zip(first.parameters(), second.parameters(), third.parameters()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, c) for a, c in zip(first.parameters(), third.parameters()))
+
+
+def test_generated_images_become_uint8_rgb():
+    images = torch.tensor([-1.0, 0.0, 1.0, 2.0]).view(1, 1, 2, 2)
+    pixels = images_to_uint8_rgb(images)
+    assert pixels.dtype == np.uint8 and pixels.shape == (1, 2, 2, 3)
+    assert pixels[0, :, :, 0].tolist() == [[0, 128], [255, 255]]
+    assert np.array_equal(pixels[..., 0], pixels[..., 2])  # grayscale repeated
+
+
+# -- training without FID --------------------------------------------------------------------
+
+
+def test_config_rates_ttur_and_one_time_scale():
+    ttur = TTURConfig(data="x", out=Path("o"))
+    assert (ttur.effective_lr_d, ttur.effective_lr_g) == (4e-4, 1e-4)
+    baseline = TTURConfig(data="x", out=Path("o"), one_time_scale=True)
+    assert baseline.effective_lr_d == baseline.effective_lr_g == 1e-4
+    trainer = TTURTrainer(
+        TTURConfig(data="x", out=Path("o"), one_time_scale=True, lr_g=3e-4, width=8, device="cpu"),
+        synthetic_data(),
+    )
+    assert trainer.optimizer_d.param_groups[0]["lr"] == trainer.optimizer_g.param_groups[0]["lr"] == 3e-4
+    assert trainer.optimizer_d.param_groups[0]["betas"] == (0.5, 0.999)
+
+
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"eval_samples": 1}, {"lr_d": 0.0}, {"eval_every": 0}])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(InputError):
+        TTURConfig(data="x", out=Path("o"), **bad)
+
+
+@pytest.mark.parametrize("channels, size", [(1, 28), (3, 32)])
+def test_seeded_training_repeats_exactly(channels, size):
+    data = synthetic_data(channels=channels, size=size)
+    config = TTURConfig(data="x", out=Path("o"), width=8, train_batch_size=8, device="cpu", seed=3)
+    runs = []
+    for _ in range(2):
+        trainer = TTURTrainer(config, data)
+        losses = [trainer.train_step() for _ in range(3)]
+        runs.append((losses, trainer.generator.state_dict(), trainer.discriminator.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    assert all(math.isfinite(value) for pair in runs[0][0] for value in pair)
+    for key, tensor in runs[0][1].items():
+        assert torch.equal(tensor, runs[1][1][key]), key
+    for key, tensor in runs[0][2].items():
+        assert torch.equal(tensor, runs[1][2][key]), key
+
+    other = TTURTrainer(TTURConfig(data="x", out=Path("o"), width=8, train_batch_size=8,
+                                   device="cpu", seed=4), data)
+    assert [other.train_step() for _ in range(3)] != runs[0][0]
+
+
+def test_state_dict_round_trip_continues_identically():
+    data = synthetic_data()
+    config = TTURConfig(data="x", out=Path("o"), width=8, train_batch_size=8, device="cpu")
+    straight = TTURTrainer(config, data)
+    straight_losses = [straight.train_step() for _ in range(4)]
+
+    first = TTURTrainer(config, data)
+    first_losses = [first.train_step() for _ in range(2)]
+    state = first.state_dict()
+    second = TTURTrainer(config, data)
+    second.load_state_dict(state)
+    assert second.step == 2
+    assert first_losses + [second.train_step() for _ in range(2)] == straight_losses
+
+
+def test_load_training_data_infers_channels_and_size(shared_data, tmp_path):
+    mnist = load_training_data(shared_data / MNIST_TEST, limit=16, seed=0)
+    assert mnist.images.shape == (16, 1, 28, 28) and mnist.grayscale
+    assert mnist.images.dtype == torch.uint8
+    cifar = load_training_data(shared_data / CIFAR_ARRAY, limit=16, seed=0)
+    assert cifar.images.shape == (16, 3, 32, 32) and not cifar.grayscale
+    assert cifar.n_resized == 0
+
+    rng = np.random.default_rng(0)
+    odd_colour = rng.integers(0, 256, (4, 40, 48, 3), dtype=np.uint8)
+    np.save(tmp_path / "odd.npy", odd_colour)
+    resized = load_training_data(tmp_path / "odd.npy")
+    assert resized.images.shape == (4, 3, 32, 32) and resized.n_resized == 4
+    odd_gray = rng.integers(0, 256, (4, 20, 20), dtype=np.uint8)
+    np.save(tmp_path / "gray.npy", odd_gray)
+    assert load_training_data(tmp_path / "gray.npy").images.shape == (4, 1, 28, 28)
+
+
+# -- runs with FID ---------------------------------------------------------------------------
+
+
+def _weights(result_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(result_dir / "checkpoint.pt")["generator"]
+
+
+def test_run_writes_csv_plot_checkpoint_resumes_and_repeats(
+    shared_data, extractor, random_weights_path, tmp_path
+):
+    data = shared_data / MNIST_TEST
+    run_dir = tmp_path / "run"
+    first = run_ttur(tiny_config(data, run_dir, random_weights_path), extractor=extractor)
+    assert [row["step"] for row in first.rows] == [2]
+    row = first.rows[0]
+    assert all(math.isfinite(row[name]) for name in ("fid", "loss_d", "loss_g"))
+    assert row["fid"] > 0
+    assert read_metrics_csv(run_dir / "metrics.csv") == [
+        {**row, "wall_time_s": pytest.approx(row["wall_time_s"], abs=1e-3)}
+    ]
+    assert (run_dir / "fid.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert json.loads((run_dir / "config.json").read_text())["effective_lr_d"] == 4e-4
+
+    # An existing run is never overwritten by accident.
+    with pytest.raises(OverwriteError, match="--resume"):
+        run_ttur(tiny_config(data, run_dir, random_weights_path), extractor=extractor)
+
+    resumed = run_ttur(
+        tiny_config(data, run_dir, random_weights_path, steps=4), resume=True, extractor=extractor
+    )
+    assert resumed.resumed_from_step == 2
+    assert [row["step"] for row in resumed.rows] == [2, 4]
+    assert resumed.rows[0] == first.rows[0]  # earlier rows kept as they were
+    assert [r["step"] for r in read_metrics_csv(run_dir / "metrics.csv")] == [2, 4]
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 4
+    assert resumed.rows[1]["wall_time_s"] >= resumed.rows[0]["wall_time_s"]
+
+    # The same seed in one go gives the same losses, FIDs and weights as the resumed run.
+    straight = run_ttur(
+        tiny_config(data, tmp_path / "straight", random_weights_path, steps=4),
+        extractor=extractor,
+    )
+    for got, expected in zip(straight.rows, resumed.rows):
+        for name in ("step", "fid", "loss_d", "loss_g"):
+            assert got[name] == expected[name], name
+    resumed_weights = _weights(run_dir)
+    for key, tensor in _weights(tmp_path / "straight").items():
+        assert torch.equal(tensor, resumed_weights[key]), key
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path, random_weights_path):
+    with pytest.raises(InputError, match="nothing to resume"):
+        run_ttur(tiny_config(tmp_path / "x.npy", tmp_path / "empty", random_weights_path),
+                 resume=True)
+
+
+def test_compare_runs_both_rules_with_one_seed(shared_data, extractor, random_weights_path, tmp_path):
+    result = run_compare(
+        tiny_config(shared_data / CIFAR_ARRAY, tmp_path / "cmp", random_weights_path),
+        extractor=extractor,
+    )
+    assert set(result.runs) == {"ttur", "one-time-scale"}
+    ttur, baseline = result.runs["ttur"], result.runs["one-time-scale"]
+    assert (ttur.config.effective_lr_d, ttur.config.effective_lr_g) == (4e-4, 1e-4)
+    assert (baseline.config.effective_lr_d, baseline.config.effective_lr_g) == (1e-4, 1e-4)
+    for run in (ttur, baseline):
+        assert (run.out / "metrics.csv").exists() and (run.out / "checkpoint.pt").exists()
+        assert all(math.isfinite(run.rows[-1][k]) for k in ("fid", "loss_d", "loss_g"))
+        assert load_checkpoint(run.out / "checkpoint.pt")["shape"]["channels"] == 3
+    # Same seed, same first batch: the first discriminator update saw the same images, but the
+    # rates differ, so the runs must have diverged.
+    assert ttur.rows[-1]["loss_d"] != baseline.rows[-1]["loss_d"]
+    assert result.plot_path is not None
+    assert result.plot_path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_cli_ttur_runs_and_refuses_to_overwrite(shared_data, random_weights_path, tmp_path, capsys):
+    from fidkit.cli import main
+
+    argv = [
+        "ttur", "--data", str(shared_data / MNIST_TEST), "--out", str(tmp_path / "cli"),
+        "--weights", str(random_weights_path), "--device", "cpu", "--steps", "1",
+        "--eval-every", "1", "--eval-samples", "8", "--ref-samples", "16",
+        "--train-samples", "32", "--train-batch-size", "8", "--one-time-scale", "--json",
+    ]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["step"] for row in report["rows"]] == [1]
+    assert report["config"]["effective_lr_d"] == report["config"]["effective_lr_g"] == 1e-4
+    assert Path(report["metrics_csv"]).exists()
+
+    assert main(argv) == 1
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_plots_degrade_to_a_hint_without_matplotlib(monkeypatch, tmp_path, caplog):
+    from fidkit.ttur import plotting
+
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)
+    rows = [{"step": 1, "fid": 3.0}]
+    # The CLI stops fidkit's records at the "fidkit" logger; listen there, not at the root.
+    package_logger = logging.getLogger("fidkit")
+    package_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="fidkit.ttur.plotting"):
+            assert plotting.plot_fid_curves({"run": rows}, tmp_path / "f.png") is None
+            assert plotting.plot_validation({"swirl": [(0.0, 0.0)]}, tmp_path / "v.png") is None
+    finally:
+        package_logger.removeHandler(caplog.handler)
+    assert not (tmp_path / "f.png").exists()
+    assert 'pip install "fidkit[plot]"' in caplog.text
+    assert not plotting.matplotlib_available()
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys, contextlib, io\n"
+        "from fidkit.cli import main\n"
+        "for command in ('ttur', 'validate'):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "        assert main([command, '--help']) == 0\n"
+        "    assert 'examples:' in out.getvalue()\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
