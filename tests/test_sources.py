@@ -81,20 +81,46 @@ def test_folder_is_recursive_case_insensitive_and_sorted(png_tree):
     np.testing.assert_array_equal(_all_pixels(source), expected)
 
 
-@pytest.mark.parametrize("archive_name", ["images.zip", "images.tar", "images.tar.gz", "images.tgz"])
+@pytest.mark.parametrize(
+    "archive_name", ["images.zip", "images.tar", "images.tar.gz", "images.tgz", "images.tar.bz2"]
+)
 def test_archives_give_the_folders_pixels(png_tree, tmp_path, archive_name):
     root, expected = png_tree
     target = tmp_path / archive_name
     if archive_name.endswith(".zip"):
         _zip_of(root, target)
     else:
-        _tar_of(root, target, "w:gz" if archive_name.endswith(("gz", "tgz")) else "w")
+        compression = {"gz": "gz", "tgz": "gz", "bz2": "bz2"}.get(archive_name.rsplit(".", 1)[1], "")
+        _tar_of(root, target, f"w:{compression}" if compression else "w")
     source = open_source(target, workers=0)
     assert source.kind == "archive"
     assert source.members == open_source(root).members
     np.testing.assert_array_equal(_all_pixels(source), expected)
     # Read in place: nothing extracted beside the archive.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["images", archive_name])
+
+
+def test_every_lossless_extension_gives_the_same_pixels(tmp_path):
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    pixels = _pixels(8, 6, 10)
+    for file_name, fmt, extra in [
+        ("a.png", "PNG", {}),
+        ("b.BMP", "BMP", {}),
+        ("c.tif", "TIFF", {}),
+        ("d.TIFF", "TIFF", {"compression": "tiff_lzw"}),
+        ("e.webp", "WEBP", {"lossless": True}),
+    ]:
+        Image.fromarray(pixels).save(folder / file_name, format=fmt, **extra)
+    source = open_source(folder, workers=0)
+    assert source.n_images == 5 and not source.lossy
+    decoded = _all_pixels(source, batch_size=8)
+    np.testing.assert_array_equal(decoded, np.stack([pixels] * 5))
+    assert not source.lossy  # lossless WebP stays lossless
+    Image.fromarray(pixels).save(folder / "f.webp", format="WEBP", quality=80)
+    lossy_webp = open_source(folder, workers=0)
+    list(lossy_webp.batches(8))
+    assert lossy_webp.lossy
 
 
 def test_npy_npz_and_array_give_the_folders_pixels(png_tree, tmp_path):
