@@ -244,7 +244,7 @@ def handle_validate(args: argparse.Namespace) -> int:
         feature_batch_size=args.batch_size,
         **options,
     )
-    report = run_validation(config, force=args.force)
+    report = run_validation(config, force=args.force, progress=False if args.quiet else None)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0

@@ -194,14 +194,26 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def stats_of_images(extractor: Any, images: np.ndarray, *, metadata: dict | None = None) -> Any:
-    """Statistics of uint8 ``(N, H, W, 3)`` images, computed in memory (no cache, no files)."""
+def stats_of_images(
+    extractor: Any,
+    images: np.ndarray,
+    *,
+    metadata: dict | None = None,
+    progress: Any = None,
+) -> Any:
+    """Statistics of uint8 ``(N, H, W, 3)`` images, computed in memory (no cache, no files).
+
+    `progress`, if given, is a :class:`fidkit.progress.ProgressBar` told of each batch done.
+    """
     from fidkit.stats import StatsAccumulator
 
     accumulator = StatsAccumulator(dim=int(getattr(extractor, "feature_dim", 2048)))
     batch = int(getattr(extractor, "batch_size", 50)) or 50
     for start in range(0, images.shape[0], batch):
-        accumulator.update(extractor(images[start : start + batch]))
+        chunk = images[start : start + batch]
+        accumulator.update(extractor(chunk))
+        if progress is not None:
+            progress.update(chunk.shape[0])
     return accumulator.result(metadata=metadata)
 
 
@@ -221,6 +233,7 @@ def run_validation(
     force: bool = False,
     extractor: Any = None,
     on_result: Callable[[str, float, float], None] | None = None,
+    progress: bool | None = None,
 ) -> ValidationReport:
     """Run every disturbance at every strength and write the CSV, figure and JSON report.
 
@@ -233,7 +246,10 @@ def run_validation(
     extractor : FeatureExtractor, optional
         Reused if given; built from the config otherwise.
     on_result : callable, optional
-        Called as ``on_result(disturbance, strength, fid)`` after each FID (progress).
+        Called as ``on_result(disturbance, strength, fid)`` after each FID.
+    progress : bool or None
+        Progress bar on stderr over all images sent through the network: None draws it only
+        when stderr is a terminal, False never.
 
     Returns
     -------
@@ -294,11 +310,20 @@ def run_validation(
             int(getattr(extractor, "feature_dim", 2048)),
         )
     from fidkit.frechet import fid_from_stats
+    from fidkit.progress import ProgressBar
 
-    with warnings.catch_warnings():
+    n_nonzero = sum(1 for strength in config.strengths if strength > 0.0)
+    bar = ProgressBar(
+        total=images.shape[0] * (1 + n_nonzero * len(selected)),
+        desc="validate",
+        enabled=None if progress is None else bool(progress),
+    )
+    with bar, warnings.catch_warnings():
         # Warned once above; one SmallSampleWarning per FID would bury the report.
         warnings.simplefilter("ignore", SmallSampleWarning)
-        clean_stats = stats_of_images(extractor, images, metadata={"source": "clean"})
+        clean_stats = stats_of_images(
+            extractor, images, metadata={"source": "clean"}, progress=bar
+        )
         for index, disturbance in enumerate(selected):
             # Each disturbance gets its own stream, the same at every strength (nested sets).
             disturbance_seed = int(
@@ -312,10 +337,14 @@ def run_validation(
                     disturbed = disturbance.apply(
                         images, strength, seed=disturbance_seed, other=other
                     )
-                    disturbed_stats = stats_of_images(extractor, disturbed)
+                    disturbed_stats = stats_of_images(extractor, disturbed, progress=bar)
                     fid = float(fid_from_stats(disturbed_stats, clean_stats))
                 fids.append(fid)
-                logger.info("%s strength %g: FID %.3f", disturbance.name, strength, fid)
+                # With a bar drawn on the terminal, per-level lines would break it; log them only
+                # where there is no bar (logs, CI).
+                (logger.debug if bar.enabled else logger.info)(
+                    "%s strength %g: FID %.3f", disturbance.name, strength, fid
+                )
                 if on_result is not None:
                     on_result(disturbance.name, strength, fid)
             report.curves.append(
