@@ -219,6 +219,11 @@ def _open(spec: Any, *, limit, seed, skip_bad, exif_transpose, workers) -> Sourc
     )
 
 
+def _short_name(name: str, width: int = 32) -> str:
+    """The end of a long source name, which is the informative part of a path, for the progress bar."""
+    return name if len(name) <= width else "..." + name[-(width - 3):]
+
+
 def _str_or_none(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
@@ -306,7 +311,7 @@ def _compute_side(
     network_seconds = 0.0
     batches: Iterator = iter(source.batches(batch_size))
     try:
-        with ProgressBar(total=source.n_images, desc=source.name, enabled=progress) as bar:
+        with ProgressBar(total=source.n_images, desc=_short_name(source.name), enabled=progress) as bar:
             while True:
                 tick = time.perf_counter()
                 try:

@@ -89,6 +89,7 @@ class ProgressBar:
         self._start = clock()
         self._last_draw: float | None = None
         self._drawn_width = 0
+        self._drawn_done = -1
         self._closed = False
 
     def update(self, n_images: int) -> None:
@@ -129,6 +130,7 @@ class ProgressBar:
         self.stream.write("\r" + line + padding)
         self.stream.flush()
         self._drawn_width = len(line)
+        self._drawn_done = self.done
         self._last_draw = now
 
     def close(self) -> None:
@@ -137,7 +139,8 @@ class ProgressBar:
             return
         self._closed = True
         if self.enabled and (self._last_draw is not None or self.done):
-            self._draw(self._clock())
+            if self._drawn_done != self.done:  # the last redraw may already show the final count
+                self._draw(self._clock())
             self.stream.write("\n")
             self.stream.flush()
 
