@@ -447,6 +447,13 @@ def _fid_stats(stats_a: Stats, stats_b: Stats, method: str) -> FrechetResult:
     elif method == "sqrtm-ttur":
         trace = _trace_sqrt_ttur(stats_a.sigma, stats_b.sigma)
     else:
+        if method == "auto":
+            for side_stats in (stats_a, stats_b):
+                if side_stats.n is None:
+                    # No n (a TTUR/pytorch-fid file): the rank is unknown until factored, and factoring costs
+                    # a quarter of one eigensolve. A rank-deficient sigma (from N < dim) then gets the small
+                    # exact problem instead of a dim-sized one full of round-off eigenvalues near zero.
+                    side_stats.sqrt_factor()
         a_first = _first_is_a(
             (stats_a.rank_bound(), not stats_a.has_factor, _content_key(stats_a)),
             (stats_b.rank_bound(), not stats_b.has_factor, _content_key(stats_b)),

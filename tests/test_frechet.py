@@ -199,6 +199,14 @@ def test_lowrank_against_full_rank_reference_file(small_sets, tmp_path) -> None:
     with pytest.warns(SmallSampleWarning):
         from_arrays = fid_from_arrays(features_a, reference_features)
     assert from_arrays.value == pytest.approx(fid, rel=1e-9)
+    # The small side as a foreign file (mu and sigma only) against the reference whose factor is now cached:
+    # factoring the foreign side reveals its rank, and the SVD of the two factors stays exact.
+    rows_a = features_a.astype(np.float64)
+    np.savez(tmp_path / "small_ttur.npz", mu=rows_a.mean(axis=0), sigma=np.cov(rows_a, rowvar=False))
+    reference.sqrt_factor()
+    foreign = fid_from_stats(reference, Stats.load(tmp_path / "small_ttur.npz"))
+    assert foreign.method == "factor-svd" and foreign.factor_side == "b" and foreign.rank == 199
+    assert foreign.value == pytest.approx(fid, rel=1e-9)
 
 
 def test_foreign_files_with_only_mu_and_sigma(small_sets, tmp_path) -> None:
@@ -211,7 +219,7 @@ def test_foreign_files_with_only_mu_and_sigma(small_sets, tmp_path) -> None:
     assert stats_a.is_foreign and stats_a.n is None
     result = fid_from_stats(stats_a, stats_b)  # no n: no small-sample warning can be given
     assert result.n_a is None and result.n_b is None
-    assert result.method == "factor-eigh"
+    assert result.method == "factor-svd"
     # The pivoted Cholesky finds the numerical rank n - 1 and leaves only round-off out.
     assert result.rank == 199
     assert 0.0 <= result.factor_dropped <= 1e-10 * result.trace_a
