@@ -48,7 +48,6 @@ from fidkit.stats import (
     SqrtFactor,
     Stats,
     _check_features,
-    _check_mu_sigma,
     centred_factor,
 )
 
@@ -525,17 +524,21 @@ def frechet_distance(
     InputError
         Shapes that do not match, NaN or inf, a non-square or non-symmetric sigma.
     """
-    same_sigma = sigma1 is sigma2
-    mu_a, sigma_a = _check_mu_sigma(mu1, sigma1, "mu1/sigma1")
-    mu_b, sigma_b = _check_mu_sigma(mu2, sigma2, "mu2/sigma2")
-    if mu_a.shape != mu_b.shape:
+    sides = []
+    for label, mu, sigma in (("mu1/sigma1", mu1, sigma1), ("mu2/sigma2", mu2, sigma2)):
+        try:
+            sides.append(Stats(mu=mu, sigma=sigma))
+        except InputError as exc:
+            raise InputError(str(exc).replace("statistics:", f"{label}:", 1)) from None
+    stats_a, stats_b = sides
+    if stats_a.dim != stats_b.dim:
         raise InputError(
-            f"mu1/sigma1 have dim {mu_a.shape[0]} but mu2/sigma2 have dim {mu_b.shape[0]}; both must come from "
+            f"mu1/sigma1 have dim {stats_a.dim} but mu2/sigma2 have dim {stats_b.dim}; both must come from "
             "the same feature extractor"
         )
-    stats_a = Stats(mu=mu_a, sigma=sigma_a)
-    stats_b = Stats(mu=mu_b, sigma=sigma_a if same_sigma else sigma_b)
-    return fid_from_stats(stats_a, stats_b, method=method)
+    result = _fid_stats(stats_a, stats_b, method)
+    _emit(result)
+    return result
 
 
 # --------------------------------------------------------------------------------------------- features path

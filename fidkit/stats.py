@@ -219,7 +219,9 @@ def centred_factor(centred: np.ndarray) -> np.ndarray:
     reflector[0] += sqrt_n
     shift = (reflector @ centred) / (n_rows + sqrt_n)
     reflected = centred[1:] - shift
-    return np.ascontiguousarray(reflected.T) / math.sqrt(n_rows - 1)
+    reflected /= math.sqrt(n_rows - 1)
+    # A transposed view, not a copy: BLAS takes either layout and this saves an (n x dim) float64 copy.
+    return reflected.T
 
 
 def pivoted_cholesky_factor(sigma: np.ndarray) -> SqrtFactor:
@@ -698,7 +700,8 @@ class StatsAccumulator:
             raise InputError(f"cannot merge accumulators of dim {self._dim} and {other._dim}")
         assert self._dim is not None
         if self._rows is not None and other._rows is not None and self._n + other._n <= self._dim:
-            self._rows.extend(row.copy() for row in other._rows)
+            # Snapshot first: `other` may be `self`, and extending a list while iterating it never ends.
+            self._rows.extend([row.copy() for row in other._rows])
             self._n += other._n
             return
         self._fold_rows()

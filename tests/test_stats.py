@@ -276,3 +276,14 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
+
+
+@pytest.mark.parametrize("n_rows", [3, 30])
+def test_accumulator_merged_with_itself_counts_every_row_twice(n_rows: int) -> None:
+    rows = features(60, n_rows, 8)
+    accumulator = StatsAccumulator()
+    accumulator.update(rows)
+    accumulator.merge(accumulator)
+    doubled = np.concatenate([rows, rows]).astype(np.float64)
+    assert accumulator.n == 2 * n_rows
+    assert relative_error(accumulator.result().sigma, np.cov(doubled, rowvar=False)) <= 1e-12
