@@ -320,6 +320,13 @@ class Stats:
             )
         return matrix
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickling bypasses __post_init__; keep the arrays read-only there too.
+        self.__dict__.update(state)
+        for array in (self.mu, self.sigma, self.factor):
+            if array is not None:
+                array.flags.writeable = False
+
     # -- properties
 
     @property

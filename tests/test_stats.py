@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import zipfile
 
 import numpy as np
@@ -62,6 +63,11 @@ def test_arrays_are_copied_and_read_only() -> None:
     assert stats.mu[0] == 0.0
     with pytest.raises(ValueError):
         stats.sigma[0, 0] = 2.0
+    # Stats cross process boundaries (sharded computation); they stay frozen there too.
+    restored = pickle.loads(pickle.dumps(stats))
+    assert np.array_equal(restored.sigma, stats.sigma) and restored.n == 10
+    with pytest.raises(ValueError):
+        restored.mu[0] = 1.0
 
 
 def test_invalid_stats_raise_input_error() -> None:
