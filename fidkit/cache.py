@@ -50,6 +50,7 @@ __all__ = [
     "store_cached_stats",
     "list_cache",
     "clear_cache",
+    "utc_now_iso",
 ]
 
 logger = logging.getLogger(__name__)
