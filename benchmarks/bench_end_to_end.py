@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -54,6 +55,14 @@ def _rate(n_images: int, seconds: float) -> float:
 
 def main() -> int:
     args = _parse_args()
+    home = Path(tempfile.mkdtemp(prefix="fidkit-bench-e2e-"))
+    try:
+        return _run(args, home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, home: Path) -> int:
     train_zip = args.data / "cifar10" / "cifar10-train-jpg.zip"
     test_zip = args.data / "cifar10" / "cifar10-test-jpg.zip"
     for path in (train_zip, test_zip):
@@ -64,7 +73,6 @@ def main() -> int:
     # The warnings (lossy JPEG inputs, N < 2048) are expected here and would drown the table.
     warnings.simplefilter("ignore")
     # A private cache home: the first run must be cold, and the user's cache is left alone.
-    home = Path(tempfile.mkdtemp(prefix="fidkit-bench-e2e-"))
     os.environ["FIDKIT_HOME"] = str(home)
 
     from fidkit.api import compute_fid
@@ -159,10 +167,6 @@ def main() -> int:
     print(f"cold / cached: {first_seconds / second_seconds:.0f}x (the cached run opens both zips, fingerprints "
           "them and loads two 2048x2048 statistics files; its time does not grow with N)")
     print(f"FID (meaningless with random weights): {first.value:.4f}")
-
-    import shutil
-
-    shutil.rmtree(home, ignore_errors=True)
     return 0
 
 
