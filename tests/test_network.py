@@ -210,6 +210,19 @@ def test_cached_graph_is_not_rebuilt(random_weights_path: Path, extractor, monke
     assert again.graph_path.stat().st_mtime_ns == before
 
 
+def test_corrupt_cached_graph_is_rebuilt(random_weights_path: Path, extractor, fidkit_home: Path) -> None:
+    from fidkit._fs import sha256_file
+
+    path = graph_cache_path(sha256_file(random_weights_path))
+    assert path.parent.parent == fidkit_home
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not an onnx graph")
+    rebuilt = FeatureExtractor(random_weights_path, device="cpu")
+    assert rebuilt.graph_path == path and path.stat().st_size > 1_000_000
+    images = _images(16, 1, 32, 32)
+    np.testing.assert_array_equal(rebuilt(images), extractor(images))
+
+
 def test_bad_device_and_batch_size(random_weights_path: Path) -> None:
     with pytest.raises(InputError, match="device"):
         FeatureExtractor(random_weights_path, device="gpu")

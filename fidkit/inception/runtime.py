@@ -106,6 +106,10 @@ def _gpu_driver_present() -> bool:
     return False
 
 
+class _UnreadableGraph(Exception):
+    """Internal: onnxruntime could not parse the cached graph file."""
+
+
 class FeatureExtractor:
     """Images in, FID features out: the ONNX graph of the 2015 Inception-v3 on onnxruntime.
 
@@ -164,7 +168,15 @@ class FeatureExtractor:
         self.threads: int = int(threads) if threads is not None else _machine_threads()
         self.device: str = device
         self.graph_path: Path = ensure_graph(resolved)
-        self._session = self._make_session(device)
+        try:
+            self._session = self._make_session(device)
+        except _UnreadableGraph as exc:
+            # A cached graph that no longer parses (edited, or written by a foreign tool):
+            # it is only a cache, so rebuild it once from the weights.
+            logger.warning("cached graph %s is unreadable (%s); rebuilding it", self.graph_path, exc)
+            self.graph_path.unlink(missing_ok=True)
+            self.graph_path = ensure_graph(resolved)
+            self._session = self._make_session(device)
         self.provider: str = self._session.get_providers()[0]
         self._input_name = self._session.get_inputs()[0].name
         self._output_name = self._session.get_outputs()[0].name
@@ -238,6 +250,8 @@ class FeatureExtractor:
                     str(self.graph_path), self._session_options(), providers=self._provider_list(name)
                 )
             except Exception as exc:  # onnxruntime raises its own types for provider failures
+                if type(exc).__name__ in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile"):
+                    raise _UnreadableGraph(str(exc)) from exc
                 last_error = exc
                 logger.warning("could not start %s: %s", name, exc)
                 continue
