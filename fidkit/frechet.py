@@ -181,6 +181,10 @@ def _nuclear_norm(matrix: np.ndarray) -> tuple[float, float]:
     """Return (sum of singular values, smallest squared singular value)."""
     if min(matrix.shape) == 0:  # a zero covariance has a rank-0 factor
         return 0.0, 0.0
+    if matrix.shape[0] < matrix.shape[1]:
+        # LAPACK's gesdd is several times faster on a tall matrix than on its wide transpose (measured 0.08 s
+        # against 0.45 s for 499 x 2048); the singular values are the same.
+        matrix = matrix.T
     try:
         singular_values = scipy.linalg.svdvals(matrix, check_finite=False)
     except np.linalg.LinAlgError:

@@ -118,10 +118,12 @@ def _check_mu_sigma(mu: Any, sigma: Any, where: str) -> tuple[np.ndarray, np.nda
             f"{where}: mu has length {dim} but sigma is {sigma64.shape[0]}x{sigma64.shape[1]}; "
             "they must come from the same features"
         )
-    if not np.isfinite(mu64).all() or not np.isfinite(sigma64).all():
+    # max |x| is NaN or inf exactly when x holds a NaN or an inf: one pass finds both the scale and bad values.
+    scale = float(np.max(np.abs(sigma64)))
+    if not np.isfinite(mu64).all() or not math.isfinite(scale):
         raise InputError(f"{where}: mu or sigma contains NaN or inf; recompute the statistics from valid features")
-    scale = float(np.max(np.abs(sigma64))) if sigma64.size else 0.0
-    asymmetry = float(np.max(np.abs(sigma64 - sigma64.T))) if sigma64.size else 0.0
+    skew = sigma64 - sigma64.T
+    asymmetry = float(np.max(np.abs(skew)))
     if asymmetry > _SYMMETRY_RTOL * scale:
         raise InputError(
             f"{where}: sigma is not symmetric (max |sigma - sigma.T| = {asymmetry:.3g} against entries up to "
@@ -131,8 +133,11 @@ def _check_mu_sigma(mu: Any, sigma: Any, where: str) -> tuple[np.ndarray, np.nda
         raise InputError(
             f"{where}: sigma has negative entries on its diagonal (variances); it is not a covariance matrix"
         )
-    # Exact symmetry makes every later product and eigensolve see one matrix, not two that differ by round-off.
-    sigma64 = (sigma64 + sigma64.T) * 0.5
+    if asymmetry > 0.0:
+        # Exact symmetry makes every later product and eigensolve see one matrix, not two that differ by
+        # round-off: sigma - skew / 2 = (sigma + sigma.T) / 2.
+        skew *= 0.5
+        sigma64 -= skew
     return mu64, sigma64
 
 
@@ -160,6 +165,14 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     # Stats cache a factor of sigma; freezing the arrays keeps the cache from going stale behind our back.
     array.flags.writeable = False
     return array
+
+
+def _symmetric_gram(centred: np.ndarray, divisor: int) -> np.ndarray:
+    """``centred.T @ centred / divisor``, exactly symmetric (BLAS gemm does not guarantee it bit for bit)."""
+    gram = centred.T @ centred
+    gram += gram.T.copy()
+    gram *= 0.5 / divisor
+    return gram
 
 
 # --------------------------------------------------------------------------------------------- factors
@@ -327,6 +340,30 @@ class Stats:
             if array is not None:
                 array.flags.writeable = False
 
+    @classmethod
+    def _computed(
+        cls,
+        mu: np.ndarray,
+        sigma: np.ndarray,
+        n: int,
+        metadata: dict[str, MetadataValue] | None,
+        factor: np.ndarray | None = None,
+    ) -> Stats:
+        """Wrap float64 arrays fidkit has just computed (finite, exactly symmetric, owned), skipping validation.
+
+        Validation copies and scans sigma several times (about 0.1 s at dim 2048); arrays that come out of
+        from_features, the accumulator or merge are valid by construction and owned by nobody else.
+        """
+        stats = cls.__new__(cls)
+        stats.mu = _read_only(mu)
+        stats.sigma = _read_only(sigma)
+        stats.n = int(n)
+        stats.metadata = _check_metadata(metadata)
+        stats.factor = None if factor is None else _read_only(factor)
+        stats.path = None
+        stats._cached_factor = None
+        return stats
+
     # -- properties
 
     @property
@@ -415,9 +452,9 @@ class Stats:
         # Two-pass: subtract the (pairwise-summed) mean first, so the products never cancel.
         mu = rows.mean(axis=0, dtype=np.float64)
         centred = rows - mu
-        sigma = (centred.T @ centred) / (n_rows - 1)
-        factor = centred_factor(centred) if n_rows <= dim else None
-        return cls(mu=mu, sigma=sigma, n=n_rows, metadata=dict(metadata or {}), factor=factor)
+        sigma = _symmetric_gram(centred, n_rows - 1)
+        factor = np.ascontiguousarray(centred_factor(centred)) if n_rows <= dim else None
+        return cls._computed(mu, sigma, n_rows, metadata, factor)
 
     def merge(self, other: Stats) -> Stats:
         """Return the statistics of the union of the two sample sets (exact, Chan et al.'s pairwise update).
@@ -448,7 +485,7 @@ class Stats:
         delta = other.mu - self.mu
         mu = self.mu + delta * (n_b / n_total)
         m2 = (n_a - 1) * self.sigma + (n_b - 1) * other.sigma + np.outer(delta, delta) * (n_a * n_b / n_total)
-        sigma = m2 / (n_total - 1)
+        sigma = m2 / (n_total - 1)  # a sum of exactly symmetric terms: exactly symmetric
         factor = None
         if n_total <= self.dim and self.factor is not None and other.factor is not None:
             factor = np.hstack(
@@ -458,7 +495,7 @@ class Stats:
                     (delta * math.sqrt(n_a * n_b / (n_total * (n_total - 1))))[:, None],
                 ]
             )
-        return Stats(mu=mu, sigma=sigma, n=n_total, metadata=metadata, factor=factor)
+        return Stats._computed(mu, sigma, n_total, metadata, factor)
 
     # -- files
 
@@ -737,4 +774,5 @@ class StatsAccumulator:
             return Stats._from_checked_rows(np.concatenate(self._rows, axis=0), metadata)
         assert self._mean is not None and self._m2 is not None
         sigma = self._m2 / (self._n - 1)
-        return Stats(mu=self._mean.copy(), sigma=sigma, n=self._n, metadata=dict(metadata or {}))
+        sigma = (sigma + sigma.T) * 0.5  # M2 sums gemm products, which BLAS does not keep exactly symmetric
+        return Stats._computed(self._mean.copy(), sigma, self._n, metadata)
