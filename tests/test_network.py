@@ -135,6 +135,15 @@ def test_chunking_by_batch_size(random_weights_path: Path, extractor) -> None:
     _assert_relative_close(small(images), extractor(images))
 
 
+def test_io_binding_path_gives_the_same_features(random_weights_path: Path, extractor) -> None:
+    # The GPU path binds the host input and the caller's output buffer; onnxruntime accepts the
+    # same binding on the CPU provider, which is the only place it can be checked without a GPU.
+    bound = FeatureExtractor(random_weights_path, device="cpu", batch_size=2)
+    bound._on_gpu = True
+    images = _images(17, 3, 32, 32)
+    np.testing.assert_array_equal(bound(images), extractor(images))
+
+
 def test_same_input_gives_identical_output(extractor) -> None:
     images = _images(14, 3, 40, 30)
     np.testing.assert_array_equal(extractor(images), extractor(images))
