@@ -150,7 +150,7 @@ def weights_cache_dir() -> Path:
 def _how_to_supply(manifest: WeightsManifest) -> str:
     target = weights_cache_dir() / manifest.file_name
     return (
-        f"download {manifest.urls[0]} (sha256 {manifest.sha256}) yourself and either pass it "
+        f"Download {manifest.urls[0]} (sha256 {manifest.sha256}) yourself and either pass it "
         f"with --weights PATH / weights=PATH / the environment variable {WEIGHTS_ENV}, "
         f"or put it at {target}"
     )
@@ -220,7 +220,7 @@ def locate_weights(
         return ResolvedWeights(path=cached, sha256=digest, origin="cache", matches_manifest=True)
 
     if not download:
-        raise WeightsError(f"Inception weights not found at {cached}; {_how_to_supply(manifest)}")
+        raise WeightsError(f"Inception weights not found at {cached}. {_how_to_supply(manifest)}")
     path = download_weights(manifest, cached.parent, progress=progress, timeout=timeout)
     return ResolvedWeights(path=path, sha256=manifest.sha256, origin="download", matches_manifest=True)
 
@@ -332,7 +332,8 @@ def download_weights(
             continue
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            logger.warning("download from %s failed: %s", url, reason)
+            # info, not warning: the final error (or a working mirror) says what matters.
+            logger.info("download from %s failed: %s", url, reason)
             failures.append(f"{url}: {reason}")
             continue
         logger.info("weights saved to %s", target)
