@@ -406,3 +406,15 @@ def test_small_sample_warning_from_stats_names_n_and_dim() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fid_from_stats(stats_large, stats_large)
+
+
+def test_features_path_with_a_very_large_other_side() -> None:
+    # The large side exceeds 4 x dim rows: its statistics are accumulated in chunks, the small side's exact
+    # factor still removes the structural zeros.
+    rng = np.random.default_rng(31)
+    features_a, features_b = decaying_features(rng, 6, 8), decaying_features(rng, 50, 8, shift=0.1)
+    fid, _ = exact_lowrank_fid(features_a, features_b)
+    with pytest.warns(SmallSampleWarning, match="N = 6"):
+        result = fid_from_arrays(features_a, features_b)
+    assert result.method == "factor-eigh" and result.rank == 5
+    assert result.value == pytest.approx(fid, rel=1e-9)

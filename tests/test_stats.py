@@ -293,3 +293,10 @@ def test_accumulator_merged_with_itself_counts_every_row_twice(n_rows: int) -> N
     doubled = np.concatenate([rows, rows]).astype(np.float64)
     assert accumulator.n == 2 * n_rows
     assert relative_error(accumulator.result().sigma, np.cov(doubled, rowvar=False)) <= 1e-12
+
+
+def test_from_features_in_chunks_for_many_rows() -> None:
+    rows = features(70, 9000, 3, offset=1000.0)  # more rows than one chunk: goes through the accumulator
+    stats = Stats.from_features(rows)
+    assert stats.n == 9000 and stats.factor is None
+    assert relative_error(stats.sigma, np.cov(rows.astype(np.float64), rowvar=False)) <= 1e-12
