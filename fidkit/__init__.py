@@ -1,8 +1,24 @@
 """fidkit: the Fréchet Inception Distance with the TensorFlow reference's numbers.
 
-The public API is re-exported here; see ``docs/usage.md``.
+The flow is one direction: a source of images, Inception pool_3 features from an ONNX graph,
+float64 statistics, the Fréchet distance, a report. Each stage is importable on its own:
+
+- :func:`compute_fid`, :func:`compute_stats`: the whole path, from folders, archives, arrays,
+  statistics files or iterables of uint8 image batches (``fidkit.api``).
+- :func:`fid_from_arrays`, :func:`fid_from_stats`, :func:`frechet_distance`: the distance alone
+  (``fidkit.frechet``).
+- :class:`Stats`, :class:`StatsAccumulator`: statistics, streaming and mergeable, saved as
+  ``.npz`` files that TTUR and pytorch-fid read (``fidkit.stats``).
+- :class:`FeatureExtractor`: the 2015 Inception-v3 on onnxruntime (``fidkit.inception``).
+- :func:`open_source`: turning a path, array or iterable into image batches (``fidkit.sources``).
+
+``import fidkit`` imports neither torch nor onnxruntime; they load when a network is first used.
+See ``docs/usage.md``.
 """
 
+__version__ = "0.1.0"
+
+from fidkit.api import FidReport, SideReport, Timings, compute_fid, compute_stats
 from fidkit.errors import (
     EmptySourceError,
     FidkitError,
@@ -15,11 +31,39 @@ from fidkit.errors import (
     StatsFileError,
     WeightsError,
 )
-
-__version__ = "0.1.0"
+from fidkit.frechet import FrechetResult, fid_from_arrays, fid_from_stats, frechet_distance
+from fidkit.inception import FEATURE_DIM, RESIZE_MODE, FeatureExtractor, resolve_weights
+from fidkit.sources import COLOUR_POLICY_VERSION, Source, StatsSource, open_source
+from fidkit.stats import STATS_FORMAT_VERSION, Stats, StatsAccumulator
 
 __all__ = [
     "__version__",
+    # the whole path
+    "compute_fid",
+    "compute_stats",
+    "FidReport",
+    "SideReport",
+    "Timings",
+    # the distance
+    "frechet_distance",
+    "fid_from_stats",
+    "fid_from_arrays",
+    "FrechetResult",
+    # statistics
+    "Stats",
+    "StatsAccumulator",
+    "STATS_FORMAT_VERSION",
+    # the network
+    "FeatureExtractor",
+    "resolve_weights",
+    "FEATURE_DIM",
+    "RESIZE_MODE",
+    # inputs
+    "open_source",
+    "Source",
+    "StatsSource",
+    "COLOUR_POLICY_VERSION",
+    # errors and warnings
     "FidkitError",
     "InputError",
     "StatsFileError",

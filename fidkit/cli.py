@@ -12,13 +12,14 @@ Heavy modules (onnxruntime, torch, the sources' decoders) are imported inside th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -439,8 +440,13 @@ def _cmd_cache_clear(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _configure_logging(args: argparse.Namespace) -> logging.Handler:
-    """Send fidkit's log records to stderr; the only place logging is configured."""
+@contextlib.contextmanager
+def _logging_to_stderr(args: argparse.Namespace) -> Iterator[None]:
+    """Send fidkit's log records to stderr for one command; the only place logging is configured.
+
+    The ``fidkit`` logger's handler, level and propagation are restored afterwards, so an
+    application (or a test) that calls :func:`main` keeps its own logging setup.
+    """
     handler = logging.StreamHandler(sys.stderr)
     if getattr(args, "debug", False):
         handler.setFormatter(logging.Formatter("fidkit %(levelname)s %(name)s: %(message)s"))
@@ -449,11 +455,17 @@ def _configure_logging(args: argparse.Namespace) -> logging.Handler:
         handler.setFormatter(logging.Formatter("fidkit: %(message)s"))
         level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
     package_logger = logging.getLogger("fidkit")
+    saved_level, saved_propagate = package_logger.level, package_logger.propagate
     package_logger.addHandler(handler)
     package_logger.setLevel(level)
-    # Records stop at the fidkit logger: an application embedding main() keeps its own root setup.
+    # Records stop at the fidkit logger while the command runs: not printed twice by a root handler.
     package_logger.propagate = False
-    return handler
+    try:
+        yield
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(saved_level)
+        package_logger.propagate = saved_propagate
 
 
 def _one_line(error: BaseException) -> str:
@@ -496,25 +508,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_USAGE)
 
     debug = bool(getattr(args, "debug", False))
-    handler = _configure_logging(args)
     caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            return int(args.func(args))
-    except KeyboardInterrupt:
-        print("fidkit: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (FidkitError, OSError) as error:
-        if debug:
+    with _logging_to_stderr(args):
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                return int(args.func(args))
+        except KeyboardInterrupt:
+            print("fidkit: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (FidkitError, OSError) as error:
+            if debug:
+                traceback.print_exc(file=sys.stderr)
+            print(f"fidkit: error: {_one_line(error)}", file=sys.stderr)
+            return EXIT_ERROR
+        except Exception as error:  # noqa: BLE001 - a bug: say so, with the traceback to report
             traceback.print_exc(file=sys.stderr)
-        print(f"fidkit: error: {_one_line(error)}", file=sys.stderr)
-        return EXIT_ERROR
-    except Exception as error:  # noqa: BLE001 - a bug: say so, with the traceback to report
-        traceback.print_exc(file=sys.stderr)
-        print(f"fidkit: internal error (please report it): {_one_line(error)}", file=sys.stderr)
-        return EXIT_ERROR
-    finally:
-        _report_warnings(caught, debug)
-        logging.getLogger("fidkit").removeHandler(handler)
-        sys.stderr.flush()
+            print(f"fidkit: internal error (please report it): {_one_line(error)}", file=sys.stderr)
+            return EXIT_ERROR
+        finally:
+            _report_warnings(caught, debug)
+            sys.stderr.flush()

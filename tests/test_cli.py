@@ -335,3 +335,14 @@ def test_end_to_end_cifar_jpeg_zip_vs_lossless_npy(shared_data, capsys, session_
     assert any("lossy" in message for message in report["warnings"])
     assert "lossy" in captured.err
     assert report["fid"] > 0
+
+
+def test_main_restores_the_package_logger(capsys):
+    """main() configures logging for one command only: an embedding application keeps its setup."""
+    import logging
+
+    package_logger = logging.getLogger("fidkit")
+    before = (package_logger.level, package_logger.propagate, list(package_logger.handlers))
+    assert main(["cache", "list"]) == 0
+    capsys.readouterr()
+    assert (package_logger.level, package_logger.propagate, list(package_logger.handlers)) == before

@@ -289,15 +289,9 @@ def test_plots_degrade_to_a_hint_without_matplotlib(monkeypatch, tmp_path, caplo
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, name, None)
     rows = [{"step": 1, "fid": 3.0}]
-    # The CLI stops fidkit's records at the "fidkit" logger; listen there, not at the root.
-    package_logger = logging.getLogger("fidkit")
-    package_logger.addHandler(caplog.handler)
-    try:
-        with caplog.at_level("WARNING", logger="fidkit.ttur.plotting"):
-            assert plotting.plot_fid_curves({"run": rows}, tmp_path / "f.png") is None
-            assert plotting.plot_validation({"swirl": [(0.0, 0.0)]}, tmp_path / "v.png") is None
-    finally:
-        package_logger.removeHandler(caplog.handler)
+    with caplog.at_level("WARNING", logger="fidkit.ttur.plotting"):
+        assert plotting.plot_fid_curves({"run": rows}, tmp_path / "f.png") is None
+        assert plotting.plot_validation({"swirl": [(0.0, 0.0)]}, tmp_path / "v.png") is None
     assert not (tmp_path / "f.png").exists()
     assert 'pip install "fidkit[plot]"' in caplog.text
     assert not plotting.matplotlib_available()
