@@ -11,6 +11,7 @@ three stages, and then the network is never even built.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import time
@@ -386,31 +387,6 @@ def _check_batch_size(batch_size: int) -> int:
     return int(batch_size)
 
 
-def compute_stats_with_report(
-    source: Any,
-    *,
-    weights: Any = None,
-    device: str = "auto",
-    batch_size: int = 50,
-    workers: int | None = None,
-    skip_bad: bool = False,
-    limit: int | None = None,
-    seed: int | None = None,
-    use_cache: bool = True,
-    hash_content: bool = False,
-    exif_transpose: bool = False,
-    progress: bool | None = None,
-    extractor: FeatureExtractor | None = None,
-) -> tuple[Stats, SideReport]:
-    """Like :func:`compute_stats`, and also return the :class:`SideReport` (cached, timings, skipped)."""
-    holder = _LazyExtractor(extractor, weights, device, _check_batch_size(batch_size))
-    return _compute_side(
-        source, holder, batch_size=int(batch_size), workers=workers, skip_bad=skip_bad, limit=limit,
-        seed=seed, use_cache=use_cache, hash_content=hash_content, exif_transpose=exif_transpose,
-        progress=progress,
-    )
-
-
 def compute_stats(
     source: Any,
     *,
@@ -481,12 +457,47 @@ def compute_stats(
     >>> stats = compute_stats("generated/")                       # doctest: +SKIP
     >>> stats.save("generated.npz")                                # doctest: +SKIP
     """
-    stats, _ = compute_stats_with_report(
-        source, weights=weights, device=device, batch_size=batch_size, workers=workers, skip_bad=skip_bad,
-        limit=limit, seed=seed, use_cache=use_cache, hash_content=hash_content,
-        exif_transpose=exif_transpose, progress=progress, extractor=extractor,
-    )
+    # locals() holds exactly the parameters above (nothing else is bound yet), so the keywords are
+    # listed once, here, and compute_stats_with_report takes the same ones.
+    stats, _ = compute_stats_with_report(**locals())
     return stats
+
+
+_STATS_SIGNATURE = inspect.signature(compute_stats)
+#: compute_stats' keywords, which compute_fid also takes (with the same defaults) and applies to each side.
+_STATS_KEYWORDS = tuple(_STATS_SIGNATURE.parameters)[1:]
+
+
+def _prepare_sides(options: dict[str, Any]) -> tuple[_LazyExtractor, dict[str, Any]]:
+    """Split compute_stats' keywords (`source` excluded) into the shared extractor and per-side options."""
+    side_options = dict(options)
+    batch_size = _check_batch_size(side_options["batch_size"])
+    holder = _LazyExtractor(
+        side_options.pop("extractor"), side_options.pop("weights"), side_options.pop("device"), batch_size
+    )
+    side_options["batch_size"] = batch_size
+    return holder, side_options
+
+
+def compute_stats_with_report(source: Any, **options: Any) -> tuple[Stats, SideReport]:
+    """Like :func:`compute_stats` (the same keywords and defaults), and also return the :class:`SideReport`.
+
+    The :class:`SideReport` says whether the statistics came from the cache, which files were skipped
+    and where the time went.
+    """
+    # Binding to compute_stats' signature gives its defaults and its TypeError for a misspelt keyword.
+    bound = _STATS_SIGNATURE.bind(source, **options)
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    arguments.pop("source")
+    holder, side_options = _prepare_sides(arguments)
+    return _compute_side(source, holder, **side_options)
+
+
+# help() and IDEs show the keywords, not **options.
+compute_stats_with_report.__signature__ = _STATS_SIGNATURE.replace(  # type: ignore[attr-defined]
+    return_annotation="tuple[Stats, SideReport]"
+)
 
 
 def _consistency_warnings(
@@ -595,15 +606,12 @@ def compute_fid(
     >>> report = compute_fid("real/", "generated/")               # doctest: +SKIP
     >>> print(f"FID {float(report):.4f} (N = {report.a.n} vs {report.b.n})")  # doctest: +SKIP
     """
+    keywords = dict(locals())  # the parameters only: nothing else is bound yet
     from fidkit import __version__
     from fidkit.frechet import fid_from_stats
 
     started = time.perf_counter()
-    holder = _LazyExtractor(extractor, weights, device, _check_batch_size(batch_size))
-    side_options = dict(
-        batch_size=int(batch_size), workers=workers, skip_bad=skip_bad, limit=limit, seed=seed,
-        use_cache=use_cache, hash_content=hash_content, exif_transpose=exif_transpose, progress=progress,
-    )
+    holder, side_options = _prepare_sides({name: keywords[name] for name in _STATS_KEYWORDS})
     stats_a, side_a = _compute_side(a, holder, **side_options)
     stats_b, side_b = _compute_side(b, holder, **side_options)
     messages = _consistency_warnings(

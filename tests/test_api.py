@@ -229,6 +229,28 @@ def test_bad_batch_size_is_an_input_error():
         compute_stats(random_images(2, seed=0), batch_size=0)
 
 
+
+def test_all_three_entry_points_take_the_same_keywords_with_the_same_defaults():
+    import inspect
+
+    from fidkit.api import compute_fid, compute_stats, compute_stats_with_report
+
+    def keywords(function, skip):
+        return {
+            name: parameter.default
+            for name, parameter in list(inspect.signature(function).parameters.items())[skip:]
+        }
+
+    stats_keywords = keywords(compute_stats, 1)
+    assert keywords(compute_stats_with_report, 1) == stats_keywords
+    fid_keywords = keywords(compute_fid, 2)
+    assert {name: fid_keywords[name] for name in stats_keywords} == stats_keywords
+    assert set(fid_keywords) - set(stats_keywords) == {"method", "allow_weights_mismatch"}
+    with pytest.raises(TypeError, match="skipbad"):
+        compute_stats_with_report(random_images(2, seed=0), skipbad=True)
+    with pytest.raises(InputError, match="batch_size"):
+        compute_stats_with_report(random_images(2, seed=0), batch_size=0)
+
 # --- real data ---------------------------------------------------------------------------------------
 
 
