@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from fidkit._argtypes import non_negative_int, positive_int
 from fidkit.errors import FidkitError, FidkitWarning, OverwriteError
 
 __all__ = ["main", "build_parser"]
@@ -105,26 +106,6 @@ examples:
   fidkit cache clear --all      # also ONNX graphs (rebuilt on first use) and weights (downloaded again)"""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
 def _common_parent() -> argparse.ArgumentParser:
     """Options every command has: --quiet and --debug."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -146,7 +127,7 @@ def _network_parent(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="where the network runs (default: auto = CUDA if a GPU is usable, else CPU)",
     )
     group.add_argument(
-        "--batch-size", type=_positive_int, default=50, metavar="N", help="images per network batch (default: 50)"
+        "--batch-size", type=positive_int, default=50, metavar="N", help="images per network batch (default: 50)"
     )
     return parent
 
@@ -156,14 +137,14 @@ def _source_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("sources")
     group.add_argument(
-        "--workers", type=_non_negative_int, default=None, metavar="N",
+        "--workers", type=non_negative_int, default=None, metavar="N",
         help="image decoding processes (default: from the machine; 0 decodes in this process)",
     )
     group.add_argument(
         "--skip-bad", action="store_true",
         help="skip unreadable image files (counted and listed) instead of stopping",
     )
-    group.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="use N images per source")
+    group.add_argument("--limit", type=positive_int, default=None, metavar="N", help="use N images per source")
     group.add_argument(
         "--seed", type=int, default=None, help="with --limit: a random subset drawn with this seed (default: the first N)"
     )

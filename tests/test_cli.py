@@ -112,6 +112,24 @@ def test_usage_errors_exit_2(argv, capsys):
     assert "usage:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compute", "a", "b", "--batch-size", "0"], "expected a positive integer, got 0"),
+        (["compute", "a", "b", "--limit", "x"], "expected a positive integer, got 'x'"),
+        (["compute", "a", "b", "--workers", "-1"], "expected an integer >= 0, got -1"),
+        (["ttur", "--data", "d", "--out", "o", "--steps", "0"], "expected a positive integer, got 0"),
+        (["ttur", "--data", "d", "--out", "o", "--lr-d", "0"], "expected a positive number, got 0.0"),
+        (["ttur", "--data", "d", "--out", "o", "--lr-g", "fast"], "expected a number, got 'fast'"),
+        (["validate", "src", "--out", "o", "--samples", "-2"], "expected a positive integer, got -2"),
+    ],
+)
+def test_numeric_options_name_what_they_expect(argv, message, capsys):
+    # fidkit and its ttur / validate commands share one set of converters (fidkit._argtypes).
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_subprocess_help_and_no_torch_for_light_commands(tmp_path):
     env = {**os.environ, "FIDKIT_HOME": str(tmp_path / "home")}
     result = subprocess.run(

@@ -10,6 +10,8 @@ import argparse
 import json
 from typing import Any
 
+from fidkit._argtypes import positive_float, positive_int
+
 __all__ = ["register", "handle_ttur", "handle_validate"]
 
 _TTUR_DESCRIPTION = """\
@@ -53,26 +55,6 @@ examples:
       --samples 200 --strengths 0,0.5,1 --json"""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
 def _strength_list(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(part) for part in text.split(",") if part.strip())
@@ -112,33 +94,33 @@ def register(subparsers: Any, network_parent: argparse.ArgumentParser) -> None:
     data = ttur.add_argument_group("data")
     data.add_argument("--data", required=True, metavar="SRC",
                       help="real images: any fidkit source (MNIST idx file, CIFAR-10 folder or zip, .npy, folder)")
-    data.add_argument("--train-samples", type=_positive_int, default=None, metavar="N",
+    data.add_argument("--train-samples", type=positive_int, default=None, metavar="N",
                       help="hold at most N images for training, picked with --seed (default: all)")
-    data.add_argument("--ref-samples", type=_positive_int, default=None, metavar="N",
+    data.add_argument("--ref-samples", type=positive_int, default=None, metavar="N",
                       help="images in the reference statistics, cached (default: all)")
     training = ttur.add_argument_group("training")
     training.add_argument("--out", required=True, metavar="DIR", help="run folder")
-    training.add_argument("--steps", type=_positive_int, default=20_000, metavar="N",
+    training.add_argument("--steps", type=positive_int, default=20_000, metavar="N",
                           help="total training steps, one D and one G update each (default: 20000)")
-    training.add_argument("--lr-d", type=_positive_float, default=4e-4, metavar="LR",
+    training.add_argument("--lr-d", type=positive_float, default=4e-4, metavar="LR",
                           help="discriminator learning rate (default: 4e-4)")
-    training.add_argument("--lr-g", type=_positive_float, default=1e-4, metavar="LR",
+    training.add_argument("--lr-g", type=positive_float, default=1e-4, metavar="LR",
                           help="generator learning rate (default: 1e-4)")
     mode = training.add_mutually_exclusive_group()
     mode.add_argument("--one-time-scale", action="store_true",
                       help="baseline: both networks at --lr-g")
     mode.add_argument("--compare", action="store_true",
                       help="run TTUR and one time-scale with the same seed; plot both")
-    training.add_argument("--train-batch-size", type=_positive_int, default=64, metavar="N",
+    training.add_argument("--train-batch-size", type=positive_int, default=64, metavar="N",
                           help="GAN mini-batch size (default: 64; --batch-size is the network's)")
     training.add_argument("--seed", type=int, default=0, help="seed of everything random (default: 0)")
     training.add_argument("--resume", action="store_true", help="continue the run in --out")
     training.add_argument("--force", action="store_true",
                           help="start afresh even if --out holds a run (its files are replaced)")
     evaluation = ttur.add_argument_group("evaluation")
-    evaluation.add_argument("--eval-every", type=_positive_int, default=1000, metavar="N",
+    evaluation.add_argument("--eval-every", type=positive_int, default=1000, metavar="N",
                             help="compute FID every N steps and at the end (default: 1000)")
-    evaluation.add_argument("--eval-samples", type=_positive_int, default=10_000, metavar="N",
+    evaluation.add_argument("--eval-samples", type=positive_int, default=10_000, metavar="N",
                             help="generated images per FID (default: 10000)")
     ttur.add_argument("--json", action="store_true", help="print the result as JSON")
     ttur.set_defaults(func=handle_ttur)
@@ -153,7 +135,7 @@ def register(subparsers: Any, network_parent: argparse.ArgumentParser) -> None:
     )
     validate.add_argument("source", metavar="SRC", help="clean images: any fidkit image source")
     validate.add_argument("--out", required=True, metavar="DIR", help="folder for the CSV, figure and JSON")
-    validate.add_argument("--samples", type=_positive_int, default=5000, metavar="N",
+    validate.add_argument("--samples", type=positive_int, default=5000, metavar="N",
                           help="images of SRC (and of --contaminate) to use (default: 5000)")
     validate.add_argument("--strengths", type=_strength_list, default=(0.0, 0.25, 0.5, 0.75, 1.0),
                           metavar="S,S,...", help="strengths in [0, 1] (default: 0,0.25,0.5,0.75,1)")

@@ -1,0 +1,48 @@
+"""argparse ``type=`` converters shared by ``fidkit`` (:mod:`fidkit.cli`) and its ``ttur`` / ``validate``
+commands (:mod:`fidkit.ttur.cli`).
+
+Only argparse is imported: both command modules must load without torch or numpy, so ``fidkit --help``
+stays fast. Each converter raises :class:`argparse.ArgumentTypeError`, which argparse turns into a usage
+error (exit status 2) that quotes the message.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+__all__ = ["positive_int", "non_negative_int", "positive_float"]
+
+
+def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
+    """Return a converter to int that refuses values below `minimum`, naming what it `expected`."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return convert
+
+
+#: An int >= 1 (counts, sizes, steps).
+positive_int = _int_at_least(1, "a positive integer")
+positive_int.__name__ = "positive_int"
+#: An int >= 0 (e.g. worker processes, where 0 means "decode in this process").
+non_negative_int = _int_at_least(0, "an integer >= 0")
+non_negative_int.__name__ = "non_negative_int"
+
+
+def positive_float(text: str) -> float:
+    """Convert to a float > 0 (NaN is refused too)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
