@@ -117,25 +117,28 @@ class ArraySource(Source):
             yield as_rgb_batch(batch, self.name)
 
 
-def _check_array_header(dtype: np.dtype, shape: tuple[int, ...], what: str) -> None:
-    # Validate without touching the data (which may be a large memory map): one empty slice.
-    as_rgb_batch(np.empty((0, *shape[1:]), dtype=dtype), what)
+def _image_array_source(
+    name: str, images: np.ndarray, identity: Callable[[bool], Any], *, what: str, limit: int | None,
+    seed: int | None,
+) -> ArraySource:
+    """An ``"array"`` source over `images` (in memory or memory-mapped), checked before any pixel is read.
+
+    `what` names the array in error messages (a file, or a file and its key).
+    """
+    if images.ndim < 3:
+        as_rgb_batch(images, what)  # raises with the shape in the message
+    # Validate dtype and image shape without touching the data (which may be a large memory map):
+    # one empty slice.
+    as_rgb_batch(np.empty((0, *images.shape[1:]), dtype=images.dtype), what)
+    return ArraySource("array", name, lambda: images, images.shape, identity, limit=limit, seed=seed)
 
 
 def open_array(array: np.ndarray, *, limit: int | None, seed: int | None) -> ArraySource:
     """A source over an in-memory array (identified by a hash of its bytes)."""
     name = f"array{tuple(int(d) for d in array.shape)} {array.dtype}"
-    if array.ndim < 3:
-        as_rgb_batch(array, name)  # raises with the shape in the message
-    _check_array_header(array.dtype, array.shape, name)
-    return ArraySource(
-        "array",
-        name,
-        lambda: array,
-        array.shape,
-        lambda hash_content: {"array_sha256": array_content_sha256(array)},
-        limit=limit,
-        seed=seed,
+    return _image_array_source(
+        name, array, lambda hash_content: {"array_sha256": array_content_sha256(array)},
+        what=name, limit=limit, seed=seed,
     )
 
 
@@ -145,19 +148,10 @@ def open_npy(path: Path, name: str, *, limit: int | None, seed: int | None) -> A
         images = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise SourceError(f"{name}: not a readable .npy array file ({exc})") from exc
-    if images.ndim < 3:
-        as_rgb_batch(images, name)
-    _check_array_header(images.dtype, images.shape, name)
-    return ArraySource(
-        "array",
-        name,
-        lambda: images,
-        images.shape,
-        lambda hash_content: (
-            {"file_sha256": sha256_file(path)} if hash_content else file_identity(path)
-        ),
-        limit=limit,
-        seed=seed,
+    return _image_array_source(
+        name, images,
+        lambda hash_content: {"file_sha256": sha256_file(path)} if hash_content else file_identity(path),
+        what=name, limit=limit, seed=seed,
     )
 
 
@@ -186,21 +180,13 @@ def open_npz(path: Path, name: str, keys: list[str], *, limit: int | None, seed:
             images = archive[key]
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise SourceError(f"{name}: cannot read array {key!r} ({exc})") from exc
-    what = f"{name}[{key}]"
-    if images.ndim < 3:
-        as_rgb_batch(images, what)
-    _check_array_header(images.dtype, images.shape, what)
-    return ArraySource(
-        "array",
-        name,
-        lambda: images,
-        images.shape,
+    return _image_array_source(
+        name, images,
         lambda hash_content: {
             "key": key,
             **({"file_sha256": sha256_file(path)} if hash_content else file_identity(path)),
         },
-        limit=limit,
-        seed=seed,
+        what=f"{name}[{key}]", limit=limit, seed=seed,
     )
 
 
