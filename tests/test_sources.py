@@ -525,3 +525,19 @@ def test_array_fingerprints_hash_content(tmp_path):
     assert content != on_disk.fingerprint()
     np.save(tmp_path / "x.npy", changed)
     assert open_source(tmp_path / "x.npy").fingerprint(hash_content=True) != content
+
+
+class _DeviceTensor:
+    """Stands for a CUDA tensor: an array-like whose __array__ refuses."""
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+
+def test_array_like_that_refuses_numpy_is_an_input_error_with_the_fix():
+    # Both as a whole source and as one batch of an iterable: the same message, from one helper.
+    with pytest.raises(InputError, match=r"a _DeviceTensor: cannot be read as a numpy array .*t\.cpu\(\)\.numpy\(\)"):
+        open_source(_DeviceTensor())
+    source = open_source(iter([_DeviceTensor()]))
+    with pytest.raises(InputError, match=r"batch 0: cannot be read as a numpy array .*t\.cpu\(\)\.numpy\(\)"):
+        next(source.batches(4))

@@ -35,7 +35,7 @@ from fidkit.sources.arrays import (
     open_npy,
     open_npz,
 )
-from fidkit.sources.base import Source, StatsSource, check_limit_seed
+from fidkit.sources.base import Source, StatsSource, as_numpy, check_limit_seed
 from fidkit.sources.datasets import (
     is_cifar_batch_file,
     is_cifar_folder,
@@ -154,14 +154,7 @@ def open_source(
         raise SourceError(f"cannot read a {type(spec).__name__} as images; accepted: {_ACCEPTED}, or arrays")
     if hasattr(spec, "__array__") and not isinstance(spec, (list, tuple)) and not hasattr(spec, "__next__"):
         # Array-likes (a torch CPU tensor, a memmap wrapper): one array, not an iterable of rows.
-        try:
-            array = np.asarray(spec)
-        except Exception as exc:  # noqa: BLE001 - e.g. a CUDA tensor refuses __array__
-            raise InputError(
-                f"cannot read a {type(spec).__name__} as an array ({exc}); pass a numpy array "
-                "(for a torch tensor: t.cpu().numpy())"
-            ) from exc
-        return open_array(array, limit=limit, seed=seed)
+        return open_array(as_numpy(spec, f"a {type(spec).__name__}"), limit=limit, seed=seed)
     if isinstance(spec, Iterable):
         if seed is not None:
             raise InputError(

@@ -23,7 +23,7 @@ from fidkit.sources.decode import COLOUR_POLICY_VERSION
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from fidkit.stats import Stats
 
-__all__ = ["Source", "StatsSource", "select_indices", "as_rgb_batch", "SizeGrouper"]
+__all__ = ["Source", "StatsSource", "select_indices", "as_numpy", "as_rgb_batch", "SizeGrouper"]
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +247,20 @@ _FLOAT_ADVICE = (
 )
 
 
+def as_numpy(value: Any, what: str) -> np.ndarray:
+    """``numpy.asarray(value)``, with an :class:`~fidkit.errors.InputError` naming `what` if it fails.
+
+    The usual failure is a CUDA tensor, which refuses ``__array__``; the message says how to convert.
+    """
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - whatever __array__ raises
+        raise InputError(
+            f"{what}: cannot be read as a numpy array ({exc}); pass numpy arrays (for a torch "
+            "tensor: t.cpu().numpy())"
+        ) from exc
+
+
 def as_rgb_batch(batch: Any, what: str) -> np.ndarray:
     """Check an image array and return it as uint8 ``(N, H, W, 3)``.
 
@@ -259,13 +273,7 @@ def as_rgb_batch(batch: Any, what: str) -> np.ndarray:
         Not uint8 (with how to convert), or a shape that is not a batch of images (channel-first
         batches and single images get a specific hint).
     """
-    try:
-        array = np.asarray(batch)
-    except Exception as exc:  # noqa: BLE001 - e.g. a CUDA tensor refuses __array__
-        raise InputError(
-            f"{what}: cannot be read as a numpy array ({exc}); pass numpy arrays (for a torch "
-            "tensor: t.cpu().numpy())"
-        ) from exc
+    array = as_numpy(batch, what)
     if array.dtype != np.uint8:
         raise InputError(f"{what}: images must be uint8, got dtype {array.dtype}; {_FLOAT_ADVICE}")
     shape = array.shape
