@@ -200,7 +200,9 @@ class _LazyExtractor:
             from fidkit.inception import RESIZE_MODE, locate_weights
 
             # Finds (or downloads) the file and hashes it: the same sha256 the extractor records.
+            # The extractor, if built later, is handed this result instead of hashing the file again.
             resolved = locate_weights(self._weights)
+            self._weights = resolved
             self._identity = (str(resolved.sha256), RESIZE_MODE)
         return self._identity
 

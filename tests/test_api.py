@@ -251,6 +251,28 @@ def test_all_three_entry_points_take_the_same_keywords_with_the_same_defaults():
     with pytest.raises(InputError, match="batch_size"):
         compute_stats_with_report(random_images(2, seed=0), batch_size=0)
 
+
+def test_weights_are_hashed_once_per_call(random_weights_path, extractor, monkeypatch):
+    # The cache key needs the weights' sha256 before the network is built; the extractor built after
+    # a cache miss must reuse that hash (a second read of a 100 MB file, and a repeated log line).
+    import fidkit.api
+    import fidkit.inception.weights as weights_module
+    from fidkit.api import compute_fid
+    from fidkit.inception import ResolvedWeights
+
+    hashed = []
+    real_sha256_file = weights_module.sha256_file
+    monkeypatch.setattr(weights_module, "sha256_file", lambda path: hashed.append(path) or real_sha256_file(path))
+    handed = []
+    monkeypatch.setattr(fidkit.api, "_make_extractor", lambda weights, *rest: handed.append(weights) or extractor)
+    report = compute_fid(
+        random_images(4, seed=1), random_images(4, seed=2), weights=random_weights_path, workers=0
+    )
+    assert report.weights_sha256 == extractor.weights_sha256
+    assert len(hashed) == 1
+    assert len(handed) == 1 and isinstance(handed[0], ResolvedWeights)
+    assert handed[0].sha256 == extractor.weights_sha256
+
 # --- real data ---------------------------------------------------------------------------------------
 
 

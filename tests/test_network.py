@@ -220,6 +220,22 @@ def test_cached_graph_is_not_rebuilt(random_weights_path: Path, extractor, monke
     assert again.graph_path.stat().st_mtime_ns == before
 
 
+
+def test_located_weights_are_not_hashed_again(random_weights_path: Path, extractor, monkeypatch) -> None:
+    import fidkit.inception.weights as weights_module
+    from fidkit.inception import locate_weights
+
+    resolved = locate_weights(random_weights_path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights hashed again")
+
+    monkeypatch.setattr(weights_module, "sha256_file", refuse)
+    again = FeatureExtractor(resolved, device="cpu")
+    assert again.weights_sha256 == extractor.weights_sha256 and again.weights_path == resolved.path
+    images = _images(17, 2, 24, 24)
+    np.testing.assert_array_equal(again(images), extractor(images))
+
 def test_corrupt_cached_graph_is_rebuilt(random_weights_path: Path, extractor, fidkit_home: Path) -> None:
     from fidkit._fs import sha256_file
 

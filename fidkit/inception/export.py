@@ -130,5 +130,5 @@ def export_graph(
     model = build_graph(state_dict, metadata=metadata)
     target = Path(target)
     target.write_bytes(model.SerializeToString())
-    logger.info("exported the ONNX graph of %s to %s", weights_path, target)
+    logger.debug("exported the ONNX graph of %s to %s", weights_path, target)
     return target

@@ -80,6 +80,8 @@ def ensure_graph(weights: ResolvedWeights) -> Path:
     }
     with atomic_write(target, overwrite=True) as tmp:
         export_graph(weights.path, tmp, metadata=metadata)
+    # Logged here, not by export_graph: it only sees the temporary name.
+    logger.info("exported the ONNX graph of %s to %s", weights.path, target)
     return target
 
 
@@ -115,9 +117,10 @@ class FeatureExtractor:
 
     Parameters
     ----------
-    weights : path-like, optional
+    weights : path-like or ResolvedWeights, optional
         The weights file; by default ``$FIDKIT_WEIGHTS``, the cached file, or a download
-        (see :func:`fidkit.inception.weights.locate_weights`).
+        (see :func:`fidkit.inception.weights.locate_weights`). A ``ResolvedWeights`` from
+        ``locate_weights`` is used as is, without hashing the file again.
     device : {"auto", "cpu", "cuda", "tensorrt"}
         ``"auto"`` uses CUDA when a GPU and its libraries are present, else the CPU.
         ``"cuda"`` and ``"tensorrt"`` raise if that provider cannot start. TensorRT is never
@@ -145,7 +148,7 @@ class FeatureExtractor:
 
     def __init__(
         self,
-        weights: str | os.PathLike | None = None,
+        weights: str | os.PathLike | ResolvedWeights | None = None,
         *,
         device: str = "auto",
         batch_size: int = 50,
@@ -158,7 +161,12 @@ class FeatureExtractor:
             raise InputError(f"batch_size must be at least 1, not {batch_size}")
         if threads is not None and int(threads) < 1:
             raise InputError(f"threads must be at least 1, not {threads}")
-        resolved = locate_weights(weights, progress=download_progress)
+        # A caller that already located (and hashed) the file passes the result: hashing a 100 MB
+        # file again would cost a second read and repeat its log messages.
+        if isinstance(weights, ResolvedWeights):
+            resolved = weights
+        else:
+            resolved = locate_weights(weights, progress=download_progress)
         self.weights_path: Path = resolved.path
         self.weights_sha256: str = resolved.sha256
         self.weights_match_release: bool = resolved.matches_manifest
