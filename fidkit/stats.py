@@ -38,6 +38,25 @@ __all__ = ["STATS_FORMAT_VERSION", "Stats", "StatsAccumulator", "SqrtFactor"]
 
 logger = logging.getLogger(__name__)
 
+#: What :func:`numpy.load` raises for a file that is not (or no longer) a whole .npy / .npz:
+#: an empty file is an EOFError, a cut zip a BadZipFile, text a ValueError.
+NUMPY_LOAD_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+
+
+def numpy_load_problem(exc: BaseException) -> str:
+    """numpy's reason for refusing a file, fit for a user.
+
+    With ``allow_pickle=False`` numpy reports any file without a .npy or zip header as "pickled
+    (object) data" and suggests unpickling it: wrong for a text or image file, and advice fidkit
+    must never give, since a pickle can run code.
+    """
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, EOFError):
+        return "the file is empty or cut short"
+    if "pickle" in text:
+        return "neither a .npy nor a .npz file: it has no numpy or zip header"
+    return text
+
 #: Version of the extra keys fidkit writes beside ``mu`` and ``sigma``. Bump it when their meaning changes.
 STATS_FORMAT_VERSION: int = 1
 
@@ -545,9 +564,10 @@ class Stats:
             raise StatsFileError(f"{file_path}: no such statistics file; check the path or compute the statistics")
         try:
             loaded = np.load(file_path, allow_pickle=False)
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        except NUMPY_LOAD_ERRORS as exc:
             raise StatsFileError(
-                f"{file_path}: not a readable .npz statistics file ({exc}); recompute it or pass the image folder"
+                f"{file_path}: not a readable .npz statistics file ({numpy_load_problem(exc)}); recompute it or "
+                "pass the image folder"
             ) from exc
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise StatsFileError(
@@ -566,7 +586,7 @@ class Stats:
                 contents = {key: loaded[key] for key in keys & ({_KEY_MU, _KEY_SIGMA} | _FIDKIT_KEYS)}
         except StatsFileError:
             raise
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        except (*NUMPY_LOAD_ERRORS, KeyError) as exc:
             raise StatsFileError(
                 f"{file_path}: corrupt statistics file ({exc}); delete it and compute the statistics again"
             ) from exc

@@ -541,3 +541,21 @@ def test_array_like_that_refuses_numpy_is_an_input_error_with_the_fix():
     source = open_source(iter([_DeviceTensor()]))
     with pytest.raises(InputError, match=r"batch 0: cannot be read as a numpy array .*t\.cpu\(\)\.numpy\(\)"):
         next(source.batches(4))
+
+
+@pytest.mark.parametrize(
+    ("file_name", "content", "reason"),
+    [
+        ("empty.npy", b"", "empty or cut short"),
+        ("empty.npz", b"", "empty or cut short"),
+        ("text.npy", b"not an array\n", "no numpy or zip header"),
+        ("cut.npz", b"PK\x03\x04" + bytes(40), "not a readable .npz file"),
+    ],
+)
+def test_unreadable_numpy_files_are_source_errors(tmp_path, file_name, content, reason):
+    # Not a raw EOFError from numpy, and never numpy's advice to unpickle the file.
+    path = tmp_path / file_name
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match=reason) as raised:
+        open_source(path)
+    assert str(path) in str(raised.value) and "pickle" not in str(raised.value)

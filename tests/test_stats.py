@@ -300,3 +300,15 @@ def test_from_features_in_chunks_for_many_rows() -> None:
     stats = Stats.from_features(rows)
     assert stats.n == 9000 and stats.factor is None
     assert relative_error(stats.sigma, np.cov(rows.astype(np.float64), rowvar=False)) <= 1e-12
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", "empty or cut short"), (b"mu,sigma\n1,2\n", "no numpy or zip header")],
+)
+def test_load_of_a_file_that_is_not_numpy_says_so(tmp_path, content, reason):
+    path = tmp_path / "stats.npz"
+    path.write_bytes(content)
+    with pytest.raises(StatsFileError, match=reason) as raised:
+        Stats.load(path)
+    assert str(path) in str(raised.value) and "pickle" not in str(raised.value)

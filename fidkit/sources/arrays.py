@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from fidkit.sources.base import (
     empty_source_error,
     select_indices,
 )
+from fidkit.stats import NUMPY_LOAD_ERRORS, numpy_load_problem
 
 __all__ = ["ArraySource", "BatchesSource", "open_array", "open_npy", "open_npz", "npz_keys", "IMAGE_KEYS"]
 
@@ -146,8 +146,8 @@ def open_npy(path: Path, name: str, *, limit: int | None, seed: int | None) -> A
     """A source over a ``.npy`` file of uint8 images, memory-mapped."""
     try:
         images = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise SourceError(f"{name}: not a readable .npy array file ({exc})") from exc
+    except NUMPY_LOAD_ERRORS as exc:
+        raise SourceError(f"{name}: not a readable .npy array file ({numpy_load_problem(exc)})") from exc
     return _image_array_source(
         name, images,
         lambda hash_content: {"file_sha256": sha256_file(path)} if hash_content else file_identity(path),
@@ -160,8 +160,8 @@ def npz_keys(path: Path, name: str) -> list[str]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return list(archive.files)
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise SourceError(f"{name}: not a readable .npz file ({exc})") from exc
+    except NUMPY_LOAD_ERRORS as exc:
+        raise SourceError(f"{name}: not a readable .npz file ({numpy_load_problem(exc)})") from exc
 
 
 def open_npz(path: Path, name: str, keys: list[str], *, limit: int | None, seed: int | None) -> ArraySource:
@@ -178,8 +178,8 @@ def open_npz(path: Path, name: str, keys: list[str], *, limit: int | None, seed:
     try:
         with np.load(path, allow_pickle=False) as archive:
             images = archive[key]
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise SourceError(f"{name}: cannot read array {key!r} ({exc})") from exc
+    except NUMPY_LOAD_ERRORS as exc:
+        raise SourceError(f"{name}: cannot read array {key!r} ({numpy_load_problem(exc)})") from exc
     return _image_array_source(
         name, images,
         lambda hash_content: {
