@@ -6,6 +6,7 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,38 @@ def test_mnist_validation(tmp_path, digits):
     with pytest.raises(SourceError, match="label"):
         open_source(labels)
 
+
+
+def test_mnist_gz_cut_short_or_corrupt(tmp_path, digits):
+    whole = _write_idx3(tmp_path / "whole-idx3-ubyte.gz", digits).read_bytes()
+    # Cut: the last 4 bytes are compressed data, not a size, so no size is quoted from them.
+    cut = tmp_path / "cut-idx3-ubyte.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(SourceError, match="truncated or not an MNIST file") as raised:
+        open_source(cut)
+    assert "holds" not in str(raised.value)
+    # Corrupt in the middle, trailer intact: found only when the pixels are read, as a SourceError.
+    corrupt = tmp_path / "corrupt-idx3-ubyte.gz"
+    middle = len(whole) // 2
+    corrupt.write_bytes(whole[:middle] + bytes(b ^ 0xFF for b in whole[middle : middle + 64]) + whole[middle + 64 :])
+    source = open_source(corrupt)
+    with pytest.raises(SourceError, match="corrupt-idx3-ubyte.gz: cannot decompress"):
+        list(source.batches(4))
+    # A broken deflate stream raises zlib.error, which is not an OSError.
+    for start in range(10, len(whole) - 8):
+        candidate = whole[:start] + b"\xff\xff\xff" + whole[start + 3 :]
+        try:
+            gzip.decompress(candidate)
+        except zlib.error:
+            break
+        except (OSError, EOFError):
+            continue
+    else:
+        pytest.fail("no corruption found that zlib refuses")
+    broken = tmp_path / "broken-idx3-ubyte.gz"
+    broken.write_bytes(candidate)
+    with pytest.raises(SourceError, match="broken-idx3-ubyte.gz: cannot"):
+        list(open_source(broken).batches(4))
 
 def _write_cifar_batch(path: Path, images: np.ndarray, *, protocol: int = 2, labels_key: str = "labels") -> None:
     rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # channel-major rows, as CIFAR

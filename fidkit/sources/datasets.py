@@ -28,6 +28,7 @@ import gzip
 import logging
 import pickle
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
         else:
             with open(path, "rb") as stream:
                 header = stream.read(_MNIST_HEADER.size)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise SourceError(f"{name}: cannot read MNIST file ({exc})") from exc
     n_images, n_rows, n_cols = _read_mnist_header(header, name)
     expected_bytes = _MNIST_HEADER.size + n_images * n_rows * n_cols
@@ -104,10 +105,12 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
             stream.seek(-4, 2)
             stored_size = struct.unpack("<I", stream.read(4))[0]
         if stored_size != expected_bytes % 2**32:
+            # A cut file has no trailer: its last 4 bytes are compressed data, so the number they
+            # spell is meaningless and is not quoted.
             raise SourceError(
                 f"{name}: header says {n_images} images of {n_rows}x{n_cols} ({expected_bytes} "
-                f"bytes) but the file holds {stored_size} bytes uncompressed; it is truncated or "
-                "not an MNIST file"
+                "bytes uncompressed) but the gzip trailer does not record that size; the file is "
+                "truncated or not an MNIST file (download it again)"
             )
     else:
         actual_bytes = path.stat().st_size
@@ -119,8 +122,13 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
 
     def load() -> np.ndarray:
         if gzipped:
-            with gzip.open(path, "rb") as stream:
-                raw = stream.read()
+            try:
+                with gzip.open(path, "rb") as stream:
+                    raw = stream.read()
+            except (OSError, EOFError, zlib.error) as exc:  # a corrupt stream is only seen here
+                raise SourceError(
+                    f"{name}: cannot decompress the MNIST file ({exc}); download it again"
+                ) from exc
             if len(raw) != expected_bytes:
                 raise SourceError(
                     f"{name}: {len(raw)} bytes uncompressed, expected {expected_bytes}; truncated"
