@@ -53,6 +53,9 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     os.close(fd)
     tmp_path = Path(tmp_name)
     try:
+        # mkstemp creates the file 0600; a saved statistics file should get the mode any new file
+        # gets (0666 less the umask), so that colleagues on a shared server can read it.
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         yield tmp_path
         if not overwrite and target.exists():
             # Someone else created it while we were writing: still never clobber.
@@ -64,6 +67,20 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def _current_umask() -> int:
+    """Return the process umask without changing it where the OS lets us read it."""
+    try:
+        # Linux reports it directly; os.umask can only read it by setting it, briefly, for all threads.
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: str | os.PathLike) -> str:

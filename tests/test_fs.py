@@ -75,3 +75,20 @@ def test_cache_home_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_home() == tmp_path / "home" / ".cache" / "fidkit"
+
+
+def test_atomic_write_gives_the_mode_of_a_new_file(tmp_path: Path) -> None:
+    """mkstemp makes 0600 files; a saved result must be readable like any file the user creates."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "shared.npz") as tmp:
+            tmp.write_bytes(b"x")
+        reference = tmp_path / "reference"
+        reference.write_bytes(b"x")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "shared.npz").stat().st_mode)
+    assert mode == stat.S_IMODE(reference.stat().st_mode) == 0o644
