@@ -209,6 +209,13 @@ def test_run_writes_csv_plot_checkpoint_resumes_and_repeats(
         {**row, "wall_time_s": pytest.approx(row["wall_time_s"], abs=1e-3)}
     ]
     assert (run_dir / "fid.png").read_bytes().startswith(PNG_SIGNATURE)
+    # The sample grid: 8 x 8 cells of 28 x 28; the 6 eval images fill the first 6, the rest black.
+    from PIL import Image
+
+    grid = np.asarray(Image.open(run_dir / "samples.png"))
+    assert grid.shape == (8 * 28, 8 * 28, 3)
+    cells = grid.reshape(8, 28, 8, 28, 3).transpose(0, 2, 1, 3, 4).reshape(64, 28, 28, 3)
+    assert [bool(cell.any()) for cell in cells] == [True] * 6 + [False] * 58
     assert json.loads((run_dir / "config.json").read_text())["effective_lr_d"] == 4e-4
 
     # An existing run is never overwritten by accident.

@@ -77,6 +77,9 @@ METRICS_NAME = "metrics.csv"
 PLOT_NAME = "fid.png"
 CONFIG_NAME = "config.json"
 COMPARE_PLOT_NAME = "compare.png"
+SAMPLES_NAME = "samples.png"
+# The sample grid shows the first SAMPLE_GRID_SIDE**2 images of the fixed evaluation noise.
+SAMPLE_GRID_SIDE = 8
 COMPARE_RUNS = ("ttur", "one-time-scale")
 
 # Offsets that derive independent random streams from the one user seed.
@@ -539,6 +542,24 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def write_sample_grid(images: np.ndarray, path: Path, *, side: int = SAMPLE_GRID_SIDE) -> Path:
+    """Write up to ``side * side`` uint8 ``(B, H, W, 3)`` images as one PNG grid (Pillow, atomic).
+
+    FID is a number; the grid lets a user see what it is measuring. Missing cells stay black.
+    """
+    from PIL import Image
+
+    n_cells = side * side
+    height, width = images.shape[1:3]
+    grid = np.zeros((side * height, side * width, 3), dtype=np.uint8)
+    for index, image in enumerate(images[:n_cells]):
+        row, column = divmod(index, side)
+        grid[row * height:(row + 1) * height, column * width:(column + 1) * width] = image
+    with atomic_write(path, overwrite=True) as tmp_path:
+        Image.fromarray(grid).save(tmp_path, format="PNG")
+    return path
+
+
 def write_metrics_csv(rows: list[dict[str, float]], path: Path) -> None:
     """Write the metrics rows as CSV (columns :data:`METRICS_COLUMNS`), atomically."""
     with atomic_write(path, overwrite=True) as tmp_path:
@@ -791,6 +812,9 @@ def run_ttur(
                 # the checkpoint lacks, which the resume rewrites from the checkpoint's rows.
                 write_metrics_csv(trainer.rows, metrics_path)
                 trainer.save_checkpoint(checkpoint_path)
+                sample_noise = trainer.eval_noise[: SAMPLE_GRID_SIDE * SAMPLE_GRID_SIDE]
+                write_sample_grid(np.concatenate(list(trainer.generate_batches(sample_noise))),
+                                  out / SAMPLES_NAME)
 
     if not metrics_path.exists():
         # Resumed with no new steps: still leave the CSV in place.
