@@ -1,9 +1,9 @@
 """End to end: ``fidkit compute`` on CIFAR-10 JPEGs, where the time goes, and what the cache saves.
 
-Run from the repository root (the lead reruns it on a quiet machine)::
+Run from the repository root, on an otherwise idle machine::
 
-    flock /tmp/fidkit-cpu.lock python3 benchmarks/bench_end_to_end.py            # 300 images per side
-    flock /tmp/fidkit-cpu.lock python3 benchmarks/bench_end_to_end.py --n-images 500 --workers 2
+    python3 benchmarks/bench_end_to_end.py            # 300 images per side
+    python3 benchmarks/bench_end_to_end.py --n-images 500 --workers 2
 
 It measures, in one process and on the same images:
 

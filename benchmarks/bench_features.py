@@ -17,8 +17,8 @@ given: speed does not depend on the values.
 
 Run under the shared CPU lock so that two benchmarks never overlap::
 
-    flock /tmp/fidkit-cpu.lock python3 benchmarks/bench_features.py
-    flock /tmp/fidkit-cpu.lock python3 benchmarks/bench_features.py --device cuda --batch-sizes 50 100 200 500
+    python3 benchmarks/bench_features.py
+    python3 benchmarks/bench_features.py --device cuda --batch-sizes 50 100 200 500
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Usage (from the repository root; the lock keeps two benchmarks from sharing the cores)::
 
-    flock /tmp/fidkit-cpu.lock python3 benchmarks/bench_frechet.py [--dim 2048] [--repeats 3]
+    python3 benchmarks/bench_frechet.py [--dim 2048] [--repeats 3]
 
 Baselines, as other FID packages compute ``tr sqrt(sigma_a sigma_b)``:
 
