@@ -6,7 +6,11 @@ tests are fast and need no network weights.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,3 +137,41 @@ def test_resize_is_asymmetric_not_half_pixel() -> None:
         diffs[mode] = float(np.max(np.abs(session.run(None, {"x": images})[0] - ours)))
     assert diffs["asymmetric"] < 0.05  # same sampling positions up to float32 rounding
     assert diffs["half_pixel"] > 10.0  # a different resize altogether
+
+
+# --- against TensorFlow itself ------------------------------------------------------------------
+# tests/reference/tf_resize_bilinear.json holds the sha256 of TensorFlow's own ResizeBilinear output
+# (align_corners=False, half_pixel_centers=False: the op in the 2015 graph) for each input of
+# tests/reference/tf_resize_cases.py, recorded with tests/reference/make_tf_resize_reference.py.
+# TensorFlow is not needed to run this: the graph must produce the very same float32 bytes.
+
+_REFERENCE_DIR = Path(__file__).parent / "reference"
+
+
+def _tf_reference() -> dict:
+    return json.loads((_REFERENCE_DIR / "tf_resize_bilinear.json").read_text(encoding="utf-8"))
+
+
+def _load_tf_cases():
+    spec = importlib.util.spec_from_file_location("tf_resize_cases", _REFERENCE_DIR / "tf_resize_cases.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_TF_CASES = _load_tf_cases()
+
+
+def test_tf_reference_covers_every_case() -> None:
+    assert sorted(_tf_reference()["cases"]) == sorted(_TF_CASES.CASE_NAMES)
+
+
+@pytest.mark.parametrize("case", _TF_CASES.CASE_NAMES)
+def test_onnx_resize_matches_tensorflow_bit_for_bit(resize_session, case: str) -> None:
+    recorded = _tf_reference()["cases"][case]
+    images = _TF_CASES.case_images(case)
+    got = _onnx_resize(resize_session, images)
+    assert list(got.shape) == recorded["shape"]
+    # The sum says how far off a mismatch is; the hash says the bytes are TensorFlow's.
+    assert float(got.astype(np.float64).sum()) == pytest.approx(recorded["sum"], rel=1e-12)
+    assert hashlib.sha256(np.ascontiguousarray(got).astype("<f4").tobytes()).hexdigest() == recorded["sha256"]
