@@ -57,6 +57,10 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
         # gets (0666 less the umask), so that colleagues on a shared server can read it.
         os.chmod(tmp_path, 0o666 & ~_current_umask())
         yield tmp_path
+        # Flush the bytes to disk before the rename: after a crash or power loss the rename may
+        # otherwise survive while the data does not, leaving an empty file under the final name.
+        with open(tmp_path, "rb") as written:
+            os.fsync(written.fileno())
         if not overwrite and target.exists():
             # Someone else created it while we were writing: still never clobber.
             raise OverwriteError(

@@ -92,3 +92,18 @@ def test_atomic_write_gives_the_mode_of_a_new_file(tmp_path: Path) -> None:
         os.umask(previous)
     mode = stat.S_IMODE((tmp_path / "shared.npz").stat().st_mode)
     assert mode == stat.S_IMODE(reference.stat().st_mode) == 0o644
+
+
+def test_atomic_write_flushes_to_disk_before_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash after the rename must not leave an empty file under the final name."""
+    import os
+
+    import fidkit._fs as fs
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(fs.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(fs.os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    with atomic_write(tmp_path / "out.npz") as tmp:
+        tmp.write_bytes(b"payload")
+    assert events == ["fsync", "replace"]
