@@ -192,3 +192,44 @@ def test_validate_config_rejects_bad_values(tmp_path):
         ValidateConfig(source="x", out=tmp_path, disturbances=("fog",))
     with pytest.raises(InputError):
         ValidateConfig(source="x", out=tmp_path, samples=1)
+
+
+def test_a_disturbance_alone_draws_as_in_the_full_run(extractor, tmp_path, clean, foreign):
+    # Seeding from the position in the selection made `--disturbances black_rectangles` alone
+    # draw other rectangles (so another FID) than the same disturbance within a full run.
+    np.save(tmp_path / "clean.npy", clean[:4])
+    np.save(tmp_path / "other.npy", foreign)
+    common = dict(source=str(tmp_path / "clean.npy"), samples=4, strengths=(1.0,),
+                  contaminate=str(tmp_path / "other.npy"), device="cpu")
+    full = run_validation(ValidateConfig(out=tmp_path / "full", **common), extractor=extractor)
+    full_fids = {curve.disturbance: curve.fids for curve in full.curves}
+    for name in ("black_rectangles", "salt_and_pepper"):
+        alone = run_validation(
+            ValidateConfig(out=tmp_path / name, disturbances=(name,), **common),
+            extractor=extractor,
+        )
+        assert [c.disturbance for c in alone.curves] == [name]
+        assert alone.curves[0].fids == full_fids[name], name
+
+
+@pytest.mark.parametrize("name", ["validate.csv", "validate.png", "validate.json"])
+def test_validation_refuses_any_existing_output(tmp_path, name):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_text("mine\n")
+    config = ValidateConfig(source=str(tmp_path / "missing.npy"), out=out, samples=4)
+    # Refused before any work (the source does not even exist), naming the file.
+    with pytest.raises(OverwriteError, match=name):
+        run_validation(config)
+    assert (out / name).read_text() == "mine\n"
+
+
+def test_cli_validate_refuses_existing_figure_without_force(tmp_path, capsys):
+    from fidkit.cli import main
+
+    (tmp_path / "validate.png").write_text("mine\n")
+    argv = ["validate", str(tmp_path / "missing.npy"), "--out", str(tmp_path), "--samples", "4"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "validate.png" in err and "--force" in err
+    assert (tmp_path / "validate.png").read_text() == "mine\n"

@@ -48,6 +48,9 @@ CSV_NAME = "validate.csv"
 PLOT_NAME = "validate.png"
 JSON_NAME = "validate.json"
 CSV_COLUMNS = ("disturbance", "strength", "parameter_value", "fid")
+#: Every file ``run_validation`` writes in ``out``: any of them already there makes the folder
+#: "in use" (refused without ``force``), so a user's own file of the same name is never replaced.
+OUTPUT_NAMES = (CSV_NAME, PLOT_NAME, JSON_NAME)
 
 
 @dataclass
@@ -227,6 +230,17 @@ def _write_csv(curves: Sequence[CurveResult], path: Path, *, overwrite: bool) ->
                     writer.writerow([curve.disturbance, f"{strength:g}", f"{value:g}", repr(fid)])
 
 
+def _disturbance_seed(seed: int, disturbance: Disturbance) -> int:
+    """The random stream of `disturbance` under the experiment's `seed`.
+
+    Derived from the disturbance's index in :data:`DISTURBANCES`, which is fixed whatever
+    subset is run (and equal to the old selection index for a full run, so full-run numbers are
+    unchanged).
+    """
+    index = [d.name for d in DISTURBANCES].index(disturbance.name)
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
 def run_validation(
     config: ValidateConfig,
     *,
@@ -242,7 +256,7 @@ def run_validation(
     config : ValidateConfig
         Source, sample count, strengths, seed.
     force : bool
-        Replace an earlier report in ``config.out``.
+        Replace existing output files (:data:`OUTPUT_NAMES`) in ``config.out``.
     extractor : FeatureExtractor, optional
         Reused if given; built from the config otherwise.
     on_result : callable, optional
@@ -258,10 +272,11 @@ def run_validation(
     Raises
     ------
     OverwriteError
-        If the output folder holds a report and `force` is not given (checked before any work).
+        If any file of :data:`OUTPUT_NAMES` exists in the output folder and `force` is not given
+        (checked before any work).
     """
     out = Path(config.out)
-    existing = [out / name for name in (CSV_NAME, JSON_NAME) if (out / name).exists()]
+    existing = [out / name for name in OUTPUT_NAMES if (out / name).exists()]
     if existing and not force:
         raise OverwriteError(f"{existing[0]} already exists; choose another --out or pass --force")
 
@@ -324,11 +339,11 @@ def run_validation(
         clean_stats = stats_of_images(
             extractor, images, metadata={"source": "clean"}, progress=bar
         )
-        for index, disturbance in enumerate(selected):
+        for disturbance in selected:
             # Each disturbance gets its own stream, the same at every strength (nested sets).
-            disturbance_seed = int(
-                np.random.SeedSequence([config.seed, index]).generate_state(1)[0]
-            )
+            # It is keyed by the disturbance's place in the full registry, not in the selection,
+            # so `--disturbances black_rectangles` alone draws what a full run draws.
+            disturbance_seed = _disturbance_seed(config.seed, disturbance)
             fids: list[float] = []
             for strength in config.strengths:
                 if strength == 0.0:
