@@ -271,6 +271,149 @@ def test_compare_runs_both_rules_with_one_seed(shared_data, extractor, random_we
     assert result.plot_path.read_bytes().startswith(PNG_SIGNATURE)
 
 
+class SpyExtractor:
+    """Passes batches to the real extractor and records their shapes."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, images):
+        self.shapes.append(tuple(images.shape))
+        return self.inner(images)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_reference_of_resized_data_is_at_the_gans_resolution(extractor, random_weights_path,
+                                                             tmp_path):
+    # 40x40 colour PNGs are trained on at 32x32; the reference used to be computed on the
+    # 40x40 files, so FID measured the resize gap, not the generator.
+    from PIL import Image
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    rng = np.random.default_rng(2024)
+    for index in range(12):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+            folder / f"{index:02d}.png"
+        )
+    spy = SpyExtractor(extractor)
+    result = run_ttur(
+        tiny_config(folder, tmp_path / "run", random_weights_path, steps=1, eval_every=1,
+                    train_samples=12, ref_samples=10),
+        extractor=spy,
+    )
+    assert math.isfinite(result.final_fid)
+    assert {shape[1:] for shape in spy.shapes} == {(32, 32, 3)}
+    assert sum(shape[0] for shape in spy.shapes) == 10 + 6  # reference, then one evaluation
+
+
+def test_reference_of_resized_grayscale_is_repeated_rgb(monkeypatch, tmp_path):
+    import fidkit.api
+    from fidkit.ttur.trainer import reference_stats
+
+    seen = {}
+
+    def fake_compute_stats(source, **options):
+        seen["source"], seen["options"] = source, options
+        return "stats"
+
+    monkeypatch.setattr(fidkit.api, "compute_stats", fake_compute_stats)
+    data = synthetic_data(n_images=5, channels=1, size=28)
+    data.n_resized = 5
+    config = TTURConfig(data=str(tmp_path / "src"), out=tmp_path, ref_samples=3, seed=4)
+    assert reference_stats(config, extractor=None, data=data) == "stats"
+    pixels = seen["source"]
+    assert isinstance(pixels, np.ndarray) and pixels.shape == (5, 28, 28, 3)
+    assert pixels.dtype == np.uint8
+    assert np.array_equal(pixels[..., 0], data.images[:, 0].numpy())
+    assert np.array_equal(pixels[..., 0], pixels[..., 2])
+    assert (seen["options"]["limit"], seen["options"]["seed"]) == (3, 4)
+
+    # Data at its own size: the reference is still read from the source (and cached there).
+    data.n_resized = 0
+    reference_stats(config, extractor=None, data=data)
+    assert seen["source"] == config.data
+
+
+def test_resumed_compare_uses_the_checkpoints_data_and_reference(
+    shared_data, extractor, random_weights_path, tmp_path, monkeypatch
+):
+    from fidkit.ttur import trainer
+
+    source = shared_data / MNIST_TEST
+    out = tmp_path / "cmp"
+    run_compare(
+        tiny_config(source, out, random_weights_path, train_samples=10, ref_samples=10),
+        extractor=extractor,
+    )
+    loaded, references = [], []
+    real_load, real_reference = trainer.load_training_data, trainer.reference_stats
+
+    def spy_load(spec, **options):
+        data = real_load(spec, **options)
+        loaded.append(data.n_images)
+        return data
+
+    def spy_reference(config, extractor, data=None):
+        stats = real_reference(config, extractor, data)
+        references.append(stats.n)
+        return stats
+
+    monkeypatch.setattr(trainer, "load_training_data", spy_load)
+    monkeypatch.setattr(trainer, "reference_stats", spy_reference)
+    # Other data settings on the command line must not change what the resumed runs train on
+    # or are compared against.
+    resumed = run_compare(
+        tiny_config(source, out, random_weights_path, train_samples=40, ref_samples=20, steps=4),
+        resume=True,
+        extractor=extractor,
+    )
+    assert loaded == [10] and references == [10]
+    for run in resumed.runs.values():
+        assert [row["step"] for row in run.rows] == [2, 4]
+        assert (run.config.train_samples, run.config.ref_samples) == (10, 10)
+
+    # Runs made with different data settings cannot share one data set and reference.
+    path = out / "one-time-scale" / "checkpoint.pt"
+    state = load_checkpoint(path)
+    state["config"]["train_samples"] = 11
+    torch.save(state, path)
+    with pytest.raises(InputError, match="different data settings: train_samples"):
+        run_compare(tiny_config(source, out, random_weights_path, steps=6), resume=True,
+                    extractor=extractor)
+    path.unlink()
+    with pytest.raises(InputError, match="nothing to resume"):
+        run_compare(tiny_config(source, out, random_weights_path, steps=6), resume=True,
+                    extractor=extractor)
+
+
+@pytest.mark.parametrize(
+    "name", ["checkpoint.pt", "metrics.csv", "config.json", "fid.png", "samples.png"]
+)
+def test_run_refuses_to_replace_any_file_it_would_write(tmp_path, random_weights_path, name):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / name).write_text("mine\n")
+    # Refused before any work (the data does not even exist), naming the file.
+    with pytest.raises(OverwriteError, match=name):
+        run_ttur(tiny_config(tmp_path / "missing.npy", out, random_weights_path))
+    assert (out / name).read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("relative", ["compare.png", "ttur/config.json", "one-time-scale/fid.png"])
+def test_compare_refuses_to_replace_any_file_it_would_write(tmp_path, random_weights_path,
+                                                             relative):
+    out = tmp_path / "cmp"
+    (out / relative).parent.mkdir(parents=True, exist_ok=True)
+    (out / relative).write_text("mine\n")
+    with pytest.raises(OverwriteError, match=Path(relative).name):
+        run_compare(tiny_config(tmp_path / "missing.npy", out, random_weights_path))
+    assert (out / relative).read_text() == "mine\n"
+
+
 def test_cli_ttur_runs_and_refuses_to_overwrite(shared_data, random_weights_path, tmp_path, capsys):
     from fidkit.cli import main
 

@@ -81,6 +81,14 @@ SAMPLES_NAME = "samples.png"
 # The sample grid shows the first SAMPLE_GRID_SIDE**2 images of the fixed evaluation noise.
 SAMPLE_GRID_SIDE = 8
 COMPARE_RUNS = ("ttur", "one-time-scale")
+#: Every file a run writes in its folder. Any of them already there makes the folder "in use":
+#: without --resume or --force the run refuses rather than replace, say, a user's own config.json.
+RUN_OUTPUT_NAMES = (CHECKPOINT_NAME, METRICS_NAME, CONFIG_NAME, PLOT_NAME, SAMPLES_NAME)
+#: What ``--compare`` writes in its own folder (each sub-run folder gets RUN_OUTPUT_NAMES).
+COMPARE_OUTPUT_NAMES = (COMPARE_PLOT_NAME,)
+#: The settings that decide the training images and the reference statistics; the two runs of a
+#: resumed ``--compare`` must agree on them, as they share one copy of each.
+_DATA_SETTINGS = ("data", "train_samples", "ref_samples", "seed")
 
 # Offsets that derive independent random streams from the one user seed.
 _SEED_OFFSET_TRAIN = 1
@@ -595,15 +603,53 @@ def _format_float(value: float) -> str:
     return repr(float(value))
 
 
-def reference_stats(config: TTURConfig, extractor: Any) -> Any:
+def reference_stats(
+    config: TTURConfig, extractor: Any, data: TrainingData | None = None
+) -> Any:
     """The dataset's statistics for FID, via :func:`fidkit.api.compute_stats` (so cached).
 
     ``config.ref_samples`` images are used (all when None), picked with ``config.seed``.
+
+    When the training images had to be resized (``data.n_resized > 0``), the reference is drawn
+    from those resized training images in memory instead of the source files: the generator
+    only ever produces images at the GAN's resolution, so a reference at the source's resolution
+    would put the resize gap into every FID and keep even a perfect generator far from 0. The
+    reference then holds at most ``data.n_images`` (``train_samples``) images.
+
+    Parameters
+    ----------
+    config : TTURConfig
+        Source, ``ref_samples``, seed and feature options.
+    extractor : FeatureExtractor
+        Shared with the evaluations.
+    data : TrainingData, optional
+        The training images as the GAN sees them; needed for the resized case.
+
+    Returns
+    -------
+    Stats
     """
     from fidkit.api import compute_stats
 
+    source: Any = config.data
+    if data is not None and data.n_resized > 0:
+        # As the generator's output is seen by the extractor: uint8 (N, H, W, 3), grayscale
+        # repeated to three channels (images_to_uint8_rgb).
+        pixels = data.images.permute(0, 2, 3, 1).numpy()
+        if pixels.shape[-1] == 1:
+            pixels = np.repeat(pixels, 3, axis=-1)
+        source = np.ascontiguousarray(pixels)
+        n_reference = (
+            source.shape[0] if config.ref_samples is None
+            else min(config.ref_samples, source.shape[0])
+        )
+        logger.info(
+            "reference statistics from %d of the %d training images at the GAN's resolution "
+            "%dx%d (the source's images were resized for training)",
+            n_reference, source.shape[0], data.image_size, data.image_size,
+        )
     return compute_stats(
-        config.data,
+        source,
         weights=config.weights,
         device=config.device,
         batch_size=config.feature_batch_size,
@@ -683,8 +729,50 @@ class CompareResult:
         }
 
 
-def _run_dir_in_use(out: Path) -> bool:
-    return (out / CHECKPOINT_NAME).exists() or (out / METRICS_NAME).exists()
+def _existing_output(out: Path, names: tuple[str, ...] = RUN_OUTPUT_NAMES) -> Path | None:
+    """The first of `names` that already exists in `out` (the folder is then in use), or None."""
+    for name in names:
+        if (out / name).exists():
+            return out / name
+    return None
+
+
+def _refuse_overwrite(existing: Path) -> None:
+    raise OverwriteError(
+        f"{existing} already exists; pass --resume to continue the run there, --force to start "
+        "over (replacing the run's files), or choose another --out"
+    )
+
+
+def _resumed_data_config(config: TTURConfig, out: Path) -> TTURConfig:
+    """`config` with the data settings of the compare runs saved in ``out``'s checkpoints.
+
+    Both runs share one copy of the training images and one reference, so they must have been
+    made with the same data settings; the command line's are ignored, as :func:`run_ttur` ignores
+    them when resuming.
+    """
+    saved: dict[str, dict[str, Any]] = {}
+    for name in COMPARE_RUNS:
+        checkpoint_path = out / name / CHECKPOINT_NAME
+        if not checkpoint_path.exists():
+            raise InputError(
+                f"{checkpoint_path} does not exist: nothing to resume; run without --resume"
+            )
+        values = TTURConfig.from_dict(load_checkpoint(checkpoint_path)["config"]).to_dict()
+        saved[name] = {key: values[key] for key in _DATA_SETTINGS}
+    first, second = (saved[name] for name in COMPARE_RUNS)
+    if first != second:
+        differing = ", ".join(
+            f"{key} ({first[key]!r} against {second[key]!r})"
+            for key in _DATA_SETTINGS if first[key] != second[key]
+        )
+        raise InputError(
+            f"the runs in {out / COMPARE_RUNS[0]} and {out / COMPARE_RUNS[1]} were made with "
+            f"different data settings: {differing}; resume each with fidkit ttur --out <run> "
+            "--resume, or start over with --force"
+        )
+    logger.info("resuming compare in %s with the checkpoints' data settings %s", out, first)
+    return replace(config, **first)
 
 
 def _should_evaluate(step: int, config: TTURConfig) -> bool:
@@ -728,7 +816,8 @@ def run_ttur(
     Raises
     ------
     OverwriteError
-        If the folder holds a run and neither `resume` nor `force` is given.
+        If any file the run writes (:data:`RUN_OUTPUT_NAMES`) already exists in the folder and
+        neither `resume` nor `force` is given.
     InputError
         If `resume` is given and there is no readable checkpoint.
     """
@@ -755,18 +844,15 @@ def run_ttur(
             "resuming %s at step %d of %d (settings from the checkpoint)",
             out, int(state["step"]), config.steps,
         )
-    elif _run_dir_in_use(out) and not force:
-        raise OverwriteError(
-            f"{out} already holds a training run; pass --resume to continue it or --force to "
-            "start over"
-        )
+    elif not force and (existing := _existing_output(out)) is not None:
+        _refuse_overwrite(existing)
 
     if data is None:
         data = load_training_data(config.data, limit=config.train_samples, seed=config.seed)
     if extractor is None:
         extractor = make_extractor(config)
     if ref_stats is None:
-        ref_stats = reference_stats(config, extractor)
+        ref_stats = reference_stats(config, extractor, data)
     feature_dim = int(getattr(extractor, "feature_dim", 2048))
     if config.eval_samples < feature_dim:
         logger.warning(
@@ -850,19 +936,32 @@ def run_compare(
 
     The runs go to ``out/ttur`` and ``out/one-time-scale``; they share the data in memory, the
     feature extractor and the reference statistics. The figure is ``out/compare.png``.
+
+    With `resume`, the data and the reference are built from the settings saved in the two
+    runs' checkpoints (as each run's model and rates are), not from `config`.
+
+    Raises
+    ------
+    OverwriteError
+        If any file the command writes already exists and neither `resume` nor `force` is given.
+    InputError
+        With `resume`: a run's checkpoint is missing or unreadable, or the two runs were made
+        with different data settings (data, train_samples, ref_samples, seed).
     """
     out = Path(config.out)
     if not resume and not force:
-        busy = [out / name for name in COMPARE_RUNS if _run_dir_in_use(out / name)]
-        if busy:
-            raise OverwriteError(
-                f"{busy[0]} already holds a training run; pass --resume to continue or --force "
-                "to start over"
-            )
-    data = load_training_data(config.data, limit=config.train_samples, seed=config.seed)
+        existing = _existing_output(out, COMPARE_OUTPUT_NAMES)
+        for name in COMPARE_RUNS:
+            existing = existing or _existing_output(out / name)
+        if existing is not None:
+            _refuse_overwrite(existing)
+    data_config = _resumed_data_config(config, out) if resume else config
+    data = load_training_data(
+        data_config.data, limit=data_config.train_samples, seed=data_config.seed
+    )
     if extractor is None:
         extractor = make_extractor(config)
-    ref_stats = reference_stats(config, extractor)
+    ref_stats = reference_stats(data_config, extractor, data)
     result = CompareResult()
     for name in COMPARE_RUNS:
         run_config = replace(config, out=out / name, one_time_scale=(name == "one-time-scale"))
