@@ -436,7 +436,20 @@ def _identical(trace: float) -> _TraceSqrt:
 # --------------------------------------------------------------------------------------------- stats path
 
 
-def _fid_stats(stats_a: Stats, stats_b: Stats, method: str) -> FrechetResult:
+def _factor_of(stats: Stats, label: str) -> SqrtFactor:
+    """``stats.sqrt_factor()``, with errors about statistics that have no file named by the caller's argument."""
+    try:
+        return stats.sqrt_factor()
+    except InputError as exc:
+        message = str(exc)
+        if stats.path is None and message.startswith("statistics:"):
+            raise InputError(message.replace("statistics:", f"{label}:", 1)) from None
+        raise
+
+
+def _fid_stats(
+    stats_a: Stats, stats_b: Stats, method: str, labels: tuple[str, str] = ("stats_a", "stats_b")
+) -> FrechetResult:
     if not isinstance(stats_a, Stats) or not isinstance(stats_b, Stats):
         raise InputError(
             "fid_from_stats takes two fidkit.Stats; build them with Stats.from_features or Stats.load, or call "
@@ -461,12 +474,12 @@ def _fid_stats(stats_a: Stats, stats_b: Stats, method: str) -> FrechetResult:
         trace = _trace_sqrt_ttur(stats_a.sigma, stats_b.sigma)
     else:
         if method == "auto":
-            for side_stats in (stats_a, stats_b):
+            for side_stats, label in ((stats_a, labels[0]), (stats_b, labels[1])):
                 if side_stats.n is None:
                     # No n (a TTUR/pytorch-fid file): the rank is unknown until factored, and factoring costs
                     # a quarter of one eigensolve. A rank-deficient sigma (from N < dim) then gets the small
                     # exact problem instead of a dim-sized one full of round-off eigenvalues near zero.
-                    side_stats.sqrt_factor()
+                    _factor_of(side_stats, label)
         a_first = _first_is_a(
             (stats_a.rank_bound(), not stats_a.has_factor, _content_key(stats_a)),
             (stats_b.rank_bound(), not stats_b.has_factor, _content_key(stats_b)),
@@ -474,12 +487,13 @@ def _fid_stats(stats_a: Stats, stats_b: Stats, method: str) -> FrechetResult:
             lambda: _content_digest(stats_b.sigma),
         )
         first, second, side = (stats_a, stats_b, "a") if a_first else (stats_b, stats_a, "b")
+        first_label, second_label = labels if a_first else labels[::-1]
         if method == "eigh":
             trace = _trace_sqrt_dense_eigh(first.sigma, second.sigma, side)
         elif first.has_factor and second.has_factor and first.rank_bound() <= _SVD_MAX_RANK_FRACTION * dim:
-            trace = _trace_sqrt_factors(first.sqrt_factor(), second.sqrt_factor(), side)
+            trace = _trace_sqrt_factors(_factor_of(first, first_label), _factor_of(second, second_label), side)
         else:
-            trace = _trace_sqrt_factor_eigh(first.sqrt_factor(), second.sigma, side)
+            trace = _trace_sqrt_factor_eigh(_factor_of(first, first_label), second.sigma, side)
     return _assemble(mean_term, trace_a, trace_b, trace, stats_a.n, stats_b.n, dim, messages)
 
 
@@ -550,7 +564,7 @@ def frechet_distance(
             f"mu1/sigma1 have dim {stats_a.dim} but mu2/sigma2 have dim {stats_b.dim}; both must come from "
             "the same feature extractor"
         )
-    result = _fid_stats(stats_a, stats_b, method)
+    result = _fid_stats(stats_a, stats_b, method, ("mu1/sigma1", "mu2/sigma2"))
     _emit(result)
     return result
 

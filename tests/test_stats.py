@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fidkit.errors import InputError, OverwriteError, StatsFileError
-from fidkit.frechet import fid_from_arrays, fid_from_stats
+from fidkit.frechet import fid_from_arrays, fid_from_stats, frechet_distance
 from fidkit.stats import STATS_FORMAT_VERSION, Stats, StatsAccumulator
 
 
@@ -312,3 +312,43 @@ def test_load_of_a_file_that_is_not_numpy_says_so(tmp_path, content, reason):
     with pytest.raises(StatsFileError, match=reason) as raised:
         Stats.load(path)
     assert str(path) in str(raised.value) and "pickle" not in str(raised.value)
+
+
+# ------------------------------------------------------------------------------------ positive semidefiniteness
+
+
+@pytest.mark.parametrize(
+    "sigma",
+    [
+        [[1.0, 2.0], [2.0, 1.0]],  # residual trace -3: pstrf stops at the negative pivot
+        [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]],  # residual trace 0: only the probes see it
+    ],
+)
+def test_indefinite_sigma_is_refused_not_factored(sigma) -> None:
+    dim = len(sigma)
+    with pytest.raises(InputError, match="mu1/sigma1: sigma is not positive semidefinite"):
+        frechet_distance(np.zeros(dim), sigma, np.zeros(dim), np.eye(dim))
+    with pytest.raises(InputError, match="stats_b: sigma is not positive semidefinite"):
+        fid_from_stats(Stats(mu=np.zeros(dim), sigma=np.eye(dim)), Stats(mu=np.zeros(dim), sigma=sigma))
+    # The dense route still runs (it reports the negative eigenvalue instead).
+    assert frechet_distance(np.zeros(dim), sigma, np.zeros(dim), np.eye(dim), method="eigh").min_eigenvalue < -0.5
+
+
+def test_indefinite_sigma_from_a_file_names_the_file(tmp_path) -> None:
+    path = tmp_path / "ttur.npz"
+    np.savez(path, mu=np.zeros(2), sigma=np.array([[1.0, 2.0], [2.0, 1.0]]))
+    with pytest.raises(InputError, match=f"{path}.*not positive semidefinite"):
+        Stats.load(path).sqrt_factor()
+
+
+def test_psd_check_accepts_round_off_negative_eigenvalues() -> None:
+    rng = np.random.default_rng(31)
+    dim = 120
+    basis, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    for scale in (1.0, 1e-150 ** 2 * 1e10, 1e280):
+        eigenvalues = np.concatenate([rng.uniform(1.0, 2.0, 80), np.full(40, -1e-13)]) * scale
+        sigma = (basis * eigenvalues) @ basis.T
+        sigma = (sigma + sigma.T) / 2
+        factor = Stats(mu=np.zeros(dim), sigma=sigma).sqrt_factor()
+        assert 80 <= factor.rank < dim
+        assert abs(factor.dropped_trace) <= 1e-10 * np.trace(sigma)
