@@ -192,7 +192,9 @@ def _nuclear_norm(matrix: np.ndarray) -> tuple[float, float]:
     except np.linalg.LinAlgError:
         # gesdd can fail to converge on rare inputs; gesvd is slower but more robust.
         singular_values = scipy.linalg.svd(matrix, compute_uv=False, check_finite=False, lapack_driver="gesvd")
-    smallest = float(singular_values.min()) ** 2 if singular_values.size else 0.0
+    # numpy's square, not Python's **: a singular value beyond 1e154 squares to inf (a diagnostic only)
+    # instead of raising OverflowError.
+    smallest = float(np.square(singular_values.min())) if singular_values.size else 0.0
     return float(np.sum(singular_values)), smallest
 
 
@@ -200,8 +202,11 @@ def _power_of_two_scale(array: np.ndarray) -> float:
     """A power of two near max|array| (1.0 for an all-zero array).
 
     Products such as ``L^T sigma L`` are formed on arrays divided by this and the result multiplied back:
-    a power of two changes only exponents, so no rounding is added, and features of magnitude 1e150 or
-    1e-150 (whose covariance products would overflow to inf or underflow to 0) stay representable.
+    a power of two changes only exponents, so no rounding is added, and products of representable factors
+    and covariances (features of magnitude up to about 1e150 or down to 1e-150) neither overflow to inf nor
+    underflow to 0. It cannot extend the range of the inputs themselves: a covariance needs the squares of
+    the features, so features beyond about 1e154 are refused when their statistics are computed
+    (:class:`~fidkit.errors.InputError`), and below about 1e-154 the covariance loses precision to underflow.
     """
     if array.size == 0:
         return 1.0

@@ -469,6 +469,16 @@ class Stats:
         Validation copies and scans sigma several times (about 0.1 s at dim 2048); arrays that come out of
         from_features, the accumulator or merge are valid by construction and owned by nobody else.
         """
+        # The one check that is not by construction: squares of features beyond about 1e154 overflow float64,
+        # and an inf covariance would make FID NaN. The diagonal suffices: the variances are sums of squares,
+        # and every covariance is bounded by them (Cauchy-Schwarz), so a finite diagonal means a finite sigma.
+        variances = np.diagonal(sigma)
+        if not (np.isfinite(variances).all() and np.isfinite(mu).all()):
+            raise InputError(
+                "the features are too large for float64 statistics: their covariance overflows (variances beyond "
+                f"{np.finfo(np.float64).max:.3g}, i.e. features beyond about 1e154 in magnitude); divide the features "
+                "by a constant c and multiply the resulting FID by c**2"
+            )
         stats = cls.__new__(cls)
         stats.mu = _read_only(mu)
         stats.sigma = _read_only(sigma)

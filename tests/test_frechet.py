@@ -418,3 +418,24 @@ def test_features_path_with_a_very_large_other_side() -> None:
         result = fid_from_arrays(features_a, features_b)
     assert result.method == "factor-eigh" and result.rank == 5
     assert result.value == pytest.approx(fid, rel=1e-9)
+
+
+def test_huge_features_below_dim_give_a_finite_result_not_overflow_error() -> None:
+    # Singular values of L_a^T L_b near 1e200: their square (the min_eigenvalue diagnostic) is beyond float64.
+    rng = np.random.default_rng(41)
+    small_a, small_b = rng.standard_normal((10, 20)), rng.standard_normal((12, 20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)
+        reference = fid_from_arrays(small_a, small_b)
+        huge = fid_from_arrays(small_a * 1e100, small_b * 1e100)
+    assert huge.method == "features-lowrank" and math.isfinite(huge.value)
+    assert huge.value == pytest.approx(reference.value * 1e200, rel=1e-9)
+
+
+def test_features_whose_covariance_overflows_raise_input_error_not_nan() -> None:
+    rng = np.random.default_rng(42)
+    features_a, features_b = rng.standard_normal((30, 5)) * 1e155, rng.standard_normal((40, 5)) * 1e155
+    with pytest.raises(InputError, match="too large for float64.*divide the features"):
+        fid_from_arrays(features_a, features_b)
+    with pytest.raises(InputError, match="too large for float64"):
+        Stats.from_features(features_a)
