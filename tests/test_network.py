@@ -277,3 +277,60 @@ def test_importing_the_package_does_not_import_torch_or_onnxruntime() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def _copy_graph_instead_of_exporting(source: Path, monkeypatch) -> list[Path]:
+    """Make ensure_graph 'export' by copying `source` (seconds saved per test); returns the targets written."""
+    import fidkit.inception.export as export
+
+    written: list[Path] = []
+
+    def copy(weights_path, target, *, metadata=None):
+        Path(target).write_bytes(source.read_bytes())
+        written.append(Path(target))
+        return Path(target)
+
+    monkeypatch.setattr(export, "export_graph", copy)
+    return written
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00garbage\xff" * 7], ids=["empty", "garbage"])
+def test_cached_graph_that_does_not_load_is_rebuilt_once(
+    random_weights_path: Path, extractor, fidkit_home: Path, monkeypatch, content: bytes
+) -> None:
+    from fidkit._fs import sha256_file
+
+    path = graph_cache_path(sha256_file(random_weights_path))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)  # what a crash mid-write, or a foreign tool, can leave
+    written = _copy_graph_instead_of_exporting(extractor.graph_path, monkeypatch)
+    rebuilt = FeatureExtractor(random_weights_path, device="cpu")
+    assert len(written) == 1 and rebuilt.graph_path == path
+    assert path.read_bytes() == extractor.graph_path.read_bytes()
+    images = _images(18, 1, 32, 32)
+    np.testing.assert_array_equal(rebuilt(images), extractor(images))
+
+
+def test_rebuilt_graph_that_still_does_not_load_is_a_fidkit_error(
+    random_weights_path: Path, extractor, fidkit_home: Path, monkeypatch
+) -> None:
+    from fidkit._fs import sha256_file
+
+    path = graph_cache_path(sha256_file(random_weights_path))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    empty = fidkit_home / "empty.onnx"
+    empty.write_bytes(b"")
+    written = _copy_graph_instead_of_exporting(empty, monkeypatch)  # the "export" writes an empty file again
+    with pytest.raises(FidkitError, match=f"cannot load the ONNX graph {path}.*delete") as caught:
+        FeatureExtractor(random_weights_path, device="cpu")
+    assert type(caught.value) is FidkitError and len(written) == 1  # rebuilt once, not in a loop
+
+
+def test_unwritable_graph_cache_says_to_set_fidkit_home(random_weights_path: Path, tmp_path: Path, monkeypatch) -> None:
+    # Running as root makes chmod ineffective; a cache home under a regular file fails for everyone.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("FIDKIT_HOME", str(blocker / "home"))
+    with pytest.raises(FidkitError, match=f"cannot write the ONNX graph cache {blocker}.*FIDKIT_HOME"):
+        FeatureExtractor(random_weights_path, device="cpu")

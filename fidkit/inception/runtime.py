@@ -78,8 +78,17 @@ def ensure_graph(weights: ResolvedWeights) -> Path:
         "resize_mode": RESIZE_MODE,
         "feature_extractor": FEATURE_EXTRACTOR,
     }
-    with atomic_write(target, overwrite=True) as tmp:
-        export_graph(weights.path, tmp, metadata=metadata)
+    try:
+        with atomic_write(target, overwrite=True) as tmp:
+            export_graph(weights.path, tmp, metadata=metadata)
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename) == Path(weights.path):
+            raise  # about the weights file, not the cache
+        # An unwritable or read-only cache home (a shared account, a container): say which setting moves it.
+        raise FidkitError(
+            f"cannot write the ONNX graph cache {target} ({exc.strerror or exc}); set the environment variable "
+            "FIDKIT_HOME to a writable folder"
+        ) from exc
     # Logged here, not by export_graph: it only sees the temporary name.
     logger.info("exported the ONNX graph of %s to %s", weights.path, target)
     return target
@@ -175,16 +184,29 @@ class FeatureExtractor:
         self.batch_size: int = int(batch_size)
         self.threads: int = int(threads) if threads is not None else _machine_threads()
         self.device: str = device
+        was_cached = graph_cache_path(resolved.sha256).is_file()
         self.graph_path: Path = ensure_graph(resolved)
         try:
             self._session = self._make_session(device)
         except _UnreadableGraph as exc:
-            # A cached graph that no longer parses (edited, or written by a foreign tool):
-            # it is only a cache, so rebuild it once from the weights.
-            logger.warning("cached graph %s is unreadable (%s); rebuilding it", self.graph_path, exc)
-            self.graph_path.unlink(missing_ok=True)
+            if not was_cached:
+                raise self._graph_error(exc) from None
+            # A cached graph that does not load (empty or cut short by a crash, edited, written by a
+            # foreign tool): it is only a cache, so rebuild it once from the weights.
+            logger.warning("cached graph %s does not load (%s); rebuilding it", self.graph_path, exc)
+            try:
+                self.graph_path.unlink(missing_ok=True)
+            except OSError as unlink_error:
+                raise FidkitError(
+                    f"cached ONNX graph {self.graph_path} does not load and cannot be deleted "
+                    f"({unlink_error.strerror or unlink_error}); delete it by hand or set FIDKIT_HOME to a "
+                    "writable folder"
+                ) from None
             self.graph_path = ensure_graph(resolved)
-            self._session = self._make_session(device)
+            try:
+                self._session = self._make_session(device)
+            except _UnreadableGraph as again:
+                raise self._graph_error(again) from None
         self.provider: str = self._session.get_providers()[0]
         self._input_name = self._session.get_inputs()[0].name
         self._output_name = self._session.get_outputs()[0].name
@@ -192,6 +214,24 @@ class FeatureExtractor:
         logger.info("feature extractor on %s (%d threads, batch %d)", self.provider, self.threads, self.batch_size)
 
     # --- session -----------------------------------------------------------------------------
+
+    def _graph_error(self, exc: _UnreadableGraph) -> FidkitError:
+        """The error for a graph fidkit has just built and onnxruntime still cannot load."""
+        return FidkitError(
+            f"onnxruntime cannot load the ONNX graph {self.graph_path} that fidkit built from {self.weights_path} "
+            f"({exc}); delete {self.graph_path} and retry, and if it persists check that the onnxruntime "
+            "installation works (python -c 'import onnxruntime') and report it"
+        )
+
+    def _graph_loads_on_cpu(self) -> bool:
+        """True if the graph file loads with the CPU provider: tells a provider failure from a bad graph."""
+        import onnxruntime as ort
+
+        try:
+            ort.InferenceSession(str(self.graph_path), self._session_options(), providers=["CPUExecutionProvider"])
+        except Exception:  # onnxruntime's own exception types are not importable by a stable name
+            return False
+        return True
 
     def _session_options(self) -> Any:
         import onnxruntime as ort
@@ -221,7 +261,13 @@ class FeatureExtractor:
         if name == "CUDAExecutionProvider":
             return [cuda, "CPUExecutionProvider"]
         trt_cache = cache_home() / "tensorrt"
-        trt_cache.mkdir(parents=True, exist_ok=True)
+        try:
+            trt_cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FidkitError(
+                f"cannot create the TensorRT engine cache {trt_cache} ({exc.strerror or exc}); set the environment "
+                "variable FIDKIT_HOME to a writable folder"
+            ) from exc
         tensorrt = (
             "TensorrtExecutionProvider",
             {
@@ -258,8 +304,15 @@ class FeatureExtractor:
                     str(self.graph_path), self._session_options(), providers=self._provider_list(name)
                 )
             except Exception as exc:  # onnxruntime raises its own types for provider failures
-                if type(exc).__name__ in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile"):
-                    raise _UnreadableGraph(str(exc)) from exc
+                # A graph the CPU provider cannot load is a bad file, whatever type onnxruntime gives it (an
+                # empty file is InvalidArgument "No graph was found in the protobuf"); for the other providers
+                # the same question is asked of the CPU provider before blaming the provider.
+                if (
+                    type(exc).__name__ in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile")
+                    or name == "CPUExecutionProvider"
+                    or not self._graph_loads_on_cpu()
+                ):
+                    raise _UnreadableGraph(f"{type(exc).__name__}: {exc}") from exc
                 last_error = exc
                 logger.warning("could not start %s: %s", name, exc)
                 continue
