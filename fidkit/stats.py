@@ -32,7 +32,7 @@ import numpy as np
 import scipy.linalg
 
 from fidkit._fs import atomic_write
-from fidkit.errors import InputError, StatsFileError
+from fidkit.errors import InputError, OverwriteError, StatsFileError
 
 __all__ = ["STATS_FORMAT_VERSION", "Stats", "StatsAccumulator", "SqrtFactor"]
 
@@ -637,6 +637,8 @@ class Stats:
         ------
         OverwriteError
             `path` exists and `overwrite` is False.
+        StatsFileError
+            `path` is a folder, or cannot be written (its parent is a file, no permission, disk full).
         """
         arrays: dict[str, np.ndarray] = {
             _KEY_MU: np.asarray(self.mu, dtype=np.float64),
@@ -648,10 +650,24 @@ class Stats:
             arrays[_KEY_N] = np.asarray(self.n, dtype=np.int64)
         if self.factor is not None:
             arrays[_KEY_FACTOR] = np.asarray(self.factor, dtype=np.float64)
-        with atomic_write(path, overwrite=overwrite) as temporary:
-            # Through a handle: np.savez appends ".npz" to a path that lacks it, which would miss the rename.
-            with open(temporary, "wb") as stream:
-                np.savez(stream, **arrays)
+        target = Path(path)
+        if target.is_dir():
+            # Checked first: os.replace would fail only after the whole file was written, with IsADirectoryError.
+            raise StatsFileError(
+                f"{target} is a folder; give a file path for the statistics, e.g. {target / 'stats.npz'}"
+            )
+        try:
+            with atomic_write(target, overwrite=overwrite) as temporary:
+                # Through a handle: np.savez appends ".npz" to a path that lacks it, which would miss the rename.
+                with open(temporary, "wb") as stream:
+                    np.savez(stream, **arrays)
+        except OverwriteError:
+            raise
+        except OSError as exc:
+            # A parent that is a regular file, a read-only or full disk, no permission: all say the same thing.
+            raise StatsFileError(
+                f"cannot write statistics to {target} ({exc.strerror or exc}); choose a path in a writable folder"
+            ) from exc
         logger.debug("saved statistics (n=%s, dim=%d) to %s", self.n, self.dim, path)
 
     @classmethod

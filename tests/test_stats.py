@@ -352,3 +352,29 @@ def test_psd_check_accepts_round_off_negative_eigenvalues() -> None:
         factor = Stats(mu=np.zeros(dim), sigma=sigma).sqrt_factor()
         assert 80 <= factor.rank < dim
         assert abs(factor.dropped_trace) <= 1e-10 * np.trace(sigma)
+
+
+# ------------------------------------------------------------------------------------------ unwritable paths
+
+
+def test_save_onto_a_folder_is_a_stats_file_error(tmp_path) -> None:
+    stats = Stats(mu=np.zeros(2), sigma=np.eye(2), n=5)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(StatsFileError, match=f"{folder} is a folder.*stats.npz"):
+            stats.save(folder, overwrite=overwrite)
+    assert list(folder.iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp files
+
+
+def test_save_where_the_parent_cannot_be_a_folder_is_a_stats_file_error(tmp_path) -> None:
+    # A parent that is a regular file fails for root too (chmod would not stop root).
+    stats = Stats(mu=np.zeros(2), sigma=np.eye(2), n=5)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = blocker / "stats.npz"
+    with pytest.raises(StatsFileError, match=f"cannot write statistics to {target}.*writable folder"):
+        stats.save(target)
+    # A missing parent is not an error: it is created.
+    stats.save(tmp_path / "new" / "deeper" / "stats.npz")
+    assert Stats.load(tmp_path / "new" / "deeper" / "stats.npz").n == 5

@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -287,3 +288,28 @@ def test_arbitrary_pickles_are_refused(tmp_path: Path) -> None:
     torch.save({"x": _Payload()}, path)
     with pytest.raises(WeightsError, match="cannot load"):
         load_state_dict(path)
+
+
+def test_unreadable_weights_file_is_a_weights_error(tmp_path: Path, monkeypatch) -> None:
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"weights")
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    # Root reads any file whatever its mode: simulate the refusal the OS gives other users.
+    monkeypatch.setattr(W, "sha256_file", refuse)
+    with pytest.raises(WeightsError, match=f"cannot read weights file {weights}.*Permission denied.*--weights"):
+        locate_weights(weights)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_weights_file_without_read_permission_is_a_weights_error(tmp_path: Path) -> None:
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"weights")
+    weights.chmod(0)
+    try:
+        with pytest.raises(WeightsError, match=f"cannot read weights file {weights}"):
+            locate_weights(weights)
+    finally:
+        weights.chmod(0o600)

@@ -156,6 +156,17 @@ def _how_to_supply(manifest: WeightsManifest) -> str:
     )
 
 
+def _hash_weights(path: Path) -> str:
+    """sha256 of a weights file; an unreadable file (permissions, a folder, an I/O error) is a WeightsError."""
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise WeightsError(
+            f"cannot read weights file {path} ({exc.strerror or exc}); make it readable or pass another file with "
+            f"--weights / weights=PATH / {WEIGHTS_ENV}"
+        ) from exc
+
+
 def locate_weights(
     weights: str | os.PathLike | None = None,
     *,
@@ -187,7 +198,7 @@ def locate_weights(
     Raises
     ------
     WeightsError
-        An explicit file that does not exist, a cached file with the wrong checksum, a download
+        An explicit file that does not exist or cannot be read, a cached file with the wrong checksum, a download
         that fails (offline, wrong checksum), or no file with ``download=False``.
     """
     manifest = manifest if manifest is not None else load_manifest()
@@ -199,7 +210,7 @@ def locate_weights(
         if not path.is_file():
             where = f"the environment variable {WEIGHTS_ENV}" if origin == "environment" else "weights"
             raise WeightsError(f"weights file {path} (from {where}) does not exist; give an existing .pth file")
-        digest = sha256_file(path)
+        digest = _hash_weights(path)
         matches = digest == manifest.sha256
         if not matches:
             logger.info(
@@ -211,7 +222,7 @@ def locate_weights(
 
     cached = weights_cache_dir() / manifest.file_name
     if cached.is_file():
-        digest = sha256_file(cached)
+        digest = _hash_weights(cached)
         if digest != manifest.sha256:
             raise WeightsError(
                 f"cached weights {cached} have sha256 {digest}, expected {manifest.sha256}; "
