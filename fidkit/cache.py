@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fidkit._fs import atomic_write, cache_home
+from fidkit.errors import StatsFileError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from fidkit.stats import Stats
@@ -240,7 +241,9 @@ def store_cached_stats(
         with atomic_write(_sidecar_path(entry), overwrite=True) as tmp_path:
             tmp_path.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
         logger.debug("stored statistics cache entry %s for %s", entry, source_name)
-    except OSError as error:
+    except (OSError, StatsFileError) as error:
+        # Stats.save reports an unwritable destination as StatsFileError (naming the path for users
+        # who save by hand); the sidecar write raises the plain OSError. Neither may fail the run.
         logger.warning("could not write the statistics cache entry %s: %s", entry, error)
     return keyed
 

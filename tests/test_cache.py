@@ -120,6 +120,18 @@ def test_store_then_load_round_trips_and_records_the_key(fidkit_home):
     assert stats_cache_dir() == fidkit_home / "stats"
 
 
+def test_a_cache_that_cannot_be_written_never_fails_the_run(tmp_path, caplog):
+    """A read-only or broken cache folder is logged; the statistics are still returned."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a regular file where the cache folder should be")
+    stats = small_stats()
+    with caplog.at_level(logging.WARNING, logger="fidkit.cache"):
+        stored = store_cached_stats("0" * 64, stats, root=blocker / "stats")
+    np.testing.assert_array_equal(stored.mu, stats.mu)
+    assert stored.metadata["cache_key"] == "0" * 64
+    assert "could not write the statistics cache entry" in caplog.text
+
+
 def _garbage(path: Path) -> None:
     path.write_bytes(b"this is not a statistics file")
 
