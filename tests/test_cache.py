@@ -120,6 +120,26 @@ def test_store_then_load_round_trips_and_records_the_key(fidkit_home):
     assert stats_cache_dir() == fidkit_home / "stats"
 
 
+@pytest.mark.parametrize(
+    "mu, n",
+    [(np.array([np.nan, 0.0]), 5), (np.zeros(2), 1), (np.zeros(2), None)],
+    ids=["nan-mu", "n-below-2", "n-missing"],
+)
+def test_entry_with_impossible_contents_is_not_trusted(fidkit_home, caplog, mu, n):
+    """Refused by Stats.load (NaN, N < 2) or by the cache (no N): removed and reported as a miss."""
+    import json
+
+    key = "2" * 64
+    entry = stats_cache_dir() / f"{key}.npz"
+    entry.parent.mkdir(parents=True)
+    extra = {} if n is None else {"n": np.array(n)}
+    np.savez(entry, mu=mu, sigma=np.eye(2), fidkit_metadata_json=np.array(json.dumps({"cache_key": key})), **extra)
+    with caplog.at_level(logging.WARNING, logger="fidkit.cache"):
+        assert load_cached_stats(key) is None
+    assert not entry.exists()
+    assert "corrupt" in caplog.text
+
+
 def test_a_cache_that_cannot_be_written_never_fails_the_run(tmp_path, caplog):
     """A read-only or broken cache folder is logged; the statistics are still returned."""
     blocker = tmp_path / "not-a-folder"
