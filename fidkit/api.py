@@ -232,9 +232,20 @@ def _str_or_none(value: Any) -> str | None:
 
 
 def _side_from_stats(
-    stats: Stats, *, name: str, kind: str, cached: bool, total_seconds: float, skipped=None
+    stats: Stats,
+    *,
+    name: str,
+    kind: str,
+    cached: bool,
+    total_seconds: float,
+    skipped=None,
+    decode_seconds: float = 0.0,
+    network_seconds: float = 0.0,
 ) -> SideReport:
-    """Describe a side whose statistics were loaded (file, object or cache), from their metadata."""
+    """Describe a side from its statistics' metadata: loaded (file, object, cache) or just computed.
+
+    A computed side passes its `skipped` files (the metadata keeps only the first few) and timings.
+    """
     metadata = stats.metadata
     if skipped is None:
         try:
@@ -249,12 +260,12 @@ def _side_from_stats(
         lossy=bool(metadata.get("lossy_inputs", False)),
         skipped=tuple(skipped),
         n_skipped=int(metadata.get("n_skipped", len(skipped))),
-        foreign=bool(getattr(stats, "is_foreign", False)),
+        foreign=stats.is_foreign,
         weights_sha256=_str_or_none(metadata.get("weights_sha256")),
         resize_mode=_str_or_none(metadata.get("resize_mode")),
         provider=_str_or_none(metadata.get("provider")),
-        decode_seconds=0.0,
-        network_seconds=0.0,
+        decode_seconds=decode_seconds,
+        network_seconds=network_seconds,
         total_seconds=total_seconds,
     )
 
@@ -360,21 +371,10 @@ def _compute_side(
             stats = store_cached_stats(key, stats, source_name=str(source.name), source_kind=str(source.kind))
         else:
             logger.warning("%s changed while it was read; its statistics are not cached", source.name)
-    side = SideReport(
-        name=str(source.name),
-        kind=str(source.kind),
-        n=stats.n,
-        cached=False,
-        lossy=bool(source.lossy),
-        skipped=skipped,
-        n_skipped=len(skipped),
-        foreign=False,
-        weights_sha256=_str_or_none(metadata.get("weights_sha256")),
-        resize_mode=_str_or_none(metadata.get("resize_mode")),
-        provider=_str_or_none(metadata.get("provider")),
-        decode_seconds=decode_seconds,
-        network_seconds=network_seconds,
-        total_seconds=time.perf_counter() - started,
+    side = _side_from_stats(
+        stats, name=str(source.name), kind=str(source.kind), cached=False,
+        total_seconds=time.perf_counter() - started, skipped=skipped,
+        decode_seconds=decode_seconds, network_seconds=network_seconds,
     )
     # The rate is over the image path only: building the extractor (a graph export on first use)
     # is a one-off cost that would make a fresh cache look slow; it is reported as setup.
