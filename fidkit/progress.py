@@ -1,4 +1,6 @@
-"""A small progress bar on stderr: images done, images per second, and the ETA when the total is known.
+"""A small progress bar on stderr: items done, items per second, and the ETA when the total is known.
+
+Items are images by default; the weights download counts bytes and shows them in MiB.
 
 No dependency: one line redrawn with a carriage return, at most a few times per second, and nothing at all
 when the stream is not a terminal (logs and CI output stay clean) or when the caller asks for quiet.
@@ -38,12 +40,12 @@ def format_duration(seconds: float) -> str:
 
 
 class ProgressBar:
-    """Progress of a run over images, drawn on one terminal line.
+    """Progress of a run over images (or bytes, or any countable unit), drawn on one terminal line.
 
     Parameters
     ----------
     total : int or None
-        How many images the run will process; ``None`` when unknown (an iterable of batches).
+        How many items the run will process; ``None`` when unknown (an iterable of batches).
         With a total the line shows a bar, a percentage and the ETA.
     desc : str
         A short label drawn before the counts (e.g. the source's name).
@@ -56,6 +58,11 @@ class ProgressBar:
         Seconds between redraws. Updates in between only count, so a fast loop pays almost nothing.
     clock : callable
         Returns the time in seconds; injectable for tests.
+    unit : str
+        The name shown for the items, e.g. ``"images"`` or ``"MiB"``.
+    unit_scale : int
+        Items per shown unit: counts are divided by it for display (``2**20`` shows bytes as MiB
+        with one decimal). With 1, counts are shown as integers.
 
     Examples
     --------
@@ -75,8 +82,12 @@ class ProgressBar:
         stream: TextIO | None = None,
         min_interval: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        unit: str = "images",
+        unit_scale: int = 1,
     ) -> None:
         self.total = total
+        self.unit = unit
+        self.unit_scale = unit_scale
         self.desc = desc
         self.stream = stream if stream is not None else sys.stderr
         if enabled is None:
@@ -92,9 +103,9 @@ class ProgressBar:
         self._drawn_done = -1
         self._closed = False
 
-    def update(self, n_images: int) -> None:
-        """Count `n_images` more images done and redraw if the last redraw is old enough."""
-        self.done += int(n_images)
+    def update(self, n_items: int) -> None:
+        """Count `n_items` more items done and redraw if the last redraw is old enough."""
+        self.done += int(n_items)
         if not self.enabled:
             return
         now = self._clock()
@@ -112,16 +123,19 @@ class ProgressBar:
             fraction = min(self.done / self.total, 1.0)
             filled = int(round(fraction * _BAR_WIDTH))
             parts.append("[" + "#" * filled + "." * (_BAR_WIDTH - filled) + "]")
-            parts.append(f"{self.done}/{self.total} images")
+            parts.append(f"{self._amount(self.done)}/{self._amount(self.total)} {self.unit}")
             parts.append(f"{100.0 * fraction:5.1f}%")
         else:
-            parts.append(f"{self.done} images")
-        parts.append(f"{rate:.1f} images/s")
+            parts.append(f"{self._amount(self.done)} {self.unit}")
+        parts.append(f"{rate / self.unit_scale:.1f} {self.unit}/s")
         if self.total and rate > 0 and self.done < self.total:
             parts.append(f"ETA {format_duration((self.total - self.done) / rate)}")
         else:
             parts.append(f"elapsed {format_duration(elapsed)}")
         return " ".join(parts)
+
+    def _amount(self, count: int) -> str:
+        return str(count) if self.unit_scale == 1 else f"{count / self.unit_scale:.1f}"
 
     def _draw(self, now: float) -> None:
         line = self.render(now)

@@ -204,22 +204,25 @@ def test_cached_file_with_wrong_checksum(fidkit_home: Path) -> None:
         locate_weights(manifest=_manifest(_closed_port_url()))
 
 
-def test_progress_bar_only_on_a_terminal() -> None:
+def test_download_progress_only_on_a_terminal() -> None:
+    """The download's progress line (the shared ProgressBar, counting bytes, shown in MiB)."""
+    from fidkit.progress import ProgressBar
+
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     quiet, loud = io.StringIO(), Terminal()
     for stream in (quiet, loud):
-        bar = W._ProgressBar(1000, "downloading", True, stream=stream)
-        for done in (0, 500, 1000):
-            bar.update(done)
-        bar.close()
+        with ProgressBar(3 * 2**20, desc="downloading", stream=stream, unit="MiB", unit_scale=2**20) as bar:
+            for _ in range(3):
+                bar.update(2**20)
     assert quiet.getvalue() == ""
-    assert "100%" in loud.getvalue() and loud.getvalue().endswith("\n")
+    assert "3.0/3.0 MiB" in loud.getvalue() and "100.0%" in loud.getvalue()
+    assert loud.getvalue().endswith("\n")
     disabled = Terminal()
-    bar = W._ProgressBar(1000, "downloading", False, stream=disabled)
-    bar.update(1000)
+    with ProgressBar(1000, stream=disabled, enabled=False, unit="MiB", unit_scale=2**20) as bar:
+        bar.update(1000)
     assert disabled.getvalue() == ""
 
 

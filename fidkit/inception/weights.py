@@ -20,15 +20,15 @@ import json
 import logging
 import os
 import socket
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from fidkit._fs import atomic_write, cache_home, sha256_file
 from fidkit.errors import WeightsError
+from fidkit.progress import ProgressBar
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -250,52 +250,21 @@ def resolve_weights(
     return locate_weights(weights, download=download, progress=progress, manifest=manifest).path
 
 
-class _ProgressBar:
-    """A one-line byte counter on stderr, drawn only when stderr is a terminal."""
-
-    def __init__(self, total: int, label: str, enabled: bool, stream: IO[str] | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.total = max(total, 1)
-        self.label = label
-        self._last_percent = -1
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        percent = min(100, done * 100 // self.total)
-        if percent == self._last_percent:
-            return
-        self._last_percent = percent
-        filled = percent * 30 // 100
-        self.stream.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {percent:3d}% "
-            f"{done / 2**20:6.1f}/{self.total / 2**20:.1f} MiB"
-        )
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self._last_percent >= 0:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def _fetch(url: str, target: Path, manifest: WeightsManifest, *, progress: bool, timeout: float) -> str:
     """Stream `url` into `target`; return the sha256 of what was written."""
     digest = hashlib.sha256()
     request = urllib.request.Request(url, headers={"User-Agent": "fidkit"})
     with urllib.request.urlopen(request, timeout=timeout) as response, open(target, "wb") as out:
         total = int(response.headers.get("Content-Length") or manifest.size)
-        bar = _ProgressBar(total, f"downloading {manifest.file_name}", progress)
-        done = 0
-        try:
+        # Drawn only when stderr is a terminal (and never when progress is off).
+        with ProgressBar(
+            total, desc=f"downloading {manifest.file_name}", enabled=None if progress else False,
+            unit="MiB", unit_scale=2**20,
+        ) as bar:
             while chunk := response.read(_CHUNK_BYTES):
                 out.write(chunk)
                 digest.update(chunk)
-                done += len(chunk)
-                bar.update(done)
-        finally:
-            bar.close()
+                bar.update(len(chunk))
     return digest.hexdigest()
 
 
