@@ -141,6 +141,16 @@ def test_npz_with_several_unnamed_arrays_is_refused(tmp_path):
         open_source(tmp_path / "two.npz")
 
 
+def test_npy_data_named_npz_is_a_source_error(tmp_path):
+    # np.load returns a plain array for .npy data whatever the name; not a raw TypeError.
+    path = tmp_path / "misnamed.npz"
+    with open(path, "wb") as stream:
+        np.save(stream, np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(SourceError, match=r"single array.*rename it \.npy") as raised:
+        open_source(path)
+    assert str(path) in str(raised.value)
+
+
 def test_grayscale_arrays_are_replicated(tmp_path):
     gray = np.random.default_rng(0).integers(0, 256, size=(3, 5, 7), dtype=np.uint8)
     for spec in [gray, gray[..., None]]:

@@ -30,7 +30,7 @@ from fidkit.errors import FidkitWarning, InputError, SourceError
 from fidkit.sources.arrays import (
     ArraySource,
     BatchesSource,
-    npz_keys,
+    load_npz,
     open_array,
     open_npy,
     open_npz,
@@ -192,13 +192,14 @@ def _open_path(
     if lower.endswith(".npy"):
         return open_npy(path, name, limit=limit, seed=seed)
     if lower.endswith(".npz"):
-        keys = npz_keys(path, name)
-        if "mu" in keys and "sigma" in keys:
-            from fidkit.stats import Stats  # helper A's module; imported only when needed
+        with load_npz(path, name) as archive:
+            keys = archive.files
+            if not ("mu" in keys and "sigma" in keys):
+                return open_npz(path, name, archive, limit=limit, seed=seed)
+        from fidkit.stats import Stats  # helper A's module; imported only when needed
 
-            _warn_unused_subset(name, limit, seed)
-            return StatsSource(Stats.load(path), name, path=path)
-        return open_npz(path, name, keys, limit=limit, seed=seed)
+        _warn_unused_subset(name, limit, seed)
+        return StatsSource(Stats.load(path), name, path=path)
     if is_mnist_name(path):
         return open_mnist(path, name, limit=limit, seed=seed)
     if is_cifar_batch_file(path):

@@ -31,7 +31,7 @@ from fidkit.sources.base import (
 )
 from fidkit.stats import NUMPY_LOAD_ERRORS, numpy_load_problem
 
-__all__ = ["ArraySource", "BatchesSource", "open_array", "open_npy", "open_npz", "npz_keys", "IMAGE_KEYS"]
+__all__ = ["ArraySource", "BatchesSource", "open_array", "open_npy", "open_npz", "load_npz", "IMAGE_KEYS"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,17 +155,32 @@ def open_npy(path: Path, name: str, *, limit: int | None, seed: int | None) -> A
     )
 
 
-def npz_keys(path: Path, name: str) -> list[str]:
-    """The array names in a ``.npz`` file (without loading the arrays)."""
+def load_npz(path: Path, name: str) -> np.lib.npyio.NpzFile:
+    """Open a ``.npz`` file once (arrays are read on access); the caller closes it.
+
+    A file named ``.npz`` that holds ``.npy`` data (one array, which ``numpy.load`` returns as is)
+    is refused like its twin in :meth:`fidkit.stats.Stats.load`.
+    """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return list(archive.files)
+        loaded = np.load(path, allow_pickle=False)
     except NUMPY_LOAD_ERRORS as exc:
         raise SourceError(f"{name}: not a readable .npz file ({numpy_load_problem(exc)})") from exc
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise SourceError(
+            f"{name}: the file holds a single array (.npy data), not an .npz archive; rename it .npy"
+        )
+    return loaded
 
 
-def open_npz(path: Path, name: str, keys: list[str], *, limit: int | None, seed: int | None) -> ArraySource:
-    """A source over the images array of a ``.npz`` (its only array, or ``images``/``arr_0``)."""
+def open_npz(
+    path: Path, name: str, archive: np.lib.npyio.NpzFile, *, limit: int | None, seed: int | None
+) -> ArraySource:
+    """A source over the images array of an open ``.npz`` (its only array, or ``images``/``arr_0``).
+
+    `archive` is the file opened by :func:`load_npz`; the images are read from it here, so the file
+    is opened once for its keys and its array. The caller closes it.
+    """
+    keys = list(archive.files)
     if len(keys) == 1:
         key = keys[0]
     else:
@@ -176,8 +191,7 @@ def open_npz(path: Path, name: str, keys: list[str], *, limit: int | None, seed:
                 f"{' or '.join(IMAGE_KEYS)}; save the images alone or under the key 'images'"
             )
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            images = archive[key]
+        images = archive[key]
     except NUMPY_LOAD_ERRORS as exc:
         raise SourceError(f"{name}: cannot read array {key!r} ({numpy_load_problem(exc)})") from exc
     return _image_array_source(
