@@ -249,12 +249,12 @@ def _bad_files_error(name: str, bad: list[tuple[str, str]], n_files: int) -> Ima
     )
 
 
-def _walk_images(root: Path) -> tuple[list[tuple[str, int, int]], int]:
-    """Return ``(relative name, size, mtime_ns)`` of image files under `root`, and the number of
-    other files seen (for the message when there is no image)."""
-    found: list[tuple[str, int, int]] = []
+def _walk_images(root: Path) -> tuple[list[str], int]:
+    """Return the sorted relative names of image files under `root`, and the number of other
+    files seen (for the message when there is no image)."""
+    found: list[str] = []
     n_other = 0
-    for folder, subfolders, files in os.walk(root, onerror=None):
+    for folder, subfolders, files in os.walk(root):
         subfolders.sort()
         folder_path = Path(folder)
         for file_name in files:
@@ -268,13 +268,13 @@ def _walk_images(root: Path) -> tuple[list[tuple[str, int, int]], int]:
             except OSError as exc:
                 # A dangling link or a file removed meanwhile: decoding will report it as bad.
                 logger.debug("cannot stat %s: %s", full, exc)
-                found.append((relative, -1, -1))
+                found.append(relative)
                 continue
             if not stat.S_ISREG(info.st_mode):
                 n_other += 1
                 continue
-            found.append((relative, int(info.st_size), int(info.st_mtime_ns)))
-    found.sort(key=lambda entry: entry[0])
+            found.append(relative)
+    found.sort()
     return found, n_other
 
 
@@ -303,8 +303,7 @@ def open_folder(
         detail = f"no .png/.jpg/.jpeg/.bmp/.webp/.tif/.tiff files; {n_other} other files ignored"
         raise empty_source_error(name, detail)
     indices, limit_used, seed_used = select_indices(len(entries), limit, seed)
-    chosen = [entries[i] for i in indices]
-    members = [entry[0] for entry in chosen]
+    members = [entries[i] for i in indices]
 
     def identity(hash_content: bool) -> dict[str, Any]:
         if hash_content:
