@@ -37,7 +37,7 @@ import numpy as np
 
 from fidkit._fs import sha256_file
 from fidkit.errors import ImageError, SourceError
-from fidkit.sources.base import SizeGrouper, Source, check_batch_size, empty_source_error, select_indices
+from fidkit.sources.base import SizeGrouper, Source, empty_source_error, select_indices
 from fidkit.sources.decode import IMAGE_EXTENSIONS
 from fidkit.sources.parallel import MemberReader, decode_stream, resolve_workers
 
@@ -206,7 +206,7 @@ class FileSource(Source):
         return self._identity_of(hash_content)
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        grouper = SizeGrouper(check_batch_size(batch_size))
+        grouper = SizeGrouper(batch_size)  # checks batch_size
         self.skipped = []
         bad: list[tuple[str, str]] = []
         any_lossy = False
