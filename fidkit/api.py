@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fidkit.cache import cache_key, load_cached_stats, store_cached_stats, utc_now_iso
 from fidkit.errors import EmptySourceError, FidkitWarning, InputError
 from fidkit.progress import ProgressBar
+from fidkit.sources.base import check_batch_size
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from fidkit.frechet import FrechetResult
@@ -212,16 +213,6 @@ class _LazyExtractor:
         return self._extractor
 
 
-def _open(spec: Any, *, limit, seed, skip_bad, exif_transpose, workers) -> Source:
-    from fidkit.sources import Source, open_source
-
-    if isinstance(spec, Source):
-        return spec
-    return open_source(
-        spec, limit=limit, seed=seed, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers
-    )
-
-
 def _short_name(name: str, width: int = 32) -> str:
     """The end of a long source name, which is the informative part of a path, for the progress bar."""
     return name if len(name) <= width else "..." + name[-(width - 3):]
@@ -293,7 +284,10 @@ def _compute_side(
         return spec, _side_from_stats(
             spec, name="Stats", kind="stats", cached=False, total_seconds=time.perf_counter() - started
         )
-    source = _open(
+    from fidkit.sources import open_source
+
+    # open_source validates limit and seed for every kind of spec, an opened Source included.
+    source = open_source(
         spec, limit=limit, seed=seed, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers
     )
     if source.kind == "stats":
@@ -387,12 +381,6 @@ def _compute_side(
     return stats, side
 
 
-def _check_batch_size(batch_size: int) -> int:
-    if int(batch_size) < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
-
-
 def compute_stats(
     source: Any,
     *,
@@ -477,7 +465,7 @@ _STATS_KEYWORDS = tuple(_STATS_SIGNATURE.parameters)[1:]
 def _prepare_sides(options: dict[str, Any]) -> tuple[_LazyExtractor, dict[str, Any]]:
     """Split compute_stats' keywords (`source` excluded) into the shared extractor and per-side options."""
     side_options = dict(options)
-    batch_size = _check_batch_size(side_options["batch_size"])
+    batch_size = check_batch_size(side_options["batch_size"])
     holder = _LazyExtractor(
         side_options.pop("extractor"), side_options.pop("weights"), side_options.pop("device"), batch_size
     )

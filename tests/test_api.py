@@ -230,6 +230,24 @@ def test_bad_batch_size_is_an_input_error():
 
 
 
+@pytest.mark.parametrize("batch_size", [0, 2.5, True, "8"])
+def test_batch_size_is_checked_by_the_one_shared_rule(batch_size):
+    """The API uses the sources' check: fractional, boolean and text sizes are refused, not truncated."""
+    from fidkit.api import compute_stats
+
+    with pytest.raises(InputError, match="batch_size must be a positive integer"):
+        compute_stats(random_images(2, seed=0), batch_size=batch_size)
+
+
+def test_limit_and_seed_are_checked_for_an_opened_source_too():
+    from fidkit.api import compute_stats
+    from fidkit.sources import open_source
+
+    source = open_source(random_images(4, seed=0))
+    with pytest.raises(InputError, match="limit"):
+        compute_stats(source, limit=0)
+
+
 def test_all_three_entry_points_take_the_same_keywords_with_the_same_defaults():
     import inspect
 
