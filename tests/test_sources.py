@@ -100,6 +100,24 @@ def test_archives_give_the_folders_pixels(png_tree, tmp_path, archive_name):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["images", archive_name])
 
 
+def test_tar_identity_and_reader_hold_the_chosen_members_only(png_tree, tmp_path):
+    # The fingerprint lists (name, size, data offset) per chosen member, as it always has, and
+    # the reader knows (offset, size) of exactly those members.
+    root, _ = png_tree
+    target = _tar_of(root, tmp_path / "images.tar.gz", "w:gz")
+    with tarfile.open(target) as archive:
+        infos = {info.name.removeprefix("./"): info for info in archive.getmembers() if info.isreg()}
+    source = open_source(target, limit=3, seed=0, workers=0)
+    assert len(source.members) == 3
+    identity = source._identity(hash_content=False)
+    assert identity["members"] == [
+        [member, infos[member].size, infos[member].offset_data] for member in source.members
+    ]
+    assert source._reader.members == {
+        member: (infos[member].offset_data, infos[member].size) for member in source.members
+    }
+
+
 def test_every_lossless_extension_gives_the_same_pixels(tmp_path):
     folder = tmp_path / "formats"
     folder.mkdir()

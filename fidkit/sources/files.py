@@ -338,12 +338,13 @@ def open_archive(
 ) -> FileSource:
     """Open a zip or tar archive of image files, read in place."""
     archive = path.resolve()
-    reader: MemberReader
-    # (name, size, crc-or-offset): enough to tell members apart without reading them.
+    # Zip: name -> (size, crc); tar: name -> (offset of its data, size). Either is enough to tell
+    # members apart without reading them.
     entries: dict[str, tuple[int, int]] = {}
     stored_names: dict[str, str] = {}
     n_other = 0
-    if archive.name.lower().endswith(".zip"):
+    is_zip = archive.name.lower().endswith(".zip")
+    if is_zip:
         try:
             with zipfile.ZipFile(archive) as zipped:
                 infos = zipped.infolist()
@@ -361,7 +362,6 @@ def open_archive(
             entries[member] = (int(info.file_size), int(info.CRC))
             if member != info.filename:
                 stored_names[member] = info.filename
-        reader = ZipReader(archive, stored_names)
     else:
         try:
             compression = _tar_compression(archive)
@@ -369,7 +369,6 @@ def open_archive(
                 infos = tarred.getmembers()
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise SourceError(f"{name}: not a readable tar archive ({exc})") from exc
-        offsets: dict[str, tuple[int, int]] = {}
         for info in infos:
             member = _normalise_member(info.name)
             if not info.isreg():
@@ -380,17 +379,20 @@ def open_archive(
             if info.sparse is not None:
                 logger.warning("%s: sparse member %s is not supported; skipped", name, member)
                 continue
-            offsets[member] = (int(info.offset_data), int(info.size))
-            entries[member] = (int(info.size), int(info.offset_data))
-        reader = TarReader(archive, compression, offsets)
+            entries[member] = (int(info.offset_data), int(info.size))
     if not entries:
         raise empty_source_error(name, f"no image members; {n_other} other members ignored")
     sorted_members = sorted(entries)
     indices, limit_used, seed_used = select_indices(len(sorted_members), limit, seed)
     members = [sorted_members[i] for i in indices]
-    if isinstance(reader, TarReader):
-        reader.members = {member: reader.members[member] for member in members}
-    member_entries = [[member, *entries[member]] for member in members]
+    reader: MemberReader
+    if is_zip:
+        reader = ZipReader(archive, stored_names)
+        member_entries = [[member, *entries[member]] for member in members]
+    else:
+        reader = TarReader(archive, compression, {member: entries[member] for member in members})
+        # (name, size, offset): the order fingerprints have always used.
+        member_entries = [[member, entries[member][1], entries[member][0]] for member in members]
 
     def identity(hash_content: bool) -> dict[str, Any]:
         if hash_content:
