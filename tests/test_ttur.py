@@ -245,6 +245,23 @@ def test_run_writes_csv_plot_checkpoint_resumes_and_repeats(
         assert torch.equal(tensor, resumed_weights[key]), key
 
 
+def test_resume_with_no_new_steps_rewrites_the_csv_from_the_checkpoint(
+    shared_data, extractor, random_weights_path, tmp_path
+):
+    data = shared_data / MNIST_TEST
+    run_dir = tmp_path / "run"
+    run_ttur(tiny_config(data, run_dir, random_weights_path), extractor=extractor)
+    # A crash between the CSV and the checkpoint leaves a row the checkpoint lacks.
+    csv_path = run_dir / "metrics.csv"
+    with open(csv_path, "a", encoding="utf-8") as stream:
+        stream.write("4,1.0,0.5,0.5,9.000\n")
+    assert [r["step"] for r in read_metrics_csv(csv_path)] == [2, 4]
+    resumed = run_ttur(tiny_config(data, run_dir, random_weights_path), resume=True,
+                       extractor=extractor)
+    assert [row["step"] for row in resumed.rows] == [2]
+    assert [r["step"] for r in read_metrics_csv(csv_path)] == [2]
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path, random_weights_path):
     with pytest.raises(InputError, match="nothing to resume"):
         run_ttur(tiny_config(tmp_path / "x.npy", tmp_path / "empty", random_weights_path),

@@ -902,9 +902,9 @@ def run_ttur(
                 write_sample_grid(np.concatenate(list(trainer.generate_batches(sample_noise))),
                                   out / SAMPLES_NAME)
 
-    if not metrics_path.exists():
-        # Resumed with no new steps: still leave the CSV in place.
-        write_metrics_csv(trainer.rows, metrics_path)
+    # Always from the rows the run holds: a resume with no new steps must also replace a CSV
+    # left with a row its checkpoint lacks (a crash between the two writes).
+    write_metrics_csv(trainer.rows, metrics_path)
     from fidkit.ttur.plotting import plot_fid_curves
 
     label = "one time-scale" if config.one_time_scale else "TTUR"
