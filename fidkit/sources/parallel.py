@@ -142,18 +142,17 @@ def _decode_members(
 # Per-worker-process state, set once by the pool initializer (never in the parent).
 _worker_reader: MemberReader | None = None
 _worker_exif_transpose = False
-_worker_max_pixels: int | None = None
 
 
 def _init_worker(reader: MemberReader, exif_transpose: bool, max_pixels: int | None) -> None:
-    global _worker_reader, _worker_exif_transpose, _worker_max_pixels
+    global _worker_reader, _worker_exif_transpose
     # Ctrl-C is the parent's to handle: it terminates the workers; tracebacks from every worker
     # would only bury the one message that matters.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_reader = reader
     _worker_exif_transpose = exif_transpose
-    _worker_max_pixels = max_pixels
-    # Mirror the parent's decompression-bomb limit for Pillow's own check too.
+    # Mirror the parent's decompression-bomb limit, for Pillow's own check and for ours (the
+    # worker reads it back from here).
     Image.MAX_IMAGE_PIXELS = max_pixels
 
 
@@ -161,7 +160,13 @@ def _decode_chunk_in_worker(
     chunk: Sequence[tuple[int, str]],
 ) -> list[tuple[int, str, np.ndarray | None, str | None, bool]]:
     assert _worker_reader is not None, "worker used before its initializer ran"
-    return _decode_members(_worker_reader, chunk, _worker_exif_transpose, _worker_max_pixels)
+    return _decode_members(_worker_reader, chunk, _worker_exif_transpose, Image.MAX_IMAGE_PIXELS)
+
+
+def _chunks(names: Sequence[str], size: int) -> Iterator[list[tuple[int, str]]]:
+    """``(index, name)`` pairs of `names` in consecutive chunks of at most `size`."""
+    for start in range(0, len(names), size):
+        yield [(index, names[index]) for index in range(start, min(start + size, len(names)))]
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -227,8 +232,7 @@ def decode_stream(
     chunk_size = chunk_files or _DEFAULT_CHUNK_FILES
     if workers <= 1 or n_names <= IN_PROCESS_MAX_IMAGES:
         try:
-            for start in range(0, n_names, chunk_size):
-                chunk = [(index, names[index]) for index in range(start, min(start + chunk_size, n_names))]
+            for chunk in _chunks(names, chunk_size):
                 for outcome in _decode_members(reader, chunk, exif_transpose, max_pixels):
                     yield DecodeOutcome(*outcome)
         finally:
@@ -238,10 +242,7 @@ def decode_stream(
     # Never more workers than chunks: idle workers only cost start-up time.
     chunk_size = max(1, min(chunk_size, -(-n_names // workers)))
     n_workers = min(workers, -(-n_names // chunk_size))
-    chunks = (
-        [(index, names[index]) for index in range(start, min(start + chunk_size, n_names))]
-        for start in range(0, n_names, chunk_size)
-    )
+    chunks = _chunks(names, chunk_size)
     logger.debug("decoding %d files with %d workers, %d per task", n_names, n_workers, chunk_size)
     executor = concurrent.futures.ProcessPoolExecutor(
         max_workers=n_workers,
