@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fidkit.errors import ImageError
+from fidkit.errors import ImageError, InputError
 from fidkit.sources import open_source
 from fidkit.sources import parallel
 
@@ -101,6 +101,21 @@ def test_workers_argument_is_checked():
     with pytest.raises(ValueError, match="workers"):
         parallel.resolve_workers(-1)
     assert 1 <= parallel.default_workers() <= parallel.MAX_DEFAULT_WORKERS
+
+
+def test_workers_follow_the_integer_rule_of_limit_and_seed(tmp_path):
+    # numpy integers are accepted like limit and seed; bool and negatives are refused.
+    assert parallel.resolve_workers(np.int64(2)) == 2
+    assert type(parallel.resolve_workers(np.int64(2))) is int
+    for bad in (True, -1, np.int64(-1), 1.0):
+        with pytest.raises(InputError, match="workers"):
+            parallel.resolve_workers(bad)
+    # Checked by open_source for every kind of source, not only files.
+    images = np.zeros((2, 4, 4, 3), np.uint8)
+    for bad in (-1, True, 2.5):
+        with pytest.raises(InputError, match="workers"):
+            open_source(images, workers=bad)
+    assert open_source(images, workers=np.int64(0)).n_images == 2
 
 
 _INTERRUPTED_SCRIPT = """

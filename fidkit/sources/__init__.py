@@ -45,7 +45,7 @@ from fidkit.sources.datasets import (
 )
 from fidkit.sources.decode import COLOUR_POLICY_VERSION, IMAGE_EXTENSIONS, decode_image
 from fidkit.sources.files import FileSource, is_archive, open_archive, open_folder
-from fidkit.sources.parallel import default_workers
+from fidkit.sources.parallel import default_workers, resolve_workers
 
 __all__ = [
     "COLOUR_POLICY_VERSION",
@@ -138,6 +138,8 @@ def open_source(
     ...     features = extractor(batch)
     """
     limit, seed = check_limit_seed(limit, seed)
+    if workers is not None:
+        workers = resolve_workers(workers)  # refused here whatever the source, as documented
     if isinstance(spec, Source):
         return spec
     if isinstance(spec, (str, os.PathLike)):

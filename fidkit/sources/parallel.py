@@ -28,6 +28,7 @@ import collections
 import concurrent.futures
 import logging
 import multiprocessing
+import numbers
 import os
 import signal
 import sys
@@ -95,12 +96,13 @@ def default_workers() -> int:
 
 
 def resolve_workers(workers: int | None) -> int:
-    """Return `workers` checked (an int >= 0), or the machine default when None."""
+    """Return `workers` checked (an integer >= 0, numpy integers included, bool refused) as an
+    int, or the machine default when None: the same rule as ``limit`` and ``seed``."""
     if workers is None:
         return default_workers()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
         raise InputError(f"workers must be a non-negative integer or None, got {workers!r}")
-    return workers
+    return int(workers)
 
 
 def _decode_members(
