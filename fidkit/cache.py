@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = [
     "CACHE_LAYOUT_VERSION",
+    "CACHE_KEY_METADATA",
     "CacheEntry",
     "ClearedCache",
     "stats_cache_dir",
@@ -59,8 +60,9 @@ logger = logging.getLogger(__name__)
 #: Version of the key recipe and entry layout in this module; bump it to orphan every old entry.
 CACHE_LAYOUT_VERSION = 1
 
-#: Metadata key, inside a cached statistics file, holding the key the entry was written under.
-_KEY_METADATA = "cache_key"
+#: Metadata key, inside a cached statistics file, holding the key the entry was written under
+#: (``fidkit stats --save`` drops it: a saved file is not a cache entry).
+CACHE_KEY_METADATA = "cache_key"
 
 _STATS_SUBDIR = "stats"
 #: Folders under the cache home that ``clear_cache(include_models=True)`` also empties: both can be
@@ -144,7 +146,7 @@ def _validate_entry(stats: Stats, key: str) -> str | None:
     corrupt entry by the caller); what only the cache can check is which key the entry belongs to and
     that it records N, as every entry fidkit writes does.
     """
-    recorded_key = stats.metadata.get(_KEY_METADATA)
+    recorded_key = stats.metadata.get(CACHE_KEY_METADATA)
     if recorded_key != key:
         return f"it records key {recorded_key!r}, not the key it is stored under"
     if stats.n is None:
@@ -220,7 +222,7 @@ def store_cached_stats(
         A copy of `stats` whose metadata records the key.
     """
     metadata = dict(stats.metadata)
-    metadata[_KEY_METADATA] = key
+    metadata[CACHE_KEY_METADATA] = key
     keyed = dataclasses.replace(stats, metadata=metadata)
     entry = _entry_path(key, root)
     try:

@@ -294,6 +294,7 @@ def _cmd_compute(args: argparse.Namespace) -> int:
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     from fidkit.api import compute_stats_with_report
+    from fidkit.cache import CACHE_KEY_METADATA
 
     out_path: Path | None = args.save
     if out_path is not None and out_path.exists() and not args.force:
@@ -301,7 +302,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
     stats, side = compute_stats_with_report(args.source, **_source_options(args))
     if out_path is not None:
-        metadata = {name: value for name, value in stats.metadata.items() if name != "cache_key"}
+        metadata = {name: value for name, value in stats.metadata.items() if name != CACHE_KEY_METADATA}
         dataclasses.replace(stats, metadata=metadata).save(out_path, overwrite=args.force)
     summary = {
         "source": side.name,
@@ -329,12 +330,6 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _trace(sigma: Any) -> float:
-    import numpy as np
-
-    return float(np.trace(np.asarray(sigma, dtype=np.float64)))
-
-
 def _cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -352,8 +347,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "foreign": foreign,
         "n": stats.n,
         "dim": int(stats.dim),
-        "trace_sigma": _trace(stats.sigma),
-        "mu_norm": float(np.linalg.norm(np.asarray(stats.mu, dtype=np.float64))),
+        "trace_sigma": stats.trace,
+        "mu_norm": float(np.linalg.norm(stats.mu)),
         "metadata": {str(name): value for name, value in sorted(stats.metadata.items())},
     }
     if args.json:
