@@ -514,6 +514,19 @@ def test_limit_and_seed_are_deterministic(png_tree):
         open_source(root, limit=2, seed=-1)
 
 
+def test_fingerprint_of_a_vanished_array_file_differs_instead_of_raising(tmp_path):
+    # Like a folder's member: a file deleted after opening gives a different fingerprint (the API
+    # then does not cache), never a raw FileNotFoundError.
+    images = np.zeros((3, 4, 4, 3), np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    np.savez(tmp_path / "x.npz", images=images)
+    for file_name in ["x.npy", "x.npz"]:
+        source = open_source(tmp_path / file_name)
+        before = source.fingerprint()
+        (tmp_path / file_name).unlink()
+        assert source.fingerprint() != before
+
+
 def test_fingerprint_tracks_files(png_tree, tmp_path):
     root, expected = png_tree
     source = open_source(root)

@@ -28,6 +28,7 @@ from fidkit.sources.base import (
     check_batch_size,
     empty_source_error,
     select_indices,
+    size_mtime,
 )
 from fidkit.stats import NUMPY_LOAD_ERRORS, numpy_load_problem
 
@@ -48,9 +49,10 @@ def array_content_sha256(array: np.ndarray) -> str:
 
 
 def file_identity(path: Path) -> dict[str, Any]:
-    """Cheap identity of a file: resolved path, size, modification time in ns."""
-    info = path.stat()
-    return {"path": str(path.resolve()), "size": int(info.st_size), "mtime_ns": int(info.st_mtime_ns)}
+    """Cheap identity of a file: resolved path, size, modification time in ns (-1 and -1 for a
+    file that is gone, like the members of a folder)."""
+    size, mtime_ns = size_mtime(path)
+    return {"path": str(path.resolve()), "size": size, "mtime_ns": mtime_ns}
 
 
 class ArraySource(Source):

@@ -202,6 +202,19 @@ def check_batch_size(batch_size: int) -> int:
     return int(batch_size)
 
 
+def size_mtime(path: Path) -> tuple[int, int]:
+    """Size and modification time (ns) of a file, or ``(-1, -1)`` when it cannot be stat'ed.
+
+    A file gone since it was opened still has a valid identity, one that differs from before: a
+    fingerprint taken after reading then shows the change instead of raising.
+    """
+    try:
+        info = path.stat()
+    except OSError:
+        return -1, -1
+    return int(info.st_size), int(info.st_mtime_ns)
+
+
 def check_limit_seed(limit: int | None, seed: int | None) -> tuple[int | None, int | None]:
     """Validate `limit` (positive int or None) and `seed` (non-negative int or None)."""
     if limit is not None and (

@@ -37,7 +37,7 @@ import numpy as np
 
 from fidkit._fs import sha256_file
 from fidkit.errors import ImageError, SourceError
-from fidkit.sources.base import SizeGrouper, Source, empty_source_error, select_indices
+from fidkit.sources.base import SizeGrouper, Source, empty_source_error, select_indices, size_mtime
 from fidkit.sources.decode import IMAGE_EXTENSIONS
 from fidkit.sources.parallel import MemberReader, decode_stream, resolve_workers
 
@@ -278,14 +278,6 @@ def _walk_images(root: Path) -> tuple[list[str], int]:
     return found, n_other
 
 
-def _size_mtime(path: Path) -> tuple[int, int]:
-    try:
-        info = path.stat()
-    except OSError:
-        return -1, -1  # gone: still a valid (and different) identity; decoding reports the file
-    return int(info.st_size), int(info.st_mtime_ns)
-
-
 def open_folder(
     path: Path,
     name: str,
@@ -309,7 +301,7 @@ def open_folder(
         if hash_content:
             # Location-independent: the same files copied elsewhere hit the same cache entry.
             return {"members": [[member, sha256_file(root / member)] for member in members]}
-        return {"root": str(root), "members": [[member, *_size_mtime(root / member)] for member in members]}
+        return {"root": str(root), "members": [[member, *size_mtime(root / member)] for member in members]}
 
     return FileSource(
         "folder",
@@ -397,7 +389,7 @@ def open_archive(
     def identity(hash_content: bool) -> dict[str, Any]:
         if hash_content:
             return {"archive_sha256": sha256_file(archive), "members": members}
-        size, mtime_ns = _size_mtime(archive)
+        size, mtime_ns = size_mtime(archive)
         return {"archive": str(archive), "size": size, "mtime_ns": mtime_ns, "members": member_entries}
 
     return FileSource(
