@@ -252,8 +252,9 @@ def test_corrupt_cached_graph_is_rebuilt(random_weights_path: Path, extractor, f
 def test_bad_device_and_batch_size(random_weights_path: Path) -> None:
     with pytest.raises(InputError, match="device"):
         FeatureExtractor(random_weights_path, device="gpu")
-    with pytest.raises(InputError, match="batch_size"):
-        FeatureExtractor(random_weights_path, device="cpu", batch_size=0)
+    for batch_size in (0, 2.5, True):  # the sources' rule: refused, never truncated
+        with pytest.raises(InputError, match="batch_size"):
+            FeatureExtractor(random_weights_path, device="cpu", batch_size=batch_size)
 
 
 def test_cuda_without_gpu_is_an_error_not_a_silent_fallback(random_weights_path: Path, extractor) -> None:

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from fidkit._fs import atomic_write, cache_home
 from fidkit.errors import FidkitError, InputError
 from fidkit.inception.weights import ResolvedWeights, locate_weights
+from fidkit.sources.base import check_batch_size
 
 __all__ = [
     "FEATURE_DIM",
@@ -166,8 +167,7 @@ class FeatureExtractor:
     ) -> None:
         if device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
-        if int(batch_size) < 1:
-            raise InputError(f"batch_size must be at least 1, not {batch_size}")
+        batch_size = check_batch_size(batch_size)
         if threads is not None and int(threads) < 1:
             raise InputError(f"threads must be at least 1, not {threads}")
         # A caller that already located (and hashed) the file passes the result: hashing a 100 MB
@@ -181,7 +181,7 @@ class FeatureExtractor:
         self.weights_match_release: bool = resolved.matches_manifest
         self.feature_dim: int = FEATURE_DIM
         self.resize_mode: str = RESIZE_MODE
-        self.batch_size: int = int(batch_size)
+        self.batch_size: int = batch_size
         self.threads: int = int(threads) if threads is not None else _machine_threads()
         self.device: str = device
         was_cached = graph_cache_path(resolved.sha256).is_file()
