@@ -123,6 +123,20 @@ def test_cifar10_folder_and_single_batch(tmp_path):
     assert open_source(folder).fingerprint() == source.fingerprint()
 
 
+def test_cifar_images_are_one_c_contiguous_copy(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    train = [rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8) for _ in range(5)]
+    for index, images in enumerate(train, start=1):
+        _write_cifar_batch(folder / f"data_batch_{index}", images)
+    source = open_source(folder)
+    loaded = source._load()
+    assert loaded.dtype == np.uint8 and loaded.shape == (10, 32, 32, 3)
+    assert loaded.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(loaded, np.concatenate(train))
+
+
 def test_cifar100_folder(tmp_path):
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()

@@ -37,8 +37,8 @@ from fidkit.sources.arrays import (
 )
 from fidkit.sources.base import Source, StatsSource, as_numpy, check_limit_seed
 from fidkit.sources.datasets import (
+    cifar_train_files,
     is_cifar_batch_file,
-    is_cifar_folder,
     is_mnist_name,
     open_cifar,
     open_mnist,
@@ -179,8 +179,9 @@ def _open_path(
     if not path.exists():
         raise SourceError(f"{name}: no such file or folder; accepted: {_ACCEPTED}")
     if path.is_dir():
-        if is_cifar_folder(path):
-            return open_cifar(path, name, limit=limit, seed=seed)
+        cifar_files = cifar_train_files(path)
+        if cifar_files:
+            return open_cifar(path, name, limit=limit, seed=seed, files=cifar_files)
         return open_folder(
             path, name, limit=limit, seed=seed, skip_bad=skip_bad,
             exif_transpose=exif_transpose, workers=workers,

@@ -224,9 +224,9 @@ def load_cifar_batch(path: Path, name: str) -> np.ndarray:
             f"{path}: its 'data' must be uint8 (N, {_CIFAR_ROW}) rows of 32x32 RGB, got "
             f"{type(data).__name__} shape {shape} dtype {dtype}"
         )
-    # Rows are channel-major (all R, then G, then B): (N, 3, 32, 32) -> (N, 32, 32, 3).
-    images = data.reshape(-1, 3, _CIFAR_SIDE, _CIFAR_SIDE).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images, dtype=np.uint8)
+    # Rows are channel-major (all R, then G, then B): (N, 3, 32, 32) -> (N, 32, 32, 3). A view:
+    # open_cifar copies it once, into the array of all batches.
+    return data.reshape(-1, 3, _CIFAR_SIDE, _CIFAR_SIDE).transpose(0, 2, 3, 1)
 
 
 def _has_pickle_magic(path: Path) -> bool:
@@ -258,14 +258,25 @@ def is_cifar_batch_file(path: Path) -> bool:
     return known and path.is_file() and _has_pickle_magic(path)
 
 
-def open_cifar(path: Path, name: str, *, limit: int | None, seed: int | None) -> ArraySource:
-    """Open a CIFAR python folder (its training split) or a single batch file."""
-    files = cifar_train_files(path) if path.is_dir() else [path]
+def open_cifar(
+    path: Path, name: str, *, limit: int | None, seed: int | None, files: list[Path] | None = None
+) -> ArraySource:
+    """Open a CIFAR python folder (its training split) or a single batch file.
+
+    `files`, when given, are the folder's training files as :func:`cifar_train_files` found them
+    (so a caller that already looked does not list them again).
+    """
+    if files is None:
+        files = cifar_train_files(path) if path.is_dir() else [path]
     if not files:
         raise SourceError(f"{name}: not a CIFAR-10/100 python batch folder")
     # Batch files hold 10,000 images each; reading them at open gives the exact count and checks
-    # the format before any network work. 150 MB for the whole CIFAR-10 training split.
-    images = np.concatenate([load_cifar_batch(file, name) for file in files], axis=0)
+    # the format before any network work. 150 MB for the whole CIFAR-10 training split, copied
+    # once: each batch is a transposed view, written straight into the C-contiguous result.
+    batches = [load_cifar_batch(file, name) for file in files]
+    images = np.empty((sum(len(batch) for batch in batches), _CIFAR_SIDE, _CIFAR_SIDE, 3), np.uint8)
+    np.concatenate(batches, axis=0, out=images)
+    del batches
     return ArraySource(
         "cifar",
         name,
