@@ -80,7 +80,6 @@ class ArraySource(Source):
         *,
         limit: int | None,
         seed: int | None,
-        exif_transpose: bool = False,
     ) -> None:
         n_available = int(image_shape[0])
         if n_available == 0:
@@ -92,7 +91,6 @@ class ArraySource(Source):
             n_available=n_available,
             limit=limit_used,
             seed=seed_used,
-            exif_transpose=exif_transpose,
             lossy=False,
         )
         self.kind = kind
@@ -218,8 +216,8 @@ class BatchesSource(Source):
     kind = "batches"
     cacheable = False
 
-    def __init__(self, iterable: Iterable[Any], *, limit: int | None, name: str | None = None) -> None:
-        super().__init__(name or f"batches from {type(iterable).__name__}", n_images=None, limit=limit)
+    def __init__(self, iterable: Iterable[Any], *, limit: int | None) -> None:
+        super().__init__(f"batches from {type(iterable).__name__}", n_images=None, limit=limit)
         self._iterable = iterable
         self._single_pass = iter(iterable) is iterable
         self._consumed = False

@@ -206,7 +206,6 @@ def decode_stream(
     *,
     workers: int,
     exif_transpose: bool = False,
-    chunk_files: int | None = None,
 ) -> Iterator[DecodeOutcome]:
     """Decode `names` from `reader`, yielding one outcome per name in the given order.
 
@@ -220,8 +219,6 @@ def decode_stream(
         Worker processes; 0 or 1 (or a small source) decodes in this process.
     exif_transpose : bool
         Passed to the decoder.
-    chunk_files : int, optional
-        Files per worker task.
 
     Yields
     ------
@@ -231,7 +228,7 @@ def decode_stream(
     """
     max_pixels = Image.MAX_IMAGE_PIXELS
     n_names = len(names)
-    chunk_size = chunk_files or _DEFAULT_CHUNK_FILES
+    chunk_size = _DEFAULT_CHUNK_FILES
     if workers <= 1 or n_names <= IN_PROCESS_MAX_IMAGES:
         try:
             for chunk in _chunks(names, chunk_size):
