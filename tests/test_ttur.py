@@ -366,8 +366,13 @@ def test_resumed_compare_uses_the_checkpoints_data_and_reference(
         tiny_config(source, out, random_weights_path, train_samples=10, ref_samples=10),
         extractor=extractor,
     )
-    loaded, references = [], []
+    loaded, references, checkpoints = [], [], []
     real_load, real_reference = trainer.load_training_data, trainer.reference_stats
+    real_checkpoint = trainer.load_checkpoint
+
+    def spy_checkpoint(path):
+        checkpoints.append(Path(path))
+        return real_checkpoint(path)
 
     def spy_load(spec, **options):
         data = real_load(spec, **options)
@@ -381,6 +386,7 @@ def test_resumed_compare_uses_the_checkpoints_data_and_reference(
 
     monkeypatch.setattr(trainer, "load_training_data", spy_load)
     monkeypatch.setattr(trainer, "reference_stats", spy_reference)
+    monkeypatch.setattr(trainer, "load_checkpoint", spy_checkpoint)
     # Other data settings on the command line must not change what the resumed runs train on
     # or are compared against.
     resumed = run_compare(
@@ -389,6 +395,8 @@ def test_resumed_compare_uses_the_checkpoints_data_and_reference(
         extractor=extractor,
     )
     assert loaded == [10] and references == [10]
+    # Each run's checkpoint is read once, for the data settings and the run alike.
+    assert sorted(checkpoints) == sorted(out / name / "checkpoint.pt" for name in resumed.runs)
     for run in resumed.runs.values():
         assert [row["step"] for row in run.rows] == [2, 4]
         assert (run.config.train_samples, run.config.ref_samples) == (10, 10)

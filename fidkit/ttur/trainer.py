@@ -538,7 +538,15 @@ class TTURTrainer:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint on the CPU; only tensors and plain values are unpickled."""
+    """Load a checkpoint on the CPU; only tensors and plain values are unpickled.
+
+    Raises
+    ------
+    InputError
+        If `path` does not exist (nothing to resume) or is not a readable fidkit TTUR checkpoint.
+    """
+    if not Path(path).exists():
+        raise InputError(f"{path} does not exist: nothing to resume; run without --resume")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt files
@@ -744,23 +752,30 @@ def _refuse_overwrite(existing: Path) -> None:
     )
 
 
-def _resumed_data_config(config: TTURConfig, out: Path) -> TTURConfig:
-    """`config` with the data settings of the compare runs saved in ``out``'s checkpoints.
+def _resumed_config(config: TTURConfig, state: dict[str, Any]) -> TTURConfig:
+    """The configuration of a run resumed from `state`: the checkpoint's settings, except the
+    folder, ``steps`` (the new total) and the device, weights and feature batch size, which
+    come from `config`."""
+    return replace(
+        TTURConfig.from_dict(state["config"]),
+        out=Path(config.out),
+        steps=config.steps,
+        device=config.device,
+        weights=config.weights,
+        feature_batch_size=config.feature_batch_size,
+    )
+
+
+def _check_same_data_settings(out: Path, configs: dict[str, TTURConfig]) -> dict[str, Any]:
+    """The data settings the resumed compare runs in `configs` share; raise if they differ.
 
     Both runs share one copy of the training images and one reference, so they must have been
     made with the same data settings; the command line's are ignored, as :func:`run_ttur` ignores
     them when resuming.
     """
-    saved: dict[str, dict[str, Any]] = {}
-    for name in COMPARE_RUNS:
-        checkpoint_path = out / name / CHECKPOINT_NAME
-        if not checkpoint_path.exists():
-            raise InputError(
-                f"{checkpoint_path} does not exist: nothing to resume; run without --resume"
-            )
-        values = TTURConfig.from_dict(load_checkpoint(checkpoint_path)["config"]).to_dict()
-        saved[name] = {key: values[key] for key in _DATA_SETTINGS}
-    first, second = (saved[name] for name in COMPARE_RUNS)
+    first, second = (
+        {key: getattr(configs[name], key) for key in _DATA_SETTINGS} for name in COMPARE_RUNS
+    )
     if first != second:
         differing = ", ".join(
             f"{key} ({first[key]!r} against {second[key]!r})"
@@ -772,7 +787,7 @@ def _resumed_data_config(config: TTURConfig, out: Path) -> TTURConfig:
             "--resume, or start over with --force"
         )
     logger.info("resuming compare in %s with the checkpoints' data settings %s", out, first)
-    return replace(config, **first)
+    return first
 
 
 def _should_evaluate(step: int, config: TTURConfig) -> bool:
@@ -788,6 +803,7 @@ def run_ttur(
     ref_stats: Any = None,
     data: TrainingData | None = None,
     on_eval: Callable[[dict[str, float]], None] | None = None,
+    state: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train a DCGAN with TTUR (or one time-scale) and track its FID.
 
@@ -808,6 +824,9 @@ def run_ttur(
         Real images already in memory; read from ``config.data`` otherwise.
     on_eval : callable, optional
         Called with each new metrics row.
+    state : dict, optional
+        With `resume`: the checkpoint of ``config.out``, already loaded with
+        :func:`load_checkpoint` (``--compare`` loads it once); loaded here otherwise.
 
     Returns
     -------
@@ -824,28 +843,18 @@ def run_ttur(
     out = Path(config.out)
     checkpoint_path = out / CHECKPOINT_NAME
     metrics_path = out / METRICS_NAME
-    state: dict[str, Any] | None = None
     if resume:
-        if not checkpoint_path.exists():
-            raise InputError(
-                f"{checkpoint_path} does not exist: nothing to resume; run without --resume"
-            )
-        state = load_checkpoint(checkpoint_path)
-        saved = TTURConfig.from_dict(state["config"])
-        config = replace(
-            saved,
-            out=out,
-            steps=config.steps,
-            device=config.device,
-            weights=config.weights,
-            feature_batch_size=config.feature_batch_size,
-        )
+        if state is None:
+            state = load_checkpoint(checkpoint_path)
+        config = _resumed_config(config, state)
         logger.info(
             "resuming %s at step %d of %d (settings from the checkpoint)",
             out, int(state["step"]), config.steps,
         )
-    elif not force and (existing := _existing_output(out)) is not None:
-        _refuse_overwrite(existing)
+    else:
+        state = None
+        if not force and (existing := _existing_output(out)) is not None:
+            _refuse_overwrite(existing)
 
     if data is None:
         data = load_training_data(config.data, limit=config.train_samples, seed=config.seed)
@@ -955,7 +964,17 @@ def run_compare(
             existing = existing or _existing_output(out / name)
         if existing is not None:
             _refuse_overwrite(existing)
-    data_config = _resumed_data_config(config, out) if resume else config
+    run_configs = {
+        name: replace(config, out=out / name, one_time_scale=(name == "one-time-scale"))
+        for name in COMPARE_RUNS
+    }
+    states: dict[str, dict[str, Any]] = {}
+    data_config = config
+    if resume:
+        # Each checkpoint is loaded once, here; its run gets it as `state`.
+        states = {name: load_checkpoint(out / name / CHECKPOINT_NAME) for name in COMPARE_RUNS}
+        resumed = {name: _resumed_config(run_configs[name], states[name]) for name in COMPARE_RUNS}
+        data_config = replace(config, **_check_same_data_settings(out, resumed))
     data = load_training_data(
         data_config.data, limit=data_config.train_samples, seed=data_config.seed
     )
@@ -964,16 +983,16 @@ def run_compare(
     ref_stats = reference_stats(data_config, extractor, data)
     result = CompareResult()
     for name in COMPARE_RUNS:
-        run_config = replace(config, out=out / name, one_time_scale=(name == "one-time-scale"))
         callback = None if on_eval is None else (lambda row, name=name: on_eval(name, row))
         result.runs[name] = run_ttur(
-            run_config,
+            run_configs[name],
             resume=resume,
             force=force,
             extractor=extractor,
             ref_stats=ref_stats,
             data=data,
             on_eval=callback,
+            state=states.get(name),
         )
     from fidkit.ttur.plotting import plot_fid_curves
 
