@@ -11,12 +11,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from fidkit.errors import EmptySourceError, InputError
 
-__all__ = ["LoadedImages", "load_images", "resize_images", "is_grayscale", "gan_image_size"]
+__all__ = [
+    "LoadedImages",
+    "load_images",
+    "resize_images",
+    "is_grayscale",
+    "gan_image_size",
+    "stats_of_batches",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +105,28 @@ def gan_image_size(height: int, width: int, *, grayscale: bool) -> int:
     if height == width and height in GAN_SIZES:
         return height
     return 28 if grayscale else 32
+
+
+def stats_of_batches(
+    extractor: Any,
+    batches: Iterable[np.ndarray],
+    *,
+    metadata: dict | None = None,
+    progress: Any = None,
+) -> Any:
+    """Statistics of the features of uint8 ``(B, H, W, 3)`` `batches`, in memory (no cache, no files).
+
+    Each batch goes to `extractor` as it comes (no re-chunking). `progress`, if given, is a
+    :class:`fidkit.progress.ProgressBar` told of each batch done.
+    """
+    from fidkit.stats import StatsAccumulator
+
+    accumulator = StatsAccumulator(dim=int(getattr(extractor, "feature_dim", 2048)))
+    for batch in batches:
+        accumulator.update(extractor(batch))
+        if progress is not None:
+            progress.update(batch.shape[0])
+    return accumulator.result(metadata=metadata)
 
 
 def _as_rgb_batch(batch: np.ndarray) -> np.ndarray:

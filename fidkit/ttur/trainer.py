@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from fidkit._fs import atomic_write
 from fidkit.errors import InputError, OverwriteError, SmallSampleWarning
-from fidkit.ttur.data import gan_image_size, is_grayscale, load_images
+from fidkit.ttur.data import gan_image_size, is_grayscale, load_images, stats_of_batches
 from fidkit.ttur.models import GANShape, build_models
 
 __all__ = [
@@ -458,12 +458,10 @@ class TTURTrainer:
         FrechetResult
         """
         from fidkit.frechet import fid_from_stats
-        from fidkit.stats import StatsAccumulator
 
-        accumulator = StatsAccumulator(dim=int(getattr(extractor, "feature_dim", 2048)))
-        for images in self.generate_batches():
-            accumulator.update(extractor(images))
-        generated_stats = accumulator.result(metadata={"source": f"ttur step {self.step}"})
+        generated_stats = stats_of_batches(
+            extractor, self.generate_batches(), metadata={"source": f"ttur step {self.step}"}
+        )
         with warnings.catch_warnings():
             # The run warns once about small N at its start; one warning per evaluation is noise.
             warnings.simplefilter("ignore", SmallSampleWarning)

@@ -26,7 +26,7 @@ import numpy as np
 
 from fidkit._fs import atomic_write
 from fidkit.errors import InputError, OverwriteError, SmallSampleWarning
-from fidkit.ttur.data import load_images
+from fidkit.ttur.data import load_images, stats_of_batches
 from fidkit.ttur.disturbances import DISTURBANCES, Disturbance, get_disturbance
 
 __all__ = [
@@ -208,16 +208,9 @@ def stats_of_images(
 
     `progress`, if given, is a :class:`fidkit.progress.ProgressBar` told of each batch done.
     """
-    from fidkit.stats import StatsAccumulator
-
-    accumulator = StatsAccumulator(dim=int(getattr(extractor, "feature_dim", 2048)))
     batch = int(getattr(extractor, "batch_size", 50)) or 50
-    for start in range(0, images.shape[0], batch):
-        chunk = images[start : start + batch]
-        accumulator.update(extractor(chunk))
-        if progress is not None:
-            progress.update(chunk.shape[0])
-    return accumulator.result(metadata=metadata)
+    chunks = (images[start : start + batch] for start in range(0, images.shape[0], batch))
+    return stats_of_batches(extractor, chunks, metadata=metadata, progress=progress)
 
 
 def _write_csv(curves: Sequence[CurveResult], path: Path, *, overwrite: bool) -> None:
