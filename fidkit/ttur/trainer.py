@@ -370,6 +370,9 @@ class TTURTrainer:
         self.loss_sums = [0.0, 0.0]
         self.loss_count = 0
         self._eval_noise: torch.Tensor | None = None
+        #: The first ``SAMPLE_GRID_SIDE**2`` images of the last evaluation (uint8 ``(B, H, W, 3)``),
+        #: kept for the sample grid; None before the first evaluation.
+        self.samples: np.ndarray | None = None
 
     # -- training ---------------------------------------------------------------------------
 
@@ -446,6 +449,8 @@ class TTURTrainer:
     def evaluate(self, extractor: Any, ref_stats: Any) -> Any:
         """FID of the generator's eval images against `ref_stats`, computed in memory.
 
+        The first ``SAMPLE_GRID_SIDE**2`` of those images are kept in :attr:`samples`.
+
         Parameters
         ----------
         extractor : FeatureExtractor
@@ -459,9 +464,21 @@ class TTURTrainer:
         """
         from fidkit.frechet import fid_from_stats
 
+        n_samples = SAMPLE_GRID_SIDE * SAMPLE_GRID_SIDE
+        kept: list[np.ndarray] = []
+
+        def batches_keeping_samples() -> Iterator[np.ndarray]:
+            n_kept = 0
+            for images in self.generate_batches():
+                if n_kept < n_samples:
+                    kept.append(images[: n_samples - n_kept])
+                    n_kept += kept[-1].shape[0]
+                yield images
+
         generated_stats = stats_of_batches(
-            extractor, self.generate_batches(), metadata={"source": f"ttur step {self.step}"}
+            extractor, batches_keeping_samples(), metadata={"source": f"ttur step {self.step}"}
         )
+        self.samples = np.concatenate(kept)
         with warnings.catch_warnings():
             # The run warns once about small N at its start; one warning per evaluation is noise.
             warnings.simplefilter("ignore", SmallSampleWarning)
@@ -905,9 +922,7 @@ def run_ttur(
                 # the checkpoint lacks, which the resume rewrites from the checkpoint's rows.
                 write_metrics_csv(trainer.rows, metrics_path)
                 trainer.save_checkpoint(checkpoint_path)
-                sample_noise = trainer.eval_noise[: SAMPLE_GRID_SIDE * SAMPLE_GRID_SIDE]
-                write_sample_grid(np.concatenate(list(trainer.generate_batches(sample_noise))),
-                                  out / SAMPLES_NAME)
+                write_sample_grid(trainer.samples, out / SAMPLES_NAME)
 
     # Always from the rows the run holds: a resume with no new steps must also replace a CSV
     # left with a row its checkpoint lacks (a crash between the two writes).
