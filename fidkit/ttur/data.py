@@ -129,19 +129,6 @@ def stats_of_batches(
     return accumulator.result(metadata=metadata)
 
 
-def _as_rgb_batch(batch: np.ndarray) -> np.ndarray:
-    """Accept (B, H, W) or (B, H, W, 1) grayscale as well as (B, H, W, 3), return (B, H, W, 3)."""
-    if batch.ndim == 3:
-        batch = batch[..., None]
-    if batch.ndim != 4 or batch.shape[-1] not in (1, 3) or batch.dtype != np.uint8:
-        raise InputError(
-            f"expected uint8 image batches (B, H, W, 3), got {batch.dtype} {batch.shape}"
-        )
-    if batch.shape[-1] == 1:
-        batch = np.repeat(batch, 3, axis=-1)
-    return batch
-
-
 def load_images(
     spec: object,
     *,
@@ -192,9 +179,9 @@ def load_images(
     seen_sizes: list[tuple[int, int]] = []
     n_resized = 0
     target = size
+    # Every image source's batches are uint8 (B, H, W, 3) already (Source.batches).
     batches: Iterable[np.ndarray] = source.batches(batch_size)
-    for raw_batch in batches:
-        batch = _as_rgb_batch(np.asarray(raw_batch))
+    for batch in batches:
         if batch.shape[0] == 0:
             continue
         batch_size_hw = (int(batch.shape[1]), int(batch.shape[2]))
