@@ -44,19 +44,11 @@ class LoadedImages:
         The source's name, for messages and reports.
     n_resized : int
         How many images had to be resized to the common size (0 when none).
-    original_sizes : tuple of (int, int)
-        The distinct ``(H, W)`` sizes met in the source, in order of appearance.
     """
 
     images: np.ndarray
     source_name: str
     n_resized: int
-    original_sizes: tuple[tuple[int, int], ...]
-
-    @property
-    def n_images(self) -> int:
-        """Number of images held."""
-        return int(self.images.shape[0])
 
 
 def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -210,5 +202,4 @@ def load_images(
         images=np.ascontiguousarray(images, dtype=np.uint8),
         source_name=str(source.name),
         n_resized=n_resized,
-        original_sizes=tuple(seen_sizes),
     )
