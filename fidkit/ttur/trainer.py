@@ -486,12 +486,11 @@ class TTURTrainer:
 
     def record(self, fid: float) -> dict[str, float]:
         """Append a metrics row for the current step (losses are means since the last row)."""
-        count = max(self.loss_count, 1)
         row = {
             "step": self.step,
             "fid": float(fid),
-            "loss_d": self.loss_sums[0] / count if self.loss_count else math.nan,
-            "loss_g": self.loss_sums[1] / count if self.loss_count else math.nan,
+            "loss_d": self.loss_sums[0] / self.loss_count if self.loss_count else math.nan,
+            "loss_g": self.loss_sums[1] / self.loss_count if self.loss_count else math.nan,
             "wall_time_s": float(self.elapsed_s),
         }
         self.rows.append(row)
