@@ -804,6 +804,12 @@ def _check_same_data_settings(out: Path, configs: dict[str, TTURConfig]) -> dict
     return first
 
 
+def _curve_label(config: TTURConfig) -> str:
+    """The legend of a run's FID curve: its rule and effective rates."""
+    rule = "one time-scale" if config.one_time_scale else "TTUR"
+    return f"{rule} (lr_d={config.effective_lr_d:g}, lr_g={config.effective_lr_g:g})"
+
+
 def _should_evaluate(step: int, config: TTURConfig) -> bool:
     return step % config.eval_every == 0 or step == config.steps
 
@@ -928,9 +934,8 @@ def run_ttur(
     write_metrics_csv(trainer.rows, metrics_path)
     from fidkit.ttur.plotting import plot_fid_curves
 
-    label = "one time-scale" if config.one_time_scale else "TTUR"
     plot_path = plot_fid_curves(
-        {f"{label} (lr_d={config.effective_lr_d:g}, lr_g={config.effective_lr_g:g})": trainer.rows},
+        {_curve_label(config): trainer.rows},
         out / PLOT_NAME,
         title=f"FID during training on {Path(data.source_name).name}",
     )
@@ -1008,12 +1013,7 @@ def run_compare(
         )
     from fidkit.ttur.plotting import plot_fid_curves
 
-    curves = {}
-    for name, run in result.runs.items():
-        label = "TTUR" if name == "ttur" else "one time-scale"
-        curves[
-            f"{label} (lr_d={run.config.effective_lr_d:g}, lr_g={run.config.effective_lr_g:g})"
-        ] = run.rows
+    curves = {_curve_label(run.config): run.rows for run in result.runs.values()}
     result.plot_path = plot_fid_curves(
         curves, out / COMPARE_PLOT_NAME, title=f"TTUR against one time-scale on {Path(data.source_name).name}"
     )
