@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,6 +98,14 @@ def gan_image_size(height: int, width: int, *, grayscale: bool) -> int:
     if height == width and height in GAN_SIZES:
         return height
     return 28 if grayscale else 32
+
+
+def existing_output(out: Path, names: Iterable[str]) -> Path | None:
+    """The first of `names` that already exists in `out` (the folder is then in use), or None."""
+    for name in names:
+        if (out / name).exists():
+            return out / name
+    return None
 
 
 def stats_of_batches(

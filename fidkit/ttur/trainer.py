@@ -39,7 +39,13 @@ import torch.nn.functional as F
 
 from fidkit._fs import atomic_write
 from fidkit.errors import InputError, OverwriteError, SmallSampleWarning
-from fidkit.ttur.data import gan_image_size, is_grayscale, load_images, stats_of_batches
+from fidkit.ttur.data import (
+    existing_output,
+    gan_image_size,
+    is_grayscale,
+    load_images,
+    stats_of_batches,
+)
 from fidkit.ttur.models import GANShape, build_models
 
 __all__ = [
@@ -751,14 +757,6 @@ class CompareResult:
         }
 
 
-def _existing_output(out: Path, names: tuple[str, ...] = RUN_OUTPUT_NAMES) -> Path | None:
-    """The first of `names` that already exists in `out` (the folder is then in use), or None."""
-    for name in names:
-        if (out / name).exists():
-            return out / name
-    return None
-
-
 def _refuse_overwrite(existing: Path) -> None:
     raise OverwriteError(
         f"{existing} already exists; pass --resume to continue the run there, --force to start "
@@ -873,7 +871,7 @@ def run_ttur(
         )
     else:
         state = None
-        if not force and (existing := _existing_output(out)) is not None:
+        if not force and (existing := existing_output(out, RUN_OUTPUT_NAMES)) is not None:
             _refuse_overwrite(existing)
 
     if data is None:
@@ -976,9 +974,9 @@ def run_compare(
     """
     out = Path(config.out)
     if not resume and not force:
-        existing = _existing_output(out, COMPARE_OUTPUT_NAMES)
+        existing = existing_output(out, COMPARE_OUTPUT_NAMES)
         for name in COMPARE_RUNS:
-            existing = existing or _existing_output(out / name)
+            existing = existing or existing_output(out / name, RUN_OUTPUT_NAMES)
         if existing is not None:
             _refuse_overwrite(existing)
     run_configs = {

@@ -26,7 +26,7 @@ import numpy as np
 
 from fidkit._fs import atomic_write
 from fidkit.errors import InputError, OverwriteError, SmallSampleWarning
-from fidkit.ttur.data import load_images, stats_of_batches
+from fidkit.ttur.data import existing_output, load_images, stats_of_batches
 from fidkit.ttur.disturbances import DISTURBANCES, Disturbance, get_disturbance
 
 __all__ = [
@@ -269,9 +269,8 @@ def run_validation(
         (checked before any work).
     """
     out = Path(config.out)
-    existing = [out / name for name in OUTPUT_NAMES if (out / name).exists()]
-    if existing and not force:
-        raise OverwriteError(f"{existing[0]} already exists; choose another --out or pass --force")
+    if not force and (existing := existing_output(out, OUTPUT_NAMES)) is not None:
+        raise OverwriteError(f"{existing} already exists; choose another --out or pass --force")
 
     loaded = load_images(config.source, limit=config.samples, seed=config.seed)
     images = loaded.images
