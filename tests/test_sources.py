@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from fidkit.errors import EmptySourceError, ImageError, InputError, SourceError
-from fidkit.sources import COLOUR_POLICY_VERSION, StatsSource, decode_image, open_source
+from fidkit.sources import COLOUR_POLICY_VERSION, decode_image, open_source
 
 
 def _pixels(seed: int, height: int = 8, width: int = 8) -> np.ndarray:
@@ -219,22 +219,13 @@ def test_batches_iterable_and_its_limit():
         list(open_source([]).batches(2))
 
 
-def test_stats_object_and_stats_file(tmp_path):
-    stats_module = pytest.importorskip("fidkit.stats")
+def test_statistics_are_not_a_source(tmp_path):
+    # Statistics are recognised by the pipeline (fidkit.pipeline.open_input), never opened as images.
     features = np.random.default_rng(0).standard_normal((20, 4))
-    stats = stats_module.Stats.from_features(features)
-    source = open_source(stats)
-    assert isinstance(source, StatsSource) and source.stats is stats
-    assert source.kind == "stats" and not source.cacheable and source.n_images == 20
-    with pytest.raises(SourceError):
-        next(iter(source.batches(10)))
-    with pytest.raises(SourceError):
-        source.fingerprint()
     path = tmp_path / "stats.npz"
     np.savez(path, mu=features.mean(axis=0), sigma=np.cov(features, rowvar=False))
-    from_file = open_source(path)
-    assert isinstance(from_file, StatsSource)
-    np.testing.assert_allclose(from_file.stats.mu, features.mean(axis=0))
+    with pytest.raises(SourceError, match="statistics file"):
+        open_source(path)
 
 
 def test_unknown_and_missing_paths_list_accepted_kinds(tmp_path):

@@ -6,7 +6,8 @@ Importing this package imports neither torch nor onnxruntime; they load when a g
 
 from __future__ import annotations
 
-from fidkit.inception.runtime import EXPORTER_VERSION, FEATURE_DIM, RESIZE_MODE, FeatureExtractor
+from fidkit.inception.runtime import FeatureExtractor
+from fidkit.inception.spec import EXPORTER_VERSION, FEATURE_DIM, RESIZE_MODE
 from fidkit.inception.weights import (
     ResolvedWeights,
     WeightsManifest,

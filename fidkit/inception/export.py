@@ -27,8 +27,9 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from fidkit.inception.network import FEATURE_DIM, INPUT_SIZE, build_network
+from fidkit.inception.network import build_network
 from fidkit.inception.resize import resize_nodes
+from fidkit.inception.spec import FEATURE_DIM, INPUT_SIZE
 from fidkit.inception.weights import load_state_dict
 
 __all__ = ["OPSET", "IR_VERSION", "INPUT_NAME", "OUTPUT_NAME", "export_network", "build_graph", "export_graph"]

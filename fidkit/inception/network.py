@@ -23,14 +23,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fidkit.inception.spec import FEATURE_DIM, INPUT_SIZE
+
 __all__ = ["FIDInceptionV3", "BN_EPS", "INPUT_SIZE", "FEATURE_DIM"]
 
 #: BatchNorm epsilon of the TensorFlow graph.
 BN_EPS = 1e-3
-#: The network's input side, in pixels.
-INPUT_SIZE = 299
-#: Length of the pool_3 feature vector.
-FEATURE_DIM = 2048
 #: Number of classes of the 2015 graph's classifier (1000 ImageNet classes + 8 unused).
 N_CLASSES = 1008
 

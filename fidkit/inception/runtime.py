@@ -20,14 +20,11 @@ from numpy.typing import NDArray
 
 from fidkit._fs import atomic_write, cache_home
 from fidkit.errors import FidkitError, InputError
+from fidkit._validate import as_image_batch, check_batch_size
+from fidkit.inception.spec import EXPORTER_VERSION, FEATURE_DIM, FEATURE_EXTRACTOR, RESIZE_MODE
 from fidkit.inception.weights import ResolvedWeights, locate_weights
-from fidkit.sources.base import check_batch_size
 
 __all__ = [
-    "FEATURE_DIM",
-    "RESIZE_MODE",
-    "EXPORTER_VERSION",
-    "FEATURE_EXTRACTOR",
     "DEVICES",
     "FeatureExtractor",
     "graph_cache_path",
@@ -36,15 +33,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Length of a feature vector (pool_3).
-FEATURE_DIM = 2048
-#: The resize inside the graph: TensorFlow 1.x ResizeBilinear, align_corners=False, no antialias.
-RESIZE_MODE = "tf1-bilinear-asymmetric"
-#: Version of the graph fidkit builds from a weights file; part of the graph cache key, so a
-#: change to the export (resize, normalization, opset) never reuses an old graph.
-EXPORTER_VERSION = "1"
-#: Name recorded in statistics metadata: which network and which layer the features come from.
-FEATURE_EXTRACTOR = "inception-2015-12-05/pool_3"
 #: Values accepted by ``device``.
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
@@ -178,7 +166,6 @@ class FeatureExtractor:
             resolved = locate_weights(weights, progress=download_progress)
         self.weights_path: Path = resolved.path
         self.weights_sha256: str = resolved.sha256
-        self.weights_match_release: bool = resolved.matches_manifest
         self.feature_dim: int = FEATURE_DIM
         self.resize_mode: str = RESIZE_MODE
         self.batch_size: int = batch_size
@@ -330,23 +317,23 @@ class FeatureExtractor:
 
     # --- running -----------------------------------------------------------------------------
 
-    def __call__(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
+    def __call__(self, images: Any) -> NDArray[np.float32]:
         """Return the pool_3 features of a batch of images.
 
         Parameters
         ----------
-        images : ndarray, uint8, shape (B, H, W, 3)
-            RGB images, all the same size, any size; resized to 299x299 inside the graph.
+        images : array_like, uint8, shape (B, H, W, 3), (B, H, W) or (B, H, W, 1)
+            Images, all the same size, any size; resized to 299x299 inside the graph. Accepted under the
+            same rules as every other image input (:func:`fidkit._validate.as_image_batch`): grayscale is
+            replicated to RGB, other dtypes are refused with how to convert.
 
         Returns
         -------
-        ndarray, float32, shape (B, 2048)
+        ndarray, float32, shape (B, FEATURE_DIM)
         """
-        if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-            dtype = getattr(images, "dtype", type(images).__name__)
-            raise InputError(f"images must be a uint8 numpy array (B, H, W, 3), got {dtype}")
-        if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] < 1 or images.shape[2] < 1:
-            raise InputError(f"images must have shape (B, H, W, 3) with H, W >= 1, got {images.shape}")
+        images = as_image_batch(images, "images")
+        if images.shape[1] < 1 or images.shape[2] < 1:
+            raise InputError(f"images must have H, W >= 1, got shape {images.shape}")
         n_images = images.shape[0]
         features = np.empty((n_images, FEATURE_DIM), dtype=np.float32)
         for start in range(0, n_images, self.batch_size):

@@ -7,26 +7,29 @@
 * a ``.npy`` or ``.npz`` of uint8 images ``(N, H, W, 3)`` or grayscale ``(N, H, W)``,
 * an MNIST ``*-idx3-ubyte`` file, optionally ``.gz``,
 * a CIFAR-10/100 python batch folder (its training split) or one batch file,
-* a statistics ``.npz`` (keys ``mu`` and ``sigma``; fidkit, TTUR or pytorch-fid),
-* a numpy uint8 array, a :class:`fidkit.stats.Stats` object, or an iterable of uint8 batches,
+* a numpy uint8 array (or anything ``numpy.asarray`` reads, e.g. a CPU tensor), or an iterable of
+  uint8 batches,
 
 and returns a :class:`Source`. Images come out in sorted-path order; ``limit``/``seed`` choose a
 reproducible subset. How image modes become RGB is the colour policy in
 :mod:`fidkit.sources.decode`; bad files are handled as described in :func:`open_source`.
+
+Statistics (a ``Stats`` object, a statistics ``.npz``) are not sources: the pipeline in
+:mod:`fidkit.api` recognises them before it opens a source, and uses them as they are.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fidkit.errors import FidkitWarning, InputError, SourceError
+from fidkit._validate import as_numpy, check_limit_seed
+from fidkit.errors import InputError, SourceError
 from fidkit.sources.arrays import (
     ArraySource,
     BatchesSource,
@@ -35,7 +38,7 @@ from fidkit.sources.arrays import (
     open_npy,
     open_npz,
 )
-from fidkit.sources.base import Source, StatsSource, as_numpy, check_limit_seed
+from fidkit.sources.base import Source
 from fidkit.sources.datasets import (
     cifar_train_files,
     is_cifar_batch_file,
@@ -51,7 +54,6 @@ __all__ = [
     "COLOUR_POLICY_VERSION",
     "IMAGE_EXTENSIONS",
     "Source",
-    "StatsSource",
     "FileSource",
     "ArraySource",
     "BatchesSource",
@@ -65,22 +67,8 @@ logger = logging.getLogger(__name__)
 _ACCEPTED = (
     "a folder of images (.png .jpg .jpeg .bmp .webp .tif .tiff), a .zip/.tar/.tar.gz/.tgz archive of "
     "images, a .npy/.npz of uint8 images, an MNIST *-idx3-ubyte[.gz] file, a CIFAR-10/100 python "
-    "batch folder or file, or a statistics .npz (mu, sigma)"
+    "batch folder or file"
 )
-
-
-def _is_stats_object(spec: Any) -> bool:
-    # Duck-typed so that this module does not import fidkit.stats at import time.
-    return hasattr(spec, "mu") and hasattr(spec, "sigma") and not isinstance(spec, (str, os.PathLike))
-
-
-def _warn_unused_subset(name: str, limit: int | None, seed: int | None) -> None:
-    if limit is not None or seed is not None:
-        warnings.warn(
-            f"{name}: limit/seed do not apply to statistics; they are used as they are",
-            FidkitWarning,
-            stacklevel=3,
-        )
 
 
 def open_source(
@@ -96,9 +84,9 @@ def open_source(
 
     Parameters
     ----------
-    spec : str, path-like, numpy.ndarray, fidkit.stats.Stats or iterable
-        A path (folder, archive, ``.npy``, ``.npz``, MNIST idx, CIFAR batch folder/file, statistics
-        ``.npz``), a uint8 image array, statistics, or an iterable of uint8 batches.
+    spec : str, path-like, numpy.ndarray or iterable
+        A path (folder, archive, ``.npy``, ``.npz``, MNIST idx, CIFAR batch folder/file), a uint8
+        image array, or an iterable of uint8 batches.
     limit : int, optional
         Use at most this many images: the first ones in sorted order, or, with `seed`, a random
         subset (``numpy.random.default_rng(seed)``, without replacement) kept in sorted order.
@@ -117,8 +105,7 @@ def open_source(
     Returns
     -------
     Source
-        A :class:`StatsSource` for statistics; otherwise a source whose ``batches()`` yields
-        uint8 ``(B, H, W, 3)`` arrays.
+        A source whose ``batches()`` yields uint8 ``(B, H, W, 3)`` arrays.
 
     Raises
     ------
@@ -128,8 +115,6 @@ def open_source(
         A source that holds no images.
     InputError
         Arrays of the wrong dtype or shape; invalid `limit`, `seed` or `workers`.
-    StatsFileError
-        A statistics ``.npz`` that is corrupt.
 
     Examples
     --------
@@ -147,9 +132,6 @@ def open_source(
             Path(spec), str(spec), limit=limit, seed=seed, skip_bad=skip_bad,
             exif_transpose=exif_transpose, workers=workers,
         )
-    if _is_stats_object(spec):
-        _warn_unused_subset("statistics object", limit, seed)
-        return StatsSource(spec, f"statistics (n={getattr(spec, 'n', None)})")
     if isinstance(spec, np.ndarray):
         return open_array(spec, limit=limit, seed=seed)
     if isinstance(spec, (bytes, bytearray, dict)):
@@ -196,13 +178,7 @@ def _open_path(
         return open_npy(path, name, limit=limit, seed=seed)
     if lower.endswith(".npz"):
         with load_npz(path, name) as archive:
-            keys = archive.files
-            if not ("mu" in keys and "sigma" in keys):
-                return open_npz(path, name, archive, limit=limit, seed=seed)
-        from fidkit.stats import Stats  # helper A's module; imported only when needed
-
-        _warn_unused_subset(name, limit, seed)
-        return StatsSource(Stats.load(path), name, path=path)
+            return open_npz(path, name, archive, limit=limit, seed=seed)
     if is_mnist_name(path):
         return open_mnist(path, name, limit=limit, seed=seed)
     if is_cifar_batch_file(path):

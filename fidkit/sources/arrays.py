@@ -5,9 +5,9 @@ replicated to RGB like grayscale image files). Any other dtype is refused with a
 :class:`~fidkit.errors.InputError` that says how to convert: floats in particular are never
 rescaled silently, because ``[0, 1]``, ``[-1, 1]`` and ``[0, 255]`` conventions all exist.
 
-A ``.npz`` holding ``mu`` and ``sigma`` is a statistics file, not images; ``open_source`` routes
-it to :class:`~fidkit.sources.base.StatsSource`. Otherwise the images are its only array, or its
-``images`` or ``arr_0`` array.
+A ``.npz`` holding ``mu`` and ``sigma`` is a statistics file, not images (the pipeline in
+:mod:`fidkit.api` reads those before any source is opened). Otherwise the images are its only
+array, or its ``images`` or ``arr_0`` array.
 """
 
 from __future__ import annotations
@@ -22,15 +22,9 @@ import numpy as np
 
 from fidkit._fs import sha256_file
 from fidkit.errors import InputError, SourceError
-from fidkit.sources.base import (
-    Source,
-    as_rgb_batch,
-    check_batch_size,
-    empty_source_error,
-    select_indices,
-    size_mtime,
-)
-from fidkit.stats import NUMPY_LOAD_ERRORS, numpy_load_problem
+from fidkit._validate import as_image_batch, check_batch_size, check_image_array
+from fidkit.sources.base import Source, empty_source_error, select_indices, size_mtime
+from fidkit.statsfile import NUMPY_LOAD_ERRORS, numpy_load_problem
 
 __all__ = ["ArraySource", "BatchesSource", "open_array", "open_npy", "open_npz", "load_npz", "IMAGE_KEYS"]
 
@@ -114,7 +108,7 @@ class ArraySource(Source):
                 batch = images[first : last + 1]
             else:
                 batch = images[chosen]
-            yield as_rgb_batch(batch, self.name)
+            yield as_image_batch(batch, self.name)
 
 
 def _image_array_source(
@@ -125,11 +119,8 @@ def _image_array_source(
 
     `what` names the array in error messages (a file, or a file and its key).
     """
-    if images.ndim < 3:
-        as_rgb_batch(images, what)  # raises with the shape in the message
-    # Validate dtype and image shape without touching the data (which may be a large memory map):
-    # one empty slice.
-    as_rgb_batch(np.empty((0, *images.shape[1:]), dtype=images.dtype), what)
+    # Validate dtype and shape without touching the data, which may be a large memory map.
+    check_image_array(images.dtype, images.shape, what)
     return ArraySource("array", name, lambda: images, images.shape, identity, limit=limit, seed=seed)
 
 
@@ -185,6 +176,11 @@ def open_npz(
         key = keys[0]
     else:
         key = next((candidate for candidate in IMAGE_KEYS if candidate in keys), None)
+        if key is None and "mu" in keys and "sigma" in keys:
+            raise SourceError(
+                f"{name}: a statistics file (mu, sigma), not images; compute_stats and compute_fid "
+                "use it as it is"
+            )
         if key is None:
             raise SourceError(
                 f"{name}: .npz holds several arrays ({', '.join(keys)}) and none is named "
@@ -232,7 +228,7 @@ class BatchesSource(Source):
         self.skipped = []
         n_seen = 0
         for position, item in enumerate(self._iterable):
-            batch = as_rgb_batch(item, f"{self.name}, batch {position}")
+            batch = as_image_batch(item, f"{self.name}, batch {position}")
             if self.limit is not None:
                 batch = batch[: self.limit - n_seen]
             n_seen += len(batch)

@@ -1,7 +1,7 @@
 """The :class:`Source` interface every input kind implements, and helpers they share.
 
 A source turns what a user points fidkit at (a folder, an archive, an array, a dataset file, a
-statistics file, a stream of batches) into uint8 image batches ``(B, H, W, 3)`` in a deterministic
+stream of batches) into uint8 image batches ``(B, H, W, 3)`` in a deterministic
 order, and says who it is (:meth:`Source.fingerprint`) so that its statistics can be cached.
 """
 
@@ -10,20 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import numbers
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from fidkit.errors import EmptySourceError, InputError, SourceError
+from fidkit._validate import check_batch_size
+from fidkit.errors import EmptySourceError, SourceError
 from fidkit.sources.decode import COLOUR_POLICY_VERSION
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from fidkit.stats import Stats
-
-__all__ = ["Source", "StatsSource", "select_indices", "as_numpy", "as_rgb_batch", "SizeGrouper"]
+__all__ = ["Source", "select_indices", "size_mtime", "SizeGrouper", "empty_source_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +34,7 @@ class Source:
     Attributes
     ----------
     kind : str
-        ``"folder"``, ``"archive"``, ``"array"``, ``"mnist"``, ``"cifar"``, ``"stats"`` or
-        ``"batches"``.
+        ``"folder"``, ``"archive"``, ``"array"``, ``"mnist"``, ``"cifar"`` or ``"batches"``.
     name : str
         How messages and reports refer to the source (usually the path as given).
     n_images : int or None
@@ -47,7 +43,7 @@ class Source:
     n_available : int or None
         Number of images before `limit` was applied.
     cacheable : bool
-        Whether :meth:`fingerprint` can identify the source (False for iterables and ``Stats``).
+        Whether :meth:`fingerprint` can identify the source (False for iterables).
     skipped : list of (str, str)
         ``(file, reason)`` of each file skipped by the last :meth:`batches` run with
         ``skip_bad=True``.
@@ -112,7 +108,7 @@ class Source:
         Raises
         ------
         SourceError
-            The source cannot be identified (an iterable of batches, a ``Stats`` object).
+            The source cannot be identified (an iterable of batches).
         """
         if not self.cacheable:
             raise SourceError(
@@ -163,45 +159,6 @@ class Source:
         raise NotImplementedError
 
 
-class StatsSource(Source):
-    """A source that already is statistics (a ``Stats`` object or a statistics ``.npz``).
-
-    It skips the network: use :attr:`stats`. :meth:`batches` raises :class:`SourceError`.
-
-    Attributes
-    ----------
-    stats : fidkit.stats.Stats
-        The statistics.
-    path : pathlib.Path or None
-        The file they were loaded from, if any.
-    """
-
-    kind = "stats"
-    cacheable = False
-
-    def __init__(self, stats: Stats, name: str, *, path: Path | None = None) -> None:
-        metadata = getattr(stats, "metadata", None) or {}
-        super().__init__(
-            name,
-            n_images=getattr(stats, "n", None),
-            lossy=bool(metadata.get("lossy_inputs", False)),
-        )
-        self.stats = stats
-        self.path = path
-
-    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        raise SourceError(
-            f"{self.name} holds statistics, not images; use its .stats directly (no network needed)"
-        )
-
-
-def check_batch_size(batch_size: int) -> int:
-    """Return `batch_size` as an int >= 1, or raise :class:`InputError`."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
-
-
 def size_mtime(path: Path) -> tuple[int, int]:
     """Size and modification time (ns) of a file, or ``(-1, -1)`` when it cannot be stat'ed.
 
@@ -213,19 +170,6 @@ def size_mtime(path: Path) -> tuple[int, int]:
     except OSError:
         return -1, -1
     return int(info.st_size), int(info.st_mtime_ns)
-
-
-def check_limit_seed(limit: int | None, seed: int | None) -> tuple[int | None, int | None]:
-    """Validate `limit` (positive int or None) and `seed` (non-negative int or None)."""
-    if limit is not None and (
-        isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1
-    ):
-        raise InputError(f"limit must be a positive integer or None, got {limit!r}")
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
-    ):
-        raise InputError(f"seed must be a non-negative integer or None, got {seed!r}")
-    return (None if limit is None else int(limit)), (None if seed is None else int(seed))
 
 
 def select_indices(
@@ -251,68 +195,6 @@ def select_indices(
         return np.arange(limit, dtype=np.int64), limit, None
     chosen = np.random.default_rng(seed).choice(n_total, size=limit, replace=False)
     return np.sort(chosen.astype(np.int64)), limit, seed
-
-
-_FLOAT_ADVICE = (
-    "convert it yourself, e.g. for floats in [0, 1]: "
-    "(x * 255).round().clip(0, 255).astype(np.uint8); fidkit does not rescale other dtypes because "
-    "their range is ambiguous"
-)
-
-
-def as_numpy(value: Any, what: str) -> np.ndarray:
-    """``numpy.asarray(value)``, with an :class:`~fidkit.errors.InputError` naming `what` if it fails.
-
-    The usual failure is a CUDA tensor, which refuses ``__array__``; the message says how to convert.
-    """
-    try:
-        return np.asarray(value)
-    except Exception as exc:  # noqa: BLE001 - whatever __array__ raises
-        raise InputError(
-            f"{what}: cannot be read as a numpy array ({exc}); pass numpy arrays (for a torch "
-            "tensor: t.cpu().numpy())"
-        ) from exc
-
-
-def as_rgb_batch(batch: Any, what: str) -> np.ndarray:
-    """Check an image array and return it as uint8 ``(N, H, W, 3)``.
-
-    Grayscale ``(N, H, W)`` and ``(N, H, W, 1)`` are replicated to three channels. The result is
-    C-contiguous; an input that already is so is returned without a copy.
-
-    Raises
-    ------
-    InputError
-        Not uint8 (with how to convert), or a shape that is not a batch of images (channel-first
-        batches and single images get a specific hint).
-    """
-    array = as_numpy(batch, what)
-    if array.dtype != np.uint8:
-        raise InputError(f"{what}: images must be uint8, got dtype {array.dtype}; {_FLOAT_ADVICE}")
-    shape = array.shape
-    if array.ndim == 4 and shape[3] == 3:
-        rgb = array
-    elif array.ndim == 4 and shape[3] == 1:
-        rgb = np.repeat(array, 3, axis=3)
-    elif array.ndim == 3 and shape[2] == 3:
-        # Grayscale images 3 pixels wide are implausible; this is a single (H, W, 3) RGB image.
-        raise InputError(
-            f"{what}: shape {shape} looks like a single (H, W, 3) image; add a batch axis "
-            "(x[None]) or pass (N, H, W) grayscale / (N, H, W, 3) RGB"
-        )
-    elif array.ndim == 3:
-        rgb = np.repeat(array[:, :, :, None], 3, axis=3)
-    elif array.ndim == 4 and shape[1] in (1, 3):
-        raise InputError(
-            f"{what}: shape {shape} looks channel-first (N, C, H, W); fidkit takes channel-last: "
-            "x.transpose(0, 2, 3, 1)"
-        )
-    else:
-        raise InputError(
-            f"{what}: shape {shape} is not a batch of images; expected (N, H, W, 3) RGB or "
-            "(N, H, W) grayscale"
-        )
-    return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
 class SizeGrouper:
