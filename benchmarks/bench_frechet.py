@@ -37,6 +37,7 @@ import scipy.linalg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fidkit.errors import SmallSampleWarning  # noqa: E402
+from fidkit.frechet.factors import factor_at_hand, sqrt_factor
 from fidkit.frechet import fid_from_arrays, fid_from_stats, frechet_distance  # noqa: E402
 from fidkit.stats import Stats  # noqa: E402
 
@@ -140,7 +141,7 @@ def main() -> int:
 
     # -- cached reference: the reference's factor is computed once, each new generated set is fresh
     case = "cached reference"
-    reference.sqrt_factor()
+    sqrt_factor(reference)
 
     def cached() -> float:
         fresh_generated = Stats(generated.mu, generated.sigma, n=generated.n)  # no factor of its own

@@ -1,16 +1,12 @@
-"""Feature statistics: mean, covariance, sample count, a square-root factor, and their ``.npz`` files.
+"""Feature statistics: mean, covariance and sample count, built exactly from feature batches and merged exactly.
 
 A :class:`Stats` holds what the Fréchet distance needs from one set of images: ``mu`` (float64, the mean
 feature), ``sigma`` (float64, the covariance with ddof = 1), ``n`` (the number of images, ``None`` for files
-written by TTUR or pytorch-fid, which do not record it) and free-form metadata.
-
-It also holds a *square-root factor* ``L`` with ``sigma = L @ L.T``. The distance never needs ``sigma``'s own
-square root, only a factor (see ``docs/numerics.md``):
-
-* when ``n <= dim`` the factor is built from the features themselves, has ``n - 1`` columns, is exact, and is
-  saved in the file (it is smaller than ``sigma``);
-* otherwise it is a pivoted Cholesky factor computed from ``sigma`` the first time a comparison needs it and
-  cached on the object, so that comparing many sets against one reference pays for it once.
+written by TTUR or pytorch-fid, which do not record it) and free-form metadata. When ``n <= dim`` it also
+carries ``factor``, the exact ``(dim, n - 1)`` square root of ``sigma`` built from the centred features
+(:func:`centred_factor`): ``sigma`` of so few samples is singular, and the distance is exact only from the
+features themselves. The distance's own linear algebra lives in :mod:`fidkit.frechet`; the ``.npz`` file
+format in :mod:`fidkit.statsfile`.
 
 :class:`StatsAccumulator` builds a :class:`Stats` from feature batches in float64 with memory bounded by
 ``dim x dim``, and merges exactly (Chan et al.'s pairwise update), so shards computed in separate processes
@@ -19,70 +15,31 @@ combine into the statistics of their union.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-import scipy.linalg
 
-from fidkit._fs import atomic_write
-from fidkit.errors import InputError, OverwriteError, StatsFileError
+from fidkit._validate import check_features
+from fidkit.errors import InputError, StatsFileError
+from fidkit.statsfile import read_stats_file, write_stats_file
 
-__all__ = ["STATS_FORMAT_VERSION", "Stats", "StatsAccumulator", "SqrtFactor"]
+__all__ = ["Stats", "StatsAccumulator", "centred_factor"]
 
 logger = logging.getLogger(__name__)
 
-#: What :func:`numpy.load` raises for a file that is not (or no longer) a whole .npy / .npz:
-#: an empty file is an EOFError, a cut zip a BadZipFile, text a ValueError.
-NUMPY_LOAD_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
-
-
-def numpy_load_problem(exc: BaseException) -> str:
-    """numpy's reason for refusing a file, fit for a user.
-
-    With ``allow_pickle=False`` numpy reports any file without a .npy or zip header as "pickled
-    (object) data" and suggests unpickling it: wrong for a text or image file, and advice fidkit
-    must never give, since a pickle can run code.
-    """
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, EOFError):
-        return "the file is empty or cut short"
-    if "pickle" in text:
-        return "neither a .npy nor a .npz file: it has no numpy or zip header"
-    return text
-
-#: Version of the extra keys fidkit writes beside ``mu`` and ``sigma``. Bump it when their meaning changes.
-STATS_FORMAT_VERSION: int = 1
-
 MetadataValue = Union[str, int, float, bool]
-
-# Keys of the .npz file. ``mu`` and ``sigma`` are the ones TTUR and pytorch-fid read; the others are ignored
-# by them and carry what fidkit needs to stay exact and traceable.
-_KEY_MU = "mu"
-_KEY_SIGMA = "sigma"
-_KEY_N = "n"
-_KEY_FACTOR = "factor"
-_KEY_VERSION = "fidkit_format_version"
-_KEY_METADATA = "fidkit_metadata_json"
-_FIDKIT_KEYS = frozenset({_KEY_N, _KEY_FACTOR, _KEY_VERSION, _KEY_METADATA})
 
 # A covariance written by np.cov is symmetric to round-off only; anything beyond this relative asymmetry is
 # not a covariance (a transposed or corrupt matrix) and is refused rather than silently symmetrised.
 _SYMMETRY_RTOL = 1e-6
 # A stored factor must reproduce sigma's diagonal; float64 round-off is ~1e-16, a mismatched factor is O(1).
+# (The distance verifies the whole factor before using it; this cheap check catches a swapped file early.)
 _FACTOR_DIAG_RTOL = 1e-8
-# Positive semidefiniteness check of a pivoted Cholesky factor (see _check_factor_reproduces): relative tolerance
-# max(floor, slack * dim^2 * eps), probes drawn once from a fixed seed so the check is deterministic.
-_PSD_CHECK_RTOL_FLOOR = 1e-9
-_PSD_CHECK_SLACK = 64.0
-_PSD_PROBES = 2
-_PSD_PROBE_SEED = 20151205
 # Above this many rows, Stats.from_features goes through the accumulator in chunks so that memory stays
 # bounded by chunk x dim instead of holding a float64 copy of all features.
 _CHUNK_ROWS = 4096
@@ -91,34 +48,6 @@ _IDENTITY_KEYS = ("feature_extractor", "weights_sha256", "resize_mode")
 
 
 # --------------------------------------------------------------------------------------------- validation
-
-
-def _check_features(features: Any, name: str) -> np.ndarray:
-    """Return `features` as a 2-D float array (float32 kept, other types to float64); InputError if unusable."""
-    try:
-        array = np.asarray(features)
-    except Exception as exc:  # ragged lists and the like
-        raise InputError(f"{name} cannot be read as an (N, dim) array ({exc}); pass a 2-D numeric array") from exc
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-    ):
-        raise InputError(f"{name} has dtype {array.dtype}; pass real-valued features (float32 or float64)")
-    if array.ndim != 2:
-        raise InputError(
-            f"{name} has shape {array.shape}; features must be 2-D (N images, dim features), "
-            "e.g. reshape a single vector with x[None, :]"
-        )
-    if array.shape[1] < 1:
-        raise InputError(f"{name} has shape {array.shape}: zero feature dimensions")
-    if not np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float64)
-    if not np.isfinite(array).all():
-        bad_rows = np.flatnonzero(~np.isfinite(array).all(axis=1))
-        raise InputError(
-            f"{name} contains NaN or inf in {bad_rows.size} row(s) (first: row {int(bad_rows[0])}); "
-            "the feature extractor produced invalid values: check the inputs of those images"
-        )
-    return array
 
 
 def _check_mu_sigma(mu: Any, sigma: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +116,7 @@ def _check_metadata(metadata: Any) -> dict[str, MetadataValue]:
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
-    # Stats cache a factor of sigma; freezing the arrays keeps the cache from going stale behind our back.
+    # The distance remembers a factor of each Stats' sigma; frozen arrays keep it from going stale.
     array.flags.writeable = False
     return array
 
@@ -200,33 +129,7 @@ def _symmetric_gram(centred: np.ndarray, divisor: int) -> np.ndarray:
     return gram
 
 
-# --------------------------------------------------------------------------------------------- factors
-
-
-@dataclass(frozen=True)
-class SqrtFactor:
-    """A square-root factor ``L`` of a covariance: ``sigma = L @ L.T`` up to round-off.
-
-    Attributes
-    ----------
-    matrix : numpy.ndarray
-        ``(dim, rank)`` float64.
-    kind : str
-        ``"features"`` (exact, from the centred features; ``rank = n - 1``) or ``"pivoted-cholesky"``
-        (computed from ``sigma``; rank is the numerical rank found by the pivoting).
-    dropped_trace : float
-        ``tr(sigma) - ||L||_F^2``: the part of sigma's spectrum the factor leaves out because the pivoted
-        Cholesky stopped at round-off level. Zero for ``"features"``.
-    """
-
-    matrix: np.ndarray
-    kind: str
-    dropped_trace: float = 0.0
-
-    @property
-    def rank(self) -> int:
-        """Number of columns of the factor."""
-        return int(self.matrix.shape[1])
+# --------------------------------------------------------------------------------------------- the exact factor
 
 
 def centred_factor(centred: np.ndarray) -> np.ndarray:
@@ -262,114 +165,6 @@ def centred_factor(centred: np.ndarray) -> np.ndarray:
     return reflected.T
 
 
-def pivoted_cholesky_factor(sigma: np.ndarray, where: str = "sigma") -> SqrtFactor:
-    """Return a rank-revealing factor of a positive semidefinite ``sigma`` by pivoted Cholesky (LAPACK ``pstrf``).
-
-    Pivoting on the largest remaining diagonal makes the factorisation stop at the numerical rank (LAPACK's
-    tolerance ``dim * eps * max(diag)``) instead of failing on a singular covariance, so covariances of
-    ``n <= dim`` samples loaded from files without a factor get a factor of rank about ``n - 1``. It costs a
-    fraction of an eigendecomposition (``dim^3 / 3`` flops).
-
-    Parameters
-    ----------
-    sigma : numpy.ndarray
-        ``(dim, dim)`` float64, symmetric, finite.
-    where : str
-        What `sigma` belongs to (a file, an argument), for the error message.
-
-    Returns
-    -------
-    SqrtFactor
-        ``kind="pivoted-cholesky"``; ``dropped_trace`` is the (round-off sized, possibly slightly negative)
-        ``tr(sigma - L L^T)``.
-
-    Raises
-    ------
-    InputError
-        `sigma` is not positive semidefinite: ``L @ L.T`` does not reproduce it.
-    """
-    lower, pivots, rank, info = scipy.linalg.lapack.dpstrf(sigma, lower=1)
-    if info < 0:
-        raise InputError(f"pivoted Cholesky rejected argument {-info}; this is a bug in fidkit, please report it")
-    rank = int(rank)
-    triangle = np.tril(lower)[:, :rank]
-    factor = np.empty_like(triangle)
-    # pstrf factors P^T sigma P = T T^T; undo the permutation on the rows so that sigma = F F^T.
-    factor[pivots - 1] = triangle
-    factor = np.ascontiguousarray(factor)
-    dropped = float(np.trace(sigma) - np.einsum("ij,ij->", factor, factor))
-    _check_factor_reproduces(sigma, factor, dropped, where)
-    return SqrtFactor(matrix=factor, kind="pivoted-cholesky", dropped_trace=dropped)
-
-
-def _check_factor_reproduces(sigma: np.ndarray, factor: np.ndarray, dropped: float, where: str) -> None:
-    """Raise InputError unless ``factor @ factor.T`` equals `sigma` to the accuracy pivoted Cholesky guarantees.
-
-    pstrf stops as soon as the largest remaining diagonal is at most ``dim * eps * max(diag)``, and on an
-    indefinite matrix that happens at the first negative pivot: it returns a factor of a *different* matrix
-    without any error (``[[1, 2], [2, 1]]`` gives ``L = [1, 2]^T``). On a positive semidefinite sigma the part
-    left out is itself positive semidefinite with diagonal below that tolerance, so its norm is at most
-    ``dim^2 * eps * max(diag)``. Two checks separate the cases:
-
-    * the residual trace ``tr(sigma - L L^T)``, which is ``>= 0`` up to round-off for a PSD sigma;
-    * fixed random probes ``v``: ``||(sigma - L L^T) v||`` against ``max(diag) * ||v||``. The trace alone
-      misses indefinite matrices whose residual has zero trace (``[[1,0,0],[0,0,1],[0,1,0]]``); a residual
-      that is not small along random directions cannot be. Each probe costs ``O(dim^2)``, nothing next to the
-      ``dim^3 / 3`` of the factorisation.
-    """
-    dim = sigma.shape[0]
-    if dim == 0:
-        return
-    largest_diagonal = float(np.max(np.diagonal(sigma)))
-    # A zero (or all-negative-diagonal) sigma: any nonzero entry is indefiniteness; compare against the entries.
-    scale = max(largest_diagonal, float(np.max(np.abs(sigma))) if largest_diagonal <= 0.0 else 0.0)
-    if scale == 0.0:
-        return
-    # Well above pstrf's truncation (<= dim^2 eps max(diag)) and round-off (dim eps ||sigma||), and below any
-    # negative eigenvalue that is more than round-off: 1e-9 relative is about 1e-7 of the standard deviation.
-    # The absolute term is the same bound in units of the smallest subnormal: a sigma with entries near 1e-320
-    # has lost its relative precision to underflow and says nothing about definiteness.
-    tolerance = max(_PSD_CHECK_RTOL_FLOOR, _PSD_CHECK_SLACK * dim * dim * np.finfo(np.float64).eps) * scale
-    tolerance += _PSD_CHECK_SLACK * dim * dim * math.ulp(0.0)
-    probes = np.random.default_rng(_PSD_PROBE_SEED).standard_normal((_PSD_PROBES, dim))
-    probe_norms = np.linalg.norm(probes, axis=1)
-    # Work in units of `scale`: covariances of features near 1e150 have entries near 1e300, and sigma @ v would
-    # overflow. Dividing the probes by a power of two (not the dim x dim sigma: no copy) keeps every product
-    # near 1; the exponent is clipped so that the divisor itself stays finite.
-    exponent = int(np.clip(math.frexp(scale)[1], -1000, 1000))
-    scaled_probes = np.ldexp(probes, -exponent)
-    probe_error = _probe_residual(sigma, factor, scaled_probes, probe_norms) * math.ldexp(1.0, exponent)
-    if not math.isfinite(probe_error):
-        # Only for a scale beyond the clipped exponent (sigma entries below 1e-301): scale the matrices instead.
-        # Divide, not multiply by 1 / scale, which overflows for a subnormal scale.
-        unit_sigma, unit_factor = sigma / scale, np.ascontiguousarray(factor / math.sqrt(scale))
-        probe_error = _probe_residual(unit_sigma, unit_factor, probes, probe_norms) * scale
-    if dropped < -dim * tolerance or not probe_error <= tolerance:
-        raise InputError(
-            f"{where}: sigma is not positive semidefinite (not a covariance matrix): its pivoted Cholesky factor "
-            f"leaves a residual of {max(probe_error, -dropped) / scale:.3g} relative to its largest variance "
-            "(a covariance has none beyond round-off); check that it was computed as a covariance of features "
-            "and not edited or corrupted"
-        )
-
-
-def _probe_residual(sigma: np.ndarray, factor: np.ndarray, probes: np.ndarray, probe_norms: np.ndarray) -> float:
-    """Return ``max_k ||(sigma - L L^T) v_k|| / ||v_k||`` for the rows ``v_k`` of `probes`.
-
-    Through scipy's BLAS, the library pstrf just ran on: handing over to numpy's separately linked OpenBLAS
-    right after it makes the two thread pools fight for the cores, which measured 0.11 s instead of 0.003 s
-    at dim 2048 on 2 cores. ``sigma v`` reads only the lower triangle (``symv``: half the memory traffic of a
-    general product, and the same triangle pstrf factored); the transposes are views in the layout BLAS wants,
-    so no ``dim x dim`` copy is made for C-ordered inputs.
-    """
-    columns = probes.T  # (dim, k), Fortran-ordered view
-    # sigma.T is Fortran-ordered; its upper triangle (lower=0) is sigma's lower triangle.
-    sigma_v = np.stack([scipy.linalg.blas.dsymv(1.0, sigma.T, probe, lower=0) for probe in probes], axis=1)
-    projected = scipy.linalg.blas.dgemm(1.0, factor.T, columns)  # L^T v, (rank, k)
-    residual = scipy.linalg.blas.dgemm(
-        -1.0, factor.T, projected, beta=1.0, c=np.asfortranarray(sigma_v), trans_a=1, overwrite_c=1
-    )
-    return float(np.max(np.linalg.norm(residual, axis=0) / probe_norms))
 
 
 # --------------------------------------------------------------------------------------------- Stats
@@ -392,14 +187,14 @@ class Stats:
         created, source_fingerprint, provider, lossy_inputs, n_skipped, ...
     factor : numpy.ndarray or None
         Exact ``(dim, r)`` square-root factor with ``sigma = factor @ factor.T`` and ``r <= n - 1``; kept (and
-        saved) when ``n <= dim``. ``None`` otherwise: :meth:`sqrt_factor` computes one on demand.
+        saved) when ``n <= dim``. ``None`` otherwise (the distance factors ``sigma`` itself when it needs to).
     path : pathlib.Path or None
         The file these statistics were loaded from, for messages.
 
     Notes
     -----
-    The arrays are copied and made read-only: a factor of ``sigma`` is cached on the object the first time
-    a comparison needs it, and writable arrays would let that cache go stale.
+    The arrays are copied and made read-only: the distance remembers the factor of ``sigma`` it computed
+    for this object (:func:`fidkit.frechet.sqrt_factor`), and writable arrays would let that go stale.
     """
 
     mu: np.ndarray
@@ -408,7 +203,6 @@ class Stats:
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
     factor: np.ndarray | None = field(default=None, repr=False)
     path: Path | None = field(default=None, repr=False)
-    _cached_factor: SqrtFactor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         where = f"statistics {self.path}" if self.path is not None else "statistics"
@@ -486,7 +280,6 @@ class Stats:
         stats.metadata = _check_metadata(metadata)
         stats.factor = None if factor is None else _read_only(factor)
         stats.path = None
-        stats._cached_factor = None
         return stats
 
     # -- properties
@@ -505,36 +298,6 @@ class Stats:
     def trace(self) -> float:
         """``tr(sigma)``, the total variance."""
         return float(np.trace(self.sigma))
-
-    @property
-    def has_factor(self) -> bool:
-        """True if a square-root factor is at hand without computation (stored or already cached)."""
-        return self.factor is not None or self._cached_factor is not None
-
-    def sqrt_factor(self) -> SqrtFactor:
-        """Return a factor ``L`` with ``sigma = L @ L.T``, computing and caching it on first use.
-
-        The stored exact factor when there is one (``n <= dim``); otherwise a pivoted Cholesky factor of
-        ``sigma``, computed once per object and reused by every later comparison.
-        """
-        if self.factor is not None:
-            return SqrtFactor(matrix=self.factor, kind="features", dropped_trace=0.0)
-        if self._cached_factor is None:
-            where = f"statistics {self.path}" if self.path is not None else "statistics"
-            factor = pivoted_cholesky_factor(self.sigma, where)
-            factor.matrix.flags.writeable = False
-            self._cached_factor = factor
-        return self._cached_factor
-
-    def rank_bound(self) -> int:
-        """Upper bound on the rank of sigma known without computation: ``min(n - 1, dim)`` or the factor's rank."""
-        if self.factor is not None:
-            return int(self.factor.shape[1])
-        if self._cached_factor is not None:
-            return self._cached_factor.rank
-        if self.n is not None:
-            return min(self.n - 1, self.dim)
-        return self.dim
 
     # -- construction
 
@@ -559,7 +322,7 @@ class Stats:
         InputError
             Not 2-D, fewer than 2 rows, NaN or inf.
         """
-        array = _check_features(features, "features")
+        array = check_features(features, "features")
         n_rows, dim = array.shape
         if n_rows < 2:
             raise InputError(
@@ -626,12 +389,12 @@ class Stats:
     # -- files
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Write the statistics to an ``.npz`` file, atomically.
+        """Write the statistics to an ``.npz`` file, atomically (format: :mod:`fidkit.statsfile`).
 
         The file holds ``mu`` and ``sigma`` (float64), which TTUR and pytorch-fid read unchanged, and the extra
         keys ``n``, ``factor`` (only when ``n <= dim``), ``fidkit_format_version`` and
-        ``fidkit_metadata_json`` (a 0-d unicode array holding JSON), so it loads with ``allow_pickle=False``.
-        The path is used exactly as given (no ``.npz`` is appended).
+        ``fidkit_metadata_json``, so it loads with ``allow_pickle=False``. The path is used exactly as given
+        (no ``.npz`` is appended).
 
         Raises
         ------
@@ -640,35 +403,10 @@ class Stats:
         StatsFileError
             `path` is a folder, or cannot be written (its parent is a file, no permission, disk full).
         """
-        arrays: dict[str, np.ndarray] = {
-            _KEY_MU: np.asarray(self.mu, dtype=np.float64),
-            _KEY_SIGMA: np.asarray(self.sigma, dtype=np.float64),
-            _KEY_VERSION: np.asarray(STATS_FORMAT_VERSION, dtype=np.int64),
-            _KEY_METADATA: np.asarray(json.dumps(self.metadata, sort_keys=True), dtype=np.str_),
-        }
-        if self.n is not None:
-            arrays[_KEY_N] = np.asarray(self.n, dtype=np.int64)
-        if self.factor is not None:
-            arrays[_KEY_FACTOR] = np.asarray(self.factor, dtype=np.float64)
-        target = Path(path)
-        if target.is_dir():
-            # Checked first: os.replace would fail only after the whole file was written, with IsADirectoryError.
-            raise StatsFileError(
-                f"{target} is a folder; give a file path for the statistics, e.g. {target / 'stats.npz'}"
-            )
-        try:
-            with atomic_write(target, overwrite=overwrite) as temporary:
-                # Through a handle: np.savez appends ".npz" to a path that lacks it, which would miss the rename.
-                with open(temporary, "wb") as stream:
-                    np.savez(stream, **arrays)
-        except OverwriteError:
-            raise
-        except OSError as exc:
-            # A parent that is a regular file, a read-only or full disk, no permission: all say the same thing.
-            raise StatsFileError(
-                f"cannot write statistics to {target} ({exc.strerror or exc}); choose a path in a writable folder"
-            ) from exc
-        logger.debug("saved statistics (n=%s, dim=%d) to %s", self.n, self.dim, path)
+        write_stats_file(
+            path, mu=self.mu, sigma=self.sigma, n=self.n, factor=self.factor, metadata=self.metadata,
+            overwrite=overwrite,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Stats:
@@ -683,76 +421,18 @@ class Stats:
             sigma; written by a newer fidkit. The message names the file and what to do.
         """
         file_path = Path(path)
-        if not file_path.is_file():
-            raise StatsFileError(f"{file_path}: no such statistics file; check the path or compute the statistics")
-        try:
-            loaded = np.load(file_path, allow_pickle=False)
-        except NUMPY_LOAD_ERRORS as exc:
-            raise StatsFileError(
-                f"{file_path}: not a readable .npz statistics file ({numpy_load_problem(exc)}); recompute it or "
-                "pass the image folder"
-            ) from exc
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise StatsFileError(
-                f"{file_path}: holds a single array, not statistics; a statistics file is an .npz with keys "
-                "'mu' and 'sigma'"
-            )
-        try:
-            with loaded:
-                keys = set(loaded.files)
-                missing = [key for key in (_KEY_MU, _KEY_SIGMA) if key not in keys]
-                if missing:
-                    raise StatsFileError(
-                        f"{file_path}: has no {' or '.join(repr(k) for k in missing)} (keys: "
-                        f"{', '.join(sorted(keys)) or 'none'}); this is not an FID statistics file"
-                    )
-                contents = {key: loaded[key] for key in keys & ({_KEY_MU, _KEY_SIGMA} | _FIDKIT_KEYS)}
-        except StatsFileError:
-            raise
-        except (*NUMPY_LOAD_ERRORS, KeyError) as exc:
-            raise StatsFileError(
-                f"{file_path}: corrupt statistics file ({exc}); delete it and compute the statistics again"
-            ) from exc
-        return cls._from_file_contents(contents, file_path)
-
-    @classmethod
-    def _from_file_contents(cls, contents: dict[str, np.ndarray], file_path: Path) -> Stats:
-        version = 0
-        if _KEY_VERSION in contents:
-            version = _scalar_int(contents[_KEY_VERSION], _KEY_VERSION, file_path)
-            if version > STATS_FORMAT_VERSION:
-                raise StatsFileError(
-                    f"{file_path}: written by a newer fidkit (format {version}, this one reads up to "
-                    f"{STATS_FORMAT_VERSION}); upgrade fidkit"
-                )
-        n_samples = _scalar_int(contents[_KEY_N], _KEY_N, file_path) if _KEY_N in contents else None
-        metadata: dict[str, MetadataValue] = {}
-        if _KEY_METADATA in contents:
-            raw = contents[_KEY_METADATA]
-            try:
-                metadata = json.loads(str(raw.item()) if raw.ndim == 0 else "")
-            except (ValueError, TypeError) as exc:
-                raise StatsFileError(f"{file_path}: metadata is not valid JSON ({exc}); recompute the file") from exc
-        for key in (_KEY_MU, _KEY_SIGMA, _KEY_FACTOR):
-            if key in contents and not np.issubdtype(contents[key].dtype, np.number):
-                raise StatsFileError(f"{file_path}: {key!r} has dtype {contents[key].dtype}, not numbers")
+        contents = read_stats_file(file_path)
         try:
             return cls(
-                mu=contents[_KEY_MU],
-                sigma=contents[_KEY_SIGMA],
-                n=n_samples,
-                metadata=metadata,
-                factor=contents.get(_KEY_FACTOR),
+                mu=contents.mu,
+                sigma=contents.sigma,
+                n=contents.n,
+                metadata=contents.metadata,
+                factor=contents.factor,
                 path=file_path,
             )
         except InputError as exc:
             raise StatsFileError(f"{exc}; the file is corrupt or not FID statistics: recompute it") from exc
-
-
-def _scalar_int(value: np.ndarray, key: str, file_path: Path) -> int:
-    if value.ndim != 0 or not np.issubdtype(value.dtype, np.integer):
-        raise StatsFileError(f"{file_path}: {key!r} should be a single integer, found {value.dtype} {value.shape}")
-    return int(value)
 
 
 def _merge_metadata(
@@ -821,7 +501,7 @@ class StatsAccumulator:
         InputError
             Not 2-D, NaN or inf, or a dimension different from earlier batches.
         """
-        batch = _check_features(features, "feature batch")
+        batch = check_features(features, "feature batch")
         self._update_checked(batch)
 
     def _update_checked(self, batch: np.ndarray) -> None:

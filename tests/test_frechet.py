@@ -12,6 +12,7 @@ import pytest
 import scipy.linalg
 
 from fidkit.errors import FidkitError, FidkitWarning, InputError, SmallSampleWarning
+from fidkit.frechet.factors import factor_at_hand, sqrt_factor
 from fidkit.frechet import FrechetResult, fid_from_arrays, fid_from_stats, frechet_distance
 from fidkit.stats import Stats
 
@@ -160,7 +161,7 @@ def test_lowrank_identity_features_path(small_sets) -> None:
     fid, trace_sqrt = exact_lowrank_fid(features_a, features_b)
     with pytest.warns(SmallSampleWarning) as record:
         result = fid_from_arrays(features_a, features_b)
-    assert result.method == "features-lowrank"
+    assert result.method == "factor-svd"
     assert result.rank == 199
     assert result.trace_sqrt == pytest.approx(trace_sqrt, rel=1e-9)
     assert result.value == pytest.approx(fid, rel=1e-9)
@@ -203,7 +204,7 @@ def test_lowrank_against_full_rank_reference_file(small_sets, tmp_path) -> None:
     # factoring the foreign side reveals its rank, and the SVD of the two factors stays exact.
     rows_a = features_a.astype(np.float64)
     np.savez(tmp_path / "small_ttur.npz", mu=rows_a.mean(axis=0), sigma=np.cov(rows_a, rowvar=False))
-    reference.sqrt_factor()
+    sqrt_factor(reference)
     foreign = fid_from_stats(reference, Stats.load(tmp_path / "small_ttur.npz"))
     assert foreign.method == "factor-svd" and foreign.factor_side == "b" and foreign.rank == 199
     assert foreign.value == pytest.approx(fid, rel=1e-9)
@@ -347,13 +348,13 @@ def test_result_behaves_as_float_and_serialises(full_rank_pair) -> None:
 def test_reference_factor_is_computed_once_and_reused() -> None:
     rng = np.random.default_rng(21)
     reference = Stats.from_features(decaying_features(rng, 300, 32))
-    assert not reference.has_factor
+    assert not factor_at_hand(reference)
     first = fid_from_stats(Stats.from_features(decaying_features(rng, 100, 32, shift=0.1)), reference)
-    factor = reference.sqrt_factor()
-    assert reference.has_factor and factor.kind == "pivoted-cholesky" and factor.rank == 32
+    factor = sqrt_factor(reference)
+    assert factor_at_hand(reference) and factor.kind == "pivoted-cholesky" and factor.rank == 32
     np.testing.assert_allclose(factor.matrix @ factor.matrix.T, reference.sigma, rtol=0, atol=1e-14)
     second = fid_from_stats(reference, Stats.from_features(decaying_features(rng, 120, 32, shift=0.2)))
-    assert reference.sqrt_factor() is factor
+    assert sqrt_factor(reference) is factor
     assert first.method == second.method == "factor-eigh"
     assert second.factor_side == "a"  # the reference, whose factor was at hand
 
@@ -428,7 +429,7 @@ def test_huge_features_below_dim_give_a_finite_result_not_overflow_error() -> No
         warnings.simplefilter("ignore", SmallSampleWarning)
         reference = fid_from_arrays(small_a, small_b)
         huge = fid_from_arrays(small_a * 1e100, small_b * 1e100)
-    assert huge.method == "features-lowrank" and math.isfinite(huge.value)
+    assert huge.method == "factor-svd" and math.isfinite(huge.value)
     assert huge.value == pytest.approx(reference.value * 1e200, rel=1e-9)
 
 

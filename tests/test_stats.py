@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from fidkit.errors import InputError, OverwriteError, StatsFileError
+from fidkit.frechet.factors import factor_at_hand, sqrt_factor
 from fidkit.frechet import fid_from_arrays, fid_from_stats, frechet_distance
-from fidkit.stats import STATS_FORMAT_VERSION, Stats, StatsAccumulator
+from fidkit.stats import Stats, StatsAccumulator
+from fidkit.statsfile import STATS_FORMAT_VERSION
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -337,8 +339,8 @@ def test_indefinite_sigma_is_refused_not_factored(sigma) -> None:
 def test_indefinite_sigma_from_a_file_names_the_file(tmp_path) -> None:
     path = tmp_path / "ttur.npz"
     np.savez(path, mu=np.zeros(2), sigma=np.array([[1.0, 2.0], [2.0, 1.0]]))
-    with pytest.raises(InputError, match=f"{path}.*not positive semidefinite"):
-        Stats.load(path).sqrt_factor()
+    with pytest.raises(StatsFileError, match=f"{path}.*not positive semidefinite"):
+        sqrt_factor(Stats.load(path))
 
 
 def test_psd_check_accepts_round_off_negative_eigenvalues() -> None:
@@ -349,7 +351,7 @@ def test_psd_check_accepts_round_off_negative_eigenvalues() -> None:
         eigenvalues = np.concatenate([rng.uniform(1.0, 2.0, 80), np.full(40, -1e-13)]) * scale
         sigma = (basis * eigenvalues) @ basis.T
         sigma = (sigma + sigma.T) / 2
-        factor = Stats(mu=np.zeros(dim), sigma=sigma).sqrt_factor()
+        factor = sqrt_factor(Stats(mu=np.zeros(dim), sigma=sigma))
         assert 80 <= factor.rank < dim
         assert abs(factor.dropped_trace) <= 1e-10 * np.trace(sigma)
 

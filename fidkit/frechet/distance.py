@@ -7,16 +7,15 @@ are those of the symmetric positive semidefinite ``L_a^T sigma_b L_a`` for any f
 fidkit never forms the non-symmetric product and never calls ``scipy.linalg.sqrtm`` outside the TTUR
 compatibility method. The routes (``FrechetResult.method``):
 
-``features-lowrank``
-    Features at hand and ``N <= dim`` on a side: ``tr sqrt = ||L_a^T L_b||_*`` (the nuclear norm, sum of
-    singular values) with ``L`` the exact factors of the centred features, i.e. ``||Xc Yc^T||_* /
-    sqrt((n-1)(m-1))``. Singular values are accurate to ``eps * ||L_a^T L_b||``, on the square-root scale, so
-    nothing is lost to round-off.
 ``factor-svd``
-    The same with statistics that carry factors (fidkit files with ``n <= dim`` store theirs).
+    Both sides have a factor at hand and the smaller has rank ``<= dim / 2`` (``N <= dim`` features, or
+    fidkit files with ``n <= dim``, which store their exact factor): ``tr sqrt = ||L_a^T L_b||_*``, the
+    nuclear norm (sum of singular values), i.e. ``||Xc Yc^T||_* / sqrt((n-1)(m-1))`` for centred features.
+    Singular values are accurate to ``eps * ||L_a^T L_b||``, on the square-root scale, so nothing is lost
+    to round-off.
 ``factor-eigh``
     ``sum sqrt(eig(L^T sigma_other L))``: one symmetric eigensolve of size ``rank(L)``, with ``L`` the
-    smaller-rank side's factor (stored, or pivoted Cholesky cached on the :class:`~fidkit.stats.Stats`).
+    smaller-rank side's factor (stored, or pivoted Cholesky, see :mod:`fidkit.frechet.factors`).
 ``eigh``
     (forced with ``method="eigh"``) the dense textbook route ``sqrt(sigma_a) sigma_b sqrt(sigma_a)`` with
     ``sqrt(sigma_a)`` from a symmetric eigendecomposition.
@@ -32,8 +31,6 @@ See ``docs/numerics.md`` for why each is stable and what every diagnostic means.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import inspect
 import logging
 import math
 import warnings
@@ -43,13 +40,10 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from fidkit._validate import check_features
 from fidkit.errors import FidkitError, FidkitWarning, InputError, SmallSampleWarning
-from fidkit.stats import (
-    SqrtFactor,
-    Stats,
-    _check_features,
-    centred_factor,
-)
+from fidkit.frechet.factors import SqrtFactor, factor_at_hand, rank_bound, sqrt_factor
+from fidkit.stats import Stats
 
 __all__ = [
     "FrechetResult",
@@ -68,9 +62,6 @@ _TTUR_ALIASES = frozenset({"sqrtm-ttur", "ttur", "sqrtm"})
 TTUR_EPS = 1e-6
 # TTUR's tolerance on the imaginary part of the diagonal of sqrtm(sigma_a sigma_b).
 TTUR_IMAG_ATOL = 1e-3
-# With features at hand, the larger side is used directly as a factor (its centred rows) up to this many
-# rows per dimension; beyond it its covariance is accumulated in chunks so memory stays bounded.
-_FEATURES_AS_FACTOR_MAX_RATIO = 4
 # Magnitudes between which products need no rescaling (2^-200 .. 2^200; float64 spans 2^-1074 .. 2^1024).
 _SAFE_MAGNITUDE_LOW = 2.0**-200
 _SAFE_MAGNITUDE_HIGH = 2.0**200
@@ -281,33 +272,8 @@ def _trace_sqrt_dense_eigh(sigma_root_side: np.ndarray, sigma_other: np.ndarray,
     )
 
 
-def _scipy_sqrtm():
-    """Return scipy.linalg.sqrtm, checking that it can be called without ``disp`` (never passed here)."""
-    sqrtm = getattr(scipy.linalg, "sqrtm", None)
-    if sqrtm is None:
-        raise InputError("method='ttur' needs scipy.linalg.sqrtm, which this SciPy lacks; use method='auto'")
-    try:
-        parameters = inspect.signature(sqrtm).parameters
-    except (TypeError, ValueError):  # builtins without a signature: assume the plain call works
-        return sqrtm
-    # The matrix is the first parameter; anything else required would make the plain call sqrtm(A) fail.
-    required = [
-        name
-        for name, parameter in list(parameters.items())[1:]
-        if parameter.default is inspect.Parameter.empty
-        and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
-    ]
-    if required:
-        raise InputError(
-            f"scipy.linalg.sqrtm in SciPy {scipy.__version__} requires {required}; method='ttur' cannot "
-            "reproduce TTUR with it: use method='auto'"
-        )
-    return sqrtm
-
-
 def _trace_sqrt_ttur(sigma_a: np.ndarray, sigma_b: np.ndarray) -> _TraceSqrt:
     """TTUR's computation: sqrtm of the product, eps retry, imaginary-part check (argument order kept)."""
-    sqrtm = _scipy_sqrtm()
     notes: list[str] = []
 
     def root_of_product(first: np.ndarray, second: np.ndarray) -> np.ndarray | None:
@@ -315,12 +281,9 @@ def _trace_sqrt_ttur(sigma_a: np.ndarray, sigma_b: np.ndarray) -> _TraceSqrt:
             with warnings.catch_warnings():
                 # SciPy warns about singular products itself; TTUR's retry below is what we report.
                 warnings.simplefilter("ignore")
-                root = sqrtm(first @ second)
+                root = np.asarray(scipy.linalg.sqrtm(first @ second))
         except (np.linalg.LinAlgError, ValueError, ZeroDivisionError):
             return None
-        if isinstance(root, tuple):  # very old SciPy returned (root, error) in some configurations
-            root = root[0]
-        root = np.asarray(root)
         return root if np.isfinite(root).all() else None
 
     root = root_of_product(sigma_a, sigma_b)
@@ -385,20 +348,14 @@ def _emit(result: FrechetResult) -> None:
         warnings.warn(message, category, stacklevel=3)
 
 
-def _content_key(stats: Stats) -> tuple:
-    """An order-independent tie-break between two statistics, so the route never depends on argument order."""
-    return (stats.trace, float(np.sum(stats.mu)))
+def _route_key(stats: Stats) -> tuple:
+    """Which side's factor is applied to the other's covariance: the smaller rank first, then one whose factor
+    is at hand, then an order of contents (trace, then the mean) that does not depend on argument order.
 
-
-def _content_digest(array: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(array).view(np.uint8), digest_size=16).digest()
-
-
-def _first_is_a(key_a: tuple, key_b: tuple, tiebreak_a: Any, tiebreak_b: Any) -> bool:
-    """True if side a sorts first; exact ties fall back to content digests (computed only then)."""
-    if key_a != key_b:
-        return key_a < key_b
-    return tiebreak_a() <= tiebreak_b()
+    Exact ties of rank, trace and mean with different covariances do not occur in practice; for them side a
+    goes first.
+    """
+    return (rank_bound(stats), not factor_at_hand(stats), stats.trace, tuple(stats.mu))
 
 
 def _assemble(
@@ -442,9 +399,9 @@ def _identical(trace: float) -> _TraceSqrt:
 
 
 def _factor_of(stats: Stats, label: str) -> SqrtFactor:
-    """``stats.sqrt_factor()``, with errors about statistics that have no file named by the caller's argument."""
+    """:func:`sqrt_factor`, with errors about statistics that have no file named by the caller's argument."""
     try:
-        return stats.sqrt_factor()
+        return sqrt_factor(stats)
     except InputError as exc:
         message = str(exc)
         if stats.path is None and message.startswith("statistics:"):
@@ -485,17 +442,12 @@ def _fid_stats(
                     # a quarter of one eigensolve. A rank-deficient sigma (from N < dim) then gets the small
                     # exact problem instead of a dim-sized one full of round-off eigenvalues near zero.
                     _factor_of(side_stats, label)
-        a_first = _first_is_a(
-            (stats_a.rank_bound(), not stats_a.has_factor, _content_key(stats_a)),
-            (stats_b.rank_bound(), not stats_b.has_factor, _content_key(stats_b)),
-            lambda: _content_digest(stats_a.sigma),
-            lambda: _content_digest(stats_b.sigma),
-        )
+        a_first = _route_key(stats_a) <= _route_key(stats_b)
         first, second, side = (stats_a, stats_b, "a") if a_first else (stats_b, stats_a, "b")
         first_label, second_label = labels if a_first else labels[::-1]
         if method == "eigh":
             trace = _trace_sqrt_dense_eigh(first.sigma, second.sigma, side)
-        elif first.has_factor and second.has_factor and first.rank_bound() <= _SVD_MAX_RANK_FRACTION * dim:
+        elif factor_at_hand(first) and factor_at_hand(second) and rank_bound(first) <= _SVD_MAX_RANK_FRACTION * dim:
             trace = _trace_sqrt_factors(_factor_of(first, first_label), _factor_of(second, second_label), side)
         else:
             trace = _trace_sqrt_factor_eigh(_factor_of(first, first_label), second.sigma, side)
@@ -585,9 +537,9 @@ def fid_from_arrays(features_a: Any, features_b: Any, *, method: str = "auto") -
     features_a, features_b : array_like
         ``(N_a, dim)`` and ``(N_b, dim)`` float arrays, ``N >= 2``, finite.
     method : {"auto", "eigh", "ttur"}
-        With ``"auto"`` and ``N <= dim`` on a side, the exact low-rank identity
-        ``tr sqrt(S_a S_b) = ||Xc Yc^T||_* / sqrt((N_a - 1)(N_b - 1))`` is used; otherwise the statistics are
-        computed and compared as in :func:`fid_from_stats`.
+        As in :func:`fid_from_stats`, on the statistics of the two arrays. With ``N <= dim`` rows a side's
+        statistics keep the exact factor of its centred features, so ``"auto"`` uses the exact low-rank
+        identity ``tr sqrt(S_a S_b) = ||Xc Yc^T||_* / sqrt((N_a - 1)(N_b - 1))`` when both sides are small.
 
     Returns
     -------
@@ -604,8 +556,8 @@ def fid_from_arrays(features_a: Any, features_b: Any, *, method: str = "auto") -
         A side with fewer samples than dimensions.
     """
     method = _normalise_method(method)
-    array_a = _check_features(features_a, "features_a")
-    array_b = _check_features(features_b, "features_b")
+    array_a = check_features(features_a, "features_a")
+    array_b = check_features(features_b, "features_b")
     for name, array in (("features_a", array_a), ("features_b", array_b)):
         if array.shape[0] < 2:
             raise InputError(
@@ -616,55 +568,11 @@ def fid_from_arrays(features_a: Any, features_b: Any, *, method: str = "auto") -
             f"features_a has dim {array_a.shape[1]} but features_b has dim {array_b.shape[1]}; both must come "
             "from the same feature extractor"
         )
-    n_a, n_b, dim = array_a.shape[0], array_b.shape[0], array_a.shape[1]
-    messages = _small_sample_messages(n_a, n_b, dim)
-    small_side = min(n_a, n_b) <= dim
-    both_moderate = max(n_a, n_b) <= _FEATURES_AS_FACTOR_MAX_RATIO * dim
-    if method == "auto" and small_side and both_moderate:
-        result = _fid_features_lowrank(array_a, array_b, messages)
-    else:
-        if features_a is features_b or (array_a.shape == array_b.shape and np.array_equal(array_a, array_b)):
-            stats_a = Stats.from_features(array_a)
-            stats_b = stats_a
-        else:
-            stats_a = Stats.from_features(array_a)
-            stats_b = Stats.from_features(array_b)
-        inner = _fid_stats(stats_a, stats_b, method)
-        # _fid_stats found the same small-sample messages from n; keep one copy.
-        result = dataclasses.replace(inner, warnings=tuple(dict.fromkeys(inner.warnings)))
+    # Statistics of N <= dim features carry their exact factor, so the small-sample case takes the exact
+    # factor routes from here on; the same features twice give the same Stats, hence exactly 0.
+    stats_a = Stats.from_features(array_a)
+    same = features_a is features_b or (array_a.shape == array_b.shape and np.array_equal(array_a, array_b))
+    stats_b = stats_a if same else Stats.from_features(array_b)
+    result = _fid_stats(stats_a, stats_b, method, ("features_a", "features_b"))
     _emit(result)
     return result
-
-
-def _fid_features_lowrank(array_a: np.ndarray, array_b: np.ndarray, messages: list[str]) -> FrechetResult:
-    n_a, n_b, dim = array_a.shape[0], array_b.shape[0], array_a.shape[1]
-    rows_a = np.asarray(array_a, dtype=np.float64)
-    rows_b = np.asarray(array_b, dtype=np.float64)
-    mu_a = rows_a.mean(axis=0)
-    mu_b = rows_b.mean(axis=0)
-    difference = mu_a - mu_b
-    mean_term = float(difference @ difference)
-    factor_a = centred_factor(rows_a - mu_a)
-    factor_b = centred_factor(rows_b - mu_b)
-    trace_a = float(np.einsum("ij,ij->", factor_a, factor_a))
-    trace_b = float(np.einsum("ij,ij->", factor_b, factor_b))
-    if n_a == n_b and np.array_equal(factor_a, factor_b):
-        trace = _identical(trace_a)
-    else:
-        a_first = _first_is_a(
-            (n_a, trace_a, float(np.sum(mu_a))),
-            (n_b, trace_b, float(np.sum(mu_b))),
-            lambda: _content_digest(factor_a),
-            lambda: _content_digest(factor_b),
-        )
-        first, second, side = (factor_a, factor_b, "a") if a_first else (factor_b, factor_a, "b")
-        total, smallest = _nuclear_norm(first.T @ second)
-        trace = _TraceSqrt(
-            value=total,
-            method="features-lowrank",
-            rank=min(first.shape[1], second.shape[1]),
-            min_eigenvalue=smallest,
-            clipped_negative=0.0,
-            factor_side=side,
-        )
-    return _assemble(mean_term, trace_a, trace_b, trace, n_a, n_b, dim, messages)
