@@ -7,8 +7,8 @@ float64 statistics, the Fréchet distance, a report. Each stage is importable on
   statistics files or iterables of uint8 image batches (``fidkit.api``).
 - :func:`fid_from_arrays`, :func:`fid_from_stats`, :func:`frechet_distance`: the distance alone
   (``fidkit.frechet``).
-- :class:`Stats`, :class:`StatsAccumulator`: statistics, streaming and mergeable, saved as
-  ``.npz`` files that TTUR and pytorch-fid read (``fidkit.stats``).
+- :class:`Stats`, :class:`StatsAccumulator`: statistics, streaming and mergeable (``fidkit.stats``),
+  saved as ``.npz`` files that TTUR and pytorch-fid read (``fidkit.statsfile``).
 - :class:`FeatureExtractor`: the 2015 Inception-v3 on onnxruntime (``fidkit.inception``).
 - :func:`open_source`: turning a path, array or iterable into image batches (``fidkit.sources``).
 
@@ -33,8 +33,9 @@ from fidkit.errors import (
 )
 from fidkit.frechet import FrechetResult, fid_from_arrays, fid_from_stats, frechet_distance
 from fidkit.inception import FEATURE_DIM, RESIZE_MODE, FeatureExtractor, resolve_weights
-from fidkit.sources import COLOUR_POLICY_VERSION, Source, StatsSource, open_source
-from fidkit.stats import STATS_FORMAT_VERSION, Stats, StatsAccumulator
+from fidkit.sources import COLOUR_POLICY_VERSION, Source, open_source
+from fidkit.stats import Stats, StatsAccumulator
+from fidkit.statsfile import STATS_FORMAT_VERSION
 
 __all__ = [
     "__version__",
@@ -61,7 +62,6 @@ __all__ = [
     # inputs
     "open_source",
     "Source",
-    "StatsSource",
     "COLOUR_POLICY_VERSION",
     # errors and warnings
     "FidkitError",

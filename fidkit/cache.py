@@ -6,8 +6,8 @@ fidkit statistics files, one per key. The key is a sha256 over everything that d
 - the source's fingerprint (sorted relative paths, sizes and modification times, or a content hash with
   ``hash_content=True``; the limit, seed and EXIF option are part of it),
 - the weights' sha256 and the resize mode of the feature extractor,
-- the colour policy version of :mod:`fidkit.sources` and the statistics format version of
-  :mod:`fidkit.stats`,
+- the statistics format version of :mod:`fidkit.statsfile` (the colour policy version of
+  :mod:`fidkit.sources` is part of the fingerprint),
 - this module's own layout version.
 
 Change any of them and the key changes, so a stale entry is never found rather than found and
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from fidkit._fs import atomic_write, cache_home
 from fidkit.errors import StatsFileError
+from fidkit import statsfile
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from fidkit.stats import Stats
@@ -58,7 +59,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the key recipe and entry layout in this module; bump it to orphan every old entry.
-CACHE_LAYOUT_VERSION = 1
+CACHE_LAYOUT_VERSION = 2
 
 #: Metadata key, inside a cached statistics file, holding the key the entry was written under
 #: (``fidkit stats --save`` drops it: a saved file is not a cache entry).
@@ -80,7 +81,6 @@ def cache_key(
     *,
     weights_sha256: str,
     resize_mode: str,
-    colour_policy_version: int | None = None,
     stats_format_version: int | None = None,
 ) -> str:
     """Return the hex sha256 that names the cache entry of one source under one feature extractor.
@@ -88,13 +88,14 @@ def cache_key(
     Parameters
     ----------
     source_fingerprint : str
-        ``source.fingerprint(hash_content=...)``.
+        ``source.fingerprint(hash_content=...)``; it covers the files, the subset, the EXIF option and the
+        colour policy version of :mod:`fidkit.sources`.
     weights_sha256 : str
         The sha256 of the Inception weights file the features come from.
     resize_mode : str
         The extractor's resize mode (``fidkit.inception.RESIZE_MODE``).
-    colour_policy_version, stats_format_version : int or None
-        Default to ``fidkit.sources.COLOUR_POLICY_VERSION`` and ``fidkit.stats.STATS_FORMAT_VERSION``;
+    stats_format_version : int, optional
+        Default: the statistics file format (:data:`fidkit.statsfile.STATS_FORMAT_VERSION`) of this fidkit;
         explicit values are for tests.
 
     Returns
@@ -102,20 +103,13 @@ def cache_key(
     str
         64 hex characters.
     """
-    if colour_policy_version is None:
-        from fidkit.sources import COLOUR_POLICY_VERSION
-
-        colour_policy_version = COLOUR_POLICY_VERSION
     if stats_format_version is None:
-        from fidkit.stats import STATS_FORMAT_VERSION
-
-        stats_format_version = STATS_FORMAT_VERSION
+        stats_format_version = statsfile.STATS_FORMAT_VERSION  # read at call time: tests change it
     recipe = {
         "cache_layout_version": CACHE_LAYOUT_VERSION,
         "source_fingerprint": str(source_fingerprint),
         "weights_sha256": str(weights_sha256),
         "resize_mode": str(resize_mode),
-        "colour_policy_version": int(colour_policy_version),
         "stats_format_version": int(stats_format_version),
     }
     # Canonical JSON (sorted keys, no whitespace) so the same recipe always hashes the same.

@@ -38,11 +38,12 @@ def _own_cache(fidkit_home):
 @pytest.fixture
 def no_extractor_built(monkeypatch):
     import fidkit.api
+    import fidkit.pipeline
 
     def refuse(*args, **kwargs):
         raise AssertionError("the feature extractor was built although no side needs the network")
 
-    monkeypatch.setattr(fidkit.api, "_make_extractor", refuse)
+    monkeypatch.setattr(fidkit.pipeline, "build_extractor", refuse)
 
 
 # --- arrays, stats, iterables -----------------------------------------------------------------------
@@ -274,6 +275,7 @@ def test_weights_are_hashed_once_per_call(random_weights_path, extractor, monkey
     # The cache key needs the weights' sha256 before the network is built; the extractor built after
     # a cache miss must reuse that hash (a second read of a 100 MB file, and a repeated log line).
     import fidkit.api
+    import fidkit.pipeline
     import fidkit.inception.weights as weights_module
     from fidkit.api import compute_fid
     from fidkit.inception import ResolvedWeights
@@ -282,7 +284,7 @@ def test_weights_are_hashed_once_per_call(random_weights_path, extractor, monkey
     real_sha256_file = weights_module.sha256_file
     monkeypatch.setattr(weights_module, "sha256_file", lambda path: hashed.append(path) or real_sha256_file(path))
     handed = []
-    monkeypatch.setattr(fidkit.api, "_make_extractor", lambda weights, *rest: handed.append(weights) or extractor)
+    monkeypatch.setattr(fidkit.pipeline, "build_extractor", lambda weights, *rest: handed.append(weights) or extractor)
     report = compute_fid(
         random_images(4, seed=1), random_images(4, seed=2), weights=random_weights_path, workers=0
     )

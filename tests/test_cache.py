@@ -74,7 +74,7 @@ def small_stats(seed: int = 0, *, n: int = 20, dim: int = 8, metadata=None):
 
 
 def test_cache_key_is_deterministic_and_changes_with_every_ingredient():
-    base = dict(weights_sha256="a" * 64, resize_mode="tf1", colour_policy_version=1, stats_format_version=1)
+    base = dict(weights_sha256="a" * 64, resize_mode="tf1", stats_format_version=1)
     key = cache_key("f" * 64, **base)
     assert key == cache_key("f" * 64, **base)
     assert len(key) == 64 and int(key, 16) >= 0
@@ -82,23 +82,18 @@ def test_cache_key_is_deterministic_and_changes_with_every_ingredient():
         cache_key("e" * 64, **base),
         cache_key("f" * 64, **{**base, "weights_sha256": "b" * 64}),
         cache_key("f" * 64, **{**base, "resize_mode": "pil-bicubic"}),
-        cache_key("f" * 64, **{**base, "colour_policy_version": 2}),
         cache_key("f" * 64, **{**base, "stats_format_version": 2}),
     }
     assert key not in variants
-    assert len(variants) == 5
+    assert len(variants) == 4
 
 
-def test_cache_key_defaults_to_the_current_policy_and_format_versions(monkeypatch):
-    import fidkit.sources
-    import fidkit.stats
+def test_cache_key_defaults_to_the_current_format_version():
+    from fidkit.statsfile import STATS_FORMAT_VERSION
 
     key = cache_key("f" * 64, weights_sha256="a" * 64, resize_mode="tf1")
-    monkeypatch.setattr(fidkit.sources, "COLOUR_POLICY_VERSION", fidkit.sources.COLOUR_POLICY_VERSION + 1)
-    assert cache_key("f" * 64, weights_sha256="a" * 64, resize_mode="tf1") != key
-    monkeypatch.undo()
-    monkeypatch.setattr(fidkit.stats, "STATS_FORMAT_VERSION", fidkit.stats.STATS_FORMAT_VERSION + 1)
-    assert cache_key("f" * 64, weights_sha256="a" * 64, resize_mode="tf1") != key
+    assert key == cache_key("f" * 64, weights_sha256="a" * 64, resize_mode="tf1", stats_format_version=STATS_FORMAT_VERSION)
+    assert cache_key("f" * 64, weights_sha256="a" * 64, resize_mode="tf1", stats_format_version=STATS_FORMAT_VERSION + 1) != key
 
 
 # --- storage ------------------------------------------------------------------------------------
@@ -267,6 +262,7 @@ def test_cache_hit_does_not_even_build_the_extractor(
     fidkit_home, image_folder, extractor, random_weights_path, monkeypatch
 ):
     import fidkit.api
+    import fidkit.pipeline
     from fidkit.api import compute_stats
 
     assert extractor.weights_path.resolve() == Path(random_weights_path).resolve()
@@ -275,7 +271,7 @@ def test_cache_hit_does_not_even_build_the_extractor(
     def refuse(*args, **kwargs):
         raise AssertionError("the feature extractor was built on a cache hit")
 
-    monkeypatch.setattr(fidkit.api, "_make_extractor", refuse)
+    monkeypatch.setattr(fidkit.pipeline, "build_extractor", refuse)
     again = compute_stats(image_folder, weights=random_weights_path, workers=0)
     np.testing.assert_array_equal(again.mu, reference.mu)
 
@@ -323,16 +319,16 @@ def test_other_weights_miss(fidkit_home, image_folder, extractor):
 
 
 def test_other_colour_policy_or_stats_format_misses(fidkit_home, image_folder, extractor, monkeypatch):
-    import fidkit.sources
-    import fidkit.stats
+    import fidkit.sources.base
+    import fidkit.statsfile
     from fidkit.api import compute_stats
 
     compute_stats(image_folder, extractor=extractor, workers=0)
-    monkeypatch.setattr(fidkit.sources, "COLOUR_POLICY_VERSION", fidkit.sources.COLOUR_POLICY_VERSION + 100)
+    monkeypatch.setattr(fidkit.sources.base, "COLOUR_POLICY_VERSION", fidkit.sources.base.COLOUR_POLICY_VERSION + 100)
     policy_counting = CountingExtractor(extractor)
     compute_stats(image_folder, extractor=policy_counting, workers=0)
     assert policy_counting.n_images == N_IMAGES
-    monkeypatch.setattr(fidkit.stats, "STATS_FORMAT_VERSION", fidkit.stats.STATS_FORMAT_VERSION + 100)
+    monkeypatch.setattr(fidkit.statsfile, "STATS_FORMAT_VERSION", fidkit.statsfile.STATS_FORMAT_VERSION + 100)
     format_counting = CountingExtractor(extractor)
     compute_stats(image_folder, extractor=format_counting, workers=0)
     assert format_counting.n_images == N_IMAGES

@@ -1,7 +1,7 @@
 """The ``fidkit`` command: help, exit codes, one-line errors, JSON reports, info, cache, end to end.
 
 The CLI runs in-process through ``main([...])``; the network runs through the session's extractor
-(``fidkit.api._make_extractor`` is replaced so that no test exports the graph again).
+(``fidkit.pipeline.build_extractor`` is replaced so that no test exports the graph again).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def _own_cache(fidkit_home):
 def session_extractor(monkeypatch, extractor, random_weights_path):
     """Make the CLI use the session's extractor; returns the list of weights it was asked for."""
     import fidkit.api
+    import fidkit.pipeline
 
     requested = []
 
@@ -47,7 +48,7 @@ def session_extractor(monkeypatch, extractor, random_weights_path):
         requested.append(weights)
         return extractor
 
-    monkeypatch.setattr(fidkit.api, "_make_extractor", reuse)
+    monkeypatch.setattr(fidkit.pipeline, "build_extractor", reuse)
     return requested
 
 
@@ -224,6 +225,7 @@ def test_bad_files_without_and_with_skip_bad(tmp_path, capsys, session_extractor
 
 def test_ctrl_c_exits_130_without_partial_files(tmp_path, capsys, monkeypatch):
     import fidkit.api
+    import fidkit.pipeline
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -268,8 +270,9 @@ def test_compute_prints_one_line_with_the_fid_last(tmp_path, capsys, session_ext
 
 def test_compute_two_stats_files_without_weights(tmp_path, capsys, monkeypatch):
     import fidkit.api
+    import fidkit.pipeline
 
-    monkeypatch.setattr(fidkit.api, "_make_extractor", lambda *a, **k: pytest.fail("network built"))
+    monkeypatch.setattr(fidkit.pipeline, "build_extractor", lambda *a, **k: pytest.fail("network built"))
     path_a, path_b = tmp_path / "a.npz", tmp_path / "b.npz"
     small_stats(1).save(path_a)
     small_stats(2).save(path_b)
