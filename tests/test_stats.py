@@ -380,3 +380,35 @@ def test_save_where_the_parent_cannot_be_a_folder_is_a_stats_file_error(tmp_path
     # A missing parent is not an error: it is created.
     stats.save(tmp_path / "new" / "deeper" / "stats.npz")
     assert Stats.load(tmp_path / "new" / "deeper" / "stats.npz").n == 5
+
+
+# ------------------------------------------------------------------------------------------ stored factors
+
+
+def test_a_stored_factor_that_disagrees_with_sigma_is_refused_naming_the_file(tmp_path) -> None:
+    # sigma replaced by its diagonal while the factor is kept: the diagonals still agree, so only a check
+    # beyond the diagonal finds it (it once gave FID 0 against the original).
+    rng = np.random.default_rng(5)
+    features = rng.standard_normal((40, 64)) @ rng.standard_normal((64, 64))
+    original = Stats.from_features(features)
+    original.save(tmp_path / "original.npz")
+    with np.load(tmp_path / "original.npz") as loaded:
+        arrays = {key: loaded[key] for key in loaded.files}
+    arrays["sigma"] = np.diag(np.diagonal(arrays["sigma"]))
+    np.savez(tmp_path / "edited.npz", **arrays)
+    edited = Stats.load(tmp_path / "edited.npz")
+    with pytest.raises(StatsFileError, match="edited.npz"):
+        fid_from_stats(edited, Stats.from_features(rng.standard_normal((50, 64))))
+    assert fid_from_stats(Stats.load(tmp_path / "original.npz"), original).value == 0.0
+
+
+def test_an_indefinite_sigma_with_a_factor_is_refused(tmp_path) -> None:
+    rng = np.random.default_rng(6)
+    factor = rng.standard_normal((8, 3))
+    swap = np.zeros((8, 8))
+    swap[0, 1] = swap[1, 0] = 10.0 * np.abs(factor).max() ** 2
+    sigma = factor @ factor.T + swap  # the diagonal still matches the factor, the matrix is indefinite
+    assert np.linalg.eigvalsh(sigma).min() < 0
+    np.savez(tmp_path / "bad.npz", mu=np.zeros(8), sigma=sigma, n=np.int64(4), factor=factor)
+    with pytest.raises(StatsFileError, match="bad.npz"):
+        fid_from_stats(Stats.load(tmp_path / "bad.npz"), Stats(mu=np.zeros(8), sigma=np.eye(8)))
