@@ -412,7 +412,7 @@ def test_stats_help_and_a_missing_source_name_the_datasets(capsys) -> None:
 # --- end to end ---------------------------------------------------------------------------------------------
 
 
-def test_compute_stats_of_a_name_equals_the_array(registry, extractor) -> None:
+def test_compute_stats_of_a_name_equals_the_array(registry, extractor, monkeypatch) -> None:
     from fidkit.api import compute_stats
 
     by_name = compute_stats("mnist-test", extractor=extractor, workers=0, use_cache=False)
@@ -420,3 +420,14 @@ def test_compute_stats_of_a_name_equals_the_array(registry, extractor) -> None:
     assert by_name.n == by_array.n == 3
     np.testing.assert_array_equal(by_name.mu, by_array.mu)
     np.testing.assert_array_equal(by_name.sigma, by_array.sigma)
+    # Cached like any source: the second time the network does not run.
+    from fidkit.api import compute_stats_with_report
+
+    compute_stats_with_report("cifar10-test", extractor=extractor, workers=0)
+
+    def no_decompression(*args):
+        raise AssertionError("a cache hit decompressed the archive")
+
+    monkeypatch.setattr(named, "load_cifar_tar", no_decompression)
+    again, side = compute_stats_with_report("cifar10-test", extractor=extractor, workers=0)
+    assert side.cached and again.n == len(EXPECTED["cifar10-test"])
