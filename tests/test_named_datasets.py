@@ -20,7 +20,6 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,7 +238,8 @@ def test_two_downloads_at_once_fetch_the_file_once(registry, fidkit_home) -> Non
     for pixels in results:
         np.testing.assert_array_equal(pixels, EXPECTED["mnist-test"])
     assert _Handler.hits == ["/kriz/t10k-images-idx3-ubyte.gz"]
-    assert sorted(p.name for p in (fidkit_home / "datasets").iterdir()) == ["t10k-images-idx3-ubyte.gz", "verified.json"]
+    kept = sorted(p.name for p in (fidkit_home / "datasets").iterdir())
+    assert kept == ["t10k-images-idx3-ubyte.gz", "verified.json"]
 
 
 def test_wrong_file_is_refused_and_nothing_kept(server, monkeypatch, fidkit_home) -> None:
@@ -396,7 +396,8 @@ def test_fidkit_datasets_lists_names_sizes_counts_sources_and_cache(registry, ca
     assert set(by_name) == set(named.dataset_names())
     assert by_name["mnist-test"]["cached"] is True and by_name["mnist-train"]["cached"] is False
     assert by_name["mnist-test"]["path"] == str(fidkit_home / "datasets" / "t10k-images-idx3-ubyte.gz")
-    assert by_name["mnist-test"]["n_images"] == 3 and by_name["mnist-test"]["size"] == len(FILES["t10k-images-idx3-ubyte.gz"])
+    assert by_name["mnist-test"]["n_images"] == 3
+    assert by_name["mnist-test"]["size"] == len(FILES["t10k-images-idx3-ubyte.gz"])
     assert listing["cache"] == str(fidkit_home / "datasets")
 
 

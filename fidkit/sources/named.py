@@ -281,7 +281,9 @@ def locate_dataset_file(dataset: NamedDataset, *, download_missing: bool = True,
         return path
     target = datasets_cache_dir() / dataset.file.file_name
     if not download_missing:
-        raise DownloadError(f"{dataset.name}: {dataset.file.file_name} is not on this machine. {_how_to_supply(dataset)}")
+        raise DownloadError(
+            f"{dataset.name}: {dataset.file.file_name} is not on this machine. {_how_to_supply(dataset)}"
+        )
     try:
         download(
             dataset.file.urls, target, checksum=dataset.file.checksum, size=dataset.file.size,
