@@ -194,9 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         "stats", parents=[network_parent, source_parent], formatter_class=formatter,
         help="compute (and save) the statistics of one source",
         description="Compute the Inception statistics (mu, sigma, N) of a source and save them.",
-        epilog=_STATS_EPILOG,
+        epilog=_STATS_EPILOG + _datasets_note(),
     )
-    stats.add_argument("source", metavar="SRC", help="the source")
+    stats.add_argument(
+        "source", metavar="SRC", nargs="?", default=None, help="the source: a path, or a dataset name (listed below)"
+    )
     stats.add_argument("--save", metavar="OUT.npz", type=Path, default=None, help="where to write the statistics")
     stats.add_argument("--force", action="store_true", help="replace OUT.npz if it exists")
     stats.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -233,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="also remove the ONNX graphs and the downloaded weights"
     )
     cache_clear.set_defaults(func=_cmd_cache_clear)
+
+    datasets = subparsers.add_parser(
+        "datasets", parents=[common], formatter_class=formatter, help="list the named datasets",
+        description="List the dataset names usable as sources: images, file, size, where it comes from, "
+        "whether it is here.",
+        epilog=_DATASETS_EPILOG,
+    )
+    datasets.add_argument("--json", action="store_true", help="print as JSON")
+    datasets.set_defaults(func=_cmd_datasets)
 
     _register_ttur(subparsers, network_parent)
     return parser
@@ -296,6 +307,15 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     from fidkit.api import compute_stats_with_report
     from fidkit.cache import CACHE_KEY_METADATA
 
+    if args.source is None:
+        from fidkit.sources.named import dataset_names
+
+        print(
+            "fidkit stats: error: no source given; give a path (folder, archive, array, ...) or a dataset name: "
+            + ", ".join(dataset_names()),
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     out_path: Path | None = args.save
     if out_path is not None and out_path.exists() and not args.force:
         # Refuse before computing anything: the user learns in a second, not after the whole run.
@@ -410,6 +430,50 @@ def _cmd_cache_clear(args: argparse.Namespace) -> int:
         removed_models = [path.name for path in cleared.removed_paths if path.parent == home]
         message += f" and {', '.join(removed_models) or 'no'} model folders"
     print(f"{message} ({_human_bytes(cleared.bytes_freed)}) from {home}")
+    return EXIT_OK
+
+
+_DATASETS_EPILOG = """\
+examples:
+  fidkit datasets
+  fidkit datasets --json
+  fidkit stats cifar10-train --save cifar10-train.npz    # downloaded once into $FIDKIT_HOME/datasets
+  FIDKIT_DATASETS=/data/archives fidkit compute samples/ cifar10-test
+
+A local file or folder with a dataset's name is used instead of the dataset. FIDKIT_DATASETS=DIR: a folder
+searched first for the files by their names; FIDKIT_MIRROR=URL: fetch every file from URL/<file name>."""
+
+
+def _datasets_note() -> str:
+    from fidkit.sources.named import dataset_names
+
+    return (
+        "\n\ndataset names (downloaded on first use; see \"fidkit datasets\"):\n  " + ", ".join(dataset_names())
+    )
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    import os
+
+    from fidkit._download import MIRROR_ENV
+    from fidkit.sources.named import DATASETS, DATASETS_ENV, dataset_status, datasets_cache_dir
+
+    entries = [dataset_status(dataset) for dataset in DATASETS.values()]
+    folder, mirror = os.environ.get(DATASETS_ENV) or None, os.environ.get(MIRROR_ENV) or None
+    if args.json:
+        listing = {"cache": str(datasets_cache_dir()), "datasets_folder": folder, "mirror": mirror, "datasets": entries}
+        print(json.dumps(listing, indent=2))
+        return EXIT_OK
+    print(f"{'name':<15} {'images':>7}  {'file':<27} {'size':>10}  here")
+    for entry in entries:
+        here = f"yes ({entry['location']}: {entry['path']})" if entry["cached"] else "no (downloaded on first use)"
+        print(
+            f"{entry['name']:<15} {entry['n_images']:>7}  {entry['file']:<27} {_human_bytes(entry['size']):>10}  {here}"
+        )
+    print("files come from:")
+    for file_name, entry in {entry["file"]: entry for entry in entries}.items():
+        print(f"  {file_name:<27} {' or '.join(entry['urls'])} (md5 {entry['md5']})")
+    print(f"cache: {datasets_cache_dir()}; {DATASETS_ENV}: {folder or 'not set'}; {MIRROR_ENV}: {mirror or 'not set'}")
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "EmptySourceError",
     "SourceError",
     "WeightsError",
+    "DownloadError",
     "OverwriteError",
     "FidkitWarning",
     "SmallSampleWarning",
@@ -46,6 +47,10 @@ class SourceError(FidkitError):
 
 class WeightsError(FidkitError):
     """Inception weights that are missing, fail their checksum, or do not have the expected layout."""
+
+
+class DownloadError(FidkitError):
+    """A download that failed (offline, HTTP error, cut short) or gave a file with the wrong checksum."""
 
 
 class OverwriteError(FidkitError, FileExistsError):

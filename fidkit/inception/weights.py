@@ -5,8 +5,9 @@ Resolution order (:func:`locate_weights`):
 1. an explicit path (``weights=`` in the API, ``--weights`` on the command line), else the
    environment variable ``FIDKIT_WEIGHTS``: used as given, its sha256 recorded;
 2. ``cache_home()/weights/<file>`` when present; it must match the manifest's sha256;
-3. a download from the manifest's URLs in order (release, then mirror), verified against the
-   manifest's size and sha256 and moved into the cache atomically.
+3. a download from the manifest's URLs in order (release, then mirror; ``FIDKIT_MIRROR`` replaces
+   them), verified against the manifest's size and sha256 and moved into the cache atomically
+   (:func:`fidkit._download.download`).
 
 torch is imported only inside the functions that load or build state dicts, so that resolving a
 path and hashing a file stay light.
@@ -15,20 +16,16 @@ path and hashing a file stay light.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
-import socket
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fidkit._download import DEFAULT_TIMEOUT_S, Checksum, download
 from fidkit._fs import atomic_write, cache_home, sha256_file
-from fidkit.errors import WeightsError
-from fidkit.progress import ProgressBar
+from fidkit.errors import DownloadError, WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -54,9 +51,6 @@ logger = logging.getLogger(__name__)
 MANIFEST_PATH = Path(__file__).with_name("manifest.json")
 #: Environment variable naming a weights file, used when no explicit path is passed.
 WEIGHTS_ENV = "FIDKIT_WEIGHTS"
-#: Seconds any one socket operation (connect, each read) may wait before the download gives up.
-DEFAULT_TIMEOUT_S = 30.0
-_CHUNK_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,24 +244,6 @@ def resolve_weights(
     return locate_weights(weights, download=download, progress=progress, manifest=manifest).path
 
 
-def _fetch(url: str, target: Path, manifest: WeightsManifest, *, progress: bool, timeout: float) -> str:
-    """Stream `url` into `target`; return the sha256 of what was written."""
-    digest = hashlib.sha256()
-    request = urllib.request.Request(url, headers={"User-Agent": "fidkit"})
-    with urllib.request.urlopen(request, timeout=timeout) as response, open(target, "wb") as out:
-        total = int(response.headers.get("Content-Length") or manifest.size)
-        # Drawn only when stderr is a terminal (and never when progress is off).
-        with ProgressBar(
-            total, desc=f"downloading {manifest.file_name}", enabled=None if progress else False,
-            unit="MiB", unit_scale=2**20,
-        ) as bar:
-            while chunk := response.read(_CHUNK_BYTES):
-                out.write(chunk)
-                digest.update(chunk)
-                bar.update(len(chunk))
-    return digest.hexdigest()
-
-
 def download_weights(
     manifest: WeightsManifest,
     dest_dir: str | os.PathLike,
@@ -277,8 +253,9 @@ def download_weights(
 ) -> Path:
     """Download the weights into `dest_dir`, verify size and sha256, move into place atomically.
 
-    URLs are tried in the manifest's order. A download whose checksum is wrong is deleted and
-    the next URL tried.
+    URLs are tried in the manifest's order (or ``$FIDKIT_MIRROR/<file name>``). A download whose
+    checksum is wrong is deleted and the next URL tried. Progress is drawn with tqdm on stderr
+    when it is a terminal (see :mod:`fidkit._download`).
 
     Returns
     -------
@@ -292,40 +269,13 @@ def download_weights(
         supply the file by hand.
     """
     target = Path(dest_dir) / manifest.file_name
-    failures: list[str] = []
-    for url in manifest.urls:
-        logger.info("downloading %s from %s", manifest.file_name, url)
-        try:
-            # overwrite=True: a concurrent process that finished first wrote the same bytes.
-            with atomic_write(target, overwrite=True) as partial:
-                digest = _fetch(url, partial, manifest, progress=progress, timeout=timeout)
-                size = partial.stat().st_size
-                if digest != manifest.sha256 or size != manifest.size:
-                    # Raising inside atomic_write deletes the partial file.
-                    raise _ChecksumMismatch(
-                        f"{url}: got {size} bytes with sha256 {digest}, expected {manifest.size} "
-                        f"bytes with sha256 {manifest.sha256}; the partial file was deleted"
-                    )
-        except _ChecksumMismatch as exc:
-            logger.warning("%s", exc)
-            failures.append(str(exc))
-            continue
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            # info, not warning: the final error (or a working mirror) says what matters.
-            logger.info("download from %s failed: %s", url, reason)
-            failures.append(f"{url}: {reason}")
-            continue
-        logger.info("weights saved to %s", target)
-        return target
-    raise WeightsError(
-        "could not download the Inception weights (" + "; ".join(failures) + "). "
-        + _how_to_supply(manifest)
-    )
-
-
-class _ChecksumMismatch(Exception):
-    """Internal: a download finished but is not the expected file."""
+    try:
+        return download(
+            manifest.urls, target, checksum=Checksum("sha256", manifest.sha256), size=manifest.size,
+            what="the Inception weights", progress=progress, timeout=timeout,
+        )
+    except DownloadError as exc:
+        raise WeightsError(f"{exc}. {_how_to_supply(manifest)}") from exc
 
 
 # --- loading -------------------------------------------------------------------------------------

@@ -158,8 +158,16 @@ def _open_path(
     exif_transpose: bool,
     workers: int | None,
 ) -> Source:
+    # Named datasets ("cifar10-train", used when no such path exists) and the CIFAR python .tar.gz.
+    from fidkit.sources.named import dataset_names, open_if_named
+
+    named = open_if_named(path, name, limit=limit, seed=seed)
+    if named is not None:
+        return named
     if not path.exists():
-        raise SourceError(f"{name}: no such file or folder; accepted: {_ACCEPTED}")
+        raise SourceError(
+            f"{name}: no such file or folder; accepted: {_ACCEPTED}, or a dataset name ({', '.join(dataset_names())})"
+        )
     if path.is_dir():
         cifar_files = cifar_train_files(path)
         if cifar_files:

@@ -14,7 +14,9 @@ The "python version" of CIFAR-10 (``cifar-10-batches-py``) and CIFAR-100 (``cifa
 Either the folder, meaning its training split (CIFAR-10 ``data_batch_1`` .. ``data_batch_5``,
 50,000 images; CIFAR-100 ``train``), or one batch file (``test_batch``, ``test``, ``data_batch_3``)
 for just that file. Each file is a pickled dict whose ``data`` is ``(N, 3072)`` uint8, each row
-1024 red, then 1024 green, then 1024 blue values of a 32x32 image (row-major).
+1024 red, then 1024 green, then 1024 blue values of a 32x32 image (row-major). The same batches
+can be read from inside the downloaded ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``
+in place (:func:`load_cifar_tar`, used by :mod:`fidkit.sources.named`).
 
 These files are pickles by format, and unpickling arbitrary data can run arbitrary code. fidkit
 reads them with a restricted unpickler (:class:`RestrictedUnpickler`) that can only rebuild numpy
@@ -24,13 +26,16 @@ arrays and dtypes and plain containers (dict, list, tuple, str, bytes, numbers);
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import pickle
 import struct
+import tarfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -206,10 +211,14 @@ def _numpy_numeric_attr(name: str) -> Any:
     return getattr(numeric, name)
 
 
-def load_cifar_batch(path: Path, name: str) -> np.ndarray:
-    """Read one CIFAR python batch file into ``(N, 32, 32, 3)`` uint8 (restricted unpickling)."""
+def load_cifar_batch(path: Path | str, name: str, stream: BinaryIO | None = None) -> np.ndarray:
+    """Read one CIFAR python batch file into ``(N, 32, 32, 3)`` uint8 (restricted unpickling).
+
+    `stream`, when given, is read instead of opening `path` (a member of a tar archive, see
+    :func:`load_cifar_tar`); `path` then only names it in messages.
+    """
     try:
-        with open(path, "rb") as stream:
+        with open(path, "rb") if stream is None else contextlib.nullcontext(stream) as stream:
             # latin1 is how numpy arrays pickled by Python 2 (the original CIFAR files) decode.
             batch = RestrictedUnpickler(stream, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, OSError) as exc:
@@ -290,3 +299,30 @@ def open_cifar(
         limit=limit,
         seed=seed,
     )
+
+
+def load_cifar_tar(archive: Path, members: Sequence[str], name: str) -> np.ndarray:
+    """Read CIFAR python batches from inside a ``.tar.gz`` in place, in the order of `members`.
+
+    One pass over the archive (nothing is extracted to disk); each member is unpickled with the
+    :class:`RestrictedUnpickler` as a batch file would be. Returns ``(N, 32, 32, 3)`` uint8.
+    """
+    found: dict[str, np.ndarray] = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                if member.name in members and member.isfile() and member.name not in found:
+                    with tar.extractfile(member) as stream:  # a regular file: never None
+                        found[member.name] = load_cifar_batch(f"{archive}:{member.name}", name, stream)
+                if len(found) == len(set(members)):
+                    break
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise SourceError(f"{name}: cannot read the CIFAR archive {archive} ({exc}); it is damaged or not a "
+                          "CIFAR python archive") from exc
+    missing = [member for member in members if member not in found]
+    if missing:
+        raise SourceError(f"{name}: {archive} has no member {', '.join(missing)}; not a CIFAR python archive")
+    batches = [found[member] for member in members]
+    images = np.empty((sum(len(batch) for batch in batches), _CIFAR_SIDE, _CIFAR_SIDE, 3), np.uint8)
+    np.concatenate(batches, axis=0, out=images)
+    return images
