@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
-from fidkit._fs import atomic_write, cache_home
+from fidkit._fs import CHUNK_BYTES, atomic_write, cache_home, file_digest
 from fidkit.errors import DownloadError
 
 __all__ = [
@@ -53,7 +53,6 @@ logger = logging.getLogger(__name__)
 MIRROR_ENV = "FIDKIT_MIRROR"
 #: Seconds any one socket operation (connect, each read) may wait before the download gives up.
 DEFAULT_TIMEOUT_S = 30.0
-_CHUNK_BYTES = 1 << 20
 _ALGORITHMS = ("sha256", "md5")
 
 
@@ -87,12 +86,8 @@ class Checksum:
 
 
 def file_checksum(path: str | os.PathLike, algorithm: str) -> str:
-    """Return the hex digest of a file with `algorithm` (``"sha256"`` or ``"md5"``), read in 1 MiB chunks."""
-    digest = Checksum(algorithm, "").hasher()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Return the hex digest of a file with `algorithm` (``"sha256"`` or ``"md5"``)."""
+    return file_digest(path, algorithm)
 
 
 def mirror_urls(urls: Sequence[str], mirror: str | None = None) -> tuple[str, ...]:
@@ -193,7 +188,7 @@ def _fetch(url: str, partial: Path, checksum: Checksum, *, size: int | None, des
         length = response.headers.get("Content-Length")
         announced = int(length) if length and length.strip().isdigit() else None
         with progress_bar(announced if announced is not None else size, desc, show=show) as bar:
-            while chunk := response.read(_CHUNK_BYTES):
+            while chunk := response.read(CHUNK_BYTES):
                 out.write(chunk)
                 digest.update(chunk)
                 n_bytes += len(chunk)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from fidkit.errors import OverwriteError
 
-__all__ = ["atomic_write", "sha256_file", "cache_home"]
+__all__ = ["atomic_write", "file_digest", "sha256_file", "cache_home", "CHUNK_BYTES"]
 
-_CHUNK_BYTES = 1 << 20
+#: How much a streaming read (hashing, downloading) takes at a time.
+CHUNK_BYTES = 1 << 20
 
 
 @contextlib.contextmanager
@@ -87,13 +88,22 @@ def _current_umask() -> int:
     return mask
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Return the hex digest of a file with a hashlib `algorithm` (``"sha256"``, ``"md5"``), read in 1 MiB chunks.
+
+    md5 is only ever used to check downloads against the checksums their publishers give, hence
+    ``usedforsecurity=False`` (which FIPS builds require for it).
+    """
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK_BYTES), b""):
+        for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB chunks."""
+    return file_digest(path, "sha256")
 
 
 def cache_home() -> Path:

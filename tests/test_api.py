@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from fidkit.errors import EmptySourceError, FidkitWarning, ImageError, InputError
-from fidkit.progress import ProgressBar, format_duration
 
 
 def random_images(n_images: int, seed: int, size: int = 16) -> np.ndarray:
@@ -312,56 +311,19 @@ def test_cifar_jpeg_zip_vs_lossless_array_warns_lossy(shared_data, extractor):
 # --- progress bar -------------------------------------------------------------------------------------
 
 
-class _FakeClock:
-    def __init__(self):
-        self.now = 0.0
+def test_progress_goes_to_stderr_only_when_asked_or_on_a_terminal(capsys):
+    # The bar is tqdm's; fidkit's rule is: stderr only, on a terminal by default, off with progress=False.
+    from fidkit.pipeline import extract
+    from fidkit.stats import StatsAccumulator
 
-    def __call__(self):
-        return self.now
+    def features(batch):
+        return np.asarray(batch, dtype=np.float32).reshape(len(batch), -1)[:, :4]
 
-
-class _Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def test_progress_bar_draws_counts_rate_and_eta_on_a_terminal():
-    clock, stream = _FakeClock(), _Terminal()
-    bar = ProgressBar(total=100, desc="dir/", stream=stream, clock=clock, min_interval=0.5)
-    clock.now = 2.0
-    bar.update(20)
-    line = stream.getvalue()
-    assert "20/100 images" in line and "10.0 images/s" in line and "ETA 0:08" in line
-    clock.now = 2.1
-    bar.update(10)  # within min_interval: counted, not drawn
-    assert stream.getvalue() == line
-    assert bar.done == 30
-    clock.now = 10.0
-    bar.update(70)
-    bar.close()
-    assert stream.getvalue().endswith("\n")
-    assert "100/100 images" in stream.getvalue()
-
-
-def test_progress_bar_without_total_and_quiet_modes():
-    clock, stream = _FakeClock(), _Terminal()
-    bar = ProgressBar(total=None, stream=stream, clock=clock)
-    clock.now = 4.0
-    bar.update(8)
-    assert "8 images" in stream.getvalue() and "2.0 images/s" in stream.getvalue()
-    assert "ETA" not in stream.getvalue()
-    not_a_terminal = io.StringIO()
-    with ProgressBar(total=10, stream=not_a_terminal) as silent:
-        silent.update(10)
-    assert not_a_terminal.getvalue() == ""
-    quiet_terminal = _Terminal()
-    with ProgressBar(total=10, stream=quiet_terminal, enabled=False) as quiet:
-        quiet.update(10)
-    assert quiet_terminal.getvalue() == ""
-
-
-def test_format_duration():
-    assert format_duration(0) == "0:00"
-    assert format_duration(61.4) == "1:01"
-    assert format_duration(3725) == "1:02:05"
-    assert format_duration(-3) == "0:00"
+    batches = [random_images(3, seed=seed) for seed in range(2)]
+    for progress, drawn in ((True, True), (False, False), (None, False)):  # None: stderr is not a terminal here
+        accumulator = StatsAccumulator()
+        times = extract(iter(batches), features, accumulator, total=6, desc="some/dir", progress=progress)
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert ("some/dir" in captured.err and "/6" in captured.err) is drawn
+        assert accumulator.n == 6 and times.network_seconds >= 0.0
