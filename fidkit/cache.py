@@ -5,7 +5,7 @@ fidkit statistics files, one per key. The key is a sha256 over everything that d
 
 - the source's fingerprint (sorted relative paths, sizes and modification times, or a content hash with
   ``hash_content=True``; the limit, seed and EXIF option are part of it),
-- the weights' sha256 and the resize mode of the feature extractor,
+- the weights' sha256, the resize mode and the ONNX graph's sha256 of the feature extractor,
 - the statistics format version of :mod:`fidkit.statsfile` (the colour policy version of
   :mod:`fidkit.sources` is part of the fingerprint),
 - this module's own layout version.
@@ -81,6 +81,7 @@ def cache_key(
     *,
     weights_sha256: str,
     resize_mode: str,
+    graph_sha256: str = "",
     stats_format_version: int | None = None,
 ) -> str:
     """Return the hex sha256 that names the cache entry of one source under one feature extractor.
@@ -94,6 +95,8 @@ def cache_key(
         The sha256 of the Inception weights file the features come from.
     resize_mode : str
         The extractor's resize mode (``fidkit.inception.RESIZE_MODE``).
+    graph_sha256 : str
+        The sha256 of the ONNX graph that computes the features (empty for an extractor without one).
     stats_format_version : int, optional
         Default: the statistics file format (:data:`fidkit.statsfile.STATS_FORMAT_VERSION`) of this fidkit;
         explicit values are for tests.
@@ -110,6 +113,7 @@ def cache_key(
         "source_fingerprint": str(source_fingerprint),
         "weights_sha256": str(weights_sha256),
         "resize_mode": str(resize_mode),
+        "graph_sha256": str(graph_sha256),
         "stats_format_version": int(stats_format_version),
     }
     # Canonical JSON (sorted keys, no whitespace) so the same recipe always hashes the same.

@@ -141,6 +141,15 @@ class SideReport:
         return f"{self.name} ({n_text}, {', '.join(extras)})"
 
 
+@dataclass(frozen=True)
+class ExtractorIdentity:
+    """What decides the features: the weights, the resize, and the exact graph that runs them."""
+
+    weights_sha256: str
+    resize_mode: str
+    graph_sha256: str = ""
+
+
 def build_extractor(weights: Any, device: str, batch_size: int) -> FeatureExtractor:
     """Build the feature extractor: the one place the package does so (tests replace it to count calls)."""
     from fidkit.inception import FeatureExtractor
@@ -153,7 +162,7 @@ class Network:
 
     Building it exports or loads the ONNX graph and starts an onnxruntime session (seconds), so a
     comparison of two statistics files or two cache hits never builds it: the cache key needs only the
-    weights' sha256 and the resize mode, which are known without the network.
+    weights' sha256, the resize mode and the graph's sha256, which are known without a session.
 
     Parameters
     ----------
@@ -171,20 +180,29 @@ class Network:
         self._weights = weights
         self._device = device
         self._batch_size = batch_size
-        self._identity: tuple[str, str] | None = None
+        self._identity: ExtractorIdentity | None = None
 
-    def identity(self) -> tuple[str, str]:
-        """Return ``(weights_sha256, resize_mode)`` without building the extractor."""
+    def identity(self) -> ExtractorIdentity:
+        """What names the feature space in the cache key, without starting an onnxruntime session.
+
+        For fidkit's network: the weights' sha256 (the file is found, or downloaded, and hashed once; the
+        extractor built later is handed that result), the resize mode, and the sha256 of the verified ONNX
+        graph (exported first if this machine has none yet), so statistics made by any other graph are
+        never reused. An extractor passed in says it itself (``graph_sha256`` is optional there).
+        """
         if self._extractor is not None:
-            return str(self._extractor.weights_sha256), str(self._extractor.resize_mode)
+            return ExtractorIdentity(
+                weights_sha256=str(self._extractor.weights_sha256),
+                resize_mode=str(self._extractor.resize_mode),
+                graph_sha256=str(getattr(self._extractor, "graph_sha256", "")),
+            )
         if self._identity is None:
-            from fidkit.inception import RESIZE_MODE, locate_weights
+            from fidkit.inception import RESIZE_MODE, ensure_graph, locate_weights
 
-            # Finds (or downloads) the file and hashes it: the same sha256 the extractor records.
-            # The extractor, if built later, is handed this result instead of hashing the file again.
             resolved = locate_weights(self._weights)
             self._weights = resolved
-            self._identity = (str(resolved.sha256), RESIZE_MODE)
+            graph = ensure_graph(resolved)
+            self._identity = ExtractorIdentity(str(resolved.sha256), RESIZE_MODE, graph.sha256)
         return self._identity
 
     def extractor(self) -> FeatureExtractor:
@@ -246,8 +264,11 @@ def look_up(source: Source, network: Network, options: SideOptions) -> CacheLook
     fingerprint = source.fingerprint(hash_content=options.hash_content)
     if not options.use_cache:
         return CacheLookup(None, fingerprint, None)
-    weights_sha256, resize_mode = network.identity()
-    key = cache_key(fingerprint, weights_sha256=weights_sha256, resize_mode=resize_mode)
+    identity = network.identity()
+    key = cache_key(
+        fingerprint, weights_sha256=identity.weights_sha256, resize_mode=identity.resize_mode,
+        graph_sha256=identity.graph_sha256,
+    )
     cached = load_cached_stats(key)
     if cached is not None and (options.skip_bad or int(cached.metadata.get("n_skipped", 0)) == 0):
         logger.info("%s: statistics read from the cache (N = %s)", source.name, cached.n)

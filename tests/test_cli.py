@@ -332,7 +332,7 @@ def test_cache_list_and_clear(tmp_path, capsys, session_extractor, weights_args,
     assert listing["entries"][0]["n"] == 8
     assert main(["stats", str(source), *weights_args]) == 0
     assert "cached" in capsys.readouterr().out
-    (fidkit_home / "onnx").mkdir(parents=True)
+    (fidkit_home / "onnx").mkdir(parents=True, exist_ok=True)  # the cache key names the graph, so it exists
     assert main(["cache", "clear"]) == 0
     assert "removed 1 cached statistics entries" in capsys.readouterr().out
     assert (fidkit_home / "onnx").exists()

@@ -335,3 +335,40 @@ def test_unwritable_graph_cache_says_to_set_fidkit_home(random_weights_path: Pat
     monkeypatch.setenv("FIDKIT_HOME", str(blocker / "home"))
     with pytest.raises(FidkitError, match=f"cannot write the ONNX graph cache {blocker}.*FIDKIT_HOME"):
         FeatureExtractor(random_weights_path, device="cpu")
+
+
+def test_a_cached_graph_altered_but_loadable_is_rebuilt_not_used(
+    random_weights_path: Path, extractor, fidkit_home: Path, monkeypatch, caplog
+) -> None:
+    # Flipping bits inside the largest initializer once changed FID silently (the graph still loads).
+    written = _copy_graph_instead_of_exporting(extractor.graph_path, monkeypatch)
+    first = FeatureExtractor(random_weights_path, device="cpu")
+    assert len(written) == 1 and first.graph_sha256 == sha256_of(extractor.graph_path)
+    altered = bytearray(first.graph_path.read_bytes())
+    middle = len(altered) // 2
+    altered[middle : middle + 64] = bytes(b ^ 0x01 for b in altered[middle : middle + 64])
+    first.graph_path.write_bytes(bytes(altered))
+    again = FeatureExtractor(random_weights_path, device="cpu")
+    assert len(written) == 2 and "does not match the checksum" in caplog.text
+    assert again.graph_path.read_bytes() == extractor.graph_path.read_bytes()
+    images = _images(19, 2, 20, 20)
+    np.testing.assert_array_equal(again(images), extractor(images))
+    assert again.metadata()["graph_sha256"] == extractor.graph_sha256
+
+
+def test_statistics_cache_key_names_the_graph(random_weights_path: Path, extractor) -> None:
+    from fidkit.cache import cache_key
+    from fidkit.pipeline import Network
+
+    identity = Network(weights=random_weights_path).identity()
+    assert identity.graph_sha256 == extractor.graph_sha256 == sha256_of(extractor.graph_path)
+    common = dict(weights_sha256=identity.weights_sha256, resize_mode=identity.resize_mode)
+    assert cache_key("f" * 64, **common, graph_sha256=identity.graph_sha256) != cache_key(
+        "f" * 64, **common, graph_sha256="0" * 64
+    )
+
+
+def sha256_of(path: Path) -> str:
+    from fidkit._fs import sha256_file
+
+    return sha256_file(path)

@@ -6,7 +6,7 @@ Importing this package imports neither torch nor onnxruntime; they load when a g
 
 from __future__ import annotations
 
-from fidkit.inception.runtime import FeatureExtractor
+from fidkit.inception.runtime import FeatureExtractor, Graph, ensure_graph
 from fidkit.inception.spec import EXPORTER_VERSION, FEATURE_DIM, RESIZE_MODE
 from fidkit.inception.weights import (
     ResolvedWeights,
@@ -21,6 +21,8 @@ __all__ = [
     "RESIZE_MODE",
     "EXPORTER_VERSION",
     "FeatureExtractor",
+    "Graph",
+    "ensure_graph",
     "resolve_weights",
     "locate_weights",
     "load_manifest",

@@ -12,13 +12,14 @@ import ctypes
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from fidkit._fs import atomic_write, cache_home
+from fidkit._fs import atomic_write, cache_home, sha256_file
 from fidkit.errors import FidkitError, InputError
 from fidkit._validate import as_image_batch, check_batch_size
 from fidkit.inception.spec import EXPORTER_VERSION, FEATURE_DIM, FEATURE_EXTRACTOR, RESIZE_MODE
@@ -48,15 +49,59 @@ def graph_cache_path(weights_sha256: str) -> Path:
     return cache_home() / "onnx" / f"{weights_sha256[:16]}-{EXPORTER_VERSION}.onnx"
 
 
-def ensure_graph(weights: ResolvedWeights) -> Path:
-    """Return the cached graph for `weights`, exporting it first if it is not cached yet.
+@dataclass(frozen=True)
+class Graph:
+    """The cached ONNX graph of a weights file: where it is, its sha256, and whether this call built it."""
 
-    The export is written to a temporary file and renamed into place, so a concurrent reader
-    never sees half a graph; two processes exporting at once both write the same graph.
+    path: Path
+    sha256: str
+    built: bool
+
+
+def _checksum_path(graph: Path) -> Path:
+    """Beside each graph, the sha256 recorded when fidkit built it."""
+    return graph.with_name(graph.name + ".sha256")
+
+
+# Graphs whose bytes were checked in this process, by (path, size, mtime): hashing 100 MB once per process
+# is enough, and an edit changes the size or the modification time.
+_CHECKED_GRAPHS: dict[tuple[str, int, int], str] = {}
+
+
+def _recorded_sha256(graph: Path) -> str | None:
+    """The graph's sha256 when it matches the one recorded at its export, else None (missing, changed, cut)."""
+    try:
+        info = graph.stat()
+        recorded = _checksum_path(graph).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    key = (str(graph), info.st_size, info.st_mtime_ns)
+    if _CHECKED_GRAPHS.get(key) == recorded:
+        return recorded
+    if sha256_file(graph) != recorded:
+        return None
+    _CHECKED_GRAPHS[key] = recorded
+    return recorded
+
+
+def ensure_graph(weights: ResolvedWeights, *, rebuild: bool = False) -> Graph:
+    """Return the cached graph for `weights`, verified against the sha256 recorded when it was built.
+
+    The graph is derived data: a cached file that is missing, cut short, edited (even if it still loads)
+    or has no recorded checksum is rebuilt from the weights, never used. The export is written to a
+    temporary file and renamed into place, so a concurrent reader never sees half a graph; the checksum
+    is written after the graph, so a crash between the two leaves a graph that is rebuilt on next use.
     """
     target = graph_cache_path(weights.sha256)
-    if target.is_file():
-        return target
+    if not rebuild:
+        digest = _recorded_sha256(target)
+        if digest is not None:
+            return Graph(target, digest, built=False)
+        if target.exists():
+            logger.warning(
+                "cached ONNX graph %s does not match the checksum recorded when fidkit built it (changed, cut short "
+                "or not fidkit's); rebuilding it from the weights", target,
+            )
     logger.info("building the ONNX graph for %s (once per weights file)", weights.path)
     # torch is needed only here, on the first use of a weights file.
     from fidkit.inception.export import export_graph
@@ -70,6 +115,9 @@ def ensure_graph(weights: ResolvedWeights) -> Path:
     try:
         with atomic_write(target, overwrite=True) as tmp:
             export_graph(weights.path, tmp, metadata=metadata)
+            digest = sha256_file(tmp)
+        with atomic_write(_checksum_path(target), overwrite=True) as tmp:
+            tmp.write_text(digest + "\n", encoding="ascii")
     except OSError as exc:
         if exc.filename is not None and Path(exc.filename) == Path(weights.path):
             raise  # about the weights file, not the cache
@@ -80,7 +128,7 @@ def ensure_graph(weights: ResolvedWeights) -> Path:
         ) from exc
     # Logged here, not by export_graph: it only sees the temporary name.
     logger.info("exported the ONNX graph of %s to %s", weights.path, target)
-    return target
+    return Graph(target, digest, built=True)
 
 
 def _machine_threads() -> int:
@@ -142,6 +190,9 @@ class FeatureExtractor:
     resize_mode : str
     batch_size : int
     graph_path : pathlib.Path
+    graph_sha256 : str
+        The sha256 of the ONNX graph that runs, verified against the one recorded when it was built;
+        part of the statistics cache key and of the statistics' metadata.
     """
 
     def __init__(
@@ -171,25 +222,19 @@ class FeatureExtractor:
         self.batch_size: int = batch_size
         self.threads: int = int(threads) if threads is not None else _machine_threads()
         self.device: str = device
-        was_cached = graph_cache_path(resolved.sha256).is_file()
-        self.graph_path: Path = ensure_graph(resolved)
+        graph = ensure_graph(resolved)
+        self.graph_path: Path = graph.path
+        self.graph_sha256: str = graph.sha256
         try:
             self._session = self._make_session(device)
         except _UnreadableGraph as exc:
-            if not was_cached:
+            if graph.built:
                 raise self._graph_error(exc) from None
-            # A cached graph that does not load (empty or cut short by a crash, edited, written by a
-            # foreign tool): it is only a cache, so rebuild it once from the weights.
+            # A verified cached graph that does not load (onnxruntime changed under it, say): it is only
+            # a cache, so rebuild it once from the weights.
             logger.warning("cached graph %s does not load (%s); rebuilding it", self.graph_path, exc)
-            try:
-                self.graph_path.unlink(missing_ok=True)
-            except OSError as unlink_error:
-                raise FidkitError(
-                    f"cached ONNX graph {self.graph_path} does not load and cannot be deleted "
-                    f"({unlink_error.strerror or unlink_error}); delete it by hand or set FIDKIT_HOME to a "
-                    "writable folder"
-                ) from None
-            self.graph_path = ensure_graph(resolved)
+            graph = ensure_graph(resolved, rebuild=True)
+            self.graph_sha256 = graph.sha256
             try:
                 self._session = self._make_session(device)
             except _UnreadableGraph as again:
@@ -369,6 +414,7 @@ class FeatureExtractor:
             "resize_mode": self.resize_mode,
             "provider": self.provider,
             "exporter_version": EXPORTER_VERSION,
+            "graph_sha256": self.graph_sha256,
         }
 
     def __repr__(self) -> str:
