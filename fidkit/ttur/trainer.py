@@ -67,12 +67,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: TTUR learning rates (discriminator faster than generator), the DCGAN setting of the issue
-#: and of the TTUR paper's experiments: Adam, beta1 = 0.5.
+#: TTUR learning rates (discriminator four times faster than generator), the DCGAN setting most
+#: commonly cited from the TTUR paper. The one time-scale baseline trains both networks at
+#: DEFAULT_LR_G (see :attr:`TTURConfig.effective_lr_d`).
 DEFAULT_LR_D = 4e-4
 DEFAULT_LR_G = 1e-4
-#: The one time-scale baseline uses one rate for both networks: the generator's rate, so that the
-#: comparison changes only the discriminator's time scale.
+#: Adam (beta1, beta2) of both optimisers; beta1 = 0.5 as in DCGAN.
 DEFAULT_BETAS = (0.5, 0.999)
 
 METRICS_COLUMNS = ("step", "fid", "loss_d", "loss_g", "wall_time_s")
@@ -177,7 +177,11 @@ class TTURConfig:
 
     @property
     def effective_lr_d(self) -> float:
-        """The discriminator's learning rate actually used (`lr_g` in one time-scale mode)."""
+        """The discriminator's learning rate actually used.
+
+        In one time-scale mode both networks train at `lr_g`: the baseline keeps the generator's
+        rate, so that the comparison with TTUR changes only the discriminator's time scale.
+        """
         return float(self.lr_g if self.one_time_scale else self.lr_d)
 
     @property
