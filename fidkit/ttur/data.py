@@ -2,8 +2,11 @@
 
 Both the trainer and the validation experiments need random access to a fixed set of images
 (mini-batches drawn at random; the same images disturbed at several strengths), so they read the
-source once through :func:`fidkit.sources.open_source` and keep it in memory. Their sizes are
-small (MNIST is 47 MB, CIFAR-10 150 MB); ``--train-samples`` / ``--samples`` cap larger sources.
+source once through :func:`fidkit.open_source` and keep it in memory. Their sizes are small
+(MNIST is 47 MB, CIFAR-10 150 MB); ``--train-samples`` / ``--samples`` cap larger sources.
+
+torch is never imported here (:func:`nchw_to_rgb` only calls a tensor's methods), so the
+validation experiment, which needs none, does not load it.
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+import fidkit
 from fidkit.errors import EmptySourceError, InputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
 
 __all__ = [
     "LoadedImages",
@@ -24,7 +31,8 @@ __all__ = [
     "resize_images",
     "is_grayscale",
     "gan_image_size",
-    "stats_of_batches",
+    "nchw_to_rgb",
+    "existing_output",
 ]
 
 logger = logging.getLogger(__name__)
@@ -108,28 +116,6 @@ def existing_output(out: Path, names: Iterable[str]) -> Path | None:
     return None
 
 
-def stats_of_batches(
-    extractor: Any,
-    batches: Iterable[np.ndarray],
-    *,
-    metadata: dict | None = None,
-    progress: Any = None,
-) -> Any:
-    """Statistics of the features of uint8 ``(B, H, W, 3)`` `batches`, in memory (no cache, no files).
-
-    Each batch goes to `extractor` as it comes (no re-chunking). `progress`, if given, is a
-    :class:`fidkit.progress.ProgressBar` told of each batch done.
-    """
-    from fidkit.stats import StatsAccumulator
-
-    accumulator = StatsAccumulator(dim=int(getattr(extractor, "feature_dim", 2048)))
-    for batch in batches:
-        accumulator.update(extractor(batch))
-        if progress is not None:
-            progress.update(batch.shape[0])
-    return accumulator.result(metadata=metadata)
-
-
 def load_images(
     spec: object,
     *,
@@ -144,7 +130,7 @@ def load_images(
     Parameters
     ----------
     spec : str, path, array or iterable of batches
-        Anything :func:`fidkit.sources.open_source` accepts that holds images (not statistics).
+        Anything :func:`fidkit.open_source` accepts that holds images (not statistics).
     limit : int, optional
         Read at most this many images (``open_source(limit=...)``).
     seed : int, optional
@@ -168,9 +154,7 @@ def load_images(
     EmptySourceError
         If the source yields no images.
     """
-    from fidkit.sources import open_source
-
-    source = open_source(spec, limit=limit, seed=seed)
+    source = fidkit.open_source(spec, limit=limit, seed=seed)
     if getattr(source, "kind", None) == "stats":
         raise InputError(
             f"{source.name} holds statistics, not images; give a folder, archive, array or "
@@ -212,3 +196,15 @@ def load_images(
         source_name=str(source.name),
         n_resized=n_resized,
     )
+
+
+def nchw_to_rgb(images: torch.Tensor) -> np.ndarray:
+    """Turn uint8 ``(N, C, H, W)`` images (C = 1 or 3) into uint8 ``(N, H, W, 3)`` on the CPU.
+
+    One channel is repeated to three, as fidkit's sources do for grayscale data, so real and
+    generated images meet the network, and the sample grid, in the same form.
+    """
+    pixels = images.permute(0, 2, 3, 1).cpu().numpy()
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return np.ascontiguousarray(pixels)

@@ -4,8 +4,8 @@ A DCGAN (:mod:`fidkit.ttur.models`) is trained with separate Adam learning rates
 discriminator and the generator (Heusel et al. 2017, "GANs trained by a two time-scale update rule
 converge to a local Nash equilibrium"). Every ``eval_every`` steps, ``eval_samples`` images are
 generated from a fixed set of noise vectors and their FID against the dataset's statistics is
-computed in-process: generated images -> uint8 ``(B, H, W, 3)`` -> :class:`FeatureExtractor` ->
-:class:`StatsAccumulator` -> :func:`fid_from_stats`. Nothing is written to disk on that path.
+computed in-process: generated images -> uint8 ``(B, H, W, 3)`` -> :func:`fidkit.compute_stats`
+(no cache) -> :func:`fidkit.fid_from_stats`. Nothing is written to disk on that path.
 
 Run folder layout (``TTURConfig.out``)::
 
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import fidkit
 from fidkit._fs import atomic_write
 from fidkit.errors import InputError, OverwriteError, SmallSampleWarning
 from fidkit.ttur.data import (
@@ -44,8 +45,9 @@ from fidkit.ttur.data import (
     gan_image_size,
     is_grayscale,
     load_images,
-    stats_of_batches,
+    nchw_to_rgb,
 )
+from fidkit.ttur.features import make_extractor, stats_in_memory
 from fidkit.ttur.models import GANShape, build_models
 
 __all__ = [
@@ -249,7 +251,7 @@ def load_training_data(
     Parameters
     ----------
     spec : source
-        Anything :func:`fidkit.sources.open_source` reads as images.
+        Anything :func:`fidkit.open_source` reads as images.
     limit : int, optional
         At most this many images (``--train-samples``).
     seed : int, optional
@@ -320,13 +322,10 @@ def images_to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
     """Convert generator output ``(B, C, H, W)`` in [-1, 1] to uint8 ``(B, H, W, 3)``.
 
     The mapping (x + 1) * 127.5, rounded and clipped, is the inverse of how real images are fed
-    to the discriminator; grayscale is repeated to three channels, as the sources do for MNIST.
+    to the discriminator; grayscale is repeated to three channels (:func:`nchw_to_rgb`).
     """
     pixels = ((images.detach().float() + 1.0) * 127.5).round_().clamp_(0.0, 255.0)
-    pixels = pixels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    if pixels.shape[-1] == 1:
-        pixels = np.repeat(pixels, 3, axis=-1)
-    return np.ascontiguousarray(pixels)
+    return nchw_to_rgb(pixels.to(torch.uint8))
 
 
 class TTURTrainer:
@@ -464,7 +463,7 @@ class TTURTrainer:
         Parameters
         ----------
         extractor : FeatureExtractor
-            Maps uint8 ``(B, H, W, 3)`` to float32 ``(B, 2048)``.
+            Maps uint8 ``(B, H, W, 3)`` to float32 ``(B, fidkit.FEATURE_DIM)``.
         ref_stats : Stats
             The dataset's statistics.
 
@@ -472,8 +471,6 @@ class TTURTrainer:
         -------
         FrechetResult
         """
-        from fidkit.frechet import fid_from_stats
-
         n_samples = SAMPLE_GRID_SIDE * SAMPLE_GRID_SIDE
         kept: list[np.ndarray] = []
 
@@ -485,14 +482,12 @@ class TTURTrainer:
                     n_kept += kept[-1].shape[0]
                 yield images
 
-        generated_stats = stats_of_batches(
-            extractor, batches_keeping_samples(), metadata={"source": f"ttur step {self.step}"}
-        )
+        generated_stats = stats_in_memory(batches_keeping_samples(), extractor)
         self.samples = np.concatenate(kept)
         with warnings.catch_warnings():
             # The run warns once about small N at its start; one warning per evaluation is noise.
             warnings.simplefilter("ignore", SmallSampleWarning)
-            return fid_from_stats(generated_stats, ref_stats)
+            return fidkit.fid_from_stats(generated_stats, ref_stats)
 
     def record(self, fid: float) -> dict[str, float]:
         """Append a metrics row for the current step (losses are means since the last row)."""
@@ -638,7 +633,7 @@ def _format_float(value: float) -> str:
 def reference_stats(
     config: TTURConfig, extractor: Any, data: TrainingData | None = None
 ) -> Any:
-    """The dataset's statistics for FID, via :func:`fidkit.api.compute_stats` (so cached).
+    """The dataset's statistics for FID, via :func:`fidkit.compute_stats` (so cached).
 
     ``config.ref_samples`` images are used (all when None), picked with ``config.seed``.
 
@@ -661,16 +656,10 @@ def reference_stats(
     -------
     Stats
     """
-    from fidkit.api import compute_stats
-
     source: Any = config.data
     if data is not None and data.n_resized > 0:
-        # As the generator's output is seen by the extractor: uint8 (N, H, W, 3), grayscale
-        # repeated to three channels (images_to_uint8_rgb).
-        pixels = data.images.permute(0, 2, 3, 1).numpy()
-        if pixels.shape[-1] == 1:
-            pixels = np.repeat(pixels, 3, axis=-1)
-        source = np.ascontiguousarray(pixels)
+        # As the generator's output meets the extractor: uint8 (N, H, W, 3).
+        source = nchw_to_rgb(data.images)
         n_reference = (
             source.shape[0] if config.ref_samples is None
             else min(config.ref_samples, source.shape[0])
@@ -680,7 +669,7 @@ def reference_stats(
             "%dx%d (the source's images were resized for training)",
             n_reference, source.shape[0], data.image_size, data.image_size,
         )
-    return compute_stats(
+    return fidkit.compute_stats(
         source,
         weights=config.weights,
         device=config.device,
@@ -688,15 +677,6 @@ def reference_stats(
         limit=config.ref_samples,
         seed=config.seed if config.ref_samples is not None else None,
         extractor=extractor,
-    )
-
-
-def make_extractor(config: TTURConfig) -> Any:
-    """Build the Inception feature extractor the run's options ask for."""
-    from fidkit.inception import FeatureExtractor
-
-    return FeatureExtractor(
-        config.weights, device=config.device, batch_size=config.feature_batch_size
     )
 
 
@@ -881,16 +861,15 @@ def run_ttur(
     if data is None:
         data = load_training_data(config.data, limit=config.train_samples, seed=config.seed)
     if extractor is None:
-        extractor = make_extractor(config)
+        extractor = make_extractor(config.weights, config.device, config.feature_batch_size)
     if ref_stats is None:
         ref_stats = reference_stats(config, extractor, data)
-    feature_dim = int(getattr(extractor, "feature_dim", 2048))
-    if config.eval_samples < feature_dim:
+    if config.eval_samples < fidkit.FEATURE_DIM:
         logger.warning(
             "eval_samples=%d is below the feature dimension %d: FID is biased upwards and "
             "noisy; compare runs only at equal eval_samples (10000 or more for reported numbers)",
             config.eval_samples,
-            feature_dim,
+            fidkit.FEATURE_DIM,
         )
 
     with deterministic_torch():
@@ -998,7 +977,7 @@ def run_compare(
         data_config.data, limit=data_config.train_samples, seed=data_config.seed
     )
     if extractor is None:
-        extractor = make_extractor(config)
+        extractor = make_extractor(config.weights, config.device, config.feature_batch_size)
     ref_stats = reference_stats(data_config, extractor, data)
     result = CompareResult()
     for name in COMPARE_RUNS:
