@@ -19,18 +19,12 @@ import torch
 
 import fidkit
 from fidkit.errors import InputError, OverwriteError
+from fidkit.ttur.config import TTURConfig
+from fidkit.ttur.data import TrainingData, load_training_data
 from fidkit.ttur.models import GANShape, build_models, upsampling_plan
-from fidkit.ttur.trainer import (
-    TrainingData,
-    TTURConfig,
-    TTURTrainer,
-    images_to_uint8_rgb,
-    load_checkpoint,
-    load_training_data,
-    read_metrics_csv,
-    run_compare,
-    run_ttur,
-)
+from fidkit.ttur.run_files import load_checkpoint, read_metrics_csv
+from fidkit.ttur.runs import run_compare, run_ttur
+from fidkit.ttur.trainer import TTURTrainer, images_to_uint8_rgb
 
 MNIST_TEST = "mnist/t10k-images-idx3-ubyte.gz"
 CIFAR_ARRAY = "cifar10/cifar10-test-0-999-uint8.npy"
@@ -371,7 +365,7 @@ def test_stats_in_memory_feeds_network_batches_without_the_cache_or_its_log_line
 
 
 def test_reference_of_resized_grayscale_is_repeated_rgb(monkeypatch, tmp_path):
-    from fidkit.ttur.trainer import reference_stats
+    from fidkit.ttur.runs import reference_stats
 
     seen = {}
 
@@ -400,7 +394,7 @@ def test_reference_of_resized_grayscale_is_repeated_rgb(monkeypatch, tmp_path):
 def test_resumed_compare_uses_the_checkpoints_data_and_reference(
     shared_data, extractor, random_weights_path, tmp_path, monkeypatch
 ):
-    from fidkit.ttur import trainer
+    from fidkit.ttur import runs
 
     source = shared_data / MNIST_TEST
     out = tmp_path / "cmp"
@@ -409,8 +403,8 @@ def test_resumed_compare_uses_the_checkpoints_data_and_reference(
         extractor=extractor,
     )
     loaded, references, checkpoints = [], [], []
-    real_load, real_reference = trainer.load_training_data, trainer.reference_stats
-    real_checkpoint = trainer.load_checkpoint
+    real_load, real_reference = runs.load_training_data, runs.reference_stats
+    real_checkpoint = runs.load_checkpoint
 
     def spy_checkpoint(path):
         checkpoints.append(Path(path))
@@ -426,9 +420,9 @@ def test_resumed_compare_uses_the_checkpoints_data_and_reference(
         references.append(stats.n)
         return stats
 
-    monkeypatch.setattr(trainer, "load_training_data", spy_load)
-    monkeypatch.setattr(trainer, "reference_stats", spy_reference)
-    monkeypatch.setattr(trainer, "load_checkpoint", spy_checkpoint)
+    monkeypatch.setattr(runs, "load_training_data", spy_load)
+    monkeypatch.setattr(runs, "reference_stats", spy_reference)
+    monkeypatch.setattr(runs, "load_checkpoint", spy_checkpoint)
     # Other data settings on the command line must not change what the resumed runs train on
     # or are compared against.
     resumed = run_compare(

@@ -5,8 +5,8 @@ Both the trainer and the validation experiments need random access to a fixed se
 source once through :func:`fidkit.open_source` and keep it in memory. Their sizes are small
 (MNIST is 47 MB, CIFAR-10 150 MB); ``--train-samples`` / ``--samples`` cap larger sources.
 
-torch is never imported here (:func:`nchw_to_rgb` only calls a tensor's methods), so the
-validation experiment, which needs none, does not load it.
+torch is imported only by the functions that make or read tensors (:func:`load_training_data`,
+:func:`nchw_to_rgb`), so the validation experiment, which needs none, does not load it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = [
     "LoadedImages",
+    "TrainingData",
     "load_images",
+    "load_training_data",
     "resize_images",
     "is_grayscale",
     "gan_image_size",
@@ -195,6 +197,87 @@ def load_images(
         images=np.ascontiguousarray(images, dtype=np.uint8),
         source_name=str(source.name),
         n_resized=n_resized,
+    )
+
+
+@dataclass
+class TrainingData:
+    """The real images as the GAN sees them.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        uint8 ``(N, C, S, S)`` on the CPU; C is 1 for grayscale data, 3 for colour.
+    grayscale : bool
+        True if every source image had R == G == B.
+    image_size : int
+        S, 28 or 32 for the shipped networks.
+    source_name : str
+        For messages.
+    n_resized : int
+        Images that had to be resized to S x S.
+    """
+
+    images: torch.Tensor
+    grayscale: bool
+    image_size: int
+    source_name: str
+    n_resized: int = 0
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def n_images(self) -> int:
+        return int(self.images.shape[0])
+
+
+def load_training_data(
+    spec: object, *, limit: int | None = None, seed: int | None = None
+) -> TrainingData:
+    """Read real images for training into memory once, as uint8 ``(N, C, S, S)``.
+
+    Grayscale (R == G == B everywhere, e.g. MNIST) becomes one channel. 28x28 and 32x32 images
+    are kept as they are; other sizes are resized to 28 (grayscale) or 32 (colour) and a warning
+    says so.
+
+    Parameters
+    ----------
+    spec : source
+        Anything :func:`fidkit.open_source` reads as images.
+    limit : int, optional
+        At most this many images (``--train-samples``).
+    seed : int, optional
+        With `limit`, which images are picked (passed to ``open_source``).
+    """
+    import torch
+
+    def choose_size(first_batch: np.ndarray) -> tuple[int, int]:
+        size = gan_image_size(
+            first_batch.shape[1], first_batch.shape[2], grayscale=is_grayscale(first_batch)
+        )
+        return size, size
+
+    loaded = load_images(spec, limit=limit, seed=seed if limit is not None else None,
+                         size_for_first=choose_size)
+    grayscale = is_grayscale(loaded.images)
+    images_hwc = loaded.images[..., :1] if grayscale else loaded.images
+    images = torch.from_numpy(np.ascontiguousarray(images_hwc.transpose(0, 3, 1, 2)))
+    logger.info(
+        "training data %s: %d images, %dx%d, %s",
+        loaded.source_name,
+        images.shape[0],
+        images.shape[2],
+        images.shape[3],
+        "grayscale" if grayscale else "colour",
+    )
+    return TrainingData(
+        images=images,
+        grayscale=grayscale,
+        image_size=int(images.shape[2]),
+        source_name=loaded.source_name,
+        n_resized=loaded.n_resized,
     )
 
 
