@@ -505,7 +505,6 @@ def test_plots_degrade_to_a_hint_without_matplotlib(monkeypatch, tmp_path, caplo
         assert plotting.plot_validation({"swirl": [(0.0, 0.0)]}, tmp_path / "v.png") is None
     assert not (tmp_path / "f.png").exists()
     assert 'pip install "fidkit[plot]"' in caplog.text
-    assert not plotting.matplotlib_available()
 
 
 def test_help_does_not_import_torch():
