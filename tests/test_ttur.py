@@ -17,19 +17,14 @@ import numpy as np
 import pytest
 import torch
 
+import fidkit
 from fidkit.errors import InputError, OverwriteError
+from fidkit.ttur.config import TTURConfig
+from fidkit.ttur.data import TrainingData, load_training_data
 from fidkit.ttur.models import GANShape, build_models, upsampling_plan
-from fidkit.ttur.trainer import (
-    TrainingData,
-    TTURConfig,
-    TTURTrainer,
-    images_to_uint8_rgb,
-    load_checkpoint,
-    load_training_data,
-    read_metrics_csv,
-    run_compare,
-    run_ttur,
-)
+from fidkit.ttur.run_files import load_checkpoint, read_metrics_csv
+from fidkit.ttur.runs import run_compare, run_ttur
+from fidkit.ttur.trainer import TTURTrainer, images_to_uint8_rgb
 
 MNIST_TEST = "mnist/t10k-images-idx3-ubyte.gz"
 CIFAR_ARRAY = "cifar10/cifar10-test-0-999-uint8.npy"
@@ -327,9 +322,50 @@ def test_reference_of_resized_data_is_at_the_gans_resolution(extractor, random_w
     assert sum(shape[0] for shape in spy.shapes) == 10 + 6  # reference, then one evaluation
 
 
+class StubExtractor:
+    """No network: each image's features are its pixels, repeated to the feature dimension."""
+
+    batch_size = 3
+    feature_dim = fidkit.FEATURE_DIM
+
+    def __init__(self):
+        self.sizes: list[int] = []
+
+    def __call__(self, images):
+        self.sizes.append(images.shape[0])
+        flat = images.reshape(images.shape[0], -1).astype(np.float32)
+        repeats = -(-self.feature_dim // flat.shape[1])
+        return np.tile(flat, (1, repeats))[:, : self.feature_dim]
+
+    def metadata(self):
+        return {}
+
+
+def test_stats_in_memory_feeds_network_batches_without_the_cache_or_its_log_line(caplog):
+    from fidkit.progress import ProgressBar
+    from fidkit.ttur.features import stats_in_memory
+
+    images = np.random.default_rng(5).integers(0, 256, (7, 4, 4, 3), dtype=np.uint8)
+    stub = StubExtractor()
+    bar = ProgressBar(total=7, enabled=False)
+    with caplog.at_level(logging.INFO, logger="fidkit"):
+        from_array = stats_in_memory(images, stub, progress=bar)
+        assert stub.sizes == [3, 3, 1] and bar.done == 7 and from_array.n == 7
+        # compute_stats' per-call INFO line is held back during the call, and only then.
+        assert not [record for record in caplog.records if record.levelno == logging.INFO]
+        logging.getLogger(fidkit.compute_stats.__module__).info("after")
+        assert [record.getMessage() for record in caplog.records] == ["after"]
+
+    # Generated batches larger than the network batch are split by compute_stats.
+    stub.sizes.clear()
+    from_batches = stats_in_memory(iter([images[:5], images[5:]]), stub)
+    assert stub.sizes == [3, 2, 2]
+    np.testing.assert_array_equal(from_batches.mu, from_array.mu)
+    np.testing.assert_array_equal(from_batches.sigma, from_array.sigma)
+
+
 def test_reference_of_resized_grayscale_is_repeated_rgb(monkeypatch, tmp_path):
-    import fidkit.api
-    from fidkit.ttur.trainer import reference_stats
+    from fidkit.ttur.runs import reference_stats
 
     seen = {}
 
@@ -337,7 +373,7 @@ def test_reference_of_resized_grayscale_is_repeated_rgb(monkeypatch, tmp_path):
         seen["source"], seen["options"] = source, options
         return "stats"
 
-    monkeypatch.setattr(fidkit.api, "compute_stats", fake_compute_stats)
+    monkeypatch.setattr(fidkit, "compute_stats", fake_compute_stats)
     data = synthetic_data(n_images=5, channels=1, size=28)
     data.n_resized = 5
     config = TTURConfig(data=str(tmp_path / "src"), out=tmp_path, ref_samples=3, seed=4)
@@ -358,7 +394,7 @@ def test_reference_of_resized_grayscale_is_repeated_rgb(monkeypatch, tmp_path):
 def test_resumed_compare_uses_the_checkpoints_data_and_reference(
     shared_data, extractor, random_weights_path, tmp_path, monkeypatch
 ):
-    from fidkit.ttur import trainer
+    from fidkit.ttur import runs
 
     source = shared_data / MNIST_TEST
     out = tmp_path / "cmp"
@@ -367,8 +403,8 @@ def test_resumed_compare_uses_the_checkpoints_data_and_reference(
         extractor=extractor,
     )
     loaded, references, checkpoints = [], [], []
-    real_load, real_reference = trainer.load_training_data, trainer.reference_stats
-    real_checkpoint = trainer.load_checkpoint
+    real_load, real_reference = runs.load_training_data, runs.reference_stats
+    real_checkpoint = runs.load_checkpoint
 
     def spy_checkpoint(path):
         checkpoints.append(Path(path))
@@ -384,9 +420,9 @@ def test_resumed_compare_uses_the_checkpoints_data_and_reference(
         references.append(stats.n)
         return stats
 
-    monkeypatch.setattr(trainer, "load_training_data", spy_load)
-    monkeypatch.setattr(trainer, "reference_stats", spy_reference)
-    monkeypatch.setattr(trainer, "load_checkpoint", spy_checkpoint)
+    monkeypatch.setattr(runs, "load_training_data", spy_load)
+    monkeypatch.setattr(runs, "reference_stats", spy_reference)
+    monkeypatch.setattr(runs, "load_checkpoint", spy_checkpoint)
     # Other data settings on the command line must not change what the resumed runs train on
     # or are compared against.
     resumed = run_compare(
@@ -469,7 +505,6 @@ def test_plots_degrade_to_a_hint_without_matplotlib(monkeypatch, tmp_path, caplo
         assert plotting.plot_validation({"swirl": [(0.0, 0.0)]}, tmp_path / "v.png") is None
     assert not (tmp_path / "f.png").exists()
     assert 'pip install "fidkit[plot]"' in caplog.text
-    assert not plotting.matplotlib_available()
 
 
 def test_help_does_not_import_torch():

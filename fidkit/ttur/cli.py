@@ -1,7 +1,7 @@
 """``fidkit ttur`` and ``fidkit validate``: the reference trainer and the validation experiments.
 
-Only argparse is imported here: ``fidkit --help`` must stay fast, so torch, numpy and the trainer
-are imported inside the handlers.
+Only argparse and the torch-free :mod:`fidkit.ttur.config` are imported here: ``fidkit --help``
+must stay fast, so torch, numpy and the trainer are imported inside the handlers.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from fidkit._argtypes import positive_float, positive_int
+from fidkit.ttur.config import DEFAULT_LR_D, DEFAULT_LR_G
 
 __all__ = ["register", "handle_ttur", "handle_validate"]
 
@@ -27,13 +28,13 @@ One time-scale: both networks at lr_g (only the discriminator's time scale chang
 _TTUR_EPILOG = """\
 examples:
   # GPU, MNIST, the defaults (20000 steps, FID of 10000 samples every 1000 steps)
-  fidkit ttur --data ../shared/data/mnist/train-images-idx3-ubyte.gz --out runs/mnist
+  fidkit ttur --data mnist/train-images-idx3-ubyte.gz --out runs/mnist
   # TTUR against one time-scale on CIFAR-10, same seed, one figure
-  fidkit ttur --data ../shared/data/cifar10/cifar10-train-jpg.zip --out runs/cifar --compare
+  fidkit ttur --data cifar10/cifar10-train-jpg.zip --out runs/cifar --compare
   # continue a run to 40000 steps
-  fidkit ttur --data ../shared/data/mnist/train-images-idx3-ubyte.gz --out runs/mnist --resume --steps 40000
+  fidkit ttur --data mnist/train-images-idx3-ubyte.gz --out runs/mnist --resume --steps 40000
   # CPU-friendly smoke run (FID at 200 samples is biased upwards: compare runs only at equal N)
-  fidkit ttur --data ../shared/data/mnist/train-images-idx3-ubyte.gz --out runs/cpu --device cpu \\
+  fidkit ttur --data mnist/train-images-idx3-ubyte.gz --out runs/cpu --device cpu \\
       --steps 300 --eval-every 100 --eval-samples 200 --ref-samples 2000 --train-samples 10000"""
 
 _VALIDATE_DESCRIPTION = """\
@@ -48,10 +49,10 @@ monotonically."""
 
 _VALIDATE_EPILOG = """\
 examples:
-  fidkit validate ../shared/data/cifar10/cifar10-train-0-3999-uint8.npy --out runs/validate \\
-      --contaminate ../shared/data/mnist/t10k-images-idx3-ubyte.gz
+  fidkit validate cifar10/cifar10-train-0-3999-uint8.npy --out runs/validate \\
+      --contaminate mnist/t10k-images-idx3-ubyte.gz
   # CPU-friendly: 200 images, three strengths, JSON on stdout
-  fidkit validate ../shared/data/cifar10/cifar10-test-0-999-uint8.npy --out runs/v --device cpu \\
+  fidkit validate cifar10/cifar10-test-0-999-uint8.npy --out runs/v --device cpu \\
       --samples 200 --strengths 0,0.5,1 --json"""
 
 
@@ -102,10 +103,10 @@ def register(subparsers: Any, network_parent: argparse.ArgumentParser) -> None:
     training.add_argument("--out", required=True, metavar="DIR", help="run folder")
     training.add_argument("--steps", type=positive_int, default=20_000, metavar="N",
                           help="total training steps, one D and one G update each (default: 20000)")
-    training.add_argument("--lr-d", type=positive_float, default=4e-4, metavar="LR",
-                          help="discriminator learning rate (default: 4e-4)")
-    training.add_argument("--lr-g", type=positive_float, default=1e-4, metavar="LR",
-                          help="generator learning rate (default: 1e-4)")
+    training.add_argument("--lr-d", type=positive_float, default=DEFAULT_LR_D, metavar="LR",
+                          help=f"discriminator learning rate (default: {DEFAULT_LR_D:g})")
+    training.add_argument("--lr-g", type=positive_float, default=DEFAULT_LR_G, metavar="LR",
+                          help=f"generator learning rate (default: {DEFAULT_LR_G:g})")
     mode = training.add_mutually_exclusive_group()
     mode.add_argument("--one-time-scale", action="store_true",
                       help="baseline: both networks at --lr-g")
@@ -163,7 +164,8 @@ def _format_rows(rows: list[dict[str, float]]) -> str:
 def handle_ttur(args: argparse.Namespace) -> int:
     """Run ``fidkit ttur``; print the metrics (or JSON) on stdout and return 0."""
     from fidkit.ttur.plotting import PLOT_INSTALL_HINT
-    from fidkit.ttur.trainer import TTURConfig, run_compare, run_ttur
+    from fidkit.ttur.config import TTURConfig
+    from fidkit.ttur.runs import run_compare, run_ttur
 
     config = TTURConfig(
         data=args.data,

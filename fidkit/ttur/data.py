@@ -2,8 +2,11 @@
 
 Both the trainer and the validation experiments need random access to a fixed set of images
 (mini-batches drawn at random; the same images disturbed at several strengths), so they read the
-source once through :func:`fidkit.sources.open_source` and keep it in memory. Their sizes are
-small (MNIST is 47 MB, CIFAR-10 150 MB); ``--train-samples`` / ``--samples`` cap larger sources.
+source once through :func:`fidkit.open_source` and keep it in memory. Their sizes are small
+(MNIST is 47 MB, CIFAR-10 150 MB); ``--train-samples`` / ``--samples`` cap larger sources.
+
+torch is imported only by the functions that make or read tensors (:func:`load_training_data`,
+:func:`nchw_to_rgb`), so the validation experiment, which needs none, does not load it.
 """
 
 from __future__ import annotations
@@ -12,19 +15,26 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+import fidkit
 from fidkit.errors import EmptySourceError, InputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
 
 __all__ = [
     "LoadedImages",
+    "TrainingData",
     "load_images",
+    "load_training_data",
     "resize_images",
     "is_grayscale",
     "gan_image_size",
-    "stats_of_batches",
+    "nchw_to_rgb",
+    "existing_output",
 ]
 
 logger = logging.getLogger(__name__)
@@ -108,28 +118,6 @@ def existing_output(out: Path, names: Iterable[str]) -> Path | None:
     return None
 
 
-def stats_of_batches(
-    extractor: Any,
-    batches: Iterable[np.ndarray],
-    *,
-    metadata: dict | None = None,
-    progress: Any = None,
-) -> Any:
-    """Statistics of the features of uint8 ``(B, H, W, 3)`` `batches`, in memory (no cache, no files).
-
-    Each batch goes to `extractor` as it comes (no re-chunking). `progress`, if given, is a
-    :class:`fidkit.progress.ProgressBar` told of each batch done.
-    """
-    from fidkit.stats import StatsAccumulator
-
-    accumulator = StatsAccumulator(dim=int(getattr(extractor, "feature_dim", 2048)))
-    for batch in batches:
-        accumulator.update(extractor(batch))
-        if progress is not None:
-            progress.update(batch.shape[0])
-    return accumulator.result(metadata=metadata)
-
-
 def load_images(
     spec: object,
     *,
@@ -144,7 +132,7 @@ def load_images(
     Parameters
     ----------
     spec : str, path, array or iterable of batches
-        Anything :func:`fidkit.sources.open_source` accepts that holds images (not statistics).
+        Anything :func:`fidkit.open_source` accepts that holds images (not statistics).
     limit : int, optional
         Read at most this many images (``open_source(limit=...)``).
     seed : int, optional
@@ -168,9 +156,7 @@ def load_images(
     EmptySourceError
         If the source yields no images.
     """
-    from fidkit.sources import open_source
-
-    source = open_source(spec, limit=limit, seed=seed)
+    source = fidkit.open_source(spec, limit=limit, seed=seed)
     if getattr(source, "kind", None) == "stats":
         raise InputError(
             f"{source.name} holds statistics, not images; give a folder, archive, array or "
@@ -212,3 +198,96 @@ def load_images(
         source_name=str(source.name),
         n_resized=n_resized,
     )
+
+
+@dataclass
+class TrainingData:
+    """The real images as the GAN sees them.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        uint8 ``(N, C, S, S)`` on the CPU; C is 1 for grayscale data, 3 for colour.
+    grayscale : bool
+        True if every source image had R == G == B.
+    image_size : int
+        S, 28 or 32 for the shipped networks.
+    source_name : str
+        For messages.
+    n_resized : int
+        Images that had to be resized to S x S.
+    """
+
+    images: torch.Tensor
+    grayscale: bool
+    image_size: int
+    source_name: str
+    n_resized: int = 0
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def n_images(self) -> int:
+        return int(self.images.shape[0])
+
+
+def load_training_data(
+    spec: object, *, limit: int | None = None, seed: int | None = None
+) -> TrainingData:
+    """Read real images for training into memory once, as uint8 ``(N, C, S, S)``.
+
+    Grayscale (R == G == B everywhere, e.g. MNIST) becomes one channel. 28x28 and 32x32 images
+    are kept as they are; other sizes are resized to 28 (grayscale) or 32 (colour) and a warning
+    says so.
+
+    Parameters
+    ----------
+    spec : source
+        Anything :func:`fidkit.open_source` reads as images.
+    limit : int, optional
+        At most this many images (``--train-samples``).
+    seed : int, optional
+        With `limit`, which images are picked (passed to ``open_source``).
+    """
+    import torch
+
+    def choose_size(first_batch: np.ndarray) -> tuple[int, int]:
+        size = gan_image_size(
+            first_batch.shape[1], first_batch.shape[2], grayscale=is_grayscale(first_batch)
+        )
+        return size, size
+
+    loaded = load_images(spec, limit=limit, seed=seed if limit is not None else None,
+                         size_for_first=choose_size)
+    grayscale = is_grayscale(loaded.images)
+    images_hwc = loaded.images[..., :1] if grayscale else loaded.images
+    images = torch.from_numpy(np.ascontiguousarray(images_hwc.transpose(0, 3, 1, 2)))
+    logger.info(
+        "training data %s: %d images, %dx%d, %s",
+        loaded.source_name,
+        images.shape[0],
+        images.shape[2],
+        images.shape[3],
+        "grayscale" if grayscale else "colour",
+    )
+    return TrainingData(
+        images=images,
+        grayscale=grayscale,
+        image_size=int(images.shape[2]),
+        source_name=loaded.source_name,
+        n_resized=loaded.n_resized,
+    )
+
+
+def nchw_to_rgb(images: torch.Tensor) -> np.ndarray:
+    """Turn uint8 ``(N, C, H, W)`` images (C = 1 or 3) into uint8 ``(N, H, W, 3)`` on the CPU.
+
+    One channel is repeated to three, as fidkit's sources do for grayscale data, so real and
+    generated images meet the network, and the sample grid, in the same form.
+    """
+    pixels = images.permute(0, 2, 3, 1).cpu().numpy()
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return np.ascontiguousarray(pixels)

@@ -16,20 +16,11 @@ from typing import Any
 
 from fidkit._fs import atomic_write
 
-__all__ = ["plot_fid_curves", "plot_validation", "matplotlib_available", "PLOT_INSTALL_HINT"]
+__all__ = ["plot_fid_curves", "plot_validation", "PLOT_INSTALL_HINT"]
 
 logger = logging.getLogger(__name__)
 
 PLOT_INSTALL_HINT = 'figures need matplotlib: pip install "fidkit[plot]"'
-
-
-def matplotlib_available() -> bool:
-    """Return True if matplotlib can be imported."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _new_figure(width: float, height: float) -> Any:

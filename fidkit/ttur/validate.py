@@ -2,9 +2,9 @@
 
 ``--samples`` images of a source are read once; their statistics (the clean set's) are computed
 once; then each disturbance of :mod:`fidkit.ttur.disturbances` is applied at each strength and the
-FID of the disturbed set against the clean statistics is computed in memory (images -> features ->
-:class:`StatsAccumulator` -> :func:`fid_from_stats`). Strength 0 is the clean set itself, whose FID
-is 0 by construction, so it is not recomputed.
+FID of the disturbed set against the clean statistics is computed in memory (images ->
+:func:`fidkit.compute_stats`, no cache -> :func:`fidkit.fid_from_stats`). Strength 0 is the clean
+set itself, whose FID is 0 by construction, so it is not recomputed.
 
 Outputs (``out`` folder): ``validate.csv`` (disturbance, strength, parameter, fid),
 ``validate.png`` (one panel per disturbance; needs matplotlib) and ``validate.json`` (the whole
@@ -24,17 +24,20 @@ from typing import Any
 
 import numpy as np
 
+import fidkit
 from fidkit._fs import atomic_write
 from fidkit.errors import InputError, OverwriteError, SmallSampleWarning
-from fidkit.ttur.data import existing_output, load_images, stats_of_batches
+from fidkit.progress import ProgressBar
+from fidkit.ttur.data import existing_output, load_images
 from fidkit.ttur.disturbances import DISTURBANCES, Disturbance, get_disturbance
+from fidkit.ttur.features import make_extractor, stats_in_memory
+from fidkit.ttur.plotting import plot_validation
 
 __all__ = [
     "ValidateConfig",
     "CurveResult",
     "ValidationReport",
     "run_validation",
-    "stats_of_images",
     "DEFAULT_STRENGTHS",
     "CSV_NAME",
     "PLOT_NAME",
@@ -197,22 +200,6 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def stats_of_images(
-    extractor: Any,
-    images: np.ndarray,
-    *,
-    metadata: dict | None = None,
-    progress: Any = None,
-) -> Any:
-    """Statistics of uint8 ``(N, H, W, 3)`` images, computed in memory (no cache, no files).
-
-    `progress`, if given, is a :class:`fidkit.progress.ProgressBar` told of each batch done.
-    """
-    batch = int(getattr(extractor, "batch_size", 50)) or 50
-    chunks = (images[start : start + batch] for start in range(0, images.shape[0], batch))
-    return stats_of_batches(extractor, chunks, metadata=metadata, progress=progress)
-
-
 def _write_csv(curves: Sequence[CurveResult], path: Path, *, overwrite: bool) -> None:
     with atomic_write(path, overwrite=overwrite) as tmp_path:
         with open(tmp_path, "w", newline="", encoding="utf-8") as stream:
@@ -300,25 +287,17 @@ def run_validation(
             ).images
 
     if extractor is None:
-        from fidkit.inception import FeatureExtractor
+        extractor = make_extractor(config.weights, config.device, config.feature_batch_size)
+    report.extractor = dict(extractor.metadata())
 
-        extractor = FeatureExtractor(
-            config.weights, device=config.device, batch_size=config.feature_batch_size
-        )
-    metadata_of = getattr(extractor, "metadata", None)
-    report.extractor = dict(metadata_of()) if callable(metadata_of) else {}
-
-    if images.shape[0] < int(getattr(extractor, "feature_dim", 2048)):
+    if images.shape[0] < fidkit.FEATURE_DIM:
         logger.warning(
             "%d images is fewer than the %d feature dimensions: every FID here is biased "
             "upwards; the curves' shape is still meaningful, their values are not comparable "
             "with FIDs at other N",
             images.shape[0],
-            int(getattr(extractor, "feature_dim", 2048)),
+            fidkit.FEATURE_DIM,
         )
-    from fidkit.frechet import fid_from_stats
-    from fidkit.progress import ProgressBar
-
     n_nonzero = sum(1 for strength in config.strengths if strength > 0.0)
     bar = ProgressBar(
         total=images.shape[0] * (1 + n_nonzero * len(selected)),
@@ -328,9 +307,7 @@ def run_validation(
     with bar, warnings.catch_warnings():
         # Warned once above; one SmallSampleWarning per FID would bury the report.
         warnings.simplefilter("ignore", SmallSampleWarning)
-        clean_stats = stats_of_images(
-            extractor, images, metadata={"source": "clean"}, progress=bar
-        )
+        clean_stats = stats_in_memory(images, extractor, progress=bar)
         for disturbance in selected:
             # Each disturbance gets its own stream, the same at every strength (nested sets).
             # It is keyed by the disturbance's place in the full registry, not in the selection,
@@ -344,8 +321,8 @@ def run_validation(
                     disturbed = disturbance.apply(
                         images, strength, seed=disturbance_seed, other=other
                     )
-                    disturbed_stats = stats_of_images(extractor, disturbed, progress=bar)
-                    fid = float(fid_from_stats(disturbed_stats, clean_stats))
+                    disturbed_stats = stats_in_memory(disturbed, extractor, progress=bar)
+                    fid = float(fidkit.fid_from_stats(disturbed_stats, clean_stats))
                 fids.append(fid)
                 # With a bar drawn on the terminal, per-level lines would break it; log them only
                 # where there is no bar (logs, CI).
@@ -367,8 +344,6 @@ def run_validation(
     out.mkdir(parents=True, exist_ok=True)
     report.csv_path = out / CSV_NAME
     _write_csv(report.curves, report.csv_path, overwrite=True)
-    from fidkit.ttur.plotting import plot_validation
-
     report.plot_path = plot_validation(
         {c.disturbance: list(zip(c.strengths, c.fids)) for c in report.curves},
         out / PLOT_NAME,

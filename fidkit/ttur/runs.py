@@ -1,0 +1,415 @@
+"""``fidkit ttur``: a training run with FID tracked, resumable, and the TTUR / one time-scale comparison.
+
+:func:`run_ttur` prepares what a run needs (the training images in memory, the feature extractor,
+the dataset's reference statistics), drives a :class:`~fidkit.ttur.trainer.TTURTrainer` to
+``steps``, evaluates FID every ``eval_every`` steps and writes the run folder
+(:mod:`fidkit.ttur.run_files`) after each evaluation. :func:`run_compare` runs both rules from
+one seed on shared data, extractor and reference, and draws both curves in one figure.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import fidkit
+from fidkit.errors import InputError, OverwriteError
+from fidkit.ttur.config import TTURConfig
+from fidkit.ttur.data import TrainingData, existing_output, load_training_data, nchw_to_rgb
+from fidkit.ttur.features import make_extractor
+from fidkit.ttur.plotting import plot_fid_curves
+from fidkit.ttur.run_files import (
+    CHECKPOINT_NAME,
+    COMPARE_OUTPUT_NAMES,
+    COMPARE_PLOT_NAME,
+    COMPARE_RUNS,
+    CONFIG_NAME,
+    METRICS_NAME,
+    PLOT_NAME,
+    RUN_OUTPUT_NAMES,
+    SAMPLES_NAME,
+    load_checkpoint,
+    write_config,
+    write_metrics_csv,
+    write_sample_grid,
+)
+from fidkit.ttur.trainer import TTURTrainer, deterministic_torch
+
+__all__ = ["RunResult", "CompareResult", "run_ttur", "run_compare", "reference_stats"]
+
+logger = logging.getLogger(__name__)
+
+#: The settings that decide the training images and the reference statistics; the two runs of a
+#: resumed ``--compare`` must agree on them, as they share one copy of each.
+_DATA_SETTINGS = ("data", "train_samples", "ref_samples", "seed")
+
+
+def reference_stats(
+    config: TTURConfig, extractor: Any, data: TrainingData | None = None
+) -> fidkit.Stats:
+    """The dataset's statistics for FID, via :func:`fidkit.compute_stats` (so cached).
+
+    ``config.ref_samples`` images are used (all when None), picked with ``config.seed``.
+
+    When the training images had to be resized (``data.n_resized > 0``), the reference is drawn
+    from those resized training images in memory instead of the source files: the generator
+    only ever produces images at the GAN's resolution, so a reference at the source's resolution
+    would put the resize gap into every FID and keep even a perfect generator far from 0. The
+    reference then holds at most ``data.n_images`` (``train_samples``) images.
+
+    Parameters
+    ----------
+    config : TTURConfig
+        Source, ``ref_samples``, seed and feature options.
+    extractor : FeatureExtractor
+        Shared with the evaluations.
+    data : TrainingData, optional
+        The training images as the GAN sees them; needed for the resized case.
+
+    Returns
+    -------
+    Stats
+    """
+    source: Any = config.data
+    if data is not None and data.n_resized > 0:
+        # As the generator's output meets the extractor: uint8 (N, H, W, 3).
+        source = nchw_to_rgb(data.images)
+        n_reference = (
+            source.shape[0] if config.ref_samples is None
+            else min(config.ref_samples, source.shape[0])
+        )
+        logger.info(
+            "reference statistics from %d of the %d training images at the GAN's resolution "
+            "%dx%d (the source's images were resized for training)",
+            n_reference, source.shape[0], data.image_size, data.image_size,
+        )
+    return fidkit.compute_stats(
+        source,
+        weights=config.weights,
+        device=config.device,
+        batch_size=config.feature_batch_size,
+        limit=config.ref_samples,
+        seed=config.seed if config.ref_samples is not None else None,
+        extractor=extractor,
+    )
+
+
+@dataclass
+class RunResult:
+    """What a training run left behind.
+
+    Attributes
+    ----------
+    config : TTURConfig
+        The configuration the run used (from the checkpoint when resumed).
+    rows : list of dict
+        All metrics rows, resumed ones included.
+    out : pathlib.Path
+        The run folder.
+    metrics_path, checkpoint_path : pathlib.Path
+        The CSV and the checkpoint.
+    plot_path : pathlib.Path or None
+        The FID plot; None when matplotlib is missing.
+    resumed_from_step : int
+        0 for a fresh run.
+    """
+
+    config: TTURConfig
+    rows: list[dict[str, float]]
+    out: Path
+    metrics_path: Path
+    checkpoint_path: Path
+    plot_path: Path | None
+    resumed_from_step: int = 0
+
+    @property
+    def final_fid(self) -> float:
+        """FID at the last evaluation (nan if none)."""
+        return float(self.rows[-1]["fid"]) if self.rows else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "out": str(self.out),
+            "config": self.config.to_dict(),
+            "rows": [dict(row) for row in self.rows],
+            "final_fid": self.final_fid,
+            "metrics_csv": str(self.metrics_path),
+            "checkpoint": str(self.checkpoint_path),
+            "plot": str(self.plot_path) if self.plot_path else None,
+            "resumed_from_step": self.resumed_from_step,
+        }
+
+
+@dataclass
+class CompareResult:
+    """The two runs of ``--compare`` and the figure holding both curves."""
+
+    runs: dict[str, RunResult] = field(default_factory=dict)
+    plot_path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runs": {name: run.to_dict() for name, run in self.runs.items()},
+            "plot": str(self.plot_path) if self.plot_path else None,
+        }
+
+
+def _refuse_overwrite(existing: Path) -> None:
+    raise OverwriteError(
+        f"{existing} already exists; pass --resume to continue the run there, --force to start "
+        "over (replacing the run's files), or choose another --out"
+    )
+
+
+def _resumed_config(config: TTURConfig, state: dict[str, Any]) -> TTURConfig:
+    """The configuration of a run resumed from `state`: the checkpoint's settings, except the
+    folder, ``steps`` (the new total) and the device, weights and feature batch size, which
+    come from `config`."""
+    return replace(
+        TTURConfig.from_dict(state["config"]),
+        out=Path(config.out),
+        steps=config.steps,
+        device=config.device,
+        weights=config.weights,
+        feature_batch_size=config.feature_batch_size,
+    )
+
+
+def _check_same_data_settings(out: Path, configs: dict[str, TTURConfig]) -> dict[str, Any]:
+    """The data settings the resumed compare runs in `configs` share; raise if they differ.
+
+    Both runs share one copy of the training images and one reference, so they must have been
+    made with the same data settings; the command line's are ignored, as :func:`run_ttur` ignores
+    them when resuming.
+    """
+    first, second = (
+        {key: getattr(configs[name], key) for key in _DATA_SETTINGS} for name in COMPARE_RUNS
+    )
+    if first != second:
+        differing = ", ".join(
+            f"{key} ({first[key]!r} against {second[key]!r})"
+            for key in _DATA_SETTINGS if first[key] != second[key]
+        )
+        raise InputError(
+            f"the runs in {out / COMPARE_RUNS[0]} and {out / COMPARE_RUNS[1]} were made with "
+            f"different data settings: {differing}; resume each with fidkit ttur --out <run> "
+            "--resume, or start over with --force"
+        )
+    logger.info("resuming compare in %s with the checkpoints' data settings %s", out, first)
+    return first
+
+
+def _curve_label(config: TTURConfig) -> str:
+    """The legend of a run's FID curve: its rule and effective rates."""
+    rule = "one time-scale" if config.one_time_scale else "TTUR"
+    return f"{rule} (lr_d={config.effective_lr_d:g}, lr_g={config.effective_lr_g:g})"
+
+
+def _should_evaluate(step: int, config: TTURConfig) -> bool:
+    return step % config.eval_every == 0 or step == config.steps
+
+
+def run_ttur(
+    config: TTURConfig,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    extractor: Any = None,
+    ref_stats: Any = None,
+    data: TrainingData | None = None,
+    on_eval: Callable[[dict[str, float]], None] | None = None,
+    state: dict[str, Any] | None = None,
+) -> RunResult:
+    """Train a DCGAN with TTUR (or one time-scale) and track its FID.
+
+    Parameters
+    ----------
+    config : TTURConfig
+        The run. With `resume`, the checkpoint's configuration is used instead, except
+        ``steps`` (the new total) and the device, weights and feature batch size.
+    resume : bool
+        Continue from ``config.out / checkpoint.pt``.
+    force : bool
+        Start afresh in a folder that already holds a run (its files are replaced).
+    extractor : FeatureExtractor, optional
+        Reused if given (``--compare`` shares one); built from the config otherwise.
+    ref_stats : Stats, optional
+        The dataset's statistics; computed (and cached) with :func:`reference_stats` otherwise.
+    data : TrainingData, optional
+        Real images already in memory; read from ``config.data`` otherwise.
+    on_eval : callable, optional
+        Called with each new metrics row.
+    state : dict, optional
+        With `resume`: the checkpoint of ``config.out``, already loaded with
+        :func:`load_checkpoint` (``--compare`` loads it once); loaded here otherwise.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    OverwriteError
+        If any file the run writes (:data:`~fidkit.ttur.run_files.RUN_OUTPUT_NAMES`) already
+        exists in the folder and neither `resume` nor `force` is given.
+    InputError
+        If `resume` is given and there is no readable checkpoint.
+    """
+    out = Path(config.out)
+    checkpoint_path = out / CHECKPOINT_NAME
+    metrics_path = out / METRICS_NAME
+    if resume:
+        if state is None:
+            state = load_checkpoint(checkpoint_path)
+        config = _resumed_config(config, state)
+        logger.info(
+            "resuming %s at step %d of %d (settings from the checkpoint)",
+            out, int(state["step"]), config.steps,
+        )
+    else:
+        state = None
+        if not force and (existing := existing_output(out, RUN_OUTPUT_NAMES)) is not None:
+            _refuse_overwrite(existing)
+
+    if data is None:
+        data = load_training_data(config.data, limit=config.train_samples, seed=config.seed)
+    if extractor is None:
+        extractor = make_extractor(config.weights, config.device, config.feature_batch_size)
+    if ref_stats is None:
+        ref_stats = reference_stats(config, extractor, data)
+    if config.eval_samples < fidkit.FEATURE_DIM:
+        logger.warning(
+            "eval_samples=%d is below the feature dimension %d: FID is biased upwards and "
+            "noisy; compare runs only at equal eval_samples (10000 or more for reported numbers)",
+            config.eval_samples,
+            fidkit.FEATURE_DIM,
+        )
+
+    with deterministic_torch():
+        trainer = TTURTrainer(config, data)
+        if state is not None:
+            trainer.load_state_dict(state)
+        resumed_from_step = trainer.step
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(config.to_dict(), out / CONFIG_NAME)
+        logger.info(
+            "training %s: %s, lr_d=%g lr_g=%g, %d steps of %d images on %s",
+            out,
+            "one time-scale" if config.one_time_scale else "TTUR",
+            config.effective_lr_d,
+            config.effective_lr_g,
+            config.steps,
+            config.train_batch_size,
+            trainer.device,
+        )
+        segment_start = time.perf_counter()
+        elapsed_at_start = trainer.elapsed_s
+        while trainer.step < config.steps:
+            trainer.train_step()
+            if _should_evaluate(trainer.step, config):
+                result = trainer.evaluate(extractor, ref_stats)
+                trainer.elapsed_s = elapsed_at_start + time.perf_counter() - segment_start
+                row = trainer.record(float(result))
+                logger.info(
+                    "step %d/%d  FID %.2f  loss_d %.4f  loss_g %.4f",
+                    row["step"], config.steps, row["fid"], row["loss_d"], row["loss_g"],
+                )
+                if on_eval is not None:
+                    on_eval(row)
+                # CSV first, then the checkpoint: a crash in between leaves a CSV with one row
+                # the checkpoint lacks, which the resume rewrites from the checkpoint's rows.
+                write_metrics_csv(trainer.rows, metrics_path)
+                trainer.save_checkpoint(checkpoint_path)
+                write_sample_grid(trainer.samples, out / SAMPLES_NAME)
+
+    # Always from the rows the run holds: a resume with no new steps must also replace a CSV
+    # left with a row its checkpoint lacks (a crash between the two writes).
+    write_metrics_csv(trainer.rows, metrics_path)
+    plot_path = plot_fid_curves(
+        {_curve_label(config): trainer.rows},
+        out / PLOT_NAME,
+        title=f"FID during training on {Path(data.source_name).name}",
+    )
+    return RunResult(
+        config=config,
+        rows=list(trainer.rows),
+        out=out,
+        metrics_path=metrics_path,
+        checkpoint_path=checkpoint_path,
+        plot_path=plot_path,
+        resumed_from_step=resumed_from_step,
+    )
+
+
+def run_compare(
+    config: TTURConfig,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    extractor: Any = None,
+    on_eval: Callable[[str, dict[str, float]], None] | None = None,
+) -> CompareResult:
+    """Run TTUR and the one time-scale baseline with the same seed; plot both FID curves.
+
+    The runs go to ``out/ttur`` and ``out/one-time-scale``; they share the data in memory, the
+    feature extractor and the reference statistics. The figure is ``out/compare.png``.
+
+    With `resume`, the data and the reference are built from the settings saved in the two
+    runs' checkpoints (as each run's model and rates are), not from `config`.
+
+    Raises
+    ------
+    OverwriteError
+        If any file the command writes already exists and neither `resume` nor `force` is given.
+    InputError
+        With `resume`: a run's checkpoint is missing or unreadable, or the two runs were made
+        with different data settings (data, train_samples, ref_samples, seed).
+    """
+    out = Path(config.out)
+    if not resume and not force:
+        existing = existing_output(out, COMPARE_OUTPUT_NAMES)
+        for name in COMPARE_RUNS:
+            existing = existing or existing_output(out / name, RUN_OUTPUT_NAMES)
+        if existing is not None:
+            _refuse_overwrite(existing)
+    run_configs = {
+        name: replace(config, out=out / name, one_time_scale=(name == "one-time-scale"))
+        for name in COMPARE_RUNS
+    }
+    states: dict[str, dict[str, Any]] = {}
+    data_config = config
+    if resume:
+        # Each checkpoint is loaded once, here; its run gets it as `state`.
+        states = {name: load_checkpoint(out / name / CHECKPOINT_NAME) for name in COMPARE_RUNS}
+        resumed = {name: _resumed_config(run_configs[name], states[name]) for name in COMPARE_RUNS}
+        data_config = replace(config, **_check_same_data_settings(out, resumed))
+    data = load_training_data(
+        data_config.data, limit=data_config.train_samples, seed=data_config.seed
+    )
+    if extractor is None:
+        extractor = make_extractor(config.weights, config.device, config.feature_batch_size)
+    ref_stats = reference_stats(data_config, extractor, data)
+    result = CompareResult()
+    for name in COMPARE_RUNS:
+        callback = None if on_eval is None else (lambda row, name=name: on_eval(name, row))
+        result.runs[name] = run_ttur(
+            run_configs[name],
+            resume=resume,
+            force=force,
+            extractor=extractor,
+            ref_stats=ref_stats,
+            data=data,
+            on_eval=callback,
+            state=states.get(name),
+        )
+    curves = {_curve_label(run.config): run.rows for run in result.runs.values()}
+    result.plot_path = plot_fid_curves(
+        curves, out / COMPARE_PLOT_NAME, title=f"TTUR against one time-scale on {Path(data.source_name).name}"
+    )
+    return result
