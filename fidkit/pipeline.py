@@ -468,7 +468,9 @@ def side_statistics(opened: Stats | Source, network: Network, options: SideOptio
     # The rate is over the image path only: building the extractor (a graph export on first use)
     # is a one-off cost that would make a fresh cache look slow; it is reported as setup.
     image_seconds = times.decode_seconds + times.network_seconds
-    logger.info(
+    # Batches from memory (a generator's samples, evaluated again and again) are logged at DEBUG: their
+    # callers report each evaluation themselves, and a line per call would break their progress bars.
+    (logger.debug if source.kind == "batches" else logger.info)(
         "%s: N = %d, %.1f images/s (decode wait %.2f s, network %.2f s, setup %.2f s)",
         source.name, stats.n, stats.n / max(image_seconds, 1e-9), times.decode_seconds, times.network_seconds,
         max(side.total_seconds - image_seconds, 0.0),

@@ -9,8 +9,6 @@ made here: those go to :func:`fidkit.compute_stats` with the source itself, and 
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -52,14 +50,8 @@ def stats_in_memory(
         uint8 ``(B, H, W, 3)`` batches, read once (e.g. a generator's samples).
     extractor : FeatureExtractor
         Shared by every call of a run.
-    progress : fidkit.progress.ProgressBar, optional
+    progress : tqdm.tqdm, optional
         A bar spanning several calls, told of each batch done.
-
-    Notes
-    -----
-    ``compute_stats`` logs one INFO line per call (N, images/s). Here a call is one evaluation or
-    one disturbed set, for which the callers log their own line, and the extra line would break
-    a progress bar's line; so it is held back unless DEBUG logging is on.
     """
     batch_size = int(extractor.batch_size)
     batches: Iterable[np.ndarray] = (
@@ -67,10 +59,7 @@ def stats_in_memory(
     )
     if progress is not None:
         batches = _counted(batches, progress)
-    with _info_held_back(logging.getLogger(fidkit.compute_stats.__module__)):
-        return fidkit.compute_stats(
-            batches, extractor=extractor, batch_size=batch_size, use_cache=False, progress=False
-        )
+    return fidkit.compute_stats(batches, extractor=extractor, batch_size=batch_size, use_cache=False, progress=False)
 
 
 def _slices(images: np.ndarray, size: int) -> Iterator[np.ndarray]:
@@ -83,24 +72,3 @@ def _counted(batches: Iterable[np.ndarray], progress: Any) -> Iterator[np.ndarra
     for batch in batches:
         yield batch
         progress.update(batch.shape[0])
-
-
-class _HoldBackInfo(logging.Filter):
-    """Drop INFO records unless `logger` is enabled for DEBUG."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        super().__init__()
-        self._logger = logger
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno != logging.INFO or self._logger.isEnabledFor(logging.DEBUG)
-
-
-@contextlib.contextmanager
-def _info_held_back(logger: logging.Logger) -> Iterator[None]:
-    held_back = _HoldBackInfo(logger)
-    logger.addFilter(held_back)
-    try:
-        yield
-    finally:
-        logger.removeFilter(held_back)

@@ -27,7 +27,7 @@ import numpy as np
 import fidkit
 from fidkit._fs import atomic_write
 from fidkit.errors import InputError, OverwriteError, SmallSampleWarning
-from fidkit.progress import ProgressBar
+from tqdm.auto import tqdm
 from fidkit.ttur.data import existing_output, load_images
 from fidkit.ttur.disturbances import DISTURBANCES, Disturbance, get_disturbance
 from fidkit.ttur.features import make_extractor, stats_in_memory
@@ -299,10 +299,13 @@ def run_validation(
             fidkit.FEATURE_DIM,
         )
     n_nonzero = sum(1 for strength in config.strengths if strength > 0.0)
-    bar = ProgressBar(
+    # One bar across every set, on stderr; by default only on a terminal (tqdm's disable=None).
+    bar = tqdm(
         total=images.shape[0] * (1 + n_nonzero * len(selected)),
         desc="validate",
-        enabled=None if progress is None else bool(progress),
+        unit="img",
+        disable=None if progress is None else not progress,
+        leave=False,
     )
     with bar, warnings.catch_warnings():
         # Warned once above; one SmallSampleWarning per FID would bury the report.
@@ -326,7 +329,7 @@ def run_validation(
                 fids.append(fid)
                 # With a bar drawn on the terminal, per-level lines would break it; log them only
                 # where there is no bar (logs, CI).
-                (logger.debug if bar.enabled else logger.info)(
+                (logger.info if bar.disable else logger.debug)(
                     "%s strength %g: FID %.3f", disturbance.name, strength, fid
                 )
                 if on_result is not None:
