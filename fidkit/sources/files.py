@@ -6,7 +6,17 @@ Listing
   which avoids cycles). Files whose extension, compared case-insensitively, is one of
   :data:`~fidkit.sources.decode.IMAGE_EXTENSIONS` are images; other files are ignored.
 * Zip and tar archives (``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``, ``.tar.xz``) are read in place,
-  never extracted to disk. Directory entries, links and other non-regular members are ignored.
+  never extracted to disk. A tar hard link is read as the bytes of the member it links to, a tar
+  symbolic link as the member it points to inside the archive; links to nothing in the archive,
+  device, FIFO and other special members are not read, and are counted in ``source.ignored``.
+* A member name stored more than once (``a.png`` twice, or ``a.png`` and ``./a.png``): the last
+  copy in the archive is read, as ``tar`` and ``unzip`` extract it; the earlier copies are counted
+  in ``source.ignored`` and a warning names the member. The same rule holds for zip and tar.
+* Damage to an archive's structure (a damaged header in the middle of a tar, corrupt compressed
+  data, a truncated file, an unsupported zip version) is a :class:`~fidkit.errors.SourceError`
+  naming the archive, also with ``skip_bad``: what follows the damage is unknown, so it cannot be
+  a counted skip. A compressed tar is decompressed to its end when opened, so its checksum is
+  checked before any image is counted.
 * macOS resource-fork debris (anything under ``__MACOSX/`` and files named ``._*``) is ignored:
   it carries image extensions but holds no image.
 * Names are relative POSIX paths (``cat/001.png``), sorted as strings: the order, and so a
@@ -25,9 +35,12 @@ import gzip
 import logging
 import lzma
 import os
+import posixpath
 import stat
+import struct
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -46,9 +59,38 @@ __all__ = ["FolderReader", "ZipReader", "TarReader", "FileSource", "open_folder"
 logger = logging.getLogger(__name__)
 
 _LOSSY_EXTENSIONS = frozenset({".jpg", ".jpeg"})
+# Longest chain of symbolic links followed inside an archive (a loop ends there, unread).
+_MAX_LINK_HOPS = 40
+# How many example names the warning about ignored files gives per reason.
+_NAMED_IGNORED = 3
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 # How many bad files an error message names before saying "and N more".
 _NAMED_BAD_FILES = 5
+
+
+class _Ignored:
+    """Files seen but deliberately not read, by reason: counted and reported, never dropped unseen."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.examples: dict[str, list[str]] = {}
+
+    def add(self, reason: str, name: str, count: int = 1) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + count
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < _NAMED_IGNORED:
+            examples.append(name)
+
+    def report(self, source_name: str) -> None:
+        for reason, count in self.counts.items():
+            logger.warning(
+                "%s: %d %s ignored: %s (e.g. %s)",
+                source_name,
+                count,
+                "entry" if count == 1 else "entries",
+                reason,
+                ", ".join(self.examples[reason]),
+            )
 
 
 def is_image_name(relative: str) -> bool:
@@ -98,7 +140,11 @@ class ZipReader:
 
     def read(self, member: str) -> bytes:
         if self._archive is None:
-            self._archive = zipfile.ZipFile(self.path)
+            try:
+                self._archive = zipfile.ZipFile(self.path)
+            except _ARCHIVE_ERRORS as exc:
+                # Readable when listed, not now: changed or damaged since; no member can be trusted.
+                raise _damaged_archive_error(str(self.path), exc) from exc
         return self._archive.read(self.stored_names.get(member, member))
 
     def close(self) -> None:
@@ -127,14 +173,25 @@ class TarReader:
     _stream: IO[bytes] | None = field(default=None, repr=False)
 
     def read(self, member: str) -> bytes:
-        if self._stream is None:
-            opener = _TAR_OPENERS.get(self.compression, open)
-            self._stream = opener(self.path, "rb")
         offset, size = self.members[member]
-        self._stream.seek(offset)
-        data = self._stream.read(size)
+        if offset < 0:
+            # A hard link whose target is not an earlier member: nothing to read for this member.
+            raise ImageError(f"{member}: a hard link to a file that is not in the archive")
+        try:
+            if self._stream is None:
+                opener = _TAR_OPENERS.get(self.compression, open)
+                self._stream = opener(self.path, "rb")
+            self._stream.seek(offset)
+            data = self._stream.read(size)
+        except _ARCHIVE_ERRORS as exc:
+            # The stream itself is damaged (or the file changed since it was listed): what the
+            # archive holds after this point is unknown, so this is no single bad file.
+            raise _damaged_archive_error(str(self.path), exc) from exc
         if len(data) != size:
-            raise EOFError(f"archive ends {size - len(data)} bytes early")
+            raise SourceError(
+                f"{self.path}: the archive ends {size - len(data)} bytes early inside member {member}; "
+                "it is truncated or changed since it was opened: copy or download it again"
+            )
         return data
 
     def read_order(self, members: list[str]) -> list[str]:
@@ -182,6 +239,7 @@ class FileSource(Source):
         skip_bad: bool,
         exif_transpose: bool,
         workers: int | None,
+        ignored: _Ignored | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -198,6 +256,12 @@ class FileSource(Source):
         self.workers = resolve_workers(workers)
         self._reader = reader
         self._identity_of = identity
+        ignored = ignored if ignored is not None else _Ignored()
+        #: ``{reason: count}`` of the files and folders seen but deliberately not read (hidden
+        #: folders, image formats fidkit does not read, special files, duplicate archive members,
+        #: links to nothing). Each reason is also logged as a warning when the source is opened.
+        self.ignored: dict[str, int] = dict(ignored.counts)
+        ignored.report(name)
 
     def _identity(self, *, hash_content: bool) -> Any:
         # Computed when asked, from the files as they are now: a fingerprint taken after reading
@@ -290,6 +354,7 @@ def open_folder(
 ) -> FileSource:
     """Open a folder of image files (recursive)."""
     root = path.resolve()
+    ignored = _Ignored()
     entries, n_other = _walk_images(root)
     if not entries:
         detail = f"no .png/.jpg/.jpeg/.bmp/.webp/.tif/.tiff files; {n_other} other files ignored"
@@ -315,7 +380,172 @@ def open_folder(
         skip_bad=skip_bad,
         exif_transpose=exif_transpose,
         workers=workers,
+        ignored=ignored,
     )
+
+
+# What zipfile, tarfile and the decompressors raise on a damaged archive. NotImplementedError is
+# zipfile's answer to an unknown "version needed to extract" or compression method.
+_ARCHIVE_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    RuntimeError,  # NotImplementedError, and zipfile's "password required"
+    KeyError,
+    IndexError,
+    OverflowError,
+    struct.error,
+    zlib.error,
+    lzma.LZMAError,
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+)
+
+
+def _damaged_archive_error(name: str, exc: BaseException) -> SourceError:
+    reason = str(exc) or "no detail"
+    return SourceError(
+        f"{name}: the archive is damaged ({type(exc).__name__}: {reason}); what follows the damage "
+        "cannot be read, so no count of its images can be trusted: copy or download it again"
+    )
+
+
+def _warn_duplicate(name: str, member: str) -> None:
+    logger.warning(
+        "%s: member %s appears more than once; the last copy in the archive is read (as tar and unzip "
+        "extract it), the earlier ones are ignored",
+        name,
+        member,
+    )
+
+
+def _list_zip(
+    archive: Path, name: str, ignored: _Ignored
+) -> tuple[dict[str, tuple[int, int]], dict[str, str], int]:
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            infos = zipped.infolist()
+    except _ARCHIVE_ERRORS as exc:
+        raise SourceError(
+            f"{name}: not a readable zip archive ({type(exc).__name__}: {exc}); check that it is a "
+            "complete zip file (copy or download it again)"
+        ) from exc
+    entries: dict[str, tuple[int, int]] = {}
+    stored_names: dict[str, str] = {}
+    n_other = 0
+    for info in infos:
+        member = _normalise_member(info.filename)
+        if info.is_dir():
+            continue
+        if not is_image_name(member):
+            n_other += 1
+            continue
+        if member in entries:
+            _warn_duplicate(name, member)
+            ignored.add("duplicate member name (an earlier copy, not read)", member)
+        entries[member] = (int(info.file_size), int(info.CRC))
+        # Read by the name of this, the last, copy: zipfile's name lookup gives the last member
+        # stored under a name, which is this one.
+        if member != info.filename:
+            stored_names[member] = info.filename
+        else:
+            stored_names.pop(member, None)
+    return entries, stored_names, n_other
+
+
+def _tar_link_target(member: str, info: tarfile.TarInfo) -> str | None:
+    """The normalised name a link member points to, or None when it points out of the archive."""
+    if info.islnk():
+        # Hard links name their target from the archive's root.
+        return _normalise_member(info.linkname)
+    link = info.linkname.replace("\\", "/")
+    if link.startswith("/"):
+        return None
+    target = posixpath.normpath(posixpath.join(posixpath.dirname(member), link))
+    if target == ".." or target.startswith("../"):
+        return None
+    return _normalise_member(target)
+
+
+def _list_tar(
+    archive: Path, name: str, ignored: _Ignored
+) -> tuple[str, dict[str, tuple[int, int]], int]:
+    regular: dict[str, tuple[int, int]] = {}  # every regular member so far, by normalised name
+    entries: dict[str, tuple[int, int]] = {}
+    symlinks: dict[str, str | None] = {}
+    n_other = 0
+    try:
+        compression = _tar_compression(archive)
+        with tarfile.open(archive, "r:*") as tarred:
+            while (info := tarred.next()) is not None:
+                member = _normalise_member(info.name)
+                if info.isreg() and info.sparse is None:
+                    regular[member] = (int(info.offset_data), int(info.size))
+                elif info.islnk():
+                    # A hard link holds no data: it is the target's bytes, the copy stored before it.
+                    target = _tar_link_target(member, info)
+                    regular[member] = regular.get(target, (-1, 0)) if target is not None else (-1, 0)
+                if info.isdir() or not is_image_name(member):
+                    if not info.isdir():
+                        n_other += 1
+                    continue
+                if not (info.isreg() or info.islnk() or info.issym()):
+                    ignored.add("not a regular file (device, FIFO or other special member)", member)
+                    continue
+                if info.sparse is not None:
+                    ignored.add("sparse member (not supported)", member)
+                    continue
+                if member in entries or member in symlinks:
+                    _warn_duplicate(name, member)
+                    ignored.add("duplicate member name (an earlier copy, not read)", member)
+                    entries.pop(member, None)
+                    symlinks.pop(member, None)
+                if info.issym():
+                    symlinks[member] = _tar_link_target(member, info)
+                else:
+                    entries[member] = regular[member]
+            _check_tar_end(tarred, compression)
+    except _ARCHIVE_ERRORS as exc:
+        if isinstance(exc, tarfile.ReadError) and not entries and not regular:
+            raise SourceError(
+                f"{name}: not a readable tar archive ({exc}); check that it is a complete tar file"
+            ) from exc
+        raise _damaged_archive_error(name, exc) from exc
+    for member, target in sorted(symlinks.items()):
+        # Symbolic links are read as the member they point to, as a folder's links are; one pointing
+        # out of the archive or at nothing cannot be read.
+        for _ in range(_MAX_LINK_HOPS):
+            if target is None or target not in symlinks:
+                break
+            target = symlinks[target]
+        if target is not None and target in regular and regular[target][0] >= 0:
+            entries[member] = regular[target]
+        else:
+            ignored.add("symbolic link to nothing in the archive (not read)", member)
+    return compression, entries, n_other
+
+
+def _check_tar_end(tarred: tarfile.TarFile, compression: str) -> None:
+    """Raise ``tarfile.ReadError`` unless the listing stopped at the archive's real end.
+
+    ``tarfile`` ends its listing silently at a damaged header in the middle of an archive; what it
+    read until then looks like a complete, smaller archive. The archive's end is either two zero
+    blocks or the end of the file; anything else after the last member is damage.
+    """
+    stream = tarred.fileobj
+    stream.seek(tarred.offset)
+    block = stream.read(tarfile.BLOCKSIZE)
+    if block.count(0) != len(block):
+        raise tarfile.ReadError(
+            f"damaged member header at byte {tarred.offset} of the tar data, after {len(tarred.members)} "
+            "members"
+        )
+    if compression:
+        # Decompress to the end, so that corrupt data or a checksum mismatch after the last member
+        # shows now, not as a missing image later.
+        while stream.read(1 << 20):
+            pass
 
 
 def open_archive(
@@ -330,48 +560,15 @@ def open_archive(
 ) -> FileSource:
     """Open a zip or tar archive of image files, read in place."""
     archive = path.resolve()
+    ignored = _Ignored()
+    is_zip = archive.name.lower().endswith(".zip")
+    compression = ""
     # Zip: name -> (size, crc); tar: name -> (offset of its data, size). Either is enough to tell
     # members apart without reading them.
-    entries: dict[str, tuple[int, int]] = {}
-    stored_names: dict[str, str] = {}
-    n_other = 0
-    is_zip = archive.name.lower().endswith(".zip")
     if is_zip:
-        try:
-            with zipfile.ZipFile(archive) as zipped:
-                infos = zipped.infolist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise SourceError(f"{name}: not a readable zip archive ({exc})") from exc
-        for info in infos:
-            member = _normalise_member(info.filename)
-            if info.is_dir():
-                continue
-            if not is_image_name(member):
-                n_other += 1
-                continue
-            if member in entries:
-                logger.warning("%s: member %s appears twice; the last copy is read", name, member)
-            entries[member] = (int(info.file_size), int(info.CRC))
-            if member != info.filename:
-                stored_names[member] = info.filename
+        entries, stored_names, n_other = _list_zip(archive, name, ignored)
     else:
-        try:
-            compression = _tar_compression(archive)
-            with tarfile.open(archive, "r:*") as tarred:
-                infos = tarred.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise SourceError(f"{name}: not a readable tar archive ({exc})") from exc
-        for info in infos:
-            member = _normalise_member(info.name)
-            if not info.isreg():
-                continue
-            if not is_image_name(member):
-                n_other += 1
-                continue
-            if info.sparse is not None:
-                logger.warning("%s: sparse member %s is not supported; skipped", name, member)
-                continue
-            entries[member] = (int(info.offset_data), int(info.size))
+        compression, entries, n_other = _list_tar(archive, name, ignored)
     if not entries:
         raise empty_source_error(name, f"no image members; {n_other} other members ignored")
     sorted_members = sorted(entries)
@@ -379,7 +576,7 @@ def open_archive(
     members = [sorted_members[i] for i in indices]
     reader: MemberReader
     if is_zip:
-        reader = ZipReader(archive, stored_names)
+        reader = ZipReader(archive, {m: stored_names[m] for m in members if m in stored_names})
         member_entries = [[member, *entries[member]] for member in members]
     else:
         reader = TarReader(archive, compression, {member: entries[member] for member in members})
@@ -404,4 +601,5 @@ def open_archive(
         skip_bad=skip_bad,
         exif_transpose=exif_transpose,
         workers=workers,
+        ignored=ignored,
     )

@@ -40,7 +40,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from fidkit.errors import ImageError, InputError
+from fidkit.errors import ImageError, InputError, SourceError
 from fidkit.sources.decode import decode_image_bytes
 
 __all__ = [
@@ -121,7 +121,14 @@ def _decode_members(
     for index, member in chunk:
         try:
             data = reader.read(member)
-        except Exception as exc:  # noqa: BLE001 - any read failure makes this one file bad
+        except SourceError:
+            # Damage to the folder or archive as a whole, not to this one file: what else it holds
+            # is unknown, so this ends the run whatever skip_bad says.
+            raise
+        except ImageError as exc:  # the reader's own verdict on this one file
+            decoded.append((index, member, None, _reason(exc, member), False))
+            continue
+        except Exception as exc:  # noqa: BLE001 - any other read failure makes this one file bad
             decoded.append((index, member, None, f"unreadable ({type(exc).__name__}: {exc})", False))
             continue
         try:
@@ -129,16 +136,18 @@ def _decode_members(
                 data, member, exif_transpose=exif_transpose, max_pixels=max_pixels
             )
         except ImageError as exc:
-            reason = str(exc)
-            prefix = f"{member}: "
-            decoded.append(
-                (index, member, None, reason[len(prefix):] if reason.startswith(prefix) else reason, False)
-            )
+            decoded.append((index, member, None, _reason(exc, member), False))
             continue
         decoded.append((index, member, image.pixels, None, image.lossy))
     if read_order is not None:
         decoded.sort(key=lambda outcome: outcome[0])
     return decoded
+
+
+def _reason(exc: ImageError, member: str) -> str:
+    reason = str(exc)
+    prefix = f"{member}: "
+    return reason[len(prefix):] if reason.startswith(prefix) else reason
 
 
 # Per-worker-process state, set once by the pool initializer (never in the parent).
