@@ -160,3 +160,111 @@ def test_duplicate_members_read_the_last_copy_in_zip_and_tar_alike(tmp_path, cap
         np.testing.assert_array_equal(_all_pixels(source), last)
         messages = [r.getMessage() for r in caplog.records if "appears more than once" in r.getMessage()]
         assert len(messages) == 2 and all("the last copy in the archive is read" in m for m in messages)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. folders drop no image silently
+
+
+def _refuse_scandir_of(monkeypatch, refused: Path) -> None:
+    # The tests run as root, which chmod 000 does not stop: refuse the listing itself.
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == refused:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_unreadable_subfolder_is_an_error_naming_it(tmp_path, monkeypatch):
+    root = tmp_path / "images"
+    _folder(root / "a", 3)
+    _folder(root / "b", 3, start=3)
+    _refuse_scandir_of(monkeypatch, root / "b")
+    with pytest.raises(SourceError, match=r"images.*subfolder b/.*Permission denied.*--skip-bad"):
+        open_source(root, workers=0)
+
+
+def test_unreadable_subfolder_with_skip_bad_is_a_counted_skip(tmp_path, monkeypatch):
+    root = tmp_path / "images"
+    _folder(root / "a", 3)
+    _folder(root / "b", 3, start=3)
+    _refuse_scandir_of(monkeypatch, root / "b")
+    source = open_source(root, workers=0, skip_bad=True)
+    assert source.n_images == 3
+    assert [file for file, _ in source.skipped] == ["b/"]
+    assert len(_all_pixels(source)) == 3
+    assert [file for file, _ in source.skipped] == ["b/"]  # still there after a run
+    assert "unreadable folder" in source.skipped[0][1]
+
+
+def test_symlinked_folders_are_followed_each_real_folder_once(tmp_path):
+    real = _folder(tmp_path / "real", 4)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link").symlink_to(real, target_is_directory=True)
+    (root / "second_link").symlink_to(real, target_is_directory=True)
+    (real / "loop").symlink_to(root, target_is_directory=True)  # a cycle back to the top
+    source = open_source(root, workers=0)
+    assert source.n_images == 4
+    assert all(member.startswith("link/") for member in source.members)
+    assert source.ignored == {"folder already read under another name (a link to it, or a loop)": 2}
+    np.testing.assert_array_equal(_all_pixels(source), np.stack([_pixels(i) for i in range(4)]))
+
+
+def test_a_folder_read_by_its_own_name_wins_over_a_link_to_it(tmp_path):
+    root = tmp_path / "root"
+    _folder(root / "z_real", 2)
+    (root / "a_link").symlink_to(root / "z_real", target_is_directory=True)
+    source = open_source(root, workers=0)
+    assert source.members == ["z_real/000.png", "z_real/001.png"]
+
+
+def test_image_formats_not_read_are_counted_and_reported(tmp_path, caplog):
+    root = _folder(tmp_path / "images", 2)
+    jpeg = io.BytesIO()
+    Image.fromarray(_pixels(7)).save(jpeg, format="JPEG")
+    (root / "photo.jfif").write_bytes(jpeg.getvalue())
+    (root / "photo2.JPE").write_bytes(jpeg.getvalue())
+    Image.fromarray(_pixels(8)).save(root / "anim.gif")
+    Image.fromarray(_pixels(9)).save(root / "still.GIF")
+    with caplog.at_level(logging.WARNING, logger="fidkit"):
+        source = open_source(root, workers=0)
+    assert source.n_images == 4  # two PNGs, and the .jfif and .jpe JPEGs
+    assert source.lossy
+    assert source.ignored == {
+        "image format fidkit does not read (.gif); convert such files to PNG to include them": 2
+    }
+    assert any("2 entries ignored" in r.getMessage() and ".gif" in r.getMessage() for r in caplog.records)
+    assert len(_all_pixels(source)) == 4
+
+
+def test_a_folder_of_unread_formats_says_so(tmp_path):
+    root = tmp_path / "gifs"
+    root.mkdir()
+    Image.fromarray(_pixels(1)).save(root / "a.gif")
+    with pytest.raises(EmptySourceError, match=r"gifs.*1 ignored: image format fidkit does not read \(\.gif\)"):
+        open_source(root)
+
+
+def test_hidden_folders_are_skipped_and_counted_in_folders_and_archives(tmp_path):
+    root = _folder(tmp_path / "images", 3)
+    for hidden in (".ipynb_checkpoints", "@eaDir", ".thumbnails", "sub/.cache"):
+        _folder(root / hidden, 2, start=10)
+    source = open_source(root, workers=0)
+    assert source.n_images == 3
+    assert source.ignored == {
+        "hidden folder, not read (dot-folders such as .ipynb_checkpoints, @eaDir, __MACOSX)": 4
+    }
+    target = tmp_path / "images.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in sorted(root.rglob("*.png")):
+            archive.write(path, path.relative_to(root).as_posix())
+    from_zip = open_source(target, workers=0)
+    assert from_zip.members == source.members
+    assert from_zip.ignored == {
+        "image in a hidden folder, not read (dot-folders such as .ipynb_checkpoints, @eaDir)": 8
+    }
+    np.testing.assert_array_equal(_all_pixels(from_zip), _all_pixels(source))

@@ -59,7 +59,7 @@ COLOUR_POLICY_VERSION: int = 1
 
 #: File name extensions read as images (lower case; matching is case-insensitive).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".webp", ".tif", ".tiff"}
 )
 
 # Formats whose pixels went through lossy compression. WebP is lossy only in its "VP8 " flavour,

@@ -2,9 +2,17 @@
 
 Listing
 -------
-* A folder is walked recursively (symbolic links to files are followed, links to folders are not,
-  which avoids cycles). Files whose extension, compared case-insensitively, is one of
-  :data:`~fidkit.sources.decode.IMAGE_EXTENSIONS` are images; other files are ignored.
+* A folder is walked recursively. Symbolic links to files and to folders are followed; each real
+  folder is read once (under its own name when it has one inside the folder, else under the first
+  link to it), so links that loop end. Files whose extension, compared case-insensitively, is one
+  of :data:`~fidkit.sources.decode.IMAGE_EXTENSIONS` are images; other files are ignored.
+* Nothing image-like is dropped without a count: hidden folders (dot-folders such as
+  ``.ipynb_checkpoints`` and ``.thumbnails``, ``@eaDir``, ``__MACOSX``, ``$RECYCLE.BIN``) are not
+  entered, and image formats fidkit does not read (``.gif``, ``.heic``, ...) and special files
+  (FIFOs, sockets, devices) are not read; each reason is counted in ``source.ignored`` and logged
+  as a warning. The same rules hold for archive members.
+* A subfolder that cannot be listed is a :class:`~fidkit.errors.SourceError` naming it; with
+  ``skip_bad`` it is a counted skip, listed in ``source.skipped`` as ``("sub/", reason)``.
 * Zip and tar archives (``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``, ``.tar.xz``) are read in place,
   never extracted to disk. A tar hard link is read as the bytes of the member it links to, a tar
   symbolic link as the member it points to inside the archive; links to nothing in the archive,
@@ -58,7 +66,7 @@ __all__ = ["FolderReader", "ZipReader", "TarReader", "FileSource", "open_folder"
 
 logger = logging.getLogger(__name__)
 
-_LOSSY_EXTENSIONS = frozenset({".jpg", ".jpeg"})
+_LOSSY_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 # Longest chain of symbolic links followed inside an archive (a loop ends there, unread).
 _MAX_LINK_HOPS = 40
 # How many example names the warning about ignored files gives per reason.
@@ -93,12 +101,46 @@ class _Ignored:
             )
 
 
-def is_image_name(relative: str) -> bool:
-    """True when a relative POSIX name has an image extension and is not macOS debris."""
+# Folders that hold tool debris, not a dataset's images: skipped by default, and counted.
+_HIDDEN_FOLDER_NAMES = frozenset(
+    {"__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information", "#recycle", "#snapshot"}
+)
+# Image formats fidkit does not read: such files are counted as ignored, never dropped unseen.
+_UNREAD_IMAGE_EXTENSIONS = frozenset(
+    {".gif", ".apng", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".jpx", ".ppm", ".pgm",
+     ".pbm", ".pnm", ".pcx", ".tga", ".ico", ".icns", ".dds", ".psd", ".svg", ".exr", ".hdr",
+     ".dng", ".cr2", ".nef", ".arw", ".pjpeg", ".pjp"}
+)
+_HIDDEN_FOLDER = "hidden folder, not read (dot-folders such as .ipynb_checkpoints, @eaDir, __MACOSX)"
+_IN_HIDDEN_FOLDER = "image in a hidden folder, not read (dot-folders such as .ipynb_checkpoints, @eaDir)"
+_NOT_REGULAR = "not a regular file (FIFO, socket, device or other special file), not read"
+
+
+def is_hidden_folder(folder_name: str) -> bool:
+    """True for a folder name skipped by default: dot-folders and NAS / OS debris folders."""
+    return folder_name.startswith(".") or folder_name in _HIDDEN_FOLDER_NAMES
+
+
+def _classify(relative: str) -> str | None:
+    """None for an image file to read; ``""`` for a file that is no image (or macOS debris);
+    otherwise the reason an image-like file is deliberately not read (counted and reported)."""
     path = PurePosixPath(relative)
     if path.name.startswith("._") or "__MACOSX" in path.parts:
-        return False
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+        return ""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        if any(is_hidden_folder(part) for part in path.parts[:-1]):
+            return _IN_HIDDEN_FOLDER
+        return None
+    if suffix in _UNREAD_IMAGE_EXTENSIONS:
+        return f"image format fidkit does not read ({suffix}); convert such files to PNG to include them"
+    return ""
+
+
+def is_image_name(relative: str) -> bool:
+    """True when a relative POSIX name is an image fidkit reads: an image extension, not macOS
+    debris, not inside a hidden folder."""
+    return _classify(relative) is None
 
 
 def _normalise_member(member: str) -> str:
@@ -240,6 +282,7 @@ class FileSource(Source):
         exif_transpose: bool,
         workers: int | None,
         ignored: _Ignored | None = None,
+        skipped_at_open: list[tuple[str, str]] | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -262,6 +305,9 @@ class FileSource(Source):
         #: links to nothing). Each reason is also logged as a warning when the source is opened.
         self.ignored: dict[str, int] = dict(ignored.counts)
         ignored.report(name)
+        # Subfolders skipped as unreadable (skip_bad) when listing: part of every run's `skipped`.
+        self._skipped_at_open = list(skipped_at_open or [])
+        self.skipped = list(self._skipped_at_open)
 
     def _identity(self, *, hash_content: bool) -> Any:
         # Computed when asked, from the files as they are now: a fingerprint taken after reading
@@ -271,7 +317,7 @@ class FileSource(Source):
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         grouper = SizeGrouper(batch_size)  # checks batch_size
-        self.skipped = []
+        self.skipped = list(self._skipped_at_open)
         bad: list[tuple[str, str]] = []
         any_lossy = False
         n_good = 0
@@ -294,7 +340,7 @@ class FileSource(Source):
             stream.close()
         if bad and not self.skip_bad:
             raise _bad_files_error(self.name, bad, len(self.members))
-        self.skipped = bad
+        self.skipped = self._skipped_at_open + bad
         self._lossy = any_lossy
         if bad:
             logger.warning("%s: skipped %d bad file(s), first %s: %s", self.name, len(bad), *bad[0])
@@ -313,33 +359,101 @@ def _bad_files_error(name: str, bad: list[tuple[str, str]], n_files: int) -> Ima
     )
 
 
-def _walk_images(root: Path) -> tuple[list[str], int]:
-    """Return the sorted relative names of image files under `root`, and the number of other
-    files seen (for the message when there is no image)."""
+def _unreadable_folder(name: str, relative: str, exc: OSError) -> SourceError:
+    where = f"its subfolder {relative}/" if relative else "the folder"
+    return SourceError(
+        f"{name}: cannot read {where} ({type(exc).__name__}: {exc.strerror or exc}); its images would "
+        "be missing from the count: fix its permissions, or pass --skip-bad (skip_bad=True) to skip "
+        "it as a counted skip"
+    )
+
+
+def _walk_images(
+    root: Path, name: str, *, skip_bad: bool, ignored: _Ignored
+) -> tuple[list[str], int, list[tuple[str, str]]]:
+    """Return the sorted relative names of image files under `root`, the number of other files
+    seen (for the message when there is no image), and the ``(folder/, reason)`` of subfolders
+    that could not be read (only with `skip_bad`; without it they raise :class:`SourceError`).
+
+    Symbolic links to folders are followed; every real folder is read once, under its own name
+    when it has one inside `root` (real folders are walked before links), so loops end. Hidden
+    folders are not entered; they, image formats fidkit does not read and special files are
+    counted in `ignored`.
+    """
     found: list[str] = []
     n_other = 0
-    for folder, subfolders, files in os.walk(root):
-        subfolders.sort()
-        folder_path = Path(folder)
-        for file_name in files:
-            full = folder_path / file_name
-            relative = full.relative_to(root).as_posix()
-            if not is_image_name(relative):
+    unreadable: list[tuple[str, str]] = []
+    seen: set[tuple[int, int]] = set()
+    # Folders reached through real names first; folders reached through a link after them all.
+    real: list[tuple[str, str]] = [("", str(root))]
+    linked: list[tuple[str, str]] = []
+    while real or linked:
+        relative, folder = real.pop() if real else linked.pop()
+        try:
+            info = os.stat(folder)
+            key = (info.st_dev, info.st_ino)
+            if key in seen:
+                ignored.add("folder already read under another name (a link to it, or a loop)", f"{relative}/")
+                continue
+            seen.add(key)
+            with os.scandir(folder) as listing:
+                children = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:
+            if not relative or not skip_bad:
+                raise _unreadable_folder(name, relative, exc) from exc
+            logger.warning("%s: cannot read subfolder %s/ (%s); skipped (--skip-bad)", name, relative, exc)
+            unreadable.append((f"{relative}/", f"unreadable folder ({type(exc).__name__}: {exc.strerror or exc})"))
+            continue
+        subfolders: list[tuple[str, str]] = []
+        sublinks: list[tuple[str, str]] = []
+        for entry in children:
+            child = f"{relative}/{entry.name}" if relative else entry.name
+            try:
+                is_folder = entry.is_dir()  # follows links; False for a dangling one
+            except OSError:
+                is_folder = False
+            if is_folder:
+                if is_hidden_folder(entry.name):
+                    ignored.add(_HIDDEN_FOLDER, f"{child}/")
+                elif entry.is_symlink():
+                    sublinks.append((child, entry.path))
+                else:
+                    subfolders.append((child, entry.path))
+                continue
+            reason = _classify(child)
+            if reason == "":
                 n_other += 1
+                continue
+            if reason is not None:
+                ignored.add(reason, child)
                 continue
             try:
-                info = full.stat()
+                mode = entry.stat().st_mode  # follows links
             except OSError as exc:
                 # A dangling link or a file removed meanwhile: decoding will report it as bad.
-                logger.debug("cannot stat %s: %s", full, exc)
-                found.append(relative)
+                logger.debug("cannot stat %s: %s", entry.path, exc)
+                found.append(child)
                 continue
-            if not stat.S_ISREG(info.st_mode):
-                n_other += 1
+            if not stat.S_ISREG(mode):
+                ignored.add(_NOT_REGULAR, child)
                 continue
-            found.append(relative)
+            found.append(child)
+        # Reversed, so that popping walks them in name order (only the choice among several names
+        # of one folder depends on the order, and it is fixed).
+        real.extend(reversed(subfolders))
+        linked[:0] = reversed(sublinks)
     found.sort()
-    return found, n_other
+    return found, n_other, unreadable
+
+
+def _empty_detail(what: str, n_other: int, ignored: _Ignored, unreadable: list[tuple[str, str]]) -> str:
+    kinds = "/".join(sorted(IMAGE_EXTENSIONS))
+    detail = f"no {kinds} {what}; {n_other} other {what} ignored"
+    for reason, count in ignored.counts.items():
+        detail += f"; {count} ignored: {reason}"
+    if unreadable:
+        detail += f"; {len(unreadable)} unreadable folder(s) skipped, first {unreadable[0][0]}"
+    return detail
 
 
 def open_folder(
@@ -355,10 +469,10 @@ def open_folder(
     """Open a folder of image files (recursive)."""
     root = path.resolve()
     ignored = _Ignored()
-    entries, n_other = _walk_images(root)
+    entries, n_other, unreadable = _walk_images(root, name, skip_bad=skip_bad, ignored=ignored)
     if not entries:
-        detail = f"no .png/.jpg/.jpeg/.bmp/.webp/.tif/.tiff files; {n_other} other files ignored"
-        raise empty_source_error(name, detail)
+        ignored.report(name)
+        raise empty_source_error(name, _empty_detail("files", n_other, ignored, unreadable))
     indices, limit_used, seed_used = select_indices(len(entries), limit, seed)
     members = [entries[i] for i in indices]
 
@@ -381,6 +495,7 @@ def open_folder(
         exif_transpose=exif_transpose,
         workers=workers,
         ignored=ignored,
+        skipped_at_open=unreadable,
     )
 
 
@@ -438,8 +553,12 @@ def _list_zip(
         member = _normalise_member(info.filename)
         if info.is_dir():
             continue
-        if not is_image_name(member):
-            n_other += 1
+        reason = _classify(member)
+        if reason is not None:
+            if reason:
+                ignored.add(reason, member)
+            else:
+                n_other += 1
             continue
         if member in entries:
             _warn_duplicate(name, member)
@@ -486,8 +605,13 @@ def _list_tar(
                     # A hard link holds no data: it is the target's bytes, the copy stored before it.
                     target = _tar_link_target(member, info)
                     regular[member] = regular.get(target, (-1, 0)) if target is not None else (-1, 0)
-                if info.isdir() or not is_image_name(member):
-                    if not info.isdir():
+                if info.isdir():
+                    continue
+                reason = _classify(member)
+                if reason is not None:
+                    if reason:
+                        ignored.add(reason, member)
+                    else:
                         n_other += 1
                     continue
                 if not (info.isreg() or info.islnk() or info.issym()):
@@ -570,7 +694,8 @@ def open_archive(
     else:
         compression, entries, n_other = _list_tar(archive, name, ignored)
     if not entries:
-        raise empty_source_error(name, f"no image members; {n_other} other members ignored")
+        ignored.report(name)
+        raise empty_source_error(name, _empty_detail("members", n_other, ignored, []))
     sorted_members = sorted(entries)
     indices, limit_used, seed_used = select_indices(len(sorted_members), limit, seed)
     members = [sorted_members[i] for i in indices]
