@@ -268,3 +268,103 @@ def test_hidden_folders_are_skipped_and_counted_in_folders_and_archives(tmp_path
         "image in a hidden folder, not read (dot-folders such as .ipynb_checkpoints, @eaDir)": 8
     }
     np.testing.assert_array_equal(_all_pixels(from_zip), _all_pixels(source))
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. FIFOs and other special files never block and are never read
+
+
+def _finishes(function, timeout: float = 20.0, release: Path | None = None):
+    """Run `function` in a thread; return what it returned or raised, failing if it blocks."""
+    import threading
+
+    outcome: dict[str, object] = {}
+
+    def target():
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        if release is not None:
+            # Unblock a reader stuck opening the FIFO, so the thread does not outlive the test.
+            try:
+                os.close(os.open(release, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+        pytest.fail(f"blocked for more than {timeout} s")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome.get("value")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize(
+    "file_name", ["x.npy", "x.npz", "x.zip", "x.tar.gz", "train-images-idx3-ubyte", "data_batch_1"]
+)
+def test_a_fifo_given_as_the_source_is_refused_at_once(tmp_path, file_name):
+    fifo = tmp_path / file_name
+    os.mkfifo(fifo)
+    with pytest.raises(SourceError, match=rf"{file_name}: is a FIFO \(named pipe\), not a regular file"):
+        _finishes(lambda: open_source(fifo), release=fifo)
+
+
+def test_a_device_given_as_the_source_is_refused(tmp_path):
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("needs /dev/zero")
+    link = tmp_path / "zeros.npy"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(SourceError, match=r"zeros\.npy: is a device"):
+        _finishes(lambda: open_source(link))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_inside_a_folder_is_counted_not_read(tmp_path):
+    root = _folder(tmp_path / "images", 2)
+    os.mkfifo(root / "pipe.png")
+    source = _finishes(lambda: open_source(root, workers=0), release=root / "pipe.png")
+    assert source.n_images == 2
+    assert source.ignored == {
+        "not a regular file (FIFO, socket, device or other special file), not read": 1
+    }
+    assert len(_finishes(lambda: _all_pixels(source), release=root / "pipe.png")) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_file_replaced_by_a_fifo_after_listing_is_a_bad_file_not_a_hang(tmp_path):
+    root = _folder(tmp_path / "images", 3)
+    source = open_source(root, workers=0, skip_bad=True)
+    (root / "001.png").unlink()
+    os.mkfifo(root / "001.png")
+    pixels = _finishes(lambda: _all_pixels(source), release=root / "001.png")
+    assert len(pixels) == 2
+    assert source.skipped == [("001.png", "is a FIFO (named pipe), not a regular file; not read")]
+
+
+def test_special_archive_members_are_counted_not_read(tmp_path):
+    tar_path = tmp_path / "special.tar"
+    with tarfile.open(tar_path, "w") as archive:
+        archive.addfile(*_tar_member("a.png", _png(1)))
+        archive.addfile(*_tar_member("fifo.png", b"", type=tarfile.FIFOTYPE))
+        archive.addfile(*_tar_member("dev.png", b"", type=tarfile.CHRTYPE, devmajor=1, devminor=5))
+    zip_path = tmp_path / "special.zip"
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        archive.writestr("a.png", _png(1))
+        fifo = zipfile.ZipInfo("fifo.png")
+        fifo.create_system = 3
+        fifo.external_attr = (0o10644) << 16  # S_IFIFO | rw-r--r--
+        archive.writestr(fifo, b"")
+        link = zipfile.ZipInfo("link.png")
+        link.create_system = 3
+        link.external_attr = (0o120777) << 16  # S_IFLNK
+        archive.writestr(link, b"a.png")
+    not_regular = "not a regular file (FIFO, socket, device or other special file), not read"
+    tar_source = open_source(tar_path, workers=0)
+    assert tar_source.members == ["a.png"] and tar_source.ignored == {not_regular: 2}
+    zip_source = open_source(zip_path, workers=0)
+    assert zip_source.members == ["a.png"]
+    assert zip_source.ignored == {not_regular: 1, "symbolic link member of a zip, not followed": 1}

@@ -62,7 +62,16 @@ from fidkit.sources.base import SizeGrouper, Source, empty_source_error, select_
 from fidkit.sources.decode import IMAGE_EXTENSIONS
 from fidkit.sources.parallel import MemberReader, decode_stream, resolve_workers
 
-__all__ = ["FolderReader", "ZipReader", "TarReader", "FileSource", "open_folder", "open_archive", "is_archive"]
+__all__ = [
+    "FolderReader",
+    "ZipReader",
+    "TarReader",
+    "FileSource",
+    "open_folder",
+    "open_archive",
+    "is_archive",
+    "refuse_special_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +167,33 @@ def is_archive(path: Path) -> bool:
     return lower.endswith(".zip") or lower.endswith(_TAR_SUFFIXES)
 
 
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def refuse_special_file(path: Path, name: str) -> None:
+    """Raise :class:`SourceError` when `path` is neither a regular file nor a folder.
+
+    Opening a FIFO blocks until a writer appears, and reading a device may never end: such paths are
+    refused before anything opens them. Paths that cannot be stat'ed are left to the caller.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise SourceError(
+            f"{name}: is {_file_kind(mode)}, not a regular file or a folder; fidkit reads images "
+            "from files and folders only (reading it could block forever): save the data to a file"
+        )
+
+
 @dataclass
 class FolderReader:
     """Reads members of a folder by relative POSIX name."""
@@ -165,7 +201,15 @@ class FolderReader:
     root: Path
 
     def read(self, member: str) -> bytes:
-        return (self.root / member).read_bytes()
+        path = self.root / member
+        # Non-blocking, so that a file swapped for a FIFO since listing cannot hang the open; the
+        # flag does nothing to a regular file's reads.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(descriptor, "rb") as stream:
+            mode = os.fstat(stream.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ImageError(f"{member}: is {_file_kind(mode)}, not a regular file; not read")
+            return stream.read()
 
     def close(self) -> None:
         return None
@@ -554,6 +598,10 @@ def _list_zip(
         if info.is_dir():
             continue
         reason = _classify(member)
+        mode = info.external_attr >> 16
+        if reason is None and info.create_system == 3 and stat.S_IFMT(mode) and not stat.S_ISREG(mode):
+            # A Unix mode stored with the member: a link (its bytes are a path) or a special file.
+            reason = "symbolic link member of a zip, not followed" if stat.S_ISLNK(mode) else _NOT_REGULAR
         if reason is not None:
             if reason:
                 ignored.add(reason, member)
@@ -615,7 +663,7 @@ def _list_tar(
                         n_other += 1
                     continue
                 if not (info.isreg() or info.islnk() or info.issym()):
-                    ignored.add("not a regular file (device, FIFO or other special member)", member)
+                    ignored.add(_NOT_REGULAR, member)
                     continue
                 if info.sparse is not None:
                     ignored.add("sparse member (not supported)", member)
