@@ -368,3 +368,85 @@ def test_special_archive_members_are_counted_not_read(tmp_path):
     zip_source = open_source(zip_path, workers=0)
     assert zip_source.members == ["a.png"]
     assert zip_source.ignored == {not_regular: 1, "symbolic link member of a zip, not followed": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. errors of zipfile / tarfile / the decompressors reach the user as FidkitErrors naming the file
+
+
+def _zip_of_pngs(target: Path, n: int = 3) -> Path:
+    with zipfile.ZipFile(target, "w") as archive:
+        for index in range(n):
+            archive.writestr(f"{index:03d}.png", _png(index))
+    return target
+
+
+def test_zip_needing_an_unknown_version_to_extract_is_a_source_error(tmp_path):
+    target = _zip_of_pngs(tmp_path / "future.zip")
+    data = bytearray(target.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    data[central + 6] = 0xFF  # "version needed to extract": 25.5, which zipfile refuses
+    target.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=r"future\.zip: not a readable zip archive \(NotImplementedError"):
+        open_source(target, skip_bad=True)
+
+
+def test_zip_member_with_an_unknown_compression_method_is_a_bad_file_naming_it(tmp_path):
+    target = _zip_of_pngs(tmp_path / "method.zip")
+    data = bytearray(target.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    local = data.index(b"PK\x03\x04")
+    data[central + 10] = 99  # the first member's compression method (AES, not supported)
+    data[local + 8] = 99
+    target.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match=r"method\.zip: 1 of 3 .*000\.png: unreadable \(NotImplementedError"):
+        list(open_source(target, workers=0).batches(4))
+    source = open_source(target, workers=0, skip_bad=True)
+    assert len(_all_pixels(source)) == 2
+    assert [file for file, _ in source.skipped] == ["000.png"]
+
+
+@pytest.mark.parametrize("mode, suffix", [("w:gz", ".tar.gz"), ("w:bz2", ".tar.bz2"), ("w:xz", ".tar.xz")])
+@pytest.mark.parametrize("where", [0.3, 0.6, 0.9])
+def test_compressed_tar_with_corrupt_data_is_a_source_error(tmp_path, mode, suffix, where):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(4):
+        (folder / f"{index:03d}.png").write_bytes(_png(index, 48, 48))
+    target = _tar_of(folder, tmp_path / f"bad{suffix}", mode)
+    data = bytearray(target.read_bytes())
+    position = int(len(data) * where)
+    data[position : position + 16] = bytes(b ^ 0xA5 for b in data[position : position + 16])
+    target.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=rf"bad{suffix.replace('.', r'[.]')}"):
+        open_source(target, skip_bad=True, workers=0)
+
+
+def test_corrupt_gzip_after_opening_is_a_source_error_while_reading(tmp_path, monkeypatch):
+    target = _tar_of(_folder(tmp_path / "images", 4), tmp_path / "later.tar.gz", "w:gz")
+    source = open_source(target, skip_bad=True, workers=0)
+    import fidkit.sources.files as files
+
+    def broken_open(*args, **kwargs):
+        raise gzip.BadGzipFile("Not a gzipped file (b'xx')")
+
+    monkeypatch.setitem(files._TAR_OPENERS, "gz", broken_open)
+    with pytest.raises(SourceError, match=r"later\.tar\.gz: the archive is damaged \(BadGzipFile"):
+        list(source.batches(2))
+
+
+def test_every_archive_failure_is_a_fidkit_error(tmp_path):
+    # A few shapes of garbage under archive names: never a raw traceback.
+    garbage = {
+        "empty.zip": b"",
+        "half.zip": _zip_of_pngs(tmp_path / "x.zip").read_bytes()[:200],
+        "empty.tar.gz": b"",
+        "nogzip.tar.gz": b"\x1f\x8b" + b"\x00" * 30,
+        "junk.tar.xz": b"\xfd7zXZ\x00" + b"junk" * 10,
+        "junk.tar.bz2": b"BZh9" + b"junk" * 10,
+    }
+    for file_name, content in garbage.items():
+        path = tmp_path / file_name
+        path.write_bytes(content)
+        with pytest.raises(FidkitError, match=file_name.replace(".", "[.]")):
+            list(open_source(path, skip_bad=True, workers=0).batches(2))
