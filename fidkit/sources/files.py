@@ -31,6 +31,13 @@ Listing
   ``limit``/``seed`` subset, is the same on every platform and for the same images in a folder or
   in an archive.
 
+Memory
+------
+A file or member larger than any image within Pillow's ``MAX_IMAGE_PIXELS`` could need is refused
+by its size (``os.fstat``, the zip member's declared size, the tar header) before it is read, as a
+bad file naming it. Decoded images waiting for a full batch are emitted early as smaller batches
+once they pass :data:`_PENDING_PIXEL_BYTES`, so a batch of huge images does not hold gigabytes.
+
 Tar archives compressed as a whole have no random access: a worker reading members out of archive
 order decompresses from the start again. Each worker reads its chunk in archive order, and
 archives written with sorted names (Python's ``tarfile``, ``tar --sort=name``) read in one pass.
@@ -59,7 +66,7 @@ import numpy as np
 from fidkit._fs import sha256_file
 from fidkit.errors import ImageError, SourceError
 from fidkit.sources.base import SizeGrouper, Source, empty_source_error, select_indices, size_mtime
-from fidkit.sources.decode import IMAGE_EXTENSIONS
+from fidkit.sources.decode import IMAGE_EXTENSIONS, file_too_large_error
 from fidkit.sources.parallel import MemberReader, decode_stream, resolve_workers
 
 __all__ = [
@@ -81,6 +88,8 @@ _MAX_LINK_HOPS = 40
 # How many example names the warning about ignored files gives per reason.
 _NAMED_IGNORED = 3
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+# Decoded pixel bytes that may wait for a full batch before what waits is emitted early.
+_PENDING_PIXEL_BYTES = 256 * 2**20
 # How many bad files an error message names before saying "and N more".
 _NAMED_BAD_FILES = 5
 
@@ -200,7 +209,7 @@ class FolderReader:
 
     root: Path
 
-    def read(self, member: str) -> bytes:
+    def read(self, member: str, max_bytes: int | None = None) -> bytes:
         path = self.root / member
         # Non-blocking, so that a file swapped for a FIFO since listing cannot hang the open; the
         # flag does nothing to a regular file's reads.
@@ -209,7 +218,19 @@ class FolderReader:
             mode = os.fstat(stream.fileno()).st_mode
             if not stat.S_ISREG(mode):
                 raise ImageError(f"{member}: is {_file_kind(mode)}, not a regular file; not read")
-            return stream.read()
+            if max_bytes is None:
+                return stream.read()
+            size = os.fstat(stream.fileno()).st_size
+            if size > max_bytes:
+                raise file_too_large_error(member, size, max_bytes)
+            # Ask for the size it has (a read asking for more reserves that much first); a file
+            # growing meanwhile is read on, up to the bound.
+            data = stream.read(size + 1)
+            if len(data) > size:
+                data += stream.read(max_bytes + 1 - len(data))
+            if len(data) > max_bytes:
+                raise file_too_large_error(member, len(data), max_bytes)
+            return data
 
     def close(self) -> None:
         return None
@@ -224,14 +245,19 @@ class ZipReader:
     stored_names: dict[str, str] = field(default_factory=dict)
     _archive: zipfile.ZipFile | None = field(default=None, repr=False)
 
-    def read(self, member: str) -> bytes:
+    def read(self, member: str, max_bytes: int | None = None) -> bytes:
         if self._archive is None:
             try:
                 self._archive = zipfile.ZipFile(self.path)
             except _ARCHIVE_ERRORS as exc:
                 # Readable when listed, not now: changed or damaged since; no member can be trusted.
                 raise _damaged_archive_error(str(self.path), exc) from exc
-        return self._archive.read(self.stored_names.get(member, member))
+        info = self._archive.getinfo(self.stored_names.get(member, member))
+        # zipfile never returns more than the member's declared size, so checking that bounds
+        # memory even when the compressed data would inflate further.
+        if max_bytes is not None and info.file_size > max_bytes:
+            raise file_too_large_error(member, info.file_size, max_bytes)
+        return self._archive.read(info)
 
     def close(self) -> None:
         if self._archive is not None:
@@ -258,8 +284,10 @@ class TarReader:
     members: dict[str, tuple[int, int]]
     _stream: IO[bytes] | None = field(default=None, repr=False)
 
-    def read(self, member: str) -> bytes:
+    def read(self, member: str, max_bytes: int | None = None) -> bytes:
         offset, size = self.members[member]
+        if max_bytes is not None and size > max_bytes:
+            raise file_too_large_error(member, size, max_bytes)
         if offset < 0:
             # A hard link whose target is not an earlier member: nothing to read for this member.
             raise ImageError(f"{member}: a hard link to a file that is not in the archive")
@@ -365,6 +393,7 @@ class FileSource(Source):
         bad: list[tuple[str, str]] = []
         any_lossy = False
         n_good = 0
+        pending_bytes = 0
         stream = decode_stream(
             self._reader, self.members, workers=self.workers, exif_transpose=self.exif_transpose
         )
@@ -379,7 +408,14 @@ class FileSource(Source):
                 any_lossy = any_lossy or outcome.lossy
                 if bad and not self.skip_bad:
                     continue  # keep decoding only to count bad files; yield nothing more
-                yield from grouper.add(outcome.pixels)
+                ready = grouper.add(outcome.pixels)
+                pending_bytes += outcome.pixels.nbytes - sum(batch.nbytes for batch in ready)
+                if pending_bytes > _PENDING_PIXEL_BYTES:
+                    # Few huge images fill memory long before batch_size of them wait: emit what
+                    # waits as smaller batches (statistics do not depend on batch boundaries).
+                    ready += grouper.finish()
+                    pending_bytes = 0
+                yield from ready
         finally:
             stream.close()
         if bad and not self.skip_bad:
