@@ -18,7 +18,10 @@ or the images are huge. More workers than CPUs are not started (a warning says s
 so the output order never depends on timing or on the number of workers.
 
 Workers ignore SIGINT: on Ctrl-C only the parent sees ``KeyboardInterrupt``, and the generator's
-``finally`` terminates and joins them. Closing the generator early does the same.
+``finally`` terminates and joins them. Closing the generator early does the same. When the parent
+is killed outright (SIGTERM, SIGKILL, the out-of-memory killer), no ``finally`` runs: each worker
+then ends by itself within moments (it watches the parent's pid, and on Linux also asks the kernel
+for a signal when its own parent ends), and the forkserver follows once no worker is left.
 
 Small sources (at most :data:`IN_PROCESS_MAX_IMAGES` files) and ``workers`` of 0 or 1 are decoded in
 the calling process: starting workers would cost more than it saves.
@@ -32,8 +35,11 @@ import logging
 import multiprocessing
 import numbers
 import os
+import select
 import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -225,10 +231,65 @@ _worker_exif_transpose = False
 _worker_chunk_pixel_bytes = _CHUNK_PIXEL_BYTES
 
 
+# prctl(2) option: the signal the kernel sends this process when its parent ends.
+_PR_SET_PDEATHSIG = 1
+# How often a worker without pidfd support checks that the process it works for is alive.
+_PARENT_POLL_SECONDS = 0.5
+
+
+def _die_with_parent(owner_pid: int) -> None:
+    """End this worker when `owner_pid` (the process that asked for it) ends, however it ends.
+
+    A SIGKILL'ed owner runs no cleanup, and the pool's queues give its workers no end-of-file (each
+    worker holds a copy of both ends), so they would wait for work for ever with the folder or
+    archive open. Two guards: the kernel signals the worker when its parent (the forkserver, or the
+    owner under spawn) ends, and a thread waits for the owner itself to end. The forkserver ends by
+    itself once neither the owner nor any worker holds its pipe.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl: the thread still guards
+            pass
+    threading.Thread(target=_watch_owner, args=(owner_pid,), name="fidkit-owner-watch", daemon=True).start()
+
+
+def _watch_owner(owner_pid: int) -> None:
+    try:
+        pidfd = os.pidfd_open(owner_pid)  # Linux >= 5.3: readable once the process has ended
+    except (AttributeError, OSError):
+        pidfd = None
+    if pidfd is not None:
+        select.select([pidfd], [], [])
+        os._exit(1)
+    while _pid_alive(owner_pid):  # pragma: no cover - platforms without pidfd
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)  # pragma: no cover
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _init_worker(
-    reader: MemberReader, exif_transpose: bool, max_pixels: int | None, chunk_pixel_bytes: int
+    reader: MemberReader,
+    exif_transpose: bool,
+    max_pixels: int | None,
+    chunk_pixel_bytes: int,
+    owner_pid: int | None = None,
 ) -> None:
     global _worker_reader, _worker_exif_transpose, _worker_chunk_pixel_bytes
+    if owner_pid is not None:
+        _die_with_parent(owner_pid)
     # Ctrl-C is the parent's to handle: it terminates the workers; tracebacks from every worker
     # would only bury the one message that matters.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -336,7 +397,7 @@ def decode_stream(
         max_workers=n_workers,
         mp_context=_mp_context(),
         initializer=_init_worker,
-        initargs=(reader, exif_transpose, max_pixels, _CHUNK_PIXEL_BYTES),
+        initargs=(reader, exif_transpose, max_pixels, _CHUNK_PIXEL_BYTES, os.getpid()),
     )
     in_flight: collections.deque[tuple[concurrent.futures.Future, list[tuple[int, str]]]] = (
         collections.deque()
