@@ -47,7 +47,7 @@ from fidkit.sources.datasets import (
     open_mnist,
 )
 from fidkit.sources.decode import COLOUR_POLICY_VERSION, IMAGE_EXTENSIONS, decode_image
-from fidkit.sources.files import FileSource, is_archive, open_archive, open_folder
+from fidkit.sources.files import FileSource, is_archive, open_archive, open_folder, refuse_special_file
 from fidkit.sources.parallel import default_workers, resolve_workers
 
 __all__ = [
@@ -168,6 +168,7 @@ def _open_path(
         raise SourceError(
             f"{name}: no such file or folder; accepted: {_ACCEPTED}, or a dataset name ({', '.join(dataset_names())})"
         )
+    refuse_special_file(path, name)  # a FIFO or device would block below
     if path.is_dir():
         cifar_files = cifar_train_files(path)
         if cifar_files:

@@ -22,15 +22,19 @@ These files are pickles by format, and unpickling arbitrary data can run arbitra
 reads them with a restricted unpickler (:class:`RestrictedUnpickler`) that can only rebuild numpy
 arrays and dtypes and plain containers (dict, list, tuple, str, bytes, numbers); any other global
 (a function, a class, ``os.system``) stops loading with a :class:`~fidkit.errors.SourceError`.
+What unpickling may allocate is bounded by the file's size (:data:`_UNPICKLE_BYTES_PER_FILE_BYTE`
+times it, plus 1 MiB): a crafted file cannot ask for a 3 GB ``bytearray`` or array in 56 bytes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
+import io
 import logging
 import pickle
+import pickletools
 import struct
+import sys
 import tarfile
 import zlib
 from collections.abc import Sequence
@@ -49,7 +53,6 @@ __all__ = [
     "CIFAR_TEST_FILES",
     "RestrictedUnpickler",
     "is_mnist_name",
-    "is_cifar_folder",
     "is_cifar_batch_file",
     "open_mnist",
     "open_cifar",
@@ -62,7 +65,6 @@ _MNIST_LABELS_MAGIC = 0x00000801
 _MNIST_HEADER = struct.Struct(">IIII")
 
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-CIFAR100_TRAIN_FILES = ("train",)
 CIFAR_TEST_FILES = ("test_batch", "test")
 _CIFAR_SIDE = 32
 _CIFAR_ROW = 3 * _CIFAR_SIDE * _CIFAR_SIDE
@@ -154,20 +156,119 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
     )
 
 
+# What unpickling may allocate through the globals it calls, per byte of the file (plus 1 MiB):
+# a genuine batch holds its pixels in the file itself, so it needs about 1x.
+_UNPICKLE_BYTES_PER_FILE_BYTE = 4
+_UNPICKLE_SLACK_BYTES = 2**20
+# Rough bytes per element of the containers a global may build, for the check before building.
+_BYTES_PER_ELEMENT = {
+    bytes: 1, bytearray: 1, str: 4, list: 8, tuple: 8, set: 32, frozenset: 32, dict: 64
+}
+
+
+class _AllocationBudget:
+    """Counts what the globals called while unpickling allocate, against a byte budget."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+
+    def check(self, wanted: int, what: str) -> None:
+        if wanted < 0 or self.used + wanted > self.max_bytes:
+            raise pickle.UnpicklingError(
+                f"{what} would allocate {wanted:,} bytes, more than the file's size allows "
+                f"({self.max_bytes:,} bytes in all)"
+            )
+
+    def add(self, result: Any, what: str) -> Any:
+        size = int(result.nbytes) if isinstance(result, np.ndarray) else sys.getsizeof(result)
+        self.check(size, what)
+        self.used += size
+        return result
+
+
+def _array_bytes(shape: Any, dtype: Any) -> int:
+    try:
+        dims = [int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,))]
+        itemsize = int(np.dtype(dtype).itemsize) if not isinstance(dtype, np.dtype) else int(dtype.itemsize)
+    except (TypeError, ValueError, OverflowError):
+        return 0  # numpy will refuse it itself
+    total = itemsize
+    for dim in dims:
+        total *= max(dim, 0)
+    return total
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that can only rebuild numpy arrays and plain Python containers.
 
     CIFAR's python batches are pickled dicts of numpy arrays, lists, strings and numbers. Those
     need only the globals allowed here; anything else raises :class:`pickle.UnpicklingError`
-    before it is called, so a crafted file cannot run code.
+    before it is called, so a crafted file cannot run code. With `max_bytes`, what the allowed
+    globals may allocate in all is bounded too (checked before each call where the size is known
+    from the arguments, and after it otherwise), so a few bytes cannot ask for gigabytes.
     """
+
+    def __init__(self, file: Any, *, max_bytes: int | None = None, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._budget = _AllocationBudget(max_bytes) if max_bytes is not None else None
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = self._find_allowed(module, name)
+        if self._budget is None:
+            return found
+        return self._guarded(found, f"{module}.{name}")
+
+    def _guarded(self, found: Any, what: str) -> Any:
+        budget = self._budget
+        assert budget is not None
+        if found is np.ndarray:
+            # Only ever an argument of _reconstruct in genuine pickles; called directly it would
+            # allocate any shape. The token is mapped back by the guarded _reconstruct.
+            return _NDARRAY_TOKEN
+        if found is _numpy_multiarray_attr("_reconstruct"):
+
+            def reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+                subtype = np.ndarray if subtype is _NDARRAY_TOKEN else subtype
+                budget.check(_array_bytes(shape, dtype), what)
+                return budget.add(found(subtype, shape, dtype), what)
+
+            return reconstruct
+        if found is _numpy_multiarray_attr("scalar"):
+
+            def scalar(dtype: Any, *args: Any) -> Any:
+                budget.check(_array_bytes((), dtype), what)
+                return budget.add(found(dtype, *args), what)
+
+            return scalar
+        if isinstance(found, type) and found in _BYTES_PER_ELEMENT:
+
+            def build(*args: Any, **kwargs: Any) -> Any:
+                for arg in args[:1]:
+                    if found in (bytes, bytearray) and isinstance(arg, int) and not isinstance(arg, bool):
+                        budget.check(arg, what)  # bytes(n): n zero bytes
+                    elif hasattr(arg, "__len__"):
+                        budget.check(len(arg) * _BYTES_PER_ELEMENT[found], what)
+                return budget.add(found(*args, **kwargs), what)
+
+            return build
+        if found is _latin1_encode:
+            return found  # the output is as long as its input, which the file holds
+        if callable(found):
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                return budget.add(found(*args, **kwargs), what)
+
+            return call
+        return found
+
 
     _SAFE_BUILTINS = frozenset(
         {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
          "complex", "bool"}
     )
 
-    def find_class(self, module: str, name: str) -> Any:
+    def _find_allowed(self, module: str, name: str) -> Any:
         if module in {"numpy.core.multiarray", "numpy._core.multiarray"} and name == "_reconstruct":
             return _numpy_multiarray_attr("_reconstruct")
         if module in {"numpy.core.multiarray", "numpy._core.multiarray"} and name == "scalar":
@@ -186,13 +287,24 @@ class RestrictedUnpickler(pickle.Unpickler):
         if module in {"builtins", "__builtin__"} and name in self._SAFE_BUILTINS:
             return getattr(__import__("builtins"), name)
         if module == "_codecs" and name == "encode":
-            # Protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1").
-            import codecs
-
-            return codecs.encode
+            # Protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1");
+            # no other codec is needed (and some, like hex, would double what they are given).
+            return _latin1_encode
         raise pickle.UnpicklingError(
             f"refusing to load {module}.{name}: only numpy arrays and plain containers are allowed"
         )
+
+
+_NDARRAY_TOKEN = object()
+_LATIN1_NAMES = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "l1"})
+
+
+def _latin1_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    if not isinstance(obj, str) or str(encoding).lower() not in _LATIN1_NAMES:
+        raise pickle.UnpicklingError(
+            f"refusing _codecs.encode with {str(encoding)!r}: only latin1 text is expected in a CIFAR batch"
+        )
+    return obj.encode("latin1", errors)
 
 
 def _numpy_multiarray_attr(name: str) -> Any:
@@ -218,11 +330,24 @@ def load_cifar_batch(path: Path | str, name: str, stream: BinaryIO | None = None
     :func:`load_cifar_tar`); `path` then only names it in messages.
     """
     try:
-        with open(path, "rb") if stream is None else contextlib.nullcontext(stream) as stream:
-            # latin1 is how numpy arrays pickled by Python 2 (the original CIFAR files) decode.
-            batch = RestrictedUnpickler(stream, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, OSError) as exc:
-        raise SourceError(f"{path}: not a CIFAR python batch file ({exc})") from exc
+        if stream is None:
+            with open(path, "rb") as opened:
+                content = opened.read()
+        else:
+            content = stream.read()
+        # The unpickler reserves the length a counted opcode (BYTEARRAY8, BINBYTES8, ...) claims
+        # before reading it: walk the opcodes first, which fails on a length the file does not hold.
+        for _ in pickletools.genops(content):
+            pass
+        max_bytes = _UNPICKLE_BYTES_PER_FILE_BYTE * len(content) + _UNPICKLE_SLACK_BYTES
+        # latin1 is how numpy arrays pickled by Python 2 (the original CIFAR files) decode.
+        batch = RestrictedUnpickler(io.BytesIO(content), encoding="latin1", max_bytes=max_bytes).load()
+        del content
+    except (
+        pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, OSError, KeyError,
+        IndexError, OverflowError, MemoryError,
+    ) as exc:
+        raise SourceError(f"{path}: not a CIFAR python batch file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(batch, dict):
         raise SourceError(f"{path}: a CIFAR batch must be a pickled dict, got {type(batch).__name__}")
     data = batch.get("data", batch.get(b"data"))
@@ -254,11 +379,6 @@ def cifar_train_files(folder: Path) -> list[Path]:
     if (folder / "train").is_file() and (folder / "meta").is_file() and _has_pickle_magic(folder / "train"):
         return [folder / "train"]
     return []
-
-
-def is_cifar_folder(path: Path) -> bool:
-    """True for a CIFAR-10 (``data_batch_1..5``) or CIFAR-100 (``train`` + ``meta``) folder."""
-    return path.is_dir() and bool(cifar_train_files(path))
 
 
 def is_cifar_batch_file(path: Path) -> bool:

@@ -31,6 +31,10 @@ Images with more pixels than Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` are refused
 bombs (Pillow warns between 1x and 2x that limit and raises above it; fidkit refuses both).
 Raise ``PIL.Image.MAX_IMAGE_PIXELS`` in the calling process to accept bigger images; worker
 processes receive the value in force when decoding starts.
+A file (or archive member) larger than any image within that limit could need
+(:func:`max_file_bytes`: 8 bytes per pixel, as much as 16-bit RGBA stored uncompressed, plus 16 MiB
+for metadata) is refused by its size before it is read, so a sparse or padded file cannot fill
+memory on its way to the decoder.
 Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left False: every image is fully decoded with
 ``.load()``, so a truncated JPEG or PNG is an error, never silently half grey.
 
@@ -50,7 +54,15 @@ from PIL import Image, ImageOps
 
 from fidkit.errors import ImageError
 
-__all__ = ["COLOUR_POLICY_VERSION", "IMAGE_EXTENSIONS", "decode_image", "decode_image_bytes", "DecodedImage"]
+__all__ = [
+    "COLOUR_POLICY_VERSION",
+    "IMAGE_EXTENSIONS",
+    "decode_image",
+    "decode_image_bytes",
+    "DecodedImage",
+    "max_file_bytes",
+    "file_too_large_error",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +71,7 @@ COLOUR_POLICY_VERSION: int = 1
 
 #: File name extensions read as images (lower case; matching is case-insensitive).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".webp", ".tif", ".tiff"}
 )
 
 # Formats whose pixels went through lossy compression. WebP is lossy only in its "VP8 " flavour,
@@ -68,6 +80,28 @@ _LOSSY_FORMATS = frozenset({"JPEG", "MPO"})
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _SIXTEEN_BIT_MAX = 65535
+
+
+# The most bytes per pixel of the pixel limit an image file may take: 16-bit RGBA (or CMYK) stored
+# uncompressed; compressed formats take far less. Plus room for metadata (EXIF, ICC, XMP).
+_FILE_BYTES_PER_PIXEL = 8
+_FILE_BYTES_SLACK = 16 * 2**20
+
+
+def max_file_bytes(max_pixels: int | None) -> int | None:
+    """The largest file read as an image under the pixel limit `max_pixels` (None: no limit)."""
+    if max_pixels is None:
+        return None
+    return int(max_pixels) * _FILE_BYTES_PER_PIXEL + _FILE_BYTES_SLACK
+
+
+def file_too_large_error(name: str, size: int, limit: int) -> ImageError:
+    """The error for a file refused unread because of its size (see :func:`max_file_bytes`)."""
+    return ImageError(
+        f"{name}: {size:,} bytes, more than an image within the decompression-bomb limit can take "
+        f"({limit:,} bytes for PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS}); refused unread: "
+        "if it is a genuine image, raise PIL.Image.MAX_IMAGE_PIXELS before computing"
+    )
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,17 @@ Both methods re-import the caller's ``__main__`` module in the workers: scripts 
 work under ``if __name__ == "__main__":``, as for any ``multiprocessing`` code.
 
 Workers receive file *names* in chunks (never open file handles: each worker opens the folder or
-archive itself) and return decoded arrays. At most ``2 * workers`` chunks are in flight, so memory
-stays bounded when the consumer is slower than decoding. Results are consumed in submission order,
+archive itself) and return decoded arrays. At most ``2 * workers`` chunks are in flight, and a
+chunk stops once its decoded pixels pass :data:`_CHUNK_PIXEL_BYTES` (its rest is sent again), so
+memory stays bounded by pixels, not only by file counts, when the consumer is slower than decoding
+or the images are huge. More workers than CPUs are not started (a warning says so). Results are consumed in submission order,
 so the output order never depends on timing or on the number of workers.
 
 Workers ignore SIGINT: on Ctrl-C only the parent sees ``KeyboardInterrupt``, and the generator's
-``finally`` terminates and joins them. Closing the generator early does the same.
+``finally`` terminates and joins them. Closing the generator early does the same. When the parent
+is killed outright (SIGTERM, SIGKILL, the out-of-memory killer), no ``finally`` runs: each worker
+then ends by itself within moments (it watches the parent's pid, and on Linux also asks the kernel
+for a signal when its own parent ends), and the forkserver follows once no worker is left.
 
 Small sources (at most :data:`IN_PROCESS_MAX_IMAGES` files) and ``workers`` of 0 or 1 are decoded in
 the calling process: starting workers would cost more than it saves.
@@ -30,8 +35,11 @@ import logging
 import multiprocessing
 import numbers
 import os
+import select
 import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -40,8 +48,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from fidkit.errors import ImageError, InputError
-from fidkit.sources.decode import decode_image_bytes
+from fidkit.errors import ImageError, InputError, SourceError
+from fidkit.sources.decode import decode_image_bytes, max_file_bytes
 
 __all__ = [
     "IN_PROCESS_MAX_IMAGES",
@@ -58,6 +66,10 @@ logger = logging.getLogger(__name__)
 IN_PROCESS_MAX_IMAGES = 256
 #: Largest default number of workers: beyond this, reading files, not decoding, limits.
 MAX_DEFAULT_WORKERS = 8
+# Decoded pixel bytes one task returns at most (plus one image): a task of huge images stops there
+# and the rest of it is sent again, so memory follows pixels, not only file counts. At most
+# 2 * workers tasks are in flight.
+_CHUNK_PIXEL_BYTES = 64 * 2**20
 # Files per task sent to a worker: big enough that the inter-process overhead (about 1 ms per
 # task) is small against decoding, small enough that the first batch arrives quickly.
 _DEFAULT_CHUNK_FILES = 64
@@ -70,7 +82,10 @@ class MemberReader(Protocol):
     handles when pickled), because each worker gets its own copy.
     """
 
-    def read(self, member: str) -> bytes: ...
+    def read(self, member: str, max_bytes: int | None = None) -> bytes:
+        """The member's bytes; an :class:`ImageError` without reading when it holds more than
+        `max_bytes` (None: no bound)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -86,13 +101,32 @@ class DecodeOutcome:
     lossy: bool
 
 
+def _available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """The number of decoding workers used when none is given: CPUs available, at most 8."""
-    try:
-        n_cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n_cpus = os.cpu_count() or 1
-    return max(1, min(n_cpus, MAX_DEFAULT_WORKERS))
+    return max(1, min(_available_cpus(), MAX_DEFAULT_WORKERS))
+
+
+def _cap_workers(workers: int) -> int:
+    """At most one worker per available CPU (but 2 may always be asked for): more only multiply
+    the memory held in flight without decoding any faster."""
+    cap = max(2, _available_cpus())
+    if workers > cap:
+        logger.warning(
+            "%d decoding workers asked for, %d CPUs available: using %d (more would not decode "
+            "faster and would hold more images in memory)",
+            workers,
+            _available_cpus(),
+            cap,
+        )
+        return cap
+    return workers
 
 
 def resolve_workers(workers: int | None) -> int:
@@ -105,54 +139,163 @@ def resolve_workers(workers: int | None) -> int:
     return int(workers)
 
 
+_Outcome = tuple[int, str, "np.ndarray | None", "str | None", bool]
+
+
 def _decode_members(
     reader: MemberReader,
     chunk: Sequence[tuple[int, str]],
     exif_transpose: bool,
     max_pixels: int | None,
-) -> list[tuple[int, str, np.ndarray | None, str | None, bool]]:
+    max_out_bytes: int | None = None,
+) -> tuple[list[_Outcome], list[tuple[int, str]]]:
+    """Decode `chunk`; return the outcomes, in index order, and what is left to decode.
+
+    Once the decoded pixels exceed `max_out_bytes`, decoding stops and the rest of the chunk comes
+    back undone, so that a chunk of huge images never holds more than about that many bytes. The
+    outcomes returned always precede everything left (in index order): the caller can yield them at
+    once and decode the rest next.
+    """
     # Plain tuples: cheaper to pickle back from a worker than dataclasses.
-    decoded: list[tuple[int, str, np.ndarray | None, str | None, bool]] = []
+    decoded: list[_Outcome] = []
+    max_bytes = max_file_bytes(max_pixels)
+    lowest = min(index for index, _ in chunk) if chunk else 0
     read_order = getattr(reader, "read_order", None)
     if read_order is not None:
         # Compressed tar: read in archive order so the stream seeks forward only.
         index_of = {member: index for index, member in chunk}
         chunk = [(index_of[member], member) for member in read_order([member for _, member in chunk])]
-    for index, member in chunk:
-        try:
-            data = reader.read(member)
-        except Exception as exc:  # noqa: BLE001 - any read failure makes this one file bad
-            decoded.append((index, member, None, f"unreadable ({type(exc).__name__}: {exc})", False))
-            continue
-        try:
-            image = decode_image_bytes(
-                data, member, exif_transpose=exif_transpose, max_pixels=max_pixels
-            )
-        except ImageError as exc:
-            reason = str(exc)
-            prefix = f"{member}: "
-            decoded.append(
-                (index, member, None, reason[len(prefix):] if reason.startswith(prefix) else reason, False)
-            )
-            continue
-        decoded.append((index, member, image.pixels, None, image.lossy))
+    out_bytes = 0
+    position = 0
+    for position, (index, member) in enumerate(chunk, start=1):
+        outcome = _decode_one(reader, index, member, exif_transpose, max_pixels, max_bytes)
+        decoded.append(outcome)
+        if outcome[2] is not None:
+            out_bytes += outcome[2].nbytes
+        # Stop early only once the lowest index is done, so that every call makes progress.
+        if max_out_bytes is not None and out_bytes >= max_out_bytes and position < len(chunk):
+            if any(done[0] == lowest for done in decoded):
+                break
+    else:
+        position = len(chunk)
+    left = list(chunk[position:])
     if read_order is not None:
         decoded.sort(key=lambda outcome: outcome[0])
-    return decoded
+    if left:
+        # Read out of index order (an archive not in name order): outcomes past the first undone
+        # index go back undone, their pixels dropped, so the caller never waits on a gap.
+        first_left = min(index for index, _ in left)
+        keep = [outcome for outcome in decoded if outcome[0] < first_left]
+        left += [(outcome[0], outcome[1]) for outcome in decoded if outcome[0] > first_left]
+        left.sort()
+        decoded = keep
+    return decoded, left
+
+
+def _decode_one(
+    reader: MemberReader,
+    index: int,
+    member: str,
+    exif_transpose: bool,
+    max_pixels: int | None,
+    max_bytes: int | None,
+) -> _Outcome:
+    try:
+        data = reader.read(member, max_bytes)
+    except SourceError:
+        # Damage to the folder or archive as a whole, not to this one file: what else it holds
+        # is unknown, so this ends the run whatever skip_bad says.
+        raise
+    except ImageError as exc:  # the reader's own verdict on this one file
+        return (index, member, None, _reason(exc, member), False)
+    except Exception as exc:  # noqa: BLE001 - any other read failure makes this one file bad
+        return (index, member, None, f"unreadable ({type(exc).__name__}: {exc})", False)
+    try:
+        image = decode_image_bytes(data, member, exif_transpose=exif_transpose, max_pixels=max_pixels)
+    except ImageError as exc:
+        return (index, member, None, _reason(exc, member), False)
+    finally:
+        del data
+    return (index, member, image.pixels, None, image.lossy)
+
+
+def _reason(exc: ImageError, member: str) -> str:
+    reason = str(exc)
+    prefix = f"{member}: "
+    return reason[len(prefix):] if reason.startswith(prefix) else reason
 
 
 # Per-worker-process state, set once by the pool initializer (never in the parent).
 _worker_reader: MemberReader | None = None
 _worker_exif_transpose = False
+_worker_chunk_pixel_bytes = _CHUNK_PIXEL_BYTES
 
 
-def _init_worker(reader: MemberReader, exif_transpose: bool, max_pixels: int | None) -> None:
-    global _worker_reader, _worker_exif_transpose
+# prctl(2) option: the signal the kernel sends this process when its parent ends.
+_PR_SET_PDEATHSIG = 1
+# How often a worker without pidfd support checks that the process it works for is alive.
+_PARENT_POLL_SECONDS = 0.5
+
+
+def _die_with_parent(owner_pid: int) -> None:
+    """End this worker when `owner_pid` (the process that asked for it) ends, however it ends.
+
+    A SIGKILL'ed owner runs no cleanup, and the pool's queues give its workers no end-of-file (each
+    worker holds a copy of both ends), so they would wait for work for ever with the folder or
+    archive open. Two guards: the kernel signals the worker when its parent (the forkserver, or the
+    owner under spawn) ends, and a thread waits for the owner itself to end. The forkserver ends by
+    itself once neither the owner nor any worker holds its pipe.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl: the thread still guards
+            pass
+    threading.Thread(target=_watch_owner, args=(owner_pid,), name="fidkit-owner-watch", daemon=True).start()
+
+
+def _watch_owner(owner_pid: int) -> None:
+    try:
+        pidfd = os.pidfd_open(owner_pid)  # Linux >= 5.3: readable once the process has ended
+    except (AttributeError, OSError):
+        pidfd = None
+    if pidfd is not None:
+        select.select([pidfd], [], [])
+        os._exit(1)
+    while _pid_alive(owner_pid):  # pragma: no cover - platforms without pidfd
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)  # pragma: no cover
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _init_worker(
+    reader: MemberReader,
+    exif_transpose: bool,
+    max_pixels: int | None,
+    chunk_pixel_bytes: int,
+    owner_pid: int | None = None,
+) -> None:
+    global _worker_reader, _worker_exif_transpose, _worker_chunk_pixel_bytes
+    if owner_pid is not None:
+        _die_with_parent(owner_pid)
     # Ctrl-C is the parent's to handle: it terminates the workers; tracebacks from every worker
     # would only bury the one message that matters.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_reader = reader
     _worker_exif_transpose = exif_transpose
+    _worker_chunk_pixel_bytes = chunk_pixel_bytes
     # Mirror the parent's decompression-bomb limit, for Pillow's own check and for ours (the
     # worker reads it back from here).
     Image.MAX_IMAGE_PIXELS = max_pixels
@@ -160,9 +303,11 @@ def _init_worker(reader: MemberReader, exif_transpose: bool, max_pixels: int | N
 
 def _decode_chunk_in_worker(
     chunk: Sequence[tuple[int, str]],
-) -> list[tuple[int, str, np.ndarray | None, str | None, bool]]:
+) -> tuple[list[_Outcome], list[tuple[int, str]]]:
     assert _worker_reader is not None, "worker used before its initializer ran"
-    return _decode_members(_worker_reader, chunk, _worker_exif_transpose, Image.MAX_IMAGE_PIXELS)
+    return _decode_members(
+        _worker_reader, chunk, _worker_exif_transpose, Image.MAX_IMAGE_PIXELS, _worker_chunk_pixel_bytes
+    )
 
 
 def _chunks(names: Sequence[str], size: int) -> Iterator[list[tuple[int, str]]]:
@@ -229,11 +374,16 @@ def decode_stream(
     max_pixels = Image.MAX_IMAGE_PIXELS
     n_names = len(names)
     chunk_size = _DEFAULT_CHUNK_FILES
+    workers = _cap_workers(workers)
     if workers <= 1 or n_names <= IN_PROCESS_MAX_IMAGES:
         try:
             for chunk in _chunks(names, chunk_size):
-                for outcome in _decode_members(reader, chunk, exif_transpose, max_pixels):
-                    yield DecodeOutcome(*outcome)
+                while chunk:
+                    outcomes, chunk = _decode_members(
+                        reader, chunk, exif_transpose, max_pixels, _CHUNK_PIXEL_BYTES
+                    )
+                    for outcome in outcomes:
+                        yield DecodeOutcome(*outcome)
         finally:
             reader.close()
         return
@@ -247,7 +397,7 @@ def decode_stream(
         max_workers=n_workers,
         mp_context=_mp_context(),
         initializer=_init_worker,
-        initargs=(reader, exif_transpose, max_pixels),
+        initargs=(reader, exif_transpose, max_pixels, _CHUNK_PIXEL_BYTES, os.getpid()),
     )
     in_flight: collections.deque[tuple[concurrent.futures.Future, list[tuple[int, str]]]] = (
         collections.deque()
@@ -261,7 +411,7 @@ def decode_stream(
         while in_flight:
             future, chunk = in_flight.popleft()
             try:
-                outcomes = future.result()
+                outcomes, left = future.result()
             except BrokenProcessPool as exc:
                 raise ImageError(
                     f"a decoding worker process died while decoding one of {chunk[0][1]} .. "
@@ -270,9 +420,14 @@ def decode_stream(
                     "processes re-import it). Rerun with workers=0 (--workers 0) to decode in this "
                     "process"
                 ) from exc
-            next_chunk = next(chunks, None)
-            if next_chunk is not None:
-                in_flight.append((executor.submit(_decode_chunk_in_worker, next_chunk), next_chunk))
+            if left:
+                # The worker stopped at its pixel budget: the rest of the chunk comes next in the
+                # output, so it goes to the front, in the place of the chunk it came from.
+                in_flight.appendleft((executor.submit(_decode_chunk_in_worker, left), left))
+            else:
+                next_chunk = next(chunks, None)
+                if next_chunk is not None:
+                    in_flight.append((executor.submit(_decode_chunk_in_worker, next_chunk), next_chunk))
             for outcome in outcomes:
                 yield DecodeOutcome(*outcome)
         finished = True
