@@ -235,6 +235,14 @@ def _consistency_warnings(side_a: SideReport, side_b: SideReport, *, allow_weigh
                 "not zero even for the same pictures, and published reference statistics (e.g. "
                 "CIFAR-10) were made from lossless images"
             )
+        n_ignored = sum(count for _, count in side.ignored)
+        if n_ignored:
+            reasons = "; ".join(f"{count} {reason}" for reason, count in side.ignored)
+            messages.append(f"side {label} ({side.name}): {n_ignored} file(s) or folder(s) not read: {reasons}")
+        n_ignored = sum(count for _, count in side.ignored)
+        if n_ignored:
+            reasons = "; ".join(f"{count} {reason}" for reason, count in side.ignored)
+            messages.append(f"side {label} ({side.name}): {n_ignored} file(s) or folder(s) not read: {reasons}")
         if side.n_skipped:
             examples = "; ".join(f"{file}: {reason}" for file, reason in side.skipped[:3])
             messages.append(

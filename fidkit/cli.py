@@ -331,6 +331,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         "dim": int(stats.dim),
         "cached": side.cached,
         "n_skipped": side.n_skipped,
+        "ignored": dict(side.ignored),
         "lossy": side.lossy,
         "saved": str(out_path) if out_path is not None else None,
         "seconds": round(side.total_seconds, 3),
@@ -344,6 +345,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             extras.append("cached")
         if side.n_skipped:
             extras.append(f"{side.n_skipped} file(s) skipped")
+        n_ignored = sum(count for _, count in side.ignored)
+        if n_ignored:
+            extras.append(f"{n_ignored} not read (" + "; ".join(f"{c} {r}" for r, c in side.ignored) + ")")
         if side.lossy:
             extras.append("lossy JPEG inputs")
         print(f"{where}: N={stats.n}, dim={stats.dim}, " + ", ".join(extras))

@@ -99,6 +99,9 @@ class SideReport:
         side names at most 20).
     n_skipped : int
         How many files were skipped.
+    ignored : tuple of (str, int)
+        ``(reason, count)`` of what the source deliberately did not read (hidden folders, formats
+        fidkit does not read, special files, duplicate archive members).
     foreign : bool
         True for a statistics file holding only ``mu`` and ``sigma`` (TTUR, pytorch-fid).
     weights_sha256, resize_mode, provider : str or None
@@ -119,6 +122,7 @@ class SideReport:
     lossy: bool
     skipped: tuple[tuple[str, str], ...]
     n_skipped: int
+    ignored: tuple[tuple[str, int], ...]
     foreign: bool
     weights_sha256: str | None
     resize_mode: str | None
@@ -131,6 +135,7 @@ class SideReport:
         """Return a JSON-ready dict."""
         data = dataclasses.asdict(self)
         data["skipped"] = [{"file": file, "reason": reason} for file, reason in self.skipped]
+        data["ignored"] = {reason: count for reason, count in self.ignored}
         return data
 
     def __str__(self) -> str:
@@ -138,6 +143,9 @@ class SideReport:
         extras = [self.kind] + (["cached"] if self.cached else []) + (["lossy"] if self.lossy else [])
         if self.n_skipped:
             extras.append(f"{self.n_skipped} skipped")
+        n_ignored = sum(count for _, count in self.ignored)
+        if n_ignored:
+            extras.append(f"{n_ignored} ignored")
         return f"{self.name} ({n_text}, {', '.join(extras)})"
 
 
@@ -359,6 +367,7 @@ def _metadata_of_run(
         source_fingerprint=fingerprint,
         n_skipped=len(skipped),
         skipped_files=json.dumps([list(item) for item in skipped[:_MAX_SKIPPED_IN_METADATA]]),
+        ignored_json=json.dumps(dict(sorted(source.ignored.items()))),
         lossy_inputs=bool(source.lossy),
     )
     return metadata
@@ -410,6 +419,11 @@ def describe(
         except ValueError:
             skipped = ()
     times = times or ExtractionTimes()
+    try:
+        ignored_counts = json.loads(str(metadata.get("ignored_json", "{}")))
+        ignored = tuple((str(reason), int(count)) for reason, count in dict(ignored_counts).items())
+    except (ValueError, TypeError):
+        ignored = ()
     return SideReport(
         name=name,
         kind=kind,
@@ -418,6 +432,7 @@ def describe(
         lossy=bool(metadata.get("lossy_inputs", False)),
         skipped=tuple(skipped),
         n_skipped=int(metadata.get("n_skipped", len(skipped))),
+        ignored=ignored,
         foreign=stats.is_foreign,
         weights_sha256=_str_or_none(metadata.get("weights_sha256")),
         resize_mode=_str_or_none(metadata.get("resize_mode")),

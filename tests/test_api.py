@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fidkit.errors import EmptySourceError, FidkitWarning, ImageError, InputError
 
@@ -327,3 +328,20 @@ def test_progress_goes_to_stderr_only_when_asked_or_on_a_terminal(capsys):
         assert captured.out == ""
         assert ("some/dir" in captured.err and "/6" in captured.err) is drawn
         assert accumulator.n == 6 and times.network_seconds >= 0.0
+
+
+def test_what_a_folder_does_not_read_is_counted_in_the_report(tmp_path, extractor):
+    # Hidden folders and formats fidkit does not read are never dropped without a count.
+    from fidkit.api import compute_fid, compute_stats_with_report
+
+    folder = tmp_path / "images"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    for index, image in enumerate(random_images(3, seed=9)):
+        Image.fromarray(image).save(folder / f"{index}.png")
+    Image.fromarray(random_images(1, seed=10)[0]).save(folder / ".ipynb_checkpoints" / "0.png")
+    (folder / "anim.gif").write_bytes(b"GIF89a")
+    stats, side = compute_stats_with_report(folder, extractor=extractor, workers=0, use_cache=False)
+    assert stats.n == 3 and sum(count for _, count in side.ignored) == 2
+    with pytest.warns(FidkitWarning, match="not read"):
+        report = compute_fid(folder, random_images(3, seed=11), extractor=extractor, workers=0, use_cache=False)
+    assert report.a.to_dict()["ignored"] and "2 ignored" in str(report.a)

@@ -2,7 +2,7 @@
 
 :func:`open_source` accepts
 
-* a folder of images (recursive; ``.png .jpg .jpeg .bmp .webp .tif .tiff`` in any case),
+* a folder of images (recursive; ``.png .jpg .jpeg .jfif .jpe .bmp .webp .tif .tiff`` in any case),
 * a ``.zip`` or ``.tar`` / ``.tar.gz`` / ``.tgz`` (also ``.tar.bz2``, ``.tar.xz``) archive, read in place,
 * a ``.npy`` or ``.npz`` of uint8 images ``(N, H, W, 3)`` or grayscale ``(N, H, W)``,
 * an MNIST ``*-idx3-ubyte`` file, optionally ``.gz``,
@@ -65,7 +65,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _ACCEPTED = (
-    "a folder of images (.png .jpg .jpeg .bmp .webp .tif .tiff), a .zip/.tar/.tar.gz/.tgz archive of "
+    "a folder of images (.png .jpg .jpeg .jfif .jpe .bmp .webp .tif .tiff), a .zip/.tar/.tar.gz/.tgz archive of "
     "images, a .npy/.npz of uint8 images, an MNIST *-idx3-ubyte[.gz] file, a CIFAR-10/100 python "
     "batch folder or file"
 )

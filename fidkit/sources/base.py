@@ -47,6 +47,8 @@ class Source:
     skipped : list of (str, str)
         ``(file, reason)`` of each file skipped by the last :meth:`batches` run with
         ``skip_bad=True``.
+    ignored : dict of str to int
+        What was deliberately not read, counted by reason (see :mod:`fidkit.sources.files`).
     limit, seed : int or None
         The subset actually used: ``limit`` is None when it did not cut anything, and ``seed`` is
         None when it did not matter.
@@ -75,6 +77,9 @@ class Source:
         self.seed = seed
         self.exif_transpose = exif_transpose
         self.skipped: list[tuple[str, str]] = []
+        #: ``{reason: count}`` of what was seen but deliberately not read (hidden folders, formats
+        #: fidkit does not read, special files, duplicate archive members); empty for arrays.
+        self.ignored: dict[str, int] = {}
         self._lossy = lossy
 
     def __repr__(self) -> str:
