@@ -82,6 +82,7 @@ def cache_key(
     weights_sha256: str,
     resize_mode: str,
     graph_sha256: str = "",
+    precision: str = "exact",
     stats_format_version: int | None = None,
 ) -> str:
     """Return the hex sha256 that names the cache entry of one source under one feature extractor.
@@ -97,6 +98,8 @@ def cache_key(
         The extractor's resize mode (``fidkit.inception.RESIZE_MODE``).
     graph_sha256 : str
         The sha256 of the ONNX graph that computes the features (empty for an extractor without one).
+    precision : str
+        ``"exact"`` or ``"fast"`` (FP16 TensorRT): statistics of the fast mode never stand in for exact ones.
     stats_format_version : int, optional
         Default: the statistics file format (:data:`fidkit.statsfile.STATS_FORMAT_VERSION`) of this fidkit;
         explicit values are for tests.
@@ -114,6 +117,7 @@ def cache_key(
         "weights_sha256": str(weights_sha256),
         "resize_mode": str(resize_mode),
         "graph_sha256": str(graph_sha256),
+        "precision": str(precision),
         "stats_format_version": int(stats_format_version),
     }
     # Canonical JSON (sorted keys, no whitespace) so the same recipe always hashes the same.

@@ -156,6 +156,7 @@ class ExtractorIdentity:
     weights_sha256: str
     resize_mode: str
     graph_sha256: str = ""
+    precision: str = "exact"
 
 
 def build_extractor(weights: Any, device: str, batch_size: int) -> FeatureExtractor:
@@ -203,6 +204,7 @@ class Network:
                 weights_sha256=str(self._extractor.weights_sha256),
                 resize_mode=str(self._extractor.resize_mode),
                 graph_sha256=str(getattr(self._extractor, "graph_sha256", "")),
+                precision=str(getattr(self._extractor, "precision", "exact")),
             )
         if self._identity is None:
             from fidkit.inception import RESIZE_MODE, ensure_graph, locate_weights
@@ -275,7 +277,7 @@ def look_up(source: Source, network: Network, options: SideOptions) -> CacheLook
     identity = network.identity()
     key = cache_key(
         fingerprint, weights_sha256=identity.weights_sha256, resize_mode=identity.resize_mode,
-        graph_sha256=identity.graph_sha256,
+        graph_sha256=identity.graph_sha256, precision=identity.precision,
     )
     cached = load_cached_stats(key)
     if cached is not None and (options.skip_bad or int(cached.metadata.get("n_skipped", 0)) == 0):

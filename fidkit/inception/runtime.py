@@ -8,10 +8,8 @@ extraction needs only numpy and onnxruntime. onnxruntime is imported when a
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,27 +20,26 @@ from numpy.typing import NDArray
 from fidkit._fs import atomic_write, cache_home, sha256_file
 from fidkit.errors import FidkitError, InputError
 from fidkit._validate import as_image_batch, check_batch_size
+from fidkit.inception.providers import (
+    PRECISIONS,
+    Device,
+    gpu_driver_present,
+    parse_device,
+    preload_gpu_libraries,
+    provider_entries,
+    quiet_onnxruntime,
+    why_no_gpu,
+)
 from fidkit.inception.spec import EXPORTER_VERSION, FEATURE_DIM, FEATURE_EXTRACTOR, RESIZE_MODE
 from fidkit.inception.weights import ResolvedWeights, locate_weights
 
 __all__ = [
-    "DEVICES",
     "FeatureExtractor",
     "graph_cache_path",
     "ensure_graph",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Values accepted by ``device``.
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
-
-_PROVIDER_FOR_DEVICE = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
-
 
 def graph_cache_path(weights_sha256: str) -> Path:
     """Where the graph for weights with this sha256 is cached."""
@@ -138,22 +135,6 @@ def _machine_threads() -> int:
     return max(os.cpu_count() or 1, 1)
 
 
-def _gpu_driver_present() -> bool:
-    """True if an NVIDIA driver library loads: a cheap test before asking onnxruntime for CUDA.
-
-    onnxruntime-gpu lists CUDA and TensorRT as available on machines without a GPU and prints
-    errors when asked to create them; checking the driver first keeps ``device="auto"`` quiet.
-    """
-    names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
-    for name in names:
-        try:
-            ctypes.CDLL(name)
-        except OSError:
-            continue
-        return True
-    return False
-
-
 class _UnreadableGraph(Exception):
     """Internal: onnxruntime could not parse the cached graph file."""
 
@@ -167,18 +148,24 @@ class FeatureExtractor:
         The weights file; by default ``$FIDKIT_WEIGHTS``, the cached file, or a download
         (see :func:`fidkit.inception.weights.locate_weights`). A ``ResolvedWeights`` from
         ``locate_weights`` is used as is, without hashing the file again.
-    device : {"auto", "cpu", "cuda", "tensorrt"}
-        ``"auto"`` uses CUDA when a GPU and its libraries are present, else the CPU.
-        ``"cuda"`` and ``"tensorrt"`` raise if that provider cannot start. TensorRT is never
-        chosen automatically: it may compute in TF32 (onnxruntime exposes no option to clear
-        TensorRT's TF32 flag; ``NVIDIA_TF32_OVERRIDE=0`` does) and it builds a new engine for
-        every new input size.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"tensorrt"`` or ``"tensorrt:N"``. ``"auto"``
+        uses CUDA only when a session really runs there (its providers are checked after creation and
+        a tiny warm-up batch runs), else the CPU. ``"cuda"`` and ``"tensorrt"`` raise, saying why and
+        what to install, if that provider cannot start; they never fall back to the CPU. TensorRT is
+        never chosen automatically: it may compute in TF32 (onnxruntime exposes no option to clear
+        TensorRT's TF32 flag; ``NVIDIA_TF32_OVERRIDE=0`` does) and it builds a new engine for every
+        new input size.
     batch_size : int
-        Images per onnxruntime run; larger inputs are split.
+        Images per onnxruntime run; larger inputs are split. On a GPU every run has this many images
+        (the last batch is padded), so one cuDNN plan serves them all.
     threads : int, optional
         Intra-op threads; by default the cores this process may use.
     download_progress : bool
         Progress bar on stderr if the weights have to be downloaded.
+    precision : {"exact", "fast"}
+        ``"exact"`` (default): float32 everywhere, TF32 off. ``"fast"``: TensorRT with FP16 kernels
+        allowed; needs ``device="tensorrt"``; never the default.
 
     Attributes
     ----------
@@ -203,9 +190,13 @@ class FeatureExtractor:
         batch_size: int = 50,
         threads: int | None = None,
         download_progress: bool = True,
+        precision: str = "exact",
     ) -> None:
-        if device not in DEVICES:
-            raise InputError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+        parsed = parse_device(device)
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if precision == "fast" and parsed.kind != "tensorrt":
+            raise InputError("precision='fast' runs on TensorRT (FP16): pass device='tensorrt' (or --device tensorrt)")
         batch_size = check_batch_size(batch_size)
         if threads is not None and int(threads) < 1:
             raise InputError(f"threads must be at least 1, not {threads}")
@@ -221,12 +212,13 @@ class FeatureExtractor:
         self.resize_mode: str = RESIZE_MODE
         self.batch_size: int = batch_size
         self.threads: int = int(threads) if threads is not None else _machine_threads()
-        self.device: str = device
+        self.device: str = str(parsed)
+        self.precision: str = precision
         graph = ensure_graph(resolved)
         self.graph_path: Path = graph.path
         self.graph_sha256: str = graph.sha256
         try:
-            self._session = self._make_session(device)
+            self._session = self._make_session(parsed)
         except _UnreadableGraph as exc:
             if graph.built:
                 raise self._graph_error(exc) from None
@@ -236,7 +228,7 @@ class FeatureExtractor:
             graph = ensure_graph(resolved, rebuild=True)
             self.graph_sha256 = graph.sha256
             try:
-                self._session = self._make_session(device)
+                self._session = self._make_session(parsed)
             except _UnreadableGraph as again:
                 raise self._graph_error(again) from None
         self.provider: str = self._session.get_providers()[0]
@@ -276,64 +268,40 @@ class FeatureExtractor:
         options.inter_op_num_threads = 1
         return options
 
-    def _provider_list(self, name: str) -> list[Any]:
-        """Provider entries (with options) for `name`, followed by the CPU as fallback for nodes."""
-        if name == "CPUExecutionProvider":
-            return ["CPUExecutionProvider"]
-        cuda = (
-            "CUDAExecutionProvider",
-            {
-                # onnxruntime's CUDA provider computes convolutions in TF32 unless told not to;
-                # FID is defined in float32.
-                "use_tf32": "0",
-                "cudnn_conv_algo_search": "EXHAUSTIVE",
-                "do_copy_in_default_stream": "1",
-            },
-        )
-        if name == "CUDAExecutionProvider":
-            return [cuda, "CPUExecutionProvider"]
-        trt_cache = cache_home() / "tensorrt"
-        try:
-            trt_cache.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FidkitError(
-                f"cannot create the TensorRT engine cache {trt_cache} ({exc.strerror or exc}); set the environment "
-                "variable FIDKIT_HOME to a writable folder"
-            ) from exc
-        tensorrt = (
-            "TensorrtExecutionProvider",
-            {
-                "trt_fp16_enable": "False",
-                "trt_int8_enable": "False",
-                "trt_engine_cache_enable": "True",
-                "trt_engine_cache_path": str(trt_cache),
-                "trt_timing_cache_enable": "True",
-                "trt_timing_cache_path": str(trt_cache),
-            },
-        )
-        return [tensorrt, cuda, "CPUExecutionProvider"]
+    def _provider_entries(self, device: Device) -> list[Any]:
+        trt_cache = None
+        if device.kind == "tensorrt":
+            trt_cache = cache_home() / "tensorrt"
+            try:
+                trt_cache.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise FidkitError(
+                    f"cannot create the TensorRT engine cache {trt_cache} ({exc.strerror or exc}); set the "
+                    "environment variable FIDKIT_HOME to a writable folder"
+                ) from exc
+        return provider_entries(device, precision=self.precision, tensorrt_cache=trt_cache)
 
-    def _make_session(self, device: str) -> Any:
+    def _make_session(self, device: Device) -> Any:
         import onnxruntime as ort
 
+        quiet_onnxruntime(ort)
         available = ort.get_available_providers()
-        if device == "auto":
-            wanted = ["CPUExecutionProvider"]
-            if "CUDAExecutionProvider" in available and _gpu_driver_present():
-                wanted.insert(0, "CUDAExecutionProvider")
+        explicit = device.kind != "auto"
+        if explicit:
+            if device.kind != "cpu" and device.provider not in available:
+                raise FidkitError(f"device {device} asked for, but {why_no_gpu(ort, device)}")
+            candidates = [device]
         else:
-            name = _PROVIDER_FOR_DEVICE[device]
-            if name not in available:
-                raise FidkitError(
-                    f"device {device!r} asked for but this onnxruntime build has no {name} "
-                    f"(available: {', '.join(available)}); install onnxruntime-gpu or use --device cpu"
-                )
-            wanted = [name]
-        last_error: Exception | None = None
-        for name in wanted:
+            candidates = [Device("cpu")]
+            if "CUDAExecutionProvider" in available and gpu_driver_present():
+                candidates.insert(0, Device("cuda"))
+        for candidate in candidates:
+            on_gpu = candidate.kind != "cpu"
+            if on_gpu:
+                preload_gpu_libraries(ort)
             try:
                 session = ort.InferenceSession(
-                    str(self.graph_path), self._session_options(), providers=self._provider_list(name)
+                    str(self.graph_path), self._session_options(), providers=self._provider_entries(candidate)
                 )
             except Exception as exc:  # onnxruntime raises its own types for provider failures
                 # A graph the CPU provider cannot load is a bad file, whatever type onnxruntime gives it (an
@@ -341,24 +309,37 @@ class FeatureExtractor:
                 # the same question is asked of the CPU provider before blaming the provider.
                 if (
                     type(exc).__name__ in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile")
-                    or name == "CPUExecutionProvider"
+                    or not on_gpu
                     or not self._graph_loads_on_cpu()
                 ):
                     raise _UnreadableGraph(f"{type(exc).__name__}: {exc}") from exc
-                last_error = exc
-                logger.warning("could not start %s: %s", name, exc)
+                if explicit:
+                    raise FidkitError(f"device {device} asked for, but {why_no_gpu(ort, candidate, str(exc))}") from None
+                logger.info("%s could not start (%s); using the CPU", candidate.provider, exc)
                 continue
             actual = session.get_providers()[0]
-            if actual == name:
+            problem = None
+            if actual != candidate.provider:
+                # onnxruntime fell back without a word (missing CUDA libraries, no GPU).
+                problem = f"onnxruntime fell back to {actual}"
+            elif on_gpu:
+                problem = self._warm_up(session)
+            if problem is None:
                 return session
-            # onnxruntime silently fell back (missing CUDA libraries, no GPU).
-            if device != "auto":
-                raise FidkitError(
-                    f"device {device!r} asked for but onnxruntime could not start {name} and fell "
-                    f"back to {actual}; check the CUDA/cuDNN installation or use --device cpu"
-                )
-            logger.info("%s could not start; trying the next provider", name)
-        raise FidkitError(f"could not start onnxruntime on device {device!r}: {last_error}")
+            if explicit:
+                raise FidkitError(f"device {device} asked for, but {why_no_gpu(ort, candidate, problem)}")
+            logger.info("%s does not run here (%s); using the CPU", candidate.provider, problem)
+        raise FidkitError(f"could not start onnxruntime on device {device}")  # pragma: no cover - CPU always starts
+
+    @staticmethod
+    def _warm_up(session: Any) -> str | None:
+        """Run one tiny batch: a GPU session that was created may still fail on its first run (cuDNN)."""
+        try:
+            name = session.get_inputs()[0].name
+            session.run(None, {name: np.zeros((1, 16, 16, 3), dtype=np.uint8)})
+        except Exception as exc:  # noqa: BLE001 - any failure means the provider does not really run
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     # --- running -----------------------------------------------------------------------------
 
@@ -384,7 +365,16 @@ class FeatureExtractor:
         for start in range(0, n_images, self.batch_size):
             stop = min(start + self.batch_size, n_images)
             chunk = np.ascontiguousarray(images[start:stop])
-            self._run(chunk, features[start:stop])
+            if self._on_gpu and len(chunk) < self.batch_size:
+                # One input shape per image size on the GPU, so that one cuDNN plan (searched once, at
+                # the first batch) serves every batch: pad the short batch, keep its own rows.
+                padded = np.zeros((self.batch_size, *chunk.shape[1:]), dtype=np.uint8)
+                padded[: len(chunk)] = chunk
+                out = np.empty((self.batch_size, FEATURE_DIM), dtype=np.float32)
+                self._run(padded, out)
+                features[start:stop] = out[: len(chunk)]
+            else:
+                self._run(chunk, features[start:stop])
         return features
 
     def _run(self, chunk: NDArray[np.uint8], out: NDArray[np.float32]) -> None:
@@ -415,6 +405,8 @@ class FeatureExtractor:
             "provider": self.provider,
             "exporter_version": EXPORTER_VERSION,
             "graph_sha256": self.graph_sha256,
+            "engine": "onnxruntime",
+            "precision": self.precision,
         }
 
     def __repr__(self) -> str:

@@ -1,0 +1,204 @@
+"""Where the graph runs: device strings, onnxruntime's providers and their options, and why a GPU cannot.
+
+A device is ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"tensorrt"`` or ``"tensorrt:N"``. This module
+turns it into onnxruntime provider entries (TF32 off on CUDA: FID is defined in float32), preloads the CUDA
+and cuDNN libraries that ``pip install "fidkit[cuda]"`` brings, keeps onnxruntime's own log lines quiet
+unless fidkit logs at DEBUG, and, when CUDA cannot run, says why and what to install instead of letting
+onnxruntime fall back to the CPU without a word. onnxruntime is imported by the caller and passed in, so
+that tests can hand a stand-in with any provider list.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.metadata
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fidkit.errors import InputError
+
+__all__ = [
+    "Device",
+    "parse_device",
+    "PRECISIONS",
+    "provider_entries",
+    "quiet_onnxruntime",
+    "preload_gpu_libraries",
+    "gpu_driver_present",
+    "why_no_gpu",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``"exact"``: float32 everywhere (the default). ``"fast"``: TensorRT with FP16 kernels allowed (opt-in; its
+#: deviation from the exact features is measured by ``benchmarks/bench_gpu.py``).
+PRECISIONS = ("exact", "fast")
+
+_PROVIDER = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+_KINDS = ("auto", *_PROVIDER)
+
+
+@dataclass(frozen=True)
+class Device:
+    """A parsed device string: the kind and the GPU index (0 unless ``cuda:N`` / ``tensorrt:N``)."""
+
+    kind: str
+    index: int = 0
+
+    @property
+    def provider(self) -> str:
+        """The onnxruntime provider name (not defined for ``auto``)."""
+        return _PROVIDER[self.kind]
+
+    def __str__(self) -> str:
+        return self.kind if self.kind in ("auto", "cpu") or self.index == 0 else f"{self.kind}:{self.index}"
+
+
+def parse_device(text: Any) -> Device:
+    """Parse ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``tensorrt``, ``tensorrt:N``; InputError otherwise."""
+    if not isinstance(text, str):
+        raise InputError(f"device must be a string such as 'auto', 'cpu', 'cuda' or 'cuda:1', not {text!r}")
+    kind, _, index_text = text.strip().lower().partition(":")
+    if kind not in _KINDS or (index_text and kind in ("auto", "cpu")):
+        raise InputError(f"device must be auto, cpu, cuda, cuda:N, tensorrt or tensorrt:N, not {text!r}")
+    if not index_text:
+        return Device(kind)
+    if not index_text.isdigit():
+        raise InputError(f"device {text!r}: the GPU index after ':' must be a number, e.g. cuda:1")
+    return Device(kind, int(index_text))
+
+
+def provider_entries(device: Device, *, precision: str, tensorrt_cache: Path | None) -> list[Any]:
+    """onnxruntime provider entries (with options) for `device`, the CPU last as the fallback for nodes."""
+    if device.kind == "cpu":
+        return ["CPUExecutionProvider"]
+    cuda = (
+        "CUDAExecutionProvider",
+        {
+            "device_id": str(device.index),
+            # onnxruntime's CUDA provider computes convolutions in TF32 unless told not to; FID is float32.
+            "use_tf32": "0",
+            # One plan search per shape; batches are padded to one shape on the GPU, so it is paid once.
+            "cudnn_conv_algo_search": "EXHAUSTIVE",
+            "do_copy_in_default_stream": "1",
+        },
+    )
+    if device.kind == "cuda":
+        return [cuda, "CPUExecutionProvider"]
+    tensorrt = (
+        "TensorrtExecutionProvider",
+        {
+            "device_id": str(device.index),
+            "trt_fp16_enable": "True" if precision == "fast" else "False",
+            "trt_int8_enable": "False",
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(tensorrt_cache),
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": str(tensorrt_cache),
+        },
+    )
+    return [tensorrt, cuda, "CPUExecutionProvider"]
+
+
+def quiet_onnxruntime(ort: Any) -> None:
+    """Keep onnxruntime's own (coloured, C++) log lines off stderr unless fidkit logs at DEBUG (``--debug``).
+
+    fidkit reports what went wrong itself, in one line that says what to do.
+    """
+    verbose = logging.getLogger("fidkit").isEnabledFor(logging.DEBUG)
+    # onnxruntime's severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal.
+    ort.set_default_logger_severity(2 if verbose else 4)
+
+
+def preload_gpu_libraries(ort: Any) -> None:
+    """Load the CUDA and cuDNN libraries of the ``nvidia-*`` wheels before a GPU session is created.
+
+    ``onnxruntime.preload_dlls()`` (onnxruntime >= 1.21) finds the libraries that ``pip install
+    "fidkit[cuda]"`` installed; when torch is already imported with CUDA, its libraries are loaded anyway.
+    Failures are left to the session, whose error :func:`why_no_gpu` then explains.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # noqa: BLE001 - best effort: the session reports the real failure
+        logger.debug("onnxruntime.preload_dlls() failed: %s", exc)
+
+
+def gpu_driver_present() -> bool:
+    """True if an NVIDIA driver library loads: a cheap test before asking onnxruntime for CUDA.
+
+    onnxruntime-gpu lists CUDA and TensorRT as available on machines without a GPU and prints
+    errors when asked to create them; checking the driver first keeps ``device="auto"`` quiet.
+    """
+    names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _loads(names: tuple[str, ...]) -> bool:
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+_INSTALL = 'pip install "fidkit[cuda]" (onnxruntime-gpu with its CUDA and cuDNN wheels)'
+
+
+def why_no_gpu(ort: Any, device: Device, detail: str = "") -> str:
+    """Say why `device` cannot run here and what to install; `detail` is onnxruntime's own message, if any."""
+    available = list(ort.get_available_providers())
+    wanted = device.provider
+    if wanted not in available:
+        if _installed("onnxruntime") and _installed("onnxruntime-gpu"):
+            return (
+                f"both onnxruntime and onnxruntime-gpu are installed and the CPU build shadows the GPU one (no "
+                f"{wanted}); run: pip uninstall -y onnxruntime onnxruntime-gpu && {_INSTALL}"
+            )
+        return f"this onnxruntime is a CPU-only build (providers: {', '.join(available)}); {_INSTALL}"
+    if not gpu_driver_present():
+        return "no NVIDIA driver on this machine (libcuda.so.1 does not load); use --device cpu, or a machine with a GPU"
+    missing = [
+        label
+        for label, names in (
+            ("the CUDA runtime (libcudart)", ("libcudart.so.13", "libcudart.so.12", "libcudart.so")),
+            ("cuBLAS (libcublas)", ("libcublas.so.13", "libcublas.so.12", "libcublas.so")),
+            ("cuDNN 9 (libcudnn)", ("libcudnn.so.9", "libcudnn.so")),
+        )
+        if not _loads(names)
+    ]
+    if missing:
+        return (
+            f"{' and '.join(missing)} cannot be loaded; {_INSTALL}, whose versions match this onnxruntime "
+            "(onnxruntime-gpu 1.31 needs CUDA 13 and a driver of the 580 series or newer)"
+        )
+    suffix = f" (onnxruntime: {detail.strip().splitlines()[0][:300]})" if detail.strip() else ""
+    return (
+        f"onnxruntime could not start {wanted} on GPU {device.index}{suffix}; check that the GPU index exists "
+        f"(nvidia-smi) and that the driver supports this CUDA version, or use --device cpu"
+    )
