@@ -1,8 +1,8 @@
 """argparse ``type=`` converters shared by ``fidkit`` (:mod:`fidkit.cli`) and its ``ttur`` / ``validate``
 commands (:mod:`fidkit.ttur.cli`).
 
-Only argparse is imported: both command modules must load without torch or numpy, so ``fidkit --help``
-stays fast. Each converter raises :class:`argparse.ArgumentTypeError`, which argparse turns into a usage
+Only argparse is imported at module level (``device_string`` imports the device grammar when it runs),
+so that the command modules load without torch or onnxruntime and ``fidkit --help`` stays fast. Each converter raises :class:`argparse.ArgumentTypeError`, which argparse turns into a usage
 error (exit status 2) that quotes the message.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["positive_int", "non_negative_int", "positive_float"]
+__all__ = ["positive_int", "non_negative_int", "positive_float", "device_string"]
 
 
 def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
@@ -46,3 +46,14 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
+
+
+def device_string(text: str) -> str:
+    """A device as :func:`fidkit.inception.providers.parse_device` reads it (``auto``, ``cpu``, ``cuda:1``...)."""
+    from fidkit.errors import InputError
+    from fidkit.inception.providers import parse_device
+
+    try:
+        return str(parse_device(text))
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from fidkit._argtypes import non_negative_int, positive_int
+from fidkit._argtypes import device_string, non_negative_int, positive_int
 from fidkit.errors import FidkitError, FidkitWarning, OverwriteError
 
 __all__ = ["main", "build_parser"]
@@ -123,8 +123,9 @@ def _network_parent(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="Inception weights .pth (default: $FIDKIT_WEIGHTS, the cache, or a download)",
     )
     group.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
-        help="where the network runs (default: auto = CUDA if a GPU is usable, else CPU)",
+        "--device", default="auto", type=device_string, metavar="DEVICE",
+        help="where the network runs: auto, cpu, cuda, cuda:N, tensorrt, tensorrt:N (default: auto = CUDA "
+        "when a session really runs there, else CPU)",
     )
     group.add_argument(
         "--batch-size", type=positive_int, default=50, metavar="N", help="images per network batch (default: 50)"
