@@ -284,7 +284,7 @@ def as_image_batch(batch: Any, what: str, value_range: Any = None) -> np.ndarray
     Examples
     --------
     >>> import numpy as np
-    >>> as_image_batch(np.array([[[0.0, 0.5, 1.0]]]), "x", value_range=(0, 1))[..., 0]
+    >>> as_image_batch(np.array([[[[0.0], [0.5], [1.0]]]]), "x", value_range=(0, 1))[..., 0]  # 127.5: to even
     array([[[  0, 128, 255]]], dtype=uint8)
     """
     value_range = check_value_range(value_range)
