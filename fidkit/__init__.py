@@ -9,6 +9,8 @@ float64 statistics, the Fréchet distance, a report. Each stage is importable on
   (``fidkit.frechet``).
 - :class:`Stats`, :class:`StatsAccumulator`: statistics, streaming and mergeable (``fidkit.stats``),
   saved as ``.npz`` files that TTUR and pytorch-fid read (``fidkit.statsfile``).
+- :class:`FID`: the metric of a training loop, ``update(images)`` / ``compute()`` / ``reset()``, exact
+  across ``torch.distributed`` ranks (``fidkit.metric``).
 - :class:`FeatureExtractor`: the 2015 Inception-v3 on onnxruntime (``fidkit.inception``).
 - :func:`open_source`: turning a path, array or iterable into image batches (``fidkit.sources``).
 
@@ -33,6 +35,7 @@ from fidkit.errors import (
 )
 from fidkit.frechet import FrechetResult, fid_from_arrays, fid_from_stats, frechet_distance
 from fidkit.inception import FEATURE_DIM, RESIZE_MODE, FeatureExtractor, resolve_weights
+from fidkit.metric import FID
 from fidkit.sources import COLOUR_POLICY_VERSION, Source, open_source
 from fidkit.stats import Stats, StatsAccumulator
 from fidkit.statsfile import STATS_FORMAT_VERSION
@@ -45,6 +48,8 @@ __all__ = [
     "FidReport",
     "SideReport",
     "Timings",
+    # the training-loop metric
+    "FID",
     # the distance
     "frechet_distance",
     "fid_from_stats",

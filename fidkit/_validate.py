@@ -2,7 +2,7 @@
 
 Sources, the network and the statistics all take batch sizes, subsets, feature arrays and image arrays;
 each rule lives here once, so that the same input is accepted or refused with the same message
-wherever it enters. Only numpy is imported.
+wherever it enters. Only numpy is imported (torch only to convert an object that is a torch tensor).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ __all__ = [
     "as_numpy",
     "check_image_array",
     "as_image_batch",
+    "check_value_range",
+    "is_torch_tensor",
 ]
 
 
@@ -93,24 +95,23 @@ def as_numpy(value: Any, what: str) -> np.ndarray:
 
 
 _FLOAT_ADVICE = (
-    "convert it yourself, e.g. for floats in [0, 1]: "
-    "(x * 255).round().clip(0, 255).astype(np.uint8); fidkit does not rescale other dtypes because "
-    "their range is ambiguous"
+    "floating-point images need their value range: pass value_range=(lo, hi), e.g. (0, 1) or (-1, 1), where "
+    "the call takes one (fidkit.FID), or convert to uint8 first as an 8-bit PNG would: "
+    "((x - lo) / (hi - lo) * 255).round().clip(0, 255).astype(np.uint8) (torch: .clamp(0, 255).to(torch.uint8))"
+)
+_OTHER_DTYPE_ADVICE = (
+    "convert it to uint8 yourself; fidkit rescales only floating-point images with a stated value_range, "
+    "because the range of other dtypes is ambiguous"
 )
 
 
-def check_image_array(dtype: np.dtype, shape: tuple[int, ...], what: str) -> None:
-    """Refuse a dtype or shape that is not a batch of channel-last uint8 images, without reading pixels.
+def _dtype_problem(dtype: Any, is_float: bool, what: str) -> InputError:
+    advice = _FLOAT_ADVICE if is_float else _OTHER_DTYPE_ADVICE
+    return InputError(f"{what}: images must be uint8, got dtype {dtype}; {advice}")
 
-    Raises
-    ------
-    InputError
-        Not uint8 (with how to convert), or a shape that is not a batch of images (channel-first
-        batches and single images get a specific hint). The message quotes `shape` as given.
-    """
-    if dtype != np.uint8:
-        raise InputError(f"{what}: images must be uint8, got dtype {dtype}; {_FLOAT_ADVICE}")
-    shape = tuple(int(d) for d in shape)
+
+def _check_layout_nhwc(shape: tuple[int, ...], what: str) -> None:
+    """Refuse a shape that is not a channel-last batch (numpy arrays are NHWC by convention)."""
     if len(shape) == 4 and shape[3] in (1, 3):
         return
     if len(shape) == 3 and shape[2] == 3:
@@ -123,27 +124,178 @@ def check_image_array(dtype: np.dtype, shape: tuple[int, ...], what: str) -> Non
         return
     if len(shape) == 4 and shape[1] in (1, 3):
         raise InputError(
-            f"{what}: shape {shape} looks channel-first (N, C, H, W); fidkit takes channel-last numpy "
-            "arrays: x.transpose(0, 2, 3, 1)"
+            f"{what}: shape {shape} looks channel-first (N, C, H, W); numpy arrays are taken as channel-last "
+            "(N, H, W, C): pass x.transpose(0, 2, 3, 1) (a torch tensor would be taken as (N, C, H, W))"
         )
     raise InputError(
         f"{what}: shape {shape} is not a batch of images; expected (N, H, W, 3) RGB or (N, H, W) grayscale"
     )
 
 
-def as_image_batch(batch: Any, what: str) -> np.ndarray:
-    """Check an image array and return it as C-contiguous uint8 ``(N, H, W, 3)``.
+def _check_layout_nchw(shape: tuple[int, ...], what: str) -> None:
+    """Refuse a shape that is not a channel-first batch (torch tensors are NCHW by convention)."""
+    if len(shape) == 4 and shape[1] in (1, 3):
+        return
+    if len(shape) == 4 and shape[3] in (1, 3):
+        raise InputError(
+            f"{what}: tensor shape {shape} looks channel-last (N, H, W, C); torch tensors are taken as "
+            "channel-first (N, C, H, W), the torch convention: pass x.permute(0, 3, 1, 2) (a numpy array would "
+            "be taken as (N, H, W, C))"
+        )
+    if len(shape) == 3:
+        raise InputError(
+            f"{what}: tensor shape {shape} has 3 axes; torch tensors are taken as (N, C, H, W) with C = 1 or 3: "
+            "add the channel axis of grayscale images with x[:, None], or the batch axis of one (C, H, W) image "
+            "with x[None]"
+        )
+    raise InputError(
+        f"{what}: tensor shape {shape} is not a batch of images; expected (N, 3, H, W) RGB or (N, 1, H, W) "
+        "grayscale (torch tensors are channel-first)"
+    )
 
-    The one place grayscale becomes RGB: ``(N, H, W)`` and ``(N, H, W, 1)`` are replicated to three
-    channels. An input that already is C-contiguous uint8 RGB is returned without a copy.
+
+def check_image_array(dtype: np.dtype, shape: tuple[int, ...], what: str) -> None:
+    """Refuse a dtype or shape that is not a batch of channel-last uint8 images, without reading pixels.
 
     Raises
     ------
     InputError
-        See :func:`check_image_array`.
+        Not uint8 (with how to convert), or a shape that is not a batch of images (channel-first
+        batches and single images get a specific hint). The message quotes `shape` as given.
     """
-    array = as_numpy(batch, what)
-    check_image_array(array.dtype, array.shape, what)
+    if dtype != np.uint8:
+        raise _dtype_problem(dtype, np.issubdtype(dtype, np.floating), what)
+    _check_layout_nhwc(tuple(int(d) for d in shape), what)
+
+
+def check_value_range(value_range: Any) -> tuple[float, float] | None:
+    """Return `value_range` as ``(lo, hi)`` floats with ``lo < hi`` (None stays None), or raise InputError."""
+    if value_range is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"value_range must be a pair (lo, hi) of numbers such as (0, 1) or (-1, 1), got {value_range!r}"
+        ) from exc
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise InputError(f"value_range must be finite with lo < hi, got {value_range!r}")
+    return lo, hi
+
+
+def is_torch_tensor(value: Any) -> bool:
+    """True for a ``torch.Tensor``; torch is imported only if the object comes from it."""
+    if not type(value).__module__.startswith("torch"):
+        return False
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
+def _out_of_range(low: float, high: float, value_range: tuple[float, float], what: str) -> InputError:
+    lo, hi = value_range
+    hint = ""
+    if value_range == (0.0, 1.0) and low < 0.0:
+        hint = " (images in [-1, 1]? pass value_range=(-1, 1))"
+    elif high > hi and high <= 255.5:
+        hint = " (images in [0, 255]? pass value_range=(0, 255), or convert them to uint8)"
+    return InputError(
+        f"{what}: values span [{low:.6g}, {high:.6g}], outside value_range=({lo:g}, {hi:g}) by more than half a "
+        f"quantization step ({0.5 / 255 * (hi - lo):.3g}){hint}; fidkit never clips images: pass the range the "
+        "images really use"
+    )
+
+
+def _non_finite(what: str) -> InputError:
+    return InputError(f"{what}: the images contain NaN or inf; the generator produced invalid values")
+
+
+def _quantize_numpy(array: np.ndarray, value_range: tuple[float, float], what: str) -> np.ndarray:
+    lo, hi = value_range
+    scaled = (array.astype(np.float64) - lo) / (hi - lo) * 255
+    if scaled.size:
+        # NaN fails both comparisons: it is caught here too.
+        if not (float(scaled.min()) >= -0.5 and float(scaled.max()) <= 255.5):
+            if not np.isfinite(array).all():
+                raise _non_finite(what)
+            raise _out_of_range(float(array.min()), float(array.max()), value_range, what)
+    np.rint(scaled, out=scaled)  # round half to even, like torch.round
+    np.clip(scaled, 0, 255, out=scaled)  # clips only the half-step tolerance: -0.5 -> 0, 255.5 -> 256 -> 255
+    return scaled.astype(np.uint8)
+
+
+def _tensor_to_nhwc_uint8(tensor: Any, value_range: tuple[float, float] | None, what: str) -> np.ndarray:
+    """A torch tensor (NCHW, any device) -> numpy uint8 NHWC, quantized on its own device, then copied."""
+    import torch
+
+    tensor = tensor.detach()
+    shape = tuple(int(d) for d in tensor.shape)
+    if tensor.dtype != torch.uint8:
+        if not tensor.is_floating_point():
+            raise _dtype_problem(tensor.dtype, False, what)
+        if value_range is None:
+            raise _dtype_problem(tensor.dtype, True, what)
+    _check_layout_nchw(shape, what)
+    if tensor.dtype != torch.uint8:
+        lo, hi = value_range
+        scaled = (tensor.to(torch.float64) - lo) / (hi - lo) * 255
+        if scaled.numel():
+            low, high = float(scaled.min()), float(scaled.max())
+            if not (low >= -0.5 and high <= 255.5):
+                if not bool(torch.isfinite(tensor).all()):
+                    raise _non_finite(what)
+                raise _out_of_range(float(tensor.min()), float(tensor.max()), value_range, what)
+        # torch.round is round half to even, like numpy.rint: the same bytes on every device.
+        tensor = scaled.round_().clamp_(0, 255).to(torch.uint8)
+    return tensor.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def as_image_batch(batch: Any, what: str, value_range: Any = None) -> np.ndarray:
+    """Check an image batch and return it as C-contiguous uint8 ``(N, H, W, 3)``: the one image conversion.
+
+    Layout: numpy arrays (and array-likes) are channel-last, ``(N, H, W, 3)``, ``(N, H, W, 1)`` or
+    ``(N, H, W)``; torch tensors are channel-first, ``(N, 3, H, W)`` or ``(N, 1, H, W)``, on any device
+    (a CUDA tensor is quantized and transposed on its device, and only the uint8 result is copied to the
+    host; torch is imported only when the object is a tensor). A shape that contradicts the convention is
+    refused with the call that converts it. Grayscale becomes RGB here, and only here, by replication.
+
+    Values: uint8 is used as it is (`value_range` is then not used). Floating point needs
+    ``value_range=(lo, hi)`` and is quantized as saving an 8-bit PNG would:
+    ``round((x - lo) / (hi - lo) * 255)`` computed in float64, rounding half to even (``numpy.rint``,
+    ``torch.round``). Values may exceed the range by half a quantization step (``0.5 / 255 * (hi - lo)``),
+    which rounds to 0 or 255; anything further out is refused, never clipped, so that a ``[-1, 1]``
+    batch declared ``(0, 1)`` is caught. An input that already is C-contiguous uint8 RGB numpy is returned
+    without a copy.
+
+    Parameters
+    ----------
+    batch : numpy.ndarray, torch.Tensor or array_like
+    what : str
+        Names the input in error messages.
+    value_range : (float, float), optional
+        The range of floating-point images, e.g. ``(0, 1)`` or ``(-1, 1)``.
+
+    Raises
+    ------
+    InputError
+        Floats without `value_range`, values outside it, NaN/inf, another dtype, or a shape that is not
+        a batch of images in the expected layout.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_image_batch(np.array([[[[0.0], [0.5], [1.0]]]]), "x", value_range=(0, 1))[..., 0]  # 127.5: to even
+    array([[[  0, 128, 255]]], dtype=uint8)
+    """
+    value_range = check_value_range(value_range)
+    if is_torch_tensor(batch):
+        array = _tensor_to_nhwc_uint8(batch, value_range, what)
+    else:
+        array = as_numpy(batch, what)
+        if array.dtype != np.uint8 and np.issubdtype(array.dtype, np.floating) and value_range is not None:
+            _check_layout_nhwc(tuple(int(d) for d in array.shape), what)
+            array = _quantize_numpy(array, value_range, what)
+        check_image_array(array.dtype, array.shape, what)
     if array.ndim == 3:
         array = array[:, :, :, None]
     if array.shape[3] == 1:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fidkit._validate import as_numpy, check_limit_seed
+from fidkit._validate import as_image_batch, check_limit_seed
 from fidkit.errors import InputError, SourceError
 from fidkit.sources.arrays import (
     ArraySource,
@@ -138,7 +138,7 @@ def open_source(
         raise SourceError(f"cannot read a {type(spec).__name__} as images; accepted: {_ACCEPTED}, or arrays")
     if hasattr(spec, "__array__") and not isinstance(spec, (list, tuple)) and not hasattr(spec, "__next__"):
         # Array-likes (a torch CPU tensor, a memmap wrapper): one array, not an iterable of rows.
-        return open_array(as_numpy(spec, f"a {type(spec).__name__}"), limit=limit, seed=seed)
+        return open_array(as_image_batch(spec, f"a {type(spec).__name__}"), limit=limit, seed=seed)
     if isinstance(spec, Iterable):
         if seed is not None:
             raise InputError(

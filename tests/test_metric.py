@@ -1,0 +1,270 @@
+"""fidkit.FID: update / compute / reset, the reference's factor reused, and torch.distributed on two gloo ranks.
+
+Images through the network stay few and tiny (16x16, at most 12 per test); the statistics-only tests feed
+features with ``FID._update_features``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fidkit
+from fidkit.errors import FidkitError, InputError
+from fidkit.stats import Stats
+
+
+def images(n: int, seed: int, size: int = 16) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+def as_float_tensor(batch: np.ndarray):
+    """uint8 NHWC -> float32 NCHW in [-1, 1], the usual generator output."""
+    import torch
+
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
+
+
+def features(n: int, dim: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, dim)) * np.linspace(2.0, 0.1, dim) + shift
+
+
+@pytest.fixture
+def one_extractor(monkeypatch, extractor):
+    """The random-weights extractor for every FID; counts how often the pipeline builds one."""
+    import fidkit.pipeline
+
+    built = []
+
+    def build(*args, **kwargs):
+        built.append(args)
+        return extractor
+
+    monkeypatch.setattr(fidkit.pipeline, "build_extractor", build)
+    return built
+
+
+# --------------------------------------------------------------------------------------------- one process
+
+
+def test_tensor_updates_give_the_fid_of_compute_fid(extractor, one_extractor, fidkit_home):
+    real, generated = images(8, seed=1), images(7, seed=2)
+    metric = fidkit.FID(reference=real, value_range=(-1, 1), device="cpu")
+    metric.update(as_float_tensor(generated[:4]))
+    metric.update(as_float_tensor(generated[4:]))
+    report = metric.compute()
+    expected = fidkit.compute_fid(real, generated, extractor=extractor, use_cache=False)
+    assert float(report) == pytest.approx(float(expected), rel=1e-12)
+    assert (report.a.n, report.b.n) == (8, 7)
+    assert report.a.kind == "array" and report.b.kind == "batches"
+    assert report.weights_sha256 == extractor.weights_sha256
+    assert len(one_extractor) == 1  # the reference and the updates share one lazily built network
+    # A second metric finds the reference in the statistics cache, as any side of compute_fid would.
+    again = fidkit.FID(reference=real, device="cpu")
+    again.update(generated)  # uint8 NHWC numpy, no value_range needed
+    assert float(again.compute()) == pytest.approx(float(report), rel=1e-12)
+    assert again.compute().a.cached
+
+
+def test_without_reference_real_images_are_fed_with_real_true(extractor, one_extractor):
+    real, generated = images(6, seed=3), images(6, seed=4)
+    metric = fidkit.FID(device="cpu")
+    with pytest.raises(InputError, match="no real side"):
+        metric._update_features(np.ones((3, 2048)))
+        metric.compute()
+    metric.reset()
+    metric.update(real, real=True)
+    metric.update(generated)
+    expected = fidkit.compute_fid(real, generated, extractor=extractor, use_cache=False)
+    assert float(metric.compute()) == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_update_real_with_a_reference_is_refused():
+    metric = fidkit.FID(reference=Stats.from_features(features(20, 4, seed=0)))
+    with pytest.raises(InputError, match="reference is the real side"):
+        metric.update(images(2, seed=0), real=True)
+
+
+def test_bad_images_are_refused_before_the_network(monkeypatch):
+    import fidkit.pipeline
+
+    monkeypatch.setattr(fidkit.pipeline, "build_extractor", lambda *a, **k: pytest.fail("network built"))
+    metric = fidkit.FID(reference=Stats.from_features(features(20, 4, seed=0)), value_range=(0, 1))
+    import torch
+
+    with pytest.raises(InputError, match=r"value_range=\(-1, 1\)"):
+        metric.update(torch.rand(2, 3, 8, 8) * 2 - 1)
+    with pytest.raises(InputError, match=r"x.permute\(0, 3, 1, 2\)"):
+        metric.update(torch.rand(2, 8, 8, 3))
+    with pytest.raises(InputError, match="value_range"):
+        fidkit.FID(value_range=(1, 0))
+
+
+def test_compute_reuses_the_report_and_the_reference_factor(monkeypatch):
+    import fidkit.frechet.factors as factors
+
+    reference = Stats.from_features(features(200, 8, seed=0))
+    factored = []
+    original = factors.pivoted_cholesky_factor
+
+    def counting(sigma, where="sigma"):
+        factored.append(sigma is reference.sigma)
+        return original(sigma, where)
+
+    monkeypatch.setattr(factors, "pivoted_cholesky_factor", counting)
+    metric = fidkit.FID(reference=reference)
+    metric._update_features(features(100, 8, seed=1, shift=0.3))
+    first = metric.compute()
+    assert metric.compute() is first  # nothing changed: the same report, nothing recomputed
+    values = [float(first)]
+    for seed in (2, 3, 4):
+        metric._update_features(features(50, 8, seed=seed, shift=0.3))
+        values.append(float(metric.compute()))
+    assert factored.count(True) == 1  # the reference's factor: once for all four computes
+    all_generated = np.concatenate([features(100, 8, 1, 0.3)] + [features(50, 8, s, 0.3) for s in (2, 3, 4)])
+    expected = fidkit.fid_from_stats(reference, Stats.from_features(all_generated)).value
+    assert values[-1] == pytest.approx(expected, rel=1e-12)
+    assert len(set(values)) == 4
+
+
+def test_reset_forgets_the_generated_side_only():
+    metric = fidkit.FID()
+    metric._update_features(features(30, 4, seed=0), real=True)
+    metric._update_features(features(30, 4, seed=1, shift=1.0))
+    before = float(metric.compute())
+    metric.reset()
+    with pytest.raises(InputError, match="generated side holds 0"):
+        metric.compute()
+    metric._update_features(features(30, 4, seed=1, shift=1.0))
+    assert float(metric.compute()) == pytest.approx(before, rel=1e-14)
+
+
+def test_merge_of_gathered_moments_is_exact_including_single_image_pieces():
+    from fidkit.metric import _merge_moments, _Side
+
+    chunks = [features(5, 6, seed=0), features(1, 6, seed=1), features(0, 6, seed=2), features(9, 6, seed=3)]
+    pieces = []
+    for chunk in chunks:
+        side = _Side("generated")
+        if len(chunk):
+            side.update(chunk)
+        pieces.append(side.moments(6))
+    n, mean, m2 = _merge_moments(pieces)
+    expected = Stats.from_features(np.concatenate(chunks))
+    assert n == 15
+    np.testing.assert_allclose(mean, expected.mu, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(m2 / (n - 1), expected.sigma, rtol=1e-12, atol=1e-14)
+
+
+def test_fid_does_not_import_torch():
+    code = (
+        "import sys, numpy as np, fidkit\n"
+        "m = fidkit.FID(reference=fidkit.Stats.from_features(np.random.rand(9, 3)))\n"
+        "m._update_features(np.random.rand(9, 3)); float(m.compute())\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
+
+
+# --------------------------------------------------------------------------------------------- two gloo ranks
+
+_WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _worker(rank: int, port: int, out_dir: str, weights: str) -> None:
+    """One rank: images end to end, then precomputed features, then a missing rank (last: it breaks the group)."""
+    import torch
+    import torch.distributed as dist
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=_WORLD)
+    result: dict = {}
+    try:
+        # 1. Real images end to end, uneven shares: rank 0 gets 4 real and 2 generated, rank 1 the rest.
+        real, generated = images(7, seed=10), images(6, seed=11)
+        cut_real, cut_generated = (slice(0, 4), slice(0, 2)) if rank == 0 else (slice(4, 7), slice(2, 6))
+        metric = fidkit.FID(weights=weights, device="cpu", value_range=(-1, 1))
+        metric.update(real[cut_real], real=True)
+        metric.update(as_float_tensor(generated[cut_generated]))
+        report = metric.compute()
+        result["images"] = float(report)
+        result["images_n"] = [report.a.n, report.b.n]
+        result["same_object"] = metric.compute() is report
+
+        # 2. Precomputed features (N > dim, the regime of real use) against a reference loaded on each rank;
+        #    rank 1 holds a single image.
+        reference = Stats.from_features(features(300, 16, seed=20))
+        everything = features(41, 16, seed=21, shift=0.2)
+        metric = fidkit.FID(reference=reference)
+        metric._update_features(everything[:40] if rank == 0 else everything[40:])
+        result["features"] = float(metric.compute())
+        metric._update_features(everything[:3] if rank == 1 else everything[:0])  # only rank 1 changes
+        result["features_more"] = float(metric.compute())
+        result["features_n"] = metric.compute().b.n
+
+        # 3. Rank 1 never calls compute(): rank 0 must fail, naming the cause, instead of hanging.
+        if rank == 0:
+            metric.reset()
+            metric._update_features(everything)
+            started = time.monotonic()
+            try:
+                metric.compute(timeout=3)
+            except FidkitError as exc:
+                result["missing"] = str(exc)
+                result["missing_seconds"] = time.monotonic() - started
+        else:
+            time.sleep(8)
+    finally:
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+        if "missing" not in result:
+            dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_give_the_single_process_fid(extractor, random_weights_path, tmp_path):
+    torch = pytest.importorskip("torch")
+    import torch.multiprocessing as mp
+
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    # The ONNX graph is already exported into the session's FIDKIT_HOME (the extractor fixture): the ranks load it.
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), str(random_weights_path)), nprocs=_WORLD, join=True)
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(_WORLD)]
+
+    expected = float(fidkit.compute_fid(images(7, seed=10), images(6, seed=11), extractor=extractor, use_cache=False))
+    for result in results:
+        assert result["images"] == results[0]["images"]  # bitwise the same on every rank
+        assert result["images"] == pytest.approx(expected, rel=1e-9)
+        assert result["images_n"] == [7, 6]
+        assert result["same_object"]
+
+    reference = Stats.from_features(features(300, 16, seed=20))
+    everything = features(41, 16, seed=21, shift=0.2)
+    single = fidkit.fid_from_stats(reference, Stats.from_features(everything)).value
+    more = fidkit.fid_from_stats(reference, Stats.from_features(np.concatenate([everything, everything[:3]]))).value
+    for result in results:
+        assert result["features"] == results[0]["features"]
+        assert result["features"] == pytest.approx(single, rel=1e-9)
+        assert result["features_more"] == results[0]["features_more"]
+        assert result["features_more"] == pytest.approx(more, rel=1e-9)
+        assert result["features_n"] == 44
+
+    message = results[0]["missing"]
+    assert "every rank must call compute()" in message and "within 3 s" in message, message
+    assert results[0]["missing_seconds"] < 8

@@ -1,0 +1,121 @@
+"""The one image conversion (`fidkit._validate.as_image_batch`): layouts, torch tensors, float quantization.
+
+Pure array tests, plus one small compute_stats / FeatureExtractor check that a tensor is read the same way
+wherever it enters (4 tiny images through the random-weights network).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fidkit._validate import as_image_batch
+from fidkit.errors import InputError
+
+
+def images_nhwc(n: int = 4, h: int = 5, w: int = 7, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
+
+
+def as_nchw(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_float_tensors_in_0_1_and_minus1_1_give_the_same_uint8_as_the_images(dtype):
+    images = images_nhwc()
+    # Every uint8 value, so every code is checked.
+    images.reshape(-1)[:256] = np.arange(256, dtype=np.uint8)
+    tensor = as_nchw(images)
+    zero_one = (tensor.to(torch.float64) / 255).to(dtype)
+    minus_one_one = (tensor.to(torch.float64) / 127.5 - 1).to(dtype)
+    np.testing.assert_array_equal(as_image_batch(zero_one, "x", value_range=(0, 1)), images)
+    np.testing.assert_array_equal(as_image_batch(minus_one_one, "x", value_range=(-1, 1)), images)
+
+
+def test_uint8_tensor_numpy_floats_and_uint8_array_agree():
+    images = images_nhwc(seed=1)
+    tensor = as_nchw(images)
+    np.testing.assert_array_equal(as_image_batch(tensor, "x"), images)
+    # uint8 is used as it is; a value_range is not applied to it.
+    np.testing.assert_array_equal(as_image_batch(tensor, "x", value_range=(-1, 1)), images)
+    np.testing.assert_array_equal(
+        as_image_batch(images.astype(np.float32) / 255, "x", value_range=(0, 1)), images
+    )
+    np.testing.assert_array_equal(
+        as_image_batch(images.astype(np.float32) / 127.5 - 1, "x", value_range=(-1, 1)), images
+    )
+    # The uint8 numpy path is unchanged: no copy for contiguous RGB.
+    assert as_image_batch(images, "x") is images
+
+
+def test_grayscale_tensor_becomes_rgb():
+    gray = np.random.default_rng(2).integers(0, 256, size=(3, 4, 5), dtype=np.uint8)
+    out = as_image_batch(torch.from_numpy(gray)[:, None], "x")
+    assert out.shape == (3, 4, 5, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.repeat(gray[..., None], 3, axis=3))
+    float_out = as_image_batch(torch.from_numpy(gray)[:, None].float() / 255, "x", value_range=(0, 1))
+    np.testing.assert_array_equal(float_out, out)
+
+
+def test_rounding_is_half_to_even_and_the_half_step_is_tolerated_on_both_paths():
+    values = np.array([-0.5, 0.5, 1.5, 2.5, 3.49, 253.5, 254.5, 255.5])
+    expected = np.array([0, 0, 2, 2, 3, 254, 254, 255], dtype=np.uint8)
+    array = np.broadcast_to(values[None, None, :, None], (1, 1, values.size, 3)).copy()
+    np.testing.assert_array_equal(as_image_batch(array, "x", value_range=(0, 255))[0, 0, :, 0], expected)
+    tensor = torch.from_numpy(array).permute(0, 3, 1, 2)
+    np.testing.assert_array_equal(as_image_batch(tensor, "x", value_range=(0, 255))[0, 0, :, 0], expected)
+
+
+def test_a_requires_grad_tensor_is_accepted():
+    tensor = torch.rand(2, 3, 4, 4, requires_grad=True)
+    assert as_image_batch(tensor, "x", value_range=(0, 1)).shape == (2, 4, 4, 3)
+
+
+@pytest.mark.parametrize(
+    "make, value_range, words",
+    [
+        # a [-1, 1] tensor declared (0, 1) is caught, never clipped
+        (lambda: torch.rand(2, 3, 4, 4) * 2 - 1, (0, 1), ["outside value_range=(0, 1)", "value_range=(-1, 1)"]),
+        (lambda: torch.rand(2, 3, 4, 4) * 255, (0, 1), ["outside value_range", "(0, 255)"]),
+        (lambda: torch.full((2, 3, 4, 4), 1 + 0.6 / 255), (0, 1), ["half a quantization step"]),
+        (lambda: torch.rand(2, 3, 4, 4), None, ["value_range=(lo, hi)", "(0, 1) or (-1, 1)"]),
+        (lambda: np.random.rand(2, 4, 4, 3), None, ["value_range=(lo, hi)"]),
+        (lambda: np.random.rand(2, 4, 4, 3) * 2 - 1, (0, 1), ["value_range=(-1, 1)"]),
+        (lambda: torch.full((2, 3, 4, 4), float("nan")), (0, 1), ["NaN or inf"]),
+        (lambda: np.full((2, 4, 4, 3), np.inf), (0, 1), ["NaN or inf"]),
+        (lambda: torch.zeros(2, 4, 4, 3, dtype=torch.uint8), None, ["channel-last", "x.permute(0, 3, 1, 2)"]),
+        (lambda: np.zeros((2, 3, 4, 4), np.uint8), None, ["channel-first", "x.transpose(0, 2, 3, 1)"]),
+        (lambda: torch.zeros(3, 4, 4, dtype=torch.uint8), None, ["x[:, None]", "x[None]"]),
+        (lambda: torch.zeros(2, 2, 4, 4, dtype=torch.uint8), None, ["not a batch of images"]),
+        (lambda: torch.zeros(2, 3, 4, 4, dtype=torch.int64), None, ["dtype torch.int64", "uint8"]),
+        (lambda: torch.rand(2, 3, 4, 4), (1, 0), ["lo < hi"]),
+        (lambda: torch.rand(2, 3, 4, 4), "0-1", ["pair (lo, hi)"]),
+    ],
+)
+def test_bad_inputs_are_refused_with_what_to_do(make, value_range, words):
+    with pytest.raises(InputError) as caught:
+        as_image_batch(make(), "images", value_range=value_range)
+    message = str(caught.value)
+    assert message.startswith("images") or message.startswith("value_range")
+    for word in words:
+        assert word in message, message
+
+
+def test_compute_stats_and_the_extractor_read_a_tensor_as_nchw(extractor, fidkit_home):
+    import fidkit
+
+    images = images_nhwc(n=4, h=8, w=8, seed=3)
+    tensor = as_nchw(images)
+    from_array = fidkit.compute_stats(images, extractor=extractor, use_cache=False)
+    from_tensor = fidkit.compute_stats(tensor, extractor=extractor, use_cache=False)
+    np.testing.assert_array_equal(from_tensor.mu, from_array.mu)
+    np.testing.assert_array_equal(from_tensor.sigma, from_array.sigma)
+    # A generator of tensors (the training-loop idiom) and the extractor itself take the same layout.
+    from_batches = fidkit.compute_stats(iter([tensor[:2], tensor[2:]]), extractor=extractor)
+    np.testing.assert_array_equal(from_batches.mu, from_array.mu)
+    np.testing.assert_array_equal(extractor(tensor), extractor(images))
+    # Floats without a value range are refused by compute_stats with what to do.
+    with pytest.raises(InputError, match="value_range"):
+        fidkit.compute_stats(tensor.float() / 255, extractor=extractor)
