@@ -91,9 +91,11 @@ examples:
   fidkit cache list
   fidkit cache list --json
   fidkit cache clear            # statistics entries only
-  fidkit cache clear --all      # also the ONNX graphs and the downloaded weights
+  fidkit cache clear --all      # also the ONNX graphs, downloaded weights and datasets
 
-The cache lives in $FIDKIT_HOME (default $XDG_CACHE_HOME/fidkit or ~/.cache/fidkit)."""
+The cache lives in $FIDKIT_HOME (default $XDG_CACHE_HOME/fidkit or ~/.cache/fidkit). Only files fidkit
+wrote are removed, recognised by their exact names (and the weights and datasets by their checksums);
+anything else there is kept and listed."""
 
 _CACHE_LIST_EPILOG = """\
 examples:
@@ -103,7 +105,9 @@ examples:
 _CACHE_CLEAR_EPILOG = """\
 examples:
   fidkit cache clear            # remove cached statistics (recomputed on the next run)
-  fidkit cache clear --all      # also ONNX graphs (rebuilt on first use) and weights (downloaded again)"""
+  fidkit cache clear --all      # also ONNX graphs (rebuilt on first use), weights and datasets (downloaded again)
+
+Files fidkit did not write are never removed: each one kept is listed with the reason."""
 
 
 def _common_parent() -> argparse.ArgumentParser:
@@ -228,11 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     cache_list.set_defaults(func=_cmd_cache_list)
     cache_clear = cache_actions.add_parser(
         "clear", parents=[common], formatter_class=formatter, help="remove cached statistics",
-        description="Remove cached statistics (and with --all the ONNX graphs and downloaded weights).",
+        description="Remove cached statistics (and with --all the ONNX graphs, downloaded weights and datasets).",
         epilog=_CACHE_CLEAR_EPILOG,
     )
     cache_clear.add_argument(
-        "--all", action="store_true", help="also remove the ONNX graphs and the downloaded weights"
+        "--all", action="store_true", help="also remove the ONNX graphs, the downloaded weights and datasets"
     )
     cache_clear.set_defaults(func=_cmd_cache_clear)
 
@@ -427,10 +431,22 @@ def _cmd_cache_clear(args: argparse.Namespace) -> int:
     home = cache_home()
     message = f"removed {cleared.n_stats_entries} cached statistics entries"
     if args.all:
-        removed_models = [path.name for path in cleared.removed_paths if path.parent == home]
-        message += f" and {', '.join(removed_models) or 'no'} model folders"
+        counts = {name: 0 for name in ("onnx", "weights", "datasets")}
+        for path in cleared.removed_paths:
+            if path.parent.parent == home and path.parent.name in counts:
+                counts[path.parent.name] += 1
+        message += ", " + ", ".join(f"{count} file(s) from {name}/" for name, count in counts.items())
     print(f"{message} ({_human_bytes(cleared.bytes_freed)}) from {home}")
+    # Only files fidkit recognisably wrote are removed; say what was left and why.
+    for path, reason in cleared.kept[:_MAX_KEPT_SHOWN]:
+        print(f"kept {path}: {reason}")
+    if len(cleared.kept) > _MAX_KEPT_SHOWN:
+        print(f"kept {len(cleared.kept) - _MAX_KEPT_SHOWN} more file(s) fidkit did not write")
     return EXIT_OK
+
+
+#: How many kept files ``fidkit cache clear`` names (the count is always given).
+_MAX_KEPT_SHOWN = 20
 
 
 _DATASETS_EPILOG = """\

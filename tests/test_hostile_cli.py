@@ -1,0 +1,219 @@
+"""Hostile inputs around files, the cache and the standard streams (issue 9).
+
+Every case is built in ``tmp_path`` with ``FIDKIT_HOME`` pointed into it. The network is a counting fake
+(8 random features per image), so nothing here exports or runs the Inception graph; what is tested is
+what fidkit writes, deletes, prints and returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fidkit.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+class CountingExtractor:
+    """A stand-in for the Inception network: deterministic features of dimension 8, every call counted."""
+
+    feature_dim = 8
+    weights_sha256 = "f" * 64
+    resize_mode = "fake-resize"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, images):
+        self.calls += 1
+        images = np.asarray(images)
+        flat = images.reshape(len(images), -1).astype(np.float32)
+        # Eight different linear views of the pixels: features vary from image to image.
+        return np.stack([flat[:, index::8].mean(axis=1) for index in range(8)], axis=1).astype(np.float32)
+
+    def metadata(self):
+        return {"weights_sha256": self.weights_sha256, "resize_mode": self.resize_mode, "provider": "fake"}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    folder = tmp_path / "home"
+    monkeypatch.setenv("FIDKIT_HOME", str(folder))
+    return folder
+
+
+@pytest.fixture
+def network(monkeypatch):
+    """The CLI's network is a CountingExtractor; returns it (``.calls``) and counts builds in ``.builds``."""
+    import fidkit.pipeline
+
+    fake = CountingExtractor()
+    fake.builds = 0
+
+    def build(weights, device, batch_size):
+        fake.builds += 1
+        return fake
+
+    monkeypatch.setattr(fidkit.pipeline, "build_extractor", build)
+    # The cache key needs the weights' identity; the fake has one without any file.
+    monkeypatch.setattr(fidkit.pipeline.Network, "identity", lambda self: (fake.weights_sha256, fake.resize_mode))
+    return fake
+
+
+def image_array(tmp_path: Path, n_images: int = 6, seed: int = 0, name: str = "images.npy") -> Path:
+    path = tmp_path / name
+    rng = np.random.default_rng(seed)
+    np.save(path, rng.integers(0, 256, size=(n_images, 8, 8, 3), dtype=np.uint8))
+    return path
+
+
+def small_stats(seed: int = 0, *, n: int = 20, dim: int = 8, metadata=None):
+    from fidkit.stats import Stats
+
+    rng = np.random.default_rng(seed)
+    return Stats.from_features(rng.normal(size=(n, dim)), metadata=dict(metadata or {"created": "now"}))
+
+
+def error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("fidkit: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def run_fidkit(shell_line: str, home: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``fidkit ...`` through ``sh -c`` (so that ``2>&-``, ``>&-`` and pipes are real)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), FIDKIT_HOME=str(home))
+    command = shell_line.replace("fidkit ", f"'{sys.executable}' -m fidkit ", 1)
+    return subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+# --- 6: cache clear removes only what fidkit wrote ----------------------------------------------------------
+
+
+def _fake_registry(monkeypatch, tmp_path):
+    """Small stand-ins for the released weights and one dataset file, with their true checksums."""
+    import fidkit.inception.weights as weights_module
+    from fidkit.sources import named
+
+    weights_bytes = b"released weights" * 10
+    manifest = weights_module.load_manifest()
+    small_manifest = dataclasses.replace(
+        manifest, size=len(weights_bytes), sha256=hashlib.sha256(weights_bytes).hexdigest()
+    )
+    monkeypatch.setattr(weights_module, "load_manifest", lambda path=None: small_manifest)
+    dataset_bytes = b"mnist test images" * 10
+    dataset = named.DATASETS["mnist-test"]
+    small_file = dataclasses.replace(
+        dataset.file, size=len(dataset_bytes), md5=hashlib.md5(dataset_bytes).hexdigest()
+    )
+    monkeypatch.setitem(named.DATASETS, "mnist-test", dataclasses.replace(dataset, file=small_file))
+    return small_manifest.file_name, weights_bytes, small_file.file_name, dataset_bytes
+
+
+def test_cache_clear_all_removes_only_files_fidkit_wrote(home, tmp_path, monkeypatch, capsys):
+    from fidkit.cache import store_cached_stats
+
+    weights_name, weights_bytes, dataset_name, dataset_bytes = _fake_registry(monkeypatch, tmp_path)
+    # A FIDKIT_HOME that is also a project folder: tracked files, a user's statistics, a user's weights.
+    (home / "weights").mkdir(parents=True)
+    user_files = {
+        home / "README.md": b"tracked",
+        home / "mine.npz": b"user statistics",
+        home / "weights" / "manifest.json": b"{}",
+        home / "weights" / "my-own-inception.pth": b"user weights",
+    }
+    store_cached_stats("a" * 64, small_stats(1), source_name="a/", source_kind="folder")
+    stats_folder = home / "stats"
+    user_files[stats_folder / "mine.npz"] = b"user statistics in the stats folder"
+    small_stats(2).save(stats_folder / ("b" * 64 + ".npz"))  # the right name, but not a cache entry
+    user_files[stats_folder / ("c" * 64 + ".json")] = b'{"key": "not this one"}'
+    (home / "onnx" / "subfolder").mkdir(parents=True)
+    graph = home / "onnx" / ("0123456789abcdef-1.onnx")
+    graph.write_bytes(b"graph")
+    user_files[home / "onnx" / "notes.txt"] = b"notes"
+    user_files[home / "onnx" / "subfolder" / "deep-0123456789abcdef-1.onnx"] = b"deep"
+    (home / "weights" / weights_name).write_bytes(weights_bytes)
+    (home / "datasets").mkdir()
+    (home / "datasets" / dataset_name).write_bytes(dataset_bytes)
+    (home / "datasets" / "verified.json").write_text("{}")
+    user_files[home / "datasets" / "cifar-10-python.tar.gz"] = b"not the published archive"
+    user_files[home / "datasets" / "my-dataset.zip"] = b"user archive"
+    (home / "locks").mkdir()
+    (home / "locks" / f"{weights_name}.0123456789abcdef.lock").write_bytes(b"")
+    for path, payload in user_files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(payload)
+    outside = tmp_path / "target.npz"
+    small_stats(3).save(outside)
+    (stats_folder / ("d" * 64 + ".npz")).symlink_to(outside)
+
+    assert main(["cache", "clear", "--all"]) == 0
+    out = capsys.readouterr().out
+
+    for path, payload in user_files.items():
+        assert path.read_bytes() == payload, path
+    assert (stats_folder / ("b" * 64 + ".npz")).exists()
+    assert (stats_folder / ("d" * 64 + ".npz")).is_symlink() and outside.exists()
+    assert not (stats_folder / ("a" * 64 + ".npz")).exists() and not (stats_folder / ("a" * 64 + ".json")).exists()
+    assert not graph.exists()
+    assert not (home / "weights" / weights_name).exists()
+    assert not (home / "datasets" / dataset_name).exists() and not (home / "datasets" / "verified.json").exists()
+    assert not (home / "locks").exists()  # emptied, so removed
+    assert "removed 1 cached statistics entries" in out
+    assert "1 file(s) from onnx/" in out and "1 file(s) from weights/" in out and "2 file(s) from datasets/" in out  # the file and verified.json
+    assert f"kept {home / 'weights' / 'my-own-inception.pth'}: not the downloaded weights file" in out
+    assert f"kept {home / 'datasets' / 'cifar-10-python.tar.gz'}: named like a dataset file but not" in out
+    assert f"kept {stats_folder / ('b' * 64 + '.npz')}: named like a cache entry" in out
+    assert f"kept {home / 'README.md'}: not a folder fidkit writes" in out
+
+
+def test_cache_clear_keeps_weights_named_like_the_release_but_not_it(home, tmp_path, monkeypatch):
+    from fidkit.cache import clear_cache
+
+    weights_name, weights_bytes, _, _ = _fake_registry(monkeypatch, tmp_path)
+    (home / "weights").mkdir(parents=True)
+    (home / "weights" / weights_name).write_bytes(weights_bytes[::-1])  # same size, other bytes
+    cleared = clear_cache(include_models=True)
+    assert (home / "weights" / weights_name).exists()
+    assert [path.name for path, _ in cleared.kept] == [weights_name]
+
+
+def test_cache_clear_keeps_a_lock_in_use(home, tmp_path, monkeypatch):
+    import fcntl
+
+    from fidkit.cache import clear_cache
+
+    weights_name, *_ = _fake_registry(monkeypatch, tmp_path)
+    lock = home / "locks" / f"{weights_name}.0123456789abcdef.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        cleared = clear_cache(include_models=True)
+    assert lock.exists()
+    assert (lock, "in use by a running download") in cleared.kept
+
+
+def test_cache_clear_without_all_touches_only_stats(home, monkeypatch, tmp_path):
+    from fidkit.cache import clear_cache, store_cached_stats
+
+    store_cached_stats("a" * 64, small_stats(1), source_name="a/", source_kind="folder")
+    (home / "onnx").mkdir()
+    graph = home / "onnx" / "0123456789abcdef-1.onnx"
+    graph.write_bytes(b"graph")
+    cleared = clear_cache()
+    assert cleared.n_stats_entries == 1 and graph.exists()
