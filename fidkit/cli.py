@@ -321,9 +321,14 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     out_path: Path | None = args.save
-    if out_path is not None and out_path.exists() and not args.force:
+    if out_path is not None:
         # Refuse before computing anything: the user learns in a second, not after the whole run.
-        raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
+        from fidkit._fs import check_writable_destination
+
+        if out_path.is_file() and not out_path.is_symlink() and not args.force:
+            raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
+        # A folder, FIFO, device, socket or link there, a parent that is a file, no permission: all refused now.
+        check_writable_destination(out_path, overwrite=args.force)
     stats, side = compute_stats_with_report(args.source, **_source_options(args))
     if out_path is not None:
         metadata = {name: value for name, value in stats.metadata.items() if name != CACHE_KEY_METADATA}

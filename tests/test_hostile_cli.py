@@ -217,3 +217,82 @@ def test_cache_clear_without_all_touches_only_stats(home, monkeypatch, tmp_path)
     graph.write_bytes(b"graph")
     cleared = clear_cache()
     assert cleared.n_stats_entries == 1 and graph.exists()
+
+
+# --- 5: only regular files are ever replaced ------------------------------------------------------------
+
+
+def _special_destinations(folder: Path) -> dict[str, Path]:
+    """A FIFO, a socket, a folder, links to them and to a regular file, a dangling link; a device if allowed."""
+    made: dict[str, Path] = {}
+    os.mkfifo(folder / "fifo")
+    made["a FIFO"] = folder / "fifo"
+    (folder / "folder").mkdir()
+    made["a folder"] = folder / "folder"
+    server = socket.socket(socket.AF_UNIX)
+    cwd = os.getcwd()
+    os.chdir(folder)  # a relative name: AF_UNIX paths are limited to about 100 bytes
+    try:
+        server.bind("sock")
+    finally:
+        os.chdir(cwd)
+        server.close()
+    made["a socket"] = folder / "sock"
+    try:
+        os.mknod(folder / "device", 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
+        made["a character device"] = folder / "device"
+    except (PermissionError, OSError):
+        pass
+    (folder / "regular.npz").write_bytes(b"the user's file")
+    for name, target in [("link-to-fifo", "fifo"), ("link-to-regular", "regular.npz"), ("dangling", "missing")]:
+        (folder / name).symlink_to(folder / target)
+        made[f"a symbolic link ({name})"] = folder / name
+    return made
+
+
+def _kind_of_path(path: Path) -> int:
+    return stat.S_IFMT(path.lstat().st_mode)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_atomic_write_replaces_only_regular_files(tmp_path, overwrite):
+    from fidkit._fs import atomic_write
+    from fidkit.errors import OverwriteError
+
+    destinations = _special_destinations(tmp_path)
+    for kind, path in destinations.items():
+        before = _kind_of_path(path)
+        with pytest.raises(OverwriteError) as raised:
+            with atomic_write(path, overwrite=overwrite) as tmp:
+                tmp.write_bytes(b"new")
+        assert str(path) in str(raised.value), kind
+        if overwrite:
+            expected = "symbolic link" if "link" in kind else kind
+            assert expected in str(raised.value) and "even with --force" in str(raised.value)
+        assert _kind_of_path(path) == before, kind
+    assert (tmp_path / "regular.npz").read_bytes() == b"the user's file"  # never written through the link
+    assert not [name for name in os.listdir(tmp_path) if ".tmp" in name]
+
+
+def test_stats_save_overwrite_refuses_a_fifo(tmp_path):
+    from fidkit.errors import OverwriteError
+
+    fifo = tmp_path / "out.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(OverwriteError, match="FIFO"):
+        small_stats().save(fifo, overwrite=True)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_cli_save_force_refuses_a_fifo_and_a_link(home, tmp_path, capsys):
+    source = tmp_path / "source.npz"
+    small_stats().save(source)
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    assert main(["stats", str(source), "--save", str(fifo), "--force", "--quiet"]) == 1
+    assert "FIFO" in error_line(capsys.readouterr().err) and stat.S_ISFIFO(fifo.lstat().st_mode)
+    (tmp_path / "target.npz").write_bytes(b"kept")
+    (tmp_path / "link.npz").symlink_to(tmp_path / "target.npz")
+    assert main(["stats", str(source), "--save", str(tmp_path / "link.npz"), "--force", "--quiet"]) == 1
+    assert "symbolic link" in error_line(capsys.readouterr().err)
+    assert (tmp_path / "link.npz").is_symlink() and (tmp_path / "target.npz").read_bytes() == b"kept"
