@@ -3,7 +3,8 @@
 Results go to stdout (one line, or JSON with ``--json``); messages, warnings and the progress bar go
 to stderr. Exit status: 0 success, 1 a user-facing error (one line ``fidkit: error: ...``; the
 traceback only with ``--debug``), 2 a usage error, 130 interrupted (Ctrl-C; no partial files are left,
-as every write is atomic).
+as every write is atomic), 141 stdout was a pipe whose reader went away (quietly; see
+:func:`_standard_streams` for closed streams).
 
 Heavy modules (onnxruntime, torch, the sources' decoders) are imported inside the handlers, so
 ``fidkit --help``, ``fidkit info`` and ``fidkit cache`` start fast and never import torch.
@@ -16,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
 import traceback
 import warnings
@@ -34,6 +36,9 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: stdout was a pipe whose reader went away (``| head``, ``| true``): 128 + SIGPIPE, as a shell reports a
+#: command that SIGPIPE ended; nothing is printed. Files the command wrote (``--save``) are complete.
+EXIT_BROKEN_PIPE = 141
 
 _DESCRIPTION = """\
 fidkit: the Fréchet Inception Distance with the TensorFlow reference's numbers.
@@ -51,7 +56,8 @@ examples:
   fidkit cache list
 
 run "fidkit COMMAND --help" for the options of each command.
-exit status: 0 success, 1 error (one line on stderr), 2 usage error, 130 interrupted."""
+exit status: 0 success, 1 error (one line on stderr), 2 usage error, 130 interrupted,
+141 stdout's reader went away (nothing printed)."""
 
 _COMPUTE_EPILOG = """\
 examples:
@@ -529,6 +535,104 @@ def _logging_to_stderr(args: argparse.Namespace) -> Iterator[None]:
         package_logger.propagate = saved_propagate
 
 
+class _StdoutGone(Exception):
+    """stdout's reader went away (EPIPE): not an error of the command, so told apart from other OSErrors."""
+
+
+class _GuardedStdout:
+    """sys.stdout during a command: a broken pipe becomes :class:`_StdoutGone`."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError as error:
+            raise _StdoutGone() from error
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError as error:
+            raise _StdoutGone() from error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _TolerantStderr(_GuardedStdout):
+    """sys.stderr during a command: closed or broken, messages are dropped and the command goes on."""
+
+    def write(self, text: str) -> int:
+        with contextlib.suppress(OSError, ValueError):  # ValueError: a closed file object
+            return self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+
+def _occupy_with_devnull(fd: int) -> None:
+    """Put /dev/null on a standard descriptor the process was started without (``>&-``, ``2>&-``).
+
+    Otherwise the next file fidkit opens (an output, a temporary file) would get that descriptor, and
+    anything writing to "stderr" at the OS level (onnxruntime's log) would write into it.
+    """
+    try:
+        os.fstat(fd)
+        return  # something holds it already: leave it alone
+    except OSError:
+        pass
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
+
+
+@dataclasses.dataclass
+class _Streams:
+    stdout_closed: bool = False
+
+
+@contextlib.contextmanager
+def _standard_streams() -> Iterator[_Streams]:
+    """stdout and stderr for one command, whatever the shell left open.
+
+    - stdout carries only the result. If it was closed (``>&-``) the command does not run: the result
+      would be lost, so fidkit says so on stderr and exits 1.
+    - stderr carries messages only; closed (``2>&-``) or a broken pipe, they are dropped and the exit
+      status is what it would have been.
+    - stdout a pipe whose reader went away: the command's files are complete, nothing is printed, exit 141.
+    """
+    saved = sys.stdout, sys.stderr
+    streams = _Streams(stdout_closed=sys.stdout is None)
+    if sys.stdout is None:
+        _occupy_with_devnull(1)
+    if sys.stderr is None:
+        _occupy_with_devnull(2)
+    null = None
+    if sys.stdout is None or sys.stderr is None:
+        null = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
+    sys.stdout = _GuardedStdout(sys.stdout if sys.stdout is not None else null)
+    sys.stderr = _TolerantStderr(sys.stderr if sys.stderr is not None else null)
+    try:
+        yield streams
+    finally:
+        sys.stdout, sys.stderr = saved
+        if null is not None:
+            null.close()
+
+
+def _silence_stdout() -> None:
+    """After a broken stdout pipe: let the interpreter's last flush go to /dev/null instead of failing."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.__stdout__.fileno())
+        os.close(null)
+
+
 def _one_line(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return " ".join(text.split())
@@ -558,7 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 success, 1 error, 2 usage error, 130 interrupted.
+        0 success, 1 error, 2 usage error, 130 interrupted, 141 stdout's reader went away.
     """
     parser = build_parser()
     try:
@@ -570,11 +674,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     debug = bool(getattr(args, "debug", False))
     caught: list[warnings.WarningMessage] = []
-    with _logging_to_stderr(args):
+    with _standard_streams() as streams, _logging_to_stderr(args):
         try:
+            if streams.stdout_closed:
+                print("fidkit: error: stdout is closed, so the result would be lost; redirect it (> FILE or "
+                      "> /dev/null) instead of closing it", file=sys.stderr)
+                return EXIT_ERROR
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                return int(args.func(args))
+                status = int(args.func(args))
+            sys.stdout.flush()  # a reader that went away shows here, not at the interpreter's exit
+            return status
+        except _StdoutGone:
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
         except KeyboardInterrupt:
             print("fidkit: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -296,3 +296,57 @@ def test_cli_save_force_refuses_a_fifo_and_a_link(home, tmp_path, capsys):
     assert main(["stats", str(source), "--save", str(tmp_path / "link.npz"), "--force", "--quiet"]) == 1
     assert "symbolic link" in error_line(capsys.readouterr().err)
     assert (tmp_path / "link.npz").is_symlink() and (tmp_path / "target.npz").read_bytes() == b"kept"
+
+
+# --- 12: stdout carries only the result; closed or broken streams -------------------------------------------
+
+
+@pytest.fixture
+def two_ttur_files(tmp_path):
+    """Two mu/sigma-only files: comparing them needs no network and warns (N unknown) on stderr."""
+    paths = []
+    for index in range(2):
+        stats = small_stats(index)
+        path = tmp_path / f"side{index}.npz"
+        np.savez(path, mu=stats.mu, sigma=stats.sigma)
+        paths.append(path)
+    return paths
+
+
+def test_closed_stderr_keeps_json_on_stdout_and_the_exit_status(home, two_ttur_files):
+    a, b = two_ttur_files
+    result = run_fidkit(f"fidkit compute '{a}' '{b}' --json 2>&-", home)
+    assert result.returncode == 0, result.stdout
+    report = json.loads(result.stdout)  # only the report: the warnings were dropped, not sent to stdout
+    assert report["fid"] > 0 and report["warnings"]
+    missing = run_fidkit(f"fidkit compute '{a}' '{b}.missing' 2>&-", home)
+    assert missing.returncode == 1 and missing.stdout == ""
+
+
+def test_broken_stdout_pipe_is_quiet_and_the_saved_file_is_complete(home, two_ttur_files, tmp_path):
+    a, _ = two_ttur_files
+    out = tmp_path / "saved.npz"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # no reader at all: the first write to stdout fails with EPIPE, deterministically
+    try:
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), FIDKIT_HOME=str(home))
+        result = subprocess.run(
+            [sys.executable, "-m", "fidkit", "stats", str(a), "--save", str(out)],
+            stdout=write_end, stderr=subprocess.PIPE, env=env, text=True, timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert result.stderr == ""  # no "Broken pipe", no "Exception ignored"
+    from fidkit.stats import Stats
+
+    assert Stats.load(out).dim == 8
+
+
+def test_closed_stdout_is_an_error_before_any_work(home, two_ttur_files, tmp_path):
+    a, _ = two_ttur_files
+    out = tmp_path / "never.npz"
+    result = run_fidkit(f"fidkit stats '{a}' --save '{out}' >&-", home)
+    assert result.returncode == 1
+    assert "stdout is closed" in error_line(result.stderr)
+    assert not out.exists()
