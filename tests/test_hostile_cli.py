@@ -69,9 +69,15 @@ def network(monkeypatch):
         fake.builds += 1
         return fake
 
+    fake.identities = 0
+
+    def identity(self):
+        fake.identities += 1  # finding (or downloading) and hashing the weights: network time too
+        return fake.weights_sha256, fake.resize_mode
+
     monkeypatch.setattr(fidkit.pipeline, "build_extractor", build)
     # The cache key needs the weights' identity; the fake has one without any file.
-    monkeypatch.setattr(fidkit.pipeline.Network, "identity", lambda self: (fake.weights_sha256, fake.resize_mode))
+    monkeypatch.setattr(fidkit.pipeline.Network, "identity", identity)
     return fake
 
 
@@ -350,3 +356,68 @@ def test_closed_stdout_is_an_error_before_any_work(home, two_ttur_files, tmp_pat
     assert result.returncode == 1
     assert "stdout is closed" in error_line(result.stderr)
     assert not out.exists()
+
+
+# --- 13: nothing is computed before the inputs and the destination are known to be usable ------------------
+
+
+def test_a_typo_in_the_second_source_costs_no_network_time(home, tmp_path, network, capsys):
+    real = image_array(tmp_path)
+    assert main(["compute", str(real), str(tmp_path / "typo"), "--workers", "0", "--quiet"]) == 1
+    assert "typo" in error_line(capsys.readouterr().err)
+    assert (network.builds, network.calls, network.identities) == (0, 0, 0)
+
+
+def test_a_typo_in_the_second_source_through_the_api(home, tmp_path):
+    import fidkit
+    from fidkit.errors import FidkitError
+
+    counting = CountingExtractor()
+    with pytest.raises(FidkitError, match="typo"):
+        fidkit.compute_fid(image_array(tmp_path), tmp_path / "typo", extractor=counting, workers=0)
+    assert counting.calls == 0
+
+
+def _make_fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "force", "message"),
+    [
+        (lambda tmp: (tmp / "out.npz").mkdir() or tmp / "out.npz", True, "is a folder"),
+        (lambda tmp: _make_fifo(tmp / "out.npz"), True, "is a FIFO"),
+        (lambda tmp: (tmp / "file").write_bytes(b"x") and tmp / "file" / "sub" / "out.npz", False, "is a file, not a folder"),
+        (lambda tmp: (tmp / "out.npz").write_bytes(b"x") and tmp / "out.npz", False, "already exists; pass --force"),
+    ],
+    ids=["folder", "fifo", "parent-is-a-file", "exists"],
+)
+def test_an_unusable_save_destination_is_refused_before_computing(home, tmp_path, network, capsys, make, force, message):
+    source = image_array(tmp_path)
+    destination = make(tmp_path)
+    argv = ["stats", str(source), "--save", str(destination), "--workers", "0", "--quiet"] + (["--force"] if force else [])
+    assert main(argv) == 1
+    line = error_line(capsys.readouterr().err)
+    assert message in line and str(destination) in line
+    assert (network.builds, network.calls, network.identities) == (0, 0, 0)
+
+
+def test_a_save_destination_without_permission_is_refused_before_computing(home, tmp_path, network, monkeypatch, capsys):
+    import fidkit._fs
+
+    # Tests run as root, which may write anywhere: simulate a folder the user may not write.
+    monkeypatch.setattr(fidkit._fs, "_writable_folder", lambda folder: folder != tmp_path / "readonly")
+    (tmp_path / "readonly").mkdir()
+    destination = tmp_path / "readonly" / "out.npz"
+    assert main(["stats", str(image_array(tmp_path)), "--save", str(destination), "--workers", "0", "--quiet"]) == 1
+    assert "no permission to create files in" in error_line(capsys.readouterr().err)
+    assert network.calls == 0 and not destination.exists()
+
+
+def test_a_missing_save_folder_is_created(home, tmp_path, network, capsys):
+    from fidkit.stats import Stats
+
+    destination = tmp_path / "new" / "deeper" / "out.npz"
+    assert main(["stats", str(image_array(tmp_path)), "--save", str(destination), "--workers", "0", "--quiet"]) == 0
+    assert Stats.load(destination).n == 6 and network.calls > 0
