@@ -19,6 +19,10 @@ removed with a log message and recomputed, never trusted.
 Beside each ``<key>.npz`` a small ``<key>.json`` holds what ``fidkit cache list`` shows (source name,
 N, creation time), so listing does not read every 32 MiB covariance. The ``.npz`` is the truth: a
 missing or stale sidecar only makes listing slower.
+
+The cache stays under ``$FIDKIT_CACHE_MAX_BYTES`` (default 2 GiB, 0 = no limit): after each store the
+least recently used entries go (:func:`evict_cache`; a hit refreshes the entry's modification time).
+Eviction and :func:`clear_cache` remove only files fidkit recognisably wrote (:func:`is_cache_entry`).
 """
 
 from __future__ import annotations
@@ -55,6 +59,11 @@ __all__ = [
     "list_cache",
     "clear_cache",
     "is_cache_entry",
+    "evict_cache",
+    "cache_max_bytes",
+    "cache_size_bytes",
+    "CACHE_MAX_BYTES_ENV",
+    "DEFAULT_CACHE_MAX_BYTES",
     "utc_now_iso",
 ]
 
@@ -68,6 +77,33 @@ CACHE_LAYOUT_VERSION = 2
 CACHE_KEY_METADATA = "cache_key"
 
 _STATS_SUBDIR = "stats"
+
+#: Environment variable: the most the statistics cache may hold, e.g. ``500M``, ``2G``, ``1073741824``
+#: (K, M, G, T are powers of 1024; a trailing ``B`` or ``iB`` is allowed); ``0`` means no limit.
+CACHE_MAX_BYTES_ENV = "FIDKIT_CACHE_MAX_BYTES"
+#: The limit when the variable is not set: 2 GiB, about 60 entries of 2048-dimensional statistics.
+DEFAULT_CACHE_MAX_BYTES = 2 * 1024**3
+_SIZE_TEXT = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]?)(?:i?b)?", re.IGNORECASE)
+
+
+def cache_max_bytes() -> int:
+    """Return the statistics cache's size limit in bytes from ``$FIDKIT_CACHE_MAX_BYTES`` (0: no limit).
+
+    Read on every call. A value that is not a size is logged as a warning and the default (2 GiB) is
+    used: the cache never fails a run.
+    """
+    text = os.environ.get(CACHE_MAX_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_CACHE_MAX_BYTES
+    match = _SIZE_TEXT.fullmatch(text)
+    if match is None:
+        logger.warning(
+            "%s=%r is not a size (e.g. 500M, 2G, 0 for no limit); using the default of 2 GiB",
+            CACHE_MAX_BYTES_ENV, text,
+        )
+        return DEFAULT_CACHE_MAX_BYTES
+    scale = 1024 ** " kmgt".index(match.group("unit").lower() or " ")
+    return int(float(match.group("number")) * scale)
 
 
 def stats_cache_dir(root: str | os.PathLike | None = None) -> Path:
@@ -181,6 +217,9 @@ def load_cached_stats(key: str, *, root: str | os.PathLike | None = None) -> Sta
     if problem is not None:
         _discard(entry, problem)
         return None
+    # The modification time is the entry's last use: the least recently used go first when over the limit.
+    with contextlib.suppress(OSError):
+        os.utime(entry)
     logger.debug("statistics cache hit: %s", entry)
     return stats
 
@@ -233,11 +272,85 @@ def store_cached_stats(
         with atomic_write(_sidecar_path(entry), overwrite=True) as tmp_path:
             tmp_path.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
         logger.debug("stored statistics cache entry %s for %s", entry, source_name)
+        evict_cache(keep=key, root=root)
     except (OSError, StatsFileError) as error:
         # Stats.save reports an unwritable destination as StatsFileError (naming the path for users
         # who save by hand); the sidecar write raises the plain OSError. Neither may fail the run.
         logger.warning("could not write the statistics cache entry %s: %s", entry, error)
     return keyed
+
+
+def _entry_files(folder: Path) -> list[tuple[Path, int, float]]:
+    """``(path, bytes with the sidecar, last use)`` of every file named like an entry: ``<64 hex>.npz``, regular."""
+    found = []
+    for path in _children(folder):
+        if path.suffix != ".npz" or _KEY_NAME.fullmatch(path.stem) is None:
+            continue
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        size = info.st_size
+        sidecar = _sidecar_path(path)
+        if _is_regular_file(sidecar):
+            with contextlib.suppress(OSError):
+                size += sidecar.lstat().st_size
+        found.append((path, size, info.st_mtime))
+    return found
+
+
+def evict_cache(
+    *, keep: str | None = None, max_bytes: int | None = None, root: str | os.PathLike | None = None
+) -> list[Path]:
+    """Remove the least recently used statistics entries until the cache is within its size limit.
+
+    Run after every store. Only entries fidkit wrote (:func:`is_cache_entry`) are removed, with their
+    sidecars, and never the entry `keep` (the one just written), even when it alone is over the limit.
+
+    Parameters
+    ----------
+    keep : str, optional
+        A key that stays.
+    max_bytes : int, optional
+        The limit; default :func:`cache_max_bytes` (``$FIDKIT_CACHE_MAX_BYTES``, 2 GiB). 0: no limit.
+    root : path-like, optional
+        The statistics cache folder; default ``cache_home()/stats``.
+
+    Returns
+    -------
+    list of Path
+        The entries removed.
+    """
+    limit = cache_max_bytes() if max_bytes is None else int(max_bytes)
+    if limit <= 0:
+        return []
+    entries = _entry_files(stats_cache_dir(root))
+    total = sum(size for _, size, _ in entries)
+    evicted: list[Path] = []
+    for path, size, _ in sorted(entries, key=lambda item: item[2]):
+        if total <= limit:
+            break
+        if path.stem == keep or not is_cache_entry(path):
+            continue
+        for member in (path, _sidecar_path(path)):
+            with contextlib.suppress(FileNotFoundError):
+                member.unlink()
+        total -= size
+        evicted.append(path)
+    if evicted:
+        logger.info(
+            "removed %d least recently used statistics cache entr%s to stay under %s (%s=%d bytes)",
+            len(evicted), "y" if len(evicted) == 1 else "ies", f"{limit / 1024**3:.3g} GiB", CACHE_MAX_BYTES_ENV,
+            limit,
+        )
+    return evicted
+
+
+def cache_size_bytes(*, root: str | os.PathLike | None = None) -> int:
+    """Return the bytes the statistics cache entries (and their sidecars) take, as the limit counts them."""
+    return sum(size for _, size, _ in _entry_files(stats_cache_dir(root)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +372,7 @@ class CacheEntry:
     created : str
         UTC ISO time the statistics were computed ("" when unknown).
     modified : datetime
-        When the file was last written (UTC).
+        When the entry was last written or read (UTC): over the size limit, the oldest go first.
     """
 
     key: str
@@ -334,7 +447,7 @@ def list_cache(*, root: str | os.PathLike | None = None) -> list[CacheEntry]:
     folder = stats_cache_dir(root)
     if not folder.is_dir():
         return []
-    entries = [_describe_entry(path) for path in folder.glob("*.npz") if not path.name.startswith(".")]
+    entries = [_describe_entry(path) for path, _, _ in _entry_files(folder)]
     present = [entry for entry in entries if entry is not None]
     return sorted(present, key=lambda entry: entry.modified, reverse=True)
 

@@ -98,10 +98,12 @@ examples:
   fidkit cache list --json
   fidkit cache clear            # statistics entries only
   fidkit cache clear --all      # also the ONNX graphs, downloaded weights and datasets
+  FIDKIT_CACHE_MAX_BYTES=500M fidkit compute a/ b/   # keep the statistics cache under 500 MiB
 
-The cache lives in $FIDKIT_HOME (default $XDG_CACHE_HOME/fidkit or ~/.cache/fidkit). Only files fidkit
-wrote are removed, recognised by their exact names (and the weights and datasets by their checksums);
-anything else there is kept and listed."""
+The cache lives in $FIDKIT_HOME (default $XDG_CACHE_HOME/fidkit or ~/.cache/fidkit). The statistics
+cache stays under $FIDKIT_CACHE_MAX_BYTES (default 2G; 0 = no limit): after each store the least recently
+used entries are removed. Only files fidkit wrote are removed, recognised by their exact names (and the
+weights and datasets by their checksums); anything else there is kept and listed."""
 
 _CACHE_LIST_EPILOG = """\
 examples:
@@ -413,15 +415,22 @@ def _human_bytes(n_bytes: int) -> str:
 
 
 def _cmd_cache_list(args: argparse.Namespace) -> int:
-    from fidkit.cache import list_cache, stats_cache_dir
+    from fidkit.cache import CACHE_MAX_BYTES_ENV, cache_max_bytes, list_cache, stats_cache_dir
 
     entries = list_cache()
+    total = sum(entry.size_bytes for entry in entries)
+    limit = cache_max_bytes()
     if args.json:
-        print(json.dumps({"folder": str(stats_cache_dir()), "entries": [e.to_dict() for e in entries]}, indent=2))
+        listing = {
+            "folder": str(stats_cache_dir()), "total_bytes": total, "max_bytes": limit or None,
+            "entries": [e.to_dict() for e in entries],
+        }
+        print(json.dumps(listing, indent=2))
         return EXIT_OK
     folder = stats_cache_dir()
+    limit_text = f"limit {_human_bytes(limit)}" if limit else "no limit"
     if not entries:
-        print(f"no cached statistics in {folder}")
+        print(f"no cached statistics in {folder} ({limit_text}, {CACHE_MAX_BYTES_ENV})")
         return EXIT_OK
     print(f"{'key':<12}  {'N':>7}  {'size':>9}  {'created (UTC)':<19}  source")
     for entry in entries:
@@ -429,8 +438,7 @@ def _cmd_cache_list(args: argparse.Namespace) -> int:
         n_text = str(entry.n) if entry.n is not None else "?"
         source = f"{entry.source_name} ({entry.source_kind})" if entry.source_kind else entry.source_name
         print(f"{entry.key[:12]:<12}  {n_text:>7}  {_human_bytes(entry.size_bytes):>9}  {created:<19}  {source}")
-    total = sum(entry.size_bytes for entry in entries)
-    print(f"{len(entries)} entries, {_human_bytes(total)} in {folder}")
+    print(f"{len(entries)} entries, {_human_bytes(total)} in {folder} ({limit_text}, {CACHE_MAX_BYTES_ENV})")
     return EXIT_OK
 
 

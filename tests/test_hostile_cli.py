@@ -421,3 +421,61 @@ def test_a_missing_save_folder_is_created(home, tmp_path, network, capsys):
     destination = tmp_path / "new" / "deeper" / "out.npz"
     assert main(["stats", str(image_array(tmp_path)), "--save", str(destination), "--workers", "0", "--quiet"]) == 0
     assert Stats.load(destination).n == 6 and network.calls > 0
+
+
+# --- 15: the statistics cache stays under a size limit, least recently used out first --------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("", 2 * 1024**3), ("0", 0), ("1048576", 1024**2), ("500M", 500 * 1024**2), ("2G", 2 * 1024**3),
+     ("1.5k", 1536), ("64MiB", 64 * 1024**2), ("lots", 2 * 1024**3)],
+)
+def test_cache_size_limit_from_the_environment(monkeypatch, text, expected):
+    from fidkit.cache import cache_max_bytes
+
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", text)
+    assert cache_max_bytes() == expected
+
+
+def test_cache_evicts_the_least_recently_used_entries_after_a_store(home, monkeypatch):
+    from fidkit.cache import cache_size_bytes, load_cached_stats, stats_cache_dir, store_cached_stats
+
+    keys = [str(digit) * 64 for digit in range(1, 5)]
+    store_cached_stats(keys[0], small_stats(0), source_name="s0")
+    entry_bytes = cache_size_bytes()
+    for index, key in enumerate(keys[1:3], start=1):
+        store_cached_stats(key, small_stats(index), source_name=f"s{index}")
+    folder = stats_cache_dir()
+    for age, key in zip((300, 200, 100), keys[:3]):  # written 5, 3 and 1 minutes ago: key 0 is the oldest
+        os.utime(folder / f"{key}.npz", (time.time() - age, time.time() - age))
+    assert load_cached_stats(keys[0]) is not None  # a hit makes key 0 the most recently used
+    user_file = folder / ("e" * 64 + ".npz")  # named like an entry, but fidkit did not write it
+    small_stats(9).save(user_file)
+    os.utime(user_file, (0, 0))
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", str(int(3.5 * entry_bytes) + user_file.stat().st_size))
+    store_cached_stats(keys[3], small_stats(3), source_name="s3")
+    present = {path.stem for path in folder.glob("*.npz")}
+    assert present == {keys[0], keys[2], keys[3], "e" * 64}  # key 1, least recently used, went
+    assert not (folder / f"{keys[1]}.json").exists()
+
+
+def test_cache_never_evicts_the_entry_just_written(home, monkeypatch):
+    from fidkit.cache import list_cache, store_cached_stats
+
+    store_cached_stats("1" * 64, small_stats(1))
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", "1")
+    store_cached_stats("2" * 64, small_stats(2))
+    assert [entry.key for entry in list_cache()] == ["2" * 64]
+
+
+def test_cache_list_shows_the_total_and_the_limit(home, monkeypatch, capsys):
+    from fidkit.cache import cache_size_bytes, store_cached_stats
+
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", "500M")
+    store_cached_stats("1" * 64, small_stats(1), source_name="a/", source_kind="folder")
+    assert main(["cache", "list"]) == 0
+    assert "1 entries" in (out := capsys.readouterr().out) and "limit 500.0 MiB" in out
+    assert main(["cache", "list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["max_bytes"] == 500 * 1024**2 and listing["total_bytes"] == cache_size_bytes() > 0
