@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import re
+import socket
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,14 +23,27 @@ __all__ = [
     "atomic_write",
     "check_destination",
     "check_writable_destination",
+    "remove_stale_temporaries",
+    "is_temporary_name",
     "file_digest",
     "sha256_file",
     "cache_home",
     "CHUNK_BYTES",
 ]
 
+logger = logging.getLogger(__name__)
+
 #: How much a streaming read (hashing, downloading) takes at a time.
 CHUNK_BYTES = 1 << 20
+
+#: A temporary file of :func:`atomic_write` not modified for this long is abandoned, whoever made it.
+STALE_TEMPORARY_AGE_S = 3600.0
+#: ``.<name>.<host tag>-<pid>.<8 random>.tmp<suffix>``: who made it (host and process) is in the name.
+_TEMPORARY_NAME = re.compile(
+    r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?"
+)
+#: The name fidkit 0.x used before the pid was recorded: ``.<name>.<8 random>.tmp<suffix>`` (age only).
+_OLD_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?")
 
 
 @contextlib.contextmanager
@@ -56,8 +73,10 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     target = Path(path)
     check_destination(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # What a killed run (kill -9, power loss) left here is removed now, by the exact name pattern.
+    remove_stale_temporaries(target.parent)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
+        prefix=f".{target.name}.{_host_tag()}-{os.getpid()}.", suffix=f".tmp{target.suffix}", dir=target.parent
     )
     os.close(fd)
     tmp_path = Path(tmp_name)
@@ -82,6 +101,76 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def _host_tag() -> str:
+    """8 hex characters naming this machine (or container): a pid is only meaningful where it was issued."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _pid_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def is_temporary_name(name: str) -> bool:
+    """True when `name` is the name of a temporary file of :func:`atomic_write` (current or older form)."""
+    for pattern in (_TEMPORARY_NAME, _OLD_TEMPORARY_NAME):
+        match = pattern.fullmatch(name)
+        if match is not None and match.group("name").endswith(match.group("suffix") or ""):
+            return True
+    return False
+
+
+def _is_stale(name: str, mtime: float, now: float) -> bool:
+    if now - mtime >= STALE_TEMPORARY_AGE_S:
+        return True
+    match = _TEMPORARY_NAME.fullmatch(name)
+    # Made on this machine by a process that is gone: abandoned at once. Elsewhere (a cache home shared by
+    # machines or containers) the pid means nothing here, and only the age counts.
+    return match is not None and match.group("host") == _host_tag() and not _pid_running(int(match.group("pid")))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write` left in `folder` when its process was killed.
+
+    Only regular files whose name is exactly an :func:`atomic_write` temporary name are considered, in
+    `folder` only (no recursion), and removed when stale: made on this machine by a process that no
+    longer runs, or not modified for an hour (:data:`STALE_TEMPORARY_AGE_S`). Never raises.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        with os.scandir(folder) as entries:
+            candidates = [entry for entry in entries if entry.name.startswith(".") and ".tmp" in entry.name]
+    except OSError:
+        return removed
+    for entry in candidates:
+        try:
+            if not is_temporary_name(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            if _is_stale(entry.name, entry.stat(follow_symlinks=False).st_mtime, now):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    if removed:
+        logger.info(
+            "removed %d temporary file(s) left in %s by an interrupted fidkit run", len(removed), folder
+        )
+    return removed
 
 
 _KINDS = (

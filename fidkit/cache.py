@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fidkit._fs import atomic_write, cache_home
+from fidkit._fs import atomic_write, cache_home, is_temporary_name, remove_stale_temporaries
 from fidkit.errors import StatsFileError
 from fidkit import statsfile
 
@@ -558,6 +558,8 @@ class _Clearing:
         return True
 
     def keep(self, path: Path, reason: str) -> None:
+        if is_temporary_name(path.name):
+            reason = "a temporary file of a fidkit run in progress (removed once that run is gone)"
         self.kept.append((path, reason))
 
 
@@ -667,6 +669,8 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
     Only files fidkit recognisably wrote are removed, by their exact names, never by folder:
 
     - ``stats/<64 hex>.npz`` whose metadata records that key, and its ``<64 hex>.json`` sidecar;
+    - in each folder it clears, the temporary files of killed fidkit runs
+      (:func:`fidkit._fs.remove_stale_temporaries`);
     - with `include_models`: ``onnx/<16 hex>-<version>.onnx`` graphs (rebuilt from the weights on first use,
       a minute or so); ``weights/<manifest file>`` only when its size and sha256 are the released file's
       (downloaded again, 95 MB); ``datasets/<registered file name>`` only when its size and md5 are the
@@ -690,14 +694,17 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
     """
     home_path = Path(home) if home is not None else cache_home()
     run = _Clearing()
-    _clear_stats(home_path / _STATS_SUBDIR, run)
-    cleared = [_STATS_SUBDIR]
+    scans = [(_STATS_SUBDIR, _clear_stats)]
     if include_models:
-        _clear_graphs(home_path / "onnx", run)
-        _clear_weights(home_path / "weights", run)
-        _clear_datasets(home_path / "datasets", run)
-        _clear_locks(home_path / "locks", run)
-        cleared += ["onnx", "weights", "datasets", "locks"]
+        scans += [("onnx", _clear_graphs), ("weights", _clear_weights), ("datasets", _clear_datasets)]
+        scans += [("locks", _clear_locks)]
+    for name, scan in scans:
+        # Temporaries of killed runs first (they are fidkit's by their exact names); live ones are kept.
+        if not (home_path / name).is_symlink():
+            run.removed.extend(remove_stale_temporaries(home_path / name))
+        scan(home_path / name, run)
+    cleared = [name for name, _ in scans]
+    if include_models:
         if (home_path / "tensorrt").exists():
             run.keep(home_path / "tensorrt", "TensorRT engine cache (names chosen by onnxruntime); remove it by hand")
     for name in cleared:

@@ -479,3 +479,75 @@ def test_cache_list_shows_the_total_and_the_limit(home, monkeypatch, capsys):
     assert main(["cache", "list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert listing["max_bytes"] == 500 * 1024**2 and listing["total_bytes"] == cache_size_bytes() > 0
+
+
+# --- 7: temporaries of killed runs are removed by the next run ---------------------------------------------
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporaries_of_a_killed_save_are_removed_by_the_next_save(tmp_path):
+    from fidkit.stats import Stats
+
+    folder = tmp_path / "out"
+    killer = (
+        "import os, signal, sys\n"
+        "from fidkit._fs import atomic_write\n"
+        "with atomic_write(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'x' * 100000)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run([sys.executable, "-c", killer, str(folder / "a.npz")], env=env, timeout=60)
+    assert result.returncode == -9
+    leftovers = os.listdir(folder)
+    assert len(leftovers) == 1 and leftovers[0].startswith(".a.npz.")  # what kill -9 leaves
+    small_stats().save(folder / "b.npz")
+    assert os.listdir(folder) == ["b.npz"]
+    assert Stats.load(folder / "b.npz").dim == 8
+
+
+def test_only_stale_temporaries_of_fidkit_are_removed(tmp_path):
+    from fidkit._fs import _host_tag, remove_stale_temporaries
+
+    here, dead, old = _host_tag(), _dead_pid(), time.time() - 2 * 3600
+    names = {
+        f".a.npz.{here}-{dead}.abcd1234.tmp.npz": ("fresh", True),  # this machine, its process is gone
+        f".b.npz.{here}-{os.getpid()}.abcd1234.tmp.npz": ("fresh", False),  # a run in progress
+        f".c.npz.00000000-{dead}.abcd1234.tmp.npz": ("fresh", False),  # another machine: only age counts
+        f".d.npz.00000000-{dead}.abcd1234.tmp.npz": ("old", True),
+        ".e.onnx.abcd1234.tmp.onnx": ("fresh", False),  # the older name without a pid: age only
+        ".f.onnx.abcd1234.tmp.onnx": ("old", True),
+        ".notes.tmp": ("old", False),  # not fidkit's pattern
+        f".g.npz.{here}-{dead}.abcd1234.tmp.json": ("old", False),  # the suffix does not match the name
+        "h.npz": ("old", False),
+    }
+    for name, (age, _) in names.items():
+        (tmp_path / name).write_bytes(b"x")
+        if age == "old":
+            os.utime(tmp_path / name, (old, old))
+    (tmp_path / f".i.npz.{here}-{dead}.abcd1234.tmp.npz").mkdir()  # a folder with the name: never
+    (tmp_path / f".j.npz.{here}-{dead}.abcd1234.tmp.npz").symlink_to(tmp_path / "h.npz")  # a link: never
+    removed = {path.name for path in remove_stale_temporaries(tmp_path)}
+    assert removed == {name for name, (_, stale) in names.items() if stale}
+    assert (tmp_path / "h.npz").exists() and (tmp_path / f".i.npz.{here}-{dead}.abcd1234.tmp.npz").is_dir()
+
+
+def test_cache_clear_removes_stale_temporaries_and_keeps_live_ones(home):
+    from fidkit._fs import _host_tag
+    from fidkit.cache import clear_cache
+
+    (home / "onnx").mkdir(parents=True)
+    stale = home / "onnx" / f".0123456789abcdef-1.onnx.{_host_tag()}-{_dead_pid()}.abcd1234.tmp.onnx"
+    live = home / "onnx" / f".fedcba9876543210-1.onnx.{_host_tag()}-{os.getpid()}.abcd1234.tmp.onnx"
+    stale.write_bytes(b"half a graph")
+    live.write_bytes(b"a graph being written")
+    cleared = clear_cache(include_models=True)
+    assert not stale.exists() and live.exists()
+    assert [reason for path, reason in cleared.kept if path == live] == [
+        "a temporary file of a fidkit run in progress (removed once that run is gone)"
+    ]
