@@ -551,3 +551,70 @@ def test_cache_clear_removes_stale_temporaries_and_keeps_live_ones(home):
     assert [reason for path, reason in cleared.kept if path == live] == [
         "a temporary file of a fidkit run in progress (removed once that run is gone)"
     ]
+
+
+# --- 14: messages ------------------------------------------------------------------------------------------
+
+
+def test_seed_without_limit_is_a_warning(home, tmp_path, network, capsys):
+    assert main(["stats", str(image_array(tmp_path)), "--seed", "3", "--workers", "0", "--quiet"]) == 0
+    assert "fidkit: warning: seed 3 without limit has no effect" in capsys.readouterr().err
+
+
+def test_limit_above_the_number_of_images_is_a_warning(home, tmp_path, network, capsys):
+    source = image_array(tmp_path)
+    assert main(["stats", str(source), "--limit", "100", "--json", "--workers", "0", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["n"] == 6
+    assert f"fidkit: warning: {source}: limit 100 is above its 6 images; all 6 are used" in captured.err
+    assert main(["stats", str(source), "--limit", "4", "--workers", "0", "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_weights_given_as_a_folder_says_so(home, tmp_path, capsys):
+    folder = tmp_path / "weights-folder"
+    folder.mkdir()
+    assert main(["stats", str(image_array(tmp_path)), "--weights", str(folder), "--workers", "0", "--quiet"]) == 1
+    line = error_line(capsys.readouterr().err)
+    assert "is a folder, not a weights file; pass the .pth file itself" in line and "does not exist" not in line
+
+
+def test_a_file_that_is_not_weights_never_relays_torchs_unsafe_advice(tmp_path):
+    import collections
+    import pickle
+
+    from fidkit.errors import WeightsError
+    from fidkit.inception.weights import load_state_dict
+
+    for name, payload in [("pickle.pth", pickle.dumps(collections.Counter(a=1))), ("text.pth", b"not weights")]:
+        path = tmp_path / name
+        path.write_bytes(payload)
+        with pytest.raises(WeightsError) as raised:
+            load_state_dict(path)
+        message = str(raised.value)
+        assert f"{path} is not an Inception weights file" in message
+        assert "weights_only" not in message and "False" not in message
+
+
+def test_complex_statistics_are_refused_unless_exactly_real(tmp_path):
+    from fidkit.errors import InputError, StatsFileError
+    from fidkit.stats import Stats
+
+    sigma = np.eye(3) + 1e-3j * np.ones((3, 3))
+    with pytest.raises(InputError, match="sigma is complex"):
+        Stats(mu=np.zeros(3), sigma=sigma)
+    with pytest.raises(InputError, match="mu is complex"):
+        Stats(mu=np.array([0, 1j, 0]), sigma=np.eye(3))
+    path = tmp_path / "complex.npz"
+    np.savez(path, mu=np.zeros(3), sigma=sigma)
+    with pytest.raises(StatsFileError, match="complex.npz.*sigma is complex"):
+        Stats.load(path)
+    exact = Stats(mu=np.zeros(3) + 0j, sigma=np.eye(3) + 0j)
+    assert exact.sigma.dtype == np.float64 and np.array_equal(exact.sigma, np.eye(3))
+
+
+def test_a_single_image_names_the_side(home, tmp_path, network, capsys):
+    one = image_array(tmp_path, n_images=1, name="one.npy")
+    assert main(["compute", str(image_array(tmp_path)), str(one), "--workers", "0", "--quiet"]) == 1
+    line = error_line(capsys.readouterr().err)
+    assert str(one) in line and "only 1 image" in line
