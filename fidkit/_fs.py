@@ -7,17 +7,43 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import re
+import socket
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from fidkit.errors import OverwriteError
 
-__all__ = ["atomic_write", "file_digest", "sha256_file", "cache_home", "CHUNK_BYTES"]
+__all__ = [
+    "atomic_write",
+    "check_destination",
+    "check_writable_destination",
+    "remove_stale_temporaries",
+    "is_temporary_name",
+    "file_digest",
+    "sha256_file",
+    "cache_home",
+    "CHUNK_BYTES",
+]
+
+logger = logging.getLogger(__name__)
 
 #: How much a streaming read (hashing, downloading) takes at a time.
 CHUNK_BYTES = 1 << 20
+
+#: A temporary file of :func:`atomic_write` not modified for this long is abandoned, whoever made it.
+STALE_TEMPORARY_AGE_S = 3600.0
+#: ``.<name>.<host tag>-<pid>.<8 random>.tmp<suffix>``: who made it (host and process) is in the name.
+_TEMPORARY_NAME = re.compile(
+    r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?"
+)
+#: The name fidkit 0.x used before the pid was recorded: ``.<name>.<8 random>.tmp<suffix>`` (age only).
+_OLD_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?")
 
 
 @contextlib.contextmanager
@@ -33,8 +59,10 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     path : path-like
         The destination. Its parent folder is created if missing.
     overwrite : bool, default False
-        Replace an existing file. Without it an existing `path` raises :class:`OverwriteError`
-        before anything is written.
+        Replace an existing regular file. Without it an existing `path` raises :class:`OverwriteError`
+        before anything is written. Only regular files are ever replaced: a folder, FIFO, device, socket
+        or symbolic link at `path` is an :class:`OverwriteError` even with `overwrite` (see
+        :func:`check_destination`).
 
     Yields
     ------
@@ -43,13 +71,12 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
         the suffix of `path` is kept so that libraries that append extensions do not.
     """
     target = Path(path)
-    if target.exists() and not overwrite:
-        raise OverwriteError(
-            f"{target} already exists; choose another path or pass overwrite=True (--force)"
-        )
+    check_destination(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # What a killed run (kill -9, power loss) left here is removed now, by the exact name pattern.
+    remove_stale_temporaries(target.parent)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
+        prefix=f".{target.name}.{_host_tag()}-{os.getpid()}.", suffix=f".tmp{target.suffix}", dir=target.parent
     )
     os.close(fd)
     tmp_path = Path(tmp_name)
@@ -62,16 +89,173 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
         # otherwise survive while the data does not, leaving an empty file under the final name.
         with open(tmp_path, "rb") as written:
             os.fsync(written.fileno())
-        if not overwrite and target.exists():
+        if not overwrite and os.path.lexists(target):
             # Someone else created it while we were writing: still never clobber.
             raise OverwriteError(
                 f"{target} appeared while it was being written; choose another path or pass "
                 "overwrite=True (--force)"
             )
+        # Checked again just before the rename: what appeared meanwhile must be a regular file too.
+        check_destination(target, overwrite=overwrite)
         os.replace(tmp_path, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def _host_tag() -> str:
+    """8 hex characters naming this machine (or container): a pid is only meaningful where it was issued."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _pid_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def is_temporary_name(name: str) -> bool:
+    """True when `name` is the name of a temporary file of :func:`atomic_write` (current or older form)."""
+    for pattern in (_TEMPORARY_NAME, _OLD_TEMPORARY_NAME):
+        match = pattern.fullmatch(name)
+        if match is not None and match.group("name").endswith(match.group("suffix") or ""):
+            return True
+    return False
+
+
+def _is_stale(name: str, mtime: float, now: float) -> bool:
+    if now - mtime >= STALE_TEMPORARY_AGE_S:
+        return True
+    match = _TEMPORARY_NAME.fullmatch(name)
+    # Made on this machine by a process that is gone: abandoned at once. Elsewhere (a cache home shared by
+    # machines or containers) the pid means nothing here, and only the age counts.
+    return match is not None and match.group("host") == _host_tag() and not _pid_running(int(match.group("pid")))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write` left in `folder` when its process was killed.
+
+    Only regular files whose name is exactly an :func:`atomic_write` temporary name are considered, in
+    `folder` only (no recursion), and removed when stale: made on this machine by a process that no
+    longer runs, or not modified for an hour (:data:`STALE_TEMPORARY_AGE_S`). Never raises.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        with os.scandir(folder) as entries:
+            candidates = [entry for entry in entries if entry.name.startswith(".") and ".tmp" in entry.name]
+    except OSError:
+        return removed
+    for entry in candidates:
+        try:
+            if not is_temporary_name(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            if _is_stale(entry.name, entry.stat(follow_symlinks=False).st_mtime, now):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    if removed:
+        logger.info(
+            "removed %d temporary file(s) left in %s by an interrupted fidkit run", len(removed), folder
+        )
+    return removed
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind_of(mode: int) -> str:
+    for test, kind in _KINDS:
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def check_destination(path: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Refuse, before anything is written, a destination fidkit must not replace.
+
+    Nothing there: fine. A regular file: fine with `overwrite`, else :class:`OverwriteError`. Anything
+    else is an :class:`OverwriteError` naming what it is, whatever `overwrite` says: a folder, a FIFO, a
+    device (as root, ``--force`` would otherwise replace ``/dev/null``), a socket, and a symbolic link of
+    any kind. A link is refused rather than written through, so that a write never lands outside the
+    folder it names (a link into ``/etc`` under root) and a link is never silently turned into a file.
+    """
+    target = Path(path)
+    try:
+        info = target.lstat()
+    except OSError:
+        return  # absent (or its folder is): the write creates it, or fails with the OS's own reason
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            pointed = os.readlink(target)
+        except OSError:  # pragma: no cover - raced away
+            pointed = "?"
+        raise OverwriteError(
+            f"{target} is a symbolic link (to {pointed}); fidkit replaces only regular files, never a link nor "
+            "what it points to, even with --force: remove the link or give the path of its target"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise OverwriteError(
+            f"{target} is {_kind_of(info.st_mode)}, not a regular file; fidkit never replaces it, even with "
+            "--force: give the path of a file"
+        )
+    if not overwrite:
+        raise OverwriteError(f"{target} already exists; choose another path or pass overwrite=True (--force)")
+
+
+def _writable_folder(folder: Path) -> bool:
+    """True when new files can be created in `folder` (tests replace this to simulate permissions)."""
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def check_writable_destination(path: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Check, before any work, that :func:`atomic_write` could write `path`; raise what it would raise.
+
+    :func:`check_destination` first; then the nearest folder that exists on the way to `path` must be a
+    folder (missing folders below it are created by the write, as :func:`atomic_write` does) in which
+    new files can be created.
+
+    Raises
+    ------
+    OverwriteError
+        See :func:`check_destination`.
+    NotADirectoryError
+        A component of the parent path is a file.
+    PermissionError
+        The folder does not allow creating files there (permissions, a read-only filesystem).
+    """
+    target = Path(path)
+    check_destination(target, overwrite=overwrite)
+    ancestor = target.absolute().parent
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(
+            f"cannot write {target}: {ancestor} is a file, not a folder; choose a path in a folder"
+        )
+    if not _writable_folder(ancestor):
+        raise PermissionError(
+            f"cannot write {target}: no permission to create files in {ancestor}; choose a path in a writable "
+            "folder"
+        )
 
 
 def _current_umask() -> int:

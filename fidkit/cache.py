@@ -19,6 +19,10 @@ removed with a log message and recomputed, never trusted.
 Beside each ``<key>.npz`` a small ``<key>.json`` holds what ``fidkit cache list`` shows (source name,
 N, creation time), so listing does not read every 32 MiB covariance. The ``.npz`` is the truth: a
 missing or stale sidecar only makes listing slower.
+
+The cache stays under ``$FIDKIT_CACHE_MAX_BYTES`` (default 2 GiB, 0 = no limit): after each store the
+least recently used entries go (:func:`evict_cache`; a hit refreshes the entry's modification time).
+Eviction and :func:`clear_cache` remove only files fidkit recognisably wrote (:func:`is_cache_entry`).
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import re
+import stat
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fidkit._fs import atomic_write, cache_home
+from fidkit._fs import atomic_write, cache_home, is_temporary_name, remove_stale_temporaries
 from fidkit.errors import StatsFileError
 from fidkit import statsfile
 
@@ -53,6 +58,12 @@ __all__ = [
     "store_cached_stats",
     "list_cache",
     "clear_cache",
+    "is_cache_entry",
+    "evict_cache",
+    "cache_max_bytes",
+    "cache_size_bytes",
+    "CACHE_MAX_BYTES_ENV",
+    "DEFAULT_CACHE_MAX_BYTES",
     "utc_now_iso",
 ]
 
@@ -66,9 +77,33 @@ CACHE_LAYOUT_VERSION = 2
 CACHE_KEY_METADATA = "cache_key"
 
 _STATS_SUBDIR = "stats"
-#: Folders under the cache home that ``clear_cache(include_models=True)`` also empties: both can be
-#: rebuilt (the graph from the weights, the weights by download), unlike user files.
-_MODEL_SUBDIRS = ("onnx", "weights")
+
+#: Environment variable: the most the statistics cache may hold, e.g. ``500M``, ``2G``, ``1073741824``
+#: (K, M, G, T are powers of 1024; a trailing ``B`` or ``iB`` is allowed); ``0`` means no limit.
+CACHE_MAX_BYTES_ENV = "FIDKIT_CACHE_MAX_BYTES"
+#: The limit when the variable is not set: 2 GiB, about 60 entries of 2048-dimensional statistics.
+DEFAULT_CACHE_MAX_BYTES = 2 * 1024**3
+_SIZE_TEXT = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]?)(?:i?b)?", re.IGNORECASE)
+
+
+def cache_max_bytes() -> int:
+    """Return the statistics cache's size limit in bytes from ``$FIDKIT_CACHE_MAX_BYTES`` (0: no limit).
+
+    Read on every call. A value that is not a size is logged as a warning and the default (2 GiB) is
+    used: the cache never fails a run.
+    """
+    text = os.environ.get(CACHE_MAX_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_CACHE_MAX_BYTES
+    match = _SIZE_TEXT.fullmatch(text)
+    if match is None:
+        logger.warning(
+            "%s=%r is not a size (e.g. 500M, 2G, 0 for no limit); using the default of 2 GiB",
+            CACHE_MAX_BYTES_ENV, text,
+        )
+        return DEFAULT_CACHE_MAX_BYTES
+    scale = 1024 ** " kmgt".index(match.group("unit").lower() or " ")
+    return int(float(match.group("number")) * scale)
 
 
 def stats_cache_dir(root: str | os.PathLike | None = None) -> Path:
@@ -190,6 +225,9 @@ def load_cached_stats(key: str, *, root: str | os.PathLike | None = None) -> Sta
     if problem is not None:
         _discard(entry, problem)
         return None
+    # The modification time is the entry's last use: the least recently used go first when over the limit.
+    with contextlib.suppress(OSError):
+        os.utime(entry)
     logger.debug("statistics cache hit: %s", entry)
     return stats
 
@@ -242,11 +280,85 @@ def store_cached_stats(
         with atomic_write(_sidecar_path(entry), overwrite=True) as tmp_path:
             tmp_path.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
         logger.debug("stored statistics cache entry %s for %s", entry, source_name)
+        evict_cache(keep=key, root=root)
     except (OSError, StatsFileError) as error:
         # Stats.save reports an unwritable destination as StatsFileError (naming the path for users
         # who save by hand); the sidecar write raises the plain OSError. Neither may fail the run.
         logger.warning("could not write the statistics cache entry %s: %s", entry, error)
     return keyed
+
+
+def _entry_files(folder: Path) -> list[tuple[Path, int, float]]:
+    """``(path, bytes with the sidecar, last use)`` of every file named like an entry: ``<64 hex>.npz``, regular."""
+    found = []
+    for path in _children(folder):
+        if path.suffix != ".npz" or _KEY_NAME.fullmatch(path.stem) is None:
+            continue
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        size = info.st_size
+        sidecar = _sidecar_path(path)
+        if _is_regular_file(sidecar):
+            with contextlib.suppress(OSError):
+                size += sidecar.lstat().st_size
+        found.append((path, size, info.st_mtime))
+    return found
+
+
+def evict_cache(
+    *, keep: str | None = None, max_bytes: int | None = None, root: str | os.PathLike | None = None
+) -> list[Path]:
+    """Remove the least recently used statistics entries until the cache is within its size limit.
+
+    Run after every store. Only entries fidkit wrote (:func:`is_cache_entry`) are removed, with their
+    sidecars, and never the entry `keep` (the one just written), even when it alone is over the limit.
+
+    Parameters
+    ----------
+    keep : str, optional
+        A key that stays.
+    max_bytes : int, optional
+        The limit; default :func:`cache_max_bytes` (``$FIDKIT_CACHE_MAX_BYTES``, 2 GiB). 0: no limit.
+    root : path-like, optional
+        The statistics cache folder; default ``cache_home()/stats``.
+
+    Returns
+    -------
+    list of Path
+        The entries removed.
+    """
+    limit = cache_max_bytes() if max_bytes is None else int(max_bytes)
+    if limit <= 0:
+        return []
+    entries = _entry_files(stats_cache_dir(root))
+    total = sum(size for _, size, _ in entries)
+    evicted: list[Path] = []
+    for path, size, _ in sorted(entries, key=lambda item: item[2]):
+        if total <= limit:
+            break
+        if path.stem == keep or not is_cache_entry(path):
+            continue
+        for member in (path, _sidecar_path(path)):
+            with contextlib.suppress(FileNotFoundError):
+                member.unlink()
+        total -= size
+        evicted.append(path)
+    if evicted:
+        logger.info(
+            "removed %d least recently used statistics cache entr%s to stay under %s (%s=%d bytes)",
+            len(evicted), "y" if len(evicted) == 1 else "ies", f"{limit / 1024**3:.3g} GiB", CACHE_MAX_BYTES_ENV,
+            limit,
+        )
+    return evicted
+
+
+def cache_size_bytes(*, root: str | os.PathLike | None = None) -> int:
+    """Return the bytes the statistics cache entries (and their sidecars) take, as the limit counts them."""
+    return sum(size for _, size, _ in _entry_files(stats_cache_dir(root)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +380,7 @@ class CacheEntry:
     created : str
         UTC ISO time the statistics were computed ("" when unknown).
     modified : datetime
-        When the file was last written (UTC).
+        When the entry was last written or read (UTC): over the size limit, the oldest go first.
     """
 
     key: str
@@ -343,47 +455,244 @@ def list_cache(*, root: str | os.PathLike | None = None) -> list[CacheEntry]:
     folder = stats_cache_dir(root)
     if not folder.is_dir():
         return []
-    entries = [_describe_entry(path) for path in folder.glob("*.npz") if not path.name.startswith(".")]
+    entries = [_describe_entry(path) for path, _, _ in _entry_files(folder)]
     present = [entry for entry in entries if entry is not None]
     return sorted(present, key=lambda entry: entry.modified, reverse=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class ClearedCache:
-    """What :func:`clear_cache` removed.
+    """What :func:`clear_cache` removed, and what it left in place.
 
     Attributes
     ----------
     n_stats_entries : int
         Statistics entries removed.
     removed_paths : tuple of Path
-        Every file or folder removed.
+        Every file removed (and every emptied folder of fidkit's that was removed).
     bytes_freed : int
         Their total size.
+    kept : tuple of (Path, str)
+        Files and folders left in place, each with the reason (not written by fidkit, not verifiable, in use).
     """
 
     n_stats_entries: int
     removed_paths: tuple[Path, ...]
     bytes_freed: int
+    kept: tuple[tuple[Path, str], ...] = ()
 
 
-def _tree_size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(child.stat().st_size for child in path.rglob("*") if child.is_file())
+#: What fidkit writes under the cache home, by exact name. Nothing else is ever removed.
+_KEY_NAME = re.compile(r"[0-9a-f]{64}")
+#: ``inception.runtime.graph_cache_path``: ``<sha256[:16]>-<exporter version>.onnx``.
+_GRAPH_NAME = re.compile(r"[0-9a-f]{16}-[0-9A-Za-z.]+\.onnx")
+#: ``_download._download_lock``: ``<downloaded file name>.<16 hex>.lock``.
+_LOCK_NAME = re.compile(r"(?P<file>.+)\.[0-9a-f]{16}\.lock")
+#: The member of a statistics ``.npz`` holding its metadata as JSON (``fidkit.statsfile``, format version 1).
+_METADATA_MEMBER = "fidkit_metadata_json"
+#: Folders of the cache home fidkit writes; anything else at the top of the home is left alone.
+_HOME_SUBDIRS = (_STATS_SUBDIR, "onnx", "weights", "datasets", "locks", "tensorrt")
+
+
+def _is_regular_file(path: Path) -> bool:
+    """True for a regular file that is not a symbolic link (never follow a link out of the cache)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _recorded_key(entry: Path) -> str | None:
+    """The key recorded in a statistics file's metadata (one small zip member is read), or None."""
+    import numpy as np
+
+    try:
+        with np.load(entry, allow_pickle=False) as loaded:
+            recorded = json.loads(str(loaded[_METADATA_MEMBER][()]))
+    except Exception:  # noqa: BLE001 - anything unreadable is simply not a recognisable entry
+        return None
+    key = recorded.get(CACHE_KEY_METADATA) if isinstance(recorded, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def _sidecar_key(sidecar: Path) -> str | None:
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    key = recorded.get("key") if isinstance(recorded, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def is_cache_entry(path: str | os.PathLike) -> bool:
+    """True when `path` is a statistics cache entry fidkit wrote: a regular file ``<64 hex>.npz`` whose
+    metadata records that same key. Only such files are ever evicted or cleared."""
+    entry = Path(path)
+    return (
+        entry.suffix == ".npz" and _KEY_NAME.fullmatch(entry.stem) is not None and _is_regular_file(entry)
+        and _recorded_key(entry) == entry.stem
+    )
+
+
+def _file_matches(path: Path, size: int, algorithm: str, digest: str) -> bool:
+    from fidkit._fs import file_digest
+
+    try:
+        return path.stat().st_size == size and file_digest(path, algorithm) == digest
+    except OSError:
+        return False
+
+
+class _Clearing:
+    """Collects what one :func:`clear_cache` call removed and kept."""
+
+    def __init__(self) -> None:
+        self.removed: list[Path] = []
+        self.kept: list[tuple[Path, str]] = []
+        self.bytes_freed = 0
+        self.n_stats_entries = 0
+
+    def remove(self, path: Path) -> bool:
+        try:
+            size = path.lstat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            self.kept.append((path, f"could not be removed ({error.strerror or error})"))
+            return False
+        self.removed.append(path)
+        self.bytes_freed += size
+        return True
+
+    def keep(self, path: Path, reason: str) -> None:
+        if is_temporary_name(path.name):
+            reason = "a temporary file of a fidkit run in progress (removed once that run is gone)"
+        self.kept.append((path, reason))
+
+
+def _children(folder: Path) -> list[Path]:
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _clear_stats(folder: Path, run: _Clearing) -> None:
+    children = _children(folder)
+    removed_keys: set[str] = set()
+    for path in children:
+        if path.suffix == ".npz" and _KEY_NAME.fullmatch(path.stem):
+            if is_cache_entry(path):
+                if run.remove(path):
+                    run.n_stats_entries += 1
+                    removed_keys.add(path.stem)
+            else:
+                run.keep(path, "named like a cache entry but does not record that key: not written by fidkit")
+    for path in children:
+        if path.suffix == ".npz" and _KEY_NAME.fullmatch(path.stem):
+            continue
+        if path.suffix == ".json" and _KEY_NAME.fullmatch(path.stem) and _is_regular_file(path):
+            entry_gone = path.stem in removed_keys or not path.with_suffix(".npz").exists()
+            if entry_gone and _sidecar_key(path) == path.stem:
+                run.remove(path)
+                continue
+            if not entry_gone:
+                continue  # the sidecar of an entry that was kept: it stays with it
+        run.keep(path, "not a statistics cache entry")
+
+
+def _clear_graphs(folder: Path, run: _Clearing) -> None:
+    for path in _children(folder):
+        if _GRAPH_NAME.fullmatch(path.name) and _is_regular_file(path):
+            run.remove(path)
+        else:
+            run.keep(path, "not an ONNX graph fidkit built (<16 hex>-<version>.onnx)")
+
+
+def _clear_weights(folder: Path, run: _Clearing) -> None:
+    from fidkit.inception.weights import load_manifest
+
+    manifest = load_manifest()
+    for path in _children(folder):
+        if path.name != manifest.file_name or not _is_regular_file(path):
+            run.keep(path, f"not the downloaded weights file {manifest.file_name}")
+        elif not _file_matches(path, manifest.size, "sha256", manifest.sha256):
+            run.keep(path, "named like the released weights but not that file (size or sha256 differ)")
+        else:
+            run.remove(path)
+
+
+def _dataset_files() -> dict[str, Any]:
+    # Imported here, not at the top: only clearing needs the registry, and fidkit.sources is heavy.
+    from fidkit.sources.named import DATASETS
+
+    return {dataset.file.file_name: dataset.file for dataset in DATASETS.values()}
+
+
+def _clear_datasets(folder: Path, run: _Clearing) -> None:
+    known = _dataset_files()
+    for path in _children(folder):
+        file = known.get(path.name)
+        if path.name == "verified.json" and _is_regular_file(path):
+            run.remove(path)  # fidkit's record of checked files: rebuilt on the next use
+        elif file is None or not _is_regular_file(path):
+            run.keep(path, "not a dataset file fidkit downloads")
+        elif not _file_matches(path, file.size, "md5", file.md5):
+            run.keep(path, "named like a dataset file but not the published file (size or md5 differ)")
+        else:
+            run.remove(path)
+
+
+def _clear_locks(folder: Path, run: _Clearing) -> None:
+    from fidkit.inception.weights import load_manifest
+
+    known = set(_dataset_files()) | {load_manifest().file_name}
+    for path in _children(folder):
+        match = _LOCK_NAME.fullmatch(path.name)
+        if match is None or match.group("file") not in known or not _is_regular_file(path):
+            run.keep(path, "not a download lock of fidkit")
+            continue
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            run.remove(path)
+            continue
+        try:
+            with open(path, "a+b") as handle:
+                # Removed only while this process holds it: a lock in use by a download stays.
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                run.remove(path)
+        except BlockingIOError:
+            run.keep(path, "in use by a running download")
+        except OSError as error:
+            run.keep(path, f"could not be checked ({error.strerror or error})")
 
 
 def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None = None) -> ClearedCache:
-    """Remove the cached statistics, and with `include_models` the ONNX graphs and downloaded weights.
+    """Remove what fidkit wrote to its cache: the statistics, and with `include_models` more.
 
-    Statistics are cheap to lose (they are recomputed on the next run). The ONNX graphs are rebuilt
-    from the weights on first use (a minute or so), and the weights are downloaded again (95 MB), which
-    is why they are only removed when asked.
+    Only files fidkit recognisably wrote are removed, by their exact names, never by folder:
+
+    - ``stats/<64 hex>.npz`` whose metadata records that key, and its ``<64 hex>.json`` sidecar;
+    - in each folder it clears, the temporary files of killed fidkit runs
+      (:func:`fidkit._fs.remove_stale_temporaries`);
+    - with `include_models`: ``onnx/<16 hex>-<version>.onnx`` graphs (rebuilt from the weights on first use,
+      a minute or so); ``weights/<manifest file>`` only when its size and sha256 are the released file's
+      (downloaded again, 95 MB); ``datasets/<registered file name>`` only when its size and md5 are the
+      published file's, and ``datasets/verified.json``; ``locks/<file>.<16 hex>.lock`` not held by a
+      running download.
+
+    Anything else (a user's file, a folder, a symbolic link, a file whose contents do not match) is kept
+    and reported in :attr:`ClearedCache.kept`, and no folder is entered beyond these. fidkit's own folders
+    are removed when they end up empty.
 
     Parameters
     ----------
     include_models : bool
-        Also remove ``onnx/`` and ``weights/`` under the cache home.
+        Also remove the graphs, the downloaded weights and datasets, and the download locks.
     home : path-like, optional
         The cache home; default :func:`fidkit._fs.cache_home`.
 
@@ -392,33 +701,34 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
     ClearedCache
     """
     home_path = Path(home) if home is not None else cache_home()
-    removed: list[Path] = []
-    bytes_freed = 0
-    n_stats_entries = 0
-    stats_folder = home_path / _STATS_SUBDIR
-    if stats_folder.is_dir():
-        for path in sorted(stats_folder.iterdir()):
-            if not path.is_file():
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                size = path.stat().st_size
-                path.unlink()
-                removed.append(path)
-                bytes_freed += size
-                if path.suffix == ".npz" and not path.name.startswith("."):
-                    n_stats_entries += 1
+    run = _Clearing()
+    scans = [(_STATS_SUBDIR, _clear_stats)]
     if include_models:
-        for name in _MODEL_SUBDIRS:
-            folder = home_path / name
-            if folder.exists():
-                size = _tree_size(folder)
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-                bytes_freed += size
-    for path in removed:
+        scans += [("onnx", _clear_graphs), ("weights", _clear_weights), ("datasets", _clear_datasets)]
+        scans += [("locks", _clear_locks)]
+    for name, scan in scans:
+        # Temporaries of killed runs first (they are fidkit's by their exact names); live ones are kept.
+        if not (home_path / name).is_symlink():
+            run.removed.extend(remove_stale_temporaries(home_path / name))
+        scan(home_path / name, run)
+    cleared = [name for name, _ in scans]
+    if include_models:
+        if (home_path / "tensorrt").exists():
+            run.keep(home_path / "tensorrt", "TensorRT engine cache (names chosen by onnxruntime); remove it by hand")
+    for name in cleared:
+        folder = home_path / name
+        if folder.is_dir() and not folder.is_symlink():
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds when empty
+                run.removed.append(folder)
+    for path in _children(home_path):
+        if path.name not in _HOME_SUBDIRS:
+            run.keep(path, "not a folder fidkit writes")
+    for path in run.removed:
         logger.debug("removed %s", path)
     return ClearedCache(
-        n_stats_entries=n_stats_entries, removed_paths=tuple(removed), bytes_freed=bytes_freed
+        n_stats_entries=run.n_stats_entries, removed_paths=tuple(run.removed), bytes_freed=run.bytes_freed,
+        kept=tuple(run.kept),
     )
 
 

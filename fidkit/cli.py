@@ -3,7 +3,8 @@
 Results go to stdout (one line, or JSON with ``--json``); messages, warnings and the progress bar go
 to stderr. Exit status: 0 success, 1 a user-facing error (one line ``fidkit: error: ...``; the
 traceback only with ``--debug``), 2 a usage error, 130 interrupted (Ctrl-C; no partial files are left,
-as every write is atomic).
+as every write is atomic), 141 stdout was a pipe whose reader went away (quietly; see
+:func:`_standard_streams` for closed streams).
 
 Heavy modules (onnxruntime, torch, the sources' decoders) are imported inside the handlers, so
 ``fidkit --help``, ``fidkit info`` and ``fidkit cache`` start fast and never import torch.
@@ -16,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
 import traceback
 import warnings
@@ -34,6 +36,9 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: stdout was a pipe whose reader went away (``| head``, ``| true``): 128 + SIGPIPE, as a shell reports a
+#: command that SIGPIPE ended; nothing is printed. Files the command wrote (``--save``) are complete.
+EXIT_BROKEN_PIPE = 141
 
 _DESCRIPTION = """\
 fidkit: the Fréchet Inception Distance with the TensorFlow reference's numbers.
@@ -51,7 +56,8 @@ examples:
   fidkit cache list
 
 run "fidkit COMMAND --help" for the options of each command.
-exit status: 0 success, 1 error (one line on stderr), 2 usage error, 130 interrupted."""
+exit status: 0 success, 1 error (one line on stderr), 2 usage error, 130 interrupted,
+141 stdout's reader went away (nothing printed)."""
 
 _COMPUTE_EPILOG = """\
 examples:
@@ -91,9 +97,13 @@ examples:
   fidkit cache list
   fidkit cache list --json
   fidkit cache clear            # statistics entries only
-  fidkit cache clear --all      # also the ONNX graphs and the downloaded weights
+  fidkit cache clear --all      # also the ONNX graphs, downloaded weights and datasets
+  FIDKIT_CACHE_MAX_BYTES=500M fidkit compute a/ b/   # keep the statistics cache under 500 MiB
 
-The cache lives in $FIDKIT_HOME (default $XDG_CACHE_HOME/fidkit or ~/.cache/fidkit)."""
+The cache lives in $FIDKIT_HOME (default $XDG_CACHE_HOME/fidkit or ~/.cache/fidkit). The statistics
+cache stays under $FIDKIT_CACHE_MAX_BYTES (default 2G; 0 = no limit): after each store the least recently
+used entries are removed. Only files fidkit wrote are removed, recognised by their exact names (and the
+weights and datasets by their checksums); anything else there is kept and listed."""
 
 _CACHE_LIST_EPILOG = """\
 examples:
@@ -103,7 +113,9 @@ examples:
 _CACHE_CLEAR_EPILOG = """\
 examples:
   fidkit cache clear            # remove cached statistics (recomputed on the next run)
-  fidkit cache clear --all      # also ONNX graphs (rebuilt on first use) and weights (downloaded again)"""
+  fidkit cache clear --all      # also ONNX graphs (rebuilt on first use), weights and datasets (downloaded again)
+
+Files fidkit did not write are never removed: each one kept is listed with the reason."""
 
 
 def _common_parent() -> argparse.ArgumentParser:
@@ -229,11 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     cache_list.set_defaults(func=_cmd_cache_list)
     cache_clear = cache_actions.add_parser(
         "clear", parents=[common], formatter_class=formatter, help="remove cached statistics",
-        description="Remove cached statistics (and with --all the ONNX graphs and downloaded weights).",
+        description="Remove cached statistics (and with --all the ONNX graphs, downloaded weights and datasets).",
         epilog=_CACHE_CLEAR_EPILOG,
     )
     cache_clear.add_argument(
-        "--all", action="store_true", help="also remove the ONNX graphs and the downloaded weights"
+        "--all", action="store_true", help="also remove the ONNX graphs, the downloaded weights and datasets"
     )
     cache_clear.set_defaults(func=_cmd_cache_clear)
 
@@ -318,9 +330,14 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     out_path: Path | None = args.save
-    if out_path is not None and out_path.exists() and not args.force:
+    if out_path is not None:
         # Refuse before computing anything: the user learns in a second, not after the whole run.
-        raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
+        from fidkit._fs import check_writable_destination
+
+        if out_path.is_file() and not out_path.is_symlink() and not args.force:
+            raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
+        # A folder, FIFO, device, socket or link there, a parent that is a file, no permission: all refused now.
+        check_writable_destination(out_path, overwrite=args.force)
     stats, side = compute_stats_with_report(args.source, **_source_options(args))
     if out_path is not None:
         metadata = {name: value for name, value in stats.metadata.items() if name != CACHE_KEY_METADATA}
@@ -403,15 +420,22 @@ def _human_bytes(n_bytes: int) -> str:
 
 
 def _cmd_cache_list(args: argparse.Namespace) -> int:
-    from fidkit.cache import list_cache, stats_cache_dir
+    from fidkit.cache import CACHE_MAX_BYTES_ENV, cache_max_bytes, list_cache, stats_cache_dir
 
     entries = list_cache()
+    total = sum(entry.size_bytes for entry in entries)
+    limit = cache_max_bytes()
     if args.json:
-        print(json.dumps({"folder": str(stats_cache_dir()), "entries": [e.to_dict() for e in entries]}, indent=2))
+        listing = {
+            "folder": str(stats_cache_dir()), "total_bytes": total, "max_bytes": limit or None,
+            "entries": [e.to_dict() for e in entries],
+        }
+        print(json.dumps(listing, indent=2))
         return EXIT_OK
     folder = stats_cache_dir()
+    limit_text = f"limit {_human_bytes(limit)}" if limit else "no limit"
     if not entries:
-        print(f"no cached statistics in {folder}")
+        print(f"no cached statistics in {folder} ({limit_text}, {CACHE_MAX_BYTES_ENV})")
         return EXIT_OK
     print(f"{'key':<12}  {'N':>7}  {'size':>9}  {'created (UTC)':<19}  source")
     for entry in entries:
@@ -419,8 +443,7 @@ def _cmd_cache_list(args: argparse.Namespace) -> int:
         n_text = str(entry.n) if entry.n is not None else "?"
         source = f"{entry.source_name} ({entry.source_kind})" if entry.source_kind else entry.source_name
         print(f"{entry.key[:12]:<12}  {n_text:>7}  {_human_bytes(entry.size_bytes):>9}  {created:<19}  {source}")
-    total = sum(entry.size_bytes for entry in entries)
-    print(f"{len(entries)} entries, {_human_bytes(total)} in {folder}")
+    print(f"{len(entries)} entries, {_human_bytes(total)} in {folder} ({limit_text}, {CACHE_MAX_BYTES_ENV})")
     return EXIT_OK
 
 
@@ -432,10 +455,22 @@ def _cmd_cache_clear(args: argparse.Namespace) -> int:
     home = cache_home()
     message = f"removed {cleared.n_stats_entries} cached statistics entries"
     if args.all:
-        removed_models = [path.name for path in cleared.removed_paths if path.parent == home]
-        message += f" and {', '.join(removed_models) or 'no'} model folders"
+        counts = {name: 0 for name in ("onnx", "weights", "datasets")}
+        for path in cleared.removed_paths:
+            if path.parent.parent == home and path.parent.name in counts:
+                counts[path.parent.name] += 1
+        message += ", " + ", ".join(f"{count} file(s) from {name}/" for name, count in counts.items())
     print(f"{message} ({_human_bytes(cleared.bytes_freed)}) from {home}")
+    # Only files fidkit recognisably wrote are removed; say what was left and why.
+    for path, reason in cleared.kept[:_MAX_KEPT_SHOWN]:
+        print(f"kept {path}: {reason}")
+    if len(cleared.kept) > _MAX_KEPT_SHOWN:
+        print(f"kept {len(cleared.kept) - _MAX_KEPT_SHOWN} more file(s) fidkit did not write")
     return EXIT_OK
+
+
+#: How many kept files ``fidkit cache clear`` names (the count is always given).
+_MAX_KEPT_SHOWN = 20
 
 
 _DATASETS_EPILOG = """\
@@ -513,6 +548,104 @@ def _logging_to_stderr(args: argparse.Namespace) -> Iterator[None]:
         package_logger.propagate = saved_propagate
 
 
+class _StdoutGone(Exception):
+    """stdout's reader went away (EPIPE): not an error of the command, so told apart from other OSErrors."""
+
+
+class _GuardedStdout:
+    """sys.stdout during a command: a broken pipe becomes :class:`_StdoutGone`."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError as error:
+            raise _StdoutGone() from error
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError as error:
+            raise _StdoutGone() from error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _TolerantStderr(_GuardedStdout):
+    """sys.stderr during a command: closed or broken, messages are dropped and the command goes on."""
+
+    def write(self, text: str) -> int:
+        with contextlib.suppress(OSError, ValueError):  # ValueError: a closed file object
+            return self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+
+def _occupy_with_devnull(fd: int) -> None:
+    """Put /dev/null on a standard descriptor the process was started without (``>&-``, ``2>&-``).
+
+    Otherwise the next file fidkit opens (an output, a temporary file) would get that descriptor, and
+    anything writing to "stderr" at the OS level (onnxruntime's log) would write into it.
+    """
+    try:
+        os.fstat(fd)
+        return  # something holds it already: leave it alone
+    except OSError:
+        pass
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
+
+
+@dataclasses.dataclass
+class _Streams:
+    stdout_closed: bool = False
+
+
+@contextlib.contextmanager
+def _standard_streams() -> Iterator[_Streams]:
+    """stdout and stderr for one command, whatever the shell left open.
+
+    - stdout carries only the result. If it was closed (``>&-``) the command does not run: the result
+      would be lost, so fidkit says so on stderr and exits 1.
+    - stderr carries messages only; closed (``2>&-``) or a broken pipe, they are dropped and the exit
+      status is what it would have been.
+    - stdout a pipe whose reader went away: the command's files are complete, nothing is printed, exit 141.
+    """
+    saved = sys.stdout, sys.stderr
+    streams = _Streams(stdout_closed=sys.stdout is None)
+    if sys.stdout is None:
+        _occupy_with_devnull(1)
+    if sys.stderr is None:
+        _occupy_with_devnull(2)
+    null = None
+    if sys.stdout is None or sys.stderr is None:
+        null = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
+    sys.stdout = _GuardedStdout(sys.stdout if sys.stdout is not None else null)
+    sys.stderr = _TolerantStderr(sys.stderr if sys.stderr is not None else null)
+    try:
+        yield streams
+    finally:
+        sys.stdout, sys.stderr = saved
+        if null is not None:
+            null.close()
+
+
+def _silence_stdout() -> None:
+    """After a broken stdout pipe: let the interpreter's last flush go to /dev/null instead of failing."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.__stdout__.fileno())
+        os.close(null)
+
+
 def _one_line(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return " ".join(text.split())
@@ -542,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 success, 1 error, 2 usage error, 130 interrupted.
+        0 success, 1 error, 2 usage error, 130 interrupted, 141 stdout's reader went away.
     """
     parser = build_parser()
     try:
@@ -554,11 +687,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     debug = bool(getattr(args, "debug", False))
     caught: list[warnings.WarningMessage] = []
-    with _logging_to_stderr(args):
+    with _standard_streams() as streams, _logging_to_stderr(args):
         try:
+            if streams.stdout_closed:
+                print("fidkit: error: stdout is closed, so the result would be lost; redirect it (> FILE or "
+                      "> /dev/null) instead of closing it", file=sys.stderr)
+                return EXIT_ERROR
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                return int(args.func(args))
+                status = int(args.func(args))
+            sys.stdout.flush()  # a reader that went away shows here, not at the interpreter's exit
+            return status
+        except _StdoutGone:
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
         except KeyboardInterrupt:
             print("fidkit: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -74,6 +74,12 @@ class SideOptions:
         # Checked once here, before any input is opened or any network is built.
         object.__setattr__(self, "batch_size", check_batch_size(self.batch_size))
         limit, seed = check_limit_seed(self.limit, self.seed)
+        if seed is not None and limit is None:
+            # A warning, not an error: the run is still right (every image is used), only the seed does nothing.
+            warnings.warn(
+                f"seed {seed} without limit has no effect: every image is used; pass limit (--limit N) to draw "
+                "a random subset of N images with this seed", FidkitWarning, stacklevel=3,
+            )
         object.__setattr__(self, "limit", limit)
         object.__setattr__(self, "seed", seed)
 
@@ -238,10 +244,17 @@ def open_input(spec: Any, options: SideOptions) -> Stats | Source:
     if isinstance(spec, (str, os.PathLike)) and is_stats_file(spec):
         _warn_unused_subset(str(spec), options)
         return Stats.load(spec)
-    return open_source(
+    source = open_source(
         spec, limit=options.limit, seed=options.seed, skip_bad=options.skip_bad,
         exif_transpose=options.exif_transpose, workers=options.workers,
     )
+    available = getattr(source, "n_available", None)
+    if options.limit is not None and available is not None and options.limit > available:
+        warnings.warn(
+            f"{source.name}: limit {options.limit} is above its {available} images; all {available} are used",
+            FidkitWarning, stacklevel=3,
+        )
+    return source
 
 
 def _warn_unused_subset(name: str, options: SideOptions) -> None:

@@ -55,9 +55,19 @@ def _check_mu_sigma(mu: Any, sigma: Any, where: str) -> tuple[np.ndarray, np.nda
 
     Raises InputError naming `where` (e.g. "side a" or a file) and what to do.
     """
+    # numpy drops imaginary parts silently (a ComplexWarning) when converting to float64: a complex mean or
+    # covariance (one that went through a complex square root, say) is refused unless it is exactly real.
+    for name, values in (("mu", mu), ("sigma", sigma)):
+        if np.iscomplexobj(values):
+            imaginary = np.abs(np.asarray(values).imag)
+            if imaginary.size and float(np.max(imaginary)) != 0.0:
+                raise InputError(
+                    f"{where}: {name} is complex (imaginary parts up to {float(np.max(imaginary)):.3g}); "
+                    "statistics are real: pass the mean and covariance of real features"
+                )
     try:
-        mu64 = np.array(mu, dtype=np.float64)
-        sigma64 = np.array(sigma, dtype=np.float64)
+        mu64 = np.array(np.real(mu), dtype=np.float64)
+        sigma64 = np.array(np.real(sigma), dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{where}: mu and sigma must be real float arrays ({exc})") from exc
     if mu64.ndim != 1 or mu64.size < 1:

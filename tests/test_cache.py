@@ -225,13 +225,14 @@ def test_list_and_clear(fidkit_home):
     assert entries["b.zip"].n == 30 and entries["b.zip"].source_kind == "archive"
     assert all(entry.size_bytes > 0 for entry in entries.values())
     (fidkit_home / "onnx").mkdir()
-    (fidkit_home / "onnx" / "graph.onnx").write_bytes(b"x" * 10)
+    graph = fidkit_home / "onnx" / "0123456789abcdef-1.onnx"  # graph_cache_path's name pattern
+    graph.write_bytes(b"x" * 10)
     cleared = clear_cache()
     assert cleared.n_stats_entries == 2
     assert list_cache() == []
-    assert (fidkit_home / "onnx" / "graph.onnx").exists()  # models only with include_models
+    assert graph.exists()  # models only with include_models
     cleared_all = clear_cache(include_models=True)
-    assert not (fidkit_home / "onnx").exists()
+    assert not (fidkit_home / "onnx").exists()  # emptied, then removed
     assert cleared_all.bytes_freed == 10
 
 

@@ -203,6 +203,13 @@ def locate_weights(
         path = Path(weights).expanduser()
         if not path.is_file():
             where = f"the environment variable {WEIGHTS_ENV}" if origin == "environment" else "weights"
+            if path.is_dir():
+                raise WeightsError(
+                    f"weights {path} (from {where}) is a folder, not a weights file; pass the .pth file itself, "
+                    f"e.g. {path / manifest.file_name}"
+                )
+            if path.exists():
+                raise WeightsError(f"weights {path} (from {where}) is not a regular file; give a .pth file")
             raise WeightsError(f"weights file {path} (from {where}) does not exist; give an existing .pth file")
         digest = _hash_weights(path)
         matches = digest == manifest.sha256
@@ -302,9 +309,12 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         # weights_only=True: never unpickle arbitrary objects from a downloaded file.
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises a variety of types for bad files
+        # torch's own text is not passed on: for a pickle it advises weights_only=False, which would run
+        # whatever code the file holds. What matters is that this is not a weights file.
         raise WeightsError(
-            f"cannot load weights {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
-            "expected a torch state dict of the FID Inception-v3"
+            f"{path} is not an Inception weights file: torch cannot read it as a state dict of tensors "
+            f"({exc.__class__.__name__}); pass the released pt_inception-2015-12-05 .pth file or a port of it "
+            "with the same tensor names"
         ) from exc
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise WeightsError(f"weights {path} do not hold a state dict of tensors")
