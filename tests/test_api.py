@@ -5,7 +5,6 @@ Images through the network stay few and small (8-16 images of 16x16 or 32x32 per
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from datetime import datetime, timezone

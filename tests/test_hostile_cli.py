@@ -73,7 +73,7 @@ def network(monkeypatch):
 
     def identity(self):
         fake.identities += 1  # finding (or downloading) and hashing the weights: network time too
-        return fake.weights_sha256, fake.resize_mode
+        return fidkit.pipeline.ExtractorIdentity(fake.weights_sha256, fake.resize_mode)
 
     monkeypatch.setattr(fidkit.pipeline, "build_extractor", build)
     # The cache key needs the weights' identity; the fake has one without any file.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fidkit.errors import InputError, OverwriteError, StatsFileError
-from fidkit.frechet.factors import factor_at_hand, sqrt_factor
+from fidkit.frechet.factors import sqrt_factor
 from fidkit.frechet import fid_from_arrays, fid_from_stats, frechet_distance
 from fidkit.stats import Stats, StatsAccumulator
 from fidkit.statsfile import STATS_FORMAT_VERSION

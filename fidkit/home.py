@@ -1,0 +1,325 @@
+"""The cache home (``$FIDKIT_HOME``): what fidkit writes there, how it recognises its own files, and clearing it.
+
+fidkit writes, under :func:`fidkit._fs.cache_home`, only these folders: ``stats/`` (the statistics cache,
+:mod:`fidkit.cache`), ``onnx/`` (graphs built from the weights), ``weights/`` (the downloaded weights),
+``datasets/`` (downloaded named datasets), ``locks/`` (download locks) and ``tensorrt/`` (onnxruntime's
+engine cache). Each file it writes has an exact name; :func:`clear_cache` removes a file only when it has
+such a name and, where the name alone could lie, its contents say the same (a cache entry records its key,
+a download matches its published checksum). Everything else is kept and reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+from fidkit._fs import cache_home, file_digest, is_temporary_name, remove_stale_temporaries
+
+__all__ = ["STATS_SUBDIR", "CACHE_KEY_METADATA", "ClearedCache", "is_cache_entry", "entry_files", "clear_cache"]
+
+logger = logging.getLogger(__name__)
+
+#: The folder of the statistics cache under the cache home.
+STATS_SUBDIR = "stats"
+#: Metadata key, inside a cached statistics file, holding the key the entry was written under
+#: (``fidkit stats --save`` drops it: a saved file is not a cache entry).
+CACHE_KEY_METADATA = "cache_key"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClearedCache:
+    """What :func:`clear_cache` removed, and what it left in place.
+
+    Attributes
+    ----------
+    n_stats_entries : int
+        Statistics entries removed.
+    removed_paths : tuple of Path
+        Every file removed (and every emptied folder of fidkit's that was removed).
+    bytes_freed : int
+        Their total size.
+    kept : tuple of (Path, str)
+        Files and folders left in place, each with the reason (not written by fidkit, not verifiable, in use).
+    """
+
+    n_stats_entries: int
+    removed_paths: tuple[Path, ...]
+    bytes_freed: int
+    kept: tuple[tuple[Path, str], ...] = ()
+
+
+#: What fidkit writes under the cache home, by exact name. Nothing else is ever removed.
+_KEY_NAME = re.compile(r"[0-9a-f]{64}")
+#: ``inception.runtime.graph_cache_path``: ``<sha256[:16]>-<exporter version>.onnx``, and beside it the
+#: ``.onnx.sha256`` recorded at its export.
+_GRAPH_NAME = re.compile(r"[0-9a-f]{16}-[0-9A-Za-z.]+\.onnx(\.sha256)?")
+#: ``_download._download_lock``: ``<downloaded file name>.<16 hex>.lock``.
+_LOCK_NAME = re.compile(r"(?P<file>.+)\.[0-9a-f]{16}\.lock")
+#: The member of a statistics ``.npz`` holding its metadata as JSON (``fidkit.statsfile``, format version 1).
+_METADATA_MEMBER = "fidkit_metadata_json"
+#: Folders of the cache home fidkit writes; anything else at the top of the home is left alone.
+_HOME_SUBDIRS = (STATS_SUBDIR, "onnx", "weights", "datasets", "locks", "tensorrt")
+
+
+def _is_regular_file(path: Path) -> bool:
+    """True for a regular file that is not a symbolic link (never follow a link out of the cache)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _recorded_key(entry: Path) -> str | None:
+    """The key recorded in a statistics file's metadata (one small zip member is read), or None."""
+    import numpy as np
+
+    try:
+        with np.load(entry, allow_pickle=False) as loaded:
+            recorded = json.loads(str(loaded[_METADATA_MEMBER][()]))
+    except Exception:  # noqa: BLE001 - anything unreadable is simply not a recognisable entry
+        return None
+    key = recorded.get(CACHE_KEY_METADATA) if isinstance(recorded, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def _sidecar_key(sidecar: Path) -> str | None:
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    key = recorded.get("key") if isinstance(recorded, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def is_cache_entry(path: str | os.PathLike) -> bool:
+    """True when `path` is a statistics cache entry fidkit wrote: a regular file ``<64 hex>.npz`` whose
+    metadata records that same key. Only such files are ever evicted or cleared."""
+    entry = Path(path)
+    return (
+        entry.suffix == ".npz" and _KEY_NAME.fullmatch(entry.stem) is not None and _is_regular_file(entry)
+        and _recorded_key(entry) == entry.stem
+    )
+
+
+def entry_files(folder: Path) -> list[tuple[Path, int, float]]:
+    """``(path, bytes with the sidecar, last use)`` of every file named like an entry: ``<64 hex>.npz``, regular."""
+    found = []
+    for path in _children(folder):
+        if path.suffix != ".npz" or _KEY_NAME.fullmatch(path.stem) is None:
+            continue
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        size = info.st_size
+        sidecar = path.with_suffix(".json")
+        if _is_regular_file(sidecar):
+            with contextlib.suppress(OSError):
+                size += sidecar.lstat().st_size
+        found.append((path, size, info.st_mtime))
+    return found
+
+
+def _file_matches(path: Path, size: int, algorithm: str, digest: str) -> bool:
+    try:
+        return path.stat().st_size == size and file_digest(path, algorithm) == digest
+    except OSError:
+        return False
+
+
+class _Clearing:
+    """Collects what one :func:`clear_cache` call removed and kept."""
+
+    def __init__(self) -> None:
+        self.removed: list[Path] = []
+        self.kept: list[tuple[Path, str]] = []
+        self.bytes_freed = 0
+        self.n_stats_entries = 0
+
+    def remove(self, path: Path) -> bool:
+        try:
+            size = path.lstat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            self.kept.append((path, f"could not be removed ({error.strerror or error})"))
+            return False
+        self.removed.append(path)
+        self.bytes_freed += size
+        return True
+
+    def keep(self, path: Path, reason: str) -> None:
+        if is_temporary_name(path.name):
+            reason = "a temporary file of a fidkit run in progress (removed once that run is gone)"
+        self.kept.append((path, reason))
+
+
+def _children(folder: Path) -> list[Path]:
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _clear_stats(folder: Path, run: _Clearing) -> None:
+    children = _children(folder)
+    removed_keys: set[str] = set()
+    for path in children:
+        if path.suffix == ".npz" and _KEY_NAME.fullmatch(path.stem):
+            if is_cache_entry(path):
+                if run.remove(path):
+                    run.n_stats_entries += 1
+                    removed_keys.add(path.stem)
+            else:
+                run.keep(path, "named like a cache entry but does not record that key: not written by fidkit")
+    for path in children:
+        if path.suffix == ".npz" and _KEY_NAME.fullmatch(path.stem):
+            continue
+        if path.suffix == ".json" and _KEY_NAME.fullmatch(path.stem) and _is_regular_file(path):
+            entry_gone = path.stem in removed_keys or not path.with_suffix(".npz").exists()
+            if entry_gone and _sidecar_key(path) == path.stem:
+                run.remove(path)
+                continue
+            if not entry_gone:
+                continue  # the sidecar of an entry that was kept: it stays with it
+        run.keep(path, "not a statistics cache entry")
+
+
+def _clear_graphs(folder: Path, run: _Clearing) -> None:
+    for path in _children(folder):
+        if _GRAPH_NAME.fullmatch(path.name) and _is_regular_file(path):
+            run.remove(path)
+        else:
+            run.keep(path, "not an ONNX graph fidkit built (<16 hex>-<version>.onnx[.sha256])")
+
+
+def _clear_weights(folder: Path, run: _Clearing) -> None:
+    from fidkit.inception.weights import load_manifest
+
+    manifest = load_manifest()
+    for path in _children(folder):
+        if path.name != manifest.file_name or not _is_regular_file(path):
+            run.keep(path, f"not the downloaded weights file {manifest.file_name}")
+        elif not _file_matches(path, manifest.size, "sha256", manifest.sha256):
+            run.keep(path, "named like the released weights but not that file (size or sha256 differ)")
+        else:
+            run.remove(path)
+
+
+def _dataset_files() -> dict[str, Any]:
+    # Imported here, not at the top: only clearing needs the registry, and fidkit.sources is heavy.
+    from fidkit.sources.named import DATASETS
+
+    return {dataset.file.file_name: dataset.file for dataset in DATASETS.values()}
+
+
+def _clear_datasets(folder: Path, run: _Clearing) -> None:
+    known = _dataset_files()
+    for path in _children(folder):
+        file = known.get(path.name)
+        if path.name == "verified.json" and _is_regular_file(path):
+            run.remove(path)  # fidkit's record of checked files: rebuilt on the next use
+        elif file is None or not _is_regular_file(path):
+            run.keep(path, "not a dataset file fidkit downloads")
+        elif not _file_matches(path, file.size, "md5", file.md5):
+            run.keep(path, "named like a dataset file but not the published file (size or md5 differ)")
+        else:
+            run.remove(path)
+
+
+def _clear_locks(folder: Path, run: _Clearing) -> None:
+    from fidkit.inception.weights import load_manifest
+
+    known = set(_dataset_files()) | {load_manifest().file_name}
+    for path in _children(folder):
+        match = _LOCK_NAME.fullmatch(path.name)
+        if match is None or match.group("file") not in known or not _is_regular_file(path):
+            run.keep(path, "not a download lock of fidkit")
+            continue
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            run.remove(path)
+            continue
+        try:
+            with open(path, "a+b") as handle:
+                # Removed only while this process holds it: a lock in use by a download stays.
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                run.remove(path)
+        except BlockingIOError:
+            run.keep(path, "in use by a running download")
+        except OSError as error:
+            run.keep(path, f"could not be checked ({error.strerror or error})")
+
+
+def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None = None) -> ClearedCache:
+    """Remove what fidkit wrote to its cache: the statistics, and with `include_models` more.
+
+    Only files fidkit recognisably wrote are removed, by their exact names, never by folder:
+
+    - ``stats/<64 hex>.npz`` whose metadata records that key, and its ``<64 hex>.json`` sidecar;
+    - in each folder it clears, the temporary files of killed fidkit runs
+      (:func:`fidkit._fs.remove_stale_temporaries`);
+    - with `include_models`: ``onnx/<16 hex>-<version>.onnx`` graphs (rebuilt from the weights on first use,
+      a minute or so); ``weights/<manifest file>`` only when its size and sha256 are the released file's
+      (downloaded again, 95 MB); ``datasets/<registered file name>`` only when its size and md5 are the
+      published file's, and ``datasets/verified.json``; ``locks/<file>.<16 hex>.lock`` not held by a
+      running download.
+
+    Anything else (a user's file, a folder, a symbolic link, a file whose contents do not match) is kept
+    and reported in :attr:`ClearedCache.kept`, and no folder is entered beyond these. fidkit's own folders
+    are removed when they end up empty.
+
+    Parameters
+    ----------
+    include_models : bool
+        Also remove the graphs, the downloaded weights and datasets, and the download locks.
+    home : path-like, optional
+        The cache home; default :func:`fidkit._fs.cache_home`.
+
+    Returns
+    -------
+    ClearedCache
+    """
+    home_path = Path(home) if home is not None else cache_home()
+    run = _Clearing()
+    scans = [(STATS_SUBDIR, _clear_stats)]
+    if include_models:
+        scans += [("onnx", _clear_graphs), ("weights", _clear_weights), ("datasets", _clear_datasets)]
+        scans += [("locks", _clear_locks)]
+    for name, scan in scans:
+        # Temporaries of killed runs first (they are fidkit's by their exact names); live ones are kept.
+        if not (home_path / name).is_symlink():
+            run.removed.extend(remove_stale_temporaries(home_path / name))
+        scan(home_path / name, run)
+    cleared = [name for name, _ in scans]
+    if include_models:
+        if (home_path / "tensorrt").exists():
+            run.keep(home_path / "tensorrt", "TensorRT engine cache (names chosen by onnxruntime); remove it by hand")
+    for name in cleared:
+        folder = home_path / name
+        if folder.is_dir() and not folder.is_symlink():
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds when empty
+                run.removed.append(folder)
+    for path in _children(home_path):
+        if path.name not in _HOME_SUBDIRS:
+            run.keep(path, "not a folder fidkit writes")
+    for path in run.removed:
+        logger.debug("removed %s", path)
+    return ClearedCache(
+        n_stats_entries=run.n_stats_entries, removed_paths=tuple(run.removed), bytes_freed=run.bytes_freed,
+        kept=tuple(run.kept),
+    )
