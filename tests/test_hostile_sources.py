@@ -425,12 +425,12 @@ def test_compressed_tar_with_corrupt_data_is_a_source_error(tmp_path, mode, suff
 def test_corrupt_gzip_after_opening_is_a_source_error_while_reading(tmp_path, monkeypatch):
     target = _tar_of(_folder(tmp_path / "images", 4), tmp_path / "later.tar.gz", "w:gz")
     source = open_source(target, skip_bad=True, workers=0)
-    import fidkit.sources.files as files
+    import fidkit.sources.archives as archives
 
     def broken_open(*args, **kwargs):
         raise gzip.BadGzipFile("Not a gzipped file (b'xx')")
 
-    monkeypatch.setitem(files._TAR_OPENERS, "gz", broken_open)
+    monkeypatch.setitem(archives._TAR_OPENERS, "gz", broken_open)
     with pytest.raises(SourceError, match=r"later\.tar\.gz: the archive is damaged \(BadGzipFile"):
         list(source.batches(2))
 

@@ -47,7 +47,8 @@ from fidkit.sources.datasets import (
     open_mnist,
 )
 from fidkit.sources.decode import COLOUR_POLICY_VERSION, IMAGE_EXTENSIONS, decode_image
-from fidkit.sources.files import FileSource, is_archive, open_archive, open_folder, refuse_special_file
+from fidkit.sources.archives import is_archive, open_archive
+from fidkit.sources.files import FileSource, open_folder, refuse_special_file
 from fidkit.sources.parallel import default_workers, resolve_workers
 
 __all__ = [

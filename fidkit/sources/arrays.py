@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from fidkit._fs import sha256_file
-from fidkit.errors import SourceError
 from fidkit._validate import as_image_batch, check_batch_size, check_image_array
+from fidkit.errors import SourceError
 from fidkit.sources.base import Source, empty_source_error, select_indices, size_mtime
 from fidkit.statsfile import NUMPY_LOAD_ERRORS, numpy_load_problem
 

@@ -1,4 +1,7 @@
-"""Image files in a folder, a zip archive or a tar archive.
+"""Image files in a folder, and what folders and archives share: listing rules, the file source.
+
+Archives (zip, tar) are opened by :mod:`fidkit.sources.archives` with the same rules and the same
+:class:`FileSource`.
 
 Listing
 -------
@@ -45,27 +48,25 @@ archives written with sorted names (Python's ``tarfile``, ``tar --sort=name``) r
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import logging
-import lzma
 import os
-import posixpath
 import stat
-import struct
-import tarfile
-import zipfile
-import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from fidkit._fs import sha256_file
 from fidkit.errors import ImageError, SourceError
-from fidkit.sources.base import SizeGrouper, Source, empty_source_error, select_indices, size_mtime
+from fidkit.sources.base import (
+    SizeGrouper,
+    Source,
+    empty_source_error,
+    select_indices,
+    size_mtime,
+)
 from fidkit.sources.decode import IMAGE_EXTENSIONS, file_too_large_error
 from fidkit.sources.parallel import MemberReader, decode_stream, resolve_workers
 
@@ -83,18 +84,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _LOSSY_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
-# Longest chain of symbolic links followed inside an archive (a loop ends there, unread).
-_MAX_LINK_HOPS = 40
 # How many example names the warning about ignored files gives per reason.
 _NAMED_IGNORED = 3
-_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 # Decoded pixel bytes that may wait for a full batch before what waits is emitted early.
 _PENDING_PIXEL_BYTES = 256 * 2**20
 # How many bad files an error message names before saying "and N more".
 _NAMED_BAD_FILES = 5
 
 
-class _Ignored:
+class Ignored:
     """Files seen but deliberately not read, by reason: counted and reported, never dropped unseen."""
 
     def __init__(self) -> None:
@@ -129,9 +127,9 @@ _UNREAD_IMAGE_EXTENSIONS = frozenset(
      ".pbm", ".pnm", ".pcx", ".tga", ".ico", ".icns", ".dds", ".psd", ".svg", ".exr", ".hdr",
      ".dng", ".cr2", ".nef", ".arw", ".pjpeg", ".pjp"}
 )
-_HIDDEN_FOLDER = "hidden folder, not read (dot-folders such as .ipynb_checkpoints, @eaDir, __MACOSX)"
-_IN_HIDDEN_FOLDER = "image in a hidden folder, not read (dot-folders such as .ipynb_checkpoints, @eaDir)"
-_NOT_REGULAR = "not a regular file (FIFO, socket, device or other special file), not read"
+HIDDEN_FOLDER = "hidden folder, not read (dot-folders such as .ipynb_checkpoints, @eaDir, __MACOSX)"
+IN_HIDDEN_FOLDER = "image in a hidden folder, not read (dot-folders such as .ipynb_checkpoints, @eaDir)"
+NOT_REGULAR = "not a regular file (FIFO, socket, device or other special file), not read"
 
 
 def is_hidden_folder(folder_name: str) -> bool:
@@ -139,7 +137,7 @@ def is_hidden_folder(folder_name: str) -> bool:
     return folder_name.startswith(".") or folder_name in _HIDDEN_FOLDER_NAMES
 
 
-def _classify(relative: str) -> str | None:
+def classify(relative: str) -> str | None:
     """None for an image file to read; ``""`` for a file that is no image (or macOS debris);
     otherwise the reason an image-like file is deliberately not read (counted and reported)."""
     path = PurePosixPath(relative)
@@ -148,7 +146,7 @@ def _classify(relative: str) -> str | None:
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
         if any(is_hidden_folder(part) for part in path.parts[:-1]):
-            return _IN_HIDDEN_FOLDER
+            return IN_HIDDEN_FOLDER
         return None
     if suffix in _UNREAD_IMAGE_EXTENSIONS:
         return f"image format fidkit does not read ({suffix}); convert such files to PNG to include them"
@@ -158,22 +156,16 @@ def _classify(relative: str) -> str | None:
 def is_image_name(relative: str) -> bool:
     """True when a relative POSIX name is an image fidkit reads: an image extension, not macOS
     debris, not inside a hidden folder."""
-    return _classify(relative) is None
+    return classify(relative) is None
 
 
-def _normalise_member(member: str) -> str:
+def normalise_member(member: str) -> str:
     # Archives written on Windows or with "tar -C dir ." name members "a\\b.png" or "./a/b.png";
     # strip that so the names equal the folder's relative paths.
     member = member.replace("\\", "/")
     while member.startswith("./"):
         member = member[2:]
     return member.lstrip("/")
-
-
-def is_archive(path: Path) -> bool:
-    """True when `path` names a zip or tar archive by its suffix."""
-    lower = path.name.lower()
-    return lower.endswith(".zip") or lower.endswith(_TAR_SUFFIXES)
 
 
 def _file_kind(mode: int) -> str:
@@ -236,103 +228,6 @@ class FolderReader:
         return None
 
 
-@dataclass
-class ZipReader:
-    """Reads members of a zip archive; the archive is opened on first use in each process."""
-
-    path: Path
-    # Normalised name -> name as stored, only for the few members whose stored name differs.
-    stored_names: dict[str, str] = field(default_factory=dict)
-    _archive: zipfile.ZipFile | None = field(default=None, repr=False)
-
-    def read(self, member: str, max_bytes: int | None = None) -> bytes:
-        if self._archive is None:
-            try:
-                self._archive = zipfile.ZipFile(self.path)
-            except _ARCHIVE_ERRORS as exc:
-                # Readable when listed, not now: changed or damaged since; no member can be trusted.
-                raise _damaged_archive_error(str(self.path), exc) from exc
-        info = self._archive.getinfo(self.stored_names.get(member, member))
-        # zipfile never returns more than the member's declared size, so checking that bounds
-        # memory even when the compressed data would inflate further.
-        if max_bytes is not None and info.file_size > max_bytes:
-            raise file_too_large_error(member, info.file_size, max_bytes)
-        return self._archive.read(info)
-
-    def close(self) -> None:
-        if self._archive is not None:
-            self._archive.close()
-            self._archive = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Open handles do not cross process boundaries; each worker opens its own.
-        return {"path": self.path, "stored_names": self.stored_names, "_archive": None}
-
-
-_TAR_OPENERS = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
-
-
-@dataclass
-class TarReader:
-    """Reads members of a tar archive by seeking to their data; no ``tarfile`` parse per worker.
-
-    `members` maps each name to ``(offset of its data, size)`` in the uncompressed stream.
-    """
-
-    path: Path
-    compression: str  # "", "gz", "bz2" or "xz"
-    members: dict[str, tuple[int, int]]
-    _stream: IO[bytes] | None = field(default=None, repr=False)
-
-    def read(self, member: str, max_bytes: int | None = None) -> bytes:
-        offset, size = self.members[member]
-        if max_bytes is not None and size > max_bytes:
-            raise file_too_large_error(member, size, max_bytes)
-        if offset < 0:
-            # A hard link whose target is not an earlier member: nothing to read for this member.
-            raise ImageError(f"{member}: a hard link to a file that is not in the archive")
-        try:
-            if self._stream is None:
-                opener = _TAR_OPENERS.get(self.compression, open)
-                self._stream = opener(self.path, "rb")
-            self._stream.seek(offset)
-            data = self._stream.read(size)
-        except _ARCHIVE_ERRORS as exc:
-            # The stream itself is damaged (or the file changed since it was listed): what the
-            # archive holds after this point is unknown, so this is no single bad file.
-            raise _damaged_archive_error(str(self.path), exc) from exc
-        if len(data) != size:
-            raise SourceError(
-                f"{self.path}: the archive ends {size - len(data)} bytes early inside member {member}; "
-                "it is truncated or changed since it was opened: copy or download it again"
-            )
-        return data
-
-    def read_order(self, members: list[str]) -> list[str]:
-        """The order to read `members` in: archive order, so a compressed stream only seeks ahead."""
-        return sorted(members, key=lambda member: self.members[member][0])
-
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "compression": self.compression, "members": self.members, "_stream": None}
-
-
-def _tar_compression(path: Path) -> str:
-    with open(path, "rb") as stream:
-        magic = stream.read(6)
-    if magic[:2] == b"\x1f\x8b":
-        return "gz"
-    if magic[:3] == b"BZh":
-        return "bz2"
-    if magic == b"\xfd7zXZ\x00":
-        return "xz"
-    return ""
-
-
 class FileSource(Source):
     """Images stored as files in a folder or an archive, decoded under the colour policy.
 
@@ -353,7 +248,7 @@ class FileSource(Source):
         skip_bad: bool,
         exif_transpose: bool,
         workers: int | None,
-        ignored: _Ignored | None = None,
+        ignored: Ignored | None = None,
         skipped_at_open: list[tuple[str, str]] | None = None,
     ) -> None:
         super().__init__(
@@ -371,7 +266,7 @@ class FileSource(Source):
         self.workers = resolve_workers(workers)
         self._reader = reader
         self._identity_of = identity
-        ignored = ignored if ignored is not None else _Ignored()
+        ignored = ignored if ignored is not None else Ignored()
         #: ``{reason: count}`` of the files and folders seen but deliberately not read (hidden
         #: folders, image formats fidkit does not read, special files, duplicate archive members,
         #: links to nothing). Each reason is also logged as a warning when the source is opened.
@@ -449,7 +344,7 @@ def _unreadable_folder(name: str, relative: str, exc: OSError) -> SourceError:
 
 
 def _walk_images(
-    root: Path, name: str, *, skip_bad: bool, ignored: _Ignored
+    root: Path, name: str, *, skip_bad: bool, ignored: Ignored
 ) -> tuple[list[str], int, list[tuple[str, str]]]:
     """Return the sorted relative names of image files under `root`, the number of other files
     seen (for the message when there is no image), and the ``(folder/, reason)`` of subfolders
@@ -494,13 +389,13 @@ def _walk_images(
                 is_folder = False
             if is_folder:
                 if is_hidden_folder(entry.name):
-                    ignored.add(_HIDDEN_FOLDER, f"{child}/")
+                    ignored.add(HIDDEN_FOLDER, f"{child}/")
                 elif entry.is_symlink():
                     sublinks.append((child, entry.path))
                 else:
                     subfolders.append((child, entry.path))
                 continue
-            reason = _classify(child)
+            reason = classify(child)
             if reason == "":
                 n_other += 1
                 continue
@@ -515,7 +410,7 @@ def _walk_images(
                 found.append(child)
                 continue
             if not stat.S_ISREG(mode):
-                ignored.add(_NOT_REGULAR, child)
+                ignored.add(NOT_REGULAR, child)
                 continue
             found.append(child)
         # Reversed, so that popping walks them in name order (only the choice among several names
@@ -526,7 +421,7 @@ def _walk_images(
     return found, n_other, unreadable
 
 
-def _empty_detail(what: str, n_other: int, ignored: _Ignored, unreadable: list[tuple[str, str]]) -> str:
+def empty_detail(what: str, n_other: int, ignored: Ignored, unreadable: list[tuple[str, str]]) -> str:
     kinds = "/".join(sorted(IMAGE_EXTENSIONS))
     detail = f"no {kinds} {what}; {n_other} other {what} ignored"
     for reason, count in ignored.counts.items():
@@ -548,11 +443,11 @@ def open_folder(
 ) -> FileSource:
     """Open a folder of image files (recursive)."""
     root = path.resolve()
-    ignored = _Ignored()
+    ignored = Ignored()
     entries, n_other, unreadable = _walk_images(root, name, skip_bad=skip_bad, ignored=ignored)
     if not entries:
         ignored.report(name)
-        raise empty_source_error(name, _empty_detail("files", n_other, ignored, unreadable))
+        raise empty_source_error(name, empty_detail("files", n_other, ignored, unreadable))
     indices, limit_used, seed_used = select_indices(len(entries), limit, seed)
     members = [entries[i] for i in indices]
 
@@ -581,234 +476,3 @@ def open_folder(
 
 # What zipfile, tarfile and the decompressors raise on a damaged archive. NotImplementedError is
 # zipfile's answer to an unknown "version needed to extract" or compression method.
-_ARCHIVE_ERRORS = (
-    OSError,
-    EOFError,
-    ValueError,
-    RuntimeError,  # NotImplementedError, and zipfile's "password required"
-    KeyError,
-    IndexError,
-    OverflowError,
-    struct.error,
-    zlib.error,
-    lzma.LZMAError,
-    tarfile.TarError,
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-)
-
-
-def _damaged_archive_error(name: str, exc: BaseException) -> SourceError:
-    reason = str(exc) or "no detail"
-    return SourceError(
-        f"{name}: the archive is damaged ({type(exc).__name__}: {reason}); what follows the damage "
-        "cannot be read, so no count of its images can be trusted: copy or download it again"
-    )
-
-
-def _warn_duplicate(name: str, member: str) -> None:
-    logger.warning(
-        "%s: member %s appears more than once; the last copy in the archive is read (as tar and unzip "
-        "extract it), the earlier ones are ignored",
-        name,
-        member,
-    )
-
-
-def _list_zip(
-    archive: Path, name: str, ignored: _Ignored
-) -> tuple[dict[str, tuple[int, int]], dict[str, str], int]:
-    try:
-        with zipfile.ZipFile(archive) as zipped:
-            infos = zipped.infolist()
-    except _ARCHIVE_ERRORS as exc:
-        raise SourceError(
-            f"{name}: not a readable zip archive ({type(exc).__name__}: {exc}); check that it is a "
-            "complete zip file (copy or download it again)"
-        ) from exc
-    entries: dict[str, tuple[int, int]] = {}
-    stored_names: dict[str, str] = {}
-    n_other = 0
-    for info in infos:
-        member = _normalise_member(info.filename)
-        if info.is_dir():
-            continue
-        reason = _classify(member)
-        mode = info.external_attr >> 16
-        if reason is None and info.create_system == 3 and stat.S_IFMT(mode) and not stat.S_ISREG(mode):
-            # A Unix mode stored with the member: a link (its bytes are a path) or a special file.
-            reason = "symbolic link member of a zip, not followed" if stat.S_ISLNK(mode) else _NOT_REGULAR
-        if reason is not None:
-            if reason:
-                ignored.add(reason, member)
-            else:
-                n_other += 1
-            continue
-        if member in entries:
-            _warn_duplicate(name, member)
-            ignored.add("duplicate member name (an earlier copy, not read)", member)
-        entries[member] = (int(info.file_size), int(info.CRC))
-        # Read by the name of this, the last, copy: zipfile's name lookup gives the last member
-        # stored under a name, which is this one.
-        if member != info.filename:
-            stored_names[member] = info.filename
-        else:
-            stored_names.pop(member, None)
-    return entries, stored_names, n_other
-
-
-def _tar_link_target(member: str, info: tarfile.TarInfo) -> str | None:
-    """The normalised name a link member points to, or None when it points out of the archive."""
-    if info.islnk():
-        # Hard links name their target from the archive's root.
-        return _normalise_member(info.linkname)
-    link = info.linkname.replace("\\", "/")
-    if link.startswith("/"):
-        return None
-    target = posixpath.normpath(posixpath.join(posixpath.dirname(member), link))
-    if target == ".." or target.startswith("../"):
-        return None
-    return _normalise_member(target)
-
-
-def _list_tar(
-    archive: Path, name: str, ignored: _Ignored
-) -> tuple[str, dict[str, tuple[int, int]], int]:
-    regular: dict[str, tuple[int, int]] = {}  # every regular member so far, by normalised name
-    entries: dict[str, tuple[int, int]] = {}
-    symlinks: dict[str, str | None] = {}
-    n_other = 0
-    try:
-        compression = _tar_compression(archive)
-        with tarfile.open(archive, "r:*") as tarred:
-            while (info := tarred.next()) is not None:
-                member = _normalise_member(info.name)
-                if info.isreg() and info.sparse is None:
-                    regular[member] = (int(info.offset_data), int(info.size))
-                elif info.islnk():
-                    # A hard link holds no data: it is the target's bytes, the copy stored before it.
-                    target = _tar_link_target(member, info)
-                    regular[member] = regular.get(target, (-1, 0)) if target is not None else (-1, 0)
-                if info.isdir():
-                    continue
-                reason = _classify(member)
-                if reason is not None:
-                    if reason:
-                        ignored.add(reason, member)
-                    else:
-                        n_other += 1
-                    continue
-                if not (info.isreg() or info.islnk() or info.issym()):
-                    ignored.add(_NOT_REGULAR, member)
-                    continue
-                if info.sparse is not None:
-                    ignored.add("sparse member (not supported)", member)
-                    continue
-                if member in entries or member in symlinks:
-                    _warn_duplicate(name, member)
-                    ignored.add("duplicate member name (an earlier copy, not read)", member)
-                    entries.pop(member, None)
-                    symlinks.pop(member, None)
-                if info.issym():
-                    symlinks[member] = _tar_link_target(member, info)
-                else:
-                    entries[member] = regular[member]
-            _check_tar_end(tarred, compression)
-    except _ARCHIVE_ERRORS as exc:
-        if isinstance(exc, tarfile.ReadError) and not entries and not regular:
-            raise SourceError(
-                f"{name}: not a readable tar archive ({exc}); check that it is a complete tar file"
-            ) from exc
-        raise _damaged_archive_error(name, exc) from exc
-    for member, target in sorted(symlinks.items()):
-        # Symbolic links are read as the member they point to, as a folder's links are; one pointing
-        # out of the archive or at nothing cannot be read.
-        for _ in range(_MAX_LINK_HOPS):
-            if target is None or target not in symlinks:
-                break
-            target = symlinks[target]
-        if target is not None and target in regular and regular[target][0] >= 0:
-            entries[member] = regular[target]
-        else:
-            ignored.add("symbolic link to nothing in the archive (not read)", member)
-    return compression, entries, n_other
-
-
-def _check_tar_end(tarred: tarfile.TarFile, compression: str) -> None:
-    """Raise ``tarfile.ReadError`` unless the listing stopped at the archive's real end.
-
-    ``tarfile`` ends its listing silently at a damaged header in the middle of an archive; what it
-    read until then looks like a complete, smaller archive. The archive's end is either two zero
-    blocks or the end of the file; anything else after the last member is damage.
-    """
-    stream = tarred.fileobj
-    stream.seek(tarred.offset)
-    block = stream.read(tarfile.BLOCKSIZE)
-    if block.count(0) != len(block):
-        raise tarfile.ReadError(
-            f"damaged member header at byte {tarred.offset} of the tar data, after {len(tarred.members)} "
-            "members"
-        )
-    if compression:
-        # Decompress to the end, so that corrupt data or a checksum mismatch after the last member
-        # shows now, not as a missing image later.
-        while stream.read(1 << 20):
-            pass
-
-
-def open_archive(
-    path: Path,
-    name: str,
-    *,
-    limit: int | None,
-    seed: int | None,
-    skip_bad: bool,
-    exif_transpose: bool,
-    workers: int | None,
-) -> FileSource:
-    """Open a zip or tar archive of image files, read in place."""
-    archive = path.resolve()
-    ignored = _Ignored()
-    is_zip = archive.name.lower().endswith(".zip")
-    compression = ""
-    # Zip: name -> (size, crc); tar: name -> (offset of its data, size). Either is enough to tell
-    # members apart without reading them.
-    if is_zip:
-        entries, stored_names, n_other = _list_zip(archive, name, ignored)
-    else:
-        compression, entries, n_other = _list_tar(archive, name, ignored)
-    if not entries:
-        ignored.report(name)
-        raise empty_source_error(name, _empty_detail("members", n_other, ignored, []))
-    sorted_members = sorted(entries)
-    indices, limit_used, seed_used = select_indices(len(sorted_members), limit, seed)
-    members = [sorted_members[i] for i in indices]
-    reader: MemberReader
-    if is_zip:
-        reader = ZipReader(archive, {m: stored_names[m] for m in members if m in stored_names})
-        member_entries = [[member, *entries[member]] for member in members]
-    else:
-        reader = TarReader(archive, compression, {member: entries[member] for member in members})
-        # (name, size, offset): the order fingerprints have always used.
-        member_entries = [[member, entries[member][1], entries[member][0]] for member in members]
-
-    def identity(hash_content: bool) -> dict[str, Any]:
-        if hash_content:
-            return {"archive_sha256": sha256_file(archive), "members": members}
-        size, mtime_ns = size_mtime(archive)
-        return {"archive": str(archive), "size": size, "mtime_ns": mtime_ns, "members": member_entries}
-
-    return FileSource(
-        "archive",
-        name,
-        reader,
-        members,
-        identity,
-        n_available=len(sorted_members),
-        limit=limit_used,
-        seed=seed_used,
-        skip_bad=skip_bad,
-        exif_transpose=exif_transpose,
-        workers=workers,
-        ignored=ignored,
-    )
