@@ -1,0 +1,338 @@
+"""The FID network run eagerly in torch: the same computation as the ONNX graph, without onnxruntime.
+
+:class:`TorchFeatureExtractor` has the interface of :class:`fidkit.inception.FeatureExtractor` and computes
+the same features: uint8 NHWC images of any size in, float32 ``(B, 2048)`` pool_3 features out, through
+
+1. the TensorFlow 1.x bilinear resize to 299x299, written with the same float32 operations in the same
+   order as the graph's (:mod:`fidkit.inception.resize`): index and weight tables from
+   :func:`~fidkit.inception.resize.tf_resize_indices` (``src = d * (float32(in) / float32(out))``,
+   ``i0 = floor(src)``, ``i1 = min(i0 + 1, in - 1)``, ``w = src - i0``), the width pass
+   ``left + (right - left) * w`` on gathered uint8 columns cast to float32, then the height pass the same
+   way between the interpolated rows. Each step is one correctly rounded float32 operation in its own
+   kernel (eager torch never contracts ``a + b * c`` across kernels into a fused multiply-add), so the
+   result is bit for bit the graph's and TensorFlow's;
+2. ``(x - 128) * 0.0078125`` and NHWC -> NCHW;
+3. :class:`fidkit.inception.network.FIDInceptionV3` loaded strictly from the weights file, in eval mode,
+   under ``torch.inference_mode()``.
+
+What differs from the graph is only the float32 summation order inside the convolutions and that BatchNorm
+is applied as its own operation (the exported graph folds it into the convolution weights); see
+``docs/compatibility.md`` ("The torch engine") for the measured agreement.
+
+TF32: during each call ``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32``
+are set to False (cuDNN's default is True: convolutions would run with a 10-bit mantissa) and restored
+afterwards. These are process-wide flags: another thread running torch on the GPU at the same time sees
+them off too, and a thread that changes them during a call has its change undone when the call returns.
+
+Importing this module imports neither torch nor onnxruntime; torch is imported when an extractor is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fidkit._validate import as_image_batch, check_batch_size, check_image_array
+from fidkit.errors import FidkitError, InputError
+from fidkit.inception.resize import tf_resize_indices
+from fidkit.inception.spec import EXPORTER_VERSION, FEATURE_DIM, FEATURE_EXTRACTOR, INPUT_SIZE, RESIZE_MODE
+from fidkit.inception.weights import ResolvedWeights, locate_weights
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["TorchFeatureExtractor", "ENGINE", "torch_resize_bilinear"]
+
+logger = logging.getLogger(__name__)
+
+#: The value of ``metadata()["engine"]`` for features computed here.
+ENGINE = "torch"
+#: Normalization of the 2015 graph, as in :mod:`fidkit.inception.export`: (x - 128) / 128.
+_PIXEL_MEAN = 128.0
+_PIXEL_SCALE = 0.0078125
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:(0|[1-9][0-9]*))$")
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise FidkitError(
+            f"the torch engine needs torch, which cannot be imported here ({exc}); install torch "
+            "(pip install torch) or use the default onnxruntime engine (fidkit.inception.FeatureExtractor)"
+        ) from exc
+    return torch
+
+
+def _check_device_string(device: Any) -> str:
+    """Refuse anything but ``auto``, ``cpu``, ``cuda`` and ``cuda:N``, before torch is imported."""
+    if not isinstance(device, str) or not _DEVICE_PATTERN.match(device):
+        raise InputError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index) for the torch engine, not {device!r}"
+        )
+    return device
+
+
+def _resolve_device(torch: Any, device: str) -> torch.device:
+    """The torch device for a checked device string; FidkitError where CUDA is asked for and absent."""
+    if device == "cpu":
+        return torch.device("cpu")
+    available = torch.cuda.is_available()
+    if device == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if available else torch.device("cpu")
+    if not available:
+        why = (
+            "this torch build has no CUDA support"
+            if torch.version.cuda is None
+            else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable GPU"
+        )
+        raise FidkitError(
+            f"device {device!r} asked for but torch has no CUDA here: {why}; install a CUDA build of torch on a "
+            "machine with an NVIDIA GPU, or use device='cpu'"
+        )
+    index = torch.cuda.current_device() if device == "cuda" else int(device.split(":", 1)[1])
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise FidkitError(
+            f"device {device!r} asked for but torch sees only {count} GPU(s) (cuda:0..cuda:{count - 1}); "
+            "pick one of those or set CUDA_VISIBLE_DEVICES"
+        )
+    return torch.device("cuda", index)
+
+
+def _provider_name(device: torch.device) -> str:
+    return "torch-cpu" if device.type == "cpu" else f"torch-cuda:{device.index}"
+
+
+@contextmanager
+def _tf32_off(torch: Any) -> Iterator[None]:
+    """float32 convolutions and matmuls in full float32 on CUDA for the duration; the flags are restored."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _from_numpy(torch: Any, array: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` without its warning about read-only arrays: these tensors are only ever read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
+def _resize_tables(torch: Any, height: int, width: int, device: torch.device) -> tuple:
+    """``(x0, x1, wx, y0, y1, wy)`` on `device`: the graph's index and weight tables for one input size."""
+    x0, x1, wx = tf_resize_indices(width, INPUT_SIZE)
+    y0, y1, wy = tf_resize_indices(height, INPUT_SIZE)
+    return (
+        torch.from_numpy(x0).to(device),
+        torch.from_numpy(x1).to(device),
+        torch.from_numpy(wx).to(device).view(1, 1, INPUT_SIZE, 1),
+        torch.from_numpy(y0).to(device),
+        torch.from_numpy(y1).to(device),
+        torch.from_numpy(wy).to(device).view(1, INPUT_SIZE, 1, 1),
+    )
+
+
+def _resize_with_tables(images: torch.Tensor, tables: tuple) -> torch.Tensor:
+    x0, x1, wx, y0, y1, wy = tables
+    # Width pass: gather uint8 columns (exact), cast, then left + (right - left) * w, one rounding per op.
+    left = images.index_select(2, x0).float()
+    right = images.index_select(2, x1).float()
+    rows = left + (right - left) * wx
+    # Height pass between the interpolated rows, the same way.
+    top = rows.index_select(1, y0)
+    bottom = rows.index_select(1, y1)
+    return top + (bottom - top) * wy
+
+
+def torch_resize_bilinear(images: torch.Tensor) -> torch.Tensor:
+    """Resize uint8 NHWC `images` (a torch tensor, any device) to float32 ``(B, 299, 299, C)`` the TF 1.x way.
+
+    Bit for bit :func:`fidkit.inception.resize.tf_resize_bilinear_numpy` and the ONNX graph's resize.
+    """
+    import torch
+
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise InputError(f"images must be a uint8 (B, H, W, C) tensor, got {images.dtype} {tuple(images.shape)}")
+    tables = _resize_tables(torch, int(images.shape[1]), int(images.shape[2]), images.device)
+    return _resize_with_tables(images, tables)
+
+
+class TorchFeatureExtractor:
+    """Images in, FID features out: the 2015 Inception-v3 run eagerly in torch, on the CPU or a CUDA GPU.
+
+    A drop-in alternative to :class:`fidkit.inception.FeatureExtractor` (same call, attributes and metadata
+    keys) that needs torch instead of onnxruntime and keeps images already on the GPU there.
+
+    Parameters
+    ----------
+    weights : path-like or ResolvedWeights, optional
+        The weights file, resolved as for ``FeatureExtractor``
+        (:func:`fidkit.inception.weights.locate_weights`) and loaded strictly.
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+        ``"auto"``: torch's current CUDA device when torch has CUDA, else the CPU. ``"cuda"`` is torch's current
+        CUDA device. Anything else is an :class:`~fidkit.errors.InputError`; a CUDA device that torch cannot
+        use is a :class:`~fidkit.errors.FidkitError`.
+    batch_size : int
+        Images per forward pass; larger inputs are split.
+    download_progress : bool
+        Progress bar on stderr if the weights have to be downloaded.
+
+    Attributes
+    ----------
+    weights_path : pathlib.Path
+    weights_sha256 : str
+    graph_sha256 : str
+        Always ``""``: no ONNX graph is involved. The network is defined by the weights (``weights_sha256``),
+        the preprocessing by ``resize_mode`` and ``EXPORTER_VERSION``.
+    provider : str
+        ``"torch-cpu"`` or ``"torch-cuda:N"``: where the network really runs.
+    device : str
+        The device string asked for.
+    feature_dim : int
+    resize_mode : str
+    batch_size : int
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | ResolvedWeights | None = None,
+        *,
+        device: str = "auto",
+        batch_size: int = 50,
+        download_progress: bool = True,
+    ) -> None:
+        device = _check_device_string(device)
+        batch_size = check_batch_size(batch_size)
+        torch = _import_torch()
+        self._torch = torch
+        self._device = _resolve_device(torch, device)
+        if isinstance(weights, ResolvedWeights):
+            resolved = weights
+        else:
+            resolved = locate_weights(weights, progress=download_progress)
+        self.weights_path: Path = resolved.path
+        self.weights_sha256: str = resolved.sha256
+        self.graph_sha256: str = ""
+        self.feature_dim: int = FEATURE_DIM
+        self.resize_mode: str = RESIZE_MODE
+        self.batch_size: int = batch_size
+        self.device: str = device
+        self.provider: str = _provider_name(self._device)
+
+        from fidkit.inception.network import build_network
+        from fidkit.inception.weights import load_state_dict
+
+        model = build_network(load_state_dict(resolved.path))  # strict, eval mode
+        # On the CPU, oneDNN convolutions are faster in channels_last, and the NHWC -> NCHW permute of the
+        # resized images already has channels_last strides, so no layout copy is made. On CUDA the float32
+        # cuDNN path is left in the default NCHW layout (channels_last there pays off mainly for half precision;
+        # not measured).
+        self._channels_last = self._device.type == "cpu"
+        memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
+        self._model = model.to(device=self._device, memory_format=memory_format).eval()
+        for parameter in self._model.parameters():
+            parameter.requires_grad_(False)
+        self._tables: dict[tuple[int, int], tuple] = {}
+        logger.info("torch feature extractor on %s (batch %d)", self.provider, self.batch_size)
+
+    # --- input -------------------------------------------------------------------------------------
+
+    def _as_tensor_batch(self, images: Any) -> torch.Tensor:
+        """A uint8 ``(B, H, W, 3)`` tensor, from numpy-like input or a torch tensor, where it already is.
+
+        A uint8 tensor is used where it lies (no host round trip when it is on this extractor's GPU, no copy
+        unless grayscale has to be replicated); host arrays are wrapped without a copy. Each batch_size chunk
+        is moved to the device in :meth:`__call__`, so a large host input never has to fit on the GPU at
+        once. Everything but tensors goes through :func:`fidkit._validate.as_image_batch`, which accepts and
+        refuses exactly what ``FeatureExtractor`` does.
+        """
+        torch = self._torch
+        if isinstance(images, torch.Tensor):
+            check_image_array(np.uint8 if images.dtype == torch.uint8 else images.dtype, tuple(images.shape), "images")
+            if images.ndim == 3:
+                images = images.unsqueeze(3)
+            if images.shape[3] == 1:
+                images = images.expand(-1, -1, -1, 3)
+            tensor = images.detach()
+        else:
+            tensor = _from_numpy(torch, as_image_batch(images, "images"))
+        if tensor.shape[1] < 1 or tensor.shape[2] < 1:
+            raise InputError(f"images must have H, W >= 1, got shape {tuple(tensor.shape)}")
+        return tensor
+
+    # --- running -----------------------------------------------------------------------------------
+
+    def __call__(self, images: Any) -> NDArray[np.float32]:
+        """Return the pool_3 features of a batch of images.
+
+        Parameters
+        ----------
+        images : array_like or torch.Tensor, uint8, shape (B, H, W, 3), (B, H, W) or (B, H, W, 1)
+            Images, all the same size, any size; resized to 299x299 as the graph does. Accepted under the same
+            rules as :class:`~fidkit.inception.FeatureExtractor` (:func:`fidkit._validate.as_image_batch`);
+            a uint8 torch tensor on this extractor's device is read where it is.
+
+        Returns
+        -------
+        ndarray, float32, shape (B, FEATURE_DIM)
+        """
+        torch = self._torch
+        batch = self._as_tensor_batch(images)
+        n_images, height, width = (int(d) for d in batch.shape[:3])
+        features = np.empty((n_images, FEATURE_DIM), dtype=np.float32)
+        if n_images == 0:
+            return features
+        tables = self._tables.get((height, width))
+        if tables is None:
+            tables = self._tables[(height, width)] = _resize_tables(torch, height, width, self._device)
+        host = torch.from_numpy(features)
+        with torch.inference_mode(), _tf32_off(torch):
+            for start in range(0, n_images, self.batch_size):
+                stop = min(start + self.batch_size, n_images)
+                chunk = batch[start:stop].to(self._device)
+                host[start:stop].copy_(self._forward(chunk, tables))
+        return features
+
+    def _forward(self, chunk: torch.Tensor, tables: tuple) -> torch.Tensor:
+        resized = _resize_with_tables(chunk, tables)
+        normalized = (resized - _PIXEL_MEAN) * _PIXEL_SCALE
+        nchw = normalized.permute(0, 3, 1, 2)  # channels_last strides: what oneDNN wants on the CPU
+        if not self._channels_last:
+            nchw = nchw.contiguous()
+        return self._model(nchw)
+
+    def metadata(self) -> dict[str, str]:
+        """What produced the features: ``FeatureExtractor.metadata()``'s keys, with ``engine="torch"``.
+
+        ``exporter_version`` names the version of the preprocessing definition (resize and normalization)
+        that this engine implements too; ``graph_sha256`` is ``""`` (no graph).
+        """
+        return {
+            "feature_extractor": FEATURE_EXTRACTOR,
+            "weights_sha256": self.weights_sha256,
+            "resize_mode": self.resize_mode,
+            "provider": self.provider,
+            "exporter_version": EXPORTER_VERSION,
+            "graph_sha256": self.graph_sha256,
+            "engine": ENGINE,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"TorchFeatureExtractor(weights={str(self.weights_path)!r}, provider={self.provider!r}, "
+            f"batch_size={self.batch_size})"
+        )

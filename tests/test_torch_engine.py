@@ -1,0 +1,366 @@
+"""The torch engine (TorchFeatureExtractor) and the torch float64 route of the distance, on the CPU.
+
+The engine is checked against the ONNX graph it must reproduce: the resize bit for bit against the numpy
+reference (itself pinned to TensorFlow's bytes), the features and an FID against the onnxruntime
+FeatureExtractor on the same random weights. Inception runs at a few images per second here, so every test
+feeds a handful of small images and the features are computed once per module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fidkit
+from fidkit.errors import FidkitError, InputError
+from fidkit.inception import EXPORTER_VERSION, FEATURE_DIM, RESIZE_MODE
+from fidkit.inception.resize import tf_resize_bilinear_numpy
+
+torch = pytest.importorskip("torch")
+
+from fidkit.frechet.torch_route import torch_device_for_distance, trace_sqrt_factor_eigh_torch  # noqa: E402
+from fidkit.inception.torch_engine import TorchFeatureExtractor, torch_resize_bilinear  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: max |torch - onnx| / max |feature| asserted between the two engines. Both are float32 evaluations of the
+#: same network that differ in convolution summation order and in BatchNorm folded (graph) or applied
+#: (torch); on these random weights each sits 1.4e-6 .. 2e-6 of the feature scale from a float64 evaluation
+#: (test_both_engines_are_float32_roundoff_from_float64), so they differ by up to about 7e-6 from each other:
+#: the requested 1e-6 is below float32 round-off through 94 layers and cannot be met by any reordering.
+FEATURE_RTOL = 1e-5
+#: The same for an FID of two small sets computed from each engine's features (measured: 3.7e-8; the feature
+#: differences are round-off, uncorrelated with the differences between the sets).
+FID_RTOL = 1e-6
+
+
+def _noise(seed: int, n: int, height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), dtype=np.uint8)
+
+
+def _smooth(seed: int, n: int, height: int, width: int) -> np.ndarray:
+    """Low-resolution noise upsampled by nearest neighbour: a different distribution from pixel noise."""
+    coarse = _noise(seed, n, 4, 4)
+    rows = np.arange(height) * 4 // height
+    cols = np.arange(width) * 4 // width
+    return np.ascontiguousarray(coarse[:, rows][:, :, cols])
+
+
+def _relative(got: np.ndarray, expected: np.ndarray) -> float:
+    scale = float(np.max(np.abs(expected)))
+    assert scale > 0
+    return float(np.max(np.abs(got - expected))) / scale
+
+
+# Each set is batches of different sizes; an extractor takes one size per call.
+SET_A = [("noise", 1, 2, 32, 32), ("noise", 2, 1, 17, 23), ("noise", 3, 1, 299, 299)]
+SET_B = [("smooth", 4, 2, 32, 32), ("smooth", 5, 1, 300, 400), ("smooth", 6, 1, 1, 299)]
+
+
+def _batches(spec):
+    make = {"noise": _noise, "smooth": _smooth}
+    return [make[kind](seed, n, h, w) for kind, seed, n, h, w in spec]
+
+
+@pytest.fixture(scope="module")
+def torch_extractor(random_weights_path: Path) -> TorchFeatureExtractor:
+    return TorchFeatureExtractor(random_weights_path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def features(torch_extractor, extractor) -> dict[str, list[np.ndarray]]:
+    """Features of SET_A and SET_B by both engines, per batch: {"torch_a": [...], "onnx_a": [...], ...}."""
+    out: dict[str, list[np.ndarray]] = {}
+    for side, spec in (("a", SET_A), ("b", SET_B)):
+        batches = _batches(spec)
+        out[f"torch_{side}"] = [torch_extractor(batch) for batch in batches]
+        out[f"onnx_{side}"] = [extractor(batch) for batch in batches]
+    return out
+
+
+# --- import hygiene -------------------------------------------------------------------------------------
+
+
+def test_modules_import_without_torch() -> None:
+    code = (
+        "import json, sys\n"
+        "import fidkit, fidkit.inception.torch_engine, fidkit.frechet.torch_route\n"
+        "loaded = 'torch' in sys.modules\n"
+        "from fidkit.frechet.torch_route import _nvidia_driver_loads, torch_device_for_distance\n"
+        "device = torch_device_for_distance()\n"
+        "print(json.dumps({'loaded': loaded, 'device': device, 'driver': _nvidia_driver_loads(),\n"
+        "                  'after': 'torch' in sys.modules}))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["loaded"] is False
+    if not report["driver"]:
+        # No NVIDIA driver: the GPU route is ruled out without paying for `import torch`.
+        assert report["device"] is None and report["after"] is False
+    else:
+        assert report["device"] == ("cuda" if torch.cuda.is_available() else None)
+
+
+def test_device_for_distance_with_torch_imported() -> None:
+    assert torch_device_for_distance() == ("cuda" if torch.cuda.is_available() else None)
+
+
+# --- the resize -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(32, 32), (17, 23), (300, 400), (1, 299), (299, 299), (1024, 1024)])
+def test_resize_is_bitwise_the_numpy_reference(size) -> None:
+    images = _noise(20, 2, *size)
+    got = torch_resize_bilinear(torch.from_numpy(images)).numpy()
+    expected = tf_resize_bilinear_numpy(images)
+    assert got.dtype == np.float32 and got.shape == (2, 299, 299, 3)
+    assert got.tobytes() == expected.tobytes()
+
+
+def test_resize_checkerboard_and_non_contiguous_input() -> None:
+    board = (np.indices((32, 32)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    images = np.stack([board, 255 - board, board], axis=-1)[None]
+    got = torch_resize_bilinear(torch.from_numpy(images)).numpy()
+    assert got.tobytes() == tf_resize_bilinear_numpy(images).tobytes()
+    strided = torch.from_numpy(_noise(22, 1, 40, 60))[:, :, ::2]
+    assert not strided.is_contiguous()
+    got = torch_resize_bilinear(strided).numpy()
+    assert got.tobytes() == tf_resize_bilinear_numpy(strided.numpy()).tobytes()
+
+
+# --- features against the ONNX graph --------------------------------------------------------------------
+
+
+def test_features_match_the_onnx_graph(features) -> None:
+    worst = 0.0
+    for side in ("a", "b"):
+        for got, expected in zip(features[f"torch_{side}"], features[f"onnx_{side}"]):
+            assert got.dtype == np.float32 and got.shape == expected.shape and got.shape[1] == FEATURE_DIM
+            assert np.all(np.isfinite(got))
+            worst = max(worst, _relative(got, expected))
+    print(f"torch vs onnx features: max |diff| / max |feature| = {worst:.3g}")
+    assert worst <= FEATURE_RTOL
+
+
+@pytest.mark.filterwarnings("ignore::fidkit.SmallSampleWarning")
+def test_fid_matches_the_onnx_graph(features) -> None:
+    torch_fid = fidkit.fid_from_arrays(np.concatenate(features["torch_a"]), np.concatenate(features["torch_b"]))
+    onnx_fid = fidkit.fid_from_arrays(np.concatenate(features["onnx_a"]), np.concatenate(features["onnx_b"]))
+    relative = abs(torch_fid.value - onnx_fid.value) / onnx_fid.value
+    print(f"FID torch {torch_fid.value!r} onnx {onnx_fid.value!r}: relative difference {relative:.3g}")
+    assert onnx_fid.value > 0 and relative <= FID_RTOL
+
+
+def test_both_engines_are_float32_roundoff_from_float64(torch_extractor, features) -> None:
+    """Why the engines differ by a few 1e-6: each is that far from a float64 evaluation of the same network."""
+    images = _batches(SET_A)[0]
+    from fidkit.inception.network import build_network
+    from fidkit.inception.weights import load_state_dict
+
+    model64 = build_network(load_state_dict(torch_extractor.weights_path)).double()
+    with torch.inference_mode():
+        normalized = (torch_resize_bilinear(torch.from_numpy(images)) - 128.0) * 0.0078125
+        reference = model64(normalized.double().permute(0, 3, 1, 2).contiguous()).numpy()
+    torch_error = _relative(features["torch_a"][0], reference)
+    onnx_error = _relative(features["onnx_a"][0], reference)
+    print(f"vs float64: torch {torch_error:.3g}, onnx {onnx_error:.3g}")
+    assert torch_error <= 5e-6 and onnx_error <= 5e-6
+
+
+# --- the extractor's interface --------------------------------------------------------------------------
+
+
+def test_attributes_and_metadata(torch_extractor, extractor, random_weights_path: Path) -> None:
+    assert torch_extractor.weights_path == random_weights_path
+    assert torch_extractor.weights_sha256 == extractor.weights_sha256
+    assert torch_extractor.graph_sha256 == ""
+    assert torch_extractor.provider == "torch-cpu"
+    assert torch_extractor.feature_dim == FEATURE_DIM and torch_extractor.resize_mode == RESIZE_MODE
+    assert torch_extractor.batch_size == 50
+    meta = torch_extractor.metadata()
+    # The onnxruntime extractor's keys (which gain "engine" elsewhere), plus "engine".
+    assert set(meta) == (set(extractor.metadata()) | {"engine"})
+    assert meta["engine"] == "torch"
+    assert meta["provider"] == "torch-cpu" and meta["graph_sha256"] == ""
+    assert meta["weights_sha256"] == extractor.weights_sha256
+    assert meta["resize_mode"] == RESIZE_MODE and meta["exporter_version"] == EXPORTER_VERSION
+    assert meta["feature_extractor"] == extractor.metadata()["feature_extractor"]
+    assert all(isinstance(value, str) for value in meta.values())
+
+
+def test_batches_are_split_by_batch_size(random_weights_path: Path, features) -> None:
+    small = TorchFeatureExtractor(random_weights_path, device="cpu", batch_size=1)
+    got = small(_batches(SET_A)[0])
+    assert _relative(got, features["torch_a"][0]) <= 1e-6
+
+
+def test_tensor_and_grayscale_inputs(torch_extractor) -> None:
+    gray = np.random.default_rng(30).integers(0, 256, (1, 20, 28), dtype=np.uint8)
+    from_numpy = torch_extractor(gray)  # (B, H, W) grayscale, replicated to RGB
+    np.testing.assert_array_equal(torch_extractor(np.repeat(gray[..., None], 3, axis=3)), from_numpy)
+    np.testing.assert_array_equal(torch_extractor(torch.from_numpy(gray)), from_numpy)
+    np.testing.assert_array_equal(torch_extractor(torch.from_numpy(gray[..., None])), from_numpy)
+
+
+@pytest.mark.filterwarnings("error")
+def test_read_only_input_gives_the_same_features_without_a_warning(torch_extractor, features) -> None:
+    images = _batches(SET_A)[1]
+    images.flags.writeable = False
+    np.testing.assert_array_equal(torch_extractor(images), features["torch_a"][1])
+
+
+def test_empty_batch(torch_extractor) -> None:
+    out = torch_extractor(np.zeros((0, 32, 32, 3), dtype=np.uint8))
+    assert out.shape == (0, FEATURE_DIM) and out.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((1, 32, 32, 3), dtype=np.float32),
+        np.zeros((32, 32, 3), dtype=np.uint8),
+        np.zeros((1, 32, 32, 4), dtype=np.uint8),
+        np.zeros((1, 0, 32, 3), dtype=np.uint8),
+        [[0]],
+        "torch-float",
+        "torch-chw",
+        "torch-empty-side",
+    ],
+)
+def test_bad_input_is_an_input_error(torch_extractor, bad) -> None:
+    tensors = {
+        "torch-float": lambda: torch.zeros(1, 32, 32, 3),
+        "torch-chw": lambda: torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
+        "torch-empty-side": lambda: torch.zeros(1, 32, 0, 3, dtype=torch.uint8),
+    }
+    if isinstance(bad, str):
+        bad = tensors[bad]()
+    with pytest.raises(InputError):
+        torch_extractor(bad)
+
+
+def test_call_runs_in_inference_mode_with_tf32_off_and_restores_it(torch_extractor, monkeypatch) -> None:
+    seen = []
+
+    def recorder(x):
+        seen.append(
+            (
+                torch.is_inference_mode_enabled(),
+                torch.backends.cuda.matmul.allow_tf32,
+                torch.backends.cudnn.allow_tf32,
+                tuple(x.shape),
+                x.dtype,
+                x.is_contiguous(memory_format=torch.channels_last),
+            )
+        )
+        return torch.zeros(x.shape[0], FEATURE_DIM)
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    monkeypatch.setattr(torch_extractor, "_model", recorder)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch_extractor(np.zeros((3, 8, 8, 3), dtype=np.uint8))
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert seen == [(True, False, False, (3, 3, 299, 299), torch.float32, True)]
+
+
+def test_model_is_in_eval_mode_without_gradients(torch_extractor) -> None:
+    model = torch_extractor._model
+    assert not model.training and not any(m.training for m in model.modules())
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:-1", "cuda:01", "CUDA", "tensorrt", "", " cpu", None, 0])
+def test_bad_device_is_an_input_error(random_weights_path: Path, device) -> None:
+    with pytest.raises(InputError, match="device"):
+        TorchFeatureExtractor(random_weights_path, device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
+def test_cuda_without_cuda_is_a_fidkit_error(random_weights_path: Path, device) -> None:
+    with pytest.raises(FidkitError, match="torch has no CUDA here") as info:
+        TorchFeatureExtractor(random_weights_path, device=device)
+    assert not isinstance(info.value, InputError)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+def test_auto_falls_back_to_the_cpu(random_weights_path: Path) -> None:
+    assert TorchFeatureExtractor(random_weights_path, device="auto").provider == "torch-cpu"
+
+
+def test_bad_batch_size_is_an_input_error(random_weights_path: Path) -> None:
+    with pytest.raises(InputError):
+        TorchFeatureExtractor(random_weights_path, device="cpu", batch_size=0)
+
+
+# --- the torch float64 route of the distance -------------------------------------------------------------
+
+
+def _decaying_covariance(rng: np.random.Generator, dim: int, decay: float) -> np.ndarray:
+    """A random rotation of eigenvalues decaying geometrically (with jitter), like pool_3 covariances."""
+    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    eigenvalues = decay ** np.arange(dim) * rng.uniform(0.5, 1.5, dim)
+    sigma = (q * eigenvalues) @ q.T
+    return (sigma + sigma.T) / 2
+
+
+def _check_route_against_scipy(stats_a: fidkit.Stats, stats_b: fidkit.Stats) -> float:
+    """Run fid_from_stats (scipy factor-eigh), redo its eigensolve with torch, compare; return the FID's error."""
+    from fidkit.frechet import sqrt_factor
+
+    result = fidkit.fid_from_stats(stats_a, stats_b)
+    assert result.method == "factor-eigh"
+    first, second = (stats_a, stats_b) if result.factor_side == "a" else (stats_b, stats_a)
+    total, smallest, clipped = trace_sqrt_factor_eigh_torch(sqrt_factor(first).matrix, second.sigma, "cpu")
+    assert abs(total - result.trace_sqrt) <= 1e-12 * result.trace_sqrt
+    # Eigenvalues are accurate to eps * ||P||; the smallest one is compared on that scale.
+    assert abs(smallest - result.min_eigenvalue) <= 1e-12 * result.trace_sqrt**2
+    assert clipped == pytest.approx(result.clipped_negative, abs=1e-12 * result.trace_sqrt)
+    difference = stats_a.mu - stats_b.mu
+    value = float(difference @ difference) + max((result.trace_a + result.trace_b) - 2.0 * total, 0.0)
+    relative = abs(value - result.value) / result.value
+    assert relative <= 1e-12
+    return relative
+
+
+@pytest.mark.parametrize("dim, decay", [(256, 0.97), (256, 0.9), (2048, 0.997)])
+def test_torch_route_equals_the_scipy_route(dim, decay) -> None:
+    rng = np.random.default_rng(dim + int(decay * 1000))
+    stats = [
+        fidkit.Stats(mu=rng.normal(0.0, 0.1, dim), sigma=_decaying_covariance(rng, dim, decay), n=10 * dim)
+        for _ in range(2)
+    ]
+    relative = _check_route_against_scipy(*stats)
+    print(f"dim {dim} decay {decay}: FID via torch route vs fid_from_stats, relative {relative:.3g}")
+
+
+def test_torch_route_rescales_tiny_covariances_like_the_scipy_route() -> None:
+    rng = np.random.default_rng(7)
+    dim, tiny = 64, 2.0**-700
+    stats = [
+        fidkit.Stats(mu=rng.normal(0.0, 1e-106, dim), sigma=_decaying_covariance(rng, dim, 0.9) * tiny, n=1000)
+        for _ in range(2)
+    ]
+    _check_route_against_scipy(*stats)
+
+
+def test_torch_route_edge_cases() -> None:
+    assert trace_sqrt_factor_eigh_torch(np.zeros((5, 0)), np.eye(5), "cpu") == (0.0, 0.0, 0.0)
+    with pytest.raises(InputError):
+        trace_sqrt_factor_eigh_torch(np.zeros((5, 2)), np.eye(4), "cpu")
+    with pytest.raises(InputError):
+        trace_sqrt_factor_eigh_torch(np.eye(3), np.eye(3), "not-a-device")
+    # An indefinite "covariance" gives negative eigenvalues: reported, not hidden.
+    total, smallest, clipped = trace_sqrt_factor_eigh_torch(np.eye(2), np.diag([4.0, -1.0]), "cpu")
+    assert (total, smallest, clipped) == (2.0, -1.0, 1.0)
