@@ -23,6 +23,7 @@ __all__ = [
     "as_image_batch",
     "check_value_range",
     "is_torch_tensor",
+    "as_image_tensor",
 ]
 
 
@@ -224,10 +225,15 @@ def _quantize_numpy(array: np.ndarray, value_range: tuple[float, float], what: s
     return scaled.astype(np.uint8)
 
 
-def _tensor_to_nhwc_uint8(tensor: Any, value_range: tuple[float, float] | None, what: str) -> np.ndarray:
-    """A torch tensor (NCHW, any device) -> numpy uint8 NHWC, quantized on its own device, then copied."""
+def as_image_tensor(tensor: Any, what: str, value_range: Any = None) -> Any:
+    """A torch image tensor (NCHW, any device) as a contiguous uint8 NHWC tensor with 3 channels, on its device.
+
+    The rules of :func:`as_image_batch` for tensors, without the copy to the host: a CUDA tensor stays on
+    its GPU (quantized there), for extractors that read device memory directly.
+    """
     import torch
 
+    value_range = check_value_range(value_range)
     tensor = tensor.detach()
     shape = tuple(int(d) for d in tensor.shape)
     if tensor.dtype != torch.uint8:
@@ -247,7 +253,9 @@ def _tensor_to_nhwc_uint8(tensor: Any, value_range: tuple[float, float] | None, 
                 raise _out_of_range(float(tensor.min()), float(tensor.max()), value_range, what)
         # torch.round is round half to even, like numpy.rint: the same bytes on every device.
         tensor = scaled.round_().clamp_(0, 255).to(torch.uint8)
-    return tensor.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    if tensor.shape[1] == 1:
+        tensor = tensor.expand(-1, 3, -1, -1)
+    return tensor.permute(0, 2, 3, 1).contiguous()
 
 
 def as_image_batch(batch: Any, what: str, value_range: Any = None) -> np.ndarray:
@@ -289,7 +297,7 @@ def as_image_batch(batch: Any, what: str, value_range: Any = None) -> np.ndarray
     """
     value_range = check_value_range(value_range)
     if is_torch_tensor(batch):
-        array = _tensor_to_nhwc_uint8(batch, value_range, what)
+        array = as_image_tensor(batch, what, value_range).cpu().numpy()
     else:
         array = as_numpy(batch, what)
         if array.dtype != np.uint8 and np.issubdtype(array.dtype, np.floating) and value_range is not None:

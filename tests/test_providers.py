@@ -16,10 +16,10 @@ from fidkit.inception.providers import Device, parse_device, provider_entries, w
 
 
 def test_device_strings():
-    assert parse_device("auto") == Device("auto") and parse_device("CPU") == Device("cpu")
+    assert parse_device("auto") == Device("auto") and parse_device("cpu") == Device("cpu")
     assert parse_device("cuda") == Device("cuda", 0) and parse_device("cuda:3") == Device("cuda", 3)
     assert parse_device("tensorrt:1") == Device("tensorrt", 1) and str(Device("cuda", 2)) == "cuda:2"
-    for bad in ("gpu", "cuda:x", "cpu:1", "cuda:-1", "", None, 0):
+    for bad in ("gpu", "cuda:x", "cpu:1", "cuda:-1", "cuda:", "cuda:01", "CUDA", " cpu", "", None, 0):
         with pytest.raises(InputError, match="device"):
             parse_device(bad)
 

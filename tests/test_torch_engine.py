@@ -205,8 +205,10 @@ def test_tensor_and_grayscale_inputs(torch_extractor) -> None:
     gray = np.random.default_rng(30).integers(0, 256, (1, 20, 28), dtype=np.uint8)
     from_numpy = torch_extractor(gray)  # (B, H, W) grayscale, replicated to RGB
     np.testing.assert_array_equal(torch_extractor(np.repeat(gray[..., None], 3, axis=3)), from_numpy)
-    np.testing.assert_array_equal(torch_extractor(torch.from_numpy(gray)), from_numpy)
-    np.testing.assert_array_equal(torch_extractor(torch.from_numpy(gray[..., None])), from_numpy)
+    # Tensors follow the package's one rule (fidkit._validate): channel-first, as torch models produce them.
+    np.testing.assert_array_equal(torch_extractor(torch.from_numpy(gray[:, None])), from_numpy)
+    rgb_nchw = torch.from_numpy(np.repeat(gray[:, None], 3, axis=1))
+    np.testing.assert_array_equal(torch_extractor(rgb_nchw), from_numpy)
 
 
 @pytest.mark.filterwarnings("error")
@@ -230,15 +232,15 @@ def test_empty_batch(torch_extractor) -> None:
         np.zeros((1, 0, 32, 3), dtype=np.uint8),
         [[0]],
         "torch-float",
-        "torch-chw",
+        "torch-hwc",
         "torch-empty-side",
     ],
 )
 def test_bad_input_is_an_input_error(torch_extractor, bad) -> None:
     tensors = {
         "torch-float": lambda: torch.zeros(1, 32, 32, 3),
-        "torch-chw": lambda: torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
-        "torch-empty-side": lambda: torch.zeros(1, 32, 0, 3, dtype=torch.uint8),
+        "torch-hwc": lambda: torch.zeros(1, 32, 32, 3, dtype=torch.uint8),  # channel-last: refused with the fix
+        "torch-empty-side": lambda: torch.zeros(1, 3, 32, 0, dtype=torch.uint8),
     }
     if isinstance(bad, str):
         bad = tensors[bad]()

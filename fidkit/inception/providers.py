@@ -65,12 +65,12 @@ def parse_device(text: Any) -> Device:
     """Parse ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``tensorrt``, ``tensorrt:N``; InputError otherwise."""
     if not isinstance(text, str):
         raise InputError(f"device must be a string such as 'auto', 'cpu', 'cuda' or 'cuda:1', not {text!r}")
-    kind, _, index_text = text.strip().lower().partition(":")
-    if kind not in _KINDS or (index_text and kind in ("auto", "cpu")):
+    kind, colon, index_text = text.partition(":")
+    if kind not in _KINDS or (colon and kind in ("auto", "cpu")):
         raise InputError(f"device must be auto, cpu, cuda, cuda:N, tensorrt or tensorrt:N, not {text!r}")
-    if not index_text:
+    if not colon:
         return Device(kind)
-    if not index_text.isdigit():
+    if not (index_text.isascii() and index_text.isdigit()) or (len(index_text) > 1 and index_text[0] == "0"):
         raise InputError(f"device {text!r}: the GPU index after ':' must be a number, e.g. cuda:1")
     return Device(kind, int(index_text))
 

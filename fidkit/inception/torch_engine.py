@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fidkit._validate import as_image_batch, check_batch_size, check_image_array
+from fidkit._validate import as_image_batch, as_image_tensor, check_batch_size
 from fidkit.errors import FidkitError, InputError
+from fidkit.inception.providers import parse_device
 from fidkit.inception.resize import tf_resize_indices
 from fidkit.inception.spec import EXPORTER_VERSION, FEATURE_DIM, FEATURE_EXTRACTOR, INPUT_SIZE, RESIZE_MODE
 from fidkit.inception.weights import ResolvedWeights, locate_weights
@@ -59,7 +59,6 @@ ENGINE = "torch"
 #: Normalization of the 2015 graph, as in :mod:`fidkit.inception.export`: (x - 128) / 128.
 _PIXEL_MEAN = 128.0
 _PIXEL_SCALE = 0.0078125
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:(0|[1-9][0-9]*))$")
 
 
 def _import_torch() -> Any:
@@ -74,12 +73,11 @@ def _import_torch() -> Any:
 
 
 def _check_device_string(device: Any) -> str:
-    """Refuse anything but ``auto``, ``cpu``, ``cuda`` and ``cuda:N``, before torch is imported."""
-    if not isinstance(device, str) or not _DEVICE_PATTERN.match(device):
-        raise InputError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index) for the torch engine, not {device!r}"
-        )
-    return device
+    """The package's device grammar (:func:`fidkit.inception.providers.parse_device`), less TensorRT."""
+    parsed = parse_device(device)
+    if parsed.kind == "tensorrt":
+        raise InputError(f"device {device!r} is onnxruntime's TensorRT; the torch engine runs on 'cpu' or 'cuda[:N]'")
+    return str(parsed) if parsed.kind != "cuda" or ":" not in str(device) else f"cuda:{parsed.index}"
 
 
 def _resolve_device(torch: Any, device: str) -> torch.device:
@@ -227,6 +225,8 @@ class TorchFeatureExtractor:
         self.weights_path: Path = resolved.path
         self.weights_sha256: str = resolved.sha256
         self.graph_sha256: str = ""
+        #: Always "exact": float32 with TF32 off (there is no fast mode in the torch engine).
+        self.precision: str = "exact"
         self.feature_dim: int = FEATURE_DIM
         self.resize_mode: str = RESIZE_MODE
         self.batch_size: int = batch_size
@@ -254,20 +254,16 @@ class TorchFeatureExtractor:
     def _as_tensor_batch(self, images: Any) -> torch.Tensor:
         """A uint8 ``(B, H, W, 3)`` tensor, from numpy-like input or a torch tensor, where it already is.
 
-        A uint8 tensor is used where it lies (no host round trip when it is on this extractor's GPU, no copy
-        unless grayscale has to be replicated); host arrays are wrapped without a copy. Each batch_size chunk
+        A uint8 NCHW tensor (the package's convention for tensors) is used where it lies (no host round trip
+        when it is on this extractor's GPU); host arrays are wrapped without a copy. Each batch_size chunk
         is moved to the device in :meth:`__call__`, so a large host input never has to fit on the GPU at
         once. Everything but tensors goes through :func:`fidkit._validate.as_image_batch`, which accepts and
         refuses exactly what ``FeatureExtractor`` does.
         """
         torch = self._torch
         if isinstance(images, torch.Tensor):
-            check_image_array(np.uint8 if images.dtype == torch.uint8 else images.dtype, tuple(images.shape), "images")
-            if images.ndim == 3:
-                images = images.unsqueeze(3)
-            if images.shape[3] == 1:
-                images = images.expand(-1, -1, -1, 3)
-            tensor = images.detach()
+            # The package's rule for tensors (NCHW, uint8), applied where the tensor lies.
+            tensor = as_image_tensor(images, "images")
         else:
             tensor = _from_numpy(torch, as_image_batch(images, "images"))
         if tensor.shape[1] < 1 or tensor.shape[2] < 1:
@@ -329,6 +325,7 @@ class TorchFeatureExtractor:
             "exporter_version": EXPORTER_VERSION,
             "graph_sha256": self.graph_sha256,
             "engine": ENGINE,
+            "precision": self.precision,
         }
 
     def __repr__(self) -> str:
