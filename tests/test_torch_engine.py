@@ -24,7 +24,7 @@ from fidkit.inception.resize import tf_resize_bilinear_numpy
 
 torch = pytest.importorskip("torch")
 
-from fidkit.frechet.torch_route import torch_device_for_distance, trace_sqrt_factor_eigh_torch  # noqa: E402
+from fidkit.frechet.torch_route import torch_device_for_distance  # noqa: E402
 from fidkit.inception.torch_engine import TorchFeatureExtractor, torch_resize_bilinear  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -92,9 +92,10 @@ def test_modules_import_without_torch() -> None:
         "import json, sys\n"
         "import fidkit, fidkit.inception.torch_engine, fidkit.frechet.torch_route\n"
         "loaded = 'torch' in sys.modules\n"
-        "from fidkit.frechet.torch_route import _nvidia_driver_loads, torch_device_for_distance\n"
+        "from fidkit._gpu import gpu_driver_present\n"
+        "from fidkit.frechet.torch_route import torch_device_for_distance\n"
         "device = torch_device_for_distance()\n"
-        "print(json.dumps({'loaded': loaded, 'device': device, 'driver': _nvidia_driver_loads(),\n"
+        "print(json.dumps({'loaded': loaded, 'device': device, 'driver': gpu_driver_present(),\n"
         "                  'after': 'torch' in sys.modules}))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
@@ -317,52 +318,51 @@ def _decaying_covariance(rng: np.random.Generator, dim: int, decay: float) -> np
     return (sigma + sigma.T) / 2
 
 
-def _check_route_against_scipy(stats_a: fidkit.Stats, stats_b: fidkit.Stats) -> float:
-    """Run fid_from_stats (scipy factor-eigh), redo its eigensolve with torch, compare; return the FID's error."""
-    from fidkit.frechet import sqrt_factor
+def _check_route_against_scipy(stats_a: fidkit.Stats, stats_b: fidkit.Stats, monkeypatch) -> float:
+    """fid_from_stats with scipy's eigensolver, then with torch's (the GPU choice pointed at the CPU)."""
+    import fidkit.frechet.distance as distance
 
+    scipy_result = fidkit.fid_from_stats(stats_a, stats_b)
+    assert scipy_result.method == "factor-eigh" and scipy_result.solver == "scipy"
+    monkeypatch.setattr(distance, "torch_device_for_distance", lambda: "cpu")
+    monkeypatch.setattr(distance, "_TORCH_SOLVER_MIN_RANK", 1)
     result = fidkit.fid_from_stats(stats_a, stats_b)
-    assert result.method == "factor-eigh"
-    first, second = (stats_a, stats_b) if result.factor_side == "a" else (stats_b, stats_a)
-    total, smallest, clipped = trace_sqrt_factor_eigh_torch(sqrt_factor(first).matrix, second.sigma, "cpu")
-    assert abs(total - result.trace_sqrt) <= 1e-12 * result.trace_sqrt
+    monkeypatch.undo()
+    assert result.solver == "torch-cpu" and result.factor_side == scipy_result.factor_side
+    assert abs(result.trace_sqrt - scipy_result.trace_sqrt) <= 1e-12 * scipy_result.trace_sqrt
     # Eigenvalues are accurate to eps * ||P||; the smallest one is compared on that scale.
-    assert abs(smallest - result.min_eigenvalue) <= 1e-12 * result.trace_sqrt**2
-    assert clipped == pytest.approx(result.clipped_negative, abs=1e-12 * result.trace_sqrt)
-    difference = stats_a.mu - stats_b.mu
-    value = float(difference @ difference) + max((result.trace_a + result.trace_b) - 2.0 * total, 0.0)
-    relative = abs(value - result.value) / result.value
+    assert abs(result.min_eigenvalue - scipy_result.min_eigenvalue) <= 1e-12 * scipy_result.trace_sqrt**2
+    assert result.clipped_negative == pytest.approx(scipy_result.clipped_negative, abs=1e-12 * result.trace_sqrt)
+    relative = abs(result.value - scipy_result.value) / scipy_result.value
     assert relative <= 1e-12
     return relative
 
 
 @pytest.mark.parametrize("dim, decay", [(256, 0.97), (256, 0.9), (2048, 0.997)])
-def test_torch_route_equals_the_scipy_route(dim, decay) -> None:
+def test_torch_route_equals_the_scipy_route(dim, decay, monkeypatch) -> None:
     rng = np.random.default_rng(dim + int(decay * 1000))
     stats = [
         fidkit.Stats(mu=rng.normal(0.0, 0.1, dim), sigma=_decaying_covariance(rng, dim, decay), n=10 * dim)
         for _ in range(2)
     ]
-    relative = _check_route_against_scipy(*stats)
+    relative = _check_route_against_scipy(*stats, monkeypatch)
     print(f"dim {dim} decay {decay}: FID via torch route vs fid_from_stats, relative {relative:.3g}")
 
 
-def test_torch_route_rescales_tiny_covariances_like_the_scipy_route() -> None:
+def test_torch_route_rescales_tiny_covariances_like_the_scipy_route(monkeypatch) -> None:
     rng = np.random.default_rng(7)
     dim, tiny = 64, 2.0**-700
     stats = [
         fidkit.Stats(mu=rng.normal(0.0, 1e-106, dim), sigma=_decaying_covariance(rng, dim, 0.9) * tiny, n=1000)
         for _ in range(2)
     ]
-    _check_route_against_scipy(*stats)
+    _check_route_against_scipy(*stats, monkeypatch)
 
 
-def test_torch_route_edge_cases() -> None:
-    assert trace_sqrt_factor_eigh_torch(np.zeros((5, 0)), np.eye(5), "cpu") == (0.0, 0.0, 0.0)
-    with pytest.raises(InputError):
-        trace_sqrt_factor_eigh_torch(np.zeros((5, 2)), np.eye(4), "cpu")
-    with pytest.raises(InputError):
-        trace_sqrt_factor_eigh_torch(np.eye(3), np.eye(3), "not-a-device")
-    # An indefinite "covariance" gives negative eigenvalues: reported, not hidden.
-    total, smallest, clipped = trace_sqrt_factor_eigh_torch(np.eye(2), np.diag([4.0, -1.0]), "cpu")
-    assert (total, smallest, clipped) == (2.0, -1.0, 1.0)
+def test_torch_eigensolver_reports_negative_eigenvalues_and_bad_devices() -> None:
+    from fidkit.frechet.torch_route import eigvalsh_float64
+
+    # An indefinite matrix gives negative eigenvalues: reported, not hidden (distance.py clips and counts them).
+    np.testing.assert_array_equal(eigvalsh_float64(np.diag([4.0, -1.0]), "cpu"), [-1.0, 4.0])
+    with pytest.raises(FidkitError, match="not-a-device"):
+        eigvalsh_float64(np.eye(3), "not-a-device")

@@ -43,6 +43,7 @@ import scipy.linalg
 from fidkit._validate import check_features
 from fidkit.errors import FidkitError, FidkitWarning, InputError, SmallSampleWarning
 from fidkit.frechet.factors import SqrtFactor, factor_at_hand, rank_bound, sqrt_factor
+from fidkit.frechet.torch_route import eigvalsh_float64, torch_device_for_distance
 from fidkit.stats import Stats
 
 __all__ = [
@@ -68,6 +69,8 @@ _SAFE_MAGNITUDE_HIGH = 2.0**200
 # Both factors are used in an SVD (more exact than an eigensolve of L^T sigma L) when the smaller has at
 # most this fraction of dim columns; for two full-rank factors the dense SVD costs ~3x the eigensolve.
 _SVD_MAX_RANK_FRACTION = 0.5
+# Below this rank the factor-eigh eigensolve stays on the CPU even when a GPU is there.
+_TORCH_SOLVER_MIN_RANK = 512
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ class FrechetResult:
     factor_dropped : float
         For a pivoted-Cholesky factor: ``tr(sigma) - ||L||_F^2``, the variance left out because the pivoting
         stopped at round-off level (numerical rank below dim).
+    solver : str
+        Who solved the eigenproblem of ``factor-eigh``: ``"scipy"`` (LAPACK on the CPU), or
+        ``"torch-cuda"`` (float64 on the GPU, chosen automatically when torch can reach one).
     """
 
     value: float
@@ -127,6 +133,7 @@ class FrechetResult:
     warnings: tuple[str, ...] = ()
     factor_side: str = ""
     factor_dropped: float = 0.0
+    solver: str = "scipy"
 
     def __float__(self) -> float:
         return float(self.value)
@@ -156,16 +163,24 @@ class _TraceSqrt:
     factor_side: str = ""
     factor_dropped: float = 0.0
     warnings: tuple[str, ...] = ()
+    solver: str = "scipy"
 
 
 # --------------------------------------------------------------------------------------------- kernels
 
 
-def _sum_sqrt_eigenvalues(symmetric: np.ndarray) -> tuple[float, float, float]:
-    """Return (sum sqrt(max(lambda, 0)), min lambda, sum sqrt(-lambda) over negatives) of a symmetric matrix."""
+def _sum_sqrt_eigenvalues(symmetric: np.ndarray, device: str | None = None) -> tuple[float, float, float]:
+    """Return (sum sqrt(max(lambda, 0)), min lambda, sum sqrt(-lambda) over negatives) of a symmetric matrix.
+
+    With a torch `device` the eigenvalues come from :func:`fidkit.frechet.torch_route.eigvalsh_float64`,
+    otherwise from scipy; the sums are the same code either way.
+    """
     if symmetric.shape[0] == 0:  # a zero covariance has a rank-0 factor
         return 0.0, 0.0, 0.0
-    eigenvalues = scipy.linalg.eigh(symmetric, eigvals_only=True, check_finite=False, overwrite_a=True)
+    if device is not None:
+        eigenvalues = eigvalsh_float64(symmetric, device)
+    else:
+        eigenvalues = scipy.linalg.eigh(symmetric, eigvals_only=True, check_finite=False, overwrite_a=True)
     negative = eigenvalues[eigenvalues < 0]
     total = float(np.sum(np.sqrt(np.maximum(eigenvalues, 0.0))))
     return total, float(eigenvalues.min()), float(np.sum(np.sqrt(-negative)))
@@ -236,8 +251,11 @@ def _trace_sqrt_factors(first: SqrtFactor, second: SqrtFactor, side: str) -> _Tr
 
 def _trace_sqrt_factor_eigh(factor: SqrtFactor, sigma_other: np.ndarray, side: str) -> _TraceSqrt:
     scale_factor, scale_sigma = _power_of_two_scale(factor.matrix), _power_of_two_scale(sigma_other)
+    # The eigensolve is most of the cost at dim 2048; a GPU does it faster when torch can reach one. Small
+    # problems stay on the CPU, where the transfer would cost more than the solve.
+    device = torch_device_for_distance() if factor.rank >= _TORCH_SOLVER_MIN_RANK else None
     total, smallest, clipped = _sum_sqrt_eigenvalues(
-        _sandwich(_scaled(factor.matrix, scale_factor), _scaled(sigma_other, scale_sigma))
+        _sandwich(_scaled(factor.matrix, scale_factor), _scaled(sigma_other, scale_sigma)), device
     )
     # scale_sigma is a power of two, but an odd power has no exact square root; that one rounding is 1 ulp.
     root_scale = scale_factor * math.sqrt(scale_sigma)
@@ -249,6 +267,7 @@ def _trace_sqrt_factor_eigh(factor: SqrtFactor, sigma_other: np.ndarray, side: s
         clipped_negative=clipped * root_scale,
         factor_side=side,
         factor_dropped=factor.dropped_trace,
+        solver=f"torch-{device}" if device is not None else "scipy",
     )
 
 
@@ -388,6 +407,7 @@ def _assemble(
         warnings=tuple(messages) + trace.warnings,
         factor_side=trace.factor_side,
         factor_dropped=float(trace.factor_dropped),
+        solver=trace.solver,
     )
 
 

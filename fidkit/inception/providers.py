@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fidkit._gpu import gpu_driver_present
 from fidkit.errors import InputError
 
 __all__ = [
@@ -131,22 +132,6 @@ def preload_gpu_libraries(ort: Any) -> None:
         preload()
     except Exception as exc:  # noqa: BLE001 - best effort: the session reports the real failure
         logger.debug("onnxruntime.preload_dlls() failed: %s", exc)
-
-
-def gpu_driver_present() -> bool:
-    """True if an NVIDIA driver library loads: a cheap test before asking onnxruntime for CUDA.
-
-    onnxruntime-gpu lists CUDA and TensorRT as available on machines without a GPU and prints
-    errors when asked to create them; checking the driver first keeps ``device="auto"`` quiet.
-    """
-    names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
-    for name in names:
-        try:
-            ctypes.CDLL(name)
-        except OSError:
-            continue
-        return True
-    return False
 
 
 def _installed(distribution: str) -> bool:
