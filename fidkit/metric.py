@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fidkit import __version__
-from fidkit._validate import as_image_batch, check_batch_size, check_value_range
+from fidkit._validate import as_image_batch, as_image_tensor, check_batch_size, check_value_range, is_torch_tensor
 from fidkit.api import FidReport, Timings
 from fidkit.errors import FidkitError, InputError
 from fidkit.frechet import fid_from_stats
@@ -210,7 +210,13 @@ class FID:
             A bad batch (see :func:`fidkit._validate.as_image_batch`), or ``real=True`` with a reference.
         """
         side = self._side(real)
-        batch = as_image_batch(images, f"FID.update({'real=True' if real else 'generated'}) images", self._value_range)
+        what = f"FID.update({'real=True' if real else 'generated'}) images"
+        if is_torch_tensor(images) and images.is_cuda:
+            # Quantized on its GPU and handed to the extractor there: no per-batch copy of images to the host
+            # (the onnxruntime CUDA provider and the torch engine read device memory).
+            batch = as_image_tensor(images, what, self._value_range)
+        else:
+            batch = as_image_batch(images, what, self._value_range)
         extractor = self._network.extractor()
         times = extract([batch], extractor, side)
         side.network_seconds += times.network_seconds

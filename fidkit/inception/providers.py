@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import importlib.metadata
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

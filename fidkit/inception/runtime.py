@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from fidkit._fs import atomic_write, cache_home, sha256_file
 from fidkit.errors import FidkitError, InputError
-from fidkit._validate import as_image_batch, check_batch_size
+from fidkit._validate import as_image_batch, as_image_tensor, check_batch_size, is_torch_tensor
 from fidkit.inception.providers import (
     PRECISIONS,
     Device,
@@ -357,6 +357,8 @@ class FeatureExtractor:
         -------
         ndarray, float32, shape (B, FEATURE_DIM)
         """
+        if self._on_gpu and is_torch_tensor(images) and images.is_cuda:
+            return self._features_of_device_tensor(as_image_tensor(images, "images"))
         images = as_image_batch(images, "images")
         if images.shape[1] < 1 or images.shape[2] < 1:
             raise InputError(f"images must have H, W >= 1, got shape {images.shape}")
@@ -375,6 +377,38 @@ class FeatureExtractor:
                 features[start:stop] = out[: len(chunk)]
             else:
                 self._run(chunk, features[start:stop])
+        return features
+
+    def _features_of_device_tensor(self, images: Any) -> NDArray[np.float32]:
+        """Features of a contiguous uint8 NHWC CUDA tensor, bound by pointer: the images never visit the host.
+
+        Each chunk of `batch_size` rows of a contiguous tensor is itself contiguous, so its address is bound
+        as the graph's input on the GPU; the last chunk is padded on the device. Written for the CUDA
+        provider; not run where this was written (no GPU): see benchmarks/bench_gpu.py.
+        """
+        import torch
+
+        n_images, height, width = (int(d) for d in images.shape[:3])
+        if height < 1 or width < 1:
+            raise InputError(f"images must have H, W >= 1, got shape {tuple(images.shape)}")
+        features = np.empty((n_images, FEATURE_DIM), dtype=np.float32)
+        device_index = images.device.index or 0
+        for start in range(0, n_images, self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            if len(chunk) < self.batch_size:
+                padded = torch.zeros((self.batch_size, height, width, 3), dtype=torch.uint8, device=images.device)
+                padded[: len(chunk)] = chunk
+                chunk = padded
+            out = np.empty((self.batch_size, FEATURE_DIM), dtype=np.float32)
+            binding = self._session.io_binding()
+            binding.bind_input(
+                self._input_name, "cuda", device_index, np.uint8, list(chunk.shape), chunk.data_ptr()
+            )
+            binding.bind_output(self._output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+            torch.cuda.current_stream(images.device).synchronize()  # the quantization kernels have finished
+            self._session.run_with_iobinding(binding)
+            stop = min(start + self.batch_size, n_images)
+            features[start:stop] = out[: stop - start]
         return features
 
     def _run(self, chunk: NDArray[np.uint8], out: NDArray[np.float32]) -> None:
