@@ -37,8 +37,8 @@ import scipy.linalg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fidkit.errors import SmallSampleWarning  # noqa: E402
-from fidkit.frechet.factors import sqrt_factor
 from fidkit.frechet import fid_from_arrays, fid_from_stats, frechet_distance  # noqa: E402
+from fidkit.frechet.factors import sqrt_factor
 from fidkit.stats import Stats  # noqa: E402
 
 

@@ -85,7 +85,12 @@ def _parse_args() -> argparse.Namespace:
 def setup_report() -> dict[str, Any]:
     import onnxruntime as ort
 
-    from fidkit.inception.providers import Device, gpu_driver_present, preload_gpu_libraries, why_no_gpu
+    from fidkit.inception.providers import (
+        Device,
+        gpu_driver_present,
+        preload_gpu_libraries,
+        why_no_gpu,
+    )
 
     preload_gpu_libraries(ort)
     info: dict[str, Any] = {

@@ -20,8 +20,9 @@ See ``docs/usage.md``.
 
 __version__ = "0.1.0"
 
-from fidkit.api import FidReport, SideReport, Timings, compute_fid, compute_stats
+from fidkit.api import compute_fid, compute_stats
 from fidkit.errors import (
+    DownloadError,
     EmptySourceError,
     FidkitError,
     FidkitWarning,
@@ -33,9 +34,15 @@ from fidkit.errors import (
     StatsFileError,
     WeightsError,
 )
-from fidkit.frechet import FrechetResult, fid_from_arrays, fid_from_stats, frechet_distance
+from fidkit.frechet import (
+    FrechetResult,
+    fid_from_arrays,
+    fid_from_stats,
+    frechet_distance,
+)
 from fidkit.inception import FEATURE_DIM, RESIZE_MODE, FeatureExtractor, resolve_weights
 from fidkit.metric import FID
+from fidkit.report import FidReport, SideReport, Timings
 from fidkit.sources import COLOUR_POLICY_VERSION, Source, open_source
 from fidkit.stats import Stats, StatsAccumulator
 from fidkit.statsfile import STATS_FORMAT_VERSION
@@ -71,6 +78,7 @@ __all__ = [
     # errors and warnings
     "FidkitError",
     "InputError",
+    "DownloadError",
     "StatsFileError",
     "ImageError",
     "EmptySourceError",

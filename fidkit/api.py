@@ -2,105 +2,33 @@
 
 ``compute_stats(source)`` turns a folder, an archive, an image array, an iterable of uint8 batches, a
 statistics file or a :class:`~fidkit.stats.Stats` into statistics; ``compute_fid(a, b)`` compares two
-such inputs and returns a :class:`FidReport` that says how the number was made. Both run the steps of
-:mod:`fidkit.pipeline` (open -> look up the cache -> extract -> store) and then, for a comparison, the
-distance of :mod:`fidkit.frechet`.
+such inputs and returns a :class:`~fidkit.report.FidReport` that says how the number was made. Both run
+the steps of :mod:`fidkit.pipeline` (open -> look up the cache -> extract -> store) and then, for a
+comparison, the distance of :mod:`fidkit.frechet` and the report of :mod:`fidkit.report`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from fidkit import __version__
-from fidkit.errors import FidkitWarning, InputError
-from fidkit.frechet import FrechetResult, fid_from_stats
-from fidkit.pipeline import Network, SideOptions, SideReport, open_input, side_statistics
+from fidkit.errors import FidkitWarning
+from fidkit.frechet import fid_from_stats
+from fidkit.pipeline import Network, SideOptions, open_input, side_statistics
+from fidkit.report import (
+    FidReport,
+    SideReport,
+    Timings,
+    assemble_fid_report,
+    consistency_warnings,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from fidkit.inception import FeatureExtractor
     from fidkit.stats import Stats
 
 __all__ = ["compute_stats", "compute_stats_with_report", "compute_fid", "FidReport", "SideReport", "Timings"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Timings:
-    """Where the time of a :func:`compute_fid` call went, in seconds (both sides together)."""
-
-    decode_seconds: float
-    network_seconds: float
-    distance_seconds: float
-    total_seconds: float
-
-    def to_dict(self) -> dict[str, float]:
-        """Return a JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
-class FidReport:
-    """The FID between two sources, with everything needed to trace the number.
-
-    Behaves as a float: ``float(report)`` is ``report.value``.
-
-    Attributes
-    ----------
-    value : float
-        The Fréchet Inception Distance.
-    frechet : FrechetResult
-        The distance's terms and square-root diagnostics (method, rank, clipped spectrum).
-    a, b : SideReport
-        How each side's statistics were obtained (N, cached, lossy, skipped files).
-    weights_sha256 : str or None
-        The sha256 of the Inception weights (None if neither side recorded it).
-    resize_mode : str or None
-        The resize the features were computed with.
-    provider : str or None
-        The onnxruntime provider(s) that computed the features (e.g. ``CPUExecutionProvider``).
-    warnings : tuple of str
-        Everything a careful user should know: N below the feature dimension, lossy inputs, skipped
-        files, statistics files that do not record N or the network.
-    timings : Timings
-        Decode, network, distance and total seconds.
-    fidkit_version : str
-        The fidkit version that made the report.
-    """
-
-    value: float
-    frechet: FrechetResult
-    a: SideReport
-    b: SideReport
-    weights_sha256: str | None
-    resize_mode: str | None
-    provider: str | None
-    warnings: tuple[str, ...]
-    timings: Timings
-    fidkit_version: str
-
-    def __float__(self) -> float:
-        return float(self.value)
-
-    def __str__(self) -> str:
-        return f"FID {self.value:.4f}: a = {self.a}, b = {self.b}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict (plain floats, ints, strings, lists; a non-finite FID is None)."""
-        return {
-            "fid": float(self.value) if math.isfinite(self.value) else None,
-            "a": self.a.to_dict(),
-            "b": self.b.to_dict(),
-            "weights_sha256": self.weights_sha256,
-            "resize_mode": self.resize_mode,
-            "provider": self.provider,
-            "frechet": self.frechet.to_dict(),
-            "warnings": list(self.warnings),
-            "timings": self.timings.to_dict(),
-            "fidkit_version": self.fidkit_version,
-        }
 
 
 def compute_stats(
@@ -118,6 +46,8 @@ def compute_stats(
     exif_transpose: bool = False,
     progress: bool | None = None,
     extractor: FeatureExtractor | None = None,
+    engine: str = "auto",
+    precision: str = "exact",
 ) -> Stats:
     """Return the Inception statistics (mu, sigma, N) of a source.
 
@@ -151,7 +81,13 @@ def compute_stats(
         Show a progress bar on stderr; default only when stderr is a terminal.
     extractor : FeatureExtractor, optional
         A feature extractor to use (and reuse across calls) instead of building one; `weights`,
-        `device` are then ignored.
+        `device`, `engine` and `precision` are then ignored.
+    engine : {"auto", "onnxruntime", "torch"}
+        What runs the network: the ONNX graph on onnxruntime, or the same network in torch
+        (:mod:`fidkit.inception.torch_engine`). ``"auto"``: onnxruntime, except where a GPU is asked for,
+        onnxruntime cannot use it and torch can (then torch, with a warning). Recorded in the statistics.
+    precision : {"exact", "fast"}
+        ``"fast"``: TensorRT with FP16 (``device="tensorrt"``), opt-in; ``"exact"`` float32 otherwise.
 
     Returns
     -------
@@ -180,7 +116,7 @@ def compute_stats(
     stats, _ = compute_stats_with_report(
         source, weights=weights, device=device, batch_size=batch_size, workers=workers, skip_bad=skip_bad,
         limit=limit, seed=seed, use_cache=use_cache, hash_content=hash_content, exif_transpose=exif_transpose,
-        progress=progress, extractor=extractor,
+        progress=progress, extractor=extractor, engine=engine, precision=precision,
     )
     return stats
 
@@ -200,6 +136,8 @@ def compute_stats_with_report(
     exif_transpose: bool = False,
     progress: bool | None = None,
     extractor: FeatureExtractor | None = None,
+    engine: str = "auto",
+    precision: str = "exact",
 ) -> tuple[Stats, SideReport]:
     """Like :func:`compute_stats` (the same parameters), and also return the :class:`SideReport`.
 
@@ -210,60 +148,10 @@ def compute_stats_with_report(
         batch_size=batch_size, workers=workers, skip_bad=skip_bad, limit=limit, seed=seed, use_cache=use_cache,
         hash_content=hash_content, exif_transpose=exif_transpose, progress=progress,
     )
-    network = Network(extractor, weights=weights, device=device, batch_size=options.batch_size)
+    network = Network(
+        extractor, weights=weights, device=device, batch_size=options.batch_size, engine=engine, precision=precision
+    )
     return side_statistics(open_input(source, options), network, options)
-
-
-def _consistency_warnings(side_a: SideReport, side_b: SideReport, *, allow_weights_mismatch: bool) -> list[str]:
-    """Check the two sides were made comparably; return warnings, raise on different weights."""
-    messages: list[str] = []
-    labelled = (("a", side_a), ("b", side_b))
-    for label, side in labelled:
-        if side.n is None:
-            messages.append(
-                f"side {label} ({side.name}) is a statistics file with only mu and sigma (TTUR / "
-                "pytorch-fid): its N is unknown and the network it was made with cannot be checked"
-            )
-        elif side.weights_sha256 is None and not side.foreign:
-            messages.append(
-                f"side {label} ({side.name}) records no weights sha256: cannot check that both sides "
-                "used the same Inception network"
-            )
-        if side.lossy:
-            messages.append(
-                f"side {label} ({side.name}) holds lossy (JPEG) images: FID against lossless images is "
-                "not zero even for the same pictures, and published reference statistics (e.g. "
-                "CIFAR-10) were made from lossless images"
-            )
-        n_ignored = sum(count for _, count in side.ignored)
-        if n_ignored:
-            reasons = "; ".join(f"{count} {reason}" for reason, count in side.ignored)
-            messages.append(f"side {label} ({side.name}): {n_ignored} file(s) or folder(s) not read: {reasons}")
-        n_ignored = sum(count for _, count in side.ignored)
-        if n_ignored:
-            reasons = "; ".join(f"{count} {reason}" for reason, count in side.ignored)
-            messages.append(f"side {label} ({side.name}): {n_ignored} file(s) or folder(s) not read: {reasons}")
-        if side.n_skipped:
-            examples = "; ".join(f"{file}: {reason}" for file, reason in side.skipped[:3])
-            messages.append(
-                f"side {label} ({side.name}): {side.n_skipped} unreadable file(s) skipped (--skip-bad)"
-                + (f", e.g. {examples}" if examples else "")
-            )
-    if side_a.weights_sha256 and side_b.weights_sha256 and side_a.weights_sha256 != side_b.weights_sha256:
-        message = (
-            f"the two sides were computed with different Inception weights (a: "
-            f"{side_a.weights_sha256[:16]}..., b: {side_b.weights_sha256[:16]}...): their FID is not "
-            "meaningful; recompute one side with the other's weights"
-        )
-        if not allow_weights_mismatch:
-            raise InputError(message + " (or pass allow_weights_mismatch=True / --allow-weights-mismatch)")
-        messages.append(message)
-    if side_a.resize_mode and side_b.resize_mode and side_a.resize_mode != side_b.resize_mode:
-        messages.append(
-            f"the two sides were resized differently (a: {side_a.resize_mode}, b: {side_b.resize_mode}); "
-            "FID across resize modes is biased"
-        )
-    return messages
 
 
 def compute_fid(
@@ -282,6 +170,8 @@ def compute_fid(
     exif_transpose: bool = False,
     progress: bool | None = None,
     extractor: FeatureExtractor | None = None,
+    engine: str = "auto",
+    precision: str = "exact",
     method: str = "auto",
     allow_weights_mismatch: bool = False,
 ) -> FidReport:
@@ -293,6 +183,8 @@ def compute_fid(
         Any source :func:`compute_stats` accepts. Statistics files and ``Stats`` skip the network.
     weights, device, batch_size, workers, skip_bad, limit, seed, use_cache, hash_content, exif_transpose, progress
         As in :func:`compute_stats`; `limit` and `seed` apply to each image side.
+    engine, precision
+        As in :func:`compute_stats`.
     extractor : FeatureExtractor, optional
         Use this extractor for both sides (and across calls). By default one is built, once, and only
         if a side needs the network.
@@ -335,40 +227,24 @@ def compute_fid(
         batch_size=batch_size, workers=workers, skip_bad=skip_bad, limit=limit, seed=seed, use_cache=use_cache,
         hash_content=hash_content, exif_transpose=exif_transpose, progress=progress,
     )
-    network = Network(extractor, weights=weights, device=device, batch_size=options.batch_size)
+    network = Network(
+        extractor, weights=weights, device=device, batch_size=options.batch_size, engine=engine, precision=precision
+    )
     # Both inputs are opened (and checked) before either side spends network time.
     opened_a = open_input(a, options)
     opened_b = open_input(b, options)
     stats_a, side_a = side_statistics(opened_a, network, options)
     stats_b, side_b = side_statistics(opened_b, network, options)
-    messages = _consistency_warnings(side_a, side_b, allow_weights_mismatch=allow_weights_mismatch)
+    messages = consistency_warnings(side_a, side_b, allow_weights_mismatch=allow_weights_mismatch)
     for message in messages:
         warnings.warn(message, FidkitWarning, stacklevel=2)
 
     distance_started = time.perf_counter()
     frechet = fid_from_stats(stats_a, stats_b, method=method)
-    distance_seconds = time.perf_counter() - distance_started
-    messages.extend(str(message) for message in frechet.warnings)
-
-    def common(field: str) -> str | None:
-        values = [getattr(side, field) for side in (side_a, side_b) if getattr(side, field)]
-        return ", ".join(dict.fromkeys(values)) if values else None
-
     timings = Timings(
         decode_seconds=side_a.decode_seconds + side_b.decode_seconds,
         network_seconds=side_a.network_seconds + side_b.network_seconds,
-        distance_seconds=distance_seconds,
+        distance_seconds=time.perf_counter() - distance_started,
         total_seconds=time.perf_counter() - started,
     )
-    return FidReport(
-        value=float(frechet.value),
-        frechet=frechet,
-        a=side_a,
-        b=side_b,
-        weights_sha256=common("weights_sha256"),
-        resize_mode=common("resize_mode"),
-        provider=common("provider"),
-        warnings=tuple(messages),
-        timings=timings,
-        fidkit_version=__version__,
-    )
+    return assemble_fid_report(frechet, side_a, side_b, messages, timings)

@@ -40,10 +40,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fidkit._fs import atomic_write, cache_home
 from fidkit import statsfile
+from fidkit._fs import atomic_write, cache_home
 from fidkit.errors import StatsFileError
-from fidkit.home import CACHE_KEY_METADATA, STATS_SUBDIR, ClearedCache, clear_cache, entry_files, is_cache_entry
+from fidkit.home import (
+    CACHE_KEY_METADATA,
+    STATS_SUBDIR,
+    ClearedCache,
+    clear_cache,
+    entry_files,
+    is_cache_entry,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from fidkit.stats import Stats
@@ -115,6 +122,7 @@ def cache_key(
     resize_mode: str,
     graph_sha256: str = "",
     precision: str = "exact",
+    engine: str = "onnxruntime",
     stats_format_version: int | None = None,
 ) -> str:
     """Return the hex sha256 that names the cache entry of one source under one feature extractor.
@@ -132,6 +140,8 @@ def cache_key(
         The sha256 of the ONNX graph that computes the features (empty for an extractor without one).
     precision : str
         ``"exact"`` or ``"fast"`` (FP16 TensorRT): statistics of the fast mode never stand in for exact ones.
+    engine : str
+        ``"onnxruntime"`` or ``"torch"``: the two agree to float32 round-off, not bit for bit, so they are kept apart.
     stats_format_version : int, optional
         Default: the statistics file format (:data:`fidkit.statsfile.STATS_FORMAT_VERSION`) of this fidkit;
         explicit values are for tests.
@@ -150,6 +160,7 @@ def cache_key(
         "resize_mode": str(resize_mode),
         "graph_sha256": str(graph_sha256),
         "precision": str(precision),
+        "engine": str(engine),
         "stats_format_version": int(stats_format_version),
     }
     # Canonical JSON (sorted keys, no whitespace) so the same recipe always hashes the same.

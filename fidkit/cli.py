@@ -142,6 +142,15 @@ def _network_parent(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument(
         "--batch-size", type=positive_int, default=50, metavar="N", help="images per network batch (default: 50)"
     )
+    group.add_argument(
+        "--engine", default="auto", choices=("auto", "onnxruntime", "torch"),
+        help="what runs the network: onnxruntime (the ONNX graph) or torch (the same network); default auto = "
+        "onnxruntime, or torch where a GPU is asked for that only torch can use",
+    )
+    group.add_argument(
+        "--precision", default="exact", choices=("exact", "fast"),
+        help="exact = float32 (default); fast = TensorRT FP16, with --device tensorrt (opt-in, not the reference)",
+    )
     return parent
 
 
@@ -292,6 +301,8 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
         weights=args.weights,
         device=args.device,
         batch_size=args.batch_size,
+        engine=args.engine,
+        precision=args.precision,
         workers=args.workers,
         skip_bad=args.skip_bad,
         limit=args.limit,
@@ -420,7 +431,12 @@ def _human_bytes(n_bytes: int) -> str:
 
 
 def _cmd_cache_list(args: argparse.Namespace) -> int:
-    from fidkit.cache import CACHE_MAX_BYTES_ENV, cache_max_bytes, list_cache, stats_cache_dir
+    from fidkit.cache import (
+        CACHE_MAX_BYTES_ENV,
+        cache_max_bytes,
+        list_cache,
+        stats_cache_dir,
+    )
 
     entries = list_cache()
     total = sum(entry.size_bytes for entry in entries)
@@ -496,7 +512,12 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     import os
 
     from fidkit._download import MIRROR_ENV
-    from fidkit.sources.named import DATASETS, DATASETS_ENV, dataset_status, datasets_cache_dir
+    from fidkit.sources.named import (
+        DATASETS,
+        DATASETS_ENV,
+        dataset_status,
+        datasets_cache_dir,
+    )
 
     entries = [dataset_status(dataset) for dataset in DATASETS.values()]
     folder, mirror = os.environ.get(DATASETS_ENV) or None, os.environ.get(MIRROR_ENV) or None

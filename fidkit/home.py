@@ -20,7 +20,12 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from fidkit._fs import cache_home, file_digest, is_temporary_name, remove_stale_temporaries
+from fidkit._fs import (
+    cache_home,
+    file_digest,
+    is_temporary_name,
+    remove_stale_temporaries,
+)
 
 __all__ = ["STATS_SUBDIR", "CACHE_KEY_METADATA", "ClearedCache", "is_cache_entry", "entry_files", "clear_cache"]
 

@@ -18,17 +18,31 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
 
-from fidkit import __version__
-from fidkit._validate import as_image_batch, as_image_tensor, check_batch_size, check_value_range, is_torch_tensor
-from fidkit.api import FidReport, Timings
-from fidkit.errors import FidkitError, InputError
+from fidkit._validate import (
+    as_image_batch,
+    as_image_tensor,
+    check_batch_size,
+    check_value_range,
+    is_torch_tensor,
+)
+from fidkit.errors import FidkitError, FidkitWarning, InputError
 from fidkit.frechet import fid_from_stats
-from fidkit.pipeline import ExtractionTimes, Network, SideOptions, describe, extract, open_input, side_statistics
+from fidkit.pipeline import (
+    ExtractionTimes,
+    Network,
+    SideOptions,
+    describe,
+    extract,
+    open_input,
+    side_statistics,
+)
+from fidkit.report import FidReport, Timings, assemble_fid_report, consistency_warnings
 from fidkit.stats import Stats, StatsAccumulator
 
 __all__ = ["FID", "DEFAULT_TIMEOUT_SECONDS"]
@@ -47,9 +61,6 @@ class _Side:
 
     def reset(self) -> None:
         self.accumulator = StatsAccumulator()
-        # The first feature row: with a single image a rank's (n, mean, M2) is (1, row, 0); the accumulator
-        # keeps that row privately, so it is remembered here for the distributed gather.
-        self.first_row: np.ndarray | None = None
         self.metadata: dict[str, Any] = {}
         self.network_seconds = 0.0
         self.stats: Stats | None = None
@@ -58,42 +69,8 @@ class _Side:
 
     # StatsAccumulator's interface, as pipeline.extract calls it.
     def update(self, features: np.ndarray) -> None:
-        if self.accumulator.n == 0 and len(features):
-            self.first_row = np.array(features[0], dtype=np.float64)
         self.accumulator.update(features)
         self.version += 1
-
-    def moments(self, dim: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """``(n, mean, M2)`` of the features seen on this process, float64."""
-        n = self.accumulator.n
-        if n == 0:
-            return 0, np.zeros(dim), np.zeros((dim, dim))
-        if n == 1:
-            assert self.first_row is not None
-            return 1, self.first_row, np.zeros((dim, dim))
-        stats = self.accumulator.result()
-        return n, np.asarray(stats.mu), stats.sigma * (n - 1)
-
-
-def _merge_moments(pieces: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[int, np.ndarray, np.ndarray]:
-    """Combine ``(n, mean, M2)`` pieces in the given order with Chan et al.'s exact pairwise update.
-
-    The same update as :meth:`fidkit.stats.StatsAccumulator.merge`, on gathered moments (which may hold a
-    single sample, which ``Stats`` cannot). Same order, same arithmetic: the same bits on every rank.
-    """
-    n, mean, m2 = 0, None, None
-    for count, piece_mean, piece_m2 in pieces:
-        if count == 0:
-            continue
-        if n == 0:
-            n, mean, m2 = count, piece_mean.copy(), piece_m2.copy()
-            continue
-        total = n + count
-        delta = piece_mean - mean
-        mean = mean + delta * (count / total)
-        m2 = m2 + piece_m2 + np.outer(delta, delta) * (n * count / total)
-        n = total
-    return n, mean, m2
 
 
 def _process_group() -> Any:
@@ -278,34 +255,19 @@ class FID:
                 return self._last[1]
         real_stats, real_side = reference if reference is not None else self._side_report(self._real)
         generated_stats, generated_side = self._side_report(self._generated)
-        if real_side.weights_sha256 and generated_side.weights_sha256 and (
-            real_side.weights_sha256 != generated_side.weights_sha256
-        ):
-            raise InputError(
-                f"the reference was computed with other Inception weights ({real_side.weights_sha256[:16]}...) "
-                f"than the generated images ({generated_side.weights_sha256[:16]}...): their FID is not "
-                "meaningful; recompute the reference with the metric's weights"
-            )
+        # The checks and warnings of compute_fid: different weights are an error, lossy or skipped inputs a note.
+        messages = consistency_warnings(real_side, generated_side, allow_weights_mismatch=False)
+        for message in messages:
+            warnings.warn(message, FidkitWarning, stacklevel=2)
         distance_started = time.perf_counter()
         frechet = fid_from_stats(real_stats, generated_stats)
-        distance_seconds = time.perf_counter() - distance_started
-        report = FidReport(
-            value=float(frechet.value),
-            frechet=frechet,
-            a=real_side,
-            b=generated_side,
-            weights_sha256=generated_side.weights_sha256 or real_side.weights_sha256,
-            resize_mode=generated_side.resize_mode or real_side.resize_mode,
-            provider=generated_side.provider or real_side.provider,
-            warnings=tuple(str(message) for message in frechet.warnings),
-            timings=Timings(
-                decode_seconds=0.0,
-                network_seconds=self._real.network_seconds + self._generated.network_seconds,
-                distance_seconds=distance_seconds,
-                total_seconds=time.perf_counter() - started,
-            ),
-            fidkit_version=__version__,
+        timings = Timings(
+            decode_seconds=0.0,
+            network_seconds=self._real.network_seconds + self._generated.network_seconds,
+            distance_seconds=time.perf_counter() - distance_started,
+            total_seconds=time.perf_counter() - started,
         )
+        report = assemble_fid_report(frechet, real_side, generated_side, messages, timings)
         self._last = ((self._real.version, self._generated.version), report)
         return report
 
@@ -399,17 +361,19 @@ class FID:
                 continue
             if dim == 0:
                 raise self._too_few(side, 0)
-            n, mean, m2 = side.moments(dim)
+            n, mean, m2 = side.accumulator.moments() if side.accumulator.n else (0, np.zeros(dim), np.zeros((dim, dim)))
             packed = torch.from_numpy(np.concatenate([[float(n)], mean, m2.reshape(-1)]))
             gathered = [torch.empty_like(packed) for _ in range(world)]
             dist.all_gather(gathered, packed, group=group)
-            pieces = []
+            # Merged in rank order with the accumulator's exact pairwise update: the same bits on every rank.
+            merged = StatsAccumulator(dim)
             for item in gathered:
                 values = item.numpy()
-                pieces.append((int(values[0]), values[1 : 1 + dim], values[1 + dim :].reshape(dim, dim)))
-            total, mean, m2 = _merge_moments(pieces)
-            if total < 2:
-                raise self._too_few(side, total)
-            side.stats = Stats(mu=mean, sigma=m2 / (total - 1), n=total, metadata=side.metadata)
+                merged.merge(
+                    StatsAccumulator.from_moments(int(values[0]), values[1 : 1 + dim], values[1 + dim :].reshape(dim, dim))
+                )
+            if merged.n < 2:
+                raise self._too_few(side, merged.n)
+            side.stats = merged.result(metadata=side.metadata)
             side.stats_version = side.version
         return (self._real.version, self._generated.version)

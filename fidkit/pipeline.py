@@ -15,7 +15,6 @@ nowhere else: it skips the other three steps, and then the network is never buil
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from fidkit import __version__
 from fidkit._validate import check_batch_size, check_limit_seed
 from fidkit.cache import cache_key, load_cached_stats, store_cached_stats, utc_now_iso
 from fidkit.errors import EmptySourceError, FidkitWarning, InputError
+from fidkit.report import SideReport
 from fidkit.sources import Source, open_source
 from fidkit.stats import Stats, StatsAccumulator
 from fidkit.statsfile import is_stats_file
@@ -85,77 +85,6 @@ class SideOptions:
 
 
 @dataclass(frozen=True)
-class SideReport:
-    """How the statistics of one side were obtained.
-
-    Attributes
-    ----------
-    name : str
-        The source's name (a path, ``"array(...)"``, ``"batches from ..."``, ``"Stats"``).
-    kind : str
-        ``"folder"``, ``"archive"``, ``"array"``, ``"mnist"``, ``"cifar"``, ``"stats"`` or ``"batches"``.
-    n : int or None
-        Images in the statistics; None for a TTUR / pytorch-fid file that did not record it.
-    cached : bool
-        True when the statistics came from the statistics cache (the network did not run).
-    lossy : bool
-        True when the images include lossy (JPEG) files.
-    skipped : tuple of (str, str)
-        ``(file, reason)`` of the files skipped with ``skip_bad`` (as far as known; a cached or loaded
-        side names at most 20).
-    n_skipped : int
-        How many files were skipped.
-    ignored : tuple of (str, int)
-        ``(reason, count)`` of what the source deliberately did not read (hidden folders, formats
-        fidkit does not read, special files, duplicate archive members).
-    foreign : bool
-        True for a statistics file holding only ``mu`` and ``sigma`` (TTUR, pytorch-fid).
-    weights_sha256, resize_mode, provider : str or None
-        What the features were computed with, as recorded; None when unknown.
-    decode_seconds : float
-        Time spent waiting for decoded images (decoding overlaps with the network, so this is the part
-        of decoding the network did not hide).
-    network_seconds : float
-        Time spent in the feature extractor.
-    total_seconds : float
-        Wall time for this side, opening and cache lookup included.
-    """
-
-    name: str
-    kind: str
-    n: int | None
-    cached: bool
-    lossy: bool
-    skipped: tuple[tuple[str, str], ...]
-    n_skipped: int
-    ignored: tuple[tuple[str, int], ...]
-    foreign: bool
-    weights_sha256: str | None
-    resize_mode: str | None
-    provider: str | None
-    decode_seconds: float
-    network_seconds: float
-    total_seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        data = dataclasses.asdict(self)
-        data["skipped"] = [{"file": file, "reason": reason} for file, reason in self.skipped]
-        data["ignored"] = {reason: count for reason, count in self.ignored}
-        return data
-
-    def __str__(self) -> str:
-        n_text = "N unknown" if self.n is None else f"N={self.n}"
-        extras = [self.kind] + (["cached"] if self.cached else []) + (["lossy"] if self.lossy else [])
-        if self.n_skipped:
-            extras.append(f"{self.n_skipped} skipped")
-        n_ignored = sum(count for _, count in self.ignored)
-        if n_ignored:
-            extras.append(f"{n_ignored} ignored")
-        return f"{self.name} ({n_text}, {', '.join(extras)})"
-
-
-@dataclass(frozen=True)
 class ExtractorIdentity:
     """What decides the features: the weights, the resize, and the exact graph that runs them."""
 
@@ -163,13 +92,16 @@ class ExtractorIdentity:
     resize_mode: str
     graph_sha256: str = ""
     precision: str = "exact"
+    engine: str = "onnxruntime"
 
 
-def build_extractor(weights: Any, device: str, batch_size: int) -> FeatureExtractor:
+def build_extractor(
+    weights: Any, device: str, batch_size: int, *, engine: str = "auto", precision: str = "exact"
+) -> FeatureExtractor:
     """Build the feature extractor: the one place the package does so (tests replace it to count calls)."""
-    from fidkit.inception import FeatureExtractor
+    from fidkit.inception.select import build_feature_extractor
 
-    return FeatureExtractor(weights, device=device, batch_size=batch_size)
+    return build_feature_extractor(weights, device=device, batch_size=batch_size, engine=engine, precision=precision)
 
 
 class Network:
@@ -182,19 +114,26 @@ class Network:
     Parameters
     ----------
     extractor : FeatureExtractor, optional
-        Use this one (then `weights` and `device` are not used).
-    weights, device, batch_size
-        What :func:`build_extractor` is given when the extractor is first needed.
+        Use this one (then `weights`, `device`, `engine` and `precision` are not used).
+    weights, device, batch_size, engine, precision
+        What :func:`build_extractor` is given when the extractor is first needed (checked here, at once).
     """
 
     def __init__(
         self, extractor: FeatureExtractor | None = None, *, weights: Any = None, device: str = "auto",
-        batch_size: int = 50,
+        batch_size: int = 50, engine: str = "auto", precision: str = "exact",
     ) -> None:
+        from fidkit.inception.providers import PRECISIONS, parse_device
+        from fidkit.inception.select import check_engine
+
         self._extractor = extractor
         self._weights = weights
-        self._device = device
+        self._device = str(parse_device(device)) if extractor is None else device
         self._batch_size = batch_size
+        self._engine = check_engine(engine)
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self._precision = precision
         self._identity: ExtractorIdentity | None = None
 
     def identity(self) -> ExtractorIdentity:
@@ -205,26 +144,37 @@ class Network:
         graph (exported first if this machine has none yet), so statistics made by any other graph are
         never reused. An extractor passed in says it itself (``graph_sha256`` is optional there).
         """
+        from fidkit.inception.select import engine_known_before_building
+
+        engine = engine_known_before_building(self._engine, self._device)
+        if self._extractor is None and engine is None:
+            self.extractor()  # which engine runs on this GPU is learned by starting it
         if self._extractor is not None:
             return ExtractorIdentity(
                 weights_sha256=str(self._extractor.weights_sha256),
                 resize_mode=str(self._extractor.resize_mode),
                 graph_sha256=str(getattr(self._extractor, "graph_sha256", "")),
                 precision=str(getattr(self._extractor, "precision", "exact")),
+                engine=str(self._extractor.metadata().get("engine", "")),
             )
         if self._identity is None:
             from fidkit.inception import RESIZE_MODE, ensure_graph, locate_weights
 
             resolved = locate_weights(self._weights)
             self._weights = resolved
-            graph = ensure_graph(resolved)
-            self._identity = ExtractorIdentity(str(resolved.sha256), RESIZE_MODE, graph.sha256)
+            # The torch engine runs no graph; the onnxruntime one is named by its verified graph.
+            graph_sha256 = ensure_graph(resolved).sha256 if engine == "onnxruntime" else ""
+            self._identity = ExtractorIdentity(
+                str(resolved.sha256), RESIZE_MODE, graph_sha256, precision=self._precision, engine=str(engine)
+            )
         return self._identity
 
     def extractor(self) -> FeatureExtractor:
         """The feature extractor, built on first use."""
         if self._extractor is None:
-            self._extractor = build_extractor(self._weights, self._device, self._batch_size)
+            self._extractor = build_extractor(
+                self._weights, self._device, self._batch_size, engine=self._engine, precision=self._precision
+            )
         return self._extractor
 
 
@@ -290,7 +240,7 @@ def look_up(source: Source, network: Network, options: SideOptions) -> CacheLook
     identity = network.identity()
     key = cache_key(
         fingerprint, weights_sha256=identity.weights_sha256, resize_mode=identity.resize_mode,
-        graph_sha256=identity.graph_sha256, precision=identity.precision,
+        graph_sha256=identity.graph_sha256, precision=identity.precision, engine=identity.engine,
     )
     cached = load_cached_stats(key)
     if cached is not None and (options.skip_bad or int(cached.metadata.get("n_skipped", 0)) == 0):

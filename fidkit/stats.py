@@ -591,6 +591,42 @@ class StatsAccumulator:
             assert other._mean is not None and other._m2 is not None
             self._combine(other._n, other._mean, other._m2)
 
+    def moments(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(n, mean, M2)`` in float64: the whole mergeable state (``M2`` is the sum of squared deviations).
+
+        What shards exchange: :meth:`from_moments` rebuilds an accumulator from it, and :meth:`merge` combines
+        those exactly. Zeros of the accumulator's dimension when nothing was seen.
+
+        Raises
+        ------
+        InputError
+            Nothing seen and no dimension given.
+        """
+        if self._dim is None:
+            raise InputError("an accumulator that has seen nothing and was given no dim has no moments")
+        if self._rows is not None:
+            if self._n == 0:
+                return 0, np.zeros(self._dim), np.zeros((self._dim, self._dim))
+            rows = np.concatenate(self._rows, axis=0)
+            mean = rows.mean(axis=0)
+            centred = rows - mean
+            return self._n, mean, centred.T @ centred
+        assert self._mean is not None and self._m2 is not None
+        return self._n, self._mean.copy(), self._m2.copy()
+
+    @classmethod
+    def from_moments(cls, n: int, mean: np.ndarray, m2: np.ndarray) -> StatsAccumulator:
+        """An accumulator holding ``(n, mean, M2)`` as :meth:`moments` gave them (for instance from another process).
+
+        It carries no feature rows, so its statistics have no exact factor even when ``n <= dim``.
+        """
+        mean = np.array(mean, dtype=np.float64)
+        accumulator = cls(dim=int(mean.shape[0]))
+        accumulator._fold_rows()
+        if n > 0:
+            accumulator._combine(int(n), mean, np.array(m2, dtype=np.float64))
+        return accumulator
+
     def result(self, metadata: dict[str, MetadataValue] | None = None) -> Stats:
         """Return the statistics of everything seen so far (the accumulator can keep going).
 

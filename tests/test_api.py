@@ -274,8 +274,8 @@ def test_weights_are_hashed_once_per_call(random_weights_path, extractor, monkey
     # The cache key needs the weights' sha256 before the network is built; the extractor built after
     # a cache miss must reuse that hash (a second read of a 100 MB file, and a repeated log line).
     import fidkit.api
-    import fidkit.pipeline
     import fidkit.inception.weights as weights_module
+    import fidkit.pipeline
     from fidkit.api import compute_fid
     from fidkit.inception import ResolvedWeights
 
@@ -283,7 +283,7 @@ def test_weights_are_hashed_once_per_call(random_weights_path, extractor, monkey
     real_sha256_file = weights_module.sha256_file
     monkeypatch.setattr(weights_module, "sha256_file", lambda path: hashed.append(path) or real_sha256_file(path))
     handed = []
-    monkeypatch.setattr(fidkit.pipeline, "build_extractor", lambda weights, *rest: handed.append(weights) or extractor)
+    monkeypatch.setattr(fidkit.pipeline, "build_extractor", lambda weights, *rest, **options: handed.append(weights) or extractor)
     report = compute_fid(
         random_images(4, seed=1), random_images(4, seed=2), weights=random_weights_path, workers=0
     )

@@ -44,7 +44,7 @@ def session_extractor(monkeypatch, extractor, random_weights_path):
 
     requested = []
 
-    def reuse(weights, device, batch_size):
+    def reuse(weights, device, batch_size, **options):
         requested.append(weights)
         return extractor
 

@@ -12,8 +12,13 @@ import pytest
 import scipy.linalg
 
 from fidkit.errors import FidkitError, FidkitWarning, InputError, SmallSampleWarning
+from fidkit.frechet import (
+    FrechetResult,
+    fid_from_arrays,
+    fid_from_stats,
+    frechet_distance,
+)
 from fidkit.frechet.factors import factor_at_hand, sqrt_factor
-from fidkit.frechet import FrechetResult, fid_from_arrays, fid_from_stats, frechet_distance
 from fidkit.stats import Stats
 
 FEATURE_DIM = 2048

@@ -65,7 +65,7 @@ def network(monkeypatch):
     fake = CountingExtractor()
     fake.builds = 0
 
-    def build(weights, device, batch_size):
+    def build(weights, device, batch_size, **options):
         fake.builds += 1
         return fake
 
@@ -439,7 +439,12 @@ def test_cache_size_limit_from_the_environment(monkeypatch, text, expected):
 
 
 def test_cache_evicts_the_least_recently_used_entries_after_a_store(home, monkeypatch):
-    from fidkit.cache import cache_size_bytes, load_cached_stats, stats_cache_dir, store_cached_stats
+    from fidkit.cache import (
+        cache_size_bytes,
+        load_cached_stats,
+        stats_cache_dir,
+        store_cached_stats,
+    )
 
     keys = [str(digit) * 64 for digit in range(1, 5)]
     store_cached_stats(keys[0], small_stats(0), source_name="s0")

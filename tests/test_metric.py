@@ -148,23 +148,6 @@ def test_reset_forgets_the_generated_side_only():
     assert float(metric.compute()) == pytest.approx(before, rel=1e-14)
 
 
-def test_merge_of_gathered_moments_is_exact_including_single_image_pieces():
-    from fidkit.metric import _merge_moments, _Side
-
-    chunks = [features(5, 6, seed=0), features(1, 6, seed=1), features(0, 6, seed=2), features(9, 6, seed=3)]
-    pieces = []
-    for chunk in chunks:
-        side = _Side("generated")
-        if len(chunk):
-            side.update(chunk)
-        pieces.append(side.moments(6))
-    n, mean, m2 = _merge_moments(pieces)
-    expected = Stats.from_features(np.concatenate(chunks))
-    assert n == 15
-    np.testing.assert_allclose(mean, expected.mu, rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(m2 / (n - 1), expected.sigma, rtol=1e-12, atol=1e-14)
-
-
 def test_fid_does_not_import_torch():
     code = (
         "import sys, numpy as np, fidkit\n"

@@ -16,9 +16,14 @@ import numpy as np
 import pytest
 
 from fidkit.errors import FidkitError, InputError
-from fidkit.inception import EXPORTER_VERSION, FEATURE_DIM, RESIZE_MODE, FeatureExtractor
-from fidkit.inception.resize import tf_resize_bilinear_numpy
+from fidkit.inception import (
+    EXPORTER_VERSION,
+    FEATURE_DIM,
+    RESIZE_MODE,
+    FeatureExtractor,
+)
 from fidkit.inception.providers import gpu_driver_present as _gpu_driver_present
+from fidkit.inception.resize import tf_resize_bilinear_numpy
 from fidkit.inception.runtime import graph_cache_path
 
 torch = pytest.importorskip("torch")

@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 
 from fidkit.errors import FidkitError, InputError
-from fidkit.inception import FeatureExtractor
-from fidkit.inception import providers
-from fidkit.inception.providers import Device, parse_device, provider_entries, why_no_gpu
+from fidkit.inception import FeatureExtractor, providers
+from fidkit.inception.providers import (
+    Device,
+    parse_device,
+    provider_entries,
+    why_no_gpu,
+)
 
 
 def test_device_strings():

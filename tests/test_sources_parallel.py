@@ -16,8 +16,7 @@ import pytest
 from PIL import Image
 
 from fidkit.errors import ImageError, InputError
-from fidkit.sources import open_source
-from fidkit.sources import parallel
+from fidkit.sources import open_source, parallel
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from fidkit.errors import InputError, OverwriteError, StatsFileError
-from fidkit.frechet.factors import sqrt_factor
 from fidkit.frechet import fid_from_arrays, fid_from_stats, frechet_distance
+from fidkit.frechet.factors import sqrt_factor
 from fidkit.stats import Stats, StatsAccumulator
 from fidkit.statsfile import STATS_FORMAT_VERSION
 
@@ -412,3 +412,23 @@ def test_an_indefinite_sigma_with_a_factor_is_refused(tmp_path) -> None:
     np.savez(tmp_path / "bad.npz", mu=np.zeros(8), sigma=sigma, n=np.int64(4), factor=factor)
     with pytest.raises(StatsFileError, match="bad.npz"):
         fid_from_stats(Stats.load(tmp_path / "bad.npz"), Stats(mu=np.zeros(8), sigma=np.eye(8)))
+
+
+def test_moments_round_trip_and_merge_exactly_including_single_and_empty_pieces() -> None:
+    # What ranks exchange under torch.distributed (fidkit.FID): (n, mean, M2) per process, merged in order.
+    rng = np.random.default_rng(12)
+    chunks = [rng.standard_normal((n_rows, 6)) for n_rows in (5, 1, 0, 9)]
+    merged = StatsAccumulator(6)
+    for chunk in chunks:
+        accumulator = StatsAccumulator(6)
+        accumulator.update(chunk)
+        merged.merge(StatsAccumulator.from_moments(*accumulator.moments()))
+    expected = Stats.from_features(np.concatenate(chunks))
+    result = merged.result()
+    assert result.n == 15
+    np.testing.assert_allclose(result.mu, expected.mu, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(result.sigma, expected.sigma, rtol=1e-12, atol=1e-14)
+    n_rows, mean, m2 = StatsAccumulator.from_moments(1, chunks[1][0], np.zeros((6, 6))).moments()
+    assert n_rows == 1 and np.array_equal(mean, chunks[1][0]) and not m2.any()
+    with pytest.raises(InputError, match="no moments"):
+        StatsAccumulator().moments()

@@ -6,7 +6,13 @@
   verification) and :func:`sqrt_factor`, which remembers the factor of each :class:`~fidkit.stats.Stats`.
 """
 
-from fidkit.frechet.distance import METHODS, FrechetResult, fid_from_arrays, fid_from_stats, frechet_distance
+from fidkit.frechet.distance import (
+    METHODS,
+    FrechetResult,
+    fid_from_arrays,
+    fid_from_stats,
+    frechet_distance,
+)
 from fidkit.frechet.factors import SqrtFactor, sqrt_factor
 
 __all__ = [

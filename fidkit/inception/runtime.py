@@ -18,8 +18,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fidkit._fs import atomic_write, cache_home, sha256_file
+from fidkit._validate import (
+    as_image_batch,
+    as_image_tensor,
+    check_batch_size,
+    is_torch_tensor,
+)
 from fidkit.errors import FidkitError, InputError
-from fidkit._validate import as_image_batch, as_image_tensor, check_batch_size, is_torch_tensor
 from fidkit.inception.providers import (
     PRECISIONS,
     Device,
@@ -30,7 +35,12 @@ from fidkit.inception.providers import (
     quiet_onnxruntime,
     why_no_gpu,
 )
-from fidkit.inception.spec import EXPORTER_VERSION, FEATURE_DIM, FEATURE_EXTRACTOR, RESIZE_MODE
+from fidkit.inception.spec import (
+    EXPORTER_VERSION,
+    FEATURE_DIM,
+    FEATURE_EXTRACTOR,
+    RESIZE_MODE,
+)
 from fidkit.inception.weights import ResolvedWeights, locate_weights
 
 __all__ = [

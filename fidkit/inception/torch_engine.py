@@ -44,7 +44,13 @@ from fidkit._validate import as_image_batch, as_image_tensor, check_batch_size
 from fidkit.errors import FidkitError, InputError
 from fidkit.inception.providers import parse_device
 from fidkit.inception.resize import tf_resize_indices
-from fidkit.inception.spec import EXPORTER_VERSION, FEATURE_DIM, FEATURE_EXTRACTOR, INPUT_SIZE, RESIZE_MODE
+from fidkit.inception.spec import (
+    EXPORTER_VERSION,
+    FEATURE_DIM,
+    FEATURE_EXTRACTOR,
+    INPUT_SIZE,
+    RESIZE_MODE,
+)
 from fidkit.inception.weights import ResolvedWeights, locate_weights
 
 if TYPE_CHECKING:

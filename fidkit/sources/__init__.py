@@ -30,6 +30,7 @@ import numpy as np
 
 from fidkit._validate import as_image_batch, check_limit_seed
 from fidkit.errors import InputError, SourceError
+from fidkit.sources.archives import is_archive, open_archive
 from fidkit.sources.arrays import (
     ArraySource,
     BatchesSource,
@@ -47,7 +48,6 @@ from fidkit.sources.datasets import (
     open_mnist,
 )
 from fidkit.sources.decode import COLOUR_POLICY_VERSION, IMAGE_EXTENSIONS, decode_image
-from fidkit.sources.archives import is_archive, open_archive
 from fidkit.sources.files import FileSource, open_folder, refuse_special_file
 from fidkit.sources.parallel import default_workers, resolve_workers
 

@@ -163,8 +163,8 @@ def _format_rows(rows: list[dict[str, float]]) -> str:
 
 def handle_ttur(args: argparse.Namespace) -> int:
     """Run ``fidkit ttur``; print the metrics (or JSON) on stdout and return 0."""
-    from fidkit.ttur.plotting import PLOT_INSTALL_HINT
     from fidkit.ttur.config import TTURConfig
+    from fidkit.ttur.plotting import PLOT_INSTALL_HINT
     from fidkit.ttur.runs import run_compare, run_ttur
 
     config = TTURConfig(

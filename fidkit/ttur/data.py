@@ -69,7 +69,9 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     stretched; the resize itself is Pillow's antialiased bicubic filter, which is what a user
     would do by hand to shrink a dataset for a 32x32 GAN.
     """
-    from PIL import Image  # Pillow is a core dependency; imported here to keep import time low
+    from PIL import (
+        Image,  # Pillow is a core dependency; imported here to keep import time low
+    )
 
     target_h, target_w = size
     resized = np.empty((images.shape[0], target_h, target_w, 3), dtype=np.uint8)

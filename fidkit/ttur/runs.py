@@ -20,7 +20,12 @@ from typing import Any
 import fidkit
 from fidkit.errors import InputError, OverwriteError
 from fidkit.ttur.config import TTURConfig
-from fidkit.ttur.data import TrainingData, existing_output, load_training_data, nchw_to_rgb
+from fidkit.ttur.data import (
+    TrainingData,
+    existing_output,
+    load_training_data,
+    nchw_to_rgb,
+)
 from fidkit.ttur.features import make_extractor
 from fidkit.ttur.plotting import plot_fid_curves
 from fidkit.ttur.run_files import (

@@ -1,0 +1,242 @@
+"""What a computation tells its user: how each side was obtained, the FID, and what to be careful about.
+
+:class:`SideReport` describes one side (N, cached or computed, skipped and ignored files, the network);
+:class:`FidReport` the comparison (the value, both sides, the square-root diagnostics, warnings, timings).
+:func:`assemble_fid_report` builds the latter the same way for :func:`fidkit.compute_fid` and
+:class:`fidkit.FID`, with the warnings of :func:`consistency_warnings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from fidkit import __version__
+from fidkit.errors import InputError
+from fidkit.frechet import FrechetResult
+
+__all__ = ["SideReport", "Timings", "FidReport", "consistency_warnings", "assemble_fid_report"]
+
+
+@dataclass(frozen=True)
+class SideReport:
+    """How the statistics of one side were obtained.
+
+    Attributes
+    ----------
+    name : str
+        The source's name (a path, ``"array(...)"``, ``"batches from ..."``, ``"Stats"``).
+    kind : str
+        ``"folder"``, ``"archive"``, ``"array"``, ``"mnist"``, ``"cifar"``, ``"stats"`` or ``"batches"``.
+    n : int or None
+        Images in the statistics; None for a TTUR / pytorch-fid file that did not record it.
+    cached : bool
+        True when the statistics came from the statistics cache (the network did not run).
+    lossy : bool
+        True when the images include lossy (JPEG) files.
+    skipped : tuple of (str, str)
+        ``(file, reason)`` of the files skipped with ``skip_bad`` (as far as known; a cached or loaded
+        side names at most 20).
+    n_skipped : int
+        How many files were skipped.
+    ignored : tuple of (str, int)
+        ``(reason, count)`` of what the source deliberately did not read (hidden folders, formats
+        fidkit does not read, special files, duplicate archive members).
+    foreign : bool
+        True for a statistics file holding only ``mu`` and ``sigma`` (TTUR, pytorch-fid).
+    weights_sha256, resize_mode, provider : str or None
+        What the features were computed with, as recorded; None when unknown.
+    decode_seconds : float
+        Time spent waiting for decoded images (decoding overlaps with the network, so this is the part
+        of decoding the network did not hide).
+    network_seconds : float
+        Time spent in the feature extractor.
+    total_seconds : float
+        Wall time for this side, opening and cache lookup included.
+    """
+
+    name: str
+    kind: str
+    n: int | None
+    cached: bool
+    lossy: bool
+    skipped: tuple[tuple[str, str], ...]
+    n_skipped: int
+    ignored: tuple[tuple[str, int], ...]
+    foreign: bool
+    weights_sha256: str | None
+    resize_mode: str | None
+    provider: str | None
+    decode_seconds: float
+    network_seconds: float
+    total_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        data = dataclasses.asdict(self)
+        data["skipped"] = [{"file": file, "reason": reason} for file, reason in self.skipped]
+        data["ignored"] = {reason: count for reason, count in self.ignored}
+        return data
+
+    def __str__(self) -> str:
+        n_text = "N unknown" if self.n is None else f"N={self.n}"
+        extras = [self.kind] + (["cached"] if self.cached else []) + (["lossy"] if self.lossy else [])
+        if self.n_skipped:
+            extras.append(f"{self.n_skipped} skipped")
+        n_ignored = sum(count for _, count in self.ignored)
+        if n_ignored:
+            extras.append(f"{n_ignored} ignored")
+        return f"{self.name} ({n_text}, {', '.join(extras)})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Timings:
+    """Where the time of a :func:`compute_fid` call went, in seconds (both sides together)."""
+
+    decode_seconds: float
+    network_seconds: float
+    distance_seconds: float
+    total_seconds: float
+
+    def to_dict(self) -> dict[str, float]:
+        """Return a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class FidReport:
+    """The FID between two sources, with everything needed to trace the number.
+
+    Behaves as a float: ``float(report)`` is ``report.value``.
+
+    Attributes
+    ----------
+    value : float
+        The Fréchet Inception Distance.
+    frechet : FrechetResult
+        The distance's terms and square-root diagnostics (method, rank, clipped spectrum).
+    a, b : SideReport
+        How each side's statistics were obtained (N, cached, lossy, skipped files).
+    weights_sha256 : str or None
+        The sha256 of the Inception weights (None if neither side recorded it).
+    resize_mode : str or None
+        The resize the features were computed with.
+    provider : str or None
+        The onnxruntime provider(s) that computed the features (e.g. ``CPUExecutionProvider``).
+    warnings : tuple of str
+        Everything a careful user should know: N below the feature dimension, lossy inputs, skipped
+        files, statistics files that do not record N or the network.
+    timings : Timings
+        Decode, network, distance and total seconds.
+    fidkit_version : str
+        The fidkit version that made the report.
+    """
+
+    value: float
+    frechet: FrechetResult
+    a: SideReport
+    b: SideReport
+    weights_sha256: str | None
+    resize_mode: str | None
+    provider: str | None
+    warnings: tuple[str, ...]
+    timings: Timings
+    fidkit_version: str
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def __str__(self) -> str:
+        return f"FID {self.value:.4f}: a = {self.a}, b = {self.b}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (plain floats, ints, strings, lists; a non-finite FID is None)."""
+        return {
+            "fid": float(self.value) if math.isfinite(self.value) else None,
+            "a": self.a.to_dict(),
+            "b": self.b.to_dict(),
+            "weights_sha256": self.weights_sha256,
+            "resize_mode": self.resize_mode,
+            "provider": self.provider,
+            "frechet": self.frechet.to_dict(),
+            "warnings": list(self.warnings),
+            "timings": self.timings.to_dict(),
+            "fidkit_version": self.fidkit_version,
+        }
+
+
+def consistency_warnings(side_a: SideReport, side_b: SideReport, *, allow_weights_mismatch: bool) -> list[str]:
+    """Check the two sides were made comparably; return warnings, raise on different weights."""
+    messages: list[str] = []
+    labelled = (("a", side_a), ("b", side_b))
+    for label, side in labelled:
+        if side.n is None:
+            messages.append(
+                f"side {label} ({side.name}) is a statistics file with only mu and sigma (TTUR / "
+                "pytorch-fid): its N is unknown and the network it was made with cannot be checked"
+            )
+        elif side.weights_sha256 is None and not side.foreign:
+            messages.append(
+                f"side {label} ({side.name}) records no weights sha256: cannot check that both sides "
+                "used the same Inception network"
+            )
+        if side.lossy:
+            messages.append(
+                f"side {label} ({side.name}) holds lossy (JPEG) images: FID against lossless images is "
+                "not zero even for the same pictures, and published reference statistics (e.g. "
+                "CIFAR-10) were made from lossless images"
+            )
+        n_ignored = sum(count for _, count in side.ignored)
+        if n_ignored:
+            reasons = "; ".join(f"{count} {reason}" for reason, count in side.ignored)
+            messages.append(f"side {label} ({side.name}): {n_ignored} file(s) or folder(s) not read: {reasons}")
+        n_ignored = sum(count for _, count in side.ignored)
+        if n_ignored:
+            reasons = "; ".join(f"{count} {reason}" for reason, count in side.ignored)
+            messages.append(f"side {label} ({side.name}): {n_ignored} file(s) or folder(s) not read: {reasons}")
+        if side.n_skipped:
+            examples = "; ".join(f"{file}: {reason}" for file, reason in side.skipped[:3])
+            messages.append(
+                f"side {label} ({side.name}): {side.n_skipped} unreadable file(s) skipped (--skip-bad)"
+                + (f", e.g. {examples}" if examples else "")
+            )
+    if side_a.weights_sha256 and side_b.weights_sha256 and side_a.weights_sha256 != side_b.weights_sha256:
+        message = (
+            f"the two sides were computed with different Inception weights (a: "
+            f"{side_a.weights_sha256[:16]}..., b: {side_b.weights_sha256[:16]}...): their FID is not "
+            "meaningful; recompute one side with the other's weights"
+        )
+        if not allow_weights_mismatch:
+            raise InputError(message + " (or pass allow_weights_mismatch=True / --allow-weights-mismatch)")
+        messages.append(message)
+    if side_a.resize_mode and side_b.resize_mode and side_a.resize_mode != side_b.resize_mode:
+        messages.append(
+            f"the two sides were resized differently (a: {side_a.resize_mode}, b: {side_b.resize_mode}); "
+            "FID across resize modes is biased"
+        )
+    return messages
+
+
+def assemble_fid_report(
+    frechet: FrechetResult, side_a: SideReport, side_b: SideReport, messages: list[str], timings: Timings
+) -> FidReport:
+    """The :class:`FidReport` of a distance and its two sides; `messages` are the consistency warnings."""
+
+    def common(field: str) -> str | None:
+        values = [getattr(side, field) for side in (side_a, side_b) if getattr(side, field)]
+        return ", ".join(dict.fromkeys(values)) if values else None
+
+    return FidReport(
+        value=float(frechet.value),
+        frechet=frechet,
+        a=side_a,
+        b=side_b,
+        weights_sha256=common("weights_sha256"),
+        resize_mode=common("resize_mode"),
+        provider=common("provider"),
+        warnings=tuple(messages) + tuple(str(message) for message in frechet.warnings),
+        timings=timings,
+        fidkit_version=__version__,
+    )
