@@ -641,7 +641,7 @@ def test_absurd_worker_counts_are_capped_at_the_cpus(tmp_path, monkeypatch, capl
         pixels = _all_pixels(source)
     assert len(pixels) == 6
     cap = max(2, parallel._available_cpus())
-    assert any(f"500 decoding workers asked for" in r.getMessage() and f"using {cap}" in r.getMessage()
+    assert any("500 decoding workers asked for" in r.getMessage() and f"using {cap}" in r.getMessage()
                for r in caplog.records)
 
 

@@ -72,12 +72,8 @@ from fidkit.sources.parallel import MemberReader, decode_stream, resolve_workers
 
 __all__ = [
     "FolderReader",
-    "ZipReader",
-    "TarReader",
     "FileSource",
     "open_folder",
-    "open_archive",
-    "is_archive",
     "refuse_special_file",
 ]
 
