@@ -108,7 +108,10 @@ class FID:
     device : {"auto", "cpu", "cuda", "tensorrt"}
         Where the network runs.
     batch_size : int, optional
-        Images per network run (default 50); larger updates are split.
+        Images per network run (default 50, or the `extractor`'s); larger updates are split.
+    extractor : FeatureExtractor, optional
+        A feature extractor to share with other computations (the reference's, say) instead of building
+        one; `weights` and `device` are then not used.
 
     Notes
     -----
@@ -156,11 +159,14 @@ class FID:
         weights: Any = None,
         device: str = "auto",
         batch_size: int | None = None,
+        extractor: Any = None,
     ) -> None:
         self._value_range = check_value_range(value_range)
-        batch = 50 if batch_size is None else check_batch_size(batch_size)
+        if batch_size is None:
+            batch_size = int(getattr(extractor, "batch_size", 50))
+        batch = check_batch_size(batch_size)
         self._options = SideOptions(batch_size=batch, progress=False)
-        self._network = Network(weights=weights, device=device, batch_size=batch)
+        self._network = Network(extractor, weights=weights, device=device, batch_size=batch)
         self._reference_input = None if reference is None else open_input(reference, self._options)
         self._reference: tuple[Stats, Any] | None = None
         self._real = _Side("real")

@@ -313,12 +313,14 @@ def run_ttur(
             config.train_batch_size,
             trainer.device,
         )
+        # The trainer is the first user of the training-loop metric: the reference's factor is computed once.
+        metric = fidkit.FID(reference=ref_stats, extractor=extractor)
         segment_start = time.perf_counter()
         elapsed_at_start = trainer.elapsed_s
         while trainer.step < config.steps:
             trainer.train_step()
             if _should_evaluate(trainer.step, config):
-                result = trainer.evaluate(extractor, ref_stats)
+                result = trainer.evaluate(metric)
                 trainer.elapsed_s = elapsed_at_start + time.perf_counter() - segment_start
                 row = trainer.record(float(result))
                 logger.info(

@@ -29,7 +29,6 @@ import fidkit
 from fidkit.errors import InputError, SmallSampleWarning
 from fidkit.ttur.config import TTURConfig
 from fidkit.ttur.data import TrainingData, nchw_to_rgb
-from fidkit.ttur.features import stats_in_memory
 from fidkit.ttur.models import GANShape, build_models
 from fidkit.ttur.run_files import (
     CHECKPOINT_FORMAT,
@@ -216,39 +215,31 @@ class TTURTrainer:
         finally:
             self.generator.train(was_training)
 
-    def evaluate(self, extractor: Any, ref_stats: Any) -> Any:
-        """FID of the generator's eval images against `ref_stats`, computed in memory.
+    def evaluate(self, metric: fidkit.FID) -> fidkit.FrechetResult:
+        """FID of the generator's eval images, through the training-loop metric :class:`fidkit.FID`.
 
-        The first ``SAMPLE_GRID_SIDE**2`` of those images are kept in :attr:`samples`.
-
-        Parameters
-        ----------
-        extractor : FeatureExtractor
-            Maps uint8 ``(B, H, W, 3)`` to float32 ``(B, fidkit.FEATURE_DIM)``.
-        ref_stats : Stats
-            The dataset's statistics.
+        `metric` holds the dataset's statistics as its reference; its generated side is reset and fed
+        the eval images, in memory. The first ``SAMPLE_GRID_SIDE**2`` of them are kept in
+        :attr:`samples`.
 
         Returns
         -------
         FrechetResult
+            ``float(result)`` is the FID; ``metric.compute()`` holds the whole report.
         """
         n_samples = SAMPLE_GRID_SIDE * SAMPLE_GRID_SIDE
         kept: list[np.ndarray] = []
-
-        def batches_keeping_samples() -> Iterator[np.ndarray]:
-            n_kept = 0
-            for images in self.generate_batches():
-                if n_kept < n_samples:
-                    kept.append(images[: n_samples - n_kept])
-                    n_kept += kept[-1].shape[0]
-                yield images
-
-        generated_stats = stats_in_memory(batches_keeping_samples(), extractor)
+        metric.reset()
+        for images in self.generate_batches():
+            n_kept = sum(len(batch) for batch in kept)
+            if n_kept < n_samples:
+                kept.append(images[: n_samples - n_kept])
+            metric.update(images)
         self.samples = np.concatenate(kept)
         with warnings.catch_warnings():
             # The run warns once about small N at its start; one warning per evaluation is noise.
             warnings.simplefilter("ignore", SmallSampleWarning)
-            return fidkit.fid_from_stats(generated_stats, ref_stats)
+            return metric.compute().frechet
 
     def record(self, fid: float) -> dict[str, float]:
         """Append a metrics row for the current step (losses are means since the last row)."""
