@@ -16,6 +16,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from fidkit import __version__
+from fidkit.engines import engine_session
 from fidkit.errors import FidkitWarning, InputError
 from fidkit.frechet import FrechetResult, fid_from_stats
 from fidkit.pipeline import Network, SideOptions, SideReport, open_input, side_statistics
@@ -118,6 +119,8 @@ def compute_stats(
     exif_transpose: bool = False,
     progress: bool | None = None,
     extractor: FeatureExtractor | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> Stats:
     """Return the Inception statistics (mu, sigma, N) of a source.
 
@@ -152,6 +155,14 @@ def compute_stats(
     extractor : FeatureExtractor, optional
         A feature extractor to use (and reuse across calls) instead of building one; `weights`,
         `device` are then ignored.
+    engine : {"local", "ray"}
+        Where features are computed: this process (decoding in worker processes of this machine),
+        or the actors of a Ray cluster (``pip install "fidkit[ray]"``; see ``docs/distributed.md``).
+        Both give the same statistics and share the cache. With ``"ray"``, `workers` is not used
+        (each actor decodes its own shard) and `extractor` only lends its weights and device.
+    ray_address : str, optional
+        The Ray cluster to use with ``engine="ray"`` (e.g. ``"ray://head:10001"``); default
+        ``$RAY_ADDRESS``, else a local Ray instance started for this call and shut down after it.
 
     Returns
     -------
@@ -180,7 +191,7 @@ def compute_stats(
     stats, _ = compute_stats_with_report(
         source, weights=weights, device=device, batch_size=batch_size, workers=workers, skip_bad=skip_bad,
         limit=limit, seed=seed, use_cache=use_cache, hash_content=hash_content, exif_transpose=exif_transpose,
-        progress=progress, extractor=extractor,
+        progress=progress, extractor=extractor, engine=engine, ray_address=ray_address,
     )
     return stats
 
@@ -200,6 +211,8 @@ def compute_stats_with_report(
     exif_transpose: bool = False,
     progress: bool | None = None,
     extractor: FeatureExtractor | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> tuple[Stats, SideReport]:
     """Like :func:`compute_stats` (the same parameters), and also return the :class:`SideReport`.
 
@@ -208,7 +221,8 @@ def compute_stats_with_report(
     """
     options = SideOptions(
         batch_size=batch_size, workers=workers, skip_bad=skip_bad, limit=limit, seed=seed, use_cache=use_cache,
-        hash_content=hash_content, exif_transpose=exif_transpose, progress=progress,
+        hash_content=hash_content, exif_transpose=exif_transpose, progress=progress, engine=engine,
+        ray_address=ray_address,
     )
     network = Network(extractor, weights=weights, device=device, batch_size=options.batch_size)
     return side_statistics(open_input(source, options), network, options)
@@ -274,6 +288,8 @@ def compute_fid(
     exif_transpose: bool = False,
     progress: bool | None = None,
     extractor: FeatureExtractor | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
     method: str = "auto",
     allow_weights_mismatch: bool = False,
 ) -> FidReport:
@@ -285,6 +301,8 @@ def compute_fid(
         Any source :func:`compute_stats` accepts. Statistics files and ``Stats`` skip the network.
     weights, device, batch_size, workers, skip_bad, limit, seed, use_cache, hash_content, exif_transpose, progress
         As in :func:`compute_stats`; `limit` and `seed` apply to each image side.
+    engine, ray_address
+        As in :func:`compute_stats`; each image side is one Ray job.
     extractor : FeatureExtractor, optional
         Use this extractor for both sides (and across calls). By default one is built, once, and only
         if a side needs the network.
@@ -325,14 +343,16 @@ def compute_fid(
     started = time.perf_counter()
     options = SideOptions(
         batch_size=batch_size, workers=workers, skip_bad=skip_bad, limit=limit, seed=seed, use_cache=use_cache,
-        hash_content=hash_content, exif_transpose=exif_transpose, progress=progress,
+        hash_content=hash_content, exif_transpose=exif_transpose, progress=progress, engine=engine,
+        ray_address=ray_address,
     )
     network = Network(extractor, weights=weights, device=device, batch_size=options.batch_size)
     # Both inputs are opened (and checked) before either side spends network time.
     opened_a = open_input(a, options)
     opened_b = open_input(b, options)
-    stats_a, side_a = side_statistics(opened_a, network, options)
-    stats_b, side_b = side_statistics(opened_b, network, options)
+    with engine_session(options.engine):  # with Ray: one local instance for both sides, not two
+        stats_a, side_a = side_statistics(opened_a, network, options)
+        stats_b, side_b = side_statistics(opened_b, network, options)
     messages = _consistency_warnings(side_a, side_b, allow_weights_mismatch=allow_weights_mismatch)
     for message in messages:
         warnings.warn(message, FidkitWarning, stacklevel=2)
