@@ -226,26 +226,33 @@ def _crash_after_first_batch(batches: Iterator[Any], marker: Path) -> Iterator[A
 class _ShardWorker:
     """A Ray actor: one feature extractor, and the partial statistics of one shard per call."""
 
-    def __init__(self, work: _Work) -> None:
+    def __init__(self) -> None:
         # Warnings of the sources (e.g. "skipped 2 bad files" per shard) would reach the driver's
         # terminal prefixed by Ray; the driver reports the merged outcome itself.
         logging.getLogger("fidkit").addHandler(logging.NullHandler())
-        self.work = work
         self.node = _node_name()
-        self.error: FidkitError | None = None
+        self.work: _Work | None = None
         self.source: Source | None = None
         self.extractor: Any = None
-        try:
-            self.extractor = self._build_extractor()
-            self.source = self._open()
-        except FidkitError as exc:
-            # Reported by run(): an exception here would only say that the actor died.
-            self.error = exc
+
+    def _set_up(self, work_ref: list[Any]) -> None:
+        """Fetch the work and build the extractor, on the first shard (and again after a restart).
+
+        The work's reference comes with each call, wrapped in a list so that Ray does not resolve it
+        per call; it is not a constructor argument, because Ray cannot promise to restart an actor
+        whose constructor arguments live in the object store.
+        """
+        import ray
+
+        self.work = ray.get(work_ref[0])
+        self.extractor = self._build_extractor()
+        self.source = self._open()
 
     def _build_extractor(self) -> Any:
         from fidkit.inception import FeatureExtractor
 
         work = self.work
+        assert work is not None
         weights: str | None = work.weights_path
         if not Path(work.weights_path).is_file():
             if not work.weights_in_manifest:
@@ -267,6 +274,7 @@ class _ShardWorker:
 
     def _open(self) -> Source:
         work = self.work
+        assert work is not None
         if work.mode != "reopen":
             assert work.source is not None
             return work.source
@@ -280,11 +288,15 @@ class _ShardWorker:
             )
         return source
 
-    def run(self, shard: int, start: int, stop: int, count_only: bool) -> dict[str, Any]:
-        """Partial statistics of images `start` to `stop`; with `count_only`, only decode (count bad files)."""
-        if self.error is not None:
-            return {"shard": shard, "error": self.error, "node": self.node}
+    def run(self, work_ref: list[Any], shard: int, start: int, stop: int, count_only: bool) -> dict[str, Any]:
+        """Partial statistics of images `start` to `stop`; with `count_only`, only decode (count bad files).
+
+        A :class:`~fidkit.errors.FidkitError` (weights missing on this node, a source that differs)
+        comes back as the result, with the node, rather than as a crash of the actor.
+        """
         try:
+            if self.source is None:
+                self._set_up(work_ref)
             return self._run(shard, start, stop, count_only)
         except FidkitError as exc:
             return {"shard": shard, "error": exc, "node": self.node}
@@ -293,7 +305,7 @@ class _ShardWorker:
         from fidkit.pipeline import extract
 
         work, source = self.work, self.source
-        assert source is not None
+        assert work is not None and source is not None
         part: Source = source
         if isinstance(source, FileSource):
             part = copy.copy(source)
@@ -530,6 +542,12 @@ def ray_statistics(source: Source, network: Any, options: Any) -> RayRun:
     ray = import_ray()
     settings = _extractor_settings(network)
     with _connected(ray, options.ray_address) as started:
+        if started and network.given_extractor is None:
+            # The actors of a local instance share this machine's graph cache: export the graph once,
+            # here, rather than in every actor at the same time.
+            from fidkit.inception.runtime import ensure_graph
+
+            ensure_graph(network.build_settings()[0])
         n_actors, use_gpu = _actor_plan(ray, settings["device"])
         plan = plan_shards(int(source.n_images), options.batch_size, n_actors)
         n_actors = min(n_actors, len(plan))
@@ -544,9 +562,9 @@ def ray_statistics(source: Source, network: Any, options: Any) -> RayRun:
         )
         began = time.perf_counter()
         work_ref = ray.put(work)
-        actors = [actor_class.remote(work_ref) for _ in range(n_actors)]
+        actors = [actor_class.remote() for _ in range(n_actors)]
         try:
-            results = _drive(ray, actors, plan, source, options)
+            results = _drive(ray, actors, [work_ref], plan, source, options)
         finally:
             for actor in actors:
                 with contextlib.suppress(Exception):
@@ -556,7 +574,9 @@ def ray_statistics(source: Source, network: Any, options: Any) -> RayRun:
     return _merge(results, plan, source, options, n_actors, wall_seconds)
 
 
-def _drive(ray: Any, actors: list[Any], plan: list[Shard], source: Source, options: Any) -> dict[int, dict[str, Any]]:
+def _drive(
+    ray: Any, actors: list[Any], work_ref: list[Any], plan: list[Shard], source: Source, options: Any
+) -> dict[int, dict[str, Any]]:
     """Give shards to the actors as they free up; return one result per shard id."""
     from tqdm.auto import tqdm
 
@@ -567,7 +587,7 @@ def _drive(ray: Any, actors: list[Any], plan: list[Shard], source: Source, optio
 
     def submit(actor_index: int) -> None:
         shard = queue.popleft()
-        ref = actors[actor_index].run.remote(shard.index, shard.start, shard.stop, count_only)
+        ref = actors[actor_index].run.remote(work_ref, shard.index, shard.start, shard.stop, count_only)
         in_flight[ref] = (shard, actor_index)
 
     for _ in range(_IN_FLIGHT_PER_ACTOR):
