@@ -12,7 +12,7 @@ the engine is not part of what the statistics are, only of how they were compute
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 from fidkit.errors import InputError
 
@@ -34,7 +34,7 @@ def check_engine(engine: object, ray_address: object) -> str:
     return str(engine)
 
 
-def engine_session(engine: str) -> ContextManager[None]:
+def engine_session(engine: str) -> AbstractContextManager[None]:
     """A span in which several sides share the engine's set-up.
 
     With ``"ray"``, a local Ray instance that the first side starts stays up until the span ends (one

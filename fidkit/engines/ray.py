@@ -24,7 +24,8 @@ Which sources
   its start by each actor that reads a later shard.
 * ``.npy`` / ``.npz`` arrays, MNIST and CIFAR files given by a path: each actor opens the path itself
   (memory-mapped ``.npy``) and takes its shard's batches.
-* In-memory arrays and named datasets: the source object goes through the object store once.
+* Named datasets (``cifar10-train``, ...): each actor opens the name, from its node's cache or a download.
+* In-memory arrays: the source object goes through the object store once.
 * ``s3://``, ``gs://`` (any ``pyarrow.fs`` URI): listed on the driver, read by the actors
   (:mod:`fidkit.engines.uri`; best effort).
 * Iterables of batches live in this process only and are refused.
@@ -44,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import os
 import site
 import socket
@@ -163,10 +163,15 @@ def _work_for(source: Source, settings: dict[str, Any], batch_size: int, threads
                   n_images=int(source.n_images or 0), batch_size=batch_size, threads=threads, **settings)
     if isinstance(source, FileSource):
         return _Work(mode="members", source=source, path=None, **common)
+    from fidkit.sources.named import dataset_names
+
     path = Path(str(source.name))
     if source.cacheable and path.exists():
         # Each actor opens the file itself (a .npy is memory-mapped), instead of receiving its pixels.
         return _Work(mode="reopen", source=None, path=str(path.resolve()), **common)
+    if source.cacheable and str(source.name) in dataset_names():
+        # A named dataset: each node's fidkit finds it in its own cache (or downloads it).
+        return _Work(mode="reopen", source=None, path=str(source.name), **common)
     return _Work(mode="object", source=source, path=None, **common)
 
 
@@ -503,7 +508,7 @@ def _with_node(error: FidkitError, node: str) -> FidkitError:
     message = f"{error} (on node {node})"
     try:
         return type(error)(message)
-    except Exception:  # noqa: BLE001 - an error class with another constructor
+    except Exception:  # an error class with another constructor
         return FidkitError(message)
 
 
@@ -578,6 +583,7 @@ def _drive(
     ray: Any, actors: list[Any], work_ref: list[Any], plan: list[Shard], source: Source, options: Any
 ) -> dict[int, dict[str, Any]]:
     """Give shards to the actors as they free up; return one result per shard id."""
+    from ray.exceptions import RayActorError
     from tqdm.auto import tqdm
 
     queue = deque(plan)
@@ -605,7 +611,7 @@ def _drive(
                 shard, actor_index = in_flight.pop(ref)
                 try:
                     result = ray.get(ref)
-                except ray.exceptions.RayActorError as exc:
+                except RayActorError as exc:
                     raise FidkitError(
                         f"{name}: a Ray actor failed on images {shard.start}..{shard.stop - 1} and was not "
                         f"brought back after {ACTOR_RESTARTS} restarts ({_first_line(exc)}); check that every "
