@@ -219,3 +219,11 @@ def test_ctrl_c_stops_the_instance_fidkit_started_and_saves_nothing(ray_instance
         monkeypatch.undo()
         if not ray.is_initialized():
             ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
+
+
+def test_an_unreachable_address_fails_at_once():
+    pytest.importorskip("ray")
+    from fidkit.engines.ray import _check_reachable
+
+    with pytest.raises(FidkitError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        _check_reachable("127.0.0.1:1")

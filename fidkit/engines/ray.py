@@ -461,6 +461,8 @@ def _connected(ray: Any, address: str | None) -> Iterator[bool]:
         yield False
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is not None:
+        _check_reachable(address)
     try:
         if address is None:
             # "local": a new instance on this machine, never one that someone else's `ray start` runs.
@@ -484,6 +486,22 @@ def _connected(ray: Any, address: str | None) -> Iterator[bool]:
         yield True
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, on a ``host:port`` nobody listens on (Ray retries for a long time)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", a path, an unusual form: left to Ray
+    try:
+        with socket.create_connection((host, int(port)), timeout=10):
+            pass
+    except OSError as exc:
+        raise FidkitError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it with `ray start --head` "
+            "on the head node, check the address (`ray status` there), or unset RAY_ADDRESS and drop "
+            "--ray-address to use a local instance"
+        ) from exc
 
 
 def _actor_plan(ray: Any, device: str) -> tuple[int, bool]:
