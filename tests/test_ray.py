@@ -114,15 +114,23 @@ def test_archive_equals_the_local_statistics(ray_instance, run, tmp_path, kind):
     _same(stats, local)
 
 
-def test_npy_file_and_in_memory_array_equal_the_local_statistics(ray_instance, run, tmp_path):
+def test_npy_file_and_in_memory_array_equal_the_local_statistics(ray_instance, run, tmp_path, extractor,
+                                                                 random_weights_path):
     images = np.random.default_rng(3).integers(0, 256, size=(10, 16, 16, 3), dtype=np.uint8)
     path = tmp_path / "images.npy"
     np.save(path, images)
     local, _ = run(path, limit=9, seed=4)  # a subset too: the actors draw the same images
     stats, _ = run(path, engine="ray", limit=9, seed=4)
     _same(stats, local)
-    from_memory, _ = run(images, engine="ray")
-    _same(from_memory, run(images)[0])
+
+    # compute_fid: an in-memory array (through the object store) against the file, each side one job.
+    from fidkit.api import compute_fid
+
+    settings = dict(batch_size=BATCH, use_cache=False, progress=False)
+    local_fid = compute_fid(images[:6], path, extractor=extractor, **settings)
+    ray_fid = compute_fid(images[:6], path, weights=random_weights_path, device="cpu", engine="ray", **settings)
+    assert (ray_fid.a.n, ray_fid.b.n) == (6, 10)
+    assert ray_fid.value == pytest.approx(local_fid.value, rel=1e-9)
 
 
 def test_uri_of_a_folder_equals_the_folder(ray_instance, run, folder):
