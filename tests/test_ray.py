@@ -114,6 +114,7 @@ def test_archive_equals_the_local_statistics(ray_instance, run, tmp_path, kind):
     _same(stats, local)
 
 
+@pytest.mark.filterwarnings("ignore::fidkit.errors.SmallSampleWarning")
 def test_npy_file_and_in_memory_array_equal_the_local_statistics(ray_instance, run, tmp_path, extractor,
                                                                  random_weights_path):
     images = np.random.default_rng(3).integers(0, 256, size=(10, 16, 16, 3), dtype=np.uint8)
@@ -235,3 +236,29 @@ def test_an_unreachable_address_fails_at_once():
 
     with pytest.raises(FidkitError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
         _check_reachable("127.0.0.1:1")
+
+
+def test_the_driver_merges_moments_of_large_shards_exactly_in_shard_order():
+    """Past `dim` rows a shard's state is (n, mean, M2); the merge must equal one stream (no Ray needed)."""
+    from types import SimpleNamespace
+
+    from fidkit.engines.ray import _merge, plan_shards
+    from fidkit.stats import StatsAccumulator
+
+    features = np.random.default_rng(8).normal(loc=3.0, size=(1000, 8)) * np.linspace(0.1, 10.0, 8)
+    plan = plan_shards(len(features), 25, n_actors=2)
+    assert len(plan) == 20 and plan[-1].stop == 1000  # 40 batches of 25: 20 shards of 2 batches
+    results = {}
+    for shard in reversed(plan):  # arrival order does not matter
+        part = StatsAccumulator(dim=8)
+        for start in range(shard.start, shard.stop, 25):
+            part.update(features[start:start + 25])
+        results[shard.index] = {"accumulator": part, "skipped": [], "n_good": part.n, "lossy": False,
+                                "node": "n", "seconds": 0.0, "extractor_metadata": {"provider": "CPU"}}
+    source = SimpleNamespace(name="features", n_images=1000, skipped=[])
+    run = _merge(results, plan, source, SimpleNamespace(skip_bad=False), n_actors=2, wall_seconds=0.0)
+    one_stream = StatsAccumulator(dim=8)
+    for start in range(0, 1000, 25):
+        one_stream.update(features[start:start + 25])
+    _same(run.accumulator.result(), one_stream.result())
+    _same(run.accumulator.result(), __import__("fidkit").Stats.from_features(features))

@@ -5,7 +5,7 @@ How a run goes
 1. The driver (this process) connects to Ray: `ray_address`, else ``$RAY_ADDRESS``, else a new local
    instance on this machine that it shuts down at the end (also on an error or Ctrl-C).
 2. The source's sorted images are cut into contiguous shards of whole batches (:func:`plan_shards`:
-   at least :data:`MIN_SHARDS`, or :data:`SHARDS_PER_ACTOR` per actor).
+   at most ``max(MIN_SHARDS, SHARDS_PER_ACTOR * actors)``, of equal whole numbers of batches).
 3. One actor per GPU (``num_gpus=1``) when the cluster has GPUs and the device allows them, else one
    actor per CPU (``num_cpus=1``, one onnxruntime thread); ``$FIDKIT_RAY_ACTORS`` overrides the
    count. Each actor builds one :class:`~fidkit.inception.FeatureExtractor` and, per shard, decodes
@@ -80,9 +80,10 @@ logger = logging.getLogger(__name__)
 INSTALL_HINT = 'pip install "fidkit[ray]"'
 #: Environment variable: the number of actors (default: GPUs of the cluster, else its CPUs).
 ACTORS_ENV = "FIDKIT_RAY_ACTORS"
-#: A job has at least this many shards (when it has that many batches), for balance and progress.
+#: A job aims at this many shards (more than half of it when it has that many batches), for balance
+#: between actors and a progress bar that moves ...
 MIN_SHARDS = 32
-#: ... and at least this many per actor.
+#: ... or at this many per actor, when that is more.
 SHARDS_PER_ACTOR = 4
 #: Times Ray restarts a dead actor, and retries the shards it was running.
 ACTOR_RESTARTS = 3
@@ -123,8 +124,9 @@ class Shard:
 def plan_shards(n_images: int, batch_size: int, n_actors: int) -> list[Shard]:
     """Cut `n_images` into contiguous shards of whole batches.
 
-    ``max(MIN_SHARDS, SHARDS_PER_ACTOR * n_actors)`` shards as near equal as whole batches allow (fewer
-    when there are fewer batches). The plan depends only on its arguments, so a rerun on the same
+    At most ``target = max(MIN_SHARDS, SHARDS_PER_ACTOR * n_actors)`` shards, each of the same whole number
+    of batches (the last one shorter): more than ``target / 2`` when there are at least ``target``
+    batches, one batch each when there are fewer. The plan depends only on its arguments, so a rerun on the same
     cluster merges the same partial statistics in the same order and gives the same bits.
     """
     if n_images < 1:
