@@ -13,6 +13,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from fidkit.cluster import cluster_session
 from fidkit.errors import FidkitWarning
 from fidkit.frechet import fid_from_stats
 from fidkit.pipeline import Network, SideOptions, open_input, side_statistics
@@ -48,6 +49,8 @@ def compute_stats(
     extractor: FeatureExtractor | None = None,
     engine: str = "auto",
     precision: str = "exact",
+    cluster: str = "local",
+    ray_address: str | None = None,
 ) -> Stats:
     """Return the Inception statistics (mu, sigma, N) of a source.
 
@@ -88,6 +91,14 @@ def compute_stats(
         onnxruntime cannot use it and torch can (then torch, with a warning). Recorded in the statistics.
     precision : {"exact", "fast"}
         ``"fast"``: TensorRT with FP16 (``device="tensorrt"``), opt-in; ``"exact"`` float32 otherwise.
+    cluster : {"local", "ray"}
+        Where features are computed: this process (decoding in worker processes of this machine), or the
+        actors of a Ray cluster (``pip install "fidkit[ray]"``; see ``docs/distributed.md``). Both give the
+        same statistics and share the cache. With ``"ray"``, `workers` is not used (each actor decodes its
+        own shard) and `extractor` only lends its weights and device.
+    ray_address : str, optional
+        The Ray cluster to use with ``cluster="ray"`` (e.g. ``"ray://head:10001"``); default
+        ``$RAY_ADDRESS``, else a local Ray instance started for this call and shut down after it.
 
     Returns
     -------
@@ -116,7 +127,8 @@ def compute_stats(
     stats, _ = compute_stats_with_report(
         source, weights=weights, device=device, batch_size=batch_size, workers=workers, skip_bad=skip_bad,
         limit=limit, seed=seed, use_cache=use_cache, hash_content=hash_content, exif_transpose=exif_transpose,
-        progress=progress, extractor=extractor, engine=engine, precision=precision,
+        progress=progress, extractor=extractor, engine=engine, precision=precision, cluster=cluster,
+        ray_address=ray_address,
     )
     return stats
 
@@ -138,6 +150,8 @@ def compute_stats_with_report(
     extractor: FeatureExtractor | None = None,
     engine: str = "auto",
     precision: str = "exact",
+    cluster: str = "local",
+    ray_address: str | None = None,
 ) -> tuple[Stats, SideReport]:
     """Like :func:`compute_stats` (the same parameters), and also return the :class:`SideReport`.
 
@@ -146,7 +160,8 @@ def compute_stats_with_report(
     """
     options = SideOptions(
         batch_size=batch_size, workers=workers, skip_bad=skip_bad, limit=limit, seed=seed, use_cache=use_cache,
-        hash_content=hash_content, exif_transpose=exif_transpose, progress=progress,
+        hash_content=hash_content, exif_transpose=exif_transpose, progress=progress, cluster=cluster,
+        ray_address=ray_address,
     )
     network = Network(
         extractor, weights=weights, device=device, batch_size=options.batch_size, engine=engine, precision=precision
@@ -172,6 +187,8 @@ def compute_fid(
     extractor: FeatureExtractor | None = None,
     engine: str = "auto",
     precision: str = "exact",
+    cluster: str = "local",
+    ray_address: str | None = None,
     method: str = "auto",
     allow_weights_mismatch: bool = False,
 ) -> FidReport:
@@ -183,8 +200,8 @@ def compute_fid(
         Any source :func:`compute_stats` accepts. Statistics files and ``Stats`` skip the network.
     weights, device, batch_size, workers, skip_bad, limit, seed, use_cache, hash_content, exif_transpose, progress
         As in :func:`compute_stats`; `limit` and `seed` apply to each image side.
-    engine, precision
-        As in :func:`compute_stats`.
+    engine, precision, cluster, ray_address
+        As in :func:`compute_stats`; with ``cluster="ray"`` each image side is one Ray job.
     extractor : FeatureExtractor, optional
         Use this extractor for both sides (and across calls). By default one is built, once, and only
         if a side needs the network.
@@ -225,7 +242,8 @@ def compute_fid(
     started = time.perf_counter()
     options = SideOptions(
         batch_size=batch_size, workers=workers, skip_bad=skip_bad, limit=limit, seed=seed, use_cache=use_cache,
-        hash_content=hash_content, exif_transpose=exif_transpose, progress=progress,
+        hash_content=hash_content, exif_transpose=exif_transpose, progress=progress, cluster=cluster,
+        ray_address=ray_address,
     )
     network = Network(
         extractor, weights=weights, device=device, batch_size=options.batch_size, engine=engine, precision=precision
@@ -233,8 +251,9 @@ def compute_fid(
     # Both inputs are opened (and checked) before either side spends network time.
     opened_a = open_input(a, options)
     opened_b = open_input(b, options)
-    stats_a, side_a = side_statistics(opened_a, network, options)
-    stats_b, side_b = side_statistics(opened_b, network, options)
+    with cluster_session(options.cluster):  # with Ray: one local instance for both sides, not two
+        stats_a, side_a = side_statistics(opened_a, network, options)
+        stats_b, side_b = side_statistics(opened_b, network, options)
     messages = consistency_warnings(side_a, side_b, allow_weights_mismatch=allow_weights_mismatch)
     for message in messages:
         warnings.warn(message, FidkitWarning, stacklevel=2)

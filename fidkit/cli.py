@@ -174,6 +174,15 @@ def _source_parent() -> argparse.ArgumentParser:
         "--exif-transpose", action="store_true",
         help="apply the EXIF orientation tag (default: pixels as stored, like the reference)",
     )
+    cluster = parent.add_argument_group("cluster")
+    cluster.add_argument(
+        "--ray", action="store_true",
+        help='compute the statistics on a Ray cluster (pip install "fidkit[ray]"; see docs/distributed.md)',
+    )
+    cluster.add_argument(
+        "--ray-address", metavar="ADDR", default=None,
+        help="with --ray (implies it): the cluster to use (default: $RAY_ADDRESS, else a local Ray instance)",
+    )
     cache = parent.add_argument_group("cache")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the statistics cache")
     cache.add_argument(
@@ -311,6 +320,8 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
         hash_content=args.hash_content,
         exif_transpose=args.exif_transpose,
         progress=_progress_option(args),
+        cluster="ray" if args.ray or args.ray_address else "local",
+        ray_address=args.ray_address,
     )
 
 

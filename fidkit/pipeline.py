@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from fidkit import __version__
 from fidkit._validate import check_batch_size, check_limit_seed
 from fidkit.cache import cache_key, load_cached_stats, store_cached_stats, utc_now_iso
+from fidkit.cluster import check_cluster
 from fidkit.errors import EmptySourceError, FidkitWarning, InputError
 from fidkit.report import SideReport
 from fidkit.sources import Source, open_source
@@ -69,10 +70,13 @@ class SideOptions:
     hash_content: bool = False
     exif_transpose: bool = False
     progress: bool | None = None
+    cluster: str = "local"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         # Checked once here, before any input is opened or any network is built.
         object.__setattr__(self, "batch_size", check_batch_size(self.batch_size))
+        object.__setattr__(self, "cluster", check_cluster(self.cluster, self.ray_address))
         limit, seed = check_limit_seed(self.limit, self.seed)
         if seed is not None and limit is None:
             # A warning, not an error: the run is still right (every image is used), only the seed does nothing.
@@ -169,6 +173,16 @@ class Network:
             )
         return self._identity
 
+    @property
+    def given_extractor(self) -> FeatureExtractor | None:
+        """The extractor given or already built, if any (None: not built yet)."""
+        return self._extractor
+
+    def build_settings(self) -> tuple[Any, str, int]:
+        """``(located weights, device, batch_size)``: what builds this extractor elsewhere (a Ray actor)."""
+        self.identity()  # locates (and hashes) the weights once
+        return self._weights, self._device, self._batch_size
+
     def extractor(self) -> FeatureExtractor:
         """The feature extractor, built on first use."""
         if self._extractor is None:
@@ -194,6 +208,14 @@ def open_input(spec: Any, options: SideOptions) -> Stats | Source:
     if isinstance(spec, (str, os.PathLike)) and is_stats_file(spec):
         _warn_unused_subset(str(spec), options)
         return Stats.load(spec)
+    if options.cluster == "ray" and isinstance(spec, str) and "://" in spec:
+        from fidkit.cluster.uri import is_uri, open_uri
+
+        if is_uri(spec):  # s3://, gs://, ...: listed here, read by the actors
+            return open_uri(
+                spec, limit=options.limit, seed=options.seed, skip_bad=options.skip_bad,
+                exif_transpose=options.exif_transpose, workers=options.workers,
+            )
     source = open_source(
         spec, limit=options.limit, seed=options.seed, skip_bad=options.skip_bad,
         exif_transpose=options.exif_transpose, workers=options.workers,
@@ -425,12 +447,22 @@ def side_statistics(opened: Stats | Source, network: Network, options: SideOptio
             lookup.hit, name=source.name, kind=source.kind, cached=True, total_seconds=time.perf_counter() - started
         )
 
-    extractor = network.extractor()
-    accumulator = StatsAccumulator(dim=int(extractor.feature_dim))
-    times = extract(
-        source.batches(options.batch_size), extractor, accumulator,
-        total=source.n_images, desc=source.name, progress=options.progress,
-    )
+    run_metadata: dict[str, str | int | bool] = {}
+    if options.cluster == "ray":
+        from fidkit.cluster.ray import ray_statistics
+
+        # The same step on a cluster: partial statistics of shards, merged exactly here. Its wall
+        # time is reported as network time (decoding runs on the actors, between batches).
+        run = ray_statistics(source, network, options)
+        extractor, accumulator, run_metadata = run, run.accumulator, run.run_metadata()
+        times = ExtractionTimes(decode_seconds=0.0, network_seconds=run.wall_seconds)
+    else:
+        extractor = network.extractor()
+        accumulator = StatsAccumulator(dim=int(extractor.feature_dim))
+        times = extract(
+            source.batches(options.batch_size), extractor, accumulator,
+            total=source.n_images, desc=source.name, progress=options.progress,
+        )
     if accumulator.n == 0:
         raise EmptySourceError(f"{source.name} yielded no images; point fidkit at a source that holds images")
     if accumulator.n < 2:
@@ -438,7 +470,8 @@ def side_statistics(opened: Stats | Source, network: Network, options: SideOptio
             f"{source.name} yielded only {accumulator.n} image; a covariance needs at least 2 (FID needs thousands)"
         )
     skipped = tuple((str(file), str(reason)) for file, reason in source.skipped)
-    stats = accumulator.result(metadata=_metadata_of_run(source, extractor, lookup.fingerprint, skipped))
+    metadata = _metadata_of_run(source, extractor, lookup.fingerprint, skipped)  # type: ignore[arg-type]
+    stats = accumulator.result(metadata={**metadata, **run_metadata})
     stats = store(source, lookup, stats, options)
 
     side = describe(

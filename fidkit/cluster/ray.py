@@ -1,0 +1,714 @@
+"""Statistics on a Ray cluster: ``compute_stats(..., cluster="ray")``, ``fidkit stats SRC --ray``.
+
+How a run goes
+--------------
+1. The driver (this process) connects to Ray: `ray_address`, else ``$RAY_ADDRESS``, else a new local
+   instance on this machine that it shuts down at the end (also on an error or Ctrl-C).
+2. The source's sorted images are cut into contiguous shards of whole batches (:func:`plan_shards`:
+   at most ``max(MIN_SHARDS, SHARDS_PER_ACTOR * actors)``, of equal whole numbers of batches).
+3. One actor per GPU (``num_gpus=1``) when the cluster has GPUs and the device allows them, else one
+   actor per CPU (``num_cpus=1``, one onnxruntime thread); ``$FIDKIT_RAY_ACTORS`` overrides the
+   count. Each actor builds one :class:`~fidkit.inception.FeatureExtractor` and, per shard, decodes
+   the shard's files with fidkit's decoder and colour policy and runs :func:`fidkit.pipeline.extract`
+   on them: it returns the shard's partial statistics (a :class:`~fidkit.stats.StatsAccumulator`:
+   n, mean and M2 in float64, or the rows while n <= dim; never per-image features), its bad files
+   and the node it ran on.
+4. The driver keeps one result per shard id and merges them in shard order, so the statistics are
+   deterministic and equal the single-process ones to rounding (the merge is exact algebra).
+
+Which sources
+-------------
+* Folders and archives (zip, tar): the :class:`~fidkit.sources.FileSource` is shipped once to every
+  actor, which reads its shard's members itself, so the path must name the same files on every
+  node (a shared file system). Zip members are read at random; a compressed tar is decompressed from
+  its start by each actor that reads a later shard.
+* ``.npy`` / ``.npz`` arrays, MNIST and CIFAR files given by a path: each actor opens the path itself
+  (memory-mapped ``.npy``) and takes its shard's batches.
+* Named datasets (``cifar10-train``, ...): each actor opens the name, from its node's cache or a download.
+* In-memory arrays: the source object goes through the object store once.
+* ``s3://``, ``gs://`` (any ``pyarrow.fs`` URI): listed on the driver, read by the actors
+  (:mod:`fidkit.cluster.uri`; best effort).
+* Iterables of batches live in this process only and are refused.
+
+Failures
+--------
+Bad files are reported per shard and counted as locally: with ``skip_bad`` they are skipped and
+listed; without it the run ends with an :class:`~fidkit.errors.ImageError` naming each file and the
+node that read it. An actor that dies (killed, out of memory, node lost) is restarted by Ray and its
+shard retried (up to :data:`ACTOR_RESTARTS` times); a shard's partial statistics come back only
+from a finished attempt and the driver keeps one per shard id, so no image counts twice. Ctrl-C kills
+the actors, shuts down a Ray instance fidkit started, and re-raises: nothing is stored or saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import site
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fidkit.errors import (
+    EmptySourceError,
+    FidkitError,
+    ImageError,
+    InputError,
+    SourceError,
+    WeightsError,
+)
+from fidkit.sources import FileSource, Source, open_source
+from fidkit.sources.base import empty_source_error
+from fidkit.stats import StatsAccumulator
+
+__all__ = [
+    "INSTALL_HINT",
+    "ACTORS_ENV",
+    "MIN_SHARDS",
+    "SHARDS_PER_ACTOR",
+    "ACTOR_RESTARTS",
+    "Shard",
+    "RayRun",
+    "import_ray",
+    "plan_shards",
+    "ray_statistics",
+    "shared_session",
+]
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install "fidkit[ray]"'
+#: Environment variable: the number of actors (default: GPUs of the cluster, else its CPUs).
+ACTORS_ENV = "FIDKIT_RAY_ACTORS"
+#: A job aims at this many shards (more than half of it when it has that many batches), for balance
+#: between actors and a progress bar that moves ...
+MIN_SHARDS = 32
+#: ... or at this many per actor, when that is more.
+SHARDS_PER_ACTOR = 4
+#: Times Ray restarts a dead actor, and retries the shards it was running.
+ACTOR_RESTARTS = 3
+# Shards queued on each actor: the next one is there when the current one ends.
+_IN_FLIGHT_PER_ACTOR = 2
+# For the test suite only: "<shard>:<marker file>" makes the first attempt at that shard exit the
+# actor process after its first batch (and create the marker, so that the retry runs normally).
+_CRASH_ENV = "FIDKIT_RAY_TEST_CRASH"
+# How many bad files an error message names before saying "and N more" (as for local runs).
+_NAMED_BAD_FILES = 5
+# Object store of a local instance fidkit starts: partial statistics are at most dim x dim float64
+# (32 MiB), a few per actor in flight; Ray spills to disk beyond it.
+_LOCAL_OBJECT_STORE_BYTES = 1 << 30
+
+
+def import_ray() -> Any:
+    """Import Ray, or raise a :class:`~fidkit.errors.FidkitError` that says how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise FidkitError(f"cluster='ray' (--ray) needs Ray, which is not installed here: {INSTALL_HINT}") from exc
+    return ray
+
+
+# --------------------------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Images ``start`` to ``stop`` (exclusive) of a source, in its sorted order; ``start`` is a
+    multiple of the batch size."""
+
+    index: int
+    start: int
+    stop: int
+
+
+def plan_shards(n_images: int, batch_size: int, n_actors: int) -> list[Shard]:
+    """Cut `n_images` into contiguous shards of whole batches.
+
+    At most ``target = max(MIN_SHARDS, SHARDS_PER_ACTOR * n_actors)`` shards, each of the same whole number
+    of batches (the last one shorter): more than ``target / 2`` when there are at least ``target``
+    batches, one batch each when there are fewer. The plan depends only on its arguments, so a rerun on the same
+    cluster merges the same partial statistics in the same order and gives the same bits.
+    """
+    if n_images < 1:
+        return []
+    n_batches = -(-n_images // batch_size)
+    target = max(MIN_SHARDS, SHARDS_PER_ACTOR * max(int(n_actors), 1))
+    per_shard = max(1, -(-n_batches // target))
+    return [
+        Shard(index, first * batch_size, min(n_images, (first + per_shard) * batch_size))
+        for index, first in enumerate(range(0, n_batches, per_shard))
+    ]
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What every actor receives once: how to read a shard, and how to build its extractor."""
+
+    mode: str  # "members" (a FileSource), "reopen" (a path every node opens), "object" (a Source)
+    name: str
+    source: Source | None
+    path: str | None
+    kind: str
+    limit: int | None
+    seed: int | None
+    n_images: int
+    batch_size: int
+    weights_path: str
+    weights_sha256: str
+    weights_in_manifest: bool
+    device: str
+    threads: int | None
+
+
+def _work_for(source: Source, settings: dict[str, Any], batch_size: int, threads: int | None) -> _Work:
+    common = dict(name=str(source.name), kind=str(source.kind), limit=source.limit, seed=source.seed,
+                  n_images=int(source.n_images or 0), batch_size=batch_size, threads=threads, **settings)
+    if isinstance(source, FileSource):
+        return _Work(mode="members", source=source, path=None, **common)
+    from fidkit.sources.named import dataset_names
+
+    path = Path(str(source.name))
+    if source.cacheable and path.exists():
+        # Each actor opens the file itself (a .npy is memory-mapped), instead of receiving its pixels.
+        return _Work(mode="reopen", source=None, path=str(path.resolve()), **common)
+    if source.cacheable and str(source.name) in dataset_names():
+        # A named dataset: each node's fidkit finds it in its own cache (or downloads it).
+        return _Work(mode="reopen", source=None, path=str(source.name), **common)
+    return _Work(mode="object", source=source, path=None, **common)
+
+
+def _extractor_settings(network: Any) -> dict[str, Any]:
+    """Weights (path, sha256, released or not) and device of the extractors the actors build."""
+    given = network.given_extractor
+    if given is not None:
+        if not all(hasattr(given, name) for name in ("weights_path", "weights_sha256", "device", "batch_size")):
+            raise InputError(
+                f"cluster='ray' builds a FeatureExtractor on every actor; a custom extractor "
+                f"({type(given).__name__}) runs with cluster='local' only"
+            )
+        return dict(weights_path=str(given.weights_path), weights_sha256=str(given.weights_sha256),
+                    weights_in_manifest=False, device=str(given.device))
+    weights, device, _ = network.build_settings()
+    return dict(weights_path=str(weights.path), weights_sha256=str(weights.sha256),
+                weights_in_manifest=bool(weights.matches_manifest), device=str(device))
+
+
+# --------------------------------------------------------------------------------------------- the actors
+
+
+def _node_name() -> str:
+    try:
+        import ray.util
+
+        address = ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - a name for messages only
+        address = "?"
+    return f"{socket.gethostname()} ({address})"
+
+
+def _batch_range(batches: Iterator[Any], first: int, stop: int) -> Iterator[Any]:
+    """Batches `first` to `stop` (exclusive) of `batches`; the source's generator is closed at the end."""
+    try:
+        for position, batch in enumerate(batches):
+            if position >= stop:
+                break
+            if position >= first:
+                yield batch
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+def _crash_after_first_batch(batches: Iterator[Any], marker: Path) -> Iterator[Any]:
+    """The test hook of :data:`_CRASH_ENV`: die like a killed actor, once, partway through a shard."""
+    for position, batch in enumerate(batches):
+        if position == 1:
+            break
+        yield batch
+    marker.touch()
+    os._exit(17)
+
+
+class _ShardWorker:
+    """A Ray actor: one feature extractor, and the partial statistics of one shard per call."""
+
+    def __init__(self) -> None:
+        # Warnings of the sources (e.g. "skipped 2 bad files" per shard) would reach the driver's
+        # terminal prefixed by Ray; the driver reports the merged outcome itself.
+        logging.getLogger("fidkit").addHandler(logging.NullHandler())
+        self.node = _node_name()
+        self.work: _Work | None = None
+        self.source: Source | None = None
+        self.extractor: Any = None
+
+    def _set_up(self, work_ref: list[Any]) -> None:
+        """Fetch the work and build the extractor, on the first shard (and again after a restart).
+
+        The work's reference comes with each call, wrapped in a list so that Ray does not resolve it
+        per call; it is not a constructor argument, because Ray cannot promise to restart an actor
+        whose constructor arguments live in the object store.
+        """
+        import ray
+
+        self.work = ray.get(work_ref[0])
+        self.extractor = self._build_extractor()
+        self.source = self._open()
+
+    def _build_extractor(self) -> Any:
+        from fidkit.inception import FeatureExtractor
+
+        work = self.work
+        assert work is not None
+        weights: str | None = work.weights_path
+        if not Path(work.weights_path).is_file():
+            if not work.weights_in_manifest:
+                raise WeightsError(
+                    f"the weights file {work.weights_path} is not on node {self.node}; put it on a path every "
+                    "node sees (a shared file system), or use the released weights, which each node finds "
+                    "in its cache or downloads"
+                )
+            weights = None  # $FIDKIT_WEIGHTS, this node's cache, or a download
+        extractor = FeatureExtractor(
+            weights, device=work.device, batch_size=work.batch_size, threads=work.threads, download_progress=False
+        )
+        if extractor.weights_sha256 != work.weights_sha256:
+            raise WeightsError(
+                f"node {self.node}: {extractor.weights_path} has sha256 {extractor.weights_sha256[:16]}..., but "
+                f"the driver's weights have {work.weights_sha256[:16]}...; every node must see the same weights"
+            )
+        return extractor
+
+    def _open(self) -> Source:
+        work = self.work
+        assert work is not None
+        if work.mode != "reopen":
+            assert work.source is not None
+            return work.source
+        assert work.path is not None
+        source = open_source(work.path, limit=work.limit, seed=work.seed, workers=0)
+        if source.kind != work.kind or source.n_images != work.n_images:
+            raise SourceError(
+                f"{work.name}: on node {self.node} this path holds a {source.kind} of {source.n_images} "
+                f"images, not the {work.kind} of {work.n_images} the driver opened; every node must see the "
+                "same files"
+            )
+        return source
+
+    def run(self, work_ref: list[Any], shard: int, start: int, stop: int, count_only: bool) -> dict[str, Any]:
+        """Partial statistics of images `start` to `stop`; with `count_only`, only decode (count bad files).
+
+        A :class:`~fidkit.errors.FidkitError` (weights missing on this node, a source that differs)
+        comes back as the result, with the node, rather than as a crash of the actor.
+        """
+        try:
+            if self.source is None:
+                self._set_up(work_ref)
+            return self._run(shard, start, stop, count_only)
+        except FidkitError as exc:
+            return {"shard": shard, "error": exc, "node": self.node}
+
+    def _run(self, shard: int, start: int, stop: int, count_only: bool) -> dict[str, Any]:
+        from fidkit.pipeline import extract
+
+        work, source = self.work, self.source
+        assert work is not None and source is not None
+        part: Source = source
+        if isinstance(source, FileSource):
+            part = copy.copy(source)
+            part.members = list(source.members[start:stop])
+            part.n_images = len(part.members)
+            part.skipped = []
+            part.skip_bad = True  # report the shard's bad files; the driver applies skip_bad
+            part.workers = 0  # this actor is the worker: decode here, between network batches
+            batches = part.batches(work.batch_size)
+        else:
+            batches = _batch_range(
+                source.batches(work.batch_size), start // work.batch_size, -(-stop // work.batch_size)
+            )
+        crash = os.environ.get(_CRASH_ENV, "")
+        if crash:
+            crash_shard, _, marker = crash.partition(":")
+            if crash_shard == str(shard) and not Path(marker).exists():
+                batches = _crash_after_first_batch(batches, Path(marker))
+
+        accumulator: StatsAccumulator | None = None
+        n_good = 0
+        started = time.perf_counter()
+        decode_seconds = network_seconds = 0.0
+        try:
+            if count_only:
+                with contextlib.closing(batches):
+                    for batch in batches:
+                        n_good += len(batch)
+            else:
+                accumulator = StatsAccumulator(dim=int(self.extractor.feature_dim))
+                times = extract(batches, self.extractor, accumulator, progress=False)
+                n_good = accumulator.n
+                decode_seconds, network_seconds = times.decode_seconds, times.network_seconds
+        except EmptySourceError:
+            if not part.skipped:
+                raise
+            n_good = 0  # every file of this shard was bad: reported below, judged by the driver
+        skipped = [(str(file), str(reason)) for file, reason in part.skipped]
+        if not isinstance(source, FileSource) and n_good != stop - start:
+            raise InputError(
+                f"{work.name}: a {work.kind} source gave {n_good} images for images {start}..{stop - 1}; "
+                "it cannot be split into shards: use cluster='local'"
+            )
+        return {
+            "shard": shard,
+            "accumulator": accumulator,
+            "n_good": n_good,
+            "skipped": skipped,
+            "lossy": bool(part.lossy) and n_good > 0,
+            "node": self.node,
+            "extractor_metadata": {str(k): str(v) for k, v in self.extractor.metadata().items() if v is not None},
+            "decode_seconds": decode_seconds,
+            "network_seconds": network_seconds,
+            "seconds": time.perf_counter() - started,
+        }
+
+
+# --------------------------------------------------------------------------------------------- the driver
+
+
+@dataclass(frozen=True)
+class RayRun:
+    """The merged outcome of a Ray job: what :func:`fidkit.pipeline.side_statistics` records.
+
+    Attributes
+    ----------
+    accumulator : StatsAccumulator
+        The shards' partial statistics merged in shard order.
+    extractor_metadata : dict
+        The actors' extractor metadata (a field that differs across actors, such as the provider on a
+        cluster of GPU and CPU nodes, lists each value once, comma-separated).
+    skipped : tuple of (str, str)
+        Bad files skipped, in source order.
+    lossy : bool
+        Whether any decoded image was lossy.
+    actors, shards : int
+        Actors started and shards computed.
+    wall_seconds : float
+        From the first shard submitted to the last result merged (actor start-up included).
+    actor_seconds : float
+        Time the actors spent on shards, summed over actors.
+    """
+
+    accumulator: StatsAccumulator
+    extractor_metadata: dict[str, str]
+    skipped: tuple[tuple[str, str], ...]
+    lossy: bool
+    actors: int
+    shards: int
+    wall_seconds: float
+    actor_seconds: float
+
+    def metadata(self) -> dict[str, str]:
+        """What produced the features, as :meth:`FeatureExtractor.metadata` says it."""
+        return dict(self.extractor_metadata)
+
+    def run_metadata(self) -> dict[str, str | int | bool]:
+        """What a statistics file records about the run: ``cluster``, ``ray_actors``, ``ray_shards``,
+        and ``lossy_inputs`` as decoded on the actors."""
+        return {"cluster": "ray", "ray_actors": int(self.actors), "ray_shards": int(self.shards),
+                "lossy_inputs": bool(self.lossy)}
+
+
+def _actor_env() -> dict[str, str]:
+    """Environment of the actors: fidkit's own variables, and a PYTHONPATH that finds this fidkit.
+
+    A fidkit imported from a source tree (``PYTHONPATH=.``, an editable install through a path) is
+    found by the actors of this machine and of nodes that mount the same path; an installed fidkit
+    needs nothing.
+    """
+    import fidkit
+
+    env = {name: value for name, value in os.environ.items() if name.startswith("FIDKIT_")}
+    package_parent = str(Path(fidkit.__file__).resolve().parent.parent)
+    installed = {str(Path(entry).resolve()) for entry in [*site.getsitepackages(), site.getusersitepackages()]}
+    if package_parent not in installed:
+        entries = [package_parent] + [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(os.path.abspath(entry) for entry in entries))
+    return env
+
+
+# Depth of nested shared_session() spans, and whether a local instance started inside them waits
+# for the outermost span to end.
+_session = {"depth": 0, "started": False}
+
+
+@contextlib.contextmanager
+def shared_session() -> Iterator[None]:
+    """Within it, a Ray instance that :func:`ray_statistics` starts stays up until the span ends."""
+    _session["depth"] += 1
+    try:
+        yield
+    finally:
+        _session["depth"] -= 1
+        if _session["depth"] == 0 and _session["started"]:
+            _session["started"] = False
+            ray = sys.modules.get("ray")
+            if ray is not None and ray.is_initialized():
+                ray.shutdown()
+
+
+@contextlib.contextmanager
+def _connected(ray: Any, address: str | None) -> Iterator[bool]:
+    """Use the Ray connection of this process, or connect / start one; yield whether fidkit started it."""
+    if ray.is_initialized():
+        if address is not None:
+            logger.warning("Ray is already initialized in this process; its cluster is used, not %s", address)
+        yield False
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is not None:
+        _check_reachable(address)
+    try:
+        if address is None:
+            # "local": a new instance on this machine, never one that someone else's `ray start` runs.
+            ray.init(
+                address="local", include_dashboard=False, object_store_memory=_LOCAL_OBJECT_STORE_BYTES,
+                log_to_driver=False, logging_level=logging.WARNING,
+            )
+        else:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, ...
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise FidkitError(
+            f"cannot start or reach {where} ({type(exc).__name__}: {exc}); check the address (ray status), "
+            "or unset RAY_ADDRESS to start a local instance"
+        ) from exc
+    if _session["depth"] > 0:
+        _session["started"] = True  # shut down when the shared session ends
+        yield True
+        return
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, on a ``host:port`` nobody listens on (Ray retries for a long time)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", a path, an unusual form: left to Ray
+    try:
+        with socket.create_connection((host, int(port)), timeout=10):
+            pass
+    except OSError as exc:
+        raise FidkitError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it with `ray start --head` "
+            "on the head node, check the address (`ray status` there), or unset RAY_ADDRESS and drop "
+            "--ray-address to use a local instance"
+        ) from exc
+
+
+def _actor_plan(ray: Any, device: str) -> tuple[int, bool]:
+    """How many actors, and whether each takes a GPU."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    use_gpu = gpus > 0 and device != "cpu"
+    count = gpus if use_gpu else max(1, int(resources.get("CPU", 1)))
+    requested = os.environ.get(ACTORS_ENV)
+    if requested:
+        try:
+            count = int(requested)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise InputError(f"{ACTORS_ENV} must be a positive integer, not {requested!r}")
+    return count, use_gpu
+
+
+def _with_node(error: FidkitError, node: str) -> FidkitError:
+    """The same kind of error, its message ending with the node it happened on."""
+    message = f"{error} (on node {node})"
+    try:
+        return type(error)(message)
+    except Exception:  # an error class with another constructor
+        return FidkitError(message)
+
+
+def ray_statistics(source: Source, network: Any, options: Any) -> RayRun:
+    """The extract step of the pipeline, on a Ray cluster (see the module's description).
+
+    Parameters
+    ----------
+    source : Source
+        An opened source of known length (not an iterable of batches).
+    network : fidkit.pipeline.Network
+        Says which weights, device and batch size the actors' extractors use.
+    options : fidkit.pipeline.SideOptions
+        ``batch_size``, ``skip_bad``, ``progress`` and ``ray_address`` are used.
+
+    Returns
+    -------
+    RayRun
+        The merged partial statistics and what to record about them. ``source.skipped`` is set to the
+        skipped files, as a local run sets it.
+
+    Raises
+    ------
+    FidkitError
+        Ray is not installed, the cluster cannot be reached, an actor failed for good.
+    ImageError, EmptySourceError
+        As for a local run (bad files without ``skip_bad``; no good image).
+    InputError
+        An iterable of batches, or a custom extractor.
+    """
+    if source.n_images is None:
+        raise InputError(
+            f"{source.name}: cluster='ray' reads folders, archives, arrays and files every node can open; an "
+            "iterable of batches lives in this process: use cluster='local'"
+        )
+    ray = import_ray()
+    settings = _extractor_settings(network)
+    with _connected(ray, options.ray_address) as started:
+        if started and network.given_extractor is None:
+            # The actors of a local instance share this machine's graph cache: export the graph once,
+            # here, rather than in every actor at the same time.
+            from fidkit.inception.runtime import ensure_graph
+
+            ensure_graph(network.build_settings()[0])
+        n_actors, use_gpu = _actor_plan(ray, settings["device"])
+        plan = plan_shards(int(source.n_images), options.batch_size, n_actors)
+        n_actors = min(n_actors, len(plan))
+        work = _work_for(source, settings, options.batch_size, None if use_gpu else 1)
+        logger.info(
+            "%s: %d images in %d shards on %d Ray %s actor(s)%s", source.name, source.n_images, len(plan),
+            n_actors, "GPU" if use_gpu else "CPU", " (local instance)" if started else "",
+        )
+        actor_class = ray.remote(_ShardWorker).options(
+            num_cpus=1, num_gpus=1 if use_gpu else 0, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS,
+            runtime_env={"env_vars": _actor_env()},
+        )
+        began = time.perf_counter()
+        work_ref = ray.put(work)
+        actors = [actor_class.remote() for _ in range(n_actors)]
+        try:
+            results = _drive(ray, actors, [work_ref], plan, source, options)
+        finally:
+            for actor in actors:
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+            del work_ref
+        wall_seconds = time.perf_counter() - began
+    return _merge(results, plan, source, options, n_actors, wall_seconds)
+
+
+def _drive(
+    ray: Any, actors: list[Any], work_ref: list[Any], plan: list[Shard], source: Source, options: Any
+) -> dict[int, dict[str, Any]]:
+    """Give shards to the actors as they free up; return one result per shard id."""
+    from ray.exceptions import RayActorError
+    from tqdm.auto import tqdm
+
+    queue = deque(plan)
+    in_flight: dict[Any, tuple[Shard, int]] = {}
+    results: dict[int, dict[str, Any]] = {}
+    count_only = False  # set once a bad file is seen without skip_bad: the run will fail, only count
+
+    def submit(actor_index: int) -> None:
+        shard = queue.popleft()
+        ref = actors[actor_index].run.remote(work_ref, shard.index, shard.start, shard.stop, count_only)
+        in_flight[ref] = (shard, actor_index)
+
+    for _ in range(_IN_FLIGHT_PER_ACTOR):
+        for actor_index in range(len(actors)):
+            if queue:
+                submit(actor_index)
+    name = str(source.name)
+    with tqdm(
+        total=source.n_images, desc=name if len(name) <= 32 else "..." + name[-29:], unit="img",
+        disable=None if options.progress is None else not options.progress, leave=False, dynamic_ncols=True,
+    ) as bar:
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                shard, actor_index = in_flight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except RayActorError as exc:
+                    raise FidkitError(
+                        f"{name}: a Ray actor failed on images {shard.start}..{shard.stop - 1} and was not "
+                        f"brought back after {ACTOR_RESTARTS} restarts ({_first_line(exc)}); check that every "
+                        f"node has fidkit ({INSTALL_HINT}) and enough memory"
+                    ) from exc
+                if "error" in result:
+                    raise _with_node(result["error"], result["node"])
+                if shard.index not in results:  # one result per shard, whatever Ray retried
+                    results[shard.index] = result
+                    count_only = count_only or (bool(result["skipped"]) and not options.skip_bad)
+                    bar.update(shard.stop - shard.start)
+                if queue:
+                    submit(actor_index)
+    return results
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _merge(
+    results: dict[int, dict[str, Any]], plan: list[Shard], source: Source, options: Any, n_actors: int,
+    wall_seconds: float,
+) -> RayRun:
+    """Merge the shards in order; apply the bad-file policy as a local run does."""
+    bad: list[tuple[str, str, str]] = []
+    accumulator: StatsAccumulator | None = None
+    metadata: dict[str, list[str]] = {}
+    n_good = 0
+    lossy = False
+    actor_seconds = 0.0
+    for shard in plan:
+        result = results[shard.index]
+        bad.extend((file, reason, result["node"]) for file, reason in result["skipped"])
+        n_good += int(result["n_good"])
+        lossy = lossy or bool(result["lossy"])
+        actor_seconds += float(result["seconds"])
+        for key, value in result["extractor_metadata"].items():
+            values = metadata.setdefault(key, [])
+            if value not in values:
+                values.append(value)
+        part = result["accumulator"]
+        if part is not None:
+            if accumulator is None:
+                accumulator = StatsAccumulator(dim=part.dim)
+            accumulator.merge(part)
+    name = str(source.name)
+    if bad and not options.skip_bad:
+        named = "; ".join(f"{file}: {reason} (node {node})" for file, reason, node in bad[:_NAMED_BAD_FILES])
+        more = f"; and {len(bad) - _NAMED_BAD_FILES} more" if len(bad) > _NAMED_BAD_FILES else ""
+        raise ImageError(
+            f"{name}: {len(bad)} of {source.n_images} image files could not be decoded ({named}{more}); "
+            "fix or remove them, or pass --skip-bad (skip_bad=True) to skip them"
+        )
+    skipped = tuple((file, reason) for file, reason, _ in bad)
+    source.skipped = list(skipped)
+    if skipped:
+        logger.warning("%s: skipped %d bad file(s), first %s: %s", name, len(skipped), *skipped[0])
+    if n_good == 0:
+        detail = f"all {len(bad)} files were bad, first {bad[0][0]}: {bad[0][1]}" if bad else ""
+        raise empty_source_error(name, detail)
+    assert accumulator is not None
+    return RayRun(
+        accumulator=accumulator,
+        extractor_metadata={key: ", ".join(values) for key, values in metadata.items()},
+        skipped=skipped,
+        lossy=lossy,
+        actors=n_actors,
+        shards=len(plan),
+        wall_seconds=wall_seconds,
+        actor_seconds=actor_seconds,
+    )

@@ -1,0 +1,131 @@
+"""Folders of images behind an object-store URI (``s3://``, ``gs://``, ``hdfs://``, ``file://``), best effort.
+
+Used with cluster="ray", whose actors on other nodes read the files themselves: a prefix is listed once
+on the driver through ``pyarrow.fs`` (installed with ``ray[data]``), its image files are sorted by
+their names relative to the prefix, exactly like a local folder's, and every process that reads a
+member opens the file system again from the URI (credentials come from the environment of each
+node, as pyarrow finds them: ``AWS_*`` variables, instance roles, ``GOOGLE_APPLICATION_CREDENTIALS``).
+
+Only folders (prefixes) are read; an archive behind a URI is refused with a message to mount or
+download it. Decoding, the colour policy and bad files are those of any other folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from fidkit.errors import SourceError
+from fidkit.sources import FileSource
+from fidkit.sources.archives import is_archive
+from fidkit.sources.base import empty_source_error, select_indices
+from fidkit.sources.decode import file_too_large_error
+from fidkit.sources.files import is_image_name
+
+__all__ = ["is_uri", "open_uri", "ArrowReader"]
+
+# A scheme of two or more letters: "C://" style Windows drive letters are paths, not URIs.
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def is_uri(spec: Any) -> bool:
+    """True for a string such as ``s3://bucket/prefix`` (a scheme, then ``://``)."""
+    return isinstance(spec, str) and _URI.match(spec) is not None
+
+
+def _file_system(uri: str) -> tuple[Any, str]:
+    try:
+        import pyarrow.fs
+    except ImportError as exc:
+        raise SourceError(
+            f"{uri}: reading URIs needs pyarrow (installed with ray[data]: pip install \"fidkit[ray]\")"
+        ) from exc
+    try:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... per scheme
+        raise SourceError(f"{uri}: cannot open this URI's file system ({type(exc).__name__}: {exc})") from exc
+
+
+@dataclass
+class ArrowReader:
+    """Reads members under a URI prefix; each process opens the file system from the URI on first use."""
+
+    uri: str
+    _fs: Any = field(default=None, repr=False)
+    _root: str = field(default="", repr=False)
+
+    def read(self, member: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; refused unread (by the size the store reports) when above `max_bytes`."""
+        if self._fs is None:
+            self._fs, self._root = _file_system(self.uri)
+        path = f"{self._root.rstrip('/')}/{member}"
+        if max_bytes is not None:
+            size = self._fs.get_file_info(path).size
+            if size is not None and size > max_bytes:
+                raise file_too_large_error(member, int(size), max_bytes)
+        with self._fs.open_input_stream(path) as stream:
+            return bytes(stream.read() if max_bytes is None else stream.read(max_bytes + 1))
+
+    def close(self) -> None:
+        self._fs = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # File system objects hold connections and credentials: every process makes its own.
+        return {"uri": self.uri, "_fs": None, "_root": ""}
+
+
+def open_uri(
+    uri: str,
+    *,
+    limit: int | None,
+    seed: int | None,
+    skip_bad: bool,
+    exif_transpose: bool,
+    workers: int | None,
+) -> FileSource:
+    """A ``"folder"`` source over the image files under `uri`, listed recursively and sorted by name."""
+    import pyarrow.fs
+
+    fs, root = _file_system(uri)
+    root = root.rstrip("/")
+    try:
+        top = fs.get_file_info(root)
+        if top.type == pyarrow.fs.FileType.File:
+            if is_archive(PurePosixPath(root)):  # type: ignore[arg-type]
+                raise SourceError(f"{uri}: archives behind a URI are not read; mount or download it, or unpack it")
+            raise SourceError(f"{uri}: a single file; point at a prefix (folder) of images")
+        if top.type == pyarrow.fs.FileType.NotFound:
+            raise SourceError(f"{uri}: no such prefix (folder)")
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+    except SourceError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise SourceError(f"{uri}: cannot list it ({type(exc).__name__}: {exc})") from exc
+    found: dict[str, tuple[int, int]] = {}
+    n_other = 0
+    for info in infos:
+        if info.type != pyarrow.fs.FileType.File:
+            continue
+        relative = info.path[len(root) + 1:] if info.path.startswith(root + "/") else info.path
+        if not is_image_name(relative):
+            n_other += 1
+            continue
+        found[relative] = (int(info.size if info.size is not None else -1), int(info.mtime_ns or -1))
+    if not found:
+        raise empty_source_error(uri, f"no image files; {n_other} other files ignored")
+    entries = sorted(found)
+    indices, limit_used, seed_used = select_indices(len(entries), limit, seed)
+    members = [entries[i] for i in indices]
+
+    def identity(hash_content: bool) -> dict[str, Any]:
+        # Sizes and modification times as the store reports them (hash_content is not offered: it
+        # would download every object on the driver).
+        return {"uri": uri, "members": [[member, *found[member]] for member in members]}
+
+    return FileSource(
+        "folder", uri, ArrowReader(uri), members, identity, n_available=len(entries), limit=limit_used,
+        seed=seed_used, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers,
+    )
+
