@@ -4,7 +4,7 @@ Results go to stdout (one line, or JSON with ``--json``); messages, warnings and
 to stderr. Exit status: 0 success, 1 a user-facing error (one line ``fidkit: error: ...``; the
 traceback only with ``--debug``), 2 a usage error, 130 interrupted (Ctrl-C; no partial files are left,
 as every write is atomic), 141 stdout was a pipe whose reader went away (quietly; see
-:func:`_standard_streams` for closed streams).
+:mod:`fidkit._streams` for closed streams).
 
 Heavy modules (onnxruntime, torch, the sources' decoders) are imported inside the handlers, so
 ``fidkit --help``, ``fidkit info`` and ``fidkit cache`` start fast and never import torch.
@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import json
 import logging
-import os
 import sys
 import traceback
 import warnings
@@ -25,20 +22,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from fidkit import commands
 from fidkit._argtypes import device_string, non_negative_int, positive_int
-from fidkit.errors import FidkitError, FidkitWarning, OverwriteError
+from fidkit._streams import StdoutGone, silence_stdout, standard_streams
+from fidkit.commands import (
+    EXIT_BROKEN_PIPE,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+)
+from fidkit.errors import FidkitError, FidkitWarning
 
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-#: stdout was a pipe whose reader went away (``| head``, ``| true``): 128 + SIGPIPE, as a shell reports a
-#: command that SIGPIPE ended; nothing is printed. Files the command wrote (``--save``) are complete.
-EXIT_BROKEN_PIPE = 141
 
 _DESCRIPTION = """\
 fidkit: the Fréchet Inception Distance with the TensorFlow reference's numbers.
@@ -219,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-weights-mismatch", action="store_true",
         help="warn instead of failing when the two sides record different weights",
     )
-    compute.set_defaults(func=_cmd_compute)
+    compute.set_defaults(func=commands.compute)
 
     stats = subparsers.add_parser(
         "stats", parents=[network_parent, source_parent], formatter_class=formatter,
@@ -233,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--save", metavar="OUT.npz", type=Path, default=None, help="where to write the statistics")
     stats.add_argument("--force", action="store_true", help="replace OUT.npz if it exists")
     stats.add_argument("--json", action="store_true", help="print the summary as JSON")
-    stats.set_defaults(func=_cmd_stats)
+    stats.set_defaults(func=commands.stats)
 
     info = subparsers.add_parser(
         "info", parents=[common], formatter_class=formatter, help="what a statistics file holds",
@@ -242,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("path", metavar="FILE.npz", type=Path, help="a statistics file")
     info.add_argument("--json", action="store_true", help="print as JSON")
-    info.set_defaults(func=_cmd_info)
+    info.set_defaults(func=commands.info)
 
     cache = subparsers.add_parser(
         # No common options here: they live on "list" and "clear", since argparse lets a nested
@@ -256,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the cached statistics: source, N, size, date.", epilog=_CACHE_LIST_EPILOG,
     )
     cache_list.add_argument("--json", action="store_true", help="print as JSON")
-    cache_list.set_defaults(func=_cmd_cache_list)
+    cache_list.set_defaults(func=commands.cache_list)
     cache_clear = cache_actions.add_parser(
         "clear", parents=[common], formatter_class=formatter, help="remove cached statistics",
         description="Remove cached statistics (and with --all the ONNX graphs, downloaded weights and datasets).",
@@ -265,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache_clear.add_argument(
         "--all", action="store_true", help="also remove the ONNX graphs, the downloaded weights and datasets"
     )
-    cache_clear.set_defaults(func=_cmd_cache_clear)
+    cache_clear.set_defaults(func=commands.cache_clear)
 
     datasets = subparsers.add_parser(
         "datasets", parents=[common], formatter_class=formatter, help="list the named datasets",
@@ -274,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_DATASETS_EPILOG,
     )
     datasets.add_argument("--json", action="store_true", help="print as JSON")
-    datasets.set_defaults(func=_cmd_datasets)
+    datasets.set_defaults(func=commands.datasets)
 
     _register_ttur(subparsers, network_parent)
     return parser
@@ -296,210 +294,6 @@ def _register_ttur(subparsers: Any, network_parent: argparse.ArgumentParser) -> 
     register(subparsers, network_parent)
 
 
-# ---------------------------------------------------------------------------------------------------
-# handlers: each takes the parsed arguments and returns the exit status
-
-
-def _progress_option(args: argparse.Namespace) -> bool | None:
-    # None lets the bar decide (a terminal shows it); --quiet turns it off.
-    return False if args.quiet else None
-
-
-def _source_options(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(
-        weights=args.weights,
-        device=args.device,
-        batch_size=args.batch_size,
-        engine=args.engine,
-        precision=args.precision,
-        workers=args.workers,
-        skip_bad=args.skip_bad,
-        limit=args.limit,
-        seed=args.seed,
-        use_cache=not args.no_cache,
-        hash_content=args.hash_content,
-        exif_transpose=args.exif_transpose,
-        progress=_progress_option(args),
-        cluster="ray" if args.ray or args.ray_address else "local",
-        ray_address=args.ray_address,
-    )
-
-
-def _cmd_compute(args: argparse.Namespace) -> int:
-    from fidkit.api import compute_fid
-
-    report = compute_fid(
-        args.source_a, args.source_b, allow_weights_mismatch=args.allow_weights_mismatch, **_source_options(args)
-    )
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(f"FID: {report.value:.4f}")
-    return EXIT_OK
-
-
-def _cmd_stats(args: argparse.Namespace) -> int:
-    from fidkit.api import compute_stats_with_report
-    from fidkit.cache import CACHE_KEY_METADATA
-
-    if args.source is None:
-        from fidkit.sources.named import dataset_names
-
-        print(
-            "fidkit stats: error: no source given; give a path (folder, archive, array, ...) or a dataset name: "
-            + ", ".join(dataset_names()),
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    out_path: Path | None = args.save
-    if out_path is not None:
-        # Refuse before computing anything: the user learns in a second, not after the whole run.
-        from fidkit._fs import check_writable_destination
-
-        if out_path.is_file() and not out_path.is_symlink() and not args.force:
-            raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
-        # A folder, FIFO, device, socket or link there, a parent that is a file, no permission: all refused now.
-        check_writable_destination(out_path, overwrite=args.force)
-    stats, side = compute_stats_with_report(args.source, **_source_options(args))
-    if out_path is not None:
-        metadata = {name: value for name, value in stats.metadata.items() if name != CACHE_KEY_METADATA}
-        dataclasses.replace(stats, metadata=metadata).save(out_path, overwrite=args.force)
-    summary = {
-        "source": side.name,
-        "kind": side.kind,
-        "n": stats.n,
-        "dim": int(stats.dim),
-        "cached": side.cached,
-        "n_skipped": side.n_skipped,
-        "ignored": dict(side.ignored),
-        "lossy": side.lossy,
-        "saved": str(out_path) if out_path is not None else None,
-        "seconds": round(side.total_seconds, 3),
-    }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        where = f"saved {out_path}" if out_path is not None else "computed (not saved; use --save)"
-        extras = [f"from {side.kind} {side.name}"]
-        if side.cached:
-            extras.append("cached")
-        if side.n_skipped:
-            extras.append(f"{side.n_skipped} file(s) skipped")
-        n_ignored = sum(count for _, count in side.ignored)
-        if n_ignored:
-            extras.append(f"{n_ignored} not read (" + "; ".join(f"{c} {r}" for r, c in side.ignored) + ")")
-        if side.lossy:
-            extras.append("lossy JPEG inputs")
-        print(f"{where}: N={stats.n}, dim={stats.dim}, " + ", ".join(extras))
-    return EXIT_OK
-
-
-def _cmd_info(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from fidkit.stats import Stats
-
-    stats = Stats.load(args.path)
-    foreign = bool(stats.is_foreign)
-    origin = "TTUR / pytorch-fid (mu and sigma only)" if foreign else "fidkit"
-    version = stats.metadata.get("fidkit_version")
-    if version and not foreign:
-        origin = f"fidkit {version}"
-    info = {
-        "path": str(args.path),
-        "origin": origin,
-        "foreign": foreign,
-        "n": stats.n,
-        "dim": int(stats.dim),
-        "trace_sigma": stats.trace,
-        "mu_norm": float(np.linalg.norm(stats.mu)),
-        "metadata": {str(name): value for name, value in sorted(stats.metadata.items())},
-    }
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-        return EXIT_OK
-    print(f"file:          {info['path']}")
-    print(f"origin:        {origin}")
-    print(f"N:             {stats.n if stats.n is not None else 'unknown (not recorded)'}")
-    print(f"dim:           {info['dim']}")
-    print(f"trace(sigma):  {info['trace_sigma']:.6g}")
-    print(f"|mu|:          {info['mu_norm']:.6g}")
-    if info["metadata"]:
-        print("metadata:")
-        width = max(len(name) for name in info["metadata"])
-        for name, value in info["metadata"].items():
-            print(f"  {name:<{width}}  {value}")
-    return EXIT_OK
-
-
-def _human_bytes(n_bytes: int) -> str:
-    size = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"  # pragma: no cover - loop always returns
-
-
-def _cmd_cache_list(args: argparse.Namespace) -> int:
-    from fidkit.cache import (
-        CACHE_MAX_BYTES_ENV,
-        cache_max_bytes,
-        list_cache,
-        stats_cache_dir,
-    )
-
-    entries = list_cache()
-    total = sum(entry.size_bytes for entry in entries)
-    limit = cache_max_bytes()
-    if args.json:
-        listing = {
-            "folder": str(stats_cache_dir()), "total_bytes": total, "max_bytes": limit or None,
-            "entries": [e.to_dict() for e in entries],
-        }
-        print(json.dumps(listing, indent=2))
-        return EXIT_OK
-    folder = stats_cache_dir()
-    limit_text = f"limit {_human_bytes(limit)}" if limit else "no limit"
-    if not entries:
-        print(f"no cached statistics in {folder} ({limit_text}, {CACHE_MAX_BYTES_ENV})")
-        return EXIT_OK
-    print(f"{'key':<12}  {'N':>7}  {'size':>9}  {'created (UTC)':<19}  source")
-    for entry in entries:
-        created = (entry.created or entry.modified.isoformat())[:19].replace("T", " ")
-        n_text = str(entry.n) if entry.n is not None else "?"
-        source = f"{entry.source_name} ({entry.source_kind})" if entry.source_kind else entry.source_name
-        print(f"{entry.key[:12]:<12}  {n_text:>7}  {_human_bytes(entry.size_bytes):>9}  {created:<19}  {source}")
-    print(f"{len(entries)} entries, {_human_bytes(total)} in {folder} ({limit_text}, {CACHE_MAX_BYTES_ENV})")
-    return EXIT_OK
-
-
-def _cmd_cache_clear(args: argparse.Namespace) -> int:
-    from fidkit._fs import cache_home
-    from fidkit.cache import clear_cache
-
-    cleared = clear_cache(include_models=args.all)
-    home = cache_home()
-    message = f"removed {cleared.n_stats_entries} cached statistics entries"
-    if args.all:
-        counts = {name: 0 for name in ("onnx", "weights", "datasets")}
-        for path in cleared.removed_paths:
-            if path.parent.parent == home and path.parent.name in counts:
-                counts[path.parent.name] += 1
-        message += ", " + ", ".join(f"{count} file(s) from {name}/" for name, count in counts.items())
-    print(f"{message} ({_human_bytes(cleared.bytes_freed)}) from {home}")
-    # Only files fidkit recognisably wrote are removed; say what was left and why.
-    for path, reason in cleared.kept[:_MAX_KEPT_SHOWN]:
-        print(f"kept {path}: {reason}")
-    if len(cleared.kept) > _MAX_KEPT_SHOWN:
-        print(f"kept {len(cleared.kept) - _MAX_KEPT_SHOWN} more file(s) fidkit did not write")
-    return EXIT_OK
-
-
-#: How many kept files ``fidkit cache clear`` names (the count is always given).
-_MAX_KEPT_SHOWN = 20
-
-
 _DATASETS_EPILOG = """\
 examples:
   fidkit datasets
@@ -517,36 +311,6 @@ def _datasets_note() -> str:
     return (
         "\n\ndataset names (downloaded on first use; see \"fidkit datasets\"):\n  " + ", ".join(dataset_names())
     )
-
-
-def _cmd_datasets(args: argparse.Namespace) -> int:
-    import os
-
-    from fidkit._download import MIRROR_ENV
-    from fidkit.sources.named import (
-        DATASETS,
-        DATASETS_ENV,
-        dataset_status,
-        datasets_cache_dir,
-    )
-
-    entries = [dataset_status(dataset) for dataset in DATASETS.values()]
-    folder, mirror = os.environ.get(DATASETS_ENV) or None, os.environ.get(MIRROR_ENV) or None
-    if args.json:
-        listing = {"cache": str(datasets_cache_dir()), "datasets_folder": folder, "mirror": mirror, "datasets": entries}
-        print(json.dumps(listing, indent=2))
-        return EXIT_OK
-    print(f"{'name':<15} {'images':>7}  {'file':<27} {'size':>10}  here")
-    for entry in entries:
-        here = f"yes ({entry['location']}: {entry['path']})" if entry["cached"] else "no (downloaded on first use)"
-        print(
-            f"{entry['name']:<15} {entry['n_images']:>7}  {entry['file']:<27} {_human_bytes(entry['size']):>10}  {here}"
-        )
-    print("files come from:")
-    for file_name, entry in {entry["file"]: entry for entry in entries}.items():
-        print(f"  {file_name:<27} {' or '.join(entry['urls'])} (md5 {entry['md5']})")
-    print(f"cache: {datasets_cache_dir()}; {DATASETS_ENV}: {folder or 'not set'}; {MIRROR_ENV}: {mirror or 'not set'}")
-    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -578,104 +342,6 @@ def _logging_to_stderr(args: argparse.Namespace) -> Iterator[None]:
         package_logger.removeHandler(handler)
         package_logger.setLevel(saved_level)
         package_logger.propagate = saved_propagate
-
-
-class _StdoutGone(Exception):
-    """stdout's reader went away (EPIPE): not an error of the command, so told apart from other OSErrors."""
-
-
-class _GuardedStdout:
-    """sys.stdout during a command: a broken pipe becomes :class:`_StdoutGone`."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError as error:
-            raise _StdoutGone() from error
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except BrokenPipeError as error:
-            raise _StdoutGone() from error
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-class _TolerantStderr(_GuardedStdout):
-    """sys.stderr during a command: closed or broken, messages are dropped and the command goes on."""
-
-    def write(self, text: str) -> int:
-        with contextlib.suppress(OSError, ValueError):  # ValueError: a closed file object
-            return self._stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._stream.flush()
-
-
-def _occupy_with_devnull(fd: int) -> None:
-    """Put /dev/null on a standard descriptor the process was started without (``>&-``, ``2>&-``).
-
-    Otherwise the next file fidkit opens (an output, a temporary file) would get that descriptor, and
-    anything writing to "stderr" at the OS level (onnxruntime's log) would write into it.
-    """
-    try:
-        os.fstat(fd)
-        return  # something holds it already: leave it alone
-    except OSError:
-        pass
-    null = os.open(os.devnull, os.O_WRONLY)
-    if null != fd:
-        os.dup2(null, fd)
-        os.close(null)
-
-
-@dataclasses.dataclass
-class _Streams:
-    stdout_closed: bool = False
-
-
-@contextlib.contextmanager
-def _standard_streams() -> Iterator[_Streams]:
-    """stdout and stderr for one command, whatever the shell left open.
-
-    - stdout carries only the result. If it was closed (``>&-``) the command does not run: the result
-      would be lost, so fidkit says so on stderr and exits 1.
-    - stderr carries messages only; closed (``2>&-``) or a broken pipe, they are dropped and the exit
-      status is what it would have been.
-    - stdout a pipe whose reader went away: the command's files are complete, nothing is printed, exit 141.
-    """
-    saved = sys.stdout, sys.stderr
-    streams = _Streams(stdout_closed=sys.stdout is None)
-    if sys.stdout is None:
-        _occupy_with_devnull(1)
-    if sys.stderr is None:
-        _occupy_with_devnull(2)
-    null = None
-    if sys.stdout is None or sys.stderr is None:
-        null = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
-    sys.stdout = _GuardedStdout(sys.stdout if sys.stdout is not None else null)
-    sys.stderr = _TolerantStderr(sys.stderr if sys.stderr is not None else null)
-    try:
-        yield streams
-    finally:
-        sys.stdout, sys.stderr = saved
-        if null is not None:
-            null.close()
-
-
-def _silence_stdout() -> None:
-    """After a broken stdout pipe: let the interpreter's last flush go to /dev/null instead of failing."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.__stdout__.fileno())
-        os.close(null)
 
 
 def _one_line(error: BaseException) -> str:
@@ -719,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     debug = bool(getattr(args, "debug", False))
     caught: list[warnings.WarningMessage] = []
-    with _standard_streams() as streams, _logging_to_stderr(args):
+    with standard_streams() as streams, _logging_to_stderr(args):
         try:
             if streams.stdout_closed:
                 print("fidkit: error: stdout is closed, so the result would be lost; redirect it (> FILE or "
@@ -730,8 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 status = int(args.func(args))
             sys.stdout.flush()  # a reader that went away shows here, not at the interpreter's exit
             return status
-        except _StdoutGone:
-            _silence_stdout()
+        except StdoutGone:
+            silence_stdout()
             return EXIT_BROKEN_PIPE
         except KeyboardInterrupt:
             print("fidkit: interrupted", file=sys.stderr)

@@ -1,0 +1,257 @@
+"""The handlers of the ``fidkit`` commands: each takes the parsed arguments, prints the result, returns the status.
+
+:mod:`fidkit.cli` builds the parser and runs a handler; the handlers call the API. Heavy modules are
+imported inside them, so ``fidkit --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from fidkit.errors import OverwriteError
+
+__all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "compute", "stats", "info",
+           "cache_list", "cache_clear", "datasets"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+#: stdout was a pipe whose reader went away (``| head``, ``| true``): 128 + SIGPIPE, as a shell reports a
+#: command that SIGPIPE ended; nothing is printed. Files the command wrote (``--save``) are complete.
+EXIT_BROKEN_PIPE = 141
+
+
+def _progress_option(args: argparse.Namespace) -> bool | None:
+    # None lets the bar decide (a terminal shows it); --quiet turns it off.
+    return False if args.quiet else None
+
+
+def _source_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        weights=args.weights,
+        device=args.device,
+        batch_size=args.batch_size,
+        engine=args.engine,
+        precision=args.precision,
+        workers=args.workers,
+        skip_bad=args.skip_bad,
+        limit=args.limit,
+        seed=args.seed,
+        use_cache=not args.no_cache,
+        hash_content=args.hash_content,
+        exif_transpose=args.exif_transpose,
+        progress=_progress_option(args),
+        cluster="ray" if args.ray or args.ray_address else "local",
+        ray_address=args.ray_address,
+    )
+
+
+def compute(args: argparse.Namespace) -> int:
+    from fidkit.api import compute_fid
+
+    report = compute_fid(
+        args.source_a, args.source_b, allow_weights_mismatch=args.allow_weights_mismatch, **_source_options(args)
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"FID: {report.value:.4f}")
+    return EXIT_OK
+
+
+def stats(args: argparse.Namespace) -> int:
+    from fidkit.api import compute_stats_with_report
+    from fidkit.cache import CACHE_KEY_METADATA
+
+    if args.source is None:
+        from fidkit.sources.named import dataset_names
+
+        print(
+            "fidkit stats: error: no source given; give a path (folder, archive, array, ...) or a dataset name: "
+            + ", ".join(dataset_names()),
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    out_path: Path | None = args.save
+    if out_path is not None:
+        # Refuse before computing anything: the user learns in a second, not after the whole run.
+        from fidkit._fs import check_writable_destination
+
+        if out_path.is_file() and not out_path.is_symlink() and not args.force:
+            raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
+        # A folder, FIFO, device, socket or link there, a parent that is a file, no permission: all refused now.
+        check_writable_destination(out_path, overwrite=args.force)
+    stats, side = compute_stats_with_report(args.source, **_source_options(args))
+    if out_path is not None:
+        metadata = {name: value for name, value in stats.metadata.items() if name != CACHE_KEY_METADATA}
+        dataclasses.replace(stats, metadata=metadata).save(out_path, overwrite=args.force)
+    summary = {
+        "source": side.name,
+        "kind": side.kind,
+        "n": stats.n,
+        "dim": int(stats.dim),
+        "cached": side.cached,
+        "n_skipped": side.n_skipped,
+        "ignored": dict(side.ignored),
+        "lossy": side.lossy,
+        "saved": str(out_path) if out_path is not None else None,
+        "seconds": round(side.total_seconds, 3),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        where = f"saved {out_path}" if out_path is not None else "computed (not saved; use --save)"
+        extras = [f"from {side.kind} {side.name}"]
+        if side.cached:
+            extras.append("cached")
+        if side.n_skipped:
+            extras.append(f"{side.n_skipped} file(s) skipped")
+        n_ignored = sum(count for _, count in side.ignored)
+        if n_ignored:
+            extras.append(f"{n_ignored} not read (" + "; ".join(f"{c} {r}" for r, c in side.ignored) + ")")
+        if side.lossy:
+            extras.append("lossy JPEG inputs")
+        print(f"{where}: N={stats.n}, dim={stats.dim}, " + ", ".join(extras))
+    return EXIT_OK
+
+
+def info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fidkit.stats import Stats
+
+    stats = Stats.load(args.path)
+    foreign = bool(stats.is_foreign)
+    origin = "TTUR / pytorch-fid (mu and sigma only)" if foreign else "fidkit"
+    version = stats.metadata.get("fidkit_version")
+    if version and not foreign:
+        origin = f"fidkit {version}"
+    info = {
+        "path": str(args.path),
+        "origin": origin,
+        "foreign": foreign,
+        "n": stats.n,
+        "dim": int(stats.dim),
+        "trace_sigma": stats.trace,
+        "mu_norm": float(np.linalg.norm(stats.mu)),
+        "metadata": {str(name): value for name, value in sorted(stats.metadata.items())},
+    }
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return EXIT_OK
+    print(f"file:          {info['path']}")
+    print(f"origin:        {origin}")
+    print(f"N:             {stats.n if stats.n is not None else 'unknown (not recorded)'}")
+    print(f"dim:           {info['dim']}")
+    print(f"trace(sigma):  {info['trace_sigma']:.6g}")
+    print(f"|mu|:          {info['mu_norm']:.6g}")
+    if info["metadata"]:
+        print("metadata:")
+        width = max(len(name) for name in info["metadata"])
+        for name, value in info["metadata"].items():
+            print(f"  {name:<{width}}  {value}")
+    return EXIT_OK
+
+
+def _human_bytes(n_bytes: int) -> str:
+    size = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"  # pragma: no cover - loop always returns
+
+
+def cache_list(args: argparse.Namespace) -> int:
+    from fidkit.cache import (
+        CACHE_MAX_BYTES_ENV,
+        cache_max_bytes,
+        list_cache,
+        stats_cache_dir,
+    )
+
+    entries = list_cache()
+    total = sum(entry.size_bytes for entry in entries)
+    limit = cache_max_bytes()
+    if args.json:
+        listing = {
+            "folder": str(stats_cache_dir()), "total_bytes": total, "max_bytes": limit or None,
+            "entries": [e.to_dict() for e in entries],
+        }
+        print(json.dumps(listing, indent=2))
+        return EXIT_OK
+    folder = stats_cache_dir()
+    limit_text = f"limit {_human_bytes(limit)}" if limit else "no limit"
+    if not entries:
+        print(f"no cached statistics in {folder} ({limit_text}, {CACHE_MAX_BYTES_ENV})")
+        return EXIT_OK
+    print(f"{'key':<12}  {'N':>7}  {'size':>9}  {'created (UTC)':<19}  source")
+    for entry in entries:
+        created = (entry.created or entry.modified.isoformat())[:19].replace("T", " ")
+        n_text = str(entry.n) if entry.n is not None else "?"
+        source = f"{entry.source_name} ({entry.source_kind})" if entry.source_kind else entry.source_name
+        print(f"{entry.key[:12]:<12}  {n_text:>7}  {_human_bytes(entry.size_bytes):>9}  {created:<19}  {source}")
+    print(f"{len(entries)} entries, {_human_bytes(total)} in {folder} ({limit_text}, {CACHE_MAX_BYTES_ENV})")
+    return EXIT_OK
+
+
+def cache_clear(args: argparse.Namespace) -> int:
+    from fidkit._fs import cache_home
+    from fidkit.cache import clear_cache
+
+    cleared = clear_cache(include_models=args.all)
+    home = cache_home()
+    message = f"removed {cleared.n_stats_entries} cached statistics entries"
+    if args.all:
+        counts = {name: 0 for name in ("onnx", "weights", "datasets")}
+        for path in cleared.removed_paths:
+            if path.parent.parent == home and path.parent.name in counts:
+                counts[path.parent.name] += 1
+        message += ", " + ", ".join(f"{count} file(s) from {name}/" for name, count in counts.items())
+    print(f"{message} ({_human_bytes(cleared.bytes_freed)}) from {home}")
+    # Only files fidkit recognisably wrote are removed; say what was left and why.
+    for path, reason in cleared.kept[:_MAX_KEPT_SHOWN]:
+        print(f"kept {path}: {reason}")
+    if len(cleared.kept) > _MAX_KEPT_SHOWN:
+        print(f"kept {len(cleared.kept) - _MAX_KEPT_SHOWN} more file(s) fidkit did not write")
+    return EXIT_OK
+
+
+#: How many kept files ``fidkit cache clear`` names (the count is always given).
+_MAX_KEPT_SHOWN = 20
+
+
+def datasets(args: argparse.Namespace) -> int:
+
+    from fidkit._download import MIRROR_ENV
+    from fidkit.sources.named import (
+        DATASETS,
+        DATASETS_ENV,
+        dataset_status,
+        datasets_cache_dir,
+    )
+
+    entries = [dataset_status(dataset) for dataset in DATASETS.values()]
+    folder, mirror = os.environ.get(DATASETS_ENV) or None, os.environ.get(MIRROR_ENV) or None
+    if args.json:
+        listing = {"cache": str(datasets_cache_dir()), "datasets_folder": folder, "mirror": mirror, "datasets": entries}
+        print(json.dumps(listing, indent=2))
+        return EXIT_OK
+    print(f"{'name':<15} {'images':>7}  {'file':<27} {'size':>10}  here")
+    for entry in entries:
+        here = f"yes ({entry['location']}: {entry['path']})" if entry["cached"] else "no (downloaded on first use)"
+        print(
+            f"{entry['name']:<15} {entry['n_images']:>7}  {entry['file']:<27} {_human_bytes(entry['size']):>10}  {here}"
+        )
+    print("files come from:")
+    for file_name, entry in {entry["file"]: entry for entry in entries}.items():
+        print(f"  {file_name:<27} {' or '.join(entry['urls'])} (md5 {entry['md5']})")
+    print(f"cache: {datasets_cache_dir()}; {DATASETS_ENV}: {folder or 'not set'}; {MIRROR_ENV}: {mirror or 'not set'}")
+    return EXIT_OK
