@@ -9,12 +9,11 @@ from __future__ import annotations
 import ctypes
 import sys
 
-__all__ = ["gpu_driver_present"]
+__all__ = ["gpu_driver_present", "any_library_loads"]
 
 
-def gpu_driver_present() -> bool:
-    """True if an NVIDIA driver library loads (``libcuda.so.1``; ``nvcuda.dll`` on Windows)."""
-    names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
+def any_library_loads(names: tuple[str, ...] | list[str]) -> bool:
+    """True if one of the shared libraries `names` loads (``dlopen``; nothing is called in it)."""
     for name in names:
         try:
             ctypes.CDLL(name)
@@ -22,3 +21,8 @@ def gpu_driver_present() -> bool:
             continue
         return True
     return False
+
+
+def gpu_driver_present() -> bool:
+    """True if an NVIDIA driver library loads (``libcuda.so.1``; ``nvcuda.dll`` on Windows)."""
+    return any_library_loads(["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"])

@@ -69,7 +69,7 @@ def test_missing_driver_and_libraries_are_named(monkeypatch):
     monkeypatch.setattr(providers, "gpu_driver_present", lambda: False)
     assert "no NVIDIA driver" in why_no_gpu(fake, Device("cuda"))
     monkeypatch.setattr(providers, "gpu_driver_present", lambda: True)
-    monkeypatch.setattr(providers, "_loads", lambda names: not any("cudnn" in name for name in names))
+    monkeypatch.setattr(providers, "any_library_loads", lambda names: not any("cudnn" in name for name in names))
     assert "cuDNN 9" in why_no_gpu(fake, Device("cuda")) and "CUDA runtime" not in why_no_gpu(fake, Device("cuda"))
 
 
@@ -85,7 +85,7 @@ def test_explicit_cuda_that_falls_back_is_an_error_and_auto_uses_the_cpu_quietly
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", fake)
     monkeypatch.setattr(runtime, "gpu_driver_present", lambda: True)
     monkeypatch.setattr(providers, "gpu_driver_present", lambda: True)
-    monkeypatch.setattr(providers, "_loads", lambda names: "libcudart.so.13" not in names)
+    monkeypatch.setattr(providers, "any_library_loads", lambda names: "libcudart.so.13" not in names)
     with pytest.raises(FidkitError, match=r"device cuda asked for, but .*CUDA runtime"):
         FeatureExtractor(random_weights_path, device="cuda")
     with caplog.at_level(logging.INFO, logger="fidkit"):

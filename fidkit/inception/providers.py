@@ -10,14 +10,13 @@ that tests can hand a stand-in with any provider list.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.metadata
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fidkit._gpu import gpu_driver_present
+from fidkit._gpu import any_library_loads, gpu_driver_present
 from fidkit.errors import InputError
 
 __all__ = [
@@ -141,16 +140,6 @@ def _installed(distribution: str) -> bool:
     return True
 
 
-def _loads(names: tuple[str, ...]) -> bool:
-    for name in names:
-        try:
-            ctypes.CDLL(name)
-        except OSError:
-            continue
-        return True
-    return False
-
-
 _INSTALL = 'pip install "fidkit[cuda]" (onnxruntime-gpu with its CUDA and cuDNN wheels)'
 
 
@@ -174,7 +163,7 @@ def why_no_gpu(ort: Any, device: Device, detail: str = "") -> str:
             ("cuBLAS (libcublas)", ("libcublas.so.13", "libcublas.so.12", "libcublas.so")),
             ("cuDNN 9 (libcudnn)", ("libcudnn.so.9", "libcudnn.so")),
         )
-        if not _loads(names)
+        if not any_library_loads(names)
     ]
     if missing:
         return (

@@ -40,6 +40,7 @@ from fidkit.inception.spec import (
     FEATURE_DIM,
     FEATURE_EXTRACTOR,
     RESIZE_MODE,
+    extractor_metadata,
 )
 from fidkit.inception.weights import ResolvedWeights, locate_weights
 
@@ -442,16 +443,7 @@ class FeatureExtractor:
 
     def metadata(self) -> dict[str, str]:
         """What produced the features, for statistics files and reports."""
-        return {
-            "feature_extractor": FEATURE_EXTRACTOR,
-            "weights_sha256": self.weights_sha256,
-            "resize_mode": self.resize_mode,
-            "provider": self.provider,
-            "exporter_version": EXPORTER_VERSION,
-            "graph_sha256": self.graph_sha256,
-            "engine": "onnxruntime",
-            "precision": self.precision,
-        }
+        return extractor_metadata(self, engine="onnxruntime")
 
     def __repr__(self) -> str:
         return (

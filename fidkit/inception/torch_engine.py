@@ -45,11 +45,10 @@ from fidkit.errors import FidkitError, InputError
 from fidkit.inception.providers import parse_device
 from fidkit.inception.resize import tf_resize_indices
 from fidkit.inception.spec import (
-    EXPORTER_VERSION,
     FEATURE_DIM,
-    FEATURE_EXTRACTOR,
     INPUT_SIZE,
     RESIZE_MODE,
+    extractor_metadata,
 )
 from fidkit.inception.weights import ResolvedWeights, locate_weights
 
@@ -323,16 +322,7 @@ class TorchFeatureExtractor:
         ``exporter_version`` names the version of the preprocessing definition (resize and normalization)
         that this engine implements too; ``graph_sha256`` is ``""`` (no graph).
         """
-        return {
-            "feature_extractor": FEATURE_EXTRACTOR,
-            "weights_sha256": self.weights_sha256,
-            "resize_mode": self.resize_mode,
-            "provider": self.provider,
-            "exporter_version": EXPORTER_VERSION,
-            "graph_sha256": self.graph_sha256,
-            "engine": ENGINE,
-            "precision": self.precision,
-        }
+        return extractor_metadata(self, engine=ENGINE)
 
     def __repr__(self) -> str:
         return (
