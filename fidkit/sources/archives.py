@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from fidkit._fs import sha256_file
+from fidkit._fs import CHUNK_BYTES, sha256_file
 from fidkit.errors import ImageError, SourceError
 from fidkit.sources.base import empty_source_error, select_indices, size_mtime
 from fidkit.sources.decode import file_too_large_error
@@ -320,7 +320,7 @@ def _check_tar_end(tarred: tarfile.TarFile, compression: str) -> None:
     if compression:
         # Decompress to the end, so that corrupt data or a checksum mismatch after the last member
         # shows now, not as a missing image later.
-        while stream.read(1 << 20):
+        while stream.read(CHUNK_BYTES):
             pass
 
 
