@@ -38,13 +38,13 @@ non_negative_int.__name__ = "non_negative_int"
 
 
 def positive_float(text: str) -> float:
-    """Convert to a float > 0 (NaN is refused too)."""
+    """Convert to a finite float > 0 (NaN and infinity are refused too)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value}")
     return value
 
 

@@ -20,6 +20,13 @@ class StdoutGone(Exception):
     """stdout's reader went away (EPIPE): not an error of the command, so told apart from other OSErrors."""
 
 
+def _printable(text: str, stream: Any) -> str:
+    """`text` as `stream` can encode it: a file name that is not valid UTF-8 (kept by Python as lone
+    surrogates) is shown with backslash escapes instead of ending the command after its work is done."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+
+
 class _GuardedStdout:
     """sys.stdout during a command: a broken pipe becomes :class:`StdoutGone`."""
 
@@ -28,7 +35,10 @@ class _GuardedStdout:
 
     def write(self, text: str) -> int:
         try:
-            return self._stream.write(text)
+            try:
+                return self._stream.write(text)
+            except UnicodeEncodeError:
+                return self._stream.write(_printable(text, self._stream))
         except BrokenPipeError as error:
             raise StdoutGone() from error
 
@@ -47,7 +57,10 @@ class _TolerantStderr(_GuardedStdout):
 
     def write(self, text: str) -> int:
         with contextlib.suppress(OSError, ValueError):  # ValueError: a closed file object
-            return self._stream.write(text)
+            try:
+                return self._stream.write(text)
+            except UnicodeEncodeError:
+                return self._stream.write(_printable(text, self._stream))
         return len(text)
 
     def flush(self) -> None:

@@ -265,7 +265,7 @@ def look_up(source: Source, network: Network, options: SideOptions) -> CacheLook
         graph_sha256=identity.graph_sha256, precision=identity.precision, engine=identity.engine,
     )
     cached = load_cached_stats(key)
-    if cached is not None and (options.skip_bad or int(cached.metadata.get("n_skipped", 0)) == 0):
+    if cached is not None and (options.skip_bad or _count(cached.metadata.get("n_skipped"), 0) == 0):
         logger.info("%s: statistics read from the cache (N = %s)", source.name, cached.n)
         return CacheLookup(key, fingerprint, cached)
     return CacheLookup(key, fingerprint, None)
@@ -381,6 +381,17 @@ def store(source: Source, lookup: CacheLookup, stats: Stats, options: SideOption
 # --------------------------------------------------------------------------------------------- the steps in order
 
 
+def _count(value: Any, default: int) -> int:
+    """A count recorded in metadata, or `default` where a file records none or something that is not one.
+
+    Metadata is free-form in files fidkit did not write; a count that cannot be read is treated as unknown,
+    never as an error in the middle of a comparison.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value or value < 0:
+        return default
+    return int(value)
+
+
 def _str_or_none(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
@@ -403,13 +414,15 @@ def describe(
     if skipped is None:
         try:
             skipped = tuple(tuple(item) for item in json.loads(str(metadata.get("skipped_files", "[]"))))
-        except ValueError:
+        except (ValueError, TypeError, RecursionError):
+            skipped = ()
+        if not all(len(item) == 2 for item in skipped):
             skipped = ()
     times = times or ExtractionTimes()
     try:
         ignored_counts = json.loads(str(metadata.get("ignored_json", "{}")))
         ignored = tuple((str(reason), int(count)) for reason, count in dict(ignored_counts).items())
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError, AttributeError):
         ignored = ()
     return SideReport(
         name=name,
@@ -418,7 +431,7 @@ def describe(
         cached=cached,
         lossy=bool(metadata.get("lossy_inputs", False)),
         skipped=tuple(skipped),
-        n_skipped=int(metadata.get("n_skipped", len(skipped))),
+        n_skipped=_count(metadata.get("n_skipped"), len(skipped)),
         ignored=ignored,
         foreign=stats.is_foreign,
         weights_sha256=_str_or_none(metadata.get("weights_sha256")),

@@ -211,6 +211,14 @@ def _parse(contents: dict[str, np.ndarray], file_path: Path) -> StatsFileContent
             metadata = json.loads(str(raw.item()) if raw.ndim == 0 else "")
         except (ValueError, TypeError) as exc:
             raise StatsFileError(f"{file_path}: metadata is not valid JSON ({exc}); recompute the file") from exc
+        except RecursionError:
+            raise StatsFileError(
+                f"{file_path}: metadata JSON nested too deeply to read (not written by fidkit); recompute the file"
+            ) from None
+        if not isinstance(metadata, dict):
+            raise StatsFileError(
+                f"{file_path}: metadata is JSON {type(metadata).__name__}, not an object; recompute the file"
+            )
     for key in (_KEY_MU, _KEY_SIGMA, _KEY_FACTOR):
         if key in contents and not np.issubdtype(contents[key].dtype, np.number):
             raise StatsFileError(f"{file_path}: {key!r} has dtype {contents[key].dtype}, not numbers")

@@ -623,3 +623,34 @@ def test_a_single_image_names_the_side(home, tmp_path, network, capsys):
     assert main(["compute", str(image_array(tmp_path)), str(one), "--workers", "0", "--quiet"]) == 1
     line = error_line(capsys.readouterr().err)
     assert str(one) in line and "only 1 image" in line
+
+
+def test_a_file_name_that_is_not_utf8_is_printed_escaped_not_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = os.fsencode(tmp_path) + b"/caf\xe9.npz"
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run([sys.executable, "-m", "fidkit", "info", path], capture_output=True, env=env, timeout=120)
+    assert result.returncode == 1
+    assert b"Traceback" not in result.stderr and b"no such statistics file" in result.stderr
+    assert b"caf\\udce9" in result.stderr
+
+
+def test_statistics_with_hostile_metadata_are_file_errors_or_read_as_unknown(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from fidkit.cli import main
+
+    deep = "[" * 100_000 + "]" * 100_000
+    np.savez(tmp_path / "deep.npz", mu=np.zeros(2), sigma=np.eye(2), fidkit_metadata_json=np.asarray(deep))
+    assert main(["info", str(tmp_path / "deep.npz")]) == 1
+    assert "nested too deeply" in capsys.readouterr().err
+    lots = json.dumps({"n_skipped": "lots", "skipped_files": "not a list"})
+    np.savez(tmp_path / "lots.npz", mu=np.zeros(2), sigma=np.eye(2), n=np.int64(5), fidkit_metadata_json=np.asarray(lots))
+    assert main(["compute", str(tmp_path / "lots.npz"), str(tmp_path / "lots.npz"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fid"] == 0.0 and report["a"]["n_skipped"] == 0

@@ -522,3 +522,28 @@ def test_help_does_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+def test_out_on_a_file_and_infinite_rates_are_refused_at_once(tmp_path):
+    from fidkit.errors import InputError
+
+    a_file = tmp_path / "run"
+    a_file.write_text("")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        TTURConfig(data=str(tmp_path), out=a_file)
+    with pytest.raises(InputError, match="positive finite"):
+        TTURConfig(data=str(tmp_path), out=tmp_path / "out", lr_d=float("inf"))
+
+
+def test_a_diverged_training_step_is_an_error_not_a_nan_curve(monkeypatch):
+    from fidkit.errors import FidkitError
+    from fidkit.ttur import trainer as trainer_module
+
+    config = TTURConfig(data="x", out=Path("o"), width=8, train_batch_size=8, latent_dim=8, seed=1)
+    trainer = TTURTrainer(config, synthetic_data())
+    real_loss = trainer_module.F.binary_cross_entropy_with_logits
+    monkeypatch.setattr(
+        trainer_module.F, "binary_cross_entropy_with_logits", lambda *a, **k: real_loss(*a, **k) * float("nan")
+    )
+    with pytest.raises(FidkitError, match="training diverged at step 1"):
+        trainer.train_step()

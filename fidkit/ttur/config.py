@@ -86,14 +86,17 @@ class TTURConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if self.out.exists() and not self.out.is_dir():
+            # Found now, not as a bare "[Errno 17]" when the first file is written.
+            raise InputError(f"--out {self.out} is a file, not a folder; give a folder for the run's files")
         for name in ("steps", "train_batch_size", "eval_every", "eval_samples", "latent_dim", "width"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.eval_samples < 2:
             raise InputError("eval_samples must be at least 2 (a covariance needs two samples)")
         for name in ("lr_d", "lr_g"):
-            if not float(getattr(self, name)) > 0:
-                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+            if not 0 < float(getattr(self, name)) < float("inf"):
+                raise InputError(f"{name} must be a positive finite number, got {getattr(self, name)}")
 
     @property
     def effective_lr_d(self) -> float:

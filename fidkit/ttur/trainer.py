@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import fidkit
-from fidkit.errors import InputError, SmallSampleWarning
+from fidkit.errors import FidkitError, InputError, SmallSampleWarning
 from fidkit.ttur.config import TTURConfig
 from fidkit.ttur.data import TrainingData, nchw_to_rgb
 from fidkit.ttur.models import GANShape, build_models
@@ -181,6 +181,13 @@ class TTURTrainer:
 
         self.step += 1
         loss_values = (float(loss_d.detach()), float(loss_g.detach()))
+        if not (math.isfinite(loss_values[0]) and math.isfinite(loss_values[1])):
+            # Training on NaN or inf losses only produces a broken generator and a meaningless FID curve.
+            raise FidkitError(
+                f"training diverged at step {self.step}: loss_d = {loss_values[0]}, loss_g = {loss_values[1]} "
+                f"(lr_d {self.config.effective_lr_d:g}, lr_g {self.config.effective_lr_g:g}); lower the learning "
+                "rates, or start again from an earlier checkpoint"
+            )
         self.loss_sums[0] += loss_values[0]
         self.loss_sums[1] += loss_values[1]
         self.loss_count += 1

@@ -93,6 +93,9 @@ class ValidateConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if self.out.exists() and not self.out.is_dir():
+            # Found now, not as a bare "[Errno 17]" when the first file is written.
+            raise InputError(f"--out {self.out} is a file, not a folder; give a folder for the run's files")
         if self.samples < 2:
             raise InputError(f"samples must be at least 2, got {self.samples}")
         strengths = sorted({float(s) for s in self.strengths} | {0.0})
