@@ -73,6 +73,18 @@ class _Side:
         self.version += 1
 
 
+def _device_batch(images: Any, what: str, value_range: tuple[float, float] | None) -> Any:
+    """What :meth:`FID.update` hands the extractor: checked uint8 images, kept on their GPU when they are there.
+
+    A CUDA tensor is quantized on its device and stays a uint8 tensor in the tensor convention (NCHW), which
+    the extractors read where it lies (the onnxruntime CUDA provider by pointer, the torch engine directly);
+    anything else becomes the usual host uint8 NHWC array.
+    """
+    if is_torch_tensor(images) and images.is_cuda:
+        return as_image_tensor(images, what, value_range).permute(0, 3, 1, 2)
+    return as_image_batch(images, what, value_range)
+
+
 def _process_group() -> Any:
     """``torch.distributed`` when a default process group of more than one rank is up, else None.
 
@@ -194,12 +206,7 @@ class FID:
         """
         side = self._side(real)
         what = f"FID.update({'real=True' if real else 'generated'}) images"
-        if is_torch_tensor(images) and images.is_cuda:
-            # Quantized on its GPU and handed to the extractor there: no per-batch copy of images to the host
-            # (the onnxruntime CUDA provider and the torch engine read device memory).
-            batch = as_image_tensor(images, what, self._value_range)
-        else:
-            batch = as_image_batch(images, what, self._value_range)
+        batch = _device_batch(images, what, self._value_range)
         extractor = self._network.extractor()
         times = extract([batch], extractor, side)
         side.network_seconds += times.network_seconds
@@ -259,6 +266,9 @@ class FID:
             if key is None:
                 assert self._last is not None
                 return self._last[1]
+        # From here the sides are new: an error below (a weights mismatch, Ctrl-C) must not leave the previous
+        # report standing as if it described them.
+        self._last = None
         real_stats, real_side = reference if reference is not None else self._side_report(self._real)
         generated_stats, generated_side = self._side_report(self._generated)
         # The checks and warnings of compute_fid: different weights are an error, lossy or skipped inputs a note.

@@ -99,6 +99,26 @@ class ExtractorIdentity:
     engine: str = "onnxruntime"
 
 
+def _numerics(precision: str, *, tensorrt: bool) -> str:
+    """The precision as the cache key names it: TensorRT may compute in TF32 even when asked for float32, so its
+    statistics never stand in for (nor are replaced by) those of the exact CPU and CUDA providers."""
+    return f"tensorrt-{precision}" if tensorrt else precision
+
+
+def _identity_of(extractor: Any) -> ExtractorIdentity:
+    """The identity an extractor (built here, or given) states about itself."""
+    return ExtractorIdentity(
+        weights_sha256=str(extractor.weights_sha256),
+        resize_mode=str(extractor.resize_mode),
+        graph_sha256=str(getattr(extractor, "graph_sha256", "")),
+        precision=_numerics(
+            str(getattr(extractor, "precision", "exact")),
+            tensorrt=getattr(extractor, "provider", "") == "TensorrtExecutionProvider",
+        ),
+        engine=str(extractor.metadata().get("engine", "")),
+    )
+
+
 def build_extractor(
     weights: Any, device: str, batch_size: int, *, engine: str = "auto", precision: str = "exact"
 ) -> FeatureExtractor:
@@ -131,6 +151,7 @@ class Network:
         from fidkit.inception.select import check_engine
 
         self._extractor = extractor
+        self._given = extractor is not None
         self._weights = weights
         self._device = str(parse_device(device)) if extractor is None else device
         self._batch_size = batch_size
@@ -141,47 +162,46 @@ class Network:
         self._identity: ExtractorIdentity | None = None
 
     def identity(self) -> ExtractorIdentity:
-        """What names the feature space in the cache key, without starting an onnxruntime session.
+        """What names the feature space in the cache key, known without starting a session.
 
-        For fidkit's network: the weights' sha256 (the file is found, or downloaded, and hashed once; the
-        extractor built later is handed that result), the resize mode, and the sha256 of the verified ONNX
-        graph (exported first if this machine has none yet), so statistics made by any other graph are
-        never reused. An extractor passed in says it itself (``graph_sha256`` is optional there).
+        Once the extractor is built (or when one was given) it says it itself. Before that: the weights'
+        sha256 (the file is found, or downloaded, and hashed once; the extractor built later is handed that
+        result), the resize mode, the sha256 of the verified ONNX graph (exported first if this machine has
+        none yet), the precision, and the engine expected to run: onnxruntime unless torch was asked for.
+        With ``engine="auto"`` on a GPU that only torch can use, the engine that really runs is learned when
+        the extractor is built; :func:`side_statistics` then looks up again under that identity.
         """
-        from fidkit.inception.select import engine_known_before_building
-
-        engine = engine_known_before_building(self._engine, self._device)
-        if self._extractor is None and engine is None:
-            self.extractor()  # which engine runs on this GPU is learned by starting it
         if self._extractor is not None:
-            return ExtractorIdentity(
-                weights_sha256=str(self._extractor.weights_sha256),
-                resize_mode=str(self._extractor.resize_mode),
-                graph_sha256=str(getattr(self._extractor, "graph_sha256", "")),
-                precision=str(getattr(self._extractor, "precision", "exact")),
-                engine=str(self._extractor.metadata().get("engine", "")),
-            )
+            return _identity_of(self._extractor)
         if self._identity is None:
-            from fidkit.inception import RESIZE_MODE, ensure_graph, locate_weights
+            from fidkit.inception import RESIZE_MODE, ensure_graph
 
-            resolved = locate_weights(self._weights)
-            self._weights = resolved
+            resolved = self.resolved_weights()
+            engine = "torch" if self._engine == "torch" else "onnxruntime"
             # The torch engine runs no graph; the onnxruntime one is named by its verified graph.
             graph_sha256 = ensure_graph(resolved).sha256 if engine == "onnxruntime" else ""
             self._identity = ExtractorIdentity(
-                str(resolved.sha256), RESIZE_MODE, graph_sha256, precision=self._precision, engine=str(engine)
+                str(resolved.sha256), RESIZE_MODE, graph_sha256,
+                precision=_numerics(self._precision, tensorrt=self._device.startswith("tensorrt")), engine=engine,
             )
         return self._identity
 
+    def resolved_weights(self) -> Any:
+        """The weights file, located (or downloaded) and hashed once: a ``ResolvedWeights``."""
+        from fidkit.inception import ResolvedWeights, locate_weights
+
+        if not isinstance(self._weights, ResolvedWeights):
+            self._weights = locate_weights(self._weights)
+        return self._weights
+
     @property
     def given_extractor(self) -> FeatureExtractor | None:
-        """The extractor given or already built, if any (None: not built yet)."""
-        return self._extractor
+        """The extractor the caller gave, if any (not one this network built)."""
+        return self._extractor if self._given else None
 
     def build_settings(self) -> tuple[Any, str, int]:
         """``(located weights, device, batch_size)``: what builds this extractor elsewhere (a Ray actor)."""
-        self.identity()  # locates (and hashes) the weights once
-        return self._weights, self._device, self._batch_size
+        return self.resolved_weights(), self._device, self._batch_size
 
     def extractor(self) -> FeatureExtractor:
         """The feature extractor, built on first use."""
@@ -259,11 +279,17 @@ def look_up(source: Source, network: Network, options: SideOptions) -> CacheLook
     fingerprint = source.fingerprint(hash_content=options.hash_content)
     if not options.use_cache:
         return CacheLookup(None, fingerprint, None)
-    identity = network.identity()
-    key = cache_key(
+    return _look_up_key(source, fingerprint, _key_of(fingerprint, network.identity()), options)
+
+
+def _key_of(fingerprint: str, identity: ExtractorIdentity) -> str:
+    return cache_key(
         fingerprint, weights_sha256=identity.weights_sha256, resize_mode=identity.resize_mode,
         graph_sha256=identity.graph_sha256, precision=identity.precision, engine=identity.engine,
     )
+
+
+def _look_up_key(source: Source, fingerprint: str, key: str, options: SideOptions) -> CacheLookup:
     cached = load_cached_stats(key)
     if cached is not None and (options.skip_bad or _count(cached.metadata.get("n_skipped"), 0) == 0):
         logger.info("%s: statistics read from the cache (N = %s)", source.name, cached.n)
@@ -471,6 +497,17 @@ def side_statistics(opened: Stats | Source, network: Network, options: SideOptio
         times = ExtractionTimes(decode_seconds=0.0, network_seconds=run.wall_seconds)
     else:
         extractor = network.extractor()
+        if lookup.key is not None:
+            # The extractor may not be the one the key expected (engine auto on a GPU only torch can use):
+            # its own identity names the entry, which may even be cached already.
+            key = _key_of(lookup.fingerprint, network.identity())
+            if key != lookup.key:
+                lookup = _look_up_key(source, lookup.fingerprint, key, options)
+                if lookup.hit is not None:
+                    return lookup.hit, describe(
+                        lookup.hit, name=source.name, kind=source.kind, cached=True,
+                        total_seconds=time.perf_counter() - started,
+                    )
         accumulator = StatsAccumulator(dim=int(extractor.feature_dim))
         times = extract(
             source.batches(options.batch_size), extractor, accumulator,

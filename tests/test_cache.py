@@ -390,3 +390,30 @@ def test_two_threads_computing_the_same_entry(fidkit_home, image_folder, extract
     counting = CountingExtractor(extractor)
     compute_stats(image_folder, extractor=counting, workers=0)
     assert counting.calls == 0
+
+
+def test_the_key_names_what_really_ran_and_tensorrt_is_kept_apart(fidkit_home, extractor, random_weights_path, monkeypatch):
+    # engine="auto" expects onnxruntime; where the torch engine runs instead (a GPU only torch can use), the
+    # statistics go under the torch identity, and the next run finds them there without computing again.
+    import fidkit.pipeline
+    from fidkit.api import compute_stats_with_report
+    from fidkit.pipeline import Network
+
+    class AsTorch(CountingExtractor):
+        graph_sha256 = ""
+
+        def metadata(self):
+            return {**super().metadata(), "engine": "torch", "graph_sha256": ""}
+
+    built = []
+    monkeypatch.setattr(
+        fidkit.pipeline, "build_extractor", lambda *args, **kwargs: built.append(AsTorch(extractor)) or built[-1]
+    )
+    images = np.random.default_rng(8).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    first, first_side = compute_stats_with_report(images, weights=random_weights_path, device="cpu", workers=0)
+    assert not first_side.cached and first.metadata["engine"] == "torch" and built[0].n_images == 6
+    again, again_side = compute_stats_with_report(images, weights=random_weights_path, device="cpu", workers=0)
+    assert again_side.cached and built[1].n_images == 0
+    onnx = Network(weights=random_weights_path, device="cpu").identity()
+    tensorrt = Network(weights=random_weights_path, device="tensorrt").identity()
+    assert onnx.engine == "onnxruntime" and onnx.precision == "exact" and tensorrt.precision == "tensorrt-exact"

@@ -251,3 +251,23 @@ def test_two_gloo_ranks_give_the_single_process_fid(extractor, random_weights_pa
     message = results[0]["missing"]
     assert "every rank must call compute()" in message and "within 3 s" in message, message
     assert results[0]["missing_seconds"] < 8
+
+
+def test_what_update_hands_a_gpu_extractor_gives_the_host_features(extractor, monkeypatch):
+    # On a GPU, FID.update keeps a CUDA tensor on its device and hands it on in the tensor convention (NCHW);
+    # here a CPU tensor takes that same branch, and both engines must read it as the host array.
+    import torch
+
+    from fidkit.inception.torch_engine import TorchFeatureExtractor
+    from fidkit._validate import as_image_batch
+    from fidkit.metric import _device_batch
+
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    floats = torch.rand(3, 3, 17, 23, dtype=torch.float32) * 2 - 1
+    on_device = _device_batch(floats, "images", (-1.0, 1.0))
+    monkeypatch.undo()
+    assert isinstance(on_device, torch.Tensor) and tuple(on_device.shape) == (3, 3, 17, 23)
+    host = as_image_batch(floats, "images", value_range=(-1, 1))
+    np.testing.assert_array_equal(extractor(on_device), extractor(host))
+    torch_engine = TorchFeatureExtractor(extractor.weights_path, device="cpu")
+    np.testing.assert_array_equal(torch_engine(on_device), torch_engine(host))

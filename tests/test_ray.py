@@ -262,3 +262,14 @@ def test_the_driver_merges_moments_of_large_shards_exactly_in_shard_order():
         one_stream.update(features[start:start + 25])
     _same(run.accumulator.result(), one_stream.result())
     _same(run.accumulator.result(), __import__("fidkit").Stats.from_features(features))
+
+
+def test_ray_refuses_what_its_actors_would_not_run(tmp_path, random_weights_path):
+    # The actors run the onnxruntime graph in exact float32: a torch or fast request is refused before Ray
+    # starts, rather than stored under a key that says otherwise.
+    from fidkit.api import compute_stats
+    from fidkit.errors import InputError
+
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(InputError, match="cluster='ray' runs the onnxruntime network"):
+        compute_stats(images, weights=random_weights_path, device="cpu", engine="torch", cluster="ray")

@@ -571,6 +571,15 @@ def ray_statistics(source: Source, network: Any, options: Any) -> RayRun:
             f"{source.name}: cluster='ray' reads folders, archives, arrays and files every node can open; an "
             "iterable of batches lives in this process: use cluster='local'"
         )
+    identity = network.identity()
+    if identity.engine != "onnxruntime" or identity.precision != "exact":
+        # The actors run fidkit's ONNX graph in exact float32; anything else would be stored under a key that
+        # says otherwise.
+        raise InputError(
+            f"cluster='ray' runs the onnxruntime network in exact float32 on every actor, not engine "
+            f"{identity.engine!r} with precision {identity.precision!r}: pass engine='onnxruntime' (or 'auto') "
+            "and precision='exact', or use cluster='local'"
+        )
     ray = import_ray()
     settings = _extractor_settings(network)
     with _connected(ray, options.ray_address) as started:

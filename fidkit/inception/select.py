@@ -17,7 +17,7 @@ from fidkit._gpu import gpu_driver_present
 from fidkit.errors import FidkitError, InputError
 from fidkit.inception.providers import parse_device
 
-__all__ = ["ENGINES", "check_engine", "build_feature_extractor", "engine_known_before_building"]
+__all__ = ["ENGINES", "check_engine", "build_feature_extractor"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +44,6 @@ def _torch_has_cuda() -> bool:
         return bool(torch.cuda.is_available())
     except Exception:  # noqa: BLE001 - a broken CUDA setup is no GPU for torch either
         return False
-
-
-def engine_known_before_building(engine: str, device: str) -> str | None:
-    """The engine that will run, when it is known without building anything; None when only trying tells.
-
-    Only ``engine="auto"`` with a GPU asked for on a machine with an NVIDIA driver needs a try: whether
-    onnxruntime's CUDA provider really runs there is learned by starting it.
-    """
-    if engine != "auto":
-        return engine
-    if parse_device(device).kind in ("cpu", "tensorrt") or not gpu_driver_present():
-        return "onnxruntime"
-    return None
 
 
 def build_feature_extractor(
