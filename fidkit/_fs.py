@@ -73,8 +73,9 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     target = Path(path)
     check_destination(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # What a killed run (kill -9, power loss) left here is removed now, by the exact name pattern.
-    remove_stale_temporaries(target.parent)
+    # What a killed run (kill -9, power loss) left here is removed now, by the exact name pattern; the
+    # older, pid-less form only inside fidkit's own cache home.
+    remove_stale_temporaries(target.parent, older_names=_inside(target.parent, cache_home()))
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{target.name}.{_host_tag()}-{os.getpid()}.", suffix=f".tmp{target.suffix}", dir=target.parent
     )
@@ -104,8 +105,23 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
 
 
 def _host_tag() -> str:
-    """8 hex characters naming this machine (or container): a pid is only meaningful where it was issued."""
-    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+    """8 hex characters naming this machine and its process-id namespace: a pid is only meaningful there.
+
+    Containers that share a hostname (host networking) still have their own pid namespaces, told apart by the
+    namespace's inode.
+    """
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        namespace = ""
+    return hashlib.sha256(f"{socket.gethostname()}|{namespace}".encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _inside(folder: Path, root: Path) -> bool:
+    try:
+        return folder.resolve().is_relative_to(root.resolve())
+    except OSError:
+        return False
 
 
 def _pid_running(pid: int) -> bool:
@@ -138,12 +154,15 @@ def _is_stale(name: str, mtime: float, now: float) -> bool:
     return match is not None and match.group("host") == _host_tag() and not _pid_running(int(match.group("pid")))
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike, *, older_names: bool = False) -> list[Path]:
     """Remove the temporary files :func:`atomic_write` left in `folder` when its process was killed.
 
     Only regular files whose name is exactly an :func:`atomic_write` temporary name are considered, in
     `folder` only (no recursion), and removed when stale: made on this machine by a process that no
-    longer runs, or not modified for an hour (:data:`STALE_TEMPORARY_AGE_S`). Never raises.
+    longer runs, or not modified for an hour (:data:`STALE_TEMPORARY_AGE_S`). The older name form
+    without the host and pid (``.<name>.<8 random>.tmp<suffix>``, also what other programs' ``mkstemp``
+    makes) is considered only with `older_names`, which the cache home's own folders use; a user's
+    folder is never cleaned by it. Never raises.
 
     Returns
     -------
@@ -160,6 +179,8 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     for entry in candidates:
         try:
             if not is_temporary_name(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            if not older_names and _TEMPORARY_NAME.fullmatch(entry.name) is None:
                 continue
             if _is_stale(entry.name, entry.stat(follow_symlinks=False).st_mtime, now):
                 os.unlink(entry.path)

@@ -223,10 +223,11 @@ def load_cached_stats(key: str, *, root: str | os.PathLike | None = None) -> Sta
         return None
     try:
         stats = Stats.load(entry)
-    except FileNotFoundError:
-        # Removed by another process between is_file() and load(): an ordinary miss.
-        return None
     except Exception as error:  # noqa: BLE001 - any failure to read means the entry is not trustworthy
+        if not entry.is_file():
+            # Removed (evicted, cleared) by another process while it was read: an ordinary miss, and nothing
+            # to discard (another process may already have stored a new entry under this name).
+            return None
         _discard(entry, f"{type(error).__name__}: {error}")
         return None
     problem = _validate_entry(stats, key)

@@ -307,7 +307,7 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
     for name, scan in scans:
         # Temporaries of killed runs first (they are fidkit's by their exact names); live ones are kept.
         if not (home_path / name).is_symlink():
-            run.removed.extend(remove_stale_temporaries(home_path / name))
+            run.removed.extend(remove_stale_temporaries(home_path / name, older_names=True))
         scan(home_path / name, run)
     cleared = [name for name, _ in scans]
     if include_models:

@@ -463,6 +463,8 @@ def describe(
         weights_sha256=_str_or_none(metadata.get("weights_sha256")),
         resize_mode=_str_or_none(metadata.get("resize_mode")),
         provider=_str_or_none(metadata.get("provider")),
+        engine=_str_or_none(metadata.get("engine")),
+        precision=_str_or_none(metadata.get("precision")),
         decode_seconds=times.decode_seconds,
         network_seconds=times.network_seconds,
         total_seconds=total_seconds,

@@ -46,8 +46,9 @@ class SideReport:
         fidkit does not read, special files, duplicate archive members).
     foreign : bool
         True for a statistics file holding only ``mu`` and ``sigma`` (TTUR, pytorch-fid).
-    weights_sha256, resize_mode, provider : str or None
-        What the features were computed with, as recorded; None when unknown.
+    weights_sha256, resize_mode, provider, engine, precision : str or None
+        What the features were computed with, as recorded (``engine``: ``onnxruntime`` or ``torch``;
+        ``precision``: ``exact`` or ``fast``); None when unknown.
     decode_seconds : float
         Time spent waiting for decoded images (decoding overlaps with the network, so this is the part
         of decoding the network did not hide).
@@ -69,6 +70,8 @@ class SideReport:
     weights_sha256: str | None
     resize_mode: str | None
     provider: str | None
+    engine: str | None
+    precision: str | None
     decode_seconds: float
     network_seconds: float
     total_seconds: float
@@ -125,6 +128,8 @@ class FidReport:
         The resize the features were computed with.
     provider : str or None
         The onnxruntime provider(s) that computed the features (e.g. ``CPUExecutionProvider``).
+    engine, precision : str or None
+        What ran the network (``onnxruntime``, ``torch``) and at which precision (``exact``, ``fast``).
     warnings : tuple of str
         Everything a careful user should know: N below the feature dimension, lossy inputs, skipped
         files, statistics files that do not record N or the network.
@@ -141,6 +146,8 @@ class FidReport:
     weights_sha256: str | None
     resize_mode: str | None
     provider: str | None
+    engine: str | None
+    precision: str | None
     warnings: tuple[str, ...]
     timings: Timings
     fidkit_version: str
@@ -160,6 +167,8 @@ class FidReport:
             "weights_sha256": self.weights_sha256,
             "resize_mode": self.resize_mode,
             "provider": self.provider,
+            "engine": self.engine,
+            "precision": self.precision,
             "frechet": self.frechet.to_dict(),
             "warnings": list(self.warnings),
             "timings": self.timings.to_dict(),
@@ -192,10 +201,6 @@ def consistency_warnings(side_a: SideReport, side_b: SideReport, *, allow_weight
         if n_ignored:
             reasons = "; ".join(f"{count} {reason}" for reason, count in side.ignored)
             messages.append(f"side {label} ({side.name}): {n_ignored} file(s) or folder(s) not read: {reasons}")
-        n_ignored = sum(count for _, count in side.ignored)
-        if n_ignored:
-            reasons = "; ".join(f"{count} {reason}" for reason, count in side.ignored)
-            messages.append(f"side {label} ({side.name}): {n_ignored} file(s) or folder(s) not read: {reasons}")
         if side.n_skipped:
             examples = "; ".join(f"{file}: {reason}" for file, reason in side.skipped[:3])
             messages.append(
@@ -211,6 +216,11 @@ def consistency_warnings(side_a: SideReport, side_b: SideReport, *, allow_weight
         if not allow_weights_mismatch:
             raise InputError(message + " (or pass allow_weights_mismatch=True / --allow-weights-mismatch)")
         messages.append(message)
+    if side_a.precision and side_b.precision and side_a.precision != side_b.precision:
+        messages.append(
+            f"the two sides were computed at different precisions (a: {side_a.precision}, b: {side_b.precision}); "
+            "the fast (FP16) mode is not the reference's float32: compute both sides exactly for reported numbers"
+        )
     if side_a.resize_mode and side_b.resize_mode and side_a.resize_mode != side_b.resize_mode:
         messages.append(
             f"the two sides were resized differently (a: {side_a.resize_mode}, b: {side_b.resize_mode}); "
@@ -236,6 +246,8 @@ def assemble_fid_report(
         weights_sha256=common("weights_sha256"),
         resize_mode=common("resize_mode"),
         provider=common("provider"),
+        engine=common("engine"),
+        precision=common("precision"),
         warnings=tuple(messages) + tuple(str(message) for message in frechet.warnings),
         timings=timings,
         fidkit_version=__version__,

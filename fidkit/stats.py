@@ -44,7 +44,7 @@ _FACTOR_DIAG_RTOL = 1e-8
 # bounded by chunk x dim instead of holding a float64 copy of all features.
 _CHUNK_ROWS = 4096
 # Metadata keys that identify the feature space: shards that differ in these measure different things.
-_IDENTITY_KEYS = ("feature_extractor", "weights_sha256", "resize_mode")
+_IDENTITY_KEYS = ("feature_extractor", "weights_sha256", "resize_mode", "precision")
 
 
 # --------------------------------------------------------------------------------------------- validation

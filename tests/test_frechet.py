@@ -445,3 +445,15 @@ def test_features_whose_covariance_overflows_raise_input_error_not_nan() -> None
         fid_from_arrays(features_a, features_b)
     with pytest.raises(InputError, match="too large for float64"):
         Stats.from_features(features_a)
+
+
+def test_a_remembered_factor_is_never_used_for_another_sigma() -> None:
+    # Stats fields can be reassigned; the factor remembered for the old sigma must not come back.
+    rng = np.random.default_rng(40)
+    x = Stats.from_features(rng.standard_normal((300, 24)))
+    w = Stats.from_features(rng.standard_normal((300, 24)) * 3.0)
+    y = Stats.from_features(rng.standard_normal((300, 24)) + 0.5)
+    sqrt_factor(x)  # remembered: x is now the side whose factor is at hand
+    x.sigma = w.sigma
+    fresh = Stats(mu=x.mu, sigma=w.sigma, n=300)
+    assert fid_from_stats(x, y).value == pytest.approx(fid_from_stats(fresh, y).value, rel=1e-12)

@@ -366,3 +366,15 @@ def test_torch_eigensolver_reports_negative_eigenvalues_and_bad_devices() -> Non
     np.testing.assert_array_equal(eigvalsh_float64(np.diag([4.0, -1.0]), "cpu"), [-1.0, 4.0])
     with pytest.raises(FidkitError, match="not-a-device"):
         eigvalsh_float64(np.eye(3), "not-a-device")
+
+
+def test_a_failing_gpu_solver_falls_back_to_the_cpu(monkeypatch) -> None:
+    import fidkit.frechet.distance as distance
+
+    rng = np.random.default_rng(41)
+    stats = [fidkit.Stats(mu=rng.normal(0.0, 0.1, 64), sigma=_decaying_covariance(rng, 64, 0.9), n=640) for _ in range(2)]
+    expected = fidkit.fid_from_stats(*stats)
+    monkeypatch.setattr(distance, "torch_device_for_distance", lambda: "not-a-device")
+    monkeypatch.setattr(distance, "_TORCH_SOLVER_MIN_RANK", 1)
+    result = fidkit.fid_from_stats(fidkit.Stats(mu=stats[0].mu, sigma=stats[0].sigma, n=640), stats[1])
+    assert result.solver == "scipy" and result.value == pytest.approx(expected.value, rel=1e-12)

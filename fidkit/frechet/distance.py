@@ -254,9 +254,16 @@ def _trace_sqrt_factor_eigh(factor: SqrtFactor, sigma_other: np.ndarray, side: s
     # The eigensolve is most of the cost at dim 2048; a GPU does it faster when torch can reach one. Small
     # problems stay on the CPU, where the transfer would cost more than the solve.
     device = torch_device_for_distance() if factor.rank >= _TORCH_SOLVER_MIN_RANK else None
-    total, smallest, clipped = _sum_sqrt_eigenvalues(
-        _sandwich(_scaled(factor.matrix, scale_factor), _scaled(sigma_other, scale_sigma)), device
-    )
+    sandwich = _sandwich(_scaled(factor.matrix, scale_factor), _scaled(sigma_other, scale_sigma))
+    try:
+        total, smallest, clipped = _sum_sqrt_eigenvalues(sandwich, device)
+    except FidkitError as exc:
+        if device is None:
+            raise
+        # A GPU that fails (out of memory, a broken CUDA setup) costs speed, never the distance.
+        logger.warning("the GPU eigensolver failed (%s); solving on the CPU", exc)
+        device = None
+        total, smallest, clipped = _sum_sqrt_eigenvalues(sandwich, None)
     # scale_sigma is a power of two, but an odd power has no exact square root; that one rounding is 1 ulp.
     root_scale = scale_factor * math.sqrt(scale_sigma)
     return _TraceSqrt(

@@ -168,10 +168,20 @@ def _probe_residual(sigma: np.ndarray, factor: np.ndarray, probes: np.ndarray, p
     return float(np.max(np.linalg.norm(residual, axis=0) / probe_norms))
 
 
-# What sqrt_factor has computed and verified, per Stats object. Stats arrays are read-only, so an entry can
-# never go stale; the weak keys drop it with its Stats. The memo only saves time: the factor it returns is
-# the one a fresh computation would give.
-_VERIFIED: weakref.WeakKeyDictionary[Stats, SqrtFactor] = weakref.WeakKeyDictionary()
+# What sqrt_factor has computed and verified, per Stats object, with the very arrays it was computed from:
+# the arrays are read-only, and an entry is used only while the object still holds those same arrays (so
+# assigning a new sigma to a Stats cannot bring back the old factor). The weak keys drop an entry with its
+# Stats. The memo only saves time: the factor it returns is the one a fresh computation would give.
+_VERIFIED: weakref.WeakKeyDictionary[Stats, tuple[np.ndarray, np.ndarray | None, SqrtFactor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _remembered(stats: Stats) -> SqrtFactor | None:
+    entry = _VERIFIED.get(stats)
+    if entry is None or entry[0] is not stats.sigma or entry[1] is not stats.factor:
+        return None
+    return entry[2]
 
 
 def _where(stats: Stats) -> str:
@@ -191,7 +201,7 @@ def sqrt_factor(stats: Stats) -> SqrtFactor:
     StatsFileError
         The same, for statistics loaded from a file (the message names it).
     """
-    known = _VERIFIED.get(stats)
+    known = _remembered(stats)
     if known is not None:
         return known
     where = _where(stats)
@@ -208,20 +218,20 @@ def sqrt_factor(stats: Stats) -> SqrtFactor:
         if stats.path is not None:
             raise StatsFileError(f"{exc}; the file is corrupt or was edited: recompute it") from None
         raise
-    _VERIFIED[stats] = factor
+    _VERIFIED[stats] = (stats.sigma, stats.factor, factor)
     return factor
 
 
 def factor_at_hand(stats: Stats) -> bool:
     """True if a factor of `stats` costs nothing more than (at most) its verification: stored or computed before."""
-    return stats.factor is not None or stats in _VERIFIED
+    return stats.factor is not None or _remembered(stats) is not None
 
 
 def rank_bound(stats: Stats) -> int:
     """Upper bound on the rank of sigma known without a factorisation: the factor's rank, else ``min(n - 1, dim)``."""
     if stats.factor is not None:
         return int(stats.factor.shape[1])
-    known = _VERIFIED.get(stats)
+    known = _remembered(stats)
     if known is not None:
         return known.rank
     if stats.n is not None:
