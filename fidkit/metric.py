@@ -2,7 +2,7 @@
 
 The metric keeps one :class:`~fidkit.stats.StatsAccumulator` per side (float64 mean and sum of squared
 deviations, merged exactly), feeds it through the pipeline's one extraction loop
-(:func:`fidkit.pipeline.extract`) and builds the network once, lazily, through :class:`fidkit.pipeline.Network`.
+(:func:`fidkit.extraction.extract`) and builds the network once, lazily, through :class:`fidkit.pipeline.Network`.
 A reference (a statistics file, a folder, an archive, an array, a :class:`~fidkit.stats.Stats`) goes through
 the pipeline like any side of :func:`fidkit.compute_fid`, statistics cache included, and is kept as one
 ``Stats`` object, so the square-root factor of its covariance is computed once and reused by every
@@ -32,16 +32,9 @@ from fidkit._validate import (
     is_torch_tensor,
 )
 from fidkit.errors import FidkitError, FidkitWarning, InputError
+from fidkit.extraction import ExtractionTimes, extract
 from fidkit.frechet import fid_from_stats
-from fidkit.pipeline import (
-    ExtractionTimes,
-    Network,
-    SideOptions,
-    describe,
-    extract,
-    open_input,
-    side_statistics,
-)
+from fidkit.pipeline import Network, SideOptions, describe, open_input, side_statistics
 from fidkit.report import FidReport, Timings, assemble_fid_report, consistency_warnings
 from fidkit.stats import Stats, StatsAccumulator
 
@@ -67,7 +60,7 @@ class _Side:
         self.stats_version = -1  # the version `stats` was made at
         self.version += 1
 
-    # StatsAccumulator's interface, as pipeline.extract calls it.
+    # StatsAccumulator's interface, as extraction.extract calls it.
     def update(self, features: np.ndarray) -> None:
         self.accumulator.update(features)
         self.version += 1

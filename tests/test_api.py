@@ -313,7 +313,7 @@ def test_cifar_jpeg_zip_vs_lossless_array_warns_lossy(shared_data, extractor):
 
 def test_progress_goes_to_stderr_only_when_asked_or_on_a_terminal(capsys):
     # The bar is tqdm's; fidkit's rule is: stderr only, on a terminal by default, off with progress=False.
-    from fidkit.pipeline import extract
+    from fidkit.extraction import extract
     from fidkit.stats import StatsAccumulator
 
     def features(batch):

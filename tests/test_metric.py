@@ -258,8 +258,8 @@ def test_what_update_hands_a_gpu_extractor_gives_the_host_features(extractor, mo
     # here a CPU tensor takes that same branch, and both engines must read it as the host array.
     import torch
 
-    from fidkit.inception.torch_engine import TorchFeatureExtractor
     from fidkit._validate import as_image_batch
+    from fidkit.inception.torch_engine import TorchFeatureExtractor
     from fidkit.metric import _device_batch
 
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))

@@ -1,7 +1,7 @@
 """Where the extract step of the pipeline runs: ``cluster="local"`` or ``cluster="ray"``.
 
 (Not to be confused with ``engine``, which says what runs the network: onnxruntime or torch.)
-``"local"`` (the default) runs :func:`fidkit.pipeline.extract` in this process, with decoding in worker
+``"local"`` (the default) runs :func:`fidkit.extraction.extract` in this process, with decoding in worker
 processes of this machine. ``"ray"`` (:mod:`fidkit.cluster.ray`, the optional extra
 ``pip install "fidkit[ray]"``) splits a source into contiguous shards, computes partial statistics of
 each shard on the actors of a Ray cluster and merges them exactly on the driver.

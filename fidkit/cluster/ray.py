@@ -9,7 +9,7 @@ How a run goes
 3. One actor per GPU (``num_gpus=1``) when the cluster has GPUs and the device allows them, else one
    actor per CPU (``num_cpus=1``, one onnxruntime thread); ``$FIDKIT_RAY_ACTORS`` overrides the
    count. Each actor builds one :class:`~fidkit.inception.FeatureExtractor` and, per shard, decodes
-   the shard's files with fidkit's decoder and colour policy and runs :func:`fidkit.pipeline.extract`
+   the shard's files with fidkit's decoder and colour policy and runs :func:`fidkit.extraction.extract`
    on them: it returns the shard's partial statistics (a :class:`~fidkit.stats.StatsAccumulator`:
    n, mean and M2 in float64, or the rows while n <= dim; never per-image features), its bad files
    and the node it ran on.
@@ -316,7 +316,7 @@ class _ShardWorker:
             return {"shard": shard, "error": exc, "node": self.node}
 
     def _run(self, shard: int, start: int, stop: int, count_only: bool) -> dict[str, Any]:
-        from fidkit.pipeline import extract
+        from fidkit.extraction import extract
 
         work, source = self.work, self.source
         assert work is not None and source is not None

@@ -136,7 +136,13 @@ def ensure_graph(weights: ResolvedWeights, *, rebuild: bool = False) -> Graph:
         ) from exc
     # Logged here, not by export_graph: it only sees the temporary name.
     logger.info("exported the ONNX graph of %s to %s", weights.path, target)
-    return Graph(target, digest, built=True)
+    # Another process may have published its own export between our two renames: name what is on disk now
+    # (its graph and checksum agree), which is what the session will load.
+    on_disk = _recorded_sha256(target)
+    if on_disk is None and not rebuild:
+        logger.warning("the graph %s changed while it was written (another process?); building it again", target)
+        return ensure_graph(weights, rebuild=True)
+    return Graph(target, on_disk or digest, built=True)
 
 
 def _machine_threads() -> int:

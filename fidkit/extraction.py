@@ -1,0 +1,85 @@
+"""The one loop of the package that turns image batches into features and features into statistics.
+
+:func:`extract` is step 3 of the pipeline (:mod:`fidkit.pipeline`), the body of :meth:`fidkit.FID.update`,
+and what each actor of a Ray cluster runs on its shard (:mod:`fidkit.cluster.ray`). It knows batches, an
+extractor and an accumulator, nothing about sources, caches or reports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+
+    from fidkit.stats import StatsAccumulator
+
+__all__ = ["ExtractionTimes", "extract"]
+
+
+@dataclass
+class ExtractionTimes:
+    """Seconds spent waiting for batches (decoding the network did not hide) and in the network."""
+
+    decode_seconds: float = 0.0
+    network_seconds: float = 0.0
+
+
+def _short_name(name: str, width: int = 32) -> str:
+    """The end of a long source name, which is the informative part of a path, for the progress bar."""
+    return name if len(name) <= width else "..." + name[-(width - 3):]
+
+
+def extract(
+    batches: Iterable[np.ndarray],
+    extractor: Any,
+    accumulator: StatsAccumulator,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    progress: bool | None = False,
+) -> ExtractionTimes:
+    """Step 3: features of every batch, added to `accumulator`; the one such loop of the package.
+
+    Parameters
+    ----------
+    batches : iterable of numpy.ndarray
+        Image batches as the extractor takes them. A generator is closed at the end, on an error or on
+        Ctrl-C too, so that decoding workers stop at once.
+    extractor : FeatureExtractor
+        Maps a batch to its ``(B, dim)`` float32 features.
+    accumulator : StatsAccumulator
+        Receives the features.
+    total, desc, progress
+        The progress bar (tqdm, on stderr): expected images, label, and whether to show it (None: only
+        when stderr is a terminal).
+    """
+    from tqdm.auto import tqdm
+
+    times = ExtractionTimes()
+    iterator = iter(batches)
+    try:
+        with tqdm(
+            total=total, desc=_short_name(desc), unit="img", disable=None if progress is None else not progress,
+            leave=False, dynamic_ncols=True,
+        ) as bar:
+            while True:
+                tick = time.perf_counter()
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    break
+                tock = time.perf_counter()
+                features = extractor(batch)
+                times.network_seconds += time.perf_counter() - tock
+                times.decode_seconds += tock - tick
+                accumulator.update(features)
+                bar.update(len(batch))
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+    return times
