@@ -120,7 +120,7 @@ def test_usage_errors_exit_2(argv, capsys):
         (["compute", "a", "b", "--limit", "x"], "expected a positive integer, got 'x'"),
         (["compute", "a", "b", "--workers", "-1"], "expected an integer >= 0, got -1"),
         (["ttur", "--data", "d", "--out", "o", "--steps", "0"], "expected a positive integer, got 0"),
-        (["ttur", "--data", "d", "--out", "o", "--lr-d", "0"], "expected a positive number, got 0.0"),
+        (["ttur", "--data", "d", "--out", "o", "--lr-d", "0"], "expected a positive finite number, got 0.0"),
         (["ttur", "--data", "d", "--out", "o", "--lr-g", "fast"], "expected a number, got 'fast'"),
         (["validate", "src", "--out", "o", "--samples", "-2"], "expected a positive integer, got -2"),
     ],

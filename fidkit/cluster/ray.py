@@ -43,7 +43,6 @@ the actors, shuts down a Ray instance fidkit started, and re-raises: nothing is 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import site
@@ -56,15 +55,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fidkit.cluster.shards import (
+    MIN_SHARDS,
+    SHARDS_PER_ACTOR,
+    Shard,
+    ShardWorker,
+    plan_shards,
+    work_for,
+)
 from fidkit.errors import (
-    EmptySourceError,
     FidkitError,
     ImageError,
     InputError,
-    SourceError,
-    WeightsError,
 )
-from fidkit.sources import FileSource, Source, open_source
+from fidkit.sources import Source
 from fidkit.sources.base import empty_source_error
 from fidkit.stats import StatsAccumulator
 
@@ -87,18 +91,10 @@ logger = logging.getLogger(__name__)
 INSTALL_HINT = 'pip install "fidkit[ray]"'
 #: Environment variable: the number of actors (default: GPUs of the cluster, else its CPUs).
 ACTORS_ENV = "FIDKIT_RAY_ACTORS"
-#: A job aims at this many shards (more than half of it when it has that many batches), for balance
-#: between actors and a progress bar that moves ...
-MIN_SHARDS = 32
-#: ... or at this many per actor, when that is more.
-SHARDS_PER_ACTOR = 4
 #: Times Ray restarts a dead actor, and retries the shards it was running.
 ACTOR_RESTARTS = 3
 # Shards queued on each actor: the next one is there when the current one ends.
 _IN_FLIGHT_PER_ACTOR = 2
-# For the test suite only: "<shard>:<marker file>" makes the first attempt at that shard exit the
-# actor process after its first batch (and create the marker, so that the retry runs normally).
-_CRASH_ENV = "FIDKIT_RAY_TEST_CRASH"
 # How many bad files an error message names before saying "and N more" (as for local runs).
 _NAMED_BAD_FILES = 5
 # Object store of a local instance fidkit starts: partial statistics are at most dim x dim float64
@@ -115,75 +111,6 @@ def import_ray() -> Any:
     return ray
 
 
-# --------------------------------------------------------------------------------------------- the plan
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Images ``start`` to ``stop`` (exclusive) of a source, in its sorted order; ``start`` is a
-    multiple of the batch size."""
-
-    index: int
-    start: int
-    stop: int
-
-
-def plan_shards(n_images: int, batch_size: int, n_actors: int) -> list[Shard]:
-    """Cut `n_images` into contiguous shards of whole batches.
-
-    At most ``target = max(MIN_SHARDS, SHARDS_PER_ACTOR * n_actors)`` shards, each of the same whole number
-    of batches (the last one shorter): more than ``target / 2`` when there are at least ``target``
-    batches, one batch each when there are fewer. The plan depends only on its arguments, so a rerun on the same
-    cluster merges the same partial statistics in the same order and gives the same bits.
-    """
-    if n_images < 1:
-        return []
-    n_batches = -(-n_images // batch_size)
-    target = max(MIN_SHARDS, SHARDS_PER_ACTOR * max(int(n_actors), 1))
-    per_shard = max(1, -(-n_batches // target))
-    return [
-        Shard(index, first * batch_size, min(n_images, (first + per_shard) * batch_size))
-        for index, first in enumerate(range(0, n_batches, per_shard))
-    ]
-
-
-@dataclass(frozen=True)
-class _Work:
-    """What every actor receives once: how to read a shard, and how to build its extractor."""
-
-    mode: str  # "members" (a FileSource), "reopen" (a path every node opens), "object" (a Source)
-    name: str
-    source: Source | None
-    path: str | None
-    kind: str
-    limit: int | None
-    seed: int | None
-    n_images: int
-    batch_size: int
-    weights_path: str
-    weights_sha256: str
-    weights_in_manifest: bool
-    device: str
-    threads: int | None
-
-
-def _work_for(source: Source, settings: dict[str, Any], batch_size: int, threads: int | None) -> _Work:
-    common = dict(name=str(source.name), kind=str(source.kind), limit=source.limit, seed=source.seed,
-                  n_images=int(source.n_images or 0), batch_size=batch_size, threads=threads, **settings)
-    if isinstance(source, FileSource):
-        return _Work(mode="members", source=source, path=None, **common)
-    from fidkit.sources.named import dataset_names
-
-    path = Path(str(source.name))
-    if source.cacheable and path.exists():
-        # Each actor opens the file itself (a .npy is memory-mapped), instead of receiving its pixels.
-        return _Work(mode="reopen", source=None, path=str(path.resolve()), **common)
-    if source.cacheable and str(source.name) in dataset_names():
-        # A named dataset: each node's fidkit finds it in its own cache (or downloads it).
-        return _Work(mode="reopen", source=None, path=str(source.name), **common)
-    return _Work(mode="object", source=source, path=None, **common)
-
-
 def _extractor_settings(network: Any) -> dict[str, Any]:
     """Weights (path, sha256, released or not) and device of the extractors the actors build."""
     given = network.given_extractor
@@ -198,183 +125,6 @@ def _extractor_settings(network: Any) -> dict[str, Any]:
     weights, device, _ = network.build_settings()
     return dict(weights_path=str(weights.path), weights_sha256=str(weights.sha256),
                 weights_in_manifest=bool(weights.matches_manifest), device=str(device))
-
-
-# --------------------------------------------------------------------------------------------- the actors
-
-
-def _node_name() -> str:
-    try:
-        import ray.util
-
-        address = ray.util.get_node_ip_address()
-    except Exception:  # noqa: BLE001 - a name for messages only
-        address = "?"
-    return f"{socket.gethostname()} ({address})"
-
-
-def _batch_range(batches: Iterator[Any], first: int, stop: int) -> Iterator[Any]:
-    """Batches `first` to `stop` (exclusive) of `batches`; the source's generator is closed at the end."""
-    try:
-        for position, batch in enumerate(batches):
-            if position >= stop:
-                break
-            if position >= first:
-                yield batch
-    finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
-
-
-def _crash_after_first_batch(batches: Iterator[Any], marker: Path) -> Iterator[Any]:
-    """The test hook of :data:`_CRASH_ENV`: die like a killed actor, once, partway through a shard."""
-    for position, batch in enumerate(batches):
-        if position == 1:
-            break
-        yield batch
-    marker.touch()
-    os._exit(17)
-
-
-class _ShardWorker:
-    """A Ray actor: one feature extractor, and the partial statistics of one shard per call."""
-
-    def __init__(self) -> None:
-        # Warnings of the sources (e.g. "skipped 2 bad files" per shard) would reach the driver's
-        # terminal prefixed by Ray; the driver reports the merged outcome itself.
-        logging.getLogger("fidkit").addHandler(logging.NullHandler())
-        self.node = _node_name()
-        self.work: _Work | None = None
-        self.source: Source | None = None
-        self.extractor: Any = None
-
-    def _set_up(self, work_ref: list[Any]) -> None:
-        """Fetch the work and build the extractor, on the first shard (and again after a restart).
-
-        The work's reference comes with each call, wrapped in a list so that Ray does not resolve it
-        per call; it is not a constructor argument, because Ray cannot promise to restart an actor
-        whose constructor arguments live in the object store.
-        """
-        import ray
-
-        self.work = ray.get(work_ref[0])
-        self.extractor = self._build_extractor()
-        self.source = self._open()
-
-    def _build_extractor(self) -> Any:
-        from fidkit.inception import FeatureExtractor
-
-        work = self.work
-        assert work is not None
-        weights: str | None = work.weights_path
-        if not Path(work.weights_path).is_file():
-            if not work.weights_in_manifest:
-                raise WeightsError(
-                    f"the weights file {work.weights_path} is not on node {self.node}; put it on a path every "
-                    "node sees (a shared file system), or use the released weights, which each node finds "
-                    "in its cache or downloads"
-                )
-            weights = None  # $FIDKIT_WEIGHTS, this node's cache, or a download
-        extractor = FeatureExtractor(
-            weights, device=work.device, batch_size=work.batch_size, threads=work.threads, download_progress=False
-        )
-        if extractor.weights_sha256 != work.weights_sha256:
-            raise WeightsError(
-                f"node {self.node}: {extractor.weights_path} has sha256 {extractor.weights_sha256[:16]}..., but "
-                f"the driver's weights have {work.weights_sha256[:16]}...; every node must see the same weights"
-            )
-        return extractor
-
-    def _open(self) -> Source:
-        work = self.work
-        assert work is not None
-        if work.mode != "reopen":
-            assert work.source is not None
-            return work.source
-        assert work.path is not None
-        source = open_source(work.path, limit=work.limit, seed=work.seed, workers=0)
-        if source.kind != work.kind or source.n_images != work.n_images:
-            raise SourceError(
-                f"{work.name}: on node {self.node} this path holds a {source.kind} of {source.n_images} "
-                f"images, not the {work.kind} of {work.n_images} the driver opened; every node must see the "
-                "same files"
-            )
-        return source
-
-    def run(self, work_ref: list[Any], shard: int, start: int, stop: int, count_only: bool) -> dict[str, Any]:
-        """Partial statistics of images `start` to `stop`; with `count_only`, only decode (count bad files).
-
-        A :class:`~fidkit.errors.FidkitError` (weights missing on this node, a source that differs)
-        comes back as the result, with the node, rather than as a crash of the actor.
-        """
-        try:
-            if self.source is None:
-                self._set_up(work_ref)
-            return self._run(shard, start, stop, count_only)
-        except FidkitError as exc:
-            return {"shard": shard, "error": exc, "node": self.node}
-
-    def _run(self, shard: int, start: int, stop: int, count_only: bool) -> dict[str, Any]:
-        from fidkit.extraction import extract
-
-        work, source = self.work, self.source
-        assert work is not None and source is not None
-        part: Source = source
-        if isinstance(source, FileSource):
-            part = copy.copy(source)
-            part.members = list(source.members[start:stop])
-            part.n_images = len(part.members)
-            part.skipped = []
-            part.skip_bad = True  # report the shard's bad files; the driver applies skip_bad
-            part.workers = 0  # this actor is the worker: decode here, between network batches
-            batches = part.batches(work.batch_size)
-        else:
-            batches = _batch_range(
-                source.batches(work.batch_size), start // work.batch_size, -(-stop // work.batch_size)
-            )
-        crash = os.environ.get(_CRASH_ENV, "")
-        if crash:
-            crash_shard, _, marker = crash.partition(":")
-            if crash_shard == str(shard) and not Path(marker).exists():
-                batches = _crash_after_first_batch(batches, Path(marker))
-
-        accumulator: StatsAccumulator | None = None
-        n_good = 0
-        started = time.perf_counter()
-        decode_seconds = network_seconds = 0.0
-        try:
-            if count_only:
-                with contextlib.closing(batches):
-                    for batch in batches:
-                        n_good += len(batch)
-            else:
-                accumulator = StatsAccumulator(dim=int(self.extractor.feature_dim))
-                times = extract(batches, self.extractor, accumulator, progress=False)
-                n_good = accumulator.n
-                decode_seconds, network_seconds = times.decode_seconds, times.network_seconds
-        except EmptySourceError:
-            if not part.skipped:
-                raise
-            n_good = 0  # every file of this shard was bad: reported below, judged by the driver
-        skipped = [(str(file), str(reason)) for file, reason in part.skipped]
-        if not isinstance(source, FileSource) and n_good != stop - start:
-            raise InputError(
-                f"{work.name}: a {work.kind} source gave {n_good} images for images {start}..{stop - 1}; "
-                "it cannot be split into shards: use cluster='local'"
-            )
-        return {
-            "shard": shard,
-            "accumulator": accumulator,
-            "n_good": n_good,
-            "skipped": skipped,
-            "lossy": bool(part.lossy) and n_good > 0,
-            "node": self.node,
-            "extractor_metadata": {str(k): str(v) for k, v in self.extractor.metadata().items() if v is not None},
-            "decode_seconds": decode_seconds,
-            "network_seconds": network_seconds,
-            "seconds": time.perf_counter() - started,
-        }
 
 
 # --------------------------------------------------------------------------------------------- the driver
@@ -592,12 +342,12 @@ def ray_statistics(source: Source, network: Any, options: Any) -> RayRun:
         n_actors, use_gpu = _actor_plan(ray, settings["device"])
         plan = plan_shards(int(source.n_images), options.batch_size, n_actors)
         n_actors = min(n_actors, len(plan))
-        work = _work_for(source, settings, options.batch_size, None if use_gpu else 1)
+        work = work_for(source, settings, options.batch_size, None if use_gpu else 1)
         logger.info(
             "%s: %d images in %d shards on %d Ray %s actor(s)%s", source.name, source.n_images, len(plan),
             n_actors, "GPU" if use_gpu else "CPU", " (local instance)" if started else "",
         )
-        actor_class = ray.remote(_ShardWorker).options(
+        actor_class = ray.remote(ShardWorker).options(
             num_cpus=1, num_gpus=1 if use_gpu else 0, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS,
             runtime_env={"env_vars": _actor_env()},
         )
