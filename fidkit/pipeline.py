@@ -187,10 +187,9 @@ class Network:
 
     def resolved_weights(self) -> Any:
         """The weights file, located (or downloaded) and hashed once: a ``ResolvedWeights``."""
-        from fidkit.inception import ResolvedWeights, locate_weights
+        from fidkit.inception import locate_weights
 
-        if not isinstance(self._weights, ResolvedWeights):
-            self._weights = locate_weights(self._weights)
+        self._weights = locate_weights(self._weights)  # a ResolvedWeights comes back as it is
         return self._weights
 
     @property

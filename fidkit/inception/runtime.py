@@ -217,12 +217,8 @@ class FeatureExtractor:
         batch_size = check_batch_size(batch_size)
         if threads is not None and int(threads) < 1:
             raise InputError(f"threads must be at least 1, not {threads}")
-        # A caller that already located (and hashed) the file passes the result: hashing a 100 MB
-        # file again would cost a second read and repeat its log messages.
-        if isinstance(weights, ResolvedWeights):
-            resolved = weights
-        else:
-            resolved = locate_weights(weights, progress=download_progress)
+        # A ResolvedWeights from the caller is used as is (not hashed again).
+        resolved = locate_weights(weights, progress=download_progress)
         self.weights_path: Path = resolved.path
         self.weights_sha256: str = resolved.sha256
         self.feature_dim: int = FEATURE_DIM

@@ -223,10 +223,8 @@ class TorchFeatureExtractor:
         torch = _import_torch()
         self._torch = torch
         self._device = _resolve_device(torch, device)
-        if isinstance(weights, ResolvedWeights):
-            resolved = weights
-        else:
-            resolved = locate_weights(weights, progress=download_progress)
+        # A ResolvedWeights from the caller is used as is (not hashed again).
+        resolved = locate_weights(weights, progress=download_progress)
         self.weights_path: Path = resolved.path
         self.weights_sha256: str = resolved.sha256
         self.graph_sha256: str = ""

@@ -162,7 +162,7 @@ def _hash_weights(path: Path) -> str:
 
 
 def locate_weights(
-    weights: str | os.PathLike | None = None,
+    weights: str | os.PathLike | ResolvedWeights | None = None,
     *,
     download: bool = True,
     progress: bool = True,
@@ -173,9 +173,11 @@ def locate_weights(
 
     Parameters
     ----------
-    weights : path-like, optional
+    weights : path-like or ResolvedWeights, optional
         An explicit weights file. Used as given (a user may bring their own port of the same
-        network); its sha256 is recorded whether or not it matches the manifest.
+        network); its sha256 is recorded whether or not it matches the manifest. A
+        ``ResolvedWeights`` (what this function returned before) is returned as it is: a caller
+        that already located and hashed the file never reads 100 MB again.
     download : bool, default True
         Download into the cache when neither an explicit path nor a cached file exists.
     progress : bool, default True
@@ -195,6 +197,8 @@ def locate_weights(
         An explicit file that does not exist or cannot be read, a cached file with the wrong checksum, a download
         that fails (offline, wrong checksum), or no file with ``download=False``.
     """
+    if isinstance(weights, ResolvedWeights):
+        return weights
     manifest = manifest if manifest is not None else load_manifest()
     origin = "explicit"
     if weights is None and os.environ.get(WEIGHTS_ENV):
