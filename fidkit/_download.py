@@ -41,7 +41,6 @@ __all__ = [
     "MIRROR_ENV",
     "DEFAULT_TIMEOUT_S",
     "Checksum",
-    "file_checksum",
     "mirror_urls",
     "progress_bar",
     "download",
@@ -83,11 +82,6 @@ class Checksum:
 
     def __str__(self) -> str:
         return f"{self.algorithm} {self.hexdigest}"
-
-
-def file_checksum(path: str | os.PathLike, algorithm: str) -> str:
-    """Return the hex digest of a file with `algorithm` (``"sha256"`` or ``"md5"``)."""
-    return file_digest(path, algorithm)
 
 
 def mirror_urls(urls: Sequence[str], mirror: str | None = None) -> tuple[str, ...]:
@@ -173,7 +167,7 @@ def _is_expected_file(path: Path, checksum: Checksum, size: int | None) -> bool:
     try:
         if size is not None and path.stat().st_size != size:
             return False
-        return file_checksum(path, checksum.algorithm) == checksum.hexdigest
+        return file_digest(path, checksum.algorithm) == checksum.hexdigest
     except OSError:
         return False
 

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from fidkit._download import Checksum, download, file_checksum, mirror_urls
-from fidkit._fs import atomic_write, cache_home, sha256_file
+from fidkit._download import Checksum, download, mirror_urls
+from fidkit._fs import atomic_write, cache_home, file_digest, sha256_file
 from fidkit.errors import DownloadError, SourceError
 from fidkit.sources.arrays import ArraySource, file_identity
 from fidkit.sources.base import Source
@@ -255,7 +255,7 @@ def _check_file(path: Path, dataset: NamedDataset, where: str) -> None:
     if _verified_records().get(str(path.resolve())) == _stamp(path, file):
         return
     logger.info("checking the md5 of %s", path)
-    digest = file_checksum(path, "md5")
+    digest = file_digest(path, "md5")
     if digest != file.md5:
         raise SourceError(
             f"{dataset.name}: {path} (from {where}) has md5 {digest}, expected md5 {file.md5}; {advice}"
