@@ -29,6 +29,7 @@ __all__ = [
     "sha256_file",
     "cache_home",
     "CHUNK_BYTES",
+    "pid_running",
 ]
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,8 @@ def _inside(folder: Path, root: Path) -> bool:
         return False
 
 
-def _pid_running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """True if a process with this pid runs here (including one owned by another user)."""
     if pid == os.getpid():
         return True
     try:
@@ -151,7 +153,7 @@ def _is_stale(name: str, mtime: float, now: float) -> bool:
     match = _TEMPORARY_NAME.fullmatch(name)
     # Made on this machine by a process that is gone: abandoned at once. Elsewhere (a cache home shared by
     # machines or containers) the pid means nothing here, and only the age counts.
-    return match is not None and match.group("host") == _host_tag() and not _pid_running(int(match.group("pid")))
+    return match is not None and match.group("host") == _host_tag() and not pid_running(int(match.group("pid")))
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, *, older_names: bool = False) -> list[Path]:

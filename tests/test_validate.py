@@ -233,3 +233,13 @@ def test_cli_validate_refuses_existing_figure_without_force(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "validate.png" in err and "--force" in err
     assert (tmp_path / "validate.png").read_text() == "mine\n"
+
+
+def test_out_on_a_file_is_refused_at_once(tmp_path):
+    from fidkit.errors import InputError
+    from fidkit.ttur.validate import ValidateConfig
+
+    a_file = tmp_path / "report"
+    a_file.write_text("")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        ValidateConfig(source=str(tmp_path), out=a_file)

@@ -48,6 +48,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from fidkit._fs import pid_running
 from fidkit.errors import ImageError, InputError, SourceError
 from fidkit.sources.decode import decode_image_bytes, max_file_bytes
 
@@ -265,19 +266,9 @@ def _watch_owner(owner_pid: int) -> None:
     if pidfd is not None:
         select.select([pidfd], [], [])
         os._exit(1)
-    while _pid_alive(owner_pid):  # pragma: no cover - platforms without pidfd
+    while pid_running(owner_pid):  # pragma: no cover - platforms without pidfd
         time.sleep(_PARENT_POLL_SECONDS)
     os._exit(1)  # pragma: no cover
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _init_worker(

@@ -12,7 +12,7 @@ from typing import Any
 
 from fidkit.errors import InputError
 
-__all__ = ["TTURConfig", "DEFAULT_LR_D", "DEFAULT_LR_G", "DEFAULT_BETAS"]
+__all__ = ["TTURConfig", "DEFAULT_LR_D", "DEFAULT_LR_G", "DEFAULT_BETAS", "output_folder"]
 
 #: TTUR learning rates (discriminator four times faster than generator), the DCGAN setting most
 #: commonly cited from the TTUR paper. The one time-scale baseline trains both networks at
@@ -21,6 +21,17 @@ DEFAULT_LR_D = 4e-4
 DEFAULT_LR_G = 1e-4
 #: Adam (beta1, beta2) of both optimisers; beta1 = 0.5 as in DCGAN.
 DEFAULT_BETAS = (0.5, 0.999)
+
+
+def output_folder(out: str | Path) -> Path:
+    """`out` as the folder of a run's files (``--out``), refused at once when it is a file.
+
+    Found here, not as a bare "[Errno 17]" when the first file is written.
+    """
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out {folder} is a file, not a folder; give a folder for the run's files")
+    return folder
 
 
 @dataclass
@@ -85,10 +96,7 @@ class TTURConfig:
     feature_batch_size: int = 50
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        if self.out.exists() and not self.out.is_dir():
-            # Found now, not as a bare "[Errno 17]" when the first file is written.
-            raise InputError(f"--out {self.out} is a file, not a folder; give a folder for the run's files")
+        self.out = output_folder(self.out)
         for name in ("steps", "train_batch_size", "eval_every", "eval_samples", "latent_dim", "width"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 import fidkit
 from fidkit._fs import atomic_write
 from fidkit.errors import InputError, OverwriteError, SmallSampleWarning
+from fidkit.ttur.config import output_folder
 from fidkit.ttur.data import existing_output, load_images
 from fidkit.ttur.disturbances import DISTURBANCES, Disturbance, get_disturbance
 from fidkit.ttur.features import make_extractor, stats_in_memory
@@ -92,10 +93,7 @@ class ValidateConfig:
     feature_batch_size: int = 50
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        if self.out.exists() and not self.out.is_dir():
-            # Found now, not as a bare "[Errno 17]" when the first file is written.
-            raise InputError(f"--out {self.out} is a file, not a folder; give a folder for the run's files")
+        self.out = output_folder(self.out)
         if self.samples < 2:
             raise InputError(f"samples must be at least 2, got {self.samples}")
         strengths = sorted({float(s) for s in self.strengths} | {0.0})
