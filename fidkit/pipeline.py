@@ -6,8 +6,9 @@
                                    accumulator)    did not change)
 
 :func:`side_statistics` runs them in that order for one input; :func:`fidkit.compute_stats`,
-:func:`fidkit.compute_fid` and the trainer all come through it. :func:`extract` is the one loop of the
-package that turns image batches into features and features into a :class:`~fidkit.stats.StatsAccumulator`.
+:func:`fidkit.compute_fid` and :class:`fidkit.FID` all come through it. The extract step is
+:func:`fidkit.extraction.extract`, the one loop of the package that turns image batches into features and
+features into a :class:`~fidkit.stats.StatsAccumulator` (here, or on the actors of a Ray cluster).
 
 A :class:`~fidkit.stats.Stats` object or a statistics file is recognised here, in :func:`open_input`, and
 nowhere else: it skips the other three steps, and then the network is never built.
@@ -35,7 +36,6 @@ from fidkit.stats import Stats, StatsAccumulator
 from fidkit.statsfile import is_stats_file
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-
     from fidkit.inception import FeatureExtractor
 
 __all__ = [
@@ -131,8 +131,8 @@ class Network:
     """The feature extractor of a computation, built only when a side needs it.
 
     Building it exports or loads the ONNX graph and starts an onnxruntime session (seconds), so a
-    comparison of two statistics files or two cache hits never builds it: the cache key needs only the
-    weights' sha256, the resize mode and the graph's sha256, which are known without a session.
+    comparison of two statistics files or two cache hits never builds it: the cache key needs only
+    :meth:`identity`, which is known without a session.
 
     Parameters
     ----------
