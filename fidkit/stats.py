@@ -312,7 +312,9 @@ class Stats:
     # -- construction
 
     @classmethod
-    def from_features(cls, features: Any, metadata: dict[str, MetadataValue] | None = None) -> Stats:
+    def from_features(
+        cls, features: Any, metadata: dict[str, MetadataValue] | None = None, *, keep_factor: bool = False
+    ) -> Stats:
         """Compute statistics of an ``(N, dim)`` feature array in float64.
 
         Parameters
@@ -321,11 +323,15 @@ class Stats:
             ``(N, dim)`` float32 or float64, ``N >= 2``, finite.
         metadata : dict, optional
             Stored as is (see :class:`Stats`).
+        keep_factor : bool
+            Keep the exact factor (the reflected centred rows, ``dim x (N - 1)``) also when ``N > dim``, at
+            ``N x dim`` float64 of memory: :func:`fidkit.fid_from_arrays` does, so that a small sample against a
+            moderately larger one is compared through both exact factors, to round-off.
 
         Returns
         -------
         Stats
-            With ``n = N``; for ``N <= dim`` also the exact factor (``dim x (N - 1)``).
+            With ``n = N``; for ``N <= dim`` (or with `keep_factor`) also the exact factor.
 
         Raises
         ------
@@ -338,21 +344,23 @@ class Stats:
             raise InputError(
                 f"features has {n_rows} row; a covariance needs at least 2 samples (FID needs thousands)"
             )
-        if n_rows > max(_CHUNK_ROWS, dim):
+        if n_rows > max(_CHUNK_ROWS, dim) and not keep_factor:
             accumulator = StatsAccumulator(dim)
             for start in range(0, n_rows, _CHUNK_ROWS):
                 accumulator._update_checked(array[start : start + _CHUNK_ROWS])
             return accumulator.result(metadata)
-        return cls._from_checked_rows(np.asarray(array, dtype=np.float64), metadata)
+        return cls._from_checked_rows(np.asarray(array, dtype=np.float64), metadata, keep_factor=keep_factor)
 
     @classmethod
-    def _from_checked_rows(cls, rows: np.ndarray, metadata: dict[str, MetadataValue] | None) -> Stats:
+    def _from_checked_rows(
+        cls, rows: np.ndarray, metadata: dict[str, MetadataValue] | None, *, keep_factor: bool = False
+    ) -> Stats:
         n_rows, dim = rows.shape
         # Two-pass: subtract the (pairwise-summed) mean first, so the products never cancel.
         mu = rows.mean(axis=0, dtype=np.float64)
         centred = rows - mu
         sigma = _symmetric_gram(centred, n_rows - 1)
-        factor = np.ascontiguousarray(centred_factor(centred)) if n_rows <= dim else None
+        factor = np.ascontiguousarray(centred_factor(centred)) if n_rows <= dim or keep_factor else None
         return cls._computed(mu, sigma, n_rows, metadata, factor)
 
     def merge(self, other: Stats) -> Stats:

@@ -69,6 +69,9 @@ _SAFE_MAGNITUDE_HIGH = 2.0**200
 # Both factors are used in an SVD (more exact than an eigensolve of L^T sigma L) when the smaller has at
 # most this fraction of dim columns; for two full-rank factors the dense SVD costs ~3x the eigensolve.
 _SVD_MAX_RANK_FRACTION = 0.5
+# With features at hand and one side of N <= dim, the other side keeps its exact factor (its centred rows) up to
+# this many rows per dimension; beyond it, its covariance is accumulated in chunks so that memory stays bounded.
+_FEATURES_AS_FACTOR_MAX_RATIO = 4
 # Below this rank the factor-eigh eigensolve stays on the CPU even when a GPU is there.
 _TORCH_SOLVER_MIN_RANK = 512
 
@@ -564,9 +567,9 @@ def fid_from_arrays(features_a: Any, features_b: Any, *, method: str = "auto") -
     features_a, features_b : array_like
         ``(N_a, dim)`` and ``(N_b, dim)`` float arrays, ``N >= 2``, finite.
     method : {"auto", "eigh", "ttur"}
-        As in :func:`fid_from_stats`, on the statistics of the two arrays. With ``N <= dim`` rows a side's
-        statistics keep the exact factor of its centred features, so ``"auto"`` uses the exact low-rank
-        identity ``tr sqrt(S_a S_b) = ||Xc Yc^T||_* / sqrt((N_a - 1)(N_b - 1))`` when both sides are small.
+        As in :func:`fid_from_stats`, on the statistics of the two arrays. With ``N <= dim`` rows on a side (and
+        at most ``4 * dim`` on the other), ``"auto"`` keeps the exact factors of both sides' centred features
+        and uses the exact low-rank identity ``tr sqrt(S_a S_b) = ||Xc Yc^T||_* / sqrt((N_a - 1)(N_b - 1))``.
 
     Returns
     -------
@@ -595,11 +598,16 @@ def fid_from_arrays(features_a: Any, features_b: Any, *, method: str = "auto") -
             f"features_a has dim {array_a.shape[1]} but features_b has dim {array_b.shape[1]}; both must come "
             "from the same feature extractor"
         )
-    # Statistics of N <= dim features carry their exact factor, so the small-sample case takes the exact
-    # factor routes from here on; the same features twice give the same Stats, hence exactly 0.
-    stats_a = Stats.from_features(array_a)
+    # Statistics of N <= dim features carry their exact factor. With a side that small and the other at most
+    # _FEATURES_AS_FACTOR_MAX_RATIO * dim rows, the larger side keeps its exact factor too (its centred rows),
+    # so the pair goes through the nuclear norm of the two factors, exact to round-off, instead of an
+    # eigensolve of a sigma (measured at dim 2048, N = 500 against 4,096: 1e-16 against 2e-12). The same
+    # features twice give the same Stats, hence exactly 0.
+    n_a, n_b, dim = array_a.shape[0], array_b.shape[0], array_a.shape[1]
+    keep_factor = method == "auto" and min(n_a, n_b) <= dim and max(n_a, n_b) <= _FEATURES_AS_FACTOR_MAX_RATIO * dim
+    stats_a = Stats.from_features(array_a, keep_factor=keep_factor)
     same = features_a is features_b or (array_a.shape == array_b.shape and np.array_equal(array_a, array_b))
-    stats_b = stats_a if same else Stats.from_features(array_b)
+    stats_b = stats_a if same else Stats.from_features(array_b, keep_factor=keep_factor)
     result = _fid_stats(stats_a, stats_b, method, ("features_a", "features_b"))
     _emit(result)
     return result
