@@ -457,3 +457,17 @@ def test_a_remembered_factor_is_never_used_for_another_sigma() -> None:
     x.sigma = w.sigma
     fresh = Stats(mu=x.mu, sigma=w.sigma, n=300)
     assert fid_from_stats(x, y).value == pytest.approx(fid_from_stats(fresh, y).value, rel=1e-12)
+
+
+def test_small_features_against_a_moderately_larger_set_are_exact_to_round_off() -> None:
+    # N_a <= dim < N_b <= 4 dim: both sides keep their exact factors, and the trace is the nuclear norm.
+    rng = np.random.default_rng(42)
+    dim = 64
+    small = rng.standard_normal((40, dim)) @ np.diag(1.0 / np.arange(1, dim + 1))
+    large = rng.standard_normal((200, dim)) @ np.diag(1.0 / np.arange(1, dim + 1)) + 0.01
+    with pytest.warns(SmallSampleWarning):
+        result = fid_from_arrays(small, large)
+    centred_small, centred_large = small - small.mean(axis=0), large - large.mean(axis=0)
+    exact = np.linalg.svd(centred_small @ centred_large.T, compute_uv=False).sum() / math.sqrt(39 * 199)
+    assert result.method == "factor-svd"
+    assert abs(result.trace_sqrt - exact) <= 1e-13 * exact
