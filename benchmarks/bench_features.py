@@ -100,11 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     from fidkit.inception import FeatureExtractor
     from fidkit.inception.network import build_network
     from fidkit.inception.runtime import _machine_threads
-    from fidkit.inception.weights import (
-        load_state_dict,
-        random_state_dict,
-        save_state_dict,
-    )
+    from fidkit.inception.weights import load_state_dict, save_state_dict
+    from fidkit.testing import random_state_dict
 
     threads = args.threads or _machine_threads()
     torch.set_num_threads(threads)

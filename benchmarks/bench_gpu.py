@@ -123,7 +123,8 @@ def setup_report() -> dict[str, Any]:
 def make_weights(args: argparse.Namespace, home: Path) -> tuple[Any, str]:
     if args.weights:
         return args.weights, "given weights"
-    from fidkit.inception.weights import random_state_dict, save_state_dict
+    from fidkit.inception.weights import save_state_dict
+    from fidkit.testing import random_state_dict
 
     path = home / "random-inception.pth"
     save_state_dict(random_state_dict(seed=0), path, legacy=True)

@@ -88,7 +88,8 @@ def _run(args: argparse.Namespace, home: Path) -> int:
 
     weights = args.weights
     if weights is None:
-        from fidkit.inception.weights import random_state_dict, save_state_dict
+        from fidkit.inception.weights import save_state_dict
+        from fidkit.testing import random_state_dict
 
         weights = home / "random-inception.pth"
         save_state_dict(random_state_dict(seed=0), weights, legacy=True)

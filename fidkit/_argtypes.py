@@ -1,7 +1,7 @@
 """argparse ``type=`` converters shared by ``fidkit`` (:mod:`fidkit.cli`) and its ``ttur`` / ``validate``
 commands (:mod:`fidkit.ttur.cli`).
 
-Only argparse is imported at module level (``device_string`` imports the device grammar when it runs),
+Only argparse is imported at module level (``device_string`` imports the device grammar of :mod:`fidkit._devices` when it runs),
 so that the command modules load without torch or onnxruntime and ``fidkit --help`` stays fast. Each converter raises :class:`argparse.ArgumentTypeError`, which argparse turns into a usage
 error (exit status 2) that quotes the message.
 """
@@ -50,8 +50,8 @@ def positive_float(text: str) -> float:
 
 def device_string(text: str) -> str:
     """A device as :func:`fidkit.inception.providers.parse_device` reads it (``auto``, ``cpu``, ``cuda:1``...)."""
+    from fidkit._devices import parse_device
     from fidkit.errors import InputError
-    from fidkit.inception.providers import parse_device
 
     try:
         return str(parse_device(text))

@@ -1,22 +1,30 @@
-"""The public API: statistics of any input, and the FID between any two.
+"""The public API: features and statistics of any input, and the FID between any two.
 
 ``compute_stats(source)`` turns a folder, an archive, an image array, an iterable of uint8 batches, a
-statistics file or a :class:`~fidkit.stats.Stats` into statistics; ``compute_fid(a, b)`` compares two
-such inputs and returns a :class:`~fidkit.report.FidReport` that says how the number was made. Both run
-the steps of :mod:`fidkit.pipeline` (open -> look up the cache -> extract -> store) and then, for a
-comparison, the distance of :mod:`fidkit.frechet` and the report of :mod:`fidkit.report`.
+dataset name, a statistics or features file, a :class:`~fidkit.stats.Stats` or
+:class:`~fidkit.features.Features` into statistics; ``compute_features(source)`` keeps the feature rows
+themselves; ``compute_fid(a, b)`` compares two inputs and returns a :class:`~fidkit.report.FidReport` that
+says how the number was made. All run the steps of :mod:`fidkit.pipeline` (open -> look up the cache ->
+extract -> store) and then, for a comparison, the distance of :mod:`fidkit.frechet` and the report of
+:mod:`fidkit.report`.
+
+Every function takes the run's settings as keyword arguments, the fields of
+:class:`~fidkit.options.RunOptions` (``device``, ``batch_size``, ``limit``, ``use_cache``, ...), or as one
+``options=RunOptions(...)`` object; the keywords are checked once, there.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fidkit.cluster import cluster_session
 from fidkit.errors import FidkitWarning
+from fidkit.extractors import LazyExtractor
+from fidkit.features import Features
 from fidkit.frechet import fid_from_stats
-from fidkit.pipeline import Network, SideOptions, open_input, side_statistics
+from fidkit.options import RunOptions, run_options
+from fidkit.pipeline import SideResult, open_input, side_result
 from fidkit.report import (
     FidReport,
     SideReport,
@@ -24,96 +32,74 @@ from fidkit.report import (
     assemble_fid_report,
     consistency_warnings,
 )
+from fidkit.stats import Stats
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from fidkit.inception import FeatureExtractor
-    from fidkit.stats import Stats
+__all__ = [
+    "compute_stats",
+    "compute_stats_with_report",
+    "compute_features",
+    "compute_fid",
+    "FidReport",
+    "SideReport",
+    "Timings",
+]
 
-__all__ = ["compute_stats", "compute_stats_with_report", "compute_fid", "FidReport", "SideReport", "Timings"]
+
+def _prepare(options: RunOptions | None, extractor: Any, overrides: dict[str, Any]) -> tuple[RunOptions, LazyExtractor]:
+    """The run's options and its extractor: `extractor` is a registered name (an option) or an object."""
+    if isinstance(extractor, str):
+        overrides = {**overrides, "extractor": extractor}
+        extractor = None
+    resolved = run_options(options, **overrides)
+    return resolved, LazyExtractor(resolved, given=extractor)
 
 
-def compute_stats(
-    source: Any,
-    *,
-    weights: Any = None,
-    device: str = "auto",
-    batch_size: int = 50,
-    workers: int | None = None,
-    skip_bad: bool = False,
-    limit: int | None = None,
-    seed: int | None = None,
-    use_cache: bool = True,
-    hash_content: bool = False,
-    exif_transpose: bool = False,
-    progress: bool | None = None,
-    extractor: FeatureExtractor | None = None,
-    engine: str = "auto",
-    precision: str = "exact",
-    cluster: str = "local",
-    ray_address: str | None = None,
-) -> Stats:
-    """Return the Inception statistics (mu, sigma, N) of a source.
+def _session(options: RunOptions) -> Any:
+    """A span in which both sides share the cluster's set-up (one local Ray instance, not two)."""
+    import contextlib
+
+    if options.cluster == "ray":
+        from fidkit.cluster.ray import shared_session
+
+        return shared_session()
+    return contextlib.nullcontext()
+
+
+def compute_stats(source: Any, *, options: RunOptions | None = None, extractor: Any = None, **overrides: Any) -> Stats:
+    """Return the statistics (mu, sigma, N) of a source's features.
 
     Parameters
     ----------
-    source : path-like, numpy.ndarray, Stats, Source or iterable of numpy.ndarray
-        A folder of images (recursive), a ``.zip``/``.tar``/``.tar.gz`` archive, a ``.npy``/``.npz``
-        uint8 image array (N, H, W, 3) or (N, H, W), an MNIST idx file, a CIFAR python batch folder, a
-        statistics ``.npz`` (returned as loaded), a uint8 array, a :class:`~fidkit.stats.Stats`
-        (returned as is), or an iterable of uint8 batches (B, H, W, 3) such as a generator's samples.
-    weights : path-like, optional
-        The Inception weights (``.pth``); default ``$FIDKIT_WEIGHTS``, the cache, or a download.
-    device : {"auto", "cpu", "cuda", "tensorrt"}
-        Where the network runs (``"auto"``: CUDA if a GPU is usable, else the CPU).
-    batch_size : int
-        Images per network batch.
-    workers : int, optional
-        Decoding processes; default from the machine.
-    skip_bad : bool
-        Skip undecodable files (counted and named in the metadata) instead of stopping with
-        :class:`~fidkit.errors.ImageError`.
-    limit, seed : int, optional
-        Use `limit` images: the first ones in sorted order, or a random subset drawn with `seed`.
-    use_cache : bool
-        Read and write the statistics cache for folder, archive and array sources.
-    hash_content : bool
-        Fingerprint files by their content (sha256) instead of size and modification time.
-    exif_transpose : bool
-        Apply the EXIF orientation tag (default: pixels as stored, as the reference did).
-    progress : bool, optional
-        Show a progress bar on stderr; default only when stderr is a terminal.
-    extractor : FeatureExtractor, optional
-        A feature extractor to use (and reuse across calls) instead of building one; `weights`,
-        `device`, `engine` and `precision` are then ignored.
-    engine : {"auto", "onnxruntime", "torch"}
-        What runs the network: the ONNX graph on onnxruntime, or the same network in torch
-        (:mod:`fidkit.inception.torch_engine`). ``"auto"``: onnxruntime, except where a GPU is asked for,
-        onnxruntime cannot use it and torch can (then torch, with a warning). Recorded in the statistics.
-    precision : {"exact", "fast"}
-        ``"fast"``: TensorRT with FP16 (``device="tensorrt"``), opt-in; ``"exact"`` float32 otherwise.
-    cluster : {"local", "ray"}
-        Where features are computed: this process (decoding in worker processes of this machine), or the
-        actors of a Ray cluster (``pip install "fidkit[ray]"``; see ``docs/distributed.md``). Both give the
-        same statistics and share the cache. With ``"ray"``, `workers` is not used (each actor decodes its
-        own shard) and `extractor` only lends its weights and device.
-    ray_address : str, optional
-        The Ray cluster to use with ``cluster="ray"`` (e.g. ``"ray://head:10001"``); default
-        ``$RAY_ADDRESS``, else a local Ray instance started for this call and shut down after it.
+    source : path-like, str, numpy.ndarray, Stats, Features, Source or iterable of numpy.ndarray
+        A folder of images (recursive), a ``.zip``/``.tar``/``.tar.gz`` archive, a ``.npy``/``.npz`` uint8
+        image array (N, H, W, 3) or (N, H, W), an MNIST idx file, a CIFAR python batch folder, a dataset name
+        (``"cifar10-train"``), a statistics ``.npz`` (returned as loaded), a features ``.npz``, a uint8 array,
+        a :class:`~fidkit.stats.Stats` (returned as is), :class:`~fidkit.features.Features`, or an iterable of
+        uint8 batches (B, H, W, 3) such as a generator's samples.
+    options : RunOptions, optional
+        The run's settings as one object; the keyword arguments below override its fields.
+    extractor : str or extractor object, optional
+        A registered extractor name (default ``"inception-2015"``), or a built extractor to use (and reuse
+        across calls); with an object, ``weights``, ``device``, ``engine`` and ``precision`` are not used.
+    **overrides
+        Fields of :class:`~fidkit.options.RunOptions`: ``weights``, ``device``, ``engine``, ``precision``,
+        ``batch_size``, ``workers``, ``skip_bad``, ``limit``, ``seed``, ``exif_transpose``, ``use_cache``,
+        ``hash_content``, ``progress``, ``cluster``, ``ray_address``, ``threads``.
 
     Returns
     -------
     Stats
-        float64 ``mu`` and ``sigma`` (ddof=1), ``n``, and metadata: the extractor's (weights sha256,
-        resize mode, provider), ``fidkit_version``, ``created`` (UTC ISO), ``source_fingerprint``,
-        ``n_skipped``, ``lossy_inputs``.
+        float64 ``mu`` and ``sigma`` (ddof=1), ``n``, and metadata: the extractor's (name, weights sha256,
+        resize mode, engine, precision, provider), ``fidkit_version``, ``created`` (UTC ISO),
+        ``source_fingerprint``, ``n_skipped``, ``lossy_inputs``.
 
     Raises
     ------
     FidkitError
-        A source that cannot be read (:class:`~fidkit.errors.SourceError`), bad images without
-        `skip_bad` (:class:`~fidkit.errors.ImageError`), no images
-        (:class:`~fidkit.errors.EmptySourceError`), missing weights
-        (:class:`~fidkit.errors.WeightsError`).
+        A source that cannot be read (:class:`~fidkit.errors.SourceError`), bad images without `skip_bad`
+        (:class:`~fidkit.errors.ImageError`), no images (:class:`~fidkit.errors.EmptySourceError`), missing
+        weights (:class:`~fidkit.errors.WeightsError`), an unknown option or an invalid combination
+        (:class:`~fidkit.errors.InputError`).
 
     Examples
     --------
@@ -121,90 +107,81 @@ def compute_stats(
     >>> stats = fidkit.compute_stats(fidkit.Stats(mu=np.zeros(2), sigma=np.eye(2)))  # statistics: as they are
     >>> stats.dim
     2
-    >>> stats = compute_stats("generated/")                       # doctest: +SKIP
-    >>> stats.save("generated.npz")                                # doctest: +SKIP
+    >>> stats = compute_stats("generated/", device="cpu", limit=10_000)   # doctest: +SKIP
+    >>> stats.save("generated.npz")                                     # doctest: +SKIP
     """
-    stats, _ = compute_stats_with_report(
-        source, weights=weights, device=device, batch_size=batch_size, workers=workers, skip_bad=skip_bad,
-        limit=limit, seed=seed, use_cache=use_cache, hash_content=hash_content, exif_transpose=exif_transpose,
-        progress=progress, extractor=extractor, engine=engine, precision=precision, cluster=cluster,
-        ray_address=ray_address,
-    )
+    stats, _ = compute_stats_with_report(source, options=options, extractor=extractor, **overrides)
     return stats
 
 
 def compute_stats_with_report(
-    source: Any,
-    *,
-    weights: Any = None,
-    device: str = "auto",
-    batch_size: int = 50,
-    workers: int | None = None,
-    skip_bad: bool = False,
-    limit: int | None = None,
-    seed: int | None = None,
-    use_cache: bool = True,
-    hash_content: bool = False,
-    exif_transpose: bool = False,
-    progress: bool | None = None,
-    extractor: FeatureExtractor | None = None,
-    engine: str = "auto",
-    precision: str = "exact",
-    cluster: str = "local",
-    ray_address: str | None = None,
+    source: Any, *, options: RunOptions | None = None, extractor: Any = None, **overrides: Any
 ) -> tuple[Stats, SideReport]:
     """Like :func:`compute_stats` (the same parameters), and also return the :class:`SideReport`.
 
-    The :class:`SideReport` says whether the statistics came from the cache, which files were skipped
-    and where the time went.
+    The :class:`SideReport` says whether the statistics came from the cache, which files were skipped,
+    the batch size chosen and where the time went.
     """
-    options = SideOptions(
-        batch_size=batch_size, workers=workers, skip_bad=skip_bad, limit=limit, seed=seed, use_cache=use_cache,
-        hash_content=hash_content, exif_transpose=exif_transpose, progress=progress, cluster=cluster,
-        ray_address=ray_address,
-    )
-    network = Network(
-        extractor, weights=weights, device=device, batch_size=options.batch_size, engine=engine, precision=precision
-    )
-    return side_statistics(open_input(source, options), network, options)
+    resolved, lazy = _prepare(options, extractor, overrides)
+    opened = open_input(source, resolved)
+    with _session(resolved):
+        result = side_result(opened, lazy, resolved)
+    return result.stats, result.report
+
+
+def compute_features(
+    source: Any, *, options: RunOptions | None = None, extractor: Any = None, **overrides: Any
+) -> Features:
+    """Return the feature rows of a source (float32, ``(N, dim)``), with the metadata of how they were made.
+
+    The same parameters as :func:`compute_stats`. Features are cached (content-keyed, under the same size
+    limit as statistics) and can be saved (:meth:`Features.save`) and given back as a source. A statistics
+    file cannot give features: it is refused with what to supply instead.
+
+    Examples
+    --------
+    >>> import numpy as np, fidkit
+    >>> rows = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    >>> fidkit.compute_features(fidkit.Features(rows)).n
+    10
+    >>> features = compute_features("generated/", limit=1000)          # doctest: +SKIP
+    >>> features.save("generated-features.npz")                        # doctest: +SKIP
+    """
+    result = compute_side(source, options=options, extractor=extractor, keep_features=True, **overrides)
+    assert result.features is not None
+    return result.features
+
+
+def compute_side(
+    source: Any, *, options: RunOptions | None = None, extractor: Any = None, keep_features: bool = False,
+    **overrides: Any,
+) -> SideResult:
+    """The whole :class:`~fidkit.pipeline.SideResult` of one source: statistics, report, and kept features."""
+    resolved, lazy = _prepare(options, extractor, overrides)
+    opened = open_input(source, resolved)
+    with _session(resolved):
+        return side_result(opened, lazy, resolved, keep_features=keep_features)
 
 
 def compute_fid(
     a: Any,
     b: Any,
     *,
-    weights: Any = None,
-    device: str = "auto",
-    batch_size: int = 50,
-    workers: int | None = None,
-    skip_bad: bool = False,
-    limit: int | None = None,
-    seed: int | None = None,
-    use_cache: bool = True,
-    hash_content: bool = False,
-    exif_transpose: bool = False,
-    progress: bool | None = None,
-    extractor: FeatureExtractor | None = None,
-    engine: str = "auto",
-    precision: str = "exact",
-    cluster: str = "local",
-    ray_address: str | None = None,
+    options: RunOptions | None = None,
+    extractor: Any = None,
     method: str = "auto",
     allow_weights_mismatch: bool = False,
+    **overrides: Any,
 ) -> FidReport:
     """Return the Fréchet Inception Distance between two sources, with a report of how it was made.
 
     Parameters
     ----------
-    a, b : path-like, numpy.ndarray, Stats, Source or iterable of numpy.ndarray
-        Any source :func:`compute_stats` accepts. Statistics files and ``Stats`` skip the network.
-    weights, device, batch_size, workers, skip_bad, limit, seed, use_cache, hash_content, exif_transpose, progress
-        As in :func:`compute_stats`; `limit` and `seed` apply to each image side.
-    engine, precision, cluster, ray_address
-        As in :func:`compute_stats`; with ``cluster="ray"`` each image side is one Ray job.
-    extractor : FeatureExtractor, optional
-        Use this extractor for both sides (and across calls). By default one is built, once, and only
-        if a side needs the network.
+    a, b : path-like, str, numpy.ndarray, Stats, Features, Source or iterable of numpy.ndarray
+        Any source :func:`compute_stats` accepts. Statistics, features and cache hits skip the network.
+    options, extractor, **overrides
+        As in :func:`compute_stats`; `limit` and `seed` apply to each image side. By default one extractor is
+        built, once, and only if a side needs the network; with ``cluster="ray"`` each image side is one job.
     method : str
         The Fréchet route (see :func:`fidkit.frechet.frechet_distance`); ``"auto"`` picks the exact
         and fastest one.
@@ -236,34 +213,27 @@ def compute_fid(
     >>> b = fidkit.Stats(mu=np.ones(2), sigma=np.eye(2), n=10)
     >>> float(fidkit.compute_fid(a, b))
     2.0
-    >>> report = compute_fid("real/", "generated/")               # doctest: +SKIP
+    >>> report = compute_fid("real/", "generated/", device="cpu")   # doctest: +SKIP
     >>> print(f"FID {float(report):.4f} (N = {report.a.n} vs {report.b.n})")  # doctest: +SKIP
     """
     started = time.perf_counter()
-    options = SideOptions(
-        batch_size=batch_size, workers=workers, skip_bad=skip_bad, limit=limit, seed=seed, use_cache=use_cache,
-        hash_content=hash_content, exif_transpose=exif_transpose, progress=progress, cluster=cluster,
-        ray_address=ray_address,
-    )
-    network = Network(
-        extractor, weights=weights, device=device, batch_size=options.batch_size, engine=engine, precision=precision
-    )
+    resolved, lazy = _prepare(options, extractor, overrides)
     # Both inputs are opened (and checked) before either side spends network time.
-    opened_a = open_input(a, options)
-    opened_b = open_input(b, options)
-    with cluster_session(options.cluster):  # with Ray: one local instance for both sides, not two
-        stats_a, side_a = side_statistics(opened_a, network, options)
-        stats_b, side_b = side_statistics(opened_b, network, options)
-    messages = consistency_warnings(side_a, side_b, allow_weights_mismatch=allow_weights_mismatch)
+    opened_a = open_input(a, resolved)
+    opened_b = open_input(b, resolved)
+    with _session(resolved):
+        side_a = side_result(opened_a, lazy, resolved)
+        side_b = side_result(opened_b, lazy, resolved)
+    messages = consistency_warnings(side_a.report, side_b.report, allow_weights_mismatch=allow_weights_mismatch)
     for message in messages:
         warnings.warn(message, FidkitWarning, stacklevel=2)
 
     distance_started = time.perf_counter()
-    frechet = fid_from_stats(stats_a, stats_b, method=method)
+    frechet = fid_from_stats(side_a.stats, side_b.stats, method=method)
     timings = Timings(
-        decode_seconds=side_a.decode_seconds + side_b.decode_seconds,
-        network_seconds=side_a.network_seconds + side_b.network_seconds,
+        decode_seconds=side_a.report.decode_seconds + side_b.report.decode_seconds,
+        network_seconds=side_a.report.network_seconds + side_b.report.network_seconds,
         distance_seconds=time.perf_counter() - distance_started,
         total_seconds=time.perf_counter() - started,
     )
-    return assemble_fid_report(frechet, side_a, side_b, messages, timings)
+    return assemble_fid_report(frechet, side_a.report, side_b.report, messages, timings)

@@ -5,7 +5,9 @@ fidkit statistics files, one per key. The key is a sha256 over everything that d
 
 - the source's fingerprint (sorted relative paths, sizes and modification times, or a content hash with
   ``hash_content=True``; the limit, seed and EXIF option are part of it),
-- the weights' sha256, the resize mode and the ONNX graph's sha256 of the feature extractor,
+- the feature extractor's identity (:mod:`fidkit.extractors`: its name, the weights' sha256, the resize, the
+  exporter version, the engine and the precision; not the graph file, so a look-up needs no export),
+- what the entry holds: statistics, or the feature rows (kept when a metric needs them),
 - the statistics format version of :mod:`fidkit.statsfile` (the colour policy version of
   :mod:`fidkit.sources` is part of the fingerprint),
 - this module's own layout version.
@@ -53,6 +55,7 @@ from fidkit.home import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from fidkit.features import Features
     from fidkit.stats import Stats
 
 __all__ = [
@@ -64,6 +67,8 @@ __all__ = [
     "cache_key",
     "load_cached_stats",
     "store_cached_stats",
+    "load_cached_features",
+    "store_cached_features",
     "list_cache",
     "clear_cache",
     "is_cache_entry",
@@ -78,7 +83,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the key recipe and entry layout in this module; bump it to orphan every old entry.
-CACHE_LAYOUT_VERSION = 2
+CACHE_LAYOUT_VERSION = 3
 
 
 
@@ -117,13 +122,11 @@ def stats_cache_dir(root: str | os.PathLike | None = None) -> Path:
 
 def cache_key(
     source_fingerprint: str,
+    identity: Mapping[str, Any] | None = None,
     *,
-    weights_sha256: str,
-    resize_mode: str,
-    graph_sha256: str = "",
-    precision: str = "exact",
-    engine: str = "onnxruntime",
+    product: str = "stats",
     stats_format_version: int | None = None,
+    **identity_fields: Any,
 ) -> str:
     """Return the hex sha256 that names the cache entry of one source under one feature extractor.
 
@@ -132,16 +135,11 @@ def cache_key(
     source_fingerprint : str
         ``source.fingerprint(hash_content=...)``; it covers the files, the subset, the EXIF option and the
         colour policy version of :mod:`fidkit.sources`.
-    weights_sha256 : str
-        The sha256 of the Inception weights file the features come from.
-    resize_mode : str
-        The extractor's resize mode (``fidkit.inception.RESIZE_MODE``).
-    graph_sha256 : str
-        The sha256 of the ONNX graph that computes the features (empty for an extractor without one).
-    precision : str
-        ``"exact"`` or ``"fast"`` (FP16 TensorRT): statistics of the fast mode never stand in for exact ones.
-    engine : str
-        ``"onnxruntime"`` or ``"torch"``: the two agree to float32 round-off, not bit for bit, so they are kept apart.
+    identity : mapping of str to str
+        The extractor's identity (:meth:`fidkit.extractors.ExtractorIdentity.as_dict`): its name, the weights'
+        sha256, the resize, the engine and the precision. Keyword `identity_fields` are added to it.
+    product : {"stats", "features"}
+        What the entry holds: statistics, or the feature rows they reduce.
     stats_format_version : int, optional
         Default: the statistics file format (:data:`fidkit.statsfile.STATS_FORMAT_VERSION`) of this fidkit;
         explicit values are for tests.
@@ -153,14 +151,12 @@ def cache_key(
     """
     if stats_format_version is None:
         stats_format_version = statsfile.STATS_FORMAT_VERSION  # read at call time: tests change it
+    fields = {str(k): str(v) for k, v in {**dict(identity or {}), **identity_fields}.items()}
     recipe = {
         "cache_layout_version": CACHE_LAYOUT_VERSION,
         "source_fingerprint": str(source_fingerprint),
-        "weights_sha256": str(weights_sha256),
-        "resize_mode": str(resize_mode),
-        "graph_sha256": str(graph_sha256),
-        "precision": str(precision),
-        "engine": str(engine),
+        "extractor_identity": fields,
+        "product": str(product),
         "stats_format_version": int(stats_format_version),
     }
     # Canonical JSON (sorted keys, no whitespace) so the same recipe always hashes the same.
@@ -184,7 +180,7 @@ def _discard(entry: Path, reason: str) -> None:
             path.unlink()
 
 
-def _validate_entry(stats: Stats, key: str) -> str | None:
+def _validate_entry(stats: Any, key: str) -> str | None:
     """Return why a loaded entry cannot be trusted, or None when it can.
 
     Shapes, NaN/inf and N < 2 are refused by ``Stats.load`` itself (a StatsFileError, handled as a
@@ -197,6 +193,27 @@ def _validate_entry(stats: Stats, key: str) -> str | None:
     if stats.n is None:
         return "it does not record N"
     return None
+
+
+def load_cached_features(key: str, *, root: str | os.PathLike | None = None) -> Features | None:
+    """The cached feature rows stored under `key`, or None on a miss (a corrupt entry is removed, as for
+    statistics: see :func:`load_cached_stats`)."""
+    from fidkit.features import Features
+
+    return _load_entry(key, root, Features.load)
+
+
+def store_cached_features(
+    key: str, features: Features, *, source_name: str = "", source_kind: str = "",
+    root: str | os.PathLike | None = None,
+) -> Features:
+    """Store feature rows under `key`, atomically, under the same size limit and LRU as statistics."""
+    from fidkit.features import Features
+
+    metadata = {**features.metadata, CACHE_KEY_METADATA: key}
+    keyed = Features(features.rows, metadata)
+    _store_entry(key, keyed, n=keyed.n, dim=keyed.dim, source_name=source_name, source_kind=source_kind, root=root)
+    return keyed
 
 
 def load_cached_stats(key: str, *, root: str | os.PathLike | None = None) -> Stats | None:
@@ -218,11 +235,16 @@ def load_cached_stats(key: str, *, root: str | os.PathLike | None = None) -> Sta
     """
     from fidkit.stats import Stats
 
+    return _load_entry(key, root, Stats.load)
+
+
+def _load_entry(key: str, root: str | os.PathLike | None, load: Any) -> Any:
+    """The entry under `key` read with `load` (``Stats.load`` or ``Features.load``), or None on a miss."""
     entry = _entry_path(key, root)
     if not entry.is_file():
         return None
     try:
-        stats = Stats.load(entry)
+        loaded = load(entry)
     except Exception as error:  # noqa: BLE001 - any failure to read means the entry is not trustworthy
         if not entry.is_file():
             # Removed (evicted, cleared) by another process while it was read: an ordinary miss, and nothing
@@ -230,15 +252,15 @@ def load_cached_stats(key: str, *, root: str | os.PathLike | None = None) -> Sta
             return None
         _discard(entry, f"{type(error).__name__}: {error}")
         return None
-    problem = _validate_entry(stats, key)
+    problem = _validate_entry(loaded, key)
     if problem is not None:
         _discard(entry, problem)
         return None
     # The modification time is the entry's last use: the least recently used go first when over the limit.
     with contextlib.suppress(OSError):
         os.utime(entry)
-    logger.debug("statistics cache hit: %s", entry)
-    return stats
+    logger.debug("cache hit: %s", entry)
+    return loaded
 
 
 def store_cached_stats(
@@ -273,6 +295,15 @@ def store_cached_stats(
     metadata = dict(stats.metadata)
     metadata[CACHE_KEY_METADATA] = key
     keyed = dataclasses.replace(stats, metadata=metadata)
+    _store_entry(key, keyed, n=keyed.n, dim=int(keyed.dim), source_name=source_name, source_kind=source_kind, root=root)
+    return keyed
+
+
+def _store_entry(
+    key: str, keyed: Any, *, n: int | None, dim: int, source_name: str, source_kind: str,
+    root: str | os.PathLike | None,
+) -> None:
+    """Write `keyed` (statistics or features recording `key`) and its sidecar, then evict; never fails a run."""
     entry = _entry_path(key, root)
     try:
         # overwrite=True: a concurrent writer may have stored the same entry first; both are valid
@@ -282,19 +313,19 @@ def store_cached_stats(
             "key": key,
             "source_name": source_name,
             "source_kind": source_kind,
-            "n": keyed.n,
-            "dim": int(keyed.dim),
-            "created": str(metadata.get("created", "")),
+            "content": type(keyed).__name__.lower(),
+            "n": n,
+            "dim": dim,
+            "created": str(keyed.metadata.get("created", "")),
         }
         with atomic_write(_sidecar_path(entry), overwrite=True) as tmp_path:
             tmp_path.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
-        logger.debug("stored statistics cache entry %s for %s", entry, source_name)
+        logger.debug("stored cache entry %s for %s", entry, source_name)
         evict_cache(keep=key, root=root)
     except (OSError, StatsFileError) as error:
-        # Stats.save reports an unwritable destination as StatsFileError (naming the path for users
-        # who save by hand); the sidecar write raises the plain OSError. Neither may fail the run.
-        logger.warning("could not write the statistics cache entry %s: %s", entry, error)
-    return keyed
+        # save() reports an unwritable destination as StatsFileError (naming the path for users who save by
+        # hand); the sidecar write raises the plain OSError. Neither may fail the run.
+        logger.warning("could not write the %s cache entry %s: %s", "statistics" if type(keyed).__name__ == "Stats" else "features", entry, error)
 
 
 def evict_cache(

@@ -85,6 +85,15 @@ The file keeps the keys "mu" and "sigma", so TTUR and pytorch-fid read it unchan
 metadata (weights sha256, resize mode, source) go in extra keys. Without --save the statistics are
 only computed and cached."""
 
+_FEATURES_EPILOG = """\
+examples:
+  fidkit features samples/ --save samples-features.npz
+  fidkit features cifar10-test --save cifar10-test-features.npz --limit 5000 --seed 0
+  fidkit compute samples-features.npz cifar10-train.npz     # a features file is a source
+
+The file holds "features" (float32, N x dim) and the same metadata as a statistics file (extractor, weights
+sha256, source, skipped files). Features are cached like statistics (content-keyed, same size limit)."""
+
 _INFO_EPILOG = """\
 examples:
   fidkit info real.npz
@@ -124,8 +133,9 @@ def _common_parent() -> argparse.ArgumentParser:
     return parent
 
 
-def _network_parent(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options of every command that runs the network (shared with ``fidkit ttur``/``validate``)."""
+def _network_parent(common: argparse.ArgumentParser, *, full: bool = True) -> argparse.ArgumentParser:
+    """Options of every command that runs the network. ``fidkit ttur``/``validate`` (``full=False``) take the
+    weights, the device and the batch size only: they run the FID network in exact float32 on onnxruntime."""
     parent = argparse.ArgumentParser(add_help=False, parents=[common])
     group = parent.add_argument_group("network")
     group.add_argument(
@@ -137,8 +147,19 @@ def _network_parent(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="where the network runs: auto, cpu, cuda, cuda:N, tensorrt, tensorrt:N (default: auto = CUDA "
         "when a session really runs there, else CPU)",
     )
+    if not full:
+        group.add_argument(
+            "--batch-size", type=positive_int, default=50, metavar="N", help="images per network batch (default: 50)"
+        )
+        return parent
     group.add_argument(
-        "--batch-size", type=positive_int, default=50, metavar="N", help="images per network batch (default: 50)"
+        "--batch-size", type=positive_int, default=None, metavar="N",
+        help="images per network batch (default: chosen for the device: 200 on a GPU, 50 on the CPU; the "
+        "report says which)",
+    )
+    group.add_argument(
+        "--extractor", default="inception-2015", metavar="NAME",
+        help="the feature extractor, by its registered name (default: inception-2015, the FID network)",
     )
     group.add_argument(
         "--engine", default="auto", choices=("auto", "onnxruntime", "torch"),
@@ -148,6 +169,10 @@ def _network_parent(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument(
         "--precision", default="exact", choices=("exact", "fast"),
         help="exact = float32 (default); fast = TensorRT FP16, with --device tensorrt (opt-in, not the reference)",
+    )
+    group.add_argument(
+        "--threads", type=positive_int, default=None, metavar="N",
+        help="CPU threads of the network (default: the cores this process may use)",
     )
     return parent
 
@@ -190,9 +215,13 @@ def _source_parent() -> argparse.ArgumentParser:
     return parent
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the ``fidkit`` argument parser with every subcommand registered."""
-    from fidkit import __version__
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Return the ``fidkit`` argument parser with every subcommand registered.
+
+    `command` is the subcommand about to run, when known: ``ttur`` and ``validate`` load their module (and its
+    imports) only then.
+    """
+    from fidkit._version import __version__
 
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -223,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
         "stats", parents=[network_parent, source_parent], formatter_class=formatter,
         help="compute (and save) the statistics of one source",
         description="Compute the Inception statistics (mu, sigma, N) of a source and save them.",
-        epilog=_STATS_EPILOG + _datasets_note(),
+        # The dataset names come from the sources package: listed only when this command's parser is the one used.
+        epilog=_STATS_EPILOG + (_datasets_note() if command == "stats" else ""),
     )
     stats.add_argument(
         "source", metavar="SRC", nargs="?", default=None, help="the source: a path, or a dataset name (listed below)"
@@ -232,6 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--force", action="store_true", help="replace OUT.npz if it exists")
     stats.add_argument("--json", action="store_true", help="print the summary as JSON")
     stats.set_defaults(func=commands.stats)
+
+    features = subparsers.add_parser(
+        "features", parents=[network_parent, source_parent], formatter_class=formatter,
+        help="compute (and save) the feature rows of one source",
+        description="Compute the feature rows (N x dim, float32) of a source and save them: the input of metrics "
+        "that need the rows, and a source again for compute and stats.",
+        epilog=_FEATURES_EPILOG,
+    )
+    features.add_argument("source", metavar="SRC", help="the source: a path, or a dataset name")
+    features.add_argument("--save", metavar="OUT.npz", type=Path, default=None, help="where to write the features")
+    features.add_argument("--force", action="store_true", help="replace OUT.npz if it exists")
+    features.add_argument("--json", action="store_true", help="print the summary as JSON")
+    features.set_defaults(func=commands.features)
 
     info = subparsers.add_parser(
         "info", parents=[common], formatter_class=formatter, help="what a statistics file holds",
@@ -274,16 +317,28 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_argument("--json", action="store_true", help="print as JSON")
     datasets.set_defaults(func=commands.datasets)
 
-    _register_ttur(subparsers, network_parent)
+    _register_ttur(subparsers, _network_parent(common, full=False), load=command in _TTUR_COMMANDS)
     return parser
 
 
-def _register_ttur(subparsers: Any, network_parent: argparse.ArgumentParser) -> None:
-    """Add ``fidkit ttur`` and ``fidkit validate`` from :mod:`fidkit.ttur.cli`.
+#: The commands of :mod:`fidkit.ttur.cli`: their module (and torch) is imported only when one of them runs.
+_TTUR_COMMANDS = {
+    "ttur": "train the reference DCGAN with TTUR and track its FID",
+    "validate": "check that FID rises as images are disturbed (the FID paper's experiment)",
+}
+
+
+def _register_ttur(subparsers: Any, network_parent: argparse.ArgumentParser, *, load: bool) -> None:
+    """Add ``fidkit ttur`` and ``fidkit validate``: the real parsers from :mod:`fidkit.ttur.cli` when one of them
+    is the command (`load`), else a one-line entry each for ``fidkit --help``.
 
     Only a *missing* module is tolerated (a checkout or build without the trainer); any other import
     failure is a bug and propagates, so it is not silently hidden.
     """
+    if not load:
+        for name, summary in _TTUR_COMMANDS.items():
+            subparsers.add_parser(name, help=summary, add_help=False)
+        return
     try:
         from fidkit.ttur.cli import register
     except ModuleNotFoundError as error:
@@ -375,9 +430,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         0 success, 1 error, 2 usage error, 130 interrupted, 141 stdout's reader went away.
     """
-    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(next((word for word in arguments if not word.startswith("-")), None))
     try:
-        args = parser.parse_args(None if argv is None else list(argv))
+        args = parser.parse_args(arguments)
     except SystemExit as exit_request:
         # argparse exits for --help/--version (0) and usage errors (2); return the status instead.
         code = exit_request.code

@@ -16,8 +16,8 @@ from typing import Any
 
 from fidkit.errors import OverwriteError
 
-__all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "compute", "stats", "info",
-           "cache_list", "cache_clear", "datasets"]
+__all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "compute", "stats",
+           "features", "info", "cache_list", "cache_clear", "datasets"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -28,26 +28,27 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 
-def _progress_option(args: argparse.Namespace) -> bool | None:
-    # None lets the bar decide (a terminal shows it); --quiet turns it off.
-    return False if args.quiet else None
+def _run_options(args: argparse.Namespace) -> Any:
+    """The one :class:`~fidkit.options.RunOptions` of a command, from its parsed arguments."""
+    from fidkit.options import RunOptions
 
-
-def _source_options(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(
+    return RunOptions(
+        extractor=args.extractor,
         weights=args.weights,
         device=args.device,
-        batch_size=args.batch_size,
         engine=args.engine,
         precision=args.precision,
+        batch_size=args.batch_size,
+        threads=args.threads,
         workers=args.workers,
         skip_bad=args.skip_bad,
         limit=args.limit,
         seed=args.seed,
+        exif_transpose=args.exif_transpose,
         use_cache=not args.no_cache,
         hash_content=args.hash_content,
-        exif_transpose=args.exif_transpose,
-        progress=_progress_option(args),
+        # None lets the bar decide (a terminal shows it); --quiet turns it off.
+        progress=False if args.quiet else None,
         cluster="ray" if args.ray or args.ray_address else "local",
         ray_address=args.ray_address,
     )
@@ -57,7 +58,7 @@ def compute(args: argparse.Namespace) -> int:
     from fidkit.api import compute_fid
 
     report = compute_fid(
-        args.source_a, args.source_b, allow_weights_mismatch=args.allow_weights_mismatch, **_source_options(args)
+        args.source_a, args.source_b, options=_run_options(args), allow_weights_mismatch=args.allow_weights_mismatch
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -80,15 +81,8 @@ def stats(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     out_path: Path | None = args.save
-    if out_path is not None:
-        # Refuse before computing anything: the user learns in a second, not after the whole run.
-        from fidkit._fs import check_writable_destination
-
-        if out_path.is_file() and not out_path.is_symlink() and not args.force:
-            raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
-        # A folder, FIFO, device, socket or link there, a parent that is a file, no permission: all refused now.
-        check_writable_destination(out_path, overwrite=args.force)
-    stats, side = compute_stats_with_report(args.source, **_source_options(args))
+    _check_save_path(out_path, args.force)
+    stats, side = compute_stats_with_report(args.source, options=_run_options(args))
     if out_path is not None:
         metadata = {name: value for name, value in stats.metadata.items() if name != CACHE_KEY_METADATA}
         dataclasses.replace(stats, metadata=metadata).save(out_path, overwrite=args.force)
@@ -101,6 +95,7 @@ def stats(args: argparse.Namespace) -> int:
         "n_skipped": side.n_skipped,
         "ignored": dict(side.ignored),
         "lossy": side.lossy,
+        "batch_size": side.batch_size,
         "saved": str(out_path) if out_path is not None else None,
         "seconds": round(side.total_seconds, 3),
     }
@@ -119,6 +114,54 @@ def stats(args: argparse.Namespace) -> int:
         if side.lossy:
             extras.append("lossy JPEG inputs")
         print(f"{where}: N={stats.n}, dim={stats.dim}, " + ", ".join(extras))
+    return EXIT_OK
+
+
+def _check_save_path(out_path: Path | None, force: bool) -> None:
+    """Refuse a ``--save`` path before computing anything: the user learns in a second, not after the whole run."""
+    if out_path is None:
+        return
+    from fidkit._fs import check_writable_destination
+
+    if out_path.is_file() and not out_path.is_symlink() and not force:
+        raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
+    # A folder, FIFO, device, socket or link there, a parent that is a file, no permission: all refused now.
+    check_writable_destination(out_path, overwrite=force)
+
+
+def features(args: argparse.Namespace) -> int:
+    from fidkit.api import compute_side
+    from fidkit.cache import CACHE_KEY_METADATA
+    from fidkit.features import Features
+
+    out_path: Path | None = args.save
+    _check_save_path(out_path, args.force)
+    result = compute_side(args.source, options=_run_options(args), keep_features=True)
+    kept = result.features
+    assert kept is not None
+    side = result.report
+    if out_path is not None:
+        metadata = {name: value for name, value in kept.metadata.items() if name != CACHE_KEY_METADATA}
+        Features(kept.rows, metadata).save(out_path, overwrite=args.force)
+    summary = {
+        "source": side.name,
+        "kind": side.kind,
+        "n": kept.n,
+        "dim": kept.dim,
+        "cached": side.cached,
+        "n_skipped": side.n_skipped,
+        "batch_size": side.batch_size,
+        "saved": str(out_path) if out_path is not None else None,
+        "seconds": round(side.total_seconds, 3),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        where = f"saved {out_path}" if out_path is not None else "computed (not saved; use --save)"
+        extras = [f"from {side.kind} {side.name}"] + (["cached"] if side.cached else [])
+        if side.n_skipped:
+            extras.append(f"{side.n_skipped} file(s) skipped")
+        print(f"{where}: N={kept.n}, dim={kept.dim}, " + ", ".join(extras))
     return EXIT_OK
 
 

@@ -1,8 +1,10 @@
-"""The one loop of the package that turns image batches into features and features into statistics.
+"""The one loop of the package that turns image batches into features and hands them to their sinks.
 
 :func:`extract` is step 3 of the pipeline (:mod:`fidkit.pipeline`), the body of :meth:`fidkit.FID.update`,
-and what each actor of a Ray cluster runs on its shard (:mod:`fidkit.cluster.ray`). It knows batches, an
-extractor and an accumulator, nothing about sources, caches or reports.
+and what each actor of a Ray cluster runs on its shard (:mod:`fidkit.cluster.shards`). It knows batches, an
+extractor and sinks (anything with ``update(features)``: a :class:`~fidkit.stats.StatsAccumulator` reduces
+the rows to statistics, a :class:`~fidkit.features.FeatureRows` keeps them), nothing about sources, caches
+or reports.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
-
-    from fidkit.stats import StatsAccumulator
 
 __all__ = ["ExtractionTimes", "extract"]
 
@@ -36,13 +36,12 @@ def _short_name(name: str, width: int = 32) -> str:
 def extract(
     batches: Iterable[np.ndarray],
     extractor: Any,
-    accumulator: StatsAccumulator,
-    *,
+    *sinks: Any,
     total: int | None = None,
     desc: str = "",
     progress: bool | None = False,
 ) -> ExtractionTimes:
-    """Step 3: features of every batch, added to `accumulator`; the one such loop of the package.
+    """Step 3: features of every batch, handed to each of `sinks`; the one such loop of the package.
 
     Parameters
     ----------
@@ -51,8 +50,8 @@ def extract(
         Ctrl-C too, so that decoding workers stop at once.
     extractor : FeatureExtractor
         Maps a batch to its ``(B, dim)`` float32 features.
-    accumulator : StatsAccumulator
-        Receives the features.
+    *sinks : objects with ``update(features)``
+        Each receives every ``(B, dim)`` float32 batch of features, in order.
     total, desc, progress
         The progress bar (tqdm, on stderr): expected images, label, and whether to show it (None: only
         when stderr is a terminal).
@@ -76,7 +75,8 @@ def extract(
                 features = extractor(batch)
                 times.network_seconds += time.perf_counter() - tock
                 times.decode_seconds += tock - tick
-                accumulator.update(features)
+                for sink in sinks:
+                    sink.update(features)
                 bar.update(len(batch))
     finally:
         close = getattr(iterator, "close", None)

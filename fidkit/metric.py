@@ -2,7 +2,8 @@
 
 The metric keeps one :class:`~fidkit.stats.StatsAccumulator` per side (float64 mean and sum of squared
 deviations, merged exactly), feeds it through the pipeline's one extraction loop
-(:func:`fidkit.extraction.extract`) and builds the network once, lazily, through :class:`fidkit.pipeline.Network`.
+(:func:`fidkit.extraction.extract`) and builds the network once, lazily, from the extractor registry
+(:class:`fidkit.extractors.LazyExtractor`).
 A reference (a statistics file, a folder, an archive, an array, a :class:`~fidkit.stats.Stats`) goes through
 the pipeline like any side of :func:`fidkit.compute_fid`, statistics cache included, and is kept as one
 ``Stats`` object, so the square-root factor of its covariance is computed once and reused by every
@@ -27,14 +28,15 @@ import numpy as np
 from fidkit._validate import (
     as_image_batch,
     as_image_tensor,
-    check_batch_size,
     check_value_range,
     is_torch_tensor,
 )
 from fidkit.errors import FidkitError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
 from fidkit.frechet import fid_from_stats
-from fidkit.pipeline import Network, SideOptions, describe, open_input, side_statistics
+from fidkit.extractors import LazyExtractor
+from fidkit.options import RunOptions, run_options
+from fidkit.pipeline import describe, open_input, side_statistics
 from fidkit.report import FidReport, Timings, assemble_fid_report, consistency_warnings
 from fidkit.stats import Stats, StatsAccumulator
 
@@ -108,15 +110,14 @@ class FID:
         The range of floating-point images, e.g. ``(-1, 1)`` for a tanh generator or ``(0, 1)``; they are
         quantized as an 8-bit PNG would be (:func:`fidkit._validate.as_image_batch`), and values beyond the
         range by more than half a step are an error, never clipped. uint8 images are used as they are.
-    weights : path-like, optional
-        The Inception weights, as in :func:`fidkit.compute_stats`.
-    device : {"auto", "cpu", "cuda", "tensorrt"}
-        Where the network runs.
-    batch_size : int, optional
-        Images per network run (default 50, or the `extractor`'s); larger updates are split.
-    extractor : FeatureExtractor, optional
-        A feature extractor to share with other computations (the reference's, say) instead of building
-        one; `weights` and `device` are then not used.
+    options : RunOptions, optional
+        The run's settings as one object (:class:`fidkit.RunOptions`); keyword arguments override its fields.
+    extractor : str or extractor object, optional
+        A registered extractor name (default ``"inception-2015"``), or a built extractor to share with other
+        computations (the reference's, say); with an object, `weights` and `device` are not used.
+    **overrides
+        Fields of :class:`fidkit.RunOptions`, e.g. ``weights``, ``device``, ``engine``, ``batch_size``
+        (default: the extractor's, else the device's), ``use_cache`` (for the reference).
 
     Notes
     -----
@@ -161,17 +162,17 @@ class FID:
         reference: Any = None,
         *,
         value_range: Any = None,
-        weights: Any = None,
-        device: str = "auto",
-        batch_size: int | None = None,
+        options: RunOptions | None = None,
         extractor: Any = None,
+        **overrides: Any,
     ) -> None:
         self._value_range = check_value_range(value_range)
-        if batch_size is None:
-            batch_size = int(getattr(extractor, "batch_size", 50))
-        batch = check_batch_size(batch_size)
-        self._options = SideOptions(batch_size=batch, progress=False)
-        self._network = Network(extractor, weights=weights, device=device, batch_size=batch)
+        if isinstance(extractor, str):
+            overrides["extractor"] = extractor
+            extractor = None
+        overrides.setdefault("progress", False)  # a training loop prints its own progress
+        self._options = run_options(options, **overrides)
+        self._extractor = LazyExtractor(self._options, given=extractor)
         self._reference_input = None if reference is None else open_input(reference, self._options)
         self._reference: tuple[Stats, Any] | None = None
         self._real = _Side("real")
@@ -200,7 +201,7 @@ class FID:
         side = self._side(real)
         what = f"FID.update({'real=True' if real else 'generated'}) images"
         batch = _device_batch(images, what, self._value_range)
-        extractor = self._network.extractor()
+        extractor = self._extractor.get()
         times = extract([batch], extractor, side)
         side.network_seconds += times.network_seconds
         if not side.metadata:
@@ -285,7 +286,7 @@ class FID:
         if self._reference_input is None:
             return None
         if self._reference is None:
-            self._reference = side_statistics(self._reference_input, self._network, self._options)
+            self._reference = side_statistics(self._reference_input, self._extractor, self._options)
         return self._reference
 
     def _local_statistics(self, side: _Side) -> None:

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fidkit import __version__
+from fidkit._version import __version__
 from fidkit.errors import InputError
 from fidkit.frechet import FrechetResult
 
@@ -56,6 +56,11 @@ class SideReport:
         Time spent in the feature extractor.
     total_seconds : float
         Wall time for this side, opening and cache lookup included.
+    batch_size : int or None
+        Images per network batch, as chosen (None where the network did not run).
+    setup_seconds : float
+        Time spent building the extractor for this side (weights, graph, session); 0 when it was built
+        before or not needed.
     """
 
     name: str
@@ -75,6 +80,8 @@ class SideReport:
     decode_seconds: float
     network_seconds: float
     total_seconds: float
+    batch_size: int | None = None
+    setup_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""

@@ -47,7 +47,8 @@ def random_weights_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     The BatchNorm statistics are calibrated on random images, so activations stay in a sane range
     and the 2048 features differ from image to image.
     """
-    from fidkit.inception.weights import random_state_dict, save_state_dict
+    from fidkit.inception.weights import save_state_dict
+    from fidkit.testing import random_state_dict
 
     path = tmp_path_factory.mktemp("weights") / "random-inception.pth"
     save_state_dict(random_state_dict(seed=0), path, legacy=True)

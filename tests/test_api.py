@@ -35,14 +35,14 @@ def _own_cache(fidkit_home):
 
 
 @pytest.fixture
-def no_extractor_built(monkeypatch):
-    import fidkit.api
-    import fidkit.pipeline
+def no_extractor_built():
+    from fidkit.testing import replaced_extractor
 
-    def refuse(*args, **kwargs):
+    def refuse(options):
         raise AssertionError("the feature extractor was built although no side needs the network")
 
-    monkeypatch.setattr(fidkit.pipeline, "build_extractor", refuse)
+    with replaced_extractor(refuse) as built:
+        yield built
 
 
 # --- arrays, stats, iterables -----------------------------------------------------------------------
@@ -248,49 +248,51 @@ def test_limit_and_seed_are_checked_for_an_opened_source_too():
         compute_stats(source, limit=0)
 
 
-def test_all_three_entry_points_take_the_same_keywords_with_the_same_defaults():
+def test_every_entry_point_takes_the_run_options_by_keyword_or_as_one_object():
     import inspect
 
-    from fidkit.api import compute_fid, compute_stats, compute_stats_with_report
+    import fidkit
+    from fidkit.api import compute_features, compute_fid, compute_stats, compute_stats_with_report
 
-    def keywords(function, skip):
-        return {
-            name: parameter.default
-            for name, parameter in list(inspect.signature(function).parameters.items())[skip:]
-        }
+    for function in (compute_stats, compute_stats_with_report, compute_features, compute_fid, fidkit.FID):
+        parameters = inspect.signature(function).parameters
+        assert "options" in parameters and "extractor" in parameters
+        assert parameters[list(parameters)[-1]].kind is inspect.Parameter.VAR_KEYWORD
+    images = random_images(2, seed=0)
+    for function in (compute_stats, compute_stats_with_report, compute_features):
+        with pytest.raises(InputError, match="unknown option skipbad"):
+            function(images, skipbad=True)
+        with pytest.raises(InputError, match="batch_size"):
+            function(images, batch_size=0)
+    with pytest.raises(InputError, match="unknown option skipbad"):
+        compute_fid(images, images, skipbad=True)
+    with pytest.raises(InputError, match="unknown option skipbad"):
+        fidkit.FID(skipbad=True)
+    with pytest.raises(InputError, match="must be a fidkit.RunOptions"):
+        compute_stats(images, options={"device": "cpu"})
 
-    stats_keywords = keywords(compute_stats, 1)
-    assert keywords(compute_stats_with_report, 1) == stats_keywords
-    fid_keywords = keywords(compute_fid, 2)
-    assert {name: fid_keywords[name] for name in stats_keywords} == stats_keywords
-    assert set(fid_keywords) - set(stats_keywords) == {"method", "allow_weights_mismatch"}
-    with pytest.raises(TypeError, match="skipbad"):
-        compute_stats_with_report(random_images(2, seed=0), skipbad=True)
-    with pytest.raises(InputError, match="batch_size"):
-        compute_stats_with_report(random_images(2, seed=0), batch_size=0)
 
-
-def test_weights_are_hashed_once_per_call(random_weights_path, extractor, monkeypatch):
+def test_weights_are_hashed_once_per_call(random_weights_path, extractor, monkeypatch, tmp_path):
     # The cache key needs the weights' sha256 before the network is built; the extractor built after
     # a cache miss must reuse that hash (a second read of a 100 MB file, and a repeated log line).
-    import fidkit.api
-    import fidkit.inception.weights as weights_module
-    import fidkit.pipeline
-    from fidkit.api import compute_fid
-    from fidkit.inception import ResolvedWeights
+    import shutil
 
+    import fidkit.inception.weights as weights_module
+    from fidkit.api import compute_fid
+    from fidkit.testing import replaced_extractor
+
+    # A copy: a new file (inode) that this process has not hashed yet.
+    weights = shutil.copy(random_weights_path, tmp_path / "copy.pth")
     hashed = []
     real_sha256_file = weights_module.sha256_file
     monkeypatch.setattr(weights_module, "sha256_file", lambda path: hashed.append(path) or real_sha256_file(path))
-    handed = []
-    monkeypatch.setattr(fidkit.pipeline, "build_extractor", lambda weights, *rest, **options: handed.append(weights) or extractor)
-    report = compute_fid(
-        random_images(4, seed=1), random_images(4, seed=2), weights=random_weights_path, workers=0
-    )
+    from fidkit.inception import locate_weights
+
+    with replaced_extractor(lambda options: locate_weights(options.weights) and extractor) as built:
+        report = compute_fid(random_images(4, seed=1), random_images(4, seed=2), weights=weights, workers=0)
     assert report.weights_sha256 == extractor.weights_sha256
-    assert len(hashed) == 1
-    assert len(handed) == 1 and isinstance(handed[0], ResolvedWeights)
-    assert handed[0].sha256 == extractor.weights_sha256
+    assert len(hashed) == 1  # for the cache key, and not again to build the network
+    assert len(built) == 1 and str(built[0].weights) == str(weights)
 
 # --- real data ---------------------------------------------------------------------------------------
 

@@ -262,18 +262,17 @@ def test_second_compute_reads_the_cache_and_never_runs_the_network(fidkit_home, 
 def test_cache_hit_does_not_even_build_the_extractor(
     fidkit_home, image_folder, extractor, random_weights_path, monkeypatch
 ):
-    import fidkit.api
-    import fidkit.pipeline
     from fidkit.api import compute_stats
+    from fidkit.testing import replaced_extractor
 
     assert extractor.weights_path.resolve() == Path(random_weights_path).resolve()
     reference = compute_stats(image_folder, extractor=extractor, workers=0)
 
-    def refuse(*args, **kwargs):
+    def refuse(options):
         raise AssertionError("the feature extractor was built on a cache hit")
 
-    monkeypatch.setattr(fidkit.pipeline, "build_extractor", refuse)
-    again = compute_stats(image_folder, weights=random_weights_path, workers=0)
+    with replaced_extractor(refuse):
+        again = compute_stats(image_folder, weights=random_weights_path, workers=0)
     np.testing.assert_array_equal(again.mu, reference.mu)
 
 
@@ -395,9 +394,10 @@ def test_two_threads_computing_the_same_entry(fidkit_home, image_folder, extract
 def test_the_key_names_what_really_ran_and_tensorrt_is_kept_apart(fidkit_home, extractor, random_weights_path, monkeypatch):
     # engine="auto" expects onnxruntime; where the torch engine runs instead (a GPU only torch can use), the
     # statistics go under the torch identity, and the next run finds them there without computing again.
-    import fidkit.pipeline
     from fidkit.api import compute_stats_with_report
-    from fidkit.pipeline import Network
+    from fidkit.extractors import identity_for
+    from fidkit.options import RunOptions
+    from fidkit.testing import replaced_extractor
 
     class AsTorch(CountingExtractor):
         graph_sha256 = ""
@@ -406,14 +406,12 @@ def test_the_key_names_what_really_ran_and_tensorrt_is_kept_apart(fidkit_home, e
             return {**super().metadata(), "engine": "torch", "graph_sha256": ""}
 
     built = []
-    monkeypatch.setattr(
-        fidkit.pipeline, "build_extractor", lambda *args, **kwargs: built.append(AsTorch(extractor)) or built[-1]
-    )
     images = np.random.default_rng(8).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
-    first, first_side = compute_stats_with_report(images, weights=random_weights_path, device="cpu", workers=0)
-    assert not first_side.cached and first.metadata["engine"] == "torch" and built[0].n_images == 6
-    again, again_side = compute_stats_with_report(images, weights=random_weights_path, device="cpu", workers=0)
+    with replaced_extractor(lambda options: built.append(AsTorch(extractor)) or built[-1]):
+        first, first_side = compute_stats_with_report(images, weights=random_weights_path, device="cpu", workers=0)
+        assert not first_side.cached and first.metadata["engine"] == "torch" and built[0].n_images == 6
+        again, again_side = compute_stats_with_report(images, weights=random_weights_path, device="cpu", workers=0)
     assert again_side.cached and built[1].n_images == 0
-    onnx = Network(weights=random_weights_path, device="cpu").identity()
-    tensorrt = Network(weights=random_weights_path, device="tensorrt").identity()
+    onnx = identity_for(RunOptions(weights=random_weights_path, device="cpu"))
+    tensorrt = identity_for(RunOptions(weights=random_weights_path, device="tensorrt"))
     assert onnx.engine == "onnxruntime" and onnx.precision == "exact" and tensorrt.precision == "tensorrt-exact"

@@ -37,19 +37,12 @@ def _own_cache(fidkit_home):
 
 
 @pytest.fixture
-def session_extractor(monkeypatch, extractor, random_weights_path):
-    """Make the CLI use the session's extractor; returns the list of weights it was asked for."""
-    import fidkit.api
-    import fidkit.pipeline
+def session_extractor(extractor, random_weights_path):
+    """Make the CLI use the session's extractor (through the registry); yields the options of each build."""
+    from fidkit.testing import replaced_extractor
 
-    requested = []
-
-    def reuse(weights, device, batch_size, **options):
-        requested.append(weights)
-        return extractor
-
-    monkeypatch.setattr(fidkit.pipeline, "build_extractor", reuse)
-    return requested
+    with replaced_extractor(lambda options: extractor) as built:
+        yield built
 
 
 @pytest.fixture
@@ -269,14 +262,13 @@ def test_compute_prints_one_line_with_the_fid_last(tmp_path, capsys, session_ext
 
 
 def test_compute_two_stats_files_without_weights(tmp_path, capsys, monkeypatch):
-    import fidkit.api
-    import fidkit.pipeline
+    from fidkit.testing import replaced_extractor
 
-    monkeypatch.setattr(fidkit.pipeline, "build_extractor", lambda *a, **k: pytest.fail("network built"))
     path_a, path_b = tmp_path / "a.npz", tmp_path / "b.npz"
     small_stats(1).save(path_a)
     small_stats(2).save(path_b)
-    assert main(["compute", str(path_a), str(path_b)]) == 0
+    with replaced_extractor(lambda options: pytest.fail("network built")):
+        assert main(["compute", str(path_a), str(path_b)]) == 0
     from fidkit.frechet import fid_from_stats
 
     expected = fid_from_stats(small_stats(1), small_stats(2)).value

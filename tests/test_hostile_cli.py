@@ -58,27 +58,27 @@ def home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def network(monkeypatch):
-    """The CLI's network is a CountingExtractor; returns it (``.calls``) and counts builds in ``.builds``."""
-    import fidkit.pipeline
+def network():
+    """The CLI's network is a CountingExtractor (through the registry); returns it (``.calls``) and counts builds
+    in ``.builds`` and identity look-ups in ``.identities``."""
+    from fidkit.extractors import identity_of
+    from fidkit.testing import replaced_extractor
 
-    fake = CountingExtractor()
-    fake.builds = 0
+    built: list = []
 
-    def build(weights, device, batch_size, **options):
-        fake.builds += 1
-        return fake
+    class Counted(CountingExtractor):
+        builds = property(lambda self: len(built))
 
+    fake = Counted()
     fake.identities = 0
 
-    def identity(self):
+    def identity(options):
         fake.identities += 1  # finding (or downloading) and hashing the weights: network time too
-        return fidkit.pipeline.ExtractorIdentity(fake.weights_sha256, fake.resize_mode)
+        return dict(identity_of(fake).fields)  # the fake has one without any file
 
-    monkeypatch.setattr(fidkit.pipeline, "build_extractor", build)
-    # The cache key needs the weights' identity; the fake has one without any file.
-    monkeypatch.setattr(fidkit.pipeline.Network, "identity", identity)
-    return fake
+    with replaced_extractor(lambda options: fake, identity=identity) as builds:
+        built = builds
+        yield fake
 
 
 def image_array(tmp_path: Path, n_images: int = 6, seed: int = 0, name: str = "images.npy") -> Path:

@@ -39,18 +39,12 @@ def features(n: int, dim: int, seed: int, shift: float = 0.0) -> np.ndarray:
 
 
 @pytest.fixture
-def one_extractor(monkeypatch, extractor):
-    """The random-weights extractor for every FID; counts how often the pipeline builds one."""
-    import fidkit.pipeline
+def one_extractor(extractor):
+    """The random-weights extractor for every FID (through the registry); counts how often one is built."""
+    from fidkit.testing import replaced_extractor
 
-    built = []
-
-    def build(*args, **kwargs):
-        built.append(args)
-        return extractor
-
-    monkeypatch.setattr(fidkit.pipeline, "build_extractor", build)
-    return built
+    with replaced_extractor(lambda options: extractor) as built:
+        yield built
 
 
 # --------------------------------------------------------------------------------------------- one process
@@ -95,16 +89,16 @@ def test_update_real_with_a_reference_is_refused():
 
 
 def test_bad_images_are_refused_before_the_network(monkeypatch):
-    import fidkit.pipeline
-
-    monkeypatch.setattr(fidkit.pipeline, "build_extractor", lambda *a, **k: pytest.fail("network built"))
-    metric = fidkit.FID(reference=Stats.from_features(features(20, 4, seed=0)), value_range=(0, 1))
     import torch
 
-    with pytest.raises(InputError, match=r"value_range=\(-1, 1\)"):
-        metric.update(torch.rand(2, 3, 8, 8) * 2 - 1)
-    with pytest.raises(InputError, match=r"x.permute\(0, 3, 1, 2\)"):
-        metric.update(torch.rand(2, 8, 8, 3))
+    from fidkit.testing import replaced_extractor
+
+    metric = fidkit.FID(reference=Stats.from_features(features(20, 4, seed=0)), value_range=(0, 1))
+    with replaced_extractor(lambda options: pytest.fail("network built")):
+        with pytest.raises(InputError, match=r"value_range=\(-1, 1\)"):
+            metric.update(torch.rand(2, 3, 8, 8) * 2 - 1)
+        with pytest.raises(InputError, match=r"x.permute\(0, 3, 1, 2\)"):
+            metric.update(torch.rand(2, 8, 8, 3))
     with pytest.raises(InputError, match="value_range"):
         fidkit.FID(value_range=(1, 0))
 

@@ -23,7 +23,7 @@ from fidkit.inception import (
     FeatureExtractor,
 )
 from fidkit.inception.providers import gpu_driver_present as _gpu_driver_present
-from fidkit.inception.resize import tf_resize_bilinear_numpy
+from fidkit.testing import tf_resize_bilinear_numpy
 from fidkit.inception.runtime import graph_cache_path
 
 torch = pytest.importorskip("torch")

@@ -15,11 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fidkit.inception.resize import (
-    build_resize_model,
-    tf_resize_bilinear_numpy,
-    tf_resize_indices,
-)
+from fidkit.inception.resize import build_resize_model, tf_resize_indices
+from fidkit.testing import tf_resize_bilinear_numpy
 
 ort = pytest.importorskip("onnxruntime")
 

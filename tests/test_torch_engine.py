@@ -20,7 +20,7 @@ import pytest
 import fidkit
 from fidkit.errors import FidkitError, InputError
 from fidkit.inception import EXPORTER_VERSION, FEATURE_DIM, RESIZE_MODE
-from fidkit.inception.resize import tf_resize_bilinear_numpy
+from fidkit.testing import tf_resize_bilinear_numpy
 
 torch = pytest.importorskip("torch")
 

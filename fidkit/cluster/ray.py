@@ -82,7 +82,7 @@ __all__ = [
     "RayRun",
     "import_ray",
     "plan_shards",
-    "ray_statistics",
+    "ray_extract",
     "shared_session",
 ]
 
@@ -111,20 +111,28 @@ def import_ray() -> Any:
     return ray
 
 
-def _extractor_settings(network: Any) -> dict[str, Any]:
-    """Weights (path, sha256, released or not) and device of the extractors the actors build."""
-    given = network.given_extractor
+def _actor_options(options: Any, given: Any) -> tuple[Any, str, bool]:
+    """The options every actor builds its extractor from, the weights' sha256 they must find, and whether the
+    weights are the released file (which a node may find in its own cache or download)."""
+    from fidkit.extractors import extractor_entry
+    from fidkit.inception.weights import locate_weights
+
     if given is not None:
-        if not all(hasattr(given, name) for name in ("weights_path", "weights_sha256", "device", "batch_size")):
+        if not all(hasattr(given, name) for name in ("weights_path", "weights_sha256", "device")):
             raise InputError(
-                f"cluster='ray' builds a FeatureExtractor on every actor; a custom extractor "
+                f"cluster='ray' builds a registered extractor on every actor; a custom extractor "
                 f"({type(given).__name__}) runs with cluster='local' only"
             )
-        return dict(weights_path=str(given.weights_path), weights_sha256=str(given.weights_sha256),
-                    weights_in_manifest=False, device=str(given.device))
-    weights, device, _ = network.build_settings()
-    return dict(weights_path=str(weights.path), weights_sha256=str(weights.sha256),
-                weights_in_manifest=bool(weights.matches_manifest), device=str(device))
+        # A FeatureExtractor lends its weights and device to the actors.
+        options = options.replace(weights=str(given.weights_path), device=str(given.device))
+        return options, str(given.weights_sha256), False
+    if not extractor_entry(options.extractor).cluster_ready:
+        raise InputError(
+            f"cluster='ray' builds extractors by name on every node; {options.extractor!r} is registered in this "
+            "process only: use cluster='local'"
+        )
+    weights = locate_weights(options.weights)
+    return options.replace(weights=str(weights.path)), str(weights.sha256), bool(weights.matches_manifest)
 
 
 # --------------------------------------------------------------------------------------------- the driver
@@ -138,6 +146,8 @@ class RayRun:
     ----------
     accumulator : StatsAccumulator
         The shards' partial statistics merged in shard order.
+    features : Features or None
+        The shards' feature rows in shard order, when they were asked for.
     extractor_metadata : dict
         The actors' extractor metadata (a field that differs across actors, such as the provider on a
         cluster of GPU and CPU nodes, lists each value once, comma-separated).
@@ -151,9 +161,12 @@ class RayRun:
         From the first shard submitted to the last result merged (actor start-up included).
     actor_seconds : float
         Time the actors spent on shards, summed over actors.
+    batch_size : int
+        Images per network batch on the actors.
     """
 
     accumulator: StatsAccumulator
+    features: Any
     extractor_metadata: dict[str, str]
     skipped: tuple[tuple[str, str], ...]
     lossy: bool
@@ -161,6 +174,7 @@ class RayRun:
     shards: int
     wall_seconds: float
     actor_seconds: float
+    batch_size: int
 
     def metadata(self) -> dict[str, str]:
         """What produced the features, as :meth:`FeatureExtractor.metadata` says it."""
@@ -180,10 +194,8 @@ def _actor_env() -> dict[str, str]:
     found by the actors of this machine and of nodes that mount the same path; an installed fidkit
     needs nothing.
     """
-    import fidkit
-
     env = {name: value for name, value in os.environ.items() if name.startswith("FIDKIT_")}
-    package_parent = str(Path(fidkit.__file__).resolve().parent.parent)
+    package_parent = str(Path(__file__).resolve().parents[2])  # the folder holding fidkit/
     installed = {str(Path(entry).resolve()) for entry in [*site.getsitepackages(), site.getusersitepackages()]}
     if package_parent not in installed:
         entries = [package_parent] + [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
@@ -198,7 +210,7 @@ _session = {"depth": 0, "started": False}
 
 @contextlib.contextmanager
 def shared_session() -> Iterator[None]:
-    """Within it, a Ray instance that :func:`ray_statistics` starts stays up until the span ends."""
+    """Within it, a Ray instance that :func:`ray_extract` starts stays up until the span ends."""
     _session["depth"] += 1
     try:
         yield
@@ -289,23 +301,29 @@ def _with_node(error: FidkitError, node: str) -> FidkitError:
         return FidkitError(message)
 
 
-def ray_statistics(source: Source, network: Any, options: Any) -> RayRun:
+def ray_extract(
+    source: Source, options: Any, identity: Any, *, given: Any = None, keep_features: bool = False
+) -> RayRun:
     """The extract step of the pipeline, on a Ray cluster (see the module's description).
 
     Parameters
     ----------
     source : Source
         An opened source of known length (not an iterable of batches).
-    network : fidkit.pipeline.Network
-        Says which weights, device and batch size the actors' extractors use.
-    options : fidkit.pipeline.SideOptions
-        ``batch_size``, ``skip_bad``, ``progress`` and ``ray_address`` are used.
+    options : RunOptions
+        The run's options: the extractor the actors build (by its registry name), ``batch_size``,
+        ``skip_bad``, ``progress`` and ``ray_address``.
+    identity : ExtractorIdentity
+        The identity the statistics will be stored under: the actors must compute exactly that.
+    given : extractor, optional
+        A built ``FeatureExtractor`` whose weights and device the actors use.
+    keep_features : bool
+        Also bring back every shard's feature rows (``N x dim`` float32 through the object store).
 
     Returns
     -------
     RayRun
-        The merged partial statistics and what to record about them. ``source.skipped`` is set to the
-        skipped files, as a local run sets it.
+        The merged partial statistics (and rows), and what to record about them.
 
     Raises
     ------
@@ -321,7 +339,6 @@ def ray_statistics(source: Source, network: Any, options: Any) -> RayRun:
             f"{source.name}: cluster='ray' reads folders, archives, arrays and files every node can open; an "
             "iterable of batches lives in this process: use cluster='local'"
         )
-    identity = network.identity()
     if identity.engine != "onnxruntime" or identity.precision != "exact":
         # The actors run fidkit's ONNX graph in exact float32; anything else would be stored under a key that
         # says otherwise.
@@ -331,18 +348,23 @@ def ray_statistics(source: Source, network: Any, options: Any) -> RayRun:
             "and precision='exact', or use cluster='local'"
         )
     ray = import_ray()
-    settings = _extractor_settings(network)
+    actor_options, weights_sha256, weights_in_manifest = _actor_options(options, given)
     with _connected(ray, options.ray_address) as started:
-        if started and network.given_extractor is None:
+        if started and given is None:
             # The actors of a local instance share this machine's graph cache: export the graph once,
             # here, rather than in every actor at the same time.
             from fidkit.inception.runtime import ensure_graph
+            from fidkit.inception.weights import locate_weights
 
-            ensure_graph(network.build_settings()[0])
-        n_actors, use_gpu = _actor_plan(ray, settings["device"])
-        plan = plan_shards(int(source.n_images), options.batch_size, n_actors)
+            ensure_graph(locate_weights(actor_options.weights))
+        n_actors, use_gpu = _actor_plan(ray, actor_options.device)
+        from fidkit.inception.spec import default_batch_size
+
+        batch_size = int(options.batch_size or default_batch_size(use_gpu))
+        plan = plan_shards(int(source.n_images), batch_size, n_actors)
         n_actors = min(n_actors, len(plan))
-        work = work_for(source, settings, options.batch_size, None if use_gpu else 1)
+        actor_options = actor_options.replace(batch_size=batch_size, threads=None if use_gpu else 1)
+        work = work_for(source, actor_options, weights_sha256, weights_in_manifest, keep_features)
         logger.info(
             "%s: %d images in %d shards on %d Ray %s actor(s)%s", source.name, source.n_images, len(plan),
             n_actors, "GPU" if use_gpu else "CPU", " (local instance)" if started else "",
@@ -362,7 +384,7 @@ def ray_statistics(source: Source, network: Any, options: Any) -> RayRun:
                     ray.kill(actor)
             del work_ref
         wall_seconds = time.perf_counter() - began
-    return _merge(results, plan, source, options, n_actors, wall_seconds)
+    return _merge(results, plan, source, options, n_actors, wall_seconds, batch_size)
 
 
 def _drive(
@@ -421,11 +443,12 @@ def _first_line(error: BaseException) -> str:
 
 def _merge(
     results: dict[int, dict[str, Any]], plan: list[Shard], source: Source, options: Any, n_actors: int,
-    wall_seconds: float,
+    wall_seconds: float, batch_size: int,
 ) -> RayRun:
     """Merge the shards in order; apply the bad-file policy as a local run does."""
     bad: list[tuple[str, str, str]] = []
     accumulator: StatsAccumulator | None = None
+    rows: list[Any] = []
     metadata: dict[str, list[str]] = {}
     n_good = 0
     lossy = False
@@ -440,6 +463,8 @@ def _merge(
             values = metadata.setdefault(key, [])
             if value not in values:
                 values.append(value)
+        if result.get("features") is not None:
+            rows.append(result["features"])
         part = result["accumulator"]
         if part is not None:
             if accumulator is None:
@@ -454,15 +479,22 @@ def _merge(
             "fix or remove them, or pass --skip-bad (skip_bad=True) to skip them"
         )
     skipped = tuple((file, reason) for file, reason, _ in bad)
-    source.skipped = list(skipped)
     if skipped:
         logger.warning("%s: skipped %d bad file(s), first %s: %s", name, len(skipped), *skipped[0])
     if n_good == 0:
         detail = f"all {len(bad)} files were bad, first {bad[0][0]}: {bad[0][1]}" if bad else ""
         raise empty_source_error(name, detail)
     assert accumulator is not None
+    features = None
+    if rows:
+        import numpy as np
+
+        from fidkit.features import Features
+
+        features = Features(np.concatenate(rows, axis=0))
     return RayRun(
         accumulator=accumulator,
+        features=features,
         extractor_metadata={key: ", ".join(values) for key, values in metadata.items()},
         skipped=skipped,
         lossy=lossy,
@@ -470,4 +502,5 @@ def _merge(
         shards=len(plan),
         wall_seconds=wall_seconds,
         actor_seconds=actor_seconds,
+        batch_size=batch_size,
     )

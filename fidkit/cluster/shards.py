@@ -9,7 +9,6 @@ with fidkit's own readers (so the numbers are the single-machine numbers), runs
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import socket
@@ -26,6 +25,7 @@ from fidkit.errors import (
     SourceError,
     WeightsError,
 )
+from fidkit.features import FeatureRows
 from fidkit.sources import FileSource, Source, open_source
 from fidkit.stats import StatsAccumulator
 
@@ -77,7 +77,7 @@ def plan_shards(n_images: int, batch_size: int, n_actors: int) -> list[Shard]:
 
 @dataclass(frozen=True)
 class Work:
-    """What every actor receives once: how to read a shard, and how to build its extractor."""
+    """What every actor receives once: how to read a shard, and the options its extractor is built from."""
 
     mode: str  # "members" (a FileSource), "reopen" (a path every node opens), "object" (a Source)
     name: str
@@ -87,17 +87,22 @@ class Work:
     limit: int | None
     seed: int | None
     n_images: int
-    batch_size: int
-    weights_path: str
+    options: Any  # RunOptions: weights as the driver's path, batch size and threads decided
     weights_sha256: str
     weights_in_manifest: bool
-    device: str
-    threads: int | None
+    keep_features: bool = False
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.options.batch_size)
 
 
-def work_for(source: Source, settings: dict[str, Any], batch_size: int, threads: int | None) -> Work:
+def work_for(
+    source: Source, options: Any, weights_sha256: str, weights_in_manifest: bool, keep_features: bool = False
+) -> Work:
     common = dict(name=str(source.name), kind=str(source.kind), limit=source.limit, seed=source.seed,
-                  n_images=int(source.n_images or 0), batch_size=batch_size, threads=threads, **settings)
+                  n_images=int(source.n_images or 0), options=options, weights_sha256=weights_sha256,
+                  weights_in_manifest=weights_in_manifest, keep_features=keep_features)
     if isinstance(source, FileSource):
         return Work(mode="members", source=source, path=None, **common)
     from fidkit.sources.named import dataset_names
@@ -175,22 +180,21 @@ class ShardWorker:
         self.source = self._open()
 
     def _build_extractor(self) -> Any:
-        from fidkit.inception import FeatureExtractor
+        from fidkit.extractors import build_extractor
 
         work = self.work
         assert work is not None
-        weights: str | None = work.weights_path
-        if not Path(work.weights_path).is_file():
+        options = work.options
+        if not Path(str(options.weights)).is_file():
             if not work.weights_in_manifest:
                 raise WeightsError(
-                    f"the weights file {work.weights_path} is not on node {self.node}; put it on a path every "
+                    f"the weights file {options.weights} is not on node {self.node}; put it on a path every "
                     "node sees (a shared file system), or use the released weights, which each node finds "
                     "in its cache or downloads"
                 )
-            weights = None  # $FIDKIT_WEIGHTS, this node's cache, or a download
-        extractor = FeatureExtractor(
-            weights, device=work.device, batch_size=work.batch_size, threads=work.threads, download_progress=False
-        )
+            options = options.replace(weights=None)  # $FIDKIT_WEIGHTS, this node's cache, or a download
+        # From the registry by name, as everywhere else; ONNX Runtime on the device the driver chose.
+        extractor = build_extractor(options.replace(engine="onnxruntime"))
         if extractor.weights_sha256 != work.weights_sha256:
             raise WeightsError(
                 f"node {self.node}: {extractor.weights_path} has sha256 {extractor.weights_sha256[:16]}..., but "
@@ -234,12 +238,9 @@ class ShardWorker:
         assert work is not None and source is not None
         part: Source = source
         if isinstance(source, FileSource):
-            part = copy.copy(source)
-            part.members = list(source.members[start:stop])
-            part.n_images = len(part.members)
-            part.skipped = []
-            part.skip_bad = True  # report the shard's bad files; the driver applies skip_bad
-            part.workers = 0  # this actor is the worker: decode here, between network batches
+            # Report the shard's bad files (the driver applies skip_bad); this actor is the worker: decode here,
+            # between network batches.
+            part = source.members_subset(start, stop, skip_bad=True, workers=0)
             batches = part.batches(work.batch_size)
         else:
             batches = _batch_range(
@@ -252,6 +253,7 @@ class ShardWorker:
                 batches = _crash_after_first_batch(batches, Path(marker))
 
         accumulator: StatsAccumulator | None = None
+        rows: FeatureRows | None = None
         n_good = 0
         started = time.perf_counter()
         decode_seconds = network_seconds = 0.0
@@ -262,7 +264,9 @@ class ShardWorker:
                         n_good += len(batch)
             else:
                 accumulator = StatsAccumulator(dim=int(self.extractor.feature_dim))
-                times = extract(batches, self.extractor, accumulator, progress=False)
+                rows = FeatureRows() if work.keep_features else None
+                sinks = (accumulator,) if rows is None else (accumulator, rows)
+                times = extract(batches, self.extractor, *sinks, progress=False)
                 n_good = accumulator.n
                 decode_seconds, network_seconds = times.decode_seconds, times.network_seconds
         except EmptySourceError:
@@ -278,6 +282,7 @@ class ShardWorker:
         return {
             "shard": shard,
             "accumulator": accumulator,
+            "features": rows.result().rows if rows is not None and rows.n else None,
             "n_good": n_good,
             "skipped": skipped,
             "lossy": bool(part.lossy) and n_good > 0,

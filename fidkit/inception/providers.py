@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fidkit._gpu import any_library_loads, gpu_driver_present
+from fidkit._devices import PROVIDER_NAMES, Device, parse_device
 from fidkit.errors import InputError
 
 __all__ = [
@@ -35,44 +35,6 @@ logger = logging.getLogger(__name__)
 #: ``"exact"``: float32 everywhere (the default). ``"fast"``: TensorRT with FP16 kernels allowed (opt-in; its
 #: deviation from the exact features is measured by ``benchmarks/bench_gpu.py``).
 PRECISIONS = ("exact", "fast")
-
-_PROVIDER = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
-_KINDS = ("auto", *_PROVIDER)
-
-
-@dataclass(frozen=True)
-class Device:
-    """A parsed device string: the kind and the GPU index (0 unless ``cuda:N`` / ``tensorrt:N``)."""
-
-    kind: str
-    index: int = 0
-
-    @property
-    def provider(self) -> str:
-        """The onnxruntime provider name (not defined for ``auto``)."""
-        return _PROVIDER[self.kind]
-
-    def __str__(self) -> str:
-        return self.kind if self.kind in ("auto", "cpu") or self.index == 0 else f"{self.kind}:{self.index}"
-
-
-def parse_device(text: Any) -> Device:
-    """Parse ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``tensorrt``, ``tensorrt:N``; InputError otherwise."""
-    if not isinstance(text, str):
-        raise InputError(f"device must be a string such as 'auto', 'cpu', 'cuda' or 'cuda:1', not {text!r}")
-    kind, colon, index_text = text.partition(":")
-    if kind not in _KINDS or (colon and kind in ("auto", "cpu")):
-        raise InputError(f"device must be auto, cpu, cuda, cuda:N, tensorrt or tensorrt:N, not {text!r}")
-    if not colon:
-        return Device(kind)
-    if not (index_text.isascii() and index_text.isdigit()) or (len(index_text) > 1 and index_text[0] == "0"):
-        raise InputError(f"device {text!r}: the GPU index after ':' must be a number, e.g. cuda:1")
-    return Device(kind, int(index_text))
-
 
 def provider_entries(device: Device, *, precision: str, tensorrt_cache: Path | None) -> list[Any]:
     """onnxruntime provider entries (with options) for `device`, the CPU last as the fallback for nodes."""

@@ -11,7 +11,7 @@ reproduce this: it divides by a float32 scale (``d / (out / in)``) and blends as
 ``a * (1 - w) + b * w``, which was measured to be off by up to 7e-4 gray levels at 32->299 and
 2.2e-2 at 1024->299. So the graph builds the resize from the same arithmetic: index and weight
 tensors computed from the input's shape, then Gather, Sub, Mul, Add. Every step is a single
-correctly rounded float32 operation, so the graph agrees with :func:`tf_resize_bilinear_numpy`
+correctly rounded float32 operation, so the graph agrees with :func:`fidkit.testing.tf_resize_bilinear_numpy`
 bit for bit.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["tf_resize_bilinear_numpy", "tf_resize_indices", "resize_nodes", "build_resize_model"]
+__all__ = ["tf_resize_indices", "resize_nodes", "build_resize_model"]
 
 
 def tf_resize_indices(in_size: int, out_size: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
@@ -35,36 +35,6 @@ def tf_resize_indices(in_size: int, out_size: int) -> tuple[NDArray[np.int64], N
     i1 = np.minimum(i0 + 1, in_size - 1)
     w = (src - floor).astype(np.float32)
     return i0, i1, w
-
-
-def tf_resize_bilinear_numpy(images: NDArray, out_size: int = 299) -> NDArray[np.float32]:
-    """Resize NHWC images to ``out_size x out_size`` the TensorFlow 1.x way, in float32.
-
-    The plain reference implementation against which the ONNX graph is tested.
-
-    Parameters
-    ----------
-    images : ndarray, shape (B, H, W, C)
-        Any real dtype; cast to float32 first, as the graph does.
-    out_size : int
-        Output height and width.
-
-    Returns
-    -------
-    ndarray, float32, shape (B, out_size, out_size, C)
-    """
-    x = np.asarray(images).astype(np.float32)
-    _, height, width, _ = x.shape
-    x0, x1, wx = tf_resize_indices(width, out_size)
-    y0, y1, wy = tf_resize_indices(height, out_size)
-    # Width first, then height: the order of TF's compute_lerp (top/bottom rows, then between them).
-    left = x[:, :, x0, :]
-    right = x[:, :, x1, :]
-    rows = left + (right - left) * wx[None, None, :, None]
-    top = rows[:, y0, :, :]
-    bottom = rows[:, y1, :, :]
-    out = top + (bottom - top) * wy[None, :, None, None]
-    return out.astype(np.float32, copy=False)
 
 
 def resize_nodes(input_name: str, output_name: str, out_size: int = 299, prefix: str = "tf_resize/"):

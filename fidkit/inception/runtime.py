@@ -40,6 +40,7 @@ from fidkit.inception.spec import (
     FEATURE_DIM,
     FEATURE_EXTRACTOR,
     RESIZE_MODE,
+    default_batch_size,
     extractor_metadata,
 )
 from fidkit.inception.weights import ResolvedWeights, locate_weights
@@ -173,9 +174,10 @@ class FeatureExtractor:
         never chosen automatically: it may compute in TF32 (onnxruntime exposes no option to clear
         TensorRT's TF32 flag; ``NVIDIA_TF32_OVERRIDE=0`` does) and it builds a new engine for every
         new input size.
-    batch_size : int
+    batch_size : int, optional
         Images per onnxruntime run; larger inputs are split. On a GPU every run has this many images
-        (the last batch is padded), so one cuDNN plan serves them all.
+        (the last batch is padded), so one cuDNN plan serves them all. Default: chosen for the provider
+        that runs (:func:`fidkit.inception.spec.default_batch_size`).
     threads : int, optional
         Intra-op threads; by default the cores this process may use.
     download_progress : bool
@@ -204,7 +206,7 @@ class FeatureExtractor:
         weights: str | os.PathLike | ResolvedWeights | None = None,
         *,
         device: str = "auto",
-        batch_size: int = 50,
+        batch_size: int | None = None,
         threads: int | None = None,
         download_progress: bool = True,
         precision: str = "exact",
@@ -214,7 +216,8 @@ class FeatureExtractor:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if precision == "fast" and parsed.kind != "tensorrt":
             raise InputError("precision='fast' runs on TensorRT (FP16): pass device='tensorrt' (or --device tensorrt)")
-        batch_size = check_batch_size(batch_size)
+        if batch_size is not None:
+            batch_size = check_batch_size(batch_size)
         if threads is not None and int(threads) < 1:
             raise InputError(f"threads must be at least 1, not {threads}")
         # A ResolvedWeights from the caller is used as is (not hashed again).
@@ -223,7 +226,7 @@ class FeatureExtractor:
         self.weights_sha256: str = resolved.sha256
         self.feature_dim: int = FEATURE_DIM
         self.resize_mode: str = RESIZE_MODE
-        self.batch_size: int = batch_size
+        self.batch_size: int = batch_size or 0  # decided below once the provider is known, when not given
         self.threads: int = int(threads) if threads is not None else _machine_threads()
         self.device: str = str(parsed)
         self.precision: str = precision
@@ -248,6 +251,7 @@ class FeatureExtractor:
         self._input_name = self._session.get_inputs()[0].name
         self._output_name = self._session.get_outputs()[0].name
         self._on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        self.batch_size = batch_size or default_batch_size(self._on_gpu)
         logger.info("feature extractor on %s (%d threads, batch %d)", self.provider, self.threads, self.batch_size)
 
     # --- session -----------------------------------------------------------------------------

@@ -15,9 +15,17 @@ from typing import Any
 
 from fidkit._gpu import gpu_driver_present
 from fidkit.errors import FidkitError, InputError
-from fidkit.inception.providers import parse_device
+from fidkit.inception.providers import PRECISIONS, parse_device
+from fidkit.inception.spec import identity_fields, numerics
 
-__all__ = ["ENGINES", "check_engine", "build_feature_extractor"]
+__all__ = [
+    "ENGINES",
+    "check_engine",
+    "check_options",
+    "identity_for_options",
+    "build_for_options",
+    "build_feature_extractor",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +38,46 @@ def check_engine(engine: Any) -> str:
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     return str(engine)
+
+
+def check_options(options: Any) -> dict[str, str]:
+    """The registry's check of :class:`~fidkit.options.RunOptions` for this network: every refusal of a device,
+    engine or precision, and of their combinations, is here. Returns the canonical device and engine."""
+    device = parse_device(options.device)
+    engine = check_engine(options.engine)
+    if options.precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
+    if options.precision == "fast":
+        if engine == "torch":
+            raise InputError(
+                "precision='fast' is onnxruntime's TensorRT mode; the torch engine computes in float32: pass "
+                "engine='onnxruntime' (--engine onnxruntime) or precision='exact'"
+            )
+        if device.kind != "tensorrt":
+            raise InputError("precision='fast' runs on TensorRT (FP16): pass device='tensorrt' (--device tensorrt)")
+    return {"device": str(device), "engine": engine}
+
+
+def identity_for_options(options: Any) -> dict[str, str]:
+    """The identity fields of the network `options` builds, without building it: the weights are located and
+    hashed (once per file and process), nothing is exported and no runtime is loaded. With ``engine="auto"``
+    on a GPU that only torch can use, the engine that really runs is learned when it is built."""
+    from fidkit.inception.weights import locate_weights
+
+    resolved = locate_weights(options.weights)
+    tensorrt = parse_device(options.device).kind == "tensorrt"
+    engine = "torch" if options.engine == "torch" else "onnxruntime"
+    return identity_fields(
+        weights_sha256=resolved.sha256, engine=engine, precision=numerics(options.precision, tensorrt=tensorrt)
+    )
+
+
+def build_for_options(options: Any) -> Any:
+    """The network `options` names (the registry's builder for ``"inception-2015"``)."""
+    return build_feature_extractor(
+        options.weights, device=options.device, batch_size=options.batch_size, engine=options.engine,
+        precision=options.precision, threads=options.threads,
+    )
 
 
 def _torch_has_cuda() -> bool:
@@ -50,9 +98,10 @@ def build_feature_extractor(
     weights: Any = None,
     *,
     device: str = "auto",
-    batch_size: int = 50,
+    batch_size: int | None = None,
     engine: str = "auto",
     precision: str = "exact",
+    threads: int | None = None,
 ) -> Any:
     """Build the feature extractor for `engine` on `device` (see the module docstring for ``"auto"``).
 
@@ -69,9 +118,11 @@ def build_feature_extractor(
             raise InputError("precision='fast' is onnxruntime's TensorRT mode; the torch engine computes in float32")
         return _torch_extractor(weights, device, batch_size)
     if engine == "onnxruntime":
-        return FeatureExtractor(weights, device=device, batch_size=batch_size, precision=precision)
+        return FeatureExtractor(weights, device=device, batch_size=batch_size, precision=precision, threads=threads)
     try:
-        extractor = FeatureExtractor(weights, device=device, batch_size=batch_size, precision=precision)
+        extractor = FeatureExtractor(
+            weights, device=device, batch_size=batch_size, precision=precision, threads=threads
+        )
     except FidkitError as exc:
         if parsed.kind != "cuda" or not _torch_has_cuda():
             raise
@@ -89,7 +140,7 @@ def build_feature_extractor(
     return extractor
 
 
-def _torch_extractor(weights: Any, device: str, batch_size: int) -> Any:
+def _torch_extractor(weights: Any, device: str, batch_size: int | None) -> Any:
     from fidkit.inception.torch_engine import TorchFeatureExtractor
 
     return TorchFeatureExtractor(weights, device=device, batch_size=batch_size)

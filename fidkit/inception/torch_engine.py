@@ -48,6 +48,7 @@ from fidkit.inception.spec import (
     FEATURE_DIM,
     INPUT_SIZE,
     RESIZE_MODE,
+    default_batch_size,
     extractor_metadata,
 )
 from fidkit.inception.weights import ResolvedWeights, locate_weights
@@ -215,11 +216,12 @@ class TorchFeatureExtractor:
         weights: str | os.PathLike | ResolvedWeights | None = None,
         *,
         device: str = "auto",
-        batch_size: int = 50,
+        batch_size: int | None = None,
         download_progress: bool = True,
     ) -> None:
         device = _check_device_string(device)
-        batch_size = check_batch_size(batch_size)
+        if batch_size is not None:
+            batch_size = check_batch_size(batch_size)
         torch = _import_torch()
         self._torch = torch
         self._device = _resolve_device(torch, device)
@@ -232,7 +234,7 @@ class TorchFeatureExtractor:
         self.precision: str = "exact"
         self.feature_dim: int = FEATURE_DIM
         self.resize_mode: str = RESIZE_MODE
-        self.batch_size: int = batch_size
+        self.batch_size: int = batch_size or default_batch_size(self._device.type == "cuda")
         self.device: str = device
         self.provider: str = _provider_name(self._device)
 

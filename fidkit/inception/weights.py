@@ -41,7 +41,6 @@ __all__ = [
     "resolve_weights",
     "download_weights",
     "load_state_dict",
-    "random_state_dict",
     "save_state_dict",
 ]
 
@@ -150,10 +149,20 @@ def _how_to_supply(manifest: WeightsManifest) -> str:
     )
 
 
+# sha256 of weights files hashed in this process, by (path, device, inode, size, mtime): a run looks its weights
+# up for the cache key and again to build the network, and 95 MB once per process is enough (any rewrite
+# changes the size, the inode or the modification time).
+_HASHED: dict[tuple[str, int, int, int, int], str] = {}
+
+
 def _hash_weights(path: Path) -> str:
     """sha256 of a weights file; an unreadable file (permissions, a folder, an I/O error) is a WeightsError."""
     try:
-        return sha256_file(path)
+        info = path.stat()
+        key = (str(path.resolve()), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        if key not in _HASHED:
+            _HASHED[key] = sha256_file(path)
+        return _HASHED[key]
     except OSError as exc:
         raise WeightsError(
             f"cannot read weights file {path} ({exc.strerror or exc}); make it readable or pass another file with "
@@ -352,57 +361,6 @@ def _first_names(names: Sequence[str], limit: int = 8) -> str:
     shown = ", ".join(names[:limit])
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
     return f"[{shown}{more}]"
-
-
-def random_state_dict(seed: int = 0, *, calibration_images: int = 4) -> dict[str, torch.Tensor]:
-    """Random weights with the exact layout of the released file, for tests and benchmarks.
-
-    Convolutions are He-scaled; BatchNorm statistics are then measured on a few random images
-    (pixel noise and smooth images), which keeps activations in a sane range through all 94
-    layers and makes the 2048 features vary from image to image. Deterministic for a given
-    `seed` on a given torch build.
-    """
-    import torch
-
-    from fidkit.inception.network import FIDInceptionV3
-
-    generator = torch.Generator().manual_seed(seed)
-    model = FIDInceptionV3()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv2d):
-                fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
-                module.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=generator)
-            elif isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.normal_(0.0, 0.2, generator=generator)
-                module.reset_running_stats()
-                module.momentum = None  # cumulative average: one pass gives the batch statistics
-            elif isinstance(module, torch.nn.Linear):
-                module.weight.normal_(0.0, 0.01, generator=generator)
-                module.bias.zero_()
-        # Images in the normalized range [-1, 1], half smooth (low-resolution noise upsampled, like
-        # small real images) and half pixel noise (what tests often feed), so both stay in range.
-        n_smooth = max(calibration_images // 2, 1)
-        coarse = torch.rand(n_smooth, 3, 19, 19, generator=generator) * 2 - 1
-        smooth = torch.nn.functional.interpolate(coarse, size=(299, 299), mode="bilinear", align_corners=False)
-        noise = torch.rand(calibration_images - n_smooth, 3, 299, 299, generator=generator) * 2 - 1
-        images = torch.cat([smooth, noise])
-        model.train()
-        model(images)
-        model.eval()
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                # Subtract only half of each channel's mean and divide by a correspondingly larger
-                # spread. Full standardization cancels large common offsets and amplifies float32
-                # round-off through the 94 layers to ~3e-5 relative (float32 vs float64), far more
-                # than a trained network does; this way it stays near 3e-6 and the features still
-                # vary about 10% from image to image.
-                mean = module.running_mean.clone()
-                module.running_mean.copy_(0.5 * mean)
-                module.running_var.add_(0.5 * mean**2).clamp_(min=1e-3)
-                module.momentum = 0.1
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
 def save_state_dict(

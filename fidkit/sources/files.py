@@ -272,6 +272,15 @@ class FileSource(Source):
         self._skipped_at_open = list(skipped_at_open or [])
         self.skipped = list(self._skipped_at_open)
 
+    def members_subset(self, start: int, stop: int, *, skip_bad: bool, workers: int | None) -> FileSource:
+        """A new source of members `start` to `stop` (exclusive) of this one, read by the same reader: a shard
+        of a cluster job. The ignored-file counts stay with this source (they were reported when it opened)."""
+        return FileSource(
+            self.kind, self.name, self._reader, list(self.members[start:stop]), self._identity_of,
+            n_available=self.n_available, limit=self.limit, seed=self.seed, skip_bad=skip_bad,
+            exif_transpose=self.exif_transpose, workers=workers,
+        )
+
     def _identity(self, *, hash_content: bool) -> Any:
         # Computed when asked, from the files as they are now: a fingerprint taken after reading
         # differs from one taken before if a file changed meanwhile (the cache uses this to avoid

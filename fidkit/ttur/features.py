@@ -19,8 +19,8 @@ import fidkit
 __all__ = ["make_extractor", "stats_in_memory"]
 
 
-def make_extractor(weights: Any, device: str, batch_size: int) -> fidkit.FeatureExtractor:
-    """Build the Inception feature extractor (the one place ``fidkit.ttur`` does so).
+def make_extractor(weights: Any, device: str, batch_size: int) -> Any:
+    """Build the Inception feature extractor from fidkit's registry (the one place ``fidkit.ttur`` does so).
 
     Parameters
     ----------
@@ -31,7 +31,9 @@ def make_extractor(weights: Any, device: str, batch_size: int) -> fidkit.Feature
     batch_size : int
         Images per network batch.
     """
-    return fidkit.FeatureExtractor(weights, device=device, batch_size=batch_size)
+    from fidkit.extractors import build_extractor
+
+    return build_extractor(fidkit.RunOptions(weights=weights, device=device, batch_size=batch_size))
 
 
 def stats_in_memory(

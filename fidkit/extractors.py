@@ -1,0 +1,293 @@
+"""Feature extractors: the interface every one of them has, the registry that makes them, their identity.
+
+An extractor turns uint8 images into float32 feature rows. Anything with this shape is one
+(:class:`Extractor`, a ``typing.Protocol``): ``feature_dim``, ``batch_size``, ``__call__`` on a uint8
+``(B, H, W, 3)`` batch returning ``(B, feature_dim)`` float32, ``metadata()`` (what produced the features,
+recorded in statistics and feature files) and, optionally, ``identity()``.
+
+The **identity** (:class:`ExtractorIdentity`) is what decides the numbers: the network, its weights' sha256,
+the resize, the engine, the arithmetic. It names cache entries and is compared between the two sides of a
+distance. A registered extractor states its identity *without being built* (:func:`identity_for`), so a
+run whose inputs are all cached never loads a network.
+
+The **registry** maps names to :class:`ExtractorEntry` objects: how to check options for it, its identity,
+how to build it. ``"inception-2015"`` (the FID network, :mod:`fidkit.inception`) is built in;
+:func:`register_extractor` adds others. Everything that needs an extractor (the pipeline, the Ray actors,
+:class:`fidkit.FID`, the trainer) makes it here, through :func:`build_extractor`, and nowhere else.
+
+Examples
+--------
+A new extractor in a few lines (here a toy: the mean colour of each image):
+
+>>> import numpy as np
+>>> from fidkit.extractors import ExtractorEntry, register_extractor
+>>> class MeanColour:
+...     feature_dim, batch_size = 3, 64
+...     def __call__(self, images):
+...         return np.asarray(images, dtype=np.float32).mean(axis=(1, 2))
+...     def metadata(self):
+...         return {"feature_extractor": "mean-colour", "weights_sha256": "none", "resize_mode": "none"}
+>>> register_extractor(ExtractorEntry(
+...     name="mean-colour", description="the mean RGB colour (an example)",
+...     build=lambda options: MeanColour(),
+...     identity=lambda options: {"weights_sha256": "none", "resize_mode": "none"},
+... ), replace=True)
+>>> import fidkit
+>>> images = np.random.default_rng(0).integers(0, 256, size=(8, 4, 4, 3), dtype=np.uint8)
+>>> fidkit.compute_stats(images, extractor="mean-colour", use_cache=False).dim
+3
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from fidkit.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from fidkit.options import RunOptions
+
+__all__ = [
+    "Extractor",
+    "ExtractorEntry",
+    "ExtractorIdentity",
+    "LazyExtractor",
+    "register_extractor",
+    "unregister_extractor",
+    "extractor_entry",
+    "extractor_names",
+    "build_extractor",
+    "identity_for",
+    "identity_of",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    """What every feature extractor offers (the built-in ones, and a user's own object)."""
+
+    feature_dim: int
+    batch_size: int
+
+    def __call__(self, images: Any) -> NDArray[np.float32]:
+        """Features of a uint8 ``(B, H, W, 3)`` batch (any size): ``(B, feature_dim)`` float32."""
+
+    def metadata(self) -> dict[str, str]:
+        """What produced the features: recorded in statistics and feature files, shown in reports."""
+
+
+#: Metadata keys that say *where* or *how fast* features were made, not *what* they are: not part of the identity.
+_NOT_IDENTITY = frozenset({"provider", "graph_sha256", "device", "batch_size"})
+
+
+@dataclass(frozen=True)
+class ExtractorIdentity:
+    """What decides an extractor's features: its name and the fields that change the numbers.
+
+    Two extractors with equal identities give the same features (to the rounding their engines document), so
+    their statistics share cache entries; different identities never do.
+    """
+
+    name: str
+    fields: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, name: str, fields: Mapping[str, Any]) -> ExtractorIdentity:
+        """The identity named `name` with `fields` (a field ``extractor`` repeats the name and is dropped)."""
+        return cls(
+            str(name),
+            tuple(sorted((str(k), str(v)) for k, v in fields.items() if v is not None and k != "extractor")),
+        )
+
+    def get(self, key: str, default: str = "") -> str:
+        return dict(self.fields).get(key, default)
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.get("weights_sha256")
+
+    @property
+    def engine(self) -> str:
+        return self.get("engine")
+
+    @property
+    def precision(self) -> str:
+        return self.get("precision", "exact")
+
+    def as_dict(self) -> dict[str, str]:
+        """``{"extractor": name, **fields}``: what the cache key hashes."""
+        return {"extractor": self.name, **dict(self.fields)}
+
+
+@dataclass(frozen=True)
+class ExtractorEntry:
+    """How the registry makes one named extractor.
+
+    Attributes
+    ----------
+    name : str
+        The name users pass (``extractor="..."``, ``--extractor``).
+    description : str
+        One line for ``fidkit extractors`` and error messages.
+    build : callable
+        ``build(options) -> Extractor``: the extractor for these :class:`~fidkit.options.RunOptions`.
+    identity : callable
+        ``identity(options) -> dict``: its identity fields, known without building it (cheap: no session, no
+        export). Must equal what the built extractor reports (:func:`identity_of`).
+    check : callable
+        ``check(options) -> dict``: refuses options this extractor cannot honour (``InputError``) and returns
+        normalised values to store back (e.g. a canonical device string); default: nothing to check.
+    cluster_ready : bool
+        Whether Ray actors can build it by name (the entry exists on every node): the built-in ones.
+    """
+
+    name: str
+    description: str
+    build: Callable[[Any], Any]
+    identity: Callable[[Any], Mapping[str, Any]]
+    check: Callable[[Any], Mapping[str, Any]] = field(default=lambda options: {})
+    cluster_ready: bool = False
+
+
+_REGISTRY: dict[str, ExtractorEntry] = {}
+
+
+def _builtin_entries() -> dict[str, ExtractorEntry]:
+    """The extractors fidkit ships, imported only when first asked for (their modules are light, their
+    runtimes load when they are built)."""
+    from fidkit.inception import select
+
+    return {
+        "inception-2015": ExtractorEntry(
+            name="inception-2015",
+            description="Inception-v3 of TensorFlow's 2015-12-05 graph, pool_3 (2048-d): the FID network",
+            build=select.build_for_options,
+            identity=select.identity_for_options,
+            check=select.check_options,
+            cluster_ready=True,
+        )
+    }
+
+
+def _registry() -> dict[str, ExtractorEntry]:
+    if not _REGISTRY:
+        _REGISTRY.update(_builtin_entries())
+    return _REGISTRY
+
+
+def register_extractor(entry: ExtractorEntry, *, replace: bool = False) -> None:
+    """Add `entry` to the registry; an existing name is an error unless `replace`."""
+    registry = _registry()
+    if not isinstance(entry, ExtractorEntry):
+        raise InputError(f"register_extractor takes an ExtractorEntry, not {type(entry).__name__}")
+    if entry.name in registry and not replace:
+        raise InputError(f"an extractor named {entry.name!r} is registered already; pass replace=True to replace it")
+    registry[entry.name] = entry
+
+
+def unregister_extractor(name: str) -> None:
+    """Remove the entry `name` (a name that is not registered is an ``InputError``)."""
+    extractor_entry(name)
+    del _registry()[name]
+
+
+def extractor_names() -> list[str]:
+    """The registered extractor names, built-in first."""
+    return list(_registry())
+
+
+def extractor_entry(name: Any) -> ExtractorEntry:
+    """The entry registered as `name`; an ``InputError`` listing the names otherwise."""
+    registry = _registry()
+    if not isinstance(name, str) or name not in registry:
+        raise InputError(f"unknown extractor {name!r}; the registered extractors are {', '.join(registry)}")
+    return registry[name]
+
+
+def identity_for(options: RunOptions) -> ExtractorIdentity:
+    """The identity of the extractor `options` would build, without building it."""
+    entry = extractor_entry(options.extractor)
+    return ExtractorIdentity.of(entry.name, entry.identity(options))
+
+
+def build_extractor(options: RunOptions) -> Any:
+    """Build the extractor `options` names: the one place the package makes one."""
+    return extractor_entry(options.extractor).build(options)
+
+
+def identity_of(extractor: Any) -> ExtractorIdentity:
+    """The identity an extractor object states: ``identity()`` when it has one, else its metadata.
+
+    A user's own object needs only ``metadata()`` with ``weights_sha256`` (anything that names its weights)
+    and ``resize_mode``; every other metadata field except where it ran (provider, device) is identity too.
+    """
+    own = getattr(extractor, "identity", None)
+    if callable(own):
+        stated = own()
+        if isinstance(stated, ExtractorIdentity):
+            return stated
+    metadata = {str(k): v for k, v in dict(extractor.metadata()).items() if v is not None}
+    for required in ("weights_sha256", "resize_mode"):
+        if required not in metadata and hasattr(extractor, required):
+            metadata[required] = getattr(extractor, required)
+        if required not in metadata:
+            raise InputError(
+                f"{type(extractor).__name__}.metadata() must name {required!r}: it keys the cache and is compared "
+                "between the two sides of a distance"
+            )
+    name = str(metadata.pop("extractor", "") or type(extractor).__name__)
+    fields = {k: v for k, v in metadata.items() if k not in _NOT_IDENTITY}
+    return ExtractorIdentity.of(name, fields)
+
+
+class LazyExtractor:
+    """The extractor of a run, built on first use; its identity known before that.
+
+    Building one loads weights and starts a runtime (seconds), so a run whose inputs are statistics files or
+    cache hits never builds it: the cache key needs only :meth:`identity`.
+
+    Parameters
+    ----------
+    options : RunOptions
+        Which extractor, and how it is built.
+    given : Extractor, optional
+        A ready extractor (shared across calls, or a user's own); then `options` only says how to run it.
+    """
+
+    def __init__(self, options: RunOptions, given: Any = None) -> None:
+        if given is not None and not callable(given):
+            raise InputError(f"extractor must be a registered name or an extractor object, not {given!r}")
+        self.options = options
+        self.given = given
+        self._built = given
+        self._identity: ExtractorIdentity | None = None
+
+    @property
+    def built(self) -> bool:
+        return self._built is not None
+
+    def identity(self) -> ExtractorIdentity:
+        """What names the features in the cache: the built (or given) extractor's own, else the registry's."""
+        if self._built is not None:
+            return identity_of(self._built)
+        if self._identity is None:
+            self._identity = identity_for(self.options)
+        return self._identity
+
+    def get(self) -> Any:
+        """The extractor, built on the first call."""
+        if self._built is None:
+            self._built = build_extractor(self.options)
+        return self._built
+
+    def batch_size(self) -> int:
+        """Images per batch: the option, else the built extractor's choice."""
+        return int(self.options.batch_size or getattr(self.get(), "batch_size", 50))

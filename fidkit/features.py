@@ -1,0 +1,244 @@
+"""Features as a product: the float32 rows an extractor gives, kept, saved, loaded and reduced.
+
+Statistics (:class:`~fidkit.stats.Stats`) are one reduction of features; metrics that need the rows
+themselves (kernel distances, nearest-neighbour radii, resampling for error bars) take a :class:`Features`.
+The extract step (:func:`fidkit.extraction.extract`) feeds every batch to its sinks: a
+:class:`~fidkit.stats.StatsAccumulator` reduces on the fly, a :class:`FeatureRows` keeps the rows.
+
+The file format is an ``.npz`` beside the statistics format, with the same self-describing metadata:
+
+- ``features``: float32 ``(N, dim)``;
+- ``fidkit_format_version`` (int64) and ``fidkit_metadata_json`` (a 0-d unicode array holding JSON: the
+  extractor's identity, the source, the skipped files, as in a statistics file);
+- ``fidkit_content``: the string ``"features"``.
+
+A features file is accepted wherever a source is (``fidkit compute feats.npz stats.npz``): it skips the
+network, and its statistics are computed from the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fidkit._fs import atomic_write
+from fidkit._validate import check_features
+from fidkit.errors import InputError, OverwriteError, StatsFileError
+from fidkit.statsfile import NUMPY_LOAD_ERRORS, STATS_FORMAT_VERSION, numpy_load_problem
+
+__all__ = ["Features", "FeatureRows", "is_features_file", "FEATURES_KEY"]
+
+logger = logging.getLogger(__name__)
+
+#: The member holding the rows.
+FEATURES_KEY = "features"
+_KEY_VERSION = "fidkit_format_version"
+_KEY_METADATA = "fidkit_metadata_json"
+_KEY_CONTENT = "fidkit_content"
+#: The largest metadata member read (it holds a few hundred bytes of JSON).
+_MAX_METADATA_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """The feature rows of one image set, with how they were made.
+
+    Parameters
+    ----------
+    rows : array_like
+        ``(N, dim)`` finite features; stored as float32 (what every extractor gives).
+    metadata : dict
+        What made them (the extractor's metadata, the source, skipped files), JSON-serialisable values.
+    path : Path, optional
+        The file they were loaded from.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fidkit import Features
+    >>> features = Features(np.random.default_rng(0).normal(size=(100, 8)))
+    >>> features.n, features.dim, features.rows.dtype
+    (100, 8, dtype('float32'))
+    >>> features.stats().n
+    100
+    """
+
+    rows: NDArray[np.float32]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        rows = check_features(self.rows, "features")
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        rows.setflags(write=False)
+        object.__setattr__(self, "rows", rows)
+        object.__setattr__(self, "metadata", dict(self.metadata))
+
+    @property
+    def n(self) -> int:
+        """Number of images (rows)."""
+        return int(self.rows.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension."""
+        return int(self.rows.shape[1])
+
+    def stats(self) -> Any:
+        """The statistics of these features (float64 mu and sigma, ddof 1), with the same metadata."""
+        from fidkit.stats import Stats
+
+        return Stats.from_features(self.rows, metadata=_scalar_metadata(self.metadata))
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Write the features to an ``.npz`` file, atomically.
+
+        Raises
+        ------
+        OverwriteError
+            `path` exists and `overwrite` is False.
+        StatsFileError
+            `path` is a folder or cannot be written.
+        """
+        target = Path(path)
+        if target.is_dir():
+            raise StatsFileError(f"{target} is a folder; give a file path for the features, e.g. {target / 'f.npz'}")
+        arrays = {
+            FEATURES_KEY: self.rows,
+            _KEY_VERSION: np.asarray(STATS_FORMAT_VERSION, dtype=np.int64),
+            _KEY_METADATA: np.asarray(json.dumps(self.metadata, sort_keys=True), dtype=np.str_),
+            _KEY_CONTENT: np.asarray("features", dtype=np.str_),
+        }
+        try:
+            with atomic_write(target, overwrite=overwrite) as temporary:
+                with open(temporary, "wb") as stream:  # a handle: np.savez would append ".npz" to a bare path
+                    np.savez(stream, **arrays)
+        except OverwriteError:
+            raise
+        except OSError as exc:
+            raise StatsFileError(
+                f"cannot write features to {target} ({exc.strerror or exc}); choose a path in a writable folder"
+            ) from exc
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Features:
+        """Read a features ``.npz``; its members' headers are checked before any array is read.
+
+        Raises
+        ------
+        StatsFileError
+            Not a features file, a member of the wrong dtype or shape, non-finite rows, bad metadata.
+        """
+        file_path = Path(path)
+        try:
+            with zipfile.ZipFile(file_path) as archive:
+                names = {name.removesuffix(".npy"): name for name in archive.namelist()}
+                if FEATURES_KEY not in names:
+                    raise StatsFileError(
+                        f"{file_path} is not a features file: it has no '{FEATURES_KEY}' member (make one with "
+                        "fidkit features SRC --save FILE.npz)"
+                    )
+                rows = _read_member(archive, names[FEATURES_KEY], file_path, rank=2)
+                metadata: dict[str, Any] = {}
+                if _KEY_METADATA in names:
+                    text = _read_member(archive, names[_KEY_METADATA], file_path, rank=0, limit=_MAX_METADATA_BYTES)
+                    try:
+                        decoded = json.loads(str(text[()]))
+                    except (ValueError, RecursionError) as exc:
+                        raise StatsFileError(f"{file_path}: its metadata is not valid JSON ({exc})") from None
+                    if not isinstance(decoded, dict):
+                        raise StatsFileError(f"{file_path}: its metadata is not a JSON object")
+                    metadata = decoded
+        except (zipfile.BadZipFile, *NUMPY_LOAD_ERRORS) as exc:
+            if isinstance(exc, StatsFileError):
+                raise
+            raise StatsFileError(f"cannot read features file {file_path}: {numpy_load_problem(exc)}") from None
+        if rows.dtype not in (np.float32, np.float64):
+            raise StatsFileError(f"{file_path}: features must be float32 (or float64), not {rows.dtype}")
+        try:
+            return cls(rows, metadata, path=file_path)
+        except InputError as exc:
+            raise StatsFileError(f"{file_path}: {exc}") from None
+
+
+def _read_member(
+    archive: zipfile.ZipFile, name: str, file_path: Path, *, rank: int, limit: int | None = None
+) -> np.ndarray:
+    """One ``.npy`` member, its header checked against its stored size before the data is read."""
+    info = archive.getinfo(name)
+    if limit is not None and info.file_size > limit:
+        raise StatsFileError(f"{file_path}: member {name} is {info.file_size} bytes, more than it can hold")
+    with archive.open(name) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        if dtype.hasobject:
+            raise StatsFileError(f"{file_path}: member {name} holds Python objects; refused")
+        if len(shape) != rank:
+            raise StatsFileError(f"{file_path}: member {name} has shape {shape}, expected {rank} dimension(s)")
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if expected + stream.tell() != info.file_size:
+            raise StatsFileError(
+                f"{file_path}: member {name} declares shape {shape} of {dtype} ({expected} bytes) but holds "
+                f"{info.file_size - stream.tell()}; the file is damaged"
+            )
+        data = stream.read(expected)
+    array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return array.astype(dtype.newbyteorder("="), copy=False) if rank else array
+
+
+def _scalar_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata values a statistics file can hold (str, int, float, bool)."""
+    return {k: v for k, v in metadata.items() if isinstance(v, (str, int, float, bool))}
+
+
+def is_features_file(path: str | os.PathLike) -> bool:
+    """True if `path` is a readable ``.npz`` with a ``features`` member and no ``mu``: features, not images
+    nor statistics. Reads only the archive's directory."""
+    file_path = Path(path)
+    if not file_path.name.lower().endswith(".npz") or not file_path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(file_path) as archive:
+            names = {name.removesuffix(".npy") for name in archive.namelist()}
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return FEATURES_KEY in names and "mu" not in names
+
+
+class FeatureRows:
+    """A sink of the extract step that keeps every feature row (``O(N x dim)`` float32 memory).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rows = FeatureRows()
+    >>> rows.update(np.ones((2, 3), dtype=np.float32)); rows.update(np.zeros((1, 3), dtype=np.float32))
+    >>> rows.result().n
+    3
+    """
+
+    def __init__(self) -> None:
+        self._batches: list[np.ndarray] = []
+
+    @property
+    def n(self) -> int:
+        return sum(batch.shape[0] for batch in self._batches)
+
+    def update(self, features: np.ndarray) -> None:
+        self._batches.append(np.array(features, dtype=np.float32, copy=True))
+
+    def result(self, metadata: dict[str, Any] | None = None) -> Features:
+        if not self._batches:
+            raise InputError("no features were extracted")
+        return Features(np.concatenate(self._batches, axis=0), dict(metadata or {}))

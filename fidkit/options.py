@@ -1,0 +1,190 @@
+"""One options object for a run: :class:`RunOptions`, built once and passed down whole.
+
+The command line (:mod:`fidkit.cli`) and the keyword arguments of the API (:func:`fidkit.compute_fid`,
+:func:`fidkit.compute_stats`, :func:`fidkit.compute_features`, :class:`fidkit.FID`) both end here: every
+setting of a run has one name, one default and one check, in this file. The pipeline, the Ray cluster
+path, the metric and the trainer receive the object; none of them re-reads a setting from anywhere else.
+
+The names say one thing each:
+
+- ``extractor``: *which* network (a name of :mod:`fidkit.extractors`' registry, ``"inception-2015"``);
+- ``device``: *which hardware* (``auto``, ``cpu``, ``cuda[:N]``, ``tensorrt[:N]``);
+- ``engine``: *what runs* the network there (``onnxruntime`` or ``torch``);
+- ``precision``: the arithmetic (``exact`` float32, the default; ``fast`` is opt-in);
+- ``cluster``: *where* the extraction runs (this process, or ``ray``);
+- ``workers``: decoding processes of this machine.
+
+Invalid values and invalid combinations are refused when the object is made (:meth:`RunOptions.__post_init__`
+and the extractor's own check), before any input is opened or any network built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from fidkit._validate import check_batch_size, check_limit_seed
+from fidkit.errors import FidkitWarning, InputError
+
+__all__ = ["RunOptions", "DEFAULT_EXTRACTOR", "CLUSTERS", "run_options"]
+
+#: The feature extractor of FID: the 2015 TensorFlow Inception-v3, pool_3.
+DEFAULT_EXTRACTOR = "inception-2015"
+#: Where extraction runs: this process (decoding in worker processes of this machine), or a Ray cluster.
+CLUSTERS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Every setting of a run that turns inputs into features, statistics and a distance.
+
+    Parameters
+    ----------
+    extractor : str
+        The feature extractor, by its registry name (:func:`fidkit.extractors.extractor_names`).
+    weights : path-like, optional
+        The extractor's weights file; default ``$FIDKIT_WEIGHTS``, the cache, or a download.
+    device : str
+        ``"auto"`` (a GPU when a session really runs there, else the CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"``, ``"tensorrt"``, ``"tensorrt:N"``.
+    engine : {"auto", "onnxruntime", "torch"}
+        What runs the network: the ONNX graph on onnxruntime, or the same network in torch.
+    precision : {"exact", "fast"}
+        ``"exact"``: float32 everywhere (the default, the reference's numbers). ``"fast"``: TensorRT FP16,
+        opt-in, with ``device="tensorrt"``.
+    batch_size : int, optional
+        Images per network batch; default: the extractor's choice for the device it runs on.
+    threads : int, optional
+        CPU threads of the network (onnxruntime intra-op threads); default: the cores this process may use.
+    workers : int, optional
+        Image decoding processes (0: decode in this process); default from the machine.
+    skip_bad : bool
+        Skip undecodable files (counted and named) instead of stopping with an ``ImageError``.
+    limit, seed : int, optional
+        Use `limit` images per source: the first ones in sorted order, or a random subset drawn with `seed`.
+    exif_transpose : bool
+        Apply the EXIF orientation tag (default: pixels as stored, as the reference did).
+    use_cache : bool
+        Read and write the cache for folder, archive, array and dataset sources.
+    hash_content : bool
+        Fingerprint files by content (sha256) instead of size and modification time.
+    progress : bool, optional
+        A progress bar on stderr; default only when stderr is a terminal.
+    cluster : {"local", "ray"}
+        Where features are computed (``"ray"``: ``pip install "fidkit[ray]"``, docs/distributed.md).
+    ray_address : str, optional
+        With ``cluster="ray"``: the cluster (default ``$RAY_ADDRESS``, else a local instance).
+
+    Examples
+    --------
+    >>> from fidkit.options import RunOptions
+    >>> options = RunOptions(device="cpu", limit=1000, seed=0)
+    >>> options.replace(batch_size=100).batch_size
+    100
+    >>> RunOptions(precision="fast", device="cpu")
+    Traceback (most recent call last):
+    ...
+    fidkit.errors.InputError: precision='fast' runs on TensorRT (FP16): pass device='tensorrt' (--device tensorrt)
+    """
+
+    extractor: str = DEFAULT_EXTRACTOR
+    weights: Any = None
+    device: str = "auto"
+    engine: str = "auto"
+    precision: str = "exact"
+    batch_size: int | None = None
+    threads: int | None = None
+    workers: int | None = None
+    skip_bad: bool = False
+    limit: int | None = None
+    seed: int | None = None
+    exif_transpose: bool = False
+    use_cache: bool = True
+    hash_content: bool = False
+    progress: bool | None = None
+    cluster: str = "local"
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        from fidkit.extractors import extractor_entry
+
+        if self.batch_size is not None:
+            object.__setattr__(self, "batch_size", check_batch_size(self.batch_size))
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise InputError(f"threads must be an integer >= 1, not {self.threads!r}")
+        if self.workers is not None and (
+            isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0
+        ):
+            raise InputError(f"workers must be an integer >= 0 (0: decode in this process), not {self.workers!r}")
+        if self.weights is not None and isinstance(self.weights, (str, os.PathLike)) and not str(self.weights):
+            raise InputError("weights must be a path to a weights file, not an empty string")
+        limit, seed = check_limit_seed(self.limit, self.seed)
+        if seed is not None and limit is None:
+            # A warning, not an error: the run is still right (every image is used), only the seed does nothing.
+            warnings.warn(
+                f"seed {seed} without limit has no effect: every image is used; pass limit (--limit N) to draw "
+                "a random subset of N images with this seed", FidkitWarning, stacklevel=4,
+            )
+        object.__setattr__(self, "limit", limit)
+        object.__setattr__(self, "seed", seed)
+        self._check_cluster()
+        # The extractor checks what only it knows (its devices, engines, precisions and their combinations).
+        entry = extractor_entry(self.extractor)
+        for name, value in entry.check(self).items():
+            object.__setattr__(self, name, value)
+
+    def _check_cluster(self) -> None:
+        if self.cluster not in CLUSTERS:
+            raise InputError(f"cluster must be one of {', '.join(map(repr, CLUSTERS))}, not {self.cluster!r}")
+        if self.ray_address is not None:
+            if self.cluster != "ray":
+                raise InputError(
+                    f"ray_address={self.ray_address!r} is only used with cluster='ray'; pass cluster='ray' too"
+                )
+            if not isinstance(self.ray_address, str) or not self.ray_address:
+                raise InputError(
+                    f"ray_address must be a non-empty string such as 'ray://head:10001', not {self.ray_address!r}"
+                )
+
+    def replace(self, **changes: Any) -> RunOptions:
+        """A copy with `changes` applied (and checked again); an unknown name is an ``InputError``."""
+        _check_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain values (the weights as a string), e.g. for ``--json``."""
+        values = dataclasses.asdict(self)
+        if values["weights"] is not None:
+            values["weights"] = str(getattr(self.weights, "path", self.weights))
+        return values
+
+
+_FIELDS = tuple(field.name for field in dataclasses.fields(RunOptions))
+
+
+def _check_names(names: Any) -> None:
+    unknown = sorted(set(names) - set(_FIELDS))
+    if unknown:
+        raise InputError(
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the options are "
+            + ", ".join(_FIELDS)
+        )
+
+
+def run_options(options: RunOptions | None = None, /, **overrides: Any) -> RunOptions:
+    """`options` (default ``RunOptions()``) with keyword `overrides`: how every API function reads its options.
+
+    ``compute_fid(a, b, device="cpu")`` and ``compute_fid(a, b, options=RunOptions(device="cpu"))`` are the
+    same call; given both, the keywords win.
+    """
+    if options is not None and not isinstance(options, RunOptions):
+        raise InputError(f"options must be a fidkit.RunOptions, not {type(options).__name__}")
+    _check_names(overrides)
+    if options is None:
+        return RunOptions(**overrides)
+    return options.replace(**overrides) if overrides else options
