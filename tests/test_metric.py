@@ -214,6 +214,7 @@ def _worker(rank: int, port: int, out_dir: str, weights: str) -> None:
             dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_give_the_single_process_fid(extractor, random_weights_path, tmp_path):
     torch = pytest.importorskip("torch")
     import torch.multiprocessing as mp

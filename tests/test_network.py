@@ -126,6 +126,7 @@ def test_features_are_not_degenerate(extractor) -> None:
     assert np.min(np.max(np.abs(features[:, None] - features[None]), axis=2) + np.eye(3)) > 1e-3
 
 
+@pytest.mark.slow
 def test_batch_size_invariance(extractor) -> None:
     images = _images(12, 50, 32, 32)
     batched = extractor(images)

@@ -19,6 +19,9 @@ from PIL import Image
 
 from fidkit.errors import FidkitError, ImageError
 
+# A local Ray instance and its actors: about 90 s for the module on 2 cores; run by .ci/run (pytest -m slow).
+pytestmark = pytest.mark.slow
+
 BATCH = 4
 
 
@@ -273,3 +276,16 @@ def test_ray_refuses_what_its_actors_would_not_run(tmp_path, random_weights_path
     images = np.zeros((4, 8, 8, 3), np.uint8)
     with pytest.raises(InputError, match="cluster='ray' runs the onnxruntime network"):
         compute_stats(images, weights=random_weights_path, device="cpu", engine="torch", cluster="ray")
+
+
+def test_features_are_sharded_and_gathered_in_source_order(ray_instance, folder, random_weights_path, extractor):
+    from fidkit.api import compute_features
+
+    local = compute_features(folder, extractor=extractor, batch_size=BATCH, workers=0, use_cache=False)
+    on_ray = compute_features(
+        folder, weights=random_weights_path, device="cpu", batch_size=BATCH, cluster="ray", use_cache=False,
+        progress=False,
+    )
+    assert on_ray.n == local.n == 11 and on_ray.metadata["cluster"] == "ray"
+    scale = float(np.abs(local.rows).max())
+    assert float(np.abs(on_ray.rows - local.rows).max()) <= 1e-6 * scale  # the same rows, in the same order

@@ -139,6 +139,7 @@ def test_resize_checkerboard_and_non_contiguous_input() -> None:
 # --- features against the ONNX graph --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_features_match_the_onnx_graph(features) -> None:
     worst = 0.0
     for side in ("a", "b"):
@@ -338,7 +339,7 @@ def _check_route_against_scipy(stats_a: fidkit.Stats, stats_b: fidkit.Stats, mon
     return relative
 
 
-@pytest.mark.parametrize("dim, decay", [(256, 0.97), (256, 0.9), (2048, 0.997)])
+@pytest.mark.parametrize("dim, decay", [(256, 0.97), (256, 0.9), pytest.param(2048, 0.997, marks=pytest.mark.slow)])
 def test_torch_route_equals_the_scipy_route(dim, decay, monkeypatch) -> None:
     rng = np.random.default_rng(dim + int(decay * 1000))
     stats = [

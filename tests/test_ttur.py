@@ -190,6 +190,7 @@ def _weights(result_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(result_dir / "checkpoint.pt")["generator"]
 
 
+@pytest.mark.slow
 def test_run_writes_csv_plot_checkpoint_resumes_and_repeats(
     shared_data, extractor, random_weights_path, tmp_path
 ):

@@ -194,6 +194,7 @@ def test_validate_config_rejects_bad_values(tmp_path):
         ValidateConfig(source="x", out=tmp_path, samples=1)
 
 
+@pytest.mark.slow
 def test_a_disturbance_alone_draws_as_in_the_full_run(extractor, tmp_path, clean, foreign):
     # Seeding from the position in the selection made `--disturbances black_rectangles` alone
     # draw other rectangles (so another FID) than the same disturbance within a full run.
