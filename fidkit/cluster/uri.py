@@ -20,9 +20,9 @@ from typing import Any
 from fidkit.errors import SourceError
 from fidkit.sources import FileSource
 from fidkit.sources.archives import is_archive
-from fidkit.sources.base import empty_source_error, select_indices
+from fidkit.sources.base import empty_source_error
 from fidkit.sources.decode import file_too_large_error
-from fidkit.sources.files import is_image_name
+from fidkit.sources.files import is_image_name, open_members
 
 __all__ = ["is_uri", "open_uri", "ArrowReader"]
 
@@ -115,17 +115,14 @@ def open_uri(
         found[relative] = (int(info.size if info.size is not None else -1), int(info.mtime_ns or -1))
     if not found:
         raise empty_source_error(uri, f"no image files; {n_other} other files ignored")
-    entries = sorted(found)
-    indices, limit_used, seed_used = select_indices(len(entries), limit, seed)
-    members = [entries[i] for i in indices]
 
-    def identity(hash_content: bool) -> dict[str, Any]:
+    def identity(members: list[str], hash_content: bool) -> dict[str, Any]:
         # Sizes and modification times as the store reports them (hash_content is not offered: it
         # would download every object on the driver).
         return {"uri": uri, "members": [[member, *found[member]] for member in members]}
 
-    return FileSource(
-        "folder", uri, ArrowReader(uri), members, identity, n_available=len(entries), limit=limit_used,
-        seed=seed_used, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers,
+    return open_members(
+        "folder", uri, sorted(found), make_reader=lambda members: ArrowReader(uri), identity=identity,
+        limit=limit, seed=seed, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers,
     )
 

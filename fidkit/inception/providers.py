@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fidkit._gpu import any_library_loads, gpu_driver_present
-from fidkit._devices import PROVIDER_NAMES, Device, parse_device
-from fidkit.errors import InputError
+from fidkit._devices import Device, parse_device
 
 __all__ = [
     "Device",

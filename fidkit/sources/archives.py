@@ -25,9 +25,10 @@ from typing import IO, Any
 
 from fidkit._fs import CHUNK_BYTES, sha256_file
 from fidkit.errors import ImageError, SourceError
-from fidkit.sources.base import empty_source_error, select_indices, size_mtime
+from fidkit.sources.base import empty_source_error, size_mtime
 from fidkit.sources.decode import file_too_large_error
 from fidkit.sources.files import (
+    open_members,
     NOT_REGULAR,
     FileSource,
     Ignored,
@@ -348,35 +349,24 @@ def open_archive(
     if not entries:
         ignored.report(name)
         raise empty_source_error(name, empty_detail("members", n_other, ignored, []))
-    sorted_members = sorted(entries)
-    indices, limit_used, seed_used = select_indices(len(sorted_members), limit, seed)
-    members = [sorted_members[i] for i in indices]
-    reader: MemberReader
-    if is_zip:
-        reader = ZipReader(archive, {m: stored_names[m] for m in members if m in stored_names})
-        member_entries = [[member, *entries[member]] for member in members]
-    else:
-        reader = TarReader(archive, compression, {member: entries[member] for member in members})
-        # (name, size, offset): the order fingerprints have always used.
-        member_entries = [[member, entries[member][1], entries[member][0]] for member in members]
 
-    def identity(hash_content: bool) -> dict[str, Any]:
+    def make_reader(members: list[str]) -> MemberReader:
+        if is_zip:
+            return ZipReader(archive, {m: stored_names[m] for m in members if m in stored_names})
+        return TarReader(archive, compression, {member: entries[member] for member in members})
+
+    def identity(members: list[str], hash_content: bool) -> dict[str, Any]:
         if hash_content:
             return {"archive_sha256": sha256_file(archive), "members": members}
         size, mtime_ns = size_mtime(archive)
+        if is_zip:
+            member_entries = [[member, *entries[member]] for member in members]
+        else:
+            # (name, size, offset): the order fingerprints have always used.
+            member_entries = [[member, entries[member][1], entries[member][0]] for member in members]
         return {"archive": str(archive), "size": size, "mtime_ns": mtime_ns, "members": member_entries}
 
-    return FileSource(
-        "archive",
-        name,
-        reader,
-        members,
-        identity,
-        n_available=len(sorted_members),
-        limit=limit_used,
-        seed=seed_used,
-        skip_bad=skip_bad,
-        exif_transpose=exif_transpose,
-        workers=workers,
-        ignored=ignored,
+    return open_members(
+        "archive", name, sorted(entries), make_reader=make_reader, identity=identity, limit=limit, seed=seed,
+        skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers, ignored=ignored,
     )

@@ -436,6 +436,43 @@ def empty_detail(what: str, n_other: int, ignored: Ignored, unreadable: list[tup
     return detail
 
 
+def open_members(
+    kind: str,
+    name: str,
+    entries: list[str],
+    *,
+    make_reader: Callable[[list[str]], MemberReader],
+    identity: Callable[[list[str], bool], Any],
+    limit: int | None,
+    seed: int | None,
+    skip_bad: bool,
+    exif_transpose: bool,
+    workers: int | None,
+    ignored: Ignored | None = None,
+    skipped_at_open: list[tuple[str, str]] | None = None,
+) -> FileSource:
+    """The one opener of image files that folders, archives and URIs share: the subset of the sorted `entries`
+    that `limit` and `seed` select, a reader for those members, and their identity (``identity(members,
+    hash_content)``) for the cache."""
+    indices, limit_used, seed_used = select_indices(len(entries), limit, seed)
+    members = [entries[i] for i in indices]
+    return FileSource(
+        kind,
+        name,
+        make_reader(members),
+        members,
+        lambda hash_content: identity(members, hash_content),
+        n_available=len(entries),
+        limit=limit_used,
+        seed=seed_used,
+        skip_bad=skip_bad,
+        exif_transpose=exif_transpose,
+        workers=workers,
+        ignored=ignored,
+        skipped_at_open=skipped_at_open,
+    )
+
+
 def open_folder(
     path: Path,
     name: str,
@@ -453,28 +490,16 @@ def open_folder(
     if not entries:
         ignored.report(name)
         raise empty_source_error(name, empty_detail("files", n_other, ignored, unreadable))
-    indices, limit_used, seed_used = select_indices(len(entries), limit, seed)
-    members = [entries[i] for i in indices]
 
-    def identity(hash_content: bool) -> dict[str, Any]:
+    def identity(members: list[str], hash_content: bool) -> dict[str, Any]:
         if hash_content:
             # Location-independent: the same files copied elsewhere hit the same cache entry.
             return {"members": [[member, sha256_file(root / member)] for member in members]}
         return {"root": str(root), "members": [[member, *size_mtime(root / member)] for member in members]}
 
-    return FileSource(
-        "folder",
-        name,
-        FolderReader(root),
-        members,
-        identity,
-        n_available=len(entries),
-        limit=limit_used,
-        seed=seed_used,
-        skip_bad=skip_bad,
-        exif_transpose=exif_transpose,
-        workers=workers,
-        ignored=ignored,
+    return open_members(
+        "folder", name, entries, make_reader=lambda members: FolderReader(root), identity=identity, limit=limit,
+        seed=seed, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers, ignored=ignored,
         skipped_at_open=unreadable,
     )
 

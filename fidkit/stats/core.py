@@ -1,17 +1,4 @@
-"""Feature statistics: mean, covariance and sample count, built exactly from feature batches and merged exactly.
-
-A :class:`Stats` holds what the Fréchet distance needs from one set of images: ``mu`` (float64, the mean
-feature), ``sigma`` (float64, the covariance with ddof = 1), ``n`` (the number of images, ``None`` for files
-written by TTUR or pytorch-fid, which do not record it) and free-form metadata. When ``n <= dim`` it also
-carries ``factor``, the exact ``(dim, n - 1)`` square root of ``sigma`` built from the centred features
-(:func:`centred_factor`): ``sigma`` of so few samples is singular, and the distance is exact only from the
-features themselves. The distance's own linear algebra lives in :mod:`fidkit.frechet`; the ``.npz`` file
-format in :mod:`fidkit.statsfile`.
-
-:class:`StatsAccumulator` builds a :class:`Stats` from feature batches in float64 with memory bounded by
-``dim x dim``, and merges exactly (Chan et al.'s pairwise update), so shards computed in separate processes
-combine into the statistics of their union.
-"""
+"""`Stats`: mean, covariance, sample count and metadata of one image set, validated; loading and saving."""
 
 from __future__ import annotations
 
@@ -28,7 +15,7 @@ from fidkit._validate import check_features
 from fidkit.errors import InputError, StatsFileError
 from fidkit.statsfile import read_stats_file, write_stats_file
 
-__all__ = ["Stats", "StatsAccumulator", "centred_factor"]
+__all__ = ["Stats", "MetadataValue", "centred_factor"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +31,7 @@ _FACTOR_DIAG_RTOL = 1e-8
 # bounded by chunk x dim instead of holding a float64 copy of all features.
 _CHUNK_ROWS = 4096
 # Metadata keys that identify the feature space: shards that differ in these measure different things.
-_IDENTITY_KEYS = ("feature_extractor", "weights_sha256", "resize_mode", "precision")
+_IDENTITY_KEYS = ("extractor", "feature_extractor", "weights_sha256", "resize_mode", "precision")
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -345,6 +332,8 @@ class Stats:
                 f"features has {n_rows} row; a covariance needs at least 2 samples (FID needs thousands)"
             )
         if n_rows > max(_CHUNK_ROWS, dim) and not keep_factor:
+            from fidkit.stats.accumulator import StatsAccumulator
+
             accumulator = StatsAccumulator(dim)
             for start in range(0, n_rows, _CHUNK_ROWS):
                 accumulator._update_checked(array[start : start + _CHUNK_ROWS])
@@ -473,183 +462,3 @@ def _merge_metadata(
     if "lossy_inputs" in first or "lossy_inputs" in second:
         merged["lossy_inputs"] = bool(first.get("lossy_inputs", False)) or bool(second.get("lossy_inputs", False))
     return merged
-
-
-# --------------------------------------------------------------------------------------------- streaming
-
-
-class StatsAccumulator:
-    """Build :class:`Stats` from feature batches in float64, in memory bounded by ``dim x dim``.
-
-    While at most ``dim`` rows have been seen the rows themselves are kept (that is at most ``dim x dim``
-    floats), so the result carries the exact square-root factor. Past that the state is the running mean and
-    the sum of squared deviations ``M2``: each batch is centred on its own mean (two-pass, in float64) and
-    merged with Chan et al.'s pairwise update, which never subtracts two large one-pass moments.
-
-    Parameters
-    ----------
-    dim : int, optional
-        Feature dimension; taken from the first batch when omitted.
-    """
-
-    def __init__(self, dim: int | None = None) -> None:
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1):
-            raise InputError(f"dim must be a positive int, not {dim!r}")
-        self._dim: int | None = None if dim is None else int(dim)
-        self._n = 0
-        self._rows: list[np.ndarray] | None = []  # None once folded into the moments
-        self._mean: np.ndarray | None = None
-        self._m2: np.ndarray | None = None
-
-    @property
-    def n(self) -> int:
-        """Number of feature rows seen."""
-        return self._n
-
-    @property
-    def dim(self) -> int | None:
-        """Feature dimension, or None before the first batch when not given."""
-        return self._dim
-
-    def update(self, features: np.ndarray) -> None:
-        """Add a ``(B, dim)`` batch of float32/float64 features.
-
-        Raises
-        ------
-        InputError
-            Not 2-D, NaN or inf, or a dimension different from earlier batches.
-        """
-        batch = check_features(features, "feature batch")
-        self._update_checked(batch)
-
-    def _update_checked(self, batch: np.ndarray) -> None:
-        if self._dim is None:
-            self._dim = int(batch.shape[1])
-        elif batch.shape[1] != self._dim:
-            raise InputError(
-                f"feature batch has dim {batch.shape[1]} but the accumulator holds dim {self._dim}; "
-                "all batches must come from the same feature extractor"
-            )
-        if batch.shape[0] == 0:
-            return
-        rows = np.array(batch, dtype=np.float64)  # always a copy: callers reuse their batch buffers
-        if self._rows is not None and self._n + rows.shape[0] <= self._dim:
-            self._rows.append(rows)
-            self._n += rows.shape[0]
-            return
-        self._fold_rows()
-        batch_mean = rows.mean(axis=0)
-        centred = rows - batch_mean
-        self._combine(rows.shape[0], batch_mean, centred.T @ centred)
-
-    def _fold_rows(self) -> None:
-        """Turn the kept rows into (mean, M2) once they can no longer give the exact factor."""
-        if self._rows is None:
-            return
-        kept, self._rows = self._rows, None
-        if self._dim is None:
-            return
-        self._mean = np.zeros(self._dim, dtype=np.float64)
-        self._m2 = np.zeros((self._dim, self._dim), dtype=np.float64)
-        count, self._n = self._n, 0
-        if count:
-            rows = np.concatenate(kept, axis=0)
-            mean = rows.mean(axis=0)
-            centred = rows - mean
-            self._combine(count, mean, centred.T @ centred)
-
-    def _combine(self, count: int, mean: np.ndarray, m2: np.ndarray) -> None:
-        """Chan et al.: merge a block's (count, mean, M2) into the running state."""
-        assert self._mean is not None and self._m2 is not None
-        if self._n == 0:
-            self._mean = mean.copy()
-            self._m2 = m2.copy()
-            self._n = count
-            return
-        total = self._n + count
-        delta = mean - self._mean
-        self._mean += delta * (count / total)
-        self._m2 += m2
-        self._m2 += np.outer(delta, delta) * (self._n * count / total)
-        self._n = total
-
-    def merge(self, other: StatsAccumulator) -> None:
-        """Add everything `other` has seen (exactly: the result equals accumulating both streams)."""
-        if not isinstance(other, StatsAccumulator):
-            raise InputError(f"can only merge a StatsAccumulator, not {type(other).__name__}")
-        if other._n == 0:
-            return
-        if self._dim is None:
-            self._dim = other._dim
-        elif other._dim is not None and other._dim != self._dim:
-            raise InputError(f"cannot merge accumulators of dim {self._dim} and {other._dim}")
-        assert self._dim is not None
-        if self._rows is not None and other._rows is not None and self._n + other._n <= self._dim:
-            # Snapshot first: `other` may be `self`, and extending a list while iterating it never ends.
-            self._rows.extend([row.copy() for row in other._rows])
-            self._n += other._n
-            return
-        self._fold_rows()
-        if other._rows is not None:
-            rows = np.concatenate(other._rows, axis=0)
-            mean = rows.mean(axis=0)
-            centred = rows - mean
-            self._combine(rows.shape[0], mean, centred.T @ centred)
-        else:
-            assert other._mean is not None and other._m2 is not None
-            self._combine(other._n, other._mean, other._m2)
-
-    def moments(self) -> tuple[int, np.ndarray, np.ndarray]:
-        """``(n, mean, M2)`` in float64: the whole mergeable state (``M2`` is the sum of squared deviations).
-
-        What shards exchange: :meth:`from_moments` rebuilds an accumulator from it, and :meth:`merge` combines
-        those exactly. Zeros of the accumulator's dimension when nothing was seen.
-
-        Raises
-        ------
-        InputError
-            Nothing seen and no dimension given.
-        """
-        if self._dim is None:
-            raise InputError("an accumulator that has seen nothing and was given no dim has no moments")
-        if self._rows is not None:
-            if self._n == 0:
-                return 0, np.zeros(self._dim), np.zeros((self._dim, self._dim))
-            rows = np.concatenate(self._rows, axis=0)
-            mean = rows.mean(axis=0)
-            centred = rows - mean
-            return self._n, mean, centred.T @ centred
-        assert self._mean is not None and self._m2 is not None
-        return self._n, self._mean.copy(), self._m2.copy()
-
-    @classmethod
-    def from_moments(cls, n: int, mean: np.ndarray, m2: np.ndarray) -> StatsAccumulator:
-        """An accumulator holding ``(n, mean, M2)`` as :meth:`moments` gave them (for instance from another process).
-
-        It carries no feature rows, so its statistics have no exact factor even when ``n <= dim``.
-        """
-        mean = np.array(mean, dtype=np.float64)
-        accumulator = cls(dim=int(mean.shape[0]))
-        accumulator._fold_rows()
-        if n > 0:
-            accumulator._combine(int(n), mean, np.array(m2, dtype=np.float64))
-        return accumulator
-
-    def result(self, metadata: dict[str, MetadataValue] | None = None) -> Stats:
-        """Return the statistics of everything seen so far (the accumulator can keep going).
-
-        Raises
-        ------
-        InputError
-            Fewer than 2 rows seen.
-        """
-        if self._n < 2:
-            raise InputError(
-                f"only {self._n} feature row(s) seen; a covariance needs at least 2 samples (FID needs thousands)"
-            )
-        if self._rows is not None:
-            return Stats._from_checked_rows(np.concatenate(self._rows, axis=0), metadata)
-        assert self._mean is not None and self._m2 is not None
-        sigma = self._m2 / (self._n - 1)
-        sigma = (sigma + sigma.T) * 0.5  # M2 sums gemm products, which BLAS does not keep exactly symmetric
-        return Stats._computed(self._mean.copy(), sigma, self._n, metadata)
