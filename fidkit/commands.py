@@ -83,6 +83,9 @@ def stats(args: argparse.Namespace) -> int:
     if out_path is not None:
         # Refuse before computing anything: the user learns in a second, not after the whole run.
         from fidkit._fs import check_writable_destination
+        from fidkit.sources import refuse_output_over_input
+
+        refuse_output_over_input(out_path, args.source, what="--save")  # even with --force: never the input
 
         if out_path.is_file() and not out_path.is_symlink() and not args.force:
             raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
