@@ -364,6 +364,27 @@ def _refuse_oversized_batch(path: Path | str, size: int) -> None:
         )
 
 
+def _read_batch_bytes(stream: BinaryIO, size: int | None, path: Path | str) -> bytearray:
+    """The bytes of a batch of `size` bytes (None: unknown), refused above :data:`CIFAR_MAX_BATCH_BYTES`
+    before anything is read; never more is allocated than the size allows (``read(n)`` would reserve n)."""
+    if size is None:
+        content = bytearray()
+        while chunk := stream.read(1 << 20):
+            content += chunk
+            _refuse_oversized_batch(path, len(content))
+        return content
+    _refuse_oversized_batch(path, size)
+    content = bytearray(size)
+    with memoryview(content) as view:
+        filled = 0
+        while filled < size and (got := stream.readinto(view[filled:])):
+            filled += got
+    del content[filled:]  # cut short: the unpickler says so
+    if filled == size and stream.read(1):
+        raise SourceError(f"{path}: the file grew while it was read; read it again when it is complete")
+    return content
+
+
 def load_cifar_batch(
     path: Path | str, name: str, stream: BinaryIO | None = None, *, size: int | None = None
 ) -> np.ndarray:
@@ -377,13 +398,9 @@ def load_cifar_batch(
     try:
         if stream is None:
             with open(path, "rb") as opened:
-                _refuse_oversized_batch(path, os.fstat(opened.fileno()).st_size)
-                content = opened.read(CIFAR_MAX_BATCH_BYTES + 1)
+                content = _read_batch_bytes(opened, os.fstat(opened.fileno()).st_size, path)
         else:
-            if size is not None:
-                _refuse_oversized_batch(path, size)
-            content = stream.read(CIFAR_MAX_BATCH_BYTES + 1)
-        _refuse_oversized_batch(path, len(content))  # a file that grew since, or a stream of unknown size
+            content = _read_batch_bytes(stream, size, path)
         # The unpickler reserves the length a counted opcode (BYTEARRAY8, BINBYTES8, ...) claims
         # before reading it: walk the opcodes first, which fails on a length the file does not hold.
         for _ in pickletools.genops(content):
