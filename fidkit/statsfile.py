@@ -41,6 +41,8 @@ __all__ = [
     "NpyHeader",
     "NpzReader",
     "MAX_STATS_DIM",
+    "IMAGE_KEYS",
+    "read_exactly",
     "StatsFileContents",
     "read_stats_file",
     "write_stats_file",
@@ -306,7 +308,8 @@ class NpzReader:
         except FidkitError:
             raise
         except _ZIP_READ_ERRORS as exc:
-            raise self.error(f"{self.what}: cannot read array {key!r} ({exc or type(exc).__name__}); {self.fix}") from exc
+            problem = exc or type(exc).__name__
+            raise self.error(f"{self.what}: cannot read array {key!r} ({problem}); {self.fix}") from exc
         if header.fortran_order:
             return flat.reshape(header.shape[::-1]).transpose()
         return flat.reshape(header.shape)
@@ -472,7 +475,8 @@ def read_stats_file(path: str | os.PathLike) -> StatsFileContents:
                     "or a short text; the file is damaged or crafted: recompute it"
                 )
         # The small keys first: n bounds the factor's columns.
-        contents = {key: npz.read(key, headers[key]) for key in headers if key not in (_KEY_MU, _KEY_SIGMA, _KEY_FACTOR)}
+        large = (_KEY_MU, _KEY_SIGMA, _KEY_FACTOR)
+        contents = {key: npz.read(key, headers[key]) for key in headers if key not in large}
         n_declared = None
         if _KEY_N in contents:
             n_declared = _scalar_int(contents[_KEY_N], _KEY_N, file_path)

@@ -46,6 +46,7 @@ __all__ = ["ArraySource", "BatchesSource", "open_array", "open_npy", "open_npz",
 
 logger = logging.getLogger(__name__)
 
+
 def array_content_sha256(array: np.ndarray) -> str:
     """sha256 over an array's dtype, shape and bytes (C order)."""
     digest = hashlib.sha256()
@@ -150,7 +151,9 @@ def open_npy(path: Path, name: str, *, limit: int | None, seed: int | None) -> A
     """A source over a ``.npy`` file of uint8 images, memory-mapped."""
     if sniff_numpy_file(path) == "npz":
         # numpy.load reads by content and would hand back an NpzFile where an array is expected.
-        raise SourceError(f"{name}: the file holds an .npz archive (zip data), not a single .npy array; rename it .npz")
+        raise SourceError(
+            f"{name}: the file holds an .npz archive (zip data), not a single .npy array; rename it .npz"
+        )
     try:
         images = np.load(path, mmap_mode="r", allow_pickle=False)
     except NUMPY_LOAD_ERRORS as exc:
@@ -267,7 +270,9 @@ class _NpzMemberRows:
         self._stream, header = self._reader.open_data(self._key)
         if header != self._header:
             self.close()
-            raise SourceError(f"{self._what}: the file changed since it was opened (now {header.describe()}); open it again")
+            raise SourceError(
+                f"{self._what}: the file changed since it was opened (now {header.describe()}); open it again"
+            )
         self._next_row = 0
 
     def close(self) -> None:
@@ -297,7 +302,8 @@ class _NpzMemberRows:
             self._skip_to(first)
             read_exactly(self._stream, out, self._what, SourceError, _NPZ_FIX)
         except NUMPY_LOAD_ERRORS + (zlib.error,) as exc:
-            raise SourceError(f"{self._what}: cannot read the images ({exc or type(exc).__name__}); {_NPZ_FIX}") from exc
+            problem = exc or type(exc).__name__
+            raise SourceError(f"{self._what}: cannot read the images ({problem}); {_NPZ_FIX}") from exc
         self._next_row = first + count
         return out
 

@@ -152,7 +152,7 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
         )
     elif file_bytes > expected_bytes:
         raise SourceError(
-            f"{name}: the file ({file_bytes:,} bytes) is longer than its header declares ({declared}), by "
+            f"{name}: the file ({file_bytes:,} bytes) is longer than its header declares ({declared})), by "
             f"{file_bytes - expected_bytes:,} bytes; it is not an MNIST file as published (download it again)"
         )
 
@@ -173,7 +173,7 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
             raise SourceError(f"{name}: cannot decompress the MNIST file ({exc}); {fix}") from exc
         if beyond:
             raise SourceError(
-                f"{name}: the gzip stream is longer than its header declares ({declared}): more data follows "
+                f"{name}: the gzip stream is longer than its header declares ({declared})): more data follows "
                 f"the last image; it is not an MNIST file as published ({fix})"
             )
         return pixels
