@@ -81,7 +81,7 @@ def stats(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     out_path: Path | None = args.save
-    _check_save_path(out_path, args.force)
+    _check_save_path(out_path, args.force, args.source)
     stats, side = compute_stats_with_report(args.source, options=_run_options(args))
     if out_path is not None:
         metadata = {name: value for name, value in stats.metadata.items() if name != CACHE_KEY_METADATA}
@@ -117,11 +117,14 @@ def stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_save_path(out_path: Path | None, force: bool) -> None:
+def _check_save_path(out_path: Path | None, force: bool, source: str) -> None:
     """Refuse a ``--save`` path before computing anything: the user learns in a second, not after the whole run."""
     if out_path is None:
         return
     from fidkit._fs import check_writable_destination
+    from fidkit.sources import refuse_output_over_input
+
+    refuse_output_over_input(out_path, source, what="--save")  # even with --force: never the input
 
     if out_path.is_file() and not out_path.is_symlink() and not force:
         raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
@@ -135,7 +138,7 @@ def features(args: argparse.Namespace) -> int:
     from fidkit.features import Features
 
     out_path: Path | None = args.save
-    _check_save_path(out_path, args.force)
+    _check_save_path(out_path, args.force, args.source)
     result = compute_side(args.source, options=_run_options(args), keep_features=True)
     kept = result.features
     assert kept is not None

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from fidkit._validate import as_image_batch, check_limit_seed
-from fidkit.errors import InputError, SourceError
+from fidkit.errors import InputError, OverwriteError, SourceError
 from fidkit.sources.archives import is_archive, open_archive
 from fidkit.sources.arrays import (
     ArraySource,
@@ -59,6 +59,7 @@ __all__ = [
     "ArraySource",
     "BatchesSource",
     "open_source",
+    "refuse_output_over_input",
     "decode_image",
     "default_workers",
 ]
@@ -198,3 +199,53 @@ def _open_path(
             f"{name}: a single image file; put the images in a folder (FID needs many images)"
         )
     raise SourceError(f"{name}: unknown kind of file; accepted: {_ACCEPTED}")
+
+
+def _input_files(spec: Any) -> list[Path]:
+    """The files a path source reads that a write could replace: the path itself, or a dataset's file."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return []
+    path = Path(spec)
+    if path.exists():
+        return [path]
+    from fidkit.sources.named import DATASETS, find_dataset_file
+
+    if str(spec) in DATASETS:
+        try:
+            found = find_dataset_file(DATASETS[str(spec)])
+        except SourceError:  # FIDKIT_DATASETS names a file: reported when the source is opened
+            return []
+        return [found[0]] if found is not None else []
+    return []
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        # st_dev and st_ino after following links: symbolic links, relative paths and hard links alike.
+        return os.path.samefile(first, second)
+    except OSError:
+        # Not both there: only a path that resolves to the same place can be the same file.
+        return first.resolve() == second.resolve()
+
+
+def refuse_output_over_input(output: str | os.PathLike, *inputs: Any, what: str = "output") -> None:
+    """Refuse, before any work, to write `output` where it would replace one of the `inputs`.
+
+    `output` is compared with each input path (and with the file a dataset name stands for) as the
+    filesystem sees them: a symbolic link, a relative path or a hard link to an input is that input.
+    Inputs that are not paths (arrays, iterables) are ignored.
+
+    Raises
+    ------
+    OverwriteError
+        `output` is an input file; the message names both.
+    """
+    target = Path(output)
+    for spec in inputs:
+        for path in _input_files(spec):
+            if path.is_file() and _same_file(target, path):
+                alias = "" if str(target) == str(spec) else f" ({target} is the same file as {path})"
+                raise OverwriteError(
+                    f"{what} {target} is the input {spec}{alias}: writing it would destroy the input it is "
+                    f"computed from; choose another {what} path"
+                )

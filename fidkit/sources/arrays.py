@@ -8,12 +8,20 @@ rescaled silently, because ``[0, 1]``, ``[-1, 1]`` and ``[0, 255]`` conventions 
 A ``.npz`` holding ``mu`` and ``sigma`` is a statistics file, not images (the pipeline in
 :mod:`fidkit.api` reads those before any source is opened). Otherwise the images are its only
 array, or its ``images`` or ``arr_0`` array.
+
+Files are told apart by content, not name: a ``.npy`` holding a zip archive or a ``.npz`` holding one
+array is refused with the name it should have. A ``.npz`` member's header (dtype, shape) is checked
+before any pixel is read, and its images are then read forward from the archive as batches ask for them
+(:class:`_NpzMemberRows`): ``--limit 1`` reads one image, and nothing is ever read past what the header
+declares.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,16 +30,21 @@ import numpy as np
 
 from fidkit._fs import sha256_file
 from fidkit._validate import as_image_batch, check_batch_size, check_image_array
-from fidkit.errors import SourceError
+from fidkit.errors import SourceError, StatsFileError
 from fidkit.sources.base import Source, empty_source_error, select_indices, size_mtime
-from fidkit.statsfile import NUMPY_LOAD_ERRORS, numpy_load_problem
+from fidkit.statsfile import (
+    IMAGE_KEYS,
+    NUMPY_LOAD_ERRORS,
+    NpyHeader,
+    NpzReader,
+    numpy_load_problem,
+    read_exactly,
+    sniff_numpy_file,
+)
 
 __all__ = ["ArraySource", "BatchesSource", "open_array", "open_npy", "open_npz", "load_npz", "IMAGE_KEYS"]
 
 logger = logging.getLogger(__name__)
-
-#: Keys tried, in order, for the images of a ``.npz`` holding several arrays.
-IMAGE_KEYS = ("images", "arr_0")
 
 
 def array_content_sha256(array: np.ndarray) -> str:
@@ -57,7 +70,8 @@ class ArraySource(Source):
     kind, name : str
         See :class:`~fidkit.sources.base.Source`.
     load : callable
-        Returns the full image array (uint8, checked shape); called when pixels are needed.
+        Returns the full image array (uint8, checked shape), or an object that reads its rows on demand
+        (:class:`_NpzMemberRows`: slices and increasing index arrays); called when pixels are needed.
     image_shape : tuple of int
         Shape of the whole array, known without loading it.
     identity : callable
@@ -135,10 +149,17 @@ def open_array(array: np.ndarray, *, limit: int | None, seed: int | None) -> Arr
 
 def open_npy(path: Path, name: str, *, limit: int | None, seed: int | None) -> ArraySource:
     """A source over a ``.npy`` file of uint8 images, memory-mapped."""
+    if sniff_numpy_file(path) == "npz":
+        # numpy.load reads by content and would hand back an NpzFile where an array is expected.
+        raise SourceError(
+            f"{name}: the file holds an .npz archive (zip data), not a single .npy array; rename it .npz"
+        )
     try:
         images = np.load(path, mmap_mode="r", allow_pickle=False)
     except NUMPY_LOAD_ERRORS as exc:
         raise SourceError(f"{name}: not a readable .npy array file ({numpy_load_problem(exc)})") from exc
+    if not isinstance(images, np.ndarray):  # pragma: no cover - sniffed above; a file replaced meanwhile
+        raise SourceError(f"{name}: not a single .npy array; rename it to what it holds")
     return _image_array_source(
         name, images,
         lambda hash_content: {"file_sha256": sha256_file(path)} if hash_content else file_identity(path),
@@ -146,58 +167,156 @@ def open_npy(path: Path, name: str, *, limit: int | None, seed: int | None) -> A
     )
 
 
-def load_npz(path: Path, name: str) -> np.lib.npyio.NpzFile:
-    """Open a ``.npz`` file once (arrays are read on access); the caller closes it.
+_NPZ_FIX = "save the images again with numpy.save or numpy.savez"
 
-    A file named ``.npz`` that holds ``.npy`` data (one array, which ``numpy.load`` returns as is)
-    is refused like its twin in :meth:`fidkit.stats.Stats.load`.
+
+def load_npz(path: Path, name: str) -> NpzReader:
+    """Open a ``.npz`` file for its directory; arrays are read only when asked for. The caller closes it.
+
+    A file named ``.npz`` that holds ``.npy`` data is refused like its twin in :meth:`fidkit.stats.Stats.load`
+    (without reading the array).
     """
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except NUMPY_LOAD_ERRORS as exc:
-        raise SourceError(f"{name}: not a readable .npz file ({numpy_load_problem(exc)})") from exc
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise SourceError(
-            f"{name}: the file holds a single array (.npy data), not an .npz archive; rename it .npy"
-        )
-    return loaded
+    return NpzReader(path, name, SourceError, _NPZ_FIX)
 
 
 def open_npz(
-    path: Path, name: str, archive: np.lib.npyio.NpzFile, *, limit: int | None, seed: int | None
+    path: Path, name: str, archive: NpzReader, *, limit: int | None, seed: int | None
 ) -> ArraySource:
     """A source over the images array of an open ``.npz`` (its only array, or ``images``/``arr_0``).
 
-    `archive` is the file opened by :func:`load_npz`; the images are read from it here, so the file
-    is opened once for its keys and its array. The caller closes it.
+    `archive` is the file opened by :func:`load_npz`; here only the member's header is read (dtype and
+    shape are checked before any pixel), and the pixels are read when batches are asked for, only as far as
+    they are needed. The caller closes `archive`.
+
+    Raises
+    ------
+    StatsFileError
+        The file has ``mu`` or ``sigma`` and no images: statistics (broken ones when only one is there).
+    SourceError, InputError
+        No images array to choose, a damaged member, or an array that is not uint8 images.
     """
-    keys = list(archive.files)
-    if len(keys) == 1:
-        key = keys[0]
-    else:
-        key = next((candidate for candidate in IMAGE_KEYS if candidate in keys), None)
-        if key is None and "mu" in keys and "sigma" in keys:
+    keys = archive.keys
+    stats_keys = [key for key in ("mu", "sigma") if key in keys]
+    image_keys = [key for key in IMAGE_KEYS if key in keys]
+    if stats_keys and not image_keys:
+        if len(stats_keys) == 2:
             raise SourceError(
                 f"{name}: a statistics file (mu, sigma), not images; compute_stats and compute_fid "
                 "use it as it is"
             )
-        if key is None:
-            raise SourceError(
-                f"{name}: .npz holds several arrays ({', '.join(keys)}) and none is named "
-                f"{' or '.join(IMAGE_KEYS)}; save the images alone or under the key 'images'"
-            )
-    try:
-        images = archive[key]
-    except NUMPY_LOAD_ERRORS as exc:
-        raise SourceError(f"{name}: cannot read array {key!r} ({numpy_load_problem(exc)})") from exc
-    return _image_array_source(
-        name, images,
+        missing = "sigma" if stats_keys == ["mu"] else "mu"
+        raise StatsFileError(
+            f"{name}: a broken statistics file: it has {stats_keys[0]!r} but no {missing!r} (keys: "
+            f"{', '.join(sorted(keys))}); recompute the statistics"
+        )
+    if len(keys) == 1:
+        key = keys[0]
+    elif image_keys:
+        key = image_keys[0]
+    elif not keys:
+        raise SourceError(f"{name}: the .npz holds no arrays; {_NPZ_FIX}")
+    else:
+        raise SourceError(
+            f"{name}: .npz holds several arrays ({', '.join(keys)}) and none is named "
+            f"{' or '.join(IMAGE_KEYS)}; save the images alone or under the key 'images'"
+        )
+    header = archive.header(key)
+    what = f"{name}[{key}]"
+    # Validate dtype and shape from the header alone: nothing is read or allocated before this.
+    check_image_array(header.dtype, header.shape, what)
+    if header.fortran_order:
+        # Column-major data cannot be read image by image; its size was checked against the member.
+        images: Any = archive.read(key, header)
+        load: Callable[[], Any] = lambda: images
+    else:
+        load = lambda: _NpzMemberRows(path, key, header, what)
+    return ArraySource(
+        "array", name, load, header.shape,
         lambda hash_content: {
             "key": key,
             **({"file_sha256": sha256_file(path)} if hash_content else file_identity(path)),
         },
-        what=f"{name}[{key}]", limit=limit, seed=seed,
+        limit=limit, seed=seed,
     )
+
+
+class _NpzMemberRows:
+    """The images of one C-order ``.npz`` member, read forward from the archive as they are asked for.
+
+    Indexing with a slice (step 1) or an increasing index array returns those images as an array; the
+    images before them are decompressed and dropped, those after them are not read. A request behind the
+    current position reopens the member (a new pass). Each read is bounded by the header, which
+    :meth:`NpzReader.header` checked against what the member holds.
+    """
+
+    def __init__(self, path: Path, key: str, header: NpyHeader, what: str) -> None:
+        self._path = path
+        self._key = key
+        self._header = header
+        self._what = what
+        self.shape = header.shape
+        self.dtype = header.dtype
+        self._row_bytes = math.prod(header.shape[1:]) * header.dtype.itemsize
+        self._reader: NpzReader | None = None
+        self._stream: Any = None
+        self._next_row = 0
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _open(self) -> None:
+        self.close()
+        self._reader = NpzReader(self._path, self._what, SourceError, _NPZ_FIX)
+        self._stream, header = self._reader.open_data(self._key)
+        if header != self._header:
+            self.close()
+            raise SourceError(
+                f"{self._what}: the file changed since it was opened (now {header.describe()}); open it again"
+            )
+        self._next_row = 0
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        if self._reader is not None:
+            self._reader.close()
+        self._stream = self._reader = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _skip_to(self, row: int) -> None:
+        if self._stream is None or row < self._next_row:
+            self._open()
+        to_skip = (row - self._next_row) * self._row_bytes
+        while to_skip:
+            dropped = len(self._stream.read(min(to_skip, 1 << 24)))
+            if not dropped:
+                raise SourceError(f"{self._what}: the data ends before image {row}; the file is cut short; {_NPZ_FIX}")
+            to_skip -= dropped
+        self._next_row = row
+
+    def _read_rows(self, first: int, count: int) -> np.ndarray:
+        out = np.empty((count, *self.shape[1:]), dtype=self.dtype)
+        try:
+            self._skip_to(first)
+            read_exactly(self._stream, out, self._what, SourceError, _NPZ_FIX)
+        except NUMPY_LOAD_ERRORS + (zlib.error,) as exc:
+            problem = exc or type(exc).__name__
+            raise SourceError(f"{self._what}: cannot read the images ({problem}); {_NPZ_FIX}") from exc
+        self._next_row = first + count
+        return out
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, slice):
+            first, stop, step = index.indices(len(self))
+            if step != 1:
+                raise IndexError("only contiguous slices are read from an .npz member")
+            return self._read_rows(first, max(stop - first, 0))
+        chosen = np.asarray(index, dtype=np.int64)
+        if chosen.ndim != 1 or (len(chosen) > 1 and np.any(np.diff(chosen) <= 0)):
+            raise IndexError("rows of an .npz member are read in increasing order")
+        return np.stack([self._read_rows(int(row), 1)[0] for row in chosen]) if len(chosen) else self._read_rows(0, 0)
 
 
 class BatchesSource(Source):

@@ -4,9 +4,13 @@ MNIST
 -----
 An ``*-idx3-ubyte`` file, optionally gzipped (``*-idx3-ubyte.gz``): a big-endian header (magic
 ``0x00000803`` = unsigned bytes, 3 dimensions; then N, rows, columns as int32) followed by
-``N * rows * columns`` pixel bytes. The magic number and the data size are checked (for ``.gz`` the
-size is checked from the gzip trailer when the file is opened and again when it is read). Images
-are grayscale and replicated to RGB. Label files (``idx1``) are refused with a hint.
+``N * rows * columns`` pixel bytes. The magic number and the data size are checked: a plain file must
+be exactly as long as its header declares; a ``.gz`` must be able to hold it (deflate expands at most
+1032-fold) and its gzip trailer must record that size when the file is opened, and when it is read
+exactly the declared bytes are decompressed (into an array allocated from the header), after which
+the stream must end: data beyond what the header declares (another gzip member, say) is refused,
+never decompressed. Images are grayscale and replicated to RGB. Label files (``idx1``) are refused
+with a hint.
 
 CIFAR
 -----
@@ -16,7 +20,9 @@ Either the folder, meaning its training split (CIFAR-10 ``data_batch_1`` .. ``da
 for just that file. Each file is a pickled dict whose ``data`` is ``(N, 3072)`` uint8, each row
 1024 red, then 1024 green, then 1024 blue values of a 32x32 image (row-major). The same batches
 can be read from inside the downloaded ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``
-in place (:func:`load_cifar_tar`, used by :mod:`fidkit.sources.named`).
+in place (:func:`load_cifar_tar`, used by :mod:`fidkit.sources.named`). A batch file or member larger
+than :data:`CIFAR_MAX_BATCH_BYTES` is refused from its size (the file's, or the size the tar header
+gives) before anything is read.
 
 These files are pickles by format, and unpickling arbitrary data can run arbitrary code. fidkit
 reads them with a restricted unpickler (:class:`RestrictedUnpickler`) that can only rebuild numpy
@@ -31,6 +37,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import os
 import pickle
 import pickletools
 import struct
@@ -46,11 +53,13 @@ import numpy as np
 from fidkit._fs import sha256_file
 from fidkit.errors import SourceError
 from fidkit.sources.arrays import ArraySource, file_identity
+from fidkit.statsfile import read_exactly
 
 __all__ = [
     "MNIST_IMAGES_MAGIC",
     "CIFAR10_TRAIN_FILES",
     "CIFAR_TEST_FILES",
+    "CIFAR_MAX_BATCH_BYTES",
     "RestrictedUnpickler",
     "is_mnist_name",
     "is_cifar_batch_file",
@@ -68,6 +77,11 @@ CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_FILES = ("test_batch", "test")
 _CIFAR_SIDE = 32
 _CIFAR_ROW = 3 * _CIFAR_SIDE * _CIFAR_SIDE
+#: The largest a CIFAR python batch can be: the largest published one, CIFAR-100's ``train``, holds 50,000
+#: images in 155 MB (3,072 pixel bytes an image, plus labels and file names); this allows 80,000 of them.
+CIFAR_MAX_BATCH_BYTES = 80_000 * (_CIFAR_ROW + 256)
+#: deflate expands at most 1032-fold: a gzip file cannot decompress to more (plus its header).
+_DEFLATE_MAX_RATIO = 1032
 
 
 def is_mnist_name(path: Path) -> bool:
@@ -93,7 +107,12 @@ def _read_mnist_header(header: bytes, name: str) -> tuple[int, int, int]:
 
 
 def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) -> ArraySource:
-    """Open an MNIST idx3 image file (plain or gzipped) as a grayscale array source."""
+    """Open an MNIST idx3 image file (plain or gzipped) as a grayscale array source.
+
+    Only the 16-byte header is read here; the sizes it declares are checked against the file (see the
+    module's notes). The pixels are read when batches are first asked for: exactly what the header
+    declares, and a stream that goes on beyond it is refused without being decompressed.
+    """
     gzipped = path.name.lower().endswith(".gz")
     try:
         if gzipped:
@@ -102,48 +121,62 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
         else:
             with open(path, "rb") as stream:
                 header = stream.read(_MNIST_HEADER.size)
+        file_bytes = path.stat().st_size
     except (OSError, EOFError, zlib.error) as exc:
         raise SourceError(f"{name}: cannot read MNIST file ({exc})") from exc
     n_images, n_rows, n_cols = _read_mnist_header(header, name)
     expected_bytes = _MNIST_HEADER.size + n_images * n_rows * n_cols
+    declared = f"header says {n_images} images of {n_rows}x{n_cols} ({expected_bytes:,} bytes"
     if gzipped:
-        # The gzip trailer holds the uncompressed size mod 2**32: a cheap check before reading.
+        most = file_bytes * _DEFLATE_MAX_RATIO + 1024
+        if expected_bytes > most:
+            raise SourceError(
+                f"{name}: {declared} uncompressed) but a gzip file of {file_bytes:,} bytes can hold at most "
+                f"{most:,}; the header is damaged or this is not an MNIST file (download it again)"
+            )
+        # The gzip trailer holds the uncompressed size mod 2**32 (of the last gzip member): a cheap check
+        # before reading. A cut file has no trailer (its last 4 bytes are compressed data), and a file
+        # with more data than declared records another size: the number is meaningless, not quoted.
         with open(path, "rb") as stream:
             stream.seek(-4, 2)
             stored_size = struct.unpack("<I", stream.read(4))[0]
         if stored_size != expected_bytes % 2**32:
-            # A cut file has no trailer: its last 4 bytes are compressed data, so the number they
-            # spell is meaningless and is not quoted.
             raise SourceError(
-                f"{name}: header says {n_images} images of {n_rows}x{n_cols} ({expected_bytes} "
-                "bytes uncompressed) but the gzip trailer does not record that size; the file is "
-                "truncated or not an MNIST file (download it again)"
+                f"{name}: {declared} uncompressed) but the gzip trailer does not record that size; the file "
+                "is truncated or not an MNIST file, or has more data than its header declares (download it again)"
             )
-    else:
-        actual_bytes = path.stat().st_size
-        if actual_bytes != expected_bytes:
-            raise SourceError(
-                f"{name}: header says {n_images} images of {n_rows}x{n_cols} ({expected_bytes} "
-                f"bytes) but the file has {actual_bytes} bytes; it is truncated or not an MNIST file"
-            )
+    elif file_bytes < expected_bytes:
+        raise SourceError(
+            f"{name}: {declared}) but the file has only {file_bytes:,} bytes; it is truncated or not an MNIST "
+            "file (download it again)"
+        )
+    elif file_bytes > expected_bytes:
+        raise SourceError(
+            f"{name}: the file ({file_bytes:,} bytes) is longer than its header declares ({declared})), by "
+            f"{file_bytes - expected_bytes:,} bytes; it is not an MNIST file as published (download it again)"
+        )
 
     def load() -> np.ndarray:
-        if gzipped:
-            try:
-                with gzip.open(path, "rb") as stream:
-                    raw = stream.read()
-            except (OSError, EOFError, zlib.error) as exc:  # a corrupt stream is only seen here
-                raise SourceError(
-                    f"{name}: cannot decompress the MNIST file ({exc}); download it again"
-                ) from exc
-            if len(raw) != expected_bytes:
-                raise SourceError(
-                    f"{name}: {len(raw)} bytes uncompressed, expected {expected_bytes}; truncated"
-                )
-            pixels = np.frombuffer(raw, dtype=np.uint8, offset=_MNIST_HEADER.size)
-        else:
+        if not gzipped:
             pixels = np.memmap(path, dtype=np.uint8, mode="r", offset=_MNIST_HEADER.size)
-        return pixels.reshape(n_images, n_rows, n_cols)
+            return pixels.reshape(n_images, n_rows, n_cols)
+        # Exactly the declared bytes, into an array sized from the header (bounded above); then the stream
+        # must end. Reading it whole instead would decompress whatever it holds beyond the header.
+        pixels = np.empty((n_images, n_rows, n_cols), dtype=np.uint8)
+        fix = "download it again"
+        try:
+            with gzip.open(path, "rb") as stream:
+                stream.read(_MNIST_HEADER.size)
+                read_exactly(stream, pixels, f"{name}: MNIST pixels, {declared})", SourceError, fix)
+                beyond = stream.read(1)
+        except (OSError, EOFError, zlib.error) as exc:  # a corrupt or cut stream is only seen here
+            raise SourceError(f"{name}: cannot decompress the MNIST file ({exc}); {fix}") from exc
+        if beyond:
+            raise SourceError(
+                f"{name}: the gzip stream is longer than its header declares ({declared})): more data follows "
+                f"the last image; it is not an MNIST file as published ({fix})"
+            )
+        return pixels
 
     return ArraySource(
         "mnist",
@@ -323,18 +356,51 @@ def _numpy_numeric_attr(name: str) -> Any:
     return getattr(numeric, name)
 
 
-def load_cifar_batch(path: Path | str, name: str, stream: BinaryIO | None = None) -> np.ndarray:
+def _refuse_oversized_batch(path: Path | str, size: int) -> None:
+    if size > CIFAR_MAX_BATCH_BYTES:
+        raise SourceError(
+            f"{path}: {size:,} bytes, more than a CIFAR python batch can be ({CIFAR_MAX_BATCH_BYTES:,} bytes; the "
+            "largest published one, CIFAR-100's train, is 155 MB); not a CIFAR batch file (download it again)"
+        )
+
+
+def _read_batch_bytes(stream: BinaryIO, size: int | None, path: Path | str) -> bytearray:
+    """The bytes of a batch of `size` bytes (None: unknown), refused above :data:`CIFAR_MAX_BATCH_BYTES`
+    before anything is read; never more is allocated than the size allows (``read(n)`` would reserve n)."""
+    if size is None:
+        content = bytearray()
+        while chunk := stream.read(1 << 20):
+            content += chunk
+            _refuse_oversized_batch(path, len(content))
+        return content
+    _refuse_oversized_batch(path, size)
+    content = bytearray(size)
+    with memoryview(content) as view:
+        filled = 0
+        while filled < size and (got := stream.readinto(view[filled:])):
+            filled += got
+    del content[filled:]  # cut short: the unpickler says so
+    if filled == size and stream.read(1):
+        raise SourceError(f"{path}: the file grew while it was read; read it again when it is complete")
+    return content
+
+
+def load_cifar_batch(
+    path: Path | str, name: str, stream: BinaryIO | None = None, *, size: int | None = None
+) -> np.ndarray:
     """Read one CIFAR python batch file into ``(N, 32, 32, 3)`` uint8 (restricted unpickling).
 
     `stream`, when given, is read instead of opening `path` (a member of a tar archive, see
-    :func:`load_cifar_tar`); `path` then only names it in messages.
+    :func:`load_cifar_tar`); `path` then only names it in messages, and `size` is the member's size as
+    its header gives it. A file or member above :data:`CIFAR_MAX_BATCH_BYTES` is refused before it is
+    read, and no read goes past that bound.
     """
     try:
         if stream is None:
             with open(path, "rb") as opened:
-                content = opened.read()
+                content = _read_batch_bytes(opened, os.fstat(opened.fileno()).st_size, path)
         else:
-            content = stream.read()
+            content = _read_batch_bytes(stream, size, path)
         # The unpickler reserves the length a counted opcode (BYTEARRAY8, BINBYTES8, ...) claims
         # before reading it: walk the opcodes first, which fails on a length the file does not hold.
         for _ in pickletools.genops(content):
@@ -432,8 +498,11 @@ def load_cifar_tar(archive: Path, members: Sequence[str], name: str) -> np.ndarr
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
                 if member.name in members and member.isfile() and member.name not in found:
+                    where = f"{archive}:{member.name}"
+                    # The tar header gives the member's size: an oversized one is refused before reading.
+                    _refuse_oversized_batch(where, member.size)
                     with tar.extractfile(member) as stream:  # a regular file: never None
-                        found[member.name] = load_cifar_batch(f"{archive}:{member.name}", name, stream)
+                        found[member.name] = load_cifar_batch(where, name, stream, size=member.size)
                 if len(found) == len(set(members)):
                     break
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:

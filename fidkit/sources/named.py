@@ -9,7 +9,7 @@ Where the file comes from, in order:
 
 1. ``$FIDKIT_DATASETS/<file name>``, when the variable names a folder holding the canonical file
    (``cifar-10-python.tar.gz``, ``cifar-100-python.tar.gz``, ``train-images-idx3-ubyte.gz``,
-   ``t10k-images-idx3-ubyte.gz``);
+   ``t10k-images-idx3-ubyte.gz``); a variable that names a file is an error, not ignored;
 2. ``cache_home()/datasets/<file name>``;
 3. a download from the canonical URLs (``FIDKIT_MIRROR`` replaces them), checked against the published
    size and md5 before it is kept (:func:`fidkit._download.download`), into 2.
@@ -23,6 +23,9 @@ The files are read in place, never extracted: the CIFAR batches from inside the 
 (:func:`fidkit.sources.datasets.load_cifar_tar`, restricted unpickling), the MNIST idx ``.gz`` by the MNIST
 reader. A path to ``cifar-10-python.tar.gz`` or ``cifar-100-python.tar.gz`` given as a source reads that
 archive's training split, as a CIFAR batch folder does.
+
+A CIFAR source's fingerprint names the archive and the members it reads, so the two splits of one archive
+never share a cached statistics entry.
 """
 
 from __future__ import annotations
@@ -186,7 +189,14 @@ def find_dataset_file(dataset: NamedDataset) -> tuple[Path, str] | None:
     """Where the dataset's file is on this machine, unchecked: ``(path, "FIDKIT_DATASETS" | "cache")`` or None."""
     folder = os.environ.get(DATASETS_ENV, "").strip()
     if folder:
-        candidate = Path(folder).expanduser() / dataset.file.file_name
+        given = Path(folder).expanduser()
+        if given.exists() and not given.is_dir():
+            # Silently looking inside a file would fall through to a download the user meant to avoid.
+            raise SourceError(
+                f"{DATASETS_ENV}={folder} is a file, not a folder; set {DATASETS_ENV} to the folder that holds "
+                f"the dataset files (here {given.parent}), or unset it"
+            )
+        candidate = given / dataset.file.file_name
         if candidate.is_file():
             return candidate, DATASETS_ENV
         logger.debug("%s not in %s=%s", dataset.file.file_name, DATASETS_ENV, folder)
@@ -298,8 +308,15 @@ def locate_dataset_file(dataset: NamedDataset, *, download_missing: bool = True,
 # --- opening ----------------------------------------------------------------------------------------
 
 
-def _cifar_identity(path: Path) -> Any:
-    return lambda hash_content: {"file_sha256": sha256_file(path)} if hash_content else file_identity(path)
+def _cifar_identity(path: Path, members: tuple[str, ...]) -> Any:
+    """The identity of the `members` of the archive `path`: which of them are read is part of it, since the
+    splits of one archive (``cifar10-train``, ``cifar10-test``) are different images in the same file."""
+
+    def identity(hash_content: bool) -> dict[str, Any]:
+        where = {"file_sha256": sha256_file(path)} if hash_content else file_identity(path)
+        return {**where, "members": list(members)}
+
+    return identity
 
 
 def open_named(
@@ -329,7 +346,7 @@ def open_named(
         return held[0]
 
     shape = (dataset.n_images, *dataset.image_shape)
-    return ArraySource("cifar", name, load, shape, _cifar_identity(path), limit=limit, seed=seed)
+    return ArraySource("cifar", name, load, shape, _cifar_identity(path, dataset.members), limit=limit, seed=seed)
 
 
 def _train_split_of(file_name: str) -> NamedDataset | None:
@@ -353,7 +370,9 @@ def open_if_named(path: Path, name: str, *, limit: int | None, seed: int | None)
         if dataset is None:
             return None
         images = load_cifar_tar(path, dataset.members, name)
-        return ArraySource("cifar", name, lambda: images, images.shape, _cifar_identity(path), limit=limit, seed=seed)
+        return ArraySource(
+            "cifar", name, lambda: images, images.shape, _cifar_identity(path, dataset.members), limit=limit, seed=seed
+        )
     if name in DATASETS:
         return open_named(name, limit=limit, seed=seed)
     if not any(mark in name for mark in ("/", "\\", ".")):
