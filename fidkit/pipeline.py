@@ -31,7 +31,7 @@ from fidkit._version import __version__
 from fidkit.cache import cache_key, load_cached_features, load_cached_stats, store_cached_features, store_cached_stats, utc_now_iso
 from fidkit.errors import EmptySourceError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
-from fidkit.extractors import ExtractorIdentity, LazyExtractor
+from fidkit.extractors import LazyExtractor
 from fidkit.features import FeatureRows, Features, is_features_file
 from fidkit.options import RunOptions
 from fidkit.report import SideReport
@@ -132,17 +132,19 @@ def _usable(entry: Any, options: RunOptions) -> bool:
     return entry is not None and (options.skip_bad or _count(entry.metadata.get("n_skipped"), 0) == 0)
 
 
-def look_up(source: Source, identity: ExtractorIdentity, options: RunOptions, fingerprint: str = "") -> CacheLookup:
-    """Step 2: the cached statistics and features of `source` under this extractor identity, if any.
+def look_up(source: Source, lazy: LazyExtractor, options: RunOptions, fingerprint: str = "") -> CacheLookup:
+    """Step 2: the cached statistics and features of `source` under the extractor's identity, if any.
 
-    Only sources that can be fingerprinted (files, arrays, datasets) are cached. Features are looked up too:
-    statistics are one reduction of them, so a features entry serves a statistics request without the network.
+    Only sources that can be fingerprinted (files, arrays, datasets) are cached, and only then is the identity
+    asked for. Features are looked up too: statistics are one reduction of them, so a features entry serves a
+    statistics request without the network.
     """
     if not source.cacheable:
         return CacheLookup(None, None, "")
     fingerprint = fingerprint or source.fingerprint(hash_content=options.hash_content)
     if not options.use_cache:
         return CacheLookup(None, None, fingerprint)
+    identity = lazy.identity()
     stats_key = cache_key(fingerprint, identity.as_dict(), product="stats")
     features_key = cache_key(fingerprint, identity.as_dict(), product="features")
     stats = load_cached_stats(stats_key)
@@ -213,7 +215,7 @@ def _extract_on_cluster(source: Source, lazy: LazyExtractor, options: RunOptions
 
     # The same step on a cluster: partial statistics (or rows) of shards, merged exactly here. Its wall time is
     # reported as network time (decoding runs on the actors, between batches).
-    run = ray_extract(source, options, lazy.identity(), given=lazy.given, keep_features=keep_features)
+    run = ray_extract(source, options, lazy.identity, given=lazy.given, keep_features=keep_features)
     times = ExtractionTimes(decode_seconds=0.0, network_seconds=run.wall_seconds)
     return _Extracted(
         run.accumulator, run.features, run.metadata(), run.run_metadata(), times, run.batch_size, 0.0, run.skipped
@@ -245,7 +247,7 @@ def side_result(
         return SideResult(stats, report, opened if keep_features else None)
 
     source = opened
-    lookup = look_up(source, lazy.identity(), options)
+    lookup = look_up(source, lazy, options)
     hit = _from_cache(source, lookup, options, keep_features, started)
     if hit is not None:
         return hit
@@ -260,7 +262,7 @@ def side_result(
         if lookup.stats_key is not None:
             # The extractor built may not be the one the key expected (engine auto on a GPU only torch can
             # use): its own identity names the entry, which may even be cached already.
-            again = look_up(source, lazy.identity(), options, lookup.fingerprint)
+            again = look_up(source, lazy, options, lookup.fingerprint)
             if again.stats_key != lookup.stats_key:
                 lookup = again
                 hit = _from_cache(source, lookup, options, keep_features, started)

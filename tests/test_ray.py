@@ -191,7 +191,19 @@ def test_iterables_and_custom_extractors_are_refused_clearly(ray_instance):
     from fidkit.api import compute_stats
 
     with pytest.raises(FidkitError, match="cluster='local'"):
-        compute_stats(iter([np.zeros((2, 8, 8, 3), np.uint8)]), cluster="ray", extractor=object())
+        compute_stats(iter([np.zeros((2, 8, 8, 3), np.uint8)]), cluster="ray")
+
+    class Own:
+        feature_dim, batch_size = 2, 4
+
+        def __call__(self, images):
+            return np.zeros((len(images), 2), np.float32)
+
+        def metadata(self):
+            return {"weights_sha256": "own", "resize_mode": "none"}
+
+    with pytest.raises(FidkitError, match="cluster='local' only"):
+        compute_stats(np.zeros((2, 8, 8, 3), np.uint8), cluster="ray", extractor=Own(), use_cache=False)
     with pytest.raises(FidkitError, match="ray_address"):
         compute_stats(np.zeros((2, 8, 8, 3), np.uint8), ray_address="ray://x:1")
 
@@ -259,7 +271,7 @@ def test_the_driver_merges_moments_of_large_shards_exactly_in_shard_order():
         results[shard.index] = {"accumulator": part, "skipped": [], "n_good": part.n, "lossy": False,
                                 "node": "n", "seconds": 0.0, "extractor_metadata": {"provider": "CPU"}}
     source = SimpleNamespace(name="features", n_images=1000, skipped=[])
-    run = _merge(results, plan, source, SimpleNamespace(skip_bad=False), n_actors=2, wall_seconds=0.0)
+    run = _merge(results, plan, source, SimpleNamespace(skip_bad=False), n_actors=2, wall_seconds=0.0, batch_size=4)
     one_stream = StatsAccumulator(dim=8)
     for start in range(0, 1000, 25):
         one_stream.update(features[start:start + 25])

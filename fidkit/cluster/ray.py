@@ -50,7 +50,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,7 +302,7 @@ def _with_node(error: FidkitError, node: str) -> FidkitError:
 
 
 def ray_extract(
-    source: Source, options: Any, identity: Any, *, given: Any = None, keep_features: bool = False
+    source: Source, options: Any, identity: Callable[[], Any], *, given: Any = None, keep_features: bool = False
 ) -> RayRun:
     """The extract step of the pipeline, on a Ray cluster (see the module's description).
 
@@ -313,8 +313,9 @@ def ray_extract(
     options : RunOptions
         The run's options: the extractor the actors build (by its registry name), ``batch_size``,
         ``skip_bad``, ``progress`` and ``ray_address``.
-    identity : ExtractorIdentity
-        The identity the statistics will be stored under: the actors must compute exactly that.
+    identity : callable
+        Returns the identity the statistics will be stored under (the actors must compute exactly that);
+        asked for once the source is known to suit a cluster (it may locate and hash the weights).
     given : extractor, optional
         A built ``FeatureExtractor`` whose weights and device the actors use.
     keep_features : bool
@@ -339,16 +340,17 @@ def ray_extract(
             f"{source.name}: cluster='ray' reads folders, archives, arrays and files every node can open; an "
             "iterable of batches lives in this process: use cluster='local'"
         )
-    if identity.engine != "onnxruntime" or identity.precision != "exact":
+    actor_options, weights_sha256, weights_in_manifest = _actor_options(options, given)
+    stated = identity()
+    if stated.engine != "onnxruntime" or stated.precision != "exact":
         # The actors run fidkit's ONNX graph in exact float32; anything else would be stored under a key that
         # says otherwise.
         raise InputError(
             f"cluster='ray' runs the onnxruntime network in exact float32 on every actor, not engine "
-            f"{identity.engine!r} with precision {identity.precision!r}: pass engine='onnxruntime' (or 'auto') "
+            f"{stated.engine!r} with precision {stated.precision!r}: pass engine='onnxruntime' (or 'auto') "
             "and precision='exact', or use cluster='local'"
         )
     ray = import_ray()
-    actor_options, weights_sha256, weights_in_manifest = _actor_options(options, given)
     with _connected(ray, options.ray_address) as started:
         if started and given is None:
             # The actors of a local instance share this machine's graph cache: export the graph once,
