@@ -38,6 +38,7 @@ __all__ = [
     "compute_stats",
     "compute_stats_with_report",
     "compute_features",
+    "compute_side",
     "compute_fid",
     "FidReport",
     "SideReport",

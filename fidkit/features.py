@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from fidkit._fs import atomic_write
 from fidkit._validate import check_features
 from fidkit.errors import InputError, OverwriteError, StatsFileError
-from fidkit.statsfile import NUMPY_LOAD_ERRORS, STATS_FORMAT_VERSION, numpy_load_problem
+from fidkit.statsfile import STATS_FORMAT_VERSION, NpzReader
 
 __all__ = ["Features", "FeatureRows", "is_features_file", "FEATURES_KEY"]
 
@@ -130,7 +130,8 @@ class Features:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Features:
-        """Read a features ``.npz``; its members' headers are checked before any array is read.
+        """Read a features ``.npz``; each member's header is checked before its data is read
+        (:class:`fidkit.statsfile.NpzReader`), so a crafted file is refused before any allocation.
 
         Raises
         ------
@@ -138,63 +139,32 @@ class Features:
             Not a features file, a member of the wrong dtype or shape, non-finite rows, bad metadata.
         """
         file_path = Path(path)
-        try:
-            with zipfile.ZipFile(file_path) as archive:
-                names = {name.removesuffix(".npy"): name for name in archive.namelist()}
-                if FEATURES_KEY not in names:
-                    raise StatsFileError(
-                        f"{file_path} is not a features file: it has no '{FEATURES_KEY}' member (make one with "
-                        "fidkit features SRC --save FILE.npz)"
-                    )
-                rows = _read_member(archive, names[FEATURES_KEY], file_path, rank=2)
-                metadata: dict[str, Any] = {}
-                if _KEY_METADATA in names:
-                    text = _read_member(archive, names[_KEY_METADATA], file_path, rank=0, limit=_MAX_METADATA_BYTES)
-                    try:
-                        decoded = json.loads(str(text[()]))
-                    except (ValueError, RecursionError) as exc:
-                        raise StatsFileError(f"{file_path}: its metadata is not valid JSON ({exc})") from None
-                    if not isinstance(decoded, dict):
-                        raise StatsFileError(f"{file_path}: its metadata is not a JSON object")
-                    metadata = decoded
-        except (zipfile.BadZipFile, *NUMPY_LOAD_ERRORS) as exc:
-            if isinstance(exc, StatsFileError):
-                raise
-            raise StatsFileError(f"cannot read features file {file_path}: {numpy_load_problem(exc)}") from None
-        if rows.dtype not in (np.float32, np.float64):
-            raise StatsFileError(f"{file_path}: features must be float32 (or float64), not {rows.dtype}")
+        fix = "recompute it with fidkit features SRC --save FILE.npz"
+        with NpzReader(file_path, str(file_path), StatsFileError, fix) as reader:
+            keys = reader.keys
+            if FEATURES_KEY not in keys:
+                raise StatsFileError(f"{file_path} is not a features file: it has no '{FEATURES_KEY}' member; {fix}")
+            header = reader.header(FEATURES_KEY)
+            if len(header.shape) != 2:
+                raise StatsFileError(f"{file_path}: features must be 2-D (N, dim), not {header.describe()}; {fix}")
+            if header.dtype not in (np.float32, np.float64):
+                raise StatsFileError(f"{file_path}: features must be float32 (or float64), not {header.dtype}; {fix}")
+            rows = reader.read(FEATURES_KEY, header)
+            metadata: dict[str, Any] = {}
+            if _KEY_METADATA in keys:
+                if reader.header(_KEY_METADATA).nbytes > _MAX_METADATA_BYTES:
+                    raise StatsFileError(f"{file_path}: its metadata is larger than metadata can be; {fix}")
+                try:
+                    decoded = json.loads(str(reader.read(_KEY_METADATA)[()]))
+                except (ValueError, RecursionError) as exc:
+                    raise StatsFileError(f"{file_path}: its metadata is not valid JSON ({exc})") from None
+                if not isinstance(decoded, dict):
+                    raise StatsFileError(f"{file_path}: its metadata is not a JSON object")
+                metadata = decoded
         try:
             return cls(rows, metadata, path=file_path)
         except InputError as exc:
             raise StatsFileError(f"{file_path}: {exc}") from None
-
-
-def _read_member(
-    archive: zipfile.ZipFile, name: str, file_path: Path, *, rank: int, limit: int | None = None
-) -> np.ndarray:
-    """One ``.npy`` member, its header checked against its stored size before the data is read."""
-    info = archive.getinfo(name)
-    if limit is not None and info.file_size > limit:
-        raise StatsFileError(f"{file_path}: member {name} is {info.file_size} bytes, more than it can hold")
-    with archive.open(name) as stream:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
-        if dtype.hasobject:
-            raise StatsFileError(f"{file_path}: member {name} holds Python objects; refused")
-        if len(shape) != rank:
-            raise StatsFileError(f"{file_path}: member {name} has shape {shape}, expected {rank} dimension(s)")
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if expected + stream.tell() != info.file_size:
-            raise StatsFileError(
-                f"{file_path}: member {name} declares shape {shape} of {dtype} ({expected} bytes) but holds "
-                f"{info.file_size - stream.tell()}; the file is damaged"
-            )
-        data = stream.read(expected)
-    array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
-    return array.astype(dtype.newbyteorder("="), copy=False) if rank else array
 
 
 def _scalar_metadata(metadata: dict[str, Any]) -> dict[str, Any]:

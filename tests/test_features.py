@@ -48,7 +48,7 @@ def test_statistics_are_the_reduction_of_the_rows():
     ("members", "message"),
     [
         ({"mu": np.zeros(2)}, "no 'features' member"),
-        ({"features": np.zeros(3, np.float32)}, "expected 2 dimension"),
+        ({"features": np.zeros(3, np.float32)}, "must be 2-D"),
         ({"features": np.zeros((3, 2), np.int64)}, "must be float32"),
         ({"features": np.array([[1.0, np.nan], [0.0, 1.0]], np.float32)}, "NaN|finite"),
     ],
