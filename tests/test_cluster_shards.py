@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fidkit.cluster.shards import MIN_SHARDS, SHARDS_PER_ACTOR, Shard, ShardWorker, Work, plan_shards, work_for
+from fidkit.cluster.shards import MIN_SHARDS, SHARDS_PER_ACTOR, Shard, ShardWorker, plan_shards, work_for
 from fidkit.errors import InputError, SourceError, WeightsError
 from fidkit.options import RunOptions
 from fidkit.sources import ArraySource, FileSource, open_source

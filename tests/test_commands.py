@@ -219,7 +219,8 @@ def test_cache_list_empty_then_with_entries(capsys, monkeypatch, fidkit_home):
     assert set(rows) == {"a" * 12, "b" * 12}
     assert rows["a" * 12].split()[1] == "12" and rows["a" * 12].endswith("real/ (folder)")
     assert rows["b" * 12].split()[1] == "34" and rows["b" * 12].endswith("fake.zip (archive)")
-    assert lines[3].startswith("2 entries, ") and lines[3].endswith(f"in {fidkit_home / 'stats'} (no limit, FIDKIT_CACHE_MAX_BYTES)")
+    assert lines[3].startswith("2 entries, ")
+    assert lines[3].endswith(f"in {fidkit_home / 'stats'} (no limit, FIDKIT_CACHE_MAX_BYTES)")
 
     monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", "500M")
     listing = json.loads(run(capsys, "cache", "list", "--json")[1])

@@ -199,7 +199,9 @@ def test_stale_temporaries_of_killed_runs_are_removed_and_fresh_ones_kept(fidkit
     cleared = clear_cache()
     assert not stale.exists() and stale in cleared.removed_paths
     assert fresh.exists()
-    assert kept_reasons(cleared)[fresh] == "a temporary file of a fidkit run in progress (removed once that run is gone)"
+    assert kept_reasons(cleared)[fresh] == (
+        "a temporary file of a fidkit run in progress (removed once that run is gone)"
+    )
 
 
 @pytest.mark.xfail(
@@ -247,7 +249,9 @@ def test_weights_are_removed_only_when_name_size_and_sha256_are_the_released_fil
         impostor = write(folder / fake_downloads.weights_name, payload)
         cleared = clear_cache(include_models=True)
         assert impostor.exists()
-        assert kept_reasons(cleared)[impostor] == "named like the released weights but not that file (size or sha256 differ)"
+        assert kept_reasons(cleared)[impostor] == (
+            "named like the released weights but not that file (size or sha256 differ)"
+        )
 
 
 def test_dataset_files_are_removed_only_when_they_match_the_published_md5(fidkit_home, fake_downloads):
