@@ -1,0 +1,290 @@
+"""fidkit.home: how fidkit recognises its own files in the cache home, and clear_cache removing only those.
+
+The released weights (95 MB) and the dataset files cannot be built here: small stand-ins take their place in
+the weights manifest and the dataset registry, with their true checksums, so recognition by size and checksum
+is exercised for real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fidkit.cache import store_cached_stats
+from fidkit.home import CACHE_KEY_METADATA, ClearedCache, clear_cache, entry_files, is_cache_entry
+from fidkit.stats import Stats
+
+KEY_A = "a" * 64
+KEY_B = "0123456789abcdef" * 4
+
+
+def small_stats(seed: int = 0, *, n: int = 20, dim: int = 4, metadata=None) -> Stats:
+    features = np.random.default_rng(seed).normal(size=(n, dim))
+    return Stats.from_features(features, metadata=dict(metadata or {}))
+
+
+def stats_dir(home: Path) -> Path:
+    return home / "stats"
+
+
+@dataclasses.dataclass
+class FakeDownloads:
+    weights_name: str
+    weights_bytes: bytes
+    dataset_name: str
+    dataset_bytes: bytes
+
+
+@pytest.fixture
+def fake_downloads(monkeypatch) -> FakeDownloads:
+    """The weights manifest and one dataset file replaced by small files of known checksums."""
+    import fidkit.inception.weights as weights_module
+    from fidkit.sources import named
+
+    weights_bytes = bytes(range(256)) * 3
+    manifest = dataclasses.replace(
+        weights_module.load_manifest(), size=len(weights_bytes), sha256=hashlib.sha256(weights_bytes).hexdigest()
+    )
+    monkeypatch.setattr(weights_module, "load_manifest", lambda path=None: manifest)
+    dataset_bytes = b"\x1f\x8b" + bytes(range(200))
+    dataset = named.DATASETS["mnist-test"]
+    file = dataclasses.replace(dataset.file, size=len(dataset_bytes), md5=hashlib.md5(dataset_bytes).hexdigest())
+    monkeypatch.setitem(named.DATASETS, "mnist-test", dataclasses.replace(dataset, file=file))
+    return FakeDownloads(manifest.file_name, weights_bytes, file.file_name, dataset_bytes)
+
+
+def write(path: Path, payload: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    return path
+
+
+def kept_reasons(cleared: ClearedCache) -> dict[Path, str]:
+    return {path: reason for path, reason in cleared.kept}
+
+
+# --- is_cache_entry and entry_files ------------------------------------------------------------------------
+
+
+def test_a_stored_entry_is_recognised_by_its_name_and_the_key_it_records(fidkit_home):
+    store_cached_stats(KEY_A, small_stats(), source_name="a/", source_kind="folder")
+    entry = stats_dir(fidkit_home) / f"{KEY_A}.npz"
+    assert is_cache_entry(entry) and is_cache_entry(str(entry))
+    assert Stats.load(entry).metadata[CACHE_KEY_METADATA] == KEY_A
+
+    # The same bytes under another key's name record the wrong key: not fidkit's entry for that name.
+    other_name = shutil.copyfile(entry, stats_dir(fidkit_home) / f"{KEY_B}.npz")
+    assert not is_cache_entry(other_name)
+    # Statistics saved by a user (no recorded key) under an entry's name.
+    users = stats_dir(fidkit_home) / f"{'c' * 64}.npz"
+    small_stats(1).save(users)
+    assert not is_cache_entry(users)
+    # A file that is not a statistics file at all, or not an .npz, or not 64 lowercase hex.
+    assert not is_cache_entry(write(stats_dir(fidkit_home) / f"{'d' * 64}.npz", b"not a zip"))
+    assert not is_cache_entry(shutil.copyfile(entry, fidkit_home / f"{KEY_A.upper()}.npz"))
+    assert not is_cache_entry(shutil.copyfile(entry, fidkit_home / f"{KEY_A[:63]}.npz"))
+    assert not is_cache_entry(stats_dir(fidkit_home) / f"{'e' * 64}.npz")  # missing
+
+
+def test_a_link_to_an_entry_is_not_an_entry(fidkit_home, tmp_path):
+    store_cached_stats(KEY_A, small_stats(), source_name="a/", source_kind="folder")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = elsewhere / f"{KEY_A}.npz"
+    link.symlink_to(stats_dir(fidkit_home) / f"{KEY_A}.npz")
+    assert not is_cache_entry(link)  # never followed out of (or into) the cache
+
+
+def test_entry_files_lists_every_entry_shaped_file_with_its_sidecar_size(fidkit_home, tmp_path):
+    store_cached_stats(KEY_A, small_stats(), source_name="a/", source_kind="folder")
+    folder = stats_dir(fidkit_home)
+    entry, sidecar = folder / f"{KEY_A}.npz", folder / f"{KEY_A}.json"
+    assert sidecar.is_file()
+    foreign = write(folder / f"{KEY_B}.npz", b"12345")  # named like one: listed (eviction checks it later)
+    write(folder / "notes.txt", b"x")
+    write(folder / f"{'f' * 64}.json", b"{}")  # a sidecar alone is no entry
+    (folder / f"{'9' * 64}.npz").symlink_to(entry)
+    found = {path: size for path, size, _ in entry_files(folder)}
+    assert found == {entry: entry.stat().st_size + sidecar.stat().st_size, foreign: 5}
+    assert all(isinstance(mtime, float) for _, _, mtime in entry_files(folder))
+    assert entry_files(tmp_path / "no such folder") == []
+
+
+# --- clear_cache: statistics ---------------------------------------------------------------------------------
+
+
+def test_clearing_removes_recognised_entries_and_their_sidecars_and_lists_what_it_kept(fidkit_home):
+    folder = stats_dir(fidkit_home)
+    store_cached_stats(KEY_A, small_stats(1), source_name="a/", source_kind="folder")
+    store_cached_stats(KEY_B, small_stats(2), source_name="b/", source_kind="folder")
+    removable = [folder / f"{key}{suffix}" for key in (KEY_A, KEY_B) for suffix in (".npz", ".json")]
+    # A sidecar left alone by an interrupted run, recording its own key: fidkit's, removed.
+    orphan = write(folder / f"{'1' * 64}.json", f'{{"key": "{"1" * 64}"}}'.encode())
+    removable.append(orphan)
+    sizes = sum(path.stat().st_size for path in removable)
+    # Kept: a user's statistics under an entry's name (and the sidecar beside it), a sidecar recording
+    # another key, a user's file, a user's folder, and a user's file at the top of the home.
+    users_entry = folder / f"{'c' * 64}.npz"
+    small_stats(3).save(users_entry)
+    users_sidecar = write(folder / f"{'c' * 64}.json", b'{"key": "' + b"c" * 64 + b'"}')
+    wrong_sidecar = write(folder / f"{'2' * 64}.json", b'{"key": "something else"}')
+    notes = write(folder / "notes.txt", b"mine")
+    subfolder = folder / "old"
+    subfolder.mkdir()
+    top = write(fidkit_home / "README.md", b"mine")
+
+    cleared = clear_cache()
+
+    assert cleared.n_stats_entries == 2
+    assert set(cleared.removed_paths) == set(removable)
+    assert cleared.bytes_freed == sizes
+    assert not any(path.exists() for path in removable)
+    reasons = kept_reasons(cleared)
+    assert reasons[users_entry] == "named like a cache entry but does not record that key: not written by fidkit"
+    assert reasons[wrong_sidecar] == reasons[notes] == reasons[subfolder] == "not a statistics cache entry"
+    assert reasons[top] == "not a folder fidkit writes"
+    assert users_sidecar not in reasons and users_sidecar.exists()  # stays with the kept entry, silently
+    assert all(path.exists() for path in reasons)
+    assert folder.is_dir()  # not empty: kept
+
+
+def test_clearing_removes_the_emptied_stats_folder_and_leaves_the_models_alone(fidkit_home):
+    store_cached_stats(KEY_A, small_stats(), source_name="a/", source_kind="folder")
+    graph = write(fidkit_home / "onnx" / "0123456789abcdef-1.onnx", b"graph")
+    cleared = clear_cache()
+    assert cleared.n_stats_entries == 1
+    assert stats_dir(fidkit_home) in cleared.removed_paths and not stats_dir(fidkit_home).exists()
+    assert graph.exists() and cleared.kept == ()
+
+
+def test_clearing_an_absent_home_or_another_home(fidkit_home, tmp_path):
+    assert clear_cache() == ClearedCache(n_stats_entries=0, removed_paths=(), bytes_freed=0, kept=())
+    other = tmp_path / "other-home"
+    store_cached_stats(KEY_A, small_stats(), root=other / "stats")
+    store_cached_stats(KEY_B, small_stats())  # in FIDKIT_HOME
+    cleared = clear_cache(home=other)
+    assert cleared.n_stats_entries == 1 and not (other / "stats").exists()
+    assert (stats_dir(fidkit_home) / f"{KEY_B}.npz").exists()  # the home of this process is untouched
+
+
+def test_a_stats_folder_that_is_a_link_is_not_entered(fidkit_home, tmp_path):
+    target = tmp_path / "somewhere"
+    store_cached_stats(KEY_A, small_stats(), root=target)
+    fidkit_home.mkdir()
+    stats_dir(fidkit_home).symlink_to(target, target_is_directory=True)
+    cleared = clear_cache()
+    assert cleared.n_stats_entries == 0 and cleared.removed_paths == ()
+    assert (target / f"{KEY_A}.npz").exists() and stats_dir(fidkit_home).is_symlink()
+
+
+def _stale_temporary(folder: Path, name: str, payload: bytes) -> Path:
+    """A temporary file of an interrupted write, in the older name form, last modified two hours ago."""
+    path = write(folder / f".{name}.abcd1234.tmp{Path(name).suffix}", payload)
+    old = time.time() - 7200
+    os.utime(path, (old, old))
+    return path
+
+
+def test_stale_temporaries_of_killed_runs_are_removed_and_fresh_ones_kept(fidkit_home):
+    folder = stats_dir(fidkit_home)
+    stale = _stale_temporary(folder, f"{KEY_A}.npz", b"half an entry")
+    fresh = write(folder / f".{KEY_B}.npz.efgh5678.tmp.npz", b"being written")
+    cleared = clear_cache()
+    assert not stale.exists() and stale in cleared.removed_paths
+    assert fresh.exists()
+    assert kept_reasons(cleared)[fresh] == (
+        "a temporary file of a fidkit run in progress (removed once that run is gone)"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="clear_cache adds the stale temporaries it removes to removed_paths but not their size to bytes_freed "
+    "(documented as the total size of removed_paths); a killed export leaves a ~90 MB graph temporary",
+)
+def test_bytes_freed_counts_the_stale_temporaries_removed(fidkit_home):
+    payload = b"x" * 1000
+    stale = _stale_temporary(fidkit_home / "onnx", "0123456789abcdef-1.onnx", payload)
+    cleared = clear_cache(include_models=True)
+    assert stale in cleared.removed_paths
+    assert cleared.bytes_freed == len(payload)
+
+
+# --- clear_cache(include_models=True): graphs, weights, datasets, locks --------------------------------------
+
+
+def test_graphs_are_recognised_by_their_exact_names(fidkit_home):
+    onnx = fidkit_home / "onnx"
+    graphs = [write(onnx / "0123456789abcdef-1.onnx", b"g" * 7), write(onnx / "0123456789abcdef-1.onnx.sha256", b"s")]
+    graphs.append(write(onnx / "fedcba9876543210-2.1.onnx", b"g" * 3))
+    kept = [write(onnx / "model.onnx", b"mine"), write(onnx / "0123456789ABCDEF-1.onnx", b"mine"),
+            write(onnx / "deeper" / "0123456789abcdef-1.onnx", b"mine")]
+    cleared = clear_cache(include_models=True)
+    assert not any(path.exists() for path in graphs)
+    assert cleared.bytes_freed == 11 and cleared.n_stats_entries == 0
+    reasons = kept_reasons(cleared)
+    for path in (kept[0], kept[1], onnx / "deeper"):
+        assert reasons[path] == "not an ONNX graph fidkit built (<16 hex>-<version>.onnx[.sha256])"
+    assert kept[2].exists()  # never entered
+
+
+def test_weights_are_removed_only_when_name_size_and_sha256_are_the_released_files(fidkit_home, fake_downloads):
+    folder = fidkit_home / "weights"
+    weights = write(folder / fake_downloads.weights_name, fake_downloads.weights_bytes)
+    mine = write(folder / "my-inception.pth", fake_downloads.weights_bytes)  # right bytes, other name
+    cleared = clear_cache(include_models=True)
+    assert not weights.exists() and weights in cleared.removed_paths
+    assert cleared.bytes_freed == len(fake_downloads.weights_bytes)
+    assert kept_reasons(cleared) == {mine: f"not the downloaded weights file {fake_downloads.weights_name}"}
+
+    # The released name over other bytes: same size with another sha256, or another size.
+    for payload in (fake_downloads.weights_bytes[::-1], fake_downloads.weights_bytes + b"!"):
+        impostor = write(folder / fake_downloads.weights_name, payload)
+        cleared = clear_cache(include_models=True)
+        assert impostor.exists()
+        assert kept_reasons(cleared)[impostor] == (
+            "named like the released weights but not that file (size or sha256 differ)"
+        )
+
+
+def test_dataset_files_are_removed_only_when_they_match_the_published_md5(fidkit_home, fake_downloads):
+    folder = fidkit_home / "datasets"
+    dataset = write(folder / fake_downloads.dataset_name, fake_downloads.dataset_bytes)
+    verified = write(folder / "verified.json", b"{}")
+    # A registered name holding other bytes of the published size (the real CIFAR size is not built here).
+    other = write(folder / "train-images-idx3-ubyte.gz", b"not the published file")
+    mine = write(folder / "my-dataset.zip", b"mine")
+    cleared = clear_cache(include_models=True)
+    assert not dataset.exists() and not verified.exists()
+    assert {dataset, verified} <= set(cleared.removed_paths)
+    assert cleared.bytes_freed == len(fake_downloads.dataset_bytes) + 2
+    reasons = kept_reasons(cleared)
+    assert reasons[other] == "named like a dataset file but not the published file (size or md5 differ)"
+    assert reasons[mine] == "not a dataset file fidkit downloads"
+
+
+def test_download_locks_of_known_files_are_removed_and_others_kept(fidkit_home, fake_downloads):
+    folder = fidkit_home / "locks"
+    locks = [write(folder / f"{fake_downloads.weights_name}.0123456789abcdef.lock", b""),
+             write(folder / f"{fake_downloads.dataset_name}.fedcba9876543210.lock", b"")]
+    unknown = write(folder / "someone-elses.bin.0123456789abcdef.lock", b"")
+    cleared = clear_cache(include_models=True)
+    assert not any(path.exists() for path in locks) and set(locks) <= set(cleared.removed_paths)
+    assert kept_reasons(cleared) == {unknown: "not a download lock of fidkit"}
+
+
+def test_the_tensorrt_cache_is_named_and_left_alone(fidkit_home):
+    engine = write(fidkit_home / "tensorrt" / "TensorrtExecutionProvider_abc.engine", b"e")
+    assert kept_reasons(clear_cache()) == {}  # only looked at with include_models
+    cleared = clear_cache(include_models=True)
+    assert engine.exists()
+    assert kept_reasons(cleared) == {
+        fidkit_home / "tensorrt": "TensorRT engine cache (names chosen by onnxruntime); remove it by hand"
+    }

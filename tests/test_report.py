@@ -1,0 +1,189 @@
+"""fidkit.report: the consistency checks between two sides, the assembled FidReport, and its JSON form.
+
+No network: the sides are SideReport values written here, the distances come from small feature arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fidkit import __version__
+from fidkit.errors import InputError, SmallSampleWarning
+from fidkit.frechet import FrechetResult, fid_from_stats
+from fidkit.report import SideReport, Timings, assemble_fid_report, consistency_warnings
+from fidkit.stats import Stats
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+def side(**changes) -> SideReport:
+    """A complete, clean side (fidkit statistics of 100 PNGs on onnxruntime), with `changes`."""
+    values = dict(
+        name="real/", kind="folder", n=100, cached=False, lossy=False, skipped=(), n_skipped=0, ignored=(),
+        foreign=False, weights_sha256=SHA_A, resize_mode="tf1-bilinear-asymmetric",
+        provider="CPUExecutionProvider", engine="onnxruntime", precision="exact", decode_seconds=0.5,
+        network_seconds=2.0, total_seconds=3.0, batch_size=50, setup_seconds=0.25,
+    )
+    values.update(changes)
+    return SideReport(**values)
+
+
+def small_result(seed: int = 0, *, n: int = 40, dim: int = 6) -> FrechetResult:
+    rng = np.random.default_rng(seed)
+    stats_a = Stats.from_features(rng.normal(size=(n, dim)))
+    stats_b = Stats.from_features(rng.normal(loc=0.5, size=(n, dim)))
+    return fid_from_stats(stats_a, stats_b)
+
+
+TIMINGS = Timings(decode_seconds=1.0, network_seconds=4.0, distance_seconds=0.01, total_seconds=6.0)
+
+
+# --- consistency_warnings --------------------------------------------------------------------------------
+
+
+def test_two_clean_sides_made_the_same_way_give_no_warning():
+    assert consistency_warnings(side(), side(name="fake/"), allow_weights_mismatch=False) == []
+
+
+def test_different_weights_are_an_error_unless_allowed_then_a_warning_naming_both():
+    a, b = side(weights_sha256="0123456789abcdef" + "1" * 48), side(weights_sha256="fedcba9876543210" + "2" * 48)
+    with pytest.raises(InputError) as raised:
+        consistency_warnings(a, b, allow_weights_mismatch=False)
+    message = str(raised.value)
+    assert "different Inception weights (a: 0123456789abcdef..., b: fedcba9876543210...)" in message
+    assert "allow_weights_mismatch=True / --allow-weights-mismatch" in message
+
+    messages = consistency_warnings(a, b, allow_weights_mismatch=True)
+    assert len(messages) == 1
+    assert messages[0].startswith("the two sides were computed with different Inception weights (a: 0123456789abcdef")
+    assert "--allow-weights-mismatch" not in messages[0]  # the hint is for the error only
+
+
+def test_a_side_without_a_recorded_sha_warns_and_cannot_raise_a_mismatch():
+    # Only one sha is known: nothing to compare, so no error, but the user is told it could not be checked.
+    messages = consistency_warnings(side(), side(name="old.npz", weights_sha256=None), allow_weights_mismatch=False)
+    assert messages == [
+        "side b (old.npz) records no weights sha256: cannot check that both sides used the same Inception network"
+    ]
+
+
+def test_a_foreign_statistics_file_is_named_once_as_such():
+    ttur = side(name="fid_stats_cifar10.npz", kind="stats", n=None, foreign=True, weights_sha256=None,
+                resize_mode=None, provider=None, engine=None, precision=None)
+    messages = consistency_warnings(ttur, side(), allow_weights_mismatch=False)
+    assert len(messages) == 1
+    assert messages[0].startswith("side a (fid_stats_cifar10.npz) is a statistics file with only mu and sigma")
+    assert "its N is unknown" in messages[0]
+
+
+@pytest.mark.parametrize(("field", "value_a", "value_b", "expected"), [
+    ("precision", "exact", "tensorrt-fast", "different precisions (a: exact, b: tensorrt-fast)"),
+    ("resize_mode", "tf1-bilinear-asymmetric", "pil-bicubic", "resized differently (a: tf1-bilinear-asymmetric, "
+                                                              "b: pil-bicubic)"),
+])
+def test_a_different_precision_or_resize_is_a_warning_and_an_unknown_one_is_not(field, value_a, value_b, expected):
+    messages = consistency_warnings(side(**{field: value_a}), side(**{field: value_b}), allow_weights_mismatch=False)
+    assert len(messages) == 1 and expected in messages[0]
+    # Unknown on one side (an older file): nothing to compare, no warning.
+    assert consistency_warnings(side(**{field: value_a}), side(**{field: None}), allow_weights_mismatch=False) == []
+
+
+def test_sides_computed_by_different_engines_are_comparable_and_the_report_names_both():
+    # onnxruntime and the torch engine agree to float32 round-off (docs/compatibility.md): no warning, but the
+    # report says which engines and providers ran.
+    a = side()
+    b = side(engine="torch", provider="torch-cuda:0")
+    assert consistency_warnings(a, b, allow_weights_mismatch=False) == []
+    report = assemble_fid_report(small_result(), a, b, [], TIMINGS)
+    assert report.engine == "onnxruntime, torch"
+    assert report.provider == "CPUExecutionProvider, torch-cuda:0"
+
+
+def test_lossy_ignored_and_skipped_files_are_reported_per_side():
+    skipped = tuple((f"bad{index}.png", "cannot identify image file") for index in range(5))
+    a = side(name="jpegs/", lossy=True)
+    b = side(name="scraped/", ignored=(("hidden folders", 3), ("formats fidkit does not read", 2)),
+             skipped=skipped, n_skipped=5)
+    messages = consistency_warnings(a, b, allow_weights_mismatch=False)
+    assert len(messages) == 3
+    assert messages[0].startswith("side a (jpegs/) holds lossy (JPEG) images")
+    assert messages[1] == (
+        "side b (scraped/): 5 file(s) or folder(s) not read: 3 hidden folders; 2 formats fidkit does not read"
+    )
+    assert messages[2].startswith("side b (scraped/): 5 unreadable file(s) skipped (--skip-bad), e.g. ")
+    # Three examples, not all five.
+    assert "bad2.png: cannot identify image file" in messages[2] and "bad3.png" not in messages[2]
+
+
+def test_skipped_files_known_only_by_count_give_no_empty_example_list():
+    # A cached or loaded side may record how many were skipped but not which.
+    messages = consistency_warnings(side(n_skipped=4), side(), allow_weights_mismatch=False)
+    assert messages == ["side a (real/): 4 unreadable file(s) skipped (--skip-bad)"]
+
+
+# --- assemble_fid_report -----------------------------------------------------------------------------------
+
+
+def test_the_report_carries_the_distance_both_sides_and_the_warnings_in_order():
+    with pytest.warns(SmallSampleWarning):
+        result = small_result(n=5, dim=6)  # N below dim: the distance adds its own small-sample warnings
+    assert len(result.warnings) == 2  # one per side
+    a, b = side(n=5), side(name="fake/", n=5, lossy=True)
+    messages = consistency_warnings(a, b, allow_weights_mismatch=False)
+    report = assemble_fid_report(result, a, b, messages, TIMINGS)
+    assert report.value == float(result.value) and float(report) == report.value
+    assert report.frechet is result and report.a is a and report.b is b
+    # The consistency messages first, then the distance's own.
+    assert report.warnings == tuple(messages) + tuple(result.warnings)
+    assert report.weights_sha256 == SHA_A  # the same on both sides: named once
+    assert report.resize_mode == "tf1-bilinear-asymmetric" and report.precision == "exact"
+    assert report.timings is TIMINGS and report.fidkit_version == __version__
+    assert str(report) == f"FID {result.value:.4f}: a = {a}, b = {b}"
+
+
+def test_fields_known_on_one_side_only_come_from_that_side():
+    report = assemble_fid_report(
+        small_result(), side(weights_sha256=None, provider=None), side(name="b/", weights_sha256=SHA_B),
+        [], TIMINGS,
+    )
+    assert report.weights_sha256 == SHA_B and report.provider == "CPUExecutionProvider"
+    none_known = assemble_fid_report(
+        small_result(), side(engine=None), side(engine=None), [], TIMINGS
+    )
+    assert none_known.engine is None
+
+
+def test_to_dict_is_strict_json_even_for_a_non_finite_value_and_nan_diagnostics():
+    finite = small_result()
+    result = dataclasses.replace(finite, value=math.inf, min_eigenvalue=math.nan)  # e.g. a TTUR sqrtm route
+    skipped = (("x/bad.png", "truncated"),)
+    a = side(skipped=skipped, n_skipped=1, ignored=(("hidden folders", 2),))
+    report = assemble_fid_report(result, a, side(name="b/"), ["a message"], TIMINGS)
+    text = json.dumps(report.to_dict(), allow_nan=False)  # raises on NaN or inf
+    data = json.loads(text)
+    assert data["fid"] is None
+    assert data["frechet"]["min_eigenvalue"] is None
+    assert data["a"]["skipped"] == [{"file": "x/bad.png", "reason": "truncated"}]
+    assert data["a"]["ignored"] == {"hidden folders": 2}
+    assert data["a"]["n"] == 100 and data["a"]["batch_size"] == 50 and data["a"]["setup_seconds"] == 0.25
+    assert data["warnings"] == ["a message"]
+    assert data["timings"] == {"decode_seconds": 1.0, "network_seconds": 4.0, "distance_seconds": 0.01,
+                               "total_seconds": 6.0}
+    assert data["fidkit_version"] == __version__ and data["engine"] == "onnxruntime"
+
+    finite_report = assemble_fid_report(finite, side(), side(name="b/"), [], TIMINGS)
+    assert json.loads(json.dumps(finite_report.to_dict(), allow_nan=False))["fid"] == float(finite.value)
+
+
+def test_a_side_reads_as_one_line():
+    assert str(side()) == "real/ (N=100, folder)"
+    busy = side(name="mixed.zip", kind="archive", cached=True, lossy=True, n_skipped=2,
+                ignored=(("hidden folders", 3), ("special files", 1)))
+    assert str(busy) == "mixed.zip (N=100, archive, cached, lossy, 2 skipped, 4 ignored)"
+    assert str(side(name="fid_stats.npz", kind="stats", n=None)) == "fid_stats.npz (N unknown, stats)"
