@@ -163,11 +163,6 @@ def test_without_pyarrow_the_reader_says_what_to_install(folder, monkeypatch):
         ArrowReader(folder.as_uri()).read("b.png")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open_uri imports pyarrow.fs itself before _file_system, so a missing pyarrow is a bare "
-    "ModuleNotFoundError instead of the SourceError that says to install fidkit[ray]",
-)
 def test_without_pyarrow_listing_says_what_to_install(folder, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.fs", None)
     with pytest.raises(SourceError, match="reading URIs needs pyarrow"):

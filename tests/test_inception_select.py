@@ -61,12 +61,6 @@ def test_check_options_refuses(changes, message):
         select.check_options(options(**changes))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_options accepts engine='torch' with device='tensorrt[:N]' (and identity_for_options names it "
-    "precision 'tensorrt-exact'); the torch engine refuses that device only when it is built, after the inputs "
-    "were opened and looked up under that impossible identity",
-)
 @pytest.mark.parametrize("device", ["tensorrt", "tensorrt:1"])
 def test_the_torch_engine_on_tensorrt_is_refused_with_the_options(device):
     with pytest.raises(InputError, match="torch engine"):

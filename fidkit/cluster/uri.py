@@ -86,9 +86,9 @@ def open_uri(
     workers: int | None,
 ) -> FileSource:
     """A ``"folder"`` source over the image files under `uri`, listed recursively and sorted by name."""
+    fs, root = _file_system(uri)  # first: it says what to install when pyarrow is missing
     import pyarrow.fs
 
-    fs, root = _file_system(uri)
     root = root.rstrip("/")
     try:
         top = fs.get_file_info(root)

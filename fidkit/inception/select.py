@@ -47,6 +47,11 @@ def check_options(options: Any) -> dict[str, str]:
     engine = check_engine(options.engine)
     if options.precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
+    if engine == "torch" and device.kind == "tensorrt":
+        raise InputError(
+            f"device {str(device)!r} is onnxruntime's TensorRT provider; the torch engine runs on cpu or cuda: pass "
+            "engine='onnxruntime' (--engine onnxruntime) or device='cuda' (--device cuda)"
+        )
     if options.precision == "fast":
         if engine == "torch":
             raise InputError(
