@@ -86,11 +86,17 @@ def stats(args: argparse.Namespace) -> int:
     if out_path is not None:
         metadata = {name: value for name, value in stats.metadata.items() if name != CACHE_KEY_METADATA}
         dataclasses.replace(stats, metadata=metadata).save(out_path, overwrite=args.force)
+    _print_side(args, side, stats.n, int(stats.dim), out_path)
+    return EXIT_OK
+
+
+def _print_side(args: argparse.Namespace, side: Any, n: int | None, dim: int, out_path: Path | None) -> None:
+    """What ``stats`` and ``features`` print: one line, or the summary as JSON."""
     summary = {
         "source": side.name,
         "kind": side.kind,
-        "n": stats.n,
-        "dim": int(stats.dim),
+        "n": n,
+        "dim": dim,
         "cached": side.cached,
         "n_skipped": side.n_skipped,
         "ignored": dict(side.ignored),
@@ -101,20 +107,19 @@ def stats(args: argparse.Namespace) -> int:
     }
     if args.json:
         print(json.dumps(summary, indent=2))
-    else:
-        where = f"saved {out_path}" if out_path is not None else "computed (not saved; use --save)"
-        extras = [f"from {side.kind} {side.name}"]
-        if side.cached:
-            extras.append("cached")
-        if side.n_skipped:
-            extras.append(f"{side.n_skipped} file(s) skipped")
-        n_ignored = sum(count for _, count in side.ignored)
-        if n_ignored:
-            extras.append(f"{n_ignored} not read (" + "; ".join(f"{c} {r}" for r, c in side.ignored) + ")")
-        if side.lossy:
-            extras.append("lossy JPEG inputs")
-        print(f"{where}: N={stats.n}, dim={stats.dim}, " + ", ".join(extras))
-    return EXIT_OK
+        return
+    where = f"saved {out_path}" if out_path is not None else "computed (not saved; use --save)"
+    extras = [f"from {side.kind} {side.name}"]
+    if side.cached:
+        extras.append("cached")
+    if side.n_skipped:
+        extras.append(f"{side.n_skipped} file(s) skipped")
+    n_ignored = sum(count for _, count in side.ignored)
+    if n_ignored:
+        extras.append(f"{n_ignored} not read (" + "; ".join(f"{c} {r}" for r, c in side.ignored) + ")")
+    if side.lossy:
+        extras.append("lossy JPEG inputs")
+    print(f"{where}: N={n}, dim={dim}, " + ", ".join(extras))
 
 
 def _check_save_path(out_path: Path | None, force: bool, source: str) -> None:
@@ -146,25 +151,7 @@ def features(args: argparse.Namespace) -> int:
     if out_path is not None:
         metadata = {name: value for name, value in kept.metadata.items() if name != CACHE_KEY_METADATA}
         Features(kept.rows, metadata).save(out_path, overwrite=args.force)
-    summary = {
-        "source": side.name,
-        "kind": side.kind,
-        "n": kept.n,
-        "dim": kept.dim,
-        "cached": side.cached,
-        "n_skipped": side.n_skipped,
-        "batch_size": side.batch_size,
-        "saved": str(out_path) if out_path is not None else None,
-        "seconds": round(side.total_seconds, 3),
-    }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        where = f"saved {out_path}" if out_path is not None else "computed (not saved; use --save)"
-        extras = [f"from {side.kind} {side.name}"] + (["cached"] if side.cached else [])
-        if side.n_skipped:
-            extras.append(f"{side.n_skipped} file(s) skipped")
-        print(f"{where}: N={kept.n}, dim={kept.dim}, " + ", ".join(extras))
+    _print_side(args, side, kept.n, kept.dim, out_path)
     return EXIT_OK
 
 

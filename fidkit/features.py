@@ -29,10 +29,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fidkit._fs import atomic_write
 from fidkit._validate import check_features
-from fidkit.errors import InputError, OverwriteError, StatsFileError
-from fidkit.statsfile import STATS_FORMAT_VERSION, NpzReader
+from fidkit.errors import InputError, StatsFileError
+from fidkit.statsfile import STATS_FORMAT_VERSION, NpzReader, write_npz
 
 __all__ = ["Features", "FeatureRows", "is_features_file", "FEATURES_KEY"]
 
@@ -108,25 +107,13 @@ class Features:
         StatsFileError
             `path` is a folder or cannot be written.
         """
-        target = Path(path)
-        if target.is_dir():
-            raise StatsFileError(f"{target} is a folder; give a file path for the features, e.g. {target / 'f.npz'}")
         arrays = {
             FEATURES_KEY: self.rows,
             _KEY_VERSION: np.asarray(STATS_FORMAT_VERSION, dtype=np.int64),
             _KEY_METADATA: np.asarray(json.dumps(self.metadata, sort_keys=True), dtype=np.str_),
             _KEY_CONTENT: np.asarray("features", dtype=np.str_),
         }
-        try:
-            with atomic_write(target, overwrite=overwrite) as temporary:
-                with open(temporary, "wb") as stream:  # a handle: np.savez would append ".npz" to a bare path
-                    np.savez(stream, **arrays)
-        except OverwriteError:
-            raise
-        except OSError as exc:
-            raise StatsFileError(
-                f"cannot write features to {target} ({exc.strerror or exc}); choose a path in a writable folder"
-            ) from exc
+        write_npz(path, arrays, what="features", example="features.npz", overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Features:

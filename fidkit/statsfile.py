@@ -46,6 +46,7 @@ __all__ = [
     "StatsFileContents",
     "read_stats_file",
     "write_stats_file",
+    "write_npz",
     "is_stats_file",
 ]
 
@@ -411,12 +412,27 @@ def write_stats_file(
         arrays[_KEY_N] = np.asarray(n, dtype=np.int64)
     if factor is not None:
         arrays[_KEY_FACTOR] = np.asarray(factor, dtype=np.float64)
+    write_npz(path, arrays, what="statistics", example="stats.npz", overwrite=overwrite)
+    logger.debug("saved statistics (n=%s, dim=%d) to %s", n, arrays[_KEY_MU].shape[0], path)
+
+
+def write_npz(
+    path: str | os.PathLike, arrays: dict[str, np.ndarray], *, what: str, example: str, overwrite: bool
+) -> None:
+    """Write `arrays` to an ``.npz`` at exactly `path`, atomically: the one writer of fidkit's ``.npz`` files
+    (statistics and features). `what` names the content in errors, `example` a file name to suggest.
+
+    Raises
+    ------
+    OverwriteError
+        `path` exists and `overwrite` is False.
+    StatsFileError
+        `path` is a folder, or cannot be written (its parent is a file, no permission, disk full).
+    """
     target = Path(path)
     if target.is_dir():
         # Checked first: os.replace would fail only after the whole file was written, with IsADirectoryError.
-        raise StatsFileError(
-            f"{target} is a folder; give a file path for the statistics, e.g. {target / 'stats.npz'}"
-        )
+        raise StatsFileError(f"{target} is a folder; give a file path for the {what}, e.g. {target / example}")
     try:
         with atomic_write(target, overwrite=overwrite) as temporary:
             # Through a handle: np.savez appends ".npz" to a path that lacks it, which would miss the rename.
@@ -427,9 +443,8 @@ def write_stats_file(
     except OSError as exc:
         # A parent that is a regular file, a read-only or full disk, no permission: all say the same thing.
         raise StatsFileError(
-            f"cannot write statistics to {target} ({exc.strerror or exc}); choose a path in a writable folder"
+            f"cannot write {what} to {target} ({exc.strerror or exc}); choose a path in a writable folder"
         ) from exc
-    logger.debug("saved statistics (n=%s, dim=%d) to %s", n, arrays[_KEY_MU].shape[0], target)
 
 
 def read_stats_file(path: str | os.PathLike) -> StatsFileContents:
