@@ -184,6 +184,29 @@ def test_feature_extractor_sessions_print_nothing_on_stdout(extractor, random_we
             assert f"{kind}-noise-{tag}" in result.stderr
 
 
+@pytest.mark.parametrize("device", ["cuda", "tensorrt:1"])
+def test_an_explicit_gpu_device_leaves_stdout_empty_or_json(device, extractor, random_weights_path, tmp_path):
+    """For real: on a machine without the CUDA libraries onnxruntime-gpu prints "Failed to load ..." lines (and
+    an "EP Error" block for TensorRT) on stdout; on one with a GPU the run succeeds. Either way stdout is the
+    JSON report or nothing."""
+    rng = np.random.default_rng(5)
+    paths = []
+    for name in ("a.npy", "b.npy"):
+        np.save(tmp_path / name, rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8))
+        paths.append(str(tmp_path / name))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "fidkit", "compute", *paths, "--weights", str(random_weights_path),
+         "--device", device, "--json", "-q", "--no-cache", "--workers", "0"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    if result.returncode == 0:
+        assert json.loads(result.stdout)["fid"] >= 0
+    else:
+        assert result.stdout == "", result.stdout
+        assert "fidkit: error: device" in result.stderr
+
+
 # --- 26: unreleased weights are a warning in the report -----------------------------------------------------
 
 
