@@ -264,7 +264,7 @@ def _private_result_stream(stdout: Any) -> io.TextIOBase | None:
         return None
     _flush_quietly(stdout)
     _flush_c_stdio()
-    private = os.dup(1)  # not inherited by child processes (os.dup's default): they get stderr as fd 1
+    private = os.dup(1)  # not inheritable (os.dup's default): a program fidkit starts gets stderr as its fd 1
     os.dup2(2, 1)  # fd 2 is open: standard_streams has put /dev/null there if the shell closed it
     # Buffered as the real stdout was: line by line on a terminal, in blocks into a file or pipe.
     return open(  # noqa: SIM115 - closed by _close_result_stream
