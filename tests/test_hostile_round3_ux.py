@@ -207,6 +207,27 @@ def test_an_explicit_gpu_device_leaves_stdout_empty_or_json(device, extractor, r
         assert "fidkit: error: device" in result.stderr
 
 
+def test_the_training_loop_metric_on_an_explicit_gpu_prints_nothing_on_stdout(extractor, random_weights_path):
+    """For real, as a user's script: ``FID(device="cuda:0").update(...)`` (an error without a usable GPU)."""
+    result = _run_python(
+        f"""
+        import numpy as np
+        import fidkit
+
+        images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+        metric = fidkit.FID(reference=images, device="cuda:0", weights={str(random_weights_path)!r})
+        try:
+            metric.update(images)
+            outcome = "ran"
+        except fidkit.FidkitError:
+            outcome = "refused"
+        print("RESULT", outcome)
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout in ("RESULT ran\n", "RESULT refused\n"), result.stdout
+
+
 # --- 26: unreleased weights are a warning in the report -----------------------------------------------------
 
 
