@@ -1,19 +1,31 @@
-"""The standard streams of the ``fidkit`` command: stdout carries only the result, stderr may be gone.
+"""The standard streams: stdout carries only the result, whatever a library prints; stderr may be gone.
 
-A closed or broken stderr drops messages without changing the exit status; a broken stdout pipe ends the
-command quietly; a closed stdout is an error before any work. Used by :func:`fidkit.cli.main` only.
+Libraries write to stdout behind fidkit's back: onnxruntime prints "Failed to load libcublasLt.so.13 ..."
+and an "EP Error" block when a GPU provider cannot start, and C/C++ code may write to file descriptor 1
+directly, where replacing ``sys.stdout`` does not reach. Two layers keep that off the result:
+
+- :func:`standard_streams` (the ``fidkit`` command, :func:`fidkit.cli.main`): for the whole command,
+  descriptor 1 points at stderr and the result goes to a private duplicate of the real stdout, which only
+  ``sys.stdout`` writes to. A closed or broken stderr drops messages without changing the exit status; a
+  broken stdout pipe ends the command quietly; a closed stdout is an error before any work.
+- :func:`stdout_to_stderr` (library code, for Python API users): around the calls into a library that may
+  print (onnxruntime's DLL preloading and session creation), both ``sys.stdout`` and descriptor 1 point at
+  stderr.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
+import io
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["StdoutGone", "standard_streams", "silence_stdout"]
+__all__ = ["StdoutGone", "standard_streams", "silence_stdout", "stdout_to_stderr"]
 
 
 class StdoutGone(Exception):
@@ -27,13 +39,27 @@ def _printable(text: str, stream: Any) -> str:
     return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
 
 
-class _GuardedStdout:
-    """sys.stdout during a command: a broken pipe becomes :class:`StdoutGone`."""
+def _written_by_fidkit(frame: Any) -> bool:
+    """True if `frame` (the code that called ``print`` or ``write``) is fidkit's own."""
+    name = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return name == "fidkit" or name.startswith("fidkit.")
 
-    def __init__(self, stream: Any) -> None:
+
+class _GuardedStdout:
+    """sys.stdout during a command: fidkit's own writes are the result, and a broken pipe becomes
+    :class:`StdoutGone`.
+
+    fidkit's code prints nothing on stdout but the result, so what other code prints there during a command
+    (a library's diagnostics, e.g. onnxruntime's "EP Error" block) goes to `elsewhere` (stderr) when given.
+    """
+
+    def __init__(self, stream: Any, elsewhere: Any = None) -> None:
         self._stream = stream
+        self._elsewhere = elsewhere
 
     def write(self, text: str) -> int:
+        if self._elsewhere is not None and not _written_by_fidkit(sys._getframe(1)):
+            return self._elsewhere.write(text)
         try:
             try:
                 return self._stream.write(text)
@@ -85,6 +111,109 @@ def _occupy_with_devnull(fd: int) -> None:
         os.close(null)
 
 
+def _writes_to_fd1(stream: Any) -> bool:
+    """True if `stream` is a file object on descriptor 1 (not pytest's capture, not a notebook's stream)."""
+    try:
+        return stream is not None and stream.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return False
+
+
+def _flush_quietly(stream: Any) -> None:
+    with contextlib.suppress(Exception):  # a closed or broken stream: nothing of ours is lost by skipping it
+        stream.flush()
+
+
+_LIBC: Any = None
+
+
+def _flush_c_stdio() -> None:
+    """Flush the C library's stdio buffers (``fflush(NULL)``).
+
+    C and C++ code (``printf``, ``std::cout``) writing to a pipe or file is buffered by the C library and
+    written to descriptor 1 later: flushed before descriptor 1 is pointed elsewhere, it lands where it
+    was written to, not in the result.
+    """
+    global _LIBC
+    with contextlib.suppress(Exception):  # no C library reachable (e.g. Windows): nothing buffered to flush
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL(None)
+        _LIBC.fflush(None)
+
+
+def _point_fd1_at_stderr() -> int | None:
+    """Make descriptor 1 a duplicate of descriptor 2 (or of /dev/null if 2 is closed).
+
+    Returns a duplicate of what descriptor 1 was, to restore it, or None if it was closed.
+    """
+    try:
+        saved: int | None = os.dup(1)
+    except OSError:
+        saved = None
+    try:
+        os.dup2(2, 1)
+    except OSError:  # stderr closed too: what is printed is dropped
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    return saved
+
+
+def _restore_fd1(saved: int | None) -> None:
+    if saved is None:
+        with contextlib.suppress(OSError):
+            os.close(1)
+        return
+    os.dup2(saved, 1)
+    os.close(saved)
+
+
+_REDIRECT_LOCK = threading.RLock()
+_redirect_depth = 0
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout inside the block to stderr: Python's ``print`` and C code's writes
+    to descriptor 1 alike.
+
+    For calls into libraries that print diagnostics on stdout (onnxruntime's ``preload_dlls`` and session
+    creation), so that a program whose stdout is its result (``python train.py > fid.txt``, a pipe into
+    ``jq``) receives nothing from them. Nested blocks redirect once. Descriptor 1 belongs to the whole
+    process, so the block holds a lock: a second thread entering waits, and another thread's ``print`` to
+    stdout meanwhile goes to stderr too; keep the blocks short.
+    """
+    global _redirect_depth
+    with _REDIRECT_LOCK:
+        outermost = _redirect_depth == 0
+        saved: int | None = None
+        if outermost:
+            # What was printed before the block goes where it was meant to go.
+            for stream in {id(s): s for s in (sys.stdout, sys.__stdout__) if _writes_to_fd1(s)}.values():
+                _flush_quietly(stream)
+            _flush_c_stdio()
+            saved = _point_fd1_at_stderr()
+        _redirect_depth += 1
+        null = None
+        target = sys.stderr
+        if target is None:
+            target = null = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
+        try:
+            with contextlib.redirect_stdout(target):
+                yield
+        finally:
+            _redirect_depth -= 1
+            if outermost:
+                # A print to sys.__stdout__ made inside the block, and C output buffered inside it, go to
+                # stderr now, before descriptor 1 is the result's again.
+                if _writes_to_fd1(sys.__stdout__):
+                    _flush_quietly(sys.__stdout__)
+                _flush_c_stdio()
+                _restore_fd1(saved)
+            if null is not None:
+                null.close()
+
+
 @dataclasses.dataclass
 class _Streams:
     stdout_closed: bool = False
@@ -94,8 +223,12 @@ class _Streams:
 def standard_streams() -> Iterator[_Streams]:
     """stdout and stderr for one command, whatever the shell left open.
 
-    - stdout carries only the result. If it was closed (``>&-``) the command does not run: the result
-      would be lost, so fidkit says so on stderr and exits 1.
+    - stdout carries only the result. What code other than fidkit's prints on ``sys.stdout`` goes to
+      stderr. When ``sys.stdout`` is descriptor 1 (a real run, not an in-process capture), the result
+      goes to a private duplicate of it and descriptor 1 itself points at stderr until the command ends,
+      so what any library or C code writes to descriptor 1 lands on stderr too.
+      If stdout was closed (``>&-``) the command does not run: the result would be lost, so fidkit says
+      so on stderr and exits 1.
     - stderr carries messages only; closed (``2>&-``) or a broken pipe, they are dropped and the exit
       status is what it would have been.
     - stdout a pipe whose reader went away: the command's files are complete, nothing is printed, exit 141.
@@ -109,14 +242,56 @@ def standard_streams() -> Iterator[_Streams]:
     null = None
     if sys.stdout is None or sys.stderr is None:
         null = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
-    sys.stdout = _GuardedStdout(sys.stdout if sys.stdout is not None else null)
+    result = _private_result_stream(sys.stdout)
     sys.stderr = _TolerantStderr(sys.stderr if sys.stderr is not None else null)
+    sys.stdout = _GuardedStdout(
+        result if result is not None else sys.stdout if sys.stdout is not None else null, elsewhere=sys.stderr
+    )
     try:
         yield streams
     finally:
         sys.stdout, sys.stderr = saved
+        if result is not None:
+            _close_result_stream(result)
         if null is not None:
             null.close()
+
+
+def _private_result_stream(stdout: Any) -> io.TextIOBase | None:
+    """Move the result's stdout off descriptor 1: a text stream on a private duplicate of it, and descriptor
+    1 pointed at stderr. None (nothing changed) when `stdout` is not descriptor 1."""
+    if not _writes_to_fd1(stdout):
+        return None
+    _flush_quietly(stdout)
+    _flush_c_stdio()
+    private = os.dup(1)  # not inheritable (os.dup's default): a program fidkit starts gets stderr as its fd 1
+    os.dup2(2, 1)  # fd 2 is open: standard_streams has put /dev/null there if the shell closed it
+    # Buffered as the real stdout was: line by line on a terminal, in blocks into a file or pipe.
+    return open(  # noqa: SIM115 - closed by _close_result_stream
+        private, "w", encoding=stdout.encoding, errors=stdout.errors, closefd=False,
+        buffering=1 if getattr(stdout, "line_buffering", False) else -1,
+    )
+
+
+def _close_result_stream(result: io.TextIOBase) -> None:
+    """Flush the result, and give descriptor 1 back the real stdout (or /dev/null if its reader went away)."""
+    private = result.fileno()
+    try:
+        result.flush()
+    except (OSError, ValueError):
+        # The reader went away: what is left in the buffer goes to /dev/null, so that closing the stream
+        # does not print "Exception ignored ... BrokenPipeError" at exit.
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, private)
+        os.close(null)
+    with contextlib.suppress(OSError, ValueError):
+        result.close()
+    # Output buffered during the command by C code or on sys.__stdout__ belongs to stderr, where fd 1 points.
+    if _writes_to_fd1(sys.__stdout__):
+        _flush_quietly(sys.__stdout__)
+    _flush_c_stdio()
+    os.dup2(private, 1)
+    os.close(private)
 
 
 def silence_stdout() -> None:

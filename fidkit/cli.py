@@ -1,7 +1,8 @@
 """The ``fidkit`` command: a thin argparse layer over :mod:`fidkit.api`.
 
-Results go to stdout (one line, or JSON with ``--json``); messages, warnings and the progress bar go
-to stderr. Exit status: 0 success, 1 a user-facing error (one line ``fidkit: error: ...``; the
+Results go to stdout (one line, or JSON with ``--json``) and nothing else does: messages, warnings, the
+progress bar and whatever a library prints (onnxruntime's loader lines, C code writing to descriptor 1) go
+to stderr (:func:`fidkit._streams.standard_streams`). Exit status: 0 success, 1 a user-facing error (one line ``fidkit: error: ...``; the
 traceback only with ``--debug``), 2 a usage error, 130 interrupted (Ctrl-C; no partial files are left,
 as every write is atomic), 141 stdout was a pipe whose reader went away (quietly; see
 :mod:`fidkit._streams` for closed streams).

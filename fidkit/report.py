@@ -214,6 +214,7 @@ def consistency_warnings(side_a: SideReport, side_b: SideReport, *, allow_weight
                 f"side {label} ({side.name}): {side.n_skipped} unreadable file(s) skipped (--skip-bad)"
                 + (f", e.g. {examples}" if examples else "")
             )
+    messages.extend(_unreleased_weights_warnings(labelled))
     if side_a.weights_sha256 and side_b.weights_sha256 and side_a.weights_sha256 != side_b.weights_sha256:
         message = (
             f"the two sides were computed with different Inception weights (a: "
@@ -234,6 +235,35 @@ def consistency_warnings(side_a: SideReport, side_b: SideReport, *, allow_weight
             "FID across resize modes is biased"
         )
     return messages
+
+
+def _unreleased_weights_warnings(labelled: tuple[tuple[str, SideReport], ...]) -> list[str]:
+    """A warning per weights file other than the released one that a side's features were computed with.
+
+    Such a FID is not the published metric (random or retrained weights, another port): comparable only with
+    FIDs from the same file. Checked on the recorded sha256, so a cached side or a saved statistics file is
+    checked as well as a fresh computation.
+    """
+    # Imported here: the manifest belongs to the network's package, which this module otherwise never needs.
+    from fidkit.errors import WeightsError
+    from fidkit.inception.weights import load_manifest
+
+    try:
+        manifest = load_manifest()
+    except WeightsError:  # a broken installation says so wherever the weights are needed; no FID is lost here
+        return []
+    sides_by_weights: dict[str, list[str]] = {}
+    for label, side in labelled:
+        if side.weights_sha256 and side.weights_sha256 != manifest.sha256:
+            sides_by_weights.setdefault(side.weights_sha256, []).append(f"{label} ({side.name})")
+    return [
+        f"{'sides' if len(sides) > 1 else 'side'} {' and '.join(sides)} {'were' if len(sides) > 1 else 'was'} "
+        f"computed with Inception weights of sha256 "
+        f"{sha256[:16]}..., not the released {manifest.file_name} ({manifest.sha256[:16]}...): this FID is "
+        "comparable only with FIDs from the same weights file, not with published numbers; use the released "
+        "file for numbers you report"
+        for sha256, sides in sides_by_weights.items()
+    ]
 
 
 def assemble_fid_report(

@@ -75,10 +75,24 @@ def fidkit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+#: Environment variable naming the folder of real test data (CIFAR-10 and MNIST files; README.md, Development).
+TEST_DATA_ENV = "FIDKIT_TEST_DATA"
+
+
+def shared_data_folder() -> Path:
+    """Where the real test data is: ``$FIDKIT_TEST_DATA``, else ``<repo>/../shared/data``."""
+    configured = os.environ.get(TEST_DATA_ENV)
+    return Path(configured).expanduser() if configured else REPO_ROOT.parent / "shared" / "data"
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared real data folder (``<repo>/../shared/data``); skips the test if it is absent."""
-    path = REPO_ROOT.parent / "shared" / "data"
+    """The real data folder (:func:`shared_data_folder`); skips the test, saying how to provide it, if absent."""
+    path = shared_data_folder()
     if not path.is_dir():
-        pytest.skip(f"shared data not found at {path}")
+        origin = f"{TEST_DATA_ENV}={os.environ[TEST_DATA_ENV]}" if os.environ.get(TEST_DATA_ENV) else "the default"
+        pytest.skip(
+            f"real test data not found at {path} ({origin}); set {TEST_DATA_ENV} to the folder holding "
+            "cifar10/ and mnist/ (see README.md, Development)"
+        )
     return path

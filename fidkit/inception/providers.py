@@ -3,7 +3,8 @@
 A device is ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"tensorrt"`` or ``"tensorrt:N"``. This module
 turns it into onnxruntime provider entries (TF32 off on CUDA: FID is defined in float32), preloads the CUDA
 and cuDNN libraries that ``pip install "fidkit[cuda]"`` brings, keeps onnxruntime's own log lines quiet
-unless fidkit logs at DEBUG, and, when CUDA cannot run, says why and what to install instead of letting
+unless fidkit logs at DEBUG, sends what onnxruntime prints on stdout to stderr (:func:`stdout_to_stderr`,
+around every call that may print), and, when CUDA cannot run, says why and what to install instead of letting
 onnxruntime fall back to the CPU without a word. onnxruntime is imported by the caller and passed in, so
 that tests can hand a stand-in with any provider list.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from fidkit._gpu import any_library_loads, gpu_driver_present
 from fidkit._devices import Device, parse_device
+from fidkit._streams import stdout_to_stderr
 
 __all__ = [
     "Device",
@@ -27,6 +29,7 @@ __all__ = [
     "preload_gpu_libraries",
     "gpu_driver_present",
     "why_no_gpu",
+    "stdout_to_stderr",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,12 +86,15 @@ def preload_gpu_libraries(ort: Any) -> None:
     ``onnxruntime.preload_dlls()`` (onnxruntime >= 1.21) finds the libraries that ``pip install
     "fidkit[cuda]"`` installed; when torch is already imported with CUDA, its libraries are loaded anyway.
     Failures are left to the session, whose error :func:`why_no_gpu` then explains.
+    Whatever it prints ("Failed to load libcublasLt.so.13 ...", on stdout) goes to stderr: stdout is the
+    caller's result.
     """
     preload = getattr(ort, "preload_dlls", None)
     if preload is None:
         return
     try:
-        preload()
+        with stdout_to_stderr():
+            preload()
     except Exception as exc:  # noqa: BLE001 - best effort: the session reports the real failure
         logger.debug("onnxruntime.preload_dlls() failed: %s", exc)
 

@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fidkit._fs import atomic_write, cache_home, sha256_file
+from fidkit._streams import stdout_to_stderr
 from fidkit._validate import (
     as_image_batch,
     as_image_tensor,
@@ -264,6 +265,7 @@ class FeatureExtractor:
             "installation works (python -c 'import onnxruntime') and report it"
         )
 
+    @stdout_to_stderr()  # onnxruntime prints on stdout when a provider fails; stdout is the caller's result
     def _graph_loads_on_cpu(self) -> bool:
         """True if the graph file loads with the CPU provider: tells a provider failure from a bad graph."""
         import onnxruntime as ort
@@ -298,6 +300,7 @@ class FeatureExtractor:
                 ) from exc
         return provider_entries(device, precision=self.precision, tensorrt_cache=trt_cache)
 
+    @stdout_to_stderr()  # "Failed to load libcublasLt...", "EP Error" blocks: printed on stdout by onnxruntime
     def _make_session(self, device: Device) -> Any:
         import onnxruntime as ort
 

@@ -28,6 +28,7 @@ from fidkit.ttur.data import (
 )
 from fidkit.ttur.features import make_extractor
 from fidkit.ttur.plotting import plot_fid_curves
+from fidkit.ttur.progress import CountingExtractor, Progress, stderr_is_terminal
 from fidkit.ttur.run_files import (
     CHECKPOINT_NAME,
     COMPARE_OUTPUT_NAMES,
@@ -81,6 +82,7 @@ def reference_stats(
     Stats
     """
     source: Any = config.data
+    n_reference = config.ref_samples
     if data is not None and data.n_resized > 0:
         # As the generator's output meets the extractor: uint8 (N, H, W, 3).
         source = nchw_to_rgb(data.images)
@@ -93,15 +95,18 @@ def reference_stats(
             "%dx%d (the source's images were resized for training)",
             n_reference, source.shape[0], data.image_size, data.image_size,
         )
-    return fidkit.compute_stats(
-        source,
-        weights=config.weights,
-        device=config.device,
-        batch_size=config.feature_batch_size,
-        limit=config.ref_samples,
-        seed=config.seed if config.ref_samples is not None else None,
-        extractor=extractor,
-    )
+    options = {
+        "weights": config.weights,
+        "device": config.device,
+        "batch_size": config.feature_batch_size,
+        "limit": config.ref_samples,
+        "seed": config.seed if config.ref_samples is not None else None,
+    }
+    if stderr_is_terminal():
+        return fidkit.compute_stats(source, extractor=extractor, **options)  # fidkit's own bar
+    # No bar where stderr is not a terminal: lines, counted by the extractor (the statistics stay cached).
+    with Progress(n_reference, "reference statistics", unit="img", bar=False) as progress:
+        return fidkit.compute_stats(source, extractor=CountingExtractor(extractor, progress), **options)
 
 
 @dataclass
@@ -317,10 +322,14 @@ def run_ttur(
         metric = fidkit.FID(reference=ref_stats, extractor=extractor)
         segment_start = time.perf_counter()
         elapsed_at_start = trainer.elapsed_s
+        # Lines, also on a terminal: the evaluations' log lines come between them.
+        steps = Progress(config.steps, f"training {out}", unit="step", bar=False, initial=trainer.step)
         while trainer.step < config.steps:
             trainer.train_step()
+            steps.update()
             if _should_evaluate(trainer.step, config):
-                result = trainer.evaluate(metric)
+                with Progress(config.eval_samples, f"FID at step {trainer.step}", unit="img") as images_done:
+                    result = trainer.evaluate(metric, progress=images_done)
                 trainer.elapsed_s = elapsed_at_start + time.perf_counter() - segment_start
                 row = trainer.record(float(result))
                 logger.info(

@@ -222,12 +222,13 @@ class TTURTrainer:
         finally:
             self.generator.train(was_training)
 
-    def evaluate(self, metric: fidkit.FID) -> fidkit.FrechetResult:
+    def evaluate(self, metric: fidkit.FID, progress: Any = None) -> fidkit.FrechetResult:
         """FID of the generator's eval images, through the training-loop metric :class:`fidkit.FID`.
 
         `metric` holds the dataset's statistics as its reference; its generated side is reset and fed
         the eval images, in memory. The first ``SAMPLE_GRID_SIDE**2`` of them are kept in
-        :attr:`samples`.
+        :attr:`samples`. `progress` (a :class:`~fidkit.ttur.progress.Progress`), if given, is told of
+        each batch of images done.
 
         Returns
         -------
@@ -242,6 +243,8 @@ class TTURTrainer:
             if n_kept < n_samples:
                 kept.append(images[: n_samples - n_kept])
             metric.update(images)
+            if progress is not None:
+                progress.update(len(images))
         self.samples = np.concatenate(kept)
         with warnings.catch_warnings():
             # The run warns once about small N at its start; one warning per evaluation is noise.

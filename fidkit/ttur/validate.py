@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 import fidkit
 from fidkit._fs import atomic_write
@@ -33,6 +32,7 @@ from fidkit.ttur.data import existing_output, load_images
 from fidkit.ttur.disturbances import DISTURBANCES, Disturbance, get_disturbance
 from fidkit.ttur.features import make_extractor, stats_in_memory
 from fidkit.ttur.plotting import plot_validation
+from fidkit.ttur.progress import Progress
 
 __all__ = [
     "ValidateConfig",
@@ -243,8 +243,8 @@ def run_validation(
     on_result : callable, optional
         Called as ``on_result(disturbance, strength, fid)`` after each FID.
     progress : bool or None
-        Progress bar on stderr over all images sent through the network: None draws it only
-        when stderr is a terminal, False never.
+        Progress on stderr over all images sent through the network (:class:`~fidkit.ttur.progress.Progress`):
+        a bar on a terminal, else a log line every few seconds; False shows none.
 
     Returns
     -------
@@ -300,13 +300,12 @@ def run_validation(
             fidkit.FEATURE_DIM,
         )
     n_nonzero = sum(1 for strength in config.strengths if strength > 0.0)
-    # One bar across every set, on stderr; by default only on a terminal (tqdm's disable=None).
-    bar = tqdm(
-        total=images.shape[0] * (1 + n_nonzero * len(selected)),
-        desc="validate",
+    # One count across every set, on stderr: a bar on a terminal, a line every few seconds elsewhere.
+    bar = Progress(
+        images.shape[0] * (1 + n_nonzero * len(selected)),
+        "validate",
         unit="img",
-        disable=None if progress is None else not progress,
-        leave=False,
+        enabled=progress,
     )
     with bar, warnings.catch_warnings():
         # Warned once above; one SmallSampleWarning per FID would bury the report.
@@ -330,7 +329,7 @@ def run_validation(
                 fids.append(fid)
                 # With a bar drawn on the terminal, per-level lines would break it; log them only
                 # where there is no bar (logs, CI).
-                (logger.info if bar.disable else logger.debug)(
+                (logger.debug if bar.draws_bar else logger.info)(
                     "%s strength %g: FID %.3f", disturbance.name, strength, fid
                 )
                 if on_result is not None:

@@ -1,0 +1,255 @@
+"""Every ```python block of README.md and docs/*.md runs as written; README's first commands are real.
+
+The blocks of one document run in order in one namespace (as a reader goes down the page), in a subprocess
+whose working folder holds small stand-ins for the files the examples name (``real_images/``,
+``generated_images/``, ``cifar10-train.npz``...), with ``FIDKIT_WEIGHTS`` set to random weights of the exact
+layout and ``FIDKIT_HOME`` to the test session's cache.
+
+A block that cannot run here is marked in the markdown by an HTML comment on the line right before it:
+
+- ``<!-- docs-test: skip (why) -->``: not run; the reason is required (a download, a GPU, a cluster);
+- ``<!-- docs-test: torchrun -->``: a script for ``torchrun``, run alone with the environment torchrun gives
+  one process (``RANK=0``, ``WORLD_SIZE=1``, ``LOCAL_RANK=0``, ``MASTER_ADDR``, ``MASTER_PORT``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import pickle
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+
+_FENCE = re.compile(r"^```(\w*)\s*$")
+_MARKER = re.compile(r"^<!--\s*docs-test:\s*(?P<what>skip|torchrun)\s*(?:\((?P<why>[^)]*)\))?\s*-->\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    path: Path
+    line: int  # of the opening fence, 1-based
+    language: str
+    code: str
+    marker: str | None  # "skip", "torchrun" or None
+    reason: str | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(REPO_ROOT)}:{self.line}"
+
+
+def code_blocks(path: Path) -> list[Block]:
+    """The fenced code blocks of a markdown file, each with the docs-test marker right before it, if any."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blocks: list[Block] = []
+    index = 0
+    while index < len(lines):
+        opening = _FENCE.match(lines[index])
+        if opening is None:
+            index += 1
+            continue
+        end = index + 1
+        while end < len(lines) and lines[end].strip() != "```":
+            end += 1
+        marker = _MARKER.match(lines[index - 1].strip()) if index > 0 else None
+        blocks.append(
+            Block(
+                path=path,
+                line=index + 1,
+                language=opening.group(1),
+                code="\n".join(lines[index + 1 : end]) + "\n",
+                marker=marker.group("what") if marker else None,
+                reason=(marker.group("why") or "").strip() or None if marker else None,
+            )
+        )
+        index = end + 1
+    return blocks
+
+
+def python_blocks(path: Path) -> list[Block]:
+    return [block for block in code_blocks(path) if block.language == "python"]
+
+
+# --- the markers are few and honest --------------------------------------------------------------------------
+
+
+def test_every_document_is_read_and_markers_stand_before_python_blocks():
+    names = {path.name for path in DOCUMENTS}
+    assert {"README.md", "usage.md", "ttur.md", "distributed.md", "architecture.md"} <= names
+    for path in DOCUMENTS:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines):
+            if "docs-test:" not in line:
+                continue
+            assert _MARKER.match(line.strip()), f"{path.name}:{number + 1}: unknown docs-test marker {line!r}"
+            following = lines[number + 1] if number + 1 < len(lines) else ""
+            assert following.strip() == "```python", f"{path.name}:{number + 1}: a marker must precede a python block"
+
+
+def test_skipped_blocks_say_why_and_are_few():
+    blocks = [block for path in DOCUMENTS for block in python_blocks(path)]
+    skipped = [block for block in blocks if block.marker == "skip"]
+    assert all(block.reason for block in skipped), [block.where for block in skipped if not block.reason]
+    assert len(skipped) <= 2 and len(blocks) - len(skipped) >= 6, [block.where for block in skipped]
+
+
+# --- the python blocks run -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, extractor) -> Path:
+    """Small stand-ins for what the examples name: two image folders (and their short names), a statistics file."""
+    from PIL import Image
+
+    import fidkit
+
+    root = tmp_path_factory.mktemp("docs-workspace")
+    rng = np.random.default_rng(7)
+    for folder in ("real_images", "generated_images"):
+        (root / folder).mkdir()
+        for index in range(12):
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / folder / f"{index:03d}.png")
+    shutil.copytree(root / "real_images", root / "real")
+    shutil.copytree(root / "generated_images", root / "generated")
+    fidkit.compute_stats(root / "real_images", extractor=extractor, use_cache=False).save(root / "cifar10-train.npz")
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_RUNNER = textwrap.dedent(
+    """
+    import sys, traceback, warnings
+    warnings.simplefilter("ignore")  # FidkitWarning, SmallSampleWarning: expected at these sizes
+    namespace = {"__name__": "__main__"}
+    for where, code in BLOCKS:
+        try:
+            exec(compile(code, where, "exec"), namespace)
+        except BaseException:
+            traceback.print_exc()
+            print(f"DOCS-TEST FAILED: {where}", file=sys.stderr)
+            sys.exit(1)
+    """
+)
+
+
+def _run_blocks(blocks: list[Block], cwd: Path, weights: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), FIDKIT_WEIGHTS=str(weights), MPLBACKEND="Agg", **extra_env)
+    script = f"BLOCKS = {[(block.where, block.code) for block in blocks]!r}\n" + _RUNNER
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.parametrize(
+    "document", [path for path in DOCUMENTS if python_blocks(path)], ids=lambda path: path.name
+)
+def test_python_blocks_run_as_written(document, workspace, random_weights_path, tmp_path):
+    cwd = tmp_path / "cwd"
+    shutil.copytree(workspace, cwd)  # a block may write files (real.npz): each document starts afresh
+    blocks = python_blocks(document)
+    plain = [block for block in blocks if block.marker is None]
+    if plain:
+        result = _run_blocks(plain, cwd, random_weights_path)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    for block in blocks:
+        if block.marker == "torchrun":
+            result = _run_blocks(
+                [block], cwd, random_weights_path,
+                RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
+                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+            )
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
+# --- README: the first command runs the main job on something that exists -----------------------------------
+
+
+def _readme_commands() -> list[list[str]]:
+    """The shell commands of README's first two bash blocks, split at ``&&`` (install, then fidkit ...)."""
+    bash = [block for block in code_blocks(REPO_ROOT / "README.md") if block.language == "bash"]
+    return [[part.strip() for part in block.code.strip().split("&&")] for block in bash[:3]]
+
+
+def _cifar_archive(train: list[np.ndarray], test: np.ndarray) -> bytes:
+    """A small cifar-10-python.tar.gz in the real layout (pickled batches of 3072-byte rows)."""
+
+    def batch(images: np.ndarray) -> bytes:
+        rows = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).reshape(len(images), 3072)
+        return pickle.dumps({"data": rows, "labels": [0] * len(images)}, protocol=2)
+
+    members = {f"cifar-10-batches-py/data_batch_{i + 1}": batch(images) for i, images in enumerate(train)}
+    members["cifar-10-batches-py/test_batch"] = batch(test)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_readme_first_command_computes_a_fid_of_named_datasets(
+    extractor, random_weights_path, tmp_path, monkeypatch, capsys
+):
+    from fidkit.cli import main
+    from fidkit.sources import named
+
+    install, *rest = _readme_commands()[0]
+    assert install.startswith("pip install torch==") and rest[0] == "pip install -e ."
+    argv = shlex.split(rest[1])
+    assert argv[:2] == ["fidkit", "compute"], rest
+    sources = [arg for arg in argv[2:] if not arg.startswith("-") and not arg.isdigit()]
+    assert sorted(sources) == ["cifar10-test", "cifar10-train"], sources  # named: nothing to create first
+    assert "--limit" in argv  # small enough to finish in minutes on a CPU
+
+    # The dataset file, in the real format, where FIDKIT_DATASETS says (this machine has no internet).
+    rng = np.random.default_rng(11)
+    archive = _cifar_archive([rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8) for _ in range(5)],
+                             rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    n_images = {"cifar10-train": 15, "cifar10-test": 6}
+    for name in sources:
+        dataset = named.DATASETS[name]
+        (folder / dataset.file.file_name).write_bytes(archive)
+        file = dataclasses.replace(dataset.file, md5=hashlib.md5(archive).hexdigest(), size=len(archive))
+        monkeypatch.setitem(
+            named.DATASETS, name, dataclasses.replace(dataset, file=file, n_images=n_images[name])
+        )
+    monkeypatch.setenv("FIDKIT_DATASETS", str(folder))
+    monkeypatch.setenv("FIDKIT_WEIGHTS", str(random_weights_path))
+    assert main(argv[1:]) == 0
+    out = capsys.readouterr().out
+    assert re.fullmatch(r"FID: \d+\.\d{4}\n", out), out
+
+
+def test_readme_gpu_check_runs_the_network_now():
+    from fidkit.cli import build_parser
+
+    gpu_line = next(line for block in _readme_commands() for line in block if "--device cuda" in line)
+    command, _, grep = gpu_line.partition("|")
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert args.device == "cuda" and args.json
+    assert args.no_cache  # a cached side would report the provider of an earlier (CPU) run, not this one
+    assert shlex.split(grep) == ["grep", '"provider"']
