@@ -21,8 +21,8 @@ Every file fidkit downloads (the Inception weights, the named datasets) goes thr
   releases the lock of a process that dies, so a dead process never blocks anyone; the lock file is removed
   by whoever holds it when done (a waiter that then holds a removed file tries again). Where locks are not
   available the unique temporary files and the atomic rename still keep the result whole;
-* a failed download leaves nothing behind: the folders it created (the destination's, ``locks/``, the cache
-  home) are removed again when empty, and nothing else is touched;
+* a download leaves no lock behind (``locks/`` is removed when it is empty), and a failed one no folder: those
+  it created (the destination's, the cache home) are removed again when empty; nothing else is touched;
 * progress is drawn with tqdm on stderr, only when stderr is a terminal.
 
 Ground floor: nothing here knows about weights, datasets or images.
@@ -526,9 +526,11 @@ def download(
     show = None if progress else False
     seconds = download_deadline(size, deadline)
     failures: list[str] = []
-    # What this call creates, removed again if it fails: the destination's folders, locks/, the cache home.
+    # What this call creates, removed again if it fails: the destination's folders and the cache home. The
+    # locks/ folder is fidkit's own and holds nothing once no download runs: removed whenever it is empty.
     created = _missing_folders(target.parent)
-    created_for_lock = _missing_folders(_lock_path(target).parent)
+    lock_folder = _lock_path(target).parent
+    created_for_lock = [lock_folder, *(folder for folder in _missing_folders(lock_folder) if folder != lock_folder)]
     # A waiter waits as long as the holder's URLs may take, and a socket timeout more for the last one's close.
     wait_s = seconds * max(len(tried), 1) + timeout
     try:

@@ -288,7 +288,7 @@ def _key_of(fingerprint: str, identity: ExtractorIdentity) -> str:
 
 
 def _look_up_key(source: Source, fingerprint: str, key: str, options: SideOptions) -> CacheLookup:
-    cached = load_cached_stats(key)
+    cached = load_cached_stats(key, source_name=str(source.name))
     if cached is not None and (options.skip_bad or _count(cached.metadata.get("n_skipped"), 0) == 0):
         logger.info("%s: statistics read from the cache (N = %s)", source.name, cached.n)
         return CacheLookup(key, fingerprint, cached)
