@@ -287,7 +287,7 @@ def _lock_holder(lock_path: Path) -> str:
     if pid <= 0:
         return "a process that did not record its id"
     state = "running here" if pid_running(pid) else "not running on this machine: on another one sharing the folder"
-    return f"process {pid} ({state})"
+    return f"process {pid}, {state}"
 
 
 def _acquire(lock_path: Path, fcntl: Any, wait_s: float, what: str) -> Any:
@@ -311,9 +311,10 @@ def _acquire(lock_path: Path, fcntl: Any, wait_s: float, what: str) -> Any:
             left = ends - time.monotonic()
             if left <= 0:
                 raise DownloadError(
-                    f"gave up waiting for {what} after {wait_s:.0f} s: another download holds the lock {lock_path} "
-                    f"({_lock_holder(lock_path)}); wait for it to end, or if no fidkit is downloading any more, "
-                    "delete that lock file and try again"
+                    f"gave up waiting for {what} after {wait_s:.3g} s: another download holds the lock {lock_path} "
+                    f"({_lock_holder(lock_path)}); wait for it to end or stop it, then try again (the lock of a "
+                    "process that died is released by the system; only a holder on another machine sharing this "
+                    "folder can leave it held: then delete that lock file)"
                 ) from None
             if not announced:
                 logger.info("waiting for another process that is downloading %s (lock %s)", what, lock_path)
@@ -531,8 +532,9 @@ def download(
     created = _missing_folders(target.parent)
     lock_folder = _lock_path(target).parent
     created_for_lock = [lock_folder, *(folder for folder in _missing_folders(lock_folder) if folder != lock_folder)]
-    # A waiter waits as long as the holder's URLs may take, and a socket timeout more for the last one's close.
-    wait_s = seconds * max(len(tried), 1) + timeout
+    # A waiter waits as long as the holder's URLs may take: each its deadline, and a socket timeout for the
+    # connection, which is opened before the deadline's watchdog can cut it.
+    wait_s = (seconds + timeout) * max(len(tried), 1)
     try:
         with _download_lock(target, wait_s=wait_s, what=what):
             try:

@@ -10,8 +10,8 @@ How a run goes
    at most ``max(MIN_SHARDS, SHARDS_PER_ACTOR * actors)``, of equal whole numbers of batches).
 3. One actor per GPU (``num_gpus=1``) when the cluster has GPUs and the device allows them, else one
    actor per CPU (``num_cpus=1``, one onnxruntime thread); ``$FIDKIT_RAY_ACTORS`` overrides the
-   count, up to what the cluster can place (:func:`actor_count`: more would wait for ever). Each actor builds one :class:`~fidkit.inception.FeatureExtractor` and, per shard, decodes
-   the shard's files with fidkit's decoder and colour policy and runs :func:`fidkit.extraction.extract`
+   count, up to what the cluster can place (:func:`actor_count`: more would wait for ever). Each
+   actor builds one :class:`~fidkit.inception.FeatureExtractor` and, per shard, decodes the shard's files with fidkit's decoder and colour policy and runs :func:`fidkit.extraction.extract`
    on them: it returns the shard's partial statistics (a :class:`~fidkit.stats.StatsAccumulator`:
    n, mean and M2 in float64, or the rows while n <= dim; never per-image features), its bad files
    and the node it ran on.
@@ -392,10 +392,11 @@ def actor_count(requested: str | None, *, cpus: float, gpus: float, use_gpu: boo
     if count < 1:
         raise InputError(f"{ACTORS_ENV} must be a positive integer, not {requested!r}")
     if count > placeable:
-        what = f"{int(cpus)} CPU(s) and {int(gpus)} GPU(s)" if use_gpu else f"{int(cpus)} CPU(s)"
+        has = f"{cpus:g} CPU(s) and {gpus:g} GPU(s)" if use_gpu else f"{cpus:g} CPU(s)"
+        takes = "one GPU and one CPU" if use_gpu else "one CPU"
         logger.warning(
-            "%s=%d, but the Ray cluster has %s and each actor takes one of each it uses: starting %d actor(s); "
-            "the others would wait for resources for ever", ACTORS_ENV, count, what, placeable,
+            "%s=%d, but the Ray cluster has %s and each actor takes %s: starting %d actor(s), as more would wait "
+            "for resources for ever", ACTORS_ENV, count, has, takes, placeable,
         )
         return placeable
     return count
