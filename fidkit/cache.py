@@ -511,6 +511,8 @@ def _describe_entry(entry: Path) -> CacheEntry | None:
     info: Mapping[str, Any] = {}
     try:
         info = json.loads(sidecar.read_text(encoding="utf-8"))
+        if not isinstance(info, Mapping):
+            raise ValueError("the sidecar is not a JSON object")
         size_bytes += sidecar.stat().st_size
     except (OSError, ValueError):
         # No usable sidecar (written by an interrupted run): read the entry itself.
