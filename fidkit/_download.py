@@ -6,13 +6,23 @@ Every file fidkit downloads (the Inception weights, the named datasets) goes thr
   host and folder are replaced by that URL, so only ``URL/<file name>`` is tried (:func:`mirror_urls`);
 * the bytes are hashed (sha256 or md5) while they stream into a temporary file beside the destination; the
   size and checksum are compared *before* the file is moved into place, and a file that fails is deleted and
-  reported with both checksums;
+  reported with both checksums. With a known size, a server that announces another length is refused before
+  its body is read, and one that sends more is refused at the first byte too many: no mirror can fill the
+  disk;
+* each URL has a deadline for the whole transfer (``FIDKIT_DOWNLOAD_DEADLINE`` seconds, default from the size:
+  :func:`download_deadline`), besides the per-operation socket timeout: a server that trickles a byte at a
+  time is cut off at the deadline, however slowly it sends;
 * the move is :func:`fidkit._fs.atomic_write`'s ``os.replace``: an interrupted download (Ctrl-C, a closed
   connection, a timeout) leaves no file under the final name, only nothing or a hidden ``.NAME.*.tmp`` that a
   killed process could not remove;
 * two processes downloading the same file take turns on a lock file (``fcntl.flock``) under
-  ``cache_home()/locks``; the second finds the first one's file, checks it and uses it. Where locks are not
+  ``cache_home()/locks``; the second finds the first one's file, checks it and uses it. A waiter gives up
+  after the deadlines of the holder's download have passed, naming the lock file and its holder. The kernel
+  releases the lock of a process that dies, so a dead process never blocks anyone; the lock file is removed
+  by whoever holds it when done (a waiter that then holds a removed file tries again). Where locks are not
   available the unique temporary files and the atomic rename still keep the result whole;
+* a download leaves no lock behind (``locks/`` is removed when it is empty), and a failed one no folder: those
+  it created (the destination's, the cache home) are removed again when empty; nothing else is touched;
 * progress is drawn with tqdm on stderr, only when stderr is a terminal.
 
 Ground floor: nothing here knows about weights, datasets or images.
@@ -25,8 +35,12 @@ import dataclasses
 import hashlib
 import http.client
 import logging
+import math
 import os
+import socket
 import sys
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,14 +48,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
-from fidkit._fs import CHUNK_BYTES, atomic_write, cache_home, file_digest
-from fidkit.errors import DownloadError
+from fidkit._fs import CHUNK_BYTES, atomic_write, cache_home, file_digest, pid_running
+from fidkit.errors import DownloadError, InputError
 
 __all__ = [
     "MIRROR_ENV",
+    "DEADLINE_ENV",
     "DEFAULT_TIMEOUT_S",
     "Checksum",
     "mirror_urls",
+    "download_deadline",
     "progress_bar",
     "download",
 ]
@@ -52,6 +68,16 @@ logger = logging.getLogger(__name__)
 MIRROR_ENV = "FIDKIT_MIRROR"
 #: Seconds any one socket operation (connect, each read) may wait before the download gives up.
 DEFAULT_TIMEOUT_S = 30.0
+#: Environment variable: seconds the whole transfer from one URL may take (default: :func:`download_deadline`).
+DEADLINE_ENV = "FIDKIT_DOWNLOAD_DEADLINE"
+#: The default deadline is this many seconds plus the time the file takes at :data:`_SLOWEST_RATE`.
+_DEADLINE_BASE_S = 300.0
+#: Bytes per second below which a download is taken for a stalled or hostile server (64 KiB/s).
+_SLOWEST_RATE = 64 * 1024
+#: The default deadline of a file of unknown size.
+_DEADLINE_UNKNOWN_SIZE_S = 3600.0
+#: How often a process waiting for another one's download lock tries again.
+_LOCK_POLL_S = 0.2
 _ALGORITHMS = ("sha256", "md5")
 
 
@@ -127,40 +153,236 @@ def progress_bar(total: int | None, desc: str, *, show: bool | None = None, stre
     )
 
 
+def download_deadline(size: int | None = None, deadline: float | None = None) -> float:
+    """Seconds the transfer from one URL may take in all: `deadline`, else ``$FIDKIT_DOWNLOAD_DEADLINE``, else
+    5 minutes plus the file's time at 64 KiB/s (an hour for a file of unknown size).
+
+    The socket timeout bounds each operation only; this bounds the whole, so that a server sending a byte every
+    few seconds cannot keep a run waiting for ever.
+
+    Raises
+    ------
+    InputError
+        `deadline` or the environment variable is not a positive finite number of seconds.
+    """
+    where = "deadline"
+    if deadline is None:
+        text = os.environ.get(DEADLINE_ENV, "").strip()
+        if not text:
+            if size is None:
+                return _DEADLINE_UNKNOWN_SIZE_S
+            return _DEADLINE_BASE_S + size / _SLOWEST_RATE
+        where = f"{DEADLINE_ENV}={text!r}"
+        try:
+            deadline = float(text)
+        except ValueError:
+            deadline = math.nan
+    try:
+        value = float(deadline)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise InputError(
+            f"{where} is not a download deadline: give the seconds one download may take in all, a positive "
+            f"number such as 1800 (unset {DEADLINE_ENV} for the default, which grows with the file's size)"
+        )
+    return value
+
+
 class _Refused(Exception):
     """Internal: a download that finished but is not the expected file (or was cut short)."""
 
 
+class _Watchdog:
+    """Shuts down the sockets of one download when its deadline passes.
+
+    A socket timeout bounds each read; a server that sends a byte just before each timeout (in the body or in
+    the headers) would still never end. At the deadline this cuts every connection the download opened
+    (redirects included): the blocked read returns at once and :attr:`expired` says why.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+
+    def remaining(self) -> float:
+        return self.ends - time.monotonic()
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            self._shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        # The plain socket's shutdown, also under TLS: it wakes a read blocked in another thread, which a close
+        # would not, and leaves the TLS object to fail on its own.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _watched(connection_class: type, watchdog: _Watchdog) -> type:
+    """`connection_class` (http.client's HTTP or HTTPS connection) that hands its socket to `watchdog`."""
+
+    class Watched(connection_class):  # type: ignore[misc, valid-type]
+        def connect(self) -> None:
+            super().connect()
+            watchdog.watch(self.sock)
+
+    return Watched
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self._connection = _watched(http.client.HTTPConnection, watchdog)
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(self._connection, req)
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self._connection = _watched(http.client.HTTPSConnection, watchdog)
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(self._connection, req, context=self._context)
+
+
+def _lock_path(target: Path) -> Path:
+    key = hashlib.sha256(str(target.resolve()).encode("utf-8")).hexdigest()[:16]
+    return cache_home() / "locks" / f"{target.name}.{key}.lock"
+
+
+def _lock_holder(lock_path: Path) -> str:
+    """Who holds a download lock, as far as its file says (the holder writes its pid there)."""
+    try:
+        pid = int(lock_path.read_text(encoding="ascii").strip() or "0")
+    except (OSError, ValueError):
+        pid = 0
+    if pid <= 0:
+        return "a process that did not record its id"
+    state = "running here" if pid_running(pid) else "not running on this machine: on another one sharing the folder"
+    return f"process {pid}, {state}"
+
+
+def _acquire(lock_path: Path, fcntl: Any, wait_s: float, what: str) -> Any:
+    """Open and lock `lock_path`, waiting at most `wait_s` seconds for another holder; return the open handle.
+
+    The holder removes the file before it lets go, so a waiter that gets the lock checks that the path still
+    names the file it locked; if not it starts again on the new file. Raises DownloadError after `wait_s`.
+    """
+    ends = time.monotonic() + wait_s
+    announced = False
+    while True:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = open(lock_path, "a+b")  # noqa: SIM115 - returned, or closed below
+        except FileNotFoundError:
+            continue  # the folder was removed by the holder that just finished: make it again
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            left = ends - time.monotonic()
+            if left <= 0:
+                raise DownloadError(
+                    f"gave up waiting for {what} after {wait_s:.3g} s: another download holds the lock {lock_path} "
+                    f"({_lock_holder(lock_path)}); wait for it to end or stop it, then try again (the lock of a "
+                    "process that died is released by the system; only a holder on another machine sharing this "
+                    "folder can leave it held: then delete that lock file)"
+                ) from None
+            if not announced:
+                logger.info("waiting for another process that is downloading %s (lock %s)", what, lock_path)
+                announced = True
+            time.sleep(min(_LOCK_POLL_S, left))
+            continue
+        except BaseException:
+            handle.close()
+            raise
+        try:
+            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path))
+        except OSError:
+            same = False
+        if same:
+            # Who holds it, for the message of a waiter that gives up.
+            with contextlib.suppress(OSError):
+                handle.seek(0)
+                handle.truncate()
+                handle.write(str(os.getpid()).encode("ascii"))
+                handle.flush()
+            return handle
+        handle.close()  # the file was removed (or replaced) while this process waited: lock the current one
+
+
 @contextlib.contextmanager
-def _download_lock(target: Path) -> Iterator[None]:
-    """Hold an exclusive lock for downloading `target` (best effort: without fcntl or on a failing
-    filesystem, no lock; the atomic rename still keeps the result whole)."""
+def _download_lock(target: Path, *, wait_s: float, what: str) -> Iterator[None]:
+    """Hold an exclusive lock for downloading `target`, waiting at most `wait_s` seconds for another process
+    (best effort: without fcntl or on a failing filesystem, no lock; the atomic rename still keeps the result
+    whole). The lock file is removed when done."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    key = hashlib.sha256(str(target.resolve()).encode("utf-8")).hexdigest()[:16]
-    lock_path = cache_home() / "locks" / f"{target.name}.{key}.lock"
+    lock_path = _lock_path(target)
     handle = None
     try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_path, "a+b")  # noqa: SIM115 - closed in finally
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("waiting for another process that is downloading %s", target.name)
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        handle = _acquire(lock_path, fcntl, wait_s, what)
     except OSError as exc:
         logger.debug("no download lock for %s (%s); going on without one", target, exc)
-        if handle is not None:
-            handle.close()
-            handle = None
     try:
         yield
     finally:
         if handle is not None:
+            # Removed while still held: a waiter that locks the removed file sees it is gone and starts again.
+            with contextlib.suppress(OSError):
+                if os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path)):
+                    lock_path.unlink()
             handle.close()  # closing releases the lock
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders from `folder` up that do not exist yet, deepest first (what a write there would create)."""
+    missing: list[Path] = []
+    current = folder
+    while not current.exists() and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    return missing
+
+
+def _remove_if_empty(folders: Sequence[Path]) -> None:
+    """Remove `folders` (deepest first) that are empty: only ones this download created, never a non-empty one."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (someone else's file, or another download), or gone: leave it and what is above
 
 
 def _is_expected_file(path: Path, checksum: Checksum, size: int | None) -> bool:
@@ -172,21 +394,72 @@ def _is_expected_file(path: Path, checksum: Checksum, size: int | None) -> bool:
         return False
 
 
+def _read_some(response: Any, limit: int) -> bytes:
+    """At most `limit` bytes from one read of the connection (not a loop that waits for all of them)."""
+    read1 = getattr(response, "read1", None)
+    return read1(limit) if read1 is not None else response.read(limit)
+
+
 def _fetch(url: str, partial: Path, checksum: Checksum, *, size: int | None, desc: str, show: bool | None,
-           timeout: float) -> tuple[int, str]:
-    """Stream `url` into `partial`; return the number of bytes written and their digest."""
+           timeout: float, deadline: float) -> tuple[int, str]:
+    """Stream `url` into `partial` within `deadline` seconds; return the number of bytes written and their digest.
+
+    With a known `size`, never reads more than one byte past it: a longer body is refused there.
+    """
+    watchdog = _Watchdog(deadline)
+    try:
+        with watchdog:
+            return _transfer(url, partial, checksum, size=size, desc=desc, show=show, timeout=timeout,
+                             watchdog=watchdog)
+    except _Refused:
+        raise
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        if not watchdog.expired:
+            raise
+        raise _Refused(_too_slow(url, deadline)) from exc
+
+
+def _too_slow(url: str, deadline: float) -> str:
+    return (
+        f"{url}: not finished within the deadline of {deadline:.6g} s; nothing was kept (a slow or stalled "
+        f"server; on a slow connection set {DEADLINE_ENV} to more seconds)"
+    )
+
+
+def _transfer(url: str, partial: Path, checksum: Checksum, *, size: int | None, desc: str, show: bool | None,
+              timeout: float, watchdog: _Watchdog) -> tuple[int, str]:
     digest = checksum.hasher()
     n_bytes = 0
     request = urllib.request.Request(url, headers={"User-Agent": "fidkit"})
-    with urllib.request.urlopen(request, timeout=timeout) as response, open(partial, "wb") as out:
-        length = response.headers.get("Content-Length")
+    opener = urllib.request.build_opener(_WatchedHTTPHandler(watchdog), _WatchedHTTPSHandler(watchdog))
+    with opener.open(request, timeout=max(min(timeout, watchdog.remaining()), 0.001)) as response:
+        length = response.headers.get("Content-Length") if response.headers is not None else None
         announced = int(length) if length and length.strip().isdigit() else None
-        with progress_bar(announced if announced is not None else size, desc, show=show) as bar:
-            while chunk := response.read(CHUNK_BYTES):
+        if size is not None and announced is not None and announced != size:
+            # Known to be the wrong file before a byte of it is read (a 4 GB "mirror" never fills the disk).
+            raise _Refused(
+                f"{url}: the server announces {announced} bytes, expected {size}; refused before reading it, "
+                "nothing was kept"
+            )
+        with open(partial, "wb") as out, progress_bar(announced if announced is not None else size, desc,
+                                                       show=show) as bar:
+            while True:
+                # One byte past the expected size is enough to know the file is wrong.
+                want = CHUNK_BYTES if size is None else min(CHUNK_BYTES, size + 1 - n_bytes)
+                chunk = _read_some(response, want)
+                if watchdog.expired or watchdog.remaining() <= 0:
+                    raise _Refused(_too_slow(url, watchdog.seconds))
+                if not chunk:
+                    break
                 out.write(chunk)
                 digest.update(chunk)
                 n_bytes += len(chunk)
                 bar.update(len(chunk))
+                if size is not None and n_bytes > size:
+                    raise _Refused(
+                        f"{url}: the server sends more than the expected {size} bytes; refused at byte {n_bytes}, "
+                        "nothing was kept"
+                    )
     if announced is not None and n_bytes != announced:
         raise _Refused(f"{url}: the connection closed after {n_bytes} of {announced} bytes; nothing was kept")
     return n_bytes, digest.hexdigest()
@@ -208,6 +481,7 @@ def download(
     what: str | None = None,
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT_S,
+    deadline: float | None = None,
 ) -> Path:
     """Download a file to `target`, verified against `checksum` (and `size`) before it is kept.
 
@@ -216,17 +490,23 @@ def download(
     urls : sequence of str
         Where the file is published, tried in order; ``FIDKIT_MIRROR`` replaces them (:func:`mirror_urls`).
     target : path-like
-        The final path. Its folder is created. An existing file there is replaced only by a verified one.
+        The final path. Its folder is created (and removed again if the download fails and it is empty). An
+        existing file there is replaced only by a verified one.
     checksum : Checksum
         The expected digest.
     size : int, optional
-        The expected size in bytes.
+        The expected size in bytes. A server that announces another length is refused before its body is
+        read; one that sends more is refused at the first byte past it.
     what : str, optional
         How messages name the file (default: its file name).
     progress : bool, default True
         Draw a progress bar on stderr when stderr is a terminal; False never draws.
     timeout : float
         Seconds a single socket operation may block.
+    deadline : float, optional
+        Seconds the whole transfer from one URL may take; default ``$FIDKIT_DOWNLOAD_DEADLINE``, else
+        :func:`download_deadline` of `size`. A process that finds another one downloading the same file waits
+        at most as long as that one's URLs may take, then gives up naming the lock file.
 
     Returns
     -------
@@ -237,46 +517,73 @@ def download(
     ------
     DownloadError
         No URL gave the expected file: the message lists what happened at each URL (for a wrong file,
-        its size and checksum and the expected ones).
+        its size and checksum and the expected ones); or another process held the lock for too long.
+    InputError
+        `deadline` or ``$FIDKIT_DOWNLOAD_DEADLINE`` is not a positive number of seconds.
     """
     target = Path(target)
     what = what or target.name
     tried = mirror_urls(urls)
     show = None if progress else False
+    seconds = download_deadline(size, deadline)
     failures: list[str] = []
-    with _download_lock(target):
-        if target.is_file() and _is_expected_file(target, checksum, size):
-            # Another process finished the same download while this one waited for the lock.
-            logger.info("%s is already at %s", what, target)
-            return target
-        for url in tried:
-            logger.info("downloading %s from %s", what, url)
+    # What this call creates, removed again if it fails: the destination's folders and the cache home. The
+    # locks/ folder is fidkit's own and holds nothing once no download runs: removed whenever it is empty.
+    created = _missing_folders(target.parent)
+    lock_folder = _lock_path(target).parent
+    created_for_lock = [lock_folder, *(folder for folder in _missing_folders(lock_folder) if folder != lock_folder)]
+    # A waiter waits as long as the holder's URLs may take: each its deadline, and a socket timeout for the
+    # connection, which is opened before the deadline's watchdog can cut it.
+    wait_s = (seconds + timeout) * max(len(tried), 1)
+    try:
+        with _download_lock(target, wait_s=wait_s, what=what):
             try:
-                # overwrite=True: only a verified file ever gets past the check below.
-                with atomic_write(target, overwrite=True) as partial:
-                    n_bytes, digest = _fetch(
-                        url, partial, checksum, size=size, desc=f"downloading {target.name}", show=show,
-                        timeout=timeout,
-                    )
-                    if digest != checksum.hexdigest or (size is not None and n_bytes != size):
-                        expected_size = f"{size} bytes" if size is not None else "a file"
-                        # Raising inside atomic_write deletes the temporary file: nothing is kept.
-                        raise _Refused(
-                            f"{url}: got {n_bytes} bytes with {checksum.algorithm} {digest}, expected "
-                            f"{expected_size} with {checksum}; the download was refused and deleted"
-                        )
-            except _Refused as exc:
-                logger.warning("%s", exc)
-                failures.append(str(exc))
-                continue
-            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-                # OSError covers timeouts and refused or reset connections; ValueError an unknown URL
-                # scheme (a FIDKIT_MIRROR without one). info, not warning: the final error says what matters.
-                logger.info("download from %s failed: %s", url, _reason(exc))
-                failures.append(f"{url}: {_reason(exc)}")
-                continue
-            logger.info("%s saved to %s", what, target)
-            return target
+                if target.is_file() and _is_expected_file(target, checksum, size):
+                    # Another process finished the same download while this one waited for the lock.
+                    logger.info("%s is already at %s", what, target)
+                    return target
+                for url in tried:
+                    if _try_url(url, target, checksum, size=size, what=what, show=show, timeout=timeout,
+                                deadline=seconds, failures=failures):
+                        return target
+            except BaseException:
+                _remove_if_empty(created)  # while the lock is held: no other download is filling them
+                raise
+            _remove_if_empty(created)
+    finally:
+        _remove_if_empty(created_for_lock)
     mirror = os.environ.get(MIRROR_ENV, "").strip()
     note = f" ({MIRROR_ENV}={mirror} replaced the URLs)" if mirror else ""
     raise DownloadError(f"could not download {what}{note} ({'; '.join(failures) or 'no URL to try'})")
+
+
+def _try_url(url: str, target: Path, checksum: Checksum, *, size: int | None, what: str, show: bool | None,
+             timeout: float, deadline: float, failures: list[str]) -> bool:
+    """Download `url` to `target` if it is the expected file; else add what happened to `failures`."""
+    logger.info("downloading %s from %s", what, url)
+    try:
+        # overwrite=True: only a verified file ever gets past the check below.
+        with atomic_write(target, overwrite=True) as partial:
+            n_bytes, digest = _fetch(
+                url, partial, checksum, size=size, desc=f"downloading {target.name}", show=show,
+                timeout=timeout, deadline=deadline,
+            )
+            if digest != checksum.hexdigest or (size is not None and n_bytes != size):
+                expected_size = f"{size} bytes" if size is not None else "a file"
+                # Raising inside atomic_write deletes the temporary file: nothing is kept.
+                raise _Refused(
+                    f"{url}: got {n_bytes} bytes with {checksum.algorithm} {digest}, expected "
+                    f"{expected_size} with {checksum}; the download was refused and deleted"
+                )
+    except _Refused as exc:
+        logger.warning("%s", exc)
+        failures.append(str(exc))
+        return False
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        # OSError covers timeouts and refused or reset connections; ValueError an unknown URL
+        # scheme (a FIDKIT_MIRROR without one). info, not warning: the final error says what matters.
+        logger.info("download from %s failed: %s", url, _reason(exc))
+        failures.append(f"{url}: {_reason(exc)}")
+        return False
+    logger.info("%s saved to %s", what, target)
+    return True

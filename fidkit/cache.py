@@ -22,10 +22,15 @@ Beside each ``<key>.npz`` a small ``<key>.json`` holds what ``fidkit cache list`
 N, creation time), so listing does not read every 32 MiB covariance. The ``.npz`` is the truth: a
 missing or stale sidecar only makes listing slower.
 
-The cache stays under ``$FIDKIT_CACHE_MAX_BYTES`` (default 2 GiB, 0 = no limit): after each store the
-least recently used entries go (:func:`evict_cache`; a hit refreshes the entry's modification time).
-Eviction removes only entries fidkit recognisably wrote (:func:`fidkit.home.is_cache_entry`);
-``fidkit cache clear`` is :func:`fidkit.home.clear_cache`, re-exported here.
+The cache stays under ``$FIDKIT_CACHE_MAX_BYTES`` (default 2 GiB, ``unlimited`` for no limit; a value below
+one byte is an error): after each store the least recently used entries go (:func:`evict_cache`; a hit
+refreshes the entry's modification time). Eviction removes only entries fidkit recognisably wrote
+(:func:`fidkit.home.is_cache_entry`); ``fidkit cache clear`` is :func:`fidkit.home.clear_cache`, re-exported here.
+
+The cache never fails a run: an entry that cannot be read or removed (a read-only cache) is a miss, with one
+warning naming the source it was for; a store that cannot be written is a warning too. ``stats/`` may be a
+symbolic link to a folder elsewhere: reading, writing, listing, eviction and clearing all follow it alike
+(:func:`fidkit.home.followed`).
 """
 
 from __future__ import annotations
@@ -44,13 +49,14 @@ from typing import TYPE_CHECKING, Any
 
 from fidkit import statsfile
 from fidkit._fs import atomic_write, cache_home
-from fidkit.errors import StatsFileError
+from fidkit.errors import InputError, StatsFileError
 from fidkit.home import (
     CACHE_KEY_METADATA,
     STATS_SUBDIR,
     ClearedCache,
     clear_cache,
     entry_files,
+    followed,
     is_cache_entry,
 )
 
@@ -88,31 +94,44 @@ CACHE_LAYOUT_VERSION = 3
 
 
 #: Environment variable: the most the statistics cache may hold, e.g. ``500M``, ``2G``, ``1073741824``
-#: (K, M, G, T are powers of 1024; a trailing ``B`` or ``iB`` is allowed); ``0`` means no limit.
+#: (K, M, G, T are powers of 1024; a trailing ``B`` or ``iB`` is allowed); ``unlimited`` for no limit.
 CACHE_MAX_BYTES_ENV = "FIDKIT_CACHE_MAX_BYTES"
 #: The limit when the variable is not set: 2 GiB, about 60 entries of 2048-dimensional statistics.
 DEFAULT_CACHE_MAX_BYTES = 2 * 1024**3
-_SIZE_TEXT = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]?)(?:i?b)?", re.IGNORECASE)
+_SIZE_TEXT = re.compile(r"(?P<number>[-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>[kmgt]?)(?:i?b)?", re.IGNORECASE)
+_NO_LIMIT = "unlimited"
 
 
 def cache_max_bytes() -> int:
-    """Return the statistics cache's size limit in bytes from ``$FIDKIT_CACHE_MAX_BYTES`` (0: no limit).
+    """Return the statistics cache's size limit in bytes from ``$FIDKIT_CACHE_MAX_BYTES`` (0: ``unlimited``).
 
-    Read on every call. A value that is not a size is logged as a warning and the default (2 GiB) is
-    used: the cache never fails a run.
+    Read on every call; unset or empty gives the default (2 GiB).
+
+    Raises
+    ------
+    InputError
+        The value is not a size (``500M``, ``2G``, ``1073741824``, ``unlimited``), or is less than one byte
+        (``0``, ``0.5``, a negative number): a limit that small would mean something else to each reader (no
+        limit, no cache); to run without the cache pass ``--no-cache`` (``use_cache=False``).
     """
     text = os.environ.get(CACHE_MAX_BYTES_ENV, "").strip()
     if not text:
         return DEFAULT_CACHE_MAX_BYTES
+    if text.lower() == _NO_LIMIT:
+        return 0
     match = _SIZE_TEXT.fullmatch(text)
-    if match is None:
-        logger.warning(
-            "%s=%r is not a size (e.g. 500M, 2G, 0 for no limit); using the default of 2 GiB",
-            CACHE_MAX_BYTES_ENV, text,
+    value = 0
+    if match is not None:
+        scale = 1024 ** " kmgt".index(match.group("unit").lower() or " ")
+        value = int(float(match.group("number")) * scale)
+    if value < 1:
+        problem = "is less than one byte" if match is not None else "is not a size"
+        raise InputError(
+            f"{CACHE_MAX_BYTES_ENV}={text!r} {problem}: give the most the statistics cache may hold, at least one "
+            f"byte (e.g. 500M, 2G; K, M, G, T are powers of 1024), or {_NO_LIMIT!r} for no limit; to run without "
+            "the cache pass --no-cache (use_cache=False)"
         )
-        return DEFAULT_CACHE_MAX_BYTES
-    scale = 1024 ** " kmgt".index(match.group("unit").lower() or " ")
-    return int(float(match.group("number")) * scale)
+    return value
 
 
 def stats_cache_dir(root: str | os.PathLike | None = None) -> Path:
@@ -172,12 +191,48 @@ def _sidecar_path(entry: Path) -> Path:
     return entry.with_suffix(".json")
 
 
-def _discard(entry: Path, reason: str) -> None:
-    """Remove an untrustworthy entry (and its sidecar) so that the caller recomputes it."""
-    logger.warning("removing corrupt statistics cache entry %s (%s); recomputing it", entry, reason)
-    for path in (entry, _sidecar_path(entry)):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+#: Folders of the statistics cache already warned about as not writable by this process: warned once, then
+#: only logged at debug level (a read-only cache would otherwise warn at every lookup and every store).
+_WARNED_UNWRITABLE: set[str] = set()
+
+
+def _warn_unwritable_once(folder: Path, message: str, *args: object) -> None:
+    if str(folder) in _WARNED_UNWRITABLE:
+        logger.debug(message, *args)
+        return
+    _WARNED_UNWRITABLE.add(str(folder))
+    logger.warning(message, *args)
+
+
+def _short_reason(error: BaseException, entry: Path) -> str:
+    """An error's text without the entry's path (said once already) and without advice meant for a user's file."""
+    text = str(error).removeprefix(f"{entry}: ").split("; ")[0]
+    return f"{type(error).__name__}: {text}"
+
+
+def _source_label(source_name: str) -> str:
+    return f"{source_name}: " if source_name else ""
+
+
+def _discard(entry: Path, reason: str, source_name: str = "") -> None:
+    """Remove an untrustworthy entry (and its sidecar) so that the caller recomputes it.
+
+    A cache that cannot be written (read-only) keeps the entry: it is ignored all the same, with one warning.
+    """
+    label = _source_label(source_name)
+    try:
+        for path in (entry, _sidecar_path(entry)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    except OSError as error:
+        _warn_unwritable_once(
+            entry.parent,
+            "%sthe statistics cache entry %s is corrupt (%s) and cannot be removed (%s): it is ignored and the "
+            "statistics are computed from the source, not cached (the cache folder %s is not writable)",
+            label, entry, reason, error.strerror or error, entry.parent,
+        )
+        return
+    logger.warning("%sremoving corrupt statistics cache entry %s (%s); recomputing it", label, entry, reason)
 
 
 def _validate_entry(stats: Any, key: str) -> str | None:
@@ -195,12 +250,14 @@ def _validate_entry(stats: Any, key: str) -> str | None:
     return None
 
 
-def load_cached_features(key: str, *, root: str | os.PathLike | None = None) -> Features | None:
+def load_cached_features(
+    key: str, *, root: str | os.PathLike | None = None, source_name: str = ""
+) -> Features | None:
     """The cached feature rows stored under `key`, or None on a miss (a corrupt entry is removed, as for
     statistics: see :func:`load_cached_stats`)."""
     from fidkit.features import Features
 
-    return _load_entry(key, root, Features.load)
+    return _load_entry(key, root, Features.load, source_name)
 
 
 def store_cached_features(
@@ -216,11 +273,12 @@ def store_cached_features(
     return keyed
 
 
-def load_cached_stats(key: str, *, root: str | os.PathLike | None = None) -> Stats | None:
+def load_cached_stats(key: str, *, root: str | os.PathLike | None = None, source_name: str = "") -> Stats | None:
     """Return the cached statistics stored under `key`, or None on a miss.
 
     A corrupt entry (unreadable file, not a statistics file, a recorded key that differs from `key`,
-    non-finite values) is removed, logged at WARNING level, and reported as a miss.
+    non-finite values) is removed, logged at WARNING level, and reported as a miss; one that cannot be
+    removed (a read-only cache) is a miss too. Reading the cache never fails a run.
 
     Parameters
     ----------
@@ -228,39 +286,70 @@ def load_cached_stats(key: str, *, root: str | os.PathLike | None = None) -> Sta
         From :func:`cache_key`.
     root : path-like, optional
         The statistics cache folder; default ``cache_home()/stats``.
+    source_name : str, optional
+        The source the entry is for, as the user gave it: warnings name it.
 
     Returns
     -------
     Stats or None
+
+    Raises
+    ------
+    InputError
+        ``$FIDKIT_CACHE_MAX_BYTES`` is not a valid limit (checked here, before anything is computed, rather
+        than when the result is stored).
     """
     from fidkit.stats import Stats
 
-    return _load_entry(key, root, Stats.load)
+    return _load_entry(key, root, Stats.load, source_name)
 
 
-def _load_entry(key: str, root: str | os.PathLike | None, load: Any) -> Any:
+def _load_entry(key: str, root: str | os.PathLike | None, load: Any, source_name: str) -> Any:
     """The entry under `key` read with `load` (``Stats.load`` or ``Features.load``), or None on a miss."""
+    cache_max_bytes()
     entry = _entry_path(key, root)
-    if not entry.is_file():
+    try:
+        if not entry.is_file():
+            return None
+    except OSError:  # a folder that cannot be searched: a miss
         return None
     try:
         loaded = load(entry)
     except Exception as error:  # noqa: BLE001 - any failure to read means the entry is not trustworthy
-        if not entry.is_file():
+        if not _is_file(entry):
             # Removed (evicted, cleared) by another process while it was read: an ordinary miss, and nothing
             # to discard (another process may already have stored a new entry under this name).
             return None
-        _discard(entry, f"{type(error).__name__}: {error}")
+        _discard(entry, _short_reason(error, entry), source_name)
         return None
     problem = _validate_entry(loaded, key)
     if problem is not None:
-        _discard(entry, problem)
+        _discard(entry, problem, source_name)
         return None
     # The modification time is the entry's last use: the least recently used go first when over the limit.
     with contextlib.suppress(OSError):
         os.utime(entry)
     logger.debug("cache hit: %s", entry)
     return loaded
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _local_path_of(source_name: str) -> str:
+    """The absolute path a source name stands for when it names something here ("" for a dataset name or a URI):
+    ``fidkit cache list`` tells apart two folders called ``real`` by it."""
+    if not source_name or "://" in source_name:
+        return ""
+    try:
+        path = Path(source_name).expanduser()
+        return str(path.resolve()) if path.exists() else ""
+    except (OSError, RuntimeError, ValueError):
+        return ""
 
 
 def store_cached_stats(
@@ -283,7 +372,7 @@ def store_cached_stats(
     stats : Stats
         The statistics to store; not modified.
     source_name, source_kind : str
-        Shown by ``fidkit cache list``.
+        Shown by ``fidkit cache list``; a name that is a local path is recorded as its absolute path too.
     root : path-like, optional
         The statistics cache folder; default ``cache_home()/stats``.
 
@@ -305,6 +394,7 @@ def _store_entry(
 ) -> None:
     """Write `keyed` (statistics or features recording `key`) and its sidecar, then evict; never fails a run."""
     entry = _entry_path(key, root)
+    what = "statistics" if type(keyed).__name__ == "Stats" else "features"
     try:
         # overwrite=True: a concurrent writer may have stored the same entry first; both are valid
         # and the rename is atomic, so the last one simply wins.
@@ -312,6 +402,7 @@ def _store_entry(
         sidecar = {
             "key": key,
             "source_name": source_name,
+            "source_path": _local_path_of(source_name),
             "source_kind": source_kind,
             "content": type(keyed).__name__.lower(),
             "n": n,
@@ -322,10 +413,18 @@ def _store_entry(
             tmp_path.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
         logger.debug("stored cache entry %s for %s", entry, source_name)
         evict_cache(keep=key, root=root)
-    except (OSError, StatsFileError) as error:
-        # save() reports an unwritable destination as StatsFileError (naming the path for users who save by
-        # hand); the sidecar write raises the plain OSError. Neither may fail the run.
-        logger.warning("could not write the %s cache entry %s: %s", "statistics" if type(keyed).__name__ == "Stats" else "features", entry, error)
+    except (OSError, StatsFileError, InputError) as error:
+        # Stats.save reports an unwritable destination as StatsFileError (naming the path and advising another
+        # --save path, which is not the fix here); the sidecar write raises the plain OSError. Neither may fail
+        # the run, and the warning says which source went uncached and what to do about the folder.
+        cause = error.__cause__ if isinstance(error.__cause__, OSError) else error
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _short_reason(error, entry)
+        _warn_unwritable_once(
+            entry.parent,
+            "%sthe %s are not cached: could not write the %s cache entry %s (%s); make %s writable, set "
+            "FIDKIT_HOME to a writable folder, or pass --no-cache",
+            _source_label(source_name), what, what, entry, reason, entry.parent,
+        )
 
 
 def evict_cache(
@@ -341,7 +440,8 @@ def evict_cache(
     keep : str, optional
         A key that stays.
     max_bytes : int, optional
-        The limit; default :func:`cache_max_bytes` (``$FIDKIT_CACHE_MAX_BYTES``, 2 GiB). 0: no limit.
+        The limit; default :func:`cache_max_bytes` (``$FIDKIT_CACHE_MAX_BYTES``, 2 GiB). 0: no limit (what
+        ``unlimited`` gives).
     root : path-like, optional
         The statistics cache folder; default ``cache_home()/stats``.
 
@@ -352,7 +452,7 @@ def evict_cache(
     """
     limit = cache_max_bytes() if max_bytes is None else int(max_bytes)
     if limit <= 0:
-        return []
+        return []  # unlimited
     entries = entry_files(stats_cache_dir(root))
     total = sum(size for _, size, _ in entries)
     evicted: list[Path] = []
@@ -400,6 +500,9 @@ class CacheEntry:
         UTC ISO time the statistics were computed ("" when unknown).
     modified : datetime
         When the entry was last written or read (UTC): over the size limit, the oldest go first.
+    source_path : str
+        The absolute path of the source when its name was a local path ("" for a dataset name, a URI, or an
+        entry written by an older fidkit).
     """
 
     key: str
@@ -410,6 +513,12 @@ class CacheEntry:
     n: int | None
     created: str
     modified: datetime
+    source_path: str = ""
+
+    @property
+    def source(self) -> str:
+        """The source as ``fidkit cache list`` shows it: its absolute path where known, else its name."""
+        return self.source_path or self.source_name
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -418,6 +527,7 @@ class CacheEntry:
             "path": str(self.path),
             "size_bytes": self.size_bytes,
             "source_name": self.source_name,
+            "source_path": self.source_path,
             "source_kind": self.source_kind,
             "n": self.n,
             "created": self.created,
@@ -435,6 +545,8 @@ def _describe_entry(entry: Path) -> CacheEntry | None:
     info: Mapping[str, Any] = {}
     try:
         info = json.loads(sidecar.read_text(encoding="utf-8"))
+        if not isinstance(info, Mapping):
+            raise ValueError("the sidecar is not a JSON object")
         size_bytes += sidecar.stat().st_size
     except (OSError, ValueError):
         # No usable sidecar (written by an interrupted run): read the entry itself.
@@ -460,6 +572,7 @@ def _describe_entry(entry: Path) -> CacheEntry | None:
         n=int(n_value) if isinstance(n_value, int) else None,
         created=str(info.get("created", "")),
         modified=datetime.fromtimestamp(entry_stat.st_mtime, tz=timezone.utc),
+        source_path=str(info.get("source_path", "") or ""),
     )
 
 
@@ -471,7 +584,7 @@ def list_cache(*, root: str | os.PathLike | None = None) -> list[CacheEntry]:
     root : path-like, optional
         The statistics cache folder; default ``cache_home()/stats``.
     """
-    folder = stats_cache_dir(root)
+    folder = followed(stats_cache_dir(root))
     if not folder.is_dir():
         return []
     entries = [_describe_entry(path) for path, _, _ in entry_files(folder)]

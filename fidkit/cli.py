@@ -26,6 +26,7 @@ from typing import Any
 from fidkit import commands
 from fidkit._argtypes import device_string, non_negative_int, positive_int
 from fidkit._streams import StdoutGone, silence_stdout, standard_streams
+from fidkit._ray_address import ray_address_argument
 from fidkit.commands import (
     EXIT_BROKEN_PIPE,
     EXIT_ERROR,
@@ -109,8 +110,8 @@ examples:
   FIDKIT_CACHE_MAX_BYTES=500M fidkit compute a/ b/   # keep the statistics cache under 500 MiB
 
 The cache lives in $FIDKIT_HOME (default $XDG_CACHE_HOME/fidkit or ~/.cache/fidkit). The statistics
-cache stays under $FIDKIT_CACHE_MAX_BYTES (default 2G; 0 = no limit): after each store the least recently
-used entries are removed. Only files fidkit wrote are removed, recognised by their exact names (and the
+cache stays under $FIDKIT_CACHE_MAX_BYTES (default 2G; "unlimited" for no limit): after each store the least
+recently used entries are removed. Only files fidkit wrote are removed, recognised by their exact names (and the
 weights and datasets by their checksums); anything else there is kept and listed."""
 
 _CACHE_LIST_EPILOG = """\
@@ -204,7 +205,7 @@ def _source_parent() -> argparse.ArgumentParser:
         help='compute the statistics on a Ray cluster (pip install "fidkit[ray]"; see docs/distributed.md)',
     )
     cluster.add_argument(
-        "--ray-address", metavar="ADDR", default=None,
+        "--ray-address", metavar="ADDR", default=None, type=ray_address_argument,
         help="with --ray (implies it): the cluster to use (default: $RAY_ADDRESS, else a local Ray instance)",
     )
     cache = parent.add_argument_group("cache")

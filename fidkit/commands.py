@@ -220,7 +220,11 @@ def cache_list(args: argparse.Namespace) -> int:
         }
         print(json.dumps(listing, indent=2))
         return EXIT_OK
-    folder = stats_cache_dir()
+    from fidkit.home import followed
+
+    folder: Any = stats_cache_dir()
+    if followed(folder) != folder:
+        folder = f"{folder} (a link to {followed(folder)})"
     limit_text = f"limit {_human_bytes(limit)}" if limit else "no limit"
     if not entries:
         print(f"no cached statistics in {folder} ({limit_text}, {CACHE_MAX_BYTES_ENV})")
@@ -229,7 +233,8 @@ def cache_list(args: argparse.Namespace) -> int:
     for entry in entries:
         created = (entry.created or entry.modified.isoformat())[:19].replace("T", " ")
         n_text = str(entry.n) if entry.n is not None else "?"
-        source = f"{entry.source_name} ({entry.source_kind})" if entry.source_kind else entry.source_name
+        # The absolute path where the entry records one: two folders called "real" do not look alike.
+        source = f"{entry.source} ({entry.source_kind})" if entry.source_kind else entry.source
         print(f"{entry.key[:12]:<12}  {n_text:>7}  {_human_bytes(entry.size_bytes):>9}  {created:<19}  {source}")
     print(f"{len(entries)} entries, {_human_bytes(total)} in {folder} ({limit_text}, {CACHE_MAX_BYTES_ENV})")
     return EXIT_OK
@@ -243,10 +248,14 @@ def cache_clear(args: argparse.Namespace) -> int:
     home = cache_home()
     message = f"removed {cleared.n_stats_entries} cached statistics entries"
     if args.all:
+        from fidkit.home import followed
+
         counts = {name: 0 for name in ("onnx", "weights", "datasets")}
+        # Each folder where clear_cache went: a folder of the home, or where a link of that name leads.
+        names = {followed(home / name): name for name in counts} | {home / name: name for name in counts}
         for path in cleared.removed_paths:
-            if path.parent.parent == home and path.parent.name in counts:
-                counts[path.parent.name] += 1
+            if path.parent in names:
+                counts[names[path.parent]] += 1
         message += ", " + ", ".join(f"{count} file(s) from {name}/" for name, count in counts.items())
     print(f"{message} ({_human_bytes(cleared.bytes_freed)}) from {home}")
     # Only files fidkit recognisably wrote are removed; say what was left and why.

@@ -6,6 +6,11 @@ fidkit writes, under :func:`fidkit._fs.cache_home`, only these folders: ``stats/
 engine cache). Each file it writes has an exact name; :func:`clear_cache` removes a file only when it has
 such a name and, where the name alone could lie, its contents say the same (a cache entry records its key,
 a download matches its published checksum). Everything else is kept and reported.
+
+Symbolic links: the cache home and each of these folders may be a link to a folder elsewhere (a bigger disk);
+every reader, writer, the size limit and :func:`clear_cache` follow it alike (:func:`followed`), and leave the
+link itself in place. Below that level no link is ever followed: a linked file or folder inside is kept, not
+entered or removed.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from fidkit._fs import (
     remove_stale_temporaries,
 )
 
-__all__ = ["STATS_SUBDIR", "CACHE_KEY_METADATA", "ClearedCache", "is_cache_entry", "entry_files", "clear_cache"]
+__all__ = [
+    "STATS_SUBDIR", "CACHE_KEY_METADATA", "ClearedCache", "is_cache_entry", "entry_files", "followed", "clear_cache",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +88,31 @@ def _is_regular_file(path: Path) -> bool:
         return False
 
 
+def followed(folder: str | os.PathLike) -> Path:
+    """`folder`, or the folder it links to when it is a symbolic link to one (the cache home and its own folders
+    may be links; every part of fidkit that reads, writes or cleans them goes where the link goes)."""
+    path = Path(folder)
+    try:
+        if path.is_symlink() and path.is_dir():
+            return path.resolve()
+    except (OSError, RuntimeError):  # a loop of links: not a folder
+        pass
+    return path
+
+
+def _link_note(folder: Path) -> str | None:
+    """Why a link at `folder` cannot be followed (it does not lead to a folder), or None."""
+    if not folder.is_symlink():
+        return None
+    if followed(folder) != folder:
+        return None
+    try:
+        target = os.readlink(folder)
+    except OSError:
+        target = "?"
+    return f"a symbolic link to {target}, which is not a folder: fidkit cannot use it; remove it or point it at one"
+
+
 def _recorded_key(entry: Path) -> str | None:
     """The key recorded in a statistics file's metadata (one small zip member is read), or None."""
     import numpy as np
@@ -116,7 +148,7 @@ def is_cache_entry(path: str | os.PathLike) -> bool:
 def entry_files(folder: Path) -> list[tuple[Path, int, float]]:
     """``(path, bytes with the sidecar, last use)`` of every file named like an entry: ``<64 hex>.npz``, regular."""
     found = []
-    for path in _children(folder):
+    for path in _children(followed(folder)):
         if path.suffix != ".npz" or _KEY_NAME.fullmatch(path.stem) is None:
             continue
         try:
@@ -305,10 +337,18 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
         scans += [("onnx", _clear_graphs), ("weights", _clear_weights), ("datasets", _clear_datasets)]
         scans += [("locks", _clear_locks)]
     for name, scan in scans:
-        # Temporaries of killed runs first (they are fidkit's by their exact names); live ones are kept.
-        if not (home_path / name).is_symlink():
-            run.removed.extend(remove_stale_temporaries(home_path / name, older_names=True))
-        scan(home_path / name, run)
+        link = home_path / name
+        folder = followed(link)
+        note = _link_note(link)
+        if note is not None:
+            run.keep(link, note)
+            continue
+        if folder != link:
+            logger.info("%s is a link to %s: clearing there", link, folder)
+        # Temporaries of killed runs first (they are fidkit's by their exact names); live ones are kept. The
+        # older, pid-less name form only in a folder of the home itself, not in one a link leads to.
+        run.removed.extend(remove_stale_temporaries(folder, older_names=folder == link))
+        scan(folder, run)
     cleared = [name for name, _ in scans]
     if include_models:
         if (home_path / "tensorrt").exists():
@@ -319,7 +359,7 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only succeeds when empty
                 run.removed.append(folder)
-    for path in _children(home_path):
+    for path in _children(followed(home_path)):
         if path.name not in _HOME_SUBDIRS:
             run.keep(path, "not a folder fidkit writes")
     for path in run.removed:

@@ -26,6 +26,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from fidkit._ray_address import check_ray_address
 from fidkit._validate import check_batch_size, check_limit_seed
 from fidkit.errors import FidkitWarning, InputError
 
@@ -146,10 +147,7 @@ class RunOptions:
                 raise InputError(
                     f"ray_address={self.ray_address!r} is only used with cluster='ray'; pass cluster='ray' too"
                 )
-            if not isinstance(self.ray_address, str) or not self.ray_address:
-                raise InputError(
-                    f"ray_address must be a non-empty string such as 'ray://head:10001', not {self.ray_address!r}"
-                )
+            check_ray_address(self.ray_address)
 
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with `changes` applied (and checked again); an unknown name is an ``InputError``."""

@@ -147,8 +147,8 @@ def look_up(source: Source, lazy: LazyExtractor, options: RunOptions, fingerprin
     identity = lazy.identity()
     stats_key = cache_key(fingerprint, identity.as_dict(), product="stats")
     features_key = cache_key(fingerprint, identity.as_dict(), product="features")
-    stats = load_cached_stats(stats_key)
-    features = load_cached_features(features_key)
+    stats = load_cached_stats(stats_key, source_name=str(source.name))
+    features = load_cached_features(features_key, source_name=str(source.name))
     return CacheLookup(
         stats_key, features_key, fingerprint,
         stats if _usable(stats, options) else None, features if _usable(features, options) else None,

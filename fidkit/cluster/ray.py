@@ -3,13 +3,15 @@
 How a run goes
 --------------
 1. The driver (this process) connects to Ray: `ray_address`, else ``$RAY_ADDRESS``, else a new local
-   instance on this machine that it shuts down at the end (also on an error or Ctrl-C).
+   instance on this machine that it shuts down at the end (also on an error or Ctrl-C). An address is
+   checked first (:func:`fidkit._ray_address.check_ray_address`) and probed (:func:`_check_reachable`: what
+   listens there must answer as a gRPC server does), so a wrong one fails in seconds.
 2. The source's sorted images are cut into contiguous shards of whole batches (:func:`plan_shards`:
    at most ``max(MIN_SHARDS, SHARDS_PER_ACTOR * actors)``, of equal whole numbers of batches).
 3. One actor per GPU (``num_gpus=1``) when the cluster has GPUs and the device allows them, else one
    actor per CPU (``num_cpus=1``, one onnxruntime thread); ``$FIDKIT_RAY_ACTORS`` overrides the
-   count. Each actor builds one :class:`~fidkit.inception.FeatureExtractor` and, per shard, decodes
-   the shard's files with fidkit's decoder and colour policy and runs :func:`fidkit.extraction.extract`
+   count, up to what the cluster can place (:func:`actor_count`: more would wait for ever). Each
+   actor builds one :class:`~fidkit.inception.FeatureExtractor` and, per shard, decodes the shard's files with fidkit's decoder and colour policy and runs :func:`fidkit.extraction.extract`
    on them: it returns the shard's partial statistics (a :class:`~fidkit.stats.StatsAccumulator`:
    n, mean and M2 in float64, or the rows while n <= dim; never per-image features), its bad files
    and the node it ran on.
@@ -80,6 +82,7 @@ __all__ = [
     "ACTOR_RESTARTS",
     "Shard",
     "RayRun",
+    "actor_count",
     "import_ray",
     "plan_shards",
     "ray_extract",
@@ -231,7 +234,7 @@ def _connected(ray: Any, address: str | None) -> Iterator[bool]:
             logger.warning("Ray is already initialized in this process; its cluster is used, not %s", address)
         yield False
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = _address_to_use(address)
     if address is not None:
         _check_reachable(address)
     try:
@@ -259,37 +262,156 @@ def _connected(ray: Any, address: str | None) -> Iterator[bool]:
         ray.shutdown()
 
 
-def _check_reachable(address: str) -> None:
-    """Fail in seconds, not minutes, on a ``host:port`` nobody listens on (Ray retries for a long time)."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return  # "auto", a path, an unusual form: left to Ray
+def _address_to_use(address: str | None) -> str | None:
+    """`address`, else ``$RAY_ADDRESS``, checked for a form Ray connects to; None for a new local instance."""
+    from fidkit._ray_address import check_ray_address
+
+    if address:
+        return check_ray_address(address)
+    from_environment = os.environ.get("RAY_ADDRESS") or None
+    if from_environment is None:
+        return None
+    return check_ray_address(from_environment, "the environment variable RAY_ADDRESS")
+
+
+#: Seconds to connect to a Ray address and to hear it answer as Ray before giving up.
+_PROBE_TIMEOUT_S = 10.0
+#: What an HTTP/2 client sends first (RFC 9113, 3.4): the preface and an empty SETTINGS frame.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_FRAME_HEADER_BYTES = 9
+_SETTINGS_FRAME = 0x04
+_DASHBOARD_PORT = 8265
+
+
+def _check_reachable(address: str, timeout: float = _PROBE_TIMEOUT_S) -> None:
+    """Fail in seconds, not minutes, on a ``host:port`` where Ray does not listen (Ray retries for a long time).
+
+    Both a GCS (``host:6379``) and a Ray client server (``ray://host:10001``) speak gRPC, that is HTTP/2; a
+    gRPC server answers a client's HTTP/2 preface with a SETTINGS frame at once. Anything else (an HTTP/1
+    server such as the dashboard on 8265, a banner, silence) is not Ray, and the message says what to check.
+    ``auto`` and ``local`` are Ray's to resolve; with ``RAY_USE_TLS`` set only the connection is tried.
+    """
+    if address in ("auto", "local"):
+        return
+    host, _, port_text = address.removeprefix("ray://").rpartition(":")
+    host, port = host.strip("[]"), int(port_text)
+    where = f"the Ray cluster at {address}"
+    advice = (
+        "give the head node's GCS address (HOST:6379 by default, `ray status` on the head node shows it) or its "
+        "Ray client server (ray://HOST:10001); 8265 is the dashboard's port, not the cluster's. Or unset "
+        "RAY_ADDRESS and drop --ray-address to use a local instance"
+    )
     try:
-        with socket.create_connection((host, int(port)), timeout=10):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            if os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true"):
+                return  # a TLS handshake first: the plain HTTP/2 preface would only be refused
+            answer = _first_answer(connection, timeout)
     except OSError as exc:
         raise FidkitError(
-            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it with `ray start --head` "
-            "on the head node, check the address (`ray status` there), or unset RAY_ADDRESS and drop "
-            "--ray-address to use a local instance"
+            f"cannot reach {where} ({exc.strerror or exc}); start it with `ray start --head` on the head node, or "
+            f"{advice}"
         ) from exc
+    verdict = _not_ray_because(answer, port, timeout)
+    if verdict is not None:
+        raise FidkitError(f"what listens at {address} is not a Ray cluster: {verdict}; {advice}")
+
+
+def _first_answer(connection: socket.socket, timeout: float) -> bytes | None:
+    """What the server answers to an HTTP/2 preface: the first frame header's bytes, or None when it said nothing
+    within `timeout` seconds (bounded in time and in reads)."""
+    connection.sendall(_HTTP2_PREFACE)
+    ends = time.monotonic() + timeout
+    answer = b""
+    for _ in range(_FRAME_HEADER_BYTES):  # each read returns at least one byte, or ends the loop
+        left = ends - time.monotonic()
+        if left <= 0:
+            return answer or None
+        connection.settimeout(left)
+        try:
+            chunk = connection.recv(_FRAME_HEADER_BYTES - len(answer))
+        except TimeoutError:
+            return answer or None
+        except ConnectionResetError:
+            return answer
+        if not chunk:
+            return answer
+        answer += chunk
+        if len(answer) >= _FRAME_HEADER_BYTES:
+            break
+    return answer
+
+
+def _not_ray_because(answer: bytes | None, port: int, timeout: float) -> str | None:
+    """Why `answer` (see :func:`_first_answer`) is not a gRPC server's, or None when it is."""
+    dashboard = f" (port {_DASHBOARD_PORT} is the Ray dashboard's)" if port == _DASHBOARD_PORT else ""
+    if answer is None:
+        return f"it accepted the connection but did not answer as Ray within {timeout:g} s{dashboard}"
+    if answer.startswith((b"HTTP/", b"<")):
+        # An HTTP/1 status line, or the HTML page of a server that takes the preface for an HTTP/0.9 request.
+        return f"a web server answers there{dashboard or ' (such as the Ray dashboard or a job API)'}"
+    if not answer:
+        return f"it closed the connection without answering as Ray{dashboard}"
+    if len(answer) == _FRAME_HEADER_BYTES and answer[3] == _SETTINGS_FRAME and answer[5:9] == b"\x00\x00\x00\x00":
+        return None
+    return f"it answers with {answer[:_FRAME_HEADER_BYTES]!r}, not with gRPC (HTTP/2) as Ray does{dashboard}"
 
 
 def _actor_plan(ray: Any, device: str) -> tuple[int, bool]:
-    """How many actors, and whether each takes a GPU."""
+    """How many actors, and whether each takes a GPU (:func:`actor_count` of the cluster's resources)."""
     resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    use_gpu = gpus > 0 and device != "cpu"
-    count = gpus if use_gpu else max(1, int(resources.get("CPU", 1)))
-    requested = os.environ.get(ACTORS_ENV)
-    if requested:
-        try:
-            count = int(requested)
-        except ValueError:
-            count = 0
-        if count < 1:
-            raise InputError(f"{ACTORS_ENV} must be a positive integer, not {requested!r}")
+    gpus = float(resources.get("GPU", 0))
+    use_gpu = int(gpus) > 0 and device != "cpu"
+    count = actor_count(os.environ.get(ACTORS_ENV), cpus=float(resources.get("CPU", 0)), gpus=gpus, use_gpu=use_gpu)
     return count, use_gpu
+
+
+def actor_count(requested: str | None, *, cpus: float, gpus: float, use_gpu: bool) -> int:
+    """The number of actors to start: what the cluster can place, or fewer when ``$FIDKIT_RAY_ACTORS`` says so.
+
+    Every actor takes one CPU (and one GPU with `use_gpu`), so the cluster places at most ``floor(CPUs)`` of
+    them (and ``floor(GPUs)``); an actor beyond that would wait for resources that never come, and its shards
+    with it. By default there is one actor per GPU with `use_gpu`, else one per CPU. A larger request is
+    lowered to what fits, with a warning.
+
+    Parameters
+    ----------
+    requested : str or None
+        The value of ``$FIDKIT_RAY_ACTORS`` (None or empty: the default).
+    cpus, gpus : float
+        The cluster's resources (``ray.cluster_resources()``).
+    use_gpu : bool
+        Whether each actor takes a GPU.
+
+    Raises
+    ------
+    InputError
+        `requested` is not a positive integer.
+    FidkitError
+        The cluster cannot place a single actor (less than one CPU, or no GPU with `use_gpu`).
+    """
+    placeable = int(cpus) if not use_gpu else min(int(cpus), int(gpus))
+    if placeable < 1:
+        need = "one CPU and one GPU" if use_gpu else "one CPU"
+        raise FidkitError(
+            f"the Ray cluster has {cpus:g} CPU(s) and {gpus:g} GPU(s): not enough for one fidkit actor, which takes "
+            f"{need}; add nodes, or start the head with `ray start --head --num-cpus N`"
+        )
+    text = (requested or "").strip()
+    if not text:
+        return placeable
+    # Past 18 digits only "more than any cluster" matters (and int() refuses thousands of digits).
+    count = (int(text) if len(text) <= 18 else 10**18) if text.isascii() and text.isdigit() else 0
+    if count < 1:
+        raise InputError(f"{ACTORS_ENV} must be a positive integer, not {requested!r}")
+    if count > placeable:
+        has = f"{cpus:g} CPU(s) and {gpus:g} GPU(s)" if use_gpu else f"{cpus:g} CPU(s)"
+        takes = "one GPU and one CPU" if use_gpu else "one CPU"
+        logger.warning(
+            "%s=%d, but the Ray cluster has %s and each actor takes %s: starting %d actor(s), as more would wait "
+            "for resources for ever", ACTORS_ENV, count, has, takes, placeable,
+        )
+        return placeable
+    return count
 
 
 def _with_node(error: FidkitError, node: str) -> FidkitError:

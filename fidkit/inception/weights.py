@@ -7,7 +7,8 @@ Resolution order (:func:`locate_weights`):
 2. ``cache_home()/weights/<file>`` when present; it must match the manifest's sha256;
 3. a download from the manifest's URLs in order (release, then mirror; ``FIDKIT_MIRROR`` replaces
    them), verified against the manifest's size and sha256 and moved into the cache atomically
-   (:func:`fidkit._download.download`).
+   (:func:`fidkit._download.download`: a wrong size is refused at the first byte too many, each URL has a
+   deadline, ``$FIDKIT_DOWNLOAD_DEADLINE``; a failed download leaves no folder or lock file behind).
 
 torch is imported only inside the functions that load or build state dicts, so that resolving a
 path and hashing a file stay light.
@@ -177,6 +178,7 @@ def locate_weights(
     progress: bool = True,
     manifest: WeightsManifest | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
+    deadline: float | None = None,
 ) -> ResolvedWeights:
     """Find the weights file, downloading it if needed, and hash it.
 
@@ -195,6 +197,9 @@ def locate_weights(
         The file to look for; the packaged manifest by default.
     timeout : float
         Seconds a single socket operation may block.
+    deadline : float, optional
+        Seconds the download from one URL may take in all (default ``$FIDKIT_DOWNLOAD_DEADLINE``, else from the
+        size: :func:`fidkit._download.download_deadline`).
 
     Returns
     -------
@@ -246,7 +251,7 @@ def locate_weights(
 
     if not download:
         raise WeightsError(f"Inception weights not found at {cached}. {_how_to_supply(manifest)}")
-    path = download_weights(manifest, cached.parent, progress=progress, timeout=timeout)
+    path = download_weights(manifest, cached.parent, progress=progress, timeout=timeout, deadline=deadline)
     return ResolvedWeights(path=path, sha256=manifest.sha256, origin="download", matches_manifest=True)
 
 
@@ -270,12 +275,16 @@ def download_weights(
     *,
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT_S,
+    deadline: float | None = None,
 ) -> Path:
     """Download the weights into `dest_dir`, verify size and sha256, move into place atomically.
 
     URLs are tried in the manifest's order (or ``$FIDKIT_MIRROR/<file name>``). A download whose
-    checksum is wrong is deleted and the next URL tried. Progress is drawn with tqdm on stderr
-    when it is a terminal (see :mod:`fidkit._download`).
+    size or checksum is wrong is deleted and the next URL tried; a server that sends more than the
+    manifest's size is cut off at the first byte too many, and each URL has `deadline` seconds in all
+    (default ``$FIDKIT_DOWNLOAD_DEADLINE``, else from the size). When every URL fails, the folders the
+    download created (``dest_dir``, the lock's folder) are removed again if empty. Progress is drawn with
+    tqdm on stderr when it is a terminal (see :mod:`fidkit._download`).
 
     Returns
     -------
@@ -292,7 +301,7 @@ def download_weights(
     try:
         return download(
             manifest.urls, target, checksum=Checksum("sha256", manifest.sha256), size=manifest.size,
-            what="the Inception weights", progress=progress, timeout=timeout,
+            what="the Inception weights", progress=progress, timeout=timeout, deadline=deadline,
         )
     except DownloadError as exc:
         raise WeightsError(f"{exc}. {_how_to_supply(manifest)}") from exc
