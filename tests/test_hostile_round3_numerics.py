@@ -121,3 +121,46 @@ def test_the_psd_check_of_the_other_side_works_at_extreme_scales(scale) -> None:
     near = (basis * eigenvalues) @ basis.T
     result = fid_from_stats(good, Stats(mu=np.zeros(dim), sigma=(near + near.T) / 2, n=60))
     assert np.isfinite(result.value)
+
+
+# ------------------------------------------------------------------------ 7. value_range extremes
+
+
+@pytest.mark.parametrize(
+    "value_range, message",
+    [
+        ((-1e308, 1e308), "span hi - lo overflows"),
+        ((-1.5e308, 0.5e308), "span hi - lo overflows"),
+        ((0.0, 1e-320), "quantization step"),
+        ((5e-324, 1e-310), "quantization step"),
+        ((1e20, 1e20 + 1e5), "quantization step"),
+        ((-3.0, -3.0 + 1e-14), "quantization step"),
+        ((0.0, float("inf")), "finite with lo < hi"),
+        ((float("-inf"), 0.0), "finite with lo < hi"),
+        ((float("nan"), 1.0), "finite with lo < hi"),
+        ((1.0, 1.0), "finite with lo < hi"),
+        ((1.0, -1.0), "finite with lo < hi"),
+        (("0", "1"), "pair"),
+        ((0.0, 1.0, 2.0), "pair"),
+        ((False, True), "pair"),
+        (1.0, "pair"),
+    ],
+)
+def test_value_ranges_that_cannot_quantize_are_refused_before_any_image(value_range, message) -> None:
+    from fidkit._validate import as_image_batch, check_value_range
+
+    with pytest.raises(InputError, match=message):
+        check_value_range(value_range)
+    with pytest.raises(InputError, match=message):
+        as_image_batch(np.zeros((1, 4, 4, 3), np.float32), "x", value_range=value_range)
+
+
+@pytest.mark.parametrize("value_range", [(0.0, 1e-300), (-1.7e308, 1.0e-300), (1e20, 1e21), (-1e-3, 1e-3), (0.0, 255.0)])
+def test_extreme_but_representable_value_ranges_quantize_every_level(value_range) -> None:
+    from fidkit._validate import as_image_batch
+
+    lo, hi = value_range
+    levels = np.arange(256, dtype=np.float64)
+    images = (lo + levels / 255 * (hi - lo)).reshape(1, 16, 16, 1)
+    quantized = as_image_batch(images, "x", value_range=value_range)
+    np.testing.assert_array_equal(quantized[0, :, :, 0].ravel(), levels.astype(np.uint8))
