@@ -164,3 +164,255 @@ def test_extreme_but_representable_value_ranges_quantize_every_level(value_range
     images = (lo + levels / 255 * (hi - lo)).reshape(1, 16, 16, 1)
     quantized = as_image_batch(images, "x", value_range=value_range)
     np.testing.assert_array_equal(quantized[0, :, :, 0].ravel(), levels.astype(np.uint8))
+
+
+# ------------------------------------------------------------------------ shared by the FID tests
+
+
+class FakeExtractor:
+    """A cheap, picklable stand-in for the network: features are a fixed function of the pixels.
+
+    `delay` sleeps inside the call (the GIL is released there, as in onnxruntime's run()), so threads interleave.
+    """
+
+    thread_safe = True
+    batch_size = 16
+
+    def __init__(self, weights_sha256: str = "f" * 64, dim: int = 12, delay: float = 0.0) -> None:
+        self.weights_sha256 = weights_sha256
+        self.dim = dim
+        self.delay = delay
+        self.calls = 0
+
+    def __call__(self, images) -> np.ndarray:
+        import time
+
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        flat = np.asarray(images).reshape(len(images), -1).astype(np.float32) / 255
+        return flat[:, : self.dim] + flat[:, self.dim : 2 * self.dim] * np.float32(0.1)
+
+    def metadata(self) -> dict:
+        return {"feature_extractor": "fake", "weights_sha256": self.weights_sha256, "resize_mode": "none"}
+
+
+def images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 4, 4, 3), dtype=np.uint8)
+
+
+def reference_stats(seed: int = 0, weights: str = "f" * 64) -> Stats:
+    rng = np.random.default_rng(seed)
+    return Stats.from_features(rng.uniform(0, 1.1, size=(300, 12)), metadata={"weights_sha256": weights})
+
+
+# ------------------------------------------------------------------------ 3. FID.update from several threads
+
+
+@pytest.mark.parametrize("threads, per_thread", [(4, 250), (7, 90)])
+def test_updates_from_threads_are_all_counted_once(threads, per_thread) -> None:
+    import threading
+
+    import fidkit
+
+    batches = [images(3, seed) for seed in range(threads * per_thread)]
+    serial = fidkit.FID(reference=reference_stats(), extractor=FakeExtractor())
+    for batch in batches:
+        serial.update(batch)
+    expected = serial.compute()
+
+    metric = fidkit.FID(reference=reference_stats(), extractor=FakeExtractor(delay=1e-4))
+    direct = fidkit.FID(reference=reference_stats())  # features fed straight in: the accumulator alone
+    extractor = FakeExtractor()
+    errors: list[BaseException] = []
+
+    def feed(start: int) -> None:
+        try:
+            for batch in batches[start::threads]:
+                metric.update(batch)
+                direct._update_features(extractor(batch))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=feed, args=(start,)) for start in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    for report in (metric.compute(), direct.compute()):
+        assert report.b.n == 3 * threads * per_thread == expected.b.n
+        # Chan's merge in another order: the same statistics to round-off, hence the same FID.
+        assert float(report) == pytest.approx(float(expected), rel=1e-10)
+    stats = metric._generated.stats
+    np.testing.assert_allclose(stats.mu, serial._generated.stats.mu, rtol=1e-12)
+    np.testing.assert_allclose(stats.sigma, serial._generated.stats.sigma, rtol=1e-10, atol=1e-14)
+    assert metric._generated.metadata["weights_sha256"] == "f" * 64
+
+
+def test_an_extractor_that_is_not_thread_safe_is_called_by_one_thread_at_a_time() -> None:
+    import threading
+    import time
+
+    import fidkit
+
+    class Exclusive(FakeExtractor):
+        thread_safe = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inside = 0
+            self.overlaps = 0
+
+        def __call__(self, batch):
+            self.inside += 1
+            if self.inside > 1:
+                self.overlaps += 1
+            time.sleep(1e-3)
+            self.inside -= 1
+            return super().__call__(batch)
+
+    extractor = Exclusive()
+    metric = fidkit.FID(reference=reference_stats(), extractor=extractor)
+    workers = [threading.Thread(target=lambda s=s: [metric.update(images(2, s * 100 + i)) for i in range(20)]) for s in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert extractor.overlaps == 0 and metric.compute().b.n == 160
+
+
+# ------------------------------------------------------------------------ 22. copy.deepcopy and pickle of FID
+
+
+def test_fid_deep_copies_and_pickles_after_updates_and_the_copy_computes_the_same() -> None:
+    import copy
+    import pickle
+
+    import fidkit
+
+    metric = fidkit.FID(reference=reference_stats(), extractor=FakeExtractor())
+    metric.update(images(40, 1))
+    first = float(metric.compute())
+    metric.update(images(25, 2))
+    for clone in (copy.deepcopy(metric), pickle.loads(pickle.dumps(metric))):
+        assert float(clone.compute()) == float(metric.compute()) != first
+        assert clone.compute().b.n == 65
+        clone.update(images(10, 3))  # the copy goes its own way; the original is untouched
+        assert clone.compute().b.n == 75 and metric.compute().b.n == 65
+        clone.reset()
+        assert metric.compute().b.n == 65
+    real_side = fidkit.FID(extractor=FakeExtractor())  # no reference: both sides are accumulators
+    real_side.update(images(30, 4), real=True)
+    real_side.update(images(30, 5))
+    assert float(pickle.loads(pickle.dumps(real_side)).compute()) == float(real_side.compute())
+
+
+def test_a_built_extractor_is_not_pickled_but_built_again_on_first_use(monkeypatch) -> None:
+    import pickle
+    import threading
+
+    import fidkit
+    import fidkit.pipeline
+
+    class Unpicklable(FakeExtractor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.session = threading.Lock()  # like an onnxruntime session: pickle refuses it
+
+    built = []
+    monkeypatch.setattr(fidkit.pipeline, "build_extractor", lambda *a, **k: built.append(1) or Unpicklable())
+    metric = fidkit.FID(reference=reference_stats(), device="cpu")
+    metric.update(images(40, 1))
+    assert len(built) == 1
+    restored = pickle.loads(pickle.dumps(metric))
+    assert len(built) == 1  # nothing built by unpickling
+    assert float(restored.compute()) == float(metric.compute())
+    restored.update(images(5, 2))
+    assert len(built) == 2 and restored.compute().b.n == 45
+
+
+def test_fid_with_the_onnxruntime_extractor_pickles_and_deep_copies(extractor) -> None:
+    # The review's case: a bare onnxruntime TypeError ("cannot pickle ... InferenceSession").
+    import copy
+    import pickle
+
+    import fidkit
+
+    batch = np.random.default_rng(3).integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)
+    metric = fidkit.FID(reference=Stats.from_features(np.random.default_rng(4).normal(size=(10, 2048))), extractor=extractor)
+    metric.update(batch)
+    clone = copy.deepcopy(metric)
+    assert _built(clone) is extractor  # shared, not copied
+    restored = pickle.loads(pickle.dumps(metric))
+    for other in (clone, restored):
+        assert float(other.compute()) == float(metric.compute())
+    restored.update(batch)  # rebuilt from the weights file on first use
+    metric.update(batch)
+    assert float(restored.compute()) == float(metric.compute())
+
+
+def _built(metric):
+    from fidkit.metric import _built_extractor
+
+    return _built_extractor(metric._network)
+
+
+# ------------------------------------------------------------------------ 25. the device is probed at construction
+
+
+@pytest.fixture
+def no_build(monkeypatch):
+    import fidkit.pipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the probe must not build an extractor")
+
+    monkeypatch.setattr(fidkit.pipeline, "build_extractor", refuse)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "tensorrt"])
+def test_a_gpu_device_on_a_machine_without_a_driver_is_refused_at_construction(monkeypatch, no_build, device) -> None:
+    import fidkit
+    from fidkit.errors import FidkitError
+    from fidkit.inception import providers
+
+    monkeypatch.setattr(providers, "gpu_driver_present", lambda: False)
+    with pytest.raises(FidkitError, match=rf"device {device} asked for.*no NVIDIA driver.*device='cpu'"):
+        fidkit.FID(reference=reference_stats(), device=device)
+    for usable in ("cpu", "auto"):
+        fidkit.FID(reference=reference_stats(), device=usable)
+    fidkit.FID(reference=reference_stats(), device=device, extractor=FakeExtractor())  # a given one runs already
+
+
+def test_the_device_probe_reads_the_provider_list(monkeypatch) -> None:
+    import onnxruntime
+
+    from fidkit.errors import FidkitError
+    from fidkit.inception import providers, select
+    from fidkit.inception.providers import check_device_usable
+
+    monkeypatch.setattr(providers, "gpu_driver_present", lambda: True)
+    monkeypatch.setattr(providers, "_installed", lambda name: name == "onnxruntime")
+    monkeypatch.setattr(select, "_torch_has_cuda", lambda: False)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    for device in ("cuda", "cuda:2", "tensorrt:1"):
+        with pytest.raises(FidkitError, match="CPU-only build"):
+            check_device_usable(device)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    check_device_usable("cuda:1")
+    with pytest.raises(FidkitError, match="CPU-only build|TensorrtExecutionProvider"):
+        check_device_usable("tensorrt")
+    with pytest.raises(FidkitError, match="torch cannot use CUDA"):
+        check_device_usable("cuda", engine="torch")
+    # onnxruntime cannot, torch can: engine "auto" runs the torch engine there (not for TensorRT).
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(select, "_torch_has_cuda", lambda: True)
+    check_device_usable("cuda")
+    check_device_usable("cuda", engine="torch")
+    with pytest.raises(FidkitError):
+        check_device_usable("cuda", engine="onnxruntime")
+    with pytest.raises(FidkitError):
+        check_device_usable("tensorrt")
+    with pytest.raises(InputError, match="device must be"):
+        check_device_usable("gpu")
