@@ -416,3 +416,118 @@ def test_the_device_probe_reads_the_provider_list(monkeypatch) -> None:
         check_device_usable("tensorrt")
     with pytest.raises(InputError, match="device must be"):
         check_device_usable("gpu")
+
+
+# ------------------------------------------------------------------------ 4, 5, 6, 21. two gloo ranks
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _outcome(call) -> dict:
+    """What one compute() gave on this rank: the value, or the error's type and message."""
+    try:
+        report = call()
+    except Exception as exc:  # noqa: BLE001 - compared across ranks by the test
+        return {"error": type(exc).__name__, "message": str(exc)}
+    return {"value": float(report), "weights": report.b.weights_sha256, "n": report.b.n}
+
+
+def _rank(rank: int, ports: tuple[int, int], out_dir: str) -> None:
+    """One rank of the two: each phase is one compute() on both ranks (the last one breaks the group)."""
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    import torch
+    import torch.distributed as dist
+
+    import fidkit
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{ports[0]}", rank=rank, world_size=2)
+    result: dict = {}
+    try:
+        # 4. different references (same shape): refused on both ranks, naming them.
+        metric = fidkit.FID(reference=reference_stats(seed=10 + rank), extractor=FakeExtractor())
+        metric.update(images(20, rank))
+        result["references"] = _outcome(metric.compute)
+
+        # 5. different weights on the two ranks.
+        metric = fidkit.FID(reference=reference_stats(), extractor=FakeExtractor(weights_sha256=str(rank) * 64))
+        metric.update(images(20, rank))
+        result["weights"] = _outcome(metric.compute)
+
+        # 6. rank 1 holds no generated image; rank 0's weights differ from the reference's: both must refuse.
+        metric = fidkit.FID(reference=reference_stats(weights="c" * 64), extractor=FakeExtractor(weights_sha256="a" * 64))
+        if rank == 0:
+            metric.update(images(30, 7))
+        result["empty_rank_mismatch"] = _outcome(metric.compute)
+        # ... and with matching weights both return the same number, with the weights recorded on both.
+        metric = fidkit.FID(reference=reference_stats(weights="a" * 64), extractor=FakeExtractor(weights_sha256="a" * 64))
+        if rank == 0:
+            metric.update(images(30, 7))
+        result["empty_rank_match"] = _outcome(metric.compute)
+
+        # 21. rank 1 does not call compute(): rank 0 times out, and a later compute() says the group is broken.
+        metric = fidkit.FID(reference=reference_stats(), extractor=FakeExtractor())
+        metric.update(images(30, 8 + rank))
+        if rank == 0:
+            result["timeout"] = _outcome(lambda: metric.compute(timeout=2))
+            started = time.monotonic()
+            result["after_timeout"] = _outcome(lambda: metric.compute(timeout=30))
+            result["after_timeout_seconds"] = time.monotonic() - started
+        else:
+            time.sleep(4)
+        # The advice works: a new group, and the same metric computes again on both ranks.
+        dist.destroy_process_group()
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{ports[1]}", rank=rank, world_size=2)
+        result["recreated"] = _outcome(lambda: metric.compute(timeout=30))
+    finally:
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        os._exit(0)  # no teardown of a group whose peer may be gone
+
+
+def test_two_ranks_refuse_what_they_do_not_share_and_a_broken_group_says_so(tmp_path) -> None:
+    import json
+
+    torch = pytest.importorskip("torch")
+    import torch.multiprocessing as mp
+
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    mp.spawn(_rank, args=((_free_port(), _free_port()), str(tmp_path)), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+
+    for result in results:  # every rank reaches the same decision
+        assert result["references"]["error"] == "FidkitError"
+        assert "different reference statistics" in result["references"]["message"]
+        assert "rank 0: n = 300, sha256" in result["references"]["message"]
+        assert "rank 1: n = 300, sha256" in result["references"]["message"]
+        assert result["weights"]["error"] == "FidkitError"
+        assert "weights_sha256 differs (rank 0: 0000000000000000...; rank 1: 1111111111111111...)" in (
+            result["weights"]["message"]
+        )
+        assert result["empty_rank_mismatch"]["error"] == "InputError"
+        assert "different Inception weights" in result["empty_rank_mismatch"]["message"]
+        assert result["empty_rank_match"]["weights"] == "a" * 64 and result["empty_rank_match"]["n"] == 30
+        assert result["empty_rank_match"]["value"] == results[0]["empty_rank_match"]["value"]
+        assert result["recreated"]["n"] == 60
+        assert result["recreated"]["value"] == results[0]["recreated"]["value"]
+    timeout = results[0]["timeout"]
+    assert timeout["error"] == "FidkitError" and "within 2 s" in timeout["message"]
+    assert "destroy_process_group()" in timeout["message"]
+    after = results[0]["after_timeout"]
+    assert after["error"] == "FidkitError" and "the process group is unusable" in after["message"]
+    assert "timed out" in after["message"] and "within 30 s" not in after["message"]
+    assert "destroy_process_group() and init_process_group()" in after["message"]
+    assert results[0]["after_timeout_seconds"] < 1.0
