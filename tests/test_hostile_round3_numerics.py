@@ -531,3 +531,73 @@ def test_two_ranks_refuse_what_they_do_not_share_and_a_broken_group_says_so(tmp_
     assert "timed out" in after["message"] and "within 30 s" not in after["message"]
     assert "destroy_process_group() and init_process_group()" in after["message"]
     assert results[0]["after_timeout_seconds"] < 1.0
+
+
+# ------------------------------------------------------------------------ 20. non-finite results, valid JSON
+
+
+def _strict_json(text: str):
+    import json
+
+    def refuse(constant: str):
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("dim", [3, 17])
+def test_a_distance_that_overflows_is_an_error_naming_the_term(dim) -> None:
+    eye = np.eye(dim)
+    with pytest.raises(InputError, match=r"overflows float64: the mean term \|\|mu_a - mu_b\|\|\^2"):
+        frechet_distance(np.full(dim, 1e160), eye, np.zeros(dim), eye)
+    with pytest.raises(InputError, match="overflows float64: the mean term"):
+        frechet_distance(np.full(dim, 1.5e308), eye, np.full(dim, -1.5e308), eye)  # mu_a - mu_b itself overflows
+    huge = eye * (1.5e308 / 2)  # trace dim * 7.5e307 > 1.8e308
+    for method in ("auto", "eigh", "ttur"):
+        with pytest.raises(InputError, match="trace of the covariance of mu2/sigma2 .*is beyond 1.8e\\+308"):
+            frechet_distance(np.zeros(dim), eye, np.zeros(dim), huge, method=method)
+    # Both traces finite but their sum beyond float64: the trace term is computed in two halves.
+    big = np.diag(np.r_[1.2e308, np.ones(dim - 1)])
+    result = frechet_distance(np.zeros(dim), big, np.zeros(dim), big * 0.9)
+    expected = 1.2e308 * (1 + 0.9 - 2 * np.sqrt(0.9)) + (dim - 1) * (1 + 0.9 - 2 * np.sqrt(0.9))
+    assert np.isfinite(result.value) and result.value == pytest.approx(expected, rel=1e-12)
+    # The same covariance on both sides: exactly the mean term, whatever its trace.
+    assert frechet_distance(np.ones(dim), huge, np.zeros(dim), huge).value == dim
+    # A sum of two finite terms beyond float64.
+    with pytest.raises(InputError, match="overflows float64: the sum of the mean term"):
+        frechet_distance(np.r_[1.1e154, np.zeros(dim - 1)], eye, np.zeros(dim), np.diag(np.r_[1.7e308, np.ones(dim - 1)]))
+
+
+def test_fidkit_compute_and_info_never_print_a_non_finite_number(tmp_path, capsys) -> None:
+    from fidkit.cli import main
+
+    dim = 5
+    good, far, wide = tmp_path / "good.npz", tmp_path / "far.npz", tmp_path / "wide.npz"
+    Stats(mu=np.zeros(dim), sigma=np.eye(dim), n=100).save(good)
+    Stats(mu=np.full(dim, 3e155), sigma=np.eye(dim), n=100).save(far)
+    Stats(mu=np.full(dim, 1e150), sigma=np.eye(dim) * 1e308, n=100, metadata={"note": float("nan")}).save(wide)
+    for other, term in ((far, "mean term"), (wide, f"trace of the covariance of statistics {wide}")):
+        for json_flag in ([], ["--json"]):
+            code = main(["compute", str(good), str(other), "--quiet", *json_flag])
+            captured = capsys.readouterr()
+            assert code == 1 and captured.out == "", captured.out
+            assert "overflows float64" in captured.err and term in captured.err
+    assert main(["info", str(wide), "--json"]) == 0
+    info = _strict_json(capsys.readouterr().out)
+    assert info["trace_sigma"] is None and info["mu_norm"] == pytest.approx(1e150 * np.sqrt(dim))
+    assert info["metadata"]["note"] is None and info["overflows"] == ["trace_sigma is beyond 1.8e+308 (float64's largest number)"]
+    assert main(["info", str(far), "--json"]) == 0  # |mu| whose square overflows: scaled, so still a number
+    info = _strict_json(capsys.readouterr().out)
+    assert info["mu_norm"] == pytest.approx(3e155 * np.sqrt(dim)) and info["overflows"] == []
+    assert main(["info", str(wide)]) == 0
+    text = capsys.readouterr().out
+    assert "trace(sigma):  beyond 1.8e+308 (overflows float64)" in text and "inf" not in text.lower().replace("info", "")
+    assert main(["compute", str(good), str(good), "--json", "--quiet"]) == 0
+    assert _strict_json(capsys.readouterr().out)["fid"] == 0.0
+
+
+def test_json_text_writes_null_for_values_that_are_not_numbers() -> None:
+    from fidkit.report import json_text
+
+    value = {"a": float("inf"), "b": [float("nan"), 1.5, (float("-inf"), "x")], "c": {"d": 2}}
+    assert _strict_json(json_text(value)) == {"a": None, "b": [None, 1.5, [None, "x"]], "c": {"d": 2}}

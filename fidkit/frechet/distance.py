@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 import warnings
 import weakref
 from collections.abc import Callable
@@ -238,7 +239,9 @@ def _power_of_two_scale(array: np.ndarray) -> float:
         # Products of up to four such arrays summed over dim terms stay far from overflow and underflow:
         # skip the division (and its copy of the array), which would change nothing.
         return 1.0
-    return math.ldexp(1.0, math.frexp(largest)[1])
+    # 2^(e - 1) <= largest < 2^e: divided by 2^(e - 1) the entries lie in [1, 2), and 2^(e - 1) is finite even
+    # for entries near float64's maximum (2^e would be 2^1024, which overflows).
+    return math.ldexp(1.0, math.frexp(largest)[1] - 1)
 
 
 def _scaled(array: np.ndarray, scale: float) -> np.ndarray:
@@ -467,11 +470,19 @@ def _assemble(
     n_b: int | None,
     dim: int,
     messages: list[str],
+    names: tuple[str, str] = ("sigma_a", "sigma_b"),
 ) -> FrechetResult:
     # Trace part first: when trace_sqrt equals both traces it cancels to exactly 0 and FID is exactly the
     # mean term. The trace part is the squared Bures distance, >= 0 in exact arithmetic: clip round-off.
-    trace_part = (trace_a + trace_b) - 2.0 * trace.value
+    if trace.method == "identical-sigma":
+        trace_part = 0.0  # the same covariance on both sides: exactly 0, also where its trace overflows
+    else:
+        trace_part = (trace_a + trace_b) - 2.0 * trace.value
+        if not math.isfinite(trace_part) and math.isfinite(trace_a) and math.isfinite(trace_b):
+            # trace_a + trace_b beyond float64's maximum while each is below it: the same in two halves.
+            trace_part = (trace_a - trace.value) + (trace_b - trace.value)
     value = mean_term + max(trace_part, 0.0)
+    _check_finite(value, mean_term, trace_a, trace_b, trace.value, trace_part, names)
     return FrechetResult(
         value=float(value),
         mean_term=float(mean_term),
@@ -489,6 +500,42 @@ def _assemble(
         factor_side=trace.factor_side,
         factor_dropped=float(trace.factor_dropped),
         solver=trace.solver,
+    )
+
+
+def _check_finite(
+    value: float,
+    mean_term: float,
+    trace_a: float,
+    trace_b: float,
+    trace_sqrt: float,
+    trace_part: float,
+    names: tuple[str, str],
+) -> None:
+    """Refuse a distance that is not a finite number, naming the term that overflowed float64.
+
+    Statistics are finite, but their terms need not be: ``||mu_a - mu_b||^2`` squares the means, and a trace sums
+    up to dim variances; beyond about 1.8e308 float64 holds only inf, and an inf (or the NaN of inf - inf) is
+    never returned as a FID.
+    """
+    if math.isfinite(value):
+        return
+    limit = f"{sys.float_info.max:.3g}"
+    if not math.isfinite(mean_term):
+        what = f"the mean term ||mu_a - mu_b||^2 is beyond {limit} (the means are too far apart)"
+    elif not math.isfinite(trace_a) or not math.isfinite(trace_b):
+        name = names[0] if not math.isfinite(trace_a) else names[1]
+        what = f"the trace of the covariance of {name} (the sum of its variances) is beyond {limit}"
+    elif not math.isfinite(trace_sqrt):
+        what = f"the trace term tr sqrt(sigma_a sigma_b) is beyond {limit}"
+    elif not math.isfinite(trace_part):
+        what = f"the trace term tr(sigma_a) + tr(sigma_b) - 2 tr sqrt(sigma_a sigma_b) is beyond {limit}"
+    else:
+        what = f"the sum of the mean term ({mean_term:.3g}) and the trace term ({trace_part:.3g}) is beyond {limit}"
+    raise InputError(
+        f"the Fréchet distance overflows float64: {what}, so it has no finite value; statistics this large come "
+        "from features far outside the Inception range: divide the features by a constant c (mu by c, sigma by "
+        "c**2) and multiply the FID by c**2"
     )
 
 
@@ -510,6 +557,11 @@ def _labelled(stats: Stats, label: str, function: Callable[[Stats], Any]) -> Any
         raise
 
 
+def _name(stats: Stats, label: str) -> str:
+    """How messages name a side: its file, else the caller's argument."""
+    return f"statistics {stats.path}" if stats.path is not None else label
+
+
 def _factor_of(stats: Stats, label: str) -> SqrtFactor:
     """:func:`sqrt_factor`, with errors about statistics that have no file named by the caller's argument."""
     return _labelled(stats, label, sqrt_factor)
@@ -522,7 +574,7 @@ def _check_psd(stats: Stats, label: str) -> None:
 
 def _dense_eigh(first: Stats, second: Stats, side: str, first_label: str) -> _TraceSqrt:
     """The ``eigh`` route; its eigendecomposition of ``first.sigma`` checks that one, so it is remembered."""
-    where = f"statistics {first.path}" if first.path is not None else first_label
+    where = _name(first, first_label)
     try:
         trace = _trace_sqrt_dense_eigh(first.sigma, second.sigma, side, where)
     except InputError as exc:
@@ -586,7 +638,8 @@ def _fid_stats(
             trace = _trace_sqrt_factor_eigh(
                 _factor_of(first, first_label), second, side, lambda: _check_psd(second, second_label)
             )
-    return _assemble(mean_term, trace_a, trace_b, trace, stats_a.n, stats_b.n, dim, messages)
+    names = (_name(stats_a, labels[0]), _name(stats_b, labels[1]))
+    return _assemble(mean_term, trace_a, trace_b, trace, stats_a.n, stats_b.n, dim, messages, names)
 
 
 def fid_from_stats(stats_a: Stats, stats_b: Stats, *, method: str = "auto") -> FrechetResult:
