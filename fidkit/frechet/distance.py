@@ -15,7 +15,8 @@ compatibility method. The routes (``FrechetResult.method``):
     to round-off.
 ``factor-eigh``
     ``sum sqrt(eig(L^T sigma_other L))``: one symmetric eigensolve of size ``rank(L)``, with ``L`` the
-    smaller-rank side's factor (stored, or pivoted Cholesky, see :mod:`fidkit.frechet.factors`).
+    smaller-rank side's factor (stored, or pivoted Cholesky, see :mod:`fidkit.frechet.factors`); the product
+    is formed through the Cholesky factor of ``sigma_other``, which checks that one too.
 ``eigh``
     (forced with ``method="eigh"``) the dense textbook route ``sqrt(sigma_a) sigma_b sqrt(sigma_a)`` with
     ``sqrt(sigma_a)`` from a symmetric eigendecomposition.
@@ -25,7 +26,9 @@ compatibility method. The routes (``FrechetResult.method``):
 ``identical-sigma``
     The two covariances are the same array: the trace terms cancel exactly and FID is ``||mu_a - mu_b||^2``.
 
-See ``docs/numerics.md`` for why each is stable and what every diagnostic means.
+Every covariance that enters the distance is checked positive semidefinite on every route (an indefinite one is
+refused, naming its most negative eigenvalue), and a distance that overflows float64 is refused naming the term.
+See ``docs/numerics.md`` for why each route is stable and what every diagnostic means.
 """
 
 from __future__ import annotations

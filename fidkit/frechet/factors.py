@@ -6,7 +6,8 @@ centred features, ``n - 1`` columns); any other covariance gets a pivoted Choles
 once per ``Stats`` object and remembered, so that comparing many sets against one reference factors the
 reference once. Every factor is verified against its ``sigma`` before it is used: a factor that does not
 reproduce ``sigma`` (an indefinite matrix, or a file whose ``sigma`` and ``factor`` disagree) is refused,
-never trusted.
+never trusted. :func:`check_psd` and :func:`verify_psd` check a covariance that is used without a factor of its
+own (once per ``Stats``, remembered like the factors).
 """
 
 from __future__ import annotations
