@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import pickle
 import sys
 import threading
 import time
@@ -234,6 +235,11 @@ def _without_session(holder: Any) -> Any:
         if name in vars(clone):
             setattr(clone, name, replacement)
     return clone
+
+
+def _describe_input(source: Any) -> str:
+    """A short name of an opened reference source, for messages."""
+    return str(getattr(source, "name", type(source).__name__))
 
 
 def _check_device(device: Any, extractor: Any = None, engine: str = "auto") -> None:
@@ -469,6 +475,19 @@ class FID:
         """
         state = self._state()
         state["_network"] = _without_session(state["_network"])
+        if self._reference is not None:
+            # Its statistics are what the metric uses from now on; the opened source (a folder's listing, which
+            # holds functions) need not travel, and a Stats input gives them back through the same pipeline.
+            state["_reference_input"] = self._reference[0]
+        elif self._reference_input is not None and not isinstance(self._reference_input, Stats):
+            try:
+                pickle.dumps(self._reference_input)
+            except Exception as exc:  # noqa: BLE001 - whatever the source holds that pickle refuses
+                raise FidkitError(
+                    f"this FID cannot be pickled yet: its reference ({_describe_input(self._reference_input)}) is an "
+                    f"opened source that pickle refuses ({type(exc).__name__}: {exc}); call compute() once first "
+                    "(the reference's statistics are pickled then), or give reference= a statistics file or a Stats"
+                ) from None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -177,6 +177,7 @@ class FakeExtractor:
 
     thread_safe = True
     batch_size = 16
+    resize_mode = "none"
 
     def __init__(self, weights_sha256: str = "f" * 64, dim: int = 12, delay: float = 0.0) -> None:
         self.weights_sha256 = weights_sha256
@@ -601,3 +602,24 @@ def test_json_text_writes_null_for_values_that_are_not_numbers() -> None:
 
     value = {"a": float("inf"), "b": [float("nan"), 1.5, (float("-inf"), "x")], "c": {"d": 2}}
     assert _strict_json(json_text(value)) == {"a": None, "b": [None, 1.5, [None, "x"]], "c": {"d": 2}}
+
+
+def test_a_fid_with_a_folder_reference_pickles_once_its_statistics_are_computed(tmp_path) -> None:
+    import pickle
+
+    from PIL import Image
+
+    import fidkit
+    from fidkit.errors import FidkitError
+
+    for index in range(30):
+        Image.fromarray(images(1, 100 + index)[0]).save(tmp_path / f"{index}.png")
+    metric = fidkit.FID(reference=tmp_path, extractor=FakeExtractor())
+    metric.update(images(40, 1))
+    with pytest.raises(FidkitError, match=rf"cannot be pickled yet.*{tmp_path.name}.*call compute\(\) once first"):
+        pickle.dumps(metric)
+    value = float(metric.compute())
+    restored = pickle.loads(pickle.dumps(metric))
+    assert float(restored.compute()) == value and restored.compute().a.n == 30
+    with pytest.raises(InputError, match="reference"):
+        restored.update(images(2, 3), real=True)  # still a metric with a reference
