@@ -182,6 +182,7 @@ class FakeExtractor:
     def __init__(self, weights_sha256: str = "f" * 64, dim: int = 12, delay: float = 0.0) -> None:
         self.weights_sha256 = weights_sha256
         self.dim = dim
+        self.feature_dim = dim
         self.delay = delay
         self.calls = 0
 
