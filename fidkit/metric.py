@@ -105,8 +105,12 @@ class _Side:
             self.stats_serial += 1
 
     def __getstate__(self) -> dict[str, Any]:
+        # A snapshot taken under the lock: an update() running in another thread meanwhile lands in the original
+        # only, never half in the copy.
         with self.lock:
             state = dict(self.__dict__)
+            state["accumulator"] = copy.deepcopy(self.accumulator)
+            state["metadata"] = dict(self.metadata)
         del state["lock"]
         return state
 
