@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from fidkit.errors import OverwriteError
-from fidkit.report import json_text
 
 __all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "compute", "stats", "info",
            "cache_list", "cache_clear", "datasets"]
@@ -55,6 +54,7 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def compute(args: argparse.Namespace) -> int:
+    from fidkit.report import json_text  # strict JSON: no NaN or Infinity
     from fidkit.api import compute_fid
 
     report = compute_fid(
@@ -68,6 +68,7 @@ def compute(args: argparse.Namespace) -> int:
 
 
 def stats(args: argparse.Namespace) -> int:
+    from fidkit.report import json_text  # strict JSON: no NaN or Infinity
     from fidkit.api import compute_stats_with_report
     from fidkit.cache import CACHE_KEY_METADATA
 
@@ -124,6 +125,7 @@ def stats(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
+    from fidkit.report import json_text  # strict JSON: no NaN or Infinity
     import numpy as np
 
     from fidkit.stats import Stats
@@ -182,6 +184,7 @@ def _human_bytes(n_bytes: int) -> str:
 
 
 def cache_list(args: argparse.Namespace) -> int:
+    from fidkit.report import json_text  # strict JSON: no NaN or Infinity
     from fidkit.cache import (
         CACHE_MAX_BYTES_ENV,
         cache_max_bytes,
@@ -241,6 +244,7 @@ _MAX_KEPT_SHOWN = 20
 
 
 def datasets(args: argparse.Namespace) -> int:
+    from fidkit.report import json_text  # strict JSON: no NaN or Infinity
 
     from fidkit._download import MIRROR_ENV
     from fidkit.sources.named import (

@@ -10,7 +10,6 @@ import argparse
 from typing import Any
 
 from fidkit._argtypes import positive_float, positive_int
-from fidkit.report import json_text
 from fidkit.ttur.config import DEFAULT_LR_D, DEFAULT_LR_G
 
 __all__ = ["register", "handle_ttur", "handle_validate"]
@@ -163,6 +162,7 @@ def _format_rows(rows: list[dict[str, float]]) -> str:
 
 def handle_ttur(args: argparse.Namespace) -> int:
     """Run ``fidkit ttur``; print the metrics (or JSON) on stdout and return 0."""
+    from fidkit.report import json_text  # strict JSON: a run without an evaluation has null, not NaN
     from fidkit.ttur.config import TTURConfig
     from fidkit.ttur.plotting import PLOT_INSTALL_HINT
     from fidkit.ttur.runs import run_compare, run_ttur
@@ -210,6 +210,7 @@ def handle_ttur(args: argparse.Namespace) -> int:
 
 def handle_validate(args: argparse.Namespace) -> int:
     """Run ``fidkit validate``; print the table (or JSON) on stdout and return 0."""
+    from fidkit.report import json_text  # strict JSON
     from fidkit.ttur.plotting import PLOT_INSTALL_HINT
     from fidkit.ttur.validate import ValidateConfig, run_validation
 
