@@ -155,8 +155,8 @@ def verify_factor(sigma: np.ndarray, factor: np.ndarray, dropped: float, where: 
         raise InputError(
             f"{where}: factor @ factor.T does not reproduce sigma: it leaves a residual of "
             f"{max(probe_error, -dropped) / scale:.3g} relative to its largest variance (a covariance and its own "
-            "factor have none beyond round-off); the factor belongs to other statistics, or the file was edited: "
-            "recompute it"
+            "factor agree to round-off); a stored factor that belongs to other statistics, or an edited file: "
+            "recompute the statistics"
         )
 
 
@@ -198,6 +198,7 @@ def _smallest_eigenvalue(sigma: np.ndarray) -> float:
 
 
 def indefinite_message(where: str, smallest: float, scale: float, tolerance: float) -> str:
+    """The one message for a sigma that is not positive semidefinite: where, its most negative eigenvalue, the bound."""
     return (
         f"{where}: sigma is not positive semidefinite (not a covariance matrix): its most negative eigenvalue is "
         f"{smallest:.6g} ({smallest / scale:.3g} relative to its largest variance {scale:.6g}; round-off allows "
