@@ -7,7 +7,9 @@ wherever it enters. Only numpy is imported (torch only to convert an object that
 
 from __future__ import annotations
 
+import math
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
@@ -169,18 +171,52 @@ def check_image_array(dtype: np.dtype, shape: tuple[int, ...], what: str) -> Non
     _check_layout_nhwc(tuple(int(d) for d in shape), what)
 
 
+# A quantization step (hi - lo) / 255 must span at least this many float64 spacings at the range's endpoints:
+# (x - lo) is then computed to within 1/2048 of a step, so which of the 256 levels a value rounds to is decided
+# by the value, not by round-off of the arithmetic.
+_MIN_STEP_ULPS = 1024
+
+
 def check_value_range(value_range: Any) -> tuple[float, float] | None:
-    """Return `value_range` as ``(lo, hi)`` floats with ``lo < hi`` (None stays None), or raise InputError."""
+    """Return `value_range` as ``(lo, hi)`` floats (None stays None), or raise InputError.
+
+    Besides finite bounds with ``lo < hi``, the quantization ``(x - lo) / (hi - lo) * 255`` must be computable:
+    the span ``hi - lo`` must not overflow float64 (``(-1e308, 1e308)`` would turn every image into 0), and
+    one quantization step must be a normal float64 far above the spacing of floats at the bounds (a span of
+    ``1e-320``, or ``(1e20, 1e20 + 1)``, cannot be resolved into 256 levels).
+    """
     if value_range is None:
         return None
+    usage = f"value_range must be a pair (lo, hi) of numbers such as (0, 1) or (-1, 1), got {value_range!r}"
+    if isinstance(value_range, (str, bytes)):
+        raise InputError(usage)
     try:
-        lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError) as exc:
-        raise InputError(
-            f"value_range must be a pair (lo, hi) of numbers such as (0, 1) or (-1, 1), got {value_range!r}"
-        ) from exc
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        bounds = list(value_range)
+    except TypeError as exc:
+        raise InputError(usage) from exc
+    if len(bounds) != 2 or any(isinstance(v, (str, bytes, bool, np.bool_)) for v in bounds):
+        raise InputError(usage)
+    try:
+        lo, hi = (float(v) for v in bounds)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(usage) from exc
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise InputError(f"value_range must be finite with lo < hi, got {value_range!r}")
+    span = hi - lo
+    if not math.isfinite(span):
+        raise InputError(
+            f"value_range=({lo:g}, {hi:g}): its span hi - lo overflows float64 (beyond {sys.float_info.max:.3g}), "
+            "so every image would quantize to 0; pass the range the images really use"
+        )
+    step = span / 255
+    resolution = _MIN_STEP_ULPS * max(math.ulp(lo), math.ulp(hi))
+    if step / 2 < sys.float_info.min or step < resolution:
+        raise InputError(
+            f"value_range=({lo:g}, {hi:g}): one quantization step (hi - lo) / 255 = {step:.3g} is too small to "
+            f"resolve in float64 at these magnitudes (at least {max(resolution, 2 * sys.float_info.min):.3g} is "
+            "needed); images that vary this little cannot be quantized to 256 levels: pass the range the images "
+            "really use, or rescale them first"
+        )
     return lo, hi
 
 

@@ -52,7 +52,9 @@ def _prepare(options: RunOptions | None, extractor: Any, overrides: dict[str, An
         overrides = {**overrides, "extractor": extractor}
         extractor = None
     resolved = run_options(options, **overrides)
-    return resolved, LazyExtractor(resolved, given=extractor)
+    lazy = LazyExtractor(resolved, given=extractor)
+    lazy.probe()  # an impossible explicit GPU is an error now, even when every side turns out to be cached
+    return resolved, lazy
 
 
 def _session(options: RunOptions) -> Any:

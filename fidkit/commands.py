@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -55,13 +55,14 @@ def _run_options(args: argparse.Namespace) -> Any:
 
 
 def compute(args: argparse.Namespace) -> int:
+    from fidkit.report import json_text  # strict JSON: no NaN or Infinity
     from fidkit.api import compute_fid
 
     report = compute_fid(
         args.source_a, args.source_b, options=_run_options(args), allow_weights_mismatch=args.allow_weights_mismatch
     )
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json_text(report.to_dict()))
     else:
         print(f"FID: {report.value:.4f}")
     return EXIT_OK
@@ -106,7 +107,9 @@ def _print_side(args: argparse.Namespace, side: Any, n: int | None, dim: int, ou
         "seconds": round(side.total_seconds, 3),
     }
     if args.json:
-        print(json.dumps(summary, indent=2))
+        from fidkit.report import json_text
+
+        print(json_text(summary))
         return
     where = f"saved {out_path}" if out_path is not None else "computed (not saved; use --save)"
     extras = [f"from {side.kind} {side.name}"]
@@ -156,6 +159,7 @@ def features(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
+    from fidkit.report import json_text  # strict JSON: no NaN or Infinity
     import numpy as np
 
     from fidkit.stats import Stats
@@ -166,6 +170,10 @@ def info(args: argparse.Namespace) -> int:
     version = stats.metadata.get("fidkit_version")
     if version and not foreign:
         origin = f"fidkit {version}"
+    # |mu| scaled by its largest entry, so that means near 1e200 do not overflow while squaring; the trace is
+    # a plain sum, which overflows only when its value is beyond float64's maximum.
+    largest = float(np.max(np.abs(stats.mu)))
+    mu_norm = largest * float(np.linalg.norm(stats.mu / largest)) if largest > 0 else 0.0
     info = {
         "path": str(args.path),
         "origin": origin,
@@ -173,18 +181,25 @@ def info(args: argparse.Namespace) -> int:
         "n": stats.n,
         "dim": int(stats.dim),
         "trace_sigma": stats.trace,
-        "mu_norm": float(np.linalg.norm(stats.mu)),
+        "mu_norm": mu_norm,
         "metadata": {str(name): value for name, value in sorted(stats.metadata.items())},
     }
+    # A value beyond float64 is said so, never printed as inf (JSON has no such number: json_text writes null).
+    overflows = [name for name in ("trace_sigma", "mu_norm") if not math.isfinite(info[name])]
+    info["overflows"] = [f"{name} is beyond {sys.float_info.max:.3g} (float64's largest number)" for name in overflows]
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json_text(info))
         return EXIT_OK
+
+    def shown(name: str) -> str:
+        return f"{info[name]:.6g}" if name not in overflows else f"beyond {sys.float_info.max:.3g} (overflows float64)"
+
     print(f"file:          {info['path']}")
     print(f"origin:        {origin}")
     print(f"N:             {stats.n if stats.n is not None else 'unknown (not recorded)'}")
     print(f"dim:           {info['dim']}")
-    print(f"trace(sigma):  {info['trace_sigma']:.6g}")
-    print(f"|mu|:          {info['mu_norm']:.6g}")
+    print(f"trace(sigma):  {shown('trace_sigma')}")
+    print(f"|mu|:          {shown('mu_norm')}")
     if info["metadata"]:
         print("metadata:")
         width = max(len(name) for name in info["metadata"])
@@ -203,6 +218,7 @@ def _human_bytes(n_bytes: int) -> str:
 
 
 def cache_list(args: argparse.Namespace) -> int:
+    from fidkit.report import json_text  # strict JSON: no NaN or Infinity
     from fidkit.cache import (
         CACHE_MAX_BYTES_ENV,
         cache_max_bytes,
@@ -218,7 +234,7 @@ def cache_list(args: argparse.Namespace) -> int:
             "folder": str(stats_cache_dir()), "total_bytes": total, "max_bytes": limit or None,
             "entries": [e.to_dict() for e in entries],
         }
-        print(json.dumps(listing, indent=2))
+        print(json_text(listing))
         return EXIT_OK
     from fidkit.home import followed
 
@@ -271,6 +287,7 @@ _MAX_KEPT_SHOWN = 20
 
 
 def datasets(args: argparse.Namespace) -> int:
+    from fidkit.report import json_text  # strict JSON: no NaN or Infinity
 
     from fidkit._download import MIRROR_ENV
     from fidkit.sources.named import (
@@ -284,7 +301,7 @@ def datasets(args: argparse.Namespace) -> int:
     folder, mirror = os.environ.get(DATASETS_ENV) or None, os.environ.get(MIRROR_ENV) or None
     if args.json:
         listing = {"cache": str(datasets_cache_dir()), "datasets_folder": folder, "mirror": mirror, "datasets": entries}
-        print(json.dumps(listing, indent=2))
+        print(json_text(listing))
         return EXIT_OK
     print(f"{'name':<15} {'images':>7}  {'file':<27} {'size':>10}  here")
     for entry in entries:

@@ -147,6 +147,10 @@ class ExtractorEntry:
         normalised values to store back (e.g. a canonical device string); default: nothing to check.
     cluster_ready : bool
         Whether Ray actors can build it by name (the entry exists on every node): the built-in ones.
+    probe : callable
+        ``probe(options) -> None``: refuses at once (a ``FidkitError``) a device this machine cannot run, without
+        building anything; called when a run or a metric starts, so that an impossible explicit GPU fails then,
+        cached sides or not, and not hours later at the first batch. Default: nothing to probe.
     """
 
     name: str
@@ -155,6 +159,7 @@ class ExtractorEntry:
     identity: Callable[[Any], Mapping[str, Any]]
     check: Callable[[Any], Mapping[str, Any]] = field(default=lambda options: {})
     cluster_ready: bool = False
+    probe: Callable[[Any], None] = field(default=lambda options: None)
 
 
 _REGISTRY: dict[str, ExtractorEntry] = {}
@@ -173,6 +178,7 @@ def _builtin_entries() -> dict[str, ExtractorEntry]:
             identity=select.identity_for_options,
             check=select.check_options,
             cluster_ready=True,
+            probe=select.probe_device,
         )
     }
 
@@ -281,6 +287,11 @@ class LazyExtractor:
         if self._identity is None:
             self._identity = identity_for(self.options)
         return self._identity
+
+    def probe(self) -> None:
+        """Refuse now a device the extractor could not run on here (nothing to probe for a given extractor)."""
+        if self.given is None:
+            extractor_entry(self.options.extractor).probe(self.options)
 
     def get(self) -> Any:
         """The extractor, built on the first call."""

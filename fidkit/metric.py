@@ -17,9 +17,15 @@ torch is imported only when the caller has imported it already.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
+import pickle
 import sys
+import threading
 import time
 import warnings
+import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -45,27 +51,258 @@ __all__ = ["FID", "DEFAULT_TIMEOUT_SECONDS"]
 #: How long :meth:`FID.compute` waits for every rank to reach it before it raises, in seconds.
 DEFAULT_TIMEOUT_SECONDS = 600.0
 
+# Metadata that names the feature space: ranks whose features differ in any of these measure different things.
+_IDENTITY_KEYS = ("feature_extractor", "weights_sha256", "resize_mode", "exporter_version", "engine", "precision")
+
+# Process groups on which a collective of FID.compute() timed out or failed, with what happened: torch.distributed
+# cannot use such a group again (gloo and NCCL leave it with unmatched operations), so a later compute() says so
+# at once instead of timing out again with a message that blames the other ranks. The groups themselves are kept
+# (not their ids), so that a new group, made after destroy_process_group(), is never mistaken for a broken one.
+_BROKEN_GROUPS: list[tuple[Any, str]] = []
+_BROKEN_GROUPS_LOCK = threading.Lock()
+
 
 class _Side:
-    """One side's running state: the accumulator, a change counter, and the statistics made from it."""
+    """One side's running state: the accumulator, a change counter, and the statistics made from it.
+
+    Thread-safe: every change of the accumulator, the counter and the metadata happens under `lock`, and
+    :meth:`snapshot` reads them together, so that updates from several threads are all counted, once.
+    """
 
     def __init__(self, label: str) -> None:
         self.label = label
+        self.lock = threading.RLock()
         self.version = 0  # bumped by every update and reset
+        self.stats_serial = 0  # bumped whenever `stats` is rebuilt (locally or from every rank)
         self.reset()
 
     def reset(self) -> None:
-        self.accumulator = StatsAccumulator()
-        self.metadata: dict[str, Any] = {}
-        self.network_seconds = 0.0
-        self.stats: Stats | None = None
-        self.stats_version = -1  # the version `stats` was made at
-        self.version += 1
+        with self.lock:
+            self.accumulator = StatsAccumulator()
+            self.metadata: dict[str, Any] = {}
+            self.network_seconds = 0.0
+            self.stats: Stats | None = None
+            self.stats_version = -1  # the version `stats` was made at
+            self.version += 1
 
     # StatsAccumulator's interface, as extraction.extract calls it.
     def update(self, features: np.ndarray) -> None:
-        self.accumulator.update(features)
-        self.version += 1
+        with self.lock:
+            self.accumulator.update(features)
+            self.version += 1
+
+    def add(self, batches: list[np.ndarray], network_seconds: float, metadata: dict[str, Any]) -> None:
+        """Add the features of one :meth:`FID.update` (all its batches, or none of them) and what made them."""
+        with self.lock:
+            for features in batches:
+                self.accumulator.update(features)
+            self.version += 1
+            self.network_seconds += network_seconds
+            if not self.metadata:
+                self.metadata = dict(metadata)
+
+    def set_stats(self, stats: Stats, version: int) -> None:
+        with self.lock:
+            self.stats = stats
+            self.stats_version = version
+            self.stats_serial += 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A snapshot taken under the lock: an update() running in another thread meanwhile lands in the original
+        # only, never half in the copy.
+        with self.lock:
+            state = dict(self.__dict__)
+            state["accumulator"] = copy.deepcopy(self.accumulator)
+            state["metadata"] = dict(self.metadata)
+        del state["lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.RLock()
+
+
+class _Collected:
+    """The sink of :func:`fidkit.extraction.extract` in :meth:`FID.update`: features kept until added at once."""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+
+    def update(self, features: np.ndarray) -> None:
+        self.batches.append(features)
+
+
+def _thread_safe(extractor: Any) -> bool:
+    """Whether `extractor` may be called from several threads at once.
+
+    An extractor says so with a ``thread_safe`` attribute; fidkit's onnxruntime :class:`FeatureExtractor` is
+    (``InferenceSession.run`` is thread-safe, and each call binds its own buffers). Anything else (the torch
+    engine, a user's object) is called by one thread at a time.
+    """
+    declared = getattr(extractor, "thread_safe", None)
+    if isinstance(declared, bool):
+        return declared
+    runtime = sys.modules.get("fidkit.inception.runtime")
+    return runtime is not None and type(extractor) is getattr(runtime, "FeatureExtractor", None)
+
+
+class _RebuiltExtractor:
+    """Stands for a fidkit extractor in a pickled :class:`FID`: rebuilt from its weights on first use.
+
+    An onnxruntime session (or a torch model on a GPU) cannot be pickled; what made it can: the weights file,
+    the device, the batch size, the engine and the precision. The rebuilt extractor must have the same weights
+    sha256 as the original, or it is refused.
+    """
+
+    def __init__(self, extractor: Any, engine: str) -> None:
+        self.weights_path = extractor.weights_path
+        self.weights_sha256 = str(extractor.weights_sha256)
+        self.device = str(extractor.device)
+        self.batch_size = int(extractor.batch_size)
+        self.precision = str(extractor.precision)
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._built: Any = None
+
+    def built(self) -> Any:
+        with self._lock:
+            if self._built is None:
+                from fidkit.inception.select import build_feature_extractor
+
+                extractor = build_feature_extractor(
+                    self.weights_path, device=self.device, batch_size=self.batch_size, engine=self.engine,
+                    precision=self.precision,
+                )
+                if str(extractor.weights_sha256) != self.weights_sha256:
+                    raise FidkitError(
+                        f"the unpickled FID's extractor was made from weights {self.weights_path} with sha256 "
+                        f"{self.weights_sha256[:16]}..., which now has sha256 {str(extractor.weights_sha256)[:16]}...; "
+                        "the file changed since the FID was pickled: restore it, or make a new FID"
+                    )
+                self._built = extractor
+            return self._built
+
+    @property
+    def thread_safe(self) -> bool:
+        return _thread_safe(self.built())
+
+    def __call__(self, images: Any) -> Any:
+        return self.built()(images)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_lock", "_built"):
+            raise AttributeError(name)
+        return getattr(self.built(), name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key not in ("_lock", "_built")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._built = None
+
+
+def _picklable_extractor(extractor: Any) -> Any:
+    """`extractor` itself, or a :class:`_RebuiltExtractor` for fidkit's own (which hold unpicklable sessions)."""
+    if isinstance(extractor, _RebuiltExtractor):
+        return extractor
+    runtime = sys.modules.get("fidkit.inception.runtime")
+    torch_engine = sys.modules.get("fidkit.inception.torch_engine")
+    if runtime is not None and isinstance(extractor, getattr(runtime, "FeatureExtractor", ())):
+        return _RebuiltExtractor(extractor, "onnxruntime")
+    if torch_engine is not None and isinstance(extractor, getattr(torch_engine, "TorchFeatureExtractor", ())):
+        return _RebuiltExtractor(extractor, "torch")
+    return extractor
+
+
+def _given_extractor(holder: Any) -> Any:
+    """The extractor the caller gave the metric, if any, from the object that builds it lazily."""
+    return getattr(holder, "given", None)  # fidkit.extractors.LazyExtractor
+
+
+def _built_extractor(holder: Any) -> Any:
+    """The extractor the lazy holder has built (or was given), without building one."""
+    for name in ("_extractor", "_built"):
+        if vars(holder).get(name) is not None:
+            return vars(holder)[name]
+    return None
+
+
+def _without_session(holder: Any) -> Any:
+    """A shallow copy of the lazy extractor holder that holds no built extractor: it builds one again on first use.
+
+    A given extractor is kept, as :func:`_picklable_extractor` makes it (one of fidkit's: rebuilt from its weights).
+    """
+    clone = copy.copy(holder)
+    given = _given_extractor(holder)
+    replacement = None if given is None else _picklable_extractor(given)
+    for name in ("_extractor", "_built", "given"):
+        if name in vars(clone):
+            setattr(clone, name, replacement)
+    return clone
+
+
+def _describe_input(source: Any) -> str:
+    """A short name of an opened reference source, for messages."""
+    return str(getattr(source, "name", type(source).__name__))
+
+
+# The fingerprint of each reference, with the arrays it was computed from (hashing sigma takes about 50 ms at
+# dim 2048, once per reference instead of once per compute()).
+_FINGERPRINTS: weakref.WeakKeyDictionary[Stats, tuple[np.ndarray, np.ndarray, str]] = weakref.WeakKeyDictionary()
+
+
+def _reference_fingerprint(stats: Stats) -> str:
+    """``n`` and the sha256 of the reference's mu and sigma: ranks compare it instead of the statistics."""
+    known = _FINGERPRINTS.get(stats)
+    if known is not None and known[0] is stats.mu and known[1] is stats.sigma:
+        return known[2]
+    digest = hashlib.sha256()
+    digest.update(f"{stats.dim}:{stats.n}:".encode())
+    digest.update(np.ascontiguousarray(stats.mu).data)
+    digest.update(np.ascontiguousarray(stats.sigma).data)
+    fingerprint = f"n = {stats.n}, sha256 {digest.hexdigest()[:16]}"
+    _FINGERPRINTS[stats] = (stats.mu, stats.sigma, fingerprint)
+    return fingerprint
+
+
+def _ranks(ranks: list[int]) -> str:
+    return f"rank {ranks[0]}" if len(ranks) == 1 else "ranks " + ", ".join(str(rank) for rank in ranks)
+
+
+def _by_value(values: list[Any]) -> str:
+    """``"rank 0: a; ranks 1, 2: b"``: which ranks hold which value (None: ranks that hold nothing)."""
+    groups: dict[str, list[int]] = {}
+    for rank, value in enumerate(values):
+        groups.setdefault("nothing" if value is None else str(value), []).append(rank)
+    return "; ".join(f"{_ranks(ranks)}: {value}" for value, ranks in groups.items())
+
+
+def _merged_identity(label: str, metadata: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's metadata for every rank: from the ranks that have any, refusing feature spaces that differ.
+
+    A rank that fed no images has no metadata: it takes the others' (so that every rank then makes the same
+    checks against the real side, and reaches the same decision). Keys that differ but do not name the feature
+    space (the provider, say) are dropped.
+    """
+    holders = [(rank, entry) for rank, entry in enumerate(metadata) if entry]
+    for key in _IDENTITY_KEYS:
+        values = {str(entry[key]) for _, entry in holders if key in entry}
+        if len(values) > 1:
+            shown = [entry.get(key) if entry else None for entry in metadata]
+            shown = [value[:16] + "..." if isinstance(value, str) and len(value) > 24 else value for value in shown]
+            raise FidkitError(
+                f"FID.compute(): the ranks' {label} features come from different feature extractors: {key} differs "
+                f"({_by_value(shown)}); their statistics cannot be merged: give every rank the same weights, "
+                "engine and precision"
+            )
+    if not holders:
+        return {}
+    merged = dict(holders[0][1])
+    for _, entry in holders[1:]:
+        merged = {key: value for key, value in merged.items() if entry.get(key) == value}
+    return merged
 
 
 def _device_batch(images: Any, what: str, value_range: tuple[float, float] | None) -> Any:
@@ -179,6 +416,8 @@ class FID:
         self._generated = _Side("generated")
         self._last: tuple[tuple[int, int], FidReport] | None = None
         self._gloo_group: Any = None
+        self._extractor.probe()  # an impossible GPU fails here, not at the first update() hours into training
+        self._init_locks()
 
     # ----------------------------------------------------------------------------------------- feeding
 
@@ -201,15 +440,75 @@ class FID:
         side = self._side(real)
         what = f"FID.update({'real=True' if real else 'generated'}) images"
         batch = _device_batch(images, what, self._value_range)
-        extractor = self._extractor.get()
-        times = extract([batch], extractor, side)
-        side.network_seconds += times.network_seconds
-        if not side.metadata:
-            side.metadata = {key: value for key, value in extractor.metadata().items() if value is not None}
+        extractor = self._shared_extractor()
+        # The network runs outside the side's lock (concurrently, for a thread-safe extractor); its features are
+        # then added under the lock, all at once, so that no update from another thread is lost.
+        collected = _Collected()
+        with contextlib.nullcontext() if _thread_safe(extractor) else self._call_lock:
+            times = extract([batch], extractor, collected)
+        metadata = {key: value for key, value in extractor.metadata().items() if value is not None}
+        side.add(collected.batches, times.network_seconds, metadata)
 
     def _update_features(self, features: Any, real: bool = False) -> None:
         """Add Inception features directly (tests and benchmarks; :meth:`update` is this after the network)."""
         self._side(real).update(features)
+
+    def _shared_extractor(self) -> Any:
+        """The extractor, built once even when several threads call :meth:`update` at the same time."""
+        with self._lock:
+            return self._extractor.get()
+
+    # ----------------------------------------------------------------------------------------- copies
+
+    def _init_locks(self) -> None:
+        # _lock: building the extractor, and one compute() at a time; _call_lock: one network call at a time
+        # for an extractor that is not thread-safe. Neither is copied or pickled.
+        self._lock = threading.RLock()
+        self._call_lock = threading.Lock()
+
+    def _state(self) -> dict[str, Any]:
+        """What a copy holds: everything but the locks and the process group (a copy makes its own)."""
+        with self._lock:
+            state = {key: value for key, value in self.__dict__.items() if key not in ("_lock", "_call_lock")}
+        state["_gloo_group"] = None
+        return state
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the state (accumulators, reference statistics, options), never an onnxruntime session.
+
+        The extractor is built again on first use after unpickling (one of fidkit's that was given is rebuilt
+        from its weights file, which must still have the same sha256).
+        """
+        state = self._state()
+        state["_extractor"] = _without_session(state["_extractor"])
+        if self._reference is not None:
+            # Its statistics are what the metric uses from now on; the opened source (a folder's listing, which
+            # holds functions) need not travel, and a Stats input gives them back through the same pipeline.
+            state["_reference_input"] = self._reference[0]
+        elif self._reference_input is not None and not isinstance(self._reference_input, Stats):
+            try:
+                pickle.dumps(self._reference_input)
+            except Exception as exc:  # noqa: BLE001 - whatever the source holds that pickle refuses
+                raise FidkitError(
+                    f"this FID cannot be pickled yet: its reference ({_describe_input(self._reference_input)}) is an "
+                    f"opened source that pickle refuses ({type(exc).__name__}: {exc}); call compute() once first "
+                    "(the reference's statistics are pickled then), or give reference= a statistics file or a Stats"
+                ) from None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_locks()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FID:
+        """An independent copy of the state; the built extractor is shared, not copied (it is never changed)."""
+        extractor = _built_extractor(self._extractor)
+        if extractor is not None:
+            memo[id(extractor)] = extractor
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__setstate__(copy.deepcopy(self._state(), memo))
+        return clone
 
     def _side(self, real: bool) -> _Side:
         if real and self._reference_input is not None:
@@ -243,23 +542,31 @@ class FID:
         InputError
             Fewer than 2 images on a side, no real side, or a reference made with other Inception weights.
         FidkitError
-            Distributed: a rank did not call ``compute()`` within `timeout` seconds, or ranks disagree.
+            Distributed: a rank did not call ``compute()`` within `timeout` seconds (the process group is then
+            unusable: re-create it), or the ranks disagree (different references, different feature extractors).
+
+        Notes
+        -----
+        Thread-safe: one ``compute()`` at a time, each on the statistics of the updates that finished before it.
         """
+        with self._lock:
+            return self._compute(timeout)
+
+    def _compute(self, timeout: float) -> FidReport:
+        """:meth:`compute`, under the metric's lock."""
         started = time.perf_counter()
         reference = self._reference_statistics()
         dist = _process_group()
         if dist is None:
-            key = (self._real.version, self._generated.version)
-            if self._last is not None and self._last[0] == key:
-                return self._last[1]
             if reference is None:
                 self._local_statistics(self._real)
             self._local_statistics(self._generated)
         else:
-            key = self._gather(dist, timeout, has_reference=reference is not None)
-            if key is None:
-                assert self._last is not None
-                return self._last[1]
+            self._gather(dist, timeout, reference)
+        # Which statistics the report would describe: unchanged since the last compute(), it is that report.
+        key = (self._real.stats_serial, self._generated.stats_serial)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         # From here the sides are new: an error below (a weights mismatch, Ctrl-C) must not leave the previous
         # report standing as if it described them.
         self._last = None
@@ -268,7 +575,7 @@ class FID:
         # The checks and warnings of compute_fid: different weights are an error, lossy or skipped inputs a note.
         messages = consistency_warnings(real_side, generated_side, allow_weights_mismatch=False)
         for message in messages:
-            warnings.warn(message, FidkitWarning, stacklevel=2)
+            warnings.warn(message, FidkitWarning, stacklevel=3)  # the caller of compute()
         distance_started = time.perf_counter()
         frechet = fid_from_stats(real_stats, generated_stats)
         timings = Timings(
@@ -278,7 +585,7 @@ class FID:
             total_seconds=time.perf_counter() - started,
         )
         report = assemble_fid_report(frechet, real_side, generated_side, messages, timings)
-        self._last = ((self._real.version, self._generated.version), report)
+        self._last = (key, report)
         return report
 
     def _reference_statistics(self) -> tuple[Stats, Any] | None:
@@ -291,13 +598,13 @@ class FID:
 
     def _local_statistics(self, side: _Side) -> None:
         """Rebuild `side.stats` from this process's accumulator, if it changed since it was built."""
-        if side.stats is not None and side.stats_version == side.version:
-            return
-        n = side.accumulator.n
-        if n < 2:
-            raise self._too_few(side, n)
-        side.stats = side.accumulator.result(metadata=side.metadata)
-        side.stats_version = side.version
+        with side.lock:
+            if side.stats is not None and side.stats_version == side.version:
+                return
+            n = side.accumulator.n
+            if n < 2:
+                raise self._too_few(side, n)
+            side.set_stats(side.accumulator.result(metadata=side.metadata), side.version)
 
     @staticmethod
     def _too_few(side: _Side, n: int) -> InputError:
@@ -326,55 +633,93 @@ class FID:
         """A gloo group for the metric's CPU tensors: the default group when it is gloo, else one made once."""
         if dist.get_backend() == "gloo":
             return None
-        if self._gloo_group is None:
-            # NCCL cannot run monitored_barrier nor carry host arrays: a gloo group over the same ranks does.
+        world_group = _default_group(dist)
+        if self._gloo_group is None or getattr(self, "_gloo_parent", None) is not world_group:
+            # NCCL cannot run monitored_barrier nor carry host arrays: a gloo group over the same ranks does
+            # (made again when the default group was re-created).
             self._gloo_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout))
+            self._gloo_parent = world_group
         return self._gloo_group
 
-    def _gather(self, dist: Any, timeout: float, *, has_reference: bool) -> tuple[int, int] | None:
-        """Combine every rank's sides exactly; None when no rank changed anything since the last compute."""
+    def _collective(self, dist: Any, what: str, call: Any) -> Any:
+        """Run one collective; a failure (a rank that died, a broken connection) breaks the group for good."""
+        try:
+            return call()
+        except RuntimeError as exc:
+            reason = f"{what} failed on rank {dist.get_rank()} (torch.distributed: {str(exc).strip()[:500]})"
+            _mark_broken(dist, reason)
+            raise FidkitError(
+                f"FID.compute(): {reason}; the process group cannot be used after this: {_RECREATE}"
+            ) from exc
+
+    def _gather(self, dist: Any, timeout: float, reference: tuple[Stats, Any] | None) -> None:
+        """Combine every rank's sides exactly, after checking that the ranks measure the same thing.
+
+        Every rank ends with the same statistics, or raises the same error: each check below looks at what
+        every rank sent, never at this rank alone.
+        """
         import torch
 
         world = dist.get_world_size()
         rank = dist.get_rank()
+        _check_not_broken(dist, rank, world)
         try:
             group = self._group(dist, timeout)
             dist.monitored_barrier(group=group, timeout=timedelta(seconds=timeout), wait_all_ranks=True)
         except RuntimeError as exc:
+            reason = f"not every rank called compute() within {timeout:g} s (torch.distributed: {str(exc).strip()})"
+            _mark_broken(dist, f"an earlier compute() timed out: {reason}")
             raise FidkitError(
-                f"FID.compute() on rank {rank} of {world}: not every rank called compute() within {timeout:g} s "
-                f"(torch.distributed: {str(exc).strip()}); every rank must call compute(), also when only rank 0 "
-                "uses the value, or raise timeout= if a rank is only slow"
+                f"FID.compute() on rank {rank} of {world}: {reason}; every rank must call compute(), also when "
+                f"only rank 0 uses the value. The process group cannot be used after this: {_RECREATE}; if a "
+                "rank is only slow, pass a larger timeout= to compute() then"
             ) from exc
+        has_reference = reference is not None
         sides = [self._generated] if has_reference else [self._real, self._generated]
-        dims = [s.accumulator.dim for s in sides if s.accumulator.dim is not None]
-        header = torch.tensor(
-            [float(has_reference), float(dims[0] if dims else 0)]
-            + [float(not has_reference and self._real.version != self._real.stats_version)]
-            + [float(self._generated.version != self._generated.stats_version)],
-            dtype=torch.float64,
-        )
-        headers = [torch.empty_like(header) for _ in range(world)]
-        dist.all_gather(headers, header, group=group)
-        table = torch.stack(headers).numpy()
-        if len(set(table[:, 0])) > 1:
-            raise FidkitError("FID.compute(): some ranks have a reference and others do not; give every rank the same")
-        known_dims = {int(d) for d in table[:, 1] if d > 0}
+        header = {
+            "reference": _reference_fingerprint(reference[0]) if reference is not None else None,
+            "dim": next((s.accumulator.dim for s in sides if s.accumulator.dim is not None), 0),
+            "changed": [s.version != s.stats_version or s.stats is None for s in sides],
+            "metadata": [dict(s.metadata) for s in sides],
+        }
+        headers: list[Any] = [None] * world
+        self._collective(dist, "exchanging what each rank holds", lambda: dist.all_gather_object(headers, header, group=group))
+        references = [entry["reference"] for entry in headers]
+        if len(set(references)) > 1:
+            if None in references:
+                raise FidkitError(
+                    f"FID.compute(): some ranks have a reference and others do not ({_by_value(references)}); "
+                    "give every rank the same reference"
+                )
+            raise FidkitError(
+                f"FID.compute(): the ranks hold different reference statistics ({_by_value(references)}); their "
+                "FIDs would differ: give every rank the same reference (the same statistics file)"
+            )
+        known_dims = {int(entry["dim"]) for entry in headers if entry["dim"]}
         if len(known_dims) > 1:
-            raise FidkitError(f"FID.compute(): the ranks hold features of different dimensions {sorted(known_dims)}")
-        changed = table[:, 2:].any(axis=0)[-len(sides):]
+            raise FidkitError(
+                f"FID.compute(): the ranks hold features of different dimensions "
+                f"({_by_value([entry['dim'] or None for entry in headers])})"
+            )
+        merged_metadata = [
+            _merged_identity(side.label, [entry["metadata"][index] for entry in headers])
+            for index, side in enumerate(sides)
+        ]
+        changed = np.array([entry["changed"] for entry in headers]).any(axis=0)
         if not changed.any() and self._last is not None and all(s.stats is not None for s in sides):
-            return None
+            return
         dim = known_dims.pop() if known_dims else 0
-        for side, side_changed in zip(sides, changed):
+        for side, side_changed, metadata in zip(sides, changed, merged_metadata):
             if not side_changed and side.stats is not None:
                 continue
             if dim == 0:
                 raise self._too_few(side, 0)
-            n, mean, m2 = side.accumulator.moments() if side.accumulator.n else (0, np.zeros(dim), np.zeros((dim, dim)))
+            with side.lock:  # the moments and the version they belong to, together
+                version = side.version
+                n, mean, m2 = side.accumulator.moments() if side.accumulator.n else (0, np.zeros(dim), np.zeros((dim, dim)))
             packed = torch.from_numpy(np.concatenate([[float(n)], mean, m2.reshape(-1)]))
             gathered = [torch.empty_like(packed) for _ in range(world)]
-            dist.all_gather(gathered, packed, group=group)
+            self._collective(dist, "gathering the statistics", lambda: dist.all_gather(gathered, packed, group=group))
             # Merged in rank order with the accumulator's exact pairwise update: the same bits on every rank.
             merged = StatsAccumulator(dim)
             for item in gathered:
@@ -384,6 +729,34 @@ class FID:
                 )
             if merged.n < 2:
                 raise self._too_few(side, merged.n)
-            side.stats = merged.result(metadata=side.metadata)
-            side.stats_version = side.version
-        return (self._real.version, self._generated.version)
+            # The metadata merged from every rank that has some: the same on every rank, so the checks against
+            # the real side (different weights are an error) reach the same decision everywhere.
+            side.set_stats(merged.result(metadata=metadata), version)
+
+
+_RECREATE = (
+    "call torch.distributed.destroy_process_group() and init_process_group() again on every rank before the next "
+    "compute()"
+)
+
+
+def _default_group(dist: Any) -> Any:
+    """The default process group object (a new one after destroy_process_group() and init_process_group())."""
+    return getattr(dist.group, "WORLD", None)
+
+
+def _mark_broken(dist: Any, reason: str) -> None:
+    with _BROKEN_GROUPS_LOCK:
+        _BROKEN_GROUPS.append((_default_group(dist), reason))
+
+
+def _check_not_broken(dist: Any, rank: int, world: int) -> None:
+    """Refuse at once a process group on which an earlier compute() timed out or failed."""
+    world_group = _default_group(dist)
+    with _BROKEN_GROUPS_LOCK:
+        reasons = [reason for group, reason in _BROKEN_GROUPS if group is world_group]
+    if reasons:
+        raise FidkitError(
+            f"FID.compute() on rank {rank} of {world}: the process group is unusable: {reasons[-1]}; torch.distributed "
+            f"does not recover a group after a timed-out or failed collective, so waiting longer cannot help: {_RECREATE}"
+        )

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,29 @@ from fidkit._version import __version__
 from fidkit.errors import InputError
 from fidkit.frechet import FrechetResult
 
-__all__ = ["SideReport", "Timings", "FidReport", "consistency_warnings", "assemble_fid_report"]
+__all__ = ["SideReport", "Timings", "FidReport", "consistency_warnings", "assemble_fid_report", "json_text"]
+
+
+def _finite_or_none(value: Any) -> Any:
+    """`value` with every float that is not finite (inf, NaN) replaced by None, in dicts, lists and tuples."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
+def json_text(value: Any, *, indent: int | None = 2) -> str:
+    """The JSON fidkit prints or writes: always valid JSON (RFC 8259), never ``NaN`` or ``Infinity``.
+
+    Python's json module writes ``Infinity`` and ``NaN`` by default, which JSON parsers other than Python's
+    refuse. Here a float that is not finite becomes ``null`` (in fidkit's dicts it means "no value": a TTUR run
+    without an evaluation, a diagnostic a method does not have); a FID is never such a value, since the distance
+    refuses to return one. ``allow_nan=False`` then guarantees the output.
+    """
+    return json.dumps(_finite_or_none(value), indent=indent, allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -274,6 +297,10 @@ def assemble_fid_report(
     def common(field: str) -> str | None:
         values = [getattr(side, field) for side in (side_a, side_b) if getattr(side, field)]
         return ", ".join(dict.fromkeys(values)) if values else None
+
+    if not math.isfinite(frechet.value):
+        # fidkit.frechet refuses such a distance itself; a report never carries one either.
+        raise InputError(f"the FID is {frechet.value}, not a finite number; it cannot be reported")
 
     return FidReport(
         value=float(frechet.value),

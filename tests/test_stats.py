@@ -332,8 +332,10 @@ def test_indefinite_sigma_is_refused_not_factored(sigma) -> None:
         frechet_distance(np.zeros(dim), sigma, np.zeros(dim), np.eye(dim))
     with pytest.raises(InputError, match="stats_b: sigma is not positive semidefinite"):
         fid_from_stats(Stats(mu=np.zeros(dim), sigma=np.eye(dim)), Stats(mu=np.zeros(dim), sigma=sigma))
-    # The dense route still runs (it reports the negative eigenvalue instead).
-    assert frechet_distance(np.zeros(dim), sigma, np.zeros(dim), np.eye(dim), method="eigh").min_eigenvalue < -0.5
+    # Every route refuses it (hostile round 3, item 2), naming the most negative eigenvalue.
+    for method in ("eigh", "ttur"):
+        with pytest.raises(InputError, match="mu1/sigma1: sigma is not positive semidefinite.*eigenvalue is -1"):
+            frechet_distance(np.zeros(dim), sigma, np.zeros(dim), np.eye(dim), method=method)
 
 
 def test_indefinite_sigma_from_a_file_names_the_file(tmp_path) -> None:

@@ -15,7 +15,8 @@ compatibility method. The routes (``FrechetResult.method``):
     to round-off.
 ``factor-eigh``
     ``sum sqrt(eig(L^T sigma_other L))``: one symmetric eigensolve of size ``rank(L)``, with ``L`` the
-    smaller-rank side's factor (stored, or pivoted Cholesky, see :mod:`fidkit.frechet.factors`).
+    smaller-rank side's factor (stored, or pivoted Cholesky, see :mod:`fidkit.frechet.factors`); the product
+    is formed through the Cholesky factor of ``sigma_other``, which checks that one too.
 ``eigh``
     (forced with ``method="eigh"``) the dense textbook route ``sqrt(sigma_a) sigma_b sqrt(sigma_a)`` with
     ``sqrt(sigma_a)`` from a symmetric eigendecomposition.
@@ -25,7 +26,9 @@ compatibility method. The routes (``FrechetResult.method``):
 ``identical-sigma``
     The two covariances are the same array: the trace terms cancel exactly and FID is ``||mu_a - mu_b||^2``.
 
-See ``docs/numerics.md`` for why each is stable and what every diagnostic means.
+Every covariance that enters the distance is checked positive semidefinite on every route (an indefinite one is
+refused, naming its most negative eigenvalue), and a distance that overflows float64 is refused naming the term.
+See ``docs/numerics.md`` for why each route is stable and what every diagnostic means.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 import warnings
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +47,17 @@ import numpy as np
 import scipy.linalg
 
 from fidkit._validate import check_features
-from fidkit.errors import FidkitError, FidkitWarning, InputError, SmallSampleWarning
-from fidkit.frechet.factors import SqrtFactor, factor_at_hand, rank_bound, sqrt_factor
+from fidkit.errors import FidkitError, FidkitWarning, InputError, SmallSampleWarning, StatsFileError
+from fidkit.frechet.factors import (
+    SqrtFactor,
+    factor_at_hand,
+    indefinite_message,
+    psd_tolerance,
+    rank_bound,
+    remember_psd,
+    sqrt_factor,
+    verify_psd,
+)
 from fidkit.frechet.torch_route import eigvalsh_float64, torch_device_for_distance
 from fidkit.stats import Stats
 
@@ -74,6 +89,9 @@ _SVD_MAX_RANK_FRACTION = 0.5
 _FEATURES_AS_FACTOR_MAX_RATIO = 4
 # Below this rank the factor-eigh eigensolve stays on the CPU even when a GPU is there.
 _TORCH_SOLVER_MIN_RANK = 512
+# Statistics whose sigma has no Cholesky factorisation (singular or indefinite), with that very sigma array: the
+# factor-eigh route forms its product without one for them, instead of failing the factorisation every time.
+_NOT_DEFINITE: weakref.WeakKeyDictionary[Stats, np.ndarray] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -224,7 +242,9 @@ def _power_of_two_scale(array: np.ndarray) -> float:
         # Products of up to four such arrays summed over dim terms stay far from overflow and underflow:
         # skip the division (and its copy of the array), which would change nothing.
         return 1.0
-    return math.ldexp(1.0, math.frexp(largest)[1])
+    # 2^(e - 1) <= largest < 2^e: divided by 2^(e - 1) the entries lie in [1, 2), and 2^(e - 1) is finite even
+    # for entries near float64's maximum (2^e would be 2^1024, which overflows).
+    return math.ldexp(1.0, math.frexp(largest)[1] - 1)
 
 
 def _scaled(array: np.ndarray, scale: float) -> np.ndarray:
@@ -252,12 +272,58 @@ def _trace_sqrt_factors(first: SqrtFactor, second: SqrtFactor, side: str) -> _Tr
     )
 
 
-def _trace_sqrt_factor_eigh(factor: SqrtFactor, sigma_other: np.ndarray, side: str) -> _TraceSqrt:
+def _cholesky_sandwich(factor: np.ndarray, sigma: np.ndarray) -> np.ndarray | None:
+    """Return ``L^T sigma L`` as ``B^T B`` with ``B = R^T L`` and ``sigma = R R^T`` (Cholesky), or None.
+
+    None when the Cholesky factorisation (LAPACK ``potrf``) fails, i.e. when `sigma` is not numerically
+    positive definite (singular, or indefinite). Its success is a certificate that `sigma` is positive
+    semidefinite up to round-off, and it costs no more than the product it replaces: ``potrf`` (``dim^3 / 3``)
+    plus ``trmm`` and ``syrk`` (half a general product each) against two general products for
+    ``L^T (sigma L)`` (0.79 s against 0.81 s of CPU at dim 2048). ``B^T B`` is positive semidefinite by
+    construction, and agrees with the general product to ``1e-15`` relative.
+    """
+    # sigma.T is a Fortran-ordered view of a C-ordered sigma (which is symmetric): the copy potrf overwrites is
+    # made in the layout LAPACK wants.
+    work = np.array(sigma.T, dtype=np.float64, order="F")
+    lower, info = scipy.linalg.lapack.dpotrf(work, lower=1, clean=1, overwrite_a=1)
+    if info != 0:
+        return None
+    product = scipy.linalg.blas.dtrmm(1.0, lower, np.asfortranarray(factor), lower=1, trans_a=1)  # R^T L
+    gram = scipy.linalg.blas.dsyrk(1.0, product, trans=1, lower=1)  # lower triangle of B^T B
+    gram = np.tril(gram)
+    gram += np.tril(gram, -1).T
+    return gram
+
+
+def _trace_sqrt_factor_eigh(
+    factor: SqrtFactor, other: Stats, side: str, check_other: Callable[[], None]
+) -> _TraceSqrt:
+    """``sum sqrt(eig(L^T sigma_other L))``; `other`'s sigma is checked positive semidefinite on the way.
+
+    `factor` has been verified (so its own sigma is positive semidefinite); `other`'s sigma enters only through
+    the product, which sees it on the columns of ``L`` alone, so it is checked here unless it was before: by
+    the Cholesky factorisation the product is formed through (no extra cost), or, when that fails because
+    sigma is singular, by `check_other` (:func:`~fidkit.frechet.factors.verify_psd` with the caller's labels).
+    """
+    sigma_other = other.sigma
     scale_factor, scale_sigma = _power_of_two_scale(factor.matrix), _power_of_two_scale(sigma_other)
     # The eigensolve is most of the cost at dim 2048; a GPU does it faster when torch can reach one. Small
     # problems stay on the CPU, where the transfer would cost more than the solve.
     device = torch_device_for_distance() if factor.rank >= _TORCH_SOLVER_MIN_RANK else None
-    sandwich = _sandwich(_scaled(factor.matrix, scale_factor), _scaled(sigma_other, scale_sigma))
+    scaled_factor = _scaled(factor.matrix, scale_factor)
+    # Always through the Cholesky factorisation when sigma has one, whether or not it was checked before: the
+    # product then depends on the two covariances alone, never on what an earlier call cached (so FID(a, b)
+    # and FID(b, a) stay bitwise equal). A sigma without one (singular) is remembered, so it costs one failed
+    # factorisation per object, and is checked with a shift once (check_other).
+    sandwich = None
+    if _NOT_DEFINITE.get(other) is not sigma_other:
+        sandwich = _cholesky_sandwich(scaled_factor, _scaled(sigma_other, scale_sigma))
+    if sandwich is None:
+        _NOT_DEFINITE[other] = sigma_other
+        check_other()  # raises for an indefinite sigma; a singular positive semidefinite one is fine
+        sandwich = _sandwich(scaled_factor, _scaled(sigma_other, scale_sigma))
+    else:
+        remember_psd(other)
     try:
         total, smallest, clipped = _sum_sqrt_eigenvalues(sandwich, device)
     except FidkitError as exc:
@@ -281,10 +347,21 @@ def _trace_sqrt_factor_eigh(factor: SqrtFactor, sigma_other: np.ndarray, side: s
     )
 
 
-def _trace_sqrt_dense_eigh(sigma_root_side: np.ndarray, sigma_other: np.ndarray, side: str) -> _TraceSqrt:
-    """tr sqrt(sqrt(S1) S2 sqrt(S1)) with sqrt(S1) from a symmetric eigendecomposition (clipped at 0)."""
+def _trace_sqrt_dense_eigh(
+    sigma_root_side: np.ndarray, sigma_other: np.ndarray, side: str, where: str = "sigma"
+) -> _TraceSqrt:
+    """tr sqrt(sqrt(S1) S2 sqrt(S1)) with sqrt(S1) from a symmetric eigendecomposition (clipped at 0).
+
+    The eigendecomposition also checks that S1 is positive semidefinite (InputError naming `where` if not);
+    the caller checks S2.
+    """
     scale_root, scale_other = _power_of_two_scale(sigma_root_side), _power_of_two_scale(sigma_other)
     eigenvalues, eigenvectors = scipy.linalg.eigh(_scaled(sigma_root_side, scale_root), check_finite=False)
+    if eigenvalues.size:
+        tolerance, scale = psd_tolerance(sigma_root_side)
+        smallest = float(eigenvalues.min()) * scale_root
+        if smallest < -tolerance:
+            raise InputError(indefinite_message(where, smallest, scale, tolerance))
     negative_root = eigenvalues[eigenvalues < 0]
     root = (eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0))) @ eigenvectors.T
     total, smallest, clipped = _sum_sqrt_eigenvalues(_sandwich(root, _scaled(sigma_other, scale_other)))
@@ -396,11 +473,19 @@ def _assemble(
     n_b: int | None,
     dim: int,
     messages: list[str],
+    names: tuple[str, str] = ("sigma_a", "sigma_b"),
 ) -> FrechetResult:
     # Trace part first: when trace_sqrt equals both traces it cancels to exactly 0 and FID is exactly the
     # mean term. The trace part is the squared Bures distance, >= 0 in exact arithmetic: clip round-off.
-    trace_part = (trace_a + trace_b) - 2.0 * trace.value
+    if trace.method == "identical-sigma":
+        trace_part = 0.0  # the same covariance on both sides: exactly 0, also where its trace overflows
+    else:
+        trace_part = (trace_a + trace_b) - 2.0 * trace.value
+        if not math.isfinite(trace_part) and math.isfinite(trace_a) and math.isfinite(trace_b):
+            # trace_a + trace_b beyond float64's maximum while each is below it: the same in two halves.
+            trace_part = (trace_a - trace.value) + (trace_b - trace.value)
     value = mean_term + max(trace_part, 0.0)
+    _check_finite(value, mean_term, trace_a, trace_b, trace.value, trace_part, names)
     return FrechetResult(
         value=float(value),
         mean_term=float(mean_term),
@@ -421,6 +506,42 @@ def _assemble(
     )
 
 
+def _check_finite(
+    value: float,
+    mean_term: float,
+    trace_a: float,
+    trace_b: float,
+    trace_sqrt: float,
+    trace_part: float,
+    names: tuple[str, str],
+) -> None:
+    """Refuse a distance that is not a finite number, naming the term that overflowed float64.
+
+    Statistics are finite, but their terms need not be: ``||mu_a - mu_b||^2`` squares the means, and a trace sums
+    up to dim variances; beyond about 1.8e308 float64 holds only inf, and an inf (or the NaN of inf - inf) is
+    never returned as a FID.
+    """
+    if math.isfinite(value):
+        return
+    limit = f"{sys.float_info.max:.3g}"
+    if not math.isfinite(mean_term):
+        what = f"the mean term ||mu_a - mu_b||^2 is beyond {limit} (the means are too far apart)"
+    elif not math.isfinite(trace_a) or not math.isfinite(trace_b):
+        name = names[0] if not math.isfinite(trace_a) else names[1]
+        what = f"the trace of the covariance of {name} (the sum of its variances) is beyond {limit}"
+    elif not math.isfinite(trace_sqrt):
+        what = f"the trace term tr sqrt(sigma_a sigma_b) is beyond {limit}"
+    elif not math.isfinite(trace_part):
+        what = f"the trace term tr(sigma_a) + tr(sigma_b) - 2 tr sqrt(sigma_a sigma_b) is beyond {limit}"
+    else:
+        what = f"the sum of the mean term ({mean_term:.3g}) and the trace term ({trace_part:.3g}) is beyond {limit}"
+    raise InputError(
+        f"the Fréchet distance overflows float64: {what}, so it has no finite value; statistics this large come "
+        "from features far outside the Inception range: divide the features by a constant c (mu by c, sigma by "
+        "c**2) and multiply the FID by c**2"
+    )
+
+
 def _identical(trace: float) -> _TraceSqrt:
     return _TraceSqrt(value=trace, method="identical-sigma", rank=0, min_eigenvalue=0.0, clipped_negative=0.0)
 
@@ -428,15 +549,43 @@ def _identical(trace: float) -> _TraceSqrt:
 # --------------------------------------------------------------------------------------------- stats path
 
 
-def _factor_of(stats: Stats, label: str) -> SqrtFactor:
-    """:func:`sqrt_factor`, with errors about statistics that have no file named by the caller's argument."""
+def _labelled(stats: Stats, label: str, function: Callable[[Stats], Any]) -> Any:
+    """``function(stats)``, with errors about statistics that have no file named by the caller's argument."""
     try:
-        return sqrt_factor(stats)
+        return function(stats)
     except InputError as exc:
         message = str(exc)
         if stats.path is None and message.startswith("statistics:"):
             raise InputError(message.replace("statistics:", f"{label}:", 1)) from None
         raise
+
+
+def _name(stats: Stats, label: str) -> str:
+    """How messages name a side: its file, else the caller's argument."""
+    return f"statistics {stats.path}" if stats.path is not None else label
+
+
+def _factor_of(stats: Stats, label: str) -> SqrtFactor:
+    """:func:`sqrt_factor`, with errors about statistics that have no file named by the caller's argument."""
+    return _labelled(stats, label, sqrt_factor)
+
+
+def _check_psd(stats: Stats, label: str) -> None:
+    """:func:`verify_psd` (once per object), with errors named as in :func:`_factor_of`."""
+    _labelled(stats, label, verify_psd)
+
+
+def _dense_eigh(first: Stats, second: Stats, side: str, first_label: str) -> _TraceSqrt:
+    """The ``eigh`` route; its eigendecomposition of ``first.sigma`` checks that one, so it is remembered."""
+    where = _name(first, first_label)
+    try:
+        trace = _trace_sqrt_dense_eigh(first.sigma, second.sigma, side, where)
+    except InputError as exc:
+        if first.path is not None:
+            raise StatsFileError(f"{exc}; the file is corrupt or was edited: recompute it") from None
+        raise
+    remember_psd(first)
+    return trace
 
 
 def _fid_stats(
@@ -460,9 +609,16 @@ def _fid_stats(
     trace_a = stats_a.trace
     trace_b = stats_b.trace
 
+    # Every covariance that enters the distance is checked positive semidefinite, on every route, whichever
+    # side it is on: an indefinite "covariance" gives a number that is no distance between Gaussians. The
+    # factor routes check as part of what they compute anyway (a verified factor, the Cholesky factorisation
+    # the product is formed through); the others pay one Cholesky factorisation per Stats object.
     if stats_a is stats_b or stats_a.sigma is stats_b.sigma or np.array_equal(stats_a.sigma, stats_b.sigma):
+        _check_psd(stats_a, labels[0])
         trace = _identical(trace_a)
     elif method == "sqrtm-ttur":
+        _check_psd(stats_a, labels[0])
+        _check_psd(stats_b, labels[1])
         trace = _trace_sqrt_ttur(stats_a.sigma, stats_b.sigma)
     else:
         if method == "auto":
@@ -476,12 +632,17 @@ def _fid_stats(
         first, second, side = (stats_a, stats_b, "a") if a_first else (stats_b, stats_a, "b")
         first_label, second_label = labels if a_first else labels[::-1]
         if method == "eigh":
-            trace = _trace_sqrt_dense_eigh(first.sigma, second.sigma, side)
+            _check_psd(second, second_label)
+            trace = _dense_eigh(first, second, side, first_label)
         elif factor_at_hand(first) and factor_at_hand(second) and rank_bound(first) <= _SVD_MAX_RANK_FRACTION * dim:
+            # Both factors are verified: L L^T is positive semidefinite.
             trace = _trace_sqrt_factors(_factor_of(first, first_label), _factor_of(second, second_label), side)
         else:
-            trace = _trace_sqrt_factor_eigh(_factor_of(first, first_label), second.sigma, side)
-    return _assemble(mean_term, trace_a, trace_b, trace, stats_a.n, stats_b.n, dim, messages)
+            trace = _trace_sqrt_factor_eigh(
+                _factor_of(first, first_label), second, side, lambda: _check_psd(second, second_label)
+            )
+    names = (_name(stats_a, labels[0]), _name(stats_b, labels[1]))
+    return _assemble(mean_term, trace_a, trace_b, trace, stats_a.n, stats_b.n, dim, messages, names)
 
 
 def fid_from_stats(stats_a: Stats, stats_b: Stats, *, method: str = "auto") -> FrechetResult:

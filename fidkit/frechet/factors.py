@@ -6,7 +6,8 @@ centred features, ``n - 1`` columns); any other covariance gets a pivoted Choles
 once per ``Stats`` object and remembered, so that comparing many sets against one reference factors the
 reference once. Every factor is verified against its ``sigma`` before it is used: a factor that does not
 reproduce ``sigma`` (an indefinite matrix, or a file whose ``sigma`` and ``factor`` disagree) is refused,
-never trusted.
+never trusted. :func:`check_psd` and :func:`verify_psd` check a covariance that is used without a factor of its
+own (once per ``Stats``, remembered like the factors).
 """
 
 from __future__ import annotations
@@ -21,7 +22,20 @@ import scipy.linalg
 from fidkit.errors import InputError, StatsFileError
 from fidkit.stats import Stats
 
-__all__ = ["SqrtFactor", "sqrt_factor", "factor_at_hand", "rank_bound", "pivoted_cholesky_factor", "verify_factor"]
+__all__ = [
+    "SqrtFactor",
+    "sqrt_factor",
+    "factor_at_hand",
+    "rank_bound",
+    "pivoted_cholesky_factor",
+    "verify_factor",
+    "psd_tolerance",
+    "indefinite_message",
+    "check_psd",
+    "psd_verified",
+    "remember_psd",
+    "verify_psd",
+]
 
 # Positive semidefiniteness check of a factor (see verify_factor): relative tolerance
 # max(floor, slack * dim^2 * eps), probes drawn once from a fixed seed so the check is deterministic.
@@ -116,17 +130,9 @@ def verify_factor(sigma: np.ndarray, factor: np.ndarray, dropped: float, where: 
     dim = sigma.shape[0]
     if dim == 0:
         return
-    largest_diagonal = float(np.max(np.diagonal(sigma)))
-    # A zero (or all-negative-diagonal) sigma: any nonzero entry is indefiniteness; compare against the entries.
-    scale = max(largest_diagonal, float(np.max(np.abs(sigma))) if largest_diagonal <= 0.0 else 0.0)
+    tolerance, scale = psd_tolerance(sigma)
     if scale == 0.0:
         return
-    # Well above pstrf's truncation (<= dim^2 eps max(diag)) and round-off (dim eps ||sigma||), and below any
-    # negative eigenvalue that is more than round-off: 1e-9 relative is about 1e-7 of the standard deviation.
-    # The absolute term is the same bound in units of the smallest subnormal: a sigma with entries near 1e-320
-    # has lost its relative precision to underflow and says nothing about definiteness.
-    tolerance = max(_PSD_CHECK_RTOL_FLOOR, _PSD_CHECK_SLACK * dim * dim * np.finfo(np.float64).eps) * scale
-    tolerance += _PSD_CHECK_SLACK * dim * dim * math.ulp(0.0)
     probes = np.random.default_rng(_PSD_PROBE_SEED).standard_normal((_PSD_PROBES, dim))
     probe_norms = np.linalg.norm(probes, axis=1)
     # Work in units of `scale`: covariances of features near 1e150 have entries near 1e300, and sigma @ v would
@@ -141,12 +147,98 @@ def verify_factor(sigma: np.ndarray, factor: np.ndarray, dropped: float, where: 
         unit_sigma, unit_factor = sigma / scale, np.ascontiguousarray(factor / math.sqrt(scale))
         probe_error = _probe_residual(unit_sigma, unit_factor, probes, probe_norms) * scale
     if dropped < -dim * tolerance or not probe_error <= tolerance:
+        # The error path only: one eigenvalue tells an indefinite sigma (the usual case, named with its most
+        # negative eigenvalue) from a positive semidefinite one whose stored factor belongs to other statistics.
+        smallest = _smallest_eigenvalue(sigma)
+        if smallest < -tolerance:
+            raise InputError(indefinite_message(where, smallest, scale, tolerance))
         raise InputError(
-            f"{where}: sigma is not positive semidefinite (not a covariance matrix): its pivoted Cholesky factor "
-            f"leaves a residual of {max(probe_error, -dropped) / scale:.3g} relative to its largest variance "
-            "(a covariance has none beyond round-off); check that it was computed as a covariance of features "
-            "and not edited or corrupted"
+            f"{where}: factor @ factor.T does not reproduce sigma: it leaves a residual of "
+            f"{max(probe_error, -dropped) / scale:.3g} relative to its largest variance (a covariance and its own "
+            "factor agree to round-off); a stored factor that belongs to other statistics, or an edited file: "
+            "recompute the statistics"
         )
+
+
+def psd_tolerance(sigma: np.ndarray) -> tuple[float, float]:
+    """Return ``(tolerance, scale)`` for the positive semidefiniteness checks of `sigma`.
+
+    `scale` is the largest variance (the largest entry when no diagonal entry is positive: then any nonzero
+    entry is indefiniteness); an eigenvalue below ``-tolerance`` is more than round-off. Zero `scale`: an all-zero
+    sigma, which is positive semidefinite.
+    """
+    dim = sigma.shape[0]
+    if dim == 0:
+        return 0.0, 0.0
+    largest_diagonal = float(np.max(np.diagonal(sigma)))
+    scale = max(largest_diagonal, float(np.max(np.abs(sigma))) if largest_diagonal <= 0.0 else 0.0)
+    # Well above pstrf's truncation (<= dim^2 eps max(diag)) and round-off (dim eps ||sigma||), and below any
+    # negative eigenvalue that is more than round-off: 1e-9 relative is about 1e-7 of the standard deviation.
+    # The absolute term is the same bound in units of the smallest subnormal: a sigma with entries near 1e-320
+    # has lost its relative precision to underflow and says nothing about definiteness.
+    tolerance = max(_PSD_CHECK_RTOL_FLOOR, _PSD_CHECK_SLACK * dim * dim * np.finfo(np.float64).eps) * scale
+    tolerance += _PSD_CHECK_SLACK * dim * dim * math.ulp(0.0)
+    return tolerance, scale
+
+
+def _unit_exponent(scale: float) -> int:
+    """The exponent ``k`` with ``scale / 2^k`` in [0.5, 1): dividing by ``2^k`` is exact and brings entries near 1."""
+    return int(np.clip(math.frexp(scale)[1], -1000, 1000)) if scale > 0.0 else 0
+
+
+def _smallest_eigenvalue(sigma: np.ndarray) -> float:
+    """The smallest eigenvalue of the symmetric `sigma` (computed in units of its scale, so it cannot overflow)."""
+    if sigma.shape[0] == 0:
+        return 0.0
+    exponent = _unit_exponent(float(np.max(np.abs(sigma))))
+    smallest = scipy.linalg.eigh(
+        np.ldexp(sigma, -exponent), eigvals_only=True, subset_by_index=[0, 0], check_finite=False
+    )
+    return math.ldexp(float(smallest[0]), exponent)
+
+
+def indefinite_message(where: str, smallest: float, scale: float, tolerance: float) -> str:
+    """The one message for a sigma that is not positive semidefinite: where, its most negative eigenvalue, the bound."""
+    return (
+        f"{where}: sigma is not positive semidefinite (not a covariance matrix): its most negative eigenvalue is "
+        f"{smallest:.6g} ({smallest / scale:.3g} relative to its largest variance {scale:.6g}; round-off allows "
+        f"{-tolerance / scale:.1g}); check that it was computed as a covariance of features and not edited or "
+        "corrupted"
+    )
+
+
+def check_psd(sigma: np.ndarray, where: str) -> None:
+    """Raise InputError unless the symmetric `sigma` is positive semidefinite up to :func:`psd_tolerance`.
+
+    A Cholesky factorisation (LAPACK ``potrf``, ``dim^3 / 3`` flops, no pivoting) of ``sigma + tolerance * I``
+    succeeds exactly when no eigenvalue of sigma is below ``-tolerance`` (up to the factorisation's round-off,
+    far below the tolerance); only when it fails is the smallest eigenvalue computed, to tell round-off from
+    indefiniteness and to name it. Works on a copy scaled by a power of two (exact), so entries near 1e300 or
+    1e-300 neither overflow nor underflow.
+
+    Raises
+    ------
+    InputError
+        `sigma` has an eigenvalue below ``-tolerance``; the message names `where` and the eigenvalue.
+    """
+    tolerance, scale = psd_tolerance(sigma)
+    if scale == 0.0:
+        return
+    exponent = _unit_exponent(scale)
+    # sigma.T is a Fortran-ordered view of a C-ordered sigma, and sigma is symmetric: ldexp writes the scaled
+    # copy in the layout LAPACK wants, so potrf factors it in place without another copy.
+    work = np.ldexp(sigma.T, -exponent)
+    if not work.flags.f_contiguous:
+        work = np.asfortranarray(work)
+    work[np.diag_indices_from(work)] += math.ldexp(tolerance, -exponent)
+    _, info = scipy.linalg.lapack.dpotrf(work, lower=1, clean=0, overwrite_a=1)
+    if info < 0:
+        raise InputError(f"Cholesky rejected argument {-info}; this is a bug in fidkit, please report it")
+    if info == 0:
+        return
+    smallest = _smallest_eigenvalue(sigma)
+    if smallest < -tolerance:
+        raise InputError(indefinite_message(where, smallest, scale, tolerance))
 
 
 def _probe_residual(sigma: np.ndarray, factor: np.ndarray, probes: np.ndarray, probe_norms: np.ndarray) -> float:
@@ -220,6 +312,48 @@ def sqrt_factor(stats: Stats) -> SqrtFactor:
         raise
     _VERIFIED[stats] = (stats.sigma, stats.factor, factor)
     return factor
+
+
+# Statistics whose sigma has been checked positive semidefinite without keeping a factor (the other side of a
+# factor-eigh comparison, the dense routes), with the very sigma array that was checked, as _VERIFIED.
+_PSD_CHECKED: weakref.WeakKeyDictionary[Stats, np.ndarray] = weakref.WeakKeyDictionary()
+
+
+def psd_verified(stats: Stats) -> bool:
+    """True if ``stats.sigma`` is known positive semidefinite: its factor was verified, or it was checked."""
+    return _remembered(stats) is not None or _PSD_CHECKED.get(stats) is stats.sigma
+
+
+def remember_psd(stats: Stats) -> None:
+    """Record that ``stats.sigma`` (this very array) was found positive semidefinite, so it is not checked again."""
+    _PSD_CHECKED[stats] = stats.sigma
+
+
+def verify_psd(stats: Stats) -> None:
+    """Check once per object that ``stats.sigma`` is positive semidefinite (see :func:`check_psd`).
+
+    With a stored factor, the factor is verified instead (:func:`sqrt_factor`: ``O(dim^2)``, and a verified
+    ``L L^T`` is positive semidefinite); otherwise a Cholesky factorisation of the shifted sigma.
+
+    Raises
+    ------
+    InputError
+        `sigma` is not positive semidefinite.
+    StatsFileError
+        The same, for statistics loaded from a file (the message names it).
+    """
+    if psd_verified(stats):
+        return
+    if stats.factor is not None:
+        sqrt_factor(stats)
+        return
+    try:
+        check_psd(stats.sigma, _where(stats))
+    except InputError as exc:
+        if stats.path is not None:
+            raise StatsFileError(f"{exc}; the file is corrupt or was edited: recompute it") from None
+        raise
+    remember_psd(stats)
 
 
 def factor_at_hand(stats: Stats) -> bool:

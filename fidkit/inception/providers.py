@@ -19,6 +19,7 @@ from typing import Any
 from fidkit._gpu import any_library_loads, gpu_driver_present
 from fidkit._devices import Device, parse_device
 from fidkit._streams import stdout_to_stderr
+from fidkit.errors import FidkitError
 
 __all__ = [
     "Device",
@@ -30,6 +31,7 @@ __all__ = [
     "gpu_driver_present",
     "why_no_gpu",
     "stdout_to_stderr",
+    "check_device_usable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -142,3 +144,58 @@ def why_no_gpu(ort: Any, device: Device, detail: str = "") -> str:
         f"onnxruntime could not start {wanted} on GPU {device.index}{suffix}; check that the GPU index exists "
         f"(nvidia-smi) and that the driver supports this CUDA version, or use --device cpu"
     )
+
+
+def check_device_usable(device: Any, *, engine: str = "auto") -> None:
+    """Raise at once when `device` asks for a GPU that nothing can run on here; build nothing.
+
+    The cheap part of what building an extractor would find out hours later: no NVIDIA driver
+    (:func:`gpu_driver_present`, a failed ``dlopen``), or no runtime for the GPU: onnxruntime without the
+    device's provider (``onnxruntime.get_available_providers()``) and, for ``cuda`` with `engine` ``"auto"``
+    or ``"torch"``, no CUDA torch either (torch is imported only when a driver is there). ``"auto"`` and
+    ``"cpu"`` always pass. A device that passes can still fail when its session starts (a missing cuDNN, a
+    GPU index that does not exist); that error comes with the extractor, and says why.
+
+    Parameters
+    ----------
+    device : str
+        A device string (:func:`parse_device`).
+    engine : {"auto", "onnxruntime", "torch"}
+        Which runtimes may run it (see :mod:`fidkit.inception.select`).
+
+    Raises
+    ------
+    InputError
+        Not a device string.
+    FidkitError
+        The device cannot run here; the message says why and what to use instead.
+    """
+    parsed = parse_device(device)
+    if parsed.kind in ("auto", "cpu"):
+        return
+    fix = "pass device='cpu' (or 'auto', which uses a GPU only when one works), or run on a machine with a GPU"
+    if not gpu_driver_present():
+        raise FidkitError(
+            f"device {parsed} asked for, but there is no NVIDIA driver on this machine (libcuda.so.1 does not "
+            f"load); {fix}"
+        )
+    ort: Any = None
+    if engine != "torch":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            ort = None
+        if ort is not None and parsed.provider in ort.get_available_providers():
+            return
+    if parsed.kind == "cuda" and engine in ("auto", "torch"):
+        from fidkit.inception.select import _torch_has_cuda
+
+        if _torch_has_cuda():
+            return
+    if ort is not None:
+        reason = why_no_gpu(ort, parsed)
+    elif engine == "torch":
+        reason = "torch cannot use CUDA here (not installed, or a CPU-only build)"
+    else:
+        reason = f"onnxruntime cannot be imported; {_INSTALL}"
+    raise FidkitError(f"device {parsed} asked for, but {reason}; or {fix}")

@@ -22,6 +22,7 @@ __all__ = [
     "ENGINES",
     "check_engine",
     "check_options",
+    "probe_device",
     "identity_for_options",
     "build_for_options",
     "build_feature_extractor",
@@ -61,6 +62,13 @@ def check_options(options: Any) -> dict[str, str]:
         if device.kind != "tensorrt":
             raise InputError("precision='fast' runs on TensorRT (FP16): pass device='tensorrt' (--device tensorrt)")
     return {"device": str(device), "engine": engine}
+
+
+def probe_device(options: Any) -> None:
+    """The registry's device probe for this network: :func:`fidkit.inception.providers.check_device_usable`."""
+    from fidkit.inception.providers import check_device_usable
+
+    check_device_usable(options.device, engine=options.engine)
 
 
 def identity_for_options(options: Any) -> dict[str, str]:

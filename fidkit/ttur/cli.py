@@ -7,7 +7,6 @@ must stay fast, so torch, numpy and the trainer are imported inside the handlers
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from fidkit._argtypes import positive_float, positive_int
@@ -163,6 +162,7 @@ def _format_rows(rows: list[dict[str, float]]) -> str:
 
 def handle_ttur(args: argparse.Namespace) -> int:
     """Run ``fidkit ttur``; print the metrics (or JSON) on stdout and return 0."""
+    from fidkit.report import json_text  # strict JSON: a run without an evaluation has null, not NaN
     from fidkit.ttur.config import TTURConfig
     from fidkit.ttur.plotting import PLOT_INSTALL_HINT
     from fidkit.ttur.runs import run_compare, run_ttur
@@ -187,7 +187,7 @@ def handle_ttur(args: argparse.Namespace) -> int:
     if args.compare:
         comparison = run_compare(config, resume=args.resume, force=args.force)
         if args.json:
-            print(json.dumps(comparison.to_dict(), indent=2))
+            print(json_text(comparison.to_dict()))
             return 0
         for name, run in comparison.runs.items():
             print(f"{name}: lr_d={run.config.effective_lr_d:g} lr_g={run.config.effective_lr_g:g}"
@@ -198,7 +198,7 @@ def handle_ttur(args: argparse.Namespace) -> int:
 
     result = run_ttur(config, resume=args.resume, force=args.force)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json_text(result.to_dict()))
         return 0
     mode = "one time-scale" if result.config.one_time_scale else "TTUR"
     print(f"{mode}: lr_d={result.config.effective_lr_d:g} lr_g={result.config.effective_lr_g:g}"
@@ -210,6 +210,7 @@ def handle_ttur(args: argparse.Namespace) -> int:
 
 def handle_validate(args: argparse.Namespace) -> int:
     """Run ``fidkit validate``; print the table (or JSON) on stdout and return 0."""
+    from fidkit.report import json_text  # strict JSON
     from fidkit.ttur.plotting import PLOT_INSTALL_HINT
     from fidkit.ttur.validate import ValidateConfig, run_validation
 
@@ -230,7 +231,7 @@ def handle_validate(args: argparse.Namespace) -> int:
     )
     report = run_validation(config, force=args.force, progress=False if args.quiet else None)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json_text(report.to_dict()))
         return 0
     print(f"FID of disturbed sets against {report.n_images} clean images of {report.source_name}")
     print(report.format_table())

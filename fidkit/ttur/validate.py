@@ -14,7 +14,6 @@ report, including whether each curve rose monotonically).
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 import fidkit
 from fidkit._fs import atomic_write
 from fidkit.errors import InputError, OverwriteError, SmallSampleWarning
+from fidkit.report import json_text
 from fidkit.ttur.config import output_folder
 from fidkit.ttur.data import existing_output, load_images
 from fidkit.ttur.disturbances import DISTURBANCES, Disturbance, get_disturbance
@@ -356,6 +356,6 @@ def run_validation(
     )
     report.json_path = out / JSON_NAME
     with atomic_write(report.json_path, overwrite=True) as tmp_path:
-        tmp_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tmp_path.write_text(json_text(report.to_dict()) + "\n", encoding="utf-8")
     return report
 
