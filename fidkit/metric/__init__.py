@@ -1,0 +1,360 @@
+"""``fidkit.FID``: the FID as a training-loop metric (update / compute / reset), on one process or many.
+
+The metric keeps one :class:`~fidkit.stats.StatsAccumulator` per side (float64 mean and sum of squared
+deviations, merged exactly), feeds it through the pipeline's one extraction loop
+(:func:`fidkit.extraction.extract`) and builds the network once, lazily, from the extractor registry
+(:class:`fidkit.extractors.LazyExtractor`).
+A reference (a statistics file, a folder, an archive, an array, a :class:`~fidkit.stats.Stats`) goes through
+the pipeline like any side of :func:`fidkit.compute_fid`, statistics cache included, and is kept as one
+``Stats`` object, so the square-root factor of its covariance is computed once and reused by every
+:meth:`FID.compute` (see :func:`fidkit.frechet.sqrt_factor`).
+
+Under ``torch.distributed`` (a default process group with more than one rank), :meth:`FID.compute` gathers
+every rank's ``(n, mean, M2)`` per side, float64, ``O(dim^2)`` bytes whatever the number of images, and
+merges them in rank order, so that every rank holds bitwise the same statistics and returns the same report.
+torch is imported only when the caller has imported it already.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import pickle
+import threading
+import time
+import warnings
+from typing import Any
+
+
+from fidkit._validate import (
+    as_image_batch,
+    as_image_tensor,
+    check_value_range,
+    is_torch_tensor,
+)
+from fidkit.errors import FidkitError, FidkitWarning, InputError
+from fidkit.extraction import ExtractionTimes, extract
+from fidkit.frechet import fid_from_stats
+from fidkit.extractors import LazyExtractor
+from fidkit.options import RunOptions, run_options
+from fidkit.pipeline import describe, open_input, side_statistics
+from fidkit.report import FidReport, Timings, assemble_fid_report, consistency_warnings
+from fidkit.stats import Stats
+from fidkit.metric.distributed import DistributedMerge, _process_group
+from fidkit.metric.state import _built_extractor, _Collected, _describe_input, _Side, _thread_safe, _without_session
+
+
+__all__ = ["FID", "DEFAULT_TIMEOUT_SECONDS"]
+
+#: How long :meth:`FID.compute` waits for every rank to reach it before it raises, in seconds.
+DEFAULT_TIMEOUT_SECONDS = 600.0
+
+
+def _device_batch(images: Any, what: str, value_range: tuple[float, float] | None) -> Any:
+    """What :meth:`FID.update` hands the extractor: checked uint8 images, kept on their GPU when they are there.
+
+    A CUDA tensor is quantized on its device and stays a uint8 tensor in the tensor convention (NCHW), which
+    the extractors read where it lies (the onnxruntime CUDA provider by pointer, the torch engine directly);
+    anything else becomes the usual host uint8 NHWC array.
+    """
+    if is_torch_tensor(images) and images.is_cuda:
+        return as_image_tensor(images, what, value_range).permute(0, 3, 1, 2)
+    return as_image_batch(images, what, value_range)
+
+
+
+class FID(DistributedMerge):
+    """The Fréchet Inception Distance as a metric: feed images as they are generated, compute when needed.
+
+    Parameters
+    ----------
+    reference : path-like, numpy.ndarray, Stats, optional
+        The real side: anything :func:`fidkit.compute_stats` accepts (a statistics ``.npz``, a folder, an
+        archive, a uint8 array, a :class:`~fidkit.stats.Stats`). It is opened here (a wrong path fails at
+        once) and its statistics are computed or loaded on the first :meth:`compute`, through the statistics
+        cache like any side of :func:`fidkit.compute_fid`, then kept: the square root of its covariance is
+        factored once for every later :meth:`compute`. Without a reference, feed the real images with
+        ``update(images, real=True)``.
+    value_range : (float, float), optional
+        The range of floating-point images, e.g. ``(-1, 1)`` for a tanh generator or ``(0, 1)``; they are
+        quantized as an 8-bit PNG would be (:func:`fidkit._validate.as_image_batch`), and values beyond the
+        range by more than half a step are an error, never clipped. uint8 images are used as they are.
+    options : RunOptions, optional
+        The run's settings as one object (:class:`fidkit.RunOptions`); keyword arguments override its fields.
+    extractor : str or extractor object, optional
+        A registered extractor name (default ``"inception-2015"``), or a built extractor to share with other
+        computations (the reference's, say); with an object, `weights` and `device` are not used.
+    **overrides
+        Fields of :class:`fidkit.RunOptions`, e.g. ``weights``, ``device``, ``engine``, ``batch_size``
+        (default: the extractor's, else the device's), ``use_cache`` (for the reference).
+
+    Notes
+    -----
+    Images are torch tensors ``(N, C, H, W)`` (any device; a CUDA tensor is quantized on its device and only
+    the uint8 result is copied) or numpy arrays ``(N, H, W, C)``, with 1 or 3 channels.
+
+    State is one float64 accumulator per side, ``O(dim^2)`` memory, never the features. :meth:`compute` with
+    nothing changed since the last call returns the previous report at no cost; otherwise it rebuilds the
+    statistics of the side that changed, and the distance.
+
+    Distributed: when a ``torch.distributed`` default process group of more than one rank is initialized,
+    every rank updates with its own share of the images and :meth:`compute` combines the ranks exactly:
+    each rank's ``(n, mean, M2)`` is all-gathered (float64, ``O(dim^2)``) and merged in rank order, so the
+    report is the same on every rank. **Every rank must call compute()**; one that does not is reported
+    after `timeout` seconds as an error naming the missing ranks, instead of a hang. The reference is
+    loaded on each rank, not sent.
+
+    Examples
+    --------
+    >>> import numpy as np, fidkit
+    >>> rng = np.random.default_rng(0)
+    >>> metric = fidkit.FID(reference=fidkit.Stats.from_features(rng.normal(size=(500, 4))))
+    >>> metric._update_features(rng.normal(size=(500, 4)) + 0.5)  # what update(images) does after the network
+    >>> round(float(metric.compute()), 3)
+    1.134
+    >>> metric.compute() is metric.compute()  # nothing changed: the same report, at no cost
+    True
+
+    In a training loop (images: a float tensor in [-1, 1], N x 3 x H x W):
+
+    >>> metric = fidkit.FID("cifar10-train.npz", value_range=(-1, 1))   # doctest: +SKIP
+    >>> for step in range(steps):                                       # doctest: +SKIP
+    ...     if step % 5000 == 0:
+    ...         metric.reset()
+    ...         for _ in range(100):
+    ...             metric.update(generator(torch.randn(100, 128, device="cuda")))
+    ...         print(step, float(metric.compute()))
+    """
+
+    def __init__(
+        self,
+        reference: Any = None,
+        *,
+        value_range: Any = None,
+        options: RunOptions | None = None,
+        extractor: Any = None,
+        **overrides: Any,
+    ) -> None:
+        self._value_range = check_value_range(value_range)
+        if isinstance(extractor, str):
+            overrides["extractor"] = extractor
+            extractor = None
+        overrides.setdefault("progress", False)  # a training loop prints its own progress
+        self._options = run_options(options, **overrides)
+        self._extractor = LazyExtractor(self._options, given=extractor)
+        self._reference_input = None if reference is None else open_input(reference, self._options)
+        self._reference: tuple[Stats, Any] | None = None
+        self._real = _Side("real")
+        self._generated = _Side("generated")
+        self._last: tuple[tuple[int, int], FidReport] | None = None
+        self._gloo_group: Any = None
+        self._extractor.probe()  # an impossible GPU fails here, not at the first update() hours into training
+        self._init_locks()
+
+    # ----------------------------------------------------------------------------------------- feeding
+
+    def update(self, images: Any, real: bool = False) -> None:
+        """Add a batch of images to the generated side (or, with ``real=True``, to the real side).
+
+        Parameters
+        ----------
+        images : torch.Tensor or numpy.ndarray
+            ``(N, C, H, W)`` tensor or ``(N, H, W, C)`` array, ``C`` = 1 or 3, uint8 or (with the
+            metric's `value_range`) floating point; any size (resized inside the network).
+        real : bool
+            Feed the real side; refused when the metric has a `reference`.
+
+        Raises
+        ------
+        InputError
+            A bad batch (see :func:`fidkit._validate.as_image_batch`), or ``real=True`` with a reference.
+        """
+        side = self._side(real)
+        what = f"FID.update({'real=True' if real else 'generated'}) images"
+        batch = _device_batch(images, what, self._value_range)
+        extractor = self._shared_extractor()
+        # The network runs outside the side's lock (concurrently, for a thread-safe extractor); its features are
+        # then added under the lock, all at once, so that no update from another thread is lost.
+        collected = _Collected()
+        with contextlib.nullcontext() if _thread_safe(extractor) else self._call_lock:
+            times = extract([batch], extractor, collected)
+        metadata = {key: value for key, value in extractor.metadata().items() if value is not None}
+        side.add(collected.batches, times.network_seconds, metadata)
+
+    def _update_features(self, features: Any, real: bool = False) -> None:
+        """Add Inception features directly (tests and benchmarks; :meth:`update` is this after the network)."""
+        self._side(real).update(features)
+
+    def _shared_extractor(self) -> Any:
+        """The extractor, built once even when several threads call :meth:`update` at the same time."""
+        with self._lock:
+            return self._extractor.get()
+
+    # ----------------------------------------------------------------------------------------- copies
+
+    def _init_locks(self) -> None:
+        # _lock: building the extractor, and one compute() at a time; _call_lock: one network call at a time
+        # for an extractor that is not thread-safe. Neither is copied or pickled.
+        self._lock = threading.RLock()
+        self._call_lock = threading.Lock()
+
+    def _state(self) -> dict[str, Any]:
+        """What a copy holds: everything but the locks and the process group (a copy makes its own)."""
+        with self._lock:
+            state = {key: value for key, value in self.__dict__.items() if key not in ("_lock", "_call_lock")}
+        state["_gloo_group"] = None
+        return state
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the state (accumulators, reference statistics, options), never an onnxruntime session.
+
+        The extractor is built again on first use after unpickling (one of fidkit's that was given is rebuilt
+        from its weights file, which must still have the same sha256).
+        """
+        state = self._state()
+        state["_extractor"] = _without_session(state["_extractor"])
+        if self._reference is not None:
+            # Its statistics are what the metric uses from now on; the opened source (a folder's listing, which
+            # holds functions) need not travel, and a Stats input gives them back through the same pipeline.
+            state["_reference_input"] = self._reference[0]
+        elif self._reference_input is not None and not isinstance(self._reference_input, Stats):
+            try:
+                pickle.dumps(self._reference_input)
+            except Exception as exc:  # noqa: BLE001 - whatever the source holds that pickle refuses
+                raise FidkitError(
+                    f"this FID cannot be pickled yet: its reference ({_describe_input(self._reference_input)}) is an "
+                    f"opened source that pickle refuses ({type(exc).__name__}: {exc}); call compute() once first "
+                    "(the reference's statistics are pickled then), or give reference= a statistics file or a Stats"
+                ) from None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_locks()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FID:
+        """An independent copy of the state; the built extractor is shared, not copied (it is never changed)."""
+        extractor = _built_extractor(self._extractor)
+        if extractor is not None:
+            memo[id(extractor)] = extractor
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__setstate__(copy.deepcopy(self._state(), memo))
+        return clone
+
+    def _side(self, real: bool) -> _Side:
+        if real and self._reference_input is not None:
+            raise InputError(
+                "update(images, real=True) on an FID with a reference: the reference is the real side; create "
+                "FID() without a reference to accumulate real images"
+            )
+        return self._real if real else self._generated
+
+    def reset(self) -> None:
+        """Forget the generated images; keep the real side (the reference, or the real images fed so far)."""
+        self._generated.reset()
+
+    # ----------------------------------------------------------------------------------------- computing
+
+    def compute(self, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> FidReport:
+        """Return the FID between the real side and the generated images fed since the last :meth:`reset`.
+
+        Parameters
+        ----------
+        timeout : float
+            Distributed only: seconds to wait for every rank to call ``compute()`` before raising.
+
+        Returns
+        -------
+        FidReport
+            ``float(report)`` is the FID; ``report.a`` is the real side, ``report.b`` the generated one.
+
+        Raises
+        ------
+        InputError
+            Fewer than 2 images on a side, no real side, or a reference made with other Inception weights.
+        FidkitError
+            Distributed: a rank did not call ``compute()`` within `timeout` seconds (the process group is then
+            unusable: re-create it), or the ranks disagree (different references, different feature extractors).
+
+        Notes
+        -----
+        Thread-safe: one ``compute()`` at a time, each on the statistics of the updates that finished before it.
+        """
+        with self._lock:
+            return self._compute(timeout)
+
+    def _compute(self, timeout: float) -> FidReport:
+        """:meth:`compute`, under the metric's lock."""
+        started = time.perf_counter()
+        reference = self._reference_statistics()
+        dist = _process_group()
+        if dist is None:
+            if reference is None:
+                self._local_statistics(self._real)
+            self._local_statistics(self._generated)
+        else:
+            self._gather(dist, timeout, reference)
+        # Which statistics the report would describe: unchanged since the last compute(), it is that report.
+        key = (self._real.stats_serial, self._generated.stats_serial)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        # From here the sides are new: an error below (a weights mismatch, Ctrl-C) must not leave the previous
+        # report standing as if it described them.
+        self._last = None
+        real_stats, real_side = reference if reference is not None else self._side_report(self._real)
+        generated_stats, generated_side = self._side_report(self._generated)
+        # The checks and warnings of compute_fid: different weights are an error, lossy or skipped inputs a note.
+        messages = consistency_warnings(real_side, generated_side, allow_weights_mismatch=False)
+        for message in messages:
+            warnings.warn(message, FidkitWarning, stacklevel=3)  # the caller of compute()
+        distance_started = time.perf_counter()
+        frechet = fid_from_stats(real_stats, generated_stats)
+        timings = Timings(
+            decode_seconds=0.0,
+            network_seconds=self._real.network_seconds + self._generated.network_seconds,
+            distance_seconds=time.perf_counter() - distance_started,
+            total_seconds=time.perf_counter() - started,
+        )
+        report = assemble_fid_report(frechet, real_side, generated_side, messages, timings)
+        self._last = (key, report)
+        return report
+
+    def _reference_statistics(self) -> tuple[Stats, Any] | None:
+        """The reference's statistics and side report, computed (or loaded) once through the pipeline."""
+        if self._reference_input is None:
+            return None
+        if self._reference is None:
+            self._reference = side_statistics(self._reference_input, self._extractor, self._options)
+        return self._reference
+
+    def _local_statistics(self, side: _Side) -> None:
+        """Rebuild `side.stats` from this process's accumulator, if it changed since it was built."""
+        with side.lock:
+            if side.stats is not None and side.stats_version == side.version:
+                return
+            n = side.accumulator.n
+            if n < 2:
+                raise self._too_few(side, n)
+            side.set_stats(side.accumulator.result(metadata=side.metadata), side.version)
+
+    @staticmethod
+    def _too_few(side: _Side, n: int) -> InputError:
+        if side.label == "real" and n == 0:
+            return InputError(
+                "FID has no real side: pass FID(reference=...) (statistics, a folder, an array) or feed real "
+                "images with update(images, real=True)"
+            )
+        how = "update(images, real=True)" if side.label == "real" else "update(images)"
+        return InputError(
+            f"the {side.label} side holds {n} image(s); a covariance needs at least 2 (FID needs thousands): "
+            f"call {how} first"
+        )
+
+    def _side_report(self, side: _Side) -> tuple[Stats, Any]:
+        assert side.stats is not None
+        name = "FID.update(real=True)" if side.label == "real" else "FID.update"
+        return side.stats, describe(
+            side.stats, name=name, kind="batches", cached=False, total_seconds=side.network_seconds,
+            times=ExtractionTimes(network_seconds=side.network_seconds),
+        )

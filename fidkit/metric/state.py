@@ -1,0 +1,201 @@
+"""The state of a :class:`~fidkit.metric.FID` that travels: its sides, and extractors that survive copy and pickle."""
+
+from __future__ import annotations
+
+import copy
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+
+from fidkit.errors import FidkitError
+from fidkit.extractors import build_extractor
+from fidkit.options import RunOptions
+from fidkit.stats import Stats, StatsAccumulator
+
+
+class _Side:
+    """One side's running state: the accumulator, a change counter, and the statistics made from it.
+
+    Thread-safe: every change of the accumulator, the counter and the metadata happens under `lock`, and
+    :meth:`snapshot` reads them together, so that updates from several threads are all counted, once.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.lock = threading.RLock()
+        self.version = 0  # bumped by every update and reset
+        self.stats_serial = 0  # bumped whenever `stats` is rebuilt (locally or from every rank)
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.accumulator = StatsAccumulator()
+            self.metadata: dict[str, Any] = {}
+            self.network_seconds = 0.0
+            self.stats: Stats | None = None
+            self.stats_version = -1  # the version `stats` was made at
+            self.version += 1
+
+    # StatsAccumulator's interface, as extraction.extract calls it.
+    def update(self, features: np.ndarray) -> None:
+        with self.lock:
+            self.accumulator.update(features)
+            self.version += 1
+
+    def add(self, batches: list[np.ndarray], network_seconds: float, metadata: dict[str, Any]) -> None:
+        """Add the features of one :meth:`FID.update` (all its batches, or none of them) and what made them."""
+        with self.lock:
+            for features in batches:
+                self.accumulator.update(features)
+            self.version += 1
+            self.network_seconds += network_seconds
+            if not self.metadata:
+                self.metadata = dict(metadata)
+
+    def set_stats(self, stats: Stats, version: int) -> None:
+        with self.lock:
+            self.stats = stats
+            self.stats_version = version
+            self.stats_serial += 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A snapshot taken under the lock: an update() running in another thread meanwhile lands in the original
+        # only, never half in the copy.
+        with self.lock:
+            state = dict(self.__dict__)
+            state["accumulator"] = copy.deepcopy(self.accumulator)
+            state["metadata"] = dict(self.metadata)
+        del state["lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.RLock()
+
+
+class _Collected:
+    """The sink of :func:`fidkit.extraction.extract` in :meth:`FID.update`: features kept until added at once."""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+
+    def update(self, features: np.ndarray) -> None:
+        self.batches.append(features)
+
+
+def _thread_safe(extractor: Any) -> bool:
+    """Whether `extractor` may be called from several threads at once.
+
+    An extractor says so with a ``thread_safe`` attribute; fidkit's onnxruntime :class:`FeatureExtractor` is
+    (``InferenceSession.run`` is thread-safe, and each call binds its own buffers). Anything else (the torch
+    engine, a user's object) is called by one thread at a time.
+    """
+    declared = getattr(extractor, "thread_safe", None)
+    if isinstance(declared, bool):
+        return declared
+    runtime = sys.modules.get("fidkit.inception.runtime")
+    return runtime is not None and type(extractor) is getattr(runtime, "FeatureExtractor", None)
+
+
+class _RebuiltExtractor:
+    """Stands for a fidkit extractor in a pickled :class:`FID`: rebuilt from its weights on first use.
+
+    An onnxruntime session (or a torch model on a GPU) cannot be pickled; what made it can: the weights file,
+    the device, the batch size, the engine and the precision. The rebuilt extractor must have the same weights
+    sha256 as the original, or it is refused.
+    """
+
+    def __init__(self, extractor: Any, engine: str) -> None:
+        self.weights_path = extractor.weights_path
+        self.weights_sha256 = str(extractor.weights_sha256)
+        self.device = str(extractor.device)
+        self.batch_size = int(extractor.batch_size)
+        self.precision = str(extractor.precision)
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._built: Any = None
+
+    def built(self) -> Any:
+        with self._lock:
+            if self._built is None:
+                extractor = build_extractor(
+                    RunOptions(
+                        weights=self.weights_path, device=self.device, batch_size=self.batch_size,
+                        engine=self.engine, precision=self.precision,
+                    )
+                )
+                if str(extractor.weights_sha256) != self.weights_sha256:
+                    raise FidkitError(
+                        f"the unpickled FID's extractor was made from weights {self.weights_path} with sha256 "
+                        f"{self.weights_sha256[:16]}..., which now has sha256 {str(extractor.weights_sha256)[:16]}...; "
+                        "the file changed since the FID was pickled: restore it, or make a new FID"
+                    )
+                self._built = extractor
+            return self._built
+
+    @property
+    def thread_safe(self) -> bool:
+        return _thread_safe(self.built())
+
+    def __call__(self, images: Any) -> Any:
+        return self.built()(images)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_lock", "_built"):
+            raise AttributeError(name)
+        return getattr(self.built(), name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key not in ("_lock", "_built")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._built = None
+
+
+def _picklable_extractor(extractor: Any) -> Any:
+    """`extractor` itself, or a :class:`_RebuiltExtractor` for fidkit's own (which hold unpicklable sessions)."""
+    if isinstance(extractor, _RebuiltExtractor):
+        return extractor
+    runtime = sys.modules.get("fidkit.inception.runtime")
+    torch_engine = sys.modules.get("fidkit.inception.torch_engine")
+    if runtime is not None and isinstance(extractor, getattr(runtime, "FeatureExtractor", ())):
+        return _RebuiltExtractor(extractor, "onnxruntime")
+    if torch_engine is not None and isinstance(extractor, getattr(torch_engine, "TorchFeatureExtractor", ())):
+        return _RebuiltExtractor(extractor, "torch")
+    return extractor
+
+
+def _given_extractor(holder: Any) -> Any:
+    """The extractor the caller gave the metric, if any, from the object that builds it lazily."""
+    return getattr(holder, "given", None)  # fidkit.extractors.LazyExtractor
+
+
+def _built_extractor(holder: Any) -> Any:
+    """The extractor the lazy holder has built (or was given), without building one."""
+    for name in ("_extractor", "_built"):
+        if vars(holder).get(name) is not None:
+            return vars(holder)[name]
+    return None
+
+
+def _without_session(holder: Any) -> Any:
+    """A shallow copy of the lazy extractor holder that holds no built extractor: it builds one again on first use.
+
+    A given extractor is kept, as :func:`_picklable_extractor` makes it (one of fidkit's: rebuilt from its weights).
+    """
+    clone = copy.copy(holder)
+    given = _given_extractor(holder)
+    replacement = None if given is None else _picklable_extractor(given)
+    for name in ("_extractor", "_built", "given"):
+        if name in vars(clone):
+            setattr(clone, name, replacement)
+    return clone
+
+
+def _describe_input(source: Any) -> str:
+    """A short name of an opened reference source, for messages."""
+    return str(getattr(source, "name", type(source).__name__))
