@@ -62,7 +62,7 @@ def _session(options: RunOptions) -> Any:
     import contextlib
 
     if options.cluster == "ray":
-        from fidkit.cluster.ray import shared_session
+        from fidkit.cluster.connect import shared_session
 
         return shared_session()
     return contextlib.nullcontext()

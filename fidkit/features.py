@@ -53,7 +53,10 @@ class Features:
     Parameters
     ----------
     rows : array_like
-        ``(N, dim)`` finite features; stored as float32 (what every extractor gives).
+        ``(N, dim)`` finite features; stored as float32 (what every extractor gives). Rows come in the order the
+        extractor saw the images: the source's order, except that a folder or archive of mixed image sizes
+        batches images of one size together (per shard, on a Ray cluster). Every fidkit metric is a function of
+        the set of rows, not of their order.
     metadata : dict
         What made them (the extractor's metadata, the source, skipped files), JSON-serialisable values.
     path : Path, optional

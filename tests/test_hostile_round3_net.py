@@ -509,7 +509,7 @@ def test_a_malformed_ray_address_is_a_usage_error_of_one_line(address, capsys):
 
 @pytest.mark.parametrize("address", BAD_ADDRESSES[:4])
 def test_the_api_and_ray_address_refuse_the_same_forms(address, monkeypatch):
-    from fidkit.cluster.ray import _address_to_use
+    from fidkit.cluster.connect import address_to_use as _address_to_use
     from fidkit.options import RunOptions
 
     with pytest.raises(InputError, match="is not a Ray address"):
@@ -566,7 +566,7 @@ def _listener(answer: bytes | None) -> Iterator[int]:
 
 
 def test_an_http_server_at_the_address_is_not_ray(monkeypatch):
-    from fidkit.cluster.ray import _check_reachable
+    from fidkit.cluster.connect import check_reachable as _check_reachable
     from fidkit.errors import FidkitError
 
     monkeypatch.delenv("RAY_USE_TLS", raising=False)
@@ -591,16 +591,16 @@ def test_an_http_server_at_the_address_is_not_ray(monkeypatch):
      (b"", "closed the connection"), (None, "did not answer as Ray within")],
 )
 def test_what_is_not_a_grpc_server_is_refused(answer, expected, monkeypatch):
-    from fidkit.cluster import ray as ray_module
+    from fidkit.cluster import connect as ray_module
     from fidkit.errors import FidkitError
 
     monkeypatch.delenv("RAY_USE_TLS", raising=False)
     with _listener(answer) as port, pytest.raises(FidkitError, match=expected):
-        ray_module._check_reachable(f"127.0.0.1:{port}", timeout=0.5)
+        ray_module.check_reachable(f"127.0.0.1:{port}", timeout=0.5)
 
 
 def test_a_grpc_server_passes_the_probe(monkeypatch):
-    from fidkit.cluster.ray import _check_reachable
+    from fidkit.cluster.connect import check_reachable as _check_reachable
 
     monkeypatch.delenv("RAY_USE_TLS", raising=False)
     settings = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00" + b"\x00\x03\x00\x00\x00\x64"  # what gRPC sends first
@@ -612,7 +612,7 @@ def test_a_grpc_server_passes_the_probe(monkeypatch):
 def test_the_cli_fails_at_once_on_an_http_server(tmp_path, monkeypatch):
     """Through `_connected`, before ray.init: no Ray instance is started or contacted."""
     ray = pytest.importorskip("ray")
-    from fidkit.cluster.ray import _connected
+    from fidkit.cluster.connect import connected as _connected
     from fidkit.errors import FidkitError
 
     if ray.is_initialized():
@@ -626,7 +626,8 @@ def test_the_cli_fails_at_once_on_an_http_server(tmp_path, monkeypatch):
 
 def test_with_a_local_ray_the_actor_count_is_clamped_and_its_gcs_passes_the_probe(monkeypatch, caplog):
     ray = pytest.importorskip("ray")
-    from fidkit.cluster.ray import _actor_plan, _check_reachable
+    from fidkit.cluster.connect import check_reachable as _check_reachable
+    from fidkit.cluster.ray import _actor_plan
 
     if ray.is_initialized():
         pytest.skip("Ray already runs in this process")
