@@ -156,7 +156,7 @@ def _is_stale(name: str, mtime: float, now: float) -> bool:
     return match is not None and match.group("host") == _host_tag() and not pid_running(int(match.group("pid")))
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, *, older_names: bool = False) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike, *, older_names: bool = False) -> list[tuple[Path, int]]:
     """Remove the temporary files :func:`atomic_write` left in `folder` when its process was killed.
 
     Only regular files whose name is exactly an :func:`atomic_write` temporary name are considered, in
@@ -169,9 +169,9 @@ def remove_stale_temporaries(folder: str | os.PathLike, *, older_names: bool = F
     Returns
     -------
     list of Path
-        The files removed.
+        The files removed, with their sizes in bytes.
     """
-    removed: list[Path] = []
+    removed: list[tuple[Path, int]] = []
     now = time.time()
     try:
         with os.scandir(folder) as entries:
@@ -184,9 +184,10 @@ def remove_stale_temporaries(folder: str | os.PathLike, *, older_names: bool = F
                 continue
             if not older_names and _TEMPORARY_NAME.fullmatch(entry.name) is None:
                 continue
-            if _is_stale(entry.name, entry.stat(follow_symlinks=False).st_mtime, now):
+            info = entry.stat(follow_symlinks=False)
+            if _is_stale(entry.name, info.st_mtime, now):
                 os.unlink(entry.path)
-                removed.append(Path(entry.path))
+                removed.append((Path(entry.path), int(info.st_size)))
         except OSError:
             continue
     if removed:

@@ -347,7 +347,9 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
             logger.info("%s is a link to %s: clearing there", link, folder)
         # Temporaries of killed runs first (they are fidkit's by their exact names); live ones are kept. The
         # older, pid-less name form only in a folder of the home itself, not in one a link leads to.
-        run.removed.extend(remove_stale_temporaries(folder, older_names=folder == link))
+        for path, size in remove_stale_temporaries(folder, older_names=folder == link):
+            run.removed.append(path)
+            run.bytes_freed += size
         scan(folder, run)
     cleared = [name for name, _ in scans]
     if include_models:

@@ -537,10 +537,10 @@ def test_only_stale_temporaries_of_fidkit_are_removed(tmp_path):
             os.utime(tmp_path / name, (old, old))
     (tmp_path / f".i.npz.{here}-{dead}.abcd1234.tmp.npz").mkdir()  # a folder with the name: never
     (tmp_path / f".j.npz.{here}-{dead}.abcd1234.tmp.npz").symlink_to(tmp_path / "h.npz")  # a link: never
-    removed = {path.name for path in remove_stale_temporaries(tmp_path)}
+    removed = {path.name for path, _ in remove_stale_temporaries(tmp_path)}
     # A user's folder: the older, pid-less form is never fidkit's to judge (other programs' mkstemp names).
     assert removed == {name for name, (_, stale) in names.items() if stale and not name.startswith((".e", ".f"))}
-    removed = {path.name for path in remove_stale_temporaries(tmp_path, older_names=True)}
+    removed = {path.name for path, _ in remove_stale_temporaries(tmp_path, older_names=True)}
     assert removed == {".f.onnx.abcd1234.tmp.onnx"}  # inside the cache home only
     assert (tmp_path / "h.npz").exists() and (tmp_path / f".i.npz.{here}-{dead}.abcd1234.tmp.npz").is_dir()
 
