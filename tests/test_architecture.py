@@ -173,3 +173,12 @@ def test_recipe_new_source_kind(fidkit_home, extractor):
 
     again, side = compute_stats_with_report(Frames(frames), extractor=extractor)
     assert side.cached and side.kind == "frames"
+
+
+def test_no_module_is_over_600_lines():
+    long = {
+        str(path.relative_to(REPO)): n
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 600
+    }
+    assert long == {}, "split these modules (docs/architecture.md says what each unit owns)"
