@@ -190,6 +190,7 @@ class _Extracted:
     batch_size: int
     setup_seconds: float
     skipped: tuple[tuple[str, str], ...]
+    setup_parts: tuple[tuple[str, float], ...] = ()
 
 
 def _extract_locally(
@@ -207,7 +208,8 @@ def _extract_locally(
     metadata = {str(k): v for k, v in extractor.metadata().items() if v is not None}
     features = rows.result() if rows is not None and rows.n else None
     skipped = tuple((str(file), str(reason)) for file, reason in source.skipped)
-    return _Extracted(accumulator, features, metadata, {}, times, batch_size, setup_seconds, skipped)
+    parts = tuple(dict(getattr(extractor, "setup_seconds", {}) or {}).items()) if setup_seconds else ()
+    return _Extracted(accumulator, features, metadata, {}, times, batch_size, setup_seconds, skipped, parts)
 
 
 def _extract_on_cluster(source: Source, lazy: LazyExtractor, options: RunOptions, keep_features: bool) -> _Extracted:
@@ -291,7 +293,7 @@ def side_result(
     side = describe(
         stats, name=str(source.name), kind=str(source.kind), cached=False,
         total_seconds=time.perf_counter() - started, skipped=skipped, times=times,
-        batch_size=extracted.batch_size, setup_seconds=extracted.setup_seconds,
+        batch_size=extracted.batch_size, setup_seconds=extracted.setup_seconds, setup_parts=extracted.setup_parts,
     )
     # The rate is over the image path only: building the extractor (a graph export on first use)
     # is a one-off cost that would make a fresh cache look slow; it is reported as setup.
@@ -388,6 +390,7 @@ def describe(
     times: ExtractionTimes | None = None,
     batch_size: int | None = None,
     setup_seconds: float = 0.0,
+    setup_parts: tuple[tuple[str, float], ...] = (),
 ) -> SideReport:
     """The :class:`SideReport` of a side, from its statistics' metadata (loaded, cached or just computed).
 
@@ -427,4 +430,5 @@ def describe(
         total_seconds=total_seconds,
         batch_size=batch_size,
         setup_seconds=setup_seconds,
+        setup_parts=tuple((str(part), float(seconds)) for part, seconds in setup_parts),
     )

@@ -84,6 +84,9 @@ class SideReport:
     setup_seconds : float
         Time spent building the extractor for this side (weights, graph, session); 0 when it was built
         before or not needed.
+    setup_parts : tuple of (str, float)
+        Where that time went, as the extractor says (e.g. ``weights``, ``graph_export`` or ``graph_check``,
+        ``session``); empty when it was not built for this side.
     """
 
     name: str
@@ -105,12 +108,14 @@ class SideReport:
     total_seconds: float
     batch_size: int | None = None
     setup_seconds: float = 0.0
+    setup_parts: tuple[tuple[str, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         data = dataclasses.asdict(self)
         data["skipped"] = [{"file": file, "reason": reason} for file, reason in self.skipped]
         data["ignored"] = {reason: count for reason, count in self.ignored}
+        data["setup_parts"] = {part: seconds for part, seconds in self.setup_parts}
         return data
 
     def __str__(self) -> str:

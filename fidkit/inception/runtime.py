@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,7 +223,12 @@ class FeatureExtractor:
         if threads is not None and int(threads) < 1:
             raise InputError(f"threads must be at least 1, not {threads}")
         # A ResolvedWeights from the caller is used as is (not hashed again).
+        clock = time.perf_counter()
+        #: Where the set-up time went, in seconds: locating and hashing the weights, loading (or exporting) the
+        #: graph, creating the session (on a GPU, with its warm-up batch). Reported as the side's setup.
+        self.setup_seconds: dict[str, float] = {}
         resolved = locate_weights(weights, progress=download_progress)
+        self.setup_seconds["weights"] = time.perf_counter() - clock
         self.weights_path: Path = resolved.path
         self.weights_sha256: str = resolved.sha256
         self.feature_dim: int = FEATURE_DIM
@@ -231,7 +237,10 @@ class FeatureExtractor:
         self.threads: int = int(threads) if threads is not None else _machine_threads()
         self.device: str = str(parsed)
         self.precision: str = precision
+        clock = time.perf_counter()
         graph = ensure_graph(resolved)
+        self.setup_seconds["graph_export" if graph.built else "graph_check"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         self.graph_path: Path = graph.path
         self.graph_sha256: str = graph.sha256
         try:
@@ -248,12 +257,16 @@ class FeatureExtractor:
                 self._session = self._make_session(parsed)
             except _UnreadableGraph as again:
                 raise self._graph_error(again) from None
+        self.setup_seconds["session"] = time.perf_counter() - clock
         self.provider: str = self._session.get_providers()[0]
         self._input_name = self._session.get_inputs()[0].name
         self._output_name = self._session.get_outputs()[0].name
         self._on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         self.batch_size = batch_size or default_batch_size(self._on_gpu)
         logger.info("feature extractor on %s (%d threads, batch %d)", self.provider, self.threads, self.batch_size)
+        logger.debug(
+            "feature extractor set-up: %s", ", ".join(f"{part} {seconds:.2f} s" for part, seconds in self.setup_seconds.items())
+        )
 
     # --- session -----------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -226,7 +227,12 @@ class TorchFeatureExtractor:
         self._torch = torch
         self._device = _resolve_device(torch, device)
         # A ResolvedWeights from the caller is used as is (not hashed again).
+        clock = time.perf_counter()
+        #: Where the set-up time went (as FeatureExtractor.setup_seconds): the weights, then the model.
+        self.setup_seconds: dict[str, float] = {}
         resolved = locate_weights(weights, progress=download_progress)
+        self.setup_seconds["weights"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         self.weights_path: Path = resolved.path
         self.weights_sha256: str = resolved.sha256
         self.graph_sha256: str = ""
@@ -252,6 +258,7 @@ class TorchFeatureExtractor:
         for parameter in self._model.parameters():
             parameter.requires_grad_(False)
         self._tables: dict[tuple[int, int], tuple] = {}
+        self.setup_seconds["model"] = time.perf_counter() - clock
         logger.info("torch feature extractor on %s (batch %d)", self.provider, self.batch_size)
 
     # --- input -------------------------------------------------------------------------------------
