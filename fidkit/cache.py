@@ -413,7 +413,7 @@ def _store_entry(
             tmp_path.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
         logger.debug("stored cache entry %s for %s", entry, source_name)
         evict_cache(keep=key, root=root)
-    except (OSError, StatsFileError, InputError) as error:
+    except (OSError, StatsFileError, InputError, TypeError, ValueError) as error:
         # Stats.save reports an unwritable destination as StatsFileError (naming the path and advising another
         # --save path, which is not the fix here); the sidecar write raises the plain OSError. Neither may fail
         # the run, and the warning says which source went uncached and what to do about the folder.

@@ -160,7 +160,7 @@ def _network_parent(common: argparse.ArgumentParser, *, full: bool = True) -> ar
         "report says which)",
     )
     group.add_argument(
-        "--extractor", default="inception-2015", metavar="NAME",
+        "--extractor", default="inception-2015", metavar="NAME", type=_extractor_name,
         help="the feature extractor, by its registered name (default: inception-2015, the FID network)",
     )
     group.add_argument(
@@ -177,6 +177,17 @@ def _network_parent(common: argparse.ArgumentParser, *, full: bool = True) -> ar
         help="CPU threads of the network (default: the cores this process may use)",
     )
     return parent
+
+
+def _extractor_name(text: str) -> str:
+    """``--extractor``: a registered name, else a usage error listing them (the registry loads only here)."""
+    from fidkit.errors import InputError
+    from fidkit.extractors import extractor_entry
+
+    try:
+        return extractor_entry(text).name
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _source_parent() -> argparse.ArgumentParser:

@@ -125,6 +125,23 @@ def _print_side(args: argparse.Namespace, side: Any, n: int | None, dim: int, ou
     print(f"{where}: N={n}, dim={dim}, " + ", ".join(extras))
 
 
+def _features_info(args: argparse.Namespace) -> int:
+    """``fidkit info`` on a features file: N, dimension and the metadata."""
+    from fidkit.features import Features
+    from fidkit.report import json_text
+
+    features = Features.load(args.path)
+    summary = {"path": str(args.path), "content": "features", "n": features.n, "dim": features.dim,
+               "metadata": features.metadata}
+    if args.json:
+        print(json_text(summary))
+    else:
+        print(f"{args.path}: features of {features.n} images, dim {features.dim} (float32)")
+        for key, value in sorted(features.metadata.items()):
+            print(f"  {key}: {value}")
+    return EXIT_OK
+
+
 def _check_save_path(out_path: Path | None, force: bool, source: str) -> None:
     """Refuse a ``--save`` path before computing anything: the user learns in a second, not after the whole run."""
     if out_path is None:
@@ -159,11 +176,14 @@ def features(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
-    from fidkit.report import json_text  # strict JSON: no NaN or Infinity
     import numpy as np
 
+    from fidkit.features import is_features_file
+    from fidkit.report import json_text  # strict JSON: no NaN or Infinity
     from fidkit.stats import Stats
 
+    if is_features_file(args.path):
+        return _features_info(args)
     stats = Stats.load(args.path)
     foreign = bool(stats.is_foreign)
     origin = "TTUR / pytorch-fid (mu and sigma only)" if foreign else "fidkit"

@@ -136,7 +136,7 @@ class ExtractorEntry:
     name : str
         The name users pass (``extractor="..."``, ``--extractor``).
     description : str
-        One line for ``fidkit extractors`` and error messages.
+        One line for listings and error messages.
     build : callable
         ``build(options) -> Extractor``: the extractor for these :class:`~fidkit.options.RunOptions`.
     identity : callable
@@ -281,11 +281,21 @@ class LazyExtractor:
         return self._built is not None
 
     def identity(self) -> ExtractorIdentity:
-        """What names the features in the cache: the built (or given) extractor's own, else the registry's."""
-        if self._built is not None:
-            return identity_of(self._built)
+        """What names the features in the cache, known before building.
+
+        A given extractor states its own (:func:`identity_of`). A registered one is named by its entry
+        (:func:`identity_for`), before and after it is built, with one exception: the engine that really runs
+        when it is not the one expected (``engine="auto"`` on a GPU that only torch can use), so that its
+        statistics are stored apart.
+        """
+        if self.given is not None:
+            return identity_of(self.given)
         if self._identity is None:
             self._identity = identity_for(self.options)
+        if self._built is not None:
+            ran = str(dict(self._built.metadata()).get("engine", "") or "")
+            if ran and self._identity.engine and ran != self._identity.engine:
+                return ExtractorIdentity.of(self._identity.name, {**dict(self._identity.fields), "engine": ran})
         return self._identity
 
     def probe(self) -> None:

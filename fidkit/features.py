@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from fidkit._validate import check_features
 from fidkit.errors import InputError, StatsFileError
+from fidkit.stats.core import check_metadata
 from fidkit.statsfile import STATS_FORMAT_VERSION, NpzReader, write_npz
 
 __all__ = ["Features", "FeatureRows", "is_features_file", "FEATURES_KEY"]
@@ -58,7 +59,8 @@ class Features:
         batches images of one size together (per shard, on a Ray cluster). Every fidkit metric is a function of
         the set of rows, not of their order.
     metadata : dict
-        What made them (the extractor's metadata, the source, skipped files), JSON-serialisable values.
+        What made them (the extractor's metadata, the source, skipped files): str keys, str/int/float/bool
+        values, as in statistics files (numpy scalars are converted; anything else is an ``InputError``).
     path : Path, optional
         The file they were loaded from.
 
@@ -82,7 +84,7 @@ class Features:
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         rows.setflags(write=False)
         object.__setattr__(self, "rows", rows)
-        object.__setattr__(self, "metadata", dict(self.metadata))
+        object.__setattr__(self, "metadata", check_metadata(self.metadata))
 
     @property
     def n(self) -> int:
@@ -98,7 +100,7 @@ class Features:
         """The statistics of these features (float64 mu and sigma, ddof 1), with the same metadata."""
         from fidkit.stats import Stats
 
-        return Stats.from_features(self.rows, metadata=_scalar_metadata(self.metadata))
+        return Stats.from_features(self.rows, metadata=self.metadata)
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Write the features to an ``.npz`` file, atomically.
@@ -157,14 +159,10 @@ class Features:
             raise StatsFileError(f"{file_path}: {exc}") from None
 
 
-def _scalar_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The metadata values a statistics file can hold (str, int, float, bool)."""
-    return {k: v for k, v in metadata.items() if isinstance(v, (str, int, float, bool))}
-
-
 def is_features_file(path: str | os.PathLike) -> bool:
-    """True if `path` is a readable ``.npz`` with a ``features`` member and no ``mu``: features, not images
-    nor statistics. Reads only the archive's directory."""
+    """True if `path` is a readable ``.npz`` that fidkit wrote as features (``features`` and the
+    ``fidkit_content`` marker, no ``mu``): not images that happen to be named ``features``, nor statistics.
+    Reads only the archive's directory."""
     file_path = Path(path)
     if not file_path.name.lower().endswith(".npz") or not file_path.is_file():
         return False
@@ -173,7 +171,7 @@ def is_features_file(path: str | os.PathLike) -> bool:
             names = {name.removesuffix(".npy") for name in archive.namelist()}
     except (zipfile.BadZipFile, OSError):
         return False
-    return FEATURES_KEY in names and "mu" not in names
+    return FEATURES_KEY in names and _KEY_CONTENT in names and "mu" not in names
 
 
 class FeatureRows:

@@ -21,6 +21,7 @@ and the extractor's own check), before any input is opened or any network built.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import warnings
 from dataclasses import dataclass
@@ -114,14 +115,18 @@ class RunOptions:
 
         if self.batch_size is not None:
             object.__setattr__(self, "batch_size", check_batch_size(self.batch_size))
-        if self.threads is not None and (
-            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
-        ):
-            raise InputError(f"threads must be an integer >= 1, not {self.threads!r}")
-        if self.workers is not None and (
-            isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0
-        ):
-            raise InputError(f"workers must be an integer >= 0 (0: decode in this process), not {self.workers!r}")
+        for name, minimum, meaning in (("threads", 1, ""), ("workers", 0, " (0: decode in this process)")):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+                    raise InputError(f"{name} must be an integer >= {minimum}{meaning}, not {value!r}")
+                object.__setattr__(self, name, int(value))
+        for name in ("skip_bad", "exif_transpose", "use_cache", "hash_content", "progress"):
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (name == "progress" and value is None):
+                # A string such as "false" is truthy: taking it would turn the option on without a word.
+                allowed = "True, False or None" if name == "progress" else "True or False"
+                raise InputError(f"{name} must be {allowed}, not {value!r}")
         if self.weights is not None and isinstance(self.weights, (str, os.PathLike)) and not str(self.weights):
             raise InputError("weights must be a path to a weights file, not an empty string")
         limit, seed = check_limit_seed(self.limit, self.seed)

@@ -208,7 +208,8 @@ def _extract_locally(
     metadata = {str(k): v for k, v in extractor.metadata().items() if v is not None}
     features = rows.result() if rows is not None and rows.n else None
     skipped = tuple((str(file), str(reason)) for file, reason in source.skipped)
-    parts = tuple(dict(getattr(extractor, "setup_seconds", {}) or {}).items()) if setup_seconds else ()
+    recorded = getattr(extractor, "setup_seconds", None)
+    parts = tuple(recorded.items()) if setup_seconds and isinstance(recorded, dict) else ()
     return _Extracted(accumulator, features, metadata, {}, times, batch_size, setup_seconds, skipped, parts)
 
 
@@ -257,19 +258,18 @@ def side_result(
     if options.cluster == "ray":
         extracted = _extract_on_cluster(source, lazy, options, keep_features)
     else:
+        expected = lazy.identity() if lookup.stats_key is not None else None
         setup_started = time.perf_counter()
         built_before = lazy.built
         lazy.get()
         setup_seconds = 0.0 if built_before else time.perf_counter() - setup_started
-        if lookup.stats_key is not None:
-            # The extractor built may not be the one the key expected (engine auto on a GPU only torch can
-            # use): its own identity names the entry, which may even be cached already.
-            again = look_up(source, lazy, options, lookup.fingerprint)
-            if again.stats_key != lookup.stats_key:
-                lookup = again
-                hit = _from_cache(source, lookup, options, keep_features, started)
-                if hit is not None:
-                    return hit
+        if expected is not None and lazy.identity() != expected:
+            # The engine that runs is not the one the key expected (engine auto on a GPU only torch can use):
+            # its identity names the entry, which may even be cached already.
+            lookup = look_up(source, lazy, options, lookup.fingerprint)
+            hit = _from_cache(source, lookup, options, keep_features, started)
+            if hit is not None:
+                return hit
         extracted = _extract_locally(source, lazy, options, keep_features, setup_seconds)
     accumulator = extracted.accumulator
     if accumulator.n == 0:

@@ -71,7 +71,7 @@ class SideReport:
         True for a statistics file holding only ``mu`` and ``sigma`` (TTUR, pytorch-fid).
     weights_sha256, resize_mode, provider, engine, precision : str or None
         What the features were computed with, as recorded (``engine``: ``onnxruntime`` or ``torch``;
-        ``precision``: ``exact`` or ``fast``); None when unknown.
+        ``precision``: ``exact`` or ``fast``, prefixed ``tensorrt-`` when TensorRT ran); None when unknown.
     decode_seconds : float
         Time spent waiting for decoded images (decoding overlaps with the network, so this is the part
         of decoding the network did not hide).

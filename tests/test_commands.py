@@ -211,7 +211,7 @@ def test_cache_list_empty_then_with_entries(capsys, monkeypatch, fidkit_home):
 
     store_cached_stats("a" * 64, small_stats(1, n=12), source_name="real/", source_kind="folder")
     store_cached_stats("b" * 64, small_stats(2, n=34), source_name="fake.zip", source_kind="archive")
-    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", "0")
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", "unlimited")
     status, out, _ = run(capsys, "cache", "list")
     lines = out.splitlines()
     assert status == 0 and lines[0].split() == ["key", "N", "size", "created", "(UTC)", "source"]

@@ -150,3 +150,46 @@ def test_the_setup_of_a_side_is_split_into_its_parts(fidkit_home, random_weights
     assert set(parts) == {"weights", "graph_check", "session"} or set(parts) == {"weights", "graph_export", "session"}
     assert all(seconds >= 0 for seconds in parts.values()) and side.setup_seconds >= max(parts.values())
     assert side.to_dict()["setup_parts"] == parts and side.batch_size == 50
+
+
+def test_two_registered_extractors_of_one_class_never_share_cache_entries(fidkit_home):
+    # The review's case: entries built from one class, whose metadata does not repeat the registry name.
+    class Scaled:
+        feature_dim, batch_size = 3, 8
+
+        def __init__(self, k: float) -> None:
+            self.k = k
+
+        def __call__(self, images):
+            return (np.asarray(images, dtype=np.float32).mean(axis=(1, 2)) * self.k).astype(np.float32)
+
+        def metadata(self):
+            return {"weights_sha256": "none", "resize_mode": "none"}
+
+    builds = []
+    for name, k in (("scaled-x1", 1.0), ("scaled-x10", 10.0)):
+        register_extractor(ExtractorEntry(
+            name=name, description=name, build=lambda options, k=k: builds.append(k) or Scaled(k),
+            identity=lambda options: {"weights_sha256": "none", "resize_mode": "none"},
+        ), replace=True)
+    try:
+        data = images(6, seed=11)
+        x1 = fidkit.compute_stats(data, extractor="scaled-x1", workers=0)
+        x10 = fidkit.compute_stats(data, extractor="scaled-x10", workers=0)
+        np.testing.assert_allclose(x10.mu, 10 * x1.mu, rtol=1e-6)
+        again = fidkit.compute_stats(data, extractor="scaled-x1", workers=0)
+        assert np.array_equal(again.mu, x1.mu) and builds == [1.0, 10.0]  # the third came from the cache
+    finally:
+        unregister_extractor("scaled-x1")
+        unregister_extractor("scaled-x10")
+
+
+def test_numpy_scalars_in_an_extractors_metadata_are_stored_as_numbers(fidkit_home, tmp_path):
+    class WithCounts(MeanColour):
+        def metadata(self):
+            return {**super().metadata(), "n_layers": np.int64(3), "scale": np.float32(0.5)}
+
+    features = fidkit.compute_features(images(4, seed=12), extractor=WithCounts(), workers=0)
+    assert features.metadata["n_layers"] == 3 and type(features.metadata["n_layers"]) is int
+    features.save(tmp_path / "f.npz")
+    assert fidkit.Features.load(tmp_path / "f.npz").metadata["scale"] == 0.5

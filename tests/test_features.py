@@ -154,3 +154,10 @@ def test_a_new_metric_runs_on_kept_features_from_any_source(tmp_path, fidkit_hom
     assert mean_norm(loaded) == mean_norm(computed) == pytest.approx(
         float(np.linalg.norm(extractor(data).astype(np.float64), axis=1).mean()), rel=1e-12
     )
+
+
+def test_an_image_array_named_features_is_still_read_as_images(tmp_path, fidkit_home, extractor):
+    path = tmp_path / "images.npz"
+    np.savez(path, features=images(3, seed=13))
+    assert not is_features_file(path)
+    assert fidkit.compute_stats(path, extractor=extractor, workers=0, use_cache=False).n == 3

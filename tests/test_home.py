@@ -174,14 +174,16 @@ def test_clearing_an_absent_home_or_another_home(fidkit_home, tmp_path):
     assert (stats_dir(fidkit_home) / f"{KEY_B}.npz").exists()  # the home of this process is untouched
 
 
-def test_a_stats_folder_that_is_a_link_is_not_entered(fidkit_home, tmp_path):
+def test_a_stats_folder_that_is_a_link_is_followed_and_the_link_kept(fidkit_home, tmp_path):
+    # The policy of docs/usage.md: a home folder that is a link to a folder is used through it (store, read,
+    # the size limit, list and clear); the link itself is never removed.
     target = tmp_path / "somewhere"
     store_cached_stats(KEY_A, small_stats(), root=target)
     fidkit_home.mkdir()
     stats_dir(fidkit_home).symlink_to(target, target_is_directory=True)
     cleared = clear_cache()
-    assert cleared.n_stats_entries == 0 and cleared.removed_paths == ()
-    assert (target / f"{KEY_A}.npz").exists() and stats_dir(fidkit_home).is_symlink()
+    assert cleared.n_stats_entries == 1 and not (target / f"{KEY_A}.npz").exists()
+    assert stats_dir(fidkit_home).is_symlink() and target.is_dir()
 
 
 def _stale_temporary(folder: Path, name: str, payload: bytes) -> Path:

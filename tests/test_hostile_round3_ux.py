@@ -215,8 +215,8 @@ def test_the_training_loop_metric_on_an_explicit_gpu_prints_nothing_on_stdout(ex
         import fidkit
 
         images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
-        metric = fidkit.FID(reference=images, device="cuda:0", weights={str(random_weights_path)!r})
-        try:
+        try:  # refused at construction where no GPU can run, else by the first update if its session fails
+            metric = fidkit.FID(reference=images, device="cuda:0", weights={str(random_weights_path)!r})
             metric.update(images)
             outcome = "ran"
         except fidkit.FidkitError:

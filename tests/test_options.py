@@ -83,3 +83,28 @@ def test_the_command_line_builds_the_same_object(tmp_path):
     )
     args = build_parser("stats").parse_args(["stats", "x", "--ray-address", "head:6379"])
     assert _run_options(args).cluster == "ray"  # --ray-address implies --ray
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"skip_bad": "false"}, "skip_bad must be True or False"),
+        ({"use_cache": "no"}, "use_cache must be True or False"),
+        ({"progress": "off"}, "progress must be True, False or None"),
+        ({"threads": 2.0}, "threads must be an integer"),
+        ({"engine": "torch", "threads": 2}, "torch engine uses torch's own"),
+        ({"cluster": "ray", "engine": "torch"}, "cluster='ray' runs the onnxruntime network"),
+        ({"cluster": "ray", "device": "tensorrt"}, "cluster='ray' runs the onnxruntime network"),
+    ],
+)
+def test_truthy_strings_and_combinations_nothing_would_honour_are_refused(changes, message):
+    with pytest.raises(InputError, match=message):
+        RunOptions(**changes)
+
+
+def test_numpy_integers_are_taken_as_integers():
+    import numpy as np
+
+    options = RunOptions(threads=np.int64(2), workers=np.int64(0), batch_size=np.int64(8))
+    assert (options.threads, options.workers, options.batch_size) == (2, 0, 8)
+    assert type(options.threads) is int and type(options.workers) is int

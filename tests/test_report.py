@@ -22,6 +22,12 @@ SHA_A = "a" * 64
 SHA_B = "b" * 64
 
 
+def checks(side_a: SideReport, side_b: SideReport, **options) -> list[str]:
+    """consistency_warnings without the note on weights other than the released file (every side here uses such
+    made-up weights; that note has its own tests in test_hostile_round3_ux.py)."""
+    return [m for m in consistency_warnings(side_a, side_b, **options) if "not the released" not in m]
+
+
 def side(**changes) -> SideReport:
     """A complete, clean side (fidkit statistics of 100 PNGs on onnxruntime), with `changes`."""
     values = dict(
@@ -48,18 +54,18 @@ TIMINGS = Timings(decode_seconds=1.0, network_seconds=4.0, distance_seconds=0.01
 
 
 def test_two_clean_sides_made_the_same_way_give_no_warning():
-    assert consistency_warnings(side(), side(name="fake/"), allow_weights_mismatch=False) == []
+    assert checks(side(), side(name="fake/"), allow_weights_mismatch=False) == []
 
 
 def test_different_weights_are_an_error_unless_allowed_then_a_warning_naming_both():
     a, b = side(weights_sha256="0123456789abcdef" + "1" * 48), side(weights_sha256="fedcba9876543210" + "2" * 48)
     with pytest.raises(InputError) as raised:
-        consistency_warnings(a, b, allow_weights_mismatch=False)
+        checks(a, b, allow_weights_mismatch=False)
     message = str(raised.value)
     assert "different Inception weights (a: 0123456789abcdef..., b: fedcba9876543210...)" in message
     assert "allow_weights_mismatch=True / --allow-weights-mismatch" in message
 
-    messages = consistency_warnings(a, b, allow_weights_mismatch=True)
+    messages = checks(a, b, allow_weights_mismatch=True)
     assert len(messages) == 1
     assert messages[0].startswith("the two sides were computed with different Inception weights (a: 0123456789abcdef")
     assert "--allow-weights-mismatch" not in messages[0]  # the hint is for the error only
@@ -67,7 +73,7 @@ def test_different_weights_are_an_error_unless_allowed_then_a_warning_naming_bot
 
 def test_a_side_without_a_recorded_sha_warns_and_cannot_raise_a_mismatch():
     # Only one sha is known: nothing to compare, so no error, but the user is told it could not be checked.
-    messages = consistency_warnings(side(), side(name="old.npz", weights_sha256=None), allow_weights_mismatch=False)
+    messages = checks(side(), side(name="old.npz", weights_sha256=None), allow_weights_mismatch=False)
     assert messages == [
         "side b (old.npz) records no weights sha256: cannot check that both sides used the same Inception network"
     ]
@@ -76,7 +82,7 @@ def test_a_side_without_a_recorded_sha_warns_and_cannot_raise_a_mismatch():
 def test_a_foreign_statistics_file_is_named_once_as_such():
     ttur = side(name="fid_stats_cifar10.npz", kind="stats", n=None, foreign=True, weights_sha256=None,
                 resize_mode=None, provider=None, engine=None, precision=None)
-    messages = consistency_warnings(ttur, side(), allow_weights_mismatch=False)
+    messages = checks(ttur, side(), allow_weights_mismatch=False)
     assert len(messages) == 1
     assert messages[0].startswith("side a (fid_stats_cifar10.npz) is a statistics file with only mu and sigma")
     assert "its N is unknown" in messages[0]
@@ -88,10 +94,10 @@ def test_a_foreign_statistics_file_is_named_once_as_such():
                                                               "b: pil-bicubic)"),
 ])
 def test_a_different_precision_or_resize_is_a_warning_and_an_unknown_one_is_not(field, value_a, value_b, expected):
-    messages = consistency_warnings(side(**{field: value_a}), side(**{field: value_b}), allow_weights_mismatch=False)
+    messages = checks(side(**{field: value_a}), side(**{field: value_b}), allow_weights_mismatch=False)
     assert len(messages) == 1 and expected in messages[0]
     # Unknown on one side (an older file): nothing to compare, no warning.
-    assert consistency_warnings(side(**{field: value_a}), side(**{field: None}), allow_weights_mismatch=False) == []
+    assert checks(side(**{field: value_a}), side(**{field: None}), allow_weights_mismatch=False) == []
 
 
 def test_sides_computed_by_different_engines_are_comparable_and_the_report_names_both():
@@ -99,7 +105,7 @@ def test_sides_computed_by_different_engines_are_comparable_and_the_report_names
     # report says which engines and providers ran.
     a = side()
     b = side(engine="torch", provider="torch-cuda:0")
-    assert consistency_warnings(a, b, allow_weights_mismatch=False) == []
+    assert checks(a, b, allow_weights_mismatch=False) == []
     report = assemble_fid_report(small_result(), a, b, [], TIMINGS)
     assert report.engine == "onnxruntime, torch"
     assert report.provider == "CPUExecutionProvider, torch-cuda:0"
@@ -110,7 +116,7 @@ def test_lossy_ignored_and_skipped_files_are_reported_per_side():
     a = side(name="jpegs/", lossy=True)
     b = side(name="scraped/", ignored=(("hidden folders", 3), ("formats fidkit does not read", 2)),
              skipped=skipped, n_skipped=5)
-    messages = consistency_warnings(a, b, allow_weights_mismatch=False)
+    messages = checks(a, b, allow_weights_mismatch=False)
     assert len(messages) == 3
     assert messages[0].startswith("side a (jpegs/) holds lossy (JPEG) images")
     assert messages[1] == (
@@ -123,7 +129,7 @@ def test_lossy_ignored_and_skipped_files_are_reported_per_side():
 
 def test_skipped_files_known_only_by_count_give_no_empty_example_list():
     # A cached or loaded side may record how many were skipped but not which.
-    messages = consistency_warnings(side(n_skipped=4), side(), allow_weights_mismatch=False)
+    messages = checks(side(n_skipped=4), side(), allow_weights_mismatch=False)
     assert messages == ["side a (real/): 4 unreadable file(s) skipped (--skip-bad)"]
 
 
@@ -135,7 +141,7 @@ def test_the_report_carries_the_distance_both_sides_and_the_warnings_in_order():
         result = small_result(n=5, dim=6)  # N below dim: the distance adds its own small-sample warnings
     assert len(result.warnings) == 2  # one per side
     a, b = side(n=5), side(name="fake/", n=5, lossy=True)
-    messages = consistency_warnings(a, b, allow_weights_mismatch=False)
+    messages = checks(a, b, allow_weights_mismatch=False)
     report = assemble_fid_report(result, a, b, messages, TIMINGS)
     assert report.value == float(result.value) and float(report) == report.value
     assert report.frechet is result and report.a is a and report.b is b
@@ -159,15 +165,17 @@ def test_fields_known_on_one_side_only_come_from_that_side():
     assert none_known.engine is None
 
 
-def test_to_dict_is_strict_json_even_for_a_non_finite_value_and_nan_diagnostics():
+def test_to_dict_is_strict_json_for_nan_diagnostics_and_a_non_finite_fid_is_an_error():
     finite = small_result()
-    result = dataclasses.replace(finite, value=math.inf, min_eigenvalue=math.nan)  # e.g. a TTUR sqrtm route
+    with pytest.raises(InputError, match="not a finite number"):
+        assemble_fid_report(dataclasses.replace(finite, value=math.inf), side(), side(name="b/"), [], TIMINGS)
+    result = dataclasses.replace(finite, min_eigenvalue=math.nan)  # e.g. the TTUR sqrtm route
     skipped = (("x/bad.png", "truncated"),)
     a = side(skipped=skipped, n_skipped=1, ignored=(("hidden folders", 2),))
     report = assemble_fid_report(result, a, side(name="b/"), ["a message"], TIMINGS)
     text = json.dumps(report.to_dict(), allow_nan=False)  # raises on NaN or inf
     data = json.loads(text)
-    assert data["fid"] is None
+    assert data["fid"] == float(finite.value)
     assert data["frechet"]["min_eigenvalue"] is None
     assert data["a"]["skipped"] == [{"file": "x/bad.png", "reason": "truncated"}]
     assert data["a"]["ignored"] == {"hidden folders": 2}

@@ -321,7 +321,7 @@ def _decaying_covariance(rng: np.random.Generator, dim: int, decay: float) -> np
 
 def _check_route_against_scipy(stats_a: fidkit.Stats, stats_b: fidkit.Stats, monkeypatch) -> float:
     """fid_from_stats with scipy's eigensolver, then with torch's (the GPU choice pointed at the CPU)."""
-    import fidkit.frechet.distance as distance
+    import fidkit.frechet.trace_sqrt as distance  # where the solver is chosen
 
     scipy_result = fidkit.fid_from_stats(stats_a, stats_b)
     assert scipy_result.method == "factor-eigh" and scipy_result.solver == "scipy"
@@ -370,7 +370,7 @@ def test_torch_eigensolver_reports_negative_eigenvalues_and_bad_devices() -> Non
 
 
 def test_a_failing_gpu_solver_falls_back_to_the_cpu(monkeypatch) -> None:
-    import fidkit.frechet.distance as distance
+    import fidkit.frechet.trace_sqrt as distance  # where the solver is chosen
 
     rng = np.random.default_rng(41)
     stats = [fidkit.Stats(mu=rng.normal(0.0, 0.1, 64), sigma=_decaying_covariance(rng, 64, 0.9), n=640) for _ in range(2)]

@@ -38,7 +38,6 @@ import logging
 import math
 import sys
 import warnings
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,15 +54,14 @@ from fidkit.frechet.factors import (
     sqrt_factor,
     verify_psd,
 )
-from fidkit.stats import Stats
-
 from fidkit.frechet.trace_sqrt import (
+    TraceSqrt,
     trace_sqrt_dense_eigh,
     trace_sqrt_factor_eigh,
     trace_sqrt_factors,
     trace_sqrt_ttur,
-    TraceSqrt,
 )
+from fidkit.stats import Stats
 
 __all__ = [
     "FrechetResult",
@@ -79,24 +77,12 @@ logger = logging.getLogger(__name__)
 METHODS = ("auto", "eigh", "ttur")
 # Older names of "ttur" (the route it runs is reported as "sqrtm-ttur"): still accepted, with a warning.
 _OLD_TTUR_NAMES = frozenset({"sqrtm-ttur", "sqrtm"})
-# TTUR's offset added to both diagonals when sqrtm of the product is not finite.
-TTUR_EPS = 1e-6
-# TTUR's tolerance on the imaginary part of the diagonal of sqrtm(sigma_a sigma_b).
-TTUR_IMAG_ATOL = 1e-3
-# Magnitudes between which products need no rescaling (2^-200 .. 2^200; float64 spans 2^-1074 .. 2^1024).
-_SAFE_MAGNITUDE_LOW = 2.0**-200
-_SAFE_MAGNITUDE_HIGH = 2.0**200
 # Both factors are used in an SVD (more exact than an eigensolve of L^T sigma L) when the smaller has at
 # most this fraction of dim columns; for two full-rank factors the dense SVD costs ~3x the eigensolve.
 _SVD_MAX_RANK_FRACTION = 0.5
 # With features at hand and one side of N <= dim, the other side keeps its exact factor (its centred rows) up to
 # this many rows per dimension; beyond it, its covariance is accumulated in chunks so that memory stays bounded.
 _FEATURES_AS_FACTOR_MAX_RATIO = 4
-# Below this rank the factor-eigh eigensolve stays on the CPU even when a GPU is there.
-_TORCH_SOLVER_MIN_RANK = 512
-# Statistics whose sigma has no Cholesky factorisation (singular or indefinite), with that very sigma array: the
-# factor-eigh route forms its product without one for them, instead of failing the factorisation every time.
-_NOT_DEFINITE: weakref.WeakKeyDictionary[Stats, np.ndarray] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)

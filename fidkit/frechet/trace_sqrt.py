@@ -33,12 +33,6 @@ TTUR_IMAG_ATOL = 1e-3
 # Magnitudes between which products need no rescaling (2^-200 .. 2^200; float64 spans 2^-1074 .. 2^1024).
 _SAFE_MAGNITUDE_LOW = 2.0**-200
 _SAFE_MAGNITUDE_HIGH = 2.0**200
-# Both factors are used in an SVD (more exact than an eigensolve of L^T sigma L) when the smaller has at
-# most this fraction of dim columns; for two full-rank factors the dense SVD costs ~3x the eigensolve.
-_SVD_MAX_RANK_FRACTION = 0.5
-# With features at hand and one side of N <= dim, the other side keeps its exact factor (its centred rows) up to
-# this many rows per dimension; beyond it, its covariance is accumulated in chunks so that memory stays bounded.
-_FEATURES_AS_FACTOR_MAX_RATIO = 4
 # Below this rank the factor-eigh eigensolve stays on the CPU even when a GPU is there.
 _TORCH_SOLVER_MIN_RANK = 512
 # Statistics whose sigma has no Cholesky factorisation (singular or indefinite), with that very sigma array: the

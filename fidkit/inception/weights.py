@@ -229,9 +229,10 @@ def locate_weights(
             if path.exists():
                 raise WeightsError(f"weights {path} (from {where}) is not a regular file; give a .pth file")
             raise WeightsError(f"weights file {path} (from {where}) does not exist; give an existing .pth file")
+        already_hashed = len(_HASHED)
         digest = _hash_weights(path)
         matches = digest == manifest.sha256
-        if not matches:
+        if not matches and len(_HASHED) > already_hashed:  # said once per file and process, when first hashed
             logger.info(
                 "weights %s have sha256 %s, not the released %s's %s; features are comparable only "
                 "with features from the same file",

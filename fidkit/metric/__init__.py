@@ -83,7 +83,8 @@ class FID(DistributedMerge):
         The run's settings as one object (:class:`fidkit.RunOptions`); keyword arguments override its fields.
     extractor : str or extractor object, optional
         A registered extractor name (default ``"inception-2015"``), or a built extractor to share with other
-        computations (the reference's, say); with an object, `weights` and `device` are not used.
+        computations (the reference's, say); with an object, `weights`, `device`, `engine`, `precision`,
+        `threads` and `batch_size` are not used (it runs as it was built).
     **overrides
         Fields of :class:`fidkit.RunOptions`, e.g. ``weights``, ``device``, ``engine``, ``batch_size``
         (default: the extractor's, else the device's), ``use_cache`` (for the reference).

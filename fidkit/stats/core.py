@@ -15,7 +15,7 @@ from fidkit._validate import check_features
 from fidkit.errors import InputError, StatsFileError
 from fidkit.statsfile import read_stats_file, write_stats_file
 
-__all__ = ["Stats", "MetadataValue", "centred_factor"]
+__all__ = ["Stats", "MetadataValue", "centred_factor", "check_metadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,8 @@ def _check_mu_sigma(mu: Any, sigma: Any, where: str) -> tuple[np.ndarray, np.nda
     return mu64, sigma64
 
 
-def _check_metadata(metadata: Any) -> dict[str, MetadataValue]:
+def check_metadata(metadata: Any) -> dict[str, MetadataValue]:
+    """Metadata as files store it: str keys, and str/int/float/bool values (numpy scalars become Python ones)."""
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
@@ -214,7 +215,7 @@ class Stats:
                 raise InputError(
                     f"{where}: n = {self.n}; a covariance needs at least 2 samples: use more images"
                 )
-        self.metadata = _check_metadata(self.metadata)
+        self.metadata = check_metadata(self.metadata)
         if self.factor is not None:
             self.factor = _read_only(self._checked_factor(self.factor, where))
 
@@ -274,7 +275,7 @@ class Stats:
         stats.mu = _read_only(mu)
         stats.sigma = _read_only(sigma)
         stats.n = int(n)
-        stats.metadata = _check_metadata(metadata)
+        stats.metadata = check_metadata(metadata)
         stats.factor = None if factor is None else _read_only(factor)
         stats.path = None
         return stats
