@@ -76,9 +76,11 @@ def _split_score(logits: np.ndarray) -> float:
     rows = np.asarray(logits, dtype=np.float64)
     log_p = rows - scipy.special.logsumexp(rows, axis=1, keepdims=True)
     p = np.exp(log_p)
-    log_q = np.log(p.mean(axis=0))
-    # p * (log p - log q), with 0 where p underflowed to 0: its limit, and the only way log q can be -inf.
-    terms = np.where(p > 0.0, p * (log_p - log_q), 0.0)
+    # p * (log p - log q), with 0 where p underflowed to 0: its limit, and the only way log q can be -inf
+    # (those entries' 0 * inf is computed and then discarded, hence the silenced warnings).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_q = np.log(p.mean(axis=0))
+        terms = np.where(p > 0.0, p * (log_p - log_q), 0.0)
     return float(np.exp(terms.sum(axis=1).mean()))
 
 
