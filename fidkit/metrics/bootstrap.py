@@ -20,8 +20,11 @@ it measured no faster, see ``docs/metrics.md``.)
 
 FID is biased upwards at finite N, and a bootstrap resample, which repeats rows, has fewer distinct images than N:
 the resampled values are shifted up by about the bias again (:attr:`BootstrapResult.bias` reports the shift). The
-percentile interval is therefore an interval for the FID *at this N*, slightly shifted up; it is not an interval for
-the FID at infinite N, which :func:`fid_infinity` estimates.
+percentile interval (:attr:`~BootstrapResult.low`, :attr:`~BootstrapResult.high`) carries that shift; the basic
+interval (:attr:`~BootstrapResult.basic_low`, :attr:`~BootstrapResult.basic_high`) reflects it away. Where the bias
+is not small against the spread (few samples per dimension, close distributions), the percentile interval covers
+the true FID much less often than its level says and the basic one should be used (``docs/metrics.md`` has the
+measured coverage of both). Neither is an interval for the FID at infinite N, which :func:`fid_infinity` estimates.
 
 :func:`fid_infinity` is FID_infinity (Chong & Forsyth 2020, "Effectively Unbiased FID and Inception Score and where
 to find them"): FID of random subsets of the first side at ``n_points`` sizes evenly spaced between ``min_size``
@@ -67,7 +70,12 @@ class BootstrapResult:
     value : float
         The metric on the original features.
     low, high : float
-        Percentiles ``(1 - level) / 2`` and ``(1 + level) / 2`` of the resampled values (linear interpolation).
+        The percentile interval: percentiles ``(1 - level) / 2`` and ``(1 + level) / 2`` of the resampled values
+        (linear interpolation).
+    basic_low, basic_high : float
+        The basic (reflected) interval ``(2 value - high, 2 value - low)``: it subtracts the bootstrap's estimate
+        of the bias, which the percentile interval keeps twice; for FID at few samples per dimension it covers
+        the true value far more often (``docs/metrics.md``).
     std : float
         Standard deviation (``ddof = 1``) of the resampled values: the bootstrap standard error.
     bias : float
@@ -83,6 +91,8 @@ class BootstrapResult:
     value: float
     low: float
     high: float
+    basic_low: float
+    basic_high: float
     std: float
     bias: float
     level: float
@@ -146,6 +156,8 @@ def _summarise(
         value=float(value),
         low=float(low),
         high=float(high),
+        basic_low=float(2.0 * value - high),
+        basic_high=float(2.0 * value - low),
         std=float(np.std(resampled, ddof=1)),
         bias=float(np.mean(resampled) - value),
         level=level,
