@@ -15,8 +15,8 @@ Inception weights cannot be downloaded here, and the costs depend only on the si
 * precision and recall (k = 3) of ``--n`` against ``--n``: fidkit's exact blockwise float64 against torch-fidelity's
   ``calculate_precision_recall_full`` (float32 ``torch.cdist``), and fidkit's four numbers in one pass
   (``manifold_metrics``); the ``prdc`` package at a quarter of the size (it forms full matrices with scikit-learn);
-* peak memory (``ru_maxrss`` of a child process) of ``precision_recall`` at ``--memory-n`` per side, against the
-  child's memory after building the features;
+* peak memory (``VmHWM`` of a child process) of ``precision_recall`` at ``--memory-n`` per side, against the
+  child's resident memory after building the features;
 * bootstrap of FID at ``--bootstrap-n`` rows x dim: seconds per resample, fast path (weighted Gram over the drawn
   rows) against the correction form (full Gram plus the rows drawn other than once) and against resampling the rows
   and calling ``fid_from_arrays``; FID_infinity (15 points) at the same sizes.
@@ -202,20 +202,30 @@ def bench_prc(n: int, dim: int) -> list[list[str]]:
     return rows
 
 
+# VmHWM (the peak resident size of this process's memory map), not ru_maxrss: Linux carries ru_maxrss over from
+# the parent across fork and exec, so a child of a large benchmark would report the parent's peak. Writing 5 to
+# clear_refs resets VmHWM to the current size after the features are built.
 _MEMORY_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
 sys.path.insert(0, {bench!r})
 import bench_metrics as bench
 from fidkit.metrics import precision_recall
+
+def kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+
 real, fake = bench.pool3_like(6, {n}, {dim}), bench.pool3_like(7, {n}, {dim}, shift=0.03)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as handle:
+    handle.write("5")
+before = kib("VmRSS")
 start = time.perf_counter()
 result = precision_recall(real, fake, memory_budget={budget})
 seconds = time.perf_counter() - start
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"before_kib": before, "peak_kib": after, "seconds": seconds, "precision": result.precision,
-                  "recall": result.recall}}))
+print(json.dumps({{"before_kib": before, "peak_kib": kib("VmHWM"), "seconds": seconds,
+                  "precision": result.precision, "recall": result.recall}}))
 """
 
 
@@ -306,7 +316,7 @@ def main() -> None:
         print("\n## Against torch-fidelity 0.4.0 (and prdc) on the same features\n")
         print(table(header, rows))
     if "memory" not in args.skip and args.memory_n:
-        print("\n## precision_recall memory (child process, ru_maxrss)\n")
+        print("\n## precision_recall memory (child process, VmHWM)\n")
         print(
             table(
                 ["sizes", "budget", "seconds", "RSS before GiB", "peak RSS GiB", "added GiB", "features GiB"],

@@ -292,8 +292,10 @@ def bootstrap_fid(
 ) -> BootstrapResult:
     """Bootstrap percentile interval of the FID between two feature arrays, from weighted moments.
 
-    Equal, to round-off, to ``bootstrap(features_a, features_b, lambda a, b: fid_from_arrays(a, b, method="eigh"
-    or "auto"), ...)`` with the same seed and arguments, at a fraction of its cost (see the module docstring).
+    Equal, to round-off, to ``bootstrap(features_a, features_b, fid_from_arrays, ...)`` with the same seed and
+    arguments, at a fraction of its cost (see the module docstring). Below ``N = dim`` rows on a side, where
+    ``fid_from_arrays`` uses the exact factors of the features, the resamples go through the covariances and
+    agree with it to about ``1e-8`` relative instead.
 
     Parameters
     ----------

@@ -207,7 +207,7 @@ def kid(
     Notes
     -----
     Cost: ``subsets`` times two ``m x m x dim`` symmetric products and one general product, i.e. about
-    ``4 m^2 dim`` flops per repetition (1.6 Tflop for the defaults at dim 2048; ``docs/metrics.md`` has timings).
+    ``4 m^2 dim`` flops per repetition (0.8 Tflop for the defaults at dim 2048; ``docs/metrics.md`` has timings).
     Memory: the subsets (``2 m dim`` float64) and one ``m x m`` kernel block.
     """
     array_a, array_b = check_pair(features_a, features_b)

@@ -29,7 +29,8 @@ difference of the features as given (:func:`exact_sq_distances`), deterministic 
 
 * a radius is the reference distance of the k-th neighbour; only when another candidate lies within ``2 tol``
   of the k-th one are all those candidates recomputed and ranked by their reference distances;
-* a comparison ``d <= r`` or ``d < r`` whose fast value lies within ``tol`` of the radius is recomputed.
+* a comparison ``d <= r`` or ``d < r`` whose fast value lies within ``tol`` of the radius is recomputed (in the
+  cross pass ``tol`` is taken at the largest norms of both sides, one bound for all pairs).
 
 In float64 the band is about ``1e-12`` of the distances, so outside exact ties (duplicated images) nothing but
 the one neighbour per radius is recomputed, and the results equal a brute-force computation with full matrices
@@ -75,8 +76,8 @@ logger = logging.getLogger(__name__)
 
 #: Default bound on the memory of the distance blocks (bytes).
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
-# Bytes held per entry of a row block: the block itself (8), the differences to the radii (8), two masks (2),
-# the index array of the k smallest in the radii pass (8) and numpy's temporaries.
+# Bytes held per entry of a row block: the block itself (8), two masks (2), the index array of the k smallest in
+# the radii pass (8) and numpy's temporaries (argpartition's working copy, 8).
 _BYTES_PER_ENTRY = 32
 # u = 2^-53, float64's unit round-off. Forward error of |x|^2 + |y|^2 - 2 x.y against the reference distance:
 # gamma_dim (|x| + |y|)^2 for the formula, about 2u (|x| + |y|)^2 for centring, gamma_(dim+1) |x - y|^2 for the
@@ -229,6 +230,9 @@ class _NumpyBackend:
         np.maximum(block, 0.0, out=block)
         return block
 
+    def count(self, mask: np.ndarray, axis: int) -> np.ndarray:
+        return np.count_nonzero(mask, axis=axis)
+
     def exclude_self(self, block: np.ndarray, start: int) -> None:
         rows = np.arange(block.shape[0])
         block[rows, start + rows] = np.inf
@@ -272,6 +276,9 @@ class _TorchBackend:
         block.add_(col_norms[None, :])
         block.clamp_(min=0.0)
         return block
+
+    def count(self, mask, axis: int) -> np.ndarray:
+        return self.host(mask.sum(axis))
 
     def exclude_self(self, block, start: int) -> None:
         rows = self.torch.arange(block.shape[0], device=self.device)
@@ -412,24 +419,25 @@ def _cross(
         )
         for k in ks
     }
-    radii_real_device = {k: backend.put(radii_real[k]) for k in ks}
-    radii_fake_device = {k: backend.put(radii_fake[k]) for k in ks}
-    factor = _tolerance_factor(dim)
+    # One error bound for every pair of this pass (the largest norms on both sides): comparing the blocks with
+    # radius -/+ tol vectors needs no block-sized temporary, and in float64 the bound stays ~1e-12 of the distances.
+    tol = _tolerance_factor(dim) * (fake.max_norm + real.max_norm) ** 2
+    real_below = {k: backend.put(radii_real[k] - tol)[None, :] for k in ks}
+    real_above = {k: backend.put(radii_real[k] + tol)[None, :] for k in ks}
+    fake_below = {k: backend.put(radii_fake[k] - tol) for k in ks}
+    fake_above = {k: backend.put(radii_fake[k] + tol) for k in ks}
     step = _block_rows(real.n, memory_budget)
     for start in range(0, fake.n, step):
         stop = min(start + step, fake.n)
         block = backend.sq_distances(fake.centred[start:stop], fake.norms[start:stop], real.centred, real.norms)
-        tol_host = factor * (np.sqrt(fake.norms_host[start:stop]) + real.max_norm) ** 2
-        tol = backend.put(tol_host)[:, None]
         for k in ks:
             tally = tallies[k]
-            # Real balls: fake row j against r(real i). Outside [-tol, tol] the sign of d - r is certain, and
+            # Real balls: fake row j against r(real i). Outside [r - tol, r + tol] the comparison is certain, and
             # strict and inclusive agree; inside it the reference distance decides.
-            difference = block - radii_real_device[k][None, :]
-            sure = difference < -tol
-            maybe = difference <= tol
-            sure_count = backend.host(sure.sum(1))
-            maybe_count = backend.host(maybe.sum(1))
+            sure = block < real_below[k]
+            maybe = block <= real_above[k]
+            sure_count = backend.count(sure, 1)
+            maybe_count = backend.count(maybe, 1)
             tally.fake_ball_count_strict[start:stop] += sure_count
             tally.fake_in_real_inclusive[start:stop] |= sure_count > 0
             tally.real_covered_strict |= backend.host(sure.any(0))
@@ -441,14 +449,13 @@ def _cross(
                 tally.fake_ball_count_strict[start + row] += int(np.count_nonzero(strict))
                 tally.fake_in_real_inclusive[start + row] |= bool(np.any(reference <= radius))
                 tally.real_covered_strict[cols[strict]] = True
-            del difference, sure, maybe
+            del sure, maybe
             # Fake balls: real i against r(fake j) of this block's rows.
-            difference = block - radii_fake_device[k][start:stop][:, None]
-            sure = difference < -tol
-            maybe = difference <= tol
+            sure = block < fake_below[k][start:stop][:, None]
+            maybe = block <= fake_above[k][start:stop][:, None]
             tally.real_in_fake_inclusive |= backend.host(sure.any(0))
-            sure_count = backend.host(sure.sum(1))
-            maybe_count = backend.host(maybe.sum(1))
+            sure_count = backend.count(sure, 1)
+            maybe_count = backend.count(maybe, 1)
             for row in np.flatnonzero(maybe_count != sure_count).tolist():
                 cols = np.flatnonzero(backend.host(maybe[row] & ~sure[row]))
                 reference = _pair_reference(fake, start + row, real, cols, counter)
@@ -456,7 +463,7 @@ def _cross(
                 tally.real_in_fake_inclusive[cols[reference <= radius]] = True
                 tally.real_in_fake_strict[cols[reference < radius]] = True
             tally.real_in_fake_strict |= backend.host(sure.any(0))
-            del difference, sure, maybe
+            del sure, maybe
     return tallies
 
 
