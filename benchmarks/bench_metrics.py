@@ -21,7 +21,8 @@ Inception weights cannot be downloaded here, and the costs depend only on the si
   rows) against the correction form (full Gram plus the rows drawn other than once) and against resampling the rows
   and calling ``fid_from_arrays``; FID_infinity (15 points) at the same sizes.
 
-Prints a markdown table per section (timings are wall-clock seconds of one run each).
+Prints a markdown table per section: timings are seconds of one run each, wall-clock with the process's CPU
+seconds (all threads) in parentheses; ratios likewise.
 """
 
 from __future__ import annotations
@@ -84,10 +85,28 @@ def pool3_like(seed: int, n_rows: int, dim: int, shift: float = 0.0) -> np.ndarr
     return out
 
 
+class Seconds(float):
+    """Wall-clock seconds that also carry the process's CPU seconds (all threads), printed as "wall (CPU)".
+
+    On a shared machine wall time depends on the other load; CPU time much less so, and with the 2 BLAS threads
+    of a quiet 2-core machine, wall time would be about CPU time / 2.
+    """
+
+    cpu: float = 0.0
+
+    def __new__(cls, wall: float, cpu: float) -> "Seconds":
+        value = super().__new__(cls, wall)
+        value.cpu = cpu
+        return value
+
+    def __format__(self, spec: str) -> str:
+        return f"{format(float(self), spec)} ({format(self.cpu, spec)})"
+
+
 def timed(function, *args, **kwargs):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     value = function(*args, **kwargs)
-    return value, time.perf_counter() - start
+    return value, Seconds(time.perf_counter() - start, time.process_time() - cpu)
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -96,8 +115,9 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def ratio(ours: float, theirs: float | None) -> str:
-    return "" if theirs is None else f"{theirs / ours:.2f}x"
+def ratio(ours: Seconds, theirs: Seconds | None) -> str:
+    """Speed-up of fidkit over the baseline, in wall time and (CPU time)."""
+    return "" if theirs is None else f"{theirs / ours:.2f}x ({theirs.cpu / ours.cpu:.2f}x)"
 
 
 # --------------------------------------------------------------------------------------------- sections
@@ -247,42 +267,46 @@ def bench_memory(n: int, dim: int, budget: int) -> list[str]:
 
 def bench_bootstrap(n_a: int, n_b: int, dim: int, resamples: int) -> list[list[str]]:
     a, b = pool3_like(8, n_a, dim, shift=0.02), pool3_like(9, n_b, dim)
-    rows = []
-    _, seconds = timed(bootstrap_fid, a, b, n_resamples=resamples, seed=0)
     point, point_seconds = timed(fid_from_arrays, a, b)
-    per_resample = (seconds - point_seconds) / resamples
-    rows.append([f"bootstrap_fid, weighted Gram over drawn rows", f"{per_resample:.2f}", f"{resamples} resamples"])
+    _, seconds = timed(bootstrap_fid, a, b, n_resamples=resamples, seed=0)
+    per_resample = Seconds((seconds - point_seconds) / resamples, (seconds.cpu - point_seconds.cpu) / resamples)
+    rows = [["bootstrap_fid (weighted Gram over the drawn rows + frechet_distance)", f"{per_resample:.2f}",
+             f"{resamples} resamples, point value's time subtracted"]]
 
+    # The two ways of forming the weighted moments, alternated on the same counts so that the other load on the
+    # machine hits both alike; moments only (the distance is the same for both).
     side_a, side_b = bootstrap_module._WeightedMoments(a), bootstrap_module._WeightedMoments(b)
-    gram_a, gram_b = side_a.centred.T @ side_a.centred, side_b.centred.T @ side_b.centred
+    grams, gram_seconds = timed(lambda: (side_a.centred.T @ side_a.centred, side_b.centred.T @ side_b.centred))
     rng = np.random.default_rng(0)
-    start = time.perf_counter()
+    weighted, corrected = [], []
     for _ in range(resamples):
         counts_a = np.bincount(rng.integers(0, n_a, n_a), minlength=n_a)
         counts_b = np.bincount(rng.integers(0, n_b, n_b), minlength=n_b)
-        mu_a, sigma_a = side_a.moments_by_correction(counts_a, gram_a)
-        mu_b, sigma_b = side_b.moments_by_correction(counts_b, gram_b)
-        frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
-    rows.append(
-        [
-            "full Gram + correction over rows drawn != 1 (Gram precomputed)",
-            f"{(time.perf_counter() - start) / resamples:.2f}",
-            "",
-        ]
-    )
-    del side_a, side_b, gram_a, gram_b
+        weighted.append(timed(lambda: (side_a.moments(counts_a), side_b.moments(counts_b)))[1])
+        corrected.append(
+            timed(
+                lambda: (
+                    side_a.moments_by_correction(counts_a, grams[0]),
+                    side_b.moments_by_correction(counts_b, grams[1]),
+                )
+            )[1]
+        )
+    mean = lambda values: Seconds(np.mean(values), np.mean([v.cpu for v in values]))  # noqa: E731
+    rows.append(["  moments only: weighted Gram over the drawn rows", f"{mean(weighted):.2f}", "both sides"])
+    rows.append(["  moments only: full Gram + correction (rows drawn != 1)", f"{mean(corrected):.2f}",
+                 f"both sides; the full Grams once: {gram_seconds:.2f}"])
+    del side_a, side_b, grams
 
     rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    fid_from_arrays(a[rng.integers(0, n_a, n_a)], b[rng.integers(0, n_b, n_b)])
-    rows.append(["resample rows + fid_from_arrays", f"{time.perf_counter() - start:.2f}", "1 resample"])
-    rows.append(["point FID (fid_from_arrays)", f"{point_seconds:.2f}", ""])
-    result, seconds = timed(fid_infinity, a, b, seed=0)
+    _, naive = timed(lambda: fid_from_arrays(a[rng.integers(0, n_a, n_a)], b[rng.integers(0, n_b, n_b)]))
+    rows.append(["resample the rows + fid_from_arrays", f"{naive:.2f}", "1 resample"])
+    rows.append(["point FID (fid_from_arrays)", f"{point_seconds:.2f}", f"FID {float(point):.4f}"])
+    infinity, seconds = timed(fid_infinity, a, b, seed=0)
     rows.append(
         [
-            f"fid_infinity, 15 sizes {result.sizes[0]:,}..{result.sizes[-1]:,}",
-            f"{seconds:.1f} (total)",
-            f"FID_inf {result.value:.4f}, FID_N {float(point):.4f}",
+            f"fid_infinity, 15 sizes {infinity.sizes[0]:,}..{infinity.sizes[-1]:,} (total)",
+            f"{seconds:.1f}",
+            f"FID_inf {infinity.value:.4f} (slope {infinity.slope:.4g})",
         ]
     )
     return rows
@@ -304,7 +328,7 @@ def main() -> None:
         f"# bench_metrics: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}, "
         f"python {platform.python_version()}, load average at start {os.getloadavg()[0]:.1f}"
     )
-    header = ["case", "fidkit s", "torch-fidelity s", "speed-up", "fidkit value", "difference"]
+    header = ["case", "fidkit s, wall (CPU)", "baseline s", "speed-up", "fidkit value", "difference"]
     rows = []
     if "kid" not in args.skip:
         rows.append(bench_kid(args.n, args.dim))
@@ -326,7 +350,7 @@ def main() -> None:
     if "bootstrap" not in args.skip:
         n_a, n_b = args.bootstrap_n
         print(f"\n## Bootstrap of FID, {n_a:,} + {n_b:,} x {args.dim}\n")
-        print(table(["way", "seconds per resample", "note"], bench_bootstrap(n_a, n_b, args.dim, args.resamples)))
+        print(table(["way", "seconds per resample, wall (CPU)", "note"], bench_bootstrap(n_a, n_b, args.dim, args.resamples)))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\npeak RSS of this process: {peak:.2f} GiB; load average at the end {os.getloadavg()[0]:.1f}")
 
