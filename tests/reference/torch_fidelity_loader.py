@@ -32,8 +32,8 @@ def torch_fidelity_module(name: str) -> types.ModuleType:
         pytest.skip(f"the comparison is with torch-fidelity {VERSION}, found {installed}")
     try:
         return importlib.import_module(f"torch_fidelity.{name}")
-    except ImportError:
-        pass  # torchvision missing: load the module on its own below
+    except Exception:  # noqa: BLE001 - torchvision missing (ImportError) or built for another torch (RuntimeError)
+        pass  # load the module on its own below
     saved = {key: value for key, value in sys.modules.items() if key == "torch_fidelity" or key.startswith("torch_fidelity.")}
     for key in saved:
         del sys.modules[key]
