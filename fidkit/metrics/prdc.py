@@ -19,11 +19,13 @@ Density and coverage (Naeem et al. 2020, ``k = 5``), as the ``prdc`` package com
 
 How it is computed, and why it is exact
 ---------------------------------------
-Squared distances are computed in float64 blocks of rows against all columns,
-``|x|^2 + |y|^2 - 2 x.y`` on features centred on their common mean (centring keeps the norms small against the
-distances, so little cancels), with the block height chosen so that the blocks stay under ``memory_budget``:
-no ``N x N`` matrix is ever formed, and 50,000 against 50,000 runs in a few GB. That fast formula has a rounding
-error bounded by ``tol = 4 (dim + 8) 2^-53 (|x| + |y|)^2`` (a forward error bound, whatever the order of the sums).
+Squared distances are computed in blocks of rows against all columns as ``|x|^2 + |y|^2 - 2 x.y``, the product
+in float32 (twice the speed of float64) and the rest in float64, on features centred (on each side's own mean for
+its radii, on the common mean for the cross pass: the norms, hence the error, shrink to the spread of the points),
+with the block height chosen so that the blocks stay under ``memory_budget``: no ``N x N`` matrix is ever formed,
+and 50,000 against 50,000 runs in a few GB. That fast value has a rounding error bounded by
+``tol = ((dim + 8) 2^-24 + 4 (dim + 8) 2^-53) (|x| + |y|)^2`` (a forward error bound, whatever the order of the
+sums, with a factor 2 of margin; :func:`_tolerance_factor`).
 Every decision is then taken on the *reference distance* ``t(x, y)``: the float64 sum of squares of the float64
 difference of the features as given (:func:`exact_sq_distances`), deterministic for each pair:
 
@@ -32,10 +34,11 @@ difference of the features as given (:func:`exact_sq_distances`), deterministic 
 * a comparison ``d <= r`` or ``d < r`` whose fast value lies within ``tol`` of the radius is recomputed (in the
   cross pass ``tol`` is taken at the largest norms of both sides, one bound for all pairs).
 
-In float64 the band is about ``1e-12`` of the distances, so outside exact ties (duplicated images) nothing but
-the one neighbour per radius is recomputed, and the results equal a brute-force computation with full matrices
-of reference distances, ties included (duplicates are at exactly 0, equal pairs give equal values). Squared
-distances are compared, which is the same as comparing distances.
+The band is about ``5e-4`` of the distances at dim 2048 (``1e-12`` with torch, which screens in float64), so only
+a few distances per thousand samples are recomputed beyond one per radius (measured: 7,894 for 5,000 against
+5,000 pool_3-like features, of 75 million pairs), and the results equal a brute-force computation with full
+matrices of reference distances, ties included (duplicates are at exactly 0, equal pairs give equal values).
+Squared distances are compared, which is the same as comparing distances.
 
 The reference tools compute the distances in lower precision (ADM in float16 with a float32 fallback,
 torch-fidelity and ``prdc``/scikit-learn in float32 from the matrix-product formula), so on real features they
@@ -43,8 +46,8 @@ can differ from these exact numbers where a point sits within their round-off of
 (``docs/metrics.md`` gives the measured differences).
 
 With a torch ``device`` (a CUDA GPU, or ``"cpu"``) the blocks, the k smallest values and the comparisons run in
-torch in float64 on that device; the recomputations and the radii's reference distances stay in numpy, so the
-results are the same.
+torch on that device, in float64 throughout (a float32 product there may run in TF32, which the bound does not
+cover); the recomputations and the radii's reference distances stay in numpy, so the results are the same.
 """
 
 from __future__ import annotations
@@ -79,14 +82,27 @@ DEFAULT_MEMORY_BUDGET = 512 * 2**20
 # Bytes held per entry of a row block: the block itself (8), two masks (2), the index array of the k smallest in
 # the radii pass (8) and numpy's temporaries (argpartition's working copy, 8).
 _BYTES_PER_ENTRY = 32
-# u = 2^-53, float64's unit round-off. Forward error of |x|^2 + |y|^2 - 2 x.y against the reference distance:
-# gamma_dim (|x| + |y|)^2 for the formula, about 2u (|x| + |y|)^2 for centring, gamma_(dim+1) |x - y|^2 for the
-# reference itself; (2 dim + 6) u in all, doubled for margin.
-_UNIT_ROUNDOFF = 2.0**-53
+# A block whose float32 screen leaves more than this fraction of its entries to recompute one by one is redone
+# in float64 instead. An estimate, not a measurement: a reference distance is a few dim flops of numpy elementwise
+# work, some 20-50 times slower per flop than the BLAS product, so beyond a few per cent the product wins.
+_PRECISE_FALLBACK = 0.02
+# Unit round-offs of float64 and float32.
+_U64 = 2.0**-53
+_U32 = 2.0**-24
 
 
-def _tolerance_factor(dim: int) -> float:
-    return 4.0 * (dim + 8) * _UNIT_ROUNDOFF
+def _tolerance_factor(dim: int, screen_float32: bool) -> float:
+    """c with |fast - reference| <= c (|x| + |y|)^2 for every pair, |x| the norms of the screening copies.
+
+    float64 screening: the formula |x|^2 + |y|^2 - 2 x.y errs by gamma_dim (|x| + |y|)^2, centring by about
+    2 u (|x| + |y|)^2, the reference distance itself by gamma_(dim+1) |x - y|^2: (2 dim + 6) u64 in all.
+    float32 screening adds the product in float32, gamma_dim 2 |x| |y| <= dim u32 (|x| + |y|)^2 / 2, and the
+    rounding of the centred features to float32, about 2 u32 (|x| + |y|)^2. Each is doubled for margin.
+    """
+    factor = 4.0 * (dim + 8) * _U64
+    if screen_float32:
+        factor += (dim + 8) * _U32
+    return factor
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -106,6 +122,9 @@ class PrecisionRecallResult:
     n_real, n_fake, dim : int
     recomputed : int
         Distances recomputed from the features because the fast formula could not decide (ties, near-ties).
+    precise_blocks : int
+        Row blocks computed again in float64 because the float32 screen left too much undecided (sets made of
+        clusters far apart against their spread); 0 on typical features.
     """
 
     precision: float
@@ -115,6 +134,7 @@ class PrecisionRecallResult:
     n_fake: int
     dim: int
     recomputed: int
+    precise_blocks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -135,7 +155,7 @@ class DensityCoverageResult:
         Fraction of real samples whose ball contains some fake sample.
     k : int
     n_real, n_fake, dim : int
-    recomputed : int
+    recomputed, precise_blocks : int
         As in :class:`PrecisionRecallResult`.
     """
 
@@ -148,6 +168,7 @@ class DensityCoverageResult:
     n_fake: int
     dim: int
     recomputed: int
+    precise_blocks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -166,7 +187,8 @@ class ManifoldResult:
         prdc's (strict balls, ``k_dc`` neighbours).
     k_pr, k_dc : int
     n_real, n_fake, dim : int
-    recomputed : int
+    recomputed, precise_blocks : int
+        As in :class:`PrecisionRecallResult`.
     """
 
     precision: float
@@ -179,6 +201,7 @@ class ManifoldResult:
     n_fake: int
     dim: int
     recomputed: int
+    precise_blocks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -215,16 +238,22 @@ class _NumpyBackend:
     """Blocks as numpy arrays."""
 
     name = "numpy"
+    # The products, most of the time, run in float32 (twice as fast); the error bound and the recomputation of
+    # every decision inside it keep the results those of the reference distances.
+    screen_float32 = True
 
     def put(self, array: np.ndarray) -> np.ndarray:
         return array
+
+    def screen(self, centred: np.ndarray) -> np.ndarray:
+        return centred.astype(np.float32)
 
     def host(self, array: Any) -> np.ndarray:
         return np.asarray(array)
 
     def sq_distances(self, rows: np.ndarray, row_norms: np.ndarray, cols: np.ndarray, col_norms: np.ndarray):
-        block = rows @ cols.T
-        block *= -2.0
+        # float32 product, assembled in float64 (the norms are float64 of the float32 values).
+        block = np.multiply(rows @ cols.T, -2.0, dtype=np.float64)
         block += row_norms[:, None]
         block += col_norms[None, :]
         np.maximum(block, 0.0, out=block)
@@ -252,6 +281,9 @@ class _TorchBackend:
     """Blocks as float64 torch tensors on one device (a GPU, or the CPU for checking)."""
 
     name = "torch"
+    # float64 throughout: a float32 product on a GPU may run in TF32 (torch.set_float32_matmul_precision), whose
+    # error the bound does not cover.
+    screen_float32 = False
 
     def __init__(self, device: Any) -> None:
         import torch
@@ -265,6 +297,9 @@ class _TorchBackend:
 
     def put(self, array: np.ndarray):
         return self.torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64)).to(self.device)
+
+    def screen(self, centred: np.ndarray):
+        return self.put(centred)
 
     def host(self, tensor: Any) -> np.ndarray:
         return tensor.cpu().numpy() if hasattr(tensor, "cpu") else np.asarray(tensor)
@@ -303,28 +338,53 @@ def _backend(device: Any) -> _NumpyBackend | _TorchBackend:
 
 
 @dataclass
-class _Side:
-    original: np.ndarray  # the features as given (float32 or float64): the reference distances use these
-    centred: Any  # float64 rows minus the common mean, on the backend
-    norms: Any  # squared norms of the centred rows, on the backend
+class _Screen:
+    """Centred rows on the backend, as the fast distances read them, with their norms and error bound."""
+
+    centred: Any  # rows minus the centre: float32 (numpy's fast screen) or float64
+    norms: Any  # squared norms of those rows (float64 of their values), on the backend
     norms_host: np.ndarray
     max_norm: float  # largest norm (not squared)
+    factor: float  # |fast - reference| <= factor (|x| + |y|)^2
+
+
+@dataclass
+class _Side:
+    original: np.ndarray  # the features as given (float32 or float64): the reference distances use these
+    centre: np.ndarray
+    fast: _Screen
+    precise_screen: _Screen | None = None
 
     @property
     def n(self) -> int:
         return int(self.original.shape[0])
 
+    def precise(self, backend, dim: int) -> _Screen:
+        """A float64 screen (built on first use, for blocks where the float32 one leaves too much undecided)."""
+        if not backend.screen_float32:
+            return self.fast
+        if self.precise_screen is None:
+            self.precise_screen = _screen(self.original, self.centre, backend, dim, precise=True)
+        return self.precise_screen
 
-def _prepare(original: np.ndarray, centre: np.ndarray, backend) -> _Side:
+
+def _screen(original: np.ndarray, centre: np.ndarray, backend, dim: int, precise: bool = False) -> _Screen:
     centred = np.asarray(original, dtype=np.float64) - centre
-    norms = np.einsum("ij,ij->i", centred, centred)
-    return _Side(
-        original=original,
-        centred=backend.put(centred),
+    rows = backend.put(centred) if precise else backend.screen(centred)
+    host = rows if isinstance(rows, np.ndarray) else centred
+    # Norms in float64 of the screen's values: the bound is stated for those.
+    norms = np.einsum("ij,ij->i", host, host, dtype=np.float64)
+    return _Screen(
+        centred=rows,
         norms=backend.put(norms),
         norms_host=norms,
         max_norm=math.sqrt(float(norms.max())),
+        factor=_tolerance_factor(dim, backend.screen_float32 and not precise),
     )
+
+
+def _prepare(original: np.ndarray, centre: np.ndarray, backend, dim: int) -> _Side:
+    return _Side(original=original, centre=centre, fast=_screen(original, centre, backend, dim))
 
 
 def _block_rows(n_cols: int, memory_budget: int) -> int:
@@ -334,6 +394,7 @@ def _block_rows(n_cols: int, memory_budget: int) -> int:
 class _Counter:
     def __init__(self) -> None:
         self.recomputed = 0
+        self.precise_blocks = 0
 
 
 def _radii(side: _Side, ks: tuple[int, ...], backend, memory_budget: int, dim: int, counter: _Counter) -> dict:
@@ -341,33 +402,66 @@ def _radii(side: _Side, ks: tuple[int, ...], backend, memory_budget: int, dim: i
     n_rows = side.n
     radii = {k: np.empty(n_rows, dtype=np.float64) for k in ks}
     count = min(max(ks) + 1, n_rows)  # one beyond the largest k, to see whether the k-th is isolated
-    factor = _tolerance_factor(dim)
     step = _block_rows(n_rows, memory_budget)
     for start in range(0, n_rows, step):
         stop = min(start + step, n_rows)
-        block = backend.sq_distances(side.centred[start:stop], side.norms[start:stop], side.centred, side.norms)
-        backend.exclude_self(block, start)
-        values, index = backend.smallest(block, count)
-        band = 2.0 * factor * (np.sqrt(side.norms_host[start:stop]) + side.max_norm) ** 2
         rows = np.arange(stop - start)
+
+        def scan(screen: _Screen):
+            block = backend.sq_distances(
+                screen.centred[start:stop], screen.norms[start:stop], screen.centred, screen.norms
+            )
+            backend.exclude_self(block, start)
+            values, index = backend.smallest(block, count)
+            band = 2.0 * screen.factor * (np.sqrt(screen.norms_host[start:stop]) + screen.max_norm) ** 2
+            isolated = {}
+            for k in ks:
+                kth = values[:, k - 1]
+                alone = np.ones(stop - start, dtype=bool)
+                if k >= 2:
+                    alone &= values[:, k - 2] < kth - band
+                if count > k:
+                    alone &= values[:, k] > kth + band
+                isolated[k] = alone
+            return block, values, index, band, isolated
+
+        block, values, index, band, isolated = scan(side.fast)
+        if side.precise(backend, dim) is not side.fast and _many_candidates(
+            block, values, band, isolated, ks, backend
+        ):
+            # Points far from the centre against their spacing (several separate clusters): the float32 bound is
+            # wide against the neighbour distances. Redo the block in float64 rather than recompute most rows.
+            counter.precise_blocks += 1
+            del block
+            block, values, index, band, isolated = scan(side.precise(backend, dim))
         for k in ks:
             kth = values[:, k - 1]
-            isolated = np.ones(stop - start, dtype=bool)
-            if k >= 2:
-                isolated &= values[:, k - 2] < kth - band
-            if count > k:
-                isolated &= values[:, k] > kth + band
             # The common case: no other candidate within the band, so the k-th neighbour is that one sample.
-            clean = rows[isolated]
+            clean = rows[isolated[k]]
             radii[k][start + clean] = exact_sq_distances(
                 side.original[start + clean], side.original[index[clean, k - 1]]
             )
             counter.recomputed += int(clean.size)
-            for row in rows[~isolated].tolist():
+            for row in rows[~isolated[k]].tolist():
                 radii[k][start + row] = _kth_by_reference(
                     side, backend.host(block[row]), start + row, k, float(kth[row]), float(band[row]), counter
                 )
     return radii
+
+
+def _many_candidates(block, values: np.ndarray, band: np.ndarray, isolated: dict, ks, backend) -> bool:
+    """Whether the rows of a block that the fast values leave undecided hold more than _PRECISE_FALLBACK of its
+    entries as candidates: then recomputing them costs more than redoing the block's product in float64.
+    """
+    budget = _PRECISE_FALLBACK * block.shape[0] * block.shape[1]
+    candidates = 0
+    for k in ks:
+        for row in np.flatnonzero(~isolated[k]).tolist():
+            fast_row = backend.host(block[row])
+            candidates += int(np.count_nonzero(np.abs(fast_row - values[row, k - 1]) <= band[row]))
+            if candidates > budget:
+                return True
+    return False
 
 
 def _kth_by_reference(
@@ -420,22 +514,47 @@ def _cross(
         for k in ks
     }
     # One error bound for every pair of this pass (the largest norms on both sides): comparing the blocks with
-    # radius -/+ tol vectors needs no block-sized temporary, and in float64 the bound stays ~1e-12 of the distances.
-    tol = _tolerance_factor(dim) * (fake.max_norm + real.max_norm) ** 2
-    real_below = {k: backend.put(radii_real[k] - tol)[None, :] for k in ks}
-    real_above = {k: backend.put(radii_real[k] + tol)[None, :] for k in ks}
-    fake_below = {k: backend.put(radii_fake[k] - tol) for k in ks}
-    fake_above = {k: backend.put(radii_fake[k] + tol) for k in ks}
+    # radius -/+ tol vectors needs no block-sized temporary, and the bound is at most a few times a per-pair one.
+    def bounds(screen_fake: _Screen, screen_real: _Screen) -> dict:
+        tol = screen_fake.factor * (screen_fake.max_norm + screen_real.max_norm) ** 2
+        return {
+            "real_below": {k: backend.put(radii_real[k] - tol)[None, :] for k in ks},
+            "real_above": {k: backend.put(radii_real[k] + tol)[None, :] for k in ks},
+            "fake_below": {k: backend.put(radii_fake[k] - tol) for k in ks},
+            "fake_above": {k: backend.put(radii_fake[k] + tol) for k in ks},
+        }
+
+    fast = bounds(fake.fast, real.fast)
+    precise = None
+    first = ks[0]
     step = _block_rows(real.n, memory_budget)
     for start in range(0, fake.n, step):
         stop = min(start + step, fake.n)
-        block = backend.sq_distances(fake.centred[start:stop], fake.norms[start:stop], real.centred, real.norms)
+        block = backend.sq_distances(
+            fake.fast.centred[start:stop], fake.fast.norms[start:stop], real.fast.centred, real.fast.norms
+        )
+        limits = fast
+        if fake.precise(backend, dim) is not fake.fast:
+            undecided = int(
+                np.sum(backend.count(block <= fast["real_above"][first], 1) - backend.count(block < fast["real_below"][first], 1))
+            )
+            if undecided > _PRECISE_FALLBACK * (stop - start) * real.n:
+                # As in _radii: redo a block that the float32 bound leaves largely undecided in float64.
+                counter.precise_blocks += 1
+                screen_fake, screen_real = fake.precise(backend, dim), real.precise(backend, dim)
+                if precise is None:
+                    precise = bounds(screen_fake, screen_real)
+                del block
+                block = backend.sq_distances(
+                    screen_fake.centred[start:stop], screen_fake.norms[start:stop], screen_real.centred, screen_real.norms
+                )
+                limits = precise
         for k in ks:
             tally = tallies[k]
             # Real balls: fake row j against r(real i). Outside [r - tol, r + tol] the comparison is certain, and
             # strict and inclusive agree; inside it the reference distance decides.
-            sure = block < real_below[k]
-            maybe = block <= real_above[k]
+            sure = block < limits["real_below"][k]
+            maybe = block <= limits["real_above"][k]
             sure_count = backend.count(sure, 1)
             maybe_count = backend.count(maybe, 1)
             tally.fake_ball_count_strict[start:stop] += sure_count
@@ -451,8 +570,8 @@ def _cross(
                 tally.real_covered_strict[cols[strict]] = True
             del sure, maybe
             # Fake balls: real i against r(fake j) of this block's rows.
-            sure = block < fake_below[k][start:stop][:, None]
-            maybe = block <= fake_above[k][start:stop][:, None]
+            sure = block < limits["fake_below"][k][start:stop][:, None]
+            maybe = block <= limits["fake_above"][k][start:stop][:, None]
             tally.real_in_fake_inclusive |= backend.host(sure.any(0))
             sure_count = backend.count(sure, 1)
             maybe_count = backend.count(maybe, 1)
@@ -494,20 +613,26 @@ def _run(array_real: np.ndarray, array_fake: np.ndarray, ks: tuple[int, ...], me
     """Radii of both sides and the cross tallies for each k, on validated arrays."""
     backend = _backend(device)
     n_real, n_fake, dim = array_real.shape[0], array_fake.shape[0], array_real.shape[1]
-    # The common mean, computed in float64: distances do not change, and the norms shrink to the spread.
-    centre = (
-        array_real.sum(axis=0, dtype=np.float64) + array_fake.sum(axis=0, dtype=np.float64)
-    ) / (n_real + n_fake)
-    side_real = _prepare(array_real, centre, backend)
-    side_fake = _prepare(array_fake, centre, backend)
+    # Centring changes no distance and shrinks the norms, hence the error bound, to the spread of the points:
+    # each side on its own mean for its radii, both on their common mean for the cross pass (two sets far
+    # apart would otherwise make every within-set distance small against the bound).
     counter = _Counter()
-    radii_real = _radii(side_real, ks, backend, memory_budget, dim, counter)
-    radii_fake = _radii(side_fake, ks, backend, memory_budget, dim, counter)
+    sum_real = array_real.sum(axis=0, dtype=np.float64)
+    sum_fake = array_fake.sum(axis=0, dtype=np.float64)
+    radii_real = _radii(_prepare(array_real, sum_real / n_real, backend, dim), ks, backend, memory_budget, dim, counter)
+    radii_fake = _radii(_prepare(array_fake, sum_fake / n_fake, backend, dim), ks, backend, memory_budget, dim, counter)
+    centre = (sum_real + sum_fake) / (n_real + n_fake)
+    side_real = _prepare(array_real, centre, backend, dim)
+    side_fake = _prepare(array_fake, centre, backend, dim)
     # The radii need one reference distance per sample and k; only what goes beyond counts as recomputed.
     counter.recomputed -= len(ks) * (n_real + n_fake)
     tallies = _cross(side_real, side_fake, radii_real, radii_fake, ks, backend, memory_budget, dim, counter)
-    logger.debug("manifold metrics: %d distances recomputed from the features", counter.recomputed)
-    return tallies, (n_real, n_fake, dim), counter.recomputed
+    logger.debug(
+        "manifold metrics: %d distances recomputed from the features, %d blocks redone in float64",
+        counter.recomputed,
+        counter.precise_blocks,
+    )
+    return tallies, (n_real, n_fake, dim), counter
 
 
 def knn_radii(features: Any, k: int, *, memory_budget: int = DEFAULT_MEMORY_BUDGET, device: Any = None) -> np.ndarray:
@@ -533,7 +658,8 @@ def knn_radii(features: Any, k: int, *, memory_budget: int = DEFAULT_MEMORY_BUDG
     memory_budget = _check_budget(memory_budget)
     backend = _backend(device)
     centre = array.mean(axis=0, dtype=np.float64)
-    return _radii(_prepare(array, centre, backend), (k,), backend, memory_budget, array.shape[1], _Counter())[k]
+    dim = array.shape[1]
+    return _radii(_prepare(array, centre, backend, dim), (k,), backend, memory_budget, dim, _Counter())[k]
 
 
 def precision_recall(
@@ -571,7 +697,7 @@ def precision_recall(
     memory_budget = _check_budget(memory_budget)
     array_real, array_fake = check_pair(real, fake, ("real", "fake"))
     k = _check_k(k, "k", array_real.shape[0], array_fake.shape[0])
-    tallies, (n_real, n_fake, dim), recomputed = _run(array_real, array_fake, (k,), memory_budget, device)
+    tallies, (n_real, n_fake, dim), counter = _run(array_real, array_fake, (k,), memory_budget, device)
     tally = tallies[k]
     return PrecisionRecallResult(
         precision=float(np.mean(tally.fake_in_real_inclusive)),
@@ -580,7 +706,8 @@ def precision_recall(
         n_real=n_real,
         n_fake=n_fake,
         dim=dim,
-        recomputed=recomputed,
+        recomputed=counter.recomputed,
+        precise_blocks=counter.precise_blocks,
     )
 
 
@@ -610,7 +737,7 @@ def density_coverage(
     memory_budget = _check_budget(memory_budget)
     array_real, array_fake = check_pair(real, fake, ("real", "fake"))
     k = _check_k(k, "k", array_real.shape[0], array_fake.shape[0])
-    tallies, (n_real, n_fake, dim), recomputed = _run(array_real, array_fake, (k,), memory_budget, device)
+    tallies, (n_real, n_fake, dim), counter = _run(array_real, array_fake, (k,), memory_budget, device)
     tally = tallies[k]
     return DensityCoverageResult(
         precision=float(np.mean(tally.fake_ball_count_strict > 0)),
@@ -621,7 +748,8 @@ def density_coverage(
         n_real=n_real,
         n_fake=n_fake,
         dim=dim,
-        recomputed=recomputed,
+        recomputed=counter.recomputed,
+        precise_blocks=counter.precise_blocks,
     )
 
 
@@ -648,7 +776,7 @@ def manifold_metrics(
     k_pr = _check_k(k_pr, "k_pr", array_real.shape[0], array_fake.shape[0])
     k_dc = _check_k(k_dc, "k_dc", array_real.shape[0], array_fake.shape[0])
     ks = tuple(sorted({k_pr, k_dc}))
-    tallies, (n_real, n_fake, dim), recomputed = _run(array_real, array_fake, ks, memory_budget, device)
+    tallies, (n_real, n_fake, dim), counter = _run(array_real, array_fake, ks, memory_budget, device)
     pr, dc = tallies[k_pr], tallies[k_dc]
     return ManifoldResult(
         precision=float(np.mean(pr.fake_in_real_inclusive)),
@@ -660,5 +788,6 @@ def manifold_metrics(
         n_real=n_real,
         n_fake=n_fake,
         dim=dim,
-        recomputed=recomputed,
+        recomputed=counter.recomputed,
+        precise_blocks=counter.precise_blocks,
     )
