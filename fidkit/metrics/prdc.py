@@ -86,6 +86,8 @@ _BYTES_PER_ENTRY = 32
 # in float64 instead. An estimate, not a measurement: a reference distance is a few dim flops of numpy elementwise
 # work, some 20-50 times slower per flop than the BLAS product, so beyond a few per cent the product wins.
 _PRECISE_FALLBACK = 0.02
+# Rows centred per chunk when building a screen.
+_SCREEN_CHUNK_ROWS = 4096
 # Unit round-offs of float64 and float32.
 _U64 = 2.0**-53
 _U32 = 2.0**-24
@@ -245,9 +247,6 @@ class _NumpyBackend:
     def put(self, array: np.ndarray) -> np.ndarray:
         return array
 
-    def screen(self, centred: np.ndarray) -> np.ndarray:
-        return centred.astype(np.float32)
-
     def host(self, array: Any) -> np.ndarray:
         return np.asarray(array)
 
@@ -297,9 +296,6 @@ class _TorchBackend:
 
     def put(self, array: np.ndarray):
         return self.torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64)).to(self.device)
-
-    def screen(self, centred: np.ndarray):
-        return self.put(centred)
 
     def host(self, tensor: Any) -> np.ndarray:
         return tensor.cpu().numpy() if hasattr(tensor, "cpu") else np.asarray(tensor)
@@ -369,17 +365,23 @@ class _Side:
 
 
 def _screen(original: np.ndarray, centre: np.ndarray, backend, dim: int, precise: bool = False) -> _Screen:
-    centred = np.asarray(original, dtype=np.float64) - centre
-    rows = backend.put(centred) if precise else backend.screen(centred)
-    host = rows if isinstance(rows, np.ndarray) else centred
-    # Norms in float64 of the screen's values: the bound is stated for those.
-    norms = np.einsum("ij,ij->i", host, host, dtype=np.float64)
+    float32 = backend.screen_float32 and not precise
+    n_rows = original.shape[0]
+    centred = np.empty((n_rows, dim), dtype=np.float32 if float32 else np.float64)
+    norms = np.empty(n_rows, dtype=np.float64)
+    # In chunks, so that a float32 screen never needs a float64 copy of all the features on the way.
+    for start in range(0, n_rows, _SCREEN_CHUNK_ROWS):
+        stop = min(start + _SCREEN_CHUNK_ROWS, n_rows)
+        centred[start:stop] = np.asarray(original[start:stop], dtype=np.float64) - centre
+        # Norms in float64 of the screen's values: the bound is stated for those.
+        norms[start:stop] = np.einsum("ij,ij->i", centred[start:stop], centred[start:stop], dtype=np.float64)
+    rows = centred if isinstance(backend, _NumpyBackend) else backend.put(centred)
     return _Screen(
         centred=rows,
         norms=backend.put(norms),
         norms_host=norms,
         max_norm=math.sqrt(float(norms.max())),
-        factor=_tolerance_factor(dim, backend.screen_float32 and not precise),
+        factor=_tolerance_factor(dim, float32),
     )
 
 
