@@ -46,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fidkit.frechet import fid_from_arrays, frechet_distance  # noqa: E402
+from fidkit.frechet import fid_from_arrays  # noqa: E402
 from fidkit.metrics import (  # noqa: E402
     bootstrap_fid,
     fid_infinity,
@@ -265,16 +265,10 @@ def bench_memory(n: int, dim: int, budget: int) -> list[str]:
     ]
 
 
-def bench_bootstrap(n_a: int, n_b: int, dim: int, resamples: int) -> list[list[str]]:
-    a, b = pool3_like(8, n_a, dim, shift=0.02), pool3_like(9, n_b, dim)
-    point, point_seconds = timed(fid_from_arrays, a, b)
-    _, seconds = timed(bootstrap_fid, a, b, n_resamples=resamples, seed=0)
-    per_resample = Seconds((seconds - point_seconds) / resamples, (seconds.cpu - point_seconds.cpu) / resamples)
-    rows = [["bootstrap_fid (weighted Gram over the drawn rows + frechet_distance)", f"{per_resample:.2f}",
-             f"{resamples} resamples, point value's time subtracted"]]
-
-    # The two ways of forming the weighted moments, alternated on the same counts so that the other load on the
-    # machine hits both alike; moments only (the distance is the same for both).
+def compare_moment_forms(a: np.ndarray, b: np.ndarray, resamples: int) -> list[list[str]]:
+    """The two ways of forming the weighted moments, alternated on the same counts so that the other load on the
+    machine hits both alike; moments only (the distance that follows is the same for both)."""
+    n_a, n_b = a.shape[0], b.shape[0]
     side_a, side_b = bootstrap_module._WeightedMoments(a), bootstrap_module._WeightedMoments(b)
     grams, gram_seconds = timed(lambda: (side_a.centred.T @ side_a.centred, side_b.centred.T @ side_b.centred))
     rng = np.random.default_rng(0)
@@ -291,12 +285,29 @@ def bench_bootstrap(n_a: int, n_b: int, dim: int, resamples: int) -> list[list[s
                 )
             )[1]
         )
-    mean = lambda values: Seconds(np.mean(values), np.mean([v.cpu for v in values]))  # noqa: E731
-    rows.append(["  moments only: weighted Gram over the drawn rows", f"{mean(weighted):.2f}", "both sides"])
-    rows.append(["  moments only: full Gram + correction (rows drawn != 1)", f"{mean(corrected):.2f}",
-                 f"both sides; the full Grams once: {gram_seconds:.2f}"])
-    del side_a, side_b, grams
 
+    def mean(values: list[Seconds]) -> Seconds:
+        return Seconds(float(np.mean(values)), float(np.mean([value.cpu for value in values])))
+
+    return [
+        ["  moments only: weighted Gram over the drawn rows", f"{mean(weighted):.2f}", "both sides"],
+        [
+            "  moments only: full Gram + correction (rows drawn != 1)",
+            f"{mean(corrected):.2f}",
+            f"both sides; the full Grams once: {gram_seconds:.2f}",
+        ],
+    ]
+
+
+def bench_bootstrap(n_a: int, n_b: int, dim: int, resamples: int) -> list[list[str]]:
+    a, b = pool3_like(8, n_a, dim, shift=0.02), pool3_like(9, n_b, dim)
+    point, point_seconds = timed(fid_from_arrays, a, b)
+    _, seconds = timed(bootstrap_fid, a, b, n_resamples=resamples, seed=0)
+    per_resample = Seconds((seconds - point_seconds) / resamples, (seconds.cpu - point_seconds.cpu) / resamples)
+    rows = [["bootstrap_fid (weighted Gram over the drawn rows + frechet_distance)", f"{per_resample:.2f}",
+             f"{resamples} resamples, point value's time subtracted"]]
+
+    rows.extend(compare_moment_forms(a, b, resamples))
     rng = np.random.default_rng(0)
     _, naive = timed(lambda: fid_from_arrays(a[rng.integers(0, n_a, n_a)], b[rng.integers(0, n_b, n_b)]))
     rows.append(["resample the rows + fid_from_arrays", f"{naive:.2f}", "1 resample"])
