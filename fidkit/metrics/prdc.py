@@ -34,11 +34,13 @@ difference of the features as given (:func:`exact_sq_distances`), deterministic 
 * a comparison ``d <= r`` or ``d < r`` whose fast value lies within ``tol`` of the radius is recomputed (in the
   cross pass ``tol`` is taken at the largest norms of both sides, one bound for all pairs).
 
-The band is about ``5e-4`` of the distances at dim 2048 (``1e-12`` with torch, which screens in float64), so only
-a few distances per thousand samples are recomputed beyond one per radius (measured: 7,894 for 5,000 against
-5,000 pool_3-like features, of 75 million pairs), and the results equal a brute-force computation with full
-matrices of reference distances, ties included (duplicates are at exactly 0, equal pairs give equal values).
-Squared distances are compared, which is the same as comparing distances.
+The band is about ``5e-4`` of the distances at dim 2048 (``1e-12`` with torch, which screens in float64), so about
+one distance per sample is recomputed beyond one per radius (measured: 7,846 for 5,000 against 5,000 pool_3-like
+features, of 75 million pairs), and the results equal a brute-force computation with full matrices of reference
+distances, ties included (duplicates are at exactly 0, equal pairs give equal values). Squared distances are
+compared, which is the same as comparing distances. A block whose float32 screen leaves more than 2 % of its
+entries to recompute (a set made of clusters far apart against their spread, where the norms dwarf the
+neighbour distances) is computed again in float64 instead (``precise_blocks`` in the results).
 
 The reference tools compute the distances in lower precision (ADM in float16 with a float32 fallback,
 torch-fidelity and ``prdc``/scikit-learn in float32 from the matrix-product formula), so on real features they
