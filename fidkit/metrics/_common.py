@@ -1,0 +1,108 @@
+"""Checks and random draws shared by the metrics of :mod:`fidkit.metrics`.
+
+Every random draw in the package comes from one of two generators built from an explicit integer seed:
+``sampling="generator"`` (the default) is :func:`numpy.random.default_rng`, ``sampling="torch-fidelity"`` is the
+legacy :class:`numpy.random.RandomState` that torch-fidelity 0.4.0 seeds with ``rng_seed`` (2020 by default),
+called in the same order as torch-fidelity calls it, so that the same features give the same subsets (KID) or
+the same shuffle (Inception Score) and hence the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from fidkit._validate import check_features
+from fidkit.errors import InputError
+
+__all__ = [
+    "SAMPLINGS",
+    "check_seed",
+    "check_sampling",
+    "check_positive_int",
+    "check_level",
+    "check_pair",
+    "make_rng",
+    "choice_without_replacement",
+    "permutation",
+    "plain_dict",
+]
+
+#: Accepted values of ``sampling=``.
+SAMPLINGS = ("generator", "torch-fidelity")
+
+
+def check_seed(seed: Any) -> int:
+    """Return `seed` as a non-negative int, or raise :class:`~fidkit.errors.InputError`.
+
+    None is refused on purpose: a metric that draws at random must say which draw it reports.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InputError(
+            f"seed must be a non-negative integer, got {seed!r}; the draws are reproducible only from an explicit "
+            "seed (pass e.g. seed=0)"
+        )
+    if seed >= 2**32:
+        # RandomState (sampling="torch-fidelity") takes seeds below 2**32 only; one rule for both samplings.
+        raise InputError(f"seed must be below 2**32, got {seed}")
+    return int(seed)
+
+
+def check_sampling(sampling: Any) -> str:
+    if not isinstance(sampling, str) or sampling not in SAMPLINGS:
+        raise InputError(f"sampling={sampling!r} is not one of {', '.join(repr(s) for s in SAMPLINGS)}")
+    return sampling
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_level(level: Any) -> float:
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0.0 < float(level) < 1.0:
+        raise InputError(f"level must be a confidence level strictly between 0 and 1 (e.g. 0.95), got {level!r}")
+    return float(level)
+
+
+def check_pair(features_a: Any, features_b: Any, names: tuple[str, str] = ("features_a", "features_b")):
+    """Validate two ``(N, dim)`` feature arrays of the same dim (float32 kept, other types to float64)."""
+    array_a = check_features(features_a, names[0])
+    array_b = check_features(features_b, names[1])
+    if array_a.shape[1] != array_b.shape[1]:
+        raise InputError(
+            f"{names[0]} has dim {array_a.shape[1]} but {names[1]} has dim {array_b.shape[1]}; both must come "
+            "from the same feature extractor"
+        )
+    return array_a, array_b
+
+
+def make_rng(seed: int, sampling: str) -> np.random.Generator | np.random.RandomState:
+    return np.random.RandomState(seed) if sampling == "torch-fidelity" else np.random.default_rng(seed)
+
+
+def choice_without_replacement(rng: np.random.Generator | np.random.RandomState, n: int, size: int) -> np.ndarray:
+    """``size`` distinct indices out of ``range(n)``, as ``rng.choice(n, size, replace=False)`` draws them."""
+    return rng.choice(n, size, replace=False)
+
+
+def permutation(rng: np.random.Generator | np.random.RandomState, n: int) -> np.ndarray:
+    return rng.permutation(n)
+
+
+def plain_dict(result: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a result dataclass: tuples become lists, NaN and inf become None."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(item) for item in value]
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    return {item.name: plain(getattr(result, item.name)) for item in dataclasses.fields(result)}

@@ -1,0 +1,427 @@
+"""How sure is a metric of its own value: bootstrap intervals, and FID extrapolated to infinitely many images.
+
+:func:`bootstrap` resamples the images of both sides with replacement (``N_a`` rows out of ``N_a``, ``N_b`` out of
+``N_b``, drawn from ``numpy.random.default_rng(seed)``: ``integers(0, N_a, N_a)`` then ``integers(0, N_b, N_b)``
+per resample) and recomputes any metric of two feature arrays; it reports the percentile interval at ``level``,
+the point value on the original features, and the standard deviation and mean shift (bias) of the resampled
+values.
+
+:func:`bootstrap_fid` draws the same resamples for the Fréchet distance without building the resampled arrays:
+with ``c_i`` the number of times row ``i`` was drawn, the resample's mean and covariance are
+
+    mu = sum_i c_i x_i / N,   sigma = (sum_i c_i (x_i - m)(x_i - m)^T - N (mu - m)(mu - m)^T) / (N - 1)
+
+(``m`` the mean of all rows, subtracted once so that nothing cancels), and the weighted sum runs over the rows drawn
+at least once (1 - 1/e, about 63 % of them), weighted by ``sqrt(c_i)``, as one symmetric rank-k product. The
+distance is the exact :func:`fidkit.frechet.frechet_distance`. The numbers are those of
+``bootstrap(a, b, fid_from_arrays-like metric)`` with the same seed, to round-off. (Writing the weighted Gram as the
+full Gram plus a correction over the rows with ``c_i != 1`` costs the same: those are also 1 - 1/e of the rows, and
+it measured no faster, see ``docs/metrics.md``.)
+
+FID is biased upwards at finite N, and a bootstrap resample, which repeats rows, has fewer distinct images than N:
+the resampled values are shifted up by about the bias again (:attr:`BootstrapResult.bias` reports the shift). The
+percentile interval (:attr:`~BootstrapResult.low`, :attr:`~BootstrapResult.high`) carries that shift; the basic
+interval (:attr:`~BootstrapResult.basic_low`, :attr:`~BootstrapResult.basic_high`) reflects it away. Where the bias
+is not small against the spread (few samples per dimension, close distributions), the percentile interval covers
+the true FID much less often than its level says and the basic one should be used (``docs/metrics.md`` has the
+measured coverage of both). Neither is an interval for the FID at infinite N, which :func:`fid_infinity` estimates.
+
+:func:`fid_infinity` is FID_infinity (Chong & Forsyth 2020, "Effectively Unbiased FID and Inception Score and where
+to find them"): FID of random subsets of the first side at ``n_points`` sizes evenly spaced between ``min_size``
+(5,000 for N >= 50,000) and N, each subset drawn without replacement by a fresh shuffle as their code does, against
+the whole second side; a least-squares line in ``1 / n``; its value at ``1 / n = 0``.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from fidkit.errors import InputError
+from fidkit.frechet import fid_from_arrays, fid_from_stats, frechet_distance
+from fidkit.metrics._common import check_level, check_pair, check_positive_int, check_seed, plain_dict
+from fidkit.stats import Stats
+
+__all__ = [
+    "BootstrapResult",
+    "FIDInfinityResult",
+    "bootstrap",
+    "bootstrap_fid",
+    "fid_infinity",
+]
+
+logger = logging.getLogger(__name__)
+
+# Chong & Forsyth's smallest subset, for 50,000 images.
+_FID_INFINITY_MIN_SIZE = 5000
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """A metric, its bootstrap percentile interval and spread. ``float(result)`` is :attr:`value`.
+
+    Attributes
+    ----------
+    value : float
+        The metric on the original features.
+    low, high : float
+        The percentile interval: percentiles ``(1 - level) / 2`` and ``(1 + level) / 2`` of the resampled values
+        (linear interpolation).
+    basic_low, basic_high : float
+        The basic (reflected) interval ``(2 value - high, 2 value - low)``: it subtracts the bootstrap's estimate
+        of the bias, which the percentile interval keeps twice; for FID at few samples per dimension it covers
+        the true value far more often (``docs/metrics.md``).
+    std : float
+        Standard deviation (``ddof = 1``) of the resampled values: the bootstrap standard error.
+    bias : float
+        Mean of the resampled values minus :attr:`value`.
+    level : float
+    n_resamples, seed : int
+    n_a, n_b : int
+        Rows of each side (each resample has as many).
+    values : tuple of float
+        The resampled values, in drawing order.
+    """
+
+    value: float
+    low: float
+    high: float
+    basic_low: float
+    basic_high: float
+    std: float
+    bias: float
+    level: float
+    n_resamples: int
+    seed: int
+    n_a: int
+    n_b: int
+    values: tuple[float, ...]
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (lists for tuples, None for NaN)."""
+        return plain_dict(self)
+
+
+@dataclass(frozen=True)
+class FIDInfinityResult:
+    """FID extrapolated to infinitely many images. ``float(result)`` is :attr:`value`.
+
+    Attributes
+    ----------
+    value : float
+        Intercept of the least-squares line ``FID(n) = value + slope / n``.
+    slope : float
+    sizes : tuple of int
+        The subset sizes n.
+    fids : tuple of float
+        FID of each subset against the whole second side.
+    residual_std : float
+        Root mean square of the residuals of the line (how straight FID(n) is in 1 / n).
+    n, n_reference : int or None
+        Rows of the subsampled side; rows of the other side (None for statistics without a count).
+    seed : int
+    """
+
+    value: float
+    slope: float
+    sizes: tuple[int, ...]
+    fids: tuple[float, ...]
+    residual_std: float
+    n: int
+    n_reference: int | None
+    seed: int
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (lists for tuples, None for NaN)."""
+        return plain_dict(self)
+
+
+def _summarise(
+    value: float, resampled: np.ndarray, level: float, seed: int, n_a: int, n_b: int
+) -> BootstrapResult:
+    tail = (1.0 - level) / 2.0
+    low, high = np.percentile(resampled, [100.0 * tail, 100.0 * (1.0 - tail)])
+    return BootstrapResult(
+        value=float(value),
+        low=float(low),
+        high=float(high),
+        basic_low=float(2.0 * value - high),
+        basic_high=float(2.0 * value - low),
+        std=float(np.std(resampled, ddof=1)),
+        bias=float(np.mean(resampled) - value),
+        level=level,
+        n_resamples=int(resampled.size),
+        seed=seed,
+        n_a=n_a,
+        n_b=n_b,
+        values=tuple(float(v) for v in resampled),
+    )
+
+
+def _check_resampling(n_resamples: Any, level: Any, seed: Any) -> tuple[int, float, int]:
+    return check_positive_int(n_resamples, "n_resamples", minimum=2), check_level(level), check_seed(seed)
+
+
+def bootstrap(
+    features_a: Any,
+    features_b: Any,
+    metric: Callable[[np.ndarray, np.ndarray], Any],
+    *,
+    n_resamples: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> BootstrapResult:
+    """Bootstrap percentile interval of any metric of two feature arrays.
+
+    Parameters
+    ----------
+    features_a, features_b : array_like
+        ``(N_a, dim)`` and ``(N_b, dim)`` features.
+    metric : callable
+        ``metric(a, b)`` on two arrays of the same layout, returning a float or anything ``float()`` accepts
+        (:class:`~fidkit.frechet.FrechetResult`, :class:`~fidkit.metrics.KIDResult`, ...). Called once on the
+        original arrays and once per resample.
+    n_resamples : int
+        Resamples (>= 2). The tails of a 95 % interval need about 1,000 for two stable digits; 200 is a
+        compromise for costly metrics.
+    level : float
+        Confidence level of the percentile interval, in (0, 1).
+    seed : int
+        Seed of ``numpy.random.default_rng``.
+
+    Returns
+    -------
+    BootstrapResult
+
+    Raises
+    ------
+    InputError
+        Invalid features or arguments, or a metric that returns something ``float()`` refuses.
+    """
+    array_a, array_b = check_pair(features_a, features_b)
+    n_resamples, level, seed = _check_resampling(n_resamples, level, seed)
+    if not callable(metric):
+        raise InputError(f"metric must be a callable metric(a, b), got {type(metric).__name__}")
+    n_a, n_b = array_a.shape[0], array_b.shape[0]
+
+    def evaluate(a: np.ndarray, b: np.ndarray) -> float:
+        outcome = metric(a, b)
+        try:
+            return float(outcome)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"metric returned {type(outcome).__name__}, which float() refuses ({exc})") from exc
+
+    value = evaluate(array_a, array_b)
+    rng = np.random.default_rng(seed)
+    resampled = np.empty(n_resamples, dtype=np.float64)
+    for index in range(n_resamples):
+        rows_a = rng.integers(0, n_a, n_a)
+        rows_b = rng.integers(0, n_b, n_b)
+        resampled[index] = evaluate(array_a[rows_a], array_b[rows_b])
+    return _summarise(value, resampled, level, seed, n_a, n_b)
+
+
+# --------------------------------------------------------------------------------------------- FID, fast
+
+
+class _WeightedMoments:
+    """Mean and covariance of one side under bootstrap counts, without building the resampled rows."""
+
+    def __init__(self, features: np.ndarray) -> None:
+        rows = np.asarray(features, dtype=np.float64)
+        self.mean = rows.mean(axis=0)
+        # Centred once (a new float64 array, never the caller's): resample means differ from it by O(1/sqrt(N)),
+        # so the correction N (mu - m)(mu - m)^T below is small and nothing large cancels.
+        self.centred = rows - self.mean
+        self.n = rows.shape[0]
+
+    def moments(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        drawn = np.flatnonzero(counts)
+        weights = counts[drawn].astype(np.float64)
+        rows = self.centred[drawn]
+        shift = (weights @ rows) / self.n
+        rows *= np.sqrt(weights)[:, None]
+        # rows.T @ rows is one symmetric rank-k product (numpy calls syrk for a product with its own transpose).
+        scatter = rows.T @ rows
+        scatter -= self.n * np.outer(shift, shift)
+        scatter /= self.n - 1
+        scatter += scatter.T.copy()
+        scatter *= 0.5
+        return self.mean + shift, scatter
+
+    def moments_by_correction(self, counts: np.ndarray, gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The same moments as the full Gram plus a correction over the rows drawn other than once.
+
+        Kept for the benchmark that compares the two ways (``benchmarks/bench_metrics.py``).
+        """
+        shift = (counts.astype(np.float64) @ self.centred) / self.n
+        scatter = gram.copy()
+        extra = np.flatnonzero(counts > 1)
+        missing = np.flatnonzero(counts == 0)
+        if extra.size:
+            rows = self.centred[extra] * np.sqrt(counts[extra] - 1.0)[:, None]
+            scatter += rows.T @ rows
+        if missing.size:
+            rows = self.centred[missing]
+            scatter -= rows.T @ rows
+        scatter -= self.n * np.outer(shift, shift)
+        scatter /= self.n - 1
+        scatter += scatter.T.copy()
+        scatter *= 0.5
+        return self.mean + shift, scatter
+
+
+def bootstrap_fid(
+    features_a: Any,
+    features_b: Any,
+    *,
+    n_resamples: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> BootstrapResult:
+    """Bootstrap percentile interval of the FID between two feature arrays, from weighted moments.
+
+    Equal, to round-off, to ``bootstrap(features_a, features_b, fid_from_arrays, ...)`` with the same seed and
+    arguments, at a fraction of its cost (see the module docstring). Below ``N = dim`` rows on a side, where
+    ``fid_from_arrays`` uses the exact factors of the features, the resamples go through the covariances and
+    agree with it to about ``1e-8`` relative instead.
+
+    Parameters
+    ----------
+    features_a, features_b : array_like
+        ``(N_a, dim)`` and ``(N_b, dim)`` features, ``N >= 2``.
+    n_resamples, level, seed
+        As in :func:`bootstrap`.
+
+    Returns
+    -------
+    BootstrapResult
+        :attr:`~BootstrapResult.value` is ``fid_from_arrays(features_a, features_b)``.
+
+    Notes
+    -----
+    Cost per resample: ``(1 - 1/e) (N_a + N_b) dim^2`` flops for the two weighted covariances plus one Fréchet
+    distance (an eigensolve of size dim). Memory: a float64 centred copy of each side and of its drawn rows.
+    ``docs/metrics.md`` has the timings measured at 50,000 + 10,000 x 2048.
+    """
+    array_a, array_b = check_pair(features_a, features_b)
+    n_resamples, level, seed = _check_resampling(n_resamples, level, seed)
+    n_a, n_b = array_a.shape[0], array_b.shape[0]
+    for name, n_rows in (("features_a", n_a), ("features_b", n_b)):
+        if n_rows < 2:
+            raise InputError(f"{name} has {n_rows} row; a covariance needs at least 2 samples")
+    value = float(fid_from_arrays(array_a, array_b))
+    side_a, side_b = _WeightedMoments(array_a), _WeightedMoments(array_b)
+    rng = np.random.default_rng(seed)
+    resampled = np.empty(n_resamples, dtype=np.float64)
+    with warnings.catch_warnings():
+        # The small-sample warning was issued once for the point value; it says the same for every resample.
+        warnings.simplefilter("ignore")
+        for index in range(n_resamples):
+            # The same draws as bootstrap(): row indices, then how often each row came up.
+            counts_a = np.bincount(rng.integers(0, n_a, n_a), minlength=n_a)
+            counts_b = np.bincount(rng.integers(0, n_b, n_b), minlength=n_b)
+            mu_a, sigma_a = side_a.moments(counts_a)
+            mu_b, sigma_b = side_b.moments(counts_b)
+            resampled[index] = frechet_distance(mu_a, sigma_a, mu_b, sigma_b).value
+    return _summarise(value, resampled, level, seed, n_a, n_b)
+
+
+# --------------------------------------------------------------------------------------------- FID infinity
+
+
+def _reference_stats(reference: Any) -> Stats:
+    if isinstance(reference, Stats):
+        return reference
+    return Stats.from_features(check_pair(reference, reference, ("reference", "reference"))[0])
+
+
+def fid_infinity(
+    features: Any,
+    reference: Any,
+    *,
+    n_points: int = 15,
+    min_size: int | None = None,
+    seed: int = 0,
+) -> FIDInfinityResult:
+    """FID_infinity (Chong & Forsyth 2020): FID at several subset sizes, extrapolated linearly in 1/N to 0.
+
+    Parameters
+    ----------
+    features : array_like
+        ``(N, dim)`` features of the side that is subsampled (the generated images, in the paper).
+    reference : array_like or Stats
+        ``(N_ref, dim)`` features or the :class:`~fidkit.stats.Stats` of the other side, used whole.
+    n_points : int
+        Number of subset sizes (15 in the paper), at least 2.
+    min_size : int, optional
+        Smallest subset; default ``min(5000, N // 10)``: the paper's 5,000 for N >= 50,000, and a tenth of N
+        below that, which keeps the paper's span of 1/N. Sizes are ``linspace(min_size, N, n_points)``
+        truncated to integers, as in the paper's code; they must be distinct.
+    seed : int
+        Seed of ``numpy.random.default_rng``; each size draws its subset by a fresh permutation.
+
+    Returns
+    -------
+    FIDInfinityResult
+
+    Raises
+    ------
+    InputError
+        Invalid features, different dims, sizes that are not distinct or below 2, bad arguments.
+
+    Notes
+    -----
+    Cost: ``n_points`` covariances of on average ``(min_size + N) / 2`` rows and as many Fréchet distances;
+    the reference side is factored once (its :class:`Stats` keeps the factor).
+    """
+    array = check_pair(features, features, ("features", "features"))[0]
+    n_points = check_positive_int(n_points, "n_points", minimum=2)
+    seed = check_seed(seed)
+    stats_reference = _reference_stats(reference)
+    n_rows, dim = array.shape
+    if stats_reference.dim != dim:
+        raise InputError(
+            f"features have dim {dim} but the reference has dim {stats_reference.dim}; both must come from the "
+            "same feature extractor"
+        )
+    if min_size is None:
+        min_size = min(_FID_INFINITY_MIN_SIZE, n_rows // 10)
+    elif isinstance(min_size, bool) or not isinstance(min_size, numbers.Integral):
+        raise InputError(f"min_size must be an integer or None, got {min_size!r}")
+    sizes = np.linspace(int(min_size), n_rows, n_points).astype(np.int64)
+    if int(min_size) < 2 or np.unique(sizes).size != n_points:
+        raise InputError(
+            f"features has {n_rows} rows: {n_points} distinct subset sizes from min_size={min_size} up to N, each "
+            "at least 2, are not possible; FID_infinity needs thousands of images (pass fewer n_points or more rows)"
+        )
+    rng = np.random.default_rng(seed)
+    fids = []
+    for size in sizes.tolist():
+        subset = array[rng.permutation(n_rows)[:size]]
+        fids.append(float(fid_from_stats(Stats.from_features(subset), stats_reference)))
+    inverse = 1.0 / sizes.astype(np.float64)
+    design = np.column_stack([np.ones_like(inverse), inverse])
+    (intercept, slope), *_ = np.linalg.lstsq(design, np.array(fids), rcond=None)
+    residuals = np.array(fids) - (intercept + slope * inverse)
+    return FIDInfinityResult(
+        value=float(intercept),
+        slope=float(slope),
+        sizes=tuple(int(s) for s in sizes),
+        fids=tuple(fids),
+        residual_std=float(np.sqrt(np.mean(residuals**2))),
+        n=n_rows,
+        n_reference=stats_reference.n,
+        seed=seed,
+    )

@@ -1,0 +1,152 @@
+"""Inception Score (Salimans et al. 2016) from classifier logits.
+
+    IS = exp( mean_i KL( p(y | x_i) || p(y) ) ),   p(y | x_i) = softmax(logits_i),   p(y) = mean_i p(y | x_i)
+
+computed on each of ``splits`` consecutive chunks (rows ``i N // splits`` to ``(i + 1) N // splits``) and reported
+as the mean and standard deviation (``ddof = 0``) over the chunks, in float64 throughout.
+
+The logits are used as given, all of their columns. For the customary number they are the 1008 outputs of the
+2015 TensorFlow Inception's classifier computed *without its bias*: ``pool_3 @ W`` with ``W`` the weight of
+``softmax/logits/MatMul``. That is what OpenAI's original code and ADM's evaluator feed to the softmax, and what
+torch-fidelity calls ``logits_unbiased``; the 1008 classes include the 8 unused ones (background and padding), whose
+tiny probabilities are kept, as every reference implementation keeps them.
+
+``shuffle=True`` permutes the rows before splitting; with ``sampling="torch-fidelity"`` the permutation is
+torch-fidelity 0.4.0's (``np.random.RandomState(seed).permutation(N)``, seed 2020 by default), which then gives
+its ``isc_features_to_metric`` numbers to round-off. ``shuffle=False`` splits in the given order, as OpenAI's
+improved-gan code does.
+
+One deliberate difference: a class whose probability underflows to 0 for every row of a chunk (logits more than
+about 745 below the row maximum) contributes 0 to the KL here, its limit, where ``p * (log p - log q)`` evaluates
+``0 * inf`` and torch-fidelity returns NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.special
+
+from fidkit._validate import check_features
+from fidkit.errors import InputError
+from fidkit.metrics._common import check_positive_int, check_sampling, check_seed, make_rng, permutation, plain_dict
+
+__all__ = ["InceptionScoreResult", "inception_score"]
+
+
+@dataclass(frozen=True)
+class InceptionScoreResult:
+    """Inception Score and how it was split. ``float(result)`` is :attr:`mean`.
+
+    Attributes
+    ----------
+    mean, std : float
+        Mean and standard deviation (``ddof = 0``) of the per-split scores.
+    values : tuple of float
+        The score of each split.
+    splits, n, classes : int
+        Splits, rows (images) and logit columns.
+    shuffle : bool
+    seed : int
+    sampling : str
+    """
+
+    mean: float
+    std: float
+    values: tuple[float, ...]
+    splits: int
+    n: int
+    classes: int
+    shuffle: bool
+    seed: int
+    sampling: str
+
+    def __float__(self) -> float:
+        return float(self.mean)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (lists for tuples, None for NaN)."""
+        return plain_dict(self)
+
+
+def _split_score(logits: np.ndarray) -> float:
+    """exp(mean KL(p(y|x) || p(y))) of one chunk of logits, in float64."""
+    rows = np.asarray(logits, dtype=np.float64)
+    log_p = rows - scipy.special.logsumexp(rows, axis=1, keepdims=True)
+    p = np.exp(log_p)
+    # p * (log p - log q), with 0 where p underflowed to 0: its limit, and the only way log q can be -inf
+    # (those entries' 0 * inf is computed and then discarded, hence the silenced warnings).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_q = np.log(p.mean(axis=0))
+        terms = np.where(p > 0.0, p * (log_p - log_q), 0.0)
+    return float(np.exp(terms.sum(axis=1).mean()))
+
+
+def inception_score(
+    logits: Any,
+    *,
+    splits: int = 10,
+    shuffle: bool = True,
+    seed: int = 2020,
+    sampling: str = "generator",
+) -> InceptionScoreResult:
+    """Inception Score of ``(N, classes)`` logits.
+
+    Parameters
+    ----------
+    logits : array_like
+        ``(N, classes)`` float logits (1008 unbiased Inception logits for the customary number, see the module
+        docstring), finite, ``N >= splits``.
+    splits : int
+        Consecutive chunks (10 in every reference implementation).
+    shuffle : bool
+        Permute the rows before splitting (torch-fidelity does, OpenAI's improved-gan code does not).
+    seed : int
+        Seed of the permutation (torch-fidelity's ``rng_seed`` is 2020).
+    sampling : {"generator", "torch-fidelity"}
+        ``"generator"``: ``numpy.random.default_rng(seed).permutation``; ``"torch-fidelity"``: ``RandomState``'s.
+
+    Returns
+    -------
+    InceptionScoreResult
+
+    Raises
+    ------
+    InputError
+        Logits that are not a finite 2-D float array, fewer rows than splits, fewer than 2 classes, bad arguments.
+
+    Notes
+    -----
+    Cost: one softmax, ``O(N classes)``; memory: one chunk in float64 (``N / splits x classes``).
+    """
+    array = check_features(logits, "logits")
+    splits = check_positive_int(splits, "splits")
+    seed = check_seed(seed)
+    sampling = check_sampling(sampling)
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise InputError(f"shuffle must be True or False, got {shuffle!r}")
+    n_rows, classes = array.shape
+    if classes < 2:
+        raise InputError(f"logits has {classes} column; the Inception Score needs the logits of at least 2 classes")
+    if n_rows < splits:
+        raise InputError(f"logits has {n_rows} rows for {splits} splits; every split needs at least one row")
+    order = permutation(make_rng(seed, sampling), n_rows) if shuffle else None
+    scores = []
+    for index in range(splits):
+        start, stop = index * n_rows // splits, (index + 1) * n_rows // splits
+        chunk = array[order[start:stop]] if order is not None else array[start:stop]
+        scores.append(_split_score(chunk))
+    values = np.array(scores, dtype=np.float64)
+    return InceptionScoreResult(
+        mean=float(np.mean(values)),
+        std=float(np.std(values)),
+        values=tuple(scores),
+        splits=splits,
+        n=n_rows,
+        classes=classes,
+        shuffle=bool(shuffle),
+        seed=seed,
+        sampling=sampling,
+    )

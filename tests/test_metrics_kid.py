@@ -1,0 +1,176 @@
+"""KID: the unbiased MMD^2 by its definition, torch-fidelity's numbers on the same subsets, the draws."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fidkit.errors import InputError
+from fidkit.metrics import KIDResult, kid, mmd2_unbiased
+
+# The function kid shadows its module as an attribute of fidkit.metrics; import_module returns the module.
+kid_module = importlib.import_module("fidkit.metrics.kid")
+_LOADER = Path(__file__).parent / "reference" / "torch_fidelity_loader.py"
+
+
+def torch_fidelity_module(name: str):
+    spec = importlib.util.spec_from_file_location("torch_fidelity_loader", _LOADER)
+    loader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loader)
+    return loader.torch_fidelity_module(name)
+
+
+def features(seed: int, n_rows: int, dim: int, shift: float = 0.0, dtype=np.float64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # Non-negative and skewed like pool_3 activations, so the kernel values are far from 1.
+    return (np.abs(rng.standard_normal((n_rows, dim))) * 0.6 + shift).astype(dtype)
+
+
+def mmd_by_definition(x: np.ndarray, y: np.ndarray, degree: int = 3, coef0: float = 1.0) -> float:
+    """The unbiased estimator written out with Python sums over pairs (tiny samples only)."""
+    m, dim = x.shape
+
+    def k(u, v):
+        return (float(np.dot(u, v)) / dim + coef0) ** degree
+
+    same = sum(k(x[i], x[j]) + k(y[i], y[j]) for i, j in itertools.permutations(range(m), 2))
+    cross = sum(k(x[i], y[j]) for i in range(m) for j in range(m))
+    return same / (m * (m - 1)) - 2.0 * cross / (m * m)
+
+
+def test_mmd_matches_its_definition():
+    x, y = features(1, 7, 5), features(2, 7, 5, shift=0.3)
+    assert mmd2_unbiased(x, y) == pytest.approx(mmd_by_definition(x, y), rel=1e-13)
+    assert mmd2_unbiased(x, y, degree=2, coef0=0.5) == pytest.approx(mmd_by_definition(x, y, 2, 0.5), rel=1e-13)
+
+
+def test_kid_equals_torch_fidelity_on_the_same_subsets():
+    metric_kid = torch_fidelity_module("metric_kid")
+    import torch
+
+    a, b = features(3, 310, 48, shift=0.05), features(4, 270, 48)
+    ours = kid(a, b, subsets=25, subset_size=120, seed=2021, sampling="torch-fidelity")
+    theirs = metric_kid.kid_features_to_metric(
+        torch.from_numpy(a), torch.from_numpy(b), kid_subsets=25, kid_subset_size=120, rng_seed=2021, verbose=False
+    )
+    assert ours.mean == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-9, abs=0)
+    assert ours.std == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-9, abs=0)
+    assert ours.subset_size == 120 and len(ours.values) == 25
+
+
+def test_kid_defaults_are_torch_fidelitys():
+    """100 subsets of 1000, seed 2020, cubic kernel with gamma 1/dim and coef0 1 (torch-fidelity's defaults)."""
+    metric_kid = torch_fidelity_module("metric_kid")
+    import torch
+
+    a, b = features(5, 1000, 16, shift=0.1), features(6, 1000, 16)
+    ours = kid(a, b, subsets=3, sampling="torch-fidelity")
+    theirs = metric_kid.kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=3, verbose=False)
+    assert ours.mean == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-9, abs=0)
+    assert (ours.seed, ours.subset_size, ours.degree, ours.coef0) == (2020, 1000, 3, 1.0)
+    assert ours.gamma == 1.0 / 16
+
+
+def test_kid_on_float32_is_computed_in_float64():
+    """float32 features give the float64 result of the same values; torch-fidelity's float32 kernel is near it."""
+    metric_kid = torch_fidelity_module("metric_kid")
+    import torch
+
+    a, b = features(7, 400, 64, shift=0.2, dtype=np.float32), features(8, 400, 64, dtype=np.float32)
+    ours = kid(a, b, subsets=10, subset_size=200, sampling="torch-fidelity")
+    in_float64 = kid(a.astype(np.float64), b.astype(np.float64), subsets=10, subset_size=200, sampling="torch-fidelity")
+    assert ours.values == in_float64.values
+    theirs = metric_kid.kid_features_to_metric(
+        torch.from_numpy(a), torch.from_numpy(b), kid_subsets=10, kid_subset_size=200, verbose=False
+    )
+    assert ours.mean == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3)
+
+
+def test_subsets_are_drawn_without_replacement_in_torch_fidelitys_order(monkeypatch):
+    drawn = []
+    real_mmd = kid_module.mmd2_unbiased
+
+    def spy(x, y, **kwargs):
+        drawn.append((x.copy(), y.copy()))
+        return real_mmd(x, y, **kwargs)
+
+    monkeypatch.setattr(kid_module, "mmd2_unbiased", spy)
+    a = np.arange(40, dtype=np.float64)[:, None] * np.ones((1, 3))
+    b = -np.arange(30, dtype=np.float64)[:, None] * np.ones((1, 3))
+    kid(a, b, subsets=4, subset_size=10, seed=11, sampling="torch-fidelity")
+    rng = np.random.RandomState(11)
+    for x, y in drawn:
+        rows_a = rng.choice(40, 10, replace=False)
+        rows_b = rng.choice(30, 10, replace=False)
+        np.testing.assert_array_equal(x[:, 0], rows_a)
+        np.testing.assert_array_equal(y[:, 0], -rows_b)
+        assert len(set(rows_a.tolist())) == 10
+    drawn.clear()
+    kid(a, b, subsets=2, subset_size=10, seed=11)
+    generator = np.random.default_rng(11)
+    np.testing.assert_array_equal(drawn[0][0][:, 0], generator.choice(40, 10, replace=False))
+
+
+def test_seed_and_sampling_determine_the_draws():
+    a, b = features(9, 200, 8, shift=0.2), features(10, 200, 8)
+    first = kid(a, b, subsets=5, subset_size=50, seed=1)
+    assert kid(a, b, subsets=5, subset_size=50, seed=1) == first
+    assert kid(a, b, subsets=5, subset_size=50, seed=2).values != first.values
+    assert kid(a, b, subsets=5, subset_size=50, seed=1, sampling="torch-fidelity").values != first.values
+    assert first.std == pytest.approx(np.std(first.values), rel=1e-15)
+    assert float(first) == first.mean
+    assert isinstance(first.to_dict()["values"], list)
+
+
+def test_subset_size_is_capped_at_the_smaller_side():
+    a, b = features(11, 60, 6, shift=0.3), features(12, 60, 6)
+    result = kid(a, b, subsets=3, subset_size=1000)
+    assert result.subset_size == 60
+    assert result.std == 0.0
+    assert result.mean == pytest.approx(mmd2_unbiased(a, b), rel=1e-12)
+
+
+def test_large_subsets_are_summed_in_blocks(monkeypatch):
+    a, b = features(13, 90, 10, shift=0.1), features(14, 90, 10)
+    whole = mmd2_unbiased(a, b)
+    monkeypatch.setattr(kid_module, "_KERNEL_BLOCK_ENTRIES", 700)  # 7 rows of 90 per block
+    assert mmd2_unbiased(a, b) == pytest.approx(whole, rel=1e-12)
+
+
+def test_kid_separates_distributions():
+    same = kid(features(15, 600, 12), features(16, 600, 12), subsets=20, subset_size=300)
+    shifted = kid(features(15, 600, 12), features(16, 600, 12, shift=0.2), subsets=20, subset_size=300)
+    assert abs(same.mean) < 3 * same.std + 1e-3
+    assert shifted.mean > 10 * abs(same.mean)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"seed": None}, "seed"),
+        ({"seed": -1}, "seed"),
+        ({"sampling": "torch"}, "sampling"),
+        ({"subsets": 0}, "subsets"),
+        ({"subset_size": 1}, "subset_size"),
+        ({"gamma": 0.0}, "gamma"),
+        ({"degree": 0}, "degree"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        kid(features(1, 20, 4), features(2, 20, 4), **kwargs)
+
+
+def test_bad_features_are_refused():
+    with pytest.raises(InputError, match="dim"):
+        kid(features(1, 20, 4), features(2, 20, 5))
+    with pytest.raises(InputError, match="NaN"):
+        kid(np.full((5, 4), np.nan), features(2, 20, 4))
+    with pytest.raises(InputError, match="at least 2"):
+        kid(features(1, 1, 4), features(2, 20, 4))
+    assert isinstance(kid(features(1, 20, 4), features(2, 20, 4), subsets=1), KIDResult)
