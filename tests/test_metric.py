@@ -40,10 +40,12 @@ def features(n: int, dim: int, seed: int, shift: float = 0.0) -> np.ndarray:
 
 @pytest.fixture
 def one_extractor(extractor):
-    """The random-weights extractor for every FID (through the registry); counts how often one is built."""
+    """The random-weights extractor for every FID (through the registry); counts how often one is built. Its
+    identity is the shared extractor's, whatever weights the options name."""
+    from fidkit.extractors import identity_of
     from fidkit.testing import replaced_extractor
 
-    with replaced_extractor(lambda options: extractor) as built:
+    with replaced_extractor(lambda options: extractor, identity=lambda options: dict(identity_of(extractor).fields)) as built:
         yield built
 
 

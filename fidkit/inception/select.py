@@ -53,12 +53,13 @@ def check_options(options: Any) -> dict[str, str]:
             f"device {str(device)!r} is onnxruntime's TensorRT provider; the torch engine runs on cpu or cuda: pass "
             "engine='onnxruntime' (--engine onnxruntime) or device='cuda' (--device cuda)"
         )
-    if engine == "torch" and options.threads is not None:
+    threads, cluster = getattr(options, "threads", None), getattr(options, "cluster", "local")
+    if engine == "torch" and threads is not None:
         raise InputError(
             "threads sets onnxruntime's threads; the torch engine uses torch's own (torch.set_num_threads): drop "
             "threads (--threads) or pass engine='onnxruntime'"
         )
-    if options.cluster == "ray" and (engine == "torch" or options.precision != "exact" or device.kind == "tensorrt"):
+    if cluster == "ray" and (engine == "torch" or options.precision != "exact" or device.kind == "tensorrt"):
         raise InputError(
             "cluster='ray' runs the onnxruntime network in exact float32 on CPU or CUDA actors: drop engine='torch', "
             "precision='fast' and device='tensorrt' (--engine, --precision, --device), or use cluster='local'"
