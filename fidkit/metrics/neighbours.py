@@ -16,23 +16,10 @@ import numpy as np
 
 from fidkit.errors import InputError
 
-__all__ = [
-    "DEFAULT_MEMORY_BUDGET",
-    "PrecisionRecallResult",
-    "DensityCoverageResult",
-    "ManifoldResult",
-    "precision_recall",
-    "density_coverage",
-    "manifold_metrics",
-    "knn_radii",
-    "exact_sq_distances",
-]
-
-logger = logging.getLogger(__name__)
-
 __all__ = ["DEFAULT_MEMORY_BUDGET", "exact_sq_distances", "neighbour_tallies", "radii_of"]
 
 logger = logging.getLogger(__name__)
+
 
 #: Default bound on the memory of the distance blocks (bytes).
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
