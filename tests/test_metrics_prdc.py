@@ -22,6 +22,7 @@ from fidkit.metrics import (
 )
 
 prdc_module = importlib.import_module("fidkit.metrics.prdc")
+neighbours_module = importlib.import_module("fidkit.metrics.neighbours")  # the blockwise engine
 _LOADER = Path(__file__).parent / "reference" / "torch_fidelity_loader.py"
 
 
@@ -165,14 +166,14 @@ def test_torch_backend_gives_the_same_numbers():
 def test_blocks_stay_under_the_memory_budget(monkeypatch):
     """No N x N matrix: every distance block has at most budget / 32 entries when the budget allows one row."""
     shapes = []
-    original = prdc_module._NumpyBackend.sq_distances
+    original = neighbours_module._NumpyBackend.sq_distances
 
     def spy(self, rows, row_norms, cols, col_norms):
         block = original(self, rows, row_norms, cols, col_norms)
         shapes.append(block.shape)
         return block
 
-    monkeypatch.setattr(prdc_module._NumpyBackend, "sq_distances", spy)
+    monkeypatch.setattr(neighbours_module._NumpyBackend, "sq_distances", spy)
     real, fake = features(13, 500, 8), features(14, 400, 8)
     budget = 32 * 500 * 37  # 37 rows of 500 columns
     precision_recall(real, fake, memory_budget=budget)
