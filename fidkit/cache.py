@@ -514,6 +514,7 @@ class CacheEntry:
     created: str
     modified: datetime
     source_path: str = ""
+    content: str = "stats"
 
     @property
     def source(self) -> str:
@@ -529,6 +530,7 @@ class CacheEntry:
             "source_name": self.source_name,
             "source_path": self.source_path,
             "source_kind": self.source_kind,
+            "content": self.content,
             "n": self.n,
             "created": self.created,
             "modified": self.modified.isoformat(timespec="seconds"),
@@ -573,6 +575,8 @@ def _describe_entry(entry: Path) -> CacheEntry | None:
         created=str(info.get("created", "")),
         modified=datetime.fromtimestamp(entry_stat.st_mtime, tz=timezone.utc),
         source_path=str(info.get("source_path", "") or ""),
+        # The sidecar says what the entry holds ("stats" or "features"; "stats" for entries of older fidkits).
+        content=str(info.get("content", "stats") or "stats"),
     )
 
 

@@ -44,8 +44,9 @@ _DESCRIPTION = """\
 fidkit: the Fréchet Inception Distance with the TensorFlow reference's numbers.
 
 A source is a folder of images (recursive), a .zip / .tar / .tar.gz archive, a .npy / .npz uint8
-image array (N,H,W,3) or (N,H,W), an MNIST idx file, a CIFAR-10/100 python batch folder, or a
-statistics .npz (fidkit, TTUR or pytorch-fid; it skips the network)."""
+image array (N,H,W,3) or (N,H,W), an MNIST idx file, a CIFAR-10/100 python batch folder, a dataset
+name (fidkit datasets), a statistics .npz (fidkit, TTUR or pytorch-fid) or a features .npz (fidkit
+features); the last two skip the network."""
 
 _MAIN_EPILOG = """\
 examples:
@@ -290,7 +291,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     features.set_defaults(func=commands.features)
 
     info = subparsers.add_parser(
-        "info", parents=[common], formatter_class=formatter, help="what a statistics file holds",
+        "info", parents=[common], formatter_class=formatter, help="what a statistics or features file holds",
         description="Show what a statistics .npz holds: N, dimension, metadata, origin, trace of sigma.",
         epilog=_INFO_EPILOG,
     )

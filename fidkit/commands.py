@@ -270,7 +270,8 @@ def cache_list(args: argparse.Namespace) -> int:
         created = (entry.created or entry.modified.isoformat())[:19].replace("T", " ")
         n_text = str(entry.n) if entry.n is not None else "?"
         # The absolute path where the entry records one: two folders called "real" do not look alike.
-        source = f"{entry.source} ({entry.source_kind})" if entry.source_kind else entry.source
+        kind = ", ".join(part for part in (entry.source_kind, "features" if entry.content == "features" else "") if part)
+        source = f"{entry.source} ({kind})" if kind else entry.source
         print(f"{entry.key[:12]:<12}  {n_text:>7}  {_human_bytes(entry.size_bytes):>9}  {created:<19}  {source}")
     print(f"{len(entries)} entries, {_human_bytes(total)} in {folder} ({limit_text}, {CACHE_MAX_BYTES_ENV})")
     return EXIT_OK
