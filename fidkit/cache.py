@@ -503,6 +503,8 @@ class CacheEntry:
     source_path : str
         The absolute path of the source when its name was a local path ("" for a dataset name, a URI, or an
         entry written by an older fidkit).
+    content : str
+        What the entry holds: ``"stats"`` or ``"features"`` (the rows, kept when they were asked for).
     """
 
     key: str
