@@ -346,3 +346,19 @@ def test_what_a_folder_does_not_read_is_counted_in_the_report(tmp_path, extracto
     with pytest.warns(FidkitWarning, match="not read"):
         report = compute_fid(folder, random_images(3, seed=11), extractor=extractor, workers=0, use_cache=False)
     assert report.a.to_dict()["ignored"] and "2 ignored" in str(report.a)
+
+
+def test_an_impossible_explicit_gpu_is_an_error_even_when_both_sides_are_cached(extractor, monkeypatch):
+    # Hostile round 3, item 24: a cached run once printed a FID for --device cuda on a machine without a GPU.
+    from fidkit.api import compute_fid
+    from fidkit.errors import FidkitError
+    from fidkit.inception import providers
+    from fidkit.testing import replaced_extractor
+
+    images_a, images_b = random_images(4, seed=31), random_images(5, seed=32)
+    with replaced_extractor(lambda options: extractor):
+        compute_fid(images_a, images_b, weights=extractor.weights_path, device="cpu", workers=0)  # both cached now
+        monkeypatch.setattr(providers, "gpu_driver_present", lambda: False)
+        with pytest.raises(FidkitError, match="device cuda asked for, but there is no NVIDIA driver"):
+            compute_fid(images_a, images_b, weights=extractor.weights_path, device="cuda", workers=0)
+        assert compute_fid(images_a, images_b, weights=extractor.weights_path, device="cpu", workers=0).a.cached
