@@ -65,25 +65,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from fidkit.stats import Stats
 
 __all__ = [
-    "CACHE_LAYOUT_VERSION",
-    "CACHE_KEY_METADATA",
-    "CacheEntry",
-    "ClearedCache",
-    "stats_cache_dir",
-    "cache_key",
-    "load_cached_stats",
-    "store_cached_stats",
-    "load_cached_features",
-    "store_cached_features",
-    "list_cache",
-    "clear_cache",
-    "is_cache_entry",
-    "evict_cache",
-    "cache_max_bytes",
-    "cache_size_bytes",
-    "CACHE_MAX_BYTES_ENV",
-    "DEFAULT_CACHE_MAX_BYTES",
-    "utc_now_iso",
+    "CACHE_LAYOUT_VERSION", "CACHE_KEY_METADATA", "CACHE_MAX_BYTES_ENV", "DEFAULT_CACHE_MAX_BYTES",
+    "CacheEntry", "ClearedCache", "stats_cache_dir", "cache_key", "cache_max_bytes", "cache_size_bytes",
+    "load_cached_stats", "store_cached_stats", "load_cached_features", "store_cached_features",
+    "list_cache", "clear_cache", "is_cache_entry", "evict_cache", "utc_now_iso",
 ]
 
 logger = logging.getLogger(__name__)
