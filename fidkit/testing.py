@@ -7,7 +7,8 @@ Nothing in the package imports this module. It holds:
 - :func:`tf_resize_bilinear_numpy`: the TensorFlow 1.x resize as plain numpy, the reference the graph and
   the torch engine are checked against bit for bit;
 - :func:`replaced_extractor`: a registry entry swapped for the span of a test (count builds, refuse them,
-  serve a shared extractor), through the public registry rather than by patching internals.
+  serve a shared extractor), through the public registry rather than by patching internals;
+- :func:`cifar_batch` and :func:`tar_gz`: small datasets in the real CIFAR python layout, made in memory.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from fidkit.options import DEFAULT_EXTRACTOR
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
-__all__ = ["random_state_dict", "random_weights_file", "tf_resize_bilinear_numpy", "replaced_extractor"]
+__all__ = [
+    "random_state_dict", "random_weights_file", "tf_resize_bilinear_numpy", "replaced_extractor", "cifar_batch",
+    "tar_gz",
+]
 
 
 def random_state_dict(seed: int = 0, *, calibration_images: int = 4) -> dict[str, torch.Tensor]:
@@ -159,3 +163,26 @@ def replaced_extractor(
             register_extractor(original, replace=True)
         else:
             unregister_extractor(name)
+
+
+def cifar_batch(images: NDArray[np.uint8], **extra: Any) -> bytes:
+    """A pickled CIFAR python batch of uint8 ``(N, 32, 32, 3)`` images: rows of 1024 red, 1024 green and 1024 blue
+    values, as the real ``data_batch_*`` files; `extra` keys (``labels``, ...) are added to the dict."""
+    import pickle
+
+    rows = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).reshape(len(images), 3072)
+    return pickle.dumps({"batch_label": "synthetic", "data": rows, **extra}, protocol=2)
+
+
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    """A ``.tar.gz`` holding `members` (name -> bytes), in memory."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
-import pickle
 import re
 import shlex
 import shutil
 import socket
 import subprocess
 import sys
-import tarfile
 import textwrap
 from pathlib import Path
 
@@ -195,19 +192,14 @@ def _readme_commands() -> list[list[str]]:
 def _cifar_archive(train: list[np.ndarray], test: np.ndarray) -> bytes:
     """A small cifar-10-python.tar.gz in the real layout (pickled batches of 3072-byte rows)."""
 
+    from fidkit.testing import cifar_batch, tar_gz
+
     def batch(images: np.ndarray) -> bytes:
-        rows = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).reshape(len(images), 3072)
-        return pickle.dumps({"data": rows, "labels": [0] * len(images)}, protocol=2)
+        return cifar_batch(images, labels=[0] * len(images))
 
     members = {f"cifar-10-batches-py/data_batch_{i + 1}": batch(images) for i, images in enumerate(train)}
     members["cifar-10-batches-py/test_batch"] = batch(test)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return tar_gz(members)
 
 
 def test_readme_first_command_computes_a_fid_of_named_datasets(

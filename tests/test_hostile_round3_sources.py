@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import io
 import os
-import pickle
 import struct
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from fidkit.sources import named
 from fidkit.sources.datasets import CIFAR_MAX_BATCH_BYTES
 from fidkit.sources.named import DatasetFile
 from fidkit.stats import Stats
+from fidkit.testing import cifar_batch, tar_gz
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 2**20
@@ -107,37 +107,22 @@ def _write_npz_member(archive: zipfile.ZipFile, key: str, shape: tuple[int, ...]
                 stream.write(block)
 
 
-def _cifar_pickle(images: np.ndarray, **extra) -> bytes:
-    rows = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).reshape(len(images), 3072)
-    return pickle.dumps({"batch_label": "synthetic", "data": rows, **extra}, protocol=2)
-
-
-def _tar_gz(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 RNG = np.random.default_rng(2024)
 
 
 def _cifar10_archive() -> tuple[bytes, np.ndarray, np.ndarray]:
     train = [RNG.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8) for _ in range(5)]
     test = RNG.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
-    members = {f"cifar-10-batches-py/data_batch_{i + 1}": _cifar_pickle(batch) for i, batch in enumerate(train)}
-    members["cifar-10-batches-py/test_batch"] = _cifar_pickle(test)
-    return _tar_gz(members), np.concatenate(train), test
+    members = {f"cifar-10-batches-py/data_batch_{i + 1}": cifar_batch(batch) for i, batch in enumerate(train)}
+    members["cifar-10-batches-py/test_batch"] = cifar_batch(test)
+    return tar_gz(members), np.concatenate(train), test
 
 
 def _cifar100_archive() -> tuple[bytes, np.ndarray, np.ndarray]:
     train = RNG.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     test = RNG.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    members = {"cifar-100-python/train": _cifar_pickle(train), "cifar-100-python/test": _cifar_pickle(test)}
-    return _tar_gz(members), train, test
+    members = {"cifar-100-python/train": cifar_batch(train), "cifar-100-python/test": cifar_batch(test)}
+    return tar_gz(members), train, test
 
 
 def _run_cli(argv: list[str], capsys) -> tuple[int, str]:

@@ -11,12 +11,10 @@ import dataclasses
 import gzip
 import hashlib
 import http.server
-import io
 import json
 import pickle
 import socket
 import struct
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from fidkit.cli import main
 from fidkit.errors import DownloadError, SourceError
 from fidkit.sources import named, open_source
 from fidkit.sources.named import DatasetFile
+from fidkit.testing import cifar_batch, tar_gz
 
 # --- synthetic files in the real formats ---------------------------------------------------------------
 
@@ -40,43 +39,27 @@ MNIST_TRAIN = RNG.integers(0, 256, (5, 28, 28), dtype=np.uint8)
 MNIST_TEST = RNG.integers(0, 256, (3, 28, 28), dtype=np.uint8)
 
 
-def _cifar_pickle(images: np.ndarray, **extra) -> bytes:
-    # Rows of 1024 red, 1024 green, 1024 blue values, as the real batches.
-    rows = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).reshape(len(images), 3072)
-    return pickle.dumps({"batch_label": "synthetic", "data": rows, **extra}, protocol=2)
-
-
-def _tar_gz(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def _idx3_gz(images: np.ndarray) -> bytes:
     return gzip.compress(struct.pack(">IIII", 0x00000803, *images.shape) + images.tobytes(), mtime=0)
 
 
-CIFAR10_ARCHIVE = _tar_gz(
+CIFAR10_ARCHIVE = tar_gz(
     {
         **{
-            f"cifar-10-batches-py/data_batch_{i + 1}": _cifar_pickle(batch, labels=[0] * len(batch))
+            f"cifar-10-batches-py/data_batch_{i + 1}": cifar_batch(batch, labels=[0] * len(batch))
             for i, batch in enumerate(CIFAR10_TRAIN)
         },
-        "cifar-10-batches-py/test_batch": _cifar_pickle(CIFAR10_TEST, labels=[1] * len(CIFAR10_TEST)),
+        "cifar-10-batches-py/test_batch": cifar_batch(CIFAR10_TEST, labels=[1] * len(CIFAR10_TEST)),
         "cifar-10-batches-py/batches.meta": pickle.dumps({"label_names": ["a"] * 10}, protocol=2),
         "cifar-10-batches-py/readme.html": b"<html></html>",
     }
 )
-CIFAR100_ARCHIVE = _tar_gz(
+CIFAR100_ARCHIVE = tar_gz(
     {
         "cifar-100-python/file.txt~": b"",
         "cifar-100-python/meta": pickle.dumps({"fine_label_names": ["a"] * 100}, protocol=2),
-        "cifar-100-python/test": _cifar_pickle(CIFAR100_TEST, fine_labels=[0, 1]),
-        "cifar-100-python/train": _cifar_pickle(CIFAR100_TRAIN, fine_labels=list(range(6))),
+        "cifar-100-python/test": cifar_batch(CIFAR100_TEST, fine_labels=[0, 1]),
+        "cifar-100-python/train": cifar_batch(CIFAR100_TRAIN, fine_labels=list(range(6))),
     }
 )
 FILES = {
