@@ -132,12 +132,15 @@ def _usable(entry: Any, options: RunOptions) -> bool:
     return entry is not None and (options.skip_bad or _count(entry.metadata.get("n_skipped"), 0) == 0)
 
 
-def look_up(source: Source, lazy: LazyExtractor, options: RunOptions, fingerprint: str = "") -> CacheLookup:
+def look_up(
+    source: Source, lazy: LazyExtractor, options: RunOptions, fingerprint: str = "", *, keep_features: bool = False
+) -> CacheLookup:
     """Step 2: the cached statistics and features of `source` under the extractor's identity, if any.
 
     Only sources that can be fingerprinted (files, arrays, datasets) are cached, and only then is the identity
-    asked for. Features are looked up too: statistics are one reduction of them, so a features entry serves a
-    statistics request without the network.
+    asked for. An entry is read only when it can serve: for statistics, the statistics entry, else the features
+    entry (statistics are one reduction of the rows, no network needed); with `keep_features`, the features
+    entry, and then its statistics entry (cheaper to read than to recompute from the rows).
     """
     if not source.cacheable:
         return CacheLookup(None, None, "")
@@ -147,12 +150,23 @@ def look_up(source: Source, lazy: LazyExtractor, options: RunOptions, fingerprin
     identity = lazy.identity()
     stats_key = cache_key(fingerprint, identity.as_dict(), product="stats")
     features_key = cache_key(fingerprint, identity.as_dict(), product="features")
-    stats = load_cached_stats(stats_key, source_name=str(source.name))
-    features = load_cached_features(features_key, source_name=str(source.name))
-    return CacheLookup(
-        stats_key, features_key, fingerprint,
-        stats if _usable(stats, options) else None, features if _usable(features, options) else None,
-    )
+    name = str(source.name)
+
+    def stats_entry() -> Stats | None:
+        stats = load_cached_stats(stats_key, source_name=name)
+        return stats if _usable(stats, options) else None
+
+    def features_entry() -> Features | None:
+        features = load_cached_features(features_key, source_name=name)
+        return features if _usable(features, options) else None
+
+    if keep_features:
+        features = features_entry()
+        stats = stats_entry() if features is not None else None
+    else:
+        stats = stats_entry()
+        features = features_entry() if stats is None else None
+    return CacheLookup(stats_key, features_key, fingerprint, stats, features)
 
 
 # --------------------------------------------------------------------------------------------- step 3: extract
@@ -250,7 +264,7 @@ def side_result(
         return SideResult(stats, report, opened if keep_features else None)
 
     source = opened
-    lookup = look_up(source, lazy, options)
+    lookup = look_up(source, lazy, options, keep_features=keep_features)
     hit = _from_cache(source, lookup, options, keep_features, started)
     if hit is not None:
         return hit
@@ -266,7 +280,7 @@ def side_result(
         if expected is not None and lazy.identity() != expected:
             # The engine that runs is not the one the key expected (engine auto on a GPU only torch can use):
             # its identity names the entry, which may even be cached already.
-            lookup = look_up(source, lazy, options, lookup.fingerprint)
+            lookup = look_up(source, lazy, options, lookup.fingerprint, keep_features=keep_features)
             hit = _from_cache(source, lookup, options, keep_features, started)
             if hit is not None:
                 return hit
