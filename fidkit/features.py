@@ -10,7 +10,9 @@ The file format is an ``.npz`` beside the statistics format, with the same self-
 - ``features``: float32 ``(N, dim)``;
 - ``fidkit_format_version`` (int64) and ``fidkit_metadata_json`` (a 0-d unicode array holding JSON: the
   extractor's identity, the source, the skipped files, as in a statistics file);
-- ``fidkit_content``: the string ``"features"``.
+- ``fidkit_content``: the string ``"features"``;
+- optionally ``logits`` (float32 ``(N, 1008)``, the Inception Score's input) and ``spatial`` (float32 ``(N, 2023)``,
+  sFID's input): the other outputs of the same forward pass (:data:`EXTRA_OUTPUTS`), kept when a metric needs them.
 
 A features file is accepted wherever a source is (``fidkit compute feats.npz stats.npz``): it skips the
 network, and its statistics are computed from the rows.
@@ -34,12 +36,15 @@ from fidkit.errors import InputError, StatsFileError
 from fidkit.stats.core import check_metadata
 from fidkit.statsfile import STATS_FORMAT_VERSION, NpzReader, write_npz
 
-__all__ = ["Features", "FeatureRows", "is_features_file", "FEATURES_KEY"]
+__all__ = ["Features", "FeatureRows", "is_features_file", "FEATURES_KEY", "EXTRA_OUTPUTS"]
 
 logger = logging.getLogger(__name__)
 
 #: The member holding the rows.
 FEATURES_KEY = "features"
+#: The other outputs of an extractor's forward pass a :class:`Features` may carry beside its rows, each ``(N, k)``
+#: with the same N: ``logits`` (the Inception Score's input) and ``spatial`` (sFID's input).
+EXTRA_OUTPUTS = ("logits", "spatial")
 _KEY_VERSION = "fidkit_format_version"
 _KEY_METADATA = "fidkit_metadata_json"
 _KEY_CONTENT = "fidkit_content"
@@ -63,6 +68,10 @@ class Features:
         values, as in statistics files (numpy scalars are converted; anything else is an ``InputError``).
     path : Path, optional
         The file they were loaded from.
+    logits, spatial : array_like, optional
+        Other outputs of the same forward pass, one row per image, in the rows' order: the classifier's logits
+        (``(N, 1008)`` for the 2015 Inception, without the bias) and the spatial features sFID uses (``(N, 2023)``).
+        Stored as float32; None when the run did not ask for them.
 
     Examples
     --------
@@ -78,13 +87,50 @@ class Features:
     rows: NDArray[np.float32]
     metadata: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    logits: NDArray[np.float32] | None = None
+    spatial: NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
-        rows = check_features(self.rows, "features")
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
-        rows.setflags(write=False)
+        rows = _frozen_float32(self.rows, "features")
         object.__setattr__(self, "rows", rows)
+        for name in EXTRA_OUTPUTS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            array = _frozen_float32(value, name)
+            if array.shape[0] != rows.shape[0]:
+                raise InputError(
+                    f"{name} has {array.shape[0]} rows but the features have {rows.shape[0]}: every output needs one "
+                    "row per image, in the same order"
+                )
+            object.__setattr__(self, name, array)
         object.__setattr__(self, "metadata", check_metadata(self.metadata))
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The outputs held: ``"features"`` and those of :data:`EXTRA_OUTPUTS` that are not None."""
+        return ("features", *(name for name in EXTRA_OUTPUTS if getattr(self, name) is not None))
+
+    def output(self, name: str) -> NDArray[np.float32]:
+        """The rows of output `name` (``"features"``, ``"logits"`` or ``"spatial"``).
+
+        Raises
+        ------
+        InputError
+            The output is not held: the message says how to compute it.
+        """
+        if name == "features":
+            return self.rows
+        if name not in EXTRA_OUTPUTS:
+            raise InputError(f"unknown output {name!r}; outputs are: features, {', '.join(EXTRA_OUTPUTS)}")
+        value = getattr(self, name)
+        if value is None:
+            where = f" ({self.path})" if self.path is not None else ""
+            raise InputError(
+                f"these features{where} hold no {name!r}; compute them again asking for it (fidkit features SRC "
+                f"--metrics ... or compute_features(..., outputs=('features', {name!r})))"
+            )
+        return value
 
     @property
     def n(self) -> int:
@@ -114,6 +160,7 @@ class Features:
         """
         arrays = {
             FEATURES_KEY: self.rows,
+            **{name: getattr(self, name) for name in EXTRA_OUTPUTS if getattr(self, name) is not None},
             _KEY_VERSION: np.asarray(STATS_FORMAT_VERSION, dtype=np.int64),
             _KEY_METADATA: np.asarray(json.dumps(self.metadata, sort_keys=True), dtype=np.str_),
             _KEY_CONTENT: np.asarray("features", dtype=np.str_),
@@ -142,6 +189,19 @@ class Features:
             if header.dtype not in (np.float32, np.float64):
                 raise StatsFileError(f"{file_path}: features must be float32 (or float64), not {header.dtype}; {fix}")
             rows = reader.read(FEATURES_KEY, header)
+            extra = {}
+            for name in EXTRA_OUTPUTS:
+                if name not in keys:
+                    continue
+                member = reader.header(name)
+                if len(member.shape) != 2 or member.shape[0] != header.shape[0]:
+                    raise StatsFileError(
+                        f"{file_path}: {name} must be 2-D with one row per feature row ({header.shape[0]}), "
+                        f"not {member.describe()}; {fix}"
+                    )
+                if member.dtype not in (np.float32, np.float64):
+                    raise StatsFileError(f"{file_path}: {name} must be float32 (or float64), not {member.dtype}; {fix}")
+                extra[name] = reader.read(name, member)
             metadata: dict[str, Any] = {}
             if _KEY_METADATA in keys:
                 if reader.header(_KEY_METADATA).nbytes > _MAX_METADATA_BYTES:
@@ -154,9 +214,16 @@ class Features:
                     raise StatsFileError(f"{file_path}: its metadata is not a JSON object")
                 metadata = decoded
         try:
-            return cls(rows, metadata, path=file_path)
+            return cls(rows, metadata, path=file_path, **extra)
         except InputError as exc:
             raise StatsFileError(f"{file_path}: {exc}") from None
+
+
+def _frozen_float32(values: Any, name: str) -> NDArray[np.float32]:
+    """`values` checked as finite ``(N, k)`` features, as a read-only C-contiguous float32 array."""
+    array = np.ascontiguousarray(check_features(values, name), dtype=np.float32)
+    array.setflags(write=False)
+    return array
 
 
 def is_features_file(path: str | os.PathLike) -> bool:
@@ -177,6 +244,9 @@ def is_features_file(path: str | os.PathLike) -> bool:
 class FeatureRows:
     """A sink of the extract step that keeps every feature row (``O(N x dim)`` float32 memory).
 
+    With `outputs` naming more than ``"features"``, it also keeps those outputs of each batch (the extract step
+    then calls :meth:`update_outputs` with every output the sinks asked for).
+
     Examples
     --------
     >>> import numpy as np
@@ -186,17 +256,31 @@ class FeatureRows:
     3
     """
 
-    def __init__(self) -> None:
-        self._batches: list[np.ndarray] = []
+    def __init__(self, outputs: tuple[str, ...] = ("features",)) -> None:
+        unknown = [name for name in outputs if name != "features" and name not in EXTRA_OUTPUTS]
+        if unknown or "features" not in outputs:
+            raise InputError(f"FeatureRows keeps 'features' and any of {', '.join(EXTRA_OUTPUTS)}, not {outputs!r}")
+        #: What this sink keeps; the extract step asks the extractor for these.
+        self.outputs: tuple[str, ...] = tuple(outputs)
+        self._batches: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
 
     @property
     def n(self) -> int:
-        return sum(batch.shape[0] for batch in self._batches)
+        return sum(batch.shape[0] for batch in self._batches["features"])
 
     def update(self, features: np.ndarray) -> None:
-        self._batches.append(np.array(features, dtype=np.float32, copy=True))
+        self.update_outputs({"features": features})
+
+    def update_outputs(self, outputs: dict[str, np.ndarray]) -> None:
+        """Keep this batch's rows of every output this sink holds (`outputs` may hold more)."""
+        for name, batches in self._batches.items():
+            if name not in outputs:
+                raise InputError(f"the extractor gave no {name!r} output for this batch")
+            batches.append(np.array(outputs[name], dtype=np.float32, copy=True))
 
     def result(self, metadata: dict[str, Any] | None = None) -> Features:
-        if not self._batches:
+        if not self._batches["features"]:
             raise InputError("no features were extracted")
-        return Features(np.concatenate(self._batches, axis=0), dict(metadata or {}))
+        joined = {name: np.concatenate(batches, axis=0) for name, batches in self._batches.items()}
+        rows = joined.pop("features")
+        return Features(rows, dict(metadata or {}), **joined)

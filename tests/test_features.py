@@ -161,3 +161,30 @@ def test_an_image_array_named_features_is_still_read_as_images(tmp_path, fidkit_
     np.savez(path, features=images(3, seed=13))
     assert not is_features_file(path)
     assert fidkit.compute_stats(path, extractor=extractor, workers=0, use_cache=False).n == 3
+
+
+def test_features_carry_logits_and_spatial_through_a_file(tmp_path):
+    rng = np.random.default_rng(3)
+    rows, logits, spatial = (rng.normal(size=(5, k)).astype(np.float32) for k in (8, 11, 7))
+    features = Features(rows, {"source": "x"}, logits=logits, spatial=spatial)
+    assert features.outputs == ("features", "logits", "spatial")
+    features.save(tmp_path / "f.npz")
+    loaded = Features.load(tmp_path / "f.npz")
+    np.testing.assert_array_equal(loaded.output("logits"), logits)
+    np.testing.assert_array_equal(loaded.output("spatial"), spatial)
+    bare = Features(rows)
+    with pytest.raises(InputError, match="hold no 'logits'"):
+        bare.output("logits")
+    with pytest.raises(InputError, match="3 rows but the features have 5"):
+        Features(rows, logits=logits[:3])
+
+
+def test_feature_rows_keep_every_asked_output():
+    sink = FeatureRows(outputs=("features", "logits"))
+    for start in (0, 2):
+        sink.update_outputs({"features": np.full((2, 3), start, np.float32), "logits": np.ones((2, 4)),
+                             "spatial": np.zeros((2, 1))})
+    kept = sink.result({"a": 1})
+    assert kept.n == 4 and kept.logits.shape == (4, 4) and kept.spatial is None
+    with pytest.raises(InputError):
+        FeatureRows(outputs=("logits",))
