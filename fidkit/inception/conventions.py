@@ -109,10 +109,11 @@ CONVENTIONS: tuple[str, ...] = ("tf", "pytorch-fid", "clean", "torchmetrics")
 #: The TensorFlow reference's preprocessing: what FID has meant since 2017, and fidkit's default.
 DEFAULT_CONVENTION = "tf"
 
-# Axis caches hold one (out, in) float32 matrix per (kind, in, out); a 4096-pixel side at 299 is
-# 4.9 MB, so these bounds keep the worst case near a gigabyte while any real dataset's few sizes hit.
-_AXIS_CACHE = 256
-_PAIR_CACHE = 128
+# The axis cache holds one (out, in) float32 matrix per (kind, in, out), the pair cache references
+# to two of them, so at most 64 + 2 * 64 matrices stay alive: 0.3 MB each for a 256-pixel side, 4.9 MB
+# for 4096. A dataset's few sizes always hit; a folder of many sizes recomputes (milliseconds each).
+_AXIS_CACHE = 64
+_PAIR_CACHE = 64
 
 
 # --------------------------------------------------------------------------------------------
