@@ -11,6 +11,8 @@ The names say one thing each:
 - ``device``: *which hardware* (``auto``, ``cpu``, ``cuda[:N]``, ``tensorrt[:N]``);
 - ``engine``: *what runs* the network there (``onnxruntime`` or ``torch``);
 - ``precision``: the arithmetic (``exact`` float32, the default; ``fast`` is opt-in);
+- ``convention``: the preprocessing before the network, named after the tool whose numbers it reproduces
+  (``tf``, the default; ``pytorch-fid``, ``clean``, ``torchmetrics``), and ``dims``: the feature layer;
 - ``cluster``: *where* the extraction runs (this process, or ``ray``);
 - ``workers``: decoding processes of this machine.
 
@@ -57,6 +59,13 @@ class RunOptions:
     precision : {"exact", "fast"}
         ``"exact"``: float32 everywhere (the default, the reference's numbers). ``"fast"``: TensorRT FP16,
         opt-in, with ``device="tensorrt"``.
+    convention : {"tf", "pytorch-fid", "clean", "torchmetrics"}
+        The resize and normalization before the network, as the named tool does them
+        (:mod:`fidkit.inception.conventions`, ``docs/compatibility.md``). ``"tf"`` (default): the TensorFlow
+        reference, TTUR and torch-fidelity. Part of the extractor's identity: statistics of different conventions
+        are never mixed without an explicit override.
+    dims : {2048, 768, 192, 64}
+        Feature width: pool_3 (2048, the default and the FID of the literature) or pytorch-fid's ``--dims``.
     batch_size : int, optional
         Images per network batch; default: the extractor's choice for the device it runs on.
     threads : int, optional
@@ -97,6 +106,8 @@ class RunOptions:
     device: str = "auto"
     engine: str = "auto"
     precision: str = "exact"
+    convention: str = "tf"
+    dims: int = 2048
     batch_size: int | None = None
     threads: int | None = None
     workers: int | None = None

@@ -20,7 +20,8 @@ from fidkit.inception.spec import EXPORTER_VERSION, EXTRACTOR_NAME, FEATURE_EXTR
 
 def options(**changes):
     """What the registry passes: an object with RunOptions' fields (only those select reads)."""
-    values = dict(weights=None, device="auto", engine="auto", precision="exact", batch_size=None, threads=None)
+    values = dict(weights=None, device="auto", engine="auto", precision="exact", batch_size=None, threads=None,
+                  convention="tf", dims=2048)
     values.update(changes)
     return SimpleNamespace(**values)
 
@@ -36,12 +37,14 @@ def options(**changes):
     ("tensorrt:0", "onnxruntime", "tensorrt"),
 ])
 def test_check_options_returns_the_canonical_device_and_engine(device, engine, canonical):
-    assert select.check_options(options(device=device, engine=engine)) == {"device": canonical, "engine": engine}
+    assert select.check_options(options(device=device, engine=engine)) == {
+        "device": canonical, "engine": engine, "convention": "tf", "dims": 2048
+    }
 
 
 def test_fast_precision_is_accepted_on_tensorrt_with_onnxruntime_only():
     assert select.check_options(options(device="tensorrt:1", precision="fast")) == {
-        "device": "tensorrt:1", "engine": "auto"
+        "device": "tensorrt:1", "engine": "auto", "convention": "tf", "dims": 2048
     }
 
 
@@ -101,6 +104,7 @@ def test_the_identity_is_known_without_building_anything(
         "extractor": EXTRACTOR_NAME,
         "feature_extractor": FEATURE_EXTRACTOR,
         "weights_sha256": hashlib.sha256(weights_file.read_bytes()).hexdigest(),
+        "convention": "tf",
         "resize_mode": RESIZE_MODE,
         "exporter_version": EXPORTER_VERSION,
         "engine": expected_engine,
@@ -124,9 +128,11 @@ class FakeOnnx:
     error: Exception | None = None
     made: list[dict] = []
 
-    def __init__(self, weights, *, device, batch_size, precision, threads):
-        type(self).made.append(dict(weights=weights, device=device, batch_size=batch_size, precision=precision,
-                                    threads=threads))
+    def __init__(self, weights, *, device, batch_size, precision, threads, convention="tf", dims=2048):
+        made = dict(weights=weights, device=device, batch_size=batch_size, precision=precision, threads=threads)
+        if (convention, dims) != ("tf", 2048):
+            made.update(convention=convention, dims=dims)
+        type(self).made.append(made)
         if type(self).error is not None:
             raise type(self).error
 
@@ -136,8 +142,11 @@ class FakeTorch:
 
     made: list[dict] = []
 
-    def __init__(self, weights, *, device, batch_size):
-        type(self).made.append(dict(weights=weights, device=device, batch_size=batch_size))
+    def __init__(self, weights, *, device, batch_size, convention="tf", dims=2048):
+        made = dict(weights=weights, device=device, batch_size=batch_size)
+        if (convention, dims) != ("tf", 2048):
+            made.update(convention=convention, dims=dims)
+        type(self).made.append(made)
         self.device = device
 
 
@@ -234,8 +243,10 @@ def test_torch_engine_with_fast_precision_is_refused_before_anything_is_built(en
 
 def test_build_for_options_passes_every_setting(engines):
     onnx, _ = engines(provider="CUDAExecutionProvider")
-    select.build_for_options(options(weights="w.pth", device="cuda:1", engine="onnxruntime", batch_size=7, threads=2))
-    assert onnx.made == [dict(weights="w.pth", device="cuda:1", batch_size=7, precision="exact", threads=2)]
+    select.build_for_options(options(weights="w.pth", device="cuda:1", engine="onnxruntime", batch_size=7, threads=2,
+                                     convention="pytorch-fid", dims=768))
+    assert onnx.made == [dict(weights="w.pth", device="cuda:1", batch_size=7, precision="exact", threads=2,
+                              convention="pytorch-fid", dims=768)]
 
 
 # --- _torch_has_cuda ------------------------------------------------------------------------------------------------

@@ -203,7 +203,7 @@ def test_graph_is_cached_by_sha_and_exporter_version(extractor) -> None:
 
     path = extractor.graph_path
     assert path == graph_cache_path(extractor.weights_sha256)
-    assert path.name == f"{extractor.weights_sha256[:16]}-{EXPORTER_VERSION}.onnx"
+    assert path.name == f"{extractor.weights_sha256[:16]}-{EXPORTER_VERSION}-tf.onnx"
     model = onnx.load(str(path), load_external_data=False)
     assert model.ir_version <= 13
     props = {p.key: p.value for p in model.metadata_props}
@@ -293,7 +293,7 @@ def _copy_graph_instead_of_exporting(source: Path, monkeypatch) -> list[Path]:
 
     written: list[Path] = []
 
-    def copy(weights_path, target, *, metadata=None):
+    def copy(weights_path, target, *, convention="tf", metadata=None):
         Path(target).write_bytes(source.read_bytes())
         written.append(Path(target))
         return Path(target)

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -264,10 +266,10 @@ def test_call_runs_in_inference_mode_with_tf32_off_and_restores_it(torch_extract
                 x.is_contiguous(memory_format=torch.channels_last),
             )
         )
-        return torch.zeros(x.shape[0], FEATURE_DIM)
+        return {"pool_3": torch.zeros(x.shape[0], FEATURE_DIM)}
 
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    monkeypatch.setattr(torch_extractor, "_model", recorder)
+    monkeypatch.setattr(torch_extractor, "_model", SimpleNamespace(outputs=lambda x, names: recorder(x)))
     try:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -9,9 +9,16 @@ from torchvision's Inception-v3 in ways that change the features:
 * the pool branch of Mixed_7c is a 3x3 stride-1 *max* pool;
 * the output is ``pool_3``, the global 8x8 average of Mixed_7c, 2048 values per image.
 
+Besides ``pool_3``, one forward pass gives what the other metrics need (:meth:`FIDInceptionV3.outputs`, only what
+is asked for is computed): the classifier's 1008 logits *without its bias* (``pool_3 @ fc.weight.T``, the TF
+graph's ``softmax/logits/MatMul``, the Inception Score's input), the spatial features of sFID (the first 7 channels
+of TF's ``mixed_6/conv``, the ReLU output of ``Mixed_6d.branch1x1``: 17 x 17 x 7 = 2023 values in TF's NHWC order),
+and the spatial means of the earlier blocks pytorch-fid offers as ``--dims`` 64, 192 and 768 (after the first and
+second max pools and after ``Mixed_6e``).
+
 Parameter names follow ``inception-2015-12-05-state-dict-layout.json`` exactly, so the ported state
-dict loads with ``strict=True``. The classifier ``fc`` (1008 classes) is kept only so that the state
-dict loads strictly; it takes no part in the features.
+dict loads with ``strict=True``. The classifier ``fc`` (1008 classes) gives the logits; it takes no part in the
+features.
 
 The module takes images already resized to 299x299 and normalized to ``(x - 128) / 128``, in NCHW.
 Resizing and normalization live in the ONNX graph (:mod:`fidkit.inception.export`).
@@ -19,18 +26,18 @@ Resizing and normalization live in the ONNX graph (:mod:`fidkit.inception.export
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fidkit.inception.spec import FEATURE_DIM, INPUT_SIZE
+from fidkit.inception.spec import FEATURE_DIM, INPUT_SIZE, N_CLASSES, OUTPUT_DIMS, SPATIAL_CHANNELS
 
-__all__ = ["FIDInceptionV3", "BN_EPS", "INPUT_SIZE", "FEATURE_DIM"]
+__all__ = ["FIDInceptionV3", "BN_EPS", "INPUT_SIZE", "FEATURE_DIM", "OUTPUT_DIMS", "SPATIAL_CHANNELS"]
 
 #: BatchNorm epsilon of the TensorFlow graph.
 BN_EPS = 1e-3
-#: Number of classes of the 2015 graph's classifier (1000 ImageNet classes + 8 unused).
-N_CLASSES = 1008
 
 
 class BasicConv2d(nn.Module):
@@ -169,8 +176,8 @@ class InceptionE(nn.Module):
 class FIDInceptionV3(nn.Module):
     """Inception-v3 of the 2015 TensorFlow graph, up to ``pool_3``.
 
-    Input: float32 ``(B, 3, 299, 299)`` already normalized to ``(x - 128) / 128``.
-    Output: float32 ``(B, 2048)``, the pool_3 features.
+    Input: float32 ``(B, 3, 299, 299)`` already normalized (by the convention's preprocessing).
+    Output: float32 ``(B, 2048)``, the pool_3 features; :meth:`outputs` gives the others of :data:`OUTPUT_DIMS`.
     """
 
     def __init__(self) -> None:
@@ -191,24 +198,64 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7a = InceptionD(768)
         self.Mixed_7b = InceptionE(1280, max_pool_branch=False)
         self.Mixed_7c = InceptionE(2048, max_pool_branch=True)
-        # Unused for FID; present so that the released state dict loads strictly.
+        # The classifier: its weight gives the logits (the Inception Score's input); its bias is never used.
         self.fc = nn.Linear(FEATURE_DIM, N_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The pool_3 features, ``(B, 2048)``."""
+        return self.outputs(x, ("pool_3",))["pool_3"]
+
+    def outputs(self, x: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """The outputs `names` (keys of :data:`OUTPUT_DIMS`) of one forward pass, each ``(B, width)``.
+
+        Only what is asked for is computed: the pass stops after the last block a wanted output needs.
+        """
+        wanted = set(names)
+        unknown = wanted - OUTPUT_DIMS.keys()
+        if unknown:
+            raise ValueError(f"unknown outputs {sorted(unknown)}; the network gives {', '.join(OUTPUT_DIMS)}")
+        out: dict[str, torch.Tensor] = {}
+
+        def keep(name: str, value: torch.Tensor) -> bool:
+            """Store `value` under `name` if wanted; True when nothing further is wanted (stop the pass)."""
+            if name in wanted:
+                out[name] = value
+            return out.keys() == wanted
+
         x = self.Conv2d_1a_3x3(x)  # 149x149
         x = self.Conv2d_2a_3x3(x)  # 147x147
         x = self.Conv2d_2b_3x3(x)  # 147x147
-        x = F.max_pool2d(x, kernel_size=3, stride=2)  # 73x73
+        x = F.max_pool2d(x, kernel_size=3, stride=2)  # 73x73, TF's pool:0
+        if keep("dims_64", _spatial_mean(x)):
+            return out
         x = self.Conv2d_3b_1x1(x)
         x = self.Conv2d_4a_3x3(x)  # 71x71
-        x = F.max_pool2d(x, kernel_size=3, stride=2)  # 35x35
+        x = F.max_pool2d(x, kernel_size=3, stride=2)  # 35x35, TF's pool_1:0
+        if keep("dims_192", _spatial_mean(x)):
+            return out
         x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x)))
         x = self.Mixed_6a(x)  # 17x17
-        x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(x))))
+        x = self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(x)))
+        # The block's first channels are its branch1x1's (the concatenation starts with it): TF's mixed_6/conv,
+        # flattened in TF's NHWC order as the ADM evaluator does.
+        if keep("spatial", torch.flatten(x[:, :SPATIAL_CHANNELS].permute(0, 2, 3, 1), 1)):
+            return out
+        x = self.Mixed_6e(x)  # TF's mixed_7
+        if keep("dims_768", _spatial_mean(x)):
+            return out
         x = self.Mixed_7a(x)  # 8x8
         x = self.Mixed_7c(self.Mixed_7b(x))
         # pool_3: the mean over the whole 8x8 map, i.e. TF's 8x8 VALID average pool.
-        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        pool_3 = _spatial_mean(x)
+        if keep("pool_3", pool_3):
+            return out
+        keep("logits", F.linear(pool_3, self.fc.weight))  # no bias, as TF's softmax/logits/MatMul
+        return out
+
+
+def _spatial_mean(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W) -> (B, C)``: the mean over the map (exported as ONNX GlobalAveragePool)."""
+    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
 
 def build_network(state_dict: dict[str, torch.Tensor] | None = None) -> FIDInceptionV3:

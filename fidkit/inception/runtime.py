@@ -1,7 +1,7 @@
 """Run the FID graph with onnxruntime: provider choice, threads, batching, the graph cache.
 
-The graph for a weights file is exported once (:mod:`fidkit.inception.export`, which needs torch)
-and cached at ``cache_home()/onnx/<sha256[:16]>-<EXPORTER_VERSION>.onnx``; after that, feature
+The graph for a weights file and a convention is exported once (:mod:`fidkit.inception.export`, which needs
+torch) and cached at ``cache_home()/onnx/<sha256[:16]>-<EXPORTER_VERSION>-<convention>.onnx``; after that, feature
 extraction needs only numpy and onnxruntime. onnxruntime is imported when a
 :class:`FeatureExtractor` is built, never at import time.
 """
@@ -37,13 +37,20 @@ from fidkit.inception.providers import (
     quiet_onnxruntime,
     why_no_gpu,
 )
+from fidkit.inception.conventions import DEFAULT_CONVENTION
+from fidkit.inception.conventions import convention as convention_named
 from fidkit.inception.spec import (
     EXPORTER_VERSION,
     FEATURE_DIM,
-    FEATURE_EXTRACTOR,
-    RESIZE_MODE,
+    GRAPH_OUTPUTS,
+    OUTPUT_DIMS,
+    RESIZE_COLS,
+    RESIZE_ROWS,
+    check_dims,
     default_batch_size,
     extractor_metadata,
+    extractor_outputs,
+    feature_extractor_name,
 )
 from fidkit.inception.weights import ResolvedWeights, locate_weights
 
@@ -55,9 +62,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-def graph_cache_path(weights_sha256: str) -> Path:
-    """Where the graph for weights with this sha256 is cached."""
-    return cache_home() / "onnx" / f"{weights_sha256[:16]}-{EXPORTER_VERSION}.onnx"
+def graph_cache_path(weights_sha256: str, convention: str = DEFAULT_CONVENTION) -> Path:
+    """Where the graph for weights with this sha256 and this convention is cached."""
+    return cache_home() / "onnx" / f"{weights_sha256[:16]}-{EXPORTER_VERSION}-{convention_named(convention).name}.onnx"
 
 
 @dataclass(frozen=True)
@@ -95,15 +102,16 @@ def _recorded_sha256(graph: Path) -> str | None:
     return recorded
 
 
-def ensure_graph(weights: ResolvedWeights, *, rebuild: bool = False) -> Graph:
-    """Return the cached graph for `weights`, verified against the sha256 recorded when it was built.
+def ensure_graph(weights: ResolvedWeights, *, convention: str = DEFAULT_CONVENTION, rebuild: bool = False) -> Graph:
+    """Return the cached graph for `weights` and `convention`, verified against the sha256 recorded when it was built.
 
     The graph is derived data: a cached file that is missing, cut short, edited (even if it still loads)
     or has no recorded checksum is rebuilt from the weights, never used. The export is written to a
     temporary file and renamed into place, so a concurrent reader never sees half a graph; the checksum
     is written after the graph, so a crash between the two leaves a graph that is rebuilt on next use.
     """
-    target = graph_cache_path(weights.sha256)
+    chosen = convention_named(convention)
+    target = graph_cache_path(weights.sha256, chosen.name)
     if not rebuild:
         digest = _recorded_sha256(target)
         if digest is not None:
@@ -120,12 +128,13 @@ def ensure_graph(weights: ResolvedWeights, *, rebuild: bool = False) -> Graph:
     metadata = {
         "weights_sha256": weights.sha256,
         "exporter_version": EXPORTER_VERSION,
-        "resize_mode": RESIZE_MODE,
-        "feature_extractor": FEATURE_EXTRACTOR,
+        "convention": chosen.name,
+        "resize_mode": chosen.resize_mode,
+        "feature_extractor": feature_extractor_name(FEATURE_DIM),
     }
     try:
         with atomic_write(target, overwrite=True) as tmp:
-            export_graph(weights.path, tmp, metadata=metadata)
+            export_graph(weights.path, tmp, convention=chosen.name, metadata=metadata)
             digest = sha256_file(tmp)
         with atomic_write(_checksum_path(target), overwrite=True) as tmp:
             tmp.write_text(digest + "\n", encoding="ascii")
@@ -144,7 +153,7 @@ def ensure_graph(weights: ResolvedWeights, *, rebuild: bool = False) -> Graph:
     on_disk = _recorded_sha256(target)
     if on_disk is None and not rebuild:
         logger.warning("the graph %s changed while it was written (another process?); building it again", target)
-        return ensure_graph(weights, rebuild=True)
+        return ensure_graph(weights, convention=chosen.name, rebuild=True)
     return Graph(target, on_disk or digest, built=True)
 
 
@@ -187,6 +196,12 @@ class FeatureExtractor:
     precision : {"exact", "fast"}
         ``"exact"`` (default): float32 everywhere, TF32 off. ``"fast"``: TensorRT with FP16 kernels
         allowed; needs ``device="tensorrt"``; never the default.
+    convention : str
+        The preprocessing before the network (:mod:`fidkit.inception.conventions`): ``"tf"`` (default, the
+        TensorFlow reference), ``"pytorch-fid"``, ``"clean"``, ``"torchmetrics"``.
+    dims : {2048, 768, 192, 64}
+        Width of the features: pool_3 (2048, the FID of the literature) or the spatial mean of an earlier block,
+        as pytorch-fid's ``--dims``.
 
     Attributes
     ----------
@@ -195,6 +210,7 @@ class FeatureExtractor:
     provider : str
         The provider that really runs the graph (``session.get_providers()[0]``).
     feature_dim : int
+    convention : str
     resize_mode : str
     batch_size : int
     graph_path : pathlib.Path
@@ -212,8 +228,12 @@ class FeatureExtractor:
         threads: int | None = None,
         download_progress: bool = True,
         precision: str = "exact",
+        convention: str = DEFAULT_CONVENTION,
+        dims: int = FEATURE_DIM,
     ) -> None:
         parsed = parse_device(device)
+        chosen = convention_named(convention)
+        dims = check_dims(dims)
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if precision == "fast" and parsed.kind != "tensorrt":
@@ -231,14 +251,17 @@ class FeatureExtractor:
         self.setup_seconds["weights"] = time.perf_counter() - clock
         self.weights_path: Path = resolved.path
         self.weights_sha256: str = resolved.sha256
-        self.feature_dim: int = FEATURE_DIM
-        self.resize_mode: str = RESIZE_MODE
+        self.feature_dim: int = dims
+        self.convention: str = chosen.name
+        self.resize_mode: str = chosen.resize_mode
+        self._convention = chosen
+        self._input_name = "images"  # the graph's image input (fidkit.inception.export.INPUT_NAME)
         self.batch_size: int = batch_size or 0  # decided below once the provider is known, when not given
         self.threads: int = int(threads) if threads is not None else _machine_threads()
         self.device: str = str(parsed)
         self.precision: str = precision
         clock = time.perf_counter()
-        graph = ensure_graph(resolved)
+        graph = ensure_graph(resolved, convention=chosen.name)
         self.setup_seconds["graph_export" if graph.built else "graph_check"] = time.perf_counter() - clock
         clock = time.perf_counter()
         self.graph_path: Path = graph.path
@@ -251,7 +274,7 @@ class FeatureExtractor:
             # A verified cached graph that does not load (onnxruntime changed under it, say): it is only
             # a cache, so rebuild it once from the weights.
             logger.warning("cached graph %s does not load (%s); rebuilding it", self.graph_path, exc)
-            graph = ensure_graph(resolved, rebuild=True)
+            graph = ensure_graph(resolved, convention=chosen.name, rebuild=True)
             self.graph_sha256 = graph.sha256
             try:
                 self._session = self._make_session(parsed)
@@ -260,7 +283,6 @@ class FeatureExtractor:
         self.setup_seconds["session"] = time.perf_counter() - clock
         self.provider: str = self._session.get_providers()[0]
         self._input_name = self._session.get_inputs()[0].name
-        self._output_name = self._session.get_outputs()[0].name
         self._on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         self.batch_size = batch_size or default_batch_size(self._on_gpu)
         logger.info("feature extractor on %s (%d threads, batch %d)", self.provider, self.threads, self.batch_size)
@@ -364,12 +386,10 @@ class FeatureExtractor:
             logger.info("%s does not run here (%s); using the CPU", candidate.provider, problem)
         raise FidkitError(f"could not start onnxruntime on device {device}")  # pragma: no cover - CPU always starts
 
-    @staticmethod
-    def _warm_up(session: Any) -> str | None:
+    def _warm_up(self, session: Any) -> str | None:
         """Run one tiny batch: a GPU session that was created may still fail on its first run (cuDNN)."""
         try:
-            name = session.get_inputs()[0].name
-            session.run(None, {name: np.zeros((1, 16, 16, 3), dtype=np.uint8)})
+            session.run(None, self._feeds(np.zeros((1, 16, 16, 3), dtype=np.uint8)))
         except Exception as exc:  # noqa: BLE001 - any failure means the provider does not really run
             return f"{type(exc).__name__}: {exc}"
         return None
@@ -377,7 +397,7 @@ class FeatureExtractor:
     # --- running -----------------------------------------------------------------------------
 
     def __call__(self, images: Any) -> NDArray[np.float32]:
-        """Return the pool_3 features of a batch of images.
+        """Return the features of a batch of images (pool_3, or the layer of ``dims``).
 
         Parameters
         ----------
@@ -388,80 +408,103 @@ class FeatureExtractor:
 
         Returns
         -------
-        ndarray, float32, shape (B, FEATURE_DIM)
+        ndarray, float32, shape (B, feature_dim)
         """
+        return self.outputs(images, ("features",))["features"]
+
+    def outputs(self, images: Any, names: tuple[str, ...] = ("features",)) -> dict[str, NDArray[np.float32]]:
+        """Several outputs of one forward pass: ``"features"``, ``"logits"`` (1008, the classifier without its
+        bias) and ``"spatial"`` (2023, sFID's), each float32 ``(B, width)``; `images` as for :meth:`__call__`."""
+        graph_names = {name: GRAPH_OUTPUTS[output] for name, output in extractor_outputs(names, self.feature_dim).items()}
+        widths = {name: OUTPUT_DIMS[output] for name, output in extractor_outputs(names, self.feature_dim).items()}
         if self._on_gpu and is_torch_tensor(images) and images.is_cuda:
-            return self._features_of_device_tensor(as_image_tensor(images, "images"))
-        images = as_image_batch(images, "images")
-        if images.shape[1] < 1 or images.shape[2] < 1:
-            raise InputError(f"images must have H, W >= 1, got shape {images.shape}")
-        n_images = images.shape[0]
-        features = np.empty((n_images, FEATURE_DIM), dtype=np.float32)
+            tensor = as_image_tensor(images, "images")
+            n_images, height, width = (int(d) for d in tensor.shape[:3])
+            run = self._run_device_chunk
+        else:
+            tensor = as_image_batch(images, "images")
+            n_images, height, width = tensor.shape[:3]
+            run = self._run_host_chunk
+        if height < 1 or width < 1:
+            raise InputError(f"images must have H, W >= 1, got shape {tuple(tensor.shape)}")
+        results = {name: np.empty((n_images, widths[name]), dtype=np.float32) for name in graph_names}
         for start in range(0, n_images, self.batch_size):
             stop = min(start + self.batch_size, n_images)
-            chunk = np.ascontiguousarray(images[start:stop])
-            if self._on_gpu and len(chunk) < self.batch_size:
-                # One input shape per image size on the GPU, so that one cuDNN plan (searched once, at
-                # the first batch) serves every batch: pad the short batch, keep its own rows.
-                padded = np.zeros((self.batch_size, *chunk.shape[1:]), dtype=np.uint8)
-                padded[: len(chunk)] = chunk
-                out = np.empty((self.batch_size, FEATURE_DIM), dtype=np.float32)
-                self._run(padded, out)
-                features[start:stop] = out[: len(chunk)]
+            chunk = tensor[start:stop]
+            if self._on_gpu and stop - start < self.batch_size:
+                # One input shape per image size on the GPU, so that one cuDNN plan (searched once, at the first
+                # batch) serves every batch: run a padded batch, keep its own rows.
+                padded = {graph_names[name]: np.empty((self.batch_size, widths[name]), np.float32) for name in graph_names}
+                run(chunk, padded, pad_to=self.batch_size)
+                for name in graph_names:
+                    results[name][start:stop] = padded[graph_names[name]][: stop - start]
             else:
-                self._run(chunk, features[start:stop])
-        return features
+                run(chunk, {graph_names[name]: results[name][start:stop] for name in graph_names})
+        return results
 
-    def _features_of_device_tensor(self, images: Any) -> NDArray[np.float32]:
-        """Features of a contiguous uint8 NHWC CUDA tensor, bound by pointer: the images never visit the host.
+    def _feeds(self, chunk: Any) -> dict[str, Any]:
+        """The graph's inputs for one chunk: the images, and for a matrix convention its two resize matrices."""
+        feeds = {self._input_name: chunk}
+        if self._convention.name != "tf":
+            rows, cols = self._convention.resize_matrices(int(chunk.shape[1]), int(chunk.shape[2]))
+            feeds[RESIZE_ROWS] = rows
+            feeds[RESIZE_COLS] = np.ascontiguousarray(cols.T)
+        return feeds
 
-        Each chunk of `batch_size` rows of a contiguous tensor is itself contiguous, so its address is bound
-        as the graph's input on the GPU; the last chunk is padded on the device. Written for the CUDA
-        provider; not run where this was written (no GPU): see benchmarks/bench_gpu.py.
+    def _run_host_chunk(self, chunk: NDArray[np.uint8], outs: dict[str, NDArray[np.float32]], pad_to: int = 0) -> None:
+        """Run one chunk of host images, writing each output named in `outs` into its array there."""
+        chunk = np.ascontiguousarray(chunk)
+        if pad_to > len(chunk):
+            padded = np.zeros((pad_to, *chunk.shape[1:]), dtype=np.uint8)
+            padded[: len(chunk)] = chunk
+            chunk = padded
+        feeds = self._feeds(chunk)
+        names = list(outs)
+        if not self._on_gpu:
+            for name, value in zip(names, self._session.run(names, feeds)):
+                outs[name][...] = value
+            return
+        # On GPU: bind the host inputs and let onnxruntime copy them to the device once, and bind each output
+        # to the caller's host buffer so the results land there with no extra copy.
+        binding = self._session.io_binding()
+        for key, value in feeds.items():
+            binding.bind_cpu_input(key, value)
+        self._bind_outputs_and_run(binding, outs)
+
+    def _run_device_chunk(self, chunk: Any, outs: dict[str, NDArray[np.float32]], pad_to: int = 0) -> None:
+        """Run one chunk of a contiguous uint8 NHWC CUDA tensor, bound by pointer: the images never visit the host.
+
+        Each chunk of `batch_size` rows of a contiguous tensor is itself contiguous, so its address is bound as the
+        graph's input on the GPU; a short chunk is padded on the device. Written for the CUDA provider; not run
+        where this was written (no GPU): see benchmarks/bench_gpu.py.
         """
         import torch
 
-        n_images, height, width = (int(d) for d in images.shape[:3])
-        if height < 1 or width < 1:
-            raise InputError(f"images must have H, W >= 1, got shape {tuple(images.shape)}")
-        features = np.empty((n_images, FEATURE_DIM), dtype=np.float32)
-        device_index = images.device.index or 0
-        for start in range(0, n_images, self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            if len(chunk) < self.batch_size:
-                padded = torch.zeros((self.batch_size, height, width, 3), dtype=torch.uint8, device=images.device)
-                padded[: len(chunk)] = chunk
-                chunk = padded
-            out = np.empty((self.batch_size, FEATURE_DIM), dtype=np.float32)
-            binding = self._session.io_binding()
-            binding.bind_input(
-                self._input_name, "cuda", device_index, np.uint8, list(chunk.shape), chunk.data_ptr()
-            )
-            binding.bind_output(self._output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
-            torch.cuda.current_stream(images.device).synchronize()  # the quantization kernels have finished
-            self._session.run_with_iobinding(binding)
-            stop = min(start + self.batch_size, n_images)
-            features[start:stop] = out[: stop - start]
-        return features
-
-    def _run(self, chunk: NDArray[np.uint8], out: NDArray[np.float32]) -> None:
-        if not self._on_gpu:
-            out[...] = self._session.run([self._output_name], {self._input_name: chunk})[0]
-            return
-        # On GPU: bind the host input and let onnxruntime copy it to the device once, and bind
-        # the output to the caller's host buffer so the features land there with no extra copy.
-        # Not measured: no GPU was available where this was written.
+        if pad_to > len(chunk):
+            padded = torch.zeros((pad_to, *chunk.shape[1:]), dtype=torch.uint8, device=chunk.device)
+            padded[: len(chunk)] = chunk
+            chunk = padded
         binding = self._session.io_binding()
-        binding.bind_cpu_input(self._input_name, chunk)
-        if out.flags.c_contiguous:
-            binding.bind_output(
-                self._output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data
-            )
+        binding.bind_input(
+            self._input_name, "cuda", chunk.device.index or 0, np.uint8, list(chunk.shape), chunk.data_ptr()
+        )
+        for key, value in self._feeds(chunk).items():
+            if key != self._input_name:
+                binding.bind_cpu_input(key, value)
+        torch.cuda.current_stream(chunk.device).synchronize()  # the quantization kernels have finished
+        self._bind_outputs_and_run(binding, outs)
+
+    def _bind_outputs_and_run(self, binding: Any, outs: dict[str, NDArray[np.float32]]) -> None:
+        if all(out.flags.c_contiguous for out in outs.values()):
+            for name, out in outs.items():
+                binding.bind_output(name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
             self._session.run_with_iobinding(binding)
-        else:
-            binding.bind_output(self._output_name, "cpu")
-            self._session.run_with_iobinding(binding)
-            out[...] = binding.copy_outputs_to_cpu()[0]
+            return
+        for name in outs:
+            binding.bind_output(name, "cpu")
+        self._session.run_with_iobinding(binding)
+        for out, value in zip(outs.values(), binding.copy_outputs_to_cpu()):
+            out[...] = value
 
     def metadata(self) -> dict[str, str]:
         """What produced the features, for statistics files and reports."""
@@ -470,5 +513,5 @@ class FeatureExtractor:
     def __repr__(self) -> str:
         return (
             f"FeatureExtractor(weights={str(self.weights_path)!r}, provider={self.provider!r}, "
-            f"batch_size={self.batch_size}, threads={self.threads})"
+            f"convention={self.convention!r}, batch_size={self.batch_size}, threads={self.threads})"
         )

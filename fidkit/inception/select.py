@@ -15,8 +15,9 @@ from typing import Any
 
 from fidkit._gpu import gpu_driver_present
 from fidkit.errors import FidkitError, InputError
+from fidkit.inception.conventions import convention as convention_named
 from fidkit.inception.providers import PRECISIONS, parse_device
-from fidkit.inception.spec import identity_fields, numerics
+from fidkit.inception.spec import check_dims, identity_fields, numerics
 
 __all__ = [
     "ENGINES",
@@ -43,8 +44,11 @@ def check_engine(engine: Any) -> str:
 
 def check_options(options: Any) -> dict[str, str]:
     """The registry's check of :class:`~fidkit.options.RunOptions` for this network: every refusal of a device,
-    engine or precision, and of their combinations, is here. Returns the canonical device and engine."""
+    engine or precision, and of their combinations, is here. Returns the canonical device, engine, convention and
+    dims."""
     device = parse_device(options.device)
+    convention = convention_named(getattr(options, "convention", "tf")).name
+    dims = check_dims(getattr(options, "dims", 2048))
     engine = check_engine(options.engine)
     if options.precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
@@ -72,7 +76,7 @@ def check_options(options: Any) -> dict[str, str]:
             )
         if device.kind != "tensorrt":
             raise InputError("precision='fast' runs on TensorRT (FP16): pass device='tensorrt' (--device tensorrt)")
-    return {"device": str(device), "engine": engine}
+    return {"device": str(device), "engine": engine, "convention": convention, "dims": dims}
 
 
 def probe_device(options: Any) -> None:
@@ -92,7 +96,11 @@ def identity_for_options(options: Any) -> dict[str, str]:
     tensorrt = parse_device(options.device).kind == "tensorrt"
     engine = "torch" if options.engine == "torch" else "onnxruntime"
     return identity_fields(
-        weights_sha256=resolved.sha256, engine=engine, precision=numerics(options.precision, tensorrt=tensorrt)
+        weights_sha256=resolved.sha256,
+        engine=engine,
+        precision=numerics(options.precision, tensorrt=tensorrt),
+        convention=options.convention,
+        dims=options.dims,
     )
 
 
@@ -100,7 +108,7 @@ def build_for_options(options: Any) -> Any:
     """The network `options` names (the registry's builder for ``"inception-2015"``)."""
     return build_feature_extractor(
         options.weights, device=options.device, batch_size=options.batch_size, engine=options.engine,
-        precision=options.precision, threads=options.threads,
+        precision=options.precision, threads=options.threads, convention=options.convention, dims=options.dims,
     )
 
 
@@ -126,6 +134,8 @@ def build_feature_extractor(
     engine: str = "auto",
     precision: str = "exact",
     threads: int | None = None,
+    convention: str = "tf",
+    dims: int = 2048,
 ) -> Any:
     """Build the feature extractor for `engine` on `device` (see the module docstring for ``"auto"``).
 
@@ -137,15 +147,18 @@ def build_feature_extractor(
 
     engine = check_engine(engine)
     parsed = parse_device(device)
+    network = {"convention": convention, "dims": dims}
     if engine == "torch":
         if precision != "exact":
             raise InputError("precision='fast' is onnxruntime's TensorRT mode; the torch engine computes in float32")
-        return _torch_extractor(weights, device, batch_size)
+        return _torch_extractor(weights, device, batch_size, **network)
     if engine == "onnxruntime":
-        return FeatureExtractor(weights, device=device, batch_size=batch_size, precision=precision, threads=threads)
+        return FeatureExtractor(
+            weights, device=device, batch_size=batch_size, precision=precision, threads=threads, **network
+        )
     try:
         extractor = FeatureExtractor(
-            weights, device=device, batch_size=batch_size, precision=precision, threads=threads
+            weights, device=device, batch_size=batch_size, precision=precision, threads=threads, **network
         )
     except FidkitError as exc:
         if parsed.kind != "cuda" or not _torch_has_cuda():
@@ -154,17 +167,17 @@ def build_feature_extractor(
             "onnxruntime cannot run on %s here (%s); running the same network with torch on %s instead "
             "(engine 'torch', recorded in the statistics)", device, exc, device,
         )
-        return _torch_extractor(weights, device, batch_size)
+        return _torch_extractor(weights, device, batch_size, **network)
     if parsed.kind == "auto" and extractor.provider == "CPUExecutionProvider" and _torch_has_cuda():
         logger.warning(
             "onnxruntime cannot use the GPU here (it runs on the CPU); running the same network with torch on "
             "the GPU instead (engine 'torch', recorded in the statistics); pass --engine onnxruntime to keep the CPU"
         )
-        return _torch_extractor(weights, "cuda", batch_size)
+        return _torch_extractor(weights, "cuda", batch_size, **network)
     return extractor
 
 
-def _torch_extractor(weights: Any, device: str, batch_size: int | None) -> Any:
+def _torch_extractor(weights: Any, device: str, batch_size: int | None, **network: Any) -> Any:
     from fidkit.inception.torch_engine import TorchFeatureExtractor
 
-    return TorchFeatureExtractor(weights, device=device, batch_size=batch_size)
+    return TorchFeatureExtractor(weights, device=device, batch_size=batch_size, **network)

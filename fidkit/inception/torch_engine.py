@@ -15,6 +15,10 @@ the same features: uint8 NHWC images of any size in, float32 ``(B, 2048)`` pool_
 3. :class:`fidkit.inception.network.FIDInceptionV3` loaded strictly from the weights file, in eval mode,
    under ``torch.inference_mode()``.
 
+That is the ``tf`` convention. The others (:mod:`fidkit.inception.conventions`) resize as the graph does for them:
+``Wh @ X @ Ww^T`` on float32 NCHW with the convention's two matrices, the width pass first, then their clip and
+normalization.
+
 What differs from the graph is only the float32 summation order inside the convolutions and that BatchNorm
 is applied as its own operation (the exported graph folds it into the convolution weights); see
 ``docs/compatibility.md`` ("The torch engine") for the measured agreement.
@@ -43,14 +47,18 @@ from numpy.typing import NDArray
 
 from fidkit._validate import as_image_batch, as_image_tensor, check_batch_size
 from fidkit.errors import FidkitError, InputError
+from fidkit.inception.conventions import DEFAULT_CONVENTION, Convention
+from fidkit.inception.conventions import convention as convention_named
 from fidkit.inception.providers import parse_device
 from fidkit.inception.resize import tf_resize_indices
 from fidkit.inception.spec import (
     FEATURE_DIM,
     INPUT_SIZE,
-    RESIZE_MODE,
+    OUTPUT_DIMS,
+    check_dims,
     default_batch_size,
     extractor_metadata,
+    extractor_outputs,
 )
 from fidkit.inception.weights import ResolvedWeights, locate_weights
 
@@ -63,9 +71,6 @@ logger = logging.getLogger(__name__)
 
 #: The value of ``metadata()["engine"]`` for features computed here.
 ENGINE = "torch"
-#: Normalization of the 2015 graph, as in :mod:`fidkit.inception.export`: (x - 128) / 128.
-_PIXEL_MEAN = 128.0
-_PIXEL_SCALE = 0.0078125
 
 
 def _import_torch() -> Any:
@@ -138,7 +143,7 @@ def _from_numpy(torch: Any, array: np.ndarray) -> torch.Tensor:
 
 
 def _resize_tables(torch: Any, height: int, width: int, device: torch.device) -> tuple:
-    """``(x0, x1, wx, y0, y1, wy)`` on `device`: the graph's index and weight tables for one input size."""
+    """``(x0, x1, wx, y0, y1, wy)`` on `device`: the tf graph's index and weight tables for one input size."""
     x0, x1, wx = tf_resize_indices(width, INPUT_SIZE)
     y0, y1, wy = tf_resize_indices(height, INPUT_SIZE)
     return (
@@ -161,6 +166,27 @@ def _resize_with_tables(images: torch.Tensor, tables: tuple) -> torch.Tensor:
     top = rows.index_select(1, y0)
     bottom = rows.index_select(1, y1)
     return top + (bottom - top) * wy
+
+
+def _matrix_tables(torch: Any, chosen: Convention, height: int, width: int, device: torch.device) -> tuple:
+    """``(Wh, Ww^T)`` on `device`: a matrix convention's resize for one input size."""
+    rows, cols = chosen.resize_matrices(height, width)
+    return torch.from_numpy(np.array(rows)).to(device), torch.from_numpy(np.ascontiguousarray(cols.T)).to(device)
+
+
+def _normalized_nchw(chunk: torch.Tensor, chosen: Convention, tables: tuple) -> torch.Tensor:
+    """uint8 NHWC `chunk` -> the network's float32 NCHW input under `chosen`, as the convention's graph computes it."""
+    if chosen.name == "tf":
+        resized = _resize_with_tables(chunk, tables)
+        return ((resized - chosen.offset) * chosen.scale).permute(0, 3, 1, 2)  # channels_last strides
+    rows, cols_t = tables
+    pixels = chunk.permute(0, 3, 1, 2).float()
+    if chosen.input_divisor != 1.0:
+        pixels = pixels / chosen.input_divisor
+    resized = rows @ (pixels @ cols_t)
+    if chosen.clip is not None:
+        resized = resized.clamp(chosen.clip[0], chosen.clip[1])
+    return (resized - chosen.offset) * chosen.scale
 
 
 def torch_resize_bilinear(images: torch.Tensor) -> torch.Tensor:
@@ -195,6 +221,8 @@ class TorchFeatureExtractor:
         Images per forward pass; larger inputs are split.
     download_progress : bool
         Progress bar on stderr if the weights have to be downloaded.
+    convention, dims
+        As for :class:`~fidkit.inception.FeatureExtractor`.
 
     Attributes
     ----------
@@ -208,6 +236,7 @@ class TorchFeatureExtractor:
     device : str
         The device string asked for.
     feature_dim : int
+    convention : str
     resize_mode : str
     batch_size : int
     """
@@ -219,8 +248,12 @@ class TorchFeatureExtractor:
         device: str = "auto",
         batch_size: int | None = None,
         download_progress: bool = True,
+        convention: str = DEFAULT_CONVENTION,
+        dims: int = FEATURE_DIM,
     ) -> None:
         device = _check_device_string(device)
+        self._convention = convention_named(convention)
+        dims = check_dims(dims)
         if batch_size is not None:
             batch_size = check_batch_size(batch_size)
         torch = _import_torch()
@@ -238,8 +271,9 @@ class TorchFeatureExtractor:
         self.graph_sha256: str = ""
         #: Always "exact": float32 with TF32 off (there is no fast mode in the torch engine).
         self.precision: str = "exact"
-        self.feature_dim: int = FEATURE_DIM
-        self.resize_mode: str = RESIZE_MODE
+        self.feature_dim: int = dims
+        self.convention: str = self._convention.name
+        self.resize_mode: str = self._convention.resize_mode
         self.batch_size: int = batch_size or default_batch_size(self._device.type == "cuda")
         self.device: str = device
         self.provider: str = _provider_name(self._device)
@@ -285,7 +319,7 @@ class TorchFeatureExtractor:
     # --- running -----------------------------------------------------------------------------------
 
     def __call__(self, images: Any) -> NDArray[np.float32]:
-        """Return the pool_3 features of a batch of images.
+        """Return the features (pool_3, or the layer of ``dims``) of a batch of images.
 
         Parameters
         ----------
@@ -296,32 +330,41 @@ class TorchFeatureExtractor:
 
         Returns
         -------
-        ndarray, float32, shape (B, FEATURE_DIM)
+        ndarray, float32, shape (B, feature_dim)
         """
+        return self.outputs(images, ("features",))["features"]
+
+    def outputs(self, images: Any, names: tuple[str, ...] = ("features",)) -> dict[str, NDArray[np.float32]]:
+        """Several outputs of one forward pass (``"features"``, ``"logits"``, ``"spatial"``), as
+        :meth:`fidkit.inception.FeatureExtractor.outputs`; only what is asked for is computed."""
         torch = self._torch
+        network_names = extractor_outputs(names, self.feature_dim)
         batch = self._as_tensor_batch(images)
         n_images, height, width = (int(d) for d in batch.shape[:3])
-        features = np.empty((n_images, FEATURE_DIM), dtype=np.float32)
+        results = {
+            name: np.empty((n_images, OUTPUT_DIMS[output]), dtype=np.float32) for name, output in network_names.items()
+        }
         if n_images == 0:
-            return features
+            return results
         tables = self._tables.get((height, width))
         if tables is None:
-            tables = self._tables[(height, width)] = _resize_tables(torch, height, width, self._device)
-        host = torch.from_numpy(features)
+            if self._convention.name == "tf":
+                tables = _resize_tables(torch, height, width, self._device)
+            else:
+                tables = _matrix_tables(torch, self._convention, height, width, self._device)
+            self._tables[(height, width)] = tables
+        hosts = {name: torch.from_numpy(array) for name, array in results.items()}
         with torch.inference_mode(), _tf32_off(torch):
             for start in range(0, n_images, self.batch_size):
                 stop = min(start + self.batch_size, n_images)
                 chunk = batch[start:stop].to(self._device)
-                host[start:stop].copy_(self._forward(chunk, tables))
-        return features
-
-    def _forward(self, chunk: torch.Tensor, tables: tuple) -> torch.Tensor:
-        resized = _resize_with_tables(chunk, tables)
-        normalized = (resized - _PIXEL_MEAN) * _PIXEL_SCALE
-        nchw = normalized.permute(0, 3, 1, 2)  # channels_last strides: what oneDNN wants on the CPU
-        if not self._channels_last:
-            nchw = nchw.contiguous()
-        return self._model(nchw)
+                nchw = _normalized_nchw(chunk, self._convention, tables)
+                if not self._channels_last:
+                    nchw = nchw.contiguous()
+                computed = self._model.outputs(nchw, set(network_names.values()))
+                for name, output in network_names.items():
+                    hosts[name][start:stop].copy_(computed[output])
+        return results
 
     def metadata(self) -> dict[str, str]:
         """What produced the features: ``FeatureExtractor.metadata()``'s keys, with ``engine="torch"``.
