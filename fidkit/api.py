@@ -134,11 +134,18 @@ def compute_stats_with_report(
 
 
 def compute_features(
-    source: Any, *, options: RunOptions | None = None, extractor: Any = None, **overrides: Any
+    source: Any,
+    *,
+    options: RunOptions | None = None,
+    extractor: Any = None,
+    outputs: tuple[str, ...] = ("features",),
+    **overrides: Any,
 ) -> Features:
     """Return the feature rows of a source (float32, ``(N, dim)``), with the metadata of how they were made.
 
-    The same parameters as :func:`compute_stats`. Features are cached (content-keyed, under the same size
+    The same parameters as :func:`compute_stats`, and `outputs`: what to keep from the same forward pass besides
+    the features, ``"logits"`` (the Inception Score's) and ``"spatial"`` (sFID's), e.g.
+    ``outputs=("features", "logits", "spatial")``. Features are cached (content-keyed, under the same size
     limit as statistics) and can be saved (:meth:`Features.save`) and given back as a source. A statistics
     file cannot give features: it is refused with what to supply instead.
 
@@ -151,16 +158,17 @@ def compute_features(
     >>> features = compute_features("generated/", limit=1000)          # doctest: +SKIP
     >>> features.save("generated-features.npz")                        # doctest: +SKIP
     """
-    result = compute_side(source, options=options, extractor=extractor, keep_features=True, **overrides)
+    result = compute_side(source, options=options, extractor=extractor, keep_features=tuple(outputs), **overrides)
     assert result.features is not None
     return result.features
 
 
 def compute_side(
-    source: Any, *, options: RunOptions | None = None, extractor: Any = None, keep_features: bool = False,
-    **overrides: Any,
+    source: Any, *, options: RunOptions | None = None, extractor: Any = None,
+    keep_features: bool | tuple[str, ...] = False, **overrides: Any,
 ) -> SideResult:
-    """The whole :class:`~fidkit.pipeline.SideResult` of one source: statistics, report, and kept features."""
+    """The whole :class:`~fidkit.pipeline.SideResult` of one source: statistics, report, and kept features (with
+    `keep_features` True, or a tuple of outputs as :func:`fidkit.pipeline.kept_outputs` reads it)."""
     resolved, lazy = _prepare(options, extractor, overrides)
     opened = open_input(source, resolved)
     with _session(resolved):
@@ -175,6 +183,7 @@ def compute_fid(
     extractor: Any = None,
     method: str = "auto",
     allow_weights_mismatch: bool = False,
+    allow_convention_mismatch: bool = False,
     **overrides: Any,
 ) -> FidReport:
     """Return the Fréchet Inception Distance between two sources, with a report of how it was made.
@@ -191,6 +200,9 @@ def compute_fid(
         and fastest one.
     allow_weights_mismatch : bool
         Turn the error for sides recorded with different weights into a warning.
+    allow_convention_mismatch : bool
+        Turn the error for sides recorded under different conventions (``convention``, the resize and
+        normalization: docs/compatibility.md) into a warning.
 
     Returns
     -------
@@ -207,8 +219,8 @@ def compute_fid(
     Raises
     ------
     InputError
-        Sides recorded with different weights (unless `allow_weights_mismatch`), or different
-        feature dimensions.
+        Sides recorded with different weights (unless `allow_weights_mismatch`) or conventions (unless
+        `allow_convention_mismatch`), or different feature dimensions.
 
     Examples
     --------
@@ -228,7 +240,10 @@ def compute_fid(
     with _session(resolved):
         side_a = side_result(opened_a, lazy, resolved)
         side_b = side_result(opened_b, lazy, resolved)
-    messages = consistency_warnings(side_a.report, side_b.report, allow_weights_mismatch=allow_weights_mismatch)
+    messages = consistency_warnings(
+        side_a.report, side_b.report, allow_weights_mismatch=allow_weights_mismatch,
+        allow_convention_mismatch=allow_convention_mismatch,
+    )
     for message in messages:
         warnings.warn(message, FidkitWarning, stacklevel=2)
 

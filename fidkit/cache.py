@@ -250,10 +250,8 @@ def store_cached_features(
     root: str | os.PathLike | None = None,
 ) -> Features:
     """Store feature rows under `key`, atomically, under the same size limit and LRU as statistics."""
-    from fidkit.features import Features
-
     metadata = {**features.metadata, CACHE_KEY_METADATA: key}
-    keyed = Features(features.rows, metadata)
+    keyed = dataclasses.replace(features, metadata=metadata, path=None)  # the logits and spatial rows too
     _store_entry(key, keyed, n=keyed.n, dim=keyed.dim, source_name=source_name, source_kind=source_kind, root=root)
     return keyed
 

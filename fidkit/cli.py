@@ -38,6 +38,11 @@ from fidkit.errors import FidkitError, FidkitWarning
 
 __all__ = ["main", "build_parser"]
 
+#: The values of --convention and --dims, spelled here so that --help imports no numpy; tests/test_cli.py checks
+#: them against fidkit.inception.conventions.CONVENTIONS and fidkit.inception.spec.DIMS.
+CONVENTIONS = ("tf", "pytorch-fid", "clean", "torchmetrics")
+DIMS = (2048, 768, 192, 64)
+
 logger = logging.getLogger(__name__)
 
 _DESCRIPTION = """\
@@ -177,6 +182,15 @@ def _network_parent(common: argparse.ArgumentParser, *, full: bool = True) -> ar
         "--threads", type=positive_int, default=None, metavar="N",
         help="CPU threads of the network (default: the cores this process may use)",
     )
+    group.add_argument(
+        "--convention", default="tf", choices=CONVENTIONS,
+        help="whose resize and normalization to reproduce: tf (default: the TensorFlow reference, TTUR, "
+        "torch-fidelity), pytorch-fid, clean (clean-fid), torchmetrics; see docs/compatibility.md",
+    )
+    group.add_argument(
+        "--dims", type=int, default=2048, choices=DIMS, metavar="{2048,768,192,64}",
+        help="feature width: 2048 = pool_3 (default, the FID of the literature), or pytorch-fid's other layers",
+    )
     return parent
 
 
@@ -259,6 +273,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     compute.add_argument(
         "--allow-weights-mismatch", action="store_true",
         help="warn instead of failing when the two sides record different weights",
+    )
+    compute.add_argument(
+        "--allow-convention-mismatch", action="store_true",
+        help="warn instead of failing when the two sides record different conventions (--convention)",
     )
     compute.set_defaults(func=commands.compute)
 

@@ -38,6 +38,8 @@ def _run_options(args: argparse.Namespace) -> Any:
         device=args.device,
         engine=args.engine,
         precision=args.precision,
+        convention=args.convention,
+        dims=args.dims,
         batch_size=args.batch_size,
         threads=args.threads,
         workers=args.workers,
@@ -59,7 +61,8 @@ def compute(args: argparse.Namespace) -> int:
     from fidkit.api import compute_fid
 
     report = compute_fid(
-        args.source_a, args.source_b, options=_run_options(args), allow_weights_mismatch=args.allow_weights_mismatch
+        args.source_a, args.source_b, options=_run_options(args), allow_weights_mismatch=args.allow_weights_mismatch,
+        allow_convention_mismatch=args.allow_convention_mismatch,
     )
     if args.json:
         print(json_text(report.to_dict()))

@@ -4,7 +4,9 @@
 and what each actor of a Ray cluster runs on its shard (:mod:`fidkit.cluster.shards`). It knows batches, an
 extractor and sinks (anything with ``update(features)``: a :class:`~fidkit.stats.StatsAccumulator` reduces
 the rows to statistics, a :class:`~fidkit.features.FeatureRows` keeps them), nothing about sources, caches
-or reports.
+or reports. A sink that names more ``outputs`` than ``"features"`` (a ``FeatureRows`` keeping the logits, say)
+makes the loop ask the extractor for all of them from the same forward pass (``extractor.outputs``) and receives
+them through ``update_outputs``.
 """
 
 from __future__ import annotations
@@ -51,13 +53,15 @@ def extract(
     extractor : FeatureExtractor
         Maps a batch to its ``(B, dim)`` float32 features.
     *sinks : objects with ``update(features)``
-        Each receives every ``(B, dim)`` float32 batch of features, in order.
+        Each receives every ``(B, dim)`` float32 batch of features, in order; a sink with an ``outputs``
+        attribute naming other outputs too receives them all through ``update_outputs(dict)``.
     total, desc, progress
         The progress bar (tqdm, on stderr): expected images, label, and whether to show it (None: only
         when stderr is a terminal).
     """
     from tqdm.auto import tqdm
 
+    outputs = _outputs_of(sinks, extractor)
     times = ExtractionTimes()
     iterator = iter(batches)
     try:
@@ -72,14 +76,38 @@ def extract(
                 except StopIteration:
                     break
                 tock = time.perf_counter()
-                features = extractor(batch)
+                if outputs is None:
+                    features = extractor(batch)
+                    given = {"features": features}
+                else:
+                    given = extractor.outputs(batch, outputs)
+                    features = given["features"]
                 times.network_seconds += time.perf_counter() - tock
                 times.decode_seconds += tock - tick
                 for sink in sinks:
-                    sink.update(features)
+                    if hasattr(sink, "update_outputs"):
+                        sink.update_outputs(given)
+                    else:
+                        sink.update(features)
                 bar.update(len(batch))
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
     return times
+
+
+def _outputs_of(sinks: tuple[Any, ...], extractor: Any) -> tuple[str, ...] | None:
+    """Every output the sinks want, ``"features"`` first; None when that is the features alone (the plain call)."""
+    wanted = dict.fromkeys(["features", *(name for sink in sinks for name in getattr(sink, "outputs", ()))])
+    if len(wanted) == 1:
+        return None
+    if not callable(getattr(extractor, "outputs", None)):
+        from fidkit.errors import InputError
+
+        extra = ", ".join(name for name in wanted if name != "features")
+        raise InputError(
+            f"{type(extractor).__name__} gives features only, not {extra}: those come from the Inception extractor "
+            "(extractor='inception-2015'), which computes them in the same forward pass"
+        )
+    return tuple(wanted)

@@ -24,7 +24,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fidkit._version import __version__
@@ -32,7 +32,7 @@ from fidkit.cache import cache_key, load_cached_features, load_cached_stats, sto
 from fidkit.errors import EmptySourceError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
 from fidkit.extractors import LazyExtractor
-from fidkit.features import FeatureRows, Features, is_features_file
+from fidkit.features import EXTRA_OUTPUTS, FeatureRows, Features, is_features_file
 from fidkit.options import RunOptions
 from fidkit.report import SideReport
 from fidkit.sources import Source, open_source
@@ -208,12 +208,12 @@ class _Extracted:
 
 
 def _extract_locally(
-    source: Source, lazy: LazyExtractor, options: RunOptions, keep_features: bool, setup_seconds: float
+    source: Source, lazy: LazyExtractor, options: RunOptions, kept: tuple[str, ...], setup_seconds: float
 ) -> _Extracted:
     extractor = lazy.get()
     batch_size = lazy.batch_size()
     accumulator = StatsAccumulator(dim=int(extractor.feature_dim))
-    rows = FeatureRows() if keep_features else None
+    rows = FeatureRows(outputs=kept) if kept else None
     sinks = (accumulator,) if rows is None else (accumulator, rows)
     times = extract(
         source.batches(batch_size), extractor, *sinks, total=source.n_images, desc=source.name,
@@ -227,9 +227,16 @@ def _extract_locally(
     return _Extracted(accumulator, features, metadata, {}, times, batch_size, setup_seconds, skipped, parts)
 
 
-def _extract_on_cluster(source: Source, lazy: LazyExtractor, options: RunOptions, keep_features: bool) -> _Extracted:
+def _extract_on_cluster(source: Source, lazy: LazyExtractor, options: RunOptions, kept: tuple[str, ...]) -> _Extracted:
     from fidkit.cluster.ray import ray_extract
 
+    if set(kept) - {"features"}:
+        raise InputError(
+            f"{', '.join(name for name in kept if name != 'features')} cannot be kept on a Ray cluster yet (its "
+            "shards return pool_3 rows only): run the metrics that need them without --ray, or save features with "
+            "them locally (fidkit features SRC --save F.npz --metrics ...) and compute from the files"
+        )
+    keep_features = bool(kept)
     # The same step on a cluster: partial statistics (or rows) of shards, merged exactly here. Its wall time is
     # reported as network time (decoding runs on the actors, between batches).
     run = ray_extract(source, options, lazy.identity, given=lazy.given, keep_features=keep_features)
@@ -239,18 +246,37 @@ def _extract_on_cluster(source: Source, lazy: LazyExtractor, options: RunOptions
     )
 
 
+def kept_outputs(keep_features: bool | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """What a side keeps besides its statistics: ``()`` (nothing), or outputs with ``"features"`` first
+    (``True`` is the features alone; ``("logits",)`` is the features and the logits)."""
+    if isinstance(keep_features, bool):
+        return ("features",) if keep_features else ()
+    names = tuple(dict.fromkeys(["features", *keep_features]))
+    unknown = [name for name in names if name != "features" and name not in EXTRA_OUTPUTS]
+    if unknown:
+        raise InputError(f"unknown output(s) {', '.join(map(repr, unknown))}; outputs are features, "
+                         + ", ".join(EXTRA_OUTPUTS))
+    return names
+
+
 def side_result(
-    opened: Stats | Features | Source, lazy: LazyExtractor, options: RunOptions, *, keep_features: bool = False
+    opened: Stats | Features | Source,
+    lazy: LazyExtractor,
+    options: RunOptions,
+    *,
+    keep_features: bool | tuple[str, ...] = False,
 ) -> SideResult:
     """Steps 2 to 4 for an input that step 1 (:func:`open_input`) has opened.
 
     Callers open every input first, so that a typo in the second path is reported before the first side's
     network time is spent. With `keep_features`, the result holds the feature rows too (from the cache, a
-    features file, or the extract step); statistics alone cannot give them.
+    features file, or the extract step); statistics alone cannot give them. A tuple of outputs
+    (:func:`kept_outputs`) keeps the logits or the spatial features of the same forward pass as well.
     """
     started = time.perf_counter()
+    kept = kept_outputs(keep_features)
     if isinstance(opened, Stats):
-        if keep_features:
+        if kept:
             raise InputError(
                 f"{opened.path or 'a Stats object'} holds statistics only; this needs the feature rows: give the "
                 "images (or a features file: fidkit features SRC --save FILE.npz) instead"
@@ -260,17 +286,23 @@ def side_result(
     if isinstance(opened, Features):
         stats = opened.stats()
         name = str(opened.path) if opened.path is not None else "Features"
+        for output in kept:
+            opened.output(output)  # an InputError saying how to compute what the file lacks
         report = describe(stats, name=name, kind="features", cached=False, total_seconds=time.perf_counter() - started)
-        return SideResult(stats, report, opened if keep_features else None)
+        return SideResult(stats, report, opened if kept else None)
 
     source = opened
-    lookup = look_up(source, lazy, options, keep_features=keep_features)
-    hit = _from_cache(source, lookup, options, keep_features, started)
+    lookup = look_up(source, lazy, options, keep_features=bool(kept))
+    hit = _from_cache(source, lookup, options, kept, started)
     if hit is not None:
         return hit
+    if lookup.features is not None:
+        # A cached features entry lacking an asked-for output: compute everything it held too, so that the new
+        # entry replaces it with a superset (the extra outputs come from the same forward pass).
+        kept = tuple(dict.fromkeys([*kept, *lookup.features.outputs]))
 
     if options.cluster == "ray":
-        extracted = _extract_on_cluster(source, lazy, options, keep_features)
+        extracted = _extract_on_cluster(source, lazy, options, kept)
     else:
         expected = lazy.identity() if lookup.stats_key is not None else None
         setup_started = time.perf_counter()
@@ -280,11 +312,11 @@ def side_result(
         if expected is not None and lazy.identity() != expected:
             # The engine that runs is not the one the key expected (engine auto on a GPU only torch can use):
             # its identity names the entry, which may even be cached already.
-            lookup = look_up(source, lazy, options, lookup.fingerprint, keep_features=keep_features)
-            hit = _from_cache(source, lookup, options, keep_features, started)
+            lookup = look_up(source, lazy, options, lookup.fingerprint, keep_features=bool(kept))
+            hit = _from_cache(source, lookup, options, kept, started)
             if hit is not None:
                 return hit
-        extracted = _extract_locally(source, lazy, options, keep_features, setup_seconds)
+        extracted = _extract_locally(source, lazy, options, kept, setup_seconds)
     accumulator = extracted.accumulator
     if accumulator.n == 0:
         raise EmptySourceError(f"{source.name} yielded no images; point fidkit at a source that holds images")
@@ -300,7 +332,7 @@ def side_result(
     stats = accumulator.result(metadata=metadata)
     features = None
     if extracted.rows is not None:
-        features = Features(extracted.rows.rows, metadata)
+        features = replace(extracted.rows, metadata=metadata)
     stats = store(source, lookup, stats, features, options)
 
     times = extracted.times
@@ -323,12 +355,13 @@ def side_result(
 
 
 def _from_cache(
-    source: Source, lookup: CacheLookup, options: RunOptions, keep_features: bool, started: float
+    source: Source, lookup: CacheLookup, options: RunOptions, kept: tuple[str, ...], started: float
 ) -> SideResult | None:
-    """The side from the cache when it holds what is asked for: statistics, or features (which give statistics)."""
+    """The side from the cache when it holds what is asked for: statistics, or features (which give statistics),
+    with every output in `kept`."""
     features = lookup.features
     stats = lookup.stats
-    if keep_features and features is None:
+    if kept and (features is None or not set(kept) <= set(features.outputs)):
         return None
     if stats is None and features is None:
         return None
@@ -339,7 +372,7 @@ def _from_cache(
         stats = store(source, CacheLookup(lookup.stats_key, None, lookup.fingerprint), stats, None, options)
     logger.info("%s: read from the cache (N = %s)", source.name, stats.n)
     report = describe(stats, name=source.name, kind=source.kind, cached=True, total_seconds=time.perf_counter() - started)
-    return SideResult(stats, report, features if keep_features else None)
+    return SideResult(stats, report, features if kept else None)
 
 
 def side_statistics(opened: Stats | Features | Source, lazy: LazyExtractor, options: RunOptions) -> tuple[Stats, SideReport]:
@@ -393,6 +426,14 @@ def _str_or_none(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
+def _convention_of(metadata: dict[str, Any]) -> str | None:
+    """The recorded convention; a fidkit file from before conventions existed, resized the TF way, is ``tf``."""
+    recorded = _str_or_none(metadata.get("convention"))
+    if recorded is None and metadata.get("resize_mode") == "tf1-bilinear-asymmetric":
+        return "tf"
+    return recorded
+
+
 def describe(
     stats: Stats,
     *,
@@ -436,6 +477,8 @@ def describe(
         foreign=stats.is_foreign,
         weights_sha256=_str_or_none(metadata.get("weights_sha256")),
         resize_mode=_str_or_none(metadata.get("resize_mode")),
+        convention=_convention_of(metadata),
+        feature_extractor=_str_or_none(metadata.get("feature_extractor")),
         provider=_str_or_none(metadata.get("provider")),
         engine=_str_or_none(metadata.get("engine")),
         precision=_str_or_none(metadata.get("precision")),

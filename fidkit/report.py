@@ -72,6 +72,11 @@ class SideReport:
     weights_sha256, resize_mode, provider, engine, precision : str or None
         What the features were computed with, as recorded (``engine``: ``onnxruntime`` or ``torch``;
         ``precision``: ``exact`` or ``fast``, prefixed ``tensorrt-`` when TensorRT ran); None when unknown.
+    convention : str or None
+        The preprocessing convention (``tf``, ``pytorch-fid``, ``clean``, ``torchmetrics``); a fidkit file from
+        before conventions, resized the TF way, is ``tf``; None when unknown (another tool's statistics file).
+    feature_extractor : str or None
+        The layer the features come from (``inception-2015-12-05/pool_3``, or a ``--dims`` layer).
     decode_seconds : float
         Time spent waiting for decoded images (decoding overlaps with the network, so this is the part
         of decoding the network did not hide).
@@ -109,6 +114,8 @@ class SideReport:
     batch_size: int | None = None
     setup_seconds: float = 0.0
     setup_parts: tuple[tuple[str, float], ...] = ()
+    convention: str | None = None
+    feature_extractor: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -161,6 +168,8 @@ class FidReport:
         The sha256 of the Inception weights (None if neither side recorded it).
     resize_mode : str or None
         The resize the features were computed with.
+    convention : str or None
+        The preprocessing convention of both sides (``tf``, ``pytorch-fid``, ``clean``, ``torchmetrics``).
     provider : str or None
         The onnxruntime provider(s) that computed the features (e.g. ``CPUExecutionProvider``).
     engine, precision : str or None
@@ -186,6 +195,7 @@ class FidReport:
     warnings: tuple[str, ...]
     timings: Timings
     fidkit_version: str
+    convention: str | None = None
 
     def __float__(self) -> float:
         return float(self.value)
@@ -200,6 +210,7 @@ class FidReport:
             "a": self.a.to_dict(),
             "b": self.b.to_dict(),
             "weights_sha256": self.weights_sha256,
+            "convention": self.convention,
             "resize_mode": self.resize_mode,
             "provider": self.provider,
             "engine": self.engine,
@@ -211,8 +222,10 @@ class FidReport:
         }
 
 
-def consistency_warnings(side_a: SideReport, side_b: SideReport, *, allow_weights_mismatch: bool) -> list[str]:
-    """Check the two sides were made comparably; return warnings, raise on different weights."""
+def consistency_warnings(
+    side_a: SideReport, side_b: SideReport, *, allow_weights_mismatch: bool, allow_convention_mismatch: bool = False
+) -> list[str]:
+    """Check the two sides were made comparably; return warnings, raise on different weights or conventions."""
     messages: list[str] = []
     labelled = (("a", side_a), ("b", side_b))
     for label, side in labelled:
@@ -220,6 +233,12 @@ def consistency_warnings(side_a: SideReport, side_b: SideReport, *, allow_weight
             messages.append(
                 f"side {label} ({side.name}) is a statistics file with only mu and sigma (TTUR / "
                 "pytorch-fid): its N is unknown and the network it was made with cannot be checked"
+                + (
+                    "; its convention (resize and normalization) is unknown too, and the FID is only meaningful "
+                    "under the same convention on both sides (pytorch-fid files match --convention pytorch-fid, "
+                    "clean-fid's --convention clean, TTUR's --convention tf)"
+                    if side.convention is None else ""
+                )
             )
         elif side.weights_sha256 is None and not side.foreign:
             messages.append(
@@ -257,9 +276,30 @@ def consistency_warnings(side_a: SideReport, side_b: SideReport, *, allow_weight
             f"the two sides were computed at different precisions (a: {side_a.precision}, b: {side_b.precision}); "
             "the fast (FP16) mode is not the reference's float32: compute both sides exactly for reported numbers"
         )
-    if side_a.resize_mode and side_b.resize_mode and side_a.resize_mode != side_b.resize_mode:
+    messages.extend(_convention_warnings(labelled, allow_convention_mismatch))
+    return messages
+
+
+def _convention_warnings(labelled: tuple[tuple[str, SideReport], ...], allow_mismatch: bool) -> list[str]:
+    """Sides made under different conventions measure different things: refused unless allowed. (A side whose
+    convention is unknown, another tool's statistics file, is said so by the foreign-file warning.)"""
+    known = {label: side.convention for label, side in labelled if side.convention}
+    if len(set(known.values())) > 1:
+        (label_a, side_a), (label_b, side_b) = labelled
+        message = (
+            f"side {label_a} ({side_a.name}) was computed under the {side_a.convention!r} convention and side "
+            f"{label_b} ({side_b.name}) under {side_b.convention!r} ({side_a.resize_mode} vs {side_b.resize_mode}): "
+            "their FID mixes two preprocessings and matches no tool's number (docs/compatibility.md gives the size "
+            "of the gap); recompute one side with --convention " + str(side_a.convention)
+        )
+        if not allow_mismatch:
+            raise InputError(message + " (or pass allow_convention_mismatch=True / --allow-convention-mismatch)")
+        return [message]
+    messages = []
+    (_, first), (_, second) = labelled
+    if first.resize_mode and second.resize_mode and first.resize_mode != second.resize_mode:
         messages.append(
-            f"the two sides were resized differently (a: {side_a.resize_mode}, b: {side_b.resize_mode}); "
+            f"the two sides were resized differently (a: {first.resize_mode}, b: {second.resize_mode}); "
             "FID across resize modes is biased"
         )
     return messages
@@ -313,6 +353,7 @@ def assemble_fid_report(
         a=side_a,
         b=side_b,
         weights_sha256=common("weights_sha256"),
+        convention=common("convention"),
         resize_mode=common("resize_mode"),
         provider=common("provider"),
         engine=common("engine"),

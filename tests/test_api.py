@@ -362,3 +362,28 @@ def test_an_impossible_explicit_gpu_is_an_error_even_when_both_sides_are_cached(
         with pytest.raises(FidkitError, match="device cuda asked for, but there is no NVIDIA driver"):
             compute_fid(images_a, images_b, weights=extractor.weights_path, device="cuda", workers=0)
         assert compute_fid(images_a, images_b, weights=extractor.weights_path, device="cpu", workers=0).a.cached
+
+
+def test_different_conventions_are_an_error_unless_allowed_and_foreign_files_warn(no_extractor_built):
+    from fidkit.api import compute_fid
+
+    def side(seed, convention, resize_mode):
+        return small_stats(seed, metadata={"weights_sha256": "a" * 64, "convention": convention,
+                                           "resize_mode": resize_mode})
+
+    clean, pytorch = side(1, "clean", "pil-bicubic-antialias-float"), side(2, "pytorch-fid", "torch-bilinear-half-pixel")
+    with pytest.raises(InputError, match="'clean' convention .* under 'pytorch-fid'.*--allow-convention-mismatch"):
+        compute_fid(clean, pytorch)
+    with pytest.warns(FidkitWarning, match="mixes two preprocessings"):
+        report = compute_fid(clean, pytorch, allow_convention_mismatch=True)
+    assert report.convention == "clean, pytorch-fid"
+    # A fidkit file from before conventions, resized the TF way, is the tf convention.
+    old = small_stats(3, metadata={"weights_sha256": "a" * 64, "resize_mode": "tf1-bilinear-asymmetric"})
+    with pytest.raises(InputError, match="under 'tf'"):
+        compute_fid(clean, old)
+    # Another tool's file (mu and sigma only): compared, with a warning naming the unknown convention.
+    from fidkit.stats import Stats
+
+    foreign = Stats(mu=clean.mu + 1, sigma=clean.sigma)
+    with pytest.warns(FidkitWarning, match="its convention .* is unknown too"):
+        compute_fid(clean, foreign)

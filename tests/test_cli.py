@@ -359,3 +359,12 @@ def test_main_restores_the_package_logger(capsys):
     assert main(["cache", "list"]) == 0
     capsys.readouterr()
     assert (package_logger.level, package_logger.propagate, list(package_logger.handlers)) == before
+
+
+def test_the_cli_spells_the_conventions_and_dims_of_the_network():
+    from fidkit import cli
+    from fidkit.inception.conventions import CONVENTIONS
+    from fidkit.inception.spec import DIMS
+
+    assert cli.CONVENTIONS == CONVENTIONS
+    assert sorted(cli.DIMS) == sorted(DIMS)

@@ -16,7 +16,9 @@ from fidkit.errors import FidkitError
 from fidkit.stats import Stats, StatsAccumulator
 
 # Metadata that names the feature space: ranks whose features differ in any of these measure different things.
-_IDENTITY_KEYS = ("feature_extractor", "weights_sha256", "resize_mode", "exporter_version", "engine", "precision")
+_IDENTITY_KEYS = (
+    "feature_extractor", "weights_sha256", "convention", "resize_mode", "exporter_version", "engine", "precision"
+)
 
 # Process groups on which a collective of FID.compute() timed out or failed, with what happened: torch.distributed
 # cannot use such a group again (gloo and NCCL leave it with unmatched operations), so a later compute() says so
