@@ -135,11 +135,13 @@ def _features_info(args: argparse.Namespace) -> int:
 
     features = Features.load(args.path)
     summary = {"path": str(args.path), "content": "features", "n": features.n, "dim": features.dim,
-               "metadata": features.metadata}
+               "outputs": list(features.outputs), "metadata": features.metadata}
     if args.json:
         print(json_text(summary))
     else:
-        print(f"{args.path}: features of {features.n} images, dim {features.dim} (float32)")
+        extra = [name for name in features.outputs if name != "features"]
+        also = f", with {' and '.join(extra)}" if extra else ""
+        print(f"{args.path}: features of {features.n} images, dim {features.dim} (float32){also}")
         for key, value in sorted(features.metadata.items()):
             print(f"  {key}: {value}")
     return EXIT_OK
@@ -163,7 +165,6 @@ def _check_save_path(out_path: Path | None, force: bool, source: str) -> None:
 def features(args: argparse.Namespace) -> int:
     from fidkit.api import compute_side
     from fidkit.cache import CACHE_KEY_METADATA
-    from fidkit.features import Features
 
     out_path: Path | None = args.save
     _check_save_path(out_path, args.force, args.source)
@@ -173,7 +174,7 @@ def features(args: argparse.Namespace) -> int:
     side = result.report
     if out_path is not None:
         metadata = {name: value for name, value in kept.metadata.items() if name != CACHE_KEY_METADATA}
-        Features(kept.rows, metadata).save(out_path, overwrite=args.force)
+        dataclasses.replace(kept, metadata=metadata).save(out_path, overwrite=args.force)
     _print_side(args, side, kept.n, kept.dim, out_path)
     return EXIT_OK
 
