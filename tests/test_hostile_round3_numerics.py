@@ -624,3 +624,17 @@ def test_a_fid_with_a_folder_reference_pickles_once_its_statistics_are_computed(
     assert float(restored.compute()) == value and restored.compute().a.n == 30
     with pytest.raises(InputError, match="reference"):
         restored.update(images(2, 3), real=True)  # still a metric with a reference
+
+
+def test_an_unpickled_extractor_is_rebuilt_with_its_convention_and_layer(random_weights_path) -> None:
+    # Rebuilt from the weights alone it would silently run the default tf convention at 2048 dims.
+    import pickle
+
+    from fidkit.inception.torch_engine import TorchFeatureExtractor
+    from fidkit.metric.state import _picklable_extractor
+
+    extractor = TorchFeatureExtractor(random_weights_path, device="cpu", convention="pytorch-fid", dims=768)
+    restored = pickle.loads(pickle.dumps(_picklable_extractor(extractor)))
+    assert (restored.convention, restored.feature_dim) == ("pytorch-fid", 768)
+    batch = np.random.default_rng(5).integers(0, 256, size=(2, 20, 24, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(restored(batch), extractor(batch))

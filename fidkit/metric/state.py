@@ -103,8 +103,8 @@ class _RebuiltExtractor:
     """Stands for a fidkit extractor in a pickled :class:`FID`: rebuilt from its weights on first use.
 
     An onnxruntime session (or a torch model on a GPU) cannot be pickled; what made it can: the weights file,
-    the device, the batch size, the engine and the precision. The rebuilt extractor must have the same weights
-    sha256 as the original, or it is refused.
+    the device, the batch size, the engine, the precision, the convention and the feature layer (``dims``). The
+    rebuilt extractor must have the same weights sha256 as the original, or it is refused.
     """
 
     def __init__(self, extractor: Any, engine: str) -> None:
@@ -113,6 +113,8 @@ class _RebuiltExtractor:
         self.device = str(extractor.device)
         self.batch_size = int(extractor.batch_size)
         self.precision = str(extractor.precision)
+        self.convention = str(getattr(extractor, "convention", "tf"))
+        self.dims = int(extractor.feature_dim)
         self.engine = engine
         self._lock = threading.Lock()
         self._built: Any = None
@@ -123,7 +125,7 @@ class _RebuiltExtractor:
                 extractor = build_extractor(
                     RunOptions(
                         weights=self.weights_path, device=self.device, batch_size=self.batch_size,
-                        engine=self.engine, precision=self.precision,
+                        engine=self.engine, precision=self.precision, convention=self.convention, dims=self.dims,
                     )
                 )
                 if str(extractor.weights_sha256) != self.weights_sha256:
