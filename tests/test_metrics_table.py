@@ -137,7 +137,8 @@ def test_a_statistics_side_is_refused_naming_metric_side_and_fix(pair, metrics, 
         evaluate(sides["a"], sides["b"], metrics, **SMALL)
     message = str(error.value)
     label = {"kid": "KID", "prdc": "precision/recall", "sfid": "sFID", "is": "Inception Score"}[metrics]
-    for part in (label, f"side {role}", what, "statistics only", f"fidkit features SRC --save F.npz --metrics {metrics}"):
+    fix = f"fidkit features SRC --save F.npz --metrics {metrics}"
+    for part in (label, f"side {role}", what, "statistics only", fix):
         assert part in message, (part, message)
 
 

@@ -8,16 +8,36 @@ more digits than N resolves only at N > 10,000). An interval is printed with its
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fidkit.metrics.table import IntervalSpec
 
-__all__ = ["Interval", "MetricEntry", "MetricTable", "format_table", "plain", "DECIMALS"]
+__all__ = ["Interval", "MetricEntry", "MetricTable", "format_table", "plain", "within_range", "DECIMALS"]
 
 #: Decimals printed per metric name.
 DECIMALS = {"fid": 4, "sfid": 4, "kid": 6, "is": 3, "prdc": 4}
+
+
+# Where each number can lie. An interval end beyond it (the basic interval reflects the resamples about the value,
+# so FID's can reach below 0 where its bias exceeds its spread) is moved onto it: the true value lies there too.
+_RANGES = {
+    "fid": (0.0, math.inf),
+    "sfid": (0.0, math.inf),
+    "is_a": (1.0, math.inf),
+    "is_b": (1.0, math.inf),
+    "precision": (0.0, 1.0),
+    "recall": (0.0, 1.0),
+    "density": (0.0, math.inf),
+    "coverage": (0.0, 1.0),
+}
+
+
+def within_range(key: str, interval: Interval) -> Interval:
+    """`interval` with its ends moved into the range the number `key` can take (KID's is unbounded)."""
+    lowest, highest = _RANGES.get(key, (-math.inf, math.inf))
+    return replace(interval, low=min(max(interval.low, lowest), highest), high=max(min(interval.high, highest), lowest))
 
 
 def plain(value: Any) -> Any:
