@@ -12,10 +12,15 @@ each function reproduces, defaults and costs.
   k-NN manifold metrics with exact radii, blockwise under a memory budget, optionally on a torch device.
 - :func:`bootstrap`, :func:`bootstrap_fid`, :func:`fid_infinity` (:mod:`fidkit.metrics.bootstrap`): bootstrap
   percentile intervals (fast for FID) and FID extrapolated to infinitely many images.
+- :func:`half_sample` (:mod:`fidkit.metrics.halfsample`): intervals from random half-samples, for the metrics a
+  with-replacement bootstrap distorts (k-NN balls and KID's unbiased sums count a repeated image twice).
+- :func:`evaluate` (:mod:`fidkit.metrics.table`): the evaluation table (FID, KID, IS, sFID, precision/recall/
+  density/coverage) of two :class:`~fidkit.features.Features` or :class:`~fidkit.stats.Stats`, with intervals.
 """
 
 from fidkit.metrics._common import SAMPLINGS
 from fidkit.metrics.bootstrap import BootstrapResult, FIDInfinityResult, bootstrap, bootstrap_fid, fid_infinity
+from fidkit.metrics.halfsample import HalfSampleResult, half_sample
 from fidkit.metrics.inception_score import InceptionScoreResult, inception_score
 from fidkit.metrics.kid import KIDResult, kid, mmd2_unbiased
 from fidkit.metrics.prdc import (
@@ -28,6 +33,17 @@ from fidkit.metrics.prdc import (
     knn_radii,
     manifold_metrics,
     precision_recall,
+)
+from fidkit.metrics.table import (
+    DEFAULT_METRICS,
+    METRICS,
+    Interval,
+    IntervalSpec,
+    MetricEntry,
+    MetricTable,
+    evaluate,
+    outputs_needed,
+    parse_metrics,
 )
 
 __all__ = [
@@ -51,4 +67,15 @@ __all__ = [
     "fid_infinity",
     "BootstrapResult",
     "FIDInfinityResult",
+    "half_sample",
+    "HalfSampleResult",
+    "evaluate",
+    "parse_metrics",
+    "outputs_needed",
+    "METRICS",
+    "DEFAULT_METRICS",
+    "IntervalSpec",
+    "Interval",
+    "MetricEntry",
+    "MetricTable",
 ]

@@ -1,0 +1,293 @@
+"""What :func:`fidkit.metrics.evaluate` returns: :class:`MetricTable` of :class:`MetricEntry`, and how it reads.
+
+Digits: FID and sFID with 4 decimals (as every fidkit report prints FID), KID with 6 (its values are of order
+1e-3 to 1e-1), the Inception Score with 3, precision, recall, density and coverage with 4 (fractions of N images;
+more digits than N resolves only at N > 10,000). An interval is printed with its value's digits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fidkit.metrics.table import IntervalSpec
+
+__all__ = ["Interval", "MetricEntry", "MetricTable", "format_table", "plain", "within_range", "DECIMALS"]
+
+#: Decimals printed per metric name.
+DECIMALS = {"fid": 4, "sfid": 4, "kid": 6, "is": 3, "prdc": 4}
+
+
+# Where each number can lie. An interval end beyond it (the basic interval reflects the resamples about the value,
+# so FID's can reach below 0 where its bias exceeds its spread) is moved onto it: the true value lies there too.
+_RANGES = {
+    "fid": (0.0, math.inf),
+    "sfid": (0.0, math.inf),
+    "is_a": (1.0, math.inf),
+    "is_b": (1.0, math.inf),
+    "precision": (0.0, 1.0),
+    "recall": (0.0, 1.0),
+    "density": (0.0, math.inf),
+    "coverage": (0.0, 1.0),
+}
+
+
+def within_range(key: str, interval: Interval) -> Interval:
+    """`interval` with its ends moved into the range the number `key` can take (KID's is unbounded)."""
+    lowest, highest = _RANGES.get(key, (-math.inf, math.inf))
+    return replace(interval, low=min(max(interval.low, lowest), highest), high=max(min(interval.high, highest), lowest))
+
+
+def plain(value: Any) -> Any:
+    """`value` with every float that is not finite replaced by None, in dicts, lists and tuples (as lists)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+def _number(metric: str, value: float) -> str:
+    return f"{value:.{DECIMALS[metric]}f}"
+
+
+def _note(entry: Any) -> str:
+    details = dict(entry.details)
+    if entry.metric == "kid":
+        return f"std over {details['subsets']} subsets of {details['subset_size']}: {entry.std:.6f}"
+    if entry.metric == "is":
+        return f"{details['splits']} splits, std {entry.std:.3f}"
+    if entry.metric == "prdc":
+        return f"k={details['k']}"
+    if entry.interval is not None and entry.interval.method == "bootstrap":
+        # FID's small-sample bias can be as large as its spread: the basic interval then lies off the value.
+        return f"bootstrap bias {entry.interval.shift:+.{DECIMALS[entry.metric]}f}"
+    return ""
+
+
+def _level(level: float) -> str:
+    return f"{100.0 * level:.10g}%"
+
+
+def _interval_footer(table: Any) -> str:
+    """One line saying how the intervals were drawn, naming only the numbers present."""
+    by_method: dict[str, list[str]] = {}
+    for entry in table.entries:
+        by_method.setdefault(entry.interval.method, []).append(entry.label)
+    ci = table.ci
+    parts = []
+    if "bootstrap" in by_method:
+        parts.append(
+            f"{', '.join(by_method['bootstrap'])}: basic bootstrap, {ci.n_resamples} resamples of both sides' images"
+        )
+    if "half-sample" in by_method:
+        kid_note = f", KID over {ci.kid_subsets} subsets each" if "kid" in table.metrics else ""
+        parts.append(f"{', '.join(by_method['half-sample'])}: {ci.n_resamples} random half-samples{kid_note}")
+    seed = f"interval seed {ci.seed}" if ci.seed is not None else f"seed {table.seed}"
+    return f"{_level(ci.level)} intervals ({seed}): " + "; ".join(parts)
+
+
+def format_table(table: Any) -> str:
+    """The aligned plain-text table of `table` (a :class:`~fidkit.metrics.table.MetricTable`), no final newline."""
+    with_interval = table.ci is not None
+    header = ["metric", "value"] + ([f"{_level(table.ci.level)} interval"] if with_interval else []) + ["note"]
+    rows = [header]
+    for entry in table.entries:
+        row = [entry.label, _number(entry.metric, entry.value)]
+        if with_interval:
+            low, high = (_number(entry.metric, bound) for bound in (entry.interval.low, entry.interval.high))
+            row.append(f"[{low}, {high}]")
+        rows.append(row + [_note(entry)])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
+    lines = ["  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]).rstrip() for row in rows]
+    count = lambda n: "unknown" if n is None else str(n)  # noqa: E731
+    lines.append(f"images: a {count(table.n_a)}, b {count(table.n_b)}")
+    if with_interval and table.entries:
+        lines.append(_interval_footer(table))
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A confidence interval of one number.
+
+    Attributes
+    ----------
+    low, high : float
+        The interval: the basic bootstrap interval (``method="bootstrap"``) or the half-sample interval
+        (``method="half-sample"``, :mod:`fidkit.metrics.halfsample`), with an end that falls outside the values
+        the number can take moved onto that range (FID and sFID >= 0, IS >= 1, precision, recall and coverage in
+        [0, 1], density >= 0): the basic interval of a FID whose bias exceeds its spread reaches below 0.
+    level : float
+    method : str
+        ``"bootstrap"`` (FID, sFID) or ``"half-sample"`` (KID, IS, neighbour metrics).
+    std : float
+        Standard deviation (``ddof = 1``) of the replicates: the estimated standard error of the value.
+    shift : float
+        Mean of the replicates minus the value (the bootstrap's bias estimate; for half-samples what halving N does).
+    n_resamples, seed : int
+        Replicates and the (derived) seed they were drawn from.
+    percentile : tuple of float or None
+        The bootstrap's percentile interval, kept beside the basic one (None for half-samples).
+    """
+
+    low: float
+    high: float
+    level: float
+    method: str
+    std: float
+    shift: float
+    n_resamples: int
+    seed: int
+    percentile: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (NaN and inf become None)."""
+        return plain(
+            {
+                "low": self.low,
+                "high": self.high,
+                "level": self.level,
+                "method": self.method,
+                "std": self.std,
+                "shift": self.shift,
+                "n_resamples": self.n_resamples,
+                "seed": self.seed,
+                "percentile": None if self.percentile is None else list(self.percentile),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class MetricEntry:
+    """One reported number. ``float(entry)`` is :attr:`value`.
+
+    Attributes
+    ----------
+    key : str
+        Its key in the table: ``fid``, ``kid``, ``is_a``, ``is_b``, ``sfid``, ``precision``, ``recall``,
+        ``density``, ``coverage``.
+    label : str
+        As printed: ``FID``, ``KID``, ``IS (a)``, ``IS (b)``, ``sFID``, ``precision``, ...
+    metric : str
+        The :data:`~fidkit.metrics.table.METRICS` name that asked for it.
+    value : float
+    std : float or None
+        The metric's own spread where it has one: KID's over its subsets, IS's over its splits (``ddof = 0``, as
+        torch-fidelity reports them). Not a standard error; :attr:`interval` has that.
+    interval : Interval or None
+    n_a, n_b : int or None
+        Images of each side the number is computed from (None: not used, or a statistics file without N).
+    details : tuple of (str, value)
+        How it was computed (k, subsets, splits, seeds, the distance's route, ...).
+    result : object
+        The metric function's own result (:class:`~fidkit.frechet.FrechetResult`, :class:`~fidkit.metrics.KIDResult`,
+        ...), for callers that need its diagnostics; not in :meth:`to_dict`.
+    """
+
+    key: str
+    label: str
+    metric: str
+    value: float
+    std: float | None = None
+    interval: Interval | None = None
+    n_a: int | None = None
+    n_b: int | None = None
+    details: tuple[tuple[str, Any], ...] = ()
+    result: Any = field(default=None, repr=False, compare=False)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"label", "metric", "value", "std", "interval", "n_a", "n_b", "details"}``, JSON-ready."""
+        return plain(
+            {
+                "label": self.label,
+                "metric": self.metric,
+                "value": self.value,
+                "std": self.std,
+                "interval": None if self.interval is None else self.interval.to_dict(),
+                "n_a": self.n_a,
+                "n_b": self.n_b,
+                "details": dict(self.details),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class MetricTable:
+    """Every number :func:`evaluate` computed. ``table["fid"]`` is the :class:`MetricEntry` of that key.
+
+    Attributes
+    ----------
+    entries : tuple of MetricEntry
+        In the order of :data:`~fidkit.metrics.table.METRICS` (IS of a before IS of b; precision, recall, density,
+        coverage).
+    metrics : tuple of str
+        The names asked for.
+    n_a, n_b : int or None
+        Images of each side (None for statistics without N).
+    seed : int
+        The one seed (module docstring).
+    ci : IntervalSpec or None
+        How the intervals were drawn; None without intervals.
+    bootstrap_seed, half_sample_seed : int or None
+        The seeds derived for the intervals (None without intervals).
+    """
+
+    entries: tuple[MetricEntry, ...]
+    metrics: tuple[str, ...]
+    n_a: int | None
+    n_b: int | None
+    seed: int
+    ci: IntervalSpec | None = None
+    bootstrap_seed: int | None = None
+    half_sample_seed: int | None = None
+
+    def __getitem__(self, key: str) -> MetricEntry:
+        for entry in self.entries:
+            if entry.key == key:
+                return entry
+        raise KeyError(f"{key!r} is not in this table; it holds {', '.join(self.keys())}")
+
+    def __contains__(self, key: object) -> bool:
+        return any(entry.key == key for entry in self.entries)
+
+    def keys(self) -> tuple[str, ...]:
+        """The entries' keys, in order."""
+        return tuple(entry.key for entry in self.entries)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with stable keys.
+
+        ``{"metrics": [...], "n_a", "n_b", "seed", "interval": None or {"level", "n_resamples", "seed",
+        "kid_subsets", "bootstrap_seed", "half_sample_seed"}, "entries": {key: MetricEntry.to_dict()}}``; the
+        entries keep the table's order.
+        """
+        interval = None
+        if self.ci is not None:
+            interval = {
+                **self.ci.to_dict(),
+                "bootstrap_seed": self.bootstrap_seed,
+                "half_sample_seed": self.half_sample_seed,
+            }
+        return {
+            "metrics": list(self.metrics),
+            "n_a": self.n_a,
+            "n_b": self.n_b,
+            "seed": self.seed,
+            "interval": interval,
+            "entries": {entry.key: entry.to_dict() for entry in self.entries},
+        }
+
+    def format(self) -> str:
+        """A small aligned plain-text table (what ``fidkit compute --metrics ...`` prints), no final newline."""
+        return format_table(self)
+
+    def __str__(self) -> str:
+        return self.format()

@@ -1,0 +1,582 @@
+"""The evaluation table of a generative model: every asked-for metric of two feature sets, with its interval.
+
+:func:`evaluate` is a pure layer over kept features: it takes the two sides as :class:`~fidkit.features.Features`
+(rows, and the logits and spatial features of the same forward pass where kept) or :class:`~fidkit.stats.Stats`,
+calls the metric functions of :mod:`fidkit.metrics` and :mod:`fidkit.frechet` on them, and returns a
+:class:`MetricTable`: one :class:`MetricEntry` per reported number, printable (:meth:`MetricTable.format`) and
+JSON-ready (:meth:`MetricTable.to_dict`). Side a is the evaluated (generated) set, side b the reference.
+
+The metrics, by their ``--metrics`` names (:data:`METRICS`):
+
+- ``fid``: the Fréchet distance of the pool_3 features (:func:`~fidkit.frechet.fid_from_arrays` on two Features,
+  :func:`~fidkit.frechet.fid_from_stats` when a side is statistics);
+- ``kid``: :func:`~fidkit.metrics.kid` of a against b;
+- ``is``: :func:`~fidkit.metrics.inception_score` of a's logits, and of b's where b holds logits;
+- ``sfid``: the Fréchet distance of the spatial features, through the same code as FID;
+- ``prdc``: :func:`~fidkit.metrics.manifold_metrics` with b as the real set: precision and recall (ADM's, k = 3),
+  density and coverage (prdc's, k = 5).
+
+Randomness. One integer ``seed`` drives everything. KID's subsets and the Inception Score's shuffle use it as given
+(``kid(..., seed=seed)``, ``inception_score(..., seed=seed)``: the numbers can be recomputed directly). The
+intervals draw from two further streams derived from it (or from :attr:`IntervalSpec.seed` when set) by
+:class:`numpy.random.SeedSequence`, independent of those draws and of each other: the bootstrap resamples of FID and
+sFID (the same resampled images for both) and the half-samples of KID, IS and precision/recall/density/coverage
+(the same half-samples for all of them). Both derived seeds are reported.
+
+Intervals. FID and sFID: :func:`~fidkit.metrics.bootstrap_fid` (images of both sides resampled with
+replacement), reporting its basic interval, which covers the true value at the level claimed where the percentile
+one, also kept, does not (``docs/metrics.md``). KID, IS and the neighbour metrics: random half-samples
+(:mod:`fidkit.metrics.halfsample`), because a with-replacement resample repeats images, which the k-NN balls and
+KID's unbiased sums count as distinct points at distance 0 (measured: bootstrap intervals of precision and recall
+covered their target in 0 to 15 % of samples at a 90 % level, half-sample intervals in 85 to 95 %).
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import time
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Iterable
+
+import numpy as np
+
+from fidkit.errors import InputError
+from fidkit.features import Features
+from fidkit.frechet import fid_from_arrays, fid_from_stats
+from fidkit.metrics._common import check_level, check_positive_int, check_sampling, check_seed
+from fidkit.metrics._table_results import Interval, MetricEntry, MetricTable, within_range
+from fidkit.metrics.bootstrap import bootstrap_fid
+from fidkit.metrics.halfsample import half_sample_draws, summarise_half_samples
+from fidkit.metrics.inception_score import inception_score
+from fidkit.metrics.kid import kid
+from fidkit.metrics.prdc import DEFAULT_MEMORY_BUDGET, manifold_metrics
+from fidkit.stats import Stats
+
+__all__ = [
+    "METRICS",
+    "DEFAULT_METRICS",
+    "IntervalSpec",
+    "Interval",
+    "MetricEntry",
+    "MetricTable",
+    "parse_metrics",
+    "outputs_needed",
+    "evaluate",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The names ``--metrics`` takes, in the order the table reports them. ``prdc``: precision, recall, density,
+#: coverage.
+METRICS = ("fid", "kid", "is", "sfid", "prdc")
+#: What is computed when nothing is asked.
+DEFAULT_METRICS = ("fid",)
+#: The outputs of :class:`~fidkit.features.Features`, in the order :func:`outputs_needed` lists them.
+_OUTPUT_ORDER = ("features", "logits", "spatial")
+_OUTPUT_WORDS = {"features": "feature rows (pool_3)", "logits": "logits", "spatial": "spatial features (sFID's)"}
+_ROLE_NAMES = {"a": "side a (the evaluated images)", "b": "side b (the reference)"}
+_LABELS = {"fid": "FID", "kid": "KID", "is": "the Inception Score", "sfid": "sFID", "prdc": "precision/recall"}
+# Names people type for what lives under another name; the error says where.
+_HINTS = {
+    "precision": "prdc",
+    "recall": "prdc",
+    "density": "prdc",
+    "coverage": "prdc",
+    "pr": "prdc",
+    "prc": "prdc",
+    "isc": "is",
+    "inception_score": "is",
+    "s-fid": "sfid",
+}
+# The streams derived from the one seed (SeedSequence([seed, stream])).
+_STREAM_BOOTSTRAP = 1
+_STREAM_HALF = 2
+
+
+def parse_metrics(text_or_names: str | Iterable[str]) -> tuple[str, ...]:
+    """The metric names of ``"fid,kid"``, ``["fid", "kid"]`` or ``"all"``, in :data:`METRICS` order.
+
+    Case and surrounding spaces are ignored, duplicates dropped; ``"all"`` is every metric.
+
+    Raises
+    ------
+    InputError
+        Nothing named, an unknown name (the message lists the valid ones), or not a string or list of strings.
+    """
+    if isinstance(text_or_names, str):
+        pieces = text_or_names.split(",")
+    else:
+        try:
+            items = list(text_or_names)
+        except TypeError:
+            items = None
+        if items is None or not all(isinstance(item, str) for item in items):
+            raise InputError(
+                f"metrics must be a comma-separated string or a list of names, got {text_or_names!r}; valid names: "
+                f"{', '.join(METRICS)} (or all)"
+            )
+        pieces = [piece for item in items for piece in item.split(",")]
+    names = [piece.strip().lower() for piece in pieces if piece.strip()]
+    if not names:
+        raise InputError(f"no metric named; choose from {', '.join(METRICS)} (or all), e.g. 'fid,kid'")
+    if "all" in names:
+        return METRICS
+    unknown = [name for name in dict.fromkeys(names) if name not in METRICS]
+    if unknown:
+        hints = [f"{name!r} is part of {_HINTS[name]!r}" for name in unknown if name in _HINTS]
+        raise InputError(
+            f"unknown metric{'s' if len(unknown) > 1 else ''} {', '.join(repr(name) for name in unknown)}; valid "
+            f"names: {', '.join(METRICS)} (or all)" + (f" ({'; '.join(hints)})" if hints else "")
+        )
+    return tuple(name for name in METRICS if name in names)
+
+
+@dataclass(frozen=True)
+class IntervalSpec:
+    """How :func:`evaluate` draws its intervals.
+
+    Attributes
+    ----------
+    level : float
+        Confidence level, in (0, 1).
+    n_resamples : int
+        Bootstrap resamples (FID, sFID) and half-samples (KID, IS, neighbour metrics), >= 2. With 200 each end of
+        a 95 % interval carries a Monte Carlo error of about 5 % of the interval's width (0.19 standard errors),
+        with 1,000 about 2 %.
+    seed : int or None
+        Base of the interval streams; None (the default) takes :func:`evaluate`'s `seed`. Either way the two
+        streams are derived from it (module docstring), so the point values stay fixed when only this changes.
+    kid_subsets : int
+        KID subsets per half-sample (100 for the value), of ``kid_subset_size`` rows capped at the half-sample's,
+        each costing about ``4 m^2 dim`` flops. Their own noise widens the interval against 100-subset replicates
+        by the variance ``s^2 (1 / kid_subsets - 1 / 100)`` (``s``: KID's std over subsets), never narrows it.
+    """
+
+    level: float = 0.95
+    n_resamples: int = 200
+    seed: int | None = None
+    kid_subsets: int = 10
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "level", check_level(self.level))
+        object.__setattr__(self, "n_resamples", check_positive_int(self.n_resamples, "n_resamples", minimum=2))
+        if self.seed is not None:
+            object.__setattr__(self, "seed", check_seed(self.seed))
+        object.__setattr__(self, "kid_subsets", check_positive_int(self.kid_subsets, "kid_subsets"))
+
+    def derived_seeds(self, seed: int) -> tuple[int, int]:
+        """``(bootstrap_seed, half_sample_seed)`` for :func:`evaluate`'s `seed`."""
+        base = check_seed(seed) if self.seed is None else self.seed
+        return tuple(  # type: ignore[return-value]
+            int(np.random.SeedSequence([base, stream]).generate_state(1)[0])
+            for stream in (_STREAM_BOOTSTRAP, _STREAM_HALF)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "level": self.level,
+            "n_resamples": self.n_resamples,
+            "seed": self.seed,
+            "kid_subsets": self.kid_subsets,
+        }
+
+
+def _check_ci(ci: Any) -> IntervalSpec | None:
+    if ci is None or isinstance(ci, IntervalSpec):
+        return ci
+    raise InputError(f"ci must be an IntervalSpec (e.g. IntervalSpec(level=0.95, n_resamples=200)) or None, got {ci!r}")
+
+
+def outputs_needed(metrics: str | Iterable[str], *, ci: IntervalSpec | None) -> dict[str, tuple[str, ...] | None]:
+    """Which outputs each side must keep for :func:`evaluate` to compute `metrics` (with intervals if `ci`).
+
+    Returns
+    -------
+    dict
+        ``{"a": ..., "b": ...}``: a tuple of :class:`~fidkit.features.Features` outputs (``"features"`` first, then
+        ``"logits"`` and/or ``"spatial"``), or None where the side's statistics suffice (FID without an interval;
+        also a side no asked metric reads, such as b for the Inception Score alone).
+
+    Examples
+    --------
+    >>> outputs_needed("fid", ci=None)
+    {'a': None, 'b': None}
+    >>> outputs_needed("fid,is,sfid", ci=None)
+    {'a': ('features', 'logits', 'spatial'), 'b': ('features', 'spatial')}
+    >>> outputs_needed("fid", ci=IntervalSpec())
+    {'a': ('features',), 'b': ('features',)}
+    """
+    names = parse_metrics(metrics)
+    ci = _check_ci(ci)
+    needed: dict[str, set[str]] = {"a": set(), "b": set()}
+    for name in names:
+        if name == "fid" and ci is not None or name in ("kid", "prdc"):
+            for role in needed:
+                needed[role].add("features")
+        elif name == "is":
+            needed["a"].update(("features", "logits"))
+        elif name == "sfid":
+            for role in needed:
+                needed[role].update(("features", "spatial"))
+    return {role: tuple(o for o in _OUTPUT_ORDER if o in outputs) or None for role, outputs in needed.items()}
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def _check_side(side: Any, role: str) -> Features | Stats:
+    if isinstance(side, (Features, Stats)):
+        return side
+    raise InputError(
+        f"{_ROLE_NAMES[role]} must be fidkit.Features or fidkit.Stats, got {type(side).__name__}; wrap an (N, dim) "
+        "array of features as fidkit.Features(array)"
+    )
+
+
+def _where(side: Features | Stats) -> str:
+    return f" ({side.path})" if side.path is not None else ""
+
+
+def _check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict[str, Features | Stats]) -> None:
+    """Refuse, before computing anything, a metric whose inputs a side does not hold."""
+    for name in names:
+        label = "an interval for FID" if name == "fid" else _LABELS[name]
+        for role, outputs in outputs_needed((name,), ci=ci).items():
+            if outputs is None:
+                continue
+            side = sides[role]
+            output = outputs[-1]  # the most specific: logits or spatial if asked, else the rows
+            what = f"the {_OUTPUT_WORDS[output]} of {_ROLE_NAMES[role]}"
+            fix = (
+                f"supply the images of side {role}, or a features file of them made with `fidkit features SRC "
+                f"--save F.npz --metrics {name}`"
+            )
+            if isinstance(side, Stats):
+                raise InputError(
+                    f"{label} needs {what}, but side {role} is statistics only (mu and sigma{_where(side)}), from "
+                    f"which it cannot be computed; {fix}"
+                )
+            missing = [o for o in outputs if o not in side.outputs]
+            if missing:
+                raise InputError(
+                    f"{label} needs {what}, but the features of side {role}{_where(side)} hold no "
+                    f"{_OUTPUT_WORDS[missing[0]]}; {fix} (or compute_features(..., outputs={outputs!r}))"
+                )
+
+
+def _check_half_sizes(names, sides, *, is_splits: int, k_largest: int) -> None:
+    """With intervals, refuse sizes whose half-samples the metrics cannot take (before any work)."""
+    halves = {role: side.n // 2 for role, side in sides.items() if isinstance(side, Features)}
+    needs = []
+    if "kid" in names:
+        needs += [(role, 2, "KID's unbiased estimator needs 2") for role in ("a", "b")]
+    if "is" in names:
+        b_logits = isinstance(sides["b"], Features) and sides["b"].logits is not None
+        roles = ("a", "b") if b_logits else ("a",)
+        needs += [(role, is_splits, f"the Inception Score's {is_splits} splits need one row each") for role in roles]
+    if "prdc" in names:
+        why = f"a ball of k = {k_largest} other samples needs {k_largest + 1}"
+        needs += [(role, k_largest + 1, why) for role in ("a", "b")]
+    for role, minimum, why in needs:
+        if halves[role] < minimum:
+            raise InputError(
+                f"an interval by half-samples keeps {halves[role]} of the {sides[role].n} images of side {role}, "
+                f"but {why}; pass more images or drop the interval"
+            )
+
+
+def _check_budget(memory_budget: Any) -> int:
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, numbers.Integral) or memory_budget < 1:
+        raise InputError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    return int(memory_budget)
+
+
+# --------------------------------------------------------------------------------------------- the numbers
+
+
+def _fid_entry(key: str, label: str, sides: dict[str, Features | Stats], output: str) -> MetricEntry:
+    a, b = sides["a"], sides["b"]
+    if isinstance(a, Features) and isinstance(b, Features):
+        result = fid_from_arrays(a.output(output), b.output(output))
+    else:  # only FID (features) reaches here with a statistics side
+        stats = [side.stats() if isinstance(side, Features) else side for side in (a, b)]
+        result = fid_from_stats(stats[0], stats[1])
+    return MetricEntry(
+        key=key,
+        label=label,
+        metric=key,
+        value=float(result.value),
+        n_a=result.n_a,
+        n_b=result.n_b,
+        details=(("dim", result.dim), ("method", result.method)),
+        result=result,
+    )
+
+
+def _is_entry(features: Features, role: str, splits: int, seed: int, sampling: str) -> MetricEntry:
+    result = inception_score(features.logits, splits=splits, seed=seed, sampling=sampling)
+    return MetricEntry(
+        key=f"is_{role}",
+        label=f"IS ({role})",
+        metric="is",
+        value=result.mean,
+        std=result.std,
+        n_a=result.n if role == "a" else None,
+        n_b=result.n if role == "b" else None,
+        details=(("splits", splits), ("shuffle", result.shuffle), ("seed", seed), ("sampling", sampling),
+                 ("classes", result.classes)),
+        result=result,
+    )
+
+
+def _prdc_entries(result: Any, k_precision: int, k_density: int) -> list[MetricEntry]:
+    return [
+        MetricEntry(
+            key=key,
+            label=key,
+            metric="prdc",
+            value=float(getattr(result, key)),
+            n_a=result.n_fake,
+            n_b=result.n_real,
+            details=(("k", k), ("balls", "inclusive" if k_key == "pr" else "strict")),
+            result=result,
+        )
+        for key, k, k_key in (
+            ("precision", k_precision, "pr"),
+            ("recall", k_precision, "pr"),
+            ("density", k_density, "dc"),
+            ("coverage", k_density, "dc"),
+        )
+    ]
+
+
+def _bootstrap_interval(a: np.ndarray, b: np.ndarray, ci: IntervalSpec, seed: int) -> Interval:
+    with warnings.catch_warnings():
+        # The point value already warned about small samples; bootstrap_fid would warn again for the same arrays.
+        warnings.simplefilter("ignore")
+        result = bootstrap_fid(a, b, n_resamples=ci.n_resamples, level=ci.level, seed=seed)
+    return Interval(
+        low=result.basic_low,
+        high=result.basic_high,
+        level=result.level,
+        method="bootstrap",
+        std=result.std,
+        shift=result.bias,
+        n_resamples=result.n_resamples,
+        seed=seed,
+        percentile=(result.low, result.high),
+    )
+
+
+def evaluate(
+    a: Features | Stats,
+    b: Features | Stats,
+    metrics: str | Iterable[str] = DEFAULT_METRICS,
+    *,
+    ci: IntervalSpec | None = None,
+    seed: int = 0,
+    kid_subset_size: int = 1000,
+    kid_subsets: int = 100,
+    is_splits: int = 10,
+    k_precision: int = 3,
+    k_density: int = 5,
+    sampling: str = "generator",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: Any = None,
+) -> MetricTable:
+    """Compute the asked-for metrics of side a (evaluated) against side b (reference), with intervals if asked.
+
+    Parameters
+    ----------
+    a, b : Features or Stats
+        The evaluated (generated) images and the reference. A :class:`~fidkit.stats.Stats` side serves FID
+        without an interval only; every other metric needs a :class:`~fidkit.features.Features` holding what
+        :func:`outputs_needed` lists (the error names the metric, the side and what to supply).
+    metrics : str or iterable of str
+        Names of :data:`METRICS` (``"fid,kid"``, ``["is", "prdc"]``, ``"all"``; :func:`parse_metrics`).
+    ci : IntervalSpec, optional
+        Draw an interval for every number (module docstring); None: values only.
+    seed : int
+        The one seed: KID's subsets and the IS shuffle use it as given, the intervals streams derived from it.
+    kid_subset_size, kid_subsets : int
+        KID's subsets (:func:`~fidkit.metrics.kid`'s ``subset_size``, ``subsets``).
+    is_splits : int
+        Inception Score splits.
+    k_precision, k_density : int
+        Neighbourhood sizes of precision/recall (ADM: 3) and density/coverage (prdc: 5).
+    sampling : {"generator", "torch-fidelity"}
+        How KID and IS draw (:func:`~fidkit.metrics.kid`): ``"torch-fidelity"`` with ``seed=2020`` gives
+        torch-fidelity's KID and ISC numbers.
+    memory_budget : int
+        Bytes for the distance blocks of the neighbour metrics.
+    device : torch device or str, optional
+        Where the neighbour metrics' distance blocks run (``"cuda"``); None: numpy on the CPU.
+
+    Returns
+    -------
+    MetricTable
+
+    Raises
+    ------
+    InputError
+        Unknown metrics, bad arguments, a side that lacks what a metric needs, sizes a metric cannot take.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fidkit import Features, fid_from_arrays
+    >>> from fidkit.metrics import IntervalSpec, evaluate
+    >>> rng = np.random.default_rng(0)
+    >>> generated = Features(rng.normal(0.3, 1.0, (300, 8)), logits=rng.normal(0.0, 3.0, (300, 20)))
+    >>> reference = Features(rng.normal(0.0, 1.0, (400, 8)))
+    >>> table = evaluate(generated, reference, "fid,kid,is,prdc", kid_subset_size=100, kid_subsets=20)
+    >>> table.keys()
+    ('fid', 'kid', 'is_a', 'precision', 'recall', 'density', 'coverage')
+    >>> table["fid"].value == fid_from_arrays(generated.rows, reference.rows).value
+    True
+    >>> print(table.format())
+    metric     value     note
+    FID        0.6925
+    KID        0.239839  std over 20 subsets of 100: 0.080471
+    IS (a)     4.944     10 splits, std 0.281
+    precision  0.8567    k=3
+    recall     0.8500    k=3
+    density    0.9367    k=5
+    coverage   0.9050    k=5
+    images: a 300, b 400
+    >>> with_ci = evaluate(generated, reference, "fid", ci=IntervalSpec(level=0.9, n_resamples=50))
+    >>> low, high = with_ci["fid"].interval.low, with_ci["fid"].interval.high
+    >>> bool(low < with_ci["fid"].value < high)
+    True
+    """
+    started = time.perf_counter()
+    names = parse_metrics(metrics)
+    ci = _check_ci(ci)
+    seed = check_seed(seed)
+    sampling = check_sampling(sampling)
+    kid_subset_size = check_positive_int(kid_subset_size, "kid_subset_size", minimum=2)
+    kid_subsets = check_positive_int(kid_subsets, "kid_subsets")
+    is_splits = check_positive_int(is_splits, "is_splits")
+    k_precision = check_positive_int(k_precision, "k_precision")
+    k_density = check_positive_int(k_density, "k_density")
+    memory_budget = _check_budget(memory_budget)
+    sides = {"a": _check_side(a, "a"), "b": _check_side(b, "b")}
+    _check_available(names, ci, sides)
+    if ci is not None:
+        _check_half_sizes(names, sides, is_splits=is_splits, k_largest=max(k_precision, k_density))
+    a, b = sides["a"], sides["b"]
+    b_logits = isinstance(b, Features) and b.logits is not None
+
+    entries: list[MetricEntry] = []
+    for name in names:
+        if name == "fid":
+            entries.append(_fid_entry("fid", "FID", sides, "features"))
+        elif name == "kid":
+            result = kid(a.rows, b.rows, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed, sampling=sampling)
+            entries.append(
+                MetricEntry(
+                    key="kid",
+                    label="KID",
+                    metric="kid",
+                    value=result.mean,
+                    std=result.std,
+                    n_a=result.n_a,
+                    n_b=result.n_b,
+                    details=(("subsets", result.subsets), ("subset_size", result.subset_size), ("seed", seed),
+                             ("sampling", sampling)),
+                    result=result,
+                )
+            )
+        elif name == "is":
+            entries.append(_is_entry(a, "a", is_splits, seed, sampling))
+            if b_logits:
+                entries.append(_is_entry(b, "b", is_splits, seed, sampling))
+        elif name == "sfid":
+            entries.append(_fid_entry("sfid", "sFID", sides, "spatial"))
+        else:  # prdc: b is the real set, a the fake one (precision: how much of a lies on b's manifold)
+            result = manifold_metrics(
+                b.rows, a.rows, k_pr=k_precision, k_dc=k_density, memory_budget=memory_budget, device=device
+            )
+            entries.extend(_prdc_entries(result, k_precision, k_density))
+    logger.info("evaluate: %s in %.2f s", ", ".join(names), time.perf_counter() - started)
+
+    bootstrap_seed = half_seed = None
+    if ci is not None:
+        bootstrap_seed, half_seed = ci.derived_seeds(seed)
+        intervals: dict[str, Interval] = {}
+        for name, output in (("fid", "features"), ("sfid", "spatial")):
+            if name in names:
+                intervals[name] = _bootstrap_interval(a.output(output), b.output(output), ci, bootstrap_seed)
+        if any(name in names for name in ("kid", "is", "prdc")):
+            params = dict(kid_subset_size=kid_subset_size, is_splits=is_splits, k_precision=k_precision,
+                          k_density=k_density, sampling=sampling, memory_budget=memory_budget, device=device)
+            intervals.update(_half_sample_intervals(names, a, b, entries, ci, seed, half_seed, **params))
+        entries = [replace(entry, interval=within_range(entry.key, intervals[entry.key])) for entry in entries]
+        logger.info("evaluate: intervals after %.2f s", time.perf_counter() - started)
+
+    return MetricTable(
+        entries=tuple(entries),
+        metrics=names,
+        n_a=a.n,
+        n_b=b.n,
+        seed=seed,
+        ci=ci,
+        bootstrap_seed=bootstrap_seed,
+        half_sample_seed=half_seed,
+    )
+
+
+def _half_sample_intervals(
+    names: tuple[str, ...],
+    a: Features,
+    b: Features | Stats,
+    entries: list[MetricEntry],
+    ci: IntervalSpec,
+    seed: int,
+    half_seed: int,
+    *,
+    kid_subset_size: int,
+    is_splits: int,
+    k_precision: int,
+    k_density: int,
+    sampling: str,
+    memory_budget: int,
+    device: Any,
+) -> dict[str, Interval]:
+    """The half-sample intervals of KID, IS and the neighbour metrics, all from the same half-samples."""
+    points = {entry.key: entry.value for entry in entries}
+    keys = [key for key in points if key not in ("fid", "sfid")]
+    replicates: dict[str, list[float]] = {key: [] for key in keys}
+    n_b = b.n if isinstance(b, Features) else None  # a statistics side (IS alone) is not resampled
+    for rows_a, rows_b in half_sample_draws(a.n, n_b, ci.n_resamples, half_seed):
+        if "kid" in names:
+            result = kid(a.rows[rows_a], b.rows[rows_b], subsets=ci.kid_subsets, subset_size=kid_subset_size,
+                         seed=seed, sampling=sampling)
+            replicates["kid"].append(result.mean)
+        for key, side, rows in (("is_a", a, rows_a), ("is_b", b, rows_b)):
+            if key in replicates:
+                replicates[key].append(
+                    inception_score(side.logits[rows], splits=is_splits, seed=seed, sampling=sampling).mean
+                )
+        if "prdc" in names:
+            result = manifold_metrics(b.rows[rows_b], a.rows[rows_a], k_pr=k_precision, k_dc=k_density,
+                                      memory_budget=memory_budget, device=device)
+            for key in ("precision", "recall", "density", "coverage"):
+                replicates[key].append(float(getattr(result, key)))
+    intervals = {}
+    for key, values in replicates.items():
+        summary = summarise_half_samples(points[key], values, level=ci.level, seed=half_seed, n_a=a.n, n_b=n_b)
+        intervals[key] = Interval(
+            low=summary.low,
+            high=summary.high,
+            level=summary.level,
+            method="half-sample",
+            std=summary.std,
+            shift=summary.shift,
+            n_resamples=summary.n_resamples,
+            seed=half_seed,
+        )
+    return intervals
