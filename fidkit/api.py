@@ -19,7 +19,7 @@ import time
 import warnings
 from typing import Any
 
-from fidkit.errors import FidkitWarning
+from fidkit.errors import FidkitWarning, InputError
 from fidkit.extractors import LazyExtractor
 from fidkit.features import Features
 from fidkit.frechet import fid_from_stats
@@ -184,6 +184,9 @@ def compute_fid(
     method: str = "auto",
     allow_weights_mismatch: bool = False,
     allow_convention_mismatch: bool = False,
+    metrics: Any = ("fid",),
+    ci: Any = None,
+    metrics_seed: int = 0,
     **overrides: Any,
 ) -> FidReport:
     """Return the Fréchet Inception Distance between two sources, with a report of how it was made.
@@ -203,6 +206,15 @@ def compute_fid(
     allow_convention_mismatch : bool
         Turn the error for sides recorded under different conventions (``convention``, the resize and
         normalization: docs/compatibility.md) into a warning.
+    metrics : str or sequence of str
+        What to compute besides the FID (which the table always holds): ``"kid"``, ``"is"``, ``"sfid"``, ``"prdc"``, or ``"all"``
+        (:func:`fidkit.metrics.parse_metrics`; default: the FID alone). Each side keeps only what the asked
+        metrics need (feature rows, logits, spatial features: :func:`fidkit.metrics.outputs_needed`), from the
+        same forward pass; the result is ``report.metrics``, a :class:`fidkit.metrics.MetricTable`.
+    ci : IntervalSpec, optional
+        An interval for every asked metric (:class:`fidkit.metrics.IntervalSpec`: level, resamples, seed).
+    metrics_seed : int
+        The one seed of the metrics (KID subsets, IS splits, the intervals' streams).
 
     Returns
     -------
@@ -234,12 +246,20 @@ def compute_fid(
     """
     started = time.perf_counter()
     resolved, lazy = _prepare(options, extractor, overrides)
+    asked, ci = _asked_metrics(metrics, ci)
     # Both inputs are opened (and checked) before either side spends network time.
     opened_a = open_input(a, resolved)
     opened_b = open_input(b, resolved)
+    kept: dict[str, Any] = {"a": None, "b": None}
+    if asked is not None:
+        from fidkit.metrics.table import check_available, evaluate, outputs_needed
+
+        # A statistics side cannot give rows, logits or spatial features: said now, before any network time.
+        check_available(asked, ci, {"a": opened_a, "b": opened_b})
+        kept = outputs_needed(asked, ci=ci)
     with _session(resolved):
-        side_a = side_result(opened_a, lazy, resolved)
-        side_b = side_result(opened_b, lazy, resolved)
+        side_a = side_result(opened_a, lazy, resolved, keep_features=kept["a"] or False)
+        side_b = side_result(opened_b, lazy, resolved, keep_features=kept["b"] or False)
     messages = consistency_warnings(
         side_a.report, side_b.report, allow_weights_mismatch=allow_weights_mismatch,
         allow_convention_mismatch=allow_convention_mismatch,
@@ -248,11 +268,32 @@ def compute_fid(
         warnings.warn(message, FidkitWarning, stacklevel=2)
 
     distance_started = time.perf_counter()
-    frechet = fid_from_stats(side_a.stats, side_b.stats, method=method)
+    table = None
+    if asked is not None:
+        table = evaluate(
+            side_a.features or side_a.stats, side_b.features or side_b.stats, asked, ci=ci, seed=metrics_seed
+        )
+    if table is not None and "fid" in table.keys() and method == "auto":
+        frechet = table["fid"].result  # the same exact distance, computed once
+    else:
+        frechet = fid_from_stats(side_a.stats, side_b.stats, method=method)
     timings = Timings(
         decode_seconds=side_a.report.decode_seconds + side_b.report.decode_seconds,
         network_seconds=side_a.report.network_seconds + side_b.report.network_seconds,
         distance_seconds=time.perf_counter() - distance_started,
         total_seconds=time.perf_counter() - started,
     )
-    return assemble_fid_report(frechet, side_a.report, side_b.report, messages, timings)
+    return assemble_fid_report(frechet, side_a.report, side_b.report, messages, timings, metrics=table)
+
+
+def _asked_metrics(metrics: Any, ci: Any) -> tuple[tuple[str, ...] | None, Any]:
+    """The metrics beyond the report's FID, checked, or None for the FID alone without an interval (no table)."""
+    from fidkit.metrics.table import IntervalSpec, parse_metrics
+
+    # The FID is the report's number: the table always has it, whatever else is asked.
+    asked = parse_metrics(("fid", *parse_metrics(metrics)))
+    if ci is not None and not isinstance(ci, IntervalSpec):
+        raise InputError(f"ci must be a fidkit.metrics.IntervalSpec (or None), not {type(ci).__name__}")
+    if asked == ("fid",) and ci is None:
+        return None, None
+    return asked, ci

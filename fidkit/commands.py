@@ -60,12 +60,20 @@ def compute(args: argparse.Namespace) -> int:
     from fidkit.report import json_text  # strict JSON: no NaN or Infinity
     from fidkit.api import compute_fid
 
+    ci = None
+    if args.ci is not None:
+        from fidkit.metrics.table import IntervalSpec
+
+        ci = IntervalSpec(level=args.ci, n_resamples=args.resamples)
     report = compute_fid(
         args.source_a, args.source_b, options=_run_options(args), allow_weights_mismatch=args.allow_weights_mismatch,
-        allow_convention_mismatch=args.allow_convention_mismatch,
+        allow_convention_mismatch=args.allow_convention_mismatch, metrics=args.metrics, ci=ci,
+        metrics_seed=args.metrics_seed,
     )
     if args.json:
         print(json_text(report.to_dict()))
+    elif report.metrics is not None:
+        print(report.metrics.format())
     else:
         print(f"FID: {report.value:.4f}")
     return EXIT_OK
@@ -168,7 +176,7 @@ def features(args: argparse.Namespace) -> int:
 
     out_path: Path | None = args.save
     _check_save_path(out_path, args.force, args.source)
-    result = compute_side(args.source, options=_run_options(args), keep_features=True)
+    result = compute_side(args.source, options=_run_options(args), keep_features=_outputs_for(args.metrics))
     kept = result.features
     assert kept is not None
     side = result.report
@@ -177,6 +185,14 @@ def features(args: argparse.Namespace) -> int:
         dataclasses.replace(kept, metadata=metadata).save(out_path, overwrite=args.force)
     _print_side(args, side, kept.n, kept.dim, out_path)
     return EXIT_OK
+
+
+def _outputs_for(metrics: str) -> tuple[str, ...]:
+    """What a features file must hold to serve `metrics` on either side, with intervals."""
+    from fidkit.metrics.table import IntervalSpec, outputs_needed
+
+    needed = outputs_needed(metrics, ci=IntervalSpec())
+    return tuple(dict.fromkeys(name for role in ("a", "b") for name in (needed[role] or ("features",))))
 
 
 def info(args: argparse.Namespace) -> int:

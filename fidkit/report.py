@@ -170,6 +170,9 @@ class FidReport:
         The resize the features were computed with.
     convention : str or None
         The preprocessing convention of both sides (``tf``, ``pytorch-fid``, ``clean``, ``torchmetrics``).
+    metrics : MetricTable or None
+        The other asked-for metrics and the intervals (:func:`fidkit.metrics.evaluate`), when more than the
+        FID alone was asked for; None otherwise.
     provider : str or None
         The onnxruntime provider(s) that computed the features (e.g. ``CPUExecutionProvider``).
     engine, precision : str or None
@@ -196,6 +199,7 @@ class FidReport:
     timings: Timings
     fidkit_version: str
     convention: str | None = None
+    metrics: Any = None
 
     def __float__(self) -> float:
         return float(self.value)
@@ -219,6 +223,7 @@ class FidReport:
             "warnings": list(self.warnings),
             "timings": self.timings.to_dict(),
             "fidkit_version": self.fidkit_version,
+            **({"metrics": self.metrics.to_dict()} if self.metrics is not None else {}),
         }
 
 
@@ -335,9 +340,15 @@ def _unreleased_weights_warnings(labelled: tuple[tuple[str, SideReport], ...]) -
 
 
 def assemble_fid_report(
-    frechet: FrechetResult, side_a: SideReport, side_b: SideReport, messages: list[str], timings: Timings
+    frechet: FrechetResult,
+    side_a: SideReport,
+    side_b: SideReport,
+    messages: list[str],
+    timings: Timings,
+    metrics: Any = None,
 ) -> FidReport:
-    """The :class:`FidReport` of a distance and its two sides; `messages` are the consistency warnings."""
+    """The :class:`FidReport` of a distance and its two sides; `messages` are the consistency warnings, `metrics`
+    the table of the other asked-for metrics (if any)."""
 
     def common(field: str) -> str | None:
         values = [getattr(side, field) for side in (side_a, side_b) if getattr(side, field)]
@@ -361,4 +372,5 @@ def assemble_fid_report(
         warnings=tuple(messages) + tuple(str(message) for message in frechet.warnings),
         timings=timings,
         fidkit_version=__version__,
+        metrics=metrics,
     )

@@ -240,14 +240,20 @@ def _where(side: Features | Stats) -> str:
     return f" ({side.path})" if side.path is not None else ""
 
 
-def _check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict[str, Features | Stats]) -> None:
-    """Refuse, before computing anything, a metric whose inputs a side does not hold."""
+def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict[str, Any]) -> None:
+    """Refuse, before computing anything, a metric whose inputs a side does not hold.
+
+    `sides` maps ``"a"`` and ``"b"`` to what each side is: a Stats or Features is checked; anything else (images
+    not yet run through the network, which can give every output) passes.
+    """
     for name in names:
         label = "an interval for FID" if name == "fid" else _LABELS[name]
         for role, outputs in outputs_needed((name,), ci=ci).items():
             if outputs is None:
                 continue
             side = sides[role]
+            if not isinstance(side, (Stats, Features)):
+                continue
             output = outputs[-1]  # the most specific: logits or spatial if asked, else the rows
             what = f"the {_OUTPUT_WORDS[output]} of {_ROLE_NAMES[role]}"
             fix = (
@@ -464,7 +470,7 @@ def evaluate(
     k_density = check_positive_int(k_density, "k_density")
     memory_budget = _check_budget(memory_budget)
     sides = {"a": _check_side(a, "a"), "b": _check_side(b, "b")}
-    _check_available(names, ci, sides)
+    check_available(names, ci, sides)
     if ci is not None:
         _check_half_sizes(names, sides, is_splits=is_splits, k_largest=max(k_precision, k_density))
     a, b = sides["a"], sides["b"]

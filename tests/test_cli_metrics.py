@@ -1,0 +1,88 @@
+"""`fidkit compute --metrics/--ci` and `fidkit features --metrics`: the evaluation table from the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fidkit.cli import main
+from fidkit.features import Features
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(fidkit_home):
+    return fidkit_home
+
+
+@pytest.fixture
+def args(random_weights_path):
+    return ["--workers", "0", "--quiet", "--device", "cpu", "--weights", str(random_weights_path)]
+
+
+@pytest.fixture
+def session_extractor(extractor):
+    """The CLI builds the session's Inception extractor (random weights, graph exported once per session)."""
+    from fidkit.testing import replaced_extractor
+
+    with replaced_extractor(lambda options: extractor) as built:
+        yield built
+
+
+def image_file(path, n_images, seed, high=256):
+    np.save(path, np.random.default_rng(seed).integers(0, high, size=(n_images, 24, 24, 3), dtype=np.uint8))
+    return str(path)
+
+
+def test_compute_prints_the_table_and_the_json_holds_every_metric(tmp_path, capsys, session_extractor, args):
+    a, b = image_file(tmp_path / "a.npy", 30, 0), image_file(tmp_path / "b.npy", 30, 1, high=180)
+    assert main(["compute", a, b, "--metrics", "all", *args]) == 0
+    table = capsys.readouterr().out
+    for label in ("FID", "KID", "IS (a)", "sFID", "precision", "recall", "density", "coverage"):
+        assert any(line.startswith(label) for line in table.splitlines()), table
+    assert main(["compute", a, b, "--metrics", "fid,kid,is,sfid", "--json", *args]) == 0
+    report = json.loads(capsys.readouterr().out)
+    entries = report["metrics"]["entries"]
+    assert set(entries) >= {"fid", "kid", "is_a", "sfid"}
+    assert entries["fid"]["value"] == pytest.approx(report["fid"], rel=1e-12)  # one FID, computed once
+    # The same numbers as the pure functions on the features of the same pass.
+    import fidkit
+
+    features = [fidkit.compute_features(path, outputs=("features", "logits", "spatial"), device="cpu", workers=0,
+                                        weights=args[-1]) for path in (a, b)]
+    expected = fidkit.metrics.evaluate(features[0], features[1], "fid,kid,is,sfid")
+    for key in ("kid", "sfid", "is_a"):
+        assert entries[key]["value"] == pytest.approx(expected[key].value, rel=1e-9)
+
+
+def test_features_keep_what_the_metrics_need_and_serve_them_without_the_network(tmp_path, capsys, session_extractor, args):
+    a, b = image_file(tmp_path / "a.npy", 25, 2), image_file(tmp_path / "b.npy", 25, 3)
+    for source, out in ((a, "fa.npz"), (b, "fb.npz")):
+        assert main(["features", source, "--save", str(tmp_path / out), "--metrics", "is,sfid", *args]) == 0
+    saved = Features.load(tmp_path / "fa.npz")
+    assert saved.outputs == ("features", "logits", "spatial")
+    assert saved.logits.shape == (25, 1008) and saved.spatial.shape == (25, 2023)
+    capsys.readouterr()
+    built = len(session_extractor)
+    assert main(["compute", str(tmp_path / "fa.npz"), str(tmp_path / "fb.npz"), "--metrics", "is,sfid",
+                 "--json", *args]) == 0
+    assert len(session_extractor) == built  # the files served everything
+    keys = set(json.loads(capsys.readouterr().out)["metrics"]["entries"])
+    assert {"fid", "is_a", "is_b", "sfid"} <= keys
+
+
+def test_a_statistics_side_serves_the_fid_but_not_kid(tmp_path, capsys, session_extractor, args):
+    a = image_file(tmp_path / "a.npy", 20, 4)
+    assert main(["stats", a, "--save", str(tmp_path / "a_stats.npz"), *args]) == 0
+    capsys.readouterr()
+    assert main(["compute", a, str(tmp_path / "a_stats.npz"), "--metrics", "kid", *args]) == 1
+    err = capsys.readouterr().err
+    assert "KID" in err and "side b" in err and "fidkit features" in err
+
+
+def test_metric_and_interval_flags_refuse_bad_values(capsys):
+    assert main(["compute", "a", "b", "--ci", "1.5"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
+    assert main(["compute", "a", "b", "--metrics", "fid,precision"]) == 1
+    assert "prdc" in capsys.readouterr().err
