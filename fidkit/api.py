@@ -19,7 +19,7 @@ import time
 import warnings
 from typing import Any
 
-from fidkit.errors import FidkitWarning, InputError
+from fidkit.errors import FidkitWarning
 from fidkit.extractors import LazyExtractor
 from fidkit.features import Features
 from fidkit.frechet import fid_from_stats
@@ -246,7 +246,9 @@ def compute_fid(
     """
     started = time.perf_counter()
     resolved, lazy = _prepare(options, extractor, overrides)
-    asked, ci = _asked_metrics(metrics, ci)
+    from fidkit.metrics.table import table_request
+
+    asked, ci = table_request(metrics, ci)
     # Both inputs are opened (and checked) before either side spends network time.
     opened_a = open_input(a, resolved)
     opened_b = open_input(b, resolved)
@@ -285,15 +287,3 @@ def compute_fid(
     )
     return assemble_fid_report(frechet, side_a.report, side_b.report, messages, timings, metrics=table)
 
-
-def _asked_metrics(metrics: Any, ci: Any) -> tuple[tuple[str, ...] | None, Any]:
-    """The metrics beyond the report's FID, checked, or None for the FID alone without an interval (no table)."""
-    from fidkit.metrics.table import IntervalSpec, parse_metrics
-
-    # The FID is the report's number: the table always has it, whatever else is asked.
-    asked = parse_metrics(("fid", *parse_metrics(metrics)))
-    if ci is not None and not isinstance(ci, IntervalSpec):
-        raise InputError(f"ci must be a fidkit.metrics.IntervalSpec (or None), not {type(ci).__name__}")
-    if asked == ("fid",) and ci is None:
-        return None, None
-    return asked, ci

@@ -268,3 +268,34 @@ def test_what_update_hands_a_gpu_extractor_gives_the_host_features(extractor, mo
     np.testing.assert_array_equal(extractor(on_device), extractor(host))
     torch_engine = TorchFeatureExtractor(extractor.weights_path, device="cpu")
     np.testing.assert_array_equal(torch_engine(on_device), torch_engine(host))
+
+
+def test_fid_metric_computes_the_asked_metrics_from_the_same_pass(extractor) -> None:
+    import fidkit
+    from fidkit.features import Features
+
+    rng = np.random.default_rng(11)
+    real = rng.integers(0, 256, size=(24, 20, 20, 3), dtype=np.uint8)
+    generated = rng.integers(0, 180, size=(24, 20, 20, 3), dtype=np.uint8)
+    metric = fidkit.FID(reference=real, extractor=extractor, metrics="kid,is,sfid", workers=0, use_cache=False)
+    metric.update(generated[:14])
+    metric.update(generated[14:])
+    table = metric.compute().metrics
+    names = ("features", "logits", "spatial")
+    expected = fidkit.metrics.evaluate(
+        Features(**dict(zip(("rows", "logits", "spatial"), extractor.outputs(generated, names).values()))),
+        Features(**dict(zip(("rows", "logits", "spatial"), extractor.outputs(real, names).values()))),
+        "fid,kid,is,sfid",
+    )
+    for key in ("fid", "kid", "is_a", "sfid"):
+        assert table[key].value == pytest.approx(expected[key].value, rel=1e-9)
+    metric.reset()  # the generated side's kept rows go with its statistics
+    with pytest.raises(fidkit.errors.InputError):
+        metric.compute()
+
+
+def test_fid_metric_refuses_at_once_a_statistics_reference_for_a_metric_that_needs_rows() -> None:
+    import fidkit
+
+    with pytest.raises(fidkit.errors.InputError, match="KID needs the feature rows .* side b"):
+        fidkit.FID(reference=fidkit.Stats(mu=np.zeros(3), sigma=np.eye(3)), metrics="kid")

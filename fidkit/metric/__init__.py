@@ -37,7 +37,7 @@ from fidkit.extraction import ExtractionTimes, extract
 from fidkit.frechet import fid_from_stats
 from fidkit.extractors import LazyExtractor
 from fidkit.options import RunOptions, run_options
-from fidkit.pipeline import describe, open_input, side_statistics
+from fidkit.pipeline import describe, open_input, side_result
 from fidkit.report import FidReport, Timings, assemble_fid_report, consistency_warnings
 from fidkit.stats import Stats
 from fidkit.metric.distributed import DistributedMerge, _process_group
@@ -85,6 +85,17 @@ class FID(DistributedMerge):
         A registered extractor name (default ``"inception-2015"``), or a built extractor to share with other
         computations (the reference's, say); with an object, `weights`, `device`, `engine`, `precision`,
         `threads` and `batch_size` are not used (it runs as it was built).
+    metrics : str or sequence of str
+        Besides the FID (default: the FID alone): ``"kid"``, ``"is"``, ``"sfid"``, ``"prdc"`` or ``"all"``, as
+        :func:`fidkit.compute_fid`; :meth:`compute`'s report then holds them in ``report.metrics``. The sides then
+        keep what those metrics need, in memory: 8 KB per image for the feature rows (KID, precision/recall, an
+        FID interval), 4 KB more for the logits (IS), 8 KB more for the spatial features (sFID): 50,000
+        generated images with every metric hold about 1 GB. Single process only (not yet under
+        ``torch.distributed``).
+    ci : fidkit.metrics.IntervalSpec, optional
+        An interval for every asked metric.
+    metrics_seed : int
+        The metrics' one seed (KID subsets, IS splits, the intervals).
     **overrides
         Fields of :class:`fidkit.RunOptions`, e.g. ``weights``, ``device``, ``engine``, ``batch_size``
         (default: the extractor's, else the device's), ``use_cache`` (for the reference).
@@ -134,8 +145,17 @@ class FID(DistributedMerge):
         value_range: Any = None,
         options: RunOptions | None = None,
         extractor: Any = None,
+        metrics: Any = ("fid",),
+        ci: Any = None,
+        metrics_seed: int = 0,
         **overrides: Any,
     ) -> None:
+        from fidkit.metrics.table import outputs_needed, table_request
+
+        self._asked, self._ci = table_request(metrics, ci)
+        self._metrics_seed = int(metrics_seed)
+        # The evaluated side (a) is the generated one; the reference (b) is the real one.
+        kept = outputs_needed(self._asked, ci=self._ci) if self._asked else {"a": None, "b": None}
         self._value_range = check_value_range(value_range)
         if isinstance(extractor, str):
             overrides["extractor"] = extractor
@@ -144,9 +164,15 @@ class FID(DistributedMerge):
         self._options = run_options(options, **overrides)
         self._extractor = LazyExtractor(self._options, given=extractor)
         self._reference_input = None if reference is None else open_input(reference, self._options)
+        if self._asked is not None:
+            from fidkit.metrics.table import check_available
+
+            # A statistics reference cannot serve KID and the like: said now, not at the first compute().
+            check_available(self._asked, self._ci, {"a": None, "b": self._reference_input})
         self._reference: tuple[Stats, Any] | None = None
-        self._real = _Side("real")
-        self._generated = _Side("generated")
+        self._reference_features: Any = None
+        self._real = _Side("real", kept["b"])
+        self._generated = _Side("generated", kept["a"])
         self._last: tuple[tuple[int, int], FidReport] | None = None
         self._gloo_group: Any = None
         self._extractor.probe()  # an impossible GPU fails here, not at the first update() hours into training
@@ -176,7 +202,7 @@ class FID(DistributedMerge):
         extractor = self._shared_extractor()
         # The network runs outside the side's lock (concurrently, for a thread-safe extractor); its features are
         # then added under the lock, all at once, so that no update from another thread is lost.
-        collected = _Collected()
+        collected = _Collected(side.outputs)
         with contextlib.nullcontext() if _thread_safe(extractor) else self._call_lock:
             times = extract([batch], extractor, collected)
         metadata = {key: value for key, value in extractor.metadata().items() if value is not None}
@@ -217,7 +243,7 @@ class FID(DistributedMerge):
         if self._reference is not None:
             # Its statistics are what the metric uses from now on; the opened source (a folder's listing, which
             # holds functions) need not travel, and a Stats input gives them back through the same pipeline.
-            state["_reference_input"] = self._reference[0]
+            state["_reference_input"] = self._reference_features or self._reference[0]
         elif self._reference_input is not None and not isinstance(self._reference_input, Stats):
             try:
                 pickle.dumps(self._reference_input)
@@ -303,6 +329,12 @@ class FID(DistributedMerge):
         # From here the sides are new: an error below (a weights mismatch, Ctrl-C) must not leave the previous
         # report standing as if it described them.
         self._last = None
+        if self._asked is not None and dist is not None:
+            raise InputError(
+                "metrics beyond FID (FID(metrics=..., ci=...)) are computed on one process only for now: under "
+                "torch.distributed, gather the generated images (or save features with fidkit.compute_features) "
+                "and compute them with fidkit.compute_fid(..., metrics=...) on one rank"
+            )
         real_stats, real_side = reference if reference is not None else self._side_report(self._real)
         generated_stats, generated_side = self._side_report(self._generated)
         # The checks and warnings of compute_fid: different weights are an error, lossy or skipped inputs a note.
@@ -317,16 +349,31 @@ class FID(DistributedMerge):
             distance_seconds=time.perf_counter() - distance_started,
             total_seconds=time.perf_counter() - started,
         )
-        report = assemble_fid_report(frechet, real_side, generated_side, messages, timings)
+        table = self._table(real_stats, generated_stats) if self._asked is not None else None
+        report = assemble_fid_report(frechet, real_side, generated_side, messages, timings, metrics=table)
         self._last = (key, report)
         return report
+
+    def _table(self, real_stats: Stats, generated_stats: Stats) -> Any:
+        """The asked metrics of the generated side (a) against the real one (b), from the rows each side kept."""
+        from fidkit.metrics.table import evaluate
+
+        def kept(side: _Side, stats: Stats) -> Any:
+            return side.rows.result(metadata=stats.metadata) if side.rows is not None and side.rows.n else stats
+
+        real = self._reference_features or kept(self._real, real_stats)
+        return evaluate(kept(self._generated, generated_stats), real, self._asked, ci=self._ci,
+                        seed=self._metrics_seed)
 
     def _reference_statistics(self) -> tuple[Stats, Any] | None:
         """The reference's statistics and side report, computed (or loaded) once through the pipeline."""
         if self._reference_input is None:
             return None
         if self._reference is None:
-            self._reference = side_statistics(self._reference_input, self._extractor, self._options)
+            result = side_result(
+                self._reference_input, self._extractor, self._options, keep_features=self._real.outputs or False
+            )
+            self._reference, self._reference_features = (result.stats, result.report), result.features
         return self._reference
 
     def _local_statistics(self, side: _Side) -> None:

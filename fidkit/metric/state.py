@@ -11,6 +11,7 @@ import numpy as np
 
 from fidkit.errors import FidkitError
 from fidkit.extractors import build_extractor
+from fidkit.features import FeatureRows
 from fidkit.options import RunOptions
 from fidkit.stats import Stats, StatsAccumulator
 
@@ -22,8 +23,10 @@ class _Side:
     :meth:`snapshot` reads them together, so that updates from several threads are all counted, once.
     """
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, outputs: tuple[str, ...] | None = None) -> None:
         self.label = label
+        #: What the side keeps besides its accumulator (rows, logits, spatial) for the metrics beyond FID.
+        self.outputs = outputs
         self.lock = threading.RLock()
         self.version = 0  # bumped by every update and reset
         self.stats_serial = 0  # bumped whenever `stats` is rebuilt (locally or from every rank)
@@ -32,6 +35,7 @@ class _Side:
     def reset(self) -> None:
         with self.lock:
             self.accumulator = StatsAccumulator()
+            self.rows = FeatureRows(outputs=self.outputs) if self.outputs else None
             self.metadata: dict[str, Any] = {}
             self.network_seconds = 0.0
             self.stats: Stats | None = None
@@ -42,13 +46,17 @@ class _Side:
     def update(self, features: np.ndarray) -> None:
         with self.lock:
             self.accumulator.update(features)
+            if self.rows is not None:
+                self.rows.update_outputs({"features": features})
             self.version += 1
 
-    def add(self, batches: list[np.ndarray], network_seconds: float, metadata: dict[str, Any]) -> None:
-        """Add the features of one :meth:`FID.update` (all its batches, or none of them) and what made them."""
+    def add(self, batches: list[dict[str, np.ndarray]], network_seconds: float, metadata: dict[str, Any]) -> None:
+        """Add the outputs of one :meth:`FID.update` (all its batches, or none of them) and what made them."""
         with self.lock:
-            for features in batches:
-                self.accumulator.update(features)
+            for outputs in batches:
+                self.accumulator.update(outputs["features"])
+                if self.rows is not None:
+                    self.rows.update_outputs(outputs)
             self.version += 1
             self.network_seconds += network_seconds
             if not self.metadata:
@@ -66,6 +74,7 @@ class _Side:
         with self.lock:
             state = dict(self.__dict__)
             state["accumulator"] = copy.deepcopy(self.accumulator)
+            state["rows"] = copy.deepcopy(self.rows)
             state["metadata"] = dict(self.metadata)
         del state["lock"]
         return state
@@ -76,13 +85,18 @@ class _Side:
 
 
 class _Collected:
-    """The sink of :func:`fidkit.extraction.extract` in :meth:`FID.update`: features kept until added at once."""
+    """The sink of :func:`fidkit.extraction.extract` in :meth:`FID.update`: outputs kept until added at once."""
 
-    def __init__(self) -> None:
-        self.batches: list[np.ndarray] = []
+    def __init__(self, outputs: tuple[str, ...] | None = None) -> None:
+        #: The outputs the side keeps (the extract step asks the extractor for them); () for the features alone.
+        self.outputs: tuple[str, ...] = tuple(outputs or ())
+        self.batches: list[dict[str, np.ndarray]] = []
 
     def update(self, features: np.ndarray) -> None:
-        self.batches.append(features)
+        self.batches.append({"features": features})
+
+    def update_outputs(self, outputs: dict[str, np.ndarray]) -> None:
+        self.batches.append(outputs)
 
 
 def _thread_safe(extractor: Any) -> bool:

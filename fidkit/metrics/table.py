@@ -63,6 +63,8 @@ __all__ = [
     "MetricTable",
     "parse_metrics",
     "outputs_needed",
+    "table_request",
+    "check_available",
     "evaluate",
 ]
 
@@ -188,6 +190,24 @@ def _check_ci(ci: Any) -> IntervalSpec | None:
     if ci is None or isinstance(ci, IntervalSpec):
         return ci
     raise InputError(f"ci must be an IntervalSpec (e.g. IntervalSpec(level=0.95, n_resamples=200)) or None, got {ci!r}")
+
+
+def table_request(metrics: Any, ci: Any) -> tuple[tuple[str, ...] | None, IntervalSpec | None]:
+    """What a FID report's table holds: ``(metrics, ci)`` checked, the FID always among them (it is the report's
+    number), or ``(None, None)`` for the FID alone without an interval (no table: the report is the FID).
+
+    Examples
+    --------
+    >>> table_request("kid", None)
+    (('fid', 'kid'), None)
+    >>> table_request("fid", None)
+    (None, None)
+    """
+    asked = parse_metrics(("fid", *parse_metrics(metrics)))
+    ci = _check_ci(ci)
+    if asked == ("fid",) and ci is None:
+        return None, None
+    return asked, ci
 
 
 def outputs_needed(metrics: str | Iterable[str], *, ci: IntervalSpec | None) -> dict[str, tuple[str, ...] | None]:
