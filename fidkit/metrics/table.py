@@ -37,7 +37,7 @@ import logging
 import numbers
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -45,8 +45,8 @@ import numpy as np
 from fidkit.errors import InputError
 from fidkit.features import Features
 from fidkit.frechet import fid_from_arrays, fid_from_stats
-from fidkit.metrics._common import check_level, check_positive_int, check_sampling, check_seed
-from fidkit.metrics._table_results import Interval, MetricEntry, MetricTable, within_range
+from fidkit.metrics._common import check_positive_int, check_sampling, check_seed
+from fidkit.metrics._table_results import Interval, IntervalSpec, MetricEntry, MetricTable, within_range
 from fidkit.metrics.bootstrap import bootstrap_fid
 from fidkit.metrics.halfsample import half_sample_draws, summarise_half_samples
 from fidkit.metrics.inception_score import inception_score
@@ -92,9 +92,6 @@ _HINTS = {
     "inception_score": "is",
     "s-fid": "sfid",
 }
-# The streams derived from the one seed (SeedSequence([seed, stream])).
-_STREAM_BOOTSTRAP = 1
-_STREAM_HALF = 2
 
 
 def parse_metrics(text_or_names: str | Iterable[str]) -> tuple[str, ...]:
@@ -133,57 +130,6 @@ def parse_metrics(text_or_names: str | Iterable[str]) -> tuple[str, ...]:
             f"names: {', '.join(METRICS)} (or all)" + (f" ({'; '.join(hints)})" if hints else "")
         )
     return tuple(name for name in METRICS if name in names)
-
-
-@dataclass(frozen=True)
-class IntervalSpec:
-    """How :func:`evaluate` draws its intervals.
-
-    Attributes
-    ----------
-    level : float
-        Confidence level, in (0, 1).
-    n_resamples : int
-        Bootstrap resamples (FID, sFID) and half-samples (KID, IS, neighbour metrics), >= 2. With 200 each end of
-        a 95 % interval carries a Monte Carlo error of about 5 % of the interval's width (0.19 standard errors),
-        with 1,000 about 2 %.
-    seed : int or None
-        Base of the interval streams; None (the default) takes :func:`evaluate`'s `seed`. Either way the two
-        streams are derived from it (module docstring), so the point values stay fixed when only this changes.
-    kid_subsets : int
-        KID subsets per half-sample (100 for the value), of ``kid_subset_size`` rows capped at the half-sample's,
-        each costing about ``4 m^2 dim`` flops. Their own noise widens the interval against 100-subset replicates
-        by the variance ``s^2 (1 / kid_subsets - 1 / 100)`` (``s``: KID's std over subsets), never narrows it.
-    """
-
-    level: float = 0.95
-    n_resamples: int = 200
-    seed: int | None = None
-    kid_subsets: int = 10
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "level", check_level(self.level))
-        object.__setattr__(self, "n_resamples", check_positive_int(self.n_resamples, "n_resamples", minimum=2))
-        if self.seed is not None:
-            object.__setattr__(self, "seed", check_seed(self.seed))
-        object.__setattr__(self, "kid_subsets", check_positive_int(self.kid_subsets, "kid_subsets"))
-
-    def derived_seeds(self, seed: int) -> tuple[int, int]:
-        """``(bootstrap_seed, half_sample_seed)`` for :func:`evaluate`'s `seed`."""
-        base = check_seed(seed) if self.seed is None else self.seed
-        return tuple(  # type: ignore[return-value]
-            int(np.random.SeedSequence([base, stream]).generate_state(1)[0])
-            for stream in (_STREAM_BOOTSTRAP, _STREAM_HALF)
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            "level": self.level,
-            "n_resamples": self.n_resamples,
-            "seed": self.seed,
-            "kid_subsets": self.kid_subsets,
-        }
 
 
 def _check_ci(ci: Any) -> IntervalSpec | None:
