@@ -20,7 +20,9 @@ Inception weights cannot be downloaded here, and the costs depend only on the si
 * bootstrap of FID at ``--bootstrap-n`` rows x dim: seconds per resample of ``bootstrap_fid`` with float32 Grams
   (split into Grams and distance) and with float64, of the previous implementation, and of resampling the rows
   and calling ``fid_from_arrays``, all on the same ``--resamples`` draws; how far the float32 values are from
-  the float64 ones; FID_infinity (15 points) at the same sizes.
+  the float64 ones; FID_infinity (15 points) at the same sizes (``--skip fid_infinity`` leaves it out). On a
+  shared machine, ``OPENBLAS_NUM_THREADS=1`` gives steadier single-core seconds (multithreaded LAPACK slows down
+  by up to 10x when other processes hold the cores).
 
 Prints a markdown table per section: timings are seconds of one run each, wall-clock with the process's CPU
 seconds (all threads) in parentheses; ratios likewise.
@@ -288,7 +290,7 @@ def previous_fid(side_a, side_b, counts_a: np.ndarray, counts_b: np.ndarray) -> 
     return frechet_distance(mu_a, sigma_a, mu_b, sigma_b).value * side_a.scale**2
 
 
-def bench_bootstrap(n_a: int, n_b: int, dim: int, resamples: int) -> list[list[str]]:
+def bench_bootstrap(n_a: int, n_b: int, dim: int, resamples: int, with_infinity: bool = True) -> list[list[str]]:
     """Seconds per resample of each way on the same counts (alternated, so that other load hits all alike), the
     split of the float32 way into its Grams and its distance, and how far the float32 values are from float64."""
     a, b = pool3_like(8, n_a, dim, shift=0.02), pool3_like(9, n_b, dim)
@@ -343,6 +345,8 @@ def bench_bootstrap(n_a: int, n_b: int, dim: int, resamples: int) -> list[list[s
             f"max relative difference {np.max(np.abs(float64 / previous - 1.0)):.2e}",
         ],
     ]
+    if not with_infinity:
+        return rows
     infinity, took = timed(fid_infinity, a, b, seed=0)
     rows.append(
         [
@@ -363,7 +367,7 @@ def main() -> None:
     parser.add_argument("--budget-mib", type=int, default=512, help="memory_budget of the memory run")
     parser.add_argument("--bootstrap-n", type=int, nargs=2, default=[50000, 10000], help="rows of the two sides")
     parser.add_argument("--resamples", type=int, default=3, help="bootstrap resamples to time")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["kid", "is", "prc", "memory", "bootstrap"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["kid", "is", "prc", "memory", "bootstrap", "fid_infinity"])
     args = parser.parse_args()
 
     print(
@@ -391,8 +395,9 @@ def main() -> None:
         )
     if "bootstrap" not in args.skip:
         n_a, n_b = args.bootstrap_n
-        print(f"\n## Bootstrap of FID, {n_a:,} + {n_b:,} x {args.dim}\n")
-        print(table(["way", "seconds per resample, wall (CPU)", "note"], bench_bootstrap(n_a, n_b, args.dim, args.resamples)))
+        threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+        print(f"\n## Bootstrap of FID, {n_a:,} + {n_b:,} x {args.dim} (OPENBLAS_NUM_THREADS={threads})\n")
+        print(table(["way", "seconds per resample, wall (CPU)", "note"], bench_bootstrap(n_a, n_b, args.dim, args.resamples, "fid_infinity" not in args.skip)))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\npeak RSS of this process: {peak:.2f} GiB; load average at the end {os.getloadavg()[0]:.1f}")
 

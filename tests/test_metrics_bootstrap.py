@@ -66,7 +66,8 @@ def side_coordinates(side, rows: np.ndarray) -> np.ndarray:
 def test_weighted_moments_are_the_moments_of_the_resampled_rows(dtype, rtol):
     rows = np.random.default_rng(1).standard_normal((150, 6)).astype(np.float32) * [1, 2, 3, 0.5, 8, 1] + 3.0
     other = rows[:20] * 40.0
-    side, _ = resample_module.numpy_sides(rows, other, dtype)
+    side, _, constant_term = resample_module.numpy_sides(rows, other, dtype)
+    assert constant_term == 0.0
     assert side.scale == 2.0 ** np.ceil(np.log2(np.abs(other - other.mean(axis=0, dtype=np.float64)).max()))
     assert list(side.order) == list(np.argsort(-(rows.var(axis=0) + other.var(axis=0))))
     drawn = np.random.default_rng(2).integers(0, 150, 150)
@@ -108,6 +109,19 @@ def test_graded_covariances_keep_their_accuracy():
     fast = bootstrap_fid(a, b, n_resamples=6, seed=1, dtype="float64", device=None)
     slow = bootstrap(a, b, fid_from_arrays, n_resamples=6, seed=1)
     np.testing.assert_allclose(fast.values, slow.values, rtol=3e-8)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-6)])
+def test_features_constant_on_both_sides_stay_on_the_fast_route(dtype, rtol):
+    """Dead units (a feature constant over all images, on both sides) make every covariance singular; they add
+    only their mean difference, so they are left out of the covariances and the resamples stay fast."""
+    a, b, _ = gaussian_pair(9, 120, 100, 6, 0.2)
+    a, b = np.insert(a, [1, 4], [0.0, 5.0], axis=1), np.insert(b, [1, 4], [0.0, 7.0], axis=1)
+    fast = bootstrap_fid(a, b, n_resamples=5, seed=2, dtype=dtype, device=None)
+    slow = bootstrap(a, b, fid_from_arrays, n_resamples=5, seed=2)
+    np.testing.assert_allclose(fast.values, slow.values, rtol=rtol)
+    assert fast.route == f"weighted-moments: {dtype} 5"
+    assert min(fast.values) > 4.0  # the constant features' mean difference, (7 - 5)^2, is in every value
 
 
 def nearly_singular_pair(dim: int, rank: int, floor: float):
@@ -159,6 +173,25 @@ def test_torch_engine_gives_the_numpy_numbers(dtype, rtol):
     on_numpy = bootstrap_fid(a, b, n_resamples=5, seed=7, dtype="float64", device=None)
     np.testing.assert_allclose(on_torch.values, on_numpy.values, rtol=rtol)
     assert on_torch.route == f"weighted-moments: torch-cpu-{dtype} 5"
+
+
+def test_float32_grams_on_a_gpu_only_without_tf32():
+    """On CUDA a float32 product may run in TF32 (10-bit mantissa): the Grams are then float64 (checked without a
+    GPU: the decision reads torch's switches only)."""
+    torch = pytest.importorskip("torch")
+    matmul = torch.backends.cuda.matmul
+    before = getattr(matmul, "fp32_precision", None)
+    if before is None:
+        pytest.skip("this torch has no fp32_precision switch")
+    assert resample_module.torch_gram_dtype("cuda", "float32") == "float32"
+    assert resample_module.torch_gram_dtype("cpu", "float32") == "float32"
+    try:
+        matmul.fp32_precision = "tf32"
+        assert resample_module.torch_gram_dtype("cuda", "float32") == "float64"
+        assert resample_module.torch_gram_dtype("cpu", "float32") == "float32"
+        assert resample_module.torch_gram_dtype("cuda", "float64") == "float64"
+    finally:
+        matmul.fp32_precision = before
 
 
 def test_auto_device_never_imports_torch():

@@ -62,8 +62,9 @@ def _column_summary(features: np.ndarray, mean: np.ndarray) -> tuple[float, np.n
     return largest, squares
 
 
-def numpy_sides(array_a: np.ndarray, array_b: np.ndarray, dtype: str) -> tuple["NumpySide", "NumpySide"]:
-    """Both sides centred on their own means, in one column order, divided by one power of two.
+def numpy_sides(array_a: np.ndarray, array_b: np.ndarray, dtype: str) -> tuple["NumpySide", "NumpySide", float]:
+    """Both sides centred on their own means, in one column order, divided by one power of two; and the mean term
+    of the features left out, in those units.
 
     * The columns are put in order of decreasing variance (of both sides together). The distance does not depend
       on the order of the coordinates, but its eigensolve does: with the large variances first, the small
@@ -74,6 +75,9 @@ def numpy_sides(array_a: np.ndarray, array_b: np.ndarray, dtype: str) -> tuple["
     * The power of two puts the largest centred value of either side in ``[0.5, 1)``, so that float32 products
       neither overflow nor underflow whatever the units of the features (dividing by it is exact; distances in
       these units are multiplied by its square).
+    * Features constant on both sides (dead units) are left out: their centred values are exactly 0, so they add
+      nothing to either covariance, only their mean difference to the distance (the returned term), and kept
+      they would make every covariance singular and send every resample to the slow route.
     """
     means = [array.mean(axis=0, dtype=np.float64) for array in (array_a, array_b)]
     (largest_a, squares_a), (largest_b, squares_b) = (
@@ -81,9 +85,15 @@ def numpy_sides(array_a: np.ndarray, array_b: np.ndarray, dtype: str) -> tuple["
     )
     largest = max(largest_a, largest_b)
     scale = math.ldexp(1.0, math.frexp(largest)[1]) if largest > 0.0 else 1.0
-    order = np.argsort(-(squares_a / array_a.shape[0] + squares_b / array_b.shape[0]), kind="stable")
+    variances = squares_a / array_a.shape[0] + squares_b / array_b.shape[0]
+    varying = np.flatnonzero(variances > 0.0)
+    if varying.size == 0:  # constant features on both sides: the covariances are zero, frechet_distance takes it
+        varying = np.arange(variances.size)
+    order = varying[np.argsort(-variances[varying], kind="stable")]
+    constant = np.setdiff1d(np.arange(variances.size), order)
+    mean_term = float(np.sum(np.square((means[0][constant] - means[1][constant]) / scale)))
     side_a, side_b = (NumpySide(array, mean, order, scale, dtype) for array, mean in zip((array_a, array_b), means))
-    return side_a, side_b
+    return side_a, side_b, mean_term
 
 
 class NumpySide:
@@ -96,7 +106,7 @@ class NumpySide:
     mean : numpy.ndarray
         Its float64 mean.
     order : numpy.ndarray
-        The column order (a permutation of ``range(dim)``).
+        The columns kept, in their order.
     scale : float
         A power of two the centred rows are divided by (see :func:`numpy_sides`).
     dtype : {"float32", "float64"}
@@ -105,12 +115,12 @@ class NumpySide:
 
     def __init__(self, features: np.ndarray, mean: np.ndarray, order: np.ndarray, scale: float, dtype: str) -> None:
         self.features, self.order, self.scale = features, order, scale
-        self.n, self.dim = features.shape
+        self.n, self.dim = features.shape[0], order.size
         self.mean = mean[order]
         # Centred in float64 block by block, then stored in the Gram dtype. Centring first keeps the products
         # small: resample means differ from this one by O(1/sqrt(N)), so nothing large cancels when the resample
         # mean is taken out again.
-        self.rows = np.empty(features.shape, dtype=dtype)
+        self.rows = np.empty((self.n, self.dim), dtype=dtype)
         for start in range(0, self.n, _BLOCK_ROWS):
             self.rows[start : start + _BLOCK_ROWS] = self._centred(slice(start, start + _BLOCK_ROWS))
 
@@ -197,14 +207,27 @@ def torch_cuda_if_imported() -> str | None:
         return None
 
 
+def _tf32_possible(torch: Any) -> bool:
+    """False only where every TF32 switch torch has says float32 products are IEEE (any doubt: True)."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        # torch >= 2.9 has fp32_precision ("none": inherit, "ieee", "tf32") beside the legacy flags, and refuses to
+        # read a legacy flag once the new API was used.
+        for precision in (getattr(torch.backends, "fp32_precision", "none"), getattr(matmul, "fp32_precision", "none")):
+            if precision not in ("none", "ieee"):
+                return True
+        return bool(matmul.allow_tf32) or torch.get_float32_matmul_precision() != "highest"
+    except Exception:  # noqa: BLE001 - an unreadable switch is treated as TF32 on
+        return True
+
+
 def torch_gram_dtype(device: Any, dtype: str) -> str:
     """The Gram dtype a torch device gets: float64 where a float32 product may run in TF32 (a 10-bit mantissa)."""
     import torch
 
-    if dtype == "float32" and torch.device(device).type == "cuda":
-        if torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest":
-            logger.info("float32 products may run in TF32 on %s: the bootstrap Grams use float64", device)
-            return "float64"
+    if dtype == "float32" and torch.device(device).type == "cuda" and _tf32_possible(torch):
+        logger.info("float32 products may run in TF32 on %s: the bootstrap Grams use float64", device)
+        return "float64"
     return dtype
 
 
@@ -285,7 +308,7 @@ class Resampler:
         if device is not None:
             dtype = torch_gram_dtype(device, dtype)
         self.dtype = dtype
-        self.sides = numpy_sides(array_a, array_b, dtype)
+        *self.sides, self.constant_term = numpy_sides(array_a, array_b, dtype)
         self.engine = TorchEngine(*self.sides, device) if device is not None else None
         self.float32_misses = 0
         self.routes: dict[str, int] = {}
@@ -319,7 +342,7 @@ class Resampler:
         if value is None:
             value, route = self._float64(counts_a, counts_b)
         self.routes[route] = self.routes.get(route, 0) + 1
-        return value * side_a.scale**2
+        return (value + self.constant_term) * side_a.scale**2
 
     def _moments(self, counts_a: np.ndarray, counts_b: np.ndarray, exact: bool) -> tuple[np.ndarray, ...]:
         side_a, side_b = self.sides
@@ -339,11 +362,6 @@ class Resampler:
         if value is not None:
             return value, "float64"
         side_a, side_b = self.sides
-        scale = side_a.scale
-        result = frechet_distance(
-            side_a.mean + shift_a * scale,
-            _full(sigma_a) * scale**2,
-            side_b.mean + shift_b * scale,
-            _full(sigma_b) * scale**2,
-        )
-        return result.value / scale**2, "frechet_distance"
+        # In the sides' units (the means divided by the same power of two, exactly), like everything here.
+        mu_a, mu_b = side_a.mean / side_a.scale + shift_a, side_b.mean / side_b.scale + shift_b
+        return frechet_distance(mu_a, _full(sigma_a), mu_b, _full(sigma_b)).value, "frechet_distance"
