@@ -17,9 +17,12 @@ Inception weights cannot be downloaded here, and the costs depend only on the si
   (``manifold_metrics``); the ``prdc`` package at a quarter of the size (it forms full matrices with scikit-learn);
 * peak memory (``VmHWM`` of a child process) of ``precision_recall`` at ``--memory-n`` per side, against the
   child's resident memory after building the features;
-* bootstrap of FID at ``--bootstrap-n`` rows x dim: seconds per resample, fast path (weighted Gram over the drawn
-  rows) against the correction form (full Gram plus the rows drawn other than once) and against resampling the rows
-  and calling ``fid_from_arrays``; FID_infinity (15 points) at the same sizes.
+* bootstrap of FID at ``--bootstrap-n`` rows x dim: seconds per resample of ``bootstrap_fid`` with float32 Grams
+  (split into Grams and distance) and with float64, of the previous implementation, and of resampling the rows
+  and calling ``fid_from_arrays``, all on the same ``--resamples`` draws; how far the float32 values are from
+  the float64 ones; FID_infinity (15 points) at the same sizes (``--skip fid_infinity`` leaves it out). On a
+  shared machine, ``OPENBLAS_NUM_THREADS=1`` gives steadier single-core seconds (multithreaded LAPACK slows down
+  by up to 10x when other processes hold the cores).
 
 Prints a markdown table per section: timings are seconds of one run each, wall-clock with the process's CPU
 seconds (all threads) in parentheses; ratios likewise.
@@ -46,9 +49,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fidkit.frechet import fid_from_arrays  # noqa: E402
+from fidkit.frechet import fid_from_arrays, frechet_distance  # noqa: E402
 from fidkit.metrics import (  # noqa: E402
-    bootstrap_fid,
     fid_infinity,
     inception_score,
     kid,
@@ -56,7 +58,7 @@ from fidkit.metrics import (  # noqa: E402
     precision_recall,
 )
 
-bootstrap_module = importlib.import_module("fidkit.metrics.bootstrap")
+fidkit_resample = importlib.import_module("fidkit.metrics._fid_resample")
 
 
 def load_torch_fidelity(name: str):
@@ -103,7 +105,10 @@ class Seconds(float):
         return f"{format(float(self), spec)} ({format(self.cpu, spec)})"
 
 
-def timed(function, *args, **kwargs):
+def timed(function, *args, pause: float = 0.0, **kwargs):
+    """``(value, Seconds)`` of one call; `pause` seconds of sleep first, so that the idle BLAS threads of what ran
+    before (numpy's and scipy's OpenBLAS each keep a pool, which spins a while after a call) do not compete."""
+    time.sleep(pause)
     start, cpu = time.perf_counter(), time.process_time()
     value = function(*args, **kwargs)
     return value, Seconds(time.perf_counter() - start, time.process_time() - cpu)
@@ -265,58 +270,88 @@ def bench_memory(n: int, dim: int, budget: int) -> list[str]:
     ]
 
 
-def compare_moment_forms(a: np.ndarray, b: np.ndarray, resamples: int) -> list[list[str]]:
-    """The two ways of forming the weighted moments, alternated on the same counts so that the other load on the
-    machine hits both alike; moments only (the distance that follows is the same for both)."""
-    n_a, n_b = a.shape[0], b.shape[0]
-    side_a, side_b = bootstrap_module._WeightedMoments(a), bootstrap_module._WeightedMoments(b)
-    grams, gram_seconds = timed(lambda: (side_a.centred.T @ side_a.centred, side_b.centred.T @ side_b.centred))
+def previous_fid(side_a, side_b, counts_a: np.ndarray, counts_b: np.ndarray) -> float:
+    """bootstrap_fid before the float32 Grams and the lean distance (commit effda88), on the stored float64 rows:
+    one syrk over the drawn rows scaled by sqrt(count), then the full frechet_distance."""
+    moments = []
+    for side, counts in ((side_a, counts_a), (side_b, counts_b)):
+        drawn = np.flatnonzero(counts)
+        weights = counts[drawn].astype(np.float64)
+        rows = side.rows[drawn]
+        shift = (weights @ rows) / side.n
+        rows *= np.sqrt(weights)[:, None]
+        scatter = rows.T @ rows
+        scatter -= side.n * np.outer(shift, shift)
+        scatter /= side.n - 1
+        scatter += scatter.T.copy()
+        scatter *= 0.5
+        moments.append((side.mean / side.scale + shift, scatter))
+    (mu_a, sigma_a), (mu_b, sigma_b) = moments
+    return frechet_distance(mu_a, sigma_a, mu_b, sigma_b).value * side_a.scale**2
+
+
+def bench_bootstrap(n_a: int, n_b: int, dim: int, resamples: int, with_infinity: bool = True) -> list[list[str]]:
+    """Seconds per resample of each way on the same counts (alternated, so that other load hits all alike), the
+    split of the float32 way into its Grams and its distance, and how far the float32 values are from float64."""
+    a, b = pool3_like(8, n_a, dim, shift=0.02), pool3_like(9, n_b, dim)
+    point, point_seconds = timed(fid_from_arrays, a, b)
+    resamplers, setup = {}, {}
+    for dtype in ("float32", "float64"):
+        resamplers[dtype], setup[dtype] = timed(fidkit_resample.Resampler, a, b, dtype, None)
+    seconds: dict[str, list[Seconds]] = {key: [] for key in ("float32", "grams", "distance", "float64", "previous")}
+    values: dict[str, list[float]] = {key: [] for key in ("float32", "float64", "previous")}
     rng = np.random.default_rng(0)
-    weighted, corrected = [], []
+    fast, exact = resamplers["float32"], resamplers["float64"]
     for _ in range(resamples):
         counts_a = np.bincount(rng.integers(0, n_a, n_a), minlength=n_a)
         counts_b = np.bincount(rng.integers(0, n_b, n_b), minlength=n_b)
-        weighted.append(timed(lambda: (side_a.moments(counts_a), side_b.moments(counts_b)))[1])
-        corrected.append(
-            timed(
-                lambda: (
-                    side_a.moments_by_correction(counts_a, grams[0]),
-                    side_b.moments_by_correction(counts_b, grams[1]),
-                )
-            )[1]
-        )
+        for key, resampler in (("float32", fast), ("float64", exact)):
+            value, took = timed(resampler.fid, counts_a, counts_b, pause=0.5)
+            values[key].append(value)
+            seconds[key].append(took)
+        moments, took = timed(fast._moments, counts_a, counts_b, False, pause=0.5)
+        seconds["grams"].append(took)
+        difference, _, sigma_a, _, sigma_b = moments
+        seconds["distance"].append(timed(fidkit_resample.lean_fid, difference, sigma_a, sigma_b, 0.0)[1])
+        value, took = timed(previous_fid, *exact.sides, counts_a, counts_b, pause=0.5)
+        values["previous"].append(value)
+        seconds["previous"].append(took)
+    _, generic = timed(lambda: fid_from_arrays(a[rng.integers(0, n_a, n_a)], b[rng.integers(0, n_b, n_b)]))
 
-    def mean(values: list[Seconds]) -> Seconds:
-        return Seconds(float(np.mean(values)), float(np.mean([value.cpu for value in values])))
+    def mean(key: str) -> Seconds:
+        return Seconds(float(np.mean(seconds[key])), float(np.mean([value.cpu for value in seconds[key]])))
 
-    return [
-        ["  moments only: weighted Gram over the drawn rows", f"{mean(weighted):.2f}", "both sides"],
+    float32, float64, previous = (np.array(values[key]) for key in ("float32", "float64", "previous"))
+    traces = float(point.trace_a + point.trace_b)
+    relative = np.max(np.abs(float32 / float64 - 1.0))
+    absolute = np.max(np.abs(float32 - float64)) / traces
+    rows = [
+        ["bootstrap_fid, float32 Grams (default)", f"{mean('float32'):.2f}", f"routes: {fast.routes}"],
+        ["  its two weighted Grams (float32 syrk, float64 sums)", f"{mean('grams'):.2f}", "both sides"],
+        ["  its distance (potrf x2, trmm, syrk, eigh without vectors)", f"{mean('distance'):.2f}", ""],
+        ["bootstrap_fid, dtype='float64'", f"{mean('float64'):.2f}", f"routes: {exact.routes}"],
+        ["previous bootstrap_fid (float64 Gram + frechet_distance)", f"{mean('previous'):.2f}", ""],
+        ["resample the rows + fid_from_arrays (bootstrap)", f"{generic:.2f}", "1 resample"],
+        ["setup, once: centre, reorder, store (float32 / float64)", f"{setup['float32']:.2f} / {setup['float64']:.2f}", ""],
+        ["point FID (fid_from_arrays)", f"{point_seconds:.2f}", f"FID {float(point):.4f}, tr a + tr b {traces:.1f}"],
         [
-            "  moments only: full Gram + correction (rows drawn != 1)",
-            f"{mean(corrected):.2f}",
-            f"both sides; the full Grams once: {gram_seconds:.2f}",
+            "float32 vs float64 resampled values",
+            "",
+            f"max relative difference {relative:.2e}; max |difference| / (tr a + tr b) {absolute:.2e}",
+        ],
+        [
+            "float64 (lean distance) vs previous (frechet_distance)",
+            "",
+            f"max relative difference {np.max(np.abs(float64 / previous - 1.0)):.2e}",
         ],
     ]
-
-
-def bench_bootstrap(n_a: int, n_b: int, dim: int, resamples: int) -> list[list[str]]:
-    a, b = pool3_like(8, n_a, dim, shift=0.02), pool3_like(9, n_b, dim)
-    point, point_seconds = timed(fid_from_arrays, a, b)
-    _, seconds = timed(bootstrap_fid, a, b, n_resamples=resamples, seed=0)
-    per_resample = Seconds((seconds - point_seconds) / resamples, (seconds.cpu - point_seconds.cpu) / resamples)
-    rows = [["bootstrap_fid (weighted Gram over the drawn rows + frechet_distance)", f"{per_resample:.2f}",
-             f"{resamples} resamples, point value's time subtracted"]]
-
-    rows.extend(compare_moment_forms(a, b, resamples))
-    rng = np.random.default_rng(0)
-    _, naive = timed(lambda: fid_from_arrays(a[rng.integers(0, n_a, n_a)], b[rng.integers(0, n_b, n_b)]))
-    rows.append(["resample the rows + fid_from_arrays", f"{naive:.2f}", "1 resample"])
-    rows.append(["point FID (fid_from_arrays)", f"{point_seconds:.2f}", f"FID {float(point):.4f}"])
-    infinity, seconds = timed(fid_infinity, a, b, seed=0)
+    if not with_infinity:
+        return rows
+    infinity, took = timed(fid_infinity, a, b, seed=0)
     rows.append(
         [
             f"fid_infinity, 15 sizes {infinity.sizes[0]:,}..{infinity.sizes[-1]:,} (total)",
-            f"{seconds:.1f}",
+            f"{took:.1f}",
             f"FID_inf {infinity.value:.4f} (slope {infinity.slope:.4g})",
         ]
     )
@@ -332,7 +367,7 @@ def main() -> None:
     parser.add_argument("--budget-mib", type=int, default=512, help="memory_budget of the memory run")
     parser.add_argument("--bootstrap-n", type=int, nargs=2, default=[50000, 10000], help="rows of the two sides")
     parser.add_argument("--resamples", type=int, default=3, help="bootstrap resamples to time")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["kid", "is", "prc", "memory", "bootstrap"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["kid", "is", "prc", "memory", "bootstrap", "fid_infinity"])
     args = parser.parse_args()
 
     print(
@@ -360,8 +395,9 @@ def main() -> None:
         )
     if "bootstrap" not in args.skip:
         n_a, n_b = args.bootstrap_n
-        print(f"\n## Bootstrap of FID, {n_a:,} + {n_b:,} x {args.dim}\n")
-        print(table(["way", "seconds per resample, wall (CPU)", "note"], bench_bootstrap(n_a, n_b, args.dim, args.resamples)))
+        threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+        print(f"\n## Bootstrap of FID, {n_a:,} + {n_b:,} x {args.dim} (OPENBLAS_NUM_THREADS={threads})\n")
+        print(table(["way", "seconds per resample, wall (CPU)", "note"], bench_bootstrap(n_a, n_b, args.dim, args.resamples, "fid_infinity" not in args.skip)))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\npeak RSS of this process: {peak:.2f} GiB; load average at the end {os.getloadavg()[0]:.1f}")
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -14,6 +17,7 @@ from fidkit.metrics import BootstrapResult, FIDInfinityResult, bootstrap, bootst
 from fidkit.stats import Stats
 
 bootstrap_module = importlib.import_module("fidkit.metrics.bootstrap")
+resample_module = importlib.import_module("fidkit.metrics._fid_resample")
 
 
 def gaussian_pair(seed: int, n_a: int, n_b: int, dim: int, shift: float):
@@ -28,29 +32,182 @@ def gaussian_pair(seed: int, n_a: int, n_b: int, dim: int, shift: float):
     return a, b, true_fid
 
 
-def test_fast_fid_bootstrap_equals_resampling_the_rows():
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-6)])
+def test_fast_fid_bootstrap_equals_resampling_the_rows(dtype, rtol):
+    """float64 Grams: the numbers of bootstrap(..., fid_from_arrays) to round-off. float32 Grams: to 1e-6 relative
+    (measured 6e-8 here, FID ~7 against traces ~30; docs/metrics.md has the numbers at dim 2048)."""
     a, b, _ = gaussian_pair(0, 260, 210, 12, 0.4)
-    fast = bootstrap_fid(a, b, n_resamples=30, level=0.8, seed=5)
+    fast = bootstrap_fid(a, b, n_resamples=30, level=0.8, seed=5, dtype=dtype, device=None)
     slow = bootstrap(a, b, fid_from_arrays, n_resamples=30, level=0.8, seed=5)
-    np.testing.assert_allclose(fast.values, slow.values, rtol=1e-10)
+    np.testing.assert_allclose(fast.values, slow.values, rtol=rtol)
     assert fast.value == slow.value
-    assert (fast.low, fast.high, fast.std) == pytest.approx((slow.low, slow.high, slow.std), rel=1e-10)
+    assert (fast.low, fast.high, fast.std) == pytest.approx((slow.low, slow.high, slow.std), rel=rtol)
+    assert fast.route == f"weighted-moments: {dtype} 30" and slow.route == "resampled-rows"
 
 
-def test_weighted_moments_are_the_moments_of_the_resampled_rows():
-    rows = np.random.default_rng(1).standard_normal((150, 6)).astype(np.float32) + 3.0
-    moments = bootstrap_module._WeightedMoments(rows)
+@pytest.mark.parametrize("dim", [23, 1])
+def test_any_dim_bootstraps_the_same_way(dim):
+    """sFID is FID on other features (dim 2023): an odd dim, and a single feature, go the same fast way."""
+    a, b, _ = gaussian_pair(11, 180, 150, dim, 0.2)
+    slow = bootstrap(a, b, fid_from_arrays, n_resamples=12, seed=3)
+    exact = bootstrap_fid(a, b, n_resamples=12, seed=3, dtype="float64", device=None)
+    np.testing.assert_allclose(exact.values, slow.values, rtol=1e-10)
+    fast = bootstrap_fid(a, b, n_resamples=12, seed=3, device=None)
+    np.testing.assert_allclose(fast.values, slow.values, rtol=1e-6)
+    assert fast.route == "weighted-moments: float32 12"
+
+
+def side_coordinates(side, rows: np.ndarray) -> np.ndarray:
+    """Features as a NumpySide stores them: its column order, divided by its power of two."""
+    return rows.astype(np.float64)[:, side.order] / side.scale
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 1e-6)])
+def test_weighted_moments_are_the_moments_of_the_resampled_rows(dtype, rtol):
+    rows = np.random.default_rng(1).standard_normal((150, 6)).astype(np.float32) * [1, 2, 3, 0.5, 8, 1] + 3.0
+    other = rows[:20] * 40.0
+    side, _, constant_term = resample_module.numpy_sides(rows, other, dtype)
+    assert constant_term == 0.0
+    assert side.scale == 2.0 ** np.ceil(np.log2(np.abs(other - other.mean(axis=0, dtype=np.float64)).max()))
+    assert list(side.order) == list(np.argsort(-(rows.var(axis=0) + other.var(axis=0))))
     drawn = np.random.default_rng(2).integers(0, 150, 150)
     counts = np.bincount(drawn, minlength=150)
-    mu, sigma = moments.moments(counts)
-    resampled = rows[drawn].astype(np.float64)
-    np.testing.assert_allclose(mu, resampled.mean(axis=0), rtol=1e-13)
-    np.testing.assert_allclose(sigma, np.cov(resampled, rowvar=False), rtol=1e-11, atol=1e-13)
-    assert np.array_equal(sigma, sigma.T)
-    gram = moments.centred.T @ moments.centred
-    mu_c, sigma_c = moments.moments_by_correction(counts, gram)
-    np.testing.assert_allclose(mu_c, mu, rtol=1e-13)
-    np.testing.assert_allclose(sigma_c, sigma, rtol=1e-11, atol=1e-13)
+    shift, sigma = side.moments(counts)
+    resampled = side_coordinates(side, rows[drawn])
+    np.testing.assert_allclose(side.mean / side.scale + shift, resampled.mean(axis=0), rtol=rtol)
+    expected = np.cov(resampled, rowvar=False)
+    np.testing.assert_allclose(sigma, np.tril(expected), rtol=rtol, atol=rtol * np.abs(expected).max())
+    # float64 products on rows centred afresh from the features: the float64 numbers whatever the stored dtype.
+    shift_exact, sigma_exact = side.moments(counts, exact=True)
+    np.testing.assert_allclose(sigma_exact, np.tril(expected), rtol=1e-12, atol=1e-14 * np.abs(expected).max())
+    np.testing.assert_allclose(side.mean / side.scale + shift_exact, resampled.mean(axis=0), rtol=1e-13)
+
+
+def test_features_of_any_magnitude_get_the_same_resampled_values():
+    """The rows are divided by a power of two before the float32 Grams: features times 2^100 (whose squares
+    overflow float32) give the values times 2^200 exactly, all by the float32 route."""
+    a, b, _ = gaussian_pair(5, 90, 80, 4, 0.3)
+    small = bootstrap_fid(a, b, n_resamples=6, seed=2, device=None)
+    large = bootstrap_fid(a * 2.0**100, b * 2.0**100, n_resamples=6, seed=2, device=None)
+    assert large.values == tuple(value * 2.0**200 for value in small.values)
+    assert large.route == small.route == "weighted-moments: float32 6"
+
+
+def test_graded_covariances_keep_their_accuracy():
+    """Features of very different scales (a fifth of them 1e-4 of the others, like nearly dead units): in the given
+    column order the lean distance's eigensolve loses the small eigenvalues (2.4e-7 relative from
+    fid_from_arrays here, whose pivoted Cholesky keeps them); in order of decreasing variance, 8e-9."""
+    dim = 48
+    mixing = np.linalg.qr(np.random.default_rng(12345).standard_normal((dim, dim)))[0]
+    spectrum = np.arange(1, dim + 1) ** -0.5 * 2.0
+    a, b = (
+        np.maximum((np.random.default_rng(seed).standard_normal((n, dim)) * spectrum) @ mixing + 0.5, 0.0)
+        for seed, n in ((8, 600), (9, 500))
+    )
+    a[:, :10] *= 1e-4
+    b[:, :10] *= 1e-4
+    fast = bootstrap_fid(a, b, n_resamples=6, seed=1, dtype="float64", device=None)
+    slow = bootstrap(a, b, fid_from_arrays, n_resamples=6, seed=1)
+    np.testing.assert_allclose(fast.values, slow.values, rtol=3e-8)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-6)])
+def test_features_constant_on_both_sides_stay_on_the_fast_route(dtype, rtol):
+    """Dead units (a feature constant over all images, on both sides) make every covariance singular; they add
+    only their mean difference, so they are left out of the covariances and the resamples stay fast."""
+    a, b, _ = gaussian_pair(9, 120, 100, 6, 0.2)
+    a, b = np.insert(a, [1, 4], [0.0, 5.0], axis=1), np.insert(b, [1, 4], [0.0, 7.0], axis=1)
+    fast = bootstrap_fid(a, b, n_resamples=5, seed=2, dtype=dtype, device=None)
+    slow = bootstrap(a, b, fid_from_arrays, n_resamples=5, seed=2)
+    np.testing.assert_allclose(fast.values, slow.values, rtol=rtol)
+    assert fast.route == f"weighted-moments: {dtype} 5"
+    assert min(fast.values) > 4.0  # the constant features' mean difference, (7 - 5)^2, is in every value
+
+
+def nearly_singular_pair(dim: int, rank: int, floor: float):
+    """Features spanning `rank` directions at unit scale and the other ``dim - rank`` at `floor` (not aligned with
+    the coordinates): covariances this close to singular are where float32 round-off in the Gram counts."""
+    mixing = np.linalg.qr(np.random.default_rng(7).standard_normal((dim, dim)))[0]
+    spectrum = np.where(np.arange(dim) < rank, 1.0, floor)
+    return tuple(
+        ((np.random.default_rng(seed).standard_normal((n, dim)) * spectrum) @ mixing + shift).astype(np.float32)
+        for seed, n, shift in ((1, 3000, 0.05), (2, 2000, 0.0))
+    )
+
+
+def test_nearly_singular_covariances_are_recomputed_in_float64(caplog):
+    """Smallest pivot ratio ~1e-6 (< 1e-4): float32 Grams are not trusted; the first two such resamples are redone
+    in float64, then the rest go to float64 directly. The numbers are the dtype="float64" ones."""
+    a, b = nearly_singular_pair(24, 16, 5e-4)
+    with caplog.at_level(logging.INFO, logger="fidkit.metrics"):
+        fast = bootstrap_fid(a, b, n_resamples=5, seed=0, device=None)
+    exact = bootstrap_fid(a, b, n_resamples=5, seed=0, dtype="float64", device=None)
+    assert fast.route == exact.route == "weighted-moments: float64 5"
+    # The same float64 moments to 1e-16 (rows centred afresh against stored ones); this close to singular, that
+    # moves the distance by ~1e-8.
+    np.testing.assert_allclose(fast.values, exact.values, rtol=1e-7)
+    assert sum("too close to singular for float32" in message for message in caplog.messages) == 2
+    # Well away from singular (floor 0.1, ratio ~4e-2) the same features stay on float32.
+    a, b = nearly_singular_pair(24, 16, 0.1)
+    assert bootstrap_fid(a, b, n_resamples=3, seed=0, device=None).route == "weighted-moments: float32 3"
+
+
+def test_singular_resamples_go_to_frechet_distance():
+    """N < dim: every resample's covariance is singular; frechet_distance (pivoted Cholesky) takes them, and the
+    numbers are those of bootstrap(..., fid_from_arrays) to 1e-8 (that one uses the exact factors of the rows)."""
+    a, b, _ = gaussian_pair(2, 30, 35, 40, 0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = bootstrap_fid(a, b, n_resamples=6, seed=4, device=None)
+        slow = bootstrap(a, b, fid_from_arrays, n_resamples=6, seed=4)
+    np.testing.assert_allclose(fast.values, slow.values, rtol=1e-8)
+    assert fast.route == "weighted-moments: frechet_distance 6"
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-6)])
+def test_torch_engine_gives_the_numpy_numbers(dtype, rtol):
+    """The torch engine (a CUDA GPU in practice; its code run here on torch's CPU device) against numpy."""
+    torch = pytest.importorskip("torch")
+    a, b, _ = gaussian_pair(6, 150, 120, 9, 0.3)
+    on_torch = bootstrap_fid(a, b, n_resamples=5, seed=7, dtype=dtype, device=torch.device("cpu"))
+    on_numpy = bootstrap_fid(a, b, n_resamples=5, seed=7, dtype="float64", device=None)
+    np.testing.assert_allclose(on_torch.values, on_numpy.values, rtol=rtol)
+    assert on_torch.route == f"weighted-moments: torch-cpu-{dtype} 5"
+
+
+def test_float32_grams_on_a_gpu_only_without_tf32():
+    """On CUDA a float32 product may run in TF32 (10-bit mantissa): the Grams are then float64 (checked without a
+    GPU: the decision reads torch's switches only)."""
+    torch = pytest.importorskip("torch")
+    matmul = torch.backends.cuda.matmul
+    before = getattr(matmul, "fp32_precision", None)
+    if before is None:
+        pytest.skip("this torch has no fp32_precision switch")
+    assert resample_module.torch_gram_dtype("cuda", "float32") == "float32"
+    assert resample_module.torch_gram_dtype("cpu", "float32") == "float32"
+    try:
+        matmul.fp32_precision = "tf32"
+        assert resample_module.torch_gram_dtype("cuda", "float32") == "float64"
+        assert resample_module.torch_gram_dtype("cpu", "float32") == "float32"
+        assert resample_module.torch_gram_dtype("cuda", "float64") == "float64"
+    finally:
+        matmul.fp32_precision = before
+
+
+def test_auto_device_never_imports_torch():
+    """device="auto" looks for a GPU only through a torch that is already imported."""
+    code = (
+        "import sys, numpy as np\n"
+        "from fidkit.metrics import bootstrap_fid\n"
+        "assert 'torch' not in sys.modules\n"
+        "rows = np.random.default_rng(0).standard_normal((50, 3))\n"
+        "result = bootstrap_fid(rows, rows[::-1] + 0.1, n_resamples=3)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "print(result.route)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "weighted-moments: float32 3"
 
 
 def test_interval_summary():
@@ -161,6 +318,16 @@ def test_bad_arguments_are_refused(kwargs, message):
         bootstrap_fid(a, b, **kwargs)
     with pytest.raises(InputError, match=message):
         bootstrap(a, b, fid_from_arrays, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"dtype": "float16"}, "dtype"), ({"dtype": np.float32}, "dtype"), ({"device": "no-such-device"}, "device")],
+)
+def test_bad_fid_options_are_refused(kwargs, message):
+    a, b, _ = gaussian_pair(0, 20, 20, 3, 0.1)
+    with pytest.raises(InputError, match=message):
+        bootstrap_fid(a, b, **kwargs)
 
 
 def test_bad_metrics_and_sizes_are_refused():

@@ -12,11 +12,13 @@ with ``c_i`` the number of times row ``i`` was drawn, the resample's mean and co
     mu = sum_i c_i x_i / N,   sigma = (sum_i c_i (x_i - m)(x_i - m)^T - N (mu - m)(mu - m)^T) / (N - 1)
 
 (``m`` the mean of all rows, subtracted once so that nothing cancels), and the weighted sum runs over the rows drawn
-at least once (1 - 1/e, about 63 % of them), weighted by ``sqrt(c_i)``, as one symmetric rank-k product. The
-distance is the exact :func:`fidkit.frechet.frechet_distance`. The numbers are those of
-``bootstrap(a, b, fid_from_arrays-like metric)`` with the same seed, to round-off. (Writing the weighted Gram as the
-full Gram plus a correction over the rows with ``c_i != 1`` costs the same: those are also 1 - 1/e of the rows, and
-it measured no faster, see ``docs/metrics.md``.)
+at least once (1 - 1/e, about 63 % of them), as symmetric rank-k products of the rows grouped by count, in float32
+by default (``dtype``); the distance follows from two Cholesky factors and one eigensolve without vectors, in
+float64. Each resample is checked on the way and recomputed in float64, or by the full
+:func:`fidkit.frechet.frechet_distance`, where the fast route cannot be trusted (:mod:`fidkit.metrics._fid_resample`
+has the routes; ``docs/metrics.md`` the timings and the measured accuracy). With ``dtype="float64"`` the numbers
+are those of ``bootstrap(a, b, fid_from_arrays)`` with the same seed, to round-off; with float32 Grams, to about
+``1e-8`` relative. A GPU is used when torch is already imported and sees one (``device``).
 
 FID is biased upwards at finite N, and a bootstrap resample, which repeats rows, has fewer distinct images than N:
 the resampled values are shifted up by about the bias again (:attr:`BootstrapResult.bias` reports the shift). The
@@ -43,8 +45,9 @@ from typing import Any, Callable
 import numpy as np
 
 from fidkit.errors import InputError
-from fidkit.frechet import fid_from_arrays, fid_from_stats, frechet_distance
+from fidkit.frechet import fid_from_arrays, fid_from_stats
 from fidkit.metrics._common import check_level, check_pair, check_positive_int, check_seed, plain_dict
+from fidkit.metrics._fid_resample import GRAM_DTYPES, Resampler, torch_cuda_if_imported
 from fidkit.stats import Stats
 
 __all__ = [
@@ -86,6 +89,10 @@ class BootstrapResult:
         Rows of each side (each resample has as many).
     values : tuple of float
         The resampled values, in drawing order.
+    route : str
+        How the resamples were computed: ``"resampled-rows"`` (:func:`bootstrap`: the metric on resampled
+        arrays), ``"weighted-moments-float32"`` or ``"-float64"`` (:func:`bootstrap_fid` on the CPU, by the
+        precision of its Gram products), with ``"-torch-cuda"`` (or another torch device) appended on torch.
     """
 
     value: float
@@ -101,6 +108,7 @@ class BootstrapResult:
     n_a: int
     n_b: int
     values: tuple[float, ...]
+    route: str = "resampled-rows"
 
     def __float__(self) -> float:
         return float(self.value)
@@ -148,7 +156,7 @@ class FIDInfinityResult:
 
 
 def _summarise(
-    value: float, resampled: np.ndarray, level: float, seed: int, n_a: int, n_b: int
+    value: float, resampled: np.ndarray, level: float, seed: int, n_a: int, n_b: int, route: str
 ) -> BootstrapResult:
     tail = (1.0 - level) / 2.0
     low, high = np.percentile(resampled, [100.0 * tail, 100.0 * (1.0 - tail)])
@@ -166,6 +174,7 @@ def _summarise(
         n_a=n_a,
         n_b=n_b,
         values=tuple(float(v) for v in resampled),
+        route=route,
     )
 
 
@@ -229,57 +238,27 @@ def bootstrap(
         rows_a = rng.integers(0, n_a, n_a)
         rows_b = rng.integers(0, n_b, n_b)
         resampled[index] = evaluate(array_a[rows_a], array_b[rows_b])
-    return _summarise(value, resampled, level, seed, n_a, n_b)
+    return _summarise(value, resampled, level, seed, n_a, n_b, "resampled-rows")
 
 
 # --------------------------------------------------------------------------------------------- FID, fast
 
 
-class _WeightedMoments:
-    """Mean and covariance of one side under bootstrap counts, without building the resampled rows."""
+def _resolve_device(device: Any) -> Any:
+    """None for numpy on the CPU, else the torch device to use."""
+    if isinstance(device, str) and device == "auto":
+        return torch_cuda_if_imported()
+    if device is None:
+        return None
+    try:
+        import torch
 
-    def __init__(self, features: np.ndarray) -> None:
-        rows = np.asarray(features, dtype=np.float64)
-        self.mean = rows.mean(axis=0)
-        # Centred once (a new float64 array, never the caller's): resample means differ from it by O(1/sqrt(N)),
-        # so the correction N (mu - m)(mu - m)^T below is small and nothing large cancels.
-        self.centred = rows - self.mean
-        self.n = rows.shape[0]
-
-    def moments(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        drawn = np.flatnonzero(counts)
-        weights = counts[drawn].astype(np.float64)
-        rows = self.centred[drawn]
-        shift = (weights @ rows) / self.n
-        rows *= np.sqrt(weights)[:, None]
-        # rows.T @ rows is one symmetric rank-k product (numpy calls syrk for a product with its own transpose).
-        scatter = rows.T @ rows
-        scatter -= self.n * np.outer(shift, shift)
-        scatter /= self.n - 1
-        scatter += scatter.T.copy()
-        scatter *= 0.5
-        return self.mean + shift, scatter
-
-    def moments_by_correction(self, counts: np.ndarray, gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The same moments as the full Gram plus a correction over the rows drawn other than once.
-
-        Kept for the benchmark that compares the two ways (``benchmarks/bench_metrics.py``).
-        """
-        shift = (counts.astype(np.float64) @ self.centred) / self.n
-        scatter = gram.copy()
-        extra = np.flatnonzero(counts > 1)
-        missing = np.flatnonzero(counts == 0)
-        if extra.size:
-            rows = self.centred[extra] * np.sqrt(counts[extra] - 1.0)[:, None]
-            scatter += rows.T @ rows
-        if missing.size:
-            rows = self.centred[missing]
-            scatter -= rows.T @ rows
-        scatter -= self.n * np.outer(shift, shift)
-        scatter /= self.n - 1
-        scatter += scatter.T.copy()
-        scatter *= 0.5
-        return self.mean + shift, scatter
+        return torch.device(device)
+    except (ImportError, RuntimeError, TypeError) as exc:
+        raise InputError(
+            f"device={device!r} is not a torch device torch can use ({type(exc).__name__}: {exc}); pass None "
+            "(numpy on the CPU), 'auto', or e.g. 'cuda'"
+        ) from exc
 
 
 def bootstrap_fid(
@@ -289,13 +268,18 @@ def bootstrap_fid(
     n_resamples: int = 200,
     level: float = 0.95,
     seed: int = 0,
+    dtype: str = "float32",
+    device: Any = "auto",
 ) -> BootstrapResult:
     """Bootstrap percentile interval of the FID between two feature arrays, from weighted moments.
 
-    Equal, to round-off, to ``bootstrap(features_a, features_b, fid_from_arrays, ...)`` with the same seed and
-    arguments, at a fraction of its cost (see the module docstring). Below ``N = dim`` rows on a side, where
-    ``fid_from_arrays`` uses the exact factors of the features, the resamples go through the covariances and
-    agree with it to about ``1e-8`` relative instead.
+    The same resamples as ``bootstrap(features_a, features_b, fid_from_arrays, ...)`` with the same seed and
+    arguments, at a fraction of its cost (see the module docstring); features of any dim (pool_3, the 2023
+    spatial features of sFID, ...). With ``dtype="float64"`` the resampled values equal those of
+    :func:`bootstrap` to round-off (``1e-10`` relative in the tests); with the default float32 Grams they differ
+    from the float64 ones by about ``1e-8`` relative on pool_3-like features at dim 2048 (``3e-10`` of
+    ``tr(sigma_a) + tr(sigma_b)``), up to ``1e-7`` where the FID is a few hundredths of the traces
+    (``docs/metrics.md``): far below the digits an interval is reported to.
 
     Parameters
     ----------
@@ -303,26 +287,43 @@ def bootstrap_fid(
         ``(N_a, dim)`` and ``(N_b, dim)`` features, ``N >= 2``.
     n_resamples, level, seed
         As in :func:`bootstrap`.
+    dtype : {"float32", "float64"}
+        Precision of the weighted Gram products (the bulk of the work; everything else is float64). float32 is
+        about twice as fast; a resample whose covariance is too close to singular for it is recomputed in float64
+        (and after two such resamples, all the rest).
+    device : "auto", None, or a torch device
+        ``"auto"``: a CUDA GPU when torch is *already imported* and sees one (torch is never imported for this),
+        else numpy on the CPU. None: numpy on the CPU. A torch device (``"cuda"``, ``"cpu"``): torch on it (Grams
+        in float64 where float32 products may run in TF32).
 
     Returns
     -------
     BootstrapResult
-        :attr:`~BootstrapResult.value` is ``fid_from_arrays(features_a, features_b)``.
+        :attr:`~BootstrapResult.value` is ``fid_from_arrays(features_a, features_b)``; :attr:`~BootstrapResult.route`
+        says how the resamples were computed.
+
+    Raises
+    ------
+    InputError
+        Invalid features or arguments.
 
     Notes
     -----
-    Cost per resample: ``(1 - 1/e) (N_a + N_b) dim^2`` flops for the two weighted covariances plus one Fréchet
-    distance (an eigensolve of size dim). Memory: a float64 centred copy of each side and of its drawn rows.
-    ``docs/metrics.md`` has the timings measured at 50,000 + 10,000 x 2048.
+    Cost per resample: ``(1 - 1/e) (N_a + N_b) dim^2`` flops for the two weighted covariances plus
+    ``(2/3 + 2) dim^3`` for two Cholesky factorisations and the product, and one eigensolve of size dim without
+    vectors. Memory: a centred copy of both sides in the Gram dtype. ``docs/metrics.md`` has the timings at
+    50,000 + 10,000 x 2048.
     """
     array_a, array_b = check_pair(features_a, features_b)
     n_resamples, level, seed = _check_resampling(n_resamples, level, seed)
+    if not isinstance(dtype, str) or dtype not in GRAM_DTYPES:
+        raise InputError(f"dtype={dtype!r} is not one of {', '.join(repr(d) for d in GRAM_DTYPES)}")
     n_a, n_b = array_a.shape[0], array_b.shape[0]
     for name, n_rows in (("features_a", n_a), ("features_b", n_b)):
         if n_rows < 2:
             raise InputError(f"{name} has {n_rows} row; a covariance needs at least 2 samples")
     value = float(fid_from_arrays(array_a, array_b))
-    side_a, side_b = _WeightedMoments(array_a), _WeightedMoments(array_b)
+    resampler = Resampler(array_a, array_b, dtype, _resolve_device(device))
     rng = np.random.default_rng(seed)
     resampled = np.empty(n_resamples, dtype=np.float64)
     with warnings.catch_warnings():
@@ -332,10 +333,9 @@ def bootstrap_fid(
             # The same draws as bootstrap(): row indices, then how often each row came up.
             counts_a = np.bincount(rng.integers(0, n_a, n_a), minlength=n_a)
             counts_b = np.bincount(rng.integers(0, n_b, n_b), minlength=n_b)
-            mu_a, sigma_a = side_a.moments(counts_a)
-            mu_b, sigma_b = side_b.moments(counts_b)
-            resampled[index] = frechet_distance(mu_a, sigma_a, mu_b, sigma_b).value
-    return _summarise(value, resampled, level, seed, n_a, n_b)
+            resampled[index] = resampler.fid(counts_a, counts_b)
+    logger.info("bootstrap_fid: %s; resamples by route: %s", resampler.route, resampler.routes)
+    return _summarise(value, resampled, level, seed, n_a, n_b, resampler.route)
 
 
 # --------------------------------------------------------------------------------------------- FID infinity

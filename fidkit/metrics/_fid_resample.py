@@ -1,0 +1,367 @@
+"""The per-resample work of :func:`fidkit.metrics.bootstrap_fid`: weighted moments and a lean Fréchet distance.
+
+Private to :mod:`fidkit.metrics.bootstrap`. Per resample, by the first route that can be trusted for it
+(:class:`Resampler`):
+
+1. ``float32`` (the default ``dtype``): each side's rows, centred on their mean, reordered by decreasing variance
+   and divided by a power of two once (:func:`numpy_sides`), are stored in float32; the resample's weighted Gram
+   is accumulated by BLAS ``ssyrk`` over the drawn rows, grouped by how often they were drawn (each group's
+   product is added ``count`` times, so no row is rescaled and the weights are exact); the mean shift and
+   everything after the Gram are float64. The distance is :func:`lean_fid`: ``||mu_a - mu_b||^2 + tr(S_a) +
+   tr(S_b) - 2 sum sqrt(eig(B^T B))``, ``B = R_b^T R_a`` from the Cholesky factors ``S = R R^T`` (``potrf``,
+   ``trmm``, ``syrk``, ``eigh`` without vectors): the ``factor-eigh`` route of :mod:`fidkit.frechet` without its
+   pivoted Cholesky, factor checks and diagnostics, which the Cholesky factorisation of a covariance built as a
+   weighted Gram makes unnecessary. It is trusted only where both factorisations succeed and the smallest pivot
+   ratio (:func:`_cholesky`) is at least ``_MIN_RATIO["float32"]``: a covariance closer to singular than that is
+   where float32 round-off in the Gram moves the distance by more than ~1e-7.
+2. ``float64``: the same with float64 Grams (on the stored rows when ``dtype="float64"``, else on rows centred
+   afresh from the features), trusted down to a pivot ratio of ``_MIN_RATIO["float64"]``.
+3. :func:`fidkit.frechet.frechet_distance` on the float64 moments: singular covariances (fewer distinct rows
+   drawn than dimensions) and anything else the lean route declines.
+
+:class:`TorchEngine` runs route 1 (or 2) on a torch device instead, falling back to 2 and 3 on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+from fidkit.frechet import frechet_distance
+
+__all__ = ["GRAM_DTYPES", "NumpySide", "Resampler", "TorchEngine", "lean_fid", "numpy_sides", "torch_cuda_if_imported"]
+
+logger = logging.getLogger(__name__)
+
+#: Accepted values of ``dtype=`` of :func:`~fidkit.metrics.bootstrap_fid`.
+GRAM_DTYPES = ("float32", "float64")
+# Rows per syrk call: large enough that BLAS runs at full speed, small enough that a gathered block (32 MiB of
+# float32 at dim 2048) stays a small fraction of the stored rows.
+_BLOCK_ROWS = 4096
+# Smallest pivot ratio (see _cholesky) at which the lean route is trusted, per Gram dtype. float32: measured at
+# dim 512 on covariances with a tail of small eigenvalues, the distance from float32 Grams differs from the
+# float64 one by 2e-8 relative at ratio 7e-5, 1e-7 at 7e-6 and 2.5e-7 at 2e-6 (docs/metrics.md). float64: far
+# below any covariance of N > dim samples in general position, far above a singular one.
+_MIN_RATIO = {"float32": 1e-4, "float64": 1e-10}
+# After this many resamples too close to singular for float32, the rest are computed in float64 directly.
+_MAX_FLOAT32_MISSES = 2
+
+
+def _column_summary(features: np.ndarray, mean: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(max |x - mean|, sum over rows of (x - mean)^2 per column)``, in row blocks (no float64 copy of all rows)."""
+    largest, squares = 0.0, np.zeros(features.shape[1])
+    for start in range(0, features.shape[0], _BLOCK_ROWS):
+        block = features[start : start + _BLOCK_ROWS] - mean
+        largest = max(largest, float(np.max(block)), -float(np.min(block)))
+        squares += np.einsum("ij,ij->j", block, block)
+    return largest, squares
+
+
+def numpy_sides(array_a: np.ndarray, array_b: np.ndarray, dtype: str) -> tuple["NumpySide", "NumpySide", float]:
+    """Both sides centred on their own means, in one column order, divided by one power of two; and the mean term
+    of the features left out, in those units.
+
+    * The columns are put in order of decreasing variance (of both sides together). The distance does not depend
+      on the order of the coordinates, but its eigensolve does: with the large variances first, the small
+      eigenvalues of a graded covariance (nearly constant features next to large ones) keep their relative
+      accuracy (measured at dim 96 with 20 features scaled by 1e-4, against 50-digit arithmetic: 1e-9 relative
+      in this order against 3e-7 in the given one, which is what the pivoting in
+      :func:`fidkit.frechet.factors.pivoted_cholesky_factor` achieves there).
+    * The power of two puts the largest centred value of either side in ``[0.5, 1)``, so that float32 products
+      neither overflow nor underflow whatever the units of the features (dividing by it is exact; distances in
+      these units are multiplied by its square).
+    * Features constant on both sides (dead units) are left out: their centred values are exactly 0, so they add
+      nothing to either covariance, only their mean difference to the distance (the returned term), and kept
+      they would make every covariance singular and send every resample to the slow route.
+    """
+    means = [array.mean(axis=0, dtype=np.float64) for array in (array_a, array_b)]
+    (largest_a, squares_a), (largest_b, squares_b) = (
+        _column_summary(array, mean) for array, mean in zip((array_a, array_b), means)
+    )
+    largest = max(largest_a, largest_b)
+    scale = math.ldexp(1.0, math.frexp(largest)[1]) if largest > 0.0 else 1.0
+    variances = squares_a / array_a.shape[0] + squares_b / array_b.shape[0]
+    varying = np.flatnonzero(variances > 0.0)
+    if varying.size == 0:  # constant features on both sides: the covariances are zero, frechet_distance takes it
+        varying = np.arange(variances.size)
+    order = varying[np.argsort(-variances[varying], kind="stable")]
+    constant = np.setdiff1d(np.arange(variances.size), order)
+    mean_term = float(np.sum(np.square((means[0][constant] - means[1][constant]) / scale)))
+    side_a, side_b = (NumpySide(array, mean, order, scale, dtype) for array, mean in zip((array_a, array_b), means))
+    return side_a, side_b, mean_term
+
+
+class NumpySide:
+    """One side's rows, centred, reordered and scaled once, and the float64 moments of any bootstrap counts.
+
+    Parameters
+    ----------
+    features : numpy.ndarray
+        ``(N, dim)`` float32 or float64, checked finite. Kept (not copied) for :meth:`moments` with ``exact``.
+    mean : numpy.ndarray
+        Its float64 mean.
+    order : numpy.ndarray
+        The columns kept, in their order.
+    scale : float
+        A power of two the centred rows are divided by (see :func:`numpy_sides`).
+    dtype : {"float32", "float64"}
+        Precision of the stored rows and of their Gram products.
+    """
+
+    def __init__(self, features: np.ndarray, mean: np.ndarray, order: np.ndarray, scale: float, dtype: str) -> None:
+        self.features, self.order, self.scale = features, order, scale
+        self.n, self.dim = features.shape[0], order.size
+        self.mean = mean[order]
+        # Centred in float64 block by block, then stored in the Gram dtype. Centring first keeps the products
+        # small: resample means differ from this one by O(1/sqrt(N)), so nothing large cancels when the resample
+        # mean is taken out again.
+        self.rows = np.empty((self.n, self.dim), dtype=dtype)
+        for start in range(0, self.n, _BLOCK_ROWS):
+            self.rows[start : start + _BLOCK_ROWS] = self._centred(slice(start, start + _BLOCK_ROWS))
+
+    def _centred(self, rows: slice | np.ndarray) -> np.ndarray:
+        """Rows of the features, float64, centred, reordered and scaled."""
+        block = self.features[rows][:, self.order] - self.mean
+        block /= self.scale
+        return block
+
+    def moments(self, counts: np.ndarray, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(shift, sigma)`` of the resample with row multiplicities `counts`, in the side's units.
+
+        ``shift`` is the resample mean minus :attr:`mean`, float64; ``sigma`` the resample covariance
+        (``ddof = 1``), float64, its lower triangle only (the rest zero). Rows are grouped by count: the group
+        drawn ``k`` times adds ``k`` times its product, so no row is multiplied and the weights are exact. With
+        `exact` the products are float64 on rows centred afresh from the features, whatever the stored dtype.
+        """
+        exact = exact and self.rows.dtype != np.float64
+        syrk = scipy.linalg.blas.dsyrk if exact or self.rows.dtype == np.float64 else scipy.linalg.blas.ssyrk
+        gram = np.zeros((self.dim, self.dim), dtype=np.float64 if exact else self.rows.dtype, order="F")
+        total = np.zeros(self.dim, dtype=np.float64)
+        for count in range(1, int(counts.max()) + 1):
+            chosen = np.flatnonzero(counts == count)
+            for start in range(0, chosen.size, _BLOCK_ROWS):
+                rows = chosen[start : start + _BLOCK_ROWS]
+                block = self._centred(rows) if exact else self.rows[rows]
+                # block.T is Fortran-ordered, so syrk reads it in place: gram += count * block^T block (lower).
+                gram = syrk(float(count), block.T, beta=1.0, c=gram, lower=1, overwrite_c=1)
+                total += count * block.sum(axis=0, dtype=np.float64)
+        shift = total / self.n
+        sigma = np.asarray(gram, dtype=np.float64, order="F")
+        sigma -= self.n * np.tril(np.outer(shift, shift))
+        sigma /= self.n - 1
+        return shift, sigma
+
+
+def _cholesky(sigma: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """``(R, ratio)``: the Cholesky factor of the lower triangle of `sigma` (overwritten) and its smallest pivot
+    ratio ``min_k R_kk^2 / sigma_kk``; ``(None, 0.0)`` where the factorisation fails.
+
+    ``R_kk^2 / sigma_kk`` is ``1 - r_k^2``, ``r_k`` the multiple correlation of coordinate ``k`` with the ones
+    before it: the share of its variance that is new. It does not depend on the units of the coordinates (a
+    nearly constant feature is not small here), and it is small where the covariance is nearly singular in a
+    direction, which is where round-off in the covariance moves the distance most.
+    """
+    variances = np.diagonal(sigma).copy()
+    lower, info = scipy.linalg.lapack.dpotrf(sigma, lower=1, clean=1, overwrite_a=1)
+    if info != 0:
+        return None, 0.0
+    return lower, float(np.min(np.square(np.diagonal(lower)) / variances))
+
+
+def lean_fid(
+    difference: np.ndarray, sigma_a: np.ndarray, sigma_b: np.ndarray, min_ratio: float
+) -> tuple[float | None, float]:
+    """``(distance, smallest pivot ratio)`` from the difference of means and two covariances (lower triangles,
+    Fortran order, overwritten); the distance is None where a Cholesky factorisation fails, the smallest pivot
+    ratio of either (see :func:`_cholesky`) is below `min_ratio`, or the value is not finite. Same units as
+    the inputs.
+    """
+    trace = float(np.trace(sigma_a)) + float(np.trace(sigma_b))
+    lower_a, ratio_a = _cholesky(sigma_a)
+    lower_b, ratio_b = _cholesky(sigma_b) if lower_a is not None else (None, 0.0)
+    ratio = min(ratio_a, ratio_b)
+    if lower_b is None or ratio < min_ratio:
+        return None, ratio
+    # B = R_b^T R_a; B^T B = R_a^T S_b R_a has the eigenvalues of S_a S_b.
+    product = scipy.linalg.blas.dtrmm(1.0, lower_b, lower_a, lower=1, trans_a=1, overwrite_b=1)
+    gram = scipy.linalg.blas.dsyrk(1.0, product, trans=1, lower=1)
+    eigenvalues = scipy.linalg.eigh(gram, lower=True, eigvals_only=True, check_finite=False, overwrite_a=True)
+    trace_sqrt = float(np.sum(np.sqrt(np.maximum(eigenvalues, 0.0))))
+    value = float(np.sum(np.square(difference))) + max(trace - 2.0 * trace_sqrt, 0.0)
+    return (value if math.isfinite(value) else None), ratio
+
+
+def torch_cuda_if_imported() -> str | None:
+    """``"cuda"`` when torch is already imported and sees a GPU, else None (never imports torch)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        return "cuda" if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - a broken CUDA setup means the CPU engine, never a failed bootstrap
+        return None
+
+
+def _tf32_possible(torch: Any) -> bool:
+    """False only where every TF32 switch torch has says float32 products are IEEE (any doubt: True)."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        # torch >= 2.9 has fp32_precision ("none": inherit, "ieee", "tf32") beside the legacy flags, and refuses to
+        # read a legacy flag once the new API was used.
+        for precision in (getattr(torch.backends, "fp32_precision", "none"), getattr(matmul, "fp32_precision", "none")):
+            if precision not in ("none", "ieee"):
+                return True
+        return bool(matmul.allow_tf32) or torch.get_float32_matmul_precision() != "highest"
+    except Exception:  # noqa: BLE001 - an unreadable switch is treated as TF32 on
+        return True
+
+
+def torch_gram_dtype(device: Any, dtype: str) -> str:
+    """The Gram dtype a torch device gets: float64 where a float32 product may run in TF32 (a 10-bit mantissa)."""
+    import torch
+
+    if dtype == "float32" and torch.device(device).type == "cuda" and _tf32_possible(torch):
+        logger.info("float32 products may run in TF32 on %s: the bootstrap Grams use float64", device)
+        return "float64"
+    return dtype
+
+
+class TorchEngine:
+    """Both sides' stored rows on a torch device; :meth:`fid` is :func:`lean_fid` of a resample's moments there.
+
+    The Grams in the stored rows' dtype (see :func:`torch_gram_dtype`), everything after them in float64. Weights
+    are applied as ``sqrt(count)`` on the drawn rows (in float64 exactly up to the rounding of the square root).
+    """
+
+    def __init__(self, side_a: NumpySide, side_b: NumpySide, device: Any) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.sides = [(side.n, torch.from_numpy(side.rows).to(self.device)) for side in (side_a, side_b)]
+        self.mean_difference = torch.from_numpy(side_a.mean - side_b.mean).to(self.device) / side_a.scale
+        self.description = f"torch-{self.device.type}-{side_a.rows.dtype}"
+
+    def _moments(self, index: int, counts: np.ndarray) -> tuple[Any, Any]:
+        torch = self.torch
+        n_rows, rows = self.sides[index]
+        weights = torch.from_numpy(counts).to(self.device)
+        drawn = torch.nonzero(weights).squeeze(1)
+        picked = rows.index_select(0, drawn)
+        weight = weights.index_select(0, drawn).to(torch.float64)
+        shift = (weight @ picked.to(torch.float64)) / n_rows
+        picked = picked * weight.sqrt().to(rows.dtype)[:, None]
+        sigma = (picked.T @ picked).to(torch.float64)
+        sigma -= n_rows * torch.outer(shift, shift)
+        sigma /= n_rows - 1
+        return shift, sigma
+
+    def fid(self, counts_a: np.ndarray, counts_b: np.ndarray, min_ratio: float) -> tuple[float | None, float]:
+        """As :func:`lean_fid`, for the resample with counts `counts_a` and `counts_b`."""
+        torch = self.torch
+        shift_a, sigma_a = self._moments(0, counts_a)
+        shift_b, sigma_b = self._moments(1, counts_b)
+        difference = self.mean_difference + shift_a - shift_b
+        lowers, ratios = [], []
+        for sigma in (sigma_a, sigma_b):
+            lower, info = torch.linalg.cholesky_ex(sigma)
+            if int(info.item()) != 0:
+                return None, 0.0
+            lowers.append(lower)
+            ratios.append(float((torch.diagonal(lower).square() / torch.diagonal(sigma)).min().item()))
+        if min(ratios) < min_ratio:
+            return None, min(ratios)
+        product = lowers[1].T @ lowers[0]
+        eigenvalues = torch.linalg.eigvalsh(product.T @ product)
+        trace_sqrt = eigenvalues.clamp_min(0.0).sqrt().sum()
+        trace_part = torch.diagonal(sigma_a).sum() + torch.diagonal(sigma_b).sum() - 2.0 * trace_sqrt
+        value = float((difference @ difference + trace_part.clamp_min(0.0)).item())
+        return (value if math.isfinite(value) else None), min(ratios)
+
+
+# --------------------------------------------------------------------------------------------- the resamples
+
+
+def _full(lower: np.ndarray) -> np.ndarray:
+    return lower + np.tril(lower, -1).T
+
+
+class Resampler:
+    """Each resample's FID, by the fastest route that can be trusted for it (see the module docstring).
+
+    Parameters
+    ----------
+    array_a, array_b : numpy.ndarray
+        Checked ``(N, dim)`` features, ``N >= 2``.
+    dtype : {"float32", "float64"}
+        Precision of the Gram products.
+    device : str or torch.device or None
+        None: numpy and scipy on the CPU; else torch on that device.
+    """
+
+    def __init__(self, array_a: np.ndarray, array_b: np.ndarray, dtype: str, device: Any) -> None:
+        if device is not None:
+            dtype = torch_gram_dtype(device, dtype)
+        self.dtype = dtype
+        *self.sides, self.constant_term = numpy_sides(array_a, array_b, dtype)
+        self.engine = TorchEngine(*self.sides, device) if device is not None else None
+        self.float32_misses = 0
+        self.routes: dict[str, int] = {}
+
+    @property
+    def route(self) -> str:
+        """``"weighted-moments: "`` and how many resamples each route computed, e.g. ``"float32 199, float64 1"``."""
+        return "weighted-moments: " + ", ".join(f"{route} {count}" for route, count in self.routes.items())
+
+    def fid(self, counts_a: np.ndarray, counts_b: np.ndarray) -> float:
+        """The FID of the resample with row multiplicities `counts_a` and `counts_b`."""
+        side_a, side_b = self.sides
+        value, route = None, ""
+        if self.engine is not None:
+            try:
+                value, _ = self.engine.fid(counts_a, counts_b, _MIN_RATIO[self.dtype])
+                route = self.engine.description
+            except RuntimeError as exc:  # torch: out of memory, a broken CUDA setup
+                logger.warning("bootstrap_fid on %s failed (%s); the resamples run on the CPU", self.engine.device, exc)
+                self.engine = None
+        elif self.dtype == "float32" and self.float32_misses < _MAX_FLOAT32_MISSES:
+            value, ratio = self._lean(counts_a, counts_b, exact=False)
+            route = self.dtype
+            if value is None:
+                self.float32_misses += 1
+                logger.info(
+                    "a resample's covariance is too close to singular for float32 Grams (smallest pivot ratio "
+                    "%.3g < %.3g): recomputed in float64%s", ratio, _MIN_RATIO["float32"],
+                    "; the remaining resamples use float64" if self.float32_misses == _MAX_FLOAT32_MISSES else "",
+                )
+        if value is None:
+            value, route = self._float64(counts_a, counts_b)
+        self.routes[route] = self.routes.get(route, 0) + 1
+        return (value + self.constant_term) * side_a.scale**2
+
+    def _moments(self, counts_a: np.ndarray, counts_b: np.ndarray, exact: bool) -> tuple[np.ndarray, ...]:
+        side_a, side_b = self.sides
+        shift_a, sigma_a = side_a.moments(counts_a, exact=exact)
+        shift_b, sigma_b = side_b.moments(counts_b, exact=exact)
+        difference = (side_a.mean - side_b.mean) / side_a.scale + shift_a - shift_b
+        return difference, shift_a, sigma_a, shift_b, sigma_b
+
+    def _lean(self, counts_a: np.ndarray, counts_b: np.ndarray, exact: bool) -> tuple[float | None, float]:
+        difference, _, sigma_a, _, sigma_b = self._moments(counts_a, counts_b, exact)
+        return lean_fid(difference, sigma_a, sigma_b, _MIN_RATIO[self.dtype])
+
+    def _float64(self, counts_a: np.ndarray, counts_b: np.ndarray) -> tuple[float, str]:
+        """The lean route on float64 moments; where it cannot be trusted, :func:`frechet_distance` on them."""
+        difference, shift_a, sigma_a, shift_b, sigma_b = self._moments(counts_a, counts_b, exact=True)
+        value, _ = lean_fid(difference, sigma_a.copy(order="F"), sigma_b.copy(order="F"), _MIN_RATIO["float64"])
+        if value is not None:
+            return value, "float64"
+        side_a, side_b = self.sides
+        # In the sides' units (the means divided by the same power of two, exactly), like everything here.
+        mu_a, mu_b = side_a.mean / side_a.scale + shift_a, side_b.mean / side_b.scale + shift_b
+        return frechet_distance(mu_a, _full(sigma_a), mu_b, _full(sigma_b)).value, "frechet_distance"
