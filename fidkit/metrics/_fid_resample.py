@@ -140,19 +140,29 @@ class NumpySide:
         """
         exact = exact and self.rows.dtype != np.float64
         syrk = scipy.linalg.blas.dsyrk if exact or self.rows.dtype == np.float64 else scipy.linalg.blas.ssyrk
-        gram = np.zeros((self.dim, self.dim), dtype=np.float64 if exact else self.rows.dtype, order="F")
+        gram_dtype = np.float64 if exact else self.rows.dtype
+        groups = [(count, np.flatnonzero(counts == count)) for count in range(1, int(counts.max()) + 1)]
+
+        def blocks():
+            for count, chosen in groups:
+                for start in range(0, chosen.size, _BLOCK_ROWS):
+                    rows = chosen[start : start + _BLOCK_ROWS]
+                    yield count, (self._centred(rows) if exact else self.rows[rows])
+
+        # The resample's mean first, then the products of the rows centred on it: a sum of squares, so the
+        # variances can never come out negative (subtracting n * shift shift^T afterwards could, by rounding, for
+        # a nearly constant feature: a covariance frechet_distance would refuse).
         total = np.zeros(self.dim, dtype=np.float64)
-        for count in range(1, int(counts.max()) + 1):
-            chosen = np.flatnonzero(counts == count)
-            for start in range(0, chosen.size, _BLOCK_ROWS):
-                rows = chosen[start : start + _BLOCK_ROWS]
-                block = self._centred(rows) if exact else self.rows[rows]
-                # block.T is Fortran-ordered, so syrk reads it in place: gram += count * block^T block (lower).
-                gram = syrk(float(count), block.T, beta=1.0, c=gram, lower=1, overwrite_c=1)
-                total += count * block.sum(axis=0, dtype=np.float64)
+        for count, block in blocks():
+            total += count * block.sum(axis=0, dtype=np.float64)
         shift = total / self.n
+        centre = shift.astype(gram_dtype)
+        gram = np.zeros((self.dim, self.dim), dtype=gram_dtype, order="F")
+        for count, block in blocks():
+            block = block - centre
+            # block.T is Fortran-ordered, so syrk reads it in place: gram += count * block^T block (lower).
+            gram = syrk(float(count), block.T, beta=1.0, c=gram, lower=1, overwrite_c=1)
         sigma = np.asarray(gram, dtype=np.float64, order="F")
-        sigma -= self.n * np.tril(np.outer(shift, shift))
         sigma /= self.n - 1
         return shift, sigma
 
@@ -255,9 +265,9 @@ class TorchEngine:
         picked = rows.index_select(0, drawn)
         weight = weights.index_select(0, drawn).to(torch.float64)
         shift = (weight @ picked.to(torch.float64)) / n_rows
-        picked = picked * weight.sqrt().to(rows.dtype)[:, None]
+        # Centred on the resample's mean before the product, as NumpySide.moments: variances never negative.
+        picked = (picked - shift.to(rows.dtype)) * weight.sqrt().to(rows.dtype)[:, None]
         sigma = (picked.T @ picked).to(torch.float64)
-        sigma -= n_rows * torch.outer(shift, shift)
         sigma /= n_rows - 1
         return shift, sigma
 
