@@ -192,7 +192,7 @@ def test_explicit_tensorrt_that_cannot_start_prints_no_onnxruntime_banner(
     monkeypatch.setattr(
         providers, "any_library_loads", lambda names: tensorrt_loads or not any("nvinfer" in n for n in names)
     )
-    expected = "onnxruntime could not start TensorrtExecutionProvider" if tensorrt_loads else "TensorRT is not installed"
+    expected = "onnxruntime could not start Tensorrt" if tensorrt_loads else "TensorRT is not installed"
     with pytest.raises(FidkitError, match=f"device tensorrt asked for, but {expected}") as caught:
         FeatureExtractor(random_weights_path, device="tensorrt")
     assert ("Please install TensorRT libraries" in str(caught.value)) == tensorrt_loads

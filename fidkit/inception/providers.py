@@ -5,8 +5,8 @@ turns it into onnxruntime provider entries (TF32 off on CUDA: FID is defined in 
 and cuDNN libraries that ``pip install "fidkit[cuda]"`` brings, keeps onnxruntime's own log lines quiet
 unless fidkit logs at DEBUG, sends what onnxruntime prints on stdout to stderr (:func:`stdout_to_stderr`,
 around every call that may print), and, when CUDA or TensorRT cannot run, says why and what to install instead
-of letting onnxruntime fall back to another provider without a word. onnxruntime is imported by the caller and passed in, so
-that tests can hand a stand-in with any provider list.
+of letting onnxruntime fall back to another provider without a word. onnxruntime is imported by the caller and
+passed in, so that tests can hand a stand-in with any provider list.
 """
 
 from __future__ import annotations
