@@ -20,6 +20,7 @@ import pytest
 import fidkit
 from fidkit.errors import FidkitError, InputError
 from fidkit.inception import EXPORTER_VERSION, FEATURE_DIM, RESIZE_MODE
+from fidkit.inception.spec import CPU_BATCH_SIZE
 from fidkit.testing import tf_resize_bilinear_numpy
 
 torch = pytest.importorskip("torch")
@@ -183,7 +184,7 @@ def test_attributes_and_metadata(torch_extractor, extractor, random_weights_path
     assert torch_extractor.graph_sha256 == ""
     assert torch_extractor.provider == "torch-cpu"
     assert torch_extractor.feature_dim == FEATURE_DIM and torch_extractor.resize_mode == RESIZE_MODE
-    assert torch_extractor.batch_size == 50
+    assert torch_extractor.batch_size == CPU_BATCH_SIZE
     meta = torch_extractor.metadata()
     # The onnxruntime extractor's keys (which gain "engine" elsewhere), plus "engine".
     assert set(meta) == (set(extractor.metadata()) | {"engine"})

@@ -37,10 +37,11 @@ FEATURE_EXTRACTOR = "inception-2015-12-05/pool_3"
 #: change to the export (resize, normalization, opset) never reuses an old graph.
 EXPORTER_VERSION = "1"
 #: Images per batch when none is asked for. On a GPU: the best measured on an H200 with the exact CUDA
-#: provider (batch 50/100/200/500: 1,856/1,993/2,094/1,761 images/s). On the CPU the rate is flat in the
-#: batch size; 50 is the reference's batch.
+#: provider (batch 50/100/200/500: 1,856/1,993/2,094/1,761 images/s). On the CPU onnxruntime's arena grows with
+#: the batch (peak 0.5 / 1.0 / 1.8 GB at batch 10 / 25 / 50) while the rate does not: 25 is the smallest that kept
+#: the rate of 50 within noise in every run on 2 cores; 10 was up to 25% slower in some (docs/performance.md).
 GPU_BATCH_SIZE = 200
-CPU_BATCH_SIZE = 50
+CPU_BATCH_SIZE = 25
 
 
 def default_batch_size(on_gpu: bool) -> int:
