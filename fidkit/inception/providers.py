@@ -15,6 +15,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,8 @@ def tensorrt_missing(ort: Any) -> str | None:
     TensorRT libraries" (or, with onnxruntime's fallback on, prints an "EP Error ... Falling back" banner and runs
     on the CUDA provider instead). A failed ``dlopen`` of TensorRT's libraries tells it before any session.
     """
+    if sys.platform == "win32":
+        return None  # nvinfer_10.dll and its search path: left to the session's own error there
     tensorrt, cuda = _tensorrt_requirement(ort)
     if tensorrt is not None:
         names = [f"libnvinfer.so.{tensorrt}", f"libnvonnxparser.so.{tensorrt}"]
