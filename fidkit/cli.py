@@ -170,7 +170,7 @@ def _network_parent(common: argparse.ArgumentParser, *, full: bool = True) -> ar
         return parent
     group.add_argument(
         "--batch-size", type=positive_int, default=None, metavar="N",
-        help="images per network batch (default: chosen for the device: 200 on a GPU, 50 on the CPU; the "
+        help="images per network batch (default: chosen for the device: 200 on a GPU, 25 on the CPU; the "
         "report says which)",
     )
     group.add_argument(

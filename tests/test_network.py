@@ -23,6 +23,7 @@ from fidkit.inception import (
     FeatureExtractor,
 )
 from fidkit.inception.providers import gpu_driver_present as _gpu_driver_present
+from fidkit.inception.spec import CPU_BATCH_SIZE
 from fidkit.testing import tf_resize_bilinear_numpy
 from fidkit.inception.runtime import graph_cache_path
 
@@ -190,7 +191,7 @@ def test_extractor_attributes_and_metadata(extractor, random_weights_path: Path)
     assert extractor.weights_sha256 == sha256_file(random_weights_path)
     assert extractor.provider == "CPUExecutionProvider"
     assert extractor.feature_dim == FEATURE_DIM and extractor.resize_mode == RESIZE_MODE
-    assert extractor.batch_size == 50
+    assert extractor.batch_size == CPU_BATCH_SIZE
     meta = extractor.metadata()
     assert meta["weights_sha256"] == extractor.weights_sha256
     assert meta["provider"] == "CPUExecutionProvider"

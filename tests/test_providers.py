@@ -42,7 +42,7 @@ def _fake_ort(real, providers_listed, *, severities=None):
     """A stand-in onnxruntime module: lists `providers_listed`, but every session really runs on the CPU."""
 
     class Session(real.InferenceSession):
-        def __init__(self, path, options=None, providers=None):
+        def __init__(self, path, options=None, providers=None, **kwargs):
             super().__init__(path, options, providers=["CPUExecutionProvider"])
 
     fake = types.SimpleNamespace(**{name: getattr(real, name) for name in dir(real) if not name.startswith("__")})
@@ -113,3 +113,88 @@ def test_gpu_padding_of_the_last_batch_keeps_the_features(extractor, monkeypatch
     padded = extractor(images)
     assert shapes == [(5, 24, 24, 3), (5, 24, 24, 3)]
     np.testing.assert_allclose(padded, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()))
+
+
+def _fake_ort_with_tensorrt_provider(real, folder, needed: bytes):
+    """A stand-in onnxruntime-gpu whose TensorRT provider library links against `needed` and that behaves as
+    1.31 does when TensorRT cannot start: with its fallback on (the default) it prints the "EP Error" banner on
+    stdout and runs on the CUDA provider; with ``enable_fallback=0`` it raises."""
+
+    class Session(real.InferenceSession):
+        def __init__(self, path, options=None, providers=None, **kwargs):
+            names = [entry[0] if isinstance(entry, tuple) else entry for entry in providers or []]
+            super().__init__(path, options, providers=["CPUExecutionProvider"])
+            self._reported = names
+            if "TensorrtExecutionProvider" in names:
+                message = "RegisterTensorRTPluginsAsCustomOps Please install TensorRT libraries"
+                if int(kwargs.get("enable_fallback", 1)) != 1:
+                    raise RuntimeError(message)
+                print("*************** EP Error ***************")
+                print(f"EP Error {message} when using {names}")
+                print("Falling back to ['CUDAExecutionProvider', 'CPUExecutionProvider'] and retrying.")
+                self._reported = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def get_providers(self):
+            return list(self._reported)
+
+    fake = _fake_ort(real, ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    fake.InferenceSession = Session
+    fake.preload_dlls = lambda: None
+    (folder / "capi").mkdir(parents=True)
+    (folder / "capi" / "libonnxruntime_providers_tensorrt.so").write_bytes(b"\x7fELF\0" + needed + b"\0libc.so.6\0")
+    fake.__file__ = str(folder / "__init__.py")
+    return fake
+
+
+def test_tensorrt_not_installed_says_so_and_what_to_install(tmp_path, monkeypatch):
+    import onnxruntime
+
+    fake = _fake_ort_with_tensorrt_provider(
+        onnxruntime, tmp_path / "ort", b"libnvinfer.so.11\0libnvonnxparser.so.11\0libcudart.so.12\0libcublas.so.12"
+    )
+    tried: list[list[str]] = []
+    monkeypatch.setattr(providers, "_preload_pip_tensorrt", lambda names: tried.append(names))
+    monkeypatch.setattr(providers, "gpu_driver_present", lambda: True)
+    monkeypatch.setattr(providers, "any_library_loads", lambda names: not any("nvinfer" in name for name in names))
+    for reason in (
+        providers.why_device_unusable(fake, Device("tensorrt", 1)),
+        why_no_gpu(fake, Device("tensorrt"), "Please install TensorRT libraries"),
+    ):
+        assert reason is not None and reason.startswith("TensorRT is not installed (libnvinfer.so.11 cannot")
+        assert "pip install 'tensorrt-cu12>=11,<12'" in reason and "--device cuda" in reason
+        assert "GPU index" not in reason and "driver" not in reason
+    assert tried and tried[0] == ["libnvinfer.so.11", "libnvonnxparser.so.11"]
+    with pytest.raises(FidkitError, match="device tensorrt asked for, but TensorRT is not installed"):
+        monkeypatch.setitem(__import__("sys").modules, "onnxruntime", fake)
+        providers.check_device_usable("tensorrt")
+    # The CUDA provider needs no TensorRT; and with TensorRT's libraries present nothing is known in advance.
+    assert providers.why_device_unusable(fake, Device("cuda")) is None
+    monkeypatch.setattr(providers, "any_library_loads", lambda names: True)
+    assert providers.why_device_unusable(fake, Device("tensorrt")) is None
+
+
+@pytest.mark.parametrize("tensorrt_loads", [False, True])
+def test_explicit_tensorrt_that_cannot_start_prints_no_onnxruntime_banner(
+    tensorrt_loads, random_weights_path, extractor, tmp_path, monkeypatch, capfd
+):
+    """Without TensorRT (the message says so, before any session), and with TensorRT's libraries present but
+    the provider failing anyway (fidkit turns onnxruntime's fallback off, so it raises instead of retrying on
+    CUDA behind fidkit's back): an error, and no "EP Error ... Falling back" banner on stdout or stderr."""
+    import onnxruntime
+
+    import fidkit.inception.runtime as runtime
+
+    fake = _fake_ort_with_tensorrt_provider(onnxruntime, tmp_path / "ort", b"libnvinfer.so.10\0libcudart.so.13")
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", fake)
+    monkeypatch.setattr(runtime, "gpu_driver_present", lambda: True)
+    monkeypatch.setattr(providers, "gpu_driver_present", lambda: True)
+    monkeypatch.setattr(providers, "_preload_pip_tensorrt", lambda names: None)
+    monkeypatch.setattr(
+        providers, "any_library_loads", lambda names: tensorrt_loads or not any("nvinfer" in n for n in names)
+    )
+    expected = "onnxruntime could not start Tensorrt" if tensorrt_loads else "TensorRT is not installed"
+    with pytest.raises(FidkitError, match=f"device tensorrt asked for, but {expected}") as caught:
+        FeatureExtractor(random_weights_path, device="tensorrt")
+    assert ("Please install TensorRT libraries" in str(caught.value)) == tensorrt_loads
+    out, err = capfd.readouterr()
+    assert "EP Error" not in out + err and "Falling back" not in out + err

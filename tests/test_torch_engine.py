@@ -22,6 +22,7 @@ import pytest
 import fidkit
 from fidkit.errors import FidkitError, InputError
 from fidkit.inception import EXPORTER_VERSION, FEATURE_DIM, RESIZE_MODE
+from fidkit.inception.spec import CPU_BATCH_SIZE
 from fidkit.testing import tf_resize_bilinear_numpy
 
 torch = pytest.importorskip("torch")
@@ -104,15 +105,13 @@ def test_modules_import_without_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded"] is False
-    if not report["driver"]:
-        # No NVIDIA driver: the GPU route is ruled out without paying for `import torch`.
-        assert report["device"] is None and report["after"] is False
-    else:
-        assert report["device"] == ("cuda" if torch.cuda.is_available() else None)
+    # CUDA not started in this process and no problem size to pay for starting it: scipy, without paying for
+    # `import torch`, driver or not (tests/test_distance_solver.py has the rest of the policy).
+    assert report["device"] is None and report["after"] is False
 
 
 def test_device_for_distance_with_torch_imported() -> None:
-    assert torch_device_for_distance() == ("cuda" if torch.cuda.is_available() else None)
+    assert torch_device_for_distance(2048) == ("cuda" if torch.cuda.is_initialized() else None)
 
 
 # --- the resize -----------------------------------------------------------------------------------------
@@ -187,7 +186,7 @@ def test_attributes_and_metadata(torch_extractor, extractor, random_weights_path
     assert torch_extractor.graph_sha256 == ""
     assert torch_extractor.provider == "torch-cpu"
     assert torch_extractor.feature_dim == FEATURE_DIM and torch_extractor.resize_mode == RESIZE_MODE
-    assert torch_extractor.batch_size == 50
+    assert torch_extractor.batch_size == CPU_BATCH_SIZE
     meta = torch_extractor.metadata()
     # The onnxruntime extractor's keys (which gain "engine" elsewhere), plus "engine".
     assert set(meta) == (set(extractor.metadata()) | {"engine"})
@@ -327,7 +326,7 @@ def _check_route_against_scipy(stats_a: fidkit.Stats, stats_b: fidkit.Stats, mon
 
     scipy_result = fidkit.fid_from_stats(stats_a, stats_b)
     assert scipy_result.method == "factor-eigh" and scipy_result.solver == "scipy"
-    monkeypatch.setattr(distance, "torch_device_for_distance", lambda: "cpu")
+    monkeypatch.setattr(distance, "torch_device_for_distance", lambda rank=0: "cpu")
     monkeypatch.setattr(distance, "_TORCH_SOLVER_MIN_RANK", 1)
     result = fidkit.fid_from_stats(stats_a, stats_b)
     monkeypatch.undo()
@@ -377,7 +376,7 @@ def test_a_failing_gpu_solver_falls_back_to_the_cpu(monkeypatch) -> None:
     rng = np.random.default_rng(41)
     stats = [fidkit.Stats(mu=rng.normal(0.0, 0.1, 64), sigma=_decaying_covariance(rng, 64, 0.9), n=640) for _ in range(2)]
     expected = fidkit.fid_from_stats(*stats)
-    monkeypatch.setattr(distance, "torch_device_for_distance", lambda: "not-a-device")
+    monkeypatch.setattr(distance, "torch_device_for_distance", lambda rank=0: "not-a-device")
     monkeypatch.setattr(distance, "_TORCH_SOLVER_MIN_RANK", 1)
     result = fidkit.fid_from_stats(fidkit.Stats(mu=stats[0].mu, sigma=stats[0].sigma, n=640), stats[1])
     assert result.solver == "scipy" and result.value == pytest.approx(expected.value, rel=1e-12)

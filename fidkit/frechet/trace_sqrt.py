@@ -175,9 +175,10 @@ def trace_sqrt_factor_eigh(
     """
     sigma_other = other.sigma
     scale_factor, scale_sigma = _power_of_two_scale(factor.matrix), _power_of_two_scale(sigma_other)
-    # The eigensolve is most of the cost at dim 2048; a GPU does it faster when torch can reach one. Small
-    # problems stay on the CPU, where the transfer would cost more than the solve.
-    device = torch_device_for_distance() if factor.rank >= _TORCH_SOLVER_MIN_RANK else None
+    # The eigensolve is most of the cost at dim 2048; a GPU does it faster where CUDA is up already (or the
+    # problem pays for starting it: torch_device_for_distance). Small problems stay on the CPU, where the
+    # transfer would cost more than the solve.
+    device = torch_device_for_distance(factor.rank) if factor.rank >= _TORCH_SOLVER_MIN_RANK else None
     scaled_factor = _scaled(factor.matrix, scale_factor)
     # Always through the Cholesky factorisation when sigma has one, whether or not it was checked before: the
     # product then depends on the two covariances alone, never on what an earlier call cached (so FID(a, b)

@@ -4,15 +4,18 @@ A device is ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"tensorrt"`` or `
 turns it into onnxruntime provider entries (TF32 off on CUDA: FID is defined in float32), preloads the CUDA
 and cuDNN libraries that ``pip install "fidkit[cuda]"`` brings, keeps onnxruntime's own log lines quiet
 unless fidkit logs at DEBUG, sends what onnxruntime prints on stdout to stderr (:func:`stdout_to_stderr`,
-around every call that may print), and, when CUDA cannot run, says why and what to install instead of letting
-onnxruntime fall back to the CPU without a word. onnxruntime is imported by the caller and passed in, so
-that tests can hand a stand-in with any provider list.
+around every call that may print), and, when CUDA or TensorRT cannot run, says why and what to install instead
+of letting onnxruntime fall back to another provider without a word. onnxruntime is imported by the caller and
+passed in, so that tests can hand a stand-in with any provider list.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import logging
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,8 @@ __all__ = [
     "preload_gpu_libraries",
     "gpu_driver_present",
     "why_no_gpu",
+    "why_device_unusable",
+    "tensorrt_missing",
     "stdout_to_stderr",
     "check_device_usable",
 ]
@@ -111,6 +116,118 @@ def _installed(distribution: str) -> bool:
 
 _INSTALL = 'pip install "fidkit[cuda]" (onnxruntime-gpu with its CUDA and cuDNN wheels)'
 
+#: The TensorRT library names in onnxruntime's TensorRT provider library (``libnvinfer.so.10`` for onnxruntime-gpu
+#: 1.18 to 1.31 at least) and the CUDA runtime it was built for (``libcudart.so.13``): read from the provider
+#: library itself, so the message names what this onnxruntime needs, not what one version needed.
+_NVINFER_SONAME = re.compile(rb"libnvinfer\.so\.(\d+)")
+_CUDART_SONAME = re.compile(rb"libcudart\.so\.(\d+)")
+
+
+def _tensorrt_requirement(ort: Any) -> tuple[str | None, str | None]:
+    """(TensorRT major, CUDA major) that onnxruntime's TensorRT provider library links against; None if unknown.
+
+    The provider library (``capi/libonnxruntime_providers_tensorrt.so``, about 1 MB) names them among its needed
+    libraries. A stand-in module without a file, Windows (``nvinfer_10.dll``) or an unreadable file gives None,
+    and the message falls back to naming no version.
+    """
+    module_file = getattr(ort, "__file__", None)
+    if not module_file:
+        return None, None
+    library = Path(module_file).parent / "capi" / "libonnxruntime_providers_tensorrt.so"
+    try:
+        data = library.read_bytes()
+    except OSError:
+        return None, None
+    tensorrt = {match.group(1).decode() for match in _NVINFER_SONAME.finditer(data)}
+    cuda = {match.group(1).decode() for match in _CUDART_SONAME.finditer(data)}
+    return (tensorrt.pop() if len(tensorrt) == 1 else None), (cuda.pop() if len(cuda) == 1 else None)
+
+
+def _preload_pip_tensorrt(names: list[str]) -> None:
+    """Load TensorRT's libraries from its pip wheels, which the loader does not search by itself.
+
+    ``pip install tensorrt-cu13`` puts ``libnvinfer.so.N`` in site-packages (the ``tensorrt_libs`` package),
+    not on the loader's path; once loaded by full path here, onnxruntime's ``dlopen`` by name finds them.
+    Importing NVIDIA's ``tensorrt`` module, which loads them itself, covers a wheel that keeps them elsewhere.
+    Best effort: what is still missing afterwards is reported by :func:`tensorrt_missing`.
+    """
+    import ctypes
+
+    try:
+        spec = importlib.util.find_spec("tensorrt_libs")
+    except (ImportError, ValueError):
+        spec = None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        for name in names:
+            candidate = Path(folder) / name
+            if candidate.is_file():
+                try:
+                    ctypes.CDLL(str(candidate))
+                except OSError as exc:
+                    logger.debug("cannot load %s: %s", candidate, exc)
+    if not any_library_loads(names[:1]):
+        try:
+            if importlib.util.find_spec("tensorrt") is not None:
+                with stdout_to_stderr():
+                    import tensorrt  # noqa: F401 - NVIDIA's module loads libnvinfer on import
+        except Exception as exc:  # noqa: BLE001 - best effort: the check below reports what is missing
+            logger.debug("importing tensorrt failed: %s", exc)
+
+
+def tensorrt_missing(ort: Any) -> str | None:
+    """Why onnxruntime's TensorRT provider cannot start here for want of TensorRT itself, or None if it can.
+
+    onnxruntime-gpu lists ``TensorrtExecutionProvider`` whether or not TensorRT is installed (the wheel brings
+    only the provider library, not TensorRT), and without TensorRT creating a session fails with "Please install
+    TensorRT libraries" (or, with onnxruntime's fallback on, prints an "EP Error ... Falling back" banner and runs
+    on the CUDA provider instead). A failed ``dlopen`` of TensorRT's libraries tells it before any session.
+    """
+    if sys.platform == "win32":
+        return None  # nvinfer_10.dll and its search path: left to the session's own error there
+    tensorrt, cuda = _tensorrt_requirement(ort)
+    if tensorrt is not None:
+        names = [f"libnvinfer.so.{tensorrt}", f"libnvonnxparser.so.{tensorrt}"]
+    else:
+        names = ["libnvinfer.so", "libnvonnxparser.so"]
+    if all(any_library_loads([name]) for name in names):
+        return None
+    # TensorRT's libraries may need the CUDA ones loaded first (the session would load them anyway).
+    preload_gpu_libraries(ort)
+    _preload_pip_tensorrt(names)
+    missing = [name for name in names if not any_library_loads([name])]
+    if not missing:
+        return None
+    if tensorrt is not None:
+        wheel = f"tensorrt-cu{cuda}" if cuda is not None else "tensorrt"
+        install = (
+            f"pip install '{wheel}>={tensorrt},<{int(tensorrt) + 1}' (this onnxruntime's TensorRT provider needs "
+            f"TensorRT {tensorrt}{f' for CUDA {cuda}' if cuda else ''}; see onnxruntime's TensorRT execution "
+            "provider requirements)"
+        )
+    else:
+        install = "install the TensorRT version that onnxruntime's TensorRT execution provider requirements name"
+    return (
+        f"TensorRT is not installed ({' and '.join(missing)} cannot be loaded; onnxruntime-gpu brings only its "
+        f"TensorRT provider, not TensorRT); {install}, or use --device cuda, which needs no TensorRT"
+    )
+
+
+def why_device_unusable(ort: Any, device: Device) -> str | None:
+    """Why an explicit GPU `device` cannot start, known before creating a session; None when nothing is known.
+
+    Its provider missing from onnxruntime's list (:func:`why_no_gpu`), or, for ``tensorrt`` on a machine with an
+    NVIDIA driver, TensorRT itself missing (:func:`tensorrt_missing`). Failures that only a session shows (no
+    driver, a missing cuDNN, a GPU index that does not exist) are explained by :func:`why_no_gpu` once the
+    session has failed.
+    """
+    if device.kind in ("auto", "cpu"):
+        return None
+    if device.provider not in ort.get_available_providers():
+        return why_no_gpu(ort, device)
+    if device.kind == "tensorrt" and gpu_driver_present():
+        return tensorrt_missing(ort)
+    return None
+
 
 def why_no_gpu(ort: Any, device: Device, detail: str = "") -> str:
     """Say why `device` cannot run here and what to install; `detail` is onnxruntime's own message, if any."""
@@ -139,7 +256,17 @@ def why_no_gpu(ort: Any, device: Device, detail: str = "") -> str:
             f"{' and '.join(missing)} cannot be loaded; {_INSTALL}, whose versions match this onnxruntime "
             "(onnxruntime-gpu 1.31 needs CUDA 13 and a driver of the 580 series or newer)"
         )
+    no_tensorrt = tensorrt_missing(ort) if device.kind == "tensorrt" else None
+    if no_tensorrt is not None:
+        return no_tensorrt
     suffix = f" (onnxruntime: {detail.strip().splitlines()[0][:300]})" if detail.strip() else ""
+    if device.kind == "tensorrt":
+        # TensorRT's libraries load, yet the provider fails: a TensorRT version this onnxruntime was not built for.
+        return (
+            f"onnxruntime could not start {wanted} on GPU {device.index}{suffix}; check that the installed TensorRT "
+            "is the version this onnxruntime-gpu needs (onnxruntime's TensorRT execution provider requirements) "
+            "and that the GPU index exists (nvidia-smi), or use --device cuda, which needs no TensorRT"
+        )
     return (
         f"onnxruntime could not start {wanted} on GPU {device.index}{suffix}; check that the GPU index exists "
         f"(nvidia-smi) and that the driver supports this CUDA version, or use --device cpu"
@@ -186,6 +313,10 @@ def check_device_usable(device: Any, *, engine: str = "auto") -> None:
         except ImportError:
             ort = None
         if ort is not None and parsed.provider in ort.get_available_providers():
+            if parsed.kind == "tensorrt":
+                missing = tensorrt_missing(ort)
+                if missing is not None:
+                    raise FidkitError(f"device {parsed} asked for, but {missing}")
             return
     if parsed.kind == "cuda" and engine in ("auto", "torch"):
         from fidkit.inception.select import _torch_has_cuda

@@ -35,6 +35,7 @@ from fidkit.inception.providers import (
     preload_gpu_libraries,
     provider_entries,
     quiet_onnxruntime,
+    why_device_unusable,
     why_no_gpu,
 )
 from fidkit.inception.conventions import DEFAULT_CONVENTION
@@ -343,8 +344,9 @@ class FeatureExtractor:
         available = ort.get_available_providers()
         explicit = device.kind != "auto"
         if explicit:
-            if device.kind != "cpu" and device.provider not in available:
-                raise FidkitError(f"device {device} asked for, but {why_no_gpu(ort, device)}")
+            reason = why_device_unusable(ort, device)  # a provider not listed, TensorRT not installed
+            if reason is not None:
+                raise FidkitError(f"device {device} asked for, but {reason}")
             candidates = [device]
         else:
             candidates = [Device("cpu")]
@@ -356,7 +358,10 @@ class FeatureExtractor:
                 preload_gpu_libraries(ort)
             try:
                 session = ort.InferenceSession(
-                    str(self.graph_path), self._session_options(), providers=self._provider_entries(candidate)
+                    str(self.graph_path), self._session_options(), providers=self._provider_entries(candidate),
+                    # No retry on other providers behind fidkit's back (and no "EP Error ... Falling back" banner):
+                    # a GPU that cannot start is reported below, with why.
+                    **({"enable_fallback": 0} if on_gpu else {}),
                 )
             except Exception as exc:  # onnxruntime raises its own types for provider failures
                 # A graph the CPU provider cannot load is a bad file, whatever type onnxruntime gives it (an

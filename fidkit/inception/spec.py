@@ -78,10 +78,11 @@ RESIZE_COLS = "resize_cols_t"
 #: ``pool_3`` itself, the FID of the literature; the others come from the same graph at no cost to it).
 DIMS = {2048: "pool_3", 768: "mixed_7/mean", 192: "pool_1/mean", 64: "pool/mean"}
 #: Images per batch when none is asked for. On a GPU: the best measured on an H200 with the exact CUDA
-#: provider (batch 50/100/200/500: 1,856/1,993/2,094/1,761 images/s). On the CPU the rate is flat in the
-#: batch size; 50 is the reference's batch.
+#: provider (batch 50/100/200/500: 1,856/1,993/2,094/1,761 images/s). On the CPU onnxruntime's arena grows with
+#: the batch (peak 0.5 / 1.0 / 1.8 GB at batch 10 / 25 / 50) while the rate does not: 25 is the smallest that kept
+#: the rate of 50 within noise in every run on 2 cores; 10 was up to 25% slower in some (docs/performance.md).
 GPU_BATCH_SIZE = 200
-CPU_BATCH_SIZE = 50
+CPU_BATCH_SIZE = 25
 
 
 def check_dims(dims: object) -> int:
