@@ -127,7 +127,8 @@ class FrechetResult:
         stopped at round-off level (numerical rank below dim).
     solver : str
         Who solved the eigenproblem of ``factor-eigh``: ``"scipy"`` (LAPACK on the CPU), or
-        ``"torch-cuda"`` (float64 on the GPU, chosen automatically when torch can reach one).
+        ``"torch-cuda"`` (float64 on the GPU, chosen automatically where CUDA is already running in
+        the process or the rank is large enough to pay for starting it: ``fidkit.frechet.torch_route``).
     """
 
     value: float
