@@ -106,10 +106,10 @@ def test_gpu_padding_of_the_last_batch_keeps_the_features(extractor, monkeypatch
     images = np.random.default_rng(3).integers(0, 256, (7, 24, 24, 3), dtype=np.uint8)
     expected = extractor(images)
     shapes: list[tuple[int, ...]] = []
-    real_run = extractor._run
+    real_feeds = extractor._feeds
     monkeypatch.setattr(extractor, "_on_gpu", True)
     monkeypatch.setattr(extractor, "batch_size", 5)
-    monkeypatch.setattr(extractor, "_run", lambda chunk, out: shapes.append(chunk.shape) or real_run(chunk, out))
+    monkeypatch.setattr(extractor, "_feeds", lambda chunk: shapes.append(chunk.shape) or real_feeds(chunk))
     padded = extractor(images)
     assert shapes == [(5, 24, 24, 3), (5, 24, 24, 3)]
     np.testing.assert_allclose(padded, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()))
