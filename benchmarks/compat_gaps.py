@@ -73,9 +73,15 @@ def _load(data: Path, n: int) -> dict[str, np.ndarray]:
     test = np.load(data / TEST_FILE, mmap_mode="r")
     for name, array in ((TRAIN_FILE, train), (TEST_FILE, test)):
         if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1:] != (32, 32, 3) or len(array) < n:
-            raise SystemExit(f"{data / name}: expected at least {n} uint8 32x32x3 images, got {array.dtype} {array.shape}")
+            raise SystemExit(
+                f"{data / name}: expected at least {n} uint8 32x32x3 images, got {array.dtype} {array.shape}"
+            )
     test_n = np.ascontiguousarray(test[:n])
-    return {"train": np.ascontiguousarray(train[:n]), "test": test_n, f"test JPEG q{JPEG_QUALITY}": _jpeg(test_n, JPEG_QUALITY)}
+    return {
+        "train": np.ascontiguousarray(train[:n]),
+        "test": test_n,
+        f"test JPEG q{JPEG_QUALITY}": _jpeg(test_n, JPEG_QUALITY),
+    }
 
 
 def _pairs(sets: dict[str, np.ndarray]) -> list[tuple[str, str]]:
