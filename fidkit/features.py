@@ -272,10 +272,12 @@ class FeatureRows:
         self.update_outputs({"features": features})
 
     def update_outputs(self, outputs: dict[str, np.ndarray]) -> None:
-        """Keep this batch's rows of every output this sink holds (`outputs` may hold more)."""
+        """Keep this batch's rows of every output this sink holds (`outputs` may hold more); all or none."""
+        missing = [name for name in self._batches if name not in outputs]
+        if missing:
+            raise InputError(f"no {', '.join(map(repr, missing))} output given for this batch (it holds "
+                             f"{', '.join(map(repr, outputs))}); the rows kept so far are unchanged")
         for name, batches in self._batches.items():
-            if name not in outputs:
-                raise InputError(f"the extractor gave no {name!r} output for this batch")
             batches.append(np.array(outputs[name], dtype=np.float32, copy=True))
 
     def result(self, metadata: dict[str, Any] | None = None) -> Features:

@@ -266,3 +266,26 @@ def test_the_actor_builds_the_drivers_network_by_name_and_checks_its_weights(tmp
         worker.work = work_for(source, options(weights=missing), "6" * 64, True)
         with pytest.raises(WeightsError, match="every node must see the same weights"):
             worker._build_extractor()
+
+
+def test_actors_take_a_given_extractors_convention_and_layer_and_their_features_are_checked():
+    # A given extractor of another convention used to lend only its weights and device: the actors ran tf at 2048
+    # and their rows were cached under the given extractor's key.
+    from types import SimpleNamespace
+
+    from fidkit.cluster.ray import _actor_options, _check_identity
+    from fidkit.errors import FidkitError
+    from fidkit.extractors import ExtractorIdentity
+    from fidkit.options import RunOptions
+
+    given = SimpleNamespace(weights_path="/tmp/w.pth", weights_sha256="ab" * 32, device="cpu", convention="clean",
+                            feature_dim=768)
+    options, sha256, _ = _actor_options(RunOptions(cluster="ray"), given)
+    assert (options.convention, options.dims, sha256) == ("clean", 768, "ab" * 32)
+    stated = ExtractorIdentity.of("inception-2015", {"weights_sha256": "ab" * 32, "convention": "clean",
+                                                     "feature_extractor": "inception-2015-12-05/mixed_7/mean"})
+    _check_identity({"weights_sha256": "ab" * 32, "convention": "clean",
+                     "feature_extractor": "inception-2015-12-05/mixed_7/mean"}, stated)
+    with pytest.raises(FidkitError, match="convention 'tf', not 'clean'"):
+        _check_identity({"weights_sha256": "ab" * 32, "convention": "tf",
+                         "feature_extractor": "inception-2015-12-05/mixed_7/mean"}, stated)

@@ -299,3 +299,39 @@ def test_fid_metric_refuses_at_once_a_statistics_reference_for_a_metric_that_nee
 
     with pytest.raises(fidkit.errors.InputError, match="KID needs the feature rows .* side b"):
         fidkit.FID(reference=fidkit.Stats(mu=np.zeros(3), sigma=np.eye(3)), metrics="kid")
+
+
+def test_a_side_that_keeps_logits_refuses_bare_features_without_changing_its_statistics() -> None:
+    import fidkit
+    from fidkit.features import Features
+
+    rng = np.random.default_rng(12)
+    reference = Features(rng.normal(size=(20, 6)), logits=rng.normal(size=(20, 9)))
+    metric = fidkit.FID(reference=reference, metrics="is")
+    with pytest.raises(fidkit.errors.InputError, match="features alone cannot feed it"):
+        metric._update_features(rng.normal(size=(5, 6)))
+    assert metric._generated.accumulator.n == 0 and metric._generated.rows.n == 0
+
+
+def test_a_metric_pickled_before_the_metrics_table_existed_still_computes() -> None:
+    # Checkpoints hold pickled metrics: one from the previous version lacks the new fields.
+    import fidkit
+    from fidkit.stats import Stats
+
+    rng = np.random.default_rng(13)
+    metric = fidkit.FID(reference=Stats.from_features(rng.normal(size=(30, 4))))
+    metric._update_features(rng.normal(size=(30, 4)))
+    expected = float(metric.compute())
+    state = metric.__getstate__()
+    for name in ("_asked", "_ci", "_metrics_seed", "_reference_features"):
+        del state[name]
+    for side in ("_real", "_generated"):
+        side_state = state[side].__getstate__()
+        del side_state["outputs"], side_state["rows"]
+        state[side] = type(state[side]).__new__(type(state[side]))
+        state[side].__setstate__(side_state)
+    old = fidkit.FID.__new__(fidkit.FID)
+    old.__setstate__(state)
+    assert float(old.compute()) == expected
+    old._update_features(rng.normal(size=(5, 4)))
+    assert old.compute().b.n == 35

@@ -380,3 +380,13 @@ def test_a_failing_gpu_solver_falls_back_to_the_cpu(monkeypatch) -> None:
     monkeypatch.setattr(distance, "_TORCH_SOLVER_MIN_RANK", 1)
     result = fidkit.fid_from_stats(fidkit.Stats(mu=stats[0].mu, sigma=stats[0].sigma, n=640), stats[1])
     assert result.solver == "scipy" and result.value == pytest.approx(expected.value, rel=1e-12)
+
+
+def test_resize_tables_of_many_image_sizes_stay_bounded(random_weights_path, monkeypatch) -> None:
+    import fidkit.inception.torch_engine as torch_engine
+
+    monkeypatch.setattr(torch_engine, "_MAX_TABLES", 2)
+    extractor = torch_engine.TorchFeatureExtractor(random_weights_path, device="cpu", convention="clean")
+    for side in (9, 10, 11, 10):
+        extractor(np.zeros((1, side, side, 3), dtype=np.uint8))
+    assert list(extractor._tables) == [(11, 11), (10, 10)]  # the least recently used size went first

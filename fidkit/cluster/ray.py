@@ -121,8 +121,11 @@ def _actor_options(options: Any, given: Any) -> tuple[Any, str, bool]:
                 f"cluster='ray' builds a registered extractor on every actor; a custom extractor "
                 f"({type(given).__name__}) runs with cluster='local' only"
             )
-        # A FeatureExtractor lends its weights and device to the actors.
-        options = options.replace(weights=str(given.weights_path), device=str(given.device))
+        # A FeatureExtractor lends its weights, device, convention and layer to the actors: what decides its numbers.
+        options = options.replace(
+            weights=str(given.weights_path), device=str(given.device),
+            convention=str(getattr(given, "convention", "tf")), dims=int(getattr(given, "feature_dim", 2048)),
+        )
         return options, str(given.weights_sha256), False
     if not extractor_entry(options.extractor).cluster_ready:
         raise InputError(
@@ -309,7 +312,7 @@ def ray_extract(
             from fidkit.inception.runtime import ensure_graph
             from fidkit.inception.weights import locate_weights
 
-            ensure_graph(locate_weights(actor_options.weights))
+            ensure_graph(locate_weights(actor_options.weights), convention=actor_options.convention)
         n_actors, use_gpu = _actor_plan(ray, actor_options.device)
         from fidkit.inception.spec import default_batch_size
 
@@ -337,7 +340,20 @@ def ray_extract(
                     ray.kill(actor)
             del work_ref
         wall_seconds = time.perf_counter() - began
-    return _merge(results, plan, source, options, n_actors, wall_seconds, batch_size)
+    run = _merge(results, plan, source, options, n_actors, wall_seconds, batch_size)
+    _check_identity(run.metadata(), stated)
+    return run
+
+
+def _check_identity(ran: dict[str, str], stated: Any) -> None:
+    """The actors' features must be what the cache key says they are: the same network, convention and layer."""
+    for key in ("weights_sha256", "convention", "resize_mode", "feature_extractor"):
+        expected = stated.get(key)
+        if expected and ran.get(key) != expected:
+            raise FidkitError(
+                f"the Ray actors computed features with {key} {ran.get(key)!r}, not {expected!r} as this run asked; "
+                "nothing was cached. Check that every node runs the same fidkit version, or use cluster='local'"
+            )
 
 
 def _drive(

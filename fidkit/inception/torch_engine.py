@@ -71,6 +71,8 @@ logger = logging.getLogger(__name__)
 
 #: The value of ``metadata()["engine"]`` for features computed here.
 ENGINE = "torch"
+#: Image sizes whose resize tables stay on the device (least recently used dropped first).
+_MAX_TABLES = 32
 
 
 def _import_torch() -> Any:
@@ -346,13 +348,17 @@ class TorchFeatureExtractor:
         }
         if n_images == 0:
             return results
-        tables = self._tables.get((height, width))
+        tables = self._tables.pop((height, width), None)
         if tables is None:
             if self._convention.name == "tf":
                 tables = _resize_tables(torch, height, width, self._device)
             else:
                 tables = _matrix_tables(torch, self._convention, height, width, self._device)
-            self._tables[(height, width)] = tables
+        # Most recently used last; a folder of many image sizes keeps only the last few sizes' tables on the
+        # device (a matrix convention's are 299 x (H + W) floats, about 1 MB at 500 x 375).
+        self._tables[(height, width)] = tables
+        while len(self._tables) > _MAX_TABLES:
+            self._tables.pop(next(iter(self._tables)))
         hosts = {name: torch.from_numpy(array) for name, array in results.items()}
         with torch.inference_mode(), _tf32_off(torch):
             for start in range(0, n_images, self.batch_size):

@@ -256,6 +256,9 @@ class FID(DistributedMerge):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # A metric pickled before the metrics beyond FID existed computes the FID alone.
+        for name, default in (("_asked", None), ("_ci", None), ("_metrics_seed", 0), ("_reference_features", None)):
+            state.setdefault(name, default)
         self.__dict__.update(state)
         self._init_locks()
 

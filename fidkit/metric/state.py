@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fidkit.errors import FidkitError
+from fidkit.errors import FidkitError, InputError
 from fidkit.extractors import build_extractor
 from fidkit.features import FeatureRows
 from fidkit.options import RunOptions
@@ -45,6 +45,12 @@ class _Side:
     # StatsAccumulator's interface, as extraction.extract calls it.
     def update(self, features: np.ndarray) -> None:
         with self.lock:
+            if self.rows is not None and self.rows.outputs != ("features",):
+                # Checked before anything changes: the statistics and the kept rows stay in step.
+                raise InputError(
+                    f"the {self.label} side keeps {', '.join(self.rows.outputs)} for the asked metrics; features "
+                    "alone cannot feed it: use update(images)"
+                )
             self.accumulator.update(features)
             if self.rows is not None:
                 self.rows.update_outputs({"features": features})
@@ -53,6 +59,9 @@ class _Side:
     def add(self, batches: list[dict[str, np.ndarray]], network_seconds: float, metadata: dict[str, Any]) -> None:
         """Add the outputs of one :meth:`FID.update` (all its batches, or none of them) and what made them."""
         with self.lock:
+            wanted = self.rows.outputs if self.rows is not None else ("features",)
+            if any(name not in outputs for outputs in batches for name in wanted):
+                raise InputError(f"the {self.label} side needs the outputs {', '.join(wanted)} of every batch")
             for outputs in batches:
                 self.accumulator.update(outputs["features"])
                 if self.rows is not None:
@@ -80,6 +89,9 @@ class _Side:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # A side pickled before the metrics beyond FID existed keeps no rows.
+        state.setdefault("outputs", None)
+        state.setdefault("rows", None)
         self.__dict__.update(state)
         self.lock = threading.RLock()
 
@@ -167,6 +179,9 @@ class _RebuiltExtractor:
         return {key: value for key, value in self.__dict__.items() if key not in ("_lock", "_built")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickled before conventions existed: it ran the tf convention at 2048.
+        state.setdefault("convention", "tf")
+        state.setdefault("dims", 2048)
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self._built = None
