@@ -230,16 +230,9 @@ def _extract_locally(
 def _extract_on_cluster(source: Source, lazy: LazyExtractor, options: RunOptions, kept: tuple[str, ...]) -> _Extracted:
     from fidkit.cluster.ray import ray_extract
 
-    if set(kept) - {"features"}:
-        raise InputError(
-            f"{', '.join(name for name in kept if name != 'features')} cannot be kept on a Ray cluster yet (its "
-            "shards return pool_3 rows only): run the metrics that need them without --ray, or save features with "
-            "them locally (fidkit features SRC --save F.npz --metrics ...) and compute from the files"
-        )
-    keep_features = bool(kept)
-    # The same step on a cluster: partial statistics (or rows) of shards, merged exactly here. Its wall time is
-    # reported as network time (decoding runs on the actors, between batches).
-    run = ray_extract(source, options, lazy.identity, given=lazy.given, keep_features=keep_features)
+    # The same step on a cluster: partial statistics (or rows, logits, spatial features) of shards, merged exactly
+    # here. Its wall time is reported as network time (decoding runs on the actors, between batches).
+    run = ray_extract(source, options, lazy.identity, given=lazy.given, keep_features=kept)
     times = ExtractionTimes(decode_seconds=0.0, network_seconds=run.wall_seconds)
     return _Extracted(
         run.accumulator, run.features, run.metadata(), run.run_metadata(), times, run.batch_size, 0.0, run.skipped

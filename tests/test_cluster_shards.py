@@ -223,7 +223,7 @@ def test_the_shards_of_an_array_give_its_rows_in_order(tmp_path):
     for shard in plan_shards(7, 2, n_actors=1):
         result = worker._run(shard.index, shard.start, shard.stop, count_only=False)
         assert result["n_good"] == shard.stop - shard.start
-        rows.append(result["features"])
+        rows.append(result["features"].rows)
     np.testing.assert_array_equal(np.concatenate(rows), features_of(images))
 
 

@@ -306,3 +306,22 @@ def test_features_are_sharded_and_gathered_whole(ray_instance, folder, random_we
 
     scale = float(np.abs(local.rows).max())
     assert float(np.abs(in_order(on_ray.rows) - in_order(local.rows)).max()) <= 1e-6 * scale
+
+
+def test_logits_and_spatial_features_come_back_aligned_with_the_rows(ray_instance, folder, random_weights_path, extractor):
+    # The metrics beyond FID on a cluster: every shard keeps the asked outputs of its own forward passes.
+    from fidkit.api import compute_features
+
+    outputs = ("features", "logits", "spatial")
+    local = compute_features(folder, extractor=extractor, batch_size=BATCH, workers=0, use_cache=False, outputs=outputs)
+    on_ray = compute_features(
+        folder, weights=random_weights_path, device="cpu", batch_size=BATCH, cluster="ray", use_cache=False,
+        progress=False, outputs=outputs,
+    )
+    assert on_ray.outputs == outputs and on_ray.logits.shape == (11, 1008) and on_ray.spatial.shape == (11, 2023)
+    # Rows are in batching order on either side: match them by their features, then every output must agree.
+    local_order = np.lexsort(local.rows.T[::-1])
+    ray_order = np.lexsort(on_ray.rows.T[::-1])
+    for name in outputs:
+        mine, theirs = local.output(name)[local_order], on_ray.output(name)[ray_order]
+        assert float(np.abs(mine - theirs).max()) <= 1e-5 * float(np.abs(mine).max()), name

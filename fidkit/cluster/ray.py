@@ -256,7 +256,8 @@ def _with_node(error: FidkitError, node: str) -> FidkitError:
 
 
 def ray_extract(
-    source: Source, options: Any, identity: Callable[[], Any], *, given: Any = None, keep_features: bool = False
+    source: Source, options: Any, identity: Callable[[], Any], *, given: Any = None,
+    keep_features: bool | tuple[str, ...] = False,
 ) -> RayRun:
     """The extract step of the pipeline, on a Ray cluster (see the module's description).
 
@@ -272,8 +273,9 @@ def ray_extract(
         asked for once the source is known to suit a cluster (it may locate and hash the weights).
     given : extractor, optional
         A built ``FeatureExtractor`` whose weights and device the actors use.
-    keep_features : bool
-        Also bring back every shard's feature rows (``N x dim`` float32 through the object store).
+    keep_features : bool or tuple of str
+        Also bring back every shard's feature rows (``N x dim`` float32 through the object store); a tuple of
+        outputs (``("features", "logits")``) brings those of the same forward pass too.
 
     Returns
     -------
@@ -460,7 +462,9 @@ def _merge(
 
         from fidkit.features import Features
 
-        features = Features(np.concatenate(rows, axis=0))
+        # Every shard kept the same outputs; each is joined in shard order, so rows stay aligned across outputs.
+        joined = {name: np.concatenate([part.output(name) for part in rows], axis=0) for name in rows[0].outputs}
+        features = Features(joined.pop("features"), **joined)
     return RayRun(
         accumulator=accumulator,
         features=features,

@@ -90,7 +90,9 @@ class Work:
     options: Any  # RunOptions: weights as the driver's path, batch size and threads decided
     weights_sha256: str
     weights_in_manifest: bool
-    keep_features: bool = False
+    #: What the shards keep besides their statistics: () nothing, else outputs with "features" first (the rows,
+    #: and the logits or spatial features of the same pass).
+    keep_features: tuple[str, ...] = ()
 
     @property
     def batch_size(self) -> int:
@@ -98,8 +100,11 @@ class Work:
 
 
 def work_for(
-    source: Source, options: Any, weights_sha256: str, weights_in_manifest: bool, keep_features: bool = False
+    source: Source, options: Any, weights_sha256: str, weights_in_manifest: bool,
+    keep_features: bool | tuple[str, ...] = (),
 ) -> Work:
+    if isinstance(keep_features, bool):
+        keep_features = ("features",) if keep_features else ()
     common = dict(name=str(source.name), kind=str(source.kind), limit=source.limit, seed=source.seed,
                   n_images=int(source.n_images or 0), options=options, weights_sha256=weights_sha256,
                   weights_in_manifest=weights_in_manifest, keep_features=keep_features)
@@ -264,7 +269,7 @@ class ShardWorker:
                         n_good += len(batch)
             else:
                 accumulator = StatsAccumulator(dim=int(self.extractor.feature_dim))
-                rows = FeatureRows() if work.keep_features else None
+                rows = FeatureRows(outputs=tuple(work.keep_features)) if work.keep_features else None
                 sinks = (accumulator,) if rows is None else (accumulator, rows)
                 times = extract(batches, self.extractor, *sinks, progress=False)
                 n_good = accumulator.n
@@ -282,7 +287,7 @@ class ShardWorker:
         return {
             "shard": shard,
             "accumulator": accumulator,
-            "features": rows.result().rows if rows is not None and rows.n else None,
+            "features": rows.result() if rows is not None and rows.n else None,
             "n_good": n_good,
             "skipped": skipped,
             "lossy": bool(part.lossy) and n_good > 0,
