@@ -198,6 +198,14 @@ def _worker(rank: int, port: int, out_dir: str, weights: str) -> None:
         result["features_more"] = float(metric.compute())
         result["features_n"] = metric.compute().b.n
 
+        # 2b. The metrics beyond FID: each rank keeps its share of the rows, compute() gathers them in rank order.
+        from fidkit.features import Features
+
+        metric = fidkit.FID(reference=Features(features(60, 16, seed=22)), metrics="kid,prdc")
+        metric._update_features(everything[:25] if rank == 0 else everything[25:])
+        table = metric.compute().metrics
+        result["table"] = {key: table[key].value for key in ("fid", "kid", "precision", "coverage")}
+
         # 3. Rank 1 never calls compute(): rank 0 must fail, naming the cause, instead of hanging.
         if rank == 0:
             metric.reset()
@@ -236,6 +244,11 @@ def test_two_gloo_ranks_give_the_single_process_fid(extractor, random_weights_pa
 
     reference = Stats.from_features(features(300, 16, seed=20))
     everything = features(41, 16, seed=21, shift=0.2)
+    from fidkit.features import Features
+
+    table = fidkit.metrics.evaluate(Features(everything), Features(features(60, 16, seed=22)), "fid,kid,prdc")
+    for result in results:
+        assert result["table"] == {key: table[key].value for key in ("fid", "kid", "precision", "coverage")}
     single = fidkit.fid_from_stats(reference, Stats.from_features(everything)).value
     more = fidkit.fid_from_stats(reference, Stats.from_features(np.concatenate([everything, everything[:3]]))).value
     for result in results:

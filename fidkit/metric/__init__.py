@@ -90,8 +90,9 @@ class FID(DistributedMerge):
         :func:`fidkit.compute_fid`; :meth:`compute`'s report then holds them in ``report.metrics``. The sides then
         keep what those metrics need, in memory: 8 KB per image for the feature rows (KID, precision/recall, an
         FID interval), 4 KB more for the logits (IS), 8 KB more for the spatial features (sFID): 50,000
-        generated images with every metric hold about 1 GB. Single process only (not yet under
-        ``torch.distributed``).
+        generated images with every metric hold about 1 GB. Under ``torch.distributed`` each rank keeps its
+        own share and :meth:`compute` gathers every rank's rows to every rank (the same table everywhere; that
+        many bytes cross the process group at each compute that follows new images).
     ci : fidkit.metrics.IntervalSpec, optional
         An interval for every asked metric.
     metrics_seed : int
@@ -332,12 +333,6 @@ class FID(DistributedMerge):
         # From here the sides are new: an error below (a weights mismatch, Ctrl-C) must not leave the previous
         # report standing as if it described them.
         self._last = None
-        if self._asked is not None and dist is not None:
-            raise InputError(
-                "metrics beyond FID (FID(metrics=..., ci=...)) are computed on one process only for now: under "
-                "torch.distributed, gather the generated images (or save features with fidkit.compute_features) "
-                "and compute them with fidkit.compute_fid(..., metrics=...) on one rank"
-            )
         real_stats, real_side = reference if reference is not None else self._side_report(self._real)
         generated_stats, generated_side = self._side_report(self._generated)
         # The checks and warnings of compute_fid: different weights are an error, lossy or skipped inputs a note.
@@ -352,16 +347,21 @@ class FID(DistributedMerge):
             distance_seconds=time.perf_counter() - distance_started,
             total_seconds=time.perf_counter() - started,
         )
-        table = self._table(real_stats, generated_stats) if self._asked is not None else None
+        table = self._table(real_stats, generated_stats, distributed=dist is not None) if self._asked is not None else None
         report = assemble_fid_report(frechet, real_side, generated_side, messages, timings, metrics=table)
         self._last = (key, report)
         return report
 
-    def _table(self, real_stats: Stats, generated_stats: Stats) -> Any:
-        """The asked metrics of the generated side (a) against the real one (b), from the rows each side kept."""
+    def _table(self, real_stats: Stats, generated_stats: Stats, *, distributed: bool) -> Any:
+        """The asked metrics of the generated side (a) against the real one (b), from the rows each side kept
+        (under torch.distributed, every rank's, gathered in rank order: the same table on every rank)."""
+        from dataclasses import replace
+
         from fidkit.metrics.table import evaluate
 
         def kept(side: _Side, stats: Stats) -> Any:
+            if distributed:
+                return replace(side.all_rows, metadata=stats.metadata) if side.all_rows is not None else stats
             return side.rows.result(metadata=stats.metadata) if side.rows is not None and side.rows.n else stats
 
         real = self._reference_features or kept(self._real, real_stats)

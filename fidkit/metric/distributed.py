@@ -187,9 +187,10 @@ class DistributedMerge:
                 continue
             if dim == 0:
                 raise self._too_few(side, 0)
-            with side.lock:  # the moments and the version they belong to, together
+            with side.lock:  # the moments, the kept rows and the version they belong to, together
                 version = side.version
                 n, mean, m2 = side.accumulator.moments() if side.accumulator.n else (0, np.zeros(dim), np.zeros((dim, dim)))
+                rows = side.rows.result() if side.rows is not None and side.rows.n else None
             packed = torch.from_numpy(np.concatenate([[float(n)], mean, m2.reshape(-1)]))
             gathered = [torch.empty_like(packed) for _ in range(world)]
             self._collective(dist, "gathering the statistics", lambda: dist.all_gather(gathered, packed, group=group))
@@ -202,9 +203,25 @@ class DistributedMerge:
                 )
             if merged.n < 2:
                 raise self._too_few(side, merged.n)
+            if side.rows is not None:
+                # The rows the asked metrics need (FID(metrics=...)), every rank's in rank order: N x dim floats
+                # per side through the process group, as pickled objects (ranks hold different N).
+                parts: list[Any] = [None] * world
+                self._collective(dist, "gathering the kept rows", lambda: dist.all_gather_object(parts, rows, group=group))
+                side.all_rows = _joined([part for part in parts if part is not None])
             # The metadata merged from every rank that has some: the same on every rank, so the checks against
             # the real side (different weights are an error) reach the same decision everywhere.
             side.set_stats(merged.result(metadata=metadata), version)
+
+
+def _joined(parts: list[Any]) -> Any:
+    """The ranks' kept outputs as one :class:`~fidkit.features.Features`, rows aligned across outputs."""
+    from fidkit.features import Features
+
+    if not parts:
+        return None
+    joined = {name: np.concatenate([part.output(name) for part in parts], axis=0) for name in parts[0].outputs}
+    return Features(joined.pop("features"), **joined)
 
 
 _RECREATE = (

@@ -36,6 +36,8 @@ class _Side:
         with self.lock:
             self.accumulator = StatsAccumulator()
             self.rows = FeatureRows(outputs=self.outputs) if self.outputs else None
+            #: Every rank's kept rows, gathered by the last distributed compute() (None on one process).
+            self.all_rows: Any = None
             self.metadata: dict[str, Any] = {}
             self.network_seconds = 0.0
             self.stats: Stats | None = None
@@ -92,6 +94,7 @@ class _Side:
         # A side pickled before the metrics beyond FID existed keeps no rows.
         state.setdefault("outputs", None)
         state.setdefault("rows", None)
+        state.setdefault("all_rows", None)
         self.__dict__.update(state)
         self.lock = threading.RLock()
 
