@@ -148,6 +148,15 @@ class Features:
 
         return Stats.from_features(self.rows, metadata=self.metadata)
 
+    @classmethod
+    def concatenate(cls, parts: list[Features], metadata: dict[str, Any] | None = None) -> Features:
+        """The rows of `parts` one after the other (shards, ranks), every output joined in the same order so that
+        rows stay aligned across outputs; the outputs are those of the first part (each part must hold them)."""
+        if not parts:
+            raise InputError("no features to concatenate")
+        joined = {name: np.concatenate([part.output(name) for part in parts], axis=0) for name in parts[0].outputs}
+        return cls(joined.pop("features"), dict(metadata or {}), **joined)
+
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Write the features to an ``.npz`` file, atomically.
 

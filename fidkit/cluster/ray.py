@@ -458,13 +458,9 @@ def _merge(
     assert accumulator is not None
     features = None
     if rows:
-        import numpy as np
-
         from fidkit.features import Features
 
-        # Every shard kept the same outputs; each is joined in shard order, so rows stay aligned across outputs.
-        joined = {name: np.concatenate([part.output(name) for part in rows], axis=0) for name in rows[0].outputs}
-        features = Features(joined.pop("features"), **joined)
+        features = Features.concatenate(rows)  # in shard order
     return RayRun(
         accumulator=accumulator,
         features=features,

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fidkit.errors import FidkitError
+from fidkit.features import Features
 from fidkit.stats import Stats, StatsAccumulator
 
 # Metadata that names the feature space: ranks whose features differ in any of these measure different things.
@@ -208,20 +209,11 @@ class DistributedMerge:
                 # per side through the process group, as pickled objects (ranks hold different N).
                 parts: list[Any] = [None] * world
                 self._collective(dist, "gathering the kept rows", lambda: dist.all_gather_object(parts, rows, group=group))
-                side.all_rows = _joined([part for part in parts if part is not None])
+                present = [part for part in parts if part is not None]
+                side.all_rows = Features.concatenate(present) if present else None
             # The metadata merged from every rank that has some: the same on every rank, so the checks against
             # the real side (different weights are an error) reach the same decision everywhere.
             side.set_stats(merged.result(metadata=metadata), version)
-
-
-def _joined(parts: list[Any]) -> Any:
-    """The ranks' kept outputs as one :class:`~fidkit.features.Features`, rows aligned across outputs."""
-    from fidkit.features import Features
-
-    if not parts:
-        return None
-    joined = {name: np.concatenate([part.output(name) for part in parts], axis=0) for name in parts[0].outputs}
-    return Features(joined.pop("features"), **joined)
 
 
 _RECREATE = (
