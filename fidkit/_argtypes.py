@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "device_string"]
+__all__ = ["positive_int", "non_negative_int", "resample_count", "positive_float", "device_string"]
 
 
 def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
@@ -35,6 +35,9 @@ positive_int.__name__ = "positive_int"
 #: An int >= 0 (e.g. worker processes, where 0 means "decode in this process").
 non_negative_int = _int_at_least(0, "an integer >= 0")
 non_negative_int.__name__ = "non_negative_int"
+#: An int >= 2 (resamples: an interval needs at least two).
+resample_count = _int_at_least(2, "an integer >= 2")
+resample_count.__name__ = "resample_count"
 
 
 def positive_float(text: str) -> float:

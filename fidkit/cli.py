@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fidkit import commands
-from fidkit._argtypes import device_string, non_negative_int, positive_int
+from fidkit._argtypes import device_string, non_negative_int, positive_int, resample_count
 from fidkit._streams import StdoutGone, silence_stdout, standard_streams
 from fidkit._ray_address import ray_address_argument
 from fidkit.commands import (
@@ -309,10 +309,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "others",
     )
     metrics.add_argument(
-        "--resamples", type=positive_int, default=200, metavar="N", help="resamples of --ci (default: 200)"
+        "--resamples", type=resample_count, default=200, metavar="N", help="resamples of --ci (default: 200)"
     )
     metrics.add_argument(
-        "--metrics-seed", type=int, default=0, metavar="N",
+        "--metrics-seed", type=non_negative_int, default=0, metavar="N",
         help="the seed of KID's subsets, IS's splits and the intervals (default: 0)",
     )
     compute.set_defaults(func=commands.compute)

@@ -84,5 +84,11 @@ def test_a_statistics_side_serves_the_fid_but_not_kid(tmp_path, capsys, session_
 def test_metric_and_interval_flags_refuse_bad_values(capsys):
     assert main(["compute", "a", "b", "--ci", "1.5"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+    assert main(["compute", "a", "b", "--ci", "--resamples", "1"]) == 2
+    assert "--resamples: expected an integer >= 2" in capsys.readouterr().err
+    assert main(["compute", "a", "b", "--metrics-seed", "-1"]) == 2
+    assert "--metrics-seed: expected an integer >= 0" in capsys.readouterr().err
+    assert main(["compute", "a", "b", "--ci", "1.5"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
     assert main(["compute", "a", "b", "--metrics", "fid,precision"]) == 1
     assert "prdc" in capsys.readouterr().err
