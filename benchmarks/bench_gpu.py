@@ -335,25 +335,30 @@ def step_network(ctx: Context, rec: Recorder) -> None:
             rec.row(f"fidkit torch engine, batch {batch}", f"{rate:,.0f} images/s")
     except ImportError as exc:
         rec.row("torch engine", "not importable", str(exc)[:120])
-    # Every precision other than exact, on the first device that takes it (TensorRT may be missing).
+    # Every precision other than exact, on every engine and device that runs it (TensorRT may be missing): fast on
+    # TensorRT, tf32 on the CUDA provider and the torch engine, bf16 on the torch engine.
+    from fidkit.inception.select import build_feature_extractor
+
+    where = {"fast": [("onnxruntime", "tensorrt")], "tf32": [("onnxruntime", "cuda"), ("torch", "cuda")],
+             "bf16": [("torch", "cuda")]}
     for precision in [p for p in PRECISIONS if p != "exact"]:
-        for device in ("cuda", "tensorrt") if ctx.gpu else ():
+        for engine, device in where.get(precision, []) if ctx.gpu else ():
+            label = f"precision {precision} ({engine}, {device})"
             try:
-                fast = FeatureExtractor(ctx.weights, device=device, precision=precision)
+                fast = build_feature_extractor(ctx.weights, device=device, engine=engine, precision=precision)
             except Exception as exc:  # noqa: BLE001 - a mode that does not start here is a finding, not a stop
-                rec.put(f"precision {precision} on {device}", f"does not start: {exc}")
-                rec.row(f"precision {precision!r} on {device}", "does not start", str(exc)[:150])
+                rec.put(label, f"does not start: {exc}")
+                rec.row(label, "does not start", str(exc)[:150])
                 continue
             rate = _rate(_in_batches(fast, images, fast.batch_size), n_images)
             features = fast(images[: len(reference)])
             deviation = _relative_error(features, reference)
             fid_deviation = abs(_fid(features) - _fid(reference)) / max(abs(_fid(reference)), 1e-30)
-            rec.put(f"precision {precision} on {device}", {"images_per_s": rate, "batch": fast.batch_size,
-                    "feature_deviation": deviation, "fid_deviation": fid_deviation,
-                    "vs_exact": rate / exact_rates.get(fast.batch_size, exact_rates[default])})
-            rec.row(f"precision {precision!r} ({fast.provider}), batch {fast.batch_size}", f"{rate:,.0f} images/s",
+            rec.put(label, {"images_per_s": rate, "batch": fast.batch_size, "feature_deviation": deviation,
+                            "fid_deviation": fid_deviation,
+                            "vs_exact": rate / exact_rates.get(fast.batch_size, exact_rates[default])})
+            rec.row(f"{label}, batch {fast.batch_size}", f"{rate:,.0f} images/s",
                     f"features {deviation:.1e} and FID {fid_deviation:.1e} from exact (relative)")
-            break
     try:
         ceiling = _plain_torch(ctx, rec, batch_sizes, n_images)
     except ImportError as exc:

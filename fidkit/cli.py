@@ -183,8 +183,10 @@ def _network_parent(common: argparse.ArgumentParser, *, full: bool = True) -> ar
         "onnxruntime, or torch where a GPU is asked for that only torch can use",
     )
     group.add_argument(
-        "--precision", default="exact", choices=("exact", "fast"),
-        help="exact = float32 (default); fast = TensorRT FP16, with --device tensorrt (opt-in, not the reference)",
+        "--precision", default="exact", choices=("exact", "fast", "tf32", "bf16"),
+        help="exact = float32 (default, the reference's numbers); opt-in and never the reference: tf32 = TF32 on a "
+        "CUDA GPU (--device cuda), bf16 = bfloat16 autocast (--engine torch), fast = TensorRT FP16 (--device "
+        "tensorrt)",
     )
     group.add_argument(
         "--threads", type=positive_int, default=None, metavar="N",

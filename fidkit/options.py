@@ -56,9 +56,11 @@ class RunOptions:
         ``"cuda:N"``, ``"tensorrt"``, ``"tensorrt:N"``.
     engine : {"auto", "onnxruntime", "torch"}
         What runs the network: the ONNX graph on onnxruntime, or the same network in torch.
-    precision : {"exact", "fast"}
-        ``"exact"``: float32 everywhere (the default, the reference's numbers). ``"fast"``: TensorRT FP16,
-        opt-in, with ``device="tensorrt"``.
+    precision : {"exact", "tf32", "bf16", "fast"}
+        ``"exact"``: float32 everywhere (the default, the reference's numbers). Opt-in, faster, never the reference:
+        ``"tf32"`` (TF32 on a CUDA GPU, ``device="cuda[:N]"``, either engine), ``"bf16"`` (bfloat16 autocast,
+        ``engine="torch"``, CPU or CUDA), ``"fast"`` (TensorRT FP16, ``device="tensorrt"``). Recorded in the
+        metadata and the cache key.
     convention : {"tf", "pytorch-fid", "clean", "torchmetrics"}
         The resize and normalization before the network, as the named tool does them
         (:mod:`fidkit.inception.conventions`, ``docs/compatibility.md``). ``"tf"`` (default): the TensorFlow

@@ -52,7 +52,7 @@ def test_fast_precision_is_accepted_on_tensorrt_with_onnxruntime_only():
     ({"device": "gpu"}, "device must be auto, cpu, cuda"),
     ({"device": "cpu:1"}, "device must be"),
     ({"engine": "tensorflow"}, "engine must be one of auto, onnxruntime, torch, not 'tensorflow'"),
-    ({"precision": "half"}, "precision must be one of exact, fast, not 'half'"),
+    ({"precision": "half"}, "precision must be one of exact, fast, tf32, bf16, not 'half'"),
     ({"precision": "fast", "device": "cuda"}, r"precision='fast' runs on TensorRT \(FP16\): pass device='tensorrt'"),
     ({"precision": "fast", "device": "auto"}, "runs on TensorRT"),
     # The torch engine is named first: changing the device alone would not help.
@@ -142,10 +142,12 @@ class FakeTorch:
 
     made: list[dict] = []
 
-    def __init__(self, weights, *, device, batch_size, convention="tf", dims=2048):
+    def __init__(self, weights, *, device, batch_size, convention="tf", dims=2048, precision="exact"):
         made = dict(weights=weights, device=device, batch_size=batch_size)
         if (convention, dims) != ("tf", 2048):
             made.update(convention=convention, dims=dims)
+        if precision != "exact":
+            made.update(precision=precision)
         type(self).made.append(made)
         self.device = device
 
@@ -281,3 +283,33 @@ def test_no_torch_installed_is_no_gpu_for_torch(monkeypatch):
     monkeypatch.setattr(select, "gpu_driver_present", lambda: True)
     monkeypatch.setitem(sys.modules, "torch", None)  # "import torch" raises ImportError
     assert select._torch_has_cuda() is False
+
+
+@pytest.mark.parametrize(("device", "engine", "precision", "message"), [
+    ("cpu", "auto", "tf32", "GPU arithmetic"),
+    ("auto", "onnxruntime", "tf32", "GPU arithmetic"),
+    ("tensorrt", "auto", "tf32", "GPU arithmetic"),
+    ("cuda", "onnxruntime", "bf16", "engine='torch'"),
+    ("cpu", "auto", "bf16", "engine='torch'"),
+])
+def test_the_fast_precisions_say_where_they_run(device, engine, precision, message):
+    with pytest.raises(InputError, match=message):
+        select.check_options(options(device=device, engine=engine, precision=precision))
+
+
+@pytest.mark.parametrize(("device", "engine", "precision"), [
+    ("cuda", "onnxruntime", "tf32"), ("cuda:1", "torch", "tf32"), ("cpu", "torch", "bf16"), ("cuda", "torch", "bf16"),
+])
+def test_tf32_and_bf16_are_accepted_where_they_run_and_named_in_the_identity(
+    weights_file, fidkit_home, device, engine, precision
+):
+    select.check_options(options(device=device, engine=engine, precision=precision))
+    identity = select.identity_for_options(options(weights=weights_file, device=device, engine=engine,
+                                                   precision=precision))
+    assert identity["precision"] == precision
+
+
+def test_the_torch_engine_is_built_with_the_asked_precision(engines):
+    _, torch_made = engines(provider="CUDAExecutionProvider", torch_cuda=True)
+    select.build_for_options(options(weights="w.pth", device="cuda", engine="torch", precision="bf16"))
+    assert torch_made.made[-1]["precision"] == "bf16"

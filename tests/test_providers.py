@@ -198,3 +198,11 @@ def test_explicit_tensorrt_that_cannot_start_prints_no_onnxruntime_banner(
     assert ("Please install TensorRT libraries" in str(caught.value)) == tensorrt_loads
     out, err = capfd.readouterr()
     assert "EP Error" not in out + err and "Falling back" not in out + err
+
+
+def test_tf32_is_on_in_the_cuda_provider_only_when_asked_by_name():
+    from fidkit.inception.providers import Device, provider_entries
+
+    options = {precision: provider_entries(Device("cuda", 0), precision=precision, tensorrt_cache=None)[0][1]
+               for precision in ("exact", "tf32")}
+    assert options["exact"]["use_tf32"] == "0" and options["tf32"]["use_tf32"] == "1"

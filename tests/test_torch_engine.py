@@ -390,3 +390,18 @@ def test_resize_tables_of_many_image_sizes_stay_bounded(random_weights_path, mon
     for side in (9, 10, 11, 10):
         extractor(np.zeros((1, side, side, 3), dtype=np.uint8))
     assert list(extractor._tables) == [(11, 11), (10, 10)]  # the least recently used size went first
+
+
+def test_bf16_runs_on_the_cpu_near_the_exact_features_and_says_so(random_weights_path) -> None:
+    # The fast mode anyone can run: bfloat16 autocast, outputs float32, the preprocessing untouched.
+    from fidkit.inception.torch_engine import TorchFeatureExtractor
+
+    images = np.random.default_rng(21).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    exact = TorchFeatureExtractor(random_weights_path, device="cpu")
+    fast = TorchFeatureExtractor(random_weights_path, device="cpu", precision="bf16")
+    got, want = fast(images), exact(images)
+    assert got.dtype == np.float32 and fast.metadata()["precision"] == "bf16"
+    deviation = float(np.abs(got - want).max() / np.abs(want).max())
+    assert 1e-5 < deviation < 0.1  # bfloat16's 8-bit mantissa: clearly not exact, still the same features
+    with pytest.raises(InputError, match="GPU arithmetic"):
+        TorchFeatureExtractor(random_weights_path, device="cpu", precision="tf32")

@@ -41,9 +41,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: ``"exact"``: float32 everywhere (the default). ``"fast"``: TensorRT with FP16 kernels allowed (opt-in; its
-#: deviation from the exact features is measured by ``benchmarks/bench_gpu.py``).
-PRECISIONS = ("exact", "fast")
+#: ``"exact"``: float32 everywhere (the default). The others trade exactness for speed, opt-in, never the
+#: reference's numbers, recorded in the metadata and the cache key (their deviation from the exact features is
+#: measured by ``benchmarks/bench_gpu.py``): ``"fast"``: TensorRT with FP16 kernels allowed; ``"tf32"``: on a CUDA
+#: GPU, convolutions and products with TF32's 10-bit mantissa (onnxruntime's CUDA provider or the torch engine, no
+#: TensorRT needed); ``"bf16"``: the torch engine under bfloat16 autocast (CPU or CUDA).
+PRECISIONS = ("exact", "fast", "tf32", "bf16")
 
 def provider_entries(device: Device, *, precision: str, tensorrt_cache: Path | None) -> list[Any]:
     """onnxruntime provider entries (with options) for `device`, the CPU last as the fallback for nodes."""
@@ -53,8 +56,9 @@ def provider_entries(device: Device, *, precision: str, tensorrt_cache: Path | N
         "CUDAExecutionProvider",
         {
             "device_id": str(device.index),
-            # onnxruntime's CUDA provider computes convolutions in TF32 unless told not to; FID is float32.
-            "use_tf32": "0",
+            # onnxruntime's CUDA provider computes convolutions in TF32 unless told not to; FID is float32, unless
+            # TF32 was asked for by name.
+            "use_tf32": "1" if precision == "tf32" else "0",
             # One plan search per shape; batches are padded to one shape on the GPU, so it is paid once.
             "cudnn_conv_algo_search": "EXHAUSTIVE",
             "do_copy_in_default_stream": "1",

@@ -194,9 +194,10 @@ class FeatureExtractor:
         Intra-op threads; by default the cores this process may use.
     download_progress : bool
         Progress bar on stderr if the weights have to be downloaded.
-    precision : {"exact", "fast"}
+    precision : {"exact", "fast", "tf32"}
         ``"exact"`` (default): float32 everywhere, TF32 off. ``"fast"``: TensorRT with FP16 kernels
-        allowed; needs ``device="tensorrt"``; never the default.
+        allowed; needs ``device="tensorrt"``. ``"tf32"``: the CUDA provider with TF32 on; needs
+        ``device="cuda[:N]"``. Never the default.
     convention : str
         The preprocessing before the network (:mod:`fidkit.inception.conventions`): ``"tf"`` (default, the
         TensorFlow reference), ``"pytorch-fid"``, ``"clean"``, ``"torchmetrics"``.
@@ -239,6 +240,10 @@ class FeatureExtractor:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if precision == "fast" and parsed.kind != "tensorrt":
             raise InputError("precision='fast' runs on TensorRT (FP16): pass device='tensorrt' (or --device tensorrt)")
+        if precision == "tf32" and parsed.kind != "cuda":
+            raise InputError("precision='tf32' runs on the CUDA provider: pass device='cuda' (or --device cuda)")
+        if precision == "bf16":
+            raise InputError("precision='bf16' runs on the torch engine: pass engine='torch' (or --engine torch)")
         if batch_size is not None:
             batch_size = check_batch_size(batch_size)
         if threads is not None and int(threads) < 1:

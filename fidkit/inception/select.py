@@ -68,6 +68,15 @@ def check_options(options: Any) -> dict[str, str]:
             "cluster='ray' runs the onnxruntime network in exact float32 on CPU or CUDA actors: drop engine='torch', "
             "precision='fast' and device='tensorrt' (--engine, --precision, --device), or use cluster='local'"
         )
+    if options.precision == "tf32" and device.kind != "cuda":
+        raise InputError(
+            f"precision='tf32' is a GPU arithmetic (TF32 tensor cores): pass device='cuda' (--device cuda), not "
+            f"{str(device)!r}; on the CPU the features are float32 (precision='exact')"
+        )
+    if options.precision == "bf16" and engine != "torch":
+        raise InputError(
+            "precision='bf16' runs the network in torch under bfloat16 autocast: pass engine='torch' (--engine torch)"
+        )
     if options.precision == "fast":
         if engine == "torch":
             raise InputError(
@@ -149,9 +158,9 @@ def build_feature_extractor(
     parsed = parse_device(device)
     network = {"convention": convention, "dims": dims}
     if engine == "torch":
-        if precision != "exact":
-            raise InputError("precision='fast' is onnxruntime's TensorRT mode; the torch engine computes in float32")
-        return _torch_extractor(weights, device, batch_size, **network)
+        if precision == "fast":
+            raise InputError("precision='fast' is onnxruntime's TensorRT mode; the torch engine has exact, tf32, bf16")
+        return _torch_extractor(weights, device, batch_size, precision=precision, **network)
     if engine == "onnxruntime":
         return FeatureExtractor(
             weights, device=device, batch_size=batch_size, precision=precision, threads=threads, **network
@@ -167,13 +176,13 @@ def build_feature_extractor(
             "onnxruntime cannot run on %s here (%s); running the same network with torch on %s instead "
             "(engine 'torch', recorded in the statistics)", device, exc, device,
         )
-        return _torch_extractor(weights, device, batch_size, **network)
+        return _torch_extractor(weights, device, batch_size, precision=precision, **network)
     if parsed.kind == "auto" and extractor.provider == "CPUExecutionProvider" and _torch_has_cuda():
         logger.warning(
             "onnxruntime cannot use the GPU here (it runs on the CPU); running the same network with torch on "
             "the GPU instead (engine 'torch', recorded in the statistics); pass --engine onnxruntime to keep the CPU"
         )
-        return _torch_extractor(weights, "cuda", batch_size, **network)
+        return _torch_extractor(weights, "cuda", batch_size, precision=precision, **network)
     return extractor
 
 

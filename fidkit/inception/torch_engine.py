@@ -33,6 +33,7 @@ Importing this module imports neither torch nor onnxruntime; torch is imported w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -126,11 +127,12 @@ def _provider_name(device: torch.device) -> str:
 
 
 @contextmanager
-def _tf32_off(torch: Any) -> Iterator[None]:
-    """float32 convolutions and matmuls in full float32 on CUDA for the duration; the flags are restored."""
+def _tf32_off(torch: Any, allowed: bool = False) -> Iterator[None]:
+    """float32 convolutions and matmuls in full float32 on CUDA for the duration (TF32 on instead when `allowed`,
+    for ``precision="tf32"``); the flags are restored."""
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
     try:
         yield
     finally:
@@ -252,8 +254,11 @@ class TorchFeatureExtractor:
         download_progress: bool = True,
         convention: str = DEFAULT_CONVENTION,
         dims: int = FEATURE_DIM,
+        precision: str = "exact",
     ) -> None:
         device = _check_device_string(device)
+        if precision not in ("exact", "tf32", "bf16"):
+            raise InputError(f"the torch engine computes with precision exact, tf32 or bf16, not {precision!r}")
         self._convention = convention_named(convention)
         dims = check_dims(dims)
         if batch_size is not None:
@@ -271,8 +276,11 @@ class TorchFeatureExtractor:
         self.weights_path: Path = resolved.path
         self.weights_sha256: str = resolved.sha256
         self.graph_sha256: str = ""
-        #: Always "exact": float32 with TF32 off (there is no fast mode in the torch engine).
-        self.precision: str = "exact"
+        #: "exact": float32 with TF32 off; "tf32": TF32 on (CUDA only); "bf16": the network under bfloat16 autocast
+        #: (the preprocessing stays float32, the outputs are returned as float32).
+        self.precision: str = precision
+        if precision == "tf32" and self._device.type != "cuda":
+            raise InputError("precision='tf32' is a GPU arithmetic: pass device='cuda'")
         self.feature_dim: int = dims
         self.convention: str = self._convention.name
         self.resize_mode: str = self._convention.resize_mode
@@ -360,16 +368,22 @@ class TorchFeatureExtractor:
         while len(self._tables) > _MAX_TABLES:
             self._tables.pop(next(iter(self._tables)))
         hosts = {name: torch.from_numpy(array) for name, array in results.items()}
-        with torch.inference_mode(), _tf32_off(torch):
+        autocast = (
+            torch.autocast(device_type=self._device.type, dtype=torch.bfloat16)
+            if self.precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), _tf32_off(torch, allowed=self.precision == "tf32"):
             for start in range(0, n_images, self.batch_size):
                 stop = min(start + self.batch_size, n_images)
                 chunk = batch[start:stop].to(self._device)
                 nchw = _normalized_nchw(chunk, self._convention, tables)
                 if not self._channels_last:
                     nchw = nchw.contiguous()
-                computed = self._model.outputs(nchw, set(network_names.values()))
+                with autocast:
+                    computed = self._model.outputs(nchw, set(network_names.values()))
                 for name, output in network_names.items():
-                    hosts[name][start:stop].copy_(computed[output])
+                    hosts[name][start:stop].copy_(computed[output].float())
         return results
 
     def metadata(self) -> dict[str, str]:
