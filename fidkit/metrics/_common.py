@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,6 +26,8 @@ __all__ = [
     "check_positive_int",
     "check_level",
     "check_pair",
+    "check_resampling",
+    "float_metric",
     "make_rng",
     "choice_without_replacement",
     "permutation",
@@ -68,6 +70,32 @@ def check_level(level: Any) -> float:
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0.0 < float(level) < 1.0:
         raise InputError(f"level must be a confidence level strictly between 0 and 1 (e.g. 0.95), got {level!r}")
     return float(level)
+
+
+def check_resampling(n_resamples: Any, level: Any, seed: Any) -> tuple[int, float, int]:
+    """The arguments every interval takes: resamples (>= 2), a level in (0, 1), a seed."""
+    return check_positive_int(n_resamples, "n_resamples", minimum=2), check_level(level), check_seed(seed)
+
+
+def float_metric(metric: Any) -> Callable[[np.ndarray, np.ndarray], float]:
+    """`metric(a, b)` as a function returning a float: what the interval methods evaluate on each replicate.
+
+    Raises
+    ------
+    InputError
+        `metric` is not callable (now), or returns something ``float()`` refuses (when called).
+    """
+    if not callable(metric):
+        raise InputError(f"metric must be a callable metric(a, b), got {type(metric).__name__}")
+
+    def evaluate(a: np.ndarray, b: np.ndarray) -> float:
+        outcome = metric(a, b)
+        try:
+            return float(outcome)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"metric returned {type(outcome).__name__}, which float() refuses ({exc})") from exc
+
+    return evaluate
 
 
 def check_pair(features_a: Any, features_b: Any, names: tuple[str, str] = ("features_a", "features_b")):

@@ -46,7 +46,7 @@ import numpy as np
 
 from fidkit.errors import InputError
 from fidkit.frechet import fid_from_arrays, fid_from_stats
-from fidkit.metrics._common import check_level, check_pair, check_positive_int, check_seed, plain_dict
+from fidkit.metrics._common import check_pair, check_positive_int, check_resampling, check_seed, float_metric, plain_dict
 from fidkit.metrics._fid_resample import GRAM_DTYPES, Resampler, torch_cuda_if_imported
 from fidkit.stats import Stats
 
@@ -178,10 +178,6 @@ def _summarise(
     )
 
 
-def _check_resampling(n_resamples: Any, level: Any, seed: Any) -> tuple[int, float, int]:
-    return check_positive_int(n_resamples, "n_resamples", minimum=2), check_level(level), check_seed(seed)
-
-
 def bootstrap(
     features_a: Any,
     features_b: Any,
@@ -219,17 +215,9 @@ def bootstrap(
         Invalid features or arguments, or a metric that returns something ``float()`` refuses.
     """
     array_a, array_b = check_pair(features_a, features_b)
-    n_resamples, level, seed = _check_resampling(n_resamples, level, seed)
-    if not callable(metric):
-        raise InputError(f"metric must be a callable metric(a, b), got {type(metric).__name__}")
+    n_resamples, level, seed = check_resampling(n_resamples, level, seed)
+    evaluate = float_metric(metric)
     n_a, n_b = array_a.shape[0], array_b.shape[0]
-
-    def evaluate(a: np.ndarray, b: np.ndarray) -> float:
-        outcome = metric(a, b)
-        try:
-            return float(outcome)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"metric returned {type(outcome).__name__}, which float() refuses ({exc})") from exc
 
     value = evaluate(array_a, array_b)
     rng = np.random.default_rng(seed)
@@ -315,7 +303,7 @@ def bootstrap_fid(
     50,000 + 10,000 x 2048.
     """
     array_a, array_b = check_pair(features_a, features_b)
-    n_resamples, level, seed = _check_resampling(n_resamples, level, seed)
+    n_resamples, level, seed = check_resampling(n_resamples, level, seed)
     if not isinstance(dtype, str) or dtype not in GRAM_DTYPES:
         raise InputError(f"dtype={dtype!r} is not one of {', '.join(repr(d) for d in GRAM_DTYPES)}")
     n_a, n_b = array_a.shape[0], array_b.shape[0]

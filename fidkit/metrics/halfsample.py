@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from fidkit.errors import InputError
-from fidkit.metrics._common import check_level, check_pair, check_positive_int, check_seed, plain_dict
+from fidkit.metrics._common import check_pair, check_resampling, float_metric, plain_dict
 
 __all__ = ["HalfSampleResult", "half_sample", "half_sample_draws", "summarise_half_samples"]
 
@@ -175,17 +175,8 @@ def half_sample(
         Invalid features or arguments, or a metric that returns something ``float()`` refuses.
     """
     array_a, array_b = check_pair(features_a, features_b)
-    n_resamples = check_positive_int(n_resamples, "n_resamples", minimum=2)
-    level, seed = check_level(level), check_seed(seed)
-    if not callable(metric):
-        raise InputError(f"metric must be a callable metric(a, b), got {type(metric).__name__}")
-
-    def evaluate(a: np.ndarray, b: np.ndarray) -> float:
-        outcome = metric(a, b)
-        try:
-            return float(outcome)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"metric returned {type(outcome).__name__}, which float() refuses ({exc})") from exc
+    n_resamples, level, seed = check_resampling(n_resamples, level, seed)
+    evaluate = float_metric(metric)
 
     n_a, n_b = array_a.shape[0], array_b.shape[0]
     draws = half_sample_draws(n_a, n_b, n_resamples, seed)
