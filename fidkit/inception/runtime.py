@@ -425,8 +425,9 @@ class FeatureExtractor:
     def outputs(self, images: Any, names: tuple[str, ...] = ("features",)) -> dict[str, NDArray[np.float32]]:
         """Several outputs of one forward pass: ``"features"``, ``"logits"`` (1008, the classifier without its
         bias) and ``"spatial"`` (2023, sFID's), each float32 ``(B, width)``; `images` as for :meth:`__call__`."""
-        graph_names = {name: GRAPH_OUTPUTS[output] for name, output in extractor_outputs(names, self.feature_dim).items()}
-        widths = {name: OUTPUT_DIMS[output] for name, output in extractor_outputs(names, self.feature_dim).items()}
+        network_names = extractor_outputs(names, self.feature_dim)
+        graph_names = {name: GRAPH_OUTPUTS[output] for name, output in network_names.items()}
+        widths = {name: OUTPUT_DIMS[output] for name, output in network_names.items()}
         if self._on_gpu and is_torch_tensor(images) and images.is_cuda:
             tensor = as_image_tensor(images, "images")
             n_images, height, width = (int(d) for d in tensor.shape[:3])
