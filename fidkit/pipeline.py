@@ -45,7 +45,6 @@ __all__ = [
     "look_up",
     "store",
     "side_result",
-    "side_statistics",
     "describe",
 ]
 
@@ -366,12 +365,6 @@ def _from_cache(
     logger.info("%s: read from the cache (N = %s)", source.name, stats.n)
     report = describe(stats, name=source.name, kind=source.kind, cached=True, total_seconds=time.perf_counter() - started)
     return SideResult(stats, report, features if kept else None)
-
-
-def side_statistics(opened: Stats | Features | Source, lazy: LazyExtractor, options: RunOptions) -> tuple[Stats, SideReport]:
-    """:func:`side_result` without features: ``(statistics, report)``."""
-    result = side_result(opened, lazy, options)
-    return result.stats, result.report
 
 
 # --------------------------------------------------------------------------------------------- step 4: store

@@ -141,7 +141,7 @@ def _actor_options(options: Any, given: Any) -> tuple[Any, str, bool]:
 
 @dataclass(frozen=True)
 class RayRun:
-    """The merged outcome of a Ray job: what :func:`fidkit.pipeline.side_statistics` records.
+    """The merged outcome of a Ray job: what :func:`fidkit.pipeline.side_result` records.
 
     Attributes
     ----------
