@@ -52,6 +52,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fidkit.inception.conventions import CONVENTIONS  # noqa: E402
+from peer_tools import require, torch_fidelity_module, torchvision_works  # noqa: E402
 
 #: Square up (CIFAR), square down, and non-square with one side up and the other down.
 SIZES = [(32, 32), (256, 256), (61, 400)]
@@ -113,32 +114,6 @@ def _sets(features: dict[tuple[int, int], np.ndarray]) -> tuple[np.ndarray, np.n
 # ------------------------------------------------------------------------------------------------
 
 
-def _require(package: str) -> None:
-    if importlib.util.find_spec(package) is None:
-        pytest.skip(f"{package} is not installed")
-
-
-def _torchvision_works() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # absent, or a build for another torch (its C ops fail to register)
-        return False
-    return True
-
-
-def _torch_fidelity_module(name: str):
-    """Import `name` from torch_fidelity without its package ``__init__`` when torchvision does not import (the
-    ``__init__`` pulls in its CLIP, VGG and DINOv2 extractors, which need torchvision)."""
-    _require("torch_fidelity")
-    if "torch_fidelity" not in sys.modules and not _torchvision_works():
-        spec = importlib.util.find_spec("torch_fidelity")
-        package = types.ModuleType("torch_fidelity")
-        package.__path__ = list(spec.submodule_search_locations)
-        package.__spec__ = spec
-        sys.modules["torch_fidelity"] = package
-    return importlib.import_module(name)
-
-
 class _ToTensor:
     """torchvision 0.28 ``transforms.ToTensor`` for the two inputs the tools give it here."""
 
@@ -155,7 +130,7 @@ class _ToTensor:
 
 def _stand_in_torchvision() -> dict[str, types.ModuleType]:
     """The parts of torchvision that pytorch-fid and clean-fid touch, from torch-fidelity's copies of its blocks."""
-    blocks = _torch_fidelity_module("torch_fidelity.feature_extractor_inceptionv3")
+    blocks = torch_fidelity_module("torch_fidelity.feature_extractor_inceptionv3")
 
     def inception_v3(*, num_classes=1000, aux_logits=True, init_weights=None, weights=None):
         """torchvision's ``Inception3`` layers (what pytorch-fid keeps of it), without its auxiliary classifier."""
@@ -205,7 +180,7 @@ def _stand_in_torchvision() -> dict[str, types.ModuleType]:
 def _tool_imports():
     """Fresh imports of pytorch_fid and cleanfid against the stand-in; sys.modules is restored afterwards (the
     imported modules keep their references to the stand-in)."""
-    if _torchvision_works():
+    if torchvision_works():
         yield
         return
     families = ("torchvision", "pytorch_fid", "cleanfid")
@@ -301,7 +276,7 @@ def _fidkit_fid(fidkit_extractors, name: str, engine: str, dims: int = 2048):
 @pytest.fixture(scope="module")
 def pytorch_fid(state_dict, tmp_path_factory):
     """pytorch-fid's activations of IMAGES at every block (by --dims), and its distance of the two sets."""
-    _require("pytorch_fid")
+    require("pytorch_fid")
     from PIL import Image
 
     with _tool_imports():
@@ -413,7 +388,7 @@ def test_graph_dims_means_are_float32_accurate(state_dict, fidkit_features, dims
 @pytest.fixture(scope="module")
 def clean_fid(state_dict):
     """clean-fid's resize and normalization into fidkit's torch network (eager), and clean-fid's distance."""
-    _require("cleanfid")
+    require("cleanfid")
     from fidkit.inception.network import build_network
 
     with _tool_imports():
@@ -474,8 +449,8 @@ def _torchmetrics_run(torch_weights_file: Path, *, antialias: bool):
     """torchmetrics' FrechetInceptionDistance on our weights, updated with the two sets (noise images as real,
     smooth as fake): the features of IMAGES as its network gave them (a forward hook), and ``distance()``, its
     ``compute()`` (once)."""
-    _require("torchmetrics")
-    fid_module = _torch_fidelity_module("torchmetrics.image.fid")
+    require("torchmetrics")
+    fid_module = torch_fidelity_module("torchmetrics.image.fid")
     metric = fid_module.FrechetInceptionDistance(
         feature=2048, feature_extractor_weights_path=str(torch_weights_file), antialias=antialias
     )
@@ -494,8 +469,8 @@ def _torchmetrics_run(torch_weights_file: Path, *, antialias: bool):
 def torchmetrics_default(torch_weights_file):
     import inspect
 
-    _torch_fidelity_module("torch_fidelity.feature_extractor_inceptionv3")
-    fid_module = _torch_fidelity_module("torchmetrics.image.fid")
+    torch_fidelity_module("torch_fidelity.feature_extractor_inceptionv3")
+    fid_module = torch_fidelity_module("torchmetrics.image.fid")
     defaults = inspect.signature(fid_module.FrechetInceptionDistance.__init__).parameters
     assert defaults["antialias"].default is True and defaults["normalize"].default is False
     return _torchmetrics_run(torch_weights_file, antialias=True)
@@ -520,7 +495,7 @@ def test_torchmetrics_distance(torchmetrics_default, fidkit_extractors, engine: 
 @pytest.fixture(scope="module")
 def torch_fidelity(torch_weights_file):
     """torch-fidelity's default feature extractor on our weights: {size: features of IMAGES[size]}."""
-    module = _torch_fidelity_module("torch_fidelity.feature_extractor_inceptionv3")
+    module = torch_fidelity_module("torch_fidelity.feature_extractor_inceptionv3")
     network = module.FeatureExtractorInceptionV3(
         "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(torch_weights_file)
     )
@@ -546,7 +521,7 @@ def tf_distances(torch_fidelity, torch_weights_file):
     for size in SIZES:  # the same network and resize as torch-fidelity's: the same features
         assert _relative(legacy.features[size], torch_fidelity[size]) <= FEATURE_TOLERANCE
     distances = {"torchmetrics(antialias=False)": legacy.distance()}
-    if _torchvision_works():
+    if torchvision_works():
         metric_fid = importlib.import_module("torch_fidelity.metric_fid")
         stats = [metric_fid.fid_features_to_statistics(torch.from_numpy(rows)) for rows in _sets(torch_fidelity)]
         distances["torch-fidelity"] = metric_fid.fid_statistics_to_metric(*stats, verbose=False)[

@@ -37,6 +37,7 @@ from fidkit.inception.conventions import (
     preprocess_with_matrices,
 )
 from fidkit.testing import tf_resize_bilinear_numpy
+from peer_tools import require, torch_fidelity_module, torchvision_works
 
 torch = pytest.importorskip("torch")
 
@@ -70,22 +71,9 @@ def _first_layer(x):
     raise _Captured(x.detach().clone())
 
 
-def _require(package: str) -> None:
-    if importlib.util.find_spec(package) is None:
-        pytest.skip(f"{package} is not installed")
-
-
-def _torchvision_works() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # absent, or a build for another torch (its C ops fail to register)
-        return False
-    return True
-
-
 def _pytorch_fid_inception():
-    _require("pytorch_fid")
-    if "pytorch_fid.inception" in sys.modules or _torchvision_works():
+    require("pytorch_fid")
+    if "pytorch_fid.inception" in sys.modules or torchvision_works():
         return importlib.import_module("pytorch_fid.inception")
     saved = {name: sys.modules.pop(name) for name in list(sys.modules) if name.split(".")[0] == "torchvision"}
     # The stand-in holds only what pytorch_fid/inception.py touches at import: the three torchvision
@@ -101,22 +89,9 @@ def _pytorch_fid_inception():
         sys.modules.update(saved)
 
 
-def _torch_fidelity_module(name: str):
-    """Import `name`, which needs torch_fidelity's submodules (not its package __init__, which imports
-    torchvision for other extractors)."""
-    _require("torch_fidelity")
-    if "torch_fidelity" not in sys.modules and not _torchvision_works():
-        spec = importlib.util.find_spec("torch_fidelity")
-        package = types.ModuleType("torch_fidelity")
-        package.__path__ = list(spec.submodule_search_locations)
-        package.__spec__ = spec
-        sys.modules["torch_fidelity"] = package
-    return importlib.import_module(name)
-
-
 def _to_tensor(image: np.ndarray):
     """pytorch-fid's transform: torchvision ``ToTensor`` on the decoded PIL image."""
-    if _torchvision_works():
+    if torchvision_works():
         import torchvision.transforms as TF
         from PIL import Image
 
@@ -138,7 +113,7 @@ def _pytorch_fid(images: np.ndarray) -> np.ndarray:
 
 
 def _clean(images: np.ndarray) -> np.ndarray:
-    _require("cleanfid")
+    require("cleanfid")
     from cleanfid.inception_torchscript import InceptionV3W
     from cleanfid.resize import build_resizer
 
@@ -159,8 +134,8 @@ def _clean(images: np.ndarray) -> np.ndarray:
 
 
 def _torchmetrics(images: np.ndarray, *, antialias: bool = True) -> np.ndarray:
-    _require("torchmetrics")
-    fid = _torch_fidelity_module("torchmetrics.image.fid")
+    require("torchmetrics")
+    fid = torch_fidelity_module("torchmetrics.image.fid")
     defaults = inspect.signature(fid.FrechetInceptionDistance.__init__).parameters
     assert defaults["antialias"].default is True and defaults["normalize"].default is False
     network = SimpleNamespace(
@@ -176,7 +151,7 @@ def _torchmetrics(images: np.ndarray, *, antialias: bool = True) -> np.ndarray:
 
 
 def _torch_fidelity(images: np.ndarray) -> np.ndarray:
-    module = _torch_fidelity_module("torch_fidelity.feature_extractor_inceptionv3")
+    module = torch_fidelity_module("torch_fidelity.feature_extractor_inceptionv3")
     network = SimpleNamespace(
         features_list=["2048"],
         feature_extractor_internal_dtype=module.text_to_dtype(None, "float32"),  # its __init__'s default
