@@ -207,8 +207,8 @@ def compute_fid(
         Turn the error for sides recorded under different conventions (``convention``, the resize and
         normalization: docs/compatibility.md) into a warning.
     metrics : str or sequence of str
-        What to compute besides the FID (which the table always holds): ``"kid"``, ``"is"``, ``"sfid"``, ``"prdc"``, or ``"all"``
-        (:func:`fidkit.metrics.parse_metrics`; default: the FID alone). Each side keeps only what the asked
+        What to compute besides the FID (which the table always holds): ``"kid"``, ``"is"``, ``"sfid"``,
+        ``"prdc"``, or ``"all"`` (:func:`fidkit.metrics.parse_metrics`; default: the FID alone). Each side keeps only what the asked
         metrics need (feature rows, logits, spatial features: :func:`fidkit.metrics.outputs_needed`), from the
         same forward pass; the result is ``report.metrics``, a :class:`fidkit.metrics.MetricTable`.
     ci : IntervalSpec, optional
@@ -246,9 +246,13 @@ def compute_fid(
     """
     started = time.perf_counter()
     resolved, lazy = _prepare(options, extractor, overrides)
-    from fidkit.metrics.table import table_request
+    asked = None
+    if ci is not None or metrics not in ("fid", ("fid",)):
+        # The metrics package (numpy, scipy.linalg.blas, every metric) is loaded only for a table: the FID alone,
+        # a cached run's case, would pay about 60 ms of imports for nothing.
+        from fidkit.metrics.table import table_request
 
-    asked, ci = table_request(metrics, ci)
+        asked, ci = table_request(metrics, ci)
     # Both inputs are opened (and checked) before either side spends network time.
     opened_a = open_input(a, resolved)
     opened_b = open_input(b, resolved)

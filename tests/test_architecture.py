@@ -141,6 +141,8 @@ def test_a_cached_compute_builds_nothing_and_imports_neither_torch_nor_onnxrunti
     second = _modules_loaded(run, tmp_path)
     assert "torch" not in second["heavy"] and "onnxruntime" not in second["heavy"], second
     assert not list((home / "onnx").glob("*.onnx"))
+    # The FID alone loads no metric beyond it (the table's package costs about 60 ms of imports).
+    assert not [name for name in second["fidkit"] if name.startswith("fidkit.metrics")], second["fidkit"]
 
 
 def test_recipe_new_source_kind(fidkit_home, extractor):
