@@ -17,7 +17,8 @@ Inception weights cannot be downloaded here, and the costs depend only on the si
   (``manifold_metrics``); the ``prdc`` package at a quarter of the size (it forms full matrices with scikit-learn);
 * peak memory (``VmHWM`` of a child process) of ``precision_recall`` at ``--memory-n`` per side, against the
   child's resident memory after building the features;
-* bootstrap of FID at ``--bootstrap-n`` rows x dim: seconds per resample of ``bootstrap_fid`` with float32 Grams
+* bootstrap of FID at ``--bootstrap-n`` rows x dim: seconds per resample of ``bootstrap_fid`` as it runs them
+  (``workers`` resamples at a time in threads) against one at a time with BLAS's own threads; with float32 Grams
   (split into Grams and distance) and with float64, of the previous implementation, and of resampling the rows
   and calling ``fid_from_arrays``, all on the same ``--resamples`` draws; how far the float32 values are from
   the float64 ones; FID_infinity (15 points) at the same sizes (``--skip fid_infinity`` leaves it out). On a
@@ -290,7 +291,9 @@ def previous_fid(side_a, side_b, counts_a: np.ndarray, counts_b: np.ndarray) -> 
     return frechet_distance(mu_a, sigma_a, mu_b, sigma_b).value * side_a.scale**2
 
 
-def bench_bootstrap(n_a: int, n_b: int, dim: int, resamples: int, with_infinity: bool = True) -> list[list[str]]:
+def bench_bootstrap(
+    n_a: int, n_b: int, dim: int, resamples: int, threaded_resamples: int, with_infinity: bool = True
+) -> list[list[str]]:
     """Seconds per resample of each way on the same counts (alternated, so that other load hits all alike), the
     split of the float32 way into its Grams and its distance, and how far the float32 values are from float64."""
     a, b = pool3_like(8, n_a, dim, shift=0.02), pool3_like(9, n_b, dim)
@@ -317,6 +320,18 @@ def bench_bootstrap(n_a: int, n_b: int, dim: int, resamples: int, with_infinity:
         values["previous"].append(value)
         seconds["previous"].append(took)
     _, generic = timed(lambda: fid_from_arrays(a[rng.integers(0, n_a, n_a)], b[rng.integers(0, n_b, n_b)]))
+    # Many draws at once, as bootstrap_fid runs them: one at a time with BLAS's own threads, against the default,
+    # as many at a time as BLAS has threads, each single-threaded (enough draws that the first one, which runs
+    # alone, and the last round's idle workers weigh little).
+    workers = fidkit_resample.blas_threads()
+    draws = [
+        (np.bincount(rng.integers(0, n_a, n_a), minlength=n_a), np.bincount(rng.integers(0, n_b, n_b), minlength=n_b))
+        for _ in range(threaded_resamples)
+    ]
+    in_order, one_at_a_time = timed(fast.fids, draws, 1, pause=0.5)
+    in_threads, concurrent = timed(fast.fids, draws, workers, pause=0.5)
+    if in_order != in_threads and np.max(np.abs(np.array(in_order) / np.array(in_threads) - 1.0)) > 1e-12:
+        raise AssertionError("the resampled values depend on the number of workers")
 
     def mean(key: str) -> Seconds:
         return Seconds(float(np.mean(seconds[key])), float(np.mean([value.cpu for value in seconds[key]])))
@@ -325,10 +340,19 @@ def bench_bootstrap(n_a: int, n_b: int, dim: int, resamples: int, with_infinity:
     traces = float(point.trace_a + point.trace_b)
     relative = np.max(np.abs(float32 / float64 - 1.0))
     absolute = np.max(np.abs(float32 - float64)) / traces
+    per_resample = [
+        Seconds(float(took) / threaded_resamples, took.cpu / threaded_resamples) for took in (one_at_a_time, concurrent)
+    ]
     rows = [
-        ["bootstrap_fid, float32 Grams (default)", f"{mean('float32'):.2f}", f"routes: {fast.routes}"],
+        [
+            f"bootstrap_fid, {threaded_resamples} resamples, {workers} at a time in threads (default, workers={workers})",
+            f"{per_resample[1]:.2f}",
+            f"{float(one_at_a_time) / float(concurrent):.2f}x the next line, wall",
+        ],
+        ["  the same, one at a time with BLAS's own threads (workers=1)", f"{per_resample[0]:.2f}", ""],
+        ["bootstrap_fid, float32 Grams, one resample at a time", f"{mean('float32'):.2f}", f"routes: {fast.routes}"],
         ["  its two weighted Grams (float32 syrk, float64 sums)", f"{mean('grams'):.2f}", "both sides"],
-        ["  its distance (potrf x2, trmm, syrk, eigh without vectors)", f"{mean('distance'):.2f}", ""],
+        ["  its distance (potrf x2, sygst, syevd without vectors)", f"{mean('distance'):.2f}", ""],
         ["bootstrap_fid, dtype='float64'", f"{mean('float64'):.2f}", f"routes: {exact.routes}"],
         ["previous bootstrap_fid (float64 Gram + frechet_distance)", f"{mean('previous'):.2f}", ""],
         ["resample the rows + fid_from_arrays (bootstrap)", f"{generic:.2f}", "1 resample"],
@@ -366,7 +390,10 @@ def main() -> None:
     parser.add_argument("--memory-n", type=int, default=20000, help="rows per side for the memory run (0: skip)")
     parser.add_argument("--budget-mib", type=int, default=512, help="memory_budget of the memory run")
     parser.add_argument("--bootstrap-n", type=int, nargs=2, default=[50000, 10000], help="rows of the two sides")
-    parser.add_argument("--resamples", type=int, default=3, help="bootstrap resamples to time")
+    parser.add_argument("--resamples", type=int, default=3, help="bootstrap resamples to time each way on")
+    parser.add_argument(
+        "--threaded-resamples", type=int, default=16, help="resamples for bootstrap_fid's threads vs one at a time"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["kid", "is", "prc", "memory", "bootstrap", "fid_infinity"])
     args = parser.parse_args()
 
@@ -397,7 +424,10 @@ def main() -> None:
         n_a, n_b = args.bootstrap_n
         threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
         print(f"\n## Bootstrap of FID, {n_a:,} + {n_b:,} x {args.dim} (OPENBLAS_NUM_THREADS={threads})\n")
-        print(table(["way", "seconds per resample, wall (CPU)", "note"], bench_bootstrap(n_a, n_b, args.dim, args.resamples, "fid_infinity" not in args.skip)))
+        rows = bench_bootstrap(
+            n_a, n_b, args.dim, args.resamples, args.threaded_resamples, "fid_infinity" not in args.skip
+        )
+        print(table(["way", "seconds per resample, wall (CPU)", "note"], rows))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\npeak RSS of this process: {peak:.2f} GiB; load average at the end {os.getloadavg()[0]:.1f}")
 

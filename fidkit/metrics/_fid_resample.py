@@ -8,10 +8,10 @@ Private to :mod:`fidkit.metrics.bootstrap`. Per resample, by the first route tha
    is accumulated by BLAS ``ssyrk`` over the drawn rows, grouped by how often they were drawn (each group's
    product is added ``count`` times, so no row is rescaled and the weights are exact); the mean shift and
    everything after the Gram are float64. The distance is :func:`lean_fid`: ``||mu_a - mu_b||^2 + tr(S_a) +
-   tr(S_b) - 2 sum sqrt(eig(B^T B))``, ``B = R_b^T R_a`` from the Cholesky factors ``S = R R^T`` (``potrf``,
-   ``trmm``, ``syrk``, ``eigh`` without vectors): the ``factor-eigh`` route of :mod:`fidkit.frechet` without its
-   pivoted Cholesky, factor checks and diagnostics, which the Cholesky factorisation of a covariance built as a
-   weighted Gram makes unnecessary. It is trusted only where both factorisations succeed and the smallest pivot
+   tr(S_b) - 2 sum sqrt(eig(R_a^T S_b R_a))``, ``S_a = R_a R_a^T`` (``potrf``, ``sygst``, ``syevd`` without
+   vectors): the ``factor-eigh`` route of :mod:`fidkit.frechet` without its pivoted Cholesky, factor checks and
+   diagnostics, which the Cholesky factorisation of a covariance built as a weighted Gram makes unnecessary.
+   It is trusted only where both covariances have a Cholesky factorisation and the smallest pivot
    ratio (:func:`_cholesky`) is at least ``_MIN_RATIO["float32"]``: a covariance closer to singular than that is
    where float32 round-off in the Gram moves the distance by more than ~1e-7.
 2. ``float64``: the same with float64 Grams (on the stored rows when ``dtype="float64"``, else on rows centred
@@ -20,6 +20,9 @@ Private to :mod:`fidkit.metrics.bootstrap`. Per resample, by the first route tha
    drawn than dimensions) and anything else the lean route declines.
 
 :class:`TorchEngine` runs route 1 (or 2) on a torch device instead, falling back to 2 and 3 on the CPU.
+
+On the CPU, :meth:`Resampler.fids` computes several resamples at a time, in threads, with the BLAS and LAPACK
+routines of :mod:`fidkit.metrics._lapack` (which release the GIL) and BLAS's own threads set to one.
 """
 
 from __future__ import annotations
@@ -27,14 +30,27 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import scipy.linalg
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from fidkit.frechet import frechet_distance
+from fidkit.metrics._lapack import cholesky_lower, congruence_lower, eigenvalues_lower, syrk_lower
 
-__all__ = ["GRAM_DTYPES", "NumpySide", "Resampler", "TorchEngine", "lean_fid", "numpy_sides", "torch_cuda_if_imported"]
+__all__ = [
+    "GRAM_DTYPES",
+    "NumpySide",
+    "Resampler",
+    "TorchEngine",
+    "blas_threads",
+    "lean_fid",
+    "numpy_sides",
+    "torch_cuda_if_imported",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +64,6 @@ _BLOCK_ROWS = 4096
 # float64 one by 2e-8 relative at ratio 7e-5, 1e-7 at 7e-6 and 2.5e-7 at 2e-6 (docs/metrics.md). float64: far
 # below any covariance of N > dim samples in general position, far above a singular one.
 _MIN_RATIO = {"float32": 1e-4, "float64": 1e-10}
-# After this many resamples too close to singular for float32, the rest are computed in float64 directly.
-_MAX_FLOAT32_MISSES = 2
 
 
 def _column_summary(features: np.ndarray, mean: np.ndarray) -> tuple[float, np.ndarray]:
@@ -126,7 +140,7 @@ class NumpySide:
 
     def _centred(self, rows: slice | np.ndarray) -> np.ndarray:
         """Rows of the features, float64, centred, reordered and scaled."""
-        block = self.features[rows][:, self.order] - self.mean
+        block = np.subtract(self.features[rows][:, self.order], self.mean, order="C")  # C order: syrk_lower reads it
         block /= self.scale
         return block
 
@@ -139,7 +153,6 @@ class NumpySide:
         `exact` the products are float64 on rows centred afresh from the features, whatever the stored dtype.
         """
         exact = exact and self.rows.dtype != np.float64
-        syrk = scipy.linalg.blas.dsyrk if exact or self.rows.dtype == np.float64 else scipy.linalg.blas.ssyrk
         gram_dtype = np.float64 if exact else self.rows.dtype
         groups = [(count, np.flatnonzero(counts == count)) for count in range(1, int(counts.max()) + 1)]
 
@@ -159,17 +172,15 @@ class NumpySide:
         centre = shift.astype(gram_dtype)
         gram = np.zeros((self.dim, self.dim), dtype=gram_dtype, order="F")
         for count, block in blocks():
-            block = block - centre
-            # block.T is Fortran-ordered, so syrk reads it in place: gram += count * block^T block (lower).
-            gram = syrk(float(count), block.T, beta=1.0, c=gram, lower=1, overwrite_c=1)
+            syrk_lower(float(count), block - centre, gram)  # gram += count * block^T block (lower)
         sigma = np.asarray(gram, dtype=np.float64, order="F")
         sigma /= self.n - 1
         return shift, sigma
 
 
-def _cholesky(sigma: np.ndarray) -> tuple[np.ndarray | None, float]:
-    """``(R, ratio)``: the Cholesky factor of the lower triangle of `sigma` (overwritten) and its smallest pivot
-    ratio ``min_k R_kk^2 / sigma_kk``; ``(None, 0.0)`` where the factorisation fails.
+def _cholesky(sigma: np.ndarray) -> float:
+    """Overwrite the lower triangle of `sigma` with its Cholesky factor ``R``; return the smallest pivot ratio
+    ``min_k R_kk^2 / sigma_kk``, or 0.0 where the factorisation fails.
 
     ``R_kk^2 / sigma_kk`` is ``1 - r_k^2``, ``r_k`` the multiple correlation of coordinate ``k`` with the ones
     before it: the share of its variance that is new. It does not depend on the units of the coordinates (a
@@ -177,33 +188,44 @@ def _cholesky(sigma: np.ndarray) -> tuple[np.ndarray | None, float]:
     direction, which is where round-off in the covariance moves the distance most.
     """
     variances = np.diagonal(sigma).copy()
-    lower, info = scipy.linalg.lapack.dpotrf(sigma, lower=1, clean=1, overwrite_a=1)
-    if info != 0:
-        return None, 0.0
-    return lower, float(np.min(np.square(np.diagonal(lower)) / variances))
+    if cholesky_lower(sigma) != 0:
+        return 0.0
+    return float(np.min(np.square(np.diagonal(sigma)) / variances))
 
 
 def lean_fid(
     difference: np.ndarray, sigma_a: np.ndarray, sigma_b: np.ndarray, min_ratio: float
 ) -> tuple[float | None, float]:
     """``(distance, smallest pivot ratio)`` from the difference of means and two covariances (lower triangles,
-    Fortran order, overwritten); the distance is None where a Cholesky factorisation fails, the smallest pivot
-    ratio of either (see :func:`_cholesky`) is below `min_ratio`, or the value is not finite. Same units as
-    the inputs.
+    float64, Fortran order, both overwritten); the distance is None where a Cholesky factorisation fails, the
+    smallest pivot ratio of either (see :func:`_cholesky`) is below `min_ratio`, or the value is not finite. Same
+    units as the inputs.
+
+    ``tr sqrt(S_a S_b)`` is the sum of the square roots of the eigenvalues of ``R_a^T S_b R_a`` (``S_a = R_a
+    R_a^T``), which ``dsygst`` forms in place in one ``d^3`` product. ``S_b`` is factorised too, on a copy, only
+    for its pivot ratio: a float32 Gram is trusted only where neither covariance is nearly singular.
     """
     trace = float(np.trace(sigma_a)) + float(np.trace(sigma_b))
-    lower_a, ratio_a = _cholesky(sigma_a)
-    lower_b, ratio_b = _cholesky(sigma_b) if lower_a is not None else (None, 0.0)
-    ratio = min(ratio_a, ratio_b)
-    if lower_b is None or ratio < min_ratio:
+    ratio = _cholesky(sigma_a)
+    if ratio > 0.0:
+        ratio = min(ratio, _cholesky(sigma_b.copy(order="F")))
+    if ratio <= 0.0 or ratio < min_ratio:
         return None, ratio
-    # B = R_b^T R_a; B^T B = R_a^T S_b R_a has the eigenvalues of S_a S_b.
-    product = scipy.linalg.blas.dtrmm(1.0, lower_b, lower_a, lower=1, trans_a=1, overwrite_b=1)
-    gram = scipy.linalg.blas.dsyrk(1.0, product, trans=1, lower=1)
-    eigenvalues = scipy.linalg.eigh(gram, lower=True, eigvals_only=True, check_finite=False, overwrite_a=True)
+    if congruence_lower(sigma_b, sigma_a) != 0:
+        return None, ratio
+    eigenvalues, info = eigenvalues_lower(sigma_b)
+    if info != 0:
+        return None, ratio
     trace_sqrt = float(np.sum(np.sqrt(np.maximum(eigenvalues, 0.0))))
     value = float(np.sum(np.square(difference))) + max(trace - 2.0 * trace_sqrt, 0.0)
     return (value if math.isfinite(value) else None), ratio
+
+
+def blas_threads() -> int:
+    """The threads BLAS would use in this process (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` or the CPUs it
+    may run on): the default number of resamples computed at a time."""
+    threads = [entry.get("num_threads", 1) for entry in threadpool_info() if entry.get("user_api") == "blas"]
+    return max(1, max(threads, default=1))
 
 
 def torch_cuda_if_imported() -> str | None:
@@ -312,6 +334,12 @@ class Resampler:
         Precision of the Gram products.
     device : str or torch.device or None
         None: numpy and scipy on the CPU; else torch on that device.
+
+    Notes
+    -----
+    Whether float32 Grams serve the data at all is decided once, by the first resample (:meth:`fids`): where its
+    covariances are too close to singular for them, every resample is computed in float64. After that each
+    resample's route depends on its own counts only, so the values do not depend on how many run at a time.
     """
 
     def __init__(self, array_a: np.ndarray, array_b: np.ndarray, dtype: str, device: Any) -> None:
@@ -320,7 +348,7 @@ class Resampler:
         self.dtype = dtype
         *self.sides, self.constant_term = numpy_sides(array_a, array_b, dtype)
         self.engine = TorchEngine(*self.sides, device) if device is not None else None
-        self.float32_misses = 0
+        self.float32 = dtype == "float32"
         self.routes: dict[str, int] = {}
 
     @property
@@ -330,29 +358,72 @@ class Resampler:
 
     def fid(self, counts_a: np.ndarray, counts_b: np.ndarray) -> float:
         """The FID of the resample with row multiplicities `counts_a` and `counts_b`."""
-        side_a, side_b = self.sides
-        value, route = None, ""
-        if self.engine is not None:
-            try:
-                value, _ = self.engine.fid(counts_a, counts_b, _MIN_RATIO[self.dtype])
-                route = self.engine.description
-            except RuntimeError as exc:  # torch: out of memory, a broken CUDA setup
-                logger.warning("bootstrap_fid on %s failed (%s); the resamples run on the CPU", self.engine.device, exc)
-                self.engine = None
-        elif self.dtype == "float32" and self.float32_misses < _MAX_FLOAT32_MISSES:
-            value, ratio = self._lean(counts_a, counts_b, exact=False)
-            route = self.dtype
-            if value is None:
-                self.float32_misses += 1
-                logger.info(
-                    "a resample's covariance is too close to singular for float32 Grams (smallest pivot ratio "
-                    "%.3g < %.3g): recomputed in float64%s", ratio, _MIN_RATIO["float32"],
-                    "; the remaining resamples use float64" if self.float32_misses == _MAX_FLOAT32_MISSES else "",
-                )
+        value, route = self._engine_fid(counts_a, counts_b) if self.engine is not None else (None, "")
         if value is None:
-            value, route = self._float64(counts_a, counts_b)
+            value, route = self._cpu_fid(counts_a, counts_b)
+        return self._tally(value, route)
+
+    def fids(self, draws: Iterable[tuple[np.ndarray, np.ndarray]], workers: int) -> list[float]:
+        """The FID of each resample of `draws` (pairs of counts), in their order; on the CPU, `workers` at a time.
+
+        The first resample runs alone and decides whether float32 Grams serve this data (see the class notes).
+        The others run in `workers` threads, each with single-threaded BLAS (the GIL-free routines of
+        :mod:`fidkit.metrics._lapack`): the eigensolve, which dominates once the Grams are shared among many
+        cores, scales poorly within one call (1.6x on 2 cores), and not at all across calls made one after
+        another. The draws are consumed as the threads take them: at most ``2 * workers`` wait in memory.
+        """
+        draws = iter(draws)
+        first = next(draws, None)
+        if first is None:
+            return []
+        values = [self.fid(*first)]
+        if self.float32 and self.routes.get("float32", 0) == 0 and self.engine is None:
+            self.float32 = False
+            logger.info(
+                "the first resample's covariances are too close to singular for float32 Grams (smallest pivot "
+                "ratio below %.3g): every resample is computed in float64", _MIN_RATIO["float32"],
+            )
+        if self.engine is not None or workers <= 1:
+            values.extend(self.fid(*draw) for draw in draws)
+            return values
+        with (
+            threadpool_limits(limits=1, user_api="blas"),
+            ThreadPoolExecutor(workers, thread_name_prefix="fidkit-bootstrap") as pool,
+        ):
+            pending: deque[Future] = deque()
+            try:
+                for draw in draws:
+                    pending.append(pool.submit(self._cpu_fid, *draw))
+                    if len(pending) >= 2 * workers:
+                        values.append(self._tally(*pending.popleft().result()))
+                while pending:
+                    values.append(self._tally(*pending.popleft().result()))
+            except BaseException:  # an error or Ctrl-C: the queued resamples are not started
+                for future in pending:
+                    future.cancel()
+                raise
+        return values
+
+    def _tally(self, value: float, route: str) -> float:
         self.routes[route] = self.routes.get(route, 0) + 1
-        return (value + self.constant_term) * side_a.scale**2
+        return (value + self.constant_term) * self.sides[0].scale ** 2
+
+    def _engine_fid(self, counts_a: np.ndarray, counts_b: np.ndarray) -> tuple[float | None, str]:
+        try:
+            return self.engine.fid(counts_a, counts_b, _MIN_RATIO[self.dtype])[0], self.engine.description
+        except RuntimeError as exc:  # torch: out of memory, a broken CUDA setup
+            logger.warning("bootstrap_fid on %s failed (%s); the resamples run on the CPU", self.engine.device, exc)
+            self.engine = None
+            return None, ""
+
+    def _cpu_fid(self, counts_a: np.ndarray, counts_b: np.ndarray) -> tuple[float, str]:
+        """``(value in the sides' units, route)`` of one resample on the CPU; reads the sides only (thread-safe)."""
+        if self.float32:
+            value, ratio = self._lean(counts_a, counts_b, exact=False)
+            if value is not None:
+                return value, "float32"
+            logger.debug("a resample too close to singular for float32 Grams (ratio %.3g): redone in float64", ratio)
+        return self._float64(counts_a, counts_b)
 
     def _moments(self, counts_a: np.ndarray, counts_b: np.ndarray, exact: bool) -> tuple[np.ndarray, ...]:
         side_a, side_b = self.sides

@@ -1,0 +1,139 @@
+"""The four BLAS/LAPACK routines of a bootstrap resample, callable from several threads at once.
+
+Private to :mod:`fidkit.metrics._fid_resample`. ``scipy.linalg.blas`` and ``scipy.linalg.lapack`` (f2py wrappers)
+hold the GIL for the whole call: resamples computed in worker threads ran one at a time (measured: two threads
+calling ``ssyrk`` or ``eigh`` took exactly as long as one thread calling them twice). SciPy also exports every
+routine as a C function pointer, through the Cython modules ``scipy.linalg.cython_blas`` and
+``scipy.linalg.cython_lapack`` (their documented ``cimport`` interface, stored in ``__pyx_capi__``, which numba
+binds to in the same way). Called through :mod:`ctypes`, which releases the GIL for a foreign call, the same
+routines of the same OpenBLAS run concurrently.
+
+Every matrix here is a Fortran-ordered (column-major) array of the routine's dtype; only lower triangles are read
+and written. The callers check nothing further: the checks below are of the layout, which a mistake would turn
+into wrong numbers or a crash rather than an exception.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import Any
+
+import numpy as np
+import scipy.linalg.cython_blas as cython_blas
+import scipy.linalg.cython_lapack as cython_lapack
+
+__all__ = ["cholesky_lower", "congruence_lower", "eigenvalues_lower", "syrk_lower"]
+
+_P = ctypes.c_void_p  # every argument of the Fortran ABI is a pointer
+
+
+def _bind(module: Any, name: str, n_args: int) -> Any:
+    capsule = module.__pyx_capi__[name]
+    # Indexing a ctypes library makes a new function object: setting its types does not touch the shared
+    # ctypes.pythonapi.PyCapsule_* that other code may have typed differently.
+    get_name = ctypes.pythonapi["PyCapsule_GetName"]
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi["PyCapsule_GetPointer"]
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    return ctypes.CFUNCTYPE(None, *([_P] * n_args))(get_pointer(capsule, get_name(capsule)))
+
+
+_SYRK = {np.dtype(np.float32): _bind(cython_blas, "ssyrk", 10), np.dtype(np.float64): _bind(cython_blas, "dsyrk", 10)}
+_DPOTRF = _bind(cython_lapack, "dpotrf", 5)
+_DSYGST = _bind(cython_lapack, "dsygst", 8)
+_DSYEVD = _bind(cython_lapack, "dsyevd", 11)
+# Optimal dsyevd workspace per size (the minimum would make its tridiagonal reduction unblocked: several x slower).
+_WORKSPACE: dict[int, tuple[int, int]] = {}
+_WORKSPACE_LOCK = threading.Lock()
+
+
+def _int(value: int) -> ctypes.c_int:
+    return ctypes.c_int(value)
+
+
+def _ref(value: Any) -> Any:
+    return ctypes.byref(value)
+
+
+def _square(matrix: np.ndarray, dtype: Any = np.float64) -> int:
+    if not (matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1] and matrix.flags.f_contiguous):
+        raise ValueError(f"expected a square Fortran-ordered matrix, got shape {matrix.shape}")
+    if matrix.dtype != dtype or not matrix.flags.writeable:
+        raise ValueError(f"expected a writeable {np.dtype(dtype)} matrix, got {matrix.dtype}")
+    return matrix.shape[0]
+
+
+def syrk_lower(alpha: float, rows: np.ndarray, gram: np.ndarray) -> None:
+    """``gram += alpha * rows^T rows`` on the lower triangle, in the dtype of both (float32 or float64).
+
+    `rows` is a C-ordered ``(k, d)`` block (read in place as the Fortran ``d x k`` matrix it is), `gram` a
+    Fortran-ordered ``(d, d)`` matrix.
+    """
+    d = _square(gram, gram.dtype)
+    if not (rows.ndim == 2 and rows.shape[1] == d and rows.flags.c_contiguous and rows.dtype == gram.dtype):
+        raise ValueError(f"expected C-ordered {gram.dtype} rows of width {d}, got {rows.dtype} {rows.shape}")
+    if rows.shape[0] == 0:
+        return
+    scalar = ctypes.c_float if gram.dtype == np.float32 else ctypes.c_double
+    _SYRK[gram.dtype](
+        b"L", b"N", _ref(_int(d)), _ref(_int(rows.shape[0])), _ref(scalar(alpha)), rows.ctypes.data,
+        _ref(_int(d)), _ref(scalar(1.0)), gram.ctypes.data, _ref(_int(d)),
+    )
+
+
+def cholesky_lower(matrix: np.ndarray) -> int:
+    """Overwrite the lower triangle of a float64 matrix with its Cholesky factor; LAPACK's ``info`` (0: done).
+
+    The strict upper triangle is left as it was.
+    """
+    n, info = _square(matrix), _int(0)
+    _DPOTRF(b"L", _ref(_int(n)), matrix.ctypes.data, _ref(_int(n)), _ref(info))
+    return info.value
+
+
+def congruence_lower(matrix: np.ndarray, lower: np.ndarray) -> int:
+    """Overwrite the lower triangle of `matrix` with that of ``L^T matrix L`` (``dsygst``, type 2), `L` the lower
+    triangle of `lower` (a Cholesky factor from :func:`cholesky_lower`); LAPACK's ``info``.
+
+    Its eigenvalues are those of ``matrix (L L^T)``: one ``d^3`` product where a triangular product and a ``syrk``
+    take two.
+    """
+    n, info = _square(matrix), _int(0)
+    if _square(lower) != n:
+        raise ValueError(f"shapes differ: {matrix.shape} and {lower.shape}")
+    _DSYGST(
+        _ref(_int(2)), b"L", _ref(_int(n)), matrix.ctypes.data, _ref(_int(n)), lower.ctypes.data, _ref(_int(n)),
+        _ref(info),
+    )
+    return info.value
+
+
+def _workspace(n: int) -> tuple[int, int]:
+    with _WORKSPACE_LOCK:
+        if n not in _WORKSPACE:
+            work, iwork, info = ctypes.c_double(0.0), _int(0), _int(0)
+            scratch = np.zeros((max(n, 1), max(n, 1)), order="F")
+            values = np.zeros(max(n, 1))
+            _DSYEVD(
+                b"N", b"L", _ref(_int(n)), scratch.ctypes.data, _ref(_int(max(n, 1))), values.ctypes.data,
+                _ref(work), _ref(_int(-1)), _ref(iwork), _ref(_int(-1)), _ref(info),
+            )
+            if info.value != 0:
+                raise RuntimeError(f"dsyevd workspace query failed (info {info.value})")
+            _WORKSPACE[n] = (max(int(work.value), 2 * n + 1), max(iwork.value, 1))
+        return _WORKSPACE[n]
+
+
+def eigenvalues_lower(matrix: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(eigenvalues ascending, info)`` of the symmetric matrix in the lower triangle of `matrix` (destroyed);
+    ``dsyevd`` without vectors (a tridiagonal reduction and ``dsterf``)."""
+    n, info = _square(matrix), _int(0)
+    lwork, liwork = _workspace(n)
+    values = np.empty(n)
+    work, iwork = np.empty(lwork), np.empty(liwork, dtype=np.intc)
+    _DSYEVD(
+        b"N", b"L", _ref(_int(n)), matrix.ctypes.data, _ref(_int(n)), values.ctypes.data, work.ctypes.data,
+        _ref(_int(lwork)), iwork.ctypes.data, _ref(_int(liwork)), _ref(info),
+    )
+    return values, info.value

@@ -1,0 +1,145 @@
+"""The GIL-free BLAS/LAPACK routines of the bootstrap (fidkit.metrics._lapack) against numpy, and the threads that
+run bootstrap resamples concurrently."""
+
+from __future__ import annotations
+
+import importlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from fidkit.errors import InputError
+from fidkit.metrics import bootstrap_fid
+
+lapack = importlib.import_module("fidkit.metrics._lapack")
+resample_module = importlib.import_module("fidkit.metrics._fid_resample")
+
+
+def spd(seed: int, dim: int) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((3 * dim, dim)) * np.linspace(1.0, 0.1, dim)
+    return np.asfortranarray(rows.T @ rows / (3 * dim))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-13)])
+def test_syrk_adds_the_weighted_gram_to_the_lower_triangle(dtype, rtol):
+    rows = np.random.default_rng(0).standard_normal((70, 12)).astype(dtype)
+    gram = np.asfortranarray(np.triu(np.ones((12, 12), dtype=dtype), 1))  # the upper triangle must be left alone
+    lapack.syrk_lower(3.0, rows, gram)
+    lapack.syrk_lower(1.0, rows[:0], gram)  # no rows: nothing added
+    expected = 3.0 * rows.astype(np.float64).T @ rows.astype(np.float64)
+    np.testing.assert_allclose(np.tril(gram), np.tril(expected), rtol=rtol, atol=rtol * np.abs(expected).max())
+    np.testing.assert_array_equal(np.triu(gram, 1), np.triu(np.ones((12, 12)), 1))
+
+
+def test_cholesky_congruence_and_eigenvalues_give_the_spectrum_of_the_product():
+    sigma_a, sigma_b = spd(1, 40), spd(2, 40)
+    factor = sigma_a.copy(order="F")
+    assert lapack.cholesky_lower(factor) == 0
+    np.testing.assert_allclose(np.tril(factor), np.linalg.cholesky(sigma_a), rtol=0, atol=1e-14)
+    product = sigma_b.copy(order="F")
+    assert lapack.congruence_lower(product, factor) == 0
+    values, info = lapack.eigenvalues_lower(product)
+    assert info == 0
+    expected = np.sort(np.linalg.eigvals(sigma_a @ sigma_b).real)
+    np.testing.assert_allclose(values, expected, rtol=1e-12, atol=1e-14 * expected.max())
+
+
+def test_cholesky_reports_a_matrix_that_is_not_positive_definite():
+    matrix = np.asfortranarray(np.diag([1.0, -1.0, 2.0]))
+    assert lapack.cholesky_lower(matrix) == 2
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: lapack.cholesky_lower(np.ones((3, 3))),  # C order
+        lambda: lapack.cholesky_lower(np.ones((3, 3), dtype=np.float32, order="F")),
+        lambda: lapack.cholesky_lower(np.ones((3, 4), order="F")),
+        lambda: lapack.eigenvalues_lower(np.ones((2, 2), order="F")[:, :1]),
+        lambda: lapack.congruence_lower(np.eye(3, order="F"), np.eye(2, order="F")),
+        lambda: lapack.syrk_lower(1.0, np.ones((4, 3), order="F"), np.zeros((3, 3), order="F")),
+        lambda: lapack.syrk_lower(1.0, np.ones((4, 3), dtype=np.float32), np.zeros((3, 3), order="F")),
+    ],
+)
+def test_a_wrong_layout_is_refused_before_lapack_sees_it(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+def test_threads_get_the_numbers_of_one_thread():
+    """Eight eigensolves in four threads at once: each equal to the same call made alone (the ctypes calls run
+    without the GIL, so they really overlap; the workspace query is shared)."""
+    matrices = [spd(seed, 150) for seed in range(8)]
+    alone = [lapack.eigenvalues_lower(matrix.copy(order="F"))[0] for matrix in matrices]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda matrix: lapack.eigenvalues_lower(matrix.copy(order="F"))[0], matrices))
+    for one, other in zip(alone, together):
+        np.testing.assert_array_equal(one, other)
+
+
+def features(seed: int, n: int, dim: int, shift: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, dim)) * np.linspace(1.0, 0.3, dim) + shift).astype(np.float32)
+
+
+def blas_threads_now() -> list[int]:
+    return [entry["num_threads"] for entry in threadpool_info() if entry["user_api"] == "blas"]
+
+
+def test_resampled_values_do_not_depend_on_the_workers():
+    """One at a time (BLAS's own threads) or 2 or 3 at a time in threads: the same values to round-off, by the same
+    routes; and BLAS gets its threads back afterwards."""
+    a, b = features(1, 900, 24), features(2, 700, 24, 0.1)
+    before = blas_threads_now()
+    results = {workers: bootstrap_fid(a, b, n_resamples=9, seed=5, device=None, workers=workers) for workers in (1, 2, 3)}
+    assert blas_threads_now() == before
+    for workers in (2, 3):
+        np.testing.assert_allclose(results[workers].values, results[1].values, rtol=1e-12)
+        assert results[workers].route == results[1].route == "weighted-moments: float32 9"
+
+
+@pytest.mark.parametrize("workers", [0, -2, 1.5, True, "4"])
+def test_workers_must_be_a_positive_integer(workers):
+    a, b = features(1, 50, 4), features(2, 50, 4)
+    with pytest.raises(InputError, match="workers"):
+        bootstrap_fid(a, b, n_resamples=3, device=None, workers=workers)
+
+
+def test_a_later_resample_too_close_to_singular_is_redone_in_float64_alone(monkeypatch):
+    """The first resample decides that float32 Grams serve the data; a later one whose check fails (simulated: the
+    third float32 attempt) is recomputed in float64, and only that one."""
+    a, b = features(3, 400, 10), features(4, 300, 10, 0.2)
+    lean_fid, float32_calls = resample_module.lean_fid, []
+
+    def failing_third(difference, sigma_a, sigma_b, min_ratio):
+        if min_ratio == resample_module._MIN_RATIO["float32"]:
+            float32_calls.append(1)
+            if len(float32_calls) == 3:
+                return None, 1e-6
+        return lean_fid(difference, sigma_a, sigma_b, min_ratio)
+
+    monkeypatch.setattr(resample_module, "lean_fid", failing_third)
+    mixed = bootstrap_fid(a, b, n_resamples=5, seed=2, device=None, workers=1)
+    exact = bootstrap_fid(a, b, n_resamples=5, seed=2, device=None, dtype="float64", workers=1)
+    assert mixed.route == "weighted-moments: float32 4, float64 1"
+    np.testing.assert_allclose(mixed.values, exact.values, rtol=1e-6)
+    assert mixed.values[2] == pytest.approx(exact.values[2], rel=1e-12)
+
+
+def test_an_error_in_a_worker_reaches_the_caller_and_stops_the_queue(monkeypatch):
+    """A resample that raises (here: the fourth) surfaces as the error it is; resamples still queued are not run."""
+    a, b = features(5, 300, 8), features(6, 300, 8, 0.1)
+    calls, lean = [], resample_module.Resampler._lean
+
+    def failing(self, counts_a, counts_b, exact):
+        calls.append(1)
+        if len(calls) == 4:
+            raise MemoryError("simulated")
+        return lean(self, counts_a, counts_b, exact)
+
+    monkeypatch.setattr(resample_module.Resampler, "_lean", failing)
+    with pytest.raises(MemoryError, match="simulated"):
+        bootstrap_fid(a, b, n_resamples=200, seed=1, device=None, workers=2)
+    assert len(calls) < 200
