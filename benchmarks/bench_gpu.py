@@ -23,7 +23,11 @@ runs out of time keeps what it had measured and the steps after it still run:
    whose CUDA is cold (its first call) and warm, with the solver fidkit picks in each case;
 7. ``torch-fidelity`` and ``pytorch-fid``, where importable: on the same images as folders, on the GPU,
    timed, and how far their GPU FID is from their own CPU FID on a 500 + 500 subset;
-8. ``torch-compile`` (``--compile`` only: its compilation alone can take minutes): the plain module compiled
+8. ``cuda-options``: the CUDA provider's options fidkit does not set yet (cuDNN algorithm search HEURISTIC and
+   DEFAULT against fidkit's EXHAUSTIVE, ``prefer_nhwc``, CUDA graphs on fixed device buffers), each with its
+   session time, first batch, images/s and features against the CPU provider; last of the default steps, so it
+   runs on what the budget leaves (``--steps cuda-options`` runs it alone, after setup);
+9. ``torch-compile`` (``--compile`` only: its compilation alone can take minutes): the plain module compiled
    against eager.
 
 It prints a markdown table at the end and writes a JSON (``--out``). Without ``--weights`` it makes random
@@ -80,6 +84,7 @@ STEPS: list[tuple[str, int, int]] = [
     ("distance", 45, 180),
     ("torch-fidelity", 60, 120),
     ("pytorch-fid", 60, 120),
+    ("cuda-options", 90, 180),
     ("torch-compile", 240, 300),
 ]
 #: Under 6 minutes on one H200, the parent's own start and the table included.
@@ -710,6 +715,107 @@ def step_torch_compile(ctx: Context, rec: Recorder) -> None:
                 f"compiled in {rec.data['compile_seconds']:.1f} s" if label == "compiled" else "")
 
 
+# ---------------------------------------------------------------------------------------------- 8. provider options
+
+
+def _session_runner(session: Any, device: str, batch: int, height: int, width: int, bound: bool) -> Callable:
+    """A function that runs one full batch of uint8 images through `session` and returns its pool_3 features.
+
+    Not `bound`: fidkit's own way (host input bound, onnxruntime copies it; output bound to a host array).
+    `bound`: one input and one output buffer on `device`, bound once, the images copied into it each batch: the
+    fixed addresses CUDA graphs need.
+    """
+    import onnxruntime as ort
+
+    from fidkit.inception.spec import GRAPH_OUTPUTS
+
+    input_name, output_name = session.get_inputs()[0].name, GRAPH_OUTPUTS["pool_3"]
+    if not bound:
+        def run(chunk: np.ndarray) -> np.ndarray:
+            binding = session.io_binding()
+            binding.bind_cpu_input(input_name, np.ascontiguousarray(chunk))
+            out = np.empty((len(chunk), 2048), dtype=np.float32)
+            binding.bind_output(output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+            session.run_with_iobinding(binding)
+            return out
+
+        return run
+    images = ort.OrtValue.ortvalue_from_shape_and_type([batch, height, width, 3], np.uint8, device, 0)
+    features = ort.OrtValue.ortvalue_from_shape_and_type([batch, 2048], np.float32, device, 0)
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(input_name, images)
+    binding.bind_ortvalue_output(output_name, features)
+
+    def run_bound(chunk: np.ndarray) -> np.ndarray:
+        images.update_inplace(np.ascontiguousarray(chunk))
+        session.run_with_iobinding(binding)
+        return features.numpy()
+
+    return run_bound
+
+
+def step_cuda_options(ctx: Context, rec: Recorder) -> None:
+    """The CUDA provider's options fidkit does not set, each measured against fidkit's own at the default batch:
+    the cuDNN algorithm search (fidkit: EXHAUSTIVE), NHWC kernels, CUDA graphs (fixed buffers and shape). Each
+    variant's session creation, first batch (its plan search), images/s, and features against the CPU provider's:
+    what to keep is what is faster at the same exactness. Without a GPU: the same harness on the CPU provider."""
+    import onnxruntime as ort
+
+    from fidkit.inception import FeatureExtractor
+    from fidkit.inception.providers import Device, preload_gpu_libraries, provider_entries, quiet_onnxruntime
+    from fidkit.inception.spec import default_batch_size
+
+    batch = default_batch_size(True) if ctx.gpu else 4
+    n_batches = max(1, GPU_IMAGES // batch) if ctx.gpu else 2
+    height = width = 32
+    images = np.random.default_rng(3).integers(0, 256, (n_batches * batch, height, width, 3), dtype=np.uint8)
+    cpu = FeatureExtractor(ctx.weights, device="cpu", batch_size=batch)
+    reference = cpu(images[:batch])
+    graph = str(cpu.graph_path)
+    quiet_onnxruntime(ort)
+    if ctx.gpu:
+        preload_gpu_libraries(ort)
+        cuda = dict(provider_entries(Device("cuda"), precision="exact", tensorrt_cache=None)[0][1])
+        variants: list[tuple[str, dict[str, str] | None, bool]] = [
+            ("as fidkit (EXHAUSTIVE search)", {}, False),
+            ("HEURISTIC search", {"cudnn_conv_algo_search": "HEURISTIC"}, False),
+            ("DEFAULT search", {"cudnn_conv_algo_search": "DEFAULT"}, False),
+            ("prefer_nhwc", {"prefer_nhwc": "1"}, False),
+            ("fixed device buffers", {}, True),
+            ("CUDA graph (fixed buffers)", {"enable_cuda_graph": "1"}, True),
+            ("CUDA graph + prefer_nhwc", {"enable_cuda_graph": "1", "prefer_nhwc": "1"}, True),
+        ]
+    else:
+        variants = [("CPU provider (smoke test)", None, False), ("CPU provider, fixed buffers (smoke test)", None, True)]
+    rec.put("batch", batch)
+    for label, options, bound in variants:
+        providers = (
+            ["CPUExecutionProvider"] if options is None
+            else [("CUDAExecutionProvider", {**cuda, **options}), "CPUExecutionProvider"]
+        )
+        try:
+            clock = time.perf_counter()
+            session = ort.InferenceSession(graph, providers=providers, **({} if options is None else {"enable_fallback": 0}))
+            created = time.perf_counter() - clock
+            run = _session_runner(session, "cpu" if options is None else "cuda", batch, height, width, bound)
+            clock = time.perf_counter()
+            features = run(images[:batch]).copy()
+            first = time.perf_counter() - clock
+            rate = _rate(lambda: [run(images[i : i + batch]) for i in range(0, len(images), batch)], len(images))
+            deviation = _relative_error(features, reference)
+            again = _relative_error(run(images[:batch]), features)  # a replayed CUDA graph must give the same rows
+        except Exception as exc:  # noqa: BLE001 - an option this onnxruntime refuses is a finding, not a stop
+            rec.put(label, f"fails: {type(exc).__name__}: {exc}")
+            rec.row(label, "fails", f"{type(exc).__name__}: {str(exc)[:150]}")
+            continue
+        rec.put(label, {"images_per_s": rate, "session_s": created, "first_batch_s": first,
+                        "feature_deviation_from_cpu": deviation, "rerun_deviation": again,
+                        "provider": session.get_providers()[0]})
+        rec.row(f"{label}, batch {batch}", f"{rate:,.0f} images/s",
+                f"session {created:.1f} s, first batch {first:.1f} s; features {deviation:.1e} from the CPU "
+                f"provider, rerun {again:.0e}")
+
+
 STEP_FUNCTIONS: dict[str, Callable[[Context, Recorder], None]] = {
     "setup": step_setup,
     "exactness": step_exactness,
@@ -720,6 +826,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Context, Recorder], None]] = {
     "distance": step_distance,
     "torch-fidelity": step_torch_fidelity,
     "pytorch-fid": step_pytorch_fid,
+    "cuda-options": step_cuda_options,
     "torch-compile": step_torch_compile,
 }
 
