@@ -33,17 +33,31 @@ def test_syrk_adds_the_weighted_gram_to_the_lower_triangle(dtype, rtol):
     np.testing.assert_array_equal(np.triu(gram, 1), np.triu(np.ones((12, 12)), 1))
 
 
-def test_cholesky_congruence_and_eigenvalues_give_the_spectrum_of_the_product():
+def test_cholesky_triangular_product_and_eigenvalues_give_the_spectrum_of_the_product():
+    """lean_fid's steps by hand: R_a, R_b, B = R_b^T R_a, the eigenvalues of B B^T = those of S_a S_b."""
     sigma_a, sigma_b = spd(1, 40), spd(2, 40)
-    factor = sigma_a.copy(order="F")
-    assert lapack.cholesky_lower(factor) == 0
-    np.testing.assert_allclose(np.tril(factor), np.linalg.cholesky(sigma_a), rtol=0, atol=1e-14)
-    product = sigma_b.copy(order="F")
-    assert lapack.congruence_lower(product, factor) == 0
-    values, info = lapack.eigenvalues_lower(product)
+    factor_a, factor_b = sigma_a.copy(order="F"), sigma_b.copy(order="F")
+    assert lapack.cholesky_lower(factor_a) == lapack.cholesky_lower(factor_b) == 0
+    np.testing.assert_allclose(np.tril(factor_a), np.linalg.cholesky(sigma_a), rtol=0, atol=1e-14)
+    product = np.asfortranarray(np.tril(factor_a))
+    factor_b[np.triu_indices(40, 1)] = np.nan  # the strict upper triangle of the triangular factor is not read
+    lapack.triangular_transpose_times(factor_b, product)
+    np.testing.assert_allclose(product, np.linalg.cholesky(sigma_b).T @ np.linalg.cholesky(sigma_a), atol=1e-14)
+    gram = np.zeros((40, 40), order="F")
+    lapack.syrk_lower(1.0, product.T, gram)
+    values, info = lapack.eigenvalues_lower(gram)
     assert info == 0
     expected = np.sort(np.linalg.eigvals(sigma_a @ sigma_b).real)
     np.testing.assert_allclose(values, expected, rtol=1e-12, atol=1e-14 * expected.max())
+
+
+def test_empty_matrices_are_left_alone():
+    """Size 0 (never reached through the public functions): no call into LAPACK, which would refuse lda = 0."""
+    empty = np.zeros((0, 0), order="F")
+    assert lapack.cholesky_lower(empty) == 0
+    assert lapack.eigenvalues_lower(empty)[0].shape == (0,)
+    lapack.triangular_transpose_times(empty, empty.copy(order="F"))
+    lapack.syrk_lower(1.0, np.zeros((3, 0)), empty)
 
 
 def test_cholesky_reports_a_matrix_that_is_not_positive_definite():
@@ -58,7 +72,8 @@ def test_cholesky_reports_a_matrix_that_is_not_positive_definite():
         lambda: lapack.cholesky_lower(np.ones((3, 3), dtype=np.float32, order="F")),
         lambda: lapack.cholesky_lower(np.ones((3, 4), order="F")),
         lambda: lapack.eigenvalues_lower(np.ones((2, 2), order="F")[:, :1]),
-        lambda: lapack.congruence_lower(np.eye(3, order="F"), np.eye(2, order="F")),
+        lambda: lapack.triangular_transpose_times(np.eye(3, order="F"), np.eye(2, order="F")),
+        lambda: lapack.syrk_lower(1.0, np.ones((4, 3), dtype=np.float16), np.zeros((3, 3), np.float16, order="F")),
         lambda: lapack.syrk_lower(1.0, np.ones((4, 3), order="F"), np.zeros((3, 3), order="F")),
         lambda: lapack.syrk_lower(1.0, np.ones((4, 3), dtype=np.float32), np.zeros((3, 3), order="F")),
     ],
@@ -143,3 +158,53 @@ def test_an_error_in_a_worker_reaches_the_caller_and_stops_the_queue(monkeypatch
     with pytest.raises(MemoryError, match="simulated"):
         bootstrap_fid(a, b, n_resamples=200, seed=1, device=None, workers=2)
     assert len(calls) < 200
+
+
+def test_blas_is_single_threaded_in_every_worker_and_frechet_distance_runs_in_the_caller(monkeypatch):
+    """Each worker sees one BLAS thread (set in the worker too: an OpenMP build's limit is per thread); a
+    resample only frechet_distance can take (singular covariances: N < dim) is computed in the calling thread,
+    since it may run torch and sets warning filters."""
+    import threading
+
+    a, b = features(7, 12, 16), features(8, 14, 16, 0.1)  # N < dim: every covariance singular
+    seen_in_workers, frechet_threads = [], []
+    cpu_fid, frechet = resample_module.Resampler._cpu_fid, resample_module.frechet_distance
+
+    def recording_cpu_fid(self, counts_a, counts_b):
+        if threading.current_thread() is not threading.main_thread():
+            seen_in_workers.append(max(blas_threads_now(), default=1))
+        return cpu_fid(self, counts_a, counts_b)
+
+    def recording_frechet(*args, **kwargs):
+        frechet_threads.append(threading.current_thread() is threading.main_thread())
+        return frechet(*args, **kwargs)
+
+    monkeypatch.setattr(resample_module.Resampler, "_cpu_fid", recording_cpu_fid)
+    monkeypatch.setattr(resample_module, "frechet_distance", recording_frechet)
+    with pytest.warns(UserWarning):  # the small-sample warning of the point value
+        result = bootstrap_fid(a, b, n_resamples=6, seed=1, device=None, workers=2)
+    assert result.route == "weighted-moments: frechet_distance 6"
+    assert seen_in_workers and set(seen_in_workers) == {1}
+    assert frechet_threads == [True] * 6
+
+
+def test_a_resample_the_torch_engine_declines_goes_to_float64_on_the_cpu(monkeypatch):
+    """Too close to singular for float32 on the torch engine: float64 on the CPU directly, without trying the
+    CPU's float32 Grams first."""
+    torch = pytest.importorskip("torch")
+    mixing = np.linalg.qr(np.random.default_rng(7).standard_normal((24, 24)))[0]
+    spectrum = np.where(np.arange(24) < 16, 1.0, 5e-4)
+    a, b = (
+        ((np.random.default_rng(seed).standard_normal((n, 24)) * spectrum) @ mixing + shift).astype(np.float32)
+        for seed, n, shift in ((1, 3000, 0.05), (2, 2000, 0.0))
+    )
+    float32_attempts, lean = [], resample_module.Resampler._lean
+
+    def counting(self, counts_a, counts_b, exact):
+        float32_attempts.append(not exact)
+        return lean(self, counts_a, counts_b, exact)
+
+    monkeypatch.setattr(resample_module.Resampler, "_lean", counting)
+    result = bootstrap_fid(a, b, n_resamples=4, seed=0, device=torch.device("cpu"))
+    assert result.route == "weighted-moments: float64 4"
+    assert not any(float32_attempts)

@@ -8,8 +8,8 @@ Private to :mod:`fidkit.metrics.bootstrap`. Per resample, by the first route tha
    is accumulated by BLAS ``ssyrk`` over the drawn rows, grouped by how often they were drawn (each group's
    product is added ``count`` times, so no row is rescaled and the weights are exact); the mean shift and
    everything after the Gram are float64. The distance is :func:`lean_fid`: ``||mu_a - mu_b||^2 + tr(S_a) +
-   tr(S_b) - 2 sum sqrt(eig(R_a^T S_b R_a))``, ``S_a = R_a R_a^T`` (``potrf``, ``sygst``, ``syevd`` without
-   vectors): the ``factor-eigh`` route of :mod:`fidkit.frechet` without its pivoted Cholesky, factor checks and
+   tr(S_b) - 2 sum sqrt(eig(B B^T))``, ``B = R_b^T R_a`` from the Cholesky factors ``S = R R^T`` (``potrf``,
+   ``trmm``, ``syrk``, ``syevd`` without vectors): the ``factor-eigh`` route of :mod:`fidkit.frechet` without its pivoted Cholesky, factor checks and
    diagnostics, which the Cholesky factorisation of a covariance built as a weighted Gram makes unnecessary.
    It is trusted only where both covariances have a Cholesky factorisation and the smallest pivot
    ratio (:func:`_cholesky`) is at least ``_MIN_RATIO["float32"]``: a covariance closer to singular than that is
@@ -39,7 +39,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from fidkit.frechet import frechet_distance
-from fidkit.metrics._lapack import cholesky_lower, congruence_lower, eigenvalues_lower, syrk_lower
+from fidkit.metrics._lapack import cholesky_lower, eigenvalues_lower, syrk_lower, triangular_transpose_times
 
 __all__ = [
     "GRAM_DTYPES",
@@ -195,6 +195,12 @@ def _cholesky(sigma: np.ndarray) -> float:
     return float(np.min(np.square(np.diagonal(sigma)) / variances))
 
 
+def _zero_upper(matrix: np.ndarray) -> None:
+    """Set the strict upper triangle of a Fortran-ordered square matrix to 0, column by column (in place)."""
+    for column in range(1, matrix.shape[1]):
+        matrix[:column, column] = 0.0
+
+
 def lean_fid(
     difference: np.ndarray, sigma_a: np.ndarray, sigma_b: np.ndarray, min_ratio: float
 ) -> tuple[float | None, float]:
@@ -203,24 +209,34 @@ def lean_fid(
     smallest pivot ratio of either (see :func:`_cholesky`) is below `min_ratio`, or the value is not finite. Same
     units as the inputs.
 
-    ``tr sqrt(S_a S_b)`` is the sum of the square roots of the eigenvalues of ``R_a^T S_b R_a`` (``S_a = R_a
-    R_a^T``), which ``dsygst`` forms in place in one ``d^3`` product. ``S_b`` is factorised too, on a copy, only
-    for its pivot ratio: a float32 Gram is trusted only where neither covariance is nearly singular.
+    ``tr sqrt(S_a S_b)`` is the sum of the square roots of the eigenvalues of ``B B^T``, ``B = R_b^T R_a`` from
+    the Cholesky factors ``S = R R^T`` (``B B^T = R_b^T S_a R_b`` has the spectrum of ``S_a S_b``): a triangular
+    product and a ``syrk``, both one BLAS-3 call that threads well. (LAPACK's ``dsygst`` forms ``R_a^T S_b R_a``
+    in half the flops, but as many small calls: measured up to 20x slower with BLAS's own threads, and stalling
+    for seconds when other work holds the cores.)
     """
     trace = float(np.trace(sigma_a)) + float(np.trace(sigma_b))
     ratio = _cholesky(sigma_a)
     if ratio > 0.0:
-        ratio = min(ratio, _cholesky(sigma_b.copy(order="F")))
+        ratio = min(ratio, _cholesky(sigma_b))
     if ratio <= 0.0 or ratio < min_ratio:
         return None, ratio
-    if congruence_lower(sigma_b, sigma_a) != 0:
-        return None, ratio
-    eigenvalues, info = eigenvalues_lower(sigma_b)
+    _zero_upper(sigma_a)  # R_a enters the product as a full matrix
+    triangular_transpose_times(sigma_b, sigma_a)  # sigma_a <- B = R_b^T R_a
+    gram = np.zeros_like(sigma_a, order="F")
+    syrk_lower(1.0, sigma_a.T, gram)  # B B^T: sigma_a.T is B's memory read as C-ordered rows of B^T
+    eigenvalues, info = eigenvalues_lower(gram)
     if info != 0:
         return None, ratio
     trace_sqrt = float(np.sum(np.sqrt(np.maximum(eigenvalues, 0.0))))
     value = float(np.sum(np.square(difference))) + max(trace - 2.0 * trace_sqrt, 0.0)
     return (value if math.isfinite(value) else None), ratio
+
+
+def _one_blas_thread() -> None:
+    """A bootstrap worker thread's start: BLAS single-threaded in it (for an OpenMP build of OpenBLAS, whose
+    limit is per thread; with its pthreads the main thread's limit already holds, and this does nothing)."""
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def blas_threads() -> int:
@@ -360,10 +376,12 @@ class Resampler:
 
     def fid(self, counts_a: np.ndarray, counts_b: np.ndarray) -> float:
         """The FID of the resample with row multiplicities `counts_a` and `counts_b`."""
-        value, route = self._engine_fid(counts_a, counts_b) if self.engine is not None else (None, "")
-        if value is None:
-            value, route = self._cpu_fid(counts_a, counts_b)
-        return self._tally(value, route)
+        if self.engine is None:
+            return self._finish(self._cpu_fid(counts_a, counts_b))
+        value, route = self._engine_fid(counts_a, counts_b)
+        if value is None:  # declined (too close to singular) or failed: float64 on the CPU, not float32 again
+            return self._finish(self._float64(counts_a, counts_b))
+        return self._finish((value, route))
 
     def fids(self, draws: Iterable[tuple[np.ndarray, np.ndarray]], workers: int) -> list[float]:
         """The FID of each resample of `draws` (pairs of counts), in their order; on the CPU, `workers` at a time.
@@ -388,25 +406,33 @@ class Resampler:
         if self.engine is not None or workers <= 1:
             values.extend(self.fid(*draw) for draw in draws)
             return values
+        # BLAS's threads set to one in this thread (OpenBLAS's pthreads: process-wide) and in each worker (an
+        # OpenMP build: per thread).
         with (
             threadpool_limits(limits=1, user_api="blas"),
-            ThreadPoolExecutor(workers, thread_name_prefix="fidkit-bootstrap") as pool,
+            ThreadPoolExecutor(workers, thread_name_prefix="fidkit-bootstrap", initializer=_one_blas_thread) as pool,
         ):
             pending: deque[Future] = deque()
             try:
                 for draw in draws:
                     pending.append(pool.submit(self._cpu_fid, *draw))
                     if len(pending) >= 2 * workers:
-                        values.append(self._tally(*pending.popleft().result()))
+                        values.append(self._finish(pending.popleft().result()))
                 while pending:
-                    values.append(self._tally(*pending.popleft().result()))
+                    values.append(self._finish(pending.popleft().result()))
             except BaseException:  # an error or Ctrl-C: the queued resamples are not started
                 for future in pending:
                     future.cancel()
                 raise
         return values
 
-    def _tally(self, value: float, route: str) -> float:
+    def _finish(self, outcome: tuple[float, str] | tuple[None, tuple[np.ndarray, ...]]) -> float:
+        """The FID from ``(value, route)``, or from ``(None, moments)`` by :func:`frechet_distance`, here: it may
+        run on torch (CUDA) and sets warning filters, neither of which a worker thread should do. Counts the
+        route."""
+        value, route = outcome
+        if value is None:
+            value, route = self._frechet(*route), "frechet_distance"
         self.routes[route] = self.routes.get(route, 0) + 1
         return (value + self.constant_term) * self.sides[0].scale ** 2
 
@@ -418,8 +444,9 @@ class Resampler:
             self.engine = None
             return None, ""
 
-    def _cpu_fid(self, counts_a: np.ndarray, counts_b: np.ndarray) -> tuple[float, str]:
-        """``(value in the sides' units, route)`` of one resample on the CPU; reads the sides only (thread-safe)."""
+    def _cpu_fid(self, counts_a: np.ndarray, counts_b: np.ndarray) -> tuple[Any, Any]:
+        """``(value in the sides' units, route)`` of one resample on the CPU, or ``(None, moments)`` for
+        :meth:`_finish`; reads the sides only (thread-safe)."""
         if self.float32:
             value, ratio = self._lean(counts_a, counts_b, exact=False)
             if value is not None:
@@ -438,13 +465,17 @@ class Resampler:
         difference, _, sigma_a, _, sigma_b = self._moments(counts_a, counts_b, exact)
         return lean_fid(difference, sigma_a, sigma_b, _MIN_RATIO[self.dtype])
 
-    def _float64(self, counts_a: np.ndarray, counts_b: np.ndarray) -> tuple[float, str]:
-        """The lean route on float64 moments; where it cannot be trusted, :func:`frechet_distance` on them."""
+    def _float64(self, counts_a: np.ndarray, counts_b: np.ndarray) -> tuple[Any, Any]:
+        """``(value, "float64")`` by the lean route on float64 moments; where it cannot be trusted, ``(None,
+        moments)``: :meth:`_finish` gives those to :func:`frechet_distance`."""
         difference, shift_a, sigma_a, shift_b, sigma_b = self._moments(counts_a, counts_b, exact=True)
         value, _ = lean_fid(difference, sigma_a.copy(order="F"), sigma_b.copy(order="F"), _MIN_RATIO["float64"])
         if value is not None:
             return value, "float64"
+        return None, (shift_a, sigma_a, shift_b, sigma_b)
+
+    def _frechet(self, shift_a: np.ndarray, sigma_a: np.ndarray, shift_b: np.ndarray, sigma_b: np.ndarray) -> float:
         side_a, side_b = self.sides
         # In the sides' units (the means divided by the same power of two, exactly), like everything here.
         mu_a, mu_b = side_a.mean / side_a.scale + shift_a, side_b.mean / side_b.scale + shift_b
-        return frechet_distance(mu_a, _full(sigma_a), mu_b, _full(sigma_b)).value, "frechet_distance"
+        return frechet_distance(mu_a, _full(sigma_a), mu_b, _full(sigma_b)).value

@@ -1,4 +1,4 @@
-"""The four BLAS/LAPACK routines of a bootstrap resample, callable from several threads at once.
+"""The BLAS/LAPACK routines of a bootstrap resample, callable from several threads at once.
 
 Private to :mod:`fidkit.metrics._fid_resample`. ``scipy.linalg.blas`` and ``scipy.linalg.lapack`` (f2py wrappers)
 hold the GIL for the whole call: resamples computed in worker threads ran one at a time (measured: two threads
@@ -23,7 +23,7 @@ import numpy as np
 import scipy.linalg.cython_blas as cython_blas
 import scipy.linalg.cython_lapack as cython_lapack
 
-__all__ = ["cholesky_lower", "congruence_lower", "eigenvalues_lower", "syrk_lower"]
+__all__ = ["cholesky_lower", "eigenvalues_lower", "syrk_lower", "triangular_transpose_times"]
 
 _P = ctypes.c_void_p  # every argument of the Fortran ABI is a pointer
 
@@ -36,12 +36,15 @@ def _bind(module: Any, name: str, n_args: int) -> Any:
     get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
     get_pointer = ctypes.pythonapi["PyCapsule_GetPointer"]
     get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-    return ctypes.CFUNCTYPE(None, *([_P] * n_args))(get_pointer(capsule, get_name(capsule)))
+    signature = get_name(capsule)  # the C signature, e.g. b"void (char *, int *, double *, int *, int *)"
+    if not signature.startswith(b"void (") or signature.count(b"*") != n_args:
+        raise ImportError(f"scipy.linalg's {name} has the signature {signature!r}, not {n_args} pointers")
+    return ctypes.CFUNCTYPE(None, *([_P] * n_args))(get_pointer(capsule, signature))
 
 
 _SYRK = {np.dtype(np.float32): _bind(cython_blas, "ssyrk", 10), np.dtype(np.float64): _bind(cython_blas, "dsyrk", 10)}
+_DTRMM = _bind(cython_blas, "dtrmm", 11)
 _DPOTRF = _bind(cython_lapack, "dpotrf", 5)
-_DSYGST = _bind(cython_lapack, "dsygst", 8)
 _DSYEVD = _bind(cython_lapack, "dsyevd", 11)
 # Optimal dsyevd workspace per size (the minimum would make its tridiagonal reduction unblocked: several x slower).
 _WORKSPACE: dict[int, tuple[int, int]] = {}
@@ -70,10 +73,12 @@ def syrk_lower(alpha: float, rows: np.ndarray, gram: np.ndarray) -> None:
     `rows` is a C-ordered ``(k, d)`` block (read in place as the Fortran ``d x k`` matrix it is), `gram` a
     Fortran-ordered ``(d, d)`` matrix.
     """
+    if gram.dtype not in _SYRK:
+        raise ValueError(f"expected a float32 or float64 Gram, got {gram.dtype}")
     d = _square(gram, gram.dtype)
     if not (rows.ndim == 2 and rows.shape[1] == d and rows.flags.c_contiguous and rows.dtype == gram.dtype):
         raise ValueError(f"expected C-ordered {gram.dtype} rows of width {d}, got {rows.dtype} {rows.shape}")
-    if rows.shape[0] == 0:
+    if rows.shape[0] == 0 or d == 0:
         return
     scalar = ctypes.c_float if gram.dtype == np.float32 else ctypes.c_double
     _SYRK[gram.dtype](
@@ -88,25 +93,22 @@ def cholesky_lower(matrix: np.ndarray) -> int:
     The strict upper triangle is left as it was.
     """
     n, info = _square(matrix), _int(0)
-    _DPOTRF(b"L", _ref(_int(n)), matrix.ctypes.data, _ref(_int(n)), _ref(info))
+    if n > 0:
+        _DPOTRF(b"L", _ref(_int(n)), matrix.ctypes.data, _ref(_int(n)), _ref(info))
     return info.value
 
 
-def congruence_lower(matrix: np.ndarray, lower: np.ndarray) -> int:
-    """Overwrite the lower triangle of `matrix` with that of ``L^T matrix L`` (``dsygst``, type 2), `L` the lower
-    triangle of `lower` (a Cholesky factor from :func:`cholesky_lower`); LAPACK's ``info``.
-
-    Its eigenvalues are those of ``matrix (L L^T)``: one ``d^3`` product where a triangular product and a ``syrk``
-    take two.
-    """
-    n, info = _square(matrix), _int(0)
+def triangular_transpose_times(lower: np.ndarray, matrix: np.ndarray) -> None:
+    """``matrix <- L^T matrix`` (``dtrmm``), `L` the lower triangle of `lower` (its strict upper part is not
+    read); both float64, Fortran-ordered, of one size."""
+    n = _square(matrix)
     if _square(lower) != n:
-        raise ValueError(f"shapes differ: {matrix.shape} and {lower.shape}")
-    _DSYGST(
-        _ref(_int(2)), b"L", _ref(_int(n)), matrix.ctypes.data, _ref(_int(n)), lower.ctypes.data, _ref(_int(n)),
-        _ref(info),
-    )
-    return info.value
+        raise ValueError(f"shapes differ: {lower.shape} and {matrix.shape}")
+    if n > 0:
+        _DTRMM(
+            b"L", b"L", b"T", b"N", _ref(_int(n)), _ref(_int(n)), _ref(ctypes.c_double(1.0)), lower.ctypes.data,
+            _ref(_int(n)), matrix.ctypes.data, _ref(_int(n)),
+        )
 
 
 def _workspace(n: int) -> tuple[int, int]:
@@ -129,6 +131,8 @@ def eigenvalues_lower(matrix: np.ndarray) -> tuple[np.ndarray, int]:
     """``(eigenvalues ascending, info)`` of the symmetric matrix in the lower triangle of `matrix` (destroyed);
     ``dsyevd`` without vectors (a tridiagonal reduction and ``dsterf``)."""
     n, info = _square(matrix), _int(0)
+    if n == 0:
+        return np.empty(0), 0
     lwork, liwork = _workspace(n)
     values = np.empty(n)
     work, iwork = np.empty(lwork), np.empty(liwork, dtype=np.intc)
