@@ -108,7 +108,9 @@ def test_resampled_values_do_not_depend_on_the_workers():
     routes; and BLAS gets its threads back afterwards."""
     a, b = features(1, 900, 24), features(2, 700, 24, 0.1)
     before = blas_threads_now()
-    results = {workers: bootstrap_fid(a, b, n_resamples=9, seed=5, device=None, workers=workers) for workers in (1, 2, 3)}
+    results = {
+        workers: bootstrap_fid(a, b, n_resamples=9, seed=5, device=None, workers=workers) for workers in (1, 2, 3)
+    }
     assert blas_threads_now() == before
     for workers in (2, 3):
         np.testing.assert_allclose(results[workers].values, results[1].values, rtol=1e-12)

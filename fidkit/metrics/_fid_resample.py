@@ -9,11 +9,11 @@ Private to :mod:`fidkit.metrics.bootstrap`. Per resample, by the first route tha
    product is added ``count`` times, so no row is rescaled and the weights are exact); the mean shift and
    everything after the Gram are float64. The distance is :func:`lean_fid`: ``||mu_a - mu_b||^2 + tr(S_a) +
    tr(S_b) - 2 sum sqrt(eig(B B^T))``, ``B = R_b^T R_a`` from the Cholesky factors ``S = R R^T`` (``potrf``,
-   ``trmm``, ``syrk``, ``syevd`` without vectors): the ``factor-eigh`` route of :mod:`fidkit.frechet` without its pivoted Cholesky, factor checks and
-   diagnostics, which the Cholesky factorisation of a covariance built as a weighted Gram makes unnecessary.
-   It is trusted only where both covariances have a Cholesky factorisation and the smallest pivot
-   ratio (:func:`_cholesky`) is at least ``_MIN_RATIO["float32"]``: a covariance closer to singular than that is
-   where float32 round-off in the Gram moves the distance by more than ~1e-7.
+   ``trmm``, ``syrk``, ``syevd`` without vectors): the ``factor-eigh`` route of :mod:`fidkit.frechet` without
+   its pivoted Cholesky, factor checks and diagnostics, which the Cholesky factorisation of a covariance built as
+   a weighted Gram makes unnecessary. It is trusted only where both covariances have a Cholesky factorisation
+   and the smallest pivot ratio (:func:`_cholesky`) is at least ``_MIN_RATIO["float32"]``: a covariance closer
+   to singular than that is where float32 round-off in the Gram moves the distance by more than ~1e-7.
 2. ``float64``: the same with float64 Grams (on the stored rows when ``dtype="float64"``, else on rows centred
    afresh from the features), trusted down to a pivot ratio of ``_MIN_RATIO["float64"]``.
 3. :func:`fidkit.frechet.frechet_distance` on the float64 moments: singular covariances (fewer distinct rows
@@ -212,8 +212,8 @@ def lean_fid(
     ``tr sqrt(S_a S_b)`` is the sum of the square roots of the eigenvalues of ``B B^T``, ``B = R_b^T R_a`` from
     the Cholesky factors ``S = R R^T`` (``B B^T = R_b^T S_a R_b`` has the spectrum of ``S_a S_b``): a triangular
     product and a ``syrk``, both one BLAS-3 call that threads well. (LAPACK's ``dsygst`` forms ``R_a^T S_b R_a``
-    in half the flops, but as many small calls: measured up to 20x slower with BLAS's own threads, and stalling
-    for seconds when other work holds the cores.)
+    in half the flops, but as many small calls: measured 8-9x slower at sizes 64-256 with BLAS's own threads,
+    and stalling for seconds when other work holds the cores.)
     """
     trace = float(np.trace(sigma_a)) + float(np.trace(sigma_b))
     ratio = _cholesky(sigma_a)

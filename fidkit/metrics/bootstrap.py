@@ -310,7 +310,7 @@ def bootstrap_fid(
     -----
     Cost per resample: ``(1 - 1/e) (N_a + N_b) dim^2`` flops for the two weighted covariances plus
     ``(2/3 + 2) dim^3`` for two Cholesky factorisations, a triangular product and a ``syrk``, and one eigensolve
-    of size dim without vectors: 2.6 s of one core at 50,000 + 10,000 x 2048, so the resamples are spread over
+    of size dim without vectors: 2.8 s of one core at 50,000 + 10,000 x 2048, so the resamples are spread over
     the cores (`workers`). Memory: a centred copy of both sides in the Gram dtype. ``docs/metrics.md`` has the
     timings.
     """
