@@ -27,7 +27,11 @@ runs out of time keeps what it had measured and the steps after it still run:
    DEFAULT against fidkit's EXHAUSTIVE, ``prefer_nhwc``, CUDA graphs on fixed device buffers), each with its
    session time, first batch, images/s and features against the CPU provider; last of the default steps, so it
    runs on what the budget leaves (``--steps cuda-options`` runs it alone, after setup);
-9. ``torch-compile`` (``--compile`` only: its compilation alone can take minutes): the plain module compiled
+9. ``bootstrap``: ``bootstrap_fid`` at 50,000 + 10,000 x 2048 on the machine's CPU cores (resamples in threads,
+   as it runs them) and on the GPU, 32 resamples each: seconds per resample, setup, 200 resamples projected, and
+   the GPU's values against the CPU's (issue 18's target: under a minute for 200 on a workstation CPU). It needs
+   ``threadpoolctl`` (a dependency; on the GPU machine, carry its wheel and put it on ``PYTHONPATH``);
+10. ``torch-compile`` (``--compile`` only: its compilation alone can take minutes): the plain module compiled
    against eager.
 
 It prints a markdown table at the end and writes a JSON (``--out``). Without ``--weights`` it makes random
@@ -85,6 +89,7 @@ STEPS: list[tuple[str, int, int]] = [
     ("torch-fidelity", 60, 120),
     ("pytorch-fid", 60, 120),
     ("cuda-options", 90, 180),
+    ("bootstrap", 90, 120),
     ("torch-compile", 240, 300),
 ]
 #: Under 6 minutes on one H200, the parent's own start and the table included.
@@ -816,6 +821,48 @@ def step_cuda_options(ctx: Context, rec: Recorder) -> None:
                 f"provider, rerun {again:.0e}")
 
 
+# ---------------------------------------------------------------------------------------------- 9. bootstrap
+
+
+def step_bootstrap(ctx: Context, rec: Recorder) -> None:
+    """bootstrap_fid at 50,000 + 10,000 x 2048 (issue 18: 200 resamples in under a minute on a workstation's CPU):
+    on this machine's cores, as bootstrap_fid runs them (resamples in threads), and on the GPU (torch), with the
+    seconds per resample, the setup, what 200 resamples would take, and the GPU's values against the CPU's."""
+    from fidkit.metrics import _fid_resample
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_metrics import pool3_like
+
+    (n_a, n_b), dim, n_resamples = ((50_000, 10_000), 2048, 32) if ctx.gpu else ((600, 400), 64, 4)
+    a, b = pool3_like(8, n_a, dim, shift=0.02), pool3_like(9, n_b, dim)
+    rng = np.random.default_rng(0)
+    draws = [
+        (np.bincount(rng.integers(0, n_a, n_a), minlength=n_a), np.bincount(rng.integers(0, n_b, n_b), minlength=n_b))
+        for _ in range(n_resamples)
+    ]
+    workers = _fid_resample.blas_threads()
+    rec.put("sizes", {"n_a": n_a, "n_b": n_b, "dim": dim, "resamples_timed": n_resamples, "workers": workers})
+    engines = [("CPU", None)] + ([("GPU", "cuda")] if ctx.gpu else [])
+    values: dict[str, np.ndarray] = {}
+    for label, device in engines:
+        clock = time.perf_counter()
+        resampler = _fid_resample.Resampler(a, b, "float32", device)
+        setup = time.perf_counter() - clock
+        resampler.fid(*draws[0])  # the first call: CUDA's start, plans, workspace queries
+        clock = time.perf_counter()
+        values[label] = np.array(resampler.fids(draws, workers))
+        per_resample = (time.perf_counter() - clock) / n_resamples
+        rec.put(f"{label}", {"seconds_per_resample": per_resample, "setup_seconds": setup, "routes": resampler.routes,
+                             "seconds_for_200": setup + 200 * per_resample})
+        rec.row(f"bootstrap_fid on the {label}, {n_a:,} + {n_b:,} x {dim}", f"{per_resample:.3f} s per resample",
+                f"{200 * per_resample + setup:.0f} s for 200 with the setup ({setup:.1f} s); "
+                f"{workers if device is None else 1} at a time; routes {resampler.route}")
+    if "GPU" in values:
+        difference = float(np.max(np.abs(values["GPU"] / values["CPU"] - 1.0)))
+        rec.put("gpu_vs_cpu_relative", difference)
+        rec.row("bootstrap_fid, GPU values against the CPU's", f"{difference:.1e}", "max relative difference")
+
+
 STEP_FUNCTIONS: dict[str, Callable[[Context, Recorder], None]] = {
     "setup": step_setup,
     "exactness": step_exactness,
@@ -827,6 +874,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Context, Recorder], None]] = {
     "torch-fidelity": step_torch_fidelity,
     "pytorch-fid": step_pytorch_fid,
     "cuda-options": step_cuda_options,
+    "bootstrap": step_bootstrap,
     "torch-compile": step_torch_compile,
 }
 
