@@ -162,32 +162,70 @@ def test_an_error_in_a_worker_reaches_the_caller_and_stops_the_queue(monkeypatch
     assert len(calls) < 200
 
 
-def test_blas_is_single_threaded_in_every_worker_and_frechet_distance_runs_in_the_caller(monkeypatch):
-    """Each worker sees one BLAS thread (set in the worker too: an OpenMP build's limit is per thread); a
-    resample only frechet_distance can take (singular covariances: N < dim) is computed in the calling thread,
-    since it may run torch and sets warning filters."""
+def test_blas_is_single_threaded_in_every_worker(monkeypatch):
+    """Each worker sees one BLAS thread (set in the worker too: an OpenMP build's limit is per thread)."""
     import threading
 
-    a, b = features(7, 12, 16), features(8, 14, 16, 0.1)  # N < dim: every covariance singular
-    seen_in_workers, frechet_threads = [], []
-    cpu_fid, frechet = resample_module.Resampler._cpu_fid, resample_module.frechet_distance
+    a, b = features(7, 300, 16), features(8, 200, 16, 0.1)
+    seen_in_workers, cpu_fid = [], resample_module.Resampler._cpu_fid
 
     def recording_cpu_fid(self, counts_a, counts_b):
         if threading.current_thread() is not threading.main_thread():
             seen_in_workers.append(max(blas_threads_now(), default=1))
         return cpu_fid(self, counts_a, counts_b)
 
+    monkeypatch.setattr(resample_module.Resampler, "_cpu_fid", recording_cpu_fid)
+    bootstrap_fid(a, b, n_resamples=6, seed=1, device=None, workers=2)
+    assert len(seen_in_workers) == 5 and set(seen_in_workers) == {1}  # the first resample runs in the caller
+
+
+def test_singular_resamples_run_in_the_caller_one_at_a_time(monkeypatch):
+    """Where the first resample needs frechet_distance (N < dim: every covariance singular), all run in the calling
+    thread with BLAS's own threads: frechet_distance may run torch and sets warning filters."""
+    import threading
+
+    a, b = features(7, 12, 16), features(8, 14, 16, 0.1)
+    frechet_threads, frechet = [], resample_module.frechet_distance
+
     def recording_frechet(*args, **kwargs):
         frechet_threads.append(threading.current_thread() is threading.main_thread())
         return frechet(*args, **kwargs)
 
-    monkeypatch.setattr(resample_module.Resampler, "_cpu_fid", recording_cpu_fid)
     monkeypatch.setattr(resample_module, "frechet_distance", recording_frechet)
     with pytest.warns(UserWarning):  # the small-sample warning of the point value
         result = bootstrap_fid(a, b, n_resamples=6, seed=1, device=None, workers=2)
     assert result.route == "weighted-moments: frechet_distance 6"
-    assert seen_in_workers and set(seen_in_workers) == {1}
     assert frechet_threads == [True] * 6
+
+
+def test_where_blas_threads_cannot_be_limited_the_resamples_run_one_at_a_time(monkeypatch, caplog):
+    """Another thread holding threadpoolctl's control of a pthreads OpenBLAS makes the limit a no-op (simulated):
+    no workers, rather than workers x BLAS threads fighting over the cores; the same values."""
+    import logging
+
+    a, b = features(9, 300, 12), features(10, 250, 12, 0.2)
+    expected = bootstrap_fid(a, b, n_resamples=5, seed=3, device=None, workers=1)
+    monkeypatch.setattr(resample_module, "blas_threads", lambda: 4)
+    monkeypatch.setattr(resample_module, "ThreadPoolExecutor", None)  # would fail if used
+    with caplog.at_level(logging.INFO, logger="fidkit.metrics"):
+        result = bootstrap_fid(a, b, n_resamples=5, seed=3, device=None, workers=3)
+    assert result.values == expected.values
+    assert any("could not be set to one" in message for message in caplog.messages)
+
+
+def test_overlapping_bootstraps_give_blas_its_threads_back():
+    """Two bootstrap_fid calls in two threads at once: one threaded run at a time, and BLAS's thread count is what
+    it was once both have returned (each restoring the limit it found would leave it at one otherwise)."""
+    a, b = features(11, 3000, 48), features(12, 2000, 48, 0.1)
+
+    def run(seed: int):
+        return bootstrap_fid(a, b, n_resamples=12, seed=seed, device=None, workers=2)
+
+    before = blas_threads_now()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, [1, 1]))
+    assert blas_threads_now() == before
+    np.testing.assert_allclose(results[0].values, results[1].values, rtol=1e-12)
 
 
 def test_a_resample_the_torch_engine_declines_goes_to_float64_on_the_cpu(monkeypatch):
@@ -210,3 +248,13 @@ def test_a_resample_the_torch_engine_declines_goes_to_float64_on_the_cpu(monkeyp
     result = bootstrap_fid(a, b, n_resamples=4, seed=0, device=torch.device("cpu"))
     assert result.route == "weighted-moments: float64 4"
     assert not any(float32_attempts)
+
+
+def test_a_routine_whose_signature_changed_is_refused_at_import():
+    """The bindings check SciPy's exported C signature exactly (a 64-bit integer or another argument would
+    otherwise be passed as the wrong thing): a mismatch is an ImportError naming the routine."""
+    with pytest.raises(ImportError, match="dpotrf"):
+        lapack._bind(lapack.cython_lapack, "dpotrf", lapack._CHAR, lapack._INT, lapack._D, lapack._INT)
+    with pytest.raises(ImportError, match="ssyrk"):
+        lapack._bind(lapack.cython_blas, "ssyrk", *[lapack._CHAR] * 2, *[lapack._INT] * 2, *[lapack._D] * 2,
+                     lapack._INT, *[lapack._D] * 2, lapack._INT)

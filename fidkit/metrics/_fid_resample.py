@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -211,9 +212,10 @@ def lean_fid(
 
     ``tr sqrt(S_a S_b)`` is the sum of the square roots of the eigenvalues of ``B B^T``, ``B = R_b^T R_a`` from
     the Cholesky factors ``S = R R^T`` (``B B^T = R_b^T S_a R_b`` has the spectrum of ``S_a S_b``): a triangular
-    product and a ``syrk``, both one BLAS-3 call that threads well. (LAPACK's ``dsygst`` forms ``R_a^T S_b R_a``
-    in half the flops, but as many small calls: measured 8-9x slower at sizes 64-256 with BLAS's own threads,
-    and stalling for seconds when other work holds the cores.)
+    product and a ``syrk``, both one BLAS-3 call that threads well. (LAPACK's ``dsygst`` forms ``R_a^T S_b R_a``,
+    of the same spectrum, in half the flops, but as many small calls: with BLAS's own threads, measured 1.5-3x
+    slower at sizes 64-256 on an idle machine and stalling for seconds when other work holds the cores;
+    single-threaded it saves about 4 % of a resample at size 2048.)
     """
     trace = float(np.trace(sigma_a)) + float(np.trace(sigma_b))
     ratio = _cholesky(sigma_a)
@@ -231,6 +233,10 @@ def lean_fid(
     trace_sqrt = float(np.sum(np.sqrt(np.maximum(eigenvalues, 0.0))))
     value = float(np.sum(np.square(difference))) + max(trace - 2.0 * trace_sqrt, 0.0)
     return (value if math.isfinite(value) else None), ratio
+
+
+# Held by a threaded run of Resampler.fids (see there).
+_THREADED_RUN = threading.Lock()
 
 
 def _one_blas_thread() -> None:
@@ -391,6 +397,12 @@ class Resampler:
         :mod:`fidkit.metrics._lapack`): the eigensolve, which dominates once the Grams are shared among many
         cores, scales poorly within one call (1.6x on 2 cores), and not at all across calls made one after
         another. The draws are consumed as the threads take them: at most ``2 * workers`` wait in memory.
+
+        One at a time instead, with BLAS's own threads: on the torch engine; where the first resample needed
+        :func:`frechet_distance` (singular covariances: fewer distinct rows than dimensions), which runs in this
+        thread only (:meth:`_finish`); and where BLAS's threads cannot be set to one (another thread holds
+        threadpoolctl's control of a pthreads OpenBLAS). One threaded run at a time per process: BLAS's thread
+        count is process-wide, and two overlapping runs would restore each other's limit wrongly.
         """
         draws = iter(draws)
         first = next(draws, None)
@@ -403,27 +415,33 @@ class Resampler:
                 "the first resample's covariances are too close to singular for float32 Grams (smallest pivot "
                 "ratio below %.3g): every resample is computed in float64", _MIN_RATIO["float32"],
             )
-        if self.engine is not None or workers <= 1:
+        if self.engine is not None or workers <= 1 or "frechet_distance" in self.routes:
             values.extend(self.fid(*draw) for draw in draws)
             return values
         # BLAS's threads set to one in this thread (OpenBLAS's pthreads: process-wide) and in each worker (an
         # OpenMP build: per thread).
-        with (
-            threadpool_limits(limits=1, user_api="blas"),
-            ThreadPoolExecutor(workers, thread_name_prefix="fidkit-bootstrap", initializer=_one_blas_thread) as pool,
-        ):
-            pending: deque[Future] = deque()
-            try:
-                for draw in draws:
-                    pending.append(pool.submit(self._cpu_fid, *draw))
-                    if len(pending) >= 2 * workers:
+        with _THREADED_RUN, threadpool_limits(limits=1, user_api="blas"):
+            if blas_threads() > 1:
+                logger.info(
+                    "BLAS's threads could not be set to one (another thread controls them): the resamples run one "
+                    "at a time"
+                )
+                values.extend(self.fid(*draw) for draw in draws)
+                return values
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="fidkit-bootstrap", initializer=_one_blas_thread)
+            with pool:
+                pending: deque[Future] = deque()
+                try:
+                    for draw in draws:
+                        pending.append(pool.submit(self._cpu_fid, *draw))
+                        if len(pending) >= 2 * workers:
+                            values.append(self._finish(pending.popleft().result()))
+                    while pending:
                         values.append(self._finish(pending.popleft().result()))
-                while pending:
-                    values.append(self._finish(pending.popleft().result()))
-            except BaseException:  # an error or Ctrl-C: the queued resamples are not started
-                for future in pending:
-                    future.cancel()
-                raise
+                except BaseException:  # an error or Ctrl-C: the queued resamples are not started
+                    for future in pending:
+                        future.cancel()
+                    raise
         return values
 
     def _finish(self, outcome: tuple[float, str] | tuple[None, tuple[np.ndarray, ...]]) -> float:

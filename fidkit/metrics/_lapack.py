@@ -16,6 +16,7 @@ into wrong numbers or a crash rather than an exception.
 from __future__ import annotations
 
 import ctypes
+import re
 import threading
 from typing import Any
 
@@ -28,7 +29,7 @@ __all__ = ["cholesky_lower", "eigenvalues_lower", "syrk_lower", "triangular_tran
 _P = ctypes.c_void_p  # every argument of the Fortran ABI is a pointer
 
 
-def _bind(module: Any, name: str, n_args: int) -> Any:
+def _bind(module: Any, name: str, *types: str) -> Any:
     capsule = module.__pyx_capi__[name]
     # Indexing a ctypes library makes a new function object: setting its types does not touch the shared
     # ctypes.pythonapi.PyCapsule_* that other code may have typed differently.
@@ -36,16 +37,25 @@ def _bind(module: Any, name: str, n_args: int) -> Any:
     get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
     get_pointer = ctypes.pythonapi["PyCapsule_GetPointer"]
     get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-    signature = get_name(capsule)  # the C signature, e.g. b"void (char *, int *, double *, int *, int *)"
-    if not signature.startswith(b"void (") or signature.count(b"*") != n_args:
-        raise ImportError(f"scipy.linalg's {name} has the signature {signature!r}, not {n_args} pointers")
-    return ctypes.CFUNCTYPE(None, *([_P] * n_args))(get_pointer(capsule, signature))
+    signature = get_name(capsule)  # the C signature, e.g. b"void (char *, int *, __pyx_t_..._d *, int *, int *)"
+    # SciPy's typedefs of float and double (__pyx_t_<module path>_s, _d), or the plain types, to s and d; then
+    # the exact signature.
+    plain = re.sub(rb"__pyx_t_\w+?_([sd]) \*", rb"\1 *", signature).decode()
+    plain = re.sub(r"\bfloat \*", "s *", re.sub(r"\bdouble \*", "d *", plain))
+    if plain != f"void ({', '.join(types)})":
+        raise ImportError(f"scipy.linalg's {name} has the signature {plain!r}, not void ({', '.join(types)})")
+    return ctypes.CFUNCTYPE(None, *([_P] * len(types)))(get_pointer(capsule, signature))
 
 
-_SYRK = {np.dtype(np.float32): _bind(cython_blas, "ssyrk", 10), np.dtype(np.float64): _bind(cython_blas, "dsyrk", 10)}
-_DTRMM = _bind(cython_blas, "dtrmm", 11)
-_DPOTRF = _bind(cython_lapack, "dpotrf", 5)
-_DSYEVD = _bind(cython_lapack, "dsyevd", 11)
+_CHAR, _INT, _S, _D = "char *", "int *", "s *", "d *"
+# Each routine's argument types, in the reference BLAS/LAPACK order (s, d: float, double).
+_SYRK = {
+    np.dtype(np.float32): _bind(cython_blas, "ssyrk", _CHAR, _CHAR, _INT, _INT, _S, _S, _INT, _S, _S, _INT),
+    np.dtype(np.float64): _bind(cython_blas, "dsyrk", _CHAR, _CHAR, _INT, _INT, _D, _D, _INT, _D, _D, _INT),
+}
+_DTRMM = _bind(cython_blas, "dtrmm", _CHAR, _CHAR, _CHAR, _CHAR, _INT, _INT, _D, _D, _INT, _D, _INT)
+_DPOTRF = _bind(cython_lapack, "dpotrf", _CHAR, _INT, _D, _INT, _INT)
+_DSYEVD = _bind(cython_lapack, "dsyevd", _CHAR, _CHAR, _INT, _D, _INT, _D, _D, _INT, _INT, _INT, _INT)
 # Optimal dsyevd workspace per size (the minimum would make its tridiagonal reduction unblocked: several x slower).
 _WORKSPACE: dict[int, tuple[int, int]] = {}
 _WORKSPACE_LOCK = threading.Lock()

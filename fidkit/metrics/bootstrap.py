@@ -292,8 +292,10 @@ def bootstrap_fid(
         threads are set to one meanwhile, in the whole process). None: as many as BLAS would use threads
         (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, else the CPUs this process may run on), at most 32. The
         values do not depend on it beyond round-off (measured: under 1e-14 relative). Memory per worker: about
-        ``5 * 8 dim^2`` bytes plus two blocks of 4096 rows (150 MiB at dim 2048 with float32 Grams, measured;
-        up to twice that on the float64 route).
+        150 MiB at dim 2048 with float32 Grams (measured; it grows as ``dim^2``), up to twice that on the float64
+        route. The resamples run one at a time where the first one's covariances are singular (fewer distinct
+        rows than dimensions: :func:`~fidkit.frechet.frechet_distance` takes them, in the calling thread), and
+        one threaded bootstrap runs at a time per process (BLAS's thread count is process-wide).
 
     Returns
     -------
