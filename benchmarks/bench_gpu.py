@@ -793,7 +793,10 @@ def step_cuda_options(ctx: Context, rec: Recorder) -> None:
             ("DEFAULT search", {"cudnn_conv_algo_search": "DEFAULT"}, False),
         ]
     else:
-        variants = [("CPU provider (smoke test)", None, False), ("CPU provider, fixed buffers (smoke test)", None, True)]
+        variants = [
+            ("CPU provider (smoke test)", None, False),
+            ("CPU provider, fixed buffers (smoke test)", None, True),
+        ]
     rec.put("batch", batch)
     for label, options, bound in variants:
         providers = (
@@ -802,7 +805,8 @@ def step_cuda_options(ctx: Context, rec: Recorder) -> None:
         )
         try:
             clock = time.perf_counter()
-            session = ort.InferenceSession(graph, providers=providers, **({} if options is None else {"enable_fallback": 0}))
+            no_fallback = {} if options is None else {"enable_fallback": 0}
+            session = ort.InferenceSession(graph, providers=providers, **no_fallback)
             created = time.perf_counter() - clock
             run = _session_runner(session, "cpu" if options is None else "cuda", batch, height, width, bound)
             clock = time.perf_counter()
