@@ -247,7 +247,8 @@ def _one_blas_thread() -> None:
 
 def blas_threads() -> int:
     """The threads BLAS would use in this process (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` or the CPUs it
-    may run on): the default number of resamples computed at a time."""
+    may run on): the default number of resamples computed at a time. 1 where threadpoolctl sees no BLAS it can
+    control (Apple's Accelerate): there the resamples run one at a time, on BLAS's own threads."""
     threads = [entry.get("num_threads", 1) for entry in threadpool_info() if entry.get("user_api") == "blas"]
     return max(1, max(threads, default=1))
 
