@@ -122,13 +122,13 @@ def triangular_transpose_times(lower: np.ndarray, matrix: np.ndarray) -> None:
 
 
 def _workspace(n: int) -> tuple[int, int]:
+    """Optimal ``(lwork, liwork)`` of ``dsyevd`` without vectors at size ``n >= 1``."""
     with _WORKSPACE_LOCK:
         if n not in _WORKSPACE:
             work, iwork, info = ctypes.c_double(0.0), _int(0), _int(0)
-            scratch = np.zeros((max(n, 1), max(n, 1)), order="F")
-            values = np.zeros(max(n, 1))
+            scratch, values = np.zeros((n, n), order="F"), np.zeros(n)
             _DSYEVD(
-                b"N", b"L", _ref(_int(n)), scratch.ctypes.data, _ref(_int(max(n, 1))), values.ctypes.data,
+                b"N", b"L", _ref(_int(n)), scratch.ctypes.data, _ref(_int(n)), values.ctypes.data,
                 _ref(work), _ref(_int(-1)), _ref(iwork), _ref(_int(-1)), _ref(info),
             )
             if info.value != 0:

@@ -293,9 +293,10 @@ def bootstrap_fid(
         (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, else the CPUs this process may run on), at most 32; 1
         where threadpoolctl cannot control the BLAS (Apple's Accelerate). The values do not depend on it beyond
         round-off (measured: under 1e-14 relative). Memory per worker: about 150 MiB at dim 2048 with float32
-        Grams (measured; it grows as ``dim^2``), up to twice that on the float64 route. The resamples run one at a time where the first one's covariances are singular (fewer distinct
-        rows than dimensions: :func:`~fidkit.frechet.frechet_distance` takes them, in the calling thread), and
-        one threaded bootstrap runs at a time per process (BLAS's thread count is process-wide).
+        Grams (measured; it grows as ``dim^2``), up to twice that on the float64 route. The resamples run one at
+        a time where the first one's covariances are singular (fewer distinct rows than dimensions:
+        :func:`~fidkit.frechet.frechet_distance` takes them, in the calling thread), and one threaded bootstrap
+        runs at a time per process (BLAS's thread count is process-wide).
 
     Returns
     -------
