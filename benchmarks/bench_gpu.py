@@ -843,10 +843,7 @@ def step_bootstrap(ctx: Context, rec: Recorder) -> None:
     (n_a, n_b), dim, n_resamples = ((50_000, 10_000), 2048, 32) if ctx.gpu else ((600, 400), 64, 4)
     a, b = pool3_like(8, n_a, dim, shift=0.02), pool3_like(9, n_b, dim)
     rng = np.random.default_rng(0)
-    draws = [
-        (np.bincount(rng.integers(0, n_a, n_a), minlength=n_a), np.bincount(rng.integers(0, n_b, n_b), minlength=n_b))
-        for _ in range(n_resamples)
-    ]
+    draws = [_fid_resample.resample_counts(rng, n_a, n_b) for _ in range(n_resamples)]
     workers = _fid_resample.blas_threads()
     rec.put("sizes", {"n_a": n_a, "n_b": n_b, "dim": dim, "resamples_timed": n_resamples, "workers": workers})
     engines = [("CPU", None)] + ([("GPU", "cuda")] if ctx.gpu else [])

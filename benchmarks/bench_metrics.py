@@ -306,8 +306,7 @@ def bench_bootstrap(
     rng = np.random.default_rng(0)
     fast, exact = resamplers["float32"], resamplers["float64"]
     for _ in range(resamples):
-        counts_a = np.bincount(rng.integers(0, n_a, n_a), minlength=n_a)
-        counts_b = np.bincount(rng.integers(0, n_b, n_b), minlength=n_b)
+        counts_a, counts_b = fidkit_resample.resample_counts(rng, n_a, n_b)
         for key, resampler in (("float32", fast), ("float64", exact)):
             value, took = timed(resampler.fid, counts_a, counts_b, pause=0.5)
             values[key].append(value)
@@ -324,10 +323,7 @@ def bench_bootstrap(
     # as many at a time as BLAS has threads, each single-threaded (enough draws that the first one, which runs
     # alone, and the last round's idle workers weigh little).
     workers = fidkit_resample.blas_threads()
-    draws = [
-        (np.bincount(rng.integers(0, n_a, n_a), minlength=n_a), np.bincount(rng.integers(0, n_b, n_b), minlength=n_b))
-        for _ in range(threaded_resamples)
-    ]
+    draws = [fidkit_resample.resample_counts(rng, n_a, n_b) for _ in range(threaded_resamples)]
     routes_one_at_a_time = dict(fast.routes)  # before the runs below add theirs
     in_order, one_at_a_time = timed(fast.fids, draws, 1, pause=0.5)
     in_threads, concurrent = timed(fast.fids, draws, workers, pause=0.5)

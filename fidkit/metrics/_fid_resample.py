@@ -50,6 +50,7 @@ __all__ = [
     "blas_threads",
     "lean_fid",
     "numpy_sides",
+    "resample_counts",
     "torch_cuda_if_imported",
 ]
 
@@ -65,6 +66,13 @@ _BLOCK_ROWS = 4096
 # float64 one by 2e-8 relative at ratio 7e-5, 1e-7 at 7e-6 and 2.5e-7 at 2e-6 (docs/metrics.md). float64: far
 # below any covariance of N > dim samples in general position, far above a singular one.
 _MIN_RATIO = {"float32": 1e-4, "float64": 1e-10}
+
+
+def resample_counts(rng: np.random.Generator, n_a: int, n_b: int) -> tuple[np.ndarray, np.ndarray]:
+    """One bootstrap draw as row multiplicities: ``integers(0, N_a, N_a)`` then ``integers(0, N_b, N_b)`` from
+    `rng` (the draws of :func:`fidkit.metrics.bootstrap`), counted per row."""
+    counts_a = np.bincount(rng.integers(0, n_a, n_a), minlength=n_a)
+    return counts_a, np.bincount(rng.integers(0, n_b, n_b), minlength=n_b)
 
 
 def _column_summary(features: np.ndarray, mean: np.ndarray) -> tuple[float, np.ndarray]:

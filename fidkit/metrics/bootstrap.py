@@ -47,7 +47,7 @@ import numpy as np
 from fidkit.errors import InputError
 from fidkit.frechet import fid_from_arrays, fid_from_stats
 from fidkit.metrics._common import check_pair, check_positive_int, check_resampling, check_seed, float_metric, plain_dict
-from fidkit.metrics._fid_resample import GRAM_DTYPES, Resampler, blas_threads, torch_cuda_if_imported
+from fidkit.metrics._fid_resample import GRAM_DTYPES, Resampler, blas_threads, resample_counts, torch_cuda_if_imported
 from fidkit.stats import Stats
 
 __all__ = [
@@ -330,16 +330,12 @@ def bootstrap_fid(
     resampler = Resampler(array_a, array_b, dtype, _resolve_device(device))
     rng = np.random.default_rng(seed)
 
-    def draws():
-        # The same draws as bootstrap(): row indices, then how often each row came up.
-        for _ in range(n_resamples):
-            counts_a = np.bincount(rng.integers(0, n_a, n_a), minlength=n_a)
-            yield counts_a, np.bincount(rng.integers(0, n_b, n_b), minlength=n_b)
-
+    # The same draws as bootstrap(), drawn as the threads take them.
+    draws = (resample_counts(rng, n_a, n_b) for _ in range(n_resamples))
     with warnings.catch_warnings():
         # The small-sample warning was issued once for the point value; it says the same for every resample.
         warnings.simplefilter("ignore")
-        resampled = np.array(resampler.fids(draws(), workers), dtype=np.float64)
+        resampled = np.array(resampler.fids(draws, workers), dtype=np.float64)
     logger.info("bootstrap_fid: %s; resamples by route: %s", resampler.route, resampler.routes)
     return _summarise(value, resampled, level, seed, n_a, n_b, resampler.route)
 
