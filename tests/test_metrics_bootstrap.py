@@ -155,6 +155,23 @@ def test_nearly_singular_covariances_are_recomputed_in_float64(caplog):
     assert bootstrap_fid(a, b, n_resamples=3, seed=0, device=None).route == "weighted-moments: float32 3"
 
 
+def test_a_resample_the_torch_engine_declines_goes_to_float64_on_the_cpu(monkeypatch):
+    """Too close to singular for float32 on the torch engine: float64 on the CPU directly, without trying the
+    CPU's float32 Grams first."""
+    torch = pytest.importorskip("torch")
+    a, b = nearly_singular_pair(24, 16, 5e-4)
+    float32_attempts, lean = [], resample_module.Resampler._lean
+
+    def counting(self, counts_a, counts_b, exact):
+        float32_attempts.append(not exact)
+        return lean(self, counts_a, counts_b, exact)
+
+    monkeypatch.setattr(resample_module.Resampler, "_lean", counting)
+    result = bootstrap_fid(a, b, n_resamples=4, seed=0, device=torch.device("cpu"))
+    assert result.route == "weighted-moments: float64 4"
+    assert not any(float32_attempts)
+
+
 def test_singular_resamples_go_to_frechet_distance():
     """N < dim: every resample's covariance is singular; frechet_distance (pivoted Cholesky) takes them, and the
     numbers are those of bootstrap(..., fid_from_arrays) to 1e-8 (that one uses the exact factors of the rows)."""

@@ -228,28 +228,6 @@ def test_overlapping_bootstraps_give_blas_its_threads_back():
     np.testing.assert_allclose(results[0].values, results[1].values, rtol=1e-12)
 
 
-def test_a_resample_the_torch_engine_declines_goes_to_float64_on_the_cpu(monkeypatch):
-    """Too close to singular for float32 on the torch engine: float64 on the CPU directly, without trying the
-    CPU's float32 Grams first."""
-    torch = pytest.importorskip("torch")
-    mixing = np.linalg.qr(np.random.default_rng(7).standard_normal((24, 24)))[0]
-    spectrum = np.where(np.arange(24) < 16, 1.0, 5e-4)
-    a, b = (
-        ((np.random.default_rng(seed).standard_normal((n, 24)) * spectrum) @ mixing + shift).astype(np.float32)
-        for seed, n, shift in ((1, 3000, 0.05), (2, 2000, 0.0))
-    )
-    float32_attempts, lean = [], resample_module.Resampler._lean
-
-    def counting(self, counts_a, counts_b, exact):
-        float32_attempts.append(not exact)
-        return lean(self, counts_a, counts_b, exact)
-
-    monkeypatch.setattr(resample_module.Resampler, "_lean", counting)
-    result = bootstrap_fid(a, b, n_resamples=4, seed=0, device=torch.device("cpu"))
-    assert result.route == "weighted-moments: float64 4"
-    assert not any(float32_attempts)
-
-
 def test_a_routine_whose_signature_changed_is_refused_at_import():
     """The bindings check SciPy's exported C signature exactly (a 64-bit integer or another argument would
     otherwise be passed as the wrong thing): a mismatch is an ImportError naming the routine."""
