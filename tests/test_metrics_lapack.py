@@ -94,6 +94,95 @@ def test_threads_get_the_numbers_of_one_thread():
         np.testing.assert_array_equal(one, other)
 
 
+# --- LAPACK's two-stage eigensolver --------------------------------------------------------------------------------
+
+# SciPy's wheels bring their OpenBLAS in scipy.libs (numpy's own, libscipy_openblas64_, lives in numpy.libs).
+SCIPY_OPENBLAS = any("scipy.libs" in entry.get("filepath", "") for entry in threadpool_info())
+
+
+@pytest.mark.skipif(not SCIPY_OPENBLAS, reason="SciPy without its OpenBLAS wheel library: dsyevd_2stage may be absent")
+def test_the_two_stage_eigensolver_is_found_beside_scipys_dsyevd():
+    """SciPy's wheels (LAPACK >= 3.7 inside their OpenBLAS) have it: the one CI and most users run."""
+    assert lapack.two_stage_available()
+
+
+@pytest.fixture
+def two_stage():
+    if not lapack.two_stage_available():
+        pytest.skip("no dsyevd_2stage in this LAPACK")
+
+
+@pytest.mark.parametrize("dim", [1, 2, 33, 130])
+def test_two_stage_eigenvalues_equal_dsyevd(two_stage, dim):
+    """Same spectrum to round-off, for positive definite and indefinite matrices (the upper triangle is not read)."""
+    rng = np.random.default_rng(dim)
+    for matrix in (spd(dim, dim), np.asfortranarray(rng.standard_normal((dim, dim)) + 5.0)):
+        matrix = np.asfortranarray(matrix + matrix.T)
+        expected = np.linalg.eigvalsh(matrix)
+        poisoned = matrix.copy(order="F")
+        poisoned[np.triu_indices(dim, 1)] = np.nan
+        values, info = lapack.eigenvalues_lower(poisoned, two_stage=True)
+        assert info == 0
+        np.testing.assert_allclose(values, expected, rtol=0, atol=1e-13 * np.abs(expected).max())
+
+
+def test_two_stage_in_threads_gives_the_numbers_of_one_thread(two_stage):
+    matrices = [spd(seed, 150) for seed in range(6)]
+    alone = [lapack.eigenvalues_lower(matrix.copy(order="F"), two_stage=True)[0] for matrix in matrices]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda m: lapack.eigenvalues_lower(m.copy(order="F"), two_stage=True)[0], matrices))
+    for one, other in zip(alone, together):
+        np.testing.assert_array_equal(one, other)
+
+
+@pytest.fixture
+def fresh_two_stage(monkeypatch):
+    """The process-wide finding of dsyevd_2stage forgotten for the test (and restored after it)."""
+    monkeypatch.setattr(lapack, "_TWO_STAGE", {})
+
+
+def test_a_library_without_the_routine_means_dsyevd(fresh_two_stage, monkeypatch):
+    monkeypatch.setattr(lapack, "_NAME_PATTERNS", ("no_such_prefix_{}_",))
+    assert not lapack.two_stage_available()
+    with pytest.raises(RuntimeError, match="dsyevd_2stage is not available"):
+        lapack.eigenvalues_lower(spd(1, 5), two_stage=True)
+    assert lapack.eigenvalues_lower(spd(1, 5))[1] == 0
+
+
+def test_a_routine_that_disagrees_with_dsyevd_is_not_used(two_stage, fresh_two_stage, monkeypatch):
+    """The check at first use compares with dsyevd: a binding that gave other numbers would be refused."""
+    monkeypatch.setattr(lapack, "_agrees_with_dsyevd", lambda: False)
+    assert not lapack.two_stage_available()
+
+
+def test_threads_use_the_two_stage_solver_when_asked_and_one_at_a_time_dsyevd(two_stage, monkeypatch):
+    """By default every route uses dsyevd; with ``two_stage_in_threads`` the worker threads (BLAS single-threaded)
+    use the two-stage reduction and the first resample, alone in the caller with BLAS's threads, dsyevd. The values
+    agree to round-off."""
+    import threading
+
+    a, b = features(1, 600, 20), features(2, 500, 20, 0.1)
+    used, eigenvalues = [], resample_module.eigenvalues_lower
+
+    def recording(matrix, two_stage=False):
+        used.append((threading.current_thread() is threading.main_thread(), two_stage))
+        return eigenvalues(matrix, two_stage=two_stage)
+
+    monkeypatch.setattr(resample_module, "eigenvalues_lower", recording)
+    draws = [resample_module.resample_counts(np.random.default_rng(seed), 600, 500) for seed in range(5)]
+    values = {}
+    for two_stage_in_threads in (False, True):
+        used.clear()
+        resampler = resample_module.Resampler(a, b, "float32", None)
+        resampler.two_stage_in_threads = two_stage_in_threads
+        values[two_stage_in_threads] = resampler.fids(draws, workers=2)
+        assert sorted(used) == [(False, two_stage_in_threads)] * 4 + [(True, False)]
+    np.testing.assert_allclose(values[True], values[False], rtol=1e-12)
+    used.clear()
+    bootstrap_fid(a, b, n_resamples=3, seed=3, device=None, workers=2)
+    assert all(not two_stage for _, two_stage in used)
+
+
 def features(seed: int, n: int, dim: int, shift: float = 0.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((n, dim)) * np.linspace(1.0, 0.3, dim) + shift).astype(np.float32)
@@ -130,12 +219,12 @@ def test_a_later_resample_too_close_to_singular_is_redone_in_float64_alone(monke
     a, b = features(3, 400, 10), features(4, 300, 10, 0.2)
     lean_fid, float32_calls = resample_module.lean_fid, []
 
-    def failing_third(difference, sigma_a, sigma_b, min_ratio):
+    def failing_third(difference, sigma_a, sigma_b, min_ratio, two_stage=False):
         if min_ratio == resample_module._MIN_RATIO["float32"]:
             float32_calls.append(1)
             if len(float32_calls) == 3:
                 return None, 1e-6
-        return lean_fid(difference, sigma_a, sigma_b, min_ratio)
+        return lean_fid(difference, sigma_a, sigma_b, min_ratio, two_stage)
 
     monkeypatch.setattr(resample_module, "lean_fid", failing_third)
     mixed = bootstrap_fid(a, b, n_resamples=5, seed=2, device=None, workers=1)
@@ -150,11 +239,11 @@ def test_an_error_in_a_worker_reaches_the_caller_and_stops_the_queue(monkeypatch
     a, b = features(5, 300, 8), features(6, 300, 8, 0.1)
     calls, lean = [], resample_module.Resampler._lean
 
-    def failing(self, counts_a, counts_b, exact):
+    def failing(self, counts_a, counts_b, exact, two_stage):
         calls.append(1)
         if len(calls) == 4:
             raise MemoryError("simulated")
-        return lean(self, counts_a, counts_b, exact)
+        return lean(self, counts_a, counts_b, exact, two_stage)
 
     monkeypatch.setattr(resample_module.Resampler, "_lean", failing)
     with pytest.raises(MemoryError, match="simulated"):
@@ -169,10 +258,10 @@ def test_blas_is_single_threaded_in_every_worker(monkeypatch):
     a, b = features(7, 300, 16), features(8, 200, 16, 0.1)
     seen_in_workers, cpu_fid = [], resample_module.Resampler._cpu_fid
 
-    def recording_cpu_fid(self, counts_a, counts_b):
+    def recording_cpu_fid(self, counts_a, counts_b, two_stage=False):
         if threading.current_thread() is not threading.main_thread():
             seen_in_workers.append(max(blas_threads_now(), default=1))
-        return cpu_fid(self, counts_a, counts_b)
+        return cpu_fid(self, counts_a, counts_b, two_stage)
 
     monkeypatch.setattr(resample_module.Resampler, "_cpu_fid", recording_cpu_fid)
     bootstrap_fid(a, b, n_resamples=6, seed=1, device=None, workers=2)

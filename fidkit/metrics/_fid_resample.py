@@ -40,7 +40,13 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from fidkit.frechet import frechet_distance
-from fidkit.metrics._lapack import cholesky_lower, eigenvalues_lower, syrk_lower, triangular_transpose_times
+from fidkit.metrics._lapack import (
+    cholesky_lower,
+    eigenvalues_lower,
+    syrk_lower,
+    triangular_transpose_times,
+    two_stage_available,
+)
 
 __all__ = [
     "GRAM_DTYPES",
@@ -211,7 +217,7 @@ def _zero_upper(matrix: np.ndarray) -> None:
 
 
 def lean_fid(
-    difference: np.ndarray, sigma_a: np.ndarray, sigma_b: np.ndarray, min_ratio: float
+    difference: np.ndarray, sigma_a: np.ndarray, sigma_b: np.ndarray, min_ratio: float, two_stage: bool = False
 ) -> tuple[float | None, float]:
     """``(distance, smallest pivot ratio)`` from the difference of means and two covariances (lower triangles,
     float64, Fortran order, both overwritten); the distance is None where a Cholesky factorisation fails, the
@@ -223,7 +229,8 @@ def lean_fid(
     product and a ``syrk``, both one BLAS-3 call that threads well. (LAPACK's ``dsygst`` forms ``R_a^T S_b R_a``,
     of the same spectrum, in half the flops, but as many small calls: with BLAS's own threads, measured 1.5-3x
     slower at sizes 64-256 on an idle machine and stalling for seconds when other work holds the cores;
-    single-threaded it saves about 4 % of a resample at size 2048.)
+    single-threaded it saves about 4 % of a resample at size 2048.) `two_stage`: the eigenvalues by LAPACK's
+    two-stage reduction (:func:`fidkit.metrics._lapack.eigenvalues_lower`).
     """
     trace = float(np.trace(sigma_a)) + float(np.trace(sigma_b))
     ratio = _cholesky(sigma_a)
@@ -235,7 +242,7 @@ def lean_fid(
     triangular_transpose_times(sigma_b, sigma_a)  # sigma_a <- B = R_b^T R_a
     gram = np.zeros_like(sigma_a, order="F")
     syrk_lower(1.0, sigma_a.T, gram)  # B B^T: sigma_a.T is B's memory read as C-ordered rows of B^T
-    eigenvalues, info = eigenvalues_lower(gram)
+    eigenvalues, info = eigenvalues_lower(gram, two_stage=two_stage)
     if info != 0:
         return None, ratio
     trace_sqrt = float(np.sum(np.sqrt(np.maximum(eigenvalues, 0.0))))
@@ -383,6 +390,9 @@ class Resampler:
         self.engine = TorchEngine(*self.sides, device) if device is not None else None
         self.float32 = dtype == "float32"
         self.routes: dict[str, int] = {}
+        #: Whether the resamples computed in threads use LAPACK's two-stage eigensolver where it is available (see
+        #: :meth:`fids`). Off until measured faster where it should be: benchmarks compare the two.
+        self.two_stage_in_threads = False
 
     @property
     def route(self) -> str:
@@ -406,6 +416,16 @@ class Resampler:
         :mod:`fidkit.metrics._lapack`): the eigensolve, which dominates once the Grams are shared among many
         cores, scales poorly within one call (1.6x on 2 cores), and not at all across calls made one after
         another. The draws are consumed as the threads take them: at most ``2 * workers`` wait in memory.
+
+        With :attr:`two_stage_in_threads`, the threads take the eigenvalues from LAPACK's two-stage reduction
+        (``dsyevd_2stage``) where it is available. ``dsyevd``'s one-stage reduction reads the whole trailing matrix
+        for each of the 2048 columns (about 11 GB at size 2048): fast while one matrix's triangle (17 MB) stays in
+        cache, slower once it does not; the two-stage one does BLAS-3 work on the matrix and reduces a band that
+        stays in cache. Measured single-threaded on a 32 MB cache: ``dsyevd`` 1.1x faster at size 2048, the
+        two-stage one 1.04-1.19x faster from 2304 to 3072; in 2 threads of a bootstrap at 50,000 + 10,000,
+        ``dsyevd`` 3 % faster per resample. Many cores sharing one cache may reverse that; until that is measured
+        (``benchmarks/bench_gpu.py --steps bootstrap`` on 16 cores), ``dsyevd`` stays. With BLAS's own threads
+        ``dsyevd`` is the faster (0.27 against 0.36 s at 2048 on 2 cores): the one-at-a-time routes keep it.
 
         One at a time instead, with BLAS's own threads: on the torch engine; where the first resample needed
         :func:`frechet_distance` (singular covariances: fewer distinct rows than dimensions), which runs in this
@@ -441,8 +461,9 @@ class Resampler:
             with pool:
                 pending: deque[Future] = deque()
                 try:
+                    two_stage = self.two_stage_in_threads and two_stage_available()
                     for draw in draws:
-                        pending.append(pool.submit(self._cpu_fid, *draw))
+                        pending.append(pool.submit(self._cpu_fid, *draw, two_stage))
                         if len(pending) >= 2 * workers:
                             values.append(self._finish(pending.popleft().result()))
                     while pending:
@@ -471,15 +492,15 @@ class Resampler:
             self.engine = None
             return None, ""
 
-    def _cpu_fid(self, counts_a: np.ndarray, counts_b: np.ndarray) -> tuple[Any, Any]:
+    def _cpu_fid(self, counts_a: np.ndarray, counts_b: np.ndarray, two_stage: bool = False) -> tuple[Any, Any]:
         """``(value in the sides' units, route)`` of one resample on the CPU, or ``(None, moments)`` for
-        :meth:`_finish`; reads the sides only (thread-safe)."""
+        :meth:`_finish`; reads the sides only (thread-safe). `two_stage` as for :func:`lean_fid`."""
         if self.float32:
-            value, ratio = self._lean(counts_a, counts_b, exact=False)
+            value, ratio = self._lean(counts_a, counts_b, exact=False, two_stage=two_stage)
             if value is not None:
                 return value, "float32"
             logger.debug("a resample too close to singular for float32 Grams (ratio %.3g): redone in float64", ratio)
-        return self._float64(counts_a, counts_b)
+        return self._float64(counts_a, counts_b, two_stage)
 
     def _moments(self, counts_a: np.ndarray, counts_b: np.ndarray, exact: bool) -> tuple[np.ndarray, ...]:
         side_a, side_b = self.sides
@@ -488,15 +509,19 @@ class Resampler:
         difference = (side_a.mean - side_b.mean) / side_a.scale + shift_a - shift_b
         return difference, shift_a, sigma_a, shift_b, sigma_b
 
-    def _lean(self, counts_a: np.ndarray, counts_b: np.ndarray, exact: bool) -> tuple[float | None, float]:
+    def _lean(
+        self, counts_a: np.ndarray, counts_b: np.ndarray, exact: bool, two_stage: bool
+    ) -> tuple[float | None, float]:
         difference, _, sigma_a, _, sigma_b = self._moments(counts_a, counts_b, exact)
-        return lean_fid(difference, sigma_a, sigma_b, _MIN_RATIO[self.dtype])
+        return lean_fid(difference, sigma_a, sigma_b, _MIN_RATIO[self.dtype], two_stage)
 
-    def _float64(self, counts_a: np.ndarray, counts_b: np.ndarray) -> tuple[Any, Any]:
+    def _float64(self, counts_a: np.ndarray, counts_b: np.ndarray, two_stage: bool = False) -> tuple[Any, Any]:
         """``(value, "float64")`` by the lean route on float64 moments; where it cannot be trusted, ``(None,
         moments)``: :meth:`_finish` gives those to :func:`frechet_distance`."""
         difference, shift_a, sigma_a, shift_b, sigma_b = self._moments(counts_a, counts_b, exact=True)
-        value, _ = lean_fid(difference, sigma_a.copy(order="F"), sigma_b.copy(order="F"), _MIN_RATIO["float64"])
+        value, _ = lean_fid(
+            difference, sigma_a.copy(order="F"), sigma_b.copy(order="F"), _MIN_RATIO["float64"], two_stage
+        )
         if value is not None:
             return value, "float64"
         return None, (shift_a, sigma_a, shift_b, sigma_b)

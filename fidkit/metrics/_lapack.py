@@ -11,12 +11,18 @@ routines of the same OpenBLAS run concurrently.
 Every matrix here is a Fortran-ordered (column-major) array of the routine's dtype; only lower triangles are read
 and written. The callers check nothing further: the checks below are of the layout, which a mistake would turn
 into wrong numbers or a crash rather than an exception.
+
+LAPACK's two-stage eigensolver (``dsyevd_2stage``) is not in SciPy's Cython interface; where the LAPACK library
+behind it has one, it is found by name beside ``dsyevd`` and checked against it once before use
+(:func:`two_stage_available`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import re
+import sys
 import threading
 from typing import Any
 
@@ -24,7 +30,9 @@ import numpy as np
 import scipy.linalg.cython_blas as cython_blas
 import scipy.linalg.cython_lapack as cython_lapack
 
-__all__ = ["cholesky_lower", "eigenvalues_lower", "syrk_lower", "triangular_transpose_times"]
+__all__ = ["cholesky_lower", "eigenvalues_lower", "syrk_lower", "triangular_transpose_times", "two_stage_available"]
+
+logger = logging.getLogger(__name__)
 
 _P = ctypes.c_void_p  # every argument of the Fortran ABI is a pointer
 
@@ -57,7 +65,7 @@ _DTRMM = _bind(cython_blas, "dtrmm", _CHAR, _CHAR, _CHAR, _CHAR, _INT, _INT, _D,
 _DPOTRF = _bind(cython_lapack, "dpotrf", _CHAR, _INT, _D, _INT, _INT)
 _DSYEVD = _bind(cython_lapack, "dsyevd", _CHAR, _CHAR, _INT, _D, _INT, _D, _D, _INT, _INT, _INT, _INT)
 # Optimal dsyevd workspace per size (the minimum would make its tridiagonal reduction unblocked: several x slower).
-_WORKSPACE: dict[int, tuple[int, int]] = {}
+_WORKSPACE: dict[tuple[int, bool], tuple[int, int]] = {}
 _WORKSPACE_LOCK = threading.Lock()
 
 
@@ -121,33 +129,127 @@ def triangular_transpose_times(lower: np.ndarray, matrix: np.ndarray) -> None:
         )
 
 
-def _workspace(n: int) -> tuple[int, int]:
-    """Optimal ``(lwork, liwork)`` of ``dsyevd`` without vectors at size ``n >= 1``."""
+def _workspace(n: int, two_stage: bool) -> tuple[int, int]:
+    """Optimal ``(lwork, liwork)`` of ``dsyevd`` (or ``dsyevd_2stage``) without vectors at size ``n >= 1``."""
     with _WORKSPACE_LOCK:
-        if n not in _WORKSPACE:
-            work, iwork, info = ctypes.c_double(0.0), _int(0), _int(0)
+        if (n, two_stage) not in _WORKSPACE:
+            work = np.zeros(1)
             scratch, values = np.zeros((n, n), order="F"), np.zeros(n)
-            _DSYEVD(
-                b"N", b"L", _ref(_int(n)), scratch.ctypes.data, _ref(_int(n)), values.ctypes.data,
-                _ref(work), _ref(_int(-1)), _ref(iwork), _ref(_int(-1)), _ref(info),
-            )
-            if info.value != 0:
-                raise RuntimeError(f"dsyevd workspace query failed (info {info.value})")
-            _WORKSPACE[n] = (max(int(work.value), 2 * n + 1), max(iwork.value, 1))
-        return _WORKSPACE[n]
+            info, liwork = _call_dsyevd(two_stage, scratch, values, work, -1, -1)
+            if info != 0:
+                raise RuntimeError(f"{'dsyevd_2stage' if two_stage else 'dsyevd'} workspace query failed (info {info})")
+            _WORKSPACE[n, two_stage] = (max(int(work[0]), 2 * n + 1), max(liwork, 1))
+        return _WORKSPACE[n, two_stage]
 
 
-def eigenvalues_lower(matrix: np.ndarray) -> tuple[np.ndarray, int]:
-    """``(eigenvalues ascending, info)`` of the symmetric matrix in the lower triangle of `matrix` (destroyed);
-    ``dsyevd`` without vectors (a tridiagonal reduction and ``dsterf``)."""
-    n, info = _square(matrix), _int(0)
+def _call_dsyevd(
+    two_stage: bool, matrix: np.ndarray, values: np.ndarray, work: np.ndarray, lwork: int, liwork: int
+) -> tuple[int, int]:
+    """One call of ``dsyevd`` (SciPy's) or ``dsyevd_2stage`` (found beside it) without vectors: ``(info,
+    iwork[0])``; ``lwork = liwork = -1`` is the workspace query.
+
+    ``dsyevd_2stage`` is bound by name, without a declared signature to check, so its integers are passed as
+    64-bit little-endian values: a 32-bit LAPACK reads their low half, which is the same number, and a 64-bit one
+    the whole; its ``iwork`` is an int64 array for the same reason.
+    """
+    n = matrix.shape[0]
+    if not two_stage:
+        info, iwork = _int(0), np.zeros(max(liwork, 1), dtype=np.intc)
+        _DSYEVD(
+            b"N", b"L", _ref(_int(n)), matrix.ctypes.data, _ref(_int(n)), values.ctypes.data, work.ctypes.data,
+            _ref(_int(lwork)), iwork.ctypes.data, _ref(_int(liwork)), _ref(info),
+        )
+        return info.value, int(iwork[0])
+    wide, info64, iwork64 = ctypes.c_int64, ctypes.c_int64(0), np.zeros(max(liwork, 1), dtype=np.int64)
+    _TWO_STAGE["routine"](
+        b"N", b"L", _ref(wide(n)), matrix.ctypes.data, _ref(wide(n)), values.ctypes.data, work.ctypes.data,
+        _ref(wide(lwork)), iwork64.ctypes.data, _ref(wide(liwork)), _ref(info64), 1, 1,
+    )
+    # A 32-bit LAPACK writes into the low halves only: a negative info reads as a large positive one, still not 0;
+    # the queried liwork (small) reads right.
+    return int(info64.value), int(iwork64[0]) & 0x7FFFFFFF
+
+
+def _eigenvalues(matrix: np.ndarray, two_stage: bool) -> tuple[np.ndarray, int]:
+    n = _square(matrix)
     if n == 0:
         return np.empty(0), 0
-    lwork, liwork = _workspace(n)
-    values = np.empty(n)
-    work, iwork = np.empty(lwork), np.empty(liwork, dtype=np.intc)
-    _DSYEVD(
-        b"N", b"L", _ref(_int(n)), matrix.ctypes.data, _ref(_int(n)), values.ctypes.data, work.ctypes.data,
-        _ref(_int(lwork)), iwork.ctypes.data, _ref(_int(liwork)), _ref(info),
-    )
-    return values, info.value
+    lwork, liwork = _workspace(n, two_stage)
+    values, work = np.empty(n), np.empty(lwork)
+    return values, _call_dsyevd(two_stage, matrix, values, work, lwork, liwork)[0]
+
+
+def eigenvalues_lower(matrix: np.ndarray, two_stage: bool = False) -> tuple[np.ndarray, int]:
+    """``(eigenvalues ascending, info)`` of the symmetric matrix in the lower triangle of `matrix` (destroyed).
+
+    ``dsyevd`` without vectors (a tridiagonal reduction and ``dsterf``), or with `two_stage` LAPACK's
+    ``dsyevd_2stage`` (the reduction through a band matrix: BLAS-3 work and a band that stays in cache, where the
+    one-stage reduction reads the whole trailing matrix from memory for every column). `two_stage` needs
+    :func:`two_stage_available`.
+    """
+    if two_stage and not two_stage_available():
+        raise RuntimeError("LAPACK's dsyevd_2stage is not available here (see two_stage_available)")
+    return _eigenvalues(matrix, two_stage)
+
+
+# --- the two-stage eigensolver ------------------------------------------------------------------------------------
+
+#: Names LAPACK libraries give ``dsyevd``: SciPy's OpenBLAS wheels prefix ``scipy_``; others use Fortran's plain
+#: name with or without the trailing underscore.
+_NAME_PATTERNS = ("scipy_{}_", "{}_", "{}")
+_TWO_STAGE: dict[str, Any] = {}
+_TWO_STAGE_LOCK = threading.Lock()
+
+
+def _find_two_stage() -> Any:
+    """``dsyevd_2stage`` of the LAPACK library SciPy's ``cython_lapack`` calls, or None.
+
+    Looked up through the extension module's own handle, so the search runs through the libraries it was linked
+    against (the dynamic loader's rule for a handle), and under the name pattern its ``dsyevd`` has there.
+    """
+    if sys.byteorder != "little" or sys.platform == "win32":  # the integer trick; GetProcAddress does not search
+        return None  # a module's dependencies
+    try:
+        library = ctypes.CDLL(cython_lapack.__file__)
+    except OSError:
+        return None
+    for pattern in _NAME_PATTERNS:
+        if hasattr(library, pattern.format("dsyevd")):
+            routine = getattr(library, pattern.format("dsyevd_2stage"), None)
+            if routine is None:
+                return None
+            # Eleven pointers, then the lengths of the two character arguments (gfortran's convention; other
+            # compilers' LAPACK ignore them).
+            routine.restype, routine.argtypes = None, [_P] * 11 + [ctypes.c_size_t] * 2
+            return routine
+    return None
+
+
+def _agrees_with_dsyevd() -> bool:
+    """Eigenvalues of a fixed symmetric matrix by both routines, equal to round-off (a wrong binding is not)."""
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 300):
+        factor = rng.standard_normal((n, n))
+        matrix = np.asfortranarray(factor @ factor.T + np.eye(n))
+        expected, info = _eigenvalues(matrix.copy(order="F"), two_stage=False)
+        got, info_two = _eigenvalues(matrix.copy(order="F"), two_stage=True)
+        if info != 0 or info_two != 0 or np.max(np.abs(got - expected)) > 1e-12 * np.max(np.abs(expected)):
+            return False
+    return True
+
+
+def two_stage_available() -> bool:
+    """Whether :func:`eigenvalues_lower` can run ``dsyevd_2stage``: found beside SciPy's ``dsyevd`` (LAPACK >= 3.7;
+    not on Windows) and agreeing with it on three matrices, checked once per process."""
+    with _TWO_STAGE_LOCK:
+        if "available" not in _TWO_STAGE:
+            _TWO_STAGE["routine"] = _find_two_stage()
+            _TWO_STAGE["available"] = _TWO_STAGE["routine"] is not None
+            if _TWO_STAGE["available"]:
+                try:
+                    _TWO_STAGE["available"] = _agrees_with_dsyevd()
+                except Exception as exc:  # noqa: BLE001 - anything wrong with it means: not used
+                    logger.debug("dsyevd_2stage failed its check: %s", exc)
+                    _TWO_STAGE["available"] = False
+            logger.debug("LAPACK dsyevd_2stage %s", "found and checked" if _TWO_STAGE["available"] else "not used")
+        return _TWO_STAGE["available"]
