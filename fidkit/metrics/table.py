@@ -47,7 +47,7 @@ from fidkit.features import Features
 from fidkit.frechet import fid_from_arrays, fid_from_stats
 from fidkit.metrics._common import check_positive_int, check_sampling, check_seed
 from fidkit.metrics._table_results import Interval, IntervalSpec, MetricEntry, MetricTable, within_range
-from fidkit.metrics.bootstrap import bootstrap_fid
+from fidkit.metrics.bootstrap import resampled_fid
 from fidkit.metrics.halfsample import half_sample_draws, summarise_half_samples
 from fidkit.metrics.inception_score import inception_score
 from fidkit.metrics.kid import kid
@@ -325,11 +325,13 @@ def _prdc_entries(result: Any, k_precision: int, k_density: int) -> list[MetricE
     ]
 
 
-def _bootstrap_interval(a: np.ndarray, b: np.ndarray, ci: IntervalSpec, seed: int) -> Interval:
+def _bootstrap_interval(entry: MetricEntry, a: np.ndarray, b: np.ndarray, ci: IntervalSpec, seed: int) -> Interval:
+    """The bootstrap interval of an FID `entry` of the arrays `a` and `b` (its value is their FID: not computed
+    again), with bootstrap_fid's defaults."""
     with warnings.catch_warnings():
-        # The point value already warned about small samples; bootstrap_fid would warn again for the same arrays.
+        # The point value already warned about small samples; the resamples would warn again for the same arrays.
         warnings.simplefilter("ignore")
-        result = bootstrap_fid(a, b, n_resamples=ci.n_resamples, level=ci.level, seed=seed)
+        result = resampled_fid(a, b, entry.value, ci.n_resamples, ci.level, seed)
     return Interval(
         low=result.basic_low,
         high=result.basic_high,
@@ -479,9 +481,10 @@ def evaluate(
     if ci is not None:
         bootstrap_seed, half_seed = ci.derived_seeds(seed)
         intervals: dict[str, Interval] = {}
-        for name, output in (("fid", "features"), ("sfid", "spatial")):
-            if name in names:
-                intervals[name] = _bootstrap_interval(a.output(output), b.output(output), ci, bootstrap_seed)
+        for entry in entries:
+            output = {"fid": "features", "sfid": "spatial"}.get(entry.key)
+            if output is not None:
+                intervals[entry.key] = _bootstrap_interval(entry, a.output(output), b.output(output), ci, bootstrap_seed)
         if any(name in names for name in ("kid", "is", "prdc")):
             params = dict(kid_subset_size=kid_subset_size, is_splits=is_splits, k_precision=k_precision,
                           k_density=k_density, sampling=sampling, memory_budget=memory_budget, device=device)
