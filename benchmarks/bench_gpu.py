@@ -26,13 +26,16 @@ runs out of time keeps what it had measured and the steps after it still run:
 8. ``cuda-options``: the CUDA provider's options fidkit does not set yet (cuDNN algorithm search HEURISTIC and
    DEFAULT against fidkit's EXHAUSTIVE, ``prefer_nhwc``, CUDA graphs on fixed device buffers), each with its
    session time, first batch, images/s and features against the CPU provider; after the issue's steps, so it
-   runs on what the budget leaves: run ``--steps cuda-options bootstrap`` as a second call (after setup);
-9. ``bootstrap``: ``bootstrap_fid`` at 50,000 + 10,000 x 2048 on the machine's CPU cores (resamples in threads,
+   runs on what the budget leaves: run ``--steps cuda-options overlap bootstrap`` as a second call (after setup);
+9. ``overlap``: the extraction loop on the test zip (decoding workers, statistics), with the network overlapped
+   with the statistics and the decoding (fidkit's default on a GPU) and without, alternating: images/s and
+   whether the statistics are bitwise equal;
+10. ``bootstrap``: ``bootstrap_fid`` at 50,000 + 10,000 x 2048 on the machine's CPU cores (resamples in threads,
    as it runs them) and on the GPU, 32 resamples each, then the CPU threads again with LAPACK's two-stage
    eigensolver (``Resampler.two_stage_in_threads``): seconds per resample, setup, 200 resamples projected, and
    the GPU's values against the CPU's (issue 18's target: under a minute for 200 on a workstation CPU). It needs
    ``threadpoolctl`` (a dependency; on the GPU machine, carry its wheel and put it on ``PYTHONPATH``);
-10. ``torch-compile`` (``--compile`` only: its compilation alone can take minutes): the plain module compiled
+11. ``torch-compile`` (``--compile`` only: its compilation alone can take minutes): the plain module compiled
    against eager.
 
 It prints a markdown table at the end and writes a JSON (``--out``). Without ``--weights`` it makes random
@@ -90,6 +93,7 @@ STEPS: list[tuple[str, int, int]] = [
     ("torch-fidelity", 60, 120),
     ("pytorch-fid", 60, 120),
     ("cuda-options", 150, 180),
+    ("overlap", 45, 120),
     ("bootstrap", 110, 120),
     ("torch-compile", 240, 300),
 ]
@@ -610,6 +614,45 @@ def step_distance(ctx: Context, rec: Recorder) -> None:
             f"{COLD_CUDA_MIN_RANK})")
 
 
+# ---------------------------------------------------------------------------------------------- 9. overlap
+
+
+def step_overlap(ctx: Context, rec: Recorder) -> None:
+    """The extraction loop as a run uses it (the test zip's JPEGs decoded by workers, statistics accumulated),
+    with the network overlapped with the statistics and the decoding (the default on a GPU) and without, in
+    alternating rounds; images/s of each, best of its rounds, and the statistics of both compared."""
+    from fidkit.extraction import extract
+    from fidkit.inception import FeatureExtractor
+    from fidkit.sources import open_source
+    from fidkit.stats import StatsAccumulator
+
+    extractor = FeatureExtractor(ctx.weights, device=ctx.device)
+    n_images = 5_000 if ctx.gpu else 16
+    rec.put("images", n_images)
+    data = ctx.data_path("test.zip")
+    if not data.is_file():  # a call without the data step (--steps ... overlap): its own zip
+        data = ctx.data_path("overlap.zip")
+        data.parent.mkdir(parents=True, exist_ok=True)
+        make_jpeg_zip(_read_seed_images(ctx.args.seed_images, 64)[0], 0, n_images, data, None)
+    best: dict[bool, float] = {}
+    stats: dict[bool, Any] = {}
+    for overlap in (False, True, False, True):
+        source = open_source(data, limit=n_images, workers=os.cpu_count())
+        accumulator = StatsAccumulator(dim=extractor.feature_dim)
+        started = time.perf_counter()
+        times = extract(source.batches(extractor.batch_size), extractor, accumulator, overlap=overlap)
+        rate = n_images / (time.perf_counter() - started)
+        best[overlap] = max(best.get(overlap, 0.0), rate)
+        stats[overlap] = accumulator.result()
+        rec.put(f"overlap={overlap}", {"best_images_per_second": best[overlap], "network_seconds": times.network_seconds,
+                                       "decode_wait_seconds": times.decode_seconds})
+    same = bool(np.array_equal(stats[True].mu, stats[False].mu) and np.array_equal(stats[True].sigma, stats[False].sigma))
+    rec.put("statistics_equal", same)
+    rec.row("extraction loop, network overlapped (default on a GPU)", f"{best[True]:,.0f} images/s",
+            f"{best[True] / best[False]:.2f}x the plain loop ({best[False]:,.0f}); {n_images:,} JPEGs, batch "
+            f"{extractor.batch_size}, statistics {'bitwise equal' if same else 'DIFFERENT'}")
+
+
 # ---------------------------------------------------------------------------------------------- 7. peers
 
 
@@ -885,6 +928,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Context, Recorder], None]] = {
     "compute-cold": step_compute_cold,
     "compute-cached": step_compute_cached,
     "distance": step_distance,
+    "overlap": step_overlap,
     "torch-fidelity": step_torch_fidelity,
     "pytorch-fid": step_pytorch_fid,
     "cuda-options": step_cuda_options,

@@ -72,7 +72,12 @@ logger = logging.getLogger(__name__)
 
 @runtime_checkable
 class Extractor(Protocol):
-    """What every feature extractor offers (the built-in ones, and a user's own object)."""
+    """What every feature extractor offers (the built-in ones, and a user's own object).
+
+    Optional: ``on_gpu`` (bool), True where the network runs on a GPU: the extraction loop then runs it in a
+    second thread, overlapped with the statistics and the decoding (:func:`fidkit.extraction.extract`). Such an
+    extractor is called from that thread, one call at a time.
+    """
 
     feature_dim: int
     batch_size: int

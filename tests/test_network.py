@@ -147,7 +147,7 @@ def test_io_binding_path_gives_the_same_features(random_weights_path: Path, extr
     # The GPU path binds the host input and the caller's output buffer; onnxruntime accepts the
     # same binding on the CPU provider, which is the only place it can be checked without a GPU.
     bound = FeatureExtractor(random_weights_path, device="cpu", batch_size=2)
-    bound._on_gpu = True
+    bound.on_gpu = True
     images = _images(17, 3, 32, 32)
     plain = FeatureExtractor(random_weights_path, device="cpu", batch_size=2)
     np.testing.assert_array_equal(bound(images), plain(images))

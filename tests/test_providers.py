@@ -107,7 +107,7 @@ def test_gpu_padding_of_the_last_batch_keeps_the_features(extractor, monkeypatch
     expected = extractor(images)
     shapes: list[tuple[int, ...]] = []
     real_feeds = extractor._feeds
-    monkeypatch.setattr(extractor, "_on_gpu", True)
+    monkeypatch.setattr(extractor, "on_gpu", True)
     monkeypatch.setattr(extractor, "batch_size", 5)
     monkeypatch.setattr(extractor, "_feeds", lambda chunk: shapes.append(chunk.shape) or real_feeds(chunk))
     padded = extractor(images)

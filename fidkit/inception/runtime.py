@@ -211,6 +211,8 @@ class FeatureExtractor:
     weights_sha256 : str
     provider : str
         The provider that really runs the graph (``session.get_providers()[0]``).
+    on_gpu : bool
+        Whether that provider is CUDA or TensorRT.
     feature_dim : int
     convention : str
     resize_mode : str
@@ -289,8 +291,8 @@ class FeatureExtractor:
         self.setup_seconds["session"] = time.perf_counter() - clock
         self.provider: str = self._session.get_providers()[0]
         self._input_name = self._session.get_inputs()[0].name
-        self._on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-        self.batch_size = batch_size or default_batch_size(self._on_gpu)
+        self.on_gpu: bool = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        self.batch_size = batch_size or default_batch_size(self.on_gpu)
         logger.info("feature extractor on %s (%d threads, batch %d)", self.provider, self.threads, self.batch_size)
         logger.debug(
             "feature extractor set-up: %s", ", ".join(f"{part} {seconds:.2f} s" for part, seconds in self.setup_seconds.items())
@@ -428,7 +430,7 @@ class FeatureExtractor:
         network_names = extractor_outputs(names, self.feature_dim)
         graph_names = {name: GRAPH_OUTPUTS[output] for name, output in network_names.items()}
         widths = {name: OUTPUT_DIMS[output] for name, output in network_names.items()}
-        if self._on_gpu and is_torch_tensor(images) and images.is_cuda:
+        if self.on_gpu and is_torch_tensor(images) and images.is_cuda:
             tensor = as_image_tensor(images, "images")
             n_images, height, width = (int(d) for d in tensor.shape[:3])
             run = self._run_device_chunk
@@ -442,7 +444,7 @@ class FeatureExtractor:
         for start in range(0, n_images, self.batch_size):
             stop = min(start + self.batch_size, n_images)
             chunk = tensor[start:stop]
-            if self._on_gpu and stop - start < self.batch_size:
+            if self.on_gpu and stop - start < self.batch_size:
                 # One input shape per image size on the GPU, so that one cuDNN plan (searched once, at the first
                 # batch) serves every batch: run a padded batch, keep its own rows.
                 padded = {graph_names[name]: np.empty((self.batch_size, widths[name]), np.float32) for name in graph_names}
@@ -471,7 +473,7 @@ class FeatureExtractor:
             chunk = padded
         feeds = self._feeds(chunk)
         names = list(outs)
-        if not self._on_gpu:
+        if not self.on_gpu:
             for name, value in zip(names, self._session.run(names, feeds)):
                 outs[name][...] = value
             return

@@ -284,7 +284,9 @@ class TorchFeatureExtractor:
         self.feature_dim: int = dims
         self.convention: str = self._convention.name
         self.resize_mode: str = self._convention.resize_mode
-        self.batch_size: int = batch_size or default_batch_size(self._device.type == "cuda")
+        #: Whether the network runs on a GPU.
+        self.on_gpu: bool = self._device.type == "cuda"
+        self.batch_size: int = batch_size or default_batch_size(self.on_gpu)
         self.device: str = device
         self.provider: str = _provider_name(self._device)
 

@@ -205,7 +205,7 @@ class FID(DistributedMerge):
         # then added under the lock, all at once, so that no update from another thread is lost.
         collected = _Collected(side.outputs)
         with contextlib.nullcontext() if _thread_safe(extractor) else self._call_lock:
-            times = extract([batch], extractor, collected)
+            times = extract([batch], extractor, collected, overlap=False)  # one batch: nothing to overlap
         metadata = {key: value for key, value in extractor.metadata().items() if value is not None}
         side.add(collected.batches, times.network_seconds, metadata)
 

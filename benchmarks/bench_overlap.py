@@ -1,0 +1,98 @@
+"""The extraction loop with the network overlapped (fidkit's default on a GPU) against the plain loop, on this CPU.
+
+A GPU leaves the CPU idle while it runs a batch; without overlap the GPU then waits while the CPU accumulates the
+batch's statistics and takes the next decoded batch. That host work per batch is what the overlap hides, and it
+can be measured without a GPU: the network is replaced by a stand-in that takes a fixed time per image without
+holding the CPU or the GIL (as a session waiting on the GPU does) and returns features of the right shape. Every
+other part is the real one: the CIFAR-10 test JPEGs of ``../shared/data`` decoded by fidkit's worker processes,
+the statistics accumulated by ``StatsAccumulator``. Rounds alternate overlap off and on; the best of each counts.
+
+    python3 benchmarks/bench_overlap.py                         # 0.48 ms per image: the H200's exact rate
+    python3 benchmarks/bench_overlap.py --network-ms 0.2 --batch-size 500
+
+What it cannot show is a real GPU's figure (``benchmarks/bench_gpu.py``'s ``overlap`` step measures that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+
+class StandInNetwork:
+    """Sleeps `ms_per_image` per image (the GIL released, the CPU free) and returns fixed random features."""
+
+    on_gpu = True
+    feature_dim = 2048
+
+    def __init__(self, ms_per_image: float, batch_size: int) -> None:
+        self.seconds_per_image = ms_per_image / 1000.0
+        self.batch_size = batch_size
+        self._features = np.random.default_rng(0).standard_normal((batch_size, 2048)).astype(np.float32)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        time.sleep(self.seconds_per_image * len(images))
+        return self._features[: len(images)].copy()
+
+    def metadata(self) -> dict[str, str]:
+        return {}
+
+
+def main() -> int:
+    from fidkit.extraction import extract
+    from fidkit.sources import open_source
+    from fidkit.stats import StatsAccumulator
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=4000, help="JPEGs of the test zip per round (default 4000)")
+    parser.add_argument("--batch-size", type=int, default=200, help="the GPU's default batch (200)")
+    parser.add_argument("--network-ms", type=float, default=1000 / 2094,
+                        help="stand-in network time per image, ms (default: 1/2,094 s, the H200's exact rate)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each way, alternating (default 3)")
+    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    args = parser.parse_args()
+
+    network = StandInNetwork(args.network_ms, args.batch_size)
+    zip_path = args.data / "cifar10" / "cifar10-test-jpg.zip"
+    network_only = args.images * args.network_ms / 1000.0
+    print(f"# bench_overlap: {os.cpu_count()} cores, {args.images} JPEGs of {zip_path.name} per round, batch "
+          f"{args.batch_size}, stand-in network {args.network_ms:.3f} ms per image ({network_only:.2f} s per round), "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    best: dict[bool, float] = {}
+    results = {}
+    for _ in range(args.rounds):
+        for overlap in (False, True):
+            source = open_source(zip_path, limit=args.images)
+            accumulator = StatsAccumulator(dim=2048)
+            started = time.perf_counter()
+            times = extract(source.batches(args.batch_size), network, accumulator, overlap=overlap)
+            seconds = time.perf_counter() - started
+            best[overlap] = min(best.get(overlap, float("inf")), seconds)
+            results[overlap] = accumulator.result()
+            print(f"  overlap={overlap!s:5}: {seconds:.2f} s (network {times.network_seconds:.2f} s, waiting for "
+                  f"batches {times.decode_seconds:.2f} s)", flush=True)
+    same = np.array_equal(results[True].sigma, results[False].sigma) and np.array_equal(results[True].mu,
+                                                                                         results[False].mu)
+    batches = -(-args.images // args.batch_size)
+    print()
+    print("| loop | seconds (best) | images/s | host work the GPU waits for, per batch |")
+    print("|---|---:|---:|---:|")
+    for overlap, label in ((False, "plain (before; the CPU's default)"), (True, "network overlapped (GPU default)")):
+        waited = (best[overlap] - network_only) / batches * 1000
+        print(f"| {label} | {best[overlap]:.2f} | {args.images / best[overlap]:,.0f} | {waited:.1f} ms |")
+    print(f"| the stand-in network alone | {network_only:.2f} | {args.images / network_only:,.0f} | - |")
+    print(f"\noverlapped / plain: {best[False] / best[True]:.2f}x; statistics "
+          f"{'bitwise equal' if same else 'DIFFERENT'}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
