@@ -27,9 +27,9 @@ runs out of time keeps what it had measured and the steps after it still run:
    DEFAULT against fidkit's EXHAUSTIVE, ``prefer_nhwc``, CUDA graphs on fixed device buffers), each with its
    session time, first batch, images/s and features against the CPU provider; after the issue's steps, so it
    runs on what the budget leaves: run ``--steps cuda-options overlap bootstrap`` as a second call (after setup);
-9. ``overlap``: the extraction loop on the test zip (decoding workers, statistics), with the network overlapped
-   with the statistics and the decoding (fidkit's default on a GPU) and without, alternating: images/s and
-   whether the statistics are bitwise equal;
+9. ``overlap``: the extraction loop on the test zip (decoding workers, statistics), with the statistics in a
+   second thread while the network runs the next batch (fidkit's default on a GPU) and without, alternating:
+   images/s and whether the statistics are bitwise equal;
 10. ``bootstrap``: ``bootstrap_fid`` at 50,000 + 10,000 x 2048 on the machine's CPU cores (resamples in threads,
    as it runs them) and on the GPU, 32 resamples each, then the CPU threads again with LAPACK's two-stage
    eigensolver (``Resampler.two_stage_in_threads``): seconds per resample, setup, 200 resamples projected, and
@@ -113,6 +113,7 @@ QUICK_DATA = (24, 16)
 
 def _write_json(path: Path, data: Any) -> None:
     """Atomically: a reader (the parent, or a person after a timeout) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
@@ -619,8 +620,8 @@ def step_distance(ctx: Context, rec: Recorder) -> None:
 
 def step_overlap(ctx: Context, rec: Recorder) -> None:
     """The extraction loop as a run uses it (the test zip's JPEGs decoded by workers, statistics accumulated),
-    with the network overlapped with the statistics and the decoding (the default on a GPU) and without, in
-    alternating rounds; images/s of each, best of its rounds, and the statistics of both compared."""
+    with the statistics in a second thread while the network runs the next batch (the default on a GPU) and
+    without, in alternating rounds; images/s of each, best of its rounds, and the statistics of both compared."""
     from fidkit.extraction import extract
     from fidkit.inception import FeatureExtractor
     from fidkit.sources import open_source
@@ -648,7 +649,7 @@ def step_overlap(ctx: Context, rec: Recorder) -> None:
                                        "decode_wait_seconds": times.decode_seconds})
     same = bool(np.array_equal(stats[True].mu, stats[False].mu) and np.array_equal(stats[True].sigma, stats[False].sigma))
     rec.put("statistics_equal", same)
-    rec.row("extraction loop, network overlapped (default on a GPU)", f"{best[True]:,.0f} images/s",
+    rec.row("extraction loop, statistics overlapped (default on a GPU)", f"{best[True]:,.0f} images/s",
             f"{best[True] / best[False]:.2f}x the plain loop ({best[False]:,.0f}); {n_images:,} JPEGs, batch "
             f"{extractor.batch_size}, statistics {'bitwise equal' if same else 'DIFFERENT'}")
 
@@ -948,7 +949,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "uint8 .npy (default: DATA/cifar10/cifar10-test-jpg.zip if present, else synthetic)")
     parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data",
                         help="the shared data folder (for the default seed images)")
-    parser.add_argument("--out", type=Path, default=Path("bench_gpu.json"), help="the JSON written")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "bench_gpu.json",
+                        help="the JSON written (default benchmarks/out/bench_gpu.json, git-ignored)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test (implied without a GPU)")
     parser.add_argument("--budget", type=float, default=None,
                         help=f"seconds for the whole run (default {DEFAULT_BUDGET_S} on a GPU, {QUICK_BUDGET_S} quick)")

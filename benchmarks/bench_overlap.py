@@ -1,7 +1,7 @@
-"""The extraction loop with the network overlapped (fidkit's default on a GPU) against the plain loop, on this CPU.
+"""The extraction loop with the statistics in a second thread (fidkit's default on a GPU) against the plain loop.
 
-A GPU leaves the CPU idle while it runs a batch; without overlap the GPU then waits while the CPU accumulates the
-batch's statistics and takes the next decoded batch. That host work per batch is what the overlap hides, and it
+A GPU leaves the CPU idle while it runs a batch; in the plain loop the GPU then waits while the CPU accumulates
+the batch's statistics and takes the next decoded batch. The statistics are what the overlap hides, and they
 can be measured without a GPU: the network is replaced by a stand-in that takes a fixed time per image without
 holding the CPU or the GIL (as a session waiting on the GPU does) and returns features of the right shape. Every
 other part is the real one: the CIFAR-10 test JPEGs of ``../shared/data`` decoded by fidkit's worker processes,
@@ -85,7 +85,7 @@ def main() -> int:
     print()
     print("| loop | seconds (best) | images/s | host work the GPU waits for, per batch |")
     print("|---|---:|---:|---:|")
-    for overlap, label in ((False, "plain (before; the CPU's default)"), (True, "network overlapped (GPU default)")):
+    for overlap, label in ((False, "plain (before; the CPU's default)"), (True, "statistics overlapped (GPU default)")):
         waited = (best[overlap] - network_only) / batches * 1000
         print(f"| {label} | {best[overlap]:.2f} | {args.images / best[overlap]:,.0f} | {waited:.1f} ms |")
     print(f"| the stand-in network alone | {network_only:.2f} | {args.images / network_only:,.0f} | - |")

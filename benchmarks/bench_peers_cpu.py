@@ -3,7 +3,7 @@
 Each tool computes the FID of the same two folders of CIFAR-10 test JPEGs (from ``../shared/data``) in its own
 process, with the same weights placed where it looks, on the CPU, with its own defaults (fidkit: ``fidkit
 compute A B --no-cache``, batch 25; torch-fidelity: ``calculate_metrics(fid=True, cuda=False)``, batch 64;
-pytorch-fid: ``python -m pytorch_fid A B --device cpu``, batch 50); fidkit also at batch 50, its previous
+pytorch-fid: its command line, ``python -m pytorch_fid A B --device cpu``, batch 50); fidkit also at batch 50, its previous
 default. Peak memory: the largest resident set of any one of the tool's processes (``ru_maxrss``), and the
 largest sum over all of them (decoding or data-loader workers included; proportional set sizes, so pages that
 forked workers share count once), sampled every 20 ms. The tools run in turns,
@@ -54,10 +54,12 @@ metrics = torch_fidelity.calculate_metrics(input1=sys.argv[1], input2=sys.argv[2
 print(json.dumps({"fid": float(metrics["frechet_inception_distance"])}))
 """
 
+# pytorch-fid's own command line (``python -m pytorch_fid A B --device cpu``: batch 50, min(cores, 8) data-loader
+# workers), which prints "FID:  <value>".
 _PYTORCH_FID = """
-import json, sys
-from pytorch_fid.fid_score import calculate_fid_given_paths
-print(json.dumps({"fid": float(calculate_fid_given_paths([sys.argv[1], sys.argv[2]], 50, "cpu", 2048, num_workers=1))}))
+import runpy, sys
+sys.argv = ["pytorch_fid", sys.argv[1], sys.argv[2], "--device", "cpu"]
+runpy.run_module("pytorch_fid", run_name="__main__")
 """
 
 
@@ -143,12 +145,15 @@ def main() -> int:
 
 
 def _fid_printed(stdout: str) -> float:
-    """The FID in a tool's JSON output: fidkit's ``--json`` report (``fid``), or the one-line JSON of the peers'
-    snippets above (the last line: a library may print before it)."""
+    """The FID a tool printed: fidkit's ``--json`` report (``fid``), torch-fidelity's snippet's one-line JSON (the
+    last line: a library may print before it), or pytorch-fid's ``FID:  <value>`` line."""
+    last = stdout.strip().splitlines()[-1]
+    if last.startswith("FID:"):  # pytorch-fid's command line
+        return float(last.split()[-1])
     try:
         printed = json.loads(stdout)
     except json.JSONDecodeError:
-        printed = json.loads(stdout.strip().splitlines()[-1])
+        printed = json.loads(last)
     return float(printed["fid"])
 
 

@@ -74,9 +74,9 @@ logger = logging.getLogger(__name__)
 class Extractor(Protocol):
     """What every feature extractor offers (the built-in ones, and a user's own object).
 
-    Optional: ``on_gpu`` (bool), True where the network runs on a GPU: the extraction loop then runs it in a
-    second thread, overlapped with the statistics and the decoding (:func:`fidkit.extraction.extract`). Such an
-    extractor is called from that thread, one call at a time.
+    Optional: ``on_gpu`` (bool), True where the network runs on a GPU: the extraction loop then hands the
+    features to the statistics in a second thread while the next batch runs (:func:`fidkit.extraction.extract`).
+    The extractor itself is always called from the calling thread.
     """
 
     feature_dim: int

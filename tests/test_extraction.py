@@ -1,5 +1,5 @@
-"""The extraction loop (fidkit.extraction.extract): sinks fed in order, and the network overlapped with the sinks and
-the decoding on a GPU extractor, with the numbers of the plain loop."""
+"""The extraction loop (fidkit.extraction.extract): sinks fed in order, and, on a GPU extractor, fed in a second
+thread while the network runs the next batch, with the numbers of the plain loop."""
 
 from __future__ import annotations
 
@@ -56,22 +56,40 @@ def run(batches, extractor, overlap=None):
     return accumulator.result(), rows.result().rows, times
 
 
-def test_a_gpu_extractor_runs_in_the_network_thread_with_the_numbers_of_the_plain_loop():
+def sink_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "fidkit-sinks"]
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def update(self, features):
+        self.threads.append(threading.current_thread().name)
+
+
+def test_on_a_gpu_the_sinks_run_in_a_second_thread_with_the_numbers_of_the_plain_loop():
+    """The network stays in the calling thread (per-thread GPU state, CUDA streams); the sinks move."""
     batches = image_batches(7)
     plain_stats, plain_rows, _ = run(batches, FakeExtractor(on_gpu=False))
-    gpu = FakeExtractor(on_gpu=True)
-    stats, rows, times = run(batches, gpu)
-    assert set(gpu.threads) == {"fidkit-network_0"}
-    np.testing.assert_array_equal(rows, plain_rows)  # same batches, same order
+    gpu, recording = FakeExtractor(on_gpu=True), RecordingSink()
+    accumulator, rows = StatsAccumulator(dim=DIM), FeatureRows()
+    times = extract(batches, gpu, accumulator, rows, recording)
+    stats = accumulator.result()
+    assert set(gpu.threads) == {threading.current_thread().name}
+    assert set(recording.threads) == {"fidkit-sinks"} and len(recording.threads) == 7
+    np.testing.assert_array_equal(rows.result().rows, plain_rows)  # same batches, same order
     np.testing.assert_array_equal(stats.mu, plain_stats.mu)
     np.testing.assert_array_equal(stats.sigma, plain_stats.sigma)
     assert stats.n == plain_stats.n == 28 and times.network_seconds > 0
+    assert not sink_threads()
 
 
-def test_on_the_cpu_and_when_told_not_to_the_network_runs_in_the_calling_thread():
+def test_on_the_cpu_and_when_told_not_to_everything_runs_in_the_calling_thread():
     for extractor, overlap in ((FakeExtractor(on_gpu=False), None), (FakeExtractor(on_gpu=True), False)):
-        run(image_batches(3), extractor, overlap)
-        assert set(extractor.threads) == {threading.current_thread().name}
+        recording = RecordingSink()
+        extract(image_batches(3), extractor, recording, overlap=overlap)
+        assert set(extractor.threads) == set(recording.threads) == {threading.current_thread().name}
 
 
 def test_the_next_batch_runs_while_the_sinks_take_the_previous_one():
@@ -95,9 +113,67 @@ def test_the_next_batch_runs_while_the_sinks_take_the_previous_one():
     assert waits(overlap=False, timeout=0.05) == [False] * 5 + [True]
 
 
+def test_a_network_error_waits_for_the_sinks_before_it_is_raised_and_closes_the_source():
+    """When the network fails, the sink finishes the batch it holds (nothing keeps running behind the caller), what
+    waits is dropped, and the helper thread is gone before the error reaches the caller."""
+    import time
+
+    closed, failed, sink_busy = [], threading.Event(), threading.Event()
+    running, delivered = [], []
+
+    def source():
+        try:
+            yield from image_batches(12)
+        finally:
+            closed.append(True)
+
+    class SlowSink:
+        def update(self, features):
+            running.append(1)
+            sink_busy.set()
+            failed.wait(timeout=30)  # still busy with batch 0 when the network fails on batch 2
+            time.sleep(0.2)
+            delivered.append(features)
+            running.pop()
+
+    def failing(call: int) -> None:
+        if call == 2:
+            sink_busy.wait(timeout=30)
+            failed.set()
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        extract(source(), FakeExtractor(on_gpu=True, before_call=failing), SlowSink())
+    assert running == [] and 1 <= len(delivered) <= 2  # batch 0, and batch 1 if it was taken before the stop
+    assert closed == [True] and not sink_threads()
+
+
+def test_a_sink_error_stops_the_network_and_reaches_the_caller():
+    """The calling thread sees a sink's error at its next hand-over: with two batches waiting at most, the network
+    runs at most a few batches more, not the whole source."""
+    started_second = threading.Event()
+    closed = []
+
+    def source():
+        try:
+            yield from image_batches(20)
+        finally:
+            closed.append(True)
+
+    class FailingSink:
+        def update(self, features):
+            started_second.wait(timeout=30)
+            raise ValueError("sink failed")
+
+    extractor = FakeExtractor(on_gpu=True, before_call=lambda call: started_second.set() if call == 1 else None)
+    with pytest.raises(ValueError, match="sink failed"):
+        extract(source(), extractor, FailingSink())
+    assert extractor.calls <= 4 and closed == [True] and not sink_threads()
+
+
 def test_a_source_that_refills_one_buffer_still_gets_each_batchs_features():
-    """A generator yielding the same array, refilled, for every batch: each batch is copied before it is queued, so
-    the network never reads the next batch's pixels."""
+    """A generator yielding the same array, refilled, for every batch: the network reads each batch before the next
+    is asked for, and the sinks get the features (fresh arrays), not the images."""
     batches = image_batches(5)
 
     def refilled():
@@ -108,51 +184,3 @@ def test_a_source_that_refills_one_buffer_still_gets_each_batchs_features():
 
     expected = run(batches, FakeExtractor(on_gpu=False))[1]
     np.testing.assert_array_equal(run(refilled(), FakeExtractor(on_gpu=True))[1], expected)
-
-
-def test_a_network_error_reaches_the_caller_and_closes_the_source():
-    closed = []
-
-    def source():
-        try:
-            yield from image_batches(6)
-        finally:
-            closed.append(True)
-
-    def failing(call: int) -> None:
-        if call == 2:
-            raise RuntimeError("CUDA out of memory (simulated)")
-
-    extractor = FakeExtractor(on_gpu=True, before_call=failing)
-    with pytest.raises(RuntimeError, match="simulated"):
-        run(source(), extractor)
-    assert closed == [True] and extractor.running == 0
-
-
-def test_a_sink_error_waits_for_the_running_batch_before_it_is_raised():
-    """Nothing keeps running behind the caller: when a sink fails, the batch on the network finishes first and the
-    one queued behind it never starts."""
-    started = threading.Event()
-
-    class FailingSink:
-        def update(self, features):
-            started.wait(timeout=30)  # the next batch is on the network now
-            raise ValueError("sink failed")
-
-    extractor = FakeExtractor(on_gpu=True, before_call=lambda call: started.set() if call == 1 else None)
-    with pytest.raises(ValueError, match="sink failed"):
-        extract(image_batches(6), extractor, FailingSink())
-    assert extractor.running == 0 and extractor.calls == 2  # batches 0 and 1; batch 2 was never queued
-
-
-def test_a_torch_tensor_batch_runs_in_the_calling_thread_after_the_queued_ones():
-    """A tensor (on a GPU, its CUDA stream is the caller's) is not handed to the network thread; the batches before it
-    are delivered first, so the order holds."""
-    torch = pytest.importorskip("torch")
-    batches = image_batches(4)
-    mixed = [batches[0], batches[1], torch.from_numpy(batches[2]), batches[3]]
-    extractor = FakeExtractor(on_gpu=True)
-    rows = run(mixed, extractor)[1]
-    np.testing.assert_array_equal(rows, run(batches, FakeExtractor(on_gpu=False))[1])
-    main = threading.current_thread().name
-    assert extractor.threads == ["fidkit-network_0", "fidkit-network_0", main, "fidkit-network_0"]

@@ -145,29 +145,17 @@ def _workspace(n: int, two_stage: bool) -> tuple[int, int]:
 def _call_dsyevd(
     two_stage: bool, matrix: np.ndarray, values: np.ndarray, work: np.ndarray, lwork: int, liwork: int
 ) -> tuple[int, int]:
-    """One call of ``dsyevd`` (SciPy's) or ``dsyevd_2stage`` (found beside it) without vectors: ``(info,
-    iwork[0])``; ``lwork = liwork = -1`` is the workspace query.
-
-    ``dsyevd_2stage`` is bound by name, without a declared signature to check, so its integers are passed as
-    64-bit little-endian values: a 32-bit LAPACK reads their low half, which is the same number, and a 64-bit one
-    the whole; its ``iwork`` is an int64 array for the same reason.
-    """
-    n = matrix.shape[0]
-    if not two_stage:
-        info, iwork = _int(0), np.zeros(max(liwork, 1), dtype=np.intc)
-        _DSYEVD(
-            b"N", b"L", _ref(_int(n)), matrix.ctypes.data, _ref(_int(n)), values.ctypes.data, work.ctypes.data,
-            _ref(_int(lwork)), iwork.ctypes.data, _ref(_int(liwork)), _ref(info),
-        )
-        return info.value, int(iwork[0])
-    wide, info64, iwork64 = ctypes.c_int64, ctypes.c_int64(0), np.zeros(max(liwork, 1), dtype=np.int64)
-    _TWO_STAGE["routine"](
-        b"N", b"L", _ref(wide(n)), matrix.ctypes.data, _ref(wide(n)), values.ctypes.data, work.ctypes.data,
-        _ref(wide(lwork)), iwork64.ctypes.data, _ref(wide(liwork)), _ref(info64), 1, 1,
+    """One call of ``dsyevd`` (SciPy's) or ``dsyevd_2stage`` (found beside it, with the same 32-bit integers:
+    :func:`_find_two_stage`) without vectors: ``(info, iwork[0])``; ``lwork = liwork = -1`` is the workspace
+    query."""
+    n, info, iwork = matrix.shape[0], _int(0), np.zeros(max(liwork, 1), dtype=np.intc)
+    routine = _TWO_STAGE["routine"] if two_stage else _DSYEVD
+    routine(
+        b"N", b"L", _ref(_int(n)), matrix.ctypes.data, _ref(_int(n)), values.ctypes.data, work.ctypes.data,
+        _ref(_int(lwork)), iwork.ctypes.data, _ref(_int(liwork)), _ref(info),
+        *((1, 1) if two_stage else ()),  # the lengths of the two character arguments (gfortran's convention)
     )
-    # A 32-bit LAPACK writes into the low halves only: a negative info reads as a large positive one, still not 0;
-    # the queried liwork (small) reads right.
-    return int(info64.value), int(iwork64[0]) & 0x7FFFFFFF
+    return info.value, int(iwork[0])
 
 
 def _eigenvalues(matrix: np.ndarray, two_stage: bool) -> tuple[np.ndarray, int]:
@@ -205,10 +193,12 @@ def _find_two_stage() -> Any:
     """``dsyevd_2stage`` of the LAPACK library SciPy's ``cython_lapack`` calls, or None.
 
     Looked up through the extension module's own handle, so the search runs through the libraries it was linked
-    against (the dynamic loader's rule for a handle), and under the name pattern its ``dsyevd`` has there.
+    against (the dynamic loader's rule for a handle), and under the name pattern its ``dsyevd`` has there. Its
+    integers are those of that ``dsyevd``, 32-bit (checked by :func:`_bind`): a 64-bit integer build would name
+    its routines differently (``scipy_dsyevd_64_``), which no pattern here matches.
     """
-    if sys.byteorder != "little" or sys.platform == "win32":  # the integer trick; GetProcAddress does not search
-        return None  # a module's dependencies
+    if sys.platform == "win32":  # GetProcAddress does not search a module's dependencies
+        return None
     try:
         library = ctypes.CDLL(cython_lapack.__file__)
     except OSError:

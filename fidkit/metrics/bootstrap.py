@@ -327,10 +327,10 @@ def bootstrap_fid(
         if n_rows < 2:
             raise InputError(f"{name} has {n_rows} row; a covariance needs at least 2 samples")
     value = float(fid_from_arrays(array_a, array_b))
-    return resampled_fid(array_a, array_b, value, n_resamples, level, seed, dtype, device, workers)
+    return _resampled_fid(array_a, array_b, value, n_resamples, level, seed, dtype, device, workers)
 
 
-def resampled_fid(
+def _resampled_fid(
     array_a: np.ndarray,
     array_b: np.ndarray,
     value: float,

@@ -47,7 +47,7 @@ from fidkit.features import Features
 from fidkit.frechet import fid_from_arrays, fid_from_stats
 from fidkit.metrics._common import check_positive_int, check_sampling, check_seed
 from fidkit.metrics._table_results import Interval, IntervalSpec, MetricEntry, MetricTable, within_range
-from fidkit.metrics.bootstrap import resampled_fid
+from fidkit.metrics.bootstrap import _resampled_fid
 from fidkit.metrics.halfsample import half_sample_draws, summarise_half_samples
 from fidkit.metrics.inception_score import inception_score
 from fidkit.metrics.kid import kid
@@ -331,7 +331,7 @@ def _bootstrap_interval(entry: MetricEntry, a: np.ndarray, b: np.ndarray, ci: In
     with warnings.catch_warnings():
         # The point value already warned about small samples; the resamples would warn again for the same arrays.
         warnings.simplefilter("ignore")
-        result = resampled_fid(a, b, entry.value, ci.n_resamples, ci.level, seed)
+        result = _resampled_fid(a, b, entry.value, ci.n_resamples, ci.level, seed)
     return Interval(
         low=result.basic_low,
         high=result.basic_high,
