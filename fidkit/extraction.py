@@ -170,11 +170,15 @@ class _Delivery:
             return
         if kind is not None:
             self.stop.set()  # an error here: what the helper has not started is dropped
-        while self.thread.is_alive():
-            with contextlib.suppress(queue.Full):
-                self.queue.put(self._DONE, timeout=0.1)
-                break
-        self.thread.join()
+        try:
+            while self.thread.is_alive():
+                with contextlib.suppress(queue.Full):
+                    self.queue.put(self._DONE, timeout=0.1)
+                    break
+            self.thread.join()
+        except BaseException:  # Ctrl-C while waiting: the helper drops the rest too
+            self.stop.set()
+            raise
         if kind is None:
             self._raise_sink_error()
 
