@@ -122,11 +122,18 @@ class _Delivery:
         self.error: BaseException | None = None
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        # Set by the helper as it leaves: waited on instead of join(), which after a Ctrl-C can return at once on
+        # Python 3.11 while the thread still runs.
+        self.finished = threading.Event()
 
     def __enter__(self) -> _Delivery:
         if self.queue is not None:
             self.thread = threading.Thread(target=self._run, name="fidkit-sinks", daemon=True)
-            self.thread.start()
+            try:
+                self.thread.start()
+            except BaseException:  # Ctrl-C in start(): no __exit__ will stop the helper
+                self.stop.set()
+                raise
         return self
 
     def _deliver(self, given: dict[str, Any], n_images: int) -> None:
@@ -138,16 +145,21 @@ class _Delivery:
         self.bar.update(n_images)
 
     def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is self._DONE or self.stop.is_set():
-                return
-            try:
-                self._deliver(*item)
-            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread, which raises it
-                self.error = exc
-                self.stop.set()
-                return
+        try:
+            while not self.stop.is_set():
+                try:
+                    item = self.queue.get(timeout=0.1)  # polls `stop`: no _DONE is needed to end it
+                except queue.Empty:
+                    continue
+                if item is self._DONE or self.stop.is_set():
+                    return
+                try:
+                    self._deliver(*item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the calling thread, which raises it
+                    self.error = exc
+                    return
+        finally:
+            self.finished.set()
 
     def _raise_sink_error(self) -> None:
         if self.error is not None:
@@ -171,16 +183,20 @@ class _Delivery:
         if kind is not None:
             self.stop.set()  # an error here: what the helper has not started is dropped
         try:
-            while self.thread.is_alive():
+            while not self.finished.is_set():
                 with contextlib.suppress(queue.Full):
                     self.queue.put(self._DONE, timeout=0.1)
                     break
-            self.thread.join()
-        except BaseException:  # Ctrl-C while waiting: the helper drops the rest too
+            self.finished.wait()
+        except BaseException:  # Ctrl-C while waiting: drop the rest, but let the update in progress end
             self.stop.set()
+            self.finished.wait()  # one sink update at most; a second Ctrl-C leaves without it
             raise
+        self.thread.join()
         if kind is None:
             self._raise_sink_error()
+        elif self.error is not None and self.error is not error and error.__context__ is None:
+            error.__context__ = self.error  # a sink failed too: shown under the error that ends the loop
 
 
 def _outputs_of(sinks: tuple[Any, ...], extractor: Any) -> tuple[str, ...] | None:

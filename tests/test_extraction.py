@@ -144,7 +144,7 @@ def test_a_network_error_waits_for_the_sinks_before_it_is_raised_and_closes_the_
 
     with pytest.raises(RuntimeError, match="simulated"):
         extract(source(), FakeExtractor(on_gpu=True, before_call=failing), SlowSink())
-    assert running == [] and 1 <= len(delivered) <= 2  # batch 0, and batch 1 if it was taken before the stop
+    assert running == [] and len(delivered) == 1  # batch 0, which it held; batch 1 waited and was dropped
     assert closed == [True] and not sink_threads()
 
 
@@ -184,3 +184,105 @@ def test_a_source_that_refills_one_buffer_still_gets_each_batchs_features():
 
     expected = run(batches, FakeExtractor(on_gpu=False))[1]
     np.testing.assert_array_equal(run(refilled(), FakeExtractor(on_gpu=True))[1], expected)
+
+
+def test_a_sink_error_on_the_last_batch_is_raised_at_the_exit():
+    """No hand-over follows the last batch: the exit raises its sink's error (else the statistics would silently
+    miss a batch)."""
+    calls = []
+
+    class LastFails:
+        def update(self, features):
+            calls.append(1)
+            if len(calls) == 3:
+                raise ValueError("last batch failed")
+
+    with pytest.raises(ValueError, match="last batch failed"):
+        extract(image_batches(3), FakeExtractor(on_gpu=True), LastFails())
+    assert not sink_threads()
+
+
+def test_batches_waiting_when_the_network_fails_are_dropped():
+    """The sink holds batch 0 while batches 1 and 2 wait in the queue; the network fails on batch 3: batch 0 is
+    finished, 1 and 2 are never delivered."""
+    holding, failed, delivered = threading.Event(), threading.Event(), []
+
+    class Sink:
+        def update(self, features):
+            holding.set()
+            failed.wait(timeout=30)
+            delivered.append(features)
+
+    def failing(call: int) -> None:
+        if call == 3:
+            holding.wait(timeout=30)
+            failed.set()
+            raise RuntimeError("network failed")
+
+    with pytest.raises(RuntimeError, match="network failed"):
+        extract(image_batches(6), FakeExtractor(on_gpu=True, before_call=failing), Sink())
+    assert len(delivered) == 1 and not sink_threads()
+
+
+def test_a_sink_error_is_kept_under_a_network_error_that_follows_it():
+    sink_failed = threading.Event()
+
+    class FailingSink:
+        def update(self, features):
+            sink_failed.set()
+            raise ValueError("sink failed")
+
+    def failing(call: int) -> None:
+        if call == 1:
+            sink_failed.wait(timeout=30)
+            raise RuntimeError("network failed")
+
+    with pytest.raises(RuntimeError, match="network failed") as caught:
+        extract(image_batches(4), FakeExtractor(on_gpu=True, before_call=failing), FailingSink())
+    assert isinstance(caught.value.__context__, ValueError)
+
+
+def test_ctrl_c_while_the_sinks_finish_leaves_no_sink_running(monkeypatch):
+    """Ctrl-C (a real SIGINT) while the exit waits for the sinks: the update in progress ends before extract raises,
+    the batches waiting are dropped, and the progress bar is not updated after it is closed."""
+    import os
+    import signal
+    import time
+
+    import tqdm.auto
+
+    events, exhausted = [], threading.Event()
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            self.closed = False
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.closed = True
+
+        def update(self, n):
+            events.append("update after close" if self.closed else "update")
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+
+    def source():
+        yield from image_batches(3)
+        exhausted.set()
+
+    class Sink:
+        def update(self, features):
+            events.append("start")
+            if events.count("start") == 1:
+                exhausted.wait(timeout=30)  # the caller waits in the exit now; batches 1 and 2 are queued
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.3)
+            events.append("end")
+
+    with pytest.raises(KeyboardInterrupt):
+        extract(source(), FakeExtractor(on_gpu=True), Sink())
+    at_raise = list(events)
+    time.sleep(0.5)
+    assert at_raise == events == ["start", "end", "update"] and not sink_threads()
