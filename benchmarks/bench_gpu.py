@@ -543,7 +543,8 @@ def _compute(ctx: Context, rec: Recorder, label: str) -> None:
         parts = ", ".join(f"{part} {value:.2f}" for part, value in (side.get("setup_parts") or {}).items())
         sides.append(f"{key}: {'cached' if side['cached'] else 'computed'}, batch {side.get('batch_size')}, "
                      f"setup {side.get('setup_seconds', 0):.2f} s ({parts or 'none'}), network "
-                     f"{side['network_seconds']:.2f} s, decode wait {side['decode_seconds']:.2f} s")
+                     f"{side['network_seconds']:.2f} s (first batch {side.get('first_batch_seconds', 0):.2f}), "
+                     f"decode wait {side['decode_seconds']:.2f} s (first {side.get('first_wait_seconds', 0):.2f})")
     timings = report["timings"]
     rec.row(f"fidkit compute, {label}", f"{seconds:.2f} s",
             f"{report['a']['n'] + report['b']['n']:,} images, peak {peak_gb:.2f} GB, provider {report['provider']}; "

@@ -27,10 +27,14 @@ __all__ = ["ExtractionTimes", "extract"]
 
 @dataclass
 class ExtractionTimes:
-    """Seconds spent waiting for batches (decoding the network did not hide) and in the network."""
+    """Seconds spent waiting for batches (decoding the network did not hide) and in the network; and, of those, the
+    first batch's: its wait includes the decoding workers' start, its network call a GPU's plan search for the
+    batch shape (cuDNN's, or TensorRT's engine build), one-off costs that a slow start is explained by."""
 
     decode_seconds: float = 0.0
     network_seconds: float = 0.0
+    first_wait_seconds: float = 0.0
+    first_batch_seconds: float = 0.0
 
 
 def _short_name(name: str, width: int = 32) -> str:
@@ -82,6 +86,7 @@ def extract(
     if overlap is None:
         overlap = bool(getattr(extractor, "on_gpu", False))
     iterator = iter(batches)
+    first = True
     try:
         with tqdm(
             total=total, desc=_short_name(desc), unit="img", disable=None if progress is None else not progress,
@@ -95,7 +100,10 @@ def extract(
                     break
                 tock = time.perf_counter()
                 given = {"features": extractor(batch)} if outputs is None else extractor.outputs(batch, outputs)
-                times.network_seconds += time.perf_counter() - tock
+                network_seconds = time.perf_counter() - tock
+                if first:
+                    times.first_wait_seconds, times.first_batch_seconds, first = tock - tick, network_seconds, False
+                times.network_seconds += network_seconds
                 times.decode_seconds += tock - tick
                 delivery.put(given, len(batch))
     finally:

@@ -343,6 +343,10 @@ def side_result(
         source.name, stats.n, stats.n / max(image_seconds, 1e-9), extracted.batch_size, times.decode_seconds,
         times.network_seconds, max(side.total_seconds - image_seconds, 0.0),
     )
+    logger.debug(
+        "%s: first batch: waited %.2f s for it (decoding workers' start), network %.2f s (on a GPU, the plan search)",
+        source.name, times.first_wait_seconds, times.first_batch_seconds,
+    )
     return SideResult(stats, side, features)
 
 
@@ -474,4 +478,6 @@ def describe(
         batch_size=batch_size,
         setup_seconds=setup_seconds,
         setup_parts=tuple((str(part), float(seconds)) for part, seconds in setup_parts),
+        first_wait_seconds=times.first_wait_seconds,
+        first_batch_seconds=times.first_batch_seconds,
     )

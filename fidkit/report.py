@@ -92,6 +92,10 @@ class SideReport:
     setup_parts : tuple of (str, float)
         Where that time went, as the extractor says (e.g. ``weights``, ``graph_export`` or ``graph_check``,
         ``session``); empty when it was not built for this side.
+    first_wait_seconds, first_batch_seconds : float
+        Of `decode_seconds` and `network_seconds`, the first batch's: the wait for it includes the decoding
+        workers' start, its network call a GPU's plan search for the batch shape. 0 where the network did not
+        run.
     """
 
     name: str
@@ -114,6 +118,8 @@ class SideReport:
     batch_size: int | None = None
     setup_seconds: float = 0.0
     setup_parts: tuple[tuple[str, float], ...] = ()
+    first_wait_seconds: float = 0.0
+    first_batch_seconds: float = 0.0
     convention: str | None = None
     feature_extractor: str | None = None
 

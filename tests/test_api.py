@@ -74,6 +74,21 @@ def test_compute_fid_array_vs_array_report(extractor):
     assert data["a"]["n"] == 12 and data["b"]["n"] == 10
     assert data["frechet"]["n_a"] == 12
     assert set(data["timings"]) == {"decode_seconds", "network_seconds", "distance_seconds", "total_seconds"}
+    # The first batch's one-off costs, within the side's totals (12 images at the fixture's batch: one or more).
+    for side in (report.a, report.b):
+        assert 0 < side.first_batch_seconds <= side.network_seconds
+        assert 0 <= side.first_wait_seconds <= side.decode_seconds
+        assert data["a"]["first_batch_seconds"] == report.a.first_batch_seconds
+
+
+def test_a_cached_side_reports_no_first_batch(extractor, tmp_path, monkeypatch):
+    from fidkit.api import compute_fid
+
+    monkeypatch.setenv("FIDKIT_HOME", str(tmp_path))
+    images = random_images(6, seed=3)
+    compute_fid(images, images, extractor=extractor, workers=0)
+    report = compute_fid(images, images, extractor=extractor, workers=0)
+    assert report.a.cached and report.a.first_batch_seconds == report.a.first_wait_seconds == 0.0
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_the_second_side_is_cached(extractor):

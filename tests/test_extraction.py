@@ -81,8 +81,8 @@ def test_on_a_gpu_the_sinks_run_in_a_second_thread_with_the_numbers_of_the_plain
     np.testing.assert_array_equal(rows.result().rows, plain_rows)  # same batches, same order
     np.testing.assert_array_equal(stats.mu, plain_stats.mu)
     np.testing.assert_array_equal(stats.sigma, plain_stats.sigma)
-    assert stats.n == plain_stats.n == 28 and times.network_seconds > 0
-    assert not sink_threads()
+    assert stats.n == plain_stats.n == 28 and 0 < times.first_batch_seconds <= times.network_seconds
+    assert 0 <= times.first_wait_seconds <= times.decode_seconds and not sink_threads()
 
 
 def test_on_the_cpu_and_when_told_not_to_everything_runs_in_the_calling_thread():
