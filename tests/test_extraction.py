@@ -50,6 +50,14 @@ def image_batches(n_batches: int, size: int = 4, seed: int = 1) -> list[np.ndarr
     return [rng.integers(0, 256, (size, 5, 7, 3), dtype=np.uint8) for _ in range(n_batches)]
 
 
+def closing(batches: list[np.ndarray], closed: list[bool]):
+    """`batches` from a generator that records in `closed` that it was closed (as a source's stops its decoders)."""
+    try:
+        yield from batches
+    finally:
+        closed.append(True)
+
+
 def run(batches, extractor, overlap=None):
     accumulator, rows = StatsAccumulator(dim=DIM), FeatureRows()
     times = extract(batches, extractor, accumulator, rows, overlap=overlap)
@@ -121,44 +129,31 @@ def test_a_network_error_waits_for_the_sinks_before_it_is_raised_and_closes_the_
     closed, failed, sink_busy = [], threading.Event(), threading.Event()
     running, delivered = [], []
 
-    def source():
-        try:
-            yield from image_batches(12)
-        finally:
-            closed.append(True)
-
     class SlowSink:
         def update(self, features):
             running.append(1)
             sink_busy.set()
-            failed.wait(timeout=30)  # still busy with batch 0 when the network fails on batch 2
+            failed.wait(timeout=30)  # still busy with batch 0 when the network fails on batch 3
             time.sleep(0.2)
             delivered.append(features)
             running.pop()
 
     def failing(call: int) -> None:
-        if call == 2:
+        if call == 3:  # batches 1 and 2 wait in the (full) queue
             sink_busy.wait(timeout=30)
             failed.set()
             raise RuntimeError("CUDA out of memory (simulated)")
 
     with pytest.raises(RuntimeError, match="simulated"):
-        extract(source(), FakeExtractor(on_gpu=True, before_call=failing), SlowSink())
-    assert running == [] and len(delivered) == 1  # batch 0, which it held; batch 1 waited and was dropped
+        extract(closing(image_batches(12), closed), FakeExtractor(on_gpu=True, before_call=failing), SlowSink())
+    assert running == [] and len(delivered) == 1  # batch 0, which it held; batches 1 and 2 were dropped
     assert closed == [True] and not sink_threads()
 
 
 def test_a_sink_error_stops_the_network_and_reaches_the_caller():
     """The calling thread sees a sink's error at its next hand-over: with two batches waiting at most, the network
     runs at most a few batches more, not the whole source."""
-    started_second = threading.Event()
-    closed = []
-
-    def source():
-        try:
-            yield from image_batches(20)
-        finally:
-            closed.append(True)
+    started_second, closed = threading.Event(), []
 
     class FailingSink:
         def update(self, features):
@@ -167,7 +162,7 @@ def test_a_sink_error_stops_the_network_and_reaches_the_caller():
 
     extractor = FakeExtractor(on_gpu=True, before_call=lambda call: started_second.set() if call == 1 else None)
     with pytest.raises(ValueError, match="sink failed"):
-        extract(source(), extractor, FailingSink())
+        extract(closing(image_batches(20), closed), extractor, FailingSink())
     assert extractor.calls <= 4 and closed == [True] and not sink_threads()
 
 
@@ -200,28 +195,6 @@ def test_a_sink_error_on_the_last_batch_is_raised_at_the_exit():
     with pytest.raises(ValueError, match="last batch failed"):
         extract(image_batches(3), FakeExtractor(on_gpu=True), LastFails())
     assert not sink_threads()
-
-
-def test_batches_waiting_when_the_network_fails_are_dropped():
-    """The sink holds batch 0 while batches 1 and 2 wait in the queue; the network fails on batch 3: batch 0 is
-    finished, 1 and 2 are never delivered."""
-    holding, failed, delivered = threading.Event(), threading.Event(), []
-
-    class Sink:
-        def update(self, features):
-            holding.set()
-            failed.wait(timeout=30)
-            delivered.append(features)
-
-    def failing(call: int) -> None:
-        if call == 3:
-            holding.wait(timeout=30)
-            failed.set()
-            raise RuntimeError("network failed")
-
-    with pytest.raises(RuntimeError, match="network failed"):
-        extract(image_batches(6), FakeExtractor(on_gpu=True, before_call=failing), Sink())
-    assert len(delivered) == 1 and not sink_threads()
 
 
 def test_a_sink_error_is_kept_under_a_network_error_that_follows_it():
