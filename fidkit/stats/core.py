@@ -349,8 +349,15 @@ class Stats:
         # Two-pass: subtract the (pairwise-summed) mean first, so the products never cancel.
         mu = rows.mean(axis=0, dtype=np.float64)
         centred = rows - mu
-        sigma = _symmetric_gram(centred, n_rows - 1)
-        factor = np.ascontiguousarray(centred_factor(centred)) if n_rows <= dim or keep_factor else None
+        if not (n_rows <= dim or keep_factor):
+            return cls._computed(mu, _symmetric_gram(centred, n_rows - 1), n_rows, metadata)
+        factor = np.ascontiguousarray(centred_factor(centred))
+        # sigma from the factor, not from the centred rows: the rounded mean leaves the centred rows a residual
+        # sum r, and their Gram carries an extra r r^T / n that the factor (which drops the all-ones direction)
+        # does not. That is round-off against any real spread, but for rows that are (nearly) all the same it is
+        # all there is, and a sigma and factor that disagree are refused as "belonging to other statistics".
+        # L L^T is the corrected two-pass covariance (Chan, Golub & LeVeque), as exact as the plain one.
+        sigma = _symmetric_gram(factor.T, 1)
         return cls._computed(mu, sigma, n_rows, metadata, factor)
 
     def merge(self, other: Stats) -> Stats:
