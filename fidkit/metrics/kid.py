@@ -21,6 +21,7 @@ measured size).
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -160,7 +161,16 @@ def mmd2_unbiased(
     sum_xx, diag_xx = _kernel_sum(x, x, True, gamma, coef0, degree)
     sum_yy, diag_yy = _kernel_sum(y, y, True, gamma, coef0, degree)
     sum_xy, _ = _kernel_sum(x, y, False, gamma, coef0, degree)
-    return ((sum_xx - diag_xx) + (sum_yy - diag_yy)) / (m * (m - 1)) - 2.0 * sum_xy / (m * m)
+    value = ((sum_xx - diag_xx) + (sum_yy - diag_yy)) / (m * (m - 1)) - 2.0 * sum_xy / (m * m)
+    if not math.isfinite(value):
+        # Kernel values beyond float64 (features near 1e50 at degree 3, or a huge gamma or coef0): the sums are
+        # inf or inf - inf, and a NaN KID would pass for a number.
+        raise InputError(
+            f"the polynomial kernel (gamma x.y + coef0)^{degree} overflows float64 on these features (gamma = "
+            f"{gamma:.3g}, coef0 = {coef0:.3g}, largest |feature| {max(np.abs(x).max(), np.abs(y).max()):.3g}); "
+            "KID is defined for features of moderate size: scale them, or lower gamma or coef0"
+        )
+    return value
 
 
 def kid(
