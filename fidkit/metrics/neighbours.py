@@ -230,6 +230,26 @@ def _prepare(original: np.ndarray, centre: np.ndarray, backend, dim: int) -> _Si
     return _Side(original=original, centre=centre, fast=_screen(original, centre, backend, dim))
 
 
+# Features whose largest |value| lies outside [2^-_SAFE_EXPONENT, 2^_SAFE_EXPONENT] are brought near 1 first.
+_SAFE_EXPONENT = 20
+
+
+def _unit_scaled(*arrays: np.ndarray) -> tuple[tuple[np.ndarray, ...], int]:
+    """The arrays divided by a common power of two ``2^e`` that brings their largest |value| near 1, and e.
+
+    The error bound of the fast distances holds only where nothing overflows or underflows: a float32 product of
+    features near 1e20 is inf, one of features near 1e-25 is 0, and float64 squared norms overflow near 1e154.
+    Dividing by a power of two is exact (short of the subnormal range), so every distance is scaled by exactly
+    ``4^-e`` and every comparison between two of them, hence every count, is the one of the unscaled features.
+    Features of ordinary size (e = 0) are passed through as they are, without a copy.
+    """
+    largest = max(float(np.max(np.abs(array))) if array.size else 0.0 for array in arrays)
+    exponent = math.frexp(largest)[1] if largest > 0.0 else 0
+    if -_SAFE_EXPONENT <= exponent <= _SAFE_EXPONENT:
+        return arrays, 0
+    return tuple(np.ldexp(np.asarray(array, dtype=np.float64), -exponent) for array in arrays), exponent
+
+
 def _block_rows(n_cols: int, memory_budget: int) -> int:
     return max(1, memory_budget // (_BYTES_PER_ENTRY * max(n_cols, 1)))
 
@@ -438,6 +458,7 @@ def _pair_reference(rows_side: _Side, row: int, cols_side: _Side, cols: np.ndarr
 def neighbour_tallies(array_real: np.ndarray, array_fake: np.ndarray, ks: tuple[int, ...], memory_budget: int, device: Any):
     """Radii of both sides and the cross tallies for each k, on validated arrays."""
     backend = _backend(device)
+    (array_real, array_fake), _ = _unit_scaled(array_real, array_fake)
     n_real, n_fake, dim = array_real.shape[0], array_fake.shape[0], array_real.shape[1]
     # Centring changes no distance and shrinks the norms, hence the error bound, to the spread of the points:
     # each side on its own mean for its radii, both on their common mean for the cross pass (two sets far
@@ -464,6 +485,15 @@ def neighbour_tallies(array_real: np.ndarray, array_fake: np.ndarray, ks: tuple[
 def radii_of(array: np.ndarray, k: int, memory_budget: int, device: Any) -> np.ndarray:
     """Squared k-th neighbour radii of one validated array (what :func:`fidkit.metrics.knn_radii` returns)."""
     backend = _backend(device)
+    (array,), exponent = _unit_scaled(array)
     centre = array.mean(axis=0, dtype=np.float64)
     dim = array.shape[1]
-    return _radii(_prepare(array, centre, backend, dim), (k,), backend, memory_budget, dim, _Counter())[k]
+    radii = _radii(_prepare(array, centre, backend, dim), (k,), backend, memory_budget, dim, _Counter())[k]
+    with np.errstate(over="ignore"):
+        radii = np.ldexp(radii, 2 * exponent)  # squared distances: back by 4^e
+    if not np.isfinite(radii).all():
+        raise InputError(
+            f"squared k-NN radii of features this large (|value| up to {np.ldexp(1.0, exponent):.3g}) overflow "
+            "float64; scale the features down (precision, recall, density and coverage do not change)"
+        )
+    return radii
