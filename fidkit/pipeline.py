@@ -93,14 +93,28 @@ def open_input(spec: Any, options: RunOptions) -> Stats | Features | Source:
         from fidkit.cluster.uri import is_uri, open_uri
 
         if is_uri(spec):  # s3://, gs://, ...: listed here, read by the actors
-            return open_uri(spec, **reader)
+            return _fingerprint_now(open_uri(spec, **reader), options)
     source = open_source(spec, **reader)
+    _fingerprint_now(source, options)
     available = getattr(source, "n_available", None)
     if options.limit is not None and available is not None and options.limit > available:
         warnings.warn(
             f"{source.name}: limit {options.limit} is above its {available} images; all {available} are used",
             FidkitWarning, stacklevel=3,
         )
+    return source
+
+
+def _fingerprint_now(source: Source, options: RunOptions) -> Source:
+    """Fingerprint `source` as it is opened, and keep that as the identity its statistics are cached under.
+
+    An array file is mapped and a CIFAR batch loaded when opened, and a folder's file list is taken then: a
+    fingerprint taken later (after the other side's extraction, for the second input of ``compute_fid``) could
+    describe a file replaced meanwhile, and the statistics of the old data would be cached under the new file's
+    name. Taken now, any change before the end of the run makes the store step's check fail instead.
+    """
+    if source.cacheable:
+        source.opened_fingerprint = source.fingerprint(hash_content=options.hash_content)
     return source
 
 
@@ -143,7 +157,7 @@ def look_up(
     """
     if not source.cacheable:
         return CacheLookup(None, None, "")
-    fingerprint = fingerprint or source.fingerprint(hash_content=options.hash_content)
+    fingerprint = fingerprint or source.opened_fingerprint or source.fingerprint(hash_content=options.hash_content)
     if not options.use_cache:
         return CacheLookup(None, None, fingerprint)
     identity = lazy.identity()

@@ -80,6 +80,9 @@ class Source:
         #: ``{reason: count}`` of what was seen but deliberately not read (hidden folders, formats
         #: fidkit does not read, special files, duplicate archive members); empty for arrays.
         self.ignored: dict[str, int] = {}
+        #: The :meth:`fingerprint` taken when the pipeline opened the source (None until then): what the cache
+        #: files the statistics under, since some sources hold their data from the moment they are opened.
+        self.opened_fingerprint: str | None = None
         self._lossy = lossy
 
     def __repr__(self) -> str:
