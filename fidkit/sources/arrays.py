@@ -42,7 +42,7 @@ from fidkit.statsfile import (
     sniff_numpy_file,
 )
 
-__all__ = ["ArraySource", "BatchesSource", "open_array", "open_npy", "open_npz", "load_npz", "IMAGE_KEYS"]
+__all__ = ["ArraySource", "BatchesSource", "FileRows", "open_array", "open_npy", "open_npz", "load_npz", "IMAGE_KEYS"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,15 +114,20 @@ class ArraySource(Source):
         self.skipped = []
         images = self._load()
         indices = self._indices
-        for start in range(0, len(indices), batch_size):
-            chosen = indices[start : start + batch_size]
-            first, last = int(chosen[0]), int(chosen[-1])
-            if last - first + 1 == len(chosen):
-                # A run of consecutive images: a slice reads a memory-mapped file sequentially.
-                batch = images[first : last + 1]
-            else:
-                batch = images[chosen]
-            yield as_image_batch(batch, self.name)
+        try:
+            for start in range(0, len(indices), batch_size):
+                chosen = indices[start : start + batch_size]
+                first, last = int(chosen[0]), int(chosen[-1])
+                if last - first + 1 == len(chosen):
+                    # A run of consecutive images: one sequential read of a file.
+                    batch = images[first : last + 1]
+                else:
+                    batch = images[chosen]
+                yield as_image_batch(batch, self.name)
+        finally:
+            close = getattr(images, "close", None)  # a file's rows (FileRows, _NpzMemberRows); not an array
+            if close is not None:
+                close()
 
 
 def _image_array_source(
@@ -148,23 +153,134 @@ def open_array(array: np.ndarray, *, limit: int | None, seed: int | None) -> Arr
 
 
 def open_npy(path: Path, name: str, *, limit: int | None, seed: int | None) -> ArraySource:
-    """A source over a ``.npy`` file of uint8 images, memory-mapped."""
+    """A source over a ``.npy`` file of uint8 images, read batch by batch (:class:`FileRows`)."""
+    layout = _npy_layout(path, name)
+    shape, dtype, fortran_order, _ = layout
+    # Validate dtype and shape from the header alone: no pixel is read before this.
+    check_image_array(dtype, shape, name)
+
+    def load() -> Any:
+        # Opened again when the pixels are needed: a file replaced since must still hold the same array.
+        now = _npy_layout(path, name)
+        if now != layout:
+            raise SourceError(
+                f"{name}: the file changed since it was opened (now shape {now[0]} {now[1]}, was {shape} {dtype}); "
+                "run again once it is written"
+            )
+        rows = FileRows(path, layout[3], shape, dtype, name, fix="save the images again with numpy.save")
+        if not fortran_order:
+            return rows
+        # Column-major data cannot be read image by image: all of it, as numpy.load would.
+        with rows:
+            flat = rows.read_flat()
+        return flat.reshape(shape[::-1]).transpose()
+
+    return ArraySource(
+        "array", name, load, shape,
+        lambda hash_content: {"file_sha256": sha256_file(path)} if hash_content else file_identity(path),
+        limit=limit, seed=seed,
+    )
+
+
+def _npy_layout(path: Path, name: str) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """``(shape, dtype, fortran_order, data offset)`` of a ``.npy`` file, from its header; no data is read.
+
+    numpy parses the header (every format version) for a memory map, which is dropped at once: mapping reads
+    nothing, and the data are read with plain reads, which a file cut short turns into an error rather than
+    the SIGBUS that kills a process touching a mapped page past the end of its file.
+    """
     if sniff_numpy_file(path) == "npz":
         # numpy.load reads by content and would hand back an NpzFile where an array is expected.
         raise SourceError(
             f"{name}: the file holds an .npz archive (zip data), not a single .npy array; rename it .npz"
         )
     try:
-        images = np.load(path, mmap_mode="r", allow_pickle=False)
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     except NUMPY_LOAD_ERRORS as exc:
         raise SourceError(f"{name}: not a readable .npy array file ({numpy_load_problem(exc)})") from exc
-    if not isinstance(images, np.ndarray):  # pragma: no cover - sniffed above; a file replaced meanwhile
+    if not isinstance(mapped, np.memmap):  # pragma: no cover - sniffed above; a file replaced meanwhile
         raise SourceError(f"{name}: not a single .npy array; rename it to what it holds")
-    return _image_array_source(
-        name, images,
-        lambda hash_content: {"file_sha256": sha256_file(path)} if hash_content else file_identity(path),
-        what=name, limit=limit, seed=seed,
-    )
+    fortran_order = bool(mapped.flags.f_contiguous and not mapped.flags.c_contiguous)
+    layout = (tuple(int(d) for d in mapped.shape), mapped.dtype, fortran_order, int(mapped.offset))
+    del mapped  # the map, unused, goes with it
+    return layout
+
+
+class FileRows:
+    """The rows of a C-order array stored raw in a file from `offset`: read as they are asked for.
+
+    Indexing with a slice (step 1) or an index array returns those rows as an array, each consecutive run with
+    one positioned read. It replaces a memory map: a mapped file that is cut short while it is read (a trainer
+    saving new samples over it) kills the process with SIGBUS; a short read here is a
+    :class:`~fidkit.errors.SourceError` naming the file. The file is open from construction to :meth:`close`.
+    """
+
+    def __init__(
+        self, path: Path, offset: int, shape: tuple[int, ...], dtype: Any, what: str, *, fix: str
+    ) -> None:
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self._offset = int(offset)
+        self._row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        self._what = what
+        self._fix = fix
+        try:
+            self._file: Any = open(path, "rb")
+        except OSError as exc:
+            raise SourceError(f"{what}: cannot open the file again to read its images ({exc})") from exc
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __enter__(self) -> FileRows:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _read(self, out: np.ndarray, first: int) -> None:
+        if self._file is None:
+            raise ValueError("read from closed FileRows")
+        try:
+            self._file.seek(self._offset + first * self._row_bytes)
+            read_exactly(
+                self._file, out, self._what, SourceError,
+                f"if it was being written, run again once it is complete; otherwise {self._fix}",
+            )
+        except OSError as exc:
+            raise SourceError(f"{self._what}: cannot read the images ({exc})") from exc
+
+    def read_flat(self) -> np.ndarray:
+        """Every element, in file order."""
+        flat = np.empty(math.prod(self.shape), dtype=self.dtype)
+        self._read(flat, 0)
+        return flat
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, slice):
+            first, stop, step = index.indices(len(self))
+            if step != 1:
+                raise IndexError("only contiguous slices are read from a file's rows")
+            out = np.empty((max(stop - first, 0), *self.shape[1:]), dtype=self.dtype)
+            self._read(out, first)
+            return out
+        chosen = np.asarray(index, dtype=np.int64)
+        if chosen.ndim != 1 or np.any((chosen < 0) | (chosen >= len(self))):
+            raise IndexError("rows are read by a 1-D array of indices within the file's rows")
+        out = np.empty((len(chosen), *self.shape[1:]), dtype=self.dtype)
+        # Runs of consecutive indices, each one read.
+        breaks = np.flatnonzero(np.diff(chosen) != 1) + 1
+        for run_start, run_stop in zip([0, *breaks.tolist()], [*breaks.tolist(), len(chosen)]):
+            self._read(out[run_start:run_stop], int(chosen[run_start]))
+        return out
 
 
 _NPZ_FIX = "save the images again with numpy.save or numpy.savez"

@@ -52,7 +52,7 @@ import numpy as np
 
 from fidkit._fs import sha256_file
 from fidkit.errors import SourceError
-from fidkit.sources.arrays import ArraySource, file_identity
+from fidkit.sources.arrays import ArraySource, FileRows, file_identity
 from fidkit.statsfile import read_exactly
 
 __all__ = [
@@ -158,8 +158,10 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
 
     def load() -> np.ndarray:
         if not gzipped:
-            pixels = np.memmap(path, dtype=np.uint8, mode="r", offset=_MNIST_HEADER.size)
-            return pixels.reshape(n_images, n_rows, n_cols)
+            # Read as batches ask, not memory-mapped: a mapped file cut short kills the process (SIGBUS).
+            return FileRows(
+                path, _MNIST_HEADER.size, (n_images, n_rows, n_cols), np.uint8, name, fix="download it again"
+            )
         # Exactly the declared bytes, into an array sized from the header (bounded above); then the stream
         # must end. Reading it whole instead would decompress whatever it holds beyond the header.
         pixels = np.empty((n_images, n_rows, n_cols), dtype=np.uint8)
