@@ -25,7 +25,7 @@ Which sources
   node (a shared file system). Zip members are read at random; a compressed tar is decompressed from
   its start by each actor that reads a later shard.
 * ``.npy`` / ``.npz`` arrays, MNIST and CIFAR files given by a path: each actor opens the path itself
-  (memory-mapped ``.npy``) and takes its shard's batches.
+  (a ``.npy`` is read batch by batch) and takes its shard's batches.
 * Named datasets (``cifar10-train``, ...): each actor opens the name, from its node's cache or a download.
 * In-memory arrays: the source object goes through the object store once.
 * ``s3://``, ``gs://`` (any ``pyarrow.fs`` URI): listed on the driver, read by the actors

@@ -114,7 +114,7 @@ def work_for(
 
     path = Path(str(source.name))
     if source.cacheable and path.exists():
-        # Each actor opens the file itself (a .npy is memory-mapped), instead of receiving its pixels.
+        # Each actor opens the file itself (a .npy is read batch by batch), instead of receiving its pixels.
         return Work(mode="reopen", source=None, path=str(path.resolve()), **common)
     if source.cacheable and str(source.name) in dataset_names():
         # A named dataset: each node's fidkit finds it in its own cache (or downloads it).

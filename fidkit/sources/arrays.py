@@ -63,7 +63,7 @@ def file_identity(path: Path) -> dict[str, Any]:
 
 
 class ArraySource(Source):
-    """Images held in an array (in memory, memory-mapped, or loaded on first use).
+    """Images held in an array (in memory, or read from a file as batches ask for them).
 
     Parameters
     ----------
