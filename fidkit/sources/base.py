@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from fidkit._validate import check_batch_size
 from fidkit.errors import EmptySourceError, SourceError
@@ -26,6 +27,13 @@ logger = logging.getLogger(__name__)
 
 # Version of the fingerprint recipe itself (which fields, how they are serialised).
 _FINGERPRINT_VERSION = 1
+
+# Pillow's own default for PIL.Image.MAX_IMAGE_PIXELS (its definition, PIL/Image.py). Written out
+# rather than read from PIL.Image, which the caller may have changed before importing fidkit.
+_PILLOW_DEFAULT_MAX_IMAGE_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
+# Kinds whose images are files decoded by Pillow, so that its decompression-bomb limit decides which
+# of them are read (the others skipped as bad with skip_bad): arrays and datasets are not decoded.
+_DECODED_KINDS = frozenset({"folder", "archive"})
 
 
 class Source:
@@ -110,8 +118,9 @@ class Source:
         -------
         str
             64 hex characters. Covers the source kind, the files (sorted relative paths with
-            sizes and mtimes, or content hashes), `limit`, `seed`, `exif_transpose` and
-            :data:`~fidkit.sources.COLOUR_POLICY_VERSION`.
+            sizes and mtimes, or content hashes), `limit`, `seed`, `exif_transpose`,
+            :data:`~fidkit.sources.COLOUR_POLICY_VERSION` and, for image files, Pillow's
+            ``PIL.Image.MAX_IMAGE_PIXELS`` as it is now when it is not Pillow's default.
 
         Raises
         ------
@@ -132,6 +141,13 @@ class Source:
             "colour_policy_version": COLOUR_POLICY_VERSION,
             "content": self._identity(hash_content=hash_content),
         }
+        max_pixels = Image.MAX_IMAGE_PIXELS
+        if self.kind in _DECODED_KINDS and max_pixels != _PILLOW_DEFAULT_MAX_IMAGE_PIXELS:
+            # The limit decides which files are refused as decompression bombs (skipped with
+            # skip_bad): statistics computed under a low limit must not be served once the user
+            # raises it. Only a non-default limit is recorded, so every key made under the
+            # default (every key made before this field existed) stays valid.
+            identity["max_image_pixels"] = None if max_pixels is None else int(max_pixels)
         encoded = json.dumps(identity, sort_keys=True, separators=(",", ":")).encode("utf-8")
         return hashlib.sha256(encoded).hexdigest()
 

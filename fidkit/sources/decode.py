@@ -10,9 +10,11 @@ statistics whether it is stored as a PNG, in an archive, or in an array:
 * ``L`` (grayscale) and ``1`` (1-bit): the gray value is replicated into R, G and B
   (1-bit pixels become 0 or 255).
 * ``P`` / ``PA`` (palette): converted to RGB through the palette by Pillow.
-* Alpha (``LA``, ``PA``, ``RGBA``, ``RGBa``, palette transparency): dropped, **not** composited
-  onto a background. The TensorFlow reference had no alpha channel; dropping it keeps the stored
-  colour values, which is what a user who saved RGBA samples from a generator expects.
+* Alpha (``LA``, ``PA``, ``RGBA``, ``RGBa``, ``La``, palette transparency): dropped, **not**
+  composited onto a background. The TensorFlow reference had no alpha channel; dropping it keeps the
+  stored colour values, which is what a user who saved RGBA samples from a generator expects.
+  Premultiplied alpha (``RGBa``, ``La``) is divided out first, by Pillow's rule
+  ``min(255, floor(255 * value / alpha))``, and kept as stored where alpha is 0.
 * 16-bit grayscale (``I;16`` and its byte orders) and 32-bit integer ``I`` images (how Pillow opens
   some 16-bit files): scaled to 8 bits by rounding, ``round(x * 255 / 65535)``, then replicated.
   Values outside 0..65535 in an ``I`` image are an error. Pillow reduces 16-bit *colour* PNGs to
@@ -20,7 +22,8 @@ statistics whether it is stored as a PNG, in an archive, or in an array:
 * ``F`` (32-bit float): refused (an :class:`~fidkit.errors.ImageError`): a float image has no
   defined range, and fidkit does not guess one.
 * ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` and any other mode Pillow can convert: converted by Pillow's
-  ``convert("RGB")``.
+  ``convert("RGB")``. A mode that cannot be converted (or whose conversion fails in any way) makes
+  that one file bad (an :class:`~fidkit.errors.ImageError` naming the file and its mode).
 * EXIF orientation: the pixels are used as stored, like the reference; pass
   ``exif_transpose=True`` (``--exif-transpose``) to rotate them as a photo viewer would.
 * Animated or multi-page files (GIF is not read; TIFF, WebP): the first frame.
@@ -35,8 +38,10 @@ A file (or archive member) larger than any image within that limit could need
 (:func:`max_file_bytes`: 8 bytes per pixel, as much as 16-bit RGBA stored uncompressed, plus 16 MiB
 for metadata) is refused by its size before it is read, so a sparse or padded file cannot fill
 memory on its way to the decoder.
-Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left False: every image is fully decoded with
-``.load()``, so a truncated JPEG or PNG is an error, never silently half grey.
+Every image is fully decoded with ``.load()`` while Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is
+False, whatever the calling process set it to (many training scripts set it True): a truncated JPEG
+or PNG is an error, never silently half grey. The caller's value is restored after each image, and
+worker processes (which re-import the caller's script, and with it the flag) set it False for good.
 
 Any change to the rules above must bump :data:`COLOUR_POLICY_VERSION`, which is part of every
 source fingerprint and so of every cache key.
@@ -44,13 +49,16 @@ source fingerprint and so of every cache key.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from fidkit.errors import ImageError
 
@@ -102,6 +110,37 @@ def file_too_large_error(name: str, size: int, limit: int) -> ImageError:
         f"({limit:,} bytes for PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS}); refused unread: "
         "if it is a genuine image, raise PIL.Image.MAX_IMAGE_PIXELS before computing"
     )
+
+
+# Pillow reads the module global ImageFile.LOAD_TRUNCATED_IMAGES while it opens and load()s an
+# image: when a caller has set it True, a truncated PNG or JPEG decodes "successfully" with its
+# missing rows grey. fidkit's promise (truncation is an error) must hold whatever the caller set, but
+# the flag is the caller's, so it is forced False only while fidkit decodes and restored after. The
+# lock guards a count of fidkit decodes in progress, so that concurrent fidkit decodes in threads
+# overlap (Pillow releases the GIL) and the last one to finish restores the value saved by the first.
+# A thread of the caller that decodes truncated images *while* fidkit decodes sees False meanwhile:
+# a global flag cannot be both.
+_strict_lock = threading.Lock()
+_strict_depth = 0
+_caller_load_truncated: bool = False
+
+
+@contextlib.contextmanager
+def _strict_truncation() -> Iterator[None]:
+    """Hold ``ImageFile.LOAD_TRUNCATED_IMAGES`` False for the block; restore the caller's value."""
+    global _strict_depth, _caller_load_truncated
+    with _strict_lock:
+        if _strict_depth == 0:
+            _caller_load_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
+        _strict_depth += 1
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        with _strict_lock:
+            _strict_depth -= 1
+            if _strict_depth == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES = _caller_load_truncated
 
 
 @dataclass(frozen=True)
@@ -156,6 +195,27 @@ def _sixteen_bit_to_uint8(image: Image.Image, name: str) -> np.ndarray:
 
 
 def _to_rgb_array(image: Image.Image, name: str) -> np.ndarray:
+    """`image` as ``(H, W, 3)`` uint8 under the colour policy; any failure is an ImageError.
+
+    A failure here belongs to this one file (its mode, as this Pillow converts it), so whatever goes
+    wrong becomes an :class:`ImageError` naming the file and its mode: ``skip_bad`` counts it, and
+    without it the user learns which file to convert, not "internal error".
+    """
+    try:
+        return _convert_mode(image, name)
+    except (ImageError, MemoryError):
+        # ImageError already names the file; running out of memory is not the file's fault, and
+        # turning it into a skipped file would make N depend on the machine.
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises ValueError, OSError, KeyError, ...
+        reason = str(exc) or type(exc).__name__
+        raise ImageError(
+            f"{name}: image mode {image.mode} could not be converted to RGB ({type(exc).__name__}: "
+            f"{reason}); convert it to 8-bit RGB first"
+        ) from exc
+
+
+def _convert_mode(image: Image.Image, name: str) -> np.ndarray:
     mode = image.mode
     if mode == "RGB":
         rgb = np.asarray(image, dtype=np.uint8)
@@ -166,9 +226,14 @@ def _to_rgb_array(image: Image.Image, name: str) -> np.ndarray:
             f"{name}: 32-bit float image (mode F) has no defined pixel range; convert it to 8-bit "
             "RGB (e.g. with Pillow or numpy) before computing FID"
         )
-    elif mode in {"PA", "La"}:
-        # Pillow has no direct PA->RGB / La->RGB route; through RGBA, then drop alpha.
+    elif mode == "PA":
+        # Pillow has no direct PA->RGB route; through RGBA, then drop alpha.
         rgb = np.asarray(image.convert("RGBA"), dtype=np.uint8)[:, :, :3]
+    elif mode == "La":
+        # Premultiplied gray (a TIFF with associated alpha): Pillow converts "La" only to "LA",
+        # dividing the alpha out as it does for RGBa -> RGB; from there the LA rule (drop alpha).
+        gray = np.asarray(image.convert("LA"), dtype=np.uint8)[:, :, 0]
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
     else:
         # L and 1 replicate; LA, RGBA, RGBX drop the extra band; P maps through the palette;
         # CMYK, YCbCr, LAB, HSV use Pillow's conversions. Palette transparency is ignored by
@@ -215,33 +280,35 @@ def decode_image_bytes(
         policy refuses. The message starts with `name`.
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between 1x and 2x its limit; fidkit refuses both.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if limit is not None and width * height > limit:
-                raise Image.DecompressionBombError(
-                    f"{width * height} pixels exceeds the limit of {limit}"
-                )
-            # .load() decodes everything now, so truncation shows up here rather than later.
-            image.load()
-            original_mode = image.mode
-            image_format = image.format or "unknown"
-            if exif_transpose:
-                image = ImageOps.exif_transpose(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(
-            f"{name}: refused as a possible decompression bomb ({exc}); if the image is genuine, "
-            "raise PIL.Image.MAX_IMAGE_PIXELS before computing"
-        ) from exc
-    except Image.UnidentifiedImageError as exc:
-        raise ImageError(f"{name}: not an image Pillow can read") from exc
-    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, EOFError...
-        reason = str(exc) or type(exc).__name__
-        raise ImageError(f"{name}: cannot decode ({type(exc).__name__}: {reason})") from exc
-    pixels = _to_rgb_array(image, name)
+    # Strict whatever the caller set: see _strict_truncation.
+    with _strict_truncation():
+        try:
+            with warnings.catch_warnings():
+                # Pillow only warns between 1x and 2x its limit; fidkit refuses both.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+                width, height = image.size
+                if limit is not None and width * height > limit:
+                    raise Image.DecompressionBombError(
+                        f"{width * height} pixels exceeds the limit of {limit}"
+                    )
+                # .load() decodes everything now, so truncation shows up here rather than later.
+                image.load()
+                original_mode = image.mode
+                image_format = image.format or "unknown"
+                if exif_transpose:
+                    image = ImageOps.exif_transpose(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(
+                f"{name}: refused as a possible decompression bomb ({exc}); if the image is genuine, "
+                "raise PIL.Image.MAX_IMAGE_PIXELS before computing"
+            ) from exc
+        except Image.UnidentifiedImageError as exc:
+            raise ImageError(f"{name}: not an image Pillow can read") from exc
+        except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, EOFError
+            reason = str(exc) or type(exc).__name__
+            raise ImageError(f"{name}: cannot decode ({type(exc).__name__}: {reason})") from exc
+        pixels = _to_rgb_array(image, name)
     return DecodedImage(
         pixels=pixels,
         format=image_format,

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from fidkit._fs import pid_running
 from fidkit.errors import ImageError, InputError, SourceError
@@ -290,6 +290,10 @@ def _init_worker(
     # Mirror the parent's decompression-bomb limit, for Pillow's own check and for ours (the
     # worker reads it back from here).
     Image.MAX_IMAGE_PIXELS = max_pixels
+    # Truncated images are errors in fidkit. A worker re-imports the caller's main script, which
+    # may set this True for its own loading; this process is fidkit's, so it stays False for good
+    # (decode_image_bytes also forces it False around each image, as in the caller's process).
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def _decode_chunk_in_worker(
