@@ -4,7 +4,8 @@ Statistics of folder, archive and array sources are stored under ``cache_home()/
 fidkit statistics files, one per key. The key is a sha256 over everything that decides the numbers:
 
 - the source's fingerprint (sorted relative paths, sizes and modification times, or a content hash with
-  ``hash_content=True``; the limit, seed and EXIF option are part of it),
+  ``hash_content=True``; the limit, seed and EXIF option are part of it, and for image files Pillow's
+  ``MAX_IMAGE_PIXELS`` when it is not Pillow's default; taken when the source is opened),
 - the feature extractor's identity (:mod:`fidkit.extractors`: its name, the weights' sha256, the resize, the
   exporter version, the engine and the precision; not the graph file, so a look-up needs no export),
 - what the entry holds: statistics, or the feature rows (kept when a metric needs them),
@@ -137,8 +138,8 @@ def cache_key(
     Parameters
     ----------
     source_fingerprint : str
-        ``source.fingerprint(hash_content=...)``; it covers the files, the subset, the EXIF option and the
-        colour policy version of :mod:`fidkit.sources`.
+        ``source.fingerprint(hash_content=...)``; it covers the files, the subset, the EXIF option, the
+        colour policy version of :mod:`fidkit.sources` and a pixel limit other than Pillow's default.
     identity : mapping of str to str
         The extractor's identity (:meth:`fidkit.extractors.ExtractorIdentity.as_dict`): its name, the weights'
         sha256, the resize, the engine and the precision. Keyword `identity_fields` are added to it.
