@@ -26,6 +26,8 @@ __all__ = [
     "check_value_range",
     "is_torch_tensor",
     "as_image_tensor",
+    "unit_range_hint",
+    "check_extracted",
 ]
 
 
@@ -117,10 +119,11 @@ def _check_layout_nhwc(shape: tuple[int, ...], what: str) -> None:
     """Refuse a shape that is not a channel-last batch (numpy arrays are NHWC by convention)."""
     if len(shape) == 4 and shape[3] in (1, 3):
         return
-    if len(shape) == 3 and shape[2] == 3:
-        # Grayscale images 3 pixels wide are implausible; this is a single (H, W, 3) RGB image.
+    if len(shape) == 3 and shape[2] in (1, 3):
+        # Grayscale images 1 or 3 pixels wide are implausible; this is a single (H, W, 3) RGB or (H, W, 1)
+        # grayscale image, which would otherwise be read as H images of width 1 or 3.
         raise InputError(
-            f"{what}: shape {shape} looks like a single (H, W, 3) image; add a batch axis "
+            f"{what}: shape {shape} looks like a single (H, W, {shape[2]}) image; add a batch axis "
             "(x[None]) or pass (N, H, W) grayscale / (N, H, W, 3) RGB"
         )
     if len(shape) == 3:
@@ -240,6 +243,54 @@ def _out_of_range(low: float, high: float, value_range: tuple[float, float], wha
         f"{what}: values span [{low:.6g}, {high:.6g}], outside value_range=({lo:g}, {hi:g}) by more than half a "
         f"quantization step ({0.5 / 255 * (hi - lo):.3g}){hint}; fidkit never clips images: pass the range the "
         "images really use"
+    )
+
+
+def unit_range_hint(images: Any, value_range: tuple[float, float], what: str) -> str | None:
+    """The warning for floating-point images in [0, 1] declared a range 255 wide or more, such as (0, 255); else None.
+
+    The opposite mistake to the one :func:`_out_of_range` hints at: nothing is out of range, so nothing is
+    refused, but every image quantizes to 1 or 2 of the 256 levels. Only floating-point numpy arrays and torch
+    tensors are looked at (uint8 is used as it is, whatever the range), and not a constant batch (all zeros is
+    a plausible image in any range). Call it on images :func:`as_image_batch` accepted (no NaN).
+    """
+    lo, hi = value_range
+    if not (hi - lo >= 255 and lo <= 0.0 and hi >= 1.0):
+        return None
+    if is_torch_tensor(images):
+        if not images.is_floating_point() or not images.numel():
+            return None
+        low, high = float(images.min()), float(images.max())
+    else:
+        if not isinstance(images, np.ndarray) or not np.issubdtype(images.dtype, np.floating) or not images.size:
+            return None
+        low, high = float(images.min()), float(images.max())
+    if not (0.0 <= low < high <= 1.0):
+        return None
+    levels = int(round((high - lo) / (hi - lo) * 255)) - int(round((low - lo) / (hi - lo) * 255)) + 1
+    return (
+        f"{what}: floating-point values span [{low:.6g}, {high:.6g}], inside [0, 1]: the images look like [0, 1] "
+        f"images, but value_range=({lo:g}, {hi:g}) quantizes them to {levels} of the 256 levels; pass "
+        "value_range=(0, 1) (said once per metric)"
+    )
+
+
+def check_extracted(features: Any, n_images: int, extractor: Any) -> None:
+    """Refuse features that are not ``(n_images, feature_dim)`` rows, naming the extractor that returned them.
+
+    The Extractor protocol (:mod:`fidkit.extractors`) promises one row per image of the batch, of the extractor's
+    ``feature_dim`` columns (checked where the extractor declares an int). Reads the shape only.
+    """
+    shape = tuple(int(d) for d in getattr(features, "shape", None) or np.shape(features))
+    dim = getattr(extractor, "feature_dim", None)
+    declared = isinstance(dim, numbers.Integral) and not isinstance(dim, bool)
+    if len(shape) == 2 and shape[0] == n_images and (not declared or shape[1] == int(dim)):
+        return
+    expected = f"({n_images}, {int(dim)})" if declared else f"({n_images}, feature_dim)"
+    raise InputError(
+        f"the feature extractor {type(extractor).__name__} returned features of shape {shape} for a batch of "
+        f"{n_images} image(s); expected {expected}: one row of feature_dim features per image of the uint8 "
+        "(B, H, W, 3) batch (fidkit.extractors.Extractor): fix its __call__ (or its feature_dim)"
     )
 
 

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fidkit._validate import check_extracted
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
 
@@ -105,6 +107,7 @@ def extract(
                     times.first_wait_seconds, times.first_batch_seconds, first = tock - tick, network_seconds, False
                 times.network_seconds += network_seconds
                 times.decode_seconds += tock - tick
+                check_extracted(given["features"], len(batch), extractor)  # before any sink takes them
                 delivery.put(given, len(batch))
     finally:
         close = getattr(iterator, "close", None)

@@ -20,17 +20,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import pickle
+import sys
 import threading
 import time
 import warnings
 from typing import Any
 
+import numpy as np
 
 from fidkit._validate import (
     as_image_batch,
     as_image_tensor,
     check_value_range,
     is_torch_tensor,
+    unit_range_hint,
 )
 from fidkit.errors import FidkitError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
@@ -41,7 +44,15 @@ from fidkit.pipeline import describe, open_input, side_result
 from fidkit.report import FidReport, Timings, assemble_fid_report, consistency_warnings
 from fidkit.stats import Stats
 from fidkit.metric.distributed import DistributedMerge, _process_group
-from fidkit.metric.state import _built_extractor, _Collected, _describe_input, _Side, _thread_safe, _without_session
+from fidkit.metric.state import (
+    _built_extractor,
+    _Collected,
+    _describe_input,
+    _RebuiltExtractor,
+    _Side,
+    _thread_safe,
+    _without_session,
+)
 
 
 __all__ = ["FID", "DEFAULT_TIMEOUT_SECONDS"]
@@ -54,12 +65,37 @@ def _device_batch(images: Any, what: str, value_range: tuple[float, float] | Non
     """What :meth:`FID.update` hands the extractor: checked uint8 images, kept on their GPU when they are there.
 
     A CUDA tensor is quantized on its device and stays a uint8 tensor in the tensor convention (NCHW), which
-    the extractors read where it lies (the onnxruntime CUDA provider by pointer, the torch engine directly);
-    anything else becomes the usual host uint8 NHWC array.
+    fidkit's own engines read where it lies (the onnxruntime CUDA provider by pointer, the torch engine directly;
+    :meth:`FID.update` hands any other extractor :func:`_host_batch` of it); anything else becomes the usual host
+    uint8 NHWC array.
     """
     if is_torch_tensor(images) and images.is_cuda:
         return as_image_tensor(images, what, value_range).permute(0, 3, 1, 2)
     return as_image_batch(images, what, value_range)
+
+
+def _host_batch(batch: Any) -> np.ndarray:
+    """A batch of :func:`_device_batch` on the GPU as the host uint8 (B, H, W, 3) array every extractor takes."""
+    return np.ascontiguousarray(batch.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def _reads_device_tensors(extractor: Any) -> bool:
+    """Whether `extractor` is one of fidkit's two engines, which read a uint8 (B, 3, H, W) CUDA tensor in place.
+
+    The exact classes (a subclass may have its own ``__call__``); one rebuilt after unpickling is looked through.
+    """
+    if isinstance(extractor, _RebuiltExtractor):
+        extractor = extractor.built()
+    own = (
+        getattr(sys.modules.get("fidkit.inception.runtime"), "FeatureExtractor", None),
+        getattr(sys.modules.get("fidkit.inception.torch_engine"), "TorchFeatureExtractor", None),
+    )
+    return type(extractor) in own
+
+
+def _metadata(extractor: Any) -> dict[str, Any]:
+    """What made the features (None values left out): recorded by a side at its first update, checked after."""
+    return {key: value for key, value in extractor.metadata().items() if value is not None}
 
 
 
@@ -78,7 +114,9 @@ class FID(DistributedMerge):
     value_range : (float, float), optional
         The range of floating-point images, e.g. ``(-1, 1)`` for a tanh generator or ``(0, 1)``; they are
         quantized as an 8-bit PNG would be (:func:`fidkit._validate.as_image_batch`), and values beyond the
-        range by more than half a step are an error, never clipped. uint8 images are used as they are.
+        range by more than half a step are an error, never clipped. uint8 images are used as they are. Floating-point
+        images that all lie in [0, 1] while the range is 255 wide or more, e.g. ``(0, 255)``, draw one
+        :class:`~fidkit.errors.FidkitWarning` per metric: they quantize to 1 or 2 levels.
     options : RunOptions, optional
         The run's settings as one object (:class:`fidkit.RunOptions`); keyword arguments override its fields.
     extractor : str or extractor object, optional
@@ -92,7 +130,8 @@ class FID(DistributedMerge):
         FID interval), 4 KB more for the logits (IS), 8 KB more for the spatial features (sFID): 50,000
         generated images with every metric hold about 1 GB. Under ``torch.distributed`` each rank keeps its
         own share and :meth:`compute` gathers every rank's rows to every rank (the same table everywhere; that
-        many bytes cross the process group at each compute that follows new images).
+        many bytes cross the process group at each compute that follows new images); every rank must ask for
+        the same metrics, `ci` and `metrics_seed` (:meth:`compute` refuses otherwise, on every rank).
     ci : fidkit.metrics.IntervalSpec, optional
         An interval for every asked metric.
     metrics_seed : int
@@ -176,6 +215,7 @@ class FID(DistributedMerge):
         self._generated = _Side("generated", kept["a"])
         self._last: tuple[tuple[int, int], FidReport] | None = None
         self._gloo_group: Any = None
+        self._unit_range_warned = False  # the [0, 1]-images-declared-(0, 255) warning: once per metric
         self._extractor.probe()  # an impossible GPU fails here, not at the first update() hours into training
         self._init_locks()
 
@@ -195,19 +235,44 @@ class FID(DistributedMerge):
         Raises
         ------
         InputError
-            A bad batch (see :func:`fidkit._validate.as_image_batch`), or ``real=True`` with a reference.
+            A bad batch (see :func:`fidkit._validate.as_image_batch`), ``real=True`` with a reference, an
+            extractor whose features are not ``(N, feature_dim)``, or one whose identity (weights sha256,
+            convention, engine, precision, ...) differs from the one that made the side's features so far (an
+            unpickled FID rebuilds its network from ``$FIDKIT_WEIGHTS``: if that names other weights now, point it
+            back, or :meth:`reset`).
+
+        Warns
+        -----
+        FidkitWarning
+            Once per metric: floating-point images all in [0, 1] with a `value_range` such as ``(0, 255)``.
         """
         side = self._side(real)
         what = f"FID.update({'real=True' if real else 'generated'}) images"
         batch = _device_batch(images, what, self._value_range)
+        self._warn_unit_range(images, what)
         extractor = self._shared_extractor()
+        if is_torch_tensor(batch) and not _reads_device_tensors(extractor):
+            # Only fidkit's own engines read a CUDA tensor where it lies; any other extractor is promised the
+            # host uint8 (B, H, W, 3) array of the Extractor protocol.
+            batch = _host_batch(batch)
+        # Checked before the network runs (an unpickled FID's rebuilt network may be another one), and again as
+        # the features are added (under the side's lock).
+        side.check_extractor(_metadata(extractor))
         # The network runs outside the side's lock (concurrently, for a thread-safe extractor); its features are
         # then added under the lock, all at once, so that no update from another thread is lost.
         collected = _Collected(side.outputs)
         with contextlib.nullcontext() if _thread_safe(extractor) else self._call_lock:
             times = extract([batch], extractor, collected, overlap=False)  # one batch: nothing to overlap
-        metadata = {key: value for key, value in extractor.metadata().items() if value is not None}
-        side.add(collected.batches, times.network_seconds, metadata)
+        side.add(collected.batches, times.network_seconds, _metadata(extractor))
+
+    def _warn_unit_range(self, images: Any, what: str) -> None:
+        """Warn once per metric when float images declared (0, 255) (or as wide) all lie in [0, 1]."""
+        if self._unit_range_warned or self._value_range is None:
+            return
+        hint = unit_range_hint(images, self._value_range, what)
+        if hint is not None:
+            self._unit_range_warned = True
+            warnings.warn(hint, FidkitWarning, stacklevel=3)  # the caller of update()
 
     def _update_features(self, features: Any, real: bool = False) -> None:
         """Add Inception features directly (tests and benchmarks; :meth:`update` is this after the network)."""
@@ -258,7 +323,10 @@ class FID(DistributedMerge):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A metric pickled before the metrics beyond FID existed computes the FID alone.
-        for name, default in (("_asked", None), ("_ci", None), ("_metrics_seed", 0), ("_reference_features", None)):
+        for name, default in (
+            ("_asked", None), ("_ci", None), ("_metrics_seed", 0), ("_reference_features", None),
+            ("_unit_range_warned", False),
+        ):
             state.setdefault(name, default)
         self.__dict__.update(state)
         self._init_locks()

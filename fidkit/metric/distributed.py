@@ -115,6 +115,19 @@ class DistributedMerge:
             self._gloo_parent = world_group
         return self._gloo_group
 
+    def _kept_description(self) -> str:
+        """The asked metrics, their interval and seed, and what each side keeps for them: equal on every rank."""
+        if self._asked is None:
+            return "fid (statistics only)"
+        text = ", ".join(self._asked)
+        if self._ci is not None:
+            text += f" with ci={self._ci!r}"
+        kept = "; ".join(
+            f"{side.label} keeps {', '.join(side.outputs) if side.outputs else 'statistics only'}"
+            for side in (self._real, self._generated)
+        )
+        return f"{text}, metrics_seed={self._metrics_seed} ({kept})"
+
     def _collective(self, dist: Any, what: str, call: Any) -> Any:
         """Run one collective; a failure (a rank that died, a broken connection) breaks the group for good."""
         try:
@@ -155,6 +168,7 @@ class DistributedMerge:
             "dim": next((s.accumulator.dim for s in sides if s.accumulator.dim is not None), 0),
             "changed": [s.version != s.stats_version or s.stats is None for s in sides],
             "metadata": [dict(s.metadata) for s in sides],
+            "metrics": self._kept_description(),
         }
         headers: list[Any] = [None] * world
         self._collective(dist, "exchanging what each rank holds", lambda: dist.all_gather_object(headers, header, group=group))
@@ -168,6 +182,15 @@ class DistributedMerge:
             raise FidkitError(
                 f"FID.compute(): the ranks hold different reference statistics ({_by_value(references)}); their "
                 "FIDs would differ: give every rank the same reference (the same statistics file)"
+            )
+        asked = [entry["metrics"] for entry in headers]
+        if len(set(asked)) > 1:
+            # What each side keeps decides the collectives below (the kept rows are gathered only where a metric
+            # needs them): ranks that differ would run mismatched collectives (gloo aborts one, another may
+            # return a wrong number), and their tables would differ anyway.
+            raise FidkitError(
+                f"FID.compute(): the ranks ask for different metrics ({_by_value(asked)}); their reports would "
+                "differ: give every rank the same metrics=, ci= and metrics_seed="
             )
         known_dims = {int(entry["dim"]) for entry in headers if entry["dim"]}
         if len(known_dims) > 1:

@@ -12,6 +12,7 @@ import numpy as np
 from fidkit.errors import FidkitError, InputError
 from fidkit.extractors import build_extractor
 from fidkit.features import FeatureRows
+from fidkit.metric.distributed import _IDENTITY_KEYS
 from fidkit.options import RunOptions
 from fidkit.stats import Stats, StatsAccumulator
 
@@ -64,6 +65,7 @@ class _Side:
             wanted = self.rows.outputs if self.rows is not None else ("features",)
             if any(name not in outputs for outputs in batches for name in wanted):
                 raise InputError(f"the {self.label} side needs the outputs {', '.join(wanted)} of every batch")
+            self.check_extractor(metadata)  # under the lock: the first update of another thread counts too
             for outputs in batches:
                 self.accumulator.update(outputs["features"])
                 if self.rows is not None:
@@ -72,6 +74,40 @@ class _Side:
             self.network_seconds += network_seconds
             if not self.metadata:
                 self.metadata = dict(metadata)
+
+    def check_extractor(self, metadata: dict[str, Any]) -> None:
+        """Refuse features from an extractor whose identity differs from the one that made the side's features.
+
+        The side records its extractor's metadata at its first update (the report names it); an extractor rebuilt
+        later (an unpickled FID builds its network again from ``$FIDKIT_WEIGHTS``, which may name other weights
+        by then) must be the same feature space, or the statistics would mix two networks under the first one's
+        name. The keys are those the ranks of a distributed compute() compare; a key only one of the two names
+        is not compared (as there). A few string comparisons per update.
+        """
+        with self.lock:
+            if not self.metadata:
+                return
+            differing = [
+                key for key in _IDENTITY_KEYS
+                if key in self.metadata and key in metadata and str(self.metadata[key]) != str(metadata[key])
+            ]
+            if not differing:
+                return
+            shown = "; ".join(
+                f"{key}: the side holds {_short(self.metadata[key])}, this update's extractor has "
+                f"{_short(metadata[key])}"
+                for key in differing
+            )
+            if self.label == "real":
+                restart = "make a new FID for the new extractor (reset() keeps the real side)"
+            else:
+                restart = "call reset() first to start the generated side again with this extractor"
+            raise InputError(
+                f"FID.update(): the {self.label} side's features so far come from another feature extractor than "
+                f"this update's ({shown}); mixing them would give a wrong FID under the first one's name. Point "
+                "FIDKIT_WEIGHTS (or weights=) at the weights the side was started with (an unpickled FID builds "
+                f"its network again from them), or {restart}"
+            )
 
     def set_stats(self, stats: Stats, version: int) -> None:
         with self.lock:
@@ -97,6 +133,12 @@ class _Side:
         state.setdefault("all_rows", None)
         self.__dict__.update(state)
         self.lock = threading.RLock()
+
+
+def _short(value: Any) -> str:
+    """A metadata value for a message: a sha256 shortened to 16 digits, quoted."""
+    text = str(value)
+    return repr(text[:16] + "..." if len(text) > 24 else text)
 
 
 class _Collected:
