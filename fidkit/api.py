@@ -24,7 +24,7 @@ from fidkit.extractors import LazyExtractor
 from fidkit.features import Features
 from fidkit.frechet import fid_from_stats
 from fidkit.options import RunOptions, run_options
-from fidkit.pipeline import SideResult, open_input, side_result
+from fidkit.pipeline import SideResult, check_against_run, open_input, side_result
 from fidkit.report import (
     FidReport,
     SideReport,
@@ -128,6 +128,7 @@ def compute_stats_with_report(
     """
     resolved, lazy = _prepare(options, extractor, overrides)
     opened = open_input(source, resolved)
+    check_against_run({"the input": opened}, lazy, resolved)
     with _session(resolved):
         result = side_result(opened, lazy, resolved)
     return result.stats, result.report
@@ -171,6 +172,7 @@ def compute_side(
     `keep_features` True, or a tuple of outputs as :func:`fidkit.pipeline.kept_outputs` reads it)."""
     resolved, lazy = _prepare(options, extractor, overrides)
     opened = open_input(source, resolved)
+    check_against_run({"the input": opened}, lazy, resolved)
     with _session(resolved):
         return side_result(opened, lazy, resolved, keep_features=keep_features)
 
@@ -256,6 +258,10 @@ def compute_fid(
     # Both inputs are opened (and checked) before either side spends network time.
     opened_a = open_input(a, resolved)
     opened_b = open_input(b, resolved)
+    check_against_run(
+        {"side a": opened_a, "side b": opened_b}, lazy, resolved, allow_weights_mismatch=allow_weights_mismatch,
+        allow_convention_mismatch=allow_convention_mismatch,
+    )
     kept: dict[str, Any] = {"a": None, "b": None}
     if asked is not None:
         from fidkit.metrics.table import check_available, evaluate, outputs_needed

@@ -1,0 +1,129 @@
+"""Hostile review, round 4: a statistics or features file that the run cannot use as asked is refused at once.
+
+Against an image side, a file made with another layer (``--dims``), convention or weights used to be found out
+only after the whole network pass over the images; with files only, ``--convention`` / ``--dims`` / ``--weights``
+were ignored without a word and the number printed was not the one asked for. No network runs here: the
+extract step is replaced by one that fails the test if it is reached.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from fidkit import pipeline
+from fidkit.api import compute_fid, compute_stats
+from fidkit.cli import main
+from fidkit.errors import FidkitWarning, InputError, SmallSampleWarning
+from fidkit.extractors import identity_for
+from fidkit.options import run_options
+from fidkit.stats import Stats
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    def reached(*args, **kwargs):
+        raise AssertionError("the network ran before the input was checked")
+
+    monkeypatch.setattr(pipeline, "_extract_locally", reached)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)
+        yield
+
+
+@pytest.fixture
+def weights(random_weights_path, monkeypatch, fidkit_home):
+    monkeypatch.setenv("FIDKIT_WEIGHTS", str(random_weights_path))
+    return random_weights_path
+
+
+def stats_file(path, dim: int = 2048, **recorded) -> Stats:
+    rng = np.random.default_rng(dim)
+    features = rng.normal(size=(3 * dim if dim < 100 else 40, dim))
+    stats = Stats.from_features(features, metadata={k: v for k, v in recorded.items() if v is not None})
+    stats.save(path)
+    return Stats.load(path)
+
+
+def recorded_by(**options) -> dict[str, str]:
+    """The metadata a fidkit run with these options records (its extractor's identity)."""
+    return dict(identity_for(run_options(**options)).fields)
+
+
+IMAGES = np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("made_with", "message"),
+    [
+        ({"dims": 64}, "holds 64-dimensional features, but this run's extractor makes 2048: pass --dims 64"),
+        ({"convention": "clean"}, "convention clean, but this run's network has tf .*pass --convention clean"),
+    ],
+)
+def test_a_file_made_otherwise_than_the_image_side_is_refused_before_the_network(
+    tmp_path, weights, made_with, message
+) -> None:
+    recorded = recorded_by(weights=weights, **made_with)
+    path = tmp_path / "reference.npz"
+    stats_file(path, dim=made_with.get("dims", 2048), **recorded)
+    with pytest.raises(InputError, match=message) as raised:
+        compute_fid(path, IMAGES, use_cache=False)
+    assert "reference.npz" in str(raised.value)
+
+
+def test_a_file_made_with_other_weights_is_refused_unless_allowed(tmp_path, weights) -> None:
+    recorded = {**recorded_by(weights=weights), "weights_sha256": "f" * 64}
+    path = tmp_path / "reference.npz"
+    stats_file(path, **recorded)
+    with pytest.raises(InputError, match=r"weights_sha256 ffffffffffffffff\.\.\., but this run's network has"):
+        compute_fid(IMAGES, path, use_cache=False)
+    # Allowed: the check lets it through to the network (which this test stands in for).
+    with pytest.raises(AssertionError, match="the network ran"):
+        compute_fid(IMAGES, path, use_cache=False, allow_weights_mismatch=True)
+
+
+def test_a_file_made_as_the_run_asks_goes_on_to_the_network(tmp_path, weights) -> None:
+    path = tmp_path / "reference.npz"
+    stats_file(path, **recorded_by(weights=weights, convention="pytorch-fid"))
+    with pytest.raises(AssertionError, match="the network ran"):
+        compute_fid(path, IMAGES, use_cache=False, convention="pytorch-fid")
+
+
+@pytest.mark.parametrize(
+    ("asked", "option"),
+    [({"convention": "pytorch-fid"}, "convention"), ({"dims": 64}, "dims")],
+)
+def test_options_that_two_files_contradict_are_refused(tmp_path, weights, asked, option) -> None:
+    recorded = recorded_by(weights=weights)
+    stats_file(tmp_path / "a.npz", **recorded)
+    stats_file(tmp_path / "b.npz", **recorded)
+    with pytest.raises(InputError, match=f"--{option} does not apply to statistics or features files"):
+        compute_fid(tmp_path / "a.npz", tmp_path / "b.npz", **asked)
+    with pytest.raises(InputError, match=f"--{option} does not apply"):
+        compute_stats(tmp_path / "a.npz", **asked)
+
+
+def test_options_the_files_agree_with_and_the_defaults_are_accepted(tmp_path, weights) -> None:
+    recorded = recorded_by(weights=weights, convention="pytorch-fid")
+    stats_file(tmp_path / "a.npz", **recorded)
+    stats_file(tmp_path / "b.npz", **recorded)
+    asked = compute_fid(tmp_path / "a.npz", tmp_path / "b.npz", convention="pytorch-fid", weights=weights)
+    plain = compute_fid(tmp_path / "a.npz", tmp_path / "b.npz")  # the defaults ask for nothing: no check
+    assert float(asked) == float(plain)
+
+
+def test_a_file_that_records_nothing_is_a_warning_when_an_option_is_given(tmp_path, weights) -> None:
+    stats_file(tmp_path / "ttur.npz")  # mu and sigma only, as TTUR and pytorch-fid write them
+    stats_file(tmp_path / "b.npz", **recorded_by(weights=weights, convention="pytorch-fid"))
+    with pytest.warns(FidkitWarning, match=r"ttur\.npz\) records no convention: --convention cannot be checked"):
+        compute_fid(tmp_path / "ttur.npz", tmp_path / "b.npz", convention="pytorch-fid")
+
+
+def test_two_files_of_different_dimensions_are_refused_naming_both(tmp_path, weights, capsys) -> None:
+    stats_file(tmp_path / "small.npz", dim=64)
+    stats_file(tmp_path / "large.npz", dim=2048)
+    assert main(["compute", str(tmp_path / "small.npz"), str(tmp_path / "large.npz")]) == 1
+    error = capsys.readouterr().err
+    assert "small.npz) 64 and side b (" in error and "large.npz) 2048" in error
