@@ -230,7 +230,16 @@ class Features:
 
 def _frozen_float32(values: Any, name: str) -> NDArray[np.float32]:
     """`values` checked as finite ``(N, k)`` features, as a read-only C-contiguous float32 array."""
-    array = np.ascontiguousarray(check_features(values, name), dtype=np.float32)
+    checked = check_features(values, name)
+    with np.errstate(over="ignore"):
+        array = np.ascontiguousarray(checked, dtype=np.float32)
+    if checked.dtype != np.float32 and not np.isfinite(array).all():
+        # Finite in float64 but beyond float32 (|x| > 3.4e38): kept as inf, they would be refused later as
+        # "invalid values" of the extractor, or skew a metric that does not check.
+        raise InputError(
+            f"{name} holds values beyond float32's range (|x| up to {float(np.max(np.abs(checked))):.3g}); features "
+            "are stored as float32: scale them down"
+        )
     array.setflags(write=False)
     return array
 

@@ -139,3 +139,16 @@ def test_radii_are_scaled_back_exactly_and_refused_when_they_overflow() -> None:
     assert np.array_equal(knn_radii(features * 2.0**-90, 3), radii * 2.0**-180)
     with pytest.raises(InputError, match="overflow float64"):
         knn_radii(features.astype(np.float64) * 1e200, 3)
+
+
+# ------------------------------------------------------------------------ features beyond float32
+
+
+def test_features_beyond_float32_are_refused_when_kept_not_stored_as_inf() -> None:
+    from fidkit.features import Features
+
+    with pytest.raises(InputError, match="beyond float32's range"):
+        Features(np.full((10, 4), 1e39))
+    with pytest.raises(InputError, match="logits holds values beyond float32"):
+        Features(np.ones((10, 4)), logits=np.full((10, 3), -1e300))
+    assert Features(np.full((10, 4), 3e38)).rows.dtype == np.float32
