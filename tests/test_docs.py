@@ -20,7 +20,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from ports import free_port  # tests/ports.py
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
@@ -129,10 +130,6 @@ def workspace(tmp_path_factory, extractor) -> Path:
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 _RUNNER = textwrap.dedent(
@@ -175,7 +172,7 @@ def test_python_blocks_run_as_written(document, workspace, random_weights_path, 
             result = _run_blocks(
                 [block], cwd, random_weights_path,
                 RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
-                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
             )
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
 

@@ -17,6 +17,8 @@ from fidkit.errors import InputError, SmallSampleWarning, StatsFileError
 from fidkit.frechet import factors, fid_from_arrays, fid_from_stats, frechet_distance
 from fidkit.stats import Stats
 
+from ports import free_port  # tests/ports.py
+
 
 @pytest.fixture(autouse=True)
 def _quiet_small_samples():
@@ -423,12 +425,6 @@ def test_the_device_probe_reads_the_provider_list(monkeypatch) -> None:
 # ------------------------------------------------------------------------ 4, 5, 6, 21. two gloo ranks
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _outcome(call) -> dict:
@@ -507,7 +503,7 @@ def test_two_ranks_refuse_what_they_do_not_share_and_a_broken_group_says_so(tmp_
 
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    mp.spawn(_rank, args=((_free_port(), _free_port()), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank, args=((free_port(), free_port()), str(tmp_path)), nprocs=2, join=True)
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
 
     for result in results:  # every rank reaches the same decision

@@ -21,6 +21,8 @@ import fidkit
 from fidkit._validate import as_image_batch, check_image_array
 from fidkit.errors import FidkitWarning, InputError, SmallSampleWarning
 
+from ports import free_port  # tests/ports.py
+
 
 @pytest.fixture(autouse=True)
 def _quiet_small_samples():
@@ -261,12 +263,6 @@ def test_an_extractor_without_a_declared_dim_is_checked_for_rows_only() -> None:
 # ------------------------------------------------------------------------ 3. ranks asking for different metrics
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _outcome(call) -> dict:
@@ -323,7 +319,7 @@ def test_ranks_that_ask_for_different_metrics_all_refuse_naming_them(tmp_path) -
 
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    mp.spawn(_metrics_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_metrics_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     for result in results:  # every rank reaches the same decision, before any mismatched collective
         for phase, shown in (

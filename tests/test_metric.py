@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ import pytest
 import fidkit
 from fidkit.errors import FidkitError, InputError
 from fidkit.stats import Stats
+
+from ports import free_port  # tests/ports.py
 
 
 def images(n: int, seed: int, size: int = 16) -> np.ndarray:
@@ -159,10 +160,6 @@ def test_fid_does_not_import_torch():
 _WORLD = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _worker(rank: int, port: int, out_dir: str, weights: str) -> None:
@@ -232,7 +229,7 @@ def test_two_gloo_ranks_give_the_single_process_fid(extractor, random_weights_pa
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
     # The ONNX graph is already exported into the session's FIDKIT_HOME (the extractor fixture): the ranks load it.
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), str(random_weights_path)), nprocs=_WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path), str(random_weights_path)), nprocs=_WORLD, join=True)
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(_WORLD)]
 
     expected = float(fidkit.compute_fid(images(7, seed=10), images(6, seed=11), extractor=extractor, use_cache=False))
