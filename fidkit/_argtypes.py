@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["positive_int", "non_negative_int", "resample_count", "positive_float", "device_string"]
+__all__ = ["positive_int", "non_negative_int", "resample_count", "seed_value", "positive_float", "device_string"]
 
 
 def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
@@ -38,6 +38,22 @@ non_negative_int.__name__ = "non_negative_int"
 #: An int >= 2 (resamples: an interval needs at least two).
 resample_count = _int_at_least(2, "an integer >= 2")
 resample_count.__name__ = "resample_count"
+
+
+#: Seeds lie in 0 <= seed < 2**32: what every seeded draw in fidkit accepts (the metrics refuse more, and
+#: numpy's legacy generators of the torch-fidelity sampling take no more), checked for every seed option alike.
+SEED_LIMIT = 2**32
+
+
+def seed_value(text: str) -> int:
+    """Convert a seed option (``--seed``, ``--metrics-seed``): an integer with ``0 <= seed < 2**32``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 and < 2**32 (a seed), got {text!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 and < 2**32 (a seed), got {value}")
+    return value
 
 
 def positive_float(text: str) -> float:

@@ -25,11 +25,20 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["StdoutGone", "standard_streams", "silence_stdout", "stdout_to_stderr"]
+__all__ = ["StdoutGone", "StdoutWriteError", "standard_streams", "silence_stdout", "stdout_to_stderr"]
 
 
 class StdoutGone(Exception):
     """stdout's reader went away (EPIPE): not an error of the command, so told apart from other OSErrors."""
+
+
+class StdoutWriteError(Exception):
+    """Writing the result to stdout failed (a full disk, an I/O error): told apart from the command's own
+    OSErrors, so that a saved file is not reported as a failed save. `error` is the OSError."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _printable(text: str, stream: Any) -> str:
@@ -67,12 +76,16 @@ class _GuardedStdout:
                 return self._stream.write(_printable(text, self._stream))
         except BrokenPipeError as error:
             raise StdoutGone() from error
+        except OSError as error:
+            raise StdoutWriteError(error) from error
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except BrokenPipeError as error:
             raise StdoutGone() from error
+        except OSError as error:
+            raise StdoutWriteError(error) from error
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

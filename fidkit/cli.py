@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import traceback
 import warnings
@@ -24,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from fidkit import commands
-from fidkit._argtypes import device_string, non_negative_int, positive_int, resample_count
-from fidkit._streams import StdoutGone, silence_stdout, standard_streams
+from fidkit._argtypes import device_string, non_negative_int, positive_int, resample_count, seed_value
+from fidkit._streams import StdoutGone, StdoutWriteError, silence_stdout, standard_streams
 from fidkit._ray_address import ray_address_argument
 from fidkit.commands import (
     EXIT_BROKEN_PIPE,
@@ -215,6 +216,21 @@ def _level(text: str) -> float:
     return level
 
 
+def _save_path(text: str) -> Path:
+    """``--save``: the path of a file. One ending with a separator (``newdir/``, ``newdir/.``) names a folder, which
+    ``Path`` would silently turn into a file of that name: refused, as a usage error naming the fix."""
+    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    last = text
+    for sep in separators:
+        last = last.rsplit(sep, 1)[-1]
+    if text.endswith(separators) or last in (".", ".."):
+        folder = text.rstrip("".join(separators)) or text
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names a folder, not a file; name the file to write, e.g. {Path(folder) / 'out.npz'}"
+        )
+    return Path(text)
+
+
 def _extractor_name(text: str) -> str:
     """``--extractor``: a registered name, else a usage error listing them (the registry loads only here)."""
     from fidkit.errors import InputError
@@ -240,7 +256,8 @@ def _source_parent() -> argparse.ArgumentParser:
     )
     group.add_argument("--limit", type=positive_int, default=None, metavar="N", help="use N images per source")
     group.add_argument(
-        "--seed", type=int, default=None, help="with --limit: a random subset drawn with this seed (default: the first N)"
+        "--seed", type=seed_value, default=None, metavar="SEED",
+        help="with --limit: a random subset drawn with this seed, 0 <= SEED < 2**32 (default: the first N)",
     )
     group.add_argument(
         "--exif-transpose", action="store_true",
@@ -314,8 +331,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--resamples", type=resample_count, default=200, metavar="N", help="resamples of --ci (default: 200)"
     )
     metrics.add_argument(
-        "--metrics-seed", type=non_negative_int, default=0, metavar="N",
-        help="the seed of KID's subsets, IS's splits and the intervals (default: 0)",
+        "--metrics-seed", type=seed_value, default=0, metavar="N",
+        help="the seed of KID's subsets, IS's splits and the intervals, 0 <= N < 2**32 (default: 0)",
     )
     compute.set_defaults(func=commands.compute)
 
@@ -329,7 +346,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     stats.add_argument(
         "source", metavar="SRC", nargs="?", default=None, help="the source: a path, or a dataset name (listed below)"
     )
-    stats.add_argument("--save", metavar="OUT.npz", type=Path, default=None, help="where to write the statistics")
+    stats.add_argument(
+        "--save", metavar="OUT.npz", type=_save_path, default=None, help="where to write the statistics (a file)"
+    )
     stats.add_argument("--force", action="store_true", help="replace OUT.npz if it exists")
     stats.add_argument("--json", action="store_true", help="print the summary as JSON")
     stats.set_defaults(func=commands.stats)
@@ -342,7 +361,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         epilog=_FEATURES_EPILOG,
     )
     features.add_argument("source", metavar="SRC", help="the source: a path, or a dataset name")
-    features.add_argument("--save", metavar="OUT.npz", type=Path, default=None, help="where to write the features")
+    features.add_argument(
+        "--save", metavar="OUT.npz", type=_save_path, default=None, help="where to write the features (a file)"
+    )
     features.add_argument("--force", action="store_true", help="replace OUT.npz if it exists")
     features.add_argument("--json", action="store_true", help="print the summary as JSON")
     features.add_argument(
@@ -493,6 +514,17 @@ def _report_warnings(caught: list[warnings.WarningMessage], debug: bool) -> None
             print(f"fidkit: {record.category.__name__}: {message} ({record.filename}:{record.lineno})", file=sys.stderr)
 
 
+def _stdout_failure(error: StdoutWriteError, saved: Sequence[Path]) -> str:
+    """The message of a result that could not be written to stdout: which write failed, and that the files the
+    command saved are complete (they were written, atomically, before the result was printed)."""
+    what = f"cannot write the result to stdout ({_one_line(error.error)})"
+    if saved:
+        return (
+            f"{what}; {', '.join(str(path) for path in saved)} was saved completely, only the printed summary is lost"
+        )
+    return f"{what}; redirect stdout to a file or device that can take it"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fidkit`` command line and return its exit status.
 
@@ -525,12 +557,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_ERROR
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
+                # The handler reads the warnings recorded so far: --json lists them with its result.
+                args.emitted_warnings = caught
                 status = int(args.func(args))
             sys.stdout.flush()  # a reader that went away shows here, not at the interpreter's exit
             return status
         except StdoutGone:
             silence_stdout()
             return EXIT_BROKEN_PIPE
+        except StdoutWriteError as error:
+            if debug:
+                traceback.print_exc(file=sys.stderr)
+            print(f"fidkit: error: {_stdout_failure(error, getattr(args, 'saved_files', ()))}", file=sys.stderr)
+            return EXIT_ERROR
         except KeyboardInterrupt:
             print("fidkit: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED

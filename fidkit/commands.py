@@ -57,7 +57,7 @@ def _run_options(args: argparse.Namespace) -> Any:
 
 
 def compute(args: argparse.Namespace) -> int:
-    from fidkit.report import json_text  # strict JSON: no NaN or Infinity
+    from fidkit.report import json_text, merge_warnings  # strict JSON: no NaN or Infinity
     from fidkit.api import compute_fid
 
     ci = None
@@ -71,7 +71,10 @@ def compute(args: argparse.Namespace) -> int:
         metrics_seed=args.metrics_seed,
     )
     if args.json:
-        print(json_text(report.to_dict()))
+        data = report.to_dict()
+        # Every warning printed on stderr, also those issued while the command ran that the report does not record.
+        data["warnings"] = merge_warnings(_emitted_warnings(args), data["warnings"])
+        print(json_text(data))
     elif report.metrics is not None:
         print(report.metrics.format())
     else:
@@ -93,11 +96,12 @@ def stats(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     out_path: Path | None = args.save
-    _check_save_path(out_path, args.force, args.source)
+    _check_save_path(out_path, args.force, args.source, args.weights)
     stats, side = compute_stats_with_report(args.source, options=_run_options(args))
     if out_path is not None:
         metadata = {name: value for name, value in stats.metadata.items() if name != CACHE_KEY_METADATA}
         dataclasses.replace(stats, metadata=metadata).save(out_path, overwrite=args.force)
+        _saved(args, out_path)
     _print_side(args, side, stats.n, int(stats.dim), out_path)
     return EXIT_OK
 
@@ -118,8 +122,9 @@ def _print_side(args: argparse.Namespace, side: Any, n: int | None, dim: int, ou
         "seconds": round(side.total_seconds, 3),
     }
     if args.json:
-        from fidkit.report import json_text
+        from fidkit.report import json_text, merge_warnings
 
+        summary["warnings"] = merge_warnings(_emitted_warnings(args))  # what stderr shows, also here
         print(json_text(summary))
         return
     where = f"saved {out_path}" if out_path is not None else "computed (not saved; use --save)"
@@ -133,7 +138,9 @@ def _print_side(args: argparse.Namespace, side: Any, n: int | None, dim: int, ou
         extras.append(f"{n_ignored} not read (" + "; ".join(f"{c} {r}" for r, c in side.ignored) + ")")
     if side.lossy:
         extras.append("lossy JPEG inputs")
-    print(f"{where}: N={n}, dim={dim}, " + ", ".join(extras))
+    # A TTUR / pytorch-fid statistics file records mu and sigma only.
+    count = f"N={n}" if n is not None else "N unknown (the file records no sample count)"
+    print(f"{where}: {count}, dim={dim}, " + ", ".join(extras))
 
 
 def _features_info(args: argparse.Namespace) -> int:
@@ -151,18 +158,35 @@ def _features_info(args: argparse.Namespace) -> int:
         also = f", with {' and '.join(extra)}" if extra else ""
         print(f"{args.path}: features of {features.n} images, dim {features.dim} (float32){also}")
         for key, value in sorted(features.metadata.items()):
-            print(f"  {key}: {value}")
+            print(f"  {key}: {_plain_value(value)}")
     return EXIT_OK
 
 
-def _check_save_path(out_path: Path | None, force: bool, source: str) -> None:
+def _emitted_warnings(args: argparse.Namespace) -> list[str]:
+    """The fidkit warnings issued so far in this command (recorded by :func:`fidkit.cli.main`), as printed."""
+    from fidkit.errors import FidkitWarning
+
+    return [
+        str(record.message) for record in getattr(args, "emitted_warnings", ())
+        if issubclass(record.category, FidkitWarning)
+    ]
+
+
+def _saved(args: argparse.Namespace, path: Path) -> None:
+    """Record a file the command wrote: a failure to print the result afterwards says it is complete."""
+    args.saved_files = [*getattr(args, "saved_files", ()), path]
+
+
+def _check_save_path(out_path: Path | None, force: bool, source: str, weights: str | None = None) -> None:
     """Refuse a ``--save`` path before computing anything: the user learns in a second, not after the whole run."""
     if out_path is None:
         return
     from fidkit._fs import check_writable_destination
+    from fidkit.home import weights_files_read
     from fidkit.sources import refuse_output_over_input
 
-    refuse_output_over_input(out_path, source, what="--save")  # even with --force: never the input
+    # Even with --force: never a file the run reads (the source's files, a folder's images, the weights).
+    refuse_output_over_input(out_path, source, what="--save", others=weights_files_read(weights))
 
     if out_path.is_file() and not out_path.is_symlink() and not force:
         raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
@@ -175,7 +199,7 @@ def features(args: argparse.Namespace) -> int:
     from fidkit.cache import CACHE_KEY_METADATA
 
     out_path: Path | None = args.save
-    _check_save_path(out_path, args.force, args.source)
+    _check_save_path(out_path, args.force, args.source, args.weights)
     result = compute_side(args.source, options=_run_options(args), keep_features=_outputs_for(args.metrics))
     kept = result.features
     assert kept is not None
@@ -183,6 +207,7 @@ def features(args: argparse.Namespace) -> int:
     if out_path is not None:
         metadata = {name: value for name, value in kept.metadata.items() if name != CACHE_KEY_METADATA}
         dataclasses.replace(kept, metadata=metadata).save(out_path, overwrite=args.force)
+        _saved(args, out_path)
     _print_side(args, side, kept.n, kept.dim, out_path)
     return EXIT_OK
 
@@ -244,8 +269,13 @@ def info(args: argparse.Namespace) -> int:
         print("metadata:")
         width = max(len(name) for name in info["metadata"])
         for name, value in info["metadata"].items():
-            print(f"  {name:<{width}}  {value}")
+            print(f"  {name:<{width}}  {_plain_value(value)}")
     return EXIT_OK
+
+
+def _plain_value(value: Any) -> Any:
+    """A metadata value as the text output shows it: a float that is not finite is "n/a" (JSON has null)."""
+    return "n/a" if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _human_bytes(n_bytes: int) -> str:

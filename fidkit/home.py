@@ -34,6 +34,7 @@ from fidkit._fs import (
 
 __all__ = [
     "STATS_SUBDIR", "CACHE_KEY_METADATA", "ClearedCache", "is_cache_entry", "entry_files", "followed", "clear_cache",
+    "weights_files_read",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,33 @@ _LOCK_NAME = re.compile(r"(?P<file>.+)\.[0-9a-f]{16}\.lock")
 _METADATA_MEMBER = "fidkit_metadata_json"
 #: Folders of the cache home fidkit writes; anything else at the top of the home is left alone.
 _HOME_SUBDIRS = (STATS_SUBDIR, "onnx", "weights", "datasets", "locks", "tensorrt")
+
+
+def weights_files_read(weights: str | os.PathLike | None) -> list[tuple[Path, str]]:
+    """The weights files a run given `weights` (``--weights``) may read, each with what it is to the run.
+
+    The file it loads (`weights`, else ``$FIDKIT_WEIGHTS``, else the cached download, as
+    :func:`fidkit.inception.weights.locate_weights` looks), and the cached download in any case (every run
+    without weights named loads it): an output path is checked against them so that no write replaces them.
+    Nothing is hashed or downloaded here.
+    """
+    from fidkit.errors import WeightsError
+    from fidkit.inception.weights import WEIGHTS_ENV, load_manifest, weights_cache_dir
+
+    files: list[tuple[Path, str]] = []
+    if weights is not None:
+        files.append((Path(weights).expanduser(), f"the Inception weights file it loads (--weights {weights})"))
+    elif os.environ.get(WEIGHTS_ENV):
+        files.append(
+            (Path(os.environ[WEIGHTS_ENV]).expanduser(), f"the Inception weights file it loads (${WEIGHTS_ENV})")
+        )
+    try:
+        cached = weights_cache_dir() / load_manifest().file_name
+    except WeightsError:  # a broken installation: said where the weights are needed
+        return files
+    loaded = "it loads" if not files else f"every run without --weights or ${WEIGHTS_ENV} loads"
+    files.append((cached, f"fidkit's cached Inception weights file, which {loaded}"))
+    return files
 
 
 def _is_regular_file(path: Path) -> bool:

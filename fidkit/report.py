@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,9 @@ from fidkit._version import __version__
 from fidkit.errors import InputError
 from fidkit.frechet import FrechetResult
 
-__all__ = ["SideReport", "Timings", "FidReport", "consistency_warnings", "assemble_fid_report", "json_text"]
+__all__ = [
+    "SideReport", "Timings", "FidReport", "consistency_warnings", "assemble_fid_report", "json_text", "merge_warnings",
+]
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -41,6 +44,19 @@ def json_text(value: Any, *, indent: int | None = 2) -> str:
     refuses to return one. ``allow_nan=False`` then guarantees the output.
     """
     return json.dumps(_finite_or_none(value), indent=indent, allow_nan=False)
+
+
+def merge_warnings(*groups: Iterable[str]) -> list[str]:
+    """The warnings of `groups`, in order, each once and on one line (as ``fidkit`` prints them on stderr).
+
+    ``fidkit --json`` lists every warning the command printed: the ones a report records and the ones only
+    issued while it ran (a limit above a source's size, a seed without a limit, sFID's small samples).
+    """
+    merged: dict[str, None] = {}
+    for group in groups:
+        for message in group:
+            merged.setdefault(" ".join(str(message).split()), None)
+    return list(merged)
 
 
 @dataclass(frozen=True)

@@ -108,21 +108,30 @@ def plain(value: Any) -> Any:
     return value
 
 
+#: What the text table prints for a number that is not finite (JSON has null): never "inf" or "nan".
+NOT_A_NUMBER = "n/a"
+
+
+def _shown(value: float, spec: str) -> str:
+    """`value` formatted with `spec`, or :data:`NOT_A_NUMBER` when it is not finite (an overflow, no value)."""
+    return format(value, spec) if math.isfinite(value) else NOT_A_NUMBER
+
+
 def _number(metric: str, value: float) -> str:
-    return f"{value:.{DECIMALS[metric]}f}"
+    return _shown(value, f".{DECIMALS[metric]}f")
 
 
 def _note(entry: Any) -> str:
     details = dict(entry.details)
     if entry.metric == "kid":
-        return f"std over {details['subsets']} subsets of {details['subset_size']}: {entry.std:.6f}"
+        return f"std over {details['subsets']} subsets of {details['subset_size']}: {_shown(entry.std, '.6f')}"
     if entry.metric == "is":
-        return f"{details['splits']} splits, std {entry.std:.3f}"
+        return f"{details['splits']} splits, std {_shown(entry.std, '.3f')}"
     if entry.metric == "prdc":
         return f"k={details['k']}"
     if entry.interval is not None and entry.interval.method == "bootstrap":
         # FID's small-sample bias can be as large as its spread: the basic interval then lies off the value.
-        return f"bootstrap bias {entry.interval.shift:+.{DECIMALS[entry.metric]}f}"
+        return f"bootstrap bias {_shown(entry.interval.shift, f'+.{DECIMALS[entry.metric]}f')}"
     return ""
 
 

@@ -48,7 +48,7 @@ from fidkit.sources.datasets import (
     open_mnist,
 )
 from fidkit.sources.decode import COLOUR_POLICY_VERSION, IMAGE_EXTENSIONS, decode_image
-from fidkit.sources.files import FileSource, open_folder, refuse_special_file
+from fidkit.sources.files import FileSource, is_hidden_folder, is_image_name, open_folder, refuse_special_file
 from fidkit.sources.parallel import default_workers, resolve_workers
 
 __all__ = [
@@ -202,10 +202,13 @@ def _open_path(
 
 
 def _input_files(spec: Any) -> list[Path]:
-    """The files a path source reads that a write could replace: the path itself, or a dataset's file."""
+    """The files a path source reads whole that a write could replace: the path itself, a CIFAR folder's batch
+    files, or a dataset's file. (The images of a folder are looked up by :func:`_folder_member`.)"""
     if not isinstance(spec, (str, os.PathLike)):
         return []
     path = Path(spec)
+    if path.is_dir():
+        return cifar_train_files(path)  # [] for a folder of images
     if path.exists():
         return [path]
     from fidkit.sources.named import DATASETS, find_dataset_file
@@ -228,24 +231,91 @@ def _same_file(first: Path, second: Path) -> bool:
         return first.resolve() == second.resolve()
 
 
-def refuse_output_over_input(output: str | os.PathLike, *inputs: Any, what: str = "output") -> None:
-    """Refuse, before any work, to write `output` where it would replace one of the `inputs`.
+def _file_id(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of what `path` names after following links; None when nothing is there."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
 
-    `output` is compared with each input path (and with the file a dataset name stands for) as the
-    filesystem sees them: a symbolic link, a relative path or a hard link to an input is that input.
-    Inputs that are not paths (arrays, iterables) are ignored.
+
+def _folder_member(root: Path, target: tuple[int, int]) -> str | None:
+    """The relative name of the image of the folder source `root` that is the file `target` ((st_dev, st_ino)),
+    or None.
+
+    Walks the folder as :func:`fidkit.sources.files.open_folder` lists it (image names only, hidden folders not
+    entered, links followed, each real folder once), comparing each image's identity with the one target: one
+    ``stat`` per image, nothing kept. Folders that cannot be read are passed over here; the run reports them.
+    """
+    seen: set[tuple[int, int]] = set()
+    pending: list[tuple[str, str]] = [("", str(root))]
+    while pending:
+        relative, folder = pending.pop()
+        folder_id = _file_id(folder)
+        if folder_id is None or folder_id in seen:
+            continue
+        seen.add(folder_id)
+        try:
+            with os.scandir(folder) as listing:
+                children = list(listing)
+        except OSError:
+            continue
+        for entry in children:
+            child = f"{relative}/{entry.name}" if relative else entry.name
+            try:
+                if entry.is_dir():  # follows links
+                    if not is_hidden_folder(entry.name):
+                        pending.append((child, entry.path))
+                    continue
+                if not is_image_name(child):
+                    continue
+                info = entry.stat()  # follows links: an image that is a link to the target is the target
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) == target:
+                return child
+    return None
+
+
+def refuse_output_over_input(
+    output: str | os.PathLike,
+    *inputs: Any,
+    what: str = "output",
+    others: Iterable[tuple[str | os.PathLike, str]] = (),
+) -> None:
+    """Refuse, before any work, to write `output` where it would replace a file the run reads.
+
+    `output` is compared, as the filesystem sees them, with each input path, every image of an input folder,
+    the batch files of a CIFAR folder, the file a dataset name stands for, and the `others` (each a path and
+    what it is to the run, e.g. the weights file): a symbolic link, a relative path or a hard link to one of
+    them is that file. Inputs that are not paths (arrays, iterables) are ignored. A folder is walked only when
+    `output` exists (a new file replaces nothing), and then once, comparing one (st_dev, st_ino) pair per image.
 
     Raises
     ------
     OverwriteError
-        `output` is an input file; the message names both.
+        `output` is a file the run reads; the message names both and says it is refused even with --force.
     """
     target = Path(output)
+    target_id = _file_id(target)
+
+    def refuse(what_it_is: str) -> OverwriteError:
+        return OverwriteError(
+            f"{what} {target} is an input of this run: {what_it_is}; writing it would destroy what the run reads, "
+            f"even with --force; choose another {what} path (a new file outside the inputs)"
+        )
+
     for spec in inputs:
-        for path in _input_files(spec):
+        files = _input_files(spec)
+        for path in files:
             if path.is_file() and _same_file(target, path):
                 alias = "" if str(target) == str(spec) else f" ({target} is the same file as {path})"
-                raise OverwriteError(
-                    f"{what} {target} is the input {spec}{alias}: writing it would destroy the input it is "
-                    f"computed from; choose another {what} path"
-                )
+                raise refuse(f"the input {spec}{alias}")
+        if target_id is not None and not files and isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir():
+            member = _folder_member(Path(spec), target_id)
+            if member is not None:
+                raise refuse(f"the image {member} of the input folder {spec}")
+    for path, what_it_is in others:
+        if target_id is not None and _file_id(path) == target_id:
+            raise refuse(what_it_is)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fidkit._argtypes import positive_float, positive_int
+from fidkit._argtypes import positive_float, positive_int, seed_value
 from fidkit.ttur.config import DEFAULT_LR_D, DEFAULT_LR_G
 
 __all__ = ["register", "handle_ttur", "handle_validate"]
@@ -113,7 +113,7 @@ def register(subparsers: Any, network_parent: argparse.ArgumentParser) -> None:
                       help="run TTUR and one time-scale with the same seed; plot both")
     training.add_argument("--train-batch-size", type=positive_int, default=64, metavar="N",
                           help="GAN mini-batch size (default: 64; --batch-size is the network's)")
-    training.add_argument("--seed", type=int, default=0, help="seed of everything random (default: 0)")
+    training.add_argument("--seed", type=seed_value, default=0, help="seed of everything random (default: 0)")
     training.add_argument("--resume", action="store_true", help="continue the run in --out")
     training.add_argument("--force", action="store_true",
                           help="start afresh even if --out holds a run (its files are replaced)")
@@ -144,7 +144,7 @@ def register(subparsers: Any, network_parent: argparse.ArgumentParser) -> None:
                                "swirl, salt_and_pepper, contamination (default: all)")
     validate.add_argument("--contaminate", default=None, metavar="OTHER",
                           help="source of foreign images for the contamination experiment")
-    validate.add_argument("--seed", type=int, default=0, help="seed of the disturbances (default: 0)")
+    validate.add_argument("--seed", type=seed_value, default=0, help="seed of the disturbances (default: 0)")
     validate.add_argument("--force", action="store_true", help="replace an earlier report in --out")
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
     validate.set_defaults(func=handle_validate)
