@@ -24,7 +24,8 @@ from fidkit.extractors import LazyExtractor
 from fidkit.features import Features
 from fidkit.frechet import fid_from_stats
 from fidkit.options import RunOptions, run_options
-from fidkit.pipeline import SideResult, check_against_run, open_input, side_result
+from fidkit.pipeline import SideResult, open_input, side_result
+from fidkit.preflight import check_against_run
 from fidkit.report import (
     FidReport,
     SideReport,

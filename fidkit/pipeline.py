@@ -33,7 +33,8 @@ from fidkit.errors import EmptySourceError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
 from fidkit.extractors import LazyExtractor
 from fidkit.features import EXTRA_OUTPUTS, FeatureRows, Features, is_features_file
-from fidkit.options import DEFAULT_EXTRACTOR, RunOptions
+from fidkit.options import RunOptions
+from fidkit.preflight import recorded_convention, recorded_text
 from fidkit.report import SideReport
 from fidkit.sources import Source, open_source
 from fidkit.stats import Stats, StatsAccumulator
@@ -42,7 +43,6 @@ from fidkit.statsfile import is_stats_file
 __all__ = [
     "SideResult",
     "open_input",
-    "check_against_run",
     "look_up",
     "store",
     "side_result",
@@ -125,124 +125,6 @@ def _warn_unused_subset(name: str, options: RunOptions) -> None:
             f"{name}: limit/seed do not apply to statistics or features; they are used as they are",
             FidkitWarning, stacklevel=4,
         )
-
-
-def _file_label(label: str, opened: Stats | Features) -> str:
-    path = opened.path
-    return f"{label} ({path})" if path is not None else f"{label} (a {type(opened).__name__} object)"
-
-
-_NOT_FOR_FILES = (
-    "--{option} does not apply to statistics or features files (no network runs; they are used as they are): "
-    "drop --{option}, or recompute the file with it"
-)
-# What a statistics or features file records of its network, and the option that selects each.
-_RECORDED = (
-    ("weights_sha256", "weights"),
-    ("convention", "convention"),
-    ("feature_extractor", "dims"),
-    ("precision", "precision"),
-)
-
-
-def check_against_run(
-    opened: dict[str, Stats | Features | Source],
-    lazy: LazyExtractor,
-    options: RunOptions,
-    *,
-    allow_weights_mismatch: bool = False,
-    allow_convention_mismatch: bool = False,
-) -> None:
-    """Refuse now, before any network time, a statistics or features input that the run cannot use as asked.
-
-    With an image side (whose features this run's extractor makes, or whose cache entry it names), each file
-    side must record the same weights, convention and layer (``--dims``) as that extractor, and have its
-    feature dimension; otherwise the error came after the whole network pass. With files only, no network
-    runs and the files are used as they are: an option that selects the network (``--convention``,
-    ``--dims``, ``--weights``, ``--precision``), given with a value other than its default, must agree with what
-    each file records, or the number printed would not be the one asked for (a file that records nothing is a
-    warning).
-    """
-    files = {label: side for label, side in opened.items() if isinstance(side, (Stats, Features))}
-    if not files:
-        return
-    dims = {label: side.dim for label, side in files.items()}
-    if len(set(dims.values())) > 1:
-        described = " and ".join(f"{_file_label(label, files[label])} {dim}" for label, dim in dims.items())
-        raise InputError(
-            f"the inputs hold features of different dimensions: {described}; both sides must come from the same "
-            "feature extractor and layer (--dims): recompute one of them"
-        )
-    if len(files) < len(opened):
-        try:
-            expected = dict(lazy.identity().fields)
-        except InputError:
-            # A user's extractor that states no identity (it can then not be cached either): its dimension is
-            # still checked here, the rest after the run as before.
-            expected = {}
-        checked = {key for key, _ in _RECORDED[:3]}
-        given_dim = getattr(lazy.given, "feature_dim", None) if lazy.given is not None else None
-        expected_dim = given_dim if given_dim is not None else (options.dims if lazy.given is None else None)
-    else:
-        defaults = RunOptions()
-        asked = {
-            option for option in ("convention", "dims", "precision")
-            if getattr(options, option) != getattr(defaults, option)
-        }
-        if options.weights is not None:
-            asked.add("weights")
-        if not asked or lazy.given is not None:
-            return
-        expected = dict(lazy.identity().fields)
-        checked = {key for key, option in _RECORDED if option in asked}
-        expected_dim = options.dims if "dims" in asked else None
-    for label, side in files.items():
-        where = _file_label(label, side)
-        dim = side.dim
-        if expected_dim is not None and dim != expected_dim:
-            if len(files) == len(opened):
-                fix = _NOT_FOR_FILES.format(option="dims")
-            elif lazy.given is None and options.extractor == DEFAULT_EXTRACTOR:
-                fix = f"pass --dims {dim} (dims={dim}) to compute the other side as the file was"
-            else:
-                fix = "compute both sides with the same extractor"
-            raise InputError(
-                f"{where} holds {dim}-dimensional features, but this run's extractor makes {expected_dim}: {fix}"
-            )
-        metadata = side.metadata
-        recorded = {"convention": _convention_of(metadata)}
-        for key, option in _RECORDED:
-            if key not in checked or not expected.get(key):
-                continue
-            value = recorded.get(key) or _str_or_none(metadata.get(key))
-            if value is None:
-                if len(files) == len(opened):
-                    warnings.warn(
-                        f"{where} records no {key}: --{option} cannot be checked against it (the file is used as "
-                        "it is; no network runs)", FidkitWarning, stacklevel=3,
-                    )
-                continue
-            if value == expected[key]:
-                continue
-            shown = (lambda text: text[:16] + "...") if key == "weights_sha256" else str
-            message = (
-                f"{where} was computed with {key} {shown(value)}, but this run's network has "
-                f"{shown(expected[key])}"
-            )
-            if len(files) == len(opened):
-                raise InputError(f"{message}: {_NOT_FOR_FILES.format(option=option)}")
-            if key == "weights_sha256" and allow_weights_mismatch:
-                continue
-            if key == "convention" and allow_convention_mismatch:
-                continue
-            fix = {
-                "weights_sha256": "pass the weights the file was made with (--weights), or recompute the file "
-                "(or pass allow_weights_mismatch=True / --allow-weights-mismatch)",
-                "convention": f"pass --convention {value}, or recompute the file (or pass "
-                "allow_convention_mismatch=True / --allow-convention-mismatch)",
-                "feature_extractor": f"pass --dims {dim} (dims={dim}), or recompute the file",
-            }[key]
-            raise InputError(f"{message} (found before computing the other side): {fix}")
 
 
 # --------------------------------------------------------------------------------------------- step 2: look up
@@ -545,18 +427,6 @@ def _count(value: Any, default: int) -> int:
     return int(value)
 
 
-def _str_or_none(value: Any) -> str | None:
-    return None if value in (None, "") else str(value)
-
-
-def _convention_of(metadata: dict[str, Any]) -> str | None:
-    """The recorded convention; a fidkit file from before conventions existed, resized the TF way, is ``tf``."""
-    recorded = _str_or_none(metadata.get("convention"))
-    if recorded is None and metadata.get("resize_mode") == "tf1-bilinear-asymmetric":
-        return "tf"
-    return recorded
-
-
 def describe(
     stats: Stats,
     *,
@@ -598,13 +468,13 @@ def describe(
         n_skipped=_count(metadata.get("n_skipped"), len(skipped)),
         ignored=ignored,
         foreign=stats.is_foreign,
-        weights_sha256=_str_or_none(metadata.get("weights_sha256")),
-        resize_mode=_str_or_none(metadata.get("resize_mode")),
-        convention=_convention_of(metadata),
-        feature_extractor=_str_or_none(metadata.get("feature_extractor")),
-        provider=_str_or_none(metadata.get("provider")),
-        engine=_str_or_none(metadata.get("engine")),
-        precision=_str_or_none(metadata.get("precision")),
+        weights_sha256=recorded_text(metadata.get("weights_sha256")),
+        resize_mode=recorded_text(metadata.get("resize_mode")),
+        convention=recorded_convention(metadata),
+        feature_extractor=recorded_text(metadata.get("feature_extractor")),
+        provider=recorded_text(metadata.get("provider")),
+        engine=recorded_text(metadata.get("engine")),
+        precision=recorded_text(metadata.get("precision")),
         decode_seconds=times.decode_seconds,
         network_seconds=times.network_seconds,
         total_seconds=total_seconds,

@@ -1,0 +1,153 @@
+"""Step 1's check: a statistics or features input that the run cannot use as asked is refused before any image is read.
+
+A file compared with images must have been made by the network this run builds (same weights, convention and
+layer); found out after the extraction, the mismatch cost the whole network pass. With files only, no network
+runs: an option that selects the network and contradicts what a file records would print another number than
+the one asked for. :func:`check_against_run` is called by :mod:`fidkit.api` right after both inputs are opened;
+:func:`recorded_convention` and :func:`recorded_text` read what a file records, here and in the reports of
+:mod:`fidkit.pipeline`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from fidkit.errors import FidkitWarning, InputError
+from fidkit.extractors import LazyExtractor
+from fidkit.features import Features
+from fidkit.options import DEFAULT_EXTRACTOR, RunOptions
+from fidkit.stats import Stats
+
+__all__ = ["check_against_run", "recorded_convention", "recorded_text"]
+
+
+def recorded_text(value: Any) -> str | None:
+    """A metadata value as text, None where nothing is recorded (missing or empty)."""
+    return None if value in (None, "") else str(value)
+
+
+def recorded_convention(metadata: dict[str, Any]) -> str | None:
+    """The recorded convention; a fidkit file from before conventions existed, resized the TF way, is ``tf``."""
+    recorded = recorded_text(metadata.get("convention"))
+    if recorded is None and metadata.get("resize_mode") == "tf1-bilinear-asymmetric":
+        return "tf"
+    return recorded
+
+
+def _file_label(label: str, opened: Stats | Features) -> str:
+    path = opened.path
+    return f"{label} ({path})" if path is not None else f"{label} (a {type(opened).__name__} object)"
+
+
+_NOT_FOR_FILES = (
+    "--{option} does not apply to statistics or features files (no network runs; they are used as they are): "
+    "drop --{option}, or recompute the file with it"
+)
+# What a statistics or features file records of its network, and the option that selects each.
+_RECORDED = (
+    ("weights_sha256", "weights"),
+    ("convention", "convention"),
+    ("feature_extractor", "dims"),
+    ("precision", "precision"),
+)
+
+
+def check_against_run(
+    opened: dict[str, Any],
+    lazy: LazyExtractor,
+    options: RunOptions,
+    *,
+    allow_weights_mismatch: bool = False,
+    allow_convention_mismatch: bool = False,
+) -> None:
+    """Refuse now, before any network time, a statistics or features input that the run cannot use as asked.
+
+    With an image side (whose features this run's extractor makes, or whose cache entry it names), each file
+    side must record the same weights, convention and layer (``--dims``) as that extractor, and have its
+    feature dimension; otherwise the error came after the whole network pass. With files only, no network
+    runs and the files are used as they are: an option that selects the network (``--convention``,
+    ``--dims``, ``--weights``, ``--precision``), given with a value other than its default, must agree with what
+    each file records, or the number printed would not be the one asked for (a file that records nothing is a
+    warning).
+    """
+    files = {label: side for label, side in opened.items() if isinstance(side, (Stats, Features))}
+    if not files:
+        return
+    dims = {label: side.dim for label, side in files.items()}
+    if len(set(dims.values())) > 1:
+        described = " and ".join(f"{_file_label(label, files[label])} {dim}" for label, dim in dims.items())
+        raise InputError(
+            f"the inputs hold features of different dimensions: {described}; both sides must come from the same "
+            "feature extractor and layer (--dims): recompute one of them"
+        )
+    if len(files) < len(opened):
+        try:
+            expected = dict(lazy.identity().fields)
+        except InputError:
+            # A user's extractor that states no identity (it can then not be cached either): its dimension is
+            # still checked here, the rest after the run as before.
+            expected = {}
+        checked = {key for key, _ in _RECORDED[:3]}
+        given_dim = getattr(lazy.given, "feature_dim", None) if lazy.given is not None else None
+        expected_dim = given_dim if given_dim is not None else (options.dims if lazy.given is None else None)
+    else:
+        defaults = RunOptions()
+        asked = {
+            option for option in ("convention", "dims", "precision")
+            if getattr(options, option) != getattr(defaults, option)
+        }
+        if options.weights is not None:
+            asked.add("weights")
+        if not asked or lazy.given is not None:
+            return
+        expected = dict(lazy.identity().fields)
+        checked = {key for key, option in _RECORDED if option in asked}
+        expected_dim = options.dims if "dims" in asked else None
+    for label, side in files.items():
+        where = _file_label(label, side)
+        dim = side.dim
+        if expected_dim is not None and dim != expected_dim:
+            if len(files) == len(opened):
+                fix = _NOT_FOR_FILES.format(option="dims")
+            elif lazy.given is None and options.extractor == DEFAULT_EXTRACTOR:
+                fix = f"pass --dims {dim} (dims={dim}) to compute the other side as the file was"
+            else:
+                fix = "compute both sides with the same extractor"
+            raise InputError(
+                f"{where} holds {dim}-dimensional features, but this run's extractor makes {expected_dim}: {fix}"
+            )
+        metadata = side.metadata
+        recorded = {"convention": recorded_convention(metadata)}
+        for key, option in _RECORDED:
+            if key not in checked or not expected.get(key):
+                continue
+            value = recorded.get(key) or recorded_text(metadata.get(key))
+            if value is None:
+                if len(files) == len(opened):
+                    warnings.warn(
+                        f"{where} records no {key}: --{option} cannot be checked against it (the file is used as "
+                        "it is; no network runs)", FidkitWarning, stacklevel=3,
+                    )
+                continue
+            if value == expected[key]:
+                continue
+            shown = (lambda text: text[:16] + "...") if key == "weights_sha256" else str
+            message = (
+                f"{where} was computed with {key} {shown(value)}, but this run's network has "
+                f"{shown(expected[key])}"
+            )
+            if len(files) == len(opened):
+                raise InputError(f"{message}: {_NOT_FOR_FILES.format(option=option)}")
+            if key == "weights_sha256" and allow_weights_mismatch:
+                continue
+            if key == "convention" and allow_convention_mismatch:
+                continue
+            fix = {
+                "weights_sha256": "pass the weights the file was made with (--weights), or recompute the file "
+                "(or pass allow_weights_mismatch=True / --allow-weights-mismatch)",
+                "convention": f"pass --convention {value}, or recompute the file (or pass "
+                "allow_convention_mismatch=True / --allow-convention-mismatch)",
+                "feature_extractor": f"pass --dims {dim} (dims={dim}), or recompute the file",
+            }[key]
+            raise InputError(f"{message} (found before computing the other side): {fix}")
