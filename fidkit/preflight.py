@@ -11,8 +11,10 @@ the one asked for. :func:`check_against_run` is called by :mod:`fidkit.api` righ
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
+from fidkit._fs import sha256_file
 from fidkit.errors import FidkitWarning, InputError
 from fidkit.extractors import LazyExtractor
 from fidkit.features import Features
@@ -40,6 +42,15 @@ def _file_label(label: str, opened: Stats | Features) -> str:
     return f"{label} ({path})" if path is not None else f"{label} (a {type(opened).__name__} object)"
 
 
+def _weights_sha256(path: Any) -> str:
+    """The sha256 of the weights file the user named (explicitly: it is never looked for or downloaded)."""
+    try:
+        return sha256_file(Path(path))
+    except OSError as exc:
+        raise InputError(f"weights file {path} (from --weights / weights=) cannot be read ({exc}); give the "
+                         "weights the statistics were made with, or drop --weights") from exc
+
+
 _NOT_FOR_FILES = (
     "--{option} does not apply to statistics or features files (no network runs; they are used as they are): "
     "drop --{option}, or recompute the file with it"
@@ -49,7 +60,6 @@ _RECORDED = (
     ("weights_sha256", "weights"),
     ("convention", "convention"),
     ("feature_extractor", "dims"),
-    ("precision", "precision"),
 )
 
 
@@ -66,10 +76,10 @@ def check_against_run(
     With an image side (whose features this run's extractor makes, or whose cache entry it names), each file
     side must record the same weights, convention and layer (``--dims``) as that extractor, and have its
     feature dimension; otherwise the error came after the whole network pass. With files only, no network
-    runs and the files are used as they are: an option that selects the network (``--convention``,
-    ``--dims``, ``--weights``, ``--precision``), given with a value other than its default, must agree with what
-    each file records, or the number printed would not be the one asked for (a file that records nothing is a
-    warning).
+    runs and the files are used as they are: an option that selects the built-in network (``--convention``,
+    ``--dims``, ``--weights``), given with a value other than its default, must agree with what each file
+    records, or the number printed would not be the one asked for (a file that records nothing is a warning).
+    That check needs no weights unless ``--weights`` names a file: nothing is located or downloaded.
     """
     files = {label: side for label, side in opened.items() if isinstance(side, (Stats, Features))}
     if not files:
@@ -81,6 +91,7 @@ def check_against_run(
             f"the inputs hold features of different dimensions: {described}; both sides must come from the same "
             "feature extractor and layer (--dims): recompute one of them"
         )
+    inception = lazy.given is None and options.extractor == DEFAULT_EXTRACTOR
     if len(files) < len(opened):
         try:
             expected = dict(lazy.identity().fields)
@@ -88,22 +99,20 @@ def check_against_run(
             # A user's extractor that states no identity (it can then not be cached either): its dimension is
             # still checked here, the rest after the run as before.
             expected = {}
-        checked = {key for key, _ in _RECORDED[:3]}
-        given_dim = getattr(lazy.given, "feature_dim", None) if lazy.given is not None else None
-        expected_dim = given_dim if given_dim is not None else (options.dims if lazy.given is None else None)
+        checked = {key for key, _ in _RECORDED}
+        # --dims is the built-in network's option; another extractor states its own width, or is not checked.
+        expected_dim = options.dims if inception else getattr(lazy.given, "feature_dim", None)
     else:
-        defaults = RunOptions()
-        asked = {
-            option for option in ("convention", "dims", "precision")
-            if getattr(options, option) != getattr(defaults, option)
-        }
-        if options.weights is not None:
-            asked.add("weights")
-        if not asked or lazy.given is not None:
+        if not inception:
             return
-        expected = dict(lazy.identity().fields)
-        checked = {key for key, option in _RECORDED if option in asked}
-        expected_dim = options.dims if "dims" in asked else None
+        # From the options alone: comparing two files must not need the network's weights (nor download them).
+        defaults = RunOptions()
+        expected = {
+            "convention": options.convention if options.convention != defaults.convention else "",
+            "weights_sha256": _weights_sha256(options.weights) if options.weights is not None else "",
+        }
+        checked = {key for key, value in expected.items() if value}
+        expected_dim = options.dims if options.dims != defaults.dims else None
     for label, side in files.items():
         where = _file_label(label, side)
         dim = side.dim

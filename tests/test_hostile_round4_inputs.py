@@ -127,3 +127,48 @@ def test_two_files_of_different_dimensions_are_refused_naming_both(tmp_path, wei
     assert main(["compute", str(tmp_path / "small.npz"), str(tmp_path / "large.npz")]) == 1
     error = capsys.readouterr().err
     assert "small.npz) 64 and side b (" in error and "large.npz) 2048" in error
+
+
+# ------------------------------------------------------------------------ what the check must not do (review)
+
+
+def test_a_registered_extractor_of_another_width_is_not_held_to_dims(tmp_path, monkeypatch) -> None:
+    from fidkit.extractors import ExtractorEntry, register_extractor, unregister_extractor
+
+    class MeanColour:
+        feature_dim = 3
+
+        def __call__(self, images):
+            return np.asarray(images, dtype=np.float32).mean(axis=(1, 2))
+
+        def metadata(self):
+            return {"extractor": "mean-colour-preflight", "weights_sha256": "none", "resize_mode": "none"}
+
+    monkeypatch.undo()  # the network runs here: it is three means per image
+    register_extractor(ExtractorEntry(
+        name="mean-colour-preflight", description="test", build=lambda options: MeanColour(),
+        identity=lambda options: {"weights_sha256": "none", "resize_mode": "none"},
+    ))
+    try:
+        other = np.random.default_rng(1).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+        reference = compute_stats(other, extractor="mean-colour-preflight", use_cache=False)
+        from_stats = compute_fid(IMAGES, reference, extractor="mean-colour-preflight", use_cache=False)
+        from_images = compute_fid(IMAGES, other, extractor="mean-colour-preflight", use_cache=False)
+        assert float(from_stats) == pytest.approx(float(from_images), rel=1e-12)
+    finally:
+        unregister_extractor("mean-colour-preflight")
+
+
+@pytest.mark.parametrize("asked", [{"dims": 64}, {"convention": "pytorch-fid"}])
+def test_checking_two_files_against_options_needs_no_weights(tmp_path, fidkit_home, monkeypatch, asked) -> None:
+    monkeypatch.delenv("FIDKIT_WEIGHTS", raising=False)  # and nothing in the empty home: a look-up would download
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the weights were looked for")
+
+    monkeypatch.setattr("fidkit.inception.weights.locate_weights", no_download)
+    dim = asked.get("dims", 2048)
+    stats_file(tmp_path / "a.npz", dim=dim)  # mu and sigma only, as pytorch-fid writes them
+    stats_file(tmp_path / "b.npz", dim=dim)
+    with pytest.warns(FidkitWarning):
+        assert float(compute_fid(tmp_path / "a.npz", tmp_path / "b.npz", **asked)) >= 0.0
