@@ -107,15 +107,18 @@ def open_input(spec: Any, options: RunOptions) -> Stats | Features | Source:
 
 
 def _fingerprint_now(source: Source, options: RunOptions) -> Source:
-    """Fingerprint `source` as it is opened, and keep that as the identity its statistics are cached under.
+    """Fingerprint `source` as it is opened: the identity its statistics are cached under, and checked against.
 
-    An array file is mapped and a CIFAR batch loaded when opened, and a folder's file list is taken then: a
-    fingerprint taken later (after the other side's extraction, for the second input of ``compute_fid``) could
-    describe a file replaced meanwhile, and the statistics of the old data would be cached under the new file's
-    name. Taken now, any change before the end of the run makes the store step's check fail instead.
+    A CIFAR batch is loaded and a folder's file list taken when the source is opened, and ``compute_fid`` opens
+    both inputs before computing either: a fingerprint taken later (after the other side's extraction) could
+    describe files replaced meanwhile, and statistics of what was opened (or of what was read later) would be
+    cached under a name that is not theirs. Taken now, the store step compares the sizes and modification
+    times at the end with these, with or without ``hash_content``, and any change between the two is not cached.
     """
     if source.cacheable:
-        source.opened_fingerprint = source.fingerprint(hash_content=options.hash_content)
+        source.opened_fingerprint = source.fingerprint(hash_content=False)
+        if options.hash_content:
+            source.opened_content_fingerprint = source.fingerprint(hash_content=True)
     return source
 
 
@@ -158,7 +161,8 @@ def look_up(
     """
     if not source.cacheable:
         return CacheLookup(None, None, "")
-    fingerprint = fingerprint or source.opened_fingerprint or source.fingerprint(hash_content=options.hash_content)
+    opened = source.opened_content_fingerprint if options.hash_content else source.opened_fingerprint
+    fingerprint = fingerprint or opened or source.fingerprint(hash_content=options.hash_content)
     if not options.use_cache:
         return CacheLookup(None, None, fingerprint)
     identity = lazy.identity()
@@ -398,7 +402,10 @@ def store(source: Source, lookup: CacheLookup, stats: Stats, features: Features 
     """
     if lookup.stats_key is None:
         return stats
-    if not options.hash_content and source.fingerprint(hash_content=False) != lookup.fingerprint:
+    # Sizes and modification times as opened (or, for a source opened elsewhere, as looked up) against now: a
+    # content hash is not taken again, which would read every file twice.
+    before = source.opened_fingerprint or (None if options.hash_content else lookup.fingerprint)
+    if before is not None and source.fingerprint(hash_content=False) != before:
         logger.warning("%s changed while it was read; its statistics are not cached", source.name)
         return stats
     kind = dict(source_name=_display_name(source), source_kind=str(source.kind))

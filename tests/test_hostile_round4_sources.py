@@ -153,3 +153,35 @@ def test_the_file_is_closed_when_the_batches_end(tmp_path) -> None:
     batches.close()
     if before is not None:
         assert set(os.listdir("/proc/self/fd")) <= before
+
+
+def test_with_content_hashes_a_file_replaced_while_the_other_side_runs_is_not_cached(tmp_path, fidkit_home) -> None:
+    samples = tmp_path / "samples.npy"
+    original = images(13, 30)
+    np.save(samples, original)
+    real = images(14, 40)
+
+    def publish_new_samples() -> None:
+        np.save(tmp_path / "next.npy", images(15, 30, high=60))
+        os.replace(tmp_path / "next.npy", samples)
+
+    compute_fid(real, samples, extractor=ChangesOnFirstCall(publish_new_samples), workers=0, hash_content=True)
+    np.save(samples, original)  # the old samples again, byte for byte: the content hash of the first open
+    again = compute_fid(real, samples, extractor=MeanColour(), workers=0, hash_content=True)
+    truth = compute_fid(real, samples, extractor=MeanColour(), workers=0, use_cache=False)
+    assert float(again) == float(truth)
+
+
+def test_file_rows_that_cannot_open_their_file_raise_once_and_print_nothing(tmp_path) -> None:
+    code = (
+        "import numpy as np\n"
+        "from fidkit.sources.arrays import FileRows\n"
+        "from fidkit.errors import SourceError\n"
+        "try:\n"
+        f"    FileRows({str(tmp_path / 'gone.npy')!r}, 0, (2, 2), np.uint8, 'gone.npy', fix='f')\n"
+        "except SourceError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("refused: gone.npy: cannot open the file again")
+    assert done.stderr == ""

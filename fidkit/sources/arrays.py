@@ -224,8 +224,9 @@ class FileRows:
         self._row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
         self._what = what
         self._fix = fix
+        self._file: Any = None  # for close() in __del__ when open() fails
         try:
-            self._file: Any = open(path, "rb")
+            self._file = open(path, "rb")
         except OSError as exc:
             raise SourceError(f"{what}: cannot open the file again to read its images ({exc})") from exc
 

@@ -88,9 +88,11 @@ class Source:
         #: ``{reason: count}`` of what was seen but deliberately not read (hidden folders, formats
         #: fidkit does not read, special files, duplicate archive members); empty for arrays.
         self.ignored: dict[str, int] = {}
-        #: The :meth:`fingerprint` taken when the pipeline opened the source (None until then): what the cache
-        #: files the statistics under, since some sources hold their data from the moment they are opened.
+        #: The :meth:`fingerprint` (sizes and modification times) taken when the pipeline opened the source, and
+        #: with ``hash_content`` the content fingerprint taken then (None until then): the cache files the
+        #: statistics under the one asked for, and stores them only if the first still holds at the end.
         self.opened_fingerprint: str | None = None
+        self.opened_content_fingerprint: str | None = None
         self._lossy = lossy
 
     def __repr__(self) -> str:
