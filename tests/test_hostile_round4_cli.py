@@ -348,3 +348,23 @@ def test_stats_of_a_file_without_n_says_it_is_unknown(tmp_path, capsys):
         status, out, err = _run(["stats", str(foreign), "--quiet", *extra], capsys)
         assert status == 0, err
         assert "None" not in out and "N unknown" in out, out
+
+
+def test_an_existing_output_that_cannot_be_an_image_does_not_list_the_folder(tmp_path, monkeypatch):
+    # out.npz with one link is not an image the folder lists by name: no walk of 50,000 stats for it. A hard link
+    # to an image (hard.npz in the test above) has two links and is still looked for.
+    import fidkit.sources as sources
+
+    folder = _image_folder(tmp_path / "images")
+    (tmp_path / "out.npz").write_bytes(b"an earlier result")
+    (folder / "stats.npz").write_bytes(b"an earlier result")
+
+    def walked(*args, **kwargs):
+        raise AssertionError("the folder was listed")
+
+    monkeypatch.setattr(sources, "_folder_member", walked)
+    refuse_output_over_input(tmp_path / "out.npz", str(folder), what="--save")
+    refuse_output_over_input(folder / "stats.npz", str(folder), what="--save")
+    os.link(folder / "sub" / "001.png", tmp_path / "hard.npz")
+    with pytest.raises(AssertionError, match="listed"):
+        refuse_output_over_input(tmp_path / "hard.npz", str(folder), what="--save")
