@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fidkit._argtypes import positive_float, positive_int, seed_value
+from fidkit._argtypes import _int_at_least, positive_float, positive_int, seed_value
 from fidkit.ttur.config import DEFAULT_LR_D, DEFAULT_LR_G
 
 __all__ = ["register", "handle_ttur", "handle_validate"]
@@ -17,9 +17,12 @@ __all__ = ["register", "handle_ttur", "handle_validate"]
 _TTUR_DESCRIPTION = """\
 Train a small DCGAN (28x28 grayscale or 32x32 colour, inferred from the data) with the two
 time-scale update rule and record its FID against the dataset's statistics every --eval-every
-steps. Writes metrics.csv (step, fid, loss_d, loss_g, wall_time_s), fid.png and checkpoint.pt in
---out; --compare trains TTUR and the one time-scale baseline from the same seed into
-OUT/ttur and OUT/one-time-scale and draws both curves in OUT/compare.png.
+steps. Writes config.json, metrics.csv (step, fid, loss_d, loss_g, wall_time_s), checkpoint.pt,
+samples.png and fid.png in --out; --compare trains TTUR and the one time-scale baseline from the
+same seed into OUT/ttur and OUT/one-time-scale and draws both curves in OUT/compare.png.
+Any of these files already there makes --out "in use": the run stops before any work unless
+--resume (continue the run; one stopped before its first checkpoint restarts from step 0) or
+--force (start again, replacing them). --out must lie outside --data.
 
 TTUR: Adam(lr_d) for the discriminator, Adam(lr_g) for the generator, betas (0.5, 0.999).
 One time-scale: both networks at lr_g (only the discriminator's time scale changes)."""
@@ -43,8 +46,8 @@ another source, each at increasing strength, and compute the FID of each disturb
 clean set's statistics. Strength s in [0, 1] is a fraction of each disturbance's maximum (the
 paper's largest level): noise weight 0.75, blur sigma 4 px, rectangle side 0.75 of the image,
 swirl 4 rad, salt-and-pepper fraction 0.3, contamination fraction 0.75. Writes validate.csv,
-validate.png and validate.json in --out and prints, per disturbance, whether FID rose
-monotonically."""
+validate.png and validate.json in --out (which must lie outside SRC and --contaminate) and prints,
+per disturbance, whether FID rose monotonically."""
 
 _VALIDATE_EPILOG = """\
 examples:
@@ -53,6 +56,11 @@ examples:
   # CPU-friendly: 200 images, three strengths, JSON on stdout
   fidkit validate cifar10/cifar10-test-0-999-uint8.npy --out runs/v --device cpu \\
       --samples 200 --strengths 0,0.5,1 --json"""
+
+
+#: GAN mini-batches: batch normalisation in training mode needs two images per batch.
+_train_batch_size = _int_at_least(2, "an integer >= 2 (batch normalisation needs two images per batch)")
+_train_batch_size.__name__ = "train_batch_size"
 
 
 def _strength_list(text: str) -> tuple[float, ...]:
@@ -111,10 +119,12 @@ def register(subparsers: Any, network_parent: argparse.ArgumentParser) -> None:
                       help="baseline: both networks at --lr-g")
     mode.add_argument("--compare", action="store_true",
                       help="run TTUR and one time-scale with the same seed; plot both")
-    training.add_argument("--train-batch-size", type=positive_int, default=64, metavar="N",
-                          help="GAN mini-batch size (default: 64; --batch-size is the network's)")
+    training.add_argument("--train-batch-size", type=_train_batch_size, default=64, metavar="N",
+                          help="GAN mini-batch size, at least 2 (default: 64; --batch-size is the network's)")
     training.add_argument("--seed", type=seed_value, default=0, help="seed of everything random (default: 0)")
-    training.add_argument("--resume", action="store_true", help="continue the run in --out")
+    training.add_argument("--resume", action="store_true",
+                          help="continue the run in --out from its checkpoint (from step 0 if it has none "
+                               "yet); --steps is the new total")
     training.add_argument("--force", action="store_true",
                           help="start afresh even if --out holds a run (its files are replaced)")
     evaluation = ttur.add_argument_group("evaluation")

@@ -1,18 +1,24 @@
-"""The settings of a ``fidkit ttur`` run: :class:`TTURConfig` and its default learning rates.
+"""The settings of a ``fidkit ttur`` run: :class:`TTURConfig`, its default learning rates, and the
+checks of its ``--out`` folder (shared with ``fidkit validate``).
 
-Only the standard library is imported here, so ``fidkit ttur --help`` can show these defaults
+Only the standard library is imported at module level, so ``fidkit ttur --help`` can show these defaults
 without loading torch.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fidkit.errors import InputError
+from fidkit.errors import InputError, OverwriteError
 
-__all__ = ["TTURConfig", "DEFAULT_LR_D", "DEFAULT_LR_G", "DEFAULT_BETAS", "output_folder"]
+__all__ = [
+    "TTURConfig", "DEFAULT_LR_D", "DEFAULT_LR_G", "DEFAULT_BETAS", "output_folder", "check_output_files",
+    "make_output_folder", "prepare_output_folder",
+]
 
 #: TTUR learning rates (discriminator four times faster than generator), the DCGAN setting most
 #: commonly cited from the TTUR paper. The one time-scale baseline trains both networks at
@@ -23,15 +29,111 @@ DEFAULT_LR_G = 1e-4
 DEFAULT_BETAS = (0.5, 0.999)
 
 
-def output_folder(out: str | Path) -> Path:
-    """`out` as the folder of a run's files (``--out``), refused at once when it is a file.
+def output_folder(out: str | Path, *, inputs: Mapping[str, object] | None = None) -> Path:
+    """`out` as the folder of a run's files (``--out``), refused at once when it cannot be one.
 
-    Found here, not as a bare "[Errno 17]" when the first file is written.
+    Refused: `out` is one of the `inputs` (the same file or folder, links followed), lies inside an
+    input folder (the run's PNGs would be read back as images of it, and ``--force`` would replace a
+    file of the user's there), lies under an input file, or is a file. Found here, not as a bare
+    "[Errno 17]" when the first file is written.
+
+    Parameters
+    ----------
+    out : str or path
+        The ``--out`` folder.
+    inputs : mapping of str to source, optional
+        What the run reads, by the option that names it (``{"--data": "mnist/"}``); sources that
+        are not existing paths (arrays, dataset names) are passed over.
     """
     folder = Path(out)
+    given = {option: spec for option, spec in (inputs or {}).items() if spec is not None}
+    # The input itself first (its message names both), then a plain file, then inside an input.
+    for option, spec in given.items():
+        _refuse_out_over_input(folder, option, spec, inside=False)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--out {folder} is a file, not a folder; give a folder for the run's files")
+    for option, spec in given.items():
+        _refuse_out_over_input(folder, option, spec, inside=True)
     return folder
+
+
+def _refuse_out_over_input(folder: Path, option: str, spec: object, *, inside: bool) -> None:
+    """Raise when the ``--out`` `folder` is the input `spec` of `option` (`inside`: lies inside or under it)."""
+    if not isinstance(spec, (str, os.PathLike)) or not os.path.exists(spec):
+        return
+    source = Path(spec)
+    kind = "folder" if source.is_dir() else "file"
+    resolved, resolved_source = folder.resolve(), source.resolve()
+    if not inside:
+        try:
+            # A hard link (or any other name) of the input is the input.
+            same = resolved == resolved_source or (folder.exists() and os.path.samefile(folder, source))
+        except OSError:
+            same = False
+        if not same:
+            return
+        where = f"is the {option} {kind} {spec} itself"
+    elif resolved != resolved_source and resolved.is_relative_to(resolved_source):
+        where = f"lies inside the {option} {kind} {spec}"
+    else:
+        return
+    if kind == "folder":
+        why = (
+            "the run would write its files among the images it reads (a PNG written there is read "
+            "back as one of them, and --force would replace a file of yours); choose an --out folder "
+            f"outside {spec}"
+        )
+    else:
+        why = f"the run's files cannot go into a file it reads; choose an --out folder, not {spec}"
+    raise InputError(f"--out {folder} {where}: {why}")
+
+
+def check_output_files(out: Path, names: Iterable[str], *, inputs: Iterable[object] = ()) -> None:
+    """Before any work: check that every file a run writes in `out` can be written there.
+
+    Each of `names` in `out` must be absent or a regular file (a link, folder, FIFO... there is refused
+    even with ``--force``), must not be a file the run reads (:func:`fidkit.sources.refuse_output_over_input`:
+    an image of an input folder through a link, say), and the nearest existing folder on the way to
+    `out` must be a folder new files can be created in. Whether existing files may be replaced
+    (``--force``, ``--resume``) is the caller's to decide first.
+
+    Raises
+    ------
+    OverwriteError
+        An output name is a link or not a regular file, or is one of the run's inputs.
+    InputError
+        A file lies on the way to `out`, or there is no permission to create it; naming it and the fix.
+    """
+    from fidkit._fs import check_writable_destination
+    from fidkit.sources import refuse_output_over_input
+
+    sources = [spec for spec in inputs if spec is not None]
+    for name in names:
+        path = out / name
+        refuse_output_over_input(path, *sources, what="--out")
+        try:
+            check_writable_destination(path, overwrite=True)
+        except OverwriteError:  # a link or a folder at the name: its message says it all
+            raise
+        except OSError as error:  # a file on the way to `out`, a folder without write permission
+            raise InputError(f"--out {out} cannot hold the run's files: {error}") from error
+
+
+def make_output_folder(out: Path) -> None:
+    """Create the ``--out`` folder `out` (and its parents); an error names it and the fix."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(
+            f"--out {out} cannot be created ({error.strerror or error}); choose an --out folder in a "
+            "writable place"
+        ) from error
+
+
+def prepare_output_folder(out: Path, names: Iterable[str], *, inputs: Iterable[object] = ()) -> None:
+    """:func:`check_output_files`, then :func:`make_output_folder`: the run's folder, ready before any work."""
+    check_output_files(out, names, inputs=inputs)
+    make_output_folder(out)
 
 
 @dataclass
@@ -96,15 +198,19 @@ class TTURConfig:
     feature_batch_size: int = 50
 
     def __post_init__(self) -> None:
-        self.out = output_folder(self.out)
         for name in ("steps", "train_batch_size", "eval_every", "eval_samples", "latent_dim", "width"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.train_batch_size < 2:
+            # Batch normalisation in training mode needs two values per channel.
+            raise InputError(f"train_batch_size must be at least 2, got {self.train_batch_size}")
         if self.eval_samples < 2:
             raise InputError("eval_samples must be at least 2 (a covariance needs two samples)")
         for name in ("lr_d", "lr_g"):
             if not 0 < float(getattr(self, name)) < float("inf"):
                 raise InputError(f"{name} must be a positive finite number, got {getattr(self, name)}")
+        # Last: the only check that looks at the filesystem.
+        self.out = output_folder(self.out, inputs={"--data": self.data})
 
     @property
     def effective_lr_d(self) -> float:

@@ -2,7 +2,8 @@
 
 Run folder layout (``TTURConfig.out``)::
 
-    config.json     the configuration, for people (the checkpoint holds its own copy)
+    config.json     the configuration, for people (the checkpoint holds its own copy); written first,
+                    so --resume restarts from it a run stopped before its first checkpoint
     metrics.csv     step, fid, loss_d, loss_g, wall_time_s; one row per evaluation
     fid.png         FID against step (needs matplotlib: pip install "fidkit[plot]")
     samples.png     an 8x8 grid of the first evaluation images
@@ -33,6 +34,7 @@ __all__ = [
     "COMPARE_RUNS",
     "load_checkpoint",
     "save_checkpoint",
+    "read_config",
     "write_config",
     "write_metrics_csv",
     "read_metrics_csv",
@@ -88,6 +90,29 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path} is not a fidkit TTUR checkpoint; start again with --force")
     return state
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """Read a run's ``config.json`` back (what :func:`write_config` wrote).
+
+    Raises
+    ------
+    InputError
+        If `path` cannot be read or does not hold a JSON object.
+    """
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise InputError(
+            f"{path} cannot be read as the configuration of a fidkit ttur run ({error}); start again "
+            "with --force (the run's files are replaced) or choose another --out"
+        ) from error
+    if not isinstance(values, dict):
+        raise InputError(
+            f"{path} is not the configuration of a fidkit ttur run (not a JSON object); start again "
+            "with --force (the run's files are replaced) or choose another --out"
+        )
+    return values
 
 
 def write_config(config: dict[str, Any], path: Path) -> None:

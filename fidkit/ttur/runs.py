@@ -19,7 +19,12 @@ from typing import Any
 
 import fidkit
 from fidkit.errors import InputError, OverwriteError
-from fidkit.ttur.config import TTURConfig
+from fidkit.ttur.config import (
+    TTURConfig,
+    check_output_files,
+    make_output_folder,
+    prepare_output_folder,
+)
 from fidkit.ttur.data import (
     TrainingData,
     existing_output,
@@ -40,6 +45,7 @@ from fidkit.ttur.run_files import (
     RUN_OUTPUT_NAMES,
     SAMPLES_NAME,
     load_checkpoint,
+    read_config,
     write_config,
     write_metrics_csv,
     write_sample_grid,
@@ -177,18 +183,133 @@ def _refuse_overwrite(existing: Path) -> None:
     )
 
 
-def _resumed_config(config: TTURConfig, state: dict[str, Any]) -> TTURConfig:
-    """The configuration of a run resumed from `state`: the checkpoint's settings, except the
-    folder, ``steps`` (the new total) and the device, weights and feature batch size, which
-    come from `config`."""
-    return replace(
-        TTURConfig.from_dict(state["config"]),
-        out=Path(config.out),
-        steps=config.steps,
-        device=config.device,
-        weights=config.weights,
-        feature_batch_size=config.feature_batch_size,
-    )
+#: Files a run writes only after its first checkpoint: a folder holding one of them but no
+#: checkpoint lost its checkpoint, and is not restarted from step 0 by --resume.
+_WRITTEN_AFTER_CHECKPOINT = (SAMPLES_NAME, PLOT_NAME)
+
+
+def _resumed_config(config: TTURConfig, stored: dict[str, Any], source: Path) -> TTURConfig:
+    """The configuration of a run resumed with the `stored` settings (a checkpoint's or a config.json's,
+    read from `source`): those settings, except the folder, ``steps`` (the new total) and the device,
+    weights and feature batch size, which come from `config`."""
+    values = {
+        **stored,
+        "out": str(config.out),
+        "steps": config.steps,
+        "device": config.device,
+        "weights": config.weights,
+        "feature_batch_size": config.feature_batch_size,
+    }
+    try:
+        return TTURConfig.from_dict(values)
+    except (TypeError, ValueError, InputError) as error:
+        raise InputError(
+            f"{source} does not hold the settings of a fidkit ttur run ({error}); start again with "
+            "--force (the run's files are replaced) or choose another --out"
+        ) from error
+
+
+@dataclass
+class _ResumePoint:
+    """Where a resumed run starts: its configuration and its checkpoint (None: from step 0)."""
+
+    config: TTURConfig
+    state: dict[str, Any] | None
+
+
+def _stored_run(out: Path) -> tuple[dict[str, Any], dict[str, Any] | None, Path] | None:
+    """The settings a run folder holds: ``(settings, checkpoint or None, file read)``; None when it holds none.
+
+    The checkpoint when there is one; else the ``config.json`` of a run stopped before its first
+    checkpoint (written before the first training step). A folder that also holds a file written
+    only after a checkpoint (``samples.png``, ``fid.png``) lost its checkpoint: refused, rather
+    than silently restarted from step 0 over its results.
+    """
+    checkpoint_path = out / CHECKPOINT_NAME
+    if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        return state["config"], state, checkpoint_path
+    config_path = out / CONFIG_NAME
+    if not config_path.exists():
+        return None
+    if (later := existing_output(out, _WRITTEN_AFTER_CHECKPOINT)) is not None:
+        raise InputError(
+            f"{checkpoint_path} does not exist, but {later} does: the run went past its first "
+            "checkpoint and lost it, so there is nothing to resume; start again with --force (the "
+            "run's files are replaced) or restore the checkpoint"
+        )
+    return read_config(config_path), None, config_path
+
+
+def _resume_point(
+    config: TTURConfig, stored: dict[str, Any], state: dict[str, Any] | None, source: Path
+) -> _ResumePoint:
+    """Resume `config`'s run from `stored` settings and `state`; refuse a --steps below the checkpoint's step."""
+    out = Path(config.out)
+    config = _resumed_config(config, stored, source)
+    if state is None:
+        logger.warning(
+            "%s has no %s (the run stopped before its first evaluation): starting it from step 0 "
+            "with the settings of %s", out, CHECKPOINT_NAME, source,
+        )
+        return _ResumePoint(config, None)
+    done = int(state["step"])
+    if done > config.steps:
+        raise InputError(
+            f"{source} is at step {done}, past --steps {config.steps}: resuming would train nothing and "
+            f"rewrite the run's files with the smaller total; pass --steps above {done} to train further"
+        )
+    logger.info("resuming %s at step %d of %d (settings from the checkpoint)", out, done, config.steps)
+    return _ResumePoint(config, state)
+
+
+def _resume_run(config: TTURConfig) -> _ResumePoint:
+    """The resume point of the single run in ``config.out``; raise when there is nothing to resume."""
+    out = Path(config.out)
+    found = _stored_run(out)
+    if found is None:
+        raise InputError(
+            f"{out} holds neither {CHECKPOINT_NAME} nor {CONFIG_NAME}: nothing to resume; run without --resume"
+        )
+    return _resume_point(config, *found)
+
+
+def _resume_compare(out: Path, run_configs: dict[str, TTURConfig]) -> dict[str, _ResumePoint]:
+    """The resume points of both runs of a ``--compare`` in `out`; each settings file is read once.
+
+    A run with a checkpoint continues; one with only ``config.json`` starts from step 0 with it; one
+    with neither (stopped before it began) starts from step 0 with the other run's settings and its
+    own rule, as ``--compare`` would have started it.
+    """
+    found = {name: _stored_run(Path(run_configs[name].out)) for name in COMPARE_RUNS}
+    if all(stored is None for stored in found.values()):
+        folders = " nor ".join(str(out / name) for name in COMPARE_RUNS)
+        raise InputError(
+            f"neither {folders} holds {CHECKPOINT_NAME} or {CONFIG_NAME}: nothing to resume; run "
+            "without --resume"
+        )
+    points = {
+        name: _resume_point(run_configs[name], *stored)
+        for name, stored in found.items() if stored is not None
+    }
+    for name in COMPARE_RUNS:
+        if name in points:
+            continue
+        run_out = out / name
+        if (existing := existing_output(run_out, RUN_OUTPUT_NAMES)) is not None:
+            raise InputError(
+                f"{existing} exists, but {run_out} holds neither {CHECKPOINT_NAME} nor {CONFIG_NAME}: it "
+                "is not a run --resume can continue; move that file away, or start over with --force"
+            )
+        other = next(iter(points.values())).config
+        points[name] = _ResumePoint(
+            replace(other, out=run_out, one_time_scale=(name == "one-time-scale")), None
+        )
+        logger.warning(
+            "%s holds no run yet: starting it from step 0 with the settings of %s and its own rule",
+            run_out, other.out,
+        )
+    return {name: points[name] for name in COMPARE_RUNS}
 
 
 def _check_same_data_settings(out: Path, configs: dict[str, TTURConfig]) -> dict[str, Any]:
@@ -211,7 +332,7 @@ def _check_same_data_settings(out: Path, configs: dict[str, TTURConfig]) -> dict
             f"different data settings: {differing}; resume each with fidkit ttur --out <run> "
             "--resume, or start over with --force"
         )
-    logger.info("resuming compare in %s with the checkpoints' data settings %s", out, first)
+    logger.info("resuming compare in %s with the runs' saved data settings %s", out, first)
     return first
 
 
@@ -241,10 +362,12 @@ def run_ttur(
     Parameters
     ----------
     config : TTURConfig
-        The run. With `resume`, the checkpoint's configuration is used instead, except
-        ``steps`` (the new total) and the device, weights and feature batch size.
+        The run. With `resume`, the checkpoint's configuration is used instead (the
+        ``config.json``'s for a run stopped before its first checkpoint), except ``steps`` (the
+        new total) and the device, weights and feature batch size.
     resume : bool
-        Continue from ``config.out / checkpoint.pt``.
+        Continue from ``config.out / checkpoint.pt``; a folder with ``config.json`` but no
+        checkpoint yet starts again from step 0 with the settings of that file (said on stderr).
     force : bool
         Start afresh in a folder that already holds a run (its files are replaced).
     extractor : FeatureExtractor, optional
@@ -257,7 +380,7 @@ def run_ttur(
         Called with each new metrics row.
     state : dict, optional
         With `resume`: the checkpoint of ``config.out``, already loaded with
-        :func:`load_checkpoint` (``--compare`` loads it once); loaded here otherwise.
+        :func:`load_checkpoint`; looked up in the folder otherwise.
 
     Returns
     -------
@@ -267,25 +390,40 @@ def run_ttur(
     ------
     OverwriteError
         If any file the run writes (:data:`~fidkit.ttur.run_files.RUN_OUTPUT_NAMES`) already
-        exists in the folder and neither `resume` nor `force` is given.
+        exists in the folder and neither `resume` nor `force` is given; or one of them is a link
+        or not a regular file (even with `force`). Checked before any work.
     InputError
-        If `resume` is given and there is no readable checkpoint.
+        With `resume`: the folder holds neither a checkpoint nor a ``config.json``, one of them
+        cannot be read, or the checkpoint is past ``config.steps``. Also when ``config.out``
+        cannot be created. Checked before any work.
     """
+    if resume:
+        if state is None:
+            point = _resume_run(config)
+        else:
+            point = _resume_point(config, state["config"], state, Path(config.out) / CHECKPOINT_NAME)
+    else:
+        out = Path(config.out)
+        if not force and (existing := existing_output(out, RUN_OUTPUT_NAMES)) is not None:
+            _refuse_overwrite(existing)
+        point = _ResumePoint(config, None)
+    prepare_output_folder(Path(point.config.out), RUN_OUTPUT_NAMES, inputs=(point.config.data,))
+    return _train(point, extractor=extractor, ref_stats=ref_stats, data=data, on_eval=on_eval)
+
+
+def _train(
+    point: _ResumePoint,
+    *,
+    extractor: Any = None,
+    ref_stats: Any = None,
+    data: TrainingData | None = None,
+    on_eval: Callable[[dict[str, float]], None] | None = None,
+) -> RunResult:
+    """The training loop of :func:`run_ttur`, from `point`, in a folder already checked."""
+    config, state = point.config, point.state
     out = Path(config.out)
     checkpoint_path = out / CHECKPOINT_NAME
     metrics_path = out / METRICS_NAME
-    if resume:
-        if state is None:
-            state = load_checkpoint(checkpoint_path)
-        config = _resumed_config(config, state)
-        logger.info(
-            "resuming %s at step %d of %d (settings from the checkpoint)",
-            out, int(state["step"]), config.steps,
-        )
-    else:
-        state = None
-        if not force and (existing := existing_output(out, RUN_OUTPUT_NAMES)) is not None:
-            _refuse_overwrite(existing)
 
     if data is None:
         data = load_training_data(config.data, limit=config.train_samples, seed=config.seed)
@@ -376,35 +514,47 @@ def run_compare(
     The runs go to ``out/ttur`` and ``out/one-time-scale``; they share the data in memory, the
     feature extractor and the reference statistics. The figure is ``out/compare.png``.
 
-    With `resume`, the data and the reference are built from the settings saved in the two
-    runs' checkpoints (as each run's model and rates are), not from `config`.
+    With `resume`, each run with a checkpoint continues from it and each run without one starts
+    from step 0 (said on stderr): from its ``config.json`` when it has one (it stopped before its
+    first checkpoint), else from the other run's settings. The data and the reference are built
+    from the settings saved in the runs (as each run's model and rates are), not from `config`.
 
     Raises
     ------
     OverwriteError
-        If any file the command writes already exists and neither `resume` nor `force` is given.
+        If any file the command writes already exists and neither `resume` nor `force` is given,
+        or one of them is a link or not a regular file (even with `force`).
     InputError
-        With `resume`: a run's checkpoint is missing or unreadable, or the two runs were made
-        with different data settings (data, train_samples, ref_samples, seed).
+        With `resume`: neither run holds a checkpoint or a ``config.json``, one of them is
+        unreadable or past ``config.steps``, or the two runs were made with different data
+        settings (data, train_samples, ref_samples, seed). All checked before any work.
     """
     out = Path(config.out)
-    if not resume and not force:
-        existing = existing_output(out, COMPARE_OUTPUT_NAMES)
-        for name in COMPARE_RUNS:
-            existing = existing or existing_output(out / name, RUN_OUTPUT_NAMES)
-        if existing is not None:
-            _refuse_overwrite(existing)
     run_configs = {
         name: replace(config, out=out / name, one_time_scale=(name == "one-time-scale"))
         for name in COMPARE_RUNS
     }
-    states: dict[str, dict[str, Any]] = {}
     data_config = config
     if resume:
-        # Each checkpoint is loaded once, here; its run gets it as `state`.
-        states = {name: load_checkpoint(out / name / CHECKPOINT_NAME) for name in COMPARE_RUNS}
-        resumed = {name: _resumed_config(run_configs[name], states[name]) for name in COMPARE_RUNS}
-        data_config = replace(config, **_check_same_data_settings(out, resumed))
+        points = _resume_compare(out, run_configs)
+        data_config = replace(
+            config, **_check_same_data_settings(out, {name: point.config for name, point in points.items()})
+        )
+    else:
+        if not force:
+            existing = existing_output(out, COMPARE_OUTPUT_NAMES)
+            for name in COMPARE_RUNS:
+                existing = existing or existing_output(out / name, RUN_OUTPUT_NAMES)
+            if existing is not None:
+                _refuse_overwrite(existing)
+        points = {name: _ResumePoint(run_configs[name], None) for name in COMPARE_RUNS}
+    # Every file of the command, in both run folders, can be written: all checked before any
+    # work, and before any folder is made.
+    check_output_files(out, COMPARE_OUTPUT_NAMES, inputs=(data_config.data,))
+    for point in points.values():
+        check_output_files(Path(point.config.out), RUN_OUTPUT_NAMES, inputs=(point.config.data,))
+    for point in points.values():
+        make_output_folder(Path(point.config.out))
     data = load_training_data(
         data_config.data, limit=data_config.train_samples, seed=data_config.seed
     )
@@ -414,15 +564,8 @@ def run_compare(
     result = CompareResult()
     for name in COMPARE_RUNS:
         callback = None if on_eval is None else (lambda row, name=name: on_eval(name, row))
-        result.runs[name] = run_ttur(
-            run_configs[name],
-            resume=resume,
-            force=force,
-            extractor=extractor,
-            ref_stats=ref_stats,
-            data=data,
-            on_eval=callback,
-            state=states.get(name),
+        result.runs[name] = _train(
+            points[name], extractor=extractor, ref_stats=ref_stats, data=data, on_eval=callback
         )
     curves = {_curve_label(run.config): run.rows for run in result.runs.values()}
     result.plot_path = plot_fid_curves(

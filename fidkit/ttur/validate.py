@@ -27,7 +27,7 @@ import fidkit
 from fidkit._fs import atomic_write
 from fidkit.errors import InputError, OverwriteError, SmallSampleWarning
 from fidkit.report import json_text
-from fidkit.ttur.config import output_folder
+from fidkit.ttur.config import output_folder, prepare_output_folder
 from fidkit.ttur.data import existing_output, load_images
 from fidkit.ttur.disturbances import DISTURBANCES, Disturbance, get_disturbance
 from fidkit.ttur.features import make_extractor, stats_in_memory
@@ -93,7 +93,7 @@ class ValidateConfig:
     feature_batch_size: int = 50
 
     def __post_init__(self) -> None:
-        self.out = output_folder(self.out)
+        self.out = output_folder(self.out, inputs={"SRC": self.source, "--contaminate": self.contaminate})
         if self.samples < 2:
             raise InputError(f"samples must be at least 2, got {self.samples}")
         strengths = sorted({float(s) for s in self.strengths} | {0.0})
@@ -253,12 +253,17 @@ def run_validation(
     Raises
     ------
     OverwriteError
-        If any file of :data:`OUTPUT_NAMES` exists in the output folder and `force` is not given
-        (checked before any work).
+        If any file of :data:`OUTPUT_NAMES` exists in the output folder and `force` is not given,
+        or one of them is a link or not a regular file (even with `force`). Checked before any work.
+    InputError
+        If the output folder cannot be created (a file on its path, no permission); checked
+        before any work.
     """
     out = Path(config.out)
     if not force and (existing := existing_output(out, OUTPUT_NAMES)) is not None:
         raise OverwriteError(f"{existing} already exists; choose another --out or pass --force")
+    # The folder and every name in it are checked (and the folder made) now, not after all the work.
+    prepare_output_folder(out, OUTPUT_NAMES, inputs=(config.source, config.contaminate))
 
     loaded = load_images(config.source, limit=config.samples, seed=config.seed)
     images = loaded.images
@@ -344,7 +349,6 @@ def run_validation(
                 )
             )
 
-    out.mkdir(parents=True, exist_ok=True)
     report.csv_path = out / CSV_NAME
     _write_csv(report.curves, report.csv_path, overwrite=True)
     report.plot_path = plot_validation(
