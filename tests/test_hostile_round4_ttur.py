@@ -212,6 +212,18 @@ def test_out_in_the_data_folder_is_refused(png_folder, images_npy, tmp_path):
     TTURConfig(data=str(png_folder / "0.png"), out=tmp_path / "run")
 
 
+def test_resume_checks_out_against_the_stored_data(png_folder, images_npy, tmp_path):
+    # The command line's --data is ignored when resuming: the run's own data folder is checked.
+    run_ttur(small_config(png_folder, tmp_path / "run", train_samples=6, ref_samples=6),
+             extractor=PixelExtractor())
+    moved = png_folder / "run"
+    (tmp_path / "run").rename(moved)
+    before = {path.name: path.read_bytes() for path in moved.iterdir()}
+    with pytest.raises(InputError, match=re.escape(f"--out {moved} lies inside the --data folder {png_folder}")):
+        run_ttur(small_config(images_npy, moved, steps=3), resume=True, extractor=PixelExtractor())
+    assert {path.name: path.read_bytes() for path in moved.iterdir()} == before
+
+
 def test_cli_ttur_and_validate_refuse_an_out_in_their_input(png_folder, tmp_path, capsys):
     from fidkit.cli import main
 

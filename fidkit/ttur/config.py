@@ -17,7 +17,7 @@ from fidkit.errors import InputError, OverwriteError
 
 __all__ = [
     "TTURConfig", "DEFAULT_LR_D", "DEFAULT_LR_G", "DEFAULT_BETAS", "output_folder", "check_output_files",
-    "make_output_folder", "prepare_output_folder",
+    "make_output_folder", "prepare_output_folder", "OutFolderError",
 ]
 
 #: TTUR learning rates (discriminator four times faster than generator), the DCGAN setting most
@@ -27,6 +27,10 @@ DEFAULT_LR_D = 4e-4
 DEFAULT_LR_G = 1e-4
 #: Adam (beta1, beta2) of both optimisers; beta1 = 0.5 as in DCGAN.
 DEFAULT_BETAS = (0.5, 0.999)
+
+
+class OutFolderError(InputError):
+    """An ``--out`` that cannot be the run's folder: over an input, a file, or under a file (before any work)."""
 
 
 def output_folder(out: str | Path, *, inputs: Mapping[str, object] | None = None) -> Path:
@@ -51,7 +55,7 @@ def output_folder(out: str | Path, *, inputs: Mapping[str, object] | None = None
     for option, spec in given.items():
         _refuse_out_over_input(folder, option, spec, inside=False)
     if folder.exists() and not folder.is_dir():
-        raise InputError(f"--out {folder} is a file, not a folder; give a folder for the run's files")
+        raise OutFolderError(f"--out {folder} is a file, not a folder; give a folder for the run's files")
     for option, spec in given.items():
         _refuse_out_over_input(folder, option, spec, inside=True)
     return folder
@@ -85,7 +89,7 @@ def _refuse_out_over_input(folder: Path, option: str, spec: object, *, inside: b
         )
     else:
         why = f"the run's files cannot go into a file it reads; choose an --out folder, not {spec}"
-    raise InputError(f"--out {folder} {where}: {why}")
+    raise OutFolderError(f"--out {folder} {where}: {why}")
 
 
 def check_output_files(out: Path, names: Iterable[str], *, inputs: Iterable[object] = ()) -> None:
@@ -116,7 +120,7 @@ def check_output_files(out: Path, names: Iterable[str], *, inputs: Iterable[obje
         except OverwriteError:  # a link or a folder at the name: its message says it all
             raise
         except OSError as error:  # a file on the way to `out`, a folder without write permission
-            raise InputError(f"--out {out} cannot hold the run's files: {error}") from error
+            raise OutFolderError(f"--out {out} cannot hold the run's files: {error}") from error
 
 
 def make_output_folder(out: Path) -> None:
@@ -124,7 +128,7 @@ def make_output_folder(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise InputError(
+        raise OutFolderError(
             f"--out {out} cannot be created ({error.strerror or error}); choose an --out folder in a "
             "writable place"
         ) from error

@@ -20,6 +20,7 @@ from typing import Any
 import fidkit
 from fidkit.errors import InputError, OverwriteError
 from fidkit.ttur.config import (
+    OutFolderError,
     TTURConfig,
     check_output_files,
     make_output_folder,
@@ -202,6 +203,8 @@ def _resumed_config(config: TTURConfig, stored: dict[str, Any], source: Path) ->
     }
     try:
         return TTURConfig.from_dict(values)
+    except OutFolderError:  # about --out, not the stored settings: its message says so
+        raise
     except (TypeError, ValueError, InputError) as error:
         raise InputError(
             f"{source} does not hold the settings of a fidkit ttur run ({error}); start again with "
