@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["positive_int", "non_negative_int", "resample_count", "seed_value", "positive_float", "device_string"]
+__all__ = ["int_at_least", "positive_int", "non_negative_int", "resample_count", "seed_value", "positive_float", "device_string"]
 
 
-def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
+def int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
     """Return a converter to int that refuses values below `minimum`, naming what it `expected`."""
 
     def convert(text: str) -> int:
@@ -30,13 +30,13 @@ def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
 
 
 #: An int >= 1 (counts, sizes, steps).
-positive_int = _int_at_least(1, "a positive integer")
+positive_int = int_at_least(1, "a positive integer")
 positive_int.__name__ = "positive_int"
 #: An int >= 0 (e.g. worker processes, where 0 means "decode in this process").
-non_negative_int = _int_at_least(0, "an integer >= 0")
+non_negative_int = int_at_least(0, "an integer >= 0")
 non_negative_int.__name__ = "non_negative_int"
 #: An int >= 2 (resamples: an interval needs at least two).
-resample_count = _int_at_least(2, "an integer >= 2")
+resample_count = int_at_least(2, "an integer >= 2")
 resample_count.__name__ = "resample_count"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fidkit._argtypes import _int_at_least, positive_float, positive_int, seed_value
+from fidkit._argtypes import int_at_least, positive_float, positive_int, seed_value
 from fidkit.ttur.config import DEFAULT_LR_D, DEFAULT_LR_G
 
 __all__ = ["register", "handle_ttur", "handle_validate"]
@@ -59,7 +59,7 @@ examples:
 
 
 #: GAN mini-batches: batch normalisation in training mode needs two images per batch.
-_train_batch_size = _int_at_least(2, "an integer >= 2 (batch normalisation needs two images per batch)")
+_train_batch_size = int_at_least(2, "an integer >= 2 (batch normalisation needs two images per batch)")
 _train_batch_size.__name__ = "train_batch_size"
 
 
