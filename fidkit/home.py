@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fidkit._fs import (
+    HOME_SUBDIRS,
     cache_home,
     file_digest,
     is_temporary_name,
@@ -70,15 +71,13 @@ class ClearedCache:
 
 #: What fidkit writes under the cache home, by exact name. Nothing else is ever removed.
 _KEY_NAME = re.compile(r"[0-9a-f]{64}")
-#: ``inception.runtime.graph_cache_path``: ``<sha256[:16]>-<exporter version>.onnx``, and beside it the
-#: ``.onnx.sha256`` recorded at its export.
-_GRAPH_NAME = re.compile(r"[0-9a-f]{16}-[0-9A-Za-z.]+\.onnx(\.sha256)?")
+#: ``inception.runtime.graph_cache_path``: ``<sha256[:16]>-<exporter version>-<convention>.onnx`` (before
+#: conventions, ``<sha256[:16]>-<exporter version>.onnx``), and beside it the ``.onnx.sha256`` recorded at its export.
+_GRAPH_NAME = re.compile(r"[0-9a-f]{16}-[0-9A-Za-z.]+(-[0-9a-z-]+)?\.onnx(\.sha256)?")
 #: ``_download._download_lock``: ``<downloaded file name>.<16 hex>.lock``.
 _LOCK_NAME = re.compile(r"(?P<file>.+)\.[0-9a-f]{16}\.lock")
 #: The member of a statistics ``.npz`` holding its metadata as JSON (``fidkit.statsfile``, format version 1).
 _METADATA_MEMBER = "fidkit_metadata_json"
-#: Folders of the cache home fidkit writes; anything else at the top of the home is left alone.
-_HOME_SUBDIRS = (STATS_SUBDIR, "onnx", "weights", "datasets", "locks", "tensorrt")
 
 
 def weights_files_read(weights: str | os.PathLike | None) -> list[tuple[Path, str]]:
@@ -390,7 +389,7 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
                 folder.rmdir()  # only succeeds when empty
                 run.removed.append(folder)
     for path in _children(followed(home_path)):
-        if path.name not in _HOME_SUBDIRS:
+        if path.name not in HOME_SUBDIRS:
             run.keep(path, "not a folder fidkit writes")
     for path in run.removed:
         logger.debug("removed %s", path)
