@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 #: How much a streaming read (hashing, downloading) takes at a time.
 CHUNK_BYTES = 1 << 20
 
+#: The folders fidkit writes under its cache home (:func:`cache_home`); ``fidkit.home`` clears only these.
+HOME_SUBDIRS = ("stats", "onnx", "weights", "datasets", "locks", "tensorrt")
 #: A temporary file of :func:`atomic_write` not modified for this long is abandoned, whoever made it.
 STALE_TEMPORARY_AGE_S = 3600.0
 #: ``.<name>.<host tag>-<pid>.<8 random>.tmp<suffix>``: who made it (host and process) is in the name.
@@ -75,8 +77,11 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     check_destination(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     # What a killed run (kill -9, power loss) left here is removed now, by the exact name pattern; the
-    # older, pid-less form only inside fidkit's own cache home.
-    remove_stale_temporaries(target.parent, older_names=_inside(target.parent, cache_home()))
+    # older, pid-less form (which other programs' mkstemp names can match) only in the folders fidkit owns
+    # under its cache home, not in a user's folder that happens to lie below it (FIDKIT_HOME=~).
+    home = cache_home()
+    owned = any(_inside(target.parent, home / subdir) for subdir in HOME_SUBDIRS)
+    remove_stale_temporaries(target.parent, older_names=owned)
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{target.name}.{_host_tag()}-{os.getpid()}.", suffix=f".tmp{target.suffix}", dir=target.parent
     )
