@@ -41,6 +41,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -109,7 +110,13 @@ def cache_max_bytes() -> int:
     value = 0
     if match is not None:
         scale = 1024 ** " kmgt".index(match.group("unit").lower() or " ")
-        value = int(float(match.group("number")) * scale)
+        number = float(match.group("number")) * scale
+        if not math.isfinite(number):  # 400 digits: beyond float, no limit anyone means
+            raise InputError(
+                f"{CACHE_MAX_BYTES_ENV}={text[:40]}... is too large to be a size; give a size such as 500M or 2G, "
+                f"or {_NO_LIMIT!r} for no limit"
+            )
+        value = int(number)
     if value < 1:
         problem = "is less than one byte" if match is not None else "is not a size"
         raise InputError(
