@@ -376,7 +376,12 @@ def datasets(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{'name':<15} {'images':>7}  {'file':<27} {'size':>10}  here")
     for entry in entries:
-        here = f"yes ({entry['location']}: {entry['path']})" if entry["cached"] else "no (downloaded on first use)"
+        if entry["cached"]:
+            here = f"yes ({entry['location']}: {entry['path']})"
+        elif entry["path"] is not None:  # a file of another size: its first use refuses it
+            here = f"no: {entry['path']} has the wrong size; delete it (downloaded again on first use)"
+        else:
+            here = "no (downloaded on first use)"
         print(
             f"{entry['name']:<15} {entry['n_images']:>7}  {entry['file']:<27} {_human_bytes(entry['size']):>10}  {here}"
         )

@@ -190,7 +190,13 @@ def find_dataset_file(dataset: NamedDataset) -> tuple[Path, str] | None:
     folder = os.environ.get(DATASETS_ENV, "").strip()
     if folder:
         given = Path(folder).expanduser()
-        if given.exists() and not given.is_dir():
+        if not given.exists():
+            # A typo would otherwise fall through to the download the variable was set to avoid.
+            raise SourceError(
+                f"{DATASETS_ENV}={folder}: no such folder; set {DATASETS_ENV} to the folder that holds the dataset "
+                "files, or unset it to use the cache (and download there)"
+            )
+        if not given.is_dir():
             # Silently looking inside a file would fall through to a download the user meant to avoid.
             raise SourceError(
                 f"{DATASETS_ENV}={folder} is a file, not a folder; set {DATASETS_ENV} to the folder that holds "
