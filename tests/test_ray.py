@@ -8,6 +8,7 @@ Ray installed everything here but the "not installed" message is skipped.
 from __future__ import annotations
 
 import io
+import os
 import sys
 import tarfile
 import zipfile
@@ -325,3 +326,28 @@ def test_logits_and_spatial_features_come_back_aligned_with_the_rows(ray_instanc
     for name in outputs:
         mine, theirs = local.output(name)[local_order], on_ray.output(name)[ray_order]
         assert float(np.abs(mine - theirs).max()) <= 1e-5 * float(np.abs(mine).max()), name
+
+
+def test_subfolders_skipped_when_listed_are_reported_as_locally(ray_instance, run, tmp_path, monkeypatch):
+    # Root cannot make a folder unreadable: the listing of one subfolder fails as a permission error would.
+    import fidkit.sources.files as files
+
+    root = tmp_path / "with-unreadable"
+    for index, pixels in enumerate(_images(6, seed=7)):
+        sub = root / ("locked" if index < 2 else "open")
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"{index:03d}.png").write_bytes(_png(pixels))
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.path.basename(os.fspath(path)) == "locked":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(files.os, "scandir", scandir)
+    local, local_side = run(root, skip_bad=True)
+    stats, side = run(root, cluster="ray", skip_bad=True)
+    _same(stats, local)
+    assert local_side.skipped[0][0] == "locked/"
+    assert side.skipped == local_side.skipped
+    assert stats.metadata["n_skipped"] == local.metadata["n_skipped"] == 1

@@ -449,7 +449,8 @@ def _merge(
             f"{name}: {len(bad)} of {source.n_images} image files could not be decoded ({named}{more}); "
             "fix or remove them, or pass --skip-bad (skip_bad=True) to skip them"
         )
-    skipped = tuple((file, reason) for file, reason, _ in bad)
+    # Subfolders the driver could not list (skip_bad) come first, as in a local run's `skipped`.
+    skipped = tuple(getattr(source, "skipped_at_open", ())) + tuple((file, reason) for file, reason, _ in bad)
     if skipped:
         logger.warning("%s: skipped %d bad file(s), first %s: %s", name, len(skipped), *skipped[0])
     if n_good == 0:

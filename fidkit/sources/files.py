@@ -272,6 +272,12 @@ class FileSource(Source):
         self._skipped_at_open = list(skipped_at_open or [])
         self.skipped = list(self._skipped_at_open)
 
+    @property
+    def skipped_at_open(self) -> tuple[tuple[str, str], ...]:
+        """``(folder, reason)`` of each subfolder skipped as unreadable (``skip_bad``) when the source was listed:
+        the first entries of every run's :attr:`skipped`, here or on a cluster."""
+        return tuple(self._skipped_at_open)
+
     def members_subset(self, start: int, stop: int, *, skip_bad: bool, workers: int | None) -> FileSource:
         """A new source of members `start` to `stop` (exclusive) of this one, read by the same reader: a shard
         of a cluster job. The ignored-file counts stay with this source (they were reported when it opened)."""
