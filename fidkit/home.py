@@ -266,7 +266,7 @@ def _clear_graphs(folder: Path, run: _Clearing) -> None:
         if _GRAPH_NAME.fullmatch(path.name) and _is_regular_file(path):
             run.remove(path)
         else:
-            run.keep(path, "not an ONNX graph fidkit built (<16 hex>-<version>.onnx[.sha256])")
+            run.keep(path, "not an ONNX graph fidkit built (<16 hex>-<version>-<convention>.onnx[.sha256])")
 
 
 def _clear_weights(folder: Path, run: _Clearing) -> None:
@@ -336,7 +336,7 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
     - ``stats/<64 hex>.npz`` whose metadata records that key, and its ``<64 hex>.json`` sidecar;
     - in each folder it clears, the temporary files of killed fidkit runs
       (:func:`fidkit._fs.remove_stale_temporaries`);
-    - with `include_models`: ``onnx/<16 hex>-<version>.onnx`` graphs (rebuilt from the weights on first use,
+    - with `include_models`: ``onnx/<16 hex>-<version>-<convention>.onnx`` graphs (rebuilt from the weights on first use,
       a minute or so); ``weights/<manifest file>`` only when its size and sha256 are the released file's
       (downloaded again, 95 MB); ``datasets/<registered file name>`` only when its size and md5 are the
       published file's, and ``datasets/verified.json``; ``locks/<file>.<16 hex>.lock`` not held by a

@@ -45,7 +45,7 @@ def _file_label(label: str, opened: Stats | Features) -> str:
 def _weights_sha256(path: Any) -> str:
     """The sha256 of the weights file the user named (explicitly: it is never looked for or downloaded)."""
     try:
-        return sha256_file(Path(path))
+        return sha256_file(Path(path).expanduser())
     except OSError as exc:
         raise InputError(f"weights file {path} (from --weights / weights=) cannot be read ({exc}); give the "
                          "weights the statistics were made with, or drop --weights") from exc
@@ -60,6 +60,7 @@ _RECORDED = (
     ("weights_sha256", "weights"),
     ("convention", "convention"),
     ("feature_extractor", "dims"),
+    ("precision", "precision"),  # two files only: with images, a precision difference is a warning after the run
 )
 
 
@@ -99,7 +100,7 @@ def check_against_run(
             # A user's extractor that states no identity (it can then not be cached either): its dimension is
             # still checked here, the rest after the run as before.
             expected = {}
-        checked = {key for key, _ in _RECORDED}
+        checked = {"weights_sha256", "convention", "feature_extractor"}
         # --dims is the built-in network's option; another extractor states its own width, or is not checked.
         expected_dim = options.dims if inception else getattr(lazy.given, "feature_dim", None)
     else:
@@ -110,6 +111,11 @@ def check_against_run(
         expected = {
             "convention": options.convention if options.convention != defaults.convention else "",
             "weights_sha256": _weights_sha256(options.weights) if options.weights is not None else "",
+            # As recorded (fidkit.inception.spec.numerics): TensorRT's are named apart.
+            "precision": (
+                (f"tensorrt-{options.precision}" if str(options.device).startswith("tensorrt") else options.precision)
+                if options.precision != defaults.precision else ""
+            ),
         }
         checked = {key for key, value in expected.items() if value}
         expected_dim = options.dims if options.dims != defaults.dims else None

@@ -368,3 +368,14 @@ def test_an_existing_output_that_cannot_be_an_image_does_not_list_the_folder(tmp
     os.link(folder / "sub" / "001.png", tmp_path / "hard.npz")
     with pytest.raises(AssertionError, match="listed"):
         refuse_output_over_input(tmp_path / "hard.npz", str(folder), what="--save")
+
+
+def test_the_blob_an_image_link_points_to_is_still_looked_for(tmp_path):
+    # Content-addressed stores (a hub cache): images are links to blobs named by their hash, without a suffix.
+    folder = _image_folder(tmp_path / "images")
+    blob = tmp_path / "blobs" / "3f2a9c"
+    blob.parent.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(blob, format="PNG")
+    (folder / "linked.png").symlink_to(blob)
+    with pytest.raises(OverwriteError, match="input of this run"):
+        refuse_output_over_input(blob, str(folder), what="--save")

@@ -76,4 +76,26 @@ def test_the_listing_says_a_file_of_the_wrong_size_must_go(monkeypatch, tmp_path
     (folder / "t10k-images-idx3-ubyte.gz").write_bytes(b"x" * 1000)
     assert main(["datasets"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mnist-test"))
-    assert "has the wrong size; delete it" in line
+    assert "has the wrong size: delete it" in line
+
+
+def test_the_listing_flags_a_datasets_folder_that_does_not_exist(monkeypatch, tmp_path, fidkit_home, capsys) -> None:
+    import json
+
+    monkeypatch.setenv("FIDKIT_DATASETS", str(tmp_path / "typo"))
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "no such folder" in out
+    assert main(["datasets", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert all("no such folder" in entry["problem"] for entry in listing["datasets"])
+
+
+def test_the_listing_does_not_advise_deleting_a_file_in_the_users_folder(monkeypatch, tmp_path, fidkit_home, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(b"x" * 1000)
+    monkeypatch.setenv("FIDKIT_DATASETS", str(folder))
+    assert main(["datasets"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mnist-test"))
+    assert "replace it with the published file or unset FIDKIT_DATASETS" in line and "delete" not in line

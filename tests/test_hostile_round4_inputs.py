@@ -93,7 +93,7 @@ def test_a_file_made_as_the_run_asks_goes_on_to_the_network(tmp_path, weights) -
 
 @pytest.mark.parametrize(
     ("asked", "option"),
-    [({"convention": "pytorch-fid"}, "convention"), ({"dims": 64}, "dims")],
+    [({"convention": "pytorch-fid"}, "convention"), ({"dims": 64}, "dims"), ({"precision": "bf16", "engine": "torch"}, "precision")],
 )
 def test_options_that_two_files_contradict_are_refused(tmp_path, weights, asked, option) -> None:
     recorded = recorded_by(weights=weights)
@@ -172,3 +172,14 @@ def test_checking_two_files_against_options_needs_no_weights(tmp_path, fidkit_ho
     stats_file(tmp_path / "b.npz", dim=dim)
     with pytest.warns(FidkitWarning):
         assert float(compute_fid(tmp_path / "a.npz", tmp_path / "b.npz", **asked)) >= 0.0
+
+
+def test_a_weights_path_with_a_tilde_is_expanded(tmp_path, weights, monkeypatch) -> None:
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copy(weights, tmp_path / "w.pth")
+    recorded = recorded_by(weights=weights)
+    stats_file(tmp_path / "a.npz", **recorded)
+    stats_file(tmp_path / "b.npz", **recorded)
+    assert float(compute_fid(tmp_path / "a.npz", tmp_path / "b.npz", weights="~/w.pth")) >= 0.0

@@ -173,6 +173,14 @@ def test_resume_refuses_a_config_json_that_is_not_a_run_and_a_run_that_lost_its_
     with pytest.raises(InputError, match="nothing to resume"):
         run_ttur(small_config(images_npy, done), resume=True, extractor=PixelExtractor())
 
+    # Kept without its checkpoint and images (a copy of the small files only): its results are not restarted over.
+    for name in ("samples.png", "fid.png"):
+        (done / name).unlink()
+    before = (done / "metrics.csv").read_bytes()
+    with pytest.raises(InputError, match="metrics.csv does: the run went past its first checkpoint"):
+        run_ttur(small_config(images_npy, done, steps=1), resume=True, extractor=PixelExtractor())
+    assert (done / "metrics.csv").read_bytes() == before
+
 
 # -- 2. --out over the data -------------------------------------------------------------------------
 

@@ -242,10 +242,13 @@ def _file_id(path: str | os.PathLike) -> tuple[int, int] | None:
 
 def _could_be_an_image(target: Path) -> bool:
     """Whether the existing file `target` could be an image a folder source lists: a folder lists files by image
-    name, so a file whose real name is not one (``out.npz``) can be an image only through another name, a hard
-    link. Saves walking a folder of 50,000 images (a stat each: minutes on a network file system) for nothing.
+    name, so a file whose real name has another suffix (``out.npz``) can be an image only through another name, a
+    hard link. Saves walking a folder of 50,000 images (a stat each: minutes on a network file system) for nothing.
     """
-    if Path(os.path.realpath(target)).suffix.lower() in IMAGE_EXTENSIONS:
+    suffix = Path(os.path.realpath(target)).suffix.lower()
+    if not suffix or suffix in IMAGE_EXTENSIONS:
+        # No suffix: maybe the blob an image's symbolic link points to (content-addressed stores name blobs by
+        # their hash), so looked for; out.npz cannot be one.
         return True
     try:
         return os.stat(target).st_nlink > 1

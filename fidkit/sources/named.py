@@ -398,10 +398,20 @@ def dataset_status(dataset: NamedDataset) -> dict[str, Any]:
     """What ``fidkit datasets`` shows of one dataset: the registry entry and whether its file is here.
 
     ``cached`` is True when a file of the published size is in ``$FIDKIT_DATASETS`` or the cache (its md5
-    is checked when it is used, not here).
+    is checked when it is used, not here); ``problem`` says why a file found is not used (its size), or that
+    ``$FIDKIT_DATASETS`` names no folder.
     """
-    found = find_dataset_file(dataset)
+    try:
+        found = find_dataset_file(dataset)
+        problem = None
+    except SourceError as error:  # FIDKIT_DATASETS names no folder: the listing says so instead of failing
+        found, problem = None, str(error)
     here = found is not None and found[0].stat().st_size == dataset.file.size
+    if found is not None and not here:
+        problem = (
+            f"{found[0]} has the wrong size: replace it with the published file or unset {DATASETS_ENV}"
+            if found[1] == DATASETS_ENV else f"{found[0]} has the wrong size: delete it (downloaded again on first use)"
+        )
     return {
         "name": dataset.name,
         "description": dataset.description,
@@ -414,6 +424,7 @@ def dataset_status(dataset: NamedDataset) -> dict[str, Any]:
         "urls": list(mirror_urls(dataset.file.urls)),
         "members": list(dataset.members),
         "cached": here,
+        "problem": problem,
         "path": str(found[0]) if found is not None else None,
         "location": found[1] if found is not None else None,
     }

@@ -48,6 +48,7 @@ from fidkit.ttur.run_files import (
     load_checkpoint,
     read_config,
     write_config,
+    read_metrics_csv,
     write_metrics_csv,
     write_sample_grid,
 )
@@ -235,13 +236,27 @@ def _stored_run(out: Path) -> tuple[dict[str, Any], dict[str, Any] | None, Path]
     config_path = out / CONFIG_NAME
     if not config_path.exists():
         return None
-    if (later := existing_output(out, _WRITTEN_AFTER_CHECKPOINT)) is not None:
+    later = existing_output(out, _WRITTEN_AFTER_CHECKPOINT)
+    if later is None and _evaluations_recorded(out / METRICS_NAME) > 1:
+        # One row can be a crash between the first evaluation's CSV and its checkpoint; more cannot.
+        later = out / METRICS_NAME
+    if later is not None:
         raise InputError(
             f"{checkpoint_path} does not exist, but {later} does: the run went past its first "
             "checkpoint and lost it, so there is nothing to resume; start again with --force (the "
             "run's files are replaced) or restore the checkpoint"
         )
     return read_config(config_path), None, config_path
+
+
+def _evaluations_recorded(path: Path) -> int:
+    """Rows of a run's ``metrics.csv`` (0 when there is none); one that cannot be read counts as many."""
+    if not path.exists():
+        return 0
+    try:
+        return len(read_metrics_csv(path))
+    except (OSError, ValueError, KeyError, TypeError):
+        return 2**31  # not ours to restart over
 
 
 def _resume_point(
@@ -252,7 +267,7 @@ def _resume_point(
     config = _resumed_config(config, stored, source)
     if state is None:
         logger.warning(
-            "%s has no %s (the run stopped before its first evaluation): starting it from step 0 "
+            "%s has no %s (the run stopped before its first checkpoint): starting it from step 0 "
             "with the settings of %s", out, CHECKPOINT_NAME, source,
         )
         return _ResumePoint(config, None)
