@@ -378,7 +378,7 @@ def datasets(args: argparse.Namespace) -> int:
     for entry in entries:
         if entry["cached"]:
             here = f"yes ({entry['location']}: {entry['path']})"
-        elif entry["problem"] is not None:  # a file of another size, or no FIDKIT_DATASETS folder: first use fails
+        elif entry["problem"] is not None:  # a file of another size: its first use refuses it
             here = f"no: {entry['problem']}"
         else:
             here = "no (downloaded on first use)"

@@ -228,7 +228,7 @@ def test_graphs_are_recognised_by_their_exact_names(fidkit_home):
     assert cleared.bytes_freed == 11 and cleared.n_stats_entries == 0
     reasons = kept_reasons(cleared)
     for path in (kept[0], kept[1], onnx / "deeper"):
-        assert reasons[path] == "not an ONNX graph fidkit built (<16 hex>-<version>.onnx[.sha256])"
+        assert reasons[path] == "not an ONNX graph fidkit built (<16 hex>-<version>-<convention>.onnx[.sha256])"
     assert kept[2].exists()  # never entered
 
 

@@ -79,16 +79,12 @@ def test_the_listing_says_a_file_of_the_wrong_size_must_go(monkeypatch, tmp_path
     assert "has the wrong size: delete it" in line
 
 
-def test_the_listing_flags_a_datasets_folder_that_does_not_exist(monkeypatch, tmp_path, fidkit_home, capsys) -> None:
-    import json
-
+def test_the_listing_stops_at_a_datasets_folder_that_does_not_exist(monkeypatch, tmp_path, fidkit_home, capsys) -> None:
+    # As for a FIDKIT_DATASETS that names a file (round 3): one line that names the variable, exit 1.
     monkeypatch.setenv("FIDKIT_DATASETS", str(tmp_path / "typo"))
-    assert main(["datasets"]) == 0
-    out = capsys.readouterr().out
-    assert "no such folder" in out
-    assert main(["datasets", "--json"]) == 0
-    listing = json.loads(capsys.readouterr().out)
-    assert all("no such folder" in entry["problem"] for entry in listing["datasets"])
+    assert main(["datasets"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "FIDKIT_DATASETS=" in error and "no such folder" in error and len(error.splitlines()) == 1
 
 
 def test_the_listing_does_not_advise_deleting_a_file_in_the_users_folder(monkeypatch, tmp_path, fidkit_home, capsys):

@@ -398,14 +398,10 @@ def dataset_status(dataset: NamedDataset) -> dict[str, Any]:
     """What ``fidkit datasets`` shows of one dataset: the registry entry and whether its file is here.
 
     ``cached`` is True when a file of the published size is in ``$FIDKIT_DATASETS`` or the cache (its md5
-    is checked when it is used, not here); ``problem`` says why a file found is not used (its size), or that
-    ``$FIDKIT_DATASETS`` names no folder.
+    is checked when it is used, not here); ``problem`` says why a file found is not used (its size).
     """
-    try:
-        found = find_dataset_file(dataset)
-        problem = None
-    except SourceError as error:  # FIDKIT_DATASETS names no folder: the listing says so instead of failing
-        found, problem = None, str(error)
+    found = find_dataset_file(dataset)  # FIDKIT_DATASETS naming no folder: an error, as for any command
+    problem = None
     here = found is not None and found[0].stat().st_size == dataset.file.size
     if found is not None and not here:
         problem = (
