@@ -14,15 +14,16 @@ from collections.abc import Callable
 __all__ = ["int_at_least", "positive_int", "non_negative_int", "resample_count", "seed_value", "positive_float", "device_string"]
 
 
-def int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
-    """Return a converter to int that refuses values below `minimum`, naming what it `expected`."""
+def int_at_least(minimum: int, expected: str, *, below: int | None = None) -> Callable[[str], int]:
+    """Return a converter to int that refuses values below `minimum` (and from `below` on, when given), naming
+    what it `expected`."""
 
     def convert(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < minimum:
+        if value < minimum or (below is not None and value >= below):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
 
@@ -45,15 +46,9 @@ resample_count.__name__ = "resample_count"
 SEED_LIMIT = 2**32
 
 
-def seed_value(text: str) -> int:
-    """Convert a seed option (``--seed``, ``--metrics-seed``): an integer with ``0 <= seed < 2**32``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 and < 2**32 (a seed), got {text!r}") from None
-    if not 0 <= value < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 and < 2**32 (a seed), got {value}")
-    return value
+#: A seed option (``--seed``, ``--metrics-seed``): an integer with ``0 <= seed < 2**32``.
+seed_value = int_at_least(0, "an integer >= 0 and < 2**32 (a seed)", below=SEED_LIMIT)
+seed_value.__name__ = "seed_value"
 
 
 def positive_float(text: str) -> float:
