@@ -14,10 +14,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from fidkit._devices import parse_device
 from fidkit._fs import sha256_file
 from fidkit.errors import FidkitWarning, InputError
 from fidkit.extractors import LazyExtractor
 from fidkit.features import Features
+from fidkit.inception.spec import numerics
 from fidkit.options import DEFAULT_EXTRACTOR, RunOptions
 from fidkit.stats import Stats
 
@@ -111,9 +113,9 @@ def check_against_run(
         expected = {
             "convention": options.convention if options.convention != defaults.convention else "",
             "weights_sha256": _weights_sha256(options.weights) if options.weights is not None else "",
-            # As recorded (fidkit.inception.spec.numerics): TensorRT's are named apart.
+            # As the network records it: TensorRT's precisions are named apart.
             "precision": (
-                (f"tensorrt-{options.precision}" if str(options.device).startswith("tensorrt") else options.precision)
+                numerics(options.precision, tensorrt=parse_device(options.device).kind == "tensorrt")
                 if options.precision != defaults.precision else ""
             ),
         }
@@ -125,7 +127,7 @@ def check_against_run(
         if expected_dim is not None and dim != expected_dim:
             if len(files) == len(opened):
                 fix = _NOT_FOR_FILES.format(option="dims")
-            elif lazy.given is None and options.extractor == DEFAULT_EXTRACTOR:
+            elif inception:
                 fix = f"pass --dims {dim} (dims={dim}) to compute the other side as the file was"
             else:
                 fix = "compute both sides with the same extractor"
