@@ -258,13 +258,12 @@ def unit_range_hint(images: Any, value_range: tuple[float, float], what: str) ->
     if not (hi - lo >= 255 and lo <= 0.0 and hi >= 1.0):
         return None
     if is_torch_tensor(images):
-        if not images.is_floating_point() or not images.numel():
-            return None
-        low, high = float(images.min()), float(images.max())
+        floating = images.is_floating_point() and images.numel() > 0
     else:
-        if not isinstance(images, np.ndarray) or not np.issubdtype(images.dtype, np.floating) or not images.size:
-            return None
-        low, high = float(images.min()), float(images.max())
+        floating = isinstance(images, np.ndarray) and np.issubdtype(images.dtype, np.floating) and images.size > 0
+    if not floating:
+        return None
+    low, high = float(images.min()), float(images.max())
     if not (0.0 <= low < high <= 1.0):
         return None
     levels = int(round((high - lo) / (hi - lo) * 255)) - int(round((low - lo) / (hi - lo) * 255)) + 1
