@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fidkit._plain import shown
 from fidkit.errors import OverwriteError
 
 __all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "compute", "stats",
@@ -158,7 +159,7 @@ def _features_info(args: argparse.Namespace) -> int:
         also = f", with {' and '.join(extra)}" if extra else ""
         print(f"{args.path}: features of {features.n} images, dim {features.dim} (float32){also}")
         for key, value in sorted(features.metadata.items()):
-            print(f"  {key}: {_plain_value(value)}")
+            print(f"  {key}: {shown(value)}")
     return EXIT_OK
 
 
@@ -183,10 +184,10 @@ def _check_save_path(out_path: Path | None, force: bool, source: str, weights: s
         return
     from fidkit._fs import check_writable_destination
     from fidkit.home import weights_files_read
-    from fidkit.sources import refuse_output_over_input
+    from fidkit.sources import refuse_outputs_over_inputs
 
     # Even with --force: never a file the run reads (the source's files, a folder's images, the weights).
-    refuse_output_over_input(out_path, source, what="--save", others=weights_files_read(weights))
+    refuse_outputs_over_inputs([out_path], source, what="--save", others=weights_files_read(weights))
 
     if out_path.is_file() and not out_path.is_symlink() and not force:
         raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
@@ -256,26 +257,21 @@ def info(args: argparse.Namespace) -> int:
         print(json_text(info))
         return EXIT_OK
 
-    def shown(name: str) -> str:
+    def quantity(name: str) -> str:
         return f"{info[name]:.6g}" if name not in overflows else f"beyond {sys.float_info.max:.3g} (overflows float64)"
 
     print(f"file:          {info['path']}")
     print(f"origin:        {origin}")
     print(f"N:             {stats.n if stats.n is not None else 'unknown (not recorded)'}")
     print(f"dim:           {info['dim']}")
-    print(f"trace(sigma):  {shown('trace_sigma')}")
-    print(f"|mu|:          {shown('mu_norm')}")
+    print(f"trace(sigma):  {quantity('trace_sigma')}")
+    print(f"|mu|:          {quantity('mu_norm')}")
     if info["metadata"]:
         print("metadata:")
         width = max(len(name) for name in info["metadata"])
         for name, value in info["metadata"].items():
-            print(f"  {name:<{width}}  {_plain_value(value)}")
+            print(f"  {name:<{width}}  {shown(value)}")
     return EXIT_OK
-
-
-def _plain_value(value: Any) -> Any:
-    """A metadata value as the text output shows it: a float that is not finite is "n/a" (JSON has null)."""
-    return "n/a" if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _human_bytes(n_bytes: int) -> str:

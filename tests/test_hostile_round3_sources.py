@@ -29,7 +29,7 @@ import pytest
 
 from fidkit.cli import main
 from fidkit.errors import InputError, OverwriteError, SourceError, StatsFileError
-from fidkit.sources import open_source, refuse_output_over_input
+from fidkit.sources import open_source, refuse_outputs_over_inputs
 from fidkit.sources import named
 from fidkit.sources.datasets import CIFAR_MAX_BATCH_BYTES
 from fidkit.sources.named import DatasetFile
@@ -538,10 +538,10 @@ def test_stats_save_over_its_input_is_refused_naming_both(tmp_path, monkeypatch,
 
 def test_refuse_output_over_input_leaves_other_outputs_and_inputs_alone(tmp_path):
     _images_npy(tmp_path / "images.npy")
-    refuse_output_over_input(tmp_path / "stats.npz", str(tmp_path / "images.npy"))
-    refuse_output_over_input(tmp_path / "stats.npz", np.zeros((2, 4, 4, 3), np.uint8), "no-such-file")
+    refuse_outputs_over_inputs([tmp_path / "stats.npz"], str(tmp_path / "images.npy"))
+    refuse_outputs_over_inputs([tmp_path / "stats.npz"], np.zeros((2, 4, 4, 3), np.uint8), "no-such-file")
     with pytest.raises(OverwriteError, match="images.npy"):
-        refuse_output_over_input(tmp_path / "images.npy", "other", tmp_path / "images.npy")
+        refuse_outputs_over_inputs([tmp_path / "images.npy"], "other", tmp_path / "images.npy")
 
 
 def test_stats_save_over_a_named_datasets_file_is_refused(local_cifar, tmp_path, capsys):

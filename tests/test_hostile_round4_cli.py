@@ -30,7 +30,7 @@ from PIL import Image
 from fidkit.cli import build_parser, main
 from fidkit.errors import OverwriteError
 from fidkit.features import Features
-from fidkit.sources import refuse_output_over_input
+from fidkit.sources import refuse_outputs_over_inputs
 from fidkit.stats import Stats
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -103,9 +103,9 @@ def test_files_of_the_folder_that_the_run_does_not_read_stay_writable(tmp_path):
     (folder / ".hidden").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / ".hidden" / "x.png")
     for output in (folder / "stats.npz", folder / ".hidden" / "x.png", folder / "new.npz", tmp_path / "out.npz"):
-        refuse_output_over_input(output, str(folder), what="--save")
+        refuse_outputs_over_inputs([output], str(folder), what="--save")
     with pytest.raises(OverwriteError, match="input of this run"):
-        refuse_output_over_input(folder / "sub" / "001.png", str(folder), what="--save")
+        refuse_outputs_over_inputs([folder / "sub" / "001.png"], str(folder), what="--save")
 
 
 def test_a_missing_output_path_does_not_list_the_folder(tmp_path, monkeypatch):
@@ -117,9 +117,68 @@ def test_a_missing_output_path_does_not_list_the_folder(tmp_path, monkeypatch):
     def walked(*args, **kwargs):
         raise AssertionError("the folder was listed")
 
-    monkeypatch.setattr(sources, "_folder_member", walked)
-    refuse_output_over_input(tmp_path / "new.npz", str(folder), what="--save")
-    refuse_output_over_input(folder / "new.png", str(folder), what="--save")
+    monkeypatch.setattr(sources, "_folder_members", walked)
+    refuse_outputs_over_inputs([tmp_path / "new.npz"], str(folder), what="--save")
+    refuse_outputs_over_inputs([folder / "new.png"], str(folder), what="--save")
+
+
+def test_the_save_check_looks_at_exactly_the_images_the_folder_source_reads(tmp_path):
+    # One walk serves both: a file is an image of the run exactly when the folder source lists it, through links to
+    # files and folders, loops, hidden folders, other suffixes and special files alike.
+    import fidkit.sources as sources
+    from fidkit.sources import open_source
+
+    folder = _image_folder(tmp_path / "images")
+    outside = _image_folder(tmp_path / "outside")
+    (folder / "linked-folder").symlink_to(outside, target_is_directory=True)
+    (folder / "sub" / "loop").symlink_to(folder, target_is_directory=True)
+    (folder / "file-link.png").symlink_to(outside / "000.png")
+    (folder / ".hidden").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / ".hidden" / "x.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "anim.gif")
+    (folder / "notes.txt").write_text("not an image")
+    os.mkfifo(folder / "pipe.png")
+    every_file = {
+        (info.st_dev, info.st_ino): path
+        for root in (folder, outside)
+        for path in root.rglob("*")
+        if (info := path.stat() if path.is_file() else None) is not None
+    }
+    found = {member for member, _ in sources._folder_members(folder, every_file)}
+    assert found == set(open_source(str(folder)).members)
+    assert "file-link.png" in found and "linked-folder/001.png" not in found  # outside/sub/001.png
+    assert "linked-folder/000.png" in found and ".hidden/x.png" not in found and "anim.gif" not in found
+
+
+def test_a_run_folder_with_its_outputs_in_place_lists_the_data_folder_once(tmp_path, monkeypatch):
+    # fidkit ttur --compare --resume over a data folder of 50,000 images: one walk for all of the command's existing
+    # output files (five PNGs among them), not one per file.
+    import fidkit.sources as sources
+    from fidkit.ttur.config import check_output_files
+    from fidkit.ttur.run_files import COMPARE_OUTPUT_NAMES, RUN_OUTPUT_NAMES
+
+    data = _image_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    folders = {out: COMPARE_OUTPUT_NAMES, out / "ttur": RUN_OUTPUT_NAMES, out / "one-time-scale": RUN_OUTPUT_NAMES}
+    for folder, names in folders.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (folder / name).write_bytes(b"an earlier output")
+    walks = []
+    walk = sources.iter_folder_images
+
+    def counted(*args, **kwargs):
+        walks.append(args[0])
+        return walk(*args, **kwargs)
+
+    monkeypatch.setattr(sources, "iter_folder_images", counted)
+    check_output_files(folders, inputs=(str(data), str(data)))
+    assert len(walks) == 1
+    # And one of them being an image of the data is still found, whichever it is.
+    (out / "ttur" / RUN_OUTPUT_NAMES[-1]).unlink()
+    os.link(data / "sub" / "001.png", out / "ttur" / RUN_OUTPUT_NAMES[-1])
+    with pytest.raises(OverwriteError, match="the image sub/001.png of the input folder"):
+        check_output_files(folders, inputs=(str(data),))
 
 
 def test_save_over_a_batch_of_a_cifar_folder_is_refused(tmp_path, dummy_weights, capsys):
@@ -362,12 +421,12 @@ def test_an_existing_output_that_cannot_be_an_image_does_not_list_the_folder(tmp
     def walked(*args, **kwargs):
         raise AssertionError("the folder was listed")
 
-    monkeypatch.setattr(sources, "_folder_member", walked)
-    refuse_output_over_input(tmp_path / "out.npz", str(folder), what="--save")
-    refuse_output_over_input(folder / "stats.npz", str(folder), what="--save")
+    monkeypatch.setattr(sources, "_folder_members", walked)
+    refuse_outputs_over_inputs([tmp_path / "out.npz"], str(folder), what="--save")
+    refuse_outputs_over_inputs([folder / "stats.npz"], str(folder), what="--save")
     os.link(folder / "sub" / "001.png", tmp_path / "hard.npz")
     with pytest.raises(AssertionError, match="listed"):
-        refuse_output_over_input(tmp_path / "hard.npz", str(folder), what="--save")
+        refuse_outputs_over_inputs([tmp_path / "hard.npz"], str(folder), what="--save")
 
 
 def test_the_blob_an_image_link_points_to_is_still_looked_for(tmp_path):
@@ -378,4 +437,4 @@ def test_the_blob_an_image_link_points_to_is_still_looked_for(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(blob, format="PNG")
     (folder / "linked.png").symlink_to(blob)
     with pytest.raises(OverwriteError, match="input of this run"):
-        refuse_output_over_input(blob, str(folder), what="--save")
+        refuse_outputs_over_inputs([blob], str(folder), what="--save")

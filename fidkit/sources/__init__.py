@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,14 @@ from fidkit.sources.datasets import (
     open_mnist,
 )
 from fidkit.sources.decode import COLOUR_POLICY_VERSION, IMAGE_EXTENSIONS, decode_image
-from fidkit.sources.files import FileSource, is_hidden_folder, is_image_name, open_folder, refuse_special_file
+from fidkit.sources.files import (
+    FileSource,
+    FolderListing,
+    Ignored,
+    iter_folder_images,
+    open_folder,
+    refuse_special_file,
+)
 from fidkit.sources.parallel import default_workers, resolve_workers
 
 __all__ = [
@@ -59,7 +66,7 @@ __all__ = [
     "ArraySource",
     "BatchesSource",
     "open_source",
-    "refuse_output_over_input",
+    "refuse_outputs_over_inputs",
     "decode_image",
     "default_workers",
 ]
@@ -203,7 +210,7 @@ def _open_path(
 
 def _input_files(spec: Any) -> list[Path]:
     """The files a path source reads whole that a write could replace: the path itself, a CIFAR folder's batch
-    files, or a dataset's file. (The images of a folder are looked up by :func:`_folder_member`.)"""
+    files, or a dataset's file. (The images of a folder are looked up by :func:`_folder_members`.)"""
     if not isinstance(spec, (str, os.PathLike)):
         return []
     path = Path(spec)
@@ -256,85 +263,69 @@ def _could_be_an_image(target: Path) -> bool:
         return False
 
 
-def _folder_member(root: Path, target: tuple[int, int]) -> str | None:
-    """The relative name of the image of the folder source `root` that is the file `target` ((st_dev, st_ino)),
-    or None.
+def _folder_members(root: Path, targets: Mapping[tuple[int, int], Path]) -> Iterator[tuple[str, Path]]:
+    """``(relative name, target)`` for each image of the folder source `root` that is one of the files `targets`
+    (keyed by ``(st_dev, st_ino)``).
 
-    Walks the folder as :func:`fidkit.sources.files.open_folder` lists it (image names only, hidden folders not
-    entered, links followed, each real folder once), comparing each image's identity with the one target: one
-    ``stat`` per image, nothing kept. Folders that cannot be read are passed over here; the run reports them.
+    One walk of the folder by the walk that lists it (:func:`fidkit.sources.files.iter_folder_images`, so the
+    images looked at are exactly those the run reads), one ``stat`` per image, nothing kept. Folders that cannot be
+    read are passed over here; the run reports them.
     """
-    seen: set[tuple[int, int]] = set()
-    pending: list[tuple[str, str]] = [("", str(root))]
-    while pending:
-        relative, folder = pending.pop()
-        folder_id = _file_id(folder)
-        if folder_id is None or folder_id in seen:
-            continue
-        seen.add(folder_id)
-        try:
-            with os.scandir(folder) as listing:
-                children = list(listing)
-        except OSError:
-            continue
-        for entry in children:
-            child = f"{relative}/{entry.name}" if relative else entry.name
-            try:
-                if entry.is_dir():  # follows links
-                    if not is_hidden_folder(entry.name):
-                        pending.append((child, entry.path))
-                    continue
-                if not is_image_name(child):
-                    continue
-                info = entry.stat()  # follows links: an image that is a link to the target is the target
-            except OSError:
-                continue
-            if (info.st_dev, info.st_ino) == target:
-                return child
-    return None
+    try:
+        for member, info in iter_folder_images(root, str(root), FolderListing(Ignored()), skip_unreadable=True):
+            if info is not None and (info.st_dev, info.st_ino) in targets:
+                yield member, targets[info.st_dev, info.st_ino]
+    except SourceError:  # the folder itself cannot be read: opening the source will say so
+        return
 
 
-def refuse_output_over_input(
-    output: str | os.PathLike,
+def refuse_outputs_over_inputs(
+    outputs: Iterable[str | os.PathLike],
     *inputs: Any,
     what: str = "output",
     others: Iterable[tuple[str | os.PathLike, str]] = (),
 ) -> None:
-    """Refuse, before any work, to write `output` where it would replace a file the run reads.
+    """Refuse, before any work, to write any of `outputs` where it would replace a file the run reads.
 
-    `output` is compared, as the filesystem sees them, with each input path, every image of an input folder,
+    Each output is compared, as the filesystem sees them, with each input path, every image of an input folder,
     the batch files of a CIFAR folder, the file a dataset name stands for, and the `others` (each a path and
     what it is to the run, e.g. the weights file): a symbolic link, a relative path or a hard link to one of
-    them is that file. Inputs that are not paths (arrays, iterables) are ignored. A folder is walked only when
-    `output` exists (a new file replaces nothing), and then once, comparing one (st_dev, st_ino) pair per image.
+    them is that file. Inputs that are not paths (arrays, iterables) are ignored. A folder is walked only for
+    outputs that exist (a new file replaces nothing) and could be one of its images, and then once for all of
+    them, comparing one (st_dev, st_ino) pair per image.
 
     Raises
     ------
     OverwriteError
-        `output` is a file the run reads; the message names both and says it is refused even with --force.
+        An output is a file the run reads; the message names both and says it is refused even with --force.
     """
-    target = Path(output)
-    target_id = _file_id(target)
+    targets = [Path(output) for output in outputs]
+    others = list(others)
 
-    def refuse(what_it_is: str) -> OverwriteError:
+    def refuse(target: Path, what_it_is: str) -> OverwriteError:
         return OverwriteError(
             f"{what} {target} is an input of this run: {what_it_is}; writing it would destroy what the run reads, "
             f"even with --force; choose another {what} path (a new file outside the inputs)"
         )
 
+    existing = {target_id: target for target in targets if (target_id := _file_id(target)) is not None}
+    walked: set[tuple[int, int] | None] = set()  # folders given twice (a compare's runs share their data)
     for spec in inputs:
         files = _input_files(spec)
-        for path in files:
-            if path.is_file() and _same_file(target, path):
-                alias = "" if str(target) == str(spec) else f" ({target} is the same file as {path})"
-                raise refuse(f"the input {spec}{alias}")
+        for target in targets:
+            for path in files:
+                if path.is_file() and _same_file(target, path):
+                    alias = "" if str(target) == str(spec) else f" ({target} is the same file as {path})"
+                    raise refuse(target, f"the input {spec}{alias}")
+        could_be_images = {target_id: target for target_id, target in existing.items() if _could_be_an_image(target)}
         if (
-            target_id is not None and not files and isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir()
-            and _could_be_an_image(target)
+            could_be_images and not files and isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir()
+            and _file_id(spec) not in walked
         ):
-            member = _folder_member(Path(spec), target_id)
-            if member is not None:
-                raise refuse(f"the image {member} of the input folder {spec}")
+            walked.add(_file_id(spec))
+            for member, target in _folder_members(Path(spec), could_be_images):
+                raise refuse(target, f"the image {member} of the input folder {spec}")
     for path, what_it_is in others:
-        if target_id is not None and _file_id(path) == target_id:
-            raise refuse(what_it_is)
+        target = existing.get(_file_id(path))
+        if target is not None:
+            raise refuse(target, what_it_is)

@@ -52,7 +52,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -354,21 +354,28 @@ def _unreadable_folder(name: str, relative: str, exc: OSError) -> SourceError:
     )
 
 
-def _walk_images(
-    root: Path, name: str, *, skip_bad: bool, ignored: Ignored
-) -> tuple[list[str], int, list[tuple[str, str]]]:
-    """Return the sorted relative names of image files under `root`, the number of other files
-    seen (for the message when there is no image), and the ``(folder/, reason)`` of subfolders
-    that could not be read (only with `skip_bad`; without it they raise :class:`SourceError`).
+@dataclass
+class FolderListing:
+    """What :func:`iter_folder_images` saw besides the images: other files, and subfolders it could not read."""
 
-    Symbolic links to folders are followed; every real folder is read once, under its own name
-    when it has one inside `root` (real folders are walked before links), so loops end. Hidden
-    folders are not entered; they, image formats fidkit does not read and special files are
-    counted in `ignored`.
+    ignored: Ignored
+    n_other: int = 0
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+
+def iter_folder_images(
+    root: Path, name: str, listing: FolderListing, *, skip_unreadable: bool
+) -> Iterator[tuple[str, os.stat_result | None]]:
+    """The one walk of a folder source: yield ``(relative name, stat after following links)`` for each image file
+    under `root` as it is met (``None`` for one that cannot be stat'ed: a dangling link, a file removed meanwhile;
+    decoding reports it), and count everything else in `listing`.
+
+    Symbolic links to folders are followed; every real folder is read once, under its own name when it has one
+    inside `root` (real folders are walked before links), so loops end. Hidden folders are not entered; they, image
+    formats fidkit does not read and special files are counted in ``listing.ignored``. A subfolder that cannot be
+    read is a :class:`SourceError` unless `skip_unreadable`, and then recorded in ``listing.unreadable``; `root`
+    itself that cannot be read is always an error. Names come in no particular order: callers sort them.
     """
-    found: list[str] = []
-    n_other = 0
-    unreadable: list[tuple[str, str]] = []
     seen: set[tuple[int, int]] = set()
     # Folders reached through real names first; folders reached through a link after them all.
     real: list[tuple[str, str]] = [("", str(root))]
@@ -379,16 +386,17 @@ def _walk_images(
             info = os.stat(folder)
             key = (info.st_dev, info.st_ino)
             if key in seen:
-                ignored.add("folder already read under another name (a link to it, or a loop)", f"{relative}/")
+                listing.ignored.add("folder already read under another name (a link to it, or a loop)", f"{relative}/")
                 continue
             seen.add(key)
-            with os.scandir(folder) as listing:
-                children = sorted(listing, key=lambda entry: entry.name)
+            with os.scandir(folder) as entries:
+                children = sorted(entries, key=lambda entry: entry.name)
         except OSError as exc:
-            if not relative or not skip_bad:
+            if not relative or not skip_unreadable:
                 raise _unreadable_folder(name, relative, exc) from exc
-            logger.warning("%s: cannot read subfolder %s/ (%s); skipped (--skip-bad)", name, relative, exc)
-            unreadable.append((f"{relative}/", f"unreadable folder ({type(exc).__name__}: {exc.strerror or exc})"))
+            listing.unreadable.append(
+                (f"{relative}/", f"unreadable folder ({type(exc).__name__}: {exc.strerror or exc})")
+            )
             continue
         subfolders: list[tuple[str, str]] = []
         sublinks: list[tuple[str, str]] = []
@@ -400,7 +408,7 @@ def _walk_images(
                 is_folder = False
             if is_folder:
                 if is_hidden_folder(entry.name):
-                    ignored.add(HIDDEN_FOLDER, f"{child}/")
+                    listing.ignored.add(HIDDEN_FOLDER, f"{child}/")
                 elif entry.is_symlink():
                     sublinks.append((child, entry.path))
                 else:
@@ -408,28 +416,35 @@ def _walk_images(
                 continue
             reason = classify(child)
             if reason == "":
-                n_other += 1
+                listing.n_other += 1
                 continue
             if reason is not None:
-                ignored.add(reason, child)
+                listing.ignored.add(reason, child)
                 continue
             try:
-                mode = entry.stat().st_mode  # follows links
+                file_info = entry.stat()  # follows links: an image that is a link is the file it points to
             except OSError as exc:
-                # A dangling link or a file removed meanwhile: decoding will report it as bad.
                 logger.debug("cannot stat %s: %s", entry.path, exc)
-                found.append(child)
+                yield child, None
                 continue
-            if not stat.S_ISREG(mode):
-                ignored.add(NOT_REGULAR, child)
+            if not stat.S_ISREG(file_info.st_mode):
+                listing.ignored.add(NOT_REGULAR, child)
                 continue
-            found.append(child)
+            yield child, file_info
         # Reversed, so that popping walks them in name order (only the choice among several names
         # of one folder depends on the order, and it is fixed).
         real.extend(reversed(subfolders))
         linked[:0] = reversed(sublinks)
-    found.sort()
-    return found, n_other, unreadable
+
+
+def _walk_images(root: Path, name: str, *, skip_bad: bool, ignored: Ignored) -> tuple[list[str], FolderListing]:
+    """The sorted relative names of the image files under `root` (:func:`iter_folder_images`), and what else the
+    walk saw; with `skip_bad` an unreadable subfolder is a counted skip, logged."""
+    listing = FolderListing(ignored)
+    found = sorted(member for member, _ in iter_folder_images(root, name, listing, skip_unreadable=skip_bad))
+    for folder, reason in listing.unreadable:
+        logger.warning("%s: cannot read subfolder %s (%s); skipped (--skip-bad)", name, folder, reason)
+    return found, listing
 
 
 def empty_detail(what: str, n_other: int, ignored: Ignored, unreadable: list[tuple[str, str]]) -> str:
@@ -492,10 +507,10 @@ def open_folder(
     """Open a folder of image files (recursive)."""
     root = path.resolve()
     ignored = Ignored()
-    entries, n_other, unreadable = _walk_images(root, name, skip_bad=skip_bad, ignored=ignored)
+    entries, listing = _walk_images(root, name, skip_bad=skip_bad, ignored=ignored)
     if not entries:
         ignored.report(name)
-        raise empty_source_error(name, empty_detail("files", n_other, ignored, unreadable))
+        raise empty_source_error(name, empty_detail("files", listing.n_other, ignored, listing.unreadable))
 
     def identity(members: list[str], hash_content: bool) -> dict[str, Any]:
         if hash_content:
@@ -506,7 +521,7 @@ def open_folder(
     return open_members(
         "folder", name, entries, make_reader=lambda members: FolderReader(root), identity=identity, limit=limit,
         seed=seed, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers, ignored=ignored,
-        skipped_at_open=unreadable,
+        skipped_at_open=listing.unreadable,
     )
 
 

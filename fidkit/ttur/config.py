@@ -92,35 +92,37 @@ def _refuse_out_over_input(folder: Path, option: str, spec: object, *, inside: b
     raise OutFolderError(f"--out {folder} {where}: {why}")
 
 
-def check_output_files(out: Path, names: Iterable[str], *, inputs: Iterable[object] = ()) -> None:
-    """Before any work: check that every file a run writes in `out` can be written there.
+def check_output_files(files: Mapping[Path, Iterable[str]], *, inputs: Iterable[object] = ()) -> None:
+    """Before any work: check that every file a run writes can be written: `files` maps each output folder
+    to the names written in it.
 
-    Each of `names` in `out` must be absent or a regular file (a link, folder, FIFO... there is refused
-    even with ``--force``), must not be a file the run reads (:func:`fidkit.sources.refuse_output_over_input`:
-    an image of an input folder through a link, say), and the nearest existing folder on the way to
-    `out` must be a folder new files can be created in. Whether existing files may be replaced
-    (``--force``, ``--resume``) is the caller's to decide first.
+    Each file must be absent or a regular file (a link, folder, FIFO... there is refused even with
+    ``--force``), must not be a file the run reads (:func:`fidkit.sources.refuse_outputs_over_inputs`: an
+    image of an input folder through a link, say; an input folder is walked once for all the files), and the
+    nearest existing folder on the way to its folder must be a folder new files can be created in. Whether
+    existing files may be replaced (``--force``, ``--resume``) is the caller's to decide first.
 
     Raises
     ------
     OverwriteError
         An output name is a link or not a regular file, or is one of the run's inputs.
     InputError
-        A file lies on the way to `out`, or there is no permission to create it; naming it and the fix.
+        A file lies on the way to an output folder, or there is no permission to create it; naming it and the fix.
     """
     from fidkit._fs import check_writable_destination
-    from fidkit.sources import refuse_output_over_input
+    from fidkit.sources import refuse_outputs_over_inputs
 
+    paths = {out: [out / name for name in names] for out, names in files.items()}
     sources = [spec for spec in inputs if spec is not None]
-    for name in names:
-        path = out / name
-        refuse_output_over_input(path, *sources, what="--out")
-        try:
-            check_writable_destination(path, overwrite=True)
-        except OverwriteError:  # a link or a folder at the name: its message says it all
-            raise
-        except OSError as error:  # a file on the way to `out`, a folder without write permission
-            raise OutFolderError(f"--out {out} cannot hold the run's files: {error}") from error
+    refuse_outputs_over_inputs([path for folder in paths.values() for path in folder], *sources, what="--out")
+    for out, folder in paths.items():
+        for path in folder:
+            try:
+                check_writable_destination(path, overwrite=True)
+            except OverwriteError:  # a link or a folder at the name: its message says it all
+                raise
+            except OSError as error:  # a file on the way to `out`, a folder without write permission
+                raise OutFolderError(f"--out {out} cannot hold the run's files: {error}") from error
 
 
 def make_output_folder(out: Path) -> None:
@@ -136,7 +138,7 @@ def make_output_folder(out: Path) -> None:
 
 def prepare_output_folder(out: Path, names: Iterable[str], *, inputs: Iterable[object] = ()) -> None:
     """:func:`check_output_files`, then :func:`make_output_folder`: the run's folder, ready before any work."""
-    check_output_files(out, names, inputs=inputs)
+    check_output_files({out: names}, inputs=inputs)
     make_output_folder(out)
 
 

@@ -568,9 +568,10 @@ def run_compare(
         points = {name: _ResumePoint(run_configs[name], None) for name in COMPARE_RUNS}
     # Every file of the command, in both run folders, can be written: all checked before any
     # work, and before any folder is made.
-    check_output_files(out, COMPARE_OUTPUT_NAMES, inputs=(data_config.data,))
-    for point in points.values():
-        check_output_files(Path(point.config.out), RUN_OUTPUT_NAMES, inputs=(point.config.data,))
+    check_output_files(
+        {out: COMPARE_OUTPUT_NAMES, **{Path(point.config.out): RUN_OUTPUT_NAMES for point in points.values()}},
+        inputs=(data_config.data, *(point.config.data for point in points.values())),
+    )
     for point in points.values():
         make_output_folder(Path(point.config.out))
     data = load_training_data(
