@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from fidkit._plain import finite_or_none
 from fidkit._version import __version__
 from fidkit.errors import InputError
 from fidkit.frechet import FrechetResult
@@ -22,17 +23,6 @@ from fidkit.frechet import FrechetResult
 __all__ = [
     "SideReport", "Timings", "FidReport", "consistency_warnings", "assemble_fid_report", "json_text", "merge_warnings",
 ]
-
-
-def _finite_or_none(value: Any) -> Any:
-    """`value` with every float that is not finite (inf, NaN) replaced by None, in dicts, lists and tuples."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(item) for item in value]
-    return value
 
 
 def json_text(value: Any, *, indent: int | None = 2) -> str:
@@ -43,7 +33,7 @@ def json_text(value: Any, *, indent: int | None = 2) -> str:
     without an evaluation, a diagnostic a method does not have); a FID is never such a value, since the distance
     refuses to return one. ``allow_nan=False`` then guarantees the output.
     """
-    return json.dumps(_finite_or_none(value), indent=indent, allow_nan=False)
+    return json.dumps(finite_or_none(value), indent=indent, allow_nan=False)
 
 
 def merge_warnings(*groups: Iterable[str]) -> list[str]:

@@ -195,3 +195,15 @@ def test_a_side_reads_as_one_line():
                 ignored=(("hidden folders", 3), ("special files", 1)))
     assert str(busy) == "mixed.zip (N=100, archive, cached, lossy, 2 skipped, 4 ignored)"
     assert str(side(name="fid_stats.npz", kind="stats", n=None)) == "fid_stats.npz (N unknown, stats)"
+
+
+def test_a_number_that_is_not_finite_is_null_in_json_and_n_a_in_text():
+    # One spelling for the whole package (fidkit._plain): metadata tables, the metrics table and every JSON.
+    from fidkit._plain import finite_or_none, shown
+
+    for value in (math.inf, -math.inf, math.nan, np.float32("inf"), np.float64("nan")):
+        assert shown(value) == "n/a" and shown(value, ".3f") == "n/a"
+    assert shown(1.25, ".1f") == "1.2" and shown(np.float32(2.5)) == "2.5" and shown(7) == "7" and shown("abc") == "abc"
+    assert finite_or_none({"a": (1.0, math.inf), "b": [math.nan, {"c": -math.inf}], "d": "x"}) == {
+        "a": [1.0, None], "b": [None, {"c": None}], "d": "x"
+    }

@@ -10,12 +10,12 @@ the same shuffle (Inception Score) and hence the same numbers.
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 from typing import Any, Callable
 
 import numpy as np
 
+from fidkit._plain import finite_or_none
 from fidkit._validate import check_features
 from fidkit.errors import InputError
 
@@ -125,12 +125,4 @@ def permutation(rng: np.random.Generator | np.random.RandomState, n: int) -> np.
 
 def plain_dict(result: Any) -> dict[str, Any]:
     """A JSON-ready dict of a result dataclass: tuples become lists, NaN and inf become None."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, tuple):
-            return [plain(item) for item in value]
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        return value
-
-    return {item.name: plain(getattr(result, item.name)) for item in dataclasses.fields(result)}
+    return {item.name: finite_or_none(getattr(result, item.name)) for item in dataclasses.fields(result)}

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from fidkit._plain import finite_or_none, shown
 from fidkit.metrics._common import check_level, check_positive_int, check_seed
 
-__all__ = ["IntervalSpec", "Interval", "MetricEntry", "MetricTable", "format_table", "plain", "within_range", "DECIMALS"]
+__all__ = ["IntervalSpec", "Interval", "MetricEntry", "MetricTable", "format_table", "within_range", "DECIMALS"]
 
 # The streams derived from the one seed (SeedSequence([seed, stream])).
 _STREAM_BOOTSTRAP = 1
@@ -97,41 +98,21 @@ def within_range(key: str, interval: Interval) -> Interval:
     return replace(interval, low=min(max(interval.low, lowest), highest), high=max(min(interval.high, highest), lowest))
 
 
-def plain(value: Any) -> Any:
-    """`value` with every float that is not finite replaced by None, in dicts, lists and tuples (as lists)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
-    return value
-
-
-#: What the text table prints for a number that is not finite (JSON has null): never "inf" or "nan".
-NOT_A_NUMBER = "n/a"
-
-
-def _shown(value: float, spec: str) -> str:
-    """`value` formatted with `spec`, or :data:`NOT_A_NUMBER` when it is not finite (an overflow, no value)."""
-    return format(value, spec) if math.isfinite(value) else NOT_A_NUMBER
-
-
 def _number(metric: str, value: float) -> str:
-    return _shown(value, f".{DECIMALS[metric]}f")
+    return shown(value, f".{DECIMALS[metric]}f")
 
 
 def _note(entry: Any) -> str:
     details = dict(entry.details)
     if entry.metric == "kid":
-        return f"std over {details['subsets']} subsets of {details['subset_size']}: {_shown(entry.std, '.6f')}"
+        return f"std over {details['subsets']} subsets of {details['subset_size']}: {shown(entry.std, '.6f')}"
     if entry.metric == "is":
-        return f"{details['splits']} splits, std {_shown(entry.std, '.3f')}"
+        return f"{details['splits']} splits, std {shown(entry.std, '.3f')}"
     if entry.metric == "prdc":
         return f"k={details['k']}"
     if entry.interval is not None and entry.interval.method == "bootstrap":
         # FID's small-sample bias can be as large as its spread: the basic interval then lies off the value.
-        return f"bootstrap bias {_shown(entry.interval.shift, f'+.{DECIMALS[entry.metric]}f')}"
+        return f"bootstrap bias {shown(entry.interval.shift, f'+.{DECIMALS[entry.metric]}f')}"
     return ""
 
 
@@ -213,7 +194,7 @@ class Interval:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN and inf become None)."""
-        return plain(
+        return finite_or_none(
             {
                 "low": self.low,
                 "high": self.high,
@@ -271,7 +252,7 @@ class MetricEntry:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"label", "metric", "value", "std", "interval", "n_a", "n_b", "details"}``, JSON-ready."""
-        return plain(
+        return finite_or_none(
             {
                 "label": self.label,
                 "metric": self.metric,
