@@ -6,6 +6,7 @@ Nothing here knows about images, statistics or networks.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -96,18 +97,37 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
         # otherwise survive while the data does not, leaving an empty file under the final name.
         with open(tmp_path, "rb") as written:
             os.fsync(written.fileno())
+        if not overwrite and _link_unless_exists(tmp_path, target):
+            return
         if not overwrite and os.path.lexists(target):
-            # Someone else created it while we were writing: still never clobber.
-            raise OverwriteError(
-                f"{target} appeared while it was being written; choose another path or pass "
-                "overwrite=True (--force)"
-            )
+            raise _appeared(target)
         # Checked again just before the rename: what appeared meanwhile must be a regular file too.
         check_destination(target, overwrite=overwrite)
         os.replace(tmp_path, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def _appeared(target: Path) -> OverwriteError:
+    return OverwriteError(
+        f"{target} appeared while it was being written; choose another path or pass overwrite=True (--force)"
+    )
+
+
+def _link_unless_exists(written: Path, target: Path) -> bool:
+    """Give `written` the name `target` only if nothing has it, in one step (a hard link fails when the name
+    exists; a check and then a rename would let two writers both succeed, one file silently lost). False where the
+    file system has no hard links (then the caller checks and renames)."""
+    try:
+        os.link(written, target)
+    except FileExistsError:
+        raise _appeared(target) from None
+    except OSError as error:
+        if error.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            return False
+        raise
+    return True
 
 
 def _host_tag() -> str:
@@ -211,7 +231,8 @@ _KINDS = (
 )
 
 
-def _kind_of(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a path of this ``st_mode`` is, in words ("a folder", "a FIFO (named pipe)", ...), for messages."""
     for test, kind in _KINDS:
         if test(mode):
             return kind
@@ -243,7 +264,7 @@ def check_destination(path: str | os.PathLike, *, overwrite: bool = False) -> No
         )
     if not stat.S_ISREG(info.st_mode):
         raise OverwriteError(
-            f"{target} is {_kind_of(info.st_mode)}, not a regular file; fidkit never replaces it, even with "
+            f"{target} is {file_kind(info.st_mode)}, not a regular file; fidkit never replaces it, even with "
             "--force: give the path of a file"
         )
     if not overwrite:

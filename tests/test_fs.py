@@ -101,9 +101,43 @@ def test_atomic_write_flushes_to_disk_before_the_rename(tmp_path: Path, monkeypa
     import fidkit._fs as fs
 
     events: list[str] = []
-    real_fsync, real_replace = os.fsync, os.replace
+    real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
     monkeypatch.setattr(fs.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(fs.os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    monkeypatch.setattr(fs.os, "link", lambda a, b: (events.append("link"), real_link(a, b))[1])
     with atomic_write(tmp_path / "out.npz") as tmp:
         tmp.write_bytes(b"payload")
-    assert events == ["fsync", "replace"]
+    with atomic_write(tmp_path / "out.npz", overwrite=True) as tmp:
+        tmp.write_bytes(b"payload")
+    assert events == ["fsync", "link", "fsync", "replace"]  # a new file is linked, an existing one replaced
+
+
+def test_two_writers_of_one_new_file_never_both_succeed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The other writer's file lands between this writer's check and its rename (hostile round 5: 7 of 200 rounds of
+    # four processes both "succeeded", one file lost). The name is taken in one step: the second writer is refused.
+    import fidkit._fs as fs
+
+    target = tmp_path / "out.npz"
+    with pytest.raises(OverwriteError, match="appeared while it was being written"):
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(b"second writer")
+            target.write_bytes(b"first writer")  # its rename has just happened
+            monkeypatch.setattr(fs.os.path, "lexists", lambda path: False)  # ... after this writer's check
+    monkeypatch.undo()
+    assert target.read_bytes() == b"first writer"
+    assert [path.name for path in tmp_path.iterdir()] == ["out.npz"]
+
+
+def test_without_hard_links_a_new_file_is_still_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    import fidkit._fs as fs
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")  # FAT, some network file systems
+
+    monkeypatch.setattr(fs.os, "link", no_links)
+    with atomic_write(tmp_path / "new.npz") as tmp:
+        tmp.write_bytes(b"data")
+    assert (tmp_path / "new.npz").read_bytes() == b"data" and len(os.listdir(tmp_path)) == 1
