@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from fidkit._validate import check_features
 from fidkit.errors import InputError, StatsFileError
 from fidkit.stats.core import check_metadata
-from fidkit.statsfile import STATS_FORMAT_VERSION, NpzReader, write_npz
+from fidkit.statsfile import STATS_FORMAT_VERSION, NpzReader, check_regular_file, write_npz
 
 __all__ = ["Features", "FeatureRows", "is_features_file", "FEATURES_KEY", "EXTRA_OUTPUTS"]
 
@@ -188,6 +188,7 @@ class Features:
         """
         file_path = Path(path)
         fix = "recompute it with fidkit features SRC --save FILE.npz"
+        check_regular_file(file_path, "features file", fix)
         with NpzReader(file_path, str(file_path), StatsFileError, fix) as reader:
             keys = reader.keys
             if FEATURES_KEY not in keys:

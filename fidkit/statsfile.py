@@ -18,10 +18,13 @@ the member holds (or, for statistics, an implausible shape) is refused before an
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
+import stat
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from fidkit._fs import atomic_write
+from fidkit._fs import atomic_write, file_kind
 from fidkit.errors import FidkitError, OverwriteError, StatsFileError
 
 __all__ = [
@@ -89,6 +92,8 @@ _SMALL_MEMBER_BYTES = 16 * 2**20
 #: deflate expands at most 1032-fold: a zip directory that says a member is larger lies.
 _DEFLATE_MAX_RATIO = 1032
 _NPY_MAGIC = b"\x93NUMPY"
+# numpy's own limit on a .npy header (``max_header_size``); what numpy writes is a few hundred bytes.
+_MAX_NPY_HEADER_BYTES = 10_000
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a member first, or an empty archive's directory
 #: What reading a zip member can raise besides the numpy load errors: a damaged stream, an unsupported or
 #: encrypted member.
@@ -265,15 +270,34 @@ class NpzReader:
         if not magic.startswith(_NPY_MAGIC) or len(magic) < len(_NPY_MAGIC) + 2:
             raise self.error(f"{self.what}: member {key!r} is not a numpy array (no .npy header); {self.fix}")
         version = (magic[-2], magic[-1])
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
-        else:
+        length_format = {(1, 0): "<H", (2, 0): "<I"}.get(version)
+        if length_format is None:
             raise self.error(
                 f"{self.what}: array {key!r} has .npy format version {version[0]}.{version[1]}, which fidkit "
                 "does not read (1.0 and 2.0, what numpy writes for plain arrays); save it again with numpy.savez"
             )
+        # The header's length is checked before the header is read: numpy reads all of a declared length (up to
+        # 4 GiB in version 2.0, inflated from a few MB of a compressed member) before its own limit refuses it.
+        length_bytes = stream.read(struct.calcsize(length_format))
+        complete = len(length_bytes) == struct.calcsize(length_format)
+        header_length = struct.unpack(length_format, length_bytes)[0] if complete else -1
+        if not 0 <= header_length <= _MAX_NPY_HEADER_BYTES:
+            raise self.error(
+                f"{self.what}: array {key!r} declares a .npy header of {header_length:,} bytes (numpy writes a "
+                f"few hundred; fidkit reads up to {_MAX_NPY_HEADER_BYTES:,}); the file is damaged or crafted; "
+                f"{self.fix}"
+            )
+        header_text = stream.read(header_length)
+        if len(header_text) < header_length:
+            raise self.error(f"{self.what}: the .npy header of array {key!r} is cut short; {self.fix}")
+        try:
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape, fortran_order, dtype = read_header[version](io.BytesIO(length_bytes + header_text))
+        except (ValueError, TypeError, SyntaxError) as exc:
+            raise self.error(
+                f"{self.what}: the .npy header of array {key!r} cannot be read ({numpy_load_problem(exc)}); "
+                f"{self.fix}"
+            ) from exc
         dtype = np.dtype(dtype)
         if dtype.hasobject:
             raise self.error(
@@ -282,7 +306,8 @@ class NpzReader:
             )
         if any(int(d) < 0 for d in shape):
             raise self.error(f"{self.what}: array {key!r} declares a negative dimension {tuple(shape)}; {self.fix}")
-        return NpyHeader(key, tuple(int(d) for d in shape), dtype, bool(fortran_order), int(stream.tell()))
+        offset = len(magic) + len(length_bytes) + header_length
+        return NpyHeader(key, tuple(int(d) for d in shape), dtype, bool(fortran_order), offset)
 
     def open_data(self, key: str) -> tuple[Any, NpyHeader]:
         """``(stream, header)``: the member opened and positioned at its data, header checked; the caller
@@ -447,6 +472,17 @@ def write_npz(
         ) from exc
 
 
+def check_regular_file(path: Path, what: str, fix: str) -> None:
+    """Raise :class:`StatsFileError` unless `path` is a regular file (after links): missing, or a folder, FIFO or
+    device, each said as it is (reading a FIFO or ``/dev/zero`` would block or never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise StatsFileError(f"{path}: no such {what}; {fix}") from None
+    if not stat.S_ISREG(mode):
+        raise StatsFileError(f"{path}: is {file_kind(mode)}, not a {what}; {fix}")
+
+
 def read_stats_file(path: str | os.PathLike) -> StatsFileContents:
     """Read the arrays of a statistics ``.npz`` written by fidkit, TTUR or pytorch-fid.
 
@@ -462,8 +498,7 @@ def read_stats_file(path: str | os.PathLike) -> StatsFileContents:
         the file and what to do.
     """
     file_path = Path(path)
-    if not file_path.is_file():
-        raise StatsFileError(f"{file_path}: no such statistics file; check the path or compute the statistics")
+    check_regular_file(file_path, "statistics file", "check the path or compute the statistics")
     if sniff_numpy_file(file_path) == "npy":
         raise StatsFileError(
             f"{file_path}: holds a single array (.npy data), not statistics; a statistics file is an .npz with "
