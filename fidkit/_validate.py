@@ -171,7 +171,15 @@ def check_image_array(dtype: np.dtype, shape: tuple[int, ...], what: str) -> Non
     """
     if dtype != np.uint8:
         raise _dtype_problem(dtype, np.issubdtype(dtype, np.floating), what)
-    _check_layout_nhwc(tuple(int(d) for d in shape), what)
+    shape = tuple(int(d) for d in shape)
+    _check_layout_nhwc(shape, what)
+    _check_sides(shape[1], shape[2], shape, what)
+
+
+def _check_sides(height: int, width: int, shape: tuple[int, ...], what: str) -> None:
+    """Refuse images without pixels: no network can read them, and no file could hold them."""
+    if height < 1 or width < 1:
+        raise InputError(f"{what}: shape {shape} holds images {height} x {width} pixels; images must have H, W >= 1")
 
 
 # A quantization step (hi - lo) / 255 must span at least this many float64 spacings at the range's endpoints:
@@ -320,6 +328,10 @@ def as_image_tensor(tensor: Any, what: str, value_range: Any = None) -> Any:
     import torch
 
     value_range = check_value_range(value_range)
+    if tensor.device.type == "meta":
+        raise InputError(f"{what}: a tensor on the 'meta' device holds no pixels; pass the images themselves")
+    if tensor.layout != torch.strided:
+        raise InputError(f"{what}: a {tensor.layout} tensor; pass dense images (x.to_dense())")
     tensor = tensor.detach()
     shape = tuple(int(d) for d in tensor.shape)
     if tensor.dtype != torch.uint8:
@@ -328,6 +340,7 @@ def as_image_tensor(tensor: Any, what: str, value_range: Any = None) -> Any:
         if value_range is None:
             raise _dtype_problem(tensor.dtype, True, what)
     _check_layout_nchw(shape, what)
+    _check_sides(shape[2], shape[3], shape, what)
     if tensor.dtype != torch.uint8:
         lo, hi = value_range
         scaled = (tensor.to(torch.float64) - lo) / (hi - lo) * 255

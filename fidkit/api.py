@@ -140,7 +140,7 @@ def compute_features(
     *,
     options: RunOptions | None = None,
     extractor: Any = None,
-    outputs: tuple[str, ...] = ("features",),
+    outputs: str | tuple[str, ...] = ("features",),
     **overrides: Any,
 ) -> Features:
     """Return the feature rows of a source (float32, ``(N, dim)``), with the metadata of how they were made.
@@ -160,7 +160,9 @@ def compute_features(
     >>> features = compute_features("generated/", limit=1000)          # doctest: +SKIP
     >>> features.save("generated-features.npz")                        # doctest: +SKIP
     """
-    result = compute_side(source, options=options, extractor=extractor, keep_features=tuple(outputs), **overrides)
+    # A string names outputs ("logits", "logits,spatial"), as metrics="kid,is" names metrics: not its letters.
+    names = tuple(name.strip() for name in outputs.split(",")) if isinstance(outputs, str) else tuple(outputs)
+    result = compute_side(source, options=options, extractor=extractor, keep_features=names, **overrides)
     assert result.features is not None
     return result.features
 
@@ -215,7 +217,7 @@ def compute_fid(
         metrics need (feature rows, logits, spatial features: :func:`fidkit.metrics.outputs_needed`), from the
         same forward pass; the result is ``report.metrics``, a :class:`fidkit.metrics.MetricTable`.
     ci : IntervalSpec, optional
-        An interval for every asked metric (:class:`fidkit.metrics.IntervalSpec`: level, resamples, seed).
+        An interval for every asked metric (:class:`fidkit.metrics.IntervalSpec`: ``level``, ``n_resamples``, ``seed``).
     metrics_seed : int
         The one seed of the metrics (KID subsets, IS splits, the intervals' streams).
 

@@ -321,7 +321,8 @@ def _load_entry(key: str, root: str | os.PathLike | None, load: Any, source_name
     with contextlib.suppress(OSError):
         os.utime(entry)
     logger.debug("cache hit: %s", entry)
-    return loaded
+    # Messages about these numbers name the user's input (the report's side), not a hashed file in the cache.
+    return dataclasses.replace(loaded, path=None)
 
 
 def _is_file(path: Path) -> bool:

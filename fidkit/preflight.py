@@ -73,6 +73,7 @@ def check_against_run(
     *,
     allow_weights_mismatch: bool = False,
     allow_convention_mismatch: bool = False,
+    offer_allow: bool = True,
 ) -> None:
     """Refuse now, before any network time, a statistics or features input that the run cannot use as asked.
 
@@ -83,6 +84,7 @@ def check_against_run(
     ``--dims``, ``--weights``), given with a value other than its default, must agree with what each file
     records, or the number printed would not be the one asked for (a file that records nothing is a warning).
     That check needs no weights unless ``--weights`` names a file: nothing is located or downloaded.
+    `offer_allow` False leaves the ``allow_*_mismatch`` options out of the advice (``fidkit.FID`` has none).
     """
     files = {label: side for label, side in opened.items() if isinstance(side, (Stats, Features))}
     if not files:
@@ -96,13 +98,19 @@ def check_against_run(
         )
     inception = lazy.given is None and options.extractor == DEFAULT_EXTRACTOR
     if len(files) < len(opened):
+        checked = {"weights_sha256", "convention", "feature_extractor"}
+        recorded_any = any(
+            (recorded_convention(side.metadata) if key == "convention" else recorded_text(side.metadata.get(key)))
+            for side in files.values() for key in checked
+        )
         try:
-            expected = dict(lazy.identity().fields)
+            # Only when a file records something to compare: the identity needs the weights' sha256 (located,
+            # maybe downloaded), which a file recording nothing (TTUR's, a bare Stats) must not cost.
+            expected = dict(lazy.identity().fields) if recorded_any else {}
         except InputError:
             # A user's extractor that states no identity (it can then not be cached either): its dimension is
             # still checked here, the rest after the run as before.
             expected = {}
-        checked = {"weights_sha256", "convention", "feature_extractor"}
         # --dims is the built-in network's option; another extractor states its own width, or is not checked.
         expected_dim = options.dims if inception else getattr(lazy.given, "feature_dim", None)
     else:
@@ -161,10 +169,10 @@ def check_against_run(
             if key == "convention" and allow_convention_mismatch:
                 continue
             fix = {
-                "weights_sha256": "pass the weights the file was made with (--weights), or recompute the file "
-                "(or pass allow_weights_mismatch=True / --allow-weights-mismatch)",
-                "convention": f"pass --convention {value}, or recompute the file (or pass "
-                "allow_convention_mismatch=True / --allow-convention-mismatch)",
+                "weights_sha256": "pass the weights the file was made with (--weights, weights=), or recompute the "
+                "file" + (" (or pass allow_weights_mismatch=True / --allow-weights-mismatch)" if offer_allow else ""),
+                "convention": f"pass --convention {value} (convention={value!r}), or recompute the file"
+                + (" (or pass allow_convention_mismatch=True / --allow-convention-mismatch)" if offer_allow else ""),
                 "feature_extractor": f"pass --dims {dim} (dims={dim}), or recompute the file",
             }[key]
             raise InputError(f"{message} (found before computing the other side): {fix}")

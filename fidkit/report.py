@@ -291,7 +291,8 @@ def consistency_warnings(
     if side_a.precision and side_b.precision and side_a.precision != side_b.precision:
         messages.append(
             f"the two sides were computed at different precisions (a: {side_a.precision}, b: {side_b.precision}); "
-            "the fast (FP16) mode is not the reference's float32: compute both sides exactly for reported numbers"
+            "a fast mode (TF32, half precision) is not the reference's float32: compute both sides exactly for "
+            "reported numbers"
         )
     messages.extend(_convention_warnings(labelled, allow_convention_mismatch))
     return messages

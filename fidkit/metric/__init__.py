@@ -41,6 +41,7 @@ from fidkit.frechet import fid_from_stats
 from fidkit.extractors import LazyExtractor
 from fidkit.options import RunOptions, run_options
 from fidkit.pipeline import describe, open_input, side_result
+from fidkit.preflight import check_against_run
 from fidkit.report import FidReport, Timings, assemble_fid_report, consistency_warnings
 from fidkit.stats import Stats
 from fidkit.metric.distributed import DistributedMerge, _process_group
@@ -204,6 +205,9 @@ class FID(DistributedMerge):
         self._options = run_options(options, **overrides)
         self._extractor = LazyExtractor(self._options, given=extractor)
         self._reference_input = None if reference is None else open_input(reference, self._options)
+        # A reference file made by another network is refused at the first update(), before the network runs, not
+        # at the first compute() (its check needs the weights' sha256, which constructing the metric does not).
+        self._reference_unchecked = self._reference_input is not None
         if self._asked is not None:
             from fidkit.metrics.table import check_available
 
@@ -250,6 +254,7 @@ class FID(DistributedMerge):
         what = f"FID.update({'real=True' if real else 'generated'}) images"
         batch = _device_batch(images, what, self._value_range)
         self._warn_unit_range(images, what)
+        self._check_reference()
         extractor = self._shared_extractor()
         if is_torch_tensor(batch) and not _reads_device_tensors(extractor):
             # Only fidkit's own engines read a CUDA tensor where it lies; any other extractor is promised the
@@ -278,6 +283,21 @@ class FID(DistributedMerge):
         """Add Inception features directly (tests and benchmarks; :meth:`update` is this after the network)."""
         self._side(real).update(features)
 
+    def _check_reference(self) -> None:
+        """Once: the reference, if a statistics or features file, against this metric's network (the generated
+        side is always images, through it): :func:`fidkit.preflight.check_against_run`. Not under
+        torch.distributed: a rank refusing alone would leave the others waiting in compute(), where every rank
+        refuses together (the ranks' side reports are compared there)."""
+        if not self._reference_unchecked:
+            return
+        with self._lock:
+            if self._reference_unchecked and _process_group() is None:
+                check_against_run(
+                    {"the reference": self._reference_input, "the generated images": None}, self._extractor,
+                    self._options, offer_allow=False,
+                )
+                self._reference_unchecked = False
+
     def _shared_extractor(self) -> Any:
         """The extractor, built once even when several threads call :meth:`update` at the same time."""
         with self._lock:
@@ -304,28 +324,37 @@ class FID(DistributedMerge):
         The extractor is built again on first use after unpickling (one of fidkit's that was given is rebuilt
         from its weights file, which must still have the same sha256).
         """
-        state = self._state()
+        state = self._copied_state()
         state["_extractor"] = _without_session(state["_extractor"])
-        if self._reference is not None:
-            # Its statistics are what the metric uses from now on; the opened source (a folder's listing, which
-            # holds functions) need not travel, and a Stats input gives them back through the same pipeline.
-            state["_reference_input"] = self._reference_features or self._reference[0]
-        elif self._reference_input is not None and not isinstance(self._reference_input, Stats):
+        reference = self._reference_input
+        if self._reference is None and reference is not None and not isinstance(reference, Stats):
             try:
-                pickle.dumps(self._reference_input)
+                pickle.dumps(reference)
             except Exception as exc:  # noqa: BLE001 - whatever the source holds that pickle refuses
-                raise FidkitError(
-                    f"this FID cannot be pickled yet: its reference ({_describe_input(self._reference_input)}) is an "
-                    f"opened source that pickle refuses ({type(exc).__name__}: {exc}); call compute() once first "
-                    "(the reference's statistics are pickled then), or give reference= a statistics file or a Stats"
-                ) from None
+                raise self._uncopyable_reference("pickled", exc) from None
         return state
+
+    def _copied_state(self) -> dict[str, Any]:
+        """:meth:`_state` with the reference as a copy needs it: once computed, its statistics (and kept rows),
+        not the opened source (a folder's listing, which holds functions; an array, copied whole; a generator,
+        which cannot be copied at all). A Stats input gives them back through the same pipeline."""
+        state = self._state()
+        if self._reference is not None:
+            state["_reference_input"] = self._reference_features or self._reference[0]
+        return state
+
+    def _uncopyable_reference(self, how: str, exc: Exception) -> FidkitError:
+        return FidkitError(
+            f"this FID cannot be {how} yet: its reference ({_describe_input(self._reference_input)}) is an "
+            f"opened source that cannot be {how} ({type(exc).__name__}: {exc}); call compute() once first (the "
+            f"reference's statistics are {how} then), or give reference= a statistics file or a Stats"
+        )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A metric pickled before the metrics beyond FID existed computes the FID alone.
         for name, default in (
             ("_asked", None), ("_ci", None), ("_metrics_seed", 0), ("_reference_features", None),
-            ("_unit_range_warned", False),
+            ("_unit_range_warned", False), ("_reference_unchecked", False),
         ):
             state.setdefault(name, default)
         self.__dict__.update(state)
@@ -338,7 +367,11 @@ class FID(DistributedMerge):
             memo[id(extractor)] = extractor
         clone = type(self).__new__(type(self))
         memo[id(self)] = clone
-        clone.__setstate__(copy.deepcopy(self._state(), memo))
+        try:
+            state = copy.deepcopy(self._copied_state(), memo)
+        except TypeError as exc:  # a generator reference not computed yet
+            raise self._uncopyable_reference("copied", exc) from None
+        clone.__setstate__(state)
         return clone
 
     def _side(self, real: bool) -> _Side:
@@ -433,8 +466,10 @@ class FID(DistributedMerge):
             return side.rows.result(metadata=stats.metadata) if side.rows is not None and side.rows.n else stats
 
         real = self._reference_features or kept(self._real, real_stats)
+        # Side a of the table is the evaluated set (precision is the generated images' share on the real
+        # manifold), the reverse of this report's a (real) and b: named in words, so the two cannot be confused.
         return evaluate(kept(self._generated, generated_stats), real, self._asked, ci=self._ci,
-                        seed=self._metrics_seed)
+                        seed=self._metrics_seed, side_names=("generated", "real"))
 
     def _reference_statistics(self) -> tuple[Stats, Any] | None:
         """The reference's statistics and side report, computed (or loaded) once through the pipeline."""

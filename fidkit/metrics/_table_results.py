@@ -152,7 +152,8 @@ def format_table(table: Any) -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
     lines = ["  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]).rstrip() for row in rows]
     count = lambda n: "unknown" if n is None else str(n)  # noqa: E731
-    lines.append(f"images: a {count(table.n_a)}, b {count(table.n_b)}")
+    name_a, name_b = table.side_names
+    lines.append(f"images: {name_a} {count(table.n_a)}, {name_b} {count(table.n_b)}")
     if with_interval and table.entries:
         lines.append(_interval_footer(table))
     return "\n".join(lines)
@@ -285,6 +286,8 @@ class MetricTable:
         How the intervals were drawn; None without intervals.
     bootstrap_seed, half_sample_seed : int or None
         The seeds derived for the intervals (None without intervals).
+    side_names : (str, str)
+        What the text table calls sides a and b (side a is always the evaluated set).
     """
 
     entries: tuple[MetricEntry, ...]
@@ -295,6 +298,7 @@ class MetricTable:
     ci: IntervalSpec | None = None
     bootstrap_seed: int | None = None
     half_sample_seed: int | None = None
+    side_names: tuple[str, str] = ("a", "b")
 
     def __getitem__(self, key: str) -> MetricEntry:
         for entry in self.entries:

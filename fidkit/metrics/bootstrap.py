@@ -404,7 +404,8 @@ def fid_infinity(
     Raises
     ------
     InputError
-        Invalid features, different dims, sizes that are not distinct or below 2, bad arguments.
+        Invalid features, different dims, ``min_size >= N``, sizes that are not distinct or below 2, bad
+        arguments.
 
     Notes
     -----
@@ -425,6 +426,12 @@ def fid_infinity(
         min_size = min(_FID_INFINITY_MIN_SIZE, n_rows // 10)
     elif isinstance(min_size, bool) or not isinstance(min_size, numbers.Integral):
         raise InputError(f"min_size must be an integer or None, got {min_size!r}")
+    elif min_size >= n_rows:
+        # Subsets cannot be larger than N: every "size" would be all N rows, the line flat, the value FID(N).
+        raise InputError(
+            f"min_size={min_size} is not below the {n_rows} rows of features: the subsets run from min_size up to "
+            "N; pass a smaller min_size (default: min(5000, N // 10))"
+        )
     sizes = np.linspace(int(min_size), n_rows, n_points).astype(np.int64)
     if int(min_size) < 2 or np.unique(sizes).size != n_points:
         raise InputError(

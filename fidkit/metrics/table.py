@@ -288,11 +288,11 @@ def _fid_entry(key: str, label: str, sides: dict[str, Features | Stats], output:
     )
 
 
-def _is_entry(features: Features, role: str, splits: int, seed: int, sampling: str) -> MetricEntry:
+def _is_entry(features: Features, role: str, name: str, splits: int, seed: int, sampling: str) -> MetricEntry:
     result = inception_score(features.logits, splits=splits, seed=seed, sampling=sampling)
     return MetricEntry(
         key=f"is_{role}",
-        label=f"IS ({role})",
+        label=f"IS ({name})",
         metric="is",
         value=result.mean,
         std=result.std,
@@ -360,6 +360,7 @@ def evaluate(
     sampling: str = "generator",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     device: Any = None,
+    side_names: tuple[str, str] = ("a", "b"),
 ) -> MetricTable:
     """Compute the asked-for metrics of side a (evaluated) against side b (reference), with intervals if asked.
 
@@ -388,6 +389,9 @@ def evaluate(
         Bytes for the distance blocks of the neighbour metrics.
     device : torch device or str, optional
         Where the neighbour metrics' distance blocks run (``"cuda"``); None: numpy on the CPU.
+    side_names : (str, str)
+        What the text table calls sides a and b (``fidkit.FID``: ``("generated", "real")``); keys stay ``is_a``,
+        ``n_a``, ... whatever the names.
 
     Returns
     -------
@@ -465,9 +469,9 @@ def evaluate(
                 )
             )
         elif name == "is":
-            entries.append(_is_entry(a, "a", is_splits, seed, sampling))
+            entries.append(_is_entry(a, "a", side_names[0], is_splits, seed, sampling))
             if b_logits:
-                entries.append(_is_entry(b, "b", is_splits, seed, sampling))
+                entries.append(_is_entry(b, "b", side_names[1], is_splits, seed, sampling))
         elif name == "sfid":
             entries.append(_fid_entry("sfid", "sFID", sides, "spatial"))
         else:  # prdc: b is the real set, a the fake one (precision: how much of a lies on b's manifold)
@@ -501,6 +505,7 @@ def evaluate(
         ci=ci,
         bootstrap_seed=bootstrap_seed,
         half_sample_seed=half_seed,
+        side_names=side_names,
     )
 
 

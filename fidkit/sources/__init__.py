@@ -205,7 +205,22 @@ def _open_path(
         raise SourceError(
             f"{name}: a single image file; put the images in a folder (FID needs many images)"
         )
-    raise SourceError(f"{name}: unknown kind of file; accepted: {_ACCEPTED}")
+    raise SourceError(f"{name}: unknown kind of file{_content_hint(path)}; accepted: {_ACCEPTED}")
+
+
+def _content_hint(path: Path) -> str:
+    """What the file's first bytes say it is, when its name says nothing fidkit reads (kinds go by name)."""
+    from fidkit.statsfile import sniff_numpy_file
+
+    kind = sniff_numpy_file(path)
+    if kind == "npy":
+        return f" (by its content a numpy .npy array: rename it {path.name}.npy)"
+    if kind == "npz":
+        return (
+            f" (by its content a zip archive: statistics or features saved by numpy, or images; rename it "
+            f"{path.name}.npz or {path.name}.zip)"
+        )
+    return ""
 
 
 def _input_files(spec: Any) -> list[Path]:

@@ -51,7 +51,8 @@ def array_content_sha256(array: np.ndarray) -> str:
     """sha256 over an array's dtype, shape and bytes (C order)."""
     digest = hashlib.sha256()
     digest.update(f"{array.dtype.str}|{tuple(int(d) for d in array.shape)}|".encode("ascii"))
-    digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    if array.size:  # memoryview cannot cast an empty array (a zero in its shape)
+        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
     return digest.hexdigest()
 
 
