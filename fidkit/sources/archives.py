@@ -247,7 +247,10 @@ def _pixels_by_header(head: bytearray, read_head: Callable[[int], bool]) -> int 
             elif marker in (0xD9, 0xDA):  # end of image, or scan data, before any frame header
                 return None
             else:
-                position += 2 + struct.unpack_from(">H", head, position + 2)[0]
+                length = struct.unpack_from(">H", head, position + 2)[0]
+                if length < 2:  # a segment's length counts its own two bytes
+                    return None
+                position += 2 + length
     return None
 
 
