@@ -1,9 +1,11 @@
 """Zip and tar archives of images, read in place with the listing rules of :mod:`fidkit.sources.files`.
 
 Members are never extracted to disk. A tar hard link is read as the bytes of the member it links to, a
-symbolic link as the member it points to inside the archive; a name stored more than once is read from
-its last copy, in zip and tar alike. Damage to an archive's structure is a
-:class:`~fidkit.errors.SourceError` naming the archive, also with ``skip_bad``. See
+symbolic link as the member it points to inside the archive; a name stored more than once is what its
+last entry is (a file is read, a folder or link to nothing is no image), in zip and tar alike. Damage to
+an archive's structure, and a tar without its end-of-archive marker, is a
+:class:`~fidkit.errors.SourceError` naming the archive, also with ``skip_bad``. A member larger than
+64 KiB is read in full only once its first bytes show an image that may be that large. See
 :mod:`fidkit.sources.files` for the whole set of rules.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import logging
 import lzma
 import posixpath
@@ -18,15 +21,19 @@ import stat
 import struct
 import tarfile
 import zipfile
+import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from PIL import Image
+
 from fidkit._fs import CHUNK_BYTES, sha256_file
 from fidkit.errors import ImageError, SourceError
 from fidkit.sources.base import empty_source_error, size_mtime
-from fidkit.sources.decode import file_too_large_error
+from fidkit.sources.decode import file_too_large_error, max_file_bytes
 from fidkit.sources.files import (
     open_members,
     NOT_REGULAR,
@@ -72,9 +79,20 @@ class ZipReader:
         info = self._archive.getinfo(self.stored_names.get(member, member))
         # zipfile never returns more than the member's declared size, so checking that bounds
         # memory even when the compressed data would inflate further.
-        if max_bytes is not None and info.file_size > max_bytes:
-            raise file_too_large_error(member, info.file_size, max_bytes)
-        return self._archive.read(info)
+        size = int(info.file_size)
+        if max_bytes is not None and size > max_bytes:
+            raise file_too_large_error(member, size, max_bytes)
+        if size <= _HEAD_BYTES:
+            return self._archive.read(info)
+
+        def cut_short(got: int) -> ImageError:
+            # Zip members are stored one by one: a damaged one is one bad file.
+            return ImageError(f"{member}: its data ends after {got:,} of its declared {size:,} bytes (damaged)")
+
+        with self._archive.open(info) as stream:
+            data = _read_member(stream, member, size, cut_short)
+            stream.read(1)  # at the end: zipfile checks the CRC-32 (it raises BadZipFile on a mismatch)
+        return data
 
     def close(self) -> None:
         if self._archive is not None:
@@ -86,7 +104,192 @@ class ZipReader:
         return {"path": self.path, "stored_names": self.stored_names, "_archive": None}
 
 
+# A member larger than this is read in two steps: its first bytes, enough for Pillow to tell the format
+# and pixel size of nearly any image file; then, once those show that the member's declared size fits an
+# image of that size, the rest. A member no larger is read whole.
+_HEAD_BYTES = 64 * 2**10
+# How far a JPEG's markers are followed for its frame header when they do not fit in the head: the room
+# for metadata that max_file_bytes grants every image.
+_MAX_HEADER_BYTES = 16 * 2**20
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+# JPEG markers without a length (TEM, RST0-7) and frame headers (SOF0-15 but DHT, JPG and DAC).
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+_JPEG_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _read_member(
+    stream: IO[bytes], member: str, size: int, cut_short: Callable[[int], Exception]
+) -> bytes | bytearray:
+    """The `size` bytes of `member` from `stream`, which stands at the member's first byte.
+
+    Memory follows what the image needs, not what the member declares (a zip member of zeros declares
+    hundreds of MB in a few KB): a member larger than :data:`_HEAD_BYTES` is refused as a bad file
+    (:class:`ImageError`) after its first bytes when they start no image, or an image whose own pixels
+    could not need `size` bytes (:func:`max_file_bytes` of its pixel count). Only then is the rest read,
+    into one buffer of `size` bytes. `cut_short(n)` is the error for a stream that ends after n bytes.
+    """
+    head = bytearray()
+
+    def read_head(wanted: int) -> bool:
+        """Read on until the head holds `wanted` bytes; False if the member is shorter. Reads go on in
+        steps of :data:`_HEAD_BYTES` but never past the member (a compressed tar would seek back)."""
+        end = min(size, max(wanted, len(head) + _HEAD_BYTES))
+        while len(head) < min(wanted, size):
+            chunk = stream.read(end - len(head))
+            if not chunk:
+                break
+            head.extend(chunk)
+        return len(head) >= wanted
+
+    if not read_head(min(size, _HEAD_BYTES)):
+        raise cut_short(len(head))
+    if len(head) == size:
+        return head
+    _check_image_head(member, head, size, read_head)
+    data = bytearray(size)
+    filled = len(head)
+    data[:filled] = head
+    del head
+    with memoryview(data) as view:
+        while filled < size:
+            got = stream.readinto(view[filled : filled + CHUNK_BYTES])
+            if not got:
+                raise cut_short(filled)
+            filled += got
+    return data
+
+
+def _check_image_head(member: str, head: bytearray, size: int, read_head: Callable[[int], bool]) -> None:
+    """Raise :class:`ImageError` unless `head`, the first bytes of `member`, starts an image file that may be
+    `size` bytes long. `read_head(n)` reads on until the head holds n bytes (a JPEG's markers, followed)."""
+    pixels = _pixels_by_pillow(member, bytes(head))
+    if pixels is None:
+        pixels = _pixels_by_header(head, read_head)
+    tiff = _tiff_first_page(head, size)
+    if tiff is not None and tiff[1]:
+        # A TIFF may keep its directory after its pixels (libtiff writes compressed ones so), and a
+        # multi-page TIFF holds more than its first page: only the global limit bounds it.
+        return
+    if pixels is None and tiff is not None:
+        pixels = tiff[0]
+    if pixels is None:
+        raise ImageError(
+            f"{member}: not an image Pillow can read (its first {len(head):,} bytes start no image file); the "
+            f"rest of its {size:,} bytes was not read"
+        )
+    if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
+        # Decoding refuses it (see fidkit.sources.decode): none of the rest is needed.
+        raise _bomb_error(member, f"{pixels} pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS}")
+    limit = max_file_bytes(pixels)
+    if limit is not None and size > limit:
+        raise ImageError(
+            f"{member}: {size:,} bytes, more than an image of its {pixels:,} pixels can take ({limit:,} bytes): "
+            "it holds more than its image (a decompression bomb, or data appended to an image); the rest of it "
+            "was not read"
+        )
+
+
+def _pixels_by_pillow(member: str, head: bytes) -> int | None:
+    """The pixel count Pillow reads from the head of an image file, or None when it cannot tell."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # about the head being cut, or a large image: decoding will say
+            with Image.open(io.BytesIO(head)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:
+        # Far over the pixel limit: decoding would refuse it, so none of the rest is needed.
+        raise _bomb_error(member, str(exc)) from exc
+    except Exception:  # noqa: BLE001 - Pillow raises anything on a cut or foreign head; the header says more
+        return None
+    return int(width) * int(height)
+
+
+def _bomb_error(member: str, detail: str) -> ImageError:
+    # The words of fidkit.sources.decode for the same refusal.
+    return ImageError(
+        f"{member}: refused as a possible decompression bomb ({detail}); if the image is genuine, raise "
+        "PIL.Image.MAX_IMAGE_PIXELS before computing"
+    )
+
+
+def _pixels_by_header(head: bytearray, read_head: Callable[[int], bool]) -> int | None:
+    """The pixel count the header of a PNG, WebP or JPEG file gives, for when Pillow cannot tell it from the
+    head: PNG and JPEG metadata (text chunks, ICC profiles) longer than the head, WebP (Pillow's decoder
+    needs the whole file)."""
+    if head.startswith(_PNG_MAGIC) and head[12:16] == b"IHDR" and len(head) >= 24:
+        width, height = struct.unpack_from(">II", head, 16)
+        return width * height
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+        chunk = bytes(head[12:16])
+        if chunk == b"VP8X":
+            return (1 + int.from_bytes(head[24:27], "little")) * (1 + int.from_bytes(head[27:30], "little"))
+        if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+            width, height = struct.unpack_from("<HH", head, 26)
+            return (width & 0x3FFF) * (height & 0x3FFF)
+        if chunk == b"VP8L" and head[20] == 0x2F:
+            bits = struct.unpack_from("<I", head, 21)[0]
+            return ((bits & 0x3FFF) + 1) * (((bits >> 14) & 0x3FFF) + 1)
+        return None
+    if head[:3] == b"\xff\xd8\xff":
+        position = 2
+        while position < _MAX_HEADER_BYTES and read_head(position + 9):
+            if head[position] != 0xFF:
+                return None
+            marker = head[position + 1]
+            if marker == 0xFF:  # fill byte
+                position += 1
+            elif marker in _JPEG_STANDALONE:
+                position += 2
+            elif marker in _JPEG_FRAME:
+                height, width = struct.unpack_from(">HH", head, position + 5)
+                return width * height or None
+            elif marker in (0xD9, 0xDA):  # end of image, or scan data, before any frame header
+                return None
+            else:
+                length = struct.unpack_from(">H", head, position + 2)[0]
+                if length < 2:  # a segment's length counts its own two bytes
+                    return None
+                position += 2 + length
+    return None
+
+
+def _tiff_first_page(head: bytearray, size: int) -> tuple[int | None, bool] | None:
+    """None unless `head` starts a TIFF file of `size` bytes; else (the pixels of its first page, or None when
+    its first directory gives none; whether the first page does not bound the file's size: a directory
+    beyond the head, or another page after the first)."""
+    magic = bytes(head[:4])
+    if magic not in _TIFF_MAGIC:
+        return None
+    order = "<" if magic[:2] == b"II" else ">"
+    big = magic[2:] in (b"+\x00", b"\x00+")
+    # Classic: 2-byte entry count, 12-byte entries, 4-byte offsets; BigTIFF: 8, 20 and 8.
+    count_format, entry_bytes, offset_format = ("Q", 20, "Q") if big else ("H", 12, "I")
+    try:
+        directory = struct.unpack_from(order + offset_format, head, 8 if big else 4)[0]
+    except struct.error:
+        return None, False
+    if not 8 <= directory < size:
+        return None, False  # no directory: not a TIFF image
+    try:
+        n_entries = struct.unpack_from(order + count_format, head, directory)[0]
+        first_entry = directory + struct.calcsize(count_format)
+        next_page = struct.unpack_from(order + offset_format, head, first_entry + n_entries * entry_bytes)[0]
+        values: dict[int, int] = {}
+        for index in range(n_entries):
+            at = first_entry + index * entry_bytes
+            tag, kind = struct.unpack_from(order + "HH", head, at)
+            if tag in (256, 257) and kind in (3, 4, 16):  # ImageWidth, ImageLength: SHORT, LONG or LONG8
+                value_format = {3: "H", 4: "I", 16: "Q"}[kind]
+                values[tag] = struct.unpack_from(order + value_format, head, at + (12 if big else 8))[0]
+    except struct.error:
+        return None, True  # the directory goes on beyond the head
+    pixels = values[256] * values[257] if len(values) == 2 else None
+    return pixels, next_page != 0
+
+
 _TAR_OPENERS = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+_TAR_OPENERS_BY_SUFFIX = {f".{kind}": opener for kind, opener in _TAR_OPENERS.items()}
 
 
 @dataclass
@@ -108,22 +311,25 @@ class TarReader:
         if offset < 0:
             # A hard link whose target is not an earlier member: nothing to read for this member.
             raise ImageError(f"{member}: a hard link to a file that is not in the archive")
+
+        def cut_short(got: int) -> SourceError:
+            return SourceError(
+                f"{self.path}: the archive ends {size - got} bytes early inside member {member}; "
+                "it is truncated or changed since it was opened: copy or download it again"
+            )
+
         try:
             if self._stream is None:
                 opener = _TAR_OPENERS.get(self.compression, open)
                 self._stream = opener(self.path, "rb")
             self._stream.seek(offset)
-            data = self._stream.read(size)
+            return _read_member(self._stream, member, size, cut_short)
+        except (ImageError, SourceError):
+            raise
         except _ARCHIVE_ERRORS as exc:
             # The stream itself is damaged (or the file changed since it was listed): what the
             # archive holds after this point is unknown, so this is no single bad file.
             raise _damaged_archive_error(str(self.path), exc) from exc
-        if len(data) != size:
-            raise SourceError(
-                f"{self.path}: the archive ends {size - len(data)} bytes early inside member {member}; "
-                "it is truncated or changed since it was opened: copy or download it again"
-            )
-        return data
 
     def read_order(self, members: list[str]) -> list[str]:
         """The order to read `members` in: archive order, so a compressed stream only seeks ahead."""
@@ -175,13 +381,146 @@ def _damaged_archive_error(name: str, exc: BaseException) -> SourceError:
     )
 
 
-def _warn_duplicate(name: str, member: str) -> None:
-    logger.warning(
-        "%s: member %s appears more than once; the last copy in the archive is read (as tar and unzip "
-        "extract it), the earlier ones are ignored",
-        name,
-        member,
-    )
+_DUPLICATE = "duplicate member name (an earlier copy, not read)"
+
+
+def _warn_duplicate(name: str, member: str, later: str | None = None) -> None:
+    if later is None:
+        logger.warning(
+            "%s: member %s appears more than once; the last copy in the archive is read (as tar and unzip "
+            "extract it), the earlier ones are ignored",
+            name,
+            member,
+        )
+    else:
+        logger.warning(
+            "%s: member %s appears more than once, the last time as %s; extracting keeps only the last entry "
+            "of a name, so the earlier copies are not read",
+            name,
+            member,
+            later,
+        )
+
+
+# What a file holds, by its first bytes: (magic, offset, description, the suffix it should have).
+_MAGIC_BYTES = (
+    (b"PK\x03\x04", 0, "a zip archive", ".zip"),
+    (b"PK\x05\x06", 0, "an empty zip archive", ".zip"),
+    (b"ustar", 257, "a tar archive", ".tar"),
+    (b"\x1f\x8b", 0, "gzip-compressed data", ".gz"),
+    (b"BZh", 0, "bzip2-compressed data", ".bz2"),
+    (b"\xfd7zXZ\x00", 0, "xz-compressed data", ".xz"),
+    (b"(\xb5/\xfd", 0, "zstd-compressed data", ".zst"),
+    (b"7z\xbc\xaf\x27\x1c", 0, "a 7-Zip archive", ".7z"),
+    (b"Rar!\x1a\x07", 0, "a RAR archive", ".rar"),
+    (b"\x89PNG\r\n\x1a\n", 0, "a PNG image", ".png"),
+    (b"\xff\xd8\xff", 0, "a JPEG image", ".jpg"),
+)
+
+
+def _content_kind(head: bytes) -> tuple[str, str] | None:
+    """(description, suffix) of what `head`, a file's first bytes, starts like; None when unknown."""
+    for magic, offset, description, suffix in _MAGIC_BYTES:
+        if head[offset : offset + len(magic)] == magic:
+            return description, suffix
+    text = head[:1024].lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
+        return "a web page (HTML)", ".html"
+    return None
+
+
+def _what_it_is(archive: Path, expected: str) -> str:
+    """Why a file named as a `expected` (``"zip"`` or ``"tar"``) archive does not open as one, from its first
+    bytes, and the fix: one sentence for the end of an error message."""
+    try:
+        with open(archive, "rb") as stream:
+            head = stream.read(tarfile.BLOCKSIZE)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    if not head:
+        return "it is empty (0 bytes): copy or download it again"
+    found = _content_kind(head)
+    if found is not None and found[1] in _TAR_OPENERS_BY_SUFFIX:
+        # Compressed: say what the compressed data holds.
+        try:
+            with _TAR_OPENERS_BY_SUFFIX[found[1]](archive, "rb") as stream:
+                inner = stream.read(tarfile.BLOCKSIZE)
+        except _ARCHIVE_ERRORS:
+            return f"it is {found[0]} that cannot be decompressed (damaged or cut short): copy or download it again"
+        inside = _content_kind(inner)
+        if inside is not None and inside[1] == ".tar" and expected != "tar":
+            return f"it is a compressed tar archive, not a {expected} archive: rename it to end in .tar{found[1]}"
+        if expected == "tar" and inside is None and len(inner) == tarfile.BLOCKSIZE:
+            return (
+                f"it is {found[0]}, and what it holds is not a tar archive (its first header is damaged): "
+                "copy or download it again"
+            )
+        holds = f"that holds {inside[0]}" if inside is not None else "that holds no archive fidkit knows"
+        return f"it is {found[0]} {holds}: decompress it and pass what it holds"
+    if found is None:
+        return (
+            "its first bytes match no archive fidkit reads (zip; tar, plain or compressed with gzip, bzip2 "
+            "or xz): check that it is a complete file (copy or download it again)"
+        )
+    description, suffix = found
+    if suffix == ".zst":
+        return (
+            "it is zstd-compressed: fidkit reads tar compressed with gzip, bzip2 or xz; decompress it first "
+            "(zstd -d)"
+        )
+    if suffix in (".zip", ".tar") and suffix != f".{expected}":
+        return f"it is {description}, not a {expected} archive: rename it to end in {suffix}"
+    if suffix in (".zip", ".tar"):
+        return (
+            f"it starts like {description} but its structure is damaged or cut short (an interrupted "
+            "download?): copy or download it again"
+        )
+    if suffix == ".html":
+        return "it is a web page (HTML), not an archive: the download saved an error or login page; download it again"
+    return f"it is {description}, not an archive: pass a zip or tar archive, or a folder"
+
+
+# General-purpose flag bit 11: the member's name is UTF-8. Without it zipfile decodes names as cp437.
+_ZIP_UTF8_FLAG = 0x800
+# The Info-ZIP Unicode Path extra field: version 1, the CRC-32 of the stored name, the name in UTF-8.
+_ZIP_UNICODE_PATH_FIELD = 0x7075
+
+
+def _zip_member_name(info: zipfile.ZipInfo) -> str:
+    """The name `info` extracts to with ``unzip`` on a UTF-8 system.
+
+    Zips without the UTF-8 flag (Info-ZIP's ``zip`` 3.0 writes them) store the name as raw bytes that
+    ``zipfile`` decodes as cp437, turning ``é.png`` into ``├⌐.png``: the order, a ``limit`` subset and the
+    messages would differ from the same images in a folder. The name of the Unicode Path extra field wins
+    when its CRC matches the stored name; else the stored bytes when they are valid UTF-8; else cp437.
+    """
+    if info.flag_bits & _ZIP_UTF8_FLAG:
+        return info.filename
+    try:
+        raw = info.filename.encode("cp437")
+    except UnicodeEncodeError:
+        return info.filename  # zipfile did not decode it as cp437: its own reading stands
+    extra = info.extra
+    position = 0
+    while position + 4 <= len(extra):
+        field_id, length = struct.unpack_from("<HH", extra, position)
+        body = extra[position + 4 : position + 4 + length]
+        position += 4 + length
+        if field_id == _ZIP_UNICODE_PATH_FIELD and len(body) > 5 and body[0] == 1:
+            if struct.unpack_from("<I", body, 1)[0] == zlib.crc32(raw):
+                try:
+                    return body[5:].decode("utf-8")
+                except UnicodeDecodeError:
+                    break
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return info.filename
+
+
+def _zip_is_dir(info: zipfile.ZipInfo) -> bool:
+    mode = info.external_attr >> 16
+    return info.is_dir() or (info.create_system == 3 and stat.S_ISDIR(mode))
 
 
 def _list_zip(
@@ -192,19 +531,29 @@ def _list_zip(
             infos = zipped.infolist()
     except _ARCHIVE_ERRORS as exc:
         raise SourceError(
-            f"{name}: not a readable zip archive ({type(exc).__name__}: {exc}); check that it is a "
-            "complete zip file (copy or download it again)"
+            f"{name}: not a readable zip archive ({type(exc).__name__}: {exc}); "
+            f"{_what_it_is(archive, 'zip')}"
         ) from exc
     entries: dict[str, tuple[int, int]] = {}
     stored_names: dict[str, str] = {}
     n_other = 0
     for info in infos:
-        member = normalise_member(info.filename)
-        if info.is_dir():
+        member = normalise_member(_zip_member_name(info))
+        is_dir = _zip_is_dir(info)
+        mode = info.external_attr >> 16
+        special = bool(not is_dir and info.create_system == 3 and stat.S_IFMT(mode) and not stat.S_ISREG(mode))
+        if member in entries:
+            # The last entry of a name is what extracts, whatever its kind: a later folder, link or
+            # special member of that name replaces the earlier file, as a later file does.
+            later = "a folder" if is_dir else "a link or special member" if special else None
+            _warn_duplicate(name, member, later)
+            ignored.add(_DUPLICATE, member)
+            del entries[member]
+            stored_names.pop(member, None)
+        if is_dir:
             continue
         reason = classify(member)
-        mode = info.external_attr >> 16
-        if reason is None and info.create_system == 3 and stat.S_IFMT(mode) and not stat.S_ISREG(mode):
+        if reason is None and special:
             # A Unix mode stored with the member: a link (its bytes are a path) or a special file.
             reason = "symbolic link member of a zip, not followed" if stat.S_ISLNK(mode) else NOT_REGULAR
         if reason is not None:
@@ -213,16 +562,11 @@ def _list_zip(
             else:
                 n_other += 1
             continue
-        if member in entries:
-            _warn_duplicate(name, member)
-            ignored.add("duplicate member name (an earlier copy, not read)", member)
         entries[member] = (int(info.file_size), int(info.CRC))
-        # Read by the name of this, the last, copy: zipfile's name lookup gives the last member
+        # Read by the name zipfile knows this, the last, copy by: its name lookup gives the last member
         # stored under a name, which is this one.
         if member != info.filename:
             stored_names[member] = info.filename
-        else:
-            stored_names.pop(member, None)
     return entries, stored_names, n_other
 
 
@@ -258,6 +602,21 @@ def _list_tar(
                     # A hard link holds no data: it is the target's bytes, the copy stored before it.
                     target = _tar_link_target(member, info)
                     regular[member] = regular.get(target, (-1, 0)) if target is not None else (-1, 0)
+                else:
+                    # A folder, symbolic link or special member replaces a file of its name when extracted.
+                    regular.pop(member, None)
+                if member in entries or member in symlinks:
+                    # The last entry of a name is what extracts, whatever its kind (tar -x replaces the
+                    # file with a later folder, link or special file of its name).
+                    later = None
+                    if info.isdir():
+                        later = "a folder"
+                    elif not (info.isreg() or info.islnk()):
+                        later = "a symbolic link" if info.issym() else "a special member"
+                    _warn_duplicate(name, member, later)
+                    ignored.add(_DUPLICATE, member)
+                    entries.pop(member, None)
+                    symlinks.pop(member, None)
                 if info.isdir():
                     continue
                 reason = classify(member)
@@ -273,21 +632,14 @@ def _list_tar(
                 if info.sparse is not None:
                     ignored.add("sparse member (not supported)", member)
                     continue
-                if member in entries or member in symlinks:
-                    _warn_duplicate(name, member)
-                    ignored.add("duplicate member name (an earlier copy, not read)", member)
-                    entries.pop(member, None)
-                    symlinks.pop(member, None)
                 if info.issym():
                     symlinks[member] = _tar_link_target(member, info)
                 else:
                     entries[member] = regular[member]
-            _check_tar_end(tarred, compression)
+            _check_tar_end(tarred, compression, name)
     except _ARCHIVE_ERRORS as exc:
         if isinstance(exc, tarfile.ReadError) and not entries and not regular:
-            raise SourceError(
-                f"{name}: not a readable tar archive ({exc}); check that it is a complete tar file"
-            ) from exc
+            raise SourceError(f"{name}: not a readable tar archive: {_what_it_is(archive, 'tar')}") from exc
         raise _damaged_archive_error(name, exc) from exc
     for member, target in sorted(symlinks.items()):
         # Symbolic links are read as the member they point to, as a folder's links are; one pointing
@@ -303,12 +655,14 @@ def _list_tar(
     return compression, entries, n_other
 
 
-def _check_tar_end(tarred: tarfile.TarFile, compression: str) -> None:
-    """Raise ``tarfile.ReadError`` unless the listing stopped at the archive's real end.
+def _check_tar_end(tarred: tarfile.TarFile, compression: str, name: str) -> None:
+    """Raise unless the listing stopped at the archive's real end, its end-of-archive marker.
 
-    ``tarfile`` ends its listing silently at a damaged header in the middle of an archive; what it
-    read until then looks like a complete, smaller archive. The archive's end is either two zero
-    blocks or the end of the file; anything else after the last member is damage.
+    ``tarfile`` ends its listing silently at a damaged header in the middle of an archive, and at the end
+    of the file: what it read until then looks like a complete, smaller archive. ``tar`` and ``tarfile``
+    end every archive with zero blocks (two, padded to a 10 KiB record), so the block after the last
+    member must be a whole zero block: anything else is damage (``tarfile.ReadError``), and nothing at all
+    is a file cut short exactly at a member's header (a :class:`SourceError`).
     """
     stream = tarred.fileobj
     stream.seek(tarred.offset)
@@ -317,6 +671,12 @@ def _check_tar_end(tarred: tarfile.TarFile, compression: str) -> None:
         raise tarfile.ReadError(
             f"damaged member header at byte {tarred.offset} of the tar data, after {len(tarred.members)} "
             "members"
+        )
+    if len(block) < tarfile.BLOCKSIZE:
+        raise SourceError(
+            f"{name}: ends without tar's end-of-archive marker, after {len(tarred.members)} members: it looks "
+            "truncated (an interrupted download or copy?), and what followed is unknown, so no count of its "
+            "images can be trusted: copy or download it again"
         )
     if compression:
         # Decompress to the end, so that corrupt data or a checksum mismatch after the last member

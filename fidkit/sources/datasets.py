@@ -9,8 +9,9 @@ be exactly as long as its header declares; a ``.gz`` must be able to hold it (de
 1032-fold) and its gzip trailer must record that size when the file is opened, and when it is read
 exactly the declared bytes are decompressed (into an array allocated from the header), after which
 the stream must end: data beyond what the header declares (another gzip member, say) is refused,
-never decompressed. Images are grayscale and replicated to RGB. Label files (``idx1``) are refused
-with a hint.
+never decompressed. Images are grayscale and replicated to RGB, whatever their size (images 1 or 3
+pixels wide are images, not the columns of one RGB image). Label files (``idx1``) are refused with a
+hint.
 
 CIFAR
 -----
@@ -20,7 +21,8 @@ Either the folder, meaning its training split (CIFAR-10 ``data_batch_1`` .. ``da
 for just that file. Each file is a pickled dict whose ``data`` is ``(N, 3072)`` uint8, each row
 1024 red, then 1024 green, then 1024 blue values of a 32x32 image (row-major). The same batches
 can be read from inside the downloaded ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``
-in place (:func:`load_cifar_tar`, used by :mod:`fidkit.sources.named`). A batch file or member larger
+in place (:func:`load_cifar_tar`, used by :mod:`fidkit.sources.named`); a batch stored there more than
+once is read from its last copy, as ``tar -x`` extracts it, with a warning. A batch file or member larger
 than :data:`CIFAR_MAX_BATCH_BYTES` is refused from its size (the file's, or the size the tar header
 gives) before anything is read.
 
@@ -53,6 +55,8 @@ import numpy as np
 from fidkit._fs import sha256_file
 from fidkit.errors import SourceError
 from fidkit.sources.arrays import ArraySource, FileRows, file_identity
+from fidkit.sources.base import empty_source_error
+from fidkit.sources.files import normalise_member
 from fidkit.statsfile import read_exactly
 
 __all__ = [
@@ -125,6 +129,9 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
     except (OSError, EOFError, zlib.error) as exc:
         raise SourceError(f"{name}: cannot read MNIST file ({exc})") from exc
     n_images, n_rows, n_cols = _read_mnist_header(header, name)
+    # Grayscale, with its channel axis: an idx3 file is always N images of rows x columns, so images 1 or 3
+    # pixels wide are not mistaken for a single RGB image, as an (N, H, 3) array would be.
+    shape = (n_images, n_rows, n_cols, 1)
     expected_bytes = _MNIST_HEADER.size + n_images * n_rows * n_cols
     declared = f"header says {n_images} images of {n_rows}x{n_cols} ({expected_bytes:,} bytes"
     if gzipped:
@@ -159,12 +166,10 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
     def load() -> np.ndarray:
         if not gzipped:
             # Read as batches ask, not memory-mapped: a mapped file cut short kills the process (SIGBUS).
-            return FileRows(
-                path, _MNIST_HEADER.size, (n_images, n_rows, n_cols), np.uint8, name, fix="download it again"
-            )
+            return FileRows(path, _MNIST_HEADER.size, shape, np.uint8, name, fix="download it again")
         # Exactly the declared bytes, into an array sized from the header (bounded above); then the stream
         # must end. Reading it whole instead would decompress whatever it holds beyond the header.
-        pixels = np.empty((n_images, n_rows, n_cols), dtype=np.uint8)
+        pixels = np.empty(shape, dtype=np.uint8)
         fix = "download it again"
         try:
             with gzip.open(path, "rb") as stream:
@@ -180,11 +185,13 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
             )
         return pixels
 
+    if n_images == 0:
+        raise empty_source_error(name, f"the MNIST header says 0 images of {n_rows}x{n_cols}")
     return ArraySource(
         "mnist",
         name,
         load,
-        (n_images, n_rows, n_cols),
+        shape,
         lambda hash_content: {"file_sha256": sha256_file(path)} if hash_content else file_identity(path),
         limit=limit,
         seed=seed,
@@ -493,27 +500,41 @@ def load_cifar_tar(archive: Path, members: Sequence[str], name: str) -> np.ndarr
     """Read CIFAR python batches from inside a ``.tar.gz`` in place, in the order of `members`.
 
     One pass over the archive (nothing is extracted to disk); each member is unpickled with the
-    :class:`RestrictedUnpickler` as a batch file would be. Returns ``(N, 32, 32, 3)`` uint8.
+    :class:`RestrictedUnpickler` as a batch file would be. A batch stored more than once is read from its
+    last copy, as ``tar -x`` extracts it (with a warning naming it): the pass goes to the archive's end,
+    since only the end shows that no later copy follows. Returns ``(N, 32, 32, 3)`` uint8.
     """
+    wanted = {normalise_member(member) for member in members}
     found: dict[str, np.ndarray] = {}
+    seen: set[str] = set()
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
-                if member.name in members and member.isfile() and member.name not in found:
+                member_name = normalise_member(member.name)
+                if member_name not in wanted:
+                    continue
+                if member_name in seen:
+                    logger.warning(
+                        "%s: %s holds %s more than once; the last copy is read, as tar extracts it",
+                        name, archive, member.name,
+                    )
+                seen.add(member_name)
+                # The last entry of a name is what extracts: a later folder or link replaces the batch.
+                found.pop(member_name, None)
+                if member.isfile():
                     where = f"{archive}:{member.name}"
                     # The tar header gives the member's size: an oversized one is refused before reading.
                     _refuse_oversized_batch(where, member.size)
                     with tar.extractfile(member) as stream:  # a regular file: never None
-                        found[member.name] = load_cifar_batch(where, name, stream, size=member.size)
-                if len(found) == len(set(members)):
-                    break
+                        found[member_name] = load_cifar_batch(where, name, stream, size=member.size)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise SourceError(f"{name}: cannot read the CIFAR archive {archive} ({exc}); it is damaged or not a "
                           "CIFAR python archive") from exc
-    missing = [member for member in members if member not in found]
+    missing = [member for member in members if normalise_member(member) not in found]
     if missing:
         raise SourceError(f"{name}: {archive} has no member {', '.join(missing)}; not a CIFAR python archive")
-    batches = [found[member] for member in members]
+    batches = [found[normalise_member(member)] for member in members]
     images = np.empty((sum(len(batch) for batch in batches), _CIFAR_SIDE, _CIFAR_SIDE, 3), np.uint8)
     np.concatenate(batches, axis=0, out=images)
     return images
+

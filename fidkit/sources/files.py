@@ -20,14 +20,27 @@ Listing
   never extracted to disk. A tar hard link is read as the bytes of the member it links to, a tar
   symbolic link as the member it points to inside the archive; links to nothing in the archive,
   device, FIFO and other special members are not read, and are counted in ``source.ignored``.
+* Member names are the paths they extract to: ``./a/b.png``, ``a/./b.png``, ``a//b.png``,
+  ``/a/b.png`` and ``a\\b.png`` are all ``a/b.png``. A name with a ``..`` part (``x/../a.png``,
+  ``../a.png``) is not read (``tar`` refuses to extract it, ``unzip`` drops the ``..``), and is
+  counted in ``source.ignored``. A zip member name without the UTF-8 flag (Info-ZIP's ``zip``
+  writes them) is read as UTF-8 where its bytes are valid UTF-8 (or from its Unicode Path extra
+  field), as ``unzip`` on a UTF-8 system names the file; else as cp437, the zip standard's default.
 * A member name stored more than once (``a.png`` twice, or ``a.png`` and ``./a.png``): the last
-  copy in the archive is read, as ``tar`` and ``unzip`` extract it; the earlier copies are counted
-  in ``source.ignored`` and a warning names the member. The same rule holds for zip and tar.
+  entry of the name is what extracts, as with ``tar`` and ``unzip``, whatever its kind: a later file
+  is read, a later folder, link to nothing or special member of that name leaves no image there.
+  The earlier copies are counted in ``source.ignored`` and a warning names the member. The same rule
+  holds for zip and tar, and for the CIFAR batches read from a CIFAR ``.tar.gz``.
 * Damage to an archive's structure (a damaged header in the middle of a tar, corrupt compressed
   data, a truncated file, an unsupported zip version) is a :class:`~fidkit.errors.SourceError`
   naming the archive, also with ``skip_bad``: what follows the damage is unknown, so it cannot be
   a counted skip. A compressed tar is decompressed to its end when opened, so its checksum is
-  checked before any image is counted.
+  checked before any image is counted. A tar must end with its end-of-archive marker (the zero
+  blocks that ``tar`` and Python's ``tarfile`` write): a file that ends at a member's header without
+  one is cut short, and is a :class:`~fidkit.errors.SourceError` too.
+* A file named as an archive that is not one (a zip named ``.tar``, an empty file, a web page saved
+  by a failed download) is a :class:`~fidkit.errors.SourceError` that says what the file is, from
+  its first bytes, and how to fix it (rename it, download it again).
 * macOS resource-fork debris (anything under ``__MACOSX/`` and files named ``._*``) is ignored:
   it carries image extensions but holds no image.
 * Names are relative POSIX paths (``cat/001.png``), sorted as strings: the order, and so a
@@ -38,8 +51,15 @@ Memory
 ------
 A file or member larger than any image within Pillow's ``MAX_IMAGE_PIXELS`` could need is refused
 by its size (``os.fstat``, the zip member's declared size, the tar header) before it is read, as a
-bad file naming it. Decoded images waiting for a full batch are emitted early as smaller batches
-once they pass :data:`_PENDING_PIXEL_BYTES`, so a batch of huge images does not hold gigabytes.
+bad file naming it. An archive member (whose bytes may inflate from a few KB of compressed zeros)
+is bounded by its own image: of one larger than 64 KiB, the first 64 KiB are read, Pillow (or the
+PNG, JPEG, WebP or TIFF header) tells its pixel count, and a member that starts no image, or that
+is larger than an image of its pixels could need (the same rule, with its own pixel count), is
+refused there as a bad file (counted with ``skip_bad``); only then is the rest read, into one
+buffer. A TIFF whose directory follows its pixels, or that holds several pages, is bounded by the
+global limit only: its first page does not bound its size. Decoded images waiting for a full batch
+are emitted early as smaller batches once they pass :data:`_PENDING_PIXEL_BYTES`, so a batch of huge
+images does not hold gigabytes.
 
 Tar archives compressed as a whole have no random access: a worker reading members out of archive
 order decompresses from the start again. Each worker reads its chunk in archive order, and
@@ -126,6 +146,7 @@ _UNREAD_IMAGE_EXTENSIONS = frozenset(
 HIDDEN_FOLDER = "hidden folder, not read (dot-folders such as .ipynb_checkpoints, @eaDir, __MACOSX)"
 IN_HIDDEN_FOLDER = "image in a hidden folder, not read (dot-folders such as .ipynb_checkpoints, @eaDir)"
 NOT_REGULAR = "not a regular file (FIFO, socket, device or other special file), not read"
+PARENT_PART = "name with a '..' part, not read (tar refuses to extract it there; unzip drops the '..')"
 
 
 def is_hidden_folder(folder_name: str) -> bool:
@@ -141,6 +162,9 @@ def classify(relative: str) -> str | None:
         return ""
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
+        if ".." in path.parts:
+            # Only archive members have such names; not a hidden folder, though ".." starts with a dot.
+            return PARENT_PART
         if any(is_hidden_folder(part) for part in path.parts[:-1]):
             return IN_HIDDEN_FOLDER
         return None
@@ -156,12 +180,15 @@ def is_image_name(relative: str) -> bool:
 
 
 def normalise_member(member: str) -> str:
-    # Archives written on Windows or with "tar -C dir ." name members "a\\b.png" or "./a/b.png";
-    # strip that so the names equal the folder's relative paths.
-    member = member.replace("\\", "/")
-    while member.startswith("./"):
-        member = member[2:]
-    return member.lstrip("/")
+    """An archive member's name as the path it extracts to, relative to the folder it extracts into.
+
+    Archives written on Windows or with ``tar -C dir .`` name members ``a\\b.png`` or ``./a/b.png``;
+    ``tar -x`` and ``unzip`` also write ``a/./b.png``, ``a//b.png`` and ``/a/b.png`` to ``a/b.png``. All of
+    them become ``a/b.png``, the folder's relative path, so that names that extract to one file are one
+    member (a name stored twice). A ``..`` part is kept: :func:`classify` refuses such names.
+    """
+    parts = [part for part in member.replace("\\", "/").split("/") if part not in ("", ".")]
+    return "/".join(parts)
 
 
 def _file_kind(mode: int) -> str:
