@@ -34,7 +34,8 @@ from numpy.typing import NDArray
 from fidkit._validate import check_features
 from fidkit.errors import InputError, StatsFileError
 from fidkit.stats.core import check_metadata
-from fidkit.statsfile import STATS_FORMAT_VERSION, NpzReader, check_regular_file, write_npz
+from fidkit._npz import NpzReader
+from fidkit.statsfile import STATS_FORMAT_VERSION, check_regular_file, write_npz
 
 __all__ = ["Features", "FeatureRows", "is_features_file", "FEATURES_KEY", "EXTRA_OUTPUTS"]
 

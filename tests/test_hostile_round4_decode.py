@@ -342,9 +342,9 @@ def test_the_fingerprint_under_pillows_default_limit_is_the_one_made_before_the_
 ):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", base._PILLOW_DEFAULT_MAX_IMAGE_PIXELS)
     source = open_source(folder_with_a_big_image, workers=0)
-    # The recipe as it was before the limit took part: every existing cache key stays valid.
+    # The recipe without the limit (it takes part only when not Pillow's default): no cache key changed for it.
     identity = {
-        "fingerprint_version": 1,
+        "fingerprint_version": base._FINGERPRINT_VERSION,
         "kind": "folder",
         "limit": None,
         "seed": None,

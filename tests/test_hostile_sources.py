@@ -318,7 +318,7 @@ def test_a_device_given_as_the_source_is_refused(tmp_path):
         pytest.skip("needs /dev/zero")
     link = tmp_path / "zeros.npy"
     link.symlink_to("/dev/zero")
-    with pytest.raises(SourceError, match=r"zeros\.npy: is a device"):
+    with pytest.raises(SourceError, match=r"zeros\.npy: is a character device"):
         _finishes(lambda: open_source(link))
 
 

@@ -210,7 +210,7 @@ def _open_path(
 
 def _content_hint(path: Path) -> str:
     """What the file's first bytes say it is, when its name says nothing fidkit reads (kinds go by name)."""
-    from fidkit.statsfile import sniff_numpy_file
+    from fidkit._npz import sniff_numpy_file
 
     kind = sniff_numpy_file(path)
     if kind == "npy":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import logging
 import lzma
 import posixpath
@@ -21,19 +20,16 @@ import stat
 import struct
 import tarfile
 import zipfile
-import warnings
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from PIL import Image
-
 from fidkit._fs import CHUNK_BYTES, sha256_file
 from fidkit.errors import ImageError, SourceError
 from fidkit.sources.base import empty_source_error, size_mtime
-from fidkit.sources.decode import file_too_large_error, max_file_bytes
+from fidkit.sources.bounded import HEAD_BYTES, read_image_bytes
+from fidkit.sources.decode import file_too_large_error
 from fidkit.sources.files import (
     open_members,
     NOT_REGULAR,
@@ -82,7 +78,7 @@ class ZipReader:
         size = int(info.file_size)
         if max_bytes is not None and size > max_bytes:
             raise file_too_large_error(member, size, max_bytes)
-        if size <= _HEAD_BYTES:
+        if size <= HEAD_BYTES:
             return self._archive.read(info)
 
         def cut_short(got: int) -> ImageError:
@@ -90,7 +86,7 @@ class ZipReader:
             return ImageError(f"{member}: its data ends after {got:,} of its declared {size:,} bytes (damaged)")
 
         with self._archive.open(info) as stream:
-            data = _read_member(stream, member, size, cut_short)
+            data = read_image_bytes(stream, member, size, cut_short)
             stream.read(1)  # at the end: zipfile checks the CRC-32 (it raises BadZipFile on a mismatch)
         return data
 
@@ -102,190 +98,6 @@ class ZipReader:
     def __getstate__(self) -> dict[str, Any]:
         # Open handles do not cross process boundaries; each worker opens its own.
         return {"path": self.path, "stored_names": self.stored_names, "_archive": None}
-
-
-# A member larger than this is read in two steps: its first bytes, enough for Pillow to tell the format
-# and pixel size of nearly any image file; then, once those show that the member's declared size fits an
-# image of that size, the rest. A member no larger is read whole.
-_HEAD_BYTES = 64 * 2**10
-# How far a JPEG's markers are followed for its frame header when they do not fit in the head: the room
-# for metadata that max_file_bytes grants every image.
-_MAX_HEADER_BYTES = 16 * 2**20
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-# JPEG markers without a length (TEM, RST0-7) and frame headers (SOF0-15 but DHT, JPG and DAC).
-_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
-_JPEG_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def _read_member(
-    stream: IO[bytes], member: str, size: int, cut_short: Callable[[int], Exception]
-) -> bytes | bytearray:
-    """The `size` bytes of `member` from `stream`, which stands at the member's first byte.
-
-    Memory follows what the image needs, not what the member declares (a zip member of zeros declares
-    hundreds of MB in a few KB): a member larger than :data:`_HEAD_BYTES` is refused as a bad file
-    (:class:`ImageError`) after its first bytes when they start no image, or an image whose own pixels
-    could not need `size` bytes (:func:`max_file_bytes` of its pixel count). Only then is the rest read,
-    into one buffer of `size` bytes. `cut_short(n)` is the error for a stream that ends after n bytes.
-    """
-    head = bytearray()
-
-    def read_head(wanted: int) -> bool:
-        """Read on until the head holds `wanted` bytes; False if the member is shorter. Reads go on in
-        steps of :data:`_HEAD_BYTES` but never past the member (a compressed tar would seek back)."""
-        end = min(size, max(wanted, len(head) + _HEAD_BYTES))
-        while len(head) < min(wanted, size):
-            chunk = stream.read(end - len(head))
-            if not chunk:
-                break
-            head.extend(chunk)
-        return len(head) >= wanted
-
-    if not read_head(min(size, _HEAD_BYTES)):
-        raise cut_short(len(head))
-    if len(head) == size:
-        return head
-    _check_image_head(member, head, size, read_head)
-    data = bytearray(size)
-    filled = len(head)
-    data[:filled] = head
-    del head
-    with memoryview(data) as view:
-        while filled < size:
-            got = stream.readinto(view[filled : filled + CHUNK_BYTES])
-            if not got:
-                raise cut_short(filled)
-            filled += got
-    return data
-
-
-def _check_image_head(member: str, head: bytearray, size: int, read_head: Callable[[int], bool]) -> None:
-    """Raise :class:`ImageError` unless `head`, the first bytes of `member`, starts an image file that may be
-    `size` bytes long. `read_head(n)` reads on until the head holds n bytes (a JPEG's markers, followed)."""
-    pixels = _pixels_by_pillow(member, bytes(head))
-    if pixels is None:
-        pixels = _pixels_by_header(head, read_head)
-    tiff = _tiff_first_page(head, size)
-    if tiff is not None and tiff[1]:
-        # A TIFF may keep its directory after its pixels (libtiff writes compressed ones so), and a
-        # multi-page TIFF holds more than its first page: only the global limit bounds it.
-        return
-    if pixels is None and tiff is not None:
-        pixels = tiff[0]
-    if pixels is None:
-        raise ImageError(
-            f"{member}: not an image Pillow can read (its first {len(head):,} bytes start no image file); the "
-            f"rest of its {size:,} bytes was not read"
-        )
-    if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
-        # Decoding refuses it (see fidkit.sources.decode): none of the rest is needed.
-        raise _bomb_error(member, f"{pixels} pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS}")
-    limit = max_file_bytes(pixels)
-    if limit is not None and size > limit:
-        raise ImageError(
-            f"{member}: {size:,} bytes, more than an image of its {pixels:,} pixels can take ({limit:,} bytes): "
-            "it holds more than its image (a decompression bomb, or data appended to an image); the rest of it "
-            "was not read"
-        )
-
-
-def _pixels_by_pillow(member: str, head: bytes) -> int | None:
-    """The pixel count Pillow reads from the head of an image file, or None when it cannot tell."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # about the head being cut, or a large image: decoding will say
-            with Image.open(io.BytesIO(head)) as image:
-                width, height = image.size
-    except Image.DecompressionBombError as exc:
-        # Far over the pixel limit: decoding would refuse it, so none of the rest is needed.
-        raise _bomb_error(member, str(exc)) from exc
-    except Exception:  # noqa: BLE001 - Pillow raises anything on a cut or foreign head; the header says more
-        return None
-    return int(width) * int(height)
-
-
-def _bomb_error(member: str, detail: str) -> ImageError:
-    # The words of fidkit.sources.decode for the same refusal.
-    return ImageError(
-        f"{member}: refused as a possible decompression bomb ({detail}); if the image is genuine, raise "
-        "PIL.Image.MAX_IMAGE_PIXELS before computing"
-    )
-
-
-def _pixels_by_header(head: bytearray, read_head: Callable[[int], bool]) -> int | None:
-    """The pixel count the header of a PNG, WebP or JPEG file gives, for when Pillow cannot tell it from the
-    head: PNG and JPEG metadata (text chunks, ICC profiles) longer than the head, WebP (Pillow's decoder
-    needs the whole file)."""
-    if head.startswith(_PNG_MAGIC) and head[12:16] == b"IHDR" and len(head) >= 24:
-        width, height = struct.unpack_from(">II", head, 16)
-        return width * height
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
-        chunk = bytes(head[12:16])
-        if chunk == b"VP8X":
-            return (1 + int.from_bytes(head[24:27], "little")) * (1 + int.from_bytes(head[27:30], "little"))
-        if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
-            width, height = struct.unpack_from("<HH", head, 26)
-            return (width & 0x3FFF) * (height & 0x3FFF)
-        if chunk == b"VP8L" and head[20] == 0x2F:
-            bits = struct.unpack_from("<I", head, 21)[0]
-            return ((bits & 0x3FFF) + 1) * (((bits >> 14) & 0x3FFF) + 1)
-        return None
-    if head[:3] == b"\xff\xd8\xff":
-        position = 2
-        while position < _MAX_HEADER_BYTES and read_head(position + 9):
-            if head[position] != 0xFF:
-                return None
-            marker = head[position + 1]
-            if marker == 0xFF:  # fill byte
-                position += 1
-            elif marker in _JPEG_STANDALONE:
-                position += 2
-            elif marker in _JPEG_FRAME:
-                height, width = struct.unpack_from(">HH", head, position + 5)
-                return width * height or None
-            elif marker in (0xD9, 0xDA):  # end of image, or scan data, before any frame header
-                return None
-            else:
-                length = struct.unpack_from(">H", head, position + 2)[0]
-                if length < 2:  # a segment's length counts its own two bytes
-                    return None
-                position += 2 + length
-    return None
-
-
-def _tiff_first_page(head: bytearray, size: int) -> tuple[int | None, bool] | None:
-    """None unless `head` starts a TIFF file of `size` bytes; else (the pixels of its first page, or None when
-    its first directory gives none; whether the first page does not bound the file's size: a directory
-    beyond the head, or another page after the first)."""
-    magic = bytes(head[:4])
-    if magic not in _TIFF_MAGIC:
-        return None
-    order = "<" if magic[:2] == b"II" else ">"
-    big = magic[2:] in (b"+\x00", b"\x00+")
-    # Classic: 2-byte entry count, 12-byte entries, 4-byte offsets; BigTIFF: 8, 20 and 8.
-    count_format, entry_bytes, offset_format = ("Q", 20, "Q") if big else ("H", 12, "I")
-    try:
-        directory = struct.unpack_from(order + offset_format, head, 8 if big else 4)[0]
-    except struct.error:
-        return None, False
-    if not 8 <= directory < size:
-        return None, False  # no directory: not a TIFF image
-    try:
-        n_entries = struct.unpack_from(order + count_format, head, directory)[0]
-        first_entry = directory + struct.calcsize(count_format)
-        next_page = struct.unpack_from(order + offset_format, head, first_entry + n_entries * entry_bytes)[0]
-        values: dict[int, int] = {}
-        for index in range(n_entries):
-            at = first_entry + index * entry_bytes
-            tag, kind = struct.unpack_from(order + "HH", head, at)
-            if tag in (256, 257) and kind in (3, 4, 16):  # ImageWidth, ImageLength: SHORT, LONG or LONG8
-                value_format = {3: "H", 4: "I", 16: "Q"}[kind]
-                values[tag] = struct.unpack_from(order + value_format, head, at + (12 if big else 8))[0]
-    except struct.error:
-        return None, True  # the directory goes on beyond the head
-    pixels = values[256] * values[257] if len(values) == 2 else None
-    return pixels, next_page != 0
 
 
 _TAR_OPENERS = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}
@@ -323,7 +135,7 @@ class TarReader:
                 opener = _TAR_OPENERS.get(self.compression, open)
                 self._stream = opener(self.path, "rb")
             self._stream.seek(offset)
-            return _read_member(self._stream, member, size, cut_short)
+            return read_image_bytes(self._stream, member, size, cut_short)
         except (ImageError, SourceError):
             raise
         except _ARCHIVE_ERRORS as exc:

@@ -32,15 +32,8 @@ from fidkit._fs import sha256_file
 from fidkit._validate import as_image_batch, check_batch_size, check_image_array
 from fidkit.errors import SourceError, StatsFileError
 from fidkit.sources.base import Source, empty_source_error, select_indices, size_mtime
-from fidkit.statsfile import (
-    IMAGE_KEYS,
-    NUMPY_LOAD_ERRORS,
-    NpyHeader,
-    NpzReader,
-    numpy_load_problem,
-    read_exactly,
-    sniff_numpy_file,
-)
+from fidkit._npz import NUMPY_LOAD_ERRORS, NpyHeader, NpzReader, numpy_load_problem, read_exactly, sniff_numpy_file
+from fidkit.statsfile import IMAGE_KEYS
 
 __all__ = ["ArraySource", "BatchesSource", "FileRows", "open_array", "open_npy", "open_npz", "load_npz", "IMAGE_KEYS"]
 

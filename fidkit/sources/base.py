@@ -25,8 +25,10 @@ __all__ = ["Source", "select_indices", "size_mtime", "SizeGrouper", "empty_sourc
 
 logger = logging.getLogger(__name__)
 
-# Version of the fingerprint recipe itself (which fields, how they are serialised).
-_FINGERPRINT_VERSION = 1
+# Version of the fingerprint recipe (which fields, how they are serialised) and of the rules of which files' bytes
+# are read as which images. 2: archive names as tar and unzip extract them (a/./b.png is a/b.png, a later entry of
+# a name replaces it), and a file holding far more than its image is a bad file (fidkit.sources.bounded).
+_FINGERPRINT_VERSION = 2
 
 # Pillow's own default for PIL.Image.MAX_IMAGE_PIXELS (its definition, PIL/Image.py). Written out
 # rather than read from PIL.Image, which the caller may have changed before importing fidkit.

@@ -57,7 +57,7 @@ from fidkit.errors import SourceError
 from fidkit.sources.arrays import ArraySource, FileRows, file_identity
 from fidkit.sources.base import empty_source_error
 from fidkit.sources.files import normalise_member
-from fidkit.statsfile import read_exactly
+from fidkit._npz import read_exactly
 
 __all__ = [
     "MNIST_IMAGES_MAGIC",

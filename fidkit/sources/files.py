@@ -78,7 +78,7 @@ from typing import Any
 
 import numpy as np
 
-from fidkit._fs import sha256_file
+from fidkit._fs import file_kind, sha256_file
 from fidkit.errors import ImageError, SourceError
 from fidkit.sources.base import (
     SizeGrouper,
@@ -87,6 +87,7 @@ from fidkit.sources.base import (
     select_indices,
     size_mtime,
 )
+from fidkit.sources.bounded import HEAD_BYTES, read_image_bytes
 from fidkit.sources.decode import IMAGE_EXTENSIONS, file_too_large_error
 from fidkit.sources.parallel import MemberReader, decode_stream, resolve_workers
 
@@ -191,16 +192,6 @@ def normalise_member(member: str) -> str:
     return "/".join(parts)
 
 
-def _file_kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
 def refuse_special_file(path: Path, name: str) -> None:
     """Raise :class:`SourceError` when `path` is neither a regular file nor a folder.
 
@@ -213,7 +204,7 @@ def refuse_special_file(path: Path, name: str) -> None:
         return
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise SourceError(
-            f"{name}: is {_file_kind(mode)}, not a regular file or a folder; fidkit reads images "
+            f"{name}: is {file_kind(mode)}, not a regular file or a folder; fidkit reads images "
             "from files and folders only (reading it could block forever): save the data to a file"
         )
 
@@ -232,17 +223,27 @@ class FolderReader:
         with os.fdopen(descriptor, "rb") as stream:
             mode = os.fstat(stream.fileno()).st_mode
             if not stat.S_ISREG(mode):
-                raise ImageError(f"{member}: is {_file_kind(mode)}, not a regular file; not read")
+                raise ImageError(f"{member}: is {file_kind(mode)}, not a regular file; not read")
             if max_bytes is None:
                 return stream.read()
             size = os.fstat(stream.fileno()).st_size
             if size > max_bytes:
                 raise file_too_large_error(member, size, max_bytes)
-            # Ask for the size it has (a read asking for more reserves that much first); a file
-            # growing meanwhile is read on, up to the bound.
-            data = stream.read(size + 1)
-            if len(data) > size:
-                data += stream.read(max_bytes + 1 - len(data))
+            if size > HEAD_BYTES:
+                # Bounded by what its image needs, as an archive member is: the same file gets the same verdict
+                # in a folder and in an archive (one holding far more than its image is a bad file in both).
+                data: bytes | bytearray = read_image_bytes(
+                    stream, member, size,
+                    lambda got: ImageError(f"{member}: ended after {got:,} of its {size:,} bytes while read "
+                                           "(changed meanwhile)"),
+                )
+            else:
+                # Ask for the size it has (a read asking for more reserves that much first).
+                data = stream.read(size + 1)
+            # A file growing meanwhile is read on, up to the bound (a read asks for what it may get: a read of
+            # max_bytes would reserve that much first, so one byte tells whether there is more).
+            if len(data) >= size and (first := stream.read(1)):
+                data = bytes(data) + first + stream.read(max_bytes - len(data))
             if len(data) > max_bytes:
                 raise file_too_large_error(member, len(data), max_bytes)
             return data
