@@ -256,6 +256,25 @@ def test_a_worker_killed_is_reported_when_submit_meets_the_broken_pool(many, mon
         _count(open_source(many, workers=2, skip_bad=True))
 
 
+def test_a_worker_killed_for_real_is_reported_not_an_internal_error(many, monkeypatch):
+    """SIGKILL one worker (as the out-of-memory killer does) after the first image: whichever of submit and
+    result meets the broken pool first, the error says a worker died and what to do."""
+    import multiprocessing
+    import signal
+    import time
+
+    monkeypatch.setattr(parallel, "IN_PROCESS_MAX_IMAGES", 0)
+    monkeypatch.setattr(parallel, "_DEFAULT_CHUNK_FILES", 1)
+    names = sorted(path.name for path in many.iterdir())
+    stream = parallel.decode_stream(files.FolderReader(many), names, workers=2)
+    with pytest.raises(ImageError, match=r"decoding worker process died.*--workers 0"):
+        for position, _ in enumerate(stream):
+            if position == 0:
+                workers = [child for child in multiprocessing.active_children() if child.name != "ForkServerProcess"]
+                os.kill(workers[-1].pid, signal.SIGKILL)
+                time.sleep(0.3)  # the pool notices; the next submit (or result) meets the broken pool
+
+
 @pytest.mark.parametrize("code, limit", [(errno.EMFILE, "ulimit -n"), (errno.ENFILE, "fs.file-max")])
 def test_too_few_file_descriptors_to_start_the_workers_says_which_limit(many, monkeypatch, code, limit):
     monkeypatch.setattr(parallel, "IN_PROCESS_MAX_IMAGES", 0)
@@ -275,6 +294,15 @@ def test_too_few_file_descriptors_to_start_the_workers_says_which_limit(many, mo
         monkeypatch.setattr(_Pool, "breaks_after", breaks_after)
         with pytest.raises(ResourceError, match=expected):
             _count(open_source(many, workers=2))
+
+
+def test_the_forkserver_ending_while_starting_a_worker_says_what_to_do(many, monkeypatch):
+    # What a forkserver that ran out of descriptors receiving a new worker's ends gives the caller (in submit).
+    monkeypatch.setattr(parallel, "IN_PROCESS_MAX_IMAGES", 0)
+    monkeypatch.setattr(parallel.concurrent.futures, "ProcessPoolExecutor", _Pool)
+    monkeypatch.setattr(_Pool, "submit_error", EOFError("unexpected EOF"))
+    with pytest.raises(ResourceError, match=r"decoding worker processes.*ulimit -n.*--workers 0"):
+        _count(open_source(many, workers=2))
 
 
 def test_no_usable_temporary_folder_for_the_forkserver_says_what_to_do(many, monkeypatch):
@@ -416,6 +444,43 @@ def test_memory_running_out_creating_the_session_is_not_a_damaged_graph(no_netwo
         FeatureExtractor(device="cpu")
     assert "delete" not in str(caught.value)
     assert no_network == [False]  # the cached graph was not rebuilt
+
+
+@pytest.fixture
+def gpu_listed(monkeypatch):
+    """An onnxruntime that lists CUDA (no GPU is needed: sessions are stand-ins)."""
+    from fidkit.inception import runtime
+
+    monkeypatch.setattr(runtime, "why_device_unusable", lambda ort, device: None)
+    monkeypatch.setattr(runtime, "preload_gpu_libraries", lambda ort: None)
+
+
+def test_a_full_gpu_when_creating_the_session_is_a_memory_error_not_an_unusable_gpu(no_network, gpu_listed, monkeypatch):
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    from fidkit.inception.runtime import FeatureExtractor
+
+    def create(*args, **kwargs):
+        raise Fail("CUDA failure 2: out of memory ; GPU=0 ; hostname=x ; file=cuda_call.cc ; expr=cudaMalloc")
+
+    _session_factory(monkeypatch, create)
+    with pytest.raises(ResourceError, match=r"GPU memory ran out.*not damaged.*--device cpu"):
+        FeatureExtractor(device="cuda")
+    assert no_network == [False]
+
+
+def test_a_full_gpu_at_the_warm_up_batch_is_a_memory_error(no_network, gpu_listed, monkeypatch):
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    from fidkit.inception.runtime import FeatureExtractor
+
+    class _GpuSession(_Session):
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    _session_factory(monkeypatch, lambda *args, **kwargs: _GpuSession(Fail("CUDNN_STATUS_ALLOC_FAILED")))
+    with pytest.raises(ResourceError, match=r"GPU memory ran out.*CUDNN_STATUS_ALLOC_FAILED"):
+        FeatureExtractor(device="cuda")
 
 
 def test_resource_errors_are_fidkit_errors_printed_on_one_line():

@@ -435,10 +435,15 @@ def _worker_died(first: str, last: str) -> ImageError:
     )
 
 
-def _workers_cannot_start(exc: OSError, n_workers: int) -> ResourceError:
+def _workers_cannot_start(exc: OSError | EOFError, n_workers: int) -> ResourceError:
     """The error for worker processes that could not be started (or their pipes made)."""
     what = f"cannot start {n_workers} decoding worker processes"
     fallback = "or decode in this process with --workers 0 (workers=0)"
+    if isinstance(exc, EOFError):
+        return ResourceError(
+            f"{what}: the server process that starts them ended unexpectedly; it shares this process's limits, "
+            f"so open files (raise ulimit -n) or memory ran out; {fallback}"
+        )
     if "No usable temporary directory" in str(exc):
         # tempfile's verdict when it cannot create a file in any candidate folder; the forkserver
         # needs one for its socket. Out of file descriptors fails there first.
@@ -539,7 +544,8 @@ def decode_stream(
             # The worker died on one of the chunks in flight (or, with none, on the one submitted).
             pending = [queued for _, queued in in_flight] or [chunk]
             raise _worker_died(pending[0][0][1], pending[-1][-1][1]) from exc
-        except OSError as exc:
+        except (OSError, EOFError) as exc:
+            # EOFError: the forkserver (which shares this process's limits) ended while starting one.
             raise _workers_cannot_start(exc, n_workers) from exc
 
     finished = False
