@@ -256,6 +256,24 @@ def test_a_worker_killed_is_reported_when_submit_meets_the_broken_pool(many, mon
         _count(open_source(many, workers=2, skip_bad=True))
 
 
+def test_memory_running_out_in_a_worker_outside_one_file_is_a_resource_error(many, monkeypatch):
+    # A worker whose task fails with MemoryError outside the decoding of one file (sending its pixels back).
+    class _PoolOutOfMemory(_Pool):
+        breaks_after = 10**6
+
+        def submit(self, function, chunk):
+            future = super().submit(function, chunk)
+            failed: concurrent.futures.Future = concurrent.futures.Future()
+            failed.set_exception(MemoryError())
+            return failed if chunk[0][0] >= 6 else future
+
+    monkeypatch.setattr(parallel, "IN_PROCESS_MAX_IMAGES", 0)
+    monkeypatch.setattr(parallel, "_DEFAULT_CHUNK_FILES", 3)
+    monkeypatch.setattr(parallel.concurrent.futures, "ProcessPoolExecutor", _PoolOutOfMemory)
+    with pytest.raises(ResourceError, match=r"memory ran out in a decoding worker.*06\.png \.\. 08\.png.*--workers 0"):
+        _count(open_source(many, workers=2, skip_bad=True))
+
+
 def test_a_worker_killed_for_real_is_reported_not_an_internal_error(many, monkeypatch):
     """SIGKILL one worker (as the out-of-memory killer does) after the first image: whichever of submit and
     result meets the broken pool first, the error says a worker died and what to do."""

@@ -560,6 +560,13 @@ def decode_stream(
                 outcomes, left = future.result()
             except BrokenProcessPool as exc:
                 raise _worker_died(chunk[0][1], chunk[-1][1]) from exc
+            except MemoryError as exc:
+                # Outside the decoding of one file (which names it): sending the pixels back, say.
+                raise ResourceError(
+                    f"memory ran out in a decoding worker process while it decoded one of {chunk[0][1]} .. "
+                    f"{chunk[-1][1]}: free memory, decode with fewer processes (--workers N, workers=N; "
+                    "--workers 0 decodes in this process alone), or pass a smaller --batch-size (batch_size=)"
+                ) from exc
             if left:
                 # The worker stopped at its pixel budget: the rest of the chunk comes next in the
                 # output, so it goes to the front, in the place of the chunk it came from.
