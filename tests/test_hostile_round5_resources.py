@@ -396,7 +396,8 @@ def no_network(monkeypatch, tmp_path):
         calls.append(rebuild)
         return runtime.Graph(graph, "0" * 64, built=rebuild)
 
-    monkeypatch.setattr(runtime, "locate_weights", lambda weights_arg, progress=True: ResolvedWeights(weights, "a" * 64, "explicit", False))
+    resolved = ResolvedWeights(weights, "a" * 64, "explicit", False)
+    monkeypatch.setattr(runtime, "locate_weights", lambda weights_arg, progress=True: resolved)
     monkeypatch.setattr(runtime, "ensure_graph", ensure_graph)
     return calls
 
@@ -455,7 +456,9 @@ def test_memory_running_out_creating_the_session_is_not_a_damaged_graph(no_netwo
     from fidkit.inception.runtime import FeatureExtractor
 
     def create(*args, **kwargs):
-        raise RuntimeException("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Exception during initialization: std::bad_alloc")
+        raise RuntimeException(
+            "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Exception during initialization: std::bad_alloc"
+        )
 
     _session_factory(monkeypatch, create)
     with pytest.raises(ResourceError, match=r"memory") as caught:
@@ -473,7 +476,9 @@ def gpu_listed(monkeypatch):
     monkeypatch.setattr(runtime, "preload_gpu_libraries", lambda ort: None)
 
 
-def test_a_full_gpu_when_creating_the_session_is_a_memory_error_not_an_unusable_gpu(no_network, gpu_listed, monkeypatch):
+def test_a_full_gpu_when_creating_the_session_is_a_memory_error_not_an_unusable_gpu(
+    no_network, gpu_listed, monkeypatch
+):
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 
     from fidkit.inception.runtime import FeatureExtractor

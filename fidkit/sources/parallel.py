@@ -252,7 +252,7 @@ def _decode_one(
         raise _out_of_memory(reader, member, "reading") from exc
     except OSError as exc:
         if exc.errno in _ERRNOS_OF_SHORTAGE:
-            raise _short_of_descriptors(reader, member, exc) from exc
+            raise _ran_short_reading(reader, member, exc) from exc
         reason = f"unreadable ({type(exc).__name__}: {exc})"
         # An OSError without errno comes from Python code judging the bytes (a bad gzip stream), as
         # the errno-less exceptions below do; every failing system call carries one.
@@ -291,7 +291,7 @@ def _out_of_memory(reader: MemberReader, member: str, doing: str) -> ResourceErr
     )
 
 
-def _short_of_descriptors(reader: MemberReader, member: str, exc: OSError) -> ResourceError:
+def _ran_short_reading(reader: MemberReader, member: str, exc: OSError) -> ResourceError:
     name = errno.errorcode.get(exc.errno or 0, "?")
     if exc.errno == errno.EMFILE:
         fix = "raise this process's limit on open files (ulimit -n 4096) or decode with --workers 0 (workers=0)"
