@@ -16,6 +16,7 @@ __all__ = [
     "WeightsError",
     "DownloadError",
     "OverwriteError",
+    "ResourceError",
     "FidkitWarning",
     "SmallSampleWarning",
 ]
@@ -55,6 +56,15 @@ class DownloadError(FidkitError):
 
 class OverwriteError(FidkitError, FileExistsError):
     """A write that would replace an existing user file without being asked to."""
+
+
+class ResourceError(FidkitError):
+    """The machine ran short while computing: memory, open files, a worker process killed.
+
+    Not a fault of the input, so never a counted skip (with ``skip_bad`` the count would depend on the machine):
+    the message names what ran out, where, and what to lower or raise (``--batch-size``, ``--workers 0``,
+    ``ulimit -n``).
+    """
 
 
 class FidkitWarning(UserWarning):

@@ -37,6 +37,7 @@ from fidkit.options import RunOptions
 from fidkit.preflight import recorded_convention, recorded_text
 from fidkit.report import SideReport
 from fidkit.sources import Source, open_source
+from fidkit.sources.parallel import skip_is_not_cached
 from fidkit.stats import Stats, StatsAccumulator
 from fidkit.statsfile import is_stats_file
 
@@ -344,7 +345,7 @@ def side_result(
     features = None
     if extracted.rows is not None:
         features = replace(extracted.rows, metadata=metadata)
-    stats = store(source, lookup, stats, features, options)
+    stats = store(source, lookup, stats, features, options, skipped=skipped)
 
     times = extracted.times
     side = describe(
@@ -393,14 +394,34 @@ def _from_cache(
 # --------------------------------------------------------------------------------------------- step 4: store
 
 
-def store(source: Source, lookup: CacheLookup, stats: Stats, features: Features | None, options: RunOptions) -> Stats:
-    """Step 4: keep `stats` (and `features`) in the cache, unless the source changed while it was read.
+def store(
+    source: Source,
+    lookup: CacheLookup,
+    stats: Stats,
+    features: Features | None,
+    options: RunOptions,
+    *,
+    skipped: tuple[tuple[str, str], ...] = (),
+) -> Stats:
+    """Step 4: keep `stats` (and `features`) in the cache, unless the source changed while it was read, or a
+    file was skipped for a reason that can go away without the file changing.
 
     A source that changed would leave new images under the old fingerprint. (A content hash is not
     recomputed: that would read every file twice; the mtime fingerprint is the one that races with writers.)
-    Returns the statistics as stored (their metadata records the key), or `stats` itself.
+    A file in `skipped` (``(file, reason)``) that could not be read for a permission or an I/O error
+    (:func:`fidkit.sources.parallel.skip_is_not_cached`) may read on the next run with the same fingerprint:
+    cached, the smaller N would be served for good. Returns the statistics as stored (their metadata records
+    the key), or `stats` itself.
     """
     if lookup.stats_key is None:
+        return stats
+    passing = [file for file, reason in skipped if skip_is_not_cached(reason)]
+    if passing:
+        logger.warning(
+            "%s: %d file(s) skipped for a reason that may not last (first %s: a permission or an I/O error); "
+            "these statistics are not cached, so the next run reads them again",
+            source.name, len(passing), passing[0],
+        )
         return stats
     # Sizes and modification times as opened (or, for a source opened elsewhere, as looked up) against now: a
     # content hash is not taken again, which would read every file twice.

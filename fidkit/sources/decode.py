@@ -278,6 +278,9 @@ def decode_image_bytes(
     ImageError
         The bytes are not an image, the image is truncated or corrupt, too large, or of a mode the
         policy refuses. The message starts with `name`.
+    MemoryError
+        Memory ran out while decoding: no fault of the file, so never an ImageError (a counted skip
+        would make the number of images depend on the machine).
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     # Strict whatever the caller set: see _strict_truncation.
@@ -305,6 +308,9 @@ def decode_image_bytes(
             ) from exc
         except Image.UnidentifiedImageError as exc:
             raise ImageError(f"{name}: not an image Pillow can read") from exc
+        except MemoryError:
+            # Not the file's fault (see _to_rgb_array): the caller stops the run rather than count a bad file.
+            raise
         except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, EOFError
             reason = str(exc) or type(exc).__name__
             raise ImageError(f"{name}: cannot decode ({type(exc).__name__}: {reason})") from exc

@@ -25,12 +25,35 @@ for a signal when its own parent ends), and the forkserver follows once no worke
 
 Small sources (at most :data:`IN_PROCESS_MAX_IMAGES` files) and ``workers`` of 0 or 1 are decoded in
 the calling process: starting workers would cost more than it saves.
+
+Bad files, and files that fail for a reason outside them
+--------------------------------------------------------
+A file is *bad* (a counted skip with ``skip_bad``, else an error listing the bad files) only for what
+it is: not an image, truncated, too large, a mode the colour policy refuses, or a read failure that
+stays as long as the file does (``ENOENT`` removed, ``ENOTDIR``, ``EISDIR``, ``ELOOP``,
+``ENAMETOOLONG``; an archive member the archive cannot give). Otherwise the count of images would
+depend on the machine or on the moment:
+
+* Memory running out while one file is read or decoded (``MemoryError``), or the process or system
+  running out of file descriptors or kernel memory (``EMFILE``, ``ENFILE``, ``ENOMEM``,
+  ``ENOBUFS``), stops the run with a :class:`~fidkit.errors.ResourceError` naming the file and what
+  to change (free memory, fewer workers or ``--workers 0``, a smaller ``--batch-size``, ``ulimit -n``),
+  also with ``skip_bad``.
+* Any other read failure (``EACCES``/``EPERM``, which a ``chmod`` fixes; ``EIO``, ``ETIMEDOUT``,
+  ``ESTALE``, ``EAGAIN``, ``EBUSY`` of a disk or network file system) is a counted skip, but one that
+  can go away without the file changing, and so without its fingerprint changing: its reason ends
+  with :data:`NOT_CACHED_MARK`, and statistics of a run that skipped such a file are not cached
+  (:func:`skip_is_not_cached`), so that the next run reads the file again.
+* A decoding worker that dies (killed by the out-of-memory killer, say) ends the run with an
+  :class:`~fidkit.errors.ImageError` saying so, as does anything that keeps the workers from starting
+  (a :class:`~fidkit.errors.ResourceError`: raise ``ulimit -n``, or ``--workers 0``).
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import errno
 import logging
 import multiprocessing
 import numbers
@@ -49,7 +72,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from fidkit._fs import pid_running
-from fidkit.errors import ImageError, InputError, SourceError
+from fidkit.errors import ImageError, InputError, ResourceError, SourceError
 from fidkit.sources.decode import decode_image_bytes, max_file_bytes
 
 __all__ = [
@@ -59,6 +82,8 @@ __all__ = [
     "default_workers",
     "resolve_workers",
     "decode_stream",
+    "NOT_CACHED_MARK",
+    "skip_is_not_cached",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,6 +99,20 @@ _CHUNK_PIXEL_BYTES = 64 * 2**20
 # Files per task sent to a worker: big enough that the inter-process overhead (about 1 ms per
 # task) is small against decoding, small enough that the first batch arrives quickly.
 _DEFAULT_CHUNK_FILES = 64
+
+# Read failures that stay as long as the file does: counted skips whose statistics may be cached.
+_ERRNOS_OF_THE_FILE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG})
+# The process or the system ran short: the run stops (a skip would make N depend on the machine).
+_ERRNOS_OF_SHORTAGE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: How the reason of a file skipped for a cause that can go away without the file changing ends: a
+#: run that skipped such a file is not cached (see the module's notes on bad files).
+NOT_CACHED_MARK = "not cached: a later run reads it again"
+
+
+def skip_is_not_cached(reason: str) -> bool:
+    """True for the reason of a skipped file that may read on a later run without changing (a
+    permission, an I/O error): statistics of a run that skipped it must not be cached."""
+    return str(reason).endswith(NOT_CACHED_MARK)
 
 
 class MemberReader(Protocol):
@@ -209,15 +248,62 @@ def _decode_one(
         raise
     except ImageError as exc:  # the reader's own verdict on this one file
         return (index, member, None, _reason(exc, member), False)
+    except MemoryError as exc:
+        raise _out_of_memory(reader, member, "reading") from exc
+    except OSError as exc:
+        if exc.errno in _ERRNOS_OF_SHORTAGE:
+            raise _ran_short_reading(reader, member, exc) from exc
+        reason = f"unreadable ({type(exc).__name__}: {exc})"
+        # An OSError without errno comes from Python code judging the bytes (a bad gzip stream), as
+        # the errno-less exceptions below do; every failing system call carries one.
+        if exc.errno is not None and exc.errno not in _ERRNOS_OF_THE_FILE:
+            reason += f"; {NOT_CACHED_MARK}"
+        return (index, member, None, reason, False)
     except Exception as exc:  # noqa: BLE001 - any other read failure makes this one file bad
         return (index, member, None, f"unreadable ({type(exc).__name__}: {exc})", False)
     try:
         image = decode_image_bytes(data, member, exif_transpose=exif_transpose, max_pixels=max_pixels)
     except ImageError as exc:
         return (index, member, None, _reason(exc, member), False)
+    except MemoryError as exc:
+        raise _out_of_memory(reader, member, "decoding") from exc
     finally:
         del data
     return (index, member, image.pixels, None, image.lossy)
+
+
+def _where(reader: MemberReader, member: str) -> str:
+    """`member` as the user finds it: a path in a folder, ``member in archive`` in an archive."""
+    root = getattr(reader, "root", None)
+    if root is not None:
+        return os.path.join(os.fspath(root), member)
+    archive = getattr(reader, "path", None)
+    return f"{member} in {os.fspath(archive)}" if archive is not None else member
+
+
+def _out_of_memory(reader: MemberReader, member: str, doing: str) -> ResourceError:
+    return ResourceError(
+        f"{_where(reader, member)}: memory ran out while {doing} it. That is no fault of the file, so it is "
+        "not skipped (the number of images would depend on the machine): free memory, decode with fewer "
+        "processes (--workers N, workers=N; --workers 0 decodes in this process alone), or pass a smaller "
+        "--batch-size (batch_size=); to refuse images this large as bad files instead, lower "
+        "PIL.Image.MAX_IMAGE_PIXELS"
+    )
+
+
+def _ran_short_reading(reader: MemberReader, member: str, exc: OSError) -> ResourceError:
+    name = errno.errorcode.get(exc.errno or 0, "?")
+    if exc.errno == errno.EMFILE:
+        fix = "raise this process's limit on open files (ulimit -n 4096) or decode with --workers 0 (workers=0)"
+    elif exc.errno == errno.ENFILE:
+        fix = ("the system's table of open files is full: close other programs or raise fs.file-max, or decode "
+               "with --workers 0 (workers=0); ulimit -n does not help")
+    else:
+        fix = "free memory, or decode with fewer processes (--workers 0, workers=0)"
+    return ResourceError(
+        f"{_where(reader, member)}: cannot read it: {exc.strerror or exc} ({name}). That is no fault of the "
+        f"file, so it is not skipped (the number of images would depend on the machine): {fix}"
+    )
 
 
 def _reason(exc: ImageError, member: str) -> str:
@@ -340,6 +426,42 @@ def _terminate(executor: concurrent.futures.ProcessPoolExecutor) -> None:
             process.join(timeout=5)
 
 
+def _worker_died(first: str, last: str) -> ImageError:
+    return ImageError(
+        f"a decoding worker process died while decoding one of {first} .. {last}: a crash in the "
+        "decoder, memory exhausted, or, if this is the first batch, a calling script without "
+        "'if __name__ == \"__main__\":' (worker processes re-import it). Rerun with workers=0 "
+        "(--workers 0) to decode in this process"
+    )
+
+
+def _workers_cannot_start(exc: OSError | EOFError, n_workers: int) -> ResourceError:
+    """The error for worker processes that could not be started (or their pipes made)."""
+    what = f"cannot start {n_workers} decoding worker processes"
+    fallback = "or decode in this process with --workers 0 (workers=0)"
+    if isinstance(exc, EOFError):
+        return ResourceError(
+            f"{what}: the server process that starts them ended unexpectedly; it shares this process's limits, "
+            f"so open files (raise ulimit -n) or memory ran out; {fallback}"
+        )
+    if "No usable temporary directory" in str(exc):
+        # tempfile's verdict when it cannot create a file in any candidate folder; the forkserver
+        # needs one for its socket. Out of file descriptors fails there first.
+        return ResourceError(
+            f"{what}: no usable temporary folder ({exc}): the temporary folders are full or not writable "
+            f"(set TMPDIR to a writable folder), or this process ran out of open files (raise ulimit -n); "
+            f"{fallback}"
+        )
+    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    hint = {
+        errno.EMFILE: "this process ran out of open files: raise its limit (ulimit -n 4096)",
+        errno.ENFILE: "the system's table of open files is full: close other programs or raise fs.file-max",
+        errno.EAGAIN: "the limit on processes was reached (ulimit -u)",
+        errno.ENOMEM: "not enough memory to start them",
+    }.get(exc.errno or 0, "the system refused")
+    return ResourceError(f"{what}: {exc.strerror or exc} ({name}); {hint}; {fallback}")
+
+
 def decode_stream(
     reader: MemberReader,
     names: Sequence[str],
@@ -364,7 +486,18 @@ def decode_stream(
     ------
     DecodeOutcome
         Bad files come back as outcomes with ``pixels=None`` and a ``reason``; nothing is raised
-        for them here.
+        for them here. A reason ending with :data:`NOT_CACHED_MARK` is a skip that a later run may
+        not repeat (see the module's notes).
+
+    Raises
+    ------
+    ResourceError
+        Memory or file descriptors ran out reading or decoding a file (named), or the workers could
+        not start: no file is counted bad for what the machine lacks.
+    ImageError
+        A decoding worker process died.
+    SourceError
+        Damage to the archive as a whole.
     """
     max_pixels = Image.MAX_IMAGE_PIXELS
     n_names = len(names)
@@ -388,19 +521,37 @@ def decode_stream(
     n_workers = min(workers, -(-n_names // chunk_size))
     chunks = _chunks(names, chunk_size)
     logger.debug("decoding %d files with %d workers, %d per task", n_names, n_workers, chunk_size)
-    executor = concurrent.futures.ProcessPoolExecutor(
-        max_workers=n_workers,
-        mp_context=_mp_context(),
-        initializer=_init_worker,
-        initargs=(reader, exif_transpose, max_pixels, _CHUNK_PIXEL_BYTES, os.getpid()),
-    )
+    try:
+        executor = concurrent.futures.ProcessPoolExecutor(
+            max_workers=n_workers,
+            mp_context=_mp_context(),
+            initializer=_init_worker,
+            initargs=(reader, exif_transpose, max_pixels, _CHUNK_PIXEL_BYTES, os.getpid()),
+        )
+    except OSError as exc:  # its pipes: out of file descriptors
+        reader.close()
+        raise _workers_cannot_start(exc, n_workers) from exc
     in_flight: collections.deque[tuple[concurrent.futures.Future, list[tuple[int, str]]]] = (
         collections.deque()
     )
+
+    def submit(chunk: list[tuple[int, str]]) -> concurrent.futures.Future:
+        # Workers start on demand, in submit: this is where they fail to start (file descriptors,
+        # the forkserver's temporary socket), and where a pool whose worker died says so first.
+        try:
+            return executor.submit(_decode_chunk_in_worker, chunk)
+        except BrokenProcessPool as exc:
+            # The worker died on one of the chunks in flight (or, with none, on the one submitted).
+            pending = [queued for _, queued in in_flight] or [chunk]
+            raise _worker_died(pending[0][0][1], pending[-1][-1][1]) from exc
+        except (OSError, EOFError) as exc:
+            # EOFError: the forkserver (which shares this process's limits) ended while starting one.
+            raise _workers_cannot_start(exc, n_workers) from exc
+
     finished = False
     try:
         for chunk in chunks:
-            in_flight.append((executor.submit(_decode_chunk_in_worker, chunk), chunk))
+            in_flight.append((submit(chunk), chunk))
             if len(in_flight) >= 2 * n_workers:
                 break
         while in_flight:
@@ -408,21 +559,22 @@ def decode_stream(
             try:
                 outcomes, left = future.result()
             except BrokenProcessPool as exc:
-                raise ImageError(
-                    f"a decoding worker process died while decoding one of {chunk[0][1]} .. "
-                    f"{chunk[-1][1]}: a crash in the decoder, memory exhausted, or, if this is the "
-                    "first batch, a calling script without 'if __name__ == \"__main__\":' (worker "
-                    "processes re-import it). Rerun with workers=0 (--workers 0) to decode in this "
-                    "process"
+                raise _worker_died(chunk[0][1], chunk[-1][1]) from exc
+            except MemoryError as exc:
+                # Outside the decoding of one file (which names it): sending the pixels back, say.
+                raise ResourceError(
+                    f"memory ran out in a decoding worker process while it decoded one of {chunk[0][1]} .. "
+                    f"{chunk[-1][1]}: free memory, decode with fewer processes (--workers N, workers=N; "
+                    "--workers 0 decodes in this process alone), or pass a smaller --batch-size (batch_size=)"
                 ) from exc
             if left:
                 # The worker stopped at its pixel budget: the rest of the chunk comes next in the
                 # output, so it goes to the front, in the place of the chunk it came from.
-                in_flight.appendleft((executor.submit(_decode_chunk_in_worker, left), left))
+                in_flight.appendleft((submit(left), left))
             else:
                 next_chunk = next(chunks, None)
                 if next_chunk is not None:
-                    in_flight.append((executor.submit(_decode_chunk_in_worker, next_chunk), next_chunk))
+                    in_flight.append((submit(next_chunk), next_chunk))
             for outcome in outcomes:
                 yield DecodeOutcome(*outcome)
         finished = True
