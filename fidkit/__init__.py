@@ -34,6 +34,7 @@ from fidkit.errors import (
     ImageError,
     InputError,
     OverwriteError,
+    ResourceError,
     SmallSampleWarning,
     SourceError,
     StatsFileError,
@@ -146,6 +147,7 @@ __all__ = [
     "SourceError",
     "WeightsError",
     "OverwriteError",
+    "ResourceError",
     "FidkitWarning",
     "SmallSampleWarning",
 ]

@@ -104,7 +104,10 @@ def open_source(
     skip_bad : bool, default False
         Skip files that cannot be decoded and list them in ``source.skipped``. Without it the first
         bad file stops the batches; decoding continues only to count the bad files, and then
-        :class:`~fidkit.errors.ImageError` names them.
+        :class:`~fidkit.errors.ImageError` names them. Running out of memory or file descriptors is never a
+        bad file (:class:`~fidkit.errors.ResourceError`, whatever `skip_bad` says); a skip for a reason that can
+        pass without the file changing (permissions, I/O errors) keeps the result out of the cache
+        (:mod:`fidkit.sources.parallel`).
     exif_transpose : bool, default False
         Apply EXIF orientation tags (by default pixels are used as stored, like the reference).
     workers : int, optional
