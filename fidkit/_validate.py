@@ -169,9 +169,16 @@ def check_image_array(dtype: np.dtype, shape: tuple[int, ...], what: str) -> Non
         Not uint8 (with how to convert), or a shape that is not a batch of images (channel-first
         batches and single images get a specific hint). The message quotes `shape` as given.
     """
+    shape = tuple(int(d) for d in shape)
+    if dtype != np.uint8 and len(shape) == 2 and np.issubdtype(dtype, np.floating):
+        # (N, dim) floats are feature rows (clean-fid's saved "feats", a network's output), not images.
+        raise InputError(
+            f"{what}: a 2-D {dtype} array {shape} looks like feature rows, not images ((N, H, W, 3) uint8): compare "
+            "features with fidkit.fid_from_arrays(a, b), or wrap them as fidkit.Features(rows) (a features file: "
+            "fidkit.Features(rows).save('features.npz'))"
+        )
     if dtype != np.uint8:
         raise _dtype_problem(dtype, np.issubdtype(dtype, np.floating), what)
-    shape = tuple(int(d) for d in shape)
     _check_layout_nhwc(shape, what)
     _check_sides(shape[1], shape[2], shape, what)
 

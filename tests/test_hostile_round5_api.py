@@ -216,3 +216,13 @@ def test_fid_infinity_refuses_a_min_size_that_is_not_below_n(min_size):
         fidkit.metrics.fid_infinity(features, reference, min_size=min_size, n_points=5)
     result = fidkit.metrics.fid_infinity(features, reference, min_size=100, n_points=5)
     assert result.sizes == (100, 150, 200, 250, 300) and len(set(result.fids)) == 5
+
+
+def test_feature_rows_given_as_images_are_told_what_they_look_like(tmp_path):
+    # clean-fid saves its features as np.savez_compressed(path, feats=...): read as images, the error pointed at
+    # value_range and uint8 conversion.
+    rows = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
+    np.savez_compressed(tmp_path / "clean_fid_feats.npz", feats=rows)
+    for source in (str(tmp_path / "clean_fid_feats.npz"), rows):
+        with pytest.raises(InputError, match=r"looks like feature rows, not images.*fid_from_arrays.*Features"):
+            fidkit.compute_stats(source, extractor=Fake(), use_cache=False)
