@@ -324,9 +324,34 @@ def test_palette_with_and_without_transparency():
     np.testing.assert_array_equal(_to_rgb_array(pa, "pa"), expected)
 
 
-def test_sixteen_bit_is_scaled_by_rounding():
+def _png16(values: np.ndarray, colour_type: int) -> bytes:
+    """A 16-bit PNG written by hand (Pillow writes no 16-bit gray+alpha or colour PNG)."""
+    import struct
+    import zlib
+
+    height, width = values.shape[:2]
+    raw = b"".join(b"\x00" + values[row].astype(">u2").tobytes() for row in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def test_one_sixteen_bit_picture_gives_the_same_pixels_with_or_without_alpha_or_colour():
+    gray = np.random.default_rng(3).integers(0, 65536, (5, 7), dtype=np.uint16)
+    gray[0, :4] = [0, 255, 256, 65535]
+    alpha = np.full_like(gray, 65535)
+    expected = np.repeat((gray >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    for colour_type, values in ((0, gray), (4, np.stack([gray, alpha], -1)), (2, np.stack([gray] * 3, -1)),
+                                (6, np.stack([gray] * 3 + [alpha], -1))):
+        np.testing.assert_array_equal(decode_image(_png16(values, colour_type), f"type {colour_type}"), expected)
+
+
+def test_sixteen_bit_keeps_the_high_byte():
     values = np.array([[0, 1, 128, 129, 257, 32767], [32896, 65278, 65279, 65534, 65535, 1000]], np.uint16)
-    expected_gray = np.round(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    expected_gray = (values >> 8).astype(np.uint8)
     image = Image.fromarray(values)
     assert image.mode == "I;16"
     for fmt in ["PNG", "TIFF"]:

@@ -16,9 +16,11 @@ statistics whether it is stored as a PNG, in an archive, or in an array:
   Premultiplied alpha (``RGBa``, ``La``) is divided out first, by Pillow's rule
   ``min(255, floor(255 * value / alpha))``, and kept as stored where alpha is 0.
 * 16-bit grayscale (``I;16`` and its byte orders) and 32-bit integer ``I`` images (how Pillow opens
-  some 16-bit files): scaled to 8 bits by rounding, ``round(x * 255 / 65535)``, then replicated.
-  Values outside 0..65535 in an ``I`` image are an error. Pillow reduces 16-bit *colour* PNGs to
-  8 bits itself while decoding (it keeps the high byte); fidkit cannot see those 16 bits.
+  some 16-bit files): the high byte, ``x >> 8``, then replicated. Values outside 0..65535 in an ``I``
+  image are an error. That is what Pillow itself keeps of 16-bit colour and 16-bit gray+alpha PNGs
+  while decoding (fidkit cannot see those 16 bits), so one picture stored 16-bit with or without colour
+  or alpha gives the same pixels. (Policy 1 rounded, ``round(x * 255 / 65535)``: up to one level away
+  from the same picture stored with alpha.)
 * ``F`` (32-bit float): refused (an :class:`~fidkit.errors.ImageError`): a float image has no
   defined range, and fidkit does not guess one.
 * ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` and any other mode Pillow can convert: converted by Pillow's
@@ -74,8 +76,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Version of the colour policy above; part of every fingerprint and cache key.
-COLOUR_POLICY_VERSION: int = 1
+#: Version of the colour policy above; part of every fingerprint and cache key. 2: 16-bit grayscale keeps
+#: its high byte, as Pillow does for 16-bit colour and gray+alpha (1 rounded it).
+COLOUR_POLICY_VERSION: int = 2
 
 #: File name extensions read as images (lower case; matching is case-insensitive).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -188,9 +191,8 @@ def _sixteen_bit_to_uint8(image: Image.Image, name: str) -> np.ndarray:
             f"(min {int(values.min())}, max {int(values.max())}); fidkit reads integer images as "
             "16-bit: convert it to 8-bit RGB first"
         )
-    wide = values.astype(np.uint32)
-    # round(x * 255 / 65535) in integers; x * 510 is even and 65535 odd, so there are no ties.
-    gray = ((wide * 255 + _SIXTEEN_BIT_MAX // 2) // _SIXTEEN_BIT_MAX).astype(np.uint8)
+    # The high byte: what Pillow keeps of the 16-bit colour and gray+alpha files it reduces while decoding.
+    gray = (values.astype(np.uint32) >> 8).astype(np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
