@@ -109,6 +109,12 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
             tmp_path.unlink()
 
 
+def out_of_space(error: BaseException | None) -> bool:
+    """Whether a write failed for want of room (a full disk, a quota, a file-size limit), not of permission: the
+    fix is to free space or write elsewhere, not a writable folder."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def _appeared(target: Path) -> OverwriteError:
     return OverwriteError(
         f"{target} appeared while it was being written; choose another path or pass overwrite=True (--force)"

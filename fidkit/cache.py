@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fidkit import statsfile
-from fidkit._fs import atomic_write, cache_home
+from fidkit._fs import atomic_write, cache_home, out_of_space
 from fidkit.errors import InputError, StatsFileError
 from fidkit.home import (
     CACHE_KEY_METADATA,
@@ -411,11 +411,13 @@ def _store_entry(
         # the run, and the warning says which source went uncached and what to do about the folder.
         cause = error.__cause__ if isinstance(error.__cause__, OSError) else error
         reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _short_reason(error, entry)
+        fix = ("free disk space there, set FIDKIT_HOME to a folder on another disk, or pass --no-cache"
+               if out_of_space(cause) else
+               f"make {entry.parent} writable, set FIDKIT_HOME to a writable folder, or pass --no-cache")
         _warn_unwritable_once(
             entry.parent,
-            "%sthe %s are not cached: could not write the %s cache entry %s (%s); make %s writable, set "
-            "FIDKIT_HOME to a writable folder, or pass --no-cache",
-            _source_label(source_name), what, what, entry, reason, entry.parent,
+            "%sthe %s are not cached: could not write the %s cache entry %s (%s); %s",
+            _source_label(source_name), what, what, entry, reason, fix,
         )
 
 

@@ -28,7 +28,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from fidkit._fs import atomic_write, file_kind
+from fidkit._fs import atomic_write, file_kind, out_of_space
 from fidkit._npz import ZIP_READ_ERRORS, NpyHeader, NpzReader, sniff_numpy_file
 from fidkit.errors import OverwriteError, StatsFileError
 
@@ -170,9 +170,10 @@ def write_npz(
         raise
     except OSError as exc:
         # A parent that is a regular file, a read-only or full disk, no permission: all say the same thing.
-        raise StatsFileError(
-            f"cannot write {what} to {target} ({exc.strerror or exc}); choose a path in a writable folder"
-        ) from exc
+        fix = "free disk space, or choose a path on another disk" if out_of_space(exc) else (
+            "choose a path in a writable folder"
+        )
+        raise StatsFileError(f"cannot write {what} to {target} ({exc.strerror or exc}); {fix}") from exc
 
 
 def check_regular_file(path: Path, what: str, fix: str) -> None:

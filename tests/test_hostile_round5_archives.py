@@ -482,3 +482,17 @@ def test_an_mnist_file_of_no_images_says_so_from_its_header(tmp_path) -> None:
     path.write_bytes(struct.pack(">IIII", 0x803, 0, 28, 28))
     with pytest.raises(EmptySourceError, match="the MNIST header says 0 images of 28x28"):
         open_source(path, workers=0)
+
+
+def test_an_encrypted_zip_member_is_one_bad_file_with_a_plain_reason(tmp_path):
+    # zipfile's own error was a RuntimeError quoting a ZipInfo dump.
+    path = tmp_path / "some-encrypted.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.png", png(10))
+        locked = zipfile.ZipInfo("b.png")
+        locked.flag_bits |= 0x1  # "encrypted": zipfile would ask for a password to read it
+        archive.writestr(locked, png(20))
+    source = open_source(path, workers=0, skip_bad=True)
+    assert sum(len(batch) for batch in source.batches(4)) == 1
+    assert [name for name, _ in source.skipped] == ["b.png"]
+    assert "encrypted in the zip archive" in source.skipped[0][1] and "ZipInfo" not in source.skipped[0][1]

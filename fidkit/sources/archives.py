@@ -73,6 +73,9 @@ class ZipReader:
                 # Readable when listed, not now: changed or damaged since; no member can be trusted.
                 raise _damaged_archive_error(str(self.path), exc) from exc
         info = self._archive.getinfo(self.stored_names.get(member, member))
+        if info.flag_bits & 0x1:
+            raise ImageError(f"{member}: encrypted in the zip archive; fidkit reads no password-protected member: "
+                             "extract it with its password and zip it again without one")
         # zipfile never returns more than the member's declared size, so checking that bounds
         # memory even when the compressed data would inflate further.
         size = int(info.file_size)
