@@ -489,9 +489,17 @@ def test_an_encrypted_zip_member_is_one_bad_file_with_a_plain_reason(tmp_path):
     path = tmp_path / "some-encrypted.zip"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("a.png", png(10))
-        locked = zipfile.ZipInfo("b.png")
-        locked.flag_bits |= 0x1  # "encrypted": zipfile would ask for a password to read it
-        archive.writestr(locked, png(20))
+        archive.writestr("b.png", png(20))
+    # Mark b.png encrypted (bit 0 of the flags) in its local header and its central directory entry: zipfile
+    # then asks for a password to read it. (zipfile writes no encrypted member itself.)
+    data = bytearray(path.read_bytes())
+    for signature, flags_at, name_at in ((b"PK\x03\x04", 6, 30), (b"PK\x01\x02", 8, 46)):
+        start = 0
+        while (start := data.find(signature, start)) >= 0:
+            if data[start + name_at : start + name_at + 5] == b"b.png":
+                data[start + flags_at] |= 0x1
+            start += 4
+    path.write_bytes(bytes(data))
     source = open_source(path, workers=0, skip_bad=True)
     assert sum(len(batch) for batch in source.batches(4)) == 1
     assert [name for name, _ in source.skipped] == ["b.png"]
