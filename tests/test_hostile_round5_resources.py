@@ -508,3 +508,26 @@ def test_a_full_gpu_at_the_warm_up_batch_is_a_memory_error(no_network, gpu_liste
 
 def test_resource_errors_are_fidkit_errors_printed_on_one_line():
     assert issubclass(ResourceError, FidkitError)
+
+
+def test_the_torch_engine_running_out_of_memory_names_the_batch_size(random_weights_path, monkeypatch):
+    # torch.cuda.OutOfMemoryError (a RuntimeError) ended as "internal error (please report it)".
+    from fidkit.errors import ResourceError
+    from fidkit.inception.torch_engine import TorchFeatureExtractor
+
+    engine = TorchFeatureExtractor(random_weights_path, device="cpu", batch_size=4)
+
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total capacity)")
+
+    monkeypatch.setattr(engine._model, "outputs", exhausted)
+    images = np.zeros((6, 40, 30, 3), np.uint8)
+    with pytest.raises(ResourceError, match=r"memory ran out in the network at batch size 4 \(4 images of 40x30.*--batch-size"):
+        engine(images)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("some other failure")
+
+    monkeypatch.setattr(engine._model, "outputs", broken)
+    with pytest.raises(RuntimeError, match="some other failure"):
+        engine(images)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,8 @@ from fidkit.inception.spec import (
     extractor_metadata,
     extractor_outputs,
     feature_extractor_name,
+    network_memory_error,
+    out_of_memory,
 )
 from fidkit.inception.weights import ResolvedWeights, locate_weights
 
@@ -168,23 +169,6 @@ def _machine_threads() -> int:
 
 class _UnreadableGraph(Exception):
     """Internal: onnxruntime could not parse the cached graph file."""
-
-
-# How onnxruntime (its CPU arena, std::bad_alloc) and the CUDA, cuDNN and cuBLAS libraries under it word an
-# allocation that failed. onnxruntime raises its own exception types (Fail, RuntimeException) for all of them.
-_OUT_OF_MEMORY = re.compile(
-    r"failed to allocate memory|bad_alloc|out of memory|CUDNN_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation|"
-    r"CUBLAS_STATUS_ALLOC_FAILED",
-    re.IGNORECASE,
-)
-
-
-def _out_of_memory(exc: BaseException | str) -> str | None:
-    """What says that memory ran out in `exc` (an exception or its text), or None when nothing does."""
-    if isinstance(exc, MemoryError):
-        return "MemoryError"
-    found = _OUT_OF_MEMORY.search(str(exc))
-    return found.group(0) if found is not None else None
 
 
 class FeatureExtractor:
@@ -334,7 +318,7 @@ class FeatureExtractor:
         try:
             ort.InferenceSession(str(self.graph_path), self._session_options(), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own exception types are not importable by a stable name
-            if _out_of_memory(exc):
+            if out_of_memory(exc):
                 raise self._session_memory_error(Device("cpu"), exc) from exc
             return False
         return True
@@ -345,7 +329,7 @@ class FeatureExtractor:
         other = " or pass --device cpu (device='cpu')" if device.kind != "cpu" else ""
         return ResourceError(
             f"{where} ran out while onnxruntime loaded the ONNX graph {self.graph_path} on {device.provider} "
-            f"({_out_of_memory(exc)}); the graph is not damaged: free {where} (other processes, other models in "
+            f"({out_of_memory(exc)}); the graph is not damaged: free {where} (other processes, other models in "
             f"this one) and retry{other}"
         )
 
@@ -401,12 +385,12 @@ class FeatureExtractor:
                     **({"enable_fallback": 0} if on_gpu else {}),
                 )
             except Exception as exc:  # onnxruntime raises its own types for provider failures
-                if _out_of_memory(exc):
+                if out_of_memory(exc):
                     # An allocation that failed (std::bad_alloc, a full GPU) says nothing about the graph file:
                     # rebuilding it would not help, and the user would be told to delete a good file.
                     if on_gpu and not explicit:
                         logger.warning("%s ran out of memory starting (%s); using the CPU", candidate.provider,
-                                       _out_of_memory(exc))
+                                       out_of_memory(exc))
                         continue
                     raise self._session_memory_error(candidate, exc) from exc
                 # A graph the CPU provider cannot load is a bad file, whatever type onnxruntime gives it (an
@@ -429,7 +413,7 @@ class FeatureExtractor:
                 problem = f"onnxruntime fell back to {actual}"
             elif on_gpu:
                 problem = self._warm_up(session)
-                if problem is not None and explicit and _out_of_memory(problem):
+                if problem is not None and explicit and out_of_memory(problem):
                     raise self._session_memory_error(candidate, problem)
             if problem is None:
                 return session
@@ -497,19 +481,10 @@ class FeatureExtractor:
                 else:
                     run(chunk, {graph_names[name]: results[name][start:stop] for name in graph_names})
             except Exception as exc:  # onnxruntime's Fail / RuntimeException, numpy's MemoryError
-                if not _out_of_memory(exc):
+                if not out_of_memory(exc):
                     raise
-                raise self._run_memory_error(exc, stop - start, height, width) from exc
+                raise network_memory_error(exc, self.on_gpu, self.batch_size, stop - start, (height, width), self.provider) from exc
         return results
-
-    def _run_memory_error(self, exc: BaseException, n_images: int, height: int, width: int) -> ResourceError:
-        """The error for memory running out in a run: the batch (and the image size) is what the user can lower."""
-        where = "GPU memory" if self.on_gpu else "memory"
-        return ResourceError(
-            f"{where} ran out in the network at batch size {self.batch_size} ({n_images} images of {height}x{width} "
-            f"pixels on {self.provider}: {_out_of_memory(exc)}); pass a smaller batch size (--batch-size N, "
-            f"batch_size=N) or free {where} (other processes, other models in this one)"
-        )
 
     def _feeds(self, chunk: Any) -> dict[str, Any]:
         """The graph's inputs for one chunk: the images, and for a matrix convention its two resize matrices."""

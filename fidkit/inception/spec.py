@@ -5,10 +5,15 @@ No torch and no onnxruntime here: the runtime, the torch module and the exporter
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
+from fidkit.errors import ResourceError
+
 __all__ = [
+    "out_of_memory",
+    "network_memory_error",
     "EXTRACTOR_NAME",
     "FEATURE_DIM",
     "INPUT_SIZE",
@@ -172,3 +177,33 @@ def extractor_metadata(extractor: Any, *, engine: str) -> dict[str, str]:
         "provider": provider,
         "graph_sha256": str(extractor.graph_sha256),
     }
+
+
+# How onnxruntime (its CPU arena, std::bad_alloc) and the CUDA, cuDNN and cuBLAS libraries under it word an
+# allocation that failed. onnxruntime raises its own exception types (Fail, RuntimeException) for all of them.
+_OUT_OF_MEMORY = re.compile(
+    r"failed to allocate memory|bad_alloc|out of memory|CUDNN_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation|"
+    r"CUBLAS_STATUS_ALLOC_FAILED",
+    re.IGNORECASE,
+)
+
+
+def out_of_memory(exc: BaseException | str) -> str | None:
+    """What says that memory ran out in `exc` (an exception or its text), or None when nothing does."""
+    if isinstance(exc, MemoryError):
+        return "MemoryError"
+    found = _OUT_OF_MEMORY.search(str(exc))
+    return found.group(0) if found is not None else None
+
+def network_memory_error(
+    exc: BaseException, on_gpu: bool, batch_size: int, n_images: int, size: tuple[int, int], provider: str
+) -> ResourceError:
+    """The error for memory running out in a forward pass (either engine): the batch size (and the image size)
+    is what the user can lower."""
+    where = "GPU memory" if on_gpu else "memory"
+    height, width = size
+    return ResourceError(
+        f"{where} ran out in the network at batch size {batch_size} ({n_images} images of {height}x{width} pixels "
+        f"on {provider}: {out_of_memory(exc)}); pass a smaller batch size (--batch-size N, batch_size=N) or free "
+        f"{where} (other processes, other models in this one)"
+    )

@@ -53,6 +53,8 @@ from fidkit.inception.conventions import convention as convention_named
 from fidkit.inception.providers import parse_device
 from fidkit.inception.resize import tf_resize_indices
 from fidkit.inception.spec import (
+    network_memory_error,
+    out_of_memory,
     FEATURE_DIM,
     INPUT_SIZE,
     OUTPUT_DIMS,
@@ -378,14 +380,21 @@ class TorchFeatureExtractor:
         with torch.inference_mode(), _tf32_off(torch, allowed=self.precision == "tf32"):
             for start in range(0, n_images, self.batch_size):
                 stop = min(start + self.batch_size, n_images)
-                chunk = batch[start:stop].to(self._device)
-                nchw = _normalized_nchw(chunk, self._convention, tables)
-                if not self._channels_last:
-                    nchw = nchw.contiguous()
-                with autocast:
-                    computed = self._model.outputs(nchw, set(network_names.values()))
-                for name, output in network_names.items():
-                    hosts[name][start:stop].copy_(computed[output].float())
+                try:
+                    chunk = batch[start:stop].to(self._device)
+                    nchw = _normalized_nchw(chunk, self._convention, tables)
+                    if not self._channels_last:
+                        nchw = nchw.contiguous()
+                    with autocast:
+                        computed = self._model.outputs(nchw, set(network_names.values()))
+                    for name, output in network_names.items():
+                        hosts[name][start:stop].copy_(computed[output].float())
+                except (RuntimeError, MemoryError) as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+                    if not out_of_memory(exc):
+                        raise
+                    raise network_memory_error(
+                        exc, self.on_gpu, self.batch_size, stop - start, (height, width), self.provider
+                    ) from exc
         return results
 
     def metadata(self) -> dict[str, str]:
