@@ -59,7 +59,7 @@ class OverwriteError(FidkitError, FileExistsError):
 
 
 class ResourceError(FidkitError):
-    """The machine ran short while computing: memory, open files, a worker process killed.
+    """The machine ran short while computing: memory (in decoding or in the network), open files, processes.
 
     Not a fault of the input, so never a counted skip (with ``skip_bad`` the count would depend on the machine):
     the message names what ran out, where, and what to lower or raise (``--batch-size``, ``--workers 0``,

@@ -17,7 +17,7 @@ from typing import Any
 from fidkit._devices import parse_device
 from fidkit._fs import sha256_file
 from fidkit.errors import FidkitWarning, InputError
-from fidkit.extractors import LazyExtractor
+from fidkit.extractors import LazyExtractor, identity_of
 from fidkit.features import Features
 from fidkit.inception.spec import numerics
 from fidkit.options import DEFAULT_EXTRACTOR, RunOptions
@@ -106,13 +106,19 @@ def check_against_run(
         try:
             # Only when a file records something to compare: the identity needs the weights' sha256 (located,
             # maybe downloaded), which a file recording nothing (TTUR's, a bare Stats) must not cost.
-            expected = dict(lazy.identity().fields) if recorded_any else {}
+            # A built extractor states what really runs (a stand-in registered under a name states its own).
+            identity = (identity_of(lazy.get()) if lazy.built else lazy.identity()) if recorded_any else None
+            expected = dict(identity.fields) if identity is not None else {}
         except InputError:
             # A user's extractor that states no identity (it can then not be cached either): its dimension is
             # still checked here, the rest after the run as before.
             expected = {}
-        # --dims is the built-in network's option; another extractor states its own width, or is not checked.
-        expected_dim = options.dims if inception else getattr(lazy.given, "feature_dim", None)
+        # --dims is the built-in network's option; another extractor states its own width, or is not checked. A
+        # built one states it whatever its name (a stand-in registered under the built-in name, in a user's tests).
+        if lazy.built:
+            expected_dim = getattr(lazy.get(), "feature_dim", None)
+        else:
+            expected_dim = options.dims if inception else getattr(lazy.given, "feature_dim", None)
     else:
         if not inception:
             return

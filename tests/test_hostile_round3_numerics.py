@@ -324,9 +324,6 @@ def test_a_built_extractor_is_not_pickled_but_built_again_on_first_use(monkeypat
             super().__init__()
             self.session = threading.Lock()  # like an onnxruntime session: pickle refuses it
 
-    # A 12-wide stand-in under the built-in network's name: the reference check of update() (another test's subject)
-    # would expect 2048 features and the real weights' sha256 of that name.
-    monkeypatch.setattr("fidkit.metric.check_against_run", lambda *args, **kwargs: None)
     with replaced_extractor(lambda options: Unpicklable()) as built:
         metric = fidkit.FID(reference=reference_stats(), device="cpu")
         metric.update(images(40, 1))

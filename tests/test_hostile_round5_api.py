@@ -147,17 +147,22 @@ def test_a_reference_file_of_another_network_is_refused_before_the_network_runs(
     monkeypatch.setenv("FIDKIT_HOME", str(tmp_path / "home"))
     path = _reference_file(tmp_path, random_weights_path, **metadata)
     metric = fidkit.FID(reference=str(path), weights=str(random_weights_path), device="cpu")
+
+    def network_ran(*args, **kwargs):
+        raise AssertionError("the network ran before the reference was checked")
+
+    monkeypatch.setattr("fidkit.metric.extract", network_ran)
     with pytest.raises(InputError, match=expected) as refused:
         metric.update(images(2, 0))
     assert "allow_" not in str(refused.value) and "mismatch" not in str(refused.value)
-    assert not metric._extractor.built  # refused before the network was built, let alone run
 
 
-def test_a_reference_file_of_the_same_network_is_accepted_without_building_it(tmp_path, random_weights_path, monkeypatch):
+def test_a_reference_file_of_the_same_network_passes_the_check_without_building_it(tmp_path, random_weights_path, monkeypatch):
     monkeypatch.setenv("FIDKIT_HOME", str(tmp_path / "home"))
     path = _reference_file(tmp_path, random_weights_path)
     metric = fidkit.FID(reference=str(path), weights=str(random_weights_path), device="cpu")
-    assert not metric._extractor.built  # the check needs the weights' sha256, not the network
+    metric._check_reference()  # what update() runs once the network is built, before it runs
+    assert not metric._extractor.built and not metric._reference_unchecked
 
 
 # -- 4 -------------------------------------------------------------------------------------------------------
@@ -226,3 +231,15 @@ def test_feature_rows_given_as_images_are_told_what_they_look_like(tmp_path):
     for source in (str(tmp_path / "clean_fid_feats.npz"), rows):
         with pytest.raises(InputError, match=r"looks like feature rows, not images.*fid_from_arrays.*Features"):
             fidkit.compute_stats(source, extractor=Fake(), use_cache=False)
+
+
+def test_a_stand_in_registered_under_the_built_in_name_is_checked_by_its_own_width():
+    # fidkit.testing.replaced_extractor in a user's tests: a 6-wide stand-in and 6-dimensional reference statistics
+    # under the built-in name (whose --dims default is 2048) compute a FID, as before the check moved to update().
+    from fidkit.testing import replaced_extractor
+
+    reference = fidkit.Stats.from_features(np.random.default_rng(0).normal(size=(40, 6)))
+    with replaced_extractor(lambda options: Fake()):
+        metric = fidkit.FID(reference=reference, device="cpu")
+        metric.update(images(20, 1))
+        assert metric.compute().b.n == 20

@@ -504,3 +504,90 @@ def test_an_encrypted_zip_member_is_one_bad_file_with_a_plain_reason(tmp_path):
     assert sum(len(batch) for batch in source.batches(4)) == 1
     assert [name for name, _ in source.skipped] == ["b.png"]
     assert "encrypted in the zip archive" in source.skipped[0][1] and "ZipInfo" not in source.skipped[0][1]
+
+
+# -- the review of the bounded reading ------------------------------------------------------------------------
+
+
+def _noise_png(path: Path, side: int) -> bytes:
+    Image.fromarray(np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["folder", "zip", "tar", "tar.gz"])
+def test_a_large_file_is_returned_as_bytes_and_held_once(tmp_path, kind):
+    # io.BytesIO copies a bytearray (not bytes): the decoder held every file over 64 KiB twice.
+    from fidkit.sources.archives import TarReader, ZipReader, open_archive
+    from fidkit.sources.files import FolderReader
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    expected = _noise_png(folder / "big.png", 700)  # about 1.5 MB of incompressible pixels
+    if kind == "folder":
+        reader = FolderReader(folder)
+    else:
+        suffix = {"zip": ".zip", "tar": ".tar", "tar.gz": ".tar.gz"}[kind]
+        archive = tmp_path / f"images{suffix}"
+        if kind == "zip":
+            with zipfile.ZipFile(archive, "w") as zipped:
+                zipped.write(folder / "big.png", "big.png")
+        else:
+            with tarfile.open(archive, "w:gz" if kind == "tar.gz" else "w") as tarred:
+                tarred.add(folder / "big.png", "big.png")
+        reader = open_archive(archive, str(archive), limit=None, seed=None, skip_bad=False, exif_transpose=False,
+                              workers=0)._reader
+        assert isinstance(reader, (ZipReader, TarReader))
+    tracemalloc.start()
+    try:
+        data = reader.read("big.png", 100 * 2**20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        reader.close()
+    assert type(data) is bytes and data == expected
+    if kind in ("folder", "tar"):  # read again from the start: one copy at any time
+        assert peak < 1.5 * len(expected), (peak, len(expected))
+
+
+def test_animated_images_are_bounded_by_the_global_limit_not_their_first_frame(tmp_path, monkeypatch):
+    # An animated PNG or WebP of many frames is far larger than one frame can need; it was refused as a bomb.
+    import fidkit.sources.bounded as bounded
+
+    monkeypatch.setattr(bounded, "max_file_bytes", lambda pixels: pixels * 8)  # no 16 MiB of slack: a small file
+    rng = np.random.default_rng(5)
+    frames = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(12)]
+    folder = tmp_path / "animated"
+    folder.mkdir()
+    frames[0].save(folder / "a.png", save_all=True, append_images=frames[1:])
+    frames[0].save(folder / "b.webp", save_all=True, append_images=frames[1:], lossless=True)
+    frames[0].save(folder / "still.png")
+    data = (folder / "still.png").read_bytes()
+    (folder / "padded.png").write_bytes(data + bytes(200_000))  # a still image far over its own bound
+    for name in ("a.png", "b.webp"):
+        assert (folder / name).stat().st_size > 64 * 64 * 8 and (folder / name).stat().st_size > bounded.HEAD_BYTES
+    source = open_source(folder, workers=0, skip_bad=True)
+    assert sum(len(batch) for batch in source.batches(8)) == 3
+    assert [name for name, _ in source.skipped] == ["padded.png"]
+
+
+def test_running_out_of_open_files_in_an_archive_is_no_damage(tmp_path, monkeypatch):
+    # EMFILE while (re)opening the archive said "the archive is damaged ... download it again".
+    import errno
+
+    from fidkit.errors import ResourceError
+
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for index in range(3):
+            zipped.writestr(f"{index}.png", png(index))
+    source = open_source(archive, workers=0)
+    real_zipfile = zipfile.ZipFile
+
+    def no_files_left(path, *args, **kwargs):
+        if Path(path) == archive:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_zipfile(path, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile, "ZipFile", no_files_left)
+    with pytest.raises(ResourceError, match=r"Too many open files.*ulimit -n"):
+        list(source.batches(4))

@@ -254,8 +254,8 @@ class FID(DistributedMerge):
         what = f"FID.update({'real=True' if real else 'generated'}) images"
         batch = _device_batch(images, what, self._value_range)
         self._warn_unit_range(images, what)
-        self._check_reference()
         extractor = self._shared_extractor()
+        self._check_reference()  # against the network just built, before it runs
         if is_torch_tensor(batch) and not _reads_device_tensors(extractor):
             # Only fidkit's own engines read a CUDA tensor where it lies; any other extractor is promised the
             # host uint8 (B, H, W, 3) array of the Extractor protocol.

@@ -39,7 +39,7 @@ from fidkit.sources.files import (
     empty_detail,
     normalise_member,
 )
-from fidkit.sources.parallel import MemberReader
+from fidkit.sources.parallel import MemberReader, ran_short
 
 __all__ = ["ZipReader", "TarReader", "open_archive", "is_archive"]
 
@@ -70,6 +70,8 @@ class ZipReader:
             try:
                 self._archive = zipfile.ZipFile(self.path)
             except _ARCHIVE_ERRORS as exc:
+                if ran_short(exc):  # out of open files or memory: the machine's, not the archive's
+                    raise
                 # Readable when listed, not now: changed or damaged since; no member can be trusted.
                 raise _damaged_archive_error(str(self.path), exc) from exc
         info = self._archive.getinfo(self.stored_names.get(member, member))
@@ -138,10 +140,14 @@ class TarReader:
                 opener = _TAR_OPENERS.get(self.compression, open)
                 self._stream = opener(self.path, "rb")
             self._stream.seek(offset)
-            return read_image_bytes(self._stream, member, size, cut_short)
+            # An uncompressed tar seeks back for free: read again from the start, no second copy held.
+            again = offset if self.compression not in _TAR_OPENERS else None
+            return read_image_bytes(self._stream, member, size, cut_short, start=again)
         except (ImageError, SourceError):
             raise
         except _ARCHIVE_ERRORS as exc:
+            if ran_short(exc):  # out of open files or memory: the machine's, not the archive's
+                raise
             # The stream itself is damaged (or the file changed since it was listed): what the
             # archive holds after this point is unknown, so this is no single bad file.
             raise _damaged_archive_error(str(self.path), exc) from exc

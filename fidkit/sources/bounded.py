@@ -7,8 +7,9 @@ when the file's size fits an image of that many pixels (:func:`fidkit.sources.de
 it is a bad file (:class:`~fidkit.errors.ImageError`). Archive members and the files of a folder go through it
 alike, so the same image gets the same verdict wherever it is stored.
 
-A TIFF whose directory follows its pixels (libtiff writes compressed TIFFs so), or with several pages, is not
-bounded by its first page: only the global limit bounds it.
+A TIFF whose directory follows its pixels (libtiff writes compressed TIFFs so) or with several pages, and an
+animated PNG or WebP, are not bounded by their first page or frame: only the global limit bounds them (a member
+that claims to be one is read whole, up to that limit).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import IO
 
 from PIL import Image
 
-from fidkit._fs import CHUNK_BYTES
 from fidkit.errors import ImageError
 from fidkit.sources.decode import max_file_bytes
 
@@ -42,15 +42,20 @@ _JPEG_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def read_image_bytes(
-    stream: IO[bytes], member: str, size: int, cut_short: Callable[[int], Exception]
-) -> bytes | bytearray:
+    stream: IO[bytes], member: str, size: int, cut_short: Callable[[int], Exception], *, start: int | None = None
+) -> bytes:
     """The `size` bytes of `member` from `stream`, which stands at the member's first byte.
 
     Memory follows what the image needs, not what the member declares (a zip member of zeros declares
     hundreds of MB in a few KB): a member larger than :data:`HEAD_BYTES` is refused as a bad file
     (:class:`ImageError`) after its first bytes when they start no image, or an image whose own pixels
-    could not need `size` bytes (:func:`max_file_bytes` of its pixel count). Only then is the rest read,
-    into one buffer of `size` bytes. `cut_short(n)` is the error for a stream that ends after n bytes.
+    could not need `size` bytes (:func:`max_file_bytes` of its pixel count). Only then is the rest read.
+    `cut_short(n)` is the error for a stream that ends after n bytes.
+
+    The result is ``bytes``, which the decoder reads in place (``io.BytesIO`` copies a ``bytearray``). Given
+    `start`, the member's first byte in a stream that seeks cheaply (a file), it is read again from there in one
+    read: no second copy of the member is ever held. Otherwise (a compressed stream, which would decompress again
+    to seek back) the rest is read after the head, and the two are joined once.
     """
     head = bytearray()
 
@@ -67,19 +72,17 @@ def read_image_bytes(
 
     if not read_head(min(size, HEAD_BYTES)):
         raise cut_short(len(head))
+    if len(head) < size:
+        _check_image_head(member, head, size, read_head)
     if len(head) == size:
-        return head
-    _check_image_head(member, head, size, read_head)
-    data = bytearray(size)
-    filled = len(head)
-    data[:filled] = head
-    head.clear()  # the copy in data is the one kept
-    with memoryview(data) as view:
-        while filled < size:
-            got = stream.readinto(view[filled : filled + CHUNK_BYTES])
-            if not got:
-                raise cut_short(filled)
-            filled += got
+        return bytes(head)
+    if start is not None:
+        stream.seek(start)
+        data = stream.read(size)
+    else:
+        data = b"".join((head, stream.read(size - len(head))))
+    if len(data) < size:
+        raise cut_short(len(data))
     return data
 
 
@@ -89,6 +92,10 @@ def _check_image_head(member: str, head: bytearray, size: int, read_head: Callab
     pixels = _pixels_by_pillow(member, bytes(head))
     if pixels is None:
         pixels = _pixels_by_header(head, read_head)
+    if _animated(head):
+        # Each frame is another image of the first frame's size: the frames, not the pixels, set the file's size.
+        # Only the global limit bounds it (decoding reads the first frame).
+        return
     tiff = _tiff_first_page(head, size)
     if tiff is not None and tiff[1]:
         # A TIFF may keep its directory after its pixels (libtiff writes compressed ones so), and a
@@ -175,6 +182,15 @@ def _pixels_by_header(head: bytearray, read_head: Callable[[int], bool]) -> int 
                     return None
                 position += 2 + length
     return None
+
+
+def _animated(head: bytearray) -> bool:
+    """Whether `head` starts an animated PNG (an ``acTL`` chunk before the image data) or an animated WebP (the
+    animation flag of its ``VP8X`` chunk)."""
+    if head.startswith(_PNG_MAGIC):
+        control, data = head.find(b"acTL"), head.find(b"IDAT")
+        return control >= 0 and (data < 0 or control < data)
+    return head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) > 20 and bool(head[20] & 0x02)
 
 
 def _tiff_first_page(head: bytearray, size: int) -> tuple[int | None, bool] | None:

@@ -232,10 +232,11 @@ class FolderReader:
             if size > HEAD_BYTES:
                 # Bounded by what its image needs, as an archive member is: the same file gets the same verdict
                 # in a folder and in an archive (one holding far more than its image is a bad file in both).
-                data: bytes | bytearray = read_image_bytes(
+                data = read_image_bytes(
                     stream, member, size,
                     lambda got: ImageError(f"{member}: ended after {got:,} of its {size:,} bytes while read "
                                            "(changed meanwhile)"),
+                    start=0,
                 )
             else:
                 # Ask for the size it has (a read asking for more reserves that much first).
@@ -243,7 +244,7 @@ class FolderReader:
             # A file growing meanwhile is read on, up to the bound (a read asks for what it may get: a read of
             # max_bytes would reserve that much first, so one byte tells whether there is more).
             if len(data) >= size and (first := stream.read(1)):
-                data = bytes(data) + first + stream.read(max_bytes - len(data))
+                data = data + first + stream.read(max_bytes - len(data))
             if len(data) > max_bytes:
                 raise file_too_large_error(member, len(data), max_bytes)
             return data

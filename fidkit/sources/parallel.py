@@ -84,6 +84,7 @@ __all__ = [
     "decode_stream",
     "NOT_CACHED_MARK",
     "skip_is_not_cached",
+    "ran_short",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,12 @@ _ERRNOS_OF_SHORTAGE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno
 #: How the reason of a file skipped for a cause that can go away without the file changing ends: a
 #: run that skipped such a file is not cached (see the module's notes on bad files).
 NOT_CACHED_MARK = "not cached: a later run reads it again"
+
+
+def ran_short(exc: BaseException) -> bool:
+    """Whether `exc` says the machine ran short (open files, kernel memory) rather than anything about the file
+    being read: such a failure is a :class:`~fidkit.errors.ResourceError`, never a bad file or a damaged archive."""
+    return isinstance(exc, OSError) and exc.errno in _ERRNOS_OF_SHORTAGE
 
 
 def skip_is_not_cached(reason: str) -> bool:
@@ -251,7 +258,7 @@ def _decode_one(
     except MemoryError as exc:
         raise _out_of_memory(reader, member, "reading") from exc
     except OSError as exc:
-        if exc.errno in _ERRNOS_OF_SHORTAGE:
+        if ran_short(exc):
             raise _ran_short_reading(reader, member, exc) from exc
         reason = f"unreadable ({type(exc).__name__}: {exc})"
         # An OSError without errno comes from Python code judging the bytes (a bad gzip stream), as
