@@ -27,6 +27,8 @@ from fidkit.errors import ImageError
 from fidkit.sources import base, decode, open_source
 from fidkit.sources.decode import decode_image_bytes
 
+from stand_ins import MeanColour  # tests/stand_ins.py
+
 
 def _noise(side: int, seed: int) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8))
@@ -288,19 +290,6 @@ def test_running_out_of_memory_while_converting_is_not_turned_into_a_bad_file(mo
 # ---------------------------------------------------------------- 3. the decompression-bomb limit and the cache
 
 
-class _MeanColour:
-    """A stand-in for the network: the mean colour and spread of each image, deterministic."""
-
-    feature_dim = 6
-
-    def __call__(self, images):
-        flat = np.asarray(images, dtype=np.float32).reshape(len(images), -1, 3)
-        return np.concatenate([flat.mean(axis=1), flat.std(axis=1)], axis=1).astype(np.float32)
-
-    def metadata(self):
-        return {"feature_extractor": "mean-colour", "weights_sha256": "c" * 64, "resize_mode": "none"}
-
-
 @pytest.fixture
 def folder_with_a_big_image(tmp_path: Path) -> Path:
     folder = tmp_path / "bomb"
@@ -317,13 +306,13 @@ def test_a_file_skipped_under_a_low_pixel_limit_is_read_once_the_limit_is_raised
     from fidkit.api import compute_stats_with_report
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
-    low, low_side = compute_stats_with_report(folder_with_a_big_image, extractor=_MeanColour(), workers=0, skip_bad=True)
+    low, low_side = compute_stats_with_report(folder_with_a_big_image, extractor=MeanColour(), workers=0, skip_bad=True)
     assert low.n == 4
     assert [name for name, _ in low_side.skipped] == ["big.png"]
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10**6)  # what the skip message says to do
     raised, raised_side = compute_stats_with_report(
-        folder_with_a_big_image, extractor=_MeanColour(), workers=0, skip_bad=True
+        folder_with_a_big_image, extractor=MeanColour(), workers=0, skip_bad=True
     )
     assert not raised_side.cached
     assert raised.n == 5
@@ -332,7 +321,7 @@ def test_a_file_skipped_under_a_low_pixel_limit_is_read_once_the_limit_is_raised
     # Back under the low limit: its own entry is still there.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
     again, again_side = compute_stats_with_report(
-        folder_with_a_big_image, extractor=_MeanColour(), workers=0, skip_bad=True
+        folder_with_a_big_image, extractor=MeanColour(), workers=0, skip_bad=True
     )
     assert again_side.cached and again.n == 4
 

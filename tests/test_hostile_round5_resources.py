@@ -32,6 +32,8 @@ from PIL import Image
 from fidkit.errors import FidkitError, ImageError, ResourceError
 from fidkit.sources import files, open_source, parallel
 
+from stand_ins import MeanColour  # tests/stand_ins.py
+
 
 def _noise(side: int, seed: int) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8))
@@ -49,19 +51,6 @@ def folder(tmp_path: Path) -> Path:
     for index, name in enumerate("abcde"):
         _noise(13 if name == "c" else 10, index).save(root / f"{name}.png")
     return root
-
-
-class _MeanColour:
-    """A stand-in for the network: the mean colour and spread of each image, deterministic."""
-
-    feature_dim = 6
-
-    def __call__(self, images):
-        flat = np.asarray(images, dtype=np.float32).reshape(len(images), -1, 3)
-        return np.concatenate([flat.mean(axis=1), flat.std(axis=1)], axis=1).astype(np.float32)
-
-    def metadata(self):
-        return {"feature_extractor": "mean-colour", "weights_sha256": "c" * 64, "resize_mode": "none"}
 
 
 def _fail_reading(monkeypatch, member: str, exc: BaseException) -> dict[str, bool]:
@@ -121,18 +110,18 @@ def test_a_skip_that_can_go_away_without_the_file_changing_is_not_cached(folder,
     from fidkit.api import compute_stats_with_report
 
     switch = _fail_reading(monkeypatch, "e.png", OSError(code, os.strerror(code), str(folder / "e.png")))
-    first, first_side = compute_stats_with_report(folder, extractor=_MeanColour(), workers=0, skip_bad=True)
+    first, first_side = compute_stats_with_report(folder, extractor=MeanColour(), workers=0, skip_bad=True)
     assert first.n == 4
     assert [name for name, _ in first_side.skipped] == ["e.png"]
     assert "not cached" in first_side.skipped[0][1]
     assert not list(fidkit_home.rglob("*.npz"))  # nothing stored under the folder's key
 
     switch["on"] = False  # chmod fixed, the network file system back
-    second, second_side = compute_stats_with_report(folder, extractor=_MeanColour(), workers=0, skip_bad=True)
+    second, second_side = compute_stats_with_report(folder, extractor=MeanColour(), workers=0, skip_bad=True)
     assert not second_side.cached
     assert second.n == 5 and second_side.skipped == ()
     # A clean run is cached as usual.
-    third, third_side = compute_stats_with_report(folder, extractor=_MeanColour(), workers=0, skip_bad=True)
+    third, third_side = compute_stats_with_report(folder, extractor=MeanColour(), workers=0, skip_bad=True)
     assert third_side.cached and third.n == 5
 
 
@@ -141,9 +130,9 @@ def test_a_file_bad_in_itself_is_a_counted_skip_that_is_cached(folder, fidkit_ho
     from fidkit.api import compute_stats_with_report
 
     _fail_reading(monkeypatch, "a.png", OSError(code, os.strerror(code), str(folder / "a.png")))
-    first, first_side = compute_stats_with_report(folder, extractor=_MeanColour(), workers=0, skip_bad=True)
+    first, first_side = compute_stats_with_report(folder, extractor=MeanColour(), workers=0, skip_bad=True)
     assert first.n == 4 and [name for name, _ in first_side.skipped] == ["a.png"]
-    again, again_side = compute_stats_with_report(folder, extractor=_MeanColour(), workers=0, skip_bad=True)
+    again, again_side = compute_stats_with_report(folder, extractor=MeanColour(), workers=0, skip_bad=True)
     assert again_side.cached and again.n == 4
 
 
@@ -156,11 +145,11 @@ def test_a_permission_skip_is_read_again_once_the_file_is_readable(folder, fidki
     try:
         if os.access(locked, os.R_OK):
             pytest.skip("running as a user who reads any file (root)")
-        first, first_side = compute_stats_with_report(folder, extractor=_MeanColour(), workers=0, skip_bad=True)
+        first, first_side = compute_stats_with_report(folder, extractor=MeanColour(), workers=0, skip_bad=True)
     finally:
         locked.chmod(0o644)
     assert first.n == 4 and [name for name, _ in first_side.skipped] == ["b.png"]
-    second, second_side = compute_stats_with_report(folder, extractor=_MeanColour(), workers=0, skip_bad=True)
+    second, second_side = compute_stats_with_report(folder, extractor=MeanColour(), workers=0, skip_bad=True)
     assert not second_side.cached and second.n == 5
 
 
