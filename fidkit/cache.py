@@ -382,7 +382,7 @@ def store_cached_stats(
 
 def _store_entry(
     key: str, keyed: Any, *, n: int | None, dim: int, source_name: str, source_kind: str,
-    root: str | os.PathLike | None,
+    root: str | os.PathLike | None, again: bool = False,
 ) -> None:
     """Write `keyed` (statistics or features recording `key`) and its sidecar, then evict; never fails a run."""
     entry = _entry_path(key, root)
@@ -410,6 +410,9 @@ def _store_entry(
         # --save path, which is not the fix here); the sidecar write raises the plain OSError. Neither may fail
         # the run, and the warning says which source went uncached and what to do about the folder.
         cause = error.__cause__ if isinstance(error.__cause__, OSError) else error
+        if isinstance(cause, FileNotFoundError) and not again:  # `cache clear` removed the empty folder meanwhile
+            return _store_entry(key, keyed, n=n, dim=dim, source_name=source_name, source_kind=source_kind,
+                                root=root, again=True)
         reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _short_reason(error, entry)
         fix = ("free disk space there, set FIDKIT_HOME to a folder on another disk, or pass --no-cache"
                if out_of_space(cause) else

@@ -520,3 +520,28 @@ def test_the_torch_engine_running_out_of_memory_names_the_batch_size(random_weig
     monkeypatch.setattr(engine._model, "outputs", broken)
     with pytest.raises(RuntimeError, match="some other failure"):
         engine(images)
+
+
+def test_a_store_racing_cache_clear_makes_the_folder_again_without_a_warning(tmp_path, monkeypatch, caplog):
+    # `fidkit cache clear` removes the empty stats/ folder; a store between its mkdir and its write said "make
+    # .../stats writable" (and, warned once per folder, hid later real problems).
+    import logging
+
+    import fidkit.cache as cache
+    from fidkit.stats import Stats
+
+    monkeypatch.setenv("FIDKIT_HOME", str(tmp_path / "home"))
+    stats = Stats.from_features(np.random.default_rng(0).normal(size=(20, 4)))
+    real_save, calls = Stats.save, []
+
+    def cleared_meanwhile(self, path, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(2, "No such file or directory", str(path))  # as a mkstemp in a removed folder raises
+        return real_save(self, path, **kwargs)
+
+    monkeypatch.setattr(Stats, "save", cleared_meanwhile)
+    with caplog.at_level(logging.WARNING, logger="fidkit"):
+        keyed = cache.store_cached_stats("ab" * 32, stats, source_name="imgs/")
+    assert len(calls) == 2 and not [r for r in caplog.records if "not cached" in r.getMessage()]
+    assert cache.load_cached_stats("ab" * 32) is not None and keyed.n == 20
