@@ -578,6 +578,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc(file=sys.stderr)
             print(f"fidkit: error: {_one_line(error)}", file=sys.stderr)
             return EXIT_ERROR
+        except MemoryError:
+            # Where no step named it (the places that can say which file or batch raise ResourceError): the
+            # machine ran short, not a bug to report.
+            if debug:
+                traceback.print_exc(file=sys.stderr)
+            print("fidkit: error: memory ran out; pass a smaller --batch-size, decode with fewer processes "
+                  "(--workers 0), or free memory (other processes)", file=sys.stderr)
+            return EXIT_ERROR
         except Exception as error:  # noqa: BLE001 - a bug: say so, with the traceback to report
             traceback.print_exc(file=sys.stderr)
             print(f"fidkit: internal error (please report it): {_one_line(error)}", file=sys.stderr)

@@ -545,3 +545,20 @@ def test_a_store_racing_cache_clear_makes_the_folder_again_without_a_warning(tmp
         keyed = cache.store_cached_stats("ab" * 32, stats, source_name="imgs/")
     assert len(calls) == 2 and not [r for r in caplog.records if "not cached" in r.getMessage()]
     assert cache.load_cached_stats("ab" * 32) is not None and keyed.n == 20
+
+
+def test_memory_running_out_where_no_step_names_it_is_an_error_not_a_bug(tmp_path, monkeypatch, capsys):
+    # A MemoryError while a batch is assembled (not while one file decodes) printed "internal error (please report
+    # it)" and a traceback.
+    from fidkit.cli import main
+
+    np.save(tmp_path / "images.npy", np.zeros((4, 8, 8, 3), np.uint8))
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("fidkit.api.compute_stats_with_report", exhausted)
+    status = main(["stats", str(tmp_path / "images.npy"), "--no-cache", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 1 and "memory ran out" in err and "--batch-size" in err
+    assert "internal error" not in err and "Traceback" not in err
