@@ -305,6 +305,24 @@ def test_touched_file_misses(fidkit_home, image_folder, extractor):
     assert content_counting.calls == 0
 
 
+def test_a_file_rewritten_with_its_size_and_time_restored_misses(fidkit_home, tmp_path, extractor):
+    # tar -x, unzip and cp -p set the modification time from the archive (Python's tarfile writes 1970 for every
+    # member): samples extracted every epoch into a file of one size looked unchanged, and the first epoch's
+    # statistics were served (hostile round 5). The status-change time, which no tool can set, is in the key.
+    from fidkit.api import compute_stats_with_report
+
+    path = tmp_path / "samples.npy"
+    rng = np.random.default_rng(0)
+    np.save(path, rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8))
+    os.utime(path, ns=(0, 0))
+    first, first_report = compute_stats_with_report(str(path), extractor=extractor)
+    np.save(path, rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8))  # same size, other pixels
+    os.utime(path, ns=(0, 0))
+    second, second_report = compute_stats_with_report(str(path), extractor=extractor)
+    assert not first_report.cached and not second_report.cached
+    assert not np.array_equal(first.mu, second.mu)
+
+
 def test_other_weights_miss(fidkit_home, image_folder, extractor):
     from fidkit.api import compute_stats
 

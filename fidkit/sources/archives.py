@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from fidkit._fs import CHUNK_BYTES, sha256_file
 from fidkit.errors import ImageError, SourceError
-from fidkit.sources.base import empty_source_error, size_mtime
+from fidkit.sources.base import empty_source_error, file_stamp
 from fidkit.sources.bounded import HEAD_BYTES, read_image_bytes
 from fidkit.sources.decode import file_too_large_error
 from fidkit.sources.files import (
@@ -539,13 +539,14 @@ def open_archive(
     def identity(members: list[str], hash_content: bool) -> dict[str, Any]:
         if hash_content:
             return {"archive_sha256": sha256_file(archive), "members": members}
-        size, mtime_ns = size_mtime(archive)
+        size, mtime_ns, ctime_ns = file_stamp(archive)
         if is_zip:
             member_entries = [[member, *entries[member]] for member in members]
         else:
             # (name, size, offset): the order fingerprints have always used.
             member_entries = [[member, entries[member][1], entries[member][0]] for member in members]
-        return {"archive": str(archive), "size": size, "mtime_ns": mtime_ns, "members": member_entries}
+        return {"archive": str(archive), "size": size, "mtime_ns": mtime_ns, "ctime_ns": ctime_ns,
+                "members": member_entries}
 
     return open_members(
         "archive", name, sorted(entries), make_reader=make_reader, identity=identity, limit=limit, seed=seed,

@@ -31,7 +31,7 @@ import numpy as np
 from fidkit._fs import sha256_file
 from fidkit._validate import as_image_batch, check_batch_size, check_image_array
 from fidkit.errors import SourceError, StatsFileError
-from fidkit.sources.base import Source, empty_source_error, select_indices, size_mtime
+from fidkit.sources.base import Source, empty_source_error, file_stamp, select_indices
 from fidkit._npz import NUMPY_LOAD_ERRORS, NpyHeader, NpzReader, numpy_load_problem, read_exactly, sniff_numpy_file
 from fidkit.statsfile import IMAGE_KEYS
 
@@ -50,10 +50,10 @@ def array_content_sha256(array: np.ndarray) -> str:
 
 
 def file_identity(path: Path) -> dict[str, Any]:
-    """Cheap identity of a file: resolved path, size, modification time in ns (-1 and -1 for a
-    file that is gone, like the members of a folder)."""
-    size, mtime_ns = size_mtime(path)
-    return {"path": str(path.resolve()), "size": size, "mtime_ns": mtime_ns}
+    """Cheap identity of a file: resolved path and :func:`~fidkit.sources.base.file_stamp` (-1s for a file
+    that is gone, like the members of a folder)."""
+    size, mtime_ns, ctime_ns = file_stamp(path)
+    return {"path": str(path.resolve()), "size": size, "mtime_ns": mtime_ns, "ctime_ns": ctime_ns}
 
 
 class ArraySource(Source):

@@ -21,13 +21,14 @@ from fidkit._validate import check_batch_size
 from fidkit.errors import EmptySourceError, SourceError
 from fidkit.sources.decode import COLOUR_POLICY_VERSION
 
-__all__ = ["Source", "select_indices", "size_mtime", "SizeGrouper", "empty_source_error"]
+__all__ = ["Source", "select_indices", "file_stamp", "SizeGrouper", "empty_source_error"]
 
 logger = logging.getLogger(__name__)
 
 # Version of the fingerprint recipe (which fields, how they are serialised) and of the rules of which files' bytes
-# are read as which images. 2: archive names as tar and unzip extract them (a/./b.png is a/b.png, a later entry of
-# a name replaces it), and a file holding far more than its image is a bad file (fidkit.sources.bounded).
+# are read as which images. 2: a file's status-change time is part of its stamp (file_stamp); archive names as tar
+# and unzip extract them (a/./b.png is a/b.png, a later entry of a name replaces it); a file holding far more than
+# its image is a bad file (fidkit.sources.bounded).
 _FINGERPRINT_VERSION = 2
 
 # Pillow's own default for PIL.Image.MAX_IMAGE_PIXELS (its definition, PIL/Image.py). Written out
@@ -187,17 +188,22 @@ class Source:
         raise NotImplementedError
 
 
-def size_mtime(path: Path) -> tuple[int, int]:
-    """Size and modification time (ns) of a file, or ``(-1, -1)`` when it cannot be stat'ed.
+def file_stamp(path: Path) -> tuple[int, int, int]:
+    """``(size, modification time, status-change time)`` of a file in ns, or ``(-1, -1, -1)`` when it cannot be
+    stat'ed: the cheap identity of a file's content.
 
-    A file gone since it was opened still has a valid identity, one that differs from before: a
-    fingerprint taken after reading then shows the change instead of raising.
+    The status-change time (``st_ctime``) is the kernel's: no tool can set it. ``tar -x``, ``unzip`` and ``cp -p``
+    set the modification time from the archive or the source (Python's ``tarfile`` writes 1970, ``zipfile``
+    1980), so samples extracted every epoch into files of one size looked unchanged by size and mtime alone.
+    (A chmod or a rename changes it too: a recompute, never a stale number.) A file gone since it was opened
+    still has a valid identity, one that differs from before: a fingerprint taken after reading then shows the
+    change instead of raising.
     """
     try:
         info = path.stat()
     except OSError:
-        return -1, -1
-    return int(info.st_size), int(info.st_mtime_ns)
+        return -1, -1, -1
+    return int(info.st_size), int(info.st_mtime_ns), int(info.st_ctime_ns)
 
 
 def select_indices(

@@ -85,7 +85,7 @@ from fidkit.sources.base import (
     Source,
     empty_source_error,
     select_indices,
-    size_mtime,
+    file_stamp,
 )
 from fidkit.sources.bounded import HEAD_BYTES, read_image_bytes
 from fidkit.sources.decode import IMAGE_EXTENSIONS, file_too_large_error
@@ -545,7 +545,7 @@ def open_folder(
         if hash_content:
             # Location-independent: the same files copied elsewhere hit the same cache entry.
             return {"members": [[member, sha256_file(root / member)] for member in members]}
-        return {"root": str(root), "members": [[member, *size_mtime(root / member)] for member in members]}
+        return {"root": str(root), "members": [[member, *file_stamp(root / member)] for member in members]}
 
     return open_members(
         "folder", name, entries, make_reader=lambda members: FolderReader(root), identity=identity, limit=limit,

@@ -44,7 +44,7 @@ from fidkit._download import Checksum, download, mirror_urls
 from fidkit._fs import atomic_write, cache_home, file_digest, sha256_file
 from fidkit.errors import DownloadError, SourceError
 from fidkit.sources.arrays import ArraySource, file_identity
-from fidkit.sources.base import Source
+from fidkit.sources.base import Source, file_stamp
 from fidkit.sources.datasets import CIFAR10_TRAIN_FILES, load_cifar_tar, open_mnist
 
 __all__ = [
@@ -240,8 +240,8 @@ def _verified_records() -> dict[str, Any]:
 
 
 def _stamp(path: Path, file: DatasetFile) -> dict[str, Any]:
-    stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "md5": file.md5}
+    size, mtime_ns, ctime_ns = file_stamp(path)
+    return {"size": size, "mtime_ns": mtime_ns, "ctime_ns": ctime_ns, "md5": file.md5}
 
 
 def _record_verified(path: Path, file: DatasetFile) -> None:
