@@ -61,6 +61,7 @@ from fidkit.home import (
     followed,
     is_cache_entry,
 )
+from fidkit.stats import relabelled
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from fidkit.features import Features
@@ -259,7 +260,7 @@ def store_cached_features(
 ) -> Features:
     """Store feature rows under `key`, atomically, under the same size limit and LRU as statistics."""
     metadata = {**features.metadata, CACHE_KEY_METADATA: key}
-    keyed = dataclasses.replace(features, metadata=metadata, path=None)  # the logits and spatial rows too
+    keyed = relabelled(features, metadata=metadata, path=None)  # the logits and spatial rows too
     _store_entry(key, keyed, n=keyed.n, dim=keyed.dim, source_name=source_name, source_kind=source_kind, root=root)
     return keyed
 
@@ -299,10 +300,7 @@ def _load_entry(key: str, root: str | os.PathLike | None, load: Any, source_name
     """The entry under `key` read with `load` (``Stats.load`` or ``Features.load``), or None on a miss."""
     cache_max_bytes()
     entry = _entry_path(key, root)
-    try:
-        if not entry.is_file():
-            return None
-    except OSError:  # a folder that cannot be searched: a miss
+    if not _is_file(entry):  # missing, or in a folder that cannot be searched: a miss
         return None
     try:
         loaded = load(entry)
@@ -322,7 +320,7 @@ def _load_entry(key: str, root: str | os.PathLike | None, load: Any, source_name
         os.utime(entry)
     logger.debug("cache hit: %s", entry)
     # Messages about these numbers name the user's input (the report's side), not a hashed file in the cache.
-    return dataclasses.replace(loaded, path=None)
+    return relabelled(loaded, path=None)
 
 
 def _is_file(path: Path) -> bool:
@@ -375,7 +373,7 @@ def store_cached_stats(
     """
     metadata = dict(stats.metadata)
     metadata[CACHE_KEY_METADATA] = key
-    keyed = dataclasses.replace(stats, metadata=metadata)
+    keyed = relabelled(stats, metadata=metadata)
     _store_entry(key, keyed, n=keyed.n, dim=int(keyed.dim), source_name=source_name, source_kind=source_kind, root=root)
     return keyed
 

@@ -38,7 +38,7 @@ from fidkit.preflight import recorded_convention, recorded_text
 from fidkit.report import SideReport
 from fidkit.sources import Source, open_source
 from fidkit.sources.parallel import skip_is_not_cached
-from fidkit.stats import Stats, StatsAccumulator
+from fidkit.stats import Stats, StatsAccumulator, relabelled
 from fidkit.statsfile import is_stats_file
 
 __all__ = [
@@ -387,6 +387,12 @@ def _from_cache(
         stats = features.stats()
         stats = store(source, CacheLookup(lookup.stats_key, None, lookup.fingerprint), stats, None, options)
     logger.info("%s: read from the cache (N = %s)", source.name, stats.n)
+    # An entry is shared by every source of the same content (--hash-content: a copy of the folder): what it
+    # records as its source is this run's, so a file saved from it names what the user gave.
+    here = {"source_name": str(source.name), "source_kind": str(source.kind)}
+    stats = relabelled(stats, metadata={**stats.metadata, **here})
+    if features is not None:
+        features = relabelled(features, metadata={**features.metadata, **here})
     report = describe(stats, name=source.name, kind=source.kind, cached=True, total_seconds=time.perf_counter() - started)
     return SideResult(stats, report, features if kept else None)
 

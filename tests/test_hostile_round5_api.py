@@ -243,3 +243,23 @@ def test_a_stand_in_registered_under_the_built_in_name_is_checked_by_its_own_wid
         metric = fidkit.FID(reference=reference, device="cpu")
         metric.update(images(20, 1))
         assert metric.compute().b.n == 20
+
+
+def test_statistics_served_from_an_entry_another_source_made_name_this_source(tmp_path, monkeypatch):
+    # With hash_content, a copy of a folder hits the original's entry: a file saved from it recorded the other
+    # folder as its source (and `fidkit info` showed it).
+    import shutil
+
+    from PIL import Image
+
+    monkeypatch.setenv("FIDKIT_HOME", str(tmp_path / "home"))
+    original = tmp_path / "png"
+    original.mkdir()
+    for index, array in enumerate(images(6, 2)):
+        Image.fromarray(array).save(original / f"{index}.png")
+    copy_of_it = tmp_path / "pngcopy"
+    shutil.copytree(original, copy_of_it)
+    fidkit.compute_stats(str(original), extractor=Fake(), hash_content=True, workers=0)
+    stats, report = compute_stats_with_report(str(copy_of_it), extractor=Fake(), hash_content=True, workers=0)
+    assert report.cached
+    assert stats.metadata["source_name"] == str(copy_of_it) and stats.path is None

@@ -14,6 +14,6 @@ combine into the statistics of their union.
 """
 
 from fidkit.stats.accumulator import StatsAccumulator
-from fidkit.stats.core import MetadataValue, Stats, centred_factor
+from fidkit.stats.core import MetadataValue, Stats, centred_factor, relabelled
 
-__all__ = ["Stats", "StatsAccumulator", "MetadataValue", "centred_factor"]
+__all__ = ["Stats", "StatsAccumulator", "MetadataValue", "centred_factor", "relabelled"]

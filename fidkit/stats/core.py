@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -15,7 +16,7 @@ from fidkit._validate import check_features
 from fidkit.errors import InputError, StatsFileError
 from fidkit.statsfile import read_stats_file, write_stats_file
 
-__all__ = ["Stats", "MetadataValue", "centred_factor", "check_metadata"]
+__all__ = ["Stats", "MetadataValue", "centred_factor", "check_metadata", "relabelled"]
 
 logger = logging.getLogger(__name__)
 
@@ -470,3 +471,13 @@ def _merge_metadata(
     if "lossy_inputs" in first or "lossy_inputs" in second:
         merged["lossy_inputs"] = bool(first.get("lossy_inputs", False)) or bool(second.get("lossy_inputs", False))
     return merged
+
+
+def relabelled(entry: Any, **fields: Any) -> Any:
+    """A copy of a :class:`Stats` or :class:`~fidkit.features.Features` with other `metadata` or `path`, sharing its
+    arrays: they were checked when it was made and are read-only, so they are neither copied nor checked again
+    (that costs about 70 ms for 2048-dimensional statistics, on every cache hit)."""
+    copied = copy.copy(entry)
+    for name, value in fields.items():
+        object.__setattr__(copied, name, value)  # Features is a frozen dataclass
+    return copied
