@@ -11,7 +11,7 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["NOT_A_NUMBER", "finite_or_none", "shown"]
+__all__ = ["NOT_A_NUMBER", "finite_or_none", "shown", "fid_text"]
 
 #: What text output prints for a number that is not finite.
 NOT_A_NUMBER = "n/a"
@@ -34,3 +34,11 @@ def shown(value: Any, spec: str = "") -> str:
     if isinstance(value, numbers.Real) and not math.isfinite(value):
         return NOT_A_NUMBER
     return format(value, spec)
+
+
+def fid_text(value: float) -> str:
+    """A FID as text: 4 decimals (what papers print), 4 significant digits below 0.01, where 4 decimals would
+    print two near-identical sets as ``0.0000``; ``n/a`` when not finite."""
+    if value != 0 and abs(value) < 0.01:
+        return shown(value, ".3e")
+    return shown(value, ".4f")

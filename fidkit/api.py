@@ -147,7 +147,7 @@ def compute_features(
 
     The same parameters as :func:`compute_stats`, and `outputs`: what to keep from the same forward pass besides
     the features, ``"logits"`` (the Inception Score's) and ``"spatial"`` (sFID's), e.g.
-    ``outputs=("features", "logits", "spatial")``. Features are cached (content-keyed, under the same size
+    ``outputs=("features", "logits", "spatial")``. Features are cached (keyed like statistics, under the same size
     limit as statistics) and can be saved (:meth:`Features.save`) and given back as a source. A statistics
     file cannot give features: it is refused with what to supply instead.
 

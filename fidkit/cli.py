@@ -109,7 +109,7 @@ examples:
   fidkit compute samples-features.npz cifar10-train.npz     # a features file is a source
 
 The file holds "features" (float32, N x dim) and the same metadata as a statistics file (extractor, weights
-sha256, source, skipped files). Features are cached like statistics (content-keyed, same size limit)."""
+sha256, source, skipped files). Features are cached like statistics (same keys, same size limit)."""
 
 _INFO_EPILOG = """\
 examples:
@@ -480,11 +480,16 @@ def _logging_to_stderr(args: argparse.Namespace) -> Iterator[None]:
         handler.setFormatter(logging.Formatter("fidkit %(levelname)s %(name)s: %(message)s"))
         level = logging.DEBUG
     else:
-        handler.setFormatter(logging.Formatter("fidkit: %(message)s"))
+        handler.setFormatter(_PlainFormatter())
         level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    # Warnings logged on the way (too many workers asked for, a corrupt cache entry, a side not cached) are
+    # warnings like the others: --json lists them (commands._emitted_warnings).
+    args.logged_warnings = []
+    collector = _CollectWarnings(args.logged_warnings)
     package_logger = logging.getLogger("fidkit")
     saved_level, saved_propagate = package_logger.level, package_logger.propagate
     package_logger.addHandler(handler)
+    package_logger.addHandler(collector)
     package_logger.setLevel(level)
     # Records stop at the fidkit logger while the command runs: not printed twice by a root handler.
     package_logger.propagate = False
@@ -492,8 +497,28 @@ def _logging_to_stderr(args: argparse.Namespace) -> Iterator[None]:
         yield
     finally:
         package_logger.removeHandler(handler)
+        package_logger.removeHandler(collector)
         package_logger.setLevel(saved_level)
         package_logger.propagate = saved_propagate
+
+
+class _PlainFormatter(logging.Formatter):
+    """``fidkit: message`` for progress and notes, ``fidkit: warning: message`` from WARNING up, as warnings print."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        kind = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        return f"fidkit: {kind}{record.getMessage()}"
+
+
+class _CollectWarnings(logging.Handler):
+    """Keeps the text of each WARNING (and higher) record, on one line."""
+
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(" ".join(record.getMessage().split()))
 
 
 def _one_line(error: BaseException) -> str:

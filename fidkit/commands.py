@@ -11,11 +11,12 @@ import dataclasses
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
-from fidkit._plain import shown
-from fidkit.errors import OverwriteError
+from fidkit._plain import fid_text, shown
+from fidkit.errors import FidkitWarning, OverwriteError
 
 __all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "compute", "stats",
            "features", "info", "cache_list", "cache_clear", "datasets"]
@@ -79,7 +80,7 @@ def compute(args: argparse.Namespace) -> int:
     elif report.metrics is not None:
         print(report.metrics.format())
     else:
-        print(f"FID: {report.value:.4f}")
+        print(f"FID: {fid_text(report.value)}")
     return EXIT_OK
 
 
@@ -122,6 +123,12 @@ def _print_side(args: argparse.Namespace, side: Any, n: int | None, dim: int, ou
         "saved": str(out_path) if out_path is not None else None,
         "seconds": round(side.total_seconds, 3),
     }
+    from fidkit.report import unreleased_weights_warnings
+
+    # A file made with other weights gives FIDs comparable only with its own kind: said before it is used.
+    kept = "features" if args.command == "features" else "statistics"
+    for message in unreleased_weights_warnings((("", side),), kept=kept):
+        warnings.warn(message, FidkitWarning, stacklevel=2)
     if args.json:
         from fidkit.report import json_text, merge_warnings
 
@@ -164,13 +171,13 @@ def _features_info(args: argparse.Namespace) -> int:
 
 
 def _emitted_warnings(args: argparse.Namespace) -> list[str]:
-    """The fidkit warnings issued so far in this command (recorded by :func:`fidkit.cli.main`), as printed."""
-    from fidkit.errors import FidkitWarning
-
-    return [
+    """The fidkit warnings issued and logged so far in this command (recorded by :func:`fidkit.cli.main`), as
+    printed."""
+    issued = [
         str(record.message) for record in getattr(args, "emitted_warnings", ())
         if issubclass(record.category, FidkitWarning)
     ]
+    return [*issued, *getattr(args, "logged_warnings", ())]
 
 
 def _saved(args: argparse.Namespace, path: Path) -> None:

@@ -15,13 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from fidkit._plain import finite_or_none
+from fidkit._plain import fid_text, finite_or_none
 from fidkit._version import __version__
 from fidkit.errors import InputError
 from fidkit.frechet import FrechetResult
 
 __all__ = [
     "SideReport", "Timings", "FidReport", "consistency_warnings", "assemble_fid_report", "json_text", "merge_warnings",
+    "unreleased_weights_warnings",
 ]
 
 
@@ -217,7 +218,7 @@ class FidReport:
         return float(self.value)
 
     def __str__(self) -> str:
-        return f"FID {self.value:.4f}: a = {self.a}, b = {self.b}"
+        return f"FID {fid_text(self.value)}: a = {self.a}, b = {self.b}"
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (plain floats, ints, strings, lists; a non-finite FID is None)."""
@@ -278,7 +279,7 @@ def consistency_warnings(
                 f"side {label} ({side.name}): {side.n_skipped} unreadable file(s) skipped (--skip-bad)"
                 + (f", e.g. {examples}" if examples else "")
             )
-    messages.extend(_unreleased_weights_warnings(labelled))
+    messages.extend(unreleased_weights_warnings(labelled))
     if side_a.weights_sha256 and side_b.weights_sha256 and side_a.weights_sha256 != side_b.weights_sha256:
         message = (
             f"the two sides were computed with different Inception weights (a: "
@@ -323,8 +324,9 @@ def _convention_warnings(labelled: tuple[tuple[str, SideReport], ...], allow_mis
     return messages
 
 
-def _unreleased_weights_warnings(labelled: tuple[tuple[str, SideReport], ...]) -> list[str]:
-    """A warning per weights file other than the released one that a side's features were computed with.
+def unreleased_weights_warnings(labelled: tuple[tuple[str, SideReport], ...], *, kept: str = "") -> list[str]:
+    """A warning per weights file other than the released one that a side's features were computed with
+    (`kept`: ``"statistics"`` or ``"features"``, what ``fidkit stats``/``features`` computes to keep).
 
     Such a FID is not the published metric (random or retrained weights, another port): comparable only with
     FIDs from the same file. Checked on the recorded sha256, so a cached side or a saved statistics file is
@@ -341,13 +343,19 @@ def _unreleased_weights_warnings(labelled: tuple[tuple[str, SideReport], ...]) -
     sides_by_weights: dict[str, list[str]] = {}
     for label, side in labelled:
         if side.weights_sha256 and side.weights_sha256 != manifest.sha256:
-            sides_by_weights.setdefault(side.weights_sha256, []).append(f"{label} ({side.name})")
+            sides_by_weights.setdefault(side.weights_sha256, []).append(f"{label} ({side.name})" if label else side.name)
+    released = f"not the released {manifest.file_name} ({manifest.sha256[:16]}...)"
+    if kept:
+        return [
+            f"the {kept} of {' and '.join(sides)} were computed with Inception weights of sha256 {sha256[:16]}..., "
+            f"{released}: their FIDs are comparable only with FIDs from the same weights file, not with published "
+            "numbers; use the released file for numbers you report"
+            for sha256, sides in sides_by_weights.items()
+        ]
     return [
         f"{'sides' if len(sides) > 1 else 'side'} {' and '.join(sides)} {'were' if len(sides) > 1 else 'was'} "
-        f"computed with Inception weights of sha256 "
-        f"{sha256[:16]}..., not the released {manifest.file_name} ({manifest.sha256[:16]}...): this FID is "
-        "comparable only with FIDs from the same weights file, not with published numbers; use the released "
-        "file for numbers you report"
+        f"computed with Inception weights of sha256 {sha256[:16]}..., {released}: this FID is comparable only with "
+        "FIDs from the same weights file, not with published numbers; use the released file for numbers you report"
         for sha256, sides in sides_by_weights.items()
     ]
 

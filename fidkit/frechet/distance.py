@@ -335,14 +335,17 @@ def _dense_eigh(first: Stats, second: Stats, side: str, first_label: str) -> Tra
 
 
 def _fid_stats(
-    stats_a: Stats, stats_b: Stats, method: str, labels: tuple[str, str] = ("stats_a", "stats_b")
+    stats_a: Stats, stats_b: Stats, method: str, labels: tuple[str, str] = ("stats_a", "stats_b"),
+    *, route_named: bool = False,
 ) -> FrechetResult:
+    """The distance of two Stats; `method` as the user gave it, or (`route_named`) already normalised."""
     if not isinstance(stats_a, Stats) or not isinstance(stats_b, Stats):
         raise InputError(
             "fid_from_stats takes two fidkit.Stats; build them with Stats.from_features or Stats.load, or call "
             "frechet_distance(mu1, sigma1, mu2, sigma2)"
         )
-    method = _normalise_method(method)
+    if not route_named:  # once: "sqrtm-ttur" is both the route and an older name, which warns
+        method = _normalise_method(method)
     if stats_a.dim != stats_b.dim:
         raise InputError(
             f"the statistics have different dimensions ({stats_a.dim} vs {stats_b.dim}); both sides must come "
@@ -515,6 +518,6 @@ def fid_from_arrays(features_a: Any, features_b: Any, *, method: str = "auto") -
     stats_a = Stats.from_features(array_a, keep_factor=keep_factor)
     same = features_a is features_b or (array_a.shape == array_b.shape and np.array_equal(array_a, array_b))
     stats_b = stats_a if same else Stats.from_features(array_b, keep_factor=keep_factor)
-    result = _fid_stats(stats_a, stats_b, method, ("features_a", "features_b"))
+    result = _fid_stats(stats_a, stats_b, method, ("features_a", "features_b"), route_named=True)
     _emit(result)
     return result
