@@ -11,6 +11,9 @@ directly, where replacing ``sys.stdout`` does not reach. Two layers keep that of
 - :func:`stdout_to_stderr` (library code, for Python API users): around the calls into a library that may
   print (onnxruntime's DLL preloading and session creation), both ``sys.stdout`` and descriptor 1 point at
   stderr.
+
+:func:`logging_to_stderr` is how the command's own log records reach stderr (progress, and warnings that
+``--json`` also lists).
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ import contextlib
 import ctypes
 import dataclasses
 import io
+import logging
 import os
 import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["StdoutGone", "StdoutWriteError", "standard_streams", "silence_stdout", "stdout_to_stderr"]
+__all__ = [
+    "StdoutGone", "StdoutWriteError", "standard_streams", "silence_stdout", "stdout_to_stderr", "logging_to_stderr",
+]
 
 
 class StdoutGone(Exception):
@@ -313,3 +319,57 @@ def silence_stdout() -> None:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.__stdout__.fileno())
         os.close(null)
+
+
+@contextlib.contextmanager
+def logging_to_stderr(*, debug: bool = False, quiet: bool = False) -> Iterator[list[str]]:
+    """Send fidkit's log records to stderr for one command (the only place logging is configured); yield the
+    list that collects the text of every WARNING (and higher) record, which ``--json`` lists with the warnings.
+
+    ``fidkit: message`` for progress, ``fidkit: warning: message`` from WARNING up (as issued warnings print);
+    `debug` prints every record with its level and logger, `quiet` only warnings. The ``fidkit`` logger's
+    handlers, level and propagation are restored afterwards, so an application (or a test) that calls
+    :func:`fidkit.cli.main` keeps its own logging setup.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    if debug:
+        handler.setFormatter(logging.Formatter("fidkit %(levelname)s %(name)s: %(message)s"))
+        level = logging.DEBUG
+    else:
+        handler.setFormatter(_PlainFormatter())
+        level = logging.WARNING if quiet else logging.INFO
+    logged: list[str] = []
+    collector = _CollectWarnings(logged)
+    package_logger = logging.getLogger("fidkit")
+    saved_level, saved_propagate = package_logger.level, package_logger.propagate
+    package_logger.addHandler(handler)
+    package_logger.addHandler(collector)
+    package_logger.setLevel(level)
+    # Records stop at the fidkit logger while the command runs: not printed twice by a root handler.
+    package_logger.propagate = False
+    try:
+        yield logged
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.removeHandler(collector)
+        package_logger.setLevel(saved_level)
+        package_logger.propagate = saved_propagate
+
+
+class _PlainFormatter(logging.Formatter):
+    """``fidkit: message`` for progress and notes, ``fidkit: warning: message`` from WARNING up."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        kind = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        return f"fidkit: {kind}{record.getMessage()}"
+
+
+class _CollectWarnings(logging.Handler):
+    """Keeps the text of each WARNING (and higher) record, on one line."""
+
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(" ".join(record.getMessage().split()))

@@ -14,19 +14,18 @@ Heavy modules (onnxruntime, torch, the sources' decoders) are imported inside th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
 import traceback
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fidkit import commands
 from fidkit._argtypes import device_string, non_negative_int, positive_int, resample_count, seed_value
-from fidkit._streams import StdoutGone, StdoutWriteError, silence_stdout, standard_streams
+from fidkit._streams import StdoutGone, StdoutWriteError, logging_to_stderr, silence_stdout, standard_streams
 from fidkit._ray_address import ray_address_argument
 from fidkit.commands import (
     EXIT_BROKEN_PIPE,
@@ -468,59 +467,6 @@ def _datasets_note() -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _logging_to_stderr(args: argparse.Namespace) -> Iterator[None]:
-    """Send fidkit's log records to stderr for one command; the only place logging is configured.
-
-    The ``fidkit`` logger's handler, level and propagation are restored afterwards, so an
-    application (or a test) that calls :func:`main` keeps its own logging setup.
-    """
-    handler = logging.StreamHandler(sys.stderr)
-    if getattr(args, "debug", False):
-        handler.setFormatter(logging.Formatter("fidkit %(levelname)s %(name)s: %(message)s"))
-        level = logging.DEBUG
-    else:
-        handler.setFormatter(_PlainFormatter())
-        level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
-    # Warnings logged on the way (too many workers asked for, a corrupt cache entry, a side not cached) are
-    # warnings like the others: --json lists them (commands._emitted_warnings).
-    args.logged_warnings = []
-    collector = _CollectWarnings(args.logged_warnings)
-    package_logger = logging.getLogger("fidkit")
-    saved_level, saved_propagate = package_logger.level, package_logger.propagate
-    package_logger.addHandler(handler)
-    package_logger.addHandler(collector)
-    package_logger.setLevel(level)
-    # Records stop at the fidkit logger while the command runs: not printed twice by a root handler.
-    package_logger.propagate = False
-    try:
-        yield
-    finally:
-        package_logger.removeHandler(handler)
-        package_logger.removeHandler(collector)
-        package_logger.setLevel(saved_level)
-        package_logger.propagate = saved_propagate
-
-
-class _PlainFormatter(logging.Formatter):
-    """``fidkit: message`` for progress and notes, ``fidkit: warning: message`` from WARNING up, as warnings print."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        kind = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
-        return f"fidkit: {kind}{record.getMessage()}"
-
-
-class _CollectWarnings(logging.Handler):
-    """Keeps the text of each WARNING (and higher) record, on one line."""
-
-    def __init__(self, into: list[str]) -> None:
-        super().__init__(logging.WARNING)
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(" ".join(record.getMessage().split()))
-
-
 def _one_line(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return " ".join(text.split())
@@ -574,7 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     debug = bool(getattr(args, "debug", False))
     caught: list[warnings.WarningMessage] = []
-    with standard_streams() as streams, _logging_to_stderr(args):
+    with standard_streams() as streams, logging_to_stderr(
+        debug=debug, quiet=bool(getattr(args, "quiet", False))
+    ) as args.logged_warnings:
         try:
             if streams.stdout_closed:
                 print("fidkit: error: stdout is closed, so the result would be lost; redirect it (> FILE or "

@@ -57,7 +57,9 @@ def test_logged_warnings_say_warning_and_are_in_the_json(tmp_path, capsys, monke
 
     # A warning fidkit logs: the corrupt cache entry the command's look-up meets (removed and recomputed).
     (tmp_path / "home" / "stats").mkdir(parents=True)
-    monkeypatch.setattr(cache, "cache_key", lambda *args, **kwargs: "cd" * 32)
+    import fidkit.pipeline  # noqa: F401 - the look-up names its entries through pipeline.cache_key
+
+    monkeypatch.setattr("fidkit.pipeline.cache_key", lambda *args, **kwargs: "cd" * 32)
     cache._entry_path("cd" * 32, None).write_bytes(b"not an npz either")
     from stand_ins import MeanColour
     from fidkit.testing import replaced_extractor
