@@ -31,7 +31,13 @@ from typing import Any
 
 __all__ = [
     "StdoutGone", "StdoutWriteError", "standard_streams", "silence_stdout", "stdout_to_stderr", "logging_to_stderr",
+    "RESTATED",
 ]
+
+#: ``extra=`` of a warning logged while reading whose fact the result restates (files skipped or ignored: the
+#: ``n_skipped`` and ``ignored`` fields, and a warning of ``compute``'s report, from the cache too): printed, but
+#: not listed again in ``--json``'s ``warnings``, which would then differ between a fresh and a cached run.
+RESTATED = {"fidkit_restated": True}
 
 
 class StdoutGone(Exception):
@@ -365,11 +371,13 @@ class _PlainFormatter(logging.Formatter):
 
 
 class _CollectWarnings(logging.Handler):
-    """Keeps the text of each WARNING (and higher) record, on one line."""
+    """Keeps the text of each WARNING (and higher) record, on one line, but those the result restates
+    (:data:`RESTATED`)."""
 
     def __init__(self, into: list[str]) -> None:
         super().__init__(logging.WARNING)
         self.into = into
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(" ".join(record.getMessage().split()))
+        if not getattr(record, "fidkit_restated", False):
+            self.into.append(" ".join(record.getMessage().split()))

@@ -275,7 +275,7 @@ def _source_parent() -> argparse.ArgumentParser:
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the statistics cache")
     cache.add_argument(
         "--hash-content", action="store_true",
-        help="fingerprint files by content (sha256) rather than size and modification time",
+        help="fingerprint files by content (sha256) rather than size, modification and status-change times",
     )
     return parent
 

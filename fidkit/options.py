@@ -83,7 +83,7 @@ class RunOptions:
     use_cache : bool
         Read and write the cache for folder, archive, array and dataset sources.
     hash_content : bool
-        Fingerprint files by content (sha256) instead of size and modification time.
+        Fingerprint files by content (sha256) instead of size, modification and status-change times.
     progress : bool, optional
         A progress bar on stderr; default only when stderr is a terminal.
     cluster : {"local", "ray"}

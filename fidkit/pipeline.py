@@ -389,7 +389,10 @@ def _from_cache(
     logger.info("%s: read from the cache (N = %s)", source.name, stats.n)
     # An entry is shared by every source of the same content (--hash-content: a copy of the folder): what it
     # records as its source is this run's, so a file saved from it names what the user gave.
-    here = {"source_name": str(source.name), "source_kind": str(source.kind)}
+    here = {
+        "source_name": str(source.name), "source_kind": str(source.kind),
+        "ignored_json": json.dumps(dict(sorted(source.ignored.items()))),  # its own listing's, not the other's
+    }
     stats = relabelled(stats, metadata={**stats.metadata, **here})
     if features is not None:
         features = relabelled(features, metadata={**features.metadata, **here})

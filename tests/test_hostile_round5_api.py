@@ -259,7 +259,21 @@ def test_statistics_served_from_an_entry_another_source_made_name_this_source(tm
         Image.fromarray(array).save(original / f"{index}.png")
     copy_of_it = tmp_path / "pngcopy"
     shutil.copytree(original, copy_of_it)
+    (original / ".ipynb_checkpoints").mkdir()  # ignored in the original only: not the copy's to report
+    Image.fromarray(images(1, 3)[0]).save(original / ".ipynb_checkpoints" / "0.png")
     fidkit.compute_stats(str(original), extractor=Fake(), hash_content=True, workers=0)
     stats, report = compute_stats_with_report(str(copy_of_it), extractor=Fake(), hash_content=True, workers=0)
-    assert report.cached
+    assert report.cached and report.ignored == ()
     assert stats.metadata["source_name"] == str(copy_of_it) and stats.path is None
+
+
+def test_relabelled_changes_only_metadata_and_path_and_checks_the_metadata():
+    from fidkit.stats import relabelled
+
+    stats = fidkit.Stats.from_features(np.random.default_rng(0).normal(size=(20, 4)), metadata={"a": 1})
+    copied = relabelled(stats, metadata={"a": 2, "b": "x"})
+    assert copied.mu is stats.mu and copied.metadata == {"a": 2, "b": "x"} and stats.metadata == {"a": 1}
+    with pytest.raises(InputError, match="metadata"):
+        relabelled(stats, metadata={"k": [1, 2]})
+    with pytest.raises(TypeError):
+        relabelled(stats, mu=np.zeros(4))

@@ -167,11 +167,12 @@ class FrechetResult:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _normalise_method(method: str) -> str:
-    """The route `method` names (``"ttur"`` runs the route reported as ``"sqrtm-ttur"``)."""
+def _normalise_method(method: str, stacklevel: int = 4) -> str:
+    """The route `method` names (``"ttur"`` runs the route reported as ``"sqrtm-ttur"``); `stacklevel` points the
+    warning about an old name at the public function's caller."""
     if isinstance(method, str) and method in _OLD_TTUR_NAMES:
         warnings.warn(
-            f"method={method!r} is an older name of method='ttur'; pass 'ttur'", FidkitWarning, stacklevel=4
+            f"method={method!r} is an older name of method='ttur'; pass 'ttur'", FidkitWarning, stacklevel=stacklevel
         )
         method = "ttur"
     if not isinstance(method, str) or method not in METHODS:
@@ -495,7 +496,7 @@ def fid_from_arrays(features_a: Any, features_b: Any, *, method: str = "auto") -
     SmallSampleWarning
         A side with fewer samples than dimensions.
     """
-    method = _normalise_method(method)
+    method = _normalise_method(method, stacklevel=3)
     array_a = check_features(features_a, "features_a")
     array_b = check_features(features_b, "features_b")
     for name, array in (("features_a", array_a), ("features_b", array_b)):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fidkit._plain import finite_or_none, shown
+from fidkit._plain import fid_text, finite_or_none, shown
 from fidkit.metrics._common import check_level, check_positive_int, check_seed
 
 __all__ = ["IntervalSpec", "Interval", "MetricEntry", "MetricTable", "format_table", "within_range", "DECIMALS"]
@@ -99,6 +99,8 @@ def within_range(key: str, interval: Interval) -> Interval:
 
 
 def _number(metric: str, value: float) -> str:
+    if metric in ("fid", "sfid"):
+        return fid_text(value)  # as `fidkit compute` prints a FID: a tiny one is not 0.0000
     return shown(value, f".{DECIMALS[metric]}f")
 
 

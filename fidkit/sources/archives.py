@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fidkit._fs import CHUNK_BYTES, sha256_file
+from fidkit._streams import RESTATED
 from fidkit.errors import ImageError, SourceError
 from fidkit.sources.base import empty_source_error, file_stamp
 from fidkit.sources.bounded import HEAD_BYTES, read_image_bytes
@@ -212,6 +213,7 @@ def _warn_duplicate(name: str, member: str, later: str | None = None) -> None:
             "extract it), the earlier ones are ignored",
             name,
             member,
+            extra=RESTATED,  # counted in source.ignored
         )
     else:
         logger.warning(
@@ -220,6 +222,7 @@ def _warn_duplicate(name: str, member: str, later: str | None = None) -> None:
             name,
             member,
             later,
+            extra=RESTATED,
         )
 
 

@@ -79,6 +79,7 @@ from typing import Any
 import numpy as np
 
 from fidkit._fs import file_kind, sha256_file
+from fidkit._streams import RESTATED
 from fidkit.errors import ImageError, SourceError
 from fidkit.sources.base import (
     SizeGrouper,
@@ -131,6 +132,7 @@ class Ignored:
                 "entry" if count == 1 else "entries",
                 reason,
                 ", ".join(self.examples[reason]),
+                extra=RESTATED,
             )
 
 
@@ -358,7 +360,7 @@ class FileSource(Source):
         self.skipped = self._skipped_at_open + bad
         self._lossy = any_lossy
         if bad:
-            logger.warning("%s: skipped %d bad file(s), first %s: %s", self.name, len(bad), *bad[0])
+            logger.warning("%s: skipped %d bad file(s), first %s: %s", self.name, len(bad), *bad[0], extra=RESTATED)
         if n_good == 0:
             detail = f"all {len(bad)} files were bad, first {bad[0][0]}: {bad[0][1]}" if bad else ""
             raise empty_source_error(self.name, detail)
@@ -472,7 +474,7 @@ def _walk_images(root: Path, name: str, *, skip_bad: bool, ignored: Ignored) -> 
     listing = FolderListing(ignored)
     found = sorted(member for member, _ in iter_folder_images(root, name, listing, skip_unreadable=skip_bad))
     for folder, reason in listing.unreadable:
-        logger.warning("%s: cannot read subfolder %s (%s); skipped (--skip-bad)", name, folder, reason)
+        logger.warning("%s: cannot read subfolder %s (%s); skipped (--skip-bad)", name, folder, reason, extra=RESTATED)
     return found, listing
 
 

@@ -15,8 +15,8 @@ Where the file comes from, in order:
    size and md5 before it is kept (:func:`fidkit._download.download`), into 2.
 
 A file found in 1 or 2 must have the published size, and is checked against the md5 the first time it is
-used; the check is recorded in ``cache_home()/datasets/verified.json`` (path, size, modification time) and
-the file is then trusted while its size and modification time stay the same. A file that fails is refused
+used; the check is recorded in ``cache_home()/datasets/verified.json`` (path, size, modification and
+status-change times) and the file is then trusted while they stay the same. A file that fails is refused
 (never deleted when it is the user's) with both checksums in the message.
 
 The files are read in place, never extracted: the CIFAR batches from inside the ``.tar.gz``

@@ -473,11 +473,16 @@ def _merge_metadata(
     return merged
 
 
-def relabelled(entry: Any, **fields: Any) -> Any:
-    """A copy of a :class:`Stats` or :class:`~fidkit.features.Features` with other `metadata` or `path`, sharing its
-    arrays: they were checked when it was made and are read-only, so they are neither copied nor checked again
-    (that costs about 70 ms for 2048-dimensional statistics, on every cache hit)."""
+_UNCHANGED: Any = object()
+
+
+def relabelled(entry: Any, *, metadata: Any = _UNCHANGED, path: Any = _UNCHANGED) -> Any:
+    """A copy of a :class:`Stats` or :class:`~fidkit.features.Features` with other `metadata` (checked) or `path`,
+    sharing its arrays: they were checked when it was made and are read-only, so they are neither copied nor
+    checked again (that costs about 70 ms for 2048-dimensional statistics, on every cache hit)."""
     copied = copy.copy(entry)
-    for name, value in fields.items():
-        object.__setattr__(copied, name, value)  # Features is a frozen dataclass
+    if metadata is not _UNCHANGED:
+        object.__setattr__(copied, "metadata", check_metadata(metadata))  # Features is a frozen dataclass
+    if path is not _UNCHANGED:
+        object.__setattr__(copied, "path", None if path is None else Path(path))
     return copied
