@@ -247,15 +247,6 @@ def _input_files(spec: Any) -> list[Path]:
     return []
 
 
-def _same_file(first: Path, second: Path) -> bool:
-    try:
-        # st_dev and st_ino after following links: symbolic links, relative paths and hard links alike.
-        return os.path.samefile(first, second)
-    except OSError:
-        # Not both there: only a path that resolves to the same place can be the same file.
-        return first.resolve() == second.resolve()
-
-
 def _file_id(path: str | os.PathLike) -> tuple[int, int] | None:
     """(st_dev, st_ino) of what `path` names after following links; None when nothing is there."""
     try:
@@ -318,7 +309,6 @@ def refuse_outputs_over_inputs(
         An output is a file the run reads; the message names both and says it is refused even with --force.
     """
     targets = [Path(output) for output in outputs]
-    others = list(others)
 
     def refuse(target: Path, what_it_is: str) -> OverwriteError:
         return OverwriteError(
@@ -326,21 +316,20 @@ def refuse_outputs_over_inputs(
             f"even with --force; choose another {what} path (a new file outside the inputs)"
         )
 
+    # Compared as (st_dev, st_ino) after following links: symbolic links, relative paths and hard links alike.
     existing = {target_id: target for target in targets if (target_id := _file_id(target)) is not None}
-    walked: set[tuple[int, int] | None] = set()  # folders given twice (a compare's runs share their data)
+    could_be_images = {target_id: target for target_id, target in existing.items() if _could_be_an_image(target)}
+    walked: set[tuple[int, int]] = set()  # folders given twice (a compare's runs share their data)
     for spec in inputs:
         files = _input_files(spec)
-        for target in targets:
-            for path in files:
-                if path.is_file() and _same_file(target, path):
-                    alias = "" if str(target) == str(spec) else f" ({target} is the same file as {path})"
-                    raise refuse(target, f"the input {spec}{alias}")
-        could_be_images = {target_id: target for target_id, target in existing.items() if _could_be_an_image(target)}
-        if (
-            could_be_images and not files and isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir()
-            and _file_id(spec) not in walked
-        ):
-            walked.add(_file_id(spec))
+        for path in files:
+            target = existing.get(_file_id(path)) if path.is_file() else None
+            if target is not None:
+                alias = "" if str(target) == str(spec) else f" ({target} is the same file as {path})"
+                raise refuse(target, f"the input {spec}{alias}")
+        folder_id = _file_id(spec) if isinstance(spec, (str, os.PathLike)) and not files else None
+        if could_be_images and folder_id is not None and folder_id not in walked and Path(spec).is_dir():
+            walked.add(folder_id)
             for member, target in _folder_members(Path(spec), could_be_images):
                 raise refuse(target, f"the image {member} of the input folder {spec}")
     for path, what_it_is in others:
