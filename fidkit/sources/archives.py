@@ -206,7 +206,14 @@ def _damaged_archive_error(name: str, exc: BaseException) -> SourceError:
 _DUPLICATE = "duplicate member name (an earlier copy, not read)"
 
 
-def _warn_duplicate(name: str, member: str, later: str | None = None) -> None:
+def _replace_earlier(
+    name: str, member: str, later: str | None, ignored: Ignored, *listed: dict[str, Any]
+) -> None:
+    """A name met again: its earlier entry leaves the `listed` tables and is counted in `ignored`, with a warning.
+
+    `later` says what the new entry is when it is no file (``"a folder"``): extracting keeps only the last
+    entry of a name, whatever its kind.
+    """
     if later is None:
         logger.warning(
             "%s: member %s appears more than once; the last copy in the archive is read (as tar and unzip "
@@ -224,6 +231,9 @@ def _warn_duplicate(name: str, member: str, later: str | None = None) -> None:
             later,
             extra=RESTATED,
         )
+    ignored.add(_DUPLICATE, member)
+    for table in listed:
+        table.pop(member, None)
 
 
 # What a file holds, by its first bytes: (magic, offset, description, the suffix it should have).
@@ -370,10 +380,7 @@ def _list_zip(
             # The last entry of a name is what extracts, whatever its kind: a later folder, link or
             # special member of that name replaces the earlier file, as a later file does.
             later = "a folder" if is_dir else "a link or special member" if special else None
-            _warn_duplicate(name, member, later)
-            ignored.add(_DUPLICATE, member)
-            del entries[member]
-            stored_names.pop(member, None)
+            _replace_earlier(name, member, later, ignored, entries, stored_names)
         if is_dir:
             continue
         reason = classify(member)
@@ -437,10 +444,7 @@ def _list_tar(
                         later = "a folder"
                     elif not (info.isreg() or info.islnk()):
                         later = "a symbolic link" if info.issym() else "a special member"
-                    _warn_duplicate(name, member, later)
-                    ignored.add(_DUPLICATE, member)
-                    entries.pop(member, None)
-                    symlinks.pop(member, None)
+                    _replace_earlier(name, member, later, ignored, entries, symlinks)
                 if info.isdir():
                     continue
                 reason = classify(member)
