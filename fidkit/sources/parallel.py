@@ -256,7 +256,7 @@ def _decode_one(
     except ImageError as exc:  # the reader's own verdict on this one file
         return (index, member, None, _reason(exc, member), False)
     except MemoryError as exc:
-        raise _out_of_memory(reader, member, "reading") from exc
+        raise _out_of_memory(f"{_where(reader, member)}: memory ran out while reading it") from exc
     except OSError as exc:
         if ran_short(exc):
             raise _ran_short_reading(reader, member, exc) from exc
@@ -273,7 +273,7 @@ def _decode_one(
     except ImageError as exc:
         return (index, member, None, _reason(exc, member), False)
     except MemoryError as exc:
-        raise _out_of_memory(reader, member, "decoding") from exc
+        raise _out_of_memory(f"{_where(reader, member)}: memory ran out while decoding it") from exc
     finally:
         del data
     return (index, member, image.pixels, None, image.lossy)
@@ -288,11 +288,23 @@ def _where(reader: MemberReader, member: str) -> str:
     return f"{member} in {os.fspath(archive)}" if archive is not None else member
 
 
-def _out_of_memory(reader: MemberReader, member: str, doing: str) -> ResourceError:
+# What to change when the process or the system ran short, by errno (MemoryError is ENOMEM's), each followed by
+# _FEWER_PROCESSES: the messages of a file that could not be read and of workers that could not start.
+_SHORTAGE_FIXES = {
+    errno.EMFILE: "this process ran out of open files: raise its limit (ulimit -n 4096)",
+    errno.ENFILE: "the system's table of open files is full: close other programs or raise fs.file-max (ulimit -n "
+    "does not help)",
+    errno.EAGAIN: "the limit on processes was reached (ulimit -u)",
+    errno.ENOMEM: "free memory",
+}
+_FEWER_PROCESSES = "decode with fewer processes (--workers N, workers=N; --workers 0 decodes in this process alone)"
+_NOT_SKIPPED = "That is no fault of the file, so it is not skipped (the number of images would depend on the machine)"
+
+
+def _out_of_memory(what_happened: str) -> ResourceError:
+    """The error for memory running out as `what_happened` says (where, and while doing what)."""
     return ResourceError(
-        f"{_where(reader, member)}: memory ran out while {doing} it. That is no fault of the file, so it is "
-        "not skipped (the number of images would depend on the machine): free memory, decode with fewer "
-        "processes (--workers N, workers=N; --workers 0 decodes in this process alone), or pass a smaller "
+        f"{what_happened}. {_NOT_SKIPPED}: free memory, {_FEWER_PROCESSES}, or pass a smaller "
         "--batch-size (batch_size=); to refuse images this large as bad files instead, lower "
         "PIL.Image.MAX_IMAGE_PIXELS"
     )
@@ -300,16 +312,10 @@ def _out_of_memory(reader: MemberReader, member: str, doing: str) -> ResourceErr
 
 def _ran_short_reading(reader: MemberReader, member: str, exc: OSError) -> ResourceError:
     name = errno.errorcode.get(exc.errno or 0, "?")
-    if exc.errno == errno.EMFILE:
-        fix = "raise this process's limit on open files (ulimit -n 4096) or decode with --workers 0 (workers=0)"
-    elif exc.errno == errno.ENFILE:
-        fix = ("the system's table of open files is full: close other programs or raise fs.file-max, or decode "
-               "with --workers 0 (workers=0); ulimit -n does not help")
-    else:
-        fix = "free memory, or decode with fewer processes (--workers 0, workers=0)"
+    fix = _SHORTAGE_FIXES.get(exc.errno or 0, _SHORTAGE_FIXES[errno.ENOMEM])
     return ResourceError(
-        f"{_where(reader, member)}: cannot read it: {exc.strerror or exc} ({name}). That is no fault of the "
-        f"file, so it is not skipped (the number of images would depend on the machine): {fix}"
+        f"{_where(reader, member)}: cannot read it: {exc.strerror or exc} ({name}). {_NOT_SKIPPED}: {fix}, or "
+        f"{_FEWER_PROCESSES}"
     )
 
 
@@ -460,12 +466,7 @@ def _workers_cannot_start(exc: OSError | EOFError, n_workers: int) -> ResourceEr
             f"{fallback}"
         )
     name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-    hint = {
-        errno.EMFILE: "this process ran out of open files: raise its limit (ulimit -n 4096)",
-        errno.ENFILE: "the system's table of open files is full: close other programs or raise fs.file-max",
-        errno.EAGAIN: "the limit on processes was reached (ulimit -u)",
-        errno.ENOMEM: "not enough memory to start them",
-    }.get(exc.errno or 0, "the system refused")
+    hint = _SHORTAGE_FIXES.get(exc.errno or 0, "the system refused")
     return ResourceError(f"{what}: {exc.strerror or exc} ({name}); {hint}; {fallback}")
 
 
@@ -569,10 +570,9 @@ def decode_stream(
                 raise _worker_died(chunk[0][1], chunk[-1][1]) from exc
             except MemoryError as exc:
                 # Outside the decoding of one file (which names it): sending the pixels back, say.
-                raise ResourceError(
+                raise _out_of_memory(
                     f"memory ran out in a decoding worker process while it decoded one of {chunk[0][1]} .. "
-                    f"{chunk[-1][1]}: free memory, decode with fewer processes (--workers N, workers=N; "
-                    "--workers 0 decodes in this process alone), or pass a smaller --batch-size (batch_size=)"
+                    f"{chunk[-1][1]}"
                 ) from exc
             if left:
                 # The worker stopped at its pixel budget: the rest of the chunk comes next in the
