@@ -442,20 +442,23 @@ class FID(DistributedMerge):
             warnings.warn(message, FidkitWarning, stacklevel=3)  # the caller of compute()
         distance_started = time.perf_counter()
         frechet = fid_from_stats(real_stats, generated_stats)
+        table = None
+        if self._asked is not None:
+            table = self._table(real_stats, generated_stats, frechet, distributed=dist is not None)
         timings = Timings(
             decode_seconds=0.0,
             network_seconds=self._real.network_seconds + self._generated.network_seconds,
             distance_seconds=time.perf_counter() - distance_started,
             total_seconds=time.perf_counter() - started,
         )
-        table = self._table(real_stats, generated_stats, distributed=dist is not None) if self._asked is not None else None
         report = assemble_fid_report(frechet, real_side, generated_side, messages, timings, metrics=table)
         self._last = (key, report)
         return report
 
-    def _table(self, real_stats: Stats, generated_stats: Stats, *, distributed: bool) -> Any:
+    def _table(self, real_stats: Stats, generated_stats: Stats, frechet: Any, *, distributed: bool) -> Any:
         """The asked metrics of the generated side (a) against the real one (b), from the rows each side kept
-        (under torch.distributed, every rank's, gathered in rank order: the same table on every rank)."""
+        (under torch.distributed, every rank's, gathered in rank order: the same table on every rank); its FID
+        is `frechet`, the report's, not computed again."""
         from dataclasses import replace
 
         from fidkit.metrics.table import evaluate
@@ -469,7 +472,7 @@ class FID(DistributedMerge):
         # Side a of the table is the evaluated set (precision is the generated images' share on the real
         # manifold), the reverse of this report's a (real) and b: named in words, so the two cannot be confused.
         return evaluate(kept(self._generated, generated_stats), real, self._asked, ci=self._ci,
-                        seed=self._metrics_seed, side_names=("generated", "real"))
+                        seed=self._metrics_seed, side_names=("generated", "real"), fid=frechet)
 
     def _reference_statistics(self) -> tuple[Stats, Any] | None:
         """The reference's statistics and side report, computed (or loaded) once through the pipeline."""
