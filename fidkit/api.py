@@ -31,7 +31,7 @@ from fidkit.report import (
     SideReport,
     Timings,
     assemble_fid_report,
-    consistency_warnings,
+    check_comparable,
 )
 from fidkit.stats import Stats
 
@@ -271,7 +271,7 @@ def compute_fid(
     with _session(resolved):
         side_a = side_result(opened_a, lazy, resolved, keep_features=kept["a"] or False)
         side_b = side_result(opened_b, lazy, resolved, keep_features=kept["b"] or False)
-    messages = consistency_warnings(
+    messages = check_comparable(
         side_a.report, side_b.report, allow_weights_mismatch=allow_weights_mismatch,
         allow_convention_mismatch=allow_convention_mismatch,
     )

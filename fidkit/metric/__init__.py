@@ -42,7 +42,7 @@ from fidkit.extractors import LazyExtractor
 from fidkit.options import RunOptions, run_options
 from fidkit.pipeline import describe, open_input, side_result
 from fidkit.preflight import check_against_run
-from fidkit.report import FidReport, Timings, assemble_fid_report, consistency_warnings
+from fidkit.report import FidReport, Timings, assemble_fid_report, check_comparable
 from fidkit.stats import Stats
 from fidkit.metric.distributed import DistributedMerge, _process_group
 from fidkit.metric.state import (
@@ -437,7 +437,7 @@ class FID(DistributedMerge):
         real_stats, real_side = reference if reference is not None else self._side_report(self._real)
         generated_stats, generated_side = self._side_report(self._generated)
         # The checks and warnings of compute_fid: different weights are an error, lossy or skipped inputs a note.
-        messages = consistency_warnings(real_side, generated_side, allow_weights_mismatch=False)
+        messages = check_comparable(real_side, generated_side, allow_weights_mismatch=False)
         for message in messages:
             warnings.warn(message, FidkitWarning, stacklevel=3)  # the caller of compute()
         distance_started = time.perf_counter()
