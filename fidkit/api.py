@@ -31,7 +31,7 @@ from fidkit.report import (
     SideReport,
     Timings,
     assemble_fid_report,
-    consistency_warnings,
+    check_comparable,
 )
 from fidkit.stats import Stats
 
@@ -127,11 +127,7 @@ def compute_stats_with_report(
     The :class:`SideReport` says whether the statistics came from the cache, which files were skipped,
     the batch size chosen and where the time went.
     """
-    resolved, lazy = _prepare(options, extractor, overrides)
-    opened = open_input(source, resolved)
-    check_against_run({"the input": opened}, lazy, resolved)
-    with _session(resolved):
-        result = side_result(opened, lazy, resolved)
+    result = compute_side(source, options=options, extractor=extractor, **overrides)
     return result.stats, result.report
 
 
@@ -275,7 +271,7 @@ def compute_fid(
     with _session(resolved):
         side_a = side_result(opened_a, lazy, resolved, keep_features=kept["a"] or False)
         side_b = side_result(opened_b, lazy, resolved, keep_features=kept["b"] or False)
-    messages = consistency_warnings(
+    messages = check_comparable(
         side_a.report, side_b.report, allow_weights_mismatch=allow_weights_mismatch,
         allow_convention_mismatch=allow_convention_mismatch,
     )
@@ -283,15 +279,13 @@ def compute_fid(
         warnings.warn(message, FidkitWarning, stacklevel=2)
 
     distance_started = time.perf_counter()
+    frechet = fid_from_stats(side_a.stats, side_b.stats, method=method)
     table = None
     if asked is not None:
         table = evaluate(
-            side_a.features or side_a.stats, side_b.features or side_b.stats, asked, ci=ci, seed=metrics_seed
+            side_a.features or side_a.stats, side_b.features or side_b.stats, asked, ci=ci, seed=metrics_seed,
+            fid=frechet,
         )
-    if table is not None and "fid" in table.keys() and method == "auto":
-        frechet = table["fid"].result  # the same exact distance, computed once
-    else:
-        frechet = fid_from_stats(side_a.stats, side_b.stats, method=method)
     timings = Timings(
         decode_seconds=side_a.report.decode_seconds + side_b.report.decode_seconds,
         network_seconds=side_a.report.network_seconds + side_b.report.network_seconds,

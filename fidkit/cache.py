@@ -257,12 +257,11 @@ def load_cached_features(
 def store_cached_features(
     key: str, features: Features, *, source_name: str = "", source_kind: str = "",
     root: str | os.PathLike | None = None,
-) -> Features:
-    """Store feature rows under `key`, atomically, under the same size limit and LRU as statistics."""
-    metadata = {**features.metadata, CACHE_KEY_METADATA: key}
-    keyed = relabelled(features, metadata=metadata, path=None)  # the logits and spatial rows too
+) -> None:
+    """Store feature rows under `key`, atomically, under the same size limit and LRU as statistics; the file
+    records the key, `features` is not modified."""
+    keyed = relabelled(features, metadata={**features.metadata, CACHE_KEY_METADATA: key}, path=None)  # all outputs
     _store_entry(key, keyed, n=keyed.n, dim=keyed.dim, source_name=source_name, source_kind=source_kind, root=root)
-    return keyed
 
 
 def load_cached_stats(key: str, *, root: str | os.PathLike | None = None, source_name: str = "") -> Stats | None:
@@ -319,8 +318,13 @@ def _load_entry(key: str, root: str | os.PathLike | None, load: Any, source_name
     with contextlib.suppress(OSError):
         os.utime(entry)
     logger.debug("cache hit: %s", entry)
-    # Messages about these numbers name the user's input (the report's side), not a hashed file in the cache.
-    return relabelled(loaded, path=None)
+    # Messages about these numbers name the user's input (the report's side), not a hashed file in the cache;
+    # the key is the entry's own business (checked above), not something a caller could save into its file.
+    return relabelled(loaded, metadata=_without_key(loaded.metadata), path=None)
+
+
+def _without_key(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in metadata.items() if name != CACHE_KEY_METADATA}
 
 
 def _is_file(path: Path) -> bool:
@@ -349,11 +353,11 @@ def store_cached_stats(
     source_name: str = "",
     source_kind: str = "",
     root: str | os.PathLike | None = None,
-) -> Stats:
-    """Store `stats` under `key`, atomically; return the statistics as stored (with the key recorded).
+) -> None:
+    """Store `stats` under `key`, atomically. The file records the key (a look-up checks it); `stats` is not
+    modified.
 
-    Writing the cache never fails a run: an error while writing (read-only or full disk) is logged and
-    the statistics are returned all the same.
+    Writing the cache never fails a run: an error while writing (read-only or full disk) is logged.
 
     Parameters
     ----------
@@ -365,17 +369,9 @@ def store_cached_stats(
         Shown by ``fidkit cache list``; a name that is a local path is recorded as its absolute path too.
     root : path-like, optional
         The statistics cache folder; default ``cache_home()/stats``.
-
-    Returns
-    -------
-    Stats
-        A copy of `stats` whose metadata records the key.
     """
-    metadata = dict(stats.metadata)
-    metadata[CACHE_KEY_METADATA] = key
-    keyed = relabelled(stats, metadata=metadata)
+    keyed = relabelled(stats, metadata={**stats.metadata, CACHE_KEY_METADATA: key})
     _store_entry(key, keyed, n=keyed.n, dim=int(keyed.dim), source_name=source_name, source_kind=source_kind, root=root)
-    return keyed
 
 
 def _store_entry(

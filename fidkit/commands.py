@@ -7,7 +7,6 @@ imported inside them, so ``fidkit --help`` starts fast.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import sys
@@ -86,7 +85,6 @@ def compute(args: argparse.Namespace) -> int:
 
 def stats(args: argparse.Namespace) -> int:
     from fidkit.api import compute_stats_with_report
-    from fidkit.cache import CACHE_KEY_METADATA
 
     if args.source is None:
         from fidkit.sources.named import dataset_names
@@ -101,8 +99,7 @@ def stats(args: argparse.Namespace) -> int:
     _check_save_path(out_path, args.force, args.source, args.weights)
     stats, side = compute_stats_with_report(args.source, options=_run_options(args))
     if out_path is not None:
-        metadata = {name: value for name, value in stats.metadata.items() if name != CACHE_KEY_METADATA}
-        dataclasses.replace(stats, metadata=metadata).save(out_path, overwrite=args.force)
+        stats.save(out_path, overwrite=args.force)
         _saved(args, out_path)
     _print_side(args, side, stats.n, int(stats.dim), out_path)
     return EXIT_OK
@@ -204,7 +201,6 @@ def _check_save_path(out_path: Path | None, force: bool, source: str, weights: s
 
 def features(args: argparse.Namespace) -> int:
     from fidkit.api import compute_side
-    from fidkit.cache import CACHE_KEY_METADATA
 
     out_path: Path | None = args.save
     _check_save_path(out_path, args.force, args.source, args.weights)
@@ -213,8 +209,7 @@ def features(args: argparse.Namespace) -> int:
     assert kept is not None
     side = result.report
     if out_path is not None:
-        metadata = {name: value for name, value in kept.metadata.items() if name != CACHE_KEY_METADATA}
-        dataclasses.replace(kept, metadata=metadata).save(out_path, overwrite=args.force)
+        kept.save(out_path, overwrite=args.force)
         _saved(args, out_path)
     _print_side(args, side, kept.n, kept.dim, out_path)
     return EXIT_OK

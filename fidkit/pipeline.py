@@ -345,7 +345,7 @@ def side_result(
     features = None
     if extracted.rows is not None:
         features = replace(extracted.rows, metadata=metadata)
-    stats = store(source, lookup, stats, features, options, skipped=skipped)
+    store(source, lookup, stats, features, options, skipped=skipped)
 
     times = extracted.times
     side = describe(
@@ -385,7 +385,7 @@ def _from_cache(
         assert features is not None
         # Statistics are one reduction of cached features: no network, and the statistics are cached too.
         stats = features.stats()
-        stats = store(source, CacheLookup(lookup.stats_key, None, lookup.fingerprint), stats, None, options)
+        store(source, CacheLookup(lookup.stats_key, None, lookup.fingerprint), stats, None, options)
     logger.info("%s: read from the cache (N = %s)", source.name, stats.n)
     # An entry is shared by every source of the same content (--hash-content: a copy of the folder): what it
     # records as its source is this run's, so a file saved from it names what the user gave.
@@ -411,7 +411,7 @@ def store(
     options: RunOptions,
     *,
     skipped: tuple[tuple[str, str], ...] = (),
-) -> Stats:
+) -> None:
     """Step 4: keep `stats` (and `features`) in the cache, unless the source changed while it was read, or a
     file was skipped for a reason that can go away without the file changing.
 
@@ -419,11 +419,10 @@ def store(
     recomputed: that would read every file twice; the mtime fingerprint is the one that races with writers.)
     A file in `skipped` (``(file, reason)``) that could not be read for a permission or an I/O error
     (:func:`fidkit.sources.parallel.skip_is_not_cached`) may read on the next run with the same fingerprint:
-    cached, the smaller N would be served for good. Returns the statistics as stored (their metadata records
-    the key), or `stats` itself.
+    cached, the smaller N would be served for good.
     """
     if lookup.stats_key is None:
-        return stats
+        return
     passing = [file for file, reason in skipped if skip_is_not_cached(reason)]
     if passing:
         logger.warning(
@@ -431,17 +430,17 @@ def store(
             "these statistics are not cached, so the next run reads them again",
             source.name, len(passing), passing[0],
         )
-        return stats
+        return
     # Sizes and modification times as opened (or, for a source opened elsewhere, as looked up) against now: a
     # content hash is not taken again, which would read every file twice.
     before = source.opened_fingerprint or (None if options.hash_content else lookup.fingerprint)
     if before is not None and source.fingerprint(hash_content=False) != before:
         logger.warning("%s changed while it was read; its statistics are not cached", source.name)
-        return stats
+        return
     kind = dict(source_name=_display_name(source), source_kind=str(source.kind))
     if features is not None and lookup.features_key is not None:
         store_cached_features(lookup.features_key, features, **kind)
-    return store_cached_stats(lookup.stats_key, stats, **kind)
+    store_cached_stats(lookup.stats_key, stats, **kind)
 
 
 def _display_name(source: Source) -> str:

@@ -3,7 +3,7 @@
 :class:`SideReport` describes one side (N, cached or computed, skipped and ignored files, the network);
 :class:`FidReport` the comparison (the value, both sides, the square-root diagnostics, warnings, timings).
 :func:`assemble_fid_report` builds the latter the same way for :func:`fidkit.compute_fid` and
-:class:`fidkit.FID`, with the warnings of :func:`consistency_warnings`.
+:class:`fidkit.FID`, with the warnings of :func:`check_comparable`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from fidkit.errors import InputError
 from fidkit.frechet import FrechetResult
 
 __all__ = [
-    "SideReport", "Timings", "FidReport", "consistency_warnings", "assemble_fid_report", "json_text", "merge_warnings",
+    "SideReport", "Timings", "FidReport", "check_comparable", "assemble_fid_report", "json_text", "merge_warnings",
     "unreleased_weights_warnings",
 ]
 
@@ -240,10 +240,16 @@ class FidReport:
         }
 
 
-def consistency_warnings(
+def check_comparable(
     side_a: SideReport, side_b: SideReport, *, allow_weights_mismatch: bool, allow_convention_mismatch: bool = False
 ) -> list[str]:
-    """Check the two sides were made comparably; return warnings, raise on different weights or conventions."""
+    """Check that the two sides can be compared: raise on different weights or conventions (unless allowed), and
+    return the warnings (lossy or skipped inputs, unknown provenance, different resize modes or precisions).
+
+    Files are checked against the run's network before any image is read (:func:`fidkit.preflight.check_against_run`,
+    so that no network time is spent on a refused comparison); this checks what only the finished sides record,
+    and covers sides that never met a network (two statistics files, ``fidkit.FID``'s accumulated images).
+    """
     messages: list[str] = []
     labelled = (("a", side_a), ("b", side_b))
     for label, side in labelled:

@@ -35,6 +35,7 @@ from fidkit.errors import OverwriteError, StatsFileError
 __all__ = [
     "STATS_FORMAT_VERSION",
     "MAX_STATS_DIM",
+    "IDENTITY_KEYS",
     "IMAGE_KEYS",
     "StatsFileContents",
     "read_stats_file",
@@ -49,6 +50,17 @@ logger = logging.getLogger(__name__)
 STATS_FORMAT_VERSION: int = 1
 
 MetadataValue = Union[str, int, float, bool]
+
+#: The metadata keys that name a feature space: the extractor, the layer, the weights, the preprocessing (its
+#: convention and resize mode, and the exporter version that implements them), the engine and the precision.
+#: Statistics or features that differ in any of them measure different things and are never merged, whether as
+#: shards (``Stats.merge``), ranks (``fidkit.FID`` under torch.distributed) or Ray actors. The Inception's
+#: ``identity_fields`` states exactly these (a test holds the two equal); a key only one side records is not
+#: compared (another tool's file, a custom extractor).
+IDENTITY_KEYS = (
+    "extractor", "feature_extractor", "weights_sha256", "convention", "resize_mode", "exporter_version", "engine",
+    "precision",
+)
 
 #: Keys that hold the images of a ``.npz`` with several arrays, in the order they are tried.
 IMAGE_KEYS = ("images", "arr_0")

@@ -103,11 +103,14 @@ def test_store_then_load_round_trips_and_records_the_key(fidkit_home):
     stats = small_stats()
     key = "1" * 64
     assert load_cached_stats(key) is None
-    stored = store_cached_stats(key, stats, source_name="dir/", source_kind="folder")
-    assert stored.metadata["cache_key"] == key
+    store_cached_stats(key, stats, source_name="dir/", source_kind="folder")
     assert "cache_key" not in stats.metadata  # the caller's object is not modified
+    from fidkit.stats import Stats
+
+    assert Stats.load(stats_cache_dir() / f"{key}.npz").metadata["cache_key"] == key  # the entry's file records it
     loaded = load_cached_stats(key)
-    assert loaded is not None
+    # ... and a hit does not hand it on: a caller saving the statistics makes a file, not a cache entry
+    assert loaded is not None and "cache_key" not in loaded.metadata
     np.testing.assert_array_equal(loaded.mu, stats.mu)
     np.testing.assert_array_equal(loaded.sigma, stats.sigma)
     assert loaded.n == stats.n == 20
@@ -136,14 +139,11 @@ def test_entry_with_impossible_contents_is_not_trusted(fidkit_home, caplog, mu, 
 
 
 def test_a_cache_that_cannot_be_written_never_fails_the_run(tmp_path, caplog):
-    """A read-only or broken cache folder is logged; the statistics are still returned."""
+    """A read-only or broken cache folder is logged, not raised."""
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a regular file where the cache folder should be")
-    stats = small_stats()
     with caplog.at_level(logging.WARNING, logger="fidkit.cache"):
-        stored = store_cached_stats("0" * 64, stats, root=blocker / "stats")
-    np.testing.assert_array_equal(stored.mu, stats.mu)
-    assert stored.metadata["cache_key"] == "0" * 64
+        store_cached_stats("0" * 64, small_stats(), root=blocker / "stats")
     assert "could not write the statistics cache entry" in caplog.text
 
 

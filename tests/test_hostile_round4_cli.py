@@ -110,7 +110,7 @@ def test_files_of_the_folder_that_the_run_does_not_read_stay_writable(tmp_path):
 
 def test_a_missing_output_path_does_not_list_the_folder(tmp_path, monkeypatch):
     # Nothing there, nothing to destroy: a folder of 50,000 images is not walked for a new file.
-    import fidkit.sources as sources
+    import fidkit.sources.outputs as sources
 
     folder = _image_folder(tmp_path / "images")
 
@@ -125,7 +125,7 @@ def test_a_missing_output_path_does_not_list_the_folder(tmp_path, monkeypatch):
 def test_the_save_check_looks_at_exactly_the_images_the_folder_source_reads(tmp_path):
     # One walk serves both: a file is an image of the run exactly when the folder source lists it, through links to
     # files and folders, loops, hidden folders, other suffixes and special files alike.
-    import fidkit.sources as sources
+    import fidkit.sources.outputs as sources
     from fidkit.sources import open_source
 
     folder = _image_folder(tmp_path / "images")
@@ -153,7 +153,7 @@ def test_the_save_check_looks_at_exactly_the_images_the_folder_source_reads(tmp_
 def test_a_run_folder_with_its_outputs_in_place_lists_the_data_folder_once(tmp_path, monkeypatch):
     # fidkit ttur --compare --resume over a data folder of 50,000 images: one walk for all of the command's existing
     # output files (five PNGs among them), not one per file.
-    import fidkit.sources as sources
+    import fidkit.sources.outputs as sources
     from fidkit.ttur.config import check_output_files
     from fidkit.ttur.run_files import COMPARE_OUTPUT_NAMES, RUN_OUTPUT_NAMES
 
@@ -412,7 +412,7 @@ def test_stats_of_a_file_without_n_says_it_is_unknown(tmp_path, capsys):
 def test_an_existing_output_that_cannot_be_an_image_does_not_list_the_folder(tmp_path, monkeypatch):
     # out.npz with one link is not an image the folder lists by name: no walk of 50,000 stats for it. A hard link
     # to an image (hard.npz in the test above) has two links and is still looked for.
-    import fidkit.sources as sources
+    import fidkit.sources.outputs as sources
 
     folder = _image_folder(tmp_path / "images")
     (tmp_path / "out.npz").write_bytes(b"an earlier result")

@@ -317,6 +317,34 @@ def test_each_frechet_distance_is_computed_once_with_its_interval(pair, monkeypa
     )
 
 
+def test_a_report_and_its_table_hold_one_fid_computed_once_from_the_statistics(pair, monkeypatch):
+    """compute_fid and fidkit.FID with metrics: the table shows the report's FID (of the sides' statistics, the
+    number a FID-only run gives), not a second distance from the rows (a second 1-3 s eigensolve at 2048)."""
+    import fidkit
+    from stand_ins import MeanColour
+
+    a, b = pair
+    fid_alone = float(fidkit.compute_fid(a, b))
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the table computed the FID again")
+
+    monkeypatch.setattr(table_module, "fid_from_arrays", refused)
+    monkeypatch.setattr(table_module, "fid_from_stats", refused)
+    report = fidkit.compute_fid(a, b, metrics="fid,prdc")
+    assert report.value == report.metrics["fid"].value == fid_alone
+    assert (report.metrics["fid"].n_a, report.metrics["fid"].n_b) == (a.n, b.n)
+
+    metric = fidkit.FID(extractor=MeanColour(), metrics="prdc")
+    images = np.random.default_rng(3).integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
+    metric.update(images[:10], real=True)
+    metric.update(images[10:])
+    report = metric.compute()
+    # The table's sides are (generated, real), the report's (real, generated): one symmetric distance.
+    assert report.value == report.metrics["fid"].value
+    assert (report.metrics["fid"].n_a, report.metrics["fid"].n_b) == (14, 10)
+
+
 def test_intervals_are_reproducible_from_the_seed_and_change_with_it(pair):
     a, b = pair
     spec = IntervalSpec(n_resamples=8, kid_subsets=2)

@@ -15,7 +15,7 @@ import pytest
 from fidkit import __version__
 from fidkit.errors import InputError, SmallSampleWarning
 from fidkit.frechet import FrechetResult, fid_from_stats
-from fidkit.report import SideReport, Timings, assemble_fid_report, consistency_warnings
+from fidkit.report import SideReport, Timings, assemble_fid_report, check_comparable
 from fidkit.stats import Stats
 
 SHA_A = "a" * 64
@@ -23,9 +23,9 @@ SHA_B = "b" * 64
 
 
 def checks(side_a: SideReport, side_b: SideReport, **options) -> list[str]:
-    """consistency_warnings without the note on weights other than the released file (every side here uses such
+    """check_comparable without the note on weights other than the released file (every side here uses such
     made-up weights; that note has its own tests in test_hostile_round3_ux.py)."""
-    return [m for m in consistency_warnings(side_a, side_b, **options) if "not the released" not in m]
+    return [m for m in check_comparable(side_a, side_b, **options) if "not the released" not in m]
 
 
 def side(**changes) -> SideReport:
@@ -50,7 +50,7 @@ def small_result(seed: int = 0, *, n: int = 40, dim: int = 6) -> FrechetResult:
 TIMINGS = Timings(decode_seconds=1.0, network_seconds=4.0, distance_seconds=0.01, total_seconds=6.0)
 
 
-# --- consistency_warnings --------------------------------------------------------------------------------
+# --- check_comparable --------------------------------------------------------------------------------
 
 
 def test_two_clean_sides_made_the_same_way_give_no_warning():

@@ -185,6 +185,24 @@ def test_merge_refuses_what_cannot_be_merged() -> None:
     assert merged.metadata["weights_sha256"] == METADATA["weights_sha256"]
 
 
+@pytest.mark.parametrize(
+    ("key", "other"),
+    [("convention", "clean"), ("engine", "torch"), ("exporter_version", "0"), ("precision", "tf32"),
+     ("feature_extractor", "pool_3-768")],
+)
+def test_merge_refuses_statistics_of_another_feature_space(key: str, other: str) -> None:
+    # Every key that names a feature space refuses a merge (the convention, engine and exporter version once
+    # merged silently and were dropped from the result), the same keys the ranks and Ray actors compare.
+    from fidkit.inception.spec import identity_fields
+    from fidkit.statsfile import IDENTITY_KEYS
+
+    assert set(identity_fields(weights_sha256="0" * 64, engine="onnxruntime", precision="exact")) == set(IDENTITY_KEYS)
+    identity = identity_fields(weights_sha256="0" * 64, engine="onnxruntime", precision="exact")
+    stats = Stats.from_features(features(34, 10, 4), metadata=identity)
+    with pytest.raises(InputError, match=f"different {key}"):
+        stats.merge(Stats.from_features(features(35, 10, 4), metadata={**identity, key: other}))
+
+
 # ------------------------------------------------------------------------------------------------ files
 
 

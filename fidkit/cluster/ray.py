@@ -69,6 +69,7 @@ from fidkit.errors import (
 from fidkit.sources import Source
 from fidkit.sources.base import empty_source_error
 from fidkit.stats import StatsAccumulator
+from fidkit.statsfile import IDENTITY_KEYS
 
 from fidkit.cluster.connect import actor_env, connected, shared_session
 
@@ -348,8 +349,8 @@ def ray_extract(
 
 
 def _check_identity(ran: dict[str, str], stated: Any) -> None:
-    """The actors' features must be what the cache key says they are: the same network, convention and layer."""
-    for key in ("weights_sha256", "convention", "resize_mode", "feature_extractor"):
+    """The actors' features must be what the cache key says they are: the same feature space (IDENTITY_KEYS)."""
+    for key in IDENTITY_KEYS:
         expected = stated.get(key)
         if expected and ran.get(key) != expected:
             raise FidkitError(

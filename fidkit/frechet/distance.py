@@ -38,21 +38,21 @@ import logging
 import math
 import sys
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fidkit._validate import check_features
-from fidkit.errors import FidkitWarning, InputError, SmallSampleWarning, StatsFileError
+from fidkit.errors import FidkitWarning, InputError, SmallSampleWarning
 from fidkit.frechet.factors import (
-    SqrtFactor,
     factor_at_hand,
+    file_error,
     rank_bound,
     remember_psd,
     sqrt_factor,
     verify_psd,
+    where,
 )
 from fidkit.frechet.trace_sqrt import (
     TraceSqrt,
@@ -296,41 +296,12 @@ def _identical(trace: float) -> TraceSqrt:
 # --------------------------------------------------------------------------------------------- stats path
 
 
-def _labelled(stats: Stats, label: str, function: Callable[[Stats], Any]) -> Any:
-    """``function(stats)``, with errors about statistics that have no file named by the caller's argument."""
-    try:
-        return function(stats)
-    except InputError as exc:
-        message = str(exc)
-        if stats.path is None and message.startswith("statistics:"):
-            raise InputError(message.replace("statistics:", f"{label}:", 1)) from None
-        raise
-
-
-def _name(stats: Stats, label: str) -> str:
-    """How messages name a side: its file, else the caller's argument."""
-    return f"statistics {stats.path}" if stats.path is not None else label
-
-
-def _factor_of(stats: Stats, label: str) -> SqrtFactor:
-    """:func:`sqrt_factor`, with errors about statistics that have no file named by the caller's argument."""
-    return _labelled(stats, label, sqrt_factor)
-
-
-def _check_psd(stats: Stats, label: str) -> None:
-    """:func:`verify_psd` (once per object), with errors named as in :func:`_factor_of`."""
-    _labelled(stats, label, verify_psd)
-
-
 def _dense_eigh(first: Stats, second: Stats, side: str, first_label: str) -> TraceSqrt:
     """The ``eigh`` route; its eigendecomposition of ``first.sigma`` checks that one, so it is remembered."""
-    where = _name(first, first_label)
     try:
-        trace = trace_sqrt_dense_eigh(first.sigma, second.sigma, side, where)
+        trace = trace_sqrt_dense_eigh(first.sigma, second.sigma, side, where(first, first_label))
     except InputError as exc:
-        if first.path is not None:
-            raise StatsFileError(f"{exc}; the file is corrupt or was edited: recompute it") from None
-        raise
+        raise file_error(first, exc) from None
     remember_psd(first)
     return trace
 
@@ -364,11 +335,11 @@ def _fid_stats(
     # factor routes check as part of what they compute anyway (a verified factor, the Cholesky factorisation
     # the product is formed through); the others pay one Cholesky factorisation per Stats object.
     if stats_a is stats_b or stats_a.sigma is stats_b.sigma or np.array_equal(stats_a.sigma, stats_b.sigma):
-        _check_psd(stats_a, labels[0])
+        verify_psd(stats_a, labels[0])
         trace = _identical(trace_a)
     elif method == "sqrtm-ttur":
-        _check_psd(stats_a, labels[0])
-        _check_psd(stats_b, labels[1])
+        verify_psd(stats_a, labels[0])
+        verify_psd(stats_b, labels[1])
         trace = trace_sqrt_ttur(stats_a.sigma, stats_b.sigma)
     else:
         if method == "auto":
@@ -377,21 +348,21 @@ def _fid_stats(
                     # No n (a TTUR/pytorch-fid file): the rank is unknown until factored, and factoring costs
                     # a quarter of one eigensolve. A rank-deficient sigma (from N < dim) then gets the small
                     # exact problem instead of a dim-sized one full of round-off eigenvalues near zero.
-                    _factor_of(side_stats, label)
+                    sqrt_factor(side_stats, label)
         a_first = _route_key(stats_a) <= _route_key(stats_b)
         first, second, side = (stats_a, stats_b, "a") if a_first else (stats_b, stats_a, "b")
         first_label, second_label = labels if a_first else labels[::-1]
         if method == "eigh":
-            _check_psd(second, second_label)
+            verify_psd(second, second_label)
             trace = _dense_eigh(first, second, side, first_label)
         elif factor_at_hand(first) and factor_at_hand(second) and rank_bound(first) <= _SVD_MAX_RANK_FRACTION * dim:
             # Both factors are verified: L L^T is positive semidefinite.
-            trace = trace_sqrt_factors(_factor_of(first, first_label), _factor_of(second, second_label), side)
+            trace = trace_sqrt_factors(sqrt_factor(first, first_label), sqrt_factor(second, second_label), side)
         else:
             trace = trace_sqrt_factor_eigh(
-                _factor_of(first, first_label), second, side, lambda: _check_psd(second, second_label)
+                sqrt_factor(first, first_label), second, side, lambda: verify_psd(second, second_label)
             )
-    names = (_name(stats_a, labels[0]), _name(stats_b, labels[1]))
+    names = (where(stats_a, labels[0]), where(stats_b, labels[1]))
     return _assemble(mean_term, trace_a, trace_b, trace, stats_a.n, stats_b.n, dim, messages, names)
 
 

@@ -276,15 +276,24 @@ def _remembered(stats: Stats) -> SqrtFactor | None:
     return entry[2]
 
 
-def _where(stats: Stats) -> str:
-    return f"statistics {stats.path}" if stats.path is not None else "statistics"
+def where(stats: Stats, label: str = "statistics") -> str:
+    """How a message names statistics: their file, else `label` (the caller's argument, ``"stats_a"``, say)."""
+    return f"statistics {stats.path}" if stats.path is not None else label
 
 
-def sqrt_factor(stats: Stats) -> SqrtFactor:
+def file_error(stats: Stats, exc: InputError) -> InputError:
+    """`exc` as raised: about a file, it says the file is at fault (a StatsFileError)."""
+    if stats.path is not None:
+        return StatsFileError(f"{exc}; the file is corrupt or was edited: recompute it")
+    return exc
+
+
+def sqrt_factor(stats: Stats, label: str = "statistics") -> SqrtFactor:
     """Return a verified factor ``L`` with ``stats.sigma = L @ L.T``, computing it on first use.
 
     The stored exact factor when the statistics carry one (``n <= dim``); otherwise a pivoted Cholesky
-    factor of ``sigma``. Either is checked against ``sigma`` (:func:`verify_factor`) once per object.
+    factor of ``sigma``. Either is checked against ``sigma`` (:func:`verify_factor`) once per object. Errors
+    name the statistics' file, else `label`.
 
     Raises
     ------
@@ -296,20 +305,17 @@ def sqrt_factor(stats: Stats) -> SqrtFactor:
     known = _remembered(stats)
     if known is not None:
         return known
-    where = _where(stats)
     try:
         if stats.factor is not None:
             matrix = stats.factor
             dropped = float(np.trace(stats.sigma) - np.einsum("ij,ij->", matrix, matrix))
-            verify_factor(stats.sigma, matrix, dropped, where)
+            verify_factor(stats.sigma, matrix, dropped, where(stats, label))
             factor = SqrtFactor(matrix=matrix, kind="features", dropped_trace=0.0)
         else:
-            factor = pivoted_cholesky_factor(stats.sigma, where)
+            factor = pivoted_cholesky_factor(stats.sigma, where(stats, label))
             factor.matrix.flags.writeable = False
     except InputError as exc:
-        if stats.path is not None:
-            raise StatsFileError(f"{exc}; the file is corrupt or was edited: recompute it") from None
-        raise
+        raise file_error(stats, exc) from None
     _VERIFIED[stats] = (stats.sigma, stats.factor, factor)
     return factor
 
@@ -329,11 +335,12 @@ def remember_psd(stats: Stats) -> None:
     _PSD_CHECKED[stats] = stats.sigma
 
 
-def verify_psd(stats: Stats) -> None:
+def verify_psd(stats: Stats, label: str = "statistics") -> None:
     """Check once per object that ``stats.sigma`` is positive semidefinite (see :func:`check_psd`).
 
     With a stored factor, the factor is verified instead (:func:`sqrt_factor`: ``O(dim^2)``, and a verified
-    ``L L^T`` is positive semidefinite); otherwise a Cholesky factorisation of the shifted sigma.
+    ``L L^T`` is positive semidefinite); otherwise a Cholesky factorisation of the shifted sigma. Errors name
+    the statistics' file, else `label`.
 
     Raises
     ------
@@ -345,14 +352,12 @@ def verify_psd(stats: Stats) -> None:
     if psd_verified(stats):
         return
     if stats.factor is not None:
-        sqrt_factor(stats)
+        sqrt_factor(stats, label)
         return
     try:
-        check_psd(stats.sigma, _where(stats))
+        check_psd(stats.sigma, where(stats, label))
     except InputError as exc:
-        if stats.path is not None:
-            raise StatsFileError(f"{exc}; the file is corrupt or was edited: recompute it") from None
-        raise
+        raise file_error(stats, exc) from None
     remember_psd(stats)
 
 

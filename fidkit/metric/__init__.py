@@ -42,7 +42,7 @@ from fidkit.extractors import LazyExtractor
 from fidkit.options import RunOptions, run_options
 from fidkit.pipeline import describe, open_input, side_result
 from fidkit.preflight import check_against_run
-from fidkit.report import FidReport, Timings, assemble_fid_report, consistency_warnings
+from fidkit.report import FidReport, Timings, assemble_fid_report, check_comparable
 from fidkit.stats import Stats
 from fidkit.metric.distributed import DistributedMerge, _process_group
 from fidkit.metric.state import (
@@ -437,25 +437,28 @@ class FID(DistributedMerge):
         real_stats, real_side = reference if reference is not None else self._side_report(self._real)
         generated_stats, generated_side = self._side_report(self._generated)
         # The checks and warnings of compute_fid: different weights are an error, lossy or skipped inputs a note.
-        messages = consistency_warnings(real_side, generated_side, allow_weights_mismatch=False)
+        messages = check_comparable(real_side, generated_side, allow_weights_mismatch=False)
         for message in messages:
             warnings.warn(message, FidkitWarning, stacklevel=3)  # the caller of compute()
         distance_started = time.perf_counter()
         frechet = fid_from_stats(real_stats, generated_stats)
+        table = None
+        if self._asked is not None:
+            table = self._table(real_stats, generated_stats, frechet, distributed=dist is not None)
         timings = Timings(
             decode_seconds=0.0,
             network_seconds=self._real.network_seconds + self._generated.network_seconds,
             distance_seconds=time.perf_counter() - distance_started,
             total_seconds=time.perf_counter() - started,
         )
-        table = self._table(real_stats, generated_stats, distributed=dist is not None) if self._asked is not None else None
         report = assemble_fid_report(frechet, real_side, generated_side, messages, timings, metrics=table)
         self._last = (key, report)
         return report
 
-    def _table(self, real_stats: Stats, generated_stats: Stats, *, distributed: bool) -> Any:
+    def _table(self, real_stats: Stats, generated_stats: Stats, frechet: Any, *, distributed: bool) -> Any:
         """The asked metrics of the generated side (a) against the real one (b), from the rows each side kept
-        (under torch.distributed, every rank's, gathered in rank order: the same table on every rank)."""
+        (under torch.distributed, every rank's, gathered in rank order: the same table on every rank); its FID
+        is `frechet`, the report's, not computed again."""
         from dataclasses import replace
 
         from fidkit.metrics.table import evaluate
@@ -469,7 +472,7 @@ class FID(DistributedMerge):
         # Side a of the table is the evaluated set (precision is the generated images' share on the real
         # manifold), the reverse of this report's a (real) and b: named in words, so the two cannot be confused.
         return evaluate(kept(self._generated, generated_stats), real, self._asked, ci=self._ci,
-                        seed=self._metrics_seed, side_names=("generated", "real"))
+                        seed=self._metrics_seed, side_names=("generated", "real"), fid=frechet)
 
     def _reference_statistics(self) -> tuple[Stats, Any] | None:
         """The reference's statistics and side report, computed (or loaded) once through the pipeline."""

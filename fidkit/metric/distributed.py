@@ -15,11 +15,8 @@ import numpy as np
 from fidkit.errors import FidkitError
 from fidkit.features import Features
 from fidkit.stats import Stats, StatsAccumulator
+from fidkit.statsfile import IDENTITY_KEYS
 
-# Metadata that names the feature space: ranks whose features differ in any of these measure different things.
-_IDENTITY_KEYS = (
-    "feature_extractor", "weights_sha256", "convention", "resize_mode", "exporter_version", "engine", "precision"
-)
 
 # Process groups on which a collective of FID.compute() timed out or failed, with what happened: torch.distributed
 # cannot use such a group again (gloo and NCCL leave it with unmatched operations), so a later compute() says so
@@ -68,7 +65,7 @@ def _merged_identity(label: str, metadata: list[dict[str, Any]]) -> dict[str, An
     space (the provider, say) are dropped.
     """
     holders = [(rank, entry) for rank, entry in enumerate(metadata) if entry]
-    for key in _IDENTITY_KEYS:
+    for key in IDENTITY_KEYS:
         values = {str(entry[key]) for _, entry in holders if key in entry}
         if len(values) > 1:
             shown = [entry.get(key) if entry else None for entry in metadata]

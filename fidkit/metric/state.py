@@ -12,9 +12,9 @@ import numpy as np
 from fidkit.errors import FidkitError, InputError
 from fidkit.extractors import build_extractor
 from fidkit.features import FeatureRows
-from fidkit.metric.distributed import _IDENTITY_KEYS
 from fidkit.options import RunOptions
 from fidkit.stats import Stats, StatsAccumulator
+from fidkit.statsfile import IDENTITY_KEYS
 
 
 class _Side:
@@ -88,7 +88,7 @@ class _Side:
             if not self.metadata:
                 return
             differing = [
-                key for key in _IDENTITY_KEYS
+                key for key in IDENTITY_KEYS
                 if key in self.metadata and key in metadata and str(self.metadata[key]) != str(metadata[key])
             ]
             if not differing:

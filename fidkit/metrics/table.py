@@ -44,7 +44,7 @@ import numpy as np
 
 from fidkit.errors import InputError
 from fidkit.features import Features
-from fidkit.frechet import fid_from_arrays, fid_from_stats
+from fidkit.frechet import FrechetResult, fid_from_arrays, fid_from_stats
 from fidkit.metrics._common import check_positive_int, check_sampling, check_seed
 from fidkit.metrics._table_results import Interval, IntervalSpec, MetricEntry, MetricTable, within_range
 from fidkit.metrics.bootstrap import _resampled_fid
@@ -269,9 +269,13 @@ def _check_budget(memory_budget: Any) -> int:
 # --------------------------------------------------------------------------------------------- the numbers
 
 
-def _fid_entry(key: str, label: str, sides: dict[str, Features | Stats], output: str) -> MetricEntry:
+def _fid_entry(
+    key: str, label: str, sides: dict[str, Features | Stats], output: str, given: FrechetResult | None = None
+) -> MetricEntry:
     a, b = sides["a"], sides["b"]
-    if isinstance(a, Features) and isinstance(b, Features):
+    if given is not None:
+        result = given
+    elif isinstance(a, Features) and isinstance(b, Features):
         result = fid_from_arrays(a.output(output), b.output(output))
     else:  # only FID (features) reaches here with a statistics side
         stats = [side.stats() if isinstance(side, Features) else side for side in (a, b)]
@@ -281,8 +285,8 @@ def _fid_entry(key: str, label: str, sides: dict[str, Features | Stats], output:
         label=label,
         metric=key,
         value=float(result.value),
-        n_a=result.n_a,
-        n_b=result.n_b,
+        n_a=a.n,  # the sides' own, as `given` may be the distance of b to a
+        n_b=b.n,
         details=(("dim", result.dim), ("method", result.method)),
         result=result,
     )
@@ -361,6 +365,7 @@ def evaluate(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     device: Any = None,
     side_names: tuple[str, str] = ("a", "b"),
+    fid: FrechetResult | None = None,
 ) -> MetricTable:
     """Compute the asked-for metrics of side a (evaluated) against side b (reference), with intervals if asked.
 
@@ -392,6 +397,10 @@ def evaluate(
     side_names : (str, str)
         What the text table calls sides a and b (``fidkit.FID``: ``("generated", "real")``); keys stay ``is_a``,
         ``n_a``, ... whatever the names.
+    fid : FrechetResult, optional
+        The FID of these two sides as the caller already computed it from their statistics (in either order:
+        the distance is symmetric): the table shows it rather than computing it again from the rows, so that a
+        report and its table give the same number, computed once.
 
     Returns
     -------
@@ -451,7 +460,7 @@ def evaluate(
     entries: list[MetricEntry] = []
     for name in names:
         if name == "fid":
-            entries.append(_fid_entry("fid", "FID", sides, "features"))
+            entries.append(_fid_entry("fid", "FID", sides, "features", given=fid))
         elif name == "kid":
             result = kid(a.rows, b.rows, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed, sampling=sampling)
             entries.append(

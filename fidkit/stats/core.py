@@ -14,7 +14,7 @@ import numpy as np
 
 from fidkit._validate import check_features
 from fidkit.errors import InputError, StatsFileError
-from fidkit.statsfile import read_stats_file, write_stats_file
+from fidkit.statsfile import IDENTITY_KEYS, read_stats_file, write_stats_file
 
 __all__ = ["Stats", "MetadataValue", "centred_factor", "check_metadata", "relabelled"]
 
@@ -31,8 +31,6 @@ _FACTOR_DIAG_RTOL = 1e-8
 # Above this many rows, Stats.from_features goes through the accumulator in chunks so that memory stays
 # bounded by chunk x dim instead of holding a float64 copy of all features.
 _CHUNK_ROWS = 4096
-# Metadata keys that identify the feature space: shards that differ in these measure different things.
-_IDENTITY_KEYS = ("extractor", "feature_extractor", "weights_sha256", "resize_mode", "precision")
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -454,7 +452,7 @@ class Stats:
 def _merge_metadata(
     first: dict[str, MetadataValue], second: dict[str, MetadataValue]
 ) -> dict[str, MetadataValue]:
-    for key in _IDENTITY_KEYS:
+    for key in IDENTITY_KEYS:
         if key in first and key in second and first[key] != second[key]:
             raise InputError(
                 f"cannot merge statistics with different {key} ({first[key]!r} vs {second[key]!r}): their "
