@@ -16,6 +16,7 @@ from typing import Any
 
 from fidkit.errors import (
     FidkitError,
+    InputError,
 )
 
 __all__ = ["actor_env", "shared_session", "connected", "address_to_use", "check_reachable"]
@@ -147,6 +148,13 @@ def check_reachable(address: str, timeout: float = _PROBE_TIMEOUT_S) -> None:
         raise FidkitError(
             f"cannot reach {where} ({exc.strerror or exc}); start it with `ray start --head` on the head node, or "
             f"{advice}"
+        ) from exc
+    except ValueError as exc:  # UnicodeError too: the resolver's idna codec refuses an empty or over-long label
+        from fidkit._ray_address import RAY_ADDRESS_FORMS
+
+        raise InputError(
+            f"{address} is not a Ray address (the host {host!r} is not a name a resolver takes: "
+            f"{type(exc).__name__}: {exc}): give {RAY_ADDRESS_FORMS}"
         ) from exc
     verdict = _not_ray_because(answer, port, timeout)
     if verdict is not None:

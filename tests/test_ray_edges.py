@@ -1,0 +1,51 @@
+"""Edges of the Ray path: what a node sees, a cluster that is busy, addresses, devices, messages, URIs.
+
+Most cases test the mechanism at the function level (an actor given a listing that differs from its
+node's files, a plan made from the resources that are free, ...); the few that need Ray share one local
+instance of 2 CPUs for the module. Without Ray installed, what needs it is skipped.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fidkit.errors import FidkitError, InputError
+
+# Run by .ci/run with the other cluster cases (pytest -m slow).
+pytestmark = pytest.mark.slow
+
+
+# --- 3: host names the resolver refuses are usage errors, not tracebacks -----------------------------------------
+
+@pytest.mark.parametrize("address", ["a..b:6379", ".:6379", "x" * 64 + ":6379", "ray://a..b:10001",
+                                     "head..example.com:6379", ("a." * 130) + "b:6379"])
+def test_a_host_name_with_an_empty_or_overlong_label_is_a_usage_error(address, capsys, monkeypatch):
+    from fidkit._ray_address import check_ray_address
+    from fidkit.cli import main
+    from fidkit.cluster.connect import address_to_use
+
+    with pytest.raises(InputError, match="is not a host name") as raised:
+        check_ray_address(address)
+    assert "HOST:PORT" in str(raised.value)
+    assert main(["stats", "images/", "--ray-address", address]) == 2
+    err = capsys.readouterr().err
+    assert "is not a Ray address" in err and "Traceback" not in err and "internal error" not in err
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    with pytest.raises(InputError, match="RAY_ADDRESS"):
+        address_to_use(None)
+
+
+@pytest.mark.parametrize("address", ["head-node:6379", "a.b.c:6379", "x" * 63 + ".example.com:6379",
+                                     "head.example.com.:6379", "10.0.0.1:6379", "ray://h_1:10001"])
+def test_host_names_of_labels_up_to_63_characters_are_accepted(address):
+    from fidkit._ray_address import check_ray_address
+
+    assert check_ray_address(address) == address
+
+
+def test_the_probe_turns_a_resolver_refusal_into_a_usage_error():
+    # Whatever slips past the grammar: the idna codec's UnicodeError names the forms, it is no traceback.
+    from fidkit.cluster.connect import check_reachable
+
+    with pytest.raises(InputError, match="is not a Ray address.*HOST:PORT"):
+        check_reachable("a..b:6379", timeout=2)
