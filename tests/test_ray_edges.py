@@ -49,3 +49,32 @@ def test_the_probe_turns_a_resolver_refusal_into_a_usage_error():
 
     with pytest.raises(InputError, match="is not a Ray address.*HOST:PORT"):
         check_reachable("a..b:6379", timeout=2)
+
+
+# --- 6: --json lists the skipped files of a Ray run once, as a local run does ------------------------------------
+
+def _shard_result(n_good: int, skipped: list[tuple[str, str]], dim: int = 4):
+    import numpy as np
+
+    from fidkit.stats import StatsAccumulator
+
+    part = StatsAccumulator(dim=dim)
+    part.update(np.random.default_rng(n_good).normal(size=(n_good, dim)))
+    return {"accumulator": part, "skipped": skipped, "n_good": n_good, "lossy": False, "node": "n1",
+            "seconds": 0.0, "extractor_metadata": {}}
+
+
+def test_skipped_files_of_a_ray_run_are_printed_but_not_listed_again_in_json_warnings(capsys):
+    from types import SimpleNamespace
+
+    from fidkit._streams import logging_to_stderr
+    from fidkit.cluster.ray import _merge, plan_shards
+
+    plan = plan_shards(8, 4, n_actors=2)
+    results = {0: _shard_result(3, [("sub/003.png", "not an image Pillow can read")]), 1: _shard_result(4, [])}
+    source = SimpleNamespace(name="some-bad", n_images=8, skipped_at_open=())
+    with logging_to_stderr() as listed:
+        run = _merge(results, plan, source, SimpleNamespace(skip_bad=True), n_actors=2, wall_seconds=0.0, batch_size=4)
+    assert run.skipped == (("sub/003.png", "not an image Pillow can read"),)
+    assert "skipped 1 bad file(s), first sub/003.png" in capsys.readouterr().err
+    assert listed == []  # the count is in n_skipped; a local run lists no such warning either

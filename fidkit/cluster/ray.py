@@ -53,6 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fidkit._streams import RESTATED
 from fidkit.cluster.shards import (
     MIN_SHARDS,
     SHARDS_PER_ACTOR,
@@ -452,7 +453,9 @@ def _merge(
     # Subfolders the driver could not list (skip_bad) come first, as in a local run's `skipped`.
     skipped = tuple(getattr(source, "skipped_at_open", ())) + tuple((file, reason) for file, reason, _ in bad)
     if skipped:
-        logger.warning("%s: skipped %d bad file(s), first %s: %s", name, len(skipped), *skipped[0])
+        # Restated by the result (n_skipped, skipped_files, compute's report): printed, not listed again in --json,
+        # as a local run's FileSource does.
+        logger.warning("%s: skipped %d bad file(s), first %s: %s", name, len(skipped), *skipped[0], extra=RESTATED)
     if n_good == 0:
         detail = f"all {len(bad)} files were bad, first {bad[0][0]}: {bad[0][1]}" if bad else ""
         raise empty_source_error(name, detail)
