@@ -78,3 +78,53 @@ def test_skipped_files_of_a_ray_run_are_printed_but_not_listed_again_in_json_war
     assert run.skipped == (("sub/003.png", "not an image Pillow can read"),)
     assert "skipped 1 bad file(s), first sub/003.png" in capsys.readouterr().err
     assert listed == []  # the count is in n_skipped; a local run lists no such warning either
+
+
+# --- 7: a URI's listing counts what it does not read, as a folder's does ------------------------------------------
+
+def _write_pngs(folder, names, seed=0):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)).save(path, format="PNG")
+
+
+def test_a_uri_counts_and_warns_about_ignored_entries_as_the_folder_does(tmp_path, caplog):
+    pytest.importorskip("pyarrow.fs")
+    import logging
+
+    from fidkit.cluster.uri import open_uri
+    from fidkit.sources import open_source
+
+    root = tmp_path / "hid"
+    _write_pngs(root, ["0.png", "a/1.png", "a/2.png"])
+    _write_pngs(root, [".ipynb_checkpoints/x.png", ".ipynb_checkpoints/deeper/y.png", "a/.cache/z.png"])
+    (root / "y.gif").write_bytes(b"GIF89a")
+    (root / "a" / "w.heic").write_bytes(b"....")
+    (root / "notes.txt").write_text("not an image")
+    read = dict(limit=None, seed=None, skip_bad=False, exif_transpose=False, workers=0)
+    with caplog.at_level(logging.WARNING, logger="fidkit"):
+        folder = open_source(root, **read)
+        folder_warnings = sorted(r.getMessage().split(": ", 1)[1] for r in caplog.records)
+        caplog.clear()
+        uri = open_uri(root.as_uri(), **read)
+        uri_warnings = sorted(r.getMessage().split(": ", 1)[1] for r in caplog.records)
+    assert uri.members == folder.members == ["0.png", "a/1.png", "a/2.png"]
+    assert uri.ignored == folder.ignored and sum(uri.ignored.values()) == 4  # 2 hidden folders, .gif, .heic
+    assert uri_warnings == folder_warnings and len(uri_warnings) == 3
+
+
+def test_a_uri_of_only_ignored_images_says_what_was_ignored(tmp_path):
+    pytest.importorskip("pyarrow.fs")
+    from fidkit.cluster.uri import open_uri
+    from fidkit.errors import EmptySourceError
+
+    root = tmp_path / "only-hidden"
+    _write_pngs(root, [".thumbnails/a.png"])
+    (root / "b.gif").write_bytes(b"GIF89a")
+    with pytest.raises(EmptySourceError, match=r"1 ignored: hidden folder.*1 ignored: image format"):
+        open_uri(root.as_uri(), limit=None, seed=None, skip_bad=False, exif_transpose=False, workers=0)
