@@ -7,6 +7,8 @@ instance of 2 CPUs for the module. Without Ray installed, what needs it is skipp
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from fidkit.errors import FidkitError, InputError
@@ -128,3 +130,85 @@ def test_a_uri_of_only_ignored_images_says_what_was_ignored(tmp_path):
     (root / "b.gif").write_bytes(b"GIF89a")
     with pytest.raises(EmptySourceError, match=r"1 ignored: hidden folder.*1 ignored: image format"):
         open_uri(root.as_uri(), limit=None, seed=None, skip_bad=False, exif_transpose=False, workers=0)
+
+
+# --- 5: a running cluster is not "a local instance", and the second side's connection is fidkit's own ----------
+
+class _FakeRay:
+    """What connected() asks of Ray: is_initialized, init, shutdown (no cluster is started)."""
+
+    def __init__(self):
+        self.inits: list[dict] = []
+        self.up = False
+
+    def is_initialized(self):
+        return self.up
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+        self.up = True
+
+    def shutdown(self):
+        self.up = False
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    import fidkit.cluster.connect as connect
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(connect, "check_reachable", lambda address, timeout=None: None)
+    monkeypatch.setitem(connect._session, "depth", 0)
+    monkeypatch.setitem(connect._session, "started", False)
+    monkeypatch.setitem(connect._session, "address", None)
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)  # what shared_session() shuts down at its end
+    return fake
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:6379", "ray://head:10001", "auto"])
+def test_a_cluster_reached_by_its_address_is_not_a_local_instance(fake_ray, monkeypatch, address):
+    from fidkit.cluster.connect import connected
+
+    with connected(fake_ray, address) as local_instance:
+        assert local_instance is False  # so no graph export on the driver, no "(local instance)" in the log
+    assert fake_ray.inits[-1]["address"] == address and not fake_ray.up
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    with connected(fake_ray, None) as local_instance:
+        assert local_instance is False
+
+
+@pytest.mark.parametrize("address", [None, "local"])
+def test_a_new_instance_on_this_machine_is_a_local_instance(fake_ray, address):
+    from fidkit.cluster.connect import connected
+
+    with connected(fake_ray, address) as local_instance:
+        assert local_instance is True
+    assert fake_ray.inits[-1]["address"] == "local" and not fake_ray.up
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:6379", None])
+def test_the_second_side_uses_fidkits_own_connection_without_a_warning(fake_ray, caplog, address):
+    import logging
+
+    from fidkit.cluster.connect import connected, shared_session
+
+    with caplog.at_level(logging.WARNING, logger="fidkit"), shared_session():
+        with connected(fake_ray, address) as first:
+            pass
+        assert fake_ray.up  # kept for side b
+        with connected(fake_ray, address) as second:
+            assert second == first == (address is None)
+    assert len(fake_ray.inits) == 1 and not fake_ray.up
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_a_connection_made_by_the_caller_is_still_named_when_another_address_is_asked_for(fake_ray, caplog):
+    import logging
+
+    from fidkit.cluster.connect import connected
+
+    fake_ray.up = True  # the caller's own ray.init()
+    with caplog.at_level(logging.WARNING, logger="fidkit"), connected(fake_ray, "127.0.0.1:6379") as local_instance:
+        assert local_instance is False
+    assert "its cluster is used, not 127.0.0.1:6379" in caplog.text and fake_ray.up

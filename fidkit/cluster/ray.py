@@ -308,8 +308,8 @@ def ray_extract(
             "and precision='exact', or use cluster='local'"
         )
     ray = import_ray()
-    with connected(ray, options.ray_address) as started:
-        if started and given is None:
+    with connected(ray, options.ray_address) as local_instance:
+        if local_instance and given is None:
             # The actors of a local instance share this machine's graph cache: export the graph once,
             # here, rather than in every actor at the same time.
             from fidkit.inception.runtime import ensure_graph
@@ -326,7 +326,7 @@ def ray_extract(
         work = work_for(source, actor_options, weights_sha256, weights_in_manifest, keep_features)
         logger.info(
             "%s: %d images in %d shards on %d Ray %s actor(s)%s", source.name, source.n_images, len(plan),
-            n_actors, "GPU" if use_gpu else "CPU", " (local instance)" if started else "",
+            n_actors, "GPU" if use_gpu else "CPU", " (local instance)" if local_instance else "",
         )
         actor_class = ray.remote(ShardWorker).options(
             num_cpus=1, num_gpus=1 if use_gpu else 0, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS,
