@@ -212,3 +212,70 @@ def test_a_connection_made_by_the_caller_is_still_named_when_another_address_is_
     with caplog.at_level(logging.WARNING, logger="fidkit"), connected(fake_ray, "127.0.0.1:6379") as local_instance:
         assert local_instance is False
     assert "its cluster is used, not 127.0.0.1:6379" in caplog.text and fake_ray.up
+
+
+# --- 4: --ray --device cuda is checked where the network runs, not on the driver ---------------------------------
+
+@pytest.fixture
+def no_gpu_here(monkeypatch):
+    """This process's machine has no NVIDIA driver (whatever the test machine has)."""
+    import fidkit.inception.providers as providers
+
+    monkeypatch.setattr(providers, "gpu_driver_present", lambda: False)
+
+
+def test_the_driver_does_not_refuse_a_gpu_device_that_only_the_actors_need(no_gpu_here):
+    from fidkit.api import _prepare
+
+    overrides = {"device": "cuda"}
+    with pytest.raises(FidkitError, match="no NVIDIA driver on this machine"):
+        _prepare(None, None, overrides)  # local: the device is this machine's
+    options, _ = _prepare(None, None, {**overrides, "cluster": "ray"})  # a CPU-only head node is fine
+    assert options.device == "cuda"
+
+
+class _Resources:
+    def __init__(self, total, free=None):
+        self.total, self.free = total, free if free is not None else total
+
+    def cluster_resources(self):
+        return dict(self.total)
+
+    def available_resources(self):
+        return dict(self.free)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "tensorrt"])
+def test_a_gpu_device_on_a_cluster_without_gpus_is_refused_naming_the_cluster(device, monkeypatch):
+    from fidkit.cluster.ray import ACTORS_ENV, _actor_plan
+
+    monkeypatch.delenv(ACTORS_ENV, raising=False)
+    with pytest.raises(FidkitError, match=rf"device {device} asked for, but the Ray cluster has no GPU .*--device auto"):
+        _actor_plan(_Resources({"CPU": 8.0}), device)
+    assert _actor_plan(_Resources({"CPU": 8.0, "GPU": 2.0}), device) == (2, True)
+    assert _actor_plan(_Resources({"CPU": 8.0}), "auto") == (8, False)
+
+
+def test_an_actor_without_the_device_fails_before_building_and_the_message_names_its_node(
+        no_gpu_here, tmp_path, monkeypatch):
+    import fidkit.extractors as extractors
+    from fidkit.cluster.ray import _with_node
+    from fidkit.cluster.shards import ShardWorker, work_for
+    from fidkit.options import RunOptions
+    from fidkit.sources import open_source
+
+    import numpy as np
+
+    built = []
+    monkeypatch.setattr(extractors, "build_extractor", lambda options: built.append(options))
+    worker = ShardWorker()
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"the driver's weights, as a shared file system shows them")
+    options = RunOptions(weights=str(weights), device="cuda", batch_size=4)
+    worker.work = work_for(open_source(np.zeros((4, 8, 8, 3), np.uint8)), options, "0" * 64, False)
+    with pytest.raises(FidkitError) as raised:
+        worker._build_extractor()
+    assert not built  # refused before a graph export or a session
+    message = str(_with_node(raised.value, worker.node))
+    assert "device cuda asked for, but there is no NVIDIA driver" in message and "device='cpu'" in message
+    assert message.endswith(f"(on node {worker.node})")

@@ -191,9 +191,18 @@ class RayRun:
 
 def _actor_plan(ray: Any, device: str) -> tuple[int, bool]:
     """How many actors, and whether each takes a GPU (:func:`actor_count` of the cluster's resources)."""
+    from fidkit._devices import parse_device
+
     resources = ray.cluster_resources()
     gpus = float(resources.get("GPU", 0))
     use_gpu = int(gpus) > 0 and device != "cpu"
+    if not use_gpu and parse_device(device).kind in ("cuda", "tensorrt"):
+        # Checked here rather than on the driver's own machine: the actors run the network, on their nodes.
+        raise FidkitError(
+            f"device {device} asked for, but the Ray cluster has no GPU ({float(resources.get('CPU', 0)):g} CPU(s), "
+            f"{gpus:g} GPU(s)): the actors run the network on their nodes; add nodes with a GPU (`ray start "
+            "--num-gpus N`), or pass --device auto (device='auto'), which uses the cluster's GPUs when it has some"
+        )
     count = actor_count(os.environ.get(ACTORS_ENV), cpus=float(resources.get("CPU", 0)), gpus=gpus, use_gpu=use_gpu)
     return count, use_gpu
 

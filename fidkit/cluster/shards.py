@@ -187,9 +187,14 @@ class ShardWorker:
     def _build_extractor(self) -> Any:
         from fidkit.extractors import build_extractor
 
+        from fidkit.extractors import extractor_entry
+
         work = self.work
         assert work is not None
         options = work.options
+        # The driver did not check the device (it may be a head node without a GPU): this node does, before the
+        # graph is exported or a session started; the message names the device, and the driver adds the node.
+        extractor_entry(options.extractor).probe(options)
         if not Path(str(options.weights)).is_file():
             if not work.weights_in_manifest:
                 raise WeightsError(
