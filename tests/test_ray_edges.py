@@ -279,3 +279,94 @@ def test_an_actor_without_the_device_fails_before_building_and_the_message_names
     message = str(_with_node(raised.value, worker.node))
     assert "device cuda asked for, but there is no NVIDIA driver" in message and "device='cpu'" in message
     assert message.endswith(f"(on node {worker.node})")
+
+
+# --- 2: a cluster whose CPUs are partly held by other work: plan on what is free, never wait silently --------------
+
+def test_the_plan_counts_the_resources_that_are_free_not_the_clusters_total(monkeypatch):
+    from fidkit.cluster.ray import ACTORS_ENV, _actor_plan
+
+    monkeypatch.delenv(ACTORS_ENV, raising=False)
+    assert _actor_plan(_Resources({"CPU": 2.0}, {"CPU": 1.0}), "cpu") == (1, False)
+    assert _actor_plan(_Resources({"CPU": 8.0, "GPU": 4.0}, {"CPU": 8.0, "GPU": 1.0}), "auto") == (1, True)
+    # Nothing free now: one actor, whose placement the driver waits for with a deadline.
+    assert _actor_plan(_Resources({"CPU": 2.0}, {}), "cpu") == (1, False)
+    monkeypatch.setenv(ACTORS_ENV, "6")
+    assert _actor_plan(_Resources({"CPU": 8.0}, {"CPU": 3.0}), "cpu") == (3, False)
+
+
+class _Ref:
+    def __init__(self, value, ready):
+        self.value, self.ready = value, ready
+
+
+class _Method:
+    def __init__(self, call):
+        self.remote = call
+
+
+class _Actor:
+    """A Ray actor handle of a fake cluster: `placed` says whether the cluster ever runs it."""
+
+    def __init__(self, index, placed, ran):
+        self.__ray_ready__ = _Method(lambda: _Ref(True, placed))
+        self.run = _Method(lambda work_ref, shard, start, stop, count_only: (
+            ran.append((index, shard)), _Ref(_shard_result(stop - start, []), placed))[1])
+
+
+class _Cluster(_Resources):
+    """ray.wait / ray.get over _Refs; a wait that keeps finding nothing ready stands for a run that hangs."""
+
+    def __init__(self, total, free):
+        super().__init__(total, free)
+        self.empty_waits = 0
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        ready = [ref for ref in refs if ref.ready][:num_returns]
+        if not ready:
+            self.empty_waits += 1
+            assert self.empty_waits < 200, "the driver waits for ever on an actor that is never placed"
+            import time
+
+            time.sleep(0.01)
+        return ready, [ref for ref in refs if ref not in ready]
+
+    def get(self, ref):
+        return ref.value
+
+
+def _drive_on(cluster, placed, n_shards, monkeypatch, timeout=0.5):
+    from types import SimpleNamespace
+
+    import fidkit.cluster.ray as cluster_ray
+
+    monkeypatch.setattr(cluster_ray, "PLACEMENT_TIMEOUT_S", timeout, raising=False)
+    monkeypatch.setattr(cluster_ray, "_PLACEMENT_NOTE_S", 0.05, raising=False)
+    ran: list[tuple[int, int]] = []
+    actors = [_Actor(index, is_placed, ran) for index, is_placed in enumerate(placed)]
+    plan = cluster_ray.plan_shards(4 * n_shards, 4, n_actors=len(actors))[:n_shards]
+    source = SimpleNamespace(name="busy", n_images=4 * n_shards)
+    results, n_placed = cluster_ray._drive(cluster, actors, [None], plan, source,
+                                           SimpleNamespace(skip_bad=False, progress=False))
+    return results, n_placed, ran
+
+
+def test_shards_go_to_the_placed_actors_and_none_waits_on_an_actor_the_cluster_never_places(monkeypatch):
+    pytest.importorskip("ray")
+    cluster = _Cluster({"CPU": 2.0}, {"CPU": 1.0})
+    results, n_placed, ran = _drive_on(cluster, [True, False], 5, monkeypatch, timeout=60.0)
+    assert sorted(results) == [0, 1, 2, 3, 4] and n_placed == 1
+    assert {actor for actor, _ in ran} == {0}  # nothing was handed to the unplaced actor
+
+
+def test_when_no_actor_is_placed_the_run_fails_naming_the_missing_resources(monkeypatch, caplog):
+    pytest.importorskip("ray")
+    import logging
+
+    cluster = _Cluster({"CPU": 2.0}, {"CPU": 0.0})
+    with caplog.at_level(logging.INFO, logger="fidkit"), pytest.raises(FidkitError) as raised:
+        _drive_on(cluster, [False], 3, monkeypatch, timeout=0.3)
+    message = str(raised.value)
+    assert "placed none of 1 fidkit actor(s) within 0.3 s" in message
+    assert "takes one CPU; it has 0 of 2 CPU(s) free" in message and "ray status" in message
+    assert "waiting for the Ray cluster to place 1 actor(s)" in caplog.text  # said while it waited
