@@ -370,3 +370,163 @@ def test_when_no_actor_is_placed_the_run_fails_naming_the_missing_resources(monk
     assert "placed none of 1 fidkit actor(s) within 0.3 s" in message
     assert "takes one CPU; it has 0 of 2 CPU(s) free" in message and "ray status" in message
     assert "waiting for the Ray cluster to place 1 actor(s)" in caplog.text  # said while it waited
+
+
+# --- 1: an actor compares every file it reads with the driver's listing ------------------------------------------
+
+class _MeanColour:
+    """A three-feature stand-in for the network: each image's mean colour."""
+
+    feature_dim = 3
+
+    def __call__(self, images):
+        import numpy as np
+
+        return np.asarray(images, np.float64).reshape(len(images), -1, 3).mean(axis=1).astype(np.float32)
+
+    def metadata(self):
+        return {"extractor": "mean-colour", "weights_sha256": "5" * 64, "resize_mode": "none"}
+
+
+def _worker_for(source, **changes):
+    """The actor's side, in this process: the driver's work as Ray would ship it (cloudpickled)."""
+    from fidkit.cluster.shards import ShardWorker, work_for
+    from fidkit.options import RunOptions
+
+    ray = pytest.importorskip("ray")
+    work = work_for(source, RunOptions(device="cpu", batch_size=2, workers=0, **changes), "5" * 64, False)
+    worker = ShardWorker()
+    worker.work = ray.cloudpickle.loads(ray.cloudpickle.dumps(work))
+    worker.source = worker._open()
+    worker.extractor = _MeanColour()
+    return worker
+
+
+def _error_of(worker, start, stop):
+    result = worker.run([None], 0, start, stop, False)
+    assert "error" in result, "the actor read files that are not the driver's"
+    return result["error"]
+
+
+def _same_stamp_as(path, before):
+    import os
+
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_a_node_without_a_file_the_driver_listed_stops_the_run_naming_it(tmp_path, skip_bad):
+    from fidkit.errors import SourceError
+    from fidkit.sources import open_source
+
+    root = tmp_path / "images"
+    _write_pngs(root, [f"{index:03d}.png" for index in range(6)])
+    worker = _worker_for(open_source(root, workers=0, skip_bad=skip_bad), skip_bad=skip_bad)
+    assert worker._run(0, 0, 2, count_only=False)["n_good"] == 2  # the same files: read as before
+    (root / "003.png").unlink()  # a node whose mount lacks it (or an empty folder: the mount is missing)
+    error = _error_of(worker, 2, 4)
+    assert isinstance(error, SourceError)  # an error, never a skipped bad file (skip_bad or not)
+    assert "003.png is not what the driver listed on this node (no such file here" in str(error)
+    assert "every node must see the same files" in str(error) and "nothing was computed or cached" in str(error)
+
+
+def test_a_node_whose_file_has_other_bytes_or_another_time_stops_the_run(tmp_path):
+    import os
+
+    from fidkit.errors import SourceError
+    from fidkit.sources import open_source
+
+    root = tmp_path / "images"
+    _write_pngs(root, ["a.png", "b.png", "c.png", "d.png"], seed=1)
+    worker = _worker_for(open_source(root, workers=0))
+    original, before = (root / "b.png").read_bytes(), os.stat(root / "b.png")
+    (root / "b.png").write_bytes(original + b"\0" * 7)  # another version, its modification time kept
+    _same_stamp_as(root / "b.png", before)
+    with pytest.raises(SourceError, match=r"b\.png is not what the driver listed on this node \(\d[\d,]* bytes"):
+        worker._run(0, 0, 4, count_only=False)
+    (root / "b.png").write_bytes(original)  # the same size, written at another time
+    os.utime(root / "b.png", ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    assert isinstance(_error_of(worker, 0, 4), SourceError)
+    _same_stamp_as(root / "b.png", before)
+    assert worker._run(0, 0, 4, count_only=False)["n_good"] == 4  # as the driver listed it: read
+
+
+def _zip_of(path, members):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zipped:
+        for name, data in members.items():
+            zipped.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
+
+
+def test_an_archive_is_compared_by_its_own_stamp_and_its_members_central_directory_entries(tmp_path):
+    import os
+    import tarfile
+
+    from fidkit.errors import SourceError
+    from fidkit.sources import open_source
+
+    names = [f"p/{index}.png" for index in range(4)]
+    _write_pngs(tmp_path / "src", names)
+    members = {name: (tmp_path / "src" / name).read_bytes() for name in names}
+    archive = tmp_path / "images.zip"
+    _zip_of(archive, members)
+    worker = _worker_for(open_source(archive, workers=0))
+    assert worker._run(0, 0, 4, count_only=False)["n_good"] == 4
+    before = os.stat(archive)
+    os.utime(archive, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    with pytest.raises(SourceError, match=r"images\.zip is not what the driver listed on this node"):
+        worker._run(0, 0, 2, count_only=False)
+    # Another archive of the same size and time: one member's bytes differ (its CRC-32 in the central directory).
+    first = members[names[1]]
+    _zip_of(archive, {**members, names[1]: first[:-5] + bytes(5 - len(first[-5:])) + bytes(b ^ 1 for b in first[-5:])})
+    _same_stamp_as(archive, before)
+    assert os.stat(archive).st_size == before.st_size
+    assert worker._run(1, 2, 4, count_only=False)["n_good"] == 2  # shards of unchanged members are read
+    error = _error_of(worker, 0, 2)
+    assert isinstance(error, SourceError) and f"{names[1]} in {archive}" in str(error) and "CRC-32" in str(error)
+
+    tarred = tmp_path / "images.tar"
+    with tarfile.open(tarred, "w") as handle:
+        for name in names:
+            handle.add(tmp_path / "src" / name, name)
+    worker = _worker_for(open_source(tarred, workers=0))
+    tarred.unlink()
+    with pytest.raises(SourceError, match=r"images\.tar is not what the driver listed on this node \(no such file"):
+        worker._run(0, 0, 2, count_only=False)
+
+
+def test_a_uri_member_that_differs_on_the_node_stops_the_run(tmp_path):
+    pytest.importorskip("pyarrow.fs")
+    import os
+
+    from fidkit.cluster.uri import open_uri
+    from fidkit.errors import SourceError
+
+    root = tmp_path / "bucket"
+    _write_pngs(root, ["x/1.png", "x/2.png", "y.png"])
+    source = open_uri(root.as_uri(), limit=None, seed=None, skip_bad=True, exif_transpose=False, workers=0)
+    worker = _worker_for(source, skip_bad=True)
+    assert worker._run(0, 0, 3, count_only=False)["n_good"] == 3
+    before = os.stat(root / "x" / "2.png")
+    os.utime(root / "x" / "2.png", ns=(before.st_atime_ns, before.st_mtime_ns + 5))
+    with pytest.raises(SourceError, match=r"x/2\.png is not what the driver listed on this node"):
+        worker._run(0, 0, 3, count_only=False)
+
+
+def test_an_array_file_of_the_same_shape_but_another_version_is_refused(tmp_path):
+    import os
+
+    import numpy as np
+
+    from fidkit.errors import SourceError
+    from fidkit.sources import open_source
+
+    path = tmp_path / "images.npy"
+    np.save(path, np.zeros((6, 4, 4, 3), np.uint8))
+    worker = _worker_for(open_source(path))
+    before = os.stat(path)
+    np.save(path, np.full((6, 4, 4, 3), 7, np.uint8))  # what another node holds: same shape, other pixels
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    with pytest.raises(SourceError, match=r"images\.npy is not what the driver listed on this node"):
+        worker._open()

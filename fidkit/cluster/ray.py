@@ -26,7 +26,9 @@ Which sources
 -------------
 * Folders and archives (zip, tar): the :class:`~fidkit.sources.FileSource` is shipped once to every
   actor, which reads its shard's members itself, so the path must name the same files on every
-  node (a shared file system). Zip members are read at random; a compressed tar is decompressed from
+  node (a shared file system). With it goes what the driver's fingerprint recorded of the files
+  (:class:`~fidkit.cluster.shards.Listing`); an actor compares each file with it before reading, and
+  a missing or different file is an error naming the file and the node (never a skipped file). Zip members are read at random; a compressed tar is decompressed from
   its start by each actor that reads a later shard.
 * ``.npy`` / ``.npz`` arrays, MNIST and CIFAR files given by a path: each actor opens the path itself
   (a ``.npy`` is read batch by batch) and takes its shard's batches.
