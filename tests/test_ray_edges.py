@@ -530,3 +530,45 @@ def test_an_array_file_of_the_same_shape_but_another_version_is_refused(tmp_path
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
     with pytest.raises(SourceError, match=r"images\.npy is not what the driver listed on this node"):
         worker._open()
+
+
+# --- on a real local Ray instance (one for the module) ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started and ray.is_initialized():
+        ray.shutdown()
+
+
+def test_a_run_on_a_cluster_with_a_cpu_held_by_other_work_ends_on_the_free_one(ray_instance, random_weights_path,
+                                                                             tmp_path, monkeypatch):
+    import numpy as np
+
+    from fidkit.api import compute_stats_with_report
+
+    ray = ray_instance
+    monkeypatch.delenv("FIDKIT_RAY_ACTORS", raising=False)
+
+    @ray.remote(num_cpus=1)
+    class Busy:
+        def ping(self):
+            return 1
+
+    busy = Busy.remote()
+    try:
+        ray.get(busy.ping.remote())  # one of the 2 CPUs is held for the whole run
+        images = np.random.default_rng(11).integers(0, 256, size=(8, 12, 12, 3), dtype=np.uint8)
+        np.save(tmp_path / "busy.npy", images)
+        stats, side = compute_stats_with_report(
+            tmp_path / "busy.npy", weights=random_weights_path, device="cpu", batch_size=4, cluster="ray",
+            progress=False, use_cache=False,
+        )
+        assert stats.n == 8 and side.n == 8
+        assert stats.metadata["ray_actors"] == 1 and stats.metadata["ray_shards"] == 2
+    finally:
+        ray.kill(busy)
