@@ -250,7 +250,8 @@ def test_a_gpu_device_on_a_cluster_without_gpus_is_refused_naming_the_cluster(de
     from fidkit.cluster.ray import ACTORS_ENV, _actor_plan
 
     monkeypatch.delenv(ACTORS_ENV, raising=False)
-    with pytest.raises(FidkitError, match=rf"device {device} asked for, but the Ray cluster has no GPU .*--device auto"):
+    refused = rf"device {device} asked for, but the Ray cluster has no GPU .*--device auto"
+    with pytest.raises(FidkitError, match=refused):
         _actor_plan(_Resources({"CPU": 8.0}), device)
     assert _actor_plan(_Resources({"CPU": 8.0, "GPU": 2.0}), device) == (2, True)
     assert _actor_plan(_Resources({"CPU": 8.0}), "auto") == (8, False)
@@ -426,7 +427,7 @@ def test_a_node_without_a_file_the_driver_listed_stops_the_run_naming_it(tmp_pat
     (root / "003.png").unlink()  # a node whose mount lacks it (or an empty folder: the mount is missing)
     error = _error_of(worker, 2, 4)
     assert isinstance(error, SourceError)  # an error, never a skipped bad file (skip_bad or not)
-    assert "003.png is not what the driver listed on this node (no such file here" in str(error)
+    assert "003.png differs on this node from the driver's listing (no such file here" in str(error)
     assert "every node must see the same files" in str(error) and "nothing was computed or cached" in str(error)
 
 
@@ -442,7 +443,7 @@ def test_a_node_whose_file_has_other_bytes_or_another_time_stops_the_run(tmp_pat
     original, before = (root / "b.png").read_bytes(), os.stat(root / "b.png")
     (root / "b.png").write_bytes(original + b"\0" * 7)  # another version, its modification time kept
     _same_stamp_as(root / "b.png", before)
-    with pytest.raises(SourceError, match=r"b\.png is not what the driver listed on this node \(\d[\d,]* bytes"):
+    with pytest.raises(SourceError, match=r"b\.png differs on this node from the driver's listing \(\d[\d,]* byt"):
         worker._run(0, 0, 4, count_only=False)
     (root / "b.png").write_bytes(original)  # the same size, written at another time
     os.utime(root / "b.png", ns=(before.st_atime_ns, before.st_mtime_ns + 1))
@@ -475,7 +476,7 @@ def test_an_archive_is_compared_by_its_own_stamp_and_its_members_central_directo
     assert worker._run(0, 0, 4, count_only=False)["n_good"] == 4
     before = os.stat(archive)
     os.utime(archive, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
-    with pytest.raises(SourceError, match=r"images\.zip is not what the driver listed on this node"):
+    with pytest.raises(SourceError, match=r"images\.zip differs on this node from the driver's listing"):
         worker._run(0, 0, 2, count_only=False)
     # Another archive of the same size and time: one member's bytes differ (its CRC-32 in the central directory).
     first = members[names[1]]
@@ -492,7 +493,7 @@ def test_an_archive_is_compared_by_its_own_stamp_and_its_members_central_directo
             handle.add(tmp_path / "src" / name, name)
     worker = _worker_for(open_source(tarred, workers=0))
     tarred.unlink()
-    with pytest.raises(SourceError, match=r"images\.tar is not what the driver listed on this node \(no such file"):
+    with pytest.raises(SourceError, match=r"images\.tar differs on this node from the driver's listing \(no such"):
         worker._run(0, 0, 2, count_only=False)
 
 
@@ -510,7 +511,7 @@ def test_a_uri_member_that_differs_on_the_node_stops_the_run(tmp_path):
     assert worker._run(0, 0, 3, count_only=False)["n_good"] == 3
     before = os.stat(root / "x" / "2.png")
     os.utime(root / "x" / "2.png", ns=(before.st_atime_ns, before.st_mtime_ns + 5))
-    with pytest.raises(SourceError, match=r"x/2\.png is not what the driver listed on this node"):
+    with pytest.raises(SourceError, match=r"x/2\.png differs on this node from the driver's listing"):
         worker._run(0, 0, 3, count_only=False)
 
 
@@ -528,7 +529,7 @@ def test_an_array_file_of_the_same_shape_but_another_version_is_refused(tmp_path
     before = os.stat(path)
     np.save(path, np.full((6, 4, 4, 3), 7, np.uint8))  # what another node holds: same shape, other pixels
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
-    with pytest.raises(SourceError, match=r"images\.npy is not what the driver listed on this node"):
+    with pytest.raises(SourceError, match=r"images\.npy differs on this node from the driver's listing"):
         worker._open()
 
 

@@ -28,8 +28,9 @@ Which sources
   actor, which reads its shard's members itself, so the path must name the same files on every
   node (a shared file system). With it goes what the driver's fingerprint recorded of the files
   (:class:`~fidkit.cluster.shards.Listing`); an actor compares each file with it before reading, and
-  a missing or different file is an error naming the file and the node (never a skipped file). Zip members are read at random; a compressed tar is decompressed from
-  its start by each actor that reads a later shard.
+  a missing or different file is an error naming the file and the node (never a skipped file). Zip
+  members are read at random; a compressed tar is decompressed from its start by each actor that reads
+  a later shard.
 * ``.npy`` / ``.npz`` arrays, MNIST and CIFAR files given by a path: each actor opens the path itself
   (a ``.npy`` is read batch by batch) and takes its shard's batches.
 * Named datasets (``cifar10-train``, ...): each actor opens the name, from its node's cache or a download.

@@ -128,7 +128,7 @@ def work_for(
     return Work(mode="object", source=source, path=None, **common)
 
 
-# --------------------------------------------------------------------------------------------- what every node must see
+# --------------------------------------------------------------------------------------------- the driver's files
 
 
 @dataclass(frozen=True)
@@ -196,9 +196,11 @@ def _described(kind: str, seen: tuple[int, int] | None) -> str:
     return f"{seen[0]:,} bytes, modified {when}.{seen[1] % 1_000_000_000:09d} UTC"
 
 
-def _not_the_drivers(name: str, what: str, kind: str, expected: tuple[int, int], seen: tuple[int, int] | None) -> SourceError:
+def _not_the_drivers(
+    name: str, what: str, kind: str, expected: tuple[int, int], seen: tuple[int, int] | None
+) -> SourceError:
     return SourceError(
-        f"{name}: {what} is not what the driver listed on this node ({_described(kind, seen)} here, "
+        f"{name}: {what} differs on this node from the driver's listing ({_described(kind, seen)} here; "
         f"{_described(kind, expected)} on the driver); every node must see the same files under the same path "
         "(one shared file system, mounted on every node): nothing was computed or cached"
     )
@@ -351,9 +353,7 @@ class ShardWorker:
         self.source = self._open()
 
     def _build_extractor(self) -> Any:
-        from fidkit.extractors import build_extractor
-
-        from fidkit.extractors import extractor_entry
+        from fidkit.extractors import build_extractor, extractor_entry
 
         work = self.work
         assert work is not None
