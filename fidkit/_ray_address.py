@@ -19,8 +19,13 @@ RAY_ADDRESS_FORMS = (
     "client server (usually port 10001), 'auto' (the cluster `ray start` runs on this machine) or 'local' (a new "
     "instance here); the dashboard's port (8265) is not one of them"
 )
-#: A host name or IPv4 address (no ':'), or an IPv6 address in brackets.
-_HOST = re.compile(r"[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\]")
+#: A host name or IPv4 address (no ':'): dot-separated labels of 1 to 63 characters (no empty label, as in
+#: ``a..b`` or ``.``; a trailing dot ends a fully qualified name), or an IPv6 address in brackets. Python's
+#: resolver refuses (with a UnicodeError from its idna codec) what the labels' rule leaves out.
+_LABEL = r"[A-Za-z0-9_-]{1,63}"
+_HOST = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\]")
+#: The longest host name a resolver takes (RFC 1035: 253 characters in its dotted form).
+_MAX_HOST_CHARS = 253
 
 
 def check_ray_address(address: object, origin: str = "ray_address") -> str:
@@ -67,8 +72,12 @@ def _ray_address_problem(address: str) -> str | None:
         return "no :PORT"
     if not host:
         return "no host before the ':'"
-    if _HOST.fullmatch(host) is None:
-        return "an IPv6 host goes in brackets, [::1]:6379" if ":" in host else f"{host!r} is not a host name"
+    if _HOST.fullmatch(host) is None or len(host.rstrip(".")) > _MAX_HOST_CHARS:
+        if ":" in host:
+            return "an IPv6 host goes in brackets, [::1]:6379"
+        shown = repr(host) if len(host) <= 40 else f"{host[:20]!r}...({len(host)} characters)"
+        return (f"{shown} is not a host name (dot-separated labels of 1 to 63 letters, digits, '-' or '_', "
+                f"{_MAX_HOST_CHARS} characters at most)")
     if not (port.isascii() and port.isdigit()):
         return f"the port {port!r} is not a number of digits" if port else "no port after the ':'"
     if len(port.lstrip("0")) > 5 or not 1 <= int(port) <= 65535:

@@ -54,7 +54,8 @@ def _prepare(options: RunOptions | None, extractor: Any, overrides: dict[str, An
         extractor = None
     resolved = run_options(options, **overrides)
     lazy = LazyExtractor(resolved, given=extractor)
-    lazy.probe()  # an impossible explicit GPU is an error now, even when every side turns out to be cached
+    if resolved.cluster != "ray":  # on a cluster the actors' nodes run the network: they check the device
+        lazy.probe()  # an impossible explicit GPU is an error now, even when every side turns out to be cached
     return resolved, lazy
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from fidkit.errors import (
     FidkitError,
+    InputError,
 )
 
 __all__ = ["actor_env", "shared_session", "connected", "address_to_use", "check_reachable"]
@@ -43,14 +44,15 @@ def actor_env() -> dict[str, str]:
     return env
 
 
-# Depth of nested shared_session() spans, and whether a local instance started inside them waits
-# for the outermost span to end.
-_session = {"depth": 0, "started": False}
+# Depth of nested shared_session() spans; whether fidkit connected (or started an instance) inside them, which then
+# stays until the outermost span ends; the address it connected to (None: a new local instance).
+_session: dict[str, Any] = {"depth": 0, "started": False, "address": None}
 
 
 @contextlib.contextmanager
 def shared_session() -> Iterator[None]:
-    """Within it, a Ray instance that :func:`ray_extract` starts stays up until the span ends."""
+    """Within it, a Ray connection that :func:`ray_extract` makes (or a local instance it starts) stays up until the
+    span ends: both sides of a comparison use one."""
     _session["depth"] += 1
     try:
         yield
@@ -58,24 +60,39 @@ def shared_session() -> Iterator[None]:
         _session["depth"] -= 1
         if _session["depth"] == 0 and _session["started"]:
             _session["started"] = False
+            _session["address"] = None
             ray = sys.modules.get("ray")
             if ray is not None and ray.is_initialized():
                 ray.shutdown()
 
 
+def _is_new_local(address: str | None) -> bool:
+    """Whether connecting to `address` (as :func:`address_to_use` gives it) starts a new instance on this machine."""
+    return address is None or address == "local"
+
+
 @contextlib.contextmanager
 def connected(ray: Any, address: str | None) -> Iterator[bool]:
-    """Use the Ray connection of this process, or connect / start one; yield whether fidkit started it."""
+    """Use the Ray connection of this process, or connect / start one; yield whether the cluster is a new local
+    instance that fidkit started (not a cluster that was running already, reached by its address or ``auto``)."""
     if ray.is_initialized():
+        if _session["depth"] > 0 and _session["started"]:
+            # The connection fidkit made for an earlier side of this comparison.
+            wanted = address_to_use(address)
+            if wanted != _session["address"] and not (_is_new_local(wanted) and _is_new_local(_session["address"])):
+                logger.warning("Ray is already connected to %s in this process; it is used, not %s",
+                               _session["address"] or "a local instance", wanted or "a local instance")
+            yield _is_new_local(_session["address"])
+            return
         if address is not None:
             logger.warning("Ray is already initialized in this process; its cluster is used, not %s", address)
         yield False
         return
     address = address_to_use(address)
-    if address is not None:
+    if address is not None and address != "local":
         check_reachable(address)
     try:
-        if address is None:
+        if _is_new_local(address):
             # "local": a new instance on this machine, never one that someone else's `ray start` runs.
             ray.init(
                 address="local", include_dashboard=False, object_store_memory=_LOCAL_OBJECT_STORE_BYTES,
@@ -84,17 +101,19 @@ def connected(ray: Any, address: str | None) -> Iterator[bool]:
         else:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, ...
-        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        where = "a local Ray instance" if _is_new_local(address) else f"the Ray cluster at {address}"
         raise FidkitError(
             f"cannot start or reach {where} ({type(exc).__name__}: {exc}); check the address (ray status), "
             "or unset RAY_ADDRESS to start a local instance"
         ) from exc
     if _session["depth"] > 0:
-        _session["started"] = True  # shut down when the shared session ends
-        yield True
+        # Kept for the other side of the comparison; disconnected (or shut down) when the shared session ends.
+        _session["started"] = True
+        _session["address"] = None if _is_new_local(address) else address
+        yield _is_new_local(address)
         return
     try:
-        yield True
+        yield _is_new_local(address)
     finally:
         ray.shutdown()
 
@@ -147,6 +166,13 @@ def check_reachable(address: str, timeout: float = _PROBE_TIMEOUT_S) -> None:
         raise FidkitError(
             f"cannot reach {where} ({exc.strerror or exc}); start it with `ray start --head` on the head node, or "
             f"{advice}"
+        ) from exc
+    except ValueError as exc:  # UnicodeError too: the resolver's idna codec refuses an empty or over-long label
+        from fidkit._ray_address import RAY_ADDRESS_FORMS
+
+        raise InputError(
+            f"{address} is not a Ray address (the host {host!r} is not a name a resolver takes: "
+            f"{type(exc).__name__}: {exc}): give {RAY_ADDRESS_FORMS}"
         ) from exc
     verdict = _not_ray_because(answer, port, timeout)
     if verdict is not None:

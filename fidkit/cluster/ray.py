@@ -10,8 +10,12 @@ How a run goes
    at most ``max(MIN_SHARDS, SHARDS_PER_ACTOR * actors)``, of equal whole numbers of batches).
 3. One actor per GPU (``num_gpus=1``) when the cluster has GPUs and the device allows them, else one
    actor per CPU (``num_cpus=1``, one onnxruntime thread); ``$FIDKIT_RAY_ACTORS`` overrides the
-   count, up to what the cluster can place (:func:`actor_count`: more would wait for ever). Each
-   actor builds one :class:`~fidkit.inception.FeatureExtractor` and, per shard, decodes the shard's files with fidkit's decoder and colour policy and runs :func:`fidkit.extraction.extract`
+   count, up to what the cluster can place (:func:`actor_count`: more would wait for ever), and no more
+   than its free resources allow (``ray.available_resources()``; at least one). Shards wait in one queue
+   and go, one at a time, to whichever actor is placed and free: an actor the cluster does not place
+   (other work holds its CPU) holds no shard. The driver says while it waits for placement; after
+   :data:`PLACEMENT_TIMEOUT_S` it goes on with the actors placed so far, or, with none, fails naming the
+   resources. Each actor builds one :class:`~fidkit.inception.FeatureExtractor` and, per shard, decodes the shard's files with fidkit's decoder and colour policy and runs :func:`fidkit.extraction.extract`
    on them: it returns the shard's partial statistics (a :class:`~fidkit.stats.StatsAccumulator`:
    n, mean and M2 in float64, or the rows while n <= dim; never per-image features), its bad files
    and the node it ran on.
@@ -22,8 +26,11 @@ Which sources
 -------------
 * Folders and archives (zip, tar): the :class:`~fidkit.sources.FileSource` is shipped once to every
   actor, which reads its shard's members itself, so the path must name the same files on every
-  node (a shared file system). Zip members are read at random; a compressed tar is decompressed from
-  its start by each actor that reads a later shard.
+  node (a shared file system). With it goes what the driver's fingerprint recorded of the files
+  (:class:`~fidkit.cluster.shards.Listing`); an actor compares each file with it before reading, and
+  a missing or different file is an error naming the file and the node (never a skipped file). Zip
+  members are read at random; a compressed tar is decompressed from its start by each actor that reads
+  a later shard.
 * ``.npy`` / ``.npz`` arrays, MNIST and CIFAR files given by a path: each actor opens the path itself
   (a ``.npy`` is read batch by batch) and takes its shard's batches.
 * Named datasets (``cifar10-train``, ...): each actor opens the name, from its node's cache or a download.
@@ -53,6 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fidkit._streams import RESTATED
 from fidkit.cluster.shards import (
     MIN_SHARDS,
     SHARDS_PER_ACTOR,
@@ -95,8 +103,12 @@ INSTALL_HINT = 'pip install "fidkit[ray]"'
 ACTORS_ENV = "FIDKIT_RAY_ACTORS"
 #: Times Ray restarts a dead actor, and retries the shards it was running.
 ACTOR_RESTARTS = 3
-# Shards queued on each actor: the next one is there when the current one ends.
-_IN_FLIGHT_PER_ACTOR = 2
+#: Seconds to wait for the cluster to place an actor (start its process on a node with a free CPU, and GPU). Past
+#: it the run goes on with the actors placed so far (the others join if they are placed later), or, when none
+#: is, fails naming the resources it waited for.
+PLACEMENT_TIMEOUT_S = 120.0
+# How often the driver says that it still waits for actors to be placed.
+_PLACEMENT_NOTE_S = 15.0
 # How many bad files an error message names before saying "and N more" (as for local runs).
 _NAMED_BAD_FILES = 5
 
@@ -190,11 +202,33 @@ class RayRun:
 
 
 def _actor_plan(ray: Any, device: str) -> tuple[int, bool]:
-    """How many actors, and whether each takes a GPU (:func:`actor_count` of the cluster's resources)."""
+    """How many actors, and whether each takes a GPU: :func:`actor_count` of the cluster's resources, lowered to
+    what is free now (``ray.available_resources()``: other jobs' actors and tasks hold the rest), at least one."""
+    from fidkit._devices import parse_device
+
     resources = ray.cluster_resources()
     gpus = float(resources.get("GPU", 0))
     use_gpu = int(gpus) > 0 and device != "cpu"
+    if not use_gpu and parse_device(device).kind in ("cuda", "tensorrt"):
+        # Checked here rather than on the driver's own machine: the actors run the network, on their nodes.
+        raise FidkitError(
+            f"device {device} asked for, but the Ray cluster has no GPU ({float(resources.get('CPU', 0)):g} CPU(s), "
+            f"{gpus:g} GPU(s)): the actors run the network on their nodes; add nodes with a GPU (`ray start "
+            "--num-gpus N`), or pass --device auto (device='auto'), which uses the cluster's GPUs when it has some"
+        )
     count = actor_count(os.environ.get(ACTORS_ENV), cpus=float(resources.get("CPU", 0)), gpus=gpus, use_gpu=use_gpu)
+    free = ray.available_resources()
+    free_cpus, free_gpus = float(free.get("CPU", 0)), float(free.get("GPU", 0))
+    placeable_now = int(free_cpus) if not use_gpu else min(int(free_cpus), int(free_gpus))
+    if placeable_now < count:
+        # An actor planned beyond what is free would wait for other work to end (for ever, if it never does).
+        # At least one is started: the driver waits for its placement with a deadline, and says so.
+        has = f"{free_cpus:g} of {float(resources.get('CPU', 0)):g} CPU(s)"
+        if use_gpu:
+            has += f" and {free_gpus:g} of {gpus:g} GPU(s)"
+        logger.info("the Ray cluster has %s free (other work holds the rest): starting %d actor(s), not %d",
+                    has, max(placeable_now, 1), count)
+        count = max(placeable_now, 1)
     return count, use_gpu
 
 
@@ -308,8 +342,8 @@ def ray_extract(
             "and precision='exact', or use cluster='local'"
         )
     ray = import_ray()
-    with connected(ray, options.ray_address) as started:
-        if started and given is None:
+    with connected(ray, options.ray_address) as local_instance:
+        if local_instance and given is None:
             # The actors of a local instance share this machine's graph cache: export the graph once,
             # here, rather than in every actor at the same time.
             from fidkit.inception.runtime import ensure_graph
@@ -326,7 +360,7 @@ def ray_extract(
         work = work_for(source, actor_options, weights_sha256, weights_in_manifest, keep_features)
         logger.info(
             "%s: %d images in %d shards on %d Ray %s actor(s)%s", source.name, source.n_images, len(plan),
-            n_actors, "GPU" if use_gpu else "CPU", " (local instance)" if started else "",
+            n_actors, "GPU" if use_gpu else "CPU", " (local instance)" if local_instance else "",
         )
         actor_class = ray.remote(ShardWorker).options(
             num_cpus=1, num_gpus=1 if use_gpu else 0, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS,
@@ -336,7 +370,7 @@ def ray_extract(
         work_ref = ray.put(work)
         actors = [actor_class.remote() for _ in range(n_actors)]
         try:
-            results = _drive(ray, actors, [work_ref], plan, source, options)
+            results, n_actors = _drive(ray, actors, [work_ref], plan, source, options, use_gpu=use_gpu)
         finally:
             for actor in actors:
                 with contextlib.suppress(Exception):
@@ -360,34 +394,59 @@ def _check_identity(ran: dict[str, str], stated: Any) -> None:
 
 
 def _drive(
-    ray: Any, actors: list[Any], work_ref: list[Any], plan: list[Shard], source: Source, options: Any
-) -> dict[int, dict[str, Any]]:
-    """Give shards to the actors as they free up; return one result per shard id."""
-    from ray.exceptions import RayActorError
+    ray: Any, actors: list[Any], work_ref: list[Any], plan: list[Shard], source: Source, options: Any, *,
+    use_gpu: bool = False,
+) -> tuple[dict[int, dict[str, Any]], int]:
+    """Hand the shards out, one at a time, to whichever placed actor is free; return one result per shard id and
+    the number of actors that were placed.
+
+    No shard is bound to an actor before the actor runs: one that the cluster does not place (its CPUs or GPUs
+    are held by other work) holds no shard, and the others take the queue. The driver says when it still waits
+    for placement; past :data:`PLACEMENT_TIMEOUT_S` it goes on with the actors placed so far, or fails naming the
+    resources it waited for when none is.
+    """
+    from ray.exceptions import RayActorError, RayError
     from tqdm.auto import tqdm
 
+    name = str(source.name)
     queue = deque(plan)
     in_flight: dict[Any, tuple[Shard, int]] = {}
+    # An actor's __ray_ready__ answers once its process runs on a node: then, and only then, it gets a shard.
+    unplaced: dict[Any, int] = {actor.__ray_ready__.remote(): index for index, actor in enumerate(actors)}
+    idle: deque[int] = deque()
+    n_placed = 0
     results: dict[int, dict[str, Any]] = {}
     count_only = False  # set once a bad file is seen without skip_bad: the run will fail, only count
+    began = time.monotonic()
+    next_note = began + _PLACEMENT_NOTE_S
+    gave_up_waiting = False
 
     def submit(actor_index: int) -> None:
         shard = queue.popleft()
         ref = actors[actor_index].run.remote(work_ref, shard.index, shard.start, shard.stop, count_only)
         in_flight[ref] = (shard, actor_index)
 
-    for _ in range(_IN_FLIGHT_PER_ACTOR):
-        for actor_index in range(len(actors)):
-            if queue:
-                submit(actor_index)
-    name = str(source.name)
     with tqdm(
         total=source.n_images, desc=name if len(name) <= 32 else "..." + name[-29:], unit="img",
         disable=None if options.progress is None else not options.progress, leave=False, dynamic_ncols=True,
     ) as bar:
-        while in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+        while len(results) < len(plan):
+            while queue and idle:
+                submit(idle.popleft())
+            ready, _ = ray.wait([*in_flight, *unplaced], num_returns=1, timeout=1.0)
             for ref in ready:
+                if ref in unplaced:
+                    actor_index = unplaced.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except RayError as exc:
+                        raise FidkitError(
+                            f"{name}: a Ray actor could not start ({_first_line(exc)}); check that every node has "
+                            f"fidkit ({INSTALL_HINT}) and the same Python and Ray versions as the driver"
+                        ) from exc
+                    n_placed += 1
+                    idle.append(actor_index)
+                    continue
                 shard, actor_index = in_flight.pop(ref)
                 try:
                     result = ray.get(ref)
@@ -403,9 +462,45 @@ def _drive(
                     results[shard.index] = result
                     count_only = count_only or (bool(result["skipped"]) and not options.skip_bad)
                     bar.update(shard.stop - shard.start)
-                if queue:
-                    submit(actor_index)
-    return results
+                idle.append(actor_index)
+            if not unplaced or gave_up_waiting:
+                continue
+            now = time.monotonic()
+            if now - began >= PLACEMENT_TIMEOUT_S:
+                if n_placed == 0:
+                    raise FidkitError(_not_placed_message(ray, name, len(actors), use_gpu))
+                logger.info(
+                    "%s: %d of %d Ray actor(s) not placed after %g s (the cluster's resources are held by other "
+                    "work); going on with %d (the others join if they are placed)", name, len(unplaced),
+                    len(actors), PLACEMENT_TIMEOUT_S, n_placed,
+                )
+                gave_up_waiting = True
+            elif n_placed == 0 and now >= next_note:
+                logger.info(
+                    "%s: waiting for the Ray cluster to place %d actor(s), each taking one CPU%s (%.0f s so far; "
+                    "giving up after %g s)", name, len(actors), " and one GPU" if use_gpu else "", now - began,
+                    PLACEMENT_TIMEOUT_S,
+                )
+                next_note = now + _PLACEMENT_NOTE_S
+    return results, n_placed
+
+
+def _not_placed_message(ray: Any, name: str, n_actors: int, use_gpu: bool) -> str:
+    """Why no actor was placed: what each needs, and what the cluster has free of what it has."""
+    try:
+        total, free = ray.cluster_resources(), ray.available_resources()
+        has = f"{float(free.get('CPU', 0)):g} of {float(total.get('CPU', 0)):g} CPU(s)"
+        if use_gpu:
+            has += f" and {float(free.get('GPU', 0)):g} of {float(total.get('GPU', 0)):g} GPU(s)"
+        has = f"; it has {has} free"
+    except Exception:  # noqa: BLE001 - only for the message
+        has = ""
+    takes = "one CPU and one GPU" if use_gpu else "one CPU"
+    return (
+        f"{name}: the Ray cluster placed none of {n_actors} fidkit actor(s) within {PLACEMENT_TIMEOUT_S:g} s; each "
+        f"takes {takes}{has} (other jobs' actors and tasks hold the rest, see `ray status`). Wait for them to end "
+        "or stop them, add nodes, or use cluster='local' (no --ray)"
+    )
 
 
 def _first_line(error: BaseException) -> str:
@@ -453,7 +548,9 @@ def _merge(
     # Subfolders the driver could not list (skip_bad) come first, as in a local run's `skipped`.
     skipped = tuple(getattr(source, "skipped_at_open", ())) + tuple((file, reason) for file, reason, _ in bad)
     if skipped:
-        logger.warning("%s: skipped %d bad file(s), first %s: %s", name, len(skipped), *skipped[0])
+        # Restated by the result (n_skipped, skipped_files, compute's report): printed, not listed again in --json,
+        # as a local run's FileSource does.
+        logger.warning("%s: skipped %d bad file(s), first %s: %s", name, len(skipped), *skipped[0], extra=RESTATED)
     if n_good == 0:
         detail = f"all {len(bad)} files were bad, first {bad[0][0]}: {bad[0][1]}" if bad else ""
         raise empty_source_error(name, detail)

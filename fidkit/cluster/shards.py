@@ -27,6 +27,7 @@ from fidkit.errors import (
 )
 from fidkit.features import FeatureRows
 from fidkit.sources import FileSource, Source, open_source
+from fidkit.sources.base import file_stamp
 from fidkit.stats import StatsAccumulator
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,9 @@ class Work:
     #: What the shards keep besides their statistics: () nothing, else outputs with "features" first (the rows,
     #: and the logits or spatial features of the same pass).
     keep_features: tuple[str, ...] = ()
+    #: The files as the driver saw them, for each actor to compare with what its node sees (None: nothing to
+    #: compare, e.g. an array in the object store or a named dataset).
+    listing: Listing | None = None
 
     @property
     def batch_size(self) -> int:
@@ -109,17 +113,180 @@ def work_for(
                   n_images=int(source.n_images or 0), options=options, weights_sha256=weights_sha256,
                   weights_in_manifest=weights_in_manifest, keep_features=keep_features)
     if isinstance(source, FileSource):
-        return Work(mode="members", source=source, path=None, **common)
+        return Work(mode="members", source=source, path=None, listing=listing_of(source), **common)
     from fidkit.sources.named import dataset_names
 
     path = Path(str(source.name))
     if source.cacheable and path.exists():
         # Each actor opens the file itself (a .npy is read batch by batch), instead of receiving its pixels.
-        return Work(mode="reopen", source=None, path=str(path.resolve()), **common)
+        resolved = path.resolve()
+        listing = Listing("file", str(resolved), stamp=_stamp(resolved)) if resolved.is_file() else None
+        return Work(mode="reopen", source=None, path=str(resolved), listing=listing, **common)
     if source.cacheable and str(source.name) in dataset_names():
         # A named dataset: each node's fidkit finds it in its own cache (or downloads it).
         return Work(mode="reopen", source=None, path=str(source.name), **common)
     return Work(mode="object", source=source, path=None, **common)
+
+
+# --------------------------------------------------------------------------------------------- the driver's files
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The files of a source as the driver's fingerprint recorded them, for each actor to compare with its node.
+
+    An actor reads the files itself, by the path the driver gave it: a node that mounts another folder under that
+    path (or none) would compute, and the cache would keep, statistics of other images. So before reading a shard
+    an actor compares each file it is about to read with this listing, and a difference is an error naming the
+    file and the node: never a skipped file, never a number.
+
+    ``kind`` says what is compared: ``"folder"`` and ``"uri"``: each member's size and modification time (ns);
+    ``"zip"``: the archive's size and modification time, and each member's size and CRC-32 in its central
+    directory; ``"tar"``: the archive's size and modification time; ``"file"`` (an array file each actor opens):
+    its size and modification time. Per-member values are arrays aligned with the source's ``members``; a size of
+    -1 is a file the driver could not stat (decoding reports it as a bad file, on the driver's terms).
+    """
+
+    kind: str
+    location: str
+    stamp: tuple[int, int] | None = None
+    sizes: Any = None
+    marks: Any = None  # per member: the mtime_ns (folder, uri), or the CRC-32 (zip)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """``(size, mtime_ns)`` of `path`, as a fingerprint records it (``-1, -1`` when it cannot be stat'ed)."""
+    size, mtime_ns, _ = file_stamp(path)
+    return size, mtime_ns
+
+
+def listing_of(source: FileSource) -> Listing | None:
+    """What the driver's fingerprint records of `source`'s files (its identity without content hashes)."""
+    import numpy as np
+
+    identity = source._identity(hash_content=False)
+    members = identity.get("members") or []
+    if [str(entry[0]) for entry in members] != list(source.members):
+        logger.debug("%s: the identity's members are not the source's; the actors do not compare files", source.name)
+        return None
+
+    def column(position: int) -> Any:
+        return np.array([int(entry[position]) for entry in members], dtype=np.int64)
+
+    if "root" in identity:  # a folder: [member, size, mtime_ns, ctime_ns]
+        return Listing("folder", str(identity["root"]), sizes=column(1), marks=column(2))
+    if "uri" in identity:  # [member, size, mtime_ns]
+        return Listing("uri", str(identity["uri"]), sizes=column(1), marks=column(2))
+    if "archive" in identity:
+        stamp = (int(identity["size"]), int(identity["mtime_ns"]))
+        if str(identity["archive"]).lower().endswith(".zip"):  # [member, size, crc]
+            return Listing("zip", str(identity["archive"]), stamp=stamp, sizes=column(1), marks=column(2))
+        return Listing("tar", str(identity["archive"]), stamp=stamp)
+    return None
+
+
+def _described(kind: str, seen: tuple[int, int] | None) -> str:
+    if seen is None or seen[0] < 0:
+        return "no such file"
+    if kind == "zip-member":
+        return f"{seen[0]:,} bytes, CRC-32 {seen[1] & 0xFFFFFFFF:08x}"
+    if seen[1] < 0:
+        return f"{seen[0]:,} bytes"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seen[1] // 1_000_000_000))
+    return f"{seen[0]:,} bytes, modified {when}.{seen[1] % 1_000_000_000:09d} UTC"
+
+
+def _not_the_drivers(
+    name: str, what: str, kind: str, expected: tuple[int, int], seen: tuple[int, int] | None
+) -> SourceError:
+    return SourceError(
+        f"{name}: {what} differs on this node from the driver's listing ({_described(kind, seen)} here; "
+        f"{_described(kind, expected)} on the driver); every node must see the same files under the same path "
+        "(one shared file system, mounted on every node): nothing was computed or cached"
+    )
+
+
+class _NodeFiles:
+    """An actor's side of :class:`Listing`: what its node sees of the files a shard is about to read."""
+
+    def __init__(self, listing: Listing, name: str) -> None:
+        self.listing = listing
+        self.name = name
+        self._zip_entries: tuple[tuple[int, ...], dict[str, tuple[int, int]]] | None = None
+        self._file_system: Any = None
+
+    def check_file(self) -> None:
+        """The archive's (or array file's) own size and modification time."""
+        listing = self.listing
+        assert listing.stamp is not None
+        seen = _stamp(Path(listing.location))
+        if seen != listing.stamp:
+            raise _not_the_drivers(self.name, listing.location, "file", listing.stamp,
+                                   None if seen[0] < 0 else seen)
+
+    def check_members(self, members: list[str], start: int, stop: int, reader: Any) -> None:
+        """Members `start` to `stop` (exclusive) of `members` (the source's, in its order)."""
+        listing = self.listing
+        if listing.kind in ("zip", "tar", "file"):
+            self.check_file()
+        if listing.kind in ("tar", "file"):
+            return
+        seen_of = {"folder": self._in_folder, "uri": self._under_uri, "zip": self._in_zip}[listing.kind]
+        names = members[start:stop]
+        for offset, (member, seen) in enumerate(zip(names, seen_of(names, reader))):
+            expected = (int(listing.sizes[start + offset]), int(listing.marks[start + offset]))
+            if expected[0] < 0 and seen is None:
+                continue  # the driver could not stat it either: decoding reports it, as on one machine
+            if seen != expected:
+                kind = "zip-member" if listing.kind == "zip" else "file"
+                what = f"{member} in {listing.location}" if listing.kind == "zip" else member
+                raise _not_the_drivers(self.name, what, kind, expected, seen)
+
+    def _in_folder(self, names: list[str], reader: Any) -> Iterator[tuple[int, int] | None]:
+        root = Path(self.listing.location)
+        for member in names:
+            try:
+                info = os.stat(root / member)
+            except OSError:
+                yield None
+            else:
+                yield int(info.st_size), int(info.st_mtime_ns)
+
+    def _under_uri(self, names: list[str], reader: Any) -> Iterator[tuple[int, int] | None]:
+        import pyarrow.fs
+
+        from fidkit.cluster.uri import _file_system
+
+        if self._file_system is None:
+            self._file_system = _file_system(self.listing.location)
+        file_system, root = self._file_system
+        infos = file_system.get_file_info([f"{root.rstrip('/')}/{member}" for member in names])
+        for info in infos:
+            if info.type == pyarrow.fs.FileType.NotFound:
+                yield None
+            else:  # as the driver's listing records it (fidkit.cluster.uri)
+                yield int(info.size if info.size is not None else -1), int(info.mtime_ns or -1)
+
+    def _in_zip(self, names: list[str], reader: Any) -> Iterator[tuple[int, int] | None]:
+        import zipfile
+
+        try:
+            info = os.stat(self.listing.location)
+            # Read again only when the file is another one, or written since (its status-change time moves then).
+            version = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            if self._zip_entries is None or self._zip_entries[0] != version:
+                with zipfile.ZipFile(self.listing.location) as archive:
+                    # The last entry of a name is the one read (zipfile's getinfo gives it, as the listing did).
+                    entries = {entry.filename: (int(entry.file_size), int(entry.CRC)) for entry in archive.infolist()}
+                self._zip_entries = (version, entries)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise SourceError(
+                f"{self.name}: cannot read the central directory of {self.listing.location} on this node "
+                f"({type(exc).__name__}: {exc}); every node must see the driver's archive under the same path"
+            ) from exc
+        stored_names = getattr(reader, "stored_names", {})
+        for member in names:
+            yield self._zip_entries[1].get(stored_names.get(member, member))
 
 
 # --------------------------------------------------------------------------------------------- the actors
@@ -170,6 +337,7 @@ class ShardWorker:
         self.work: Work | None = None
         self.source: Source | None = None
         self.extractor: Any = None
+        self.files: _NodeFiles | None = None
 
     def _set_up(self, work_ref: list[Any]) -> None:
         """Fetch the work and build the extractor, on the first shard (and again after a restart).
@@ -185,11 +353,14 @@ class ShardWorker:
         self.source = self._open()
 
     def _build_extractor(self) -> Any:
-        from fidkit.extractors import build_extractor
+        from fidkit.extractors import build_extractor, extractor_entry
 
         work = self.work
         assert work is not None
         options = work.options
+        # The driver did not check the device (it may be a head node without a GPU): this node does, before the
+        # graph is exported or a session started; the message names the device, and the driver adds the node.
+        extractor_entry(options.extractor).probe(options)
         if not Path(str(options.weights)).is_file():
             if not work.weights_in_manifest:
                 raise WeightsError(
@@ -210,6 +381,7 @@ class ShardWorker:
     def _open(self) -> Source:
         work = self.work
         assert work is not None
+        self.files = _NodeFiles(work.listing, work.name) if work.listing is not None else None
         if work.mode != "reopen":
             assert work.source is not None
             return work.source
@@ -221,6 +393,8 @@ class ShardWorker:
                 f"images, not the {work.kind} of {work.n_images} the driver opened; every node must see the "
                 "same files"
             )
+        if self.files is not None:
+            self.files.check_file()  # the same array file, not only one of the same kind and count
         return source
 
     def run(self, work_ref: list[Any], shard: int, start: int, stop: int, count_only: bool) -> dict[str, Any]:
@@ -243,6 +417,10 @@ class ShardWorker:
         assert work is not None and source is not None
         part: Source = source
         if isinstance(source, FileSource):
+            if self.files is not None:
+                # Before a file is read: one that this node lacks or holds in another version is an error naming
+                # it, not a bad file that skip_bad would skip (statistics of other images would be cached).
+                self.files.check_members(source.members, start, stop, source._reader)
             # Report the shard's bad files (the driver applies skip_bad); this actor is the worker: decode here,
             # between network batches.
             part = source.members_subset(start, stop, skip_bad=True, workers=0)

@@ -7,7 +7,8 @@ member opens the file system again from the URI (credentials come from the envir
 node, as pyarrow finds them: ``AWS_*`` variables, instance roles, ``GOOGLE_APPLICATION_CREDENTIALS``).
 
 Only folders (prefixes) are read; an archive behind a URI is refused with a message to mount or
-download it. Decoding, the colour policy and bad files are those of any other folder.
+download it. The listing rules (hidden folders and image formats fidkit does not read are counted in
+``source.ignored`` and warned about), decoding, the colour policy and bad files are those of any other folder.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from fidkit.sources import FileSource
 from fidkit.sources.archives import is_archive
 from fidkit.sources.base import empty_source_error
 from fidkit.sources.decode import file_too_large_error
-from fidkit.sources.files import is_image_name, open_members
+from fidkit.sources.files import (
+    HIDDEN_FOLDER,
+    NOT_REGULAR,
+    Ignored,
+    classify,
+    is_hidden_folder,
+    open_members,
+)
 
 __all__ = ["is_uri", "open_uri", "ArrowReader"]
 
@@ -103,18 +111,11 @@ def open_uri(
         raise
     except Exception as exc:  # noqa: BLE001
         raise SourceError(f"{uri}: cannot list it ({type(exc).__name__}: {exc})") from exc
-    found: dict[str, tuple[int, int]] = {}
-    n_other = 0
-    for info in infos:
-        if info.type != pyarrow.fs.FileType.File:
-            continue
-        relative = info.path[len(root) + 1:] if info.path.startswith(root + "/") else info.path
-        if not is_image_name(relative):
-            n_other += 1
-            continue
-        found[relative] = (int(info.size if info.size is not None else -1), int(info.mtime_ns or -1))
+    found, ignored, n_other = _classify_listing(infos, root)
     if not found:
-        raise empty_source_error(uri, f"no image files; {n_other} other files ignored")
+        ignored.report(uri)
+        ignored_detail = "".join(f"; {count} ignored: {reason}" for reason, count in ignored.counts.items())
+        raise empty_source_error(uri, f"no image files; {n_other} other files ignored{ignored_detail}")
 
     def identity(members: list[str], hash_content: bool) -> dict[str, Any]:
         # Sizes and modification times as the store reports them (hash_content is not offered: it
@@ -123,6 +124,47 @@ def open_uri(
 
     return open_members(
         "folder", uri, sorted(found), make_reader=lambda members: ArrowReader(uri), identity=identity,
-        limit=limit, seed=seed, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers,
+        limit=limit, seed=seed, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers, ignored=ignored,
     )
+
+
+def _classify_listing(infos: list[Any], root: str) -> tuple[dict[str, tuple[int, int]], Ignored, int]:
+    """The image files of a recursive listing under `root` (name -> (size, mtime_ns)), what was deliberately not
+    read (counted by reason, as a local folder's walk counts it), and how many other files there were.
+
+    A hidden folder (``.ipynb_checkpoints``, ``__MACOSX``, ...) counts once, under its name, as the walk of a folder
+    that does not enter it counts it: object stores have no folders, so it is known by the names under it (and by
+    its own entry where the store lists one). Image formats fidkit does not read are counted by reason; entries
+    that are neither files nor folders (a local special file) as not regular files.
+    """
+    import pyarrow.fs
+
+    found: dict[str, tuple[int, int]] = {}
+    ignored = Ignored()
+    hidden: set[str] = set()
+    n_other = 0
+    for info in sorted(infos, key=lambda info: info.path):
+        relative = info.path[len(root) + 1:] if info.path.startswith(root + "/") else info.path
+        parts = relative.split("/")
+        is_folder = info.type == pyarrow.fs.FileType.Directory
+        folders = parts if is_folder else parts[:-1]
+        first_hidden = next((index for index, part in enumerate(folders) if is_hidden_folder(part)), None)
+        if first_hidden is not None:
+            folder = "/".join(parts[:first_hidden + 1])
+            if folder not in hidden:
+                hidden.add(folder)
+                ignored.add(HIDDEN_FOLDER, f"{folder}/")
+            continue
+        if is_folder:
+            continue
+        reason = classify(relative)
+        if reason == "":
+            n_other += 1
+        elif reason is not None:
+            ignored.add(reason, relative)
+        elif info.type != pyarrow.fs.FileType.File:
+            ignored.add(NOT_REGULAR, relative)
+        else:
+            found[relative] = (int(info.size if info.size is not None else -1), int(info.mtime_ns or -1))
+    return found, ignored, n_other
 
