@@ -140,8 +140,7 @@ class RunOptions:
                 # A string such as "false" is truthy: taking it would turn the option on without a word.
                 allowed = "True, False or None" if name == "progress" else "True or False"
                 raise InputError(f"{name} must be {allowed}, not {value!r}")
-        if self.weights is not None and isinstance(self.weights, (str, os.PathLike)) and not str(self.weights):
-            raise InputError("weights must be a path to a weights file, not an empty string")
+        self._check_weights()
         limit, seed = check_limit_seed(self.limit, self.seed)
         if seed is not None and limit is None:
             # A warning, not an error: the run is still right (every image is used), only the seed does nothing.
@@ -156,6 +155,21 @@ class RunOptions:
         entry = extractor_entry(self.extractor)
         for name, value in entry.check(self).items():
             object.__setattr__(self, name, value)
+
+    def _check_weights(self) -> None:
+        """A path (or the located weights a ``ResolvedWeights`` names), checked here: anything else would fail only
+        once the network is built, after the inputs were opened (an int, a bool, bytes, a list of paths)."""
+        weights = self.weights
+        if weights is None:
+            return
+        path = getattr(weights, "path", None) if hasattr(weights, "sha256") else weights
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(
+                f"weights must be the path of a weights file (a str or an os.PathLike such as pathlib.Path), not "
+                f"{type(weights).__name__} {weights!r:.80}; pass one path, e.g. weights='pt_inception-2015-12-05.pth'"
+            )
+        if not str(path).strip():
+            raise InputError(f"weights must be the path of a weights file, not the blank string {str(path)!r}")
 
     def _check_cluster(self) -> None:
         if self.cluster not in CLUSTERS:
