@@ -38,3 +38,31 @@ def test_paths_and_located_weights_are_accepted(tmp_path, random_weights_path):
     assert RunOptions(weights=located).to_dict()["weights"] == str(random_weights_path)
     with pytest.raises(InputError, match="blank"):
         RunOptions(weights="  ")
+
+
+# ------------------------------------------------------------------------ the environment and numpy integers
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t", "  \n"])
+def test_a_blank_fidkit_home_is_unset_and_makes_no_folder_in_the_working_directory(blank, tmp_path, monkeypatch):
+    from fidkit._fs import cache_home
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FIDKIT_HOME", blank)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_home() == tmp_path / "xdg" / "fidkit"
+    monkeypatch.setenv("XDG_CACHE_HOME", blank)
+    assert cache_home() == pathlib.Path.home() / ".cache" / "fidkit"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dims", [np.int64(64), np.int32(192), np.uint16(768), 2048])
+def test_dims_take_numpy_integers_as_batch_size_and_limit_do(dims):
+    options = RunOptions(dims=dims, batch_size=np.int64(8), limit=np.int32(3))
+    assert options.dims == int(dims) and type(options.dims) is int
+
+
+@pytest.mark.parametrize("dims", [True, np.bool_(True), 64.0, np.float64(64), np.int64(65)])
+def test_dims_that_are_no_layer_are_still_refused(dims):
+    with pytest.raises(InputError, match="dims must be"):
+        RunOptions(dims=dims)
