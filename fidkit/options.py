@@ -100,7 +100,7 @@ class RunOptions:
     >>> RunOptions(precision="fast", device="cpu")
     Traceback (most recent call last):
     ...
-    fidkit.errors.InputError: precision='fast' runs on TensorRT (FP16): pass device='tensorrt' (--device tensorrt)
+    fidkit.errors.InputError: precision='fast' runs on TensorRT (FP16): pass device='tensorrt' (--device tensorrt), or drop precision='fast' (--precision fast)
     """
 
     extractor: str = DEFAULT_EXTRACTOR

@@ -4,6 +4,7 @@ refuses, and refusal messages that name what was passed and a fix that works."""
 from __future__ import annotations
 
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -66,3 +67,70 @@ def test_dims_take_numpy_integers_as_batch_size_and_limit_do(dims):
 def test_dims_that_are_no_layer_are_still_refused(dims):
     with pytest.raises(InputError, match="dims must be"):
         RunOptions(dims=dims)
+
+
+# ------------------------------------------------------------------------ refusals name what was passed, fixes work
+
+
+_FIX = re.compile(r"(pass|drop) (\w+)=('[^']*'|\d+)|use cluster='local'")
+_DEFAULTS = {"engine": "auto", "precision": "exact", "threads": None, "device": "auto"}
+
+
+def _apply(fix: str, passed: dict) -> dict:
+    changed = dict(passed)
+    for found in _FIX.finditer(fix):
+        if found.group(0).startswith("use cluster"):
+            changed["cluster"] = "local"
+            continue
+        verb, name, value = found.groups()
+        changed[name] = _DEFAULTS[name] if verb == "drop" else (value.strip("'") if value.startswith("'") else int(value))
+    return changed
+
+
+_COMBINATIONS = [
+    dict(device=device, engine=engine, precision=precision, threads=threads, cluster=cluster)
+    for device in ("auto", "cpu", "cuda", "cuda:1", "tensorrt", "tensorrt:2")
+    for engine in ("auto", "onnxruntime", "torch")
+    for precision in ("exact", "tf32", "bf16", "fast")
+    for threads in (None, 2)
+    for cluster in ("local", "ray")
+]
+
+
+@pytest.mark.parametrize("passed", _COMBINATIONS, ids=lambda passed: "-".join(str(v) for v in passed.values()))
+def test_every_refused_combination_names_what_was_passed_and_each_fix_offered_works(passed):
+    try:
+        RunOptions(**passed)
+    except InputError as exc:
+        message = str(exc)
+    else:
+        return
+    problem, _, fixes = message.partition(": ")
+    assert fixes, message
+    # The problem names only values that were passed (never a precision or device the user did not give).
+    for name, value in re.findall(r"(\w+)=('[^']*'|\d+)", problem):
+        if name in passed:
+            assert str(passed[name]) == value.strip("'"), message
+    alternatives = fixes.split(", or ")
+    for fix in alternatives:
+        assert _FIX.search(fix), message
+        # Each "drop name=value" names the value as passed.
+        for verb, name, value in re.findall(r"(drop) (\w+)=('[^']*'|\d+)", fix):
+            assert str(passed[name]) == value.strip("'"), message
+        RunOptions(**_apply(fix, passed))  # the fix, as offered, is accepted
+
+
+def test_the_reviews_cases_name_tf32_and_bf16_and_offer_no_device_that_fails():
+    with pytest.raises(InputError) as raised:
+        RunOptions(cluster="ray", device="cuda", precision="tf32")
+    message = str(raised.value)
+    assert "precision='tf32'" in message and "fast" not in message and "tensorrt" not in message
+    assert "engine='torch'" not in message
+    with pytest.raises(InputError) as raised:
+        RunOptions(cluster="ray", engine="torch", precision="bf16")
+    message = str(raised.value)
+    assert "engine='torch'" in message and "precision='bf16'" in message and "fast" not in message
+    with pytest.raises(InputError) as raised:
+        RunOptions(precision="fast", device="tensorrt", engine="torch")
+    message = str(raised.value)
+    assert "engine='onnxruntime'" in message and "device='cuda'" not in message
