@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fidkit
-from fidkit.errors import InputError
+from fidkit.errors import FidkitWarning, InputError
 from fidkit.options import RunOptions
 
 
@@ -134,3 +134,33 @@ def test_the_reviews_cases_name_tf32_and_bf16_and_offer_no_device_that_fails():
         RunOptions(precision="fast", device="tensorrt", engine="torch")
     message = str(raised.value)
     assert "engine='onnxruntime'" in message and "device='cuda'" not in message
+
+
+# ------------------------------------------------------------------------ stats/features --json record the network
+
+
+_RECORDED = {
+    "feature_extractor": "inception-2015-12-05/pool_3", "weights_sha256": "c" * 64, "convention": "clean",
+    "engine": "torch", "precision": "bf16", "provider": "CUDAExecutionProvider",
+}
+
+
+@pytest.mark.parametrize("command", ["stats", "features"])
+def test_stats_and_features_json_say_which_precision_engine_provider_and_convention_made_them(
+    command, tmp_path, capsys, fidkit_home
+):
+    import json
+
+    from fidkit.cli import build_parser
+
+    rows = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+    path = tmp_path / "side.npz"
+    if command == "stats":
+        fidkit.Stats.from_features(rows, metadata=_RECORDED).save(path)
+    else:
+        fidkit.Features(rows, metadata=_RECORDED).save(path)
+    args = build_parser(command).parse_args([command, str(path), "--json"])
+    with pytest.warns(FidkitWarning, match="not the released"):  # the made-up weights are said to be no release
+        assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {key: summary[key] for key in _RECORDED} == _RECORDED
