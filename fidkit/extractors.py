@@ -54,6 +54,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from fidkit.options import RunOptions
 
 __all__ = [
+    "NETWORK_OPTIONS",
+    "check_shared_options",
+    "refuse_unread_options",
     "Extractor",
     "ExtractorEntry",
     "ExtractorIdentity",
@@ -88,6 +91,10 @@ class Extractor(Protocol):
     def metadata(self) -> dict[str, str]:
         """What produced the features: recorded in statistics and feature files, shown in reports."""
 
+
+#: The options that choose or build a network, as opposed to how inputs are read and the run is organised. A
+#: registered entry reads those it declares (:attr:`ExtractorEntry.options`); an extractor object was built already.
+NETWORK_OPTIONS = ("weights", "convention", "dims", "device", "engine", "precision", "threads")
 
 #: Metadata keys that say *where* or *how fast* features were made, not *what* they are: not part of the identity.
 _NOT_IDENTITY = frozenset({"provider", "graph_sha256", "device", "batch_size"})
@@ -156,6 +163,11 @@ class ExtractorEntry:
         ``probe(options) -> None``: refuses at once (a ``FidkitError``) a device this machine cannot run, without
         building anything; called when a run or a metric starts, so that an impossible explicit GPU fails then,
         cached sides or not, and not hours later at the first batch. Default: nothing to probe.
+    options : tuple of str
+        The network options (of :data:`NETWORK_OPTIONS`: ``weights``, ``convention``, ``dims``, ``device``,
+        ``engine``, ``precision``, ``threads``) that its `build` and `identity` read. Any other one given with a
+        value other than its default is refused when the options are made: it would change nothing, and the
+        statistics would claim it. Default: none (the built-in network reads them all).
     """
 
     name: str
@@ -165,6 +177,15 @@ class ExtractorEntry:
     check: Callable[[Any], Mapping[str, Any]] = field(default=lambda options: {})
     cluster_ready: bool = False
     probe: Callable[[Any], None] = field(default=lambda options: None)
+    options: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.options) - set(NETWORK_OPTIONS))
+        if isinstance(self.options, str) or unknown:
+            raise InputError(
+                f"ExtractorEntry {self.name!r}: options must be a tuple of the network options it reads "
+                f"({', '.join(NETWORK_OPTIONS)}), not {self.options!r}"
+            )
 
 
 _REGISTRY: dict[str, ExtractorEntry] = {}
@@ -184,6 +205,7 @@ def _builtin_entries() -> dict[str, ExtractorEntry]:
             check=select.check_options,
             cluster_ready=True,
             probe=select.probe_device,
+            options=NETWORK_OPTIONS,
         )
     }
 
@@ -221,6 +243,53 @@ def extractor_entry(name: Any) -> ExtractorEntry:
     if not isinstance(name, str) or name not in registry:
         raise InputError(f"unknown extractor {name!r}; the registered extractors are {', '.join(registry)}")
     return registry[name]
+
+
+def check_shared_options(options: RunOptions) -> dict[str, Any]:
+    """Refuse values of the network options that no extractor could take, whichever is named: an unknown device
+    string, engine, precision or convention, a feature width that is not a positive integer. What only one network
+    can run (a width it does not have, a precision on a device) is its entry's `check`. Returns the canonical
+    device and dims to store back."""
+    import numbers
+
+    from fidkit._devices import parse_device
+    from fidkit.inception.conventions import CONVENTIONS
+    from fidkit.inception.providers import PRECISIONS
+    from fidkit.inception.select import ENGINES
+
+    device = parse_device(options.device)
+    if options.engine not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {options.engine!r}")
+    if options.precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
+    if options.convention not in CONVENTIONS:
+        raise InputError(
+            f"unknown preprocessing convention {options.convention!r}; use one of {', '.join(map(repr, CONVENTIONS))}"
+        )
+    dims = options.dims
+    if isinstance(dims, str) and dims.strip().isdigit():
+        dims = int(dims.strip())
+    if isinstance(dims, bool) or not isinstance(dims, numbers.Integral) or dims < 1:
+        raise InputError(f"dims must be a positive integer (the width of the features), not {options.dims!r}")
+    return {"device": str(device), "dims": int(dims)}
+
+
+def refuse_unread_options(entry: ExtractorEntry, options: RunOptions) -> None:
+    """Refuse a network option `entry` does not read (:attr:`ExtractorEntry.options`) given with a value other than
+    its default: the run would ignore it without a word, and its statistics look as if it had applied."""
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(options)}
+    for name in NETWORK_OPTIONS:
+        value = getattr(options, name)
+        if name in entry.options or value == defaults[name]:
+            continue
+        reads = ", ".join(entry.options) if entry.options else "none of them"
+        raise InputError(
+            f"{name}={value!r} does not apply to the extractor {entry.name!r}: of the network options "
+            f"({', '.join(NETWORK_OPTIONS)}) it reads {reads}; drop {name} (--{name}), or, if its build reads "
+            f"{name}, register it with ExtractorEntry(..., options=({name!r}, ...))"
+        )
 
 
 def identity_for(options: RunOptions) -> ExtractorIdentity:

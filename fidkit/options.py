@@ -124,7 +124,7 @@ class RunOptions:
     ray_address: str | None = None
 
     def __post_init__(self) -> None:
-        from fidkit.extractors import extractor_entry
+        from fidkit.extractors import check_shared_options, extractor_entry, refuse_unread_options
 
         if self.batch_size is not None:
             object.__setattr__(self, "batch_size", check_batch_size(self.batch_size))
@@ -140,7 +140,6 @@ class RunOptions:
                 # A string such as "false" is truthy: taking it would turn the option on without a word.
                 allowed = "True, False or None" if name == "progress" else "True or False"
                 raise InputError(f"{name} must be {allowed}, not {value!r}")
-        self._check_weights()
         limit, seed = check_limit_seed(self.limit, self.seed)
         if seed is not None and limit is None:
             # A warning, not an error: the run is still right (every image is used), only the seed does nothing.
@@ -151,8 +150,14 @@ class RunOptions:
         object.__setattr__(self, "limit", limit)
         object.__setattr__(self, "seed", seed)
         self._check_cluster()
-        # The extractor checks what only it knows (its devices, engines, precisions and their combinations).
+        # Values no extractor could take are refused whichever is named; then an option the entry does not read
+        # (given other than its default); then the extractor checks what only it knows (its devices, engines,
+        # precisions, widths and their combinations).
         entry = extractor_entry(self.extractor)
+        self._check_weights()
+        for name, value in check_shared_options(self).items():
+            object.__setattr__(self, name, value)
+        refuse_unread_options(entry, self)
         for name, value in entry.check(self).items():
             object.__setattr__(self, name, value)
 

@@ -164,3 +164,83 @@ def test_stats_and_features_json_say_which_precision_engine_provider_and_convent
         assert args.func(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert {key: summary[key] for key in _RECORDED} == _RECORDED
+
+
+# ------------------------------------------------------------------------ any extractor: shared checks, unread options
+
+
+class _MeanColour:
+    feature_dim, batch_size = 3, 8
+
+    def __call__(self, images):
+        return np.asarray(images, dtype=np.float32).mean(axis=(1, 2))
+
+    def metadata(self):
+        return {"weights_sha256": "none", "resize_mode": "none"}
+
+
+@pytest.fixture
+def registered():
+    """Two entries: one reads no network option, one reads the device (and records what it was built with)."""
+    from fidkit.extractors import ExtractorEntry, register_extractor, unregister_extractor
+
+    built = []
+    register_extractor(ExtractorEntry(
+        name="colour-plain", description="reads no network option", build=lambda options: _MeanColour(),
+        identity=lambda options: {"weights_sha256": "none", "resize_mode": "none"},
+    ), replace=True)
+    register_extractor(ExtractorEntry(
+        name="colour-device", description="reads the device", build=lambda options: built.append(options) or _MeanColour(),
+        identity=lambda options: {"weights_sha256": "none", "resize_mode": "none"}, options=("device",),
+    ), replace=True)
+    yield built
+    unregister_extractor("colour-plain")
+    unregister_extractor("colour-device")
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"device": "bogus"}, r"device must be auto, cpu, cuda.*not 'bogus'"),
+    ({"device": "cuda:x"}, "GPU index"),
+    ({"engine": "xyz"}, r"engine must be one of auto, onnxruntime, torch, not 'xyz'"),
+    ({"precision": "nonsense"}, r"precision must be one of exact, fast, tf32, bf16, not 'nonsense'"),
+    ({"convention": "nope"}, r"unknown preprocessing convention 'nope'; use one of 'tf'"),
+    ({"dims": -5}, r"dims must be a positive integer .*not -5"),
+    ({"dims": 0}, r"dims must be a positive integer"),
+    ({"dims": "wide"}, r"dims must be a positive integer"),
+])
+@pytest.mark.parametrize("name", ["colour-plain", "colour-device", "inception-2015"])
+def test_values_no_extractor_could_take_are_refused_whichever_is_named(registered, name, changes, message):
+    with pytest.raises(InputError, match=message):
+        RunOptions(extractor=name, **changes)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("device", "cpu"), ("device", "cuda:1"), ("engine", "torch"), ("precision", "bf16"), ("convention", "clean"),
+    ("dims", 64), ("threads", 2), ("weights", "w.pth"),
+])
+def test_a_network_option_the_entry_does_not_read_is_refused_naming_it_and_the_fix(registered, name, value):
+    with pytest.raises(InputError) as raised:
+        RunOptions(extractor="colour-plain", **{name: value})
+    message = str(raised.value)
+    assert f"{name}={value!r} does not apply to the extractor 'colour-plain'" in message
+    assert f"drop {name} (--{name})" in message and f"options=({name!r}, ...)" in message
+
+
+def test_defaults_and_declared_options_pass_and_reach_the_build(registered):
+    RunOptions(extractor="colour-plain", device="auto", engine="auto", precision="exact", convention="tf", dims=2048)
+    options = RunOptions(extractor="colour-device", device="cuda:0", workers=0)
+    assert options.device == "cuda"  # canonical, as for the built-in network
+    stats = fidkit.compute_stats(np.zeros((4, 5, 5, 3), np.uint8), extractor="colour-device", device="cpu",
+                                 use_cache=False, workers=0)
+    assert stats.dim == 3 and registered[-1].device == "cpu"
+    with pytest.raises(InputError, match="precision='tf32' does not apply to the extractor 'colour-device'.*reads device"):
+        RunOptions(extractor="colour-device", device="cuda", precision="tf32")
+
+
+def test_an_entry_declaring_an_option_that_is_no_network_option_is_refused():
+    from fidkit.extractors import ExtractorEntry
+
+    with pytest.raises(InputError, match="options must be a tuple of the network options"):
+        ExtractorEntry(name="x", description="x", build=lambda o: None, identity=lambda o: {}, options=("batch_size",))
+    with pytest.raises(InputError, match="options must be a tuple"):
+        ExtractorEntry(name="x", description="x", build=lambda o: None, identity=lambda o: {}, options="device")
