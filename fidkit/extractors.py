@@ -41,6 +41,7 @@ A new extractor in a few lines (here a toy: the mean colour of each image):
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -68,6 +69,10 @@ __all__ = [
     "build_extractor",
     "identity_for",
     "identity_of",
+    "check_extractor_object",
+    "declared_dim",
+    "declared_batch_size",
+    "extractor_metadata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,6 +81,12 @@ logger = logging.getLogger(__name__)
 @runtime_checkable
 class Extractor(Protocol):
     """What every feature extractor offers (the built-in ones, and a user's own object).
+
+    ``__call__`` and ``metadata()`` are required; ``metadata()`` returns a dict (string keys) of what produced
+    the features, recorded in statistics and feature files. ``feature_dim`` and ``batch_size`` are positive
+    integers where given; without ``feature_dim`` the width is taken from the first batch (every batch is still
+    checked against it); without ``batch_size`` batches are of ``batch_size`` (the option) or 50. An object that
+    breaks this is an ``InputError`` naming the part, when it is passed.
 
     Optional: ``on_gpu`` (bool), True where the network runs on a GPU: the extraction loop then hands the
     features to the statistics in a second thread while the next batch runs (:func:`fidkit.extraction.extract`).
@@ -303,6 +314,66 @@ def build_extractor(options: RunOptions) -> Any:
     return extractor_entry(options.extractor).build(options)
 
 
+_PROTOCOL = "the Extractor protocol, fidkit.extractors.Extractor"
+
+
+def _declared(extractor: Any, name: str) -> int | None:
+    """`extractor`'s ``feature_dim`` or ``batch_size`` as an int, None where it declares none (absent or None)."""
+    value = getattr(extractor, name, None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        meaning = "the width of its feature rows" if name == "feature_dim" else "the images it takes per call"
+        raise InputError(
+            f"{type(extractor).__name__}.{name} must be a positive integer ({meaning}) or absent, not {value!r} "
+            f"({_PROTOCOL})"
+        )
+    return int(value)
+
+
+def declared_dim(extractor: Any) -> int | None:
+    """The feature width `extractor` declares (``feature_dim``), None where it declares none."""
+    return _declared(extractor, "feature_dim")
+
+
+def declared_batch_size(extractor: Any) -> int | None:
+    """The images per call `extractor` declares (``batch_size``), None where it declares none."""
+    return _declared(extractor, "batch_size")
+
+
+def extractor_metadata(extractor: Any) -> dict[str, Any]:
+    """``extractor.metadata()`` as a dict with string keys and no None values; an ``InputError`` naming the method
+    where it is missing or returns something else than a mapping."""
+    method = getattr(extractor, "metadata", None)
+    if not callable(method):
+        raise InputError(
+            f"{type(extractor).__name__} has no metadata() method: an extractor object must have one returning a "
+            f"dict of what produced its features, e.g. {{'weights_sha256': ..., 'resize_mode': ...}} ({_PROTOCOL})"
+        )
+    stated = method()
+    if not isinstance(stated, Mapping):
+        raise InputError(
+            f"{type(extractor).__name__}.metadata() returned {type(stated).__name__} {stated!r:.80}, not a dict of "
+            f"what produced its features ({_PROTOCOL})"
+        )
+    return {str(k): v for k, v in stated.items() if v is not None}
+
+
+def check_extractor_object(extractor: Any) -> None:
+    """Refuse, when it is passed, an object that is not an extractor: not callable, no ``metadata()`` (or one that
+    returns no dict), a ``feature_dim`` or ``batch_size`` that is not a positive integer. The same rule for
+    :func:`fidkit.compute_stats` and its kin and for :class:`fidkit.FID`; a missing ``feature_dim`` is allowed in
+    both (the rows are checked against the first batch's width)."""
+    if not callable(extractor):
+        raise InputError(
+            f"extractor must be a registered name or an extractor object (callable on a uint8 batch, with "
+            f"metadata(): {_PROTOCOL}), not {extractor!r:.80}"
+        )
+    extractor_metadata(extractor)
+    declared_dim(extractor)
+    declared_batch_size(extractor)
+
+
 def identity_of(extractor: Any) -> ExtractorIdentity:
     """The identity an extractor object states: ``identity()`` when it has one, else its metadata.
 
@@ -314,7 +385,7 @@ def identity_of(extractor: Any) -> ExtractorIdentity:
         stated = own()
         if isinstance(stated, ExtractorIdentity):
             return stated
-    metadata = {str(k): v for k, v in dict(extractor.metadata()).items() if v is not None}
+    metadata = extractor_metadata(extractor)
     for required in ("weights_sha256", "resize_mode"):
         if required not in metadata and hasattr(extractor, required):
             metadata[required] = getattr(extractor, required)
@@ -343,8 +414,8 @@ class LazyExtractor:
     """
 
     def __init__(self, options: RunOptions, given: Any = None) -> None:
-        if given is not None and not callable(given):
-            raise InputError(f"extractor must be a registered name or an extractor object, not {given!r}")
+        if given is not None:
+            check_extractor_object(given)
         self.options = options
         self.given = given
         self._built = given
@@ -367,7 +438,7 @@ class LazyExtractor:
         if self._identity is None:
             self._identity = identity_for(self.options)
         if self._built is not None:
-            ran = str(dict(self._built.metadata()).get("engine", "") or "")
+            ran = str(extractor_metadata(self._built).get("engine", "") or "")
             if ran and self._identity.engine and ran != self._identity.engine:
                 return ExtractorIdentity.of(self._identity.name, {**dict(self._identity.fields), "engine": ran})
         return self._identity
@@ -385,4 +456,4 @@ class LazyExtractor:
 
     def batch_size(self) -> int:
         """Images per batch: the option, else the built extractor's choice."""
-        return int(self.options.batch_size or getattr(self.get(), "batch_size", 50))
+        return int(self.options.batch_size or declared_batch_size(self.get()) or 50)

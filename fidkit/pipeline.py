@@ -31,7 +31,7 @@ from fidkit._version import __version__
 from fidkit.cache import cache_key, load_cached_features, load_cached_stats, store_cached_features, store_cached_stats, utc_now_iso
 from fidkit.errors import EmptySourceError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
-from fidkit.extractors import LazyExtractor
+from fidkit.extractors import LazyExtractor, declared_dim, extractor_metadata
 from fidkit.features import EXTRA_OUTPUTS, FeatureRows, Features, is_features_file
 from fidkit.options import RunOptions
 from fidkit.preflight import recorded_convention, recorded_text
@@ -231,14 +231,14 @@ def _extract_locally(
 ) -> _Extracted:
     extractor = lazy.get()
     batch_size = lazy.batch_size()
-    accumulator = StatsAccumulator(dim=int(extractor.feature_dim))
+    accumulator = StatsAccumulator(dim=declared_dim(extractor))  # undeclared: the first batch's, then checked
     rows = FeatureRows(outputs=kept) if kept else None
     sinks = (accumulator,) if rows is None else (accumulator, rows)
     times = extract(
         source.batches(batch_size), extractor, *sinks, total=source.n_images, desc=source.name,
         progress=options.progress,
     )
-    metadata = {str(k): v for k, v in extractor.metadata().items() if v is not None}
+    metadata = extractor_metadata(extractor)
     features = rows.result() if rows is not None and rows.n else None
     skipped = tuple((str(file), str(reason)) for file, reason in source.skipped)
     recorded = getattr(extractor, "setup_seconds", None)

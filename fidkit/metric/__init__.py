@@ -38,7 +38,7 @@ from fidkit._validate import (
 from fidkit.errors import FidkitError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
 from fidkit.frechet import fid_from_stats
-from fidkit.extractors import LazyExtractor
+from fidkit.extractors import LazyExtractor, extractor_metadata
 from fidkit.options import RunOptions, run_options
 from fidkit.pipeline import describe, open_input, side_result
 from fidkit.preflight import check_against_run
@@ -96,7 +96,7 @@ def _reads_device_tensors(extractor: Any) -> bool:
 
 def _metadata(extractor: Any) -> dict[str, Any]:
     """What made the features (None values left out): recorded by a side at its first update, checked after."""
-    return {key: value for key, value in extractor.metadata().items() if value is not None}
+    return extractor_metadata(extractor)  # one check of the Extractor protocol, as compute_stats's
 
 
 
