@@ -69,6 +69,7 @@ __all__ = [
     "build_extractor",
     "identity_for",
     "identity_of",
+    "cacheable_object",
     "check_extractor_object",
     "declared_dim",
     "declared_batch_size",
@@ -85,8 +86,24 @@ class Extractor(Protocol):
     ``__call__`` and ``metadata()`` are required; ``metadata()`` returns a dict (string keys) of what produced
     the features, recorded in statistics and feature files. ``feature_dim`` and ``batch_size`` are positive
     integers where given; without ``feature_dim`` the width is taken from the first batch (every batch is still
-    checked against it); without ``batch_size`` batches are of ``batch_size`` (the option) or 50. An object that
-    breaks this is an ``InputError`` naming the part, when it is passed.
+    checked against it) and the statistics are not cached; without ``batch_size`` batches are of ``batch_size``
+    (the option) or 50. An object that breaks this is an ``InputError`` naming the part, when it is passed.
+
+    **Caching a user's object** (passed as ``extractor=``, not registered): its statistics are cached only when it
+    states a content identity, since nothing else tells two configurations of one class apart (two channel
+    selections, two layers of one network would otherwise be served each other's statistics):
+
+    - ``identity()`` returning an :class:`ExtractorIdentity` or a dict of identity fields: the object answers
+      for it naming everything that changes its numbers; or
+    - ``metadata()`` with ``weights_sha256`` the 64-hex-digit sha256 of its weights, and ``feature_dim``: its
+      identity is then every metadata field but where it ran (``provider``, ``device``, ...), its class's
+      qualified name and ``feature_dim``; the metadata must name whatever else changes its numbers. (Metadata that
+      names a registered extractor, as fidkit's ``FeatureExtractor`` does, is that extractor's identity: such an
+      object shares the cache with the extractor named.)
+
+    Anything else (``weights_sha256`` ``"none"`` or a name) runs every time, uncached; register it under a name
+    (:func:`register_extractor`) to cache it under that name. A cache entry whose width differs from the
+    extractor's ``feature_dim`` is never served, whatever its key.
 
     Optional: ``on_gpu`` (bool), True where the network runs on a GPU: the extraction loop then hands the
     features to the statistics in a second thread while the next batch runs (:func:`fidkit.extraction.extract`).
@@ -200,6 +217,8 @@ class ExtractorEntry:
 
 
 _REGISTRY: dict[str, ExtractorEntry] = {}
+#: The built-in network's name (:data:`fidkit.options.DEFAULT_EXTRACTOR`; the options import this module).
+_BUILTIN = "inception-2015"
 
 
 def _builtin_entries() -> dict[str, ExtractorEntry]:
@@ -374,17 +393,37 @@ def check_extractor_object(extractor: Any) -> None:
     declared_batch_size(extractor)
 
 
+def _stated_identity(extractor: Any) -> ExtractorIdentity | None:
+    """What an object's own ``identity()`` states (an :class:`ExtractorIdentity` or a dict of fields), or None."""
+    own = getattr(extractor, "identity", None)
+    if not callable(own):
+        return None
+    stated = own()
+    if isinstance(stated, ExtractorIdentity):
+        return stated
+    if isinstance(stated, Mapping):
+        fields = dict(stated)
+        return ExtractorIdentity.of(str(fields.get("extractor") or type(extractor).__name__), fields)
+    return None
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower())
+
+
 def identity_of(extractor: Any) -> ExtractorIdentity:
     """The identity an extractor object states: ``identity()`` when it has one, else its metadata.
 
-    A user's own object needs only ``metadata()`` with ``weights_sha256`` (anything that names its weights)
-    and ``resize_mode``; every other metadata field except where it ran (provider, device) is identity too.
+    From the metadata: ``weights_sha256`` and ``resize_mode`` are required (they are compared between the two
+    sides of a distance); every other field except where it ran (provider, device) is identity too, and so are the
+    class's qualified name and ``feature_dim``: two objects of different classes or widths never share an identity.
+    An object whose metadata names a registered extractor (``"extractor": "inception-2015"``, as fidkit's own
+    engines and a wrapper of one do) states that extractor's identity fields, which name the layer: it shares the
+    cache with the extractor named. Whether an identity may key the cache is :func:`cacheable_object`'s question.
     """
-    own = getattr(extractor, "identity", None)
-    if callable(own):
-        stated = own()
-        if isinstance(stated, ExtractorIdentity):
-            return stated
+    stated = _stated_identity(extractor)
+    if stated is not None:
+        return stated
     metadata = extractor_metadata(extractor)
     for required in ("weights_sha256", "resize_mode"):
         if required not in metadata and hasattr(extractor, required):
@@ -396,7 +435,27 @@ def identity_of(extractor: Any) -> ExtractorIdentity:
             )
     name = str(metadata.pop("extractor", "") or type(extractor).__name__)
     fields = {k: v for k, v in metadata.items() if k not in _NOT_IDENTITY}
+    if name not in _registry():
+        # Nothing but the metadata tells two configurations of one class apart: the class and the width at least.
+        kind = type(extractor)
+        fields["class"] = f"{kind.__module__}.{kind.__qualname__}"
+        dim = declared_dim(extractor)
+        if dim is not None:
+            fields["feature_dim"] = dim
     return ExtractorIdentity.of(name, fields)
+
+
+def cacheable_object(extractor: Any) -> str | None:
+    """Why an extractor object's statistics cannot be cached, or None when they can (the rule of :class:`Extractor`):
+    it states its own ``identity()``, or a ``weights_sha256`` that is a sha256 and a ``feature_dim``."""
+    if _stated_identity(extractor) is not None:
+        return None
+    stated = extractor_metadata(extractor).get("weights_sha256", getattr(extractor, "weights_sha256", None))
+    if not _is_sha256(stated):
+        return f"its metadata() names no weights by content (weights_sha256 {stated!r} is no sha256)"
+    if declared_dim(extractor) is None:
+        return "it declares no feature_dim"
+    return None
 
 
 class LazyExtractor:
@@ -453,6 +512,20 @@ class LazyExtractor:
         if self._built is None:
             self._built = build_extractor(self.options)
         return self._built
+
+    def cache_refusal(self) -> str | None:
+        """Why this run's statistics cannot be cached (a given object that states no content identity:
+        :func:`cacheable_object`), or None. A registered extractor is cached under its entry's identity."""
+        return None if self.given is None else cacheable_object(self.given)
+
+    def feature_dim(self) -> int | None:
+        """The width of the features, where known without building: the given or built extractor's
+        ``feature_dim``, the built-in network's ``dims``; None otherwise."""
+        if self._built is not None:
+            return declared_dim(self._built)
+        if self.options.extractor == _BUILTIN:
+            return int(self.options.dims)
+        return None
 
     def batch_size(self) -> int:
         """Images per batch: the option, else the built extractor's choice."""

@@ -54,6 +54,67 @@ def expected_stats(path, extractor) -> fidkit.Stats:
     return fidkit.Stats.from_features(rows)
 
 
+# ------------------------------------------------------------------------ 1. never another configuration's statistics
+
+
+@pytest.mark.parametrize(("first", "second"), [([0, 1], [1, 2]), ([0, 2], [1, 2]), ([0], [1])])
+def test_two_configurations_of_one_class_are_never_served_each_others_statistics(fidkit_home, sides, first, second):
+    a, b = sides
+    one = fidkit.compute_fid(a, b, extractor=Colour(first))
+    other = fidkit.compute_fid(a, b, extractor=Colour(second))
+    fresh = fidkit.compute_fid(a, b, extractor=Colour(second), use_cache=False)
+    assert other.value == pytest.approx(fresh.value, rel=1e-12) and other.value != pytest.approx(one.value)
+    assert not other.a.cached and not other.b.cached  # "none" names no weights: not cached at all
+    assert fidkit.cache.list_cache() == []
+
+
+def test_a_narrower_configuration_after_a_wider_one_has_its_own_width(fidkit_home, sides):
+    a, _ = sides
+    assert fidkit.compute_stats(a, extractor=Colour([0, 1, 2])).dim == 3
+    narrow = fidkit.compute_stats(a, extractor=Colour([2]))
+    assert narrow.dim == 1
+    np.testing.assert_allclose(narrow.mu, expected_stats(a, Colour([2])).mu, rtol=1e-12)
+
+
+def test_an_object_with_a_content_identity_is_cached_apart_by_class_and_width(fidkit_home, sides):
+    a, _ = sides
+    first, side = compute_stats_with_report(a, extractor=Colour([0, 1, 2], sha=SHA))
+    again, side_again = compute_stats_with_report(a, extractor=Colour([0, 1, 2], sha=SHA))
+    assert not side.cached and side_again.cached and np.array_equal(first.mu, again.mu)
+    # The same sha256, another width: its own entry, never the wider one's.
+    narrow, side_narrow = compute_stats_with_report(a, extractor=Colour([1], sha=SHA))
+    assert not side_narrow.cached and narrow.dim == 1
+    np.testing.assert_allclose(narrow.mu, expected_stats(a, Colour([1])).mu, rtol=1e-12)
+
+    # Another class with the same metadata and width: another identity, another entry.
+    class Reversed(Colour):
+        def __call__(self, batch):
+            return super().__call__(batch)[:, ::-1].copy()
+
+    reversed_stats, side_reversed = compute_stats_with_report(a, extractor=Reversed([0, 1, 2], sha=SHA))
+    assert not side_reversed.cached
+    np.testing.assert_allclose(reversed_stats.mu, first.mu[::-1], rtol=1e-12)
+    identity = identity_of(Reversed([0, 1, 2], sha=SHA))
+    assert identity.get("class").endswith("Reversed") and identity.get("feature_dim") == "3"
+
+
+def test_a_cache_entry_of_another_width_is_never_served_even_under_the_same_key(fidkit_home, sides):
+    a, _ = sides
+
+    class Stated(Colour):
+        def identity(self):  # the object answers for its identity, and says too little: both widths share a key
+            return ExtractorIdentity.of("stated", {"weights_sha256": SHA, "resize_mode": "none"})
+
+    assert fidkit.compute_stats(a, extractor=Stated([0, 1])).dim == 2
+    _, hit = compute_stats_with_report(a, extractor=Stated([0, 1]))
+    assert hit.cached  # a stated identity is cached
+    narrow, side = compute_stats_with_report(a, extractor=Stated([2]))
+    assert not side.cached and narrow.dim == 1
+    np.testing.assert_allclose(narrow.mu, expected_stats(a, Colour([2])).mu, rtol=1e-12)
+    features = fidkit.compute_features(a, extractor=Stated([0, 1, 2]))
+    assert features.dim == 3
+
+
 # ------------------------------------------------------------------------ 5. the Extractor protocol, one rule
 
 
@@ -123,6 +184,8 @@ def test_an_object_without_a_feature_dim_works_in_compute_and_in_fid_alike(fidki
     rows = np.load(a).astype(np.float32).mean(axis=(1, 2)).astype(np.float64)
     assert stats.dim == 3
     np.testing.assert_allclose(stats.mu, rows.mean(axis=0), rtol=1e-12)
+    _, side = compute_stats_with_report(a, extractor=kind())
+    assert not side.cached  # its width is not declared: nothing to check an entry against, so nothing is cached
     report = fidkit.compute_fid(a, b, extractor=kind())
     metric = fidkit.FID(reference=a, extractor=kind())
     metric.update(np.load(b))
