@@ -85,7 +85,8 @@ def compute_stats(source: Any, *, options: RunOptions | None = None, extractor: 
     extractor : str or extractor object, optional
         A registered extractor name (default ``"inception-2015"``), or a built extractor to use (and reuse
         across calls); with an object, ``weights``, ``device``, ``engine``, ``precision`` and ``threads`` are
-        not used, and batches are split at its own ``batch_size`` unless ``batch_size`` is given.
+        not used; batches are of its own ``batch_size``, or of ``batch_size`` where that is smaller (the report
+        says which).
     **overrides
         Fields of :class:`~fidkit.options.RunOptions`: ``weights``, ``device``, ``engine``, ``precision``,
         ``batch_size``, ``workers``, ``skip_bad``, ``limit``, ``seed``, ``exif_transpose``, ``use_cache``,

@@ -528,5 +528,10 @@ class LazyExtractor:
         return None
 
     def batch_size(self) -> int:
-        """Images per batch: the option, else the built extractor's choice."""
-        return int(self.options.batch_size or declared_batch_size(self.get()) or 50)
+        """Images per call of the extractor, as they run: its own ``batch_size``, or the option where that is
+        smaller (an extractor built already does not run larger batches than it was built for: fidkit's engines
+        split them); the option, else 50, for an extractor that declares none."""
+        own = declared_batch_size(self.get())
+        if own is None:
+            return int(self.options.batch_size or 50)
+        return min(own, int(self.options.batch_size)) if self.options.batch_size else own

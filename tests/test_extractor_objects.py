@@ -190,3 +190,16 @@ def test_an_object_without_a_feature_dim_works_in_compute_and_in_fid_alike(fidki
     metric = fidkit.FID(reference=a, extractor=kind())
     metric.update(np.load(b))
     assert float(metric.compute()) == pytest.approx(report.value, rel=1e-9)
+
+
+# ------------------------------------------------------------------------ 6. the batch size the report gives is what ran
+
+
+@pytest.mark.parametrize(("own", "asked", "ran"), [(2, 5, 2), (2, 1, 1), (4, None, 4), (None, 5, 5), (None, None, 50)])
+def test_the_report_gives_the_batch_size_the_object_ran(own, asked, ran):
+    extractor = Colour([0, 1])
+    extractor.batch_size = own
+    data = images(6, 9)
+    _, side = compute_stats_with_report(data, extractor=extractor, batch_size=asked, use_cache=False, workers=0)
+    assert side.batch_size == ran
+    assert max(extractor.calls) == min(ran, 6) and sum(extractor.calls) == 6

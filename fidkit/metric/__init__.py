@@ -122,8 +122,9 @@ class FID(DistributedMerge):
         The run's settings as one object (:class:`fidkit.RunOptions`); keyword arguments override its fields.
     extractor : str or extractor object, optional
         A registered extractor name (default ``"inception-2015"``), or a built extractor to share with other
-        computations (the reference's, say); with an object, `weights`, `device`, `engine`, `precision`,
-        `threads` and `batch_size` are not used (it runs as it was built).
+        computations (the reference's, say); with an object, `weights`, `device`, `engine`, `precision` and
+        `threads` are not used (it runs as it was built); :meth:`update` hands it each batch as given, and a
+        reference of images is read in batches of its own `batch_size` (or `batch_size`, where smaller).
     metrics : str or sequence of str
         Besides the FID (default: the FID alone): ``"kid"``, ``"is"``, ``"sfid"``, ``"prdc"`` or ``"all"``, as
         :func:`fidkit.compute_fid`; :meth:`compute`'s report then holds them in ``report.metrics``. The sides then
