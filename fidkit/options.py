@@ -33,7 +33,7 @@ from fidkit._ray_address import check_ray_address
 from fidkit._validate import check_batch_size, check_limit_seed
 from fidkit.errors import FidkitWarning, InputError
 
-__all__ = ["RunOptions", "DEFAULT_EXTRACTOR", "CLUSTERS", "run_options"]
+__all__ = ["RunOptions", "DEFAULT_EXTRACTOR", "CLUSTERS", "run_options", "given_options", "check_options_for_object"]
 
 #: The feature extractor of FID: the 2015 TensorFlow Inception-v3, pool_3.
 DEFAULT_EXTRACTOR = "inception-2015"
@@ -209,6 +209,109 @@ def _check_names(names: Any) -> None:
             f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the options are "
             + ", ".join(_FIELDS)
         )
+
+
+def _stated(extractor: Any, name: str) -> Any:
+    """What a built extractor states about the network option `name`: an attribute of that name, else its
+    metadata's field; ``dims`` is its ``feature_dim``; None where it states nothing."""
+    from fidkit.extractors import declared_dim, extractor_metadata
+
+    if name == "dims":
+        return declared_dim(extractor)
+    value = getattr(extractor, "weights_path" if name == "weights" else name, None)
+    if value is None and name not in ("weights", "device", "threads"):
+        value = extractor_metadata(extractor).get(name)
+    if name == "precision" and isinstance(value, str):
+        value = value.removeprefix("tensorrt-")  # recorded apart for TensorRT; asked for without the prefix
+    return value
+
+
+def _agrees(extractor: Any, name: str, value: Any, stated: Any) -> bool:
+    """Whether the option `name` = `value`, given with an extractor object, says what the object does."""
+    from fidkit._devices import parse_device
+    from fidkit._fs import sha256_file
+
+    if name in ("device", "engine") and value == "auto":
+        return True  # "choose for me": the object has chosen
+    if stated is None:
+        return False
+    if name == "device":
+        asked, built = parse_device(value), parse_device(str(stated))
+        if built.kind != "auto":
+            return str(asked) == str(built)
+        provider = str(getattr(extractor, "provider", "")).lower()  # where "auto" landed
+        ran = "tensorrt" if "tensorrt" in provider else "cuda" if "cuda" in provider else "cpu"
+        return asked.kind == ran
+    if name == "weights":
+        asked_path = os.path.realpath(os.path.expanduser(os.fspath(getattr(value, "path", value))))
+        if asked_path == os.path.realpath(os.fspath(stated)):
+            return True
+        sha = getattr(extractor, "weights_sha256", None)
+        try:
+            return sha is not None and sha256_file(asked_path) == str(sha)
+        except OSError:
+            return False
+    if name in ("dims", "threads"):
+        value = int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) == int(stated)
+    return str(value) == str(stated)
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: a string or a number as Python writes it, a path as its text."""
+    return repr(value) if isinstance(value, (str, numbers.Integral)) else repr(str(value))
+
+
+def given_options(options: RunOptions | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The options a call gave explicitly: its keywords, and the fields of its `options` object that differ from
+    their defaults (a default passed inside an object cannot be told from one left alone)."""
+    given = {name: value for name, value in (overrides or {}).items() if name in _FIELDS}
+    if options is not None:
+        defaults = RunOptions.__dataclass_fields__
+        for name in _FIELDS:
+            if name not in given and getattr(options, name) != defaults[name].default:
+                given[name] = getattr(options, name)
+    return given
+
+
+def check_options_for_object(extractor: Any, options: RunOptions | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Refuse a network option given with an extractor object that does not say what the object does; return the
+    `overrides` to make the run's options from.
+
+    An object is built already: ``weights``, ``convention``, ``dims``, ``device``, ``engine``, ``precision`` and
+    ``threads`` cannot change it. Given explicitly (a keyword, or a field of `options` other than its default),
+    each must agree with what the object states (its attribute or metadata: ``FeatureExtractor`` states them all)
+    or it is an ``InputError`` naming the option and the fix; otherwise the run would print the object's numbers
+    as if the option had applied. ``"auto"`` device and engine agree with anything. Called before the options
+    are made, so that what is refused is what the caller gave, not a consequence of it. The keywords that agree
+    are left out of the returned overrides: they change nothing, and the built-in network's rules (its widths,
+    its devices) are not the object's.
+    """
+    from fidkit.extractors import NETWORK_OPTIONS, check_extractor_object
+
+    if extractor is None or isinstance(extractor, str):
+        return overrides
+    check_extractor_object(extractor)
+    given = given_options(options, overrides)
+    kind = type(extractor).__name__
+    if given.get("extractor", DEFAULT_EXTRACTOR) != DEFAULT_EXTRACTOR:
+        raise InputError(
+            f"extractor={given['extractor']!r} in the options and an extractor object ({kind}) both name the "
+            "extractor: pass one of them"
+        )
+    for name in NETWORK_OPTIONS:
+        if name not in given or given[name] is None:
+            continue
+        value, stated = given[name], _stated(extractor, name)
+        if _agrees(extractor, name, value, stated):
+            continue
+        built = f"it was built with {name} {_shown(stated)}" if stated is not None else f"it states no {name}"
+        raise InputError(
+            f"{name}={_shown(value)} cannot apply to the extractor object {kind}, which runs as it was built "
+            f"({built}): drop {name}= to use the object as it is, or build the object with it (e.g. {kind}(..., "
+            f"{name}={_shown(value)})) and pass that"
+        )
+    return {name: value for name, value in overrides.items() if name not in NETWORK_OPTIONS}
 
 
 def run_options(options: RunOptions | None = None, /, **overrides: Any) -> RunOptions:

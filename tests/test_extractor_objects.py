@@ -192,6 +192,131 @@ def test_an_object_without_a_feature_dim_works_in_compute_and_in_fid_alike(fidki
     assert float(metric.compute()) == pytest.approx(report.value, rel=1e-9)
 
 
+# ------------------------------------------------------------------------ 2. options that contradict the object
+
+
+class BuiltNet:
+    """Stands for a built FeatureExtractor: the attributes and metadata fidkit's engines state."""
+
+    def __init__(self, weights_path, *, device="cpu", convention="tf", precision="exact", dims=4, threads=2,
+                 engine="onnxruntime", provider="CPUExecutionProvider") -> None:
+        self.weights_path, self.weights_sha256 = weights_path, SHA
+        self.device, self.convention, self.precision = device, convention, precision
+        self.feature_dim, self.threads, self.batch_size, self.provider = dims, threads, 8, provider
+        self.engine_name = engine
+
+    def __call__(self, batch):
+        x = np.asarray(batch, np.float32)
+        return np.concatenate([x.mean(axis=(1, 2)), x.std(axis=(1, 2))[:, :1]], axis=1)[:, : self.feature_dim]
+
+    def metadata(self):
+        return {"weights_sha256": SHA, "resize_mode": "none", "convention": self.convention,
+                "engine": self.engine_name, "precision": self.precision, "provider": self.provider}
+
+
+@pytest.fixture
+def built(tmp_path):
+    weights = tmp_path / "w0.pth"
+    weights.write_bytes(b"weights zero")
+    return BuiltNet(weights)
+
+
+@pytest.mark.parametrize(("option", "value", "stated"), [
+    ("convention", "clean", "'tf'"),
+    ("dims", 64, "4"),
+    ("device", "cuda", "'cpu'"),
+    ("device", "cuda:1", "'cpu'"),
+    ("engine", "torch", "'onnxruntime'"),
+    ("precision", "bf16", "'exact'"),
+    ("precision", "tf32", "'exact'"),
+    ("threads", 3, "2"),
+])
+@pytest.mark.parametrize("entry", ["compute_stats", "FID", "options"])
+def test_a_network_option_that_contradicts_the_object_is_refused_naming_it_and_the_fix(
+    built, entry, option, value, stated
+):
+    data = images(4, 5)
+    with pytest.raises(InputError) as raised:
+        if entry == "compute_stats":
+            fidkit.compute_stats(data, extractor=built, use_cache=False, **{option: value})
+        elif entry == "FID":
+            fidkit.FID(extractor=built, **{option: value})
+        else:  # the same option inside an options object (tf32 and bf16 alone are refused by RunOptions itself)
+            if option == "precision":
+                pytest.skip("RunOptions(precision=...) needs other options, which are named first")
+            fidkit.compute_stats(data, extractor=built, use_cache=False, options=fidkit.RunOptions(**{option: value}))
+    message = str(raised.value)
+    assert message.startswith(f"{option}={value!r} cannot apply to the extractor object BuiltNet")
+    assert f"it was built with {option} {stated}" in message
+    assert f"drop {option}=" in message and f"BuiltNet(..., {option}={value!r})" in message
+
+
+def test_weights_given_with_the_object_must_be_its_own(built, tmp_path):
+    data = images(4, 5)
+    other = tmp_path / "w1.pth"
+    other.write_bytes(b"weights one")
+    with pytest.raises(InputError, match=r"weights=.*w1.pth.* cannot apply to the extractor object BuiltNet.*w0.pth"):
+        fidkit.compute_stats(data, extractor=built, weights=other, use_cache=False)
+    # Its own file (by path, or a copy with the same content, which is its sha256 here) agrees.
+    copy = tmp_path / "copy.pth"
+    copy.write_bytes(b"weights zero")
+    built.weights_sha256 = __import__("hashlib").sha256(b"weights zero").hexdigest()
+    for same in (built.weights_path, str(built.weights_path), copy):
+        assert fidkit.compute_stats(data, extractor=built, weights=same, use_cache=False).dim == 4
+
+
+def test_options_that_agree_with_the_object_or_are_left_alone_pass(built):
+    data = images(4, 5)
+    baseline = fidkit.compute_stats(data, extractor=built, use_cache=False)
+    for agreeing in ({"device": "cpu"}, {"device": "auto"}, {"engine": "auto"}, {"engine": "onnxruntime"},
+                     {"convention": "tf"}, {"dims": 4}, {"dims": np.int64(4)}, {"precision": "exact"},
+                     {"threads": 2}, {"device": "cpu", "convention": "tf", "dims": 4}):
+        again = fidkit.compute_stats(data, extractor=built, use_cache=False, **agreeing)
+        np.testing.assert_array_equal(again.mu, baseline.mu)
+    fidkit.FID(extractor=built, device="cpu", convention="tf")
+    # A device left to "auto" by the object is compared with where it landed.
+    landed = BuiltNet(built.weights_path, device="auto", provider="CUDAExecutionProvider")
+    fidkit.FID(extractor=landed, device="cuda")
+    with pytest.raises(InputError, match="device='cpu' cannot apply"):
+        fidkit.FID(extractor=landed, device="cpu")
+
+
+def test_the_reviews_statistics_file_case_is_refused_before_anything_runs(built, tmp_path):
+    clean = fidkit.Stats.from_features(np.random.default_rng(0).normal(size=(10, 4)), metadata={"convention": "clean"})
+    clean.save(tmp_path / "b_clean.npz")
+    np.save(tmp_path / "a.npy", images(5, 6))
+    with pytest.raises(InputError, match=r"convention='clean' cannot apply.*built with convention 'tf'.*drop convention="):
+        fidkit.compute_fid(tmp_path / "b_clean.npz", tmp_path / "a.npy", extractor=built, convention="clean")
+
+
+def test_an_object_that_states_no_such_setting_refuses_it_too():
+    with pytest.raises(InputError, match=r"device='cpu' cannot apply to the extractor object Colour.*states no device"):
+        fidkit.compute_stats(images(3, 7), extractor=Colour([0]), device="cpu", use_cache=False)
+    with pytest.raises(InputError, match=r"dims=2 cannot apply.*built with dims 1"):
+        fidkit.FID(extractor=Colour([0]), dims=2)
+
+    from fidkit.extractors import ExtractorEntry, register_extractor, unregister_extractor
+
+    register_extractor(ExtractorEntry(name="colour-x", description="x", build=lambda options: Colour([0]),
+                                      identity=lambda options: {"weights_sha256": "none", "resize_mode": "none"}))
+    try:
+        with pytest.raises(InputError, match=r"extractor='colour-x' in the options and an extractor object"):
+            fidkit.compute_stats(images(3, 7), extractor=Colour([0]), options=fidkit.RunOptions(extractor="colour-x"))
+    finally:
+        unregister_extractor("colour-x")
+
+
+def test_the_real_network_passed_as_an_object_is_checked_against_its_options(random_weights_path, extractor):
+    data = images(2, 8, size=12)
+    with pytest.raises(InputError, match=r"convention='clean' cannot apply to the extractor object FeatureExtractor"):
+        fidkit.compute_stats(data, extractor=extractor, convention="clean", use_cache=False)
+    with pytest.raises(InputError, match=r"dims=64 cannot apply.*built with dims 2048"):
+        fidkit.compute_stats(data, extractor=extractor, dims=64, use_cache=False)
+    stats = fidkit.compute_stats(data, extractor=extractor, weights=random_weights_path, device="cpu",
+                                 convention="tf", use_cache=False, workers=0)
+    assert stats.dim == 2048
+
+
 # ------------------------------------------------------------------------ 6. the batch size the report gives is what ran
 
 
