@@ -351,11 +351,13 @@ def cache_home() -> Path:
 
     ``$FIDKIT_HOME`` if set, else ``$XDG_CACHE_HOME/fidkit``, else ``~/.cache/fidkit``. Read on
     every call, never memoised, so that tests and users can redirect it at any time. The folder
-    is not created here; writers create what they write.
+    is not created here; writers create what they write. A variable set to blanks only is unset, as for
+    fidkit's other variables (``FIDKIT_CACHE_MAX_BYTES``, ``FIDKIT_DATASETS``): taken as a path, ``" "`` would be a
+    folder named by a space in the working directory.
     """
-    explicit = os.environ.get("FIDKIT_HOME")
-    if explicit:
+    explicit = os.environ.get("FIDKIT_HOME", "")
+    if explicit.strip():
         return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg).expanduser() if xdg.strip() else Path.home() / ".cache"
     return base / "fidkit"

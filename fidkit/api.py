@@ -23,7 +23,7 @@ from fidkit.errors import FidkitWarning
 from fidkit.extractors import LazyExtractor
 from fidkit.features import Features
 from fidkit.frechet import fid_from_stats
-from fidkit.options import RunOptions, run_options
+from fidkit.options import RunOptions, check_options_for_object, run_options
 from fidkit.pipeline import SideResult, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import (
@@ -52,6 +52,7 @@ def _prepare(options: RunOptions | None, extractor: Any, overrides: dict[str, An
     if isinstance(extractor, str):
         overrides = {**overrides, "extractor": extractor}
         extractor = None
+    overrides = check_options_for_object(extractor, options, overrides)  # an object runs as built: none may say else
     resolved = run_options(options, **overrides)
     lazy = LazyExtractor(resolved, given=extractor)
     if resolved.cluster != "ray":  # on a cluster the actors' nodes run the network: they check the device
@@ -85,8 +86,10 @@ def compute_stats(source: Any, *, options: RunOptions | None = None, extractor: 
         The run's settings as one object; the keyword arguments below override its fields.
     extractor : str or extractor object, optional
         A registered extractor name (default ``"inception-2015"``), or a built extractor to use (and reuse
-        across calls); with an object, ``weights``, ``device``, ``engine``, ``precision`` and ``threads`` are
-        not used, and batches are split at its own ``batch_size`` unless ``batch_size`` is given.
+        across calls: :class:`fidkit.extractors.Extractor` says what it needs, and when its statistics are
+        cached). An object runs as it was built: ``weights``, ``convention``, ``dims``, ``device``, ``engine``,
+        ``precision`` and ``threads``, given explicitly, must say what it does, or they are an ``InputError``.
+        Batches are of its own ``batch_size``, or of ``batch_size`` where that is smaller (the report says which).
     **overrides
         Fields of :class:`~fidkit.options.RunOptions`: ``weights``, ``device``, ``engine``, ``precision``,
         ``batch_size``, ``workers``, ``skip_bad``, ``limit``, ``seed``, ``exif_transpose``, ``use_cache``,

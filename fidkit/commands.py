@@ -117,6 +117,13 @@ def _print_side(args: argparse.Namespace, side: Any, n: int | None, dim: int, ou
         "ignored": dict(side.ignored),
         "lossy": side.lossy,
         "batch_size": side.batch_size,
+        # What made the features, as the side records it: a bf16 or TensorRT summary says so, as compute's does.
+        "feature_extractor": side.feature_extractor,
+        "weights_sha256": side.weights_sha256,
+        "convention": side.convention,
+        "engine": side.engine,
+        "precision": side.precision,
+        "provider": side.provider,
         "saved": str(out_path) if out_path is not None else None,
         "seconds": round(side.total_seconds, 3),
     }

@@ -41,6 +41,7 @@ A new extractor in a few lines (here a toy: the mean colour of each image):
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -54,6 +55,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from fidkit.options import RunOptions
 
 __all__ = [
+    "NETWORK_OPTIONS",
+    "check_shared_options",
+    "refuse_unread_options",
     "Extractor",
     "ExtractorEntry",
     "ExtractorIdentity",
@@ -65,6 +69,11 @@ __all__ = [
     "build_extractor",
     "identity_for",
     "identity_of",
+    "cacheable_object",
+    "check_extractor_object",
+    "declared_dim",
+    "declared_batch_size",
+    "extractor_metadata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,6 +82,28 @@ logger = logging.getLogger(__name__)
 @runtime_checkable
 class Extractor(Protocol):
     """What every feature extractor offers (the built-in ones, and a user's own object).
+
+    ``__call__`` and ``metadata()`` are required; ``metadata()`` returns a dict (string keys) of what produced
+    the features, recorded in statistics and feature files. ``feature_dim`` and ``batch_size`` are positive
+    integers where given; without ``feature_dim`` the width is taken from the first batch (every batch is still
+    checked against it) and the statistics are not cached; without ``batch_size`` batches are of ``batch_size``
+    (the option) or 50. An object that breaks this is an ``InputError`` naming the part, when it is passed.
+
+    **Caching a user's object** (passed as ``extractor=``, not registered): its statistics are cached only when it
+    states a content identity, since nothing else tells two configurations of one class apart (two channel
+    selections, two layers of one network would otherwise be served each other's statistics):
+
+    - ``identity()`` returning an :class:`ExtractorIdentity` or a dict of identity fields: the object answers
+      for it naming everything that changes its numbers; or
+    - ``metadata()`` with ``weights_sha256`` the 64-hex-digit sha256 of its weights, and ``feature_dim``: its
+      identity is then every metadata field but where it ran (``provider``, ``device``, ...), its class's
+      qualified name and ``feature_dim``; the metadata must name whatever else changes its numbers. (Metadata that
+      names a registered extractor, as fidkit's ``FeatureExtractor`` does, is that extractor's identity: such an
+      object shares the cache with the extractor named.)
+
+    Anything else (``weights_sha256`` ``"none"`` or a name) runs every time, uncached; register it under a name
+    (:func:`register_extractor`) to cache it under that name. A cache entry whose width differs from the
+    extractor's ``feature_dim`` is never served, whatever its key.
 
     Optional: ``on_gpu`` (bool), True where the network runs on a GPU: the extraction loop then hands the
     features to the statistics in a second thread while the next batch runs (:func:`fidkit.extraction.extract`).
@@ -88,6 +119,10 @@ class Extractor(Protocol):
     def metadata(self) -> dict[str, str]:
         """What produced the features: recorded in statistics and feature files, shown in reports."""
 
+
+#: The options that choose or build a network, as opposed to how inputs are read and the run is organised. A
+#: registered entry reads those it declares (:attr:`ExtractorEntry.options`); an extractor object was built already.
+NETWORK_OPTIONS = ("weights", "convention", "dims", "device", "engine", "precision", "threads")
 
 #: Metadata keys that say *where* or *how fast* features were made, not *what* they are: not part of the identity.
 _NOT_IDENTITY = frozenset({"provider", "graph_sha256", "device", "batch_size"})
@@ -156,6 +191,11 @@ class ExtractorEntry:
         ``probe(options) -> None``: refuses at once (a ``FidkitError``) a device this machine cannot run, without
         building anything; called when a run or a metric starts, so that an impossible explicit GPU fails then,
         cached sides or not, and not hours later at the first batch. Default: nothing to probe.
+    options : tuple of str
+        The network options (of :data:`NETWORK_OPTIONS`: ``weights``, ``convention``, ``dims``, ``device``,
+        ``engine``, ``precision``, ``threads``) that its `build` and `identity` read. Any other one given with a
+        value other than its default is refused when the options are made: it would change nothing, and the
+        statistics would claim it. Default: none (the built-in network reads them all).
     """
 
     name: str
@@ -165,9 +205,20 @@ class ExtractorEntry:
     check: Callable[[Any], Mapping[str, Any]] = field(default=lambda options: {})
     cluster_ready: bool = False
     probe: Callable[[Any], None] = field(default=lambda options: None)
+    options: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.options) - set(NETWORK_OPTIONS))
+        if isinstance(self.options, str) or unknown:
+            raise InputError(
+                f"ExtractorEntry {self.name!r}: options must be a tuple of the network options it reads "
+                f"({', '.join(NETWORK_OPTIONS)}), not {self.options!r}"
+            )
 
 
 _REGISTRY: dict[str, ExtractorEntry] = {}
+#: The built-in network's name (:data:`fidkit.options.DEFAULT_EXTRACTOR`; the options import this module).
+_BUILTIN = "inception-2015"
 
 
 def _builtin_entries() -> dict[str, ExtractorEntry]:
@@ -184,6 +235,7 @@ def _builtin_entries() -> dict[str, ExtractorEntry]:
             check=select.check_options,
             cluster_ready=True,
             probe=select.probe_device,
+            options=NETWORK_OPTIONS,
         )
     }
 
@@ -223,6 +275,53 @@ def extractor_entry(name: Any) -> ExtractorEntry:
     return registry[name]
 
 
+def check_shared_options(options: RunOptions) -> dict[str, Any]:
+    """Refuse values of the network options that no extractor could take, whichever is named: an unknown device
+    string, engine, precision or convention, a feature width that is not a positive integer. What only one network
+    can run (a width it does not have, a precision on a device) is its entry's `check`. Returns the canonical
+    device and dims to store back."""
+    import numbers
+
+    from fidkit._devices import parse_device
+    from fidkit.inception.conventions import CONVENTIONS
+    from fidkit.inception.providers import PRECISIONS
+    from fidkit.inception.select import ENGINES
+
+    device = parse_device(options.device)
+    if options.engine not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {options.engine!r}")
+    if options.precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
+    if options.convention not in CONVENTIONS:
+        raise InputError(
+            f"unknown preprocessing convention {options.convention!r}; use one of {', '.join(map(repr, CONVENTIONS))}"
+        )
+    dims = options.dims
+    if isinstance(dims, str) and dims.strip().isdigit():
+        dims = int(dims.strip())
+    if isinstance(dims, bool) or not isinstance(dims, numbers.Integral) or dims < 1:
+        raise InputError(f"dims must be a positive integer (the width of the features), not {options.dims!r}")
+    return {"device": str(device), "dims": int(dims)}
+
+
+def refuse_unread_options(entry: ExtractorEntry, options: RunOptions) -> None:
+    """Refuse a network option `entry` does not read (:attr:`ExtractorEntry.options`) given with a value other than
+    its default: the run would ignore it without a word, and its statistics look as if it had applied."""
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(options)}
+    for name in NETWORK_OPTIONS:
+        value = getattr(options, name)
+        if name in entry.options or value == defaults[name]:
+            continue
+        reads = ", ".join(entry.options) if entry.options else "none of them"
+        raise InputError(
+            f"{name}={value!r} does not apply to the extractor {entry.name!r}: of the network options "
+            f"({', '.join(NETWORK_OPTIONS)}) it reads {reads}; drop {name} (--{name}), or, if its build reads "
+            f"{name}, register it with ExtractorEntry(..., options=({name!r}, ...))"
+        )
+
+
 def identity_for(options: RunOptions) -> ExtractorIdentity:
     """The identity of the extractor `options` would build, without building it."""
     entry = extractor_entry(options.extractor)
@@ -234,18 +333,98 @@ def build_extractor(options: RunOptions) -> Any:
     return extractor_entry(options.extractor).build(options)
 
 
+_PROTOCOL = "the Extractor protocol, fidkit.extractors.Extractor"
+
+
+def _declared(extractor: Any, name: str) -> int | None:
+    """`extractor`'s ``feature_dim`` or ``batch_size`` as an int, None where it declares none (absent or None)."""
+    value = getattr(extractor, name, None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        meaning = "the width of its feature rows" if name == "feature_dim" else "the images it takes per call"
+        raise InputError(
+            f"{type(extractor).__name__}.{name} must be a positive integer ({meaning}) or absent, not {value!r} "
+            f"({_PROTOCOL})"
+        )
+    return int(value)
+
+
+def declared_dim(extractor: Any) -> int | None:
+    """The feature width `extractor` declares (``feature_dim``), None where it declares none."""
+    return _declared(extractor, "feature_dim")
+
+
+def declared_batch_size(extractor: Any) -> int | None:
+    """The images per call `extractor` declares (``batch_size``), None where it declares none."""
+    return _declared(extractor, "batch_size")
+
+
+def extractor_metadata(extractor: Any) -> dict[str, Any]:
+    """``extractor.metadata()`` as a dict with string keys and no None values; an ``InputError`` naming the method
+    where it is missing or returns something else than a mapping."""
+    method = getattr(extractor, "metadata", None)
+    if not callable(method):
+        raise InputError(
+            f"{type(extractor).__name__} has no metadata() method: an extractor object must have one returning a "
+            f"dict of what produced its features, e.g. {{'weights_sha256': ..., 'resize_mode': ...}} ({_PROTOCOL})"
+        )
+    stated = method()
+    if not isinstance(stated, Mapping):
+        raise InputError(
+            f"{type(extractor).__name__}.metadata() returned {type(stated).__name__} {stated!r:.80}, not a dict of "
+            f"what produced its features ({_PROTOCOL})"
+        )
+    return {str(k): v for k, v in stated.items() if v is not None}
+
+
+def check_extractor_object(extractor: Any) -> None:
+    """Refuse, when it is passed, an object that is not an extractor: not callable, no ``metadata()`` (or one that
+    returns no dict), a ``feature_dim`` or ``batch_size`` that is not a positive integer. The same rule for
+    :func:`fidkit.compute_stats` and its kin and for :class:`fidkit.FID`; a missing ``feature_dim`` is allowed in
+    both (the rows are checked against the first batch's width)."""
+    if not callable(extractor):
+        raise InputError(
+            f"extractor must be a registered name or an extractor object (callable on a uint8 batch, with "
+            f"metadata(): {_PROTOCOL}), not {extractor!r:.80}"
+        )
+    extractor_metadata(extractor)
+    declared_dim(extractor)
+    declared_batch_size(extractor)
+
+
+def _stated_identity(extractor: Any) -> ExtractorIdentity | None:
+    """What an object's own ``identity()`` states (an :class:`ExtractorIdentity` or a dict of fields), or None."""
+    own = getattr(extractor, "identity", None)
+    if not callable(own):
+        return None
+    stated = own()
+    if isinstance(stated, ExtractorIdentity):
+        return stated
+    if isinstance(stated, Mapping):
+        fields = dict(stated)
+        return ExtractorIdentity.of(str(fields.get("extractor") or type(extractor).__name__), fields)
+    return None
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower())
+
+
 def identity_of(extractor: Any) -> ExtractorIdentity:
     """The identity an extractor object states: ``identity()`` when it has one, else its metadata.
 
-    A user's own object needs only ``metadata()`` with ``weights_sha256`` (anything that names its weights)
-    and ``resize_mode``; every other metadata field except where it ran (provider, device) is identity too.
+    From the metadata: ``weights_sha256`` and ``resize_mode`` are required (they are compared between the two
+    sides of a distance); every other field except where it ran (provider, device) is identity too, and so are the
+    class's qualified name and ``feature_dim``: two objects of different classes or widths never share an identity.
+    An object whose metadata names a registered extractor (``"extractor": "inception-2015"``, as fidkit's own
+    engines and a wrapper of one do) states that extractor's identity fields, which name the layer: it shares the
+    cache with the extractor named. Whether an identity may key the cache is :func:`cacheable_object`'s question.
     """
-    own = getattr(extractor, "identity", None)
-    if callable(own):
-        stated = own()
-        if isinstance(stated, ExtractorIdentity):
-            return stated
-    metadata = {str(k): v for k, v in dict(extractor.metadata()).items() if v is not None}
+    stated = _stated_identity(extractor)
+    if stated is not None:
+        return stated
+    metadata = extractor_metadata(extractor)
     for required in ("weights_sha256", "resize_mode"):
         if required not in metadata and hasattr(extractor, required):
             metadata[required] = getattr(extractor, required)
@@ -256,7 +435,27 @@ def identity_of(extractor: Any) -> ExtractorIdentity:
             )
     name = str(metadata.pop("extractor", "") or type(extractor).__name__)
     fields = {k: v for k, v in metadata.items() if k not in _NOT_IDENTITY}
+    if name not in _registry():
+        # Nothing but the metadata tells two configurations of one class apart: the class and the width at least.
+        kind = type(extractor)
+        fields["class"] = f"{kind.__module__}.{kind.__qualname__}"
+        dim = declared_dim(extractor)
+        if dim is not None:
+            fields["feature_dim"] = dim
     return ExtractorIdentity.of(name, fields)
+
+
+def cacheable_object(extractor: Any) -> str | None:
+    """Why an extractor object's statistics cannot be cached, or None when they can (the rule of :class:`Extractor`):
+    it states its own ``identity()``, or a ``weights_sha256`` that is a sha256 and a ``feature_dim``."""
+    if _stated_identity(extractor) is not None:
+        return None
+    stated = extractor_metadata(extractor).get("weights_sha256", getattr(extractor, "weights_sha256", None))
+    if not _is_sha256(stated):
+        return f"its metadata() names no weights by content (weights_sha256 {stated!r} is no sha256)"
+    if declared_dim(extractor) is None:
+        return "it declares no feature_dim"
+    return None
 
 
 class LazyExtractor:
@@ -274,8 +473,8 @@ class LazyExtractor:
     """
 
     def __init__(self, options: RunOptions, given: Any = None) -> None:
-        if given is not None and not callable(given):
-            raise InputError(f"extractor must be a registered name or an extractor object, not {given!r}")
+        if given is not None:
+            check_extractor_object(given)
         self.options = options
         self.given = given
         self._built = given
@@ -298,7 +497,7 @@ class LazyExtractor:
         if self._identity is None:
             self._identity = identity_for(self.options)
         if self._built is not None:
-            ran = str(dict(self._built.metadata()).get("engine", "") or "")
+            ran = str(extractor_metadata(self._built).get("engine", "") or "")
             if ran and self._identity.engine and ran != self._identity.engine:
                 return ExtractorIdentity.of(self._identity.name, {**dict(self._identity.fields), "engine": ran})
         return self._identity
@@ -314,6 +513,25 @@ class LazyExtractor:
             self._built = build_extractor(self.options)
         return self._built
 
+    def cache_refusal(self) -> str | None:
+        """Why this run's statistics cannot be cached (a given object that states no content identity:
+        :func:`cacheable_object`), or None. A registered extractor is cached under its entry's identity."""
+        return None if self.given is None else cacheable_object(self.given)
+
+    def feature_dim(self) -> int | None:
+        """The width of the features, where known without building: the given or built extractor's
+        ``feature_dim``, the built-in network's ``dims``; None otherwise."""
+        if self._built is not None:
+            return declared_dim(self._built)
+        if self.options.extractor == _BUILTIN:
+            return int(self.options.dims)
+        return None
+
     def batch_size(self) -> int:
-        """Images per batch: the option, else the built extractor's choice."""
-        return int(self.options.batch_size or getattr(self.get(), "batch_size", 50))
+        """Images per call of the extractor, as they run: its own ``batch_size``, or the option where that is
+        smaller (an extractor built already does not run larger batches than it was built for: fidkit's engines
+        split them); the option, else 50, for an extractor that declares none."""
+        own = declared_batch_size(self.get())
+        if own is None:
+            return int(self.options.batch_size or 50)
+        return min(own, int(self.options.batch_size)) if self.options.batch_size else own

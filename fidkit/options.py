@@ -33,7 +33,7 @@ from fidkit._ray_address import check_ray_address
 from fidkit._validate import check_batch_size, check_limit_seed
 from fidkit.errors import FidkitWarning, InputError
 
-__all__ = ["RunOptions", "DEFAULT_EXTRACTOR", "CLUSTERS", "run_options"]
+__all__ = ["RunOptions", "DEFAULT_EXTRACTOR", "CLUSTERS", "run_options", "given_options", "check_options_for_object"]
 
 #: The feature extractor of FID: the 2015 TensorFlow Inception-v3, pool_3.
 DEFAULT_EXTRACTOR = "inception-2015"
@@ -100,7 +100,7 @@ class RunOptions:
     >>> RunOptions(precision="fast", device="cpu")
     Traceback (most recent call last):
     ...
-    fidkit.errors.InputError: precision='fast' runs on TensorRT (FP16): pass device='tensorrt' (--device tensorrt)
+    fidkit.errors.InputError: precision='fast' runs on TensorRT (FP16): pass device='tensorrt' (--device tensorrt), or drop precision='fast' (--precision fast)
     """
 
     extractor: str = DEFAULT_EXTRACTOR
@@ -124,7 +124,7 @@ class RunOptions:
     ray_address: str | None = None
 
     def __post_init__(self) -> None:
-        from fidkit.extractors import extractor_entry
+        from fidkit.extractors import check_shared_options, extractor_entry, refuse_unread_options
 
         if self.batch_size is not None:
             object.__setattr__(self, "batch_size", check_batch_size(self.batch_size))
@@ -140,8 +140,6 @@ class RunOptions:
                 # A string such as "false" is truthy: taking it would turn the option on without a word.
                 allowed = "True, False or None" if name == "progress" else "True or False"
                 raise InputError(f"{name} must be {allowed}, not {value!r}")
-        if self.weights is not None and isinstance(self.weights, (str, os.PathLike)) and not str(self.weights):
-            raise InputError("weights must be a path to a weights file, not an empty string")
         limit, seed = check_limit_seed(self.limit, self.seed)
         if seed is not None and limit is None:
             # A warning, not an error: the run is still right (every image is used), only the seed does nothing.
@@ -152,10 +150,31 @@ class RunOptions:
         object.__setattr__(self, "limit", limit)
         object.__setattr__(self, "seed", seed)
         self._check_cluster()
-        # The extractor checks what only it knows (its devices, engines, precisions and their combinations).
+        # Values no extractor could take are refused whichever is named; then an option the entry does not read
+        # (given other than its default); then the extractor checks what only it knows (its devices, engines,
+        # precisions, widths and their combinations).
         entry = extractor_entry(self.extractor)
+        self._check_weights()
+        for name, value in check_shared_options(self).items():
+            object.__setattr__(self, name, value)
+        refuse_unread_options(entry, self)
         for name, value in entry.check(self).items():
             object.__setattr__(self, name, value)
+
+    def _check_weights(self) -> None:
+        """A path (or the located weights a ``ResolvedWeights`` names), checked here: anything else would fail only
+        once the network is built, after the inputs were opened (an int, a bool, bytes, a list of paths)."""
+        weights = self.weights
+        if weights is None:
+            return
+        path = getattr(weights, "path", None) if hasattr(weights, "sha256") else weights
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(
+                f"weights must be the path of a weights file (a str or an os.PathLike such as pathlib.Path), not "
+                f"{type(weights).__name__} {weights!r:.80}; pass one path, e.g. weights='pt_inception-2015-12-05.pth'"
+            )
+        if not str(path).strip():
+            raise InputError(f"weights must be the path of a weights file, not the blank string {str(path)!r}")
 
     def _check_cluster(self) -> None:
         if self.cluster not in CLUSTERS:
@@ -190,6 +209,109 @@ def _check_names(names: Any) -> None:
             f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the options are "
             + ", ".join(_FIELDS)
         )
+
+
+def _stated(extractor: Any, name: str) -> Any:
+    """What a built extractor states about the network option `name`: an attribute of that name, else its
+    metadata's field; ``dims`` is its ``feature_dim``; None where it states nothing."""
+    from fidkit.extractors import declared_dim, extractor_metadata
+
+    if name == "dims":
+        return declared_dim(extractor)
+    value = getattr(extractor, "weights_path" if name == "weights" else name, None)
+    if value is None and name not in ("weights", "device", "threads"):
+        value = extractor_metadata(extractor).get(name)
+    if name == "precision" and isinstance(value, str):
+        value = value.removeprefix("tensorrt-")  # recorded apart for TensorRT; asked for without the prefix
+    return value
+
+
+def _agrees(extractor: Any, name: str, value: Any, stated: Any) -> bool:
+    """Whether the option `name` = `value`, given with an extractor object, says what the object does."""
+    from fidkit._devices import parse_device
+    from fidkit._fs import sha256_file
+
+    if name in ("device", "engine") and value == "auto":
+        return True  # "choose for me": the object has chosen
+    if stated is None:
+        return False
+    if name == "device":
+        asked, built = parse_device(value), parse_device(str(stated))
+        if built.kind != "auto":
+            return str(asked) == str(built)
+        provider = str(getattr(extractor, "provider", "")).lower()  # where "auto" landed
+        ran = "tensorrt" if "tensorrt" in provider else "cuda" if "cuda" in provider else "cpu"
+        return asked.kind == ran
+    if name == "weights":
+        asked_path = os.path.realpath(os.path.expanduser(os.fspath(getattr(value, "path", value))))
+        if asked_path == os.path.realpath(os.fspath(stated)):
+            return True
+        sha = getattr(extractor, "weights_sha256", None)
+        try:
+            return sha is not None and sha256_file(asked_path) == str(sha)
+        except OSError:
+            return False
+    if name in ("dims", "threads"):
+        value = int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) == int(stated)
+    return str(value) == str(stated)
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: a string or a number as Python writes it, a path as its text."""
+    return repr(value) if isinstance(value, (str, numbers.Integral)) else repr(str(value))
+
+
+def given_options(options: RunOptions | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The options a call gave explicitly: its keywords, and the fields of its `options` object that differ from
+    their defaults (a default passed inside an object cannot be told from one left alone)."""
+    given = {name: value for name, value in (overrides or {}).items() if name in _FIELDS}
+    if options is not None:
+        defaults = RunOptions.__dataclass_fields__
+        for name in _FIELDS:
+            if name not in given and getattr(options, name) != defaults[name].default:
+                given[name] = getattr(options, name)
+    return given
+
+
+def check_options_for_object(extractor: Any, options: RunOptions | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Refuse a network option given with an extractor object that does not say what the object does; return the
+    `overrides` to make the run's options from.
+
+    An object is built already: ``weights``, ``convention``, ``dims``, ``device``, ``engine``, ``precision`` and
+    ``threads`` cannot change it. Given explicitly (a keyword, or a field of `options` other than its default),
+    each must agree with what the object states (its attribute or metadata: ``FeatureExtractor`` states them all)
+    or it is an ``InputError`` naming the option and the fix; otherwise the run would print the object's numbers
+    as if the option had applied. ``"auto"`` device and engine agree with anything. Called before the options
+    are made, so that what is refused is what the caller gave, not a consequence of it. The keywords that agree
+    are left out of the returned overrides: they change nothing, and the built-in network's rules (its widths,
+    its devices) are not the object's.
+    """
+    from fidkit.extractors import NETWORK_OPTIONS, check_extractor_object
+
+    if extractor is None or isinstance(extractor, str):
+        return overrides
+    check_extractor_object(extractor)
+    given = given_options(options, overrides)
+    kind = type(extractor).__name__
+    if given.get("extractor", DEFAULT_EXTRACTOR) != DEFAULT_EXTRACTOR:
+        raise InputError(
+            f"extractor={given['extractor']!r} in the options and an extractor object ({kind}) both name the "
+            "extractor: pass one of them"
+        )
+    for name in NETWORK_OPTIONS:
+        if name not in given or given[name] is None:
+            continue
+        value, stated = given[name], _stated(extractor, name)
+        if _agrees(extractor, name, value, stated):
+            continue
+        built = f"it was built with {name} {_shown(stated)}" if stated is not None else f"it states no {name}"
+        raise InputError(
+            f"{name}={_shown(value)} cannot apply to the extractor object {kind}, which runs as it was built "
+            f"({built}): drop {name}= to use the object as it is, or build the object with it (e.g. {kind}(..., "
+            f"{name}={_shown(value)})) and pass that"
+        )
+    return {name: value for name, value in overrides.items() if name not in NETWORK_OPTIONS}
 
 
 def run_options(options: RunOptions | None = None, /, **overrides: Any) -> RunOptions:

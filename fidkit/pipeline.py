@@ -31,7 +31,7 @@ from fidkit._version import __version__
 from fidkit.cache import cache_key, load_cached_features, load_cached_stats, store_cached_features, store_cached_stats, utc_now_iso
 from fidkit.errors import EmptySourceError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
-from fidkit.extractors import LazyExtractor
+from fidkit.extractors import LazyExtractor, declared_dim, extractor_metadata
 from fidkit.features import EXTRA_OUTPUTS, FeatureRows, Features, is_features_file
 from fidkit.options import RunOptions
 from fidkit.preflight import recorded_convention, recorded_text
@@ -145,9 +145,18 @@ class CacheLookup:
     features: Features | None = None
 
 
-def _usable(entry: Any, options: RunOptions) -> bool:
-    """An entry made with ``skip_bad`` that did skip files does not stand in for a run that should stop at them."""
-    return entry is not None and (options.skip_bad or _count(entry.metadata.get("n_skipped"), 0) == 0)
+def _usable(entry: Any, options: RunOptions, dim: int | None, source_name: str) -> bool:
+    """An entry made with ``skip_bad`` that did skip files does not stand in for a run that should stop at them;
+    an entry of another width than the extractor's (`dim`, where known) is never served, whatever its key said."""
+    if entry is None or not (options.skip_bad or _count(entry.metadata.get("n_skipped"), 0) == 0):
+        return False
+    if dim is not None and entry.dim != dim:
+        logger.warning(
+            "%s: the cache entry holds %d-dimensional features, but the extractor makes %d; computing them again",
+            source_name, entry.dim, dim,
+        )
+        return False
+    return True
 
 
 def look_up(
@@ -166,18 +175,24 @@ def look_up(
     fingerprint = fingerprint or opened or source.fingerprint(hash_content=options.hash_content)
     if not options.use_cache:
         return CacheLookup(None, None, fingerprint)
+    name = str(source.name)
+    refusal = lazy.cache_refusal()
+    if refusal is not None:
+        # A user's object that states no content identity: two configurations of its class would share entries.
+        logger.info("%s: not cached: %s (fidkit.extractors.Extractor says how to cache it)", name, refusal)
+        return CacheLookup(None, None, fingerprint)
     identity = lazy.identity()
     stats_key = cache_key(fingerprint, identity.as_dict(), product="stats")
     features_key = cache_key(fingerprint, identity.as_dict(), product="features")
-    name = str(source.name)
+    dim = lazy.feature_dim()
 
     def stats_entry() -> Stats | None:
         stats = load_cached_stats(stats_key, source_name=name)
-        return stats if _usable(stats, options) else None
+        return stats if _usable(stats, options, dim, name) else None
 
     def features_entry() -> Features | None:
         features = load_cached_features(features_key, source_name=name)
-        return features if _usable(features, options) else None
+        return features if _usable(features, options, dim, name) else None
 
     if keep_features:
         features = features_entry()
@@ -231,14 +246,14 @@ def _extract_locally(
 ) -> _Extracted:
     extractor = lazy.get()
     batch_size = lazy.batch_size()
-    accumulator = StatsAccumulator(dim=int(extractor.feature_dim))
+    accumulator = StatsAccumulator(dim=declared_dim(extractor))  # undeclared: the first batch's, then checked
     rows = FeatureRows(outputs=kept) if kept else None
     sinks = (accumulator,) if rows is None else (accumulator, rows)
     times = extract(
         source.batches(batch_size), extractor, *sinks, total=source.n_images, desc=source.name,
         progress=options.progress,
     )
-    metadata = {str(k): v for k, v in extractor.metadata().items() if v is not None}
+    metadata = extractor_metadata(extractor)
     features = rows.result() if rows is not None and rows.n else None
     skipped = tuple((str(file), str(reason)) for file, reason in source.skipped)
     recorded = getattr(extractor, "setup_seconds", None)

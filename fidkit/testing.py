@@ -134,7 +134,7 @@ def replaced_extractor(
     options it was built with (one item per build).
 
     `identity` states its identity without building it (default: the replaced entry's, e.g. the weights' sha256
-    of the options); the options' check and the device probe stay the replaced entry's. The original entry
+    of the options); the options' check, the options it reads and the device probe stay the replaced entry's. The original entry
     comes back at the end.
     """
     original = extractor_entry(name) if name in extractor_names() else None
@@ -153,6 +153,7 @@ def replaced_extractor(
             name=name, description=f"(replaced for a test) {original.description if original else name}",
             build=counted, identity=identity, check=original.check if original else (lambda options: {}),
             probe=original.probe if original else (lambda options: None),
+            options=original.options if original else (),
         ),
         replace=True,
     )

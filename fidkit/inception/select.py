@@ -52,40 +52,99 @@ def check_options(options: Any) -> dict[str, str]:
     engine = check_engine(options.engine)
     if options.precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
-    if engine == "torch" and device.kind == "tensorrt":
-        raise InputError(
-            f"device {str(device)!r} is onnxruntime's TensorRT provider; the torch engine runs on cpu or cuda: pass "
-            "engine='onnxruntime' (--engine onnxruntime) or device='cuda' (--device cuda)"
-        )
-    threads, cluster = getattr(options, "threads", None), getattr(options, "cluster", "local")
-    if engine == "torch" and threads is not None:
-        raise InputError(
-            "threads sets onnxruntime's threads; the torch engine uses torch's own (torch.set_num_threads): drop "
-            "threads (--threads) or pass engine='onnxruntime'"
-        )
-    if cluster == "ray" and (engine == "torch" or options.precision != "exact" or device.kind == "tensorrt"):
-        raise InputError(
-            "cluster='ray' runs the onnxruntime network in exact float32 on CPU or CUDA actors: drop engine='torch', "
-            "precision='fast' and device='tensorrt' (--engine, --precision, --device), or use cluster='local'"
-        )
-    if options.precision == "tf32" and device.kind != "cuda":
-        raise InputError(
-            f"precision='tf32' is a GPU arithmetic (TF32 tensor cores): pass device='cuda' (--device cuda), not "
-            f"{str(device)!r}; on the CPU the features are float32 (precision='exact')"
-        )
-    if options.precision == "bf16" and engine != "torch":
-        raise InputError(
-            "precision='bf16' runs the network in torch under bfloat16 autocast: pass engine='torch' (--engine torch)"
-        )
-    if options.precision == "fast":
-        if engine == "torch":
-            raise InputError(
-                "precision='fast' is onnxruntime's TensorRT mode; the torch engine computes in float32: pass "
-                "engine='onnxruntime' (--engine onnxruntime) or precision='exact'"
-            )
-        if device.kind != "tensorrt":
-            raise InputError("precision='fast' runs on TensorRT (FP16): pass device='tensorrt' (--device tensorrt)")
+    refused = _refused_combination(options, device, engine)
+    if refused is not None:
+        problem, candidates = refused
+        raise InputError(f"{problem}: {_working_fixes(options, candidates)}")
     return {"device": str(device), "engine": engine, "convention": convention, "dims": dims}
+
+
+#: What each option of a combination falls back to when a fix drops it.
+_DROPPED = {"engine": "auto", "precision": "exact", "threads": None, "cluster": "local"}
+
+
+def _refused_combination(options: Any, device: Any, engine: str) -> tuple[str, list[dict[str, Any]]] | None:
+    """The first combination of `options` this network cannot run: what is wrong, naming what was passed, and the
+    changes that could fix it (:func:`_working_fixes` offers those that pass every check)."""
+    precision = options.precision
+    threads, cluster = getattr(options, "threads", None), getattr(options, "cluster", "local")
+    cuda = f"cuda:{device.index}" if device.index else "cuda"
+    tensorrt = f"tensorrt:{device.index}" if device.index else "tensorrt"
+    if cluster == "ray":
+        # Each actor builds the onnxruntime network in exact float32 (fidkit.cluster.ray): what differs is named.
+        fix = {
+            **({"engine": "auto"} if engine == "torch" else {}),
+            **({"precision": "exact"} if precision != "exact" else {}),
+            **({"device": cuda} if device.kind == "tensorrt" else {}),
+        }
+        if fix:
+            passed = " and ".join(f"{name}={getattr(options, name)!r}" for name in fix)
+            return (
+                f"cluster='ray' runs the onnxruntime network in exact float32 on CPU or CUDA actors, not {passed}",
+                [fix, {"cluster": "local"}],
+            )
+    if engine == "torch" and device.kind == "tensorrt":
+        return (
+            f"device={str(device)!r} is onnxruntime's TensorRT provider; the torch engine runs on cpu or cuda",
+            [{"engine": "onnxruntime"}, {"device": cuda}],
+        )
+    if engine == "torch" and threads is not None:
+        return (
+            f"threads={threads} sets onnxruntime's threads; the torch engine uses torch's own (torch.set_num_threads)",
+            [{"threads": None}, {"engine": "onnxruntime"}],
+        )
+    if precision == "tf32" and device.kind != "cuda":
+        return (
+            f"precision='tf32' is a GPU arithmetic (TF32 tensor cores) and device={str(device)!r} is no CUDA GPU (on "
+            "the CPU the features are float32, the default precision)",
+            [{"device": cuda}, {"precision": "exact"}],
+        )
+    if precision == "bf16" and engine != "torch":
+        return (
+            f"precision='bf16' runs the network in torch under bfloat16 autocast, not on engine={engine!r}",
+            [{"engine": "torch"}, *([{"engine": "torch", "device": cuda}] if device.kind == "tensorrt" else []),
+             {"precision": "exact"}],
+        )
+    if precision == "fast" and engine == "torch":
+        return (
+            "precision='fast' is onnxruntime's TensorRT mode; the torch engine computes in float32",
+            [{"engine": "onnxruntime"}, {"engine": "onnxruntime", "device": tensorrt}, {"precision": "exact"}],
+        )
+    if precision == "fast" and device.kind != "tensorrt":
+        return (
+            "precision='fast' runs on TensorRT (FP16)",
+            [{"device": tensorrt}, {"precision": "exact"}],
+        )
+    return None
+
+
+def _working_fixes(options: Any, candidates: list[dict[str, Any]]) -> str:
+    """The candidate changes that pass every combination check of :func:`check_options`, as text for the API and the command
+    line: a fix a refusal offers must work as offered (``fast`` needs TensorRT, so ``device='cuda'`` is no fix for
+    it). Where none does, dropping every option of the combination does (the defaults always pass)."""
+    from types import SimpleNamespace
+
+    names = ("device", "convention", "dims", "engine", "precision", "threads", "cluster")
+    current = {name: getattr(options, name, default) for name, default in zip(
+        names, ("auto", "tf", 2048, "auto", "exact", None, "local"))}
+
+    def works(change: dict[str, Any]) -> bool:
+        trial = SimpleNamespace(**{**current, **change})
+        return _refused_combination(trial, parse_device(trial.device), trial.engine) is None
+
+    working = [change for change in candidates if works(change)]
+    if not working:
+        working = [{name: value for name, value in {**_DROPPED, "device": "auto"}.items() if current[name] != value}]
+
+    def said(name: str, value: Any) -> str:
+        passed = current[name]
+        if name == "cluster":
+            return f"use cluster={value!r} (drop --ray)"
+        if value == _DROPPED.get(name, "auto"):
+            return f"drop {name}={passed!r} (--{name} {passed})"
+        return f"pass {name}={value!r} (--{name} {value})"
+
+    return ", or ".join(" and ".join(said(name, value) for name, value in change.items()) for change in working)
 
 
 def probe_device(options: Any) -> None:

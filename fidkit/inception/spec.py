@@ -5,6 +5,7 @@ No torch and no onnxruntime here: the runtime, the torch module and the exporter
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -94,7 +95,10 @@ def check_dims(dims: object) -> int:
     """`dims` as one of :data:`DIMS`, else an InputError naming them."""
     from fidkit.errors import InputError
 
-    if isinstance(dims, bool) or not isinstance(dims, (int, str)) or str(dims).strip() not in {str(d) for d in DIMS}:
+    # Any integer (a numpy one too, as batch_size, limit and threads take), or its text (--dims 64).
+    if isinstance(dims, numbers.Integral) and not isinstance(dims, bool):
+        dims = int(dims)
+    if not isinstance(dims, (int, str)) or str(dims).strip() not in {str(d) for d in DIMS}:
         raise InputError(f"dims must be one of {', '.join(str(d) for d in DIMS)} (pytorch-fid's choices), not {dims!r}")
     return int(str(dims).strip())
 

@@ -38,8 +38,8 @@ from fidkit._validate import (
 from fidkit.errors import FidkitError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
 from fidkit.frechet import fid_from_stats
-from fidkit.extractors import LazyExtractor
-from fidkit.options import RunOptions, run_options
+from fidkit.extractors import LazyExtractor, extractor_metadata
+from fidkit.options import RunOptions, check_options_for_object, run_options
 from fidkit.pipeline import describe, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import FidReport, Timings, assemble_fid_report, check_comparable
@@ -96,7 +96,7 @@ def _reads_device_tensors(extractor: Any) -> bool:
 
 def _metadata(extractor: Any) -> dict[str, Any]:
     """What made the features (None values left out): recorded by a side at its first update, checked after."""
-    return {key: value for key, value in extractor.metadata().items() if value is not None}
+    return extractor_metadata(extractor)  # one check of the Extractor protocol, as compute_stats's
 
 
 
@@ -122,8 +122,10 @@ class FID(DistributedMerge):
         The run's settings as one object (:class:`fidkit.RunOptions`); keyword arguments override its fields.
     extractor : str or extractor object, optional
         A registered extractor name (default ``"inception-2015"``), or a built extractor to share with other
-        computations (the reference's, say); with an object, `weights`, `device`, `engine`, `precision`,
-        `threads` and `batch_size` are not used (it runs as it was built).
+        computations (the reference's, say). An object runs as it was built: `weights`, `convention`, `dims`,
+        `device`, `engine`, `precision` and `threads`, given explicitly, must say what it does (an ``InputError``
+        otherwise, as in :func:`fidkit.compute_stats`); :meth:`update` hands it each batch as given, and a
+        reference of images is read in batches of its own `batch_size` (or `batch_size`, where smaller).
     metrics : str or sequence of str
         Besides the FID (default: the FID alone): ``"kid"``, ``"is"``, ``"sfid"``, ``"prdc"`` or ``"all"``, as
         :func:`fidkit.compute_fid`; :meth:`compute`'s report then holds them in ``report.metrics``. The sides then
@@ -202,6 +204,7 @@ class FID(DistributedMerge):
             overrides["extractor"] = extractor
             extractor = None
         overrides.setdefault("progress", False)  # a training loop prints its own progress
+        overrides = check_options_for_object(extractor, options, overrides)  # as compute_stats: it runs as built
         self._options = run_options(options, **overrides)
         self._extractor = LazyExtractor(self._options, given=extractor)
         self._reference_input = None if reference is None else open_input(reference, self._options)

@@ -104,12 +104,13 @@ def reference_stats(
             n_reference, source.shape[0], data.image_size, data.image_size,
         )
     options = {
-        "weights": config.weights,
-        "device": config.device,
         "batch_size": config.feature_batch_size,
         "limit": config.ref_samples,
         "seed": config.seed if config.ref_samples is not None else None,
     }
+    if extractor is None:
+        # A given extractor was built already (from these settings, or as its caller chose): it runs as it is.
+        options.update(weights=config.weights, device=config.device)
     if stderr_is_terminal():
         return fidkit.compute_stats(source, extractor=extractor, **options)  # fidkit's own bar
     # No bar where stderr is not a terminal: lines, counted by the extractor (the statistics stay cached).

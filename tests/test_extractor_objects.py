@@ -1,0 +1,330 @@
+"""A user's extractor object (passed as ``extractor=``, not registered): what it must offer, when its statistics are
+cached, what the options may say about it, and the batch size it runs at. The same rules for compute_* and FID."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fidkit
+from fidkit.api import compute_stats_with_report
+from fidkit.errors import InputError
+from fidkit.extractors import ExtractorIdentity, identity_of
+
+SHA = "ab" * 32
+
+# Made-up weights are said not to be the released Inception file; that is not what these tests are about.
+pytestmark = pytest.mark.filterwarnings("ignore:.*not the released:fidkit.errors.FidkitWarning")
+
+
+def images(n: int, seed: int, size: int = 6) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def sides(tmp_path):
+    """Two image files (cacheable sources) of 9 and 11 images."""
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(a, images(9, 1))
+    np.save(b, images(11, 2))
+    return a, b
+
+
+class Colour:
+    """The review's extractor: chosen channels of the mean colour; the metadata does not say which channels."""
+
+    batch_size = 8
+
+    def __init__(self, channels, sha: str = "none") -> None:
+        self.channels = list(channels)
+        self.feature_dim = len(self.channels)
+        self.sha = sha
+        self.calls: list[int] = []
+
+    def __call__(self, batch):
+        self.calls.append(len(batch))
+        return np.asarray(batch, np.float32).mean(axis=(1, 2))[:, self.channels]
+
+    def metadata(self):
+        return {"weights_sha256": self.sha, "resize_mode": "none"}
+
+
+def expected_stats(path, extractor) -> fidkit.Stats:
+    rows = Colour(extractor.channels)(np.load(path)).astype(np.float64)
+    return fidkit.Stats.from_features(rows)
+
+
+# ------------------------------------------------------------------------ 1. never another configuration's statistics
+
+
+@pytest.mark.parametrize(("first", "second"), [([0, 1], [1, 2]), ([0, 2], [1, 2]), ([0], [1])])
+def test_two_configurations_of_one_class_are_never_served_each_others_statistics(fidkit_home, sides, first, second):
+    a, b = sides
+    one = fidkit.compute_fid(a, b, extractor=Colour(first))
+    other = fidkit.compute_fid(a, b, extractor=Colour(second))
+    fresh = fidkit.compute_fid(a, b, extractor=Colour(second), use_cache=False)
+    assert other.value == pytest.approx(fresh.value, rel=1e-12) and other.value != pytest.approx(one.value)
+    assert not other.a.cached and not other.b.cached  # "none" names no weights: not cached at all
+    assert fidkit.cache.list_cache() == []
+
+
+def test_a_narrower_configuration_after_a_wider_one_has_its_own_width(fidkit_home, sides):
+    a, _ = sides
+    assert fidkit.compute_stats(a, extractor=Colour([0, 1, 2])).dim == 3
+    narrow = fidkit.compute_stats(a, extractor=Colour([2]))
+    assert narrow.dim == 1
+    np.testing.assert_allclose(narrow.mu, expected_stats(a, Colour([2])).mu, rtol=1e-12)
+
+
+def test_an_object_with_a_content_identity_is_cached_apart_by_class_and_width(fidkit_home, sides):
+    a, _ = sides
+    first, side = compute_stats_with_report(a, extractor=Colour([0, 1, 2], sha=SHA))
+    again, side_again = compute_stats_with_report(a, extractor=Colour([0, 1, 2], sha=SHA))
+    assert not side.cached and side_again.cached and np.array_equal(first.mu, again.mu)
+    # The same sha256, another width: its own entry, never the wider one's.
+    narrow, side_narrow = compute_stats_with_report(a, extractor=Colour([1], sha=SHA))
+    assert not side_narrow.cached and narrow.dim == 1
+    np.testing.assert_allclose(narrow.mu, expected_stats(a, Colour([1])).mu, rtol=1e-12)
+
+    # Another class with the same metadata and width: another identity, another entry.
+    class Reversed(Colour):
+        def __call__(self, batch):
+            return super().__call__(batch)[:, ::-1].copy()
+
+    reversed_stats, side_reversed = compute_stats_with_report(a, extractor=Reversed([0, 1, 2], sha=SHA))
+    assert not side_reversed.cached
+    np.testing.assert_allclose(reversed_stats.mu, first.mu[::-1], rtol=1e-12)
+    identity = identity_of(Reversed([0, 1, 2], sha=SHA))
+    assert identity.get("class").endswith("Reversed") and identity.get("feature_dim") == "3"
+
+
+def test_a_cache_entry_of_another_width_is_never_served_even_under_the_same_key(fidkit_home, sides):
+    a, _ = sides
+
+    class Stated(Colour):
+        def identity(self):  # the object answers for its identity, and says too little: both widths share a key
+            return ExtractorIdentity.of("stated", {"weights_sha256": SHA, "resize_mode": "none"})
+
+    assert fidkit.compute_stats(a, extractor=Stated([0, 1])).dim == 2
+    _, hit = compute_stats_with_report(a, extractor=Stated([0, 1]))
+    assert hit.cached  # a stated identity is cached
+    narrow, side = compute_stats_with_report(a, extractor=Stated([2]))
+    assert not side.cached and narrow.dim == 1
+    np.testing.assert_allclose(narrow.mu, expected_stats(a, Colour([2])).mu, rtol=1e-12)
+    features = fidkit.compute_features(a, extractor=Stated([0, 1, 2]))
+    assert features.dim == 3
+
+
+# ------------------------------------------------------------------------ 5. the Extractor protocol, one rule
+
+
+class NoMetadata:
+    feature_dim, batch_size = 3, 4
+
+    def __call__(self, batch):
+        return np.asarray(batch, np.float32).mean(axis=(1, 2))
+
+
+class ListMetadata(NoMetadata):
+    def metadata(self):
+        return ["weights_sha256", "none"]
+
+
+class Undeclared:
+    """No feature_dim (nor batch_size): the width comes from the first batch."""
+
+    def __call__(self, batch):
+        return np.asarray(batch, np.float32).mean(axis=(1, 2))
+
+    def metadata(self):
+        return {"weights_sha256": SHA, "resize_mode": "none"}
+
+
+class NoneDim(Undeclared):
+    feature_dim = None
+    batch_size = None
+
+
+def _bad_dim(value):
+    return type("BadDim", (Undeclared,), {"feature_dim": value})()
+
+
+def _bad_batch(value):
+    return type("BadBatch", (Undeclared,), {"batch_size": value})()
+
+
+@pytest.mark.parametrize(("extractor", "message"), [
+    (NoMetadata(), r"NoMetadata has no metadata\(\) method.*Extractor protocol"),
+    (ListMetadata(), r"ListMetadata.metadata\(\) returned list .*not a dict"),
+    (_bad_dim("3"), r"BadDim.feature_dim must be a positive integer .*not '3'"),
+    (_bad_dim(0), r"BadDim.feature_dim must be a positive integer"),
+    (_bad_dim(True), r"BadDim.feature_dim must be a positive integer"),
+    (_bad_dim(2.0), r"BadDim.feature_dim must be a positive integer"),
+    (_bad_batch(0), r"BadBatch.batch_size must be a positive integer"),
+    (_bad_batch("8"), r"BadBatch.batch_size must be a positive integer"),
+    (42, r"extractor must be a registered name or an extractor object"),
+])
+@pytest.mark.parametrize("entry", ["compute_stats", "compute_fid", "compute_features", "FID"])
+def test_an_object_that_breaks_the_protocol_is_refused_naming_the_part_in_every_entry_point(entry, extractor, message):
+    data = images(4, 3)
+    calls = {
+        "compute_stats": lambda: fidkit.compute_stats(data, extractor=extractor, use_cache=False),
+        "compute_fid": lambda: fidkit.compute_fid(data, images(4, 4), extractor=extractor, use_cache=False),
+        "compute_features": lambda: fidkit.compute_features(data, extractor=extractor, use_cache=False),
+        "FID": lambda: fidkit.FID(extractor=extractor),
+    }
+    with pytest.raises(InputError, match=message):
+        calls[entry]()
+
+
+@pytest.mark.parametrize("kind", [Undeclared, NoneDim])
+def test_an_object_without_a_feature_dim_works_in_compute_and_in_fid_alike(fidkit_home, sides, kind):
+    a, b = sides
+    stats = fidkit.compute_stats(a, extractor=kind())
+    rows = np.load(a).astype(np.float32).mean(axis=(1, 2)).astype(np.float64)
+    assert stats.dim == 3
+    np.testing.assert_allclose(stats.mu, rows.mean(axis=0), rtol=1e-12)
+    _, side = compute_stats_with_report(a, extractor=kind())
+    assert not side.cached  # its width is not declared: nothing to check an entry against, so nothing is cached
+    report = fidkit.compute_fid(a, b, extractor=kind())
+    metric = fidkit.FID(reference=a, extractor=kind())
+    metric.update(np.load(b))
+    assert float(metric.compute()) == pytest.approx(report.value, rel=1e-9)
+
+
+# ------------------------------------------------------------------------ 2. options that contradict the object
+
+
+class BuiltNet:
+    """Stands for a built FeatureExtractor: the attributes and metadata fidkit's engines state."""
+
+    def __init__(self, weights_path, *, device="cpu", convention="tf", precision="exact", dims=4, threads=2,
+                 engine="onnxruntime", provider="CPUExecutionProvider") -> None:
+        self.weights_path, self.weights_sha256 = weights_path, SHA
+        self.device, self.convention, self.precision = device, convention, precision
+        self.feature_dim, self.threads, self.batch_size, self.provider = dims, threads, 8, provider
+        self.engine_name = engine
+
+    def __call__(self, batch):
+        x = np.asarray(batch, np.float32)
+        return np.concatenate([x.mean(axis=(1, 2)), x.std(axis=(1, 2))[:, :1]], axis=1)[:, : self.feature_dim]
+
+    def metadata(self):
+        return {"weights_sha256": SHA, "resize_mode": "none", "convention": self.convention,
+                "engine": self.engine_name, "precision": self.precision, "provider": self.provider}
+
+
+@pytest.fixture
+def built(tmp_path):
+    weights = tmp_path / "w0.pth"
+    weights.write_bytes(b"weights zero")
+    return BuiltNet(weights)
+
+
+@pytest.mark.parametrize(("option", "value", "stated"), [
+    ("convention", "clean", "'tf'"),
+    ("dims", 64, "4"),
+    ("device", "cuda", "'cpu'"),
+    ("device", "cuda:1", "'cpu'"),
+    ("engine", "torch", "'onnxruntime'"),
+    ("precision", "bf16", "'exact'"),
+    ("precision", "tf32", "'exact'"),
+    ("threads", 3, "2"),
+])
+@pytest.mark.parametrize("entry", ["compute_stats", "FID", "options"])
+def test_a_network_option_that_contradicts_the_object_is_refused_naming_it_and_the_fix(
+    built, entry, option, value, stated
+):
+    data = images(4, 5)
+    with pytest.raises(InputError) as raised:
+        if entry == "compute_stats":
+            fidkit.compute_stats(data, extractor=built, use_cache=False, **{option: value})
+        elif entry == "FID":
+            fidkit.FID(extractor=built, **{option: value})
+        else:  # the same option inside an options object (tf32 and bf16 alone are refused by RunOptions itself)
+            if option == "precision":
+                pytest.skip("RunOptions(precision=...) needs other options, which are named first")
+            fidkit.compute_stats(data, extractor=built, use_cache=False, options=fidkit.RunOptions(**{option: value}))
+    message = str(raised.value)
+    assert message.startswith(f"{option}={value!r} cannot apply to the extractor object BuiltNet")
+    assert f"it was built with {option} {stated}" in message
+    assert f"drop {option}=" in message and f"BuiltNet(..., {option}={value!r})" in message
+
+
+def test_weights_given_with_the_object_must_be_its_own(built, tmp_path):
+    data = images(4, 5)
+    other = tmp_path / "w1.pth"
+    other.write_bytes(b"weights one")
+    with pytest.raises(InputError, match=r"weights=.*w1.pth.* cannot apply to the extractor object BuiltNet.*w0.pth"):
+        fidkit.compute_stats(data, extractor=built, weights=other, use_cache=False)
+    # Its own file (by path, or a copy with the same content, which is its sha256 here) agrees.
+    copy = tmp_path / "copy.pth"
+    copy.write_bytes(b"weights zero")
+    built.weights_sha256 = __import__("hashlib").sha256(b"weights zero").hexdigest()
+    for same in (built.weights_path, str(built.weights_path), copy):
+        assert fidkit.compute_stats(data, extractor=built, weights=same, use_cache=False).dim == 4
+
+
+def test_options_that_agree_with_the_object_or_are_left_alone_pass(built):
+    data = images(4, 5)
+    baseline = fidkit.compute_stats(data, extractor=built, use_cache=False)
+    for agreeing in ({"device": "cpu"}, {"device": "auto"}, {"engine": "auto"}, {"engine": "onnxruntime"},
+                     {"convention": "tf"}, {"dims": 4}, {"dims": np.int64(4)}, {"precision": "exact"},
+                     {"threads": 2}, {"device": "cpu", "convention": "tf", "dims": 4}):
+        again = fidkit.compute_stats(data, extractor=built, use_cache=False, **agreeing)
+        np.testing.assert_array_equal(again.mu, baseline.mu)
+    fidkit.FID(extractor=built, device="cpu", convention="tf")
+    # A device left to "auto" by the object is compared with where it landed.
+    landed = BuiltNet(built.weights_path, device="auto", provider="CUDAExecutionProvider")
+    fidkit.FID(extractor=landed, device="cuda")
+    with pytest.raises(InputError, match="device='cpu' cannot apply"):
+        fidkit.FID(extractor=landed, device="cpu")
+
+
+def test_the_reviews_statistics_file_case_is_refused_before_anything_runs(built, tmp_path):
+    clean = fidkit.Stats.from_features(np.random.default_rng(0).normal(size=(10, 4)), metadata={"convention": "clean"})
+    clean.save(tmp_path / "b_clean.npz")
+    np.save(tmp_path / "a.npy", images(5, 6))
+    with pytest.raises(InputError, match=r"convention='clean' cannot apply.*built with convention 'tf'.*drop convention="):
+        fidkit.compute_fid(tmp_path / "b_clean.npz", tmp_path / "a.npy", extractor=built, convention="clean")
+
+
+def test_an_object_that_states_no_such_setting_refuses_it_too():
+    with pytest.raises(InputError, match=r"device='cpu' cannot apply to the extractor object Colour.*states no device"):
+        fidkit.compute_stats(images(3, 7), extractor=Colour([0]), device="cpu", use_cache=False)
+    with pytest.raises(InputError, match=r"dims=2 cannot apply.*built with dims 1"):
+        fidkit.FID(extractor=Colour([0]), dims=2)
+
+    from fidkit.extractors import ExtractorEntry, register_extractor, unregister_extractor
+
+    register_extractor(ExtractorEntry(name="colour-x", description="x", build=lambda options: Colour([0]),
+                                      identity=lambda options: {"weights_sha256": "none", "resize_mode": "none"}))
+    try:
+        with pytest.raises(InputError, match=r"extractor='colour-x' in the options and an extractor object"):
+            fidkit.compute_stats(images(3, 7), extractor=Colour([0]), options=fidkit.RunOptions(extractor="colour-x"))
+    finally:
+        unregister_extractor("colour-x")
+
+
+def test_the_real_network_passed_as_an_object_is_checked_against_its_options(random_weights_path, extractor):
+    data = images(2, 8, size=12)
+    with pytest.raises(InputError, match=r"convention='clean' cannot apply to the extractor object FeatureExtractor"):
+        fidkit.compute_stats(data, extractor=extractor, convention="clean", use_cache=False)
+    with pytest.raises(InputError, match=r"dims=64 cannot apply.*built with dims 2048"):
+        fidkit.compute_stats(data, extractor=extractor, dims=64, use_cache=False)
+    stats = fidkit.compute_stats(data, extractor=extractor, weights=random_weights_path, device="cpu",
+                                 convention="tf", use_cache=False, workers=0)
+    assert stats.dim == 2048
+
+
+# ------------------------------------------------------------------------ 6. the batch size the report gives is what ran
+
+
+@pytest.mark.parametrize(("own", "asked", "ran"), [(2, 5, 2), (2, 1, 1), (4, None, 4), (None, 5, 5), (None, None, 50)])
+def test_the_report_gives_the_batch_size_the_object_ran(own, asked, ran):
+    extractor = Colour([0, 1])
+    extractor.batch_size = own
+    data = images(6, 9)
+    _, side = compute_stats_with_report(data, extractor=extractor, batch_size=asked, use_cache=False, workers=0)
+    assert side.batch_size == ran
+    assert max(extractor.calls) == min(ran, 6) and sum(extractor.calls) == 6
