@@ -116,8 +116,9 @@ class FID(DistributedMerge):
         The range of floating-point images, e.g. ``(-1, 1)`` for a tanh generator or ``(0, 1)``; they are
         quantized as an 8-bit PNG would be (:func:`fidkit._validate.as_image_batch`), and values beyond the
         range by more than half a step are an error, never clipped. uint8 images are used as they are. Floating-point
-        images that all lie in [0, 1] while the range is 255 wide or more, e.g. ``(0, 255)``, draw one
-        :class:`~fidkit.errors.FidkitWarning` per metric: they quantize to 1 or 2 levels.
+        images that all lie in [0, 1] while the range is 255 wide or more, e.g. ``(0, 255)`` (they quantize to 1
+        or 2 levels), or reaches well below 0, e.g. ``(-1, 1)`` (black becomes mid-gray), draw one
+        :class:`~fidkit.errors.FidkitWarning` per metric (see :func:`fidkit._validate.unit_range_hint`).
     options : RunOptions, optional
         The run's settings as one object (:class:`fidkit.RunOptions`); keyword arguments override its fields.
     extractor : str or extractor object, optional
@@ -219,7 +220,7 @@ class FID(DistributedMerge):
         self._generated = _Side("generated", kept["a"])
         self._last: tuple[tuple[int, int], FidReport] | None = None
         self._gloo_group: Any = None
-        self._unit_range_warned = False  # the [0, 1]-images-declared-(0, 255) warning: once per metric
+        self._unit_range_warned = False  # the [0, 1]-images-declared-(0, 255)-or-(-1, 1) warning: once per metric
         self._extractor.probe()  # an impossible GPU fails here, not at the first update() hours into training
         self._init_locks()
 
@@ -248,7 +249,8 @@ class FID(DistributedMerge):
         Warns
         -----
         FidkitWarning
-            Once per metric: floating-point images all in [0, 1] with a `value_range` such as ``(0, 255)``.
+            Once per metric: floating-point images all in [0, 1] with a `value_range` such as ``(0, 255)`` or
+            ``(-1, 1)``.
         """
         side = self._side(real)
         what = f"FID.update({'real=True' if real else 'generated'}) images"
@@ -271,7 +273,7 @@ class FID(DistributedMerge):
         side.add(collected.batches, times.network_seconds, _metadata(extractor))
 
     def _warn_unit_range(self, images: Any, what: str) -> None:
-        """Warn once per metric when float images declared (0, 255) (or as wide) all lie in [0, 1]."""
+        """Warn once per metric when float images declared (0, 255) or (-1, 1) (or alike) all lie in [0, 1]."""
         if self._unit_range_warned or self._value_range is None:
             return
         hint = unit_range_hint(images, self._value_range, what)
