@@ -8,13 +8,21 @@ use a fake extractor of a few features.
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import warnings
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fidkit
 from fidkit.errors import FidkitWarning, InputError, SmallSampleWarning
+from fidkit.stats import Stats
+
+from ports import free_port  # tests/ports.py
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +30,7 @@ def _quiet_small_samples():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallSampleWarning)
         warnings.filterwarnings("ignore", message=".*not the released", category=FidkitWarning)  # random weights
+        warnings.filterwarnings("ignore", message=".*records no weights sha256", category=FidkitWarning)  # features
         yield
 
 
@@ -91,3 +100,70 @@ def test_images_that_use_a_range_below_zero_do_not_warn() -> None:
     for value_range in ((0, 1), (-0.1, 1), (-0.01, 1.01)):
         narrow = fidkit.FID(extractor=Moments(), value_range=value_range)
         assert fidkit_warnings(lambda: narrow.update(rng.random((4, 8, 8, 3)))) == []
+
+
+# ------------------------------------------------------------------- 2. compute(timeout=...)
+
+BAD_TIMEOUTS = [-1, 0, -0.5, None, float("nan"), float("inf"), -float("inf"), "600", True, 1e300, [1]]
+
+
+def features(n: int, dim: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, dim)) + shift
+
+
+def _fed_metric(rank: int = 0, world: int = 1) -> fidkit.FID:
+    metric = fidkit.FID(reference=Stats.from_features(features(50, 4, seed=0)))
+    metric._update_features(np.array_split(features(31, 4, seed=1, shift=0.3), world)[rank])
+    return metric
+
+
+@pytest.mark.parametrize("timeout", BAD_TIMEOUTS)
+def test_a_bad_timeout_is_refused_on_one_process(timeout) -> None:
+    metric = _fed_metric()
+    with pytest.raises(InputError, match="timeout must be a positive finite number of seconds, not"):
+        metric.compute(timeout=timeout)
+    for good in (0.001, 3, np.float32(2.5), Fraction(1, 3), 8e13):
+        assert math.isfinite(float(metric.compute(timeout=good)))
+
+
+def _timeout_worker(rank: int, port: int, world: int, out_dir: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    result: dict = {"refused": []}
+    try:
+        metric = _fed_metric(rank, world)
+        for timeout in BAD_TIMEOUTS:
+            try:
+                metric.compute(timeout=timeout)
+                result["refused"].append("accepted")
+            except Exception as exc:  # noqa: BLE001 - the test compares what each rank saw
+                result["refused"].append(f"{type(exc).__name__}: {exc}")
+        # The group is still usable: a good timeout merges every rank.
+        report = metric.compute(timeout=30)
+        result["fid"], result["n"] = float(report), report.b.n
+    finally:
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+        dist.destroy_process_group()
+
+
+def test_a_bad_timeout_is_refused_on_every_rank_before_any_collective(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    import torch.multiprocessing as mp
+
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    world = 2
+    mp.spawn(_timeout_worker, args=(free_port(), world, str(tmp_path)), nprocs=world, join=True)
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(world)]
+    expected = float(_fed_metric().compute())
+    for result in results:
+        assert len(result["refused"]) == len(BAD_TIMEOUTS)
+        for message in result["refused"]:
+            assert message.startswith("InputError: FID.compute(): timeout must be a positive finite number"), message
+        assert result["n"] == 31
+        assert result["fid"] == pytest.approx(expected, rel=1e-9)

@@ -44,7 +44,7 @@ from fidkit.pipeline import describe, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import FidReport, Timings, assemble_fid_report, consistency_warnings
 from fidkit.stats import Stats
-from fidkit.metric.distributed import DistributedMerge, _process_group
+from fidkit.metric.distributed import DistributedMerge, _process_group, check_timeout
 from fidkit.metric.state import (
     _built_extractor,
     _Collected,
@@ -396,7 +396,8 @@ class FID(DistributedMerge):
         Parameters
         ----------
         timeout : float
-            Distributed only: seconds to wait for every rank to call ``compute()`` before raising.
+            Distributed only: seconds to wait for every rank to call ``compute()`` before raising; a positive finite
+            number (checked on one process too).
 
         Returns
         -------
@@ -406,7 +407,8 @@ class FID(DistributedMerge):
         Raises
         ------
         InputError
-            Fewer than 2 images on a side, no real side, or a reference made with other Inception weights.
+            Fewer than 2 images on a side, no real side, a reference made with other Inception weights, or a
+            `timeout` that is not a positive finite number (before any collective, on every rank).
         FidkitError
             Distributed: a rank did not call ``compute()`` within `timeout` seconds (the process group is then
             unusable: re-create it), or the ranks disagree (different references, different feature extractors).
@@ -415,6 +417,7 @@ class FID(DistributedMerge):
         -----
         Thread-safe: one ``compute()`` at a time, each on the statistics of the updates that finished before it.
         """
+        timeout = check_timeout(timeout)
         with self._lock:
             return self._compute(timeout)
 
