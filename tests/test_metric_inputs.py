@@ -167,3 +167,40 @@ def test_a_bad_timeout_is_refused_on_every_rank_before_any_collective(tmp_path) 
             assert message.startswith("InputError: FID.compute(): timeout must be a positive finite number"), message
         assert result["n"] == 31
         assert result["fid"] == pytest.approx(expected, rel=1e-9)
+
+
+# ------------------------------------------------------------------- 3. the constructor's arguments, checked there
+
+
+@pytest.mark.parametrize("seed", [-1, 2.9, 1.5, None, "abc", "3", True, 2**32, np.float64(2.0)])
+def test_a_bad_metrics_seed_is_refused_at_construction(seed) -> None:
+    with pytest.raises(InputError, match=r"metrics_seed must be (a non-negative integer|below 2\*\*32)"):
+        fidkit.FID(extractor=Moments(), metrics="kid", metrics_seed=seed)
+    # The same without metrics beyond the FID (the seed is then unused, but a wrong one is still wrong).
+    with pytest.raises(InputError, match="metrics_seed must be"):
+        fidkit.FID(extractor=Moments(), metrics_seed=seed)
+
+
+def test_a_good_metrics_seed_is_kept_as_an_int() -> None:
+    for seed, expected in ((0, 0), (7, 7), (np.int64(5), 5), (2**32 - 1, 2**32 - 1)):
+        metric = fidkit.FID(extractor=Moments(), metrics="kid", metrics_seed=seed)
+        assert metric._metrics_seed == expected and type(metric._metrics_seed) is int
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(metrics="nope"), "unknown metric"),
+        (dict(metrics=None), "metrics must be"),
+        (dict(ci=0.95), "ci must be an IntervalSpec"),
+        (dict(value_range=(1, -1)), "value_range"),
+        (dict(value_range="0,1"), "value_range"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(extractor=42), "extractor must be"),
+        (dict(bogus=1), "unknown option bogus"),
+    ],
+)
+def test_other_constructor_arguments_are_refused_at_construction(arguments, message) -> None:
+    arguments.setdefault("extractor", Moments())
+    with pytest.raises(InputError, match=message):
+        fidkit.FID(**arguments)

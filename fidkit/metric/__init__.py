@@ -137,7 +137,7 @@ class FID(DistributedMerge):
     ci : fidkit.metrics.IntervalSpec, optional
         An interval for every asked metric.
     metrics_seed : int
-        The metrics' one seed (KID subsets, IS splits, the intervals).
+        The metrics' one seed (KID subsets, IS splits, the intervals): an integer from 0 to 2**32 - 1, checked here.
     **overrides
         Fields of :class:`fidkit.RunOptions`, e.g. ``weights``, ``device``, ``engine``, ``batch_size``
         (default: the extractor's, else the device's), ``use_cache`` (for the reference).
@@ -192,10 +192,12 @@ class FID(DistributedMerge):
         metrics_seed: int = 0,
         **overrides: Any,
     ) -> None:
+        from fidkit.metrics._common import check_seed
         from fidkit.metrics.table import outputs_needed, table_request
 
         self._asked, self._ci = table_request(metrics, ci)
-        self._metrics_seed = int(metrics_seed)
+        # Checked as compute_fid checks it, now: not at the first compute(), after the network time.
+        self._metrics_seed = check_seed(metrics_seed, "metrics_seed")
         # The evaluated side (a) is the generated one; the reference (b) is the real one.
         kept = outputs_needed(self._asked, ci=self._ci) if self._asked else {"a": None, "b": None}
         self._value_range = check_value_range(value_range)
