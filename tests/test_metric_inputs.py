@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import shutil
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy as np
 import pytest
 
 import fidkit
-from fidkit.errors import FidkitWarning, InputError, SmallSampleWarning
+from fidkit.errors import FidkitWarning, InputError, SmallSampleWarning, WeightsError
 from fidkit.stats import Stats
 
 from ports import free_port  # tests/ports.py
@@ -204,3 +206,60 @@ def test_other_constructor_arguments_are_refused_at_construction(arguments, mess
     arguments.setdefault("extractor", Moments())
     with pytest.raises(InputError, match=message):
         fidkit.FID(**arguments)
+
+
+# ------------------------------------------------------------------- 4. a checkpoint whose weights file moved
+
+
+@pytest.fixture
+def checkpoint(extractor, random_weights_path, tmp_path, monkeypatch):
+    """A pickled FID built with a FeatureExtractor on weights that are then deleted: (bytes, sha256, old path)."""
+    from fidkit.inception import FeatureExtractor
+
+    monkeypatch.delenv("FIDKIT_WEIGHTS", raising=False)
+    old = tmp_path / "run" / "w_old.pth"
+    old.parent.mkdir()
+    shutil.copyfile(random_weights_path, old)
+    metric = fidkit.FID(extractor=FeatureExtractor(old, device="cpu"))  # the graph exported by `extractor`: reused
+    metric.update(uint8_images(3, 0, size=16), real=True)
+    metric.update(uint8_images(3, 1, size=16))
+    blob = pickle.dumps(metric)
+    metric.update(uint8_images(2, 2, size=16))
+    expected = float(metric.compute())  # what the resumed metric must give after the same update
+    old.unlink()
+    return blob, extractor.weights_sha256, old, expected
+
+
+def test_a_checkpoint_resumes_from_an_identical_copy_of_its_moved_weights(checkpoint, random_weights_path, tmp_path,
+                                                                        monkeypatch) -> None:
+    blob, sha256, old, expected = checkpoint
+    copy = tmp_path / "elsewhere" / "inception.pth"
+    copy.parent.mkdir()
+    shutil.copyfile(random_weights_path, copy)
+    monkeypatch.setenv("FIDKIT_WEIGHTS", str(copy))
+    resumed = pickle.loads(blob)
+    resumed.update(uint8_images(2, 2, size=16))
+    assert float(resumed.compute()) == pytest.approx(expected, rel=1e-9)
+    assert resumed._extractor.get().built().weights_path == copy
+
+
+def test_a_checkpoint_whose_weights_moved_names_the_sha256_it_needs(checkpoint, tmp_path, monkeypatch) -> None:
+    blob, sha256, old, _ = checkpoint
+    # Another network (here: another file) under FIDKIT_WEIGHTS is still refused.
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"not the same weights")
+    monkeypatch.setenv("FIDKIT_WEIGHTS", str(other))
+    with pytest.raises(WeightsError) as raised:
+        pickle.loads(blob).update(uint8_images(2, 2, size=16))
+    message = str(raised.value)
+    assert str(old) in message and "no longer exists" in message and str(other) in message
+    assert sha256 in message and "FIDKIT_WEIGHTS" in message and f"restore {old}" in message
+    # Nothing anywhere: the same advice.
+    monkeypatch.delenv("FIDKIT_WEIGHTS")
+    with pytest.raises(WeightsError) as raised:
+        pickle.loads(blob).update(uint8_images(2, 2, size=16))
+    assert sha256 in str(raised.value) and "FIDKIT_WEIGHTS" in str(raised.value)
+    # The recorded file back, but changed: refused as before, by its sha256.
+    old.write_bytes(b"changed")
+    with pytest.raises(fidkit.errors.FidkitError):
+        pickle.loads(blob).update(uint8_images(2, 2, size=16))

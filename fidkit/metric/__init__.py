@@ -326,7 +326,8 @@ class FID(DistributedMerge):
         """Pickle the state (accumulators, reference statistics, options), never an onnxruntime session.
 
         The extractor is built again on first use after unpickling (one of fidkit's that was given is rebuilt
-        from its weights file, which must still have the same sha256).
+        from its weights file, which must still have the same sha256; once that file is gone, from
+        ``$FIDKIT_WEIGHTS`` or the weights cache if they hold the same sha256).
         """
         state = self._copied_state()
         state["_extractor"] = _without_session(state["_extractor"])
