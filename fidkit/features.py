@@ -35,7 +35,7 @@ from fidkit._validate import check_features
 from fidkit.errors import InputError, StatsFileError
 from fidkit.stats.core import check_metadata
 from fidkit._npz import NpzReader
-from fidkit.statsfile import STATS_FORMAT_VERSION, check_regular_file, write_npz
+from fidkit.statsfile import STATS_FORMAT_VERSION, check_format_version, check_regular_file, write_npz
 
 __all__ = ["Features", "FeatureRows", "is_features_file", "FEATURES_KEY", "EXTRA_OUTPUTS"]
 
@@ -185,13 +185,21 @@ class Features:
         Raises
         ------
         StatsFileError
-            Not a features file, a member of the wrong dtype or shape, non-finite rows, bad metadata.
+            Not a features file, a member of the wrong dtype or shape, non-finite rows, bad metadata, written by a
+            newer fidkit.
         """
         file_path = Path(path)
         fix = "recompute it with fidkit features SRC --save FILE.npz"
         check_regular_file(file_path, "features file", fix)
         with NpzReader(file_path, str(file_path), StatsFileError, fix) as reader:
             keys = reader.keys
+            if _KEY_VERSION in keys:  # first: a newer format's members may mean something else
+                member = reader.header(_KEY_VERSION)
+                if member.shape != ():
+                    raise StatsFileError(
+                        f"{file_path}: {_KEY_VERSION!r} should be a single integer, not {member.describe()}; {fix}"
+                    )
+                check_format_version(reader.read(_KEY_VERSION, member), file_path)
             if FEATURES_KEY not in keys:
                 raise StatsFileError(f"{file_path} is not a features file: it has no '{FEATURES_KEY}' member; {fix}")
             header = reader.header(FEATURES_KEY)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import fidkit
-from fidkit.errors import FidkitWarning, InputError, SmallSampleWarning, WeightsError
+from fidkit.errors import FidkitWarning, InputError, SmallSampleWarning, StatsFileError, WeightsError
 from fidkit.stats import Stats
 
 from ports import free_port  # tests/ports.py
@@ -263,3 +263,46 @@ def test_a_checkpoint_whose_weights_moved_names_the_sha256_it_needs(checkpoint, 
     old.write_bytes(b"changed")
     with pytest.raises(fidkit.errors.FidkitError):
         pickle.loads(blob).update(uint8_images(2, 2, size=16))
+
+
+# ------------------------------------------------------------------- 5. a features file from a newer fidkit
+
+
+def _resaved(path: Path, target: Path, **changes) -> Path:
+    with np.load(path) as archive:
+        members = {key: archive[key] for key in archive.files}
+    members.update(changes)
+    np.savez(target, **members)
+    return target
+
+
+@pytest.mark.parametrize("version", [2, 99, 2**40])
+def test_a_features_file_from_a_newer_fidkit_is_refused_like_a_statistics_file(tmp_path, version) -> None:
+    rows = features(30, 6, seed=0)
+    fidkit.Features(rows).save(tmp_path / "f.npz")
+    newer = _resaved(tmp_path / "f.npz", tmp_path / "newer.npz", fidkit_format_version=np.int64(version))
+    with pytest.raises(StatsFileError, match=rf"written by a newer fidkit \(format {version}, .*upgrade fidkit"):
+        fidkit.Features.load(newer)
+    # The same words as a statistics file's.
+    fidkit.Stats.from_features(rows).save(tmp_path / "s.npz")
+    stats = _resaved(tmp_path / "s.npz", tmp_path / "s_newer.npz", fidkit_format_version=np.int64(version))
+    with pytest.raises(StatsFileError) as from_stats:
+        fidkit.Stats.load(stats)
+    with pytest.raises(StatsFileError) as from_features:
+        fidkit.Features.load(newer)
+    assert str(from_features.value).replace(str(newer), "F") == str(from_stats.value).replace(str(stats), "F")
+    # Through compute_fid (the pipeline reads features files with Features.load): no number.
+    with pytest.raises(StatsFileError, match="newer fidkit"):
+        fidkit.compute_fid(newer, tmp_path / "s.npz")
+    # This fidkit's own version, and a file without one (older), still load.
+    assert fidkit.Features.load(tmp_path / "f.npz").n == 30
+    current = _resaved(tmp_path / "f.npz", tmp_path / "v1.npz", fidkit_format_version=np.int64(1))
+    assert fidkit.Features.load(current).n == 30
+
+
+def test_a_features_file_whose_version_is_not_one_integer_is_refused(tmp_path) -> None:
+    fidkit.Features(features(10, 3, seed=0)).save(tmp_path / "f.npz")
+    for bad in (np.arange(10**6, dtype=np.int64), np.float64(1.0)):
+        broken = _resaved(tmp_path / "f.npz", tmp_path / "bad.npz", fidkit_format_version=bad)
+        with pytest.raises(StatsFileError, match="fidkit_format_version"):
+            fidkit.Features.load(broken)
