@@ -306,3 +306,66 @@ def test_a_features_file_whose_version_is_not_one_integer_is_refused(tmp_path) -
         broken = _resaved(tmp_path / "f.npz", tmp_path / "bad.npz", fidkit_format_version=bad)
         with pytest.raises(StatsFileError, match="fidkit_format_version"):
             fidkit.Features.load(broken)
+
+
+# ------------------------------------------------------------------- 6. a checkpoint before the first compute()
+
+
+def _reference_kinds(tmp_path: Path) -> dict:
+    """The same 12 reference images as an array, a .npy file and a folder of PNGs."""
+    from PIL import Image
+
+    array = uint8_images(12, 5)
+    np.save(tmp_path / "real.npy", array)
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for i, image in enumerate(array):
+        Image.fromarray(image).save(folder / f"{i:02d}.png")
+    return {"array": array, "npy": tmp_path / "real.npy", "npy-str": str(tmp_path / "real.npy"), "folder": folder,
+            "batches": [array[:5], array[5:]]}
+
+
+@pytest.mark.parametrize("kind", ["array", "npy", "npy-str", "folder", "batches"])
+def test_a_metric_with_an_image_reference_pickles_before_its_first_compute(tmp_path, kind) -> None:
+    reference = _reference_kinds(tmp_path)[kind]
+    generated = uint8_images(7, 6)
+    expected = fidkit.FID(reference=reference, extractor=Moments())
+    expected.update(generated)
+    expected = float(expected.compute())
+
+    metric = fidkit.FID(reference=reference, extractor=Moments())
+    at_step_0 = pickle.loads(pickle.dumps(metric))  # before any image: was "call compute() once first"
+    at_step_0.update(generated)
+    assert float(at_step_0.compute()) == expected
+    metric.update(generated[:3])
+    resumed = pickle.loads(pickle.dumps(metric))  # after updates, still before the first compute()
+    resumed.update(generated[3:])
+    assert float(resumed.compute()) == expected
+    twice = pickle.loads(pickle.dumps(pickle.loads(pickle.dumps(metric))))  # unpickled, pickled again
+    twice.update(generated[3:])
+    assert float(twice.compute()) == expected
+    # Once computed, only the statistics travel: not the array, nor the source.
+    state = resumed.__getstate__()
+    assert isinstance(state["_reference_input"], (fidkit.Stats, fidkit.Features)) and state["_reference_spec"] is None
+
+
+def test_a_path_reference_checkpoint_holds_the_path_not_the_pixels(tmp_path) -> None:
+    kinds = _reference_kinds(tmp_path)
+    small = len(pickle.dumps(fidkit.FID(reference=kinds["folder"], extractor=Moments())))
+    assert small < len(pickle.dumps(kinds["array"]))
+
+
+def test_only_an_unpicklable_reference_is_refused_with_a_fix_that_works(tmp_path) -> None:
+    array = uint8_images(12, 5)
+    metric = fidkit.FID(reference=(batch for batch in (array[:6], array[6:])), extractor=Moments())
+    with pytest.raises(fidkit.errors.FidkitError, match="cannot be pickled yet") as raised:
+        pickle.dumps(metric)
+    message = str(raised.value)
+    assert "compute_stats" in message and "generated images" in message and "path" in message
+    # The fixes it names work: the Stats of these images as the reference ...
+    stats = fidkit.compute_stats(array, extractor=Moments())
+    pickle.loads(pickle.dumps(fidkit.FID(reference=stats, extractor=Moments())))
+    # ... or a pickle after a compute() that had generated images.
+    metric.update(uint8_images(4, 6))
+    metric.compute()
+    assert pickle.loads(pickle.dumps(metric)).compute().b.n == 4

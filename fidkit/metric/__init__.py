@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import pickle
 import sys
 import threading
 import time
@@ -39,6 +38,7 @@ from fidkit.errors import FidkitError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
 from fidkit.frechet import fid_from_stats
 from fidkit.extractors import LazyExtractor
+from fidkit.features import Features
 from fidkit.options import RunOptions, run_options
 from fidkit.pipeline import describe, open_input, side_result
 from fidkit.preflight import check_against_run
@@ -50,8 +50,10 @@ from fidkit.metric.state import (
     _Collected,
     _describe_input,
     _RebuiltExtractor,
+    _ReferenceToOpen,
     _Side,
     _thread_safe,
+    _unpicklable,
     _without_session,
 )
 
@@ -208,6 +210,8 @@ class FID(DistributedMerge):
         self._options = run_options(options, **overrides)
         self._extractor = LazyExtractor(self._options, given=extractor)
         self._reference_input = None if reference is None else open_input(reference, self._options)
+        # What the caller gave: what a checkpoint taken before the first compute() keeps (see __getstate__).
+        self._reference_spec = reference
         # A reference file made by another network is refused at the first update(), before the network runs, not
         # at the first compute() (its check needs the weights' sha256, which constructing the metric does not).
         self._reference_unchecked = self._reference_input is not None
@@ -327,16 +331,22 @@ class FID(DistributedMerge):
 
         The extractor is built again on first use after unpickling (one of fidkit's that was given is rebuilt
         from its weights file, which must still have the same sha256; once that file is gone, from
-        ``$FIDKIT_WEIGHTS`` or the weights cache if they hold the same sha256).
+        ``$FIDKIT_WEIGHTS`` or the weights cache if they hold the same sha256). A reference of images whose
+        statistics are not computed yet is pickled as it was given (a path, an array) and opened again by the
+        first compute() after unpickling; one that cannot be pickled (a generator) is refused.
         """
         state = self._copied_state()
         state["_extractor"] = _without_session(state["_extractor"])
+        state["_reference_spec"] = None  # kept in the _ReferenceToOpen below when needed, else not at all
         reference = self._reference_input
-        if self._reference is None and reference is not None and not isinstance(reference, Stats):
-            try:
-                pickle.dumps(reference)
-            except Exception as exc:  # noqa: BLE001 - whatever the source holds that pickle refuses
-                raise self._uncopyable_reference("pickled", exc) from None
+        if self._reference is None and reference is not None and not isinstance(reference, (Stats, Features)):
+            # An opened source holds functions (a folder's listing, an array's reader): what it was opened from
+            # is pickled instead.
+            spec = reference.spec if isinstance(reference, _ReferenceToOpen) else self._reference_spec
+            problem = _unpicklable(spec)
+            if problem is not None:
+                raise self._uncopyable_reference("pickled", problem)
+            state["_reference_input"] = _ReferenceToOpen(spec, _describe_input(reference))
         return state
 
     def _copied_state(self) -> dict[str, Any]:
@@ -346,20 +356,24 @@ class FID(DistributedMerge):
         state = self._state()
         if self._reference is not None:
             state["_reference_input"] = self._reference_features or self._reference[0]
+            state["_reference_spec"] = None
         return state
 
     def _uncopyable_reference(self, how: str, exc: Exception) -> FidkitError:
+        verb = {"pickled": "pickle", "copied": "copy"}[how]
         return FidkitError(
             f"this FID cannot be {how} yet: its reference ({_describe_input(self._reference_input)}) is an "
-            f"opened source that cannot be {how} ({type(exc).__name__}: {exc}); call compute() once first (the "
-            f"reference's statistics are {how} then), or give reference= a statistics file or a Stats"
+            f"opened source that cannot be {how} ({type(exc).__name__}: {exc}); give reference= what can be: a "
+            "path (folder, archive, .npy, statistics file), an array of images, or a Stats (the result of "
+            f"fidkit.compute_stats on these images); or {verb} it only after a "
+            f"compute() that had generated images (the reference's statistics are {how} then)"
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A metric pickled before the metrics beyond FID existed computes the FID alone.
         for name, default in (
             ("_asked", None), ("_ci", None), ("_metrics_seed", 0), ("_reference_features", None),
-            ("_unit_range_warned", False), ("_reference_unchecked", False),
+            ("_unit_range_warned", False), ("_reference_unchecked", False), ("_reference_spec", None),
         ):
             state.setdefault(name, default)
         self.__dict__.update(state)
@@ -370,6 +384,9 @@ class FID(DistributedMerge):
         extractor = _built_extractor(self._extractor)
         if extractor is not None:
             memo[id(extractor)] = extractor
+        for given in (self._reference_spec, getattr(self._reference_input, "spec", None)):
+            if isinstance(given, np.ndarray):
+                memo[id(given)] = given  # the caller's array, never changed by the metric: shared, like its source
         clone = type(self).__new__(type(self))
         memo[id(self)] = clone
         try:
@@ -484,6 +501,9 @@ class FID(DistributedMerge):
         if self._reference_input is None:
             return None
         if self._reference is None:
+            if isinstance(self._reference_input, _ReferenceToOpen):  # unpickled before its first compute()
+                self._reference_spec = self._reference_input.spec
+                self._reference_input = open_input(self._reference_spec, self._options)
             result = side_result(
                 self._reference_input, self._extractor, self._options, keep_features=self._real.outputs or False
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import pickle
 import sys
 import threading
 from pathlib import Path
@@ -305,3 +307,31 @@ def _without_session(holder: Any) -> Any:
 def _describe_input(source: Any) -> str:
     """A short name of an opened reference source, for messages."""
     return str(getattr(source, "name", type(source).__name__))
+
+
+class _ReferenceToOpen:
+    """A reference not computed yet, in a pickled :class:`~fidkit.metric.FID`: what the caller gave (a path, an
+    array, a list of batches), opened again on first use.
+
+    An opened source holds functions (a folder's listing, an array's reader) that pickle refuses, and nothing of
+    it is worth keeping before its statistics exist: a checkpoint at step 0 keeps the path (the folder is listed
+    again when the unpickled FID computes) or the array itself.
+    """
+
+    def __init__(self, spec: Any, name: str) -> None:
+        self.spec = spec
+        self.name = name
+
+
+def _unpicklable(spec: Any) -> Exception | None:
+    """Why `spec` (a reference as the caller gave it) cannot be pickled, or None if it can.
+
+    Paths and arrays are known to pickle (an array without being copied here); anything else is tried.
+    """
+    if isinstance(spec, (str, os.PathLike, np.ndarray)):
+        return None
+    try:
+        pickle.dumps(spec)
+    except Exception as exc:  # noqa: BLE001 - whatever the object holds that pickle refuses
+        return exc
+    return None
