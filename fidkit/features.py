@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from fidkit._validate import check_features
 from fidkit.errors import InputError, StatsFileError
 from fidkit.stats.core import check_metadata
-from fidkit._npz import NpzReader
+from fidkit._npz import NpzReader, sniff_numpy_file
 from fidkit.statsfile import STATS_FORMAT_VERSION, check_format_version, check_regular_file, write_npz
 
 __all__ = ["Features", "FeatureRows", "is_features_file", "FEATURES_KEY", "EXTRA_OUTPUTS"]
@@ -191,6 +191,13 @@ class Features:
         file_path = Path(path)
         fix = "recompute it with fidkit features SRC --save FILE.npz"
         check_regular_file(file_path, "features file", fix)
+        if sniff_numpy_file(file_path) == "npy":
+            # Rows saved with numpy.save (clean-fid's features, say): not a features file, but usable as one.
+            raise StatsFileError(
+                f"{file_path}: holds a single array (.npy data), not a features file (an .npz written by "
+                "fidkit.Features.save); if it holds feature rows, one per image, use "
+                f"fidkit.Features(numpy.load({str(file_path)!r})) (and .save('features.npz') to make a features file)"
+            )
         with NpzReader(file_path, str(file_path), StatsFileError, fix) as reader:
             keys = reader.keys
             if _KEY_VERSION in keys:  # first: a newer format's members may mean something else

@@ -369,3 +369,33 @@ def test_only_an_unpicklable_reference_is_refused_with_a_fix_that_works(tmp_path
     metric.update(uint8_images(4, 6))
     metric.compute()
     assert pickle.loads(pickle.dumps(metric)).compute().b.n == 4
+
+
+# ------------------------------------------------------------------- 7. messages that name the right thing
+
+
+@pytest.mark.parametrize("name", ["cf.npy", "rows.features", "f.NPY"])
+def test_features_load_of_rows_saved_with_numpy_save_says_how_to_use_them(tmp_path, name) -> None:
+    rows = features(10, 8, seed=0).astype(np.float32)
+    path = tmp_path / name
+    with open(path, "wb") as stream:
+        np.save(stream, rows)
+    with pytest.raises(StatsFileError) as raised:
+        fidkit.Features.load(path)
+    message = str(raised.value)
+    assert str(path) in message and "rename it .npy" not in message
+    assert f"fidkit.Features(numpy.load({str(path)!r}))" in message
+    # The advice works.
+    assert np.array_equal(fidkit.Features(np.load(path)).rows, rows)
+
+
+def test_the_npz_reader_advises_a_rename_only_to_a_file_not_named_npy(tmp_path) -> None:
+    from fidkit._npz import NpzReader
+
+    for name, rename in (("a.npy", False), ("a.npz", True)):
+        with open(tmp_path / name, "wb") as stream:
+            np.save(stream, np.zeros(3))
+        with pytest.raises(StatsFileError) as raised:
+            NpzReader(tmp_path / name, name, StatsFileError, "THE FIX")
+        assert ("rename it .npy" in str(raised.value)) is rename
+        assert ("THE FIX" in str(raised.value)) is not rename
