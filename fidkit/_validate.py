@@ -239,12 +239,13 @@ def check_value_range(value_range: Any) -> tuple[float, float] | None:
 
 
 def is_torch_tensor(value: Any) -> bool:
-    """True for a ``torch.Tensor``; torch is imported only if the object comes from it."""
-    if not type(value).__module__.startswith("torch"):
-        return False
-    import torch
+    """True for a ``torch.Tensor``, a subclass defined anywhere included (a user's, MONAI's ``MetaTensor``).
 
-    return isinstance(value, torch.Tensor)
+    Never imports torch: an object can be a tensor only once torch is imported, so ``sys.modules`` is asked.
+    """
+    torch = sys.modules.get("torch")
+    tensor_type = getattr(torch, "Tensor", None)  # None while torch is still being imported
+    return isinstance(tensor_type, type) and isinstance(value, tensor_type)
 
 
 def _out_of_range(low: float, high: float, value_range: tuple[float, float], what: str) -> InputError:
@@ -356,7 +357,9 @@ def as_image_tensor(tensor: Any, what: str, value_range: Any = None) -> Any:
         raise InputError(f"{what}: a tensor on the 'meta' device holds no pixels; pass the images themselves")
     if tensor.layout != torch.strided:
         raise InputError(f"{what}: a {tensor.layout} tensor; pass dense images (x.to_dense())")
-    tensor = tensor.detach()
+    # A subclass (MONAI's MetaTensor, say) as the plain tensor it holds: its own __torch_function__ (metadata
+    # kept through every operation) has nothing to do with pixels.
+    tensor = tensor.detach().as_subclass(torch.Tensor)
     shape = tuple(int(d) for d in tensor.shape)
     if tensor.dtype != torch.uint8:
         if not tensor.is_floating_point():

@@ -399,3 +399,53 @@ def test_the_npz_reader_advises_a_rename_only_to_a_file_not_named_npy(tmp_path) 
             NpzReader(tmp_path / name, name, StatsFileError, "THE FIX")
         assert ("rename it .npy" in str(raised.value)) is rename
         assert ("THE FIX" in str(raised.value)) is not rename
+
+
+def _tensor_subclasses():
+    torch = pytest.importorskip("torch")
+
+    class Plain(torch.Tensor):
+        """A user's subclass, defined outside torch."""
+
+    class WithMetadata(torch.Tensor):
+        """Like MONAI's MetaTensor: carries metadata through every operation (its own __torch_function__)."""
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            result = super().__torch_function__(func, types, args, kwargs or {})
+            if isinstance(result, WithMetadata):
+                result.meta = {"affine": "eye"}
+            return result
+
+    return torch, (Plain, WithMetadata)
+
+
+def test_tensor_subclasses_defined_outside_torch_are_tensors() -> None:
+    from fidkit._validate import as_image_batch, is_torch_tensor
+
+    torch, subclasses = _tensor_subclasses()
+    assert all(not subclass.__module__.startswith("torch") for subclass in subclasses)
+    # (N, C, H, W) with W = 3: read as numpy (N, H, W, C) it would pass as other, wrong images.
+    plain = torch.randint(0, 256, (2, 3, 5, 3), dtype=torch.uint8)
+    floats = torch.rand(2, 1, 4, 6)
+    for subclass in subclasses:
+        assert is_torch_tensor(plain.as_subclass(subclass))
+        assert np.array_equal(as_image_batch(plain.as_subclass(subclass), "x"), as_image_batch(plain, "x"))
+        assert np.array_equal(as_image_batch(floats.as_subclass(subclass), "x", value_range=(0, 1)),
+                              as_image_batch(floats, "x", value_range=(0, 1)))
+        metric = fidkit.FID(extractor=Moments(), value_range=(0, 1))
+        metric.update(floats.as_subclass(subclass))
+        seen = metric._extractor.get().seen[0]
+        assert type(seen) is np.ndarray and seen.shape == (2, 4, 6, 3)
+    for other in (np.zeros((2, 4, 4, 3), np.uint8), [1, 2], "torch", object()):
+        assert not is_torch_tensor(other)
+
+
+def test_is_torch_tensor_never_imports_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from fidkit._validate import is_torch_tensor; "
+            "assert not is_torch_tensor(np.zeros(3)) and not is_torch_tensor(object()); print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
