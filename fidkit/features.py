@@ -144,9 +144,21 @@ class Features:
         return int(self.rows.shape[1])
 
     def stats(self) -> Any:
-        """The statistics of these features (float64 mu and sigma, ddof 1), with the same metadata."""
+        """The statistics of these features (float64 mu and sigma, ddof 1), with the same metadata.
+
+        Raises
+        ------
+        InputError
+            Fewer than 2 rows; the message names the file they were loaded from.
+        """
         from fidkit.stats import Stats
 
+        if self.n < 2:  # said here, where the file is known (a reference, a side of compute_fid)
+            where = f"{self.path}: holds" if self.path is not None else "these features hold"
+            raise InputError(
+                f"{where} {self.n} feature row{'' if self.n == 1 else 's'}; a covariance needs at least 2 "
+                "(FID needs thousands): compute the features of more images (fidkit features SRC --save FILE.npz)"
+            )
         return Stats.from_features(self.rows, metadata=self.metadata)
 
     @classmethod

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import warnings
 from fractions import Fraction
@@ -449,3 +450,23 @@ def test_is_torch_tensor_never_imports_torch() -> None:
             "assert not is_torch_tensor(np.zeros(3)) and not is_torch_tensor(object()); print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_a_features_file_too_small_for_a_covariance_is_named(tmp_path, n) -> None:
+    small = tmp_path / f"small{n}.npz"
+    fidkit.Features(features(n, 12, seed=0)).save(small)
+    fidkit.Features(features(40, 12, seed=1)).save(tmp_path / "other.npz")
+    expected = re.escape(f"{small}: holds {n} feature row") + "s?; a covariance needs at least 2"
+    for call in (
+        lambda: fidkit.compute_fid(small, tmp_path / "other.npz"),
+        lambda: fidkit.compute_fid(tmp_path / "other.npz", small),
+        lambda: fidkit.compute_stats(small),
+        lambda: fidkit.Features.load(small).stats(),
+    ):
+        with pytest.raises(InputError, match=expected):
+            call()
+    metric = fidkit.FID(reference=small, extractor=Moments())
+    metric.update(uint8_images(5, 0))
+    with pytest.raises(InputError, match=expected):
+        metric.compute()
