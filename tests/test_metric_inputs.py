@@ -470,3 +470,41 @@ def test_a_features_file_too_small_for_a_covariance_is_named(tmp_path, n) -> Non
     metric.update(uint8_images(5, 0))
     with pytest.raises(InputError, match=expected):
         metric.compute()
+
+
+class MomentsAndLogits(Moments):
+    """:class:`Moments` that also gives logits (6 classes: the channel means and spreads), as the Inception does."""
+
+    def outputs(self, images, names=("features",)):
+        rows = self(images)
+        return {"features": rows, "logits": rows[:, :6].copy()} if "logits" in names else {"features": rows}
+
+
+@pytest.mark.parametrize("n_generated", [2, 8, 9])
+def test_too_few_generated_images_for_the_inception_score_says_which_side_how_many_and_the_fix(n_generated) -> None:
+    metric = fidkit.FID(extractor=MomentsAndLogits(), metrics="is")
+    metric.update(uint8_images(30, 0), real=True)
+    metric.update(uint8_images(n_generated, 1))
+    with pytest.raises(InputError) as raised:
+        metric.compute()
+    message = str(raised.value)
+    assert "Inception Score needs at least 10 images on the generated side" in message
+    assert f"which holds {n_generated}" in message and "use at least 10 generated images" in message
+    assert "leave 'is' out of the metrics" in message
+    # The fix works: one more batch, and the FID and IS come back.
+    metric.update(uint8_images(10 - n_generated, 2))
+    report = metric.compute()
+    assert report.b.n == 10 and set(report.metrics.keys()) == {"fid", "is_a"}
+    assert float(report) == pytest.approx(fidkit.fid_from_arrays(
+        Moments()(uint8_images(30, 0)), np.concatenate([Moments()(uint8_images(n_generated, 1)),
+                                                        Moments()(uint8_images(10 - n_generated, 2))])).value)
+
+
+def test_evaluate_names_a_side_too_small_for_precision_recall() -> None:
+    from fidkit.metrics import evaluate
+
+    small, large = fidkit.Features(features(4, 5, seed=0)), fidkit.Features(features(40, 5, seed=1))
+    with pytest.raises(InputError, match=r"needs at least 6 images on side b .*which holds 4.*leave 'prdc' out"):
+        evaluate(large, small, "fid,prdc")
+    with pytest.raises(InputError, match=r"needs at least 6 images on the real side .*use at least 6 real images"):
+        evaluate(large, small, "prdc", side_names=("generated", "real"))
