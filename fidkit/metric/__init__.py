@@ -360,13 +360,12 @@ class FID(DistributedMerge):
         return state
 
     def _uncopyable_reference(self, how: str, exc: Exception) -> FidkitError:
-        verb = {"pickled": "pickle", "copied": "copy"}[how]
         return FidkitError(
             f"this FID cannot be {how} yet: its reference ({_describe_input(self._reference_input)}) is an "
             f"opened source that cannot be {how} ({type(exc).__name__}: {exc}); give reference= what can be: a "
             "path (folder, archive, .npy, statistics file), an array of images, or a Stats (the result of "
-            f"fidkit.compute_stats on these images); or {verb} it only after a "
-            f"compute() that had generated images (the reference's statistics are {how} then)"
+            "fidkit.compute_stats on these images); or call compute() once first, after feeding generated images "
+            f"with update() (the reference's statistics are {how} then)"
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
