@@ -122,7 +122,9 @@ class NpzReader:
         self.fix = fix
         kind = sniff_numpy_file(self.path)
         if kind == "npy":
-            raise error(f"{what}: the file holds a single array (.npy data), not an .npz archive; rename it .npy")
+            # Renaming helps only a file misnamed .npz; one named .npy already is what it says.
+            advice = fix if self.path.suffix.lower() == ".npy" else "rename it .npy"
+            raise error(f"{what}: the file holds a single array (.npy data), not an .npz archive; {advice}")
         try:
             file_bytes = self.path.stat().st_size
             self._zip = zipfile.ZipFile(self.path)

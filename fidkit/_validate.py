@@ -239,12 +239,13 @@ def check_value_range(value_range: Any) -> tuple[float, float] | None:
 
 
 def is_torch_tensor(value: Any) -> bool:
-    """True for a ``torch.Tensor``; torch is imported only if the object comes from it."""
-    if not type(value).__module__.startswith("torch"):
-        return False
-    import torch
+    """True for a ``torch.Tensor``, a subclass defined anywhere included (a user's, MONAI's ``MetaTensor``).
 
-    return isinstance(value, torch.Tensor)
+    Never imports torch: an object can be a tensor only once torch is imported, so ``sys.modules`` is asked.
+    """
+    torch = sys.modules.get("torch")
+    tensor_type = getattr(torch, "Tensor", None)  # None while torch is still being imported
+    return isinstance(tensor_type, type) and isinstance(value, tensor_type)
 
 
 def _out_of_range(low: float, high: float, value_range: tuple[float, float], what: str) -> InputError:
@@ -262,15 +263,25 @@ def _out_of_range(low: float, high: float, value_range: tuple[float, float], wha
 
 
 def unit_range_hint(images: Any, value_range: tuple[float, float], what: str) -> str | None:
-    """The warning for floating-point images in [0, 1] declared a range 255 wide or more, such as (0, 255); else None.
+    """The warning for floating-point images in [0, 1] declared a range they would quantize badly in; else None.
 
-    The opposite mistake to the one :func:`_out_of_range` hints at: nothing is out of range, so nothing is
-    refused, but every image quantizes to 1 or 2 of the 256 levels. Only floating-point numpy arrays and torch
-    tensors are looked at (uint8 is used as it is, whatever the range), and not a constant batch (all zeros is
-    a plausible image in any range). Call it on images :func:`as_image_batch` accepted (no NaN).
+    The opposite mistakes to the one :func:`_out_of_range` hints at: nothing is out of range, so nothing is
+    refused, but the levels are wrong. Two ranges are looked at:
+
+    - 255 wide or more, such as ``(0, 255)``: every image quantizes to 1 or 2 of the 256 levels;
+    - one that reaches below 0 by a quarter of its width or more and holds [0, 1], such as ``(-1, 1)``: black
+      becomes mid-gray, every image quantizes to the upper levels only (128 to 255 for ``(-1, 1)``). Images in
+      such a range that are all at or above 0, in a whole batch, would have no pixel darker than mid-gray: not
+      what images look like, but exactly what [0, 1] images (``sigmoid``, ``ToTensor()``) look like.
+
+    Only floating-point numpy arrays and torch tensors are looked at (uint8 is used as it is, whatever the
+    range), and not a constant batch (all zeros is a plausible image in any range). Call it on images
+    :func:`as_image_batch` accepted (no NaN).
     """
     lo, hi = value_range
-    if not (hi - lo >= 255 and lo <= 0.0 and hi >= 1.0):
+    too_wide = hi - lo >= 255 and lo <= 0.0 and hi >= 1.0
+    reaches_below_zero = not too_wide and lo < 0.0 and hi >= 1.0 and -lo >= (hi - lo) / 4
+    if not (too_wide or reaches_below_zero):
         return None
     if is_torch_tensor(images):
         floating = images.is_floating_point() and images.numel() > 0
@@ -281,11 +292,18 @@ def unit_range_hint(images: Any, value_range: tuple[float, float], what: str) ->
     low, high = float(images.min()), float(images.max())
     if not (0.0 <= low < high <= 1.0):
         return None
-    levels = int(round((high - lo) / (hi - lo) * 255)) - int(round((low - lo) / (hi - lo) * 255)) + 1
+    first = int(round((low - lo) / (hi - lo) * 255))
+    last = int(round((high - lo) / (hi - lo) * 255))
+    if too_wide:
+        effect = f"quantizes them to {last - first + 1} of the 256 levels"
+    else:
+        effect = (
+            f"quantizes them to levels {first}..{last} of 0..255 (0, black in [0, 1], becomes level "
+            f"{int(round(-lo / (hi - lo) * 255))}: no image would be darker than that)"
+        )
     return (
         f"{what}: floating-point values span [{low:.6g}, {high:.6g}], inside [0, 1]: the images look like [0, 1] "
-        f"images, but value_range=({lo:g}, {hi:g}) quantizes them to {levels} of the 256 levels; pass "
-        "value_range=(0, 1) (said once per metric)"
+        f"images, but value_range=({lo:g}, {hi:g}) {effect}; pass value_range=(0, 1) (said once per metric)"
     )
 
 
@@ -339,7 +357,9 @@ def as_image_tensor(tensor: Any, what: str, value_range: Any = None) -> Any:
         raise InputError(f"{what}: a tensor on the 'meta' device holds no pixels; pass the images themselves")
     if tensor.layout != torch.strided:
         raise InputError(f"{what}: a {tensor.layout} tensor; pass dense images (x.to_dense())")
-    tensor = tensor.detach()
+    # A subclass (MONAI's MetaTensor, say) as the plain tensor it holds: its own __torch_function__ (metadata
+    # kept through every operation) has nothing to do with pixels.
+    tensor = tensor.detach().as_subclass(torch.Tensor)
     shape = tuple(int(d) for d in tensor.shape)
     if tensor.dtype != torch.uint8:
         if not tensor.is_floating_point():

@@ -34,8 +34,8 @@ from numpy.typing import NDArray
 from fidkit._validate import check_features
 from fidkit.errors import InputError, StatsFileError
 from fidkit.stats.core import check_metadata
-from fidkit._npz import NpzReader
-from fidkit.statsfile import STATS_FORMAT_VERSION, check_regular_file, write_npz
+from fidkit._npz import NpzReader, sniff_numpy_file
+from fidkit.statsfile import STATS_FORMAT_VERSION, check_format_version, check_regular_file, write_npz
 
 __all__ = ["Features", "FeatureRows", "is_features_file", "FEATURES_KEY", "EXTRA_OUTPUTS"]
 
@@ -144,9 +144,21 @@ class Features:
         return int(self.rows.shape[1])
 
     def stats(self) -> Any:
-        """The statistics of these features (float64 mu and sigma, ddof 1), with the same metadata."""
+        """The statistics of these features (float64 mu and sigma, ddof 1), with the same metadata.
+
+        Raises
+        ------
+        InputError
+            Fewer than 2 rows; the message names the file they were loaded from.
+        """
         from fidkit.stats import Stats
 
+        if self.n < 2:  # said here, where the file is known (a reference, a side of compute_fid)
+            where = f"{self.path}: holds" if self.path is not None else "these features hold"
+            raise InputError(
+                f"{where} {self.n} feature row{'' if self.n == 1 else 's'}; a covariance needs at least 2 "
+                "(FID needs thousands): compute the features of more images (fidkit features SRC --save FILE.npz)"
+            )
         return Stats.from_features(self.rows, metadata=self.metadata)
 
     @classmethod
@@ -185,13 +197,28 @@ class Features:
         Raises
         ------
         StatsFileError
-            Not a features file, a member of the wrong dtype or shape, non-finite rows, bad metadata.
+            Not a features file, a member of the wrong dtype or shape, non-finite rows, bad metadata, written by a
+            newer fidkit.
         """
         file_path = Path(path)
         fix = "recompute it with fidkit features SRC --save FILE.npz"
         check_regular_file(file_path, "features file", fix)
+        if sniff_numpy_file(file_path) == "npy":
+            # Rows saved with numpy.save (clean-fid's features, say): not a features file, but usable as one.
+            raise StatsFileError(
+                f"{file_path}: holds a single array (.npy data), not a features file (an .npz written by "
+                "fidkit.Features.save); if it holds feature rows, one per image, use "
+                f"fidkit.Features(numpy.load({str(file_path)!r})) (and .save('features.npz') to make a features file)"
+            )
         with NpzReader(file_path, str(file_path), StatsFileError, fix) as reader:
             keys = reader.keys
+            if _KEY_VERSION in keys:  # first: a newer format's members may mean something else
+                member = reader.header(_KEY_VERSION)
+                if member.shape != ():
+                    raise StatsFileError(
+                        f"{file_path}: {_KEY_VERSION!r} should be a single integer, not {member.describe()}; {fix}"
+                    )
+                check_format_version(reader.read(_KEY_VERSION, member), file_path)
             if FEATURES_KEY not in keys:
                 raise StatsFileError(f"{file_path} is not a features file: it has no '{FEATURES_KEY}' member; {fix}")
             header = reader.header(FEATURES_KEY)

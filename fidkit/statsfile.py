@@ -299,14 +299,21 @@ def _check_stats_headers(
         )
 
 
+def check_format_version(value: np.ndarray, file_path: Path) -> int:
+    """The ``fidkit_format_version`` member of a statistics or features file, refused when a newer fidkit wrote it
+    (its members may mean something this one does not know): the one check of both file kinds."""
+    version = _scalar_int(value, _KEY_VERSION, file_path)
+    if version > STATS_FORMAT_VERSION:
+        raise StatsFileError(
+            f"{file_path}: written by a newer fidkit (format {version}, this one reads up to "
+            f"{STATS_FORMAT_VERSION}); upgrade fidkit"
+        )
+    return version
+
+
 def _parse(contents: dict[str, np.ndarray], file_path: Path) -> StatsFileContents:
     if _KEY_VERSION in contents:
-        version = _scalar_int(contents[_KEY_VERSION], _KEY_VERSION, file_path)
-        if version > STATS_FORMAT_VERSION:
-            raise StatsFileError(
-                f"{file_path}: written by a newer fidkit (format {version}, this one reads up to "
-                f"{STATS_FORMAT_VERSION}); upgrade fidkit"
-            )
+        check_format_version(contents[_KEY_VERSION], file_path)
     n_samples = _scalar_int(contents[_KEY_N], _KEY_N, file_path) if _KEY_N in contents else None
     metadata: dict[str, Any] = {}
     if _KEY_METADATA in contents:

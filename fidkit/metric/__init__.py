@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import pickle
 import sys
 import threading
 import time
@@ -39,19 +38,22 @@ from fidkit.errors import FidkitError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
 from fidkit.frechet import fid_from_stats
 from fidkit.extractors import LazyExtractor, extractor_metadata
+from fidkit.features import Features
 from fidkit.options import RunOptions, check_options_for_object, run_options
 from fidkit.pipeline import describe, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import FidReport, Timings, assemble_fid_report, check_comparable
 from fidkit.stats import Stats
-from fidkit.metric.distributed import DistributedMerge, _process_group
+from fidkit.metric.distributed import DistributedMerge, _process_group, check_timeout
 from fidkit.metric.state import (
     _built_extractor,
     _Collected,
     _describe_input,
     _RebuiltExtractor,
+    _ReferenceToOpen,
     _Side,
     _thread_safe,
+    _unpicklable,
     _without_session,
 )
 
@@ -116,8 +118,9 @@ class FID(DistributedMerge):
         The range of floating-point images, e.g. ``(-1, 1)`` for a tanh generator or ``(0, 1)``; they are
         quantized as an 8-bit PNG would be (:func:`fidkit._validate.as_image_batch`), and values beyond the
         range by more than half a step are an error, never clipped. uint8 images are used as they are. Floating-point
-        images that all lie in [0, 1] while the range is 255 wide or more, e.g. ``(0, 255)``, draw one
-        :class:`~fidkit.errors.FidkitWarning` per metric: they quantize to 1 or 2 levels.
+        images that all lie in [0, 1] while the range is 255 wide or more, e.g. ``(0, 255)`` (they quantize to 1
+        or 2 levels), or reaches well below 0, e.g. ``(-1, 1)`` (black becomes mid-gray), draw one
+        :class:`~fidkit.errors.FidkitWarning` per metric (see :func:`fidkit._validate.unit_range_hint`).
     options : RunOptions, optional
         The run's settings as one object (:class:`fidkit.RunOptions`); keyword arguments override its fields.
     extractor : str or extractor object, optional
@@ -138,7 +141,7 @@ class FID(DistributedMerge):
     ci : fidkit.metrics.IntervalSpec, optional
         An interval for every asked metric.
     metrics_seed : int
-        The metrics' one seed (KID subsets, IS splits, the intervals).
+        The metrics' one seed (KID subsets, IS splits, the intervals): an integer from 0 to 2**32 - 1, checked here.
     **overrides
         Fields of :class:`fidkit.RunOptions`, e.g. ``weights``, ``device``, ``engine``, ``batch_size``
         (default: the extractor's, else the device's), ``use_cache`` (for the reference).
@@ -193,10 +196,12 @@ class FID(DistributedMerge):
         metrics_seed: int = 0,
         **overrides: Any,
     ) -> None:
+        from fidkit.metrics._common import check_seed
         from fidkit.metrics.table import outputs_needed, table_request
 
         self._asked, self._ci = table_request(metrics, ci)
-        self._metrics_seed = int(metrics_seed)
+        # Checked as compute_fid checks it, now: not at the first compute(), after the network time.
+        self._metrics_seed = check_seed(metrics_seed, "metrics_seed")
         # The evaluated side (a) is the generated one; the reference (b) is the real one.
         kept = outputs_needed(self._asked, ci=self._ci) if self._asked else {"a": None, "b": None}
         self._value_range = check_value_range(value_range)
@@ -208,6 +213,8 @@ class FID(DistributedMerge):
         self._options = run_options(options, **overrides)
         self._extractor = LazyExtractor(self._options, given=extractor)
         self._reference_input = None if reference is None else open_input(reference, self._options)
+        # What the caller gave: what a checkpoint taken before the first compute() keeps (see __getstate__).
+        self._reference_spec = reference
         # A reference file made by another network is refused at the first update(), before the network runs, not
         # at the first compute() (its check needs the weights' sha256, which constructing the metric does not).
         self._reference_unchecked = self._reference_input is not None
@@ -222,7 +229,7 @@ class FID(DistributedMerge):
         self._generated = _Side("generated", kept["a"])
         self._last: tuple[tuple[int, int], FidReport] | None = None
         self._gloo_group: Any = None
-        self._unit_range_warned = False  # the [0, 1]-images-declared-(0, 255) warning: once per metric
+        self._unit_range_warned = False  # the [0, 1]-images-declared-(0, 255)-or-(-1, 1) warning: once per metric
         self._extractor.probe()  # an impossible GPU fails here, not at the first update() hours into training
         self._init_locks()
 
@@ -251,7 +258,8 @@ class FID(DistributedMerge):
         Warns
         -----
         FidkitWarning
-            Once per metric: floating-point images all in [0, 1] with a `value_range` such as ``(0, 255)``.
+            Once per metric: floating-point images all in [0, 1] with a `value_range` such as ``(0, 255)`` or
+            ``(-1, 1)``.
         """
         side = self._side(real)
         what = f"FID.update({'real=True' if real else 'generated'}) images"
@@ -274,7 +282,7 @@ class FID(DistributedMerge):
         side.add(collected.batches, times.network_seconds, _metadata(extractor))
 
     def _warn_unit_range(self, images: Any, what: str) -> None:
-        """Warn once per metric when float images declared (0, 255) (or as wide) all lie in [0, 1]."""
+        """Warn once per metric when float images declared (0, 255) or (-1, 1) (or alike) all lie in [0, 1]."""
         if self._unit_range_warned or self._value_range is None:
             return
         hint = unit_range_hint(images, self._value_range, what)
@@ -325,16 +333,23 @@ class FID(DistributedMerge):
         """Pickle the state (accumulators, reference statistics, options), never an onnxruntime session.
 
         The extractor is built again on first use after unpickling (one of fidkit's that was given is rebuilt
-        from its weights file, which must still have the same sha256).
+        from its weights file, which must still have the same sha256; once that file is gone, from
+        ``$FIDKIT_WEIGHTS`` or the weights cache if they hold the same sha256). A reference of images whose
+        statistics are not computed yet is pickled as it was given (a path, an array) and opened again by the
+        first compute() after unpickling; one that cannot be pickled (a generator) is refused.
         """
         state = self._copied_state()
         state["_extractor"] = _without_session(state["_extractor"])
+        state["_reference_spec"] = None  # kept in the _ReferenceToOpen below when needed, else not at all
         reference = self._reference_input
-        if self._reference is None and reference is not None and not isinstance(reference, Stats):
-            try:
-                pickle.dumps(reference)
-            except Exception as exc:  # noqa: BLE001 - whatever the source holds that pickle refuses
-                raise self._uncopyable_reference("pickled", exc) from None
+        if self._reference is None and reference is not None and not isinstance(reference, (Stats, Features)):
+            # An opened source holds functions (a folder's listing, an array's reader): what it was opened from
+            # is pickled instead.
+            spec = reference.spec if isinstance(reference, _ReferenceToOpen) else self._reference_spec
+            problem = _unpicklable(spec)
+            if problem is not None:
+                raise self._uncopyable_reference("pickled", problem)
+            state["_reference_input"] = _ReferenceToOpen(spec, _describe_input(reference))
         return state
 
     def _copied_state(self) -> dict[str, Any]:
@@ -344,20 +359,23 @@ class FID(DistributedMerge):
         state = self._state()
         if self._reference is not None:
             state["_reference_input"] = self._reference_features or self._reference[0]
+            state["_reference_spec"] = None
         return state
 
     def _uncopyable_reference(self, how: str, exc: Exception) -> FidkitError:
         return FidkitError(
             f"this FID cannot be {how} yet: its reference ({_describe_input(self._reference_input)}) is an "
-            f"opened source that cannot be {how} ({type(exc).__name__}: {exc}); call compute() once first (the "
-            f"reference's statistics are {how} then), or give reference= a statistics file or a Stats"
+            f"opened source that cannot be {how} ({type(exc).__name__}: {exc}); give reference= what can be: a "
+            "path (folder, archive, .npy, statistics file), an array of images, or a Stats (the result of "
+            "fidkit.compute_stats on these images); or call compute() once first, after feeding generated images "
+            f"with update() (the reference's statistics are {how} then)"
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A metric pickled before the metrics beyond FID existed computes the FID alone.
         for name, default in (
             ("_asked", None), ("_ci", None), ("_metrics_seed", 0), ("_reference_features", None),
-            ("_unit_range_warned", False), ("_reference_unchecked", False),
+            ("_unit_range_warned", False), ("_reference_unchecked", False), ("_reference_spec", None),
         ):
             state.setdefault(name, default)
         self.__dict__.update(state)
@@ -368,6 +386,9 @@ class FID(DistributedMerge):
         extractor = _built_extractor(self._extractor)
         if extractor is not None:
             memo[id(extractor)] = extractor
+        for given in (self._reference_spec, getattr(self._reference_input, "spec", None)):
+            if isinstance(given, np.ndarray):
+                memo[id(given)] = given  # the caller's array, never changed by the metric: shared, like its source
         clone = type(self).__new__(type(self))
         memo[id(self)] = clone
         try:
@@ -397,7 +418,8 @@ class FID(DistributedMerge):
         Parameters
         ----------
         timeout : float
-            Distributed only: seconds to wait for every rank to call ``compute()`` before raising.
+            Distributed only: seconds to wait for every rank to call ``compute()`` before raising; a positive finite
+            number (checked on one process too).
 
         Returns
         -------
@@ -407,7 +429,8 @@ class FID(DistributedMerge):
         Raises
         ------
         InputError
-            Fewer than 2 images on a side, no real side, or a reference made with other Inception weights.
+            Fewer than 2 images on a side, no real side, a reference made with other Inception weights, or a
+            `timeout` that is not a positive finite number (before any collective, on every rank).
         FidkitError
             Distributed: a rank did not call ``compute()`` within `timeout` seconds (the process group is then
             unusable: re-create it), or the ranks disagree (different references, different feature extractors).
@@ -416,6 +439,7 @@ class FID(DistributedMerge):
         -----
         Thread-safe: one ``compute()`` at a time, each on the statistics of the updates that finished before it.
         """
+        timeout = check_timeout(timeout)
         with self._lock:
             return self._compute(timeout)
 
@@ -482,6 +506,9 @@ class FID(DistributedMerge):
         if self._reference_input is None:
             return None
         if self._reference is None:
+            if isinstance(self._reference_input, _ReferenceToOpen):  # unpickled before its first compute()
+                self._reference_spec = self._reference_input.spec
+                self._reference_input = open_input(self._reference_spec, self._options)
             result = side_result(
                 self._reference_input, self._extractor, self._options, keep_features=self._real.outputs or False
             )

@@ -4,6 +4,8 @@ or raises the same error, and a group broken by a timeout is said so at once."""
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
 import sys
 import threading
 import weakref
@@ -12,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fidkit.errors import FidkitError
+from fidkit.errors import FidkitError, InputError
 from fidkit.features import Features
 from fidkit.stats import Stats, StatsAccumulator
 from fidkit.statsfile import IDENTITY_KEYS
@@ -43,6 +45,24 @@ def _reference_fingerprint(stats: Stats) -> str:
     fingerprint = f"n = {stats.n}, sha256 {digest.hexdigest()[:16]}"
     _FINGERPRINTS[stats] = (stats.mu, stats.sigma, fingerprint)
     return fingerprint
+
+
+def check_timeout(timeout: Any) -> float:
+    """`timeout` of :meth:`FID.compute` as seconds, or :class:`~fidkit.errors.InputError`: checked on every process
+    count before any collective, so that a bad value is a plain error on every rank, not a timeout that breaks the
+    process group (a negative one) nor a TypeError from ``timedelta`` (None, NaN, infinity)."""
+    usage = f"FID.compute(): timeout must be a positive finite number of seconds, not {timeout!r}"
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise InputError(f"{usage} (e.g. timeout=600)")
+    seconds = float(timeout)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InputError(f"{usage}; to wait longer for a slow rank pass a larger number (e.g. timeout=3600)")
+    try:
+        timedelta(seconds=seconds)
+    except OverflowError:
+        # What torch.distributed takes: a datetime.timedelta, at most 999,999,999 days.
+        raise InputError(f"{usage}: {seconds:g} s is beyond what datetime.timedelta holds (about 8.6e13 s)") from None
+    return seconds
 
 
 def _ranks(ranks: list[int]) -> str:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import copy
+import logging
+import os
+import pickle
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fidkit.errors import FidkitError, InputError
+from fidkit.errors import FidkitError, InputError, WeightsError
 from fidkit.extractors import build_extractor
 from fidkit.features import FeatureRows
 from fidkit.options import RunOptions
 from fidkit.stats import Stats, StatsAccumulator
 from fidkit.statsfile import IDENTITY_KEYS
+
+logger = logging.getLogger(__name__)
 
 
 class _Side:
@@ -175,7 +181,8 @@ class _RebuiltExtractor:
 
     An onnxruntime session (or a torch model on a GPU) cannot be pickled; what made it can: the weights file,
     the device, the batch size, the engine, the precision, the convention and the feature layer (``dims``). The
-    rebuilt extractor must have the same weights sha256 as the original, or it is refused.
+    rebuilt extractor must have the same weights sha256 as the original, or it is refused; a weights file that is
+    gone is replaced by ``$FIDKIT_WEIGHTS`` or the weights cache when that has the same sha256.
     """
 
     def __init__(self, extractor: Any, engine: str) -> None:
@@ -195,7 +202,7 @@ class _RebuiltExtractor:
             if self._built is None:
                 extractor = build_extractor(
                     RunOptions(
-                        weights=self.weights_path, device=self.device, batch_size=self.batch_size,
+                        weights=self._weights_file(), device=self.device, batch_size=self.batch_size,
                         engine=self.engine, precision=self.precision, convention=self.convention, dims=self.dims,
                     )
                 )
@@ -207,6 +214,31 @@ class _RebuiltExtractor:
                     )
                 self._built = extractor
             return self._built
+
+    def _weights_file(self) -> Path:
+        """The recorded weights file, or, once it is gone (a checkpoint resumed on another machine, a moved folder),
+        the file a lazily built FID would use, ``$FIDKIT_WEIGHTS`` or the weights cache, if it has the recorded
+        sha256: the same network wherever its file now lies. Never downloads."""
+        recorded = Path(self.weights_path)
+        if recorded.exists():
+            return recorded  # used as it is: a changed file is refused by its sha256 in built()
+        from fidkit.inception.weights import WEIGHTS_ENV, locate_weights, weights_cache_dir
+
+        try:
+            found = locate_weights(None, download=False, progress=False)
+        except WeightsError as exc:
+            elsewhere = f"no other weights file was found ({exc})"
+        else:
+            if found.sha256 == self.weights_sha256:
+                logger.info("weights %s are gone: the unpickled FID uses %s (same sha256)", recorded, found.path)
+                return found.path
+            where = f"the environment variable {WEIGHTS_ENV}" if found.origin == "environment" else "the weights cache"
+            elsewhere = f"{found.path} (from {where}) has sha256 {found.sha256[:16]}..., another network"
+        raise WeightsError(
+            f"the unpickled FID's extractor was made from weights {recorded}, which no longer exists, and "
+            f"{elsewhere}; the FID needs weights with sha256 {self.weights_sha256}: restore {recorded}, or set "
+            f"{WEIGHTS_ENV} to a copy of that file (or put it in {weights_cache_dir()} if it is the released file)"
+        )
 
     @property
     def thread_safe(self) -> bool:
@@ -275,3 +307,31 @@ def _without_session(holder: Any) -> Any:
 def _describe_input(source: Any) -> str:
     """A short name of an opened reference source, for messages."""
     return str(getattr(source, "name", type(source).__name__))
+
+
+class _ReferenceToOpen:
+    """A reference not computed yet, in a pickled :class:`~fidkit.metric.FID`: what the caller gave (a path, an
+    array, a list of batches), opened again on first use.
+
+    An opened source holds functions (a folder's listing, an array's reader) that pickle refuses, and nothing of
+    it is worth keeping before its statistics exist: a checkpoint at step 0 keeps the path (the folder is listed
+    again when the unpickled FID computes) or the array itself.
+    """
+
+    def __init__(self, spec: Any, name: str) -> None:
+        self.spec = spec
+        self.name = name
+
+
+def _unpicklable(spec: Any) -> Exception | None:
+    """Why `spec` (a reference as the caller gave it) cannot be pickled, or None if it can.
+
+    Paths and arrays are known to pickle (an array without being copied here); anything else is tried.
+    """
+    if isinstance(spec, (str, os.PathLike, np.ndarray)):
+        return None
+    try:
+        pickle.dumps(spec)
+    except Exception as exc:  # noqa: BLE001 - whatever the object holds that pickle refuses
+        return exc
+    return None

@@ -38,19 +38,19 @@ __all__ = [
 SAMPLINGS = ("generator", "torch-fidelity")
 
 
-def check_seed(seed: Any) -> int:
-    """Return `seed` as a non-negative int, or raise :class:`~fidkit.errors.InputError`.
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """Return `seed` as a non-negative int, or raise :class:`~fidkit.errors.InputError` naming the argument `name`.
 
     None is refused on purpose: a metric that draws at random must say which draw it reports.
     """
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise InputError(
-            f"seed must be a non-negative integer, got {seed!r}; the draws are reproducible only from an explicit "
-            "seed (pass e.g. seed=0)"
+            f"{name} must be a non-negative integer, got {seed!r}; the draws are reproducible only from an explicit "
+            f"seed (pass e.g. {name}=0)"
         )
     if seed >= 2**32:
         # RandomState (sampling="torch-fidelity") takes seeds below 2**32 only; one rule for both samplings.
-        raise InputError(f"seed must be below 2**32, got {seed}")
+        raise InputError(f"{name} must be below 2**32, got {seed}")
     return int(seed)
 
 

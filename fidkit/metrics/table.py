@@ -239,6 +239,35 @@ def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict
                 )
 
 
+def _check_sizes(names, sides, side_names: tuple[str, str], *, is_splits: int, k_largest: int) -> None:
+    """Refuse, before any work, a side too small for an asked metric, naming the side, the images it needs and
+    the fix (the metrics' own checks name neither: ``logits has 8 rows for 10 splits``)."""
+    rows = {role: side for role, side in sides.items() if isinstance(side, Features)}
+    needs = []
+    if any(name in names for name in ("fid", "kid", "sfid")):
+        key = next(name for name in ("fid", "sfid", "kid") if name in names)
+        why = "KID's unbiased estimator" if key == "kid" else "a covariance"
+        needs += [(role, 2, key, why) for role in rows]
+    if "is" in names:
+        roles = [role for role in ("a", "b") if role in rows and (role == "a" or rows[role].logits is not None)]
+        needs += [(role, is_splits, "is", f"its {is_splits} splits hold one image or more each") for role in roles]
+    if "prdc" in names:
+        needs += [(role, k_largest + 1, "prdc", f"a ball of k = {k_largest} other images around each")
+                  for role in rows]
+    labels = {"fid": "FID", "sfid": "sFID", "kid": "KID", "is": "the Inception Score",
+              "prdc": "precision/recall/density/coverage"}
+    for role, minimum, key, why in needs:
+        n = rows[role].n
+        if n < minimum:
+            name = side_names[0 if role == "a" else 1]
+            who = f"side {role}" if name == role else f"the {name} side"
+            leave = "" if key == "fid" else f", or leave {key!r} out of the metrics asked"
+            raise InputError(
+                f"{labels[key]} needs at least {minimum} images on {who} ({why}), which holds {n}: use at least "
+                f"{minimum} {'' if name == role else name + ' '}images there{leave}"
+            )
+
+
 def _check_half_sizes(names, sides, *, is_splits: int, k_largest: int) -> None:
     """With intervals, refuse sizes whose half-samples the metrics cannot take (before any work)."""
     halves = {role: side.n // 2 for role, side in sides.items() if isinstance(side, Features)}
@@ -452,6 +481,7 @@ def evaluate(
     memory_budget = _check_budget(memory_budget)
     sides = {"a": _check_side(a, "a"), "b": _check_side(b, "b")}
     check_available(names, ci, sides)
+    _check_sizes(names, sides, side_names, is_splits=is_splits, k_largest=max(k_precision, k_density))
     if ci is not None:
         _check_half_sizes(names, sides, is_splits=is_splits, k_largest=max(k_precision, k_density))
     a, b = sides["a"], sides["b"]
