@@ -386,7 +386,10 @@ def test_a_gpu_device_on_a_machine_without_a_driver_is_refused_at_construction(m
         fidkit.FID(reference=reference_stats(), device=device)
     for usable in ("cpu", "auto"):
         fidkit.FID(reference=reference_stats(), device=usable)
-    fidkit.FID(reference=reference_stats(), device=device, extractor=FakeExtractor())  # a given one runs already
+    # A given object runs as it was built: no probe, and a device it does not state is refused as not applying
+    # (round 6: options contradicting an extractor object), not as a missing driver.
+    with pytest.raises(FidkitError, match=rf"device='{device}' cannot apply to the extractor object FakeExtractor"):
+        fidkit.FID(reference=reference_stats(), device=device, extractor=FakeExtractor())
 
 
 def test_the_device_probe_reads_the_provider_list(monkeypatch) -> None:
