@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from fidkit.errors import OverwriteError
+from fidkit.errors import FidkitError, InputError, OverwriteError
 
 __all__ = [
     "atomic_write",
@@ -29,6 +29,7 @@ __all__ = [
     "file_digest",
     "sha256_file",
     "cache_home",
+    "expand_user",
     "CHUNK_BYTES",
     "pid_running",
 ]
@@ -80,9 +81,7 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     # What a killed run (kill -9, power loss) left here is removed now, by the exact name pattern; the
     # older, pid-less form (which other programs' mkstemp names can match) only in the folders fidkit owns
     # under its cache home, not in a user's folder that happens to lie below it (FIDKIT_HOME=~).
-    home = cache_home()
-    owned = any(_inside(target.parent, home / subdir) for subdir in HOME_SUBDIRS)
-    remove_stale_temporaries(target.parent, older_names=owned)
+    remove_stale_temporaries(target.parent, older_names=_in_home_folders(target.parent))
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{target.name}.{_host_tag()}-{os.getpid()}.", suffix=f".tmp{target.suffix}", dir=target.parent
     )
@@ -147,6 +146,17 @@ def _host_tag() -> str:
     except OSError:
         namespace = ""
     return hashlib.sha256(f"{socket.gethostname()}|{namespace}".encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _in_home_folders(folder: Path) -> bool:
+    """True when `folder` is one of fidkit's folders under the cache home (or below one). The home is asked only to
+    choose how much to clean: where it cannot be determined (no HOME, a ``~user`` that does not exist), `folder`
+    cannot be one of its folders, and a save to a path the user gave goes on without it."""
+    try:
+        home = cache_home()
+    except InputError:
+        return False
+    return any(_inside(folder, home / subdir) for subdir in HOME_SUBDIRS)
 
 
 def _inside(folder: Path, root: Path) -> bool:
@@ -346,8 +356,69 @@ def sha256_file(path: str | os.PathLike) -> str:
     return file_digest(path, "sha256")
 
 
+def _unexpandable(text: str) -> tuple[str, str]:
+    """Why pathlib cannot expand the leading ``~`` of `text`: ``(reason, the ~ or ~user it cannot expand)``."""
+    user = text[1:].split("/", 1)[0].split(os.sep, 1)[0]
+    if user:
+        return f"there is no user {user} on this system", f"~{user}"
+    uid = os.getuid() if hasattr(os, "getuid") else "?"
+    return f"no home directory is known (HOME is unset and user id {uid} has no entry in the password database)", "~"
+
+
+def expand_user(path: str | os.PathLike, *, named: str, error: type[FidkitError] = InputError) -> Path:
+    """``Path(path).expanduser()``, where a ``~`` that cannot be expanded is an `error` naming `named` and the fix.
+
+    pathlib raises a bare ``RuntimeError("Could not determine home directory.")`` for ``~nosuchuser/x``, and for
+    ``~/x`` when HOME is unset and the user id has no password entry (a container started with ``--user 4242``).
+
+    Parameters
+    ----------
+    path : path-like
+        What the user gave.
+    named : str
+        Where it came from, for the message (``"--weights / weights="``, ``"the environment variable X"``).
+    error : type of FidkitError, default InputError
+        The error raised.
+    """
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        reason, prefix = _unexpandable(os.fspath(path))
+        fix = f"give the path without {prefix}" + (", or set HOME" if prefix == "~" else "")
+        raise error(f"cannot use {os.fspath(path)} (from {named}): {reason} to expand {prefix}; {fix}") from None
+
+
 def cache_home() -> Path:
-    """Return fidkit's cache directory (weights, ONNX graphs, statistics).
+    """Return fidkit's cache directory (weights, ONNX graphs, statistics): see :func:`_configured_cache_home`.
+
+    Raises
+    ------
+    InputError
+        No home can be determined: the variable in use starts with a ``~`` that cannot be expanded, or none is set
+        and there is no home directory. The message names the variable to set.
+    """
+    try:
+        return _configured_cache_home()
+    except RuntimeError:  # pathlib's "Could not determine home directory."
+        pass
+    for variable in ("FIDKIT_HOME", "XDG_CACHE_HOME"):
+        value = os.environ.get(variable, "")
+        if value.strip():
+            reason, prefix = _unexpandable(value)
+            raise InputError(
+                f"fidkit's cache home cannot be determined: {variable}={value}, and {reason} to expand {prefix}; "
+                f"set {variable} to a path without {prefix} (a writable folder)"
+            ) from None
+    reason, _ = _unexpandable("~")
+    raise InputError(
+        f"fidkit's cache home cannot be determined: FIDKIT_HOME and XDG_CACHE_HOME are unset, and {reason}; set "
+        "FIDKIT_HOME (or HOME) to a writable folder"
+    ) from None
+
+
+def _configured_cache_home() -> Path:
+    """Fidkit's cache directory as the environment names it (:func:`cache_home`); pathlib's RuntimeError where a
+    ``~`` cannot be expanded.
 
     ``$FIDKIT_HOME`` if set, else ``$XDG_CACHE_HOME/fidkit``, else ``~/.cache/fidkit``. Read on
     every call, never memoised, so that tests and users can redirect it at any time. The folder

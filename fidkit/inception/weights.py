@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fidkit._download import DEFAULT_TIMEOUT_S, Checksum, download
-from fidkit._fs import atomic_write, cache_home, sha256_file
+from fidkit._fs import atomic_write, cache_home, expand_user, sha256_file
 from fidkit.errors import DownloadError, WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -218,9 +218,11 @@ def locate_weights(
     if weights is None and os.environ.get(WEIGHTS_ENV):
         weights, origin = os.environ[WEIGHTS_ENV], "environment"
     if weights is not None:
-        path = Path(weights).expanduser()
+        where = f"the environment variable {WEIGHTS_ENV}" if origin == "environment" else "weights"
+        path = expand_user(
+            weights, named=f"${WEIGHTS_ENV}" if origin == "environment" else "--weights / weights=", error=WeightsError
+        )
         if not path.is_file():
-            where = f"the environment variable {WEIGHTS_ENV}" if origin == "environment" else "weights"
             if path.is_dir():
                 raise WeightsError(
                     f"weights {path} (from {where}) is a folder, not a weights file; pass the .pth file itself, "
