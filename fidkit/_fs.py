@@ -82,9 +82,11 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     # older, pid-less form (which other programs' mkstemp names can match) only in the folders fidkit owns
     # under its cache home, not in a user's folder that happens to lie below it (FIDKIT_HOME=~).
     remove_stale_temporaries(target.parent, older_names=_in_home_folders(target.parent))
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.{_host_tag()}-{os.getpid()}.", suffix=f".tmp{target.suffix}", dir=target.parent
-    )
+    # Refused before the caller writes anything: the rename onto a name the file system cannot hold would fail
+    # only after the whole write.
+    _refuse_long_names(target, target.parent, (target.name,))
+    prefix, suffix = _temporary_affixes(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp_name)
     try:
@@ -106,6 +108,79 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+#: What :func:`atomic_write`'s temporary name adds to the name it embeds, but for the host and pid tag and the
+#: suffix: ``.`` + ``.`` + ``.`` + mkstemp's 8 random characters + ``.tmp``.
+_TEMPORARY_OVERHEAD = 1 + 1 + 1 + 8 + len(".tmp")
+#: Bytes of a shortened embedded name given to the hash of the whole name (``-`` and 8 hex).
+_HASH_PART = 1 + 8
+#: A file name's length when the file system does not say its limit (POSIX's NAME_MAX on every common one).
+_DEFAULT_NAME_MAX = 255
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of `folder` (an existing folder) takes."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or the file system does not say
+        return _DEFAULT_NAME_MAX
+    return limit if limit and limit > 0 else _DEFAULT_NAME_MAX
+
+
+def _shortened(text: str, n_bytes: int) -> str:
+    """The longest start of `text` that is at most `n_bytes` long in the file system's encoding (whole characters)."""
+    encoded = os.fsencode(text)
+    if len(encoded) <= n_bytes:
+        return text
+    cut = text[:n_bytes]
+    while len(os.fsencode(cut)) > n_bytes:
+        cut = cut[:-1]
+    return cut
+
+
+def _temporary_affixes(target: Path) -> tuple[str, str]:
+    """The ``prefix`` and ``suffix`` of :func:`atomic_write`'s ``mkstemp`` name beside `target`, whose name fits.
+
+    ``.<name>.<host tag>-<pid>.<8 random>.tmp<suffix>`` holds the whole name when the file system allows; a name
+    too long for that (a final name of 220 to 255 bytes is legal) is embedded shortened, as its start, ``-``, 8 hex
+    of its sha256 and its suffix: still the pattern :func:`is_temporary_name` recognises (the embedded name ends
+    with the suffix), so that the cleanup of killed runs finds it. A suffix too long to keep twice is dropped (no
+    library appends such an extension).
+    """
+    tag = f"{_host_tag()}-{os.getpid()}"
+    name, suffix = target.name, target.suffix
+    room = _name_max(target.parent) - _TEMPORARY_OVERHEAD - len(tag)  # for the embedded name and the suffix
+    if len(os.fsencode(name)) + len(os.fsencode(suffix)) <= room:
+        return f".{name}.{tag}.", f".tmp{suffix}"
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    start = room - _HASH_PART - 2 * len(os.fsencode(suffix))
+    if start < 1:
+        suffix = ""
+        start = room - _HASH_PART
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    return f".{_shortened(stem, start)}-{digest}{suffix}.{tag}.", f".tmp{suffix}"
+
+
+def _name_too_long(message: str) -> OSError:
+    error = OSError(message)
+    error.errno = errno.ENAMETOOLONG
+    return error
+
+
+def _refuse_long_names(target: Path, existing: Path, names: tuple[str, ...]) -> None:
+    """Raise an OSError (``ENAMETOOLONG``) when one of `names`, the folders still to create on the way from the
+    existing folder `existing` to `target` and then the file's own name, is longer than that folder's file system
+    allows."""
+    limit = _name_max(existing)
+    for index, name in enumerate(names):
+        size = len(os.fsencode(name))
+        if size > limit:
+            what = "file name" if index == len(names) - 1 else "folder name"
+            raise _name_too_long(
+                f"cannot write {target}: its {what} {_shortened(name, 24)}... is {size} bytes long, more than the "
+                f"{limit} the file system of {existing} allows; choose a shorter name"
+            )
 
 
 def out_of_space(error: BaseException | None) -> bool:
@@ -317,6 +392,7 @@ def check_writable_destination(path: str | os.PathLike, *, overwrite: bool = Fal
         raise NotADirectoryError(
             f"cannot write {target}: {ancestor} is a file, not a folder; choose a path in a folder"
         )
+    _refuse_long_names(target, ancestor, target.absolute().parts[len(ancestor.parts):])
     if not _writable_folder(ancestor):
         raise PermissionError(
             f"cannot write {target}: no permission to create files in {ancestor}; choose a path in a writable "

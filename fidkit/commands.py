@@ -196,7 +196,8 @@ def _check_save_path(out_path: Path | None, force: bool, source: str, weights: s
     # Even with --force: never a file the run reads (the source's files, a folder's images, the weights).
     refuse_outputs_over_inputs([out_path], source, what="--save", others=weights_files_read(weights))
 
-    if out_path.is_file() and not out_path.is_symlink() and not force:
+    # os.path's tests: a name too long for the file system is False here and refused below, naming the limit.
+    if os.path.isfile(out_path) and not os.path.islink(out_path) and not force:
         raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
     # A folder, FIFO, device, socket or link there, a parent that is a file, no permission: all refused now.
     check_writable_destination(out_path, overwrite=force)

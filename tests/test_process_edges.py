@@ -123,3 +123,99 @@ def test_a_datasets_folder_with_an_unknown_user_names_the_variable(monkeypatch: 
     monkeypatch.setenv(DATASETS_ENV, f"~{NO_USER}/data")
     with pytest.raises(SourceError, match=f"{DATASETS_ENV}.*no user {NO_USER}"):
         find_dataset_file(next(iter(DATASETS.values())))
+
+
+# --- 2. long file names -----------------------------------------------------------------------------------------
+
+
+def _name_max(folder: Path) -> int:
+    return os.pathconf(folder, "PC_NAME_MAX")
+
+
+@pytest.mark.parametrize("stem", ["n" * 200, "n" * 222, "l" * 240, "é" * 125, "x.y" * 80 + "z" * 11])
+def test_the_temporary_of_a_long_legal_name_fits_and_is_recognised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stem: str
+) -> None:
+    import fidkit._fs as fs
+
+    limit = _name_max(tmp_path)
+    name = _shortened_to(stem + ".npz", limit)  # the longest name like it the file system takes
+    with atomic_write(tmp_path / name) as partial:
+        assert len(os.fsencode(partial.name)) <= limit and partial.name.endswith(".npz")
+        assert fs.is_temporary_name(partial.name)
+        partial.write_bytes(b"data")
+        # As a later run sees it once this one is gone: removed by the cleanup of killed runs' temporaries.
+        monkeypatch.setattr(fs, "pid_running", lambda pid: pid == os.getpid())
+        (tmp_path / "copy").write_bytes(b"")
+        gone = "9" * len(str(os.getpid()))  # a process of this machine that no longer runs
+        leftover = tmp_path / partial.name.replace(f"-{os.getpid()}.", f"-{gone}.", 1)
+        leftover.write_bytes(b"old")
+        assert [path.name for path, _ in fs.remove_stale_temporaries(tmp_path)] == [leftover.name]
+        monkeypatch.undo()
+    assert (tmp_path / name).read_bytes() == b"data"
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["copy", name])
+
+
+def test_a_name_that_is_nearly_all_suffix_still_gets_a_temporary(tmp_path: Path) -> None:
+    from fidkit._fs import is_temporary_name
+
+    name = "a." + "s" * (_name_max(tmp_path) - 2)
+    with atomic_write(tmp_path / name) as partial:
+        assert is_temporary_name(partial.name) and len(os.fsencode(partial.name)) <= _name_max(tmp_path)
+        partial.write_bytes(b"s")
+    assert [path.name for path in tmp_path.iterdir()] == [name]
+
+
+def _shortened_to(name: str, limit: int) -> str:
+    stem, suffix = name[: -len(".npz")], ".npz"
+    while len(os.fsencode(stem + suffix)) > limit:
+        stem = stem[:-1]
+    return stem + suffix
+
+
+@pytest.mark.parametrize("limit", [143, 200])
+def test_the_temporary_fits_a_smaller_name_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    import fidkit._fs as fs
+
+    monkeypatch.setattr(fs, "_name_max", lambda folder: limit)  # as on eCryptfs (143)
+    name = "q" * (limit - 4) + ".pth"
+    with atomic_write(tmp_path / name) as partial:
+        assert len(partial.name) <= limit and fs.is_temporary_name(partial.name) and partial.name.endswith(".pth")
+        partial.write_bytes(b"w")
+    assert (tmp_path / name).read_bytes() == b"w"
+    with pytest.raises(OSError, match=f"{limit + 1} bytes long, more than the {limit} .*choose a shorter name"):
+        with atomic_write(tmp_path / ("q" * (limit - 3) + ".pth")):
+            pytest.fail("a name the file system cannot hold must be refused before the write")
+
+
+def test_a_name_longer_than_the_file_system_allows_is_refused_up_front(tmp_path: Path) -> None:
+    import errno
+
+    from fidkit._fs import check_writable_destination
+    from fidkit.errors import StatsFileError
+    from fidkit.stats.core import Stats
+
+    limit = _name_max(tmp_path)
+    too_long = tmp_path / "out" / ("n" * (limit - 3) + ".npz")
+    with pytest.raises(OSError) as info:
+        check_writable_destination(too_long)
+    assert info.value.errno == errno.ENAMETOOLONG
+    assert f"{limit + 1} bytes long, more than the {limit} the file system of {tmp_path} allows" in str(info.value)
+    with pytest.raises(OSError, match="folder name .* more than the"):
+        check_writable_destination(tmp_path / ("d" * (limit + 1)) / "s.npz")
+    stats = Stats.from_features(np.random.default_rng(0).random((20, 8)))
+    with pytest.raises(StatsFileError, match=f"more than the {limit} .*choose a shorter name"):
+        stats.save(too_long)
+    assert list(tmp_path.iterdir()) == [tmp_path / "out"] and not list((tmp_path / "out").iterdir())
+
+
+def test_the_command_refuses_a_too_long_save_name_before_any_work(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.zeros((2, 8, 8, 3), np.uint8))
+    limit = _name_max(tmp_path)
+    out = tmp_path / "outdir" / ("n" * (limit + 10) + ".npz")
+    # No weights anywhere: a check that came after the work would fail on the weights instead.
+    done = _cli("stats", str(tmp_path / "a.npy"), "--no-cache", "--save", str(out))
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("fidkit: error: cannot write") and f"more than the {limit}" in last, done.stderr
+    assert not (tmp_path / "outdir").exists()
