@@ -29,6 +29,7 @@ __all__ = [
     "file_digest",
     "sha256_file",
     "cache_home",
+    "in_cache_home_folders",
     "expand_user",
     "CHUNK_BYTES",
     "pid_running",
@@ -81,7 +82,7 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     # What a killed run (kill -9, power loss) left here is removed now, by the exact name pattern; the
     # older, pid-less form (which other programs' mkstemp names can match) only in the folders fidkit owns
     # under its cache home, not in a user's folder that happens to lie below it (FIDKIT_HOME=~).
-    remove_stale_temporaries(target.parent, older_names=_in_home_folders(target.parent))
+    remove_stale_temporaries(target.parent, older_names=in_cache_home_folders(target.parent))
     # Refused before the caller writes anything: the rename onto a name the file system cannot hold would fail
     # only after the whole write.
     _refuse_long_names(target, target.parent, (target.name,))
@@ -223,7 +224,7 @@ def _host_tag() -> str:
     return hashlib.sha256(f"{socket.gethostname()}|{namespace}".encode("utf-8", "replace")).hexdigest()[:8]
 
 
-def _in_home_folders(folder: Path) -> bool:
+def in_cache_home_folders(folder: str | os.PathLike) -> bool:
     """True when `folder` is one of fidkit's folders under the cache home (or below one). The home is asked only to
     choose how much to clean: where it cannot be determined (no HOME, a ``~user`` that does not exist), `folder`
     cannot be one of its folders, and a save to a path the user gave goes on without it."""
@@ -231,7 +232,7 @@ def _in_home_folders(folder: Path) -> bool:
         home = cache_home()
     except InputError:
         return False
-    return any(_inside(folder, home / subdir) for subdir in HOME_SUBDIRS)
+    return any(_inside(Path(folder), home / subdir) for subdir in HOME_SUBDIRS)
 
 
 def _inside(folder: Path, root: Path) -> bool:

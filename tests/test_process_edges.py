@@ -219,3 +219,138 @@ def test_the_command_refuses_a_too_long_save_name_before_any_work(tmp_path: Path
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("fidkit: error: cannot write") and f"more than the {limit}" in last, done.stderr
     assert not (tmp_path / "outdir").exists()
+
+
+# --- 3. a full or read-only disk while downloading -------------------------------------------------------------
+
+PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
+
+
+@pytest.fixture
+def counting_server():
+    """A server on 127.0.0.1 serving PAYLOAD at every path; ``requests`` lists the paths asked for."""
+    import http.server
+    import threading
+
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            requests.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _manifest(*urls: str):
+    import hashlib
+
+    from fidkit.inception.weights import WeightsManifest
+
+    return WeightsManifest(name="t", file_name="t.pth", size=len(PAYLOAD), sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+                           urls=urls, licence="Apache-2.0")
+
+
+def _full_disk_after(monkeypatch: pytest.MonkeyPatch, n_bytes: int) -> None:
+    """Files the download writes (mode "wb") take `n_bytes`, then fail as a full disk does."""
+    import builtins
+    import errno
+
+    import fidkit._download as download_module
+
+    class Full:
+        def __init__(self, stream) -> None:
+            self.stream, self.room = stream, n_bytes
+
+        def write(self, data: bytes) -> int:
+            if len(data) > self.room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.room -= len(data)
+            return self.stream.write(data)
+
+        def __getattr__(self, name: str):
+            return getattr(self.stream, name)
+
+    def opened(file, mode="r", *args, **kwargs):
+        stream = builtins.open(file, mode, *args, **kwargs)
+        return Full(stream) if mode == "wb" else stream
+
+    monkeypatch.setattr(download_module, "open", opened, raising=False)
+
+
+def test_a_full_disk_stops_the_download_at_once_and_says_so(
+    fidkit_home: Path, counting_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fidkit.inception.weights import locate_weights
+
+    base, requests = counting_server
+    _full_disk_after(monkeypatch, len(PAYLOAD) // 3)
+    with pytest.raises(WeightsError) as info:
+        locate_weights(manifest=_manifest(base + "/release/t.pth", base + "/mirror/t.pth"), progress=False)
+    message = str(info.value)
+    assert requests == ["/release/t.pth"]  # the mirror is not downloaded onto the same full disk
+    assert "No space left on device" in message and "the disk is full" in message
+    assert f"{len(PAYLOAD)} bytes are needed" in message and "FIDKIT_HOME to a folder on another disk" in message
+    assert "yourself" not in message and "put it at" not in message
+    assert not (fidkit_home / "weights").exists() or not list((fidkit_home / "weights").iterdir())
+
+
+def test_a_read_only_disk_is_said_before_anything_is_downloaded(
+    fidkit_home: Path, counting_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import fidkit._fs as fs
+    from fidkit.inception.weights import locate_weights
+
+    base, requests = counting_server
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(fs.tempfile, "mkstemp", read_only)
+    with pytest.raises(WeightsError) as info:
+        locate_weights(manifest=_manifest(base + "/release/t.pth", base + "/mirror/t.pth"), progress=False)
+    message = str(info.value)
+    assert requests == []
+    assert "Read-only file system" in message and "cannot be written" in message
+    assert "FIDKIT_HOME to a writable folder" in message and "put it at" not in message
+
+
+def test_a_full_disk_outside_the_cache_home_names_no_variable(
+    tmp_path: Path, counting_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from fidkit._download import Checksum, DiskWriteError, download
+
+    base, requests = counting_server
+    _full_disk_after(monkeypatch, 0)
+    with pytest.raises(DiskWriteError) as info:
+        download([base + "/a.bin", base + "/b.bin"], tmp_path / "out" / "a.bin",
+                 checksum=Checksum("sha256", hashlib.sha256(PAYLOAD).hexdigest()), size=None, progress=False)
+    assert requests == ["/a.bin"]
+    assert f"to {tmp_path / 'out'}" in str(info.value) and "another disk" in str(info.value)
+    assert "FIDKIT_HOME" not in str(info.value) and not (tmp_path / "out").exists()
+
+
+def test_a_network_failure_still_goes_on_to_the_mirror(fidkit_home: Path, counting_server) -> None:
+    from fidkit.inception.weights import locate_weights
+
+    base, requests = counting_server
+    found = locate_weights(manifest=_manifest("http://127.0.0.1:1/t.pth", base + "/mirror/t.pth"), progress=False)
+    assert found.path.read_bytes() == PAYLOAD and requests == ["/mirror/t.pth"]

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from fidkit._download import Checksum, download, mirror_urls
+from fidkit._download import Checksum, DiskWriteError, download, mirror_urls
 from fidkit._fs import atomic_write, cache_home, expand_user, file_digest, sha256_file
 from fidkit.errors import DownloadError, SourceError
 from fidkit.sources.arrays import ArraySource, file_identity
@@ -305,6 +305,8 @@ def locate_dataset_file(dataset: NamedDataset, *, download_missing: bool = True,
             dataset.file.urls, target, checksum=dataset.file.checksum, size=dataset.file.size,
             what=f"{dataset.file.file_name} ({dataset.name})", progress=progress,
         )
+    except DiskWriteError as exc:  # this disk's to fix: supplying the file here would meet it again
+        raise DiskWriteError(f"{dataset.name}: {exc}") from exc
     except DownloadError as exc:
         raise DownloadError(f"{dataset.name}: {exc}. {_how_to_supply(dataset)}") from exc
     _record_verified(target, dataset.file)
