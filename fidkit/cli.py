@@ -4,7 +4,7 @@ Results go to stdout (one line, or JSON with ``--json``) and nothing else does: 
 progress bar and whatever a library prints (onnxruntime's loader lines, C code writing to descriptor 1) go
 to stderr (:func:`fidkit._streams.standard_streams`). Exit status: 0 success, 1 a user-facing error (one line ``fidkit: error: ...``; the
 traceback only with ``--debug``), 2 a usage error, 130 interrupted (Ctrl-C; no partial files are left,
-as every write is atomic), 141 stdout was a pipe whose reader went away (quietly; see
+as every write is atomic), 143 terminated (SIGTERM, cleaned up as for Ctrl-C), 141 stdout was a pipe whose reader went away (quietly; see
 :mod:`fidkit._streams` for closed streams).
 
 Heavy modules (onnxruntime, torch, the sources' decoders) are imported inside the handlers, so
@@ -14,12 +14,14 @@ Heavy modules (onnxruntime, torch, the sources' decoders) are imported inside th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from fidkit.commands import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
 )
 from fidkit.errors import FidkitError, FidkitWarning
@@ -63,7 +66,7 @@ examples:
 
 run "fidkit COMMAND --help" for the options of each command.
 exit status: 0 success, 1 error (one line on stderr), 2 usage error, 130 interrupted,
-141 stdout's reader went away (nothing printed)."""
+143 terminated (SIGTERM), 141 stdout's reader went away (nothing printed)."""
 
 _COMPUTE_EPILOG = """\
 examples:
@@ -496,6 +499,38 @@ def _stdout_failure(error: StdoutWriteError, saved: Sequence[Path]) -> str:
     return f"{what}; redirect stdout to a file or device that can take it"
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is: it unwinds as Ctrl-C does (temporary files removed, decoding workers
+    stopped), then the command exits 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    # A second SIGTERM (the cleanup hangs, or whoever sent it insists) ends the process at once, as by default.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM takes the path of Ctrl-C; the previous handler is restored afterwards.
+
+    SIGTERM is what ``timeout``, ``docker stop``, SLURM's ``scancel`` and Kubernetes send; by default it ends the
+    process as ``kill -9`` would, leaving a half-written ``--save`` temporary in the user's folder and the
+    decoding workers' semaphores. Only the command line does this: library code never touches a program's
+    signals. Outside the main thread (``main`` called from a thread) signals cannot be handled and are left alone.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread of the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        # None: a handler installed from C, which Python cannot put back; the default is the closest.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fidkit`` command line and return its exit status.
 
@@ -507,7 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 success, 1 error, 2 usage error, 130 interrupted, 141 stdout's reader went away.
+        0 success, 1 error, 2 usage error, 130 interrupted, 143 terminated (SIGTERM), 141 stdout's reader went
+        away.
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(next((word for word in arguments if not word.startswith("-")), None))
@@ -520,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     debug = bool(getattr(args, "debug", False))
     caught: list[warnings.WarningMessage] = []
-    with standard_streams() as streams, logging_to_stderr(
+    with _sigterm_as_interrupt(), standard_streams() as streams, logging_to_stderr(
         debug=debug, quiet=bool(getattr(args, "quiet", False))
     ) as args.logged_warnings:
         try:
@@ -543,6 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc(file=sys.stderr)
             print(f"fidkit: error: {_stdout_failure(error, getattr(args, 'saved_files', ()))}", file=sys.stderr)
             return EXIT_ERROR
+        except _Terminated:
+            print("fidkit: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
         except KeyboardInterrupt:
             print("fidkit: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -18,13 +18,16 @@ from typing import Any
 from fidkit._plain import fid_text, shown
 from fidkit.errors import FidkitWarning, OverwriteError
 
-__all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "compute", "stats",
-           "features", "info", "cache_list", "cache_clear", "datasets"]
+__all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_BROKEN_PIPE",
+           "compute", "stats", "features", "info", "cache_list", "cache_clear", "datasets"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: Ended by SIGTERM (``timeout``, ``docker stop``, SLURM's ``scancel``, Kubernetes), cleaned up as for Ctrl-C:
+#: 128 + SIGTERM.
+EXIT_TERMINATED = 143
 #: stdout was a pipe whose reader went away (``| head``, ``| true``): 128 + SIGPIPE, as a shell reports a
 #: command that SIGPIPE ended; nothing is printed. Files the command wrote (``--save``) are complete.
 EXIT_BROKEN_PIPE = 141

@@ -354,3 +354,157 @@ def test_a_network_failure_still_goes_on_to_the_mirror(fidkit_home: Path, counti
     base, requests = counting_server
     found = locate_weights(manifest=_manifest("http://127.0.0.1:1/t.pth", base + "/mirror/t.pth"), progress=False)
     assert found.path.read_bytes() == PAYLOAD and requests == ["/mirror/t.pth"]
+
+
+# --- 4. SIGTERM ------------------------------------------------------------------------------------------------
+
+#: fidkit's command with a slow stand-in network, and with SLOW_SAVE set a save that stalls half-written: each
+#: announces itself on stderr, so that the test sends SIGTERM at a known point.
+_SLOW_FIDKIT = '''
+import os
+import sys
+import time
+
+import numpy as np
+
+
+class Slow:
+    feature_dim = 6
+    batch_size = 8
+    thread_safe = True
+
+    def __call__(self, images):
+        print("STAND-IN: batch", file=sys.stderr, flush=True)
+        time.sleep(0.1)
+        flat = np.asarray(images, dtype=np.float32).reshape(len(images), -1, 3)
+        return np.concatenate([flat.mean(axis=1), flat.std(axis=1)], axis=1)
+
+    def metadata(self):
+        return {"feature_extractor": "slow", "weights_sha256": "c" * 64, "resize_mode": "none"}
+
+
+def stalled_savez(file, *args, **kwargs):
+    file.write(b"PK" * 1000)
+    file.flush()
+    print("STAND-IN: saving", file=sys.stderr, flush=True)
+    time.sleep(120)
+
+
+if __name__ == "__main__":  # decoding workers re-import this script
+    import fidkit.extractors
+    from fidkit.cli import main
+
+    fidkit.extractors.build_extractor = lambda options: Slow()
+    if os.environ.get("SLOW_SAVE"):
+        np.savez = stalled_savez
+    raise SystemExit(main())
+'''
+
+
+def _process_group(pgid: int) -> list[str]:
+    """The processes left in process group `pgid` (the command's workers and forkserver, had they survived)."""
+    left = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            left.append(entry.name)
+    return left
+
+
+def _terminate_at(marker: str, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, list[str]]:
+    """Run `argv`, send SIGTERM to it (not its group: as timeout, docker stop and scancel do) once `marker` shows on
+    its stderr; its exit status, its stderr and what is left of its process group a moment later."""
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        argv, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if marker in line:
+                process.send_signal(signal.SIGTERM)
+                break
+        rest = process.communicate(timeout=60)[1]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    left = _process_group(process.pid)
+    for _ in range(50):  # the forkserver leaves once its last worker has gone
+        if not left:
+            break
+        time.sleep(0.1)
+        left = _process_group(process.pid)
+    return process.returncode, "".join(lines) + rest, left
+
+
+@pytest.fixture(scope="module")
+def slow_fidkit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("sigterm")
+    (folder / "slow_fidkit.py").write_text(_SLOW_FIDKIT)
+    (folder / "w.pth").write_bytes(b"stand-in weights")  # only hashed: the stand-in replaces the network
+    images = folder / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(300):  # more than fidkit decodes in its own process: worker processes decode them
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(images / f"{index:03d}.png")
+    return folder
+
+
+def test_sigterm_during_a_save_leaves_no_temporary_and_exits_143(slow_fidkit: Path, tmp_path: Path) -> None:
+    import sys as _sys
+
+    out = tmp_path / "outdir"
+    status, stderr, left = _terminate_at(
+        "STAND-IN: saving",
+        [_sys.executable, "slow_fidkit.py", "stats", "imgs", "--workers", "0", "--limit", "16",
+         "--weights", "w.pth", "--no-cache", "--save", str(out / "s.npz")],
+        slow_fidkit, {"SLOW_SAVE": "1", "FIDKIT_HOME": str(tmp_path / "home")},
+    )
+    assert status == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "fidkit: terminated", stderr
+    assert list(out.iterdir()) == [], "a half-written temporary was left in the user's folder"
+    assert left == []
+
+
+def test_sigterm_while_workers_decode_stops_them_cleanly(slow_fidkit: Path, tmp_path: Path) -> None:
+    import sys as _sys
+
+    status, stderr, left = _terminate_at(
+        "STAND-IN: batch",
+        [_sys.executable, "slow_fidkit.py", "stats", "imgs", "--workers", "2", "--weights", "w.pth", "--no-cache",
+         "--save", str(tmp_path / "out" / "s.npz")],
+        slow_fidkit, {"FIDKIT_HOME": str(tmp_path / "home")},
+    )
+    assert status == 143, stderr
+    assert "fidkit: terminated" in stderr and "Traceback" not in stderr
+    assert "leaked" not in stderr and "resource_tracker" not in stderr, stderr
+    assert left == [], "decoding workers outlived the command"
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_command_puts_back_the_sigterm_handler_it_found(tmp_path: Path) -> None:
+    import signal
+
+    from fidkit.cli import main
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert main(["cache", "list"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
