@@ -33,6 +33,8 @@ __all__ = [
     "expand_user",
     "CHUNK_BYTES",
     "pid_running",
+    "working_directory_gone",
+    "WORKING_DIRECTORY_GONE",
 ]
 
 logger = logging.getLogger(__name__)
@@ -363,6 +365,31 @@ def check_destination(path: str | os.PathLike, *, overwrite: bool = False) -> No
         raise OverwriteError(f"{target} already exists; choose another path or pass overwrite=True (--force)")
 
 
+#: What fidkit says when the working directory was deleted (``os.getcwd`` fails), and what to do.
+WORKING_DIRECTORY_GONE = (
+    "the working directory no longer exists (it was deleted or moved away), so a relative path cannot be made "
+    "absolute; cd to an existing folder, or give absolute paths"
+)
+
+
+def working_directory_gone(error: BaseException | None = None) -> bool:
+    """True when this process's working directory was deleted: ``os.getcwd`` fails, and with it every making of a
+    relative path absolute (``Path.absolute``, ``Path.resolve``) and the start of worker processes.
+
+    With `error`: only when `error` is what ``os.getcwd`` raises then (a FileNotFoundError naming no file), not a
+    file that is missing.
+    """
+    if error is not None and not (
+        isinstance(error, FileNotFoundError) and error.filename is None and error.strerror is not None
+    ):
+        return False
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
+
+
 def _writable_folder(folder: Path) -> bool:
     """True when new files can be created in `folder` (tests replace this to simulate permissions)."""
     return os.access(folder, os.W_OK | os.X_OK)
@@ -386,6 +413,8 @@ def check_writable_destination(path: str | os.PathLike, *, overwrite: bool = Fal
     """
     target = Path(path)
     check_destination(target, overwrite=overwrite)
+    if not target.is_absolute() and working_directory_gone():
+        raise FileNotFoundError(f"cannot write {target}: {WORKING_DIRECTORY_GONE}")
     ancestor = target.absolute().parent
     while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
         ancestor = ancestor.parent

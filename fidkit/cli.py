@@ -27,6 +27,7 @@ from typing import Any
 
 from fidkit import commands
 from fidkit._argtypes import device_string, non_negative_int, positive_int, resample_count, seed_value
+from fidkit._fs import WORKING_DIRECTORY_GONE, working_directory_gone
 from fidkit._streams import StdoutGone, StdoutWriteError, logging_to_stderr, silence_stdout, standard_streams
 from fidkit._ray_address import ray_address_argument
 from fidkit.commands import (
@@ -588,7 +589,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (FidkitError, OSError) as error:
             if debug:
                 traceback.print_exc(file=sys.stderr)
-            print(f"fidkit: error: {_one_line(error)}", file=sys.stderr)
+            # os.getcwd's bare "[Errno 2] No such file or directory", from wherever a relative path was made
+            # absolute: say which directory is missing.
+            text = WORKING_DIRECTORY_GONE if working_directory_gone(error) else _one_line(error)
+            print(f"fidkit: error: {text}", file=sys.stderr)
             return EXIT_ERROR
         except MemoryError:
             # Where no step named it (the places that can say which file or batch raise ResourceError): the

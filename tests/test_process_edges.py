@@ -508,3 +508,77 @@ def test_the_command_puts_back_the_sigterm_handler_it_found(tmp_path: Path) -> N
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# --- 5. a deleted working directory ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def deleted_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work in a folder that is then removed (``mkdir g; cd g; rmdir ../g``); its parent is returned."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(FileNotFoundError):
+        os.getcwd()
+    return tmp_path
+
+
+@pytest.fixture
+def stand_in_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """The command's network replaced by a cheap stand-in; the ``--weights`` arguments it needs (only hashed)."""
+    import fidkit.extractors
+    from stand_ins import MeanColour  # tests/stand_ins.py
+
+    monkeypatch.setattr(fidkit.extractors, "build_extractor", lambda options: MeanColour())
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"stand-in weights")
+    return ["--weights", str(weights)]
+
+
+def test_a_relative_output_in_a_deleted_working_directory_says_so(deleted_cwd: Path) -> None:
+    from fidkit._fs import check_writable_destination
+
+    with pytest.raises(FileNotFoundError) as info:
+        check_writable_destination("rel.npz")
+    assert str(info.value).startswith("cannot write rel.npz: the working directory no longer exists")
+    assert str(info.value).endswith("cd to an existing folder, or give absolute paths")
+    check_writable_destination(deleted_cwd / "out" / "abs.npz")  # an absolute path needs no working directory
+
+
+def test_a_relative_source_in_a_deleted_working_directory_is_one_line(
+    deleted_cwd: Path, stand_in_network: list[str], slow_fidkit: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fidkit.cli import main
+
+    gone = "the working directory no longer exists (it was deleted or moved away), so a relative path cannot be " \
+        "made absolute; cd to an existing folder, or give absolute paths"
+
+    import shutil
+
+    (deleted_cwd / "imgs").mkdir()  # a folder, not a link (a link's absolute target would need no working directory)
+    for name in ("000.png", "001.png", "002.png"):
+        shutil.copy(slow_fidkit / "imgs" / name, deleted_cwd / "imgs" / name)
+    assert main(["stats", "../imgs", "--no-cache", "--workers", "0", *stand_in_network]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"fidkit: error: {gone}"
+    assert main(["stats", "../imgs", "--no-cache", "--save", "rel.npz", *stand_in_network]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"fidkit: error: cannot write rel.npz: {gone}"
+
+
+def test_absolute_paths_work_in_a_deleted_working_directory_workers_or_not(
+    deleted_cwd: Path, stand_in_network: list[str], slow_fidkit: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fidkit.stats.core import Stats
+
+    from fidkit.cli import main
+
+    out = deleted_cwd / "out"
+    # 300 images and two workers: multiprocessing cannot start a worker without a working directory.
+    assert main(["stats", str(slow_fidkit / "imgs"), "--no-cache", "--workers", "2", "--save", str(out / "a.npz"),
+                 *stand_in_network]) == 0, capsys.readouterr().err
+    assert "decoding in this process instead" in capsys.readouterr().err
+    assert main(["stats", str(slow_fidkit / "imgs"), "--no-cache", "--workers", "0", "--save", str(out / "b.npz"),
+                 *stand_in_network]) == 0
+    assert Stats.load(out / "a.npz").n == Stats.load(out / "b.npz").n == 300
+    assert Stats.load(out / "a.npz").mu.tolist() == Stats.load(out / "b.npz").mu.tolist()
