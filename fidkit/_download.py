@@ -333,7 +333,9 @@ class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
 
 
 def _lock_path(target: Path) -> Path:
-    key = hashlib.sha256(str(target.resolve()).encode("utf-8")).hexdigest()[:16]
+    # os.path.realpath, not Path.resolve: the same path, and a loop of links is left as it is, not a RuntimeError
+    # (the download then says what the loop is).
+    key = hashlib.sha256(os.path.realpath(target).encode("utf-8")).hexdigest()[:16]
     return cache_home() / "locks" / f"{target.name}.{key}.lock"
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "atomic_write",
     "check_destination",
     "check_writable_destination",
+    "not_a_folder",
     "remove_stale_temporaries",
     "is_temporary_name",
     "file_digest",
@@ -80,7 +81,7 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     """
     target = Path(path)
     check_destination(target, overwrite=overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_folders(target.parent)
     # What a killed run (kill -9, power loss) left here is removed now, by the exact name pattern; the
     # older, pid-less form (which other programs' mkstemp names can match) only in the folders fidkit owns
     # under its cache home, not in a user's folder that happens to lie below it (FIDKIT_HOME=~).
@@ -240,7 +241,11 @@ def in_cache_home_folders(folder: str | os.PathLike) -> bool:
 def _inside(folder: Path, root: Path) -> bool:
     try:
         return folder.resolve().is_relative_to(root.resolve())
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a loop of links (pathlib before 3.13)
+        pass
+    try:  # as named, links not followed
+        return folder.absolute().is_relative_to(root.absolute())
+    except OSError:  # no working directory
         return False
 
 
@@ -333,6 +338,53 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
+def not_a_folder(path: str | os.PathLike) -> tuple[str, str]:
+    """What `path`, a name on the way to a file to write, is instead of a folder, and the fix: ``(what, fix)``.
+
+    "a file, not a folder", or for a symbolic link what it leads to: a missing target (``ln -s /nonexistent/x``),
+    a loop of links, or something that is not a folder.
+    """
+    where = Path(path)
+    elsewhere = "choose a path in a folder"
+    try:
+        info = where.lstat()
+    except OSError as error:  # gone meanwhile
+        return f"not a folder ({error.strerror or error})", elsewhere
+    if not stat.S_ISLNK(info.st_mode):
+        kind = "a file" if stat.S_ISREG(info.st_mode) else file_kind(info.st_mode)
+        return f"{kind}, not a folder", elsewhere
+    try:
+        pointed = os.readlink(where)
+    except OSError:  # pragma: no cover - raced away
+        pointed = "?"
+    try:
+        followed = where.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"a symbolic link loop (it leads to {pointed}, and back)", f"fix or remove the link, or {elsewhere}"
+        return (
+            f"a symbolic link to a missing target ({pointed})",
+            f"create that folder, remove the link, or {elsewhere}",
+        )
+    kind = "a file" if stat.S_ISREG(followed.st_mode) else file_kind(followed.st_mode)
+    return f"a symbolic link to {kind} ({pointed}), not a folder", elsewhere
+
+
+def _make_folders(folder: Path) -> None:
+    """``mkdir -p`` `folder`; a name on the way that is not a folder is said as it is (mkdir says "File exists" for
+    a symbolic link to a missing target, which explains nothing). The caller's message says what to do."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if not isinstance(error, (FileExistsError, NotADirectoryError)) and error.errno != errno.ELOOP:
+            raise
+        for depth in range(1, len(folder.parts) + 1):
+            step = Path(*folder.parts[:depth])
+            if os.path.lexists(step) and not step.is_dir():
+                raise NotADirectoryError(f"{step} is {not_a_folder(step)[0]}") from None
+        raise
+
+
 def check_destination(path: str | os.PathLike, *, overwrite: bool = False) -> None:
     """Refuse, before anything is written, a destination fidkit must not replace.
 
@@ -415,14 +467,14 @@ def check_writable_destination(path: str | os.PathLike, *, overwrite: bool = Fal
     check_destination(target, overwrite=overwrite)
     if not target.is_absolute() and working_directory_gone():
         raise FileNotFoundError(f"cannot write {target}: {WORKING_DIRECTORY_GONE}")
-    ancestor = target.absolute().parent
+    # As given (relative or not): the message names the path the way the user wrote it.
+    ancestor = target.parent
     while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise NotADirectoryError(
-            f"cannot write {target}: {ancestor} is a file, not a folder; choose a path in a folder"
-        )
-    _refuse_long_names(target, ancestor, target.absolute().parts[len(ancestor.parts):])
+        what, fix = not_a_folder(ancestor)
+        raise NotADirectoryError(f"cannot write {target}: {ancestor} is {what}; {fix}")
+    _refuse_long_names(target, ancestor, target.parts[len(ancestor.parts):])
     if not _writable_folder(ancestor):
         raise PermissionError(
             f"cannot write {target}: no permission to create files in {ancestor}; choose a path in a writable "

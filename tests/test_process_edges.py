@@ -582,3 +582,67 @@ def test_absolute_paths_work_in_a_deleted_working_directory_workers_or_not(
                  *stand_in_network]) == 0
     assert Stats.load(out / "a.npz").n == Stats.load(out / "b.npz").n == 300
     assert Stats.load(out / "a.npz").mu.tolist() == Stats.load(out / "b.npz").mu.tolist()
+
+
+# --- 6. links on the way to an output --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def linked_outdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``outdir/`` in the working directory with a dangling link, a loop, a link to a file, and a file."""
+    monkeypatch.chdir(tmp_path)
+    out = Path("outdir")
+    out.mkdir()
+    (out / "dang").symlink_to(tmp_path / "nonexistent" / "x")
+    (out / "loop").symlink_to("loop")
+    (out / "file").write_bytes(b"f")
+    (out / "to-file").symlink_to("file")
+    return out
+
+
+_IN_A_FOLDER = "choose a path in a folder"
+
+
+@pytest.mark.parametrize(("name", "said"), [
+    ("dang", "outdir/dang is a symbolic link to a missing target ({tmp}/nonexistent/x); create that folder, remove "
+             f"the link, or {_IN_A_FOLDER}"),
+    ("dang/sub", "outdir/dang is a symbolic link to a missing target ({tmp}/nonexistent/x); create that folder, "
+                 f"remove the link, or {_IN_A_FOLDER}"),
+    ("loop", f"outdir/loop is a symbolic link loop (it leads to loop, and back); fix or remove the link, or {_IN_A_FOLDER}"),
+    ("to-file", f"outdir/to-file is a symbolic link to a file (file), not a folder; {_IN_A_FOLDER}"),
+    ("file", f"outdir/file is a file, not a folder; {_IN_A_FOLDER}"),
+])
+def test_a_link_on_the_way_to_an_output_is_said_as_it_is(
+    linked_outdir: Path, tmp_path: Path, name: str, said: str
+) -> None:
+    from fidkit._fs import check_writable_destination
+
+    with pytest.raises(NotADirectoryError) as info:
+        check_writable_destination(linked_outdir / name / "s.npz")
+    assert str(info.value) == f"cannot write outdir/{name}/s.npz: {said.format(tmp=tmp_path)}"
+
+
+def test_the_command_says_a_save_path_crosses_a_dangling_link(
+    linked_outdir: Path, tmp_path: Path, stand_in_network: list[str], slow_fidkit: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fidkit.cli import main
+
+    assert main(["stats", str(slow_fidkit / "imgs"), "--save", "outdir/dang/s.npz", *stand_in_network]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"fidkit: error: cannot write outdir/dang/s.npz: outdir/dang is a symbolic link to a "
+                           f"missing target ({tmp_path}/nonexistent/x)"), last
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_a_cache_home_that_is_a_broken_link_is_said_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    home = tmp_path / "home"
+    home.symlink_to(tmp_path / "elsewhere" if kind == "dangling" else home)
+    monkeypatch.setenv("FIDKIT_HOME", str(home))
+    with pytest.raises(NotADirectoryError) as info:
+        with atomic_write(cache_home() / "stats" / "entry.npz"):
+            pytest.fail("nothing is written under a broken home")
+    expected = "a symbolic link to a missing target" if kind == "dangling" else "a symbolic link loop"
+    assert str(info.value).startswith(f"{home} is {expected}") and "File exists" not in str(info.value)
