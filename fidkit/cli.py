@@ -4,8 +4,8 @@ Results go to stdout (one line, or JSON with ``--json``) and nothing else does: 
 progress bar and whatever a library prints (onnxruntime's loader lines, C code writing to descriptor 1) go
 to stderr (:func:`fidkit._streams.standard_streams`). Exit status: 0 success, 1 a user-facing error (one line ``fidkit: error: ...``; the
 traceback only with ``--debug``), 2 a usage error, 130 interrupted (Ctrl-C; no partial files are left,
-as every write is atomic), 143 terminated (SIGTERM, cleaned up as for Ctrl-C), 141 stdout was a pipe whose reader went away (quietly; see
-:mod:`fidkit._streams` for closed streams).
+as every write is atomic), 143 terminated (SIGTERM, cleaned up as for Ctrl-C), 141 stdout was a pipe whose
+reader went away (quietly; see :mod:`fidkit._streams` for closed streams).
 
 Heavy modules (onnxruntime, torch, the sources' decoders) are imported inside the handlers, so
 ``fidkit --help``, ``fidkit info`` and ``fidkit cache`` start fast and never import torch.
@@ -501,34 +501,27 @@ def _stdout_failure(error: StdoutWriteError, saved: Sequence[Path]) -> str:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the command is: it unwinds as Ctrl-C does (temporary files removed, decoding workers
-    stopped), then the command exits 143."""
+    """SIGTERM, unwound as Ctrl-C is (temporaries removed, workers stopped); the command then exits 143."""
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    # A second SIGTERM (the cleanup hangs, or whoever sent it insists) ends the process at once, as by default.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM (a cleanup that hangs) ends the process at once
     raise _Terminated()
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """While the command runs, SIGTERM takes the path of Ctrl-C; the previous handler is restored afterwards.
-
-    SIGTERM is what ``timeout``, ``docker stop``, SLURM's ``scancel`` and Kubernetes send; by default it ends the
-    process as ``kill -9`` would, leaving a half-written ``--save`` temporary in the user's folder and the
-    decoding workers' semaphores. Only the command line does this: library code never touches a program's
-    signals. Outside the main thread (``main`` called from a thread) signals cannot be handled and are left alone.
-    """
+    """While the command runs, SIGTERM (timeout, docker stop, scancel, Kubernetes) takes the path of Ctrl-C; by
+    default it ends the process as kill -9 does (a half-written --save temporary left, semaphores leaked). Only the
+    command does this, never library code; the handler found is put back afterwards."""
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread of the main interpreter
+    except ValueError:  # not the main thread (main called from a thread): signals are not this code's to handle
         yield
         return
     try:
         yield
-    finally:
-        # None: a handler installed from C, which Python cannot put back; the default is the closest.
+    finally:  # None: a handler installed from C, which Python cannot put back; the default is the closest
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
@@ -543,8 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 success, 1 error, 2 usage error, 130 interrupted, 143 terminated (SIGTERM), 141 stdout's reader went
-        away.
+        0 success, 1 error, 2 usage error, 130 interrupted, 143 terminated, 141 stdout's reader went away.
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(next((word for word in arguments if not word.startswith("-")), None))
@@ -580,17 +572,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc(file=sys.stderr)
             print(f"fidkit: error: {_stdout_failure(error, getattr(args, 'saved_files', ()))}", file=sys.stderr)
             return EXIT_ERROR
-        except _Terminated:
-            print("fidkit: terminated", file=sys.stderr)
-            return EXIT_TERMINATED
-        except KeyboardInterrupt:
-            print("fidkit: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        except KeyboardInterrupt as stop:
+            terminated = isinstance(stop, _Terminated)
+            print(f"fidkit: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
         except (FidkitError, OSError) as error:
             if debug:
                 traceback.print_exc(file=sys.stderr)
-            # os.getcwd's bare "[Errno 2] No such file or directory", from wherever a relative path was made
-            # absolute: say which directory is missing.
+            # os.getcwd's bare "[Errno 2] No such file or directory" (a relative path made absolute): say what is gone.
             text = WORKING_DIRECTORY_GONE if working_directory_gone(error) else _one_line(error)
             print(f"fidkit: error: {text}", file=sys.stderr)
             return EXIT_ERROR

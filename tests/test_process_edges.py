@@ -112,7 +112,8 @@ def test_the_command_line_says_one_line_for_an_unknown_user(tmp_path: Path) -> N
     assert "Traceback" not in listed.stderr and "internal error" not in listed.stderr
     given = _cli("stats", str(tmp_path / "a.npy"), "--weights", f"~{NO_USER}/w.pth")
     assert given.returncode == 1, given.stderr
-    assert given.stderr.strip().splitlines()[-1].startswith(f"fidkit: error: cannot use ~{NO_USER}/w.pth (from --weights")
+    last = given.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"fidkit: error: cannot use ~{NO_USER}/w.pth (from --weights"), given.stderr
     assert "Traceback" not in given.stderr
 
 
@@ -146,14 +147,14 @@ def test_the_temporary_of_a_long_legal_name_fits_and_is_recognised(
         partial.write_bytes(b"data")
         # As a later run sees it once this one is gone: removed by the cleanup of killed runs' temporaries.
         monkeypatch.setattr(fs, "pid_running", lambda pid: pid == os.getpid())
-        (tmp_path / "copy").write_bytes(b"")
+        (tmp_path / "user-file").write_bytes(b"")  # not a temporary: never removed
         gone = "9" * len(str(os.getpid()))  # a process of this machine that no longer runs
         leftover = tmp_path / partial.name.replace(f"-{os.getpid()}.", f"-{gone}.", 1)
         leftover.write_bytes(b"old")
         assert [path.name for path, _ in fs.remove_stale_temporaries(tmp_path)] == [leftover.name]
         monkeypatch.undo()
     assert (tmp_path / name).read_bytes() == b"data"
-    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["copy", name])
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["user-file", name])
 
 
 def test_a_name_that_is_nearly_all_suffix_still_gets_a_temporary(tmp_path: Path) -> None:
@@ -463,12 +464,10 @@ def slow_fidkit(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_sigterm_during_a_save_leaves_no_temporary_and_exits_143(slow_fidkit: Path, tmp_path: Path) -> None:
-    import sys as _sys
-
     out = tmp_path / "outdir"
     status, stderr, left = _terminate_at(
         "STAND-IN: saving",
-        [_sys.executable, "slow_fidkit.py", "stats", "imgs", "--workers", "0", "--limit", "16",
+        [sys.executable, "slow_fidkit.py", "stats", "imgs", "--workers", "0", "--limit", "16",
          "--weights", "w.pth", "--no-cache", "--save", str(out / "s.npz")],
         slow_fidkit, {"SLOW_SAVE": "1", "FIDKIT_HOME": str(tmp_path / "home")},
     )
@@ -479,11 +478,9 @@ def test_sigterm_during_a_save_leaves_no_temporary_and_exits_143(slow_fidkit: Pa
 
 
 def test_sigterm_while_workers_decode_stops_them_cleanly(slow_fidkit: Path, tmp_path: Path) -> None:
-    import sys as _sys
-
     status, stderr, left = _terminate_at(
         "STAND-IN: batch",
-        [_sys.executable, "slow_fidkit.py", "stats", "imgs", "--workers", "2", "--weights", "w.pth", "--no-cache",
+        [sys.executable, "slow_fidkit.py", "stats", "imgs", "--workers", "2", "--weights", "w.pth", "--no-cache",
          "--save", str(tmp_path / "out" / "s.npz")],
         slow_fidkit, {"FIDKIT_HOME": str(tmp_path / "home")},
     )
@@ -608,7 +605,8 @@ _IN_A_FOLDER = "choose a path in a folder"
              f"the link, or {_IN_A_FOLDER}"),
     ("dang/sub", "outdir/dang is a symbolic link to a missing target ({tmp}/nonexistent/x); create that folder, "
                  f"remove the link, or {_IN_A_FOLDER}"),
-    ("loop", f"outdir/loop is a symbolic link loop (it leads to loop, and back); fix or remove the link, or {_IN_A_FOLDER}"),
+    ("loop", "outdir/loop is a symbolic link loop (it leads to loop, and back); fix or remove the link, or "
+             f"{_IN_A_FOLDER}"),
     ("to-file", f"outdir/to-file is a symbolic link to a file (file), not a folder; {_IN_A_FOLDER}"),
     ("file", f"outdir/file is a file, not a folder; {_IN_A_FOLDER}"),
 ])

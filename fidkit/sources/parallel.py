@@ -512,11 +512,9 @@ def decode_stream(
     chunk_size = _DEFAULT_CHUNK_FILES
     workers = _cap_workers(workers)
     if workers > 1 and n_names > IN_PROCESS_MAX_IMAGES and working_directory_gone():
-        # multiprocessing records the working directory for each worker it starts, and fails without one.
-        logger.warning(
-            "the working directory no longer exists, and worker processes cannot start from it: decoding in this "
-            "process instead (slower); cd to an existing folder to decode with %d workers", workers,
-        )
+        logger.warning("the working directory no longer exists, and multiprocessing cannot start worker processes "
+                       "without one: decoding in this process instead (slower); cd to an existing folder to decode "
+                       "with %d workers", workers)
         workers = 0
     if workers <= 1 or n_names <= IN_PROCESS_MAX_IMAGES:
         try:
