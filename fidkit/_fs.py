@@ -18,19 +18,24 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from fidkit.errors import OverwriteError
+from fidkit.errors import FidkitError, InputError, OverwriteError
 
 __all__ = [
     "atomic_write",
     "check_destination",
     "check_writable_destination",
+    "not_a_folder",
     "remove_stale_temporaries",
     "is_temporary_name",
     "file_digest",
     "sha256_file",
     "cache_home",
+    "in_cache_home_folders",
+    "expand_user",
     "CHUNK_BYTES",
     "pid_running",
+    "working_directory_gone",
+    "WORKING_DIRECTORY_GONE",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,16 +81,16 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     """
     target = Path(path)
     check_destination(target, overwrite=overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_folders(target.parent)
     # What a killed run (kill -9, power loss) left here is removed now, by the exact name pattern; the
     # older, pid-less form (which other programs' mkstemp names can match) only in the folders fidkit owns
     # under its cache home, not in a user's folder that happens to lie below it (FIDKIT_HOME=~).
-    home = cache_home()
-    owned = any(_inside(target.parent, home / subdir) for subdir in HOME_SUBDIRS)
-    remove_stale_temporaries(target.parent, older_names=owned)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.{_host_tag()}-{os.getpid()}.", suffix=f".tmp{target.suffix}", dir=target.parent
-    )
+    remove_stale_temporaries(target.parent, older_names=in_cache_home_folders(target.parent))
+    # Refused before the caller writes anything: the rename onto a name the file system cannot hold would fail
+    # only after the whole write.
+    _refuse_long_names(target, target.parent, (target.name,))
+    prefix, suffix = _temporary_affixes(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp_name)
     try:
@@ -107,6 +112,79 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+#: What :func:`atomic_write`'s temporary name adds to the name it embeds, but for the host and pid tag and the
+#: suffix: ``.`` + ``.`` + ``.`` + mkstemp's 8 random characters + ``.tmp``.
+_TEMPORARY_OVERHEAD = 1 + 1 + 1 + 8 + len(".tmp")
+#: Bytes of a shortened embedded name given to the hash of the whole name (``-`` and 8 hex).
+_HASH_PART = 1 + 8
+#: A file name's length when the file system does not say its limit (POSIX's NAME_MAX on every common one).
+_DEFAULT_NAME_MAX = 255
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of `folder` (an existing folder) takes."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or the file system does not say
+        return _DEFAULT_NAME_MAX
+    return limit if limit and limit > 0 else _DEFAULT_NAME_MAX
+
+
+def _shortened(text: str, n_bytes: int) -> str:
+    """The longest start of `text` that is at most `n_bytes` long in the file system's encoding (whole characters)."""
+    encoded = os.fsencode(text)
+    if len(encoded) <= n_bytes:
+        return text
+    cut = text[:n_bytes]
+    while len(os.fsencode(cut)) > n_bytes:
+        cut = cut[:-1]
+    return cut
+
+
+def _temporary_affixes(target: Path) -> tuple[str, str]:
+    """The ``prefix`` and ``suffix`` of :func:`atomic_write`'s ``mkstemp`` name beside `target`, whose name fits.
+
+    ``.<name>.<host tag>-<pid>.<8 random>.tmp<suffix>`` holds the whole name when the file system allows; a name
+    too long for that (a final name of 220 to 255 bytes is legal) is embedded shortened, as its start, ``-``, 8 hex
+    of its sha256 and its suffix: still the pattern :func:`is_temporary_name` recognises (the embedded name ends
+    with the suffix), so that the cleanup of killed runs finds it. A suffix too long to keep twice is dropped (no
+    library appends such an extension).
+    """
+    tag = f"{_host_tag()}-{os.getpid()}"
+    name, suffix = target.name, target.suffix
+    room = _name_max(target.parent) - _TEMPORARY_OVERHEAD - len(tag)  # for the embedded name and the suffix
+    if len(os.fsencode(name)) + len(os.fsencode(suffix)) <= room:
+        return f".{name}.{tag}.", f".tmp{suffix}"
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    start = room - _HASH_PART - 2 * len(os.fsencode(suffix))
+    if start < 1:
+        suffix = ""
+        start = room - _HASH_PART
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    return f".{_shortened(stem, start)}-{digest}{suffix}.{tag}.", f".tmp{suffix}"
+
+
+def _name_too_long(message: str) -> OSError:
+    error = OSError(message)
+    error.errno = errno.ENAMETOOLONG
+    return error
+
+
+def _refuse_long_names(target: Path, existing: Path, names: tuple[str, ...]) -> None:
+    """Raise an OSError (``ENAMETOOLONG``) when one of `names`, the folders still to create on the way from the
+    existing folder `existing` to `target` and then the file's own name, is longer than that folder's file system
+    allows."""
+    limit = _name_max(existing)
+    for index, name in enumerate(names):
+        size = len(os.fsencode(name))
+        if size > limit:
+            what = "file name" if index == len(names) - 1 else "folder name"
+            raise _name_too_long(
+                f"cannot write {target}: its {what} {_shortened(name, 24)}... is {size} bytes long, more than the "
+                f"{limit} the file system of {existing} allows; choose a shorter name"
+            )
 
 
 def out_of_space(error: BaseException | None) -> bool:
@@ -149,10 +227,25 @@ def _host_tag() -> str:
     return hashlib.sha256(f"{socket.gethostname()}|{namespace}".encode("utf-8", "replace")).hexdigest()[:8]
 
 
+def in_cache_home_folders(folder: str | os.PathLike) -> bool:
+    """True when `folder` is one of fidkit's folders under the cache home (or below one). The home is asked only to
+    choose how much to clean: where it cannot be determined (no HOME, a ``~user`` that does not exist), `folder`
+    cannot be one of its folders, and a save to a path the user gave goes on without it."""
+    try:
+        home = cache_home()
+    except InputError:
+        return False
+    return any(_inside(Path(folder), home / subdir) for subdir in HOME_SUBDIRS)
+
+
 def _inside(folder: Path, root: Path) -> bool:
     try:
         return folder.resolve().is_relative_to(root.resolve())
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a loop of links (pathlib before 3.13)
+        pass
+    try:  # as named, links not followed
+        return folder.absolute().is_relative_to(root.absolute())
+    except OSError:  # no working directory
         return False
 
 
@@ -245,6 +338,53 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
+def not_a_folder(path: str | os.PathLike) -> tuple[str, str]:
+    """What `path`, a name on the way to a file to write, is instead of a folder, and the fix: ``(what, fix)``.
+
+    "a file, not a folder", or for a symbolic link what it leads to: a missing target (``ln -s /nonexistent/x``),
+    a loop of links, or something that is not a folder.
+    """
+    where = Path(path)
+    elsewhere = "choose a path in a folder"
+    try:
+        info = where.lstat()
+    except OSError as error:  # gone meanwhile
+        return f"not a folder ({error.strerror or error})", elsewhere
+    if not stat.S_ISLNK(info.st_mode):
+        kind = "a file" if stat.S_ISREG(info.st_mode) else file_kind(info.st_mode)
+        return f"{kind}, not a folder", elsewhere
+    try:
+        pointed = os.readlink(where)
+    except OSError:  # pragma: no cover - raced away
+        pointed = "?"
+    try:
+        followed = where.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"a symbolic link loop (it leads to {pointed}, and back)", f"fix or remove the link, or {elsewhere}"
+        return (
+            f"a symbolic link to a missing target ({pointed})",
+            f"create that folder, remove the link, or {elsewhere}",
+        )
+    kind = "a file" if stat.S_ISREG(followed.st_mode) else file_kind(followed.st_mode)
+    return f"a symbolic link to {kind} ({pointed}), not a folder", elsewhere
+
+
+def _make_folders(folder: Path) -> None:
+    """``mkdir -p`` `folder`; a name on the way that is not a folder is said as it is (mkdir says "File exists" for
+    a symbolic link to a missing target, which explains nothing). The caller's message says what to do."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if not isinstance(error, (FileExistsError, NotADirectoryError)) and error.errno != errno.ELOOP:
+            raise
+        for depth in range(1, len(folder.parts) + 1):
+            step = Path(*folder.parts[:depth])
+            if os.path.lexists(step) and not step.is_dir():
+                raise NotADirectoryError(f"{step} is {not_a_folder(step)[0]}") from None
+        raise
+
+
 def check_destination(path: str | os.PathLike, *, overwrite: bool = False) -> None:
     """Refuse, before anything is written, a destination fidkit must not replace.
 
@@ -277,6 +417,31 @@ def check_destination(path: str | os.PathLike, *, overwrite: bool = False) -> No
         raise OverwriteError(f"{target} already exists; choose another path or pass overwrite=True (--force)")
 
 
+#: What fidkit says when the working directory was deleted (``os.getcwd`` fails), and what to do.
+WORKING_DIRECTORY_GONE = (
+    "the working directory no longer exists (it was deleted or moved away), so a relative path cannot be made "
+    "absolute; cd to an existing folder, or give absolute paths"
+)
+
+
+def working_directory_gone(error: BaseException | None = None) -> bool:
+    """True when this process's working directory was deleted: ``os.getcwd`` fails, and with it every making of a
+    relative path absolute (``Path.absolute``, ``Path.resolve``) and the start of worker processes.
+
+    With `error`: only when `error` is what ``os.getcwd`` raises then (a FileNotFoundError naming no file), not a
+    file that is missing.
+    """
+    if error is not None and not (
+        isinstance(error, FileNotFoundError) and error.filename is None and error.strerror is not None
+    ):
+        return False
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
+
+
 def _writable_folder(folder: Path) -> bool:
     """True when new files can be created in `folder` (tests replace this to simulate permissions)."""
     return os.access(folder, os.W_OK | os.X_OK)
@@ -300,13 +465,16 @@ def check_writable_destination(path: str | os.PathLike, *, overwrite: bool = Fal
     """
     target = Path(path)
     check_destination(target, overwrite=overwrite)
-    ancestor = target.absolute().parent
+    if not target.is_absolute() and working_directory_gone():
+        raise FileNotFoundError(f"cannot write {target}: {WORKING_DIRECTORY_GONE}")
+    # As given (relative or not): the message names the path the way the user wrote it.
+    ancestor = target.parent
     while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise NotADirectoryError(
-            f"cannot write {target}: {ancestor} is a file, not a folder; choose a path in a folder"
-        )
+        what, fix = not_a_folder(ancestor)
+        raise NotADirectoryError(f"cannot write {target}: {ancestor} is {what}; {fix}")
+    _refuse_long_names(target, ancestor, target.parts[len(ancestor.parts):])
     if not _writable_folder(ancestor):
         raise PermissionError(
             f"cannot write {target}: no permission to create files in {ancestor}; choose a path in a writable "
@@ -346,8 +514,69 @@ def sha256_file(path: str | os.PathLike) -> str:
     return file_digest(path, "sha256")
 
 
+def _unexpandable(text: str) -> tuple[str, str]:
+    """Why pathlib cannot expand the leading ``~`` of `text`: ``(reason, the ~ or ~user it cannot expand)``."""
+    user = text[1:].split("/", 1)[0].split(os.sep, 1)[0]
+    if user:
+        return f"there is no user {user} on this system", f"~{user}"
+    uid = os.getuid() if hasattr(os, "getuid") else "?"
+    return f"no home directory is known (HOME is unset and user id {uid} has no entry in the password database)", "~"
+
+
+def expand_user(path: str | os.PathLike, *, named: str, error: type[FidkitError] = InputError) -> Path:
+    """``Path(path).expanduser()``, where a ``~`` that cannot be expanded is an `error` naming `named` and the fix.
+
+    pathlib raises a bare ``RuntimeError("Could not determine home directory.")`` for ``~nosuchuser/x``, and for
+    ``~/x`` when HOME is unset and the user id has no password entry (a container started with ``--user 4242``).
+
+    Parameters
+    ----------
+    path : path-like
+        What the user gave.
+    named : str
+        Where it came from, for the message (``"--weights / weights="``, ``"the environment variable X"``).
+    error : type of FidkitError, default InputError
+        The error raised.
+    """
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        reason, prefix = _unexpandable(os.fspath(path))
+        fix = f"give the path without {prefix}" + (", or set HOME" if prefix == "~" else "")
+        raise error(f"cannot use {os.fspath(path)} (from {named}): {reason} to expand {prefix}; {fix}") from None
+
+
 def cache_home() -> Path:
-    """Return fidkit's cache directory (weights, ONNX graphs, statistics).
+    """Return fidkit's cache directory (weights, ONNX graphs, statistics): see :func:`_configured_cache_home`.
+
+    Raises
+    ------
+    InputError
+        No home can be determined: the variable in use starts with a ``~`` that cannot be expanded, or none is set
+        and there is no home directory. The message names the variable to set.
+    """
+    try:
+        return _configured_cache_home()
+    except RuntimeError:  # pathlib's "Could not determine home directory."
+        pass
+    for variable in ("FIDKIT_HOME", "XDG_CACHE_HOME"):
+        value = os.environ.get(variable, "")
+        if value.strip():
+            reason, prefix = _unexpandable(value)
+            raise InputError(
+                f"fidkit's cache home cannot be determined: {variable}={value}, and {reason} to expand {prefix}; "
+                f"set {variable} to a path without {prefix} (a writable folder)"
+            ) from None
+    reason, _ = _unexpandable("~")
+    raise InputError(
+        f"fidkit's cache home cannot be determined: FIDKIT_HOME and XDG_CACHE_HOME are unset, and {reason}; set "
+        "FIDKIT_HOME (or HOME) to a writable folder"
+    ) from None
+
+
+def _configured_cache_home() -> Path:
+    """Fidkit's cache directory as the environment names it (:func:`cache_home`); pathlib's RuntimeError where a
+    ``~`` cannot be expanded.
 
     ``$FIDKIT_HOME`` if set, else ``$XDG_CACHE_HOME/fidkit``, else ``~/.cache/fidkit``. Read on
     every call, never memoised, so that tests and users can redirect it at any time. The folder

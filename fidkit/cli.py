@@ -4,8 +4,8 @@ Results go to stdout (one line, or JSON with ``--json``) and nothing else does: 
 progress bar and whatever a library prints (onnxruntime's loader lines, C code writing to descriptor 1) go
 to stderr (:func:`fidkit._streams.standard_streams`). Exit status: 0 success, 1 a user-facing error (one line ``fidkit: error: ...``; the
 traceback only with ``--debug``), 2 a usage error, 130 interrupted (Ctrl-C; no partial files are left,
-as every write is atomic), 141 stdout was a pipe whose reader went away (quietly; see
-:mod:`fidkit._streams` for closed streams).
+as every write is atomic), 143 terminated (SIGTERM, cleaned up as for Ctrl-C), 141 stdout was a pipe whose
+reader went away (quietly; see :mod:`fidkit._streams` for closed streams).
 
 Heavy modules (onnxruntime, torch, the sources' decoders) are imported inside the handlers, so
 ``fidkit --help``, ``fidkit info`` and ``fidkit cache`` start fast and never import torch.
@@ -14,17 +14,20 @@ Heavy modules (onnxruntime, torch, the sources' decoders) are imported inside th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from fidkit import commands
 from fidkit._argtypes import device_string, non_negative_int, positive_int, resample_count, seed_value
+from fidkit._fs import WORKING_DIRECTORY_GONE, working_directory_gone
 from fidkit._streams import StdoutGone, StdoutWriteError, logging_to_stderr, silence_stdout, standard_streams
 from fidkit._ray_address import ray_address_argument
 from fidkit.commands import (
@@ -32,6 +35,7 @@ from fidkit.commands import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
 )
 from fidkit.errors import FidkitError, FidkitWarning
@@ -63,7 +67,7 @@ examples:
 
 run "fidkit COMMAND --help" for the options of each command.
 exit status: 0 success, 1 error (one line on stderr), 2 usage error, 130 interrupted,
-141 stdout's reader went away (nothing printed)."""
+143 terminated (SIGTERM), 141 stdout's reader went away (nothing printed)."""
 
 _COMPUTE_EPILOG = """\
 examples:
@@ -496,6 +500,31 @@ def _stdout_failure(error: StdoutWriteError, saved: Sequence[Path]) -> str:
     return f"{what}; redirect stdout to a file or device that can take it"
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound as Ctrl-C is (temporaries removed, workers stopped); the command then exits 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM (a cleanup that hangs) ends the process at once
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM (timeout, docker stop, scancel, Kubernetes) takes the path of Ctrl-C; by
+    default it ends the process as kill -9 does (a half-written --save temporary left, semaphores leaked). Only the
+    command does this, never library code; the handler found is put back afterwards."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (main called from a thread): signals are not this code's to handle
+        yield
+        return
+    try:
+        yield
+    finally:  # None: a handler installed from C, which Python cannot put back; the default is the closest
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fidkit`` command line and return its exit status.
 
@@ -507,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 success, 1 error, 2 usage error, 130 interrupted, 141 stdout's reader went away.
+        0 success, 1 error, 2 usage error, 130 interrupted, 143 terminated, 141 stdout's reader went away.
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(next((word for word in arguments if not word.startswith("-")), None))
@@ -520,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     debug = bool(getattr(args, "debug", False))
     caught: list[warnings.WarningMessage] = []
-    with standard_streams() as streams, logging_to_stderr(
+    with _sigterm_as_interrupt(), standard_streams() as streams, logging_to_stderr(
         debug=debug, quiet=bool(getattr(args, "quiet", False))
     ) as args.logged_warnings:
         try:
@@ -543,13 +572,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc(file=sys.stderr)
             print(f"fidkit: error: {_stdout_failure(error, getattr(args, 'saved_files', ()))}", file=sys.stderr)
             return EXIT_ERROR
-        except KeyboardInterrupt:
-            print("fidkit: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        except KeyboardInterrupt as stop:
+            terminated = isinstance(stop, _Terminated)
+            print(f"fidkit: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
         except (FidkitError, OSError) as error:
             if debug:
                 traceback.print_exc(file=sys.stderr)
-            print(f"fidkit: error: {_one_line(error)}", file=sys.stderr)
+            # os.getcwd's bare "[Errno 2] No such file or directory" (a relative path made absolute): say what is gone.
+            text = WORKING_DIRECTORY_GONE if working_directory_gone(error) else _one_line(error)
+            print(f"fidkit: error: {text}", file=sys.stderr)
             return EXIT_ERROR
         except MemoryError:
             # Where no step named it (the places that can say which file or batch raise ResourceError): the

@@ -17,13 +17,16 @@ from typing import Any
 from fidkit._plain import fid_text, shown
 from fidkit.errors import FidkitWarning, OverwriteError
 
-__all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "compute", "stats",
-           "features", "info", "cache_list", "cache_clear", "datasets"]
+__all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_BROKEN_PIPE",
+           "compute", "stats", "features", "info", "cache_list", "cache_clear", "datasets"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: Ended by SIGTERM (``timeout``, ``docker stop``, SLURM's ``scancel``, Kubernetes), cleaned up as for Ctrl-C:
+#: 128 + SIGTERM.
+EXIT_TERMINATED = 143
 #: stdout was a pipe whose reader went away (``| head``, ``| true``): 128 + SIGPIPE, as a shell reports a
 #: command that SIGPIPE ended; nothing is printed. Files the command wrote (``--save``) are complete.
 EXIT_BROKEN_PIPE = 141
@@ -200,7 +203,8 @@ def _check_save_path(out_path: Path | None, force: bool, source: str, weights: s
     # Even with --force: never a file the run reads (the source's files, a folder's images, the weights).
     refuse_outputs_over_inputs([out_path], source, what="--save", others=weights_files_read(weights))
 
-    if out_path.is_file() and not out_path.is_symlink() and not force:
+    # os.path's tests: a name too long for the file system is False here and refused below, naming the limit.
+    if os.path.isfile(out_path) and not os.path.islink(out_path) and not force:
         raise OverwriteError(f"{out_path} already exists; pass --force to replace it or choose another --save path")
     # A folder, FIFO, device, socket or link there, a parent that is a file, no permission: all refused now.
     check_writable_destination(out_path, overwrite=force)

@@ -28,6 +28,7 @@ from typing import Any
 from fidkit._fs import (
     HOME_SUBDIRS,
     cache_home,
+    expand_user,
     file_digest,
     is_temporary_name,
     remove_stale_temporaries,
@@ -88,19 +89,21 @@ def weights_files_read(weights: str | os.PathLike | None) -> list[tuple[Path, st
     without weights named loads it): an output path is checked against them so that no write replaces them.
     Nothing is hashed or downloaded here.
     """
-    from fidkit.errors import WeightsError
+    from fidkit.errors import InputError, WeightsError
     from fidkit.inception.weights import WEIGHTS_ENV, load_manifest, weights_cache_dir
 
     files: list[tuple[Path, str]] = []
     if weights is not None:
-        files.append((Path(weights).expanduser(), f"the Inception weights file it loads (--weights {weights})"))
+        path = expand_user(weights, named="--weights / weights=", error=WeightsError)
+        files.append((path, f"the Inception weights file it loads (--weights {weights})"))
     elif os.environ.get(WEIGHTS_ENV):
-        files.append(
-            (Path(os.environ[WEIGHTS_ENV]).expanduser(), f"the Inception weights file it loads (${WEIGHTS_ENV})")
-        )
+        path = expand_user(os.environ[WEIGHTS_ENV], named=f"${WEIGHTS_ENV}", error=WeightsError)
+        files.append((path, f"the Inception weights file it loads (${WEIGHTS_ENV})"))
     try:
         cached = weights_cache_dir() / load_manifest().file_name
     except WeightsError:  # a broken installation: said where the weights are needed
+        return files
+    except InputError:  # no cache home: there is no cached file to protect (a run that needs one says so)
         return files
     loaded = "it loads" if not files else f"every run without --weights or ${WEIGHTS_ENV} loads"
     files.append((cached, f"fidkit's cached Inception weights file, which {loaded}"))

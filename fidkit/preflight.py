@@ -11,11 +11,10 @@ the one asked for. :func:`check_against_run` is called by :mod:`fidkit.api` righ
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 from fidkit._devices import parse_device
-from fidkit._fs import sha256_file
+from fidkit._fs import expand_user, sha256_file
 from fidkit.errors import FidkitWarning, InputError
 from fidkit.extractors import LazyExtractor, identity_of
 from fidkit.features import Features
@@ -47,7 +46,7 @@ def _file_label(label: str, opened: Stats | Features) -> str:
 def _weights_sha256(path: Any) -> str:
     """The sha256 of the weights file the user named (explicitly: it is never looked for or downloaded)."""
     try:
-        return sha256_file(Path(path).expanduser())
+        return sha256_file(expand_user(path, named="--weights / weights="))
     except OSError as exc:
         raise InputError(f"weights file {path} (from --weights / weights=) cannot be read ({exc}); give the "
                          "weights the statistics were made with, or drop --weights") from exc

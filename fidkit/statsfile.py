@@ -17,6 +17,7 @@ gigabytes.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -170,7 +171,7 @@ def write_npz(
         `path` is a folder, or cannot be written (its parent is a file, no permission, disk full).
     """
     target = Path(path)
-    if target.is_dir():
+    if os.path.isdir(target):  # os.path's: a name too long for the file system is refused by atomic_write
         # Checked first: os.replace would fail only after the whole file was written, with IsADirectoryError.
         raise StatsFileError(f"{target} is a folder; give a file path for the {what}, e.g. {target / example}")
     try:
@@ -181,9 +182,11 @@ def write_npz(
     except OverwriteError:
         raise
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG and exc.strerror is None:  # atomic_write's refusal names it all
+            raise StatsFileError(str(exc)) from exc
         # A parent that is a regular file, a read-only or full disk, no permission: all say the same thing.
         fix = "free disk space, or choose a path on another disk" if out_of_space(exc) else (
-            "choose a path in a writable folder"
+            "choose a shorter name" if exc.errno == errno.ENAMETOOLONG else "choose a path in a writable folder"
         )
         raise StatsFileError(f"cannot write {what} to {target} ({exc.strerror or exc}); {fix}") from exc
 

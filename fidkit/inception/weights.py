@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fidkit._download import DEFAULT_TIMEOUT_S, Checksum, download
-from fidkit._fs import atomic_write, cache_home, sha256_file
+from fidkit._download import DEFAULT_TIMEOUT_S, Checksum, DiskWriteError, download
+from fidkit._fs import atomic_write, cache_home, expand_user, sha256_file
 from fidkit.errors import DownloadError, WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -218,9 +218,11 @@ def locate_weights(
     if weights is None and os.environ.get(WEIGHTS_ENV):
         weights, origin = os.environ[WEIGHTS_ENV], "environment"
     if weights is not None:
-        path = Path(weights).expanduser()
+        where = f"the environment variable {WEIGHTS_ENV}" if origin == "environment" else "weights"
+        path = expand_user(
+            weights, named=f"${WEIGHTS_ENV}" if origin == "environment" else "--weights / weights=", error=WeightsError
+        )
         if not path.is_file():
-            where = f"the environment variable {WEIGHTS_ENV}" if origin == "environment" else "weights"
             if path.is_dir():
                 raise WeightsError(
                     f"weights {path} (from {where}) is a folder, not a weights file; pass the .pth file itself, "
@@ -296,7 +298,8 @@ def download_weights(
     ------
     WeightsError
         When no URL gave the right file: the message lists what happened at each URL and how to
-        supply the file by hand.
+        supply the file by hand. When the file could not be written here (a full or read-only disk): at once,
+        without trying the next URL, saying what to free or where to point ``FIDKIT_HOME``.
     """
     target = Path(dest_dir) / manifest.file_name
     try:
@@ -304,6 +307,8 @@ def download_weights(
             manifest.urls, target, checksum=Checksum("sha256", manifest.sha256), size=manifest.size,
             what="the Inception weights", progress=progress, timeout=timeout, deadline=deadline,
         )
+    except DiskWriteError as exc:  # this disk's to fix: supplying the file elsewhere would meet it again
+        raise WeightsError(str(exc)) from exc
     except DownloadError as exc:
         raise WeightsError(f"{exc}. {_how_to_supply(manifest)}") from exc
 

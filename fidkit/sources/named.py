@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from fidkit._download import Checksum, download, mirror_urls
-from fidkit._fs import atomic_write, cache_home, file_digest, sha256_file
+from fidkit._download import Checksum, DiskWriteError, download, mirror_urls
+from fidkit._fs import atomic_write, cache_home, expand_user, file_digest, sha256_file
 from fidkit.errors import DownloadError, SourceError
 from fidkit.sources.arrays import ArraySource, file_identity
 from fidkit.sources.base import Source, file_stamp
@@ -189,7 +189,7 @@ def find_dataset_file(dataset: NamedDataset) -> tuple[Path, str] | None:
     """Where the dataset's file is on this machine, unchecked: ``(path, "FIDKIT_DATASETS" | "cache")`` or None."""
     folder = os.environ.get(DATASETS_ENV, "").strip()
     if folder:
-        given = Path(folder).expanduser()
+        given = expand_user(folder, named=f"${DATASETS_ENV}", error=SourceError)
         if not given.exists():
             # A typo would otherwise fall through to the download the variable was set to avoid.
             raise SourceError(
@@ -305,6 +305,8 @@ def locate_dataset_file(dataset: NamedDataset, *, download_missing: bool = True,
             dataset.file.urls, target, checksum=dataset.file.checksum, size=dataset.file.size,
             what=f"{dataset.file.file_name} ({dataset.name})", progress=progress,
         )
+    except DiskWriteError as exc:  # this disk's to fix: supplying the file here would meet it again
+        raise DiskWriteError(f"{dataset.name}: {exc}") from exc
     except DownloadError as exc:
         raise DownloadError(f"{dataset.name}: {exc}. {_how_to_supply(dataset)}") from exc
     _record_verified(target, dataset.file)

@@ -71,7 +71,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageFile
 
-from fidkit._fs import pid_running
+from fidkit._fs import pid_running, working_directory_gone
 from fidkit.errors import ImageError, InputError, ResourceError, SourceError
 from fidkit.sources.decode import decode_image_bytes, max_file_bytes
 
@@ -511,6 +511,11 @@ def decode_stream(
     n_names = len(names)
     chunk_size = _DEFAULT_CHUNK_FILES
     workers = _cap_workers(workers)
+    if workers > 1 and n_names > IN_PROCESS_MAX_IMAGES and working_directory_gone():
+        logger.warning("the working directory no longer exists, and multiprocessing cannot start worker processes "
+                       "without one: decoding in this process instead (slower); cd to an existing folder to decode "
+                       "with %d workers", workers)
+        workers = 0
     if workers <= 1 or n_names <= IN_PROCESS_MAX_IMAGES:
         try:
             for chunk in _chunks(names, chunk_size):

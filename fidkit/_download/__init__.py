@@ -16,11 +16,13 @@ Every file fidkit downloads (the Inception weights, the named datasets) goes thr
   connection, a timeout) leaves no file under the final name, only nothing or a hidden ``.NAME.*.tmp`` that a
   killed process could not remove;
 * two processes downloading the same file take turns on a lock file (``fcntl.flock``) under
-  ``cache_home()/locks``; the second finds the first one's file, checks it and uses it. A waiter gives up
-  after the deadlines of the holder's download have passed, naming the lock file and its holder. The kernel
-  releases the lock of a process that dies, so a dead process never blocks anyone; the lock file is removed
-  by whoever holds it when done (a waiter that then holds a removed file tries again). Where locks are not
-  available the unique temporary files and the atomic rename still keep the result whole;
+  ``cache_home()/locks`` (:mod:`fidkit._download.locks`); the second finds the first one's file, checks it and
+  uses it. A waiter gives up after the deadlines of the holder's download have passed, naming the lock file and
+  its holder. The kernel releases the lock of a process that dies, so a dead process never blocks anyone; the
+  lock file is removed by whoever holds it when done (a waiter that then holds a removed file tries again).
+  Where locks are not available the unique temporary files and the atomic rename still keep the result whole;
+* a failure to write the file here (a full or read-only disk, no permission: :class:`DiskWriteError`) ends the
+  download at once: it is not the server's fault, and the next mirror would fill the same disk again;
 * a download leaves no lock behind (``locks/`` is removed when it is empty), and a failed one no folder: those
   it created (the destination's, the cache home) are removed again when empty; nothing else is touched;
 * progress is drawn with tqdm on stderr, only when stderr is a terminal.
@@ -48,7 +50,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
-from fidkit._fs import CHUNK_BYTES, atomic_write, cache_home, file_digest, pid_running
+from fidkit._download.locks import _download_lock, _lock_path
+from fidkit._fs import CHUNK_BYTES, atomic_write, file_digest, in_cache_home_folders, out_of_space
 from fidkit.errors import DownloadError, InputError
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "DEADLINE_ENV",
     "DEFAULT_TIMEOUT_S",
     "Checksum",
+    "DiskWriteError",
     "mirror_urls",
     "download_deadline",
     "progress_bar",
@@ -76,8 +80,6 @@ _DEADLINE_BASE_S = 300.0
 _SLOWEST_RATE = 64 * 1024
 #: The default deadline of a file of unknown size.
 _DEADLINE_UNKNOWN_SIZE_S = 3600.0
-#: How often a process waiting for another one's download lock tries again.
-_LOCK_POLL_S = 0.2
 _ALGORITHMS = ("sha256", "md5")
 
 
@@ -193,6 +195,54 @@ class _Refused(Exception):
     """Internal: a download that finished but is not the expected file (or was cut short)."""
 
 
+class DiskWriteError(DownloadError):
+    """A download that could not be written on this machine (a full or read-only disk, no permission, a quota).
+
+    Not the server's fault: no other URL is tried (each would fill the same disk again), and the message names
+    the fix here (free space, another folder) rather than another source of the file.
+    """
+
+
+class _NetworkFailed(Exception):
+    """Internal: the server could not be reached or the transfer broke off (the message says which URL and why)."""
+
+
+class _LocalWriteFailed(Exception):
+    """Internal: writing the downloaded bytes to the local file failed (`error`), not reading them."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@contextlib.contextmanager
+def _writing_locally() -> Iterator[None]:
+    """Mark an OSError raised in the block as the local file's, so that it is never taken for the network's."""
+    try:
+        yield
+    except OSError as error:
+        raise _LocalWriteFailed(error) from error
+
+
+def _disk_write_error(what: str, target: Path, error: OSError, size: int | None) -> DiskWriteError:
+    """The error of a download that could not be written at `target`: which disk, why, and what to do."""
+    full = out_of_space(error)
+    where = "a folder on another disk" if full else "a writable folder"
+    elsewhere = (
+        f"set the environment variable FIDKIT_HOME to {where}" if in_cache_home_folders(target.parent)
+        else f"download it to {where}"
+    )
+    if full:
+        needed = f" ({size} bytes are needed)" if size is not None else ""
+        fix = f"the disk is full: free space there{needed}, or {elsewhere}"
+    else:
+        fix = f"the folder cannot be written: make it writable, or {elsewhere}"
+    return DiskWriteError(
+        f"cannot write {what} to {target.parent} ({error.strerror or error}); {fix}. Nothing was kept, and no other "
+        "URL was tried: the network is not at fault"
+    )
+
+
 class _Watchdog:
     """Shuts down the sockets of one download when its deadline passes.
 
@@ -273,99 +323,6 @@ class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(self._connection, req, context=self._context)
 
 
-def _lock_path(target: Path) -> Path:
-    key = hashlib.sha256(str(target.resolve()).encode("utf-8")).hexdigest()[:16]
-    return cache_home() / "locks" / f"{target.name}.{key}.lock"
-
-
-def _lock_holder(lock_path: Path) -> str:
-    """Who holds a download lock, as far as its file says (the holder writes its pid there)."""
-    try:
-        pid = int(lock_path.read_text(encoding="ascii").strip() or "0")
-    except (OSError, ValueError):
-        pid = 0
-    if pid <= 0:
-        return "a process that did not record its id"
-    state = "running here" if pid_running(pid) else "not running on this machine: on another one sharing the folder"
-    return f"process {pid}, {state}"
-
-
-def _acquire(lock_path: Path, fcntl: Any, wait_s: float, what: str) -> Any:
-    """Open and lock `lock_path`, waiting at most `wait_s` seconds for another holder; return the open handle.
-
-    The holder removes the file before it lets go, so a waiter that gets the lock checks that the path still
-    names the file it locked; if not it starts again on the new file. Raises DownloadError after `wait_s`.
-    """
-    ends = time.monotonic() + wait_s
-    announced = False
-    while True:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            handle = open(lock_path, "a+b")  # noqa: SIM115 - returned, or closed below
-        except FileNotFoundError:
-            continue  # the folder was removed by the holder that just finished: make it again
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            left = ends - time.monotonic()
-            if left <= 0:
-                raise DownloadError(
-                    f"gave up waiting for {what} after {wait_s:.3g} s: another download holds the lock {lock_path} "
-                    f"({_lock_holder(lock_path)}); wait for it to end or stop it, then try again (the lock of a "
-                    "process that died is released by the system; only a holder on another machine sharing this "
-                    "folder can leave it held: then delete that lock file)"
-                ) from None
-            if not announced:
-                logger.info("waiting for another process that is downloading %s (lock %s)", what, lock_path)
-                announced = True
-            time.sleep(min(_LOCK_POLL_S, left))
-            continue
-        except BaseException:
-            handle.close()
-            raise
-        try:
-            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path))
-        except OSError:
-            same = False
-        if same:
-            # Who holds it, for the message of a waiter that gives up.
-            with contextlib.suppress(OSError):
-                handle.seek(0)
-                handle.truncate()
-                handle.write(str(os.getpid()).encode("ascii"))
-                handle.flush()
-            return handle
-        handle.close()  # the file was removed (or replaced) while this process waited: lock the current one
-
-
-@contextlib.contextmanager
-def _download_lock(target: Path, *, wait_s: float, what: str) -> Iterator[None]:
-    """Hold an exclusive lock for downloading `target`, waiting at most `wait_s` seconds for another process
-    (best effort: without fcntl or on a failing filesystem, no lock; the atomic rename still keeps the result
-    whole). The lock file is removed when done."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    lock_path = _lock_path(target)
-    handle = None
-    try:
-        handle = _acquire(lock_path, fcntl, wait_s, what)
-    except OSError as exc:
-        logger.debug("no download lock for %s (%s); going on without one", target, exc)
-    try:
-        yield
-    finally:
-        if handle is not None:
-            # Removed while still held: a waiter that locks the removed file sees it is gone and starts again.
-            with contextlib.suppress(OSError):
-                if os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path)):
-                    lock_path.unlink()
-            handle.close()  # closing releases the lock
-
-
 def _missing_folders(folder: Path) -> list[Path]:
     """The folders from `folder` up that do not exist yet, deepest first (what a write there would create)."""
     missing: list[Path] = []
@@ -411,7 +368,7 @@ def _fetch(url: str, partial: Path, checksum: Checksum, *, size: int | None, des
         with watchdog:
             return _transfer(url, partial, checksum, size=size, desc=desc, show=show, timeout=timeout,
                              watchdog=watchdog)
-    except _Refused:
+    except (_Refused, _LocalWriteFailed):
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         if not watchdog.expired:
@@ -441,25 +398,31 @@ def _transfer(url: str, partial: Path, checksum: Checksum, *, size: int | None, 
                 f"{url}: the server announces {announced} bytes, expected {size}; refused before reading it, "
                 "nothing was kept"
             )
-        with open(partial, "wb") as out, progress_bar(announced if announced is not None else size, desc,
-                                                       show=show) as bar:
-            while True:
-                # One byte past the expected size is enough to know the file is wrong.
-                want = CHUNK_BYTES if size is None else min(CHUNK_BYTES, size + 1 - n_bytes)
-                chunk = _read_some(response, want)
-                if watchdog.expired or watchdog.remaining() <= 0:
-                    raise _Refused(_too_slow(url, watchdog.seconds))
-                if not chunk:
-                    break
-                out.write(chunk)
-                digest.update(chunk)
-                n_bytes += len(chunk)
-                bar.update(len(chunk))
-                if size is not None and n_bytes > size:
-                    raise _Refused(
-                        f"{url}: the server sends more than the expected {size} bytes; refused at byte {n_bytes}, "
-                        "nothing was kept"
-                    )
+        with _writing_locally():
+            out = open(partial, "wb")  # noqa: SIM115 - closed below
+        try:
+            with progress_bar(announced if announced is not None else size, desc, show=show) as bar:
+                while True:
+                    # One byte past the expected size is enough to know the file is wrong.
+                    want = CHUNK_BYTES if size is None else min(CHUNK_BYTES, size + 1 - n_bytes)
+                    chunk = _read_some(response, want)
+                    if watchdog.expired or watchdog.remaining() <= 0:
+                        raise _Refused(_too_slow(url, watchdog.seconds))
+                    if not chunk:
+                        break
+                    with _writing_locally():
+                        out.write(chunk)
+                    digest.update(chunk)
+                    n_bytes += len(chunk)
+                    bar.update(len(chunk))
+                    if size is not None and n_bytes > size:
+                        raise _Refused(
+                            f"{url}: the server sends more than the expected {size} bytes; refused at byte "
+                            f"{n_bytes}, nothing was kept"
+                        )
+        finally:
+            with _writing_locally():
+                out.close()  # writes the last buffered bytes: a full disk shows here too
     if announced is not None and n_bytes != announced:
         raise _Refused(f"{url}: the connection closed after {n_bytes} of {announced} bytes; nothing was kept")
     return n_bytes, digest.hexdigest()
@@ -518,6 +481,9 @@ def download(
     DownloadError
         No URL gave the expected file: the message lists what happened at each URL (for a wrong file,
         its size and checksum and the expected ones); or another process held the lock for too long.
+    DiskWriteError
+        The file could not be written at `target` (a full or read-only disk, no permission, a quota): raised at
+        the first such failure, no other URL tried; the message says what to free or where else to write.
     InputError
         `deadline` or ``$FIDKIT_DOWNLOAD_DEADLINE`` is not a positive number of seconds.
     """
@@ -564,10 +530,18 @@ def _try_url(url: str, target: Path, checksum: Checksum, *, size: int | None, wh
     try:
         # overwrite=True: only a verified file ever gets past the check below.
         with atomic_write(target, overwrite=True) as partial:
-            n_bytes, digest = _fetch(
-                url, partial, checksum, size=size, desc=f"downloading {target.name}", show=show,
-                timeout=timeout, deadline=deadline,
-            )
+            try:
+                n_bytes, digest = _fetch(
+                    url, partial, checksum, size=size, desc=f"downloading {target.name}", show=show,
+                    timeout=timeout, deadline=deadline,
+                )
+            except _LocalWriteFailed as exc:
+                raise _disk_write_error(what, target, exc.error, size) from exc.error
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+                # OSError covers timeouts and refused or reset connections; ValueError an unknown URL
+                # scheme (a FIDKIT_MIRROR without one). info, not warning: the final error says what matters.
+                # Raised, not returned: leaving the block normally would keep the partial file.
+                raise _NetworkFailed(f"{url}: {_reason(exc)}") from exc
             if digest != checksum.hexdigest or (size is not None and n_bytes != size):
                 expected_size = f"{size} bytes" if size is not None else "a file"
                 # Raising inside atomic_write deletes the temporary file: nothing is kept.
@@ -579,11 +553,13 @@ def _try_url(url: str, target: Path, checksum: Checksum, *, size: int | None, wh
         logger.warning("%s", exc)
         failures.append(str(exc))
         return False
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        # OSError covers timeouts and refused or reset connections; ValueError an unknown URL
-        # scheme (a FIDKIT_MIRROR without one). info, not warning: the final error says what matters.
-        logger.info("download from %s failed: %s", url, _reason(exc))
-        failures.append(f"{url}: {_reason(exc)}")
+    except _NetworkFailed as exc:
+        logger.info("download failed: %s", exc)
+        failures.append(str(exc))
         return False
+    except OSError as exc:
+        # Not the network's (its errors are handled above): atomic_write's own file operations here (creating the
+        # folder and the temporary file, the flush to disk, the rename). Every other URL would meet the same disk.
+        raise _disk_write_error(what, target, exc, size) from exc
     logger.info("%s saved to %s", what, target)
     return True
