@@ -16,6 +16,10 @@ torch-fidelity 0.4.0's (``np.random.RandomState(seed).permutation(N)``, seed 202
 its ``isc_features_to_metric`` numbers to round-off. ``shuffle=False`` splits in the given order, as OpenAI's
 improved-gan code does.
 
+Probabilities are not logits: this module applies the softmax, and a second softmax flattens every row to nearly
+uniform (IS about 1 whatever the images), so a matrix whose every row is non-negative and sums to 1 within float
+rounding is refused (:func:`check_logits`); ``np.log(probs)`` is a valid input.
+
 One deliberate difference: a class whose probability underflows to 0 for every row of a chunk (logits more than
 about 745 below the row maximum) contributes 0 to the KL here, its limit, where ``p * (log p - log q)`` evaluates
 ``0 * inf`` and torch-fidelity returns NaN.
@@ -33,7 +37,13 @@ from fidkit._validate import check_features
 from fidkit.errors import InputError
 from fidkit.metrics._common import check_positive_int, check_sampling, check_seed, make_rng, permutation, plain_dict
 
-__all__ = ["InceptionScoreResult", "inception_score"]
+__all__ = ["InceptionScoreResult", "inception_score", "check_logits"]
+
+# Probabilities passed as logits: every row non-negative and summing to 1 within this many float32 unit
+# round-offs per class (a softmax computed in float32, or in float64 and stored in float32, sums to 1 within about
+# classes * 2^-24; the factor 4 is margin). Logits are scores defined up to a constant per row; no network's logits
+# have every row non-negative with sum 1 (and the softmax of such rows is nearly uniform: IS ~ 1 whatever they are).
+_PROBABILITY_ROUNDOFFS = 4.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,41 @@ def _split_score(logits: np.ndarray) -> float:
     return float(np.exp(terms.sum(axis=1).mean()))
 
 
+def check_logits(logits: Any, name: str = "logits") -> np.ndarray:
+    """`logits` as a 2-D float array (:func:`~fidkit._validate.check_features`), refusing a probability matrix.
+
+    The Inception Score applies the softmax itself: probabilities passed where logits are expected would be
+    softmaxed a second time, which maps every row to nearly the uniform distribution and gives an IS of about 1
+    whatever the images. A matrix whose every row is non-negative and sums to 1 within float rounding is such a
+    matrix; the log-probabilities, ``np.log(probs)``, are valid logits (the softmax gives the probabilities back).
+
+    Raises
+    ------
+    InputError
+        As :func:`~fidkit._validate.check_features`, or a probability matrix (the message says what to pass).
+    """
+    array = check_features(logits, name)
+    n_rows, classes = array.shape
+    if n_rows == 0 or classes < 2:
+        return array
+    tolerance = _PROBABILITY_ROUNDOFFS * classes * float(np.finfo(np.float32).eps)
+    # Row by row in blocks: no float64 copy of all the logits (50,000 x 1008 would be 400 MB).
+    for start in range(0, n_rows, 8192):
+        block = array[start : start + 8192]
+        if block.min() < 0.0:
+            return array
+        sums = block.sum(axis=1, dtype=np.float64)
+        if np.any(np.abs(sums - 1.0) > tolerance):
+            return array
+    raise InputError(
+        f"{name} look like probabilities, not logits: every one of the {n_rows} rows is non-negative and sums to 1 "
+        f"(within {tolerance:.1g}); the Inception Score applies the softmax itself, and on probabilities it would "
+        "give about 1 whatever the images. Pass the logits (the classifier's scores before the softmax; fidkit's "
+        "network keeps them with outputs=('features', 'logits')), or the log-probabilities, np.log(probs) "
+        "(np.log(np.maximum(probs, np.finfo(probs.dtype).tiny)) where a probability is 0)"
+    )
+
+
 def inception_score(
     logits: Any,
     *,
@@ -98,7 +143,7 @@ def inception_score(
     ----------
     logits : array_like
         ``(N, classes)`` float logits (1008 unbiased Inception logits for the customary number, see the module
-        docstring), finite, ``N >= splits``.
+        docstring), finite, ``N >= splits``; not probabilities (pass ``np.log(probs)``).
     splits : int
         Consecutive chunks (10 in every reference implementation).
     shuffle : bool
@@ -115,13 +160,14 @@ def inception_score(
     Raises
     ------
     InputError
-        Logits that are not a finite 2-D float array, fewer rows than splits, fewer than 2 classes, bad arguments.
+        Logits that are not a finite 2-D float array, fewer rows than splits, fewer than 2 classes, bad arguments;
+        probabilities instead of logits (every row non-negative and summing to 1: :func:`check_logits`).
 
     Notes
     -----
     Cost: one softmax, ``O(N classes)``; memory: one chunk in float64 (``N / splits x classes``).
     """
-    array = check_features(logits, "logits")
+    array = check_logits(logits)
     splits = check_positive_int(splits, "splits")
     seed = check_seed(seed)
     sampling = check_sampling(sampling)

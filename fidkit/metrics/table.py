@@ -49,7 +49,7 @@ from fidkit.metrics._common import check_positive_int, check_sampling, check_see
 from fidkit.metrics._table_results import Interval, IntervalSpec, MetricEntry, MetricTable, within_range
 from fidkit.metrics.bootstrap import _resampled_fid
 from fidkit.metrics.halfsample import half_sample_draws, summarise_half_samples
-from fidkit.metrics.inception_score import inception_score
+from fidkit.metrics.inception_score import check_logits, inception_score
 from fidkit.metrics.kid import kid
 from fidkit.metrics.prdc import DEFAULT_MEMORY_BUDGET, manifold_metrics
 from fidkit.stats import Stats
@@ -289,6 +289,8 @@ def _fid_entry(key: str, label: str, sides: dict[str, Features | Stats], output:
 
 
 def _is_entry(features: Features, role: str, name: str, splits: int, seed: int, sampling: str) -> MetricEntry:
+    # Checked here first so that a refusal (probabilities kept as logits) names the side and its file.
+    check_logits(features.logits, f"the logits of side {role}{_where(features)}")
     result = inception_score(features.logits, splits=splits, seed=seed, sampling=sampling)
     return MetricEntry(
         key=f"is_{role}",
