@@ -26,9 +26,11 @@ def test_probabilities_passed_as_logits_are_refused(dtype, classes):
     probs = scipy.special.softmax(logits, axis=1).astype(dtype)
     with pytest.raises(InputError, match=r"look like probabilities.*np\.log\(probs\)"):
         inception_score(probs)
-    # The fix the message names gives the number of the logits themselves.
-    np.testing.assert_allclose(inception_score(np.log(probs.astype(np.float64))).mean, inception_score(logits).mean,
-                               rtol=1e-5 if dtype == np.float32 else 1e-12)
+    # The fix the message names gives the number of the logits themselves (split in the given order: shuffled, the
+    # log-probabilities, other values than the logits, fall into other random splits).
+    log_probs = np.log(probs.astype(np.float64))
+    np.testing.assert_allclose(inception_score(log_probs, shuffle=False).mean,
+                               inception_score(logits, shuffle=False).mean, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 def test_probabilities_kept_as_logits_are_refused_by_evaluate_naming_the_side():
@@ -54,4 +56,119 @@ def test_logits_that_are_not_probabilities_are_accepted():
     for logits in cases:
         assert inception_score(logits).mean >= 1.0
     # Log-probabilities (non-positive, logsumexp 0) are logits.
-    assert inception_score(np.log(probs)).mean == pytest.approx(inception_score(np.log(probs) + 3.0).mean, rel=1e-12)
+    assert inception_score(np.log(probs), shuffle=False).mean == pytest.approx(
+        inception_score(np.log(probs) + 3.0, shuffle=False).mean, rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------- row order
+
+
+def _orders(n: int, seed: int):
+    """The given order, a 2-rank gather's (evens then odds), reversed, shuffled."""
+    return [np.arange(n), np.concatenate([np.arange(0, n, 2), np.arange(1, n, 2)]), np.arange(n)[::-1],
+            np.random.default_rng(seed).permutation(n)]
+
+
+def test_kid_and_is_are_functions_of_the_set_of_rows():
+    rng = np.random.default_rng(3)
+    # float32 values, so that a float32 copy holds the same values.
+    rows = np.abs(rng.normal(size=(700, 24))).astype(np.float32).astype(np.float64)
+    ref = np.abs(rng.normal(size=(500, 24))) + 0.05
+    logits = (rng.normal(size=(700, 40)) * 3).astype(np.float32).astype(np.float64)
+    kids, scores = set(), set()
+    for order in _orders(700, 4):
+        for dtype in (np.float64, np.float32):
+            # float32 rows of float64 values: the same values, the same subsets.
+            kids.add(fidkit.metrics.kid(rows[order].astype(dtype), ref, subsets=5, subset_size=100, seed=1).mean)
+            scores.add(inception_score(logits[order].astype(dtype), splits=7, seed=2).mean)
+    assert len(kids) == 1 and len(scores) == 1
+    # float32 input and its float64 copy draw the same subsets.
+    rows32 = rows.astype(np.float32)
+    assert (fidkit.metrics.kid(rows32, ref, subsets=3, subset_size=50).values
+            == fidkit.metrics.kid(rows32.astype(np.float64), ref, subsets=3, subset_size=50).values)
+
+
+def test_torch_fidelity_sampling_stays_positional():
+    """sampling="torch-fidelity" reproduces torch-fidelity's draws on the order given: it depends on it."""
+    rng = np.random.default_rng(5)
+    rows, ref, logits = rng.normal(size=(300, 8)), rng.normal(size=(300, 8)), rng.normal(size=(300, 30)) * 3
+    flipped = np.arange(300)[::-1]
+    assert (fidkit.metrics.kid(rows, ref, subsets=4, subset_size=60, sampling="torch-fidelity").mean
+            != fidkit.metrics.kid(rows[flipped], ref, subsets=4, subset_size=60, sampling="torch-fidelity").mean)
+    expected = np.random.RandomState(2020).permutation(300)
+    first_chunk = logits[expected[:30]]
+    assert inception_score(logits, splits=10, sampling="torch-fidelity").values[0] == pytest.approx(
+        inception_score(first_chunk, splits=1, shuffle=False).mean, rel=1e-13)
+
+
+def test_the_table_and_its_intervals_do_not_depend_on_the_row_order():
+    rng = np.random.default_rng(6)
+    n = 240
+    rows, logits, spatial = rng.normal(0.2, size=(n, 6)), rng.normal(size=(n, 15)) * 3, rng.normal(size=(n, 5))
+    ref = fidkit.Features(rng.normal(size=(260, 6)), logits=rng.normal(size=(260, 15)), spatial=rng.normal(size=(260, 5)))
+    spec = IntervalSpec(level=0.9, n_resamples=6, kid_subsets=2)
+    tables = []
+    for order in _orders(n, 7):
+        side = fidkit.Features(rows[order], logits=logits[order], spatial=spatial[order])
+        tables.append(evaluate(side, ref, "all", ci=spec, seed=3, kid_subset_size=50, kid_subsets=4, is_splits=3))
+    first = tables[0]
+    for table in tables[1:]:
+        for entry in first.entries:
+            other = table[entry.key]
+            # FID's value and its resamples are sums over the (float32) rows: equal up to the order of the
+            # additions, a few 1e-9 of the covariances' traces (about 10 here).
+            tolerance = 1e-7 if entry.metric in ("fid", "sfid") else 0.0
+            for got, want in ((other.value, entry.value), (other.interval.low, entry.interval.low),
+                              (other.interval.high, entry.interval.high)):
+                assert got == pytest.approx(want, rel=0.0, abs=tolerance), entry.key
+
+
+def test_the_resampling_functions_do_not_depend_on_the_row_order():
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(0.3, size=(150, 5)), rng.normal(size=(130, 5))
+    metric = lambda x, y: fidkit.metrics.kid(x, y, subsets=2, subset_size=40).mean  # noqa: E731
+    results = []
+    for order in _orders(150, 9):
+        results.append((
+            fidkit.metrics.bootstrap_fid(a[order], b, n_resamples=4, seed=1, device=None).values,
+            fidkit.metrics.bootstrap(a[order], b, metric, n_resamples=3, seed=1).values,
+            fidkit.metrics.half_sample(a[order], b, metric, n_resamples=3, seed=1).values,
+            fidkit.metrics.fid_infinity(a[order], b, n_points=3, min_size=50, seed=1).fids,
+        ))
+    for result in results[1:]:
+        np.testing.assert_allclose(result[0], results[0][0], rtol=1e-6)
+        np.testing.assert_allclose(result[3], results[0][3], rtol=1e-9)
+        assert result[1:3] == results[0][1:3]
+
+
+def test_canonical_order_breaks_ties_by_value():
+    """Rows equal in the hashed columns, duplicates, and hash collisions forced everywhere: the order of the
+    values is the same whatever order the rows come in."""
+    import fidkit.metrics._common as common
+
+    rng = np.random.default_rng(10)
+    a = rng.normal(size=(400, 80))
+    a[:, :64] = 0.0                     # the first key's columns: every row ties
+    a[::5] = a[3]                       # duplicates
+    onehot = np.eye(7)[rng.integers(0, 7, 400)]
+    signed = np.zeros((400, 3))
+    signed[::2, 0] = -0.0               # -0.0 and 0.0 are one value
+    cases = [(a,), (onehot,), (signed,), (a, rng.normal(size=(400, 2)))]
+    real_keys = common._row_keys
+
+    def check():
+        for arrays in cases:
+            seen = None
+            for order in _orders(400, 11):
+                ranked = common.canonical_order(*(array[order] for array in arrays))
+                values = np.hstack([array[order][ranked] for array in arrays])
+                assert seen is None or np.array_equal(values, seen)
+                seen = values
+
+    check()
+    common._row_keys = lambda arrays, rows, widths: np.zeros(arrays[0].shape[0] if rows is None else rows.size,
+                                                            dtype=np.uint64)
+    try:
+        check()
+    finally:
+        common._row_keys = real_keys

@@ -2,7 +2,8 @@
 
 :func:`bootstrap` resamples the images of both sides with replacement (``N_a`` rows out of ``N_a``, ``N_b`` out of
 ``N_b``, drawn from ``numpy.random.default_rng(seed)``: ``integers(0, N_a, N_a)`` then ``integers(0, N_b, N_b)``
-per resample) and recomputes any metric of two feature arrays; it reports the percentile interval at ``level``,
+per resample, as positions in an order of each side's rows fixed by their values,
+:func:`~fidkit.metrics._common.canonical_order`, so that the resamples do not depend on the order of the rows) and recomputes any metric of two feature arrays; it reports the percentile interval at ``level``,
 the point value on the original features, and the standard deviation and mean shift (bias) of the resampled
 values.
 
@@ -46,7 +47,15 @@ import numpy as np
 
 from fidkit.errors import InputError
 from fidkit.frechet import fid_from_arrays, fid_from_stats
-from fidkit.metrics._common import check_pair, check_positive_int, check_resampling, check_seed, float_metric, plain_dict
+from fidkit.metrics._common import (
+    canonical_order,
+    check_pair,
+    check_positive_int,
+    check_resampling,
+    check_seed,
+    float_metric,
+    plain_dict,
+)
 from fidkit.metrics._fid_resample import GRAM_DTYPES, Resampler, blas_threads, resample_counts, torch_cuda_if_imported
 from fidkit.stats import Stats
 
@@ -206,7 +215,8 @@ def bootstrap(
     level : float
         Confidence level of the percentile interval, in (0, 1).
     seed : int
-        Seed of ``numpy.random.default_rng``.
+        Seed of ``numpy.random.default_rng``, which draws positions in an order of each side's rows fixed by their
+        values (module docstring).
 
     Returns
     -------
@@ -223,11 +233,12 @@ def bootstrap(
     n_a, n_b = array_a.shape[0], array_b.shape[0]
 
     value = evaluate(array_a, array_b)
+    order_a, order_b = canonical_order(array_a), canonical_order(array_b)
     rng = np.random.default_rng(seed)
     resampled = np.empty(n_resamples, dtype=np.float64)
     for index in range(n_resamples):
-        rows_a = rng.integers(0, n_a, n_a)
-        rows_b = rng.integers(0, n_b, n_b)
+        rows_a = order_a[rng.integers(0, n_a, n_a)]
+        rows_b = order_b[rng.integers(0, n_b, n_b)]
         resampled[index] = evaluate(array_a[rows_a], array_b[rows_b])
     return _summarise(value, resampled, level, seed, n_a, n_b, "resampled-rows")
 
@@ -340,12 +351,15 @@ def _resampled_fid(
     dtype: str = "float32",
     device: Any = "auto",
     workers: int | None = None,
+    orders: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> BootstrapResult:
     """:func:`bootstrap_fid` around `value`, the FID of the two arrays themselves, on arguments valid for it
     (finite float arrays of one dim, at least 2 rows each, as :class:`~fidkit.Features` rows are).
 
     For callers that have just computed that FID from the same arrays (:func:`fidkit.metrics.evaluate`), so that
-    it is not computed twice (5 s of a 2-core machine at 50,000 + 10,000 x 2048).
+    it is not computed twice (5 s of a 2-core machine at 50,000 + 10,000 x 2048). `orders`: each side's
+    canonical order where the caller has it (:func:`~fidkit.metrics.evaluate` orders an image by all its outputs, so
+    that FID and sFID resample the same images); None computes them from the arrays.
     """
     n_a, n_b = array_a.shape[0], array_b.shape[0]
     if workers is None:
@@ -353,8 +367,20 @@ def _resampled_fid(
     resampler = Resampler(array_a, array_b, dtype, _resolve_device(device))
     rng = np.random.default_rng(seed)
 
-    # The same draws as bootstrap(), drawn as the threads take them.
-    draws = (resample_counts(rng, n_a, n_b) for _ in range(n_resamples))
+    # The same draws as bootstrap(), drawn as the threads take them: counts of the positions in each side's
+    # canonical order, given to the rows at those positions.
+    if orders is None:
+        orders = (canonical_order(array_a), canonical_order(array_b))
+
+    def by_row(counts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        per_row = []
+        for order, drawn in zip(orders, counts):
+            row_counts = np.empty_like(drawn)
+            row_counts[order] = drawn
+            per_row.append(row_counts)
+        return per_row[0], per_row[1]
+
+    draws = (by_row(resample_counts(rng, n_a, n_b)) for _ in range(n_resamples))
     with warnings.catch_warnings():
         # The small-sample warning was issued once for the point value; it says the same for every resample.
         warnings.simplefilter("ignore")
@@ -395,7 +421,8 @@ def fid_infinity(
         below that, which keeps the paper's span of 1/N. Sizes are ``linspace(min_size, N, n_points)``
         truncated to integers, as in the paper's code; they must be distinct.
     seed : int
-        Seed of ``numpy.random.default_rng``; each size draws its subset by a fresh permutation.
+        Seed of ``numpy.random.default_rng``; each size draws its subset by a fresh permutation (of the rows in an
+        order fixed by their values: the result does not depend on the order of the rows).
 
     Returns
     -------
@@ -439,9 +466,10 @@ def fid_infinity(
             "at least 2, are not possible; FID_infinity needs thousands of images (pass fewer n_points or more rows)"
         )
     rng = np.random.default_rng(seed)
+    order = canonical_order(array)  # subsets by value, not by position: the same FID_infinity in any row order
     fids = []
     for size in sizes.tolist():
-        subset = array[rng.permutation(n_rows)[:size]]
+        subset = array[order[rng.permutation(n_rows)[:size]]]
         fids.append(float(fid_from_stats(Stats.from_features(subset), stats_reference)))
     inverse = 1.0 / sizes.astype(np.float64)
     design = np.column_stack([np.ones_like(inverse), inverse])

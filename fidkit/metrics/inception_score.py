@@ -11,10 +11,13 @@ The logits are used as given, all of their columns. For the customary number the
 torch-fidelity calls ``logits_unbiased``; the 1008 classes include the 8 unused ones (background and padding), whose
 tiny probabilities are kept, as every reference implementation keeps them.
 
-``shuffle=True`` permutes the rows before splitting; with ``sampling="torch-fidelity"`` the permutation is
-torch-fidelity 0.4.0's (``np.random.RandomState(seed).permutation(N)``, seed 2020 by default), which then gives
-its ``isc_features_to_metric`` numbers to round-off. ``shuffle=False`` splits in the given order, as OpenAI's
-improved-gan code does.
+``shuffle=True`` permutes the rows before splitting. With ``sampling="generator"`` (the default) the permutation,
+``numpy.random.default_rng(seed).permutation(N)``, is applied to the rows in an order fixed by their values
+(:func:`~fidkit.metrics._common.canonical_order`): the score is a function of the set of rows, whatever order they
+come in. With ``sampling="torch-fidelity"`` the permutation is torch-fidelity 0.4.0's
+(``np.random.RandomState(seed).permutation(N)``, seed 2020 by default) of the rows as given, which then gives its
+``isc_features_to_metric`` numbers to round-off, and depends on the order of the rows, as theirs does.
+``shuffle=False`` splits in the given order, as OpenAI's improved-gan code does (order-dependent by definition).
 
 Probabilities are not logits: this module applies the softmax, and a second softmax flattens every row to nearly
 uniform (IS about 1 whatever the images), so a matrix whose every row is non-negative and sums to 1 within float
@@ -35,7 +38,15 @@ import scipy.special
 
 from fidkit._validate import check_features
 from fidkit.errors import InputError
-from fidkit.metrics._common import check_positive_int, check_sampling, check_seed, make_rng, permutation, plain_dict
+from fidkit.metrics._common import (
+    canonical_order,
+    check_positive_int,
+    check_sampling,
+    check_seed,
+    make_rng,
+    permutation,
+    plain_dict,
+)
 
 __all__ = ["InceptionScoreResult", "inception_score", "check_logits"]
 
@@ -151,7 +162,9 @@ def inception_score(
     seed : int
         Seed of the permutation (torch-fidelity's ``rng_seed`` is 2020).
     sampling : {"generator", "torch-fidelity"}
-        ``"generator"``: ``numpy.random.default_rng(seed).permutation``; ``"torch-fidelity"``: ``RandomState``'s.
+        ``"generator"``: ``numpy.random.default_rng(seed).permutation`` of the rows in an order fixed by their
+        values (the same score for the same rows in any order); ``"torch-fidelity"``: ``RandomState``'s, of the
+        positions as given.
 
     Returns
     -------
@@ -178,7 +191,13 @@ def inception_score(
         raise InputError(f"logits has {classes} column; the Inception Score needs the logits of at least 2 classes")
     if n_rows < splits:
         raise InputError(f"logits has {n_rows} rows for {splits} splits; every split needs at least one row")
-    order = permutation(make_rng(seed, sampling), n_rows) if shuffle else None
+    order = None
+    if shuffle:
+        order = permutation(make_rng(seed, sampling), n_rows)
+        if sampling == "generator":
+            # A permutation of the rows in an order fixed by their values: the same chunks whatever order the rows
+            # come in. torch-fidelity's permutation is of the positions as given, and stays so.
+            order = canonical_order(array)[order]
     scores = []
     for index in range(splits):
         start, stop = index * n_rows // splits, (index + 1) * n_rows // splits

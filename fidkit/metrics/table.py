@@ -45,7 +45,7 @@ import numpy as np
 from fidkit.errors import InputError
 from fidkit.features import Features
 from fidkit.frechet import fid_from_arrays, fid_from_stats
-from fidkit.metrics._common import check_positive_int, check_sampling, check_seed
+from fidkit.metrics._common import canonical_order, check_positive_int, check_sampling, check_seed
 from fidkit.metrics._table_results import Interval, IntervalSpec, MetricEntry, MetricTable, within_range
 from fidkit.metrics.bootstrap import _resampled_fid
 from fidkit.metrics.halfsample import half_sample_draws, summarise_half_samples
@@ -327,13 +327,22 @@ def _prdc_entries(result: Any, k_precision: int, k_density: int) -> list[MetricE
     ]
 
 
-def _bootstrap_interval(entry: MetricEntry, a: np.ndarray, b: np.ndarray, ci: IntervalSpec, seed: int) -> Interval:
+def _side_order(side: Features) -> np.ndarray:
+    """The canonical order of a side's images (:func:`~fidkit.metrics._common.canonical_order`): by their feature
+    rows, then by their other outputs; every interval draws positions in it, so that the intervals do not depend on
+    the order of the images, and FID and sFID (KID, IS and the neighbour metrics) resample the same images."""
+    return canonical_order(*(side.output(output) for output in side.outputs))
+
+
+def _bootstrap_interval(
+    entry: MetricEntry, a: np.ndarray, b: np.ndarray, ci: IntervalSpec, seed: int, orders: tuple[np.ndarray, np.ndarray]
+) -> Interval:
     """The bootstrap interval of an FID `entry` of the arrays `a` and `b` (its value is their FID: not computed
-    again), with bootstrap_fid's defaults."""
+    again), with bootstrap_fid's defaults, drawn in the sides' canonical `orders`."""
     with warnings.catch_warnings():
         # The point value already warned about small samples; the resamples would warn again for the same arrays.
         warnings.simplefilter("ignore")
-        result = _resampled_fid(a, b, entry.value, ci.n_resamples, ci.level, seed)
+        result = _resampled_fid(a, b, entry.value, ci.n_resamples, ci.level, seed, orders=orders)
     return Interval(
         low=result.basic_low,
         high=result.basic_high,
@@ -420,17 +429,19 @@ def evaluate(
     >>> print(table.format())
     metric     value     note
     FID        0.6925
-    KID        0.239839  std over 20 subsets of 100: 0.080471
-    IS (a)     4.944     10 splits, std 0.281
+    KID        0.263973  std over 20 subsets of 100: 0.103790
+    IS (a)     5.001     10 splits, std 0.257
     precision  0.8567    k=3
     recall     0.8500    k=3
     density    0.9367    k=5
     coverage   0.9050    k=5
     images: a 300, b 400
     >>> with_ci = evaluate(generated, reference, "fid", ci=IntervalSpec(level=0.9, n_resamples=50))
-    >>> low, high = with_ci["fid"].interval.low, with_ci["fid"].interval.high
-    >>> bool(low < with_ci["fid"].value < high)
-    True
+    >>> print(with_ci.format())  # the value is biased up (by about the bias shown): the interval can lie below it
+    metric  value   90% interval      note
+    FID     0.6925  [0.3236, 0.6667]  bootstrap bias +0.1722
+    images: a 300, b 400
+    90% intervals (seed 0): FID: basic bootstrap, 50 resamples of both sides' images
     """
     started = time.perf_counter()
     names = parse_metrics(metrics)
@@ -486,15 +497,18 @@ def evaluate(
     bootstrap_seed = half_seed = None
     if ci is not None:
         bootstrap_seed, half_seed = ci.derived_seeds(seed)
+        orders = {role: _side_order(side) for role, side in sides.items() if isinstance(side, Features)}
         intervals: dict[str, Interval] = {}
         for entry in entries:
             output = {"fid": "features", "sfid": "spatial"}.get(entry.key)
             if output is not None:
-                intervals[entry.key] = _bootstrap_interval(entry, a.output(output), b.output(output), ci, bootstrap_seed)
+                intervals[entry.key] = _bootstrap_interval(
+                    entry, a.output(output), b.output(output), ci, bootstrap_seed, (orders["a"], orders["b"])
+                )
         if any(name in names for name in ("kid", "is", "prdc")):
             params = dict(kid_subset_size=kid_subset_size, is_splits=is_splits, k_precision=k_precision,
                           k_density=k_density, sampling=sampling, memory_budget=memory_budget, device=device)
-            intervals.update(_half_sample_intervals(names, a, b, entries, ci, seed, half_seed, **params))
+            intervals.update(_half_sample_intervals(names, a, b, entries, ci, seed, half_seed, orders, **params))
         entries = [replace(entry, interval=within_range(entry.key, intervals[entry.key])) for entry in entries]
         logger.info("evaluate: intervals after %.2f s", time.perf_counter() - started)
 
@@ -519,6 +533,7 @@ def _half_sample_intervals(
     ci: IntervalSpec,
     seed: int,
     half_seed: int,
+    orders: dict[str, np.ndarray],
     *,
     kid_subset_size: int,
     is_splits: int,
@@ -528,12 +543,13 @@ def _half_sample_intervals(
     memory_budget: int,
     device: Any,
 ) -> dict[str, Interval]:
-    """The half-sample intervals of KID, IS and the neighbour metrics, all from the same half-samples."""
+    """The half-sample intervals of KID, IS and the neighbour metrics, all from the same half-samples, drawn in the
+    sides' canonical orders (`orders`)."""
     points = {entry.key: entry.value for entry in entries}
     keys = [key for key in points if key not in ("fid", "sfid")]
     replicates: dict[str, list[float]] = {key: [] for key in keys}
     n_b = b.n if isinstance(b, Features) else None  # a statistics side (IS alone) is not resampled
-    for rows_a, rows_b in half_sample_draws(a.n, n_b, ci.n_resamples, half_seed):
+    for rows_a, rows_b in half_sample_draws(a.n, n_b, ci.n_resamples, half_seed, (orders["a"], orders.get("b"))):
         if "kid" in names:
             result = kid(a.rows[rows_a], b.rows[rows_b], subsets=ci.kid_subsets, subset_size=kid_subset_size,
                          seed=seed, sampling=sampling)
