@@ -172,3 +172,32 @@ def test_canonical_order_breaks_ties_by_value():
         check()
     finally:
         common._row_keys = real_keys
+
+
+# --------------------------------------------------------------------------------------------- half-sample streams
+
+
+def test_the_interval_of_is_a_does_not_depend_on_side_b():
+    rng = np.random.default_rng(12)
+    a = fidkit.Features(rng.normal(size=(120, 6)), logits=rng.normal(size=(120, 30)) * 3)
+    spec = IntervalSpec(n_resamples=15, level=0.9)
+    intervals = set()
+    for b in (fidkit.Features(rng.normal(size=(150, 6))), fidkit.Features(rng.normal(size=(97, 6))),
+              fidkit.Features(rng.normal(size=(150, 6))).stats()):
+        entry = evaluate(a, b, "is", ci=spec, is_splits=4)["is_a"]
+        intervals.add((entry.interval.low, entry.interval.high, entry.interval.std))
+    assert len(intervals) == 1
+    # With KID asked too (b's half-samples drawn), side a's are still the same.
+    b = fidkit.Features(rng.normal(size=(133, 6)))
+    entry = evaluate(a, b, "kid,is", ci=spec, is_splits=4, kid_subset_size=30, kid_subsets=3)["is_a"]
+    assert (entry.interval.low, entry.interval.high, entry.interval.std) in intervals
+
+
+def test_half_sample_draws_of_side_a_do_not_depend_on_side_b():
+    from fidkit.metrics.halfsample import half_sample_draws
+
+    alone = [rows_a for rows_a, _ in half_sample_draws(41, None, 5, seed=3)]
+    for n_b in (2, 40, 1000):
+        draws = list(half_sample_draws(41, n_b, 5, seed=3))
+        assert all(np.array_equal(rows_a, first) for (rows_a, _), first in zip(draws, alone))
+        assert all(rows_b.size == n_b // 2 and np.unique(rows_b).size == n_b // 2 for _, rows_b in draws)

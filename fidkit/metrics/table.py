@@ -21,7 +21,10 @@ Randomness. One integer ``seed`` drives everything. KID's subsets and the Incept
 intervals draw from two further streams derived from it (or from :attr:`IntervalSpec.seed` when set) by
 :class:`numpy.random.SeedSequence`, independent of those draws and of each other: the bootstrap resamples of FID and
 sFID (the same resampled images for both) and the half-samples of KID, IS and precision/recall/density/coverage
-(the same half-samples for all of them). Both derived seeds are reported.
+(the same half-samples for all of them; each side's from its own stream, so that the interval of side a's Inception
+Score does not depend on side b). Both derived seeds are reported. Every draw is of positions in an order of each
+side's images fixed by their values (:func:`~fidkit.metrics._common.canonical_order`): the table does not depend on
+the order of the rows.
 
 Intervals. FID and sFID: :func:`~fidkit.metrics.bootstrap_fid` (images of both sides resampled with
 replacement), reporting its basic interval, which covers the true value at the level claimed where the percentile
@@ -543,8 +546,8 @@ def _half_sample_intervals(
     memory_budget: int,
     device: Any,
 ) -> dict[str, Interval]:
-    """The half-sample intervals of KID, IS and the neighbour metrics, all from the same half-samples, drawn in the
-    sides' canonical orders (`orders`)."""
+    """The half-sample intervals of KID, IS and the neighbour metrics, all from the same half-samples: each side's
+    from its own stream, in its canonical order (`orders`), so that IS (a)'s interval does not depend on side b."""
     points = {entry.key: entry.value for entry in entries}
     keys = [key for key in points if key not in ("fid", "sfid")]
     replicates: dict[str, list[float]] = {key: [] for key in keys}
