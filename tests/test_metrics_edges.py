@@ -201,3 +201,21 @@ def test_half_sample_draws_of_side_a_do_not_depend_on_side_b():
         draws = list(half_sample_draws(41, n_b, 5, seed=3))
         assert all(np.array_equal(rows_a, first) for (rows_a, _), first in zip(draws, alone))
         assert all(rows_b.size == n_b // 2 and np.unique(rows_b).size == n_b // 2 for _, rows_b in draws)
+
+
+# --------------------------------------------------------------------------------------------- widths
+
+
+def test_different_widths_are_refused_naming_the_metric_the_output_and_the_sides(tmp_path):
+    from pathlib import Path
+
+    rng = np.random.default_rng(13)
+    a = fidkit.Features(rng.normal(size=(40, 6)), spatial=rng.normal(size=(40, 9)), path=Path("generated.npz"))
+    b = fidkit.Features(rng.normal(size=(40, 6)), spatial=rng.normal(size=(40, 7)), path=Path("reference.npz"))
+    with pytest.raises(InputError, match=r"sFID compares the spatial features .* side a's \(generated\.npz\) have 9 "
+                                         r"values per image and side b's \(reference\.npz\) have 7"):
+        evaluate(a, b, "fid,sfid")
+    narrow = fidkit.Features(rng.normal(size=(40, 5)))
+    for metrics, sides in (("kid", (a, narrow)), ("prdc", (narrow, a)), ("fid", (a, narrow.stats()))):
+        with pytest.raises(InputError, match=r"compares the feature rows \(pool_3\) of both sides"):
+            evaluate(*sides, metrics)

@@ -242,6 +242,31 @@ def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict
                 )
 
 
+def _check_dims(names: tuple[str, ...], sides: dict[str, Features | Stats]) -> None:
+    """Refuse, before computing anything, two sides whose rows a metric compares but whose widths differ, naming the
+    metric, the output, both sides and their files (the metric functions only know ``features_a`` and ``features_b``).
+    """
+    compared = {"features": [name for name in names if name in ("fid", "kid", "prdc")],
+                "spatial": [name for name in names if name == "sfid"]}
+    for output, metrics in compared.items():
+        if not metrics:
+            continue
+        dims = {}
+        for role, side in sides.items():
+            if isinstance(side, Features) and output in side.outputs:
+                dims[role] = side.output(output).shape[1]
+            elif isinstance(side, Stats) and output == "features":
+                dims[role] = side.dim
+        if len(dims) == 2 and dims["a"] != dims["b"]:
+            labels = " and ".join(_LABELS[name] for name in metrics)
+            raise InputError(
+                f"{labels} compare{'s' if len(metrics) == 1 else ''} the {_OUTPUT_WORDS[output]} of both sides, but "
+                f"side a's{_where(sides['a'])} have {dims['a']} values per image and side b's{_where(sides['b'])} "
+                f"have {dims['b']}; both sides must come from the same feature extractor: compute both with the same "
+                "network (e.g. `fidkit features SRC --save F.npz` for each side)"
+            )
+
+
 def _check_half_sizes(names, sides, *, is_splits: int, k_largest: int) -> None:
     """With intervals, refuse sizes whose half-samples the metrics cannot take (before any work)."""
     halves = {role: side.n // 2 for role, side in sides.items() if isinstance(side, Features)}
@@ -459,6 +484,7 @@ def evaluate(
     memory_budget = _check_budget(memory_budget)
     sides = {"a": _check_side(a, "a"), "b": _check_side(b, "b")}
     check_available(names, ci, sides)
+    _check_dims(names, sides)
     if ci is not None:
         _check_half_sizes(names, sides, is_splits=is_splits, k_largest=max(k_precision, k_density))
     a, b = sides["a"], sides["b"]
