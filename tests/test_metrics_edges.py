@@ -219,3 +219,37 @@ def test_different_widths_are_refused_naming_the_metric_the_output_and_the_sides
     for metrics, sides in (("kid", (a, narrow)), ("prdc", (narrow, a)), ("fid", (a, narrow.stats()))):
         with pytest.raises(InputError, match=r"compares the feature rows \(pool_3\) of both sides"):
             evaluate(*sides, metrics)
+
+
+# --------------------------------------------------------------------------------------------- ADM's chunks
+
+
+def adm_inception_score(logits: np.ndarray, split_size: int) -> float:
+    """guided-diffusion evaluations/evaluator.py compute_inception_score, in float64 numpy: softmax, then chunks of
+    split_size consecutive rows (the last one shorter), the mean of their scores."""
+    preds = scipy.special.softmax(logits.astype(np.float64), axis=1)
+    scores = []
+    for i in range(0, len(preds), split_size):
+        part = preds[i : i + split_size]
+        kl = part * (np.log(part) - np.log(np.expand_dims(np.mean(part, 0), 0)))
+        scores.append(np.exp(np.mean(np.sum(kl, 1))))
+    return float(np.mean(scores))
+
+
+@pytest.mark.parametrize("n, split_size", [(2600, 1000), (3000, 1000), (999, 1000), (1201, 300)])
+def test_split_size_reproduces_adms_chunks(n, split_size):
+    rng = np.random.default_rng(n)
+    logits = rng.normal(size=(n, 60)) * 3
+    logits[np.arange(n), rng.integers(0, 60, n)] += 6
+    result = inception_score(logits, split_size=split_size, shuffle=False)
+    assert result.mean == pytest.approx(adm_inception_score(logits, split_size), rel=1e-12)
+    assert result.splits == -(-n // split_size) and result.split_size == split_size
+    if n % split_size and n > split_size:
+        # The old recipe, splits=N // split_size, cuts other chunks: another number.
+        assert inception_score(logits, splits=n // split_size, shuffle=False).mean != pytest.approx(result.mean,
+                                                                                                  rel=1e-6)
+
+
+def test_split_size_and_splits_together_are_refused():
+    with pytest.raises(InputError, match="not both"):
+        inception_score(np.random.default_rng(0).normal(size=(50, 5)), splits=4, split_size=10)

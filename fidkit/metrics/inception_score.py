@@ -3,7 +3,10 @@
     IS = exp( mean_i KL( p(y | x_i) || p(y) ) ),   p(y | x_i) = softmax(logits_i),   p(y) = mean_i p(y | x_i)
 
 computed on each of ``splits`` consecutive chunks (rows ``i N // splits`` to ``(i + 1) N // splits``) and reported
-as the mean and standard deviation (``ddof = 0``) over the chunks, in float64 throughout.
+as the mean and standard deviation (``ddof = 0``) over the chunks, in float64 throughout. ``split_size=m`` takes
+chunks of ``m`` rows instead (rows ``i m`` to ``(i + 1) m``, the last one the ``N mod m`` rows left over, if any),
+as ADM's evaluator (guided-diffusion ``evaluations/evaluator.py``) does with ``m = 5000`` and no shuffle:
+``inception_score(logits, split_size=5000, shuffle=False).mean`` is its Inception Score (it reports the mean only).
 
 The logits are used as given, all of their columns. For the customary number they are the 1008 outputs of the
 2015 TensorFlow Inception's classifier computed *without its bias*: ``pool_3 @ W`` with ``W`` the weight of
@@ -68,7 +71,9 @@ class InceptionScoreResult:
     values : tuple of float
         The score of each split.
     splits, n, classes : int
-        Splits, rows (images) and logit columns.
+        Splits (chunks), rows (images) and logit columns.
+    split_size : int or None
+        The chunk size asked for (``split_size=``), or None where `splits` cut the rows.
     shuffle : bool
     seed : int
     sampling : str
@@ -78,6 +83,7 @@ class InceptionScoreResult:
     std: float
     values: tuple[float, ...]
     splits: int
+    split_size: int | None
     n: int
     classes: int
     shuffle: bool
@@ -144,6 +150,7 @@ def inception_score(
     logits: Any,
     *,
     splits: int = 10,
+    split_size: int | None = None,
     shuffle: bool = True,
     seed: int = 2020,
     sampling: str = "generator",
@@ -156,7 +163,10 @@ def inception_score(
         ``(N, classes)`` float logits (1008 unbiased Inception logits for the customary number, see the module
         docstring), finite, ``N >= splits``; not probabilities (pass ``np.log(probs)``).
     splits : int
-        Consecutive chunks (10 in every reference implementation).
+        Consecutive chunks of (nearly) equal size (10 in torch-fidelity and improved-gan).
+    split_size : int, optional
+        Chunks of this many rows instead, the last one holding what is left (ADM's evaluator: 5000); then `splits`
+        must be left at its default.
     shuffle : bool
         Permute the rows before splitting (torch-fidelity does, OpenAI's improved-gan code does not).
     seed : int
@@ -182,6 +192,13 @@ def inception_score(
     """
     array = check_logits(logits)
     splits = check_positive_int(splits, "splits")
+    if split_size is not None:
+        split_size = check_positive_int(split_size, "split_size")
+        if splits != 10:
+            raise InputError(
+                f"pass splits={splits} or split_size={split_size}, not both: splits cuts N rows into that many "
+                "chunks, split_size into chunks of that many rows (the last one shorter)"
+            )
     seed = check_seed(seed)
     sampling = check_sampling(sampling)
     if not isinstance(shuffle, (bool, np.bool_)):
@@ -189,8 +206,13 @@ def inception_score(
     n_rows, classes = array.shape
     if classes < 2:
         raise InputError(f"logits has {classes} column; the Inception Score needs the logits of at least 2 classes")
-    if n_rows < splits:
+    if split_size is not None:
+        bounds = list(range(0, n_rows, split_size)) + [n_rows]
+        splits = len(bounds) - 1
+    elif n_rows < splits:
         raise InputError(f"logits has {n_rows} rows for {splits} splits; every split needs at least one row")
+    else:
+        bounds = [index * n_rows // splits for index in range(splits + 1)]
     order = None
     if shuffle:
         order = permutation(make_rng(seed, sampling), n_rows)
@@ -199,8 +221,7 @@ def inception_score(
             # come in. torch-fidelity's permutation is of the positions as given, and stays so.
             order = canonical_order(array)[order]
     scores = []
-    for index in range(splits):
-        start, stop = index * n_rows // splits, (index + 1) * n_rows // splits
+    for start, stop in zip(bounds[:-1], bounds[1:]):
         chunk = array[order[start:stop]] if order is not None else array[start:stop]
         scores.append(_split_score(chunk))
     values = np.array(scores, dtype=np.float64)
@@ -209,6 +230,7 @@ def inception_score(
         std=float(np.std(values)),
         values=tuple(scores),
         splits=splits,
+        split_size=split_size,
         n=n_rows,
         classes=classes,
         shuffle=bool(shuffle),
