@@ -253,3 +253,17 @@ def test_split_size_reproduces_adms_chunks(n, split_size):
 def test_split_size_and_splits_together_are_refused():
     with pytest.raises(InputError, match="not both"):
         inception_score(np.random.default_rng(0).normal(size=(50, 5)), splits=4, split_size=10)
+
+
+# --------------------------------------------------------------------------------------------- KID overflow
+
+
+@pytest.mark.parametrize("scale", [1e60, 1e120, 1e200])
+def test_kid_overflow_is_refused_without_numpy_warnings(scale):
+    rng = np.random.default_rng(14)
+    a, b = rng.normal(size=(30, 4)) * scale, rng.normal(size=(30, 4)) * scale
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError, match="overflows float64"):
+            fidkit.metrics.kid(a, b, subsets=2, subset_size=10)
+    assert [str(w.message) for w in caught] == []

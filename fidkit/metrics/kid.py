@@ -164,10 +164,13 @@ def mmd2_unbiased(
         raise InputError(f"mmd2_unbiased needs two samples of the same size >= 2, got {x.shape[0]} and {y.shape[0]}")
     if gamma is None:
         gamma = 1.0 / x.shape[1]
-    sum_xx, diag_xx = _kernel_sum(x, x, True, gamma, coef0, degree)
-    sum_yy, diag_yy = _kernel_sum(y, y, True, gamma, coef0, degree)
-    sum_xy, _ = _kernel_sum(x, y, False, gamma, coef0, degree)
-    value = ((sum_xx - diag_xx) + (sum_yy - diag_yy)) / (m * (m - 1)) - 2.0 * sum_xy / (m * m)
+    # Overflow can only give inf or inf - inf = NaN, which the check below refuses with the reason: numpy's own
+    # RuntimeWarnings would only print noise on stderr before that error.
+    with np.errstate(over="ignore", invalid="ignore"):
+        sum_xx, diag_xx = _kernel_sum(x, x, True, gamma, coef0, degree)
+        sum_yy, diag_yy = _kernel_sum(y, y, True, gamma, coef0, degree)
+        sum_xy, _ = _kernel_sum(x, y, False, gamma, coef0, degree)
+        value = ((sum_xx - diag_xx) + (sum_yy - diag_yy)) / (m * (m - 1)) - 2.0 * sum_xy / (m * m)
     if not math.isfinite(value):
         # Kernel values beyond float64 (features near 1e50 at degree 3, or a huge gamma or coef0): the sums are
         # inf or inf - inf, and a NaN KID would pass for a number.
