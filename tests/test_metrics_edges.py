@@ -267,3 +267,60 @@ def test_kid_overflow_is_refused_without_numpy_warnings(scale):
         with pytest.raises(InputError, match="overflows float64"):
             fidkit.metrics.kid(a, b, subsets=2, subset_size=10)
     assert [str(w.message) for w in caught] == []
+
+
+# --------------------------------------------------------------------------------------------- neighbour spreads
+
+
+def brute_manifold(real: np.ndarray, fake: np.ndarray, k_pr: int = 3, k_dc: int = 5) -> tuple[float, ...]:
+    """Precision, recall (inclusive, k_pr), density, coverage (strict, k_dc) from full float64 distance matrices."""
+    def distances(x, y):
+        return ((x[:, None, :].astype(np.float64) - y[None, :, :].astype(np.float64)) ** 2).sum(-1)
+
+    rr, ff, fr = distances(real, real), distances(fake, fake), distances(fake, real)
+    np.fill_diagonal(rr, np.inf)
+    np.fill_diagonal(ff, np.inf)
+    r_pr, r_dc, f_pr = np.sort(rr, 1)[:, k_pr - 1], np.sort(rr, 1)[:, k_dc - 1], np.sort(ff, 1)[:, k_pr - 1]
+    return (float((fr <= r_pr[None]).any(1).mean()), float((fr.T <= f_pr[None]).any(1).mean()),
+            float((fr < r_dc[None]).sum() / (k_dc * len(fake))), float((fr.T < r_dc[:, None]).any(1).mean()))
+
+
+@pytest.mark.parametrize("spread, column", [(1.0, 1.0), (1.0, 1e300), (1e-22, 1.0), (1e-160, 1.0), (1e-12, 1e300), (1e-30, -3e7),
+                                            (1e100, 5.0)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tiny_spreads_beside_a_large_column_equal_brute_force(spread, column, dtype):
+    if dtype == np.float32 and (spread < 1e-30 or spread > 1e30 or abs(column) > 1e30):
+        pytest.skip("not representable in float32")
+    rng = np.random.default_rng(15)
+    real, fake = rng.normal(size=(60, 8)) * spread, rng.normal(0.3, size=(55, 8)) * spread
+    real[:, 0] = column
+    fake[:, 0] = column
+    real, fake = real.astype(dtype), fake.astype(dtype)
+    result = fidkit.metrics.manifold_metrics(real, fake)
+    got = (result.precision, result.recall, result.density, result.coverage)
+    # The exact decisions: brute force on the features scaled by a power of two (exact), where float64 squares of
+    # the differences neither underflow nor overflow, without the constant column (it adds exactly 0 to every
+    # difference, and scaled it could overflow); for spreads where they do not, on the features themselves.
+    exponent = -int(np.floor(np.log2(spread)))
+    assert got == brute_manifold(np.ldexp(real[:, 1:].astype(np.float64), exponent),
+                                 np.ldexp(fake[:, 1:].astype(np.float64), exponent))
+    if 1e-100 < spread < 1e100:
+        assert got == brute_manifold(real, fake)
+    # The spread alone decides: the same points around 0 give the same numbers.
+    centred = fidkit.metrics.manifold_metrics(real[:, 1:], fake[:, 1:])
+    assert got == (centred.precision, centred.recall, centred.density, centred.coverage)
+
+
+def test_knn_radii_of_a_tiny_spread_are_exact_or_refused():
+    rng = np.random.default_rng(16)
+    base = rng.normal(size=(40, 5))
+    rows = base * 1e-22
+    rows[:, 0] = 1.0
+    radii = fidkit.metrics.knn_radii(rows, k=3)
+    distances = ((rows[:, None, :] - rows[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(distances, np.inf)
+    np.testing.assert_array_equal(radii, np.sort(distances, 1)[:, 2])
+    rows = base * 1e-170
+    rows[:, 0] = 1.0
+    with pytest.raises(InputError, match="below float64's normal range"):
+        fidkit.metrics.knn_radii(rows, k=3)
