@@ -476,7 +476,7 @@ def test_to_dict_is_json_with_stable_keys(pair):
         assert list(entry) == ["label", "metric", "value", "std", "interval", "n_a", "n_b", "details"]
         assert entry["value"] == table[key].value
         assert list(entry["interval"]) == ["low", "high", "level", "method", "std", "shift", "n_resamples", "seed",
-                                           "percentile"]
+                                           "percentile", "note"]
     assert data["entries"]["kid"]["details"] == {"subsets": 6, "subset_size": 40, "seed": 2, "sampling": "generator"}
     assert data["entries"]["fid"]["interval"]["percentile"] == list(table["fid"].interval.percentile)
     assert data["entries"]["precision"]["interval"]["percentile"] is None

@@ -28,7 +28,9 @@ the order of the rows.
 
 Intervals. FID and sFID: :func:`~fidkit.metrics.bootstrap_fid` (images of both sides resampled with
 replacement), reporting its basic interval, which covers the true value at the level claimed where the percentile
-one, also kept, does not (``docs/metrics.md``). KID, IS and the neighbour metrics: random half-samples
+one, also kept, does not, unless there are too few images per dimension for the bootstrap to estimate the bias:
+there the interval carries a note and a ``FidkitWarning`` is issued (``docs/metrics.md``,
+:func:`~fidkit.metrics.bootstrap.small_sample_note`). KID, IS and the neighbour metrics: random half-samples
 (:mod:`fidkit.metrics.halfsample`), because a with-replacement resample repeats images, which the k-NN balls and
 KID's unbiased sums count as distinct points at distance 0 (measured: bootstrap intervals of precision and recall
 covered their target in 0 to 15 % of samples at a 90 % level, half-sample intervals in 85 to 95 %).
@@ -45,7 +47,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from fidkit.errors import InputError
+from fidkit.errors import FidkitWarning, InputError
 from fidkit.features import Features
 from fidkit.frechet import fid_from_arrays, fid_from_stats
 from fidkit.metrics._common import canonical_order, check_positive_int, check_sampling, check_seed
@@ -370,7 +372,8 @@ def _bootstrap_interval(
     with warnings.catch_warnings():
         # The point value already warned about small samples; the resamples would warn again for the same arrays.
         warnings.simplefilter("ignore")
-        result = _resampled_fid(a, b, entry.value, ci.n_resamples, ci.level, seed, orders=orders)
+        result = _resampled_fid(a, b, entry.value, ci.n_resamples, ci.level, seed, orders=orders, label=entry.label,
+                                names=("side a", "side b"))
     return Interval(
         low=result.basic_low,
         high=result.basic_high,
@@ -381,6 +384,7 @@ def _bootstrap_interval(
         n_resamples=result.n_resamples,
         seed=seed,
         percentile=(result.low, result.high),
+        note=result.note,
     )
 
 
@@ -539,6 +543,9 @@ def evaluate(
                           k_density=k_density, sampling=sampling, memory_budget=memory_budget, device=device)
             intervals.update(_half_sample_intervals(names, a, b, entries, ci, seed, half_seed, orders, **params))
         entries = [replace(entry, interval=within_range(entry.key, intervals[entry.key])) for entry in entries]
+        for entry in entries:
+            if entry.interval.note:
+                warnings.warn(entry.interval.note, FidkitWarning, stacklevel=2)
         logger.info("evaluate: intervals after %.2f s", time.perf_counter() - started)
 
     return MetricTable(
