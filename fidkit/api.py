@@ -255,7 +255,7 @@ def compute_fid(
     if ci is not None or metrics not in ("fid", ("fid",)):
         # The metrics package (numpy, scipy.linalg.blas, every metric) is loaded only for a table: the FID alone,
         # a cached run's case, would pay about 60 ms of imports for nothing.
-        from fidkit.metrics.table import table_request
+        from fidkit.metrics.request import table_request
 
         asked, ci = table_request(metrics, ci)
     # Both inputs are opened (and checked) before either side spends network time.
@@ -267,7 +267,8 @@ def compute_fid(
     )
     kept: dict[str, Any] = {"a": None, "b": None}
     if asked is not None:
-        from fidkit.metrics.table import check_available, evaluate, outputs_needed
+        from fidkit.metrics.request import check_available, outputs_needed
+        from fidkit.metrics.table import evaluate
 
         # A statistics side cannot give rows, logits or spatial features: said now, before any network time.
         check_available(asked, ci, {"a": opened_a, "b": opened_b})

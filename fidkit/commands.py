@@ -228,7 +228,8 @@ def features(args: argparse.Namespace) -> int:
 
 def _outputs_for(metrics: str) -> tuple[str, ...]:
     """What a features file must hold to serve `metrics` on either side, with intervals."""
-    from fidkit.metrics.table import IntervalSpec, outputs_needed
+    from fidkit.metrics.request import outputs_needed
+    from fidkit.metrics.table import IntervalSpec
 
     needed = outputs_needed(metrics, ci=IntervalSpec())
     return tuple(dict.fromkeys(name for role in ("a", "b") for name in (needed[role] or ("features",))))

@@ -63,7 +63,10 @@ class Features:
         ``(N, dim)`` finite features; stored as float32 (what every extractor gives). Rows come in the order the
         extractor saw the images: the source's order, except that a folder or archive of mixed image sizes
         batches images of one size together (per shard, on a Ray cluster). Every fidkit metric is a function of
-        the set of rows, not of their order.
+        the set of rows, not of their order (sums such as FID's to round-off; random draws, KID's subsets, the
+        Inception Score's shuffle, the intervals' resamples, are taken over the rows sorted by their values), except
+        where it reproduces another tool's draws by position: ``sampling="torch-fidelity"``, and the Inception Score
+        with ``shuffle=False`` (splits in the given order).
     metadata : dict
         What made them (the extractor's metadata, the source, skipped files): str keys, str/int/float/bool
         values, as in statistics files (numpy scalars are converted; anything else is an ``InputError``).

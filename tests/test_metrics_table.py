@@ -32,6 +32,7 @@ from fidkit.metrics import (
     parse_metrics,
     precision_recall,
 )
+from fidkit.metrics.bootstrap import _resampled_fid
 from fidkit.metrics.halfsample import half_sample_draws, summarise_half_samples
 from fidkit.stats import Stats
 
@@ -269,8 +270,14 @@ def test_intervals_are_the_bootstrap_and_half_sample_functions_with_derived_seed
     boot_seed, half_seed = spec.derived_seeds(11)
     assert (table.bootstrap_seed, table.half_sample_seed) == (boot_seed, half_seed)
     assert len({11, boot_seed, half_seed}) == 3
+    # Every interval draws positions in each side's canonical order: by the feature rows, so that FID's is
+    # bootstrap_fid's and sFID resamples the same images (not the order of the spatial rows by themselves).
+    orders = (table_module._side_order(a), table_module._side_order(b))
     for key, output in (("fid", "features"), ("sfid", "spatial")):
-        direct = bootstrap_fid(a.output(output), b.output(output), n_resamples=12, level=0.9, seed=boot_seed)
+        if key == "fid":
+            direct = bootstrap_fid(a.output(output), b.output(output), n_resamples=12, level=0.9, seed=boot_seed)
+        else:
+            direct = _resampled_fid(a.spatial, b.spatial, table[key].value, 12, 0.9, boot_seed, orders=orders)
         interval = table[key].interval
         assert (interval.low, interval.high) == (direct.basic_low, direct.basic_high)
         assert interval.percentile == (direct.low, direct.high)
@@ -278,21 +285,30 @@ def test_intervals_are_the_bootstrap_and_half_sample_functions_with_derived_seed
                                                                                   direct.bias, boot_seed)
     metrics = {
         "kid": (a.rows, b.rows, lambda x, y: kid(x, y, subsets=3, subset_size=40, seed=11)),
-        "is_a": (a.logits, b.logits, lambda x, y: inception_score(x, splits=4, seed=11)),
-        "is_b": (a.logits, b.logits, lambda x, y: inception_score(y, splits=4, seed=11)),
         "precision": (a.rows, b.rows, lambda x, y: precision_recall(y, x, k=3).precision),
         "coverage": (a.rows, b.rows, lambda x, y: manifold_metrics(y, x).coverage),
     }
+    for key, logits in (("is_a", a.logits), ("is_b", b.logits)):
+        # The logits' images are drawn in the side's order (by feature rows), the same half-samples as KID's.
+        draws = half_sample_draws(120, 140, 12, half_seed, orders)
+        values = [inception_score(logits[rows_a if key == "is_a" else rows_b], splits=4, seed=11).mean
+                  for rows_a, rows_b in draws]
+        expected = summarise_half_samples(table[key].value, values, level=0.9, seed=half_seed, n_a=120, n_b=140)
+        interval = table[key].interval
+        assert (interval.low, interval.high, interval.std, interval.shift) == (
+            expected.low, expected.high, expected.std, expected.shift), key
     for key, (rows_a, rows_b, metric) in metrics.items():
         direct = half_sample(rows_a, rows_b, metric, n_resamples=12, level=0.9, seed=half_seed)
         # KID's value has 6 subsets, its replicates 3 (kid_subsets): the interval is centred on the table's value.
         expected = summarise_half_samples(table[key].value, direct.values, level=0.9, seed=half_seed, n_a=120, n_b=140)
         interval = table[key].interval
         assert interval.method == "half-sample" and interval.percentile is None
+        # The table moves an end beyond [0, 1] onto it (precision, coverage).
+        ends = [min(max(end, 0.0), 1.0) if key != "kid" else end for end in (expected.low, expected.high)]
         assert (interval.low, interval.high, interval.std, interval.shift) == (
-            expected.low, expected.high, expected.std, expected.shift), key
+            *ends, expected.std, expected.shift), key
         if key != "kid":
-            assert direct.value == table[key].value and (interval.low, interval.high) == (direct.low, direct.high)
+            assert direct.value == table[key].value and (direct.low, direct.high) == (expected.low, expected.high)
     assert table["kid"].value == kid(a.rows, b.rows, subsets=6, subset_size=40, seed=11).mean  # 6, not 3
 
 
@@ -353,7 +369,9 @@ def test_intervals_are_reproducible_from_the_seed_and_change_with_it(pair):
     assert json.dumps(first.to_dict()) == json.dumps(again.to_dict())
     other = evaluate(a, b, "fid,kid,prdc", ci=spec, seed=4, **SMALL)
     for key in ("fid", "kid", "precision"):
-        assert first[key].interval.low != other[key].interval.low, key
+        # (low, high): precision's ends are fractions of 60 images and one end alone may repeat.
+        assert (first[key].interval.low, first[key].interval.high) != (other[key].interval.low,
+                                                                       other[key].interval.high), key
     assert first["fid"].value == other["fid"].value and first["kid"].value != other["kid"].value  # subsets moved
     # An interval seed of its own moves only the intervals.
     moved = evaluate(a, b, "fid,kid,prdc", ci=IntervalSpec(n_resamples=8, kid_subsets=2, seed=99), seed=3, **SMALL)
@@ -369,8 +387,8 @@ def test_a_statistics_reference_leaves_is_intervals_to_side_a(pair):
     a, b = pair
     spec = IntervalSpec(level=0.8, n_resamples=6)
     table = evaluate(a, b.stats(), "is", ci=spec, **SMALL)
-    values = [inception_score(a.logits[rows_a], splits=4, seed=0).mean
-              for rows_a, rows_b in half_sample_draws(120, None, 6, table.half_sample_seed)]
+    draws = half_sample_draws(120, None, 6, table.half_sample_seed, (table_module._side_order(a), None))
+    values = [inception_score(a.logits[rows_a], splits=4, seed=0).mean for rows_a, rows_b in draws]
     expected = summarise_half_samples(table["is_a"].value, values, level=0.8, seed=0, n_a=120, n_b=None)
     interval = table["is_a"].interval
     assert (interval.low, interval.high, interval.std) == (expected.low, expected.high, expected.std)
@@ -486,7 +504,7 @@ def test_to_dict_is_json_with_stable_keys(pair):
         assert list(entry) == ["label", "metric", "value", "std", "interval", "n_a", "n_b", "details"]
         assert entry["value"] == table[key].value
         assert list(entry["interval"]) == ["low", "high", "level", "method", "std", "shift", "n_resamples", "seed",
-                                           "percentile"]
+                                           "percentile", "note"]
     assert data["entries"]["kid"]["details"] == {"subsets": 6, "subset_size": 40, "seed": 2, "sampling": "generator"}
     assert data["entries"]["fid"]["interval"]["percentile"] == list(table["fid"].interval.percentile)
     assert data["entries"]["precision"]["interval"]["percentile"] is None
@@ -497,8 +515,9 @@ def test_to_dict_is_json_with_stable_keys(pair):
 
 
 def test_docstring_examples_run():
-    failures, attempted = doctest.testmod(table_module, verbose=False)
-    assert attempted >= 8 and failures == 0
+    for module, examples in ((table_module, 4), (importlib.import_module("fidkit.metrics.request"), 4)):
+        failures, attempted = doctest.testmod(module, verbose=False)
+        assert attempted >= examples and failures == 0, module.__name__
 
 
 def test_interval_ends_stay_where_the_number_can_lie():

@@ -197,7 +197,7 @@ class FID(DistributedMerge):
         **overrides: Any,
     ) -> None:
         from fidkit.metrics._common import check_seed
-        from fidkit.metrics.table import outputs_needed, table_request
+        from fidkit.metrics.request import outputs_needed, table_request
 
         self._asked, self._ci = table_request(metrics, ci)
         # Checked as compute_fid checks it, now: not at the first compute(), after the network time.
@@ -219,7 +219,7 @@ class FID(DistributedMerge):
         # at the first compute() (its check needs the weights' sha256, which constructing the metric does not).
         self._reference_unchecked = self._reference_input is not None
         if self._asked is not None:
-            from fidkit.metrics.table import check_available
+            from fidkit.metrics.request import check_available
 
             # A statistics reference cannot serve KID and the like: said now, not at the first compute().
             check_available(self._asked, self._ci, {"a": None, "b": self._reference_input})

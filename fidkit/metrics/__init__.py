@@ -34,17 +34,8 @@ from fidkit.metrics.prdc import (
     manifold_metrics,
     precision_recall,
 )
-from fidkit.metrics.table import (
-    DEFAULT_METRICS,
-    METRICS,
-    Interval,
-    IntervalSpec,
-    MetricEntry,
-    MetricTable,
-    evaluate,
-    outputs_needed,
-    parse_metrics,
-)
+from fidkit.metrics.request import DEFAULT_METRICS, METRICS, outputs_needed, parse_metrics
+from fidkit.metrics.table import Interval, IntervalSpec, MetricEntry, MetricTable, evaluate
 
 __all__ = [
     "SAMPLINGS",

@@ -114,7 +114,8 @@ def _note(entry: Any) -> str:
         return f"k={details['k']}"
     if entry.interval is not None and entry.interval.method == "bootstrap":
         # FID's small-sample bias can be as large as its spread: the basic interval then lies off the value.
-        return f"bootstrap bias {shown(entry.interval.shift, f'+.{DECIMALS[entry.metric]}f')}"
+        bias = f"bootstrap bias {shown(entry.interval.shift, f'+.{DECIMALS[entry.metric]}f')}"
+        return bias + (" (underestimated: see the note below)" if entry.interval.note else "")
     return ""
 
 
@@ -158,6 +159,7 @@ def format_table(table: Any) -> str:
     lines.append(f"images: {name_a} {count(table.n_a)}, {name_b} {count(table.n_b)}")
     if with_interval and table.entries:
         lines.append(_interval_footer(table))
+        lines.extend(f"note: {entry.interval.note}" for entry in table.entries if entry.interval.note)
     return "\n".join(lines)
 
 
@@ -183,6 +185,10 @@ class Interval:
         Replicates and the (derived) seed they were drawn from.
     percentile : tuple of float or None
         The bootstrap's percentile interval, kept beside the basic one (None for half-samples).
+    note : str or None
+        Why the interval cannot be trusted to cover the true value at its level, where it cannot: FID's and sFID's
+        where there are too few images per dimension for the bootstrap to estimate their small-sample bias
+        (:func:`~fidkit.metrics.bootstrap.small_sample_note`); None otherwise. The table prints it below itself.
     """
 
     low: float
@@ -194,6 +200,7 @@ class Interval:
     n_resamples: int
     seed: int
     percentile: tuple[float, float] | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN and inf become None)."""
@@ -208,6 +215,7 @@ class Interval:
                 "n_resamples": self.n_resamples,
                 "seed": self.seed,
                 "percentile": None if self.percentile is None else list(self.percentile),
+                "note": self.note,
             }
         )
 
@@ -224,7 +232,7 @@ class MetricEntry:
     label : str
         As printed: ``FID``, ``KID``, ``IS (a)``, ``IS (b)``, ``sFID``, ``precision``, ...
     metric : str
-        The :data:`~fidkit.metrics.table.METRICS` name that asked for it.
+        The :data:`~fidkit.metrics.request.METRICS` name that asked for it.
     value : float
     std : float or None
         The metric's own spread where it has one: KID's over its subsets, IS's over its splits (``ddof = 0``, as
@@ -276,7 +284,7 @@ class MetricTable:
     Attributes
     ----------
     entries : tuple of MetricEntry
-        In the order of :data:`~fidkit.metrics.table.METRICS` (IS of a before IS of b; precision, recall, density,
+        In the order of :data:`~fidkit.metrics.request.METRICS` (IS of a before IS of b; precision, recall, density,
         coverage).
     metrics : tuple of str
         The names asked for.

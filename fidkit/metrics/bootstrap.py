@@ -2,7 +2,8 @@
 
 :func:`bootstrap` resamples the images of both sides with replacement (``N_a`` rows out of ``N_a``, ``N_b`` out of
 ``N_b``, drawn from ``numpy.random.default_rng(seed)``: ``integers(0, N_a, N_a)`` then ``integers(0, N_b, N_b)``
-per resample) and recomputes any metric of two feature arrays; it reports the percentile interval at ``level``,
+per resample, as positions in an order of each side's rows fixed by their values,
+:func:`~fidkit.metrics._common.canonical_order`, so that the resamples do not depend on the order of the rows) and recomputes any metric of two feature arrays; it reports the percentile interval at ``level``,
 the point value on the original features, and the standard deviation and mean shift (bias) of the resampled
 values.
 
@@ -27,6 +28,10 @@ interval (:attr:`~BootstrapResult.basic_low`, :attr:`~BootstrapResult.basic_high
 is not small against the spread (few samples per dimension, close distributions), the percentile interval covers
 the true FID much less often than its level says and the basic one should be used (``docs/metrics.md`` has the
 measured coverage of both). Neither is an interval for the FID at infinite N, which :func:`fid_infinity` estimates.
+With few images per dimension the basic interval fails too: the bootstrap's bias estimate, computed from the
+sample's own covariances, falls short of the true bias by about ``dim / (2 N)`` times itself, which outgrows the
+spread as dim grows. :func:`bootstrap_fid` then says so (:attr:`BootstrapResult.note` and a ``FidkitWarning``,
+where ``N / dim < bias / std``: :func:`small_sample_note`).
 
 :func:`fid_infinity` is FID_infinity (Chong & Forsyth 2020, "Effectively Unbiased FID and Inception Score and where
 to find them"): FID of random subsets of the first side at ``n_points`` sizes evenly spaced between ``min_size``
@@ -39,18 +44,27 @@ from __future__ import annotations
 import logging
 import numbers
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 
-from fidkit.errors import InputError
+from fidkit.errors import FidkitWarning, InputError
 from fidkit.frechet import fid_from_arrays, fid_from_stats
-from fidkit.metrics._common import check_pair, check_positive_int, check_resampling, check_seed, float_metric, plain_dict
+from fidkit.metrics._common import (
+    canonical_order,
+    check_pair,
+    check_positive_int,
+    check_resampling,
+    check_seed,
+    float_metric,
+    plain_dict,
+)
 from fidkit.metrics._fid_resample import GRAM_DTYPES, Resampler, blas_threads, resample_counts, torch_cuda_if_imported
 from fidkit.stats import Stats
 
 __all__ = [
+    "small_sample_note",
     "BootstrapResult",
     "FIDInfinityResult",
     "bootstrap",
@@ -96,6 +110,10 @@ class BootstrapResult:
         How the resamples were computed: ``"resampled-rows"`` (:func:`bootstrap`: the metric on resampled
         arrays), ``"weighted-moments-float32"`` or ``"-float64"`` (:func:`bootstrap_fid` on the CPU, by the
         precision of its Gram products), with ``"-torch-cuda"`` (or another torch device) appended on torch.
+    note : str or None
+        :func:`bootstrap_fid` only: why the basic interval cannot be trusted to cover the true FID at its level,
+        where it cannot (:func:`small_sample_note`: too few images per dimension for the bootstrap to estimate
+        FID's bias); None otherwise.
     """
 
     value: float
@@ -112,6 +130,7 @@ class BootstrapResult:
     n_b: int
     values: tuple[float, ...]
     route: str = "resampled-rows"
+    note: str | None = None
 
     def __float__(self) -> float:
         return float(self.value)
@@ -181,6 +200,34 @@ def _summarise(
     )
 
 
+def small_sample_note(
+    bias: float, std: float, n_a: int, n_b: int, dim: int, level: float,
+    label: str = "FID", names: tuple[str, str] = ("features_a", "features_b"),
+) -> str | None:
+    """Why a basic bootstrap interval of a Fréchet distance cannot be trusted at its level, or None where it can.
+
+    The bootstrap estimates FID's small-sample bias from the sample's own covariances, whose spectrum is spread
+    by sampling: its estimate falls short of the true bias by about ``dim / (2 N)`` times itself (measured 0.45 to
+    0.47 ``dim / N`` on identity and power-law spectra at N / dim from 2 to 40, ``docs/metrics.md``), and the basic
+    interval, which reflects that estimate away, lies that much too high. Where the shortfall
+    ``bias dim / (2 N)``, with the smaller side's N, exceeds half the bootstrap's standard deviation, i.e. where
+    ``N / dim < bias / std``, the interval was measured to cover the true FID far less often than its level says
+    (``docs/metrics.md`` has the table), and this returns a note saying so.
+    """
+    n_min = min(n_a, n_b)
+    if not (std > 0.0 and bias > 0.0 and n_min * std < dim * bias):
+        return None
+    side = "each side" if n_a == n_b else names[0] if n_a < n_b else names[1]
+    return (
+        f"{label}'s {100.0 * level:.10g}% interval is unreliable: {n_min} images for {dim} dimensions ({side}, "
+        f"N/dim = {n_min / dim:.3g}) are fewer per dimension than the bootstrap's bias/spread ratio "
+        f"({bias:.3g}/{std:.3g} = {bias / std:.3g}); there the bootstrap underestimates FID's small-sample bias "
+        f"(by about dim/(2N) x its estimate, {bias * dim / (2.0 * n_min):.3g} here) and the interval misses the "
+        "true value far more often than it claims (docs/metrics.md, 'Bootstrap intervals'); use "
+        "fidkit.metrics.fid_infinity (FD-infinity, without the 1/N bias) or more images"
+    )
+
+
 def bootstrap(
     features_a: Any,
     features_b: Any,
@@ -206,7 +253,8 @@ def bootstrap(
     level : float
         Confidence level of the percentile interval, in (0, 1).
     seed : int
-        Seed of ``numpy.random.default_rng``.
+        Seed of ``numpy.random.default_rng``, which draws positions in an order of each side's rows fixed by their
+        values (module docstring).
 
     Returns
     -------
@@ -223,11 +271,12 @@ def bootstrap(
     n_a, n_b = array_a.shape[0], array_b.shape[0]
 
     value = evaluate(array_a, array_b)
+    order_a, order_b = canonical_order(array_a), canonical_order(array_b)
     rng = np.random.default_rng(seed)
     resampled = np.empty(n_resamples, dtype=np.float64)
     for index in range(n_resamples):
-        rows_a = rng.integers(0, n_a, n_a)
-        rows_b = rng.integers(0, n_b, n_b)
+        rows_a = order_a[rng.integers(0, n_a, n_a)]
+        rows_b = order_b[rng.integers(0, n_b, n_b)]
         resampled[index] = evaluate(array_a[rows_a], array_b[rows_b])
     return _summarise(value, resampled, level, seed, n_a, n_b, "resampled-rows")
 
@@ -302,7 +351,13 @@ def bootstrap_fid(
     -------
     BootstrapResult
         :attr:`~BootstrapResult.value` is ``fid_from_arrays(features_a, features_b)``; :attr:`~BootstrapResult.route`
-        says how the resamples were computed.
+        says how the resamples were computed; :attr:`~BootstrapResult.note` says where the basic interval cannot be
+        trusted (too few images per dimension, :func:`small_sample_note`).
+
+    Warns
+    -----
+    FidkitWarning
+        With that note, where there is one.
 
     Raises
     ------
@@ -327,7 +382,10 @@ def bootstrap_fid(
         if n_rows < 2:
             raise InputError(f"{name} has {n_rows} row; a covariance needs at least 2 samples")
     value = float(fid_from_arrays(array_a, array_b))
-    return _resampled_fid(array_a, array_b, value, n_resamples, level, seed, dtype, device, workers)
+    result = _resampled_fid(array_a, array_b, value, n_resamples, level, seed, dtype, device, workers)
+    if result.note is not None:
+        warnings.warn(result.note, FidkitWarning, stacklevel=2)
+    return result
 
 
 def _resampled_fid(
@@ -340,12 +398,18 @@ def _resampled_fid(
     dtype: str = "float32",
     device: Any = "auto",
     workers: int | None = None,
+    orders: tuple[np.ndarray, np.ndarray] | None = None,
+    label: str = "FID",
+    names: tuple[str, str] = ("features_a", "features_b"),
 ) -> BootstrapResult:
     """:func:`bootstrap_fid` around `value`, the FID of the two arrays themselves, on arguments valid for it
     (finite float arrays of one dim, at least 2 rows each, as :class:`~fidkit.Features` rows are).
 
     For callers that have just computed that FID from the same arrays (:func:`fidkit.metrics.evaluate`), so that
-    it is not computed twice (5 s of a 2-core machine at 50,000 + 10,000 x 2048).
+    it is not computed twice (5 s of a 2-core machine at 50,000 + 10,000 x 2048). `orders`: each side's
+    canonical order where the caller has it (:func:`~fidkit.metrics.evaluate` orders an image by all its outputs, so
+    that FID and sFID resample the same images); None computes them from the arrays. `label` and `names` name the distance
+    and the sides in the result's :attr:`~BootstrapResult.note` (:func:`small_sample_note`), returned, not warned.
     """
     n_a, n_b = array_a.shape[0], array_b.shape[0]
     if workers is None:
@@ -353,14 +417,28 @@ def _resampled_fid(
     resampler = Resampler(array_a, array_b, dtype, _resolve_device(device))
     rng = np.random.default_rng(seed)
 
-    # The same draws as bootstrap(), drawn as the threads take them.
-    draws = (resample_counts(rng, n_a, n_b) for _ in range(n_resamples))
+    # The same draws as bootstrap(), drawn as the threads take them: counts of the positions in each side's
+    # canonical order, given to the rows at those positions.
+    if orders is None:
+        orders = (canonical_order(array_a), canonical_order(array_b))
+
+    def by_row(counts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        per_row = []
+        for order, drawn in zip(orders, counts):
+            row_counts = np.empty_like(drawn)
+            row_counts[order] = drawn
+            per_row.append(row_counts)
+        return per_row[0], per_row[1]
+
+    draws = (by_row(resample_counts(rng, n_a, n_b)) for _ in range(n_resamples))
     with warnings.catch_warnings():
         # The small-sample warning was issued once for the point value; it says the same for every resample.
         warnings.simplefilter("ignore")
         resampled = np.array(resampler.fids(draws, workers), dtype=np.float64)
     logger.info("bootstrap_fid: %s; resamples by route: %s", resampler.route, resampler.routes)
-    return _summarise(value, resampled, level, seed, n_a, n_b, resampler.route)
+    result = _summarise(value, resampled, level, seed, n_a, n_b, resampler.route)
+    note = small_sample_note(result.bias, result.std, n_a, n_b, array_a.shape[1], level, label, names)
+    return replace(result, note=note) if note is not None else result
 
 
 # --------------------------------------------------------------------------------------------- FID infinity
@@ -395,7 +473,8 @@ def fid_infinity(
         below that, which keeps the paper's span of 1/N. Sizes are ``linspace(min_size, N, n_points)``
         truncated to integers, as in the paper's code; they must be distinct.
     seed : int
-        Seed of ``numpy.random.default_rng``; each size draws its subset by a fresh permutation.
+        Seed of ``numpy.random.default_rng``; each size draws its subset by a fresh permutation (of the rows in an
+        order fixed by their values: the result does not depend on the order of the rows).
 
     Returns
     -------
@@ -439,9 +518,10 @@ def fid_infinity(
             "at least 2, are not possible; FID_infinity needs thousands of images (pass fewer n_points or more rows)"
         )
     rng = np.random.default_rng(seed)
+    order = canonical_order(array)  # subsets by value, not by position: the same FID_infinity in any row order
     fids = []
     for size in sizes.tolist():
-        subset = array[rng.permutation(n_rows)[:size]]
+        subset = array[order[rng.permutation(n_rows)[:size]]]
         fids.append(float(fid_from_stats(Stats.from_features(subset), stats_reference)))
     inverse = 1.0 / sizes.astype(np.float64)
     design = np.column_stack([np.ones_like(inverse), inverse])

@@ -9,8 +9,12 @@ images: on Gaussians (dim 8, 300 + 300, 90 % intervals, ``docs/metrics.md``) the
 precision, recall and coverage covered the metric's expected value in 0 to 15 % of 40 samples, KID's in 68 to 85 %.
 
 Half-samples repeat no image. Each replicate draws, without replacement, ``m_a = N_a // 2`` rows of side a and
-``m_b = N_b // 2`` of side b from ``numpy.random.default_rng(seed)``: ``choice(N_a, m_a, replace=False)`` then
-``choice(N_b, m_b, replace=False)`` (b's only where side b has rows), and recomputes the metric. A mean over m of
+``m_b = N_b // 2`` of side b, each side from its own stream: ``choice(N_a, m_a, replace=False)`` from
+``numpy.random.default_rng([seed, 0])``, ``choice(N_b, m_b, replace=False)`` from ``default_rng([seed, 1])`` (b's
+only where side b has rows), and recomputes the metric. Own streams: side a's half-samples, hence an interval of a
+number of side a alone (its Inception Score), do not depend on side b, its size, or whether it is drawn at all.
+The draws are positions in an order of each side's rows fixed by their values
+(:func:`~fidkit.metrics._common.canonical_order`), so the interval does not depend on the order of the rows. A mean over m of
 N values drawn without replacement has variance ``s^2 / m (1 - m / N)``, which is ``s^2 / N`` at ``m = N / 2``:
 the spread of the half-sample values is the spread of the full-sample value (the delete-d jackknife with
 ``d = N / 2``, Shao and Wu 1989, which stays consistent for statistics that are not smooth, such as counts of
@@ -33,7 +37,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from fidkit.errors import InputError
-from fidkit.metrics._common import check_pair, check_resampling, float_metric, plain_dict
+from fidkit.metrics._common import canonical_order, check_pair, check_resampling, float_metric, plain_dict
 
 __all__ = ["HalfSampleResult", "half_sample", "half_sample_draws", "summarise_half_samples"]
 
@@ -91,22 +95,35 @@ def _half(n: int, name: str) -> int:
 
 
 def half_sample_draws(
-    n_a: int, n_b: int | None, n_resamples: int, seed: int
+    n_a: int,
+    n_b: int | None,
+    n_resamples: int,
+    seed: int,
+    orders: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """The rows of each replicate: ``(rows_a, rows_b)``, ``rows_b`` None when `n_b` is None.
 
-    Per replicate ``choice(n_a, n_a // 2, replace=False)`` then ``choice(n_b, n_b // 2, replace=False)`` from
-    ``numpy.random.default_rng(seed)``: every caller with the same sizes and seed gets the same rows.
+    Per replicate ``choice(n_a, n_a // 2, replace=False)`` from ``numpy.random.default_rng([seed, 0])`` and
+    ``choice(n_b, n_b // 2, replace=False)`` from ``default_rng([seed, 1])``: each side its own stream, so that
+    side a's rows do not depend on side b. Where `orders` gives a side's :func:`canonical_order`, the drawn
+    positions are taken in it (``order[drawn]``): the same rows, by value, whatever their order. Every caller with
+    the same sizes, seed and rows gets the same rows.
     """
     # Checked here, not at the first draw: a generator function would raise only once iterated.
     m_a = _half(n_a, "side a")
     m_b = None if n_b is None else _half(n_b, "side b")
+    order_a, order_b = orders
 
     def draws() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        rng = np.random.default_rng(seed)
+        rng_a = np.random.default_rng([seed, 0])
+        rng_b = np.random.default_rng([seed, 1])
         for _ in range(n_resamples):
-            rows_a = rng.choice(n_a, m_a, replace=False)
-            rows_b = None if n_b is None else rng.choice(n_b, m_b, replace=False)
+            rows_a = rng_a.choice(n_a, m_a, replace=False)
+            rows_b = None if n_b is None else rng_b.choice(n_b, m_b, replace=False)
+            if order_a is not None:
+                rows_a = order_a[rows_a]
+            if order_b is not None and rows_b is not None:
+                rows_b = order_b[rows_b]
             yield rows_a, rows_b
 
     return draws()
@@ -163,7 +180,8 @@ def half_sample(
     level : float
         Confidence level, in (0, 1).
     seed : int
-        Seed of ``numpy.random.default_rng``.
+        Seed of the two streams, ``numpy.random.default_rng([seed, 0])`` (side a) and ``([seed, 1])`` (side b),
+        which draw positions in an order of each side's rows fixed by their values (module docstring).
 
     Returns
     -------
@@ -179,7 +197,7 @@ def half_sample(
     evaluate = float_metric(metric)
 
     n_a, n_b = array_a.shape[0], array_b.shape[0]
-    draws = half_sample_draws(n_a, n_b, n_resamples, seed)
+    draws = half_sample_draws(n_a, n_b, n_resamples, seed, (canonical_order(array_a), canonical_order(array_b)))
     value = evaluate(array_a, array_b)
     values = [evaluate(array_a[rows_a], array_b[rows_b]) for rows_a, rows_b in draws]
     return summarise_half_samples(value, values, level=level, seed=seed, n_a=n_a, n_b=n_b)

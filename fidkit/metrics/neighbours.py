@@ -51,6 +51,15 @@ def _tolerance_factor(dim: int, screen_float32: bool) -> float:
     return factor
 
 
+def _underflow_floor(dim: int, screen_float32: bool) -> float:
+    """An absolute term added to the bound for gradual underflow: each float32 (float64) product, sum or rounding
+    of a centred value near 0 can err by up to half the smallest subnormal besides its relative error; the smallest
+    normal number per term, doubled, covers the dim products, the sums and the rounding of both rows. Negligible
+    against any distance of features scaled to a spread near 1 (:func:`_spread_scaled`), it keeps the bound true
+    for points within 1e-19 of the centre (float32 products of their coordinates underflow)."""
+    return 4.0 * (dim + 8) * (2.0**-126 if screen_float32 else 2.0**-1022)
+
+
 # --------------------------------------------------------------------------------------------- reference distance
 
 
@@ -182,7 +191,8 @@ class _Screen:
     norms: Any  # squared norms of those rows (float64 of their values), on the backend
     norms_host: np.ndarray
     max_norm: float  # largest norm (not squared)
-    factor: float  # |fast - reference| <= factor (|x| + |y|)^2
+    factor: float  # |fast - reference| <= factor (|x| + |y|)^2 + floor
+    floor: float
 
 
 @dataclass
@@ -223,6 +233,7 @@ def _screen(original: np.ndarray, centre: np.ndarray, backend, dim: int, precise
         norms_host=norms,
         max_norm=math.sqrt(float(norms.max())),
         factor=_tolerance_factor(dim, float32),
+        floor=_underflow_floor(dim, float32),
     )
 
 
@@ -230,24 +241,63 @@ def _prepare(original: np.ndarray, centre: np.ndarray, backend, dim: int) -> _Si
     return _Side(original=original, centre=centre, fast=_screen(original, centre, backend, dim))
 
 
-# Features whose largest |value| lies outside [2^-_SAFE_EXPONENT, 2^_SAFE_EXPONENT] are brought near 1 first.
+# Features whose spread (the largest range of a column over all rows) lies outside [2^-_SAFE_EXPONENT,
+# 2^_SAFE_EXPONENT] are brought near 1 first.
 _SAFE_EXPONENT = 20
 
 
-def _unit_scaled(*arrays: np.ndarray) -> tuple[tuple[np.ndarray, ...], int]:
-    """The arrays divided by a common power of two ``2^e`` that brings their largest |value| near 1, and e.
+def _column_bounds(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest value of each column over the rows of all `arrays` (float64)."""
+    lowest = np.min([np.min(array, axis=0) for array in arrays], axis=0).astype(np.float64)
+    highest = np.max([np.max(array, axis=0) for array in arrays], axis=0).astype(np.float64)
+    return lowest, highest
 
-    The error bound of the fast distances holds only where nothing overflows or underflows: a float32 product of
-    features near 1e20 is inf, one of features near 1e-25 is 0, and float64 squared norms overflow near 1e154.
-    Dividing by a power of two is exact (short of the subnormal range), so every distance is scaled by exactly
-    ``4^-e`` and every comparison between two of them, hence every count, is the one of the unscaled features.
-    Features of ordinary size (e = 0) are passed through as they are, without a copy.
+
+def _centre(*arrays: np.ndarray) -> np.ndarray:
+    """The float64 mean of the rows of `arrays`, exactly the value of every column constant over them.
+
+    Any centre leaves the distances as they are; its size matters only for the screens' error bound and range. A
+    computed mean of a constant column can miss the value by a few units in its last place: a column constant at
+    1e300 would then be centred to about 1e284, beyond float32's range, instead of 0.
     """
-    largest = max(float(np.max(np.abs(array))) if array.size else 0.0 for array in arrays)
-    exponent = math.frexp(largest)[1] if largest > 0.0 else 0
+    total = sum(array.sum(axis=0, dtype=np.float64) for array in arrays)
+    centre = total / sum(array.shape[0] for array in arrays)
+    lowest, highest = _column_bounds(arrays)
+    constant = lowest == highest
+    centre[constant] = lowest[constant]
+    return centre
+
+
+def _spread_scaled(*arrays: np.ndarray) -> tuple[tuple[np.ndarray, ...], int]:
+    """The arrays divided by a common power of two ``2^e`` that brings their spread near 1, and e.
+
+    The spread is the largest range of a column (largest minus smallest value, over all rows): the fast distances
+    work on centred rows, whose size is the spread, not the size of the values (a column constant at 1.0 beside
+    columns spread over 1e-22 has values near 1 and a spread of 1e-22). The error bound of the fast distances holds
+    only where nothing overflows or underflows: a float32 product of centred values near 1e20 is inf, one of
+    centred values near 1e-22 underflows (1e-44 is below float32's range), and float64 squared differences
+    underflow near 1e-154 and overflow near 1e154. Dividing by a power of two is exact in float64's normal range,
+    so every difference, hence every reference distance, is scaled by exactly ``4^-e`` and every comparison between
+    two of them, hence every count, is that of the unscaled features (where their own float64 squares neither
+    underflow nor overflow; where they do, the scaled ones are the exact values). Features of ordinary spread
+    (e = 0) are passed through as they are, without a copy.
+
+    Columns equal in every row of every array are set to 0 when scaling: they add exactly 0 to every difference
+    either way, and kept they could overflow (a column at 1e300 beside a spread of 1e-10). Every other column
+    spans at least one unit in the last place of its largest value, so after scaling no value exceeds about 2^54.
+    """
+    lowest, highest = _column_bounds(arrays)
+    half_span = float(np.max(highest * 0.5 - lowest * 0.5))  # halves: the range itself can overflow
+    exponent = math.frexp(half_span)[1] + 1 if half_span > 0.0 else 0
     if -_SAFE_EXPONENT <= exponent <= _SAFE_EXPONENT:
         return arrays, 0
-    return tuple(np.ldexp(np.asarray(array, dtype=np.float64), -exponent) for array in arrays), exponent
+    constant = lowest == highest
+    scaled = []
+    for array in arrays:
+        copy = np.asarray(array, dtype=np.float64).copy()
+        copy[:, constant] = 0.0
+        scaled.append(np.ldexp(copy, -exponent))
+    return tuple(scaled), exponent
 
 
 def _block_rows(n_cols: int, memory_budget: int) -> int:
@@ -277,6 +327,7 @@ def _radii(side: _Side, ks: tuple[int, ...], backend, memory_budget: int, dim: i
             backend.exclude_self(block, start)
             values, index = backend.smallest(block, count)
             band = 2.0 * screen.factor * (np.sqrt(screen.norms_host[start:stop]) + screen.max_norm) ** 2
+            band += 2.0 * screen.floor
             isolated = {}
             for k in ks:
                 kth = values[:, k - 1]
@@ -379,7 +430,7 @@ def _cross(
     # One error bound for every pair of this pass (the largest norms on both sides): comparing the blocks with
     # radius -/+ tol vectors needs no block-sized temporary, and the bound is at most a few times a per-pair one.
     def bounds(screen_fake: _Screen, screen_real: _Screen) -> dict:
-        tol = screen_fake.factor * (screen_fake.max_norm + screen_real.max_norm) ** 2
+        tol = screen_fake.factor * (screen_fake.max_norm + screen_real.max_norm) ** 2 + screen_fake.floor
         return {
             "real_below": {k: backend.put(radii_real[k] - tol)[None, :] for k in ks},
             "real_above": {k: backend.put(radii_real[k] + tol)[None, :] for k in ks},
@@ -458,17 +509,15 @@ def _pair_reference(rows_side: _Side, row: int, cols_side: _Side, cols: np.ndarr
 def neighbour_tallies(array_real: np.ndarray, array_fake: np.ndarray, ks: tuple[int, ...], memory_budget: int, device: Any):
     """Radii of both sides and the cross tallies for each k, on validated arrays."""
     backend = _backend(device)
-    (array_real, array_fake), _ = _unit_scaled(array_real, array_fake)
+    (array_real, array_fake), _ = _spread_scaled(array_real, array_fake)
     n_real, n_fake, dim = array_real.shape[0], array_fake.shape[0], array_real.shape[1]
     # Centring changes no distance and shrinks the norms, hence the error bound, to the spread of the points:
     # each side on its own mean for its radii, both on their common mean for the cross pass (two sets far
     # apart would otherwise make every within-set distance small against the bound).
     counter = _Counter()
-    sum_real = array_real.sum(axis=0, dtype=np.float64)
-    sum_fake = array_fake.sum(axis=0, dtype=np.float64)
-    radii_real = _radii(_prepare(array_real, sum_real / n_real, backend, dim), ks, backend, memory_budget, dim, counter)
-    radii_fake = _radii(_prepare(array_fake, sum_fake / n_fake, backend, dim), ks, backend, memory_budget, dim, counter)
-    centre = (sum_real + sum_fake) / (n_real + n_fake)
+    radii_real = _radii(_prepare(array_real, _centre(array_real), backend, dim), ks, backend, memory_budget, dim, counter)
+    radii_fake = _radii(_prepare(array_fake, _centre(array_fake), backend, dim), ks, backend, memory_budget, dim, counter)
+    centre = _centre(array_real, array_fake)
     side_real = _prepare(array_real, centre, backend, dim)
     side_fake = _prepare(array_fake, centre, backend, dim)
     # The radii need one reference distance per sample and k; only what goes beyond counts as recomputed.
@@ -485,15 +534,21 @@ def neighbour_tallies(array_real: np.ndarray, array_fake: np.ndarray, ks: tuple[
 def radii_of(array: np.ndarray, k: int, memory_budget: int, device: Any) -> np.ndarray:
     """Squared k-th neighbour radii of one validated array (what :func:`fidkit.metrics.knn_radii` returns)."""
     backend = _backend(device)
-    (array,), exponent = _unit_scaled(array)
-    centre = array.mean(axis=0, dtype=np.float64)
+    (array,), exponent = _spread_scaled(array)
+    centre = _centre(array)
     dim = array.shape[1]
-    radii = _radii(_prepare(array, centre, backend, dim), (k,), backend, memory_budget, dim, _Counter())[k]
-    with np.errstate(over="ignore"):
-        radii = np.ldexp(radii, 2 * exponent)  # squared distances: back by 4^e
+    scaled = _radii(_prepare(array, centre, backend, dim), (k,), backend, memory_budget, dim, _Counter())[k]
+    with np.errstate(over="ignore", under="ignore"):
+        radii = np.ldexp(scaled, 2 * exponent)  # squared distances: back by 4^e
     if not np.isfinite(radii).all():
         raise InputError(
-            f"squared k-NN radii of features this large (|value| up to {np.ldexp(1.0, exponent):.3g}) overflow "
-            "float64; scale the features down (precision, recall, density and coverage do not change)"
+            f"squared k-NN radii of features spread this wide (columns spanning up to {np.ldexp(1.0, exponent):.3g}) "
+            "overflow float64; scale the features down (precision, recall, density and coverage do not change)"
+        )
+    if np.any((scaled > 0.0) & (radii < np.finfo(np.float64).tiny)):
+        raise InputError(
+            f"squared k-NN radii of features spread this narrowly (columns spanning up to "
+            f"{np.ldexp(1.0, exponent):.3g}) fall below float64's normal range and cannot be returned exactly; scale the features up "
+            "(precision, recall, density and coverage do not change)"
         )
     return radii

@@ -6,7 +6,7 @@ calls the metric functions of :mod:`fidkit.metrics` and :mod:`fidkit.frechet` on
 :class:`MetricTable`: one :class:`MetricEntry` per reported number, printable (:meth:`MetricTable.format`) and
 JSON-ready (:meth:`MetricTable.to_dict`). Side a is the evaluated (generated) set, side b the reference.
 
-The metrics, by their ``--metrics`` names (:data:`METRICS`):
+The metrics, by their ``--metrics`` names (:data:`~fidkit.metrics.request.METRICS`):
 
 - ``fid``: the Fréchet distance of the pool_3 features (:func:`~fidkit.frechet.fid_from_arrays` on two Features,
   :func:`~fidkit.frechet.fid_from_stats` when a side is statistics);
@@ -21,11 +21,16 @@ Randomness. One integer ``seed`` drives everything. KID's subsets and the Incept
 intervals draw from two further streams derived from it (or from :attr:`IntervalSpec.seed` when set) by
 :class:`numpy.random.SeedSequence`, independent of those draws and of each other: the bootstrap resamples of FID and
 sFID (the same resampled images for both) and the half-samples of KID, IS and precision/recall/density/coverage
-(the same half-samples for all of them). Both derived seeds are reported.
+(the same half-samples for all of them; each side's from its own stream, so that the interval of side a's Inception
+Score does not depend on side b). Both derived seeds are reported. Every draw is of positions in an order of each
+side's images fixed by their values (:func:`~fidkit.metrics._common.canonical_order`): the table does not depend on
+the order of the rows.
 
 Intervals. FID and sFID: :func:`~fidkit.metrics.bootstrap_fid` (images of both sides resampled with
 replacement), reporting its basic interval, which covers the true value at the level claimed where the percentile
-one, also kept, does not (``docs/metrics.md``). KID, IS and the neighbour metrics: random half-samples
+one, also kept, does not, unless there are too few images per dimension for the bootstrap to estimate the bias:
+there the interval carries a note and a ``FidkitWarning`` is issued (``docs/metrics.md``,
+:func:`~fidkit.metrics.bootstrap.small_sample_note`). KID, IS and the neighbour metrics: random half-samples
 (:mod:`fidkit.metrics.halfsample`), because a with-replacement resample repeats images, which the k-NN balls and
 KID's unbiased sums count as distinct points at distance 0 (measured: bootstrap intervals of precision and recall
 covered their target in 0 to 15 % of samples at a 90 % level, half-sample intervals in 85 to 95 %).
@@ -34,7 +39,6 @@ covered their target in 0 to 15 % of samples at a 90 % level, half-sample interv
 from __future__ import annotations
 
 import logging
-import numbers
 import time
 import warnings
 from dataclasses import replace
@@ -42,261 +46,33 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from fidkit.errors import InputError
+from fidkit.errors import FidkitWarning
 from fidkit.features import Features
 from fidkit.frechet import FrechetResult, fid_from_arrays, fid_from_stats
-from fidkit.metrics._common import check_positive_int, check_sampling, check_seed
+from fidkit.metrics._common import canonical_order, check_positive_int, check_sampling, check_seed
 from fidkit.metrics._table_results import Interval, IntervalSpec, MetricEntry, MetricTable, within_range
 from fidkit.metrics.bootstrap import _resampled_fid
 from fidkit.metrics.halfsample import half_sample_draws, summarise_half_samples
-from fidkit.metrics.inception_score import inception_score
+from fidkit.metrics.inception_score import check_logits, inception_score
 from fidkit.metrics.kid import kid
 from fidkit.metrics.prdc import DEFAULT_MEMORY_BUDGET, manifold_metrics
+from fidkit.metrics.request import (
+    DEFAULT_METRICS,
+    _check_budget,
+    _check_ci,
+    _check_dims,
+    _check_half_sizes,
+    _check_side,
+    _check_sizes,
+    _where,
+    check_available,
+    parse_metrics,
+)
 from fidkit.stats import Stats
 
-__all__ = [
-    "METRICS",
-    "DEFAULT_METRICS",
-    "IntervalSpec",
-    "Interval",
-    "MetricEntry",
-    "MetricTable",
-    "parse_metrics",
-    "outputs_needed",
-    "table_request",
-    "check_available",
-    "evaluate",
-]
+__all__ = ["IntervalSpec", "Interval", "MetricEntry", "MetricTable", "evaluate"]
 
 logger = logging.getLogger(__name__)
-
-#: The names ``--metrics`` takes, in the order the table reports them. ``prdc``: precision, recall, density,
-#: coverage.
-METRICS = ("fid", "kid", "is", "sfid", "prdc")
-#: What is computed when nothing is asked.
-DEFAULT_METRICS = ("fid",)
-#: The outputs of :class:`~fidkit.features.Features`, in the order :func:`outputs_needed` lists them.
-_OUTPUT_ORDER = ("features", "logits", "spatial")
-_OUTPUT_WORDS = {"features": "feature rows (pool_3)", "logits": "logits", "spatial": "spatial features (sFID's)"}
-_ROLE_NAMES = {"a": "side a (the evaluated images)", "b": "side b (the reference)"}
-_LABELS = {"fid": "FID", "kid": "KID", "is": "the Inception Score", "sfid": "sFID", "prdc": "precision/recall"}
-# Names people type for what lives under another name; the error says where.
-_HINTS = {
-    "precision": "prdc",
-    "recall": "prdc",
-    "density": "prdc",
-    "coverage": "prdc",
-    "pr": "prdc",
-    "prc": "prdc",
-    "isc": "is",
-    "inception_score": "is",
-    "s-fid": "sfid",
-}
-
-
-def parse_metrics(text_or_names: str | Iterable[str]) -> tuple[str, ...]:
-    """The metric names of ``"fid,kid"``, ``["fid", "kid"]`` or ``"all"``, in :data:`METRICS` order.
-
-    Case and surrounding spaces are ignored, duplicates dropped; ``"all"`` is every metric.
-
-    Raises
-    ------
-    InputError
-        Nothing named, an unknown name (the message lists the valid ones), or not a string or list of strings.
-    """
-    if isinstance(text_or_names, str):
-        pieces = text_or_names.split(",")
-    else:
-        try:
-            items = list(text_or_names)
-        except TypeError:
-            items = None
-        if items is None or not all(isinstance(item, str) for item in items):
-            raise InputError(
-                f"metrics must be a comma-separated string or a list of names, got {text_or_names!r}; valid names: "
-                f"{', '.join(METRICS)} (or all)"
-            )
-        pieces = [piece for item in items for piece in item.split(",")]
-    names = [piece.strip().lower() for piece in pieces if piece.strip()]
-    if not names:
-        raise InputError(f"no metric named; choose from {', '.join(METRICS)} (or all), e.g. 'fid,kid'")
-    if "all" in names:
-        return METRICS
-    unknown = [name for name in dict.fromkeys(names) if name not in METRICS]
-    if unknown:
-        hints = [f"{name!r} is part of {_HINTS[name]!r}" for name in unknown if name in _HINTS]
-        raise InputError(
-            f"unknown metric{'s' if len(unknown) > 1 else ''} {', '.join(repr(name) for name in unknown)}; valid "
-            f"names: {', '.join(METRICS)} (or all)" + (f" ({'; '.join(hints)})" if hints else "")
-        )
-    return tuple(name for name in METRICS if name in names)
-
-
-def _check_ci(ci: Any) -> IntervalSpec | None:
-    if ci is None or isinstance(ci, IntervalSpec):
-        return ci
-    raise InputError(f"ci must be an IntervalSpec (e.g. IntervalSpec(level=0.95, n_resamples=200)) or None, got {ci!r}")
-
-
-def table_request(metrics: Any, ci: Any) -> tuple[tuple[str, ...] | None, IntervalSpec | None]:
-    """What a FID report's table holds: ``(metrics, ci)`` checked, the FID always among them (it is the report's
-    number), or ``(None, None)`` for the FID alone without an interval (no table: the report is the FID).
-
-    Examples
-    --------
-    >>> table_request("kid", None)
-    (('fid', 'kid'), None)
-    >>> table_request("fid", None)
-    (None, None)
-    """
-    asked = parse_metrics(("fid", *parse_metrics(metrics)))
-    ci = _check_ci(ci)
-    if asked == ("fid",) and ci is None:
-        return None, None
-    return asked, ci
-
-
-def outputs_needed(metrics: str | Iterable[str], *, ci: IntervalSpec | None) -> dict[str, tuple[str, ...] | None]:
-    """Which outputs each side must keep for :func:`evaluate` to compute `metrics` (with intervals if `ci`).
-
-    Returns
-    -------
-    dict
-        ``{"a": ..., "b": ...}``: a tuple of :class:`~fidkit.features.Features` outputs (``"features"`` first, then
-        ``"logits"`` and/or ``"spatial"``), or None where the side's statistics suffice (FID without an interval;
-        also a side no asked metric reads, such as b for the Inception Score alone).
-
-    Examples
-    --------
-    >>> outputs_needed("fid", ci=None)
-    {'a': None, 'b': None}
-    >>> outputs_needed("fid,is,sfid", ci=None)
-    {'a': ('features', 'logits', 'spatial'), 'b': ('features', 'spatial')}
-    >>> outputs_needed("fid", ci=IntervalSpec())
-    {'a': ('features',), 'b': ('features',)}
-    """
-    names = parse_metrics(metrics)
-    ci = _check_ci(ci)
-    needed: dict[str, set[str]] = {"a": set(), "b": set()}
-    for name in names:
-        if name == "fid" and ci is not None or name in ("kid", "prdc"):
-            for role in needed:
-                needed[role].add("features")
-        elif name == "is":
-            needed["a"].update(("features", "logits"))
-        elif name == "sfid":
-            for role in needed:
-                needed[role].update(("features", "spatial"))
-    return {role: tuple(o for o in _OUTPUT_ORDER if o in outputs) or None for role, outputs in needed.items()}
-
-
-# --------------------------------------------------------------------------------------------- checks
-
-
-def _check_side(side: Any, role: str) -> Features | Stats:
-    if isinstance(side, (Features, Stats)):
-        return side
-    raise InputError(
-        f"{_ROLE_NAMES[role]} must be fidkit.Features or fidkit.Stats, got {type(side).__name__}; wrap an (N, dim) "
-        "array of features as fidkit.Features(array)"
-    )
-
-
-def _where(side: Features | Stats) -> str:
-    return f" ({side.path})" if side.path is not None else ""
-
-
-def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict[str, Any]) -> None:
-    """Refuse, before computing anything, a metric whose inputs a side does not hold.
-
-    `sides` maps ``"a"`` and ``"b"`` to what each side is: a Stats or Features is checked; anything else (images
-    not yet run through the network, which can give every output) passes.
-    """
-    for name in names:
-        label = "an interval for FID" if name == "fid" else _LABELS[name]
-        for role, outputs in outputs_needed((name,), ci=ci).items():
-            if outputs is None:
-                continue
-            side = sides[role]
-            if not isinstance(side, (Stats, Features)):
-                continue
-            output = outputs[-1]  # the most specific: logits or spatial if asked, else the rows
-            what = f"the {_OUTPUT_WORDS[output]} of {_ROLE_NAMES[role]}"
-            fix = (
-                f"supply the images of side {role}, or a features file of them made with `fidkit features SRC "
-                f"--save F.npz --metrics {name}`"
-            )
-            if isinstance(side, Stats):
-                raise InputError(
-                    f"{label} needs {what}, but side {role} is statistics only (mu and sigma{_where(side)}), from "
-                    f"which it cannot be computed; {fix}"
-                )
-            missing = [o for o in outputs if o not in side.outputs]
-            if missing:
-                raise InputError(
-                    f"{label} needs {what}, but the features of side {role}{_where(side)} hold no "
-                    f"{_OUTPUT_WORDS[missing[0]]}; {fix} (or compute_features(..., outputs={outputs!r}))"
-                )
-
-
-def _check_sizes(names, sides, side_names: tuple[str, str], *, is_splits: int, k_largest: int) -> None:
-    """Refuse, before any work, a side too small for an asked metric, naming the side, the images it needs and
-    the fix (the metrics' own checks name neither: ``logits has 8 rows for 10 splits``)."""
-    rows = {role: side for role, side in sides.items() if isinstance(side, Features)}
-    needs = []
-    if any(name in names for name in ("fid", "kid", "sfid")):
-        key = next(name for name in ("fid", "sfid", "kid") if name in names)
-        why = "KID's unbiased estimator" if key == "kid" else "a covariance"
-        needs += [(role, 2, key, why) for role in rows]
-    if "is" in names:
-        roles = [role for role in ("a", "b") if role in rows and (role == "a" or rows[role].logits is not None)]
-        needs += [(role, is_splits, "is", f"its {is_splits} splits hold one image or more each") for role in roles]
-    if "prdc" in names:
-        needs += [(role, k_largest + 1, "prdc", f"a ball of k = {k_largest} other images around each")
-                  for role in rows]
-    labels = {"fid": "FID", "sfid": "sFID", "kid": "KID", "is": "the Inception Score",
-              "prdc": "precision/recall/density/coverage"}
-    for role, minimum, key, why in needs:
-        n = rows[role].n
-        if n < minimum:
-            name = side_names[0 if role == "a" else 1]
-            who = f"side {role}" if name == role else f"the {name} side"
-            leave = "" if key == "fid" else f", or leave {key!r} out of the metrics asked"
-            raise InputError(
-                f"{labels[key]} needs at least {minimum} images on {who} ({why}), which holds {n}: use at least "
-                f"{minimum} {'' if name == role else name + ' '}images there{leave}"
-            )
-
-
-def _check_half_sizes(names, sides, *, is_splits: int, k_largest: int) -> None:
-    """With intervals, refuse sizes whose half-samples the metrics cannot take (before any work)."""
-    halves = {role: side.n // 2 for role, side in sides.items() if isinstance(side, Features)}
-    needs = []
-    if "kid" in names:
-        needs += [(role, 2, "KID's unbiased estimator needs 2") for role in ("a", "b")]
-    if "is" in names:
-        b_logits = isinstance(sides["b"], Features) and sides["b"].logits is not None
-        roles = ("a", "b") if b_logits else ("a",)
-        needs += [(role, is_splits, f"the Inception Score's {is_splits} splits need one row each") for role in roles]
-    if "prdc" in names:
-        why = f"a ball of k = {k_largest} other samples needs {k_largest + 1}"
-        needs += [(role, k_largest + 1, why) for role in ("a", "b")]
-    for role, minimum, why in needs:
-        if halves[role] < minimum:
-            raise InputError(
-                f"an interval by half-samples keeps {halves[role]} of the {sides[role].n} images of side {role}, "
-                f"but {why}; pass more images or drop the interval"
-            )
-
-
-def _check_budget(memory_budget: Any) -> int:
-    if isinstance(memory_budget, bool) or not isinstance(memory_budget, numbers.Integral) or memory_budget < 1:
-        raise InputError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
-    return int(memory_budget)
-
-
-# --------------------------------------------------------------------------------------------- the numbers
-
 
 def _fid_entry(
     key: str, label: str, sides: dict[str, Features | Stats], output: str, given: FrechetResult | None = None
@@ -322,6 +98,8 @@ def _fid_entry(
 
 
 def _is_entry(features: Features, role: str, name: str, splits: int, seed: int, sampling: str) -> MetricEntry:
+    # Checked here first so that a refusal (probabilities kept as logits) names the side and its file.
+    check_logits(features.logits, f"the logits of side {role}{_where(features)}")
     result = inception_score(features.logits, splits=splits, seed=seed, sampling=sampling)
     return MetricEntry(
         key=f"is_{role}",
@@ -358,13 +136,23 @@ def _prdc_entries(result: Any, k_precision: int, k_density: int) -> list[MetricE
     ]
 
 
-def _bootstrap_interval(entry: MetricEntry, a: np.ndarray, b: np.ndarray, ci: IntervalSpec, seed: int) -> Interval:
+def _side_order(side: Features) -> np.ndarray:
+    """The canonical order of a side's images (:func:`~fidkit.metrics._common.canonical_order`): by their feature
+    rows, then by their other outputs; every interval draws positions in it, so that the intervals do not depend on
+    the order of the images, and FID and sFID (KID, IS and the neighbour metrics) resample the same images."""
+    return canonical_order(*(side.output(output) for output in side.outputs))
+
+
+def _bootstrap_interval(
+    entry: MetricEntry, a: np.ndarray, b: np.ndarray, ci: IntervalSpec, seed: int, orders: tuple[np.ndarray, np.ndarray]
+) -> Interval:
     """The bootstrap interval of an FID `entry` of the arrays `a` and `b` (its value is their FID: not computed
-    again), with bootstrap_fid's defaults."""
+    again), with bootstrap_fid's defaults, drawn in the sides' canonical `orders`."""
     with warnings.catch_warnings():
         # The point value already warned about small samples; the resamples would warn again for the same arrays.
         warnings.simplefilter("ignore")
-        result = _resampled_fid(a, b, entry.value, ci.n_resamples, ci.level, seed)
+        result = _resampled_fid(a, b, entry.value, ci.n_resamples, ci.level, seed, orders=orders, label=entry.label,
+                                names=("side a", "side b"))
     return Interval(
         low=result.basic_low,
         high=result.basic_high,
@@ -375,6 +163,7 @@ def _bootstrap_interval(entry: MetricEntry, a: np.ndarray, b: np.ndarray, ci: In
         n_resamples=result.n_resamples,
         seed=seed,
         percentile=(result.low, result.high),
+        note=result.note,
     )
 
 
@@ -456,17 +245,19 @@ def evaluate(
     >>> print(table.format())
     metric     value     note
     FID        0.6925
-    KID        0.239839  std over 20 subsets of 100: 0.080471
-    IS (a)     4.944     10 splits, std 0.281
+    KID        0.263973  std over 20 subsets of 100: 0.103790
+    IS (a)     5.001     10 splits, std 0.257
     precision  0.8567    k=3
     recall     0.8500    k=3
     density    0.9367    k=5
     coverage   0.9050    k=5
     images: a 300, b 400
     >>> with_ci = evaluate(generated, reference, "fid", ci=IntervalSpec(level=0.9, n_resamples=50))
-    >>> low, high = with_ci["fid"].interval.low, with_ci["fid"].interval.high
-    >>> bool(low < with_ci["fid"].value < high)
-    True
+    >>> print(with_ci.format())  # the value is biased up (by about the bias shown): the interval can lie below it
+    metric  value   90% interval      note
+    FID     0.6925  [0.3236, 0.6667]  bootstrap bias +0.1722
+    images: a 300, b 400
+    90% intervals (seed 0): FID: basic bootstrap, 50 resamples of both sides' images
     """
     started = time.perf_counter()
     names = parse_metrics(metrics)
@@ -481,6 +272,7 @@ def evaluate(
     memory_budget = _check_budget(memory_budget)
     sides = {"a": _check_side(a, "a"), "b": _check_side(b, "b")}
     check_available(names, ci, sides)
+    _check_dims(names, sides)
     _check_sizes(names, sides, side_names, is_splits=is_splits, k_largest=max(k_precision, k_density))
     if ci is not None:
         _check_half_sizes(names, sides, is_splits=is_splits, k_largest=max(k_precision, k_density))
@@ -523,16 +315,22 @@ def evaluate(
     bootstrap_seed = half_seed = None
     if ci is not None:
         bootstrap_seed, half_seed = ci.derived_seeds(seed)
+        orders = {role: _side_order(side) for role, side in sides.items() if isinstance(side, Features)}
         intervals: dict[str, Interval] = {}
         for entry in entries:
             output = {"fid": "features", "sfid": "spatial"}.get(entry.key)
             if output is not None:
-                intervals[entry.key] = _bootstrap_interval(entry, a.output(output), b.output(output), ci, bootstrap_seed)
+                intervals[entry.key] = _bootstrap_interval(
+                    entry, a.output(output), b.output(output), ci, bootstrap_seed, (orders["a"], orders["b"])
+                )
         if any(name in names for name in ("kid", "is", "prdc")):
             params = dict(kid_subset_size=kid_subset_size, is_splits=is_splits, k_precision=k_precision,
                           k_density=k_density, sampling=sampling, memory_budget=memory_budget, device=device)
-            intervals.update(_half_sample_intervals(names, a, b, entries, ci, seed, half_seed, **params))
+            intervals.update(_half_sample_intervals(names, a, b, entries, ci, seed, half_seed, orders, **params))
         entries = [replace(entry, interval=within_range(entry.key, intervals[entry.key])) for entry in entries]
+        for entry in entries:
+            if entry.interval.note:
+                warnings.warn(entry.interval.note, FidkitWarning, stacklevel=2)
         logger.info("evaluate: intervals after %.2f s", time.perf_counter() - started)
 
     return MetricTable(
@@ -556,6 +354,7 @@ def _half_sample_intervals(
     ci: IntervalSpec,
     seed: int,
     half_seed: int,
+    orders: dict[str, np.ndarray],
     *,
     kid_subset_size: int,
     is_splits: int,
@@ -565,12 +364,13 @@ def _half_sample_intervals(
     memory_budget: int,
     device: Any,
 ) -> dict[str, Interval]:
-    """The half-sample intervals of KID, IS and the neighbour metrics, all from the same half-samples."""
+    """The half-sample intervals of KID, IS and the neighbour metrics, all from the same half-samples: each side's
+    from its own stream, in its canonical order (`orders`), so that IS (a)'s interval does not depend on side b."""
     points = {entry.key: entry.value for entry in entries}
     keys = [key for key in points if key not in ("fid", "sfid")]
     replicates: dict[str, list[float]] = {key: [] for key in keys}
     n_b = b.n if isinstance(b, Features) else None  # a statistics side (IS alone) is not resampled
-    for rows_a, rows_b in half_sample_draws(a.n, n_b, ci.n_resamples, half_seed):
+    for rows_a, rows_b in half_sample_draws(a.n, n_b, ci.n_resamples, half_seed, (orders["a"], orders.get("b"))):
         if "kid" in names:
             result = kid(a.rows[rows_a], b.rows[rows_b], subsets=ci.kid_subsets, subset_size=kid_subset_size,
                          seed=seed, sampling=sampling)

@@ -1,0 +1,272 @@
+"""What a metrics table is asked for, and whether two sides can serve it: checked before any work.
+
+:func:`parse_metrics` reads ``--metrics``; :func:`table_request` and :func:`outputs_needed` say what each side must
+keep from the forward pass; :func:`check_available` and the size and width checks refuse, naming the metric, the
+side and the fix, what :func:`fidkit.metrics.table.evaluate` could not compute, before the network runs or any
+metric starts.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Iterable
+
+from fidkit.errors import InputError
+from fidkit.features import Features
+from fidkit.metrics._table_results import IntervalSpec
+from fidkit.stats import Stats
+
+__all__ = ["METRICS", "DEFAULT_METRICS", "parse_metrics", "table_request", "outputs_needed", "check_available"]
+
+
+#: The names ``--metrics`` takes, in the order the table reports them. ``prdc``: precision, recall, density,
+#: coverage.
+METRICS = ("fid", "kid", "is", "sfid", "prdc")
+#: What is computed when nothing is asked.
+DEFAULT_METRICS = ("fid",)
+#: The outputs of :class:`~fidkit.features.Features`, in the order :func:`outputs_needed` lists them.
+_OUTPUT_ORDER = ("features", "logits", "spatial")
+_OUTPUT_WORDS = {"features": "feature rows (pool_3)", "logits": "logits", "spatial": "spatial features (sFID's)"}
+_ROLE_NAMES = {"a": "side a (the evaluated images)", "b": "side b (the reference)"}
+_LABELS = {"fid": "FID", "kid": "KID", "is": "the Inception Score", "sfid": "sFID", "prdc": "precision/recall"}
+# Names people type for what lives under another name; the error says where.
+_HINTS = {
+    "precision": "prdc",
+    "recall": "prdc",
+    "density": "prdc",
+    "coverage": "prdc",
+    "pr": "prdc",
+    "prc": "prdc",
+    "isc": "is",
+    "inception_score": "is",
+    "s-fid": "sfid",
+}
+
+
+def parse_metrics(text_or_names: str | Iterable[str]) -> tuple[str, ...]:
+    """The metric names of ``"fid,kid"``, ``["fid", "kid"]`` or ``"all"``, in :data:`METRICS` order.
+
+    Case and surrounding spaces are ignored, duplicates dropped; ``"all"`` is every metric.
+
+    Raises
+    ------
+    InputError
+        Nothing named, an unknown name (the message lists the valid ones), or not a string or list of strings.
+    """
+    if isinstance(text_or_names, str):
+        pieces = text_or_names.split(",")
+    else:
+        try:
+            items = list(text_or_names)
+        except TypeError:
+            items = None
+        if items is None or not all(isinstance(item, str) for item in items):
+            raise InputError(
+                f"metrics must be a comma-separated string or a list of names, got {text_or_names!r}; valid names: "
+                f"{', '.join(METRICS)} (or all)"
+            )
+        pieces = [piece for item in items for piece in item.split(",")]
+    names = [piece.strip().lower() for piece in pieces if piece.strip()]
+    if not names:
+        raise InputError(f"no metric named; choose from {', '.join(METRICS)} (or all), e.g. 'fid,kid'")
+    if "all" in names:
+        return METRICS
+    unknown = [name for name in dict.fromkeys(names) if name not in METRICS]
+    if unknown:
+        hints = [f"{name!r} is part of {_HINTS[name]!r}" for name in unknown if name in _HINTS]
+        raise InputError(
+            f"unknown metric{'s' if len(unknown) > 1 else ''} {', '.join(repr(name) for name in unknown)}; valid "
+            f"names: {', '.join(METRICS)} (or all)" + (f" ({'; '.join(hints)})" if hints else "")
+        )
+    return tuple(name for name in METRICS if name in names)
+
+
+def _check_ci(ci: Any) -> IntervalSpec | None:
+    if ci is None or isinstance(ci, IntervalSpec):
+        return ci
+    raise InputError(f"ci must be an IntervalSpec (e.g. IntervalSpec(level=0.95, n_resamples=200)) or None, got {ci!r}")
+
+
+def table_request(metrics: Any, ci: Any) -> tuple[tuple[str, ...] | None, IntervalSpec | None]:
+    """What a FID report's table holds: ``(metrics, ci)`` checked, the FID always among them (it is the report's
+    number), or ``(None, None)`` for the FID alone without an interval (no table: the report is the FID).
+
+    Examples
+    --------
+    >>> table_request("kid", None)
+    (('fid', 'kid'), None)
+    >>> table_request("fid", None)
+    (None, None)
+    """
+    asked = parse_metrics(("fid", *parse_metrics(metrics)))
+    ci = _check_ci(ci)
+    if asked == ("fid",) and ci is None:
+        return None, None
+    return asked, ci
+
+
+def outputs_needed(metrics: str | Iterable[str], *, ci: IntervalSpec | None) -> dict[str, tuple[str, ...] | None]:
+    """Which outputs each side must keep for :func:`evaluate` to compute `metrics` (with intervals if `ci`).
+
+    Returns
+    -------
+    dict
+        ``{"a": ..., "b": ...}``: a tuple of :class:`~fidkit.features.Features` outputs (``"features"`` first, then
+        ``"logits"`` and/or ``"spatial"``), or None where the side's statistics suffice (FID without an interval;
+        also a side no asked metric reads, such as b for the Inception Score alone).
+
+    Examples
+    --------
+    >>> outputs_needed("fid", ci=None)
+    {'a': None, 'b': None}
+    >>> outputs_needed("fid,is,sfid", ci=None)
+    {'a': ('features', 'logits', 'spatial'), 'b': ('features', 'spatial')}
+    >>> outputs_needed("fid", ci=IntervalSpec())
+    {'a': ('features',), 'b': ('features',)}
+    """
+    names = parse_metrics(metrics)
+    ci = _check_ci(ci)
+    needed: dict[str, set[str]] = {"a": set(), "b": set()}
+    for name in names:
+        if name == "fid" and ci is not None or name in ("kid", "prdc"):
+            for role in needed:
+                needed[role].add("features")
+        elif name == "is":
+            needed["a"].update(("features", "logits"))
+        elif name == "sfid":
+            for role in needed:
+                needed[role].update(("features", "spatial"))
+    return {role: tuple(o for o in _OUTPUT_ORDER if o in outputs) or None for role, outputs in needed.items()}
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def _check_side(side: Any, role: str) -> Features | Stats:
+    if isinstance(side, (Features, Stats)):
+        return side
+    raise InputError(
+        f"{_ROLE_NAMES[role]} must be fidkit.Features or fidkit.Stats, got {type(side).__name__}; wrap an (N, dim) "
+        "array of features as fidkit.Features(array)"
+    )
+
+
+def _where(side: Features | Stats) -> str:
+    return f" ({side.path})" if side.path is not None else ""
+
+
+def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict[str, Any]) -> None:
+    """Refuse, before computing anything, a metric whose inputs a side does not hold.
+
+    `sides` maps ``"a"`` and ``"b"`` to what each side is: a Stats or Features is checked; anything else (images
+    not yet run through the network, which can give every output) passes.
+    """
+    for name in names:
+        label = "an interval for FID" if name == "fid" else _LABELS[name]
+        for role, outputs in outputs_needed((name,), ci=ci).items():
+            if outputs is None:
+                continue
+            side = sides[role]
+            if not isinstance(side, (Stats, Features)):
+                continue
+            output = outputs[-1]  # the most specific: logits or spatial if asked, else the rows
+            what = f"the {_OUTPUT_WORDS[output]} of {_ROLE_NAMES[role]}"
+            fix = (
+                f"supply the images of side {role}, or a features file of them made with `fidkit features SRC "
+                f"--save F.npz --metrics {name}`"
+            )
+            if isinstance(side, Stats):
+                raise InputError(
+                    f"{label} needs {what}, but side {role} is statistics only (mu and sigma{_where(side)}), from "
+                    f"which it cannot be computed; {fix}"
+                )
+            missing = [o for o in outputs if o not in side.outputs]
+            if missing:
+                raise InputError(
+                    f"{label} needs {what}, but the features of side {role}{_where(side)} hold no "
+                    f"{_OUTPUT_WORDS[missing[0]]}; {fix} (or compute_features(..., outputs={outputs!r}))"
+                )
+
+
+def _check_sizes(names, sides, side_names: tuple[str, str], *, is_splits: int, k_largest: int) -> None:
+    """Refuse, before any work, a side too small for an asked metric, naming the side, the images it needs and
+    the fix (the metrics' own checks name neither: ``logits has 8 rows for 10 splits``)."""
+    rows = {role: side for role, side in sides.items() if isinstance(side, Features)}
+    needs = []
+    if any(name in names for name in ("fid", "kid", "sfid")):
+        key = next(name for name in ("fid", "sfid", "kid") if name in names)
+        why = "KID's unbiased estimator" if key == "kid" else "a covariance"
+        needs += [(role, 2, key, why) for role in rows]
+    if "is" in names:
+        roles = [role for role in ("a", "b") if role in rows and (role == "a" or rows[role].logits is not None)]
+        needs += [(role, is_splits, "is", f"its {is_splits} splits hold one image or more each") for role in roles]
+    if "prdc" in names:
+        needs += [(role, k_largest + 1, "prdc", f"a ball of k = {k_largest} other images around each")
+                  for role in rows]
+    labels = {"fid": "FID", "sfid": "sFID", "kid": "KID", "is": "the Inception Score",
+              "prdc": "precision/recall/density/coverage"}
+    for role, minimum, key, why in needs:
+        n = rows[role].n
+        if n < minimum:
+            name = side_names[0 if role == "a" else 1]
+            who = f"side {role}" if name == role else f"the {name} side"
+            leave = "" if key == "fid" else f", or leave {key!r} out of the metrics asked"
+            raise InputError(
+                f"{labels[key]} needs at least {minimum} images on {who} ({why}), which holds {n}: use at least "
+                f"{minimum} {'' if name == role else name + ' '}images there{leave}"
+            )
+
+
+def _check_dims(names: tuple[str, ...], sides: dict[str, Features | Stats]) -> None:
+    """Refuse, before computing anything, two sides whose rows a metric compares but whose widths differ, naming the
+    metric, the output, both sides and their files (the metric functions only know ``features_a`` and ``features_b``).
+    """
+    compared = {"features": [name for name in names if name in ("fid", "kid", "prdc")],
+                "spatial": [name for name in names if name == "sfid"]}
+    for output, metrics in compared.items():
+        if not metrics:
+            continue
+        dims = {}
+        for role, side in sides.items():
+            if isinstance(side, Features) and output in side.outputs:
+                dims[role] = side.output(output).shape[1]
+            elif isinstance(side, Stats) and output == "features":
+                dims[role] = side.dim
+        if len(dims) == 2 and dims["a"] != dims["b"]:
+            labels = " and ".join(_LABELS[name] for name in metrics)
+            raise InputError(
+                f"{labels} compare{'s' if len(metrics) == 1 else ''} the {_OUTPUT_WORDS[output]} of both sides, but "
+                f"side a's{_where(sides['a'])} have {dims['a']} values per image and side b's{_where(sides['b'])} "
+                f"have {dims['b']}; both sides must come from the same feature extractor: compute both with the same "
+                "network (e.g. `fidkit features SRC --save F.npz` for each side)"
+            )
+
+
+def _check_half_sizes(names, sides, *, is_splits: int, k_largest: int) -> None:
+    """With intervals, refuse sizes whose half-samples the metrics cannot take (before any work)."""
+    halves = {role: side.n // 2 for role, side in sides.items() if isinstance(side, Features)}
+    needs = []
+    if "kid" in names:
+        needs += [(role, 2, "KID's unbiased estimator needs 2") for role in ("a", "b")]
+    if "is" in names:
+        b_logits = isinstance(sides["b"], Features) and sides["b"].logits is not None
+        roles = ("a", "b") if b_logits else ("a",)
+        needs += [(role, is_splits, f"the Inception Score's {is_splits} splits need one row each") for role in roles]
+    if "prdc" in names:
+        why = f"a ball of k = {k_largest} other samples needs {k_largest + 1}"
+        needs += [(role, k_largest + 1, why) for role in ("a", "b")]
+    for role, minimum, why in needs:
+        if halves[role] < minimum:
+            raise InputError(
+                f"an interval by half-samples keeps {halves[role]} of the {sides[role].n} images of side {role}, "
+                f"but {why}; pass more images or drop the interval"
+            )
+
+
+def _check_budget(memory_budget: Any) -> int:
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, numbers.Integral) or memory_budget < 1:
+        raise InputError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    return int(memory_budget)
+
+
+# --------------------------------------------------------------------------------------------- the numbers
