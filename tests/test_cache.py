@@ -25,10 +25,12 @@ from fidkit.cache import (
     store_cached_stats,
 )
 
+from stand_ins import small_stats
+
 N_IMAGES = 8
 
 
-class CountingExtractor:
+class CountingWrapper:
     """Wraps a FeatureExtractor: counts calls and images, and can pretend to hold other weights."""
 
     def __init__(self, inner, *, weights_sha256: str | None = None, resize_mode: str | None = None):
@@ -61,13 +63,6 @@ def write_png_folder(folder: Path, n_images: int = N_IMAGES, *, seed: int = 0, s
         pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"img{index:03d}.png")
     return folder
-
-
-def small_stats(seed: int = 0, *, n: int = 20, dim: int = 8, metadata=None):
-    from fidkit.stats import Stats
-
-    rng = np.random.default_rng(seed)
-    return Stats.from_features(rng.normal(size=(n, dim)), metadata=dict(metadata or {"created": "now"}))
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -247,10 +242,10 @@ def image_folder(tmp_path):
 def test_second_compute_reads_the_cache_and_never_runs_the_network(fidkit_home, image_folder, extractor):
     from fidkit.api import compute_stats_with_report
 
-    first_extractor = CountingExtractor(extractor)
+    first_extractor = CountingWrapper(extractor)
     first, first_side = compute_stats_with_report(image_folder, extractor=first_extractor, workers=0)
     assert first_extractor.n_images == N_IMAGES and not first_side.cached
-    second_extractor = CountingExtractor(extractor)
+    second_extractor = CountingWrapper(extractor)
     second, second_side = compute_stats_with_report(image_folder, extractor=second_extractor, workers=0)
     assert second_extractor.calls == 0
     assert second_side.cached
@@ -281,7 +276,7 @@ def test_changed_file_misses(fidkit_home, image_folder, extractor):
 
     first = compute_stats(image_folder, extractor=extractor, workers=0)
     write_png_folder(image_folder, n_images=1, seed=99)  # rewrites img000.png with other pixels
-    counting = CountingExtractor(extractor)
+    counting = CountingWrapper(extractor)
     second = compute_stats(image_folder, extractor=counting, workers=0)
     assert counting.n_images == N_IMAGES
     assert not np.array_equal(second.mu, first.mu)
@@ -294,13 +289,13 @@ def test_touched_file_misses(fidkit_home, image_folder, extractor):
     target = image_folder / "img003.png"
     stat = target.stat()
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
-    counting = CountingExtractor(extractor)
+    counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=counting, workers=0)
     assert counting.n_images == N_IMAGES
     # With a content hash the same touch is a hit after the first content-hashed run.
     compute_stats(image_folder, extractor=extractor, workers=0, hash_content=True)
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 9_000_000_000))
-    content_counting = CountingExtractor(extractor)
+    content_counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=content_counting, workers=0, hash_content=True)
     assert content_counting.calls == 0
 
@@ -327,11 +322,11 @@ def test_other_weights_miss(fidkit_home, image_folder, extractor):
     from fidkit.api import compute_stats
 
     compute_stats(image_folder, extractor=extractor, workers=0)
-    other_weights = CountingExtractor(extractor, weights_sha256="0" * 64)
+    other_weights = CountingWrapper(extractor, weights_sha256="0" * 64)
     stats = compute_stats(image_folder, extractor=other_weights, workers=0)
     assert other_weights.n_images == N_IMAGES
     assert stats.metadata["weights_sha256"] == "0" * 64
-    other_resize = CountingExtractor(extractor, resize_mode="another-resize")
+    other_resize = CountingWrapper(extractor, resize_mode="another-resize")
     compute_stats(image_folder, extractor=other_resize, workers=0)
     assert other_resize.n_images == N_IMAGES
 
@@ -343,11 +338,11 @@ def test_other_colour_policy_or_stats_format_misses(fidkit_home, image_folder, e
 
     compute_stats(image_folder, extractor=extractor, workers=0)
     monkeypatch.setattr(fidkit.sources.base, "COLOUR_POLICY_VERSION", fidkit.sources.base.COLOUR_POLICY_VERSION + 100)
-    policy_counting = CountingExtractor(extractor)
+    policy_counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=policy_counting, workers=0)
     assert policy_counting.n_images == N_IMAGES
     monkeypatch.setattr(fidkit.statsfile, "STATS_FORMAT_VERSION", fidkit.statsfile.STATS_FORMAT_VERSION + 100)
-    format_counting = CountingExtractor(extractor)
+    format_counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=format_counting, workers=0)
     assert format_counting.n_images == N_IMAGES
 
@@ -358,7 +353,7 @@ def test_no_cache_neither_reads_nor_writes(fidkit_home, image_folder, extractor)
     compute_stats(image_folder, extractor=extractor, workers=0, use_cache=False)
     assert list_cache() == []
     compute_stats(image_folder, extractor=extractor, workers=0)
-    counting = CountingExtractor(extractor)
+    counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=counting, workers=0, use_cache=False)
     assert counting.n_images == N_IMAGES
 
@@ -369,14 +364,14 @@ def test_corrupt_entry_is_recomputed_through_the_api(fidkit_home, image_folder, 
     first = compute_stats(image_folder, extractor=extractor, workers=0)
     (entry,) = list_cache()
     _truncate(entry.path)
-    counting = CountingExtractor(extractor)
+    counting = CountingWrapper(extractor)
     with caplog.at_level(logging.WARNING, logger="fidkit.cache"):
         second = compute_stats(image_folder, extractor=counting, workers=0)
     assert counting.n_images == N_IMAGES
     assert "corrupt" in caplog.text
     np.testing.assert_allclose(second.mu, first.mu, rtol=1e-12)
     # The entry was rewritten and is valid again.
-    third_counting = CountingExtractor(extractor)
+    third_counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=third_counting, workers=0)
     assert third_counting.calls == 0
 
@@ -404,7 +399,7 @@ def test_two_threads_computing_the_same_entry(fidkit_home, image_folder, extract
     np.testing.assert_allclose(results[0].mu, results[1].mu, rtol=1e-12)
     (entry,) = list_cache()
     assert entry.n == N_IMAGES
-    counting = CountingExtractor(extractor)
+    counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=counting, workers=0)
     assert counting.calls == 0
 
@@ -417,7 +412,7 @@ def test_the_key_names_what_really_ran_and_tensorrt_is_kept_apart(fidkit_home, e
     from fidkit.options import RunOptions
     from fidkit.testing import replaced_extractor
 
-    class AsTorch(CountingExtractor):
+    class AsTorch(CountingWrapper):
         graph_sha256 = ""
 
         def metadata(self):

@@ -17,6 +17,8 @@ import pytest
 
 from fidkit.cli import build_parser, main
 
+from cli_runs import error_line
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,12 +50,6 @@ def session_extractor(extractor, random_weights_path):
 @pytest.fixture
 def weights_args(random_weights_path):
     return ["--weights", str(random_weights_path), "--workers", "0", "--quiet"]
-
-
-def error_line(captured) -> str:
-    lines = [line for line in captured.err.splitlines() if line.startswith("fidkit: error:")]
-    assert len(lines) == 1, captured.err
-    return lines[0]
 
 
 # --- help and usage -----------------------------------------------------------------------------------

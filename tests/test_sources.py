@@ -15,19 +15,13 @@ from PIL import Image
 from fidkit.errors import EmptySourceError, ImageError, InputError, SourceError
 from fidkit.sources import COLOUR_POLICY_VERSION, decode_image, open_source
 
-
-def _pixels(seed: int, height: int = 8, width: int = 8) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+from image_files import _all_pixels, _pixels
 
 
 def _png_bytes(image: Image.Image, **save_args) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=save_args.pop("format", "PNG"), **save_args)
     return buffer.getvalue()
-
-
-def _all_pixels(source, batch_size: int = 4) -> np.ndarray:
-    return np.concatenate(list(source.batches(batch_size)), axis=0)
 
 
 @pytest.fixture
