@@ -352,28 +352,3 @@ def test_validate_without_a_terminal_reports_progress(extractor, random_weights_
     # -q: no progress lines
     assert main([*argv, "--force", "-q"]) == 0
     assert "validate: " not in capsys.readouterr().err
-
-
-# --- 30: the real test data is found through FIDKIT_TEST_DATA ------------------------------------------------
-
-
-def _pytest_one_real_data_test(data: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), FIDKIT_TEST_DATA=str(data))
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-         "tests/test_sources_datasets.py::test_shared_cifar_npy_and_mnist"],
-        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300,
-    )
-
-
-def test_fidkit_test_data_points_the_tests_at_the_data(shared_data, tmp_path):
-    elsewhere = tmp_path / "my-data"  # the data under another name, as a user keeps it (links: nothing copied)
-    elsewhere.mkdir()
-    for name in ("cifar10", "mnist"):
-        (elsewhere / name).symlink_to(shared_data / name)
-    found = _pytest_one_real_data_test(elsewhere)
-    assert "1 passed" in found.stdout, found.stdout + found.stderr
-
-    missing = _pytest_one_real_data_test(tmp_path / "nowhere")
-    assert "1 skipped" in missing.stdout, missing.stdout + missing.stderr
-    assert "FIDKIT_TEST_DATA" in missing.stdout and str(tmp_path / "nowhere") in missing.stdout

@@ -12,8 +12,7 @@ import time
 import pytest
 
 from fidkit._fs import atomic_write
-from fidkit.cli import main
-from fidkit.errors import InputError, SourceError
+from fidkit.errors import InputError
 from fidkit.home import clear_cache
 
 
@@ -59,39 +58,3 @@ def test_a_cache_limit_too_large_for_a_float_is_an_error(monkeypatch) -> None:
     monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", "9" * 400)
     with pytest.raises(InputError, match="too large to be a size"):
         cache_max_bytes()
-
-
-def test_a_datasets_folder_that_does_not_exist_is_an_error_not_a_download(monkeypatch, tmp_path, fidkit_home) -> None:
-    from fidkit.sources.named import DATASETS, find_dataset_file
-
-    monkeypatch.setenv("FIDKIT_DATASETS", str(tmp_path / "typo"))
-    with pytest.raises(SourceError, match="no such folder"):
-        find_dataset_file(DATASETS["mnist-test"])
-
-
-def test_the_listing_says_a_file_of_the_wrong_size_must_go(monkeypatch, tmp_path, fidkit_home, capsys) -> None:
-    monkeypatch.delenv("FIDKIT_DATASETS", raising=False)
-    folder = fidkit_home / "datasets"
-    folder.mkdir(parents=True)
-    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(b"x" * 1000)
-    assert main(["datasets"]) == 0
-    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mnist-test"))
-    assert "has the wrong size: delete it" in line
-
-
-def test_the_listing_stops_at_a_datasets_folder_that_does_not_exist(monkeypatch, tmp_path, fidkit_home, capsys) -> None:
-    # As for a FIDKIT_DATASETS that names a file (round 3): one line that names the variable, exit 1.
-    monkeypatch.setenv("FIDKIT_DATASETS", str(tmp_path / "typo"))
-    assert main(["datasets"]) == 1
-    error = capsys.readouterr().err.strip()
-    assert "FIDKIT_DATASETS=" in error and "no such folder" in error and len(error.splitlines()) == 1
-
-
-def test_the_listing_does_not_advise_deleting_a_file_in_the_users_folder(monkeypatch, tmp_path, fidkit_home, capsys):
-    folder = tmp_path / "mine"
-    folder.mkdir()
-    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(b"x" * 1000)
-    monkeypatch.setenv("FIDKIT_DATASETS", str(folder))
-    assert main(["datasets"]) == 0
-    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mnist-test"))
-    assert "replace it with the published file or unset FIDKIT_DATASETS" in line and "delete" not in line
