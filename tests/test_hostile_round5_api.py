@@ -26,7 +26,6 @@ import pytest
 import torch
 
 import fidkit
-from fidkit.api import compute_stats_with_report
 from fidkit._validate import as_image_batch
 from fidkit.errors import FidkitError, FidkitWarning, InputError, SmallSampleWarning, SourceError
 
@@ -111,16 +110,6 @@ def test_deepcopy_of_a_computed_metric_does_not_copy_an_array_reference():
     clone = copy.deepcopy(metric)
     assert isinstance(clone._reference_input, fidkit.Stats)  # not the source holding the array
     assert float(clone.compute()) == float(metric.compute())
-
-
-def test_statistics_from_the_cache_do_not_name_the_cache_file(tmp_path, monkeypatch):
-    # Messages about them would name a hashed file the user never gave (.../stats/<sha256>.npz).
-    monkeypatch.setenv("FIDKIT_HOME", str(tmp_path / "home"))
-    array = images(12, 8)
-    first, first_report = compute_stats_with_report(array, extractor=Fake())
-    again, again_report = compute_stats_with_report(array, extractor=Fake())
-    assert again_report.cached and not first_report.cached
-    assert first.path is None and again.path is None
 
 
 # -- 3 -------------------------------------------------------------------------------------------------------
@@ -243,28 +232,6 @@ def test_a_stand_in_registered_under_the_built_in_name_is_checked_by_its_own_wid
         metric = fidkit.FID(reference=reference, device="cpu")
         metric.update(images(20, 1))
         assert metric.compute().b.n == 20
-
-
-def test_statistics_served_from_an_entry_another_source_made_name_this_source(tmp_path, monkeypatch):
-    # With hash_content, a copy of a folder hits the original's entry: a file saved from it recorded the other
-    # folder as its source (and `fidkit info` showed it).
-    import shutil
-
-    from PIL import Image
-
-    monkeypatch.setenv("FIDKIT_HOME", str(tmp_path / "home"))
-    original = tmp_path / "png"
-    original.mkdir()
-    for index, array in enumerate(images(6, 2)):
-        Image.fromarray(array).save(original / f"{index}.png")
-    copy_of_it = tmp_path / "pngcopy"
-    shutil.copytree(original, copy_of_it)
-    (original / ".ipynb_checkpoints").mkdir()  # ignored in the original only: not the copy's to report
-    Image.fromarray(images(1, 3)[0]).save(original / ".ipynb_checkpoints" / "0.png")
-    fidkit.compute_stats(str(original), extractor=Fake(), hash_content=True, workers=0)
-    stats, report = compute_stats_with_report(str(copy_of_it), extractor=Fake(), hash_content=True, workers=0)
-    assert report.cached and report.ignored == ()
-    assert stats.metadata["source_name"] == str(copy_of_it) and stats.path is None
 
 
 def test_relabelled_changes_only_metadata_and_path_and_checks_the_metadata():
