@@ -20,6 +20,8 @@ from fidkit.errors import OverwriteError, StatsFileError
 
 from stand_ins import small_stats
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 
 def test_atomic_write_creates_file_and_parent(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "out.npz"
@@ -219,9 +221,6 @@ def test_stats_save_overwrite_refuses_a_fifo(tmp_path):
 
 
 # --- hostile review (issue 9), 7: temporaries of killed runs are removed by the next run ----------------------------
-
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _dead_pid() -> int:

@@ -27,6 +27,9 @@ from fidkit.stats import Stats
 from cli_runs import _assert_one_line_error, _run_cli
 from peak_memory import MIB, _peak_growth_mib, _zeros
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RNG = np.random.default_rng(2024)
+
 
 # --- hostile round 3, 15: a statistics .npz is read header first ----------------------------------------------------
 
@@ -163,9 +166,6 @@ def test_genuine_statistics_files_still_load(tmp_path, monkeypatch):
 # --- hostile round 3, 16: an image .npz member is checked from its header, then read only as far as needed ----------
 
 
-RNG = np.random.default_rng(2024)
-
-
 def _image_bomb(path: Path, shape: tuple[int, ...], dtype: str = "|u1") -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         _write_npz_member(archive, "images", shape, dtype)
@@ -231,9 +231,6 @@ def test_image_npz_subsets_and_passes_read_the_right_pixels(tmp_path, compressed
 
 
 # --- hostile round 3, 18: misnamed .npy / .npz files ----------------------------------------------------------------
-
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -32,6 +32,8 @@ from fidkit.testing import cifar_batch
 
 from image_files import _all_pixels, _folder, _pixels, _png, _tar_member
 
+MIB = 2**20
+
 
 # --- hostile review (issue 9), 3: tar archives lose no member silently ----------------------------------------------
 
@@ -516,9 +518,6 @@ def test_a_tar_of_no_members_is_an_empty_source_not_a_damaged_one(tmp_path) -> N
 
 
 # --- hostile round 5, 6: memory follows what the image needs --------------------------------------------------------
-
-
-MIB = 2**20
 
 
 def _with_size(data: bytes, width: int, height: int) -> bytes:

@@ -21,6 +21,9 @@ from fidkit.sources.datasets import CIFAR_MAX_BATCH_BYTES
 
 from peak_memory import MIB, _peak_growth_mib, _zeros
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RNG = np.random.default_rng(2024)
+
 
 def _write_idx3(path: Path, images: np.ndarray) -> Path:
     header = struct.pack(">IIII", 0x00000803, *images.shape)
@@ -69,7 +72,6 @@ def test_mnist_validation(tmp_path, digits):
     labels.write_bytes(struct.pack(">II", 0x00000801, 3) + bytes(3) + bytes(8))
     with pytest.raises(SourceError, match="label"):
         open_source(labels)
-
 
 
 def test_mnist_gz_cut_short_or_corrupt(tmp_path, digits):
@@ -264,9 +266,6 @@ def test_a_cifar_batch_file_larger_than_a_batch_can_be_is_refused(tmp_path):
 # --- hostile round 3, 14: an MNIST .gz is read exactly as far as its header declares --------------------------------
 
 
-RNG = np.random.default_rng(2024)
-
-
 def _idx3_header(n: int, rows: int = 28, cols: int = 28) -> bytes:
     return struct.pack(">IIII", 0x00000803, n, rows, cols)
 
@@ -342,9 +341,6 @@ def test_plain_mnist_longer_than_its_header_is_not_called_truncated(tmp_path):
 
 
 # --- hostile round 3, 30: the real test data is found through FIDKIT_TEST_DATA --------------------------------------
-
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pytest_one_real_data_test(data: Path) -> subprocess.CompletedProcess:
