@@ -75,6 +75,12 @@ def fidkit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture
+def home(fidkit_home: Path) -> Path:
+    """:func:`fidkit_home` under the shorter name the tests of the cache home, files and streams use."""
+    return fidkit_home
+
+
 #: Environment variable naming the folder of real test data (CIFAR-10 and MNIST files; README.md, Development).
 TEST_DATA_ENV = "FIDKIT_TEST_DATA"
 

@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fidkit.errors import EmptySourceError, FidkitWarning, ImageError, InputError
+import fidkit
+from fidkit.errors import EmptySourceError, FidkitWarning, ImageError, InputError, SourceError
+
+from stand_ins import FullIdentityMeanColour, noise_images
 
 
 def random_images(n_images: int, seed: int, size: int = 16) -> np.ndarray:
@@ -402,3 +405,40 @@ def test_different_conventions_are_an_error_unless_allowed_and_foreign_files_war
     foreign = Stats(mu=clean.mu + 1, sigma=clean.sigma)
     with pytest.warns(FidkitWarning, match="its convention .* is unknown too"):
         compute_fid(clean, foreign)
+
+
+# --- hostile round 5, 5: a file without its suffix; outputs given as a string; feature rows given as images ---------
+
+
+def test_statistics_saved_without_the_suffix_are_refused_with_the_rename(tmp_path):
+    stats = fidkit.Stats.from_features(np.random.default_rng(0).normal(size=(20, 4)))
+    stats.save(tmp_path / "reference")
+    with pytest.raises(SourceError, match=r"by its content a zip archive.*rename it reference\.npz"):
+        fidkit.compute_fid(str(tmp_path / "reference"), stats)
+    np.save(tmp_path / "images.npy", noise_images(3, 0))
+    (tmp_path / "images.npy").rename(tmp_path / "images")
+    with pytest.raises(SourceError, match=r"numpy \.npy array: rename it images\.npy"):
+        fidkit.compute_stats(str(tmp_path / "images"))
+
+
+def test_compute_features_takes_outputs_as_a_string():
+    class WithLogits(FullIdentityMeanColour):
+        def outputs(self, batch, names):
+            features = self(batch)
+            return {"features": features, **{name: features[:, :3] for name in names if name != "features"}}
+
+    for outputs in ("logits", "features,logits", ["logits"]):
+        kept = fidkit.compute_features(noise_images(5, 1), extractor=WithLogits(), outputs=outputs, use_cache=False)
+        assert kept.logits is not None and kept.logits.shape == (5, 3), outputs
+    with pytest.raises(InputError, match="unknown output"):
+        fidkit.compute_features(noise_images(5, 1), extractor=WithLogits(), outputs="logit", use_cache=False)
+
+
+def test_feature_rows_given_as_images_are_told_what_they_look_like(tmp_path):
+    # clean-fid saves its features as np.savez_compressed(path, feats=...): read as images, the error pointed at
+    # value_range and uint8 conversion.
+    rows = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
+    np.savez_compressed(tmp_path / "clean_fid_feats.npz", feats=rows)
+    for source in (str(tmp_path / "clean_fid_feats.npz"), rows):
+        with pytest.raises(InputError, match=r"looks like feature rows, not images.*fid_from_arrays.*Features"):
+            fidkit.compute_stats(source, extractor=FullIdentityMeanColour(), use_cache=False)

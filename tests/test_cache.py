@@ -7,15 +7,19 @@ about 10 images/s on this CPU whatever the input size, since every image is resi
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import fidkit
+from fidkit.api import compute_stats_with_report
 from fidkit.cache import (
     cache_key,
     clear_cache,
@@ -24,11 +28,15 @@ from fidkit.cache import (
     stats_cache_dir,
     store_cached_stats,
 )
+from fidkit.cli import main
+from fidkit.errors import InputError
+
+from stand_ins import FullIdentityMeanColour, noise_images, small_stats
 
 N_IMAGES = 8
 
 
-class CountingExtractor:
+class CountingWrapper:
     """Wraps a FeatureExtractor: counts calls and images, and can pretend to hold other weights."""
 
     def __init__(self, inner, *, weights_sha256: str | None = None, resize_mode: str | None = None):
@@ -61,13 +69,6 @@ def write_png_folder(folder: Path, n_images: int = N_IMAGES, *, seed: int = 0, s
         pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"img{index:03d}.png")
     return folder
-
-
-def small_stats(seed: int = 0, *, n: int = 20, dim: int = 8, metadata=None):
-    from fidkit.stats import Stats
-
-    rng = np.random.default_rng(seed)
-    return Stats.from_features(rng.normal(size=(n, dim)), metadata=dict(metadata or {"created": "now"}))
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -247,10 +248,10 @@ def image_folder(tmp_path):
 def test_second_compute_reads_the_cache_and_never_runs_the_network(fidkit_home, image_folder, extractor):
     from fidkit.api import compute_stats_with_report
 
-    first_extractor = CountingExtractor(extractor)
+    first_extractor = CountingWrapper(extractor)
     first, first_side = compute_stats_with_report(image_folder, extractor=first_extractor, workers=0)
     assert first_extractor.n_images == N_IMAGES and not first_side.cached
-    second_extractor = CountingExtractor(extractor)
+    second_extractor = CountingWrapper(extractor)
     second, second_side = compute_stats_with_report(image_folder, extractor=second_extractor, workers=0)
     assert second_extractor.calls == 0
     assert second_side.cached
@@ -281,7 +282,7 @@ def test_changed_file_misses(fidkit_home, image_folder, extractor):
 
     first = compute_stats(image_folder, extractor=extractor, workers=0)
     write_png_folder(image_folder, n_images=1, seed=99)  # rewrites img000.png with other pixels
-    counting = CountingExtractor(extractor)
+    counting = CountingWrapper(extractor)
     second = compute_stats(image_folder, extractor=counting, workers=0)
     assert counting.n_images == N_IMAGES
     assert not np.array_equal(second.mu, first.mu)
@@ -294,13 +295,13 @@ def test_touched_file_misses(fidkit_home, image_folder, extractor):
     target = image_folder / "img003.png"
     stat = target.stat()
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
-    counting = CountingExtractor(extractor)
+    counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=counting, workers=0)
     assert counting.n_images == N_IMAGES
     # With a content hash the same touch is a hit after the first content-hashed run.
     compute_stats(image_folder, extractor=extractor, workers=0, hash_content=True)
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 9_000_000_000))
-    content_counting = CountingExtractor(extractor)
+    content_counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=content_counting, workers=0, hash_content=True)
     assert content_counting.calls == 0
 
@@ -327,11 +328,11 @@ def test_other_weights_miss(fidkit_home, image_folder, extractor):
     from fidkit.api import compute_stats
 
     compute_stats(image_folder, extractor=extractor, workers=0)
-    other_weights = CountingExtractor(extractor, weights_sha256="0" * 64)
+    other_weights = CountingWrapper(extractor, weights_sha256="0" * 64)
     stats = compute_stats(image_folder, extractor=other_weights, workers=0)
     assert other_weights.n_images == N_IMAGES
     assert stats.metadata["weights_sha256"] == "0" * 64
-    other_resize = CountingExtractor(extractor, resize_mode="another-resize")
+    other_resize = CountingWrapper(extractor, resize_mode="another-resize")
     compute_stats(image_folder, extractor=other_resize, workers=0)
     assert other_resize.n_images == N_IMAGES
 
@@ -343,11 +344,11 @@ def test_other_colour_policy_or_stats_format_misses(fidkit_home, image_folder, e
 
     compute_stats(image_folder, extractor=extractor, workers=0)
     monkeypatch.setattr(fidkit.sources.base, "COLOUR_POLICY_VERSION", fidkit.sources.base.COLOUR_POLICY_VERSION + 100)
-    policy_counting = CountingExtractor(extractor)
+    policy_counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=policy_counting, workers=0)
     assert policy_counting.n_images == N_IMAGES
     monkeypatch.setattr(fidkit.statsfile, "STATS_FORMAT_VERSION", fidkit.statsfile.STATS_FORMAT_VERSION + 100)
-    format_counting = CountingExtractor(extractor)
+    format_counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=format_counting, workers=0)
     assert format_counting.n_images == N_IMAGES
 
@@ -358,7 +359,7 @@ def test_no_cache_neither_reads_nor_writes(fidkit_home, image_folder, extractor)
     compute_stats(image_folder, extractor=extractor, workers=0, use_cache=False)
     assert list_cache() == []
     compute_stats(image_folder, extractor=extractor, workers=0)
-    counting = CountingExtractor(extractor)
+    counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=counting, workers=0, use_cache=False)
     assert counting.n_images == N_IMAGES
 
@@ -369,14 +370,14 @@ def test_corrupt_entry_is_recomputed_through_the_api(fidkit_home, image_folder, 
     first = compute_stats(image_folder, extractor=extractor, workers=0)
     (entry,) = list_cache()
     _truncate(entry.path)
-    counting = CountingExtractor(extractor)
+    counting = CountingWrapper(extractor)
     with caplog.at_level(logging.WARNING, logger="fidkit.cache"):
         second = compute_stats(image_folder, extractor=counting, workers=0)
     assert counting.n_images == N_IMAGES
     assert "corrupt" in caplog.text
     np.testing.assert_allclose(second.mu, first.mu, rtol=1e-12)
     # The entry was rewritten and is valid again.
-    third_counting = CountingExtractor(extractor)
+    third_counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=third_counting, workers=0)
     assert third_counting.calls == 0
 
@@ -404,7 +405,7 @@ def test_two_threads_computing_the_same_entry(fidkit_home, image_folder, extract
     np.testing.assert_allclose(results[0].mu, results[1].mu, rtol=1e-12)
     (entry,) = list_cache()
     assert entry.n == N_IMAGES
-    counting = CountingExtractor(extractor)
+    counting = CountingWrapper(extractor)
     compute_stats(image_folder, extractor=counting, workers=0)
     assert counting.calls == 0
 
@@ -417,7 +418,7 @@ def test_the_key_names_what_really_ran_and_tensorrt_is_kept_apart(fidkit_home, e
     from fidkit.options import RunOptions
     from fidkit.testing import replaced_extractor
 
-    class AsTorch(CountingExtractor):
+    class AsTorch(CountingWrapper):
         graph_sha256 = ""
 
         def metadata(self):
@@ -433,3 +434,284 @@ def test_the_key_names_what_really_ran_and_tensorrt_is_kept_apart(fidkit_home, e
     onnx = identity_for(RunOptions(weights=random_weights_path, device="cpu"))
     tensorrt = identity_for(RunOptions(weights=random_weights_path, device="tensorrt"))
     assert onnx.engine == "onnxruntime" and onnx.precision == "exact" and tensorrt.precision == "tensorrt-exact"
+
+
+# --- hostile review (issue 9), 15: the cache stays under a size limit, least recently used out first ----------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("", 2 * 1024**3), ("unlimited", 0), ("1048576", 1024**2), ("500M", 500 * 1024**2), ("2G", 2 * 1024**3),
+     ("1.5k", 1536), ("64MiB", 64 * 1024**2)],  # "0" and "lots" are errors: tested below
+)
+def test_cache_size_limit_from_the_environment(monkeypatch, text, expected):
+    from fidkit.cache import cache_max_bytes
+
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", text)
+    assert cache_max_bytes() == expected
+
+
+def test_cache_evicts_the_least_recently_used_entries_after_a_store(home, monkeypatch):
+    from fidkit.cache import (
+        cache_size_bytes,
+        load_cached_stats,
+        stats_cache_dir,
+        store_cached_stats,
+    )
+
+    keys = [str(digit) * 64 for digit in range(1, 5)]
+    store_cached_stats(keys[0], small_stats(0), source_name="s0")
+    entry_bytes = cache_size_bytes()
+    for index, key in enumerate(keys[1:3], start=1):
+        store_cached_stats(key, small_stats(index), source_name=f"s{index}")
+    folder = stats_cache_dir()
+    for age, key in zip((300, 200, 100), keys[:3]):  # written 5, 3 and 1 minutes ago: key 0 is the oldest
+        os.utime(folder / f"{key}.npz", (time.time() - age, time.time() - age))
+    assert load_cached_stats(keys[0]) is not None  # a hit makes key 0 the most recently used
+    user_file = folder / ("e" * 64 + ".npz")  # named like an entry, but fidkit did not write it
+    small_stats(9).save(user_file)
+    os.utime(user_file, (0, 0))
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", str(int(3.5 * entry_bytes) + user_file.stat().st_size))
+    store_cached_stats(keys[3], small_stats(3), source_name="s3")
+    present = {path.stem for path in folder.glob("*.npz")}
+    assert present == {keys[0], keys[2], keys[3], "e" * 64}  # key 1, least recently used, went
+    assert not (folder / f"{keys[1]}.json").exists()
+
+
+def test_cache_never_evicts_the_entry_just_written(home, monkeypatch):
+    from fidkit.cache import list_cache, store_cached_stats
+
+    store_cached_stats("1" * 64, small_stats(1))
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", "1")
+    store_cached_stats("2" * 64, small_stats(2))
+    assert [entry.key for entry in list_cache()] == ["2" * 64]
+
+
+def test_cache_list_shows_the_total_and_the_limit(home, monkeypatch, capsys):
+    from fidkit.cache import cache_size_bytes, store_cached_stats
+
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", "500M")
+    store_cached_stats("1" * 64, small_stats(1), source_name="a/", source_kind="folder")
+    assert main(["cache", "list"]) == 0
+    assert "1 entries" in (out := capsys.readouterr().out) and "limit 500.0 MiB" in out
+    assert main(["cache", "list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["max_bytes"] == 500 * 1024**2 and listing["total_bytes"] == cache_size_bytes() > 0
+
+
+# --- hostile round 3, 28: warnings name the user's source; cache list shows where each source is --------------------
+
+
+def test_cache_list_tells_apart_two_folders_with_the_same_name(fidkit_home, tmp_path, monkeypatch, capsys):
+    from fidkit.cache import list_cache, store_cached_stats
+    from fidkit.cli import main
+
+    for index, parent in enumerate(("one", "two")):
+        (tmp_path / parent / "real").mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / parent)
+        store_cached_stats(str(index + 1) * 64, small_stats(index), source_name="real", source_kind="folder")
+    by_key = {entry.key: entry for entry in list_cache()}
+    assert by_key["1" * 64].source == str((tmp_path / "one" / "real").resolve())
+    assert by_key["2" * 64].source == str((tmp_path / "two" / "real").resolve())
+    assert by_key["1" * 64].source_name == "real"  # the name as typed is still recorded
+    assert main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"{(tmp_path / 'one' / 'real').resolve()} (folder)" in out
+    assert f"{(tmp_path / 'two' / 'real').resolve()} (folder)" in out
+    assert main(["cache", "list", "--json"]) == 0
+    listed = {entry["key"]: entry for entry in json.loads(capsys.readouterr().out)["entries"]}
+    assert listed["2" * 64]["source_path"] == str((tmp_path / "two" / "real").resolve())
+
+
+def test_a_dataset_name_or_uri_is_listed_as_given(fidkit_home, tmp_path, monkeypatch):
+    from fidkit.cache import list_cache, store_cached_stats
+
+    monkeypatch.chdir(tmp_path)
+    store_cached_stats("1" * 64, small_stats(), source_name="cifar10-train", source_kind="cifar")
+    store_cached_stats("2" * 64, small_stats(1), source_name="s3://bucket/real", source_kind="folder")
+    assert sorted(entry.source for entry in list_cache()) == ["cifar10-train", "s3://bucket/real"]
+
+
+def test_a_corrupt_entry_warning_names_the_source_not_only_the_cache_file(fidkit_home, caplog):
+    from fidkit.cache import load_cached_stats, stats_cache_dir, store_cached_stats
+
+    key = "3" * 64
+    store_cached_stats(key, small_stats(), source_name="my-images/")
+    (stats_cache_dir() / f"{key}.npz").write_bytes(b"not a statistics file")
+    with caplog.at_level("WARNING", logger="fidkit.cache"):
+        assert load_cached_stats(key, source_name="my-images/") is None
+    (message,) = [record.getMessage() for record in caplog.records]
+    assert message.startswith("my-images/: ") and "corrupt" in message
+    assert "pass the image folder" not in message  # advice for a statistics file the user gave, not for the cache
+
+
+# --- hostile round 3, 19: a read-only cache never fails a run; a linked stats/ folder; limits below one byte --------
+
+
+@pytest.fixture
+def read_only_stats(fidkit_home, monkeypatch):
+    """The statistics folder refuses every change, as a read-only cache does (root ignores file modes)."""
+    import tempfile
+
+    from fidkit.cache import stats_cache_dir
+
+    folder = stats_cache_dir()
+    real_unlink, real_mkstemp = Path.unlink, tempfile.mkstemp
+
+    def unlink(self, missing_ok=False):
+        if Path(self).parent == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    def mkstemp(*args, **kwargs):
+        if Path(kwargs.get("dir", "")) == folder:
+            raise PermissionError(13, "Permission denied", str(folder))
+        return real_mkstemp(*args, **kwargs)
+
+    def turn_on() -> None:
+        monkeypatch.setattr(Path, "unlink", unlink)
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+    return turn_on
+
+
+def test_a_corrupt_entry_in_a_read_only_cache_is_a_miss_with_one_warning(fidkit_home, read_only_stats, caplog):
+    from fidkit.cache import load_cached_stats, stats_cache_dir, store_cached_stats
+
+    key = "4" * 64
+    store_cached_stats(key, small_stats(), source_name="real/")
+    entry = stats_cache_dir() / f"{key}.npz"
+    entry.write_bytes(b"garbage")
+    read_only_stats()
+    with caplog.at_level("WARNING", logger="fidkit"):
+        for _ in range(3):  # three runs in one process (or both sides of a comparison): one warning
+            assert load_cached_stats(key, source_name="real/") is None
+            store_cached_stats(key, small_stats(), source_name="real/")  # the run's store: refused too, not raised
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("real/: ") and "Permission denied" in warnings[0] and str(entry) in warnings[0]
+    assert entry.read_bytes() == b"garbage"  # nothing could be changed, and nothing failed
+
+
+def test_an_unwritable_cache_warning_names_the_source_and_the_fix(tmp_path, caplog):
+    from fidkit.cache import store_cached_stats
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    with caplog.at_level("WARNING", logger="fidkit.cache"):
+        store_cached_stats("5" * 64, small_stats(), source_name="samples.zip", root=blocker / "stats")
+    (message,) = [record.getMessage() for record in caplog.records]
+    assert message.startswith("samples.zip: the statistics are not cached") and "--no-cache" in message
+    assert "choose a path" not in message  # the advice for --save, which the user did not give
+
+
+def test_a_linked_stats_folder_is_followed_by_store_list_eviction_and_clear(fidkit_home, tmp_path, monkeypatch,
+                                                                            capsys):
+    from fidkit.cache import clear_cache, list_cache, load_cached_stats, store_cached_stats
+    from fidkit.cli import main
+
+    elsewhere = tmp_path / "bigger-disk" / "fidkit-stats"
+    elsewhere.mkdir(parents=True)
+    fidkit_home.mkdir()
+    (fidkit_home / "stats").symlink_to(elsewhere, target_is_directory=True)
+    keys = [str(digit) * 64 for digit in range(1, 4)]
+    for age, key in zip((300, 200, 100), keys):
+        store_cached_stats(key, small_stats(int(key[0])), source_name=f"s{key[0]}")
+        os.utime(elsewhere / f"{key}.npz", (time.time() - age, time.time() - age))
+    assert sorted(path.name for path in elsewhere.glob("*.npz")) == [f"{key}.npz" for key in keys]
+    assert {entry.key for entry in list_cache()} == set(keys)
+    assert main(["cache", "list"]) == 0
+    assert "3 entries" in (out := capsys.readouterr().out) and f"a link to {elsewhere.resolve()}" in out
+    # The size limit runs there too: one entry's worth leaves the newest (the one just written) only.
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", "1")
+    store_cached_stats("9" * 64, small_stats(9), source_name="s9")
+    assert [path.name for path in elsewhere.glob("*.npz")] == ["9" * 64 + ".npz"]
+    assert load_cached_stats("9" * 64) is not None
+    cleared = clear_cache()
+    assert cleared.n_stats_entries == 1 and list(elsewhere.iterdir()) == []
+    assert (fidkit_home / "stats").is_symlink() and elsewhere.is_dir()  # the link and its folder stay
+
+
+def test_a_stats_link_to_nowhere_is_named_by_cache_clear(fidkit_home, tmp_path):
+    from fidkit.cache import clear_cache, list_cache
+
+    fidkit_home.mkdir()
+    (fidkit_home / "stats").symlink_to(tmp_path / "gone")
+    assert list_cache() == []
+    cleared = clear_cache()
+    assert [(path, "not a folder" in reason) for path, reason in cleared.kept] == [(fidkit_home / "stats", True)]
+
+
+@pytest.mark.parametrize("text", ["0", "0.5", ".4", "-1", "-0", "-2G", "lots", "1e9"])
+def test_a_cache_limit_below_one_byte_or_not_a_size_is_an_error(fidkit_home, monkeypatch, text):
+    from fidkit.cache import cache_max_bytes, load_cached_stats
+
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", text)
+    with pytest.raises(InputError, match=f"FIDKIT_CACHE_MAX_BYTES='{text}'.*'unlimited' for no limit"):
+        cache_max_bytes()
+    # Checked at the lookup, before anything is computed, not after the run when its result is stored.
+    with pytest.raises(InputError, match="FIDKIT_CACHE_MAX_BYTES"):
+        load_cached_stats("1" * 64)
+
+
+def test_an_unlimited_cache_and_small_limits(monkeypatch):
+    from fidkit.cache import cache_max_bytes
+
+    for text, expected in (("unlimited", 0), ("UNLIMITED", 0), ("1", 1), ("1.5", 1), ("0.5k", 512), ("+2k", 2048)):
+        monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", text)
+        assert cache_max_bytes() == expected, text
+
+
+def test_a_cache_limit_error_on_the_command_line_is_one_line(fidkit_home, monkeypatch, capsys):
+    from fidkit.cli import main
+
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", "0")
+    assert main(["cache", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fidkit: error: FIDKIT_CACHE_MAX_BYTES='0' is less than one byte")
+
+
+# --- hostile round 4: a cache limit too large for a float -----------------------------------------------------------
+
+
+def test_a_cache_limit_too_large_for_a_float_is_an_error(monkeypatch) -> None:
+    from fidkit.cache import cache_max_bytes
+
+    monkeypatch.setenv("FIDKIT_CACHE_MAX_BYTES", "9" * 400)
+    with pytest.raises(InputError, match="too large to be a size"):
+        cache_max_bytes()
+
+
+# --- hostile round 5: statistics from the cache name the user's source, not the entry -------------------------------
+
+
+def test_statistics_from_the_cache_do_not_name_the_cache_file(tmp_path, monkeypatch):
+    # Messages about them would name a hashed file the user never gave (.../stats/<sha256>.npz).
+    monkeypatch.setenv("FIDKIT_HOME", str(tmp_path / "home"))
+    array = noise_images(12, 8)
+    first, first_report = compute_stats_with_report(array, extractor=FullIdentityMeanColour())
+    again, again_report = compute_stats_with_report(array, extractor=FullIdentityMeanColour())
+    assert again_report.cached and not first_report.cached
+    assert first.path is None and again.path is None
+
+
+def test_statistics_served_from_an_entry_another_source_made_name_this_source(tmp_path, monkeypatch):
+    # With hash_content, a copy of a folder hits the original's entry: a file saved from it recorded the other
+    # folder as its source (and `fidkit info` showed it).
+    import shutil
+
+    from PIL import Image
+
+    monkeypatch.setenv("FIDKIT_HOME", str(tmp_path / "home"))
+    original = tmp_path / "png"
+    original.mkdir()
+    for index, array in enumerate(noise_images(6, 2)):
+        Image.fromarray(array).save(original / f"{index}.png")
+    copy_of_it = tmp_path / "pngcopy"
+    shutil.copytree(original, copy_of_it)
+    (original / ".ipynb_checkpoints").mkdir()  # ignored in the original only: not the copy's to report
+    Image.fromarray(noise_images(1, 3)[0]).save(original / ".ipynb_checkpoints" / "0.png")
+    fidkit.compute_stats(str(original), extractor=FullIdentityMeanColour(), hash_content=True, workers=0)
+    stats, report = compute_stats_with_report(str(copy_of_it), extractor=FullIdentityMeanColour(), hash_content=True, workers=0)
+    assert report.cached and report.ignored == ()
+    assert stats.metadata["source_name"] == str(copy_of_it) and stats.path is None

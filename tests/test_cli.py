@@ -17,6 +17,8 @@ import pytest
 
 from fidkit.cli import build_parser, main
 
+from cli_runs import _run, error_line
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,12 +50,6 @@ def session_extractor(extractor, random_weights_path):
 @pytest.fixture
 def weights_args(random_weights_path):
     return ["--weights", str(random_weights_path), "--workers", "0", "--quiet"]
-
-
-def error_line(captured) -> str:
-    lines = [line for line in captured.err.splitlines() if line.startswith("fidkit: error:")]
-    assert len(lines) == 1, captured.err
-    return lines[0]
 
 
 # --- help and usage -----------------------------------------------------------------------------------
@@ -368,3 +364,209 @@ def test_the_cli_spells_the_conventions_and_dims_of_the_network():
 
     assert cli.CONVENTIONS == CONVENTIONS
     assert sorted(cli.DIMS) == sorted(DIMS)
+
+
+# --- hostile review (issue 9), 13: nothing is computed before the inputs and the destination are known to be usable ---
+
+
+class CountingPixelMeans:
+    """A stand-in for the Inception network: deterministic features of dimension 8, every call counted."""
+
+    feature_dim = 8
+    weights_sha256 = "f" * 64
+    resize_mode = "fake-resize"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, images):
+        self.calls += 1
+        images = np.asarray(images)
+        flat = images.reshape(len(images), -1).astype(np.float32)
+        # Eight different linear views of the pixels: features vary from image to image.
+        return np.stack([flat[:, index::8].mean(axis=1) for index in range(8)], axis=1).astype(np.float32)
+
+    def metadata(self):
+        return {"weights_sha256": self.weights_sha256, "resize_mode": self.resize_mode, "provider": "fake"}
+
+
+@pytest.fixture
+def network():
+    """The CLI's network is a CountingExtractor (through the registry); returns it (``.calls``) and counts builds
+    in ``.builds`` and identity look-ups in ``.identities``."""
+    from fidkit.extractors import identity_of
+    from fidkit.testing import replaced_extractor
+
+    built: list = []
+
+    class Counted(CountingPixelMeans):
+        builds = property(lambda self: len(built))
+
+    fake = Counted()
+    fake.identities = 0
+
+    def identity(options):
+        fake.identities += 1  # finding (or downloading) and hashing the weights: network time too
+        return dict(identity_of(fake).fields)  # the fake has one without any file
+
+    with replaced_extractor(lambda options: fake, identity=identity) as builds:
+        built = builds
+        yield fake
+
+
+def image_array(tmp_path: Path, n_images: int = 6, seed: int = 0, name: str = "images.npy") -> Path:
+    path = tmp_path / name
+    rng = np.random.default_rng(seed)
+    np.save(path, rng.integers(0, 256, size=(n_images, 8, 8, 3), dtype=np.uint8))
+    return path
+
+
+def test_a_typo_in_the_second_source_costs_no_network_time(home, tmp_path, network, capsys):
+    real = image_array(tmp_path)
+    assert main(["compute", str(real), str(tmp_path / "typo"), "--workers", "0", "--quiet"]) == 1
+    assert "typo" in error_line(capsys.readouterr().err)
+    assert (network.builds, network.calls, network.identities) == (0, 0, 0)
+
+
+def test_a_typo_in_the_second_source_through_the_api(home, tmp_path):
+    import fidkit
+    from fidkit.errors import FidkitError
+
+    counting = CountingPixelMeans()
+    with pytest.raises(FidkitError, match="typo"):
+        fidkit.compute_fid(image_array(tmp_path), tmp_path / "typo", extractor=counting, workers=0)
+    assert counting.calls == 0
+
+
+def _make_fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "force", "message"),
+    [
+        (lambda tmp: (tmp / "out.npz").mkdir() or tmp / "out.npz", True, "is a folder"),
+        (lambda tmp: _make_fifo(tmp / "out.npz"), True, "is a FIFO"),
+        (lambda tmp: (tmp / "file").write_bytes(b"x") and tmp / "file" / "sub" / "out.npz", False, "is a file, not a folder"),
+        (lambda tmp: (tmp / "out.npz").write_bytes(b"x") and tmp / "out.npz", False, "already exists; pass --force"),
+    ],
+    ids=["folder", "fifo", "parent-is-a-file", "exists"],
+)
+def test_an_unusable_save_destination_is_refused_before_computing(home, tmp_path, network, capsys, make, force, message):
+    source = image_array(tmp_path)
+    destination = make(tmp_path)
+    argv = ["stats", str(source), "--save", str(destination), "--workers", "0", "--quiet"] + (["--force"] if force else [])
+    assert main(argv) == 1
+    line = error_line(capsys.readouterr().err)
+    assert message in line and str(destination) in line
+    assert (network.builds, network.calls, network.identities) == (0, 0, 0)
+
+
+def test_a_save_destination_without_permission_is_refused_before_computing(home, tmp_path, network, monkeypatch, capsys):
+    import fidkit._fs
+
+    # Tests run as root, which may write anywhere: simulate a folder the user may not write.
+    monkeypatch.setattr(fidkit._fs, "_writable_folder", lambda folder: folder != tmp_path / "readonly")
+    (tmp_path / "readonly").mkdir()
+    destination = tmp_path / "readonly" / "out.npz"
+    assert main(["stats", str(image_array(tmp_path)), "--save", str(destination), "--workers", "0", "--quiet"]) == 1
+    assert "no permission to create files in" in error_line(capsys.readouterr().err)
+    assert network.calls == 0 and not destination.exists()
+
+
+def test_a_missing_save_folder_is_created(home, tmp_path, network, capsys):
+    from fidkit.stats import Stats
+
+    destination = tmp_path / "new" / "deeper" / "out.npz"
+    assert main(["stats", str(image_array(tmp_path)), "--save", str(destination), "--workers", "0", "--quiet"]) == 0
+    assert Stats.load(destination).n == 6 and network.calls > 0
+
+
+# --- hostile review (issue 9), 14: messages -------------------------------------------------------------------------
+
+
+def test_seed_without_limit_is_a_warning(home, tmp_path, network, capsys):
+    assert main(["stats", str(image_array(tmp_path)), "--seed", "3", "--workers", "0", "--quiet"]) == 0
+    assert "fidkit: warning: seed 3 without limit has no effect" in capsys.readouterr().err
+
+
+def test_limit_above_the_number_of_images_is_a_warning(home, tmp_path, network, capsys):
+    source = image_array(tmp_path)
+    assert main(["stats", str(source), "--limit", "100", "--json", "--workers", "0", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["n"] == 6
+    assert f"fidkit: warning: {source}: limit 100 is above its 6 images; all 6 are used" in captured.err
+    assert main(["stats", str(source), "--limit", "4", "--workers", "0", "--quiet"]) == 0
+    # (The stand-in network's weights are not the released file's: that warning is another one.)
+    assert "is above its" not in capsys.readouterr().err
+
+
+def test_weights_given_as_a_folder_says_so(home, tmp_path, capsys):
+    folder = tmp_path / "weights-folder"
+    folder.mkdir()
+    assert main(["stats", str(image_array(tmp_path)), "--weights", str(folder), "--workers", "0", "--quiet"]) == 1
+    line = error_line(capsys.readouterr().err)
+    assert "is a folder, not a weights file; pass the .pth file itself" in line and "does not exist" not in line
+
+
+def test_a_single_image_names_the_side(home, tmp_path, network, capsys):
+    one = image_array(tmp_path, n_images=1, name="one.npy")
+    assert main(["compute", str(image_array(tmp_path)), str(one), "--workers", "0", "--quiet"]) == 1
+    line = error_line(capsys.readouterr().err)
+    assert str(one) in line and "only 1 image" in line
+
+
+def test_a_file_name_that_is_not_utf8_is_printed_escaped_not_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = os.fsencode(tmp_path) + b"/caf\xe9.npz"
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run([sys.executable, "-m", "fidkit", "info", path], capture_output=True, env=env, timeout=120)
+    assert result.returncode == 1
+    assert b"Traceback" not in result.stderr and b"no such statistics file" in result.stderr
+    assert b"caf\\udce9" in result.stderr
+
+
+# --- hostile round 4, 5: seeds are checked by argparse --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compute", "a", "b", "--seed", "-5"],
+        ["compute", "a", "b", "--seed", str(2**32)],
+        ["stats", "a", "--seed", "-1"],
+        ["features", "a", "--seed", "x"],
+        ["compute", "a", "b", "--metrics-seed", "99999999999999999999999"],
+        ["compute", "a", "b", "--metrics-seed", "-1"],
+        ["ttur", "--data", "a", "--out", "o", "--seed", "-3"],
+        ["validate", "a", "--out", "o", "--seed", str(2**40)],
+    ],
+)
+def test_every_seed_option_is_a_usage_error_naming_it(argv, capsys):
+    option = argv[-2]
+    status, out, err = _run(argv, capsys)
+    assert status == 2 and out == ""
+    assert f"argument {option}" in err and "2**32" in err, err
+
+
+def test_seeds_in_range_are_accepted():
+    largest = str(2**32 - 1)
+    args = build_parser("compute").parse_args(["compute", "a", "b", "--seed", "0", "--metrics-seed", largest])
+    assert (args.seed, args.metrics_seed) == (0, 2**32 - 1)
+    assert build_parser("ttur").parse_args(["ttur", "--data", "a", "--out", "o", "--seed", largest]).seed == 2**32 - 1
+
+
+# --- hostile round 4, 8: a statistics file without N ----------------------------------------------------------------
+
+
+def test_stats_of_a_file_without_n_says_it_is_unknown(tmp_path, capsys):
+    foreign = tmp_path / "ttur.npz"
+    np.savez(foreign, mu=np.zeros(4), sigma=np.eye(4))  # what TTUR writes: mu and sigma only
+    for extra in ([], ["--save", str(tmp_path / "copy.npz")]):
+        status, out, err = _run(["stats", str(foreign), "--quiet", *extra], capsys)
+        assert status == 0, err
+        assert "None" not in out and "N unknown" in out, out

@@ -243,3 +243,13 @@ def test_readme_gpu_check_runs_the_network_now():
     assert args.device == "cuda" and args.json
     assert args.no_cache  # a cached side would report the provider of an earlier (CPU) run, not this one
     assert shlex.split(grep) == ["grep", '"provider"']
+
+
+# --- hostile round 4: docs/metrics.md says the network gives the logits ---------------------------------------------
+
+
+def test_metrics_doc_does_not_say_the_logits_must_be_applied_by_the_caller():
+    text = " ".join((REPO_ROOT / "docs" / "metrics.md").read_text(encoding="utf-8").split())
+    which_logits = text[text.index("**Which logits.**"): text.index("**Shuffle.**")]
+    assert "pool_3 only" not in which_logits and "to be wired in" not in which_logits
+    assert "logits" in which_logits and "--metrics is" in which_logits

@@ -23,8 +23,12 @@ from fidkit.extractors import (
 from fidkit.options import RunOptions
 
 
-class MeanColour:
-    """A toy extractor: the mean colour and its spread per image (dimension 6)."""
+class CountingMeanColour:
+    """A toy extractor: the mean colour and its spread per image (dimension 6).
+
+    Not stand_ins.MeanColour: its metadata names it ("extractor": "mean-colour", the identity's name, as a
+    registered extractor's does), it takes batches of 4 and counts the images it is given.
+    """
 
     feature_dim = 6
     batch_size = 4
@@ -43,10 +47,10 @@ class MeanColour:
 
 @pytest.fixture
 def mean_colour():
-    built: list[MeanColour] = []
+    built: list[CountingMeanColour] = []
 
     def build(options):
-        built.append(MeanColour())
+        built.append(CountingMeanColour())
         return built[-1]
 
     register_extractor(ExtractorEntry(
@@ -74,14 +78,14 @@ def test_a_registered_extractor_runs_through_every_entry_point_and_is_cached_apa
     data = images(10, seed=0)
     stats = fidkit.compute_stats(data, extractor="mean-colour", workers=0)
     assert stats.dim == 6 and stats.metadata["extractor"] == "mean-colour" and len(mean_colour) == 1
-    expected = MeanColour()(data).astype(np.float64)
+    expected = CountingMeanColour()(data).astype(np.float64)
     np.testing.assert_allclose(stats.mu, expected.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(stats.sigma, np.cov(expected, rowvar=False), rtol=1e-10, atol=1e-9)
     # Cached under its own identity: no build the second time.
     again = fidkit.compute_stats(data, extractor="mean-colour", workers=0)
     assert len(mean_colour) == 1 and np.array_equal(again.mu, stats.mu)
     features = fidkit.compute_features(data, extractor="mean-colour", workers=0)
-    np.testing.assert_array_equal(features.rows, MeanColour()(data))
+    np.testing.assert_array_equal(features.rows, CountingMeanColour()(data))
     report = fidkit.compute_fid(data, images(12, seed=1), extractor="mean-colour", workers=0)
     assert report.a.n == 10 and report.b.n == 12 and report.value > 0
     metric = fidkit.FID(reference=data, extractor="mean-colour")
@@ -90,7 +94,7 @@ def test_a_registered_extractor_runs_through_every_entry_point_and_is_cached_apa
 
 
 def test_a_users_own_object_keeps_working_without_registering(fidkit_home):
-    own = MeanColour()
+    own = CountingMeanColour()
     assert isinstance(own, Extractor)
     stats = fidkit.compute_stats(images(5, seed=2), extractor=own, workers=0)
     assert stats.dim == 6 and own.images == 5
@@ -127,7 +131,7 @@ def test_lazy_extractor_builds_once_and_only_when_asked(mean_colour):
     assert lazy.identity().name == "mean-colour" and not lazy.built and mean_colour == []
     assert lazy.get() is lazy.get() and len(mean_colour) == 1
     assert lazy.batch_size() == 4  # the extractor's own choice when the options give none
-    assert isinstance(build_extractor(RunOptions(extractor="mean-colour")), MeanColour)
+    assert isinstance(build_extractor(RunOptions(extractor="mean-colour")), CountingMeanColour)
     with pytest.raises(InputError, match="registered name or an extractor object"):
         LazyExtractor(RunOptions(), given=42)
 
@@ -187,7 +191,7 @@ def test_two_registered_extractors_of_one_class_never_share_cache_entries(fidkit
 
 
 def test_numpy_scalars_in_an_extractors_metadata_are_stored_as_numbers(fidkit_home, tmp_path):
-    class WithCounts(MeanColour):
+    class WithCounts(CountingMeanColour):
         def metadata(self):
             return {**super().metadata(), "n_layers": np.int64(3), "scale": np.float32(0.5)}
 

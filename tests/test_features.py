@@ -188,3 +188,16 @@ def test_feature_rows_keep_every_asked_output():
     assert kept.n == 4 and kept.logits.shape == (4, 4) and kept.spatial is None
     with pytest.raises(InputError):
         FeatureRows(outputs=("logits",))
+
+
+# --- hostile round 4: features beyond float32 -----------------------------------------------------------------------
+
+
+def test_features_beyond_float32_are_refused_when_kept_not_stored_as_inf() -> None:
+    from fidkit.features import Features
+
+    with pytest.raises(InputError, match="beyond float32's range"):
+        Features(np.full((10, 4), 1e39))
+    with pytest.raises(InputError, match="logits holds values beyond float32"):
+        Features(np.ones((10, 4)), logits=np.full((10, 3), -1e300))
+    assert Features(np.full((10, 4), 3e38)).rows.dtype == np.float32

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import warnings
 
 import mpmath
@@ -11,9 +13,11 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from fidkit.errors import FidkitError, FidkitWarning, InputError, SmallSampleWarning
+import fidkit
+from fidkit.errors import FidkitError, FidkitWarning, InputError, SmallSampleWarning, StatsFileError
 from fidkit.frechet import (
     FrechetResult,
+    factors,
     fid_from_arrays,
     fid_from_stats,
     frechet_distance,
@@ -471,3 +475,194 @@ def test_small_features_against_a_moderately_larger_set_are_exact_to_round_off()
     exact = np.linalg.svd(centred_small @ centred_large.T, compute_uv=False).sum() / math.sqrt(19 * 199)
     assert result.method == "factor-svd"
     assert abs(result.trace_sqrt - exact) <= 1e-13 * exact
+
+
+# --- hostile round 3, 2: a sigma that is not PSD is refused on every route, either side -----------------------------
+
+
+def indefinite(dim: int, seed: int, negative: float) -> np.ndarray:
+    """A symmetric matrix with a positive diagonal, large trace and one eigenvalue `negative` (< 0)."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    eigenvalues = rng.uniform(5.0, 10.0, dim)
+    eigenvalues[dim // 2] = negative
+    sigma = (basis * eigenvalues) @ basis.T
+    sigma = (sigma + sigma.T) / 2
+    assert np.all(np.diagonal(sigma) > 0)
+    return sigma
+
+
+def small_trace_stats(dim: int, n: int, seed: int) -> Stats:
+    return Stats.from_features(np.random.default_rng(seed).standard_normal((n, dim)) * 0.1)
+
+
+@pytest.mark.parametrize("dim, n_bad, negative", [(12, 500, -3.0), (40, 41, -1e-4), (33, 1000, -0.5)])
+@pytest.mark.parametrize("method", ["auto", "eigh", "ttur"])
+def test_an_indefinite_sigma_with_n_and_the_larger_trace_is_refused_naming_the_file(
+    tmp_path, dim, n_bad, negative, method
+) -> None:
+    # It used to be applied as the "other" side of factor-eigh, never checked: FID printed.
+    sigma = indefinite(dim, seed=dim, negative=negative)
+    path = tmp_path / f"bad-{dim}.npz"
+    np.savez(path, mu=np.zeros(dim), sigma=sigma, n=np.int64(n_bad))
+    bad = Stats.load(path)
+    assert bad.trace > 10 * small_trace_stats(dim, 3 * dim, 1).trace
+    for good in (small_trace_stats(dim, 3 * dim, 1), small_trace_stats(dim, dim // 3, 2)):  # full rank, N < dim
+        for pair in ((good, bad), (bad, good)):
+            with pytest.raises(StatsFileError, match=rf"{path.name}.*not positive semidefinite.*eigenvalue is -") as raised:
+                fid_from_stats(*pair, method=method)
+            reported = float(str(raised.value).split("eigenvalue is ")[1].split(" ")[0])
+            assert reported == pytest.approx(negative, rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["auto", "eigh", "ttur"])
+def test_an_indefinite_sigma_without_a_file_names_the_argument(method) -> None:
+    dim = 9
+    sigma = indefinite(dim, seed=4, negative=-2.0)
+    good = small_trace_stats(dim, 50, 3)
+    with pytest.raises(InputError, match="stats_b: sigma is not positive semidefinite.*eigenvalue is -2"):
+        fid_from_stats(good, Stats(mu=np.zeros(dim), sigma=sigma, n=80), method=method)
+    with pytest.raises(InputError, match="mu2/sigma2: sigma is not positive semidefinite"):
+        frechet_distance(good.mu, good.sigma, np.zeros(dim), sigma, method=method)
+    # identical covariances (the trace terms cancel) are checked too
+    with pytest.raises(InputError, match="stats_a: sigma is not positive semidefinite"):
+        fid_from_stats(Stats(mu=np.zeros(dim), sigma=sigma, n=80), Stats(mu=np.ones(dim), sigma=sigma, n=80))
+
+
+@pytest.mark.filterwarnings("ignore::fidkit.errors.SmallSampleWarning")
+def test_the_other_side_is_checked_once_and_definite_sides_take_no_extra_factorisation(monkeypatch) -> None:
+    # The check of the side the factor is applied to comes from the Cholesky factorisation the product is
+    # formed through: a definite sigma never reaches the shifted check, and results do not depend on the cache.
+    calls = []
+    original = factors.check_psd
+    monkeypatch.setattr(factors, "check_psd", lambda *args: calls.append(args) or original(*args))
+    rng = np.random.default_rng(8)
+    dim = 30
+    reference = Stats.from_features(rng.standard_normal((200, dim)) * np.linspace(3, 0.5, dim))
+    generated = Stats(*(lambda s: (s.mu, s.sigma))(Stats.from_features(rng.standard_normal((90, dim)))), n=90)
+    first = fid_from_stats(generated, reference)
+    assert first.method == "factor-eigh" and calls == []
+    assert factors.psd_verified(generated) and factors.psd_verified(reference)
+    again = fid_from_stats(reference, generated)
+    assert again.value == first.value and calls == []
+    # A singular (positive semidefinite) other side: checked with a shift once, then remembered.
+    features = rng.standard_normal((100, dim))
+    features[:, 0] = 0.0  # a dead feature: sigma is singular, Cholesky fails, the shifted check passes
+    singular = Stats(*(lambda s: (s.mu, s.sigma))(Stats.from_features(features)), n=100)
+    small_features = rng.standard_normal((10, dim))
+    small = Stats.from_features(small_features)
+    values = [fid_from_stats(small, singular).value for _ in range(3)]
+    assert len(calls) == 1 and values[0] == values[1] == values[2]
+    exact = fid_from_arrays(small_features, features)  # both exact factors: the nuclear-norm identity
+    assert exact.method == "factor-svd"
+    assert values[0] == pytest.approx(exact.value, rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-290, 1.0, 1e290])
+def test_the_psd_check_of_the_other_side_works_at_extreme_scales(scale) -> None:
+    dim = 16
+    rng = np.random.default_rng(9)
+    good = Stats(mu=np.zeros(dim), sigma=np.cov(rng.standard_normal((60, dim)), rowvar=False) * scale, n=60)
+    bad = Stats(mu=np.zeros(dim), sigma=indefinite(dim, 5, -1.0) * scale, n=60)
+    with pytest.raises(InputError, match="stats_b: sigma is not positive semidefinite") as raised:
+        fid_from_stats(good, bad)
+    reported = float(str(raised.value).split("eigenvalue is ")[1].split(" ")[0])
+    assert reported == pytest.approx(-1.0 * scale, rel=1e-6)
+    # Round-off-sized negative eigenvalues (relative 1e-13) on the other side are accepted.
+    basis, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    eigenvalues = np.concatenate([rng.uniform(1.0, 2.0, dim - 4), np.full(4, -1e-13)]) * scale
+    near = (basis * eigenvalues) @ basis.T
+    result = fid_from_stats(good, Stats(mu=np.zeros(dim), sigma=(near + near.T) / 2, n=60))
+    assert np.isfinite(result.value)
+
+
+# --- hostile round 3, 20: a distance that overflows float64 is an error ---------------------------------------------
+
+
+@pytest.mark.parametrize("dim", [3, 17])
+def test_a_distance_that_overflows_is_an_error_naming_the_term(dim) -> None:
+    eye = np.eye(dim)
+    with pytest.raises(InputError, match=r"overflows float64: the mean term \|\|mu_a - mu_b\|\|\^2"):
+        frechet_distance(np.full(dim, 1e160), eye, np.zeros(dim), eye)
+    with pytest.raises(InputError, match="overflows float64: the mean term"):
+        frechet_distance(np.full(dim, 1.5e308), eye, np.full(dim, -1.5e308), eye)  # mu_a - mu_b itself overflows
+    huge = eye * (1.5e308 / 2)  # trace dim * 7.5e307 > 1.8e308
+    for method in ("auto", "eigh", "ttur"):
+        with pytest.raises(InputError, match="trace of the covariance of mu2/sigma2 .*is beyond 1.8e\\+308"):
+            frechet_distance(np.zeros(dim), eye, np.zeros(dim), huge, method=method)
+    # Both traces finite but their sum beyond float64: the trace term is computed in two halves.
+    big = np.diag(np.r_[1.2e308, np.ones(dim - 1)])
+    result = frechet_distance(np.zeros(dim), big, np.zeros(dim), big * 0.9)
+    expected = 1.2e308 * (1 + 0.9 - 2 * np.sqrt(0.9)) + (dim - 1) * (1 + 0.9 - 2 * np.sqrt(0.9))
+    assert np.isfinite(result.value) and result.value == pytest.approx(expected, rel=1e-12)
+    # The same covariance on both sides: exactly the mean term, whatever its trace.
+    assert frechet_distance(np.ones(dim), huge, np.zeros(dim), huge).value == dim
+    # A sum of two finite terms beyond float64.
+    with pytest.raises(InputError, match="overflows float64: the sum of the mean term"):
+        frechet_distance(np.r_[1.1e154, np.zeros(dim - 1)], eye, np.zeros(dim), np.diag(np.r_[1.7e308, np.ones(dim - 1)]))
+
+
+# --- hostile round 4: identical rows and a rank-0 side --------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::fidkit.errors.SmallSampleWarning")
+@pytest.mark.parametrize(("n_rows", "dim"), [(3, 16), (10, 64), (64, 64), (40, 2048)])
+def test_identical_float64_rows_give_a_zero_covariance_and_the_exact_fid(n_rows, dim, tmp_path) -> None:
+    rng = np.random.default_rng(n_rows + dim)
+    # float64 rows whose mean is not exact in float64: the rounded mean leaves the centred rows a residual.
+    row = np.abs(rng.normal(size=(1, dim))) * np.pi
+    same = np.repeat(row, n_rows, axis=0)
+    other = np.abs(rng.normal(size=(3 * dim, dim)))
+    stats_b = Stats.from_features(other)
+    expected = float(np.sum((row[0] - stats_b.mu) ** 2) + np.trace(stats_b.sigma))
+
+    result = fid_from_arrays(same, other)
+    assert result.value == pytest.approx(expected, rel=1e-12)
+    assert result.trace_a == pytest.approx(0.0, abs=1e-20 * expected)
+
+    # The file fidkit writes for them is one it reads back.
+    stats_a = Stats.from_features(same)
+    stats_a.save(tmp_path / "same.npz")
+    loaded = Stats.load(tmp_path / "same.npz")
+    assert fid_from_stats(loaded, stats_b).value == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_side_of_identical_rows_prints_nothing_on_stdout() -> None:
+    code = (
+        "import warnings, numpy as np\n"
+        "warnings.simplefilter('ignore')\n"
+        "from fidkit.frechet import fid_from_arrays\n"
+        "from fidkit.metrics import bootstrap_fid\n"
+        "rng = np.random.default_rng(0)\n"
+        "other = rng.normal(size=(60, 16))\n"
+        "fid_from_arrays(np.ones((30, 16)), other)\n"
+        "bootstrap_fid(np.ones((30, 16)), other, n_resamples=3, workers=1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+
+
+def test_a_rank_zero_side_gives_the_mean_term_plus_the_other_trace() -> None:
+    rng = np.random.default_rng(1)
+    other = rng.normal(size=(60, 16))
+    expected = float(np.sum((1.0 - other.mean(axis=0)) ** 2) + np.trace(np.cov(other, rowvar=False)))
+    assert fid_from_arrays(np.ones((30, 16)), other).value == pytest.approx(expected, rel=1e-12)
+
+
+# --- hostile round 5 (what the docs promise), 1: method="ttur" is the documented name -------------------------------
+
+
+def test_the_documented_ttur_method_does_not_warn_and_the_old_name_warns_once():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 4)), rng.normal(size=(60, 4)) + 0.1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ttur = fidkit.fid_from_arrays(x, y, method="ttur")
+    assert not [w for w in caught if issubclass(w.category, FidkitWarning)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = fidkit.fid_from_arrays(x, y, method="sqrtm")
+    old_name = [w for w in caught if "older name" in str(w.message)]
+    assert len(old_name) == 1 and old_name[0].filename == __file__  # pointed at the caller's line
+    assert old.value == ttur.value

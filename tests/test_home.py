@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from fidkit.cache import store_cached_stats
+from fidkit.cli import main
 from fidkit.home import CACHE_KEY_METADATA, ClearedCache, clear_cache, entry_files, is_cache_entry
 from fidkit.stats import Stats
 
@@ -42,8 +43,7 @@ class FakeDownloads:
     dataset_bytes: bytes
 
 
-@pytest.fixture
-def fake_downloads(monkeypatch) -> FakeDownloads:
+def replace_downloads(monkeypatch) -> FakeDownloads:
     """The weights manifest and one dataset file replaced by small files of known checksums."""
     import fidkit.inception.weights as weights_module
     from fidkit.sources import named
@@ -58,6 +58,12 @@ def fake_downloads(monkeypatch) -> FakeDownloads:
     file = dataclasses.replace(dataset.file, size=len(dataset_bytes), md5=hashlib.md5(dataset_bytes).hexdigest())
     monkeypatch.setitem(named.DATASETS, "mnist-test", dataclasses.replace(dataset, file=file))
     return FakeDownloads(manifest.file_name, weights_bytes, file.file_name, dataset_bytes)
+
+
+@pytest.fixture
+def fake_downloads(monkeypatch) -> FakeDownloads:
+    """:func:`replace_downloads` for one test."""
+    return replace_downloads(monkeypatch)
 
 
 def write(path: Path, payload: bytes) -> Path:
@@ -285,3 +291,122 @@ def test_the_tensorrt_cache_is_named_and_left_alone(fidkit_home):
     assert kept_reasons(cleared) == {
         fidkit_home / "tensorrt": "TensorRT engine cache (names chosen by onnxruntime); remove it by hand"
     }
+
+
+# --- hostile review (issue 9), 6: cache clear --all removes only what fidkit wrote ----------------------------------
+
+
+def _fake_registry(monkeypatch, tmp_path):
+    """:func:`replace_downloads` as (weights name, weights bytes, dataset file name, dataset bytes)."""
+    return dataclasses.astuple(replace_downloads(monkeypatch))
+
+
+def test_cache_clear_all_removes_only_files_fidkit_wrote(home, tmp_path, monkeypatch, capsys):
+    from fidkit.cache import store_cached_stats
+
+    weights_name, weights_bytes, dataset_name, dataset_bytes = _fake_registry(monkeypatch, tmp_path)
+    # A FIDKIT_HOME that is also a project folder: tracked files, a user's statistics, a user's weights.
+    (home / "weights").mkdir(parents=True)
+    user_files = {
+        home / "README.md": b"tracked",
+        home / "mine.npz": b"user statistics",
+        home / "weights" / "manifest.json": b"{}",
+        home / "weights" / "my-own-inception.pth": b"user weights",
+    }
+    store_cached_stats("a" * 64, small_stats(1), source_name="a/", source_kind="folder")
+    stats_folder = home / "stats"
+    user_files[stats_folder / "mine.npz"] = b"user statistics in the stats folder"
+    small_stats(2).save(stats_folder / ("b" * 64 + ".npz"))  # the right name, but not a cache entry
+    user_files[stats_folder / ("c" * 64 + ".json")] = b'{"key": "not this one"}'
+    (home / "onnx" / "subfolder").mkdir(parents=True)
+    graph = home / "onnx" / ("0123456789abcdef-1.onnx")
+    graph.write_bytes(b"graph")
+    user_files[home / "onnx" / "notes.txt"] = b"notes"
+    user_files[home / "onnx" / "subfolder" / "deep-0123456789abcdef-1.onnx"] = b"deep"
+    (home / "weights" / weights_name).write_bytes(weights_bytes)
+    (home / "datasets").mkdir()
+    (home / "datasets" / dataset_name).write_bytes(dataset_bytes)
+    (home / "datasets" / "verified.json").write_text("{}")
+    user_files[home / "datasets" / "cifar-10-python.tar.gz"] = b"not the published archive"
+    user_files[home / "datasets" / "my-dataset.zip"] = b"user archive"
+    (home / "locks").mkdir()
+    (home / "locks" / f"{weights_name}.0123456789abcdef.lock").write_bytes(b"")
+    for path, payload in user_files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(payload)
+    outside = tmp_path / "target.npz"
+    small_stats(3).save(outside)
+    (stats_folder / ("d" * 64 + ".npz")).symlink_to(outside)
+
+    assert main(["cache", "clear", "--all"]) == 0
+    out = capsys.readouterr().out
+
+    for path, payload in user_files.items():
+        assert path.read_bytes() == payload, path
+    assert (stats_folder / ("b" * 64 + ".npz")).exists()
+    assert (stats_folder / ("d" * 64 + ".npz")).is_symlink() and outside.exists()
+    assert not (stats_folder / ("a" * 64 + ".npz")).exists() and not (stats_folder / ("a" * 64 + ".json")).exists()
+    assert not graph.exists()
+    assert not (home / "weights" / weights_name).exists()
+    assert not (home / "datasets" / dataset_name).exists() and not (home / "datasets" / "verified.json").exists()
+    assert not (home / "locks").exists()  # emptied, so removed
+    assert "removed 1 cached statistics entries" in out
+    assert "1 file(s) from onnx/" in out and "1 file(s) from weights/" in out and "2 file(s) from datasets/" in out  # the file and verified.json
+    assert f"kept {home / 'weights' / 'my-own-inception.pth'}: not the downloaded weights file" in out
+    assert f"kept {home / 'datasets' / 'cifar-10-python.tar.gz'}: named like a dataset file but not" in out
+    assert f"kept {stats_folder / ('b' * 64 + '.npz')}: named like a cache entry" in out
+    assert f"kept {home / 'README.md'}: not a folder fidkit writes" in out
+
+
+def test_cache_clear_keeps_weights_named_like_the_release_but_not_it(home, tmp_path, monkeypatch):
+    from fidkit.cache import clear_cache
+
+    weights_name, weights_bytes, _, _ = _fake_registry(monkeypatch, tmp_path)
+    (home / "weights").mkdir(parents=True)
+    (home / "weights" / weights_name).write_bytes(weights_bytes[::-1])  # same size, other bytes
+    cleared = clear_cache(include_models=True)
+    assert (home / "weights" / weights_name).exists()
+    assert [path.name for path, _ in cleared.kept] == [weights_name]
+
+
+def test_cache_clear_keeps_a_lock_in_use(home, tmp_path, monkeypatch):
+    import fcntl
+
+    from fidkit.cache import clear_cache
+
+    weights_name, *_ = _fake_registry(monkeypatch, tmp_path)
+    lock = home / "locks" / f"{weights_name}.0123456789abcdef.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        cleared = clear_cache(include_models=True)
+    assert lock.exists()
+    assert (lock, "in use by a running download") in cleared.kept
+
+
+def test_cache_clear_without_all_touches_only_stats(home, monkeypatch, tmp_path):
+    from fidkit.cache import clear_cache, store_cached_stats
+
+    store_cached_stats("a" * 64, small_stats(1), source_name="a/", source_kind="folder")
+    (home / "onnx").mkdir()
+    graph = home / "onnx" / "0123456789abcdef-1.onnx"
+    graph.write_bytes(b"graph")
+    cleared = clear_cache()
+    assert cleared.n_stats_entries == 1 and graph.exists()
+
+
+# --- hostile round 4: cache clear --all removes the graphs fidkit builds --------------------------------------------
+
+
+@pytest.mark.parametrize("convention", ["tf", "pytorch-fid", "clean", "torchmetrics"])
+def test_clear_all_removes_the_graphs_fidkit_builds(fidkit_home, monkeypatch, convention) -> None:
+    from fidkit.inception.runtime import graph_cache_path
+
+    graph = graph_cache_path("0123456789abcdef" * 4, convention)
+    graph.parent.mkdir(parents=True)
+    graph.write_bytes(b"x" * 10)
+    recorded = graph.with_name(graph.name + ".sha256")
+    recorded.write_text("0" * 64)
+    cleared = clear_cache(include_models=True)
+    assert not graph.exists() and not recorded.exists()
+    assert cleared.kept == ()

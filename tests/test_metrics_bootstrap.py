@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
+import fidkit
 from fidkit.errors import InputError
 from fidkit.frechet import fid_from_arrays, fid_from_stats
 from fidkit.metrics import BootstrapResult, FIDInfinityResult, bootstrap, bootstrap_fid, fid_infinity, kid
@@ -384,3 +385,16 @@ def test_nearly_constant_features_never_give_a_negative_variance(dtype):
     result = bootstrap_fid(a, b, n_resamples=20, seed=3, dtype=dtype)
     values = np.asarray(result.values)
     assert len(values) == 20 and np.isfinite(values).all() and (values > 0).all()
+
+
+# --- hostile round 5, 6: fid_infinity(min_size=...) at or above N ---------------------------------------------------
+
+
+@pytest.mark.parametrize("min_size", [300, 301, 1000])
+def test_fid_infinity_refuses_a_min_size_that_is_not_below_n(min_size):
+    rng = np.random.default_rng(0)
+    features, reference = rng.normal(size=(300, 4)), rng.normal(size=(400, 4)) + 0.1
+    with pytest.raises(InputError, match=rf"min_size={min_size} is not below the 300 rows"):
+        fidkit.metrics.fid_infinity(features, reference, min_size=min_size, n_points=5)
+    result = fidkit.metrics.fid_infinity(features, reference, min_size=100, n_points=5)
+    assert result.sizes == (100, 150, 200, 250, 300) and len(set(result.fids)) == 5

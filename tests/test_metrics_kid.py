@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import itertools
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,30 @@ def test_bad_features_are_refused():
     with pytest.raises(InputError, match="at least 2"):
         kid(features(1, 1, 4), features(2, 20, 4))
     assert isinstance(kid(features(1, 20, 4), features(2, 20, 4), subsets=1), KIDResult)
+
+
+# --- hostile round 4, 6: KID's capped subset size is a debug line ---------------------------------------------------
+
+
+def test_kid_capping_its_subset_size_is_not_an_info_line(caplog):
+    from fidkit.metrics.kid import kid
+
+    rng = np.random.default_rng(0)
+    with caplog.at_level(logging.DEBUG, logger="fidkit"):
+        result = kid(rng.normal(size=(20, 4)), rng.normal(size=(25, 4)), subset_size=1000, subsets=3)
+    capped = [record for record in caplog.records if "capped" in record.getMessage()]
+    assert capped and all(record.levelno == logging.DEBUG for record in capped)
+    assert result.subset_size == 20
+
+
+# --- hostile round 4: KID beyond float64 ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scale", "options"), [(1e60, {}), (1.0, {"coef0": 1e200}), (1.0, {"gamma": 1e300})]
+)
+def test_a_kernel_that_overflows_is_an_error_not_a_nan(scale, options) -> None:
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(60, 8)) * scale, rng.normal(size=(50, 8)) * scale
+    with pytest.raises(InputError, match="overflows float64"):
+        kid(a, b, subsets=2, subset_size=40, **options)

@@ -210,3 +210,45 @@ def test_bad_features_are_refused():
         density_coverage(features(1, 20, 4), features(2, 20, 5))
     with pytest.raises(InputError, match="real"):
         density_coverage(np.full((20, 4), np.nan), features(2, 20, 4))
+
+
+# --- hostile round 4: k-NN metrics at any scale ---------------------------------------------------------------------
+
+
+def _brute_force(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """ADM's precision and recall from full float64 distance matrices."""
+
+    def sq(a, b):
+        return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+
+    def radii(x):
+        d = sq(x, x)
+        np.fill_diagonal(d, np.inf)
+        return np.sort(d, axis=1)[:, k - 1]
+
+    r_real, r_fake = radii(real), radii(fake)
+    cross = sq(fake, real)
+    precision = float(np.mean((cross <= r_real[None, :]).any(axis=1)))
+    recall = float(np.mean((cross.T <= r_fake[None, :]).any(axis=1)))
+    return precision, recall
+
+
+@pytest.mark.parametrize("scale", [2.0**-110, 1e-30, 1e20, 1e39, 1e200, 1e-200])
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_precision_recall_density_coverage_do_not_depend_on_the_scale(scale, device) -> None:
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(60, 8)), rng.normal(size=(50, 8)) + 0.3
+    reference = manifold_metrics(real, fake)
+    assert (reference.precision, reference.recall) == pytest.approx(_brute_force(real, fake))
+    scaled = manifold_metrics(real * scale, fake * scale, device=device)
+    for name in ("precision", "recall", "density", "coverage"):
+        assert getattr(scaled, name) == getattr(reference, name), name
+
+
+def test_radii_are_scaled_back_exactly_and_refused_when_they_overflow() -> None:
+    features = np.random.default_rng(4).normal(size=(60, 8)).astype(np.float32)
+    radii = knn_radii(features, 3)
+    assert np.array_equal(knn_radii(features * np.float32(2.0**30), 3), radii * 2.0**60)
+    assert np.array_equal(knn_radii(features * 2.0**-90, 3), radii * 2.0**-180)
+    with pytest.raises(InputError, match="overflow float64"):
+        knn_radii(features.astype(np.float64) * 1e200, 3)

@@ -36,6 +36,9 @@ from fidkit.metrics.bootstrap import _resampled_fid
 from fidkit.metrics.halfsample import half_sample_draws, summarise_half_samples
 from fidkit.stats import Stats
 
+from cli_runs import _run
+from stand_ins import _features_file
+
 table_module = importlib.import_module("fidkit.metrics.table")
 
 SMALL = dict(kid_subset_size=40, kid_subsets=6, is_splits=4)
@@ -530,3 +533,42 @@ def test_interval_ends_stay_where_the_number_can_lie():
     assert direct.basic_low < 0.0
     interval = table["fid"].interval
     assert (interval.low, interval.high, interval.percentile) == (0.0, direct.basic_high, (direct.low, direct.high))
+
+
+# --- hostile round 4, 7: the text table never prints a non-finite number --------------------------------------------
+
+
+def test_the_metrics_table_prints_no_non_finite_number(tmp_path, capsys):
+    huge, other = _features_file(tmp_path / "huge.npz", 12, 6, scale=1e35), _features_file(tmp_path / "b.npz", 14, 6)
+    status, out, err = _run(["compute", str(huge), str(other), "--metrics", "kid", "--quiet"], capsys)
+    assert status == 0, err
+    assert "inf" not in out.lower() and "nan" not in out.lower(), out
+    assert "n/a" in out  # KID's std overflows: said so in its cell
+    status, out, _ = _run(["compute", str(huge), str(other), "--metrics", "kid", "--json", "--quiet"], capsys)
+    assert json.loads(out)["metrics"]["entries"]["kid"]["std"] is None
+    # fidkit info: a metadata value that is not finite is "n/a" too (JSON has null).
+    noted = tmp_path / "noted.npz"
+    Stats(mu=np.zeros(3), sigma=np.eye(3), n=5, metadata={"note": float("nan"), "big": float("-inf")}).save(noted)
+    status, out, _ = _run(["info", str(noted)], capsys)
+    assert status == 0 and "nan" not in out.lower() and "inf" not in out.lower().replace("info", ""), out
+
+
+def test_format_table_writes_n_a_for_every_non_finite_cell():
+    from fidkit.metrics._table_results import Interval, MetricEntry
+    from fidkit.metrics.table import IntervalSpec, MetricTable
+
+    inf, nan = float("inf"), float("nan")
+    interval = Interval(low=-inf, high=nan, level=0.95, method="half-sample", std=inf, shift=nan, n_resamples=3,
+                        seed=1)
+    entries = (
+        MetricEntry(key="kid", label="KID", metric="kid", value=inf, std=nan, interval=interval,
+                    details=(("subsets", 3), ("subset_size", 5))),
+        MetricEntry(key="is_a", label="IS (a)", metric="is", value=nan, std=inf, interval=interval,
+                    details=(("splits", 2),)),
+        MetricEntry(key="fid", label="FID", metric="fid", value=1.0, interval=interval),
+    )
+    table = MetricTable(entries=entries, metrics=("fid", "kid", "is"), n_a=5, n_b=5, seed=0,
+                        ci=IntervalSpec(n_resamples=3))
+    text = table.format().lower()
+    assert "inf" not in text and "nan" not in text, text
+    assert text.count("n/a") >= 7

@@ -28,6 +28,8 @@ from fidkit.sources import named, open_source
 from fidkit.sources.named import DatasetFile
 from fidkit.testing import cifar_batch, tar_gz
 
+from cli_runs import _assert_one_line_error, _run_cli
+
 # --- synthetic files in the real formats ---------------------------------------------------------------
 
 RNG = np.random.default_rng(13)
@@ -415,3 +417,130 @@ def test_compute_stats_of_a_name_equals_the_array(registry, extractor, monkeypat
     monkeypatch.setattr(named, "load_cifar_tar", no_decompression)
     again, side = compute_stats_with_report("cifar10-test", extractor=extractor, workers=0)
     assert side.cached and again.n == len(EXPECTED["cifar10-test"])
+
+
+# --- hostile round 3, 1: the splits of one CIFAR archive are different sources --------------------------------------
+
+
+def _cifar10_archive() -> tuple[bytes, np.ndarray, np.ndarray]:
+    train = [RNG.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8) for _ in range(5)]
+    test = RNG.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    members = {f"cifar-10-batches-py/data_batch_{i + 1}": cifar_batch(batch) for i, batch in enumerate(train)}
+    members["cifar-10-batches-py/test_batch"] = cifar_batch(test)
+    return tar_gz(members), np.concatenate(train), test
+
+
+def _cifar100_archive() -> tuple[bytes, np.ndarray, np.ndarray]:
+    train = RNG.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    test = RNG.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    members = {"cifar-100-python/train": cifar_batch(train), "cifar-100-python/test": cifar_batch(test)}
+    return tar_gz(members), train, test
+
+
+@pytest.fixture
+def local_cifar(tmp_path, fidkit_home, monkeypatch) -> dict[str, np.ndarray]:
+    """Both CIFAR archives in a FIDKIT_DATASETS folder, the registry pointing at their checksums."""
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    expected: dict[str, np.ndarray] = {}
+    for file_name, (data, train, test), prefix in (
+        ("cifar-10-python.tar.gz", _cifar10_archive(), "cifar10"),
+        ("cifar-100-python.tar.gz", _cifar100_archive(), "cifar100"),
+    ):
+        (folder / file_name).write_bytes(data)
+        file = DatasetFile(file_name, ("http://127.0.0.1:9/unused",), hashlib.md5(data).hexdigest(), len(data))
+        for split, images in (("train", train), ("test", test)):
+            name = f"{prefix}-{split}"
+            dataset = dataclasses.replace(named.DATASETS[name], file=file, n_images=len(images))
+            monkeypatch.setitem(named.DATASETS, name, dataset)
+            expected[name] = images
+    monkeypatch.setenv("FIDKIT_DATASETS", str(folder))
+    monkeypatch.delenv("FIDKIT_MIRROR", raising=False)
+    return expected
+
+
+@pytest.mark.parametrize("prefix", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("hash_content", [False, True])
+def test_the_splits_of_one_cifar_archive_have_different_fingerprints(local_cifar, prefix, hash_content):
+    train = open_source(f"{prefix}-train")
+    test = open_source(f"{prefix}-test")
+    assert train.fingerprint(hash_content=hash_content) != test.fingerprint(hash_content=hash_content)
+    # Each is still stable, and reads its own images.
+    assert test.fingerprint(hash_content=hash_content) == open_source(f"{prefix}-test").fingerprint(
+        hash_content=hash_content
+    )
+    for source, name in ((train, f"{prefix}-train"), (test, f"{prefix}-test")):
+        pixels = np.concatenate(list(source.batches(4)))
+        np.testing.assert_array_equal(pixels, local_cifar[name])
+
+
+def test_the_archive_path_is_its_training_split_and_not_its_test_split(local_cifar, tmp_path):
+    archive = tmp_path / "datasets" / "cifar-10-python.tar.gz"
+    by_path = open_source(archive)
+    fingerprints = {open_source(name).fingerprint() for name in ("cifar10-train", "cifar10-test")}
+    assert by_path.fingerprint() != open_source("cifar10-test").fingerprint()
+    assert len(fingerprints) == 2
+
+
+# --- hostile round 3, 17: stats --save never replaces a named dataset's file ----------------------------------------
+
+
+def test_stats_save_over_a_named_datasets_file_is_refused(local_cifar, tmp_path, capsys):
+    archive = tmp_path / "datasets" / "cifar-10-python.tar.gz"
+    before = archive.read_bytes()
+    status, err = _run_cli(["stats", "cifar10-test", "--save", str(archive), "--force", "--quiet"], capsys)
+    _assert_one_line_error(status, err, "the input cifar10-test")
+    assert archive.read_bytes() == before
+
+
+# --- hostile round 3, 22: FIDKIT_DATASETS naming a file -------------------------------------------------------------
+
+
+def test_fidkit_datasets_naming_a_file_is_an_error(tmp_path, fidkit_home, monkeypatch, capsys):
+    file = tmp_path / "cifar-10-python.tar.gz"
+    file.write_bytes(b"not a folder")
+    monkeypatch.setenv("FIDKIT_DATASETS", str(file))
+    with pytest.raises(SourceError, match=r"FIDKIT_DATASETS=.*cifar-10-python\.tar\.gz is a file, not a folder.*"
+                                          + str(tmp_path).replace("\\", "\\\\")):
+        open_source("cifar10-test")
+    status, err = _run_cli(["datasets"], capsys)
+    _assert_one_line_error(status, err, "FIDKIT_DATASETS")
+
+
+# --- hostile round 4: a FIDKIT_DATASETS that cannot be used is an error, not a download; the listing ----------------
+
+
+def test_a_datasets_folder_that_does_not_exist_is_an_error_not_a_download(monkeypatch, tmp_path, fidkit_home) -> None:
+    from fidkit.sources.named import DATASETS, find_dataset_file
+
+    monkeypatch.setenv("FIDKIT_DATASETS", str(tmp_path / "typo"))
+    with pytest.raises(SourceError, match="no such folder"):
+        find_dataset_file(DATASETS["mnist-test"])
+
+
+def test_the_listing_says_a_file_of_the_wrong_size_must_go(monkeypatch, tmp_path, fidkit_home, capsys) -> None:
+    monkeypatch.delenv("FIDKIT_DATASETS", raising=False)
+    folder = fidkit_home / "datasets"
+    folder.mkdir(parents=True)
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(b"x" * 1000)
+    assert main(["datasets"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mnist-test"))
+    assert "has the wrong size: delete it" in line
+
+
+def test_the_listing_stops_at_a_datasets_folder_that_does_not_exist(monkeypatch, tmp_path, fidkit_home, capsys) -> None:
+    # As for a FIDKIT_DATASETS that names a file (round 3): one line that names the variable, exit 1.
+    monkeypatch.setenv("FIDKIT_DATASETS", str(tmp_path / "typo"))
+    assert main(["datasets"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "FIDKIT_DATASETS=" in error and "no such folder" in error and len(error.splitlines()) == 1
+
+
+def test_the_listing_does_not_advise_deleting_a_file_in_the_users_folder(monkeypatch, tmp_path, fidkit_home, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(b"x" * 1000)
+    monkeypatch.setenv("FIDKIT_DATASETS", str(folder))
+    assert main(["datasets"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mnist-test"))
+    assert "replace it with the published file or unset FIDKIT_DATASETS" in line and "delete" not in line

@@ -206,3 +206,39 @@ def test_tf32_is_on_in_the_cuda_provider_only_when_asked_by_name():
     options = {precision: provider_entries(Device("cuda", 0), precision=precision, tensorrt_cache=None)[0][1]
                for precision in ("exact", "tf32")}
     assert options["exact"]["use_tf32"] == "0" and options["tf32"]["use_tf32"] == "1"
+
+
+# --- hostile round 3, 25: the device probe reads the provider list --------------------------------------------------
+
+
+def test_the_device_probe_reads_the_provider_list(monkeypatch) -> None:
+    import onnxruntime
+
+    from fidkit.errors import FidkitError
+    from fidkit.inception import providers, select
+    from fidkit.inception.providers import check_device_usable
+
+    monkeypatch.setattr(providers, "gpu_driver_present", lambda: True)
+    monkeypatch.setattr(providers, "_installed", lambda name: name == "onnxruntime")
+    monkeypatch.setattr(select, "_torch_has_cuda", lambda: False)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    for device in ("cuda", "cuda:2", "tensorrt:1"):
+        with pytest.raises(FidkitError, match="CPU-only build"):
+            check_device_usable(device)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    check_device_usable("cuda:1")
+    with pytest.raises(FidkitError, match="CPU-only build|TensorrtExecutionProvider"):
+        check_device_usable("tensorrt")
+    with pytest.raises(FidkitError, match="torch cannot use CUDA"):
+        check_device_usable("cuda", engine="torch")
+    # onnxruntime cannot, torch can: engine "auto" runs the torch engine there (not for TensorRT).
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(select, "_torch_has_cuda", lambda: True)
+    check_device_usable("cuda")
+    check_device_usable("cuda", engine="torch")
+    with pytest.raises(FidkitError):
+        check_device_usable("cuda", engine="onnxruntime")
+    with pytest.raises(FidkitError):
+        check_device_usable("tensorrt")
+    with pytest.raises(InputError, match="device must be"):
+        check_device_usable("gpu")

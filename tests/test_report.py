@@ -24,7 +24,7 @@ SHA_B = "b" * 64
 
 def checks(side_a: SideReport, side_b: SideReport, **options) -> list[str]:
     """check_comparable without the note on weights other than the released file (every side here uses such
-    made-up weights; that note has its own tests in test_hostile_round3_ux.py)."""
+    made-up weights; that note has its own tests in test_streams.py)."""
     return [m for m in check_comparable(side_a, side_b, **options) if "not the released" not in m]
 
 
@@ -208,3 +208,65 @@ def test_a_number_that_is_not_finite_is_null_in_json_and_n_a_in_text():
     assert finite_or_none({"a": (1.0, math.inf), "b": [math.nan, {"c": -math.inf}], "d": "x"}) == {
         "a": [1.0, None], "b": [None, {"c": None}], "d": "x"
     }
+
+
+# --- hostile round 3, 20: non-finite results are never printed; the JSON stays valid --------------------------------
+
+
+def _strict_json(text: str):
+    import json
+
+    def refuse(constant: str):
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_fidkit_compute_and_info_never_print_a_non_finite_number(tmp_path, capsys) -> None:
+    from fidkit.cli import main
+
+    dim = 5
+    good, far, wide = tmp_path / "good.npz", tmp_path / "far.npz", tmp_path / "wide.npz"
+    Stats(mu=np.zeros(dim), sigma=np.eye(dim), n=100).save(good)
+    Stats(mu=np.full(dim, 3e155), sigma=np.eye(dim), n=100).save(far)
+    Stats(mu=np.full(dim, 1e150), sigma=np.eye(dim) * 1e308, n=100, metadata={"note": float("nan")}).save(wide)
+    for other, term in ((far, "mean term"), (wide, f"trace of the covariance of statistics {wide}")):
+        for json_flag in ([], ["--json"]):
+            code = main(["compute", str(good), str(other), "--quiet", *json_flag])
+            captured = capsys.readouterr()
+            assert code == 1 and captured.out == "", captured.out
+            assert "overflows float64" in captured.err and term in captured.err
+    assert main(["info", str(wide), "--json"]) == 0
+    info = _strict_json(capsys.readouterr().out)
+    assert info["trace_sigma"] is None and info["mu_norm"] == pytest.approx(1e150 * np.sqrt(dim))
+    assert info["metadata"]["note"] is None and info["overflows"] == ["trace_sigma is beyond 1.8e+308 (float64's largest number)"]
+    assert main(["info", str(far), "--json"]) == 0  # |mu| whose square overflows: scaled, so still a number
+    info = _strict_json(capsys.readouterr().out)
+    assert info["mu_norm"] == pytest.approx(3e155 * np.sqrt(dim)) and info["overflows"] == []
+    assert main(["info", str(wide)]) == 0
+    text = capsys.readouterr().out
+    assert "trace(sigma):  beyond 1.8e+308 (overflows float64)" in text and "inf" not in text.lower().replace("info", "")
+    assert main(["compute", str(good), str(good), "--json", "--quiet"]) == 0
+    assert _strict_json(capsys.readouterr().out)["fid"] == 0.0
+
+
+def test_json_text_writes_null_for_values_that_are_not_numbers() -> None:
+    from fidkit.report import json_text
+
+    value = {"a": float("inf"), "b": [float("nan"), 1.5, (float("-inf"), "x")], "c": {"d": 2}}
+    assert _strict_json(json_text(value)) == {"a": None, "b": [None, 1.5, [None, "x"]], "c": {"d": 2}}
+
+
+# --- hostile round 5 (what the docs promise), 3: a FID below 0.0001 is not printed as 0.0000 ------------------------
+
+
+def test_a_tiny_fid_is_not_printed_as_zero():
+    from fidkit._plain import fid_text
+
+    assert fid_text(3.0301e-09) == "3.030e-09" and fid_text(0.0) == "0.0000" and fid_text(12.34567) == "12.3457"
+    assert fid_text(0.05) == "0.0500" and fid_text(float("inf")) == "n/a"
+    # The metrics table prints a FID (and sFID, and their intervals) the same way.
+    from fidkit.metrics._table_results import _number
+
+    assert _number("fid", 3.0301e-09) == "3.030e-09" and _number("sfid", 2.5) == "2.5000"
+    assert _number("kid", 1e-7) == "0.000000"  # KID keeps its 6 decimals

@@ -6,14 +6,23 @@ import gzip
 import os
 import pickle
 import struct
+import subprocess
+import sys
+import tarfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fidkit.errors import SourceError
+from fidkit.errors import EmptySourceError, SourceError
 from fidkit.sources import open_source
+from fidkit.sources.datasets import CIFAR_MAX_BATCH_BYTES
+
+from peak_memory import MIB, _peak_growth_mib, _zeros
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RNG = np.random.default_rng(2024)
 
 
 def _write_idx3(path: Path, images: np.ndarray) -> Path:
@@ -63,7 +72,6 @@ def test_mnist_validation(tmp_path, digits):
     labels.write_bytes(struct.pack(">II", 0x00000801, 3) + bytes(3) + bytes(8))
     with pytest.raises(SourceError, match="label"):
         open_source(labels)
-
 
 
 def test_mnist_gz_cut_short_or_corrupt(tmp_path, digits):
@@ -193,3 +201,189 @@ def test_shared_cifar_npy_and_mnist(shared_data):
     np.testing.assert_array_equal(digits[..., 0], digits[..., 2])
     # MNIST: black background, white strokes.
     assert digits[:, 0, 0].max() == 0 and digits.max() == 255
+
+
+# --- hostile round 3, 13: a CIFAR member is bounded by what a batch can be ------------------------------------------
+
+
+def test_a_cifar_member_larger_than_a_batch_can_be_is_refused_from_its_tar_header(tmp_path):
+    # The tar header claims 3 GiB; the data is not even there: refused from the header, nothing read.
+    info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+    info.size = 3 * 2**30
+    header = info.tobuf(format=tarfile.GNU_FORMAT)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(gzip.compress(header + bytes(4096)))
+    with pytest.raises(SourceError, match=r"data_batch_1: 3,221,225,472 bytes, more than a CIFAR python batch can be"):
+        open_source(archive)
+
+
+def test_a_cifar_member_of_zeros_is_refused_before_it_is_read(tmp_path):
+    # A real archive (about 0.1 MB) whose one member is 96 MiB of zeros, against a bound lowered to 8 MiB in
+    # the subprocess (the real one, 266 MB, would make the test slow to build): reading the member would take
+    # 96 MiB, refusing it from its size takes none.
+    archive = tmp_path / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        info = tarfile.TarInfo("cifar-100-python/train")
+        info.size = 96 * MIB
+
+        class Zeros:
+            left = info.size
+
+            def read(self, n: int = -1) -> bytes:
+                n = self.left if n < 0 else min(n, self.left)
+                self.left -= n
+                return bytes(n)
+
+        tar.addfile(info, Zeros())
+    assert archive.stat().st_size < MIB
+    growth, out = _peak_growth_mib(
+        """
+        import fidkit.sources.datasets
+        from fidkit.errors import SourceError
+        fidkit.sources.datasets.CIFAR_MAX_BATCH_BYTES = 8 * 2**20
+        try:
+            fidkit.sources.open_source(sys.argv[1])
+        except SourceError as exc:
+            print("REFUSED", exc)
+        """,
+        str(archive),
+    )
+    assert "REFUSED" in out and "more than a CIFAR python batch can be" in out
+    assert growth < 40, f"peak memory grew by {growth:.0f} MiB"
+
+
+def test_a_cifar_batch_file_larger_than_a_batch_can_be_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    big = folder / "test_batch"
+    with open(big, "wb") as stream:
+        stream.write(b"\x80\x02")
+        stream.truncate(CIFAR_MAX_BATCH_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(SourceError, match=r"test_batch: .* more than a CIFAR python batch can be"):
+        open_source(big)
+
+
+# --- hostile round 3, 14: an MNIST .gz is read exactly as far as its header declares --------------------------------
+
+
+def _idx3_header(n: int, rows: int = 28, cols: int = 28) -> bytes:
+    return struct.pack(">IIII", 0x00000803, n, rows, cols)
+
+
+def _gzip_member(payload_chunks, *, forged_size: int | None = None) -> bytes:
+    """One gzip member of the chunks; its trailer records `forged_size` (mod 2**32) when given."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body, crc, size = [], 0, 0
+    for chunk in payload_chunks:
+        body.append(compressor.compress(chunk))
+        crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+    body.append(compressor.flush())
+    recorded = size if forged_size is None else forged_size
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    return header + b"".join(body) + struct.pack("<II", crc & 0xFFFFFFFF, recorded % 2**32)
+
+
+def test_mnist_gz_with_data_beyond_its_header_is_refused_without_decompressing_it(tmp_path):
+    # The header declares 5 images; the stream holds 96 MiB more, and its trailer records the declared size
+    # (as a stream 4 GiB longer would): opening succeeds, reading refuses after the declared bytes + 1.
+    images = RNG.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    declared = _idx3_header(5) + images.tobytes()
+    path = tmp_path / "long-images-idx3-ubyte.gz"
+    path.write_bytes(_gzip_member([declared, *_zeros(96 * MIB)], forged_size=len(declared)))
+    source = open_source(path)
+    assert source.n_images == 5
+    with pytest.raises(SourceError, match="longer than its header declares") as raised:
+        list(source.batches(5))
+    assert "truncated" not in str(raised.value)
+    growth, out = _peak_growth_mib(
+        """
+        from fidkit.errors import SourceError
+        try:
+            list(fidkit.sources.open_source(sys.argv[1]).batches(5))
+        except SourceError as exc:
+            print("REFUSED", exc)
+        """,
+        str(path),
+    )
+    assert "REFUSED" in out and "longer than its header declares" in out
+    assert growth < 48, f"peak memory grew by {growth:.0f} MiB"
+
+
+def test_mnist_gz_of_two_members_is_refused_as_longer_than_declared(tmp_path):
+    images = RNG.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    declared = _idx3_header(3) + images.tobytes()
+    path = tmp_path / "two-images-idx3-ubyte.gz"
+    # The second member as long as the first: the trailer (the last member's) records the declared size.
+    path.write_bytes(gzip.compress(declared) + gzip.compress(bytes(len(declared))))
+    with pytest.raises(SourceError, match="longer than its header declares") as raised:
+        list(open_source(path).batches(3))
+    assert "truncated" not in str(raised.value)
+    # The declared images alone still read.
+    good = tmp_path / "good-images-idx3-ubyte.gz"
+    good.write_bytes(gzip.compress(declared))
+    np.testing.assert_array_equal(np.concatenate(list(open_source(good).batches(2)))[..., 0], images)
+
+
+def test_mnist_header_declaring_more_than_the_gzip_can_hold_is_refused_at_open(tmp_path):
+    path = tmp_path / "huge-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(_idx3_header(2_000_000_000, 1000, 1000)))
+    with pytest.raises(SourceError, match=r"can hold at most"):
+        open_source(path)
+
+
+def test_plain_mnist_longer_than_its_header_is_not_called_truncated(tmp_path):
+    images = RNG.integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    path = tmp_path / "long-idx3-ubyte"
+    path.write_bytes(_idx3_header(2) + images.tobytes() + bytes(100))
+    with pytest.raises(SourceError, match="longer than its header declares") as raised:
+        open_source(path)
+    assert "truncated" not in str(raised.value)
+
+
+# --- hostile round 3, 30: the real test data is found through FIDKIT_TEST_DATA --------------------------------------
+
+
+def _pytest_one_real_data_test(data: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), FIDKIT_TEST_DATA=str(data))
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+         "tests/test_sources_datasets.py::test_shared_cifar_npy_and_mnist"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300,
+    )
+
+
+def test_fidkit_test_data_points_the_tests_at_the_data(shared_data, tmp_path):
+    elsewhere = tmp_path / "my-data"  # the data under another name, as a user keeps it (links: nothing copied)
+    elsewhere.mkdir()
+    for name in ("cifar10", "mnist"):
+        (elsewhere / name).symlink_to(shared_data / name)
+    found = _pytest_one_real_data_test(elsewhere)
+    assert "1 passed" in found.stdout, found.stdout + found.stderr
+
+    missing = _pytest_one_real_data_test(tmp_path / "nowhere")
+    assert "1 skipped" in missing.stdout, missing.stdout + missing.stderr
+    assert "FIDKIT_TEST_DATA" in missing.stdout and str(tmp_path / "nowhere") in missing.stdout
+
+
+# --- hostile round 5, 7: MNIST files of narrow or no images ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("width", [1, 3])
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_an_mnist_file_of_images_1_or_3_pixels_wide_is_read_as_images(tmp_path, width, gzipped) -> None:
+    n, height = 4, 5
+    pixels = np.arange(n * height * width, dtype=np.uint8).reshape(n, height, width)
+    raw = struct.pack(">IIII", 0x803, n, height, width) + pixels.tobytes()
+    path = tmp_path / ("x-idx3-ubyte.gz" if gzipped else "x-idx3-ubyte")
+    path.write_bytes(__import__("gzip").compress(raw) if gzipped else raw)
+    source = open_source(path, workers=0)
+    images = np.concatenate(list(source.batches(2)))
+    assert images.shape == (n, height, width, 3)
+    assert np.array_equal(images, np.repeat(pixels[..., None], 3, axis=3))
+
+
+def test_an_mnist_file_of_no_images_says_so_from_its_header(tmp_path) -> None:
+    path = tmp_path / "none-idx3-ubyte"
+    path.write_bytes(struct.pack(">IIII", 0x803, 0, 28, 28))
+    with pytest.raises(EmptySourceError, match="the MNIST header says 0 images of 28x28"):
+        open_source(path, workers=0)

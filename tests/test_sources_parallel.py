@@ -18,6 +18,8 @@ from PIL import Image
 from fidkit.errors import ImageError, InputError
 from fidkit.sources import open_source, parallel
 
+from image_files import _folder
+
 
 @pytest.fixture(scope="module")
 def jpeg_zip(tmp_path_factory) -> Path:
@@ -176,3 +178,99 @@ def _pid_alive(pid: int) -> bool:
             return stat_file.read().split()[2] != "Z"
     except OSError:
         return True
+
+
+# --- hostile review (issue 9), 8: decode workers (and the forkserver) end when their parent is killed ---------------
+
+
+_KILLED_SCRIPT = """
+import sys, time
+from fidkit.sources import open_source, parallel
+
+def main():
+    parallel.IN_PROCESS_MAX_IMAGES = 0
+    parallel._DEFAULT_CHUNK_FILES = 2
+    for index, batch in enumerate(open_source(sys.argv[1], workers=2).batches(1)):
+        if index == 0:
+            print("decoding", flush=True)
+        time.sleep(1)  # the network, slowly: the workers wait with the files open
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def _proc_children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat_file:
+                fields = stat_file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+def _descendants(pid: int) -> list[int]:
+    children = _proc_children()
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the workers through /proc")
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_killing_the_parent_leaves_no_worker_behind(tmp_path, signal_name):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = _folder(tmp_path / "images", 40)
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_SCRIPT)
+    import fidkit
+
+    package_root = str(Path(fidkit.__file__).resolve().parents[1])  # this checkout, not an installed copy
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env,
+    )
+    left: list[int] = []
+    try:
+        assert process.stdout.readline().strip() == "decoding", process.stderr.read()
+        helpers = _descendants(process.pid)
+        assert len(helpers) >= 3, helpers  # the forkserver and two workers (and a resource tracker)
+        process.send_signal(getattr(signal, signal_name))
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            left = [pid for pid in helpers if _running(pid)]
+            if not left:
+                break
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        for pid in left:  # never leave them to the next test
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    assert left == [], f"still running {15} s after {signal_name} of their parent: {left}"

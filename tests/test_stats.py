@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zipfile
 
 import numpy as np
 import pytest
 
+import fidkit
 from fidkit.errors import InputError, OverwriteError, StatsFileError
 from fidkit.frechet import fid_from_arrays, fid_from_stats, frechet_distance
 from fidkit.frechet.factors import sqrt_factor
@@ -452,3 +454,83 @@ def test_moments_round_trip_and_merge_exactly_including_single_and_empty_pieces(
     assert n_rows == 1 and np.array_equal(mean, chunks[1][0]) and not m2.any()
     with pytest.raises(InputError, match="no moments"):
         StatsAccumulator().moments()
+
+
+# --- hostile review (issue 9), 14: complex numbers and hostile metadata in statistics files -------------------------
+
+
+def test_complex_statistics_are_refused_unless_exactly_real(tmp_path):
+    from fidkit.errors import InputError, StatsFileError
+    from fidkit.stats import Stats
+
+    sigma = np.eye(3) + 1e-3j * np.ones((3, 3))
+    with pytest.raises(InputError, match="sigma is complex"):
+        Stats(mu=np.zeros(3), sigma=sigma)
+    with pytest.raises(InputError, match="mu is complex"):
+        Stats(mu=np.array([0, 1j, 0]), sigma=np.eye(3))
+    path = tmp_path / "complex.npz"
+    np.savez(path, mu=np.zeros(3), sigma=sigma)
+    with pytest.raises(StatsFileError, match="complex.npz.*sigma is complex"):
+        Stats.load(path)
+    exact = Stats(mu=np.zeros(3) + 0j, sigma=np.eye(3) + 0j)
+    assert exact.sigma.dtype == np.float64 and np.array_equal(exact.sigma, np.eye(3))
+
+
+def test_statistics_with_hostile_metadata_are_file_errors_or_read_as_unknown(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from fidkit.cli import main
+
+    deep = "[" * 100_000 + "]" * 100_000
+    np.savez(tmp_path / "deep.npz", mu=np.zeros(2), sigma=np.eye(2), fidkit_metadata_json=np.asarray(deep))
+    assert main(["info", str(tmp_path / "deep.npz")]) == 1
+    assert "nested too deeply" in capsys.readouterr().err
+    lots = json.dumps({"n_skipped": "lots", "skipped_files": "not a list"})
+    np.savez(tmp_path / "lots.npz", mu=np.zeros(2), sigma=np.eye(2), n=np.int64(5), fidkit_metadata_json=np.asarray(lots))
+    assert main(["compute", str(tmp_path / "lots.npz"), str(tmp_path / "lots.npz"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fid"] == 0.0 and report["a"]["n_skipped"] == 0
+
+
+# --- hostile round 4: the covariance of few rows --------------------------------------------------------------------
+
+
+def test_the_covariance_of_few_rows_is_the_product_of_its_factor_and_agrees_with_numpy() -> None:
+    rng = np.random.default_rng(7)
+    rows = rng.normal(loc=3.0, size=(50, 80))
+    stats = Stats.from_features(rows)
+    assert stats.factor is not None
+    assert np.array_equal(stats.sigma, stats.sigma.T)
+    np.testing.assert_allclose(stats.sigma, stats.factor @ stats.factor.T, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(stats.sigma, np.cov(rows, rowvar=False), rtol=0, atol=1e-13)
+
+
+# --- hostile round 5: relabelled statistics -------------------------------------------------------------------------
+
+
+def test_relabelled_changes_only_metadata_and_path_and_checks_the_metadata():
+    from fidkit.stats import relabelled
+
+    stats = fidkit.Stats.from_features(np.random.default_rng(0).normal(size=(20, 4)), metadata={"a": 1})
+    copied = relabelled(stats, metadata={"a": 2, "b": "x"})
+    assert copied.mu is stats.mu and copied.metadata == {"a": 2, "b": "x"} and stats.metadata == {"a": 1}
+    with pytest.raises(InputError, match="metadata"):
+        relabelled(stats, metadata={"k": [1, 2]})
+    with pytest.raises(TypeError):
+        relabelled(stats, mu=np.zeros(4))
+
+
+# --- hostile round 5, 2: loading a folder, a FIFO or a device says what the path is ---------------------------------
+
+
+@pytest.mark.parametrize("load", [fidkit.Stats.load, fidkit.Features.load])
+def test_loading_a_path_that_is_no_regular_file_says_what_it_is(tmp_path, load):
+    (tmp_path / "folder.npz").mkdir()
+    os.mkfifo(tmp_path / "fifo.npz")  # opened, it would block until a writer came
+    (tmp_path / "zero.npz").symlink_to("/dev/zero")
+    for name, kind in (("folder.npz", "is a folder"), ("fifo.npz", "is a FIFO"), ("zero.npz", "is a character device"),
+                       ("missing.npz", "no such")):
+        with pytest.raises(StatsFileError, match=kind):
+            load(tmp_path / name)

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+import fidkit
 from fidkit._validate import as_image_batch
 from fidkit.errors import InputError
+
+from stand_ins import FullIdentityMeanColour, noise_images
 
 
 def images_nhwc(n: int = 4, h: int = 5, w: int = 7, seed: int = 0) -> np.ndarray:
@@ -119,3 +122,74 @@ def test_compute_stats_and_the_extractor_read_a_tensor_as_nchw(extractor, fidkit
     # Floats without a value range are refused by compute_stats with what to do.
     with pytest.raises(InputError, match="value_range"):
         fidkit.compute_stats(tensor.float() / 255, extractor=extractor)
+
+
+# --- hostile round 3, 7: value_range extremes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value_range, message",
+    [
+        ((-1e308, 1e308), "span hi - lo overflows"),
+        ((-1.5e308, 0.5e308), "span hi - lo overflows"),
+        ((0.0, 1e-320), "quantization step"),
+        ((5e-324, 1e-310), "quantization step"),
+        ((1e20, 1e20 + 1e5), "quantization step"),
+        ((-3.0, -3.0 + 1e-14), "quantization step"),
+        ((0.0, float("inf")), "finite with lo < hi"),
+        ((float("-inf"), 0.0), "finite with lo < hi"),
+        ((float("nan"), 1.0), "finite with lo < hi"),
+        ((1.0, 1.0), "finite with lo < hi"),
+        ((1.0, -1.0), "finite with lo < hi"),
+        (("0", "1"), "pair"),
+        ((0.0, 1.0, 2.0), "pair"),
+        ((False, True), "pair"),
+        (1.0, "pair"),
+    ],
+)
+def test_value_ranges_that_cannot_quantize_are_refused_before_any_image(value_range, message) -> None:
+    from fidkit._validate import as_image_batch, check_value_range
+
+    with pytest.raises(InputError, match=message):
+        check_value_range(value_range)
+    with pytest.raises(InputError, match=message):
+        as_image_batch(np.zeros((1, 4, 4, 3), np.float32), "x", value_range=value_range)
+
+
+@pytest.mark.parametrize("value_range", [(0.0, 1e-300), (-1.7e308, 1.0e-300), (1e20, 1e21), (-1e-3, 1e-3), (0.0, 255.0)])
+def test_extreme_but_representable_value_ranges_quantize_every_level(value_range) -> None:
+    from fidkit._validate import as_image_batch
+
+    lo, hi = value_range
+    levels = np.arange(256, dtype=np.float64)
+    images = (lo + levels / 255 * (hi - lo)).reshape(1, 16, 16, 1)
+    quantized = as_image_batch(images, "x", value_range=value_range)
+    np.testing.assert_array_equal(quantized[0, :, :, 0].ravel(), levels.astype(np.uint8))
+
+
+# --- hostile round 5, 1: images without pixels; 'meta' and sparse tensors -------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [
+    np.zeros((2, 0, 16, 3), np.uint8), np.zeros((2, 16, 0), np.uint8), torch.zeros((2, 3, 16, 0), dtype=torch.uint8),
+    torch.zeros((2, 1, 0, 5), dtype=torch.uint8),
+])
+def test_images_without_pixels_are_refused_naming_the_shape(batch):
+    with pytest.raises(InputError, match=r"images must have H, W >= 1"):
+        as_image_batch(batch, "x", value_range=(0, 1))
+    with pytest.raises(InputError, match=r"images must have H, W >= 1"):
+        fidkit.compute_stats(batch, extractor=FullIdentityMeanColour(), use_cache=False)
+    with pytest.raises(InputError, match=r"images must have H, W >= 1"):
+        fidkit.FID(reference=batch, extractor=FullIdentityMeanColour())
+
+
+def test_meta_and_sparse_tensors_are_refused():
+    with pytest.raises(InputError, match="'meta' device holds no pixels"):
+        as_image_batch(torch.empty((4, 3, 8, 6), dtype=torch.uint8, device="meta"), "x")
+    with pytest.raises(InputError, match="'meta' device"):
+        as_image_batch(torch.empty((4, 3, 8, 6), device="meta"), "x", value_range=(0, 1))
+    with pytest.raises(InputError, match=r"sparse.*to_dense"):
+        as_image_batch(torch.zeros((4, 3, 8, 6)).to_sparse(), "x", value_range=(0, 1))
+    metric = fidkit.FID(reference=noise_images(20, 0), extractor=FullIdentityMeanColour())
+    with pytest.raises(InputError, match="'meta' device"):
+        metric.update(torch.empty((4, 3, 8, 6), dtype=torch.uint8, device="meta"))

@@ -316,3 +316,23 @@ def test_weights_file_without_read_permission_is_a_weights_error(tmp_path: Path)
             locate_weights(weights)
     finally:
         weights.chmod(0o600)
+
+
+# --- hostile review (issue 9), 14: a file that is not weights -------------------------------------------------------
+
+
+def test_a_file_that_is_not_weights_never_relays_torchs_unsafe_advice(tmp_path):
+    import collections
+    import pickle
+
+    from fidkit.errors import WeightsError
+    from fidkit.inception.weights import load_state_dict
+
+    for name, payload in [("pickle.pth", pickle.dumps(collections.Counter(a=1))), ("text.pth", b"not weights")]:
+        path = tmp_path / name
+        path.write_bytes(payload)
+        with pytest.raises(WeightsError) as raised:
+            load_state_dict(path)
+        message = str(raised.value)
+        assert f"{path} is not an Inception weights file" in message
+        assert "weights_only" not in message and "False" not in message

@@ -1,11 +1,7 @@
-"""Hostile input, round 4: decoding (fidkit.sources.decode, .parallel, Source.fingerprint).
+"""Decoding (fidkit.sources.decode, .parallel): truncated files whatever the caller set, modes Pillow converts, the
+decompression-bomb limit in the fingerprint, and memory bounded by the pixel limit, not by what a file claims.
 
-1. A caller that set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True`` (many training scripts do) still gets
-   truncated files as errors, in process and in worker processes, and gets its flag back unchanged.
-2. A premultiplied-alpha gray TIFF (Pillow mode ``La``) decodes by un-premultiplying; any failure converting
-   one file's mode is an ImageError naming the file and the mode (a counted skip with skip_bad).
-3. Pillow's decompression-bomb limit is part of a folder's fingerprint when it is not Pillow's default: files
-   skipped under a low limit are read once the user raises it, not served from the cache.
+The groups below came from the hostile-input reviews (the issue 9 review and round 4), whose item numbers they keep.
 """
 
 from __future__ import annotations
@@ -13,37 +9,225 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import struct
 import subprocess
 import sys
+import tarfile
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from fidkit.errors import ImageError
+from fidkit.errors import ImageError, SourceError
 from fidkit.sources import base, decode, open_source
 from fidkit.sources.decode import decode_image_bytes
 
-from stand_ins import MeanColour  # tests/stand_ins.py
+from image_files import _all_pixels, _count, _folder, _noise, _png, _tar_member
+from stand_ins import MeanColour
 
 
-def _noise(side: int, seed: int) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8))
+# --- hostile review (issue 9), 10: memory is bounded by the pixel limit, not by what a file claims or holds ---------
+
+
+def _peak_bytes(function) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.fixture
+def small_pixel_limit(monkeypatch):
+    # 1e6 pixels: files over 8 MB + 16 MiB are refused unread.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+
+
+def _zeros_member_archives(tmp_path: Path, size: int) -> list[Path]:
+    zip_path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.png", _png(1))
+        archive.writestr("huge.png", b"\x00" * size)
+    tar_path = tmp_path / "bomb.tar.gz"
+    with tarfile.open(tar_path, "w:gz", compresslevel=1) as archive:
+        archive.addfile(*_tar_member("a.png", _png(1)))
+        archive.addfile(*_tar_member("huge.png", b"\x00" * size))
+    return [zip_path, tar_path]
+
+
+def test_archive_members_too_large_for_the_pixel_limit_are_refused_unread(tmp_path, small_pixel_limit):
+    size = 48 * 2**20
+    for path in _zeros_member_archives(tmp_path, size):
+        assert path.stat().st_size < 2**20
+        source = open_source(path, workers=0, skip_bad=True)
+        peak = _peak_bytes(lambda: list(source.batches(2)))
+        assert peak < 12 * 2**20, f"{path.name}: {peak} bytes at peak"
+        assert len(source.skipped) == 1
+        file, reason = source.skipped[0]
+        assert file == "huge.png" and f"{size:,} bytes" in reason and "refused unread" in reason
+        with pytest.raises(ImageError, match=rf"{path.name}: 1 of 2 .*huge\.png: {size:,} bytes"):
+            list(open_source(path, workers=0).batches(2))
+
+
+def test_zip_member_declaring_four_gib_is_refused_by_its_declared_size(tmp_path):
+    target = tmp_path / "claims.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.writestr("a.png", _png(1))
+        archive.writestr("b.png", _png(2))
+    data = bytearray(target.read_bytes())
+    central = data.rindex(b"PK\x01\x02")  # the last member's entry: b.png
+    data[central + 24 : central + 28] = (0xFFFFFF00).to_bytes(4, "little")  # uncompressed size
+    target.write_bytes(bytes(data))
+    source = open_source(target, workers=0, skip_bad=True)
+    peak = _peak_bytes(lambda: list(source.batches(2)))
+    assert peak < 8 * 2**20
+    assert source.skipped[0][0] == "b.png" and "4,294,967,040 bytes" in source.skipped[0][1]
+
+
+def test_sparse_file_too_large_for_the_pixel_limit_is_refused_unread(tmp_path, small_pixel_limit):
+    root = _folder(tmp_path / "images", 2)
+    with open(root / "sparse.png", "wb") as stream:
+        stream.truncate(256 * 2**20)  # no disk used, 256 MiB to read
+    source = open_source(root, workers=0, skip_bad=True)
+    peak = _peak_bytes(lambda: list(source.batches(2)))
+    assert peak < 12 * 2**20
+    assert [file for file, _ in source.skipped] == ["sparse.png"]
+    assert "268,435,456 bytes" in source.skipped[0][1]
+
+
+def _cifar_file(tmp_path: Path, payload: bytes) -> Path:
+    path = tmp_path / "test_batch"
+    path.write_bytes(payload)
+    return path
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # bytearray(3_000_000_000): 3 GB asked for in a few bytes.
+        b"\x80\x02cbuiltins\nbytearray\n\x8a\x05\x00\x5e\xd0\xb2\x00\x85R.",
+        # bytes(3_000_000_000)
+        b"\x80\x02cbuiltins\nbytes\n\x8a\x05\x00\x5e\xd0\xb2\x00\x85R.",
+        # numpy _reconstruct(ndarray, (3_000_000_000,), 'b'): an array of any shape, no data.
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n\x8a\x05\x00\x5e\xd0\xb2\x00"
+        b"\x85C\x01b\x87R.",
+        # ndarray((3_000_000_000,)) called directly.
+        b"\x80\x02cnumpy\nndarray\n\x8a\x05\x00\x5e\xd0\xb2\x00\x85\x85R.",
+        # _codecs.encode("ab", "hex"): codecs other than latin1 could double their input each time.
+        b"\x80\x02c_codecs\nencode\nX\x02\x00\x00\x00abX\x03\x00\x00\x00hex\x86R.",
+        # BYTEARRAY8 claiming 3 GB that the file does not hold.
+        b"\x80\x05\x96\x00\x5e\xd0\xb2\x00\x00\x00\x00xx.",
+    ],
+    ids=["bytearray", "bytes", "reconstruct", "ndarray", "hex", "bytearray8"],
+)
+def test_cifar_pickle_cannot_allocate_more_than_its_size(tmp_path, payload):
+    path = _cifar_file(tmp_path, payload)
+    peak = 0
+
+    def load():
+        with pytest.raises(SourceError, match=r"test_batch: not a CIFAR python batch file"):
+            open_source(path)
+
+    peak = _peak_bytes(load)
+    assert peak < 16 * 2**20
+
+
+def test_genuine_cifar_pickles_still_load_within_the_budget(tmp_path):
+    import pickle
+
+    images = np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
+    rows = images.transpose(0, 3, 1, 2).reshape(50, -1)
+    for protocol in (2, 4, 5):
+        path = tmp_path / "test_batch"
+        path.write_bytes(pickle.dumps({b"data": rows, b"labels": list(range(50))}, protocol=protocol))
+        np.testing.assert_array_equal(_all_pixels(open_source(path), 16), images)
+
+
+def _gradient_pngs(root: Path, n: int, side: int) -> np.ndarray:
+    root.mkdir()
+    ramp = np.linspace(0, 255, side, dtype=np.uint8)
+    images = []
+    for index in range(n):
+        pixels = np.empty((side, side, 3), np.uint8)
+        pixels[..., 0] = ramp[None, :]
+        pixels[..., 1] = ramp[:, None]
+        pixels[..., 2] = index
+        Image.fromarray(pixels).save(root / f"{index:03d}.png", compress_level=1)
+        images.append(pixels)
+    return np.stack(images)
+
+
+def test_decoding_memory_follows_pixels_not_file_counts(tmp_path, monkeypatch):
+    import fidkit.sources.files as files
+    from fidkit.sources import parallel
+
+    expected = _gradient_pngs(tmp_path / "big", 24, 512)  # 768 KiB of pixels each, 18 MiB in all
+    source = open_source(tmp_path / "big", workers=0)
+    sizes: list[int] = []
+
+    def consume():  # as the network does: one batch at a time, none kept
+        sizes.clear()
+        for batch in source.batches(16):
+            sizes.append(len(batch))
+
+    unbounded = _peak_bytes(consume)
+    assert sizes == [16, 8]
+    monkeypatch.setattr(files, "_PENDING_PIXEL_BYTES", 3 * 2**20)
+    monkeypatch.setattr(parallel, "_CHUNK_PIXEL_BYTES", 3 * 2**20)
+    bounded = _peak_bytes(consume)
+    assert max(sizes) <= 5 and sum(sizes) == 24  # flushed early: 5 images pass 3 MiB
+    assert bounded < 16 * 2**20 and 2 * bounded < unbounded, (bounded, unbounded)
+    np.testing.assert_array_equal(np.concatenate(list(source.batches(16))), expected)
+
+
+def test_worker_pixel_budget_keeps_order_for_archives_out_of_name_order(tmp_path, monkeypatch):
+    from fidkit.sources import parallel
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(40):
+        (folder / f"{index:03d}.png").write_bytes(_png(index, 16, 16))
+    target = tmp_path / "reversed.tar.gz"
+    with tarfile.open(target, "w:gz") as archive:
+        for path in sorted(folder.iterdir(), reverse=True):  # archive order is not name order
+            archive.add(path, arcname=path.name)
+    expected = _all_pixels(open_source(folder, workers=0), 8)
+    monkeypatch.setattr(parallel, "IN_PROCESS_MAX_IMAGES", 0)
+    monkeypatch.setattr(parallel, "_DEFAULT_CHUNK_FILES", 9)
+    monkeypatch.setattr(parallel, "_CHUNK_PIXEL_BYTES", 2000)  # about two images per task
+    for workers in (0, 2):
+        np.testing.assert_array_equal(_all_pixels(open_source(target, workers=workers), 8), expected)
+
+
+def test_absurd_worker_counts_are_capped_at_the_cpus(tmp_path, monkeypatch, caplog):
+    from fidkit.sources import parallel
+
+    root = _folder(tmp_path / "images", 6)
+    monkeypatch.setattr(parallel, "IN_PROCESS_MAX_IMAGES", 0)
+    monkeypatch.setattr(parallel, "_DEFAULT_CHUNK_FILES", 1)
+    source = open_source(root, workers=500)
+    assert source.workers == 500
+    with caplog.at_level(logging.WARNING, logger="fidkit"):
+        pixels = _all_pixels(source)
+    assert len(pixels) == 6
+    cap = max(2, parallel._available_cpus())
+    assert any("500 decoding workers asked for" in r.getMessage() and f"using {cap}" in r.getMessage()
+               for r in caplog.records)
+
+
+# --- hostile round 4, 1: LOAD_TRUNCATED_IMAGES set by the caller ----------------------------------------------------
 
 
 def _cut_in_half(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-
-
-def _count(source, batch_size: int = 4) -> int:
-    return sum(len(batch) for batch in source.batches(batch_size))
-
-
-# ---------------------------------------------------------------- 1. LOAD_TRUNCATED_IMAGES set by the caller
 
 
 @pytest.fixture
@@ -177,7 +361,7 @@ def test_worker_processes_refuse_truncated_files_although_the_script_sets_the_fl
     assert "flag: True" in lines, done.stdout
 
 
-# ---------------------------------------------------------------- 2. premultiplied gray ("La") and mode failures
+# --- hostile round 4, 2: premultiplied gray ("La") and mode failures ------------------------------------------------
 
 
 def _premultiplied_gray_tiff(values: np.ndarray, alpha: np.ndarray) -> bytes:
@@ -199,6 +383,8 @@ def _premultiplied_gray_tiff(values: np.ndarray, alpha: np.ndarray) -> bytes:
 # Stored (premultiplied) values and their alpha, chosen to hit every case of the rule: alpha 0 (kept),
 # alpha 255 (kept), exact and inexact divisions (floored), and stored values above alpha (clipped to 255).
 _STORED = np.array([[0, 10, 1, 50, 100, 127, 128, 200], [64, 3, 255, 30, 7, 90, 254, 1]], dtype=np.uint8)
+
+
 _ALPHA = np.array([[0, 0, 1, 128, 128, 128, 128, 255], [128, 3, 255, 60, 200, 180, 255, 2]], dtype=np.uint8)
 
 
@@ -287,7 +473,7 @@ def test_running_out_of_memory_while_converting_is_not_turned_into_a_bad_file(mo
         decode_image_bytes(_cmyk_tiff(), "ink.tif")
 
 
-# ---------------------------------------------------------------- 3. the decompression-bomb limit and the cache
+# --- hostile round 4, 3: the decompression-bomb limit and the cache -------------------------------------------------
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Hostile review, round 4: a statistics or features file that the run cannot use as asked is refused at once.
+"""fidkit.preflight: a statistics or features file that the run cannot use as asked is refused at once (hostile
+round 4).
 
 Against an image side, a file made with another layer (``--dims``), convention or weights used to be found out
 only after the whole network pass over the images; with files only, ``--convention`` / ``--dims`` / ``--weights``
@@ -20,6 +21,9 @@ from fidkit.errors import FidkitWarning, InputError, SmallSampleWarning
 from fidkit.extractors import identity_for
 from fidkit.options import run_options
 from fidkit.stats import Stats
+
+
+# --- hostile round 4: a file the run cannot use as asked is refused before the network ------------------------------
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +133,7 @@ def test_two_files_of_different_dimensions_are_refused_naming_both(tmp_path, wei
     assert "small.npz) 64 and side b (" in error and "large.npz) 2048" in error
 
 
-# ------------------------------------------------------------------------ what the check must not do (review)
+# --- hostile round 4: what the check must not do (review) -----------------------------------------------------------
 
 
 def test_a_registered_extractor_of_another_width_is_not_held_to_dims(tmp_path, monkeypatch) -> None:

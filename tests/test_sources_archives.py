@@ -1,22 +1,16 @@
-"""Hostile inputs, round 5, on archives: each test builds a small hostile zip, tar or dataset file.
+"""fidkit.sources on zip and tar archives: no member dropped without a count, the last entry of a name read,
+names read as they extract, damage an error naming the file, memory bounded by what an image needs.
 
-* names that extract to one path (``a/b.png``, ``a/./b.png``, ``a//b.png``) are one member, read from its last copy;
-  a name with a ``..`` part is counted under its own reason;
-* the last entry of a name wins whatever its kind: a later folder, link to nothing or special member of a name
-  leaves no image there (as ``tar -x`` leaves none), in tar and zip, and a CIFAR batch stored twice in its
-  ``.tar.gz`` is read from its last copy;
-* zip names without the UTF-8 flag are read as UTF-8 where they are, so order and subsets match a folder;
-* a tar cut exactly at a member's header (no end-of-archive marker) is an error, while every tar that ``tar`` and
-  ``tarfile`` write opens;
-* a member's memory follows its image: a few KB of compressed zeros declaring tens of MB are refused as a bad file
-  after their first bytes, and genuine images of every format read as from a folder;
-* a file named as a tar that is not one, and an MNIST file of images 1 or 3 pixels wide, get messages about the file.
+Every archive is built in ``tmp_path``; the groups below came from the hostile-input reviews (the issue 9 review and
+round 5), whose item numbers they keep.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import logging
+import os
 import shutil
 import stat
 import struct
@@ -31,16 +25,211 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from fidkit.errors import EmptySourceError, ImageError, SourceError
+from fidkit.errors import EmptySourceError, FidkitError, ImageError, SourceError
 from fidkit.sources import open_source
 from fidkit.sources.files import PARENT_PART, normalise_member
 from fidkit.testing import cifar_batch
 
+from image_files import _all_pixels, _folder, _pixels, _png, _tar_member
+
 MIB = 2**20
+
+
+# --- hostile review (issue 9), 3: tar archives lose no member silently ----------------------------------------------
+
+
+def _tar_of(folder: Path, target: Path, mode: str = "w") -> Path:
+    # Sorted names, so that the members come in the folder's order.
+    with tarfile.open(target, mode) as archive:
+        for path in sorted(folder.rglob("*")):
+            archive.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+    return target
+
+
+def test_tar_hard_links_are_read_as_their_targets_bytes(tmp_path):
+    folder = _folder(tmp_path / "images", 6)
+    os.link(folder / "001.png", folder / "101.png")
+    os.link(folder / "004.png", folder / "104.png")
+    target = _tar_of(folder, tmp_path / "linked.tar")
+    with tarfile.open(target) as archive:
+        assert sum(info.islnk() for info in archive.getmembers()) == 2  # what tar writes for them
+    from_folder = open_source(folder, workers=0)
+    from_tar = open_source(target, workers=0)
+    assert from_folder.n_images == from_tar.n_images == 8
+    np.testing.assert_array_equal(_all_pixels(from_tar), _all_pixels(from_folder))
+
+
+def test_tar_symbolic_link_members_are_read_as_their_target(tmp_path):
+    target = tmp_path / "sym.tar"
+    with tarfile.open(target, "w") as archive:
+        archive.addfile(*_tar_member("a/real.png", _png(1)))
+        archive.addfile(*_tar_member("b/link.png", b"", type=tarfile.SYMTYPE, linkname="../a/real.png"))
+        archive.addfile(*_tar_member("b/nowhere.png", b"", type=tarfile.SYMTYPE, linkname="/etc/x.png"))
+    source = open_source(target, workers=0)
+    assert source.members == ["a/real.png", "b/link.png"]
+    assert source.ignored == {"symbolic link to nothing in the archive (not read)": 1}
+    pixels = _all_pixels(source)
+    np.testing.assert_array_equal(pixels[0], pixels[1])
+
+
+def _damage_header(tar_path: Path, member_index: int) -> None:
+    with tarfile.open(tar_path) as archive:
+        offset = archive.getmembers()[member_index].offset
+    data = bytearray(tar_path.read_bytes())
+    data[offset : offset + 8] = b"\xff" * 8  # the name field: the header checksum no longer matches
+    tar_path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_tar_with_a_damaged_header_in_the_middle_is_an_error(tmp_path, skip_bad):
+    target = _tar_of(_folder(tmp_path / "images", 8), tmp_path / "damaged.tar")
+    _damage_header(target, 4)
+    with pytest.raises(SourceError, match=r"damaged\.tar.*damaged"):
+        open_source(target, skip_bad=skip_bad, workers=0)
+
+
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_tar_gz_with_corrupt_deflate_data_is_an_error(tmp_path, skip_bad):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(6):
+        # Incompressible pixels, so that the compressed stream is long and a flip lands in data.
+        (folder / f"{index:03d}.png").write_bytes(_png(index, 64, 64))
+    target = _tar_of(folder, tmp_path / "corrupt.tar.gz", "w:gz")
+    data = bytearray(target.read_bytes())
+    for position in range(len(data) // 2, len(data) // 2 + 64):
+        data[position] ^= 0x55
+    target.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=r"corrupt\.tar\.gz"):
+        open_source(target, skip_bad=skip_bad, workers=0)
+
+
+def test_truncated_tar_gz_is_an_error(tmp_path):
+    target = _tar_of(_folder(tmp_path / "images", 6), tmp_path / "cut.tar.gz", "w:gz")
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(SourceError, match=r"cut\.tar\.gz"):
+        open_source(target, skip_bad=True, workers=0)
+
+
+def test_tar_changed_after_opening_is_an_error_not_a_bad_file(tmp_path):
+    target = _tar_of(_folder(tmp_path / "images", 6), tmp_path / "shrunk.tar")
+    source = open_source(target, skip_bad=True, workers=0)
+    data = target.read_bytes()
+    target.write_bytes(data[:2048])  # the members after the first are gone
+    with pytest.raises(SourceError, match=r"shrunk\.tar"):
+        list(source.batches(2))
+
+
+def test_duplicate_members_read_the_last_copy_in_zip_and_tar_alike(tmp_path, caplog):
+    # Two copies of a.png (the second one stored as "./a.png" in one archive and plainly in the
+    # other), and two of b.png under the very same name.
+    copies = [("a.png", 1), ("./a.png", 2), ("b.png", 3), ("b.png", 4)]
+    zip_path = tmp_path / "dup.zip"
+    with zipfile.ZipFile(zip_path, "w") as archive, pytest.warns(UserWarning, match="Duplicate"):
+        for member, seed in copies:
+            archive.writestr(member, _png(seed))
+    tar_path = tmp_path / "dup.tar"
+    with tarfile.open(tar_path, "w") as archive:
+        for member, seed in copies:
+            archive.addfile(*_tar_member(member, _png(seed)))
+    last = np.stack([_pixels(2), _pixels(4)])
+    for path in (zip_path, tar_path):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="fidkit"):
+            source = open_source(path, workers=0)
+        assert source.members == ["a.png", "b.png"]
+        assert source.ignored == {"duplicate member name (an earlier copy, not read)": 2}
+        np.testing.assert_array_equal(_all_pixels(source), last)
+        messages = [r.getMessage() for r in caplog.records if "appears more than once" in r.getMessage()]
+        assert len(messages) == 2 and all("the last copy in the archive is read" in m for m in messages)
+
+
+# --- hostile review (issue 9), 11: errors of zipfile / tarfile / the decompressors are FidkitErrors naming the file ---
+
+
+def _zip_of_pngs(target: Path, n: int = 3) -> Path:
+    with zipfile.ZipFile(target, "w") as archive:
+        for index in range(n):
+            archive.writestr(f"{index:03d}.png", _png(index))
+    return target
+
+
+def test_zip_needing_an_unknown_version_to_extract_is_a_source_error(tmp_path):
+    target = _zip_of_pngs(tmp_path / "future.zip")
+    data = bytearray(target.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    data[central + 6] = 0xFF  # "version needed to extract": 25.5, which zipfile refuses
+    target.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=r"future\.zip: not a readable zip archive \(NotImplementedError"):
+        open_source(target, skip_bad=True)
+
+
+def test_zip_member_with_an_unknown_compression_method_is_a_bad_file_naming_it(tmp_path):
+    target = _zip_of_pngs(tmp_path / "method.zip")
+    data = bytearray(target.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    local = data.index(b"PK\x03\x04")
+    data[central + 10] = 99  # the first member's compression method (AES, not supported)
+    data[local + 8] = 99
+    target.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match=r"method\.zip: 1 of 3 .*000\.png: unreadable \(NotImplementedError"):
+        list(open_source(target, workers=0).batches(4))
+    source = open_source(target, workers=0, skip_bad=True)
+    assert len(_all_pixels(source)) == 2
+    assert [file for file, _ in source.skipped] == ["000.png"]
+
+
+@pytest.mark.parametrize("mode, suffix", [("w:gz", ".tar.gz"), ("w:bz2", ".tar.bz2"), ("w:xz", ".tar.xz")])
+@pytest.mark.parametrize("where", [0.3, 0.6, 0.9])
+def test_compressed_tar_with_corrupt_data_is_a_source_error(tmp_path, mode, suffix, where):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(4):
+        (folder / f"{index:03d}.png").write_bytes(_png(index, 48, 48))
+    target = _tar_of(folder, tmp_path / f"bad{suffix}", mode)
+    data = bytearray(target.read_bytes())
+    position = int(len(data) * where)
+    data[position : position + 16] = bytes(b ^ 0xA5 for b in data[position : position + 16])
+    target.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=rf"bad{suffix.replace('.', r'[.]')}"):
+        open_source(target, skip_bad=True, workers=0)
+
+
+def test_corrupt_gzip_after_opening_is_a_source_error_while_reading(tmp_path, monkeypatch):
+    target = _tar_of(_folder(tmp_path / "images", 4), tmp_path / "later.tar.gz", "w:gz")
+    source = open_source(target, skip_bad=True, workers=0)
+    import fidkit.sources.archives as archives
+
+    def broken_open(*args, **kwargs):
+        raise gzip.BadGzipFile("Not a gzipped file (b'xx')")
+
+    monkeypatch.setitem(archives._TAR_OPENERS, "gz", broken_open)
+    with pytest.raises(SourceError, match=r"later\.tar\.gz: the archive is damaged \(BadGzipFile"):
+        list(source.batches(2))
+
+
+def test_every_archive_failure_is_a_fidkit_error(tmp_path):
+    # A few shapes of garbage under archive names: never a raw traceback.
+    garbage = {
+        "empty.zip": b"",
+        "half.zip": _zip_of_pngs(tmp_path / "x.zip").read_bytes()[:200],
+        "empty.tar.gz": b"",
+        "nogzip.tar.gz": b"\x1f\x8b" + b"\x00" * 30,
+        "junk.tar.xz": b"\xfd7zXZ\x00" + b"junk" * 10,
+        "junk.tar.bz2": b"BZh9" + b"junk" * 10,
+    }
+    for file_name, content in garbage.items():
+        path = tmp_path / file_name
+        path.write_bytes(content)
+        with pytest.raises(FidkitError, match=file_name.replace(".", "[.]")):
+            list(open_source(path, skip_bad=True, workers=0).batches(2))
+
+
+# --- hostile round 5, 1: names that extract to the same path --------------------------------------------------------
+
+
 DUPLICATE = "duplicate member name (an earlier copy, not read)"
-
-
-# --- helpers -----------------------------------------------------------------------------------------------
 
 
 def png(value: int, size: int = 4) -> bytes:
@@ -74,28 +263,6 @@ def write_zip(path: Path, entries: list[tuple[str, bytes]], compression: int = z
         for name, data in entries:
             archive.writestr(name, data)
     return path
-
-
-def _with_size(data: bytes, width: int, height: int) -> bytes:
-    """A PNG whose header (IHDR, with its CRC) declares `width` x `height` pixels."""
-    header = struct.pack(">II", width, height) + data[24:29]
-    chunk = b"IHDR" + header
-    return data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
-
-
-def clear_utf8_flags(path: Path) -> None:
-    """Clear general-purpose bit 11 (UTF-8 names) in every header, as Info-ZIP's zip 3.0 writes zips."""
-    data = bytearray(path.read_bytes())
-    for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
-        start = 0
-        while (found := data.find(signature, start)) >= 0:
-            flags = struct.unpack_from("<H", data, found + flag_at)[0]
-            struct.pack_into("<H", data, found + flag_at, flags & ~0x800)
-            start = found + 4
-    path.write_bytes(bytes(data))
-
-
-# --- 1. names that extract to the same path ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -145,7 +312,7 @@ def test_a_name_with_a_parent_part_is_counted_under_its_own_reason_not_as_a_hidd
     assert "'..'" in PARENT_PART and "hidden" not in PARENT_PART
 
 
-# --- 2. the last entry of a name wins, whatever its kind ---------------------------------------------------
+# --- hostile round 5, 2: the last entry of a name wins, whatever its kind -------------------------------------------
 
 
 def test_a_later_folder_link_or_special_member_replaces_an_earlier_file_in_a_tar(tmp_path, caplog) -> None:
@@ -251,7 +418,19 @@ def test_a_cifar_batch_whose_last_entry_is_a_folder_is_missing(tmp_path) -> None
         open_source(archive, workers=0)
 
 
-# --- 4. zip names without the UTF-8 flag -------------------------------------------------------------------
+# --- hostile round 5, 4: zip names without the UTF-8 flag -----------------------------------------------------------
+
+
+def clear_utf8_flags(path: Path) -> None:
+    """Clear general-purpose bit 11 (UTF-8 names) in every header, as Info-ZIP's zip 3.0 writes zips."""
+    data = bytearray(path.read_bytes())
+    for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (found := data.find(signature, start)) >= 0:
+            flags = struct.unpack_from("<H", data, found + flag_at)[0]
+            struct.pack_into("<H", data, found + flag_at, flags & ~0x800)
+            start = found + 4
+    path.write_bytes(bytes(data))
 
 
 def test_zip_names_without_the_utf8_flag_are_read_as_utf8_like_the_same_files_in_a_folder(tmp_path) -> None:
@@ -287,7 +466,7 @@ def test_zip_names_that_are_not_utf8_stay_cp437_and_the_unicode_path_field_wins(
     assert first_values(source) == [2, 1]
 
 
-# --- 5. a tar cut exactly at a member header ---------------------------------------------------------------
+# --- hostile round 5, 5: a tar cut exactly at a member header -------------------------------------------------------
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -338,7 +517,14 @@ def test_a_tar_of_no_members_is_an_empty_source_not_a_damaged_one(tmp_path) -> N
             open_source(path, workers=0)
 
 
-# --- 6. memory follows what the image needs -----------------------------------------------------------------
+# --- hostile round 5, 6: memory follows what the image needs --------------------------------------------------------
+
+
+def _with_size(data: bytes, width: int, height: int) -> bytes:
+    """A PNG whose header (IHDR, with its CRC) declares `width` x `height` pixels."""
+    header = struct.pack(">II", width, height) + data[24:29]
+    chunk = b"IHDR" + header
+    return data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
 
 
 def _bombs() -> dict[str, bytes]:
@@ -433,7 +619,7 @@ def test_a_large_zip_member_with_a_wrong_crc_is_still_a_bad_file(tmp_path) -> No
     assert [name for name, _ in source.skipped] == ["a.bmp"] and "CRC" in source.skipped[0][1]
 
 
-# --- 7. messages about the file ---------------------------------------------------------------------------
+# --- hostile round 5, 7: messages about the file --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".tgz"])
@@ -463,27 +649,6 @@ def test_an_empty_or_foreign_file_named_tar_says_what_it_is(tmp_path) -> None:
         open_source(tmp_path / "real.zip", workers=0)
 
 
-@pytest.mark.parametrize("width", [1, 3])
-@pytest.mark.parametrize("gzipped", [False, True])
-def test_an_mnist_file_of_images_1_or_3_pixels_wide_is_read_as_images(tmp_path, width, gzipped) -> None:
-    n, height = 4, 5
-    pixels = np.arange(n * height * width, dtype=np.uint8).reshape(n, height, width)
-    raw = struct.pack(">IIII", 0x803, n, height, width) + pixels.tobytes()
-    path = tmp_path / ("x-idx3-ubyte.gz" if gzipped else "x-idx3-ubyte")
-    path.write_bytes(__import__("gzip").compress(raw) if gzipped else raw)
-    source = open_source(path, workers=0)
-    images = np.concatenate(list(source.batches(2)))
-    assert images.shape == (n, height, width, 3)
-    assert np.array_equal(images, np.repeat(pixels[..., None], 3, axis=3))
-
-
-def test_an_mnist_file_of_no_images_says_so_from_its_header(tmp_path) -> None:
-    path = tmp_path / "none-idx3-ubyte"
-    path.write_bytes(struct.pack(">IIII", 0x803, 0, 28, 28))
-    with pytest.raises(EmptySourceError, match="the MNIST header says 0 images of 28x28"):
-        open_source(path, workers=0)
-
-
 def test_an_encrypted_zip_member_is_one_bad_file_with_a_plain_reason(tmp_path):
     # zipfile's own error was a RuntimeError quoting a ZipInfo dump.
     path = tmp_path / "some-encrypted.zip"
@@ -506,7 +671,7 @@ def test_an_encrypted_zip_member_is_one_bad_file_with_a_plain_reason(tmp_path):
     assert "encrypted in the zip archive" in source.skipped[0][1] and "ZipInfo" not in source.skipped[0][1]
 
 
-# -- the review of the bounded reading ------------------------------------------------------------------------
+# --- hostile round 5: the review of the bounded reading -------------------------------------------------------------
 
 
 def _noise_png(path: Path, side: int) -> bytes:

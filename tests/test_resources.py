@@ -1,4 +1,4 @@
-"""Hostile conditions, round 5: the machine runs short (memory, open files, a worker killed), not the input.
+"""When the machine runs short (memory, open files, a worker killed), not the input (hostile round 5).
 
 1. A file that fails because of the environment is not a bad file: running out of memory while reading or
    decoding it, or of file descriptors (EMFILE, ENFILE, ENOMEM), stops the run with an error naming the file
@@ -32,15 +32,11 @@ from PIL import Image
 from fidkit.errors import FidkitError, ImageError, ResourceError
 from fidkit.sources import files, open_source, parallel
 
-from stand_ins import MeanColour  # tests/stand_ins.py
+from image_files import _count, _noise
+from stand_ins import MeanColour
 
 
-def _noise(side: int, seed: int) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8))
-
-
-def _count(source, batch_size: int = 4) -> int:
-    return sum(len(batch) for batch in source.batches(batch_size))
+# --- hostile round 5, 1: the environment is not the file's fault ----------------------------------------------------
 
 
 @pytest.fixture
@@ -65,9 +61,6 @@ def _fail_reading(monkeypatch, member: str, exc: BaseException) -> dict[str, boo
 
     monkeypatch.setattr(files.FolderReader, "read", read)
     return switch
-
-
-# ---------------------------------------------------------------- 1. the environment is not the file's fault
 
 
 def test_memory_running_out_while_decoding_stops_the_run_naming_the_file(folder, monkeypatch):
@@ -183,7 +176,7 @@ def test_memory_running_out_in_a_worker_process_is_the_same_error(tmp_path, monk
             pass
 
 
-# ---------------------------------------------------------------- 2 and 4. the pool of decoding workers
+# --- hostile round 5, 2 and 4: the pool of decoding workers ---------------------------------------------------------
 
 
 class _Pool:
@@ -325,7 +318,7 @@ def test_no_usable_temporary_folder_for_the_forkserver_says_what_to_do(many, mon
         _count(open_source(many, workers=2))
 
 
-# ---------------------------------------------------------------- 3. memory running out in the network
+# --- hostile round 5, 3: memory running out in the network ----------------------------------------------------------
 
 
 class _Input:
@@ -544,9 +537,10 @@ def test_a_store_racing_cache_clear_makes_the_folder_again_without_a_warning(tmp
 
     monkeypatch.setattr(fs.tempfile, "mkstemp", cleared_meanwhile)
     with caplog.at_level(logging.WARNING, logger="fidkit"):
-        keyed = cache.store_cached_stats("ab" * 32, stats, source_name="imgs/")
+        cache.store_cached_stats("ab" * 32, stats, source_name="imgs/")
     assert len(calls) >= 2 and not [r for r in caplog.records if "not cached" in r.getMessage()]
-    assert cache.load_cached_stats("ab" * 32) is not None and keyed.n == 20
+    stored = cache.load_cached_stats("ab" * 32)
+    assert stored is not None and stored.n == 20
 
 
 def test_memory_running_out_where_no_step_names_it_is_an_error_not_a_bug(tmp_path, monkeypatch, capsys):
