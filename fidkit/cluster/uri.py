@@ -27,7 +27,6 @@ from fidkit.sources.files import (
     HIDDEN_FOLDER,
     NOT_REGULAR,
     Ignored,
-    classify,
     is_hidden_folder,
     open_members,
 )
@@ -111,11 +110,11 @@ def open_uri(
         raise
     except Exception as exc:  # noqa: BLE001
         raise SourceError(f"{uri}: cannot list it ({type(exc).__name__}: {exc})") from exc
-    found, ignored, n_other = _classify_listing(infos, root)
+    found, ignored = _classify_listing(infos, root)
     if not found:
         ignored.report(uri)
         ignored_detail = "".join(f"; {count} ignored: {reason}" for reason, count in ignored.counts.items())
-        raise empty_source_error(uri, f"no image files; {n_other} other files ignored{ignored_detail}")
+        raise empty_source_error(uri, f"no image files; {ignored.n_other} other files ignored{ignored_detail}")
 
     def identity(members: list[str], hash_content: bool) -> dict[str, Any]:
         # Sizes and modification times as the store reports them (hash_content is not offered: it
@@ -128,9 +127,9 @@ def open_uri(
     )
 
 
-def _classify_listing(infos: list[Any], root: str) -> tuple[dict[str, tuple[int, int]], Ignored, int]:
+def _classify_listing(infos: list[Any], root: str) -> tuple[dict[str, tuple[int, int]], Ignored]:
     """The image files of a recursive listing under `root` (name -> (size, mtime_ns)), what was deliberately not
-    read (counted by reason, as a local folder's walk counts it), and how many other files there were.
+    read (counted by reason, as a local folder's walk counts it, and the other files in its n_other).
 
     A hidden folder (``.ipynb_checkpoints``, ``__MACOSX``, ...) counts once, under its name, as the walk of a folder
     that does not enter it counts it: object stores have no folders, so it is known by the names under it (and by
@@ -142,7 +141,6 @@ def _classify_listing(infos: list[Any], root: str) -> tuple[dict[str, tuple[int,
     found: dict[str, tuple[int, int]] = {}
     ignored = Ignored()
     hidden: set[str] = set()
-    n_other = 0
     for info in sorted(infos, key=lambda info: info.path):
         relative = info.path[len(root) + 1:] if info.path.startswith(root + "/") else info.path
         parts = relative.split("/")
@@ -157,14 +155,11 @@ def _classify_listing(infos: list[Any], root: str) -> tuple[dict[str, tuple[int,
             continue
         if is_folder:
             continue
-        reason = classify(relative)
-        if reason == "":
-            n_other += 1
-        elif reason is not None:
-            ignored.add(reason, relative)
-        elif info.type != pyarrow.fs.FileType.File:
+        if not ignored.admit(relative):
+            continue
+        if info.type != pyarrow.fs.FileType.File:
             ignored.add(NOT_REGULAR, relative)
         else:
             found[relative] = (int(info.size if info.size is not None else -1), int(info.mtime_ns or -1))
-    return found, ignored, n_other
+    return found, ignored
 

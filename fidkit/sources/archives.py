@@ -36,7 +36,6 @@ from fidkit.sources.files import (
     NOT_REGULAR,
     FileSource,
     Ignored,
-    classify,
     empty_detail,
     normalise_member,
 )
@@ -359,7 +358,7 @@ def _zip_is_dir(info: zipfile.ZipInfo) -> bool:
 
 def _list_zip(
     archive: Path, name: str, ignored: Ignored
-) -> tuple[dict[str, tuple[int, int]], dict[str, str], int]:
+) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
     try:
         with zipfile.ZipFile(archive) as zipped:
             infos = zipped.infolist()
@@ -370,7 +369,6 @@ def _list_zip(
         ) from exc
     entries: dict[str, tuple[int, int]] = {}
     stored_names: dict[str, str] = {}
-    n_other = 0
     for info in infos:
         member = normalise_member(_zip_member_name(info))
         is_dir = _zip_is_dir(info)
@@ -383,22 +381,18 @@ def _list_zip(
             _replace_earlier(name, member, later, ignored, entries, stored_names)
         if is_dir:
             continue
-        reason = classify(member)
-        if reason is None and special:
+        if not ignored.admit(member):
+            continue
+        if special:
             # A Unix mode stored with the member: a link (its bytes are a path) or a special file.
-            reason = "symbolic link member of a zip, not followed" if stat.S_ISLNK(mode) else NOT_REGULAR
-        if reason is not None:
-            if reason:
-                ignored.add(reason, member)
-            else:
-                n_other += 1
+            ignored.add("symbolic link member of a zip, not followed" if stat.S_ISLNK(mode) else NOT_REGULAR, member)
             continue
         entries[member] = (int(info.file_size), int(info.CRC))
         # Read by the name zipfile knows this, the last, copy by: its name lookup gives the last member
         # stored under a name, which is this one.
         if member != info.filename:
             stored_names[member] = info.filename
-    return entries, stored_names, n_other
+    return entries, stored_names
 
 
 def _tar_link_target(member: str, info: tarfile.TarInfo) -> str | None:
@@ -417,11 +411,10 @@ def _tar_link_target(member: str, info: tarfile.TarInfo) -> str | None:
 
 def _list_tar(
     archive: Path, name: str, ignored: Ignored
-) -> tuple[str, dict[str, tuple[int, int]], int]:
+) -> tuple[str, dict[str, tuple[int, int]]]:
     regular: dict[str, tuple[int, int]] = {}  # every regular member so far, by normalised name
     entries: dict[str, tuple[int, int]] = {}
     symlinks: dict[str, str | None] = {}
-    n_other = 0
     try:
         compression = _tar_compression(archive)
         with tarfile.open(archive, "r:*") as tarred:
@@ -447,12 +440,7 @@ def _list_tar(
                     _replace_earlier(name, member, later, ignored, entries, symlinks)
                 if info.isdir():
                     continue
-                reason = classify(member)
-                if reason is not None:
-                    if reason:
-                        ignored.add(reason, member)
-                    else:
-                        n_other += 1
+                if not ignored.admit(member):
                     continue
                 if not (info.isreg() or info.islnk() or info.issym()):
                     ignored.add(NOT_REGULAR, member)
@@ -480,7 +468,7 @@ def _list_tar(
             entries[member] = regular[target]
         else:
             ignored.add("symbolic link to nothing in the archive (not read)", member)
-    return compression, entries, n_other
+    return compression, entries
 
 
 def _check_tar_end(tarred: tarfile.TarFile, compression: str, name: str) -> None:
@@ -531,12 +519,12 @@ def open_archive(
     # Zip: name -> (size, crc); tar: name -> (offset of its data, size). Either is enough to tell
     # members apart without reading them.
     if is_zip:
-        entries, stored_names, n_other = _list_zip(archive, name, ignored)
+        entries, stored_names = _list_zip(archive, name, ignored)
     else:
-        compression, entries, n_other = _list_tar(archive, name, ignored)
+        compression, entries = _list_tar(archive, name, ignored)
     if not entries:
         ignored.report(name)
-        raise empty_source_error(name, empty_detail("members", n_other, ignored, []))
+        raise empty_source_error(name, empty_detail("members", ignored))
 
     def make_reader(members: list[str]) -> MemberReader:
         if is_zip:

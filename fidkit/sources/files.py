@@ -111,11 +111,24 @@ _NAMED_BAD_FILES = 5
 
 
 class Ignored:
-    """Files seen but deliberately not read, by reason: counted and reported, never dropped unseen."""
+    """Files seen but deliberately not read, by reason: counted and reported, never dropped unseen; and a count
+    of the files that are no images at all (``n_other``, for the message of a source without images)."""
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.examples: dict[str, list[str]] = {}
+        self.n_other = 0
+
+    def admit(self, relative: str) -> bool:
+        """True for a name that is an image to read (:func:`classify`); any other name is counted here."""
+        reason = classify(relative)
+        if reason is None:
+            return True
+        if reason:
+            self.add(reason, relative)
+        else:
+            self.n_other += 1
+        return False
 
     def add(self, reason: str, name: str, count: int = 1) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + count
@@ -390,7 +403,6 @@ class FolderListing:
     """What :func:`iter_folder_images` saw besides the images: other files, and subfolders it could not read."""
 
     ignored: Ignored
-    n_other: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -445,12 +457,7 @@ def iter_folder_images(
                 else:
                     subfolders.append((child, entry.path))
                 continue
-            reason = classify(child)
-            if reason == "":
-                listing.n_other += 1
-                continue
-            if reason is not None:
-                listing.ignored.add(reason, child)
+            if not listing.ignored.admit(child):
                 continue
             try:
                 file_info = entry.stat()  # follows links: an image that is a link is the file it points to
@@ -478,9 +485,9 @@ def _walk_images(root: Path, name: str, *, skip_bad: bool, ignored: Ignored) -> 
     return found, listing
 
 
-def empty_detail(what: str, n_other: int, ignored: Ignored, unreadable: list[tuple[str, str]]) -> str:
+def empty_detail(what: str, ignored: Ignored, unreadable: list[tuple[str, str]] = ()) -> str:
     kinds = "/".join(sorted(IMAGE_EXTENSIONS))
-    detail = f"no {kinds} {what}; {n_other} other {what} ignored"
+    detail = f"no {kinds} {what}; {ignored.n_other} other {what} ignored"
     for reason, count in ignored.counts.items():
         detail += f"; {count} ignored: {reason}"
     if unreadable:
@@ -541,7 +548,7 @@ def open_folder(
     entries, listing = _walk_images(root, name, skip_bad=skip_bad, ignored=ignored)
     if not entries:
         ignored.report(name)
-        raise empty_source_error(name, empty_detail("files", listing.n_other, ignored, listing.unreadable))
+        raise empty_source_error(name, empty_detail("files", ignored, listing.unreadable))
 
     def identity(members: list[str], hash_content: bool) -> dict[str, Any]:
         if hash_content:
