@@ -102,3 +102,16 @@ def shared_data() -> Path:
             "cifar10/ and mnist/ (see README.md, Development)"
         )
     return path
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """A local Ray instance for the tests of one module (2 CPUs, a small object store), shut down after them; one
+    the test process already runs is used and left running."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started and ray.is_initialized():
+        ray.shutdown()

@@ -47,17 +47,6 @@ def _images(n: int, seed: int) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def ray_instance():
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started and ray.is_initialized():
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     """Images in nested subfolders, three sizes, one grayscale in three."""
     root = tmp_path_factory.mktemp("ray-folder")

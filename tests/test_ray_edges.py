@@ -533,17 +533,7 @@ def test_an_array_file_of_the_same_shape_but_another_version_is_refused(tmp_path
         worker._open()
 
 
-# --- on a real local Ray instance (one for the module) ------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def ray_instance():
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started and ray.is_initialized():
-        ray.shutdown()
+# --- on a real local Ray instance (one for the module: conftest.py's ray_instance) ---------------------------------
 
 
 def test_a_run_on_a_cluster_with_a_cpu_held_by_other_work_ends_on_the_free_one(ray_instance, random_weights_path,
