@@ -62,11 +62,13 @@ class Features:
     rows : array_like
         ``(N, dim)`` finite features; stored as float32 (what every extractor gives). Rows come in the order the
         extractor saw the images: the source's order, except that a folder or archive of mixed image sizes
-        batches images of one size together (per shard, on a Ray cluster). Every fidkit metric is a function of
-        the set of rows, not of their order (sums such as FID's to round-off; random draws, KID's subsets, the
-        Inception Score's shuffle, the intervals' resamples, are taken over the rows sorted by their values), except
-        where it reproduces another tool's draws by position: ``sampling="torch-fidelity"``, and the Inception Score
-        with ``shuffle=False`` (splits in the given order).
+        batches images of one size together (per shard, on a Ray cluster). FID, sFID and precision, recall,
+        density and coverage are functions of the set of rows (FID's sums to round-off). KID's subsets, the
+        Inception Score's shuffle (or its chunks, with ``shuffle=False``), FD-infinity's subsets and every
+        interval's resamples are drawn by position from the seed: the same rows in the same order give the same
+        numbers on any engine or device, to rounding; in another order (another ``torch.distributed`` world size,
+        Ray shards) they are another draw, within the reported spread. To compare exactly, compute from the same
+        saved features.
     metadata : dict
         What made them (the extractor's metadata, the source, skipped files): str keys, str/int/float/bool
         values, as in statistics files (numpy scalars are converted; anything else is an ``InputError``).

@@ -32,7 +32,6 @@ from fidkit.metrics import (
     parse_metrics,
     precision_recall,
 )
-from fidkit.metrics.bootstrap import _resampled_fid
 from fidkit.metrics.halfsample import half_sample_draws, summarise_half_samples
 from fidkit.stats import Stats
 
@@ -273,14 +272,8 @@ def test_intervals_are_the_bootstrap_and_half_sample_functions_with_derived_seed
     boot_seed, half_seed = spec.derived_seeds(11)
     assert (table.bootstrap_seed, table.half_sample_seed) == (boot_seed, half_seed)
     assert len({11, boot_seed, half_seed}) == 3
-    # Every interval draws positions in each side's canonical order: by the feature rows, so that FID's is
-    # bootstrap_fid's and sFID resamples the same images (not the order of the spatial rows by themselves).
-    orders = (table_module._side_order(a), table_module._side_order(b))
     for key, output in (("fid", "features"), ("sfid", "spatial")):
-        if key == "fid":
-            direct = bootstrap_fid(a.output(output), b.output(output), n_resamples=12, level=0.9, seed=boot_seed)
-        else:
-            direct = _resampled_fid(a.spatial, b.spatial, table[key].value, 12, 0.9, boot_seed, orders=orders)
+        direct = bootstrap_fid(a.output(output), b.output(output), n_resamples=12, level=0.9, seed=boot_seed)
         interval = table[key].interval
         assert (interval.low, interval.high) == (direct.basic_low, direct.basic_high)
         assert interval.percentile == (direct.low, direct.high)
@@ -288,26 +281,20 @@ def test_intervals_are_the_bootstrap_and_half_sample_functions_with_derived_seed
                                                                                   direct.bias, boot_seed)
     metrics = {
         "kid": (a.rows, b.rows, lambda x, y: kid(x, y, subsets=3, subset_size=40, seed=11)),
+        "is_a": (a.logits, b.logits, lambda x, y: inception_score(x, splits=4, seed=11)),
+        "is_b": (a.logits, b.logits, lambda x, y: inception_score(y, splits=4, seed=11)),
         "precision": (a.rows, b.rows, lambda x, y: precision_recall(y, x, k=3).precision),
         "coverage": (a.rows, b.rows, lambda x, y: manifold_metrics(y, x).coverage),
     }
-    for key, logits in (("is_a", a.logits), ("is_b", b.logits)):
-        # The logits' images are drawn in the side's order (by feature rows), the same half-samples as KID's.
-        draws = half_sample_draws(120, 140, 12, half_seed, orders)
-        values = [inception_score(logits[rows_a if key == "is_a" else rows_b], splits=4, seed=11).mean
-                  for rows_a, rows_b in draws]
-        expected = summarise_half_samples(table[key].value, values, level=0.9, seed=half_seed, n_a=120, n_b=140)
-        interval = table[key].interval
-        assert (interval.low, interval.high, interval.std, interval.shift) == (
-            expected.low, expected.high, expected.std, expected.shift), key
     for key, (rows_a, rows_b, metric) in metrics.items():
         direct = half_sample(rows_a, rows_b, metric, n_resamples=12, level=0.9, seed=half_seed)
         # KID's value has 6 subsets, its replicates 3 (kid_subsets): the interval is centred on the table's value.
         expected = summarise_half_samples(table[key].value, direct.values, level=0.9, seed=half_seed, n_a=120, n_b=140)
         interval = table[key].interval
         assert interval.method == "half-sample" and interval.percentile is None
-        # The table moves an end beyond [0, 1] onto it (precision, coverage).
-        ends = [min(max(end, 0.0), 1.0) if key != "kid" else end for end in (expected.low, expected.high)]
+        # The table moves an end beyond the metric's range onto it (above 1 for precision, below 1 for IS).
+        lowest, highest = {"is_a": (1.0, np.inf), "is_b": (1.0, np.inf), "kid": (-np.inf, np.inf)}.get(key, (0.0, 1.0))
+        ends = [min(max(end, lowest), highest) for end in (expected.low, expected.high)]
         assert (interval.low, interval.high, interval.std, interval.shift) == (
             *ends, expected.std, expected.shift), key
         if key != "kid":
@@ -390,8 +377,8 @@ def test_a_statistics_reference_leaves_is_intervals_to_side_a(pair):
     a, b = pair
     spec = IntervalSpec(level=0.8, n_resamples=6)
     table = evaluate(a, b.stats(), "is", ci=spec, **SMALL)
-    draws = half_sample_draws(120, None, 6, table.half_sample_seed, (table_module._side_order(a), None))
-    values = [inception_score(a.logits[rows_a], splits=4, seed=0).mean for rows_a, rows_b in draws]
+    values = [inception_score(a.logits[rows_a], splits=4, seed=0).mean
+              for rows_a, rows_b in half_sample_draws(120, None, 6, table.half_sample_seed)]
     expected = summarise_half_samples(table["is_a"].value, values, level=0.8, seed=0, n_a=120, n_b=None)
     interval = table["is_a"].interval
     assert (interval.low, interval.high, interval.std) == (expected.low, expected.high, expected.std)

@@ -2,8 +2,7 @@
 
 :func:`bootstrap` resamples the images of both sides with replacement (``N_a`` rows out of ``N_a``, ``N_b`` out of
 ``N_b``, drawn from ``numpy.random.default_rng(seed)``: ``integers(0, N_a, N_a)`` then ``integers(0, N_b, N_b)``
-per resample, as positions in an order of each side's rows fixed by their values,
-:func:`~fidkit.metrics._common.canonical_order`, so that the resamples do not depend on the order of the rows) and recomputes any metric of two feature arrays; it reports the percentile interval at ``level``,
+per resample) and recomputes any metric of two feature arrays; it reports the percentile interval at ``level``,
 the point value on the original features, and the standard deviation and mean shift (bias) of the resampled
 values.
 
@@ -37,6 +36,12 @@ where ``N / dim < bias / std``: :func:`small_sample_note`).
 to find them"): FID of random subsets of the first side at ``n_points`` sizes evenly spaced between ``min_size``
 (5,000 for N >= 50,000) and N, each subset drawn without replacement by a fresh shuffle as their code does, against
 the whole second side; a least-squares line in ``1 / n``; its value at ``1 / n = 0``.
+
+Every draw here (resamples, subsets) is of positions: the same features in the same order give the same interval
+and the same FID_infinity on any engine or device (to rounding; a rounding-level change of the features changes
+them at rounding level only). The same rows in another order (a ``torch.distributed`` gather of another world
+size, Ray shards) are another draw, which differs within the reported spread; to compare exactly, compute from
+the same saved features.
 """
 
 from __future__ import annotations
@@ -51,15 +56,7 @@ import numpy as np
 
 from fidkit.errors import FidkitWarning, InputError
 from fidkit.frechet import fid_from_arrays, fid_from_stats
-from fidkit.metrics._common import (
-    canonical_order,
-    check_pair,
-    check_positive_int,
-    check_resampling,
-    check_seed,
-    float_metric,
-    plain_dict,
-)
+from fidkit.metrics._common import check_pair, check_positive_int, check_resampling, check_seed, float_metric, plain_dict
 from fidkit.metrics._fid_resample import GRAM_DTYPES, Resampler, blas_threads, resample_counts, torch_cuda_if_imported
 from fidkit.stats import Stats
 
@@ -253,8 +250,7 @@ def bootstrap(
     level : float
         Confidence level of the percentile interval, in (0, 1).
     seed : int
-        Seed of ``numpy.random.default_rng``, which draws positions in an order of each side's rows fixed by their
-        values (module docstring).
+        Seed of ``numpy.random.default_rng``.
 
     Returns
     -------
@@ -271,12 +267,11 @@ def bootstrap(
     n_a, n_b = array_a.shape[0], array_b.shape[0]
 
     value = evaluate(array_a, array_b)
-    order_a, order_b = canonical_order(array_a), canonical_order(array_b)
     rng = np.random.default_rng(seed)
     resampled = np.empty(n_resamples, dtype=np.float64)
     for index in range(n_resamples):
-        rows_a = order_a[rng.integers(0, n_a, n_a)]
-        rows_b = order_b[rng.integers(0, n_b, n_b)]
+        rows_a = rng.integers(0, n_a, n_a)
+        rows_b = rng.integers(0, n_b, n_b)
         resampled[index] = evaluate(array_a[rows_a], array_b[rows_b])
     return _summarise(value, resampled, level, seed, n_a, n_b, "resampled-rows")
 
@@ -398,7 +393,6 @@ def _resampled_fid(
     dtype: str = "float32",
     device: Any = "auto",
     workers: int | None = None,
-    orders: tuple[np.ndarray, np.ndarray] | None = None,
     label: str = "FID",
     names: tuple[str, str] = ("features_a", "features_b"),
 ) -> BootstrapResult:
@@ -406,10 +400,9 @@ def _resampled_fid(
     (finite float arrays of one dim, at least 2 rows each, as :class:`~fidkit.Features` rows are).
 
     For callers that have just computed that FID from the same arrays (:func:`fidkit.metrics.evaluate`), so that
-    it is not computed twice (5 s of a 2-core machine at 50,000 + 10,000 x 2048). `orders`: each side's
-    canonical order where the caller has it (:func:`~fidkit.metrics.evaluate` orders an image by all its outputs, so
-    that FID and sFID resample the same images); None computes them from the arrays. `label` and `names` name the distance
-    and the sides in the result's :attr:`~BootstrapResult.note` (:func:`small_sample_note`), returned, not warned.
+    it is not computed twice (5 s of a 2-core machine at 50,000 + 10,000 x 2048). `label` and `names` name the
+    distance and the sides in the result's :attr:`~BootstrapResult.note` (:func:`small_sample_note`), returned,
+    not warned.
     """
     n_a, n_b = array_a.shape[0], array_b.shape[0]
     if workers is None:
@@ -417,20 +410,8 @@ def _resampled_fid(
     resampler = Resampler(array_a, array_b, dtype, _resolve_device(device))
     rng = np.random.default_rng(seed)
 
-    # The same draws as bootstrap(), drawn as the threads take them: counts of the positions in each side's
-    # canonical order, given to the rows at those positions.
-    if orders is None:
-        orders = (canonical_order(array_a), canonical_order(array_b))
-
-    def by_row(counts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        per_row = []
-        for order, drawn in zip(orders, counts):
-            row_counts = np.empty_like(drawn)
-            row_counts[order] = drawn
-            per_row.append(row_counts)
-        return per_row[0], per_row[1]
-
-    draws = (by_row(resample_counts(rng, n_a, n_b)) for _ in range(n_resamples))
+    # The same draws as bootstrap(), drawn as the threads take them.
+    draws = (resample_counts(rng, n_a, n_b) for _ in range(n_resamples))
     with warnings.catch_warnings():
         # The small-sample warning was issued once for the point value; it says the same for every resample.
         warnings.simplefilter("ignore")
@@ -473,8 +454,8 @@ def fid_infinity(
         below that, which keeps the paper's span of 1/N. Sizes are ``linspace(min_size, N, n_points)``
         truncated to integers, as in the paper's code; they must be distinct.
     seed : int
-        Seed of ``numpy.random.default_rng``; each size draws its subset by a fresh permutation (of the rows in an
-        order fixed by their values: the result does not depend on the order of the rows).
+        Seed of ``numpy.random.default_rng``; each size draws its subset by a fresh permutation of the positions
+        (module docstring).
 
     Returns
     -------
@@ -518,10 +499,9 @@ def fid_infinity(
             "at least 2, are not possible; FID_infinity needs thousands of images (pass fewer n_points or more rows)"
         )
     rng = np.random.default_rng(seed)
-    order = canonical_order(array)  # subsets by value, not by position: the same FID_infinity in any row order
     fids = []
     for size in sizes.tolist():
-        subset = array[order[rng.permutation(n_rows)[:size]]]
+        subset = array[rng.permutation(n_rows)[:size]]
         fids.append(float(fid_from_stats(Stats.from_features(subset), stats_reference)))
     inverse = 1.0 / sizes.astype(np.float64)
     design = np.column_stack([np.ones_like(inverse), inverse])

@@ -13,10 +13,8 @@ Half-samples repeat no image. Each replicate draws, without replacement, ``m_a =
 ``numpy.random.default_rng([seed, 0])``, ``choice(N_b, m_b, replace=False)`` from ``default_rng([seed, 1])`` (b's
 only where side b has rows), and recomputes the metric. Own streams: side a's half-samples, hence an interval of a
 number of side a alone (its Inception Score), do not depend on side b, its size, or whether it is drawn at all.
-The draws are positions in an order of each side's rows fixed by their values
-(:func:`~fidkit.metrics._common.canonical_order`), so the interval does not depend on the order of the rows. A mean over m of
-N values drawn without replacement has variance ``s^2 / m (1 - m / N)``, which is ``s^2 / N`` at ``m = N / 2``:
-the spread of the half-sample values is the spread of the full-sample value (the delete-d jackknife with
+A mean over m of N values drawn without replacement has variance ``s^2 / m (1 - m / N)``, which is ``s^2 / N`` at
+``m = N / 2``: the spread of the half-sample values is the spread of the full-sample value (the delete-d jackknife with
 ``d = N / 2``, Shao and Wu 1989, which stays consistent for statistics that are not smooth, such as counts of
 points inside balls; with an odd N, ``m / (N - m) < 1`` and the interval is wider by at most ``sqrt((N + 1) /
 (N - 1))``). The metric at N / 2 is not the metric at N (the k-NN balls grow, FID's bias doubles), so the values are
@@ -27,6 +25,10 @@ centred on their own mean and reflected about the value, as subsampling does (Po
 with ``q_low``, ``q_high`` the percentiles ``(1 -/+ level) / 2`` of the replicates (linear interpolation).
 Measured coverage of 90 % intervals on the same Gaussians: 85 to 95 % for precision, recall, density, coverage and
 KID, 86 % for the Inception Score (``docs/metrics.md``).
+
+The draws are positions: the same rows in the same order give the same interval on any engine or device (to
+rounding), and the same rows in another order (a ``torch.distributed`` gather of another world size, Ray shards)
+another draw, whose interval differs within its own width; to compare exactly, compute from the same saved features.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from fidkit.errors import InputError
-from fidkit.metrics._common import canonical_order, check_pair, check_resampling, float_metric, plain_dict
+from fidkit.metrics._common import check_pair, check_resampling, float_metric, plain_dict
 
 __all__ = ["HalfSampleResult", "half_sample", "half_sample_draws", "summarise_half_samples"]
 
@@ -95,24 +97,17 @@ def _half(n: int, name: str) -> int:
 
 
 def half_sample_draws(
-    n_a: int,
-    n_b: int | None,
-    n_resamples: int,
-    seed: int,
-    orders: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+    n_a: int, n_b: int | None, n_resamples: int, seed: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """The rows of each replicate: ``(rows_a, rows_b)``, ``rows_b`` None when `n_b` is None.
 
     Per replicate ``choice(n_a, n_a // 2, replace=False)`` from ``numpy.random.default_rng([seed, 0])`` and
     ``choice(n_b, n_b // 2, replace=False)`` from ``default_rng([seed, 1])``: each side its own stream, so that
-    side a's rows do not depend on side b. Where `orders` gives a side's :func:`canonical_order`, the drawn
-    positions are taken in it (``order[drawn]``): the same rows, by value, whatever their order. Every caller with
-    the same sizes, seed and rows gets the same rows.
+    side a's rows do not depend on side b. Every caller with the same sizes and seed gets the same rows.
     """
     # Checked here, not at the first draw: a generator function would raise only once iterated.
     m_a = _half(n_a, "side a")
     m_b = None if n_b is None else _half(n_b, "side b")
-    order_a, order_b = orders
 
     def draws() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         rng_a = np.random.default_rng([seed, 0])
@@ -120,10 +115,6 @@ def half_sample_draws(
         for _ in range(n_resamples):
             rows_a = rng_a.choice(n_a, m_a, replace=False)
             rows_b = None if n_b is None else rng_b.choice(n_b, m_b, replace=False)
-            if order_a is not None:
-                rows_a = order_a[rows_a]
-            if order_b is not None and rows_b is not None:
-                rows_b = order_b[rows_b]
             yield rows_a, rows_b
 
     return draws()
@@ -180,8 +171,7 @@ def half_sample(
     level : float
         Confidence level, in (0, 1).
     seed : int
-        Seed of the two streams, ``numpy.random.default_rng([seed, 0])`` (side a) and ``([seed, 1])`` (side b),
-        which draw positions in an order of each side's rows fixed by their values (module docstring).
+        Seed of the two streams, ``numpy.random.default_rng([seed, 0])`` (side a) and ``([seed, 1])`` (side b).
 
     Returns
     -------
@@ -197,7 +187,7 @@ def half_sample(
     evaluate = float_metric(metric)
 
     n_a, n_b = array_a.shape[0], array_b.shape[0]
-    draws = half_sample_draws(n_a, n_b, n_resamples, seed, (canonical_order(array_a), canonical_order(array_b)))
+    draws = half_sample_draws(n_a, n_b, n_resamples, seed)
     value = evaluate(array_a, array_b)
     values = [evaluate(array_a[rows_a], array_b[rows_b]) for rows_a, rows_b in draws]
     return summarise_half_samples(value, values, level=level, seed=seed, n_a=n_a, n_b=n_b)

@@ -14,13 +14,14 @@ The logits are used as given, all of their columns. For the customary number the
 torch-fidelity calls ``logits_unbiased``; the 1008 classes include the 8 unused ones (background and padding), whose
 tiny probabilities are kept, as every reference implementation keeps them.
 
-``shuffle=True`` permutes the rows before splitting. With ``sampling="generator"`` (the default) the permutation,
-``numpy.random.default_rng(seed).permutation(N)``, is applied to the rows in an order fixed by their values
-(:func:`~fidkit.metrics._common.canonical_order`): the score is a function of the set of rows, whatever order they
-come in. With ``sampling="torch-fidelity"`` the permutation is torch-fidelity 0.4.0's
-(``np.random.RandomState(seed).permutation(N)``, seed 2020 by default) of the rows as given, which then gives its
-``isc_features_to_metric`` numbers to round-off, and depends on the order of the rows, as theirs does.
-``shuffle=False`` splits in the given order, as OpenAI's improved-gan code does (order-dependent by definition).
+``shuffle=True`` permutes the rows before splitting: ``numpy.random.default_rng(seed).permutation(N)`` with
+``sampling="generator"`` (the default); with ``sampling="torch-fidelity"`` torch-fidelity 0.4.0's
+(``np.random.RandomState(seed).permutation(N)``, seed 2020 by default), which then gives its
+``isc_features_to_metric`` numbers to round-off. ``shuffle=False`` splits in the given order, as OpenAI's
+improved-gan code does. The permutation is of positions: the same logits in the same order give the same score on
+any engine or device (to rounding; a rounding-level change of the logits changes it at rounding level only), and
+the same rows in another order (a ``torch.distributed`` gather of another world size, Ray shards) are other
+chunks, whose score differs within the reported std; to compare exactly, compute from the same saved features.
 
 Probabilities are not logits: this module applies the softmax, and a second softmax flattens every row to nearly
 uniform (IS about 1 whatever the images), so a matrix whose every row is non-negative and sums to 1 within float
@@ -41,15 +42,7 @@ import scipy.special
 
 from fidkit._validate import check_features
 from fidkit.errors import InputError
-from fidkit.metrics._common import (
-    canonical_order,
-    check_positive_int,
-    check_sampling,
-    check_seed,
-    make_rng,
-    permutation,
-    plain_dict,
-)
+from fidkit.metrics._common import check_positive_int, check_sampling, check_seed, make_rng, permutation, plain_dict
 
 __all__ = ["InceptionScoreResult", "inception_score", "check_logits"]
 
@@ -172,9 +165,8 @@ def inception_score(
     seed : int
         Seed of the permutation (torch-fidelity's ``rng_seed`` is 2020).
     sampling : {"generator", "torch-fidelity"}
-        ``"generator"``: ``numpy.random.default_rng(seed).permutation`` of the rows in an order fixed by their
-        values (the same score for the same rows in any order); ``"torch-fidelity"``: ``RandomState``'s, of the
-        positions as given.
+        ``"generator"``: ``numpy.random.default_rng(seed).permutation``; ``"torch-fidelity"``: ``RandomState``'s.
+        Either permutes the positions of the rows as given (module docstring).
 
     Returns
     -------
@@ -213,13 +205,7 @@ def inception_score(
         raise InputError(f"logits has {n_rows} rows for {splits} splits; every split needs at least one row")
     else:
         bounds = [index * n_rows // splits for index in range(splits + 1)]
-    order = None
-    if shuffle:
-        order = permutation(make_rng(seed, sampling), n_rows)
-        if sampling == "generator":
-            # A permutation of the rows in an order fixed by their values: the same chunks whatever order the rows
-            # come in. torch-fidelity's permutation is of the positions as given, and stays so.
-            order = canonical_order(array)[order]
+    order = permutation(make_rng(seed, sampling), n_rows) if shuffle else None
     scores = []
     for start, stop in zip(bounds[:-1], bounds[1:]):
         chunk = array[order[start:stop]] if order is not None else array[start:stop]

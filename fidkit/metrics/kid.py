@@ -10,15 +10,16 @@ the smaller side's N) and computes the unbiased estimator
 KID is the mean over the repetitions, reported with their standard deviation (``ddof = 0``, as torch-fidelity
 reports it). The kernel sums are accumulated in float64 whatever the feature dtype.
 
-``sampling="generator"`` (the default) draws from ``numpy.random.default_rng(seed)`` the positions of the rows in
-an order fixed by their values (:func:`~fidkit.metrics._common.canonical_order`), so that KID is a function of the
-two sets of rows, whatever order they come in (a ``torch.distributed`` gather, shards of a cluster run).
+``sampling="generator"`` (the default) draws the subsets' positions from ``numpy.random.default_rng(seed)``. Both
+samplings draw by position: the same features in the same order give the same KID on any engine or device (to
+rounding; a rounding-level change of the features changes KID at rounding level only). The same rows in another
+order (a ``torch.distributed`` gather of another world size, Ray shards) are another draw, whose KID differs within
+the reported std; to compare exactly, compute from the same saved features.
 
 ``sampling="torch-fidelity"`` draws the subsets exactly as torch-fidelity 0.4.0 does
 (``np.random.RandomState(seed)``, one ``choice(N_a, m, replace=False)`` then one ``choice(N_b, m,
 replace=False)`` per repetition, ``features_a`` being its ``input1``): on float64 features the numbers then
-equal its ``kid_features_to_metric`` to round-off. Those draws are positions in the given order, as
-torch-fidelity's are: with it KID depends on the order of the rows. On float32 features torch-fidelity computes the kernel in
+equal its ``kid_features_to_metric`` to round-off. On float32 features torch-fidelity computes the kernel in
 float32 and differs from this float64 computation by the float32 round-off (``docs/metrics.md`` gives the
 measured size).
 """
@@ -39,7 +40,6 @@ from fidkit.metrics._common import (
     check_positive_int,
     check_sampling,
     check_seed,
-    canonical_order,
     choice_without_replacement,
     make_rng,
     plain_dict,
@@ -209,8 +209,8 @@ def kid(
     seed : int
         Seed of the draws (torch-fidelity's ``rng_seed`` is 2020).
     sampling : {"generator", "torch-fidelity"}
-        ``"generator"``: ``numpy.random.default_rng(seed)`` over the rows in an order fixed by their values (the
-        same number for the same rows in any order); ``"torch-fidelity"``: its ``RandomState`` draws, by position.
+        ``"generator"``: ``numpy.random.default_rng(seed)``; ``"torch-fidelity"``: its ``RandomState`` draws. Both
+        draw positions in the rows' given order (module docstring).
     degree, gamma, coef0 : int, float or None, float
         The kernel ``(gamma x.y + coef0)^degree``; ``gamma=None`` is ``1 / dim``.
 
@@ -251,17 +251,11 @@ def kid(
         # Debug, not info: a --ci run calls KID once per half-sample, and the result records the size used.
         logger.debug("KID: subset_size %d capped at min(N_a, N_b) = %d", subset_size, size)
     rng = make_rng(seed, sampling)
-    # "generator" draws positions in an order of the rows fixed by their values (the same subsets whatever order
-    # the rows come in: a gather across processes, shards); "torch-fidelity" draws positions as given, as it does.
-    order_a, order_b = (canonical_order(array) for array in (array_a, array_b)) if sampling == "generator" else (
-        None, None)
     values = np.empty(subsets, dtype=np.float64)
     for index in range(subsets):
         # Draw order a then b, as torch-fidelity draws input1 then input2.
         rows_a = choice_without_replacement(rng, n_a, size)
         rows_b = choice_without_replacement(rng, n_b, size)
-        if order_a is not None:
-            rows_a, rows_b = order_a[rows_a], order_b[rows_b]
         values[index] = mmd2_unbiased(
             array_a[rows_a], array_b[rows_b], gamma=float(gamma), coef0=float(coef0), degree=degree
         )
