@@ -46,6 +46,7 @@ from fidkit.report import FidReport, Timings, assemble_fid_report, check_compara
 from fidkit.stats import Stats
 from fidkit.metric.distributed import DistributedMerge, _process_group, check_timeout
 from fidkit.metric.state import (
+    _absolute_reference,
     _built_extractor,
     _Collected,
     _describe_input,
@@ -213,8 +214,9 @@ class FID(DistributedMerge):
         self._options = run_options(options, **overrides)
         self._extractor = LazyExtractor(self._options, given=extractor)
         self._reference_input = None if reference is None else open_input(reference, self._options)
-        # What the caller gave: what a checkpoint taken before the first compute() keeps (see __getstate__).
-        self._reference_spec = reference
+        # What the caller gave: what a checkpoint taken before the first compute() keeps (see __getstate__), a
+        # relative path made absolute now: an unpickled copy reopens it in whatever directory it runs in then.
+        self._reference_spec = _absolute_reference(reference)
         # A reference file made by another network is refused at the first update(), before the network runs, not
         # at the first compute() (its check needs the weights' sha256, which constructing the metric does not).
         self._reference_unchecked = self._reference_input is not None
