@@ -33,12 +33,37 @@ from fidkit._ray_address import check_ray_address
 from fidkit._validate import check_batch_size, check_limit_seed
 from fidkit.errors import FidkitWarning, InputError
 
-__all__ = ["RunOptions", "DEFAULT_EXTRACTOR", "CLUSTERS", "run_options", "given_options", "check_options_for_object"]
+__all__ = [
+    "RunOptions", "DEFAULT_EXTRACTOR", "CLUSTERS", "run_options", "given_options", "check_options_for_object",
+    "check_weights",
+]
 
 #: The feature extractor of FID: the 2015 TensorFlow Inception-v3, pool_3.
 DEFAULT_EXTRACTOR = "inception-2015"
 #: Where extraction runs: this process (decoding in worker processes of this machine), or a Ray cluster.
 CLUSTERS = ("local", "ray")
+
+
+def check_weights(weights: Any) -> None:
+    """Refuse a `weights` value that is not one path (or the located weights a ``ResolvedWeights`` names): anything
+    else would fail only once the network is built, after the inputs were opened (an int, a bool, bytes, a list of
+    paths). The one check of the option, for :class:`RunOptions` and beside an extractor object alike."""
+    if weights is None:
+        return
+    path = getattr(weights, "path", None) if hasattr(weights, "sha256") else weights
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(
+            f"weights must be the path of a weights file (a str or an os.PathLike such as pathlib.Path), not "
+            f"{type(weights).__name__} {weights!r:.80}; pass one path, e.g. weights='pt_inception-2015-12-05.pth'"
+        )
+    text = os.fspath(path)
+    if not isinstance(text, str):  # an os.PathLike of bytes: refused as bytes are
+        raise InputError(
+            f"weights must be the path of a weights file as text, not the bytes path {text!r:.80}; pass it as a str "
+            "or a pathlib.Path"
+        )
+    if not text.strip():
+        raise InputError(f"weights must be the path of a weights file, not the blank string {text!r}")
 
 
 @dataclass(frozen=True)
@@ -154,27 +179,12 @@ class RunOptions:
         # (given other than its default); then the extractor checks what only it knows (its devices, engines,
         # precisions, widths and their combinations).
         entry = extractor_entry(self.extractor)
-        self._check_weights()
+        check_weights(self.weights)
         for name, value in check_shared_options(self).items():
             object.__setattr__(self, name, value)
         refuse_unread_options(entry, self)
         for name, value in entry.check(self).items():
             object.__setattr__(self, name, value)
-
-    def _check_weights(self) -> None:
-        """A path (or the located weights a ``ResolvedWeights`` names), checked here: anything else would fail only
-        once the network is built, after the inputs were opened (an int, a bool, bytes, a list of paths)."""
-        weights = self.weights
-        if weights is None:
-            return
-        path = getattr(weights, "path", None) if hasattr(weights, "sha256") else weights
-        if not isinstance(path, (str, os.PathLike)):
-            raise InputError(
-                f"weights must be the path of a weights file (a str or an os.PathLike such as pathlib.Path), not "
-                f"{type(weights).__name__} {weights!r:.80}; pass one path, e.g. weights='pt_inception-2015-12-05.pth'"
-            )
-        if not str(path).strip():
-            raise InputError(f"weights must be the path of a weights file, not the blank string {str(path)!r}")
 
     def _check_cluster(self) -> None:
         if self.cluster not in CLUSTERS:
@@ -302,6 +312,8 @@ def check_options_for_object(extractor: Any, options: RunOptions | None, overrid
     for name in NETWORK_OPTIONS:
         if name not in given or given[name] is None:
             continue
+        if name == "weights":
+            check_weights(given[name])  # RunOptions' check, which this path runs before: not a path is not compared
         value, stated = given[name], _stated(extractor, name)
         if _agrees(extractor, name, value, stated):
             continue

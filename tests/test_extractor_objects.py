@@ -265,6 +265,30 @@ def test_weights_given_with_the_object_must_be_its_own(built, tmp_path):
         assert fidkit.compute_stats(data, extractor=built, weights=same, use_cache=False).dim == 4
 
 
+@pytest.mark.parametrize("value", [123, True, 1.5, ["w0.pth"], "", "   ", "bytes"])
+@pytest.mark.parametrize("entry", ["compute_stats", "compute_fid", "FID", "options"])
+def test_weights_that_are_no_path_beside_an_object_get_the_refusal_of_run_options(built, entry, value):
+    import hashlib
+
+    # The object's sha256 is its file's: bytes naming that file were accepted through the sha256 comparison.
+    built.weights_sha256 = hashlib.sha256(b"weights zero").hexdigest()
+    if value == "bytes":
+        value = str(built.weights_path).encode()
+    with pytest.raises(InputError) as expected:
+        fidkit.RunOptions(weights=value)
+    data = images(4, 5)
+    with pytest.raises(InputError) as raised:
+        if entry == "compute_stats":
+            fidkit.compute_stats(data, extractor=built, weights=value, use_cache=False)
+        elif entry == "compute_fid":
+            fidkit.compute_fid(data, images(4, 6), extractor=built, weights=value, use_cache=False)
+        elif entry == "FID":
+            fidkit.FID(extractor=built, weights=value)
+        else:
+            fidkit.compute_stats(data, extractor=built, use_cache=False, options=fidkit.RunOptions(weights=value))
+    assert str(raised.value) == str(expected.value) and str(raised.value).startswith("weights must be the path")
+
+
 def test_options_that_agree_with_the_object_or_are_left_alone_pass(built):
     data = images(4, 5)
     baseline = fidkit.compute_stats(data, extractor=built, use_cache=False)
