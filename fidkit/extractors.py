@@ -95,14 +95,14 @@ class Extractor(Protocol):
 
     - ``identity()`` returning an :class:`ExtractorIdentity` or a dict of identity fields: the object answers
       for it naming everything that changes its numbers; or
-    - ``metadata()`` with ``weights_sha256`` the 64-hex-digit sha256 of its weights, and ``feature_dim``: its
-      identity is then every metadata field but where it ran (``provider``, ``device``, ...), its class's
-      qualified name and ``feature_dim``; the metadata must name whatever else changes its numbers. (Metadata that
-      names a registered extractor, as fidkit's ``FeatureExtractor`` does, is that extractor's identity: such an
-      object shares the cache with the extractor named.)
+    - ``metadata()`` with ``weights_sha256`` the 64-hex-digit sha256 of its weights and ``resize_mode``, and a
+      ``feature_dim``: its identity is then every metadata field but where it ran (``provider``, ``device``, ...),
+      its class's qualified name and ``feature_dim``; the metadata must name whatever else changes its numbers.
+      (Metadata that names a registered extractor, as fidkit's ``FeatureExtractor`` does, is that extractor's
+      identity: such an object shares the cache with the extractor named.)
 
-    Anything else (``weights_sha256`` ``"none"`` or a name) runs every time, uncached; register it under a name
-    (:func:`register_extractor`) to cache it under that name. A cache entry whose width differs from the
+    Anything else (``weights_sha256`` ``"none"`` or a name, no ``resize_mode``, no ``feature_dim``) runs every time,
+    uncached; register it under a name (:func:`register_extractor`) to cache it under that name. A cache entry whose width differs from the
     extractor's ``feature_dim`` is never served, whatever its key.
 
     Optional: ``on_gpu`` (bool), True where the network runs on a GPU: the extraction loop then hands the
@@ -411,11 +411,24 @@ def _is_sha256(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower())
 
 
+#: The metadata fields an object's identity cannot do without: the network's weights and the resize before it.
+_REQUIRED_FIELDS = ("weights_sha256", "resize_mode")
+
+
+def _identity_metadata(extractor: Any) -> dict[str, Any]:
+    """An object's metadata, with the required fields it states as attributes instead (``weights_sha256``)."""
+    metadata = extractor_metadata(extractor)
+    for required in _REQUIRED_FIELDS:
+        if required not in metadata and getattr(extractor, required, None) is not None:
+            metadata[required] = getattr(extractor, required)
+    return metadata
+
+
 def identity_of(extractor: Any) -> ExtractorIdentity:
     """The identity an extractor object states: ``identity()`` when it has one, else its metadata.
 
-    From the metadata: ``weights_sha256`` and ``resize_mode`` are required (they are compared between the two
-    sides of a distance); every other field except where it ran (provider, device) is identity too, and so are the
+    From the metadata: ``weights_sha256`` and ``resize_mode`` are required (an ``InputError`` without them: such an
+    object has no identity, and :func:`cacheable_object` runs it uncached); every other field except where it ran (provider, device) is identity too, and so are the
     class's qualified name and ``feature_dim``: two objects of different classes or widths never share an identity.
     An object whose metadata names a registered extractor (``"extractor": "inception-2015"``, as fidkit's own
     engines and a wrapper of one do) states that extractor's identity fields, which name the layer: it shares the
@@ -424,14 +437,13 @@ def identity_of(extractor: Any) -> ExtractorIdentity:
     stated = _stated_identity(extractor)
     if stated is not None:
         return stated
-    metadata = extractor_metadata(extractor)
-    for required in ("weights_sha256", "resize_mode"):
-        if required not in metadata and hasattr(extractor, required):
-            metadata[required] = getattr(extractor, required)
+    metadata = _identity_metadata(extractor)
+    for required in _REQUIRED_FIELDS:
         if required not in metadata:
             raise InputError(
-                f"{type(extractor).__name__}.metadata() must name {required!r}: it keys the cache and is compared "
-                "between the two sides of a distance"
+                f"{type(extractor).__name__}.metadata() must name {required!r} for the object to state an identity "
+                "(what names its statistics in the cache); without one it runs uncached: name it in metadata(), or "
+                "give the object an identity() method"
             )
     name = str(metadata.pop("extractor", "") or type(extractor).__name__)
     fields = {k: v for k, v in metadata.items() if k not in _NOT_IDENTITY}
@@ -447,12 +459,16 @@ def identity_of(extractor: Any) -> ExtractorIdentity:
 
 def cacheable_object(extractor: Any) -> str | None:
     """Why an extractor object's statistics cannot be cached, or None when they can (the rule of :class:`Extractor`):
-    it states its own ``identity()``, or a ``weights_sha256`` that is a sha256 and a ``feature_dim``."""
+    it states its own ``identity()``, or a ``weights_sha256`` that is a sha256, a ``resize_mode`` and a
+    ``feature_dim``. Exactly the objects :func:`identity_of` can name are cacheable; the others run uncached."""
     if _stated_identity(extractor) is not None:
         return None
-    stated = extractor_metadata(extractor).get("weights_sha256", getattr(extractor, "weights_sha256", None))
+    metadata = _identity_metadata(extractor)
+    stated = metadata.get("weights_sha256")
     if not _is_sha256(stated):
         return f"its metadata() names no weights by content (weights_sha256 {stated!r} is no sha256)"
+    if "resize_mode" not in metadata:
+        return "its metadata() names no resize_mode (the resize before the network, part of what the cache key names)"
     if declared_dim(extractor) is None:
         return "it declares no feature_dim"
     return None

@@ -115,6 +115,55 @@ def test_a_cache_entry_of_another_width_is_never_served_even_under_the_same_key(
     assert features.dim == 3
 
 
+class NoResize(Colour):
+    """Names its weights by sha256 (and maybe more) but not the resize before the network."""
+
+    def __init__(self, channels, extra=None) -> None:
+        super().__init__(channels, sha=SHA)
+        self.extra = dict(extra or {})
+
+    def metadata(self):
+        return {"weights_sha256": self.sha, **self.extra}
+
+
+@pytest.mark.parametrize("extra", [{}, {"convention": "mine"}])
+@pytest.mark.parametrize("entry", ["compute_stats", "compute_fid", "FID"])
+def test_an_object_that_names_no_resize_mode_runs_uncached_in_every_entry_point(fidkit_home, sides, entry, extra):
+    a, b = sides
+    for _ in range(2):  # the second run is not served from a cache either
+        extractor = NoResize([0, 2], extra)
+        if entry == "compute_stats":
+            stats, side = compute_stats_with_report(a, extractor=extractor)
+            assert not side.cached
+            np.testing.assert_allclose(stats.mu, expected_stats(a, extractor).mu, rtol=1e-12)
+        elif entry == "compute_fid":
+            report = fidkit.compute_fid(a, b, extractor=extractor)
+            assert not report.a.cached and not report.b.cached
+            assert report.value == pytest.approx(fidkit.compute_fid(a, b, extractor=Colour([0, 2]), use_cache=False).value)
+        else:
+            metric = fidkit.FID(reference=a, extractor=extractor)
+            metric.update(np.load(b))
+            assert float(metric.compute()) == pytest.approx(float(fidkit.compute_fid(a, b, extractor=Colour([0, 2]),
+                                                                                     use_cache=False)))
+        assert sum(extractor.calls) == (9 if entry == "compute_stats" else 20)
+    assert fidkit.cache.list_cache() == []
+
+
+def test_what_says_an_object_without_resize_mode_is_uncached_is_true():
+    from fidkit.extractors import cacheable_object
+
+    reason = cacheable_object(NoResize([0]))
+    assert reason is not None and "resize_mode" in reason
+    with pytest.raises(InputError) as raised:
+        identity_of(NoResize([0]))
+    message = str(raised.value)
+    assert "must name 'resize_mode'" in message and "runs uncached" in message and "compared" not in message
+    # A resize_mode stated as an attribute counts, as weights_sha256 does.
+    stated = NoResize([0])
+    stated.resize_mode = "none"
+    assert cacheable_object(stated) is None and identity_of(stated).get("resize_mode") == "none"
+
+
 # ------------------------------------------------------------------------ 5. the Extractor protocol, one rule
 
 
