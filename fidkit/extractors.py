@@ -193,9 +193,14 @@ class ExtractorEntry:
         cached sides or not, and not hours later at the first batch. Default: nothing to probe.
     options : tuple of str
         The network options (of :data:`NETWORK_OPTIONS`: ``weights``, ``convention``, ``dims``, ``device``,
-        ``engine``, ``precision``, ``threads``) that its `build` and `identity` read. Any other one given with a
-        value other than its default is refused when the options are made: it would change nothing, and the
-        statistics would claim it. Default: none (the built-in network reads them all).
+        ``engine``, ``precision``, ``threads``) that its `build` and `identity` read, and its `check` validates
+        (the shared check holds them to the built-in network's names only where the entry does not read them).
+        Any other one given with a value other than its default is refused when the options are made: it would
+        change nothing, and the statistics would claim it. Default: none (the built-in network reads them all).
+    feature_dim : callable
+        ``feature_dim(options) -> int or None``: the width of the features it builds for these options, known
+        without building it (cheap). A cache entry of another width is not served; None (the default): unknown
+        until it is built, and the entry's width is then checked against the built extractor's.
     """
 
     name: str
@@ -206,6 +211,7 @@ class ExtractorEntry:
     cluster_ready: bool = False
     probe: Callable[[Any], None] = field(default=lambda options: None)
     options: tuple[str, ...] = ()
+    feature_dim: Callable[[Any], int | None] = field(default=lambda options: None)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.options) - set(NETWORK_OPTIONS))
@@ -236,6 +242,7 @@ def _builtin_entries() -> dict[str, ExtractorEntry]:
             cluster_ready=True,
             probe=select.probe_device,
             options=NETWORK_OPTIONS,
+            feature_dim=lambda options: int(options.dims),  # pool_3 or the layer of pytorch-fid's --dims
         )
     }
 
@@ -536,12 +543,24 @@ class LazyExtractor:
 
     def feature_dim(self) -> int | None:
         """The width of the features, where known without building: the given or built extractor's
-        ``feature_dim``, the built-in network's ``dims``; None otherwise."""
+        ``feature_dim``, else what the registry entry in force states for the options
+        (:attr:`ExtractorEntry.feature_dim`; the built-in network's ``dims``); None where neither says.
+
+        Never taken from the name alone: an entry registered (or replaced, :func:`fidkit.testing.replaced_extractor`)
+        under the built-in name may make another width, and a width assumed wrongly would refuse every cache entry.
+        """
         if self._built is not None:
             return declared_dim(self._built)
-        if self.options.extractor == _BUILTIN:
-            return int(self.options.dims)
-        return None
+        entry = extractor_entry(self.options.extractor)
+        width = entry.feature_dim(self.options)
+        if width is None:
+            return None
+        if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
+            raise InputError(
+                f"ExtractorEntry {entry.name!r}: feature_dim(options) must return a positive integer (the width of "
+                f"its features) or None (unknown before it is built), not {width!r}"
+            )
+        return int(width)
 
     def batch_size(self) -> int:
         """Images per call of the extractor, as they run: its own ``batch_size``, or the option where that is

@@ -401,3 +401,66 @@ def test_the_report_gives_the_batch_size_the_object_ran(own, asked, ran):
     _, side = compute_stats_with_report(data, extractor=extractor, batch_size=asked, use_cache=False, workers=0)
     assert side.batch_size == ran
     assert max(extractor.calls) == min(ran, 6) and sum(extractor.calls) == 6
+
+
+# ------------------------------------------------------------------------ 7. the width known before building
+
+
+class Stand:
+    """A stand-in network of any width (what fidkit.testing.replaced_extractor registers for a test)."""
+
+    batch_size = 16
+
+    def __init__(self, width: int) -> None:
+        self.feature_dim = width
+
+    def __call__(self, batch):
+        return np.asarray(batch, np.float32).reshape(len(batch), -1)[:, : self.feature_dim].copy()
+
+    def metadata(self):
+        return {"weights_sha256": "0" * 64, "resize_mode": "none"}
+
+
+@pytest.mark.parametrize("width", [8, 5])
+def test_a_stand_in_under_the_built_in_name_is_served_from_the_cache(fidkit_home, tmp_path, caplog, width):
+    import logging
+
+    from fidkit.testing import replaced_extractor
+
+    path = tmp_path / "imgs.npy"
+    np.save(path, images(12, 3))
+    stated = {"weights_sha256": "0" * 64, "resize_mode": "none"}
+    with caplog.at_level(logging.INFO, logger="fidkit"), \
+            replaced_extractor(lambda options: Stand(width), identity=lambda options: stated) as built:
+        first, side = compute_stats_with_report(path, progress=False)
+        again, side_again = compute_stats_with_report(path, progress=False)
+        assert (first.dim, side.cached, side_again.cached, len(built)) == (width, False, True, 1)
+        np.testing.assert_array_equal(first.mu, again.mu)
+        # A statistics file of the stand-in's width is its width before it is built, not the Inception's 2048.
+        first.save(tmp_path / "first.npz")
+        report = fidkit.compute_fid(tmp_path / "first.npz", images(10, 4), progress=False, use_cache=False)
+        assert report.a.n == 12 and report.b.n == 10
+    assert "computing them again" not in caplog.text and "2048" not in caplog.text
+
+
+def test_the_width_before_building_comes_from_the_entry_in_force():
+    from fidkit.extractors import ExtractorEntry, LazyExtractor, extractor_entry, register_extractor, unregister_extractor
+
+    assert extractor_entry("inception-2015").feature_dim(fidkit.RunOptions(dims=64)) == 64
+    assert LazyExtractor(fidkit.RunOptions(dims=192)).feature_dim() == 192
+    stated = {"weights_sha256": "none", "resize_mode": "none"}
+    for width, expected in ((lambda options: 3, 3), (lambda options: None, None), (lambda options: 0, InputError),
+                            (lambda options: "3", InputError)):
+        register_extractor(ExtractorEntry(name="width-x", description="x", build=lambda options: Stand(3),
+                                          identity=lambda options: stated, feature_dim=width), replace=True)
+        try:
+            lazy = LazyExtractor(fidkit.RunOptions(extractor="width-x"))
+            if expected is InputError:
+                with pytest.raises(InputError, match="feature_dim\\(options\\) must return a positive integer"):
+                    lazy.feature_dim()
+            else:
+                assert lazy.feature_dim() == expected
+                lazy.get()
+                assert lazy.feature_dim() == 3  # once built, what it declares
+        finally:
+            unregister_extractor("width-x")
