@@ -372,6 +372,47 @@ def test_only_an_unpicklable_reference_is_refused_with_a_fix_that_works(tmp_path
     assert pickle.loads(pickle.dumps(metric)).compute().b.n == 4
 
 
+class _OwnIterator:
+    """A picklable single-pass iterator of batches (pickle keeps its position, as it does a list_iterator's)."""
+
+    def __init__(self, batches) -> None:
+        self.batches, self.position = list(batches), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.position == len(self.batches):
+            raise StopIteration
+        self.position += 1
+        return self.batches[self.position - 1]
+
+
+@pytest.mark.parametrize("make", [iter, _OwnIterator, lambda batches: map(np.asarray, batches)])
+@pytest.mark.parametrize("bad_at", [1, 3])
+def test_a_single_pass_iterator_reference_is_refused_for_pickling_not_resumed_half_read(make, bad_at) -> None:
+    good = [uint8_images(10, seed) for seed in (31, 32, 33)]
+    batches = [*good]
+    batches.insert(bad_at, np.zeros((2, 8, 8, 3)))  # float images without a value_range: refused when read
+    metric = fidkit.FID(reference=make(batches), extractor=Moments())
+    metric.update(uint8_images(9, 34))
+    with pytest.raises(InputError, match=f"batch {bad_at}"):
+        metric.compute()  # read part of the iterator, then failed
+    with pytest.raises(fidkit.errors.FidkitError, match="cannot be pickled yet") as raised:
+        pickle.dumps(metric)
+    message = str(raised.value)
+    assert "is read once" in message and "a path" in message and "an array of images" in message
+    assert "a list of batches" in message and "compute() once first" not in message  # it cannot be computed now
+    # Refused before any compute() too: the same object, whatever its position (there, computing first is a fix).
+    with pytest.raises(fidkit.errors.FidkitError, match=r"cannot be pickled yet.*compute\(\) once first"):
+        pickle.dumps(fidkit.FID(reference=make(good), extractor=Moments()))
+    # The fixes it names work: a list of the batches (read from its start by every copy), or an array.
+    for fixed in (list(good), np.concatenate(good)):
+        copy_ = pickle.loads(pickle.dumps(fidkit.FID(reference=fixed, extractor=Moments())))
+        copy_.update(uint8_images(9, 34))
+        assert copy_.compute().a.n == 30
+
+
 def _two_directories(tmp_path: Path) -> tuple[Path, Path]:
     """Directories A and B, each holding a real.npy and a folder real/ (links: real-link -> real), of other images."""
     from PIL import Image

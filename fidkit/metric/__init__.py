@@ -365,12 +365,17 @@ class FID(DistributedMerge):
         return state
 
     def _uncopyable_reference(self, how: str, exc: Exception) -> FidkitError:
+        # A single-pass source a failed compute() has read from cannot be computed any more: no "compute() first".
+        consumed = bool(getattr(self._reference_input, "_consumed", False))
+        later = "" if consumed else (
+            "; or call compute() once first, after feeding generated images with update() (the reference's "
+            f"statistics are {how} then)"
+        )
         return FidkitError(
             f"this FID cannot be {how} yet: its reference ({_describe_input(self._reference_input)}) is an "
             f"opened source that cannot be {how} ({type(exc).__name__}: {exc}); give reference= what can be: a "
-            "path (folder, archive, .npy, statistics file), an array of images, or a Stats (the result of "
-            "fidkit.compute_stats on these images); or call compute() once first, after feeding generated images "
-            f"with update() (the reference's statistics are {how} then)"
+            "path (folder, archive, .npy, statistics file), an array of images, a list of batches, or a Stats (the "
+            f"result of fidkit.compute_stats on these images){later}"
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -350,10 +350,23 @@ def _absolute_reference(spec: Any) -> Any:
 def _unpicklable(spec: Any) -> Exception | None:
     """Why `spec` (a reference as the caller gave it) cannot be pickled, or None if it can.
 
-    Paths and arrays are known to pickle (an array without being copied here); anything else is tried.
+    Paths and arrays are known to pickle (an array without being copied here). A single-pass iterator (one that is
+    its own iterator, ``iter(x) is x``: a generator, ``iter(list)``, ``map``) is refused even where pickle takes
+    it: what pickles is its position, so a copy made after some batches were read (by a compute() that failed
+    part-way) would resume there and compute the reference from the rest alone. A re-iterable container (a list
+    of batches) is read from its start by every copy. Anything else is tried.
     """
     if isinstance(spec, (str, os.PathLike, np.ndarray)):
         return None
+    try:
+        # Only an iterator is asked: iter() of a container may start work (a DataLoader's iterator starts workers).
+        single_pass = callable(getattr(spec, "__next__", None)) and iter(spec) is spec
+    except TypeError:  # __iter__ returns no iterator: pickle decides
+        single_pass = False
+    if single_pass:
+        return TypeError(
+            f"a {type(spec).__name__} is read once: a copy would hold only the batches it had not yielded yet"
+        )
     try:
         pickle.dumps(spec)
     except Exception as exc:  # noqa: BLE001 - whatever the object holds that pickle refuses
