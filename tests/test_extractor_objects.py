@@ -464,3 +464,81 @@ def test_the_width_before_building_comes_from_the_entry_in_force():
                 assert lazy.feature_dim() == 3  # once built, what it declares
         finally:
             unregister_extractor("width-x")
+
+
+# ------------------------------------------------------------------------ 8. advice that works for each option
+
+
+def _refusal(call) -> str:
+    with pytest.raises(InputError) as raised:
+        call()
+    return str(raised.value)
+
+
+def test_the_advice_beside_fidkits_own_network_objects_names_a_class_that_takes_the_option(random_weights_path,
+                                                                                            extractor):
+    from fidkit.inception.torch_engine import TorchFeatureExtractor
+
+    data = images(2, 8, size=12)
+    torch_class = "fidkit.inception.torch_engine.TorchFeatureExtractor"
+    message = _refusal(lambda: fidkit.compute_stats(data, extractor=extractor, engine="torch", use_cache=False))
+    assert f"build a {torch_class}(...)" in message and "FeatureExtractor(..., engine=" not in message
+    message = _refusal(lambda: fidkit.FID(extractor=extractor, precision="bf16"))
+    assert f"build {torch_class}(..., precision='bf16')" in message
+    threads = extractor.threads + 1
+    message = _refusal(lambda: fidkit.compute_stats(data, extractor=extractor, threads=threads, use_cache=False))
+    assert f"build fidkit.FeatureExtractor(..., threads={threads})" in message
+    # Where no class can run it (TF32 is a GPU arithmetic; this object is on the CPU), the advice says why.
+    message = _refusal(lambda: fidkit.FID(extractor=extractor, precision="tf32"))
+    assert "no network object can be built with precision='tf32' here" in message and "build " not in message
+
+    # The advice works: the class it names, built with the option, is accepted with it.
+    torch_net = TorchFeatureExtractor(random_weights_path, device="cpu", batch_size=2)
+    assert fidkit.compute_stats(data, extractor=torch_net, engine="torch", use_cache=False).dim == 2048
+    bf16 = TorchFeatureExtractor(random_weights_path, device="cpu", batch_size=2, precision="bf16")
+    assert fidkit.compute_stats(data, extractor=bf16, precision="bf16", use_cache=False).dim == 2048
+    more = fidkit.FeatureExtractor(random_weights_path, device="cpu", threads=threads)
+    assert fidkit.compute_stats(data, extractor=more, threads=threads, use_cache=False, workers=0).dim == 2048
+
+    # From the torch class: onnxruntime's options name onnxruntime's class.
+    message = _refusal(lambda: fidkit.FID(extractor=torch_net, engine="onnxruntime"))
+    assert "build a fidkit.FeatureExtractor(...)" in message
+    message = _refusal(lambda: fidkit.FID(extractor=torch_net, threads=2))
+    assert "build fidkit.FeatureExtractor(..., threads=2)" in message
+    message = _refusal(lambda: fidkit.FID(extractor=torch_net, precision="bf16"))
+    assert f"build {torch_class}(..., precision='bf16')" in message
+
+
+def test_the_advice_beside_another_object_follows_its_constructor():
+    # Colour(channels, sha) takes no device: building it "with device=" would fail.
+    message = _refusal(lambda: fidkit.FID(extractor=Colour([0]), device="cpu"))
+    assert "Colour() takes no device parameter" in message and "Colour(..., device=" not in message
+
+    class Keywords(Colour):
+        def __init__(self, channels, **settings) -> None:
+            super().__init__(channels)
+
+    message = _refusal(lambda: fidkit.FID(extractor=Keywords([0]), device="cpu"))
+    assert "build the object with it (e.g. Keywords(..., device='cpu'))" in message
+
+
+def test_cluster_ray_with_a_torch_object_advises_another_object_not_options(tmp_path):
+    from fidkit.cluster.ray import ray_extract
+    from fidkit.extractors import ExtractorIdentity
+    from fidkit.sources import open_source
+
+    np.save(tmp_path / "a.npy", images(4, 1))
+    source = open_source(tmp_path / "a.npy")
+
+    class TorchLike:  # what the driver checks first: the identity an object states
+        weights_path, weights_sha256, device = tmp_path / "w.pth", SHA, "cpu"
+
+    stated = ExtractorIdentity.of("inception-2015", {"engine": "torch", "precision": "bf16"})
+    with pytest.raises(InputError) as raised:
+        ray_extract(source, fidkit.RunOptions(cluster="ray"), lambda: stated, given=TorchLike())
+    message = str(raised.value)
+    assert "build a fidkit.FeatureExtractor" in message and "precision='exact'" in message
+    assert "drop cluster='ray'" in message and "pass engine=" not in message
+    (tmp_path / "w.pth").write_bytes(b"weights")
+    with pytest.raises(InputError, match="pass engine='onnxruntime'"):  # without an object, the options are the fix
+        ray_extract(source, fidkit.RunOptions(cluster="ray", weights=tmp_path / "w.pth"), lambda: stated)
