@@ -284,22 +284,33 @@ def extractor_entry(name: Any) -> ExtractorEntry:
 
 def check_shared_options(options: RunOptions) -> dict[str, Any]:
     """Refuse values of the network options that no extractor could take, whichever is named: an unknown device
-    string, engine, precision or convention, a feature width that is not a positive integer. What only one network
-    can run (a width it does not have, a precision on a device) is its entry's `check`. Returns the canonical
-    device and dims to store back."""
+    string, a feature width that is not a positive integer. Returns the canonical device and dims to store back.
+
+    ``engine``, ``precision`` and ``convention`` have the built-in network's names (``onnxruntime``, ``bf16``,
+    ``clean``, ...): a value is held to them only where the built-in network reads it, or where the entry named
+    does not read the option (an unknown value is then named as such, before :func:`refuse_unread_options`). An
+    entry that declares the option (:attr:`ExtractorEntry.options`) reads its own values and refuses them in its
+    `check`. What only one network can run (a width it does not have, a precision on a device) is its `check`.
+    """
     import numbers
 
     from fidkit._devices import parse_device
+    from fidkit.inception import select
     from fidkit.inception.conventions import CONVENTIONS
     from fidkit.inception.providers import PRECISIONS
-    from fidkit.inception.select import ENGINES
+
+    entry = extractor_entry(options.extractor)
+
+    def inception_vocabulary(name: str) -> bool:
+        # The built-in network's check is the Inception's (also under a stand-in registered in its place).
+        return name not in entry.options or entry.check is select.check_options
 
     device = parse_device(options.device)
-    if options.engine not in ENGINES:
-        raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {options.engine!r}")
-    if options.precision not in PRECISIONS:
+    if inception_vocabulary("engine") and options.engine not in select.ENGINES:
+        raise InputError(f"engine must be one of {', '.join(select.ENGINES)}, not {options.engine!r}")
+    if inception_vocabulary("precision") and options.precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
-    if options.convention not in CONVENTIONS:
+    if inception_vocabulary("convention") and options.convention not in CONVENTIONS:
         raise InputError(
             f"unknown preprocessing convention {options.convention!r}; use one of {', '.join(map(repr, CONVENTIONS))}"
         )

@@ -542,3 +542,60 @@ def test_cluster_ray_with_a_torch_object_advises_another_object_not_options(tmp_
     (tmp_path / "w.pth").write_bytes(b"weights")
     with pytest.raises(InputError, match="pass engine='onnxruntime'"):  # without an object, the options are the fix
         ray_extract(source, fidkit.RunOptions(cluster="ray", weights=tmp_path / "w.pth"), lambda: stated)
+
+
+# ------------------------------------------------------------------------ 9. an entry's own option values
+
+
+def _register_mc():
+    from fidkit.extractors import ExtractorEntry, register_extractor
+
+    conventions = ("mine", "theirs")
+
+    def check(options):
+        if options.convention not in conventions:
+            raise InputError(f"mc reads convention {' or '.join(conventions)}, not {options.convention!r}")
+        return {}
+
+    class MC(Colour):
+        def __init__(self, options) -> None:
+            super().__init__(range(options.dims))
+            self.convention = options.convention
+
+        def metadata(self):
+            return {**super().metadata(), "convention": self.convention}
+
+    register_extractor(ExtractorEntry(
+        name="mc", description="channels under a convention of its own", build=MC,
+        identity=lambda options: {"weights_sha256": "none", "resize_mode": "none", "convention": options.convention},
+        check=check, options=("convention", "dims"), feature_dim=lambda options: options.dims,
+    ), replace=True)
+
+
+def test_an_entry_that_reads_an_option_validates_its_values_itself():
+    from fidkit.extractors import unregister_extractor
+
+    _register_mc()
+    try:
+        assert fidkit.RunOptions(extractor="mc", convention="mine", dims=2).convention == "mine"
+        stats = fidkit.compute_stats(images(5, 1), extractor="mc", convention="theirs", dims=3, use_cache=False)
+        assert stats.dim == 3 and stats.metadata["convention"] == "theirs"
+        with pytest.raises(InputError, match="mc reads convention mine or theirs, not 'clean'"):
+            fidkit.RunOptions(extractor="mc", convention="clean")  # an Inception name is not one of mc's
+        # The options mc does not read: refused as before, an unknown value named as unknown.
+        with pytest.raises(InputError, match="engine='torch' does not apply to the extractor 'mc'"):
+            fidkit.RunOptions(extractor="mc", engine="torch")
+        with pytest.raises(InputError, match="engine must be one of"):
+            fidkit.RunOptions(extractor="mc", engine="bogus")
+        with pytest.raises(InputError, match="precision must be one of"):
+            fidkit.RunOptions(extractor="mc", precision="half")
+    finally:
+        unregister_extractor("mc")
+    # The Inception, and a stand-in in its place, keep its names.
+    from fidkit.testing import replaced_extractor
+
+    with pytest.raises(InputError, match="unknown preprocessing convention 'mine'"):
+        fidkit.RunOptions(convention="mine")
+    with replaced_extractor(lambda options: Colour([0]), identity=lambda options: {}):
+        with pytest.raises(InputError, match="unknown preprocessing convention 'mine'"):
+            fidkit.RunOptions(convention="mine")
