@@ -492,6 +492,16 @@ def cacheable_object(extractor: Any) -> str | None:
     return None
 
 
+def network_class_for(
+    extractor: Any, name: str, value: Any, settings: Mapping[str, Any]
+) -> tuple[str | None, str | None, str | None] | None:
+    """Which of fidkit's network classes can be built with the option `name` = `value`, for an object of one of them
+    (:func:`fidkit.inception.select.class_for_option`); None for an object of another class."""
+    from fidkit.inception.select import class_for_option
+
+    return class_for_option(extractor, name, value, settings)
+
+
 class LazyExtractor:
     """The extractor of a run, built on first use; its identity known before that.
 

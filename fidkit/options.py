@@ -26,7 +26,6 @@ import dataclasses
 import inspect
 import numbers
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -274,31 +273,6 @@ def _shown(value: Any) -> str:
     return repr(value) if isinstance(value, (str, numbers.Integral)) else repr(str(value))
 
 
-#: fidkit's own classes of the FID network, by the engine each runs: (module, class, the name users import).
-_ENGINE_CLASSES = {
-    "onnxruntime": ("fidkit.inception.runtime", "FeatureExtractor", "fidkit.FeatureExtractor"),
-    "torch": (
-        "fidkit.inception.torch_engine", "TorchFeatureExtractor", "fidkit.inception.torch_engine.TorchFeatureExtractor"
-    ),
-}
-
-
-def _engine_of_object(extractor: Any) -> str | None:
-    """The engine of `extractor` when it is one of fidkit's own network classes (``"onnxruntime"`` for a
-    ``FeatureExtractor``, ``"torch"`` for a ``TorchFeatureExtractor``), else None. Imports neither module: an
-    object of a class whose module was never imported is no instance of it."""
-    for engine, (module, name, _) in _ENGINE_CLASSES.items():
-        cls = getattr(sys.modules.get(module), name, None)
-        if isinstance(cls, type) and isinstance(extractor, cls):
-            return engine
-    return None
-
-
-def _engine_class_name(engine: str) -> str:
-    """How users name fidkit's class of the network on `engine` (``fidkit.FeatureExtractor``, ...)."""
-    return _ENGINE_CLASSES[engine][2]
-
-
 def _takes_parameter(kind: type, name: str) -> bool | None:
     """Whether ``kind(...)`` takes a parameter `name` (or any keyword); None where its signature cannot be read."""
     try:
@@ -310,44 +284,28 @@ def _takes_parameter(kind: type, name: str) -> bool | None:
 
 def _rebuild_advice(extractor: Any, name: str, value: Any) -> str:
     """The second fix of a refused option `name` = `value` beside an extractor object: an object built with it, as
-    it can really be built. For fidkit's own network classes: the class that runs that option (the torch engine
-    is ``TorchFeatureExtractor``, not a ``FeatureExtractor`` parameter; ``threads`` is onnxruntime's), checked with
-    the network's own rules on the object's other settings; where no class can, what stops it. For another class:
-    its constructor, if it takes such a parameter."""
+    it can really be built. For fidkit's own network classes, the class that runs it
+    (:func:`fidkit.extractors.network_class_for`), or what stops every one; for another class, its constructor,
+    if it takes such a parameter."""
+    from fidkit.extractors import network_class_for
+
     kind = type(extractor).__name__
     shown = f"{name}={_shown(value)}"
-    own = _engine_of_object(extractor)
-    if own is None:
+    settings = {option: _stated(extractor, option) for option in ("device", "convention", "dims", "precision", "threads")}
+    found = network_class_for(extractor, name, value, settings)
+    if found is None:
         if _takes_parameter(type(extractor), name) is False:
             return f" ({kind}() takes no {name} parameter: the object decides it)"
         return f", or build the object with it (e.g. {kind}(..., {shown})) and pass that"
-    from types import SimpleNamespace
-
-    from fidkit.inception.select import check_options
-
-    # What the object runs besides the option: its network's settings (the other engine's class gets those both
-    # classes take; threads are onnxruntime's own).
-    kept = {option: _stated(extractor, option) for option in ("device", "convention", "dims", "precision", "threads")}
-    candidates = [value] if name == "engine" else [own, *(engine for engine in _ENGINE_CLASSES if engine != own)]
-    problem = None
-    for engine in candidates:
-        settings = {"device": "auto", "convention": "tf", "dims": 2048, "precision": "exact", "threads": None,
-                    "cluster": "local"}
-        settings.update({option: stated for option, stated in kept.items()
-                         if stated is not None and (engine == own or option != "threads")})
-        settings.update({name: value, "engine": engine})
-        try:
-            check_options(SimpleNamespace(**settings))
-        except InputError as exc:
-            problem = problem or str(exc)
-            continue
-        if name == "engine":
-            return (
-                f", or build a {_engine_class_name(engine)}(...) (the {engine} engine's class; the same weights, "
-                "device, convention and dims parameters) and pass that"
-            )
-        return f", or build {_engine_class_name(engine)}(..., {shown}) and pass that"
-    return f" (no network object can be built with {shown} here: {problem})" if problem else ""
+    label, engine, problem = found
+    if label is None:
+        return f" (no network object can be built with {shown} here: {problem})"
+    if name == "engine":
+        return (
+            f", or build a {label}(...) (the {engine} engine's class; the same weights, device, convention and dims "
+            "parameters) and pass that"
+        )
+    return f", or build {label}(..., {shown}) and pass that"
 
 
 def given_options(options: RunOptions | None, overrides: dict[str, Any]) -> dict[str, Any]:
