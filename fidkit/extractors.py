@@ -95,14 +95,14 @@ class Extractor(Protocol):
 
     - ``identity()`` returning an :class:`ExtractorIdentity` or a dict of identity fields: the object answers
       for it naming everything that changes its numbers; or
-    - ``metadata()`` with ``weights_sha256`` the 64-hex-digit sha256 of its weights, and ``feature_dim``: its
-      identity is then every metadata field but where it ran (``provider``, ``device``, ...), its class's
-      qualified name and ``feature_dim``; the metadata must name whatever else changes its numbers. (Metadata that
-      names a registered extractor, as fidkit's ``FeatureExtractor`` does, is that extractor's identity: such an
-      object shares the cache with the extractor named.)
+    - ``metadata()`` with ``weights_sha256`` the 64-hex-digit sha256 of its weights and ``resize_mode``, and a
+      ``feature_dim``: its identity is then every metadata field but where it ran (``provider``, ``device``, ...),
+      its class's qualified name and ``feature_dim``; the metadata must name whatever else changes its numbers.
+      (Metadata that names a registered extractor, as fidkit's ``FeatureExtractor`` does, is that extractor's
+      identity: such an object shares the cache with the extractor named.)
 
-    Anything else (``weights_sha256`` ``"none"`` or a name) runs every time, uncached; register it under a name
-    (:func:`register_extractor`) to cache it under that name. A cache entry whose width differs from the
+    Anything else (``weights_sha256`` ``"none"`` or a name, no ``resize_mode``, no ``feature_dim``) runs every time,
+    uncached; register it under a name (:func:`register_extractor`) to cache it under that name. A cache entry whose width differs from the
     extractor's ``feature_dim`` is never served, whatever its key.
 
     Optional: ``on_gpu`` (bool), True where the network runs on a GPU: the extraction loop then hands the
@@ -193,9 +193,14 @@ class ExtractorEntry:
         cached sides or not, and not hours later at the first batch. Default: nothing to probe.
     options : tuple of str
         The network options (of :data:`NETWORK_OPTIONS`: ``weights``, ``convention``, ``dims``, ``device``,
-        ``engine``, ``precision``, ``threads``) that its `build` and `identity` read. Any other one given with a
-        value other than its default is refused when the options are made: it would change nothing, and the
-        statistics would claim it. Default: none (the built-in network reads them all).
+        ``engine``, ``precision``, ``threads``) that its `build` and `identity` read, and its `check` validates
+        (the shared check holds them to the built-in network's names only where the entry does not read them).
+        Any other one given with a value other than its default is refused when the options are made: it would
+        change nothing, and the statistics would claim it. Default: none (the built-in network reads them all).
+    feature_dim : callable
+        ``feature_dim(options) -> int or None``: the width of the features it builds for these options, known
+        without building it (cheap). A cache entry of another width is not served; None (the default): unknown
+        until it is built, and the entry's width is then checked against the built extractor's.
     """
 
     name: str
@@ -206,6 +211,7 @@ class ExtractorEntry:
     cluster_ready: bool = False
     probe: Callable[[Any], None] = field(default=lambda options: None)
     options: tuple[str, ...] = ()
+    feature_dim: Callable[[Any], int | None] = field(default=lambda options: None)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.options) - set(NETWORK_OPTIONS))
@@ -236,6 +242,7 @@ def _builtin_entries() -> dict[str, ExtractorEntry]:
             cluster_ready=True,
             probe=select.probe_device,
             options=NETWORK_OPTIONS,
+            feature_dim=lambda options: int(options.dims),  # pool_3 or the layer of pytorch-fid's --dims
         )
     }
 
@@ -277,22 +284,33 @@ def extractor_entry(name: Any) -> ExtractorEntry:
 
 def check_shared_options(options: RunOptions) -> dict[str, Any]:
     """Refuse values of the network options that no extractor could take, whichever is named: an unknown device
-    string, engine, precision or convention, a feature width that is not a positive integer. What only one network
-    can run (a width it does not have, a precision on a device) is its entry's `check`. Returns the canonical
-    device and dims to store back."""
+    string, a feature width that is not a positive integer. Returns the canonical device and dims to store back.
+
+    ``engine``, ``precision`` and ``convention`` have the built-in network's names (``onnxruntime``, ``bf16``,
+    ``clean``, ...): a value is held to them only where the built-in network reads it, or where the entry named
+    does not read the option (an unknown value is then named as such, before :func:`refuse_unread_options`). An
+    entry that declares the option (:attr:`ExtractorEntry.options`) reads its own values and refuses them in its
+    `check`. What only one network can run (a width it does not have, a precision on a device) is its `check`.
+    """
     import numbers
 
     from fidkit._devices import parse_device
+    from fidkit.inception import select
     from fidkit.inception.conventions import CONVENTIONS
     from fidkit.inception.providers import PRECISIONS
-    from fidkit.inception.select import ENGINES
+
+    entry = extractor_entry(options.extractor)
+
+    def inception_vocabulary(name: str) -> bool:
+        # The built-in network's check is the Inception's (also under a stand-in registered in its place).
+        return name not in entry.options or entry.check is select.check_options
 
     device = parse_device(options.device)
-    if options.engine not in ENGINES:
-        raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {options.engine!r}")
-    if options.precision not in PRECISIONS:
+    if inception_vocabulary("engine") and options.engine not in select.ENGINES:
+        raise InputError(f"engine must be one of {', '.join(select.ENGINES)}, not {options.engine!r}")
+    if inception_vocabulary("precision") and options.precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
-    if options.convention not in CONVENTIONS:
+    if inception_vocabulary("convention") and options.convention not in CONVENTIONS:
         raise InputError(
             f"unknown preprocessing convention {options.convention!r}; use one of {', '.join(map(repr, CONVENTIONS))}"
         )
@@ -411,11 +429,24 @@ def _is_sha256(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower())
 
 
+#: The metadata fields an object's identity cannot do without: the network's weights and the resize before it.
+_REQUIRED_FIELDS = ("weights_sha256", "resize_mode")
+
+
+def _identity_metadata(extractor: Any) -> dict[str, Any]:
+    """An object's metadata, with the required fields it states as attributes instead (``weights_sha256``)."""
+    metadata = extractor_metadata(extractor)
+    for required in _REQUIRED_FIELDS:
+        if required not in metadata and getattr(extractor, required, None) is not None:
+            metadata[required] = getattr(extractor, required)
+    return metadata
+
+
 def identity_of(extractor: Any) -> ExtractorIdentity:
     """The identity an extractor object states: ``identity()`` when it has one, else its metadata.
 
-    From the metadata: ``weights_sha256`` and ``resize_mode`` are required (they are compared between the two
-    sides of a distance); every other field except where it ran (provider, device) is identity too, and so are the
+    From the metadata: ``weights_sha256`` and ``resize_mode`` are required (an ``InputError`` without them: such an
+    object has no identity, and :func:`cacheable_object` runs it uncached); every other field except where it ran (provider, device) is identity too, and so are the
     class's qualified name and ``feature_dim``: two objects of different classes or widths never share an identity.
     An object whose metadata names a registered extractor (``"extractor": "inception-2015"``, as fidkit's own
     engines and a wrapper of one do) states that extractor's identity fields, which name the layer: it shares the
@@ -424,14 +455,13 @@ def identity_of(extractor: Any) -> ExtractorIdentity:
     stated = _stated_identity(extractor)
     if stated is not None:
         return stated
-    metadata = extractor_metadata(extractor)
-    for required in ("weights_sha256", "resize_mode"):
-        if required not in metadata and hasattr(extractor, required):
-            metadata[required] = getattr(extractor, required)
+    metadata = _identity_metadata(extractor)
+    for required in _REQUIRED_FIELDS:
         if required not in metadata:
             raise InputError(
-                f"{type(extractor).__name__}.metadata() must name {required!r}: it keys the cache and is compared "
-                "between the two sides of a distance"
+                f"{type(extractor).__name__}.metadata() must name {required!r} for the object to state an identity "
+                "(what names its statistics in the cache); without one it runs uncached: name it in metadata(), or "
+                "give the object an identity() method"
             )
     name = str(metadata.pop("extractor", "") or type(extractor).__name__)
     fields = {k: v for k, v in metadata.items() if k not in _NOT_IDENTITY}
@@ -447,15 +477,29 @@ def identity_of(extractor: Any) -> ExtractorIdentity:
 
 def cacheable_object(extractor: Any) -> str | None:
     """Why an extractor object's statistics cannot be cached, or None when they can (the rule of :class:`Extractor`):
-    it states its own ``identity()``, or a ``weights_sha256`` that is a sha256 and a ``feature_dim``."""
+    it states its own ``identity()``, or a ``weights_sha256`` that is a sha256, a ``resize_mode`` and a
+    ``feature_dim``. Exactly the objects :func:`identity_of` can name are cacheable; the others run uncached."""
     if _stated_identity(extractor) is not None:
         return None
-    stated = extractor_metadata(extractor).get("weights_sha256", getattr(extractor, "weights_sha256", None))
+    metadata = _identity_metadata(extractor)
+    stated = metadata.get("weights_sha256")
     if not _is_sha256(stated):
         return f"its metadata() names no weights by content (weights_sha256 {stated!r} is no sha256)"
+    if "resize_mode" not in metadata:
+        return "its metadata() names no resize_mode (the resize before the network, part of what the cache key names)"
     if declared_dim(extractor) is None:
         return "it declares no feature_dim"
     return None
+
+
+def network_class_for(
+    extractor: Any, name: str, value: Any, settings: Mapping[str, Any]
+) -> tuple[str | None, str | None, str | None] | None:
+    """Which of fidkit's network classes can be built with the option `name` = `value`, for an object of one of them
+    (:func:`fidkit.inception.select.class_for_option`); None for an object of another class."""
+    from fidkit.inception.select import class_for_option
+
+    return class_for_option(extractor, name, value, settings)
 
 
 class LazyExtractor:
@@ -520,12 +564,24 @@ class LazyExtractor:
 
     def feature_dim(self) -> int | None:
         """The width of the features, where known without building: the given or built extractor's
-        ``feature_dim``, the built-in network's ``dims``; None otherwise."""
+        ``feature_dim``, else what the registry entry in force states for the options
+        (:attr:`ExtractorEntry.feature_dim`; the built-in network's ``dims``); None where neither says.
+
+        Never taken from the name alone: an entry registered (or replaced, :func:`fidkit.testing.replaced_extractor`)
+        under the built-in name may make another width, and a width assumed wrongly would refuse every cache entry.
+        """
         if self._built is not None:
             return declared_dim(self._built)
-        if self.options.extractor == _BUILTIN:
-            return int(self.options.dims)
-        return None
+        entry = extractor_entry(self.options.extractor)
+        width = entry.feature_dim(self.options)
+        if width is None:
+            return None
+        if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
+            raise InputError(
+                f"ExtractorEntry {entry.name!r}: feature_dim(options) must return a positive integer (the width of "
+                f"its features) or None (unknown before it is built), not {width!r}"
+            )
+        return int(width)
 
     def batch_size(self) -> int:
         """Images per call of the extractor, as they run: its own ``batch_size``, or the option where that is

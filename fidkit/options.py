@@ -23,6 +23,7 @@ and the extractor's own check), before any input is opened or any network built.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import numbers
 import os
 import warnings
@@ -33,12 +34,37 @@ from fidkit._ray_address import check_ray_address
 from fidkit._validate import check_batch_size, check_limit_seed
 from fidkit.errors import FidkitWarning, InputError
 
-__all__ = ["RunOptions", "DEFAULT_EXTRACTOR", "CLUSTERS", "run_options", "given_options", "check_options_for_object"]
+__all__ = [
+    "RunOptions", "DEFAULT_EXTRACTOR", "CLUSTERS", "run_options", "given_options", "check_options_for_object",
+    "check_weights",
+]
 
 #: The feature extractor of FID: the 2015 TensorFlow Inception-v3, pool_3.
 DEFAULT_EXTRACTOR = "inception-2015"
 #: Where extraction runs: this process (decoding in worker processes of this machine), or a Ray cluster.
 CLUSTERS = ("local", "ray")
+
+
+def check_weights(weights: Any) -> None:
+    """Refuse a `weights` value that is not one path (or the located weights a ``ResolvedWeights`` names): anything
+    else would fail only once the network is built, after the inputs were opened (an int, a bool, bytes, a list of
+    paths). The one check of the option, for :class:`RunOptions` and beside an extractor object alike."""
+    if weights is None:
+        return
+    path = getattr(weights, "path", None) if hasattr(weights, "sha256") else weights
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(
+            f"weights must be the path of a weights file (a str or an os.PathLike such as pathlib.Path), not "
+            f"{type(weights).__name__} {weights!r:.80}; pass one path, e.g. weights='pt_inception-2015-12-05.pth'"
+        )
+    text = os.fspath(path)
+    if not isinstance(text, str):  # an os.PathLike of bytes: refused as bytes are
+        raise InputError(
+            f"weights must be the path of a weights file as text, not the bytes path {text!r:.80}; pass it as a str "
+            "or a pathlib.Path"
+        )
+    if not text.strip():
+        raise InputError(f"weights must be the path of a weights file, not the blank string {text!r}")
 
 
 @dataclass(frozen=True)
@@ -154,27 +180,12 @@ class RunOptions:
         # (given other than its default); then the extractor checks what only it knows (its devices, engines,
         # precisions, widths and their combinations).
         entry = extractor_entry(self.extractor)
-        self._check_weights()
+        check_weights(self.weights)
         for name, value in check_shared_options(self).items():
             object.__setattr__(self, name, value)
         refuse_unread_options(entry, self)
         for name, value in entry.check(self).items():
             object.__setattr__(self, name, value)
-
-    def _check_weights(self) -> None:
-        """A path (or the located weights a ``ResolvedWeights`` names), checked here: anything else would fail only
-        once the network is built, after the inputs were opened (an int, a bool, bytes, a list of paths)."""
-        weights = self.weights
-        if weights is None:
-            return
-        path = getattr(weights, "path", None) if hasattr(weights, "sha256") else weights
-        if not isinstance(path, (str, os.PathLike)):
-            raise InputError(
-                f"weights must be the path of a weights file (a str or an os.PathLike such as pathlib.Path), not "
-                f"{type(weights).__name__} {weights!r:.80}; pass one path, e.g. weights='pt_inception-2015-12-05.pth'"
-            )
-        if not str(path).strip():
-            raise InputError(f"weights must be the path of a weights file, not the blank string {str(path)!r}")
 
     def _check_cluster(self) -> None:
         if self.cluster not in CLUSTERS:
@@ -262,6 +273,41 @@ def _shown(value: Any) -> str:
     return repr(value) if isinstance(value, (str, numbers.Integral)) else repr(str(value))
 
 
+def _takes_parameter(kind: type, name: str) -> bool | None:
+    """Whether ``kind(...)`` takes a parameter `name` (or any keyword); None where its signature cannot be read."""
+    try:
+        parameters = inspect.signature(kind).parameters
+    except (TypeError, ValueError):
+        return None
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def _rebuild_advice(extractor: Any, name: str, value: Any) -> str:
+    """The second fix of a refused option `name` = `value` beside an extractor object: an object built with it, as
+    it can really be built. For fidkit's own network classes, the class that runs it
+    (:func:`fidkit.extractors.network_class_for`), or what stops every one; for another class, its constructor,
+    if it takes such a parameter."""
+    from fidkit.extractors import network_class_for
+
+    kind = type(extractor).__name__
+    shown = f"{name}={_shown(value)}"
+    settings = {option: _stated(extractor, option) for option in ("device", "convention", "dims", "precision", "threads")}
+    found = network_class_for(extractor, name, value, settings)
+    if found is None:
+        if _takes_parameter(type(extractor), name) is False:
+            return f" ({kind}() takes no {name} parameter: the object decides it)"
+        return f", or build the object with it (e.g. {kind}(..., {shown})) and pass that"
+    label, engine, problem = found
+    if label is None:
+        return f" (no network object can be built with {shown} here: {problem})"
+    if name == "engine":
+        return (
+            f", or build a {label}(...) (the {engine} engine's class; the same weights, device, convention and dims "
+            "parameters) and pass that"
+        )
+    return f", or build {label}(..., {shown}) and pass that"
+
+
 def given_options(options: RunOptions | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """The options a call gave explicitly: its keywords, and the fields of its `options` object that differ from
     their defaults (a default passed inside an object cannot be told from one left alone)."""
@@ -302,14 +348,15 @@ def check_options_for_object(extractor: Any, options: RunOptions | None, overrid
     for name in NETWORK_OPTIONS:
         if name not in given or given[name] is None:
             continue
+        if name == "weights":
+            check_weights(given[name])  # RunOptions' check, which this path runs before: not a path is not compared
         value, stated = given[name], _stated(extractor, name)
         if _agrees(extractor, name, value, stated):
             continue
         built = f"it was built with {name} {_shown(stated)}" if stated is not None else f"it states no {name}"
         raise InputError(
             f"{name}={_shown(value)} cannot apply to the extractor object {kind}, which runs as it was built "
-            f"({built}): drop {name}= to use the object as it is, or build the object with it (e.g. {kind}(..., "
-            f"{name}={_shown(value)})) and pass that"
+            f"({built}): drop {name}= to use the object as it is{_rebuild_advice(extractor, name, value)}"
         )
     return {name: value for name, value in overrides.items() if name not in NETWORK_OPTIONS}
 

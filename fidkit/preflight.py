@@ -112,12 +112,9 @@ def check_against_run(
             # A user's extractor that states no identity (it can then not be cached either): its dimension is
             # still checked here, the rest after the run as before.
             expected = {}
-        # --dims is the built-in network's option; another extractor states its own width, or is not checked. A
-        # built one states it whatever its name (a stand-in registered under the built-in name, in a user's tests).
-        if lazy.built:
-            expected_dim = getattr(lazy.get(), "feature_dim", None)
-        else:
-            expected_dim = options.dims if inception else getattr(lazy.given, "feature_dim", None)
+        # The width the extractor states (a built or given one), else the one its registry entry in force states
+        # for these options (the built-in network's --dims): never assumed from the name, which a stand-in may take.
+        expected_dim = lazy.feature_dim()
     else:
         if not inception:
             return

@@ -129,13 +129,15 @@ def replaced_extractor(
     *,
     identity: Callable[[Any], Any] | None = None,
     name: str = DEFAULT_EXTRACTOR,
+    feature_dim: Callable[[Any], int | None] | None = None,
 ) -> Iterator[list[Any]]:
     """Register `build` as the extractor `name` (the FID network by default) for the span; yield the list of the
     options it was built with (one item per build).
 
     `identity` states its identity without building it (default: the replaced entry's, e.g. the weights' sha256
-    of the options); the options' check, the options it reads and the device probe stay the replaced entry's. The original entry
-    comes back at the end.
+    of the options); the options' check, the options it reads and the device probe stay the replaced entry's.
+    `feature_dim` states its width without building it (:attr:`fidkit.extractors.ExtractorEntry.feature_dim`);
+    default unknown until built, never the replaced network's. The original entry comes back at the end.
     """
     original = extractor_entry(name) if name in extractor_names() else None
     built: list[Any] = []
@@ -154,6 +156,7 @@ def replaced_extractor(
             build=counted, identity=identity, check=original.check if original else (lambda options: {}),
             probe=original.probe if original else (lambda options: None),
             options=original.options if original else (),
+            **({} if feature_dim is None else {"feature_dim": feature_dim}),
         ),
         replace=True,
     )

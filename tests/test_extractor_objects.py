@@ -115,6 +115,55 @@ def test_a_cache_entry_of_another_width_is_never_served_even_under_the_same_key(
     assert features.dim == 3
 
 
+class NoResize(Colour):
+    """Names its weights by sha256 (and maybe more) but not the resize before the network."""
+
+    def __init__(self, channels, extra=None) -> None:
+        super().__init__(channels, sha=SHA)
+        self.extra = dict(extra or {})
+
+    def metadata(self):
+        return {"weights_sha256": self.sha, **self.extra}
+
+
+@pytest.mark.parametrize("extra", [{}, {"convention": "mine"}])
+@pytest.mark.parametrize("entry", ["compute_stats", "compute_fid", "FID"])
+def test_an_object_that_names_no_resize_mode_runs_uncached_in_every_entry_point(fidkit_home, sides, entry, extra):
+    a, b = sides
+    for _ in range(2):  # the second run is not served from a cache either
+        extractor = NoResize([0, 2], extra)
+        if entry == "compute_stats":
+            stats, side = compute_stats_with_report(a, extractor=extractor)
+            assert not side.cached
+            np.testing.assert_allclose(stats.mu, expected_stats(a, extractor).mu, rtol=1e-12)
+        elif entry == "compute_fid":
+            report = fidkit.compute_fid(a, b, extractor=extractor)
+            assert not report.a.cached and not report.b.cached
+            assert report.value == pytest.approx(fidkit.compute_fid(a, b, extractor=Colour([0, 2]), use_cache=False).value)
+        else:
+            metric = fidkit.FID(reference=a, extractor=extractor)
+            metric.update(np.load(b))
+            assert float(metric.compute()) == pytest.approx(float(fidkit.compute_fid(a, b, extractor=Colour([0, 2]),
+                                                                                     use_cache=False)))
+        assert sum(extractor.calls) == (9 if entry == "compute_stats" else 20)
+    assert fidkit.cache.list_cache() == []
+
+
+def test_what_says_an_object_without_resize_mode_is_uncached_is_true():
+    from fidkit.extractors import cacheable_object
+
+    reason = cacheable_object(NoResize([0]))
+    assert reason is not None and "resize_mode" in reason
+    with pytest.raises(InputError) as raised:
+        identity_of(NoResize([0]))
+    message = str(raised.value)
+    assert "must name 'resize_mode'" in message and "runs uncached" in message and "compared" not in message
+    # A resize_mode stated as an attribute counts, as weights_sha256 does.
+    stated = NoResize([0])
+    stated.resize_mode = "none"
+    assert cacheable_object(stated) is None and identity_of(stated).get("resize_mode") == "none"
+
+
 # ------------------------------------------------------------------------ 5. the Extractor protocol, one rule
 
 
@@ -265,6 +314,30 @@ def test_weights_given_with_the_object_must_be_its_own(built, tmp_path):
         assert fidkit.compute_stats(data, extractor=built, weights=same, use_cache=False).dim == 4
 
 
+@pytest.mark.parametrize("value", [123, True, 1.5, ["w0.pth"], "", "   ", "bytes"])
+@pytest.mark.parametrize("entry", ["compute_stats", "compute_fid", "FID", "options"])
+def test_weights_that_are_no_path_beside_an_object_get_the_refusal_of_run_options(built, entry, value):
+    import hashlib
+
+    # The object's sha256 is its file's: bytes naming that file were accepted through the sha256 comparison.
+    built.weights_sha256 = hashlib.sha256(b"weights zero").hexdigest()
+    if value == "bytes":
+        value = str(built.weights_path).encode()
+    with pytest.raises(InputError) as expected:
+        fidkit.RunOptions(weights=value)
+    data = images(4, 5)
+    with pytest.raises(InputError) as raised:
+        if entry == "compute_stats":
+            fidkit.compute_stats(data, extractor=built, weights=value, use_cache=False)
+        elif entry == "compute_fid":
+            fidkit.compute_fid(data, images(4, 6), extractor=built, weights=value, use_cache=False)
+        elif entry == "FID":
+            fidkit.FID(extractor=built, weights=value)
+        else:
+            fidkit.compute_stats(data, extractor=built, use_cache=False, options=fidkit.RunOptions(weights=value))
+    assert str(raised.value) == str(expected.value) and str(raised.value).startswith("weights must be the path")
+
+
 def test_options_that_agree_with_the_object_or_are_left_alone_pass(built):
     data = images(4, 5)
     baseline = fidkit.compute_stats(data, extractor=built, use_cache=False)
@@ -328,3 +401,201 @@ def test_the_report_gives_the_batch_size_the_object_ran(own, asked, ran):
     _, side = compute_stats_with_report(data, extractor=extractor, batch_size=asked, use_cache=False, workers=0)
     assert side.batch_size == ran
     assert max(extractor.calls) == min(ran, 6) and sum(extractor.calls) == 6
+
+
+# ------------------------------------------------------------------------ 7. the width known before building
+
+
+class Stand:
+    """A stand-in network of any width (what fidkit.testing.replaced_extractor registers for a test)."""
+
+    batch_size = 16
+
+    def __init__(self, width: int) -> None:
+        self.feature_dim = width
+
+    def __call__(self, batch):
+        return np.asarray(batch, np.float32).reshape(len(batch), -1)[:, : self.feature_dim].copy()
+
+    def metadata(self):
+        return {"weights_sha256": "0" * 64, "resize_mode": "none"}
+
+
+@pytest.mark.parametrize("width", [8, 5])
+def test_a_stand_in_under_the_built_in_name_is_served_from_the_cache(fidkit_home, tmp_path, caplog, width):
+    import logging
+
+    from fidkit.testing import replaced_extractor
+
+    path = tmp_path / "imgs.npy"
+    np.save(path, images(12, 3))
+    stated = {"weights_sha256": "0" * 64, "resize_mode": "none"}
+    with caplog.at_level(logging.INFO, logger="fidkit"), \
+            replaced_extractor(lambda options: Stand(width), identity=lambda options: stated) as built:
+        first, side = compute_stats_with_report(path, progress=False)
+        again, side_again = compute_stats_with_report(path, progress=False)
+        assert (first.dim, side.cached, side_again.cached, len(built)) == (width, False, True, 1)
+        np.testing.assert_array_equal(first.mu, again.mu)
+        # A statistics file of the stand-in's width is its width before it is built, not the Inception's 2048.
+        first.save(tmp_path / "first.npz")
+        report = fidkit.compute_fid(tmp_path / "first.npz", images(10, 4), progress=False, use_cache=False)
+        assert report.a.n == 12 and report.b.n == 10
+    assert "computing them again" not in caplog.text and "2048" not in caplog.text
+
+
+def test_the_width_before_building_comes_from_the_entry_in_force():
+    from fidkit.extractors import ExtractorEntry, LazyExtractor, extractor_entry, register_extractor, unregister_extractor
+
+    assert extractor_entry("inception-2015").feature_dim(fidkit.RunOptions(dims=64)) == 64
+    assert LazyExtractor(fidkit.RunOptions(dims=192)).feature_dim() == 192
+    stated = {"weights_sha256": "none", "resize_mode": "none"}
+    for width, expected in ((lambda options: 3, 3), (lambda options: None, None), (lambda options: 0, InputError),
+                            (lambda options: "3", InputError)):
+        register_extractor(ExtractorEntry(name="width-x", description="x", build=lambda options: Stand(3),
+                                          identity=lambda options: stated, feature_dim=width), replace=True)
+        try:
+            lazy = LazyExtractor(fidkit.RunOptions(extractor="width-x"))
+            if expected is InputError:
+                with pytest.raises(InputError, match="feature_dim\\(options\\) must return a positive integer"):
+                    lazy.feature_dim()
+            else:
+                assert lazy.feature_dim() == expected
+                lazy.get()
+                assert lazy.feature_dim() == 3  # once built, what it declares
+        finally:
+            unregister_extractor("width-x")
+
+
+# ------------------------------------------------------------------------ 8. advice that works for each option
+
+
+def _refusal(call) -> str:
+    with pytest.raises(InputError) as raised:
+        call()
+    return str(raised.value)
+
+
+def test_the_advice_beside_fidkits_own_network_objects_names_a_class_that_takes_the_option(random_weights_path,
+                                                                                            extractor):
+    from fidkit.inception.torch_engine import TorchFeatureExtractor
+
+    data = images(2, 8, size=12)
+    torch_class = "fidkit.inception.torch_engine.TorchFeatureExtractor"
+    message = _refusal(lambda: fidkit.compute_stats(data, extractor=extractor, engine="torch", use_cache=False))
+    assert f"build a {torch_class}(...)" in message and "FeatureExtractor(..., engine=" not in message
+    message = _refusal(lambda: fidkit.FID(extractor=extractor, precision="bf16"))
+    assert f"build {torch_class}(..., precision='bf16')" in message
+    threads = extractor.threads + 1
+    message = _refusal(lambda: fidkit.compute_stats(data, extractor=extractor, threads=threads, use_cache=False))
+    assert f"build fidkit.FeatureExtractor(..., threads={threads})" in message
+    # Where no class can run it (TF32 is a GPU arithmetic; this object is on the CPU), the advice says why.
+    message = _refusal(lambda: fidkit.FID(extractor=extractor, precision="tf32"))
+    assert "no network object can be built with precision='tf32' here" in message and "build " not in message
+
+    # The advice works: the class it names, built with the option, is accepted with it.
+    torch_net = TorchFeatureExtractor(random_weights_path, device="cpu", batch_size=2)
+    assert fidkit.compute_stats(data, extractor=torch_net, engine="torch", use_cache=False).dim == 2048
+    bf16 = TorchFeatureExtractor(random_weights_path, device="cpu", batch_size=2, precision="bf16")
+    assert fidkit.compute_stats(data, extractor=bf16, precision="bf16", use_cache=False).dim == 2048
+    more = fidkit.FeatureExtractor(random_weights_path, device="cpu", threads=threads)
+    assert fidkit.compute_stats(data, extractor=more, threads=threads, use_cache=False, workers=0).dim == 2048
+
+    # From the torch class: onnxruntime's options name onnxruntime's class.
+    message = _refusal(lambda: fidkit.FID(extractor=torch_net, engine="onnxruntime"))
+    assert "build a fidkit.FeatureExtractor(...)" in message
+    message = _refusal(lambda: fidkit.FID(extractor=torch_net, threads=2))
+    assert "build fidkit.FeatureExtractor(..., threads=2)" in message
+    message = _refusal(lambda: fidkit.FID(extractor=torch_net, precision="bf16"))
+    assert f"build {torch_class}(..., precision='bf16')" in message
+
+
+def test_the_advice_beside_another_object_follows_its_constructor():
+    # Colour(channels, sha) takes no device: building it "with device=" would fail.
+    message = _refusal(lambda: fidkit.FID(extractor=Colour([0]), device="cpu"))
+    assert "Colour() takes no device parameter" in message and "Colour(..., device=" not in message
+
+    class Keywords(Colour):
+        def __init__(self, channels, **settings) -> None:
+            super().__init__(channels)
+
+    message = _refusal(lambda: fidkit.FID(extractor=Keywords([0]), device="cpu"))
+    assert "build the object with it (e.g. Keywords(..., device='cpu'))" in message
+
+
+def test_cluster_ray_with_a_torch_object_advises_another_object_not_options(tmp_path):
+    from fidkit.cluster.ray import ray_extract
+    from fidkit.extractors import ExtractorIdentity
+    from fidkit.sources import open_source
+
+    np.save(tmp_path / "a.npy", images(4, 1))
+    source = open_source(tmp_path / "a.npy")
+
+    class TorchLike:  # what the driver checks first: the identity an object states
+        weights_path, weights_sha256, device = tmp_path / "w.pth", SHA, "cpu"
+
+    stated = ExtractorIdentity.of("inception-2015", {"engine": "torch", "precision": "bf16"})
+    with pytest.raises(InputError) as raised:
+        ray_extract(source, fidkit.RunOptions(cluster="ray"), lambda: stated, given=TorchLike())
+    message = str(raised.value)
+    assert "build a fidkit.FeatureExtractor" in message and "precision='exact'" in message
+    assert "drop cluster='ray'" in message and "pass engine=" not in message
+    (tmp_path / "w.pth").write_bytes(b"weights")
+    with pytest.raises(InputError, match="pass engine='onnxruntime'"):  # without an object, the options are the fix
+        ray_extract(source, fidkit.RunOptions(cluster="ray", weights=tmp_path / "w.pth"), lambda: stated)
+
+
+# ------------------------------------------------------------------------ 9. an entry's own option values
+
+
+def _register_mc():
+    from fidkit.extractors import ExtractorEntry, register_extractor
+
+    conventions = ("mine", "theirs")
+
+    def check(options):
+        if options.convention not in conventions:
+            raise InputError(f"mc reads convention {' or '.join(conventions)}, not {options.convention!r}")
+        return {}
+
+    class MC(Colour):
+        def __init__(self, options) -> None:
+            super().__init__(range(options.dims))
+            self.convention = options.convention
+
+        def metadata(self):
+            return {**super().metadata(), "convention": self.convention}
+
+    register_extractor(ExtractorEntry(
+        name="mc", description="channels under a convention of its own", build=MC,
+        identity=lambda options: {"weights_sha256": "none", "resize_mode": "none", "convention": options.convention},
+        check=check, options=("convention", "dims"), feature_dim=lambda options: options.dims,
+    ), replace=True)
+
+
+def test_an_entry_that_reads_an_option_validates_its_values_itself():
+    from fidkit.extractors import unregister_extractor
+
+    _register_mc()
+    try:
+        assert fidkit.RunOptions(extractor="mc", convention="mine", dims=2).convention == "mine"
+        stats = fidkit.compute_stats(images(5, 1), extractor="mc", convention="theirs", dims=3, use_cache=False)
+        assert stats.dim == 3 and stats.metadata["convention"] == "theirs"
+        with pytest.raises(InputError, match="mc reads convention mine or theirs, not 'clean'"):
+            fidkit.RunOptions(extractor="mc", convention="clean")  # an Inception name is not one of mc's
+        # The options mc does not read: refused as before, an unknown value named as unknown.
+        with pytest.raises(InputError, match="engine='torch' does not apply to the extractor 'mc'"):
+            fidkit.RunOptions(extractor="mc", engine="torch")
+        with pytest.raises(InputError, match="engine must be one of"):
+            fidkit.RunOptions(extractor="mc", engine="bogus")
+        with pytest.raises(InputError, match="precision must be one of"):
+            fidkit.RunOptions(extractor="mc", precision="half")
+    finally:
+        unregister_extractor("mc")
+    # The Inception, and a stand-in in its place, keep its names.
+    from fidkit.testing import replaced_extractor
+
+    with pytest.raises(InputError, match="unknown preprocessing convention 'mine'"):
+        fidkit.RunOptions(convention="mine")
+    with replaced_extractor(lambda options: Colour([0]), identity=lambda options: {}):
+        with pytest.raises(InputError, match="unknown preprocessing convention 'mine'"):
+            fidkit.RunOptions(convention="mine")

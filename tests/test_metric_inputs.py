@@ -372,6 +372,106 @@ def test_only_an_unpicklable_reference_is_refused_with_a_fix_that_works(tmp_path
     assert pickle.loads(pickle.dumps(metric)).compute().b.n == 4
 
 
+class _OwnIterator:
+    """A picklable single-pass iterator of batches (pickle keeps its position, as it does a list_iterator's)."""
+
+    def __init__(self, batches) -> None:
+        self.batches, self.position = list(batches), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.position == len(self.batches):
+            raise StopIteration
+        self.position += 1
+        return self.batches[self.position - 1]
+
+
+@pytest.mark.parametrize("make", [iter, _OwnIterator, lambda batches: map(np.asarray, batches)])
+@pytest.mark.parametrize("bad_at", [1, 3])
+def test_a_single_pass_iterator_reference_is_refused_for_pickling_not_resumed_half_read(make, bad_at) -> None:
+    good = [uint8_images(10, seed) for seed in (31, 32, 33)]
+    batches = [*good]
+    batches.insert(bad_at, np.zeros((2, 8, 8, 3)))  # float images without a value_range: refused when read
+    metric = fidkit.FID(reference=make(batches), extractor=Moments())
+    metric.update(uint8_images(9, 34))
+    with pytest.raises(InputError, match=f"batch {bad_at}"):
+        metric.compute()  # read part of the iterator, then failed
+    with pytest.raises(fidkit.errors.FidkitError, match="cannot be pickled yet") as raised:
+        pickle.dumps(metric)
+    message = str(raised.value)
+    assert "is read once" in message and "a path" in message and "an array of images" in message
+    assert "a list of batches" in message and "compute() once first" not in message  # it cannot be computed now
+    # Refused before any compute() too: the same object, whatever its position (there, computing first is a fix).
+    with pytest.raises(fidkit.errors.FidkitError, match=r"cannot be pickled yet.*compute\(\) once first"):
+        pickle.dumps(fidkit.FID(reference=make(good), extractor=Moments()))
+    # The fixes it names work: a list of the batches (read from its start by every copy), or an array.
+    for fixed in (list(good), np.concatenate(good)):
+        copy_ = pickle.loads(pickle.dumps(fidkit.FID(reference=fixed, extractor=Moments())))
+        copy_.update(uint8_images(9, 34))
+        assert copy_.compute().a.n == 30
+
+
+def _two_directories(tmp_path: Path) -> tuple[Path, Path]:
+    """Directories A and B, each holding a real.npy and a folder real/ (links: real-link -> real), of other images."""
+    from PIL import Image
+
+    made = []
+    for name, seed in (("A", 21), ("B", 22)):
+        where = tmp_path / name
+        (where / "real").mkdir(parents=True)
+        array = uint8_images(10 + seed % 2, seed)
+        np.save(where / "real.npy", array)
+        for i, image in enumerate(array):
+            Image.fromarray(image).save(where / "real" / f"{i:02d}.png")
+        (where / "real-link").symlink_to(where / "real", target_is_directory=True)
+        made.append(where)
+    return made[0], made[1]
+
+
+@pytest.mark.parametrize("given", ["real.npy", Path("real.npy"), "./real", Path("real"), "real-link", "sub/../real.npy"])
+def test_a_pickled_metric_reopens_a_relative_reference_where_it_was_given_not_in_the_new_directory(
+    tmp_path, monkeypatch, given
+) -> None:
+    a, b = _two_directories(tmp_path)
+    (a / "sub").mkdir()
+    (b / "sub").mkdir()
+    generated = uint8_images(9, 23)
+    monkeypatch.chdir(a)
+    metric = fidkit.FID(reference=given, extractor=Moments())
+    metric.update(generated)
+    blob = pickle.dumps(metric)
+    expected = float(metric.compute())
+    monkeypatch.chdir(b)  # another real.npy and real/ here: what the relative path would name now
+    resumed = pickle.loads(blob)
+    report = resumed.compute()
+    assert float(report) == expected and report.a.n == 11  # A holds 11 images, B 10
+    wrong = fidkit.FID(reference=given, extractor=Moments())  # B's own images, to be sure they differ
+    wrong.update(generated)
+    assert float(wrong.compute()) != expected
+
+
+def test_a_reference_spec_is_kept_absolute_only_where_it_is_a_local_path(tmp_path, monkeypatch) -> None:
+    from fidkit.metric.state import _absolute_reference
+
+    a, _ = _two_directories(tmp_path)
+    monkeypatch.chdir(a)
+    assert _absolute_reference("real.npy") == str(a / "real.npy")
+    assert _absolute_reference(Path("real")) == str(a / "real")
+    assert _absolute_reference("real-link") == str(a / "real-link")  # as named, not the link's target
+    assert _absolute_reference(str(a / "real.npy")) == str(a / "real.npy")
+    # What the opener does not read as a local path stays as given: dataset names, URIs, arrays, batches.
+    for kept in ("cifar10-train", "s3://bucket/real", "missing.npy"):
+        assert _absolute_reference(kept) == kept
+    array = uint8_images(3, 1)
+    batches = [array, array]
+    assert _absolute_reference(array) is array and _absolute_reference(batches) is batches
+    # The metric keeps the absolute path (and still names the reference as the caller did until it is reopened).
+    metric = fidkit.FID(reference="real.npy", extractor=Moments())
+    assert metric._reference_spec == str(a / "real.npy")
+
+
 # ------------------------------------------------------------------- 7. messages that name the right thing
 
 

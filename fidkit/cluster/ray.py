@@ -336,10 +336,18 @@ def ray_extract(
     if stated.engine != "onnxruntime" or stated.precision != "exact":
         # The actors run fidkit's ONNX graph in exact float32; anything else would be stored under a key that
         # says otherwise.
+        if given is not None:
+            # Options cannot change an object (they are refused beside one): the fix is another object, or here.
+            fix = (
+                f"the extractor object {type(given).__name__} runs as it was built, so build a "
+                "fidkit.FeatureExtractor (onnxruntime) with the same weights, device, convention and dims and "
+                "precision='exact' (its default) and pass that, or drop cluster='ray' to run this object here"
+            )
+        else:
+            fix = "pass engine='onnxruntime' (or 'auto') and precision='exact', or use cluster='local'"
         raise InputError(
             f"cluster='ray' runs the onnxruntime network in exact float32 on every actor, not engine "
-            f"{stated.engine!r} with precision {stated.precision!r}: pass engine='onnxruntime' (or 'auto') "
-            "and precision='exact', or use cluster='local'"
+            f"{stated.engine!r} with precision {stated.precision!r}: {fix}"
         )
     ray = import_ray()
     with connected(ray, options.ray_address) as local_instance:

@@ -11,6 +11,8 @@ explicitly.
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 from fidkit._gpu import gpu_driver_present
@@ -249,3 +251,55 @@ def _torch_extractor(weights: Any, device: str, batch_size: int | None, **networ
     from fidkit.inception.torch_engine import TorchFeatureExtractor
 
     return TorchFeatureExtractor(weights, device=device, batch_size=batch_size, **network)
+
+
+#: fidkit's own classes of the FID network, by the engine each runs: (module, class, the name users import).
+_ENGINE_CLASSES = {
+    "onnxruntime": ("fidkit.inception.runtime", "FeatureExtractor", "fidkit.FeatureExtractor"),
+    "torch": (
+        "fidkit.inception.torch_engine", "TorchFeatureExtractor", "fidkit.inception.torch_engine.TorchFeatureExtractor"
+    ),
+}
+
+
+def _engine_of_object(extractor: Any) -> str | None:
+    """The engine of `extractor` when it is one of fidkit's own network classes, else None. Imports neither module:
+    an object of a class whose module was never imported is no instance of it."""
+    for engine, (module, name, _) in _ENGINE_CLASSES.items():
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(extractor, cls):
+            return engine
+    return None
+
+
+def class_for_option(
+    extractor: Any, name: str, value: Any, settings: Mapping[str, Any]
+) -> tuple[str | None, str | None, str | None] | None:
+    """Which of fidkit's network classes can be built with the option `name` = `value`, for an object of one of them
+    that runs with `settings` (its device, convention, dims, precision, threads; None where it states none).
+
+    Returns None for an object of another class; else ``(class name, its engine, None)`` for the class that takes
+    it (its own first; for ``engine`` the class of that engine: ``TorchFeatureExtractor`` has no ``engine``
+    parameter, it *is* the torch engine), checked with the network's own rules on the object's other settings (the
+    other class gets those both take: ``threads`` are onnxruntime's); or ``(None, None, why)`` where none can.
+    """
+    from types import SimpleNamespace
+
+    own = _engine_of_object(extractor)
+    if own is None:
+        return None
+    candidates = [value] if name == "engine" else [own, *(engine for engine in _ENGINE_CLASSES if engine != own)]
+    problem = None
+    for engine in candidates:
+        trial = {"device": "auto", "convention": "tf", "dims": 2048, "precision": "exact", "threads": None,
+                 "cluster": "local"}
+        trial.update({option: stated for option, stated in settings.items()
+                      if stated is not None and (engine == own or option != "threads")})
+        trial.update({name: value, "engine": engine})
+        try:
+            check_options(SimpleNamespace(**trial))
+        except InputError as exc:
+            problem = problem or str(exc)
+            continue
+        return _ENGINE_CLASSES[engine][2], engine, None
+    return None, None, problem

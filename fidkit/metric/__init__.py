@@ -46,6 +46,7 @@ from fidkit.report import FidReport, Timings, assemble_fid_report, check_compara
 from fidkit.stats import Stats
 from fidkit.metric.distributed import DistributedMerge, _process_group, check_timeout
 from fidkit.metric.state import (
+    _absolute_reference,
     _built_extractor,
     _Collected,
     _describe_input,
@@ -213,8 +214,9 @@ class FID(DistributedMerge):
         self._options = run_options(options, **overrides)
         self._extractor = LazyExtractor(self._options, given=extractor)
         self._reference_input = None if reference is None else open_input(reference, self._options)
-        # What the caller gave: what a checkpoint taken before the first compute() keeps (see __getstate__).
-        self._reference_spec = reference
+        # What the caller gave: what a checkpoint taken before the first compute() keeps (see __getstate__), a
+        # relative path made absolute now: an unpickled copy reopens it in whatever directory it runs in then.
+        self._reference_spec = _absolute_reference(reference)
         # A reference file made by another network is refused at the first update(), before the network runs, not
         # at the first compute() (its check needs the weights' sha256, which constructing the metric does not).
         self._reference_unchecked = self._reference_input is not None
@@ -363,12 +365,17 @@ class FID(DistributedMerge):
         return state
 
     def _uncopyable_reference(self, how: str, exc: Exception) -> FidkitError:
+        # A single-pass source a failed compute() has read from cannot be computed any more: no "compute() first".
+        consumed = bool(getattr(self._reference_input, "_consumed", False))
+        later = "" if consumed else (
+            "; or call compute() once first, after feeding generated images with update() (the reference's "
+            f"statistics are {how} then)"
+        )
         return FidkitError(
             f"this FID cannot be {how} yet: its reference ({_describe_input(self._reference_input)}) is an "
             f"opened source that cannot be {how} ({type(exc).__name__}: {exc}); give reference= what can be: a "
-            "path (folder, archive, .npy, statistics file), an array of images, or a Stats (the result of "
-            "fidkit.compute_stats on these images); or call compute() once first, after feeding generated images "
-            f"with update() (the reference's statistics are {how} then)"
+            "path (folder, archive, .npy, statistics file), an array of images, a list of batches, or a Stats (the "
+            f"result of fidkit.compute_stats on these images){later}"
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:

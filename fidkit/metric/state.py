@@ -323,13 +323,50 @@ class _ReferenceToOpen:
         self.name = name
 
 
+def _absolute_reference(spec: Any) -> Any:
+    """`spec` (a reference as the caller gave it) as a copy of the metric must open it again: a relative path that
+    names an existing file or folder made absolute now, against the working directory it was given in.
+
+    A pickled FID reopens its reference at its first compute() after unpickling, in whatever directory the process
+    is in then: a relative path would name another file there (or none). Only what the source opener reads as a path
+    changes (an existing path; it wins over a dataset name, as there); a named dataset, a URI, arrays and batches
+    stay as they are. The path stays as the user spelled it (a symlinked folder is not resolved to its target); a
+    path through ``..`` is joined to the working directory without collapsing ``..``, which after a symlink names
+    another folder than the lexical parent.
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        return spec
+    try:
+        text = os.fspath(spec)
+    except TypeError:  # a PathLike whose __fspath__ returns neither str nor bytes: the opener refuses it
+        return spec
+    if not isinstance(text, str) or os.path.isabs(text) or not os.path.exists(text):
+        return spec
+    if ".." in Path(text).parts:
+        return os.path.join(os.getcwd(), text)
+    return os.path.abspath(text)
+
+
 def _unpicklable(spec: Any) -> Exception | None:
     """Why `spec` (a reference as the caller gave it) cannot be pickled, or None if it can.
 
-    Paths and arrays are known to pickle (an array without being copied here); anything else is tried.
+    Paths and arrays are known to pickle (an array without being copied here). A single-pass iterator (one that is
+    its own iterator, ``iter(x) is x``: a generator, ``iter(list)``, ``map``) is refused even where pickle takes
+    it: what pickles is its position, so a copy made after some batches were read (by a compute() that failed
+    part-way) would resume there and compute the reference from the rest alone. A re-iterable container (a list
+    of batches) is read from its start by every copy. Anything else is tried.
     """
     if isinstance(spec, (str, os.PathLike, np.ndarray)):
         return None
+    try:
+        # Only an iterator is asked: iter() of a container may start work (a DataLoader's iterator starts workers).
+        single_pass = callable(getattr(spec, "__next__", None)) and iter(spec) is spec
+    except TypeError:  # __iter__ returns no iterator: pickle decides
+        single_pass = False
+    if single_pass:
+        return TypeError(
+            f"a {type(spec).__name__} is read once: a copy would hold only the batches it had not yielded yet"
+        )
     try:
         pickle.dumps(spec)
     except Exception as exc:  # noqa: BLE001 - whatever the object holds that pickle refuses
