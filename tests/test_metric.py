@@ -248,8 +248,9 @@ def test_two_gloo_ranks_give_the_single_process_fid(extractor, random_weights_pa
     reference = Stats.from_features(features(300, 16, seed=20))
     everything = features(41, 16, seed=21, shift=0.2)
     from fidkit.features import Features
+    from fidkit.metrics import evaluate
 
-    table = fidkit.metrics.evaluate(Features(everything), Features(features(60, 16, seed=22)), "fid,kid,prdc")
+    table = evaluate(Features(everything), Features(features(60, 16, seed=22)), "fid,kid,prdc")
     for result in results:
         assert result["table"] == {key: table[key].value for key in ("fid", "kid", "precision", "coverage")}
     single = fidkit.fid_from_stats(reference, Stats.from_features(everything)).value
