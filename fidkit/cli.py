@@ -504,8 +504,14 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, unwound as Ctrl-C is (temporaries removed, workers stopped); the command then exits 143."""
 
 
+# Whether SIGTERM arrived during this command: code that waits in C (ray.get) turns any exception the handler
+# raises into a new, plain KeyboardInterrupt, so the exception's type alone cannot tell.
+_sigterm_seen = {"during_command": False}
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM (a cleanup that hangs) ends the process at once
+    _sigterm_seen["during_command"] = True
     raise _Terminated()
 
 
@@ -514,6 +520,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     """While the command runs, SIGTERM (timeout, docker stop, scancel, Kubernetes) takes the path of Ctrl-C; by
     default it ends the process as kill -9 does (a half-written --save temporary left, semaphores leaked). Only the
     command does this, never library code; the handler found is put back afterwards."""
+    _sigterm_seen["during_command"] = False
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (main called from a thread): signals are not this code's to handle
@@ -573,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"fidkit: error: {_stdout_failure(error, getattr(args, 'saved_files', ()))}", file=sys.stderr)
             return EXIT_ERROR
         except KeyboardInterrupt as stop:
-            terminated = isinstance(stop, _Terminated)
+            terminated = isinstance(stop, _Terminated) or _sigterm_seen["during_command"]
             print(f"fidkit: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
             return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
         except (FidkitError, OSError) as error:

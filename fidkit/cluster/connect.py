@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import site
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +65,38 @@ def shared_session() -> Iterator[None]:
             _session["address"] = None
             ray = sys.modules.get("ray")
             if ray is not None and ray.is_initialized():
-                ray.shutdown()
+                with _signal_handlers_kept():
+                    ray.shutdown()
+
+
+# Signals whose handlers ray.init replaces in the driver and fidkit puts back (see _signal_handlers_kept).
+_KEPT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Put back, when the span ends, the SIGTERM and SIGINT handlers installed before it (around ray.init and
+    ray.shutdown).
+
+    ray.init installs its own SIGTERM handler in the driver (``sys.exit(signum)``, from Python) and its core
+    worker a failure handler (from C, which prints "*** SIGTERM received ***"); the Python one stays after
+    ray.shutdown, which in turn sets SIGTERM back to the default from C (the process ends as kill -9 leaves
+    it). Either would take SIGTERM away from whoever installed a handler first: the fidkit command, which
+    unwinds SIGTERM as Ctrl-C (temporaries removed, actors stopped, "fidkit: terminated", exit 143), or a
+    user's program. Each handler is set again even where Python still reports it, since a handler set from
+    C replaces the one Python installed without Python knowing. Only the main thread can set handlers; a
+    handler Python cannot name (None: set from C before Python saw it) is left as Ray leaves it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in _KEPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def _is_new_local(address: str | None) -> bool:
@@ -92,14 +125,15 @@ def connected(ray: Any, address: str | None) -> Iterator[bool]:
     if address is not None and address != "local":
         check_reachable(address)
     try:
-        if _is_new_local(address):
-            # "local": a new instance on this machine, never one that someone else's `ray start` runs.
-            ray.init(
-                address="local", include_dashboard=False, object_store_memory=_LOCAL_OBJECT_STORE_BYTES,
-                log_to_driver=False, logging_level=logging.WARNING,
-            )
-        else:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        with _signal_handlers_kept():
+            if _is_new_local(address):
+                # "local": a new instance on this machine, never one that someone else's `ray start` runs.
+                ray.init(
+                    address="local", include_dashboard=False, object_store_memory=_LOCAL_OBJECT_STORE_BYTES,
+                    log_to_driver=False, logging_level=logging.WARNING,
+                )
+            else:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, ...
         where = "a local Ray instance" if _is_new_local(address) else f"the Ray cluster at {address}"
         raise FidkitError(
@@ -115,7 +149,8 @@ def connected(ray: Any, address: str | None) -> Iterator[bool]:
     try:
         yield _is_new_local(address)
     finally:
-        ray.shutdown()
+        with _signal_handlers_kept():
+            ray.shutdown()
 
 
 def address_to_use(address: str | None) -> str | None:
