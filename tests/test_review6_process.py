@@ -115,3 +115,75 @@ def test_sigterm_that_code_waiting_in_c_turns_into_a_plain_interrupt_still_ends_
     monkeypatch.setattr(cli.commands, "info", interrupted)
     assert cli.main(["info", "anything.npz"]) == 130  # the next command starts afresh: Ctrl-C is an interrupt
     assert "fidkit: interrupted" in capsys.readouterr().err
+
+
+# --- 2: a file:// URI lists exactly what the same local folder lists -----------------------------------------------
+
+def _png_bytes(seed: int, side: int = 6) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _tree_with_links(root):
+    import os
+
+    for index, name in enumerate(["top.png", "real/one.png", "real/deeper/two.png", ".thumbs/hidden.png",
+                                  "real/.ipynb_checkpoints/x.png", "other/three.png"]):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(_png_bytes(index))
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    os.symlink("real", root / "again")  # a second name of a folder: read once
+    os.symlink("real/deeper", root / "zlink")  # a second name of a subfolder
+    os.symlink("top.png", root / "same.png")  # a link to a file is a file
+    os.symlink("missing.png", root / "dangling.png")  # a link to nothing: a bad file, in both
+    os.symlink(".thumbs", root / "thumbs-link")  # a hidden folder through a link is read, as the walk does
+    (root / "notes.txt").write_text("x")
+
+
+def _read_all(source):
+    import numpy as np
+
+    total, rows = 0, 0
+    for batch in source.batches(3):
+        total += int(np.asarray(batch, dtype=np.int64).sum())
+        rows += len(batch)
+    return rows, total, sorted(name for name, _ in source.skipped)  # the readers word the reasons their way
+
+
+def test_a_file_uri_lists_and_reads_exactly_what_the_same_local_folder_does(tmp_path):
+    pytest.importorskip("pyarrow.fs")
+    from fidkit.cluster.uri import open_uri
+    from fidkit.sources import open_source
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    _tree_with_links(root)
+    read = dict(limit=None, seed=None, skip_bad=True, exif_transpose=False, workers=0)
+    folder = open_source(root, **read)
+    uri = open_uri(root.as_uri(), **read)
+    assert uri.members == folder.members == [
+        "broken.png", "dangling.png", "other/three.png", "real/deeper/two.png", "real/one.png", "same.png",
+        "thumbs-link/hidden.png", "top.png"]
+    assert uri.ignored == folder.ignored
+    assert sum(uri.ignored.values()) == 4  # .thumbs/, real/.ipynb_checkpoints/, again/ and zlink/ (read already)
+    assert _read_all(uri) == _read_all(folder)
+    rows, _, skipped = _read_all(uri)
+    assert rows == 6 and skipped == ["broken.png", "dangling.png"]
+    # The listing's sizes and times are those a node's check of the listing reads (pyarrow's stat of the file).
+    identity = uri._identity(hash_content=False)
+    import pyarrow.fs
+
+    file_system = pyarrow.fs.LocalFileSystem()
+    for member, size, mtime_ns in identity["members"]:
+        info = file_system.get_file_info(str(root / member))
+        if info.type == pyarrow.fs.FileType.NotFound:
+            assert (size, mtime_ns) == (-1, -1)
+        else:
+            assert (size, mtime_ns) == (info.size, info.mtime_ns)
