@@ -187,3 +187,54 @@ def test_a_file_uri_lists_and_reads_exactly_what_the_same_local_folder_does(tmp_
             assert (size, mtime_ns) == (-1, -1)
         else:
             assert (size, mtime_ns) == (info.size, info.mtime_ns)
+
+
+# --- 3: every relative source path in a deleted working directory gets the working-directory message ------------
+
+_GONE = ("the working directory no longer exists (it was deleted or moved away), so a relative path cannot be made "
+         "absolute; cd to an existing folder, or give absolute paths")
+
+
+@pytest.fixture
+def in_deleted_cwd(tmp_path, monkeypatch):
+    """Work in a folder that is then removed (``mkdir g; cd g; rmdir ../g``); its parent holds a folder of images."""
+    import os
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for index in range(3):
+        (images / f"{index}.png").write_bytes(_png_bytes(index))
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(FileNotFoundError):
+        os.getcwd()
+    return tmp_path
+
+
+@pytest.mark.parametrize("spec", ["imgs", "./imgs", "../imgs", ".", "a.npz", "sub/missing.zip"])
+def test_a_relative_source_in_a_deleted_working_directory_names_the_working_directory(in_deleted_cwd, spec):
+    from fidkit.errors import SourceError
+    from fidkit.sources import open_source
+
+    with pytest.raises(SourceError) as raised:
+        open_source(spec, workers=0)
+    assert str(raised.value) == f"{spec}: {_GONE}"
+    source = open_source(in_deleted_cwd / "imgs", workers=0)  # an absolute path needs no working directory
+    assert source.n_images == 3
+
+
+@pytest.mark.parametrize("arguments", [["stats", "imgs"], ["stats", "./imgs"], ["compute", "imgs", "other"],
+                                       ["compute", "/absent-in-this-test", "imgs"]])
+def test_the_commands_say_the_working_directory_is_gone_for_a_relative_source(in_deleted_cwd, arguments, capsys):
+    from fidkit.cli import main
+
+    weights = in_deleted_cwd / "w.pth"
+    weights.write_bytes(b"never read: the sources fail first")
+    assert main([*arguments, "--no-cache", "--workers", "0", "--weights", str(weights)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    if arguments[1].startswith("/"):  # an absolute path that is missing is still "no such file or folder"
+        assert last.startswith(f"fidkit: error: {arguments[1]}: no such file or folder")
+    else:
+        assert last == f"fidkit: error: {arguments[1]}: {_GONE}"
