@@ -36,6 +36,8 @@ __all__ = [
     "pid_running",
     "working_directory_gone",
     "WORKING_DIRECTORY_GONE",
+    "out_of_space",
+    "file_size_limit_fix",
 ]
 
 logger = logging.getLogger(__name__)
@@ -189,8 +191,37 @@ def _refuse_long_names(target: Path, existing: Path, names: tuple[str, ...]) -> 
 
 def out_of_space(error: BaseException | None) -> bool:
     """Whether a write failed for want of room (a full disk, a quota, a file-size limit), not of permission: the
-    fix is to free space or write elsewhere, not a writable folder."""
+    fix is to free space or write elsewhere, not a writable folder (for a file-size limit,
+    :func:`file_size_limit_fix` says what to do: no disk is full then)."""
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def file_size_limit_fix(error: BaseException | None, elsewhere: str = "write it on another file system") -> str | None:
+    """What stopped a write that failed with EFBIG, and the fix (`elsewhere`: how to write on another file system,
+    when the file system's own limit stopped it); None for any other error.
+
+    EFBIG is no full disk: the file grew past this process's file-size limit (``ulimit -f``, RLIMIT_FSIZE; Python
+    ignores the SIGXFSZ that would otherwise end the process) or past the largest file the file system takes (4 GiB
+    on FAT32). A limit that is set is named, with its value; freeing space would change nothing.
+    """
+    if not (isinstance(error, OSError) and error.errno == errno.EFBIG):
+        return None
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        unlimited = soft == resource.RLIM_INFINITY
+    except (ImportError, OSError, ValueError):  # no such limit on this platform
+        soft, unlimited = None, True
+    if not unlimited:
+        return (
+            f"the file is larger than this process's file-size limit ({soft:,} bytes: ulimit -f, RLIMIT_FSIZE), "
+            "not a full disk: raise the limit (ulimit -f unlimited) and run again"
+        )
+    return (
+        "the file is larger than the file system there takes (its largest file size, e.g. 4 GiB on FAT32), not a "
+        f"full disk: {elsewhere}"
+    )
 
 
 def _appeared(target: Path) -> OverwriteError:
