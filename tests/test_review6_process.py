@@ -319,3 +319,69 @@ def test_the_graph_cache_names_a_file_size_limit(monkeypatch, tmp_path):
         ensure_graph(resolved)
     message = str(raised.value)
     assert "not a full disk" in message and "free disk space" not in message
+
+
+# --- 5: an actor compares each batch file of a CIFAR python folder with the driver's listing ------------------------
+
+def _cifar_folder(folder, n_per_file=2):
+    import numpy as np
+
+    from fidkit.testing import cifar_batch
+
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    written = {}
+    for index in range(1, 6):
+        images = rng.integers(0, 256, (n_per_file, 32, 32, 3), dtype=np.uint8)
+        (folder / f"data_batch_{index}").write_bytes(cifar_batch(images, labels=[0] * n_per_file))
+        written[f"data_batch_{index}"] = images
+    (folder / "batches.meta").write_bytes(b"not read")
+    return written
+
+
+def _cifar_actor(folder):
+    """The actor's side, in this process: the driver's work as Ray ships it (pickled), opened as a node opens it."""
+    import pickle
+
+    from fidkit.cluster.shards import ShardWorker, work_for
+    from fidkit.options import RunOptions
+    from fidkit.sources import open_source
+
+    work = work_for(open_source(folder), RunOptions(device="cpu", batch_size=2, workers=0), "5" * 64, False)
+    worker = ShardWorker()
+    worker.work = pickle.loads(pickle.dumps(work))
+    return work, worker
+
+
+def test_a_cifar_folder_sent_by_path_is_listed_file_by_file_and_checked_by_each_actor(tmp_path):
+    import os
+
+    import numpy as np
+
+    from fidkit.errors import SourceError
+    from fidkit.testing import cifar_batch
+
+    folder = tmp_path / "cifar-10-batches-py"
+    written = _cifar_folder(folder)
+    work, worker = _cifar_actor(folder)
+    assert work.mode == "reopen" and work.listing is not None and work.listing.kind == "files"
+    assert work.listing.names == tuple(f"data_batch_{index}" for index in range(1, 6))
+    assert worker._open().n_images == 10  # the same files: opened as on the driver
+
+    third = folder / "data_batch_3"
+    before = os.stat(third)
+    original = third.read_bytes()
+    other = cifar_batch(np.ascontiguousarray(written["data_batch_3"][::-1]), labels=[0, 0])  # the images swapped
+    assert len(other) == len(original)
+    third.write_bytes(other)  # another version of the same size, written later: other pixels, the same count
+    os.utime(third, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    with pytest.raises(SourceError, match=r"data_batch_3 in .*cifar-10-batches-py differs on this node from the "
+                                          r"driver's listing \(\d[\d,]* bytes, modified"):
+        worker._open()
+    third.write_bytes(original)
+    os.utime(third, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert worker._open().n_images == 10
+    (folder / "data_batch_5").unlink()  # a node that lacks a batch file: named, before the folder is opened
+    with pytest.raises(SourceError, match=r"data_batch_5 in .* differs on this node from the driver's listing \(no "
+                                          r"such file here"):
+        worker._open()
