@@ -1,4 +1,4 @@
-"""Filesystem edges shared by every module that writes: atomic writes, hashing, the cache home.
+"""Filesystem edges shared by every module that writes: atomic writes, hashing, output checks.
 
 Nothing here knows about images, statistics or networks.
 """
@@ -18,7 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from fidkit.errors import FidkitError, InputError, OverwriteError
+from fidkit._home_dir import cache_home
+from fidkit.errors import InputError, OverwriteError
 
 __all__ = [
     "atomic_write",
@@ -29,13 +30,13 @@ __all__ = [
     "is_temporary_name",
     "file_digest",
     "sha256_file",
-    "cache_home",
     "in_cache_home_folders",
-    "expand_user",
     "CHUNK_BYTES",
     "pid_running",
     "working_directory_gone",
     "WORKING_DIRECTORY_GONE",
+    "out_of_space",
+    "file_size_limit_fix",
 ]
 
 logger = logging.getLogger(__name__)
@@ -189,8 +190,37 @@ def _refuse_long_names(target: Path, existing: Path, names: tuple[str, ...]) -> 
 
 def out_of_space(error: BaseException | None) -> bool:
     """Whether a write failed for want of room (a full disk, a quota, a file-size limit), not of permission: the
-    fix is to free space or write elsewhere, not a writable folder."""
+    fix is to free space or write elsewhere, not a writable folder (for a file-size limit,
+    :func:`file_size_limit_fix` says what to do: no disk is full then)."""
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def file_size_limit_fix(error: BaseException | None, elsewhere: str = "write it on another file system") -> str | None:
+    """What stopped a write that failed with EFBIG, and the fix (`elsewhere`: how to write on another file system,
+    when the file system's own limit stopped it); None for any other error.
+
+    EFBIG is no full disk: the file grew past this process's file-size limit (``ulimit -f``, RLIMIT_FSIZE; Python
+    ignores the SIGXFSZ that would otherwise end the process) or past the largest file the file system takes (4 GiB
+    on FAT32). A limit that is set is named, with its value; freeing space would change nothing.
+    """
+    if not (isinstance(error, OSError) and error.errno == errno.EFBIG):
+        return None
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        unlimited = soft == resource.RLIM_INFINITY
+    except (ImportError, OSError, ValueError):  # no such limit on this platform
+        soft, unlimited = None, True
+    if not unlimited:
+        return (
+            f"the file is larger than this process's file-size limit ({soft:,} bytes: ulimit -f, RLIMIT_FSIZE), "
+            "not a full disk: raise the limit (ulimit -f unlimited) and run again"
+        )
+    return (
+        "the file is larger than the file system there takes (its largest file size, e.g. 4 GiB on FAT32), not a "
+        f"full disk: {elsewhere}"
+    )
 
 
 def _appeared(target: Path) -> OverwriteError:
@@ -512,81 +542,3 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
 def sha256_file(path: str | os.PathLike) -> str:
     """Return the hex sha256 of a file, read in 1 MiB chunks."""
     return file_digest(path, "sha256")
-
-
-def _unexpandable(text: str) -> tuple[str, str]:
-    """Why pathlib cannot expand the leading ``~`` of `text`: ``(reason, the ~ or ~user it cannot expand)``."""
-    user = text[1:].split("/", 1)[0].split(os.sep, 1)[0]
-    if user:
-        return f"there is no user {user} on this system", f"~{user}"
-    uid = os.getuid() if hasattr(os, "getuid") else "?"
-    return f"no home directory is known (HOME is unset and user id {uid} has no entry in the password database)", "~"
-
-
-def expand_user(path: str | os.PathLike, *, named: str, error: type[FidkitError] = InputError) -> Path:
-    """``Path(path).expanduser()``, where a ``~`` that cannot be expanded is an `error` naming `named` and the fix.
-
-    pathlib raises a bare ``RuntimeError("Could not determine home directory.")`` for ``~nosuchuser/x``, and for
-    ``~/x`` when HOME is unset and the user id has no password entry (a container started with ``--user 4242``).
-
-    Parameters
-    ----------
-    path : path-like
-        What the user gave.
-    named : str
-        Where it came from, for the message (``"--weights / weights="``, ``"the environment variable X"``).
-    error : type of FidkitError, default InputError
-        The error raised.
-    """
-    try:
-        return Path(path).expanduser()
-    except RuntimeError:
-        reason, prefix = _unexpandable(os.fspath(path))
-        fix = f"give the path without {prefix}" + (", or set HOME" if prefix == "~" else "")
-        raise error(f"cannot use {os.fspath(path)} (from {named}): {reason} to expand {prefix}; {fix}") from None
-
-
-def cache_home() -> Path:
-    """Return fidkit's cache directory (weights, ONNX graphs, statistics): see :func:`_configured_cache_home`.
-
-    Raises
-    ------
-    InputError
-        No home can be determined: the variable in use starts with a ``~`` that cannot be expanded, or none is set
-        and there is no home directory. The message names the variable to set.
-    """
-    try:
-        return _configured_cache_home()
-    except RuntimeError:  # pathlib's "Could not determine home directory."
-        pass
-    for variable in ("FIDKIT_HOME", "XDG_CACHE_HOME"):
-        value = os.environ.get(variable, "")
-        if value.strip():
-            reason, prefix = _unexpandable(value)
-            raise InputError(
-                f"fidkit's cache home cannot be determined: {variable}={value}, and {reason} to expand {prefix}; "
-                f"set {variable} to a path without {prefix} (a writable folder)"
-            ) from None
-    reason, _ = _unexpandable("~")
-    raise InputError(
-        f"fidkit's cache home cannot be determined: FIDKIT_HOME and XDG_CACHE_HOME are unset, and {reason}; set "
-        "FIDKIT_HOME (or HOME) to a writable folder"
-    ) from None
-
-
-def _configured_cache_home() -> Path:
-    """Fidkit's cache directory as the environment names it (:func:`cache_home`); pathlib's RuntimeError where a
-    ``~`` cannot be expanded.
-
-    ``$FIDKIT_HOME`` if set, else ``$XDG_CACHE_HOME/fidkit``, else ``~/.cache/fidkit``. Read on
-    every call, never memoised, so that tests and users can redirect it at any time. The folder
-    is not created here; writers create what they write. A variable set to blanks only is unset, as for
-    fidkit's other variables (``FIDKIT_CACHE_MAX_BYTES``, ``FIDKIT_DATASETS``): taken as a path, ``" "`` would be a
-    folder named by a space in the working directory.
-    """
-    explicit = os.environ.get("FIDKIT_HOME", "")
-    if explicit.strip():
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg).expanduser() if xdg.strip() else Path.home() / ".cache"
-    return base / "fidkit"

@@ -50,7 +50,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fidkit import statsfile
-from fidkit._fs import atomic_write, cache_home, out_of_space
+from fidkit._fs import atomic_write, file_size_limit_fix, out_of_space
+from fidkit._home_dir import cache_home
 from fidkit.errors import InputError, StatsFileError
 from fidkit.home import (
     CACHE_KEY_METADATA,
@@ -408,7 +409,9 @@ def _store_entry(
             return _store_entry(key, keyed, n=n, dim=dim, source_name=source_name, source_kind=source_kind,
                                 root=root, again=True)
         reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _short_reason(error, entry)
-        fix = ("free disk space there, set FIDKIT_HOME to a folder on another disk, or pass --no-cache"
+        limit_fix = file_size_limit_fix(cause, "set FIDKIT_HOME to a folder on another file system")
+        fix = (f"{limit_fix}; or pass --no-cache" if limit_fix is not None else
+               "free disk space there, set FIDKIT_HOME to a folder on another disk, or pass --no-cache"
                if out_of_space(cause) else
                f"make {entry.parent} writable, set FIDKIT_HOME to a writable folder, or pass --no-cache")
         _warn_unwritable_once(

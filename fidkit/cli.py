@@ -14,22 +14,20 @@ Heavy modules (onnxruntime, torch, the sources' decoders) are imported inside th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fidkit import commands
 from fidkit._argtypes import device_string, non_negative_int, positive_int, resample_count, seed_value
-from fidkit._fs import WORKING_DIRECTORY_GONE, working_directory_gone
 from fidkit._streams import StdoutGone, StdoutWriteError, logging_to_stderr, silence_stdout, standard_streams
 from fidkit._ray_address import ray_address_argument
+from fidkit._signals import Terminated, sigterm_arrived, sigterm_as_interrupt
 from fidkit.commands import (
     EXIT_BROKEN_PIPE,
     EXIT_ERROR,
@@ -500,31 +498,6 @@ def _stdout_failure(error: StdoutWriteError, saved: Sequence[Path]) -> str:
     return f"{what}; redirect stdout to a file or device that can take it"
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, unwound as Ctrl-C is (temporaries removed, workers stopped); the command then exits 143."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM (a cleanup that hangs) ends the process at once
-    raise _Terminated()
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While the command runs, SIGTERM (timeout, docker stop, scancel, Kubernetes) takes the path of Ctrl-C; by
-    default it ends the process as kill -9 does (a half-written --save temporary left, semaphores leaked). Only the
-    command does this, never library code; the handler found is put back afterwards."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread (main called from a thread): signals are not this code's to handle
-        yield
-        return
-    try:
-        yield
-    finally:  # None: a handler installed from C, which Python cannot put back; the default is the closest
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fidkit`` command line and return its exit status.
 
@@ -549,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     debug = bool(getattr(args, "debug", False))
     caught: list[warnings.WarningMessage] = []
-    with _sigterm_as_interrupt(), standard_streams() as streams, logging_to_stderr(
+    with sigterm_as_interrupt(), standard_streams() as streams, logging_to_stderr(
         debug=debug, quiet=bool(getattr(args, "quiet", False))
     ) as args.logged_warnings:
         try:
@@ -573,12 +546,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"fidkit: error: {_stdout_failure(error, getattr(args, 'saved_files', ()))}", file=sys.stderr)
             return EXIT_ERROR
         except KeyboardInterrupt as stop:
-            terminated = isinstance(stop, _Terminated)
+            terminated = isinstance(stop, Terminated) or sigterm_arrived()
             print(f"fidkit: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
             return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
         except (FidkitError, OSError) as error:
             if debug:
                 traceback.print_exc(file=sys.stderr)
+            from fidkit._fs import WORKING_DIRECTORY_GONE, working_directory_gone  # not loaded for --help
+
             # os.getcwd's bare "[Errno 2] No such file or directory" (a relative path made absolute): say what is gone.
             text = WORKING_DIRECTORY_GONE if working_directory_gone(error) else _one_line(error)
             print(f"fidkit: error: {text}", file=sys.stderr)

@@ -338,7 +338,7 @@ def cache_list(args: argparse.Namespace) -> int:
 
 
 def cache_clear(args: argparse.Namespace) -> int:
-    from fidkit._fs import cache_home
+    from fidkit._home_dir import cache_home
     from fidkit.cache import clear_cache
 
     cleared = clear_cache(include_models=args.all)

@@ -1,6 +1,6 @@
 """The cache home (``$FIDKIT_HOME``): what fidkit writes there, how it recognises its own files, and clearing it.
 
-fidkit writes, under :func:`fidkit._fs.cache_home`, only these folders: ``stats/`` (the statistics cache,
+fidkit writes, under :func:`fidkit._home_dir.cache_home`, only these folders: ``stats/`` (the statistics cache,
 :mod:`fidkit.cache`), ``onnx/`` (graphs built from the weights), ``weights/`` (the downloaded weights),
 ``datasets/`` (downloaded named datasets), ``locks/`` (download locks) and ``tensorrt/`` (onnxruntime's
 engine cache). Each file it writes has an exact name; :func:`clear_cache` removes a file only when it has
@@ -25,14 +25,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from fidkit._fs import (
-    HOME_SUBDIRS,
-    cache_home,
-    expand_user,
-    file_digest,
-    is_temporary_name,
-    remove_stale_temporaries,
-)
+from fidkit._fs import HOME_SUBDIRS, file_digest, is_temporary_name, remove_stale_temporaries
+from fidkit._home_dir import cache_home, expand_user
 
 __all__ = [
     "STATS_SUBDIR", "CACHE_KEY_METADATA", "ClearedCache", "is_cache_entry", "entry_files", "followed", "clear_cache",
@@ -354,7 +348,7 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
     include_models : bool
         Also remove the graphs, the downloaded weights and datasets, and the download locks.
     home : path-like, optional
-        The cache home; default :func:`fidkit._fs.cache_home`.
+        The cache home; default :func:`fidkit._home_dir.cache_home`.
 
     Returns
     -------

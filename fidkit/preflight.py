@@ -14,7 +14,8 @@ import warnings
 from typing import Any
 
 from fidkit._devices import parse_device
-from fidkit._fs import expand_user, sha256_file
+from fidkit._fs import sha256_file
+from fidkit._home_dir import expand_user
 from fidkit.errors import FidkitWarning, InputError
 from fidkit.extractors import LazyExtractor, identity_of
 from fidkit.features import Features

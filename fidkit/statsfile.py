@@ -29,7 +29,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from fidkit._fs import atomic_write, file_kind, out_of_space
+from fidkit._fs import atomic_write, file_kind, file_size_limit_fix, out_of_space
 from fidkit._npz import ZIP_READ_ERRORS, NpyHeader, NpzReader, sniff_numpy_file
 from fidkit.errors import OverwriteError, StatsFileError
 
@@ -185,9 +185,10 @@ def write_npz(
         if exc.errno == errno.ENAMETOOLONG and exc.strerror is None:  # atomic_write's refusal names it all
             raise StatsFileError(str(exc)) from exc
         # A parent that is a regular file, a read-only or full disk, no permission: all say the same thing.
-        fix = "free disk space, or choose a path on another disk" if out_of_space(exc) else (
+        fix = file_size_limit_fix(exc, "choose a path on another file system") or (
+            "free disk space, or choose a path on another disk" if out_of_space(exc) else (
             "choose a shorter name" if exc.errno == errno.ENAMETOOLONG else "choose a path in a writable folder"
-        )
+        ))
         raise StatsFileError(f"cannot write {what} to {target} ({exc.strerror or exc}); {fix}") from exc
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import fidkit
-from fidkit._fs import atomic_write, cache_home, sha256_file
+from fidkit._fs import atomic_write, sha256_file
+from fidkit._home_dir import cache_home
 from fidkit.errors import OverwriteError, StatsFileError
 
 from stand_ins import small_stats

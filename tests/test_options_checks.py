@@ -46,7 +46,7 @@ def test_paths_and_located_weights_are_accepted(tmp_path, random_weights_path):
 
 @pytest.mark.parametrize("blank", ["", " ", "\t", "  \n"])
 def test_a_blank_fidkit_home_is_unset_and_makes_no_folder_in_the_working_directory(blank, tmp_path, monkeypatch):
-    from fidkit._fs import cache_home
+    from fidkit._home_dir import cache_home
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FIDKIT_HOME", blank)

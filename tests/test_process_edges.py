@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fidkit._fs import atomic_write, cache_home
+from fidkit._fs import atomic_write
+from fidkit._home_dir import cache_home
 from fidkit.errors import InputError, WeightsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -558,7 +559,7 @@ def test_a_relative_source_in_a_deleted_working_directory_is_one_line(
     for name in ("000.png", "001.png", "002.png"):
         shutil.copy(slow_fidkit / "imgs" / name, deleted_cwd / "imgs" / name)
     assert main(["stats", "../imgs", "--no-cache", "--workers", "0", *stand_in_network]) == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"fidkit: error: {gone}"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"fidkit: error: ../imgs: {gone}"
     assert main(["stats", "../imgs", "--no-cache", "--save", "rel.npz", *stand_in_network]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"fidkit: error: cannot write rel.npz: {gone}"
 

@@ -51,7 +51,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
 from fidkit._download.locks import _download_lock, _lock_path
-from fidkit._fs import CHUNK_BYTES, atomic_write, file_digest, in_cache_home_folders, out_of_space
+from fidkit._fs import (
+    CHUNK_BYTES,
+    atomic_write,
+    file_digest,
+    file_size_limit_fix,
+    in_cache_home_folders,
+    out_of_space,
+)
 from fidkit.errors import DownloadError, InputError
 
 __all__ = [
@@ -232,7 +239,10 @@ def _disk_write_error(what: str, target: Path, error: OSError, size: int | None)
         f"set the environment variable FIDKIT_HOME to {where}" if in_cache_home_folders(target.parent)
         else f"download it to {where}"
     )
-    if full:
+    limit_fix = file_size_limit_fix(error, elsewhere)
+    if limit_fix is not None:  # EFBIG: a file-size limit, not a full disk
+        fix = limit_fix + (f"; the file has {size:,} bytes" if size is not None else "")
+    elif full:
         needed = f" ({size} bytes are needed)" if size is not None else ""
         fix = f"the disk is full: free space there{needed}, or {elsewhere}"
     else:

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fidkit._fs import cache_home, pid_running
+from fidkit._fs import pid_running
+from fidkit._home_dir import cache_home
 from fidkit.errors import DownloadError
 
 logger = logging.getLogger(__name__)

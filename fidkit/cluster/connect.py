@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fidkit._signals import signal_handlers_kept
 from fidkit.errors import (
     FidkitError,
     InputError,
@@ -63,7 +64,8 @@ def shared_session() -> Iterator[None]:
             _session["address"] = None
             ray = sys.modules.get("ray")
             if ray is not None and ray.is_initialized():
-                ray.shutdown()
+                with signal_handlers_kept():
+                    ray.shutdown()
 
 
 def _is_new_local(address: str | None) -> bool:
@@ -92,14 +94,15 @@ def connected(ray: Any, address: str | None) -> Iterator[bool]:
     if address is not None and address != "local":
         check_reachable(address)
     try:
-        if _is_new_local(address):
-            # "local": a new instance on this machine, never one that someone else's `ray start` runs.
-            ray.init(
-                address="local", include_dashboard=False, object_store_memory=_LOCAL_OBJECT_STORE_BYTES,
-                log_to_driver=False, logging_level=logging.WARNING,
-            )
-        else:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        with signal_handlers_kept():
+            if _is_new_local(address):
+                # "local": a new instance on this machine, never one that someone else's `ray start` runs.
+                ray.init(
+                    address="local", include_dashboard=False, object_store_memory=_LOCAL_OBJECT_STORE_BYTES,
+                    log_to_driver=False, logging_level=logging.WARNING,
+                )
+            else:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, ...
         where = "a local Ray instance" if _is_new_local(address) else f"the Ray cluster at {address}"
         raise FidkitError(
@@ -115,7 +118,8 @@ def connected(ray: Any, address: str | None) -> Iterator[bool]:
     try:
         yield _is_new_local(address)
     finally:
-        ray.shutdown()
+        with signal_handlers_kept():
+            ray.shutdown()
 
 
 def address_to_use(address: str | None) -> str | None:

@@ -120,7 +120,10 @@ def work_for(
     if source.cacheable and path.exists():
         # Each actor opens the file itself (a .npy is read batch by batch), instead of receiving its pixels.
         resolved = path.resolve()
-        listing = Listing("file", str(resolved), stamp=_stamp(resolved)) if resolved.is_file() else None
+        if resolved.is_file():
+            listing: Listing | None = Listing("file", str(resolved), stamp=_stamp(resolved))
+        else:
+            listing = _folder_files_listing(source, resolved)
         return Work(mode="reopen", source=None, path=str(resolved), listing=listing, **common)
     if source.cacheable and str(source.name) in dataset_names():
         # A named dataset: each node's fidkit finds it in its own cache (or downloads it).
@@ -143,15 +146,37 @@ class Listing:
     ``kind`` says what is compared: ``"folder"`` and ``"uri"``: each member's size and modification time (ns);
     ``"zip"``: the archive's size and modification time, and each member's size and CRC-32 in its central
     directory; ``"tar"``: the archive's size and modification time; ``"file"`` (an array file each actor opens):
-    its size and modification time. Per-member values are arrays aligned with the source's ``members``; a size of
-    -1 is a file the driver could not stat (decoding reports it as a bad file, on the driver's terms).
+    its size and modification time; ``"files"`` (a folder each actor opens whole, a CIFAR python batch folder):
+    each of the ``names`` in it that the source reads, by size and modification time. Per-member values are arrays
+    aligned with the source's ``members`` (with ``names`` for ``"files"``); a size of -1 is a file the driver
+    could not stat (decoding reports it as a bad file, on the driver's terms).
     """
 
     kind: str
     location: str
     stamp: tuple[int, int] | None = None
     sizes: Any = None
-    marks: Any = None  # per member: the mtime_ns (folder, uri), or the CRC-32 (zip)
+    marks: Any = None  # per member: the mtime_ns (folder, uri, files), or the CRC-32 (zip)
+    names: tuple[str, ...] = ()  # "files": the files in `location` the source reads
+
+
+def _folder_files_listing(source: Source, folder: Path) -> Listing | None:
+    """The files a folder source that each actor opens whole reads (a CIFAR python folder's batch files), by size
+    and modification time; None for any other folder source (nothing known to compare)."""
+    import numpy as np
+
+    from fidkit.sources.datasets import cifar_train_files
+
+    if source.kind != "cifar":
+        return None
+    files = cifar_train_files(folder)
+    if not files:
+        return None
+    stamps = [_stamp(file) for file in files]  # through the folder's names: what a node's open reads
+    return Listing(
+        "files", str(folder), sizes=np.array([size for size, _ in stamps], dtype=np.int64),
+        marks=np.array([mark for _, mark in stamps], dtype=np.int64), names=tuple(file.name for file in files),
+    )
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -223,6 +248,20 @@ class _NodeFiles:
         if seen != listing.stamp:
             raise _not_the_drivers(self.name, listing.location, "file", listing.stamp,
                                    None if seen[0] < 0 else seen)
+
+    def check_opened(self) -> None:
+        """What a source each actor opens itself read: its array file, or each file of its folder."""
+        listing = self.listing
+        if listing.kind == "file":
+            self.check_file()
+            return
+        folder = Path(listing.location)
+        for name, size, mark in zip(listing.names, listing.sizes, listing.marks):
+            expected = (int(size), int(mark))
+            seen = _stamp(folder / name)
+            if seen != expected:
+                raise _not_the_drivers(self.name, f"{name} in {folder}", "file", expected,
+                                       None if seen[0] < 0 else seen)
 
     def check_members(self, members: list[str], start: int, stop: int, reader: Any) -> None:
         """Members `start` to `stop` (exclusive) of `members` (the source's, in its order)."""
@@ -386,6 +425,9 @@ class ShardWorker:
             assert work.source is not None
             return work.source
         assert work.path is not None
+        if self.files is not None and self.files.listing.kind == "files":
+            # Before too: a node without one of the folder's files would open the folder as another kind of source.
+            self.files.check_opened()
         source = open_source(work.path, limit=work.limit, seed=work.seed, workers=0)
         if source.kind != work.kind or source.n_images != work.n_images:
             raise SourceError(
@@ -394,7 +436,7 @@ class ShardWorker:
                 "same files"
             )
         if self.files is not None:
-            self.files.check_file()  # the same array file, not only one of the same kind and count
+            self.files.check_opened()  # the same array file or batch files, not only the same kind and count
         return source
 
     def run(self, work_ref: list[Any], shard: int, start: int, stop: int, count_only: bool) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Used with cluster="ray", whose actors on other nodes read the files themselves: a prefix is listed once
 on the driver through ``pyarrow.fs`` (installed with ``ray[data]``), its image files are sorted by
-their names relative to the prefix, exactly like a local folder's, and every process that reads a
+their names relative to the prefix, exactly like a local folder's (a ``file://`` folder is walked as the same
+folder given as a path is: links followed once, dangling ones listed), and every process that reads a
 member opens the file system again from the URI (credentials come from the environment of each
 node, as pyarrow finds them: ``AWS_*`` variables, instance roles, ``GOOGLE_APPLICATION_CREDENTIALS``).
 
@@ -13,11 +14,13 @@ download it. The listing rules (hidden folders and image formats fidkit does not
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from fidkit._streams import RESTATED
 from fidkit.errors import SourceError
 from fidkit.sources import FileSource
 from fidkit.sources.archives import is_archive
@@ -26,12 +29,16 @@ from fidkit.sources.decode import file_too_large_error
 from fidkit.sources.files import (
     HIDDEN_FOLDER,
     NOT_REGULAR,
+    FolderListing,
     Ignored,
     is_hidden_folder,
+    iter_folder_images,
     open_members,
 )
 
 __all__ = ["is_uri", "open_uri", "ArrowReader"]
+
+logger = logging.getLogger(__name__)
 
 # A scheme of two or more letters: "C://" style Windows drive letters are paths, not URIs.
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
@@ -105,15 +112,26 @@ def open_uri(
             raise SourceError(f"{uri}: a single file; point at a prefix (folder) of images")
         if top.type == pyarrow.fs.FileType.NotFound:
             raise SourceError(f"{uri}: no such prefix (folder)")
-        infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+        local = isinstance(fs, pyarrow.fs.LocalFileSystem)
+        if not local:
+            infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
     except SourceError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise SourceError(f"{uri}: cannot list it ({type(exc).__name__}: {exc})") from exc
-    found, ignored = _classify_listing(infos, root)
+    unreadable: list[tuple[str, str]] = []
+    if local:
+        # file://: pyarrow's recursive listing follows links to folders without noticing a folder met twice (its
+        # images would be read twice) and drops a dangling link without a word; the walk of a local folder lists
+        # exactly what the same folder given as a path does. Object stores have no links.
+        found, ignored, unreadable = _walk_local(root, uri, skip_bad=skip_bad)
+    else:
+        found, ignored = _classify_listing(infos, root)
     if not found:
         ignored.report(uri)
         ignored_detail = "".join(f"; {count} ignored: {reason}" for reason, count in ignored.counts.items())
+        if unreadable:
+            ignored_detail += f"; {len(unreadable)} unreadable folder(s) skipped, first {unreadable[0][0]}"
         raise empty_source_error(uri, f"no image files; {ignored.n_other} other files ignored{ignored_detail}")
 
     def identity(members: list[str], hash_content: bool) -> dict[str, Any]:
@@ -124,7 +142,26 @@ def open_uri(
     return open_members(
         "folder", uri, sorted(found), make_reader=lambda members: ArrowReader(uri), identity=identity,
         limit=limit, seed=seed, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers, ignored=ignored,
+        skipped_at_open=unreadable,
     )
+
+
+def _walk_local(
+    root: str, uri: str, *, skip_bad: bool
+) -> tuple[dict[str, tuple[int, int]], Ignored, list[tuple[str, str]]]:
+    """The image files under the local folder `root` of a ``file://`` URI, by the walk of a folder source
+    (:func:`~fidkit.sources.files.iter_folder_images`): name -> (size, mtime_ns) after following links (-1, -1 for
+    one that cannot be stat'ed, which decoding reports as a bad file), what was not read (with the other files in
+    its n_other), and the subfolders that could not be read (skipped with `skip_bad`, else an error)."""
+    listing = FolderListing(Ignored())
+    found: dict[str, tuple[int, int]] = {}
+    for member, info in iter_folder_images(Path(root), uri, listing, skip_unreadable=skip_bad):
+        # As pyarrow reports a local file (and an actor's check of the listing reads it): size, mtime in ns.
+        found[member] = (-1, -1) if info is None else (int(info.st_size), int(info.st_mtime_ns))
+    for folder, reason in listing.unreadable:
+        logger.warning("%s: cannot read subfolder %s (%s); skipped (--skip-bad)", uri, folder, reason,
+                       extra=RESTATED)
+    return found, listing.ignored, listing.unreadable
 
 
 def _classify_listing(infos: list[Any], root: str) -> tuple[dict[str, tuple[int, int]], Ignored]:

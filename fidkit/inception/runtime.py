@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fidkit._fs import atomic_write, cache_home, out_of_space, sha256_file
+from fidkit._fs import atomic_write, file_size_limit_fix, out_of_space, sha256_file
+from fidkit._home_dir import cache_home
 from fidkit._streams import stdout_to_stderr
 from fidkit._validate import (
     as_image_batch,
@@ -145,9 +146,11 @@ def ensure_graph(weights: ResolvedWeights, *, convention: str = DEFAULT_CONVENTI
         if exc.filename is not None and Path(exc.filename) == Path(weights.path):
             raise  # about the weights file, not the cache
         # An unwritable or read-only cache home (a shared account, a container): say which setting moves it.
-        fix = "free disk space there, or set the environment variable FIDKIT_HOME to a folder on another disk" if (
+        fix = file_size_limit_fix(
+            exc, "set the environment variable FIDKIT_HOME to a folder on another file system"
+        ) or ("free disk space there, or set the environment variable FIDKIT_HOME to a folder on another disk" if (
             out_of_space(exc)
-        ) else "set the environment variable FIDKIT_HOME to a writable folder"
+        ) else "set the environment variable FIDKIT_HOME to a writable folder")
         raise FidkitError(f"cannot write the ONNX graph cache {target} ({exc.strerror or exc}); {fix}") from exc
     # Logged here, not by export_graph: it only sees the temporary name.
     logger.info("exported the ONNX graph of %s to %s", weights.path, target)

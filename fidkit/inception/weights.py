@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fidkit._download import DEFAULT_TIMEOUT_S, Checksum, DiskWriteError, download
-from fidkit._fs import atomic_write, cache_home, expand_user, sha256_file
+from fidkit._fs import atomic_write, sha256_file
+from fidkit._home_dir import cache_home, expand_user
 from fidkit.errors import DownloadError, WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover

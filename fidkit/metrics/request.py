@@ -242,23 +242,35 @@ def _check_dims(names: tuple[str, ...], sides: dict[str, Features | Stats]) -> N
             )
 
 
+def _half_sample_sides(names, sides) -> tuple[str, ...]:
+    """The sides whose rows the half-sample intervals draw: ``"a"`` for KID, IS and the neighbour metrics; ``"b"``
+    only for KID, the neighbour metrics and IS (b), which exists when side b has logits. IS (a)'s interval never
+    reads side b, so side b's size (one row, or statistics) is no concern of it."""
+    drawn = {"a"} if {"kid", "is", "prdc"} & set(names) else set()
+    b_logits = isinstance(sides["b"], Features) and sides["b"].logits is not None
+    if {"kid", "prdc"} & set(names) or ("is" in names and b_logits):
+        drawn.add("b")
+    return tuple(role for role in ("a", "b") if role in drawn)
+
+
 def _check_half_sizes(names, sides, *, is_splits: int, k_largest: int) -> None:
-    """With intervals, refuse sizes whose half-samples the metrics cannot take (before any work)."""
-    halves = {role: side.n // 2 for role, side in sides.items() if isinstance(side, Features)}
+    """With intervals, refuse sizes whose half-samples the metrics cannot take (before any work): on each side that
+    :func:`_half_sample_sides` draws, and there only for the metrics whose intervals draw it."""
+    drawn = _half_sample_sides(names, sides)
     needs = []
     if "kid" in names:
         needs += [(role, 2, "KID's unbiased estimator needs 2") for role in ("a", "b")]
     if "is" in names:
-        b_logits = isinstance(sides["b"], Features) and sides["b"].logits is not None
-        roles = ("a", "b") if b_logits else ("a",)
-        needs += [(role, is_splits, f"the Inception Score's {is_splits} splits need one row each") for role in roles]
+        needs += [(role, is_splits, f"the Inception Score's {is_splits} splits of IS ({role}) need one row each")
+                  for role in ("a", "b") if role in drawn]
     if "prdc" in names:
         why = f"a ball of k = {k_largest} other samples needs {k_largest + 1}"
         needs += [(role, k_largest + 1, why) for role in ("a", "b")]
     for role, minimum, why in needs:
-        if halves[role] < minimum:
+        half = sides[role].n // 2
+        if half < minimum:
             raise InputError(
-                f"an interval by half-samples keeps {halves[role]} of the {sides[role].n} images of side {role}, "
+                f"an interval by half-samples keeps {half} of the {sides[role].n} images of side {role}, "
                 f"but {why}; pass more images or drop the interval"
             )
 

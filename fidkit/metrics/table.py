@@ -65,6 +65,7 @@ from fidkit.metrics.request import (
     _check_half_sizes,
     _check_side,
     _check_sizes,
+    _half_sample_sides,
     _where,
     check_available,
     parse_metrics,
@@ -359,7 +360,8 @@ def _half_sample_intervals(
     points = {entry.key: entry.value for entry in entries}
     keys = [key for key in points if key not in ("fid", "sfid")]
     replicates: dict[str, list[float]] = {key: [] for key in keys}
-    n_b = b.n if isinstance(b, Features) else None  # a statistics side (IS alone) is not resampled
+    # Side b is drawn only where an interval reads it (KID, prdc, IS (b)): IS (a)'s never does, nor a statistics side.
+    n_b = b.n if "b" in _half_sample_sides(names, {"a": a, "b": b}) else None
     for rows_a, rows_b in half_sample_draws(a.n, n_b, ci.n_resamples, half_seed):
         if "kid" in names:
             result = kid(a.rows[rows_a], b.rows[rows_b], subsets=ci.kid_subsets, subset_size=kid_subset_size,

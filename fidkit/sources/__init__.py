@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from fidkit._fs import WORKING_DIRECTORY_GONE, working_directory_gone
 from fidkit._validate import as_image_batch, check_limit_seed
 from fidkit.errors import InputError, SourceError
 from fidkit.sources.archives import is_archive, open_archive
@@ -172,6 +173,10 @@ def _open_path(
     # Named datasets ("cifar10-train", used when no such path exists) and the CIFAR python .tar.gz.
     from fidkit.sources.named import dataset_names, open_if_named
 
+    if not path.is_absolute() and name not in dataset_names() and working_directory_gone():
+        # Every relative path is relative to a folder that is gone: "A" is missing from it, "../A" and "." cannot be
+        # made absolute (folders, caches and workers need that). Named datasets live in FIDKIT_HOME, not here.
+        raise SourceError(f"{name}: {WORKING_DIRECTORY_GONE}")
     named = open_if_named(path, name, limit=limit, seed=seed)
     if named is not None:
         return named

@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 
 from fidkit._download import Checksum, DiskWriteError, download, mirror_urls
-from fidkit._fs import atomic_write, cache_home, expand_user, file_digest, sha256_file
+from fidkit._fs import atomic_write, file_digest, sha256_file
+from fidkit._home_dir import cache_home, expand_user
 from fidkit.errors import DownloadError, SourceError
 from fidkit.sources.arrays import ArraySource, file_identity
 from fidkit.sources.base import Source, file_stamp
