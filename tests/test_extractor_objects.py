@@ -270,7 +270,7 @@ def built(tmp_path):
     return BuiltNet(weights)
 
 
-@pytest.mark.parametrize(("option", "value", "stated"), [
+_CONTRADICTIONS = [
     ("convention", "clean", "'tf'"),
     ("dims", 64, "4"),
     ("device", "cuda", "'cpu'"),
@@ -279,8 +279,15 @@ def built(tmp_path):
     ("precision", "bf16", "'exact'"),
     ("precision", "tf32", "'exact'"),
     ("threads", 3, "2"),
-])
-@pytest.mark.parametrize("entry", ["compute_stats", "FID", "options"])
+]
+
+
+@pytest.mark.parametrize(
+    ("entry", "option", "value", "stated"),
+    [(entry, *case) for entry in ("compute_stats", "FID") for case in _CONTRADICTIONS]
+    # inside an options object: RunOptions(precision=...) alone is refused by RunOptions itself (it needs others)
+    + [("options", *case) for case in _CONTRADICTIONS if case[0] != "precision"],
+)
 def test_a_network_option_that_contradicts_the_object_is_refused_naming_it_and_the_fix(
     built, entry, option, value, stated
 ):
@@ -290,9 +297,7 @@ def test_a_network_option_that_contradicts_the_object_is_refused_naming_it_and_t
             fidkit.compute_stats(data, extractor=built, use_cache=False, **{option: value})
         elif entry == "FID":
             fidkit.FID(extractor=built, **{option: value})
-        else:  # the same option inside an options object (tf32 and bf16 alone are refused by RunOptions itself)
-            if option == "precision":
-                pytest.skip("RunOptions(precision=...) needs other options, which are named first")
+        else:  # the same option inside an options object
             fidkit.compute_stats(data, extractor=built, use_cache=False, options=fidkit.RunOptions(**{option: value}))
     message = str(raised.value)
     assert message.startswith(f"{option}={value!r} cannot apply to the extractor object BuiltNet")
