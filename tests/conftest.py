@@ -115,3 +115,15 @@ def ray_instance():
     yield ray
     if started and ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture
+def deleted_cwd(tmp_path, monkeypatch):
+    """Work in a folder that is then removed (``mkdir g; cd g; rmdir ../g``); its parent (`tmp_path`) is returned."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(FileNotFoundError):
+        os.getcwd()
+    return tmp_path

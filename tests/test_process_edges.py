@@ -512,18 +512,6 @@ def test_the_command_puts_back_the_sigterm_handler_it_found(tmp_path: Path) -> N
 
 
 @pytest.fixture
-def deleted_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Work in a folder that is then removed (``mkdir g; cd g; rmdir ../g``); its parent is returned."""
-    gone = tmp_path / "gone"
-    gone.mkdir()
-    monkeypatch.chdir(gone)
-    gone.rmdir()
-    with pytest.raises(FileNotFoundError):
-        os.getcwd()
-    return tmp_path
-
-
-@pytest.fixture
 def stand_in_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """The command's network replaced by a cheap stand-in; the ``--weights`` arguments it needs (only hashed)."""
     import fidkit.extractors

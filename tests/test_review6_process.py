@@ -196,21 +196,13 @@ _GONE = ("the working directory no longer exists (it was deleted or moved away),
 
 
 @pytest.fixture
-def in_deleted_cwd(tmp_path, monkeypatch):
-    """Work in a folder that is then removed (``mkdir g; cd g; rmdir ../g``); its parent holds a folder of images."""
-    import os
-
-    images = tmp_path / "imgs"
+def in_deleted_cwd(deleted_cwd):
+    """conftest.py's deleted working directory, whose parent holds a folder of images."""
+    images = deleted_cwd / "imgs"
     images.mkdir()
     for index in range(3):
         (images / f"{index}.png").write_bytes(_png_bytes(index))
-    gone = tmp_path / "gone"
-    gone.mkdir()
-    monkeypatch.chdir(gone)
-    gone.rmdir()
-    with pytest.raises(FileNotFoundError):
-        os.getcwd()
-    return tmp_path
+    return deleted_cwd
 
 
 @pytest.mark.parametrize("spec", ["imgs", "./imgs", "../imgs", ".", "a.npz", "sub/missing.zip"])
