@@ -19,6 +19,7 @@ pytest.importorskip("pyarrow.fs")
 from fidkit.cluster.uri import ArrowReader, is_uri, open_uri  # noqa: E402
 from fidkit.errors import EmptySourceError, ImageError, SourceError  # noqa: E402
 from fidkit.sources import FileSource, open_source  # noqa: E402
+from image_files import _png  # noqa: E402 (tests/image_files.py)
 
 READ = dict(limit=None, seed=None, skip_bad=False, exif_transpose=False, workers=0)
 
@@ -167,3 +168,63 @@ def test_without_pyarrow_listing_says_what_to_install(folder, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.fs", None)
     with pytest.raises(SourceError, match="reading URIs needs pyarrow"):
         open_uri(folder.as_uri(), **READ)
+
+
+# --- 2: a file:// URI lists exactly what the same local folder lists -----------------------------------------------
+
+def _tree_with_links(root):
+    import os
+
+    for index, name in enumerate(["top.png", "real/one.png", "real/deeper/two.png", ".thumbs/hidden.png",
+                                  "real/.ipynb_checkpoints/x.png", "other/three.png"]):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(_png(index, 6, 6))
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    os.symlink("real", root / "again")  # a second name of a folder: read once
+    os.symlink("real/deeper", root / "zlink")  # a second name of a subfolder
+    os.symlink("top.png", root / "same.png")  # a link to a file is a file
+    os.symlink("missing.png", root / "dangling.png")  # a link to nothing: a bad file, in both
+    os.symlink(".thumbs", root / "thumbs-link")  # a hidden folder through a link is read, as the walk does
+    (root / "notes.txt").write_text("x")
+
+
+def _read_all(source):
+    import numpy as np
+
+    total, rows = 0, 0
+    for batch in source.batches(3):
+        total += int(np.asarray(batch, dtype=np.int64).sum())
+        rows += len(batch)
+    return rows, total, sorted(name for name, _ in source.skipped)  # the readers word the reasons their way
+
+
+def test_a_file_uri_lists_and_reads_exactly_what_the_same_local_folder_does(tmp_path):
+    pytest.importorskip("pyarrow.fs")
+    from fidkit.cluster.uri import open_uri
+    from fidkit.sources import open_source
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    _tree_with_links(root)
+    read = dict(limit=None, seed=None, skip_bad=True, exif_transpose=False, workers=0)
+    folder = open_source(root, **read)
+    uri = open_uri(root.as_uri(), **read)
+    assert uri.members == folder.members == [
+        "broken.png", "dangling.png", "other/three.png", "real/deeper/two.png", "real/one.png", "same.png",
+        "thumbs-link/hidden.png", "top.png"]
+    assert uri.ignored == folder.ignored
+    assert sum(uri.ignored.values()) == 4  # .thumbs/, real/.ipynb_checkpoints/, again/ and zlink/ (read already)
+    assert _read_all(uri) == _read_all(folder)
+    rows, _, skipped = _read_all(uri)
+    assert rows == 6 and skipped == ["broken.png", "dangling.png"]
+    # The listing's sizes and times are those a node's check of the listing reads (pyarrow's stat of the file).
+    identity = uri._identity(hash_content=False)
+    import pyarrow.fs
+
+    file_system = pyarrow.fs.LocalFileSystem()
+    for member, size, mtime_ns in identity["members"]:
+        info = file_system.get_file_info(str(root / member))
+        if info.type == pyarrow.fs.FileType.NotFound:
+            assert (size, mtime_ns) == (-1, -1)
+        else:
+            assert (size, mtime_ns) == (info.size, info.mtime_ns)

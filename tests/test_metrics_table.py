@@ -559,3 +559,45 @@ def test_format_table_writes_n_a_for_every_non_finite_cell():
     text = table.format().lower()
     assert "inf" not in text and "nan" not in text, text
     assert text.count("n/a") >= 7
+
+
+# --- 6: IS (a)'s half-sample interval does not need side b's rows; IS (b)'s does, and says so before any work -------
+
+def _features(n, *, logits, seed=0):
+    import numpy as np
+
+    from fidkit import Features
+
+    rng = np.random.default_rng(seed)
+    return Features(rng.normal(size=(n, 8)), logits=rng.normal(size=(n, 20)) if logits else None)
+
+
+
+@pytest.mark.parametrize("n_b", [1, 2, 3])
+def test_the_interval_of_is_a_does_not_depend_on_the_size_of_side_b(n_b):
+    import warnings
+
+    from fidkit.metrics import IntervalSpec, evaluate
+
+    a = _features(100, logits=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with_b = evaluate(a, _features(n_b, logits=False, seed=n_b), "is", ci=IntervalSpec(n_resamples=10))
+        reference = evaluate(a, _features(50, logits=False, seed=9), "is", ci=IntervalSpec(n_resamples=10))
+    got, expected = with_b["is_a"].interval, reference["is_a"].interval
+    assert (got.low, got.high) == (expected.low, expected.high)  # side b is never drawn for IS (a)
+
+
+def test_is_b_whose_half_samples_are_too_small_is_refused_before_any_work_naming_it(monkeypatch):
+    import fidkit.metrics.table as table
+    from fidkit.errors import InputError
+    from fidkit.metrics import IntervalSpec, evaluate
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the Inception Score was computed before the sizes were checked")
+
+    monkeypatch.setattr(table, "inception_score", no_work)
+    with pytest.raises(InputError, match=r"keeps 0 of the 1 images of side b, but the Inception Score's 1 splits of "
+                                         r"IS \(b\) need one row each"):
+        evaluate(_features(100, logits=True), _features(1, logits=True), "is", is_splits=1,
+                 ci=IntervalSpec(n_resamples=10))

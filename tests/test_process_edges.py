@@ -15,6 +15,7 @@ import pytest
 from fidkit._fs import atomic_write
 from fidkit._home_dir import cache_home
 from fidkit.errors import InputError, WeightsError
+from image_files import _png  # tests/image_files.py
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: A user name no system has: pathlib cannot expand ``~`` followed by it.
@@ -633,3 +634,127 @@ def test_a_cache_home_that_is_a_broken_link_is_said_as_it_is(
             pytest.fail("nothing is written under a broken home")
     expected = "a symbolic link to a missing target" if kind == "dangling" else "a symbolic link loop"
     assert str(info.value).startswith(f"{home} is {expected}") and "File exists" not in str(info.value)
+
+
+# --- 3: every relative source path in a deleted working directory gets the working-directory message ------------
+
+_GONE = ("the working directory no longer exists (it was deleted or moved away), so a relative path cannot be made "
+         "absolute; cd to an existing folder, or give absolute paths")
+
+
+@pytest.fixture
+def in_deleted_cwd(deleted_cwd):
+    """conftest.py's deleted working directory, whose parent holds a folder of images."""
+    images = deleted_cwd / "imgs"
+    images.mkdir()
+    for index in range(3):
+        (images / f"{index}.png").write_bytes(_png(index, 6, 6))
+    return deleted_cwd
+
+
+@pytest.mark.parametrize("spec", ["imgs", "./imgs", "../imgs", ".", "a.npz", "sub/missing.zip"])
+def test_a_relative_source_in_a_deleted_working_directory_names_the_working_directory(in_deleted_cwd, spec):
+    from fidkit.errors import SourceError
+    from fidkit.sources import open_source
+
+    with pytest.raises(SourceError) as raised:
+        open_source(spec, workers=0)
+    assert str(raised.value) == f"{spec}: {_GONE}"
+    source = open_source(in_deleted_cwd / "imgs", workers=0)  # an absolute path needs no working directory
+    assert source.n_images == 3
+
+
+@pytest.mark.parametrize("arguments", [["stats", "imgs"], ["stats", "./imgs"], ["compute", "imgs", "other"],
+                                       ["compute", "/absent-in-this-test", "imgs"]])
+def test_the_commands_say_the_working_directory_is_gone_for_a_relative_source(in_deleted_cwd, arguments, capsys):
+    from fidkit.cli import main
+
+    weights = in_deleted_cwd / "w.pth"
+    weights.write_bytes(b"never read: the sources fail first")
+    assert main([*arguments, "--no-cache", "--workers", "0", "--weights", str(weights)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    if arguments[1].startswith("/"):  # an absolute path that is missing is still "no such file or folder"
+        assert last.startswith(f"fidkit: error: {arguments[1]}: no such file or folder")
+    else:
+        assert last == f"fidkit: error: {arguments[1]}: {_GONE}"
+
+
+# --- 4: a write stopped by a file-size limit (EFBIG) is named as such, never as a full disk ------------------------
+
+_UNDER_A_FILE_SIZE_LIMIT = """
+import hashlib, logging, os, resource, sys
+from pathlib import Path
+import numpy as np
+logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+from fidkit._download import Checksum, download
+from fidkit.cache import store_cached_stats
+from fidkit.stats import Stats
+work, limit = Path(sys.argv[1]), int(sys.argv[2])
+blob = work / "mirror" / "blob.bin"
+blob.parent.mkdir()
+blob.write_bytes(os.urandom(3 * limit))
+digest = Checksum("sha256", hashlib.sha256(blob.read_bytes()).hexdigest())
+stats = Stats(np.zeros(128), np.eye(128), n=10)  # about 130 kB as a file
+os.environ["FIDKIT_HOME"] = str(work / "home")
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+for name, write in [
+    ("download", lambda: download([blob.as_uri()], work / "out" / "blob.bin", checksum=digest, size=3 * limit)),
+    ("save", lambda: stats.save(work / "out" / "stats.npz")),
+    ("cache", lambda: store_cached_stats("k" * 64, stats, source_name="imgs")),
+]:
+    try:
+        write()
+        print(name, "returned")
+    except Exception as error:
+        print(name, type(error).__name__, error)
+print("left", sorted(path.name for path in (work / "out").iterdir()))
+"""
+
+
+def test_a_write_stopped_by_the_file_size_limit_names_the_limit_not_a_full_disk(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    limit = 40_000
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    (tmp_path / "out").mkdir()
+    done = subprocess.run([sys.executable, "-c", _UNDER_A_FILE_SIZE_LIMIT, str(tmp_path), str(limit)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    by_name = {line.split(" ", 1)[0]: line for line in lines}
+    named = f"this process's file-size limit ({limit:,} bytes: ulimit -f, RLIMIT_FSIZE), not a full disk: " \
+            "raise the limit (ulimit -f unlimited)"
+    assert by_name["download"].startswith("download DiskWriteError") and named in by_name["download"]
+    assert by_name["save"].startswith("save StatsFileError") and named in by_name["save"]
+    assert by_name["cache"] == "cache returned"  # the cache never fails a run: it warns
+    warned = [line for line in lines if "are not cached" in line]
+    assert len(warned) == 1 and named in warned[0] and "or pass --no-cache" in warned[0]
+    assert not any("disk is full" in line or "free disk space" in line for line in lines)
+    assert by_name["left"] == "left []"  # nothing half-written kept
+
+
+def test_the_graph_cache_names_a_file_size_limit(monkeypatch, tmp_path):
+    import errno
+    import hashlib
+
+    import fidkit.inception.export as export
+    from fidkit.errors import FidkitError
+    from fidkit.inception.runtime import ensure_graph
+    from fidkit.inception.weights import ResolvedWeights
+
+    monkeypatch.setenv("FIDKIT_HOME", str(tmp_path / "home"))
+
+    def too_large(*args, **kwargs):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(export, "export_graph", too_large)
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"weights")
+    resolved = ResolvedWeights(weights, hashlib.sha256(b"weights").hexdigest(), "explicit", False)
+    with pytest.raises(FidkitError) as raised:
+        ensure_graph(resolved)
+    message = str(raised.value)
+    assert "not a full disk" in message and "free disk space" not in message

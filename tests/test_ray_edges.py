@@ -7,7 +7,11 @@ instance of 2 CPUs for the module. Without Ray installed, what needs it is skipp
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -563,3 +567,151 @@ def test_a_run_on_a_cluster_with_a_cpu_held_by_other_work_ends_on_the_free_one(r
         assert stats.metadata["ray_actors"] == 1 and stats.metadata["ray_shards"] == 2
     finally:
         ray.kill(busy)
+
+
+# --- 5: an actor compares each batch file of a CIFAR python folder with the driver's listing ------------------------
+
+def _cifar_folder(folder, n_per_file=2):
+    import numpy as np
+
+    from fidkit.testing import cifar_batch
+
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    written = {}
+    for index in range(1, 6):
+        images = rng.integers(0, 256, (n_per_file, 32, 32, 3), dtype=np.uint8)
+        (folder / f"data_batch_{index}").write_bytes(cifar_batch(images, labels=[0] * n_per_file))
+        written[f"data_batch_{index}"] = images
+    (folder / "batches.meta").write_bytes(b"not read")
+    return written
+
+
+def _cifar_actor(folder):
+    """The actor's side, in this process: the driver's work as Ray ships it (pickled), opened as a node opens it."""
+    import pickle
+
+    from fidkit.cluster.shards import ShardWorker, work_for
+    from fidkit.options import RunOptions
+    from fidkit.sources import open_source
+
+    work = work_for(open_source(folder), RunOptions(device="cpu", batch_size=2, workers=0), "5" * 64, False)
+    worker = ShardWorker()
+    worker.work = pickle.loads(pickle.dumps(work))
+    return work, worker
+
+
+def test_a_cifar_folder_sent_by_path_is_listed_file_by_file_and_checked_by_each_actor(tmp_path):
+    import os
+
+    import numpy as np
+
+    from fidkit.errors import SourceError
+    from fidkit.testing import cifar_batch
+
+    folder = tmp_path / "cifar-10-batches-py"
+    written = _cifar_folder(folder)
+    work, worker = _cifar_actor(folder)
+    assert work.mode == "reopen" and work.listing is not None and work.listing.kind == "files"
+    assert work.listing.names == tuple(f"data_batch_{index}" for index in range(1, 6))
+    assert worker._open().n_images == 10  # the same files: opened as on the driver
+
+    third = folder / "data_batch_3"
+    before = os.stat(third)
+    original = third.read_bytes()
+    other = cifar_batch(np.ascontiguousarray(written["data_batch_3"][::-1]), labels=[0, 0])  # the images swapped
+    assert len(other) == len(original)
+    third.write_bytes(other)  # another version of the same size, written later: other pixels, the same count
+    os.utime(third, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    with pytest.raises(SourceError, match=r"data_batch_3 in .*cifar-10-batches-py differs on this node from the "
+                                          r"driver's listing \(\d[\d,]* bytes, modified"):
+        worker._open()
+    third.write_bytes(original)
+    os.utime(third, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert worker._open().n_images == 10
+    (folder / "data_batch_5").unlink()  # a node that lacks a batch file: named, before the folder is opened
+    with pytest.raises(SourceError, match=r"data_batch_5 in .* differs on this node from the driver's listing \(no "
+                                          r"such file here"):
+        worker._open()
+
+
+# --- the fidkit command's SIGTERM handling survives ray.init (a local Ray instance in a subprocess) -------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sigterm_after_ray_init_takes_the_commands_path_not_rays_exit(tmp_path):
+    pytest.importorskip("ray")
+    # The command's handler (SIGTERM unwound as Ctrl-C), a real ray.init through fidkit's connection, then SIGTERM
+    # while connected and after the connection ended (ray.shutdown): `kill` during side b, or after both sides.
+    script = textwrap.dedent("""
+        import os, signal
+        import ray
+        from fidkit._signals import Terminated as _Terminated, _raise_terminated, sigterm_as_interrupt as _sigterm_as_interrupt
+        from fidkit.cluster.connect import connected, shared_session
+
+        def terminate_self():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(10_000):  # the handler runs between bytecodes
+                    pass
+            except _Terminated:
+                return True
+            return False
+
+        with _sigterm_as_interrupt():
+            with shared_session():
+                with connected(ray, None):
+                    print("inside", terminate_self(), flush=True)
+                    signal.signal(signal.SIGTERM, _raise_terminated)  # it falls back to the default after one
+            print("after", terminate_self(), flush=True)
+        """)
+    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 0, (done.stdout, done.stderr[-3000:])
+    assert done.stdout.splitlines() == ["inside True", "after True"]
+    assert "SIGTERM received" not in done.stderr
+
+
+def test_the_command_killed_with_sigterm_during_a_ray_run_says_terminated_and_exits_143(tmp_path,
+                                                                                      random_weights_path):
+    pytest.importorskip("ray")
+    import signal
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(64):  # tens of seconds on 2 CPU actors: SIGTERM lands while the actors compute
+        Image.fromarray(rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)).save(images / f"{index:02d}.png")
+    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env["FIDKIT_HOME"] = str(tmp_path / "home")
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "fidkit", "stats", str(images), "--ray", "--weights", str(random_weights_path),
+             "--device", "cpu", "--batch-size", "2", "--no-cache", "--save", str(tmp_path / "out.npz")],
+            stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=tmp_path,
+        )
+        try:
+            ends = time.monotonic() + 240
+            while "shards on" not in log.read_text() and command.poll() is None and time.monotonic() < ends:
+                time.sleep(0.2)
+            assert command.poll() is None, log.read_text()
+            time.sleep(1)
+            command.send_signal(signal.SIGTERM)
+            status = command.wait(timeout=120)
+        finally:
+            if command.poll() is None:
+                command.kill()
+                command.wait()
+    err = log.read_text()
+    assert status == 143, err
+    assert "fidkit: terminated" in err and "SIGTERM received" not in err
+    assert not (tmp_path / "out.npz").exists() and list(tmp_path.glob("*.npz*")) == []
