@@ -67,7 +67,8 @@ class Features:
         Inception Score's shuffle (or its chunks, with ``shuffle=False``), FD-infinity's subsets and every
         interval's resamples are drawn by position from the seed: the same rows in the same order give the same
         numbers on any engine or device, to rounding; in another order (another ``torch.distributed`` world size,
-        Ray shards) they are another draw, within the reported spread. To compare exactly, compute from the same
+        Ray shards, another batch size for mixed image sizes, whose batching by size depends on it) they are
+        another draw, within the reported spread. To compare exactly, compute from the same
         saved features.
     metadata : dict
         What made them (the extractor's metadata, the source, skipped files): str keys, str/int/float/bool
