@@ -208,14 +208,22 @@ def file_size_limit_fix(error: BaseException | None, elsewhere: str = "write it 
     try:
         import resource
 
-        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
         unlimited = soft == resource.RLIM_INFINITY
     except (ImportError, OSError, ValueError):  # no such limit on this platform
-        soft, unlimited = None, True
+        soft, hard, unlimited = None, None, True
     if not unlimited:
+        # EFBIG does not say which limit it met: with one set, it is the likelier, and the file system's is named too.
+        if hard == resource.RLIM_INFINITY:
+            raise_it = "raise the limit (ulimit -f unlimited)"
+        elif hard > soft:
+            raise_it = f"raise the limit (ulimit -f, up to its hard limit of {hard:,} bytes)"
+        else:
+            raise_it = "run where the limit is higher (its hard limit forbids raising it here)"
         return (
-            f"the file is larger than this process's file-size limit ({soft:,} bytes: ulimit -f, RLIMIT_FSIZE), "
-            "not a full disk: raise the limit (ulimit -f unlimited) and run again"
+            f"the file is larger than this process's file-size limit ({soft:,} bytes: ulimit -f, RLIMIT_FSIZE) or "
+            f"than the largest file the file system there takes, not a full disk: {raise_it} and run again, or "
+            f"{elsewhere}"
         )
     return (
         "the file is larger than the file system there takes (its largest file size, e.g. 4 GiB on FAT32), not a "

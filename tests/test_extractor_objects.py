@@ -512,6 +512,12 @@ def test_the_advice_beside_fidkits_own_network_objects_names_a_class_that_takes_
     assert "build fidkit.FeatureExtractor(..., threads=2)" in message
     message = _refusal(lambda: fidkit.FID(extractor=torch_net, precision="bf16"))
     assert f"build {torch_class}(..., precision='bf16')" in message
+    # The other class takes its own defaults for what only the object's engine has (bf16 here): a bf16 torch object
+    # given threads= or engine='onnxruntime' is told to build a FeatureExtractor, which can be built (exact).
+    message = _refusal(lambda: fidkit.FID(extractor=bf16, threads=2))
+    assert "build fidkit.FeatureExtractor(..., threads=2)" in message and "no network object" not in message
+    message = _refusal(lambda: fidkit.FID(extractor=bf16, engine="onnxruntime"))
+    assert "build a fidkit.FeatureExtractor(...)" in message and "no network object" not in message
 
 
 def test_the_advice_beside_another_object_follows_its_constructor():

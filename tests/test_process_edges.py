@@ -725,8 +725,8 @@ def test_a_write_stopped_by_the_file_size_limit_names_the_limit_not_a_full_disk(
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     by_name = {line.split(" ", 1)[0]: line for line in lines}
-    named = f"this process's file-size limit ({limit:,} bytes: ulimit -f, RLIMIT_FSIZE), not a full disk: " \
-            "raise the limit (ulimit -f unlimited)"
+    named = f"this process's file-size limit ({limit:,} bytes: ulimit -f, RLIMIT_FSIZE) or than the largest file the " \
+            "file system there takes, not a full disk: raise the limit (ulimit -f unlimited) and run again, or "
     assert by_name["download"].startswith("download DiskWriteError") and named in by_name["download"]
     assert by_name["save"].startswith("save StatsFileError") and named in by_name["save"]
     assert by_name["cache"] == "cache returned"  # the cache never fails a run: it warns
@@ -734,6 +734,27 @@ def test_a_write_stopped_by_the_file_size_limit_names_the_limit_not_a_full_disk(
     assert len(warned) == 1 and named in warned[0] and "or pass --no-cache" in warned[0]
     assert not any("disk is full" in line or "free disk space" in line for line in lines)
     assert by_name["left"] == "left []"  # nothing half-written kept
+
+
+@pytest.mark.parametrize(("hard", "advice"), [
+    (None, "raise the limit (ulimit -f unlimited)"),
+    (10**9, "raise the limit (ulimit -f, up to its hard limit of 1,000,000,000 bytes)"),
+    (40_000, "run where the limit is higher (its hard limit forbids raising it here)"),
+])
+def test_the_file_size_limit_advice_follows_the_hard_limit(monkeypatch, hard, advice):
+    # ulimit -f unlimited cannot work where the hard limit forbids it; EFBIG does not say which limit it met, so the
+    # file system's largest file is named beside a process limit that is set.
+    import errno
+    import resource
+
+    from fidkit._fs import file_size_limit_fix
+
+    limits = (40_000, resource.RLIM_INFINITY if hard is None else hard)
+    monkeypatch.setattr(resource, "getrlimit", lambda which: limits)
+    fix = file_size_limit_fix(OSError(errno.EFBIG, "File too large"), elsewhere="save it elsewhere")
+    assert fix.startswith("the file is larger than this process's file-size limit (40,000 bytes")
+    assert "or than the largest file the file system there takes" in fix and advice in fix
+    assert fix.endswith("and run again, or save it elsewhere")
 
 
 def test_the_graph_cache_names_a_file_size_limit(monkeypatch, tmp_path):

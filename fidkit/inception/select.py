@@ -281,7 +281,9 @@ def class_for_option(
     Returns None for an object of another class; else ``(class name, its engine, None)`` for the class that takes
     it (its own first; for ``engine`` the class of that engine: ``TorchFeatureExtractor`` has no ``engine``
     parameter, it *is* the torch engine), checked with the network's own rules on the object's other settings (the
-    other class gets those both take: ``threads`` are onnxruntime's); or ``(None, None, why)`` where none can.
+    other class gets only what both take, the convention, the layer and a device both run on; its own defaults
+    otherwise: ``threads`` are onnxruntime's, ``bf16`` the torch engine's, TensorRT onnxruntime's); or
+    ``(None, None, why)`` where none can.
     """
     from types import SimpleNamespace
 
@@ -294,7 +296,7 @@ def class_for_option(
         trial = {"device": "auto", "convention": "tf", "dims": 2048, "precision": "exact", "threads": None,
                  "cluster": "local"}
         trial.update({option: stated for option, stated in settings.items()
-                      if stated is not None and (engine == own or option != "threads")})
+                      if stated is not None and (engine == own or _both_take(option, stated))})
         trial.update({name: value, "engine": engine})
         try:
             check_options(SimpleNamespace(**trial))
@@ -303,3 +305,10 @@ def class_for_option(
             continue
         return _ENGINE_CLASSES[engine][2], engine, None
     return None, None, problem
+
+
+def _both_take(option: str, value: Any) -> bool:
+    """Whether both engines' classes take `option` = `value` (carried over to the other class in advice)."""
+    if option in ("convention", "dims"):
+        return True
+    return option == "device" and not str(value).startswith("tensorrt")
