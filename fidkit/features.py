@@ -60,15 +60,14 @@ class Features:
     Parameters
     ----------
     rows : array_like
-        ``(N, dim)`` finite features; stored as float32 (what every extractor gives). Rows come in the order the
-        extractor saw the images: the source's order, except that a folder or archive of mixed image sizes
-        batches images of one size together (per shard, on a Ray cluster). FID, sFID and precision, recall,
+        ``(N, dim)`` finite features; stored as float32 (what every extractor gives). Rows come in the source's
+        order (a folder or archive of mixed image sizes is batched by size, and its rows put back in the source's
+        order; on a Ray cluster the shards' rows in shard order). FID, sFID and precision, recall,
         density and coverage are functions of the set of rows (FID's sums to round-off). KID's subsets, the
         Inception Score's shuffle (or its chunks, with ``shuffle=False``), FD-infinity's subsets and every
         interval's resamples are drawn by position from the seed: the same rows in the same order give the same
         numbers on any engine or device, to rounding; in another order (another ``torch.distributed`` world size,
-        Ray shards, another batch size for mixed image sizes, whose batching by size depends on it) they are
-        another draw, within the reported spread. To compare exactly, compute from the same
+        Ray shards) they are another draw, within the reported spread. To compare exactly, compute from the same
         saved features.
     metadata : dict
         What made them (the extractor's metadata, the source, skipped files): str keys, str/int/float/bool
@@ -333,9 +332,18 @@ class FeatureRows:
         for name, batches in self._batches.items():
             batches.append(np.array(outputs[name], dtype=np.float32, copy=True))
 
-    def result(self, metadata: dict[str, Any] | None = None) -> Features:
+    def result(self, metadata: dict[str, Any] | None = None, *, emitted_order: np.ndarray | None = None) -> Features:
+        """The rows kept, as :class:`Features`; with `emitted_order` (a source's
+        :attr:`~fidkit.sources.base.Source.emitted_order`: each row's position in the source) in the source's order,
+        so that the rows of a folder of mixed image sizes do not depend on the batch size."""
         if not self._batches["features"]:
             raise InputError("no features were extracted")
         joined = {name: np.concatenate(batches, axis=0) for name, batches in self._batches.items()}
+        if emitted_order is not None:
+            if len(emitted_order) != len(joined["features"]):
+                raise InputError(f"{len(joined['features'])} rows kept for {len(emitted_order)} images emitted; this is "
+                                 "a bug in fidkit, please report it")
+            in_source_order = np.argsort(emitted_order, kind="stable")
+            joined = {name: array[in_source_order] for name, array in joined.items()}
         rows = joined.pop("features")
         return Features(rows, dict(metadata or {}), **joined)

@@ -183,7 +183,9 @@ def look_up(
         return CacheLookup(None, None, fingerprint)
     identity = lazy.identity()
     stats_key = cache_key(fingerprint, identity.as_dict(), product="stats")
-    features_key = cache_key(fingerprint, identity.as_dict(), product="features")
+    # "-in-source-order": entries written before rows of mixed-size folders were put back in the source's order
+    # hold them in batching order; they are not served (statistics do not depend on the order and keep their key).
+    features_key = cache_key(fingerprint, identity.as_dict(), product="features-in-source-order")
     dim = lazy.feature_dim()
 
     def stats_entry() -> Stats | None:
@@ -254,7 +256,7 @@ def _extract_locally(
         progress=options.progress,
     )
     metadata = extractor_metadata(extractor)
-    features = rows.result() if rows is not None and rows.n else None
+    features = rows.result(emitted_order=source.emitted_order) if rows is not None and rows.n else None
     skipped = tuple((str(file), str(reason)) for file, reason in source.skipped)
     recorded = getattr(extractor, "setup_seconds", None)
     parts = tuple(recorded.items()) if setup_seconds and isinstance(recorded, dict) else ()

@@ -201,3 +201,27 @@ def test_features_beyond_float32_are_refused_when_kept_not_stored_as_inf() -> No
     with pytest.raises(InputError, match="logits holds values beyond float32"):
         Features(np.ones((10, 4)), logits=np.full((10, 3), -1e300))
     assert Features(np.full((10, 4), 3e38)).rows.dtype == np.float32
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_rows_of_a_folder_of_mixed_sizes_are_in_the_folders_order_at_any_batch_size(tmp_path, workers):
+    # Images of one size are batched together, in an order that depends on the batch size; the kept rows go back to
+    # the folder's order, so KID, IS and the intervals (drawn by position) and the features cache do not depend on
+    # the batch size (25 on the CPU, 200 on a GPU).
+    from PIL import Image
+
+    from stand_ins import MeanColour  # tests/stand_ins.py
+
+    rng = np.random.default_rng(5)
+    sizes = [(8, 8), (10, 12), (8, 8), (12, 10), (10, 12), (8, 8), (12, 10), (8, 8), (10, 12)] * 3
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    expected = []
+    for index, (height, width) in enumerate(sizes):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index:03d}.png")
+        expected.append(MeanColour()(pixels[None])[0])
+    for batch_size in (2, 3, 16):
+        features = fidkit.compute_features(folder, extractor=MeanColour(), batch_size=batch_size, workers=workers,
+                                           use_cache=False)
+        np.testing.assert_array_equal(features.rows, np.stack(expected))

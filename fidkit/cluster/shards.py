@@ -507,7 +507,7 @@ class ShardWorker:
         return {
             "shard": shard,
             "accumulator": accumulator,
-            "features": rows.result() if rows is not None and rows.n else None,
+            "features": rows.result(emitted_order=part.emitted_order) if rows is not None and rows.n else None,
             "n_good": n_good,
             "skipped": skipped,
             "lossy": bool(part.lossy) and n_good > 0,

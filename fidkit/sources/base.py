@@ -65,6 +65,11 @@ class Source:
         None when it did not matter.
     exif_transpose : bool
         Whether EXIF orientation is applied.
+    emitted_order : numpy.ndarray or None
+        After a :meth:`batches` run that went to its end: each emitted image's position among the images read, in
+        the order the batches gave them, where that is not the source's order (a folder of mixed image sizes is
+        batched by size, in an order that depends on the batch size); None where the batches keep the source's
+        order. :meth:`fidkit.features.FeatureRows.result` puts rows back in the source's order with it.
     """
 
     kind: str = "unknown"
@@ -88,6 +93,7 @@ class Source:
         self.seed = seed
         self.exif_transpose = exif_transpose
         self.skipped: list[tuple[str, str]] = []
+        self.emitted_order: np.ndarray | None = None
         #: ``{reason: count}`` of what was seen but deliberately not read (hidden folders, formats
         #: fidkit does not read, special files, duplicate archive members); empty for arrays.
         self.ignored: dict[str, int] = {}
@@ -238,20 +244,26 @@ class SizeGrouper:
     at once. When many sizes are mixed (photos of all shapes), the pending images could grow to the
     whole dataset, so once more than `max_pending` images wait, the largest pending group is
     emitted early as a smaller batch. Statistics do not depend on order, and the order depends only
-    on the input sequence, never on timing.
+    on the input sequence and the batch size, never on timing; :meth:`emitted_order` records it, so that kept
+    feature rows can be put back in the input's order (the draws of KID, IS and the intervals are by position).
     """
 
     def __init__(self, batch_size: int, *, max_pending: int | None = None) -> None:
         self.batch_size = check_batch_size(batch_size)
         self.max_pending = max_pending if max_pending is not None else max(4 * self.batch_size, 64)
         self._pending: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._positions: dict[tuple[int, int], list[int]] = {}
         self._n_pending = 0
+        self._n_added = 0
+        self._emitted: list[int] = []
 
     def add(self, pixels: np.ndarray) -> list[np.ndarray]:
         """Add one ``(H, W, 3)`` image; return the batches that became ready (often none)."""
         size = (int(pixels.shape[0]), int(pixels.shape[1]))
         group = self._pending.setdefault(size, [])
         group.append(pixels)
+        self._positions.setdefault(size, []).append(self._n_added)
+        self._n_added += 1
         self._n_pending += 1
         ready: list[np.ndarray] = []
         if len(group) >= self.batch_size:
@@ -266,8 +278,15 @@ class SizeGrouper:
         """Return the remaining partial batches, in the order their sizes were first seen."""
         return [self._flush(size) for size in list(self._pending)]
 
+    def emitted_order(self) -> np.ndarray | None:
+        """Each emitted image's position among those added, in the order of the batches emitted so far; None when
+        that is the order they were added in (one image size, or sizes that never interleaved)."""
+        order = np.asarray(self._emitted, dtype=np.int64)
+        return None if np.array_equal(order, np.arange(order.size)) else order
+
     def _flush(self, size: tuple[int, int]) -> np.ndarray:
         group = self._pending.pop(size)
+        self._emitted.extend(self._positions.pop(size))
         self._n_pending -= len(group)
         return np.ascontiguousarray(np.stack(group, axis=0), dtype=np.uint8)
 

@@ -339,6 +339,7 @@ class FileSource(Source):
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         grouper = SizeGrouper(batch_size)  # checks batch_size
+        self.emitted_order = None
         self.skipped = list(self._skipped_at_open)
         bad: list[tuple[str, str]] = []
         any_lossy = False
@@ -378,6 +379,7 @@ class FileSource(Source):
             detail = f"all {len(bad)} files were bad, first {bad[0][0]}: {bad[0][1]}" if bad else ""
             raise empty_source_error(self.name, detail)
         yield from grouper.finish()
+        self.emitted_order = grouper.emitted_order()  # every batch taken: rows can go back to the members' order
 
 
 def _bad_files_error(name: str, bad: list[tuple[str, str]], n_files: int) -> ImageError:
