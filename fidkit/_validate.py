@@ -31,9 +31,15 @@ __all__ = [
 ]
 
 
+def is_count(value: Any, minimum: int = 1) -> bool:
+    """Whether `value` is an integer (any :class:`numbers.Integral`, numpy's included; never a bool, which Python
+    counts as one) of at least `minimum`: the test behind every count fidkit takes (batch sizes, widths, seeds)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+
+
 def check_batch_size(batch_size: Any) -> int:
     """Return `batch_size` as an int >= 1, or raise :class:`~fidkit.errors.InputError`."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+    if not is_count(batch_size):
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     return int(batch_size)
 
@@ -41,11 +47,11 @@ def check_batch_size(batch_size: Any) -> int:
 def check_limit_seed(limit: Any, seed: Any) -> tuple[int | None, int | None]:
     """Validate `limit` (positive int or None) and `seed` (non-negative int or None)."""
     if limit is not None and (
-        isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1
+        not is_count(limit)
     ):
         raise InputError(f"limit must be a positive integer or None, got {limit!r}")
     if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
+        not is_count(seed, 0)
     ):
         raise InputError(f"seed must be a non-negative integer or None, got {seed!r}")
     return (None if limit is None else int(limit)), (None if seed is None else int(seed))

@@ -41,11 +41,11 @@ A new extractor in a few lines (here a toy: the mean colour of each image):
 from __future__ import annotations
 
 import logging
-import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from fidkit._validate import is_count
 from fidkit.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -292,8 +292,6 @@ def check_shared_options(options: RunOptions) -> dict[str, Any]:
     entry that declares the option (:attr:`ExtractorEntry.options`) reads its own values and refuses them in its
     `check`. What only one network can run (a width it does not have, a precision on a device) is its `check`.
     """
-    import numbers
-
     from fidkit._devices import parse_device
     from fidkit.inception import select
     from fidkit.inception.conventions import CONVENTIONS
@@ -317,7 +315,7 @@ def check_shared_options(options: RunOptions) -> dict[str, Any]:
     dims = options.dims
     if isinstance(dims, str) and dims.strip().isdigit():
         dims = int(dims.strip())
-    if isinstance(dims, bool) or not isinstance(dims, numbers.Integral) or dims < 1:
+    if not is_count(dims):
         raise InputError(f"dims must be a positive integer (the width of the features), not {options.dims!r}")
     return {"device": str(device), "dims": int(dims)}
 
@@ -359,7 +357,7 @@ def _declared(extractor: Any, name: str) -> int | None:
     value = getattr(extractor, name, None)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not is_count(value):
         meaning = "the width of its feature rows" if name == "feature_dim" else "the images it takes per call"
         raise InputError(
             f"{type(extractor).__name__}.{name} must be a positive integer ({meaning}) or absent, not {value!r} "
@@ -576,7 +574,7 @@ class LazyExtractor:
         width = entry.feature_dim(self.options)
         if width is None:
             return None
-        if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
+        if not is_count(width):
             raise InputError(
                 f"ExtractorEntry {entry.name!r}: feature_dim(options) must return a positive integer (the width of "
                 f"its features) or None (unknown before it is built), not {width!r}"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fidkit._ray_address import check_ray_address
-from fidkit._validate import check_batch_size, check_limit_seed
+from fidkit._validate import check_batch_size, check_limit_seed, is_count
 from fidkit.errors import FidkitWarning, InputError
 
 __all__ = [
@@ -157,7 +157,7 @@ class RunOptions:
         for name, minimum, meaning in (("threads", 1, ""), ("workers", 0, " (0: decode in this process)")):
             value = getattr(self, name)
             if value is not None:
-                if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+                if not is_count(value, minimum):
                     raise InputError(f"{name} must be an integer >= {minimum}{meaning}, not {value!r}")
                 object.__setattr__(self, name, int(value))
         for name in ("skip_bad", "exif_transpose", "use_cache", "hash_content", "progress"):

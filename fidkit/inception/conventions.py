@@ -84,13 +84,13 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fidkit._validate import is_count
 from fidkit.errors import InputError
 from fidkit.inception.resize import tf_resize_indices
 from fidkit.inception.spec import INPUT_SIZE, RESIZE_MODE
@@ -233,7 +233,7 @@ def _matrices(name: str, height: int, width: int, size: int) -> tuple[NDArray[np
 
 
 def _check_side(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+    if not is_count(value):
         raise InputError(f"resize_matrices: {what} must be a positive integer, got {value!r}; pass the image's pixels")
     return int(value)
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fidkit._plain import finite_or_none
-from fidkit._validate import check_features
+from fidkit._validate import check_features, is_count
 from fidkit.errors import InputError
 
 __all__ = [
@@ -49,7 +49,7 @@ def check_seed(seed: Any, name: str = "seed") -> int:
 
     None is refused on purpose: a metric that draws at random must say which draw it reports.
     """
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    if not is_count(seed, 0):
         raise InputError(
             f"{name} must be a non-negative integer, got {seed!r}; the draws are reproducible only from an explicit "
             f"seed (pass e.g. {name}=0)"
@@ -67,7 +67,7 @@ def check_sampling(sampling: Any) -> str:
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if not is_count(value, minimum):
         raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 

@@ -55,12 +55,12 @@ cover); the recomputations and the radii's reference distances stay in numpy, so
 from __future__ import annotations
 
 import logging
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from fidkit._validate import is_count
 from fidkit.errors import InputError
 from fidkit.metrics._common import check_pair, check_positive_int, plain_dict
 from fidkit.metrics.neighbours import DEFAULT_MEMORY_BUDGET, exact_sq_distances, neighbour_tallies, radii_of
@@ -194,7 +194,7 @@ def _check_k(k: Any, name: str, n_real: int, n_fake: int) -> int:
 
 
 def _check_budget(memory_budget: Any) -> int:
-    if isinstance(memory_budget, bool) or not isinstance(memory_budget, numbers.Integral) or memory_budget < 1:
+    if not is_count(memory_budget):
         raise InputError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     return int(memory_budget)
 

@@ -8,9 +8,9 @@ metric starts.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Iterable
 
+from fidkit._validate import is_count
 from fidkit.errors import InputError
 from fidkit.features import Features
 from fidkit.metrics._table_results import IntervalSpec
@@ -276,7 +276,7 @@ def _check_half_sizes(names, sides, *, is_splits: int, k_largest: int) -> None:
 
 
 def _check_budget(memory_budget: Any) -> int:
-    if isinstance(memory_budget, bool) or not isinstance(memory_budget, numbers.Integral) or memory_budget < 1:
+    if not is_count(memory_budget):
         raise InputError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     return int(memory_budget)
 

@@ -56,7 +56,6 @@ import concurrent.futures
 import errno
 import logging
 import multiprocessing
-import numbers
 import os
 import select
 import signal
@@ -71,6 +70,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageFile
 
+from fidkit._validate import is_count
 from fidkit._fs import pid_running, working_directory_gone
 from fidkit.errors import ImageError, InputError, ResourceError, SourceError
 from fidkit.sources.decode import decode_image_bytes, max_file_bytes
@@ -181,7 +181,7 @@ def resolve_workers(workers: int | None) -> int:
     int, or the machine default when None: the same rule as ``limit`` and ``seed``."""
     if workers is None:
         return default_workers()
-    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
+    if not is_count(workers, 0):
         raise InputError(f"workers must be a non-negative integer or None, got {workers!r}")
     return int(workers)
 
