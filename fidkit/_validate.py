@@ -57,6 +57,16 @@ def check_limit_seed(limit: Any, seed: Any) -> tuple[int | None, int | None]:
     return (None if limit is None else int(limit)), (None if seed is None else int(seed))
 
 
+def check_workers(workers: Any) -> int | None:
+    """Validate `workers` (decoding processes: a non-negative int, numpy integers included, bool refused, or None
+    for the machine's default): the same rule as ``limit`` and ``seed``."""
+    if workers is None:
+        return None
+    if not is_count(workers, 0):
+        raise InputError(f"workers must be a non-negative integer or None, got {workers!r}")
+    return int(workers)
+
+
 def check_features(features: Any, name: str) -> np.ndarray:
     """Return `features` as a 2-D float array (float32 kept, other types to float64).
 

@@ -28,11 +28,14 @@ import numbers
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fidkit._ray_address import check_ray_address
 from fidkit._validate import check_batch_size, check_limit_seed, is_count
 from fidkit.errors import FidkitWarning, InputError
+
+if TYPE_CHECKING:
+    from fidkit.sources.base import ReadOptions
 
 __all__ = [
     "RunOptions", "DEFAULT_EXTRACTOR", "CLUSTERS", "run_options", "given_options", "check_options_for_object",
@@ -196,6 +199,16 @@ class RunOptions:
                     f"ray_address={self.ray_address!r} is only used with cluster='ray'; pass cluster='ray' too"
                 )
             check_ray_address(self.ray_address)
+
+    @property
+    def read(self) -> ReadOptions:
+        """The settings of how sources read their images, as the one object every opener takes."""
+        from fidkit.sources.base import ReadOptions
+
+        return ReadOptions(
+            limit=self.limit, seed=self.seed, skip_bad=self.skip_bad, exif_transpose=self.exif_transpose,
+            workers=self.workers,
+        )
 
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with `changes` applied (and checked again); an unknown name is an ``InputError``."""

@@ -36,7 +36,7 @@ from fidkit.features import EXTRA_OUTPUTS, FeatureRows, Features, is_features_fi
 from fidkit.options import RunOptions
 from fidkit.preflight import recorded_convention, recorded_text
 from fidkit.report import SideReport
-from fidkit.sources import Source, open_source
+from fidkit.sources import Source, open_with
 from fidkit.sources.parallel import skip_is_not_cached
 from fidkit.stats import Stats, StatsAccumulator, relabelled
 from fidkit.statsfile import is_stats_file
@@ -87,16 +87,12 @@ def open_input(spec: Any, options: RunOptions) -> Stats | Features | Source:
         if is_features_file(spec):
             _warn_unused_subset(str(spec), options)
             return Features.load(spec)
-    reader = dict(
-        limit=options.limit, seed=options.seed, skip_bad=options.skip_bad, exif_transpose=options.exif_transpose,
-        workers=options.workers,
-    )
     if options.cluster == "ray" and isinstance(spec, str) and "://" in spec:
         from fidkit.cluster.uri import is_uri, open_uri
 
         if is_uri(spec):  # s3://, gs://, ...: listed here, read by the actors
-            return _fingerprint_now(open_uri(spec, **reader), options)
-    source = open_source(spec, **reader)
+            return _fingerprint_now(open_uri(spec, options.read), options)
+    source = open_with(spec, options.read)
     _fingerprint_now(source, options)
     available = getattr(source, "n_available", None)
     if options.limit is not None and available is not None and options.limit > available:

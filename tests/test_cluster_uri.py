@@ -6,6 +6,7 @@ LocalFileSystem), so listing, sorting, subsets and reading are checked for real,
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import sys
 import zipfile
@@ -18,10 +19,10 @@ pytest.importorskip("pyarrow.fs")
 
 from fidkit.cluster.uri import ArrowReader, is_uri, open_uri  # noqa: E402
 from fidkit.errors import EmptySourceError, ImageError, SourceError  # noqa: E402
-from fidkit.sources import FileSource, open_source  # noqa: E402
+from fidkit.sources import FileSource, ReadOptions, open_source  # noqa: E402
 from image_files import _png  # noqa: E402 (tests/image_files.py)
 
-READ = dict(limit=None, seed=None, skip_bad=False, exif_transpose=False, workers=0)
+READ = ReadOptions(workers=0)
 
 
 @pytest.mark.parametrize(("spec", "expected"), [
@@ -68,7 +69,7 @@ def folder(tmp_path) -> Path:
 
 def test_a_prefix_is_listed_recursively_sorted_like_the_same_local_folder(folder):
     uri = folder.as_uri()
-    source = open_uri(uri, **READ)
+    source = open_uri(uri, READ)
     local = open_source(folder, workers=0)
     assert isinstance(source, FileSource)
     assert (source.kind, source.name, source.n_images, source.n_available) == ("folder", uri, 5, 5)
@@ -80,34 +81,34 @@ def test_a_prefix_is_listed_recursively_sorted_like_the_same_local_folder(folder
 
 
 def test_a_trailing_slash_names_the_same_prefix(folder):
-    assert open_uri(folder.as_uri() + "/", **READ).members == open_uri(folder.as_uri(), **READ).members
+    assert open_uri(folder.as_uri() + "/", READ).members == open_uri(folder.as_uri(), READ).members
 
 
 def test_limit_and_seed_choose_the_same_subset_as_for_a_local_folder(folder):
     for limit, seed in ((2, None), (3, 0), (3, 7)):
-        source = open_uri(folder.as_uri(), **{**READ, "limit": limit, "seed": seed})
+        source = open_uri(folder.as_uri(), dataclasses.replace(READ, limit=limit, seed=seed))
         local = open_source(folder, limit=limit, seed=seed, workers=0)
         assert source.members == local.members and len(source.members) == limit
         assert (source.limit, source.seed, source.n_available) == (local.limit, local.seed, 5)
 
 
 def test_the_fingerprint_follows_the_objects_sizes(folder):
-    before = open_uri(folder.as_uri(), **READ).fingerprint()
-    assert open_uri(folder.as_uri(), **READ).fingerprint() == before
+    before = open_uri(folder.as_uri(), READ).fingerprint()
+    assert open_uri(folder.as_uri(), READ).fingerprint() == before
     (folder / "b.png").write_bytes((folder / "b.png").read_bytes() + b"\0")
-    assert open_uri(folder.as_uri(), **READ).fingerprint() != before
+    assert open_uri(folder.as_uri(), READ).fingerprint() != before
 
 
 def test_bad_objects_are_skipped_and_named_like_bad_files(folder):
     (folder / "a" / "broken.png").write_bytes(b"not a png")
-    source = open_uri(folder.as_uri(), **{**READ, "skip_bad": True})
+    source = open_uri(folder.as_uri(), dataclasses.replace(READ, skip_bad=True))
     n_read = sum(len(batch) for batch in source.batches(4))
     assert n_read == 5 and [name for name, _ in source.skipped] == ["a/broken.png"]
 
 
 def test_a_source_travels_to_another_process_without_its_file_system(folder):
     cloudpickle = pytest.importorskip("cloudpickle")  # what Ray serialises a Work with
-    source = open_uri(folder.as_uri(), **READ)
+    source = open_uri(folder.as_uri(), READ)
     first = next(source.batches(5))  # opens the file system in this process
     copy = pickle.loads(cloudpickle.dumps(source))
     np.testing.assert_array_equal(next(copy.batches(5)), first)
@@ -120,7 +121,7 @@ def test_a_source_travels_to_another_process_without_its_file_system(folder):
 def test_what_is_not_a_prefix_is_refused(folder, make, message):
     uri = make(folder).as_uri()
     with pytest.raises(SourceError, match=message) as raised:
-        open_uri(uri, **READ)
+        open_uri(uri, READ)
     assert str(raised.value).startswith(uri)
 
 
@@ -129,7 +130,7 @@ def test_an_archive_behind_a_uri_is_refused_with_what_to_do(tmp_path):
     with zipfile.ZipFile(archive, "w") as handle:
         handle.writestr("a.png", b"x")
     with pytest.raises(SourceError, match="archives behind a URI are not read; mount or download it"):
-        open_uri(archive.as_uri(), **READ)
+        open_uri(archive.as_uri(), READ)
 
 
 def test_a_prefix_without_images_is_empty(tmp_path):
@@ -137,12 +138,12 @@ def test_a_prefix_without_images_is_empty(tmp_path):
     (tmp_path / "docs" / "readme.txt").write_text("x")
     (tmp_path / "docs" / "data.csv").write_text("x")
     with pytest.raises(EmptySourceError, match=r"no images to read \(no image files; 2 other files ignored\)"):
-        open_uri((tmp_path / "docs").as_uri(), **READ)
+        open_uri((tmp_path / "docs").as_uri(), READ)
 
 
 def test_an_unknown_scheme_is_a_source_error():
     with pytest.raises(SourceError, match=r"^nosuchfs://bucket/x: cannot open this URI's file system \("):
-        open_uri("nosuchfs://bucket/x", **READ)
+        open_uri("nosuchfs://bucket/x", READ)
 
 
 def test_the_reader_refuses_an_object_above_the_limit_unread(folder):
@@ -167,7 +168,7 @@ def test_without_pyarrow_the_reader_says_what_to_install(folder, monkeypatch):
 def test_without_pyarrow_listing_says_what_to_install(folder, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.fs", None)
     with pytest.raises(SourceError, match="reading URIs needs pyarrow"):
-        open_uri(folder.as_uri(), **READ)
+        open_uri(folder.as_uri(), READ)
 
 
 # --- 2: a file:// URI lists exactly what the same local folder lists -----------------------------------------------
@@ -206,9 +207,8 @@ def test_a_file_uri_lists_and_reads_exactly_what_the_same_local_folder_does(tmp_
     root = tmp_path / "tree"
     root.mkdir()
     _tree_with_links(root)
-    read = dict(limit=None, seed=None, skip_bad=True, exif_transpose=False, workers=0)
-    folder = open_source(root, **read)
-    uri = open_uri(root.as_uri(), **read)
+    folder = open_source(root, skip_bad=True, workers=0)
+    uri = open_uri(root.as_uri(), ReadOptions(skip_bad=True, workers=0))
     assert uri.members == folder.members == [
         "broken.png", "dangling.png", "other/three.png", "real/deeper/two.png", "real/one.png", "same.png",
         "thumbs-link/hidden.png", "top.png"]

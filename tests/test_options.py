@@ -108,3 +108,23 @@ def test_numpy_integers_are_taken_as_integers():
     options = RunOptions(threads=np.int64(2), workers=np.int64(0), batch_size=np.int64(8))
     assert (options.threads, options.workers, options.batch_size) == (2, 0, 8)
     assert type(options.threads) is int and type(options.workers) is int
+
+
+def test_the_reading_settings_travel_as_one_checked_object():
+    import numpy as np
+
+    from fidkit.sources import ReadOptions
+
+    options = RunOptions(device="cpu", limit=np.int64(7), seed=3, skip_bad=True, exif_transpose=True, workers=0)
+    assert options.read == ReadOptions(limit=7, seed=3, skip_bad=True, exif_transpose=True, workers=0)
+    assert type(options.read.limit) is int
+    # Every reading setting of RunOptions is in ReadOptions, under the same name: none is passed beside it.
+    assert {f.name for f in dataclasses.fields(ReadOptions)} <= {f.name for f in dataclasses.fields(RunOptions)}
+    for changes, message in (
+        (dict(limit=0), "limit must be a positive integer"),
+        (dict(seed=-1), "seed must be a non-negative integer"),
+        (dict(workers=True), "workers must be a non-negative integer"),
+        (dict(workers=1.5), "workers must be a non-negative integer"),
+    ):
+        with pytest.raises(InputError, match=message):
+            ReadOptions(**changes)

@@ -104,6 +104,7 @@ def test_a_uri_counts_and_warns_about_ignored_entries_as_the_folder_does(tmp_pat
     import logging
 
     from fidkit.cluster.uri import open_uri
+    from fidkit.sources import ReadOptions
     from fidkit.sources import open_source
 
     root = tmp_path / "hid"
@@ -112,12 +113,11 @@ def test_a_uri_counts_and_warns_about_ignored_entries_as_the_folder_does(tmp_pat
     (root / "y.gif").write_bytes(b"GIF89a")
     (root / "a" / "w.heic").write_bytes(b"....")
     (root / "notes.txt").write_text("not an image")
-    read = dict(limit=None, seed=None, skip_bad=False, exif_transpose=False, workers=0)
     with caplog.at_level(logging.WARNING, logger="fidkit"):
-        folder = open_source(root, **read)
+        folder = open_source(root, workers=0)
         folder_warnings = sorted(r.getMessage().split(": ", 1)[1] for r in caplog.records)
         caplog.clear()
-        uri = open_uri(root.as_uri(), **read)
+        uri = open_uri(root.as_uri(), ReadOptions(workers=0))
         uri_warnings = sorted(r.getMessage().split(": ", 1)[1] for r in caplog.records)
     assert uri.members == folder.members == ["0.png", "a/1.png", "a/2.png"]
     assert uri.ignored == folder.ignored and sum(uri.ignored.values()) == 4  # 2 hidden folders, .gif, .heic
@@ -127,13 +127,14 @@ def test_a_uri_counts_and_warns_about_ignored_entries_as_the_folder_does(tmp_pat
 def test_a_uri_of_only_ignored_images_says_what_was_ignored(tmp_path):
     pytest.importorskip("pyarrow.fs")
     from fidkit.cluster.uri import open_uri
+    from fidkit.sources import ReadOptions
     from fidkit.errors import EmptySourceError
 
     root = tmp_path / "only-hidden"
     _write_pngs(root, [".thumbnails/a.png"])
     (root / "b.gif").write_bytes(b"GIF89a")
     with pytest.raises(EmptySourceError, match=r"1 ignored: hidden folder.*1 ignored: image format"):
-        open_uri(root.as_uri(), limit=None, seed=None, skip_bad=False, exif_transpose=False, workers=0)
+        open_uri(root.as_uri(), ReadOptions(workers=0))
 
 
 # --- 5: a running cluster is not "a local instance", and the second side's connection is fidkit's own ----------
@@ -506,11 +507,12 @@ def test_a_uri_member_that_differs_on_the_node_stops_the_run(tmp_path):
     import os
 
     from fidkit.cluster.uri import open_uri
+    from fidkit.sources import ReadOptions
     from fidkit.errors import SourceError
 
     root = tmp_path / "bucket"
     _write_pngs(root, ["x/1.png", "x/2.png", "y.png"])
-    source = open_uri(root.as_uri(), limit=None, seed=None, skip_bad=True, exif_transpose=False, workers=0)
+    source = open_uri(root.as_uri(), ReadOptions(skip_bad=True, workers=0))
     worker = _worker_for(source, skip_bad=True)
     assert worker._run(0, 0, 3, count_only=False)["n_good"] == 3
     before = os.stat(root / "x" / "2.png")

@@ -682,6 +682,7 @@ def _noise_png(path: Path, side: int) -> bytes:
 @pytest.mark.parametrize("kind", ["folder", "zip", "tar", "tar.gz"])
 def test_a_large_file_is_returned_as_bytes_and_held_once(tmp_path, kind):
     # io.BytesIO copies a bytearray (not bytes): the decoder held every file over 64 KiB twice.
+    from fidkit.sources import ReadOptions
     from fidkit.sources.archives import TarReader, ZipReader, open_archive
     from fidkit.sources.files import FolderReader
 
@@ -699,8 +700,7 @@ def test_a_large_file_is_returned_as_bytes_and_held_once(tmp_path, kind):
         else:
             with tarfile.open(archive, "w:gz" if kind == "tar.gz" else "w") as tarred:
                 tarred.add(folder / "big.png", "big.png")
-        reader = open_archive(archive, str(archive), limit=None, seed=None, skip_bad=False, exif_transpose=False,
-                              workers=0)._reader
+        reader = open_archive(archive, str(archive), ReadOptions(workers=0))._reader
         assert isinstance(reader, (ZipReader, TarReader))
     tracemalloc.start()
     try:

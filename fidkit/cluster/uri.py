@@ -24,7 +24,7 @@ from fidkit._streams import RESTATED
 from fidkit.errors import SourceError
 from fidkit.sources import FileSource
 from fidkit.sources.archives import is_archive
-from fidkit.sources.base import empty_source_error
+from fidkit.sources.base import ReadOptions, empty_source_error
 from fidkit.sources.decode import file_too_large_error
 from fidkit.sources.files import (
     HIDDEN_FOLDER,
@@ -90,15 +90,7 @@ class ArrowReader:
         return {"uri": self.uri, "_fs": None, "_root": ""}
 
 
-def open_uri(
-    uri: str,
-    *,
-    limit: int | None,
-    seed: int | None,
-    skip_bad: bool,
-    exif_transpose: bool,
-    workers: int | None,
-) -> FileSource:
+def open_uri(uri: str, read: ReadOptions) -> FileSource:
     """A ``"folder"`` source over the image files under `uri`, listed recursively and sorted by name."""
     fs, root = _file_system(uri)  # first: it says what to install when pyarrow is missing
     import pyarrow.fs
@@ -124,7 +116,7 @@ def open_uri(
         # file://: pyarrow's recursive listing follows links to folders without noticing a folder met twice (its
         # images would be read twice) and drops a dangling link without a word; the walk of a local folder lists
         # exactly what the same folder given as a path does. Object stores have no links.
-        found, ignored, unreadable = _walk_local(root, uri, skip_bad=skip_bad)
+        found, ignored, unreadable = _walk_local(root, uri, skip_bad=read.skip_bad)
     else:
         found, ignored = _classify_listing(infos, root)
     if not found:
@@ -141,8 +133,7 @@ def open_uri(
 
     return open_members(
         "folder", uri, sorted(found), make_reader=lambda members: ArrowReader(uri), identity=identity,
-        limit=limit, seed=seed, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers, ignored=ignored,
-        skipped_at_open=unreadable,
+        read=read, ignored=ignored, skipped_at_open=unreadable,
     )
 
 

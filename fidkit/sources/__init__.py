@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from fidkit._fs import WORKING_DIRECTORY_GONE, working_directory_gone
-from fidkit._validate import as_image_batch, check_limit_seed
+from fidkit._validate import as_image_batch
 from fidkit.errors import InputError, SourceError
 from fidkit.sources.archives import is_archive, open_archive
 from fidkit.sources.arrays import (
@@ -41,7 +41,7 @@ from fidkit.sources.arrays import (
     open_npy,
     open_npz,
 )
-from fidkit.sources.base import Source
+from fidkit.sources.base import ReadOptions, Source
 from fidkit.sources.datasets import (
     cifar_train_files,
     is_cifar_batch_file,
@@ -56,7 +56,7 @@ from fidkit.sources.files import (
     refuse_special_file,
 )
 from fidkit.sources.outputs import refuse_outputs_over_inputs
-from fidkit.sources.parallel import default_workers, resolve_workers
+from fidkit.sources.parallel import default_workers
 
 __all__ = [
     "COLOUR_POLICY_VERSION",
@@ -66,6 +66,8 @@ __all__ = [
     "ArraySource",
     "BatchesSource",
     "open_source",
+    "open_with",
+    "ReadOptions",
     "refuse_outputs_over_inputs",
     "decode_image",
     "default_workers",
@@ -134,16 +136,17 @@ def open_source(
     >>> for batch in source.batches(50):  # doctest: +SKIP
     ...     features = extractor(batch)
     """
-    limit, seed = check_limit_seed(limit, seed)
-    if workers is not None:
-        workers = resolve_workers(workers)  # refused here whatever the source, as documented
+    read = ReadOptions(limit=limit, seed=seed, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers)
+    return open_with(spec, read)
+
+
+def open_with(spec: Any, read: ReadOptions) -> Source:
+    """:func:`open_source` with its reading settings as one object (:attr:`fidkit.options.RunOptions.read`)."""
+    limit, seed = read.limit, read.seed
     if isinstance(spec, Source):
         return spec
     if isinstance(spec, (str, os.PathLike)):
-        return _open_path(
-            Path(spec), str(spec), limit=limit, seed=seed, skip_bad=skip_bad,
-            exif_transpose=exif_transpose, workers=workers,
-        )
+        return _open_path(Path(spec), str(spec), read)
     if isinstance(spec, np.ndarray):
         return open_array(spec, limit=limit, seed=seed)
     if isinstance(spec, (bytes, bytearray, dict)):
@@ -160,16 +163,7 @@ def open_source(
     raise SourceError(f"cannot read a {type(spec).__name__} as images; accepted: {_ACCEPTED}")
 
 
-def _open_path(
-    path: Path,
-    name: str,
-    *,
-    limit: int | None,
-    seed: int | None,
-    skip_bad: bool,
-    exif_transpose: bool,
-    workers: int | None,
-) -> Source:
+def _open_path(path: Path, name: str, read: ReadOptions) -> Source:
     # Named datasets ("cifar10-train", used when no such path exists) and the CIFAR python .tar.gz.
     from fidkit.sources.named import dataset_names, open_if_named
 
@@ -177,6 +171,7 @@ def _open_path(
         # Every relative path is relative to a folder that is gone: "A" is missing from it, "../A" and "." cannot be
         # made absolute (folders, caches and workers need that). Named datasets live in FIDKIT_HOME, not here.
         raise SourceError(f"{name}: {WORKING_DIRECTORY_GONE}")
+    limit, seed = read.limit, read.seed
     named = open_if_named(path, name, limit=limit, seed=seed)
     if named is not None:
         return named
@@ -189,16 +184,10 @@ def _open_path(
         cifar_files = cifar_train_files(path)
         if cifar_files:
             return open_cifar(path, name, limit=limit, seed=seed, files=cifar_files)
-        return open_folder(
-            path, name, limit=limit, seed=seed, skip_bad=skip_bad,
-            exif_transpose=exif_transpose, workers=workers,
-        )
+        return open_folder(path, name, read)
     lower = path.name.lower()
     if is_archive(path):
-        return open_archive(
-            path, name, limit=limit, seed=seed, skip_bad=skip_bad,
-            exif_transpose=exif_transpose, workers=workers,
-        )
+        return open_archive(path, name, read)
     if lower.endswith(".npy"):
         return open_npy(path, name, limit=limit, seed=seed)
     if lower.endswith(".npz"):

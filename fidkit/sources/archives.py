@@ -28,7 +28,7 @@ from typing import IO, Any
 from fidkit._fs import CHUNK_BYTES, sha256_file
 from fidkit._streams import RESTATED
 from fidkit.errors import ImageError, SourceError
-from fidkit.sources.base import empty_source_error, file_stamp
+from fidkit.sources.base import ReadOptions, empty_source_error, file_stamp
 from fidkit.sources.bounded import HEAD_BYTES, read_image_bytes
 from fidkit.sources.decode import file_too_large_error
 from fidkit.sources.files import (
@@ -501,16 +501,7 @@ def _check_tar_end(tarred: tarfile.TarFile, compression: str, name: str) -> None
             pass
 
 
-def open_archive(
-    path: Path,
-    name: str,
-    *,
-    limit: int | None,
-    seed: int | None,
-    skip_bad: bool,
-    exif_transpose: bool,
-    workers: int | None,
-) -> FileSource:
+def open_archive(path: Path, name: str, read: ReadOptions) -> FileSource:
     """Open a zip or tar archive of image files, read in place."""
     archive = path.resolve()
     ignored = Ignored()
@@ -544,6 +535,5 @@ def open_archive(
                 "members": member_entries}
 
     return open_members(
-        "archive", name, sorted(entries), make_reader=make_reader, identity=identity, limit=limit, seed=seed,
-        skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers, ignored=ignored,
+        "archive", name, sorted(entries), make_reader=make_reader, identity=identity, read=read, ignored=ignored,
     )

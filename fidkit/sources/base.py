@@ -11,17 +11,18 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from fidkit._validate import check_batch_size
+from fidkit._validate import check_batch_size, check_limit_seed, check_workers
 from fidkit.errors import EmptySourceError, SourceError
 from fidkit.sources.decode import COLOUR_POLICY_VERSION
 
-__all__ = ["Source", "select_indices", "file_stamp", "SizeGrouper", "empty_source_error"]
+__all__ = ["ReadOptions", "Source", "select_indices", "file_stamp", "SizeGrouper", "empty_source_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,46 @@ _PILLOW_DEFAULT_MAX_IMAGE_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
 # Kinds whose images are files decoded by Pillow, so that its decompression-bomb limit decides which
 # of them are read (the others skipped as bad with skip_bad): arrays and datasets are not decoded.
 _DECODED_KINDS = frozenset({"folder", "archive"})
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a source reads its images: the reading settings of a run, passed whole from :func:`fidkit.open_source`
+    (or :attr:`fidkit.options.RunOptions.read`) to every opener, checked when the object is made.
+
+    Parameters
+    ----------
+    limit, seed : int, optional
+        Read at most `limit` images: the first ones in sorted order, or with `seed` a random subset
+        (:func:`select_indices`).
+    skip_bad : bool, default False
+        Skip undecodable files (counted and named) instead of stopping with an ``ImageError``.
+    exif_transpose : bool, default False
+        Apply the EXIF orientation tag (by default pixels are used as stored, like the reference).
+    workers : int, optional
+        Decoding processes (0: decode in the calling process); None: the machine's default, resolved where the
+        processes start (:func:`fidkit.sources.parallel.resolve_workers`).
+
+    Raises
+    ------
+    InputError
+        `limit`, `seed` or `workers` that is not a count (a bool, a float, a negative number).
+    """
+
+    limit: int | None = None
+    seed: int | None = None
+    skip_bad: bool = False
+    exif_transpose: bool = False
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        # numpy integers become ints here, so that a fingerprint or a message never sees np.int64(5).
+        limit, seed = check_limit_seed(self.limit, self.seed)
+        object.__setattr__(self, "limit", limit)
+        object.__setattr__(self, "seed", seed)
+        object.__setattr__(self, "workers", check_workers(self.workers))
+        object.__setattr__(self, "skip_bad", bool(self.skip_bad))
+        object.__setattr__(self, "exif_transpose", bool(self.exif_transpose))
 
 
 class Source:

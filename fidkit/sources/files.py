@@ -68,6 +68,7 @@ archives written with sorted names (Python's ``tarfile``, ``tar --sort=name``) r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat
@@ -82,6 +83,7 @@ from fidkit._fs import file_kind, sha256_file
 from fidkit._streams import RESTATED
 from fidkit.errors import ImageError, SourceError
 from fidkit.sources.base import (
+    ReadOptions,
     SizeGrouper,
     Source,
     empty_source_error,
@@ -283,11 +285,7 @@ class FileSource(Source):
         identity: Callable[[bool], Any],
         *,
         n_available: int,
-        limit: int | None,
-        seed: int | None,
-        skip_bad: bool,
-        exif_transpose: bool,
-        workers: int | None,
+        read: ReadOptions,
         ignored: Ignored | None = None,
         skipped_at_open: list[tuple[str, str]] | None = None,
     ) -> None:
@@ -295,15 +293,17 @@ class FileSource(Source):
             name,
             n_images=len(members),
             n_available=n_available,
-            limit=limit,
-            seed=seed,
-            exif_transpose=exif_transpose,
+            limit=read.limit,
+            seed=read.seed,
+            exif_transpose=read.exif_transpose,
             lossy=any(PurePosixPath(m).suffix.lower() in _LOSSY_EXTENSIONS for m in members),
         )
         self.kind = kind
         self.members = members
-        self.skip_bad = skip_bad
-        self.workers = resolve_workers(workers)
+        #: The reading settings, with `limit` and `seed` as used (:func:`select_indices`).
+        self.read = read
+        self.skip_bad = read.skip_bad
+        self.workers = resolve_workers(read.workers)
         self._reader = reader
         self._identity_of = identity
         ignored = ignored if ignored is not None else Ignored()
@@ -327,8 +327,7 @@ class FileSource(Source):
         of a cluster job. The ignored-file counts stay with this source (they were reported when it opened)."""
         return FileSource(
             self.kind, self.name, self._reader, list(self.members[start:stop]), self._identity_of,
-            n_available=self.n_available, limit=self.limit, seed=self.seed, skip_bad=skip_bad,
-            exif_transpose=self.exif_transpose, workers=workers,
+            n_available=self.n_available, read=dataclasses.replace(self.read, skip_bad=skip_bad, workers=workers),
         )
 
     def _identity(self, *, hash_content: bool) -> Any:
@@ -504,18 +503,14 @@ def open_members(
     *,
     make_reader: Callable[[list[str]], MemberReader],
     identity: Callable[[list[str], bool], Any],
-    limit: int | None,
-    seed: int | None,
-    skip_bad: bool,
-    exif_transpose: bool,
-    workers: int | None,
+    read: ReadOptions,
     ignored: Ignored | None = None,
     skipped_at_open: list[tuple[str, str]] | None = None,
 ) -> FileSource:
     """The one opener of image files that folders, archives and URIs share: the subset of the sorted `entries`
     that `limit` and `seed` select, a reader for those members, and their identity (``identity(members,
     hash_content)``) for the cache."""
-    indices, limit_used, seed_used = select_indices(len(entries), limit, seed)
+    indices, limit_used, seed_used = select_indices(len(entries), read.limit, read.seed)
     members = [entries[i] for i in indices]
     return FileSource(
         kind,
@@ -524,30 +519,17 @@ def open_members(
         members,
         lambda hash_content: identity(members, hash_content),
         n_available=len(entries),
-        limit=limit_used,
-        seed=seed_used,
-        skip_bad=skip_bad,
-        exif_transpose=exif_transpose,
-        workers=workers,
+        read=dataclasses.replace(read, limit=limit_used, seed=seed_used),
         ignored=ignored,
         skipped_at_open=skipped_at_open,
     )
 
 
-def open_folder(
-    path: Path,
-    name: str,
-    *,
-    limit: int | None,
-    seed: int | None,
-    skip_bad: bool,
-    exif_transpose: bool,
-    workers: int | None,
-) -> FileSource:
+def open_folder(path: Path, name: str, read: ReadOptions) -> FileSource:
     """Open a folder of image files (recursive)."""
     root = path.resolve()
     ignored = Ignored()
-    entries, listing = _walk_images(root, name, skip_bad=skip_bad, ignored=ignored)
+    entries, listing = _walk_images(root, name, skip_bad=read.skip_bad, ignored=ignored)
     if not entries:
         ignored.report(name)
         raise empty_source_error(name, empty_detail("files", ignored, listing.unreadable))
@@ -559,9 +541,8 @@ def open_folder(
         return {"root": str(root), "members": [[member, *file_stamp(root / member)] for member in members]}
 
     return open_members(
-        "folder", name, entries, make_reader=lambda members: FolderReader(root), identity=identity, limit=limit,
-        seed=seed, skip_bad=skip_bad, exif_transpose=exif_transpose, workers=workers, ignored=ignored,
-        skipped_at_open=listing.unreadable,
+        "folder", name, entries, make_reader=lambda members: FolderReader(root), identity=identity, read=read,
+        ignored=ignored, skipped_at_open=listing.unreadable,
     )
 
 

@@ -70,9 +70,9 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageFile
 
-from fidkit._validate import is_count
+from fidkit._validate import check_workers
 from fidkit._fs import pid_running, working_directory_gone
-from fidkit.errors import ImageError, InputError, ResourceError, SourceError
+from fidkit.errors import ImageError, ResourceError, SourceError
 from fidkit.sources.decode import decode_image_bytes, max_file_bytes
 
 __all__ = [
@@ -179,11 +179,8 @@ def _cap_workers(workers: int) -> int:
 def resolve_workers(workers: int | None) -> int:
     """Return `workers` checked (an integer >= 0, numpy integers included, bool refused) as an
     int, or the machine default when None: the same rule as ``limit`` and ``seed``."""
-    if workers is None:
-        return default_workers()
-    if not is_count(workers, 0):
-        raise InputError(f"workers must be a non-negative integer or None, got {workers!r}")
-    return int(workers)
+    checked = check_workers(workers)
+    return default_workers() if checked is None else checked
 
 
 _Outcome = tuple[int, str, "np.ndarray | None", "str | None", bool]
