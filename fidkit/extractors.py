@@ -323,13 +323,11 @@ def check_shared_options(options: RunOptions) -> dict[str, Any]:
 def refuse_unread_options(entry: ExtractorEntry, options: RunOptions) -> None:
     """Refuse a network option `entry` does not read (:attr:`ExtractorEntry.options`) given with a value other than
     its default: the run would ignore it without a word, and its statistics look as if it had applied."""
-    import dataclasses
-
-    defaults = {f.name: f.default for f in dataclasses.fields(options)}
+    changed = options.changed()
     for name in NETWORK_OPTIONS:
-        value = getattr(options, name)
-        if name in entry.options or value == defaults[name]:
+        if name in entry.options or name not in changed:
             continue
+        value = changed[name]
         reads = ", ".join(entry.options) if entry.options else "none of them"
         raise InputError(
             f"{name}={value!r} does not apply to the extractor {entry.name!r}: of the network options "

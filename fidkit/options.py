@@ -210,6 +210,15 @@ class RunOptions:
             workers=self.workers,
         )
 
+    def changed(self) -> dict[str, Any]:
+        """The fields whose value is not their default: what a caller set (a default passed explicitly cannot be
+        told from one left alone)."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) != field.default
+        }
+
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with `changes` applied (and checked again); an unknown name is an ``InputError``."""
         _check_names(changes)
@@ -277,7 +286,7 @@ def _agrees(extractor: Any, name: str, value: Any, stated: Any) -> bool:
             return False
     if name in ("dims", "threads"):
         value = int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) == int(stated)
+        return is_count(value, 0) and int(value) == int(stated)
     return str(value) == str(stated)
 
 
@@ -325,12 +334,8 @@ def given_options(options: RunOptions | None, overrides: dict[str, Any]) -> dict
     """The options a call gave explicitly: its keywords, and the fields of its `options` object that differ from
     their defaults (a default passed inside an object cannot be told from one left alone)."""
     given = {name: value for name, value in (overrides or {}).items() if name in _FIELDS}
-    if options is not None:
-        defaults = RunOptions.__dataclass_fields__
-        for name in _FIELDS:
-            if name not in given and getattr(options, name) != defaults[name].default:
-                given[name] = getattr(options, name)
-    return given
+    changed = options.changed() if options is not None else {}
+    return {**given, **{name: value for name, value in changed.items() if name not in given}}
 
 
 def check_options_for_object(extractor: Any, options: RunOptions | None, overrides: dict[str, Any]) -> dict[str, Any]:
