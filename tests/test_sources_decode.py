@@ -703,6 +703,17 @@ def test_a_jpeg_cut_and_closed_with_an_end_marker_is_refused(mode, size, progres
             decode_image_bytes(cut, "cut.jpg")
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+def test_the_two_decodes_of_a_large_jpeg_are_compared_strip_by_strip(monkeypatch, progressive):
+    monkeypatch.setattr(decode, "_COMPARED_BYTES", 3000)  # strips of 3 rows: the cut shows in the last ones
+    data = _jpeg("RGB", (272, 256), progressive)
+    assert decode_image_bytes(data, "whole.jpg").pixels.shape == (256, 272, 3)
+    scan = _first_scan(data)
+    cut = data[: scan + int((len(data) - scan) * 0.97)] + b"\xff\xd9"
+    with pytest.raises(ImageError, match=r"image file is truncated: its JPEG image data was cut"):
+        decode_image_bytes(cut, "cut.jpg")
+
+
 def test_cut_files_that_decode_are_counted_skips_with_skip_bad(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()

@@ -260,6 +260,8 @@ _JPEG_EOI = b"\xff\xd9"
 # Bytes put before the final end-of-image marker to probe a JPEG: libjpeg skips extraneous bytes before a marker
 # in a complete file, and decodes them as image data in a file cut inside its image data.
 _JPEG_PROBE_FILLER = b"\x55" * 64
+# Pixel bytes of the two decodes of a JPEG compared at a time.
+_COMPARED_BYTES = 4 * 2**20
 # What libjpeg leaves in every band of the blocks after a cut: a zero DCT, level-shifted to mid grey (128; 127 in
 # an Adobe CMYK file, stored inverted).
 _JPEG_FILL_VALUES = frozenset({127, 128})
@@ -292,6 +294,20 @@ def _jpeg_later_scans(data: bytes) -> int | None:
     return None
 
 
+def _same_pixels(first: Image.Image, second: Image.Image) -> bool:
+    """Whether two decoded images are equal, compared a strip of rows at a time: no whole copy of either."""
+    if first.mode != second.mode or first.size != second.size:
+        return False
+    rows = max(1, _COMPARED_BYTES // max(1, first.width * len(first.getbands())))
+    if rows >= first.height:
+        return first.tobytes() == second.tobytes()
+    for top in range(0, first.height, rows):
+        box = (0, top, first.width, min(first.height, top + rows))
+        if first.crop(box).tobytes() != second.crop(box).tobytes():
+            return False
+    return True
+
+
 def _jpeg_cut_short(image: Image.Image, data: bytes, name: str) -> ImageError | None:
     """The error for a JPEG cut inside its image data and closed with an end-of-image marker, else None.
 
@@ -313,7 +329,7 @@ def _jpeg_cut_short(image: Image.Image, data: bytes, name: str) -> ImageError | 
     try:
         with Image.open(io.BytesIO(data[:-2] + _JPEG_PROBE_FILLER + _JPEG_EOI), formats=["JPEG"]) as probe:
             probe.load()
-            same = probe.mode == image.mode and probe.size == image.size and probe.tobytes() == image.tobytes()
+            same = _same_pixels(probe, image)
     except MemoryError:
         raise
     except Exception:  # noqa: BLE001 - the filler read as image data can break it in any way: it was image data
