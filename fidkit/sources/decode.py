@@ -251,7 +251,7 @@ def _png_cut_short(data: bytes, name: str) -> ImageError | None:
     inflated, expected = lengths
     return ImageError(
         f"{name}: cannot decode (image file is truncated: its PNG image data inflates to {inflated:,} of the "
-        f"{expected:,} bytes its header implies, so its last rows are missing); copy or export the file again"
+        f"{expected:,} bytes its header implies, so the rest of its pixels are missing); copy or export the file again"
     )
 
 
@@ -265,9 +265,9 @@ _COMPARED_BYTES = 4 * 2**20
 # What libjpeg leaves in every band of the blocks after a cut: a zero DCT, level-shifted to mid grey (128; 127 in
 # an Adobe CMYK file, stored inverted).
 _JPEG_FILL_VALUES = frozenset({127, 128})
-# Sequential JPEGs of at most this many pixels are always probed. A cut inside the last block row of blocks (the
-# last MCU) leaves the bottom-right pixel garbage, not grey: a quarter of the cuts of a 32x32 image, under one
-# in 250 of an image above this size. The probe of an image this small costs about a millisecond at most.
+# Sequential JPEGs of at most this many pixels are always probed. A cut inside the last MCU (the blocks holding
+# the bottom-right pixel) leaves that pixel garbage, not grey: a quarter of the cuts of a 32x32 image with 4:2:0
+# chroma (4 MCUs), about one in 256 of an image just above this size. Probing one this small: about 2 ms at most.
 _JPEG_ALWAYS_PROBE_PIXELS = 256 * 256
 
 
