@@ -756,3 +756,123 @@ def test_running_out_of_open_files_in_an_archive_is_no_damage(tmp_path, monkeypa
     monkeypatch.setattr(zipfile, "ZipFile", no_files_left)
     with pytest.raises(ResourceError, match=r"Too many open files.*ulimit -n"):
         list(source.batches(4))
+
+
+# --- hostile round 7, 2: tar symbolic links resolved as on disk after tar -x ----------------------------------------
+
+_FOLDER_SEEN = "folder already read under another name (a link to it, or a loop)"
+_LINK_TO_NOTHING = "symbolic link to nothing in the archive (not read)"
+
+# Links that resolve once extracted: through a link to a folder, through a chain of links of any name, ".." taken
+# from where a link led (physically, as the kernel does; "deep/up/../a.png" is real/a.png, not deep/a.png), links to
+# folders (one named like an image, one hidden).
+_RESOLVING_LINKS = [
+    ("real", tarfile.DIRTYPE),
+    ("real/sub", tarfile.DIRTYPE),
+    ("real/a.png", png(10)),
+    ("c.png", png(20)),
+    ("dirlink", tarfile.SYMTYPE, "real"),
+    ("x.png", tarfile.SYMTYPE, "dirlink/a.png"),
+    ("chain.png", tarfile.SYMTYPE, "b"),
+    ("b", tarfile.SYMTYPE, "c.png"),
+    ("twice", tarfile.SYMTYPE, "dirlink"),
+    ("far/y.png", tarfile.SYMTYPE, "../twice/a.png"),
+    ("deep/up", tarfile.SYMTYPE, "../real/sub"),
+    ("deep/w.png", tarfile.SYMTYPE, "up/../a.png"),
+    ("pics.png", tarfile.SYMTYPE, "real"),
+    (".cache", tarfile.SYMTYPE, "real"),
+]
+
+
+def test_tar_links_through_folder_links_and_chains_are_read_as_their_target(tmp_path):
+    source = open_source(write_tar(tmp_path / "links.tar", _RESOLVING_LINKS), workers=0)
+    assert source.members == ["c.png", "chain.png", "deep/w.png", "far/y.png", "real/a.png", "x.png"]
+    assert first_values(source) == [20, 20, 10, 10, 10, 10]
+    assert source.ignored == {
+        _FOLDER_SEEN: 4,  # dirlink, twice, deep/up, pics.png
+        "hidden folder, not read (dot-folders such as .ipynb_checkpoints, @eaDir, __MACOSX)": 1,  # .cache
+    }
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs the tar command")
+def test_tar_links_give_what_tar_x_then_reading_the_folder_gives(tmp_path):
+    archive = write_tar(tmp_path / "links.tar", _RESOLVING_LINKS)
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["tar", "-C", str(out), "-xf", str(archive)], check=True, capture_output=True)
+    from_tar, from_folder = open_source(archive, workers=0), open_source(out, workers=0)
+    assert from_tar.members == from_folder.members
+    assert from_tar.ignored == from_folder.ignored
+    np.testing.assert_array_equal(_all_pixels(from_tar), _all_pixels(from_folder))
+
+
+def test_tar_links_that_leave_the_archive_loop_or_use_a_file_as_a_folder_are_counted_not_read(tmp_path):
+    entries = [
+        ("a.png", png(1)),
+        ("loop1", tarfile.SYMTYPE, "loop2"),
+        ("loop2", tarfile.SYMTYPE, "loop1"),
+        ("looped.png", tarfile.SYMTYPE, "loop1/a.png"),
+        ("up", tarfile.SYMTYPE, ".."),
+        ("outside.png", tarfile.SYMTYPE, "up/a.png"),  # the folder above the archive's
+        ("etc", tarfile.SYMTYPE, "/etc"),
+        ("abs.png", tarfile.SYMTYPE, "etc/x.png"),
+        ("through_file.png", tarfile.SYMTYPE, "a.png/x.png"),
+        ("self.png", tarfile.SYMTYPE, "self.png"),
+    ]
+    source = open_source(write_tar(tmp_path / "bad_links.tar", entries), workers=0)
+    assert source.members == ["a.png"]
+    assert source.ignored == {_LINK_TO_NOTHING: 5}
+
+
+# --- hostile round 7, 3: a file named as the wrong kind says what it is by its content ------------------------------
+
+
+@pytest.mark.parametrize("n_images", [1, 2, 5])
+def test_a_zip_of_images_named_npz_says_so_and_to_rename_it_zip(tmp_path, n_images) -> None:
+    path = write_zip(tmp_path / "samples.npz", [(f"img{index}.jpg", png(index)) for index in range(n_images)])
+    with pytest.raises(SourceError) as raised:
+        open_source(path, workers=0)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: a zip archive of image files (img0.jpg")
+    assert "rename it to end in .zip" in message and "none is named" not in message
+    shutil.copy(path, tmp_path / "samples.zip")  # the advice works
+    assert open_source(tmp_path / "samples.zip", workers=0).n_images == n_images
+
+
+def test_an_npz_whose_array_is_named_like_an_image_is_still_read(tmp_path) -> None:
+    np.savez(tmp_path / "odd.npz", **{"x.png": np.zeros((3, 4, 4, 3), np.uint8)})
+    assert open_source(tmp_path / "odd.npz").n_images == 3
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar", ".tar.gz"])
+def test_a_numpy_array_named_as_an_archive_says_so_and_to_rename_it_npy(tmp_path, suffix) -> None:
+    path = tmp_path / f"samples{suffix}"
+    with open(path, "wb") as stream:
+        np.save(stream, np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(SourceError) as raised:
+        open_source(path, workers=0)
+    message = str(raised.value)
+    assert "numpy array (.npy data)" in message and "rename it to end in .npy" in message
+    assert "download it again" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar"])
+def test_a_numpy_archive_named_as_an_archive_of_images_says_so_and_to_rename_it_npz(tmp_path, suffix) -> None:
+    np.savez(tmp_path / "arrays.npz", images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.arange(2))
+    path = tmp_path / f"arrays{suffix}"
+    shutil.copy(tmp_path / "arrays.npz", path)
+    with pytest.raises(SourceError) as raised:
+        open_source(path, workers=0)
+    message = str(raised.value)
+    assert "numpy archive (.npz" in message and "rename it to end in .npz" in message
+    assert "other members ignored" not in message
+    if suffix == ".zip":
+        assert "images.npy, labels.npy" in message
+
+
+def test_a_zip_of_images_with_a_npy_member_keeps_its_usual_reading(tmp_path) -> None:
+    path = write_zip(tmp_path / "mixed.zip", [("a.png", png(1)), ("meta.npy", b"\x93NUMPY")])
+    assert open_source(path, workers=0).n_images == 1
+    only_other = write_zip(tmp_path / "other.zip", [("labels.npy", b"\x93NUMPY"), ("notes.txt", b"x")])
+    with pytest.raises(EmptySourceError, match="2 other members ignored"):
+        open_source(only_other, workers=0)

@@ -26,7 +26,9 @@ from fidkit.errors import ImageError, SourceError
 from fidkit.sources import base, decode, open_source
 from fidkit.sources.decode import decode_image_bytes
 
-from image_files import _all_pixels, _count, _folder, _noise, _png, _tar_member
+from image_files import (
+    _all_pixels, _count, _folder, _noise, _png, _png_file, _png_raw_length, _png_row_ends, _tar_member,
+)
 from stand_ins import MeanColour
 
 
@@ -552,3 +554,241 @@ def test_pillows_default_pixel_limit_is_the_one_fidkit_writes_out():
     )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == base._PILLOW_DEFAULT_MAX_IMAGE_PIXELS
+
+
+# --- hostile round 7, 1: cut files that decode without an error (a PNG short of data, a JPEG closed after a cut) ---
+
+# Every (colour type, bit depth) PNG defines, and the samples per pixel of each colour type.
+_PNG_KINDS = [(0, 1), (0, 2), (0, 4), (0, 8), (0, 16), (2, 8), (2, 16), (3, 1), (3, 2), (3, 4), (3, 8), (4, 8),
+              (4, 16), (6, 8), (6, 16)]
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# Sizes where some Adam7 passes are empty (one row, one column, fewer than 8).
+_PNG_SIZES = [(1, 1), (1, 9), (7, 1), (5, 3), (13, 17)]
+
+
+def _png_samples(colour_type: int, bit_depth: int, height: int, width: int) -> np.ndarray:
+    rng = np.random.default_rng(colour_type * 100 + bit_depth + height * width)
+    return rng.integers(0, 2**bit_depth, (height, width, _PNG_SAMPLES[colour_type]))
+
+
+@pytest.mark.parametrize("colour_type, bit_depth", _PNG_KINDS)
+def test_complete_pngs_of_every_colour_type_depth_and_interlace_are_read(colour_type, bit_depth):
+    for height, width in _PNG_SIZES:
+        samples = _png_samples(colour_type, bit_depth, height, width)
+        plain = decode_image_bytes(_png_file(samples, bit_depth, colour_type), "plain.png").pixels
+        interlaced = decode_image_bytes(
+            _png_file(samples, bit_depth, colour_type, interlace=1, idat_chunks=3), "adam7.png"
+        ).pixels
+        assert plain.shape == (height, width, 3)
+        np.testing.assert_array_equal(interlaced, plain)
+        if (colour_type, bit_depth) == (2, 8):
+            np.testing.assert_array_equal(plain, samples)
+
+
+@pytest.mark.parametrize("colour_type, bit_depth", _PNG_KINDS)
+@pytest.mark.parametrize("interlace", [0, 1])
+def test_a_png_whose_image_data_ends_early_is_refused(colour_type, bit_depth, interlace):
+    silent = 0
+    for height, width in _PNG_SIZES[2:]:
+        samples = _png_samples(colour_type, bit_depth, height, width)
+        ends = _png_row_ends(height, width, bit_depth, samples.shape[2], interlace)
+        full = _png_raw_length(_png_file(samples, bit_depth, colour_type, interlace=interlace))
+        assert ends[-1] == full
+        for keep in [*ends[:-1], full - 1]:
+            data = _png_file(samples, bit_depth, colour_type, interlace=interlace, keep=keep, idat_chunks=2)
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    image.load()  # Pillow (strict) reads a stream of whole rows without a word
+                silent += 1
+                message = rf"image file is truncated: its PNG image data inflates to {keep:,} of the {full:,} bytes "
+            except OSError:
+                message = r"truncated"  # cut inside a row: Pillow finds it itself
+            with pytest.raises(ImageError, match=rf"^cut\.png: cannot decode \(.*{message}"):
+                decode_image_bytes(data, "cut.png")
+    assert silent > 0  # the cuts that matter were among them
+
+
+def test_pngs_pillow_writes_in_every_mode_are_read():
+    rng = np.random.default_rng(5)
+    rgba = Image.fromarray(rng.integers(0, 256, (300, 260, 4), dtype=np.uint8))  # several IDAT chunks
+    images = [rgba.convert(mode) for mode in ("1", "L", "LA", "P", "RGB", "RGBA")]
+    images.append(Image.fromarray(rng.integers(0, 65536, (40, 30), dtype=np.uint16)))  # I;16
+    for image in images:
+        for options in ({}, {"optimize": True}, {"compress_level": 0}):
+            buffer = io.BytesIO()
+            image.save(buffer, "PNG", **options)
+            with Image.open(io.BytesIO(buffer.getvalue())) as reference:
+                expected = decode._to_rgb_array(reference, "reference")
+            np.testing.assert_array_equal(decode_image_bytes(buffer.getvalue(), "ok.png").pixels, expected)
+    animated = io.BytesIO()
+    images[5].save(animated, "PNG", save_all=True, append_images=[images[4].convert("RGBA")])
+    np.testing.assert_array_equal(
+        decode_image_bytes(animated.getvalue(), "animated.png").pixels, np.asarray(images[5])[:, :, :3]
+    )
+
+
+def _jpeg(mode: str, size: tuple[int, int], progressive: bool, *, grey_corner: bool = True, seed: int = 0) -> bytes:
+    """A noisy JPEG whose last 16x16 block (a whole MCU) is flat 128 grey when `grey_corner`: a complete file
+    whose bottom-right pixel decodes to exactly the grey libjpeg fills the rest of a cut file with."""
+    width, height = size
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    if grey_corner:
+        pixels[-16:, -16:] = 128
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, "JPEG", quality=90, progressive=progressive)
+    return buffer.getvalue()
+
+
+# Small (always probed) and larger than 256x256 (a sequential one probed only with a grey last pixel).
+_JPEG_CASES = [
+    (mode, size, progressive)
+    for mode in ("L", "RGB")
+    for size in ((48, 32), (272, 256))
+    for progressive in (False, True)
+]
+
+
+@pytest.fixture
+def probes(monkeypatch) -> list[int]:
+    """Counts the second decodes of the JPEG probe (Image.open of a file with the probe's filler before its end)."""
+    calls: list[int] = []
+    real_open = Image.open
+
+    def spy(stream, *args, **kwargs):
+        if isinstance(stream, io.BytesIO) and stream.getvalue().endswith(decode._JPEG_PROBE_FILLER + b"\xff\xd9"):
+            calls.append(1)
+        return real_open(stream, *args, **kwargs)
+
+    monkeypatch.setattr(decode.Image, "open", spy)
+    return calls
+
+
+def test_complete_jpegs_with_a_grey_last_pixel_are_probed_and_read_unchanged(tmp_path, probes):
+    folder = tmp_path / "jpegs"
+    folder.mkdir()
+    for index, (mode, size, progressive) in enumerate(_JPEG_CASES):
+        data = _jpeg(mode, size, progressive, seed=index)
+        with Image.open(io.BytesIO(data)) as check:
+            assert check.getpixel((size[0] - 1, size[1] - 1)) in (128, (128, 128, 128))  # what the test is about
+        (folder / f"{index:02d}.jpg").write_bytes(data)
+    source = open_source(folder, workers=0)
+    images = [image for batch in source.batches(3) for image in batch]  # two sizes: batched by size
+    assert source.skipped == [] and len(probes) == len(images) == len(_JPEG_CASES)
+    order = source.emitted_order if source.emitted_order is not None else np.arange(len(images))
+    for row, position in zip(images, order):
+        with Image.open(folder / source.members[position]) as reference:
+            np.testing.assert_array_equal(row, np.asarray(reference.convert("RGB")))
+
+
+def test_a_large_sequential_jpeg_whose_last_pixel_is_not_grey_is_not_probed(probes):
+    for mode in ("L", "RGB"):
+        data = _jpeg(mode, (272, 256), False, grey_corner=False)
+        assert decode_image_bytes(data, "photo.jpg").pixels.shape == (256, 272, 3)
+    assert probes == []
+
+
+def _first_scan(data: bytes) -> int:
+    return data.index(b"\xff\xda")
+
+
+@pytest.mark.parametrize("mode, size, progressive", _JPEG_CASES)
+def test_a_jpeg_cut_and_closed_with_an_end_marker_is_refused(mode, size, progressive, caller_loads_truncated):
+    data = _jpeg(mode, size, progressive)
+    scan = _first_scan(data)
+    for fraction in (0.3, 0.6, 0.9):
+        cut = data[: scan + int((len(data) - scan) * fraction)] + b"\xff\xd9"
+        with Image.open(io.BytesIO(cut)) as silent:
+            silent.load()  # Pillow itself decodes it without a word
+        with pytest.raises(ImageError, match=r"^cut\.jpg: cannot decode \(image file is truncated: its JPEG image"):
+            decode_image_bytes(cut, "cut.jpg")
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_the_two_decodes_of_a_large_jpeg_are_compared_strip_by_strip(monkeypatch, progressive):
+    monkeypatch.setattr(decode, "_COMPARED_BYTES", 3000)  # strips of 3 rows: the cut shows in the last ones
+    data = _jpeg("RGB", (272, 256), progressive)
+    assert decode_image_bytes(data, "whole.jpg").pixels.shape == (256, 272, 3)
+    scan = _first_scan(data)
+    cut = data[: scan + int((len(data) - scan) * 0.97)] + b"\xff\xd9"
+    with pytest.raises(ImageError, match=r"image file is truncated: its JPEG image data was cut"):
+        decode_image_bytes(cut, "cut.jpg")
+
+
+def test_cut_files_that_decode_are_counted_skips_with_skip_bad(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    samples = _png_samples(2, 8, 13, 17)
+    (folder / "a_good.png").write_bytes(_png_file(samples, 8, 2))
+    (folder / "b_short.png").write_bytes(_png_file(samples, 8, 2, keep=200))
+    good = _jpeg("RGB", (64, 48), True, seed=3)
+    (folder / "c_good.jpg").write_bytes(good)
+    (folder / "d_closed.jpg").write_bytes(good[: len(good) // 2] + b"\xff\xd9")
+    with pytest.raises(ImageError, match=r"2 of 4 .*b_short\.png.*truncated.*d_closed\.jpg"):
+        _count(open_source(folder, workers=0))
+    source = open_source(folder, workers=0, skip_bad=True)
+    assert _count(source) == 2
+    assert [name for name, _ in source.skipped] == ["b_short.png", "d_closed.jpg"]
+    assert all("image file is truncated" in reason for _, reason in source.skipped)
+
+
+def test_a_progressive_jpeg_cut_between_whole_scans_is_a_valid_file_and_is_read():
+    # The documented limit of the probe: such a file is a progressive JPEG of fewer scans, coarser but whole.
+    data = _jpeg("RGB", (64, 48), True)
+    third_scan = data.index(b"\xff\xda", data.index(b"\xff\xda", _first_scan(data) + 2) + 2)
+    fewer_scans = data[:third_scan] + b"\xff\xd9"
+    pixels = decode_image_bytes(fewer_scans, "coarse.jpg").pixels
+    assert not np.array_equal(pixels, decode_image_bytes(data, "whole.jpg").pixels)
+
+
+def test_statistics_cached_before_cut_files_were_refused_are_not_served():
+    # Policy 2 read such files (half black or grey); version 3 refuses them: every fingerprint changed.
+    assert decode.COLOUR_POLICY_VERSION >= 3
+
+
+# --- hostile round 7, 4: a JPEG-compressed TIFF is lossy -----------------------------------------------------------
+
+
+def _encoded(image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(7).integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(
+        buffer, image_format, **options
+    )
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "image_format, options, lossy",
+    [
+        ("TIFF", {"compression": "jpeg"}, True),
+        ("TIFF", {"compression": "jpeg", "quality": 95}, True),
+        ("TIFF", {}, False),
+        ("TIFF", {"compression": "tiff_lzw"}, False),
+        ("TIFF", {"compression": "tiff_adobe_deflate"}, False),
+        ("TIFF", {"compression": "packbits"}, False),
+        ("WEBP", {"quality": 90}, True),
+        ("WEBP", {"lossless": True}, False),
+        ("JPEG", {}, True),
+        ("PNG", {}, False),
+    ],
+)
+def test_lossy_follows_the_compression_inside_a_tiff(image_format, options, lossy):
+    decoded = decode_image_bytes(_encoded(image_format, **options), "x")
+    assert decoded.format == image_format and decoded.lossy is lossy
+
+
+def test_the_old_style_jpeg_compression_of_a_tiff_is_lossy_too():
+    # Pillow writes no old-style ("tiff_jpeg", compression 6) TIFF; what it reports for one is the name checked.
+    assert decode._is_lossy("TIFF", b"", "tiff_jpeg") and decode._is_lossy("TIFF", b"", "jpeg")
+    assert not decode._is_lossy("TIFF", b"", "tiff_lzw") and not decode._is_lossy("TIFF", b"", None)
+
+
+def test_a_folder_of_jpeg_compressed_tiffs_is_lossy_after_reading(tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (folder / "a.tif").write_bytes(_encoded("TIFF", compression="tiff_lzw"))
+    (folder / "b.tiff").write_bytes(_encoded("TIFF", compression="jpeg"))
+    source = open_source(folder, workers=0)
+    assert _count(source) == 2 and source.lossy is True
+    (folder / "b.tiff").unlink()
+    lossless = open_source(folder, workers=0)
+    assert _count(lossless) == 1 and lossless.lossy is False

@@ -1,9 +1,9 @@
 """Zip and tar archives of images, read in place with the listing rules of :mod:`fidkit.sources.files`.
 
 Members are never extracted to disk. A tar hard link is read as the bytes of the member it links to, a
-symbolic link as the member it points to inside the archive; a name stored more than once is what its
-last entry is (a file is read, a folder or link to nothing is no image), in zip and tar alike. Damage to
-an archive's structure, and a tar without its end-of-archive marker, is a
+symbolic link as what it leads to after ``tar -x`` (through links to folders, chains of links); a name
+stored more than once is what its last entry is (a file is read, a folder or link to nothing is no image),
+in zip and tar alike. Damage to an archive's structure, and a tar without its end-of-archive marker, is a
 :class:`~fidkit.errors.SourceError` naming the archive, also with ``skip_bad``. A member larger than
 64 KiB is read in full only once its first bytes show an image that may be that large. See
 :mod:`fidkit.sources.files` for the whole set of rules.
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fidkit._fs import CHUNK_BYTES, sha256_file
+from fidkit._npz import sniff_numpy_file
 from fidkit._streams import RESTATED
 from fidkit.errors import ImageError, SourceError
 from fidkit.sources.base import ReadOptions, empty_source_error, file_stamp
@@ -33,10 +34,13 @@ from fidkit.sources.bounded import HEAD_BYTES, read_image_bytes
 from fidkit.sources.decode import file_too_large_error
 from fidkit.sources.files import (
     open_members,
+    HIDDEN_FOLDER,
     NOT_REGULAR,
     FileSource,
     Ignored,
+    classify,
     empty_detail,
+    is_hidden_folder,
     normalise_member,
 )
 from fidkit.sources.parallel import MemberReader, ran_short
@@ -272,6 +276,10 @@ def _what_it_is(archive: Path, expected: str) -> str:
         return f"it cannot be read ({exc.strerror or exc})"
     if not head:
         return "it is empty (0 bytes): copy or download it again"
+    if sniff_numpy_file(archive) == "npy":
+        return "by its content it is a numpy array (.npy data), not an archive: rename it to end in .npy"
+    if _numpy_archive_members(archive):
+        return f"by its content it is a numpy archive (.npz), not a {expected} archive: rename it to end in .npz"
     found = _content_kind(head)
     if found is not None and found[1] in _TAR_OPENERS_BY_SUFFIX:
         # Compressed: say what the compressed data holds.
@@ -311,6 +319,16 @@ def _what_it_is(archive: Path, expected: str) -> str:
     if suffix == ".html":
         return "it is a web page (HTML), not an archive: the download saved an error or login page; download it again"
     return f"it is {description}, not an archive: pass a zip or tar archive, or a folder"
+
+
+def _numpy_archive_members(archive: Path) -> list[str]:
+    """The members of a zip that holds only ``.npy`` members (what numpy.savez writes); [] for any other file."""
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            names = [info.filename for info in zipped.infolist() if not info.is_dir()]
+    except _ARCHIVE_ERRORS:
+        return []
+    return names if names and all(name.endswith(".npy") for name in names) else []
 
 
 # General-purpose flag bit 11: the member's name is UTF-8. Without it zipfile decodes names as cp437.
@@ -356,9 +374,7 @@ def _zip_is_dir(info: zipfile.ZipInfo) -> bool:
     return info.is_dir() or (info.create_system == 3 and stat.S_ISDIR(mode))
 
 
-def _list_zip(
-    archive: Path, name: str, ignored: Ignored
-) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+def _list_zip(archive: Path, name: str, ignored: Ignored) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
     try:
         with zipfile.ZipFile(archive) as zipped:
             infos = zipped.infolist()
@@ -395,41 +411,72 @@ def _list_zip(
     return entries, stored_names
 
 
-def _tar_link_target(member: str, info: tarfile.TarInfo) -> str | None:
-    """The normalised name a link member points to, or None when it points out of the archive."""
-    if info.islnk():
-        # Hard links name their target from the archive's root.
-        return normalise_member(info.linkname)
-    link = info.linkname.replace("\\", "/")
-    if link.startswith("/"):
-        return None
-    target = posixpath.normpath(posixpath.join(posixpath.dirname(member), link))
-    if target == ".." or target.startswith("../"):
-        return None
-    return normalise_member(target)
+def _resolve_in_tar(name: str, links: dict[str, str], regular: dict[str, tuple[int, int]]) -> str | None:
+    """The path `name` reaches after ``tar -x``, resolved part by part as the kernel does: a link met on the way
+    (``dirlink`` in ``dirlink/a.png``; `links` maps each link member to its target as stored) is replaced by its
+    target, relative to the folder holding it, and ``..`` goes up from where links led. None when it leaves the
+    archive (an absolute link, ``..`` above the root), uses a file as a folder, or follows more than
+    :data:`_MAX_LINK_HOPS` links (a loop)."""
+    done: list[str] = []
+    todo = name.split("/")[::-1]  # the parts still to walk, the next one last
+    hops = 0
+    while todo:
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not done:
+                return None  # above the folder the archive extracts into
+            done.pop()
+            continue
+        here = "/".join([*done, part])
+        target = links.get(here)
+        if target is None:
+            if here in regular and any(rest not in ("", ".") for rest in todo):
+                return None  # a file used as a folder: "Not a directory"
+            done.append(part)
+            continue
+        hops += 1
+        if hops > _MAX_LINK_HOPS or target.startswith("/"):
+            return None
+        todo.extend(target.split("/")[::-1])
+    return "/".join(done)
 
 
-def _list_tar(
-    archive: Path, name: str, ignored: Ignored
-) -> tuple[str, dict[str, tuple[int, int]]]:
+# A link to a folder: what a folder walk (fidkit.sources.files.iter_folder_images) counts it as after tar -x.
+_FOLDER_SEEN = "folder already read under another name (a link to it, or a loop)"
+
+
+def _list_tar(archive: Path, name: str, ignored: Ignored) -> tuple[str, dict[str, tuple[int, int]]]:
     regular: dict[str, tuple[int, int]] = {}  # every regular member so far, by normalised name
     entries: dict[str, tuple[int, int]] = {}
-    symlinks: dict[str, str | None] = {}
+    # Every symbolic link member whatever its name (a link to a folder, or a link in a chain, need not look like
+    # an image), with its target as stored; and the image-named ones, read as what they resolve to.
+    links: dict[str, str] = {}
+    image_links: set[str] = set()
+    folders: set[str] = set()  # what tar -x makes: folder members, and every member's parents on the way
     try:
         compression = _tar_compression(archive)
         with tarfile.open(archive, "r:*") as tarred:
             while (info := tarred.next()) is not None:
                 member = normalise_member(info.name)
+                parts = member.split("/")
+                if ".." not in parts:  # tar refuses to extract such a name: it makes no folder
+                    folders.update("/".join(parts[:end]) for end in range(1, len(parts) + info.isdir()))
                 if info.isreg() and info.sparse is None:
                     regular[member] = (int(info.offset_data), int(info.size))
                 elif info.islnk():
-                    # A hard link holds no data: it is the target's bytes, the copy stored before it.
-                    target = _tar_link_target(member, info)
-                    regular[member] = regular.get(target, (-1, 0)) if target is not None else (-1, 0)
+                    # A hard link holds no data: it is the bytes of its target (named from the archive's root),
+                    # the copy stored before it.
+                    regular[member] = regular.get(normalise_member(info.linkname), (-1, 0))
                 else:
                     # A folder, symbolic link or special member replaces a file of its name when extracted.
                     regular.pop(member, None)
-                if member in entries or member in symlinks:
+                if info.issym():
+                    links[member] = info.linkname.replace("\\", "/")
+                else:
+                    links.pop(member, None)  # ... and any later entry replaces a link of its name
+                if member in entries or member in image_links:
                     # The last entry of a name is what extracts, whatever its kind (tar -x replaces the
                     # file with a later folder, link or special file of its name).
                     later = None
@@ -437,34 +484,37 @@ def _list_tar(
                         later = "a folder"
                     elif not (info.isreg() or info.islnk()):
                         later = "a symbolic link" if info.issym() else "a special member"
-                    _replace_earlier(name, member, later, ignored, entries, symlinks)
-                if info.isdir():
+                    image_links.discard(member)
+                    _replace_earlier(name, member, later, ignored, entries)
+                if info.isdir() or info.issym():
+                    # Links are counted once resolved: one to a folder is a folder, whatever its name.
+                    if info.issym() and classify(member) is None:
+                        image_links.add(member)
                     continue
                 if not ignored.admit(member):
                     continue
-                if not (info.isreg() or info.islnk() or info.issym()):
+                if not (info.isreg() or info.islnk()):
                     ignored.add(NOT_REGULAR, member)
                     continue
                 if info.sparse is not None:
                     ignored.add("sparse member (not supported)", member)
                     continue
-                if info.issym():
-                    symlinks[member] = _tar_link_target(member, info)
-                else:
-                    entries[member] = regular[member]
+                entries[member] = regular[member]
             _check_tar_end(tarred, compression, name)
     except _ARCHIVE_ERRORS as exc:
         if isinstance(exc, tarfile.ReadError) and not entries and not regular:
             raise SourceError(f"{name}: not a readable tar archive: {_what_it_is(archive, 'tar')}") from exc
         raise _damaged_archive_error(name, exc) from exc
-    for member, target in sorted(symlinks.items()):
-        # Symbolic links are read as the member they point to, as a folder's links are; one pointing
-        # out of the archive or at nothing cannot be read.
-        for _ in range(_MAX_LINK_HOPS):
-            if target is None or target not in symlinks:
-                break
-            target = symlinks[target]
-        if target is not None and target in regular and regular[target][0] >= 0:
+    for member in sorted(links):
+        # Symbolic links are read as what they lead to once extracted, as a folder's links are.
+        target = _resolve_in_tar(member, links, regular)
+        if target is not None and (target == "" or target in folders):
+            # A link to a folder: a folder of the archive read under another name, as a folder walk counts it.
+            hidden = is_hidden_folder(member.rsplit("/", 1)[-1])
+            ignored.add(HIDDEN_FOLDER if hidden else _FOLDER_SEEN, f"{member}/")
+        elif member not in image_links:
+            ignored.admit(member)  # no image name: counted like any other such file
+        elif target is not None and target in regular and regular[target][0] >= 0:
             entries[member] = regular[target]
         else:
             ignored.add("symbolic link to nothing in the archive (not read)", member)
@@ -515,6 +565,11 @@ def open_archive(path: Path, name: str, read: ReadOptions) -> FileSource:
         compression, entries = _list_tar(archive, name, ignored)
     if not entries:
         ignored.report(name)
+        arrays = _numpy_archive_members(archive) if is_zip else []
+        if arrays:
+            listed = ", ".join(arrays[:3]) + (", ..." if len(arrays) > 3 else "")
+            raise SourceError(f"{name}: by its content a numpy archive (.npz, members {listed}), not a zip of "
+                              "image files: rename it to end in .npz")
         raise empty_source_error(name, empty_detail("members", ignored))
 
     def make_reader(members: list[str]) -> MemberReader:

@@ -32,6 +32,7 @@ from fidkit._fs import sha256_file
 from fidkit._validate import as_image_batch, check_batch_size, check_image_array
 from fidkit.errors import SourceError, StatsFileError
 from fidkit.sources.base import Source, empty_source_error, file_stamp, select_indices
+from fidkit.sources.files import classify
 from fidkit._npz import NUMPY_LOAD_ERRORS, NpyHeader, NpzReader, numpy_load_problem, read_exactly, sniff_numpy_file
 from fidkit.statsfile import IMAGE_KEYS
 
@@ -320,6 +321,8 @@ def open_npz(
             f"{name}: a broken statistics file: it has {stats_keys[0]!r} but no {missing!r} (keys: "
             f"{', '.join(sorted(keys))}); recompute the statistics"
         )
+    if not image_keys and any(classify(key) is None for key in keys):
+        _refuse_a_zip_of_image_files(archive, name)
     if len(keys) == 1:
         key = keys[0]
     elif image_keys:
@@ -349,6 +352,20 @@ def open_npz(
         },
         limit=limit, seed=seed,
     )
+
+
+def _refuse_a_zip_of_image_files(archive: NpzReader, name: str) -> None:
+    """Raise when the ``.npz`` is a zip of image files (a member named like an image that holds no ``.npy`` data):
+    fidkit reads such a zip as a source of images, by its name."""
+    images = [key for key in archive.keys if classify(key) is None]
+    try:
+        archive.header(images[0])
+    except SourceError:
+        listed = ", ".join(images[:3]) + (", ..." if len(images) > 3 else "")
+        raise SourceError(
+            f"{name}: a zip archive of image files ({listed}), not numpy arrays: rename it to end in .zip "
+            "to read its images"
+        ) from None
 
 
 class _NpzMemberRows:

@@ -41,9 +41,27 @@ A file (or archive member) larger than any image within that limit could need
 for metadata) is refused by its size before it is read, so a sparse or padded file cannot fill
 memory on its way to the decoder.
 Every image is fully decoded with ``.load()`` while Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is
-False, whatever the calling process set it to (many training scripts set it True): a truncated JPEG
-or PNG is an error, never silently half grey. The caller's value is restored after each image, and
-worker processes (which re-import the caller's script, and with it the flag) set it False for good.
+False, whatever the calling process set it to (many training scripts set it True): a file cut short is
+an error. The caller's value is restored after each image, and worker processes (which re-import the
+caller's script, and with it the flag) set it False for good.
+Some cut files are complete to the decoder, and are checked after decoding (a bad file, like any
+truncated one):
+
+* A PNG whose compressed image data ends early (its zlib stream complete and its CRCs valid, but short):
+  Pillow stops at the end of the stream and leaves the rest black. The data is inflated again and its
+  length compared with what the header implies (width, height, bit depth, colour type, and the seven
+  Adam7 passes of an interlaced file); exact.
+* A JPEG cut inside its image data and closed with an end-of-image marker (``FF D9``): libjpeg fills
+  the rest grey (a sequential file) or leaves it unrefined (a progressive one). The file is decoded a
+  second time with filler bytes before that marker, which libjpeg skips in a complete file, and a file
+  whose pixels then differ is cut. Only a file ending in ``FF D9`` is probed: a progressive (or other
+  multi-scan) file and a sequential one of at most 256x256 pixels always, which costs a second decode;
+  a larger sequential one only when its last pixel (bottom-right) is mid grey in every band, as the fill
+  leaves it. Not detected: a progressive JPEG cut exactly between two whole scans, a valid file with
+  fewer scans (coarser pixels); a sequential JPEG larger than 256x256 cut inside the blocks that hold
+  its last pixel (their pixels are garbage, not grey); a cut file with bytes after its end marker; and
+  rarely (1 of 773 cuts of CIFAR-10 JPEGs) a cut a few bytes before the end that the filler decodes
+  to the same pixels as the missing bytes.
 
 Any change to the rules above must bump :data:`COLOUR_POLICY_VERSION`, which is part of every
 source fingerprint and so of every cache key.
@@ -54,8 +72,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import struct
 import threading
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -77,8 +97,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the colour policy above; part of every fingerprint and cache key. 2: 16-bit grayscale keeps
-#: its high byte, as Pillow does for 16-bit colour and gray+alpha (1 rounded it).
-COLOUR_POLICY_VERSION: int = 2
+#: its high byte, as Pillow does for 16-bit colour and gray+alpha (1 rounded it). 3: a PNG whose image data
+#: ends early and a JPEG cut and closed with an end marker are bad files (2 read them, half black or grey):
+#: the same files give another set of images, so statistics cached from them are not served again.
+COLOUR_POLICY_VERSION: int = 3
 
 #: File name extensions read as images (lower case; matching is case-insensitive).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -88,6 +110,10 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 # Formats whose pixels went through lossy compression. WebP is lossy only in its "VP8 " flavour,
 # which is checked on the bytes (see `_is_lossy`).
 _LOSSY_FORMATS = frozenset({"JPEG", "MPO"})
+
+# TIFF compressions (Pillow's names, im.info["compression"]) that lose information: JPEG in its old and new forms,
+# and WebP, lossy unless the writer asked libtiff for its lossless mode (which the file does not record).
+_LOSSY_TIFF_COMPRESSIONS = frozenset({"jpeg", "tiff_jpeg", "webp"})
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _SIXTEEN_BIT_MAX = 65535
@@ -146,6 +172,176 @@ def _strict_truncation() -> Iterator[None]:
                 ImageFile.LOAD_TRUNCATED_IMAGES = _caller_load_truncated
 
 
+# --- files cut short that decode without an error (see "Safety and truncation" above) ---------------------------
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Samples per pixel of each PNG colour type: gray, RGB, palette index, gray + alpha, RGB + alpha.
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# Adam7, the PNG interlace: each pass's (first column, first row, column step, row step).
+_ADAM7_PASSES = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+# Compressed bytes fed to zlib at a time, and the most inflated bytes it returns at a time: counting the
+# inflated length of an image keeps no more than this of it.
+_INFLATE_IN_BYTES = 64 * 1024
+_INFLATE_OUT_BYTES = 4 * 2**20
+
+
+def _png_filtered_bytes(width: int, height: int, bit_depth: int, colour_type: int, interlace: int) -> int | None:
+    """Bytes the zlib stream of a PNG with this IHDR inflates to (a filter byte per row, then the packed samples);
+    None for a colour type PNG does not define (Pillow would not have decoded it)."""
+    samples = _PNG_SAMPLES.get(colour_type)
+    if samples is None:
+        return None
+    bits_per_pixel = samples * bit_depth
+
+    def image_bytes(columns: int, rows: int) -> int:
+        # A pass without pixels has no rows at all, not even filter bytes.
+        return 0 if columns <= 0 or rows <= 0 else rows * (1 + (columns * bits_per_pixel + 7) // 8)
+
+    if interlace == 0:
+        return image_bytes(width, height)
+    return sum(
+        image_bytes(-(-(width - column) // column_step), -(-(height - row) // row_step))
+        for column, row, column_step, row_step in _ADAM7_PASSES
+    )
+
+
+def _png_image_data_lengths(data: bytes) -> tuple[int, int] | None:
+    """``(bytes the image data inflates to, bytes the header implies)`` of a PNG, the first counted only as far as
+    it matters (up to the second); None when the chunks cannot be followed (the decoder judged those)."""
+    position = len(_PNG_SIGNATURE)
+    view = memoryview(data)
+    expected: int | None = None
+    inflater = zlib.decompressobj()
+    inflated = 0
+    in_image_data = False
+    while position + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        body = view[position + 8 : position + 8 + length]
+        position += 12 + length
+        if kind == b"IHDR" and len(body) >= 13:
+            width, height, bit_depth, colour_type, _, _, interlace = struct.unpack_from(">IIBBBBB", body)
+            expected = _png_filtered_bytes(width, height, bit_depth, colour_type, interlace)
+        elif kind == b"IDAT":
+            in_image_data = True
+            for start in range(0, len(body), _INFLATE_IN_BYTES):
+                pending = bytes(body[start : start + _INFLATE_IN_BYTES])
+                try:
+                    while pending and not inflater.eof:
+                        inflated += len(inflater.decompress(pending, _INFLATE_OUT_BYTES))
+                        pending = inflater.unconsumed_tail
+                except zlib.error:
+                    # Damage past what the decoder needed (it decoded the image): what inflated so far counts.
+                    return None if expected is None else (inflated, expected)
+                if inflater.eof or (expected is not None and inflated >= expected):
+                    return None if expected is None else (inflated, expected)
+        elif in_image_data:
+            break  # the image data is consecutive IDAT chunks: it ended here
+    return None if expected is None else (inflated, expected)
+
+
+def _png_cut_short(data: bytes, name: str) -> ImageError | None:
+    """The error for a PNG whose image data inflates to fewer bytes than its header implies, else None.
+
+    Pillow's decoder stops at the end of the zlib stream and keeps the rows it has: a stream closed early
+    (complete, with valid checksums) decodes "successfully" with the missing rows black.
+    """
+    lengths = _png_image_data_lengths(data)
+    if lengths is None or lengths[0] >= lengths[1]:
+        return None
+    inflated, expected = lengths
+    return ImageError(
+        f"{name}: cannot decode (image file is truncated: its PNG image data inflates to {inflated:,} of the "
+        f"{expected:,} bytes its header implies, so the rest of its pixels are missing); copy or export the file again"
+    )
+
+
+_JPEG_SOS = b"\xff\xda"
+_JPEG_EOI = b"\xff\xd9"
+# Bytes put before the final end-of-image marker to probe a JPEG: libjpeg skips extraneous bytes before a marker
+# in a complete file, and decodes them as image data in a file cut inside its image data.
+_JPEG_PROBE_FILLER = b"\x55" * 64
+# Pixel bytes of the two decodes of a JPEG compared at a time.
+_COMPARED_BYTES = 4 * 2**20
+# What libjpeg leaves in every band of the blocks after a cut: a zero DCT, level-shifted to mid grey (128; 127 in
+# an Adobe CMYK file, stored inverted).
+_JPEG_FILL_VALUES = frozenset({127, 128})
+# Sequential JPEGs of at most this many pixels are always probed. A cut inside the last MCU (the blocks holding
+# the bottom-right pixel) leaves that pixel garbage, not grey: a quarter of the cuts of a 32x32 image with 4:2:0
+# chroma (4 MCUs), about one in 256 of an image just above this size. Probing one this small: about 2 ms at most.
+_JPEG_ALWAYS_PROBE_PIXELS = 256 * 256
+
+
+def _jpeg_later_scans(data: bytes) -> int | None:
+    """Start-of-scan markers after the first one of a JPEG (none for a sequential file of one scan); None when its
+    marker segments cannot be followed to a first scan.
+
+    The segments before the first scan are walked (an EXIF thumbnail inside APP1, with its own scan, is skipped
+    whole); after it, FF DA can only be a marker, as image data stuffs every FF byte.
+    """
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+        elif 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            position += 2
+        elif marker == 0xDA:
+            return data.count(_JPEG_SOS, position + 2)
+        else:
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return None
+
+
+def _same_pixels(first: Image.Image, second: Image.Image) -> bool:
+    """Whether two decoded images are equal, compared a strip of rows at a time: no whole copy of either."""
+    if first.mode != second.mode or first.size != second.size:
+        return False
+    rows = max(1, _COMPARED_BYTES // max(1, first.width * len(first.getbands())))
+    if rows >= first.height:
+        return first.tobytes() == second.tobytes()
+    for top in range(0, first.height, rows):
+        box = (0, top, first.width, min(first.height, top + rows))
+        if first.crop(box).tobytes() != second.crop(box).tobytes():
+            return False
+    return True
+
+
+def _jpeg_cut_short(image: Image.Image, data: bytes, name: str) -> ImageError | None:
+    """The error for a JPEG cut inside its image data and closed with an end-of-image marker, else None.
+
+    `image` is `data` decoded. libjpeg decodes such a file without an error: the blocks after the cut are
+    grey (:data:`_JPEG_FILL_VALUES`) in a sequential file, left at the scans they had in a progressive one.
+    The probe decodes the file again with :data:`_JPEG_PROBE_FILLER` before its final marker: a complete
+    file gives the same pixels, a cut one other pixels (the filler read as image data) or an error. A
+    sequential file of one scan larger than :data:`_JPEG_ALWAYS_PROBE_PIXELS` is probed only when its
+    bottom-right pixel, decoded last, is the fill value in every band.
+    """
+    if not data.endswith(_JPEG_EOI):
+        return None  # a file cut without a marker: Pillow reports it as truncated
+    progressive = bool(image.info.get("progressive") or image.info.get("progression"))
+    sequential = not progressive and _jpeg_later_scans(data) == 0
+    if sequential and image.width * image.height > _JPEG_ALWAYS_PROBE_PIXELS:
+        corner = image.getpixel((image.width - 1, image.height - 1))
+        if any(band not in _JPEG_FILL_VALUES for band in (corner if isinstance(corner, tuple) else (corner,))):
+            return None
+    try:
+        with Image.open(io.BytesIO(data[:-2] + _JPEG_PROBE_FILLER + _JPEG_EOI), formats=["JPEG"]) as probe:
+            probe.load()
+            same = _same_pixels(probe, image)
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001 - the filler read as image data can break it in any way: it was image data
+        same = False
+    if same:
+        return None
+    return ImageError(
+        f"{name}: cannot decode (image file is truncated: its JPEG image data was cut and closed with an "
+        "end-of-image marker, so the decoder would leave the rest grey or unrefined); copy or export the file again"
+    )
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     """Pixels of one decoded file and what was learned about it on the way.
@@ -159,7 +355,8 @@ class DecodedImage:
     mode : str
         The image mode before conversion (``"L"``, ``"RGBA"``, ``"I;16"``, ...).
     lossy : bool
-        True when the file format is lossy (JPEG, lossy WebP).
+        True when the pixels went through lossy compression (JPEG, lossy WebP, a JPEG- or WebP-compressed
+        TIFF).
     """
 
     pixels: np.ndarray
@@ -168,9 +365,13 @@ class DecodedImage:
     lossy: bool
 
 
-def _is_lossy(image_format: str | None, data: bytes) -> bool:
+def _is_lossy(image_format: str | None, data: bytes, compression: object = None) -> bool:
+    """Whether the pixels went through lossy compression; `compression` is Pillow's ``info["compression"]``."""
     if image_format in _LOSSY_FORMATS:
         return True
+    if image_format == "TIFF":
+        # A TIFF is a container: its pixels may be JPEG-compressed (a scanner's or a camera's usual choice).
+        return compression in _LOSSY_TIFF_COMPRESSIONS
     if image_format == "WEBP":
         # RIFF....WEBP then the first chunk: "VP8 " (lossy), "VP8L" (lossless) or "VP8X"
         # (extended: may hold either; treat as lossy unless a VP8L chunk is present and no VP8 one).
@@ -301,7 +502,16 @@ def decode_image_bytes(
                 image.load()
                 original_mode = image.mode
                 image_format = image.format or "unknown"
-                if exif_transpose:
+                compression = image.info.get("compression")
+                # Some cut files decode without an error (see "Safety and truncation"): checked on the
+                # pixels as stored, before any rotation.
+                if image_format == "PNG":
+                    cut = _png_cut_short(data, name)
+                elif image_format == "JPEG":
+                    cut = _jpeg_cut_short(image, data, name)
+                else:
+                    cut = None
+                if exif_transpose and cut is None:
                     image = ImageOps.exif_transpose(image)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageError(
@@ -316,12 +526,14 @@ def decode_image_bytes(
         except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, EOFError
             reason = str(exc) or type(exc).__name__
             raise ImageError(f"{name}: cannot decode ({type(exc).__name__}: {reason})") from exc
+        if cut is not None:
+            raise cut
         pixels = _to_rgb_array(image, name)
     return DecodedImage(
         pixels=pixels,
         format=image_format,
         mode=original_mode,
-        lossy=_is_lossy(image_format, data),
+        lossy=_is_lossy(image_format, data, compression),
     )
 
 
