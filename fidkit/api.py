@@ -15,15 +15,17 @@ Every function takes the run's settings as keyword arguments, the fields of
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from fidkit.errors import FidkitWarning
 from fidkit.extractors import LazyExtractor
 from fidkit.features import Features
 from fidkit.frechet import fid_from_stats
-from fidkit.options import RunOptions, check_options_for_object, run_options
+from fidkit.options import RunOptions, _check_names, check_options_for_object, run_options
 from fidkit.pipeline import SideResult, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import (
@@ -45,6 +47,28 @@ __all__ = [
     "SideReport",
     "Timings",
 ]
+
+
+def _own_keywords(function: Callable[..., Any]) -> tuple[str, ...]:
+    """The keyword-only parameters of an API function: what it takes besides the fields of RunOptions."""
+    parameters = inspect.signature(function).parameters.values()
+    return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def _check_keywords(function: Callable[..., Any], overrides: dict[str, Any]) -> None:
+    """Refuse a keyword of a call of `function` that is neither its own nor a RunOptions field, listing both and the
+    closest name: ``compute_fid(a, b, metric="kid")`` is a misspelt ``metrics``, not an unknown run option, and
+    ``compute_stats(source, metrics="kid")`` asks for what only ``compute_fid`` computes."""
+    if all(name in RunOptions.__dataclass_fields__ for name in overrides):
+        return
+    elsewhere = {
+        name: other.__name__
+        for other in (compute_fid, compute_features)
+        if other is not function
+        for name in _own_keywords(other)
+        if name not in _own_keywords(function)
+    }
+    _check_names(overrides, function=function.__name__, own=_own_keywords(function), elsewhere=elsewhere)
 
 
 def _prepare(options: RunOptions | None, extractor: Any, overrides: dict[str, Any]) -> tuple[RunOptions, LazyExtractor]:
@@ -119,6 +143,7 @@ def compute_stats(source: Any, *, options: RunOptions | None = None, extractor: 
     >>> stats = compute_stats("generated/", device="cpu", limit=10_000)   # doctest: +SKIP
     >>> stats.save("generated.npz")                                     # doctest: +SKIP
     """
+    _check_keywords(compute_stats, overrides)
     stats, _ = compute_stats_with_report(source, options=options, extractor=extractor, **overrides)
     return stats
 
@@ -131,6 +156,7 @@ def compute_stats_with_report(
     The :class:`SideReport` says whether the statistics came from the cache, which files were skipped,
     the batch size chosen and where the time went.
     """
+    _check_keywords(compute_stats_with_report, overrides)
     result = compute_side(source, options=options, extractor=extractor, **overrides)
     return result.stats, result.report
 
@@ -160,6 +186,7 @@ def compute_features(
     >>> features = compute_features("generated/", limit=1000)          # doctest: +SKIP
     >>> features.save("generated-features.npz")                        # doctest: +SKIP
     """
+    _check_keywords(compute_features, overrides)
     # A string names outputs ("logits", "logits,spatial"), as metrics="kid,is" names metrics: not its letters.
     names = tuple(name.strip() for name in outputs.split(",")) if isinstance(outputs, str) else tuple(outputs)
     result = compute_side(source, options=options, extractor=extractor, keep_features=names, **overrides)
@@ -173,6 +200,7 @@ def compute_side(
 ) -> SideResult:
     """The whole :class:`~fidkit.pipeline.SideResult` of one source: statistics, report, and kept features (with
     `keep_features` True, or a tuple of outputs as :func:`fidkit.pipeline.kept_outputs` reads it)."""
+    _check_keywords(compute_side, overrides)
     resolved, lazy = _prepare(options, extractor, overrides)
     opened = open_input(source, resolved)
     check_against_run({"the input": opened}, lazy, resolved)
@@ -250,6 +278,7 @@ def compute_fid(
     >>> print(f"FID {float(report):.4f} (N = {report.a.n} vs {report.b.n})")  # doctest: +SKIP
     """
     started = time.perf_counter()
+    _check_keywords(compute_fid, overrides)
     resolved, lazy = _prepare(options, extractor, overrides)
     asked = None
     if ci is not None or metrics not in ("fid", ("fid",)):
