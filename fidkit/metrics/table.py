@@ -23,9 +23,10 @@ intervals draw from two further streams derived from it (or from :attr:`Interval
 sFID (the same resampled images for both) and the half-samples of KID, IS and precision/recall/density/coverage
 (the same half-samples for all of them; each side's from its own stream, so that the interval of side a's Inception
 Score does not depend on side b). Both derived seeds are reported. Every draw is of positions: the same features in
-the same order give the same table on any engine or device (to rounding); the same rows in another order (a
-``torch.distributed`` gather of another world size, Ray shards) give another draw of KID, IS and the intervals,
-which differ within their reported spread (FID, sFID and the neighbour metrics do not depend on the order).
+the same order give the same table on any engine or device (to rounding), and a Ray run's rows come in the local
+run's order; the same rows in another order (a ``torch.distributed`` gather of another world size) give another draw
+of KID, IS and the intervals, which differ within their reported spread (FID, sFID and the neighbour metrics do not
+depend on the order).
 
 Intervals. FID and sFID: :func:`~fidkit.metrics.bootstrap_fid` (images of both sides resampled with
 replacement), reporting its basic interval, which covers the true value at the level claimed where the percentile
