@@ -175,7 +175,9 @@ def compute_features(
     the features, ``"logits"`` (the Inception Score's) and ``"spatial"`` (sFID's), e.g.
     ``outputs=("features", "logits", "spatial")``. Features are cached (keyed like statistics, under the same size
     limit as statistics) and can be saved (:meth:`Features.save`) and given back as a source. A statistics
-    file cannot give features: it is refused with what to supply instead.
+    file cannot give features: it is refused with what to supply instead. The metrics of two such sides take the
+    evaluated (generated) one first and the reference second: ``fidkit.metrics.evaluate(generated, reference)``,
+    ``compute_fid(generated, reference, metrics=...)``.
 
     Examples
     --------
@@ -227,7 +229,9 @@ def compute_fid(
     Parameters
     ----------
     a, b : path-like, str, numpy.ndarray, Stats, Features, Source or iterable of numpy.ndarray
-        Any source :func:`compute_stats` accepts. Statistics, features and cache hits skip the network.
+        Any source :func:`compute_stats` accepts. Statistics, features and cache hits skip the network. `a` is the
+        evaluated set (the generated images) and `b` the reference (the real images), as in ``fidkit compute A B``:
+        the FID is the same either way, the other `metrics` are not (see `metrics`).
     options, extractor, **overrides
         As in :func:`compute_stats`; `limit` and `seed` apply to each image side. By default one extractor is
         built, once, and only if a side needs the network; with ``cluster="ray"`` each image side is one job.
@@ -241,11 +245,17 @@ def compute_fid(
         normalization: docs/compatibility.md) into a warning.
     metrics : str or sequence of str
         What to compute besides the FID (which the table always holds): ``"kid"``, ``"is"``, ``"sfid"``,
-        ``"prdc"``, or ``"all"`` (:func:`fidkit.metrics.parse_metrics`; default: the FID alone). Each side keeps only what the asked
-        metrics need (feature rows, logits, spatial features: :func:`fidkit.metrics.outputs_needed`), from the
-        same forward pass; the result is ``report.metrics``, a :class:`fidkit.metrics.MetricTable`.
+        ``"prdc"``, or ``"all"`` (:func:`fidkit.metrics.parse_metrics`; default: the FID alone), of `a` as the
+        evaluated set against `b` as the reference (:func:`fidkit.metrics.evaluate`'s order): ``is_a`` is the
+        Inception Score of `a` (and ``is_b`` of `b`, where its logits are kept), precision is the share of `a` on
+        `b`'s manifold, recall the share of `b` on `a`'s, density and coverage take `b` as the real set. Passing
+        the real images first gives the reference's numbers as the model's; the text table says which side is
+        which (``IS (a, evaluated)``). Each side keeps only what the asked metrics need (feature rows, logits,
+        spatial features: :func:`fidkit.metrics.outputs_needed`), from the same forward pass; the result is
+        ``report.metrics``, a :class:`fidkit.metrics.MetricTable`.
     ci : IntervalSpec, optional
-        An interval for every asked metric (:class:`fidkit.metrics.IntervalSpec`: ``level``, ``n_resamples``, ``seed``).
+        An interval for every asked metric (:class:`fidkit.metrics.IntervalSpec`: ``level``, ``n_resamples``,
+        ``seed``), in the same order of the sides.
     metrics_seed : int
         The one seed of the metrics (KID subsets, IS splits, the intervals' streams).
 
@@ -274,7 +284,7 @@ def compute_fid(
     >>> b = fidkit.Stats(mu=np.ones(2), sigma=np.eye(2), n=10)
     >>> float(fidkit.compute_fid(a, b))
     2.0
-    >>> report = compute_fid("real/", "generated/", device="cpu")   # doctest: +SKIP
+    >>> report = compute_fid("generated/", "real/", device="cpu")   # doctest: +SKIP
     >>> print(f"FID {float(report):.4f} (N = {report.a.n} vs {report.b.n})")  # doctest: +SKIP
     """
     started = time.perf_counter()
