@@ -15,15 +15,17 @@ Every function takes the run's settings as keyword arguments, the fields of
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from fidkit.errors import FidkitWarning
 from fidkit.extractors import LazyExtractor
 from fidkit.features import Features
 from fidkit.frechet import fid_from_stats
-from fidkit.options import RunOptions, check_options_for_object, run_options
+from fidkit.options import RunOptions, _check_names, check_options_for_object, run_options
 from fidkit.pipeline import SideResult, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import (
@@ -45,6 +47,28 @@ __all__ = [
     "SideReport",
     "Timings",
 ]
+
+
+def _own_keywords(function: Callable[..., Any]) -> tuple[str, ...]:
+    """The keyword-only parameters of an API function: what it takes besides the fields of RunOptions."""
+    parameters = inspect.signature(function).parameters.values()
+    return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def _check_keywords(function: Callable[..., Any], overrides: dict[str, Any]) -> None:
+    """Refuse a keyword of a call of `function` that is neither its own nor a RunOptions field, listing both and the
+    closest name: ``compute_fid(a, b, metric="kid")`` is a misspelt ``metrics``, not an unknown run option, and
+    ``compute_stats(source, metrics="kid")`` asks for what only ``compute_fid`` computes."""
+    if all(name in RunOptions.__dataclass_fields__ for name in overrides):
+        return
+    elsewhere = {
+        name: other.__name__
+        for other in (compute_fid, compute_features)
+        if other is not function
+        for name in _own_keywords(other)
+        if name not in _own_keywords(function)
+    }
+    _check_names(overrides, function=function.__name__, own=_own_keywords(function), elsewhere=elsewhere)
 
 
 def _prepare(options: RunOptions | None, extractor: Any, overrides: dict[str, Any]) -> tuple[RunOptions, LazyExtractor]:
@@ -119,6 +143,7 @@ def compute_stats(source: Any, *, options: RunOptions | None = None, extractor: 
     >>> stats = compute_stats("generated/", device="cpu", limit=10_000)   # doctest: +SKIP
     >>> stats.save("generated.npz")                                     # doctest: +SKIP
     """
+    _check_keywords(compute_stats, overrides)
     stats, _ = compute_stats_with_report(source, options=options, extractor=extractor, **overrides)
     return stats
 
@@ -131,6 +156,7 @@ def compute_stats_with_report(
     The :class:`SideReport` says whether the statistics came from the cache, which files were skipped,
     the batch size chosen and where the time went.
     """
+    _check_keywords(compute_stats_with_report, overrides)
     result = compute_side(source, options=options, extractor=extractor, **overrides)
     return result.stats, result.report
 
@@ -149,7 +175,9 @@ def compute_features(
     the features, ``"logits"`` (the Inception Score's) and ``"spatial"`` (sFID's), e.g.
     ``outputs=("features", "logits", "spatial")``. Features are cached (keyed like statistics, under the same size
     limit as statistics) and can be saved (:meth:`Features.save`) and given back as a source. A statistics
-    file cannot give features: it is refused with what to supply instead.
+    file cannot give features: it is refused with what to supply instead. The metrics of two such sides take the
+    evaluated (generated) one first and the reference second: ``fidkit.metrics.evaluate(generated, reference)``,
+    ``compute_fid(generated, reference, metrics=...)``.
 
     Examples
     --------
@@ -160,6 +188,7 @@ def compute_features(
     >>> features = compute_features("generated/", limit=1000)          # doctest: +SKIP
     >>> features.save("generated-features.npz")                        # doctest: +SKIP
     """
+    _check_keywords(compute_features, overrides)
     # A string names outputs ("logits", "logits,spatial"), as metrics="kid,is" names metrics: not its letters.
     names = tuple(name.strip() for name in outputs.split(",")) if isinstance(outputs, str) else tuple(outputs)
     result = compute_side(source, options=options, extractor=extractor, keep_features=names, **overrides)
@@ -173,6 +202,7 @@ def compute_side(
 ) -> SideResult:
     """The whole :class:`~fidkit.pipeline.SideResult` of one source: statistics, report, and kept features (with
     `keep_features` True, or a tuple of outputs as :func:`fidkit.pipeline.kept_outputs` reads it)."""
+    _check_keywords(compute_side, overrides)
     resolved, lazy = _prepare(options, extractor, overrides)
     opened = open_input(source, resolved)
     check_against_run({"the input": opened}, lazy, resolved)
@@ -199,7 +229,9 @@ def compute_fid(
     Parameters
     ----------
     a, b : path-like, str, numpy.ndarray, Stats, Features, Source or iterable of numpy.ndarray
-        Any source :func:`compute_stats` accepts. Statistics, features and cache hits skip the network.
+        Any source :func:`compute_stats` accepts. Statistics, features and cache hits skip the network. `a` is the
+        evaluated set (the generated images) and `b` the reference (the real images), as in ``fidkit compute A B``:
+        the FID is the same either way, the other `metrics` are not (see `metrics`).
     options, extractor, **overrides
         As in :func:`compute_stats`; `limit` and `seed` apply to each image side. By default one extractor is
         built, once, and only if a side needs the network; with ``cluster="ray"`` each image side is one job.
@@ -213,11 +245,17 @@ def compute_fid(
         normalization: docs/compatibility.md) into a warning.
     metrics : str or sequence of str
         What to compute besides the FID (which the table always holds): ``"kid"``, ``"is"``, ``"sfid"``,
-        ``"prdc"``, or ``"all"`` (:func:`fidkit.metrics.parse_metrics`; default: the FID alone). Each side keeps only what the asked
-        metrics need (feature rows, logits, spatial features: :func:`fidkit.metrics.outputs_needed`), from the
-        same forward pass; the result is ``report.metrics``, a :class:`fidkit.metrics.MetricTable`.
+        ``"prdc"``, or ``"all"`` (:func:`fidkit.metrics.parse_metrics`; default: the FID alone), of `a` as the
+        evaluated set against `b` as the reference (:func:`fidkit.metrics.evaluate`'s order): ``is_a`` is the
+        Inception Score of `a` (and ``is_b`` of `b`, where its logits are kept), precision is the share of `a` on
+        `b`'s manifold, recall the share of `b` on `a`'s, density and coverage take `b` as the real set. Passing
+        the real images first gives the reference's numbers as the model's; the text table says which side is
+        which (``IS (a, evaluated)``). Each side keeps only what the asked metrics need (feature rows, logits,
+        spatial features: :func:`fidkit.metrics.outputs_needed`), from the same forward pass; the result is
+        ``report.metrics``, a :class:`fidkit.metrics.MetricTable`.
     ci : IntervalSpec, optional
-        An interval for every asked metric (:class:`fidkit.metrics.IntervalSpec`: ``level``, ``n_resamples``, ``seed``).
+        An interval for every asked metric (:class:`fidkit.metrics.IntervalSpec`: ``level``, ``n_resamples``,
+        ``seed``), in the same order of the sides.
     metrics_seed : int
         The one seed of the metrics (KID subsets, IS splits, the intervals' streams).
 
@@ -246,10 +284,11 @@ def compute_fid(
     >>> b = fidkit.Stats(mu=np.ones(2), sigma=np.eye(2), n=10)
     >>> float(fidkit.compute_fid(a, b))
     2.0
-    >>> report = compute_fid("real/", "generated/", device="cpu")   # doctest: +SKIP
+    >>> report = compute_fid("generated/", "real/", device="cpu")   # doctest: +SKIP
     >>> print(f"FID {float(report):.4f} (N = {report.a.n} vs {report.b.n})")  # doctest: +SKIP
     """
     started = time.perf_counter()
+    _check_keywords(compute_fid, overrides)
     resolved, lazy = _prepare(options, extractor, overrides)
     asked = None
     if ci is not None or metrics not in ("fid", ("fid",)):

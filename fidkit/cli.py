@@ -57,8 +57,8 @@ features); the last two skip the network."""
 
 _MAIN_EPILOG = """\
 examples:
-  fidkit compute real_images/ generated_images/
-  fidkit compute cifar10-train.npz samples.zip --json > report.json
+  fidkit compute generated_images/ real_images/
+  fidkit compute samples.zip cifar10-train.npz --json > report.json
   fidkit stats real_images/ --save real.npz
   fidkit info real.npz
   fidkit cache list
@@ -70,23 +70,23 @@ exit status: 0 success, 1 error (one line on stderr), 2 usage error, 130 interru
 _COMPUTE_EPILOG = """\
 examples:
   # two folders of images (PNG, JPEG, ...; searched recursively)
-  fidkit compute real_images/ generated_images/
+  fidkit compute generated_images/ real_images/
 
-  # a saved statistics file against an archive of samples; the full report as JSON
-  fidkit compute cifar10-train-stats.npz samples.zip --json
+  # an archive of samples against a saved statistics file; the full report as JSON
+  fidkit compute samples.zip cifar10-train-stats.npz --json
 
   # 10,000 random images of each side, reproducibly
-  fidkit compute train.zip samples/ --limit 10000 --seed 0
+  fidkit compute samples/ train.zip --limit 10000 --seed 0
 
   # keep going past unreadable files (they are counted and listed in the report)
-  fidkit compute scraped/ generated/ --skip-bad
+  fidkit compute generated/ scraped/ --skip-bad
 
   # a paper's table from one pass: FID, KID, Inception Score, sFID, precision/recall/density/coverage,
   # each with a 95% interval from 200 resamples
   fidkit compute samples.zip cifar10-train --metrics all --ci
 
   # the number pytorch-fid (or clean-fid, torchmetrics) would print for the same images
-  fidkit compute real/ generated/ --convention pytorch-fid
+  fidkit compute generated/ real/ --convention pytorch-fid
 
 stdout is one line whose last token is the FID (e.g. "FID: 12.3456"), or with --metrics/--ci a small table
 (one row per number), or the JSON report with --json.
@@ -115,7 +115,8 @@ sha256, source, skipped files). Features are cached like statistics (same keys, 
 _INFO_EPILOG = """\
 examples:
   fidkit info real.npz
-  fidkit info fid_stats_cifar10_train.npz --json     # a TTUR / pytorch-fid file works too"""
+  fidkit info fid_stats_cifar10_train.npz --json     # a TTUR / pytorch-fid file works too
+  fidkit info samples-features.npz                   # a features file: N, dim, the outputs kept, the metadata"""
 
 _CACHE_EPILOG = """\
 examples:
@@ -303,11 +304,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     compute = subparsers.add_parser(
         "compute", parents=[network_parent, source_parent], formatter_class=formatter,
-        help="the FID between two sources", description="Compute the FID between sources A and B.",
+        help="the FID between two sources", description="Compute the FID between A, the evaluated set (generated "
+        "images), and B, the reference (real images):\nthe FID is the same either way, the other --metrics are not.",
         epilog=_COMPUTE_EPILOG,
     )
-    compute.add_argument("source_a", metavar="A", help="first source (images, archive, array or statistics)")
-    compute.add_argument("source_b", metavar="B", help="second source")
+    compute.add_argument("source_a", metavar="A", help="the evaluated source: generated images, archive, array, ...")
+    compute.add_argument("source_b", metavar="B", help="the reference source: the real images, their statistics, ...")
     compute.add_argument("--json", action="store_true", help="print the full report as JSON")
     compute.add_argument(
         "--allow-weights-mismatch", action="store_true",
@@ -376,10 +378,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     info = subparsers.add_parser(
         "info", parents=[common], formatter_class=formatter, help="what a statistics or features file holds",
-        description="Show what a statistics .npz holds: N, dimension, metadata, origin, trace of sigma.",
+        description="What a statistics or features .npz holds: N, dimension, metadata (statistics: trace of sigma).",
         epilog=_INFO_EPILOG,
     )
-    info.add_argument("path", metavar="FILE.npz", type=Path, help="a statistics file")
+    info.add_argument("path", metavar="FILE.npz", type=Path, help="a statistics file or a features file")
     info.add_argument("--json", action="store_true", help="print as JSON")
     info.set_defaults(func=commands.info)
 

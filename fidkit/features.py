@@ -62,12 +62,12 @@ class Features:
     rows : array_like
         ``(N, dim)`` finite features; stored as float32 (what every extractor gives). Rows come in the source's
         order (a folder or archive of mixed image sizes is batched by size, and its rows put back in the source's
-        order; on a Ray cluster the shards' rows in shard order). FID, sFID and precision, recall,
+        order; on a Ray cluster each shard's rows too, and the shards in order). FID, sFID and precision, recall,
         density and coverage are functions of the set of rows (FID's sums to round-off). KID's subsets, the
         Inception Score's shuffle (or its chunks, with ``shuffle=False``), FD-infinity's subsets and every
         interval's resamples are drawn by position from the seed: the same rows in the same order give the same
-        numbers on any engine or device, to rounding; in another order (another ``torch.distributed`` world size,
-        Ray shards) they are another draw, within the reported spread. To compare exactly, compute from the same
+        numbers on any engine or device, to rounding; in another order (another ``torch.distributed`` world size)
+        they are another draw, within the reported spread. To compare exactly, compute from the same
         saved features.
     metadata : dict
         What made them (the extractor's metadata, the source, skipped files): str keys, str/int/float/bool

@@ -23,10 +23,12 @@ and the extractor's own check), before any input is opened or any network built.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import numbers
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -235,13 +237,32 @@ class RunOptions:
 _FIELDS = tuple(field.name for field in dataclasses.fields(RunOptions))
 
 
-def _check_names(names: Any) -> None:
-    unknown = sorted(set(names) - set(_FIELDS))
-    if unknown:
-        raise InputError(
-            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the options are "
-            + ", ".join(_FIELDS)
-        )
+def _check_names(
+    names: Any, *, function: str | None = None, own: Sequence[str] = (), elsewhere: Mapping[str, str] | None = None
+) -> None:
+    """Refuse `names` that are neither fields of :class:`RunOptions` nor keywords of the API function `function` (its
+    own, `own`, as ``compute_fid``'s ``metrics``).
+
+    The message lists both, so that the fix of ``compute_fid(a, b, metric="kid")`` is on the screen, not only the
+    options; it ends with the closest known name (a misspelling), or with the function that does take a name
+    (`elsewhere`: name -> function, ``compute_stats(metrics="kid")``: a keyword of ``compute_fid``).
+    """
+    known = (*own, *_FIELDS)
+    unknown = sorted(set(names) - set(known))
+    if not unknown:
+        return
+    message = f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+    if own:
+        message += f"{function}'s own keywords are {', '.join(own)}, and "
+    message += "the options are " + ", ".join(_FIELDS)
+    for name in unknown:
+        if elsewhere and name in elsewhere:
+            message += f"; {name} is a keyword of {elsewhere[name]}, not of {function}"
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        if close:
+            message += f"; did you mean {close[0]}?"
+    raise InputError(message)
 
 
 def _stated(extractor: Any, name: str) -> Any:

@@ -442,3 +442,43 @@ def test_feature_rows_given_as_images_are_told_what_they_look_like(tmp_path):
     for source in (str(tmp_path / "clean_fid_feats.npz"), rows):
         with pytest.raises(InputError, match=r"looks like feature rows, not images.*fid_from_arrays.*Features"):
             fidkit.compute_stats(source, extractor=FullIdentityMeanColour(), use_cache=False)
+
+
+# --- hostile round 7, 5: a misspelt keyword names the function's own keywords and the closest one -------------------
+
+
+def test_a_misspelt_keyword_lists_the_functions_own_keywords_and_suggests_the_closest(no_extractor_built):
+    from fidkit.api import compute_features, compute_fid, compute_stats, compute_stats_with_report
+
+    a, b = small_stats(0), small_stats(1)
+    with pytest.raises(InputError, match=r"unknown option metric; compute_fid's own keywords are") as raised:
+        compute_fid(a, b, metric="kid")
+    message = str(raised.value)
+    for keyword in ("metrics", "ci", "metrics_seed", "method", "allow_weights_mismatch", "allow_convention_mismatch",
+                    "batch_size", "ray_address"):
+        assert f" {keyword}," in message or f" {keyword};" in message, (keyword, message)
+    assert message.endswith("did you mean metrics?")
+    with pytest.raises(InputError, match=r"did you mean metrics_seed\?$"):
+        compute_fid(a, b, metric_seed=3)
+    with pytest.raises(InputError, match=r"did you mean allow_weights_mismatch\?$"):
+        compute_fid(a, b, allow_weight_mismatch=True)
+    with pytest.raises(InputError, match=r"compute_fid's own keywords .*did you mean batch_size\?$"):
+        compute_fid(a, b, batchsize=8)
+    # What only another function takes: the message says which one.
+    for function in (compute_stats, compute_stats_with_report, compute_features):
+        for keyword, owner in (("metrics", "compute_fid"), ("ci", "compute_fid"), ("metrics_seed", "compute_fid")):
+            with pytest.raises(InputError, match=rf"unknown option {keyword}; {function.__name__}'s own keywords are "
+                                                 rf"options, extractor.*; {keyword} is a keyword of {owner}, not of "
+                                                 rf"{function.__name__}$"):
+                function(a, **{keyword: "kid"})
+    with pytest.raises(InputError, match=r"outputs is a keyword of compute_features, not of compute_stats$"):
+        compute_stats(a, outputs="logits")
+    # A name close to nothing: both lists, no guess.
+    with pytest.raises(InputError, match=r"unknown option zzz; compute_stats's own keywords are options, extractor, "
+                                         r"and the options are extractor, .*, ray_address$"):
+        compute_stats(a, zzz=1)
+    # The keywords that are the function's own still pass the check.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FidkitWarning)  # Stats without weights
+        report = compute_fid(a, b, metrics="fid", metrics_seed=1, method="auto", device="cpu")
+    assert report.value == fidkit.fid_from_stats(a, b).value

@@ -39,7 +39,7 @@ def test_compute_prints_the_table_and_the_json_holds_every_metric(tmp_path, caps
     a, b = image_file(tmp_path / "a.npy", 30, 0), image_file(tmp_path / "b.npy", 30, 1, high=180)
     assert main(["compute", a, b, "--metrics", "all", *args]) == 0
     table = capsys.readouterr().out
-    for label in ("FID", "KID", "IS (a)", "sFID", "precision", "recall", "density", "coverage"):
+    for label in ("FID", "KID", "IS (a, evaluated)", "sFID", "precision", "recall", "density", "coverage"):
         assert any(line.startswith(label) for line in table.splitlines()), table
     assert main(["compute", a, b, "--metrics", "fid,kid,is,sfid", "--json", *args]) == 0
     report = json.loads(capsys.readouterr().out)

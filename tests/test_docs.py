@@ -253,3 +253,141 @@ def test_metrics_doc_does_not_say_the_logits_must_be_applied_by_the_caller():
     which_logits = text[text.index("**Which logits.**"): text.index("**Shuffle.**")]
     assert "pool_3 only" not in which_logits and "to be wired in" not in which_logits
     assert "logits" in which_logits and "--metrics is" in which_logits
+
+
+# --- hostile round 7: the examples put the evaluated set first; info reads features; every error is listed --------
+
+_EVALUATED = re.compile(r"generat|sample|fake", re.IGNORECASE)
+_REFERENCE = re.compile(r"(?:^|[^a-z])(?:real|ref|reference)(?:[^a-z]|$)", re.IGNORECASE)
+
+
+def _first_two_arguments(text: str, start: int) -> tuple[str, str] | None:
+    """The first two top-level arguments of the call whose "(" is at `start` (nested calls and strings kept whole)."""
+    depth, quote, current, found = 0, None, "", []
+    for char in text[start + 1:]:
+        if quote:
+            current += char
+            quote = None if char == quote else quote
+            continue
+        if char in "\"'":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            if depth == 0:
+                found.append(current.strip())
+                break
+            depth -= 1
+        elif char == "," and depth == 0:
+            found.append(current.strip())
+            current = ""
+            if len(found) == 2:
+                break
+            continue
+        current += char
+    return (found[0], found[1]) if len(found) >= 2 else None
+
+
+def _comparisons() -> list[tuple[str, str, str]]:
+    """``(where, A, B)`` of every ``compute_fid(A, B, ...)`` and ``fidkit compute A B`` in the documents, the
+    package's docstrings and the command line's help."""
+    files = [*DOCUMENTS, *sorted((REPO_ROOT / "fidkit").rglob("*.py"))]
+    found = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        where = lambda offset: f"{path.relative_to(REPO_ROOT)}:{text.count(chr(10), 0, offset) + 1}"  # noqa: E731
+        for match in re.finditer(r"compute_fid\(", text):
+            pair = _first_two_arguments(text, match.end() - 1)
+            if pair is not None:
+                found.append((where(match.start()), *pair))
+        for match in re.finditer(r"fidkit compute ([^\s`'\"|>-][^\s`'\"|>]*) ([^\s`'\"|>-][^\s`'\"|>]*)", text):
+            found.append((where(match.start()), match.group(1), match.group(2)))
+    return found
+
+
+def test_every_example_puts_the_evaluated_set_first_and_the_reference_second():
+    comparisons = _comparisons()
+    assert len(comparisons) > 40  # README, usage.md, metrics.md, distributed.md, compatibility.md, --help, docstrings
+    wrong = [(where, a, b) for where, a, b in comparisons if _REFERENCE.search(a) or _EVALUATED.search(b)]
+    assert wrong == [], "\n".join(f"{where}: {a} {b}" for where, a, b in wrong)
+    # The heuristic sees the order it must refuse.
+    assert _REFERENCE.search("real_images/") and _REFERENCE.search('"ref.npz"') and _EVALUATED.search("samples.zip")
+    assert not _REFERENCE.search("prefix/") and not _REFERENCE.search("cifar10-train")
+
+
+def test_the_order_of_the_sides_is_stated_where_the_metrics_are_described():
+    from fidkit.api import compute_features, compute_fid
+
+    text = " ".join(compute_fid.__doc__.split())
+    assert "`a` is the evaluated set (the generated images) and `b` the reference (the real images)" in text
+    assert "of `a` as the evaluated set against `b` as the reference" in text
+    assert "evaluated (generated) one first and the reference second" in " ".join(compute_features.__doc__.split())
+    usage = " ".join((REPO_ROOT / "docs" / "usage.md").read_text(encoding="utf-8").split())
+    assert "`A` is the evaluated set (the generated images), `B` the reference (the real images)" in usage
+    readme = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "fidkit.compute_fid(generated, real)" in readme and "the other `--metrics` are not" in readme
+
+
+def _help(argv: list[str], capsys) -> str:
+    from fidkit.cli import main
+
+    assert main(argv) == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_info_documents_features_files_in_its_help_and_in_usage(capsys):
+    help_text = _help(["info", "--help"], capsys)
+    assert "FILE.npz a statistics file or a features file" in help_text
+    assert "statistics or features .npz" in help_text and "features.npz" in help_text
+    compute_help = _help(["compute", "--help"], capsys)
+    assert "A, the evaluated set (generated images), and B, the reference (real images)" in compute_help
+    usage = (REPO_ROOT / "docs" / "usage.md").read_text(encoding="utf-8")
+    section = usage[usage.index("### `fidkit info FILE.npz`"):usage.index("### `fidkit cache list`")]
+    section = " ".join(section.split())
+    assert "What a statistics file or a features file holds" in section
+    assert "`outputs`" in section and "fidkit info generated-features.npz" in section
+
+
+def test_usage_lists_every_exported_error_with_when_it_is_raised():
+    import fidkit
+
+    exported = {
+        name for name in fidkit.__all__
+        if isinstance(getattr(fidkit, name), type) and issubclass(getattr(fidkit, name), fidkit.FidkitError)
+        and getattr(fidkit, name) is not fidkit.FidkitError
+    }
+    assert {"DownloadError", "ResourceError", "InputError"} <= exported
+    usage = (REPO_ROOT / "docs" / "usage.md").read_text(encoding="utf-8")
+    start = usage.index("Errors are `fidkit.FidkitError` subclasses")
+    table = usage[start:usage.index("\n\n", usage.index("| error |", start))]
+    rows = re.findall(r"^\| `(\w+)`[^|]*\| (.+) \|$", table, re.MULTILINE)
+    assert {name for name, _ in rows} == exported, table
+    assert len(rows) == len(exported) and all(len(when.split()) >= 5 for _, when in rows)
+
+
+def test_the_docs_say_kept_rows_come_in_the_sources_order_locally_and_on_ray():
+    usage = " ".join((REPO_ROOT / "docs" / "usage.md").read_text(encoding="utf-8").split())
+    metrics = " ".join((REPO_ROOT / "docs" / "metrics.md").read_text(encoding="utf-8").split())
+    assert "in the order the network saw the images" not in usage
+    assert "Rows come in the source's order" in usage
+    assert "do not depend on the batch size, the device or `--ray`" in usage
+    assert "in an order that may differ from a local run's" not in metrics and "Ray run's shards" not in metrics
+    assert "the shards keep and return the same outputs in the local run's order" in metrics
+
+
+def test_the_cuda_extra_installs_where_the_base_takes_the_gpu_build_and_the_docs_say_where_not():
+    tomllib = pytest.importorskip("tomllib")
+    text = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    project = tomllib.loads(text)["project"]
+    base = [item for item in project["dependencies"] if item.startswith("onnxruntime-gpu")]
+    extra = project["optional-dependencies"]["cuda"]
+    assert len(base) == 1 and len(extra) == 1
+    # One marker for both: the extra never adds a GPU build beside the CPU onnxruntime the base install took.
+    assert extra[0].split(";", 1)[1].strip() == base[0].split(";", 1)[1].strip()
+    assert "python_version >= '3.11'" in base[0]
+    assert 'engine="ray"' not in text and 'cluster="ray"' in text
+    for document in (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "usage.md"):
+        words = " ".join(document.read_text(encoding="utf-8").split())
+        assert "CPython 3.11 or newer on x86-64 Linux or Windows" in words or \
+            "CPython 3.11 or newer, on x86-64 Linux or Windows" in words, document
+        assert "3.10" in words and "1.24" in words, document

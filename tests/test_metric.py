@@ -1183,4 +1183,4 @@ def test_the_metric_table_of_fid_names_its_sides_generated_and_real():
     assert "images: a 40, b 30" not in str(report)
     # evaluate() keeps its letters by default.
     table = fidkit.metrics.evaluate(fidkit.Features(rng.normal(size=(40, 6))), real, "fid")
-    assert "images: a 40, b 30" in table.format()
+    assert "images: a (evaluated) 40, b (reference) 30" in table.format()

@@ -122,7 +122,7 @@ def test_default_is_fid_and_stats_sides_give_the_fid_of_the_statistics(pair):
     foreign = Stats(mu=stats_b.mu, sigma=stats_b.sigma)  # a TTUR / pytorch-fid file: no N
     table = evaluate(a, foreign, ["fid"])
     assert table.n_b is None and table["fid"].n_b is None
-    assert "images: a 120, b unknown" in table.format()
+    assert "images: a (evaluated) 120, b (reference) unknown" in table.format()
 
 
 # --------------------------------------------------------------------------------------------- refusals
@@ -462,11 +462,11 @@ def test_format_without_and_with_intervals(pair):
                                                           "density", "coverage"]
     assert lines[1].split()[1] == f"{plain_table['fid'].value:.4f}"
     assert lines[2].split()[1] == f"{plain_table['kid'].value:.6f}"
-    assert lines[3].startswith("IS (a)") and lines[3].split()[2] == f"{plain_table['is_a'].value:.3f}"
+    assert lines[3].startswith("IS (a, evaluated)") and lines[3].split()[3] == f"{plain_table['is_a'].value:.3f}"
     assert f"std over 6 subsets of 40: {plain_table['kid'].std:.6f}" in lines[2]
     assert f"4 splits, std {plain_table['is_a'].std:.3f}" in lines[3]
     assert lines[6].endswith("k=3") and lines[9].endswith("k=5")
-    assert lines[-1] == "images: a 120, b 140"
+    assert lines[-1] == "images: a (evaluated) 120, b (reference) 140"
     value_column = lines[0].index("value")
     assert all(line[value_column - 2 : value_column] == "  " and line[value_column] != " " for line in lines[1:10])
     assert str(plain_table) == text and "interval" not in text
@@ -601,3 +601,41 @@ def test_is_b_whose_half_samples_are_too_small_is_refused_before_any_work_naming
                                          r"IS \(b\) need one row each"):
         evaluate(_features(100, logits=True), _features(1, logits=True), "is", is_splits=1,
                  ci=IntervalSpec(n_resamples=10))
+
+
+# --- hostile round 7, 1: the text says which side is the evaluated one -----------------------------------------------
+
+
+def test_the_text_names_each_letter_side_with_its_role_and_the_json_keys_stay(pair):
+    a, b = pair
+    table = evaluate(a, b, "is,prdc", **SMALL)
+    lines = table.format().splitlines()
+    assert [line.split("  ")[0] for line in lines[1:3]] == ["IS (a, evaluated)", "IS (b, reference)"]
+    assert lines[-1] == "images: a (evaluated) 120, b (reference) 140"
+    assert table.side_names == ("a (evaluated)", "b (reference)")
+    data = table.to_dict()
+    assert list(data["entries"]) == ["is_a", "is_b", "precision", "recall", "density", "coverage"]
+    assert (data["n_a"], data["n_b"]) == (120, 140) and "side_names" not in data
+    assert data["entries"]["is_a"]["label"] == "IS (a, evaluated)" and data["entries"]["is_b"]["n_b"] == 140
+    # The roles follow the sides, not the numbers: swapped, b's IS is the evaluated one's.
+    swapped = evaluate(b, a, "is", **SMALL)
+    assert swapped["is_a"].value == table["is_b"].value and swapped["is_a"].label == "IS (a, evaluated)"
+    assert swapped.format().splitlines()[-1] == "images: a (evaluated) 140, b (reference) 120"
+    # A caller's own names say the role themselves (fidkit.FID's "generated" and "real"), and are shown as given.
+    named = evaluate(a, b, "is", side_names=("generated", "real"), **SMALL)
+    assert [entry.label for entry in named.entries] == ["IS (generated)", "IS (real)"]
+    assert named.format().splitlines()[-1] == "images: generated 120, real 140"
+    one = evaluate(a, b, "is", side_names=("model", "b"), **SMALL)
+    assert [entry.label for entry in one.entries] == ["IS (model)", "IS (b, reference)"]
+    assert one.format().splitlines()[-1] == "images: model 120, b (reference) 140"
+
+
+@pytest.mark.filterwarnings("ignore::fidkit.errors.FidkitWarning")
+def test_the_table_of_compute_fid_names_the_evaluated_and_reference_sides(pair):
+    import fidkit
+
+    a, b = pair
+    report = fidkit.compute_fid(a, b, metrics="fid,prdc")
+    text = report.metrics.format()
+    assert text.splitlines()[-1] == "images: a (evaluated) 120, b (reference) 140"
+    assert report.to_dict()["metrics"]["entries"]["precision"]["n_a"] == 120  # keys as they were

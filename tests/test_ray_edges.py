@@ -717,3 +717,82 @@ def test_the_command_killed_with_sigterm_during_a_ray_run_says_terminated_and_ex
     assert status == 143, err
     assert "fidkit: terminated" in err and "SIGTERM received" not in err
     assert not (tmp_path / "out.npz").exists() and list(tmp_path.glob("*.npz*")) == []
+
+
+# --- hostile round 7, 3: a Ray run's rows come in the local run's order, for every kind of source -------------------
+
+def _shard_reorders(sizes: list[tuple[int, ...]], batch_size: int, n_actors: int) -> bool:
+    """Whether some shard of the plan batches its images out of their order (sizes interleaved within it): the case
+    where rows on Ray would come in batching order without each shard's reordering."""
+    import numpy as np
+
+    from fidkit.cluster.shards import plan_shards
+    from fidkit.sources.base import SizeGrouper
+
+    for shard in plan_shards(len(sizes), batch_size, n_actors):
+        grouper = SizeGrouper(batch_size)
+        for size in sizes[shard.start:shard.stop]:
+            grouper.add(np.zeros(size[:2] + (3,), dtype=np.uint8))
+        grouper.finish()
+        if grouper.emitted_order() is not None:
+            return True
+    return False
+
+
+def test_the_rows_of_a_ray_run_come_in_the_local_order_for_every_kind_of_source(ray_instance, random_weights_path,
+                                                                               extractor, tmp_path, monkeypatch):
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    from fidkit.api import compute_features
+
+    monkeypatch.setenv("FIDKIT_RAY_ACTORS", "2")
+    batch = 4
+    rng = np.random.default_rng(17)
+    shapes = [(16, 16, 3), (24, 20, 3), (18, 18), (16, 16, 3), (20, 12, 3)]  # mixed sizes, one grayscale
+    images = [rng.integers(0, 256, size=shapes[(index * 7) % 5], dtype=np.uint8) for index in range(13)]
+
+    def png(pixels):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    folder = tmp_path / "folder"
+    for index, pixels in enumerate(images):
+        sub = folder / ("x" if index % 3 else "y/z")
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"{index:03d}.png").write_bytes(png(pixels))
+    (folder / "x" / "005.png").write_bytes(b"not an image")  # a skipped file moves every later row up by one
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for index, pixels in enumerate(images):
+            zipped.writestr(f"part{index % 2}/{index:03d}.png", png(pixels))
+    same_size = rng.integers(0, 256, size=(11, 16, 16, 3), dtype=np.uint8)
+    array_file = tmp_path / "images.npy"
+    np.save(array_file, same_size)
+
+    cases = [
+        ("folder of mixed sizes, a bad file skipped", folder, dict(skip_bad=True)),
+        ("zip archive of mixed sizes", archive, {}),
+        (".npy file read by each actor, a random subset", array_file, dict(limit=9, seed=3)),
+        ("in-memory array through the object store", same_size, {}),
+    ]
+    outputs = ("features", "logits")
+    for label, source, settings in cases:
+        local = compute_features(source, extractor=extractor, batch_size=batch, workers=0, use_cache=False,
+                                 outputs=outputs, **settings)
+        on_ray = compute_features(source, weights=random_weights_path, device="cpu", batch_size=batch,
+                                  cluster="ray", use_cache=False, progress=False, outputs=outputs, **settings)
+        assert on_ray.metadata["cluster"] == "ray" and on_ray.n == local.n, label
+        assert int(on_ray.metadata["ray_shards"]) > 1, label  # several shards, concatenated
+        for name in outputs:  # row by row, in order: not only the same set of rows
+            mine, theirs = local.output(name), on_ray.output(name)
+            assert float(np.abs(mine - theirs).max()) <= 1e-5 * float(np.abs(mine).max()), (label, name)
+    # The folder and the archive do batch images out of their order within a shard (else the test proves nothing).
+    folder_order = sorted(range(13), key=lambda i: f"{'x' if i % 3 else 'y/z'}/{i:03d}")
+    folder_sizes = [images[index].shape for index in folder_order if index != 5]
+    archive_sizes = [images[index].shape for index in sorted(range(13), key=lambda i: f"part{i % 2}/{i:03d}")]
+    assert _shard_reorders(folder_sizes, batch, 2) and _shard_reorders(archive_sizes, batch, 2)

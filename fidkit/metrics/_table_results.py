@@ -230,7 +230,8 @@ class MetricEntry:
         Its key in the table: ``fid``, ``kid``, ``is_a``, ``is_b``, ``sfid``, ``precision``, ``recall``,
         ``density``, ``coverage``.
     label : str
-        As printed: ``FID``, ``KID``, ``IS (a)``, ``IS (b)``, ``sFID``, ``precision``, ...
+        As printed: ``FID``, ``KID``, ``IS (a, evaluated)``, ``IS (b, reference)`` (``IS (generated)`` in
+        ``fidkit.FID``'s table), ``sFID``, ``precision``, ...
     metric : str
         The :data:`~fidkit.metrics.request.METRICS` name that asked for it.
     value : float

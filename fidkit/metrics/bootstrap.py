@@ -40,7 +40,7 @@ the whole second side; a least-squares line in ``1 / n``; its value at ``1 / n =
 Every draw here (resamples, subsets) is of positions: the same features in the same order give the same interval
 and the same FID_infinity on any engine or device (to rounding; a rounding-level change of the features changes
 them at rounding level only). The same rows in another order (a ``torch.distributed`` gather of another world
-size, Ray shards) are another draw, which differs within the reported spread; to compare exactly, compute from
+size) are another draw, which differs within the reported spread; to compare exactly, compute from
 the same saved features.
 """
 

@@ -27,7 +27,7 @@ Measured coverage of 90 % intervals on the same Gaussians: 85 to 95 % for precis
 KID, 86 % for the Inception Score (``docs/metrics.md``).
 
 The draws are positions: the same rows in the same order give the same interval on any engine or device (to
-rounding), and the same rows in another order (a ``torch.distributed`` gather of another world size, Ray shards)
+rounding), and the same rows in another order (a ``torch.distributed`` gather of another world size)
 another draw, whose interval differs within its own width; to compare exactly, compute from the same saved features.
 """
 

@@ -20,7 +20,7 @@ tiny probabilities are kept, as every reference implementation keeps them.
 ``isc_features_to_metric`` numbers to round-off. ``shuffle=False`` splits in the given order, as OpenAI's
 improved-gan code does. The permutation is of positions: the same logits in the same order give the same score on
 any engine or device (to rounding; a rounding-level change of the logits changes it at rounding level only), and
-the same rows in another order (a ``torch.distributed`` gather of another world size, Ray shards) are other
+the same rows in another order (a ``torch.distributed`` gather of another world size) are other
 chunks, whose score differs within the reported std; to compare exactly, compute from the same saved features.
 
 Probabilities are not logits: this module applies the softmax, and a second softmax flattens every row to nearly

@@ -13,7 +13,7 @@ reports it). The kernel sums are accumulated in float64 whatever the feature dty
 ``sampling="generator"`` (the default) draws the subsets' positions from ``numpy.random.default_rng(seed)``. Both
 samplings draw by position: the same features in the same order give the same KID on any engine or device (to
 rounding; a rounding-level change of the features changes KID at rounding level only). The same rows in another
-order (a ``torch.distributed`` gather of another world size, Ray shards) are another draw, whose KID differs within
+order (a ``torch.distributed`` gather of another world size) are another draw, whose KID differs within
 the reported std; to compare exactly, compute from the same saved features.
 
 ``sampling="torch-fidelity"`` draws the subsets exactly as torch-fidelity 0.4.0 does

@@ -23,9 +23,10 @@ intervals draw from two further streams derived from it (or from :attr:`Interval
 sFID (the same resampled images for both) and the half-samples of KID, IS and precision/recall/density/coverage
 (the same half-samples for all of them; each side's from its own stream, so that the interval of side a's Inception
 Score does not depend on side b). Both derived seeds are reported. Every draw is of positions: the same features in
-the same order give the same table on any engine or device (to rounding); the same rows in another order (a
-``torch.distributed`` gather of another world size, Ray shards) give another draw of KID, IS and the intervals,
-which differ within their reported spread (FID, sFID and the neighbour metrics do not depend on the order).
+the same order give the same table on any engine or device (to rounding), and a Ray run's rows come in the local
+run's order; the same rows in another order (a ``torch.distributed`` gather of another world size) give another draw
+of KID, IS and the intervals, which differ within their reported spread (FID, sFID and the neighbour metrics do not
+depend on the order).
 
 Intervals. FID and sFID: :func:`~fidkit.metrics.bootstrap_fid` (images of both sides resampled with
 replacement), reporting its basic interval, which covers the true value at the level claimed where the percentile
@@ -76,6 +77,20 @@ __all__ = ["IntervalSpec", "Interval", "MetricEntry", "MetricTable", "evaluate"]
 
 logger = logging.getLogger(__name__)
 
+#: What each side is. The text table says it beside a side's letter: the Inception Score and precision, recall,
+#: density and coverage depend on which side is evaluated (FID, sFID and KID do not), and a user who passed the
+#: reference first would otherwise read the reference's numbers as the model's.
+_ROLES = {"a": "evaluated", "b": "reference"}
+
+
+def _side_titles(side_names: tuple[str, str]) -> tuple[str, str]:
+    """What the text calls each side: a letter with its role (``"a (evaluated)"``); a caller's own name
+    (``fidkit.FID``'s ``"generated"``, ``"real"``) says the role itself."""
+    return tuple(  # type: ignore[return-value]
+        f"{name} ({_ROLES[letter]})" if name == letter else name for name, letter in zip(side_names, "ab")
+    )
+
+
 def _fid_entry(
     key: str, label: str, sides: dict[str, Features | Stats], output: str, given: FrechetResult | None = None
 ) -> MetricEntry:
@@ -105,7 +120,7 @@ def _is_entry(features: Features, role: str, name: str, splits: int, seed: int, 
     result = inception_score(features.logits, splits=splits, seed=seed, sampling=sampling)
     return MetricEntry(
         key=f"is_{role}",
-        label=f"IS ({name})",
+        label=f"IS ({name}, {_ROLES[role]})" if name == role else f"IS ({name})",
         metric="is",
         value=result.mean,
         std=result.std,
@@ -207,7 +222,9 @@ def evaluate(
         Where the neighbour metrics' distance blocks run (``"cuda"``); None: numpy on the CPU.
     side_names : (str, str)
         What the text table calls sides a and b (``fidkit.FID``: ``("generated", "real")``); keys stay ``is_a``,
-        ``n_a``, ... whatever the names.
+        ``n_a``, ... whatever the names. The letters ``"a"`` and ``"b"`` (the default) are printed with their
+        roles, ``IS (a, evaluated)`` and ``images: a (evaluated) 300, b (reference) 400``: which side is which
+        decides the Inception Score's row and precision, recall, density and coverage.
     fid : FrechetResult, optional
         The FID of these two sides as the caller already computed it from their statistics (in either order:
         the distance is symmetric): the table shows it rather than computing it again from the rows, so that a
@@ -236,20 +253,20 @@ def evaluate(
     >>> table["fid"].value == fid_from_arrays(generated.rows, reference.rows).value
     True
     >>> print(table.format())
-    metric     value     note
-    FID        0.6925
-    KID        0.239839  std over 20 subsets of 100: 0.080471
-    IS (a)     4.944     10 splits, std 0.281
-    precision  0.8567    k=3
-    recall     0.8500    k=3
-    density    0.9367    k=5
-    coverage   0.9050    k=5
-    images: a 300, b 400
+    metric             value     note
+    FID                0.6925
+    KID                0.239839  std over 20 subsets of 100: 0.080471
+    IS (a, evaluated)  4.944     10 splits, std 0.281
+    precision          0.8567    k=3
+    recall             0.8500    k=3
+    density            0.9367    k=5
+    coverage           0.9050    k=5
+    images: a (evaluated) 300, b (reference) 400
     >>> with_ci = evaluate(generated, reference, "fid", ci=IntervalSpec(level=0.9, n_resamples=50))
     >>> print(with_ci.format())  # the value is biased up (by about the bias shown): the interval can lie below it
     metric  value   90% interval      note
     FID     0.6925  [0.3930, 0.7078]  bootstrap bias +0.1270
-    images: a 300, b 400
+    images: a (evaluated) 300, b (reference) 400
     90% intervals (seed 0): FID: basic bootstrap, 50 resamples of both sides' images
     """
     started = time.perf_counter()
@@ -334,7 +351,7 @@ def evaluate(
         ci=ci,
         bootstrap_seed=bootstrap_seed,
         half_sample_seed=half_seed,
-        side_names=side_names,
+        side_names=_side_titles(side_names),
     )
 
 
