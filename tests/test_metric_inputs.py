@@ -608,3 +608,11 @@ def test_evaluate_names_a_side_too_small_for_precision_recall() -> None:
         evaluate(large, small, "fid,prdc")
     with pytest.raises(InputError, match=r"needs at least 6 images on the real side .*use at least 6 real images"):
         evaluate(large, small, "prdc", side_names=("generated", "real"))
+
+
+def test_a_misspelt_keyword_of_fid_lists_its_own_keywords_and_suggests_the_closest():
+    import fidkit
+    from fidkit.errors import InputError
+
+    with pytest.raises(InputError, match=r"FID's own keywords are .*metrics.*did you mean metrics\?"):
+        fidkit.FID(metric="kid")

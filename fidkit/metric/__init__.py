@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import sys
 import threading
 import time
@@ -39,7 +40,7 @@ from fidkit.extraction import ExtractionTimes, extract
 from fidkit.frechet import fid_from_stats
 from fidkit.extractors import LazyExtractor, extractor_metadata
 from fidkit.features import Features
-from fidkit.options import RunOptions, check_options_for_object, run_options
+from fidkit.options import RunOptions, _check_names, check_options_for_object, run_options
 from fidkit.pipeline import describe, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import FidReport, Timings, assemble_fid_report, check_comparable
@@ -200,6 +201,8 @@ class FID(DistributedMerge):
         from fidkit.metrics._common import check_seed
         from fidkit.metrics.request import outputs_needed, table_request
 
+        # A misspelt keyword (metric=) lists FID's own keywords and the closest, as compute_fid's does.
+        _check_names(overrides, function="FID", own=_FID_KEYWORDS)
         self._asked, self._ci = table_request(metrics, ci)
         # Checked as compute_fid checks it, now: not at the first compute(), after the network time.
         self._metrics_seed = check_seed(metrics_seed, "metrics_seed")
@@ -552,3 +555,9 @@ class FID(DistributedMerge):
             side.stats, name=name, kind="batches", cached=False, total_seconds=side.network_seconds,
             times=ExtractionTimes(network_seconds=side.network_seconds),
         )
+
+
+#: FID's own keyword-only parameters, besides the fields of RunOptions: what a misspelt keyword is compared with.
+_FID_KEYWORDS = tuple(
+    p.name for p in inspect.signature(FID.__init__).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
+)
