@@ -976,3 +976,77 @@ def test_ttur_help_names_every_file_that_makes_out_in_use(capsys):
     for name in RUN_OUTPUT_NAMES + COMPARE_OUTPUT_NAMES:
         assert name in description, name
     assert '"in use"' in description
+
+
+# --- round 7: the device is checked before any work; tensorrt trains the GAN on cuda:N ------------------------------
+
+
+def _no_work(monkeypatch):
+    """Reading the data or images is the first work; a device check must come before it."""
+    import fidkit.ttur.runs as runs
+    import fidkit.ttur.validate as validate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the data was read before the device was checked")
+
+    monkeypatch.setattr(runs, "load_training_data", refuse)
+    monkeypatch.setattr(validate, "load_images", refuse)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "tensorrt", "tensorrt:2"])
+def test_a_gpu_the_gan_cannot_use_is_refused_before_any_work(images_npy, tmp_path, capsys, monkeypatch, device):
+    # A machine where the FID network could run on `device` (its probe passes) but torch is a CPU-only build.
+    import fidkit.ttur.runs as runs
+
+    _no_work(monkeypatch)
+    monkeypatch.setattr(runs, "check_extractor_device", lambda *args: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    from fidkit.cli import main
+
+    out = tmp_path / "run"
+    for extra in ([], ["--compare"]):
+        status = main(["ttur", "--data", str(images_npy), "--out", str(out), "--device", device, "--steps", "2",
+                       *extra])
+        error = capsys.readouterr().err
+        assert status == 1, error
+        assert "internal error" not in error and f"--device {device} asked for" in error
+        assert "CUDA build of torch" in error and "--device cpu" in error
+        assert ("TensorRT runs only the FID network" in error) == device.startswith("tensorrt")
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["ttur", "validate"])
+@pytest.mark.parametrize("device", ["cuda", "tensorrt:1"])
+def test_a_gpu_the_network_cannot_use_is_refused_before_any_work(images_npy, tmp_path, capsys, monkeypatch,
+                                                                 command, device):
+    # The probe `fidkit compute` runs: here, no NVIDIA driver (whatever this machine has).
+    import fidkit.inception.providers as providers
+
+    _no_work(monkeypatch)
+    monkeypatch.setattr(providers, "gpu_driver_present", lambda: False)
+    from fidkit.cli import main
+
+    out = tmp_path / "out"
+    arguments = ["--data", str(images_npy)] if command == "ttur" else [str(images_npy)]
+    status = main([command, *arguments, "--out", str(out), "--device", device])
+    error = capsys.readouterr().err
+    assert status == 1, error
+    assert f"device {device} asked for, but there is no NVIDIA driver" in error and "device='cpu'" in error
+    assert not out.exists()
+
+
+def test_the_gan_trains_on_the_gpu_of_cuda_or_tensorrt(monkeypatch):
+    from fidkit.errors import FidkitError
+    from fidkit.ttur.trainer import resolve_torch_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    expected = {"cpu": "cpu", "auto": "cuda", "cuda": "cuda:0", "cuda:2": "cuda:2", "tensorrt": "cuda:0",
+                "tensorrt:1": "cuda:1"}
+    assert {device: str(resolve_torch_device(device)) for device in expected} == expected
+    with pytest.raises(FidkitError, match=r"torch sees 3 GPU\(s\) \(cuda:0..cuda:2\).*TensorRT runs only"):
+        resolve_torch_device("tensorrt:3")
+    with pytest.raises(InputError, match="device must be"):
+        resolve_torch_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert str(resolve_torch_device("auto")) == "cpu"

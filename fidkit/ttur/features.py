@@ -16,7 +16,7 @@ import numpy as np
 
 import fidkit
 
-__all__ = ["make_extractor", "stats_in_memory"]
+__all__ = ["check_extractor_device", "make_extractor", "stats_in_memory"]
 
 
 def make_extractor(weights: Any, device: str, batch_size: int) -> Any:
@@ -34,6 +34,21 @@ def make_extractor(weights: Any, device: str, batch_size: int) -> Any:
     from fidkit.extractors import build_extractor
 
     return build_extractor(fidkit.RunOptions(weights=weights, device=device, batch_size=batch_size))
+
+
+def check_extractor_device(weights: Any, device: str, batch_size: int | None) -> None:
+    """Refuse now a device the FID network cannot run on here, as ``fidkit compute`` does before reading anything
+    (the registry's probe: :meth:`fidkit.extractors.LazyExtractor.probe`); nothing is built.
+
+    Raises
+    ------
+    FidkitError
+        No NVIDIA driver, no runtime for the device (onnxruntime without its provider, TensorRT missing, no CUDA
+        torch either); the message says why and what to install or pass.
+    """
+    from fidkit.extractors import LazyExtractor
+
+    LazyExtractor(fidkit.RunOptions(weights=weights, device=device, batch_size=batch_size)).probe()
 
 
 def stats_in_memory(
