@@ -1050,3 +1050,29 @@ def test_the_gan_trains_on_the_gpu_of_cuda_or_tensorrt(monkeypatch):
         resolve_torch_device("gpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert str(resolve_torch_device("auto")) == "cpu"
+
+
+@pytest.mark.parametrize("command", ["ttur", "validate"])
+def test_the_network_batch_size_defaults_to_the_devices_as_in_compute(
+    extractor, random_weights_path, images_npy, tmp_path, monkeypatch, capsys, command
+):
+    # fidkit compute's rule (the extractor's own default for its device: 25 on the CPU, 200 on a GPU), not 50.
+    import fidkit.ttur.runs as runs
+    import fidkit.ttur.validate as validate
+    from fidkit.cli import build_parser, main
+    from fidkit.inception.spec import CPU_BATCH_SIZE
+
+    arguments = ["--data", str(images_npy)] if command == "ttur" else [str(images_npy)]
+    assert build_parser(command).parse_args([command, *arguments, "--out", str(tmp_path / "x")]).batch_size is None
+    built = []
+
+    def recording(weights, device, batch_size):
+        built.append((batch_size, runs_make(weights, device, batch_size).batch_size))
+        raise InputError("stop after the build")
+
+    runs_make = runs.make_extractor
+    monkeypatch.setattr(runs if command == "ttur" else validate, "make_extractor", recording)
+    status = main([command, *arguments, "--out", str(tmp_path / "out"), "--weights", str(random_weights_path),
+                   "--device", "cpu"])
+    assert status == 1 and "stop after the build" in capsys.readouterr().err
+    assert built == [(None, CPU_BATCH_SIZE)]

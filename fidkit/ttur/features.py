@@ -19,7 +19,7 @@ import fidkit
 __all__ = ["check_extractor_device", "make_extractor", "stats_in_memory"]
 
 
-def make_extractor(weights: Any, device: str, batch_size: int) -> Any:
+def make_extractor(weights: Any, device: str, batch_size: int | None) -> Any:
     """Build the Inception feature extractor from fidkit's registry (the one place ``fidkit.ttur`` does so).
 
     Parameters
@@ -28,8 +28,8 @@ def make_extractor(weights: Any, device: str, batch_size: int) -> Any:
         The Inception weights; None resolves them as everywhere in fidkit.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``...
-    batch_size : int
-        Images per network batch.
+    batch_size : int or None
+        Images per network batch; None: the device's default, chosen by the extractor as for ``fidkit compute``.
     """
     from fidkit.extractors import build_extractor
 

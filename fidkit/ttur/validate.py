@@ -78,7 +78,7 @@ class ValidateConfig:
     seed : int
         Seeds which images are read (with a limit) and every random disturbance.
     device, weights, feature_batch_size
-        Feature extractor options.
+        Feature extractor options (``feature_batch_size`` None: the device's default, as for ``fidkit compute``).
     """
 
     source: str
@@ -90,7 +90,7 @@ class ValidateConfig:
     seed: int = 0
     device: str = "auto"
     weights: str | None = None
-    feature_batch_size: int = 50
+    feature_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         self.out = output_folder(self.out, inputs={"SRC": self.source, "--contaminate": self.contaminate})
