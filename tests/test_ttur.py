@@ -996,10 +996,10 @@ def _no_work(monkeypatch):
 @pytest.mark.parametrize("device", ["cuda", "cuda:1", "tensorrt", "tensorrt:2"])
 def test_a_gpu_the_gan_cannot_use_is_refused_before_any_work(images_npy, tmp_path, capsys, monkeypatch, device):
     # A machine where the FID network could run on `device` (its probe passes) but torch is a CPU-only build.
-    import fidkit.ttur.runs as runs
+    import fidkit.ttur.trainer as trainer
 
     _no_work(monkeypatch)
-    monkeypatch.setattr(runs, "check_extractor_device", lambda *args: None)
+    monkeypatch.setattr(trainer, "check_extractor_device", lambda *args: None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     from fidkit.cli import main
 

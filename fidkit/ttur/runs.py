@@ -32,7 +32,7 @@ from fidkit.ttur.data import (
     load_training_data,
     nchw_to_rgb,
 )
-from fidkit.ttur.features import check_extractor_device, make_extractor
+from fidkit.ttur.features import make_extractor
 from fidkit.ttur.plotting import plot_fid_curves
 from fidkit.ttur.progress import CountingExtractor, Progress, stderr_is_terminal
 from fidkit.ttur.run_files import (
@@ -52,7 +52,7 @@ from fidkit.ttur.run_files import (
     write_metrics_csv,
     write_sample_grid,
 )
-from fidkit.ttur.trainer import TTURTrainer, deterministic_torch, resolve_torch_device
+from fidkit.ttur.trainer import TTURTrainer, check_devices, deterministic_torch
 
 __all__ = ["RunResult", "CompareResult", "run_ttur", "run_compare", "reference_stats"]
 
@@ -365,16 +365,6 @@ def _should_evaluate(step: int, config: TTURConfig) -> bool:
     return step % config.eval_every == 0 or step == config.steps
 
 
-def check_devices(config: TTURConfig, extractor: Any = None) -> None:
-    """Refuse, before any work, a ``config.device`` that the FID network (unless `extractor` is given, built already)
-    or the GAN cannot run on here (:func:`~fidkit.ttur.features.check_extractor_device`,
-    :func:`~fidkit.ttur.trainer.resolve_torch_device`): not after the data, the network and the reference
-    statistics."""
-    if extractor is None:
-        check_extractor_device(config.weights, config.device, config.feature_batch_size)
-    resolve_torch_device(config.device)
-
-
 def run_ttur(
     config: TTURConfig,
     *,
@@ -426,7 +416,7 @@ def run_ttur(
         cannot be read, or the checkpoint is past ``config.steps``. Also when ``config.out``
         cannot be created. Checked before any work.
     FidkitError
-        ``config.device`` cannot run here (:func:`check_devices`); checked first.
+        ``config.device`` cannot run here (:func:`~fidkit.ttur.trainer.check_devices`); checked first.
     """
     check_devices(config, extractor)
     if resume:
@@ -561,7 +551,7 @@ def run_compare(
         unreadable or past ``config.steps``, or the two runs were made with different data
         settings (data, train_samples, ref_samples, seed). All checked before any work.
     FidkitError
-        ``config.device`` cannot run here (:func:`check_devices`); checked first.
+        ``config.device`` cannot run here (:func:`~fidkit.ttur.trainer.check_devices`); checked first.
     """
     check_devices(config, extractor)
     out = Path(config.out)

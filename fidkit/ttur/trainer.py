@@ -30,6 +30,7 @@ from fidkit._devices import parse_device
 from fidkit.errors import FidkitError, InputError, SmallSampleWarning
 from fidkit.ttur.config import TTURConfig
 from fidkit.ttur.data import TrainingData, nchw_to_rgb
+from fidkit.ttur.features import check_extractor_device
 from fidkit.ttur.models import GANShape, build_models
 from fidkit.ttur.run_files import (
     CHECKPOINT_FORMAT,
@@ -38,7 +39,7 @@ from fidkit.ttur.run_files import (
     save_checkpoint,
 )
 
-__all__ = ["TTURTrainer", "deterministic_torch", "images_to_uint8_rgb", "resolve_torch_device"]
+__all__ = ["TTURTrainer", "check_devices", "deterministic_torch", "images_to_uint8_rgb", "resolve_torch_device"]
 
 # Offsets that derive independent random streams from the one user seed.
 _SEED_OFFSET_TRAIN = 1
@@ -86,6 +87,16 @@ def resolve_torch_device(device: str) -> torch.device:
             "of those or set CUDA_VISIBLE_DEVICES"
         )
     return torch.device("cuda", parsed.index)
+
+
+def check_devices(config: TTURConfig, extractor: Any = None) -> None:
+    """Refuse, before any work, a ``config.device`` that the FID network (unless `extractor` is given, built already)
+    or the GAN cannot run on here (:func:`~fidkit.ttur.features.check_extractor_device`,
+    :func:`resolve_torch_device`): not after the data, the network and the reference
+    statistics."""
+    if extractor is None:
+        check_extractor_device(config.weights, config.device, config.feature_batch_size)
+    resolve_torch_device(config.device)
 
 
 @contextlib.contextmanager
