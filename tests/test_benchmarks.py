@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,3 +88,57 @@ def test_a_home_it_did_not_make_is_refused(bench_gpu, tmp_path):
     fresh = bench_gpu._bench_home(tmp_path / "new")
     (fresh / "onnx").mkdir()
     assert bench_gpu._bench_home(fresh) == fresh  # marked by the first run: reused
+
+
+# --- what the evidence scripts measure is what docs/performance.md says --------------------------------------------
+
+
+def test_overlap_stand_in_rows_are_the_images_and_the_batch_order_is_recorded():
+    bench_overlap = _load("bench_overlap")
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    network = bench_overlap.StandInNetwork(0.0, 3)
+    rows = [network(batch) for batch in batches]
+    assert rows[0].shape == (3, 2048) and rows[0].dtype == np.float32
+    np.testing.assert_array_equal(rows[0][:, :3072 % 2048], batches[0].reshape(3, -1)[:, :3072 % 2048])
+    assert not np.array_equal(rows[0], rows[1])  # a batch's rows are its own, not a fixed block
+    small = rng.integers(0, 256, (2, 8, 8), dtype=np.uint8)  # fewer pixels than features: tiled
+    np.testing.assert_array_equal(network(small)[:, 64:128], small.reshape(2, -1))
+    in_order, swapped = bench_overlap.BatchOrder(), bench_overlap.BatchOrder()
+    for features in rows:
+        in_order.update(features)
+    for features in rows[::-1]:
+        swapped.update(features)
+    assert len(in_order.digests) == 2 and in_order.digests != swapped.digests
+    assert sorted(in_order.digests) == sorted(swapped.digests)
+
+
+def test_startup_times_the_baseline_as_often_as_the_other_commands(monkeypatch, tmp_path, capsys):
+    bench_startup = _load("bench_startup")
+    counts = []
+    monkeypatch.setattr(bench_startup, "timed", lambda command, env, repeats, before=None: counts.append(repeats) or 1.0)
+    monkeypatch.setattr(bench_startup.subprocess, "run", lambda *args, **kwargs: None)
+    monkeypatch.setattr(sys, "argv", ["bench_startup.py", "--images", "2", "--repeats", "7"])
+    monkeypatch.setattr("fidkit.testing.random_weights_file", lambda path: path)  # no 95 MB file
+    bench_startup.main()
+    assert counts == [7, 7, 7, 7]  # baseline, cached, cached without a graph, --help
+    assert "median of 7" in capsys.readouterr().out
+
+
+def test_frechet_times_every_fidkit_route_best_of_repeats_and_baselines_once(monkeypatch, capsys):
+    bench_frechet = _load("bench_frechet")
+    repeats = []
+
+    def counted(function, times):
+        repeats.append(times)
+        return 1.0, 1.0, function()
+
+    monkeypatch.setattr(bench_frechet, "best_time", counted)
+    monkeypatch.setattr(sys, "argv", ["bench_frechet.py", "--dim", "8", "--n-full", "16", "--n-small", "4",
+                                      "--repeats", "5"])
+    assert bench_frechet.main() == 0
+    routes = [line.split("|")[2].strip() for line in capsys.readouterr().out.splitlines() if line.count("|") == 8]
+    routes = routes[2:]  # the header and its rule
+    assert len(routes) == len(repeats) == 11
+    for route, times in zip(routes, repeats):
+        assert times == (1 if route.startswith(("scipy", "np.linalg")) else 5), route
