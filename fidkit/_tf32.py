@@ -20,13 +20,16 @@ them is set: a state no setter can make again). The legacy flags are not touched
 read elsewhere may find the two APIs disagreeing and raise. On a torch without the tree, the legacy flags are set
 and put back.
 
-These settings are process-wide: another thread running torch during the call computes under them too.
+These settings are process-wide: another thread running torch during the call computes under them too. fidkit's own
+calls in several threads share one change (the last to end puts the program's settings back), and a call in the
+other mode waits for them.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 __all__ = ["float32_mode", "tf32_possible"]
@@ -67,10 +70,19 @@ def _inherits(torch: Any, node: tuple[str, str], parent: tuple[str, str], parent
         _set(torch, *parent, parent_stored)
 
 
+#: The calls inside :func:`float32_mode` at this moment, in all threads: the settings are the process's, so the first
+#: call sets them and the last one puts back the program's (a call in the other mode waits for the others to end).
+_ACTIVE = threading.Condition()
+_active: dict[str, Any] = {"calls": 0, "tf32": None, "undo": None}
+
+
 @contextmanager
 def float32_mode(torch: Any, tf32: bool = False) -> Iterator[None]:
     """float32 convolutions and products in full float32 (IEEE) for the duration, or with TF32 on the GPU when
     `tf32` (``precision="tf32"``); every setting of the caller is put back afterwards, through the API it uses.
+
+    Calls in several threads at once share one change of the settings: the last to end puts back the program's.
+    A call in the other mode (TF32 while another thread computes exactly, or the reverse) waits until they end.
 
     Parameters
     ----------
@@ -79,10 +91,29 @@ def float32_mode(torch: Any, tf32: bool = False) -> Iterator[None]:
     tf32 : bool
         Let cuBLAS and cuDNN use TF32 (oneDNN on the CPU stays IEEE).
     """
-    if not _has_precision_tree(torch):
-        with _legacy_mode(torch, tf32):
-            yield
-        return
+    with _ACTIVE:
+        _ACTIVE.wait_for(lambda: _active["calls"] == 0 or _active["tf32"] == tf32)
+        if _active["calls"] == 0:
+            undo = ExitStack()
+            undo.enter_context((_tree_mode if _has_precision_tree(torch) else _legacy_mode)(torch, tf32))
+            _active.update(tf32=tf32, undo=undo)
+        _active["calls"] += 1
+    try:
+        yield
+    finally:
+        with _ACTIVE:
+            _active["calls"] -= 1
+            if _active["calls"] == 0:
+                undo, _active["undo"], _active["tf32"] = _active["undo"], None, None
+                try:
+                    undo.close()
+                finally:
+                    _ACTIVE.notify_all()
+
+
+@contextmanager
+def _tree_mode(torch: Any, tf32: bool) -> Iterator[None]:
+    """:func:`float32_mode` on a torch with the ``fp32_precision`` tree."""
     generic = ("generic", "all")
     generic_stored = _get(torch, *generic)  # the root: what is read is what is stored
     put_back: list[tuple[str, str, str]] = []  # (backend, op, stored value), in the order of writing

@@ -309,6 +309,43 @@ def test_precision_tf32_turns_tf32_on_through_the_same_helper(torch_extractor, m
     assert seen[0][1] == want
 
 
+def test_calls_in_several_threads_share_one_change_and_the_last_puts_the_settings_back() -> None:
+    import threading
+
+    from fidkit._tf32 import float32_mode
+
+    before = _arithmetic()
+    first_in, second_in, first_out, exact_out = (threading.Event() for _ in range(4))
+    seen: dict = {}
+
+    def first() -> None:
+        with float32_mode(torch):
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(10)
+        with float32_mode(torch):
+            second_in.set()
+            first_out.wait(10)
+            seen["second, after the first ended"] = _arithmetic()
+        exact_out.set()
+
+    def other_mode() -> None:  # TF32 asked while exact calls run: it waits for them
+        first_in.wait(10)
+        with float32_mode(torch, tf32=True):
+            seen["tf32 entered after the exact calls"] = exact_out.is_set()
+
+    threads = [threading.Thread(target=target) for target in (first, second, other_mode)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert seen == {"second, after the first ended": _exact(), "tf32 entered after the exact calls": True}
+    assert _arithmetic() == before
+
+
 # The program's TF32 setting through torch's new API (torch >= 2.9), as a user writes it: (attribute owner, value).
 _NEW_API_SETTINGS = {
     "global tf32": ("", "tf32"),
