@@ -135,7 +135,7 @@ def main() -> int:
         lambda: frechet_distance(
             generated.mu, generated.sigma, reference.mu, reference.sigma, method="eigh"
         ).trace_sqrt,
-        1,
+        args.repeats,
     )
     record(case, "fidkit method=eigh (dense)", timing, exact_full)
 

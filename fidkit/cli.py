@@ -166,16 +166,13 @@ def _network_parent(common: argparse.ArgumentParser, *, full: bool = True) -> ar
         help="where the network runs: auto, cpu, cuda, cuda:N, tensorrt, tensorrt:N (default: auto = CUDA "
         "when a session really runs there, else CPU)",
     )
-    if not full:
-        group.add_argument(
-            "--batch-size", type=positive_int, default=50, metavar="N", help="images per network batch (default: 50)"
-        )
-        return parent
     group.add_argument(
         "--batch-size", type=positive_int, default=None, metavar="N",
-        help="images per network batch (default: chosen for the device: 200 on a GPU, 25 on the CPU; the "
-        "report says which)",
+        help="images per network batch (default: chosen for the device: 200 on a GPU, 25 on the CPU"
+        + ("; the report says which)" if full else ")"),
     )
+    if not full:
+        return parent
     group.add_argument(
         "--extractor", default="inception-2015", metavar="NAME", type=_extractor_name,
         help="the feature extractor, by its registered name (default: inception-2015, the FID network)",

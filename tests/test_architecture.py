@@ -14,7 +14,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "fidkit"
-GROUND = {"_validate", "_plain", "_npz", "_fs", "_home_dir", "_signals", "_download", "_gpu", "_devices", "_streams", "_ray_address", "_argtypes", "_version", "errors"}
+GROUND = {"_validate", "_plain", "_npz", "_fs", "_home_dir", "_signals", "_download", "_gpu", "_tf32", "_devices", "_streams", "_ray_address", "_argtypes", "_version", "errors"}
 
 
 def _unit(module: str) -> str | None:

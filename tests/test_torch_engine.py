@@ -251,15 +251,24 @@ def test_bad_input_is_an_input_error(torch_extractor, bad) -> None:
         torch_extractor(bad)
 
 
-def test_call_runs_in_inference_mode_with_tf32_off_and_restores_it(torch_extractor, monkeypatch) -> None:
-    seen = []
+#: (backend, operation) pairs of torch's fp32_precision tree (torch >= 2.9) that the engine sets for a call.
+_OPERATIONS = [(backend, op) for backend in ("cuda", "mkldnn") for op in ("matmul", "conv", "rnn")]
+HAS_TREE = hasattr(torch._C, "_get_fp32_precision_getter") and hasattr(torch.backends, "fp32_precision")
 
+
+def _arithmetic() -> dict:
+    """What float32 convolutions and products would run as now: the tree's values, or the legacy flags."""
+    if HAS_TREE:
+        return {f"{b}.{op}": torch._C._get_fp32_precision_getter(b, op) for b, op in _OPERATIONS}
+    return {"cublas": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
+
+
+def _recording_model(seen: list):
     def recorder(x):
         seen.append(
             (
                 torch.is_inference_mode_enabled(),
-                torch.backends.cuda.matmul.allow_tf32,
-                torch.backends.cudnn.allow_tf32,
+                _arithmetic(),
                 tuple(x.shape),
                 x.dtype,
                 x.is_contiguous(memory_format=torch.channels_last),
@@ -267,16 +276,205 @@ def test_call_runs_in_inference_mode_with_tf32_off_and_restores_it(torch_extract
         )
         return {"pool_3": torch.zeros(x.shape[0], FEATURE_DIM)}
 
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    monkeypatch.setattr(torch_extractor, "_model", SimpleNamespace(outputs=lambda x, names: recorder(x)))
+    return SimpleNamespace(outputs=lambda x, names: recorder(x))
+
+
+def _exact() -> dict:
+    if HAS_TREE:
+        return {f"{b}.{op}": "ieee" for b, op in _OPERATIONS}
+    return {"cublas": False, "cudnn": False}
+
+
+def test_call_runs_in_inference_mode_with_tf32_off_and_restores_it(torch_extractor, monkeypatch) -> None:
+    seen: list = []
+    monkeypatch.setattr(torch_extractor, "_model", _recording_model(seen))
+    before = _arithmetic()
+    torch_extractor(np.zeros((3, 8, 8, 3), dtype=np.uint8))
+    assert _arithmetic() == before
+    assert seen == [(True, _exact(), (3, 3, 299, 299), torch.float32, True)]
+
+
+def test_precision_tf32_turns_tf32_on_through_the_same_helper(torch_extractor, monkeypatch) -> None:
+    # precision="tf32" needs a GPU to be built; the call's arithmetic is what it would get there.
+    seen: list = []
+    monkeypatch.setattr(torch_extractor, "_model", _recording_model(seen))
+    monkeypatch.setattr(torch_extractor, "precision", "tf32")
+    before = _arithmetic()
+    torch_extractor(np.zeros((1, 8, 8, 3), dtype=np.uint8))
+    assert _arithmetic() == before
+    if HAS_TREE:  # cuBLAS and cuDNN in TF32, oneDNN on the CPU still IEEE
+        want = {key: ("tf32" if key.startswith("cuda") else "ieee") for key in _exact()}
+    else:
+        want = {"cublas": True, "cudnn": True}
+    assert seen[0][1] == want
+
+
+def test_calls_in_several_threads_share_one_change_and_the_last_puts_the_settings_back() -> None:
+    import threading
+
+    from fidkit._tf32 import float32_mode
+
+    before = _arithmetic()
+    first_in, second_in, first_out, exact_out = (threading.Event() for _ in range(4))
+    seen: dict = {}
+
+    def first() -> None:
+        with float32_mode(torch):
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(10)
+        with float32_mode(torch):
+            second_in.set()
+            first_out.wait(10)
+            seen["second, after the first ended"] = _arithmetic()
+        exact_out.set()
+
+    def other_mode() -> None:  # TF32 asked while exact calls run: it waits for them
+        first_in.wait(10)
+        with float32_mode(torch, tf32=True):
+            seen["tf32 entered after the exact calls"] = exact_out.is_set()
+
+    threads = [threading.Thread(target=target) for target in (first, second, other_mode)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert seen == {"second, after the first ended": _exact(), "tf32 entered after the exact calls": True}
+    assert _arithmetic() == before
+
+
+# The program's TF32 setting through torch's new API (torch >= 2.9), as a user writes it: (attribute owner, value).
+_NEW_API_SETTINGS = {
+    "global tf32": ("", "tf32"),
+    "cuBLAS tf32": ("cuda.matmul", "tf32"),
+    "cuDNN backend tf32": ("cudnn", "tf32"),
+    "global bf16": ("", "bf16"),
+}
+
+
+@pytest.mark.skipif(not HAS_TREE, reason="this torch has no fp32_precision API")
+@pytest.mark.parametrize("setting", sorted(_NEW_API_SETTINGS))
+def test_features_are_exact_whatever_tf32_setting_the_program_made(torch_extractor, setting) -> None:
+    images = _noise(31, 2, 32, 32)
+    want = torch_extractor(images)
+    path, value = _NEW_API_SETTINGS[setting]
+    owner = torch.backends
+    for name in filter(None, path.split(".")):
+        owner = getattr(owner, name)
+    saved = owner.fp32_precision  # "none" in this process: nothing else sets these, so this puts it back exactly
     try:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch_extractor(np.zeros((3, 8, 8, 3), dtype=np.uint8))
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+        owner.fp32_precision = value
+        state = _arithmetic()
+        np.testing.assert_array_equal(torch_extractor(images), want)
+        assert _arithmetic() == state and owner.fp32_precision == value
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-    assert seen == [(True, False, False, (3, 3, 299, 299), torch.float32, True)]
+        owner.fp32_precision = saved
+
+
+# Run in a fresh process: each case forks it, so that every case starts from torch's own defaults (cuDNN's
+# operations inherit yet are TF32 when nothing above them is set, a state no setter makes again). Each case is run
+# twice, without and with a call of the engine (its network a stub that reads the arithmetic it runs under) between
+# the program's settings and later changes to them, and must read the same throughout: the tree's values, the legacy
+# flags (or that they raise), after each later change.
+_RESTORE_SCRIPT = r"""
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+import numpy as np
+from types import SimpleNamespace
+from fidkit.inception.torch_engine import TorchFeatureExtractor
+b = torch.backends
+extractor = TorchFeatureExtractor(sys.argv[2], device="cpu")
+inside = []
+def stub(x, names):
+    inside.append(state())
+    return {"pool_3": torch.zeros(x.shape[0], 2048)}
+extractor._model = SimpleNamespace(outputs=stub)
+G = getattr(torch._C, "_get_fp32_precision_getter", None)
+NODES = [("generic", "all")] + [(x, op) for x in ("cuda", "mkldnn") for op in ("all", "matmul", "conv", "rnn")]
+def read(get):
+    try:
+        return get()
+    except RuntimeError:
+        return "raises"
+def state():
+    values = {f"{x}.{op}": G(x, op) for x, op in NODES} if G else {}
+    values.update(matmul=read(torch.get_float32_matmul_precision), cublas=read(lambda: b.cuda.matmul.allow_tf32),
+                  cudnn=read(lambda: b.cudnn.allow_tf32))
+    return values
+LATER_TREE = ["b.fp32_precision = 'ieee'", "b.fp32_precision = 'tf32'", "b.cudnn.fp32_precision = 'ieee'",
+              "b.fp32_precision = 'none'", "b.cudnn.fp32_precision = 'none'"]
+LATER_LEGACY = ["torch.set_float32_matmul_precision('high')", "b.cudnn.allow_tf32 = False"]
+def run(program, tf32, with_fidkit):
+    trace = []
+    for line in program:
+        exec(line)
+    trace.append(state())
+    if with_fidkit:
+        extractor.precision = "tf32" if tf32 else "exact"  # "tf32" is refused at construction without a GPU
+        extractor(np.zeros((1, 4, 4, 3), dtype=np.uint8))
+        if G:
+            want = "tf32" if tf32 else "ieee"
+            assert all(inside[-1][f"cuda.{op}"] == want for op in ("matmul", "conv", "rnn")), inside
+            assert all(inside[-1][f"mkldnn.{op}"] == "ieee" for op in ("matmul", "conv", "rnn")), inside
+    trace.append(state())
+    for line in (LATER_TREE if G else []) + LATER_LEGACY:
+        exec(line)
+        trace.append(state())
+    return trace
+def forked(*args):
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            text = json.dumps(run(*args))
+        except BaseException as exc:
+            text = json.dumps(f"{type(exc).__name__}: {exc}")
+        with os.fdopen(write_end, "w") as out:
+            out.write(text)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as got:
+        text = got.read()
+    os.waitpid(pid, 0)
+    return json.loads(text)
+failures = []
+for program in json.loads(sys.argv[1]):
+    if not G and any("fp32_precision" in line for line in program):
+        continue
+    for tf32 in (False, True):
+        plain, wrapped = forked(program, tf32, False), forked(program, tf32, True)
+        if plain != wrapped:
+            failures.append({"program": program, "tf32": tf32, "without": plain, "with": wrapped})
+print(json.dumps(failures))
+"""
+
+_PROGRAMS = [
+    [],  # torch's defaults
+    ["b.fp32_precision = 'tf32'"],
+    ["b.cuda.matmul.fp32_precision = 'tf32'"],
+    ["b.fp32_precision = 'tf32'", "b.cudnn.allow_tf32 = False"],  # the convolutions inherit the global tf32
+    ["b.fp32_precision = 'tf32'", "b.cudnn.conv.fp32_precision = 'ieee'", "b.cudnn.rnn.fp32_precision = 'none'"],
+    ["b.cudnn.fp32_precision = 'tf32'", "b.cuda.matmul.fp32_precision = 'ieee'"],
+    ["b.fp32_precision = 'bf16'", "b.mkldnn.conv.fp32_precision = 'tf32'"],
+    ["b.cuda.matmul.allow_tf32 = True", "b.cudnn.allow_tf32 = True"],
+    ["torch.set_float32_matmul_precision('medium')", "b.cudnn.allow_tf32 = False"],
+]
+
+
+def test_the_programs_tf32_settings_are_put_back_exactly(random_weights_path: Path) -> None:
+    # One thread: an OpenMP pool started before a fork would hang the children.
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", _RESTORE_SCRIPT, json.dumps(_PROGRAMS), str(random_weights_path)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
 def test_model_is_in_eval_mode_without_gradients(torch_extractor) -> None:

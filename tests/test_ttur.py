@@ -976,3 +976,103 @@ def test_ttur_help_names_every_file_that_makes_out_in_use(capsys):
     for name in RUN_OUTPUT_NAMES + COMPARE_OUTPUT_NAMES:
         assert name in description, name
     assert '"in use"' in description
+
+
+# --- round 7: the device is checked before any work; tensorrt trains the GAN on cuda:N ------------------------------
+
+
+def _no_work(monkeypatch):
+    """Reading the data or images is the first work; a device check must come before it."""
+    import fidkit.ttur.runs as runs
+    import fidkit.ttur.validate as validate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the data was read before the device was checked")
+
+    monkeypatch.setattr(runs, "load_training_data", refuse)
+    monkeypatch.setattr(validate, "load_images", refuse)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "tensorrt", "tensorrt:2"])
+def test_a_gpu_the_gan_cannot_use_is_refused_before_any_work(images_npy, tmp_path, capsys, monkeypatch, device):
+    # A machine where the FID network could run on `device` (its probe passes) but torch is a CPU-only build.
+    import fidkit.ttur.trainer as trainer
+
+    _no_work(monkeypatch)
+    monkeypatch.setattr(trainer, "check_extractor_device", lambda *args: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    from fidkit.cli import main
+
+    out = tmp_path / "run"
+    for extra in ([], ["--compare"]):
+        status = main(["ttur", "--data", str(images_npy), "--out", str(out), "--device", device, "--steps", "2",
+                       *extra])
+        error = capsys.readouterr().err
+        assert status == 1, error
+        assert "internal error" not in error and f"--device {device} asked for" in error
+        assert "CUDA build of torch" in error and "--device cpu" in error
+        assert ("TensorRT runs only the FID network" in error) == device.startswith("tensorrt")
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["ttur", "validate"])
+@pytest.mark.parametrize("device", ["cuda", "tensorrt:1"])
+def test_a_gpu_the_network_cannot_use_is_refused_before_any_work(images_npy, tmp_path, capsys, monkeypatch,
+                                                                 command, device):
+    # The probe `fidkit compute` runs: here, no NVIDIA driver (whatever this machine has).
+    import fidkit.inception.providers as providers
+
+    _no_work(monkeypatch)
+    monkeypatch.setattr(providers, "gpu_driver_present", lambda: False)
+    from fidkit.cli import main
+
+    out = tmp_path / "out"
+    arguments = ["--data", str(images_npy)] if command == "ttur" else [str(images_npy)]
+    status = main([command, *arguments, "--out", str(out), "--device", device])
+    error = capsys.readouterr().err
+    assert status == 1, error
+    assert f"device {device} asked for, but there is no NVIDIA driver" in error and "device='cpu'" in error
+    assert not out.exists()
+
+
+def test_the_gan_trains_on_the_gpu_of_cuda_or_tensorrt(monkeypatch):
+    from fidkit.errors import FidkitError
+    from fidkit.ttur.trainer import resolve_torch_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    expected = {"cpu": "cpu", "auto": "cuda", "cuda": "cuda:0", "cuda:2": "cuda:2", "tensorrt": "cuda:0",
+                "tensorrt:1": "cuda:1"}
+    assert {device: str(resolve_torch_device(device)) for device in expected} == expected
+    with pytest.raises(FidkitError, match=r"torch sees 3 GPU\(s\) \(cuda:0..cuda:2\).*TensorRT runs only"):
+        resolve_torch_device("tensorrt:3")
+    with pytest.raises(InputError, match="device must be"):
+        resolve_torch_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert str(resolve_torch_device("auto")) == "cpu"
+
+
+@pytest.mark.parametrize("command", ["ttur", "validate"])
+def test_the_network_batch_size_defaults_to_the_devices_as_in_compute(
+    extractor, random_weights_path, images_npy, tmp_path, monkeypatch, capsys, command
+):
+    # fidkit compute's rule (the extractor's own default for its device: 25 on the CPU, 200 on a GPU), not 50.
+    import fidkit.ttur.runs as runs
+    import fidkit.ttur.validate as validate
+    from fidkit.cli import build_parser, main
+    from fidkit.inception.spec import CPU_BATCH_SIZE
+
+    arguments = ["--data", str(images_npy)] if command == "ttur" else [str(images_npy)]
+    assert build_parser(command).parse_args([command, *arguments, "--out", str(tmp_path / "x")]).batch_size is None
+    built = []
+
+    def recording(weights, device, batch_size):
+        built.append((batch_size, runs_make(weights, device, batch_size).batch_size))
+        raise InputError("stop after the build")
+
+    runs_make = runs.make_extractor
+    monkeypatch.setattr(runs if command == "ttur" else validate, "make_extractor", recording)
+    status = main([command, *arguments, "--out", str(tmp_path / "out"), "--weights", str(random_weights_path),
+                   "--device", "cpu"])
+    assert status == 1 and "stop after the build" in capsys.readouterr().err
+    assert built == [(None, CPU_BATCH_SIZE)]

@@ -23,10 +23,11 @@ What differs from the graph is only the float32 summation order inside the convo
 is applied as its own operation (the exported graph folds it into the convolution weights); see
 ``docs/compatibility.md`` ("The torch engine") for the measured agreement.
 
-TF32: during each call ``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32``
-are set to False (cuDNN's default is True: convolutions would run with a 10-bit mantissa) and restored
-afterwards. These are process-wide flags: another thread running torch on the GPU at the same time sees
-them off too, and a thread that changes them during a call has its change undone when the call returns.
+TF32: during each call float32 convolutions and products are IEEE float32 (cuDNN's default lets convolutions run
+with a 10-bit mantissa), through whichever of torch's two TF32 APIs the torch has, and the caller's settings are
+put back afterwards (:func:`fidkit._tf32.float32_mode`). These are process-wide settings: another thread running
+torch at the same time computes under them too, and a thread that changes them during a call has its change undone
+when the call returns.
 
 Importing this module imports neither torch nor onnxruntime; torch is imported when an extractor is built.
 """
@@ -38,14 +39,13 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fidkit._tf32 import float32_mode
 from fidkit._validate import as_image_batch, as_image_tensor, check_batch_size
 from fidkit.errors import FidkitError, InputError
 from fidkit.inception.conventions import DEFAULT_CONVENTION, Convention
@@ -126,19 +126,6 @@ def _resolve_device(torch: Any, device: str) -> torch.device:
 
 def _provider_name(device: torch.device) -> str:
     return "torch-cpu" if device.type == "cpu" else f"torch-cuda:{device.index}"
-
-
-@contextmanager
-def _tf32_off(torch: Any, allowed: bool = False) -> Iterator[None]:
-    """float32 convolutions and matmuls in full float32 on CUDA for the duration (TF32 on instead when `allowed`,
-    for ``precision="tf32"``); the flags are restored."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = allowed
-    torch.backends.cudnn.allow_tf32 = allowed
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _from_numpy(torch: Any, array: np.ndarray) -> torch.Tensor:
@@ -377,7 +364,7 @@ class TorchFeatureExtractor:
             if self.precision == "bf16"
             else contextlib.nullcontext()
         )
-        with torch.inference_mode(), _tf32_off(torch, allowed=self.precision == "tf32"):
+        with torch.inference_mode(), float32_mode(torch, tf32=self.precision == "tf32"):
             for start in range(0, n_images, self.batch_size):
                 stop = min(start + self.batch_size, n_images)
                 try:

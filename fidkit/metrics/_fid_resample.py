@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from fidkit._tf32 import tf32_possible
 from fidkit.frechet import frechet_distance
 from fidkit.metrics._lapack import (
     cholesky_lower,
@@ -279,25 +280,11 @@ def torch_cuda_if_imported() -> str | None:
         return None
 
 
-def _tf32_possible(torch: Any) -> bool:
-    """False only where every TF32 switch torch has says float32 products are IEEE (any doubt: True)."""
-    matmul = torch.backends.cuda.matmul
-    try:
-        # torch >= 2.9 has fp32_precision ("none": inherit, "ieee", "tf32") beside the legacy flags, and refuses to
-        # read a legacy flag once the new API was used.
-        for precision in (getattr(torch.backends, "fp32_precision", "none"), getattr(matmul, "fp32_precision", "none")):
-            if precision not in ("none", "ieee"):
-                return True
-        return bool(matmul.allow_tf32) or torch.get_float32_matmul_precision() != "highest"
-    except Exception:  # noqa: BLE001 - an unreadable switch is treated as TF32 on
-        return True
-
-
 def torch_gram_dtype(device: Any, dtype: str) -> str:
     """The Gram dtype a torch device gets: float64 where a float32 product may run in TF32 (a 10-bit mantissa)."""
     import torch
 
-    if dtype == "float32" and torch.device(device).type == "cuda" and _tf32_possible(torch):
+    if dtype == "float32" and torch.device(device).type == "cuda" and tf32_possible(torch):
         logger.info("float32 products may run in TF32 on %s: the bootstrap Grams use float64", device)
         return "float64"
     return dtype

@@ -175,12 +175,13 @@ class TTURConfig:
     latent_dim, width : int
         Generator noise size and network width.
     device : str
-        ``"auto"``, ``"cpu"`` or ``"cuda"`` (``"cuda:N"``); used for torch and for the
-        feature extractor.
+        ``"auto"``, ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or ``"tensorrt"`` (``"tensorrt:N"``: the feature
+        extractor on TensorRT, the GAN on ``cuda:N``); see :func:`fidkit.ttur.trainer.resolve_torch_device`.
     weights : str or None
         Inception weights (path); None resolves them the usual way.
-    feature_batch_size : int
-        Batch size of the feature extractor.
+    feature_batch_size : int or None
+        Batch size of the feature extractor; None: the device's default, as for ``fidkit compute`` (200 on a GPU,
+        25 on the CPU).
     """
 
     data: str
@@ -201,7 +202,7 @@ class TTURConfig:
     width: int = 64
     device: str = "auto"
     weights: str | None = None
-    feature_batch_size: int = 50
+    feature_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "train_batch_size", "eval_every", "eval_samples", "latent_dim", "width"):

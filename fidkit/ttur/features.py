@@ -16,10 +16,10 @@ import numpy as np
 
 import fidkit
 
-__all__ = ["make_extractor", "stats_in_memory"]
+__all__ = ["check_extractor_device", "make_extractor", "stats_in_memory"]
 
 
-def make_extractor(weights: Any, device: str, batch_size: int) -> Any:
+def make_extractor(weights: Any, device: str, batch_size: int | None) -> Any:
     """Build the Inception feature extractor from fidkit's registry (the one place ``fidkit.ttur`` does so).
 
     Parameters
@@ -28,12 +28,27 @@ def make_extractor(weights: Any, device: str, batch_size: int) -> Any:
         The Inception weights; None resolves them as everywhere in fidkit.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``...
-    batch_size : int
-        Images per network batch.
+    batch_size : int or None
+        Images per network batch; None: the device's default, chosen by the extractor as for ``fidkit compute``.
     """
     from fidkit.extractors import build_extractor
 
     return build_extractor(fidkit.RunOptions(weights=weights, device=device, batch_size=batch_size))
+
+
+def check_extractor_device(weights: Any, device: str, batch_size: int | None) -> None:
+    """Refuse now a device the FID network cannot run on here, as ``fidkit compute`` does before reading anything
+    (the registry's probe: :meth:`fidkit.extractors.LazyExtractor.probe`); nothing is built.
+
+    Raises
+    ------
+    FidkitError
+        No NVIDIA driver, no runtime for the device (onnxruntime without its provider, TensorRT missing, no CUDA
+        torch either); the message says why and what to install or pass.
+    """
+    from fidkit.extractors import LazyExtractor
+
+    LazyExtractor(fidkit.RunOptions(weights=weights, device=device, batch_size=batch_size)).probe()
 
 
 def stats_in_memory(

@@ -52,7 +52,7 @@ from fidkit.ttur.run_files import (
     write_metrics_csv,
     write_sample_grid,
 )
-from fidkit.ttur.trainer import TTURTrainer, deterministic_torch
+from fidkit.ttur.trainer import TTURTrainer, check_devices, deterministic_torch
 
 __all__ = ["RunResult", "CompareResult", "run_ttur", "run_compare", "reference_stats"]
 
@@ -415,7 +415,10 @@ def run_ttur(
         With `resume`: the folder holds neither a checkpoint nor a ``config.json``, one of them
         cannot be read, or the checkpoint is past ``config.steps``. Also when ``config.out``
         cannot be created. Checked before any work.
+    FidkitError
+        ``config.device`` cannot run here (:func:`~fidkit.ttur.trainer.check_devices`); checked first.
     """
+    check_devices(config, extractor)
     if resume:
         if state is None:
             point = _resume_run(config)
@@ -547,7 +550,10 @@ def run_compare(
         With `resume`: neither run holds a checkpoint or a ``config.json``, one of them is
         unreadable or past ``config.steps``, or the two runs were made with different data
         settings (data, train_samples, ref_samples, seed). All checked before any work.
+    FidkitError
+        ``config.device`` cannot run here (:func:`~fidkit.ttur.trainer.check_devices`); checked first.
     """
+    check_devices(config, extractor)
     out = Path(config.out)
     run_configs = {
         name: replace(config, out=out / name, one_time_scale=(name == "one-time-scale"))

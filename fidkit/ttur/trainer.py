@@ -26,9 +26,11 @@ import torch
 import torch.nn.functional as F
 
 import fidkit
+from fidkit._devices import parse_device
 from fidkit.errors import FidkitError, InputError, SmallSampleWarning
 from fidkit.ttur.config import TTURConfig
 from fidkit.ttur.data import TrainingData, nchw_to_rgb
+from fidkit.ttur.features import check_extractor_device
 from fidkit.ttur.models import GANShape, build_models
 from fidkit.ttur.run_files import (
     CHECKPOINT_FORMAT,
@@ -37,7 +39,7 @@ from fidkit.ttur.run_files import (
     save_checkpoint,
 )
 
-__all__ = ["TTURTrainer", "deterministic_torch", "images_to_uint8_rgb", "resolve_torch_device"]
+__all__ = ["TTURTrainer", "check_devices", "deterministic_torch", "images_to_uint8_rgb", "resolve_torch_device"]
 
 # Offsets that derive independent random streams from the one user seed.
 _SEED_OFFSET_TRAIN = 1
@@ -47,10 +49,54 @@ _EVAL_CHUNK = 500
 
 
 def resolve_torch_device(device: str) -> torch.device:
-    """Map ``"auto"`` to CUDA when torch sees a GPU, else the CPU; pass other names through."""
-    if device == "auto":
+    """The torch device the GAN trains on, for fidkit's device string (:func:`fidkit._devices.parse_device`).
+
+    ``"auto"``: CUDA when torch sees a GPU, else the CPU. ``"cuda"`` / ``"cuda:N"``: that GPU (``"cuda"`` is GPU 0,
+    as for the FID network). ``"tensorrt"`` / ``"tensorrt:N"``: TensorRT runs only the FID network (through
+    onnxruntime); the GAN trains with torch on the same GPU, ``cuda:N``.
+
+    Raises
+    ------
+    InputError
+        Not a device string.
+    FidkitError
+        A GPU asked for that this torch cannot use (a CPU-only build, no GPU, an index past the GPUs it sees); the
+        message says what to install or pass instead. Checked before any work (:func:`fidkit.ttur.runs.run_ttur`).
+    """
+    parsed = parse_device(device)
+    if parsed.kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if parsed.kind == "cpu":
+        return torch.device("cpu")
+    role = " (TensorRT runs only the FID network; the GAN trains with torch on that GPU)" * (parsed.kind == "tensorrt")
+    if not torch.cuda.is_available():
+        why = (
+            "this torch is a CPU-only build"
+            if torch.version.cuda is None
+            else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable GPU"
+        )
+        raise FidkitError(
+            f"--device {parsed} asked for, but the GAN trains with torch, which cannot use CUDA here: {why}{role}; "
+            "install a CUDA build of torch (https://pytorch.org/get-started/locally/) on a machine with an NVIDIA "
+            "GPU, or pass --device cpu"
+        )
+    count = torch.cuda.device_count()
+    if parsed.index >= count:
+        raise FidkitError(
+            f"--device {parsed} asked for, but torch sees {count} GPU(s) (cuda:0..cuda:{count - 1}){role}; pick one "
+            "of those or set CUDA_VISIBLE_DEVICES"
+        )
+    return torch.device("cuda", parsed.index)
+
+
+def check_devices(config: TTURConfig, extractor: Any = None) -> None:
+    """Refuse, before any work, a ``config.device`` that the FID network (unless `extractor` is given, built already)
+    or the GAN cannot run on here (:func:`~fidkit.ttur.features.check_extractor_device`,
+    :func:`resolve_torch_device`): not after the data, the network and the reference
+    statistics."""
+    if extractor is None:
+        check_extractor_device(config.weights, config.device, config.feature_batch_size)
+    resolve_torch_device(config.device)
 
 
 @contextlib.contextmanager

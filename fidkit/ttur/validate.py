@@ -30,7 +30,7 @@ from fidkit.report import json_text
 from fidkit.ttur.config import output_folder, prepare_output_folder
 from fidkit.ttur.data import existing_output, load_images
 from fidkit.ttur.disturbances import DISTURBANCES, Disturbance, get_disturbance
-from fidkit.ttur.features import make_extractor, stats_in_memory
+from fidkit.ttur.features import check_extractor_device, make_extractor, stats_in_memory
 from fidkit.ttur.plotting import plot_validation
 from fidkit.ttur.progress import Progress
 
@@ -78,7 +78,7 @@ class ValidateConfig:
     seed : int
         Seeds which images are read (with a limit) and every random disturbance.
     device, weights, feature_batch_size
-        Feature extractor options.
+        Feature extractor options (``feature_batch_size`` None: the device's default, as for ``fidkit compute``).
     """
 
     source: str
@@ -90,7 +90,7 @@ class ValidateConfig:
     seed: int = 0
     device: str = "auto"
     weights: str | None = None
-    feature_batch_size: int = 50
+    feature_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         self.out = output_folder(self.out, inputs={"SRC": self.source, "--contaminate": self.contaminate})
@@ -258,7 +258,11 @@ def run_validation(
     InputError
         If the output folder cannot be created (a file on its path, no permission); checked
         before any work.
+    FidkitError
+        ``config.device`` cannot run the network here (no driver, no runtime for it); checked first.
     """
+    if extractor is None:  # a device the network cannot run on is refused now, not after reading the images
+        check_extractor_device(config.weights, config.device, config.feature_batch_size)
     out = Path(config.out)
     if not force and (existing := existing_output(out, OUTPUT_NAMES)) is not None:
         raise OverwriteError(f"{existing} already exists; choose another --out or pass --force")
