@@ -261,9 +261,9 @@ def info(args: argparse.Namespace) -> int:
     version = stats.metadata.get("fidkit_version")
     if version and not foreign:
         origin = f"fidkit {version}"
-    # The trace is a plain sum, which overflows only when its value is beyond float64's maximum.
     spatial = batch.spatial if batch is not None else None
     images = batch.images if batch is not None else None
+    # The trace is a plain sum, which overflows only when its value is beyond float64's maximum.
     info = {
         "path": str(args.path),
         "origin": origin,
@@ -292,7 +292,9 @@ def info(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     def quantity(name: str) -> str:
-        return f"{values[name]:.6g}" if name not in overflows else f"beyond {sys.float_info.max:.3g} (overflows float64)"
+        if name in overflows:
+            return f"beyond {sys.float_info.max:.3g} (overflows float64)"
+        return f"{values[name]:.6g}"
 
     print(f"file:          {info['path']}")
     print(f"origin:        {origin}")

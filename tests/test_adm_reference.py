@@ -167,7 +167,8 @@ def test_spatial_statistics_are_checked_as_mu_and_sigma_are(tmp_path):
         archive.writestr("sigma.npy", _npy_bytes(np.cov(pool, rowvar=False)))
         _member(archive, "mu_s", (3000,))
         _member(archive, "sigma_s", (3000, 3000))
-    with pytest.raises(StatsFileError, match=r"spatial statistics mu_s and sigma_s\): mu, sigma declare 72,024,000 bytes"):
+    with pytest.raises(StatsFileError,
+                       match=r"spatial statistics mu_s and sigma_s\): mu, sigma declare 72,024,000 bytes"):
         Stats.load(tmp_path / "bomb.npz")
 
 
@@ -248,7 +249,8 @@ def test_the_report_says_the_file_is_an_adm_reference_batch(reference, tmp_path)
         "sigma_s), 3 images of 8x8x3 uint8 in arr_0): its N is unknown"
     )
     assert "only mu and sigma" not in adm[0] and "TTUR's and ADM's evaluator's --convention tf" in adm[0]
-    assert report.b.contents.startswith("ADM reference batch") and report.to_dict()["b"]["contents"] == report.b.contents
+    assert report.b.contents.startswith("ADM reference batch")
+    assert report.to_dict()["b"]["contents"] == report.b.contents
     assert str(report.b) == f"{path} (N unknown, {report.b.contents})"
     # A TTUR file is described as before.
     ttur = tmp_path / "ttur.npz"
@@ -269,7 +271,9 @@ def test_info_shows_the_spatial_statistics_and_the_images(reference, capsys):
         f"spatial:       dim 5, trace(sigma_s) {batch.spatial.trace:.6g}, |mu_s| "
         f"{np.linalg.norm(batch.spatial.mu):.6g} (mu_s and sigma_s: the statistics sFID is computed against)"
     )
-    assert lines[7] == "images:        3 images of 8x8x3 uint8 in arr_0 (ADM's evaluator computes precision and recall on them)"
+    assert lines[7] == (
+        "images:        3 images of 8x8x3 uint8 in arr_0 (ADM's evaluator computes precision and recall on them)"
+    )
     status, out, _ = _run(["info", str(path), "--json"], capsys)
     info = json.loads(out)
     assert info["spatial"]["dim"] == 5 and info["spatial"]["trace_sigma"] == pytest.approx(batch.spatial.trace)

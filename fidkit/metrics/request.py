@@ -18,7 +18,8 @@ from fidkit.stats import Stats
 from fidkit.stats.reference import images_hint
 
 __all__ = [
-    "METRICS", "DEFAULT_METRICS", "parse_metrics", "table_request", "outputs_needed", "outputs_to_keep", "check_available",
+    "METRICS", "DEFAULT_METRICS", "parse_metrics", "table_request", "outputs_needed", "outputs_to_keep",
+    "check_available",
 ]
 
 
