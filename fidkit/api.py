@@ -306,12 +306,12 @@ def compute_fid(
     )
     kept: dict[str, Any] = {"a": None, "b": None}
     if asked is not None:
-        from fidkit.metrics.request import check_available, outputs_needed
+        from fidkit.metrics.request import check_available, outputs_to_keep
         from fidkit.metrics.table import evaluate
 
         # A statistics side cannot give rows, logits or spatial features: said now, before any network time.
         check_available(asked, ci, {"a": opened_a, "b": opened_b})
-        kept = outputs_needed(asked, ci=ci)
+        kept = outputs_to_keep(asked, ci, {"a": opened_a, "b": opened_b})
     with _session(resolved):
         side_a = side_result(opened_a, lazy, resolved, keep_features=kept["a"] or False)
         side_b = side_result(opened_b, lazy, resolved, keep_features=kept["b"] or False)

@@ -235,25 +235,35 @@ def _outputs_for(metrics: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for role in ("a", "b") for name in (needed[role] or ("features",))))
 
 
-def info(args: argparse.Namespace) -> int:
+def _norm(mu: Any) -> float:
+    """|mu| scaled by its largest entry, so that means near 1e200 do not overflow while squaring."""
     import numpy as np
 
+    largest = float(np.max(np.abs(mu)))
+    return largest * float(np.linalg.norm(mu / largest)) if largest > 0 else 0.0
+
+
+def info(args: argparse.Namespace) -> int:
     from fidkit.features import is_features_file
     from fidkit.report import json_text  # strict JSON: no NaN or Infinity
     from fidkit.stats import Stats
+    from fidkit.stats.reference import ReferenceBatch
 
     if is_features_file(args.path):
         return _features_info(args)
     stats = Stats.load(args.path)
     foreign = bool(stats.is_foreign)
+    batch = stats if isinstance(stats, ReferenceBatch) else None
     origin = "TTUR / pytorch-fid (mu and sigma only)" if foreign else "fidkit"
+    if foreign and batch is not None:
+        origin = ("ADM reference batch (pool_3 and spatial statistics)" if batch.spatial is not None
+                  else f"mu and sigma only, with images in {batch.images.key}")
     version = stats.metadata.get("fidkit_version")
     if version and not foreign:
         origin = f"fidkit {version}"
-    # |mu| scaled by its largest entry, so that means near 1e200 do not overflow while squaring; the trace is
-    # a plain sum, which overflows only when its value is beyond float64's maximum.
-    largest = float(np.max(np.abs(stats.mu)))
-    mu_norm = largest * float(np.linalg.norm(stats.mu / largest)) if largest > 0 else 0.0
+    spatial = batch.spatial if batch is not None else None
+    images = batch.images if batch is not None else None
+    # The trace is a plain sum, which overflows only when its value is beyond float64's maximum.
     info = {
         "path": str(args.path),
         "origin": origin,
@@ -261,18 +271,30 @@ def info(args: argparse.Namespace) -> int:
         "n": stats.n,
         "dim": int(stats.dim),
         "trace_sigma": stats.trace,
-        "mu_norm": mu_norm,
+        "mu_norm": _norm(stats.mu),
+        # ADM's reference batches: sFID's statistics (mu_s, sigma_s) and the images in arr_0 (by shape; not read).
+        "spatial": None if spatial is None else {
+            "dim": int(spatial.dim), "trace_sigma": spatial.trace, "mu_norm": _norm(spatial.mu),
+        },
+        "images": None if images is None else {
+            "key": images.key, "shape": list(images.shape), "dtype": images.dtype,
+        },
         "metadata": {str(name): value for name, value in sorted(stats.metadata.items())},
     }
     # A value beyond float64 is said so, never printed as inf (JSON has no such number: json_text writes null).
-    overflows = [name for name in ("trace_sigma", "mu_norm") if not math.isfinite(info[name])]
+    values = {"trace_sigma": info["trace_sigma"], "mu_norm": info["mu_norm"]}
+    if spatial is not None:
+        values.update(trace_sigma_s=info["spatial"]["trace_sigma"], mu_s_norm=info["spatial"]["mu_norm"])
+    overflows = [name for name, value in values.items() if not math.isfinite(value)]
     info["overflows"] = [f"{name} is beyond {sys.float_info.max:.3g} (float64's largest number)" for name in overflows]
     if args.json:
         print(json_text(info))
         return EXIT_OK
 
     def quantity(name: str) -> str:
-        return f"{info[name]:.6g}" if name not in overflows else f"beyond {sys.float_info.max:.3g} (overflows float64)"
+        if name in overflows:
+            return f"beyond {sys.float_info.max:.3g} (overflows float64)"
+        return f"{values[name]:.6g}"
 
     print(f"file:          {info['path']}")
     print(f"origin:        {origin}")
@@ -280,6 +302,12 @@ def info(args: argparse.Namespace) -> int:
     print(f"dim:           {info['dim']}")
     print(f"trace(sigma):  {quantity('trace_sigma')}")
     print(f"|mu|:          {quantity('mu_norm')}")
+    if spatial is not None:
+        print(f"spatial:       dim {spatial.dim}, trace(sigma_s) {quantity('trace_sigma_s')}, |mu_s| "
+              f"{quantity('mu_s_norm')} (mu_s and sigma_s: the statistics sFID is computed against)")
+    if images is not None:
+        adm = " (ADM's evaluator computes precision and recall on them)" if spatial is not None else ""
+        print(f"images:        {images.describe()}{adm}")
     if info["metadata"]:
         print("metadata:")
         width = max(len(name) for name in info["metadata"])

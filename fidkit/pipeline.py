@@ -39,6 +39,7 @@ from fidkit.report import SideReport
 from fidkit.sources import Source, open_with
 from fidkit.sources.parallel import skip_is_not_cached
 from fidkit.stats import Stats, StatsAccumulator, relabelled
+from fidkit.stats.reference import ReferenceBatch, images_hint
 from fidkit.statsfile import is_stats_file
 
 __all__ = [
@@ -304,7 +305,7 @@ def side_result(
         if kept:
             raise InputError(
                 f"{opened.path or 'a Stats object'} holds statistics only; this needs the feature rows: give the "
-                "images (or a features file: fidkit features SRC --save FILE.npz) instead"
+                f"images (or a features file: fidkit features SRC --save FILE.npz) instead{images_hint(opened)}"
             )
         name = str(opened.path) if opened.path is not None else "Stats"
         return SideResult(opened, describe(opened, name=name, kind="stats", cached=False, total_seconds=0.0))
@@ -532,4 +533,5 @@ def describe(
         setup_parts=tuple((str(part), float(seconds)) for part, seconds in setup_parts),
         first_wait_seconds=times.first_wait_seconds,
         first_batch_seconds=times.first_batch_seconds,
+        contents=stats.contents if isinstance(stats, ReferenceBatch) else None,
     )

@@ -75,7 +75,8 @@ class SideReport:
         ``(reason, count)`` of what the source deliberately did not read (hidden folders, formats
         fidkit does not read, special files, duplicate archive members).
     foreign : bool
-        True for a statistics file holding only ``mu`` and ``sigma`` (TTUR, pytorch-fid).
+        True for a statistics file that records no N: ``mu`` and ``sigma`` only (TTUR, pytorch-fid), or an ADM
+        reference batch.
     weights_sha256, resize_mode, provider, engine, precision : str or None
         What the features were computed with, as recorded (``engine``: ``onnxruntime`` or ``torch``;
         ``precision``: ``exact`` or ``fast``, prefixed ``tensorrt-`` when TensorRT ran); None when unknown.
@@ -84,6 +85,9 @@ class SideReport:
         before conventions, resized the TF way, is ``tf``; None when unknown (another tool's statistics file).
     feature_extractor : str or None
         The layer the features come from (``inception-2015-12-05/pool_3``, or a ``--dims`` layer).
+    contents : str or None
+        What a statistics file holds beyond ``mu`` and ``sigma``, in words (``"ADM reference batch: pool_3 and
+        spatial statistics (mu, sigma, mu_s, sigma_s), 10,000 images of 256x256x3 uint8 in arr_0"``); None otherwise.
     decode_seconds : float
         Time spent waiting for decoded images (decoding overlaps with the network, so this is the part
         of decoding the network did not hide).
@@ -129,6 +133,7 @@ class SideReport:
     first_batch_seconds: float = 0.0
     convention: str | None = None
     feature_extractor: str | None = None
+    contents: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -140,7 +145,7 @@ class SideReport:
 
     def __str__(self) -> str:
         n_text = "N unknown" if self.n is None else f"N={self.n}"
-        extras = [self.kind] + (["cached"] if self.cached else []) + (["lossy"] if self.lossy else [])
+        extras = [self.contents or self.kind] + (["cached"] if self.cached else []) + (["lossy"] if self.lossy else [])
         if self.n_skipped:
             extras.append(f"{self.n_skipped} skipped")
         n_ignored = sum(count for _, count in self.ignored)
@@ -254,13 +259,14 @@ def check_comparable(
     labelled = (("a", side_a), ("b", side_b))
     for label, side in labelled:
         if side.n is None:
+            held = f"({side.contents})" if side.contents else "with only mu and sigma (TTUR / pytorch-fid)"
             messages.append(
-                f"side {label} ({side.name}) is a statistics file with only mu and sigma (TTUR / "
-                "pytorch-fid): its N is unknown and the network it was made with cannot be checked"
+                f"side {label} ({side.name}) is a statistics file {held}: its N is unknown and the network it was "
+                "made with cannot be checked"
                 + (
                     "; its convention (resize and normalization) is unknown too, and the FID is only meaningful "
                     "under the same convention on both sides (pytorch-fid files match --convention pytorch-fid, "
-                    "clean-fid's --convention clean, TTUR's --convention tf)"
+                    "clean-fid's --convention clean, TTUR's and ADM's evaluator's --convention tf)"
                     if side.convention is None else ""
                 )
             )

@@ -199,15 +199,13 @@ class FID(DistributedMerge):
         **overrides: Any,
     ) -> None:
         from fidkit.metrics._common import check_seed
-        from fidkit.metrics.request import outputs_needed, table_request
+        from fidkit.metrics.request import outputs_to_keep, table_request
 
         # A misspelt keyword (metric=) lists FID's own keywords and the closest, as compute_fid's does.
         _check_names(overrides, function="FID", own=_FID_KEYWORDS)
         self._asked, self._ci = table_request(metrics, ci)
         # Checked as compute_fid checks it, now: not at the first compute(), after the network time.
         self._metrics_seed = check_seed(metrics_seed, "metrics_seed")
-        # The evaluated side (a) is the generated one; the reference (b) is the real one.
-        kept = outputs_needed(self._asked, ci=self._ci) if self._asked else {"a": None, "b": None}
         self._value_range = check_value_range(value_range)
         if isinstance(extractor, str):
             overrides["extractor"] = extractor
@@ -228,6 +226,9 @@ class FID(DistributedMerge):
 
             # A statistics reference cannot serve KID and the like: said now, not at the first compute().
             check_available(self._asked, self._ci, {"a": None, "b": self._reference_input})
+        # The evaluated side (a) is the generated one; the reference (b) is the real one (statistics keep nothing).
+        sides = {"a": None, "b": self._reference_input}
+        kept = outputs_to_keep(self._asked, self._ci, sides) if self._asked else {"a": None, "b": None}
         self._reference: tuple[Stats, Any] | None = None
         self._reference_features: Any = None
         self._real = _Side("real", kept["b"])

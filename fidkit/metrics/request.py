@@ -15,8 +15,12 @@ from fidkit.errors import InputError
 from fidkit.features import Features
 from fidkit.metrics._table_results import IntervalSpec
 from fidkit.stats import Stats
+from fidkit.stats.reference import images_hint
 
-__all__ = ["METRICS", "DEFAULT_METRICS", "parse_metrics", "table_request", "outputs_needed", "check_available"]
+__all__ = [
+    "METRICS", "DEFAULT_METRICS", "parse_metrics", "table_request", "outputs_needed", "outputs_to_keep",
+    "check_available",
+]
 
 
 #: The names ``--metrics`` takes, in the order the table reports them. ``prdc``: precision, recall, density,
@@ -139,6 +143,24 @@ def outputs_needed(metrics: str | Iterable[str], *, ci: IntervalSpec | None) -> 
     return {role: tuple(o for o in _OUTPUT_ORDER if o in outputs) or None for role, outputs in needed.items()}
 
 
+def outputs_to_keep(
+    names: str | Iterable[str], ci: IntervalSpec | None, sides: dict[str, Any]
+) -> dict[str, tuple[str, ...] | None]:
+    """What each of `sides` (as :func:`check_available` takes them, which has passed) keeps from the forward pass:
+    :func:`outputs_needed`, but nothing for a side given as statistics, which serves the metrics it passed from its
+    statistics (FID; sFID from an ADM reference batch's spatial statistics) and has no rows to keep.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fidkit import Stats
+    >>> outputs_to_keep("sfid", None, {"a": "generated/", "b": Stats(mu=np.zeros(2), sigma=np.eye(2))})
+    {'a': ('features', 'spatial'), 'b': None}
+    """
+    needed = outputs_needed(names, ci=ci)
+    return {role: None if isinstance(sides.get(role), Stats) else outputs for role, outputs in needed.items()}
+
+
 # --------------------------------------------------------------------------------------------- checks
 
 
@@ -155,11 +177,17 @@ def _where(side: Features | Stats) -> str:
     return f" ({side.path})" if side.path is not None else ""
 
 
+def _statistics_words(side: Stats) -> str:
+    """What a statistics side holds, for a refusal: ``mu and sigma``, or an ADM reference batch's contents."""
+    return f"{getattr(side, 'contents', None) or 'mu and sigma'}{_where(side)}"
+
+
 def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict[str, Any]) -> None:
     """Refuse, before computing anything, a metric whose inputs a side does not hold.
 
     `sides` maps ``"a"`` and ``"b"`` to what each side is: a Stats or Features is checked; anything else (images
-    not yet run through the network, which can give every output) passes.
+    not yet run through the network, which can give every output) passes. Statistics serve FID, and sFID where they
+    hold spatial statistics (an ADM reference batch), without an interval.
     """
     for name in names:
         label = "an interval for FID" if name == "fid" else _LABELS[name]
@@ -176,9 +204,19 @@ def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict
                 f"--save F.npz --metrics {name}`"
             )
             if isinstance(side, Stats):
+                spatial = name == "sfid" and getattr(side, "spatial", None) is not None
+                if spatial and ci is None:
+                    continue  # sFID from an ADM reference batch's mu_s and sigma_s
+                if spatial:  # its bootstrap resamples images, which statistics are not
+                    raise InputError(
+                        f"an interval for sFID needs {what}: the bootstrap resamples images, but side {role} is "
+                        f"statistics ({_statistics_words(side)}), which give sFID's value only; {fix}, or drop the "
+                        f"interval (--ci, ci=){images_hint(side)}"
+                    )
+                also = ", or an ADM reference batch (it holds them as mu_s and sigma_s)" if name == "sfid" else ""
                 raise InputError(
-                    f"{label} needs {what}, but side {role} is statistics only (mu and sigma{_where(side)}), from "
-                    f"which it cannot be computed; {fix}"
+                    f"{label} needs {what}, but side {role} is statistics only ({_statistics_words(side)}), from "
+                    f"which it cannot be computed; {fix}{also}{images_hint(side)}"
                 )
             missing = [o for o in outputs if o not in side.outputs]
             if missing:
@@ -232,6 +270,8 @@ def _check_dims(names: tuple[str, ...], sides: dict[str, Features | Stats]) -> N
                 dims[role] = side.output(output).shape[1]
             elif isinstance(side, Stats) and output == "features":
                 dims[role] = side.dim
+            elif isinstance(side, Stats) and getattr(side, "spatial", None) is not None:
+                dims[role] = side.spatial.dim  # an ADM reference batch's mu_s and sigma_s
         if len(dims) == 2 and dims["a"] != dims["b"]:
             labels = " and ".join(_LABELS[name] for name in metrics)
             raise InputError(

@@ -12,7 +12,9 @@ The metrics, by their ``--metrics`` names (:data:`~fidkit.metrics.request.METRIC
   :func:`~fidkit.frechet.fid_from_stats` when a side is statistics);
 - ``kid``: :func:`~fidkit.metrics.kid` of a against b;
 - ``is``: :func:`~fidkit.metrics.inception_score` of a's logits, and of b's where b holds logits;
-- ``sfid``: the Fréchet distance of the spatial features, through the same code as FID;
+- ``sfid``: the Fréchet distance of the spatial features, through the same code as FID (:func:`fid_from_stats`
+  against the spatial statistics ``mu_s`` and ``sigma_s`` of an ADM reference batch,
+  :class:`~fidkit.stats.reference.ReferenceBatch`);
 - ``prdc``: :func:`~fidkit.metrics.manifold_metrics` with b as the real set: precision and recall (ADM's, k = 3),
   density and coverage (prdc's, k = 5).
 
@@ -48,7 +50,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from fidkit.errors import FidkitWarning
+from fidkit.errors import FidkitWarning, InputError, StatsFileError
 from fidkit.features import Features
 from fidkit.frechet import FrechetResult, fid_from_arrays, fid_from_stats
 from fidkit.metrics._common import check_positive_int, check_sampling, check_seed
@@ -99,9 +101,11 @@ def _fid_entry(
         result = given
     elif isinstance(a, Features) and isinstance(b, Features):
         result = fid_from_arrays(a.output(output), b.output(output))
-    else:  # only FID (features) reaches here with a statistics side
+    elif output == "features":
         stats = [side.stats() if isinstance(side, Features) else side for side in (a, b)]
         result = fid_from_stats(stats[0], stats[1])
+    else:  # sFID with a statistics side: an ADM reference batch's mu_s and sigma_s (check_available saw them)
+        result = _spatial_fid(a, b)
     return MetricEntry(
         key=key,
         label=label,
@@ -112,6 +116,23 @@ def _fid_entry(
         details=(("dim", result.dim), ("method", result.method)),
         result=result,
     )
+
+
+def _spatial_fid(a: Features | Stats, b: Features | Stats) -> FrechetResult:
+    """sFID where a side is statistics: through FID's own distance code (:func:`fid_from_stats`), on the spatial
+    statistics of the file (ADM's ``mu_s`` and ``sigma_s``) and of the other side's spatial rows (or file)."""
+    stats = [
+        Stats.from_features(side.spatial, metadata=side.metadata) if isinstance(side, Features) else side.spatial
+        for side in (a, b)
+    ]
+    try:
+        return fid_from_stats(stats[0], stats[1])
+    except (InputError, StatsFileError) as exc:
+        # The distance names the file; say that it was its spatial statistics, not its mu and sigma, at fault.
+        files = [str(side.path) for side in (a, b) if isinstance(side, Stats) and side.path is not None]
+        if not files:
+            raise
+        raise type(exc)(f"sFID, from the spatial statistics mu_s and sigma_s of {' and '.join(files)}: {exc}") from exc
 
 
 def _is_entry(features: Features, role: str, name: str, splits: int, seed: int, sampling: str) -> MetricEntry:
@@ -199,8 +220,10 @@ def evaluate(
     ----------
     a, b : Features or Stats
         The evaluated (generated) images and the reference. A :class:`~fidkit.stats.Stats` side serves FID
-        without an interval only; every other metric needs a :class:`~fidkit.features.Features` holding what
-        :func:`outputs_needed` lists (the error names the metric, the side and what to supply).
+        without an interval only, and sFID without an interval where it holds spatial statistics (an ADM reference
+        batch, :class:`~fidkit.stats.reference.ReferenceBatch`); every other metric needs a
+        :class:`~fidkit.features.Features` holding what :func:`outputs_needed` lists (the error names the metric,
+        the side and what to supply).
     metrics : str or iterable of str
         Names of :data:`METRICS` (``"fid,kid"``, ``["is", "prdc"]``, ``"all"``; :func:`parse_metrics`).
     ci : IntervalSpec, optional

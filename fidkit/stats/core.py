@@ -426,7 +426,9 @@ class Stats:
     def load(cls, path: str | os.PathLike) -> Stats:
         """Read statistics from an ``.npz`` written by fidkit, TTUR or pytorch-fid.
 
-        Files holding only ``mu`` and ``sigma`` load with ``n = None`` (:attr:`is_foreign` is True).
+        Files holding only ``mu`` and ``sigma`` load with ``n = None`` (:attr:`is_foreign` is True). A file in ADM's
+        reference batch layout (``mu_s``, ``sigma_s``, ``arr_0`` beside them) loads as a
+        :class:`fidkit.stats.reference.ReferenceBatch`, which also carries those.
 
         Raises
         ------
@@ -437,7 +439,7 @@ class Stats:
         file_path = Path(path)
         contents = read_stats_file(file_path)
         try:
-            return cls(
+            stats = cls(
                 mu=contents.mu,
                 sigma=contents.sigma,
                 n=contents.n,
@@ -447,6 +449,10 @@ class Stats:
             )
         except InputError as exc:
             raise StatsFileError(f"{exc}; the file is corrupt or not FID statistics: recompute it") from exc
+        from fidkit.stats.reference import with_reference_contents  # imports this module
+
+        # ADM's reference batches also hold the spatial statistics (mu_s, sigma_s) and images (arr_0).
+        return with_reference_contents(stats, file_path)
 
 
 def _merge_metadata(
