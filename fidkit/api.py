@@ -16,7 +16,6 @@ Every function takes the run's settings as keyword arguments, the fields of
 from __future__ import annotations
 
 import inspect
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -24,10 +23,10 @@ from typing import Any
 
 from fidkit.errors import FidkitWarning
 from fidkit.extractors import LazyExtractor
-from fidkit.features import Features, is_features_file
+from fidkit.features import Features
 from fidkit.frechet import fid_from_stats
 from fidkit.options import RunOptions, _check_names, check_options_for_object, run_options
-from fidkit.pipeline import SideResult, open_input, side_result
+from fidkit.pipeline import SideResult, is_file_input, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import (
     FidReport,
@@ -37,7 +36,6 @@ from fidkit.report import (
     check_comparable,
 )
 from fidkit.stats import Stats
-from fidkit.statsfile import is_stats_file
 
 __all__ = [
     "compute_stats",
@@ -86,17 +84,9 @@ def _prepare(
     lazy = LazyExtractor(resolved, given=extractor)
     # On a cluster the actors' nodes run the network: they check the device. With files only, the device does not
     # apply (fidkit.preflight warns, as for the other options of the network's run).
-    if resolved.cluster != "ray" and not all(map(_is_file_input, inputs)):
+    if resolved.cluster != "ray" and not all(map(is_file_input, inputs)):
         lazy.probe()  # an impossible explicit GPU is an error now, even when every side turns out to be cached
     return resolved, lazy
-
-
-def _is_file_input(spec: Any) -> bool:
-    """Whether `spec` is statistics or features, as :func:`fidkit.pipeline.open_input` will recognise it (a look at
-    the archive's directory, no array read)."""
-    if isinstance(spec, (Stats, Features)):
-        return True
-    return isinstance(spec, (str, os.PathLike)) and (is_stats_file(spec) or is_features_file(spec))
 
 
 def _session(options: RunOptions) -> Any:

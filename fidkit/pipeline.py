@@ -44,6 +44,7 @@ from fidkit.statsfile import is_stats_file
 __all__ = [
     "SideResult",
     "open_input",
+    "is_file_input",
     "look_up",
     "store",
     "side_result",
@@ -101,6 +102,14 @@ def open_input(spec: Any, options: RunOptions) -> Stats | Features | Source:
             FidkitWarning, stacklevel=3,
         )
     return source
+
+
+def is_file_input(spec: Any) -> bool:
+    """Whether :func:`open_input` takes `spec` as statistics or features, which no network reads (a file's archive
+    directory is looked at, no array is read)."""
+    if isinstance(spec, (Stats, Features)):
+        return True
+    return isinstance(spec, (str, os.PathLike)) and (is_stats_file(spec) or is_features_file(spec))
 
 
 def _fingerprint_now(source: Source, options: RunOptions) -> Source:
