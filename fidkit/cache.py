@@ -41,9 +41,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
-import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,8 +53,11 @@ from fidkit._home_dir import cache_home
 from fidkit.errors import InputError, StatsFileError
 from fidkit.home import (
     CACHE_KEY_METADATA,
+    CACHE_MAX_BYTES_ENV,
+    DEFAULT_CACHE_MAX_BYTES,
     STATS_SUBDIR,
     ClearedCache,
+    cache_max_bytes,
     clear_cache,
     entry_files,
     followed,
@@ -79,54 +80,6 @@ logger = logging.getLogger(__name__)
 
 #: Version of the key recipe and entry layout in this module; bump it to orphan every old entry.
 CACHE_LAYOUT_VERSION = 3
-
-
-
-#: Environment variable: the most the statistics cache may hold, e.g. ``500M``, ``2G``, ``1073741824``
-#: (K, M, G, T are powers of 1024; a trailing ``B`` or ``iB`` is allowed); ``unlimited`` for no limit.
-CACHE_MAX_BYTES_ENV = "FIDKIT_CACHE_MAX_BYTES"
-#: The limit when the variable is not set: 2 GiB, about 60 entries of 2048-dimensional statistics.
-DEFAULT_CACHE_MAX_BYTES = 2 * 1024**3
-_SIZE_TEXT = re.compile(r"(?P<number>[-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>[kmgt]?)(?:i?b)?", re.IGNORECASE)
-_NO_LIMIT = "unlimited"
-
-
-def cache_max_bytes() -> int:
-    """Return the statistics cache's size limit in bytes from ``$FIDKIT_CACHE_MAX_BYTES`` (0: ``unlimited``).
-
-    Read on every call; unset or empty gives the default (2 GiB).
-
-    Raises
-    ------
-    InputError
-        The value is not a size (``500M``, ``2G``, ``1073741824``, ``unlimited``), or is less than one byte
-        (``0``, ``0.5``, a negative number): a limit that small would mean something else to each reader (no
-        limit, no cache); to run without the cache pass ``--no-cache`` (``use_cache=False``).
-    """
-    text = os.environ.get(CACHE_MAX_BYTES_ENV, "").strip()
-    if not text:
-        return DEFAULT_CACHE_MAX_BYTES
-    if text.lower() == _NO_LIMIT:
-        return 0
-    match = _SIZE_TEXT.fullmatch(text)
-    value = 0
-    if match is not None:
-        scale = 1024 ** " kmgt".index(match.group("unit").lower() or " ")
-        number = float(match.group("number")) * scale
-        if not math.isfinite(number):  # 400 digits: beyond float, no limit anyone means
-            raise InputError(
-                f"{CACHE_MAX_BYTES_ENV}={text[:40]}... is too large to be a size; give a size such as 500M or 2G, "
-                f"or {_NO_LIMIT!r} for no limit"
-            )
-        value = int(number)
-    if value < 1:
-        problem = "is less than one byte" if match is not None else "is not a size"
-        raise InputError(
-            f"{CACHE_MAX_BYTES_ENV}={text!r} {problem}: give the most the statistics cache may hold, at least one "
-            f"byte (e.g. 500M, 2G; K, M, G, T are powers of 1024), or {_NO_LIMIT!r} for no limit; to run without "
-            "the cache pass --no-cache (use_cache=False)"
-        )
-    return value
 
 
 def stats_cache_dir(root: str | os.PathLike | None = None) -> Path:

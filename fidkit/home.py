@@ -5,7 +5,8 @@ fidkit writes, under :func:`fidkit._home_dir.cache_home`, only these folders: ``
 ``datasets/`` (downloaded named datasets), ``locks/`` (download locks) and ``tensorrt/`` (onnxruntime's
 engine cache). Each file it writes has an exact name; :func:`clear_cache` removes a file only when it has
 such a name and, where the name alone could lie, its contents say the same (a cache entry records its key,
-a download matches its published checksum). Everything else is kept and reported.
+a download matches its published checksum). Everything else is kept and reported. How much ``stats/`` may hold
+is :func:`cache_max_bytes` (``$FIDKIT_CACHE_MAX_BYTES``), read here and by :mod:`fidkit.cache`'s eviction.
 
 Symbolic links: the cache home and each of these folders may be a link to a folder elsewhere (a bigger disk);
 every reader, writer, the size limit and :func:`clear_cache` follow it alike (:func:`followed`), and leave the
@@ -19,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import stat
@@ -27,9 +29,11 @@ from typing import Any
 
 from fidkit._fs import HOME_SUBDIRS, file_digest, is_temporary_name, remove_stale_temporaries
 from fidkit._home_dir import cache_home, expand_user
+from fidkit.errors import InputError
 
 __all__ = [
-    "STATS_SUBDIR", "CACHE_KEY_METADATA", "ClearedCache", "is_cache_entry", "entry_files", "followed", "clear_cache",
+    "STATS_SUBDIR", "CACHE_KEY_METADATA", "CACHE_MAX_BYTES_ENV", "DEFAULT_CACHE_MAX_BYTES", "cache_max_bytes",
+    "ClearedCache", "is_cache_entry", "entry_files", "followed", "clear_cache",
     "weights_files_read",
 ]
 
@@ -40,6 +44,53 @@ STATS_SUBDIR = "stats"
 #: Metadata key, inside a cached statistics file, holding the key the entry was written under
 #: (``fidkit stats --save`` drops it: a saved file is not a cache entry).
 CACHE_KEY_METADATA = "cache_key"
+
+
+#: Environment variable: the most the statistics cache may hold, e.g. ``500M``, ``2G``, ``1073741824``
+#: (K, M, G, T are powers of 1024; a trailing ``B`` or ``iB`` is allowed); ``unlimited`` for no limit.
+CACHE_MAX_BYTES_ENV = "FIDKIT_CACHE_MAX_BYTES"
+#: The limit when the variable is not set: 2 GiB, about 60 entries of 2048-dimensional statistics.
+DEFAULT_CACHE_MAX_BYTES = 2 * 1024**3
+_SIZE_TEXT = re.compile(r"(?P<number>[-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>[kmgt]?)(?:i?b)?", re.IGNORECASE)
+_NO_LIMIT = "unlimited"
+
+
+def cache_max_bytes() -> int:
+    """Return the statistics cache's size limit in bytes from ``$FIDKIT_CACHE_MAX_BYTES`` (0: ``unlimited``).
+
+    Read on every call; unset or empty gives the default (2 GiB).
+
+    Raises
+    ------
+    InputError
+        The value is not a size (``500M``, ``2G``, ``1073741824``, ``unlimited``), or is less than one byte
+        (``0``, ``0.5``, a negative number): a limit that small would mean something else to each reader (no
+        limit, no cache); to run without the cache pass ``--no-cache`` (``use_cache=False``).
+    """
+    text = os.environ.get(CACHE_MAX_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_CACHE_MAX_BYTES
+    if text.lower() == _NO_LIMIT:
+        return 0
+    match = _SIZE_TEXT.fullmatch(text)
+    value = 0
+    if match is not None:
+        scale = 1024 ** " kmgt".index(match.group("unit").lower() or " ")
+        number = float(match.group("number")) * scale
+        if not math.isfinite(number):  # 400 digits: beyond float, no limit anyone means
+            raise InputError(
+                f"{CACHE_MAX_BYTES_ENV}={text[:40]}... is too large to be a size; give a size such as 500M or 2G, "
+                f"or {_NO_LIMIT!r} for no limit"
+            )
+        value = int(number)
+    if value < 1:
+        problem = "is less than one byte" if match is not None else "is not a size"
+        raise InputError(
+            f"{CACHE_MAX_BYTES_ENV}={text!r} {problem}: give the most the statistics cache may hold, at least one "
+            f"byte (e.g. 500M, 2G; K, M, G, T are powers of 1024), or {_NO_LIMIT!r} for no limit; to run without "
+            "the cache pass --no-cache (use_cache=False)"
+        )
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +134,7 @@ def weights_files_read(weights: str | os.PathLike | None) -> list[tuple[Path, st
     without weights named loads it): an output path is checked against them so that no write replaces them.
     Nothing is hashed or downloaded here.
     """
-    from fidkit.errors import InputError, WeightsError
+    from fidkit.errors import WeightsError
     from fidkit.inception.weights import WEIGHTS_ENV, load_manifest, weights_cache_dir
 
     files: list[tuple[Path, str]] = []
