@@ -27,7 +27,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from fidkit._fs import HOME_SUBDIRS, file_digest, is_temporary_name, remove_stale_temporaries
+from fidkit._fs import HOME_SUBDIRS, file_digest, file_kind, is_temporary_name, remove_stale_temporaries
 from fidkit._home_dir import cache_home, expand_user
 from fidkit.errors import InputError
 
@@ -102,7 +102,7 @@ class ClearedCache:
     n_stats_entries : int
         Statistics entries removed.
     removed_paths : tuple of Path
-        Every file removed (and every emptied folder of fidkit's that was removed).
+        Every file removed (files only: no folder is ever removed).
     bytes_freed : int
         Their total size.
     kept : tuple of (Path, str)
@@ -294,19 +294,34 @@ def _clear_stats(folder: Path, run: _Clearing) -> None:
                 if run.remove(path):
                     run.n_stats_entries += 1
                     removed_keys.add(path.stem)
+            elif not _is_regular_file(path):
+                run.keep(path, f"{_what_is(path)} at a cache entry's name: not written by fidkit; remove it by hand")
             else:
                 run.keep(path, "named like a cache entry but does not record that key: not written by fidkit")
     for path in children:
         if path.suffix == ".npz" and _KEY_NAME.fullmatch(path.stem):
             continue
         if path.suffix == ".json" and _KEY_NAME.fullmatch(path.stem) and _is_regular_file(path):
-            entry_gone = path.stem in removed_keys or not path.with_suffix(".npz").exists()
+            entry = path.with_suffix(".npz")
+            # No file of fidkit's there any more (removed, missing, or a folder, FIFO or link in its place): the
+            # sidecar describes nothing and is removed when it is fidkit's.
+            entry_gone = path.stem in removed_keys or not _is_regular_file(entry)
             if entry_gone and _sidecar_key(path) == path.stem:
                 run.remove(path)
                 continue
             if not entry_gone:
-                continue  # the sidecar of an entry that was kept: it stays with it
+                run.keep(path, f"the sidecar of {entry.name}, which is kept")
+                continue
         run.keep(path, "not a statistics cache entry")
+
+
+def _what_is(path: Path) -> str:
+    """What `path` is, in words ("a folder", "a FIFO (named pipe)", "a symbolic link"), for the reasons kept."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return "something that is gone"
+    return "a symbolic link" if stat.S_ISLNK(mode) else file_kind(mode)
 
 
 def _clear_graphs(folder: Path, run: _Clearing) -> None:
@@ -391,8 +406,8 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
       running download.
 
     Anything else (a user's file, a folder, a symbolic link, a file whose contents do not match) is kept
-    and reported in :attr:`ClearedCache.kept`, and no folder is entered beyond these. fidkit's own folders
-    are removed when they end up empty.
+    and reported in :attr:`ClearedCache.kept`, and no folder is entered beyond these. No folder is removed, not
+    even one left empty: fidkit cannot tell the folders it made from those made for it.
 
     Parameters
     ----------
@@ -426,16 +441,11 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
             run.removed.append(path)
             run.bytes_freed += size
         scan(folder, run)
-    cleared = [name for name, _ in scans]
     if include_models:
         if (home_path / "tensorrt").exists():
             run.keep(home_path / "tensorrt", "TensorRT engine cache (names chosen by onnxruntime); remove it by hand")
-    for name in cleared:
-        folder = home_path / name
-        if folder.is_dir() and not folder.is_symlink():
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only succeeds when empty
-                run.removed.append(folder)
+    # No folder is removed, not even an emptied one: fidkit cannot tell one it made from one made for it (a mount
+    # point, a folder with its own owner or permissions), and its writers make them again when needed.
     for path in _children(followed(home_path)):
         if path.name not in HOME_SUBDIRS:
             run.keep(path, "not a folder fidkit writes")
