@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from fidkit import commands
-from fidkit._argtypes import device_string, non_negative_int, positive_int, resample_count, seed_value
+from fidkit._argtypes import (
+    device_string, interval_level, non_negative_int, positive_int, resample_count, seed_value,
+)
 from fidkit._streams import StdoutGone, StdoutWriteError, logging_to_stderr, silence_stdout, standard_streams
 from fidkit._ray_address import ray_address_argument
 from fidkit._signals import Terminated, sigterm_arrived, sigterm_as_interrupt
@@ -209,17 +211,6 @@ def _network_parent(common: argparse.ArgumentParser, *, full: bool = True) -> ar
     return parent
 
 
-def _level(text: str) -> float:
-    """``--ci LEVEL``: a probability strictly between 0 and 1."""
-    try:
-        level = float(text)
-    except ValueError:
-        level = float("nan")
-    if not 0.0 < level < 1.0:
-        raise argparse.ArgumentTypeError(f"the interval level must be between 0 and 1 (e.g. 0.95), not {text!r}")
-    return level
-
-
 def _save_path(text: str) -> Path:
     """``--save``: the path of a file. One ending with a separator (``newdir/``, ``newdir/.``) names a folder, which
     ``Path`` would silently turn into a file of that name: refused, as a usage error naming the fix."""
@@ -329,7 +320,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "what the metrics need (feature rows, logits, spatial features)",
     )
     metrics.add_argument(
-        "--ci", nargs="?", const=0.95, default=None, type=_level, metavar="LEVEL",
+        "--ci", nargs="?", const=0.95, default=None, type=interval_level, metavar="LEVEL",
         help="an interval for every number, at LEVEL (default 0.95): bootstrap for FID/sFID, half-samples for the "
         "others",
     )
