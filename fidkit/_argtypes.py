@@ -12,8 +12,8 @@ import argparse
 from collections.abc import Callable
 
 __all__ = [
-    "int_at_least", "positive_int", "non_negative_int", "resample_count", "seed_value", "positive_float", "device_string",
-    "interval_level",
+    "int_at_least", "positive_int", "non_negative_int", "resample_count", "seed_value", "positive_float",
+    "device_string", "interval_level",
 ]
 
 

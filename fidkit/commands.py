@@ -107,7 +107,8 @@ def _warn_unused_metric_options(args: argparse.Namespace, metrics: str) -> None:
             f"--resamples {args.resamples} without --ci has no effect: no interval is computed; pass --ci (e.g. --ci "
             "0.95) for intervals from that many resamples", FidkitWarning, stacklevel=2,
         )
-    if args.metrics_seed is not None and args.ci is None and {name.strip().lower() for name in metrics.split(",")} <= {"fid", ""}:
+    fid_alone = {name.strip().lower() for name in metrics.split(",")} <= {"fid", ""}
+    if args.metrics_seed is not None and args.ci is None and fid_alone:
         warnings.warn(
             f"--metrics-seed {args.metrics_seed} has no effect on the FID alone (it seeds KID's subsets, IS's splits "
             "and the intervals); pass --metrics or --ci, or drop it", FidkitWarning, stacklevel=2,

@@ -412,7 +412,7 @@ def test_clear_all_removes_the_graphs_fidkit_builds(fidkit_home, monkeypatch, co
     assert cleared.kept == ()
 
 
-# --- hostile round 7: no folder is removed; what blocks an entry's name is kept, its sidecar is not --------------------
+# --- hostile round 7: no folder is removed; what blocks an entry's name is kept, its sidecar is not ----------------
 
 
 def test_cache_clear_all_keeps_the_folders_of_the_home_even_empty(home, monkeypatch, capsys):
