@@ -158,7 +158,9 @@ class RunOptions:
         self = super().__new__(cls)
         # The fields the caller named, by position or keyword: an explicit default is a choice too (``--dims 2048``
         # against 64-dimensional files), which the values alone cannot tell from no choice (see :meth:`given`).
-        object.__setattr__(self, "_named", frozenset((*_FIELDS[: len(args)], *kwargs)))
+        # A call naming every field (``dataclasses.replace`` makes one) tells nothing: :meth:`changed` then decides.
+        named = frozenset((*_FIELDS[: len(args)], *kwargs))
+        object.__setattr__(self, "_named", named if len(named) < len(_FIELDS) else frozenset())
         return self
 
     def __post_init__(self) -> None:

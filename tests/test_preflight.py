@@ -280,3 +280,19 @@ def test_metric_options_without_what_they_steer_are_warned_about(tmp_path, fidki
     status, out, err = _cli(capsys, tmp_path / "a.npz", tmp_path / "b.npz", *argv)
     assert status == 0 and out.startswith("FID: ")
     assert f"fidkit: warning: {message}" in err
+
+
+def test_run_options_know_what_they_were_given_defaults_included() -> None:
+    import dataclasses
+    import pickle
+
+    from fidkit.options import RunOptions, given_options
+
+    options = RunOptions(dims=2048, convention="tf", device="cpu")
+    assert options.given() == {"device": "cpu", "convention": "tf", "dims": 2048}
+    assert RunOptions().given() == {} and options.changed() == {"device": "cpu"}
+    assert options.replace(limit=4).given() == {"device": "cpu", "convention": "tf", "dims": 2048, "limit": 4}
+    assert pickle.loads(pickle.dumps(options)).given() == options.given()  # what the Ray actors receive
+    # dataclasses.replace names every field: that tells nothing, and the values decide, as before.
+    assert dataclasses.replace(options, limit=4).given() == {"device": "cpu", "limit": 4}
+    assert given_options(options, {"batch_size": 8}) == {"batch_size": 8, **options.given()}
