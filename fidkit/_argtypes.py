@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["int_at_least", "positive_int", "non_negative_int", "resample_count", "seed_value", "positive_float", "device_string"]
+__all__ = [
+    "int_at_least", "positive_int", "non_negative_int", "resample_count", "seed_value", "positive_float",
+    "device_string", "interval_level",
+]
 
 
 def int_at_least(minimum: int, expected: str, *, below: int | None = None) -> Callable[[str], int]:
@@ -71,3 +74,21 @@ def device_string(text: str) -> str:
         return str(parse_device(text))
     except InputError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def interval_level(text: str) -> float:
+    """``--ci LEVEL``: a probability strictly between 0 and 1.
+
+    ``--ci`` takes its level optionally, so the word after it is read as one: ``--ci a b`` reads the source ``a`` as
+    the level. A word that is no number says so, with the two ways to write it.
+    """
+    try:
+        level = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"the interval level must be a number between 0 and 1, not {text!r} (--ci takes an optional level, so "
+            f"{text!r} after it was read as one): put --ci after the sources, or give the level (--ci 0.95)"
+        ) from None
+    if not 0.0 < level < 1.0:
+        raise argparse.ArgumentTypeError(f"the interval level must be between 0 and 1 (e.g. 0.95), not {text!r}")
+    return level

@@ -26,7 +26,7 @@ from fidkit.extractors import LazyExtractor
 from fidkit.features import Features
 from fidkit.frechet import fid_from_stats
 from fidkit.options import RunOptions, _check_names, check_options_for_object, run_options
-from fidkit.pipeline import SideResult, open_input, side_result
+from fidkit.pipeline import SideResult, is_file_input, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import (
     FidReport,
@@ -71,15 +71,20 @@ def _check_keywords(function: Callable[..., Any], overrides: dict[str, Any]) -> 
     _check_names(overrides, function=function.__name__, own=_own_keywords(function), elsewhere=elsewhere)
 
 
-def _prepare(options: RunOptions | None, extractor: Any, overrides: dict[str, Any]) -> tuple[RunOptions, LazyExtractor]:
-    """The run's options and its extractor: `extractor` is a registered name (an option) or an object."""
+def _prepare(
+    options: RunOptions | None, extractor: Any, overrides: dict[str, Any], inputs: tuple[Any, ...]
+) -> tuple[RunOptions, LazyExtractor]:
+    """The run's options and its extractor: `extractor` is a registered name (an option) or an object. The device
+    is probed unless every one of `inputs` is statistics or features, which no network reads."""
     if isinstance(extractor, str):
         overrides = {**overrides, "extractor": extractor}
         extractor = None
     overrides = check_options_for_object(extractor, options, overrides)  # an object runs as built: none may say else
     resolved = run_options(options, **overrides)
     lazy = LazyExtractor(resolved, given=extractor)
-    if resolved.cluster != "ray":  # on a cluster the actors' nodes run the network: they check the device
+    # On a cluster the actors' nodes run the network: they check the device. With files only, the device does not
+    # apply (fidkit.preflight warns, as for the other options of the network's run).
+    if resolved.cluster != "ray" and not all(map(is_file_input, inputs)):
         lazy.probe()  # an impossible explicit GPU is an error now, even when every side turns out to be cached
     return resolved, lazy
 
@@ -203,7 +208,7 @@ def compute_side(
     """The whole :class:`~fidkit.pipeline.SideResult` of one source: statistics, report, and kept features (with
     `keep_features` True, or a tuple of outputs as :func:`fidkit.pipeline.kept_outputs` reads it)."""
     _check_keywords(compute_side, overrides)
-    resolved, lazy = _prepare(options, extractor, overrides)
+    resolved, lazy = _prepare(options, extractor, overrides, (source,))
     opened = open_input(source, resolved)
     check_against_run({"the input": opened}, lazy, resolved)
     with _session(resolved):
@@ -289,7 +294,7 @@ def compute_fid(
     """
     started = time.perf_counter()
     _check_keywords(compute_fid, overrides)
-    resolved, lazy = _prepare(options, extractor, overrides)
+    resolved, lazy = _prepare(options, extractor, overrides, (a, b))
     asked = None
     if ci is not None or metrics not in ("fid", ("fid",)):
         # The metrics package (numpy, scipy.linalg.blas, every metric) is loaded only for a table: the FID alone,

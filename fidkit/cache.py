@@ -41,9 +41,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
-import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,10 +53,14 @@ from fidkit._home_dir import cache_home
 from fidkit.errors import InputError, StatsFileError
 from fidkit.home import (
     CACHE_KEY_METADATA,
+    CACHE_MAX_BYTES_ENV,
+    DEFAULT_CACHE_MAX_BYTES,
     STATS_SUBDIR,
     ClearedCache,
+    cache_max_bytes,
     clear_cache,
     entry_files,
+    _is_regular_file,
     followed,
     is_cache_entry,
 )
@@ -79,54 +81,6 @@ logger = logging.getLogger(__name__)
 
 #: Version of the key recipe and entry layout in this module; bump it to orphan every old entry.
 CACHE_LAYOUT_VERSION = 3
-
-
-
-#: Environment variable: the most the statistics cache may hold, e.g. ``500M``, ``2G``, ``1073741824``
-#: (K, M, G, T are powers of 1024; a trailing ``B`` or ``iB`` is allowed); ``unlimited`` for no limit.
-CACHE_MAX_BYTES_ENV = "FIDKIT_CACHE_MAX_BYTES"
-#: The limit when the variable is not set: 2 GiB, about 60 entries of 2048-dimensional statistics.
-DEFAULT_CACHE_MAX_BYTES = 2 * 1024**3
-_SIZE_TEXT = re.compile(r"(?P<number>[-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>[kmgt]?)(?:i?b)?", re.IGNORECASE)
-_NO_LIMIT = "unlimited"
-
-
-def cache_max_bytes() -> int:
-    """Return the statistics cache's size limit in bytes from ``$FIDKIT_CACHE_MAX_BYTES`` (0: ``unlimited``).
-
-    Read on every call; unset or empty gives the default (2 GiB).
-
-    Raises
-    ------
-    InputError
-        The value is not a size (``500M``, ``2G``, ``1073741824``, ``unlimited``), or is less than one byte
-        (``0``, ``0.5``, a negative number): a limit that small would mean something else to each reader (no
-        limit, no cache); to run without the cache pass ``--no-cache`` (``use_cache=False``).
-    """
-    text = os.environ.get(CACHE_MAX_BYTES_ENV, "").strip()
-    if not text:
-        return DEFAULT_CACHE_MAX_BYTES
-    if text.lower() == _NO_LIMIT:
-        return 0
-    match = _SIZE_TEXT.fullmatch(text)
-    value = 0
-    if match is not None:
-        scale = 1024 ** " kmgt".index(match.group("unit").lower() or " ")
-        number = float(match.group("number")) * scale
-        if not math.isfinite(number):  # 400 digits: beyond float, no limit anyone means
-            raise InputError(
-                f"{CACHE_MAX_BYTES_ENV}={text[:40]}... is too large to be a size; give a size such as 500M or 2G, "
-                f"or {_NO_LIMIT!r} for no limit"
-            )
-        value = int(number)
-    if value < 1:
-        problem = "is less than one byte" if match is not None else "is not a size"
-        raise InputError(
-            f"{CACHE_MAX_BYTES_ENV}={text!r} {problem}: give the most the statistics cache may hold, at least one "
-            f"byte (e.g. 500M, 2G; K, M, G, T are powers of 1024), or {_NO_LIMIT!r} for no limit; to run without "
-            "the cache pass --no-cache (use_cache=False)"
-        )
-    return value
 
 
 def stats_cache_dir(root: str | os.PathLike | None = None) -> Path:
@@ -262,7 +216,7 @@ def store_cached_features(
     """Store feature rows under `key`, atomically, under the same size limit and LRU as statistics; the file
     records the key, `features` is not modified."""
     keyed = relabelled(features, metadata={**features.metadata, CACHE_KEY_METADATA: key}, path=None)  # all outputs
-    _store_entry(key, keyed, n=keyed.n, dim=keyed.dim, source_name=source_name, source_kind=source_kind, root=root)
+    _store_entry(key, keyed, source_name=source_name, source_kind=source_kind, root=root)
 
 
 def load_cached_stats(key: str, *, root: str | os.PathLike | None = None, source_name: str = "") -> Stats | None:
@@ -318,6 +272,7 @@ def _load_entry(key: str, root: str | os.PathLike | None, load: Any, source_name
     # The modification time is the entry's last use: the least recently used go first when over the limit.
     with contextlib.suppress(OSError):
         os.utime(entry)
+    _restore_sidecar(entry, key, loaded, source_name)
     logger.debug("cache hit: %s", entry)
     # Messages about these numbers name the user's input (the report's side), not a hashed file in the cache;
     # the key is the entry's own business (checked above), not something a caller could save into its file.
@@ -326,6 +281,11 @@ def _load_entry(key: str, root: str | os.PathLike | None, load: Any, source_name
 
 def _without_key(metadata: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in metadata.items() if name != CACHE_KEY_METADATA}
+
+
+def _not_a_file_here(path: Path) -> bool:
+    """Something other than a regular file is at `path` (a folder, a FIFO, a link): nothing fidkit wrote."""
+    return os.path.lexists(path) and not _is_regular_file(path)
 
 
 def _is_file(path: Path) -> bool:
@@ -372,12 +332,40 @@ def store_cached_stats(
         The statistics cache folder; default ``cache_home()/stats``.
     """
     keyed = relabelled(stats, metadata={**stats.metadata, CACHE_KEY_METADATA: key})
-    _store_entry(key, keyed, n=keyed.n, dim=int(keyed.dim), source_name=source_name, source_kind=source_kind, root=root)
+    _store_entry(key, keyed, source_name=source_name, source_kind=source_kind, root=root)
+
+
+def _write_sidecar(entry: Path, key: str, keyed: Any, *, source_name: str, source_kind: str) -> None:
+    """Write the ``<key>.json`` beside `entry`: what ``fidkit cache list`` shows of `keyed` (statistics or features)."""
+    sidecar = {
+        "key": key,
+        "source_name": source_name,
+        "source_path": _local_path_of(source_name),
+        "source_kind": source_kind,
+        "content": type(keyed).__name__.lower(),
+        "n": keyed.n,
+        "dim": int(keyed.dim),
+        "created": str(keyed.metadata.get("created", "")),
+    }
+    with atomic_write(_sidecar_path(entry), overwrite=True) as tmp_path:
+        tmp_path.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+
+
+def _restore_sidecar(entry: Path, key: str, loaded: Any, source_name: str) -> None:
+    """Write the sidecar of an entry that has none (a run killed between the two writes), on a hit: else the entry
+    is listed from its whole file on every ``cache list``. Anything at the sidecar's name is left alone."""
+    if os.path.lexists(_sidecar_path(entry)):
+        return
+    recorded = loaded.metadata
+    try:
+        _write_sidecar(entry, key, loaded, source_name=source_name or str(recorded.get("source_name", "")),
+                       source_kind=str(recorded.get("source_kind", "")))
+    except OSError as error:  # a read-only cache: listing reads the entry instead, as before
+        logger.debug("could not restore the sidecar of %s (%s)", entry, error)
 
 
 def _store_entry(
-    key: str, keyed: Any, *, n: int | None, dim: int, source_name: str, source_kind: str,
-    root: str | os.PathLike | None, again: bool = False,
+    key: str, keyed: Any, *, source_name: str, source_kind: str, root: str | os.PathLike | None, again: bool = False,
 ) -> None:
     """Write `keyed` (statistics or features recording `key`) and its sidecar, then evict; never fails a run."""
     entry = _entry_path(key, root)
@@ -386,18 +374,7 @@ def _store_entry(
         # overwrite=True: a concurrent writer may have stored the same entry first; both are valid
         # and the rename is atomic, so the last one simply wins.
         keyed.save(entry, overwrite=True)
-        sidecar = {
-            "key": key,
-            "source_name": source_name,
-            "source_path": _local_path_of(source_name),
-            "source_kind": source_kind,
-            "content": type(keyed).__name__.lower(),
-            "n": n,
-            "dim": dim,
-            "created": str(keyed.metadata.get("created", "")),
-        }
-        with atomic_write(_sidecar_path(entry), overwrite=True) as tmp_path:
-            tmp_path.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+        _write_sidecar(entry, key, keyed, source_name=source_name, source_kind=source_kind)
         logger.debug("stored cache entry %s for %s", entry, source_name)
         evict_cache(keep=key, root=root)
     except (OSError, StatsFileError, InputError, TypeError, ValueError) as error:
@@ -406,13 +383,17 @@ def _store_entry(
         # the run, and the warning says which source went uncached and what to do about the folder.
         cause = error.__cause__ if isinstance(error.__cause__, OSError) else error
         if isinstance(cause, FileNotFoundError) and not again:  # `cache clear` removed the empty folder meanwhile
-            return _store_entry(key, keyed, n=n, dim=dim, source_name=source_name, source_kind=source_kind,
-                                root=root, again=True)
+            return _store_entry(key, keyed, source_name=source_name, source_kind=source_kind, root=root, again=True)
         reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _short_reason(error, entry)
         limit_fix = file_size_limit_fix(cause, "set FIDKIT_HOME to a folder on another file system")
+        # A folder, FIFO or link at the entry's (or sidecar's) name: no permission would help, and fidkit never
+        # deletes what it did not write.
+        blocker = next((path for path in (entry, _sidecar_path(entry)) if _not_a_file_here(path)), None)
         fix = (f"{limit_fix}; or pass --no-cache" if limit_fix is not None else
                "free disk space there, set FIDKIT_HOME to a folder on another disk, or pass --no-cache"
                if out_of_space(cause) else
+               f"remove {blocker} (fidkit did not write it and never deletes it), or pass --no-cache"
+               if blocker is not None else
                f"make {entry.parent} writable, set FIDKIT_HOME to a writable folder, or pass --no-cache")
         _warn_unwritable_once(
             entry.parent,
@@ -542,21 +523,25 @@ def _describe_entry(entry: Path) -> CacheEntry | None:
     size_bytes = entry_stat.st_size
     info: Mapping[str, Any] = {}
     try:
+        if not _is_regular_file(sidecar):  # a FIFO would block the read for ever; a folder or link is not fidkit's
+            raise FileNotFoundError(sidecar)
         info = json.loads(sidecar.read_text(encoding="utf-8"))
         if not isinstance(info, Mapping):
             raise ValueError("the sidecar is not a JSON object")
         size_bytes += sidecar.stat().st_size
     except (OSError, ValueError):
-        # No usable sidecar (written by an interrupted run): read the entry itself.
+        # No usable sidecar (a run killed between the two writes): read the entry itself, as what it holds.
+        from fidkit.features import Features, is_features_file
         from fidkit.stats import Stats
 
         try:
-            stats = Stats.load(entry)
+            loaded = Features.load(entry) if is_features_file(entry) else Stats.load(entry)
             info = {
-                "n": stats.n,
-                "created": stats.metadata.get("created", ""),
-                "source_name": stats.metadata.get("source_name", ""),
-                "source_kind": stats.metadata.get("source_kind", ""),
+                "n": loaded.n,
+                "created": loaded.metadata.get("created", ""),
+                "source_name": loaded.metadata.get("source_name", ""),
+                "source_kind": loaded.metadata.get("source_kind", ""),
+                "content": type(loaded).__name__.lower(),
             }
         except Exception as error:  # noqa: BLE001 - listing must not fail on a bad entry
             info = {"source_name": f"(unreadable: {type(error).__name__})"}

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from fidkit import commands
-from fidkit._argtypes import device_string, non_negative_int, positive_int, resample_count, seed_value
+from fidkit._argtypes import (
+    device_string, interval_level, non_negative_int, positive_int, resample_count, seed_value,
+)
 from fidkit._streams import StdoutGone, StdoutWriteError, logging_to_stderr, silence_stdout, standard_streams
 from fidkit._ray_address import ray_address_argument
 from fidkit._signals import Terminated, sigterm_arrived, sigterm_as_interrupt
@@ -161,8 +163,10 @@ def _network_parent(common: argparse.ArgumentParser, *, full: bool = True) -> ar
         "--weights", metavar="PATH", default=None,
         help="Inception weights .pth (default: $FIDKIT_WEIGHTS, the cache, or a download)",
     )
+    # No defaults here (None): what the user gave is told from what was left alone (fidkit.options.RunOptions.given
+    # has the defaults), as a file compared with --dims 2048 must be (ttur and validate keep theirs).
     group.add_argument(
-        "--device", default="auto", type=device_string, metavar="DEVICE",
+        "--device", default=None if full else "auto", type=device_string, metavar="DEVICE",
         help="where the network runs: auto, cpu, cuda, cuda:N, tensorrt, tensorrt:N (default: auto = CUDA "
         "when a session really runs there, else CPU)",
     )
@@ -174,16 +178,16 @@ def _network_parent(common: argparse.ArgumentParser, *, full: bool = True) -> ar
     if not full:
         return parent
     group.add_argument(
-        "--extractor", default="inception-2015", metavar="NAME", type=_extractor_name,
+        "--extractor", default=None, metavar="NAME", type=_extractor_name,
         help="the feature extractor, by its registered name (default: inception-2015, the FID network)",
     )
     group.add_argument(
-        "--engine", default="auto", choices=("auto", "onnxruntime", "torch"),
+        "--engine", default=None, choices=("auto", "onnxruntime", "torch"),
         help="what runs the network: onnxruntime (the ONNX graph) or torch (the same network); default auto = "
         "onnxruntime, or torch where a GPU is asked for that only torch can use",
     )
     group.add_argument(
-        "--precision", default="exact", choices=("exact", "fast", "tf32", "bf16"),
+        "--precision", default=None, choices=("exact", "fast", "tf32", "bf16"),
         help="exact = float32 (default, the reference's numbers); opt-in and never the reference: tf32 = TF32 on a "
         "CUDA GPU (--device cuda), bf16 = bfloat16 autocast (--engine torch), fast = TensorRT FP16 (--device "
         "tensorrt)",
@@ -193,26 +197,15 @@ def _network_parent(common: argparse.ArgumentParser, *, full: bool = True) -> ar
         help="CPU threads of the network (default: the cores this process may use)",
     )
     group.add_argument(
-        "--convention", default="tf", choices=CONVENTIONS,
+        "--convention", default=None, choices=CONVENTIONS,
         help="whose resize and normalization to reproduce: tf (default: the TensorFlow reference, TTUR, "
         "torch-fidelity), pytorch-fid, clean (clean-fid), torchmetrics; see docs/compatibility.md",
     )
     group.add_argument(
-        "--dims", type=int, default=2048, choices=DIMS, metavar="{2048,768,192,64}",
+        "--dims", type=int, default=None, choices=DIMS, metavar="{2048,768,192,64}",
         help="feature width: 2048 = pool_3 (default, the FID of the literature), or pytorch-fid's other layers",
     )
     return parent
-
-
-def _level(text: str) -> float:
-    """``--ci LEVEL``: a probability strictly between 0 and 1."""
-    try:
-        level = float(text)
-    except ValueError:
-        level = float("nan")
-    if not 0.0 < level < 1.0:
-        raise argparse.ArgumentTypeError(f"the interval level must be between 0 and 1 (e.g. 0.95), not {text!r}")
-    return level
 
 
 def _save_path(text: str) -> Path:
@@ -318,20 +311,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     metrics = compute.add_argument_group("metrics (docs/metrics.md)")
     metrics.add_argument(
-        "--metrics", default="fid", metavar="LIST",
-        help="comma-separated: fid, kid, is, sfid, prdc, or all (default: fid); A is the evaluated side, B the "
-        "reference; sides keep only what the metrics need (feature rows, logits, spatial features)",
+        "--metrics", action="append", default=None, metavar="LIST",
+        help="comma-separated: fid, kid, is, sfid, prdc, or all (default: fid); given more than once, all are computed "
+        "(--metrics kid --metrics is = --metrics kid,is); A is the evaluated side, B the reference; sides keep only "
+        "what the metrics need (feature rows, logits, spatial features)",
     )
     metrics.add_argument(
-        "--ci", nargs="?", const=0.95, default=None, type=_level, metavar="LEVEL",
+        "--ci", nargs="?", const=0.95, default=None, type=interval_level, metavar="LEVEL",
         help="an interval for every number, at LEVEL (default 0.95): bootstrap for FID/sFID, half-samples for the "
         "others",
     )
     metrics.add_argument(
-        "--resamples", type=resample_count, default=200, metavar="N", help="resamples of --ci (default: 200)"
+        "--resamples", type=resample_count, default=None, metavar="N", help="resamples of --ci (default: 200)"
     )
     metrics.add_argument(
-        "--metrics-seed", type=seed_value, default=0, metavar="N",
+        "--metrics-seed", type=seed_value, default=None, metavar="N",
         help="the seed of KID's subsets, IS's splits and the intervals, 0 <= N < 2**32 (default: 0)",
     )
     compute.set_defaults(func=commands.compute)
@@ -367,9 +361,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     features.add_argument("--force", action="store_true", help="replace OUT.npz if it exists")
     features.add_argument("--json", action="store_true", help="print the summary as JSON")
     features.add_argument(
-        "--metrics", default="fid", metavar="LIST",
+        "--metrics", action="append", default=None, metavar="LIST",
         help="keep what these metrics need besides the rows: is adds the logits, sfid the spatial features, all "
-        "both (default: fid, the rows only)",
+        "both (default: fid, the rows only); given more than once, what all of them need",
     )
     features.set_defaults(func=commands.features)
 

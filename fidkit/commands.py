@@ -33,46 +33,54 @@ EXIT_BROKEN_PIPE = 141
 
 
 def _run_options(args: argparse.Namespace) -> Any:
-    """The one :class:`~fidkit.options.RunOptions` of a command, from its parsed arguments."""
+    """The one :class:`~fidkit.options.RunOptions` of a command, from its parsed arguments.
+
+    Only the options the user gave are passed (the parser's defaults are None, a flag's is False), so that the
+    object knows them (:meth:`~fidkit.options.RunOptions.given`): ``--dims 2048`` against 64-dimensional files is
+    refused as ``--dims 768`` is, where a default left alone asks for nothing. The defaults are RunOptions'.
+    """
     from fidkit.options import RunOptions
 
-    return RunOptions(
-        extractor=args.extractor,
-        weights=args.weights,
-        device=args.device,
-        engine=args.engine,
-        precision=args.precision,
-        convention=args.convention,
-        dims=args.dims,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        workers=args.workers,
-        skip_bad=args.skip_bad,
-        limit=args.limit,
-        seed=args.seed,
-        exif_transpose=args.exif_transpose,
-        use_cache=not args.no_cache,
-        hash_content=args.hash_content,
+    values = {
+        "extractor": args.extractor,
+        "weights": args.weights,
+        "device": args.device,
+        "engine": args.engine,
+        "precision": args.precision,
+        "convention": args.convention,
+        "dims": args.dims,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "workers": args.workers,
+        "skip_bad": args.skip_bad or None,
+        "limit": args.limit,
+        "seed": args.seed,
+        "exif_transpose": args.exif_transpose or None,
+        "use_cache": False if args.no_cache else None,
+        "hash_content": args.hash_content or None,
         # None lets the bar decide (a terminal shows it); --quiet turns it off.
-        progress=False if args.quiet else None,
-        cluster="ray" if args.ray or args.ray_address else "local",
-        ray_address=args.ray_address,
-    )
+        "progress": False if args.quiet else None,
+        "cluster": "ray" if args.ray or args.ray_address else None,
+        "ray_address": args.ray_address,
+    }
+    return RunOptions(**{name: value for name, value in values.items() if value is not None})
 
 
 def compute(args: argparse.Namespace) -> int:
     from fidkit.report import json_text, merge_warnings  # strict JSON: no NaN or Infinity
     from fidkit.api import compute_fid
 
+    metrics = _metrics_text(args.metrics)
     ci = None
     if args.ci is not None:
         from fidkit.metrics.table import IntervalSpec
 
-        ci = IntervalSpec(level=args.ci, n_resamples=args.resamples)
+        ci = IntervalSpec(level=args.ci, **({} if args.resamples is None else {"n_resamples": args.resamples}))
+    _warn_unused_metric_options(args, metrics)
     report = compute_fid(
         args.source_a, args.source_b, options=_run_options(args), allow_weights_mismatch=args.allow_weights_mismatch,
-        allow_convention_mismatch=args.allow_convention_mismatch, metrics=args.metrics, ci=ci,
-        metrics_seed=args.metrics_seed,
+        allow_convention_mismatch=args.allow_convention_mismatch, metrics=metrics, ci=ci,
+        metrics_seed=0 if args.metrics_seed is None else args.metrics_seed,
     )
     if args.json:
         data = report.to_dict()
@@ -84,6 +92,27 @@ def compute(args: argparse.Namespace) -> int:
     else:
         print(f"FID: {fid_text(report.value)}")
     return EXIT_OK
+
+
+def _metrics_text(given: list[str] | None) -> str:
+    """``--metrics``, given once or more: every list named (``--metrics kid --metrics is`` is ``kid,is``)."""
+    return ",".join(given) if given else "fid"
+
+
+def _warn_unused_metric_options(args: argparse.Namespace, metrics: str) -> None:
+    """``--resamples`` without ``--ci``, and ``--metrics-seed`` with nothing it seeds, would be ignored without a
+    word: the number printed is right, but not what the option suggests. Said as ``seed`` without ``limit`` is."""
+    if args.resamples is not None and args.ci is None:
+        warnings.warn(
+            f"--resamples {args.resamples} without --ci has no effect: no interval is computed; pass --ci (e.g. --ci "
+            "0.95) for intervals from that many resamples", FidkitWarning, stacklevel=2,
+        )
+    fid_alone = {name.strip().lower() for name in metrics.split(",")} <= {"fid", ""}
+    if args.metrics_seed is not None and args.ci is None and fid_alone:
+        warnings.warn(
+            f"--metrics-seed {args.metrics_seed} has no effect on the FID alone (it seeds KID's subsets, IS's splits "
+            "and the intervals); pass --metrics or --ci, or drop it", FidkitWarning, stacklevel=2,
+        )
 
 
 def stats(args: argparse.Namespace) -> int:
@@ -215,7 +244,9 @@ def features(args: argparse.Namespace) -> int:
 
     out_path: Path | None = args.save
     _check_save_path(out_path, args.force, args.source, args.weights)
-    result = compute_side(args.source, options=_run_options(args), keep_features=_outputs_for(args.metrics))
+    result = compute_side(
+        args.source, options=_run_options(args), keep_features=_outputs_for(_metrics_text(args.metrics))
+    )
     kept = result.features
     assert kept is not None
     side = result.report

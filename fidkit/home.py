@@ -5,7 +5,8 @@ fidkit writes, under :func:`fidkit._home_dir.cache_home`, only these folders: ``
 ``datasets/`` (downloaded named datasets), ``locks/`` (download locks) and ``tensorrt/`` (onnxruntime's
 engine cache). Each file it writes has an exact name; :func:`clear_cache` removes a file only when it has
 such a name and, where the name alone could lie, its contents say the same (a cache entry records its key,
-a download matches its published checksum). Everything else is kept and reported.
+a download matches its published checksum). Everything else is kept and reported. How much ``stats/`` may hold
+is :func:`cache_max_bytes` (``$FIDKIT_CACHE_MAX_BYTES``), read here and by :mod:`fidkit.cache`'s eviction.
 
 Symbolic links: the cache home and each of these folders may be a link to a folder elsewhere (a bigger disk);
 every reader, writer, the size limit and :func:`clear_cache` follow it alike (:func:`followed`), and leave the
@@ -19,17 +20,20 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import stat
 from pathlib import Path
 from typing import Any
 
-from fidkit._fs import HOME_SUBDIRS, file_digest, is_temporary_name, remove_stale_temporaries
+from fidkit._fs import HOME_SUBDIRS, file_digest, file_kind, is_temporary_name, remove_stale_temporaries
 from fidkit._home_dir import cache_home, expand_user
+from fidkit.errors import InputError
 
 __all__ = [
-    "STATS_SUBDIR", "CACHE_KEY_METADATA", "ClearedCache", "is_cache_entry", "entry_files", "followed", "clear_cache",
+    "STATS_SUBDIR", "CACHE_KEY_METADATA", "CACHE_MAX_BYTES_ENV", "DEFAULT_CACHE_MAX_BYTES", "cache_max_bytes",
+    "ClearedCache", "is_cache_entry", "entry_files", "followed", "clear_cache",
     "weights_files_read",
 ]
 
@@ -42,6 +46,53 @@ STATS_SUBDIR = "stats"
 CACHE_KEY_METADATA = "cache_key"
 
 
+#: Environment variable: the most the statistics cache may hold, e.g. ``500M``, ``2G``, ``1073741824``
+#: (K, M, G, T are powers of 1024; a trailing ``B`` or ``iB`` is allowed); ``unlimited`` for no limit.
+CACHE_MAX_BYTES_ENV = "FIDKIT_CACHE_MAX_BYTES"
+#: The limit when the variable is not set: 2 GiB, about 60 entries of 2048-dimensional statistics.
+DEFAULT_CACHE_MAX_BYTES = 2 * 1024**3
+_SIZE_TEXT = re.compile(r"(?P<number>[-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>[kmgt]?)(?:i?b)?", re.IGNORECASE)
+_NO_LIMIT = "unlimited"
+
+
+def cache_max_bytes() -> int:
+    """Return the statistics cache's size limit in bytes from ``$FIDKIT_CACHE_MAX_BYTES`` (0: ``unlimited``).
+
+    Read on every call; unset or empty gives the default (2 GiB).
+
+    Raises
+    ------
+    InputError
+        The value is not a size (``500M``, ``2G``, ``1073741824``, ``unlimited``), or is less than one byte
+        (``0``, ``0.5``, a negative number): a limit that small would mean something else to each reader (no
+        limit, no cache); to run without the cache pass ``--no-cache`` (``use_cache=False``).
+    """
+    text = os.environ.get(CACHE_MAX_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_CACHE_MAX_BYTES
+    if text.lower() == _NO_LIMIT:
+        return 0
+    match = _SIZE_TEXT.fullmatch(text)
+    value = 0
+    if match is not None:
+        scale = 1024 ** " kmgt".index(match.group("unit").lower() or " ")
+        number = float(match.group("number")) * scale
+        if not math.isfinite(number):  # 400 digits: beyond float, no limit anyone means
+            raise InputError(
+                f"{CACHE_MAX_BYTES_ENV}={text[:40]}... is too large to be a size; give a size such as 500M or 2G, "
+                f"or {_NO_LIMIT!r} for no limit"
+            )
+        value = int(number)
+    if value < 1:
+        problem = "is less than one byte" if match is not None else "is not a size"
+        raise InputError(
+            f"{CACHE_MAX_BYTES_ENV}={text!r} {problem}: give the most the statistics cache may hold, at least one "
+            f"byte (e.g. 500M, 2G; K, M, G, T are powers of 1024), or {_NO_LIMIT!r} for no limit; to run without "
+            "the cache pass --no-cache (use_cache=False)"
+        )
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class ClearedCache:
     """What :func:`clear_cache` removed, and what it left in place.
@@ -51,7 +102,7 @@ class ClearedCache:
     n_stats_entries : int
         Statistics entries removed.
     removed_paths : tuple of Path
-        Every file removed (and every emptied folder of fidkit's that was removed).
+        Every file removed (files only: no folder is ever removed).
     bytes_freed : int
         Their total size.
     kept : tuple of (Path, str)
@@ -83,7 +134,7 @@ def weights_files_read(weights: str | os.PathLike | None) -> list[tuple[Path, st
     without weights named loads it): an output path is checked against them so that no write replaces them.
     Nothing is hashed or downloaded here.
     """
-    from fidkit.errors import InputError, WeightsError
+    from fidkit.errors import WeightsError
     from fidkit.inception.weights import WEIGHTS_ENV, load_manifest, weights_cache_dir
 
     files: list[tuple[Path, str]] = []
@@ -243,19 +294,34 @@ def _clear_stats(folder: Path, run: _Clearing) -> None:
                 if run.remove(path):
                     run.n_stats_entries += 1
                     removed_keys.add(path.stem)
+            elif not _is_regular_file(path):
+                run.keep(path, f"{_what_is(path)} at a cache entry's name: not written by fidkit; remove it by hand")
             else:
                 run.keep(path, "named like a cache entry but does not record that key: not written by fidkit")
     for path in children:
         if path.suffix == ".npz" and _KEY_NAME.fullmatch(path.stem):
             continue
         if path.suffix == ".json" and _KEY_NAME.fullmatch(path.stem) and _is_regular_file(path):
-            entry_gone = path.stem in removed_keys or not path.with_suffix(".npz").exists()
+            entry = path.with_suffix(".npz")
+            # No file of fidkit's there any more (removed, missing, or a folder, FIFO or link in its place): the
+            # sidecar describes nothing and is removed when it is fidkit's.
+            entry_gone = path.stem in removed_keys or not _is_regular_file(entry)
             if entry_gone and _sidecar_key(path) == path.stem:
                 run.remove(path)
                 continue
             if not entry_gone:
-                continue  # the sidecar of an entry that was kept: it stays with it
+                run.keep(path, f"the sidecar of {entry.name}, which is kept")
+                continue
         run.keep(path, "not a statistics cache entry")
+
+
+def _what_is(path: Path) -> str:
+    """What `path` is, in words ("a folder", "a FIFO (named pipe)", "a symbolic link"), for the reasons kept."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return "something that is gone"
+    return "a symbolic link" if stat.S_ISLNK(mode) else file_kind(mode)
 
 
 def _clear_graphs(folder: Path, run: _Clearing) -> None:
@@ -340,8 +406,8 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
       running download.
 
     Anything else (a user's file, a folder, a symbolic link, a file whose contents do not match) is kept
-    and reported in :attr:`ClearedCache.kept`, and no folder is entered beyond these. fidkit's own folders
-    are removed when they end up empty.
+    and reported in :attr:`ClearedCache.kept`, and no folder is entered beyond these. No folder is removed, not
+    even one left empty: fidkit cannot tell the folders it made from those made for it.
 
     Parameters
     ----------
@@ -375,16 +441,11 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
             run.removed.append(path)
             run.bytes_freed += size
         scan(folder, run)
-    cleared = [name for name, _ in scans]
     if include_models:
         if (home_path / "tensorrt").exists():
             run.keep(home_path / "tensorrt", "TensorRT engine cache (names chosen by onnxruntime); remove it by hand")
-    for name in cleared:
-        folder = home_path / name
-        if folder.is_dir() and not folder.is_symlink():
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only succeeds when empty
-                run.removed.append(folder)
+    # No folder is removed, not even an emptied one: fidkit cannot tell one it made from one made for it (a mount
+    # point, a folder with its own owner or permissions), and its writers make them again when needed.
     for path in _children(followed(home_path)):
         if path.name not in HOME_SUBDIRS:
             run.keep(path, "not a folder fidkit writes")

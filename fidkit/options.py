@@ -154,6 +154,15 @@ class RunOptions:
     cluster: str = "local"
     ray_address: str | None = None
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> RunOptions:
+        self = super().__new__(cls)
+        # The fields the caller named, by position or keyword: an explicit default is a choice too (``--dims 2048``
+        # against 64-dimensional files), which the values alone cannot tell from no choice (see :meth:`given`).
+        # A call naming every field (``dataclasses.replace`` makes one) tells nothing: :meth:`changed` then decides.
+        named = frozenset((*_FIELDS[: len(args)], *kwargs))
+        object.__setattr__(self, "_named", named if len(named) < len(_FIELDS) else frozenset())
+        return self
+
     def __post_init__(self) -> None:
         from fidkit.extractors import check_shared_options, extractor_entry, refuse_unread_options
 
@@ -213,18 +222,28 @@ class RunOptions:
         )
 
     def changed(self) -> dict[str, Any]:
-        """The fields whose value is not their default: what a caller set (a default passed explicitly cannot be
-        told from one left alone)."""
+        """The fields whose value is not their default (a default passed explicitly is not among them: :meth:`given`
+        has it)."""
         return {
             field.name: getattr(self, field.name)
             for field in dataclasses.fields(self)
             if getattr(self, field.name) != field.default
         }
 
+    def given(self) -> dict[str, Any]:
+        """The fields the caller gave: those named when the object was made or in :meth:`replace`, even with their
+        default value (``RunOptions(dims=2048)``, ``--dims 2048``), and every one whose value is not its default."""
+        named = getattr(self, "_named", frozenset())  # absent only in an object unpickled from an older fidkit
+        changed = self.changed()
+        return {name: getattr(self, name) for name in _FIELDS if name in named or name in changed}
+
     def replace(self, **changes: Any) -> RunOptions:
-        """A copy with `changes` applied (and checked again); an unknown name is an ``InputError``."""
+        """A copy with `changes` applied (and checked again); an unknown name is an ``InputError``. The copy was given
+        what this object was given, and `changes`."""
         _check_names(changes)
-        return dataclasses.replace(self, **changes)
+        replaced = dataclasses.replace(self, **changes)  # names every field: what was given is set below
+        object.__setattr__(replaced, "_named", frozenset((*self.given(), *changes)))
+        return replaced
 
     def to_dict(self) -> dict[str, Any]:
         """The options as plain values (the weights as a string), e.g. for ``--json``."""
@@ -352,11 +371,11 @@ def _rebuild_advice(extractor: Any, name: str, value: Any) -> str:
 
 
 def given_options(options: RunOptions | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The options a call gave explicitly: its keywords, and the fields of its `options` object that differ from
-    their defaults (a default passed inside an object cannot be told from one left alone)."""
+    """The options a call gave explicitly: its keywords, and the fields its `options` object was given
+    (:meth:`RunOptions.given`: named when it was made, even with their default value, or not at their default)."""
     given = {name: value for name, value in (overrides or {}).items() if name in _FIELDS}
-    changed = options.changed() if options is not None else {}
-    return {**given, **{name: value for name, value in changed.items() if name not in given}}
+    named = options.given() if options is not None else {}
+    return {**given, **{name: value for name, value in named.items() if name not in given}}
 
 
 def check_options_for_object(extractor: Any, options: RunOptions | None, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -57,6 +57,15 @@ _NOT_FOR_FILES = (
     "--{option} does not apply to statistics or features files (no network runs; they are used as they are): "
     "drop --{option}, or recompute the file with it"
 )
+# The options that steer how the network runs or how images are read, with their flag: given (other than their
+# default) when every input is a statistics or features file, none applies, and one warning names them. limit and
+# seed are not here: fidkit.pipeline.open_input warns about them for each file, beside an image side too.
+_RUN_ONLY = (
+    ("device", "--device"), ("engine", "--engine"), ("batch_size", "--batch-size"), ("threads", "--threads"),
+    ("workers", "--workers"), ("skip_bad", "--skip-bad"), ("exif_transpose", "--exif-transpose"),
+    ("use_cache", "--no-cache"), ("hash_content", "--hash-content"), ("cluster", "--ray"),
+    ("ray_address", "--ray-address"),
+)
 # What a statistics or features file records of its network, and the option that selects each.
 _RECORDED = (
     ("weights_sha256", "weights"),
@@ -64,6 +73,20 @@ _RECORDED = (
     ("feature_extractor", "dims"),
     ("precision", "precision"),  # two files only: with images, a precision difference is a warning after the run
 )
+
+
+def _warn_run_only_options(options: RunOptions) -> None:
+    """Warn, once for them all, about the options given that no input reads when every one is a file: the run is
+    right (the files are used as they are), but the option was ignored. A default given explicitly (``--device
+    auto``) asks for nothing and is not named."""
+    changed = options.changed()
+    named = [f"{flag} ({name}={changed[name]!r})" for name, flag in _RUN_ONLY if name in changed]
+    if named:
+        warnings.warn(
+            f"{', '.join(named)} {'does' if len(named) == 1 else 'do'} not apply to statistics or features files (no "
+            "network runs and no image is read; they are used as they are): ignored; drop "
+            f"{'it' if len(named) == 1 else 'them'}", FidkitWarning, stacklevel=4,
+        )
 
 
 def check_against_run(
@@ -81,8 +104,10 @@ def check_against_run(
     side must record the same weights, convention and layer (``--dims``) as that extractor, and have its
     feature dimension; otherwise the error came after the whole network pass. With files only, no network
     runs and the files are used as they are: an option that selects the built-in network (``--convention``,
-    ``--dims``, ``--weights``), given with a value other than its default, must agree with what each file
-    records, or the number printed would not be the one asked for (a file that records nothing is a warning).
+    ``--dims``, ``--weights``, ``--precision``), given (:meth:`RunOptions.given`, its default value too), must agree
+    with what each file records, or the number printed would not be the one asked for (a file that records nothing
+    is a warning); an option of the network's run or of image reading (``--device``, ``--batch-size``,
+    ``--exif-transpose``, ...) given other than its default is named in one warning, as not applying.
     That check needs no weights unless ``--weights`` names a file: nothing is located or downloaded.
     `offer_allow` False leaves the ``allow_*_mismatch`` options out of the advice (``fidkit.FID`` has none).
     """
@@ -117,21 +142,24 @@ def check_against_run(
         # for these options (the built-in network's --dims): never assumed from the name, which a stand-in may take.
         expected_dim = lazy.feature_dim()
     else:
+        _warn_run_only_options(options)
         if not inception:
             return
         # From the options alone: comparing two files must not need the network's weights (nor download them).
-        defaults = RunOptions()
+        # Every option the caller gave is checked, its default too: --dims 2048 against 64-dimensional files would
+        # print their FID as if it were pool_3's.
+        given = options.given()
         expected = {
-            "convention": options.convention if options.convention != defaults.convention else "",
+            "convention": options.convention if "convention" in given else "",
             "weights_sha256": _weights_sha256(options.weights) if options.weights is not None else "",
             # As the network records it: TensorRT's precisions are named apart.
             "precision": (
                 numerics(options.precision, tensorrt=parse_device(options.device).kind == "tensorrt")
-                if options.precision != defaults.precision else ""
+                if "precision" in given else ""
             ),
         }
         checked = {key for key, value in expected.items() if value}
-        expected_dim = options.dims if options.dims != defaults.dims else None
+        expected_dim = options.dims if "dims" in given else None
     for label, side in files.items():
         where = _file_label(label, side)
         dim = side.dim

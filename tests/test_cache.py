@@ -233,8 +233,8 @@ def test_list_and_clear(fidkit_home):
     assert list_cache() == []
     assert graph.exists()  # models only with include_models
     cleared_all = clear_cache(include_models=True)
-    assert not (fidkit_home / "onnx").exists()  # emptied, then removed
-    assert cleared_all.bytes_freed == 10
+    assert list((fidkit_home / "onnx").iterdir()) == []  # emptied; folders are never removed
+    assert cleared_all.bytes_freed == 10 and cleared_all.removed_paths == (graph,)
 
 
 # --- through the API: hits skip the network, changes miss -------------------------------------------
@@ -715,3 +715,88 @@ def test_statistics_served_from_an_entry_another_source_made_name_this_source(tm
     stats, report = compute_stats_with_report(str(copy_of_it), extractor=FullIdentityMeanColour(), hash_content=True, workers=0)
     assert report.cached and report.ignored == ()
     assert stats.metadata["source_name"] == str(copy_of_it) and stats.path is None
+
+
+# --- hostile round 7: sidecars killed, FIFOs and folders at an entry's names ------------------------------------------
+
+
+def _features(seed: int = 0, n: int = 13, dim: int = 6):
+    from fidkit.features import Features
+
+    rows = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return Features(rows, metadata={"created": "2026-01-02T03:04:05+00:00", "source_name": "gen",
+                                    "source_kind": "folder"})
+
+
+@pytest.mark.parametrize("content", ["features", "stats"])
+def test_an_entry_whose_sidecar_was_never_written_is_listed_as_what_it_holds_and_repaired_on_a_hit(
+    fidkit_home, tmp_path, content
+) -> None:
+    from fidkit.cache import load_cached_features, store_cached_features
+
+    key = ("e" if content == "features" else "f") * 64
+    source = tmp_path / "gen"
+    source.mkdir()
+    if content == "features":
+        store_cached_features(key, _features(n=13), source_name=str(source), source_kind="folder")
+        load = load_cached_features
+    else:
+        store_cached_stats(key, small_stats(n=13, metadata={"created": "now", "source_kind": "folder"}),
+                           source_name=str(source), source_kind="folder")
+        load = load_cached_stats
+    sidecar = stats_cache_dir() / f"{key}.json"
+    sidecar.unlink()  # what a SIGKILL between the entry's write and its sidecar's leaves
+    (entry,) = list_cache()
+    assert (entry.content, entry.n, entry.source_kind) == (content, 13, "folder")
+    assert "unreadable" not in entry.source_name
+    assert load(key, source_name=str(source)) is not None  # a hit writes the missing sidecar again
+    recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+    assert (recorded["key"], recorded["content"], recorded["n"]) == (key, content, 13)
+    (entry,) = list_cache()
+    assert (entry.content, entry.n, entry.source) == (content, 13, str(source))
+
+
+def test_a_fifo_at_a_sidecar_name_is_never_opened_by_cache_list(fidkit_home, capsys) -> None:
+    key = "9" * 64
+    store_cached_stats(key, small_stats(n=17), source_name="real/", source_kind="folder")
+    sidecar = stats_cache_dir() / f"{key}.json"
+    sidecar.unlink()
+    os.mkfifo(sidecar)
+    listed: list = []
+    worker = threading.Thread(target=lambda: listed.append(main(["cache", "list", "--json"])), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    if worker.is_alive():  # blocked opening the FIFO: let it go (a writer that closes at once), then fail
+        os.close(os.open(sidecar, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(timeout=20)
+        pytest.fail("cache list opened the FIFO at the sidecar's name and waited for a writer")
+    assert listed == [0]
+    (entry,) = json.loads(capsys.readouterr().out)["entries"]
+    assert entry["n"] == 17 and entry["content"] == "stats"
+    assert load_cached_stats(key) is not None  # a hit leaves what is at the sidecar's name alone
+    assert stat_kind(sidecar) == "fifo"
+
+
+def stat_kind(path: Path) -> str:
+    import stat
+
+    mode = path.lstat().st_mode
+    return "fifo" if stat.S_ISFIFO(mode) else "dir" if stat.S_ISDIR(mode) else "file"
+
+
+@pytest.mark.parametrize("where", ["entry", "sidecar"])
+def test_a_folder_or_fifo_at_an_entry_name_is_named_with_the_fix_not_permissions(
+    fidkit_home, caplog, where
+) -> None:
+    key = ("b" if where == "entry" else "c") * 64
+    folder = stats_cache_dir()
+    folder.mkdir(parents=True)
+    blocker = folder / f"{key}.{'npz' if where == 'entry' else 'json'}"
+    blocker.mkdir() if where == "entry" else os.mkfifo(blocker)
+    with caplog.at_level("WARNING", logger="fidkit.cache"):
+        store_cached_stats(key, small_stats(), source_name="samples/", source_kind="folder")
+    (message,) = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert message.startswith("samples/: the statistics are not cached")
+    assert f"remove {blocker} (fidkit did not write it and never deletes it), or pass --no-cache" in message
+    assert "writable" not in message
+    assert stat_kind(blocker) == ("dir" if where == "entry" else "fifo")  # left alone

@@ -92,3 +92,32 @@ def test_metric_and_interval_flags_refuse_bad_values(capsys):
     assert "between 0 and 1" in capsys.readouterr().err
     assert main(["compute", "a", "b", "--metrics", "fid,precision"]) == 1
     assert "prdc" in capsys.readouterr().err
+
+
+# --- hostile round 7: --metrics given twice, --ci before the sources -------------------------------------------------
+
+
+def features_file(path, seed: int, n: int = 60) -> str:
+    rng = np.random.default_rng(seed)
+    Features(rng.normal(size=(n, 6)), logits=rng.normal(size=(n, 12))).save(path)
+    return str(path)
+
+
+def test_metrics_given_twice_are_all_computed(tmp_path, capsys):
+    a, b = features_file(tmp_path / "a.npz", 0), features_file(tmp_path / "b.npz", 1)
+    assert main(["compute", a, b, "--metrics", "kid", "--metrics", "is", "--json", "-q"]) == 0
+    twice = json.loads(capsys.readouterr().out)["metrics"]["entries"]
+    assert main(["compute", a, b, "--metrics", "kid,is", "--json", "-q"]) == 0
+    once = json.loads(capsys.readouterr().out)["metrics"]["entries"]
+    assert set(twice) == set(once) == {"fid", "kid", "is_a", "is_b"}
+    assert twice["kid"]["value"] == once["kid"]["value"] and twice["is_a"]["value"] == once["is_a"]["value"]
+    assert main(["compute", "--help"]) == 0
+    assert "--metrics kid --metrics is = --metrics kid,is" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("word", ["samples", "real_images", "b.npz"])
+def test_ci_before_the_sources_says_it_took_the_first_as_its_level(capsys, word):
+    assert main(["compute", "--ci", word, "other"]) == 2
+    err = capsys.readouterr().err
+    assert f"not {word!r} (--ci takes an optional level, so {word!r} after it was read as one)" in err
+    assert "put --ci after the sources, or give the level (--ci 0.95)" in err

@@ -156,17 +156,17 @@ def test_clearing_removes_recognised_entries_and_their_sidecars_and_lists_what_i
     assert reasons[users_entry] == "named like a cache entry but does not record that key: not written by fidkit"
     assert reasons[wrong_sidecar] == reasons[notes] == reasons[subfolder] == "not a statistics cache entry"
     assert reasons[top] == "not a folder fidkit writes"
-    assert users_sidecar not in reasons and users_sidecar.exists()  # stays with the kept entry, silently
+    assert reasons[users_sidecar] == f"the sidecar of {users_entry.name}, which is kept" and users_sidecar.exists()
     assert all(path.exists() for path in reasons)
     assert folder.is_dir()  # not empty: kept
 
 
-def test_clearing_removes_the_emptied_stats_folder_and_leaves_the_models_alone(fidkit_home):
+def test_clearing_keeps_the_emptied_stats_folder_and_leaves_the_models_alone(fidkit_home):
     store_cached_stats(KEY_A, small_stats(), source_name="a/", source_kind="folder")
     graph = write(fidkit_home / "onnx" / "0123456789abcdef-1.onnx", b"graph")
     cleared = clear_cache()
     assert cleared.n_stats_entries == 1
-    assert stats_dir(fidkit_home) in cleared.removed_paths and not stats_dir(fidkit_home).exists()
+    assert stats_dir(fidkit_home) not in cleared.removed_paths and list(stats_dir(fidkit_home).iterdir()) == []
     assert graph.exists() and cleared.kept == ()
 
 
@@ -176,7 +176,7 @@ def test_clearing_an_absent_home_or_another_home(fidkit_home, tmp_path):
     store_cached_stats(KEY_A, small_stats(), root=other / "stats")
     store_cached_stats(KEY_B, small_stats())  # in FIDKIT_HOME
     cleared = clear_cache(home=other)
-    assert cleared.n_stats_entries == 1 and not (other / "stats").exists()
+    assert cleared.n_stats_entries == 1 and list((other / "stats").iterdir()) == []
     assert (stats_dir(fidkit_home) / f"{KEY_B}.npz").exists()  # the home of this process is untouched
 
 
@@ -349,7 +349,7 @@ def test_cache_clear_all_removes_only_files_fidkit_wrote(home, tmp_path, monkeyp
     assert not graph.exists()
     assert not (home / "weights" / weights_name).exists()
     assert not (home / "datasets" / dataset_name).exists() and not (home / "datasets" / "verified.json").exists()
-    assert not (home / "locks").exists()  # emptied, so removed
+    assert list((home / "locks").iterdir()) == []  # emptied; the folder stays (folders are never removed)
     assert "removed 1 cached statistics entries" in out
     assert "1 file(s) from onnx/" in out and "1 file(s) from weights/" in out and "2 file(s) from datasets/" in out  # the file and verified.json
     assert f"kept {home / 'weights' / 'my-own-inception.pth'}: not the downloaded weights file" in out
@@ -410,3 +410,33 @@ def test_clear_all_removes_the_graphs_fidkit_builds(fidkit_home, monkeypatch, co
     cleared = clear_cache(include_models=True)
     assert not graph.exists() and not recorded.exists()
     assert cleared.kept == ()
+
+
+# --- hostile round 7: no folder is removed; what blocks an entry's name is kept, its sidecar is not ----------------
+
+
+def test_cache_clear_all_keeps_the_folders_of_the_home_even_empty(home, monkeypatch, capsys):
+    replace_downloads(monkeypatch)
+    made = [home / name for name in ("stats", "onnx", "weights", "datasets", "locks")]
+    for folder in made:
+        folder.mkdir(parents=True)  # made by the user (a mount point, a folder with its own permissions)
+    store_cached_stats(KEY_A, small_stats(), source_name="a/", source_kind="folder")
+    assert main(["cache", "clear", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert all(folder.is_dir() and list(folder.iterdir()) == [] for folder in made)
+    assert "removed 1 cached statistics entries" in out
+    cleared = clear_cache(include_models=True)
+    assert cleared.removed_paths == () and all(folder.is_dir() for folder in made)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_something_at_an_entry_name_is_kept_with_what_it_is_and_its_sidecar_removed(fidkit_home, kind):
+    store_cached_stats(KEY_A, small_stats(), source_name="a/", source_kind="folder")
+    entry, sidecar = stats_dir(fidkit_home) / f"{KEY_A}.npz", stats_dir(fidkit_home) / f"{KEY_A}.json"
+    entry.unlink()
+    entry.mkdir() if kind == "folder" else os.mkfifo(entry)
+    cleared = clear_cache()
+    assert cleared.removed_paths == (sidecar,) and not sidecar.exists()  # fidkit's, and describing no entry now
+    what = "a folder" if kind == "folder" else "a FIFO (named pipe)"
+    assert kept_reasons(cleared) == {entry: f"{what} at a cache entry's name: not written by fidkit; remove it by hand"}
+    assert os.path.lexists(entry)

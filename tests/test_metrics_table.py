@@ -639,3 +639,38 @@ def test_the_table_of_compute_fid_names_the_evaluated_and_reference_sides(pair):
     text = report.metrics.format()
     assert text.splitlines()[-1] == "images: a (evaluated) 120, b (reference) 140"
     assert report.to_dict()["metrics"]["entries"]["precision"]["n_a"] == 120  # keys as they were
+
+
+# --- hostile round 7: one rule for every number of the text table, the FID's --------------------------------------
+
+
+@pytest.mark.parametrize("tiny", [3.2e-07, -4.567e-06, 8.76e-05, 0.0042])
+def test_a_number_near_zero_keeps_four_significant_digits_in_every_row_as_the_fid_does(pair, tiny):
+    import dataclasses
+    import re
+
+    from fidkit._plain import fid_text
+
+    def text(value: float, places: int) -> str:
+        # Fewer than 3 significant digits at the metric's decimals: 4 significant ones, as fid_text writes a FID.
+        return f"{value:.3e}" if value != 0 and abs(value) < 10.0 ** (2 - places) else f"{value:.{places}f}"
+
+    a, b = pair
+    table = evaluate(a, b, "fid,kid,is,prdc", ci=IntervalSpec(level=0.9, n_resamples=5, kid_subsets=2), seed=5, **SMALL)
+    entries = tuple(
+        dataclasses.replace(
+            entry, value=tiny, std=None if entry.std is None else tiny / 3,
+            interval=dataclasses.replace(entry.interval, low=tiny / 2, high=tiny * 2, shift=tiny),
+        )
+        for entry in table.entries
+    )
+    printed = dataclasses.replace(table, entries=entries).format()
+    decimals = {"FID": 4, "KID": 6, "IS (a, evaluated)": 3, "precision": 4, "recall": 4, "density": 4, "coverage": 4}
+    for label, places in decimals.items():
+        row = re.search(rf"^{re.escape(label)}\s+(\S+)\s+\[(\S+), (\S+)\]", printed, re.MULTILINE)
+        assert row is not None, printed
+        assert row.groups() == (text(tiny, places), text(tiny / 2, places), text(tiny * 2, places)), row.group(0)
+    assert re.search(rf"^FID\s+{re.escape(fid_text(tiny))}\s", printed, re.MULTILINE)  # the FID's own rule
+    assert f"bootstrap bias {'+' if tiny > 0 else ''}{text(tiny, 4)}" in printed
+    assert f"subsets of 40: {text(tiny / 3, 6)}" in printed and f"splits, std {text(tiny / 3, 3)}" in printed
+    assert not re.search(r"(?<![\d.])-?0\.0+(?![\d.e])", printed), printed  # no number printed as zero

@@ -187,3 +187,112 @@ def test_a_weights_path_with_a_tilde_is_expanded(tmp_path, weights, monkeypatch)
     stats_file(tmp_path / "a.npz", **recorded)
     stats_file(tmp_path / "b.npz", **recorded)
     assert float(compute_fid(tmp_path / "a.npz", tmp_path / "b.npz", weights="~/w.pth")) >= 0.0
+
+
+# --- hostile round 7: an explicit default is an option too; options no file reads are said to be ignored ------------
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    status = main(["compute", *map(str, argv)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.mark.parametrize(("dim", "asked"), [(64, 2048), (192, 2048), (768, 64)])
+def test_an_explicit_dims_is_checked_even_at_its_default(tmp_path, fidkit_home, capsys, dim, asked) -> None:
+    stats_file(tmp_path / "a.npz", dim=dim)
+    stats_file(tmp_path / "b.npz", dim=dim)
+    status, out, err = _cli(capsys, tmp_path / "a.npz", tmp_path / "b.npz", "--dims", asked)
+    assert status == 1 and out == ""
+    assert f"holds {dim}-dimensional features, but this run's extractor makes {asked}: --dims does not apply" in err
+    for given in ({"dims": asked}, {"options": run_options(dims=asked)}):
+        with pytest.raises(InputError, match=f"holds {dim}-dimensional .* makes {asked}: --dims does not apply"):
+            compute_fid(tmp_path / "a.npz", tmp_path / "b.npz", **given)
+    # The width the files hold is no contradiction, given or not.
+    assert _cli(capsys, tmp_path / "a.npz", tmp_path / "b.npz", "--dims", dim)[0] == 0
+    assert float(compute_fid(tmp_path / "a.npz", tmp_path / "b.npz", dims=dim)) >= 0.0
+
+
+@pytest.mark.parametrize(("recorded", "asked"), [("pytorch-fid", "tf"), ("clean", "tf"), ("tf", "torchmetrics")])
+def test_an_explicit_convention_is_checked_even_at_its_default(tmp_path, weights, capsys, recorded, asked) -> None:
+    made = recorded_by(weights=weights, convention=recorded)
+    stats_file(tmp_path / "a.npz", **made)
+    stats_file(tmp_path / "b.npz", **made)
+    status, out, err = _cli(capsys, tmp_path / "a.npz", tmp_path / "b.npz", "--convention", asked)
+    assert status == 1 and out == ""
+    assert f"convention {recorded}, but this run's network has {asked}: --convention does not apply" in err
+    with pytest.raises(InputError, match=f"convention {recorded}, .* has {asked}: --convention does not apply"):
+        compute_fid(tmp_path / "a.npz", tmp_path / "b.npz", options=run_options(convention=asked))
+    # Agreeing with both files is fine, whichever convention it is.
+    status, out, _ = _cli(capsys, tmp_path / "a.npz", tmp_path / "b.npz", "--convention", recorded)
+    assert status == 0 and out.startswith("FID: ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--engine", "torch"], ["--engine (engine='torch')"]),
+        (["--batch-size", "7", "--exif-transpose"], ["--batch-size (batch_size=7)", "--exif-transpose"]),
+        (["--device", "cuda"], ["--device (device='cuda')"]),
+        (["--workers", "0", "--threads", "3", "--no-cache"], ["--workers (workers=0)", "--threads (threads=3)",
+                                                              "--no-cache (use_cache=False)"]),
+        (["--skip-bad", "--hash-content"], ["--skip-bad (skip_bad=True)", "--hash-content (hash_content=True)"]),
+    ],
+)
+def test_options_no_file_reads_are_warned_about_not_ignored_silently(
+    tmp_path, fidkit_home, capsys, monkeypatch, argv, named
+) -> None:
+    from fidkit.inception import providers
+
+    monkeypatch.setattr(providers, "gpu_driver_present", lambda: False)  # --device cuda: no GPU, and none needed
+    stats_file(tmp_path / "a.npz", dim=8)
+    stats_file(tmp_path / "b.npz", dim=8)
+    plain = _cli(capsys, tmp_path / "a.npz", tmp_path / "b.npz")
+    assert "does not apply" not in plain[2] and "do not apply" not in plain[2]
+    status, out, err = _cli(capsys, tmp_path / "a.npz", tmp_path / "b.npz", *argv)
+    assert (status, out) == (0, plain[1])  # the same number, and a word about what was ignored
+    [line] = [line for line in err.splitlines() if "not apply to statistics or features files" in line]
+    assert line.startswith("fidkit: warning: ") and all(name in line for name in named), err
+    # A default given explicitly asks for nothing.
+    assert "not apply" not in _cli(capsys, tmp_path / "a.npz", tmp_path / "b.npz", "--device", "auto")[2]
+
+
+def test_the_api_warns_about_the_same_options_and_one_file_too(tmp_path, fidkit_home) -> None:
+    stats_file(tmp_path / "a.npz", dim=8)
+    stats_file(tmp_path / "b.npz", dim=8)
+    with pytest.warns(FidkitWarning, match=r"--batch-size \(batch_size=5\), --exif-transpose .* do not apply"):
+        compute_fid(tmp_path / "a.npz", tmp_path / "b.npz", batch_size=5, exif_transpose=True)
+    with pytest.warns(FidkitWarning, match=r"--engine \(engine='torch'\) does not apply to statistics"):
+        compute_stats(tmp_path / "a.npz", options=run_options(engine="torch"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compute_fid(tmp_path / "a.npz", tmp_path / "b.npz", device="auto", use_cache=True)  # defaults: no warning
+    assert not [w for w in caught if "not apply" in str(w.message)]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--resamples", "17"], "--resamples 17 without --ci has no effect"),
+    (["--metrics-seed", "5"], "--metrics-seed 5 has no effect on the FID alone"),
+])
+def test_metric_options_without_what_they_steer_are_warned_about(tmp_path, fidkit_home, capsys, argv, message) -> None:
+    stats_file(tmp_path / "a.npz", dim=8)
+    stats_file(tmp_path / "b.npz", dim=8)
+    status, out, err = _cli(capsys, tmp_path / "a.npz", tmp_path / "b.npz", *argv)
+    assert status == 0 and out.startswith("FID: ")
+    assert f"fidkit: warning: {message}" in err
+
+
+def test_run_options_know_what_they_were_given_defaults_included() -> None:
+    import dataclasses
+    import pickle
+
+    from fidkit.options import RunOptions, given_options
+
+    options = RunOptions(dims=2048, convention="tf", device="cpu")
+    assert options.given() == {"device": "cpu", "convention": "tf", "dims": 2048}
+    assert RunOptions().given() == {} and options.changed() == {"device": "cpu"}
+    assert options.replace(limit=4).given() == {"device": "cpu", "convention": "tf", "dims": 2048, "limit": 4}
+    assert pickle.loads(pickle.dumps(options)).given() == options.given()  # what the Ray actors receive
+    # dataclasses.replace names every field: that tells nothing, and the values decide, as before.
+    assert dataclasses.replace(options, limit=4).given() == {"device": "cpu", "limit": 4}
+    assert given_options(options, {"batch_size": 8}) == {"batch_size": 8, **options.given()}

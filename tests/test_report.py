@@ -269,4 +269,34 @@ def test_a_tiny_fid_is_not_printed_as_zero():
     from fidkit.metrics._table_results import _number
 
     assert _number("fid", 3.0301e-09) == "3.030e-09" and _number("sfid", 2.5) == "2.5000"
-    assert _number("kid", 1e-7) == "0.000000"  # KID keeps its 6 decimals
+    # KID keeps its 6 decimals, and one near zero its 4 significant digits as a FID does (hostile round 7).
+    assert _number("kid", 0.0123) == "0.012300" and _number("kid", 1e-7) == "1.000e-07"
+
+
+# --- hostile round 7: the log's "setup" is the report's setup_seconds; the rest of the side's time is named apart ---
+
+
+def test_the_logged_setup_is_the_reports_setup_seconds(fidkit_home, monkeypatch, caplog) -> None:
+    import re
+    import time
+
+    from fidkit import pipeline
+    from fidkit.api import compute_stats_with_report
+
+    from stand_ins import FullIdentityMeanColour, noise_images
+
+    stored = pipeline.store
+
+    def slow_store(*args, **kwargs):
+        time.sleep(0.05)  # the cache's store: part of the side's time, not of building the extractor
+        return stored(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "store", slow_store)
+    with caplog.at_level("INFO", logger="fidkit.pipeline"):
+        _, report = compute_stats_with_report(noise_images(12, seed=3), extractor=FullIdentityMeanColour(), workers=0)
+    assert report.setup_seconds == 0.0  # the extractor was given, built: nothing was set up for this side
+    (line,) = [record.getMessage() for record in caplog.records if "images/s" in record.getMessage()]
+    logged = re.search(r"setup (\d+\.\d+) s, cache look-up and store (\d+\.\d+) s\)", line)
+    assert logged is not None, line
+    assert float(logged.group(1)) == round(report.setup_seconds, 2)
+    assert float(logged.group(2)) >= 0.05

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fidkit._plain import fid_text, finite_or_none, shown
+from fidkit._plain import finite_or_none, shown
 from fidkit.metrics._common import check_level, check_positive_int, check_seed
 
 __all__ = ["IntervalSpec", "Interval", "MetricEntry", "MetricTable", "format_table", "within_range", "DECIMALS"]
@@ -98,23 +98,27 @@ def within_range(key: str, interval: Interval) -> Interval:
     return replace(interval, low=min(max(interval.low, lowest), highest), high=max(min(interval.high, highest), lowest))
 
 
-def _number(metric: str, value: float) -> str:
-    if metric in ("fid", "sfid"):
-        return fid_text(value)  # as `fidkit compute` prints a FID: a tiny one is not 0.0000
-    return shown(value, f".{DECIMALS[metric]}f")
+def _number(metric: str, value: float, sign: str = "") -> str:
+    """A number in `metric`'s units as the table prints it: its :data:`DECIMALS`, and 4 significant digits where
+    they would keep fewer than 3 (``.3e``), as :func:`fidkit._plain.fid_text` prints a FID (4 decimals, below 0.01
+    ``3.030e-09``): a KID near zero is not ``0.000000``. `sign` ``"+"`` always writes the sign."""
+    decimals = DECIMALS[metric]
+    if value != 0 and abs(value) < 10.0 ** (2 - decimals):
+        return shown(value, f"{sign}.3e")
+    return shown(value, f"{sign}.{decimals}f")
 
 
 def _note(entry: Any) -> str:
     details = dict(entry.details)
     if entry.metric == "kid":
-        return f"std over {details['subsets']} subsets of {details['subset_size']}: {shown(entry.std, '.6f')}"
+        return f"std over {details['subsets']} subsets of {details['subset_size']}: {_number('kid', entry.std)}"
     if entry.metric == "is":
-        return f"{details['splits']} splits, std {shown(entry.std, '.3f')}"
+        return f"{details['splits']} splits, std {_number('is', entry.std)}"
     if entry.metric == "prdc":
         return f"k={details['k']}"
     if entry.interval is not None and entry.interval.method == "bootstrap":
         # FID's small-sample bias can be as large as its spread: the basic interval then lies off the value.
-        bias = f"bootstrap bias {shown(entry.interval.shift, f'+.{DECIMALS[entry.metric]}f')}"
+        bias = f"bootstrap bias {_number(entry.metric, entry.interval.shift, '+')}"
         return bias + (" (underestimated: see the note below)" if entry.interval.note else "")
     return ""
 
