@@ -6,6 +6,7 @@ The groups below came from the hostile-input reviews (the issue 9 review and rou
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -792,3 +793,37 @@ def test_a_folder_of_jpeg_compressed_tiffs_is_lossy_after_reading(tmp_path):
     (folder / "b.tiff").unlink()
     lossless = open_source(folder, workers=0)
     assert _count(lossless) == 1 and lossless.lossy is False
+
+
+# --- review of round 7: the JPEG probe's false positives --------------------------------------------------------
+
+# A small arithmetic-coded JPEG (jpegtran -arithmetic of random pixels) whose probe decoding differs although the
+# file is complete: the arithmetic decoder reads ahead of its last decisions.
+_ARITHMETIC_JPEG = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAMCAgMCAgMDAwMEAwMEBQgFBQQEBQoHBwYIDAoMDAsKCwsNDhIQDQ4RDgsLEBYQERMU"
+    "FRUVDA8XGBYUGBIUFRT/2wBDAQMEBAUEBQkFBQkUDQsNFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU"
+    "FBQUFBQUFBT/yQARCAAIAAgDASIAAhEBAxEB/8wACgAQEAUBEBEF/9oADAMBAAIRAxEAPwDI9S0QK1Z8dZVBiHK3L/WoydTL1rPt"
+    "88F2/IX2r6OxwLpx7GQU4ZTiyCbxN+YF5WOnlQWP5rl5kMyQy46V8n6bEWXoP9RnbhH8IolIZUbmSUzVhyQ2x/n9QSU4MgFEy6EK"
+    "skLDrqTDcdwYXLTDtoX/2Q=="
+)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("fill", [1, 3])
+def test_a_jpeg_with_fill_bytes_before_its_end_marker_reads_as_pillow_reads_it(progressive, fill):
+    # T.81 B.1.1.2: any marker may be preceded by FF fill bytes; the probe's filler goes before them.
+    from fidkit.sources.decode import decode_image_bytes
+
+    pixels = np.random.default_rng(3).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90, progressive=progressive)
+    data = buffer.getvalue()[:-2] + b"\xff" * fill + b"\xff\xd9"
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    np.testing.assert_array_equal(decode_image_bytes(data, "filled.jpg").pixels, expected)
+
+
+def test_an_arithmetic_coded_jpeg_is_read_not_refused_as_cut():
+    from fidkit.sources.decode import decode_image_bytes
+
+    expected = np.asarray(Image.open(io.BytesIO(_ARITHMETIC_JPEG)).convert("RGB"))
+    np.testing.assert_array_equal(decode_image_bytes(_ARITHMETIC_JPEG, "arith.jpg").pixels, expected)

@@ -271,27 +271,33 @@ _JPEG_FILL_VALUES = frozenset({127, 128})
 _JPEG_ALWAYS_PROBE_PIXELS = 256 * 256
 
 
-def _jpeg_later_scans(data: bytes) -> int | None:
-    """Start-of-scan markers after the first one of a JPEG (none for a sequential file of one scan); None when its
-    marker segments cannot be followed to a first scan.
+# Start-of-frame markers of arithmetic coding (SOF9-SOF11, SOF13-SOF15).
+_JPEG_ARITHMETIC_FRAMES = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_scans(data: bytes) -> tuple[int | None, int | None]:
+    """The start-of-frame marker of a JPEG and its start-of-scan markers after the first one (none for a sequential
+    file of one scan); None for either when its marker segments cannot be followed to a first scan.
 
     The segments before the first scan are walked (an EXIF thumbnail inside APP1, with its own scan, is skipped
     whole); after it, FF DA can only be a marker, as image data stuffs every FF byte.
     """
-    position = 2
+    position, frame = 2, None
     while position + 4 <= len(data):
         if data[position] != 0xFF:
-            return None
+            return frame, None
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte before a marker
             position += 1
         elif 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
             position += 2
         elif marker == 0xDA:
-            return data.count(_JPEG_SOS, position + 2)
+            return frame, data.count(_JPEG_SOS, position + 2)
         else:
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # not DHT, JPG, DAC
+                frame = marker
             position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
-    return None
+    return frame, None
 
 
 def _same_pixels(first: Image.Image, second: Image.Image) -> bool:
@@ -320,14 +326,22 @@ def _jpeg_cut_short(image: Image.Image, data: bytes, name: str) -> ImageError | 
     """
     if not data.endswith(_JPEG_EOI):
         return None  # a file cut without a marker: Pillow reports it as truncated
+    frame, later_scans = _jpeg_scans(data)
+    if frame in _JPEG_ARITHMETIC_FRAMES:
+        # The arithmetic decoder reads bytes ahead of its last decisions and zeros at a marker: the filler changes
+        # the pixels of a complete file too, so the probe cannot tell. Not detected (docs/usage.md).
+        return None
     progressive = bool(image.info.get("progressive") or image.info.get("progression"))
-    sequential = not progressive and _jpeg_later_scans(data) == 0
+    sequential = not progressive and later_scans == 0
     if sequential and image.width * image.height > _JPEG_ALWAYS_PROBE_PIXELS:
         corner = image.getpixel((image.width - 1, image.height - 1))
         if any(band not in _JPEG_FILL_VALUES for band in (corner if isinstance(corner, tuple) else (corner,))):
             return None
     try:
-        with Image.open(io.BytesIO(data[:-2] + _JPEG_PROBE_FILLER + _JPEG_EOI), formats=["JPEG"]) as probe:
+        # FF fill bytes may precede the end marker (T.81 B.1.1.2): the filler goes before them, or libjpeg would
+        # read FF 55 as an unknown marker. Image data never ends in FF (it stuffs every FF byte with 00).
+        body = data[:-2].rstrip(b"\xff")
+        with Image.open(io.BytesIO(body + _JPEG_PROBE_FILLER + _JPEG_EOI), formats=["JPEG"]) as probe:
             probe.load()
             same = _same_pixels(probe, image)
     except MemoryError:
