@@ -74,6 +74,8 @@ def _inherits(torch: Any, node: tuple[str, str], parent: tuple[str, str], parent
 #: call sets them and the last one puts back the program's (a call in the other mode waits for the others to end).
 _ACTIVE = threading.Condition()
 _active: dict[str, Any] = {"calls": 0, "tf32": None, "undo": None}
+#: How deep this thread is inside float32_mode calls.
+_this_thread = threading.local()
 
 
 @contextmanager
@@ -91,6 +93,14 @@ def float32_mode(torch: Any, tf32: bool = False) -> Iterator[None]:
     tf32 : bool
         Let cuBLAS and cuDNN use TF32 (oneDNN on the CPU stays IEEE).
     """
+    depth = getattr(_this_thread, "depth", 0)
+    if depth and _active["tf32"] != tf32:
+        # Waiting for the calls of the other mode to end would wait for this thread's own: for ever.
+        raise RuntimeError(
+            f"fidkit: a {'TF32' if tf32 else 'full float32'} network call inside a "
+            f"{'full float32' if tf32 else 'TF32'} one in the same thread (a forward hook?); make the calls one "
+            "after the other"
+        )
     with _ACTIVE:
         _ACTIVE.wait_for(lambda: _active["calls"] == 0 or _active["tf32"] == tf32)
         if _active["calls"] == 0:
@@ -98,9 +108,11 @@ def float32_mode(torch: Any, tf32: bool = False) -> Iterator[None]:
             undo.enter_context((_tree_mode if _has_precision_tree(torch) else _legacy_mode)(torch, tf32))
             _active.update(tf32=tf32, undo=undo)
         _active["calls"] += 1
+    _this_thread.depth = depth + 1
     try:
         yield
     finally:
+        _this_thread.depth = depth
         with _ACTIVE:
             _active["calls"] -= 1
             if _active["calls"] == 0:

@@ -266,6 +266,7 @@ def _check_names(
     options; it ends with the closest known name (a misspelling), or with the function that does take a name
     (`elsewhere`: name -> function, ``compute_stats(metrics="kid")``: a keyword of ``compute_fid``).
     """
+    own = tuple(name for name in own if name not in _FIELDS)  # compute_stats(extractor=) is also an option
     known = (*own, *_FIELDS)
     unknown = sorted(set(names) - set(known))
     if not unknown:

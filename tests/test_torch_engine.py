@@ -603,3 +603,19 @@ def test_bf16_runs_on_the_cpu_near_the_exact_features_and_says_so(random_weights
     assert 1e-5 < deviation < 0.1  # bfloat16's 8-bit mantissa: clearly not exact, still the same features
     with pytest.raises(InputError, match="GPU arithmetic"):
         TorchFeatureExtractor(random_weights_path, device="cpu", precision="tf32")
+
+
+def test_a_call_of_the_other_mode_nested_in_one_thread_is_refused_not_a_hang() -> None:
+    # Found by the review of round 7: the inner call waited for the outer one (its own thread) to end.
+    import torch
+
+    from fidkit._tf32 import float32_mode
+
+    with float32_mode(torch):
+        with float32_mode(torch):  # the same mode nests
+            pass
+        with pytest.raises(RuntimeError, match="inside a full float32 one in the same thread"):
+            with float32_mode(torch, tf32=True):
+                pass
+    with float32_mode(torch, tf32=True):  # and the settings were put back: the other mode runs afterwards
+        pass
