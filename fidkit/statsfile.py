@@ -1,8 +1,9 @@
 """The statistics file format: ``.npz`` files that fidkit, TTUR and pytorch-fid all read.
 
-A file holds ``mu`` and ``sigma`` (float64; the two keys TTUR and pytorch-fid read) and, when fidkit
-wrote it, the extra keys ``n`` (int64), ``factor`` (float64, only for ``n <= dim``),
-``fidkit_format_version`` (int64) and ``fidkit_metadata_json`` (a 0-d unicode array holding JSON).
+A file holds ``mu`` and ``sigma`` (float64, or sigma in float32 for statistics that came in float32; the two
+keys TTUR and pytorch-fid read) and, when fidkit wrote it, the extra keys ``n`` (int64), ``factor`` (float64,
+only for ``n <= dim``), ``fidkit_format_version`` (int64) and ``fidkit_metadata_json`` (a 0-d unicode array
+holding JSON).
 Everything loads with ``allow_pickle=False``.
 
 This module knows the file, not the numbers: :func:`write_stats_file` writes arrays it is given and

@@ -726,6 +726,24 @@ def test_a_foreign_file_of_few_rows_on_very_different_scales_keeps_its_rank(tmp_
     assert fid_from_stats(stats, Stats.from_features(features[12:30])).value == pytest.approx(exact.value, rel=1e-6)
 
 
+def test_a_factor_that_had_to_be_computed_in_units_of_the_variances_takes_the_procrustes_route() -> None:
+    # Feature 1 is 0.01 x feature 0 up to 1e-6 of noise: LAPACK's rule (dim eps of the largest variance) stopped
+    # before it and left out 1e-12 of its variance, more than round-off of its own; factored again in units of
+    # the variances, that factor's columns are not graded by size, and the Procrustes form keeps the accuracy.
+    rng = np.random.default_rng(1)
+    sides = []
+    for widen in (1.0, 1.1):
+        rows = rng.standard_normal((300, 6)) * widen
+        rows[:, 1] = 0.01 * (rows[:, 0] + 1e-6 * rng.standard_normal(300))
+        sides.append(Stats(mu=rows.mean(axis=0), sigma=np.cov(rows, rowvar=False)))
+    factor = sqrt_factor(sides[0])
+    assert factor.scaled and factor.rank == 6
+    assert factors.scale_spread(sides[0]) < 2.0**20
+    result = fid_from_stats(*sides)
+    assert result.method == "factor-procrustes"
+    assert result.value == pytest.approx(mpmath_fid(sides[0].mu, sides[0].sigma, sides[1].mu, sides[1].sigma), rel=1e-12)
+
+
 @pytest.mark.parametrize("huge", [1e12, 1e10])
 @pytest.mark.parametrize("method", ["auto", "eigh", "ttur"])
 def test_an_indefinite_sigma_beside_a_huge_variance_is_refused(method, huge, tmp_path) -> None:

@@ -91,11 +91,12 @@ _SVD_MAX_RANK_FRACTION = 0.5
 # this many rows per dimension; beyond it, its covariance is accumulated in chunks so that memory stays bounded.
 _FEATURES_AS_FACTOR_MAX_RATIO = 4
 # Variances of one side spanning more than this factor take the factor-procrustes route. The other factor routes
-# err by about eps times the largest variance on every eigenvalue or singular value, which the square root then
-# amplifies for the small ones: one feature of variance 1e6 among features of variance 1 next to a distance 1e-3
-# of the trace costs factor-eigh ~1e-2 relative (measured against 50-digit arithmetic; ~1e-6 at a spread of 1e5,
-# ~1e-10 at 1e3). Covariances of pooled CNN features stay well below this spread (the 2048-d test features: ~1e5),
-# where the faster routes keep their accuracy; the Procrustes route costs about 3x factor-eigh at dim 2048.
+# compute tr sqrt and subtract it from the traces, so they err by eps times the largest variance, which can be all
+# of a distance carried by the small features (one feature of variance 1e12 among features of 1e-3: FID 1e-3,
+# floor eps * tr ~ 4e-4); the Procrustes form has no such floor (measured 1e-15 to 1e-9 relative against 50-digit
+# arithmetic where the floor was 1e-8 to 1e-3). Below it the other routes stay at that floor (measured up to
+# spreads of 1e11), and covariances of pooled CNN features stay below it (the 2048-d test features: ~1e5); the
+# Procrustes route costs about 3x factor-eigh at dim 2048 (an SVD with singular vectors).
 _SCALE_SPREAD_LIMIT = 2.0**20
 
 
@@ -379,13 +380,18 @@ def _fid_stats(
         elif max(scale_spread(stats_a), scale_spread(stats_b)) > _SCALE_SPREAD_LIMIT:
             # Features on very different scales: the trace term as a sum of squares (both factors verified).
             trace = trace_sqrt_procrustes(sqrt_factor(first, first_label), sqrt_factor(second, second_label), side)
-        elif factor_at_hand(first) and factor_at_hand(second) and rank_bound(first) <= _SVD_MAX_RANK_FRACTION * dim:
-            # Both factors are verified: L L^T is positive semidefinite.
-            trace = trace_sqrt_factors(sqrt_factor(first, first_label), sqrt_factor(second, second_label), side)
         else:
-            trace = trace_sqrt_factor_eigh(
-                sqrt_factor(first, first_label), second, side, lambda: verify_psd(second, second_label)
-            )
+            both_at_hand = factor_at_hand(first) and factor_at_hand(second)
+            factor = sqrt_factor(first, first_label)
+            if factor.scaled or (factor_at_hand(second) and sqrt_factor(second, second_label).scaled):
+                # A factor computed in units of the variances is not graded by size: the eigensolve would lose
+                # the small features with it (SqrtFactor.scaled).
+                trace = trace_sqrt_procrustes(factor, sqrt_factor(second, second_label), side)
+            elif both_at_hand and rank_bound(first) <= _SVD_MAX_RANK_FRACTION * dim:
+                # Both factors are verified: L L^T is positive semidefinite.
+                trace = trace_sqrt_factors(factor, sqrt_factor(second, second_label), side)
+            else:
+                trace = trace_sqrt_factor_eigh(factor, second, side, lambda: verify_psd(second, second_label))
     names = (where(stats_a, labels[0]), where(stats_b, labels[1]))
     return _assemble(mean_term, trace_a, trace_b, trace, stats_a.n, stats_b.n, dim, messages, names)
 

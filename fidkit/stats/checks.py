@@ -112,8 +112,11 @@ def as_real_array(value: Any, name: str, where: str) -> np.ndarray:
                 "statistics are real: pass the mean and covariance of real features"
             )
         array = array.real
-    if array.dtype.kind not in "biuf":
-        raise InputError(f"{where}: {name} has dtype {array.dtype}; mu and sigma must be real float arrays")
+    if array.dtype.kind not in "biuf":  # object arrays of numbers, say: converted as they are, or refused
+        try:
+            array = array.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{where}: mu and sigma must be real float arrays ({exc})") from exc
     return array
 
 
