@@ -24,9 +24,10 @@ compatibility method. The routes (``FrechetResult.method``):
     (``method="ttur"``) TTUR's historical computation: ``scipy.linalg.sqrtm(sigma_a @ sigma_b)``, retried
     with ``eps * I`` added to both covariances when that is not finite, imaginary part checked and dropped.
 ``factor-procrustes``
-    The variances of a side span more than a factor ``2^20`` (features on very different scales): both factors,
-    and the whole trace term as ``||L_a Q - L_b||_F^2`` with ``Q`` the optimal rotation (the orthogonal Procrustes
-    problem), a sum of squares that never subtracts the huge traces of the large features from each other.
+    The variances of a side span more than a factor ``2^20`` (features on very different scales), or a factor had
+    to be computed in units of the variances (``SqrtFactor.scaled``): both factors, and the whole trace term as
+    ``||L_a Q - L_b||_F^2`` with ``Q`` the optimal rotation (the orthogonal Procrustes problem), a sum of squares
+    that never subtracts the huge traces of the large features from each other.
 ``identical-sigma``
     The two covariances are the same array: the trace terms cancel exactly and FID is ``||mu_a - mu_b||^2``.
 
