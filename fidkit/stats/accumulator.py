@@ -211,7 +211,9 @@ def _checked_moments(mean: Any, m2: Any) -> tuple[np.ndarray, np.ndarray]:
         try:
             arrays.append(np.array(value, dtype=np.float64))
         except Exception as exc:  # noqa: BLE001 - whatever the conversion raises (torch: RuntimeError)
-            raise InputError(f"from_moments: {name} cannot be read as a float array ({exc}); pass numpy arrays") from exc
+            raise InputError(
+                f"from_moments: {name} cannot be read as a float array ({exc}); pass numpy arrays"
+            ) from exc
     mean64, m2_64 = arrays
     if mean64.ndim != 1 or mean64.size < 1:
         raise InputError(f"from_moments: mean has shape {mean64.shape}; it must be a (dim,) vector")
