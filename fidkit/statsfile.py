@@ -1,8 +1,9 @@
 """The statistics file format: ``.npz`` files that fidkit, TTUR and pytorch-fid all read.
 
-A file holds ``mu`` and ``sigma`` (float64; the two keys TTUR and pytorch-fid read) and, when fidkit
-wrote it, the extra keys ``n`` (int64), ``factor`` (float64, only for ``n <= dim``),
-``fidkit_format_version`` (int64) and ``fidkit_metadata_json`` (a 0-d unicode array holding JSON).
+A file holds ``mu`` and ``sigma`` (float64, or sigma in float32 for statistics that came in float32; the two
+keys TTUR and pytorch-fid read) and, when fidkit wrote it, the extra keys ``n`` (int64), ``factor`` (float64,
+only for ``n <= dim``), ``fidkit_format_version`` (int64) and ``fidkit_metadata_json`` (a 0-d unicode array
+holding JSON).
 Everything loads with ``allow_pickle=False``.
 
 This module knows the file, not the numbers: :func:`write_stats_file` writes arrays it is given and
@@ -49,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 #: Version of the extra keys fidkit writes beside ``mu`` and ``sigma``. Bump it when their meaning changes.
 STATS_FORMAT_VERSION: int = 1
+#: The first version fidkit ever wrote (it has written no other yet): a file declaring a lower one is damaged.
+_FIRST_FORMAT_VERSION = 1
 
 MetadataValue = Union[str, int, float, bool]
 
@@ -141,20 +144,36 @@ def write_stats_file(
     OverwriteError
         `path` exists and `overwrite` is False.
     StatsFileError
-        `path` is a folder, or cannot be written (its parent is a file, no permission, disk full).
+        `path` is a folder, or cannot be written (its parent is a file, no permission, disk full); or the
+        statistics have more than :data:`MAX_STATS_DIM` dimensions, which :func:`read_stats_file` refuses
+        (checked before anything is written).
     """
+    dim = int(np.shape(mu)[0]) if np.ndim(mu) == 1 else 0
+    if dim > MAX_STATS_DIM:
+        raise StatsFileError(
+            f"{path}: not written: statistics of dim {dim:,} are above the {MAX_STATS_DIM:,} a statistics file may "
+            f"hold (sigma alone would be {dim * dim * 8:,} bytes), so fidkit could not read it back; keep them in "
+            f"memory, or reduce the features to at most {MAX_STATS_DIM:,} dimensions"
+        )
     arrays: dict[str, np.ndarray] = {
         _KEY_MU: np.asarray(mu, dtype=np.float64),
-        _KEY_SIGMA: np.asarray(sigma, dtype=np.float64),
+        _KEY_SIGMA: _as_float(sigma),
         _KEY_VERSION: np.asarray(STATS_FORMAT_VERSION, dtype=np.int64),
         _KEY_METADATA: np.asarray(json.dumps(metadata, sort_keys=True), dtype=np.str_),
     }
     if n is not None:
         arrays[_KEY_N] = np.asarray(n, dtype=np.int64)
     if factor is not None:
-        arrays[_KEY_FACTOR] = np.asarray(factor, dtype=np.float64)
+        arrays[_KEY_FACTOR] = _as_float(factor)
     write_npz(path, arrays, what="statistics", example="stats.npz", overwrite=overwrite)
     logger.debug("saved statistics (n=%s, dim=%d) to %s", n, arrays[_KEY_MU].shape[0], path)
+
+
+def _as_float(array: Any) -> np.ndarray:
+    """`array` as float64, unless it is float32 or float16 already: statistics read from a float32 file are written
+    back in float32, so that reading them again allows the round-off of that precision (``Stats.storage_eps``)."""
+    given = np.asarray(array)
+    return given if given.dtype in (np.float16, np.float32, np.float64) else given.astype(np.float64)
 
 
 def write_npz(
@@ -305,8 +324,15 @@ def _check_stats_headers(
 
 def check_format_version(value: np.ndarray, file_path: Path) -> int:
     """The ``fidkit_format_version`` member of a statistics or features file, refused when a newer fidkit wrote it
-    (its members may mean something this one does not know): the one check of both file kinds."""
+    (its members may mean something this one does not know) or when it is below the first version fidkit ever
+    wrote (no fidkit wrote it: the file is damaged or edited): the one check of both file kinds."""
     version = _scalar_int(value, _KEY_VERSION, file_path)
+    if version < _FIRST_FORMAT_VERSION:
+        raise StatsFileError(
+            f"{file_path}: declares format version {version}, but fidkit's formats start at "
+            f"{_FIRST_FORMAT_VERSION} (this one reads {_FIRST_FORMAT_VERSION} to {STATS_FORMAT_VERSION}); no fidkit "
+            "wrote it, so the file is damaged or was edited: recompute it"
+        )
     if version > STATS_FORMAT_VERSION:
         raise StatsFileError(
             f"{file_path}: written by a newer fidkit (format {version}, this one reads up to "

@@ -666,3 +666,105 @@ def test_the_documented_ttur_method_does_not_warn_and_the_old_name_warns_once():
     old_name = [w for w in caught if "older name" in str(w.message)]
     assert len(old_name) == 1 and old_name[0].filename == __file__  # pointed at the caller's line
     assert old.value == ttur.value
+
+
+# --- hostile round 7, 1: features on very different scales -------------------------------------------------------
+
+
+def scale_disparate_sets(dim: int, huge: float, small: float, widen: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Two sets of 400 rows: feature 0 the same column of variance `huge` in both, the others of variance `small`
+    (times `widen` squared in the second set)."""
+    rng = np.random.default_rng(seed)
+    shared = rng.standard_normal(400) * math.sqrt(huge)
+    sets = []
+    for factor in (1.0, widen):
+        rows = rng.standard_normal((400, dim)) * math.sqrt(small) * factor
+        rows[:, 0] = shared
+        sets.append(rows)
+    return tuple(sets)
+
+
+@pytest.mark.parametrize(
+    ("dim", "huge", "small", "widen"),
+    [(10, 1e12, 9e-4, 1.0), (10, 1e12, 9e-4, 1.5), (16, 1e8, 1e-2, 1.0), (7, 1e6, 1e-3, 1.2)],
+)
+def test_features_on_very_different_scales_match_50_digit_reference(dim, huge, small, widen) -> None:
+    # The pivoted Cholesky cut every direction below dim * eps * (largest variance), i.e. all the small features
+    # (FID 0.11 instead of 0.001 at 1e12 against 9e-4); and below that cut-off the eigensolve lost the small
+    # features to round-off of the large one (0.9 relative at a spread of 1e9).
+    features_a, features_b = scale_disparate_sets(dim, huge, small, widen, seed=dim)
+    mu_a, mu_b = features_a.mean(axis=0), features_b.mean(axis=0)
+    sigma_a, sigma_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
+    reference = mpmath_fid(mu_a, sigma_a, mu_b, sigma_b)
+    # float64's floor for tr(sigma_a) + tr(sigma_b) - 2 tr sqrt: the traces alone are rounded to eps of their size.
+    # The Procrustes form does not subtract them, and stays far below it (1e-4 of it at a spread of 1e15, where
+    # the error left is the factors' round-off of the large variance).
+    floor = np.finfo(np.float64).eps * (np.trace(sigma_a) + np.trace(sigma_b))
+    results = [fid_from_arrays(features_a, features_b), frechet_distance(mu_a, sigma_a, mu_b, sigma_b)]
+    for result in results:
+        assert result.method == "factor-procrustes" and result.rank == dim
+        assert abs(result.value - reference) <= 1e-2 * floor, (result.value, reference, floor)
+        assert result.value == pytest.approx(
+            result.mean_term + result.trace_a + result.trace_b - 2 * result.trace_sqrt, abs=4 * floor
+        )
+    assert results[0].value == fid_from_arrays(features_b, features_a).value  # argument order never matters
+
+
+def test_a_foreign_file_of_few_rows_on_very_different_scales_keeps_its_rank(tmp_path) -> None:
+    # The rank of a pivoted Cholesky factor is decided per feature: the small features are not round-off of the
+    # large one, so a covariance of 12 rows has rank 11, not 1.
+    features, _ = scale_disparate_sets(40, 1e12, 9e-4, 1.0, seed=3)
+    rows = features[:12]
+    np.savez(tmp_path / "few.npz", mu=rows.mean(axis=0), sigma=np.cov(rows, rowvar=False))
+    stats = Stats.load(tmp_path / "few.npz")
+    factor = sqrt_factor(stats)
+    assert factor.rank == 11
+    # Reproduced to round-off of each entry's own scale sqrt(sigma_ii sigma_jj), not of the largest variance.
+    scale = np.sqrt(np.outer(np.diagonal(stats.sigma), np.diagonal(stats.sigma)))
+    assert np.max(np.abs(factor.matrix @ factor.matrix.T - stats.sigma) / scale) < 1e-12
+    exact = fid_from_arrays(rows, features[12:30])
+    assert fid_from_stats(stats, Stats.from_features(features[12:30])).value == pytest.approx(exact.value, rel=1e-6)
+
+
+def test_a_factor_that_had_to_be_computed_in_units_of_the_variances_takes_the_procrustes_route() -> None:
+    # Feature 1 is 0.01 x feature 0 up to 1e-6 of noise: LAPACK's rule (dim eps of the largest variance) stopped
+    # before it and left out 1e-12 of its variance, more than round-off of its own; factored again in units of
+    # the variances, that factor's columns are not graded by size, and the Procrustes form keeps the accuracy.
+    rng = np.random.default_rng(1)
+    sides = []
+    for widen in (1.0, 1.1):
+        rows = rng.standard_normal((300, 6)) * widen
+        rows[:, 1] = 0.01 * (rows[:, 0] + 1e-6 * rng.standard_normal(300))
+        sides.append(Stats(mu=rows.mean(axis=0), sigma=np.cov(rows, rowvar=False)))
+    factor = sqrt_factor(sides[0])
+    assert factor.scaled and factor.rank == 6
+    assert factors.scale_spread(sides[0]) < 2.0**20
+    result = fid_from_stats(*sides)
+    assert result.method == "factor-procrustes"
+    reference = mpmath_fid(sides[0].mu, sides[0].sigma, sides[1].mu, sides[1].sigma)
+    assert result.value == pytest.approx(reference, rel=1e-12)
+
+
+@pytest.mark.parametrize("huge", [1e12, 1e10])
+@pytest.mark.parametrize("method", ["auto", "eigh", "ttur"])
+def test_an_indefinite_sigma_beside_a_huge_variance_is_refused(method, huge, tmp_path) -> None:
+    # diag(huge, 1, 1) with sigma[1, 2] = 2 has the eigenvalue -1: -1e-12 of the largest variance, which passed
+    # as round-off on the factor routes (FID 0.0); in units of the variances it is -1.
+    sigma = np.diag([huge, 1.0, 1.0])
+    sigma[1, 2] = sigma[2, 1] = 2.0
+    good = Stats.from_features(np.random.default_rng(0).standard_normal((50, 3)) * [math.sqrt(huge), 1, 1])
+    bad = Stats(mu=np.zeros(3), sigma=sigma, n=50)
+    for pair in ((good, bad), (bad, good), (bad, Stats(mu=np.ones(3), sigma=sigma, n=50))):
+        with pytest.raises(InputError, match=r"not positive semidefinite.*eigenvalue is -1 \(-1 in units of its"):
+            fid_from_stats(*pair, method=method)
+    np.savez(tmp_path / "bad.npz", mu=np.zeros(3), sigma=sigma)
+    with pytest.raises(StatsFileError, match=r"bad\.npz: sigma is not positive semidefinite"):
+        fid_from_stats(Stats.load(tmp_path / "bad.npz"), good, method=method)
+    # The same block among tiny variances is refused too; round-off-sized negative eigenvalues are not.
+    tiny = np.diag([huge, 1e-6, 1e-6])
+    tiny[1, 2] = tiny[2, 1] = 2e-6
+    with pytest.raises(InputError, match="not positive semidefinite"):
+        fid_from_stats(good, Stats(mu=np.zeros(3), sigma=tiny, n=50), method=method)
+    near = np.diag([huge, 1e-6, 1e-6])
+    near[1, 2] = near[2, 1] = 1e-6 * (1 + 1e-13)
+    assert math.isfinite(fid_from_stats(good, Stats(mu=np.zeros(3), sigma=near, n=50), method=method).value)

@@ -119,9 +119,9 @@ def test_compute_reuses_the_report_and_the_reference_factor(monkeypatch):
     factored = []
     original = factors.pivoted_cholesky_factor
 
-    def counting(sigma, where="sigma"):
+    def counting(sigma, where="sigma", **options):
         factored.append(sigma is reference.sigma)
-        return original(sigma, where)
+        return original(sigma, where, **options)
 
     monkeypatch.setattr(factors, "pivoted_cholesky_factor", counting)
     metric = fidkit.FID(reference=reference)

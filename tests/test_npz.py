@@ -356,3 +356,39 @@ def test_an_ordinary_header_of_either_version_still_reads(tmp_path):
         loaded = fidkit.Stats.load(tmp_path / name)
         np.testing.assert_array_equal(loaded.mu, stats.mu)
         np.testing.assert_array_equal(loaded.sigma, stats.sigma)
+
+
+# --- hostile round 7, 5: statistics wider than a file holds are refused before they are written or computed ---------
+
+
+def test_statistics_wider_than_a_file_holds_are_not_written(tmp_path, monkeypatch):
+    import fidkit.statsfile as statsfile
+
+    monkeypatch.setattr(statsfile, "MAX_STATS_DIM", 8)  # the one limit: the reader's and the writer's
+    wide = Stats(mu=np.zeros(9), sigma=np.eye(9))
+    with pytest.raises(StatsFileError, match=r"wide\.npz: not written: statistics of dim 9 are above the 8"):
+        wide.save(tmp_path / "wide.npz")
+    assert not (tmp_path / "wide.npz").exists() and list(tmp_path.iterdir()) == []
+    Stats(mu=np.zeros(8), sigma=np.eye(8)).save(tmp_path / "fits.npz")
+    assert Stats.load(tmp_path / "fits.npz").dim == 8
+
+
+def test_features_wider_than_statistics_hold_are_refused_before_any_covariance_is_allocated():
+    # (3, 200000) features asked numpy for a 298 GiB covariance (a raw _ArrayMemoryError); (2, 16385) made a 2.1 GB
+    # statistics file that Stats.load refuses. The limit is the reader's, MAX_STATS_DIM.
+    limit = fidkit.statsfile.MAX_STATS_DIM
+    wide = np.zeros((3, 200_000), np.float32)
+    with pytest.raises(InputError, match=r"features_a has 200,000 feature columns, above the 16,384 .* 298\.0 GiB"):
+        fidkit.fid_from_arrays(wide, wide)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match=rf"features has {limit + 1:,} feature columns, above the {limit:,}"):
+            Stats.from_features(np.zeros((2, limit + 1), np.float32))
+        with pytest.raises(InputError, match="feature batch has 16,385 feature columns"):
+            fidkit.StatsAccumulator().update(np.zeros((2, limit + 1), np.float32))
+        with pytest.raises(InputError, match=r"StatsAccumulator\(dim\) has 20,000 feature columns"):
+            fidkit.StatsAccumulator(20_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MIB  # the (2, 16385) features themselves, not a 2 GiB covariance

@@ -534,3 +534,165 @@ def test_loading_a_path_that_is_no_regular_file_says_what_it_is(tmp_path, load):
                        ("missing.npz", "no such")):
         with pytest.raises(StatsFileError, match=kind):
             load(tmp_path / name)
+
+
+# --- hostile round 7, 2: statistics stored in float32 are allowed float32's round-off ------------------------------
+
+
+def relu_features(rng: np.random.Generator, n_rows: int, dim: int, shift: float) -> np.ndarray:
+    """Pooled-activation-like rows: non-negative, correlated, with a decaying spectrum."""
+    mixing = rng.standard_normal((dim, dim)) * np.exp(-np.arange(dim) / 20.0)
+    return np.maximum(rng.standard_normal((n_rows, dim)) @ mixing.T * 0.1 + 0.3 + shift, 0.0)
+
+
+@pytest.mark.parametrize("method", ["auto", "eigh", "ttur"])
+def test_statistics_stored_in_float32_are_judged_at_float32_round_off(tmp_path, method) -> None:
+    # Rounding a covariance of N < dim rows to float32 moves its zero eigenvalues by ~1e-7 of the variances, which
+    # the float64 tolerance (1e-9) refused as "not positive semidefinite", on every method, while pytorch-fid
+    # computes a FID from such files.
+    rng = np.random.default_rng(5)
+    sides = [relu_features(rng, 30, 64, shift) for shift in (0.0, 0.02)]
+    pairs = {}
+    for precision in (np.float64, np.float32):
+        paths = []
+        for index, rows in enumerate(sides):
+            path = tmp_path / f"side{index}-{np.dtype(precision).name}.npz"
+            np.savez(path, mu=rows.mean(axis=0).astype(precision), sigma=np.cov(rows, rowvar=False).astype(precision))
+            paths.append(path)
+        pairs[precision] = [Stats.load(path) for path in paths]
+    exact = fid_from_stats(*pairs[np.float64], method=method).value
+    in_memory = [Stats(mu=np.load(path)["mu"], sigma=np.load(path)["sigma"]) for path in
+                 (tmp_path / "side0-float32.npz", tmp_path / "side1-float32.npz")]
+    for stats_a, stats_b in (pairs[np.float32], in_memory):
+        assert stats_a.storage_eps == np.finfo(np.float32).eps
+        assert fid_from_stats(stats_a, stats_b, method=method).value == pytest.approx(exact, rel=1e-4)
+    # Saved by fidkit, they stay float32 in the file, so reading them back allows the same round-off.
+    pairs[np.float32][0].save(tmp_path / "resaved.npz")
+    assert np.load(tmp_path / "resaved.npz")["sigma"].dtype == np.float32
+    resaved = Stats.load(tmp_path / "resaved.npz")
+    assert fid_from_stats(resaved, pairs[np.float32][1], method=method).value == pytest.approx(exact, rel=1e-4)
+    # The very same values handed over as float64 claim float64 precision, and are refused as before.
+    rounded = pairs[np.float32][0]
+    claimed = Stats(mu=rounded.mu, sigma=rounded.sigma.copy())
+    assert claimed.storage_eps == np.finfo(np.float64).eps
+    with pytest.raises(InputError, match="not positive semidefinite"):
+        fid_from_stats(claimed, pairs[np.float64][1], method=method)
+    # float32 round-off excuses no real indefiniteness: an eigenvalue of -1e-3 of the variances is refused.
+    basis, _ = np.linalg.qr(rng.standard_normal((64, 64)))
+    spectrum = np.r_[np.full(63, 1.0), -1e-3]
+    indefinite = ((basis * spectrum) @ basis.T).astype(np.float32)
+    with pytest.raises(InputError, match="not positive semidefinite"):
+        fid_from_stats(Stats(mu=np.zeros(64, np.float32), sigma=indefinite), pairs[np.float64][1], method=method)
+
+
+def test_statistics_stored_in_float16_are_judged_at_float16_round_off() -> None:
+    rng = np.random.default_rng(6)
+    sides = [relu_features(rng, 30, 64, shift) for shift in (0.0, 0.05)]
+    exact = fid_from_arrays(*sides).value
+    half = [Stats(mu=rows.mean(axis=0).astype(np.float16), sigma=np.cov(rows, rowvar=False).astype(np.float16))
+            for rows in sides]
+    assert half[0].storage_eps == np.finfo(np.float16).eps
+    assert fid_from_stats(*half).value == pytest.approx(exact, rel=1e-2)
+
+
+# --- hostile round 7, 1: symmetry is judged against the variances of the pair ---------------------------------------
+
+
+def test_asymmetry_is_judged_against_the_two_variances_it_sits_between(tmp_path) -> None:
+    # An antisymmetric +-0.5 between two unit variances, beside a variance of 1e12: it was compared with 1e-6 of the
+    # largest entry (1e6) and silently averaged away.
+    sigma = np.diag([1e12, 1.0, 1.0])
+    sigma[1, 2], sigma[2, 1] = 0.5, -0.5
+    with pytest.raises(InputError, match=r"sigma is not symmetric: sigma\[1, 2\] - sigma\[2, 1\] = 1, 1 of sqrt"):
+        Stats(mu=np.zeros(3), sigma=sigma)
+    np.savez(tmp_path / "skew.npz", mu=np.zeros(3), sigma=sigma)
+    with pytest.raises(StatsFileError, match=r"skew\.npz: sigma is not symmetric"):
+        Stats.load(tmp_path / "skew.npz")
+    # Round-off asymmetry is still accepted beside it, and made exact.
+    sigma[1, 2], sigma[2, 1] = 0.5, np.nextafter(0.5, 1.0)
+    stats = Stats(mu=np.zeros(3), sigma=sigma)
+    assert np.array_equal(stats.sigma, stats.sigma.T) and stats.sigma[1, 2] == pytest.approx(0.5, rel=1e-15)
+
+
+# --- hostile round 7, 3: StatsAccumulator.from_moments checks what it is given ---------------------------------------
+
+
+def test_from_moments_refuses_what_is_no_moments_naming_the_argument() -> None:
+    rng = np.random.default_rng(13)
+    rows = rng.standard_normal((50, 4))
+    mean = rows.mean(axis=0)
+    m2 = (rows - mean).T @ (rows - mean)
+    cases = {
+        "m2 has shape \\(5, 5\\) but mean has length 4": (50, mean, np.eye(5)),
+        "m2 has shape \\(4,\\)": (50, mean, np.ones(4)),
+        "mean has shape \\(1, 4\\)": (50, mean[None], m2),
+        "n must be a non-negative integer count of rows, not 50.7": (50.7, mean, m2),
+        "n must be a non-negative integer count of rows, not -3": (-3, mean, m2),
+        "n must be a non-negative integer count of rows, not True": (True, mean, m2),
+        "m2 has negative entries on its diagonal": (50, mean, -m2),
+    }
+    nan_m2 = m2.copy()
+    nan_m2[0, 1] = np.nan
+    cases["m2 contains NaN or inf"] = (50, mean, nan_m2)
+    skewed = m2.copy()
+    skewed[0, 1] += 30.0
+    cases[r"m2 is not symmetric: m2\[0, 1\] - m2\[1, 0\] = 30"] = (50, mean, skewed)
+    for message, (n_rows, given_mean, given_m2) in cases.items():
+        with pytest.raises(InputError, match=f"from_moments: {message}"):
+            StatsAccumulator.from_moments(n_rows, given_mean, given_m2)
+    # Genuine moments (numpy integers too) still give the statistics of the rows; round-off asymmetry is made exact.
+    roundoff = m2.copy()
+    roundoff[0, 1] = np.nextafter(roundoff[0, 1], np.inf)
+    result = StatsAccumulator.from_moments(np.int64(50), mean, roundoff).result()
+    np.testing.assert_allclose(result.sigma, np.cov(rows, rowvar=False), rtol=1e-12)
+    assert np.array_equal(result.sigma, result.sigma.T)
+
+
+# --- hostile round 7, 4: torch tensors as mu and sigma are converted once, or refused as fid_from_arrays does -------
+
+
+def test_torch_tensors_as_statistics_convert_or_are_refused_like_features() -> None:
+    torch = pytest.importorskip("torch")
+    rows = torch.randn(50, 4, dtype=torch.float64)
+    mu, sigma = rows.mean(0), torch.cov(rows.T)
+    plain = Stats(mu=mu, sigma=sigma)  # a CPU tensor without gradients converts, as in fid_from_arrays
+    assert np.allclose(plain.sigma, sigma.numpy())
+    refused = {
+        "requires grad": (mu.clone().requires_grad_(), sigma.clone().requires_grad_()),
+        "BFloat16": (mu.bfloat16(), sigma.bfloat16()),
+    }
+    for reason, (given_mu, given_sigma) in refused.items():
+        with pytest.raises(InputError, match=f"statistics: mu cannot be read as a numpy array.*{reason}.*detach"):
+            Stats(mu=given_mu, sigma=given_sigma)
+        with pytest.raises(InputError, match=f"mu1/sigma1: mu cannot be read as a numpy array.*{reason}"):
+            fidkit.frechet_distance(given_mu, given_sigma, mu, sigma)
+        with pytest.raises(InputError, match=reason):
+            fid_from_arrays(rows.bfloat16() if reason == "BFloat16" else rows.clone().requires_grad_(), rows)
+    with pytest.raises(InputError, match="statistics: factor cannot be read as a numpy array"):
+        Stats(mu=mu, sigma=sigma, factor=torch.ones(4, 3, requires_grad=True))
+
+
+# --- hostile round 7, 6: a format version below fidkit's first is a damaged file ------------------------------------
+
+
+@pytest.mark.parametrize("version", [0, -5])
+def test_a_format_version_below_the_first_is_a_damaged_file(tmp_path, version) -> None:
+    good = tmp_path / "good.npz"
+    Stats.from_features(features(52, 20, 4)).save(good)
+    with zipfile.ZipFile(good) as archive, zipfile.ZipFile(tmp_path / "old.npz", "w") as old:
+        for item in archive.namelist():
+            data = archive.read(item)
+            if item == "fidkit_format_version.npy":
+                data = _npy_bytes(np.asarray(version, dtype=np.int64))
+            old.writestr(item, data)
+    with pytest.raises(StatsFileError, match=rf"old\.npz: declares format version {version}, .*damaged"):
+        Stats.load(tmp_path / "old.npz")
+    fidkit.Features(np.ones((3, 4))).save(tmp_path / "features.npz")
+    with zipfile.ZipFile(tmp_path / "features.npz") as archive, zipfile.ZipFile(tmp_path / "old-f.npz", "w") as old:
+        for item in archive.namelist():
+            data = archive.read(item)
+            if item == "fidkit_format_version.npy":
+                data = _npy_bytes(np.asarray(version, dtype=np.int64))
+            old.writestr(item, data)
+    with pytest.raises(StatsFileError, match=rf"old-f\.npz: declares format version {version}"):
+        fidkit.Features.load(tmp_path / "old-f.npz")

@@ -23,6 +23,11 @@ compatibility method. The routes (``FrechetResult.method``):
 ``sqrtm-ttur``
     (``method="ttur"``) TTUR's historical computation: ``scipy.linalg.sqrtm(sigma_a @ sigma_b)``, retried
     with ``eps * I`` added to both covariances when that is not finite, imaginary part checked and dropped.
+``factor-procrustes``
+    The variances of a side span more than a factor ``2^20`` (features on very different scales), or a factor had
+    to be computed in units of the variances (``SqrtFactor.scaled``): both factors, and the whole trace term as
+    ``||L_a Q - L_b||_F^2`` with ``Q`` the optimal rotation (the orthogonal Procrustes problem), a sum of squares
+    that never subtracts the huge traces of the large features from each other.
 ``identical-sigma``
     The two covariances are the same array: the trace terms cancel exactly and FID is ``||mu_a - mu_b||^2``.
 
@@ -50,6 +55,7 @@ from fidkit.frechet.factors import (
     file_error,
     rank_bound,
     remember_psd,
+    scale_spread,
     sqrt_factor,
     verify_psd,
     where,
@@ -59,9 +65,11 @@ from fidkit.frechet.trace_sqrt import (
     trace_sqrt_dense_eigh,
     trace_sqrt_factor_eigh,
     trace_sqrt_factors,
+    trace_sqrt_procrustes,
     trace_sqrt_ttur,
 )
 from fidkit.stats import Stats
+from fidkit.stats.checks import check_dim
 
 __all__ = [
     "FrechetResult",
@@ -83,6 +91,14 @@ _SVD_MAX_RANK_FRACTION = 0.5
 # With features at hand and one side of N <= dim, the other side keeps its exact factor (its centred rows) up to
 # this many rows per dimension; beyond it, its covariance is accumulated in chunks so that memory stays bounded.
 _FEATURES_AS_FACTOR_MAX_RATIO = 4
+# Variances of one side spanning more than this factor take the factor-procrustes route. The other factor routes
+# compute tr sqrt and subtract it from the traces, so they err by eps times the largest variance, which can be all
+# of a distance carried by the small features (one feature of variance 1e12 among features of 1e-3: FID 1e-3,
+# floor eps * tr ~ 4e-4); the Procrustes form has no such floor (measured 1e-15 to 1e-9 relative against 50-digit
+# arithmetic where the floor was 1e-8 to 1e-3). Below it the other routes stay at that floor (measured up to
+# spreads of 1e11), and covariances of pooled CNN features stay below it (the 2048-d test features: ~1e5); the
+# Procrustes route costs about 3x factor-eigh at dim 2048 (an SVD with singular vectors).
+_SCALE_SPREAD_LIMIT = 2.0**20
 
 
 @dataclass(frozen=True)
@@ -226,6 +242,11 @@ def _assemble(
     # mean term. The trace part is the squared Bures distance, >= 0 in exact arithmetic: clip round-off.
     if trace.method == "identical-sigma":
         trace_part = 0.0  # the same covariance on both sides: exactly 0, also where its trace overflows
+    elif trace.trace_term is not None:
+        # The route computed the trace part itself (a sum of squares, >= 0); tr sqrt follows from it, in halves
+        # so that the sum of the traces cannot overflow.
+        trace_part = trace.trace_term
+        trace = dataclasses.replace(trace, value=0.5 * trace_a + 0.5 * trace_b - 0.5 * trace_part)
     else:
         trace_part = (trace_a + trace_b) - 2.0 * trace.value
         if not math.isfinite(trace_part) and math.isfinite(trace_a) and math.isfinite(trace_b):
@@ -299,7 +320,9 @@ def _identical(trace: float) -> TraceSqrt:
 def _dense_eigh(first: Stats, second: Stats, side: str, first_label: str) -> TraceSqrt:
     """The ``eigh`` route; its eigendecomposition of ``first.sigma`` checks that one, so it is remembered."""
     try:
-        trace = trace_sqrt_dense_eigh(first.sigma, second.sigma, side, where(first, first_label))
+        trace = trace_sqrt_dense_eigh(
+            first.sigma, second.sigma, side, where(first, first_label), first.storage_eps
+        )
     except InputError as exc:
         raise file_error(first, exc) from None
     remember_psd(first)
@@ -355,13 +378,21 @@ def _fid_stats(
         if method == "eigh":
             verify_psd(second, second_label)
             trace = _dense_eigh(first, second, side, first_label)
-        elif factor_at_hand(first) and factor_at_hand(second) and rank_bound(first) <= _SVD_MAX_RANK_FRACTION * dim:
-            # Both factors are verified: L L^T is positive semidefinite.
-            trace = trace_sqrt_factors(sqrt_factor(first, first_label), sqrt_factor(second, second_label), side)
+        elif max(scale_spread(stats_a), scale_spread(stats_b)) > _SCALE_SPREAD_LIMIT:
+            # Features on very different scales: the trace term as a sum of squares (both factors verified).
+            trace = trace_sqrt_procrustes(sqrt_factor(first, first_label), sqrt_factor(second, second_label), side)
         else:
-            trace = trace_sqrt_factor_eigh(
-                sqrt_factor(first, first_label), second, side, lambda: verify_psd(second, second_label)
-            )
+            both_at_hand = factor_at_hand(first) and factor_at_hand(second)
+            factor = sqrt_factor(first, first_label)
+            if factor.scaled or (factor_at_hand(second) and sqrt_factor(second, second_label).scaled):
+                # A factor computed in units of the variances is not graded by size: the eigensolve would lose
+                # the small features with it (SqrtFactor.scaled).
+                trace = trace_sqrt_procrustes(factor, sqrt_factor(second, second_label), side)
+            elif both_at_hand and rank_bound(first) <= _SVD_MAX_RANK_FRACTION * dim:
+                # Both factors are verified: L L^T is positive semidefinite.
+                trace = trace_sqrt_factors(factor, sqrt_factor(second, second_label), side)
+            else:
+                trace = trace_sqrt_factor_eigh(factor, second, side, lambda: verify_psd(second, second_label))
     names = (where(stats_a, labels[0]), where(stats_b, labels[1]))
     return _assemble(mean_term, trace_a, trace_b, trace, stats_a.n, stats_b.n, dim, messages, names)
 
@@ -460,7 +491,9 @@ def fid_from_arrays(features_a: Any, features_b: Any, *, method: str = "auto") -
     Raises
     ------
     InputError
-        Not 2-D, fewer than 2 rows, NaN or inf, different dims, unknown method.
+        Not 2-D, fewer than 2 rows, NaN or inf, different dims, more than
+        :data:`fidkit.statsfile.MAX_STATS_DIM` columns (refused before any covariance is allocated), unknown
+        method.
 
     Warns
     -----
@@ -471,6 +504,7 @@ def fid_from_arrays(features_a: Any, features_b: Any, *, method: str = "auto") -
     array_a = check_features(features_a, "features_a")
     array_b = check_features(features_b, "features_b")
     for name, array in (("features_a", array_a), ("features_b", array_b)):
+        check_dim(array.shape[1], name)
         if array.shape[0] < 2:
             raise InputError(
                 f"{name} has {array.shape[0]} row; a covariance needs at least 2 samples (FID needs thousands)"

@@ -21,6 +21,7 @@ import scipy.linalg
 
 from fidkit.errors import InputError, StatsFileError
 from fidkit.stats import Stats
+from fidkit.stats.checks import variance_units
 
 __all__ = [
     "SqrtFactor",
@@ -32,17 +33,24 @@ __all__ = [
     "psd_tolerance",
     "indefinite_message",
     "check_psd",
+    "check_psd_from_eigenvalues",
+    "unit_exponents",
+    "scale_spread",
     "psd_verified",
     "remember_psd",
     "verify_psd",
 ]
 
-# Positive semidefiniteness check of a factor (see verify_factor): relative tolerance
-# max(floor, slack * dim^2 * eps), probes drawn once from a fixed seed so the check is deterministic.
+# Positive semidefiniteness check: an eigenvalue of sigma in units of its variances (of D^-1/2 sigma D^-1/2, D the
+# diagonal of sigma) below -max(floor, slack * dim^2 * eps) is more than float64 round-off; for statistics stored in
+# a lower precision, dim times its epsilon more is allowed (see psd_tolerance). Probes are drawn once from a fixed
+# seed so the check is deterministic.
 _PSD_CHECK_RTOL_FLOOR = 1e-9
 _PSD_CHECK_SLACK = 64.0
 _PSD_PROBES = 2
 _PSD_PROBE_SEED = 20151205
+_EPS64 = float(np.finfo(np.float64).eps)
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 @dataclass(frozen=True)
@@ -59,11 +67,16 @@ class SqrtFactor:
     dropped_trace : float
         ``tr(sigma) - ||L||_F^2``: the part of sigma's spectrum the factor leaves out because the pivoted
         Cholesky stopped at round-off level. Zero for ``"features"``.
+    scaled : bool
+        The pivoted Cholesky ran on sigma in units of its variances (features on very different scales, see
+        :func:`pivoted_cholesky_factor`): its columns are not ordered by size, which costs the eigensolve of
+        ``factor-eigh`` its accuracy, so the distance takes ``factor-procrustes`` with it.
     """
 
     matrix: np.ndarray
     kind: str
     dropped_trace: float = 0.0
+    scaled: bool = False
 
     @property
     def rank(self) -> int:
@@ -71,14 +84,55 @@ class SqrtFactor:
         return int(self.matrix.shape[1])
 
 
+def unit_exponents(sigma: np.ndarray) -> np.ndarray:
+    """Per feature, the exponent ``k`` with ``sigma_ii * 4^k`` in ``[0.25, 1)``: scaling row and column ``i`` by
+    ``2^k`` is exact and gives every variance the same size (``D^-1/2 sigma D^-1/2`` up to factors of 2).
 
-def pivoted_cholesky_factor(sigma: np.ndarray, where: str = "sigma") -> SqrtFactor:
+    The round-off decisions (whether a factor left a feature out, the positive semidefiniteness checks) are made in
+    these units, so they are invariant to the scale of each feature: relative to the largest variance, a feature of
+    variance 1e-3 beside one of 1e12 is below round-off, and was dropped. Features of zero (or subnormal) variance
+    take the largest variance's exponent (:func:`fidkit.stats.checks.variance_units`); with no variance at all, the
+    largest entry's.
+    """
+    units = _units(sigma)
+    exponents = np.frexp(units)[1]  # units = m 2^e with m in [0.5, 1); 0 for a zero unit
+    # 2^e * 4^-ceil(e / 2) is 1 or 1/2, so the scaled variance m 2^e 4^k lies in [0.25, 1).
+    return np.where(units > 0.0, -((exponents + 1) // 2), 0).astype(np.int64)
+
+
+def _units(sigma: np.ndarray) -> np.ndarray:
+    """Per feature, the variance its round-off is measured in (see :func:`unit_exponents`)."""
+    units = variance_units(np.diagonal(sigma))
+    if units.size and not float(np.max(units)) > 0.0:
+        units[:] = float(np.max(np.abs(sigma)))
+    return units
+
+
+def _unit_scaled(sigma: np.ndarray, exponents: np.ndarray) -> np.ndarray:
+    """``W sigma W`` with ``W = diag(2^exponents)``, exact, as a new Fortran-ordered array (what LAPACK factors in
+    place). `sigma` is symmetric, so its transpose (a Fortran-ordered view of a C-ordered array) is the same matrix
+    in the layout wanted: two passes, no transposing copy."""
+    scales = np.ldexp(1.0, exponents)
+    work = np.multiply(sigma.T, scales[:, None], order="F")
+    work *= scales
+    return work
+
+
+def pivoted_cholesky_factor(sigma: np.ndarray, where: str = "sigma", *, storage_eps: float = _EPS64) -> SqrtFactor:
     """Return a rank-revealing factor of a positive semidefinite ``sigma`` by pivoted Cholesky (LAPACK ``pstrf``).
 
-    Pivoting on the largest remaining diagonal makes the factorisation stop at the numerical rank (LAPACK's
-    tolerance ``dim * eps * max(diag)``) instead of failing on a singular covariance, so covariances of
-    ``n <= dim`` samples loaded from files without a factor get a factor of rank about ``n - 1``. It costs a
-    fraction of an eigendecomposition (``dim^3 / 3`` flops).
+    Pivoting on the largest remaining diagonal makes the factorisation stop at the numerical rank instead of
+    failing on a singular covariance, so covariances of ``n <= dim`` samples loaded from files without a factor
+    get a factor of rank about ``n - 1``. It costs a fraction of an eigendecomposition (``dim^3 / 3`` flops).
+
+    LAPACK's stopping rule (``dim * eps`` of the largest variance) is relative to the largest variance: beside a
+    feature of variance 1e12 it cuts off every feature of variance 1e-3 as round-off. So when the factorisation
+    stops early and leaves some feature more than ``64 * dim * eps`` of *its own* variance (what round-off can
+    leave), sigma is factored again with every variance scaled to about 1 (:func:`unit_exponents`; exact) and the
+    rows scaled back: pivots and stopping rule then measure each feature against its own variance (``scaled``).
+    Otherwise the first factor stands: pivoting on the variances themselves puts the large ones first, and that
+    grading keeps the small eigenvalues of the distance's product accurate (3e-14 against 2e-13 of tr sqrt at dim
+    2048; with one feature 1e5 times the variance of the others, 5e-11 against 2e-6 of FID).
 
     Parameters
     ----------
@@ -86,6 +140,9 @@ def pivoted_cholesky_factor(sigma: np.ndarray, where: str = "sigma") -> SqrtFact
         ``(dim, dim)`` float64, symmetric, finite.
     where : str
         What `sigma` belongs to (a file, an argument), for the error message.
+    storage_eps : float
+        Machine epsilon of the precision sigma was stored in (:attr:`fidkit.stats.Stats.storage_eps`), for the
+        verification.
 
     Returns
     -------
@@ -98,165 +155,214 @@ def pivoted_cholesky_factor(sigma: np.ndarray, where: str = "sigma") -> SqrtFact
     InputError
         `sigma` is not positive semidefinite: ``L @ L.T`` does not reproduce it.
     """
-    lower, pivots, rank, info = scipy.linalg.lapack.dpstrf(sigma, lower=1)
+    dim = sigma.shape[0]
+    factor = _pstrf(sigma, None)
+    exponents = None
+    if factor.shape[1] < dim:
+        units = _units(sigma)
+        lost = (np.diagonal(sigma) - np.einsum("ij,ij->i", factor, factor)) / np.where(units > 0.0, units, 1.0)
+        if float(np.max(lost)) > _PSD_CHECK_SLACK * dim * _EPS64:
+            exponents = unit_exponents(sigma)
+            factor = _pstrf(sigma, exponents)
+    dropped = verify_factor(sigma, factor, where, storage_eps=storage_eps, exponents=exponents)
+    return SqrtFactor(matrix=factor, kind="pivoted-cholesky", dropped_trace=dropped, scaled=exponents is not None)
+
+
+def _pstrf(sigma: np.ndarray, exponents: np.ndarray | None) -> np.ndarray:
+    """The ``(dim, rank)`` factor ``F`` (``sigma = F F^T``) pstrf finds for sigma, or for sigma in units of its
+    variances (`exponents`, :func:`unit_exponents`) with the scaling undone."""
+    # sigma.T is a Fortran-ordered view of the same (symmetric) matrix: LAPACK's copy of it is a plain one.
+    work = sigma.T if exponents is None else _unit_scaled(sigma, exponents)
+    lower, pivots, rank, info = scipy.linalg.lapack.dpstrf(work, lower=1, overwrite_a=int(exponents is not None))
     if info < 0:
         raise InputError(f"pivoted Cholesky rejected argument {-info}; this is a bug in fidkit, please report it")
-    rank = int(rank)
-    triangle = np.tril(lower)[:, :rank]
-    factor = np.empty_like(triangle)
+    triangle = np.tril(lower[:, : int(rank)])
+    if exponents is not None:
+        # pstrf factored C = W sigma W: scale the rows back (exactly: powers of two).
+        triangle *= np.ldexp(1.0, -exponents[pivots - 1])[:, None]
     # pstrf factors P^T sigma P = T T^T; undo the permutation on the rows so that sigma = F F^T.
+    factor = np.empty((sigma.shape[0], int(rank)), dtype=np.float64)
     factor[pivots - 1] = triangle
-    factor = np.ascontiguousarray(factor)
-    dropped = float(np.trace(sigma) - np.einsum("ij,ij->", factor, factor))
-    verify_factor(sigma, factor, dropped, where)
-    return SqrtFactor(matrix=factor, kind="pivoted-cholesky", dropped_trace=dropped)
+    return factor
 
 
-def verify_factor(sigma: np.ndarray, factor: np.ndarray, dropped: float, where: str) -> None:
-    """Raise InputError unless ``factor @ factor.T`` equals `sigma` to the accuracy pivoted Cholesky guarantees.
+def verify_factor(
+    sigma: np.ndarray, factor: np.ndarray, where: str, *, storage_eps: float = _EPS64,
+    exponents: np.ndarray | None = None,
+) -> float:
+    """Return ``tr(sigma - L L^T)``, or raise InputError unless ``factor @ factor.T`` equals `sigma` to the
+    accuracy pivoted Cholesky guarantees.
 
-    pstrf stops as soon as the largest remaining diagonal is at most ``dim * eps * max(diag)``, and on an
-    indefinite matrix that happens at the first negative pivot: it returns a factor of a *different* matrix
-    without any error (``[[1, 2], [2, 1]]`` gives ``L = [1, 2]^T``). On a positive semidefinite sigma the part
-    left out is itself positive semidefinite with diagonal below that tolerance, so its norm is at most
-    ``dim^2 * eps * max(diag)``. Two checks separate the cases:
+    Judged in units of the variances (``C = D^-1/2 sigma D^-1/2``, :func:`unit_exponents`; the factor's rows
+    scaled alike). :func:`pivoted_cholesky_factor` leaves out at most ``64 * dim * eps`` of any feature's variance,
+    and pstrf stops early on an indefinite matrix at the first negative pivot: it returns a factor of a *different*
+    matrix without any error (``[[1, 2], [2, 1]]`` gives ``L = [1, 2]^T``). On a positive semidefinite sigma the
+    part left out is itself positive semidefinite with that small a diagonal, so its norm is at most
+    ``64 * dim^2 * eps``. Two checks separate the cases:
 
-    * the residual trace ``tr(sigma - L L^T)``, which is ``>= 0`` up to round-off for a PSD sigma;
-    * fixed random probes ``v``: ``||(sigma - L L^T) v||`` against ``max(diag) * ||v||``. The trace alone
-      misses indefinite matrices whose residual has zero trace (``[[1,0,0],[0,0,1],[0,1,0]]``); a residual
-      that is not small along random directions cannot be. Each probe costs ``O(dim^2)``, nothing next to the
-      ``dim^3 / 3`` of the factorisation.
+    * the residual trace ``tr(C - L_C L_C^T)``, which is ``>= 0`` up to round-off for a PSD sigma;
+    * fixed random probes ``v``: ``||(C - L_C L_C^T) v||`` against ``||v||``. The trace alone misses indefinite
+      matrices whose residual has zero trace (``[[1,0,0],[0,0,1],[0,1,0]]``); a residual that is not small along
+      random directions cannot be. Each probe costs ``O(dim^2)``, nothing next to the ``dim^3 / 3`` of the
+      factorisation.
+
+    The tolerance is :func:`psd_tolerance` (`storage_eps`: the precision sigma was stored in).
     """
     dim = sigma.shape[0]
-    if dim == 0:
-        return
-    tolerance, scale = psd_tolerance(sigma)
-    if scale == 0.0:
-        return
+    dropped = float(np.trace(sigma) - np.einsum("ij,ij->", factor, factor))
+    row_norms = np.einsum("ij,ij->i", factor, factor)
+    if _nothing_to_check(sigma):
+        return dropped
+    if exponents is None:
+        exponents = unit_exponents(sigma)
+    scales = np.ldexp(1.0, exponents)
+    tolerance = psd_tolerance(dim, storage_eps)
+    # Residual trace in units: sum_i (sigma_ii - ||L_i||^2) / unit_i.
+    unit_dropped = float(np.sum(np.ldexp(np.diagonal(sigma) - row_norms, 2 * exponents)))
     probes = np.random.default_rng(_PSD_PROBE_SEED).standard_normal((_PSD_PROBES, dim))
     probe_norms = np.linalg.norm(probes, axis=1)
-    # Work in units of `scale`: covariances of features near 1e150 have entries near 1e300, and sigma @ v would
-    # overflow. Dividing the probes by a power of two (not the dim x dim sigma: no copy) keeps every product
-    # near 1; the exponent is clipped so that the divisor itself stays finite.
-    exponent = int(np.clip(math.frexp(scale)[1], -1000, 1000))
-    scaled_probes = np.ldexp(probes, -exponent)
-    probe_error = _probe_residual(sigma, factor, scaled_probes, probe_norms) * math.ldexp(1.0, exponent)
-    if not math.isfinite(probe_error):
-        # Only for a scale beyond the clipped exponent (sigma entries below 1e-301): scale the matrices instead.
-        # Divide, not multiply by 1 / scale, which overflows for a subnormal scale.
-        unit_sigma, unit_factor = sigma / scale, np.ascontiguousarray(factor / math.sqrt(scale))
-        probe_error = _probe_residual(unit_sigma, unit_factor, probes, probe_norms) * scale
-    if dropped < -dim * tolerance or not probe_error <= tolerance:
+    # (C - L_C L_C^T) v = W (sigma - L L^T) (W v): the scales go on the probes and the residual, so sigma itself is
+    # neither copied nor scaled. sigma (W v) and L^T (W v) stay near the square root of the variances: no overflow.
+    probe_error = _probe_residual(sigma, factor, probes * scales, scales, probe_norms)
+    if unit_dropped < -dim * tolerance or not probe_error <= tolerance:
         # The error path only: one eigenvalue tells an indefinite sigma (the usual case, named with its most
         # negative eigenvalue) from a positive semidefinite one whose stored factor belongs to other statistics.
-        smallest = _smallest_eigenvalue(sigma)
-        if smallest < -tolerance:
-            raise InputError(indefinite_message(where, smallest, scale, tolerance))
+        unit_smallest = _smallest_unit_eigenvalue(sigma)
+        if unit_smallest < -tolerance:
+            raise InputError(indefinite_message(where, _smallest_eigenvalue(sigma), unit_smallest, tolerance))
         raise InputError(
             f"{where}: factor @ factor.T does not reproduce sigma: it leaves a residual of "
-            f"{max(probe_error, -dropped) / scale:.3g} relative to its largest variance (a covariance and its own "
-            "factor agree to round-off); a stored factor that belongs to other statistics, or an edited file: "
-            "recompute the statistics"
+            f"{max(probe_error, -unit_dropped):.3g} in units of the variances (a covariance and its own factor "
+            "agree to round-off); a stored factor that belongs to other statistics, or an edited file: recompute "
+            "the statistics"
         )
+    return dropped
 
 
-def psd_tolerance(sigma: np.ndarray) -> tuple[float, float]:
-    """Return ``(tolerance, scale)`` for the positive semidefiniteness checks of `sigma`.
+def psd_tolerance(dim: int, storage_eps: float = _EPS64) -> float:
+    """The most negative eigenvalue of ``D^-1/2 sigma D^-1/2`` (sigma in units of its variances) that is still
+    round-off, for a ``dim x dim`` sigma stored with machine epsilon `storage_eps`.
 
-    `scale` is the largest variance (the largest entry when no diagonal entry is positive: then any nonzero
-    entry is indefiniteness); an eigenvalue below ``-tolerance`` is more than round-off. Zero `scale`: an all-zero
-    sigma, which is positive semidefinite.
+    ``max(1e-9, 64 dim^2 eps)`` for float64: well above pstrf's truncation (``<= dim^2 eps``) and the round-off of
+    computing a covariance (``dim eps``), and below any negative eigenvalue that is more than round-off (1e-9 of a
+    variance is about 1e-7 of the standard deviation). Statistics stored in a lower precision (a float32 file) had
+    every entry rounded by up to half its epsilon relative to ``sqrt(sigma_ii sigma_jj)``, which moves an
+    eigenvalue of the scaled matrix by up to ``dim * eps / 2``: ``dim * storage_eps`` more is allowed.
     """
-    dim = sigma.shape[0]
-    if dim == 0:
-        return 0.0, 0.0
-    largest_diagonal = float(np.max(np.diagonal(sigma)))
-    scale = max(largest_diagonal, float(np.max(np.abs(sigma))) if largest_diagonal <= 0.0 else 0.0)
-    # Well above pstrf's truncation (<= dim^2 eps max(diag)) and round-off (dim eps ||sigma||), and below any
-    # negative eigenvalue that is more than round-off: 1e-9 relative is about 1e-7 of the standard deviation.
-    # The absolute term is the same bound in units of the smallest subnormal: a sigma with entries near 1e-320
-    # has lost its relative precision to underflow and says nothing about definiteness.
-    tolerance = max(_PSD_CHECK_RTOL_FLOOR, _PSD_CHECK_SLACK * dim * dim * np.finfo(np.float64).eps) * scale
-    tolerance += _PSD_CHECK_SLACK * dim * dim * math.ulp(0.0)
-    return tolerance, scale
+    tolerance = max(_PSD_CHECK_RTOL_FLOOR, _PSD_CHECK_SLACK * dim * dim * _EPS64)
+    if storage_eps > _EPS64:
+        tolerance += dim * storage_eps
+    return tolerance
 
 
-def _unit_exponent(scale: float) -> int:
-    """The exponent ``k`` with ``scale / 2^k`` in [0.5, 1): dividing by ``2^k`` is exact and brings entries near 1."""
-    return int(np.clip(math.frexp(scale)[1], -1000, 1000)) if scale > 0.0 else 0
+def _nothing_to_check(sigma: np.ndarray) -> bool:
+    """True for a sigma with no entry of normal magnitude: all zero (positive semidefinite), or subnormal, where
+    underflow has taken the relative precision that definiteness is judged by. Reads the diagonal first."""
+    if sigma.shape[0] == 0 or float(np.max(np.diagonal(sigma))) >= _TINY:
+        return sigma.shape[0] == 0
+    return not float(np.max(np.abs(sigma))) >= _TINY
 
 
 def _smallest_eigenvalue(sigma: np.ndarray) -> float:
     """The smallest eigenvalue of the symmetric `sigma` (computed in units of its scale, so it cannot overflow)."""
     if sigma.shape[0] == 0:
         return 0.0
-    exponent = _unit_exponent(float(np.max(np.abs(sigma))))
+    scale = float(np.max(np.abs(sigma)))
+    exponent = int(np.clip(math.frexp(scale)[1], -1000, 1000)) if scale > 0.0 else 0
     smallest = scipy.linalg.eigh(
         np.ldexp(sigma, -exponent), eigvals_only=True, subset_by_index=[0, 0], check_finite=False
     )
     return math.ldexp(float(smallest[0]), exponent)
 
 
-def indefinite_message(where: str, smallest: float, scale: float, tolerance: float) -> str:
+def _smallest_unit_eigenvalue(sigma: np.ndarray) -> float:
+    """The smallest eigenvalue of ``D^-1/2 sigma D^-1/2`` (sigma in units of its variances, :func:`_units`; the
+    decisions use powers of two within a factor 2 of these, for exactness); ``-inf`` when that scaling overflows,
+    which only covariances far beyond ``|sigma_ij| <= sqrt(sigma_ii sigma_jj)`` do."""
+    inverse_roots = 1.0 / np.sqrt(_units(sigma))
+    scaled = sigma * inverse_roots[:, None] * inverse_roots
+    return _smallest_eigenvalue(scaled) if np.isfinite(scaled).all() else -math.inf
+
+
+def indefinite_message(where: str, smallest: float, unit_smallest: float, tolerance: float) -> str:
     """The one message for a sigma that is not positive semidefinite: where, its most negative eigenvalue, the bound."""
     return (
         f"{where}: sigma is not positive semidefinite (not a covariance matrix): its most negative eigenvalue is "
-        f"{smallest:.6g} ({smallest / scale:.3g} relative to its largest variance {scale:.6g}; round-off allows "
-        f"{-tolerance / scale:.1g}); check that it was computed as a covariance of features and not edited or "
-        "corrupted"
+        f"{smallest:.6g} ({unit_smallest:.3g} in units of its variances, i.e. of D^-1/2 sigma D^-1/2 with D its "
+        f"diagonal; round-off allows {-tolerance:.1g}); check that it was computed as a covariance of features and "
+        "not edited or corrupted"
     )
 
 
-def check_psd(sigma: np.ndarray, where: str) -> None:
+def check_psd(sigma: np.ndarray, where: str, storage_eps: float = _EPS64) -> None:
     """Raise InputError unless the symmetric `sigma` is positive semidefinite up to :func:`psd_tolerance`.
 
-    A Cholesky factorisation (LAPACK ``potrf``, ``dim^3 / 3`` flops, no pivoting) of ``sigma + tolerance * I``
-    succeeds exactly when no eigenvalue of sigma is below ``-tolerance`` (up to the factorisation's round-off,
-    far below the tolerance); only when it fails is the smallest eigenvalue computed, to tell round-off from
-    indefiniteness and to name it. Works on a copy scaled by a power of two (exact), so entries near 1e300 or
-    1e-300 neither overflow nor underflow.
+    A Cholesky factorisation (LAPACK ``potrf``, ``dim^3 / 3`` flops, no pivoting) of ``C + tolerance * I``, with
+    ``C`` sigma in units of its variances (:func:`unit_exponents`; exact), succeeds exactly when no eigenvalue of
+    ``C`` is below ``-tolerance`` (up to the factorisation's round-off, far below the tolerance); only when it
+    fails is the smallest eigenvalue computed, to tell round-off from indefiniteness and to name it. The scaling
+    also keeps entries near 1e300 or 1e-300 from overflowing or underflowing.
 
     Raises
     ------
     InputError
-        `sigma` has an eigenvalue below ``-tolerance``; the message names `where` and the eigenvalue.
+        `sigma` has an eigenvalue below ``-tolerance`` in units of its variances; the message names `where` and
+        the eigenvalue.
     """
-    tolerance, scale = psd_tolerance(sigma)
-    if scale == 0.0:
+    dim = sigma.shape[0]
+    if _nothing_to_check(sigma):
         return
-    exponent = _unit_exponent(scale)
-    # sigma.T is a Fortran-ordered view of a C-ordered sigma, and sigma is symmetric: ldexp writes the scaled
-    # copy in the layout LAPACK wants, so potrf factors it in place without another copy.
-    work = np.ldexp(sigma.T, -exponent)
-    if not work.flags.f_contiguous:
-        work = np.asfortranarray(work)
-    work[np.diag_indices_from(work)] += math.ldexp(tolerance, -exponent)
+    tolerance = psd_tolerance(dim, storage_eps)
+    exponents = unit_exponents(sigma)
+    work = _unit_scaled(sigma, exponents)
+    work[np.diag_indices_from(work)] += tolerance
     _, info = scipy.linalg.lapack.dpotrf(work, lower=1, clean=0, overwrite_a=1)
     if info < 0:
         raise InputError(f"Cholesky rejected argument {-info}; this is a bug in fidkit, please report it")
     if info == 0:
         return
-    smallest = _smallest_eigenvalue(sigma)
-    if smallest < -tolerance:
-        raise InputError(indefinite_message(where, smallest, scale, tolerance))
+    unit_smallest = _smallest_unit_eigenvalue(sigma)
+    if unit_smallest < -tolerance:
+        raise InputError(indefinite_message(where, _smallest_eigenvalue(sigma), unit_smallest, tolerance))
 
 
-def _probe_residual(sigma: np.ndarray, factor: np.ndarray, probes: np.ndarray, probe_norms: np.ndarray) -> float:
-    """Return ``max_k ||(sigma - L L^T) v_k|| / ||v_k||`` for the rows ``v_k`` of `probes`.
+def check_psd_from_eigenvalues(sigma: np.ndarray, smallest: float, where: str, storage_eps: float = _EPS64) -> None:
+    """:func:`check_psd` for a sigma whose smallest eigenvalue was computed (the dense ``eigh`` route has them all).
+
+    ``C = W sigma W`` has no eigenvalue below ``lambda * max(W)^2`` for a negative lower bound ``lambda`` of sigma's
+    eigenvalues. The eigensolver's `smallest` is accurate to about ``dim * eps * max(diag)`` only, so ``lambda`` is
+    `smallest` less that; when it is within the tolerance of the smallest variance this settles it for nothing,
+    otherwise (variances far apart, or negative eigenvalues) the Cholesky check decides.
+    """
+    dim = sigma.shape[0]
+    if dim == 0:
+        return
+    bound = smallest - dim * _EPS64 * max(float(np.max(np.diagonal(sigma))), 0.0)
+    largest_scale = math.ldexp(1.0, 2 * int(np.max(unit_exponents(sigma))))
+    if bound >= 0.0 or bound * largest_scale >= -psd_tolerance(dim, storage_eps):
+        return
+    check_psd(sigma, where, storage_eps)
+
+
+def _probe_residual(
+    sigma: np.ndarray, factor: np.ndarray, probes: np.ndarray, scales: np.ndarray, probe_norms: np.ndarray
+) -> float:
+    """Return ``max_k ||W (sigma - L L^T) u_k|| / ||v_k||`` for the rows ``u_k = W v_k`` of `probes`.
 
     Through scipy's BLAS, the library pstrf just ran on: handing over to numpy's separately linked OpenBLAS
     right after it makes the two thread pools fight for the cores, which measured 0.11 s instead of 0.003 s
-    at dim 2048 on 2 cores. ``sigma v`` reads only the lower triangle (``symv``: half the memory traffic of a
+    at dim 2048 on 2 cores. ``sigma u`` reads only the lower triangle (``symv``: half the memory traffic of a
     general product, and the same triangle pstrf factored); the transposes are views in the layout BLAS wants,
     so no ``dim x dim`` copy is made for C-ordered inputs.
     """
     columns = probes.T  # (dim, k), Fortran-ordered view
     # sigma.T is Fortran-ordered; its upper triangle (lower=0) is sigma's lower triangle.
     sigma_v = np.stack([scipy.linalg.blas.dsymv(1.0, sigma.T, probe, lower=0) for probe in probes], axis=1)
-    projected = scipy.linalg.blas.dgemm(1.0, factor.T, columns)  # L^T v, (rank, k)
+    projected = scipy.linalg.blas.dgemm(1.0, factor.T, columns)  # L^T u, (rank, k)
     residual = scipy.linalg.blas.dgemm(
         -1.0, factor.T, projected, beta=1.0, c=np.asfortranarray(sigma_v), trans_a=1, overwrite_c=1
     )
+    residual *= scales[:, None]
     return float(np.max(np.linalg.norm(residual, axis=0) / probe_norms))
 
 
@@ -307,12 +413,10 @@ def sqrt_factor(stats: Stats, label: str = "statistics") -> SqrtFactor:
         return known
     try:
         if stats.factor is not None:
-            matrix = stats.factor
-            dropped = float(np.trace(stats.sigma) - np.einsum("ij,ij->", matrix, matrix))
-            verify_factor(stats.sigma, matrix, dropped, where(stats, label))
-            factor = SqrtFactor(matrix=matrix, kind="features", dropped_trace=0.0)
+            verify_factor(stats.sigma, stats.factor, where(stats, label), storage_eps=stats.storage_eps)
+            factor = SqrtFactor(matrix=stats.factor, kind="features", dropped_trace=0.0)
         else:
-            factor = pivoted_cholesky_factor(stats.sigma, where(stats, label))
+            factor = pivoted_cholesky_factor(stats.sigma, where(stats, label), storage_eps=stats.storage_eps)
             factor.matrix.flags.writeable = False
     except InputError as exc:
         raise file_error(stats, exc) from None
@@ -355,7 +459,7 @@ def verify_psd(stats: Stats, label: str = "statistics") -> None:
         sqrt_factor(stats, label)
         return
     try:
-        check_psd(stats.sigma, where(stats, label))
+        check_psd(stats.sigma, where(stats, label), stats.storage_eps)
     except InputError as exc:
         raise file_error(stats, exc) from None
     remember_psd(stats)
@@ -376,3 +480,11 @@ def rank_bound(stats: Stats) -> int:
     if stats.n is not None:
         return min(stats.n - 1, stats.dim)
     return stats.dim
+
+
+def scale_spread(stats: Stats) -> float:
+    """How far apart the scales of the features are: the largest variance over the smallest positive one (1.0 for
+    a covariance without variance). The distance takes its scale-robust route beyond a bound on this."""
+    diagonal = np.diagonal(stats.sigma)
+    positive = diagonal[diagonal >= _TINY]
+    return float(np.max(positive) / np.min(positive)) if positive.size else 1.0

@@ -1,6 +1,6 @@
 """The trace of the matrix square root, tr sqrt(sigma_a sigma_b), by each route: from two square-root factors
-(SVD or eigensolve), dense (eigh), or as TTUR computed it (sqrtm). Pure float64 kernels; which route runs is
-decided by :mod:`fidkit.frechet.distance`."""
+(SVD, eigensolve, or the Procrustes form of the whole trace term), dense (eigh), or as TTUR computed it (sqrtm).
+Pure float64 kernels; which route runs is decided by :mod:`fidkit.frechet.distance`."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from fidkit.errors import FidkitError, InputError
+from fidkit.errors import FidkitError
 from fidkit.frechet.factors import (
     SqrtFactor,
-    indefinite_message,
-    psd_tolerance,
+    check_psd_from_eigenvalues,
     remember_psd,
 )
 from fidkit.frechet.torch_route import eigvalsh_float64, torch_device_for_distance
@@ -53,6 +52,9 @@ class TraceSqrt:
     factor_dropped: float = 0.0
     warnings: tuple[str, ...] = ()
     solver: str = "scipy"
+    #: The whole trace term tr(sigma_a) + tr(sigma_b) - 2 tr sqrt, when the route computes it without that
+    #: cancellation (factor-procrustes); None: the caller forms it from `value`.
+    trace_term: float | None = None
 
 
 # --------------------------------------------------------------------------------------------- kernels
@@ -140,6 +142,53 @@ def trace_sqrt_factors(first: SqrtFactor, second: SqrtFactor, side: str) -> Trac
     )
 
 
+def trace_sqrt_procrustes(first: SqrtFactor, second: SqrtFactor, side: str) -> TraceSqrt:
+    """The trace term ``tr(L_a L_a^T) + tr(L_b L_b^T) - 2 ||L_a^T L_b||_*`` as ``||L_a Q - L_b||_F^2``.
+
+    ``Q`` is the rotation that brings the smaller factor closest to the other (the orthogonal Procrustes problem:
+    ``Q = U V^T`` from the SVD ``L_a^T L_b = U S V^T``, with ``L_a`` the factor of fewer columns), and the minimum
+    of ``||L_a Q - L_b||_F^2`` over rotations is exactly that trace term (the squared Bures distance). Formed as a
+    sum of squared differences it never subtracts the traces from each other: when features of very different
+    scales make the traces huge next to the distance, the traces and ``2 tr sqrt`` agree to all their digits but
+    the last few, and their difference is round-off of the large features, while this sum keeps the small
+    features' contribution at their own precision. ``Q`` enters to second order only (the sum is stationary at
+    the optimum), so its round-off does not matter either. Costs an SVD with singular vectors and two products of
+    the factors' size: the distance takes this route only for such covariances.
+    """
+    if first.rank > second.rank:
+        first, second, side = second, first, {"a": "b", "b": "a"}.get(side, side)
+    scale_first, scale_second = _power_of_two_scale(first.matrix), _power_of_two_scale(second.matrix)
+    rotated, target = _scaled(first.matrix, scale_first), _scaled(second.matrix, scale_second)
+    smallest = 0.0
+    if first.rank:
+        cross = rotated.T @ target  # (rank_first, rank_second)
+        try:
+            left, singular, right = scipy.linalg.svd(cross, full_matrices=False, check_finite=False)
+        except np.linalg.LinAlgError:  # gesdd fails to converge on rare inputs; gesvd is slower but more robust
+            left, singular, right = scipy.linalg.svd(
+                cross, full_matrices=False, check_finite=False, lapack_driver="gesvd"
+            )
+        scale = scale_first * scale_second
+        smallest = float(np.square(singular.min())) * scale * scale  # inf, not OverflowError, beyond float64
+        rotated = rotated @ (left @ right)
+    else:
+        rotated = np.zeros_like(target)
+    # Both sides in the units of the larger scale (powers of two: exact), then the sum of squared differences.
+    common = max(scale_first, scale_second)
+    difference = rotated * (scale_first / common) - target * (scale_second / common)
+    trace_term = float(np.einsum("ij,ij->", difference, difference)) * common * common
+    return TraceSqrt(
+        value=math.nan,  # the caller derives it from trace_term and the traces
+        method="factor-procrustes",
+        rank=first.rank,
+        min_eigenvalue=smallest,
+        clipped_negative=0.0,
+        factor_side=side,
+        factor_dropped=first.dropped_trace + second.dropped_trace,
+        trace_term=trace_term,
+    )
+
+
 def _cholesky_sandwich(factor: np.ndarray, sigma: np.ndarray) -> np.ndarray | None:
     """Return ``L^T sigma L`` as ``B^T B`` with ``B = R^T L`` and ``sigma = R R^T`` (Cholesky), or None.
 
@@ -221,20 +270,18 @@ def trace_sqrt_factor_eigh(
 
 
 def trace_sqrt_dense_eigh(
-    sigma_root_side: np.ndarray, sigma_other: np.ndarray, side: str, where: str = "sigma"
+    sigma_root_side: np.ndarray, sigma_other: np.ndarray, side: str, where: str = "sigma",
+    storage_eps: float = float(np.finfo(np.float64).eps),
 ) -> TraceSqrt:
     """tr sqrt(sqrt(S1) S2 sqrt(S1)) with sqrt(S1) from a symmetric eigendecomposition (clipped at 0).
 
-    The eigendecomposition also checks that S1 is positive semidefinite (InputError naming `where` if not);
-    the caller checks S2.
+    The eigendecomposition also checks that S1 is positive semidefinite (InputError naming `where` if not; S1
+    stored with machine epsilon `storage_eps`); the caller checks S2.
     """
     scale_root, scale_other = _power_of_two_scale(sigma_root_side), _power_of_two_scale(sigma_other)
     eigenvalues, eigenvectors = scipy.linalg.eigh(_scaled(sigma_root_side, scale_root), check_finite=False)
     if eigenvalues.size:
-        tolerance, scale = psd_tolerance(sigma_root_side)
-        smallest = float(eigenvalues.min()) * scale_root
-        if smallest < -tolerance:
-            raise InputError(indefinite_message(where, smallest, scale, tolerance))
+        check_psd_from_eigenvalues(sigma_root_side, float(eigenvalues.min()) * scale_root, where, storage_eps)
     negative_root = eigenvalues[eigenvalues < 0]
     root = (eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0))) @ eigenvectors.T
     total, smallest, clipped = _sum_sqrt_eigenvalues(_sandwich(root, _scaled(sigma_other, scale_other)))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from fidkit._validate import check_features
+from fidkit._validate import check_features, is_count
 from fidkit.errors import InputError
+from fidkit.stats.checks import check_dim, symmetrised
 from fidkit.stats.core import MetadataValue, Stats
 
 __all__ = ["StatsAccumulator"]
@@ -26,8 +29,10 @@ class StatsAccumulator:
     """
 
     def __init__(self, dim: int | None = None) -> None:
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1):
+        if dim is not None and not is_count(dim):
             raise InputError(f"dim must be a positive int, not {dim!r}")
+        if dim is not None:
+            check_dim(int(dim), "StatsAccumulator(dim)")
         self._dim: int | None = None if dim is None else int(dim)
         self._n = 0
         self._rows: list[np.ndarray] | None = []  # None once folded into the moments
@@ -57,6 +62,7 @@ class StatsAccumulator:
 
     def _update_checked(self, batch: np.ndarray) -> None:
         if self._dim is None:
+            check_dim(int(batch.shape[1]), "feature batch")
             self._dim = int(batch.shape[1])
         elif batch.shape[1] != self._dim:
             raise InputError(
@@ -160,12 +166,21 @@ class StatsAccumulator:
         """An accumulator holding ``(n, mean, M2)`` as :meth:`moments` gave them (for instance from another process).
 
         It carries no feature rows, so its statistics have no exact factor even when ``n <= dim``.
+
+        Raises
+        ------
+        InputError
+            `n` is not a non-negative integer; `mean` is not a finite ``(dim,)`` vector; `m2` is not a finite,
+            symmetric ``(dim, dim)`` matrix with a non-negative diagonal (sums of squared deviations). Nothing of
+            this is checked again: :meth:`result` trusts the state as its own.
         """
-        mean = np.array(mean, dtype=np.float64)
+        if not is_count(n, 0):
+            raise InputError(f"from_moments: n must be a non-negative integer count of rows, not {n!r}")
+        mean, m2 = _checked_moments(mean, m2)
         accumulator = cls(dim=int(mean.shape[0]))
         accumulator._fold_rows()
         if n > 0:
-            accumulator._combine(int(n), mean, np.array(m2, dtype=np.float64))
+            accumulator._combine(int(n), mean, m2)
         return accumulator
 
     def result(self, metadata: dict[str, MetadataValue] | None = None) -> Stats:
@@ -186,3 +201,36 @@ class StatsAccumulator:
         sigma = self._m2 / (self._n - 1)
         sigma = (sigma + sigma.T) * 0.5  # M2 sums gemm products, which BLAS does not keep exactly symmetric
         return Stats._computed(self._mean.copy(), sigma, self._n, metadata)
+
+
+def _checked_moments(mean: Any, m2: Any) -> tuple[np.ndarray, np.ndarray]:
+    """`mean` and `m2` of :meth:`StatsAccumulator.from_moments` as float64 arrays (m2 made exactly symmetric), or
+    InputError naming the argument."""
+    arrays = []
+    for name, value in (("mean", mean), ("m2", m2)):
+        try:
+            arrays.append(np.array(value, dtype=np.float64))
+        except Exception as exc:  # noqa: BLE001 - whatever the conversion raises (torch: RuntimeError)
+            raise InputError(
+                f"from_moments: {name} cannot be read as a float array ({exc}); pass numpy arrays"
+            ) from exc
+    mean64, m2_64 = arrays
+    if mean64.ndim != 1 or mean64.size < 1:
+        raise InputError(f"from_moments: mean has shape {mean64.shape}; it must be a (dim,) vector")
+    dim = mean64.shape[0]
+    check_dim(dim, "from_moments: mean")
+    if m2_64.shape != (dim, dim):
+        raise InputError(
+            f"from_moments: m2 has shape {m2_64.shape} but mean has length {dim}; m2 must be the ({dim}, {dim}) "
+            "sum of squared deviations of the same features (StatsAccumulator.moments())"
+        )
+    for name, array in (("mean", mean64), ("m2", m2_64)):
+        if not np.isfinite(array).all():
+            raise InputError(f"from_moments: {name} contains NaN or inf; pass the moments of valid features")
+    symmetrised(m2_64, "m2", "from_moments", "StatsAccumulator.moments()")
+    if np.any(np.diagonal(m2_64) < 0):
+        raise InputError(
+            "from_moments: m2 has negative entries on its diagonal; they are sums of squared deviations, never "
+            "negative: pass StatsAccumulator.moments()"
+        )
+    return mean64, m2_64

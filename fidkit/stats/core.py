@@ -8,12 +8,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 import numpy as np
 
 from fidkit._validate import check_features
 from fidkit.errors import InputError, StatsFileError
+from fidkit.stats.checks import EPS64, TINY, as_real_array, check_dim, storage_eps_of, stored_precision, symmetrised
 from fidkit.statsfile import IDENTITY_KEYS, read_stats_file, write_stats_file
 
 __all__ = ["Stats", "MetadataValue", "centred_factor", "check_metadata", "relabelled"]
@@ -22,9 +23,6 @@ logger = logging.getLogger(__name__)
 
 MetadataValue = Union[str, int, float, bool]
 
-# A covariance written by np.cov is symmetric to round-off only; anything beyond this relative asymmetry is
-# not a covariance (a transposed or corrupt matrix) and is refused rather than silently symmetrised.
-_SYMMETRY_RTOL = 1e-6
 # A stored factor must reproduce sigma's diagonal; float64 round-off is ~1e-16, a mismatched factor is O(1).
 # (The distance verifies the whole factor before using it; this cheap check catches a swapped file early.)
 _FACTOR_DIAG_RTOL = 1e-8
@@ -36,26 +34,15 @@ _CHUNK_ROWS = 4096
 # --------------------------------------------------------------------------------------------- validation
 
 
-def _check_mu_sigma(mu: Any, sigma: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and return float64 copies of a mean and covariance; symmetrise sigma exactly.
+def _check_mu_sigma(mu: Any, sigma: Any, where: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Validate and return float64 copies of a mean and covariance (sigma made exactly symmetric), and the machine
+    epsilon of the precision sigma was given in (:attr:`Stats.storage_eps`).
 
     Raises InputError naming `where` (e.g. "side a" or a file) and what to do.
     """
-    # numpy drops imaginary parts silently (a ComplexWarning) when converting to float64: a complex mean or
-    # covariance (one that went through a complex square root, say) is refused unless it is exactly real.
-    for name, values in (("mu", mu), ("sigma", sigma)):
-        if np.iscomplexobj(values):
-            imaginary = np.abs(np.asarray(values).imag)
-            if imaginary.size and float(np.max(imaginary)) != 0.0:
-                raise InputError(
-                    f"{where}: {name} is complex (imaginary parts up to {float(np.max(imaginary)):.3g}); "
-                    "statistics are real: pass the mean and covariance of real features"
-                )
-    try:
-        mu64 = np.array(np.real(mu), dtype=np.float64)
-        sigma64 = np.array(np.real(sigma), dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{where}: mu and sigma must be real float arrays ({exc})") from exc
+    mu_array, sigma_array = as_real_array(mu, "mu", where), as_real_array(sigma, "sigma", where)
+    mu64 = np.array(mu_array, dtype=np.float64)
+    sigma64 = np.array(sigma_array, dtype=np.float64)
     if mu64.ndim != 1 or mu64.size < 1:
         raise InputError(f"{where}: mu has shape {mu64.shape}; it must be a 1-D vector of length dim")
     dim = mu64.shape[0]
@@ -68,27 +55,15 @@ def _check_mu_sigma(mu: Any, sigma: Any, where: str) -> tuple[np.ndarray, np.nda
             f"{where}: mu has length {dim} but sigma is {sigma64.shape[0]}x{sigma64.shape[1]}; "
             "they must come from the same features"
         )
-    # max |x| is NaN or inf exactly when x holds a NaN or an inf: one pass finds both the scale and bad values.
-    scale = float(np.max(np.abs(sigma64)))
-    if not np.isfinite(mu64).all() or not math.isfinite(scale):
+    # max |x| is NaN or inf exactly when x holds a NaN or an inf: one pass finds bad values.
+    if not np.isfinite(mu64).all() or not math.isfinite(float(np.max(np.abs(sigma64)))):
         raise InputError(f"{where}: mu or sigma contains NaN or inf; recompute the statistics from valid features")
-    skew = sigma64 - sigma64.T
-    asymmetry = float(np.max(np.abs(skew)))
-    if asymmetry > _SYMMETRY_RTOL * scale:
-        raise InputError(
-            f"{where}: sigma is not symmetric (max |sigma - sigma.T| = {asymmetry:.3g} against entries up to "
-            f"{scale:.3g}); a covariance matrix is symmetric: pass np.cov(features, rowvar=False)"
-        )
+    symmetrised(sigma64, "sigma", where, "np.cov(features, rowvar=False)")
     if np.any(np.diagonal(sigma64) < 0):
         raise InputError(
             f"{where}: sigma has negative entries on its diagonal (variances); it is not a covariance matrix"
         )
-    if asymmetry > 0.0:
-        # Exact symmetry makes every later product and eigensolve see one matrix, not two that differ by
-        # round-off: sigma - skew / 2 = (sigma + sigma.T) / 2.
-        skew *= 0.5
-        sigma64 -= skew
-    return mu64, sigma64
+    return mu64, sigma64, storage_eps_of(sigma_array)
 
 
 def check_metadata(metadata: Any) -> dict[str, MetadataValue]:
@@ -162,8 +137,6 @@ def centred_factor(centred: np.ndarray) -> np.ndarray:
     return reflected.T
 
 
-
-
 # --------------------------------------------------------------------------------------------- Stats
 
 
@@ -188,6 +161,14 @@ class Stats:
     path : pathlib.Path or None
         The file these statistics were loaded from, for messages.
 
+    Attributes
+    ----------
+    storage_eps : float
+        Machine epsilon of the precision ``sigma`` (and ``factor``) were given or stored in: float64's (2.2e-16)
+        for statistics fidkit computes, float32's (1.2e-7) for a file or arrays saved in float32, and so on. They
+        are kept in float64 either way; the positive semidefiniteness checks of the distance allow the round-off
+        of this precision (``docs/numerics.md``).
+
     Notes
     -----
     The arrays are copied and made read-only: the distance remembers the factor of ``sigma`` it computed
@@ -200,12 +181,15 @@ class Stats:
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
     factor: np.ndarray | None = field(default=None, repr=False)
     path: Path | None = field(default=None, repr=False)
+    # Not a field: set from the arrays given; the class default serves objects pickled before it existed.
+    storage_eps: ClassVar[float] = EPS64
 
     def __post_init__(self) -> None:
         where = f"statistics {self.path}" if self.path is not None else "statistics"
-        mu, sigma = _check_mu_sigma(self.mu, self.sigma, where)
+        mu, sigma, storage_eps = _check_mu_sigma(self.mu, self.sigma, where)
         self.mu = _read_only(mu)
         self.sigma = _read_only(sigma)
+        self.storage_eps = storage_eps  # type: ignore[misc]  # per object; ClassVar only for the default
         if self.n is not None:
             if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)):
                 raise InputError(f"{where}: n must be an int or None, not {type(self.n).__name__}")
@@ -219,7 +203,10 @@ class Stats:
             self.factor = _read_only(self._checked_factor(self.factor, where))
 
     def _checked_factor(self, factor: Any, where: str) -> np.ndarray:
-        matrix = np.array(factor, dtype=np.float64)
+        given = as_real_array(factor, "factor", where)
+        # A factor stored in float32 reproduces sigma to float32's round-off only.
+        self.storage_eps = max(self.storage_eps, storage_eps_of(given))  # type: ignore[misc]
+        matrix = np.array(given, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[0] != self.dim or matrix.shape[1] < 1:
             raise InputError(f"{where}: factor has shape {matrix.shape}; expected ({self.dim}, rank)")
         if self.n is not None and matrix.shape[1] > self.n - 1:
@@ -232,7 +219,8 @@ class Stats:
         # Cheap consistency check, O(dim * rank): the factor must reproduce sigma's diagonal.
         diagonal = np.einsum("ij,ij->i", matrix, matrix)
         mismatch = float(np.max(np.abs(diagonal - np.diagonal(self.sigma))))
-        if mismatch > _FACTOR_DIAG_RTOL * max(float(np.max(np.diagonal(self.sigma))), np.finfo(np.float64).tiny):
+        rtol = max(_FACTOR_DIAG_RTOL, 4.0 * self.storage_eps)
+        if mismatch > rtol * max(float(np.max(np.diagonal(self.sigma))), TINY):
             raise InputError(
                 f"{where}: factor @ factor.T does not reproduce sigma (diagonal off by {mismatch:.3g}); "
                 "the factor belongs to other statistics: recompute them"
@@ -254,11 +242,13 @@ class Stats:
         n: int,
         metadata: dict[str, MetadataValue] | None,
         factor: np.ndarray | None = None,
+        storage_eps: float = EPS64,
     ) -> Stats:
         """Wrap float64 arrays fidkit has just computed (finite, exactly symmetric, owned), skipping validation.
 
         Validation copies and scans sigma several times (about 0.1 s at dim 2048); arrays that come out of
-        from_features, the accumulator or merge are valid by construction and owned by nobody else.
+        from_features, the accumulator or merge are valid by construction and owned by nobody else. They carry
+        float64 round-off, unless computed from statistics stored at a lower precision (`storage_eps`, a merge).
         """
         # The one check that is not by construction: squares of features beyond about 1e154 overflow float64,
         # and an inf covariance would make FID NaN. The diagonal suffices: the variances are sums of squares,
@@ -277,6 +267,7 @@ class Stats:
         stats.metadata = check_metadata(metadata)
         stats.factor = None if factor is None else _read_only(factor)
         stats.path = None
+        stats.storage_eps = storage_eps  # type: ignore[misc]
         return stats
 
     # -- properties
@@ -323,10 +314,11 @@ class Stats:
         Raises
         ------
         InputError
-            Not 2-D, fewer than 2 rows, NaN or inf.
+            Not 2-D, fewer than 2 rows, NaN or inf, more than :data:`fidkit.statsfile.MAX_STATS_DIM` columns.
         """
         array = check_features(features, "features")
         n_rows, dim = array.shape
+        check_dim(dim, "features")
         if n_rows < 2:
             raise InputError(
                 f"features has {n_rows} row; a covariance needs at least 2 samples (FID needs thousands)"
@@ -398,14 +390,16 @@ class Stats:
                     (delta * math.sqrt(n_a * n_b / (n_total * (n_total - 1))))[:, None],
                 ]
             )
-        return Stats._computed(mu, sigma, n_total, metadata, factor)
+        # Round-off of a side stored in float32 stays in the union.
+        return Stats._computed(mu, sigma, n_total, metadata, factor, max(self.storage_eps, other.storage_eps))
 
     # -- files
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Write the statistics to an ``.npz`` file, atomically (format: :mod:`fidkit.statsfile`).
 
-        The file holds ``mu`` and ``sigma`` (float64), which TTUR and pytorch-fid read unchanged, and the extra
+        The file holds ``mu`` and ``sigma`` (float64; sigma in float32 for statistics read from float32 arrays,
+        :attr:`storage_eps`), which TTUR and pytorch-fid read unchanged, and the extra
         keys ``n``, ``factor`` (only when ``n <= dim``), ``fidkit_format_version`` and
         ``fidkit_metadata_json``, so it loads with ``allow_pickle=False``. The path is used exactly as given
         (no ``.npz`` is appended).
@@ -417,9 +411,12 @@ class Stats:
         StatsFileError
             `path` is a folder, or cannot be written (its parent is a file, no permission, disk full).
         """
+        # sigma and factor in the precision they came in (float32 for a float32 file): read back, they are allowed
+        # the same round-off.
+        factor = None if self.factor is None else stored_precision(self.factor, self.storage_eps)
         write_stats_file(
-            path, mu=self.mu, sigma=self.sigma, n=self.n, factor=self.factor, metadata=self.metadata,
-            overwrite=overwrite,
+            path, mu=self.mu, sigma=stored_precision(self.sigma, self.storage_eps), n=self.n, factor=factor,
+            metadata=self.metadata, overwrite=overwrite,
         )
 
     @classmethod
