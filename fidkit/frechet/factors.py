@@ -161,11 +161,21 @@ def pivoted_cholesky_factor(sigma: np.ndarray, where: str = "sigma", *, storage_
     InputError
         `sigma` is not positive semidefinite: ``L @ L.T`` does not reproduce it.
     """
-    dim = sigma.shape[0]
+    try:
+        return _pivoted_cholesky(sigma, where, storage_eps, _EPS64)
+    except FactorRoundOffError:
+        if storage_eps <= _EPS64:
+            raise
     # Stop where the statistics' own round-off begins: beyond dim * eps of their storage precision (a float32
     # covariance) the remaining pivots are rounding noise, and factoring on into it yields a factor of another,
-    # indefinite matrix. For float64 statistics this is LAPACK's own rule.
-    eps = max(storage_eps, _EPS64)
+    # indefinite matrix. Only on that failure: float64's stopping rule keeps more of a float16 sigma's spectrum,
+    # whose dim * eps16 is a good part of the variances.
+    return _pivoted_cholesky(sigma, where, storage_eps, storage_eps)
+
+
+def _pivoted_cholesky(sigma: np.ndarray, where: str, storage_eps: float, eps: float) -> SqrtFactor:
+    """:func:`pivoted_cholesky_factor` with pstrf stopping at ``dim * eps`` of the largest variance."""
+    dim = sigma.shape[0]
     factor = _pstrf(sigma, None, eps)
     exponents = None
     if factor.shape[1] < dim:
