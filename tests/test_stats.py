@@ -696,3 +696,24 @@ def test_a_format_version_below_the_first_is_a_damaged_file(tmp_path, version) -
             old.writestr(item, data)
     with pytest.raises(StatsFileError, match=rf"old-f\.npz: declares format version {version}"):
         fidkit.Features.load(tmp_path / "old-f.npz")
+
+
+@pytest.mark.parametrize(("n_big", "n_small", "dim"), [(5000, 50, 16), (700, 9, 5)])
+def test_merge_with_float32_statistics_is_saved_in_float64(tmp_path, n_big: int, n_small: int, dim: int) -> None:
+    """The union is computed in float64: its file keeps float64 (float32 tolerance, float64 values); statistics
+    given in float32 and not recomputed are still written back in float32."""
+    rng = np.random.default_rng(n_big)
+    big_rows, small_rows = rng.standard_normal((n_big, dim)), rng.standard_normal((n_small, dim))
+    small = Stats(
+        mu=small_rows.mean(0).astype(np.float32), sigma=np.cov(small_rows, rowvar=False).astype(np.float32),
+        n=n_small,
+    )
+    merged = Stats.from_features(big_rows).merge(small)
+    assert merged.storage_eps == float(np.finfo(np.float32).eps)
+    merged.save(tmp_path / "merged.npz")
+    with np.load(tmp_path / "merged.npz") as contents:
+        assert contents["sigma"].dtype == np.float64
+        np.testing.assert_array_equal(contents["sigma"], merged.sigma)
+    small.save(tmp_path / "small.npz")
+    with np.load(tmp_path / "small.npz") as contents:
+        assert contents["sigma"].dtype == np.float32

@@ -95,9 +95,11 @@ _FEATURES_AS_FACTOR_MAX_RATIO = 4
 # compute tr sqrt and subtract it from the traces, so they err by eps times the largest variance, which can be all
 # of a distance carried by the small features (one feature of variance 1e12 among features of 1e-3: FID 1e-3,
 # floor eps * tr ~ 4e-4); the Procrustes form has no such floor (measured 1e-15 to 1e-9 relative against 50-digit
-# arithmetic where the floor was 1e-8 to 1e-3). Below it the other routes stay at that floor (measured up to
-# spreads of 1e11), and covariances of pooled CNN features stay below it (the 2048-d test features: ~1e5); the
-# Procrustes route costs about 3x factor-eigh at dim 2048 (an SVD with singular vectors).
+# arithmetic where the floor was 1e-8 to 1e-3). Below it the other routes keep the eps * tr floor, which is not
+# small for exact features factors (N <= dim) of nearly identical sets: factor-eigh measured 2e-4 relative at a
+# spread of 1e4 and 8.4e-2 just below 2^20 (Procrustes: 2.2e-11 just above); a known limitation, routing unchanged
+# (docs/numerics.md). Pooled CNN features stay below it (the 2048-d test features: ~1e5); the Procrustes route
+# costs 4-5.5x factor-eigh at dim 2048 (an SVD with singular vectors).
 _SCALE_SPREAD_LIMIT = 2.0**20
 
 

@@ -24,6 +24,7 @@ from fidkit.stats import Stats
 from fidkit.stats.checks import variance_units
 
 __all__ = [
+    "FactorRoundOffError",
     "SqrtFactor",
     "sqrt_factor",
     "factor_at_hand",
@@ -51,6 +52,11 @@ _PSD_PROBES = 2
 _PSD_PROBE_SEED = 20151205
 _EPS64 = float(np.finfo(np.float64).eps)
 _TINY = float(np.finfo(np.float64).tiny)
+
+
+class FactorRoundOffError(InputError):
+    """A factor fidkit computed does not reproduce a sigma that is positive semidefinite to round-off (the
+    round-off of a low-precision covariance defeated the pivoted Cholesky): the distance takes its dense route."""
 
 
 @dataclass(frozen=True)
@@ -155,25 +161,44 @@ def pivoted_cholesky_factor(sigma: np.ndarray, where: str = "sigma", *, storage_
     InputError
         `sigma` is not positive semidefinite: ``L @ L.T`` does not reproduce it.
     """
+    try:
+        return _pivoted_cholesky(sigma, where, storage_eps, _EPS64)
+    except FactorRoundOffError:
+        if storage_eps <= _EPS64:
+            raise
+    # Stop where the statistics' own round-off begins: beyond dim * eps of their storage precision (a float32
+    # covariance) the remaining pivots are rounding noise, and factoring on into it yields a factor of another,
+    # indefinite matrix. Only on that failure: float64's stopping rule keeps more of a float16 sigma's spectrum,
+    # whose dim * eps16 is a good part of the variances.
+    return _pivoted_cholesky(sigma, where, storage_eps, storage_eps)
+
+
+def _pivoted_cholesky(sigma: np.ndarray, where: str, storage_eps: float, eps: float) -> SqrtFactor:
+    """:func:`pivoted_cholesky_factor` with pstrf stopping at ``dim * eps`` of the largest variance."""
     dim = sigma.shape[0]
-    factor = _pstrf(sigma, None)
+    factor = _pstrf(sigma, None, eps)
     exponents = None
     if factor.shape[1] < dim:
         units = _units(sigma)
         lost = (np.diagonal(sigma) - np.einsum("ij,ij->i", factor, factor)) / np.where(units > 0.0, units, 1.0)
-        if float(np.max(lost)) > _PSD_CHECK_SLACK * dim * _EPS64:
+        if float(np.max(lost)) > _PSD_CHECK_SLACK * dim * eps:
             exponents = unit_exponents(sigma)
-            factor = _pstrf(sigma, exponents)
-    dropped = verify_factor(sigma, factor, where, storage_eps=storage_eps, exponents=exponents)
+            factor = _pstrf(sigma, exponents, eps)
+    dropped = verify_factor(sigma, factor, where, storage_eps=storage_eps, exponents=exponents, computed=True)
     return SqrtFactor(matrix=factor, kind="pivoted-cholesky", dropped_trace=dropped, scaled=exponents is not None)
 
 
-def _pstrf(sigma: np.ndarray, exponents: np.ndarray | None) -> np.ndarray:
+def _pstrf(sigma: np.ndarray, exponents: np.ndarray | None, eps: float = _EPS64) -> np.ndarray:
     """The ``(dim, rank)`` factor ``F`` (``sigma = F F^T``) pstrf finds for sigma, or for sigma in units of its
-    variances (`exponents`, :func:`unit_exponents`) with the scaling undone."""
+    variances (`exponents`, :func:`unit_exponents`) with the scaling undone; it stops at pivots below
+    ``dim * eps`` of the largest variance (`eps`: the storage precision's machine epsilon)."""
     # sigma.T is a Fortran-ordered view of the same (symmetric) matrix: LAPACK's copy of it is a plain one.
     work = sigma.T if exponents is None else _unit_scaled(sigma, exponents)
-    lower, pivots, rank, info = scipy.linalg.lapack.dpstrf(work, lower=1, overwrite_a=int(exponents is not None))
+    # tol < 0 is LAPACK's default, dim * eps64 * max pivot; a lower storage precision stops at its own dim * eps.
+    tol = -1.0 if eps <= _EPS64 else sigma.shape[0] * eps * float(np.max(np.diagonal(work), initial=0.0))
+    lower, pivots, rank, info = scipy.linalg.lapack.dpstrf(
+        work, tol=tol, lower=1, overwrite_a=int(exponents is not None)
+    )
     if info < 0:
         raise InputError(f"pivoted Cholesky rejected argument {-info}; this is a bug in fidkit, please report it")
     triangle = np.tril(lower[:, : int(rank)])
@@ -188,7 +213,7 @@ def _pstrf(sigma: np.ndarray, exponents: np.ndarray | None) -> np.ndarray:
 
 def verify_factor(
     sigma: np.ndarray, factor: np.ndarray, where: str, *, storage_eps: float = _EPS64,
-    exponents: np.ndarray | None = None,
+    exponents: np.ndarray | None = None, computed: bool = False,
 ) -> float:
     """Return ``tr(sigma - L L^T)``, or raise InputError unless ``factor @ factor.T`` equals `sigma` to the
     accuracy pivoted Cholesky guarantees.
@@ -206,7 +231,9 @@ def verify_factor(
       random directions cannot be. Each probe costs ``O(dim^2)``, nothing next to the ``dim^3 / 3`` of the
       factorisation.
 
-    The tolerance is :func:`psd_tolerance` (`storage_eps`: the precision sigma was stored in).
+    The tolerance is :func:`psd_tolerance` (`storage_eps`: the precision sigma was stored in). `computed` says
+    the factor is fidkit's own (:func:`pivoted_cholesky_factor`), not one stored with the statistics: when it
+    fails on a sigma that is positive semidefinite to round-off, the message says so instead of blaming a file.
     """
     dim = sigma.shape[0]
     dropped = float(np.trace(sigma) - np.einsum("ij,ij->", factor, factor))
@@ -224,12 +251,23 @@ def verify_factor(
     # (C - L_C L_C^T) v = W (sigma - L L^T) (W v): the scales go on the probes and the residual, so sigma itself is
     # neither copied nor scaled. sigma (W v) and L^T (W v) stay near the square root of the variances: no overflow.
     probe_error = _probe_residual(sigma, factor, probes * scales, scales, probe_norms)
-    if unit_dropped < -dim * tolerance or not probe_error <= tolerance:
+    # A factor fidkit computed stopped at round-off pivots: what it left out of a PSD sigma is PSD, and a PSD
+    # residual R has ||R v|| <= tr(R) ||v||. For float32 statistics that trace (pivots below dim * eps32 each) can
+    # exceed the tolerance; an indefinite sigma makes pstrf stop at a negative pivot instead (negative trace).
+    allowed = tolerance + max(unit_dropped, 0.0) if computed else tolerance
+    if unit_dropped < -dim * tolerance or not probe_error <= allowed:
         # The error path only: one eigenvalue tells an indefinite sigma (the usual case, named with its most
         # negative eigenvalue) from a positive semidefinite one whose stored factor belongs to other statistics.
         unit_smallest = _smallest_unit_eigenvalue(sigma)
         if unit_smallest < -tolerance:
             raise InputError(indefinite_message(where, _smallest_eigenvalue(sigma), unit_smallest, tolerance))
+        if computed:
+            raise FactorRoundOffError(
+                f"{where}: the pivoted Cholesky factor fidkit computed leaves a residual of "
+                f"{max(probe_error, -unit_dropped):.3g} in units of the variances although sigma is positive "
+                f"semidefinite to round-off (smallest eigenvalue {unit_smallest:.3g} in those units): its round-off "
+                "is too large for the factored routes; use method='eigh'"
+            )
         raise InputError(
             f"{where}: factor @ factor.T does not reproduce sigma: it leaves a residual of "
             f"{max(probe_error, -unit_dropped):.3g} in units of the variances (a covariance and its own factor "
@@ -315,7 +353,10 @@ def check_psd(sigma: np.ndarray, where: str, storage_eps: float = _EPS64) -> Non
     tolerance = psd_tolerance(dim, storage_eps)
     exponents = unit_exponents(sigma)
     work = _unit_scaled(sigma, exponents)
-    work[np.diag_indices_from(work)] += tolerance
+    # Shift by tolerance times each scaled variance, not by tolerance: W sigma W + tolerance * diag(W sigma W) is
+    # congruent to D^-1/2 sigma D^-1/2 + tolerance * I, so this decides in exactly the units the error path (and
+    # verify_factor) measure the smallest eigenvalue in; the power-of-two units alone are up to 4x off.
+    work[np.diag_indices_from(work)] *= 1.0 + tolerance
     _, info = scipy.linalg.lapack.dpotrf(work, lower=1, clean=0, overwrite_a=1)
     if info < 0:
         raise InputError(f"Cholesky rejected argument {-info}; this is a bug in fidkit, please report it")

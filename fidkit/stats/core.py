@@ -183,6 +183,11 @@ class Stats:
     path: Path | None = field(default=None, repr=False)
     # Not a field: set from the arrays given; the class default serves objects pickled before it existed.
     storage_eps: ClassVar[float] = EPS64
+    # The precision sigma and factor were *given* in, which save() writes them back in: set only for arrays given
+    # or loaded, never for results fidkit computes (a merge with float32 statistics has a float32 tolerance, but
+    # its values are float64 and are written so). Class defaults: float64, also for objects pickled before.
+    _sigma_given_eps: ClassVar[float] = EPS64
+    _factor_given_eps: ClassVar[float] = EPS64
 
     def __post_init__(self) -> None:
         where = f"statistics {self.path}" if self.path is not None else "statistics"
@@ -190,6 +195,7 @@ class Stats:
         self.mu = _read_only(mu)
         self.sigma = _read_only(sigma)
         self.storage_eps = storage_eps  # type: ignore[misc]  # per object; ClassVar only for the default
+        self._sigma_given_eps = storage_eps  # type: ignore[misc]
         if self.n is not None:
             if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)):
                 raise InputError(f"{where}: n must be an int or None, not {type(self.n).__name__}")
@@ -205,7 +211,8 @@ class Stats:
     def _checked_factor(self, factor: Any, where: str) -> np.ndarray:
         given = as_real_array(factor, "factor", where)
         # A factor stored in float32 reproduces sigma to float32's round-off only.
-        self.storage_eps = max(self.storage_eps, storage_eps_of(given))  # type: ignore[misc]
+        self._factor_given_eps = storage_eps_of(given)  # type: ignore[misc]
+        self.storage_eps = max(self.storage_eps, self._factor_given_eps)  # type: ignore[misc]
         matrix = np.array(given, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[0] != self.dim or matrix.shape[1] < 1:
             raise InputError(f"{where}: factor has shape {matrix.shape}; expected ({self.dim}, rank)")
@@ -398,8 +405,8 @@ class Stats:
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Write the statistics to an ``.npz`` file, atomically (format: :mod:`fidkit.statsfile`).
 
-        The file holds ``mu`` and ``sigma`` (float64; sigma in float32 for statistics read from float32 arrays,
-        :attr:`storage_eps`), which TTUR and pytorch-fid read unchanged, and the extra
+        The file holds ``mu`` and ``sigma`` (float64; sigma in float32 only for statistics given or read as float32
+        arrays and not recomputed: a merge is written in float64), which TTUR and pytorch-fid read unchanged, and the extra
         keys ``n``, ``factor`` (only when ``n <= dim``), ``fidkit_format_version`` and
         ``fidkit_metadata_json``, so it loads with ``allow_pickle=False``. The path is used exactly as given
         (no ``.npz`` is appended).
@@ -411,11 +418,11 @@ class Stats:
         StatsFileError
             `path` is a folder, or cannot be written (its parent is a file, no permission, disk full).
         """
-        # sigma and factor in the precision they came in (float32 for a float32 file): read back, they are allowed
-        # the same round-off.
-        factor = None if self.factor is None else stored_precision(self.factor, self.storage_eps)
+        # sigma and factor in the precision they were given in (float32 for a float32 file), so that read back they
+        # are allowed the same round-off; anything fidkit computed (a merge, too) in float64, losing nothing.
+        factor = None if self.factor is None else stored_precision(self.factor, self._factor_given_eps)
         write_stats_file(
-            path, mu=self.mu, sigma=stored_precision(self.sigma, self.storage_eps), n=self.n, factor=factor,
+            path, mu=self.mu, sigma=stored_precision(self.sigma, self._sigma_given_eps), n=self.n, factor=factor,
             metadata=self.metadata, overwrite=overwrite,
         )
 
