@@ -595,6 +595,17 @@ def test_statistics_stored_in_float16_are_judged_at_float16_round_off() -> None:
     assert fid_from_stats(*half).value == pytest.approx(exact, rel=1e-2)
 
 
+
+@pytest.mark.parametrize("dim", [128, 2048])
+def test_float16_statistics_too_coarse_for_their_width_are_refused(dim) -> None:
+    # Review of round 7: at dim 2048 the allowance dim x eps16 ~ 2 variances let a matrix with a correlation of 1.8
+    # (an eigenvalue of -0.99 in units of the variances) pass as a covariance and give a FID.
+    sigma = np.eye(dim)
+    sigma[0, 1] = sigma[1, 0] = 1.8
+    with pytest.raises(InputError, match=rf"sigma is stored in float16, too coarse for {dim} features.*float32"):
+        Stats(mu=np.zeros(dim, np.float16), sigma=sigma.astype(np.float16))
+    Stats(mu=np.zeros(dim, np.float32), sigma=np.eye(dim, dtype=np.float32))  # float32 is fine at any width read
+
 # --- hostile round 7, 1: symmetry is judged against the variances of the pair ---------------------------------------
 
 

@@ -34,6 +34,11 @@ _CHUNK_ROWS = 4096
 # --------------------------------------------------------------------------------------------- validation
 
 
+# The most round-off the statistics' precision may stand for, dim x eps in units of the variances (float16 allows about
+# 100 features; float32 and float64 any fidkit reads).
+_MAX_ROUND_OFF_UNITS = 0.1
+
+
 def _check_mu_sigma(mu: Any, sigma: Any, where: str) -> tuple[np.ndarray, np.ndarray, float]:
     """Validate and return float64 copies of a mean and covariance (sigma made exactly symmetric), and the machine
     epsilon of the precision sigma was given in (:attr:`Stats.storage_eps`).
@@ -63,7 +68,16 @@ def _check_mu_sigma(mu: Any, sigma: Any, where: str) -> tuple[np.ndarray, np.nda
         raise InputError(
             f"{where}: sigma has negative entries on its diagonal (variances); it is not a covariance matrix"
         )
-    return mu64, sigma64, storage_eps_of(sigma_array)
+    storage_eps = storage_eps_of(sigma_array)
+    if dim * storage_eps > _MAX_ROUND_OFF_UNITS:
+        # The checks allow dim * eps of round-off in units of the variances: in float16 past about 100 features that
+        # is a whole variance, and a matrix that is no covariance (a correlation of 1.8) would pass as one.
+        raise InputError(
+            f"{where}: sigma is stored in {sigma_array.dtype}, too coarse for {dim} features (its round-off, "
+            f"{dim} x {storage_eps:.1e}, could hide that it is no covariance); store the statistics in float32 or "
+            "float64 (e.g. sigma.astype(numpy.float32))"
+        )
+    return mu64, sigma64, storage_eps
 
 
 def check_metadata(metadata: Any) -> dict[str, MetadataValue]:
