@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -688,23 +689,20 @@ def test_torch_tensors_as_statistics_convert_or_are_refused_like_features() -> N
 
 @pytest.mark.parametrize("version", [0, -5])
 def test_a_format_version_below_the_first_is_a_damaged_file(tmp_path, version) -> None:
-    good = tmp_path / "good.npz"
-    Stats.from_features(features(52, 20, 4)).save(good)
-    with zipfile.ZipFile(good) as archive, zipfile.ZipFile(tmp_path / "old.npz", "w") as old:
-        for item in archive.namelist():
-            data = archive.read(item)
-            if item == "fidkit_format_version.npy":
-                data = _npy_bytes(np.asarray(version, dtype=np.int64))
-            old.writestr(item, data)
+    def with_version(good: Path, name: str) -> Path:
+        with zipfile.ZipFile(good) as archive, zipfile.ZipFile(tmp_path / name, "w") as old:
+            for item in archive.namelist():
+                data = archive.read(item)
+                if item == "fidkit_format_version.npy":
+                    data = _npy_bytes(np.asarray(version, dtype=np.int64))
+                old.writestr(item, data)
+        return tmp_path / name
+
+    Stats.from_features(features(52, 20, 4)).save(tmp_path / "good.npz")
     with pytest.raises(StatsFileError, match=rf"old\.npz: declares format version {version}, .*damaged"):
-        Stats.load(tmp_path / "old.npz")
+        Stats.load(with_version(tmp_path / "good.npz", "old.npz"))
     fidkit.Features(np.ones((3, 4))).save(tmp_path / "features.npz")
-    with zipfile.ZipFile(tmp_path / "features.npz") as archive, zipfile.ZipFile(tmp_path / "old-f.npz", "w") as old:
-        for item in archive.namelist():
-            data = archive.read(item)
-            if item == "fidkit_format_version.npy":
-                data = _npy_bytes(np.asarray(version, dtype=np.int64))
-            old.writestr(item, data)
+    with_version(tmp_path / "features.npz", "old-f.npz")
     with pytest.raises(StatsFileError, match=rf"old-f\.npz: declares format version {version}"):
         fidkit.Features.load(tmp_path / "old-f.npz")
 

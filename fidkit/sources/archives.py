@@ -15,7 +15,6 @@ import bz2
 import gzip
 import logging
 import lzma
-import posixpath
 import stat
 import struct
 import tarfile
