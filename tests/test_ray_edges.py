@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fidkit.errors import FidkitError, InputError
@@ -232,10 +233,10 @@ def no_gpu_here(monkeypatch):
 def test_the_driver_does_not_refuse_a_gpu_device_that_only_the_actors_need(no_gpu_here):
     from fidkit.api import _prepare
 
-    overrides = {"device": "cuda"}
+    overrides, images = {"device": "cuda"}, (np.zeros((2, 8, 8, 3), np.uint8),)
     with pytest.raises(FidkitError, match="no NVIDIA driver on this machine"):
-        _prepare(None, None, overrides)  # local: the device is this machine's
-    options, _ = _prepare(None, None, {**overrides, "cluster": "ray"})  # a CPU-only head node is fine
+        _prepare(None, None, overrides, images)  # local: the device is this machine's
+    options, _ = _prepare(None, None, {**overrides, "cluster": "ray"}, images)  # a CPU-only head node is fine
     assert options.device == "cuda"
 
 
