@@ -43,7 +43,7 @@ def _has_precision_tree(torch: Any) -> bool:
     """True on a torch (>= 2.9) whose ``fp32_precision`` tree has the values ``"none"`` and ``"ieee"``."""
     try:
         return torch._C._get_fp32_precision_getter("generic", "all") in ("none", "ieee", "tf32", "bf16")
-    except (AttributeError, RuntimeError):
+    except (AttributeError, RuntimeError, TypeError):  # absent, or private and changed: the legacy flags then
         return False
 
 

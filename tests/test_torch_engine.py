@@ -619,3 +619,17 @@ def test_a_call_of_the_other_mode_nested_in_one_thread_is_refused_not_a_hang() -
                 pass
     with float32_mode(torch, tf32=True):  # and the settings were put back: the other mode runs afterwards
         pass
+
+
+def test_a_changed_private_precision_api_falls_back_to_the_legacy_flags(monkeypatch) -> None:
+    # Review of round 7: _tf32 reaches two private torch functions; one whose signature changed in a later torch must
+    # not fail every torch-engine call.
+    import torch
+
+    from fidkit import _tf32
+
+    def changed(*args):
+        raise TypeError("_get_fp32_precision_getter(): incompatible function arguments")
+
+    monkeypatch.setattr(torch._C, "_get_fp32_precision_getter", changed, raising=False)
+    assert _tf32._has_precision_tree(torch) is False
