@@ -78,6 +78,12 @@ _KEY_FACTOR = "factor"
 _KEY_VERSION = "fidkit_format_version"
 _KEY_METADATA = "fidkit_metadata_json"
 _FIDKIT_KEYS = frozenset({_KEY_N, _KEY_FACTOR, _KEY_VERSION, _KEY_METADATA})
+#: Keys of ADM's reference batches beside ``mu`` and ``sigma``: the spatial statistics sFID reads, and the
+#: reference images (:mod:`fidkit.stats.reference`).
+KEY_MU_S = "mu_s"
+KEY_SIGMA_S = "sigma_s"
+KEY_REFERENCE_IMAGES = "arr_0"
+REFERENCE_BATCH_KEYS = frozenset({KEY_MU_S, KEY_SIGMA_S, KEY_REFERENCE_IMAGES})
 
 
 #: The largest feature dimension a statistics file may declare: sigma is then 2 GiB of float64. Inception's
@@ -102,6 +108,8 @@ class StatsFileContents:
     n: int | None = None
     factor: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Keys of :data:`REFERENCE_BATCH_KEYS` the file also holds (not read here).
+    reference_keys: frozenset[str] = frozenset()
 
 
 def is_stats_file(path: str | os.PathLike) -> bool:
@@ -273,7 +281,7 @@ def read_stats_file(path: str | os.PathLike) -> StatsFileContents:
         for key in (_KEY_MU, _KEY_SIGMA, _KEY_FACTOR):
             if key in headers:
                 contents[key] = npz.read(key, headers[key])
-    return _parse(contents, file_path)
+    return _parse(contents, file_path, frozenset(keys & REFERENCE_BATCH_KEYS))
 
 
 def _check_stats_headers(
@@ -341,7 +349,9 @@ def check_format_version(value: np.ndarray, file_path: Path) -> int:
     return version
 
 
-def _parse(contents: dict[str, np.ndarray], file_path: Path) -> StatsFileContents:
+def _parse(
+    contents: dict[str, np.ndarray], file_path: Path, reference_keys: frozenset[str] = frozenset()
+) -> StatsFileContents:
     if _KEY_VERSION in contents:
         check_format_version(contents[_KEY_VERSION], file_path)
     n_samples = _scalar_int(contents[_KEY_N], _KEY_N, file_path) if _KEY_N in contents else None
@@ -369,6 +379,7 @@ def _parse(contents: dict[str, np.ndarray], file_path: Path) -> StatsFileContent
         n=n_samples,
         factor=contents.get(_KEY_FACTOR),
         metadata=metadata,
+        reference_keys=reference_keys,
     )
 
 

@@ -467,6 +467,8 @@ class Stats:
             )
         except InputError as exc:
             raise StatsFileError(f"{exc}; the file is corrupt or not FID statistics: recompute it") from exc
+        if not contents.reference_keys:
+            return stats
         from fidkit.stats.reference import with_reference_contents  # imports this module
 
         # ADM's reference batches also hold the spatial statistics (mu_s, sigma_s) and images (arr_0).

@@ -28,15 +28,12 @@ from typing import Any, NamedTuple
 from fidkit._npz import NpzReader
 from fidkit.errors import InputError, StatsFileError
 from fidkit.stats.core import Stats, relabelled
-from fidkit.statsfile import _check_stats_headers
+from fidkit.statsfile import KEY_MU_S, KEY_REFERENCE_IMAGES as KEY_IMAGES, KEY_SIGMA_S, _check_stats_headers
 
 __all__ = ["ReferenceBatch", "ImagesInFile", "with_reference_contents", "images_hint"]
 
-#: The keys of ADM's reference batches beside ``mu`` and ``sigma``.
-KEY_MU_S = "mu_s"
-KEY_SIGMA_S = "sigma_s"
-#: The only key ADM's evaluator reads images from (``open_npz_array(path, "arr_0")``).
-KEY_IMAGES = "arr_0"
+# The keys are spelled in fidkit.statsfile, the file format (its reader says which of them a file holds).
+# arr_0 is the only key ADM's evaluator reads images from (``open_npz_array(path, "arr_0")``).
 _SPATIAL_KEYS = (KEY_MU_S, KEY_SIGMA_S)
 
 
