@@ -59,9 +59,11 @@ truncated one):
   a larger sequential one only when its last pixel (bottom-right) is mid grey in every band, as the fill
   leaves it. Not detected: a progressive JPEG cut exactly between two whole scans, a valid file with
   fewer scans (coarser pixels); a sequential JPEG larger than 256x256 cut inside the blocks that hold
-  its last pixel (their pixels are garbage, not grey); a cut file with bytes after its end marker; and
-  rarely (1 of 773 cuts of CIFAR-10 JPEGs) a cut a few bytes before the end that the filler decodes
-  to the same pixels as the missing bytes.
+  its last pixel (their pixels are garbage, not grey); a cut file with bytes after its end marker; an
+  arithmetic-coded JPEG (its decoder reads ahead, so the filler changes a complete file's pixels too:
+  not probed); and rarely (1 of 773 cuts of CIFAR-10 JPEGs) a cut a few bytes before the end that the
+  filler decodes to the same pixels as the missing bytes. FF fill bytes before the end marker (allowed
+  by the standard) stay before it: the filler goes ahead of them.
 
 Any change to the rules above must bump :data:`COLOUR_POLICY_VERSION`, which is part of every
 source fingerprint and so of every cache key.
