@@ -21,7 +21,7 @@ import scipy.linalg
 
 from fidkit.errors import InputError, StatsFileError
 from fidkit.stats import Stats
-from fidkit.stats.checks import variance_units
+from fidkit.stats.checks import EPS64, TINY, variance_units
 
 __all__ = [
     "FactorRoundOffError",
@@ -50,8 +50,6 @@ _PSD_CHECK_RTOL_FLOOR = 1e-9
 _PSD_CHECK_SLACK = 64.0
 _PSD_PROBES = 2
 _PSD_PROBE_SEED = 20151205
-_EPS64 = float(np.finfo(np.float64).eps)
-_TINY = float(np.finfo(np.float64).tiny)
 
 
 class FactorRoundOffError(InputError):
@@ -124,7 +122,7 @@ def _unit_scaled(sigma: np.ndarray, exponents: np.ndarray) -> np.ndarray:
     return work
 
 
-def pivoted_cholesky_factor(sigma: np.ndarray, where: str = "sigma", *, storage_eps: float = _EPS64) -> SqrtFactor:
+def pivoted_cholesky_factor(sigma: np.ndarray, where: str = "sigma", *, storage_eps: float = EPS64) -> SqrtFactor:
     """Return a rank-revealing factor of a positive semidefinite ``sigma`` by pivoted Cholesky (LAPACK ``pstrf``).
 
     Pivoting on the largest remaining diagonal makes the factorisation stop at the numerical rank instead of
@@ -162,9 +160,9 @@ def pivoted_cholesky_factor(sigma: np.ndarray, where: str = "sigma", *, storage_
         `sigma` is not positive semidefinite: ``L @ L.T`` does not reproduce it.
     """
     try:
-        return _pivoted_cholesky(sigma, where, storage_eps, _EPS64)
+        return _pivoted_cholesky(sigma, where, storage_eps, EPS64)
     except FactorRoundOffError:
-        if storage_eps <= _EPS64:
+        if storage_eps <= EPS64:
             raise
     # Stop where the statistics' own round-off begins: beyond dim * eps of their storage precision (a float32
     # covariance) the remaining pivots are rounding noise, and factoring on into it yields a factor of another,
@@ -188,14 +186,14 @@ def _pivoted_cholesky(sigma: np.ndarray, where: str, storage_eps: float, eps: fl
     return SqrtFactor(matrix=factor, kind="pivoted-cholesky", dropped_trace=dropped, scaled=exponents is not None)
 
 
-def _pstrf(sigma: np.ndarray, exponents: np.ndarray | None, eps: float = _EPS64) -> np.ndarray:
+def _pstrf(sigma: np.ndarray, exponents: np.ndarray | None, eps: float = EPS64) -> np.ndarray:
     """The ``(dim, rank)`` factor ``F`` (``sigma = F F^T``) pstrf finds for sigma, or for sigma in units of its
     variances (`exponents`, :func:`unit_exponents`) with the scaling undone; it stops at pivots below
     ``dim * eps`` of the largest variance (`eps`: the storage precision's machine epsilon)."""
     # sigma.T is a Fortran-ordered view of the same (symmetric) matrix: LAPACK's copy of it is a plain one.
     work = sigma.T if exponents is None else _unit_scaled(sigma, exponents)
     # tol < 0 is LAPACK's default, dim * eps64 * max pivot; a lower storage precision stops at its own dim * eps.
-    tol = -1.0 if eps <= _EPS64 else sigma.shape[0] * eps * float(np.max(np.diagonal(work), initial=0.0))
+    tol = -1.0 if eps <= EPS64 else sigma.shape[0] * eps * float(np.max(np.diagonal(work), initial=0.0))
     lower, pivots, rank, info = scipy.linalg.lapack.dpstrf(
         work, tol=tol, lower=1, overwrite_a=int(exponents is not None)
     )
@@ -212,7 +210,7 @@ def _pstrf(sigma: np.ndarray, exponents: np.ndarray | None, eps: float = _EPS64)
 
 
 def verify_factor(
-    sigma: np.ndarray, factor: np.ndarray, where: str, *, storage_eps: float = _EPS64,
+    sigma: np.ndarray, factor: np.ndarray, where: str, *, storage_eps: float = EPS64,
     exponents: np.ndarray | None = None, computed: bool = False,
 ) -> float:
     """Return ``tr(sigma - L L^T)``, or raise InputError unless ``factor @ factor.T`` equals `sigma` to the
@@ -277,7 +275,7 @@ def verify_factor(
     return dropped
 
 
-def psd_tolerance(dim: int, storage_eps: float = _EPS64) -> float:
+def psd_tolerance(dim: int, storage_eps: float = EPS64) -> float:
     """The most negative eigenvalue of ``D^-1/2 sigma D^-1/2`` (sigma in units of its variances) that is still
     round-off, for a ``dim x dim`` sigma stored with machine epsilon `storage_eps`.
 
@@ -287,8 +285,8 @@ def psd_tolerance(dim: int, storage_eps: float = _EPS64) -> float:
     every entry rounded by up to half its epsilon relative to ``sqrt(sigma_ii sigma_jj)``, which moves an
     eigenvalue of the scaled matrix by up to ``dim * eps / 2``: ``dim * storage_eps`` more is allowed.
     """
-    tolerance = max(_PSD_CHECK_RTOL_FLOOR, _PSD_CHECK_SLACK * dim * dim * _EPS64)
-    if storage_eps > _EPS64:
+    tolerance = max(_PSD_CHECK_RTOL_FLOOR, _PSD_CHECK_SLACK * dim * dim * EPS64)
+    if storage_eps > EPS64:
         tolerance += dim * storage_eps
     return tolerance
 
@@ -296,9 +294,9 @@ def psd_tolerance(dim: int, storage_eps: float = _EPS64) -> float:
 def _nothing_to_check(sigma: np.ndarray) -> bool:
     """True for a sigma with no entry of normal magnitude: all zero (positive semidefinite), or subnormal, where
     underflow has taken the relative precision that definiteness is judged by. Reads the diagonal first."""
-    if sigma.shape[0] == 0 or float(np.max(np.diagonal(sigma))) >= _TINY:
+    if sigma.shape[0] == 0 or float(np.max(np.diagonal(sigma))) >= TINY:
         return sigma.shape[0] == 0
-    return not float(np.max(np.abs(sigma))) >= _TINY
+    return not float(np.max(np.abs(sigma))) >= TINY
 
 
 def _smallest_eigenvalue(sigma: np.ndarray) -> float:
@@ -332,7 +330,7 @@ def indefinite_message(where: str, smallest: float, unit_smallest: float, tolera
     )
 
 
-def check_psd(sigma: np.ndarray, where: str, storage_eps: float = _EPS64) -> None:
+def check_psd(sigma: np.ndarray, where: str, storage_eps: float = EPS64) -> None:
     """Raise InputError unless the symmetric `sigma` is positive semidefinite up to :func:`psd_tolerance`.
 
     A Cholesky factorisation (LAPACK ``potrf``, ``dim^3 / 3`` flops, no pivoting) of ``C + tolerance * I``, with
@@ -367,7 +365,7 @@ def check_psd(sigma: np.ndarray, where: str, storage_eps: float = _EPS64) -> Non
         raise InputError(indefinite_message(where, _smallest_eigenvalue(sigma), unit_smallest, tolerance))
 
 
-def check_psd_from_eigenvalues(sigma: np.ndarray, smallest: float, where: str, storage_eps: float = _EPS64) -> None:
+def check_psd_from_eigenvalues(sigma: np.ndarray, smallest: float, where: str, storage_eps: float = EPS64) -> None:
     """:func:`check_psd` for a sigma whose smallest eigenvalue was computed (the dense ``eigh`` route has them all).
 
     ``C = W sigma W`` has no eigenvalue below ``lambda * max(W)^2`` for a negative lower bound ``lambda`` of sigma's
@@ -378,7 +376,7 @@ def check_psd_from_eigenvalues(sigma: np.ndarray, smallest: float, where: str, s
     dim = sigma.shape[0]
     if dim == 0:
         return
-    bound = smallest - dim * _EPS64 * max(float(np.max(np.diagonal(sigma))), 0.0)
+    bound = smallest - dim * EPS64 * max(float(np.max(np.diagonal(sigma))), 0.0)
     largest_scale = math.ldexp(1.0, 2 * int(np.max(unit_exponents(sigma))))
     if bound >= 0.0 or bound * largest_scale >= -psd_tolerance(dim, storage_eps):
         return
@@ -527,5 +525,5 @@ def scale_spread(stats: Stats) -> float:
     """How far apart the scales of the features are: the largest variance over the smallest positive one (1.0 for
     a covariance without variance). The distance takes its scale-robust route beyond a bound on this."""
     diagonal = np.diagonal(stats.sigma)
-    positive = diagonal[diagonal >= _TINY]
+    positive = diagonal[diagonal >= TINY]
     return float(np.max(positive) / np.min(positive)) if positive.size else 1.0

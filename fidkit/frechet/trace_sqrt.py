@@ -22,6 +22,7 @@ from fidkit.frechet.factors import (
 )
 from fidkit.frechet.torch_route import eigvalsh_float64, torch_device_for_distance
 from fidkit.stats import Stats
+from fidkit.stats.checks import EPS64
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ def trace_sqrt_factor_eigh(
 
 def trace_sqrt_dense_eigh(
     sigma_root_side: np.ndarray, sigma_other: np.ndarray, side: str, where: str = "sigma",
-    storage_eps: float = float(np.finfo(np.float64).eps),
+    storage_eps: float = EPS64,
 ) -> TraceSqrt:
     """tr sqrt(sqrt(S1) S2 sqrt(S1)) with sqrt(S1) from a symmetric eigendecomposition (clipped at 0).
 
