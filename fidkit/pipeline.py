@@ -311,22 +311,37 @@ def side_result(
     started = time.perf_counter()
     kept = kept_outputs(keep_features)
     if isinstance(opened, Stats):
-        if kept:
-            raise InputError(
-                f"{opened.path or 'a Stats object'} holds statistics only; this needs the feature rows: give the "
-                f"images (or a features file: fidkit features SRC --save FILE.npz) instead{images_hint(opened)}"
-            )
-        name = str(opened.path) if opened.path is not None else "Stats"
-        return SideResult(opened, describe(opened, name=name, kind="stats", cached=False, total_seconds=0.0))
+        return _side_of_stats(opened, kept)
     if isinstance(opened, Features):
-        stats = opened.stats()
-        name = str(opened.path) if opened.path is not None else "Features"
-        for output in kept:
-            opened.output(output)  # an InputError saying how to compute what the file lacks
-        report = describe(stats, name=name, kind="features", cached=False, total_seconds=time.perf_counter() - started)
-        return SideResult(stats, report, opened if kept else None)
+        return _side_of_features(opened, kept, started)
+    return _side_of_source(opened, lazy, options, kept, started)
 
-    source = opened
+
+def _side_of_stats(stats: Stats, kept: tuple[str, ...]) -> SideResult:
+    """A statistics side: as it is; it cannot give the feature rows a metric beyond FID needs."""
+    if kept:
+        raise InputError(
+            f"{stats.path or 'a Stats object'} holds statistics only; this needs the feature rows: give the "
+            f"images (or a features file: fidkit features SRC --save FILE.npz) instead{images_hint(stats)}"
+        )
+    name = str(stats.path) if stats.path is not None else "Stats"
+    return SideResult(stats, describe(stats, name=name, kind="stats", cached=False, total_seconds=0.0))
+
+
+def _side_of_features(features: Features, kept: tuple[str, ...], started: float) -> SideResult:
+    """A features side: its statistics, and the rows themselves where outputs are kept."""
+    stats = features.stats()
+    name = str(features.path) if features.path is not None else "Features"
+    for output in kept:
+        features.output(output)  # an InputError saying how to compute what the file lacks
+    report = describe(stats, name=name, kind="features", cached=False, total_seconds=time.perf_counter() - started)
+    return SideResult(stats, report, features if kept else None)
+
+
+def _side_of_source(
+    source: Source, lazy: LazyExtractor, options: RunOptions, kept: tuple[str, ...], started: float
+) -> SideResult:
+    """An image source: from the cache, or through the network and into the cache."""
     lookup = look_up(source, lazy, options, keep_features=bool(kept))
     hit = _from_cache(source, lookup, options, kept, started)
     if hit is not None:
@@ -370,12 +385,19 @@ def side_result(
         features = replace(extracted.rows, metadata=metadata)
     store(source, lookup, stats, features, options, skipped=skipped)
 
-    times = extracted.times
     side = describe(
         stats, name=str(source.name), kind=str(source.kind), cached=False,
-        total_seconds=time.perf_counter() - started, skipped=skipped, times=times,
+        total_seconds=time.perf_counter() - started, skipped=skipped, times=extracted.times,
         batch_size=extracted.batch_size, setup_seconds=extracted.setup_seconds, setup_parts=extracted.setup_parts,
     )
+    _log_side(source, side, extracted)
+    return SideResult(stats, side, features)
+
+
+def _log_side(source: Source, side: SideReport, extracted: _Extracted) -> None:
+    """Where a computed side's time went: one line at INFO (DEBUG for batches from memory), the first batch at
+    DEBUG."""
+    times = extracted.times
     # The rate is over the image path only: building the extractor (a graph export on first use)
     # is a one-off cost that would make a fresh cache look slow; it is reported as setup, the number the report
     # calls setup_seconds, and the rest of the side's time (the cache look-up, the store) apart.
@@ -384,7 +406,7 @@ def side_result(
     # callers report each evaluation themselves, and a line per call would break their progress bars.
     (logger.debug if source.kind == "batches" else logger.info)(
         "%s: N = %d, %.1f images/s (batch %d; decode wait %.2f s, network %.2f s, setup %.2f s, cache look-up "
-        "and store %.2f s)", source.name, stats.n, stats.n / max(image_seconds, 1e-9), extracted.batch_size,
+        "and store %.2f s)", source.name, extracted.accumulator.n, extracted.accumulator.n / max(image_seconds, 1e-9), extracted.batch_size,
         times.decode_seconds, times.network_seconds, side.setup_seconds,
         max(side.total_seconds - image_seconds - side.setup_seconds, 0.0),
     )
@@ -392,7 +414,6 @@ def side_result(
         "%s: first batch: waited %.2f s for it (decoding workers' start), network %.2f s (on a GPU, the plan search)",
         source.name, times.first_wait_seconds, times.first_batch_seconds,
     )
-    return SideResult(stats, side, features)
 
 
 def _from_cache(
