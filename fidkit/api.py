@@ -25,7 +25,7 @@ from fidkit.errors import FidkitWarning
 from fidkit.extractors import LazyExtractor
 from fidkit.features import Features
 from fidkit.frechet import fid_from_stats
-from fidkit.options import RunOptions, _check_names, check_options_for_object, run_options
+from fidkit.options import RunOptions, check_names, check_options_for_object, run_options
 from fidkit.pipeline import SideResult, is_file_input, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import (
@@ -68,7 +68,7 @@ def _check_keywords(function: Callable[..., Any], overrides: dict[str, Any]) -> 
         for name in _own_keywords(other)
         if name not in _own_keywords(function)
     }
-    _check_names(overrides, function=function.__name__, own=_own_keywords(function), elsewhere=elsewhere)
+    check_names(overrides, function=function.__name__, own=_own_keywords(function), elsewhere=elsewhere)
 
 
 def _prepare(

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RunOptions", "DEFAULT_EXTRACTOR", "CLUSTERS", "run_options", "given_options", "check_options_for_object",
-    "check_weights",
+    "check_weights", "check_names",
 ]
 
 #: The feature extractor of FID: the 2015 TensorFlow Inception-v3, pool_3.
@@ -240,7 +240,7 @@ class RunOptions:
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with `changes` applied (and checked again); an unknown name is an ``InputError``. The copy was given
         what this object was given, and `changes`."""
-        _check_names(changes)
+        check_names(changes)
         replaced = dataclasses.replace(self, **changes)  # names every field: what was given is set below
         object.__setattr__(replaced, "_named", frozenset((*self.given(), *changes)))
         return replaced
@@ -256,7 +256,7 @@ class RunOptions:
 _FIELDS = tuple(field.name for field in dataclasses.fields(RunOptions))
 
 
-def _check_names(
+def check_names(
     names: Any, *, function: str | None = None, own: Sequence[str] = (), elsewhere: Mapping[str, str] | None = None
 ) -> None:
     """Refuse `names` that are neither fields of :class:`RunOptions` nor keywords of the API function `function` (its
@@ -428,7 +428,7 @@ def run_options(options: RunOptions | None = None, /, **overrides: Any) -> RunOp
     """
     if options is not None and not isinstance(options, RunOptions):
         raise InputError(f"options must be a fidkit.RunOptions, not {type(options).__name__}")
-    _check_names(overrides)
+    check_names(overrides)
     if options is None:
         return RunOptions(**overrides)
     return options.replace(**overrides) if overrides else options

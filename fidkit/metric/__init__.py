@@ -40,7 +40,7 @@ from fidkit.extraction import ExtractionTimes, extract
 from fidkit.frechet import fid_from_stats
 from fidkit.extractors import LazyExtractor, extractor_metadata
 from fidkit.features import Features
-from fidkit.options import RunOptions, _check_names, check_options_for_object, run_options
+from fidkit.options import RunOptions, check_names, check_options_for_object, run_options
 from fidkit.pipeline import describe, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import FidReport, Timings, assemble_fid_report, check_comparable
@@ -202,7 +202,7 @@ class FID(DistributedMerge):
         from fidkit.metrics.request import outputs_to_keep, table_request
 
         # A misspelt keyword (metric=) lists FID's own keywords and the closest, as compute_fid's does.
-        _check_names(overrides, function="FID", own=_FID_KEYWORDS)
+        check_names(overrides, function="FID", own=_FID_KEYWORDS)
         self._asked, self._ci = table_request(metrics, ci)
         # Checked as compute_fid checks it, now: not at the first compute(), after the network time.
         self._metrics_seed = check_seed(metrics_seed, "metrics_seed")
