@@ -155,6 +155,7 @@ class RunOptions:
     ray_address: str | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> RunOptions:
+        check_names(kwargs)  # RunOptions(limt=3): InputError with the closest name, not __init__'s TypeError
         self = super().__new__(cls)
         # The fields the caller named, by position or keyword: an explicit default is a choice too (``--dims 2048``
         # against 64-dimensional files), which the values alone cannot tell from no choice (see :meth:`given`).
@@ -254,6 +255,10 @@ class RunOptions:
 
 
 _FIELDS = tuple(field.name for field in dataclasses.fields(RunOptions))
+# help(), IDEs and inspect.signature would show __new__'s (*args, **kwargs): show the fields.
+RunOptions.__signature__ = inspect.signature(RunOptions.__init__).replace(  # type: ignore[attr-defined]
+    parameters=list(inspect.signature(RunOptions.__init__).parameters.values())[1:]
+)
 
 
 def check_names(

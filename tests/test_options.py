@@ -128,3 +128,14 @@ def test_the_reading_settings_travel_as_one_checked_object():
     ):
         with pytest.raises(InputError, match=message):
             ReadOptions(**changes)
+
+
+def test_a_misspelt_field_is_an_input_error_with_the_closest_name_and_the_signature_shows_the_fields():
+    # RunOptions.__new__ (which remembers what was named) hid both: a bare TypeError, and (*args, **kwargs) in help().
+    with pytest.raises(InputError, match="did you mean limit"):
+        RunOptions(limt=3)
+    import inspect
+
+    parameters = inspect.signature(RunOptions).parameters
+    assert list(parameters) == [field.name for field in dataclasses.fields(RunOptions)]
+    assert parameters["dims"].default == 2048
