@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fidkit._argtypes import SEED_LIMIT
 from fidkit.errors import InputError
 
 __all__ = [
@@ -45,15 +46,14 @@ def check_batch_size(batch_size: Any) -> int:
 
 
 def check_limit_seed(limit: Any, seed: Any) -> tuple[int | None, int | None]:
-    """Validate `limit` (positive int or None) and `seed` (non-negative int or None)."""
+    """Validate `limit` (positive int or None) and `seed` (an int with ``0 <= seed < 2**32``, as the CLI's
+    ``--seed`` takes, or None)."""
     if limit is not None and (
         not is_count(limit)
     ):
         raise InputError(f"limit must be a positive integer or None, got {limit!r}")
-    if seed is not None and (
-        not is_count(seed, 0)
-    ):
-        raise InputError(f"seed must be a non-negative integer or None, got {seed!r}")
+    if seed is not None and (not is_count(seed, 0) or int(seed) >= SEED_LIMIT):
+        raise InputError(f"seed must be an integer with 0 <= seed < 2**32, or None, got {seed!r}")
     return (None if limit is None else int(limit)), (None if seed is None else int(seed))
 
 

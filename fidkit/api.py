@@ -176,10 +176,23 @@ def compute_features(
 ) -> Features:
     """Return the feature rows of a source (float32, ``(N, dim)``), with the metadata of how they were made.
 
-    The same parameters as :func:`compute_stats`, and `outputs`: what to keep from the same forward pass besides
-    the features, ``"logits"`` (the Inception Score's) and ``"spatial"`` (sFID's), e.g.
-    ``outputs=("features", "logits", "spatial")``. Features are cached (keyed like statistics, under the same size
-    limit as statistics) and can be saved (:meth:`Features.save`) and given back as a source. A statistics
+    Parameters
+    ----------
+    source, options, extractor, **overrides
+        As for :func:`compute_stats`; a statistics file or :class:`~fidkit.stats.Stats` cannot give rows and is
+        an ``InputError``.
+    outputs : str or tuple of str, default ("features",)
+        What to keep from the same forward pass: ``"features"`` (pool_3, always kept), ``"logits"`` (the
+        Inception Score's) and ``"spatial"`` (sFID's); a string names them comma-separated (``"logits,spatial"``).
+
+    Returns
+    -------
+    Features
+        The rows, the asked-for outputs, and the same metadata as :func:`compute_stats`' statistics.
+
+    Notes
+    -----
+    Features are cached (keyed like statistics, under the same size limit as statistics) and can be saved (:meth:`Features.save`) and given back as a source. A statistics
     file cannot give features: it is refused with what to supply instead. The metrics of two such sides take the
     evaluated (generated) one first and the reference second: ``fidkit.metrics.evaluate(generated, reference)``,
     ``compute_fid(generated, reference, metrics=...)``.

@@ -254,7 +254,16 @@ def _registry() -> dict[str, ExtractorEntry]:
 
 
 def register_extractor(entry: ExtractorEntry, *, replace: bool = False) -> None:
-    """Add `entry` to the registry; an existing name is an error unless `replace`."""
+    """Add `entry` to the registry, so that ``extractor=entry.name`` builds it everywhere (the CLI's
+    ``--extractor``, :func:`fidkit.compute_fid`, :class:`fidkit.FID`).
+
+    Parameters
+    ----------
+    entry : ExtractorEntry
+        The name, how to build the extractor and what it states about itself before it is built.
+    replace : bool, default False
+        Replace an entry of the same name; without it, an existing name is an ``InputError``.
+    """
     registry = _registry()
     if not isinstance(entry, ExtractorEntry):
         raise InputError(f"register_extractor takes an ExtractorEntry, not {type(entry).__name__}")

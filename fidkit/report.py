@@ -79,7 +79,8 @@ class SideReport:
         reference batch.
     weights_sha256, resize_mode, provider, engine, precision : str or None
         What the features were computed with, as recorded (``engine``: ``onnxruntime`` or ``torch``;
-        ``precision``: ``exact`` or ``fast``, prefixed ``tensorrt-`` when TensorRT ran); None when unknown.
+        ``precision``: ``exact``, ``fast``, ``tf32`` or ``bf16``, prefixed ``tensorrt-`` when TensorRT ran);
+        None when unknown.
     convention : str or None
         The preprocessing convention (``tf``, ``pytorch-fid``, ``clean``, ``torchmetrics``); a fidkit file from
         before conventions, resized the TF way, is ``tf``; None when unknown (another tool's statistics file).
@@ -156,7 +157,19 @@ class SideReport:
 
 @dataclasses.dataclass(frozen=True)
 class Timings:
-    """Where the time of a :func:`compute_fid` call went, in seconds (both sides together)."""
+    """Where the time of a :func:`compute_fid` call went, in seconds (both sides together).
+
+    Attributes
+    ----------
+    decode_seconds : float
+        Waiting for decoded images (the network idle).
+    network_seconds : float
+        Running the network, the statistics' accumulation included.
+    distance_seconds : float
+        The Fréchet distance (and the other asked-for metrics).
+    total_seconds : float
+        The whole call, setup and cache look-ups included.
+    """
 
     decode_seconds: float
     network_seconds: float
@@ -194,7 +207,8 @@ class FidReport:
     provider : str or None
         The onnxruntime provider(s) that computed the features (e.g. ``CPUExecutionProvider``).
     engine, precision : str or None
-        What ran the network (``onnxruntime``, ``torch``) and at which precision (``exact``, ``fast``).
+        What ran the network (``onnxruntime``, ``torch``) and at which precision (``exact``, ``fast``, ``tf32``,
+        ``bf16``, as :class:`SideReport` records it).
     warnings : tuple of str
         Everything a careful user should know: N below the feature dimension, lossy inputs, skipped
         files, statistics files that do not record N or the network.

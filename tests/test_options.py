@@ -122,7 +122,8 @@ def test_the_reading_settings_travel_as_one_checked_object():
     assert {f.name for f in dataclasses.fields(ReadOptions)} <= {f.name for f in dataclasses.fields(RunOptions)}
     for changes, message in (
         (dict(limit=0), "limit must be a positive integer"),
-        (dict(seed=-1), "seed must be a non-negative integer"),
+        (dict(seed=-1), r"seed must be an integer with 0 <= seed < 2\*\*32"),
+        (dict(seed=2**32), r"seed must be an integer with 0 <= seed < 2\*\*32"),  # as the CLI's --seed
         (dict(workers=True), "workers must be a non-negative integer"),
         (dict(workers=1.5), "workers must be a non-negative integer"),
     ):

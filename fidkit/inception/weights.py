@@ -268,6 +268,17 @@ def resolve_weights(
 ) -> Path:
     """Return the path of the weights file: explicit, ``$FIDKIT_WEIGHTS``, cached, or downloaded.
 
+    Parameters
+    ----------
+    weights : path-like, optional
+        A weights file to use as it is; None looks at ``$FIDKIT_WEIGHTS``, then the cache, then downloads.
+    download : bool, default True
+        Download the released file into the cache when it is not there; False makes its absence an error.
+    progress : bool, default True
+        Show the download's progress on stderr.
+    manifest : WeightsManifest, optional
+        Which file to fetch and verify (URL, size, sha256); the released 2015 Inception by default.
+
     See :func:`locate_weights`, which also returns the file's sha256.
     """
     return locate_weights(weights, download=download, progress=progress, manifest=manifest).path
