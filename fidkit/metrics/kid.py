@@ -8,7 +8,8 @@ the smaller side's N) and computes the unbiased estimator
     MMD^2_u = (sum_{i != j} k(x_i, x_j) + sum_{i != j} k(y_i, y_j)) / (m (m - 1)) - 2 sum_{i, j} k(x_i, y_j) / m^2
 
 KID is the mean over the repetitions, reported with their standard deviation (``ddof = 0``, as torch-fidelity
-reports it). The kernel sums are accumulated in float64 whatever the feature dtype.
+reports it). The kernel sums are accumulated in float64 whatever the feature dtype, about the subsets' common
+centre so that a common offset of the features costs no precision (:func:`_mmd2_and_bound`).
 
 ``sampling="generator"`` (the default) draws the subsets' positions from ``numpy.random.default_rng(seed)``. Both
 samplings draw by position: the same features in the same order give the same KID on any engine or device (to
@@ -321,7 +322,7 @@ def kid(
     ------
     InputError
         Arrays that are not ``(N, dim)`` finite floats, different dims, fewer than 2 rows on a side, or bad
-        arguments.
+        arguments; kernel values beyond float64; a subset's MMD^2 below the bound on its float64 round-off.
 
     Notes
     -----
