@@ -218,7 +218,10 @@ def exact_mmd(x: np.ndarray, y: np.ndarray, gamma=None, coef0: float = 1.0, degr
     c = Fraction(coef0)
     # Every float is an integer over a power of two, so the largest denominator is a common one.
     scale = max(Fraction(v).denominator for v in np.concatenate([x.ravel(), y.ravel()]).tolist())
-    as_ints = lambda a: np.array([[int(Fraction(v) * scale) for v in row] for row in a.tolist()], dtype=object)
+
+    def as_ints(a):
+        return np.array([[int(Fraction(v) * scale) for v in row] for row in a.tolist()], dtype=object)
+
     xi, yi = as_ints(x), as_ints(y)
     # (g dot / scale^2 + c) = (dot g.num c.den + c.num g.den scale^2) / (g.den c.den scale^2)
     denominator = g.denominator * c.denominator * scale * scale
