@@ -602,6 +602,27 @@ def test_a_distance_that_overflows_is_an_error_naming_the_term(dim) -> None:
         frechet_distance(np.r_[1.1e154, np.zeros(dim - 1)], eye, np.zeros(dim), np.diag(np.r_[1.7e308, np.ones(dim - 1)]))
 
 
+@pytest.mark.parametrize(("first", "second", "dim"), [("z0.npz", "far-away.npz", 4), ("ref stats.npz", "gen.npz", 9)])
+def test_an_overflowing_term_of_both_sides_names_both_files(first, second, dim, tmp_path) -> None:
+    """The mean term, the trace term and their sum belong to both sides: the error names both files."""
+    eye = np.eye(dim)
+    Stats(mu=np.zeros(dim), sigma=eye, n=100).save(tmp_path / first)
+    Stats(mu=np.full(dim, 1e200), sigma=eye, n=100).save(tmp_path / second)
+    with pytest.raises(InputError, match="overflows float64: the mean term") as caught:
+        fid_from_stats(Stats.load(tmp_path / first), Stats.load(tmp_path / second))
+    assert first in str(caught.value) and second in str(caught.value)
+    # A finite mean term and trace term whose sum is beyond float64.
+    (tmp_path / "sum").mkdir()
+    Stats(mu=np.r_[1.1e154, np.zeros(dim - 1)], sigma=eye, n=100).save(tmp_path / "sum" / first)
+    Stats(mu=np.zeros(dim), sigma=np.diag(np.r_[1.7e308, np.ones(dim - 1)]), n=100).save(tmp_path / "sum" / second)
+    with pytest.raises(InputError, match="overflows float64: the sum of the mean term") as caught:
+        fid_from_stats(Stats.load(tmp_path / "sum" / first), Stats.load(tmp_path / "sum" / second))
+    assert first in str(caught.value) and second in str(caught.value)
+    # Arrays are named by their arguments.
+    with pytest.raises(InputError, match=r"the mean term \|\|mu_a - mu_b\|\|\^2 of mu1/sigma1 and mu2/sigma2"):
+        frechet_distance(np.full(dim, 1e160), eye, np.zeros(dim), eye)
+
+
 # --- hostile round 4: identical rows and a rank-0 side --------------------------------------------------------------
 
 

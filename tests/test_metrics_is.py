@@ -135,3 +135,21 @@ def test_result_object():
 def test_bad_input_is_refused(logits, kwargs, message):
     with pytest.raises(InputError, match=message):
         inception_score(logits, **kwargs)
+
+
+# --- hostile round 8: a common offset of the logits -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("offset", "classes", "splits"), [(1e15, 12, 1), (-3e13, 40, 2), (-5e14, 7, 3)])
+def test_a_common_offset_of_the_logits_changes_nothing(offset, classes, splits):
+    """The softmax ignores a constant added to a row; rows - logsumexp(rows) rounded the small log to the offset's
+    spacing (offset 1e15: IS 1.42159 for 1.42288)."""
+    rng = np.random.default_rng(classes)
+    spacing = np.spacing(abs(offset))
+    # Logits on the offset's grid, so that offset + logits is exact and the two inputs have one softmax.
+    logits = np.round(rng.standard_normal((60, classes)) * 2.0 / spacing) * spacing
+    plain = inception_score(logits, splits=splits, shuffle=False)
+    shifted = inception_score(logits + offset, splits=splits, shuffle=False)
+    assert np.array_equal(logits + offset - offset, logits)
+    for ours, reference in zip(shifted.values, plain.values):
+        assert ours == pytest.approx(reference, rel=1e-13, abs=0)

@@ -108,13 +108,14 @@ def test_subsets_are_drawn_without_replacement_in_torch_fidelitys_order(monkeypa
     for x, y in drawn:
         rows_a = rng.choice(40, 10, replace=False)
         rows_b = rng.choice(30, 10, replace=False)
-        np.testing.assert_array_equal(x[:, 0], rows_a)
-        np.testing.assert_array_equal(y[:, 0], -rows_b)
+        # The drawn rows are passed in position order (the MMD^2 depends on the set only).
+        np.testing.assert_array_equal(x[:, 0], np.sort(rows_a))
+        np.testing.assert_array_equal(y[:, 0], -np.sort(rows_b))
         assert len(set(rows_a.tolist())) == 10
     drawn.clear()
     kid(a, b, subsets=2, subset_size=10, seed=11)
     generator = np.random.default_rng(11)
-    np.testing.assert_array_equal(drawn[0][0][:, 0], generator.choice(40, 10, replace=False))
+    np.testing.assert_array_equal(drawn[0][0][:, 0], np.sort(generator.choice(40, 10, replace=False)))
 
 
 def test_seed_and_sampling_determine_the_draws():
@@ -202,3 +203,92 @@ def test_a_kernel_that_overflows_is_an_error_not_a_nan(scale, options) -> None:
     a, b = rng.normal(size=(60, 8)) * scale, rng.normal(size=(50, 8)) * scale
     with pytest.raises(InputError, match="overflows float64"):
         kid(a, b, subsets=2, subset_size=40, **options)
+
+
+# --- hostile round 8: KID under a common offset of the features -----------------------------------------------------
+
+
+def exact_mmd(x: np.ndarray, y: np.ndarray, gamma=None, coef0: float = 1.0, degree: int = 3) -> float:
+    """The unbiased MMD^2 of the arrays' float values in exact integer arithmetic, rounded once to float."""
+    from fractions import Fraction
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    m, dim = x.shape
+    g = Fraction(1, dim) if gamma is None else Fraction(gamma)
+    c = Fraction(coef0)
+    # Every float is an integer over a power of two, so the largest denominator is a common one.
+    scale = max(Fraction(v).denominator for v in np.concatenate([x.ravel(), y.ravel()]).tolist())
+
+    def as_ints(a):
+        return np.array([[int(Fraction(v) * scale) for v in row] for row in a.tolist()], dtype=object)
+
+    xi, yi = as_ints(x), as_ints(y)
+    # (g dot / scale^2 + c) = (dot g.num c.den + c.num g.den scale^2) / (g.den c.den scale^2)
+    denominator = g.denominator * c.denominator * scale * scale
+
+    def pair_sum(a, b, same):
+        base = a.dot(b.T) * (g.numerator * c.denominator) + c.numerator * g.denominator * scale * scale
+        kernel = base**degree
+        return sum(kernel.ravel().tolist()) - (sum(kernel[i, i] for i in range(m)) if same else 0)
+
+    value = Fraction(pair_sum(xi, xi, True) + pair_sum(yi, yi, True), m * (m - 1)) - Fraction(
+        2 * pair_sum(xi, yi, False), m * m
+    )
+    return float(value / Fraction(denominator) ** degree)
+
+
+def offset_features(seed, m, dim, offset, spread, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    centre = np.full(dim, float(offset)) if np.isscalar(offset) else offset
+    x = (centre + rng.standard_normal((m, dim)) * spread).astype(dtype)
+    y = (centre + rng.standard_normal((m, dim)) * spread * 1.05).astype(dtype)
+    return x, y
+
+
+@pytest.mark.parametrize(
+    ("m", "dim", "offset", "spread", "dtype", "kernel"),
+    [
+        (300, 8, 100.0, 1e-3, np.float32, {}),  # the review's case: 1.3 % off
+        (40, 8, 1e3, 1e-5, np.float64, {}),  # off by a factor of 8
+        (40, 8, 1e3, 1e-4, np.float32, {}),
+        (25, 12, 1e5, 1e-3, np.float64, {}),
+        (30, 16, np.linspace(-3e4, 5e4, 16), 1.0, np.float64, {}),
+        (30, 16, np.linspace(-3e4, 5e4, 16), 1.0, np.float64, {"degree": 2, "coef0": 0.5}),
+        (20, 6, 1e4, 1e-2, np.float64, {"degree": 5, "gamma": 0.01}),
+        (50, 20, 0.3, 0.6, np.float64, {}),  # ordinary features
+        (50, 20, 0.0, 1.0, np.float32, {"coef0": -1.3}),
+    ],
+)
+def test_mmd_under_a_common_offset_is_exact(m, dim, offset, spread, dtype, kernel):
+    """The kernel values are ~K0^3 and MMD^2 a difference of their sums: about the centre it is exact."""
+    x, y = offset_features(m + dim, m, dim, offset, spread, dtype)
+    exact = exact_mmd(x, y, **kernel)
+    assert mmd2_unbiased(x, y, **kernel) == pytest.approx(exact, rel=1e-11, abs=0)
+    # The round-off bound that decides the refusal is a bound: the true error lies within it.
+    gamma = kernel.get("gamma", 1.0 / dim)
+    value, bound = kid_module._mmd2_and_bound(
+        x.astype(np.float64), y.astype(np.float64), gamma, kernel.get("coef0", 1.0), kernel.get("degree", 3)
+    )
+    assert abs(value - exact) <= bound < abs(exact)
+
+
+def test_kid_under_a_common_offset_is_exact():
+    x, y = offset_features(0, 60, 10, 300.0, 2e-4, np.float32)
+    result = kid(x, y, subsets=2, subset_size=60)
+    assert result.values[0] == result.values[1] == result.mean
+    assert result.mean == pytest.approx(exact_mmd(x, y), rel=1e-11, abs=0)
+
+
+@pytest.mark.parametrize(("offset", "m", "dim"), [(1e3, 30, 8), (1e6, 12, 5), (1.0, 7, 3)])
+def test_an_mmd_below_its_round_off_is_refused(offset, m, dim):
+    """Samples of one repeated row, one of them with a row moved: MMD^2_u is exactly 0, the float64 result noise."""
+    x = np.full((m, dim), offset)
+    y = x.copy()
+    y[0, 0] += offset * 1e-7
+    assert exact_mmd(x, y) == 0.0
+    with pytest.raises(InputError, match="cannot be resolved in float64"):
+        mmd2_unbiased(x, y)
+    with pytest.raises(InputError, match="cannot be resolved in float64"):
+        kid(x, y, subsets=1)
+    # Identical constant samples are exactly 0 with no round-off at all: a number, not an error.
+    assert mmd2_unbiased(x, x) == 0.0

@@ -526,7 +526,9 @@ def test_interval_ends_stay_where_the_number_can_lie():
 
 
 def test_the_metrics_table_prints_no_non_finite_number(tmp_path, capsys):
-    huge, other = _features_file(tmp_path / "huge.npz", 12, 6, scale=1e35), _features_file(tmp_path / "b.npz", 14, 6)
+    # Both sides huge, so that the subsets' KIDs (~1e209) differ and the squares of their deviations overflow.
+    huge = _features_file(tmp_path / "huge.npz", 12, 6, scale=1e35)
+    other = _features_file(tmp_path / "b.npz", 14, 6, scale=1e35)
     status, out, err = _run(["compute", str(huge), str(other), "--metrics", "kid", "--quiet"], capsys)
     assert status == 0, err
     assert "inf" not in out.lower() and "nan" not in out.lower(), out

@@ -660,6 +660,30 @@ def test_from_moments_refuses_what_is_no_moments_naming_the_argument() -> None:
     assert np.array_equal(result.sigma, result.sigma.T)
 
 
+@pytest.mark.parametrize("dim", [3, 7])
+def test_from_moments_refuses_moments_no_rows_can_have(dim) -> None:
+    """One row has M2 = 0 exactly and no rows have zero moments: anything else skewed every merge silently."""
+    rng = np.random.default_rng(dim)
+    rows = rng.standard_normal((50, dim))
+    rest = StatsAccumulator()
+    rest.update(rows[1:])
+    for m2 in (100 * np.eye(dim), np.full((dim, dim), 1e-300)):
+        with pytest.raises(InputError, match="from_moments: n is 1 but m2 has non-zero entries"):
+            StatsAccumulator.from_moments(1, rows[0], m2)
+    for mean, m2 in ((np.full(dim, 5.0), np.zeros((dim, dim))), (np.zeros(dim), np.eye(dim)), (rows[0], np.eye(dim))):
+        with pytest.raises(InputError, match="from_moments: n is 0 but mean or m2 has non-zero entries"):
+            StatsAccumulator.from_moments(0, mean, m2)
+    # What moments() gives for one row and for nothing is accepted, and merges to the statistics of the rows.
+    one = StatsAccumulator()
+    one.update(rows[:1])
+    merged = StatsAccumulator.from_moments(*one.moments())
+    merged.merge(StatsAccumulator.from_moments(0, np.zeros(dim), -0.0 * np.eye(dim)))
+    merged.merge(rest)
+    expected = Stats.from_features(rows)
+    np.testing.assert_allclose(merged.result().sigma, expected.sigma, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(merged.result().mu, expected.mu, rtol=1e-13, atol=1e-15)
+
+
 # --- hostile round 7, 4: torch tensors as mu and sigma are converted once, or refused as fid_from_arrays does -------
 
 

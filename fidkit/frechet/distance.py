@@ -294,17 +294,22 @@ def _check_finite(
     if math.isfinite(value):
         return
     limit = f"{sys.float_info.max:.3g}"
+    # A term of both sides names both (their files, when loaded from files), as a trace of one side names that one.
+    both = f"of {names[0]} and {names[1]}"
     if not math.isfinite(mean_term):
-        what = f"the mean term ||mu_a - mu_b||^2 is beyond {limit} (the means are too far apart)"
+        what = f"the mean term ||mu_a - mu_b||^2 {both} is beyond {limit} (the means are too far apart)"
     elif not math.isfinite(trace_a) or not math.isfinite(trace_b):
         name = names[0] if not math.isfinite(trace_a) else names[1]
         what = f"the trace of the covariance of {name} (the sum of its variances) is beyond {limit}"
     elif not math.isfinite(trace_sqrt):
-        what = f"the trace term tr sqrt(sigma_a sigma_b) is beyond {limit}"
+        what = f"the trace term tr sqrt(sigma_a sigma_b) {both} is beyond {limit}"
     elif not math.isfinite(trace_part):
-        what = f"the trace term tr(sigma_a) + tr(sigma_b) - 2 tr sqrt(sigma_a sigma_b) is beyond {limit}"
+        what = f"the trace term tr(sigma_a) + tr(sigma_b) - 2 tr sqrt(sigma_a sigma_b) {both} is beyond {limit}"
     else:
-        what = f"the sum of the mean term ({mean_term:.3g}) and the trace term ({trace_part:.3g}) is beyond {limit}"
+        what = (
+            f"the sum of the mean term ({mean_term:.3g}) and the trace term ({trace_part:.3g}) {both} is beyond "
+            f"{limit}"
+        )
     raise InputError(
         f"the Fréchet distance overflows float64: {what}, so it has no finite value; statistics this large come "
         "from features far outside the Inception range: divide the features by a constant c (mu by c, sigma by "

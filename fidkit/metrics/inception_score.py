@@ -94,7 +94,11 @@ class InceptionScoreResult:
 def _split_score(logits: np.ndarray) -> float:
     """exp(mean KL(p(y|x) || p(y))) of one chunk of logits, in float64."""
     rows = np.asarray(logits, dtype=np.float64)
-    log_p = rows - scipy.special.logsumexp(rows, axis=1, keepdims=True)
+    # Each row less its max first (one rounding, relative to the difference): rows - logsumexp(rows) adds the log
+    # of the exponentials' sum to the max and subtracts it again, which rounds that small log to the spacing of a
+    # large max (logits with a common offset of 1e15 gave IS 1.42159 for 1.42288).
+    shifted = rows - rows.max(axis=1, keepdims=True)
+    log_p = shifted - scipy.special.logsumexp(shifted, axis=1, keepdims=True)
     p = np.exp(log_p)
     # p * (log p - log q), with 0 where p underflowed to 0: its limit, and the only way log q can be -inf
     # (those entries' 0 * inf is computed and then discarded, hence the silenced warnings).

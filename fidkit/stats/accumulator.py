@@ -171,12 +171,15 @@ class StatsAccumulator:
         ------
         InputError
             `n` is not a non-negative integer; `mean` is not a finite ``(dim,)`` vector; `m2` is not a finite,
-            symmetric ``(dim, dim)`` matrix with a non-negative diagonal (sums of squared deviations). Nothing of
-            this is checked again: :meth:`result` trusts the state as its own.
+            symmetric ``(dim, dim)`` matrix with a non-negative diagonal (sums of squared deviations); moments no
+            data could have: ``n == 1`` with a non-zero `m2` (one row deviates from its own mean by exactly 0), or
+            ``n == 0`` with a non-zero `mean` or `m2` (:meth:`moments` of nothing is zeros). Nothing of this is
+            checked again: :meth:`result` trusts the state as its own.
         """
         if not is_count(n, 0):
             raise InputError(f"from_moments: n must be a non-negative integer count of rows, not {n!r}")
         mean, m2 = _checked_moments(mean, m2)
+        _check_moments_fit_count(int(n), mean, m2)
         accumulator = cls(dim=int(mean.shape[0]))
         accumulator._fold_rows()
         if n > 0:
@@ -234,3 +237,22 @@ def _checked_moments(mean: Any, m2: Any) -> tuple[np.ndarray, np.ndarray]:
             "negative: pass StatsAccumulator.moments()"
         )
     return mean64, m2_64
+
+
+def _check_moments_fit_count(n: int, mean: np.ndarray, m2: np.ndarray) -> None:
+    """InputError for ``(n, mean, M2)`` that no rows can have (the few-row cases; larger `n` allow any PSD M2).
+
+    Such moments were accepted and then skewed every merge silently: ``n = 1`` with ``M2 = 100 I`` merged into 49
+    real rows more than doubled the covariance's diagonal, and ``n = 0`` with a mean was dropped without a word.
+    """
+    if n == 1 and np.any(m2 != 0.0):
+        raise InputError(
+            f"from_moments: n is 1 but m2 has non-zero entries (largest |entry| {np.abs(m2).max():.3g}); one row "
+            "deviates from its own mean by exactly 0, so its m2 is all zeros: pass StatsAccumulator.moments() of "
+            "that row, or the n the moments belong to"
+        )
+    if n == 0 and (np.any(mean != 0.0) or np.any(m2 != 0.0)):
+        raise InputError(
+            "from_moments: n is 0 but mean or m2 has non-zero entries; moments of no rows are zeros "
+            "(StatsAccumulator.moments() of an empty accumulator): pass the n the moments belong to"
+        )
