@@ -94,16 +94,17 @@ def test_kid_on_float32_is_computed_in_float64():
 
 def test_subsets_are_drawn_without_replacement_in_torch_fidelitys_order(monkeypatch):
     drawn = []
-    real_mmd = kid_module.mmd2_unbiased
+    real_mmd = kid_module._checked_mmd2
 
-    def spy(x, y, **kwargs):
+    def spy(x, y, *args):
         drawn.append((x.copy(), y.copy()))
-        return real_mmd(x, y, **kwargs)
+        return real_mmd(x, y, *args)
 
-    monkeypatch.setattr(kid_module, "mmd2_unbiased", spy)
+    monkeypatch.setattr(kid_module, "_checked_mmd2", spy)
     a = np.arange(40, dtype=np.float64)[:, None] * np.ones((1, 3))
     b = -np.arange(30, dtype=np.float64)[:, None] * np.ones((1, 3))
     kid(a, b, subsets=4, subset_size=10, seed=11, sampling="torch-fidelity")
+    assert len(drawn) == 4
     rng = np.random.RandomState(11)
     for x, y in drawn:
         rows_a = rng.choice(40, 10, replace=False)
@@ -292,3 +293,17 @@ def test_an_mmd_below_its_round_off_is_refused(offset, m, dim):
         kid(x, y, subsets=1)
     # Identical constant samples are exactly 0 with no round-off at all: a number, not an error.
     assert mmd2_unbiased(x, x) == 0.0
+
+
+def test_one_subset_below_its_round_off_is_no_reason_to_refuse_the_kid(monkeypatch):
+    """A subset's MMD^2 near 0 by chance (two sets of one distribution) is honest beside the subsets' spread; only a
+    KID whose mean and std are both below the round-off bound is refused."""
+    results = iter([(1e-15, 1e-12), (1e-3, 1e-12), (-1e-3, 1e-12)])
+    monkeypatch.setattr(kid_module, "_mmd2_and_bound", lambda *args: next(results))
+    rows = np.random.default_rng(0).normal(size=(20, 4))
+    result = kid(rows, rows + 1.0, subsets=3, subset_size=10)
+    assert result.values == (1e-15, 1e-3, -1e-3)
+    assert result.std > 1e-4
+    results = iter([(1e-15, 1e-12), (2e-15, 1e-12), (-1e-15, 1e-12)])
+    with pytest.raises(InputError, match="KID is 6.67e-16 with a std of 1.25e-15"):
+        kid(rows, rows + 1.0, subsets=3, subset_size=10)

@@ -250,6 +250,17 @@ def mmd2_unbiased(
         Samples of different sizes or fewer than 2 rows; kernel values beyond float64; or an MMD^2 smaller than
         the bound on its float64 round-off (not even its sign would be known).
     """
+    value, bound = _checked_mmd2(x, y, gamma, coef0, degree)
+    if not bound < abs(value) and bound > 0.0:
+        # Not even the sign is known: a number would be noise passed off as an MMD^2.
+        raise InputError(_unresolved_message(f"the MMD^2 is {value:.3g}", bound, x, y))
+    return value
+
+
+def _checked_mmd2(
+    x: np.ndarray, y: np.ndarray, gamma: float | None, coef0: float, degree: int
+) -> tuple[float, float]:
+    """:func:`_mmd2_and_bound` of two samples checked for size, with kernel values beyond float64 refused."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     m = x.shape[0]
@@ -269,19 +280,20 @@ def mmd2_unbiased(
             f"{gamma:.3g}, coef0 = {coef0:.3g}, largest |feature| {max(np.abs(x).max(), np.abs(y).max()):.3g}); "
             "KID is defined for features of moderate size: scale them, or lower gamma or coef0"
         )
-    if not bound < abs(value) and bound > 0.0:
-        # Not even the sign is known: a number would be noise passed off as a KID.
-        both = np.concatenate([x, y])
-        centre = both.mean(axis=0)
-        offset, spread = float(np.linalg.norm(centre)), float(np.sqrt(((both - centre) ** 2).sum(axis=1).mean()))
-        raise InputError(
-            f"KID cannot be resolved in float64 on these features: a subset's MMD^2 is {value:.3g} but its "
-            f"round-off can reach {bound:.3g} (features at a common offset of norm {offset:.3g} with a spread of "
-            f"{spread:.3g} rms): the two samples' difference is below what float64 resolves there. Check the "
-            "features: repeated rows, or a common offset far larger than the spread, suggest a wrong extractor or "
-            "preprocessing"
-        )
-    return value
+    return value, bound
+
+
+def _unresolved_message(what: str, bound: float, x: np.ndarray, y: np.ndarray) -> str:
+    """Why a KID (or an MMD^2) below its float64 round-off is refused, with the features' offset and spread."""
+    both = np.concatenate([np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)])
+    centre = both.mean(axis=0)
+    offset, spread = float(np.linalg.norm(centre)), float(np.sqrt(((both - centre) ** 2).sum(axis=1).mean()))
+    return (
+        f"KID cannot be resolved in float64 on these features: {what} but its round-off can reach {bound:.3g} "
+        f"(features at a common offset of norm {offset:.3g} with a spread of {spread:.3g} rms): the two samples' "
+        "difference is below what float64 resolves there. Check the features: repeated rows, or a common offset "
+        "far larger than the spread, suggest a wrong extractor or preprocessing"
+    )
 
 
 def kid(
@@ -324,7 +336,8 @@ def kid(
     ------
     InputError
         Arrays that are not ``(N, dim)`` finite floats, different dims, fewer than 2 rows on a side, or bad
-        arguments; kernel values beyond float64; a subset's MMD^2 below the bound on its float64 round-off.
+        arguments; kernel values beyond float64; a KID whose mean and std are both below the bound on its float64
+        round-off.
 
     Notes
     -----
@@ -354,21 +367,31 @@ def kid(
         logger.debug("KID: subset_size %d capped at min(N_a, N_b) = %d", subset_size, size)
     rng = make_rng(seed, sampling)
     values = np.empty(subsets, dtype=np.float64)
+    bounds = np.empty(subsets, dtype=np.float64)
     for index in range(subsets):
         # Draw order a then b, as torch-fidelity draws input1 then input2. MMD^2 depends on the set of rows drawn,
         # not their order; sorted positions make its round-off depend on the set alone, so that at the cap (every
         # row drawn each time) every repetition gives the same number and the std is exactly 0.
         rows_a = np.sort(choice_without_replacement(rng, n_a, size))
         rows_b = np.sort(choice_without_replacement(rng, n_b, size))
-        values[index] = mmd2_unbiased(
-            array_a[rows_a], array_b[rows_b], gamma=float(gamma), coef0=float(coef0), degree=degree
+        values[index], bounds[index] = _checked_mmd2(
+            array_a[rows_a], array_b[rows_b], float(gamma), float(coef0), degree
         )
     # Mean and std about the first value: equal values (every repetition at the cap) give exactly that value and
     # a std of exactly 0, where np.mean's sum / n can be off by an ulp and leave a std of 1e-16.
     deviations = values - values[0]
+    mean, std = float(values[0] + np.mean(deviations)), float(np.std(deviations))
+    bound = float(np.mean(bounds))
+    if not bound < max(abs(mean), std) and bound > 0.0:
+        # The mean's round-off is at most the subsets' mean bound. Below the std it is honest as printed (one
+        # subset's MMD^2 near 0 by chance is no reason to refuse); refused only when neither the mean nor the
+        # spread is resolved.
+        raise InputError(_unresolved_message(
+            f"KID is {mean:.3g} with a std of {std:.3g} over {subsets} subset(s)", bound, array_a, array_b
+        ))
     return KIDResult(
-        mean=float(values[0] + np.mean(deviations)),
-        std=float(np.std(deviations)),
+        mean=mean,
+        std=std,
         values=tuple(float(v) for v in values),
         subsets=subsets,
         subset_size=size,
