@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from fidkit.errors import InputError
+from fidkit.errors import FidkitWarning, InputError
 from fidkit.features import Features
 from fidkit.frechet import fid_from_arrays, fid_from_stats
 from fidkit.metrics import (
@@ -598,7 +598,7 @@ def test_is_b_whose_half_samples_are_too_small_is_refused_before_any_work_naming
 
     monkeypatch.setattr(table, "inception_score", no_work)
     with pytest.raises(InputError, match=r"keeps 0 of the 1 images of side b, but the Inception Score's 1 splits of "
-                                         r"IS \(b\) need one row each"):
+                                         r"IS \(b\) need 2 rows each in a half-sample"):
         evaluate(_features(100, logits=True), _features(1, logits=True), "is", is_splits=1,
                  ci=IntervalSpec(n_resamples=10))
 
@@ -674,3 +674,54 @@ def test_a_number_near_zero_keeps_four_significant_digits_in_every_row_as_the_fi
     assert f"bootstrap bias {'+' if tiny > 0 else ''}{text(tiny, 4)}" in printed
     assert f"subsets of 40: {text(tiny / 3, 6)}" in printed and f"splits, std {text(tiny / 3, 3)}" in printed
     assert not re.search(r"(?<![\d.])-?0\.0+(?![\d.e])", printed), printed  # no number printed as zero
+
+
+# --- round 8, 2: the IS interval is refused where its replicates are degenerate, and noted where it undercovers -----
+
+
+def _logits_side(n, *, seed=0, classes=50):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return Features(rng.normal(size=(n, 4)), logits=rng.normal(0.0, 3.0, (n, classes)))
+
+
+@pytest.mark.parametrize("splits", [1, 3, 10])
+def test_an_is_interval_whose_half_sample_splits_hold_one_row_is_refused_before_any_work(splits, monkeypatch):
+    import fidkit.metrics.table as table
+
+    ci = IntervalSpec(level=0.95, n_resamples=20)
+    fewest = 4 * splits  # half-samples of 2 * splits rows: 2 per split
+    for n in (2 * splits, 2 * splits + 1, fewest - 1):  # 2 * splits: every replicate split one row, IS exactly 1
+        with monkeypatch.context() as patched:
+            patched.setattr(table, "inception_score", lambda *args, **kwargs: pytest.fail("computed before checked"))
+            with pytest.raises(InputError, match=rf"keeps {n // 2} of the {n} images of side a, but the Inception "
+                                                 rf"Score's {splits} splits of IS \(a\) need 2 rows each in a "
+                                                 rf"half-sample .*: {fewest} images or more"):
+                evaluate(_logits_side(n), Features(_logits_side(n).rows), "is", ci=ci, is_splits=splits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        entry = evaluate(_logits_side(fewest), Features(_logits_side(fewest).rows), "is", ci=ci,
+                         is_splits=splits)["is_a"]
+    assert entry.interval.high > entry.interval.low  # no longer a zero-width interval
+
+
+@pytest.mark.parametrize(("n", "splits", "noted"), [(40, 10, True), (399, 10, True), (400, 10, False),
+                                                     (119, 3, True), (120, 3, False)])
+def test_an_is_interval_from_half_sample_splits_under_20_rows_carries_a_note_and_a_warning(n, splits, noted):
+    a, b = _logits_side(n), _logits_side(n, seed=1)  # b holds logits: IS (b) is drawn and noted too
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = evaluate(a, b, "is", ci=IntervalSpec(level=0.9, n_resamples=10), is_splits=splits)
+    notes = [table[key].interval.note for key in ("is_a", "is_b")]
+    warned = [str(w.message) for w in caught if issubclass(w.category, FidkitWarning)]
+    if not noted:
+        assert notes == [None, None] and warned == [] and "note:" not in table.format()
+        return
+    per_split = (n // 2) // splits
+    for label, note in zip(("IS (a, evaluated)", "IS (b, reference)"), notes):
+        assert note.startswith(f"{label}'s 90% interval is unreliable: its half-samples of {n // 2} images hold "
+                               f"{per_split} per split ({splits} splits), fewer than 20")
+        assert f"use at least {40 * splits} images" in note and note in warned
+    text = table.format()
+    assert text.count("(interval unreliable: see the note below)") == 2 and f"note: {notes[0]}" in text

@@ -113,7 +113,8 @@ def _note(entry: Any) -> str:
     if entry.metric == "kid":
         return f"std over {details['subsets']} subsets of {details['subset_size']}: {_number('kid', entry.std)}"
     if entry.metric == "is":
-        return f"{details['splits']} splits, std {_number('is', entry.std)}"
+        unreliable = " (interval unreliable: see the note below)" if entry.interval and entry.interval.note else ""
+        return f"{details['splits']} splits, std {_number('is', entry.std)}{unreliable}"
     if entry.metric == "prdc":
         return f"k={details['k']}"
     if entry.interval is not None and entry.interval.method == "bootstrap":
@@ -192,7 +193,8 @@ class Interval:
     note : str or None
         Why the interval cannot be trusted to cover the true value at its level, where it cannot: FID's and sFID's
         where there are too few images per dimension for the bootstrap to estimate their small-sample bias
-        (:func:`~fidkit.metrics.bootstrap.small_sample_note`); None otherwise. The table prints it below itself.
+        (:func:`~fidkit.metrics.bootstrap.small_sample_note`), and the Inception Score's where its half-samples
+        hold fewer than 20 rows per split; None otherwise. The table prints it below itself.
     """
 
     low: float
