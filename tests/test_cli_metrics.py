@@ -121,3 +121,21 @@ def test_ci_before_the_sources_says_it_took_the_first_as_its_level(capsys, word)
     err = capsys.readouterr().err
     assert f"not {word!r} (--ci takes an optional level, so {word!r} after it was read as one)" in err
     assert "put --ci after the sources, or give the level (--ci 0.95)" in err
+
+
+# --- round 8, 3: the command line refuses a side too small for a metric before the network runs ----------------------
+
+
+@pytest.mark.parametrize("n_small", [3, 8])
+def test_compute_refuses_too_few_images_for_the_inception_score_before_the_network_runs(tmp_path, capsys, n_small):
+    from fidkit.testing import replaced_extractor
+
+    def refuse(options):
+        raise AssertionError("the network was built for a run the sizes refuse")
+
+    small, large = image_file(tmp_path / "small.npy", n_small, 0), image_file(tmp_path / "large.npy", 12, 1)
+    with replaced_extractor(refuse) as built:
+        assert main(["compute", small, large, "--metrics", "is", "--no-cache", "--quiet", "--device", "cpu"]) == 1
+        assert built == []
+    err = capsys.readouterr().err
+    assert "the Inception Score needs at least 10 images on side a" in err and f"which holds {n_small}" in err

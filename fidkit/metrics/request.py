@@ -1,9 +1,10 @@
 """What a metrics table is asked for, and whether two sides can serve it: checked before any work.
 
 :func:`parse_metrics` reads ``--metrics``; :func:`table_request` and :func:`outputs_needed` say what each side must
-keep from the forward pass; :func:`check_available` and the size and width checks refuse, naming the metric, the
-side and the fix, what :func:`fidkit.metrics.table.evaluate` could not compute, before the network runs or any
-metric starts.
+keep from the forward pass; :func:`check_available`, :func:`check_sizes` and the width check refuse, naming the
+metric, the side and the fix, what :func:`fidkit.metrics.table.evaluate` could not compute: before the network runs
+(:func:`fidkit.compute_fid` calls the first two as it opens its inputs; sizes only where they are known then) or any
+metric starts (evaluate calls all three).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fidkit.stats.reference import images_hint
 
 __all__ = [
     "METRICS", "DEFAULT_METRICS", "parse_metrics", "table_request", "outputs_needed", "outputs_to_keep",
-    "check_available",
+    "check_available", "check_sizes",
 ]
 
 
@@ -226,17 +227,68 @@ def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict
                 )
 
 
+#: :func:`fidkit.metrics.evaluate`'s defaults of the parameters that decide the sizes a metric needs, here so that
+#: :func:`check_sizes` and :func:`fidkit.compute_fid` (which takes evaluate's defaults) check what evaluate will run.
+DEFAULT_IS_SPLITS = 10
+DEFAULT_K_PRECISION = 3
+DEFAULT_K_DENSITY = 5
+
+#: One side as the size checks see it: its number of images and the outputs it holds (or will hold), or None
+#: where its size is unknown or no metric reads its rows (statistics).
+_Sized = tuple[int, tuple[str, ...]] | None
+
+
+def _sized(side: Any, kept: tuple[str, ...] | None = None) -> _Sized:
+    """What the size checks know of `side`: a Features' rows and outputs; an opened image source's number of images
+    (``n_images``, after ``limit``: files skipped as bad only make it smaller) and the outputs it will keep (`kept`,
+    from :func:`outputs_to_keep`); None for statistics, a source of unknown size (an iterable) or one that keeps no
+    rows."""
+    if isinstance(side, Features):
+        return side.n, side.outputs
+    if isinstance(side, Stats) or not kept:
+        return None
+    n = getattr(side, "n_images", None)
+    return (n, tuple(kept)) if is_count(n) else None
+
+
+def check_sizes(
+    names: Iterable[str],
+    ci: IntervalSpec | None,
+    sides: dict[str, Any],
+    *,
+    kept: dict[str, tuple[str, ...] | None] | None = None,
+    side_names: tuple[str, str] = ("a", "b"),
+    is_splits: int = DEFAULT_IS_SPLITS,
+    k_largest: int = max(DEFAULT_K_PRECISION, DEFAULT_K_DENSITY),
+) -> None:
+    """Refuse a side too small for an asked metric, or (with `ci`) for its half-sample interval, before the network
+    runs: `sides` as :func:`check_available` takes them (which has passed), `kept` what each image side will keep
+    (:func:`outputs_to_keep`).
+
+    A Features side is checked on its rows; an opened image source where its number of images is known when it is
+    opened (arrays, ``.npy`` files, a folder's or an archive's file count, after ``limit``); an iterable of batches,
+    whose size is known only once read, is checked by :func:`fidkit.metrics.evaluate` on its features.
+    """
+    names = parse_metrics(names)
+    kept = kept or {}
+    sizes = {role: _sized(side, kept.get(role)) for role, side in sides.items()}
+    _check_sizes(names, sizes, side_names, is_splits=is_splits, k_largest=k_largest)
+    if _check_ci(ci) is not None:
+        _check_half_sizes(names, sizes, is_splits=is_splits, k_largest=k_largest)
+
+
 def _check_sizes(names, sides, side_names: tuple[str, str], *, is_splits: int, k_largest: int) -> None:
     """Refuse, before any work, a side too small for an asked metric, naming the side, the images it needs and
-    the fix (the metrics' own checks name neither: ``logits has 8 rows for 10 splits``)."""
-    rows = {role: side for role, side in sides.items() if isinstance(side, Features)}
+    the fix (the metrics' own checks name neither: ``logits has 8 rows for 10 splits``). `sides` maps a role to
+    :data:`_Sized` (:func:`_sized`)."""
+    rows = {role: side for role, side in sides.items() if side is not None}
     needs = []
     if any(name in names for name in ("fid", "kid", "sfid")):
         key = next(name for name in ("fid", "sfid", "kid") if name in names)
         why = "KID's unbiased estimator" if key == "kid" else "a covariance"
         needs += [(role, 2, key, why) for role in rows]
     if "is" in names:
-        roles = [role for role in ("a", "b") if role in rows and (role == "a" or rows[role].logits is not None)]
+        roles = [role for role in ("a", "b") if role in rows and (role == "a" or "logits" in rows[role][1])]
         needs += [(role, is_splits, "is", f"its {is_splits} splits hold one image or more each") for role in roles]
     if "prdc" in names:
         needs += [(role, k_largest + 1, "prdc", f"a ball of k = {k_largest} other images around each")
@@ -244,7 +296,7 @@ def _check_sizes(names, sides, side_names: tuple[str, str], *, is_splits: int, k
     labels = {"fid": "FID", "sfid": "sFID", "kid": "KID", "is": "the Inception Score",
               "prdc": "precision/recall/density/coverage"}
     for role, minimum, key, why in needs:
-        n = rows[role].n
+        n = rows[role][0]
         if n < minimum:
             name = side_names[0 if role == "a" else 1]
             who = f"side {role}" if name == role else f"the {name} side"
@@ -285,9 +337,10 @@ def _check_dims(names: tuple[str, ...], sides: dict[str, Features | Stats]) -> N
 def _half_sample_sides(names, sides) -> tuple[str, ...]:
     """The sides whose rows the half-sample intervals draw: ``"a"`` for KID, IS and the neighbour metrics; ``"b"``
     only for KID, the neighbour metrics and IS (b), which exists when side b has logits. IS (a)'s interval never
-    reads side b, so side b's size (one row, or statistics) is no concern of it."""
+    reads side b, so side b's size (one row, or statistics) is no concern of it. `sides` maps a role to
+    :data:`_Sized` (:func:`_sized`)."""
     drawn = {"a"} if {"kid", "is", "prdc"} & set(names) else set()
-    b_logits = isinstance(sides["b"], Features) and sides["b"].logits is not None
+    b_logits = sides["b"] is not None and "logits" in sides["b"][1]
     if {"kid", "prdc"} & set(names) or ("is" in names and b_logits):
         drawn.add("b")
     return tuple(role for role in ("a", "b") if role in drawn)
@@ -319,10 +372,13 @@ def _check_half_sizes(names, sides, *, is_splits: int, k_largest: int) -> None:
         why = f"a ball of k = {k_largest} other samples needs {k_largest + 1}"
         needs += [(role, k_largest + 1, why) for role in ("a", "b")]
     for role, minimum, why in needs:
-        half = sides[role].n // 2
+        if sides[role] is None:  # statistics (refused by check_available) or a size not known yet
+            continue
+        n = sides[role][0]
+        half = n // 2
         if half < minimum:
             raise InputError(
-                f"an interval by half-samples keeps {half} of the {sides[role].n} images of side {role}, "
+                f"an interval by half-samples keeps {half} of the {n} images of side {role}, "
                 f"but {why}; pass more images or drop the interval"
             )
 

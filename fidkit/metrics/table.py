@@ -66,12 +66,15 @@ from fidkit.metrics.request import (
     _check_budget,
     _check_ci,
     _check_dims,
-    _check_half_sizes,
+    DEFAULT_IS_SPLITS,
+    DEFAULT_K_DENSITY,
+    DEFAULT_K_PRECISION,
     _check_side,
-    _check_sizes,
     _half_sample_sides,
+    _sized,
     _where,
     check_available,
+    check_sizes,
     parse_metrics,
 )
 from fidkit.stats import Stats
@@ -206,9 +209,9 @@ def evaluate(
     seed: int = 0,
     kid_subset_size: int = 1000,
     kid_subsets: int = 100,
-    is_splits: int = 10,
-    k_precision: int = 3,
-    k_density: int = 5,
+    is_splits: int = DEFAULT_IS_SPLITS,
+    k_precision: int = DEFAULT_K_PRECISION,
+    k_density: int = DEFAULT_K_DENSITY,
     sampling: str = "generator",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     device: Any = None,
@@ -307,9 +310,7 @@ def evaluate(
     sides = {"a": _check_side(a, "a"), "b": _check_side(b, "b")}
     check_available(names, ci, sides)
     _check_dims(names, sides)
-    _check_sizes(names, sides, side_names, is_splits=is_splits, k_largest=max(k_precision, k_density))
-    if ci is not None:
-        _check_half_sizes(names, sides, is_splits=is_splits, k_largest=max(k_precision, k_density))
+    check_sizes(names, ci, sides, side_names=side_names, is_splits=is_splits, k_largest=max(k_precision, k_density))
     a, b = sides["a"], sides["b"]
     b_logits = isinstance(b, Features) and b.logits is not None
 
@@ -403,7 +404,7 @@ def _half_sample_intervals(
     keys = [key for key in points if key not in ("fid", "sfid")]
     replicates: dict[str, list[float]] = {key: [] for key in keys}
     # Side b is drawn only where an interval reads it (KID, prdc, IS (b)): IS (a)'s never does, nor a statistics side.
-    n_b = b.n if "b" in _half_sample_sides(names, {"a": a, "b": b}) else None
+    n_b = b.n if "b" in _half_sample_sides(names, {"a": _sized(a), "b": _sized(b)}) else None
     for rows_a, rows_b in half_sample_draws(a.n, n_b, ci.n_resamples, half_seed):
         if "kid" in names:
             result = kid(a.rows[rows_a], b.rows[rows_b], subsets=ci.kid_subsets, subset_size=kid_subset_size,
