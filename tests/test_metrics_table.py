@@ -491,7 +491,7 @@ def test_to_dict_is_json_with_stable_keys(pair):
                                 "bootstrap_seed": table.bootstrap_seed, "half_sample_seed": table.half_sample_seed}
     assert list(data["entries"]) == list(table.keys())
     for key, entry in data["entries"].items():
-        assert list(entry) == ["label", "metric", "value", "std", "interval", "n_a", "n_b", "details"]
+        assert list(entry) == ["label", "metric", "value", "std", "interval", "no_interval", "n_a", "n_b", "details"]
         assert entry["value"] == table[key].value
         assert list(entry["interval"]) == ["low", "high", "level", "method", "std", "shift", "n_resamples", "seed",
                                            "percentile", "note"]
@@ -725,3 +725,72 @@ def test_an_is_interval_from_half_sample_splits_under_20_rows_carries_a_note_and
         assert f"use at least {40 * splits} images" in note and note in warned
     text = table.format()
     assert text.count("(interval unreliable: see the note below)") == 2 and f"note: {notes[0]}" in text
+
+
+# --- round 8, 4: against statistics, intervals for what can have one, and FID (sFID) without one, saying why -------
+
+
+def _adm_reference(path, n=300, seed=7):
+    rng = np.random.default_rng(seed)
+    pool, spatial = rng.normal(size=(n, 4)), rng.normal(size=(n, 5))
+    np.savez(path, mu=pool.mean(0), sigma=np.cov(pool, rowvar=False), mu_s=spatial.mean(0),
+             sigma_s=np.cov(spatial, rowvar=False))
+    return Stats.load(path)
+
+
+def _generated(n=200, seed=3):
+    rng = np.random.default_rng(seed)
+    return Features(rng.normal(0.2, 1.0, (n, 4)), logits=rng.normal(0.0, 3.0, (n, 30)),
+                    spatial=rng.normal(0.1, 1.0, (n, 5)))
+
+
+@pytest.mark.parametrize("level", [0.8, 0.95])
+def test_against_statistics_the_is_interval_is_given_and_fid_has_a_note_instead(tmp_path, level):
+    a, reference = _generated(), Features(np.random.default_rng(9).normal(size=(250, 4))).stats()
+    ci = IntervalSpec(level=level, n_resamples=12)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = evaluate(a, reference, "fid,is", ci=ci)
+    fid, score = table["fid"], table["is_a"]
+    assert fid.interval is None and fid.value == pytest.approx(fid_from_stats(a.stats(), reference).value)
+    assert fid.no_interval.startswith("FID has no interval: side b is statistics (mu and sigma)")
+    assert "its bootstrap resamples images" in fid.no_interval and "--metrics fid" in fid.no_interval
+    assert any(str(w.message) == fid.no_interval for w in caught)
+    # IS (a)'s interval never reads side b: the same as against the reference's rows.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows_reference = evaluate(a, Features(np.random.default_rng(9).normal(size=(250, 4))), "fid,is", ci=ci)
+    assert (score.interval.low, score.interval.high) == (rows_reference["is_a"].interval.low,
+                                                         rows_reference["is_a"].interval.high)
+    assert score.interval.low < score.value < score.interval.high and score.no_interval is None
+    data = table.to_dict()["entries"]
+    assert data["fid"]["interval"] is None and data["fid"]["no_interval"] == fid.no_interval
+    assert data["is_a"]["no_interval"] is None and data["is_a"]["interval"]["level"] == level
+    text = table.format()
+    assert "none (see the note below)" in text.splitlines()[1] and f"note: {fid.no_interval}" in text
+    (footer,) = [line for line in text.splitlines() if "intervals (seed 0)" in line]
+    assert footer.endswith("intervals (seed 0): IS (a, evaluated): 12 random half-samples")  # FID's not claimed
+    # With nothing that can have an interval, the interval is refused, naming the fix and dropping --ci.
+    with pytest.raises(InputError, match=r"an interval for FID needs .*statistics only.*or drop the interval"):
+        evaluate(a, reference, "fid", ci=ci)
+
+
+def test_against_an_adm_batch_fid_and_sfid_say_why_they_have_no_interval_or_are_refused_by_name(tmp_path):
+    a, batch = _generated(), _adm_reference(tmp_path / "VIRTUAL_ref.npz")
+    ci = IntervalSpec(n_resamples=10)
+    with pytest.raises(InputError) as refused:
+        evaluate(a, batch, "fid,sfid", ci=ci)
+    message = str(refused.value)
+    assert message.startswith("an interval for FID and sFID needs the feature rows (pool_3) and spatial features "
+                              "(sFID's) of side b (the reference): the bootstrap resamples images")
+    assert "which give FID's and sFID's values only" in message and "--metrics fid,sfid" in message
+    assert "or drop the interval (--ci, ci=)" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = evaluate(a, batch, "fid,is,sfid", ci=ci)
+    assert table["fid"].interval is None and table["sfid"].interval is None and table["is_a"].interval is not None
+    assert table["sfid"].no_interval.startswith("sFID has no interval: side b is statistics (ADM reference batch")
+    assert "--metrics sfid" in table["sfid"].no_interval
+    # Side a must still hold what sFID needs: its spatial features are checked as before.
+    with pytest.raises(InputError, match=r"sFID needs the spatial features \(sFID's\) of side a"):
+        evaluate(Features(a.rows, logits=a.logits), batch, "fid,is,sfid", ci=ci)

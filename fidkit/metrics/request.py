@@ -20,7 +20,7 @@ from fidkit.stats.reference import images_hint
 
 __all__ = [
     "METRICS", "DEFAULT_METRICS", "parse_metrics", "table_request", "outputs_needed", "outputs_to_keep",
-    "check_available", "check_sizes",
+    "check_available", "check_sizes", "intervals_from_statistics",
 ]
 
 
@@ -183,13 +183,59 @@ def _statistics_words(side: Stats) -> str:
     return f"{getattr(side, 'contents', None) or 'mu and sigma'}{_where(side)}"
 
 
+def intervals_from_statistics(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict[str, Any]) -> dict[str, str]:
+    """The asked metrics whose value a statistics side serves but whose interval it cannot: ``{name: note}``.
+
+    FID, and sFID against an ADM reference batch, are computed from statistics; their bootstrap intervals resample
+    images, which statistics are not. Where another asked metric can have an interval (the Inception Score of side
+    a, which never reads side b), these are reported without one, the note saying why and how to get one; where
+    none can, the interval is refused, naming every such metric, the side and the fix.
+    """
+    if ci is None:
+        return {}
+    stats_roles = [role for role in ("a", "b") if isinstance(sides.get(role), Stats)]
+    if not stats_roles:
+        return {}
+    # sFID's value needs every statistics side to hold spatial statistics; where one does not, check_available
+    # refuses sFID itself.
+    with_spatial = all(getattr(sides[role], "spatial", None) is not None for role in stats_roles)
+    served = [name for name in names if name == "fid" or (name == "sfid" and with_spatial)]
+    if not served:
+        return {}
+    role = stats_roles[0]
+    side = sides[role]
+    labels = " and ".join(_LABELS[name] for name in served)
+    what = " and ".join(_OUTPUT_WORDS[{"fid": "features", "sfid": "spatial"}[name]] for name in served)
+
+    def fix(metrics: list[str]) -> str:
+        return (f"supply the images of side {role}, or a features file of them made with `fidkit features SRC "
+                f"--save F.npz --metrics {','.join(metrics)}`")
+
+    if all(name in served for name in names):
+        values = " and ".join(f"{_LABELS[name]}'s" for name in served) + (" value" if len(served) == 1 else " values")
+        raise InputError(
+            f"an interval for {labels} needs the {what} of {_ROLE_NAMES[role]}: the bootstrap resamples images, but "
+            f"side {role} is statistics only ({_statistics_words(side)}), which give {values} only; {fix(served)}, "
+            f"or drop the interval (--ci, ci=){images_hint(side)}"
+        )
+    return {
+        name: (
+            f"{_LABELS[name]} has no interval: side {role} is statistics ({_statistics_words(side)}), which give its "
+            f"value, but its bootstrap resamples images; for one, {fix([name])}"
+        )
+        for name in served
+    }
+
+
 def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict[str, Any]) -> None:
     """Refuse, before computing anything, a metric whose inputs a side does not hold.
 
     `sides` maps ``"a"`` and ``"b"`` to what each side is: a Stats or Features is checked; anything else (images
     not yet run through the network, which can give every output) passes. Statistics serve FID, and sFID where they
-    hold spatial statistics (an ADM reference batch), without an interval.
+    hold spatial statistics (an ADM reference batch), without an interval: with `ci`, they are given without one
+    where another asked metric has one, else refused (:func:`intervals_from_statistics`).
     """
+    without = intervals_from_statistics(names, ci, sides)
     for name in names:
         label = "an interval for FID" if name == "fid" else _LABELS[name]
         for role, outputs in outputs_needed((name,), ci=ci).items():
@@ -205,15 +251,10 @@ def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict
                 f"--save F.npz --metrics {name}`"
             )
             if isinstance(side, Stats):
-                spatial = name == "sfid" and getattr(side, "spatial", None) is not None
-                if spatial and ci is None:
+                if name in without:
+                    continue  # its value from the statistics, without an interval (another metric has one)
+                if name == "sfid" and getattr(side, "spatial", None) is not None and ci is None:
                     continue  # sFID from an ADM reference batch's mu_s and sigma_s
-                if spatial:  # its bootstrap resamples images, which statistics are not
-                    raise InputError(
-                        f"an interval for sFID needs {what}: the bootstrap resamples images, but side {role} is "
-                        f"statistics ({_statistics_words(side)}), which give sFID's value only; {fix}, or drop the "
-                        f"interval (--ci, ci=){images_hint(side)}"
-                    )
                 also = ", or an ADM reference batch (it holds them as mu_s and sigma_s)" if name == "sfid" else ""
                 raise InputError(
                     f"{label} needs {what}, but side {role} is statistics only ({_statistics_words(side)}), from "

@@ -75,6 +75,7 @@ from fidkit.metrics.request import (
     _where,
     check_available,
     check_sizes,
+    intervals_from_statistics,
     parse_metrics,
 )
 from fidkit.stats import Stats
@@ -223,9 +224,11 @@ def evaluate(
     Parameters
     ----------
     a, b : Features or Stats
-        The evaluated (generated) images and the reference. A :class:`~fidkit.stats.Stats` side serves FID
-        without an interval only, and sFID without an interval where it holds spatial statistics (an ADM reference
-        batch, :class:`~fidkit.stats.reference.ReferenceBatch`); every other metric needs a
+        The evaluated (generated) images and the reference. A :class:`~fidkit.stats.Stats` side serves FID, and
+        sFID where it holds spatial statistics (an ADM reference batch,
+        :class:`~fidkit.stats.reference.ReferenceBatch`), without an interval: with `ci`, they are given without one
+        (:attr:`MetricEntry.no_interval` says why, and a ``FidkitWarning``) where another asked metric has one (the
+        Inception Score of side a), and the interval is refused where none has; every other metric needs a
         :class:`~fidkit.features.Features` holding what :func:`outputs_needed` lists (the error names the metric,
         the side and what to supply).
     metrics : str or iterable of str
@@ -351,9 +354,11 @@ def evaluate(
     if ci is not None:
         bootstrap_seed, half_seed = ci.derived_seeds(seed)
         intervals: dict[str, Interval] = {}
+        # FID (sFID) from a statistics side: its value, without an interval, where another metric has one.
+        without = intervals_from_statistics(names, ci, sides)
         for entry in entries:
             output = {"fid": "features", "sfid": "spatial"}.get(entry.key)
-            if output is not None:
+            if output is not None and entry.key not in without:
                 intervals[entry.key] = _bootstrap_interval(
                     entry, a.output(output), b.output(output), ci, bootstrap_seed
                 )
@@ -361,10 +366,15 @@ def evaluate(
             params = dict(kid_subset_size=kid_subset_size, is_splits=is_splits, k_precision=k_precision,
                           k_density=k_density, sampling=sampling, memory_budget=memory_budget, device=device)
             intervals.update(_half_sample_intervals(names, a, b, entries, ci, seed, half_seed, **params))
-        entries = [replace(entry, interval=within_range(entry.key, intervals[entry.key])) for entry in entries]
+        entries = [
+            replace(entry, no_interval=without[entry.key]) if entry.key in without
+            else replace(entry, interval=within_range(entry.key, intervals[entry.key]))
+            for entry in entries
+        ]
         for entry in entries:
-            if entry.interval.note:
-                warnings.warn(entry.interval.note, FidkitWarning, stacklevel=2)
+            note = entry.no_interval or entry.interval.note
+            if note:
+                warnings.warn(note, FidkitWarning, stacklevel=2)
         logger.info("evaluate: intervals after %.2f s", time.perf_counter() - started)
 
     return MetricTable(
