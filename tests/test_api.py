@@ -487,7 +487,7 @@ def test_a_misspelt_keyword_lists_the_functions_own_keywords_and_suggests_the_cl
 # --- round 8, 3: a side too small for an asked metric is refused before the network runs -----------------------------
 
 
-def _png_folder(folder, n_images: int):
+def _numbered_png_folder(folder, n_images: int):
     folder.mkdir()
     for index, pixels in enumerate(random_images(n_images, seed=7)):
         Image.fromarray(pixels).save(folder / f"{index:03d}.png")
@@ -503,9 +503,9 @@ def test_a_side_too_small_for_the_inception_score_is_refused_before_the_network_
         small, limit = tmp_path / "b.npy", None
         np.save(small, random_images(n_small, seed=3))
     elif kind == "folder":
-        small, limit = _png_folder(tmp_path / "small", n_small), None
+        small, limit = _numbered_png_folder(tmp_path / "small", n_small), None
     elif kind == "folder-limit":  # 30 files, of which --limit keeps 7
-        small, limit = _png_folder(tmp_path / "small", 30), n_small
+        small, limit = _numbered_png_folder(tmp_path / "small", 30), n_small
     else:
         rng = np.random.default_rng(3)
         small, limit = tmp_path / "small.npz", None
