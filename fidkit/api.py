@@ -324,12 +324,14 @@ def compute_fid(
     )
     kept: dict[str, Any] = {"a": None, "b": None}
     if asked is not None:
-        from fidkit.metrics.request import check_available, outputs_to_keep
+        from fidkit.metrics.request import check_available, check_sizes, outputs_to_keep
         from fidkit.metrics.table import evaluate
 
-        # A statistics side cannot give rows, logits or spatial features: said now, before any network time.
+        # A statistics side cannot give rows, logits or spatial features, nor can 8 images give 10 IS splits: said
+        # now, before any network time, wherever the sizes are known when the inputs are opened.
         check_available(asked, ci, {"a": opened_a, "b": opened_b})
         kept = outputs_to_keep(asked, ci, {"a": opened_a, "b": opened_b})
+        check_sizes(asked, ci, {"a": opened_a, "b": opened_b}, kept=kept)
     with _session(resolved):
         side_a = side_result(opened_a, lazy, resolved, keep_features=kept["a"] or False)
         side_b = side_result(opened_b, lazy, resolved, keep_features=kept["b"] or False)

@@ -50,6 +50,7 @@ __all__ = [
     "store",
     "side_result",
     "describe",
+    "narrowed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -346,9 +347,11 @@ def _side_of_source(
     hit = _from_cache(source, lookup, options, kept, started)
     if hit is not None:
         return hit
+    asked = kept
     if lookup.features is not None:
         # A cached features entry lacking an asked-for output: compute everything it held too, so that the new
-        # entry replaces it with a superset (the extra outputs come from the same forward pass).
+        # entry replaces it with a superset (the extra outputs come from the same forward pass); the caller still
+        # gets only what it asked for.
         kept = tuple(dict.fromkeys([*kept, *lookup.features.outputs]))
 
     if options.cluster == "ray":
@@ -384,6 +387,8 @@ def _side_of_source(
     if extracted.rows is not None:
         features = replace(extracted.rows, metadata=metadata)
     store(source, lookup, stats, features, options, skipped=skipped)
+    if features is not None:
+        features = narrowed(features, asked)  # the superset was for the cache entry, not for the caller
 
     side = describe(
         stats, name=str(source.name), kind=str(source.kind), cached=False,
@@ -416,6 +421,24 @@ def _log_side(source: Source, side: SideReport, extracted: _Extracted) -> None:
     )
 
 
+def narrowed(features: Features, outputs: tuple[str, ...]) -> Features:
+    """`features` holding exactly `outputs` (``"features"`` and any of :data:`~fidkit.features.EXTRA_OUTPUTS`),
+    sharing its read-only arrays.
+
+    A side computed from images gives what was asked, whatever else its cache entry holds: an entry is shared by
+    every run of the same source, and one that kept the logits for an earlier ``--metrics is`` would otherwise add
+    rows to this run's table (``IS (b)``), size checks for them, and outputs to a saved file, which a run without
+    the cache would not.
+    """
+    if set(features.outputs) == set(outputs):
+        return features
+    narrow = relabelled(features)  # a copy sharing the arrays and the metadata
+    for name in EXTRA_OUTPUTS:
+        if name not in outputs:
+            object.__setattr__(narrow, name, None)  # Features is a frozen dataclass
+    return narrow
+
+
 def _from_cache(
     source: Source, lookup: CacheLookup, options: RunOptions, kept: tuple[str, ...], started: float
 ) -> SideResult | None:
@@ -443,7 +466,7 @@ def _from_cache(
     if features is not None:
         features = relabelled(features, metadata={**features.metadata, **here})
     report = describe(stats, name=source.name, kind=source.kind, cached=True, total_seconds=time.perf_counter() - started)
-    return SideResult(stats, report, features if kept else None)
+    return SideResult(stats, report, narrowed(features, kept) if kept else None)
 
 
 # --------------------------------------------------------------------------------------------- step 4: store

@@ -482,3 +482,56 @@ def test_a_misspelt_keyword_lists_the_functions_own_keywords_and_suggests_the_cl
         warnings.simplefilter("ignore", FidkitWarning)  # Stats without weights
         report = compute_fid(a, b, metrics="fid", metrics_seed=1, method="auto", device="cpu")
     assert report.value == fidkit.fid_from_stats(a, b).value
+
+
+# --- round 8, 3: a side too small for an asked metric is refused before the network runs -----------------------------
+
+
+def _numbered_png_folder(folder, n_images: int):
+    folder.mkdir()
+    for index, pixels in enumerate(random_images(n_images, seed=7)):
+        Image.fromarray(pixels).save(folder / f"{index:03d}.png")
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["array", "npy", "folder", "folder-limit", "features"])
+def test_a_side_too_small_for_the_inception_score_is_refused_before_the_network_runs(kind, tmp_path, no_extractor_built):
+    n_small = 7
+    if kind == "array":
+        small, limit = random_images(n_small, seed=3), None
+    elif kind == "npy":
+        small, limit = tmp_path / "b.npy", None
+        np.save(small, random_images(n_small, seed=3))
+    elif kind == "folder":
+        small, limit = _numbered_png_folder(tmp_path / "small", n_small), None
+    elif kind == "folder-limit":  # 30 files, of which --limit keeps 7
+        small, limit = _numbered_png_folder(tmp_path / "small", 30), n_small
+    else:
+        rng = np.random.default_rng(3)
+        small, limit = tmp_path / "small.npz", None
+        fidkit.Features(rng.normal(size=(n_small, 6)), logits=rng.normal(size=(n_small, 9))).save(small)
+    large = random_images(40, seed=4)
+    with pytest.raises(InputError, match=rf"the Inception Score needs at least 10 images on side a .*which holds "
+                                         rf"{n_small}: use at least 10 images there, or leave 'is' out"):
+        fidkit.compute_fid(small, large, metrics="is", use_cache=False, limit=limit)
+    assert no_extractor_built == []  # refused when the inputs were opened
+    if kind != "features":  # as side b, images keep no logits: the Inception Score of side a alone, no refusal
+        return
+    with pytest.raises(InputError, match=rf"needs at least 10 images on side b .*which holds {n_small}"):
+        fidkit.compute_fid(large, small, metrics="is", use_cache=False)
+    assert no_extractor_built == []
+
+
+@pytest.mark.parametrize(("n_images", "metrics", "match"), [
+    (10, "is", r"keeps 5 of the 10 images of side a, but the Inception Score's 10 splits"),
+    (9, "prdc", r"keeps 4 of the 9 images of side a, but a ball of k = 5 other samples needs 6"),
+])
+def test_a_side_too_small_for_a_half_sample_interval_is_refused_before_the_network_runs(
+    n_images, metrics, match, no_extractor_built
+):
+    from fidkit.metrics import IntervalSpec
+
+    with pytest.raises(InputError, match=match):
+        fidkit.compute_fid(random_images(n_images, seed=1), random_images(60, seed=2), metrics=metrics,
+                           ci=IntervalSpec(n_resamples=5), use_cache=False)
+    assert no_extractor_built == []

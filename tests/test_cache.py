@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -800,3 +801,70 @@ def test_a_folder_or_fifo_at_an_entry_name_is_named_with_the_fix_not_permissions
     assert f"remove {blocker} (fidkit did not write it and never deletes it), or pass --no-cache" in message
     assert "writable" not in message
     assert stat_kind(blocker) == ("dir" if where == "entry" else "fifo")  # left alone
+
+
+# --- round 8: a cache hit gives the outputs asked for, not every output its entry holds -----------------------------
+
+
+class MeanColourAndOutputs(FullIdentityMeanColour):
+    """:class:`FullIdentityMeanColour` that also gives logits (7 classes) and spatial features (4), as the
+    Inception does from the same forward pass."""
+
+    def outputs(self, batch, names):
+        rows = self(batch)
+        given = {"features": rows}
+        if "logits" in names:
+            given["logits"] = np.concatenate([rows, rows[:, :1] ** 2], axis=1) / 50.0
+        if "spatial" in names:
+            given["spatial"] = rows[:, :4] * 2.0
+        return given
+
+
+@pytest.mark.parametrize("n_images", [5, 13])
+def test_a_cache_hit_gives_the_outputs_asked_for_whatever_its_entry_holds(fidkit_home, n_images):
+    extractor = MeanColourAndOutputs()
+    images = noise_images(n_images, 3)
+    everything = fidkit.compute_features(images, extractor=extractor, outputs="logits,spatial")
+    assert everything.outputs == ("features", "logits", "spatial")
+    for asked, expected in (("features", ("features",)), ("logits", ("features", "logits")),
+                            (("spatial",), ("features", "spatial"))):
+        calls = len(extractor.calls)
+        served = fidkit.compute_features(images, extractor=extractor, outputs=asked)
+        assert len(extractor.calls) == calls  # from the cache
+        fresh = fidkit.compute_features(images, extractor=extractor, outputs=asked, use_cache=False)
+        assert served.outputs == fresh.outputs == expected, asked
+        for name in expected:
+            np.testing.assert_array_equal(served.output(name), fresh.output(name))
+    # The entry itself kept its superset: every output is still served without the network.
+    before = len(extractor.calls)
+    assert fidkit.compute_features(images, extractor=extractor, outputs="logits,spatial").outputs == everything.outputs
+    assert len(extractor.calls) == before
+
+
+def test_a_recomputed_superset_is_cached_but_the_caller_gets_what_it_asked_for(fidkit_home):
+    extractor = MeanColourAndOutputs()
+    images = noise_images(9, 4)
+    assert fidkit.compute_features(images, extractor=extractor, outputs="logits").outputs == ("features", "logits")
+    # The entry lacks the spatial features: computed again with the logits too (for the entry), given without them.
+    spatial = fidkit.compute_features(images, extractor=extractor, outputs="spatial")
+    assert spatial.outputs == ("features", "spatial")
+    before = len(extractor.calls)
+    both = fidkit.compute_features(images, extractor=extractor, outputs="logits,spatial")
+    assert both.outputs == ("features", "logits", "spatial") and len(extractor.calls) == before
+
+
+def test_logits_cached_for_one_run_add_no_inception_score_of_the_reference_to_another(fidkit_home):
+    extractor = MeanColourAndOutputs()
+    generated, reference = noise_images(30, 5), noise_images(8, 6)
+    kwargs = dict(extractor=extractor, metrics="sfid,is", allow_weights_mismatch=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cold = fidkit.compute_fid(generated, reference, **kwargs)
+        assert cold.metrics.keys() == ("fid", "is_a", "sfid")
+        # Another run keeps the reference's logits in its cache entry (fidkit features b8.npy --metrics is) ...
+        fidkit.compute_features(reference, extractor=extractor, outputs="logits,spatial")
+        # ... which neither adds an IS (b) row nor makes the 8 reference images too few for one.
+        warm = fidkit.compute_fid(generated, reference, **kwargs)
+        uncached = fidkit.compute_fid(generated, reference, use_cache=False, **kwargs)
+    assert warm.metrics.keys() == uncached.metrics.keys() == ("fid", "is_a", "sfid")
+    assert warm.metrics["is_a"].value == uncached.metrics["is_a"].value

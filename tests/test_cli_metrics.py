@@ -121,3 +121,59 @@ def test_ci_before_the_sources_says_it_took_the_first_as_its_level(capsys, word)
     err = capsys.readouterr().err
     assert f"not {word!r} (--ci takes an optional level, so {word!r} after it was read as one)" in err
     assert "put --ci after the sources, or give the level (--ci 0.95)" in err
+
+
+# --- round 8, 3: the command line refuses a side too small for a metric before the network runs ----------------------
+
+
+@pytest.mark.parametrize("n_small", [3, 8])
+def test_compute_refuses_too_few_images_for_the_inception_score_before_the_network_runs(tmp_path, capsys, n_small):
+    from fidkit.testing import replaced_extractor
+
+    def refuse(options):
+        raise AssertionError("the network was built for a run the sizes refuse")
+
+    small, large = image_file(tmp_path / "small.npy", n_small, 0), image_file(tmp_path / "large.npy", 12, 1)
+    with replaced_extractor(refuse) as built:
+        assert main(["compute", small, large, "--metrics", "is", "--no-cache", "--quiet", "--device", "cpu"]) == 1
+        assert built == []
+    err = capsys.readouterr().err
+    assert "the Inception Score needs at least 10 images on side a" in err and f"which holds {n_small}" in err
+
+
+# --- round 8, 4: --ci against a statistics reference gives the intervals that can be had, and says why FID has none --
+
+
+def test_ci_against_statistics_gives_the_is_interval_and_fid_without_one_saying_why(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    generated = features_file(tmp_path / "ra.npz", 0, n=80)
+    Features(rng.normal(size=(90, 6))).stats().save(tmp_path / "rb_stats.npz")
+    reference = str(tmp_path / "rb_stats.npz")
+    assert main(["compute", generated, reference, "--metrics", "is", "--ci", "0.9", "--resamples", "8", "--json",
+                 "-q"]) == 0
+    captured = capsys.readouterr()
+    entries = json.loads(captured.out)["metrics"]["entries"]
+    assert entries["fid"]["interval"] is None
+    assert "FID has no interval: side b is statistics" in entries["fid"]["no_interval"]
+    assert entries["is_a"]["interval"]["level"] == 0.9 and entries["is_a"]["no_interval"] is None
+    assert "FID has no interval" in captured.err  # the warning, where the JSON is not read
+    assert main(["compute", generated, reference, "--metrics", "is", "--ci", "0.9", "--resamples", "8", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "none (see the note below)" in text and "note: FID has no interval" in text
+    # FID alone has nothing to give an interval for: refused, saying to drop --ci.
+    assert main(["compute", generated, reference, "--ci", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "an interval for FID needs" in err and "drop the interval (--ci" in err
+
+
+def test_sfid_with_ci_against_an_adm_batch_names_sfid_in_the_refusal(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    pool, spatial = rng.normal(size=(50, 6)), rng.normal(size=(50, 5))
+    np.savez(tmp_path / "VIRTUAL_ref.npz", mu=pool.mean(0), sigma=np.cov(pool, rowvar=False), mu_s=spatial.mean(0),
+             sigma_s=np.cov(spatial, rowvar=False))
+    Features(rng.normal(size=(40, 6)), spatial=rng.normal(size=(40, 5))).save(tmp_path / "a.npz")
+    assert main(["compute", str(tmp_path / "a.npz"), str(tmp_path / "VIRTUAL_ref.npz"), "--metrics", "sfid", "--ci",
+                 "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "an interval for FID and sFID needs the feature rows (pool_3) and spatial features (sFID's)" in err
+    assert "which give FID's and sFID's values only" in err and "drop the interval (--ci" in err

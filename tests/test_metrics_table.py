@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from fidkit.errors import InputError
+from fidkit.errors import FidkitWarning, InputError
 from fidkit.features import Features
 from fidkit.frechet import fid_from_arrays, fid_from_stats
 from fidkit.metrics import (
@@ -491,7 +491,7 @@ def test_to_dict_is_json_with_stable_keys(pair):
                                 "bootstrap_seed": table.bootstrap_seed, "half_sample_seed": table.half_sample_seed}
     assert list(data["entries"]) == list(table.keys())
     for key, entry in data["entries"].items():
-        assert list(entry) == ["label", "metric", "value", "std", "interval", "n_a", "n_b", "details"]
+        assert list(entry) == ["label", "metric", "value", "std", "interval", "no_interval", "n_a", "n_b", "details"]
         assert entry["value"] == table[key].value
         assert list(entry["interval"]) == ["low", "high", "level", "method", "std", "shift", "n_resamples", "seed",
                                            "percentile", "note"]
@@ -600,7 +600,7 @@ def test_is_b_whose_half_samples_are_too_small_is_refused_before_any_work_naming
 
     monkeypatch.setattr(table, "inception_score", no_work)
     with pytest.raises(InputError, match=r"keeps 0 of the 1 images of side b, but the Inception Score's 1 splits of "
-                                         r"IS \(b\) need one row each"):
+                                         r"IS \(b\) need 2 rows each in a half-sample"):
         evaluate(_features(100, logits=True), _features(1, logits=True), "is", is_splits=1,
                  ci=IntervalSpec(n_resamples=10))
 
@@ -676,3 +676,123 @@ def test_a_number_near_zero_keeps_four_significant_digits_in_every_row_as_the_fi
     assert f"bootstrap bias {'+' if tiny > 0 else ''}{text(tiny, 4)}" in printed
     assert f"subsets of 40: {text(tiny / 3, 6)}" in printed and f"splits, std {text(tiny / 3, 3)}" in printed
     assert not re.search(r"(?<![\d.])-?0\.0+(?![\d.e])", printed), printed  # no number printed as zero
+
+
+# --- round 8, 2: the IS interval is refused where its replicates are degenerate, and noted where it undercovers -----
+
+
+def _logits_side(n, *, seed=0, classes=50):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return Features(rng.normal(size=(n, 4)), logits=rng.normal(0.0, 3.0, (n, classes)))
+
+
+@pytest.mark.parametrize("splits", [1, 3, 10])
+def test_an_is_interval_whose_half_sample_splits_hold_one_row_is_refused_before_any_work(splits, monkeypatch):
+    import fidkit.metrics.table as table
+
+    ci = IntervalSpec(level=0.95, n_resamples=20)
+    fewest = 4 * splits  # half-samples of 2 * splits rows: 2 per split
+    for n in (2 * splits, 2 * splits + 1, fewest - 1):  # 2 * splits: every replicate split one row, IS exactly 1
+        with monkeypatch.context() as patched:
+            patched.setattr(table, "inception_score", lambda *args, **kwargs: pytest.fail("computed before checked"))
+            with pytest.raises(InputError, match=rf"keeps {n // 2} of the {n} images of side a, but the Inception "
+                                                 rf"Score's {splits} splits of IS \(a\) need 2 rows each in a "
+                                                 rf"half-sample .*: {fewest} images or more"):
+                evaluate(_logits_side(n), Features(_logits_side(n).rows), "is", ci=ci, is_splits=splits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        entry = evaluate(_logits_side(fewest), Features(_logits_side(fewest).rows), "is", ci=ci,
+                         is_splits=splits)["is_a"]
+    assert entry.interval.high > entry.interval.low  # no longer a zero-width interval
+
+
+@pytest.mark.parametrize(("n", "splits", "noted"), [(40, 10, True), (399, 10, True), (400, 10, False),
+                                                     (119, 3, True), (120, 3, False)])
+def test_an_is_interval_from_half_sample_splits_under_20_rows_carries_a_note_and_a_warning(n, splits, noted):
+    a, b = _logits_side(n), _logits_side(n, seed=1)  # b holds logits: IS (b) is drawn and noted too
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = evaluate(a, b, "is", ci=IntervalSpec(level=0.9, n_resamples=10), is_splits=splits)
+    notes = [table[key].interval.note for key in ("is_a", "is_b")]
+    warned = [str(w.message) for w in caught if issubclass(w.category, FidkitWarning)]
+    if not noted:
+        assert notes == [None, None] and warned == [] and "note:" not in table.format()
+        return
+    per_split = (n // 2) // splits
+    for label, note in zip(("IS (a, evaluated)", "IS (b, reference)"), notes):
+        assert note.startswith(f"{label}'s 90% interval is unreliable: its half-samples of {n // 2} images hold "
+                               f"{per_split} per split ({splits} splits), fewer than 20")
+        assert f"use at least {40 * splits} images" in note and note in warned
+    text = table.format()
+    assert text.count("(interval unreliable: see the note below)") == 2 and f"note: {notes[0]}" in text
+
+
+# --- round 8, 4: against statistics, intervals for what can have one, and FID (sFID) without one, saying why -------
+
+
+def _adm_reference(path, n=300, seed=7):
+    rng = np.random.default_rng(seed)
+    pool, spatial = rng.normal(size=(n, 4)), rng.normal(size=(n, 5))
+    np.savez(path, mu=pool.mean(0), sigma=np.cov(pool, rowvar=False), mu_s=spatial.mean(0),
+             sigma_s=np.cov(spatial, rowvar=False))
+    return Stats.load(path)
+
+
+def _generated(n=200, seed=3):
+    rng = np.random.default_rng(seed)
+    return Features(rng.normal(0.2, 1.0, (n, 4)), logits=rng.normal(0.0, 3.0, (n, 30)),
+                    spatial=rng.normal(0.1, 1.0, (n, 5)))
+
+
+@pytest.mark.parametrize("level", [0.8, 0.95])
+def test_against_statistics_the_is_interval_is_given_and_fid_has_a_note_instead(tmp_path, level):
+    a, reference = _generated(), Features(np.random.default_rng(9).normal(size=(250, 4))).stats()
+    ci = IntervalSpec(level=level, n_resamples=12)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = evaluate(a, reference, "fid,is", ci=ci)
+    fid, score = table["fid"], table["is_a"]
+    assert fid.interval is None and fid.value == pytest.approx(fid_from_stats(a.stats(), reference).value)
+    assert fid.no_interval.startswith("FID has no interval: side b is statistics (mu and sigma)")
+    assert "its bootstrap resamples images" in fid.no_interval and "--metrics fid" in fid.no_interval
+    assert any(str(w.message) == fid.no_interval for w in caught)
+    # IS (a)'s interval never reads side b: the same as against the reference's rows.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows_reference = evaluate(a, Features(np.random.default_rng(9).normal(size=(250, 4))), "fid,is", ci=ci)
+    assert (score.interval.low, score.interval.high) == (rows_reference["is_a"].interval.low,
+                                                         rows_reference["is_a"].interval.high)
+    assert score.interval.low < score.value < score.interval.high and score.no_interval is None
+    data = table.to_dict()["entries"]
+    assert data["fid"]["interval"] is None and data["fid"]["no_interval"] == fid.no_interval
+    assert data["is_a"]["no_interval"] is None and data["is_a"]["interval"]["level"] == level
+    text = table.format()
+    assert "none (see the note below)" in text.splitlines()[1] and f"note: {fid.no_interval}" in text
+    (footer,) = [line for line in text.splitlines() if "intervals (seed 0)" in line]
+    assert footer.endswith("intervals (seed 0): IS (a, evaluated): 12 random half-samples")  # FID's not claimed
+    # With nothing that can have an interval, the interval is refused, naming the fix and dropping --ci.
+    with pytest.raises(InputError, match=r"an interval for FID needs .*statistics only.*or drop the interval"):
+        evaluate(a, reference, "fid", ci=ci)
+
+
+def test_against_an_adm_batch_fid_and_sfid_say_why_they_have_no_interval_or_are_refused_by_name(tmp_path):
+    a, batch = _generated(), _adm_reference(tmp_path / "VIRTUAL_ref.npz")
+    ci = IntervalSpec(n_resamples=10)
+    with pytest.raises(InputError) as refused:
+        evaluate(a, batch, "fid,sfid", ci=ci)
+    message = str(refused.value)
+    assert message.startswith("an interval for FID and sFID needs the feature rows (pool_3) and spatial features "
+                              "(sFID's) of side b (the reference): the bootstrap resamples images")
+    assert "which give FID's and sFID's values only" in message and "--metrics fid,sfid" in message
+    assert "or drop the interval (--ci, ci=)" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = evaluate(a, batch, "fid,is,sfid", ci=ci)
+    assert table["fid"].interval is None and table["sfid"].interval is None and table["is_a"].interval is not None
+    assert table["sfid"].no_interval.startswith("sFID has no interval: side b is statistics (ADM reference batch")
+    assert "--metrics sfid" in table["sfid"].no_interval
+    # Side a must still hold what sFID needs: its spatial features are checked as before.
+    with pytest.raises(InputError, match=r"sFID needs the spatial features \(sFID's\) of side a"):
+        evaluate(Features(a.rows, logits=a.logits), batch, "fid,is,sfid", ci=ci)

@@ -113,7 +113,8 @@ def _note(entry: Any) -> str:
     if entry.metric == "kid":
         return f"std over {details['subsets']} subsets of {details['subset_size']}: {_number('kid', entry.std)}"
     if entry.metric == "is":
-        return f"{details['splits']} splits, std {_number('is', entry.std)}"
+        unreliable = " (interval unreliable: see the note below)" if entry.interval and entry.interval.note else ""
+        return f"{details['splits']} splits, std {_number('is', entry.std)}{unreliable}"
     if entry.metric == "prdc":
         return f"k={details['k']}"
     if entry.interval is not None and entry.interval.method == "bootstrap":
@@ -131,7 +132,8 @@ def _interval_footer(table: Any) -> str:
     """One line saying how the intervals were drawn, naming only the numbers present."""
     by_method: dict[str, list[str]] = {}
     for entry in table.entries:
-        by_method.setdefault(entry.interval.method, []).append(entry.label)
+        if entry.interval is not None:  # one without says why in its note
+            by_method.setdefault(entry.interval.method, []).append(entry.label)
     ci = table.ci
     parts = []
     if "bootstrap" in by_method:
@@ -152,7 +154,9 @@ def format_table(table: Any) -> str:
     rows = [header]
     for entry in table.entries:
         row = [entry.label, _number(entry.metric, entry.value)]
-        if with_interval:
+        if with_interval and entry.interval is None:
+            row.append("none (see the note below)")
+        elif with_interval:
             low, high = (_number(entry.metric, bound) for bound in (entry.interval.low, entry.interval.high))
             row.append(f"[{low}, {high}]")
         rows.append(row + [_note(entry)])
@@ -163,7 +167,10 @@ def format_table(table: Any) -> str:
     lines.append(f"images: {name_a} {count(table.n_a)}, {name_b} {count(table.n_b)}")
     if with_interval and table.entries:
         lines.append(_interval_footer(table))
-        lines.extend(f"note: {entry.interval.note}" for entry in table.entries if entry.interval.note)
+        lines.extend(f"note: {entry.no_interval}" for entry in table.entries if entry.no_interval)
+        lines.extend(
+            f"note: {entry.interval.note}" for entry in table.entries if entry.interval and entry.interval.note
+        )
     return "\n".join(lines)
 
 
@@ -192,7 +199,8 @@ class Interval:
     note : str or None
         Why the interval cannot be trusted to cover the true value at its level, where it cannot: FID's and sFID's
         where there are too few images per dimension for the bootstrap to estimate their small-sample bias
-        (:func:`~fidkit.metrics.bootstrap.small_sample_note`); None otherwise. The table prints it below itself.
+        (:func:`~fidkit.metrics.bootstrap.small_sample_note`), and the Inception Score's where its half-samples
+        hold fewer than 20 rows per split; None otherwise. The table prints it below itself.
     """
 
     low: float
@@ -243,6 +251,9 @@ class MetricEntry:
         The metric's own spread where it has one: KID's over its subsets, IS's over its splits (``ddof = 0``, as
         torch-fidelity reports them). Not a standard error; :attr:`interval` has that.
     interval : Interval or None
+    no_interval : str or None
+        In a table with intervals, why this number has none (FID from a statistics side, whose bootstrap would
+        resample images: :func:`~fidkit.metrics.request.intervals_from_statistics`); None otherwise.
     n_a, n_b : int or None
         Images of each side the number is computed from (None: not used, or a statistics file without N).
     details : tuple of (str, value)
@@ -261,13 +272,14 @@ class MetricEntry:
     n_a: int | None = None
     n_b: int | None = None
     details: tuple[tuple[str, Any], ...] = ()
+    no_interval: str | None = None
     result: Any = field(default=None, repr=False, compare=False)
 
     def __float__(self) -> float:
         return float(self.value)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"label", "metric", "value", "std", "interval", "n_a", "n_b", "details"}``, JSON-ready."""
+        """``{"label", "metric", "value", "std", "interval", "no_interval", "n_a", "n_b", "details"}``, JSON-ready."""
         return finite_or_none(
             {
                 "label": self.label,
@@ -275,6 +287,7 @@ class MetricEntry:
                 "value": self.value,
                 "std": self.std,
                 "interval": None if self.interval is None else self.interval.to_dict(),
+                "no_interval": self.no_interval,
                 "n_a": self.n_a,
                 "n_b": self.n_b,
                 "details": dict(self.details),

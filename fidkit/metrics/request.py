@@ -1,9 +1,10 @@
 """What a metrics table is asked for, and whether two sides can serve it: checked before any work.
 
 :func:`parse_metrics` reads ``--metrics``; :func:`table_request` and :func:`outputs_needed` say what each side must
-keep from the forward pass; :func:`check_available` and the size and width checks refuse, naming the metric, the
-side and the fix, what :func:`fidkit.metrics.table.evaluate` could not compute, before the network runs or any
-metric starts.
+keep from the forward pass; :func:`check_available`, :func:`check_sizes` and the width check refuse, naming the
+metric, the side and the fix, what :func:`fidkit.metrics.table.evaluate` could not compute: before the network runs
+(:func:`fidkit.compute_fid` calls the first two as it opens its inputs; sizes only where they are known then) or any
+metric starts (evaluate calls all three).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fidkit.stats.reference import images_hint
 
 __all__ = [
     "METRICS", "DEFAULT_METRICS", "parse_metrics", "table_request", "outputs_needed", "outputs_to_keep",
-    "check_available",
+    "check_available", "check_sizes", "intervals_from_statistics",
 ]
 
 
@@ -182,13 +183,59 @@ def _statistics_words(side: Stats) -> str:
     return f"{getattr(side, 'contents', None) or 'mu and sigma'}{_where(side)}"
 
 
+def intervals_from_statistics(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict[str, Any]) -> dict[str, str]:
+    """The asked metrics whose value a statistics side serves but whose interval it cannot: ``{name: note}``.
+
+    FID, and sFID against an ADM reference batch, are computed from statistics; their bootstrap intervals resample
+    images, which statistics are not. Where another asked metric can have an interval (the Inception Score of side
+    a, which never reads side b), these are reported without one, the note saying why and how to get one; where
+    none can, the interval is refused, naming every such metric, the side and the fix.
+    """
+    if ci is None:
+        return {}
+    stats_roles = [role for role in ("a", "b") if isinstance(sides.get(role), Stats)]
+    if not stats_roles:
+        return {}
+    # sFID's value needs every statistics side to hold spatial statistics; where one does not, check_available
+    # refuses sFID itself.
+    with_spatial = all(getattr(sides[role], "spatial", None) is not None for role in stats_roles)
+    served = [name for name in names if name == "fid" or (name == "sfid" and with_spatial)]
+    if not served:
+        return {}
+    role = stats_roles[0]
+    side = sides[role]
+    labels = " and ".join(_LABELS[name] for name in served)
+    what = " and ".join(_OUTPUT_WORDS[{"fid": "features", "sfid": "spatial"}[name]] for name in served)
+
+    def fix(metrics: list[str]) -> str:
+        return (f"supply the images of side {role}, or a features file of them made with `fidkit features SRC "
+                f"--save F.npz --metrics {','.join(metrics)}`")
+
+    if all(name in served for name in names):
+        values = " and ".join(f"{_LABELS[name]}'s" for name in served) + (" value" if len(served) == 1 else " values")
+        raise InputError(
+            f"an interval for {labels} needs the {what} of {_ROLE_NAMES[role]}: the bootstrap resamples images, but "
+            f"side {role} is statistics only ({_statistics_words(side)}), which give {values} only; {fix(served)}, "
+            f"or drop the interval (--ci, ci=){images_hint(side)}"
+        )
+    return {
+        name: (
+            f"{_LABELS[name]} has no interval: side {role} is statistics ({_statistics_words(side)}), which give its "
+            f"value, but its bootstrap resamples images; for one, {fix([name])}"
+        )
+        for name in served
+    }
+
+
 def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict[str, Any]) -> None:
     """Refuse, before computing anything, a metric whose inputs a side does not hold.
 
     `sides` maps ``"a"`` and ``"b"`` to what each side is: a Stats or Features is checked; anything else (images
     not yet run through the network, which can give every output) passes. Statistics serve FID, and sFID where they
-    hold spatial statistics (an ADM reference batch), without an interval.
+    hold spatial statistics (an ADM reference batch), without an interval: with `ci`, they are given without one
+    where another asked metric has one, else refused (:func:`intervals_from_statistics`).
     """
+    without = intervals_from_statistics(names, ci, sides)
     for name in names:
         label = "an interval for FID" if name == "fid" else _LABELS[name]
         for role, outputs in outputs_needed((name,), ci=ci).items():
@@ -204,15 +251,10 @@ def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict
                 f"--save F.npz --metrics {name}`"
             )
             if isinstance(side, Stats):
-                spatial = name == "sfid" and getattr(side, "spatial", None) is not None
-                if spatial and ci is None:
+                if name in without:
+                    continue  # its value from the statistics, without an interval (another metric has one)
+                if name == "sfid" and getattr(side, "spatial", None) is not None and ci is None:
                     continue  # sFID from an ADM reference batch's mu_s and sigma_s
-                if spatial:  # its bootstrap resamples images, which statistics are not
-                    raise InputError(
-                        f"an interval for sFID needs {what}: the bootstrap resamples images, but side {role} is "
-                        f"statistics ({_statistics_words(side)}), which give sFID's value only; {fix}, or drop the "
-                        f"interval (--ci, ci=){images_hint(side)}"
-                    )
                 also = ", or an ADM reference batch (it holds them as mu_s and sigma_s)" if name == "sfid" else ""
                 raise InputError(
                     f"{label} needs {what}, but side {role} is statistics only ({_statistics_words(side)}), from "
@@ -226,17 +268,68 @@ def check_available(names: tuple[str, ...], ci: IntervalSpec | None, sides: dict
                 )
 
 
+#: :func:`fidkit.metrics.evaluate`'s defaults of the parameters that decide the sizes a metric needs, here so that
+#: :func:`check_sizes` and :func:`fidkit.compute_fid` (which takes evaluate's defaults) check what evaluate will run.
+DEFAULT_IS_SPLITS = 10
+DEFAULT_K_PRECISION = 3
+DEFAULT_K_DENSITY = 5
+
+#: One side as the size checks see it: its number of images and the outputs it holds (or will hold), or None
+#: where its size is unknown or no metric reads its rows (statistics).
+_Sized = tuple[int, tuple[str, ...]] | None
+
+
+def _sized(side: Any, kept: tuple[str, ...] | None = None) -> _Sized:
+    """What the size checks know of `side`: a Features' rows and outputs; an opened image source's number of images
+    (``n_images``, after ``limit``: files skipped as bad only make it smaller) and the outputs it will keep (`kept`,
+    from :func:`outputs_to_keep`); None for statistics, a source of unknown size (an iterable) or one that keeps no
+    rows."""
+    if isinstance(side, Features):
+        return side.n, side.outputs
+    if isinstance(side, Stats) or not kept:
+        return None
+    n = getattr(side, "n_images", None)
+    return (n, tuple(kept)) if is_count(n) else None
+
+
+def check_sizes(
+    names: Iterable[str],
+    ci: IntervalSpec | None,
+    sides: dict[str, Any],
+    *,
+    kept: dict[str, tuple[str, ...] | None] | None = None,
+    side_names: tuple[str, str] = ("a", "b"),
+    is_splits: int = DEFAULT_IS_SPLITS,
+    k_largest: int = max(DEFAULT_K_PRECISION, DEFAULT_K_DENSITY),
+) -> None:
+    """Refuse a side too small for an asked metric, or (with `ci`) for its half-sample interval, before the network
+    runs: `sides` as :func:`check_available` takes them (which has passed), `kept` what each image side will keep
+    (:func:`outputs_to_keep`).
+
+    A Features side is checked on its rows; an opened image source where its number of images is known when it is
+    opened (arrays, ``.npy`` files, a folder's or an archive's file count, after ``limit``); an iterable of batches,
+    whose size is known only once read, is checked by :func:`fidkit.metrics.evaluate` on its features.
+    """
+    names = parse_metrics(names)
+    kept = kept or {}
+    sizes = {role: _sized(side, kept.get(role)) for role, side in sides.items()}
+    _check_sizes(names, sizes, side_names, is_splits=is_splits, k_largest=k_largest)
+    if _check_ci(ci) is not None:
+        _check_half_sizes(names, sizes, is_splits=is_splits, k_largest=k_largest)
+
+
 def _check_sizes(names, sides, side_names: tuple[str, str], *, is_splits: int, k_largest: int) -> None:
     """Refuse, before any work, a side too small for an asked metric, naming the side, the images it needs and
-    the fix (the metrics' own checks name neither: ``logits has 8 rows for 10 splits``)."""
-    rows = {role: side for role, side in sides.items() if isinstance(side, Features)}
+    the fix (the metrics' own checks name neither: ``logits has 8 rows for 10 splits``). `sides` maps a role to
+    :data:`_Sized` (:func:`_sized`)."""
+    rows = {role: side for role, side in sides.items() if side is not None}
     needs = []
     if any(name in names for name in ("fid", "kid", "sfid")):
         key = next(name for name in ("fid", "sfid", "kid") if name in names)
         why = "KID's unbiased estimator" if key == "kid" else "a covariance"
         needs += [(role, 2, key, why) for role in rows]
     if "is" in names:
-        roles = [role for role in ("a", "b") if role in rows and (role == "a" or rows[role].logits is not None)]
+        roles = [role for role in ("a", "b") if role in rows and (role == "a" or "logits" in rows[role][1])]
         needs += [(role, is_splits, "is", f"its {is_splits} splits hold one image or more each") for role in roles]
     if "prdc" in names:
         needs += [(role, k_largest + 1, "prdc", f"a ball of k = {k_largest} other images around each")
@@ -244,7 +337,7 @@ def _check_sizes(names, sides, side_names: tuple[str, str], *, is_splits: int, k
     labels = {"fid": "FID", "sfid": "sFID", "kid": "KID", "is": "the Inception Score",
               "prdc": "precision/recall/density/coverage"}
     for role, minimum, key, why in needs:
-        n = rows[role].n
+        n = rows[role][0]
         if n < minimum:
             name = side_names[0 if role == "a" else 1]
             who = f"side {role}" if name == role else f"the {name} side"
@@ -285,12 +378,20 @@ def _check_dims(names: tuple[str, ...], sides: dict[str, Features | Stats]) -> N
 def _half_sample_sides(names, sides) -> tuple[str, ...]:
     """The sides whose rows the half-sample intervals draw: ``"a"`` for KID, IS and the neighbour metrics; ``"b"``
     only for KID, the neighbour metrics and IS (b), which exists when side b has logits. IS (a)'s interval never
-    reads side b, so side b's size (one row, or statistics) is no concern of it."""
+    reads side b, so side b's size (one row, or statistics) is no concern of it. `sides` maps a role to
+    :data:`_Sized` (:func:`_sized`)."""
     drawn = {"a"} if {"kid", "is", "prdc"} & set(names) else set()
-    b_logits = isinstance(sides["b"], Features) and sides["b"].logits is not None
+    b_logits = sides["b"] is not None and "logits" in sides["b"][1]
     if {"kid", "prdc"} & set(names) or ("is" in names and b_logits):
         drawn.add("b")
     return tuple(role for role in ("a", "b") if role in drawn)
+
+
+#: The fewest rows an Inception Score split of a half-sample may hold: a split of one row scores exactly 1.
+MIN_ROWS_PER_HALF_SPLIT = 2
+#: Below this many rows per split of a half-sample, the IS interval carries a note (docs/metrics.md, "Intervals":
+#: measured 90 % intervals covered in 55 to 65 % of samples at 2 to 10 rows per split, 78 to 88 % at 20, 92 % at 50).
+RELIABLE_ROWS_PER_HALF_SPLIT = 20
 
 
 def _check_half_sizes(names, sides, *, is_splits: int, k_largest: int) -> None:
@@ -301,16 +402,24 @@ def _check_half_sizes(names, sides, *, is_splits: int, k_largest: int) -> None:
     if "kid" in names:
         needs += [(role, 2, "KID's unbiased estimator needs 2") for role in ("a", "b")]
     if "is" in names:
-        needs += [(role, is_splits, f"the Inception Score's {is_splits} splits of IS ({role}) need one row each")
+        # A split of one row has an Inception Score of exactly 1: every replicate would be 1.0 and the interval
+        # of zero width, whatever the value (measured: 20 rows, 10 splits gave 1.7509 [1.7509, 1.7509]).
+        minimum = MIN_ROWS_PER_HALF_SPLIT * is_splits
+        needs += [(role, minimum, f"the Inception Score's {is_splits} splits of IS ({role}) need "
+                                  f"{MIN_ROWS_PER_HALF_SPLIT} rows each in a half-sample (a split of one row scores "
+                                  f"exactly 1): {2 * minimum} images or more (or fewer is_splits)")
                   for role in ("a", "b") if role in drawn]
     if "prdc" in names:
         why = f"a ball of k = {k_largest} other samples needs {k_largest + 1}"
         needs += [(role, k_largest + 1, why) for role in ("a", "b")]
     for role, minimum, why in needs:
-        half = sides[role].n // 2
+        if sides[role] is None:  # statistics (refused by check_available) or a size not known yet
+            continue
+        n = sides[role][0]
+        half = n // 2
         if half < minimum:
             raise InputError(
-                f"an interval by half-samples keeps {half} of the {sides[role].n} images of side {role}, "
+                f"an interval by half-samples keeps {half} of the {n} images of side {role}, "
                 f"but {why}; pass more images or drop the interval"
             )
 

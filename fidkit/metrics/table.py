@@ -62,15 +62,20 @@ from fidkit.metrics.kid import kid
 from fidkit.metrics.prdc import DEFAULT_MEMORY_BUDGET, manifold_metrics
 from fidkit.metrics.request import (
     DEFAULT_METRICS,
+    RELIABLE_ROWS_PER_HALF_SPLIT,
     _check_budget,
     _check_ci,
     _check_dims,
-    _check_half_sizes,
+    DEFAULT_IS_SPLITS,
+    DEFAULT_K_DENSITY,
+    DEFAULT_K_PRECISION,
     _check_side,
-    _check_sizes,
     _half_sample_sides,
+    _sized,
     _where,
     check_available,
+    check_sizes,
+    intervals_from_statistics,
     parse_metrics,
 )
 from fidkit.stats import Stats
@@ -205,9 +210,9 @@ def evaluate(
     seed: int = 0,
     kid_subset_size: int = 1000,
     kid_subsets: int = 100,
-    is_splits: int = 10,
-    k_precision: int = 3,
-    k_density: int = 5,
+    is_splits: int = DEFAULT_IS_SPLITS,
+    k_precision: int = DEFAULT_K_PRECISION,
+    k_density: int = DEFAULT_K_DENSITY,
     sampling: str = "generator",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     device: Any = None,
@@ -219,9 +224,11 @@ def evaluate(
     Parameters
     ----------
     a, b : Features or Stats
-        The evaluated (generated) images and the reference. A :class:`~fidkit.stats.Stats` side serves FID
-        without an interval only, and sFID without an interval where it holds spatial statistics (an ADM reference
-        batch, :class:`~fidkit.stats.reference.ReferenceBatch`); every other metric needs a
+        The evaluated (generated) images and the reference. A :class:`~fidkit.stats.Stats` side serves FID, and
+        sFID where it holds spatial statistics (an ADM reference batch,
+        :class:`~fidkit.stats.reference.ReferenceBatch`), without an interval: with `ci`, they are given without one
+        (:attr:`MetricEntry.no_interval` says why, and a ``FidkitWarning``) where another asked metric has one (the
+        Inception Score of side a), and the interval is refused where none has; every other metric needs a
         :class:`~fidkit.features.Features` holding what :func:`outputs_needed` lists (the error names the metric,
         the side and what to supply).
     metrics : str or iterable of str
@@ -306,9 +313,7 @@ def evaluate(
     sides = {"a": _check_side(a, "a"), "b": _check_side(b, "b")}
     check_available(names, ci, sides)
     _check_dims(names, sides)
-    _check_sizes(names, sides, side_names, is_splits=is_splits, k_largest=max(k_precision, k_density))
-    if ci is not None:
-        _check_half_sizes(names, sides, is_splits=is_splits, k_largest=max(k_precision, k_density))
+    check_sizes(names, ci, sides, side_names=side_names, is_splits=is_splits, k_largest=max(k_precision, k_density))
     a, b = sides["a"], sides["b"]
     b_logits = isinstance(b, Features) and b.logits is not None
 
@@ -349,9 +354,11 @@ def evaluate(
     if ci is not None:
         bootstrap_seed, half_seed = ci.derived_seeds(seed)
         intervals: dict[str, Interval] = {}
+        # FID (sFID) from a statistics side: its value, without an interval, where another metric has one.
+        without = intervals_from_statistics(names, ci, sides)
         for entry in entries:
             output = {"fid": "features", "sfid": "spatial"}.get(entry.key)
-            if output is not None:
+            if output is not None and entry.key not in without:
                 intervals[entry.key] = _bootstrap_interval(
                     entry, a.output(output), b.output(output), ci, bootstrap_seed
                 )
@@ -359,10 +366,15 @@ def evaluate(
             params = dict(kid_subset_size=kid_subset_size, is_splits=is_splits, k_precision=k_precision,
                           k_density=k_density, sampling=sampling, memory_budget=memory_budget, device=device)
             intervals.update(_half_sample_intervals(names, a, b, entries, ci, seed, half_seed, **params))
-        entries = [replace(entry, interval=within_range(entry.key, intervals[entry.key])) for entry in entries]
+        entries = [
+            replace(entry, no_interval=without[entry.key]) if entry.key in without
+            else replace(entry, interval=within_range(entry.key, intervals[entry.key]))
+            for entry in entries
+        ]
         for entry in entries:
-            if entry.interval.note:
-                warnings.warn(entry.interval.note, FidkitWarning, stacklevel=2)
+            note = entry.no_interval or entry.interval.note
+            if note:
+                warnings.warn(note, FidkitWarning, stacklevel=2)
         logger.info("evaluate: intervals after %.2f s", time.perf_counter() - started)
 
     return MetricTable(
@@ -398,10 +410,11 @@ def _half_sample_intervals(
     """The half-sample intervals of KID, IS and the neighbour metrics, all from the same half-samples: each side's
     from its own stream, so that IS (a)'s interval does not depend on side b."""
     points = {entry.key: entry.value for entry in entries}
+    labels = {entry.key: entry.label for entry in entries}
     keys = [key for key in points if key not in ("fid", "sfid")]
     replicates: dict[str, list[float]] = {key: [] for key in keys}
     # Side b is drawn only where an interval reads it (KID, prdc, IS (b)): IS (a)'s never does, nor a statistics side.
-    n_b = b.n if "b" in _half_sample_sides(names, {"a": a, "b": b}) else None
+    n_b = b.n if "b" in _half_sample_sides(names, {"a": _sized(a), "b": _sized(b)}) else None
     for rows_a, rows_b in half_sample_draws(a.n, n_b, ci.n_resamples, half_seed):
         if "kid" in names:
             result = kid(a.rows[rows_a], b.rows[rows_b], subsets=ci.kid_subsets, subset_size=kid_subset_size,
@@ -429,5 +442,25 @@ def _half_sample_intervals(
             shift=summary.shift,
             n_resamples=summary.n_resamples,
             seed=half_seed,
+            note=_is_interval_note(labels[key], (a.n if key == "is_a" else b.n) // 2, is_splits, ci.level)
+            if key in ("is_a", "is_b") else None,
         )
     return intervals
+
+
+def _is_interval_note(label: str, half: int, splits: int, level: float) -> str | None:
+    """Why the half-sample interval of an Inception Score cannot be trusted at its level, or None where it can.
+
+    Each replicate scores `half` rows in `splits` splits: with few rows per split, a split's marginal is far from
+    the population's, and the half-samples' spread (about the score at half the size, which is lower) was measured
+    to miss the score of the full size far more often than the level says (docs/metrics.md, "Intervals").
+    """
+    per_split = half // splits
+    if per_split >= RELIABLE_ROWS_PER_HALF_SPLIT:
+        return None
+    return (
+        f"{label}'s {100.0 * level:.10g}% interval is unreliable: its half-samples of {half} images hold {per_split} "
+        f"per split ({splits} splits), fewer than {RELIABLE_ROWS_PER_HALF_SPLIT}; there 90% intervals were measured "
+        f"to cover the true score in 55 to 65% of samples (78 to 88% at 20 per split, 92% at 50: docs/metrics.md, "
+        f"'Intervals'); use at least {2 * RELIABLE_ROWS_PER_HALF_SPLIT * splits} images, or fewer splits (is_splits)"
+    )
