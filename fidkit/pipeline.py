@@ -274,11 +274,15 @@ def _extract_on_cluster(source: Source, lazy: LazyExtractor, options: RunOptions
     from fidkit.cluster.ray import ray_extract
 
     # The same step on a cluster: partial statistics (or rows, logits, spatial features) of shards, merged exactly
-    # here. Its wall time is reported as network time (decoding runs on the actors, between batches).
+    # here. Its wall time is reported as network time (decoding runs on the actors, between batches); connecting
+    # to Ray (a local instance starts in seconds) and the graph's export before the actors start, as setup.
+    started = time.perf_counter()
     run = ray_extract(source, options, lazy.identity, given=lazy.given, keep_features=kept)
+    setup_seconds = max(time.perf_counter() - started - run.wall_seconds, 0.0)
     times = ExtractionTimes(decode_seconds=0.0, network_seconds=run.wall_seconds)
     return _Extracted(
-        run.accumulator, run.features, run.metadata(), run.run_metadata(), times, run.batch_size, 0.0, run.skipped
+        run.accumulator, run.features, run.metadata(), run.run_metadata(), times, run.batch_size, setup_seconds,
+        run.skipped, (("ray_connect", setup_seconds),),
     )
 
 
