@@ -336,3 +336,61 @@ def test_a_lock_file_that_keeps_being_replaced_ends_at_the_deadline(fidkit_home,
         thread.join(timeout=10)
         pytest.fail("_acquire did not end: its loop spins past the deadline")
     assert len(results) == 1 and isinstance(results[0], OSError) and "removed or replaced" in str(results[0])
+
+
+# --- round 8, 4: something fidkit must not replace at the download's path is said as it is --------------------------
+
+
+def _put_in_the_way(home: Path, case: str, file_name: str) -> Path:
+    """Make `case` stand in the way of ``home/weights/file_name``; return the path that is in the way."""
+    if case == "home is a file":
+        home.parent.mkdir(parents=True, exist_ok=True)
+        home.write_text("not a folder")
+        return home
+    if case == "weights/ is a broken link":
+        home.mkdir(parents=True)
+        (home / "weights").symlink_to(home / "gone")
+        return home / "weights"
+    (home / "weights").mkdir(parents=True)
+    blocker = home / "weights" / file_name
+    if case == "a folder":
+        blocker.mkdir()
+    elif case == "a broken link":
+        blocker.symlink_to(home / "nowhere" / file_name)
+    return blocker
+
+
+@pytest.mark.parametrize(
+    ("case", "said"),
+    [
+        ("a folder", "is a folder, not a file"),
+        ("a broken link", "is a symbolic link to a missing target"),
+        ("home is a file", "is a file, not a folder"),
+        ("weights/ is a broken link", "is a symbolic link to a missing target"),
+    ],
+)
+def test_what_is_in_the_way_of_a_download_is_named_with_its_fix(hostile_server, tmp_path, monkeypatch, case, said):
+    home = tmp_path / "home"
+    monkeypatch.setenv("FIDKIT_HOME", str(home))
+    manifest = _manifest(f"{hostile_server}/good")
+    blocker = _put_in_the_way(home, case, manifest.file_name)
+    with pytest.raises(WeightsError) as raised:
+        locate_weights(manifest=manifest, progress=False, timeout=2.0)
+    message = str(raised.value)
+    assert f"{blocker} {said}" in message
+    assert f"move or remove {blocker}" in message and "FIDKIT_HOME to another folder" in message
+    # Not a permission problem, and no --force replaces a folder or a link.
+    assert "writable" not in message and "--force" not in message
+    assert os.path.lexists(blocker)  # left as it was
+
+
+def test_a_dataset_download_onto_a_link_names_it_and_leaves_its_file_alone(hostile_server, fidkit_home):
+    target = fidkit_home / "datasets" / "file.bin"
+    mine = fidkit_home / "mine.bin"
+    target.parent.mkdir(parents=True)
+    mine.write_bytes(b"mine")
+    target.symlink_to(mine)
+    with pytest.raises(_download.DiskWriteError) as raised:
+        _get(f"{hostile_server}/good", target)
+    assert f"{target} is a symbolic link to a file ({mine})" in str(raised.value)
+    assert "writable" not in str(raised.value) and mine.read_bytes() == b"mine"

@@ -22,7 +22,9 @@ Every file fidkit downloads (the Inception weights, the named datasets) goes thr
   lock file is removed by whoever holds it when done (a waiter that then holds a removed file tries again).
   Where locks are not available the unique temporary files and the atomic rename still keep the result whole;
 * a failure to write the file here (a full or read-only disk, no permission: :class:`DiskWriteError`) ends the
-  download at once: it is not the server's fault, and the next mirror would fill the same disk again;
+  download at once: it is not the server's fault, and the next mirror would fill the same disk again. So does
+  something fidkit must not replace on the way (a folder or a link at the file's path, ``FIDKIT_HOME`` naming a
+  file): the message names it and says to move it or point ``FIDKIT_HOME`` elsewhere;
 * a download leaves no lock behind (``locks/`` is removed when it is empty), and a failed one no folder: those
   it created (the destination's, the cache home) are removed again when empty; nothing else is touched;
 * progress is drawn with tqdm on stderr, only when stderr is a terminal.
@@ -34,12 +36,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import http.client
 import logging
 import math
 import os
 import socket
+import stat
 import sys
 import threading
 import time
@@ -55,11 +59,13 @@ from fidkit._fs import (
     CHUNK_BYTES,
     atomic_write,
     file_digest,
+    file_kind,
     file_size_limit_fix,
     in_cache_home_folders,
+    not_a_folder,
     out_of_space,
 )
-from fidkit.errors import DownloadError, InputError
+from fidkit.errors import DownloadError, InputError, OverwriteError
 
 __all__ = [
     "MIRROR_ENV",
@@ -250,6 +256,53 @@ def _disk_write_error(what: str, target: Path, error: OSError, size: int | None)
     return DiskWriteError(
         f"cannot write {what} to {target.parent} ({error.strerror or error}); {fix}. Nothing was kept, and no other "
         "URL was tried: the network is not at fault"
+    )
+
+
+def _in_the_way(target: Path) -> tuple[Path, str] | None:
+    """What stands where the download must write, and is not fidkit's to replace: ``(path, what it is)``, or None.
+
+    A name on the way to `target` that is not a folder (``FIDKIT_HOME`` naming a file, a link to a missing folder),
+    or at `target` itself anything but a regular file (a folder, a symbolic link of any kind).
+    """
+    for depth in range(1, len(target.parent.parts) + 1):
+        step = Path(*target.parent.parts[:depth])
+        if os.path.lexists(step) and not step.is_dir():
+            return step, not_a_folder(step)[0]
+    try:
+        info = target.lstat()
+    except OSError:
+        return None
+    if stat.S_ISREG(info.st_mode):
+        return None
+    if not stat.S_ISLNK(info.st_mode):
+        return target, f"{file_kind(info.st_mode)}, not a file"
+    try:
+        pointed = os.readlink(target)
+    except OSError:  # pragma: no cover - raced away
+        pointed = "?"
+    try:
+        followed = target.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return target, f"a symbolic link loop (it leads to {pointed}, and back)"
+        return target, f"a symbolic link to a missing target ({pointed})"
+    kind = "a file" if stat.S_ISREG(followed.st_mode) else file_kind(followed.st_mode)
+    return target, f"a symbolic link to {kind} ({pointed})"
+
+
+def _path_in_the_way_error(what: str, target: Path, blocker: Path, kind: str) -> DiskWriteError:
+    """The error of a download whose path holds something fidkit must not replace: what it is, and the fix."""
+    # A folder or a link could hold or lead to the user's own files: fidkit never replaces or deletes them, so
+    # the fix is the user's (no --force helps, and the folder's permissions are not at fault).
+    if in_cache_home_folders(target.parent):
+        elsewhere = "or set the environment variable FIDKIT_HOME to another folder (fidkit's cache home)"
+    else:
+        elsewhere = "or download it to another folder"
+    return DiskWriteError(
+        f"cannot download {what} to {target}: {blocker} is {kind}; fidkit does not replace or delete what it did "
+        f"not write there: move or remove {blocker}, {elsewhere}. Nothing was downloaded, and no other URL was "
+        "tried: the network is not at fault"
     )
 
 
@@ -570,6 +623,11 @@ def _try_url(url: str, target: Path, checksum: Checksum, *, size: int | None, wh
     except OSError as exc:
         # Not the network's (its errors are handled above): atomic_write's own file operations here (creating the
         # folder and the temporary file, the flush to disk, the rename). Every other URL would meet the same disk.
+        blocking = _in_the_way(target) if isinstance(exc, (OverwriteError, FileExistsError, NotADirectoryError)) or (
+            exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
+        ) else None
+        if blocking is not None:  # something at the path, not the disk or its permissions
+            raise _path_in_the_way_error(what, target, *blocking) from exc
         raise _disk_write_error(what, target, exc, size) from exc
     logger.info("%s saved to %s", what, target)
     return True
