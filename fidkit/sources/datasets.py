@@ -6,10 +6,11 @@ An ``*-idx3-ubyte`` file, optionally gzipped (``*-idx3-ubyte.gz``): a big-endian
 ``0x00000803`` = unsigned bytes, 3 dimensions; then N, rows, columns as int32) followed by
 ``N * rows * columns`` pixel bytes. The magic number and the data size are checked: a plain file must
 be exactly as long as its header declares; a ``.gz`` must be able to hold it (deflate expands at most
-1032-fold) and its gzip trailer must record that size when the file is opened, and when it is read
-exactly the declared bytes are decompressed (into an array allocated from the header), after which
-the stream must end: data beyond what the header declares (another gzip member, say) is refused,
-never decompressed. Images are grayscale and replicated to RGB, whatever their size (images 1 or 3
+1032-fold) and, when the file is opened, its gzip trailer must record that size, or else (a file of several
+gzip members, as ``bgzip`` writes, records only its last member's size) the stream is decompressed in chunks
+and counted then, stopping one byte past the declared size. When it is read exactly the declared bytes are
+decompressed (into an array allocated from the header), after which the stream must end: data beyond what
+the header declares (in the same gzip member or another one) is refused, never decompressed. Images are grayscale and replicated to RGB, whatever their size (images 1 or 3
 pixels wide are images, not the columns of one RGB image). Label files (``idx1``) are refused with a
 hint.
 
@@ -31,7 +32,11 @@ reads them with a restricted unpickler (:class:`RestrictedUnpickler`) that can o
 arrays and dtypes and plain containers (dict, list, tuple, str, bytes, numbers); any other global
 (a function, a class, ``os.system``) stops loading with a :class:`~fidkit.errors.SourceError`.
 What unpickling may allocate is bounded by the file's size (:data:`_UNPICKLE_BYTES_PER_FILE_BYTE`
-times it, plus 1 MiB): a crafted file cannot ask for a 3 GB ``bytearray`` or array in 56 bytes.
+times it, plus 1 MiB): a crafted file cannot ask for a 3 GB ``bytearray`` or array in 56 bytes. Before
+the unpickler runs, one pass over the opcodes refuses what no batch holds and the unpickler would build at
+any cost: a dict or set of more than 16 keys or with a number or a container as a key (keys crafted to
+share one hash make building it quadratic), a list or tuple of more entries than a batch can have images,
+and a memo index beyond the opcodes before it (the unpickler's memo table grows to twice that index).
 """
 
 from __future__ import annotations
@@ -84,6 +89,12 @@ _CIFAR_ROW = 3 * _CIFAR_SIDE * _CIFAR_SIDE
 #: The largest a CIFAR python batch can be: the largest published one, CIFAR-100's ``train``, holds 50,000
 #: images in 155 MB (3,072 pixel bytes an image, plus labels and file names); this allows 80,000 of them.
 CIFAR_MAX_BATCH_BYTES = 80_000 * (_CIFAR_ROW + 256)
+#: The most entries a list or tuple in a CIFAR batch may hold: one per image (labels, file names), and a batch of
+#: :data:`CIFAR_MAX_BATCH_BYTES` holds fewer images than this.
+_CIFAR_MAX_ITEMS = CIFAR_MAX_BATCH_BYTES // _CIFAR_ROW
+#: The most keys a dict (or set) in a CIFAR batch may hold: a batch is a dict of 4 or 5 names. Every key added is
+#: hashed against those already there, and keys crafted to share one hash make that quadratic.
+_CIFAR_MAX_KEYS = 16
 #: deflate expands at most 1032-fold: a gzip file cannot decompress to more (plus its header).
 _DEFLATE_MAX_RATIO = 1032
 
@@ -108,6 +119,38 @@ def _read_mnist_header(header: bytes, name: str) -> tuple[int, int, int]:
     if n_rows == 0 or n_cols == 0:
         raise SourceError(f"{name}: MNIST header gives images of {n_rows}x{n_cols} pixels")
     return n_images, n_rows, n_cols
+
+
+def _check_gzip_length(path: Path, name: str, expected_bytes: int, declared: str) -> None:
+    """Decompress the gzip file `path` (all its members) in chunks, discarding them, and refuse it unless it holds
+    exactly `expected_bytes`: never more than one byte past them is decompressed, and memory stays one chunk."""
+    fix = "download it again"
+    buffer = bytearray(1 << 20)
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream, memoryview(buffer) as view:
+            while total <= expected_bytes:
+                got = stream.readinto(view[: min(len(buffer), expected_bytes + 1 - total)])
+                if not got:
+                    break
+                total += got
+    except EOFError:  # the last member has no end: the file was cut short
+        raise SourceError(
+            f"{name}: {declared} but the gzip stream is cut short (it ends without its end marker, before the "
+            f"declared size); the file is truncated or not an MNIST file ({fix})"
+        ) from None
+    except (OSError, zlib.error) as exc:
+        raise SourceError(f"{name}: cannot decompress the MNIST file ({exc}); {fix}") from exc
+    if total < expected_bytes:
+        raise SourceError(
+            f"{name}: {declared} but the gzip stream holds only {total:,} bytes; the file is truncated or not an "
+            f"MNIST file ({fix})"
+        )
+    if total > expected_bytes:
+        raise SourceError(
+            f"{name}: the gzip stream is longer than its header declares ({declared}): more data follows the last "
+            f"image; it is not an MNIST file as published ({fix})"
+        )
 
 
 def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) -> ArraySource:
@@ -141,17 +184,16 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
                 f"{name}: {declared} uncompressed) but a gzip file of {file_bytes:,} bytes can hold at most "
                 f"{most:,}; the header is damaged or this is not an MNIST file (download it again)"
             )
-        # The gzip trailer holds the uncompressed size mod 2**32 (of the last gzip member): a cheap check
-        # before reading. A cut file has no trailer (its last 4 bytes are compressed data), and a file
-        # with more data than declared records another size: the number is meaningless, not quoted.
+        # The gzip trailer holds the uncompressed size mod 2**32 of the last gzip member: for a file of one
+        # member (as published), a cheap check before reading. Otherwise (a file cut short has no trailer, its
+        # last 4 bytes are compressed data; a file of several members, as bgzip writes, records only the last
+        # one's size) the stream is decompressed once here, in chunks, and counted: no further than one byte
+        # past what the header declares.
         with open(path, "rb") as stream:
             stream.seek(-4, 2)
             stored_size = struct.unpack("<I", stream.read(4))[0]
         if stored_size != expected_bytes % 2**32:
-            raise SourceError(
-                f"{name}: {declared} uncompressed) but the gzip trailer does not record that size; the file "
-                "is truncated or not an MNIST file, or has more data than its header declares (download it again)"
-            )
+            _check_gzip_length(path, name, expected_bytes, f"{declared} uncompressed)")
     elif file_bytes < expected_bytes:
         raise SourceError(
             f"{name}: {declared}) but the file has only {file_bytes:,} bytes; it is truncated or not an MNIST "
@@ -287,6 +329,12 @@ class RestrictedUnpickler(pickle.Unpickler):
 
             def build(*args: Any, **kwargs: Any) -> Any:
                 for arg in args[:1]:
+                    if found in (dict, set, frozenset) and hasattr(arg, "__len__") and len(arg) > _CIFAR_MAX_KEYS:
+                        # Hashing keys crafted to collide is quadratic: refused before, as the opcodes are.
+                        raise pickle.UnpicklingError(
+                            f"{what} of {len(arg):,} entries: a CIFAR batch holds no dict or set of more than "
+                            f"{_CIFAR_MAX_KEYS}"
+                        )
                     if found in (bytes, bytearray) and isinstance(arg, int) and not isinstance(arg, bool):
                         budget.check(arg, what)  # bytes(n): n zero bytes
                     elif hasattr(arg, "__len__"):
@@ -410,10 +458,10 @@ def load_cifar_batch(
                 content = _read_batch_bytes(opened, os.fstat(opened.fileno()).st_size, path)
         else:
             content = _read_batch_bytes(stream, size, path)
-        # The unpickler reserves the length a counted opcode (BYTEARRAY8, BINBYTES8, ...) claims
-        # before reading it: walk the opcodes first, which fails on a length the file does not hold.
-        for _ in pickletools.genops(content):
-            pass
+        # The unpickler reserves the length a counted opcode (BYTEARRAY8, BINBYTES8, ...) claims before reading it,
+        # builds containers of any size and memo tables as long as the largest index: walk the opcodes first, which
+        # fails on a length the file does not hold and refuses what no CIFAR batch holds, before any of it is built.
+        _check_batch_opcodes(content)
         max_bytes = _UNPICKLE_BYTES_PER_FILE_BYTE * len(content) + _UNPICKLE_SLACK_BYTES
         # latin1 is how numpy arrays pickled by Python 2 (the original CIFAR files) decode.
         batch = RestrictedUnpickler(io.BytesIO(content), encoding="latin1", max_bytes=max_bytes).load()
@@ -436,6 +484,176 @@ def load_cifar_batch(
     # Rows are channel-major (all R, then G, then B): (N, 3, 32, 32) -> (N, 32, 32, 3). A view:
     # open_cifar copies it once, into the array of all batches.
     return data.reshape(-1, 3, _CIFAR_SIDE, _CIFAR_SIDE).transpose(0, 2, 3, 1)
+
+
+class _Built:
+    """What the opcode walk of :func:`_check_batch_opcodes` knows of one object on the unpickler's stack."""
+
+    __slots__ = ("kind", "keys", "items")
+
+    def __init__(self, kind: str, keys: int = 0, items: int = 0) -> None:
+        self.kind = kind  # "str", "number", "container" or "other" (a call's result: not known)
+        self.keys = keys  # keys a dict or set holds (each one hashed against the others)
+        self.items = items  # entries a list or tuple holds
+
+
+_MARK = _Built("mark")
+#: Opcodes that push a number, a boolean or None: never a key of a CIFAR batch.
+_NUMBER_OPCODES = frozenset(
+    {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT", "NONE", "NEWTRUE",
+     "NEWFALSE"}
+)
+_STRING_OPCODES = frozenset(
+    {"STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "UNICODE",
+     "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"}
+)
+_NEW_CONTAINERS = frozenset({"EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET", "BYTEARRAY8"})
+
+
+def _check_batch_opcodes(content: bytes | bytearray) -> None:
+    """Walk a pickle's opcodes, following what each does to the unpickler's stack and memo, and refuse what a CIFAR
+    batch never holds before the unpickler builds it.
+
+    A batch is a dict of a few string keys holding an array, lists of one entry per image and a string or two.
+    Refused (:class:`pickle.UnpicklingError`): a dict or set of more than :data:`_CIFAR_MAX_KEYS` keys (keys
+    crafted to share one hash make every insertion compare with all before it: 40,000 such keys take seconds,
+    a file of the allowed size hours), a number or a container as a dict key, a list or tuple of more than
+    :data:`_CIFAR_MAX_ITEMS` entries, and a memo index beyond the opcodes read so far (the unpickler grows its
+    memo table to twice the largest index: 7 bytes could ask for gigabytes). Also raises what
+    :func:`pickletools.genops` raises on a length the file does not hold. One pass, linear in the file's size.
+    """
+    stack: list[_Built] = []
+    memo: dict[int, _Built] = {}
+
+    def pop(count: int = 1) -> list[_Built]:
+        if len(stack) < count:
+            raise pickle.UnpicklingError("malformed pickle: an opcode takes more from the stack than it holds")
+        taken = stack[len(stack) - count:]
+        del stack[len(stack) - count:]
+        return taken
+
+    def to_mark() -> list[_Built]:
+        for index in range(len(stack) - 1, -1, -1):
+            if stack[index] is _MARK:
+                taken = stack[index + 1:]
+                del stack[index:]
+                return taken
+        raise pickle.UnpicklingError("malformed pickle: an opcode needs a MARK that is not there")
+
+    def add_keys(target: _Built, keys: Sequence[_Built]) -> None:
+        for key in keys:
+            if key.kind in ("number", "container"):
+                raise pickle.UnpicklingError(
+                    "a dict key or set member that is a number or a container: a CIFAR batch's keys are strings"
+                )
+        target.keys += len(keys)
+        if target.keys > _CIFAR_MAX_KEYS:
+            raise pickle.UnpicklingError(
+                f"a dict or set of more than {_CIFAR_MAX_KEYS} keys: a CIFAR batch is a dict of a few names"
+            )
+
+    def add_items(target: _Built, count: int) -> None:
+        target.items += count
+        if target.items > _CIFAR_MAX_ITEMS:
+            raise pickle.UnpicklingError(
+                f"a list or tuple of more than {_CIFAR_MAX_ITEMS:,} entries: more than a CIFAR batch has images"
+            )
+
+    for position, (opcode, arg, _) in enumerate(pickletools.genops(content)):
+        name = opcode.name
+        simple = _SIMPLE_OPCODES.get(name)
+        if simple is not None:  # most opcodes (a number, a string, a global, a call): taken and left as pickletools says
+            takes, mark, leaves = simple
+            if mark:
+                to_mark()
+            if takes:
+                pop(takes)
+            if leaves is not None:
+                stack.append(leaves if leaves is _NUMBER or leaves is _STRING else _Built(leaves.kind))
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            if not isinstance(arg, int) or not 0 <= arg <= position:
+                raise pickle.UnpicklingError(f"a memo index {arg} beyond the {position} opcodes before it")
+            if stack:
+                memo[arg] = stack[-1]
+        elif name == "MEMOIZE":
+            if stack:
+                memo[len(memo)] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo.get(arg, _Built("other")) if isinstance(arg, int) else _Built("other"))
+        elif name == "MARK":
+            stack.append(_MARK)
+        elif name == "BUILD":
+            pop()  # the state; the object it is set on stays what it was (a dict given no state keeps its keys)
+            if not stack:
+                raise pickle.UnpicklingError("malformed pickle: BUILD with nothing to build")
+        elif name == "DUP":
+            stack.append(pop()[0])
+            stack.append(stack[-1])
+        elif name in ("SETITEMS", "ADDITEMS", "APPENDS"):
+            taken = to_mark()
+            if not stack:
+                raise pickle.UnpicklingError(f"malformed pickle: {name} with nothing to add to")
+            if name == "APPENDS":
+                add_items(stack[-1], len(taken))
+            else:
+                add_keys(stack[-1], taken[::2] if name == "SETITEMS" else taken)
+        elif name in ("SETITEM", "APPEND"):
+            taken = pop(2 if name == "SETITEM" else 1)
+            if not stack:
+                raise pickle.UnpicklingError(f"malformed pickle: {name} with nothing to add to")
+            if name == "SETITEM":
+                add_keys(stack[-1], taken[:1])
+            else:
+                add_items(stack[-1], 1)
+        elif name in ("DICT", "FROZENSET", "LIST", "TUPLE"):
+            taken = to_mark()
+            built = _Built("container")
+            if name in ("LIST", "TUPLE"):
+                add_items(built, len(taken))
+            else:
+                add_keys(built, taken[::2] if name == "DICT" else taken)
+            stack.append(built)
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            count = int(name[-1])
+            pop(count)
+            stack.append(_Built("container", items=count))
+        elif name == "STOP":
+            break
+        else:  # pragma: no cover - an opcode newer than this table: the unpickler of this Python decides
+            raise pickle.UnpicklingError(f"the pickle opcode {name}, which no CIFAR batch uses")
+
+
+def _simple_opcodes() -> dict[str, tuple[int, bool, _Built | None]]:
+    """For each opcode that only takes objects off the stack and leaves at most one new one: how many it takes
+    (besides those down to a MARK, when it takes those too) and what it leaves (shared records for a number or a
+    string, which nothing adds to; a template for a new container or a call's result, copied for each)."""
+    handled_apart = {
+        "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET", "LONG_BINGET", "MARK", "DUP", "SETITEMS",
+        "ADDITEMS", "APPENDS", "SETITEM", "APPEND", "DICT", "FROZENSET", "LIST", "TUPLE", "TUPLE1", "TUPLE2",
+        "TUPLE3", "STOP", "BUILD",
+    }
+    table: dict[str, tuple[int, bool, _Built | None]] = {}
+    for opcode in pickletools.opcodes:
+        if opcode.name in handled_apart:
+            continue
+        before = opcode.stack_before
+        mark = pickletools.markobject in before
+        takes = before.index(pickletools.markobject) if mark else len(before)
+        if opcode.name in _NUMBER_OPCODES:
+            leaves: _Built | None = _NUMBER
+        elif opcode.name in _STRING_OPCODES:
+            leaves = _STRING
+        elif opcode.name in _NEW_CONTAINERS:
+            leaves = _Built("container")
+        else:
+            leaves = _Built("other")
+        table[opcode.name] = (takes, mark, leaves if opcode.stack_after else None)
+    return table
+
+
+_NUMBER = _Built("number")
+_STRING = _Built("str")
+_SIMPLE_OPCODES = _simple_opcodes()
 
 
 def _has_pickle_magic(path: Path) -> bool:
