@@ -336,3 +336,45 @@ def test_a_file_that_is_not_weights_never_relays_torchs_unsafe_advice(tmp_path):
         message = str(raised.value)
         assert f"{path} is not an Inception weights file" in message
         assert "weights_only" not in message and "False" not in message
+
+
+# --- round 8, 5: weights holding NaN, an infinity or a negative variance are refused at load, naming the tensor ----
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("Conv2d_1a_3x3.bn.running_var", float("nan"), "1 NaN or infinite value(s)"),
+        ("Mixed_7c.branch_pool.conv.weight", float("inf"), "1 NaN or infinite value(s)"),
+        ("fc.bias", float("-inf"), "1 NaN or infinite value(s)"),
+        ("Mixed_5b.branch1x1.bn.running_var", -0.5, "1 negative value(s)"),
+    ],
+)
+def test_weights_with_a_value_no_network_holds_are_refused_naming_it(
+    tmp_path: Path, reference_state: dict, name: str, value: float, said: str
+) -> None:
+    state = dict(reference_state)
+    state[name] = reference_state[name].clone()
+    state[name].view(-1)[3] = value
+    path = save_state_dict(state, tmp_path / "damaged.pth")
+    with pytest.raises(WeightsError) as info:
+        load_state_dict(path)
+    message = str(info.value)
+    assert f"weights {path} hold {said} in {name} " in message and "download it again" in message
+
+
+def test_the_first_damaged_tensor_is_the_one_named(tmp_path: Path, reference_state: dict) -> None:
+    state = dict(reference_state)
+    names = [name for name in reference_state if name.endswith("running_var")]
+    for name in (names[5], names[2]):  # damaged out of order: the file's order decides which is named
+        state[name] = torch.full_like(reference_state[name], float("nan"))
+    with pytest.raises(WeightsError, match=f"in {names[2]} ") as info:
+        load_state_dict(save_state_dict(state, tmp_path / "w.pth"))
+    assert names[5] not in str(info.value)
+
+
+def test_intact_weights_with_zero_variances_still_load(tmp_path: Path, reference_state: dict) -> None:
+    state = dict(reference_state)
+    name = "Conv2d_2a_3x3.bn.running_var"
+    state[name] = torch.zeros_like(reference_state[name])  # a channel that never varied: zero is a variance
+    assert torch.equal(load_state_dict(save_state_dict(state, tmp_path / "w.pth"))[name], state[name])

@@ -327,7 +327,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Raises
     ------
     WeightsError
-        Unreadable file, not a state dict, missing or unexpected tensors, or wrong shapes.
+        Unreadable file, not a state dict, missing or unexpected tensors, wrong shapes, a NaN or infinite
+        value in any tensor, or a negative BatchNorm running variance (the message names the first such tensor).
     """
     import torch
 
@@ -368,7 +369,35 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ]
     if wrong_shape:
         raise WeightsError(f"weights {path} have tensors of the wrong shape: {_first_names(wrong_shape)}")
-    return {name: state[name] for name in expected}
+    ordered = {name: state[name] for name in expected}
+    _check_values(path, ordered)
+    return ordered
+
+
+def _check_values(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    """Refuse weights holding a NaN or an infinity, or a negative BatchNorm running variance, naming the first such
+    tensor: one pass over them (milliseconds). Loaded anyway, they make every feature NaN, and the error would
+    then blame the images."""
+    import torch
+
+    for name, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue  # integers (num_batches_tracked) are always finite
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = int(finite.numel() - finite.sum())
+            raise WeightsError(
+                f"weights {path} hold {bad:,} NaN or infinite value(s) in {name} (of {tensor.numel():,}; the first "
+                "such tensor); the file is damaged or not a trained network: download it again, or pass the "
+                "released pt_inception-2015-12-05 file or an intact port of it"
+            )
+        if name.endswith(".running_var") and not tensor.is_complex() and bool((tensor < 0).any()):
+            bad = int((tensor < 0).sum())
+            raise WeightsError(
+                f"weights {path} hold {bad:,} negative value(s) in {name} (of {tensor.numel():,}), a BatchNorm "
+                "running variance, which is never negative; the file is damaged or not a trained network: "
+                "download it again, or pass the released pt_inception-2015-12-05 file or an intact port of it"
+            )
 
 
 def _first_names(names: Sequence[str], limit: int = 8) -> str:
