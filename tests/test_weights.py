@@ -196,6 +196,21 @@ def test_missing_explicit_path(fidkit_home: Path, tmp_path: Path, monkeypatch) -
         locate_weights(manifest=_manifest(_closed_port_url()))
 
 
+@pytest.mark.parametrize("blank", ["", " ", "\t \n"], ids=["empty", "space", "whitespace"])
+def test_a_blank_weights_variable_counts_as_unset(fidkit_home: Path, monkeypatch, blank: str) -> None:
+    # As for FIDKIT_HOME and FIDKIT_DATASETS: blanks are no path (" " would be a file named by a space here).
+    monkeypatch.setenv("FIDKIT_WEIGHTS", blank)
+    cached = fidkit_home / "weights" / "test-weights.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(PAYLOAD)
+    found = locate_weights(manifest=_manifest(_closed_port_url()))
+    assert found.path == cached and found.origin == "cache"
+    cached.unlink()
+    with pytest.raises(WeightsError, match="not found at") as info:
+        locate_weights(manifest=_manifest(_closed_port_url()), download=False)
+    assert "from the environment variable" not in str(info.value)
+
+
 def test_cached_file_with_wrong_checksum(fidkit_home: Path) -> None:
     cached = fidkit_home / "weights" / "test-weights.pth"
     cached.parent.mkdir(parents=True)
