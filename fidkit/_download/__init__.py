@@ -43,7 +43,6 @@ import logging
 import math
 import os
 import socket
-import stat
 import sys
 import threading
 import time
@@ -54,17 +53,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
+from fidkit._download.disk import DiskWriteError, disk_write_error, in_the_way, path_in_the_way_error
 from fidkit._download.locks import _download_lock, _lock_path
-from fidkit._fs import (
-    CHUNK_BYTES,
-    atomic_write,
-    file_digest,
-    file_kind,
-    file_size_limit_fix,
-    in_cache_home_folders,
-    not_a_folder,
-    out_of_space,
-)
+from fidkit._fs import CHUNK_BYTES, atomic_write, file_digest
 from fidkit.errors import DownloadError, InputError, OverwriteError
 
 __all__ = [
@@ -208,14 +199,6 @@ class _Refused(Exception):
     """Internal: a download that finished but is not the expected file (or was cut short)."""
 
 
-class DiskWriteError(DownloadError):
-    """A download that could not be written on this machine (a full or read-only disk, no permission, a quota).
-
-    Not the server's fault: no other URL is tried (each would fill the same disk again), and the message names
-    the fix here (free space, another folder) rather than another source of the file.
-    """
-
-
 class _NetworkFailed(Exception):
     """Internal: the server could not be reached or the transfer broke off (the message says which URL and why)."""
 
@@ -235,75 +218,6 @@ def _writing_locally() -> Iterator[None]:
         yield
     except OSError as error:
         raise _LocalWriteFailed(error) from error
-
-
-def _disk_write_error(what: str, target: Path, error: OSError, size: int | None) -> DiskWriteError:
-    """The error of a download that could not be written at `target`: which disk, why, and what to do."""
-    full = out_of_space(error)
-    where = "a folder on another disk" if full else "a writable folder"
-    elsewhere = (
-        f"set the environment variable FIDKIT_HOME to {where}" if in_cache_home_folders(target.parent)
-        else f"download it to {where}"
-    )
-    limit_fix = file_size_limit_fix(error, elsewhere)
-    if limit_fix is not None:  # EFBIG: a file-size limit, not a full disk
-        fix = limit_fix + (f"; the file has {size:,} bytes" if size is not None else "")
-    elif full:
-        needed = f" ({size} bytes are needed)" if size is not None else ""
-        fix = f"the disk is full: free space there{needed}, or {elsewhere}"
-    else:
-        fix = f"the folder cannot be written: make it writable, or {elsewhere}"
-    return DiskWriteError(
-        f"cannot write {what} to {target.parent} ({error.strerror or error}); {fix}. Nothing was kept, and no other "
-        "URL was tried: the network is not at fault"
-    )
-
-
-def _in_the_way(target: Path) -> tuple[Path, str] | None:
-    """What stands where the download must write, and is not fidkit's to replace: ``(path, what it is)``, or None.
-
-    A name on the way to `target` that is not a folder (``FIDKIT_HOME`` naming a file, a link to a missing folder),
-    or at `target` itself anything but a regular file (a folder, a symbolic link of any kind).
-    """
-    for depth in range(1, len(target.parent.parts) + 1):
-        step = Path(*target.parent.parts[:depth])
-        if os.path.lexists(step) and not step.is_dir():
-            return step, not_a_folder(step)[0]
-    try:
-        info = target.lstat()
-    except OSError:
-        return None
-    if stat.S_ISREG(info.st_mode):
-        return None
-    if not stat.S_ISLNK(info.st_mode):
-        return target, f"{file_kind(info.st_mode)}, not a file"
-    try:
-        pointed = os.readlink(target)
-    except OSError:  # pragma: no cover - raced away
-        pointed = "?"
-    try:
-        followed = target.stat()
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            return target, f"a symbolic link loop (it leads to {pointed}, and back)"
-        return target, f"a symbolic link to a missing target ({pointed})"
-    kind = "a file" if stat.S_ISREG(followed.st_mode) else file_kind(followed.st_mode)
-    return target, f"a symbolic link to {kind} ({pointed})"
-
-
-def _path_in_the_way_error(what: str, target: Path, blocker: Path, kind: str) -> DiskWriteError:
-    """The error of a download whose path holds something fidkit must not replace: what it is, and the fix."""
-    # A folder or a link could hold or lead to the user's own files: fidkit never replaces or deletes them, so
-    # the fix is the user's (no --force helps, and the folder's permissions are not at fault).
-    if in_cache_home_folders(target.parent):
-        elsewhere = "or set the environment variable FIDKIT_HOME to another folder (fidkit's cache home)"
-    else:
-        elsewhere = "or download it to another folder"
-    return DiskWriteError(
-        f"cannot download {what} to {target}: {blocker} is {kind}; fidkit does not replace or delete what it did "
-        f"not write there: move or remove {blocker}, {elsewhere}. Nothing was downloaded, and no other URL was "
-        "tried: the network is not at fault"
-    )
 
 
 class _Watchdog:
@@ -599,7 +513,7 @@ def _try_url(url: str, target: Path, checksum: Checksum, *, size: int | None, wh
                     timeout=timeout, deadline=deadline,
                 )
             except _LocalWriteFailed as exc:
-                raise _disk_write_error(what, target, exc.error, size) from exc.error
+                raise disk_write_error(what, target, exc.error, size) from exc.error
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 # OSError covers timeouts and refused or reset connections; ValueError an unknown URL
                 # scheme (a FIDKIT_MIRROR without one). info, not warning: the final error says what matters.
@@ -623,11 +537,11 @@ def _try_url(url: str, target: Path, checksum: Checksum, *, size: int | None, wh
     except OSError as exc:
         # Not the network's (its errors are handled above): atomic_write's own file operations here (creating the
         # folder and the temporary file, the flush to disk, the rename). Every other URL would meet the same disk.
-        blocking = _in_the_way(target) if isinstance(exc, (OverwriteError, FileExistsError, NotADirectoryError)) or (
+        blocking = in_the_way(target) if isinstance(exc, (OverwriteError, FileExistsError, NotADirectoryError)) or (
             exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
         ) else None
         if blocking is not None:  # something at the path, not the disk or its permissions
-            raise _path_in_the_way_error(what, target, *blocking) from exc
-        raise _disk_write_error(what, target, exc, size) from exc
+            raise path_in_the_way_error(what, target, *blocking) from exc
+        raise disk_write_error(what, target, exc, size) from exc
     logger.info("%s saved to %s", what, target)
     return True
