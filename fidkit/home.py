@@ -135,14 +135,15 @@ def weights_files_read(weights: str | os.PathLike | None) -> list[tuple[Path, st
     Nothing is hashed or downloaded here.
     """
     from fidkit.errors import WeightsError
-    from fidkit.inception.weights import WEIGHTS_ENV, load_manifest, weights_cache_dir
+    from fidkit.inception.weights import WEIGHTS_ENV, load_manifest, weights_cache_dir, weights_from_environment
 
     files: list[tuple[Path, str]] = []
+    from_environment = weights_from_environment()
     if weights is not None:
         path = expand_user(weights, named="--weights / weights=", error=WeightsError)
         files.append((path, f"the Inception weights file it loads (--weights {weights})"))
-    elif os.environ.get(WEIGHTS_ENV):
-        path = expand_user(os.environ[WEIGHTS_ENV], named=f"${WEIGHTS_ENV}", error=WeightsError)
+    elif from_environment is not None:
+        path = expand_user(from_environment, named=f"${WEIGHTS_ENV}", error=WeightsError)
         files.append((path, f"the Inception weights file it loads (${WEIGHTS_ENV})"))
     try:
         cached = weights_cache_dir() / load_manifest().file_name

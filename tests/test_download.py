@@ -262,3 +262,135 @@ def test_a_failed_download_keeps_the_folders_it_did_not_create(hostile_server, f
     with pytest.raises(WeightsError):
         locate_weights(manifest=_manifest(f"{hostile_server}/long"), progress=False)
     assert _leftovers(fidkit_home) == ["locks", "locks/my-notes.txt", "weights"]
+
+
+# --- round 8, 1: a lock path that cannot be a lock file never spins, and is never written through -------------------
+
+
+def _download_in_thread(url: str, target: Path, stuck: Path) -> list[object]:
+    """Download in a thread given 30 s; if it is still running then (spinning), remove `stuck` so that it can end."""
+    results: list[object] = []
+
+    def fetch() -> None:
+        try:
+            results.append(_get(url, target, deadline=5.0, timeout=5.0))
+        except Exception as error:  # noqa: BLE001 - reported by the assertion of the caller
+            results.append(error)
+
+    thread = threading.Thread(target=fetch, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    if thread.is_alive():
+        stuck.unlink()  # lets a spinning loop out, so that the failed test does not burn a core until pytest ends
+        thread.join(timeout=10)
+        pytest.fail("the download did not end: its lock loop spins")
+    return results
+
+
+def test_a_broken_symbolic_link_at_the_lock_path_is_no_endless_loop(hostile_server, fidkit_home, caplog):
+    target = fidkit_home / "datasets" / "file.bin"
+    lock_path = _download._lock_path(target)
+    lock_path.parent.mkdir(parents=True)
+    lock_path.symlink_to(fidkit_home / "no-such-folder" / "lock")
+    with caplog.at_level("WARNING", logger="fidkit._download.locks"):
+        results = _download_in_thread(f"{hostile_server}/good", target, lock_path)
+    assert results == [target] and target.read_bytes() == PAYLOAD  # downloaded without a lock
+    assert lock_path.is_symlink()  # not fidkit's file: left as it was
+    assert any(str(lock_path) in r.getMessage() and "symbolic link" in r.getMessage() for r in caplog.records)
+
+
+def test_a_lock_path_linked_to_a_file_never_writes_that_file(hostile_server, fidkit_home):
+    target = fidkit_home / "datasets" / "file.bin"
+    precious = fidkit_home / "notes.txt"
+    precious.parent.mkdir(parents=True)
+    precious.write_text("my notes")
+    lock_path = _download._lock_path(target)
+    lock_path.parent.mkdir(parents=True)
+    lock_path.symlink_to(precious)
+    assert _download_in_thread(f"{hostile_server}/good", target, lock_path) == [target]
+    assert precious.read_text() == "my notes"  # the holder writes its pid in its lock file, never through a link
+    assert lock_path.is_symlink() and target.read_bytes() == PAYLOAD
+
+
+def test_a_lock_file_that_keeps_being_replaced_ends_at_the_deadline(fidkit_home, monkeypatch):
+    import fcntl
+
+    from fidkit._download import locks
+
+    lock_path = fidkit_home / "locks" / "x.lock"
+    # A file system whose lock file is never the one locked (as if another process replaced it each time).
+    monkeypatch.setattr(locks.os.path, "samestat", lambda first, second: False)
+    results: list[object] = []
+
+    def acquire() -> None:
+        try:
+            results.append(locks._acquire(lock_path, fcntl, 0.3, "x"))
+        except Exception as error:  # noqa: BLE001 - checked below
+            results.append(error)
+
+    thread = threading.Thread(target=acquire, daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    if thread.is_alive():
+        monkeypatch.undo()  # the real samestat lets the spinning loop out
+        thread.join(timeout=10)
+        pytest.fail("_acquire did not end: its loop spins past the deadline")
+    assert len(results) == 1 and isinstance(results[0], OSError) and "removed or replaced" in str(results[0])
+
+
+# --- round 8, 4: something fidkit must not replace at the download's path is said as it is --------------------------
+
+
+def _put_in_the_way(home: Path, case: str, file_name: str) -> Path:
+    """Make `case` stand in the way of ``home/weights/file_name``; return the path that is in the way."""
+    if case == "home is a file":
+        home.parent.mkdir(parents=True, exist_ok=True)
+        home.write_text("not a folder")
+        return home
+    if case == "weights/ is a broken link":
+        home.mkdir(parents=True)
+        (home / "weights").symlink_to(home / "gone")
+        return home / "weights"
+    (home / "weights").mkdir(parents=True)
+    blocker = home / "weights" / file_name
+    if case == "a folder":
+        blocker.mkdir()
+    elif case == "a broken link":
+        blocker.symlink_to(home / "nowhere" / file_name)
+    return blocker
+
+
+@pytest.mark.parametrize(
+    ("case", "said"),
+    [
+        ("a folder", "is a folder, not a file"),
+        ("a broken link", "is a symbolic link to a missing target"),
+        ("home is a file", "is a file, not a folder"),
+        ("weights/ is a broken link", "is a symbolic link to a missing target"),
+    ],
+)
+def test_what_is_in_the_way_of_a_download_is_named_with_its_fix(hostile_server, tmp_path, monkeypatch, case, said):
+    home = tmp_path / "home"
+    monkeypatch.setenv("FIDKIT_HOME", str(home))
+    manifest = _manifest(f"{hostile_server}/good")
+    blocker = _put_in_the_way(home, case, manifest.file_name)
+    with pytest.raises(WeightsError) as raised:
+        locate_weights(manifest=manifest, progress=False, timeout=2.0)
+    message = str(raised.value)
+    assert f"{blocker} {said}" in message
+    assert f"move or remove {blocker}" in message and "FIDKIT_HOME to another folder" in message
+    # Not a permission problem, and no --force replaces a folder or a link.
+    assert "writable" not in message and "--force" not in message
+    assert os.path.lexists(blocker)  # left as it was
+
+
+def test_a_dataset_download_onto_a_link_names_it_and_leaves_its_file_alone(hostile_server, fidkit_home):
+    target = fidkit_home / "datasets" / "file.bin"
+    mine = fidkit_home / "mine.bin"
+    target.parent.mkdir(parents=True)
+    mine.write_bytes(b"mine")
+    target.symlink_to(mine)
+    with pytest.raises(_download.DiskWriteError) as raised:
+        _get(f"{hostile_server}/good", target)
+    assert f"{target} is a symbolic link to a file ({mine})" in str(raised.value)
+    assert "writable" not in str(raised.value) and mine.read_bytes() == b"mine"

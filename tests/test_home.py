@@ -440,3 +440,19 @@ def test_something_at_an_entry_name_is_kept_with_what_it_is_and_its_sidecar_remo
     what = "a folder" if kind == "folder" else "a FIFO (named pipe)"
     assert kept_reasons(cleared) == {entry: f"{what} at a cache entry's name: not written by fidkit; remove it by hand"}
     assert os.path.lexists(entry)
+
+
+# --- round 8, 6: a blank FIDKIT_WEIGHTS is unset, as fidkit's other variables ---------------------------------------
+
+
+@pytest.mark.parametrize("blank", [" ", "\t"])
+def test_a_blank_weights_variable_names_no_file_a_run_reads(fidkit_home, monkeypatch, tmp_path, blank):
+    from fidkit.home import weights_files_read
+    from fidkit.inception.weights import load_manifest
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FIDKIT_WEIGHTS", blank)
+    files = weights_files_read(None)
+    cached = fidkit_home / "weights" / load_manifest().file_name
+    # Only the cached download, which a run without weights named loads: not a file named by blanks here.
+    assert files == [(cached, "fidkit's cached Inception weights file, which it loads")]

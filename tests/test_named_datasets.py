@@ -544,3 +544,39 @@ def test_the_listing_does_not_advise_deleting_a_file_in_the_users_folder(monkeyp
     assert main(["datasets"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mnist-test"))
     assert "replace it with the published file or unset FIDKIT_DATASETS" in line and "delete" not in line
+
+
+# --- round 8, 7: a CIFAR archive gunzipped or renamed is still read as one, by the folder it holds ------------------
+
+
+@pytest.mark.parametrize(
+    ("file_name", "archive", "split"),
+    [
+        ("cifar-10-python.tar", "cifar10", "gunzipped"),
+        ("cifar10.tar.gz", "cifar10", "renamed"),
+        ("my-cifar.tgz", "cifar10", "renamed"),
+        ("cifar-100-python.tar", "cifar100", "gunzipped"),
+        ("c100.tar.gz", "cifar100", "renamed"),
+        ("cifar10.tar", "cifar10", "gzipped but named .tar"),
+    ],
+)
+def test_a_cifar_archive_gunzipped_or_renamed_reads_its_training_split(tmp_path, file_name, archive, split):
+    data = CIFAR10_ARCHIVE if archive == "cifar10" else CIFAR100_ARCHIVE
+    path = tmp_path / file_name
+    path.write_bytes(gzip.decompress(data) if split == "gunzipped" else data)
+    source = open_source(path)
+    assert source.kind == "cifar" and source.n_images == len(EXPECTED[f"{archive}-train"])
+    np.testing.assert_array_equal(_pixels(path), EXPECTED[f"{archive}-train"])
+
+
+def test_a_tar_of_images_in_another_folder_is_still_read_as_images(tmp_path):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(CIFAR10_TEST[0]).save(buffer, format="PNG")
+    path = tmp_path / "cifar10.tar.gz"
+    path.write_bytes(tar_gz({"cifar-10-png/a.png": buffer.getvalue()}))
+    source = open_source(path)
+    assert source.kind != "cifar" and source.n_images == 1

@@ -387,3 +387,129 @@ def test_an_mnist_file_of_no_images_says_so_from_its_header(tmp_path) -> None:
     path.write_bytes(struct.pack(">IIII", 0x803, 0, 28, 28))
     with pytest.raises(EmptySourceError, match="the MNIST header says 0 images of 28x28"):
         open_source(path, workers=0)
+
+
+# --- round 8, 2: a CIFAR pickle is refused containers no batch holds, before the unpickler builds them --------------
+
+
+def _opcodes_of(value: object) -> bytes:
+    """The opcodes that push `value` (a protocol-2 pickle without its PROTO and STOP)."""
+    return pickle.dumps(value, protocol=2)[2:-1]
+
+
+def _dict_pickle(keys: list, *, build_between: bool = False) -> bytes:
+    """A pickled dict built with EMPTY_DICT and SETITEMS (as the reviewer's crafted file), each key mapped to 0;
+    with `build_between`, a BUILD with no state after each half (which leaves the dict as it is)."""
+    halves = [keys[: len(keys) // 2], keys[len(keys) // 2:]] if build_between else [keys]
+    out = bytearray(b"\x80\x02}")
+    for half in halves:
+        out += b"(" + b"".join(_opcodes_of(key) + b"K\x00" for key in half) + b"u"
+        if build_between:
+            out += b"Nb"  # NONE, BUILD
+    return bytes(out + b".")
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        # Keys sharing one hash (multiples of 2**61-1): inserting each compared it with all before it.
+        (_dict_pickle([k * (2**61 - 1) for k in range(1, 3000)]), "a CIFAR batch's keys are strings"),
+        (_dict_pickle([(k,) for k in range(3)]), "a CIFAR batch's keys are strings"),
+        (_dict_pickle([f"key{k}" for k in range(17)]), "a dict or set of more than 16 keys"),
+        (_dict_pickle([f"key{k}" for k in range(20)], build_between=True), "a dict or set of more than 16 keys"),
+        (pickle.dumps({"data": 0, "names": {f"n{k}" for k in range(40)}}, protocol=4), "a dict or set of more than 16 keys"),
+        (pickle.dumps({"data": 0, "names": frozenset(f"n{k}" for k in range(40))}, protocol=4), "a dict or set of more than 16 keys"),
+        # builtins.dict called on a list of pairs: refused before the call, as the opcodes are.
+        (b"\x80\x02cbuiltins\ndict\n" + _opcodes_of([(k * (2**61 - 1), 0) for k in range(1, 40)]) + b"\x85R.",
+         "builtins.dict of 39 entries"),
+    ],
+    ids=["colliding int keys", "tuple keys", "17 keys", "keys added after a BUILD", "set", "frozenset", "dict()"],
+)
+def test_a_cifar_pickle_with_a_dict_no_batch_holds_is_refused(tmp_path, content, said):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match="not a CIFAR python batch file") as raised:
+        open_source(path)
+    assert said in str(raised.value)
+
+
+def test_a_cifar_pickle_with_a_list_longer_than_a_batch_has_images_is_refused(tmp_path):
+    from fidkit.sources.datasets import _CIFAR_MAX_ITEMS
+
+    path = tmp_path / "data_batch_1"
+    labels = b"]" + b"".join(b"(" + b"K\x00" * 1000 + b"e" for _ in range(_CIFAR_MAX_ITEMS // 1000 + 1))
+    path.write_bytes(b"\x80\x02}(" + _opcodes_of("labels") + labels + b"u.")
+    with pytest.raises(SourceError, match=f"a list or tuple of more than {_CIFAR_MAX_ITEMS:,} entries"):
+        open_source(path)
+
+
+def test_a_cifar_pickle_with_a_memo_index_far_beyond_its_opcodes_is_refused(tmp_path):
+    # LONG_BINPUT 2**24: the unpickler would grow its memo table to 2**25 entries (256 MiB) for these 9 bytes.
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02N" + b"r" + (2**24).to_bytes(4, "little") + b".")
+    with pytest.raises(SourceError, match="a memo index 16777216 beyond"):
+        open_source(path)
+
+
+def test_a_cifar_batch_with_a_label_and_a_file_name_per_image_still_loads(tmp_path):
+    from fidkit.testing import cifar_batch
+
+    # As CIFAR-100's train: 50,000 fine and coarse labels and file names (here beside 4 images, to stay small).
+    images = RNG.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    n = 50_000
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(cifar_batch(
+        images, fine_labels=[i % 100 for i in range(n)], coarse_labels=[i % 20 for i in range(n)],
+        filenames=[f"image_{i}.png".encode() for i in range(n)],
+    ))
+    np.testing.assert_array_equal(np.concatenate(list(open_source(path).batches(4))), images)
+
+
+# --- round 8, 3: an MNIST .gz of several gzip members (as bgzip writes) is read ------------------------------------
+
+
+@pytest.mark.parametrize("cuts", [[1000], [5, 2000, 4000]], ids=["two members", "four members"])
+def test_mnist_gz_of_several_members_holding_the_declared_bytes_is_read(tmp_path, digits, cuts):
+    payload = _idx3_header(len(digits)) + digits.tobytes()
+    bounds = [0, *cuts, len(payload)]
+    path = tmp_path / "multi-images-idx3-ubyte.gz"
+    path.write_bytes(b"".join(gzip.compress(payload[a:b]) for a, b in zip(bounds, bounds[1:])))
+    assert gzip.decompress(path.read_bytes()) == payload
+    np.testing.assert_array_equal(np.concatenate(list(open_source(path).batches(3)))[..., 0], digits)
+
+
+def test_mnist_gz_of_several_members_is_still_checked_for_its_size(tmp_path, digits):
+    payload = _idx3_header(len(digits)) + digits.tobytes()
+    first, second = gzip.compress(payload[:1000]), gzip.compress(payload[1000:])
+    cut = tmp_path / "cut-images-idx3-ubyte.gz"
+    cut.write_bytes(first + second[: len(second) // 2])  # the last member cut short
+    with pytest.raises(SourceError, match="truncated or not an MNIST file"):
+        open_source(cut)
+    short = tmp_path / "short-images-idx3-ubyte.gz"
+    short.write_bytes(first + gzip.compress(payload[1000:-784]))  # whole members, one image too few
+    with pytest.raises(SourceError, match=f"holds only {len(payload) - 784:,} bytes; the file is truncated"):
+        open_source(short)
+    longer = tmp_path / "long-images-idx3-ubyte.gz"
+    longer.write_bytes(first + gzip.compress(payload[1000:] + bytes(100)))
+    with pytest.raises(SourceError, match="longer than its header declares") as raised:
+        open_source(longer)
+    assert "truncated" not in str(raised.value)
+
+
+def test_mnist_gz_of_several_members_with_much_more_data_is_refused_at_open_in_bounded_memory(tmp_path):
+    # The members after the declared bytes hold 96 MiB of zeros: counting stops one byte past the declared size.
+    images = RNG.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    path = tmp_path / "long-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(_idx3_header(5) + images.tobytes()) + _gzip_member(_zeros(96 * MIB)))
+    growth, out = _peak_growth_mib(
+        """
+        from fidkit.errors import SourceError
+        try:
+            fidkit.sources.open_source(sys.argv[1])
+        except SourceError as exc:
+            print("REFUSED", exc)
+        """,
+        str(path),
+    )
+    assert "REFUSED" in out and "longer than its header declares" in out
+    assert growth < 24, f"peak memory grew by {growth:.0f} MiB"

@@ -196,6 +196,21 @@ def test_missing_explicit_path(fidkit_home: Path, tmp_path: Path, monkeypatch) -
         locate_weights(manifest=_manifest(_closed_port_url()))
 
 
+@pytest.mark.parametrize("blank", ["", " ", "\t \n"], ids=["empty", "space", "whitespace"])
+def test_a_blank_weights_variable_counts_as_unset(fidkit_home: Path, monkeypatch, blank: str) -> None:
+    # As for FIDKIT_HOME and FIDKIT_DATASETS: blanks are no path (" " would be a file named by a space here).
+    monkeypatch.setenv("FIDKIT_WEIGHTS", blank)
+    cached = fidkit_home / "weights" / "test-weights.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(PAYLOAD)
+    found = locate_weights(manifest=_manifest(_closed_port_url()))
+    assert found.path == cached and found.origin == "cache"
+    cached.unlink()
+    with pytest.raises(WeightsError, match="not found at") as info:
+        locate_weights(manifest=_manifest(_closed_port_url()), download=False)
+    assert "from the environment variable" not in str(info.value)
+
+
 def test_cached_file_with_wrong_checksum(fidkit_home: Path) -> None:
     cached = fidkit_home / "weights" / "test-weights.pth"
     cached.parent.mkdir(parents=True)
@@ -336,3 +351,45 @@ def test_a_file_that_is_not_weights_never_relays_torchs_unsafe_advice(tmp_path):
         message = str(raised.value)
         assert f"{path} is not an Inception weights file" in message
         assert "weights_only" not in message and "False" not in message
+
+
+# --- round 8, 5: weights holding NaN, an infinity or a negative variance are refused at load, naming the tensor ----
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("Conv2d_1a_3x3.bn.running_var", float("nan"), "1 NaN or infinite value(s)"),
+        ("Mixed_7c.branch_pool.conv.weight", float("inf"), "1 NaN or infinite value(s)"),
+        ("fc.bias", float("-inf"), "1 NaN or infinite value(s)"),
+        ("Mixed_5b.branch1x1.bn.running_var", -0.5, "1 negative value(s)"),
+    ],
+)
+def test_weights_with_a_value_no_network_holds_are_refused_naming_it(
+    tmp_path: Path, reference_state: dict, name: str, value: float, said: str
+) -> None:
+    state = dict(reference_state)
+    state[name] = reference_state[name].clone()
+    state[name].view(-1)[3] = value
+    path = save_state_dict(state, tmp_path / "damaged.pth")
+    with pytest.raises(WeightsError) as info:
+        load_state_dict(path)
+    message = str(info.value)
+    assert f"weights {path} hold {said} in {name} " in message and "download it again" in message
+
+
+def test_the_first_damaged_tensor_is_the_one_named(tmp_path: Path, reference_state: dict) -> None:
+    state = dict(reference_state)
+    names = [name for name in reference_state if name.endswith("running_var")]
+    for name in (names[5], names[2]):  # damaged out of order: the file's order decides which is named
+        state[name] = torch.full_like(reference_state[name], float("nan"))
+    with pytest.raises(WeightsError, match=f"in {names[2]} ") as info:
+        load_state_dict(save_state_dict(state, tmp_path / "w.pth"))
+    assert names[5] not in str(info.value)
+
+
+def test_intact_weights_with_zero_variances_still_load(tmp_path: Path, reference_state: dict) -> None:
+    state = dict(reference_state)
+    name = "Conv2d_2a_3x3.bn.running_var"
+    state[name] = torch.zeros_like(reference_state[name])  # a channel that never varied: zero is a variance
+    assert torch.equal(load_state_dict(save_state_dict(state, tmp_path / "w.pth"))[name], state[name])

@@ -22,7 +22,9 @@ Every file fidkit downloads (the Inception weights, the named datasets) goes thr
   lock file is removed by whoever holds it when done (a waiter that then holds a removed file tries again).
   Where locks are not available the unique temporary files and the atomic rename still keep the result whole;
 * a failure to write the file here (a full or read-only disk, no permission: :class:`DiskWriteError`) ends the
-  download at once: it is not the server's fault, and the next mirror would fill the same disk again;
+  download at once: it is not the server's fault, and the next mirror would fill the same disk again. So does
+  something fidkit must not replace on the way (a folder or a link at the file's path, ``FIDKIT_HOME`` naming a
+  file): the message names it and says to move it or point ``FIDKIT_HOME`` elsewhere;
 * a download leaves no lock behind (``locks/`` is removed when it is empty), and a failed one no folder: those
   it created (the destination's, the cache home) are removed again when empty; nothing else is touched;
 * progress is drawn with tqdm on stderr, only when stderr is a terminal.
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import http.client
 import logging
@@ -50,16 +53,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
+from fidkit._download.disk import DiskWriteError, disk_write_error, in_the_way, path_in_the_way_error
 from fidkit._download.locks import _download_lock, _lock_path
-from fidkit._fs import (
-    CHUNK_BYTES,
-    atomic_write,
-    file_digest,
-    file_size_limit_fix,
-    in_cache_home_folders,
-    out_of_space,
-)
-from fidkit.errors import DownloadError, InputError
+from fidkit._fs import CHUNK_BYTES, atomic_write, file_digest
+from fidkit.errors import DownloadError, InputError, OverwriteError
 
 __all__ = [
     "MIRROR_ENV",
@@ -202,14 +199,6 @@ class _Refused(Exception):
     """Internal: a download that finished but is not the expected file (or was cut short)."""
 
 
-class DiskWriteError(DownloadError):
-    """A download that could not be written on this machine (a full or read-only disk, no permission, a quota).
-
-    Not the server's fault: no other URL is tried (each would fill the same disk again), and the message names
-    the fix here (free space, another folder) rather than another source of the file.
-    """
-
-
 class _NetworkFailed(Exception):
     """Internal: the server could not be reached or the transfer broke off (the message says which URL and why)."""
 
@@ -229,28 +218,6 @@ def _writing_locally() -> Iterator[None]:
         yield
     except OSError as error:
         raise _LocalWriteFailed(error) from error
-
-
-def _disk_write_error(what: str, target: Path, error: OSError, size: int | None) -> DiskWriteError:
-    """The error of a download that could not be written at `target`: which disk, why, and what to do."""
-    full = out_of_space(error)
-    where = "a folder on another disk" if full else "a writable folder"
-    elsewhere = (
-        f"set the environment variable FIDKIT_HOME to {where}" if in_cache_home_folders(target.parent)
-        else f"download it to {where}"
-    )
-    limit_fix = file_size_limit_fix(error, elsewhere)
-    if limit_fix is not None:  # EFBIG: a file-size limit, not a full disk
-        fix = limit_fix + (f"; the file has {size:,} bytes" if size is not None else "")
-    elif full:
-        needed = f" ({size} bytes are needed)" if size is not None else ""
-        fix = f"the disk is full: free space there{needed}, or {elsewhere}"
-    else:
-        fix = f"the folder cannot be written: make it writable, or {elsewhere}"
-    return DiskWriteError(
-        f"cannot write {what} to {target.parent} ({error.strerror or error}); {fix}. Nothing was kept, and no other "
-        "URL was tried: the network is not at fault"
-    )
 
 
 class _Watchdog:
@@ -546,7 +513,7 @@ def _try_url(url: str, target: Path, checksum: Checksum, *, size: int | None, wh
                     timeout=timeout, deadline=deadline,
                 )
             except _LocalWriteFailed as exc:
-                raise _disk_write_error(what, target, exc.error, size) from exc.error
+                raise disk_write_error(what, target, exc.error, size) from exc.error
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 # OSError covers timeouts and refused or reset connections; ValueError an unknown URL
                 # scheme (a FIDKIT_MIRROR without one). info, not warning: the final error says what matters.
@@ -570,6 +537,11 @@ def _try_url(url: str, target: Path, checksum: Checksum, *, size: int | None, wh
     except OSError as exc:
         # Not the network's (its errors are handled above): atomic_write's own file operations here (creating the
         # folder and the temporary file, the flush to disk, the rename). Every other URL would meet the same disk.
-        raise _disk_write_error(what, target, exc, size) from exc
+        blocking = in_the_way(target) if isinstance(exc, (OverwriteError, FileExistsError, NotADirectoryError)) or (
+            exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
+        ) else None
+        if blocking is not None:  # something at the path, not the disk or its permissions
+            raise path_in_the_way_error(what, target, *blocking) from exc
+        raise disk_write_error(what, target, exc, size) from exc
     logger.info("%s saved to %s", what, target)
     return True

@@ -8,15 +8,17 @@ a process that dies, so a dead process never blocks anyone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fidkit._fs import pid_running
+from fidkit._fs import file_kind, pid_running
 from fidkit._home_dir import cache_home
 from fidkit.errors import DownloadError
 
@@ -45,19 +47,76 @@ def _lock_holder(lock_path: Path) -> str:
     return f"process {pid}, {state}"
 
 
+class _UnusableLock(OSError):
+    """Internal: the lock path holds something that is not a lock file fidkit can use (a symbolic link, a folder),
+    or the file system never shows the file that was locked: the download goes on without a lock."""
+
+
+def _open_lock_file(lock_path: Path) -> Any:
+    """Open (creating) the regular file at `lock_path` for reading and writing, never through a symbolic link.
+
+    The holder truncates the file and writes its pid there: through a link that would overwrite whatever file the
+    link points to, and a broken link would make the open fail for ever. Raises :class:`_UnusableLock` for a link
+    or anything but a regular file at `lock_path`, FileNotFoundError when its folder is gone.
+    """
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(lock_path, flags, 0o666)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.EISDIR, errno.EMLINK) or (
+            os.path.islink(lock_path) or os.path.isdir(lock_path)
+        ):
+            raise _UnusableLock(
+                f"{lock_path} is {_what_is_at(lock_path)}, not a lock file ({error.strerror or error}); remove it"
+            ) from error
+        raise
+    handle = os.fdopen(fd, "r+b")
+    if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # a FIFO or a device someone put there
+        handle.close()
+        raise _UnusableLock(f"{lock_path} is {_what_is_at(lock_path)}, not a lock file; remove it")
+    return handle
+
+
+def _what_is_at(path: Path) -> str:
+    try:
+        info = path.lstat()
+    except OSError:
+        return "gone"
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            pointed = os.readlink(path)
+        except OSError:  # pragma: no cover - raced away
+            pointed = "?"
+        return f"a symbolic link (to {pointed})"
+    return file_kind(info.st_mode)
+
+
 def _acquire(lock_path: Path, fcntl: Any, wait_s: float, what: str) -> Any:
     """Open and lock `lock_path`, waiting at most `wait_s` seconds for another holder; return the open handle.
 
     The holder removes the file before it lets go, so a waiter that gets the lock checks that the path still
-    names the file it locked; if not it starts again on the new file. Raises DownloadError after `wait_s`.
+    names the file it locked; if not it starts again on the new file. Every way round the loop either sleeps or
+    checks the deadline: raises DownloadError after `wait_s` when another process holds the lock,
+    :class:`_UnusableLock` (an OSError: the caller goes on without a lock) when the path cannot be a lock file.
     """
     ends = time.monotonic() + wait_s
     announced = False
+    retries = 0  # rounds that found the file removed or replaced (a holder that just finished): normally one
     while True:
+        if retries:
+            left = ends - time.monotonic()
+            if left <= 0:
+                raise _UnusableLock(
+                    f"{lock_path} was removed or replaced {retries} times while this process tried to lock it, "
+                    "until the deadline passed"
+                )
+            if retries > 1:  # the first retry is at once (the usual case); then not faster than a waiter polls
+                time.sleep(min(_LOCK_POLL_S, left))
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            handle = open(lock_path, "a+b")  # noqa: SIM115 - returned, or closed below
+            handle = _open_lock_file(lock_path)
         except FileNotFoundError:
+            retries += 1
             continue  # the folder was removed by the holder that just finished: make it again
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -80,7 +139,8 @@ def _acquire(lock_path: Path, fcntl: Any, wait_s: float, what: str) -> Any:
             handle.close()
             raise
         try:
-            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path))
+            # lstat: a link put in the file's place is not the file that was locked.
+            same = os.path.samestat(os.fstat(handle.fileno()), os.lstat(lock_path))
         except OSError:
             same = False
         if same:
@@ -92,6 +152,7 @@ def _acquire(lock_path: Path, fcntl: Any, wait_s: float, what: str) -> Any:
                 handle.flush()
             return handle
         handle.close()  # the file was removed (or replaced) while this process waited: lock the current one
+        retries += 1
 
 
 @contextlib.contextmanager
@@ -108,6 +169,8 @@ def _download_lock(target: Path, *, wait_s: float, what: str) -> Iterator[None]:
     handle = None
     try:
         handle = _acquire(lock_path, fcntl, wait_s, what)
+    except _UnusableLock as exc:  # the user's to fix, but no reason to stop the download
+        logger.warning("no download lock for %s: %s; going on without one", target, exc)
     except OSError as exc:
         logger.debug("no download lock for %s (%s); going on without one", target, exc)
     try:
@@ -116,6 +179,6 @@ def _download_lock(target: Path, *, wait_s: float, what: str) -> Iterator[None]:
         if handle is not None:
             # Removed while still held: a waiter that locks the removed file sees it is gone and starts again.
             with contextlib.suppress(OSError):
-                if os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path)):
+                if os.path.samestat(os.fstat(handle.fileno()), os.lstat(lock_path)):
                     lock_path.unlink()
             handle.close()  # closing releases the lock

@@ -3,7 +3,7 @@
 Resolution order (:func:`locate_weights`):
 
 1. an explicit path (``weights=`` in the API, ``--weights`` on the command line), else the
-   environment variable ``FIDKIT_WEIGHTS``: used as given, its sha256 recorded;
+   environment variable ``FIDKIT_WEIGHTS`` (blanks only count as unset): used as given, its sha256 recorded;
 2. ``cache_home()/weights/<file>`` when present; it must match the manifest's sha256;
 3. a download from the manifest's URLs in order (release, then mirror; ``FIDKIT_MIRROR`` replaces
    them), verified against the manifest's size and sha256 and moved into the cache atomically
@@ -39,6 +39,7 @@ __all__ = [
     "WEIGHTS_ENV",
     "load_manifest",
     "weights_cache_dir",
+    "weights_from_environment",
     "locate_weights",
     "resolve_weights",
     "download_weights",
@@ -137,6 +138,14 @@ def load_manifest(path: str | os.PathLike | None = None) -> WeightsManifest:
     return WeightsManifest.from_dict(data)
 
 
+def weights_from_environment() -> str | None:
+    """``$FIDKIT_WEIGHTS``, or None when it is unset or blank: blanks only count as unset, as for fidkit's other
+    variables (``FIDKIT_HOME``, ``FIDKIT_DATASETS``); taken as a path, ``" "`` would name a file called by a
+    space in the working directory. The value is returned as given (a path may end in a space)."""
+    value = os.environ.get(WEIGHTS_ENV, "")
+    return value if value.strip() else None
+
+
 def weights_cache_dir() -> Path:
     """Return ``cache_home()/weights``, where downloaded weights live (not created here)."""
     return cache_home() / "weights"
@@ -216,8 +225,9 @@ def locate_weights(
         return weights
     manifest = manifest if manifest is not None else load_manifest()
     origin = "explicit"
-    if weights is None and os.environ.get(WEIGHTS_ENV):
-        weights, origin = os.environ[WEIGHTS_ENV], "environment"
+    from_environment = weights_from_environment() if weights is None else None
+    if from_environment is not None:
+        weights, origin = from_environment, "environment"
     if weights is not None:
         where = f"the environment variable {WEIGHTS_ENV}" if origin == "environment" else "weights"
         path = expand_user(
@@ -338,7 +348,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Raises
     ------
     WeightsError
-        Unreadable file, not a state dict, missing or unexpected tensors, or wrong shapes.
+        Unreadable file, not a state dict, missing or unexpected tensors, wrong shapes, a NaN or infinite
+        value in any tensor, or a negative BatchNorm running variance (the message names the first such tensor).
     """
     import torch
 
@@ -379,7 +390,35 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ]
     if wrong_shape:
         raise WeightsError(f"weights {path} have tensors of the wrong shape: {_first_names(wrong_shape)}")
-    return {name: state[name] for name in expected}
+    ordered = {name: state[name] for name in expected}
+    _check_values(path, ordered)
+    return ordered
+
+
+def _check_values(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    """Refuse weights holding a NaN or an infinity, or a negative BatchNorm running variance, naming the first such
+    tensor: one pass over them (milliseconds). Loaded anyway, they make every feature NaN, and the error would
+    then blame the images."""
+    import torch
+
+    for name, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue  # integers (num_batches_tracked) are always finite
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = int(finite.numel() - finite.sum())
+            raise WeightsError(
+                f"weights {path} hold {bad:,} NaN or infinite value(s) in {name} (of {tensor.numel():,}; the first "
+                "such tensor); the file is damaged or not a trained network: download it again, or pass the "
+                "released pt_inception-2015-12-05 file or an intact port of it"
+            )
+        if name.endswith(".running_var") and not tensor.is_complex() and bool((tensor < 0).any()):
+            bad = int((tensor < 0).sum())
+            raise WeightsError(
+                f"weights {path} hold {bad:,} negative value(s) in {name} (of {tensor.numel():,}), a BatchNorm "
+                "running variance, which is never negative; the file is damaged or not a trained network: "
+                "download it again, or pass the released pt_inception-2015-12-05 file or an intact port of it"
+            )
 
 
 def _first_names(names: Sequence[str], limit: int = 8) -> str:

@@ -6,10 +6,11 @@ An ``*-idx3-ubyte`` file, optionally gzipped (``*-idx3-ubyte.gz``): a big-endian
 ``0x00000803`` = unsigned bytes, 3 dimensions; then N, rows, columns as int32) followed by
 ``N * rows * columns`` pixel bytes. The magic number and the data size are checked: a plain file must
 be exactly as long as its header declares; a ``.gz`` must be able to hold it (deflate expands at most
-1032-fold) and its gzip trailer must record that size when the file is opened, and when it is read
-exactly the declared bytes are decompressed (into an array allocated from the header), after which
-the stream must end: data beyond what the header declares (another gzip member, say) is refused,
-never decompressed. Images are grayscale and replicated to RGB, whatever their size (images 1 or 3
+1032-fold) and, when the file is opened, its gzip trailer must record that size, or else (a file of several
+gzip members, as ``bgzip`` writes, records only its last member's size) the stream is decompressed in chunks
+and counted then, stopping one byte past the declared size. When it is read exactly the declared bytes are
+decompressed (into an array allocated from the header), after which the stream must end: data beyond what
+the header declares (in the same gzip member or another one) is refused, never decompressed. Images are grayscale and replicated to RGB, whatever their size (images 1 or 3
 pixels wide are images, not the columns of one RGB image). Label files (``idx1``) are refused with a
 hint.
 
@@ -27,28 +28,29 @@ than :data:`CIFAR_MAX_BATCH_BYTES` is refused from its size (the file's, or the 
 gives) before anything is read.
 
 These files are pickles by format, and unpickling arbitrary data can run arbitrary code. fidkit
-reads them with a restricted unpickler (:class:`RestrictedUnpickler`) that can only rebuild numpy
+reads them with a restricted unpickler (:mod:`fidkit.sources.unpickle`) that can only rebuild numpy
 arrays and dtypes and plain containers (dict, list, tuple, str, bytes, numbers); any other global
 (a function, a class, ``os.system``) stops loading with a :class:`~fidkit.errors.SourceError`.
-What unpickling may allocate is bounded by the file's size (:data:`_UNPICKLE_BYTES_PER_FILE_BYTE`
-times it, plus 1 MiB): a crafted file cannot ask for a 3 GB ``bytearray`` or array in 56 bytes.
+What unpickling may allocate is bounded by the file's size: a crafted file cannot ask for a 3 GB
+``bytearray`` or array in 56 bytes. Before the unpickler runs, one pass over the opcodes refuses what no
+batch holds and the unpickler would build at any cost: a dict or set of more than 16 keys or with a number
+or a container as a key (keys crafted to share one hash make building it quadratic), a list or tuple of
+more entries than a batch can have images, and a memo index beyond the opcodes before it (the unpickler's
+memo table grows to twice that index).
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import os
 import pickle
-import pickletools
 import struct
-import sys
 import tarfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 
@@ -57,6 +59,7 @@ from fidkit.errors import SourceError
 from fidkit.sources.arrays import ArraySource, FileRows, file_identity
 from fidkit.sources.base import empty_source_error
 from fidkit.sources.files import normalise_member
+from fidkit.sources.unpickle import RestrictedUnpickler, load_restricted
 from fidkit._npz import read_exactly
 
 __all__ = [
@@ -84,6 +87,12 @@ _CIFAR_ROW = 3 * _CIFAR_SIDE * _CIFAR_SIDE
 #: The largest a CIFAR python batch can be: the largest published one, CIFAR-100's ``train``, holds 50,000
 #: images in 155 MB (3,072 pixel bytes an image, plus labels and file names); this allows 80,000 of them.
 CIFAR_MAX_BATCH_BYTES = 80_000 * (_CIFAR_ROW + 256)
+#: The most entries a list or tuple in a CIFAR batch may hold: one per image (labels, file names), and a batch of
+#: :data:`CIFAR_MAX_BATCH_BYTES` holds fewer images than this.
+_CIFAR_MAX_ITEMS = CIFAR_MAX_BATCH_BYTES // _CIFAR_ROW
+#: The most keys a dict (or set) in a CIFAR batch may hold: a batch is a dict of 4 or 5 names. Every key added is
+#: hashed against those already there, and keys crafted to share one hash make that quadratic.
+_CIFAR_MAX_KEYS = 16
 #: deflate expands at most 1032-fold: a gzip file cannot decompress to more (plus its header).
 _DEFLATE_MAX_RATIO = 1032
 
@@ -108,6 +117,38 @@ def _read_mnist_header(header: bytes, name: str) -> tuple[int, int, int]:
     if n_rows == 0 or n_cols == 0:
         raise SourceError(f"{name}: MNIST header gives images of {n_rows}x{n_cols} pixels")
     return n_images, n_rows, n_cols
+
+
+def _check_gzip_length(path: Path, name: str, expected_bytes: int, declared: str) -> None:
+    """Decompress the gzip file `path` (all its members) in chunks, discarding them, and refuse it unless it holds
+    exactly `expected_bytes`: never more than one byte past them is decompressed, and memory stays one chunk."""
+    fix = "download it again"
+    buffer = bytearray(1 << 20)
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream, memoryview(buffer) as view:
+            while total <= expected_bytes:
+                got = stream.readinto(view[: min(len(buffer), expected_bytes + 1 - total)])
+                if not got:
+                    break
+                total += got
+    except EOFError:  # the last member has no end: the file was cut short
+        raise SourceError(
+            f"{name}: {declared} but the gzip stream is cut short (it ends without its end marker, before the "
+            f"declared size); the file is truncated or not an MNIST file ({fix})"
+        ) from None
+    except (OSError, zlib.error) as exc:
+        raise SourceError(f"{name}: cannot decompress the MNIST file ({exc}); {fix}") from exc
+    if total < expected_bytes:
+        raise SourceError(
+            f"{name}: {declared} but the gzip stream holds only {total:,} bytes; the file is truncated or not an "
+            f"MNIST file ({fix})"
+        )
+    if total > expected_bytes:
+        raise SourceError(
+            f"{name}: the gzip stream is longer than its header declares ({declared}): more data follows the last "
+            f"image; it is not an MNIST file as published ({fix})"
+        )
 
 
 def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) -> ArraySource:
@@ -141,17 +182,16 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
                 f"{name}: {declared} uncompressed) but a gzip file of {file_bytes:,} bytes can hold at most "
                 f"{most:,}; the header is damaged or this is not an MNIST file (download it again)"
             )
-        # The gzip trailer holds the uncompressed size mod 2**32 (of the last gzip member): a cheap check
-        # before reading. A cut file has no trailer (its last 4 bytes are compressed data), and a file
-        # with more data than declared records another size: the number is meaningless, not quoted.
+        # The gzip trailer holds the uncompressed size mod 2**32 of the last gzip member: for a file of one
+        # member (as published), a cheap check before reading. Otherwise (a file cut short has no trailer, its
+        # last 4 bytes are compressed data; a file of several members, as bgzip writes, records only the last
+        # one's size) the stream is decompressed once here, in chunks, and counted: no further than one byte
+        # past what the header declares.
         with open(path, "rb") as stream:
             stream.seek(-4, 2)
             stored_size = struct.unpack("<I", stream.read(4))[0]
         if stored_size != expected_bytes % 2**32:
-            raise SourceError(
-                f"{name}: {declared} uncompressed) but the gzip trailer does not record that size; the file "
-                "is truncated or not an MNIST file, or has more data than its header declares (download it again)"
-            )
+            _check_gzip_length(path, name, expected_bytes, f"{declared} uncompressed)")
     elif file_bytes < expected_bytes:
         raise SourceError(
             f"{name}: {declared}) but the file has only {file_bytes:,} bytes; it is truncated or not an MNIST "
@@ -196,173 +236,6 @@ def open_mnist(path: Path, name: str, *, limit: int | None, seed: int | None) ->
         limit=limit,
         seed=seed,
     )
-
-
-# What unpickling may allocate through the globals it calls, per byte of the file (plus 1 MiB):
-# a genuine batch holds its pixels in the file itself, so it needs about 1x.
-_UNPICKLE_BYTES_PER_FILE_BYTE = 4
-_UNPICKLE_SLACK_BYTES = 2**20
-# Rough bytes per element of the containers a global may build, for the check before building.
-_BYTES_PER_ELEMENT = {
-    bytes: 1, bytearray: 1, str: 4, list: 8, tuple: 8, set: 32, frozenset: 32, dict: 64
-}
-
-
-class _AllocationBudget:
-    """Counts what the globals called while unpickling allocate, against a byte budget."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.used = 0
-
-    def check(self, wanted: int, what: str) -> None:
-        if wanted < 0 or self.used + wanted > self.max_bytes:
-            raise pickle.UnpicklingError(
-                f"{what} would allocate {wanted:,} bytes, more than the file's size allows "
-                f"({self.max_bytes:,} bytes in all)"
-            )
-
-    def add(self, result: Any, what: str) -> Any:
-        size = int(result.nbytes) if isinstance(result, np.ndarray) else sys.getsizeof(result)
-        self.check(size, what)
-        self.used += size
-        return result
-
-
-def _array_bytes(shape: Any, dtype: Any) -> int:
-    try:
-        dims = [int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,))]
-        itemsize = int(np.dtype(dtype).itemsize) if not isinstance(dtype, np.dtype) else int(dtype.itemsize)
-    except (TypeError, ValueError, OverflowError):
-        return 0  # numpy will refuse it itself
-    total = itemsize
-    for dim in dims:
-        total *= max(dim, 0)
-    return total
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that can only rebuild numpy arrays and plain Python containers.
-
-    CIFAR's python batches are pickled dicts of numpy arrays, lists, strings and numbers. Those
-    need only the globals allowed here; anything else raises :class:`pickle.UnpicklingError`
-    before it is called, so a crafted file cannot run code. With `max_bytes`, what the allowed
-    globals may allocate in all is bounded too (checked before each call where the size is known
-    from the arguments, and after it otherwise), so a few bytes cannot ask for gigabytes.
-    """
-
-    def __init__(self, file: Any, *, max_bytes: int | None = None, **kwargs: Any) -> None:
-        super().__init__(file, **kwargs)
-        self._budget = _AllocationBudget(max_bytes) if max_bytes is not None else None
-
-    def find_class(self, module: str, name: str) -> Any:
-        found = self._find_allowed(module, name)
-        if self._budget is None:
-            return found
-        return self._guarded(found, f"{module}.{name}")
-
-    def _guarded(self, found: Any, what: str) -> Any:
-        budget = self._budget
-        assert budget is not None
-        if found is np.ndarray:
-            # Only ever an argument of _reconstruct in genuine pickles; called directly it would
-            # allocate any shape. The token is mapped back by the guarded _reconstruct.
-            return _NDARRAY_TOKEN
-        if found is _numpy_multiarray_attr("_reconstruct"):
-
-            def reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
-                subtype = np.ndarray if subtype is _NDARRAY_TOKEN else subtype
-                budget.check(_array_bytes(shape, dtype), what)
-                return budget.add(found(subtype, shape, dtype), what)
-
-            return reconstruct
-        if found is _numpy_multiarray_attr("scalar"):
-
-            def scalar(dtype: Any, *args: Any) -> Any:
-                budget.check(_array_bytes((), dtype), what)
-                return budget.add(found(dtype, *args), what)
-
-            return scalar
-        if isinstance(found, type) and found in _BYTES_PER_ELEMENT:
-
-            def build(*args: Any, **kwargs: Any) -> Any:
-                for arg in args[:1]:
-                    if found in (bytes, bytearray) and isinstance(arg, int) and not isinstance(arg, bool):
-                        budget.check(arg, what)  # bytes(n): n zero bytes
-                    elif hasattr(arg, "__len__"):
-                        budget.check(len(arg) * _BYTES_PER_ELEMENT[found], what)
-                return budget.add(found(*args, **kwargs), what)
-
-            return build
-        if found is _latin1_encode:
-            return found  # the output is as long as its input, which the file holds
-        if callable(found):
-
-            def call(*args: Any, **kwargs: Any) -> Any:
-                return budget.add(found(*args, **kwargs), what)
-
-            return call
-        return found
-
-
-    _SAFE_BUILTINS = frozenset(
-        {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
-         "complex", "bool"}
-    )
-
-    def _find_allowed(self, module: str, name: str) -> Any:
-        if module in {"numpy.core.multiarray", "numpy._core.multiarray"} and name == "_reconstruct":
-            return _numpy_multiarray_attr("_reconstruct")
-        if module in {"numpy.core.multiarray", "numpy._core.multiarray"} and name == "scalar":
-            return _numpy_multiarray_attr("scalar")
-        if module in {"numpy.core.numeric", "numpy._core.numeric"} and name == "_frombuffer":
-            return _numpy_numeric_attr("_frombuffer")
-        if module == "numpy" and name in {"ndarray", "dtype"}:
-            return getattr(np, name)
-        if module == "numpy.dtypes" and name.endswith("DType"):
-            # numpy >= 1.25 pickles dtypes through their classes (numpy.dtypes.UInt8DType).
-            import numpy.dtypes as numpy_dtypes
-
-            candidate = getattr(numpy_dtypes, name, None)
-            if isinstance(candidate, type) and issubclass(candidate, np.dtype):
-                return candidate
-        if module in {"builtins", "__builtin__"} and name in self._SAFE_BUILTINS:
-            return getattr(__import__("builtins"), name)
-        if module == "_codecs" and name == "encode":
-            # Protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1");
-            # no other codec is needed (and some, like hex, would double what they are given).
-            return _latin1_encode
-        raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}: only numpy arrays and plain containers are allowed"
-        )
-
-
-_NDARRAY_TOKEN = object()
-_LATIN1_NAMES = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "l1"})
-
-
-def _latin1_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-    if not isinstance(obj, str) or str(encoding).lower() not in _LATIN1_NAMES:
-        raise pickle.UnpicklingError(
-            f"refusing _codecs.encode with {str(encoding)!r}: only latin1 text is expected in a CIFAR batch"
-        )
-    return obj.encode("latin1", errors)
-
-
-def _numpy_multiarray_attr(name: str) -> Any:
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray  # type: ignore[no-redef]
-    return getattr(multiarray, name)
-
-
-def _numpy_numeric_attr(name: str) -> Any:
-    try:
-        from numpy._core import numeric  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import numeric  # type: ignore[no-redef]
-    return getattr(numeric, name)
 
 
 def _refuse_oversized_batch(path: Path | str, size: int) -> None:
@@ -410,13 +283,8 @@ def load_cifar_batch(
                 content = _read_batch_bytes(opened, os.fstat(opened.fileno()).st_size, path)
         else:
             content = _read_batch_bytes(stream, size, path)
-        # The unpickler reserves the length a counted opcode (BYTEARRAY8, BINBYTES8, ...) claims
-        # before reading it: walk the opcodes first, which fails on a length the file does not hold.
-        for _ in pickletools.genops(content):
-            pass
-        max_bytes = _UNPICKLE_BYTES_PER_FILE_BYTE * len(content) + _UNPICKLE_SLACK_BYTES
-        # latin1 is how numpy arrays pickled by Python 2 (the original CIFAR files) decode.
-        batch = RestrictedUnpickler(io.BytesIO(content), encoding="latin1", max_bytes=max_bytes).load()
+        # Opcodes checked first: what no CIFAR batch holds is refused before the unpickler builds any of it.
+        batch = load_restricted(content, max_keys=_CIFAR_MAX_KEYS, max_items=_CIFAR_MAX_ITEMS)
         del content
     except (
         pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, OSError, KeyError,

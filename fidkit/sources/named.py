@@ -22,7 +22,8 @@ status-change times) and the file is then trusted while they stay the same. A fi
 The files are read in place, never extracted: the CIFAR batches from inside the ``.tar.gz``
 (:func:`fidkit.sources.datasets.load_cifar_tar`, restricted unpickling), the MNIST idx ``.gz`` by the MNIST
 reader. A path to ``cifar-10-python.tar.gz`` or ``cifar-100-python.tar.gz`` given as a source reads that
-archive's training split, as a CIFAR batch folder does.
+archive's training split, as a CIFAR batch folder does; so does a tar named otherwise (the archive gunzipped to
+``cifar-10-python.tar``, or renamed) whose first member is in the folder the archive holds.
 
 A CIFAR source's fingerprint names the archive and the members it reads, so the two splits of one archive
 never share a cached statistics entry.
@@ -34,7 +35,10 @@ import dataclasses
 import difflib
 import json
 import logging
+import lzma
 import os
+import tarfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +48,11 @@ from fidkit._download import Checksum, DiskWriteError, download, mirror_urls
 from fidkit._fs import atomic_write, file_digest, sha256_file
 from fidkit._home_dir import cache_home, expand_user
 from fidkit.errors import DownloadError, SourceError
+from fidkit.sources.archives import is_archive
 from fidkit.sources.arrays import ArraySource, file_identity
 from fidkit.sources.base import Source, file_stamp
 from fidkit.sources.datasets import CIFAR10_TRAIN_FILES, load_cifar_tar, open_mnist
+from fidkit.sources.files import normalise_member
 
 __all__ = [
     "DATASETS_ENV",
@@ -365,17 +371,47 @@ def _train_split_of(file_name: str) -> NamedDataset | None:
     return None
 
 
+def _cifar_archive_of(path: Path) -> NamedDataset | None:
+    """The training split of the CIFAR python archive `path`, or None when it is not one.
+
+    By its canonical file name (``cifar-10-python.tar.gz``), or for a tar named otherwise (gunzipped to
+    ``cifar-10-python.tar``, renamed ``cifar10.tar.gz``) by its first member: one inside (or naming) the folder
+    the published archive holds (``cifar-10-batches-py/``, ``cifar-100-python/``). Only that member's header is
+    read; a file that is no readable tar is None, and the archive reader says what is wrong with it.
+    """
+    dataset = _train_split_of(path.name)
+    if dataset is not None or not is_archive(path) or path.name.lower().endswith(".zip"):
+        return dataset  # a tar by its name, as the archive reader takes it: only then is its first member read
+    try:
+        with tarfile.open(path, "r:*") as tar:  # "*": by its content, as the name may say another compression
+            first = tar.next()
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError):
+        return None
+    if first is None:
+        return None
+    folder = normalise_member(first.name).split("/", 1)[0]
+    for candidate in DATASETS.values():
+        if candidate.kind == "cifar" and candidate.name.endswith("-train") and (
+            candidate.members[0].split("/", 1)[0] == folder
+        ):
+            logger.info("%s holds %s/: read as the CIFAR python archive %s", path, folder, candidate.file.file_name)
+            return candidate
+    return None
+
+
 def open_if_named(path: Path, name: str, *, limit: int | None, seed: int | None) -> Source | None:
     """The hook of :func:`fidkit.sources.open_source` for paths: a named dataset, a CIFAR python archive, or None.
 
-    * an existing ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` (by file name): its training
-      split, read in place (used as given, not checked against the md5);
+    * an existing ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``, by file name, or a tar whose first
+      member is in the folder such an archive holds (``cifar-10-batches-py/``, ``cifar-100-python/``: the
+      archive gunzipped or renamed): its training split, read in place (used as given, not checked against the
+      md5);
     * any other existing path: None (the other readers decide);
     * a registered name that is not an existing path: the dataset (:func:`open_named`);
     * a missing path that looks like a mistyped name (``cifar10``): a :class:`SourceError` that suggests names.
     """
     if path.exists():
-        dataset = _train_split_of(path.name) if path.is_file() else None
+        dataset = _cifar_archive_of(path) if path.is_file() else None
         if dataset is None:
             return None
         images = load_cifar_tar(path, dataset.members, name)
