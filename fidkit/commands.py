@@ -438,7 +438,8 @@ def datasets(args: argparse.Namespace) -> int:
     )
 
     entries = [dataset_status(dataset) for dataset in DATASETS.values()]
-    folder, mirror = os.environ.get(DATASETS_ENV) or None, os.environ.get(MIRROR_ENV) or None
+    # Blank values are unset, as the code that reads them takes them.
+    folder, mirror = (os.environ.get(name, "").strip() or None for name in (DATASETS_ENV, MIRROR_ENV))
     if args.json:
         listing = {"cache": str(datasets_cache_dir()), "datasets_folder": folder, "mirror": mirror, "datasets": entries}
         print(json_text(listing))

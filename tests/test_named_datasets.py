@@ -386,6 +386,17 @@ def test_fidkit_datasets_lists_names_sizes_counts_sources_and_cache(registry, ca
     assert listing["cache"] == str(fidkit_home / "datasets")
 
 
+def test_fidkit_datasets_lists_blank_folder_and_mirror_variables_as_not_set(registry, capsys, fidkit_home, monkeypatch):
+    # The readers take a blank value as unset; the listing said "FIDKIT_DATASETS:  " and "datasets_folder": " ".
+    monkeypatch.setenv("FIDKIT_DATASETS", "  ")
+    monkeypatch.setenv("FIDKIT_MIRROR", " ")
+    assert main(["datasets"]) == 0
+    assert "FIDKIT_DATASETS: not set; FIDKIT_MIRROR: not set" in capsys.readouterr().out
+    assert main(["datasets", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["datasets_folder"] is None and listing["mirror"] is None
+
+
 def test_stats_help_and_a_missing_source_name_the_datasets(capsys) -> None:
     assert main(["stats", "--help"]) == 0
     out = capsys.readouterr().out
