@@ -194,8 +194,8 @@ def _check_layout_nhwc(shape: tuple[int, ...], what: str) -> None:
     if len(shape) == 4 and shape[3] in (2, 4):
         keep = ":1" if shape[3] == 2 else ":3"
         raise InputError(
-            f"{what}: shape {shape} holds {_SINGLE_IMAGE[shape[3]][0]} images; fidkit reads (N, H, W, 3) RGB or "
-            f"(N, H, W, 1) grayscale: drop the alpha channel with x[..., {keep}]"
+            f"{what}: shape {shape} is not a batch of images fidkit reads ((N, H, W, 3) RGB or (N, H, W, 1) "
+            f"grayscale): it looks like {_SINGLE_IMAGE[shape[3]][0]} images; drop the alpha channel with x[..., {keep}]"
         )
     raise InputError(
         f"{what}: shape {shape} is not a batch of images; expected (N, H, W, 3) RGB or (N, H, W) grayscale"
@@ -215,8 +215,8 @@ def _check_layout_nchw(shape: tuple[int, ...], what: str) -> None:
     if len(shape) == 4 and shape[1] in (2, 4):
         keep = ":1" if shape[1] == 2 else ":3"
         raise InputError(
-            f"{what}: tensor shape {shape} holds {_SINGLE_IMAGE[shape[1]][0]} images; fidkit reads (N, 3, H, W) RGB "
-            f"or (N, 1, H, W) grayscale: drop the alpha channel with x[:, {keep}]"
+            f"{what}: tensor shape {shape} is not a batch of images fidkit reads ((N, 3, H, W) RGB or (N, 1, H, W) "
+            f"grayscale): it looks like {_SINGLE_IMAGE[shape[1]][0]} images; drop the alpha channel with x[:, {keep}]"
         )
     if len(shape) == 3:
         raise InputError(
