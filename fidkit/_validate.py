@@ -166,9 +166,9 @@ _MAX_CHANNELS = 4
 #: What a (H, W, C) image of C channels is, and how to make it a batch fidkit reads (alpha dropped).
 _SINGLE_IMAGE = {
     1: ("grayscale", "x[None]"),
-    2: ("LA (gray + alpha)", "x[None, ..., :1] (alpha dropped)"),
+    2: ("LA: gray and alpha", "x[None, ..., :1]: an LA image, its alpha channel dropped"),
     3: ("RGB", "x[None]"),
-    4: ("RGBA", "x[None, ..., :3] (alpha dropped)"),
+    4: ("RGBA", "x[None, ..., :3]: an RGBA image, its alpha channel dropped"),
 }
 
 
@@ -178,10 +178,10 @@ def _check_layout_nhwc(shape: tuple[int, ...], what: str) -> None:
         return
     if len(shape) == 3 and 1 <= shape[2] <= _MAX_CHANNELS:
         # One (H, W, C) image, which would otherwise be read as H grayscale images C pixels wide.
-        kind, fix = _SINGLE_IMAGE[shape[2]]
+        fix = _SINGLE_IMAGE[shape[2]][1]
         raise InputError(
-            f"{what}: shape {shape} looks like a single (H, W, {shape[2]}) {kind} image; add a batch axis: "
-            f"{fix}, or pass (N, H, W, 3) RGB; a 3-D array is taken as (N, H, W) grayscale images only when W > "
+            f"{what}: shape {shape} looks like a single (H, W, {shape[2]}) image; add a batch axis "
+            f"({fix}) or pass (N, H, W, 3) RGB; a 3-D array is taken as (N, H, W) grayscale images only when W > "
             f"{_MAX_CHANNELS} (grayscale images {_MAX_CHANNELS} or fewer pixels wide: pass them as (N, H, W, 1))"
         )
     if len(shape) == 3:

@@ -199,12 +199,12 @@ def test_meta_and_sparse_tensors_are_refused():
 
 
 @pytest.mark.parametrize(("height", "width", "channels", "kind", "fix"), [
-    (32, 32, 4, "RGBA", "x[None, ..., :3]"),
-    (17, 45, 4, "RGBA", "x[None, ..., :3]"),
-    (300, 7, 2, "LA", "x[None, ..., :1]"),
-    (9, 64, 2, "LA", "x[None, ..., :1]"),
-    (20, 30, 3, "RGB", "x[None]"),
-    (23, 11, 1, "grayscale", "x[None]"),
+    (32, 32, 4, "an RGBA image", "x[None, ..., :3]"),
+    (17, 45, 4, "an RGBA image", "x[None, ..., :3]"),
+    (300, 7, 2, "an LA image", "x[None, ..., :1]"),
+    (9, 64, 2, "an LA image", "x[None, ..., :1]"),
+    (20, 30, 3, "", "x[None]"),
+    (23, 11, 1, "", "x[None]"),
 ])
 def test_a_single_image_with_or_without_alpha_is_refused_everywhere_it_enters(
     tmp_path, height, width, channels, kind, fix
@@ -212,7 +212,7 @@ def test_a_single_image_with_or_without_alpha_is_refused_everywhere_it_enters(
     from fidkit._validate import check_image_array
 
     image = np.random.default_rng(height).integers(0, 256, (height, width, channels), dtype=np.uint8)
-    message = rf"shape \({height}, {width}, {channels}\) looks like a single \(H, W, {channels}\) {kind}"
+    message = rf"shape \({height}, {width}, {channels}\) looks like a single \(H, W, {channels}\) image; add a batch"
     for call in (
         lambda: as_image_batch(image, "x"),
         lambda: check_image_array(image.dtype, image.shape, "x"),  # a .npy header, the CLI
@@ -223,7 +223,7 @@ def test_a_single_image_with_or_without_alpha_is_refused_everywhere_it_enters(
     ):
         with pytest.raises(InputError, match=message) as caught:
             call()
-        assert fix in str(caught.value) and "(N, H, W, 1)" in str(caught.value)
+        assert fix in str(caught.value) and kind in str(caught.value) and "(N, H, W, 1)" in str(caught.value)
     np.save(tmp_path / "one.npy", image)
     with pytest.raises(InputError, match=message):
         fidkit.compute_stats(tmp_path / "one.npy", extractor=FullIdentityMeanColour(), use_cache=False)
