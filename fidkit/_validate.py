@@ -24,11 +24,14 @@ __all__ = [
     "as_numpy",
     "check_image_array",
     "as_image_batch",
+    "as_image_array",
     "check_value_range",
     "is_torch_tensor",
     "as_image_tensor",
     "unit_range_hint",
+    "uint8_range_hint",
     "check_extracted",
+    "is_float_dtype",
 ]
 
 
@@ -67,8 +70,31 @@ def check_workers(workers: Any) -> int | None:
     return int(workers)
 
 
+def _extension_float(dtype: Any) -> bool:
+    """Whether `dtype` is one of ml_dtypes' floating-point types (``bfloat16``, ``float8_*``, ...), what JAX and
+    TensorFlow arrays hold: numpy does not count them as ``np.floating``. Never imports ml_dtypes."""
+    return (
+        isinstance(dtype, np.dtype)
+        and not np.issubdtype(dtype, np.floating)
+        and type(dtype).__module__.split(".")[0] == "ml_dtypes"
+        and dtype.name.startswith(("bfloat", "float"))
+    )
+
+
+def is_float_dtype(dtype: Any) -> bool:
+    """Whether `dtype` (a numpy dtype) holds floating-point numbers: numpy's own floats and ml_dtypes' ones."""
+    return np.issubdtype(dtype, np.floating) or _extension_float(dtype)
+
+
+def _standard_floats(array: np.ndarray) -> np.ndarray:
+    """`array` with an ml_dtypes float type (:func:`_extension_float`) as float32, exactly (each of them is at most
+    16 bits with at most float32's exponent range, so every value is a float32); any other array as it is."""
+    return array.astype(np.float32) if _extension_float(array.dtype) else array
+
+
 def check_features(features: Any, name: str) -> np.ndarray:
-    """Return `features` as a 2-D float array (float32 kept, other types to float64).
+    """Return `features` as a 2-D float array (float32 kept, ml_dtypes' bfloat16 and float8 types to float32
+    exactly, other types to float64).
 
     Raises
     ------
@@ -79,6 +105,7 @@ def check_features(features: Any, name: str) -> np.ndarray:
         array = np.asarray(features)
     except Exception as exc:  # ragged lists and the like
         raise InputError(f"{name} cannot be read as an (N, dim) array ({exc}); pass a 2-D numeric array") from exc
+    array = _standard_floats(array)
     if array.dtype == object or not (
         np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
     ):
@@ -131,16 +158,31 @@ def _dtype_problem(dtype: Any, is_float: bool, what: str) -> InputError:
     return InputError(f"{what}: images must be uint8, got dtype {dtype}; {advice}")
 
 
+#: A 3-D array whose last axis is at most this is one (H, W, C) image, never (N, H, W) grayscale: C is the
+#: channel count of an L, LA, RGB or RGBA image (PIL's modes, what numpy.asarray(Image.open(f)) gives), and
+#: grayscale images at most 4 pixels wide are implausible for a network that resizes them to 299 x 299. Such a
+#: batch, if really meant, has an unambiguous spelling: (N, H, W, 1).
+_MAX_CHANNELS = 4
+#: What a (H, W, C) image of C channels is, and how to make it a batch fidkit reads (alpha dropped).
+_SINGLE_IMAGE = {
+    1: ("grayscale", "x[None]"),
+    2: ("LA: gray and alpha", "x[None, ..., :1]: an LA image, its alpha channel dropped"),
+    3: ("RGB", "x[None]"),
+    4: ("RGBA", "x[None, ..., :3]: an RGBA image, its alpha channel dropped"),
+}
+
+
 def _check_layout_nhwc(shape: tuple[int, ...], what: str) -> None:
     """Refuse a shape that is not a channel-last batch (numpy arrays are NHWC by convention)."""
     if len(shape) == 4 and shape[3] in (1, 3):
         return
-    if len(shape) == 3 and shape[2] in (1, 3):
-        # Grayscale images 1 or 3 pixels wide are implausible; this is a single (H, W, 3) RGB or (H, W, 1)
-        # grayscale image, which would otherwise be read as H images of width 1 or 3.
+    if len(shape) == 3 and 1 <= shape[2] <= _MAX_CHANNELS:
+        # One (H, W, C) image, which would otherwise be read as H grayscale images C pixels wide.
+        fix = _SINGLE_IMAGE[shape[2]][1]
         raise InputError(
             f"{what}: shape {shape} looks like a single (H, W, {shape[2]}) image; add a batch axis "
-            "(x[None]) or pass (N, H, W) grayscale / (N, H, W, 3) RGB"
+            f"({fix}) or pass (N, H, W, 3) RGB; a 3-D array is taken as (N, H, W) grayscale images only when W > "
+            f"{_MAX_CHANNELS} (grayscale images {_MAX_CHANNELS} or fewer pixels wide: pass them as (N, H, W, 1))"
         )
     if len(shape) == 3:
         return
@@ -148,6 +190,12 @@ def _check_layout_nhwc(shape: tuple[int, ...], what: str) -> None:
         raise InputError(
             f"{what}: shape {shape} looks channel-first (N, C, H, W); numpy arrays are taken as channel-last "
             "(N, H, W, C): pass x.transpose(0, 2, 3, 1) (a torch tensor would be taken as (N, C, H, W))"
+        )
+    if len(shape) == 4 and shape[3] in (2, 4):
+        keep = ":1" if shape[3] == 2 else ":3"
+        raise InputError(
+            f"{what}: shape {shape} is not a batch of images fidkit reads ((N, H, W, 3) RGB or (N, H, W, 1) "
+            f"grayscale): it looks like {_SINGLE_IMAGE[shape[3]][0]} images; drop the alpha channel with x[..., {keep}]"
         )
     raise InputError(
         f"{what}: shape {shape} is not a batch of images; expected (N, H, W, 3) RGB or (N, H, W) grayscale"
@@ -163,6 +211,12 @@ def _check_layout_nchw(shape: tuple[int, ...], what: str) -> None:
             f"{what}: tensor shape {shape} looks channel-last (N, H, W, C); torch tensors are taken as "
             "channel-first (N, C, H, W), the torch convention: pass x.permute(0, 3, 1, 2) (a numpy array would "
             "be taken as (N, H, W, C))"
+        )
+    if len(shape) == 4 and shape[1] in (2, 4):
+        keep = ":1" if shape[1] == 2 else ":3"
+        raise InputError(
+            f"{what}: tensor shape {shape} is not a batch of images fidkit reads ((N, 3, H, W) RGB or (N, 1, H, W) "
+            f"grayscale): it looks like {_SINGLE_IMAGE[shape[1]][0]} images; drop the alpha channel with x[:, {keep}]"
         )
     if len(shape) == 3:
         raise InputError(
@@ -186,7 +240,7 @@ def check_image_array(dtype: np.dtype, shape: tuple[int, ...], what: str) -> Non
         batches and single images get a specific hint). The message quotes `shape` as given.
     """
     shape = tuple(int(d) for d in shape)
-    if dtype != np.uint8 and len(shape) == 2 and np.issubdtype(dtype, np.floating):
+    if dtype != np.uint8 and len(shape) == 2 and is_float_dtype(dtype):
         # (N, dim) floats are feature rows (clean-fid's saved "feats", a network's output), not images.
         raise InputError(
             f"{what}: a 2-D {dtype} array {shape} looks like feature rows, not images ((N, H, W, 3) uint8): compare "
@@ -194,7 +248,7 @@ def check_image_array(dtype: np.dtype, shape: tuple[int, ...], what: str) -> Non
             "fidkit.Features(rows).save('features.npz'))"
         )
     if dtype != np.uint8:
-        raise _dtype_problem(dtype, np.issubdtype(dtype, np.floating), what)
+        raise _dtype_problem(dtype, is_float_dtype(dtype), what)
     _check_layout_nhwc(shape, what)
     _check_sides(shape[1], shape[2], shape, what)
 
@@ -302,9 +356,11 @@ def unit_range_hint(images: Any, value_range: tuple[float, float], what: str) ->
     if is_torch_tensor(images):
         floating = images.is_floating_point() and images.numel() > 0
     else:
-        floating = isinstance(images, np.ndarray) and np.issubdtype(images.dtype, np.floating) and images.size > 0
+        floating = isinstance(images, np.ndarray) and is_float_dtype(images.dtype) and images.size > 0
     if not floating:
         return None
+    if not is_torch_tensor(images):
+        images = _standard_floats(images)
     low, high = float(images.min()), float(images.max())
     if not (0.0 <= low < high <= 1.0):
         return None
@@ -320,6 +376,38 @@ def unit_range_hint(images: Any, value_range: tuple[float, float], what: str) ->
     return (
         f"{what}: floating-point values span [{low:.6g}, {high:.6g}], inside [0, 1]: the images look like [0, 1] "
         f"images, but value_range=({lo:g}, {hi:g}) {effect}; pass value_range=(0, 1) (said once per metric)"
+    )
+
+
+def uint8_range_hint(images: Any, value_range: tuple[float, float], what: str) -> str | None:
+    """The warning for uint8 images whose values all lie in a `value_range` other than ``(0, 255)``; else None.
+
+    uint8 images are used as they are, as 0..255 pixels: the range applies to floating-point images only. That is
+    right for 8-bit pixels fed beside floating-point ones (they reach beyond a range such as ``(-1, 1)``), but
+    silently wrong for uint8 images that hold values of the declared range (``(x > 0.5).to(torch.uint8)`` under
+    ``(0, 1)``: levels 0 and 1 of 255, nearly black). Those are told apart by the values: a batch with every
+    value in ``[lo, hi]`` and not all equal (a constant image is plausible in any range) is warned about, with how
+    to pass such images as floats. The mirror of :func:`unit_range_hint`. Reads the minimum and maximum.
+    """
+    lo, hi = value_range
+    if (lo, hi) == (0.0, 255.0):
+        return None
+    if is_torch_tensor(images):
+        import torch
+
+        uint8 = images.dtype == torch.uint8 and images.numel() > 0
+    else:
+        uint8 = isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.size > 0
+    if not uint8:
+        return None
+    low, high = int(images.min()), int(images.max())
+    if not (lo <= low < high <= hi):
+        return None
+    return (
+        f"{what}: uint8 values span [{low}, {high}], inside value_range=({lo:g}, {hi:g}), but uint8 images are "
+        f"used as they are, as 0..255 pixels (levels {low}..{high}: nearly black): value_range applies to "
+        f"floating-point images only; if these hold values in ({lo:g}, {hi:g}), pass them as floats (torch: "
+        "x.float(), numpy: x.astype(np.float32)), or scale them to 0..255 (said once per metric)"
     )
 
 
@@ -441,7 +529,7 @@ def as_image_batch(batch: Any, what: str, value_range: Any = None) -> np.ndarray
     if is_torch_tensor(batch):
         array = as_image_tensor(batch, what, value_range).cpu().numpy()
     else:
-        array = as_numpy(batch, what)
+        array = _standard_floats(as_numpy(batch, what))  # bfloat16 from JAX: a float like any other
         if array.dtype != np.uint8 and np.issubdtype(array.dtype, np.floating) and value_range is not None:
             _check_layout_nhwc(tuple(int(d) for d in array.shape), what)
             array = _quantize_numpy(array, value_range, what)
@@ -451,3 +539,35 @@ def as_image_batch(batch: Any, what: str, value_range: Any = None) -> np.ndarray
     if array.shape[3] == 1:
         array = np.repeat(array, 3, axis=3)
     return np.ascontiguousarray(array)
+
+
+#: Images quantized at a time by :func:`as_image_array`: the float64 copy of a chunk stays near 64 MB (for
+#: 256 x 256 RGB images, 128 of them; never fewer than one image).
+_CHUNK_PIXELS = 8 << 20
+
+
+def as_image_array(images: Any, what: str, value_range: Any) -> np.ndarray:
+    """A whole array or tensor of images as a new uint8 ``(N, H, W, 3)`` array, quantized a chunk at a time.
+
+    The same bytes as :func:`as_image_batch` of the whole (the shape is checked whole, so a message quotes it), with
+    the float64 arithmetic of the quantization on a chunk of images at a time rather than on a copy of everything:
+    for a reference of many images that is given once and kept (:class:`fidkit.FID`'s).
+    """
+    if is_torch_tensor(images):
+        _check_layout_nchw(tuple(int(d) for d in images.shape), what)
+    else:
+        images = _standard_floats(as_numpy(images, what))
+        if images.dtype == np.uint8 or not is_float_dtype(images.dtype):
+            return np.array(as_image_batch(images, what, value_range))  # refused, or a copy of uint8 as it is
+        _check_layout_nhwc(tuple(int(d) for d in images.shape), what)
+    n_images = int(images.shape[0])
+    per_image = max(math.prod(int(d) for d in images.shape[1:]), 1)
+    chunk = max(_CHUNK_PIXELS // per_image, 1)
+    if n_images <= chunk:
+        return np.array(as_image_batch(images, what, value_range))
+    first = as_image_batch(images[:chunk], what, value_range)
+    out = np.empty((n_images, *first.shape[1:]), dtype=np.uint8)
+    out[:chunk] = first
+    for start in range(chunk, n_images, chunk):
+        out[start : start + chunk] = as_image_batch(images[start : start + chunk], what, value_range)
+    return out

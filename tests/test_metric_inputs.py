@@ -616,3 +616,149 @@ def test_a_misspelt_keyword_of_fid_lists_its_own_keywords_and_suggests_the_close
 
     with pytest.raises(InputError, match=r"FID's own keywords are .*metrics.*did you mean metrics\?"):
         fidkit.FID(metric="kid")
+
+
+# ------------------------------------------------------------------- hostile round 8: the reference array, ranges
+
+
+class Changing(Moments):
+    """Moments that overwrites `buffer` with `other` at its first call: the caller reusing the reference's buffer
+    while the reference is being read."""
+
+    def __init__(self, buffer: np.ndarray, other: np.ndarray) -> None:
+        super().__init__()
+        self.buffer, self.other = buffer, other
+
+    def __call__(self, batch):
+        if not self.seen:
+            self.buffer[:] = self.other
+        return super().__call__(batch)
+
+
+def _truth(real: np.ndarray, generated: np.ndarray) -> float:
+    metric = fidkit.FID(reference=real.copy(), extractor=Moments(), use_cache=False)
+    metric.update(generated)
+    return float(metric.compute())
+
+
+@pytest.mark.parametrize("warm_cache", [False, True])
+@pytest.mark.parametrize(("n", "size"), [(40, 8), (23, 5)])
+def test_a_reference_array_changed_before_the_first_compute_is_an_error_whatever_the_cache_holds(
+    fidkit_home, warm_cache, n, size
+) -> None:
+    real, generated = uint8_images(n, 1, size), uint8_images(n, 2, size) // 2
+    truth = _truth(real, generated)
+    if warm_cache:  # the statistics of the real images are in the cache, under the sha256 of their bytes
+        fidkit.compute_stats(real.copy(), extractor=Moments())
+    buffer = real.copy()
+    metric = fidkit.FID(reference=buffer, extractor=Moments())
+    buffer[:] = generated  # a training loop reusing its buffer for the generated samples
+    metric.update(buffer)
+    with pytest.raises(InputError, match=r"reference .* changed since the metric was created.*x\.copy\(\)"):
+        metric.compute()
+    # Pickled as it is now: the same error, not a checkpoint of other images.
+    with pytest.raises(InputError, match="changed since the metric was created"):
+        pickle.dumps(metric)
+    # Put back, it is the reference given: the right number, from the cache or the array.
+    buffer[:] = real
+    assert float(metric.compute()) == pytest.approx(truth, rel=1e-12)
+    buffer[:] = generated  # once computed, the statistics are the metric's: the array is not read again
+    assert float(metric.compute()) == pytest.approx(truth, rel=1e-12)
+
+
+def test_a_reference_array_changed_while_it_is_read_is_an_error_and_not_cached(fidkit_home) -> None:
+    real, generated = uint8_images(40, 3), uint8_images(40, 4) // 2
+    buffer = real.copy()
+    metric = fidkit.FID(reference=buffer, extractor=Changing(buffer, generated), batch_size=8)
+    metric._update_features(Moments()(generated))
+    with pytest.raises(InputError, match="changed since the metric was created"):
+        metric.compute()
+    assert not (fidkit_home / "stats").exists() or not any((fidkit_home / "stats").iterdir())
+
+
+def test_a_reference_array_kept_unchanged_gives_the_same_number_as_a_copy(fidkit_home) -> None:
+    real, generated = uint8_images(30, 5), uint8_images(30, 6)
+    metric = fidkit.FID(reference=real, extractor=Moments())
+    metric.update(generated)
+    assert float(metric.compute()) == pytest.approx(_truth(real, generated), rel=1e-12)
+    copied = pickle.loads(pickle.dumps(fidkit.FID(reference=real, extractor=Moments())))
+    copied.update(generated)
+    assert float(copied.compute()) == pytest.approx(_truth(real, generated), rel=1e-12)
+
+
+@pytest.mark.parametrize("value_range", [(0, 1), (-1, 1), (-3.0, 5.5)])
+@pytest.mark.parametrize("layout", ["numpy", "numpy-gray", "torch", "list"])
+def test_a_float_reference_takes_the_metrics_value_range_like_update_real(value_range, layout) -> None:
+    lo, hi = value_range
+    real = uint8_images(12, 7, size=6)
+    if layout == "numpy-gray":
+        real = np.ascontiguousarray(np.repeat(real[..., :1], 3, axis=3))
+    floats = lo + real.astype(np.float64) / 255 * (hi - lo)
+    if layout == "numpy-gray":
+        reference = floats[..., 0]
+    elif layout == "torch":
+        torch = pytest.importorskip("torch")
+        reference = torch.from_numpy(floats).permute(0, 3, 1, 2).float()
+    elif layout == "list":
+        reference = [floats[:5].astype(np.float32), floats[5:]]
+    else:
+        reference = floats.astype(np.float32)
+    generated = uint8_images(12, 8, size=6)
+    fed = fidkit.FID(extractor=Moments(), value_range=value_range)
+    fed.update(floats if layout != "numpy-gray" else floats[..., 0], real=True)
+    fed.update(generated)
+    metric = fidkit.FID(reference=reference, extractor=Moments(), value_range=value_range)
+    metric.update(generated)
+    assert float(metric.compute()) == float(fed.compute()) == pytest.approx(_truth(real, generated), rel=1e-12)
+    if layout == "numpy":  # quantized at construction, into the metric's copy: the caller's array is free
+        reference[:] = lo
+        again = fidkit.FID(reference=floats.astype(np.float32), extractor=Moments(), value_range=value_range)
+        again.update(generated)
+        assert float(again.compute()) == float(metric.compute())
+    if layout != "list":  # a list of batches is read, and refused, at the first compute()
+        with pytest.raises(InputError, match="floating-point images need their value range"):
+            fidkit.FID(reference=reference, extractor=Moments())
+    with pytest.raises(InputError, match=r"outside value_range"):
+        fidkit.FID(reference=floats.astype(np.float32) * 3 + 10, extractor=Moments(), value_range=value_range)
+
+
+def test_a_large_float_reference_is_quantized_a_chunk_at_a_time_to_the_same_bytes(monkeypatch) -> None:
+    from fidkit import _validate
+
+    floats = np.random.default_rng(9).random((37, 6, 5, 3)).astype(np.float32)
+    whole = _validate.as_image_batch(floats, "x", value_range=(0, 1))
+    monkeypatch.setattr(_validate, "_CHUNK_PIXELS", 6 * 5 * 3 * 4)  # 4 images a chunk
+    np.testing.assert_array_equal(_validate.as_image_array(floats, "x", (0, 1)), whole)
+    torch = pytest.importorskip("torch")
+    tensor = torch.from_numpy(floats).permute(0, 3, 1, 2)
+    np.testing.assert_array_equal(_validate.as_image_array(tensor, "x", (0, 1)), whole)
+    with pytest.raises(InputError, match=r"shape \(6, 5, 3\) looks like a single"):  # the whole shape is quoted
+        _validate.as_image_array(floats[0], "x", (0, 1))
+
+
+@pytest.mark.parametrize(("value_range", "high"), [((0, 1), 1), ((-1, 1), 1), ((0, 10), 7), ((0, 1000), 255)])
+def test_uint8_images_holding_values_of_another_value_range_warn_once_per_metric(value_range, high) -> None:
+    torch = pytest.importorskip("torch")
+    binary = (torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * (high + 1)).to(torch.uint8)
+    metric = fidkit.FID(extractor=Moments(), value_range=value_range)
+    first = fidkit_warnings(lambda: metric.update(binary))
+    assert len(first) == 1, first
+    lo, hi = value_range
+    assert f"uint8 values span [0, {high}], inside value_range=({lo:g}, {hi:g})" in first[0]
+    assert "used as they are" in first[0] and "x.float()" in first[0]
+    assert metric._extractor.get().seen[0].max() == high  # what the network saw: the values as they are
+    assert fidkit_warnings(lambda: metric.update(binary.numpy().transpose(0, 2, 3, 1), real=True)) == []  # once
+    fresh = pickle.loads(pickle.dumps(fidkit.FID(extractor=Moments(), value_range=value_range)))
+    assert len(fidkit_warnings(lambda: fresh.update(binary.numpy().transpose(0, 2, 3, 1)))) == 1  # numpy too
+
+
+def test_uint8_pixels_beside_a_float_range_and_uint8_under_0_255_do_not_warn() -> None:
+    pixels = uint8_images(6, 11)  # 0..255: 8-bit pixels, whatever range the floating-point images have
+    for value_range in ((0, 1), (-1, 1), (0, 255), (0.0, 255.0)):
+        metric = fidkit.FID(extractor=Moments(), value_range=value_range)
+        assert fidkit_warnings(lambda: metric.update(pixels)) == []
+    binary = (pixels > 127).astype(np.uint8)
+    for quiet in (fidkit.FID(extractor=Moments(), value_range=(0, 255)), fidkit.FID(extractor=Moments())):
+        assert fidkit_warnings(lambda: quiet.update(binary)) == []
+    constant = np.ones((4, 8, 8, 3), np.uint8)  # a constant image is plausible in any range
+    assert fidkit_warnings(lambda: fidkit.FID(extractor=Moments(), value_range=(0, 1)).update(constant)) == []

@@ -383,3 +383,41 @@ def sha256_of(path: Path) -> str:
     from fidkit._fs import sha256_file
 
     return sha256_file(path)
+
+
+# --- hostile round 8, 1 and 4: the graph exported on first use is float32 whatever the caller runs under --------
+
+
+@pytest.mark.parametrize("setting", ["cpu-bf16-autocast", "float64-default"])
+def test_the_graph_exported_under_the_callers_autocast_or_default_dtype_is_the_float32_one(
+    random_weights_path: Path, extractor, fidkit_home: Path, setting
+) -> None:
+    # First use inside a bf16 training loop's autocast exported a bfloat16 graph that onnxruntime refused; under
+    # torch.set_default_dtype(torch.float64) the export failed on float64 weights.
+    import contextlib
+
+    images = _images(41, 2, 30, 26)
+    saved = torch.get_default_dtype()
+    try:
+        if setting == "float64-default":
+            torch.set_default_dtype(torch.float64)
+        autocast = setting == "cpu-bf16-autocast"
+        with torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
+            exported_now = FeatureExtractor(random_weights_path, device="cpu")  # a fresh home: exported here
+            got = exported_now(images)
+    finally:
+        torch.set_default_dtype(saved)
+    assert exported_now.graph_path.parent.parent == fidkit_home
+    np.testing.assert_array_equal(got, extractor(images))
+
+
+def test_build_network_is_float32_under_a_float64_default_dtype() -> None:
+    from fidkit.inception.network import build_network
+
+    saved = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        model = build_network()
+    finally:
+        torch.set_default_dtype(saved)
+    assert {p.dtype for p in model.state_dict().values() if p.is_floating_point()} == {torch.float32}

@@ -633,3 +633,58 @@ def test_a_changed_private_precision_api_falls_back_to_the_legacy_flags(monkeypa
 
     monkeypatch.setattr(torch._C, "_get_fp32_precision_getter", changed, raising=False)
     assert _tf32._has_precision_tree(torch) is False
+
+
+# --- hostile round 8, 1 and 4: the caller's autocast and default dtype do not reach the network --------------------
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("convention", ["tf", "clean"])
+def test_the_callers_autocast_changes_neither_the_features_nor_the_precision(random_weights_path, dtype, convention):
+    # A bf16 training loop evaluating its FID inside `with torch.autocast(...)`: the features were 2.4e-2 off,
+    # recorded as "exact" and cached as such.
+    images = np.random.default_rng(31).integers(0, 256, (2, 24, 20, 3), dtype=np.uint8)
+    exact = TorchFeatureExtractor(random_weights_path, device="cpu", convention=convention)
+    fast = TorchFeatureExtractor(random_weights_path, device="cpu", convention=convention, precision="bf16")
+    want, want_fast = exact(images), fast(images)
+    with torch.autocast("cpu", dtype=getattr(torch, dtype)):
+        got, got_fast = exact(images), fast(images)
+        assert torch.is_autocast_enabled("cpu")  # the caller's autocast is back after each call
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_fast, want_fast)  # bf16 is the extractor's own bfloat16, not the caller's
+    assert exact.metadata()["precision"] == "exact" and fast.metadata()["precision"] == "bf16"
+
+
+def test_an_fid_updated_under_autocast_is_the_fid_without_it(torch_extractor):
+    images = np.random.default_rng(32).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2)
+    plain = fidkit.FID(extractor=torch_extractor)
+    plain.update(tensor, real=True)
+    plain.update(tensor)
+    metric = fidkit.FID(extractor=torch_extractor)
+    metric.update(tensor, real=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        metric.update(tensor)  # identical images: the FID of identical features
+    report, expected = metric.compute(), plain.compute()
+    assert float(report) == float(expected) and abs(float(report)) < 1e-6  # was 0.0696
+    assert report.b.precision == "exact"
+
+
+@pytest.mark.parametrize("default", ["float64", "float16"])
+def test_the_torch_engine_runs_in_float32_whatever_the_default_dtype(random_weights_path, torch_extractor, default):
+    # A scientific code base's torch.set_default_dtype(torch.float64) made every call a raw RuntimeError.
+    images = np.random.default_rng(33).integers(0, 256, (2, 21, 18, 3), dtype=np.uint8)
+    want = torch_extractor(images)
+    saved = torch.get_default_dtype()
+    if default == "float16":
+        pytest.importorskip("torch", minversion="2.1")
+    try:
+        torch.set_default_dtype(getattr(torch, default))
+        built_now = TorchFeatureExtractor(random_weights_path, device="cpu")
+        assert all(p.dtype == torch.float32 for p in built_now._model.parameters())
+        assert all(b.dtype == torch.float32 for b in built_now._model.buffers() if b.is_floating_point())
+        got, again = built_now(images), torch_extractor(images)  # built now, and built before the change
+    finally:
+        torch.set_default_dtype(saved)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(again, want)

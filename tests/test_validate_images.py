@@ -193,3 +193,95 @@ def test_meta_and_sparse_tensors_are_refused():
     metric = fidkit.FID(reference=noise_images(20, 0), extractor=FullIdentityMeanColour())
     with pytest.raises(InputError, match="'meta' device"):
         metric.update(torch.empty((4, 3, 8, 6), dtype=torch.uint8, device="meta"))
+
+
+# --- hostile round 8, 2: a single RGBA (H, W, 4) or LA (H, W, 2) image is not H grayscale images -------------------
+
+
+@pytest.mark.parametrize(("height", "width", "channels", "kind", "fix"), [
+    (32, 32, 4, "an RGBA image", "x[None, ..., :3]"),
+    (17, 45, 4, "an RGBA image", "x[None, ..., :3]"),
+    (300, 7, 2, "an LA image", "x[None, ..., :1]"),
+    (9, 64, 2, "an LA image", "x[None, ..., :1]"),
+    (20, 30, 3, "", "x[None]"),
+    (23, 11, 1, "", "x[None]"),
+])
+def test_a_single_image_with_or_without_alpha_is_refused_everywhere_it_enters(
+    tmp_path, height, width, channels, kind, fix
+) -> None:
+    from fidkit._validate import check_image_array
+
+    image = np.random.default_rng(height).integers(0, 256, (height, width, channels), dtype=np.uint8)
+    message = rf"shape \({height}, {width}, {channels}\) looks like a single \(H, W, {channels}\) image; add a batch"
+    for call in (
+        lambda: as_image_batch(image, "x"),
+        lambda: check_image_array(image.dtype, image.shape, "x"),  # a .npy header, the CLI
+        lambda: fidkit.compute_stats(image, extractor=FullIdentityMeanColour(), use_cache=False),
+        lambda: fidkit.compute_stats([image] * 3, extractor=FullIdentityMeanColour(), use_cache=False),
+        lambda: fidkit.FID(extractor=FullIdentityMeanColour()).update(image),
+        lambda: fidkit.FID(reference=image, extractor=FullIdentityMeanColour()),
+    ):
+        with pytest.raises(InputError, match=message) as caught:
+            call()
+        assert fix in str(caught.value) and kind in str(caught.value) and "(N, H, W, 1)" in str(caught.value)
+    np.save(tmp_path / "one.npy", image)
+    with pytest.raises(InputError, match=message):
+        fidkit.compute_stats(tmp_path / "one.npy", extractor=FullIdentityMeanColour(), use_cache=False)
+    # What the message says to do is accepted, as that one image.
+    done = as_image_batch(eval(fix, {"x": image}), "x")
+    assert done.shape == (1, height, width, 3)
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_a_batch_with_alpha_is_told_to_drop_it_numpy_and_torch(channels) -> None:
+    batch = np.random.default_rng(channels).integers(0, 256, (5, 12, 10, channels), dtype=np.uint8)
+    keep = ":3" if channels == 4 else ":1"
+    with pytest.raises(InputError, match=rf"drop the alpha channel with x\[\.\.\., {keep}\]"):
+        as_image_batch(batch, "x")
+    with pytest.raises(InputError, match=rf"drop the alpha channel with x\[:, {keep}\]"):
+        as_image_batch(torch.from_numpy(batch).permute(0, 3, 1, 2), "x")
+    assert as_image_batch(batch[..., : 3 if channels == 4 else 1], "x").shape == (5, 12, 10, 3)
+
+
+@pytest.mark.parametrize("shape", [(6, 9, 5), (3, 2, 8), (40, 3, 300)])
+def test_grayscale_batches_wider_than_4_pixels_are_still_grayscale_and_narrow_ones_have_a_spelling(shape) -> None:
+    gray = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    np.testing.assert_array_equal(as_image_batch(gray, "x"), np.repeat(gray[..., None], 3, axis=3))
+    narrow = gray[:, :, :4]  # 4 pixels wide: as 3-D it reads as one RGBA image; (N, H, W, 1) says what it is
+    with pytest.raises(InputError, match="single"):
+        as_image_batch(narrow, "x")
+    np.testing.assert_array_equal(as_image_batch(narrow[..., None], "x"), np.repeat(narrow[..., None], 3, axis=3))
+
+
+# --- hostile round 8, 6: ml_dtypes' bfloat16 (JAX, TensorFlow) is a floating-point type -----------------------------
+
+
+def test_bfloat16_and_float8_numpy_arrays_are_floats_for_images_and_features() -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from fidkit._validate import check_features
+
+    images = images_nhwc(n=3, h=6, w=5, seed=8)
+    images.reshape(-1)[:256] = np.arange(256, dtype=np.uint8)
+    for dtype in (ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn):
+        # Values a bfloat16 holds exactly: each level of (x / 255) rounded to the type, quantized back.
+        unit = (images.astype(np.float32) / 255).astype(dtype)
+        expected = as_image_batch(unit.astype(np.float32), "x", value_range=(0, 1))
+        np.testing.assert_array_equal(as_image_batch(unit, "x", value_range=(0, 1)), expected)
+        if dtype is ml_dtypes.bfloat16:  # 8 bits of mantissa: every level of [0, 1] comes back
+            np.testing.assert_array_equal(expected, images)
+        with pytest.raises(InputError, match="floating-point images need their value range"):
+            as_image_batch(unit, "x")
+        metric = fidkit.FID(extractor=FullIdentityMeanColour(), value_range=(0, 1))
+        metric.update(unit)
+        np.testing.assert_array_equal(metric._extractor.get().calls[-1], expected)
+        rows = np.random.default_rng(1).normal(size=(20, 4)).astype(dtype)
+        checked = check_features(rows, "rows")
+        assert checked.dtype == np.float32
+        np.testing.assert_array_equal(checked, rows.astype(np.float32))
+    a = np.random.default_rng(2).normal(size=(30, 4)).astype(ml_dtypes.bfloat16)
+    b = (np.random.default_rng(3).normal(size=(30, 4)) + 0.5).astype(ml_dtypes.bfloat16)
+    assert float(fidkit.fid_from_arrays(a, b)) == float(fidkit.fid_from_arrays(a.astype(np.float32),
+                                                                                b.astype(np.float32)))
+    # Integer types of ml_dtypes are not floats: refused as any other integer image type.
+    with pytest.raises(InputError, match="convert it to uint8 yourself"):
+        as_image_batch(np.zeros((1, 4, 4, 3), dtype=ml_dtypes.int4), "x")

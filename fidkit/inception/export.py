@@ -69,7 +69,9 @@ def export_network(state_dict: dict[str, torch.Tensor]) -> onnx.ModelProto:
     example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE, dtype=torch.float32)
     names = [GRAPH_OUTPUTS[name] for name in OUTPUT_DIMS]
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    # Traced under the caller's CPU autocast (a bf16 training loop), the graph would hold bfloat16 operations that
+    # onnxruntime refuses: the graph is float32 whatever the caller runs under.
+    with warnings.catch_warnings(), torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
         # The TorchScript exporter is deprecated in favour of torch.export, which needs
         # onnxscript (not a dependency); it still exports this static network correctly.
         warnings.simplefilter("ignore", DeprecationWarning)

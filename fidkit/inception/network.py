@@ -271,8 +271,12 @@ def build_network(state_dict: dict[str, torch.Tensor] | None = None) -> FIDIncep
 
     A state dict without ``num_batches_tracked`` entries (the released file predates them) is
     completed with zeros; they play no part in eval mode.
+
+    The parameters are float32 whatever ``torch.get_default_dtype()`` is: the network's input is float32 (the
+    resize's output), and a caller's ``torch.set_default_dtype(torch.float64)`` would otherwise make them float64
+    and every forward pass a dtype error.
     """
-    model = FIDInceptionV3()
+    model = FIDInceptionV3().to(torch.float32)
     if state_dict is not None:
         full = dict(state_dict)
         for name, tensor in model.state_dict().items():

@@ -12,8 +12,9 @@ the same features: uint8 NHWC images of any size in, float32 ``(B, 2048)`` pool_
    kernel (eager torch never contracts ``a + b * c`` across kernels into a fused multiply-add), so the
    result is bit for bit the graph's and TensorFlow's;
 2. ``(x - 128) * 0.0078125`` and NHWC -> NCHW;
-3. :class:`fidkit.inception.network.FIDInceptionV3` loaded strictly from the weights file, in eval mode,
-   under ``torch.inference_mode()``.
+3. :class:`fidkit.inception.network.FIDInceptionV3` loaded strictly from the weights file, float32 whatever
+   ``torch.get_default_dtype()`` is, in eval mode, under ``torch.inference_mode()`` and with the caller's
+   ``torch.autocast`` turned off (``precision="bf16"`` turns on its own, for the network alone).
 
 That is the ``tf`` convention. The others (:mod:`fidkit.inception.conventions`) resize as the graph does for them:
 ``Wh @ X @ Ww^T`` on float32 NCHW with the convention's two matrices, the width pass first, then their clip and
@@ -359,12 +360,19 @@ class TorchFeatureExtractor:
         while len(self._tables) > _MAX_TABLES:
             self._tables.pop(next(iter(self._tables)))
         hosts = {name: torch.from_numpy(array) for name, array in results.items()}
+        # The precision is this extractor's, whatever autocast the caller runs under (a training loop's bf16):
+        # autocast is off for the preprocessing and, except in "bf16" (bfloat16 for the network alone), for the
+        # network. Features computed under the caller's autocast would be recorded as "exact" and cached as such.
         autocast = (
             torch.autocast(device_type=self._device.type, dtype=torch.bfloat16)
             if self.precision == "bf16"
             else contextlib.nullcontext()
         )
-        with torch.inference_mode(), float32_mode(torch, tf32=self.precision == "tf32"):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device_type=self._device.type, enabled=False),
+            float32_mode(torch, tf32=self.precision == "tf32"),
+        ):
             for start in range(0, n_images, self.batch_size):
                 stop = min(start + self.batch_size, n_images)
                 try:

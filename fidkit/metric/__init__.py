@@ -29,10 +29,13 @@ from typing import Any
 import numpy as np
 
 from fidkit._validate import (
+    as_image_array,
     as_image_batch,
     as_image_tensor,
     check_value_range,
+    is_float_dtype,
     is_torch_tensor,
+    uint8_range_hint,
     unit_range_hint,
 )
 from fidkit.errors import FidkitError, FidkitWarning, InputError
@@ -98,6 +101,23 @@ def _reads_device_tensors(extractor: Any) -> bool:
     return type(extractor) in own
 
 
+def _quantized_reference(reference: Any, value_range: tuple[float, float] | None) -> Any:
+    """A floating-point reference array or tensor (or a list or tuple of them) as uint8 images, quantized now with
+    the metric's `value_range` as :meth:`FID.update` quantizes its batches; anything else as it is.
+
+    Now, not when the reference is read: the result is the metric's own copy, which the caller cannot change.
+    """
+    if value_range is None:
+        return reference
+    if isinstance(reference, (list, tuple)):
+        return type(reference)(_quantized_reference(item, value_range) for item in reference)
+    if is_torch_tensor(reference):
+        floating = reference.is_floating_point()
+    else:
+        floating = isinstance(reference, np.ndarray) and is_float_dtype(reference.dtype)
+    return as_image_array(reference, "FID(reference=...) images", value_range) if floating else reference
+
+
 def _metadata(extractor: Any) -> dict[str, Any]:
     """What made the features (None values left out): recorded by a side at its first update, checked after."""
     return extractor_metadata(extractor)  # one check of the Extractor protocol, as compute_stats's
@@ -111,15 +131,23 @@ class FID(DistributedMerge):
     ----------
     reference : path-like, numpy.ndarray, Stats, optional
         The real side: anything :func:`fidkit.compute_stats` accepts (a statistics ``.npz``, a folder, an
-        archive, a uint8 array, a :class:`~fidkit.stats.Stats`). It is opened here (a wrong path fails at
-        once) and its statistics are computed or loaded on the first :meth:`compute`, through the statistics
-        cache like any side of :func:`fidkit.compute_fid`, then kept: the square root of its covariance is
-        factored once for every later :meth:`compute`. Without a reference, feed the real images with
-        ``update(images, real=True)``.
+        archive, a uint8 array, a :class:`~fidkit.stats.Stats`; floating-point arrays with `value_range`). It is
+        opened here (a wrong path fails at once) and its statistics are computed or loaded on the first
+        :meth:`compute`, through the statistics cache like any side of :func:`fidkit.compute_fid`, then kept: the
+        square root of its covariance is factored once for every later :meth:`compute`. A uint8 array is not
+        copied: it must hold the same images at the first :meth:`compute` as here (its sha256, taken here, is
+        checked then, before the cache is asked and after the images are read; an
+        :class:`~fidkit.errors.InputError` otherwise: pass ``x.copy()`` for a buffer you reuse). Without a
+        reference, feed the real images with ``update(images, real=True)``.
     value_range : (float, float), optional
         The range of floating-point images, e.g. ``(-1, 1)`` for a tanh generator or ``(0, 1)``; they are
         quantized as an 8-bit PNG would be (:func:`fidkit._validate.as_image_batch`), and values beyond the
-        range by more than half a step are an error, never clipped. uint8 images are used as they are. Floating-point
+        range by more than half a step are an error, never clipped. It applies to :meth:`update`'s images and to a
+        `reference` given as a floating-point array or tensor (or a list of them), which is quantized here, into
+        the metric's own uint8 copy. uint8 images are used as they are, as 0..255 pixels; uint8 images fed to
+        :meth:`update` whose values all lie in a range other than ``(0, 255)``, e.g. 0s and 1s under ``(0, 1)``,
+        draw one :class:`~fidkit.errors.FidkitWarning` per metric (see :func:`fidkit._validate.uint8_range_hint`).
+        Floating-point
         images that all lie in [0, 1] while the range is 255 wide or more, e.g. ``(0, 255)`` (they quantize to 1
         or 2 levels), or reaches well below 0, e.g. ``(-1, 1)`` (black becomes mid-gray), draw one
         :class:`~fidkit.errors.FidkitWarning` per metric (see :func:`fidkit._validate.unit_range_hint`).
@@ -214,6 +242,7 @@ class FID(DistributedMerge):
         overrides = check_options_for_object(extractor, options, overrides)  # as compute_stats: it runs as built
         self._options = run_options(options, **overrides)
         self._extractor = LazyExtractor(self._options, given=extractor)
+        reference = _quantized_reference(reference, self._value_range)
         self._reference_input = None if reference is None else open_input(reference, self._options)
         # What the caller gave: what a checkpoint taken before the first compute() keeps (see __getstate__), a
         # relative path made absolute now: an unpickled copy reopens it in whatever directory it runs in then.
@@ -236,6 +265,7 @@ class FID(DistributedMerge):
         self._last: tuple[tuple[int, int], FidReport] | None = None
         self._gloo_group: Any = None
         self._unit_range_warned = False  # the [0, 1]-images-declared-(0, 255)-or-(-1, 1) warning: once per metric
+        self._uint8_range_warned = False  # the uint8-images-with-another-value_range warning: once per metric
         self._extractor.probe()  # an impossible GPU fails here, not at the first update() hours into training
         self._init_locks()
 
@@ -265,12 +295,14 @@ class FID(DistributedMerge):
         -----
         FidkitWarning
             Once per metric: floating-point images all in [0, 1] with a `value_range` such as ``(0, 255)`` or
-            ``(-1, 1)``.
+            ``(-1, 1)``. Once per metric: uint8 images whose values all lie in a `value_range` other than
+            ``(0, 255)`` (they are used as they are, as 0..255 pixels; the range applies to floating-point images).
         """
         side = self._side(real)
         what = f"FID.update({'real=True' if real else 'generated'}) images"
         batch = _device_batch(images, what, self._value_range)
         self._warn_unit_range(images, what)
+        self._warn_uint8_range(images, what)
         extractor = self._shared_extractor()
         self._check_reference()  # against the network just built, before it runs
         if is_torch_tensor(batch) and not _reads_device_tensors(extractor):
@@ -294,6 +326,16 @@ class FID(DistributedMerge):
         hint = unit_range_hint(images, self._value_range, what)
         if hint is not None:
             self._unit_range_warned = True
+            warnings.warn(hint, FidkitWarning, stacklevel=3)  # the caller of update()
+
+    def _warn_uint8_range(self, images: Any, what: str) -> None:
+        """Warn once per metric when uint8 images hold values of a value_range other than (0, 255), which they
+        ignore."""
+        if self._uint8_range_warned or self._value_range is None:
+            return
+        hint = uint8_range_hint(images, self._value_range, what)
+        if hint is not None:
+            self._uint8_range_warned = True
             warnings.warn(hint, FidkitWarning, stacklevel=3)  # the caller of update()
 
     def _update_features(self, features: Any, real: bool = False) -> None:
@@ -348,6 +390,8 @@ class FID(DistributedMerge):
         state["_extractor"] = _without_session(state["_extractor"])
         state["_reference_spec"] = None  # kept in the _ReferenceToOpen below when needed, else not at all
         reference = self._reference_input
+        if self._reference is None:
+            self._check_reference_array()  # a checkpoint keeps the array as it is now: the one given, or an error
         if self._reference is None and reference is not None and not isinstance(reference, (Stats, Features)):
             # An opened source holds functions (a folder's listing, an array's reader): what it was opened from
             # is pickled instead.
@@ -387,6 +431,7 @@ class FID(DistributedMerge):
         for name, default in (
             ("_asked", None), ("_ci", None), ("_metrics_seed", 0), ("_reference_features", None),
             ("_unit_range_warned", False), ("_reference_unchecked", False), ("_reference_spec", None),
+            ("_uint8_range_warned", False),
         ):
             state.setdefault(name, default)
         self.__dict__.update(state)
@@ -520,11 +565,29 @@ class FID(DistributedMerge):
             if isinstance(self._reference_input, _ReferenceToOpen):  # unpickled before its first compute()
                 self._reference_spec = self._reference_input.spec
                 self._reference_input = open_input(self._reference_spec, self._options)
+            # Before the cache is asked (which would answer for the images as they were given) and after the read
+            # (which may have seen them change): either way the statistics are of the images given, or an error.
+            self._check_reference_array()
             result = side_result(
                 self._reference_input, self._extractor, self._options, keep_features=self._real.outputs or False
             )
+            self._check_reference_array()
             self._reference, self._reference_features = (result.stats, result.report), result.features
         return self._reference
+
+    def _check_reference_array(self) -> None:
+        """Refuse a reference array (kept, not copied, until the first compute()) that no longer holds the images
+        it held when the metric was created: its fingerprint (a sha256 of its bytes) against the one taken then."""
+        source = self._reference_input
+        if not getattr(source, "in_memory", False) or source.opened_fingerprint is None:
+            return
+        if source.fingerprint(hash_content=False) != source.opened_fingerprint:
+            raise InputError(
+                f"FID's reference ({source.name}) changed since the metric was created: an array given as "
+                "reference= is not copied (it may be large) and is read at the first compute(), and its bytes now "
+                "differ from the ones given (sha256); keep it unchanged until then, or pass a copy "
+                "(reference=x.copy()) or its statistics (reference=fidkit.compute_stats(x, ...))"
+            )
 
     def _local_statistics(self, side: _Side) -> None:
         """Rebuild `side.stats` from this process's accumulator, if it changed since it was built."""

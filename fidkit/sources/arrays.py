@@ -97,6 +97,10 @@ class ArraySource(Source):
             lossy=False,
         )
         self.kind = kind
+        #: Whether the images are an array in this process's memory, read where the caller keeps it (not copied):
+        #: whoever keeps the source to read later (fidkit.FID's reference) checks that its fingerprint, a sha256
+        #: of the bytes, is still the one taken when it was opened.
+        self.in_memory = False
         self.image_shape = tuple(int(d) for d in image_shape)
         self._load = load
         self._identity_of = identity
@@ -141,10 +145,12 @@ def _image_array_source(
 def open_array(array: np.ndarray, *, limit: int | None, seed: int | None) -> ArraySource:
     """A source over an in-memory array (identified by a hash of its bytes)."""
     name = f"array{tuple(int(d) for d in array.shape)} {array.dtype}"
-    return _image_array_source(
+    source = _image_array_source(
         name, array, lambda hash_content: {"array_sha256": array_content_sha256(array)},
         what=name, limit=limit, seed=seed,
     )
+    source.in_memory = True
+    return source
 
 
 def open_npy(path: Path, name: str, *, limit: int | None, seed: int | None) -> ArraySource:
