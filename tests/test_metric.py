@@ -279,7 +279,7 @@ def test_what_update_hands_a_gpu_extractor_gives_the_host_features(extractor, mo
 
     from fidkit._validate import as_image_batch
     from fidkit.inception.torch_engine import TorchFeatureExtractor
-    from fidkit.metric import _device_batch
+    from fidkit.metric.batches import device_batch as _device_batch
 
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     floats = torch.rand(3, 3, 17, 23, dtype=torch.float32) * 2 - 1
@@ -868,7 +868,7 @@ def test_a_cuda_tensor_reaches_a_users_extractor_as_the_host_channel_last_array(
 
 def test_only_fidkits_own_engines_are_handed_device_tensors() -> None:
     from fidkit.inception.runtime import FeatureExtractor
-    from fidkit.metric import _reads_device_tensors
+    from fidkit.metric.batches import reads_device_tensors as _reads_device_tensors
 
     assert _reads_device_tensors(FeatureExtractor.__new__(FeatureExtractor))
     pytest.importorskip("torch")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-import sys
 import threading
 import time
 import warnings
@@ -28,16 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from fidkit._validate import (
-    as_image_array,
-    as_image_batch,
-    as_image_tensor,
-    check_value_range,
-    is_float_dtype,
-    is_torch_tensor,
-    uint8_range_hint,
-    unit_range_hint,
-)
+from fidkit._validate import check_value_range, is_torch_tensor, uint8_range_hint, unit_range_hint
 from fidkit.errors import FidkitError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
 from fidkit.frechet import fid_from_stats
@@ -48,13 +38,13 @@ from fidkit.pipeline import describe, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import FidReport, Timings, assemble_fid_report, check_comparable
 from fidkit.stats import Stats
+from fidkit.metric.batches import device_batch, host_batch, quantized_reference, reads_device_tensors
 from fidkit.metric.distributed import DistributedMerge, _process_group, check_timeout
 from fidkit.metric.state import (
     _absolute_reference,
     _built_extractor,
     _Collected,
     _describe_input,
-    _RebuiltExtractor,
     _ReferenceToOpen,
     _Side,
     _thread_safe,
@@ -67,55 +57,6 @@ __all__ = ["FID", "DEFAULT_TIMEOUT_SECONDS"]
 
 #: How long :meth:`FID.compute` waits for every rank to reach it before it raises, in seconds.
 DEFAULT_TIMEOUT_SECONDS = 600.0
-
-
-def _device_batch(images: Any, what: str, value_range: tuple[float, float] | None) -> Any:
-    """What :meth:`FID.update` hands the extractor: checked uint8 images, kept on their GPU when they are there.
-
-    A CUDA tensor is quantized on its device and stays a uint8 tensor in the tensor convention (NCHW), which
-    fidkit's own engines read where it lies (the onnxruntime CUDA provider by pointer, the torch engine directly;
-    :meth:`FID.update` hands any other extractor :func:`_host_batch` of it); anything else becomes the usual host
-    uint8 NHWC array.
-    """
-    if is_torch_tensor(images) and images.is_cuda:
-        return as_image_tensor(images, what, value_range).permute(0, 3, 1, 2)
-    return as_image_batch(images, what, value_range)
-
-
-def _host_batch(batch: Any) -> np.ndarray:
-    """A batch of :func:`_device_batch` on the GPU as the host uint8 (B, H, W, 3) array every extractor takes."""
-    return np.ascontiguousarray(batch.permute(0, 2, 3, 1).cpu().numpy())
-
-
-def _reads_device_tensors(extractor: Any) -> bool:
-    """Whether `extractor` is one of fidkit's two engines, which read a uint8 (B, 3, H, W) CUDA tensor in place.
-
-    The exact classes (a subclass may have its own ``__call__``); one rebuilt after unpickling is looked through.
-    """
-    if isinstance(extractor, _RebuiltExtractor):
-        extractor = extractor.built()
-    own = (
-        getattr(sys.modules.get("fidkit.inception.runtime"), "FeatureExtractor", None),
-        getattr(sys.modules.get("fidkit.inception.torch_engine"), "TorchFeatureExtractor", None),
-    )
-    return type(extractor) in own
-
-
-def _quantized_reference(reference: Any, value_range: tuple[float, float] | None) -> Any:
-    """A floating-point reference array or tensor (or a list or tuple of them) as uint8 images, quantized now with
-    the metric's `value_range` as :meth:`FID.update` quantizes its batches; anything else as it is.
-
-    Now, not when the reference is read: the result is the metric's own copy, which the caller cannot change.
-    """
-    if value_range is None:
-        return reference
-    if isinstance(reference, (list, tuple)):
-        return type(reference)(_quantized_reference(item, value_range) for item in reference)
-    if is_torch_tensor(reference):
-        floating = reference.is_floating_point()
-    else:
-        floating = isinstance(reference, np.ndarray) and is_float_dtype(reference.dtype)
-    return as_image_array(reference, "FID(reference=...) images", value_range) if floating else reference
 
 
 def _metadata(extractor: Any) -> dict[str, Any]:
@@ -242,7 +183,7 @@ class FID(DistributedMerge):
         overrides = check_options_for_object(extractor, options, overrides)  # as compute_stats: it runs as built
         self._options = run_options(options, **overrides)
         self._extractor = LazyExtractor(self._options, given=extractor)
-        reference = _quantized_reference(reference, self._value_range)
+        reference = quantized_reference(reference, self._value_range)
         self._reference_input = None if reference is None else open_input(reference, self._options)
         # What the caller gave: what a checkpoint taken before the first compute() keeps (see __getstate__), a
         # relative path made absolute now: an unpickled copy reopens it in whatever directory it runs in then.
@@ -300,15 +241,15 @@ class FID(DistributedMerge):
         """
         side = self._side(real)
         what = f"FID.update({'real=True' if real else 'generated'}) images"
-        batch = _device_batch(images, what, self._value_range)
+        batch = device_batch(images, what, self._value_range)
         self._warn_unit_range(images, what)
         self._warn_uint8_range(images, what)
         extractor = self._shared_extractor()
         self._check_reference()  # against the network just built, before it runs
-        if is_torch_tensor(batch) and not _reads_device_tensors(extractor):
+        if is_torch_tensor(batch) and not reads_device_tensors(extractor):
             # Only fidkit's own engines read a CUDA tensor where it lies; any other extractor is promised the
             # host uint8 (B, H, W, 3) array of the Extractor protocol.
-            batch = _host_batch(batch)
+            batch = host_batch(batch)
         # Checked before the network runs (an unpickled FID's rebuilt network may be another one), and again as
         # the features are added (under the side's lock).
         side.check_extractor(_metadata(extractor))
