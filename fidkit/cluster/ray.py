@@ -60,7 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fidkit._streams import RESTATED
+from fidkit._streams import RESTATED, progress_bar
 from fidkit.cluster.shards import (
     MIN_SHARDS,
     SHARDS_PER_ACTOR,
@@ -414,7 +414,6 @@ def _drive(
     resources it waited for when none is.
     """
     from ray.exceptions import RayActorError, RayError
-    from tqdm.auto import tqdm
 
     name = str(source.name)
     queue = deque(plan)
@@ -434,9 +433,9 @@ def _drive(
         ref = actors[actor_index].run.remote(work_ref, shard.index, shard.start, shard.stop, count_only)
         in_flight[ref] = (shard, actor_index)
 
-    with tqdm(
-        total=source.n_images, desc=name if len(name) <= 32 else "..." + name[-29:], unit="img",
-        disable=None if options.progress is None else not options.progress, leave=False, dynamic_ncols=True,
+    with progress_bar(
+        options.progress, total=source.n_images, desc=name if len(name) <= 32 else "..." + name[-29:], unit="img",
+        leave=False, dynamic_ncols=True,
     ) as bar:
         while len(results) < len(plan):
             while queue and idle:
