@@ -60,6 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fidkit._plain import shown_name
 from fidkit._streams import RESTATED, progress_bar
 from fidkit.cluster.shards import (
     MIN_SHARDS,
@@ -546,7 +547,9 @@ def _merge(
             accumulator.merge(part)
     name = str(source.name)
     if bad and not options.skip_bad:
-        named = "; ".join(f"{file}: {reason} (node {node})" for file, reason, node in bad[:_NAMED_BAD_FILES])
+        named = "; ".join(
+            f"{shown_name(file)}: {reason} (node {node})" for file, reason, node in bad[:_NAMED_BAD_FILES]
+        )
         more = f"; and {len(bad) - _NAMED_BAD_FILES} more" if len(bad) > _NAMED_BAD_FILES else ""
         raise ImageError(
             f"{name}: {len(bad)} of {source.n_images} image files could not be decoded ({named}{more}); "
@@ -557,9 +560,12 @@ def _merge(
     if skipped:
         # Restated by the result (n_skipped, skipped_files, compute's report): printed, not listed again in --json,
         # as a local run's FileSource does.
-        logger.warning("%s: skipped %d bad file(s), first %s: %s", name, len(skipped), *skipped[0], extra=RESTATED)
+        logger.warning(
+            "%s: skipped %d bad file(s), first %s: %s", name, len(skipped), shown_name(skipped[0][0]), skipped[0][1],
+            extra=RESTATED,
+        )
     if n_good == 0:
-        detail = f"all {len(bad)} files were bad, first {bad[0][0]}: {bad[0][1]}" if bad else ""
+        detail = f"all {len(bad)} files were bad, first {shown_name(bad[0][0])}: {bad[0][1]}" if bad else ""
         raise empty_source_error(name, detail)
     assert accumulator is not None
     features = None
