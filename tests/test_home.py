@@ -440,3 +440,56 @@ def test_something_at_an_entry_name_is_kept_with_what_it_is_and_its_sidecar_remo
     what = "a folder" if kind == "folder" else "a FIFO (named pipe)"
     assert kept_reasons(cleared) == {entry: f"{what} at a cache entry's name: not written by fidkit; remove it by hand"}
     assert os.path.lexists(entry)
+
+
+# --- a cache home fidkit cannot use is an error for `cache list` and `cache clear` too, as for a run ------------------
+
+
+def _unusable_home(tmp_path: Path, kind: str) -> tuple[Path, Path]:
+    """(the FIDKIT_HOME to set, the name the message must say is not a folder)."""
+    if kind == "file":
+        (tmp_path / "afile").write_text("notes")
+        return tmp_path / "afile", tmp_path / "afile"
+    if kind == "under a file":
+        (tmp_path / "afile").write_text("notes")
+        return tmp_path / "afile" / "deeper" / "home", tmp_path / "afile"
+    (tmp_path / "home").symlink_to(tmp_path / "missing")  # "dangling"
+    return tmp_path / "home", tmp_path / "home"
+
+
+@pytest.mark.parametrize("kind", ["file", "under a file", "dangling"])
+@pytest.mark.parametrize("argv", [["cache", "list"], ["cache", "list", "--json"], ["cache", "clear"],
+                                  ["cache", "clear", "--all"]])
+def test_cache_list_and_clear_refuse_a_home_that_is_not_a_folder(tmp_path, monkeypatch, capsys, kind, argv):
+    home, culprit = _unusable_home(tmp_path, kind)
+    monkeypatch.setenv("FIDKIT_HOME", str(home))
+    assert main(argv) == 1  # a user-facing error, as a run on that home is; not "no cached statistics", status 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.strip().splitlines()
+    what = "a symbolic link to a missing target" if kind == "dangling" else "a file, not a folder"
+    assert line.startswith("fidkit: error: cannot ") and f"({culprit} is {what}" in line, line
+    assert line.endswith("; set the environment variable FIDKIT_HOME to a writable folder"), line
+    assert not (tmp_path / "missing").exists()  # nothing was made on the way
+
+
+def test_a_root_or_home_given_to_the_api_that_is_a_file_is_an_error(fidkit_home):
+    from fidkit.cache import list_cache
+    from fidkit.errors import InputError
+
+    fidkit_home.mkdir()
+    other = fidkit_home / "elsewhere.txt"
+    other.write_text("x")
+    with pytest.raises(InputError, match="pass a folder as root="):
+        list_cache(root=other)
+    with pytest.raises(InputError, match="pass a folder as home="):
+        clear_cache(home=other)
+
+
+def test_a_home_not_made_yet_is_still_an_empty_cache(fidkit_home, capsys):
+    from fidkit.cache import list_cache
+
+    assert not fidkit_home.exists()
+    assert list_cache() == [] and clear_cache().n_stats_entries == 0
+    assert main(["cache", "list"]) == 0 and "no cached statistics" in capsys.readouterr().out
+    assert not fidkit_home.exists()
