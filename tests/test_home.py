@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -493,3 +494,60 @@ def test_a_home_not_made_yet_is_still_an_empty_cache(fidkit_home, capsys):
     assert list_cache() == [] and clear_cache().n_stats_entries == 0
     assert main(["cache", "list"]) == 0 and "no cached statistics" in capsys.readouterr().out
     assert not fidkit_home.exists()
+
+
+# --- a relative XDG_CACHE_HOME is ignored, as the XDG Base Directory specification says ---------------------------
+
+
+@pytest.mark.parametrize("value", ["rel", "./rel", "cache/deeper", "."])
+def test_a_relative_xdg_cache_home_is_ignored_with_one_warning(tmp_path, monkeypatch, caplog, value):
+    from fidkit import _home_dir
+    from fidkit._home_dir import cache_home
+
+    monkeypatch.setattr(_home_dir, "_WARNED_RELATIVE", set())
+    monkeypatch.delenv("FIDKIT_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_CACHE_HOME", value)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="fidkit"):
+        assert cache_home() == cache_home() == tmp_path / "user" / ".cache" / "fidkit"
+    [warning] = [record.getMessage() for record in caplog.records]  # once, however often the home is looked up
+    assert f"XDG_CACHE_HOME={value} is a relative path" in warning and "~/.cache/fidkit" in warning
+
+
+@pytest.mark.parametrize("value", ["{tmp}/xdg", "~/xdg"])
+def test_an_absolute_xdg_cache_home_is_used(tmp_path, monkeypatch, caplog, value):
+    from fidkit._home_dir import cache_home
+
+    monkeypatch.delenv("FIDKIT_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", value.format(tmp=tmp_path))
+    with caplog.at_level(logging.WARNING, logger="fidkit"):
+        assert cache_home() == tmp_path / "xdg" / "fidkit"
+    assert caplog.records == []
+
+
+def test_a_relative_fidkit_home_is_still_used_as_given(tmp_path, monkeypatch):
+    from fidkit._home_dir import cache_home
+
+    monkeypatch.setenv("FIDKIT_HOME", "rel-home")
+    monkeypatch.setenv("XDG_CACHE_HOME", "rel")
+    assert cache_home() == Path("rel-home")
+
+
+def test_no_home_directory_and_a_relative_xdg_cache_home_says_both(monkeypatch):
+    import pwd
+
+    from fidkit._home_dir import cache_home
+    from fidkit.errors import InputError
+
+    monkeypatch.delenv("FIDKIT_HOME", raising=False)
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "rel")
+
+    def no_entry(uid):
+        raise KeyError(uid)
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    with pytest.raises(InputError, match=r"XDG_CACHE_HOME=rel is relative \(ignored\), and no home directory is known"):
+        cache_home()

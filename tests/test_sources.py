@@ -997,7 +997,9 @@ def test_file_rows_that_cannot_open_their_file_raise_once_and_print_nothing(tmp_
 # --- file names in messages: one line, the real name --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw", [b"bad\n\xff.png", b"two\r\nlines\x1b[31m.jpg", b"q'uo\\te\t.png", "\u202egnp.exe".encode()])
+@pytest.mark.parametrize(
+    "raw", [b"bad\n\xff.png", b"two\r\nlines\x1b[31m.jpg", b"q'uo\\te\t.png", "\u202egnp.exe".encode()],
+)
 def test_a_file_name_in_a_message_is_one_line_that_the_shell_reads_back(raw: bytes) -> None:
     from fidkit._plain import shown_name
 
