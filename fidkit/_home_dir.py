@@ -6,12 +6,18 @@ what it writes there). Nothing here creates anything.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from fidkit.errors import FidkitError, InputError
 
 __all__ = ["cache_home", "expand_user"]
+
+logger = logging.getLogger(__name__)
+
+#: Relative values of XDG_CACHE_HOME already warned about in this process: the home is looked up on every use.
+_WARNED_RELATIVE: set[str] = set()
 
 
 def _unexpandable(text: str) -> tuple[str, str]:
@@ -61,16 +67,20 @@ def cache_home() -> Path:
         pass
     for variable in ("FIDKIT_HOME", "XDG_CACHE_HOME"):
         value = os.environ.get(variable, "")
-        if value.strip():
+        if value.startswith("~"):  # what pathlib could not expand (a relative XDG_CACHE_HOME is not used)
             reason, prefix = _unexpandable(value)
             raise InputError(
                 f"fidkit's cache home cannot be determined: {variable}={value}, and {reason} to expand {prefix}; "
                 f"set {variable} to a path without {prefix} (a writable folder)"
             ) from None
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    unset = f"FIDKIT_HOME is unset, XDG_CACHE_HOME={xdg} is relative (ignored)" if xdg.strip() else (
+        "FIDKIT_HOME and XDG_CACHE_HOME are unset"
+    )
     reason, _ = _unexpandable("~")
     raise InputError(
-        f"fidkit's cache home cannot be determined: FIDKIT_HOME and XDG_CACHE_HOME are unset, and {reason}; set "
-        "FIDKIT_HOME (or HOME) to a writable folder"
+        f"fidkit's cache home cannot be determined: {unset}, and {reason}; set FIDKIT_HOME (or HOME) to a writable "
+        "folder"
     ) from None
 
 
@@ -78,7 +88,8 @@ def _configured_cache_home() -> Path:
     """Fidkit's cache directory as the environment names it (:func:`cache_home`); pathlib's RuntimeError where a
     ``~`` cannot be expanded.
 
-    ``$FIDKIT_HOME`` if set, else ``$XDG_CACHE_HOME/fidkit``, else ``~/.cache/fidkit``. Read on
+    ``$FIDKIT_HOME`` if set, else ``$XDG_CACHE_HOME/fidkit`` if that is an absolute path (a relative one is
+    ignored, as the XDG specification says: :func:`_absolute_xdg_cache_home`), else ``~/.cache/fidkit``. Read on
     every call, never memoised, so that tests and users can redirect it at any time. The folder
     is not created here; writers create what they write. A variable set to blanks only is unset, as for
     fidkit's other variables (``FIDKIT_CACHE_MAX_BYTES``, ``FIDKIT_DATASETS``): taken as a path, ``" "`` would be a
@@ -87,6 +98,29 @@ def _configured_cache_home() -> Path:
     explicit = os.environ.get("FIDKIT_HOME", "")
     if explicit.strip():
         return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg).expanduser() if xdg.strip() else Path.home() / ".cache"
+    xdg = _absolute_xdg_cache_home()
+    base = xdg if xdg is not None else Path.home() / ".cache"
     return base / "fidkit"
+
+
+def _absolute_xdg_cache_home() -> Path | None:
+    """``$XDG_CACHE_HOME`` (a leading ``~`` expanded) when it is set to an absolute path, else None.
+
+    The XDG Base Directory specification says a relative value is invalid and must be ignored: one would name a
+    different folder in each working directory, and a cache that moves with ``cd`` is read from or written to
+    where the user does not look. It is ignored with a warning, once per value and process, so that setting it
+    by mistake is seen; ``FIDKIT_HOME`` may be relative (fidkit's own variable, used as given).
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if not xdg.strip():
+        return None
+    path = Path(xdg).expanduser()
+    if path.is_absolute():
+        return path
+    if xdg not in _WARNED_RELATIVE:
+        _WARNED_RELATIVE.add(xdg)
+        logger.warning(
+            "XDG_CACHE_HOME=%s is a relative path, which the XDG Base Directory specification says to ignore: the "
+            "cache home is ~/.cache/fidkit; set XDG_CACHE_HOME to an absolute path, or FIDKIT_HOME", xdg,
+        )
+    return None

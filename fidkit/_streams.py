@@ -13,7 +13,7 @@ directly, where replacing ``sys.stdout`` does not reach. Two layers keep that of
   stderr.
 
 :func:`logging_to_stderr` is how the command's own log records reach stderr (progress, and warnings that
-``--json`` also lists).
+``--json`` also lists). :func:`progress_bar` is every tqdm bar of the package, on stderr.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -31,7 +32,7 @@ from typing import Any
 
 __all__ = [
     "StdoutGone", "StdoutWriteError", "standard_streams", "silence_stdout", "stdout_to_stderr", "logging_to_stderr",
-    "RESTATED",
+    "RESTATED", "progress_bar",
 ]
 
 #: ``extra=`` of a warning logged while reading whose fact the result restates (files skipped or ignored: the
@@ -381,3 +382,76 @@ class _CollectWarnings(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if not getattr(record, "fidkit_restated", False):
             self.into.append(" ".join(record.getMessage().split()))
+
+
+class _NoBar:
+    """The bar of a run that shows none: counts nothing, draws nothing, and makes no tqdm (see :func:`progress_bar`)."""
+
+    def update(self, n: int = 1) -> None:
+        """Ignore `n` units done."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@functools.cache
+def _with_thread_lock(base: type) -> type:
+    """`base` (a tqdm class) with a write lock made by :mod:`threading` only.
+
+    tqdm's default lock, made with the first bar of the program, holds a ``multiprocessing.RLock()``, and making
+    one fixes multiprocessing's default start method for the rest of the program: a later
+    ``multiprocessing.set_start_method("spawn")`` raises "context has already been set". The subclass's own
+    ``_lock`` keeps fidkit's bars off that path and leaves tqdm's class state as it was, so the program's own
+    bars get tqdm's default lock when they make it, as without fidkit. Bars still share tqdm's list of bars (their
+    lines on the terminal do not overlap) and, where tqdm has it, its thread lock (their writes do not interleave).
+    """
+    import threading
+
+    from tqdm.std import TqdmDefaultWriteLock
+
+    lock = getattr(TqdmDefaultWriteLock, "th_lock", None) or threading.RLock()
+    return type(base.__name__, (base,), {"_lock": lock, "__module__": __name__})
+
+
+def progress_bar(show: bool | None, *, auto: bool = True, file: Any = None, **options: Any) -> Any:
+    """A tqdm bar on stderr (or `file`), or a stand-in with the same ``update``, ``close`` and ``with`` when it is
+    not shown.
+
+    Neither touches multiprocessing: a bar that is not shown makes no tqdm at all (a disabled tqdm still makes
+    tqdm's lock and monitor thread), and a shown one takes a lock of threading only (see
+    :func:`_with_thread_lock`). A program that runs fidkit can still choose its start method afterwards.
+
+    Parameters
+    ----------
+    show : bool or None
+        Draw the bar; None: only when the stream is a terminal.
+    auto : bool
+        ``tqdm.auto``'s class (a widget in a notebook) rather than the plain one.
+    file : text stream, optional
+        Where the bar is drawn; default stderr.
+    **options
+        tqdm's own arguments (``total``, ``desc``, ``unit``, ``leave``, ...).
+
+    Returns
+    -------
+    tqdm.tqdm or _NoBar
+    """
+    stream = sys.stderr if file is None else file
+    if show is None:
+        try:
+            show = bool(stream.isatty())
+        except (AttributeError, OSError, ValueError):  # closed, or an object without isatty
+            show = False
+    if not show:
+        return _NoBar()
+    if auto:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return _with_thread_lock(tqdm)(file=stream, **options)

@@ -55,9 +55,11 @@ from fidkit.home import (
     CACHE_KEY_METADATA,
     CACHE_MAX_BYTES_ENV,
     DEFAULT_CACHE_MAX_BYTES,
+    HOME_FIX,
     STATS_SUBDIR,
     ClearedCache,
     cache_max_bytes,
+    check_home_folder,
     clear_cache,
     entry_files,
     _is_regular_file,
@@ -568,9 +570,20 @@ def list_cache(*, root: str | os.PathLike | None = None) -> list[CacheEntry]:
     ----------
     root : path-like, optional
         The statistics cache folder; default ``cache_home()/stats``.
+
+    Raises
+    ------
+    InputError
+        The cache home (or `root`), or a name on the way to it, is not a folder
+        (:func:`fidkit.home.check_home_folder`): a run could not use it either, so "no entries" would hide it.
+        A ``stats/`` that is a link to nowhere is only empty here; ``clear_cache`` names it.
     """
+    if root is None:
+        check_home_folder(cache_home(), "list the statistics cache in the cache home")
+    else:
+        check_home_folder(root, "list the statistics cache", fix="pass a folder as root=")
     folder = followed(stats_cache_dir(root))
-    if not folder.is_dir():
+    if not folder.is_dir():  # not made yet: nothing cached
         return []
     entries = [_describe_entry(path) for path, _, _ in entry_files(folder)]
     present = [entry for entry in entries if entry is not None]

@@ -128,7 +128,7 @@ examples:
   fidkit cache clear --all      # also the ONNX graphs, downloaded weights and datasets
   FIDKIT_CACHE_MAX_BYTES=500M fidkit compute a/ b/   # keep the statistics cache under 500 MiB
 
-The cache lives in $FIDKIT_HOME (default $XDG_CACHE_HOME/fidkit or ~/.cache/fidkit). The statistics
+The cache lives in $FIDKIT_HOME (default $XDG_CACHE_HOME/fidkit when absolute, or ~/.cache/fidkit). The statistics
 cache stays under $FIDKIT_CACHE_MAX_BYTES (default 2G; "unlimited" for no limit): after each store the least
 recently used entries are removed. Only files fidkit wrote are removed, recognised by their exact names (and the
 weights and datasets by their checksums); anything else there is kept and listed."""

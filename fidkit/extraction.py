@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fidkit._streams import progress_bar
 from fidkit._validate import check_extracted
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -81,8 +82,6 @@ def extract(
     ExtractionTimes
         Waiting for batches, and time in the network, both in the calling thread.
     """
-    from tqdm.auto import tqdm
-
     outputs = _outputs_of(sinks, extractor)
     times = ExtractionTimes()
     if overlap is None:
@@ -90,9 +89,8 @@ def extract(
     iterator = iter(batches)
     first = True
     try:
-        with tqdm(
-            total=total, desc=_short_name(desc), unit="img", disable=None if progress is None else not progress,
-            leave=False, dynamic_ncols=True,
+        with progress_bar(
+            progress, total=total, desc=_short_name(desc), unit="img", leave=False, dynamic_ncols=True,
         ) as bar, _Delivery(sinks, bar, in_thread=overlap) as delivery:
             while True:
                 tick = time.perf_counter()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -27,14 +28,14 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from fidkit._fs import HOME_SUBDIRS, file_digest, file_kind, is_temporary_name, remove_stale_temporaries
+from fidkit._fs import HOME_SUBDIRS, file_digest, file_kind, is_temporary_name, not_a_folder, remove_stale_temporaries
 from fidkit._home_dir import cache_home, expand_user
 from fidkit.errors import InputError
 
 __all__ = [
     "STATS_SUBDIR", "CACHE_KEY_METADATA", "CACHE_MAX_BYTES_ENV", "DEFAULT_CACHE_MAX_BYTES", "cache_max_bytes",
     "ClearedCache", "is_cache_entry", "entry_files", "followed", "clear_cache",
-    "weights_files_read",
+    "weights_files_read", "HOME_FIX", "check_home_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -174,6 +175,55 @@ def followed(folder: str | os.PathLike) -> Path:
     except (OSError, RuntimeError):  # a loop of links: not a folder
         pass
     return path
+
+
+#: The fix of a cache home fidkit cannot use, in every message that says so (a run's writes, ``cache list``,
+#: ``cache clear``): FIDKIT_HOME comes before XDG_CACHE_HOME and HOME, so setting it is a fix whichever was used.
+HOME_FIX = "set the environment variable FIDKIT_HOME to a writable folder"
+
+
+def check_home_folder(folder: str | os.PathLike, doing: str, *, fix: str = HOME_FIX) -> None:
+    """Refuse a folder of the cache home that cannot be one, as a run that writes there would fail on it.
+
+    `folder` (the cache home, or ``stats/`` under it) is fine when it is a folder, or a link to one, or when it
+    does not exist yet under a folder (nothing is cached; writers create it). It is refused when it, or the
+    first name on the way to it that exists, is something else: a file (``FIDKIT_HOME=notes.txt``), a link to
+    a missing target or a loop, a FIFO; or when it cannot be looked at. Without this, ``cache list`` would say
+    "no cached statistics" and ``cache clear`` "removed 0", exit status 0, where every run fails.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder to read.
+    doing : str
+        What could not be done, for the message (``"list the statistics cache"``).
+    fix : str
+        The message's advice; default :data:`HOME_FIX`.
+
+    Raises
+    ------
+    InputError
+        ``cannot <doing> <folder> (<name> is a file, not a folder); <fix>``.
+    """
+    path = Path(folder)
+    for step in (path, *path.parents):
+        try:
+            info = step.stat()  # follows links, as every reader and writer of the home does
+        except (FileNotFoundError, NotADirectoryError):
+            if os.path.lexists(step):  # a link to a missing target
+                break
+            continue  # not there yet: what is on the way decides
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                break
+            raise InputError(f"cannot {doing} {path} ({step}: {exc.strerror or exc}); {fix}") from None
+        if stat.S_ISDIR(info.st_mode):
+            return
+        break
+    else:
+        return
+    what, _ = not_a_folder(step)
+    raise InputError(f"cannot {doing} {path} ({step} is {what}); {fix}")
 
 
 def _link_note(folder: Path) -> str | None:
@@ -420,8 +470,14 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
     Returns
     -------
     ClearedCache
+
+    Raises
+    ------
+    InputError
+        The home, or a name on the way to it, is not a folder (:func:`check_home_folder`).
     """
     home_path = Path(home) if home is not None else cache_home()
+    check_home_folder(home_path, "clear the cache home", fix=HOME_FIX if home is None else "pass a folder as home=")
     run = _Clearing()
     scans = [(STATS_SUBDIR, _clear_stats)]
     if include_models:

@@ -570,3 +570,17 @@ def test_stats_of_a_file_without_n_says_it_is_unknown(tmp_path, capsys):
         status, out, err = _run(["stats", str(foreign), "--quiet", *extra], capsys)
         assert status == 0, err
         assert "None" not in out and "N unknown" in out, out
+
+
+@pytest.mark.parametrize("command", ["compute", "stats", "info"])
+def test_a_failed_json_run_prints_nothing_on_stdout_as_the_docs_say(command, tmp_path, capsys):
+    # No JSON error object: stdout stays empty, the error is one line on stderr, the status is 1. The docs once
+    # said that `--json > report.json` "always parses", which an empty file does not.
+    missing = tmp_path / "no such dir" / "x.npz"
+    argv = [command, str(missing), *([str(missing)] if command == "compute" else []), "--json"]
+    status, out, err = _run(argv, capsys)
+    assert (status, out) == (1, "")
+    assert str(missing) in error_line(err)
+    usage = (Path(__file__).resolve().parent.parent / "docs" / "usage.md").read_text(encoding="utf-8")
+    assert "always parses" not in usage
+    assert "Only status 0 prints a result. With any other status stdout gets nothing, with `--json` too" in usage

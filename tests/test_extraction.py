@@ -222,7 +222,7 @@ def test_ctrl_c_while_the_sinks_finish_leaves_no_sink_running(monkeypatch):
     import signal
     import time
 
-    import tqdm.auto
+    import fidkit.extraction
 
     events, exhausted = [], threading.Event()
 
@@ -239,7 +239,7 @@ def test_ctrl_c_while_the_sinks_finish_leaves_no_sink_running(monkeypatch):
         def update(self, n):
             events.append("update after close" if self.closed else "update")
 
-    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    monkeypatch.setattr(fidkit.extraction, "progress_bar", Bar)
 
     def source():
         yield from image_batches(3)

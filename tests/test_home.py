@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -456,3 +457,113 @@ def test_a_blank_weights_variable_names_no_file_a_run_reads(fidkit_home, monkeyp
     cached = fidkit_home / "weights" / load_manifest().file_name
     # Only the cached download, which a run without weights named loads: not a file named by blanks here.
     assert files == [(cached, "fidkit's cached Inception weights file, which it loads")]
+
+
+# --- a cache home fidkit cannot use is an error for `cache list` and `cache clear` too, as for a run ------------------
+
+
+def _unusable_home(tmp_path: Path, kind: str) -> tuple[Path, Path]:
+    """(the FIDKIT_HOME to set, the name the message must say is not a folder)."""
+    if kind == "file":
+        (tmp_path / "afile").write_text("notes")
+        return tmp_path / "afile", tmp_path / "afile"
+    if kind == "under a file":
+        (tmp_path / "afile").write_text("notes")
+        return tmp_path / "afile" / "deeper" / "home", tmp_path / "afile"
+    (tmp_path / "home").symlink_to(tmp_path / "missing")  # "dangling"
+    return tmp_path / "home", tmp_path / "home"
+
+
+@pytest.mark.parametrize("kind", ["file", "under a file", "dangling"])
+@pytest.mark.parametrize("argv", [["cache", "list"], ["cache", "list", "--json"], ["cache", "clear"],
+                                  ["cache", "clear", "--all"]])
+def test_cache_list_and_clear_refuse_a_home_that_is_not_a_folder(tmp_path, monkeypatch, capsys, kind, argv):
+    home, culprit = _unusable_home(tmp_path, kind)
+    monkeypatch.setenv("FIDKIT_HOME", str(home))
+    assert main(argv) == 1  # a user-facing error, as a run on that home is; not "no cached statistics", status 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.strip().splitlines()
+    what = "a symbolic link to a missing target" if kind == "dangling" else "a file, not a folder"
+    assert line.startswith("fidkit: error: cannot ") and f"({culprit} is {what}" in line, line
+    assert line.endswith("; set the environment variable FIDKIT_HOME to a writable folder"), line
+    assert not (tmp_path / "missing").exists()  # nothing was made on the way
+
+
+def test_a_root_or_home_given_to_the_api_that_is_a_file_is_an_error(fidkit_home):
+    from fidkit.cache import list_cache
+    from fidkit.errors import InputError
+
+    fidkit_home.mkdir()
+    other = fidkit_home / "elsewhere.txt"
+    other.write_text("x")
+    with pytest.raises(InputError, match="pass a folder as root="):
+        list_cache(root=other)
+    with pytest.raises(InputError, match="pass a folder as home="):
+        clear_cache(home=other)
+
+
+def test_a_home_not_made_yet_is_still_an_empty_cache(fidkit_home, capsys):
+    from fidkit.cache import list_cache
+
+    assert not fidkit_home.exists()
+    assert list_cache() == [] and clear_cache().n_stats_entries == 0
+    assert main(["cache", "list"]) == 0 and "no cached statistics" in capsys.readouterr().out
+    assert not fidkit_home.exists()
+
+
+# --- a relative XDG_CACHE_HOME is ignored, as the XDG Base Directory specification says ---------------------------
+
+
+@pytest.mark.parametrize("value", ["rel", "./rel", "cache/deeper", "."])
+def test_a_relative_xdg_cache_home_is_ignored_with_one_warning(tmp_path, monkeypatch, caplog, value):
+    from fidkit import _home_dir
+    from fidkit._home_dir import cache_home
+
+    monkeypatch.setattr(_home_dir, "_WARNED_RELATIVE", set())
+    monkeypatch.delenv("FIDKIT_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_CACHE_HOME", value)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="fidkit"):
+        assert cache_home() == cache_home() == tmp_path / "user" / ".cache" / "fidkit"
+    [warning] = [record.getMessage() for record in caplog.records]  # once, however often the home is looked up
+    assert f"XDG_CACHE_HOME={value} is a relative path" in warning and "~/.cache/fidkit" in warning
+
+
+@pytest.mark.parametrize("value", ["{tmp}/xdg", "~/xdg"])
+def test_an_absolute_xdg_cache_home_is_used(tmp_path, monkeypatch, caplog, value):
+    from fidkit._home_dir import cache_home
+
+    monkeypatch.delenv("FIDKIT_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", value.format(tmp=tmp_path))
+    with caplog.at_level(logging.WARNING, logger="fidkit"):
+        assert cache_home() == tmp_path / "xdg" / "fidkit"
+    assert caplog.records == []
+
+
+def test_a_relative_fidkit_home_is_still_used_as_given(tmp_path, monkeypatch):
+    from fidkit._home_dir import cache_home
+
+    monkeypatch.setenv("FIDKIT_HOME", "rel-home")
+    monkeypatch.setenv("XDG_CACHE_HOME", "rel")
+    assert cache_home() == Path("rel-home")
+
+
+def test_no_home_directory_and_a_relative_xdg_cache_home_says_both(monkeypatch):
+    import pwd
+
+    from fidkit._home_dir import cache_home
+    from fidkit.errors import InputError
+
+    monkeypatch.delenv("FIDKIT_HOME", raising=False)
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "rel")
+
+    def no_entry(uid):
+        raise KeyError(uid)
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    with pytest.raises(InputError, match=r"XDG_CACHE_HOME=rel is relative \(ignored\), and no home directory is known"):
+        cache_home()

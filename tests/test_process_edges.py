@@ -779,3 +779,38 @@ def test_the_graph_cache_names_a_file_size_limit(monkeypatch, tmp_path):
         ensure_graph(resolved)
     message = str(raised.value)
     assert "not a full disk" in message and "free disk space" not in message
+
+
+# --- 7. a run leaves multiprocessing's start method to the program ----------------------------------------------------
+
+_START_METHOD_AFTER_RUNS = r"""
+import io, multiprocessing, sys
+import numpy as np
+import fidkit
+from fidkit._download import progress_bar
+
+images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+seen = []
+for progress in (False, True):
+    fidkit.compute_stats(images, weights=sys.argv[1], device="cpu", use_cache=False, progress=progress)
+    seen.append(multiprocessing.get_start_method(allow_none=True))
+for show in (False, True):
+    with progress_bar(1000, "downloading", show=show, stream=io.StringIO()) as bar:
+        bar.update(1000)
+    seen.append(multiprocessing.get_start_method(allow_none=True))
+multiprocessing.set_start_method("spawn")  # what the program could not do after a run
+print(seen, multiprocessing.get_start_method())
+"""
+
+
+def test_a_run_with_or_without_a_bar_leaves_the_start_method_unset(extractor, random_weights_path: Path) -> None:
+    # tqdm's default lock is a multiprocessing.RLock(), which fixes the default context ('fork') for the rest of the
+    # program; fidkit makes no tqdm for a hidden bar and gives a shown one a lock of threading only. (The
+    # `extractor` fixture has put the ONNX graph into the session's cache home, which the child inherits.)
+    run = subprocess.run(
+        [sys.executable, "-c", _START_METHOD_AFTER_RUNS, str(random_weights_path)], capture_output=True, text=True,
+        timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["[None,", "None,", "None,", "None]", "spawn"]
+    assert "3/3" in run.stderr  # the shown bar was drawn

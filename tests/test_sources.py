@@ -992,3 +992,86 @@ def test_file_rows_that_cannot_open_their_file_raise_once_and_print_nothing(tmp_
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.startswith("refused: gone.npy: cannot open the file again")
     assert done.stderr == ""
+
+
+# --- file names in messages: one line, the real name --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw", [b"bad\n\xff.png", b"two\r\nlines\x1b[31m.jpg", b"q'uo\\te\t.png", "\u202egnp.exe".encode()],
+)
+def test_a_file_name_in_a_message_is_one_line_that_the_shell_reads_back(raw: bytes) -> None:
+    from fidkit._plain import shown_name
+
+    shown = shown_name(os.fsdecode(raw))
+    assert shown.isprintable() and shown.startswith("$'") and shown.endswith("'")
+    assert shown_name(raw) == shown_name(Path(os.fsdecode(raw))) == shown
+    # bash's $'...' gives the very bytes back: what a message names is the file to fix or remove.
+    echoed = subprocess.run(["bash", "-c", f"printf %s {shown}"], capture_output=True, check=True).stdout
+    assert echoed == raw
+
+
+@pytest.mark.parametrize("name", ["ok.png", "a b/été 猫.png", "dir\\name.png", "x'y.png", ""])
+def test_an_ordinary_file_name_is_shown_as_it_is(name: str) -> None:
+    from fidkit._plain import shown_name
+
+    assert shown_name(name) == name
+
+
+def _folder_with_a_crafted_name(tmp_path: Path) -> Path:
+    root = _folder(tmp_path / "weird", 2)
+    (root / os.fsdecode(b"bad\n\xff.png")).write_bytes(b"notapng")
+    (root / os.fsdecode(b"evil\nfidkit: error: forged.gif")).write_bytes(b"GIF89a")  # an ignored kind, named
+    return root
+
+
+def test_a_skipped_file_with_a_newline_is_named_on_one_line(tmp_path, caplog) -> None:
+    root = _folder_with_a_crafted_name(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="fidkit"):
+        source = open_source(root, skip_bad=True, workers=0)
+        assert len(_all_pixels(source)) == 2
+    messages = [record.getMessage() for record in caplog.records]
+    assert all("\n" not in message and message.isprintable() for message in messages), messages
+    assert any("first $'bad\\n\\xff.png': not an image" in message for message in messages), messages
+    assert any("$'evil\\nfidkit: error: forged.gif'" in message for message in messages), messages
+    # The result keeps the real name; only the message escapes it.
+    assert [name for name, _ in source.skipped] == [os.fsdecode(b"bad\n\xff.png")]
+
+
+def test_a_bad_file_with_a_newline_is_named_on_one_line_in_the_error(tmp_path) -> None:
+    root = _folder_with_a_crafted_name(tmp_path)
+    with pytest.raises(ImageError) as info:
+        list(open_source(root, workers=0).batches(4))
+    message = str(info.value)
+    assert message.isprintable() and "($'bad\\n\\xff.png': not an image Pillow can read)" in message
+
+
+@pytest.mark.parametrize("skip_bad", [True, False])
+def test_a_ray_run_names_a_crafted_bad_file_on_one_line(skip_bad, caplog) -> None:
+    # The driver merges what the actors skipped and words the warning or the error itself (fidkit.cluster.ray).
+    from types import SimpleNamespace
+
+    from fidkit.cluster.ray import _merge, plan_shards
+    from fidkit.stats import StatsAccumulator
+
+    crafted = os.fsdecode(b"sub/bad\n\xff.png")
+    plan = plan_shards(8, 4, n_actors=2)
+    results = {}
+    for shard, skipped in zip(plan, ([(crafted, "not an image Pillow can read")], [])):
+        part = StatsAccumulator(dim=4)
+        part.update(np.random.default_rng(shard.index).normal(size=(3, 4)))
+        results[shard.index] = {"accumulator": part, "skipped": skipped, "n_good": 3, "lossy": False, "node": "n1",
+                                "seconds": 0.0, "extractor_metadata": {}}
+    source = SimpleNamespace(name="crafted", n_images=8, skipped_at_open=())
+    merge = lambda: _merge(  # noqa: E731
+        results, plan, source, SimpleNamespace(skip_bad=skip_bad), n_actors=2, wall_seconds=0.0, batch_size=4,
+    )
+    if skip_bad:
+        with caplog.at_level(logging.WARNING, logger="fidkit"):
+            assert merge().skipped == ((crafted, "not an image Pillow can read"),)
+        [message] = [record.getMessage() for record in caplog.records]
+    else:
+        with pytest.raises(ImageError) as info:
+            merge()
+        message = str(info.value)
+    assert message.isprintable() and "$'sub/bad\\n\\xff.png': not an image Pillow can read" in message

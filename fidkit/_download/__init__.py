@@ -144,18 +144,14 @@ def mirror_urls(urls: Sequence[str], mirror: str | None = None) -> tuple[str, ..
 def progress_bar(total: int | None, desc: str, *, show: bool | None = None, stream: TextIO | None = None) -> Any:
     """A tqdm bar counting bytes (shown in KiB/MiB), on `stream` (default stderr).
 
-    `show`: ``None`` draws only when the stream is a terminal, ``True`` always, ``False`` never (a
-    disabled tqdm costs nothing per update).
+    `show`: ``None`` draws only when the stream is a terminal, ``True`` always, ``False`` never (then no tqdm
+    is made: see :func:`fidkit._streams.progress_bar`).
     """
-    from tqdm import tqdm  # imported here: only a download needs it
+    from fidkit._streams import progress_bar as bar  # tqdm, imported there only when a bar is drawn
 
-    stream = stream if stream is not None else sys.stderr
-    if show is None:
-        isatty = getattr(stream, "isatty", None)
-        show = bool(isatty and isatty())
-    return tqdm(
-        total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=stream,
-        disable=not show, mininterval=0.25, leave=True,
+    return bar(
+        show, auto=False, file=stream, total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+        mininterval=0.25, leave=True,
     )
 
 

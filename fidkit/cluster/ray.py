@@ -60,7 +60,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fidkit._streams import RESTATED
+from fidkit._plain import shown_name
+from fidkit._streams import RESTATED, progress_bar
 from fidkit.cluster.shards import (
     MIN_SHARDS,
     SHARDS_PER_ACTOR,
@@ -414,7 +415,6 @@ def _drive(
     resources it waited for when none is.
     """
     from ray.exceptions import RayActorError, RayError
-    from tqdm.auto import tqdm
 
     name = str(source.name)
     queue = deque(plan)
@@ -434,9 +434,9 @@ def _drive(
         ref = actors[actor_index].run.remote(work_ref, shard.index, shard.start, shard.stop, count_only)
         in_flight[ref] = (shard, actor_index)
 
-    with tqdm(
-        total=source.n_images, desc=name if len(name) <= 32 else "..." + name[-29:], unit="img",
-        disable=None if options.progress is None else not options.progress, leave=False, dynamic_ncols=True,
+    with progress_bar(
+        options.progress, total=source.n_images, desc=name if len(name) <= 32 else "..." + name[-29:], unit="img",
+        leave=False, dynamic_ncols=True,
     ) as bar:
         while len(results) < len(plan):
             while queue and idle:
@@ -547,7 +547,9 @@ def _merge(
             accumulator.merge(part)
     name = str(source.name)
     if bad and not options.skip_bad:
-        named = "; ".join(f"{file}: {reason} (node {node})" for file, reason, node in bad[:_NAMED_BAD_FILES])
+        named = "; ".join(
+            f"{shown_name(file)}: {reason} (node {node})" for file, reason, node in bad[:_NAMED_BAD_FILES]
+        )
         more = f"; and {len(bad) - _NAMED_BAD_FILES} more" if len(bad) > _NAMED_BAD_FILES else ""
         raise ImageError(
             f"{name}: {len(bad)} of {source.n_images} image files could not be decoded ({named}{more}); "
@@ -558,9 +560,12 @@ def _merge(
     if skipped:
         # Restated by the result (n_skipped, skipped_files, compute's report): printed, not listed again in --json,
         # as a local run's FileSource does.
-        logger.warning("%s: skipped %d bad file(s), first %s: %s", name, len(skipped), *skipped[0], extra=RESTATED)
+        logger.warning(
+            "%s: skipped %d bad file(s), first %s: %s", name, len(skipped), shown_name(skipped[0][0]), skipped[0][1],
+            extra=RESTATED,
+        )
     if n_good == 0:
-        detail = f"all {len(bad)} files were bad, first {bad[0][0]}: {bad[0][1]}" if bad else ""
+        detail = f"all {len(bad)} files were bad, first {shown_name(bad[0][0])}: {bad[0][1]}" if bad else ""
         raise empty_source_error(name, detail)
     assert accumulator is not None
     features = None

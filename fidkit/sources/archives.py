@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from fidkit._fs import CHUNK_BYTES, sha256_file
 from fidkit._npz import sniff_numpy_file
+from fidkit._plain import shown_name
 from fidkit._streams import RESTATED
 from fidkit.errors import ImageError, SourceError
 from fidkit.sources.base import ReadOptions, empty_source_error, file_stamp
@@ -221,7 +222,7 @@ def _replace_earlier(
             "%s: member %s appears more than once; the last copy in the archive is read (as tar and unzip "
             "extract it), the earlier ones are ignored",
             name,
-            member,
+            shown_name(member),
             extra=RESTATED,  # counted in source.ignored
         )
     else:
@@ -229,7 +230,7 @@ def _replace_earlier(
             "%s: member %s appears more than once, the last time as %s; extracting keeps only the last entry "
             "of a name, so the earlier copies are not read",
             name,
-            member,
+            shown_name(member),
             later,
             extra=RESTATED,
         )

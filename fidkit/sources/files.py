@@ -80,6 +80,7 @@ from typing import Any
 import numpy as np
 
 from fidkit._fs import file_kind, sha256_file
+from fidkit._plain import shown_name
 from fidkit._streams import RESTATED
 from fidkit.errors import ImageError, SourceError
 from fidkit.sources.base import (
@@ -146,7 +147,7 @@ class Ignored:
                 count,
                 "entry" if count == 1 else "entries",
                 reason,
-                ", ".join(self.examples[reason]),
+                ", ".join(shown_name(example) for example in self.examples[reason]),
                 extra=RESTATED,
             )
 
@@ -352,7 +353,7 @@ class FileSource(Source):
                 if outcome.pixels is None:
                     bad.append((outcome.name, outcome.reason or "unknown error"))
                     if not self.skip_bad and len(bad) == 1:
-                        logger.debug("%s: first bad file %s; counting the rest", self.name, outcome.name)
+                        logger.debug("%s: first bad file %s; counting the rest", self.name, shown_name(outcome.name))
                     continue
                 n_good += 1
                 any_lossy = any_lossy or outcome.lossy
@@ -373,16 +374,19 @@ class FileSource(Source):
         self.skipped = self._skipped_at_open + bad
         self._lossy = any_lossy
         if bad:
-            logger.warning("%s: skipped %d bad file(s), first %s: %s", self.name, len(bad), *bad[0], extra=RESTATED)
+            logger.warning(
+                "%s: skipped %d bad file(s), first %s: %s", self.name, len(bad), shown_name(bad[0][0]), bad[0][1],
+                extra=RESTATED,
+            )
         if n_good == 0:
-            detail = f"all {len(bad)} files were bad, first {bad[0][0]}: {bad[0][1]}" if bad else ""
+            detail = f"all {len(bad)} files were bad, first {shown_name(bad[0][0])}: {bad[0][1]}" if bad else ""
             raise empty_source_error(self.name, detail)
         yield from grouper.finish()
         self.emitted_order = grouper.emitted_order()  # every batch taken: rows can go back to the members' order
 
 
 def _bad_files_error(name: str, bad: list[tuple[str, str]], n_files: int) -> ImageError:
-    named = "; ".join(f"{member}: {reason}" for member, reason in bad[:_NAMED_BAD_FILES])
+    named = "; ".join(f"{shown_name(member)}: {reason}" for member, reason in bad[:_NAMED_BAD_FILES])
     more = f"; and {len(bad) - _NAMED_BAD_FILES} more" if len(bad) > _NAMED_BAD_FILES else ""
     return ImageError(
         f"{name}: {len(bad)} of {n_files} image files could not be decoded ({named}{more}); "
@@ -391,7 +395,7 @@ def _bad_files_error(name: str, bad: list[tuple[str, str]], n_files: int) -> Ima
 
 
 def _unreadable_folder(name: str, relative: str, exc: OSError) -> SourceError:
-    where = f"its subfolder {relative}/" if relative else "the folder"
+    where = f"its subfolder {shown_name(relative + '/')}" if relative else "the folder"
     return SourceError(
         f"{name}: cannot read {where} ({type(exc).__name__}: {exc.strerror or exc}); its images would "
         "be missing from the count: fix its permissions, or pass --skip-bad (skip_bad=True) to skip "
@@ -463,7 +467,7 @@ def iter_folder_images(
             try:
                 file_info = entry.stat()  # follows links: an image that is a link is the file it points to
             except OSError as exc:
-                logger.debug("cannot stat %s: %s", entry.path, exc)
+                logger.debug("cannot stat %s: %s", shown_name(entry.path), exc)
                 yield child, None
                 continue
             if not stat.S_ISREG(file_info.st_mode):
@@ -482,7 +486,9 @@ def _walk_images(root: Path, name: str, *, skip_bad: bool, ignored: Ignored) -> 
     listing = FolderListing(ignored)
     found = sorted(member for member, _ in iter_folder_images(root, name, listing, skip_unreadable=skip_bad))
     for folder, reason in listing.unreadable:
-        logger.warning("%s: cannot read subfolder %s (%s); skipped (--skip-bad)", name, folder, reason, extra=RESTATED)
+        logger.warning(
+            "%s: cannot read subfolder %s (%s); skipped (--skip-bad)", name, shown_name(folder), reason, extra=RESTATED,
+        )
     return found, listing
 
 
@@ -492,7 +498,7 @@ def empty_detail(what: str, ignored: Ignored, unreadable: list[tuple[str, str]] 
     for reason, count in ignored.counts.items():
         detail += f"; {count} ignored: {reason}"
     if unreadable:
-        detail += f"; {len(unreadable)} unreadable folder(s) skipped, first {unreadable[0][0]}"
+        detail += f"; {len(unreadable)} unreadable folder(s) skipped, first {shown_name(unreadable[0][0])}"
     return detail
 
 

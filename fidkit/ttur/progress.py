@@ -88,9 +88,11 @@ class Progress:
         self._bar: Any = None
         self._lines = enabled is not False
         if enabled is not False and bar and stderr_is_terminal():
-            from tqdm.auto import tqdm
+            from fidkit._streams import progress_bar
 
-            self._bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, leave=False, dynamic_ncols=True)
+            self._bar = progress_bar(
+                True, total=total, desc=desc, unit=unit, initial=initial, leave=False, dynamic_ncols=True,
+            )
             self._lines = False
 
     @property
