@@ -307,3 +307,37 @@ def test_one_subset_below_its_round_off_is_no_reason_to_refuse_the_kid(monkeypat
     results = iter([(1e-15, 1e-12), (2e-15, 1e-12), (-1e-15, 1e-12)])
     with pytest.raises(InputError, match="KID is 6.67e-16 with a std of 1.25e-15"):
         kid(rows, rows + 1.0, subsets=3, subset_size=10)
+
+
+def test_kernels_at_the_edge_of_float64_are_a_kid_or_the_overflow_error_never_a_traceback_or_other_advice():
+    """Finite terms whose fsum overflows raised OverflowError; a bound or a std past float64 (the squares of
+    values near 1e300) gave "cannot be resolved ... repeated rows" instead of the overflow's fix."""
+    rng = np.random.default_rng(3)
+    base_x, base_y = np.abs(rng.standard_normal((2, 50, 8)))
+    for scale in np.geomspace(1e49, 1e52, 10):
+        try:
+            result = kid(base_x * scale, base_y * scale, subsets=2, subset_size=20)
+        except InputError as error:
+            assert "overflows float64" in str(error) and "scale them" in str(error)
+        else:
+            assert np.isfinite(result.mean) and np.isfinite(result.std)
+    # Values near 1e300 whose squares overflow: a KID with a finite std.
+    result = kid(base_x * 1e50, base_y * 1e50, subsets=3, subset_size=20)
+    assert np.isfinite(result.std) and result.std > 0
+    features = np.abs(rng.standard_normal((40, 16))) * 0.6
+    with pytest.raises(InputError, match="overflows float64"):
+        kid(features[:20], features[20:], subsets=2, subset_size=20, gamma=7.462935686310053e101)
+
+
+def test_a_negative_coef0_cancelling_k0_does_not_inflate_the_round_off_bound():
+    """K0^p errs by p |K0|^(p-1) eps k0_size: bounding it by k0_size^p refused an exact KID (-43.15 against a
+    bound of 1e3 at degree 5)."""
+    rng = np.random.default_rng(0)
+    centre = np.array([300.0, 100.0, 200.0, 50.0])
+    x = centre + 0.01 * rng.standard_normal((12, 4))
+    y = centre + 0.01 * rng.standard_normal((12, 4))
+    gamma = 1.0 / 4
+    coef0 = -gamma * float(centre @ centre)
+    value = mmd2_unbiased(x, y, coef0=coef0, degree=5)
+    exact = exact_mmd(x, y, coef0=coef0, degree=5)
+    assert value == pytest.approx(exact, rel=1e-9)

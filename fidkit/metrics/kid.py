@@ -215,11 +215,19 @@ def _mmd2_and_bound(
         terms.append(float(coefficient * k0**p * means[q, r, s]))
         same_size = (size_x[q, s] * size_x[r, s] + size_y[q, s] * size_y[r, s]) / same_pairs
         magnitude = same_size + 2.0 * size_x[q, s] * size_y[r, s] / (m * m)
-        sizes.append(float(coefficient * k0_size**p * magnitude))
-    if not all(math.isfinite(term) for term in terms):
+        # K0^p errs by p |K0|^(p-1) times K0's own round-off (eps k0_size), and by eps |K0|^p as a product: where
+        # a negative coef0 cancels K0, k0_size^p would inflate the bound by (k0_size / |K0|)^(p-1).
+        k0_error = abs(k0) ** p + (p * abs(k0) ** (p - 1) * k0_size if p else 0.0)
+        sizes.append(float(coefficient * k0_error * magnitude))
+    try:
+        value = math.fsum(terms)
+        # eps first: sizes near float64's limit would overflow a sum that the bound itself does not.
+        bound = math.fsum(_EPS * (degree * (dim + 4) + 2 * m + 16) * size for size in sizes)
+    except (OverflowError, ValueError):  # finite terms whose sum overflows; an inf or NaN term
         return math.nan, math.nan
-    value = math.fsum(terms)
-    bound = _EPS * (degree * (dim + 4) + 2 * m + 16) * math.fsum(sizes)
+    if not (math.isfinite(value) and math.isfinite(bound)):
+        # The kernel's values (or the bound's magnitudes, which are theirs) are beyond float64.
+        return math.nan, math.nan
     return value, bound
 
 
@@ -275,12 +283,19 @@ def _checked_mmd2(
     if not math.isfinite(value):
         # Kernel values beyond float64 (features near 1e50 at degree 3, or a huge gamma or coef0): the sums are
         # inf or inf - inf, and a NaN KID would pass for a number.
-        raise InputError(
-            f"the polynomial kernel (gamma x.y + coef0)^{degree} overflows float64 on these features (gamma = "
-            f"{gamma:.3g}, coef0 = {coef0:.3g}, largest |feature| {max(np.abs(x).max(), np.abs(y).max()):.3g}); "
-            "KID is defined for features of moderate size: scale them, or lower gamma or coef0"
-        )
+        raise InputError(_overflow_message(x, y, gamma, coef0, degree))
     return value, bound
+
+
+def _overflow_message(x: np.ndarray, y: np.ndarray, gamma: float, coef0: float, degree: int) -> str:
+    """Why a KID whose kernel values (or their sums, or the spread of the subsets' values) pass float64's range
+    is refused, with the fix."""
+    largest = max(np.abs(x).max(), np.abs(y).max())
+    return (
+        f"the polynomial kernel (gamma x.y + coef0)^{degree} overflows float64 on these features (gamma = "
+        f"{gamma:.3g}, coef0 = {coef0:.3g}, largest |feature| {largest:.3g}); KID is defined for features of "
+        "moderate size: scale them, or lower gamma or coef0"
+    )
 
 
 def _unresolved_message(what: str, bound: float, x: np.ndarray, y: np.ndarray) -> str:
@@ -379,9 +394,15 @@ def kid(
         )
     # Mean and std about the first value: equal values (every repetition at the cap) give exactly that value and
     # a std of exactly 0, where np.mean's sum / n can be off by an ulp and leave a std of 1e-16.
-    deviations = values - values[0]
-    mean, std = float(values[0] + np.mean(deviations)), float(np.std(deviations))
-    bound = float(np.mean(bounds))
+    with np.errstate(over="ignore", invalid="ignore"):
+        deviations = values - values[0]
+        # In units of the largest deviation: the squares of values near float64's limit would overflow the std.
+        unit = float(np.max(np.abs(deviations))) or 1.0
+        mean, std = float(values[0] + np.mean(deviations)), unit * float(np.std(deviations / unit))
+        bound = float(np.sum(bounds / subsets))  # their mean, summed after the division so that it cannot overflow
+    if not (math.isfinite(mean) and math.isfinite(std) and math.isfinite(bound)):
+        # Each subset's value is finite, but near float64's limit their mean or spread is not.
+        raise InputError(_overflow_message(array_a, array_b, float(gamma), float(coef0), degree))
     if not bound < max(abs(mean), std) and bound > 0.0:
         # The mean's round-off is at most the subsets' mean bound. Below the std it is honest as printed (one
         # subset's MMD^2 near 0 by chance is no reason to refuse); refused only when neither the mean nor the
