@@ -26,6 +26,7 @@ __all__ = [
     "check_destination",
     "check_writable_destination",
     "not_a_folder",
+    "described_link",
     "remove_stale_temporaries",
     "is_temporary_name",
     "file_digest",
@@ -391,21 +392,29 @@ def not_a_folder(path: str | os.PathLike) -> tuple[str, str]:
     if not stat.S_ISLNK(info.st_mode):
         kind = "a file" if stat.S_ISREG(info.st_mode) else file_kind(info.st_mode)
         return f"{kind}, not a folder", elsewhere
+    leads_to, what = described_link(where)
+    if leads_to == "loop":
+        return what, f"fix or remove the link, or {elsewhere}"
+    if leads_to == "nothing":
+        return what, f"create that folder, remove the link, or {elsewhere}"
+    return f"{what}, not a folder", elsewhere
+
+
+def described_link(path: str | os.PathLike) -> tuple[str, str]:
+    """A symbolic link in words by what it leads to: ``("loop" | "nothing" | "something", what)``, e.g.
+    ``("nothing", "a symbolic link to a missing target (/gone/x)")``, ``"a symbolic link to a folder (data)"``."""
     try:
-        pointed = os.readlink(where)
+        pointed = os.readlink(path)
     except OSError:  # pragma: no cover - raced away
         pointed = "?"
     try:
-        followed = where.stat()
+        followed = os.stat(path)
     except OSError as error:
         if error.errno == errno.ELOOP:
-            return f"a symbolic link loop (it leads to {pointed}, and back)", f"fix or remove the link, or {elsewhere}"
-        return (
-            f"a symbolic link to a missing target ({pointed})",
-            f"create that folder, remove the link, or {elsewhere}",
-        )
+            return "loop", f"a symbolic link loop (it leads to {pointed}, and back)"
+        return "nothing", f"a symbolic link to a missing target ({pointed})"
     kind = "a file" if stat.S_ISREG(followed.st_mode) else file_kind(followed.st_mode)
-    return f"a symbolic link to {kind} ({pointed}), not a folder", elsewhere
+    return "something", f"a symbolic link to {kind} ({pointed})"
 
 
 def _make_folders(folder: Path) -> None:

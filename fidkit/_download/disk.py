@@ -5,12 +5,11 @@ something at the file's path that fidkit must not replace (:class:`DiskWriteErro
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from pathlib import Path
 
-from fidkit._fs import file_kind, file_size_limit_fix, in_cache_home_folders, not_a_folder, out_of_space
+from fidkit._fs import described_link, file_kind, file_size_limit_fix, in_cache_home_folders, not_a_folder, out_of_space
 from fidkit.errors import DownloadError
 
 __all__ = ["DiskWriteError", "disk_write_error", "in_the_way", "path_in_the_way_error"]
@@ -64,18 +63,7 @@ def in_the_way(target: Path) -> tuple[Path, str] | None:
         return None
     if not stat.S_ISLNK(info.st_mode):
         return target, f"{file_kind(info.st_mode)}, not a file"
-    try:
-        pointed = os.readlink(target)
-    except OSError:  # pragma: no cover - raced away
-        pointed = "?"
-    try:
-        followed = target.stat()
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            return target, f"a symbolic link loop (it leads to {pointed}, and back)"
-        return target, f"a symbolic link to a missing target ({pointed})"
-    kind = "a file" if stat.S_ISREG(followed.st_mode) else file_kind(followed.st_mode)
-    return target, f"a symbolic link to {kind} ({pointed})"
+    return target, described_link(target)[1]
 
 
 def path_in_the_way_error(what: str, target: Path, blocker: Path, kind: str) -> DiskWriteError:
