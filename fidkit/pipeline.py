@@ -274,15 +274,17 @@ def _extract_on_cluster(source: Source, lazy: LazyExtractor, options: RunOptions
     from fidkit.cluster.ray import ray_extract
 
     # The same step on a cluster: partial statistics (or rows, logits, spatial features) of shards, merged exactly
-    # here. Its wall time is reported as network time (decoding runs on the actors, between batches); connecting
-    # to Ray (a local instance starts in seconds) and the graph's export before the actors start, as setup.
+    # here. The shards' wall time is reported as network time (decoding runs on the actors, between batches); the
+    # rest of the call, as setup "ray_outside_shards": the identity (it may hash the weights), connecting to Ray
+    # or starting a local instance (seconds) and stopping it, the graph's export before the actors start, merging
+    # the shards and checking their identity. ray_extract does not time these apart, so they are one part.
     started = time.perf_counter()
     run = ray_extract(source, options, lazy.identity, given=lazy.given, keep_features=kept)
     setup_seconds = max(time.perf_counter() - started - run.wall_seconds, 0.0)
     times = ExtractionTimes(decode_seconds=0.0, network_seconds=run.wall_seconds)
     return _Extracted(
         run.accumulator, run.features, run.metadata(), run.run_metadata(), times, run.batch_size, setup_seconds,
-        run.skipped, (("ray_connect", setup_seconds),),
+        run.skipped, (("ray_outside_shards", setup_seconds),),
     )
 
 

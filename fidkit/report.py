@@ -103,8 +103,10 @@ class SideReport:
         before or not needed.
     setup_parts : tuple of (str, float)
         Where that time went, as the extractor says (e.g. ``weights``, ``graph_export`` or ``graph_check``,
-        ``session``), or ``ray_connect`` on a Ray cluster (connecting, or starting a local instance, and the
-        graph's export before the actors start); empty when it was not built for this side.
+        ``session``), or ``ray_outside_shards`` on a Ray cluster: the whole Ray call but the shards' wall time
+        (the extractor's identity, which may hash the weights; connecting to Ray, or starting a local instance
+        and stopping it; the graph's export before the actors start; merging the shards and checking their
+        identity); empty when it was not built for this side.
     first_wait_seconds, first_batch_seconds : float
         Of `decode_seconds` and `network_seconds`, the first batch's: the wait for it includes the decoding
         workers' start, its network call a GPU's plan search for the batch shape. 0 where the network did not

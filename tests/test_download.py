@@ -10,6 +10,7 @@ import hashlib
 import http.server
 import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -310,6 +311,37 @@ def test_a_lock_path_linked_to_a_file_never_writes_that_file(hostile_server, fid
     assert _download_in_thread(f"{hostile_server}/good", target, lock_path) == [target]
     assert precious.read_text() == "my notes"  # the holder writes its pid in its lock file, never through a link
     assert lock_path.is_symlink() and target.read_bytes() == PAYLOAD
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_at_the_lock_path_is_warned_about_and_never_blocks(hostile_server, fidkit_home, caplog):
+    # Review of round 8, 3: a FIFO was opened, then refused by os.fdopen (not seekable) before the check of its
+    # kind, and the download went on without a lock and without a warning.
+    target = fidkit_home / "datasets" / "data.bin"
+    lock_path = _download._lock_path(target)
+    lock_path.parent.mkdir(parents=True)
+    os.mkfifo(lock_path)
+    with caplog.at_level("WARNING", logger="fidkit._download.locks"):
+        results = _download_in_thread(f"{hostile_server}/good", target, lock_path)
+    assert results == [target] and target.read_bytes() == PAYLOAD  # downloaded without a lock
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(lock_path) in message and "FIFO" in message and "remove it" in message for message in warnings)
+    assert stat.S_ISFIFO(os.lstat(lock_path).st_mode)  # not fidkit's file: left as it was
+
+
+def test_a_regular_lock_file_is_opened_blocking_and_locked(fidkit_home):
+    # The open is non-blocking (for a FIFO's sake); the handle of a regular file is made blocking again.
+    import fcntl
+
+    from fidkit._download import locks
+
+    lock_path = fidkit_home / "locks" / "y.lock"
+    handle = locks._acquire(lock_path, fcntl, 1.0, "y")
+    try:
+        assert os.get_blocking(handle.fileno()) and handle.seekable()
+        assert lock_path.read_text(encoding="ascii") == str(os.getpid())
+    finally:
+        handle.close()
 
 
 def test_a_lock_file_that_keeps_being_replaced_ends_at_the_deadline(fidkit_home, monkeypatch):

@@ -591,3 +591,96 @@ def test_a_tar_of_images_in_another_folder_is_still_read_as_images(tmp_path):
     path.write_bytes(tar_gz({"cifar-10-png/a.png": buffer.getvalue()}))
     source = open_source(path)
     assert source.kind != "cifar" and source.n_images == 1
+
+
+# --- review of round 8, 1-2: a tar is a CIFAR archive by its batches, not by its folder's name alone -----------------
+
+
+def _tar(entries: list[tuple[str, bytes | None]], *, gz: bool) -> bytes:
+    """A tar of (name, data) in this order; None data makes a folder entry."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz" if gz else "w") as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _pngs(count: int) -> list[bytes]:
+    import io
+
+    from PIL import Image
+
+    out = []
+    for image in np.random.default_rng(count).integers(0, 256, (count, 8, 8, 3), dtype=np.uint8):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+@pytest.mark.parametrize(
+    ("folder", "count", "file_name", "gz"),
+    [
+        ("cifar-10-batches-py", 7, "myimages.tar", False),
+        ("cifar-100-python", 5, "myimages.tar.gz", True),
+        ("./cifar-10-batches-py", 3, "shots.tgz", True),
+    ],
+)
+def test_a_tar_of_images_in_a_cifar_named_folder_is_read_as_images(tmp_path, folder, count, file_name, gz):
+    entries: list[tuple[str, bytes | None]] = [(folder, None)]
+    entries += [(f"{folder}/img{i:03d}.png", data) for i, data in enumerate(_pngs(count))]
+    path = tmp_path / file_name
+    path.write_bytes(_tar(entries, gz=gz))
+    source = open_source(path)
+    assert source.kind != "cifar" and source.n_images == count
+
+
+def _cifar10_entries() -> list[tuple[str, bytes | None]]:
+    """CIFAR-10's members in the published order (the folder, then data_batch_4 first)."""
+    batches = {
+        f"data_batch_{i + 1}": cifar_batch(batch, labels=[0] * len(batch)) for i, batch in enumerate(CIFAR10_TRAIN)
+    }
+    batches["test_batch"] = cifar_batch(CIFAR10_TEST, labels=[1] * len(CIFAR10_TEST))
+    order = ["data_batch_4", "test_batch", "data_batch_3", "data_batch_2", "data_batch_5", "data_batch_1"]
+    return [("cifar-10-batches-py", None)] + [(f"cifar-10-batches-py/{name}", batches[name]) for name in order]
+
+
+@pytest.mark.parametrize(
+    ("layout", "gz"),
+    [
+        ("dot", False),  # tar -cf x.tar . inside the folder above: "./", "./cifar-10-batches-py/", ...
+        ("dot", True),
+        ("readme", False),  # a README beside the folder, first
+        ("readme", True),
+        ("readme-and-dot", False),
+    ],
+)
+def test_a_cifar_archive_with_dot_members_or_a_readme_first_reads_its_training_split(tmp_path, layout, gz):
+    entries = _cifar10_entries()
+    if "dot" in layout:
+        entries = [("./", None)] + [(f"./{name}", data) for name, data in entries]
+    if "readme" in layout:
+        entries = [("README.txt", b"CIFAR-10, as downloaded\n" * 50), ("NOTES", b"")] + entries
+    path = tmp_path / ("c10.tar.gz" if gz else "c10.tar")
+    path.write_bytes(_tar(entries, gz=gz))
+    source = open_source(path)
+    assert source.kind == "cifar" and source.n_images == len(EXPECTED["cifar10-train"])
+    np.testing.assert_array_equal(_pixels(path), EXPECTED["cifar10-train"])
+
+
+def test_a_renamed_cifar_archive_missing_a_training_batch_says_which(tmp_path):
+    # It holds CIFAR batches, so it is a CIFAR archive: the error names the batches it lacks, not "no images".
+    entries = [(name, data) for name, data in _cifar10_entries() if not name.endswith(("_2", "_5"))]
+    path = tmp_path / "c10.tar"
+    path.write_bytes(_tar(entries, gz=False))
+    with pytest.raises(SourceError, match=r"no member cifar-10-batches-py/data_batch_2, .*/data_batch_5; not a CIFAR"):
+        open_source(path)

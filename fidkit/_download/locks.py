@@ -57,24 +57,40 @@ def _open_lock_file(lock_path: Path) -> Any:
 
     The holder truncates the file and writes its pid there: through a link that would overwrite whatever file the
     link points to, and a broken link would make the open fail for ever. Raises :class:`_UnusableLock` for a link
-    or anything but a regular file at `lock_path`, FileNotFoundError when its folder is gone.
+    or anything but a regular file at `lock_path` (a FIFO, a socket, a device), FileNotFoundError when its folder
+    is gone.
     """
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    # O_NONBLOCK: the open of a FIFO or a device someone put there must not wait for a writer or the device; it
+    # is cleared again once fstat shows a regular file (where it changes nothing anyway).
+    flags = (
+        os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        | getattr(os, "O_NONBLOCK", 0)
+    )
     try:
         fd = os.open(lock_path, flags, 0o666)
     except OSError as error:
-        if error.errno in (errno.ELOOP, errno.EISDIR, errno.EMLINK) or (
-            os.path.islink(lock_path) or os.path.isdir(lock_path)
-        ):
+        if error.errno in (errno.ELOOP, errno.EISDIR, errno.EMLINK, errno.ENXIO) or not _is_regular_or_gone(lock_path):
             raise _UnusableLock(
                 f"{lock_path} is {_what_is_at(lock_path)}, not a lock file ({error.strerror or error}); remove it"
             ) from error
         raise
-    handle = os.fdopen(fd, "r+b")
-    if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # a FIFO or a device someone put there
-        handle.close()
-        raise _UnusableLock(f"{lock_path} is {_what_is_at(lock_path)}, not a lock file; remove it")
-    return handle
+    try:
+        # Before os.fdopen: its buffered reader-writer refuses a FIFO (not seekable) with io.UnsupportedOperation,
+        # which would pass for a failing file system (no lock, and only a debug line saying why).
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _UnusableLock(f"{lock_path} is {_what_is_at(lock_path)}, not a lock file; remove it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "r+b")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _is_regular_or_gone(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return True  # gone (or unreadable): the open's own error says what is wrong
 
 
 def _what_is_at(path: Path) -> str:

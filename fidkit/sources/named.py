@@ -23,7 +23,8 @@ The files are read in place, never extracted: the CIFAR batches from inside the 
 (:func:`fidkit.sources.datasets.load_cifar_tar`, restricted unpickling), the MNIST idx ``.gz`` by the MNIST
 reader. A path to ``cifar-10-python.tar.gz`` or ``cifar-100-python.tar.gz`` given as a source reads that
 archive's training split, as a CIFAR batch folder does; so does a tar named otherwise (the archive gunzipped to
-``cifar-10-python.tar``, or renamed) whose first member is in the folder the archive holds.
+``cifar-10-python.tar``, or renamed) whose first folder is the one the archive holds and holds its batches (a
+tar of images in a folder of that name is read as images).
 
 A CIFAR source's fingerprint names the archive and the members it reads, so the two splits of one archive
 never share a cached statistics entry.
@@ -371,31 +372,68 @@ def _train_split_of(file_name: str) -> NamedDataset | None:
     return None
 
 
+#: How far into a tar not named canonically the folder of a CIFAR python archive is looked for: past the
+#: members that name no folder (``./`` of ``tar -cf x.tar .``, a README beside the folder), at most this many
+#: members and bytes of their data, so that a tar of images is not read through (decompressed) to be told apart.
+_CIFAR_LOOKAHEAD_MEMBERS = 32
+_CIFAR_LOOKAHEAD_BYTES = 8 << 20
+
+
 def _cifar_archive_of(path: Path) -> NamedDataset | None:
     """The training split of the CIFAR python archive `path`, or None when it is not one.
 
-    By its canonical file name (``cifar-10-python.tar.gz``), or for a tar named otherwise (gunzipped to
-    ``cifar-10-python.tar``, renamed ``cifar10.tar.gz``) by its first member: one inside (or naming) the folder
-    the published archive holds (``cifar-10-batches-py/``, ``cifar-100-python/``). Only that member's header is
-    read; a file that is no readable tar is None, and the archive reader says what is wrong with it.
+    By its canonical file name (``cifar-10-python.tar.gz``); a tar named otherwise (gunzipped to
+    ``cifar-10-python.tar``, renamed ``cifar10.tar.gz``) by its members (:func:`_cifar_split_in`). A file that
+    is no readable tar is None, and the archive reader says what is wrong with it.
     """
     dataset = _train_split_of(path.name)
     if dataset is not None or not is_archive(path) or path.name.lower().endswith(".zip"):
-        return dataset  # a tar by its name, as the archive reader takes it: only then is its first member read
+        return dataset  # a tar by its name, as the archive reader takes it: only then are its members read
     try:
         with tarfile.open(path, "r:*") as tar:  # "*": by its content, as the name may say another compression
-            first = tar.next()
+            return _cifar_split_in(tar, path)
     except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError):
         return None
-    if first is None:
-        return None
-    folder = normalise_member(first.name).split("/", 1)[0]
+
+
+def _cifar_split_in(tar: tarfile.TarFile, path: Path) -> NamedDataset | None:
+    """The training split of the CIFAR archive `tar` is, by its members' names; None for any other tar.
+
+    Its first folder (the first member inside one or naming one, past at most a few members outside any folder)
+    must be the one the published archive holds (``cifar-10-batches-py/``, ``cifar-100-python/``), and a member
+    in it must be one of that archive's batches (``data_batch_1``, ``test_batch``; ``train``, ``test``): a tar of
+    images in a folder of that name is a tar of images. The headers are read up to that batch, which the
+    published archives store near their start; only a tar that holds that folder and no batch is read to its end.
+    """
+    batches: dict[str, set[str]] = {}  # folder -> the batch members of its archive's splits
+    train: dict[str, NamedDataset] = {}
     for candidate in DATASETS.values():
-        if candidate.kind == "cifar" and candidate.name.endswith("-train") and (
-            candidate.members[0].split("/", 1)[0] == folder
-        ):
-            logger.info("%s holds %s/: read as the CIFAR python archive %s", path, folder, candidate.file.file_name)
-            return candidate
+        if candidate.kind == "cifar":
+            folder = normalise_member(candidate.members[0]).split("/", 1)[0]
+            batches.setdefault(folder, set()).update(normalise_member(member) for member in candidate.members)
+            if candidate.name.endswith("-train"):
+                train[folder] = candidate
+    folder = None
+    skipped = skipped_bytes = 0
+    for member in tar:
+        name = normalise_member(member.name)
+        if folder is None:
+            if "/" in name or (name and member.isdir()):
+                folder = name.split("/", 1)[0]
+                if folder not in batches or folder not in train:
+                    return None
+            else:  # "./", or a file beside the folder (a README): the folder may come next
+                skipped += 1
+                skipped_bytes += max(member.size, 0)
+                if skipped > _CIFAR_LOOKAHEAD_MEMBERS or skipped_bytes > _CIFAR_LOOKAHEAD_BYTES:
+                    return None
+                continue
+        if name in batches[folder]:
+            dataset = train[folder]
+            logger.info("%s holds %s: read as the CIFAR python archive %s", path, name, dataset.file.file_name)
+            return dataset
+    if folder is not None:
+        logger.debug("%s holds %s/ but none of the CIFAR batches: not read as a CIFAR python archive", path, folder)
     return None
 
 
@@ -403,9 +441,9 @@ def open_if_named(path: Path, name: str, *, limit: int | None, seed: int | None)
     """The hook of :func:`fidkit.sources.open_source` for paths: a named dataset, a CIFAR python archive, or None.
 
     * an existing ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``, by file name, or a tar whose first
-      member is in the folder such an archive holds (``cifar-10-batches-py/``, ``cifar-100-python/``: the
-      archive gunzipped or renamed): its training split, read in place (used as given, not checked against the
-      md5);
+      folder is the one such an archive holds (``cifar-10-batches-py/``, ``cifar-100-python/``) with one of its
+      batches in it (the archive gunzipped or renamed): its training split, read in place (used as given, not
+      checked against the md5);
     * any other existing path: None (the other readers decide);
     * a registered name that is not an existing path: the dataset (:func:`open_named`);
     * a missing path that looks like a mistyped name (``cifar10``): a :class:`SourceError` that suggests names.
