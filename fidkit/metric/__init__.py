@@ -270,14 +270,14 @@ class FID(DistributedMerge):
     def _warn_value_range(self, images: Any, what: str, stacklevel: int) -> None:
         """The value-range warnings of the images of :meth:`update` and of the reference, each once per metric:
         float images declared (0, 255) or (-1, 1) (or alike) that all lie in [0, 1]; uint8 images that hold values
-        of a value_range other than (0, 255), which they ignore. `stacklevel` counts from the caller of this."""
+        of a value_range other than (0, 255), which they ignore. `stacklevel` as warnings.warn's, from this method."""
         if self._value_range is None:
             return
         for flag, hint_of in (("_unit_range_warned", unit_range_hint), ("_uint8_range_warned", uint8_range_hint)):
             hint = None if getattr(self, flag) else hint_of(images, self._value_range, what)
             if hint is not None:
                 setattr(self, flag, True)
-                warnings.warn(hint, FidkitWarning, stacklevel=stacklevel + 1)
+                warnings.warn(hint, FidkitWarning, stacklevel=stacklevel)
 
     def _update_features(self, features: Any, real: bool = False) -> None:
         """Add Inception features directly (tests and benchmarks; :meth:`update` is this after the network)."""
