@@ -385,7 +385,8 @@ def uint8_range_hint(images: Any, value_range: tuple[float, float], what: str) -
     uint8 images are used as they are, as 0..255 pixels: the range applies to floating-point images only. That is
     right for 8-bit pixels fed beside floating-point ones (they reach beyond a range such as ``(-1, 1)``), but
     silently wrong for uint8 images that hold values of the declared range (``(x > 0.5).to(torch.uint8)`` under
-    ``(0, 1)``: levels 0 and 1 of 255, nearly black). Those are told apart by the values: a batch with every
+    ``(0, 1)``: levels 0 and 1 of 255, nearly black, where values in the range would be levels 0 and 255); the
+    message names both level spans, which differ under every range but ``(0, 255)``. Those are told apart by the values: a batch with every
     value in ``[lo, hi]`` and not all equal (a constant image is plausible in any range) is warned about, with how
     to pass such images as floats. The mirror of :func:`unit_range_hint`. Reads the minimum and maximum.
     """
@@ -403,9 +404,11 @@ def uint8_range_hint(images: Any, value_range: tuple[float, float], what: str) -
     low, high = int(images.min()), int(images.max())
     if not (lo <= low < high <= hi):
         return None
+    first, last = (int(round((v - lo) / (hi - lo) * 255)) for v in (low, high))
     return (
         f"{what}: uint8 values span [{low}, {high}], inside value_range=({lo:g}, {hi:g}), but uint8 images are "
-        f"used as they are, as 0..255 pixels (levels {low}..{high}: nearly black): value_range applies to "
+        f"used as they are, as 0..255 pixels (levels {low}..{high}, where values of the range would quantize to "
+        f"levels {first}..{last}): value_range applies to "
         f"floating-point images only; if these hold values in ({lo:g}, {hi:g}), pass them as floats (torch: "
         "x.float(), numpy: x.astype(np.float32)), or scale them to 0..255 (said once per metric)"
     )
@@ -448,6 +451,22 @@ def _quantize_numpy(array: np.ndarray, value_range: tuple[float, float], what: s
     return scaled.astype(np.uint8)
 
 
+def _check_tensor_kind(tensor: Any, what: str, value_range: tuple[float, float] | None) -> None:
+    """Refuse a torch tensor whose device, layout or dtype holds no images fidkit reads, before any of it is read
+    or sliced (a slice of a sparse tensor is an error of torch's own, not this message)."""
+    import torch
+
+    if tensor.device.type == "meta":
+        raise InputError(f"{what}: a tensor on the 'meta' device holds no pixels; pass the images themselves")
+    if tensor.layout != torch.strided:
+        raise InputError(f"{what}: a {tensor.layout} tensor; pass dense images (x.to_dense())")
+    if tensor.dtype != torch.uint8:
+        if not tensor.is_floating_point():
+            raise _dtype_problem(tensor.dtype, False, what)
+        if value_range is None:
+            raise _dtype_problem(tensor.dtype, True, what)
+
+
 def as_image_tensor(tensor: Any, what: str, value_range: Any = None) -> Any:
     """A torch image tensor (NCHW, any device) as a contiguous uint8 NHWC tensor with 3 channels, on its device.
 
@@ -457,19 +476,11 @@ def as_image_tensor(tensor: Any, what: str, value_range: Any = None) -> Any:
     import torch
 
     value_range = check_value_range(value_range)
-    if tensor.device.type == "meta":
-        raise InputError(f"{what}: a tensor on the 'meta' device holds no pixels; pass the images themselves")
-    if tensor.layout != torch.strided:
-        raise InputError(f"{what}: a {tensor.layout} tensor; pass dense images (x.to_dense())")
+    _check_tensor_kind(tensor, what, value_range)
     # A subclass (MONAI's MetaTensor, say) as the plain tensor it holds: its own __torch_function__ (metadata
     # kept through every operation) has nothing to do with pixels.
     tensor = tensor.detach().as_subclass(torch.Tensor)
     shape = tuple(int(d) for d in tensor.shape)
-    if tensor.dtype != torch.uint8:
-        if not tensor.is_floating_point():
-            raise _dtype_problem(tensor.dtype, False, what)
-        if value_range is None:
-            raise _dtype_problem(tensor.dtype, True, what)
     _check_layout_nchw(shape, what)
     _check_sides(shape[2], shape[3], shape, what)
     if tensor.dtype != torch.uint8:
@@ -529,11 +540,13 @@ def as_image_batch(batch: Any, what: str, value_range: Any = None) -> np.ndarray
     if is_torch_tensor(batch):
         array = as_image_tensor(batch, what, value_range).cpu().numpy()
     else:
-        array = _standard_floats(as_numpy(batch, what))  # bfloat16 from JAX: a float like any other
+        given = as_numpy(batch, what)
+        array = _standard_floats(given)  # bfloat16 from JAX: a float like any other
         if array.dtype != np.uint8 and np.issubdtype(array.dtype, np.floating) and value_range is not None:
             _check_layout_nhwc(tuple(int(d) for d in array.shape), what)
             array = _quantize_numpy(array, value_range, what)
-        check_image_array(array.dtype, array.shape, what)
+        # A refusal names the dtype passed (bfloat16), not the float32 it was widened to.
+        check_image_array(array.dtype if array.dtype == np.uint8 else given.dtype, array.shape, what)
     if array.ndim == 3:
         array = array[:, :, :, None]
     if array.shape[3] == 1:
@@ -553,11 +566,15 @@ def as_image_array(images: Any, what: str, value_range: Any) -> np.ndarray:
     the float64 arithmetic of the quantization on a chunk of images at a time rather than on a copy of everything:
     for a reference of many images that is given once and kept (:class:`fidkit.FID`'s).
     """
+    value_range = check_value_range(value_range)
     if is_torch_tensor(images):
+        _check_tensor_kind(images, what, value_range)  # before a chunk is sliced off
         _check_layout_nchw(tuple(int(d) for d in images.shape), what)
     else:
-        images = _standard_floats(as_numpy(images, what))
-        if images.dtype == np.uint8 or not is_float_dtype(images.dtype):
+        # Not _standard_floats here: a bfloat16 array is converted a chunk at a time by as_image_batch, and one
+        # refused (no value_range) is named by its own dtype.
+        images = as_numpy(images, what)
+        if images.dtype == np.uint8 or not is_float_dtype(images.dtype) or value_range is None:
             return np.array(as_image_batch(images, what, value_range))  # refused, or a copy of uint8 as it is
         _check_layout_nhwc(tuple(int(d) for d in images.shape), what)
     n_images = int(images.shape[0])

@@ -575,11 +575,12 @@ def list_cache(*, root: str | os.PathLike | None = None) -> list[CacheEntry]:
     ------
     InputError
         The cache home (or `root`), or a name on the way to it, is not a folder
-        (:func:`fidkit.home.check_home_folder`): a run could not use it either, so "no entries" would hide it.
-        A ``stats/`` that is a link to nowhere is only empty here; ``clear_cache`` names it.
+        (:func:`fidkit.home.check_home_folder`): a run could not use it either, so "no entries" would hide it; so
+        is a ``stats/`` there that is not a folder. One that is a link to nowhere is only empty here; ``clear_cache``
+        names it.
     """
     if root is None:
-        check_home_folder(cache_home(), "list the statistics cache in the cache home")
+        check_home_folder(cache_home(), "list the statistics cache in the cache home", inside=(STATS_SUBDIR,))
     else:
         check_home_folder(root, "list the statistics cache", fix="pass a folder as root=")
     folder = followed(stats_cache_dir(root))

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fidkit._plain import fid_text, shown
+from fidkit._plain import fid_text, shown, shown_name
 from fidkit.errors import FidkitWarning, OverwriteError
 
 __all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_BROKEN_PIPE",
@@ -172,7 +172,7 @@ def _print_side(args: argparse.Namespace, side: Any, n: int | None, dim: int, ou
         print(json_text(summary))
         return
     where = f"saved {out_path}" if out_path is not None else "computed (not saved; use --save)"
-    extras = [f"from {side.kind} {side.name}"]
+    extras = [f"from {side.kind} {shown_name(side.name)}"]
     if side.cached:
         extras.append("cached")
     if side.n_skipped:

@@ -182,7 +182,9 @@ def followed(folder: str | os.PathLike) -> Path:
 HOME_FIX = "set the environment variable FIDKIT_HOME to a writable folder"
 
 
-def check_home_folder(folder: str | os.PathLike, doing: str, *, fix: str = HOME_FIX) -> None:
+def check_home_folder(
+    folder: str | os.PathLike, doing: str, *, fix: str = HOME_FIX, inside: tuple[str, ...] = ()
+) -> None:
     """Refuse a folder of the cache home that cannot be one, as a run that writes there would fail on it.
 
     `folder` (the cache home, or ``stats/`` under it) is fine when it is a folder, or a link to one, or when it
@@ -190,6 +192,11 @@ def check_home_folder(folder: str | os.PathLike, doing: str, *, fix: str = HOME_
     first name on the way to it that exists, is something else: a file (``FIDKIT_HOME=notes.txt``), a link to
     a missing target or a loop, a FIFO; or when it cannot be looked at. Without this, ``cache list`` would say
     "no cached statistics" and ``cache clear`` "removed 0", exit status 0, where every run fails.
+
+    The folders of `folder` named in `inside` (``stats``) are refused the same way when they exist and are not
+    folders, links followed (``hh/stats`` a file, which a run warns about as it stores nothing there). A link among
+    them to nowhere, or a loop, is not refused here: ``cache list`` shows it as empty and ``cache clear`` names it
+    among what it kept (a folder on a disk not mounted now, say).
 
     Parameters
     ----------
@@ -199,6 +206,8 @@ def check_home_folder(folder: str | os.PathLike, doing: str, *, fix: str = HOME_
         What could not be done, for the message (``"list the statistics cache"``).
     fix : str
         The message's advice; default :data:`HOME_FIX`.
+    inside : tuple of str
+        Names of folders the home holds (``HOME_SUBDIRS``) that must be folders where they exist.
 
     Raises
     ------
@@ -206,6 +215,19 @@ def check_home_folder(folder: str | os.PathLike, doing: str, *, fix: str = HOME_
         ``cannot <doing> <folder> (<name> is a file, not a folder); <fix>``.
     """
     path = Path(folder)
+    _check_on_the_way(path, doing, fix)
+    for name in inside:
+        child = path / name
+        if os.path.exists(child) and not os.path.isdir(child):  # a link to nowhere does not exist: left as said
+            what, _ = not_a_folder(child)
+            raise InputError(
+                f"cannot {doing} {path} ({child} is {what}: fidkit keeps its {name} folder there); move it away, "
+                f"or {fix}"
+            )
+
+
+def _check_on_the_way(path: Path, doing: str, fix: str) -> None:
+    """:func:`check_home_folder` of `path` itself and the names on the way to it."""
     for step in (path, *path.parents):
         try:
             info = step.stat()  # follows links, as every reader and writer of the home does
@@ -474,15 +496,19 @@ def clear_cache(*, include_models: bool = False, home: str | os.PathLike | None 
     Raises
     ------
     InputError
-        The home, or a name on the way to it, is not a folder (:func:`check_home_folder`).
+        The home, or a name on the way to it, or a folder of it that would be cleared, is not a folder
+        (:func:`check_home_folder`).
     """
     home_path = Path(home) if home is not None else cache_home()
-    check_home_folder(home_path, "clear the cache home", fix=HOME_FIX if home is None else "pass a folder as home=")
-    run = _Clearing()
     scans = [(STATS_SUBDIR, _clear_stats)]
     if include_models:
         scans += [("onnx", _clear_graphs), ("weights", _clear_weights), ("datasets", _clear_datasets)]
         scans += [("locks", _clear_locks)]
+    # Every folder it would clear checked before anything is removed: a file where one is expected is an error, as
+    # it is for a run, not "removed 0".
+    check_home_folder(home_path, "clear the cache home", fix=HOME_FIX if home is None else "pass a folder as home=",
+                      inside=tuple(name for name, _ in scans))
+    run = _Clearing()
     for name, scan in scans:
         link = home_path / name
         folder = followed(link)

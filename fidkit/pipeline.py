@@ -27,6 +27,7 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fidkit._plain import shown_name
 from fidkit._version import __version__
 from fidkit.cache import cache_key, load_cached_features, load_cached_stats, store_cached_features, store_cached_stats, utc_now_iso
 from fidkit.errors import EmptySourceError, FidkitWarning, InputError
@@ -417,7 +418,7 @@ def _log_side(source: Source, side: SideReport, extracted: _Extracted) -> None:
     # callers report each evaluation themselves, and a line per call would break their progress bars.
     (logger.debug if source.kind == "batches" else logger.info)(
         "%s: N = %d, %.1f images/s (batch %d; decode wait %.2f s, network %.2f s, setup %.2f s, cache look-up "
-        "and store %.2f s)", source.name, extracted.accumulator.n, extracted.accumulator.n / max(image_seconds, 1e-9), extracted.batch_size,
+        "and store %.2f s)", shown_name(source.name), extracted.accumulator.n, extracted.accumulator.n / max(image_seconds, 1e-9), extracted.batch_size,
         times.decode_seconds, times.network_seconds, side.setup_seconds,
         max(side.total_seconds - image_seconds - side.setup_seconds, 0.0),
     )

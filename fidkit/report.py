@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from fidkit._plain import fid_text, finite_or_none
+from fidkit._plain import fid_text, finite_or_none, shown_name
 from fidkit._version import __version__
 from fidkit.errors import InputError
 from fidkit.frechet import FrechetResult
@@ -278,8 +278,8 @@ def check_comparable(
         if side.n is None:
             held = f"({side.contents})" if side.contents else "with only mu and sigma (TTUR / pytorch-fid)"
             messages.append(
-                f"side {label} ({side.name}) is a statistics file {held}: its N is unknown and the network it was "
-                "made with cannot be checked"
+                f"side {label} ({shown_name(side.name)}) is a statistics file {held}: its N is unknown and the "
+                "network it was made with cannot be checked"
                 + (
                     "; its convention (resize and normalization) is unknown too, and the FID is only meaningful "
                     "under the same convention on both sides (pytorch-fid files match --convention pytorch-fid, "
@@ -289,23 +289,25 @@ def check_comparable(
             )
         elif side.weights_sha256 is None and not side.foreign:
             messages.append(
-                f"side {label} ({side.name}) records no weights sha256: cannot check that both sides "
+                f"side {label} ({shown_name(side.name)}) records no weights sha256: cannot check that both sides "
                 "used the same Inception network"
             )
         if side.lossy:
             messages.append(
-                f"side {label} ({side.name}) holds lossy (JPEG) images: FID against lossless images is "
+                f"side {label} ({shown_name(side.name)}) holds lossy (JPEG) images: FID against lossless images is "
                 "not zero even for the same pictures, and published reference statistics (e.g. "
                 "CIFAR-10) were made from lossless images"
             )
         n_ignored = sum(count for _, count in side.ignored)
         if n_ignored:
             reasons = "; ".join(f"{count} {reason}" for reason, count in side.ignored)
-            messages.append(f"side {label} ({side.name}): {n_ignored} file(s) or folder(s) not read: {reasons}")
-        if side.n_skipped:
-            examples = "; ".join(f"{file}: {reason}" for file, reason in side.skipped[:3])
             messages.append(
-                f"side {label} ({side.name}): {side.n_skipped} unreadable file(s) skipped (--skip-bad)"
+                f"side {label} ({shown_name(side.name)}): {n_ignored} file(s) or folder(s) not read: {reasons}"
+            )
+        if side.n_skipped:
+            examples = "; ".join(f"{shown_name(file)}: {reason}" for file, reason in side.skipped[:3])
+            messages.append(
+                f"side {label} ({shown_name(side.name)}): {side.n_skipped} unreadable file(s) skipped (--skip-bad)"
                 + (f", e.g. {examples}" if examples else "")
             )
     messages.extend(unreleased_weights_warnings(labelled))
@@ -335,8 +337,9 @@ def _convention_warnings(labelled: tuple[tuple[str, SideReport], ...], allow_mis
     if len(set(known.values())) > 1:
         (label_a, side_a), (label_b, side_b) = labelled
         message = (
-            f"side {label_a} ({side_a.name}) was computed under the {side_a.convention!r} convention and side "
-            f"{label_b} ({side_b.name}) under {side_b.convention!r} ({side_a.resize_mode} vs {side_b.resize_mode}): "
+            f"side {label_a} ({shown_name(side_a.name)}) was computed under the {side_a.convention!r} convention and "
+            f"side {label_b} ({shown_name(side_b.name)}) under {side_b.convention!r} ({side_a.resize_mode} vs "
+            f"{side_b.resize_mode}): "
             "their FID mixes two preprocessings and matches no tool's number (docs/compatibility.md gives the size "
             "of the gap); recompute one side with --convention " + str(side_a.convention)
         )
@@ -372,7 +375,8 @@ def unreleased_weights_warnings(labelled: tuple[tuple[str, SideReport], ...], *,
     sides_by_weights: dict[str, list[str]] = {}
     for label, side in labelled:
         if side.weights_sha256 and side.weights_sha256 != manifest.sha256:
-            sides_by_weights.setdefault(side.weights_sha256, []).append(f"{label} ({side.name})" if label else side.name)
+            named = f"{label} ({shown_name(side.name)})" if label else shown_name(side.name)
+            sides_by_weights.setdefault(side.weights_sha256, []).append(named)
     released = f"not the released {manifest.file_name} ({manifest.sha256[:16]}...)"
     if kept:
         return [

@@ -567,3 +567,37 @@ def test_no_home_directory_and_a_relative_xdg_cache_home_says_both(monkeypatch):
     monkeypatch.setattr(pwd, "getpwuid", no_entry)
     with pytest.raises(InputError, match=r"XDG_CACHE_HOME=rel is relative \(ignored\), and no home directory is known"):
         cache_home()
+
+
+# --- review of round 8: stats/ under the home that is not a folder is an error for `cache list` and `cache clear` ----
+
+
+@pytest.mark.parametrize("kind", ["file", "link to a file"])
+@pytest.mark.parametrize("argv", [["cache", "list"], ["cache", "list", "--json"], ["cache", "clear"],
+                                  ["cache", "clear", "--all"]])
+def test_cache_list_and_clear_refuse_a_stats_name_that_is_not_a_folder(fidkit_home, capsys, kind, argv):
+    fidkit_home.mkdir()
+    (fidkit_home / "notes.txt").write_text("kept")
+    stats = fidkit_home / "stats"
+    if kind == "file":
+        stats.write_text("not statistics")
+    else:
+        stats.symlink_to(fidkit_home / "notes.txt")
+    assert main(argv) == 1  # as a run that warns it cannot store there; not "no cached statistics", status 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.strip().splitlines()
+    assert line.startswith("fidkit: error: cannot ") and f"({stats} is " in line and "not a folder" in line, line
+    assert "fidkit keeps its stats folder there); move it away, or set the environment variable FIDKIT_HOME" in line
+    assert stats.is_file() and (fidkit_home / "notes.txt").read_text() == "kept"  # nothing was removed
+
+
+@pytest.mark.parametrize("name", ["onnx", "weights", "datasets", "locks"])
+def test_cache_clear_all_refuses_a_model_folder_name_that_is_a_file(fidkit_home, name):
+    from fidkit.errors import InputError
+
+    (fidkit_home / "stats").mkdir(parents=True)
+    (fidkit_home / name).write_text("x")
+    with pytest.raises(InputError, match=f"{name} is a file, not a folder: fidkit keeps its {name} folder there"):
+        clear_cache(include_models=True)
+    assert clear_cache().n_stats_entries == 0  # the statistics alone: that folder is not looked at

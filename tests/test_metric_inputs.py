@@ -762,3 +762,146 @@ def test_uint8_pixels_beside_a_float_range_and_uint8_under_0_255_do_not_warn() -
         assert fidkit_warnings(lambda: quiet.update(binary)) == []
     constant = np.ones((4, 8, 8, 3), np.uint8)  # a constant image is plausible in any range
     assert fidkit_warnings(lambda: fidkit.FID(extractor=Moments(), value_range=(0, 1)).update(constant)) == []
+
+
+# ------------------------------------------------------------------- review of round 8: the reference's inputs
+
+
+class _ArrayLike:
+    """An object with __array__ and nothing else of numpy's (a JAX array, say)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array if dtype is None else self.array.astype(dtype)
+
+
+def _warnings_and_metric(**kwargs):
+    made = []
+    seen = fidkit_warnings(lambda: made.append(fidkit.FID(extractor=Moments(), **kwargs)))
+    return seen, made[0]
+
+
+@pytest.mark.parametrize("value_range", [(-1, 1), (0, 255), (-2.5, 3)])
+@pytest.mark.parametrize("layout", ["numpy", "torch", "list", "array-like"])
+def test_a_float_reference_draws_the_unit_range_warning_of_update_real_once(value_range, layout) -> None:
+    unit = np.random.default_rng(40).random((9, 6, 5, 3)).astype(np.float32)  # [0, 1] images
+    fed = fidkit.FID(extractor=Moments(), value_range=value_range)
+    with warnings.catch_warnings(record=True) as fed_seen:
+        warnings.simplefilter("always")
+        fed.update(unit, real=True)
+    expected = [str(w.message) for w in fed_seen if issubclass(w.category, FidkitWarning)]
+    assert len(expected) == 1 and "look like [0, 1] images" in expected[0]
+    assert fed_seen[-1].filename == __file__  # update()'s caller, as the reference's below is FID()'s
+    if layout == "torch":
+        torch = pytest.importorskip("torch")
+        reference = torch.from_numpy(unit).permute(0, 3, 1, 2)
+    else:
+        reference = {"numpy": unit, "list": [unit[:4], unit[4:]], "array-like": _ArrayLike(unit)}[layout]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        metric = fidkit.FID(reference=reference, extractor=Moments(), value_range=value_range)
+    ours = [w for w in seen if issubclass(w.category, FidkitWarning)]
+    assert len(ours) == 1, [str(w.message) for w in ours]  # once per metric, a list of two batches included
+    if layout != "list":  # the same images as one batch: update(real=True)'s words, but the name
+        assert str(ours[0].message).split(": ", 1)[1] == expected[0].split(": ", 1)[1]
+    assert str(ours[0].message).startswith("FID(reference=...)") and ours[0].filename == __file__  # the caller's line
+    # Once per metric: the same mistake in update() is not said again.
+    assert fidkit_warnings(lambda: metric.update(unit)) == []
+
+
+@pytest.mark.parametrize(("value_range", "high"), [((0, 1), 1), ((-1, 1), 1), ((0, 10), 7)])
+@pytest.mark.parametrize("layout", ["numpy", "torch", "tuple"])
+def test_a_uint8_reference_holding_values_of_another_value_range_warns_like_update_real(
+    value_range, high, layout
+) -> None:
+    mask = (np.random.default_rng(41).random((8, 6, 6, 3)) * (high + 1)).astype(np.uint8)
+    fed = fidkit.FID(extractor=Moments(), value_range=value_range)
+    expected = fidkit_warnings(lambda: fed.update(mask, real=True))
+    assert len(expected) == 1
+    if layout == "torch":
+        torch = pytest.importorskip("torch")
+        reference = torch.from_numpy(mask).permute(0, 3, 1, 2)
+    else:
+        reference = mask if layout == "numpy" else (mask[:3], mask[3:])
+    seen, metric = _warnings_and_metric(reference=reference, value_range=value_range)
+    assert len(seen) == 1, seen
+    assert f"uint8 values span [0, {high}]" in seen[0] and "used as they are" in seen[0]
+    if layout != "tuple":  # one batch of the same images: the same words as update(real=True)'s, but the name
+        assert seen[0].split(": ", 1)[1] == expected[0].split(": ", 1)[1]
+    assert fidkit_warnings(lambda: metric.update(mask)) == []  # once per metric
+    # Pixels 0..255 and the (0, 255) range stay quiet, as in update().
+    assert _warnings_and_metric(reference=uint8_images(6, 42), value_range=value_range)[0] == []
+    assert _warnings_and_metric(reference=mask, value_range=(0, 255))[0] == []
+
+
+def test_a_namedtuple_of_float_batches_is_a_reference_of_batches() -> None:
+    from collections import namedtuple
+
+    real, generated = uint8_images(11, 43, size=5), uint8_images(11, 44, size=5)
+    unit = real.astype(np.float64) / 255
+    Halves = namedtuple("Halves", "first second")
+    metric = fidkit.FID(reference=Halves(unit[:6], unit[6:]), extractor=Moments(), value_range=(0, 1))
+    metric.update(generated)
+    assert float(metric.compute()) == pytest.approx(_truth(real, generated), rel=1e-12)
+    Three = namedtuple("Three", "a b c")  # uint8 batches without a value_range too
+    plain = fidkit.FID(reference=Three(real[:2], real[2:7], real[7:]), extractor=Moments())
+    plain.update(generated)
+    assert float(plain.compute()) == pytest.approx(_truth(real, generated), rel=1e-12)
+
+
+@pytest.mark.parametrize("value_range", [(0, 1), (-1, 1)])
+def test_an_array_like_float_reference_is_quantized_with_the_value_range(value_range) -> None:
+    lo, hi = value_range
+    real, generated = uint8_images(10, 45, size=6), uint8_images(10, 46, size=6)
+    floats = (lo + real.astype(np.float64) / 255 * (hi - lo)).astype(np.float32)
+    for reference in (_ArrayLike(floats), [_ArrayLike(floats[:3]), _ArrayLike(floats[3:])]):
+        metric = fidkit.FID(reference=reference, extractor=Moments(), value_range=value_range)
+        metric.update(generated)
+        assert float(metric.compute()) == pytest.approx(_truth(real, generated), rel=1e-12)
+    with pytest.raises(InputError, match="floating-point images need their value range"):
+        fidkit.FID(reference=_ArrayLike(floats), extractor=Moments())
+    with pytest.raises(InputError, match="outside value_range"):
+        fidkit.FID(reference=_ArrayLike(floats * 4 + 3), extractor=Moments(), value_range=value_range)
+
+
+@pytest.mark.parametrize("container", [list, tuple])
+@pytest.mark.parametrize("changed", [0, 2])
+def test_the_uint8_batches_of_a_list_reference_changed_before_the_first_compute_are_an_error(
+    container, changed
+) -> None:
+    real, generated = uint8_images(21, 47, size=5), uint8_images(21, 48, size=5) // 3
+    truth = _truth(real, generated)
+    batches = [real[:4].copy(), real[4:13].copy(), real[13:].copy()]
+    metric = fidkit.FID(reference=container(batches), extractor=Moments())
+    metric.update(generated)
+    saved = batches[changed].copy()
+    batches[changed][:] = 0  # a buffer reused after the metric was made
+    with pytest.raises(InputError, match=r"reference \(batches from .*\) changed since the metric was created"):
+        metric.compute()
+    with pytest.raises(InputError, match="changed since the metric was created"):
+        pickle.dumps(metric)  # a checkpoint would keep other images
+    batches[changed][:] = saved  # put back: the images given, and the right number
+    assert float(metric.compute()) == pytest.approx(truth, rel=1e-12)
+    batches[changed][:] = 0  # computed: the statistics are the metric's own
+    assert float(metric.compute()) == pytest.approx(truth, rel=1e-12)
+    # A copy (pickled before the first compute) holds its own batches: the caller's buffer is not read again.
+    fresh = container(b.copy() for b in (real[:4], real[4:13], real[13:]))
+    copied = pickle.loads(pickle.dumps(fidkit.FID(reference=fresh, extractor=Moments())))
+    fresh[changed][:] = 0
+    copied.update(generated)
+    assert float(copied.compute()) == pytest.approx(truth, rel=1e-12)
+
+
+def test_a_uint8_tensor_batch_of_a_list_reference_sharing_its_memory_is_checked_too() -> None:
+    torch = pytest.importorskip("torch")
+    real, generated = uint8_images(12, 49, size=5), uint8_images(12, 50, size=5) // 3
+    shared = torch.from_numpy(real[6:].copy()).permute(0, 3, 1, 2)  # channels-last memory: read without a copy
+    metric = fidkit.FID(reference=[real[:6].copy(), shared], extractor=Moments())
+    metric.update(generated)
+    shared[:] = 0
+    with pytest.raises(InputError, match="changed since the metric was created"):
+        metric.compute()
+    shared[:] = torch.from_numpy(real[6:]).permute(0, 3, 1, 2)
+    assert float(metric.compute()) == pytest.approx(_truth(real, generated), rel=1e-12)

@@ -1075,3 +1075,32 @@ def test_a_ray_run_names_a_crafted_bad_file_on_one_line(skip_bad, caplog) -> Non
             merge()
         message = str(info.value)
     assert message.isprintable() and "$'sub/bad\\n\\xff.png': not an image Pillow can read" in message
+
+
+# --- review of round 8: a source's own name is shown as its member names are ------------------------------------
+
+
+@pytest.mark.parametrize("folder_name", ["d\nx", "tab\there", "bidi\u202eend"])
+def test_a_folder_whose_name_does_not_print_is_shown_on_one_line_in_its_messages(tmp_path, caplog, folder_name):
+    from PIL import Image
+
+    from fidkit._plain import shown_name
+    from fidkit.errors import ImageError
+
+    folder = tmp_path / folder_name
+    folder.mkdir()
+    for index in range(3):
+        Image.new("RGB", (6, 5), (index * 40, 9, 9)).save(folder / f"ok{index}.png")
+    (folder / "bad.png").write_bytes(b"not a png")
+    shown = shown_name(str(folder))
+    assert shown.startswith("$'") and "\n" not in shown and "\t" not in shown
+    source = open_source(str(folder), workers=0)
+    with pytest.raises(ImageError) as raised:
+        list(source.batches(8))
+    assert str(raised.value).startswith(f"{shown}: 1 of 4 image files could not be decoded")
+    skipping = open_source(str(folder), skip_bad=True, workers=0)
+    with caplog.at_level(logging.WARNING, logger="fidkit"):
+        assert sum(len(batch) for batch in skipping.batches(8)) == 3
+    [message] = [record.getMessage() for record in caplog.records if "skipped" in record.getMessage()]
+    assert message == f"{shown}: skipped 1 bad file(s), first bad.png: " + message.split("bad.png: ", 1)[1]
+    assert folder_name not in message

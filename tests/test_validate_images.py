@@ -285,3 +285,51 @@ def test_bfloat16_and_float8_numpy_arrays_are_floats_for_images_and_features() -
     # Integer types of ml_dtypes are not floats: refused as any other integer image type.
     with pytest.raises(InputError, match="convert it to uint8 yourself"):
         as_image_batch(np.zeros((1, 4, 4, 3), dtype=ml_dtypes.int4), "x")
+
+
+# --- review of round 8 ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2, 40])
+@pytest.mark.parametrize("make", ["sparse", "meta", "int"])
+def test_a_tensor_of_any_size_is_refused_for_its_kind_before_it_is_cut_into_chunks(monkeypatch, n, make) -> None:
+    from fidkit import _validate
+
+    monkeypatch.setattr(_validate, "_CHUNK_PIXELS", 3 * 6 * 5 * 4)  # 4 images a chunk: 40 are quantized in 10
+    dense = torch.rand(n, 3, 6, 5)
+    tensor = {"sparse": dense.to_sparse(), "meta": dense.to("meta"), "int": (dense * 9).to(torch.int32)}[make]
+    words = {"sparse": "sparse_coo tensor; pass dense images", "meta": "'meta' device holds no pixels",
+             "int": "got dtype torch.int32; convert it to uint8 yourself"}[make]
+    with pytest.raises(InputError, match=words):
+        _validate.as_image_array(tensor, "the reference", (0, 1))
+    with pytest.raises(InputError, match=words):
+        fidkit.FID(reference=tensor, extractor=FullIdentityMeanColour(), value_range=(0, 1))
+    with pytest.raises(InputError, match="floating-point images need their value range"):
+        _validate.as_image_array(dense, "x", None)  # without a range: refused before the first chunk is quantized
+
+
+def test_a_refused_extension_float_array_names_its_own_dtype() -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from fidkit._validate import as_image_array
+
+    images = np.random.default_rng(5).random((3, 6, 5, 3)).astype(ml_dtypes.bfloat16)
+    for refuse in (lambda: as_image_batch(images, "x"), lambda: as_image_array(images, "x", None)):
+        with pytest.raises(InputError, match=r"got dtype bfloat16; floating-point images need their value range"):
+            refuse()
+    with pytest.raises(InputError, match=r"a 2-D bfloat16 array \(3, 90\) looks like feature rows"):
+        as_image_batch(images.reshape(3, -1), "x")
+
+
+@pytest.mark.parametrize(("value_range", "high", "levels"),
+                         [((0, 1), 1, "0..255"), ((0, 1000), 255, "0..65"), ((-1, 1), 1, "128..255"),
+                          ((0, 10), 7, "0..178")])
+def test_the_uint8_range_warning_says_which_levels_the_values_would_have_under_the_range(
+    value_range, high, levels
+) -> None:
+    from fidkit._validate import uint8_range_hint
+
+    images = np.zeros((2, 4, 4, 3), np.uint8)
+    images[0, 0, 0, 0] = high
+    hint = uint8_range_hint(images, value_range, "x")
+    assert f"as 0..255 pixels (levels 0..{high}, where values of the range would quantize to levels {levels})" in hint
+    assert "nearly black" not in hint  # not true of pixels up to 255, under (0, 1000)

@@ -38,7 +38,9 @@ from fidkit.pipeline import describe, open_input, side_result
 from fidkit.preflight import check_against_run
 from fidkit.report import FidReport, Timings, assemble_fid_report, check_comparable
 from fidkit.stats import Stats
-from fidkit.metric.batches import device_batch, host_batch, quantized_reference, reads_device_tensors
+from fidkit.metric.batches import (
+    device_batch, given_images, host_batch, quantized_reference, reads_device_tensors, reference_digest,
+)
 from fidkit.metric.distributed import DistributedMerge, _process_group, check_timeout
 from fidkit.metric.state import (
     _absolute_reference,
@@ -75,11 +77,13 @@ class FID(DistributedMerge):
         archive, a uint8 array, a :class:`~fidkit.stats.Stats`; floating-point arrays with `value_range`). It is
         opened here (a wrong path fails at once) and its statistics are computed or loaded on the first
         :meth:`compute`, through the statistics cache like any side of :func:`fidkit.compute_fid`, then kept: the
-        square root of its covariance is factored once for every later :meth:`compute`. A uint8 array is not
-        copied: it must hold the same images at the first :meth:`compute` as here (its sha256, taken here, is
-        checked then, before the cache is asked and after the images are read; an
-        :class:`~fidkit.errors.InputError` otherwise: pass ``x.copy()`` for a buffer you reuse). Without a
-        reference, feed the real images with ``update(images, real=True)``.
+        square root of its covariance is factored once for every later :meth:`compute`. One rule for every
+        in-memory reference: a uint8 numpy array, alone or as a batch of a list or tuple of batches (a uint8 tensor
+        or array-like becomes one here, sharing its memory where it can), is not copied: it must hold the same
+        images at the first :meth:`compute` as here (its sha256, taken here, is checked then, before the cache is
+        asked and after the images are read; an :class:`~fidkit.errors.InputError` otherwise: pass ``x.copy()``
+        for a buffer you reuse). Its images draw the value-range warnings of ``update(images, real=True)``
+        (`value_range`), here. Without a reference, feed the real images with ``update(images, real=True)``.
     value_range : (float, float), optional
         The range of floating-point images, e.g. ``(-1, 1)`` for a tanh generator or ``(0, 1)``; they are
         quantized as an 8-bit PNG would be (:func:`fidkit._validate.as_image_batch`), and values beyond the
@@ -183,7 +187,8 @@ class FID(DistributedMerge):
         overrides = check_options_for_object(extractor, options, overrides)  # as compute_stats: it runs as built
         self._options = run_options(options, **overrides)
         self._extractor = LazyExtractor(self._options, given=extractor)
-        reference = quantized_reference(reference, self._value_range)
+        reference, given = quantized_reference(reference, self._value_range)
+        self._reference_digest = reference_digest(reference)  # its batches' arrays, kept by the caller
         self._reference_input = None if reference is None else open_input(reference, self._options)
         # What the caller gave: what a checkpoint taken before the first compute() keeps (see __getstate__), a
         # relative path made absolute now: an unpickled copy reopens it in whatever directory it runs in then.
@@ -207,6 +212,8 @@ class FID(DistributedMerge):
         self._gloo_group: Any = None
         self._unit_range_warned = False  # the [0, 1]-images-declared-(0, 255)-or-(-1, 1) warning: once per metric
         self._uint8_range_warned = False  # the uint8-images-with-another-value_range warning: once per metric
+        for images, what in given:  # the warnings update(real=True) would give these images, once per metric
+            self._warn_value_range(images, what, stacklevel=3)  # the caller of FID()
         self._extractor.probe()  # an impossible GPU fails here, not at the first update() hours into training
         self._init_locks()
 
@@ -241,9 +248,9 @@ class FID(DistributedMerge):
         """
         side = self._side(real)
         what = f"FID.update({'real=True' if real else 'generated'}) images"
+        images = given_images(images, what)  # an array-like read once, and looked at as the array it is
         batch = device_batch(images, what, self._value_range)
-        self._warn_unit_range(images, what)
-        self._warn_uint8_range(images, what)
+        self._warn_value_range(images, what, stacklevel=3)  # the caller of update()
         extractor = self._shared_extractor()
         self._check_reference()  # against the network just built, before it runs
         if is_torch_tensor(batch) and not reads_device_tensors(extractor):
@@ -260,24 +267,17 @@ class FID(DistributedMerge):
             times = extract([batch], extractor, collected, overlap=False)  # one batch: nothing to overlap
         side.add(collected.batches, times.network_seconds, _metadata(extractor))
 
-    def _warn_unit_range(self, images: Any, what: str) -> None:
-        """Warn once per metric when float images declared (0, 255) or (-1, 1) (or alike) all lie in [0, 1]."""
-        if self._unit_range_warned or self._value_range is None:
+    def _warn_value_range(self, images: Any, what: str, stacklevel: int) -> None:
+        """The value-range warnings of the images of :meth:`update` and of the reference, each once per metric:
+        float images declared (0, 255) or (-1, 1) (or alike) that all lie in [0, 1]; uint8 images that hold values
+        of a value_range other than (0, 255), which they ignore. `stacklevel` as warnings.warn's, from this method."""
+        if self._value_range is None:
             return
-        hint = unit_range_hint(images, self._value_range, what)
-        if hint is not None:
-            self._unit_range_warned = True
-            warnings.warn(hint, FidkitWarning, stacklevel=3)  # the caller of update()
-
-    def _warn_uint8_range(self, images: Any, what: str) -> None:
-        """Warn once per metric when uint8 images hold values of a value_range other than (0, 255), which they
-        ignore."""
-        if self._uint8_range_warned or self._value_range is None:
-            return
-        hint = uint8_range_hint(images, self._value_range, what)
-        if hint is not None:
-            self._uint8_range_warned = True
-            warnings.warn(hint, FidkitWarning, stacklevel=3)  # the caller of update()
+        for flag, hint_of in (("_unit_range_warned", unit_range_hint), ("_uint8_range_warned", uint8_range_hint)):
+            hint = None if getattr(self, flag) else hint_of(images, self._value_range, what)
+            if hint is not None:
+                setattr(self, flag, True)
+                warnings.warn(hint, FidkitWarning, stacklevel=stacklevel)
 
     def _update_features(self, features: Any, real: bool = False) -> None:
         """Add Inception features directly (tests and benchmarks; :meth:`update` is this after the network)."""
@@ -372,7 +372,7 @@ class FID(DistributedMerge):
         for name, default in (
             ("_asked", None), ("_ci", None), ("_metrics_seed", 0), ("_reference_features", None),
             ("_unit_range_warned", False), ("_reference_unchecked", False), ("_reference_spec", None),
-            ("_uint8_range_warned", False),
+            ("_uint8_range_warned", False), ("_reference_digest", None),
         ):
             state.setdefault(name, default)
         self.__dict__.update(state)
@@ -520,14 +520,18 @@ class FID(DistributedMerge):
         """Refuse a reference array (kept, not copied, until the first compute()) that no longer holds the images
         it held when the metric was created: its fingerprint (a sha256 of its bytes) against the one taken then."""
         source = self._reference_input
-        if not getattr(source, "in_memory", False) or source.opened_fingerprint is None:
-            return
-        if source.fingerprint(hash_content=False) != source.opened_fingerprint:
+        if getattr(source, "in_memory", False) and source.opened_fingerprint is not None:
+            changed = source.fingerprint(hash_content=False) != source.opened_fingerprint
+        else:  # a list or tuple of batches: its arrays' sha256 (None for any other reference, never checked)
+            given = getattr(source, "spec", self._reference_spec)  # unpickled: the copy's own batches
+            changed = self._reference_digest not in (None, reference_digest(given))
+        if changed:
             raise InputError(
                 f"FID's reference ({source.name}) changed since the metric was created: an array given as "
-                "reference= is not copied (it may be large) and is read at the first compute(), and its bytes now "
-                "differ from the ones given (sha256); keep it unchanged until then, or pass a copy "
-                "(reference=x.copy()) or its statistics (reference=fidkit.compute_stats(x, ...))"
+                "reference= (or as a batch of a list or tuple) is not copied (it may be large) and is read at the "
+                "first compute(), and its bytes now differ from the ones given (sha256); keep it unchanged until "
+                "then, or pass a copy (reference=x.copy(), [b.copy() for b in batches]) or its statistics "
+                "(reference=fidkit.compute_stats(x, ...))"
             )
 
     def _local_statistics(self, side: _Side) -> None:

@@ -3,15 +3,26 @@ them there) and a floating-point reference quantized once, when the metric is ma
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from typing import Any
 
 import numpy as np
 
-from fidkit._validate import as_image_array, as_image_batch, as_image_tensor, is_float_dtype, is_torch_tensor
+from fidkit._validate import (
+    as_image_array,
+    as_image_batch,
+    as_image_tensor,
+    as_numpy,
+    is_float_dtype,
+    is_torch_tensor,
+)
 from fidkit.metric.state import _RebuiltExtractor
+from fidkit.sources.arrays import array_content_sha256
 
-__all__ = ["device_batch", "host_batch", "reads_device_tensors", "quantized_reference"]
+__all__ = [
+    "device_batch", "host_batch", "reads_device_tensors", "given_images", "quantized_reference", "reference_digest"
+]
 
 
 def device_batch(images: Any, what: str, value_range: tuple[float, float] | None) -> Any:
@@ -46,18 +57,68 @@ def reads_device_tensors(extractor: Any) -> bool:
     return type(extractor) in own
 
 
-def quantized_reference(reference: Any, value_range: tuple[float, float] | None) -> Any:
-    """A floating-point reference array or tensor (or a list or tuple of them) as uint8 images, quantized now with
-    the metric's `value_range` as :meth:`FID.update` quantizes its batches; anything else as it is.
+def given_images(images: Any, what: str) -> Any:
+    """`images` as :meth:`FID.update` and a reference look at them: an array-like (a JAX array, anything with
+    ``__array__`` that :func:`fidkit.sources.open_with` reads as one array) as the numpy array it gives, once; a
+    numpy array, a torch tensor, a list and anything else as it is."""
+    from fidkit.sources import is_array_like
 
-    Now, not when the reference is read: the result is the metric's own copy, which the caller cannot change.
+    return as_numpy(images, what) if is_array_like(images) and not is_torch_tensor(images) else images
+
+
+def quantized_reference(
+    reference: Any, value_range: tuple[float, float] | None
+) -> tuple[Any, list[tuple[Any, str]]]:
+    """A reference as :class:`FID` keeps it, and its images as given, each with what messages call it.
+
+    An array, tensor or array-like (:func:`given_images`) is one batch; a list or tuple (a namedtuple included) is
+    a sequence of batches, kept as a plain list or tuple (it is only read as a sequence); anything else (a path,
+    statistics, an iterator) is kept as it is and has no images here. With `value_range`, a floating-point batch
+    is quantized now, as :meth:`FID.update` quantizes its batches, into the metric's own uint8 copy, which the
+    caller cannot change. A batch of a list that is not a numpy array (a uint8 tensor, an array-like) becomes the
+    uint8 array it is read as (:func:`~fidkit._validate.as_image_batch`), as a reference tensor is when opened:
+    every in-memory batch kept is then a numpy array, which :func:`reference_digest` fingerprints.
+
+    The images as given (array-likes as numpy arrays) are what :meth:`FID.update`'s value-range warnings look at.
     """
-    if value_range is None:
-        return reference
     if isinstance(reference, (list, tuple)):
-        return type(reference)(quantized_reference(item, value_range) for item in reference)
-    if is_torch_tensor(reference):
-        floating = reference.is_floating_point()
+        kept, given = [], []
+        for position, item in enumerate(reference):
+            what = f"FID(reference=...) batch {position}"
+            item = given_images(item, what)
+            given.append((item, what))
+            kept.append(_kept_batch(item, what, value_range, convert=not isinstance(item, np.ndarray)))
+        return (tuple(kept) if isinstance(reference, tuple) else kept), given
+    what = "FID(reference=...) images"
+    reference = given_images(reference, what) if value_range is not None else reference
+    if not (is_torch_tensor(reference) or isinstance(reference, np.ndarray)):
+        return reference, []
+    return _kept_batch(reference, what, value_range, convert=False), [(reference, what)]
+
+
+def _kept_batch(images: Any, what: str, value_range: tuple[float, float] | None, *, convert: bool) -> Any:
+    """One batch of a reference as the metric keeps it: quantized into its own copy (floating point, with
+    `value_range`), made the uint8 array it is read as (`convert`), or as it is."""
+    if is_torch_tensor(images):
+        floating = images.is_floating_point()
     else:
-        floating = isinstance(reference, np.ndarray) and is_float_dtype(reference.dtype)
-    return as_image_array(reference, "FID(reference=...) images", value_range) if floating else reference
+        floating = isinstance(images, np.ndarray) and is_float_dtype(images.dtype)
+    if floating and value_range is not None:
+        return as_image_array(images, what, value_range)
+    return as_image_batch(images, what) if convert else images
+
+
+def reference_digest(reference: Any) -> str | None:
+    """A sha256 over the numpy arrays of a list or tuple reference as :func:`quantized_reference` keeps it (their
+    dtypes, shapes and bytes, and which item each is), None for any other reference.
+
+    What the reference's images are when its batches are read at the first :meth:`FID.compute`: they are not copied
+    (a uint8 array kept by the caller, or a view of a uint8 tensor's memory), so :class:`FID` takes this at
+    construction and compares it then, as it compares an array reference's fingerprint.
+    """
+    if not isinstance(reference, (list, tuple)):
+        return None
+    digest = hashlib.sha256()
+    for item in reference:
+        digest.update(array_content_sha256(item).encode() if isinstance(item, np.ndarray) else b"-")
+    return digest.hexdigest()

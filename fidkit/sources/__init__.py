@@ -67,6 +67,7 @@ __all__ = [
     "BatchesSource",
     "open_source",
     "open_with",
+    "is_array_like",
     "ReadOptions",
     "refuse_outputs_over_inputs",
     "decode_image",
@@ -151,7 +152,7 @@ def open_with(spec: Any, read: ReadOptions) -> Source:
         return open_array(spec, limit=limit, seed=seed)
     if isinstance(spec, (bytes, bytearray, dict)):
         raise SourceError(f"cannot read a {type(spec).__name__} as images; accepted: {_ACCEPTED}, or arrays")
-    if hasattr(spec, "__array__") and not isinstance(spec, (list, tuple)) and not hasattr(spec, "__next__"):
+    if is_array_like(spec):
         # Array-likes (a torch CPU tensor, a memmap wrapper): one array, not an iterable of rows.
         return open_array(as_image_batch(spec, f"a {type(spec).__name__}"), limit=limit, seed=seed)
     if isinstance(spec, Iterable):
@@ -161,6 +162,17 @@ def open_with(spec: Any, read: ReadOptions) -> Source:
             )
         return BatchesSource(spec, limit=limit)
     raise SourceError(f"cannot read a {type(spec).__name__} as images; accepted: {_ACCEPTED}")
+
+
+def is_array_like(spec: Any) -> bool:
+    """Whether :func:`open_with` reads `spec` as one array of images through ``numpy.asarray`` (a torch tensor, a
+    JAX array, a memmap wrapper: anything with ``__array__``), not as a path, a source or an iterable of batches
+    (a list, a tuple or an iterator, which may have ``__array__`` too). A numpy array itself is not array-like."""
+    return (
+        hasattr(spec, "__array__")
+        and not isinstance(spec, (np.ndarray, list, tuple, str, bytes, bytearray, dict, os.PathLike, Source))
+        and not hasattr(spec, "__next__")
+    )
 
 
 def _open_path(path: Path, name: str, read: ReadOptions) -> Source:

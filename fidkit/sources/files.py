@@ -353,7 +353,9 @@ class FileSource(Source):
                 if outcome.pixels is None:
                     bad.append((outcome.name, outcome.reason or "unknown error"))
                     if not self.skip_bad and len(bad) == 1:
-                        logger.debug("%s: first bad file %s; counting the rest", self.name, shown_name(outcome.name))
+                        logger.debug(
+                            "%s: first bad file %s; counting the rest", shown_name(self.name), shown_name(outcome.name)
+                        )
                     continue
                 n_good += 1
                 any_lossy = any_lossy or outcome.lossy
@@ -375,12 +377,12 @@ class FileSource(Source):
         self._lossy = any_lossy
         if bad:
             logger.warning(
-                "%s: skipped %d bad file(s), first %s: %s", self.name, len(bad), shown_name(bad[0][0]), bad[0][1],
-                extra=RESTATED,
+                "%s: skipped %d bad file(s), first %s: %s", shown_name(self.name), len(bad), shown_name(bad[0][0]),
+                bad[0][1], extra=RESTATED,
             )
         if n_good == 0:
             detail = f"all {len(bad)} files were bad, first {shown_name(bad[0][0])}: {bad[0][1]}" if bad else ""
-            raise empty_source_error(self.name, detail)
+            raise empty_source_error(shown_name(self.name), detail)
         yield from grouper.finish()
         self.emitted_order = grouper.emitted_order()  # every batch taken: rows can go back to the members' order
 
@@ -389,7 +391,7 @@ def _bad_files_error(name: str, bad: list[tuple[str, str]], n_files: int) -> Ima
     named = "; ".join(f"{shown_name(member)}: {reason}" for member, reason in bad[:_NAMED_BAD_FILES])
     more = f"; and {len(bad) - _NAMED_BAD_FILES} more" if len(bad) > _NAMED_BAD_FILES else ""
     return ImageError(
-        f"{name}: {len(bad)} of {n_files} image files could not be decoded ({named}{more}); "
+        f"{shown_name(name)}: {len(bad)} of {n_files} image files could not be decoded ({named}{more}); "
         "fix or remove them, or pass --skip-bad (skip_bad=True) to skip them"
     )
 
@@ -397,7 +399,7 @@ def _bad_files_error(name: str, bad: list[tuple[str, str]], n_files: int) -> Ima
 def _unreadable_folder(name: str, relative: str, exc: OSError) -> SourceError:
     where = f"its subfolder {shown_name(relative + '/')}" if relative else "the folder"
     return SourceError(
-        f"{name}: cannot read {where} ({type(exc).__name__}: {exc.strerror or exc}); its images would "
+        f"{shown_name(name)}: cannot read {where} ({type(exc).__name__}: {exc.strerror or exc}); its images would "
         "be missing from the count: fix its permissions, or pass --skip-bad (skip_bad=True) to skip "
         "it as a counted skip"
     )
@@ -487,7 +489,8 @@ def _walk_images(root: Path, name: str, *, skip_bad: bool, ignored: Ignored) -> 
     found = sorted(member for member, _ in iter_folder_images(root, name, listing, skip_unreadable=skip_bad))
     for folder, reason in listing.unreadable:
         logger.warning(
-            "%s: cannot read subfolder %s (%s); skipped (--skip-bad)", name, shown_name(folder), reason, extra=RESTATED,
+            "%s: cannot read subfolder %s (%s); skipped (--skip-bad)", shown_name(name), shown_name(folder), reason,
+            extra=RESTATED,
         )
     return found, listing
 
