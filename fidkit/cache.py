@@ -55,7 +55,6 @@ from fidkit.home import (
     CACHE_KEY_METADATA,
     CACHE_MAX_BYTES_ENV,
     DEFAULT_CACHE_MAX_BYTES,
-    HOME_FIX,
     STATS_SUBDIR,
     ClearedCache,
     cache_max_bytes,

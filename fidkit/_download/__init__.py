@@ -43,7 +43,6 @@ import logging
 import math
 import os
 import socket
-import sys
 import threading
 import time
 import urllib.error
