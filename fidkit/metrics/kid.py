@@ -396,9 +396,11 @@ def kid(
     # a std of exactly 0, where np.mean's sum / n can be off by an ulp and leave a std of 1e-16.
     with np.errstate(over="ignore", invalid="ignore"):
         deviations = values - values[0]
-        # In units of the largest deviation: the squares of values near float64's limit would overflow the std.
-        unit = float(np.max(np.abs(deviations))) or 1.0
-        mean, std = float(values[0] + np.mean(deviations)), unit * float(np.std(deviations / unit))
+        mean, std = float(values[0] + np.mean(deviations)), float(np.std(deviations))
+        if not math.isfinite(std):
+            # The squares of deviations near float64's limit overflow: the std in units of the largest deviation.
+            unit = float(np.max(np.abs(deviations)))
+            std = unit * float(np.std(deviations / unit))
         bound = float(np.sum(bounds / subsets))  # their mean, summed after the division so that it cannot overflow
     if not (math.isfinite(mean) and math.isfinite(std) and math.isfinite(bound)):
         # Each subset's value is finite, but near float64's limit their mean or spread is not.
