@@ -20,6 +20,7 @@ network, and its statistics are computed from the rows.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -137,6 +138,23 @@ class Features:
                 f"--metrics ... or compute_features(..., outputs=('features', {name!r})))"
             )
         return value
+
+    def narrowed(self, outputs: tuple[str, ...]) -> Features:
+        """These features holding exactly `outputs` (``"features"`` and any of :data:`EXTRA_OUTPUTS`), sharing the
+        read-only arrays.
+
+        A side computed from images gives what was asked, whatever else its cache entry holds: an entry is shared by
+        every run of the same source, and one that kept the logits for an earlier ``--metrics is`` would otherwise
+        add rows to this run's table (``IS (b)``), size checks for them, and outputs to a saved file, which a run
+        without the cache would not.
+        """
+        if set(self.outputs) == set(outputs):
+            return self
+        narrow = copy.copy(self)  # the arrays and the metadata shared: they are read-only
+        for name in EXTRA_OUTPUTS:
+            if name not in outputs:
+                object.__setattr__(narrow, name, None)  # a frozen dataclass
+        return narrow
 
     @property
     def n(self) -> int:

@@ -51,7 +51,6 @@ __all__ = [
     "store",
     "side_result",
     "describe",
-    "narrowed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -101,7 +100,8 @@ def open_input(spec: Any, options: RunOptions) -> Stats | Features | Source:
     available = getattr(source, "n_available", None)
     if options.limit is not None and available is not None and options.limit > available:
         warnings.warn(
-            f"{source.name}: limit {options.limit} is above its {available} images; all {available} are used",
+            f"{shown_name(source.name)}: limit {options.limit} is above its {available} images; all {available} "
+            "are used",
             FidkitWarning, stacklevel=3,
         )
     return source
@@ -379,10 +379,13 @@ def _side_of_source(
         extracted = _extract_locally(source, lazy, options, kept, setup_seconds)
     accumulator = extracted.accumulator
     if accumulator.n == 0:
-        raise EmptySourceError(f"{source.name} yielded no images; point fidkit at a source that holds images")
+        raise EmptySourceError(
+            f"{shown_name(source.name)} yielded no images; point fidkit at a source that holds images"
+        )
     if accumulator.n < 2:
         raise InputError(
-            f"{source.name} yielded only {accumulator.n} image; a covariance needs at least 2 (FID needs thousands)"
+            f"{shown_name(source.name)} yielded only {accumulator.n} image; a covariance needs at least 2 (FID needs "
+            "thousands)"
         )
     skipped = extracted.skipped
     metadata = {
@@ -395,7 +398,7 @@ def _side_of_source(
         features = replace(extracted.rows, metadata=metadata)
     store(source, lookup, stats, features, options, skipped=skipped)
     if features is not None:
-        features = narrowed(features, asked)  # the superset was for the cache entry, not for the caller
+        features = features.narrowed(asked)  # the superset was for the cache entry, not for the caller
 
     side = describe(
         stats, name=str(source.name), kind=str(source.kind), cached=False,
@@ -418,32 +421,15 @@ def _log_side(source: Source, side: SideReport, extracted: _Extracted) -> None:
     # callers report each evaluation themselves, and a line per call would break their progress bars.
     (logger.debug if source.kind == "batches" else logger.info)(
         "%s: N = %d, %.1f images/s (batch %d; decode wait %.2f s, network %.2f s, setup %.2f s, cache look-up "
-        "and store %.2f s)", shown_name(source.name), extracted.accumulator.n, extracted.accumulator.n / max(image_seconds, 1e-9), extracted.batch_size,
+        "and store %.2f s)", shown_name(source.name), extracted.accumulator.n,
+        extracted.accumulator.n / max(image_seconds, 1e-9), extracted.batch_size,
         times.decode_seconds, times.network_seconds, side.setup_seconds,
         max(side.total_seconds - image_seconds - side.setup_seconds, 0.0),
     )
     logger.debug(
         "%s: first batch: waited %.2f s for it (decoding workers' start), network %.2f s (on a GPU, the plan search)",
-        source.name, times.first_wait_seconds, times.first_batch_seconds,
+        shown_name(source.name), times.first_wait_seconds, times.first_batch_seconds,
     )
-
-
-def narrowed(features: Features, outputs: tuple[str, ...]) -> Features:
-    """`features` holding exactly `outputs` (``"features"`` and any of :data:`~fidkit.features.EXTRA_OUTPUTS`),
-    sharing its read-only arrays.
-
-    A side computed from images gives what was asked, whatever else its cache entry holds: an entry is shared by
-    every run of the same source, and one that kept the logits for an earlier ``--metrics is`` would otherwise add
-    rows to this run's table (``IS (b)``), size checks for them, and outputs to a saved file, which a run without
-    the cache would not.
-    """
-    if set(features.outputs) == set(outputs):
-        return features
-    narrow = relabelled(features)  # a copy sharing the arrays and the metadata
-    for name in EXTRA_OUTPUTS:
-        if name not in outputs:
-            object.__setattr__(narrow, name, None)  # Features is a frozen dataclass
-    return narrow
 
 
 def _from_cache(
@@ -462,7 +448,7 @@ def _from_cache(
         # Statistics are one reduction of cached features: no network, and the statistics are cached too.
         stats = features.stats()
         store(source, CacheLookup(lookup.stats_key, None, lookup.fingerprint), stats, None, options)
-    logger.info("%s: read from the cache (N = %s)", source.name, stats.n)
+    logger.info("%s: read from the cache (N = %s)", shown_name(source.name), stats.n)
     # An entry is shared by every source of the same content (--hash-content: a copy of the folder): what it
     # records as its source is this run's, so a file saved from it names what the user gave.
     here = {
@@ -473,7 +459,7 @@ def _from_cache(
     if features is not None:
         features = relabelled(features, metadata={**features.metadata, **here})
     report = describe(stats, name=source.name, kind=source.kind, cached=True, total_seconds=time.perf_counter() - started)
-    return SideResult(stats, report, narrowed(features, kept) if kept else None)
+    return SideResult(stats, report, features.narrowed(kept) if kept else None)
 
 
 # --------------------------------------------------------------------------------------------- step 4: store
@@ -504,14 +490,14 @@ def store(
         logger.warning(
             "%s: %d file(s) skipped for a reason that may not last (first %s: a permission or an I/O error); "
             "these statistics are not cached, so the next run reads them again",
-            source.name, len(passing), passing[0],
+            shown_name(source.name), len(passing), passing[0],
         )
         return
     # Sizes and modification times as opened (or, for a source opened elsewhere, as looked up) against now: a
     # content hash is not taken again, which would read every file twice.
     before = source.opened_fingerprint or (None if options.hash_content else lookup.fingerprint)
     if before is not None and source.fingerprint(hash_content=False) != before:
-        logger.warning("%s changed while it was read; its statistics are not cached", source.name)
+        logger.warning("%s changed while it was read; its statistics are not cached", shown_name(source.name))
         return
     kind = dict(source_name=_display_name(source), source_kind=str(source.kind))
     if features is not None and lookup.features_key is not None:

@@ -905,3 +905,30 @@ def test_a_uint8_tensor_batch_of_a_list_reference_sharing_its_memory_is_checked_
         metric.compute()
     shared[:] = torch.from_numpy(real[6:]).permute(0, 3, 1, 2)
     assert float(metric.compute()) == pytest.approx(_truth(real, generated), rel=1e-12)
+
+
+def test_float_batches_as_nested_lists_or_from_an_iterator_take_the_reference_value_range() -> None:
+    """update() takes a nested list of floats with the metric's value_range; the reference refused one ("pass
+    value_range", which was passed), and an iterator's batches, read at the first compute, were read without it."""
+    real, generated = uint8_images(10, 47, size=6), uint8_images(10, 48, size=6)
+    unit = real.astype(np.float64) / 255
+    for reference in ([unit[:4].tolist(), unit[4:].tolist()], iter([unit[:5], unit[5:]]), (b for b in [unit])):
+        metric = fidkit.FID(reference=reference, extractor=Moments(), value_range=(0, 1))
+        metric.update(generated)
+        assert float(metric.compute()) == pytest.approx(_truth(real, generated), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[s]", "U3", "bfloat16"])
+def test_a_list_reference_of_an_unreadable_dtype_is_refused_as_a_batch_not_a_traceback(dtype) -> None:
+    # The fingerprint of a list reference hashed every array: bfloat16 or datetime64 have no bytes a memoryview can
+    # read (ValueError: cannot include dtype 'E' in a buffer). uint8 arrays alone are hashed; others are refused
+    # when the batches are read, as before.
+    if dtype == "bfloat16":
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        batch = uint8_images(4, 49, size=6).astype(ml_dtypes.bfloat16)
+    else:
+        batch = np.zeros((4, 6, 6, 3), dtype=dtype)
+    metric = fidkit.FID(reference=[uint8_images(4, 50, size=6), batch], extractor=Moments())
+    metric.update(uint8_images(6, 51, size=6))
+    with pytest.raises(InputError, match="batch 1: images must be uint8"):
+        metric.compute()

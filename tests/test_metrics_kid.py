@@ -341,3 +341,12 @@ def test_a_negative_coef0_cancelling_k0_does_not_inflate_the_round_off_bound():
     value = mmd2_unbiased(x, y, coef0=coef0, degree=5)
     exact = exact_mmd(x, y, coef0=coef0, degree=5)
     assert value == pytest.approx(exact, rel=1e-9)
+
+
+def test_a_kernel_degree_above_the_bound_is_refused_before_any_allocation():
+    # (degree + 1)^3 pair sums: degree 1000 took gigabytes and was killed.
+    rows = np.random.default_rng(1).normal(size=(10, 3))
+    assert np.isfinite(kid(rows, rows + 1.0, subsets=1, subset_size=5, degree=kid_module.MAX_DEGREE).mean)
+    for call in (lambda: kid(rows, rows + 1.0, degree=1000), lambda: mmd2_unbiased(rows, rows + 1.0, degree=33)):
+        with pytest.raises(InputError, match="degree must be at most 32"):
+            call()

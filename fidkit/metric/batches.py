@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,10 @@ def quantized_reference(
             kept.append(_kept_batch(item, what, value_range, convert=not isinstance(item, np.ndarray)))
         return (tuple(kept) if isinstance(reference, tuple) else kept), given
     what = "FID(reference=...) images"
+    if isinstance(reference, Iterator) and value_range is not None:
+        # Batches read once, at the first compute: quantized then, with the range given now (no fingerprint: an
+        # iterator cannot be read twice).
+        return (_kept_batch(given_images(batch, what), what, value_range, convert=True) for batch in reference), []
     reference = given_images(reference, what) if value_range is not None else reference
     if not (is_torch_tensor(reference) or isinstance(reference, np.ndarray)):
         return reference, []
@@ -104,8 +109,9 @@ def _kept_batch(images: Any, what: str, value_range: tuple[float, float] | None,
     else:
         floating = isinstance(images, np.ndarray) and is_float_dtype(images.dtype)
     if floating and value_range is not None:
-        return as_image_array(images, what, value_range)
-    return as_image_batch(images, what) if convert else images
+        return as_image_array(images, what, value_range)  # a chunk at a time: no float copy of a large reference
+    # A nested list of floats is quantized here too, as update() takes it; uint8 images ignore the range.
+    return as_image_batch(images, what, value_range) if convert else images
 
 
 def reference_digest(reference: Any) -> str | None:
@@ -120,5 +126,8 @@ def reference_digest(reference: Any) -> str | None:
         return None
     digest = hashlib.sha256()
     for item in reference:
-        digest.update(array_content_sha256(item).encode() if isinstance(item, np.ndarray) else b"-")
+        # uint8 arrays only: those are read as they are; any other dtype is refused when the batches are read
+        # (and a bfloat16 or datetime64 array has no bytes a memoryview can hash).
+        uint8 = isinstance(item, np.ndarray) and item.dtype == np.uint8
+        digest.update(array_content_sha256(item).encode() if uint8 else b"-")
     return digest.hexdigest()

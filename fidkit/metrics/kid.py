@@ -265,10 +265,22 @@ def mmd2_unbiased(
     return value
 
 
+#: The largest kernel degree: the expansion holds (degree + 1)^3 pair sums (KID's is 3; 1000 took gigabytes).
+MAX_DEGREE = 32
+
+
+def _checked_degree(degree: Any) -> int:
+    degree = check_positive_int(degree, "degree")
+    if degree > MAX_DEGREE:
+        raise InputError(f"degree must be at most {MAX_DEGREE} (KID's kernel has degree 3), got {degree}")
+    return degree
+
+
 def _checked_mmd2(
     x: np.ndarray, y: np.ndarray, gamma: float | None, coef0: float, degree: int
 ) -> tuple[float, float]:
     """:func:`_mmd2_and_bound` of two samples checked for size, with kernel values beyond float64 refused."""
+    degree = _checked_degree(degree)
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     m = x.shape[0]
@@ -365,7 +377,7 @@ def kid(
     subset_size = check_positive_int(subset_size, "subset_size", minimum=2)
     seed = check_seed(seed)
     sampling = check_sampling(sampling)
-    degree = check_positive_int(degree, "degree")
+    degree = _checked_degree(degree)
     if isinstance(coef0, bool) or not isinstance(coef0, numbers.Real) or not np.isfinite(coef0):
         raise InputError(f"coef0 must be a finite number, got {coef0!r}")
     n_a, n_b, dim = array_a.shape[0], array_b.shape[0], array_a.shape[1]
