@@ -180,13 +180,22 @@ def cifar_batch(images: NDArray[np.uint8], **extra: Any) -> bytes:
 
 def tar_gz(members: dict[str, bytes]) -> bytes:
     """A ``.tar.gz`` holding `members` (name -> bytes), in memory."""
+    return tar_of(list(members.items()), gz=True)
+
+
+def tar_of(entries: list[tuple[str, bytes | None]], *, gz: bool) -> bytes:
+    """A tar (gzipped with `gz`) of ``(name, data)`` entries in this order, in memory; None data is a folder entry."""
     import io
     import tarfile
 
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
+    with tarfile.open(fileobj=buffer, mode="w:gz" if gz else "w") as tar:
+        for name, data in entries:
             info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()

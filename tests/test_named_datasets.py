@@ -26,7 +26,7 @@ from fidkit.cli import main
 from fidkit.errors import DownloadError, SourceError
 from fidkit.sources import named, open_source
 from fidkit.sources.named import DatasetFile
-from fidkit.testing import cifar_batch, tar_gz
+from fidkit.testing import cifar_batch, tar_gz, tar_of
 
 from cli_runs import _assert_one_line_error, _run_cli
 
@@ -596,24 +596,6 @@ def test_a_tar_of_images_in_another_folder_is_still_read_as_images(tmp_path):
 # --- review of round 8, 1-2: a tar is a CIFAR archive by its batches, not by its folder's name alone -----------------
 
 
-def _tar(entries: list[tuple[str, bytes | None]], *, gz: bool) -> bytes:
-    """A tar of (name, data) in this order; None data makes a folder entry."""
-    import io
-    import tarfile
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz" if gz else "w") as tar:
-        for name, data in entries:
-            info = tarfile.TarInfo(name)
-            if data is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            else:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def _pngs(count: int) -> list[bytes]:
     import io
 
@@ -639,7 +621,7 @@ def test_a_tar_of_images_in_a_cifar_named_folder_is_read_as_images(tmp_path, fol
     entries: list[tuple[str, bytes | None]] = [(folder, None)]
     entries += [(f"{folder}/img{i:03d}.png", data) for i, data in enumerate(_pngs(count))]
     path = tmp_path / file_name
-    path.write_bytes(_tar(entries, gz=gz))
+    path.write_bytes(tar_of(entries, gz=gz))
     source = open_source(path)
     assert source.kind != "cifar" and source.n_images == count
 
@@ -671,7 +653,7 @@ def test_a_cifar_archive_with_dot_members_or_a_readme_first_reads_its_training_s
     if "readme" in layout:
         entries = [("README.txt", b"CIFAR-10, as downloaded\n" * 50), ("NOTES", b"")] + entries
     path = tmp_path / ("c10.tar.gz" if gz else "c10.tar")
-    path.write_bytes(_tar(entries, gz=gz))
+    path.write_bytes(tar_of(entries, gz=gz))
     source = open_source(path)
     assert source.kind == "cifar" and source.n_images == len(EXPECTED["cifar10-train"])
     np.testing.assert_array_equal(_pixels(path), EXPECTED["cifar10-train"])
@@ -681,6 +663,6 @@ def test_a_renamed_cifar_archive_missing_a_training_batch_says_which(tmp_path):
     # It holds CIFAR batches, so it is a CIFAR archive: the error names the batches it lacks, not "no images".
     entries = [(name, data) for name, data in _cifar10_entries() if not name.endswith(("_2", "_5"))]
     path = tmp_path / "c10.tar"
-    path.write_bytes(_tar(entries, gz=False))
+    path.write_bytes(tar_of(entries, gz=False))
     with pytest.raises(SourceError, match=r"no member cifar-10-batches-py/data_batch_2, .*/data_batch_5; not a CIFAR"):
         open_source(path)

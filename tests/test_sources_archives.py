@@ -28,7 +28,7 @@ from PIL import Image, PngImagePlugin
 from fidkit.errors import EmptySourceError, FidkitError, ImageError, SourceError
 from fidkit.sources import open_source
 from fidkit.sources.files import PARENT_PART, normalise_member
-from fidkit.testing import cifar_batch
+from fidkit.testing import cifar_batch, tar_of
 
 from image_files import _all_pixels, _folder, _pixels, _png, _tar_member
 
@@ -386,15 +386,7 @@ def test_the_members_of_a_tar_are_the_image_files_tar_extracts(tmp_path) -> None
 
 
 def _cifar_tar(path: Path, entries: list[tuple[str, bytes | None]]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in entries:
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            if data is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            else:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(tar_of([(f"cifar-10-batches-py/{name}", data) for name, data in entries], gz=True))
     return path
 
 
