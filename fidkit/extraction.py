@@ -15,15 +15,15 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from fidkit._streams import progress_bar
-from fidkit._validate import check_extracted
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    import numpy as np
+from fidkit._validate import check_extracted, check_features
+from fidkit.errors import InputError
 
 __all__ = ["ExtractionTimes", "extract"]
 
@@ -88,6 +88,7 @@ def extract(
         overlap = bool(getattr(extractor, "on_gpu", False))
     iterator = iter(batches)
     first = True
+    widths: dict[str, int] = {}  # each output's width, from the first batch: every later one must have it
     try:
         with progress_bar(
             progress, total=total, desc=_short_name(desc), unit="img", leave=False, dynamic_ncols=True,
@@ -105,13 +106,60 @@ def extract(
                     times.first_wait_seconds, times.first_batch_seconds, first = tock - tick, network_seconds, False
                 times.network_seconds += network_seconds
                 times.decode_seconds += tock - tick
-                check_extracted(given["features"], len(batch), extractor)  # before any sink takes them
+                _check_outputs(given, outputs, len(batch), extractor, widths)  # before any sink takes them
                 delivery.put(given, len(batch))
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
     return times
+
+
+def _check_outputs(
+    given: Any, names: tuple[str, ...] | None, n_images: int, extractor: Any, widths: dict[str, int]
+) -> None:
+    """Refuse, at the batch that breaks it, what the extractor returned for a batch of `n_images` images: a mapping
+    (from ``outputs()``) holding ``"features"`` and every output in `names`, each ``(n_images, width)`` finite and
+    real-valued, with the width of the first batch (`widths`, filled here). Found only when the rows are joined
+    at the end, a bad batch was an internal error after the whole network pass.
+    """
+    kind = type(extractor).__name__
+    fix = "fix its __call__" if names is None else (
+        "fix its outputs(): it must return a dict holding every name asked for, each a (B, width) float array with "
+        "one row per image of the batch and the same width in every batch (fidkit.extractors.Extractor)"
+    )
+    if not isinstance(given, Mapping):
+        raise InputError(
+            f"the feature extractor {kind}.outputs() returned {type(given).__name__} for a batch of "
+            f"{n_images} image(s), not a dict of the outputs asked for ({', '.join(names or ())}): {fix}"
+        )
+    missing = [name for name in names or ("features",) if name not in given]
+    if missing:
+        raise InputError(
+            f"the feature extractor {kind}.outputs() returned no {', '.join(map(repr, missing))} for a batch of "
+            f"{n_images} image(s) (it returned {', '.join(map(repr, given)) or 'an empty dict'}): {fix}"
+        )
+    check_extracted(given["features"], n_images, extractor)  # the shape of the features, as __call__'s
+    for name in names or ("features",):
+        if name == "features":
+            width = int(np.shape(given[name])[1])  # 2-D: checked just above
+        else:
+            try:  # 2-D, real-valued and finite (the features' values are checked by the statistics they feed)
+                rows = check_features(given[name], f"the {name} that {kind}.outputs() returned")
+            except InputError as exc:
+                raise InputError(f"{exc}; {fix}") from None
+            if rows.shape[0] != n_images:
+                raise InputError(
+                    f"the feature extractor {kind}.outputs() returned {rows.shape[0]} rows of {name} for a batch of "
+                    f"{n_images} image(s): {fix}"
+                )
+            width = int(rows.shape[1])
+        first = widths.setdefault(name, width)
+        if width != first:
+            raise InputError(
+                f"the feature extractor {kind} returned {name} {width} wide for this batch of {n_images} image(s), "
+                f"but {first} wide for the first batch: {fix}"
+            )
 
 
 class _Delivery:

@@ -347,8 +347,21 @@ class FeatureRows:
         if missing:
             raise InputError(f"no {', '.join(map(repr, missing))} output given for this batch (it holds "
                              f"{', '.join(map(repr, outputs))}); the rows kept so far are unchanged")
+        arrays = {name: np.array(outputs[name], dtype=np.float32, copy=True) for name in self._batches}
+        for name, array in arrays.items():
+            # Checked per batch (the extract step checks first, naming the extractor): found when the rows are
+            # joined at the end, a width that changed was an internal error after the whole pass.
+            kept = self._batches[name][0] if self._batches[name] else None
+            if array.ndim != 2:
+                raise InputError(f"{name} has shape {array.shape}, not (B, width) rows; the rows kept so far are "
+                                 "unchanged")
+            if kept is not None and array.shape[1] != kept.shape[1]:
+                raise InputError(
+                    f"this batch's {name} are {array.shape[1]} wide, but the rows kept so far are {kept.shape[1]} wide: "
+                    "every batch of an output needs the same width (one extractor); the rows kept so far are unchanged"
+                )
         for name, batches in self._batches.items():
-            batches.append(np.array(outputs[name], dtype=np.float32, copy=True))
+            batches.append(arrays[name])
 
     def result(self, metadata: dict[str, Any] | None = None, *, emitted_order: np.ndarray | None = None) -> Features:
         """The rows kept, as :class:`Features`; with `emitted_order` (a source's

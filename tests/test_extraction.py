@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 
+from fidkit.errors import InputError
 from fidkit.extraction import extract
 from fidkit.features import FeatureRows
 from fidkit.stats import StatsAccumulator
@@ -259,3 +260,96 @@ def test_ctrl_c_while_the_sinks_finish_leaves_no_sink_running(monkeypatch):
     at_raise = list(events)
     time.sleep(0.5)
     assert at_raise == events == ["start", "end", "update"] and not sink_threads()
+
+
+class OutputsExtractor:
+    """An extractor with ``outputs()`` that breaks its promise in one way (`mode`) from its second batch on."""
+
+    feature_dim = 3
+    batch_size = 4
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.calls = 0
+
+    def __call__(self, images):
+        return np.asarray(images, dtype=np.float32).mean(axis=(1, 2))
+
+    def outputs(self, images, names):
+        self.calls += 1
+        features = self(images)
+        logits = np.concatenate([features, features[:, :1]], axis=1) / 100  # 4 wide
+        broken = self.calls > 1
+        if broken and self.mode == "width":
+            logits = logits[:, :2]
+        if broken and self.mode == "rows":
+            logits = logits[:-1]
+        if broken and self.mode == "nan":
+            logits[1, 0] = np.nan
+        if broken and self.mode == "1d":
+            logits = logits[:, 0]
+        if broken and self.mode == "text":
+            logits = logits.astype(str)
+        if broken and self.mode == "tuple":
+            return (features, logits)
+        if broken and self.mode == "none":
+            return None
+        if broken and self.mode == "no-features":
+            return {"logits": logits}
+        if broken and self.mode == "no-logits":
+            return {"features": features}
+        return {"features": features, "logits": logits}
+
+    def metadata(self):
+        return {}
+
+
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [
+        ("width", "returned logits 2 wide for this batch of 4 image(s), but 4 wide for the first batch"),
+        ("rows", "returned 3 rows of logits for a batch of 4 image(s)"),
+        ("nan", "contains NaN or inf in 1 row(s) (first: row 1)"),
+        ("1d", "has shape (4,)"),
+        ("text", "pass real-valued features"),
+        ("tuple", "returned tuple"),
+        ("none", "returned NoneType"),
+        ("no-features", "returned no 'features' for a batch of 4 image(s) (it returned 'logits')"),
+        ("no-logits", "returned no 'logits'"),
+    ],
+)
+def test_a_broken_outputs_batch_is_refused_at_that_batch_naming_the_extractor_and_the_fix(mode, said):
+    extractor = OutputsExtractor(mode)
+    rows = FeatureRows(outputs=("features", "logits"))
+    accumulator = StatsAccumulator()
+    with pytest.raises(InputError) as caught:
+        extract(image_batches(3), extractor, accumulator, rows)
+    message = str(caught.value)
+    assert said in message
+    assert "OutputsExtractor" in message and "fix its outputs()" in message
+    assert extractor.calls == 2  # refused at the second batch, not after the whole pass
+    assert rows.n == 4 and accumulator.n == 4  # the sinks took the first batch only
+
+
+def test_features_whose_width_changes_without_a_declared_feature_dim_are_refused_before_the_sinks():
+    class Drifting(FakeExtractor):
+        feature_dim = None
+
+        def __call__(self, images):
+            features = super().__call__(images)
+            return features if self.calls < 2 else features[:, :4]
+
+    rows = FeatureRows()
+    with pytest.raises(InputError, match=r"returned features 4 wide for this batch of 4 image\(s\), but 6 wide for "
+                                         r"the first batch: fix its __call__"):
+        extract(image_batches(3), Drifting(on_gpu=False), rows)
+    assert rows.n == 4
+
+
+def test_feature_rows_refuse_an_output_whose_width_changes_and_keep_what_they_held():
+    rows = FeatureRows(outputs=("features", "logits"))
+    rows.update_outputs({"features": np.ones((2, 3)), "logits": np.ones((2, 5))})
+    with pytest.raises(InputError, match="this batch's logits are 4 wide, but the rows kept so far are 5 wide"):
+        rows.update_outputs({"features": np.ones((2, 3)), "logits": np.ones((2, 4))})
+    assert rows.n == 2
+    assert rows.result().output("logits").shape == (2, 5)
