@@ -32,10 +32,10 @@ from fidkit._version import __version__
 from fidkit.cache import cache_key, load_cached_features, load_cached_stats, store_cached_features, store_cached_stats, utc_now_iso
 from fidkit.errors import EmptySourceError, FidkitWarning, InputError
 from fidkit.extraction import ExtractionTimes, extract
-from fidkit.extractors import LazyExtractor, declared_dim, extractor_metadata
+from fidkit.extractors import ExtractorIdentity, LazyExtractor, declared_dim, extractor_metadata
 from fidkit.features import EXTRA_OUTPUTS, FeatureRows, Features, is_features_file
 from fidkit.options import RunOptions
-from fidkit.preflight import recorded_convention, recorded_text
+from fidkit.preflight import identity_record, recorded_convention, recorded_extractor, recorded_text, run_identity
 from fidkit.report import SideReport
 from fidkit.sources import Source, open_with
 from fidkit.sources.parallel import skip_is_not_cached
@@ -151,6 +151,7 @@ class CacheLookup:
     fingerprint: str
     stats: Stats | None = None
     features: Features | None = None
+    identity: ExtractorIdentity | None = None  # the extractor's, which the keys name (None: not cached)
 
 
 def _usable(entry: Any, options: RunOptions, dim: int | None, source_name: str) -> bool:
@@ -210,17 +211,19 @@ def look_up(
     else:
         stats = stats_entry()
         features = features_entry() if stats is None else None
-    return CacheLookup(stats_key, features_key, fingerprint, stats, features)
+    return CacheLookup(stats_key, features_key, fingerprint, stats, features, identity)
 
 
 # --------------------------------------------------------------------------------------------- step 3: extract
 
 
 def _metadata_of_run(
-    source: Source, extractor_metadata: dict[str, Any], fingerprint: str, skipped: tuple[tuple[str, str], ...]
+    source: Source, extractor_metadata: dict[str, Any], fingerprint: str, skipped: tuple[tuple[str, str], ...],
+    identity: ExtractorIdentity,
 ) -> dict[str, str | int | float | bool]:
-    """What a computed side records beside its numbers: the network, the source, the skipped files."""
-    metadata: dict[str, str | int | float | bool] = dict(extractor_metadata)
+    """What a computed side records beside its numbers: the network and which extractor it is (its `identity`'s name
+    and fields: :func:`~fidkit.preflight.identity_record`, compared between sides), the source, the skipped files."""
+    metadata: dict[str, str | int | float | bool] = {**extractor_metadata, **identity_record(identity)}
     metadata.update(
         fidkit_version=__version__,
         created=utc_now_iso(),
@@ -389,7 +392,7 @@ def _side_of_source(
         )
     skipped = extracted.skipped
     metadata = {
-        **_metadata_of_run(source, extracted.extractor_metadata, lookup.fingerprint, skipped),
+        **_metadata_of_run(source, extracted.extractor_metadata, lookup.fingerprint, skipped, run_identity(lazy)),
         **extracted.run_metadata,
     }
     stats = accumulator.result(metadata=metadata)
@@ -454,6 +457,7 @@ def _from_cache(
     here = {
         "source_name": str(source.name), "source_kind": str(source.kind),
         "ignored_json": json.dumps(dict(sorted(source.ignored.items()))),  # its own listing's, not the other's
+        **(identity_record(lookup.identity) if lookup.identity is not None else {}),  # entries of older fidkit too
     }
     stats = relabelled(stats, metadata={**stats.metadata, **here})
     if features is not None:
@@ -570,6 +574,8 @@ def describe(
         resize_mode=recorded_text(metadata.get("resize_mode")),
         convention=recorded_convention(metadata),
         feature_extractor=recorded_text(metadata.get("feature_extractor")),
+        extractor=recorded_extractor(metadata, foreign=stats.is_foreign),
+        extractor_identity=recorded_text(metadata.get("extractor_identity")),
         provider=recorded_text(metadata.get("provider")),
         engine=recorded_text(metadata.get("engine")),
         precision=recorded_text(metadata.get("precision")),

@@ -10,6 +10,7 @@ the one asked for. :func:`check_against_run` is called by :mod:`fidkit.api` righ
 
 from __future__ import annotations
 
+import json
 import warnings
 from typing import Any
 
@@ -17,13 +18,23 @@ from fidkit._devices import parse_device
 from fidkit._fs import sha256_file
 from fidkit._home_dir import expand_user
 from fidkit.errors import FidkitWarning, InputError
-from fidkit.extractors import LazyExtractor, identity_of
+from fidkit.extractors import ExtractorIdentity, LazyExtractor, extractor_metadata, identity_of
 from fidkit.features import Features
 from fidkit.inception.spec import numerics
 from fidkit.options import DEFAULT_EXTRACTOR, RunOptions
 from fidkit.stats import Stats
 
-__all__ = ["check_against_run", "recorded_convention", "recorded_text"]
+__all__ = [
+    "check_against_run", "recorded_convention", "recorded_text", "recorded_extractor", "run_identity", "identity_record",
+]
+
+#: Identity fields that files record apart and that are compared apart (weights and convention refused unless allowed,
+#: the layer through the width, engine and precision a warning): left out of ``extractor_identity``, which holds what
+#: else an extractor's identity names (a registered entry's own fields, an object's class and width).
+_COMPARED_APART = frozenset({
+    "weights_sha256", "convention", "resize_mode", "feature_extractor", "engine", "precision", "exporter_version",
+    "provider", "device", "graph_sha256", "batch_size",
+})
 
 
 def recorded_text(value: Any) -> str | None:
@@ -37,6 +48,72 @@ def recorded_convention(metadata: dict[str, Any]) -> str | None:
     if recorded is None and metadata.get("resize_mode") == "tf1-bilinear-asymmetric":
         return "tf"
     return recorded
+
+
+def recorded_extractor(metadata: dict[str, Any], *, foreign: bool = False) -> str | None:
+    """Which extractor made a file's features: the name it records (``extractor``, as fidkit writes it).
+
+    A file that records none is Inception (``inception-2015``) by convention where it is another tool's (`foreign`:
+    ``mu`` and ``sigma`` only, from TTUR, pytorch-fid or ADM's evaluator) or an older fidkit's that names an
+    Inception layer (``feature_extractor``); otherwise (an older fidkit's file of another extractor, a
+    :class:`~fidkit.stats.Stats` made in code) it is unknown (None), and not compared, as before names were recorded.
+    """
+    named = recorded_text(metadata.get("extractor"))
+    if named is not None:
+        return named
+    if foreign or str(metadata.get("feature_extractor", "")).startswith("inception-2015-12-05/"):
+        return DEFAULT_EXTRACTOR
+    return None
+
+
+def run_identity(lazy: LazyExtractor) -> ExtractorIdentity:
+    """The identity a run's features are recorded under: the registered entry's (its name), a given object's own
+    (:func:`~fidkit.extractors.identity_of`: the name its metadata states, else its class's), the one that keys the
+    cache. An object that states none (it runs uncached) is named by its metadata's ``extractor`` or its class."""
+    try:
+        return lazy.identity()
+    except InputError:
+        if lazy.given is None:
+            raise
+        kind = type(lazy.given)
+        name = recorded_text(extractor_metadata(lazy.given).get("extractor")) or kind.__name__
+        return ExtractorIdentity.of(name, {"class": f"{kind.__module__}.{kind.__qualname__}"})
+
+
+def identity_record(identity: ExtractorIdentity) -> dict[str, str]:
+    """What a statistics or features file records of the extractor that made it: ``extractor`` (its name) and
+    ``extractor_identity`` (JSON of the identity's fields not recorded and compared apart: ``{}`` for Inception)."""
+    fields = {key: value for key, value in identity.fields if key not in _COMPARED_APART}
+    return {"extractor": identity.name, "extractor_identity": json.dumps(fields, sort_keys=True)}
+
+
+def _run_extractor_name(lazy: LazyExtractor, options: RunOptions) -> str:
+    """The name of the run's extractor, without building it or hashing its weights."""
+    return options.extractor if lazy.given is None else run_identity(lazy).name
+
+
+def _check_extractor_of(
+    where: str, side: Stats | Features, lazy: LazyExtractor, options: RunOptions, *, files_only: bool
+) -> None:
+    """Refuse a file made by another extractor than the run's (its recorded name, or, under the same name, its
+    recorded identity fields); a file that records neither is not refused (:func:`recorded_extractor`)."""
+    recorded = recorded_extractor(side.metadata, foreign=isinstance(side, Stats) and side.is_foreign)
+    if recorded is None:
+        return
+    expected = _run_extractor_name(lazy, options)
+    fix = (_NOT_FOR_FILES.format(option="extractor") if files_only else
+           "compute the other side with the file's extractor (--extractor / extractor=), or recompute the file with "
+           "this one")
+    if recorded != expected:
+        raise InputError(f"{where} was made by the feature extractor {recorded!r}, but this run's extractor is "
+                         f"{expected!r}: features of two extractors are not comparable; {fix}")
+    stated = recorded_text(side.metadata.get("extractor_identity"))
+    if stated is None or (stated == "{}" and expected == DEFAULT_EXTRACTOR):
+        return  # nothing more recorded (Inception's identity is its weights, convention and layer: checked below)
+    ours = identity_record(run_identity(lazy))["extractor_identity"]
+    if stated != ours:
+        raise InputError(f"{where} was made by the feature extractor {recorded!r} with identity {stated}, but this "
+                         f"run's has {ours}: {fix}")
 
 
 def _file_label(label: str, opened: Stats | Features) -> str:
@@ -122,6 +199,11 @@ def check_against_run(
             "feature extractor and layer (--dims): recompute one of them"
         )
     inception = lazy.given is None and options.extractor == DEFAULT_EXTRACTOR
+    files_only = len(files) == len(opened)
+    if not files_only or lazy.given is not None or "extractor" in options.given():
+        # Before the width: two extractors of one width (a twin registered beside another) would pass it.
+        for label, side in files.items():
+            _check_extractor_of(_file_label(label, side), side, lazy, options, files_only=files_only)
     if len(files) < len(opened):
         checked = {"weights_sha256", "convention", "feature_extractor"}
         recorded_any = any(

@@ -86,6 +86,11 @@ class SideReport:
         before conventions, resized the TF way, is ``tf``; None when unknown (another tool's statistics file).
     feature_extractor : str or None
         The layer the features come from (``inception-2015-12-05/pool_3``, or a ``--dims`` layer).
+    extractor, extractor_identity : str or None
+        Which extractor made the features (its registered name, or what names an extractor object) and, as JSON,
+        the identity fields it records beyond the others; a file that records no name is ``inception-2015`` where
+        it is another tool's or names an Inception layer, else None (unknown, not compared):
+        :func:`fidkit.preflight.recorded_extractor`.
     contents : str or None
         What a statistics file holds beyond ``mu`` and ``sigma``, in words (``"ADM reference batch: pool_3 and
         spatial statistics (mu, sigma, mu_s, sigma_s), 10,000 images of 256x256x3 uint8 in arr_0"``); None otherwise.
@@ -138,6 +143,8 @@ class SideReport:
     convention: str | None = None
     feature_extractor: str | None = None
     contents: str | None = None
+    extractor: str | None = None
+    extractor_identity: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -310,6 +317,19 @@ def check_comparable(
                 f"side {label} ({shown_name(side.name)}): {side.n_skipped} unreadable file(s) skipped (--skip-bad)"
                 + (f", e.g. {examples}" if examples else "")
             )
+    if side_a.extractor and side_b.extractor and side_a.extractor != side_b.extractor:
+        raise InputError(
+            f"the two sides were made by different feature extractors (a, {shown_name(side_a.name)}: "
+            f"{side_a.extractor!r}; b, {shown_name(side_b.name)}: {side_b.extractor!r}): their FID is not meaningful; "
+            "recompute one side with the other's extractor (--extractor, extractor=)"
+        )
+    identities = (side_a.extractor_identity, side_b.extractor_identity)
+    if side_a.extractor and side_a.extractor == side_b.extractor and all(identities) and identities[0] != identities[1]:
+        raise InputError(
+            f"the two sides were made by the feature extractor {side_a.extractor!r} configured differently (a, "
+            f"{shown_name(side_a.name)}: {identities[0]}; b, {shown_name(side_b.name)}: {identities[1]}): their FID "
+            "is not meaningful; recompute one side with the other's settings"
+        )
     messages.extend(unreleased_weights_warnings(labelled))
     if side_a.weights_sha256 and side_b.weights_sha256 and side_a.weights_sha256 != side_b.weights_sha256:
         message = (

@@ -9,6 +9,7 @@ extract step is replaced by one that fails the test if it is reached.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -296,3 +297,104 @@ def test_run_options_know_what_they_were_given_defaults_included() -> None:
     # dataclasses.replace names every field: that tells nothing, and the values decide, as before.
     assert dataclasses.replace(options, limit=4).given() == {"device": "cpu", "limit": 4}
     assert given_options(options, {"batch_size": 8}) == {"batch_size": 8, **options.given()}
+
+
+# --- review 9: the extractor a file was made by is recorded and checked ------------------------------------------------
+
+
+class _Colour:
+    """Three numbers per image: its mean colour, or (`spread`) the spread of each channel."""
+
+    feature_dim = 3
+
+    def __init__(self, spread: bool) -> None:
+        self.spread = spread
+
+    def __call__(self, images):
+        images = np.asarray(images, dtype=np.float32)
+        return images.std(axis=(1, 2)) if self.spread else images.mean(axis=(1, 2))
+
+    def metadata(self):
+        return {"weights_sha256": "none", "resize_mode": "none"}
+
+
+@pytest.fixture
+def twins(monkeypatch):
+    """Two registered extractors of width 3 with the same identity fields: only their names tell them apart."""
+    from fidkit.extractors import ExtractorEntry, register_extractor, unregister_extractor
+
+    monkeypatch.undo()  # the network runs here where a test lets it: three numbers per image
+    for name, spread in (("twin-mean", False), ("twin-std", True)):
+        register_extractor(ExtractorEntry(
+            name=name, description="test", build=lambda options, spread=spread: _Colour(spread),
+            identity=lambda options: {"weights_sha256": "none", "resize_mode": "none"},
+        ), replace=True)
+    yield
+    unregister_extractor("twin-mean")
+    unregister_extractor("twin-std")
+
+
+OTHER = np.random.default_rng(1).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+
+
+def test_a_file_records_the_registered_extractor_that_made_it(twins, fidkit_home) -> None:
+    stats = compute_stats(IMAGES, extractor="twin-std", use_cache=False)
+    assert stats.metadata["extractor"] == "twin-std"
+    cached = compute_stats(IMAGES, extractor="twin-std")  # stored, then read back from the cache
+    again = compute_stats(IMAGES, extractor="twin-std")
+    assert cached.metadata["extractor"] == again.metadata["extractor"] == "twin-std"
+
+
+def test_two_files_of_twin_extractors_are_refused_naming_both(twins, tmp_path, fidkit_home, capsys) -> None:
+    compute_stats(IMAGES, extractor="twin-mean", use_cache=False).save(tmp_path / "a.npz")
+    compute_stats(OTHER, extractor="twin-std", use_cache=False).save(tmp_path / "b.npz")
+    code, out, err = _cli(capsys, str(tmp_path / "a.npz"), str(tmp_path / "b.npz"))
+    assert code != 0 and out == ""
+    assert "different feature extractors" in err and "'twin-mean'" in err and "'twin-std'" in err
+    assert "recompute one side" in err
+
+
+def test_a_file_against_images_of_another_extractor_is_refused_before_the_network(
+    twins, tmp_path, fidkit_home, monkeypatch
+) -> None:
+    compute_stats(OTHER, extractor="twin-mean", use_cache=False).save(tmp_path / "ref.npz")
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the network ran before the input was checked")
+
+    monkeypatch.setattr(pipeline, "_extract_locally", reached)
+    with pytest.raises(InputError, match=r"ref.npz\) was made by the feature extractor 'twin-mean', but this run's "
+                                         r"extractor is 'twin-std'"):
+        compute_fid(IMAGES, tmp_path / "ref.npz", extractor="twin-std", use_cache=False)
+    import fidkit
+
+    metric = fidkit.FID(str(tmp_path / "ref.npz"), extractor="twin-std")
+    with pytest.raises(InputError, match="made by the feature extractor 'twin-mean'"):
+        metric.update(IMAGES)
+    # An extractor object is named as the cache names it: its class (its metadata names no extractor).
+    with pytest.raises(InputError, match="made by the feature extractor 'twin-mean', but this run's extractor is "
+                                         "'_Colour'"):
+        compute_fid(IMAGES, tmp_path / "ref.npz", extractor=_Colour(spread=False), use_cache=False)
+
+
+def test_files_against_an_explicit_other_extractor_are_refused(twins, tmp_path, fidkit_home, capsys) -> None:
+    recorded = {"extractor": "inception-2015", "feature_extractor": "inception-2015-12-05/64_pool"}
+    stats_file(tmp_path / "a.npz", 64, **recorded)
+    stats_file(tmp_path / "b.npz", 64, **recorded)
+    code, out, err = _cli(capsys, str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--extractor",
+                          "twin-mean")
+    assert code != 0 and out == ""
+    assert "made by the feature extractor 'inception-2015', but this run's extractor is 'twin-mean'" in err
+    assert "drop --extractor" in err
+
+
+def test_files_that_record_no_extractor_are_inception_by_convention_or_unknown(twins, tmp_path, capsys) -> None:
+    # TTUR's mu and sigma: Inception, refused against another extractor named explicitly.
+    np.savez(tmp_path / "ttur.npz", mu=np.zeros(3), sigma=np.eye(3))
+    code, _, err = _cli(capsys, str(tmp_path / "ttur.npz"), str(tmp_path / "ttur.npz"), "--extractor",
+                        "twin-mean")
+    assert code != 0 and "made by the feature extractor 'inception-2015'" in err
+    # An older fidkit's file of another extractor records none: used as before, against images too.
+    old = stats_file(tmp_path / "old.npz", 3, weights_sha256="none", resize_mode="none")
+    assert "extractor" not in old.metadata
+    assert math.isfinite(float(compute_fid(IMAGES, tmp_path / "old.npz", extractor="twin-mean", use_cache=False)))

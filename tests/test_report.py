@@ -300,3 +300,25 @@ def test_the_logged_setup_is_the_reports_setup_seconds(fidkit_home, monkeypatch,
     assert logged is not None, line
     assert float(logged.group(1)) == round(report.setup_seconds, 2)
     assert float(logged.group(2)) >= 0.05
+
+
+# --- review 9: two sides made by different extractors of one width are refused ----------------------------------------
+
+
+def test_sides_made_by_different_extractors_are_refused_naming_both() -> None:
+    with pytest.raises(InputError, match=r"different feature extractors \(a, real/: 'mean-colour'; b, fake/: "
+                                         r"'std-colour'\).*recompute one side with the other's extractor"):
+        checks(side(extractor="mean-colour"), side(name="fake/", extractor="std-colour"), allow_weights_mismatch=True)
+
+
+def test_sides_of_one_extractor_configured_differently_are_refused() -> None:
+    with pytest.raises(InputError, match=r"'probe' configured differently .*\{\"mode\": \"a\"\}.*\{\"mode\": \"b\"\}"):
+        checks(side(extractor="probe", extractor_identity='{"mode": "a"}'),
+               side(extractor="probe", extractor_identity='{"mode": "b"}'), allow_weights_mismatch=False)
+
+
+def test_a_side_whose_extractor_is_unknown_is_compared_as_before() -> None:
+    # An older fidkit's file of another extractor records no name: not refused (its width is still checked).
+    assert checks(side(extractor=None), side(extractor="mean-colour"), allow_weights_mismatch=False) == []
+    assert checks(side(extractor="probe", extractor_identity=None),
+                  side(extractor="probe", extractor_identity='{"mode": "b"}'), allow_weights_mismatch=False) == []
