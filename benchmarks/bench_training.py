@@ -63,7 +63,13 @@ def main() -> None:
 
     import scipy.stats
     import torch
-    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+    except ImportError as error:  # torchmetrics' FID imports torch-fidelity, which needs torchvision
+        raise SystemExit(f"bench_training.py compares against torchmetrics' FID, which cannot be imported here "
+                         f"({error}); pip install torchmetrics torch-fidelity torchvision (torchvision pinned to "
+                         "the installed torch's release)")
 
     import fidkit
 
