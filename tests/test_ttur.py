@@ -449,6 +449,9 @@ def test_resumed_compare_uses_the_checkpoints_data_and_reference(
     state = load_checkpoint(path)
     state["config"]["train_samples"] = 11
     torch.save(state, path)
+    # Its config.json too: one that disagrees with its checkpoint is refused on its own (round 9).
+    written = json.loads((out / "one-time-scale" / "config.json").read_text())
+    (out / "one-time-scale" / "config.json").write_text(json.dumps({**written, "train_samples": 11}))
     with pytest.raises(InputError, match="different data settings: train_samples"):
         run_compare(tiny_config(source, out, random_weights_path, steps=6), resume=True,
                     extractor=extractor)
