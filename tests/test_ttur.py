@@ -449,6 +449,9 @@ def test_resumed_compare_uses_the_checkpoints_data_and_reference(
     state = load_checkpoint(path)
     state["config"]["train_samples"] = 11
     torch.save(state, path)
+    # Its config.json too: one that disagrees with its checkpoint is refused on its own (round 9).
+    written = json.loads((out / "one-time-scale" / "config.json").read_text())
+    (out / "one-time-scale" / "config.json").write_text(json.dumps({**written, "train_samples": 11}))
     with pytest.raises(InputError, match="different data settings: train_samples"):
         run_compare(tiny_config(source, out, random_weights_path, steps=6), resume=True,
                     extractor=extractor)
@@ -1076,3 +1079,103 @@ def test_the_network_batch_size_defaults_to_the_devices_as_in_compute(
                    "--device", "cpu"])
     assert status == 1 and "stop after the build" in capsys.readouterr().err
     assert built == [(None, CPU_BATCH_SIZE)]
+
+
+# --- hostile round 9: --force leaves no old run behind; a resume keeps one run and one network ----------------------
+
+
+class ShaPixelExtractor(PixelExtractor):
+    """PixelExtractor's features under weights named by a sha256 (so its identity is its weights')."""
+
+    def metadata(self):
+        return {"weights_sha256": "b" * 64, "resize_mode": "none"}
+
+
+@pytest.mark.filterwarnings("ignore::fidkit.errors.FidkitWarning")
+def test_force_stopped_before_its_first_checkpoint_leaves_only_the_new_config(images_npy, tmp_path):
+    out = tmp_path / "run"
+    run_ttur(small_config(images_npy, out, lr_d=3e-4, steps=3), extractor=ShaPixelExtractor())
+    (out / "notes.txt").write_text("mine\n")
+    with pytest.raises(KeyboardInterrupt):
+        run_ttur(small_config(images_npy, out, lr_d=1e-3), force=True, extractor=ShaPixelExtractor(),
+                 on_eval=interrupt_at())
+    assert sorted(path.name for path in out.iterdir()) == ["config.json", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine\n"
+    # --resume starts the new run from step 0 with the new settings, not the old run at step 3.
+    resumed = run_ttur(small_config(images_npy, out, lr_d=5e-5), resume=True, extractor=ShaPixelExtractor())
+    assert resumed.resumed_from_step == 0 and resumed.config.lr_d == 1e-3
+    assert [row["step"] for row in resumed.rows] == [1, 2]
+    straight = run_ttur(small_config(images_npy, tmp_path / "straight", lr_d=1e-3), extractor=ShaPixelExtractor())
+    assert history(resumed.rows) == history(straight.rows)
+
+
+@pytest.mark.filterwarnings("ignore::fidkit.errors.FidkitWarning")
+def test_compare_force_removes_both_old_runs_before_it_starts(images_npy, tmp_path):
+    out = tmp_path / "cmp"
+    run_compare(small_config(images_npy, out, lr_d=3e-4), extractor=ShaPixelExtractor())
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(small_config(images_npy, out, lr_d=1e-3), force=True, extractor=ShaPixelExtractor(),
+                    on_eval=interrupt_at("ttur"))
+    assert not (out / "compare.png").exists()
+    assert sorted(path.name for path in (out / "ttur").iterdir()) == ["config.json"]
+    assert list((out / "one-time-scale").iterdir()) == []
+    resumed = run_compare(small_config(images_npy, out), resume=True, extractor=ShaPixelExtractor())
+    for name in ("ttur", "one-time-scale"):
+        assert resumed.runs[name].resumed_from_step == 0
+    assert resumed.runs["ttur"].config.lr_d == 1e-3
+
+
+@pytest.mark.filterwarnings("ignore::fidkit.errors.FidkitWarning")
+def test_resume_refuses_a_config_json_of_another_run_than_the_checkpoint(images_npy, tmp_path):
+    out = tmp_path / "run"
+    run_ttur(small_config(images_npy, out, lr_d=3e-4, seed=4), extractor=ShaPixelExtractor())
+    path = out / "config.json"
+    stored = json.loads(path.read_text())
+    # What a resume takes from the command line may differ (a resumed segment's config.json has the new total).
+    path.write_text(json.dumps({**stored, "steps": 7, "device": "auto", "weights": "elsewhere.pth"}))
+    assert run_ttur(small_config(images_npy, out, steps=2), resume=True, extractor=ShaPixelExtractor()).rows
+    path.write_text(json.dumps({**stored, "lr_d": 1e-3, "seed": 9}))
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(InputError, match=r"describe different runs: lr_d \(0\.001 against 0\.0003\), seed") as caught:
+        run_ttur(small_config(images_npy, out, steps=3), resume=True, extractor=ShaPixelExtractor())
+    assert str(path) in str(caught.value) and str(out / "checkpoint.pt") in str(caught.value)
+    assert "--force" in str(caught.value)
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.filterwarnings("ignore::fidkit.errors.FidkitWarning")
+@pytest.mark.parametrize("compare", [False, True])
+def test_resume_under_other_weights_is_refused(images_npy, tmp_path, compare):
+    run = run_compare if compare else run_ttur
+    out = tmp_path / "run"
+    first = ShaPixelExtractor()
+    run(small_config(images_npy, out), extractor=first)
+    folder = out / "ttur" if compare else out
+    assert load_checkpoint(folder / "checkpoint.pt")["weights_sha256"] == "b" * 64
+    assert json.loads((folder / "config.json").read_text())["weights_sha256"] == "b" * 64
+    before = (folder / "checkpoint.pt").read_bytes()
+
+    class Third(ShaPixelExtractor):
+        def metadata(self):
+            return {"weights_sha256": "c" * 64, "resize_mode": "none"}
+
+    with pytest.raises(InputError, match=f"sha256 {'b' * 64}.*sha256 {'c' * 64}.*--weights") as caught:
+        run(small_config(images_npy, out, steps=3), resume=True, extractor=Third())
+    assert "FIDKIT_WEIGHTS" in str(caught.value)
+    assert (folder / "checkpoint.pt").read_bytes() == before
+    assert [row["step"] for row in read_metrics_csv(folder / "metrics.csv")] == [1, 2]
+    # The same weights resume.
+    resumed = run(small_config(images_npy, out, steps=3), resume=True, extractor=first)
+    rows = (resumed.runs["ttur"] if compare else resumed).rows
+    assert [row["step"] for row in rows] == [1, 2, 3]
+
+
+@pytest.mark.filterwarnings("ignore::fidkit.errors.FidkitWarning")
+def test_a_checkpoint_without_a_weights_sha_resumes_as_before(images_npy, tmp_path):
+    out = tmp_path / "run"
+    run_ttur(small_config(images_npy, out), extractor=ShaPixelExtractor())
+    state = load_checkpoint(out / "checkpoint.pt")
+    del state["weights_sha256"]
+    torch.save(state, out / "checkpoint.pt")
+    resumed = run_ttur(small_config(images_npy, out, steps=3), resume=True, extractor=ShaPixelExtractor())
+    assert resumed.resumed_from_step == 2 and [row["step"] for row in resumed.rows] == [1, 2, 3]

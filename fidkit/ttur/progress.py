@@ -160,5 +160,12 @@ class CountingExtractor:
         self._progress.update(len(features))
         return features
 
+    def identity(self) -> Any:
+        """The wrapped extractor's identity: the statistics are recorded as its, not as this wrapper's (whose
+        class name would be compared with the evaluations' extractor and refused)."""
+        from fidkit.extractors import identity_of
+
+        return identity_of(self._extractor)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._extractor, name)

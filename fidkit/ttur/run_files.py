@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,10 @@ __all__ = [
     "write_metrics_csv",
     "read_metrics_csv",
     "write_sample_grid",
+    "remove_run_files",
 ]
+
+logger = logging.getLogger(__name__)
 
 METRICS_COLUMNS = ("step", "fid", "loss_d", "loss_g", "wall_time_s")
 CHECKPOINT_FORMAT = "fidkit-ttur-checkpoint"
@@ -59,6 +65,34 @@ COMPARE_RUNS = ("ttur", "one-time-scale")
 RUN_OUTPUT_NAMES = (CHECKPOINT_NAME, METRICS_NAME, CONFIG_NAME, PLOT_NAME, SAMPLES_NAME)
 #: What ``--compare`` writes in its own folder (each sub-run folder gets RUN_OUTPUT_NAMES).
 COMPARE_OUTPUT_NAMES = (COMPARE_PLOT_NAME,)
+
+
+def remove_run_files(out: Path, names: Iterable[str]) -> list[Path]:
+    """Remove what a previous run wrote in `out` (``--force``): the regular files named `names`, in order.
+
+    Only fidkit's own names, and only regular files: a link or a folder at such a name is left alone
+    (:func:`~fidkit.ttur.config.check_output_files` refuses those before any work). Pass the
+    checkpoint first: a stop part-way then leaves no checkpoint beside the new ``config.json``, so
+    ``--resume`` restarts the new run rather than continue the old one.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files removed.
+    """
+    removed = []
+    for name in names:
+        path = Path(out) / name
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    if removed:
+        logger.info("--force: removed the previous run's %s", ", ".join(str(path) for path in removed))
+    return removed
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

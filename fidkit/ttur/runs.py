@@ -30,11 +30,11 @@ from fidkit.ttur.data import (
     TrainingData,
     existing_output,
     load_training_data,
-    nchw_to_rgb,
 )
 from fidkit.ttur.features import make_extractor
 from fidkit.ttur.plotting import plot_fid_curves
-from fidkit.ttur.progress import CountingExtractor, Progress, stderr_is_terminal
+from fidkit.ttur.progress import Progress
+from fidkit.ttur.reference import reference_stats, weights_sha256_of
 from fidkit.ttur.run_files import (
     CHECKPOINT_NAME,
     COMPARE_OUTPUT_NAMES,
@@ -47,6 +47,7 @@ from fidkit.ttur.run_files import (
     SAMPLES_NAME,
     load_checkpoint,
     read_config,
+    remove_run_files,
     write_config,
     read_metrics_csv,
     write_metrics_csv,
@@ -61,61 +62,6 @@ logger = logging.getLogger(__name__)
 #: The settings that decide the training images and the reference statistics; the two runs of a
 #: resumed ``--compare`` must agree on them, as they share one copy of each.
 _DATA_SETTINGS = ("data", "train_samples", "ref_samples", "seed")
-
-
-def reference_stats(
-    config: TTURConfig, extractor: Any, data: TrainingData | None = None
-) -> fidkit.Stats:
-    """The dataset's statistics for FID, via :func:`fidkit.compute_stats` (so cached).
-
-    ``config.ref_samples`` images are used (all when None), picked with ``config.seed``.
-
-    When the training images had to be resized (``data.n_resized > 0``), the reference is drawn
-    from those resized training images in memory instead of the source files: the generator
-    only ever produces images at the GAN's resolution, so a reference at the source's resolution
-    would put the resize gap into every FID and keep even a perfect generator far from 0. The
-    reference then holds at most ``data.n_images`` (``train_samples``) images.
-
-    Parameters
-    ----------
-    config : TTURConfig
-        Source, ``ref_samples``, seed and feature options.
-    extractor : FeatureExtractor
-        Shared with the evaluations.
-    data : TrainingData, optional
-        The training images as the GAN sees them; needed for the resized case.
-
-    Returns
-    -------
-    Stats
-    """
-    source: Any = config.data
-    n_reference = config.ref_samples
-    if data is not None and data.n_resized > 0:
-        # As the generator's output meets the extractor: uint8 (N, H, W, 3).
-        source = nchw_to_rgb(data.images)
-        n_reference = (
-            source.shape[0] if config.ref_samples is None
-            else min(config.ref_samples, source.shape[0])
-        )
-        logger.info(
-            "reference statistics from %d of the %d training images at the GAN's resolution "
-            "%dx%d (the source's images were resized for training)",
-            n_reference, source.shape[0], data.image_size, data.image_size,
-        )
-    options = {
-        "batch_size": config.feature_batch_size,
-        "limit": config.ref_samples,
-        "seed": config.seed if config.ref_samples is not None else None,
-    }
-    if extractor is None:
-        # A given extractor was built already (from these settings, or as its caller chose): it runs as it is.
-        options.update(weights=config.weights, device=config.device)
-    if stderr_is_terminal():
-        return fidkit.compute_stats(source, extractor=extractor, **options)  # fidkit's own bar
-    # No bar where stderr is not a terminal: lines, counted by the extractor (the statistics stay cached).
-    with Progress(n_reference, "reference statistics", unit="img", bar=False) as progress:
-        return fidkit.compute_stats(source, extractor=CountingExtractor(extractor, progress), **options)
 
 
 @dataclass
@@ -231,10 +177,12 @@ def _stored_run(out: Path) -> tuple[dict[str, Any], dict[str, Any] | None, Path]
     than silently restarted from step 0 over its results.
     """
     checkpoint_path = out / CHECKPOINT_NAME
+    config_path = out / CONFIG_NAME
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
+        if config_path.exists():
+            _check_config_matches(read_config(config_path), config_path, state["config"], checkpoint_path)
         return state["config"], state, checkpoint_path
-    config_path = out / CONFIG_NAME
     if not config_path.exists():
         return None
     later = existing_output(out, _WRITTEN_AFTER_CHECKPOINT)
@@ -248,6 +196,25 @@ def _stored_run(out: Path) -> tuple[dict[str, Any], dict[str, Any] | None, Path]
             "run's files are replaced) or restore the checkpoint"
         )
     return read_config(config_path), None, config_path
+
+
+#: Settings a resume takes from the command line (:func:`_resumed_config`): a config.json written at
+#: the start of a resumed segment may differ from its checkpoint in these, and only these.
+_RESUME_OVERRIDES = ("out", "steps", "device", "weights", "feature_batch_size")
+
+
+def _check_config_matches(
+    written: dict[str, Any], config_path: Path, stored: dict[str, Any], checkpoint_path: Path
+) -> None:
+    """Refuse a run folder whose ``config.json`` describes another run than its checkpoint."""
+    keys = [key for key in TTURConfig.__dataclass_fields__ if key not in _RESUME_OVERRIDES]
+    differing = [key for key in keys if written.get(key) != stored.get(key)]
+    if differing:
+        shown = ", ".join(f"{key} ({written.get(key)!r} against {stored.get(key)!r})" for key in differing)
+        raise InputError(
+            f"{config_path} and {checkpoint_path} describe different runs: {shown}; they are not one "
+            "run to resume: start again with --force (the run's files are replaced) or choose another --out"
+        )
 
 
 def _evaluations_recorded(path: Path) -> int:
@@ -355,6 +322,22 @@ def _check_same_data_settings(out: Path, configs: dict[str, TTURConfig]) -> dict
     return first
 
 
+def _check_same_weights(point: _ResumePoint, weights_sha256: str | None) -> None:
+    """Refuse to continue a checkpoint's FID curve under other Inception weights than it was made with.
+
+    A checkpoint without a recorded sha (written before it was recorded) resumes as before.
+    """
+    recorded = None if point.state is None else point.state.get("weights_sha256")
+    if recorded is None or str(recorded) == str(weights_sha256):
+        return
+    raise InputError(
+        f"{Path(point.config.out) / CHECKPOINT_NAME} was made with the Inception weights of sha256 {recorded}, "
+        f"but these weights have sha256 {weights_sha256}: resuming would put two networks' FIDs in one "
+        "curve; pass the weights the run was made with (--weights PATH, or FIDKIT_WEIGHTS as then), or "
+        "start again with --force"
+    )
+
+
 def _curve_label(config: TTURConfig) -> str:
     """The legend of a run's FID curve: its rule and effective rates."""
     rule = "one time-scale" if config.one_time_scale else "TTUR"
@@ -430,6 +413,9 @@ def run_ttur(
             _refuse_overwrite(existing)
         point = _ResumePoint(config, None)
     prepare_output_folder(Path(point.config.out), RUN_OUTPUT_NAMES, inputs=(point.config.data,))
+    if force and not resume:
+        # Before the new config.json: the old run's checkpoint beside it would be what --resume continues.
+        remove_run_files(Path(point.config.out), RUN_OUTPUT_NAMES)
     return _train(point, extractor=extractor, ref_stats=ref_stats, data=data, on_eval=on_eval)
 
 
@@ -453,6 +439,8 @@ def _train(
         extractor = make_extractor(config.weights, config.device, config.feature_batch_size)
     if ref_stats is None:
         ref_stats = reference_stats(config, extractor, data)
+    weights_sha256 = weights_sha256_of(ref_stats)
+    _check_same_weights(point, weights_sha256)
     if config.eval_samples < fidkit.FEATURE_DIM:
         logger.warning(
             "eval_samples=%d is below the feature dimension %d: FID is biased upwards and "
@@ -466,8 +454,9 @@ def _train(
         if state is not None:
             trainer.load_state_dict(state)
         resumed_from_step = trainer.step
+        trainer.weights_sha256 = weights_sha256
         out.mkdir(parents=True, exist_ok=True)
-        write_config(config.to_dict(), out / CONFIG_NAME)
+        write_config({**config.to_dict(), "weights_sha256": weights_sha256}, out / CONFIG_NAME)
         logger.info(
             "training %s: %s, lr_d=%g lr_g=%g, %d steps of %d images on %s",
             out,
@@ -581,12 +570,19 @@ def run_compare(
     )
     for point in points.values():
         make_output_folder(Path(point.config.out))
+    if force and not resume:
+        # Both run folders, before either new config.json: see run_ttur.
+        remove_run_files(out, COMPARE_OUTPUT_NAMES)
+        for point in points.values():
+            remove_run_files(Path(point.config.out), RUN_OUTPUT_NAMES)
     data = load_training_data(
         data_config.data, limit=data_config.train_samples, seed=data_config.seed
     )
     if extractor is None:
         extractor = make_extractor(config.weights, config.device, config.feature_batch_size)
     ref_stats = reference_stats(data_config, extractor, data)
+    for point in points.values():  # both, before either trains
+        _check_same_weights(point, weights_sha256_of(ref_stats))
     result = CompareResult()
     for name in COMPARE_RUNS:
         callback = None if on_eval is None else (lambda row, name=name: on_eval(name, row))

@@ -184,6 +184,9 @@ class TTURTrainer:
         # Running sums of the losses since the last evaluation: a row reports interval means.
         self.loss_sums = [0.0, 0.0]
         self.loss_count = 0
+        #: The sha256 of the Inception weights the run's FIDs come from (the reference statistics'
+        #: ``weights_sha256``), kept in the checkpoint so a resume under other weights is refused; None: unknown.
+        self.weights_sha256: str | None = None
         self._eval_noise: torch.Tensor | None = None
         #: The first ``SAMPLE_GRID_SIDE**2`` images of the last evaluation (uint8 ``(B, H, W, 3)``),
         #: kept for the sample grid; None before the first evaluation.
@@ -331,6 +334,7 @@ class TTURTrainer:
             "elapsed_s": self.elapsed_s,
             "loss_sums": list(self.loss_sums),
             "loss_count": self.loss_count,
+            "weights_sha256": self.weights_sha256,
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "optimizer_g": self.optimizer_g.state_dict(),
@@ -357,6 +361,9 @@ class TTURTrainer:
         self.elapsed_s = float(state["elapsed_s"])
         self.loss_sums = [float(value) for value in state["loss_sums"]]
         self.loss_count = int(state["loss_count"])
+        # Absent from checkpoints written before it was recorded: unknown, as then.
+        stored_sha = state.get("weights_sha256")
+        self.weights_sha256 = None if stored_sha is None else str(stored_sha)
 
     def save_checkpoint(self, path: Path) -> None:
         """Write :meth:`state_dict` atomically to `path` (replacing the previous checkpoint)."""
