@@ -1109,6 +1109,21 @@ def test_force_stopped_before_its_first_checkpoint_leaves_only_the_new_config(im
     assert history(resumed.rows) == history(straight.rows)
 
 
+def test_force_that_fails_before_training_keeps_the_previous_run(images_npy, tmp_path):
+    """The previous run is removed once the data, the network and the reference are ready: a --force run that fails
+    before (no images in --data; a reference pass interrupted) left the folder empty."""
+    out = tmp_path / "run"
+    run_ttur(small_config(images_npy, out, lr_d=3e-4, steps=3), extractor=ShaPixelExtractor())
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(fidkit.errors.FidkitError):
+        run_ttur(small_config(empty, out, lr_d=1e-3), force=True, extractor=ShaPixelExtractor())
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    with pytest.raises(fidkit.errors.FidkitError):
+        run_compare(small_config(empty, tmp_path / "cmp"), force=True, extractor=ShaPixelExtractor())
+
+
 @pytest.mark.filterwarnings("ignore::fidkit.errors.FidkitWarning")
 def test_compare_force_removes_both_old_runs_before_it_starts(images_npy, tmp_path):
     out = tmp_path / "cmp"

@@ -413,10 +413,9 @@ def run_ttur(
             _refuse_overwrite(existing)
         point = _ResumePoint(config, None)
     prepare_output_folder(Path(point.config.out), RUN_OUTPUT_NAMES, inputs=(point.config.data,))
-    if force and not resume:
-        # Before the new config.json: the old run's checkpoint beside it would be what --resume continues.
-        remove_run_files(Path(point.config.out), RUN_OUTPUT_NAMES)
-    return _train(point, extractor=extractor, ref_stats=ref_stats, data=data, on_eval=on_eval)
+    return _train(
+        point, extractor=extractor, ref_stats=ref_stats, data=data, on_eval=on_eval, replace=force and not resume
+    )
 
 
 def _train(
@@ -426,8 +425,10 @@ def _train(
     ref_stats: Any = None,
     data: TrainingData | None = None,
     on_eval: Callable[[dict[str, float]], None] | None = None,
+    replace: bool = False,
 ) -> RunResult:
-    """The training loop of :func:`run_ttur`, from `point`, in a folder already checked."""
+    """The training loop of :func:`run_ttur`, from `point`, in a folder already checked; with `replace`
+    (``--force``), the previous run's files are removed once the data, the network and the reference are ready."""
     config, state = point.config, point.state
     out = Path(config.out)
     checkpoint_path = out / CHECKPOINT_NAME
@@ -441,6 +442,9 @@ def _train(
         ref_stats = reference_stats(config, extractor, data)
     weights_sha256 = weights_sha256_of(ref_stats)
     _check_same_weights(point, weights_sha256)
+    if replace:
+        # Before the new config.json (--resume would continue an old checkpoint beside it), after all that can fail.
+        remove_run_files(out, RUN_OUTPUT_NAMES)
     if config.eval_samples < fidkit.FEATURE_DIM:
         logger.warning(
             "eval_samples=%d is below the feature dimension %d: FID is biased upwards and "
@@ -570,11 +574,6 @@ def run_compare(
     )
     for point in points.values():
         make_output_folder(Path(point.config.out))
-    if force and not resume:
-        # Both run folders, before either new config.json: see run_ttur.
-        remove_run_files(out, COMPARE_OUTPUT_NAMES)
-        for point in points.values():
-            remove_run_files(Path(point.config.out), RUN_OUTPUT_NAMES)
     data = load_training_data(
         data_config.data, limit=data_config.train_samples, seed=data_config.seed
     )
@@ -583,6 +582,11 @@ def run_compare(
     ref_stats = reference_stats(data_config, extractor, data)
     for point in points.values():  # both, before either trains
         _check_same_weights(point, weights_sha256_of(ref_stats))
+    if force and not resume:
+        # Both run folders, before either new config.json and once nothing before training can fail: see _train.
+        remove_run_files(out, COMPARE_OUTPUT_NAMES)
+        for point in points.values():
+            remove_run_files(Path(point.config.out), RUN_OUTPUT_NAMES)
     result = CompareResult()
     for name in COMPARE_RUNS:
         callback = None if on_eval is None else (lambda row, name=name: on_eval(name, row))
