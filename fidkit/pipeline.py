@@ -35,7 +35,9 @@ from fidkit.extraction import ExtractionTimes, extract
 from fidkit.extractors import ExtractorIdentity, LazyExtractor, declared_dim, extractor_metadata
 from fidkit.features import EXTRA_OUTPUTS, FeatureRows, Features, is_features_file
 from fidkit.options import RunOptions
-from fidkit.preflight import identity_record, recorded_convention, recorded_extractor, recorded_text, run_identity
+from fidkit.preflight import (
+    identity_record, recorded_convention, recorded_extractor, recorded_identity, recorded_text, run_identity,
+)
 from fidkit.report import SideReport
 from fidkit.sources import Source, open_with
 from fidkit.sources.parallel import skip_is_not_cached
@@ -574,8 +576,8 @@ def describe(
         resize_mode=recorded_text(metadata.get("resize_mode")),
         convention=recorded_convention(metadata),
         feature_extractor=recorded_text(metadata.get("feature_extractor")),
-        extractor=recorded_extractor(metadata, foreign=stats.is_foreign),
-        extractor_identity=recorded_text(metadata.get("extractor_identity")),
+        extractor=recorded_extractor(metadata, foreign=stats.is_foreign, dim=stats.dim),
+        extractor_identity=recorded_identity(metadata),
         provider=recorded_text(metadata.get("provider")),
         engine=recorded_text(metadata.get("engine")),
         precision=recorded_text(metadata.get("precision")),

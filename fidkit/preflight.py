@@ -20,7 +20,7 @@ from fidkit._home_dir import expand_user
 from fidkit.errors import FidkitWarning, InputError
 from fidkit.extractors import ExtractorIdentity, LazyExtractor, extractor_metadata, identity_of
 from fidkit.features import Features
-from fidkit.inception.spec import numerics
+from fidkit.inception.spec import DIMS as INCEPTION_DIMS, numerics
 from fidkit.options import DEFAULT_EXTRACTOR, RunOptions
 from fidkit.stats import Stats
 
@@ -34,6 +34,9 @@ __all__ = [
 _COMPARED_APART = frozenset({
     "weights_sha256", "convention", "resize_mode", "feature_extractor", "engine", "precision", "exporter_version",
     "provider", "device", "graph_sha256", "batch_size",
+    # Where an object's class lives (__main__.Net in one script, myext.Net in another) keys the cache apart but
+    # does not make its features another extractor's; the width is compared by its own check.
+    "class", "feature_dim",
 })
 
 
@@ -50,18 +53,21 @@ def recorded_convention(metadata: dict[str, Any]) -> str | None:
     return recorded
 
 
-def recorded_extractor(metadata: dict[str, Any], *, foreign: bool = False) -> str | None:
+def recorded_extractor(metadata: dict[str, Any], *, foreign: bool = False, dim: int | None = None) -> str | None:
     """Which extractor made a file's features: the name it records (``extractor``, as fidkit writes it).
 
-    A file that records none is Inception (``inception-2015``) by convention where it is another tool's (`foreign`:
-    ``mu`` and ``sigma`` only, from TTUR, pytorch-fid or ADM's evaluator) or an older fidkit's that names an
-    Inception layer (``feature_extractor``); otherwise (an older fidkit's file of another extractor, a
+    A file that records none is Inception (``inception-2015``) where it names an Inception layer
+    (``feature_extractor``: an older fidkit's), or is another tool's (`foreign`: ``mu`` and ``sigma`` only, from
+    TTUR, pytorch-fid or ADM's evaluator) of one of the Inception's widths (`dim`: 64, 192, 768, 2048); otherwise
+    (a foreign file of another width: DINOv2's, CLIP's; an older fidkit's file of another extractor; a
     :class:`~fidkit.stats.Stats` made in code) it is unknown (None), and not compared, as before names were recorded.
     """
     named = recorded_text(metadata.get("extractor"))
     if named is not None:
         return named
-    if foreign or str(metadata.get("feature_extractor", "")).startswith("inception-2015-12-05/"):
+    if str(metadata.get("feature_extractor", "")).startswith("inception-2015-12-05/"):
+        return DEFAULT_EXTRACTOR
+    if foreign and dim in INCEPTION_DIMS:
         return DEFAULT_EXTRACTOR
     return None
 
@@ -78,6 +84,19 @@ def run_identity(lazy: LazyExtractor) -> ExtractorIdentity:
         kind = type(lazy.given)
         name = recorded_text(extractor_metadata(lazy.given).get("extractor")) or kind.__name__
         return ExtractorIdentity.of(name, {"class": f"{kind.__module__}.{kind.__qualname__}"})
+
+
+def recorded_identity(metadata: dict[str, Any]) -> str | None:
+    """A file's recorded ``extractor_identity`` as it is compared: without the fields compared apart or not at all
+    (a file written when ``class`` was recorded is the same extractor as one written after); None if none."""
+    text = recorded_text(metadata.get("extractor_identity"))
+    try:
+        fields = json.loads(text) if text is not None else None
+    except ValueError:
+        return text  # not JSON: compared as it is
+    if not isinstance(fields, dict):
+        return text
+    return json.dumps({key: value for key, value in fields.items() if key not in _COMPARED_APART}, sort_keys=True)
 
 
 def identity_record(identity: ExtractorIdentity) -> dict[str, str]:
@@ -97,7 +116,7 @@ def _check_extractor_of(
 ) -> None:
     """Refuse a file made by another extractor than the run's (its recorded name, or, under the same name, its
     recorded identity fields); a file that records neither is not refused (:func:`recorded_extractor`)."""
-    recorded = recorded_extractor(side.metadata, foreign=isinstance(side, Stats) and side.is_foreign)
+    recorded = recorded_extractor(side.metadata, foreign=isinstance(side, Stats) and side.is_foreign, dim=side.dim)
     if recorded is None:
         return
     expected = _run_extractor_name(lazy, options)
@@ -107,7 +126,7 @@ def _check_extractor_of(
     if recorded != expected:
         raise InputError(f"{where} was made by the feature extractor {recorded!r}, but this run's extractor is "
                          f"{expected!r}: features of two extractors are not comparable; {fix}")
-    stated = recorded_text(side.metadata.get("extractor_identity"))
+    stated = recorded_identity(side.metadata)
     if stated is None or (stated == "{}" and expected == DEFAULT_EXTRACTOR):
         return  # nothing more recorded (Inception's identity is its weights, convention and layer: checked below)
     ours = identity_record(run_identity(lazy))["extractor_identity"]

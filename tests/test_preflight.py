@@ -389,12 +389,45 @@ def test_files_against_an_explicit_other_extractor_are_refused(twins, tmp_path, 
 
 
 def test_files_that_record_no_extractor_are_inception_by_convention_or_unknown(twins, tmp_path, capsys) -> None:
-    # TTUR's mu and sigma: Inception, refused against another extractor named explicitly.
-    np.savez(tmp_path / "ttur.npz", mu=np.zeros(3), sigma=np.eye(3))
+    # TTUR's mu and sigma of an Inception width: Inception, refused against another extractor named explicitly.
+    np.savez(tmp_path / "ttur.npz", mu=np.zeros(64), sigma=np.eye(64))
     code, _, err = _cli(capsys, str(tmp_path / "ttur.npz"), str(tmp_path / "ttur.npz"), "--extractor",
                         "twin-mean")
     assert code != 0 and "made by the feature extractor 'inception-2015'" in err
+    # Of another width (DINOv2's, CLIP's, this extractor's): no Inception's; unknown, and used as before (the
+    # review found a 16-wide one refused as "made by 'inception-2015'").
+    np.savez(tmp_path / "other.npz", mu=np.zeros(3), sigma=np.eye(3))
+    assert math.isfinite(float(compute_fid(IMAGES, tmp_path / "other.npz", extractor="twin-mean", use_cache=False)))
     # An older fidkit's file of another extractor records none: used as before, against images too.
     old = stats_file(tmp_path / "old.npz", 3, weights_sha256="none", resize_mode="none")
     assert "extractor" not in old.metadata
     assert math.isfinite(float(compute_fid(IMAGES, tmp_path / "old.npz", extractor="twin-mean", use_cache=False)))
+
+
+def test_where_an_extractor_objects_class_lives_does_not_make_it_another_extractor(
+    twins, tmp_path, fidkit_home
+) -> None:
+    """The class's module keys the cache apart but is not compared: a reference made in one script (__main__.Net) is
+    the same extractor in another (myext.Net); a file that recorded the class (written before) is read the same."""
+    import json
+
+    class Net(_Colour):
+        def metadata(self):
+            return {"extractor": "colour-net", "weights_sha256": "none", "resize_mode": "none"}
+
+    stats = compute_stats(IMAGES, extractor=Net(False), use_cache=False)
+    assert "class" not in json.loads(stats.metadata["extractor_identity"])
+    moved = {**stats.metadata, "extractor_identity": json.dumps({"class": "__main__.Net", "feature_dim": 3})}
+    Stats(mu=stats.mu, sigma=stats.sigma, n=stats.n, metadata=moved).save(tmp_path / "ref.npz")
+    assert math.isfinite(float(compute_fid(OTHER, tmp_path / "ref.npz", extractor=Net(False), use_cache=False)))
+
+
+def test_merged_statistics_of_two_configurations_of_one_extractor_are_refused() -> None:
+    def configured(layer: int, mu: float) -> Stats:
+        metadata = {"extractor": "x", "extractor_identity": f'{{"layer": {layer}}}'}
+        return Stats(mu=np.full(2, mu), sigma=np.eye(2), n=3, metadata=metadata)
+
+    first, second = configured(1, 0.0), configured(2, 1.0)
+    with pytest.raises(InputError, match="different extractor_identity"):
+        first.merge(second)
+    assert first.merge(first).metadata["extractor_identity"] == '{"layer": 1}'

@@ -478,7 +478,8 @@ class Stats:
 def _merge_metadata(
     first: dict[str, MetadataValue], second: dict[str, MetadataValue]
 ) -> dict[str, MetadataValue]:
-    for key in IDENTITY_KEYS:
+    # extractor_identity too: two configurations of one named extractor (another layer, say) are another space.
+    for key in (*IDENTITY_KEYS, "extractor_identity"):
         if key in first and key in second and first[key] != second[key]:
             raise InputError(
                 f"cannot merge statistics with different {key} ({first[key]!r} vs {second[key]!r}): their "
