@@ -576,7 +576,7 @@ def describe(
         resize_mode=recorded_text(metadata.get("resize_mode")),
         convention=recorded_convention(metadata),
         feature_extractor=recorded_text(metadata.get("feature_extractor")),
-        extractor=recorded_extractor(metadata, foreign=stats.is_foreign, dim=stats.dim),
+        extractor=recorded_extractor(metadata),
         extractor_identity=recorded_identity(metadata),
         provider=recorded_text(metadata.get("provider")),
         engine=recorded_text(metadata.get("engine")),

@@ -20,7 +20,7 @@ from fidkit._home_dir import expand_user
 from fidkit.errors import FidkitWarning, InputError
 from fidkit.extractors import ExtractorIdentity, LazyExtractor, extractor_metadata, identity_of
 from fidkit.features import Features
-from fidkit.inception.spec import DIMS as INCEPTION_DIMS, numerics
+from fidkit.inception.spec import numerics
 from fidkit.options import DEFAULT_EXTRACTOR, RunOptions
 from fidkit.stats import Stats
 
@@ -53,21 +53,19 @@ def recorded_convention(metadata: dict[str, Any]) -> str | None:
     return recorded
 
 
-def recorded_extractor(metadata: dict[str, Any], *, foreign: bool = False, dim: int | None = None) -> str | None:
+def recorded_extractor(metadata: dict[str, Any]) -> str | None:
     """Which extractor made a file's features: the name it records (``extractor``, as fidkit writes it).
 
     A file that records none is Inception (``inception-2015``) where it names an Inception layer
-    (``feature_extractor``: an older fidkit's), or is another tool's (`foreign`: ``mu`` and ``sigma`` only, from
-    TTUR, pytorch-fid or ADM's evaluator) of one of the Inception's widths (`dim`: 64, 192, 768, 2048); otherwise
-    (a foreign file of another width: DINOv2's, CLIP's; an older fidkit's file of another extractor; a
-    :class:`~fidkit.stats.Stats` made in code) it is unknown (None), and not compared, as before names were recorded.
+    (``feature_extractor``: an older fidkit's); otherwise it is unknown (None) and not compared, as before names
+    were recorded: another tool's ``mu`` and ``sigma`` (TTUR's, pytorch-fid's, ADM's, but also a
+    DINOv2 or SwAV reference of 768 or 2048 features, which no width tells from the Inception's), an older fidkit's
+    file of another extractor, a :class:`~fidkit.stats.Stats` made in code. Their widths are still checked.
     """
     named = recorded_text(metadata.get("extractor"))
     if named is not None:
         return named
     if str(metadata.get("feature_extractor", "")).startswith("inception-2015-12-05/"):
-        return DEFAULT_EXTRACTOR
-    if foreign and dim in INCEPTION_DIMS:
         return DEFAULT_EXTRACTOR
     return None
 
@@ -116,7 +114,7 @@ def _check_extractor_of(
 ) -> None:
     """Refuse a file made by another extractor than the run's (its recorded name, or, under the same name, its
     recorded identity fields); a file that records neither is not refused (:func:`recorded_extractor`)."""
-    recorded = recorded_extractor(side.metadata, foreign=isinstance(side, Stats) and side.is_foreign, dim=side.dim)
+    recorded = recorded_extractor(side.metadata)
     if recorded is None:
         return
     expected = _run_extractor_name(lazy, options)

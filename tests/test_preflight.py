@@ -389,15 +389,14 @@ def test_files_against_an_explicit_other_extractor_are_refused(twins, tmp_path, 
 
 
 def test_files_that_record_no_extractor_are_inception_by_convention_or_unknown(twins, tmp_path, capsys) -> None:
-    # TTUR's mu and sigma of an Inception width: Inception, refused against another extractor named explicitly.
-    np.savez(tmp_path / "ttur.npz", mu=np.zeros(64), sigma=np.eye(64))
-    code, _, err = _cli(capsys, str(tmp_path / "ttur.npz"), str(tmp_path / "ttur.npz"), "--extractor",
-                        "twin-mean")
-    assert code != 0 and "made by the feature extractor 'inception-2015'" in err
-    # Of another width (DINOv2's, CLIP's, this extractor's): no Inception's; unknown, and used as before (the
-    # review found a 16-wide one refused as "made by 'inception-2015'").
+    # Another tool's mu and sigma name no network (TTUR's, or a DINOv2 or SwAV reference of 768 or 2048 features):
+    # not compared by name, as before (the review found a 16-wide one refused as "made by 'inception-2015'"); its
+    # width is still checked.
     np.savez(tmp_path / "other.npz", mu=np.zeros(3), sigma=np.eye(3))
     assert math.isfinite(float(compute_fid(IMAGES, tmp_path / "other.npz", extractor="twin-mean", use_cache=False)))
+    np.savez(tmp_path / "ttur.npz", mu=np.zeros(64), sigma=np.eye(64))
+    with pytest.raises(InputError, match="64"):
+        compute_fid(IMAGES, tmp_path / "ttur.npz", extractor="twin-mean", use_cache=False)
     # An older fidkit's file of another extractor records none: used as before, against images too.
     old = stats_file(tmp_path / "old.npz", 3, weights_sha256="none", resize_mode="none")
     assert "extractor" not in old.metadata
