@@ -25,7 +25,8 @@ from fidkit.options import DEFAULT_EXTRACTOR, RunOptions
 from fidkit.stats import Stats
 
 __all__ = [
-    "check_against_run", "recorded_convention", "recorded_text", "recorded_extractor", "run_identity", "identity_record",
+    "check_against_run", "recorded_convention", "recorded_text", "recorded_extractor", "recorded_identity",
+    "run_identity", "identity_record",
 ]
 
 #: Identity fields that files record apart and that are compared apart (weights and convention refused unless allowed,
@@ -58,9 +59,9 @@ def recorded_extractor(metadata: dict[str, Any]) -> str | None:
 
     A file that records none is Inception (``inception-2015``) where it names an Inception layer
     (``feature_extractor``: an older fidkit's); otherwise it is unknown (None) and not compared, as before names
-    were recorded: another tool's ``mu`` and ``sigma`` (TTUR's, pytorch-fid's, ADM's, but also a
-    DINOv2 or SwAV reference of 768 or 2048 features, which no width tells from the Inception's), an older fidkit's
-    file of another extractor, a :class:`~fidkit.stats.Stats` made in code. Their widths are still checked.
+    were recorded: another tool's ``mu`` and ``sigma`` (TTUR's, pytorch-fid's, ADM's, but also a DINOv2 or SwAV
+    reference of 768 or 2048 features, which no width tells from the Inception's), an older fidkit's file of another
+    extractor, a :class:`~fidkit.stats.Stats` made in code. Their widths are still checked.
     """
     named = recorded_text(metadata.get("extractor"))
     if named is not None:
@@ -94,14 +95,19 @@ def recorded_identity(metadata: dict[str, Any]) -> str | None:
         return text  # not JSON: compared as it is
     if not isinstance(fields, dict):
         return text
-    return json.dumps({key: value for key, value in fields.items() if key not in _COMPARED_APART}, sort_keys=True)
+    return _identity_text(fields.items())
 
 
 def identity_record(identity: ExtractorIdentity) -> dict[str, str]:
     """What a statistics or features file records of the extractor that made it: ``extractor`` (its name) and
     ``extractor_identity`` (JSON of the identity's fields not recorded and compared apart: ``{}`` for Inception)."""
-    fields = {key: value for key, value in identity.fields if key not in _COMPARED_APART}
-    return {"extractor": identity.name, "extractor_identity": json.dumps(fields, sort_keys=True)}
+    return {"extractor": identity.name, "extractor_identity": _identity_text(identity.fields)}
+
+
+def _identity_text(fields: Any) -> str:
+    """The ``extractor_identity`` of identity `fields` (``(key, value)`` pairs), as recorded and compared: those not
+    compared apart, as sorted JSON."""
+    return json.dumps({key: value for key, value in fields if key not in _COMPARED_APART}, sort_keys=True)
 
 
 def _run_extractor_name(lazy: LazyExtractor, options: RunOptions) -> str:

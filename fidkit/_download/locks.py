@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fidkit._fs import file_kind, pid_running
+from fidkit._fs import described_link, file_kind, pid_running
 from fidkit._home_dir import cache_home
 from fidkit.errors import DownloadError
 
@@ -99,11 +99,7 @@ def _what_is_at(path: Path) -> str:
     except OSError:
         return "gone"
     if stat.S_ISLNK(info.st_mode):
-        try:
-            pointed = os.readlink(path)
-        except OSError:  # pragma: no cover - raced away
-            pointed = "?"
-        return f"a symbolic link (to {pointed})"
+        return described_link(path)[1]
     return file_kind(info.st_mode)
 
 
