@@ -92,9 +92,8 @@ class FID(DistributedMerge):
         the metric's own uint8 copy. uint8 images are used as they are, as 0..255 pixels; uint8 images fed to
         :meth:`update` whose values all lie in a range other than ``(0, 255)``, e.g. 0s and 1s under ``(0, 1)``,
         draw one :class:`~fidkit.errors.FidkitWarning` per metric (see :func:`fidkit._validate.uint8_range_hint`).
-        Floating-point
-        images that all lie in [0, 1] while the range is 255 wide or more, e.g. ``(0, 255)`` (they quantize to 1
-        or 2 levels), or reaches well below 0, e.g. ``(-1, 1)`` (black becomes mid-gray), draw one
+        Floating-point images that all lie in [0, 1] while the range is 255 wide or more, e.g. ``(0, 255)`` (they
+        quantize to 1 or 2 levels), or reaches well below 0, e.g. ``(-1, 1)`` (black becomes mid-gray), draw one
         :class:`~fidkit.errors.FidkitWarning` per metric (see :func:`fidkit._validate.unit_range_hint`).
     options : RunOptions, optional
         The run's settings as one object (:class:`fidkit.RunOptions`); keyword arguments override its fields.
@@ -524,7 +523,7 @@ class FID(DistributedMerge):
             changed = source.fingerprint(hash_content=False) != source.opened_fingerprint
         else:  # a list or tuple of batches: its arrays' sha256 (None for any other reference, never checked)
             given = getattr(source, "spec", self._reference_spec)  # unpickled: the copy's own batches
-            changed = self._reference_digest not in (None, reference_digest(given))
+            changed = self._reference_digest is not None and reference_digest(given) != self._reference_digest
         if changed:
             raise InputError(
                 f"FID's reference ({source.name}) changed since the metric was created: an array given as "
