@@ -89,7 +89,7 @@ class SideReport:
     extractor, extractor_identity : str or None
         Which extractor made the features (its registered name, or what names an extractor object) and, as JSON,
         the identity fields it records beyond the others; a file that records no name is ``inception-2015`` where
-        it is another tool's or names an Inception layer, else None (unknown, not compared):
+        it names an Inception layer (an older fidkit's), else None (another tool's, say: unknown, not compared):
         :func:`fidkit.preflight.recorded_extractor`.
     contents : str or None
         What a statistics file holds beyond ``mu`` and ``sigma``, in words (``"ADM reference batch: pool_3 and
