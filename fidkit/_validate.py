@@ -386,9 +386,10 @@ def uint8_range_hint(images: Any, value_range: tuple[float, float], what: str) -
     right for 8-bit pixels fed beside floating-point ones (they reach beyond a range such as ``(-1, 1)``), but
     silently wrong for uint8 images that hold values of the declared range (``(x > 0.5).to(torch.uint8)`` under
     ``(0, 1)``: levels 0 and 1 of 255, nearly black, where values in the range would be levels 0 and 255); the
-    message names both level spans, which differ under every range but ``(0, 255)``. Those are told apart by the values: a batch with every
-    value in ``[lo, hi]`` and not all equal (a constant image is plausible in any range) is warned about, with how
-    to pass such images as floats. The mirror of :func:`unit_range_hint`. Reads the minimum and maximum.
+    message names both level spans, which differ under every range but ``(0, 255)``. Those are told apart by the
+    values: a batch with every value in ``[lo, hi]`` and not all equal (a constant image is plausible in any range)
+    is warned about, with how to pass such images as floats. The mirror of :func:`unit_range_hint`. Reads the
+    minimum and maximum.
     """
     lo, hi = value_range
     if (lo, hi) == (0.0, 255.0):
@@ -408,8 +409,8 @@ def uint8_range_hint(images: Any, value_range: tuple[float, float], what: str) -
     return (
         f"{what}: uint8 values span [{low}, {high}], inside value_range=({lo:g}, {hi:g}), but uint8 images are "
         f"used as they are, as 0..255 pixels (levels {low}..{high}, where values of the range would quantize to "
-        f"levels {first}..{last}): value_range applies to "
-        f"floating-point images only; if these hold values in ({lo:g}, {hi:g}), pass them as floats (torch: "
+        f"levels {first}..{last}): value_range applies to floating-point images only; if these hold values in "
+        f"({lo:g}, {hi:g}), pass them as floats (torch: "
         "x.float(), numpy: x.astype(np.float32)), or scale them to 0..255 (said once per metric)"
     )
 

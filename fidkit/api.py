@@ -192,8 +192,8 @@ def compute_features(
 
     Notes
     -----
-    Features are cached (keyed like statistics, under the same size limit as statistics) and can be saved (:meth:`Features.save`) and given back as a source. A statistics
-    file cannot give features: it is refused with what to supply instead. The metrics of two such sides take the
+    Features are cached (keyed like statistics, under the same size limit as statistics) and can be saved
+    (:meth:`Features.save`) and given back as a source. A statistics file cannot give features: it is refused with what to supply instead. The metrics of two such sides take the
     evaluated (generated) one first and the reference second: ``fidkit.metrics.evaluate(generated, reference)``,
     ``compute_fid(generated, reference, metrics=...)``.
 

@@ -357,8 +357,8 @@ class FeatureRows:
                                  "unchanged")
             if kept is not None and array.shape[1] != kept.shape[1]:
                 raise InputError(
-                    f"this batch's {name} are {array.shape[1]} wide, but the rows kept so far are {kept.shape[1]} wide: "
-                    "every batch of an output needs the same width (one extractor); the rows kept so far are unchanged"
+                    f"this batch's {name} are {array.shape[1]} wide, but the rows kept so far are "
+                    f"{kept.shape[1]} wide: every batch of an output needs the same width (one extractor); the rows kept so far are unchanged"
                 )
         for name, batches in self._batches.items():
             batches.append(arrays[name])

@@ -329,8 +329,8 @@ def ray_extract(
     """
     if source.n_images is None:
         raise InputError(
-            f"{shown_name(source.name)}: cluster='ray' reads folders, archives, arrays and files every node can open; an "
-            "iterable of batches lives in this process: use cluster='local'"
+            f"{shown_name(source.name)}: cluster='ray' reads folders, archives, arrays and files every node can "
+            "open; an iterable of batches lives in this process: use cluster='local'"
         )
     actor_options, weights_sha256, weights_in_manifest = _actor_options(options, given)
     stated = identity()
@@ -368,8 +368,8 @@ def ray_extract(
         actor_options = actor_options.replace(batch_size=batch_size, threads=None if use_gpu else 1)
         work = work_for(source, actor_options, weights_sha256, weights_in_manifest, keep_features)
         logger.info(
-            "%s: %d images in %d shards on %d Ray %s actor(s)%s", shown_name(source.name), source.n_images, len(plan),
-            n_actors, "GPU" if use_gpu else "CPU", " (local instance)" if local_instance else "",
+            "%s: %d images in %d shards on %d Ray %s actor(s)%s", shown_name(source.name), source.n_images,
+            len(plan), n_actors, "GPU" if use_gpu else "CPU", " (local instance)" if local_instance else "",
         )
         actor_class = ray.remote(ShardWorker).options(
             num_cpus=1, num_gpus=1 if use_gpu else 0, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS,

@@ -10,8 +10,9 @@ be exactly as long as its header declares; a ``.gz`` must be able to hold it (de
 gzip members, as ``bgzip`` writes, records only its last member's size) the stream is decompressed in chunks
 and counted then, stopping one byte past the declared size. When it is read exactly the declared bytes are
 decompressed (into an array allocated from the header), after which the stream must end: data beyond what
-the header declares (in the same gzip member or another one) is refused, never decompressed. Images are grayscale and replicated to RGB, whatever their size (images 1 or 3
-pixels wide are images, not the columns of one RGB image). Label files (``idx1``) are refused with a
+the header declares (in the same gzip member or another one) is refused, never decompressed. Images are
+grayscale and replicated to RGB, whatever their size (images 1 or 3 pixels wide are images, not the columns of
+one RGB image). Label files (``idx1``) are refused with a
 hint.
 
 CIFAR

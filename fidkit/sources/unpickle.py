@@ -287,7 +287,8 @@ def check_batch_opcodes(content: bytes | bytearray, *, max_keys: int, max_items:
     for position, (opcode, arg, _) in enumerate(pickletools.genops(content)):
         name = opcode.name
         simple = _SIMPLE_OPCODES.get(name)
-        if simple is not None:  # most opcodes (a number, a string, a global, a call): taken and left as pickletools says
+        # Most opcodes (a number, a string, a global, a call): taken and left as pickletools says.
+        if simple is not None:
             takes, mark, leaves = simple
             if mark:
                 to_mark()

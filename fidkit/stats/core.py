@@ -420,8 +420,8 @@ class Stats:
         """Write the statistics to an ``.npz`` file, atomically (format: :mod:`fidkit.statsfile`).
 
         The file holds ``mu`` and ``sigma`` (float64; sigma in float32 only for statistics given or read as float32
-        arrays and not recomputed: a merge is written in float64), which TTUR and pytorch-fid read unchanged, and the extra
-        keys ``n``, ``factor`` (only when ``n <= dim``), ``fidkit_format_version`` and
+        arrays and not recomputed: a merge is written in float64), which TTUR and pytorch-fid read unchanged, and
+        the extra keys ``n``, ``factor`` (only when ``n <= dim``), ``fidkit_format_version`` and
         ``fidkit_metadata_json``, so it loads with ``allow_pickle=False``. The path is used exactly as given
         (no ``.npz`` is appended).
 
